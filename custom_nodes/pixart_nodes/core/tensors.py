@@ -1,0 +1,72 @@
+"""Conversions between ComfyUI tensors and the uint8 arrays the core modules work on.
+
+Core algorithms run on ``uint8 [H,W,C]`` numpy arrays (C = 3, or 4 with alpha): a quarter of the memory of
+ComfyUI's float32 images, and the representation palettes and LCD packing are defined in. Nodes convert one
+image of a batch at a time so that peak memory stays near one image, not one batch.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+
+def image_to_uint8(image) -> np.ndarray:
+    """One ComfyUI image ``[H,W,C]`` float 0..1 (torch or numpy) to ``uint8 [H,W,C]``, rounded to nearest."""
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().numpy()
+    arr = np.asarray(image, dtype=np.float32)
+    out = np.empty(arr.shape, dtype=np.uint8)
+    # round-half-up after clipping; np.rint would round 0.5 to even and bias mid-greys
+    np.clip(arr * 255.0 + 0.5, 0, 255, out=arr)
+    out[...] = arr
+    return out
+
+
+def iter_batch_uint8(images) -> Iterator[np.ndarray]:
+    """Yield each image of a ComfyUI batch ``[B,H,W,C]`` as ``uint8 [H,W,C]``."""
+    if images.ndim == 3:
+        images = images[None]
+    for i in range(images.shape[0]):
+        yield image_to_uint8(images[i])
+
+
+def uint8_to_image(arrays):
+    """``uint8 [H,W,C]`` arrays (a list or one array) to a ComfyUI float32 batch ``[B,H,W,C]`` in 0..1."""
+    import torch
+
+    if isinstance(arrays, np.ndarray) and arrays.ndim == 3:
+        arrays = [arrays]
+    batch = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.float32)
+    for i, a in enumerate(arrays):
+        batch[i] = torch.from_numpy(a).to(torch.float32).div_(255.0)
+    return batch
+
+
+def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None:
+    """ComfyUI ``MASK`` (1 = masked, i.e. transparent for LoadImage) to a ``uint8 [H,W]`` alpha for one image.
+
+    Returns None when the mask does not match the image size (LoadImage gives a 64x64 zero mask for images
+    without alpha, which must not be read as "fully opaque 64x64").
+    """
+    if mask is None:
+        return None
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.ndim == 2:
+        mask = mask[None]
+    m = mask[min(index, mask.shape[0] - 1)]
+    if m.shape != tuple(shape):
+        return None
+    return np.clip((1.0 - m) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def alpha_to_mask(alphas: list[np.ndarray]):
+    """``uint8 [H,W]`` alphas to a ComfyUI ``MASK`` batch (1 = transparent), as LoadImage defines it."""
+    import torch
+
+    out = torch.empty((len(alphas), *alphas[0].shape), dtype=torch.float32)
+    for i, a in enumerate(alphas):
+        out[i] = 1.0 - torch.from_numpy(a).to(torch.float32) / 255.0
+    return out
