@@ -1,0 +1,276 @@
+"""Bridge settings: command-line flags, then environment variables, then a `.env` file, then defaults.
+
+Core settings live in `Settings`. Each adapter declares its own settings as an `AdapterSettings` subclass in its
+module and reads them with `MyAdapterSettings.from_settings(app[SETTINGS])`; those come from the same environment
+and `.env` file, and `--set NAME=VALUE` on the command line overrides any of them (NAME is the environment
+variable's name, e.g. `--set A1111_TIMEOUT=60`).
+"""
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKFLOWS_DIR = REPO_ROOT / "workflows"
+DEFAULT_ENV_FILE = Path(".env")
+
+# `--set` values for the settings object being built right now. A context variable because pydantic-settings
+# builds its sources in a classmethod that only receives the class.
+_OVERRIDES: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("bridge_overrides", default={})
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable or flag."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class _OverrideSource(EnvSettingsSource):
+    """Reads `--set NAME=VALUE` pairs exactly as if they were environment variables (same names, same parsing)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], overrides: Mapping[str, str]) -> None:
+        self._overrides = dict(overrides)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._overrides, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _LayeredSettings(BaseSettings):
+    """Source order shared by core and adapter settings: flags (init), --set, environment, .env file."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _OverrideSource(settings_cls, _OVERRIDES.get()), env_settings, dotenv_settings)
+
+
+@contextmanager
+def _overrides(values: Mapping[str, str]) -> Iterator[None]:
+    token = _OVERRIDES.set(values)
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
+
+
+def _split_list(value: Any) -> Any:
+    """Comma-separated strings become lists; env values like `a, b,` must not need JSON quoting."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class Settings(_LayeredSettings):
+    """Core bridge settings. Environment names are `BRIDGE_<FIELD>` except the `COMFYUI_*` ones."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_",
+        env_file=DEFAULT_ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds (BRIDGE_HOST).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server (BRIDGE_PORT).")
+    data_dir: Path = Field(Path("data"), description="Jobs database, result images, managed ComfyUI files.")
+    workflows_dir: Path = Field(DEFAULT_WORKFLOWS_DIR, description="Directory of workflow JSON + manifests.")
+    log_level: str = Field("INFO", description="Python logging level (DEBUG, INFO, WARNING, ERROR).")
+
+    comfyui_urls: StrList = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("comfyui_urls", "COMFYUI_URL"),
+        description="Running ComfyUI servers, comma-separated (COMFYUI_URL). Empty: start a managed ComfyUI.",
+    )
+    comfyui_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("comfyui_dir", "COMFYUI_DIR"),
+        description="ComfyUI checkout for the managed server (COMFYUI_DIR; default ~/ComfyUI).",
+    )
+    comfyui_port: int = Field(
+        0, ge=0, le=65535, validation_alias=AliasChoices("comfyui_port", "COMFYUI_PORT"),
+        description="Port of the managed ComfyUI (COMFYUI_PORT; 0 picks a free one).",
+    )
+    comfyui_cpu: bool | None = Field(
+        None, validation_alias=AliasChoices("comfyui_cpu", "COMFYUI_CPU"),
+        description="Run the managed ComfyUI with --cpu (COMFYUI_CPU; unset: only when no GPU is present).",
+    )
+    comfyui_extra_model_paths: Path | None = Field(
+        None, validation_alias=AliasChoices("comfyui_extra_model_paths", "COMFYUI_EXTRA_MODEL_PATHS"),
+        description="extra_model_paths.yaml for the managed ComfyUI (COMFYUI_EXTRA_MODEL_PATHS).",
+    )
+    comfyui_args: StrList = Field(
+        default_factory=list, validation_alias=AliasChoices("comfyui_args", "COMFYUI_ARGS"),
+        description="Extra command-line arguments for the managed ComfyUI, comma-separated (COMFYUI_ARGS).",
+    )
+    comfyui_start_timeout: float = Field(
+        300.0, gt=0, validation_alias=AliasChoices("comfyui_start_timeout", "COMFYUI_START_TIMEOUT"),
+        description="Seconds to wait for the managed ComfyUI to answer (COMFYUI_START_TIMEOUT).",
+    )
+
+    api_keys: StrList = Field(default_factory=list, repr=False, description="Accepted API keys; empty: no auth.")
+    auth_exempt: StrList = Field(
+        default_factory=lambda: ["/health", "/metrics"], description="Paths served without an API key."
+    )
+    cors_origins: StrList = Field(default_factory=list, description="Allowed browser origins, or '*'.")
+    cors_credentials: bool = Field(False, description="Send Access-Control-Allow-Credentials (no '*' then).")
+    max_body_mb: float = Field(32.0, gt=0, description="Largest request body in MiB (413 beyond).")
+    rate_limit: float = Field(0.0, ge=0, description="Requests per second per API key or client address; 0: off.")
+    rate_burst: int = Field(20, ge=1, description="Token-bucket size: requests allowed at once before 429.")
+    rate_exempt: StrList = Field(
+        default_factory=lambda: ["/health", "/metrics"], description="Paths that the rate limit skips."
+    )
+
+    max_queue: int = Field(100, ge=1, description="Jobs waiting or running before submissions get 503.")
+    job_timeout: float = Field(600.0, ge=0, description="Seconds a job may run; 0: no limit.")
+    requeue_on_backend_death: bool = Field(False, description="Re-queue a job once when its ComfyUI dies.")
+    adapters: StrList | None = Field(None, description="Adapter modules to enable; unset: every listed one.")
+
+    adapter_overrides: dict[str, str] = Field(default_factory=dict, exclude=True,
+                                              description="--set NAME=VALUE pairs, read by adapter settings.")
+
+    _env_file: Path | None = PrivateAttr(default=None)
+
+    @field_validator("comfyui_urls", "comfyui_args", "api_keys", "auth_exempt", "cors_origins", "rate_exempt",
+                     mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _adapters(cls, value: Any) -> Any:
+        return None if value is None else _split_list(value)
+
+    @field_validator("comfyui_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        cleaned = []
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"COMFYUI_URL entry {url!r} must start with http:// or https://")
+            cleaned.append(url.rstrip("/"))
+        return cleaned
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, level: str) -> str:
+        name = level.upper()
+        if not isinstance(logging.getLevelName(name), int):
+            raise ValueError(f"unknown log level {level!r}")
+        return name
+
+    @field_validator("cors_credentials")
+    @classmethod
+    def _cors(cls, credentials: bool, info: ValidationInfo) -> bool:
+        # Browsers reject '*' with credentials; refusing it here beats a CORS failure nobody can debug.
+        if credentials and "*" in info.data.get("cors_origins", []):
+            raise ValueError("'*' in BRIDGE_CORS_ORIGINS cannot be combined with credentials; list the origins")
+        return credentials
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def managed_comfyui(self) -> bool:
+        """No ComfyUI URL given: the bridge runs its own ComfyUI child."""
+        return not self.comfyui_urls
+
+    @property
+    def env_file(self) -> Path | None:
+        return self._env_file
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    env_file: Path | None = DEFAULT_ENV_FILE,
+) -> Settings:
+    """Build Settings: `flags` (field names) beat `overrides` (`--set`, env names) beat environment beat `.env`.
+
+    Raises SettingsError naming the variable when a value is invalid.
+    """
+    values = {k: v for k, v in (flags or {}).items() if v is not None}
+    pairs = dict(overrides or {})
+    try:
+        with _overrides(pairs):
+            settings = Settings(_env_file=env_file, adapter_overrides=pairs, **values)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise _settings_error(Settings, exc) from None
+    settings._env_file = env_file
+    return settings
+
+
+A = TypeVar("A", bound="AdapterSettings")
+
+
+class AdapterSettings(_LayeredSettings):
+    """Base for an adapter's own settings. Subclass with `model_config = SettingsConfigDict(env_prefix="A1111_")`
+    (keep `extra="ignore"`), then `MySettings.from_settings(app[SETTINGS])` in `setup(app)`."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8", populate_by_name=True)
+
+    @classmethod
+    def from_settings(cls: type[A], settings: Settings) -> A:
+        """Read this adapter's settings from the environment, the bridge's `.env` file and `--set` overrides."""
+        try:
+            with _overrides(settings.adapter_overrides):
+                return cls(_env_file=settings.env_file)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise _settings_error(cls, exc) from None
+
+
+def env_name(settings_cls: type[BaseSettings], field: str) -> str:
+    """The environment variable a user sets for `field` (its alias when there is one)."""
+    info = settings_cls.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        for choice in info.validation_alias.choices:
+            if isinstance(choice, str) and choice.isupper():
+                return choice
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    return (prefix + field).upper()
+
+
+def _settings_error(settings_cls: type[BaseSettings], exc: ValidationError) -> SettingsError:
+    first = exc.errors()[0]
+    loc = first.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    name = env_name(settings_cls, field) if field else settings_cls.__name__
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return SettingsError(name, message)
