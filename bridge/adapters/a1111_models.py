@@ -447,27 +447,30 @@ def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.I
     return res
 
 
-def prepare_mask(mask: Image.Image, *, invert: bool, blur_x: int, blur_y: int, round_mask: bool) -> Image.Image:
-    """A1111's mask handling: alpha of RGBA masks, otherwise luminance; white = repaint; optional invert and blur."""
-    if mask.mode in ("RGBA", "LA") or (mask.mode == "P" and "transparency" in mask.info):
-        m = mask.convert("RGBA").getchannel("A")
+def binary_mask(mask: Image.Image, round_mask: bool = True) -> Image.Image:
+    """A1111's `create_binary_mask`: alpha of a (not fully opaque) RGBA mask, else luminance; white = repaint."""
+    if mask.mode == "P":
+        mask = mask.convert("RGBA")
+    if mask.mode in ("RGBA", "LA") and mask.getchannel("A").getextrema() != (255, 255):
+        m = mask.getchannel("A")
     else:
         m = mask.convert("L")
-    if invert:
-        m = ImageOps.invert(m)
-    if blur_x > 0 or blur_y > 0:
-        import cv2
-        import numpy as np
+    return m.point(lambda v: 255 if v > 128 else 0) if round_mask else m
 
-        arr = np.asarray(m)
-        # A1111 uses kernel size 2.5*blur + 1 (odd) per axis with cv2.GaussianBlur.
-        kx = int(2.5 * blur_x + 0.5) * 2 + 1 if blur_x > 0 else 1
-        ky = int(2.5 * blur_y + 0.5) * 2 + 1 if blur_y > 0 else 1
-        arr = cv2.GaussianBlur(arr, (kx, ky), sigmaX=max(blur_x, 0), sigmaY=max(blur_y, 0))
-        m = Image.fromarray(arr)
-        if round_mask:
-            m = m.point(lambda v: 255 if v > 127 else 0)
-    return m
+
+def blur_mask(mask: Image.Image, blur_x: int, blur_y: int) -> Image.Image:
+    """A1111's separable mask blur: cv2.GaussianBlur with kernel 2*int(2.5*blur+0.5)+1 on each axis."""
+    import cv2
+    import numpy as np
+
+    arr = np.asarray(mask.convert("L"))
+    if blur_x > 0:
+        k = 2 * int(2.5 * blur_x + 0.5) + 1
+        arr = cv2.GaussianBlur(arr, (k, 1), blur_x)
+    if blur_y > 0:
+        k = 2 * int(2.5 * blur_y + 0.5) + 1
+        arr = cv2.GaussianBlur(arr, (1, k), blur_y)
+    return Image.fromarray(np.ascontiguousarray(arr))
 
 
 def mask_bbox(mask: Image.Image, padding: int, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -519,3 +522,82 @@ def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
         for _ in range(repeats):
             base.alpha_composite(blurred)
     return base.convert("RGB")
+
+
+def flatten(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """A1111's `images.flatten`: alpha composited onto img2img's background colour (white by default)."""
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        base.alpha_composite(rgba)
+        return base.convert("RGB")
+    return im.convert("RGB")
+
+
+@dataclass
+class InpaintPlan:
+    """What one inpaint job gets, and how its result goes back into the picture (A1111's overlay/paste)."""
+
+    image: Image.Image
+    mask: Image.Image | None
+    overlay: Image.Image | None = None
+    paste: tuple[int, int, int, int] | None = None
+
+
+def plan_img2img(init: Image.Image, mask: Image.Image | None, *, width: int, height: int, resize_mode: int,
+                 mask_blur_x: int, mask_blur_y: int, mask_round: bool, invert: bool, fill: int,
+                 full_res: bool, padding: int) -> InpaintPlan:
+    """A1111's `StableDiffusionProcessingImg2Img.init` image/mask steps, in Pillow."""
+    image = flatten(init)
+    if mask is None:
+        return InpaintPlan(resize_image(resize_mode, image, width, height), None)
+    m = binary_mask(mask, mask_round)
+    if invert:
+        m = ImageOps.invert(m)
+    m = blur_mask(m, mask_blur_x, mask_blur_y)
+    crop = None
+    if full_res:
+        if m.size != image.size:
+            m = m.resize(image.size, Image.LANCZOS)
+        overlay_mask = m
+        crop = mask_bbox(m, padding, width, height)
+        job_mask = resize_image(2, m.crop(crop), width, height) if crop else m
+    else:
+        m = resize_image(resize_mode, m, width, height)
+        image = resize_image(resize_mode, image, width, height)
+        job_mask = m
+        # A1111 doubles the blurred mask for the overlay so the original covers the feathered edge more.
+        overlay_mask = m.point(lambda v: min(255, v * 2))
+    if crop is None and full_res:
+        # An empty mask in "only masked" mode: A1111 falls back to the whole picture.
+        image = resize_image(resize_mode, image, width, height)
+        job_mask = m.resize((width, height), Image.LANCZOS)
+        overlay_mask = job_mask
+    premult = Image.new("RGBa", image.size)
+    premult.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(overlay_mask.convert("L")))
+    overlay = premult.convert("RGBA")
+    paste = None
+    if crop is not None:
+        x1, y1, x2, y2 = crop
+        paste = (x1, y1, x2 - x1, y2 - y1)
+        image = resize_image(2, image.crop(crop), width, height)
+    if fill == 0:
+        image = fill_masked(image, job_mask)
+    return InpaintPlan(image, job_mask, overlay, paste)
+
+
+def finish_img2img(result: Image.Image, plan: InpaintPlan) -> Image.Image:
+    """A1111's `apply_overlay`: paste the crop back, then the untouched original over the unmasked area."""
+    if plan.overlay is None:
+        return result
+    image = result.convert("RGB")
+    if plan.paste is not None:
+        x, y, w, h = plan.paste
+        base = Image.new("RGBA", plan.overlay.size)
+        base.paste(resize_image(1, image, w, h), (x, y))
+        image = base
+    out = image.convert("RGBA")
+    if out.size != plan.overlay.size:
+        out = out.resize(plan.overlay.size, Image.LANCZOS)
+    out.alpha_composite(plan.overlay)
+    return out.convert("RGB")
