@@ -15,10 +15,12 @@ def image_to_uint8(image) -> np.ndarray:
     """One ComfyUI image ``[H,W,C]`` float 0..1 (torch or numpy) to ``uint8 [H,W,C]``, rounded to nearest."""
     if hasattr(image, "detach"):
         image = image.detach().cpu().numpy()
-    arr = np.asarray(image, dtype=np.float32)
+    # a new array: np.asarray of a CPU tensor is a view, and writing into it would corrupt the caller's tensor
+    # (ComfyUI caches node outputs and hands the same tensor to every consumer)
+    arr = np.asarray(image, dtype=np.float32) * 255.0 + 0.5
     out = np.empty(arr.shape, dtype=np.uint8)
     # round-half-up after clipping; np.rint would round 0.5 to even and bias mid-greys
-    np.clip(arr * 255.0 + 0.5, 0, 255, out=arr)
+    np.clip(arr, 0, 255, out=arr)
     out[...] = arr
     return out
 
