@@ -9,16 +9,14 @@ from .core import rgb565
 from .core.tensors import iter_batch_uint8, mask_to_alpha, uint8_to_image
 
 
-def _save_bin(data: bytes, prefix: str, width: int, height: int, index: int) -> dict:
+def _bin_target(prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
+    """Output folder, file stem, first free counter and subfolder, numbered the way Save Image numbers PNGs."""
     import folder_paths  # ComfyUI module: imported here so the node module loads without ComfyUI
 
     out_dir = folder_paths.get_output_directory()
     full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir, width, height)
     os.makedirs(full_folder, exist_ok=True)
-    name = f"{filename}_{counter + index:05}_.bin"
-    with open(os.path.join(full_folder, name), "wb") as fh:
-        fh.write(data)
-    return {"filename": name, "subfolder": subfolder, "type": "output"}
+    return full_folder, filename, counter, subfolder
 
 
 class PixartRGB565:
@@ -82,6 +80,7 @@ class PixartRGB565:
         encoded: list[str] = []
         files: list[dict] = []
         previews: list[np.ndarray] = []
+        target: tuple[str, str, int, str] | None = None
         for i, arr in enumerate(iter_batch_uint8(image)):
             flat = rgb565.composite(arr, mask_to_alpha(mask, i, arr.shape[:2]), background)
             framed = rgb565.fit(flat, width, height, mode, background, resample=resample)
@@ -89,9 +88,14 @@ class PixartRGB565:
             encoded.append(rgb565.to_base64(data))
             previews.append(rgb565.from_rgb565(data, width, height, byte_order=byte_order, inverted=invert))
             if save_file:
-                entry = _save_bin(data, filename_prefix, width, height, i)
-                entry.update({"bytes": len(data), "width": width, "height": height, "format": fmt})
-                files.append(entry)
+                if target is None:
+                    target = _bin_target(filename_prefix, width, height)
+                folder, stem, counter, subfolder = target
+                name = f"{stem}_{counter + i:05}_.bin"
+                with open(os.path.join(folder, name), "wb") as fh:
+                    fh.write(data)
+                files.append({"filename": name, "subfolder": subfolder, "type": "output", "bytes": len(data),
+                              "width": width, "height": height, "format": fmt})
         size = width * height * 2
         text = [
             f"{len(encoded)} frame(s) {width}x{height} {fmt}{' inverted' if invert else ''}, {size} bytes each"
