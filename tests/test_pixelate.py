@@ -1,0 +1,257 @@
+"""Pixelation methods against brute-force per-block computations, OpenCV and Pillow; the Pixelate node."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixart_nodes.core import pixelate as px
+from pixart_nodes.nodes_pixelate import PixartPixelate
+
+
+def _random(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+def _blocks(h: int, w: int, **kw):
+    """Block rectangles computed independently of the module: by size with a remainder, or by floor(i*n/m)."""
+    if kw.get("pixel_size"):
+        p = kw["pixel_size"]
+        ys = list(range(0, h, p)) + [h]
+        xs = list(range(0, w, p)) + [w]
+    else:
+        oh, ow = kw["height"], kw["width"]
+        ys = [i * h // oh for i in range(oh + 1)]
+        xs = [i * w // ow for i in range(ow + 1)]
+    return ys, xs
+
+
+def _brute(img: np.ndarray, fn, **kw) -> np.ndarray:
+    ys, xs = _blocks(img.shape[0], img.shape[1], **kw)
+    out = np.zeros((len(ys) - 1, len(xs) - 1, img.shape[2]), np.uint8)
+    for i in range(len(ys) - 1):
+        for j in range(len(xs) - 1):
+            out[i, j] = fn(img[ys[i]:ys[i + 1], xs[j]:xs[j + 1]])
+    return out
+
+
+def _mean_half_up(block: np.ndarray) -> np.ndarray:
+    flat = block.reshape(-1, block.shape[2]).astype(np.int64)
+    return (2 * flat.sum(0) + len(flat)) // (2 * len(flat))
+
+
+def _median_half_up(block: np.ndarray) -> np.ndarray:
+    return np.floor(np.median(block.reshape(-1, block.shape[2]), axis=0) + 0.5)
+
+
+def _centre(block: np.ndarray) -> np.ndarray:
+    return block[block.shape[0] // 2, block.shape[1] // 2]
+
+
+SIZES = [
+    dict(pixel_size=4),  # divides 32x48
+    dict(pixel_size=5),  # remainder blocks
+    dict(pixel_size=1),
+    dict(width=7, height=5),  # uneven block sizes
+    dict(width=48, height=32),  # identity
+]
+
+
+@pytest.mark.parametrize("kw", SIZES)
+def test_box_is_the_block_mean(kw):
+    img = _random(32, 48, seed=1)
+    assert np.array_equal(px.pixelate(img, method="box", **kw), _brute(img, _mean_half_up, **kw))
+
+
+@pytest.mark.parametrize("kw", SIZES)
+def test_median_is_the_block_median(kw):
+    img = _random(32, 48, seed=2)
+    assert np.array_equal(px.pixelate(img, method="median", **kw), _brute(img, _median_half_up, **kw))
+
+
+@pytest.mark.parametrize("kw", SIZES)
+def test_nearest_is_the_block_centre(kw):
+    img = _random(32, 48, seed=3)
+    assert np.array_equal(px.pixelate(img, method="nearest", **kw), _brute(img, _centre, **kw))
+
+
+@pytest.mark.parametrize("p", [2, 4, 8])
+def test_box_matches_opencv_inter_area_where_sizes_divide(p):
+    img = _random(64, 96, seed=4)
+    ours = px.pixelate(img, pixel_size=p, method="box")
+    cv = cv2.resize(img, (96 // p, 64 // p), interpolation=cv2.INTER_AREA)
+    diff = ours.astype(int) - cv.astype(int)
+    assert np.abs(diff).max() <= 1
+    # the only disagreements are exact .5 ties, which OpenCV may round to even where we round up
+    sums = img.reshape(64 // p, p, 96 // p, p, 3).sum(axis=(1, 3))
+    ties = (sums % (p * p)) * 2 == p * p
+    assert not np.any(diff[~ties])
+
+
+def test_nearest_matches_pillow_where_sizes_divide():
+    img = _random(40, 60, seed=5)
+    pil = np.asarray(Image.fromarray(img).resize((15, 10), Image.NEAREST))
+    assert np.array_equal(px.pixelate(img, pixel_size=4, method="nearest"), pil)
+
+
+def _kmeans_reference(block: np.ndarray, k: int, iterations: int = 8) -> np.ndarray:
+    """Plain per-block Lloyd's k-means with the module's documented start (evenly spaced brightness ranks)."""
+    x = block.reshape(-1, block.shape[2]).astype(np.float64)
+    n = len(x)
+    k = min(k, n)
+    order = np.argsort(x.sum(axis=1), kind="stable")
+    centres = x[order[[int((j + 0.5) * n / k) for j in range(k)]]]
+    for _ in range(iterations):
+        labels = np.array([min(range(k), key=lambda j: ((p - centres[j]) ** 2).sum()) for p in x])
+        new = np.array([x[labels == j].mean(axis=0) if np.any(labels == j) else centres[j] for j in range(k)])
+        if np.allclose(new, centres, atol=1e-4):
+            break
+        centres = new
+    labels = np.array([min(range(k), key=lambda j: ((p - centres[j]) ** 2).sum()) for p in x])
+    counts = [int((labels == j).sum()) for j in range(k)]
+    return np.floor(centres[int(np.argmax(counts))] + 0.5)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_kcentroid_matches_per_block_kmeans(k):
+    # two-tone blocks with noise: clusters are clear, so float32 vs float64 cannot change the assignment
+    rng = np.random.default_rng(k)
+    base = rng.choice(np.array([[20, 30, 40], [200, 180, 60], [90, 220, 250], [250, 250, 250]], np.int64),
+                      size=(24, 32))
+    img = np.clip(base + rng.integers(-6, 7, base.shape), 0, 255).astype(np.uint8)
+    ours = px.pixelate(img, pixel_size=4, method="kcentroid", k=k)
+    ref = _brute(img, lambda b: _kmeans_reference(b, k), pixel_size=4)
+    assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_kcentroid_returns_the_majority_colour_not_the_average():
+    block = np.zeros((4, 4, 3), np.uint8)
+    block[...] = (240, 10, 10)  # 10 red pixels ...
+    block.reshape(-1, 3)[:6] = (0, 0, 0)  # ... and 6 black outline pixels
+    img = np.tile(block, (2, 3, 1))
+    out = px.pixelate(img, pixel_size=4, method="kcentroid")
+    assert np.all(out == (240, 10, 10))
+    assert not np.all(px.pixelate(img, pixel_size=4, method="box") == (240, 10, 10))
+
+
+def test_kcentroid_agrees_with_opencv_kmeans_on_separated_clusters():
+    rng = np.random.default_rng(9)
+    blocks = []
+    for _ in range(12):
+        a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        while np.abs(a - b).sum() < 120:
+            b = rng.integers(0, 256, 3)
+        major = rng.integers(9, 14)
+        pix = np.array([a] * major + [b] * (16 - major)) + rng.integers(-3, 4, (16, 3))
+        blocks.append(np.clip(pix, 0, 255).reshape(4, 4, 3).astype(np.uint8))
+    img = np.concatenate(blocks, axis=1)  # 4 x 48
+    ours = px.pixelate(img, pixel_size=4, method="kcentroid")[0]
+    for blk, got in zip(blocks, ours):
+        data = blk.reshape(-1, 3).astype(np.float32)
+        crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.01)
+        _, labels, centres = cv2.kmeans(data, 2, None, crit, 5, cv2.KMEANS_PP_CENTERS)
+        expected = centres[np.bincount(labels.ravel()).argmax()]
+        assert np.abs(got.astype(float) - expected).max() <= 1.0
+
+
+def test_kcentroid_is_fast_enough_for_1024():
+    img = _random(1024, 1024, seed=6)
+    out = px.pixelate(img, pixel_size=8, method="kcentroid")  # a behaviour check; timing lives in bench/
+    assert out.shape == (128, 128, 3)
+
+
+def test_upscale_restores_size_and_fills_blocks():
+    img = _random(30, 45, seed=7)
+    small = px.pixelate(img, pixel_size=4, method="box")
+    big = px.pixelate(img, pixel_size=4, method="box", upscale=True)
+    assert small.shape == (8, 12, 3) and big.shape == img.shape
+    assert np.array_equal(big[::4, ::4], small)
+    assert np.array_equal(big[29, 44], small[7, 11])  # the partial corner block
+    assert np.array_equal(big, cv2.resize(small, (48, 32), interpolation=cv2.INTER_NEAREST)[:30, :45])
+
+
+def test_target_size_keeps_aspect_when_one_side_given():
+    img = _random(60, 120, seed=8)
+    assert px.pixelate(img, width=30).shape == (15, 30, 3)
+    assert px.pixelate(img, height=10).shape == (10, 20, 3)
+
+
+def test_box_with_alpha_ignores_colour_of_transparent_pixels():
+    img = np.zeros((2, 2, 4), np.uint8)
+    img[0, 0] = (200, 100, 50, 255)
+    img[0, 1] = (0, 0, 0, 0)  # fully transparent black must not darken the block
+    img[1, :] = (100, 50, 25, 255)
+    out = px.pixelate(img, pixel_size=2, method="box")
+    expected_rgb = np.floor((200 + 100 + 100) / 3 + 0.5), np.floor((100 + 50 + 50) / 3 + 0.5), np.floor(100 / 3 + 0.5)
+    assert out[0, 0].tolist() == [*map(int, expected_rgb), round(3 * 255 / 4)]
+    clear = np.zeros((2, 2, 4), np.uint8)
+    clear[..., :3] = 40
+    assert px.pixelate(clear, pixel_size=2, method="box")[0, 0].tolist() == [40, 40, 40, 0]
+
+
+def test_grayscale_and_2d_input():
+    img = _random(8, 8, c=1, seed=10)
+    assert px.pixelate(img[..., 0], pixel_size=2).shape == (4, 4, 1)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(pixel_size=0), "pixel_size"),
+    (dict(), "pixel_size"),
+    (dict(pixel_size=2, width=4), "either pixel_size"),
+    (dict(width=100), "larger than the image"),
+    (dict(pixel_size=2, method="lanczos"), "method"),
+    (dict(pixel_size=2, method="kcentroid", k=7), "k must"),
+])
+def test_bad_arguments_name_the_field(kw, field):
+    with pytest.raises(ValueError, match=field):
+        px.pixelate(_random(10, 10), **kw)
+
+
+# --- node ------------------------------------------------------------------------------------------------------
+
+def _to_u8(t: torch.Tensor) -> np.ndarray:
+    return np.clip(t.numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_node_batch_with_mask_keeps_alpha():
+    imgs = np.stack([_random(16, 24, seed=11), _random(16, 24, seed=12)])
+    images = torch.from_numpy(imgs).float() / 255
+    mask = torch.zeros((2, 16, 24))
+    mask[:, :8] = 1.0  # top half transparent
+    before = images.clone()
+    out_img, out_mask = PixartPixelate().run(images, "box", 4, 0, 0, False, mask=mask)
+    assert torch.equal(images, before)
+    assert out_img.shape == (2, 4, 6, 3) and out_mask.shape == (2, 4, 6)
+    assert torch.all(out_mask[:, :2] == 1) and torch.all(out_mask[:, 2:] == 0)
+    # opaque half: plain block means of the input
+    for i in range(2):
+        expected = px.pixelate(imgs[i], pixel_size=4, method="box")
+        assert np.array_equal(_to_u8(out_img[i])[2:], expected[2:])
+
+
+def test_node_rgba_image_target_size_upscaled():
+    rgba = _random(20, 20, c=4, seed=13)
+    rgba[..., 3] = 255
+    rgba[:10, :10, 3] = 0
+    images = torch.from_numpy(np.stack([rgba, rgba])).float() / 255
+    out_img, out_mask = PixartPixelate().run(images, "kcentroid", 8, 5, 5, True, k=3)
+    assert out_img.shape == (2, 20, 20, 4) and out_mask.shape == (2, 20, 20)
+    assert torch.all(out_mask[:, :8, :8] == 1) and torch.all(out_mask[:, 12:, 12:] == 0)
+    expected = px.pixelate(rgba, width=5, height=5, method="kcentroid", k=3, upscale=True)
+    assert np.array_equal(_to_u8(out_img[0]), expected)
+
+
+def test_node_without_alpha_gives_opaque_mask():
+    images = torch.from_numpy(_random(8, 8, seed=14)[None]).float() / 255
+    out_img, out_mask = PixartPixelate().run(images, "median", 2, 0, 0, True, mask=torch.zeros((1, 64, 64)))
+    assert out_img.shape == (1, 8, 8, 3) and torch.all(out_mask == 0)
+
+
+def test_node_metadata_has_tooltips():
+    spec = PixartPixelate.INPUT_TYPES()
+    for group in spec.values():
+        for name, (_, opts) in group.items():
+            assert opts.get("tooltip"), name
+    assert PixartPixelate.CATEGORY.startswith("Pixart/")
