@@ -1,0 +1,170 @@
+"""Async client for one ComfyUI server (routes and shapes: shared/reference/comfyui.md §1-§2)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+# Binary websocket frame types (ComfyUI protocol.py BinaryEventTypes).
+PREVIEW_IMAGE = 1
+TEXT = 3
+PREVIEW_IMAGE_WITH_METADATA = 4
+
+
+class BackendError(Exception):
+    """The backend could not be reached or answered something unexpected."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
+
+
+class PromptRejected(Exception):
+    """POST /prompt answered 400: the graph failed ComfyUI's validation."""
+
+    def __init__(self, error: dict[str, Any], node_errors: dict[str, Any]) -> None:
+        self.error = error if isinstance(error, dict) else {"message": str(error)}
+        self.node_errors = node_errors if isinstance(node_errors, dict) else {}
+        super().__init__(self.describe())
+
+    def input_errors(self) -> list[tuple[str, str, str | None, str]]:
+        """(node_id, class_type, input_name or None, message) for every per-input error."""
+        out = []
+        for nid, entry in self.node_errors.items():
+            for err in entry.get("errors", []):
+                extra = err.get("extra_info") or {}
+                msg = err.get("message", "")
+                if err.get("details"):
+                    msg = f"{msg}: {err['details']}"
+                out.append((str(nid), entry.get("class_type", "?"), extra.get("input_name"), msg))
+        return out
+
+    def describe(self) -> str:
+        parts = [self.error.get("message", "prompt rejected")]
+        if self.error.get("details"):
+            parts[0] += f" ({self.error['details']})"
+        for nid, cls, inp, msg in self.input_errors():
+            parts.append(f"node {nid} ({cls}){' input ' + repr(inp) if inp else ''}: {msg}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class BinaryFrame:
+    event: int
+    image_type: str | None     # "image/png" | "image/jpeg" for image frames
+    data: bytes
+    node_id: str | None = None
+    prompt_id: str | None = None
+
+
+def parse_binary(frame: bytes) -> BinaryFrame:
+    """Decode a binary websocket frame: [u32 event][payload], all integers big-endian."""
+    if len(frame) < 8:
+        raise ValueError("binary frame shorter than 8 bytes")
+    (event,) = struct.unpack(">I", frame[:4])
+    if event == PREVIEW_IMAGE:
+        (fmt,) = struct.unpack(">I", frame[4:8])
+        return BinaryFrame(event, "image/png" if fmt == 2 else "image/jpeg", frame[8:])
+    if event == PREVIEW_IMAGE_WITH_METADATA:
+        (n,) = struct.unpack(">I", frame[4:8])
+        meta = json.loads(frame[8:8 + n])
+        return BinaryFrame(event, meta.get("image_type", "image/png"), frame[8 + n:],
+                           node_id=meta.get("node_id"), prompt_id=meta.get("prompt_id"))
+    if event == TEXT:
+        (n,) = struct.unpack(">I", frame[4:8])
+        return BinaryFrame(event, None, frame[8 + n:], node_id=frame[8:8 + n].decode("utf-8", "replace"))
+    return BinaryFrame(event, None, frame[4:])
+
+
+class ComfyClient:
+    def __init__(self, url: str, session: aiohttp.ClientSession, client_id: str, *,
+                 request_timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.session = session
+        self.client_id = client_id
+        self.timeout = aiohttp.ClientTimeout(total=request_timeout)
+
+    async def _request(self, method: str, path: str, *, expect_json: bool = True, ok: tuple[int, ...] = (200,),
+                       **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            async with self.session.request(method, self.url + path, **kwargs) as resp:
+                body = await resp.read()
+                if resp.status not in ok:
+                    raise BackendError(self.url, f"{method} {path} answered {resp.status}: {body[:300]!r}")
+                if not expect_json:
+                    return body
+                return json.loads(body) if body else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise BackendError(self.url, f"{method} {path} failed: {exc.__class__.__name__} {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise BackendError(self.url, f"{method} {path} answered non-JSON: {exc}") from exc
+
+    async def system_stats(self) -> dict[str, Any]:
+        return await self._request("GET", "/system_stats")
+
+    async def object_info(self) -> dict[str, Any]:
+        return await self._request("GET", "/object_info", timeout=aiohttp.ClientTimeout(total=120))
+
+    async def queue_prompt(self, graph: dict[str, Any], prompt_id: str) -> dict[str, Any]:
+        body = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        try:
+            async with self.session.post(self.url + "/prompt", json=body, timeout=self.timeout) as resp:
+                text = await resp.read()
+                if resp.status == 400:
+                    data = json.loads(text)
+                    raise PromptRejected(data.get("error", {}), data.get("node_errors", {}))
+                if resp.status != 200:
+                    raise BackendError(self.url, f"POST /prompt answered {resp.status}: {text[:300]!r}")
+                return json.loads(text)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise BackendError(self.url, f"POST /prompt failed: {exc.__class__.__name__} {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise BackendError(self.url, f"POST /prompt answered non-JSON: {exc}") from exc
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The history entry, or None while the prompt is queued, running or unknown."""
+        data = await self._request("GET", f"/history/{prompt_id}")
+        return (data or {}).get(prompt_id)
+
+    async def queue(self) -> dict[str, Any]:
+        return await self._request("GET", "/queue")
+
+    async def queued_ids(self) -> tuple[set[str], set[str]]:
+        """(running prompt ids, pending prompt ids)."""
+        q = await self.queue()
+        return ({item[1] for item in q.get("queue_running", [])}, {item[1] for item in q.get("queue_pending", [])})
+
+    async def delete_from_queue(self, prompt_ids: list[str]) -> None:
+        await self._request("POST", "/queue", json={"delete": prompt_ids}, expect_json=False)
+
+    async def interrupt(self, prompt_id: str | None) -> None:
+        await self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {},
+                            expect_json=False)
+
+    async def view(self, filename: str, subfolder: str = "", type_: str = "output") -> bytes:
+        return await self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder,
+                                                           "type": type_}, expect_json=False,
+                                   timeout=aiohttp.ClientTimeout(total=120))
+
+    async def upload_image(self, data: bytes, filename: str, *, overwrite: bool = True) -> str:
+        """Upload into the input folder; returns the name LoadImage must use (with subfolder when set)."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=filename, content_type="image/png")
+        form.add_field("overwrite", "true" if overwrite else "false")
+        form.add_field("type", "input")
+        res = await self._request("POST", "/upload/image", data=form, timeout=aiohttp.ClientTimeout(total=120))
+        name = res["name"]
+        return f"{res['subfolder']}/{name}" if res.get("subfolder") else name
+
+    async def ws_connect(self) -> aiohttp.ClientWebSocketResponse:
+        ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        try:
+            return await self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=20,
+                                                 max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise BackendError(self.url, f"websocket connect failed: {exc.__class__.__name__} {exc}") from exc

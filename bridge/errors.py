@@ -1,0 +1,82 @@
+"""Errors the engine raises; each adapter translates them into its own dialect.
+
+Every error carries an HTTP status, a stable machine code, a message that names the offending
+field, and the field itself (or None), so the common JSON shape
+``{"error": code, "message": text, "field": field}`` can be built from any of them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class BridgeError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, "field": self.field}
+
+
+class InvalidParameter(BridgeError):
+    status = 400
+    code = "invalid_parameter"
+
+    def __init__(self, field: str, message: str) -> None:
+        # The field is repeated in the text because many clients only show the message.
+        text = message if field and field in message else f"{field}: {message}" if field else message
+        super().__init__(text, field=field or None)
+
+
+class WorkflowNotFound(BridgeError):
+    status = 404
+    code = "workflow_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"workflow {name!r} does not exist", field="workflow")
+        self.name = name
+
+
+class JobNotFound(BridgeError):
+    status = 404
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} does not exist", field="job_id")
+        self.job_id = job_id
+
+
+class Conflict(BridgeError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(BridgeError):
+    status = 413
+    code = "payload_too_large"
+
+
+class QueueFull(BridgeError):
+    status = 503
+    code = "queue_full"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(message or f"the job queue is full; retry after {retry_after:.0f} s")
+        # Whole seconds: Retry-After takes an integer.
+        self.retry_after = max(1, int(round(retry_after)))
+
+
+class BackendUnavailable(BridgeError):
+    status = 503
+    code = "backend_unavailable"
+
+
+class WorkflowError(BridgeError):
+    """A workflow or manifest on disk is wrong (raised at load time, names workflow and node)."""
+
+    status = 500
+    code = "workflow_invalid"
