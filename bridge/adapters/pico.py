@@ -1,0 +1,423 @@
+"""Pico LCD endpoint: an A1111 txt2img request answered with raw RGB565 pixels for a small SPI panel.
+
+`POST /pico/sdapi/v1/txt2img` (and `/sdapi/v1/txt2img` itself in Pico mode) takes the A1111 txt2img body. The image
+is generated and converted inside ComfyUI by the `pico_rgb565` workflow (txt2img graph + the pack's RGB565 node), or,
+when an upstream A1111 URL is configured, generated there and converted here with the same packing code
+(`pixart_nodes.core.rgb565`), as the original Pico proxy did.
+
+The answer is the frame as bytes (`application/octet-stream`, `X-Image-*` headers) or A1111-style JSON with the
+frame base64-encoded, chosen by `?format=`, then the `Accept` header, then the configured default. LCD settings
+(size, inversion, byte order, resize mode, dithering) can be overridden per request with query parameters
+(`lcd_width`, `lcd_height`, `invert`, `byte_order`, `resize_mode`, `dither`) or a `pico` object in the body.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+from PIL import Image, UnidentifiedImageError
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from bridge.config import AdapterSettings
+
+from . import a1111
+from . import a1111_models as models
+from .a1111_models import A1111Error
+
+log = logging.getLogger("bridge.adapters.pico")
+
+PATH = "/pico/sdapi/v1/txt2img"
+BYTE_ORDERS = {"be": "big", "le": "little", "big": "big", "little": "little"}
+RESIZE_MODES = ("stretch", "letterbox", "crop")
+FORMATS = ("binary", "json")
+MAX_LCD_SIDE = 1024
+
+
+class PicoSettings(AdapterSettings):
+    """Pico adapter settings (environment `PICO_*`, or `--set PICO_...=...`)."""
+
+    model_config = SettingsConfigDict(env_prefix="PICO_", extra="ignore", env_file_encoding="utf-8",
+                                      populate_by_name=True)
+
+    mode: bool = Field(False, description="Pico mode: /sdapi/v1/txt2img itself answers in RGB565, so an "
+                                          "unmodified Pico client pointed at the bridge works.")
+    width: int = Field(240, ge=1, le=MAX_LCD_SIDE, description="LCD width in pixels.")
+    height: int = Field(240, ge=1, le=MAX_LCD_SIDE, description="LCD height in pixels.")
+    invert: bool = Field(False, description="Invert the data (255 - value); only for firmware without INVON.")
+    byte_order: Literal["be", "le"] = Field("be", description="be = high byte first (ST7789 drivers); le = "
+                                                              "native uint16 buffer.")
+    resize_mode: Literal["stretch", "letterbox", "crop"] = Field("stretch", description="How the picture is "
+                                                                                        "fitted to the LCD.")
+    dither: bool = Field(False, description="Ordered dithering before packing to 565.")
+    default_format: Literal["binary", "json"] = Field("binary", description="Answer when neither ?format= nor "
+                                                                            "Accept decides.")
+    workflow: str = Field("pico_rgb565", description="Workflow that generates and converts.")
+    cache: bool = Field(True, description="Cache converted frames of deterministic (fixed-seed) requests.")
+    cache_dir: Path | None = Field(None, description="Cache directory (default: <BRIDGE_DATA_DIR>/pico_cache).")
+    cache_max_mb: float = Field(64.0, ge=0, description="Cache size limit on disk in MiB; oldest used go first.")
+    upstream_url: str = Field("", description="Upstream A1111 base URL (e.g. http://host:7860); set: the Pico "
+                                              "endpoint forwards there instead of ComfyUI.")
+    upstream_username: str = Field("", description="Basic auth user for the upstream A1111.")
+    upstream_password: str = Field("", repr=False, description="Basic auth password for the upstream A1111.")
+    upstream_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the upstream A1111.")
+    upstream_retries: int = Field(2, ge=0, le=10, description="Extra attempts after a connection error or a "
+                                                              "502/503/504 from the upstream.")
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+@dataclass(frozen=True)
+class LcdOptions:
+    width: int
+    height: int
+    invert: bool
+    byte_order: str  # "be" | "le"
+    resize_mode: str
+    dither: bool
+
+    @property
+    def frame_size(self) -> int:
+        return self.width * self.height * 2
+
+    @property
+    def format_name(self) -> str:
+        return f"rgb565-{self.byte_order}"
+
+
+def _bool(field: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise models.field_error(field, f"must be true or false, got {value!r}")
+
+
+def _int(field: str, value: Any) -> int:
+    try:
+        number = int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 1 <= number <= MAX_LCD_SIDE:
+        raise models.field_error(field, f"must be an integer between 1 and {MAX_LCD_SIDE}, got {value!r}")
+    return number
+
+
+def lcd_options(settings: PicoSettings, query: dict[str, str], body_opts: Any) -> LcdOptions:
+    """Configured LCD settings with per-request overrides: query parameters win over the body's `pico` object."""
+    if body_opts is not None and not isinstance(body_opts, dict):
+        raise models.field_error("pico", "must be an object")
+    body_opts = body_opts or {}
+    merged: dict[str, tuple[str, Any]] = {}
+    for key in ("width", "height", "invert", "byte_order", "resize_mode", "dither"):
+        if key in body_opts:
+            merged[key] = (f"pico.{key}", body_opts[key])
+    for key, qkey in (("width", "lcd_width"), ("height", "lcd_height"), ("invert", "invert"),
+                      ("byte_order", "byte_order"), ("resize_mode", "resize_mode"), ("dither", "dither")):
+        if qkey in query:
+            merged[key] = (qkey, query[qkey])
+    width = _int(*merged["width"]) if "width" in merged else settings.width
+    height = _int(*merged["height"]) if "height" in merged else settings.height
+    invert = _bool(*merged["invert"]) if "invert" in merged else settings.invert
+    dither = _bool(*merged["dither"]) if "dither" in merged else settings.dither
+    byte_order = settings.byte_order
+    if "byte_order" in merged:
+        name, value = merged["byte_order"]
+        key = str(value).strip().lower().removeprefix("rgb565-")
+        if key not in BYTE_ORDERS:
+            raise models.field_error(name, f"must be be or le, got {value!r}")
+        byte_order = "be" if BYTE_ORDERS[key] == "big" else "le"
+    resize_mode = settings.resize_mode
+    if "resize_mode" in merged:
+        name, value = merged["resize_mode"]
+        if value not in RESIZE_MODES:
+            raise models.field_error(name, f"must be one of {', '.join(RESIZE_MODES)}, got {value!r}")
+        resize_mode = value
+    return LcdOptions(width, height, invert, byte_order, resize_mode, dither)
+
+
+def choose_format(query: dict[str, str], accept: str, default: str) -> str:
+    """`?format=` first, then an Accept header that asks for exactly one of the two, then the default."""
+    if "format" in query:
+        fmt = query["format"].strip().lower()
+        aliases = {"raw": "binary", "bin": "binary", "binary": "binary", "octet-stream": "binary", "json": "json"}
+        if fmt not in aliases:
+            raise models.field_error("format", f"must be binary or json, got {query['format']!r}")
+        return aliases[fmt]
+    accept = accept.lower()
+    wants_binary = "application/octet-stream" in accept
+    wants_json = "application/json" in accept
+    if wants_binary != wants_json:
+        return "binary" if wants_binary else "json"
+    return default
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Conversion (upstream path; the ComfyUI path runs the same code inside the RGB565 node)
+
+
+def convert_png(png: bytes, opts: LcdOptions) -> bytes:
+    """Decoded image -> LCD frame with exactly the node's steps: flatten alpha on black, fit, pack."""
+    from pixart_nodes.core import rgb565
+
+    with Image.open(io.BytesIO(png)) as im:
+        arr = np.asarray(im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB"))
+    flat = rgb565.composite(arr, None, "#000000")
+    framed = rgb565.fit(flat, opts.width, opts.height, opts.resize_mode, "#000000")
+    return rgb565.to_rgb565(framed, byte_order=BYTE_ORDERS[opts.byte_order], invert=opts.invert,
+                            dither=opts.dither)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cache
+
+
+class FrameCache:
+    """Frames of deterministic requests on disk, keyed by a hash of the whole request; oldest-used evicted."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+
+    @staticmethod
+    def key(payload: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.rgb565"
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        with_suppress_touch(path)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(key).with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, self._path(key))
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = []
+        for path in self.directory.glob("*.rgb565"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            entries.append((st.st_mtime, st.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            try:
+                path.unlink()
+                total -= size
+            except OSError:
+                pass
+
+
+def with_suppress_touch(path: Path) -> None:
+    # A hit refreshes the mtime so eviction drops the least recently used frames first.
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Upstream A1111
+
+
+class UpstreamError(A1111Error):
+    def __init__(self, message: str) -> None:
+        super().__init__(502, message, error="UpstreamError", errors=message)
+
+
+async def fetch_upstream(settings: PicoSettings, body: dict[str, Any]) -> list[bytes]:
+    """POST the txt2img body to the upstream A1111 and return its images (decoded from base64)."""
+    url = f"{settings.upstream_url}/sdapi/v1/txt2img"
+    auth = (aiohttp.BasicAuth(settings.upstream_username, settings.upstream_password)
+            if settings.upstream_username else None)
+    timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout)
+    last = ""
+    for attempt in range(settings.upstream_retries + 1):
+        if attempt:
+            await asyncio.sleep(min(0.5 * attempt, 5.0))
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.post(url, json=body, auth=auth) as resp:
+                    text = await resp.text()
+                    if resp.status in (502, 503, 504):
+                        last = f"upstream A1111 at {url} answered {resp.status}: {text[:300]}"
+                        continue
+                    if resp.status != 200:
+                        raise UpstreamError(f"upstream A1111 at {url} answered {resp.status}: {text[:300]}")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            last = f"upstream A1111 at {url} unreachable: {type(exc).__name__} {exc}".strip()
+            continue
+        try:
+            payload = json.loads(text)
+            images = payload["images"]
+            if not isinstance(images, list) or not images:
+                raise ValueError("no images in the answer")
+            return [base64.b64decode(i.split(",", 1)[1] if i.startswith("data:") else i, validate=False)
+                    for i in images]
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+            raise UpstreamError(f"upstream A1111 at {url} sent an unusable answer: {exc}") from None
+    raise UpstreamError(last + (f" (after {settings.upstream_retries + 1} attempts)" if settings.upstream_retries
+                                else ""))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handler
+
+
+@dataclass
+class PicoState:
+    settings: PicoSettings
+    cache: FrameCache | None
+
+
+STATE = web.AppKey("pico_state", PicoState)
+
+
+def _query(request: web.Request) -> dict[str, str]:
+    return {k: v for k, v in request.query.items()}
+
+
+def workflow_params(gen: models.Generation, index: int, opts: LcdOptions) -> dict[str, Any]:
+    params = a1111.job_params(gen, index)
+    params.update({"lcd_width": opts.width, "lcd_height": opts.height, "invert": opts.invert,
+                   "byte_order": BYTE_ORDERS[opts.byte_order], "resize_mode": opts.resize_mode,
+                   "dither": opts.dither})
+    return params
+
+
+async def _generate_comfy(request: web.Request, req: models.Txt2ImgRequest, gen: models.Generation,
+                          opts: LcdOptions) -> list[bytes]:
+    state = request.app[STATE]
+    submissions = [(state.settings.workflow, workflow_params(gen, i, opts)) for i in range(gen.count)]
+    _, jobs = await a1111.run_task(request, "txt2img", gen, submissions, job_meta={"dialect": "pico"})
+    frames = []
+    for job in jobs:
+        if job is None:  # skipped or interrupted
+            continue
+        values = job.outputs.get("rgb565") or []
+        if not values:
+            raise A1111Error(500, "", error="RuntimeError", errors="the pico workflow returned no RGB565 frame")
+        value = values[0]
+        frame = base64.b64decode(value[0] if isinstance(value, list) else value)
+        if len(frame) != opts.frame_size:
+            raise A1111Error(500, "", error="RuntimeError",
+                             errors=f"RGB565 frame has {len(frame)} bytes, expected {opts.frame_size}")
+        frames.append(frame)
+    return frames
+
+
+async def pico_txt2img(request: web.Request) -> web.StreamResponse:
+    """Text to image answered as RGB565 for a Pico LCD (binary or A1111-style JSON)."""
+    state = request.app[STATE]
+    settings = state.settings
+    query = _query(request)
+    fmt = choose_format(query, request.headers.get("Accept", ""), settings.default_format)
+    body = models.parse_json_body(await request.read())
+    if not isinstance(body, dict):
+        body = models.parse_request(models.Txt2ImgRequest, body)  # raises the A1111-shaped 422
+    opts = lcd_options(settings, query, body.get("pico"))
+    req = models.parse_request(models.Txt2ImgRequest, body)
+    assert isinstance(req, models.Txt2ImgRequest)
+    count = (req.batch_size or 1) * (req.n_iter or 1)
+    if fmt == "binary" and count != 1:
+        raise models.field_error("batch_size", f"a binary answer holds one frame; batch_size x n_iter is {count} "
+                                               "(ask for format=json for several)")
+    upstream = bool(settings.upstream_url)
+    deterministic = req.seed is not None and req.seed >= 0
+    cache_key = None
+    if state.cache is not None and deterministic:
+        echo = {k: v for k, v in body.items() if k != "pico"}
+        checkpoint = None if upstream else await a1111.checkpoint_for(request, req)
+        source = settings.upstream_url if upstream else settings.workflow
+        cache_key = FrameCache.key({"request": echo, "lcd": asdict(opts), "checkpoint": checkpoint,
+                                    "source": source})
+    frames: list[bytes] = []
+    cached = False
+    if cache_key is not None:
+        data = await asyncio.to_thread(state.cache.get, cache_key)  # type: ignore[union-attr]
+        if data and len(data) % opts.frame_size == 0:
+            frames = [data[i:i + opts.frame_size] for i in range(0, len(data), opts.frame_size)]
+            cached = True
+    if not frames:
+        if upstream:
+            forward = {k: v for k, v in body.items() if k != "pico"}
+            pngs = await fetch_upstream(settings, forward)
+            try:
+                frames = await asyncio.to_thread(lambda: [convert_png(p, opts) for p in pngs])
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                raise UpstreamError(f"upstream A1111 sent an image that cannot be decoded: {exc}") from None
+        else:
+            gen = await a1111.generation_for(request, req, is_img2img=False)
+            frames = await _generate_comfy(request, req, gen, opts)
+        if cache_key is not None and frames and len(frames) == count:
+            await asyncio.to_thread(state.cache.put, cache_key, b"".join(frames))  # type: ignore[union-attr]
+    if not frames:
+        raise A1111Error(500, "", error="RuntimeError", errors="generation was interrupted before a frame was made")
+    headers = {"X-Image-Width": str(opts.width), "X-Image-Height": str(opts.height),
+               "X-Image-Format": opts.format_name, "X-Pico-Cache": "hit" if cached else "miss"}
+    if fmt == "binary":
+        return web.Response(body=frames[0], content_type="application/octet-stream", headers=headers)
+    payload = {"images": [base64.b64encode(f).decode("ascii") for f in frames],
+               "parameters": models.parameters_echo(req),
+               "info": f"{opts.width}x{opts.height} RGB565 format for Pico LCD"}
+    return web.json_response(payload, headers=headers)
+
+
+def setup(app: web.Application) -> None:
+    from bridge.app import SETTINGS
+
+    core = app[SETTINGS]
+    settings = PicoSettings.from_settings(core)
+    cache = None
+    if settings.cache and settings.cache_max_mb > 0:
+        cache = FrameCache(settings.cache_dir or Path(core.data_dir) / "pico_cache",
+                           int(settings.cache_max_mb * 1024 * 1024))
+    app[STATE] = PicoState(settings, cache)
+    if a1111.STATE not in app:
+        # The Pico endpoint shares the A1111 request handling (tasks, auth, checkpoints).
+        a1111_settings = a1111.A1111Settings.from_settings(core)
+        app[a1111.STATE] = a1111.A1111State(a1111_settings, a1111.parse_credentials(a1111_settings.api_auth))
+    handler = a1111.a1111_route(pico_txt2img)
+    app.router.add_post(PATH, handler)
+    if settings.mode:
+        app[a1111.STATE].txt2img_override = pico_txt2img
+        if not a1111.has_route(app, "POST", f"{a1111.PREFIX}/txt2img"):
+            # Without the A1111 adapter (or before it), Pico mode serves the A1111 path itself.
+            app.router.add_post(f"{a1111.PREFIX}/txt2img", handler)
