@@ -428,6 +428,8 @@ async def img2img(request: web.Request) -> web.StreamResponse:
         params = job_params(gen, i)
         params[PARAMS["denoising_strength"]] = gen.denoising_strength
         params[PARAMS["init_images"]] = _png(p.image)
+        # The image already has width x height, fitted the A1111 way: the graph's own resize is then a no-op.
+        params["resize_mode"] = "just resize"
         if p.mask is not None:
             params[PARAMS["mask"]] = _png(p.mask)
         submissions.append((workflow, params))
@@ -590,9 +592,7 @@ async def latent_upscale_modes(request: web.Request) -> web.StreamResponse:
 async def refresh_checkpoints(request: web.Request) -> web.StreamResponse:
     """Re-read the checkpoint list from the backend (A1111 `/sdapi/v1/refresh-checkpoints`)."""
     engine = _engine(request)
-    refresh = getattr(engine, "refresh_choices", None)
-    if refresh is not None:
-        await refresh()
+    await engine.refresh_object_info()
     await live_choices(engine, "CheckpointLoaderSimple.ckpt_name")
     return web.json_response(None)
 
