@@ -1,0 +1,134 @@
+"""`python -m bridge` / `pixart-bridge`: run the Pixart API bridge."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge import __version__
+from bridge.config import DEFAULT_ENV_FILE, Settings, SettingsError, env_name, load_settings
+
+log = logging.getLogger("bridge")
+
+# Flag destination -> Settings field, for flags that map one to one.
+_FLAG_FIELDS = (
+    "host", "port", "data_dir", "workflows_dir", "log_level", "comfyui_urls", "comfyui_dir", "comfyui_port",
+    "comfyui_cpu", "comfyui_extra_model_paths", "api_keys", "cors_origins", "cors_credentials", "max_body_mb",
+    "rate_limit", "rate_burst", "max_queue", "job_timeout", "adapters",
+)
+
+
+def _env_help() -> str:
+    lines = ["settings (flag > --set > environment > .env file > default):"]
+    for name, info in Settings.model_fields.items():
+        if name == "adapter_overrides":
+            continue
+        lines.append(f"  {env_name(Settings, name):<28} {info.description or ''}")
+    lines.append("adapters read their own variables too; --set NAME=VALUE overrides any variable by name.")
+    return "\n".join(lines)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--set wants NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixart-bridge",
+        description="Pixart API bridge: serves the A1111, Pixart editor, AleaArt and job APIs on ComfyUI. "
+                    "Without a ComfyUI URL it starts and supervises a local ComfyUI.",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--version", action="version", version=f"pixart-bridge {__version__}")
+    add("--host", help="bind address (BRIDGE_HOST, default 127.0.0.1)")
+    add("--port", type=int, help="bind port (BRIDGE_PORT, default 8000)")
+    add("--comfyui-url", dest="comfyui_urls", action="append", metavar="URL",
+        help="a running ComfyUI server; repeat or comma-separate for several (COMFYUI_URL)")
+    add("--comfyui-dir", type=Path, help="ComfyUI checkout for the managed server (COMFYUI_DIR)")
+    add("--comfyui-port", type=int, help="port of the managed ComfyUI, 0 = any free (COMFYUI_PORT)")
+    add("--cpu", dest="comfyui_cpu", action=argparse.BooleanOptionalAction, default=None,
+        help="run the managed ComfyUI with --cpu (default: only when no GPU is present)")
+    add("--extra-model-paths", dest="comfyui_extra_model_paths", type=Path,
+        help="extra_model_paths.yaml for the managed ComfyUI (COMFYUI_EXTRA_MODEL_PATHS)")
+    add("--data-dir", type=Path, help="jobs database and results (BRIDGE_DATA_DIR, default ./data)")
+    add("--workflows-dir", type=Path, help="workflow directory (BRIDGE_WORKFLOWS_DIR)")
+    add("--api-key", dest="api_keys", action="append", metavar="KEY",
+        help="accept this API key; repeat for several (BRIDGE_API_KEYS); none: no auth")
+    add("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
+        help="allow this browser origin; repeat for several (BRIDGE_CORS_ORIGINS)")
+    add("--cors-credentials", action=argparse.BooleanOptionalAction, default=None,
+        help="allow credentials in CORS requests (BRIDGE_CORS_CREDENTIALS)")
+    add("--max-body-mb", type=float, help="largest request body in MiB (BRIDGE_MAX_BODY_MB, default 32)")
+    add("--rate-limit", type=float, help="requests/s per key or address, 0 = off (BRIDGE_RATE_LIMIT)")
+    add("--rate-burst", type=int, help="token-bucket size (BRIDGE_RATE_BURST, default 20)")
+    add("--max-queue", type=int, help="jobs queued or running before 503 (BRIDGE_MAX_QUEUE, default 100)")
+    add("--job-timeout", type=float, help="seconds per job, 0 = none (BRIDGE_JOB_TIMEOUT, default 600)")
+    add("--adapters", help="comma-separated adapter modules to enable (BRIDGE_ADAPTERS)")
+    add("--log-level", help="DEBUG, INFO, WARNING or ERROR (BRIDGE_LOG_LEVEL)")
+    add("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="settings file to read (default ./.env)")
+    add("--set", dest="overrides", action="append", type=_pair, default=[], metavar="NAME=VALUE",
+        help="set any variable by its environment name, e.g. --set A1111_TIMEOUT=60 (repeatable)")
+    add("--print-settings", action="store_true", help="print the resolved core settings as JSON and exit")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    flags: dict[str, Any] = {}
+    for field in _FLAG_FIELDS:
+        value = getattr(args, field, None)
+        if value is None:
+            continue
+        if field in ("comfyui_urls", "api_keys", "cors_origins"):
+            value = [part.strip() for item in value for part in item.split(",") if part.strip()]
+        flags[field] = value
+    return load_settings(flags, dict(args.overrides), env_file=args.env_file)
+
+
+def _printable(settings: Settings) -> dict[str, Any]:
+    data = json.loads(settings.model_dump_json())
+    data["api_keys"] = ["***"] * len(settings.api_keys)
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        parser.error(str(exc))  # exits 2 with the variable named
+    if args.print_settings:
+        print(json.dumps(_printable(settings), indent=2))
+        return 0
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Imported here so that --help and --print-settings work even when the engine cannot be imported.
+    from aiohttp import web
+
+    from bridge.adapters import AdapterLoadError
+    from bridge.app import create_app
+    from bridge.managed import ManagedComfyUIError
+
+    async def make_app() -> web.Application:
+        return create_app(settings)
+
+    try:
+        web.run_app(make_app(), host=settings.host, port=settings.port, access_log=None,
+                    print=lambda text: log.info("%s", text.strip()))
+    except (AdapterLoadError, ManagedComfyUIError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

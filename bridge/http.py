@@ -1,0 +1,287 @@
+"""Common HTTP surface: the JSON error shape, API-key auth, CORS, body limit and per-key rate limit.
+
+Every middleware here answers with `{"error": code, "message": text, "field": name | null}`. Responses a handler
+returns are never rewritten: adapters with their own error dialects build those responses themselves.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from bridge.errors import BridgeError
+
+log = logging.getLogger("bridge.http")
+
+API_KEY = web.RequestKey("api_key", str)  # the verified key, for the rate limiter and adapters
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_parameter",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+def error_code(status: int) -> str:
+    return _STATUS_CODES.get(status, "http_%d" % status)
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": code, "message": message, "field": field}
+
+
+def json_error(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(error_body(code, message, field), status=status, headers=headers)
+
+
+def bridge_error_response(exc: BridgeError) -> web.Response:
+    """The common-shape response for an engine error (adapters with their own dialect translate instead)."""
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(float(retry_after))))
+    return json_error(exc.status, exc.code, exc.message, exc.field, headers)
+
+
+def _http_exception_response(request: web.Request, exc: web.HTTPException) -> web.Response:
+    status = exc.status
+    field: str | None = None
+    if status == 404:
+        message = f"no route for {request.method} {request.path}"
+        field = "path"
+    elif status == 405:
+        allowed = exc.headers.get("Allow", "")
+        message = f"method {request.method} is not allowed on {request.path} (allowed: {allowed})"
+        field = "method"
+    elif status == 413:
+        message = f"request body is too large: {exc.text or ''}".strip()
+        field = "body"
+    else:
+        text = exc.text or exc.reason
+        # aiohttp's default bodies read "404: Not Found"; drop the repeated status.
+        message = text.split(": ", 1)[1] if text.startswith(f"{status}: ") else text
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate",
+                                                                      "location")}
+    return json_error(status, error_code(status), message, field, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn exceptions that escape a handler into the common JSON shape; leave returned responses alone."""
+    try:
+        return await handler(request)
+    except BridgeError as exc:
+        return bridge_error_response(exc)
+    except web.HTTPException as exc:
+        # Redirects and adapter-built JSON errors (raised as HTTPException with a JSON body) pass as they are.
+        if exc.status < 400 or (exc.content_type or "").startswith("application/json"):
+            raise
+        return _http_exception_response(request, exc)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal_error", "internal server error; the bridge log has the details")
+
+
+def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Refuse a declared oversize body before anyone reads it (aiohttp's client_max_size covers chunked bodies)."""
+
+    @web.middleware
+    async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            return json_error(
+                413, "payload_too_large",
+                f"request body is {length} bytes; the limit is {max_bytes} bytes (BRIDGE_MAX_BODY_MB)", "body",
+            )
+        return await handler(request)
+
+    return body_limit
+
+
+def _path_matches(path: str, patterns: Iterable[str]) -> bool:
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if path.startswith(pattern[:-1]):
+                return True
+        elif path == pattern:
+            return True
+    return False
+
+
+def request_api_key(request: web.Request) -> str | None:
+    """The key a client sent: `X-API-Key`, `Authorization: Bearer`, or (for EventSource, which cannot set
+    headers) `?api_key=` on GET /events."""
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.method == "GET" and request.path == "/events":
+        return request.query.get("api_key") or None
+    return None
+
+
+def auth_middleware(keys: Sequence[str], exempt: Sequence[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    encoded = [k.encode() for k in keys]
+
+    def valid(key: str) -> bool:
+        candidate = key.encode()
+        # Compare against every key so that timing does not reveal which one matched or how many exist.
+        return sum(hmac.compare_digest(candidate, k) for k in encoded) > 0
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # CORS preflights never carry credentials; the CORS middleware answers them before this one.
+        if request.method == "OPTIONS" or _path_matches(request.path, exempt):
+            return await handler(request)
+        key = request_api_key(request)
+        challenge = {"WWW-Authenticate": 'Bearer realm="pixart"'}
+        if key is None:
+            return json_error(401, "unauthorized",
+                              "an API key is required: send it as X-API-Key or Authorization: Bearer",
+                              "X-API-Key", challenge)
+        if not valid(key):
+            return json_error(401, "invalid_api_key", "the API key is not valid", "X-API-Key", challenge)
+        request[API_KEY] = key
+        return await handler(request)
+
+    return auth
+
+
+class TokenBucket:
+    """Per-client token buckets: `rate` tokens a second, at most `burst` saved up.
+
+    Buckets of idle clients are dropped oldest first beyond `max_clients`; a dropped bucket would have refilled
+    to full anyway once idle for burst/rate seconds, so only very recent clients lose state under that pressure.
+    """
+
+    def __init__(self, rate: float, burst: int, *, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def acquire(self, client: str) -> float:
+        """Take one token; return 0.0 when allowed, else the seconds until one is available."""
+        now = self._clock()
+        tokens, last = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[client] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def rate_limit_middleware(bucket: TokenBucket, exempt: Sequence[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" or _path_matches(request.path, exempt):
+            return await handler(request)
+        key = request.get(API_KEY)
+        client = f"key:{key}" if key else f"addr:{request.remote}"
+        wait = bucket.acquire(client)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            who = "API key" if key else "client address"
+            return json_error(429, "rate_limited",
+                              f"too many requests for this {who}; retry after {seconds} s (BRIDGE_RATE_LIMIT)",
+                              None, {"Retry-After": str(seconds)})
+        return await handler(request)
+
+    return rate_limit
+
+
+class Cors:
+    """CORS for a configured origin list. With credentials the allowed origin is echoed, never '*'."""
+
+    def __init__(self, origins: Sequence[str], credentials: bool, max_age: int = 600) -> None:
+        self.wildcard = "*" in origins
+        if self.wildcard and credentials:
+            raise ValueError("'*' in BRIDGE_CORS_ORIGINS cannot be combined with credentials")
+        self.origins = {o.rstrip("/") for o in origins if o != "*"}
+        self.credentials = credentials
+        self.max_age = max_age
+
+    @property
+    def enabled(self) -> bool:
+        return self.wildcard or bool(self.origins)
+
+    def allow_origin(self, origin: str | None) -> str | None:
+        """Value of Access-Control-Allow-Origin for this Origin, or None when it is not allowed."""
+        if not origin:
+            return None
+        if origin.rstrip("/") in self.origins:
+            return origin
+        if self.wildcard:
+            return "*"
+        return None
+
+    def _common(self, allowed: str) -> dict[str, str]:
+        headers = {"Access-Control-Allow-Origin": allowed}
+        if self.credentials:
+            headers["Access-Control-Allow-Credentials"] = "true"
+        return headers
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if request.method != "OPTIONS" or not origin or "Access-Control-Request-Method" not in request.headers:
+            return await handler(request)
+        allowed = self.allow_origin(origin)
+        if allowed is None:
+            return json_error(403, "cors_origin_not_allowed",
+                              f"origin {origin!r} is not in BRIDGE_CORS_ORIGINS", "Origin", {"Vary": "Origin"})
+        headers = self._common(allowed)
+        headers.update({
+            "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get(
+                "Access-Control-Request-Headers", "Content-Type, Authorization, X-API-Key"),
+            "Access-Control-Max-Age": str(self.max_age),
+            "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        })
+        return web.Response(status=204, headers=headers)
+
+    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Adds the headers to every response, streamed (SSE) and error ones included."""
+        if "Access-Control-Allow-Origin" in response.headers:
+            return
+        allowed = self.allow_origin(request.headers.get("Origin"))
+        if allowed is None:
+            return
+        response.headers.update(self._common(allowed))
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After, Content-Disposition"
+        if allowed != "*":
+            vary = response.headers.get("Vary")
+            response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"

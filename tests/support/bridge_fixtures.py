@@ -1,0 +1,53 @@
+"""Fixtures for the bridge's HTTP app over the ComfyUI protocol double.
+
+`bridge_factory(adapters=[...], routes=fn, **settings)` builds the whole app (real JobEngine, real middleware) on
+`comfy_double` and returns an aiohttp TestClient; `routes(app)` may add test routes before start-up.
+`bridge_client` is the default app with no adapters.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bridge.app import create_app
+from bridge.config import Settings, load_settings
+
+__all__ = ["bridge_settings", "bridge_factory", "bridge_client", "clean_bridge_env"]
+
+
+@pytest.fixture
+def clean_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own BRIDGE_*/COMFYUI_* variables must not leak into tests."""
+    for name in list(os.environ):
+        if name.upper().startswith(("BRIDGE_", "COMFYUI_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def bridge_settings(clean_bridge_env: None, comfy_double: Any, tmp_path: Any) -> Callable[..., Settings]:
+    def make(**fields: Any) -> Settings:
+        flags = {"data_dir": tmp_path / "bridge-data", "comfyui_urls": [comfy_double.url], **fields}
+        return load_settings(flags, env_file=None)
+
+    return make
+
+
+@pytest.fixture
+def bridge_factory(aiohttp_client: Any, bridge_settings: Callable[..., Settings]) -> Callable[..., Awaitable[Any]]:
+    async def make(*, adapters: Iterable[str] = (), routes: Callable[[web.Application], None] | None = None,
+                   **fields: Any) -> Any:
+        app = create_app(bridge_settings(**fields), adapter_names=list(adapters))
+        if routes is not None:
+            routes(app)
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture
+async def bridge_client(bridge_factory: Callable[..., Awaitable[Any]]) -> Any:
+    return await bridge_factory()
