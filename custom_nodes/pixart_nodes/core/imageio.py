@@ -35,7 +35,7 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
     except PermissionError:
         raise ImageReadError(f"{path}: permission denied") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+        raise ImageReadError(f"{path}: not a readable image ({exc})") from None
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:

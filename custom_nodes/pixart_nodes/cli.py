@@ -1,0 +1,349 @@
+"""The ``pixart`` command: the node pack's processing without ComfyUI (sprite folders, Pico frames, palettes).
+
+    pixart convert IN OUT [--pixel-size N | --size WxH] [--method box] [--palette NAME|HEX|FILE | --colors N]
+                          [--dither METHOD] [--upscale]
+    pixart rgb565 IN OUT.bin [--size 240x240] [--mode stretch|letterbox|crop] [--byte-order big] [--invert]
+    pixart rgb565-preview IN.bin OUT.png [--size 240x240] [--byte-order big] [--inverted]
+    pixart palette IMAGE [--colors 16] [--method kmeans] [--format hex|gpl] [-o FILE]
+    pixart aleaart (--seed 0x... | --params JSON)
+
+IN may be a folder: every image in it is processed into the folder OUT, with a progress bar. Every error is one
+line on stderr naming the file or option, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+import numpy as np
+
+from .core import imageio, pixelate, rgb565
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line (argparse prints the whole usage first); --help still shows the usage
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- option types: raising ArgumentTypeError makes argparse name the option ------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return rgb565.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _colour(text: str) -> tuple[int, int, int]:
+    try:
+        return rgb565.parse_color(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("background must be", "expected")) from None
+
+
+def _unit_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}")
+    return v
+
+
+def _palette_spec(text: str):
+    """A palette file, a list of hex colours, or a built-in name, in that order of precedence."""
+    from .core import palette as pal
+
+    try:
+        if Path(text).is_file():
+            return pal.load_palette_file(text)
+        if any(c in text for c in "#,; ") or text.lower().startswith("0x"):
+            return pal.palette_from_hex(text)
+        return pal.named_palette(text)
+    except (ValueError, OSError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+def _jobs(src: Path, dst: Path, suffix: str) -> tuple[list[tuple[Path, Path]], bool]:
+    """Input/output pairs; a folder IN maps to a folder OUT with the same stems and ``suffix``."""
+    if src.is_dir():
+        if dst.exists() and not dst.is_dir():
+            raise CliError(f"{dst}: IN is a folder, so OUT must be a folder too")
+        files = imageio.list_images(src)
+        if not files:
+            raise CliError(f"{src}: no images in this folder ({', '.join(imageio.IMAGE_SUFFIXES)})")
+        dst.mkdir(parents=True, exist_ok=True)
+        return [(f, dst / (f.stem + suffix)) for f in files], True
+    if not src.exists():
+        raise CliError(f"{src}: no such file or folder")
+    if dst.is_dir():
+        return [(src, dst / (src.stem + suffix))], False
+    return [(src, dst)], False
+
+
+def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: str,
+              work: Callable[[Path, Path], str]) -> int:
+    """Run ``work`` per pair; in folder mode a bad file is reported and skipped, and the exit status is 2."""
+    failed = 0
+    items: Sequence[tuple[Path, Path]] = jobs
+    bar = None
+    if folder and not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(jobs, desc=desc, unit="img", file=sys.stderr)
+        items = bar
+    for src, dst in items:
+        try:
+            line = work(src, dst)
+        except (CliError, ValueError, OSError) as exc:
+            if not folder:
+                raise CliError(str(exc)) from None
+            failed += 1
+            (bar.write if bar is not None else print)(f"pixart {desc}: error: {exc}", file=sys.stderr)
+            continue
+        if not quiet and not folder:
+            print(line)
+    if bar is not None:
+        bar.close()
+    if folder and not quiet:
+        print(f"{desc}: {len(jobs) - failed} of {len(jobs)} written to {jobs[0][1].parent}")
+    return 2 if failed else 0
+
+
+# --- subcommands -------------------------------------------------------------------------------------------------
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .core import palette as pal
+    from .core import quantize as qz
+
+    if args.palette is not None and args.colors is not None:
+        raise CliError("--palette and --colors exclude each other: give a palette, or a number of colours to extract")
+    if args.pixel_size is not None and args.size is not None:
+        raise CliError("--pixel-size and --size exclude each other")
+    if args.palette is None and args.colors is None and args.pixel_size is None and args.size is None:
+        raise CliError("nothing to do: give --pixel-size or --size, and/or --palette or --colors")
+    if args.dither not in qz.DITHER_METHODS:
+        raise CliError(f"--dither must be one of {', '.join(qz.DITHER_METHODS)}, got {args.dither!r}")
+    jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
+
+    def work(src: Path, dst: Path) -> str:
+        img = imageio.read_image(src)
+        edges = None
+        if args.pixel_size is not None or args.size is not None:
+            w, h = args.size if args.size is not None else (None, None)
+            if w is not None and (w > img.shape[1] or h > img.shape[0]):
+                raise CliError(f"{src}: --size {w}x{h} is larger than the image {img.shape[1]}x{img.shape[0]}")
+            edges = pixelate.grid(img.shape[0], img.shape[1], out_width=w, out_height=h, pixel_size=args.pixel_size)
+            img = pixelate.pixelate(img, width=w, height=h, pixel_size=args.pixel_size, method=args.method, k=args.k)
+        used = ""
+        if args.palette is not None or args.colors is not None:
+            palette = args.palette if args.palette is not None else pal.extract_palette(
+                img, args.colors, method=args.extract_method, seed=args.seed)
+            result = qz.quantize(img, palette, dither=args.dither, distance=args.distance,
+                                 serpentine=not args.no_serpentine, strength=args.strength)
+            img = result.image
+            used = f", {result.colors_used} of {len(palette)} colours ({palette.name})"
+        if args.upscale and edges is not None:
+            img = pixelate.expand_blocks(img, *edges)
+        imageio.write_image(dst, img)
+        return f"{dst}: {img.shape[1]}x{img.shape[0]}{used}"
+
+    return _run_jobs(jobs, folder, args.quiet, "convert", work)
+
+
+def _cmd_rgb565(args: argparse.Namespace) -> int:
+    width, height = args.size
+    fmt = f"rgb565-{'be' if args.byte_order == 'big' else 'le'}"
+    jobs, folder = _jobs(Path(args.input), Path(args.output), ".bin")
+
+    def work(src: Path, dst: Path) -> str:
+        img = rgb565.composite(imageio.read_image(src), None, args.background)
+        framed = rgb565.fit(img, width, height, args.mode, args.background, resample=args.resample)
+        data = rgb565.to_rgb565(framed, byte_order=args.byte_order, invert=args.invert, dither=args.dither)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        return f"{dst}: {width}x{height} {fmt}{' inverted' if args.invert else ''}, {len(data)} bytes"
+
+    return _run_jobs(jobs, folder, args.quiet, "rgb565", work)
+
+
+def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
+    width, height = args.size
+    src, dst = Path(args.input), Path(args.output)
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{src}: cannot read ({exc.strerror or exc})") from None
+    try:
+        img = rgb565.from_rgb565(data, width, height, byte_order=args.byte_order, inverted=args.inverted)
+    except ValueError as exc:
+        raise CliError(f"{src}: {exc} (check --size)") from None
+    if args.scale > 1:
+        img = np.repeat(np.repeat(img, args.scale, axis=0), args.scale, axis=1)
+    imageio.write_image(dst, img)
+    if not args.quiet:
+        print(f"{dst}: {img.shape[1]}x{img.shape[0]}")
+    return 0
+
+
+def _cmd_palette(args: argparse.Namespace) -> int:
+    from .core import palette as pal
+
+    img = imageio.read_image(args.image)
+    p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed)
+    if args.format == "gpl":
+        name = args.name or Path(args.image).stem
+        lines = ["GIMP Palette", f"Name: {name}", f"Columns: {min(len(p), 8)}", "#"]
+        lines += [f"{r:3d} {g:3d} {b:3d}\t{h}" for (r, g, b), h in zip(p.colors.tolist(), p.hex())]
+    else:
+        lines = [h.lstrip("#") for h in p.hex()]  # Lospec .hex: RRGGBB per line, no '#'
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        if not args.quiet:
+            print(f"{args.output}: {len(p)} colours")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_aleaart(args: argparse.Namespace) -> int:
+    from .core import aleaart
+
+    if args.seed is not None:
+        params = aleaart.derive_params(args.seed)
+    else:
+        text = args.params
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise CliError(f"--params: {text[1:]}: cannot read ({exc.strerror or exc})") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--params: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        try:
+            params = aleaart.RenderParams.from_dict(raw)
+        except ValueError as exc:
+            raise CliError(f"--params: {exc}") from None
+    out = {"params": params.to_dict(), **aleaart.resolve(params)}
+    print(json.dumps(out, indent=None if args.compact else 2))
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pixart", description="Pixel-art processing from the Pixart node pack, without ComfyUI.")
+    # -q works before or after the subcommand; SUPPRESS keeps a subparser's default from overwriting the global one
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary lines")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bar or summary lines")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    c = sub.add_parser("convert", parents=[common], help="pixelate and/or map to a palette (files or folders)",
+                       description="Pixelate (downscale) and/or map to a palette, optionally dithered.")
+    c.add_argument("input", metavar="IN", help="image file or folder of images")
+    c.add_argument("output", metavar="OUT", help="output image (format from its suffix) or folder (PNG files)")
+    c.add_argument("--pixel-size", type=_positive_int, help="pixelate with blocks of N x N pixels")
+    c.add_argument("--size", type=_size, help="pixelate to exactly WxH pixels (e.g. 64x64)")
+    c.add_argument("--method", choices=pixelate.METHODS, default="box", help="colour of each block (default box)")
+    c.add_argument("--k", type=int, choices=(2, 3, 4), default=2, help="clusters per block for kcentroid")
+    c.add_argument("--upscale", action="store_true", help="enlarge back to the input size (nearest neighbour)")
+    c.add_argument("--palette", type=_palette_spec,
+                   help="built-in palette name (pico-8, ...), hex list ('#000,#fff'), or .hex/.gpl file")
+    c.add_argument("--colors", type=_positive_int, help="extract a palette of N colours from each image instead")
+    c.add_argument("--extract-method", choices=("kmeans", "median-cut"), default="kmeans",
+                   help="palette extraction for --colors (default kmeans)")
+    c.add_argument("--seed", type=int, default=0, help="seed for k-means palette extraction")
+    c.add_argument("--dither", default="none", help="none, floyd-steinberg, atkinson, bayer-4x4, blue-noise, ...")
+    c.add_argument("--distance", choices=("oklab", "rgb"), default="oklab", help="colour distance (default oklab)")
+    c.add_argument("--strength", type=_unit_float, default=1.0, help="dither strength 0..1 (default 1)")
+    c.add_argument("--no-serpentine", action="store_true", help="error diffusion left to right on every row")
+    c.set_defaults(func=_cmd_convert)
+
+    r = sub.add_parser("rgb565", parents=[common], help="raw RGB565 frames for small LCDs (Pico / ST7789)",
+                       description="Convert images to raw RGB565 frames (240x240 -> 115,200 bytes).")
+    r.add_argument("input", metavar="IN", help="image file or folder of images")
+    r.add_argument("output", metavar="OUT", help="output .bin file, or folder for a folder IN")
+    r.add_argument("--size", type=_size, default=(240, 240), help="frame size WxH (default 240x240)")
+    r.add_argument("--mode", choices=rgb565.FIT_MODES, default="stretch", help="how to fit (default stretch)")
+    r.add_argument("--byte-order", choices=rgb565.BYTE_ORDERS, default="big", help="default big (ST7789)")
+    r.add_argument("--invert", action="store_true", help="store 255 - value (firmware without INVON)")
+    r.add_argument("--dither", action="store_true", help="565-aware ordered dithering")
+    r.add_argument("--background", type=_colour, default=(0, 0, 0), help="letterbox/transparency colour (#000000)")
+    r.add_argument("--resample", choices=rgb565.RESAMPLE_METHODS, default="auto", help="resize filter")
+    r.set_defaults(func=_cmd_rgb565)
+
+    v = sub.add_parser("rgb565-preview", parents=[common], help="unpack an RGB565 frame into a PNG",
+                       description="Unpack a raw RGB565 frame into an image, as the LCD shows it.")
+    v.add_argument("input", metavar="IN", help="raw .bin frame")
+    v.add_argument("output", metavar="OUT", help="output image (PNG)")
+    v.add_argument("--size", type=_size, default=(240, 240), help="frame size WxH (default 240x240)")
+    v.add_argument("--byte-order", choices=rgb565.BYTE_ORDERS, default="big", help="default big")
+    v.add_argument("--inverted", action="store_true", help="the frame was packed with --invert")
+    v.add_argument("--scale", type=_positive_int, default=1, help="enlarge N times (nearest neighbour)")
+    v.set_defaults(func=_cmd_rgb565_preview)
+
+    p = sub.add_parser("palette", parents=[common], help="extract a palette from an image",
+                       description="Extract a palette from an image; prints .hex lines or a GIMP .gpl palette.")
+    p.add_argument("image", metavar="IMAGE", help="image file")
+    p.add_argument("--colors", type=_positive_int, default=16, help="number of colours (default 16)")
+    p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    p.add_argument("--format", choices=("hex", "gpl"), default="hex", help="hex (Lospec) or gpl (GIMP)")
+    p.add_argument("--name", help="palette name written into a .gpl (default: image name)")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.set_defaults(func=_cmd_palette)
+
+    a = sub.add_parser("aleaart", parents=[common], help="AleaArt render parameters from a token seed or parameter JSON",
+                       description="Print the generation settings AleaArt derives for a seed or parameter set.")
+    g = a.add_mutually_exclusive_group(required=True)
+    g.add_argument("--seed", help="token seed, 32 bytes as 0x + 64 hex digits")
+    g.add_argument("--params", help="RenderParams as JSON (or @file.json)")
+    a.add_argument("--compact", action="store_true", help="one-line JSON")
+    a.set_defaults(func=_cmd_aleaart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"pixart {args.command}"
+    try:
+        return int(args.func(args))
+    except (CliError, ValueError, OSError) as exc:
+        # ImageReadError and the core modules' ValueErrors already name the file or the field
+        message = str(exc) if not isinstance(exc, OSError) or not exc.filename else f"{exc.filename}: {exc.strerror}"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The ``pixart`` command end to end on temporary files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixart_nodes import cli
+from pixart_nodes.core import palette as pal
+from pixart_nodes.core import pixelate, rgb565
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gradient(h: int = 32, w: int = 48) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)], -1).astype(np.uint8)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    Image.fromarray(_gradient()).save(tmp_path / "a.png")
+    rgba = np.dstack([_gradient()[::-1], np.full((32, 48), 255, np.uint8)])
+    rgba[:, :8, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "b.png")
+    return tmp_path
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_convert_file_palette_dither_pixel_size(images, capsys):
+    code, out, _ = _run(capsys, "convert", str(images / "a.png"), str(images / "o.png"),
+                        "--palette", "pico-8", "--dither", "floyd-steinberg", "--pixel-size", "4")
+    assert code == 0 and "o.png: 12x8" in out
+    got = np.asarray(Image.open(images / "o.png").convert("RGB"))
+    assert got.shape == (8, 12, 3)
+    pico = {tuple(c) for c in pal.named_palette("pico-8").colors.tolist()}
+    assert {tuple(c) for c in got.reshape(-1, 3).tolist()} <= pico
+    # without dithering the output is exactly the pixelated image mapped to the nearest palette colour
+    _run(capsys, "convert", str(images / "a.png"), str(images / "n.png"), "--palette", "pico-8", "--pixel-size", "4",
+         "--distance", "rgb")
+    small = pixelate.pixelate(_gradient(), pixel_size=4)
+    colours = pal.named_palette("pico-8").colors.astype(int)
+    nearest = colours[((small[:, :, None, :].astype(int) - colours) ** 2).sum(-1).argmin(-1)]
+    assert np.array_equal(np.asarray(Image.open(images / "n.png").convert("RGB")), nearest)
+
+
+def test_convert_folder_upscale_keeps_alpha(images, capsys):
+    out_dir = images / "out"
+    code, out, err = _run(capsys, "convert", str(images), str(out_dir), "--size", "12x8", "--method", "kcentroid",
+                          "--colors", "4", "--upscale")
+    assert code == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.png", "b.png"]
+    assert "2 of 2" in out and "convert" in err  # summary on stdout, tqdm bar on stderr
+    b = np.asarray(Image.open(out_dir / "b.png"))
+    assert b.shape == (32, 48, 4)
+    assert np.all(b[:, :8, 3] == 0) and np.all(b[:, 8:, 3] == 255)
+    assert len(np.unique(b[:, 8:, :3].reshape(-1, 3), axis=0)) <= 4
+    assert np.array_equal(b[::4, ::4], b[1::4, 2::4])  # 4x4 blocks from the upscale
+
+
+def test_convert_folder_with_bad_file_reports_it_and_exits_2(images, capsys):
+    (images / "broken.png").write_bytes(b"not an image")
+    code, _, err = _run(capsys, "-q", "convert", str(images), str(images / "out"), "--pixel-size", "2")
+    assert code == 2
+    assert "broken.png: not a readable image" in err
+    assert (images / "out" / "a.png").exists() and (images / "out" / "b.png").exists()
+
+
+def test_rgb565_file(images, capsys):
+    code, out, _ = _run(capsys, "rgb565", str(images / "a.png"), str(images / "a.bin"), "--size", "240x240",
+                        "--byte-order", "big", "--invert", "--mode", "crop")
+    assert code == 0 and "115200 bytes" in out
+    data = (images / "a.bin").read_bytes()
+    expected = rgb565.to_rgb565(rgb565.fit(_gradient(), 240, 240, "crop"), invert=True)
+    assert data == expected and len(data) == 115_200
+
+
+def test_rgb565_folder_and_preview(images, capsys):
+    code, _, _ = _run(capsys, "-q", "rgb565", str(images), str(images / "bins"), "--size", "24x16",
+                      "--byte-order", "little", "--background", "#ff0000", "--resample", "nearest")
+    assert code == 0
+    assert sorted(p.name for p in (images / "bins").iterdir()) == ["a.bin", "b.bin"]
+    code, _, _ = _run(capsys, "rgb565-preview", str(images / "bins" / "b.bin"), str(images / "b_prev.png"),
+                      "--size", "24x16", "--byte-order", "little", "--scale", "2")
+    assert code == 0
+    prev = np.asarray(Image.open(images / "b_prev.png"))
+    assert prev.shape == (32, 48, 3)
+    assert np.all(prev[:, :8] == [248, 0, 0])  # transparent columns flattened onto the red background
+
+
+def test_palette_hex_and_gpl(images, capsys):
+    code, out, _ = _run(capsys, "palette", str(images / "a.png"), "--colors", "8")
+    assert code == 0
+    lines = out.split()
+    assert len(lines) == 8 and all(len(x) == 6 and int(x, 16) >= 0 for x in lines)
+    expected = pal.extract_palette(_gradient(), 8)
+    assert ["#" + x for x in lines] == expected.hex()
+    target = images / "p.gpl"
+    code, _, _ = _run(capsys, "palette", str(images / "a.png"), "--colors", "4", "--method", "median-cut",
+                      "--format", "gpl", "-o", str(target))
+    assert code == 0
+    loaded = pal.load_palette_file(target)  # the other engineer's reader accepts what we write
+    assert np.array_equal(loaded.colors, pal.extract_palette(_gradient(), 4, method="median-cut").colors)
+
+
+def test_convert_uses_a_written_palette_file(images, capsys):
+    (images / "bw.hex").write_text("000000\nffffff\n")
+    code, _, _ = _run(capsys, "convert", str(images / "a.png"), str(images / "bw.png"), "--palette",
+                      str(images / "bw.hex"))
+    assert code == 0
+    got = np.asarray(Image.open(images / "bw.png").convert("RGB"))
+    assert set(np.unique(got)) <= {0, 255} and got.shape == (32, 48, 3)
+
+
+def test_aleaart_seed_and_params(capsys):
+    from pixart_nodes.core import aleaart
+
+    seed = "0x" + "ab" * 32
+    code, out, _ = _run(capsys, "aleaart", "--seed", seed)
+    assert code == 0
+    doc = json.loads(out)
+    params = aleaart.derive_params(seed)
+    assert doc["params"] == params.to_dict()
+    assert doc["prompt"] == aleaart.resolve(params)["prompt"]
+    code, out2, _ = _run(capsys, "aleaart", "--params", json.dumps(params.to_dict()), "--compact")
+    assert code == 0 and json.loads(out2) == doc and out2.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["convert", "{d}/missing.png", "{d}/o.png", "--pixel-size", "2"], "missing.png: no such file"),
+    (["convert", "{d}/junk.png", "{d}/o.png", "--pixel-size", "2"], "junk.png: not a readable image"),
+    (["convert", "{d}/a.png", "{d}/o.png"], "nothing to do"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--palette", "no-such-palette"], "argument --palette: unknown palette"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--palette", "#12345g"], "argument --palette"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--pixel-size", "0"], "argument --pixel-size"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--size", "100x100"], "larger than the image"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--palette", "pico-8", "--dither", "wobbly"], "--dither must be one of"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--palette", "pico-8", "--colors", "4"], "--palette and --colors"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--pixel-size", "2", "--method", "bicubic"], "argument --method"),
+    (["rgb565", "{d}/a.png", "{d}/o.bin", "--size", "240"], "argument --size"),
+    (["rgb565", "{d}/a.png", "{d}/o.bin", "--byte-order", "middle"], "argument --byte-order"),
+    (["rgb565", "{d}/a.png", "{d}/o.bin", "--background", "blue"], "argument --background"),
+    (["rgb565-preview", "{d}/a.png", "{d}/o.png"], "a.png: data: expected 115200 bytes"),
+    (["palette", "{d}/junk.png"], "junk.png: not a readable image"),
+    (["palette", "{d}/a.png", "--colors", "1"], "n_colors"),
+    (["aleaart", "--seed", "0x1234"], "seed: expected 32 bytes"),
+    (["aleaart", "--params", "{not json"], "--params: not valid JSON"),
+    (["aleaart"], "one of the arguments --seed --params is required"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_exits_2_with_one_clear_line(images, capsys, argv, needle):
+    (images / "junk.png").write_bytes(b"\x89PNG but not really")
+    argv = [a.replace("{d}", str(images)) for a in argv]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse errors exit from inside parse_args
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+    assert lines[0].startswith("pixart")
+    assert "Traceback" not in err
+
+
+def test_python_dash_m_entry_point(images):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "custom_nodes") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "pixart_nodes", "rgb565", str(images / "a.png"),
+                           str(images / "m.bin"), "--size", "8x8"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (images / "m.bin").stat().st_size == 128
+    bad = subprocess.run([sys.executable, "-m", "pixart_nodes", "rgb565", str(images / "none.png"), "x.bin"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "none.png: no such file" in bad.stderr
