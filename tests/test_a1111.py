@@ -1,0 +1,329 @@
+"""A1111 API and the Pico endpoint's ComfyUI path over the ComfyUI protocol double (real engine, real app): every
+endpoint, bad input, auth, progress/interrupt/skip, and the `webuiapi` client driving the bridge."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import webuiapi
+from PIL import Image
+
+from tests.support.double import ComfyDouble, _Val, object_info_for
+
+pytestmark = pytest.mark.asyncio
+
+
+class PicoDouble(ComfyDouble):
+    """The protocol double plus the pack's PixartRGB565 node: its UI value is a frame of the requested size whose
+    bytes encode the frame's width (so the test sees the workflow parameters arrive)."""
+
+    @property
+    def object_info(self) -> dict[str, Any]:
+        info = object_info_for(self.checkpoints, list(self.inputs))
+        info["PixartRGB565"] = {
+            "input": {"required": {
+                "image": ["IMAGE", {}], "width": ["INT", {"default": 240, "min": 1, "max": 4096}],
+                "height": ["INT", {"default": 240, "min": 1, "max": 4096}],
+                "mode": [["stretch", "letterbox", "crop"], {}], "byte_order": [["big", "little"], {}],
+                "invert": ["BOOLEAN", {"default": False}], "dither": ["BOOLEAN", {"default": False}],
+                "save_file": ["BOOLEAN", {"default": True}], "filename_prefix": ["STRING", {"default": "x"}],
+                "background": ["STRING", {"default": "#000000"}],
+                "resample": [["auto", "area", "lanczos", "bilinear", "nearest"], {}]},
+                "optional": {"mask": ["MASK", {}]}},
+            "input_order": {"required": ["image", "width", "height", "mode", "byte_order", "invert", "dither",
+                                         "save_file", "filename_prefix", "background", "resample"],
+                            "optional": ["mask"]},
+            "output": ["STRING", "IMAGE"], "output_is_list": [True, False],
+            "output_name": ["rgb565_base64", "preview"], "name": "PixartRGB565", "display_name": "RGB565",
+            "description": "", "python_module": "custom_nodes.pixart_nodes", "category": "Pixart/RGB565",
+            "output_node": True}
+        return info
+
+    def _evaluate(self, prompt, nid, values):
+        node = prompt[nid]
+        if node["class_type"] == "PixartRGB565":
+            inp = node["inputs"]
+            return (None, _Val("image", int(inp["width"]), int(inp["height"])))
+        return super()._evaluate(prompt, nid, values)
+
+    async def _run_node(self, pid, prompt, nid, values, sid, ui_outputs):
+        node = prompt[nid]
+        if node["class_type"] == "PixartRGB565":
+            inp = node["inputs"]
+            w, h = int(inp["width"]), int(inp["height"])
+            word = w.to_bytes(2, "big" if inp["byte_order"] == "big" else "little")
+            ui_outputs[nid] = {"rgb565_base64": [base64.b64encode(word * (w * h)).decode()]}
+            return
+        await super()._run_node(pid, prompt, nid, values, sid, ui_outputs)
+
+
+@pytest_asyncio.fixture
+async def comfy_double():
+    double = PicoDouble()
+    await double.start()
+    try:
+        yield double
+    finally:
+        await double.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith(("PICO_", "A1111_")):
+            monkeypatch.delenv(name)
+
+
+@pytest_asyncio.fixture
+async def client(bridge_factory):
+    return await bridge_factory(adapters=["a1111", "pico"])
+
+
+def ksamplers(double: ComfyDouble) -> list[dict[str, Any]]:
+    out = []
+    for p in double.prompts:
+        graph = p.get("prompt", p)
+        for node in graph.values():
+            if node["class_type"] == "KSampler":
+                out.append(node["inputs"])
+    return out
+
+
+def png_b64(size=(96, 80), colour=(200, 30, 30), mode="RGB") -> str:
+    buf = io.BytesIO()
+    Image.new(mode, size, colour).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+async def test_txt2img_defaults_seeds_infotext(client, comfy_double):
+    resp = await client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red fox", "negative_prompt": "blurry", "seed": 42, "steps": 3, "width": 100, "height": 64,
+        "batch_size": 2, "n_iter": 2, "sampler_name": "DPM++ 2M Karras", "controlnet_units": []})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert set(body) == {"images", "parameters", "info"} and len(body["images"]) == 4
+    info = json.loads(body["info"])
+    assert info["seed"] == 42 and info["all_seeds"] == [42, 43, 44, 45]
+    assert info["sampler_name"] == "DPM++ 2M" and info["steps"] == 3 and info["width"] == 100
+    assert info["extra_generation_params"]["Schedule type"] == "Automatic"
+    assert body["parameters"]["sampler_name"] == "DPM++ 2M Karras" and body["parameters"]["cfg_scale"] == 7.0
+    for i, b64 in enumerate(body["images"]):
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            assert im.format == "PNG" and im.size == (96, 64)  # width floored to the latent grid like A1111
+            text = im.info["parameters"]
+        assert text == info["infotexts"][i] and f"Seed: {42 + i}," in text and "Sampler: DPM++ 2M," in text
+    ks = ksamplers(comfy_double)
+    assert sorted(k["seed"] for k in ks) == [42, 43, 44, 45]
+    assert {(k["sampler_name"], k["scheduler"], k["steps"]) for k in ks} == {("dpmpp_2m", "karras", 3)}
+
+
+async def test_defaults_and_random_seed(client, comfy_double):
+    resp = await client.post("/sdapi/v1/txt2img", json={"steps": 2, "width": 64, "height": 64})
+    info = json.loads((await resp.json())["info"])
+    # sampler_index's default (Euler) runs when sampler_name is absent; seed -1 draws one
+    assert info["sampler_name"] == "Euler" and 0 <= info["seed"] < 4294967294 and info["cfg_scale"] == 7.0
+    k = ksamplers(comfy_double)[-1]
+    assert (k["sampler_name"], k["scheduler"], k["seed"], k["cfg"]) == ("euler", "normal", info["seed"], 7.0)
+    resp = await client.post("/sdapi/v1/txt2img", json={"steps": 2, "width": 64, "height": 64,
+                                                         "sampler_name": "Nope", "scheduler": "karras"})
+    assert json.loads((await resp.json())["info"])["sampler_name"] == "DPM++ 2M"  # A1111 1.10's fallback
+
+
+async def test_img2img_and_inpaint(client, comfy_double):
+    resp = await client.post("/sdapi/v1/img2img", json={
+        "init_images": ["data:image/png;base64," + png_b64()], "steps": 2, "width": 64, "height": 64,
+        "denoising_strength": 0.5, "resize_mode": 1, "seed": 7})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["parameters"]["init_images"] is None
+    info = json.loads(body["info"])
+    assert info["denoising_strength"] == 0.5 and "Denoising strength: 0.5" in info["infotexts"][0]
+    k = ksamplers(comfy_double)[-1]
+    assert k["denoise"] == 0.5 and k["seed"] == 7
+
+    mask = Image.new("L", (96, 80))
+    mask.paste(255, (30, 30, 50, 50))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    resp = await client.post("/sdapi/v1/img2img", json={
+        "init_images": [png_b64()], "mask": base64.b64encode(buf.getvalue()).decode(), "steps": 2, "width": 64,
+        "height": 64, "inpaint_full_res": True, "inpaint_full_res_padding": 8, "seed": 3})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    with Image.open(io.BytesIO(base64.b64decode(body["images"][0]))) as im:
+        assert im.size == (96, 80)  # "only masked": pasted back into the full picture
+        assert im.convert("RGB").getpixel((2, 2)) == (200, 30, 30)  # outside the mask: the original
+    last = comfy_double.prompts[-1].get("prompt", comfy_double.prompts[-1])
+    assert any(n["class_type"] == "LoadImageMask" for n in last.values())  # the inpaint workflow ran
+
+
+@pytest.mark.parametrize("path,body,status,field", [
+    ("/sdapi/v1/txt2img", {"steps": "ten"}, 422, "steps"),
+    ("/sdapi/v1/txt2img", {"steps": 0}, 400, "steps"),
+    ("/sdapi/v1/txt2img", {"width": 100000}, 400, "width"),
+    ("/sdapi/v1/txt2img", {"script_name": "x/y/z plot"}, 422, ""),
+    ("/sdapi/v1/img2img", {"prompt": "x"}, 404, "init_images"),
+    ("/sdapi/v1/img2img", {"init_images": ["!!notbase64"]}, 400, "init_images[0]"),
+    ("/sdapi/v1/img2img", {"init_images": [png_b64()], "resize_mode": 9}, 400, "resize_mode"),
+    ("/sdapi/v1/img2img", {"init_images": [png_b64()], "mask": "zzz"}, 400, "mask"),
+    ("/sdapi/v1/options", [1], 422, "body"),
+])
+async def test_bad_input_a1111_shape_and_server_unharmed(client, path, body, status, field):
+    resp = await client.post(path, data=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert resp.status == status
+    err = await resp.json()
+    assert set(err) == {"error", "detail", "body", "errors"}
+    assert field in err["errors"] or field in json.dumps(err["detail"])
+    ok = await client.post("/sdapi/v1/txt2img", json={"steps": 1, "width": 64, "height": 64})
+    assert ok.status == 200
+
+
+async def test_invalid_json_body(client):
+    resp = await client.post("/sdapi/v1/txt2img", data=b"{oops", headers={"Content-Type": "application/json"})
+    assert resp.status == 422 and "JSON" in (await resp.json())["errors"]
+
+
+async def test_info_endpoints(client, comfy_double):
+    models = await (await client.get("/sdapi/v1/sd-models")).json()
+    assert [m["title"] for m in models] == comfy_double.checkpoints
+    assert models[0]["model_name"] == "tiny_sd15"
+    samplers = await (await client.get("/sdapi/v1/samplers")).json()
+    assert samplers[0]["name"] == "DPM++ 2M" and {"Euler a", "Euler", "DDIM", "UniPC", "LCM"} <= \
+        {s["name"] for s in samplers}
+    schedulers = await (await client.get("/sdapi/v1/schedulers")).json()
+    assert schedulers[0] == {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1.0,
+                             "need_inner_model": False}
+    assert await (await client.get("/sdapi/v1/upscalers")).json() == [
+        {"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}]
+    assert await (await client.get("/sdapi/v1/scripts")).json() == {"txt2img": [], "img2img": []}
+    r = await client.post("/sdapi/v1/refresh-checkpoints")
+    assert r.status == 200 and await r.json() is None
+    assert await (await client.get("/internal/ping")).json() == {}
+    progress = await (await client.get("/sdapi/v1/progress")).json()
+    assert progress["progress"] == 0 and progress["state"]["job_count"] == 0 and progress["current_image"] is None
+
+
+async def test_options_switch_checkpoint(client, comfy_double):
+    opts = await (await client.get("/sdapi/v1/options")).json()
+    assert opts["sd_model_checkpoint"] == "tiny_sd15.safetensors"
+    r = await client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "other"})
+    assert r.status == 200 and await r.json() is None
+    assert (await (await client.get("/sdapi/v1/options")).json())["sd_model_checkpoint"] == "other.safetensors"
+    await client.post("/sdapi/v1/txt2img", json={"steps": 1, "width": 64, "height": 64})
+    last = comfy_double.prompts[-1].get("prompt", comfy_double.prompts[-1])
+    assert [n["inputs"]["ckpt_name"] for n in last.values() if n["class_type"] == "CheckpointLoaderSimple"] == \
+        ["other.safetensors"]
+    r = await client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "missing.ckpt"})
+    assert r.status == 500
+    err = await r.json()
+    assert err["error"] == "RuntimeError" and "missing.ckpt" in err["errors"]
+
+
+async def test_progress_and_interrupt(client, comfy_double):
+    comfy_double.step_delay = 0.05
+    gen = asyncio.create_task(client.post("/sdapi/v1/txt2img", json={
+        "steps": 10, "width": 64, "height": 64, "n_iter": 3, "seed": 1}))
+    seen = None
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        p = await (await client.get("/sdapi/v1/progress")).json()
+        if p["state"]["sampling_step"] >= 2:
+            seen = p
+            break
+    assert seen is not None, "progress never showed sampling"
+    assert seen["state"]["job_count"] == 3 and seen["state"]["sampling_steps"] == 10
+    assert 0 < seen["progress"] < 1 and seen["eta_relative"] >= 0 and seen["textinfo"]
+    r = await client.post("/sdapi/v1/interrupt")
+    assert r.status == 200 and await r.json() == {}
+    resp = await gen
+    assert resp.status == 200
+    body = await resp.json()
+    assert len(body["images"]) < 3  # the rest of the task was stopped
+    idle = await (await client.get("/sdapi/v1/progress")).json()
+    assert idle["state"]["job_count"] == 0
+
+
+async def test_skip_drops_only_the_current_image(client, comfy_double):
+    comfy_double.step_delay = 0.05
+    gen = asyncio.create_task(client.post("/sdapi/v1/txt2img", json={
+        "steps": 6, "width": 64, "height": 64, "n_iter": 2, "seed": 10}))
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        p = await (await client.get("/sdapi/v1/progress")).json()
+        if p["state"]["sampling_step"] >= 1 and p["state"]["job_no"] == 0:
+            break
+    assert await (await client.post("/sdapi/v1/skip")).json() is None
+    body = await (await gen).json()
+    info = json.loads(body["info"])
+    assert len(body["images"]) == 1 and info["all_seeds"] == [11]
+
+
+async def test_basic_auth(bridge_factory, monkeypatch):
+    monkeypatch.setenv("A1111_API_AUTH", "alice:wonder,bob:builder")
+    client = await bridge_factory(adapters=["a1111"])
+    r = await client.get("/sdapi/v1/sd-models")
+    assert r.status == 401 and r.headers["WWW-Authenticate"] == "Basic"
+    assert (await r.json())["detail"] == "Not authenticated"
+    bad = "Basic " + base64.b64encode(b"alice:builder").decode()
+    r = await client.get("/sdapi/v1/sd-models", headers={"Authorization": bad})
+    assert r.status == 401 and (await r.json())["detail"] == "Incorrect username or password"
+    good = "Basic " + base64.b64encode(b"bob:builder").decode()
+    assert (await client.get("/sdapi/v1/sd-models", headers={"Authorization": good})).status == 200
+    assert (await client.get("/internal/ping")).status == 200  # not covered, as in A1111
+
+
+async def test_pico_comfyui_path_and_mode(bridge_factory, comfy_double, monkeypatch):
+    monkeypatch.setenv("PICO_MODE", "true")
+    client = await bridge_factory(adapters=["a1111", "pico"])
+    for path in ("/pico/sdapi/v1/txt2img", "/sdapi/v1/txt2img"):
+        resp = await client.post(path + "?lcd_width=128&byte_order=le", json={"prompt": "x", "steps": 1,
+                                                                              "width": 64, "height": 64})
+        assert resp.status == 200, await resp.text()
+        data = await resp.read()
+        assert len(data) == 128 * 240 * 2 and data[:2] == (128).to_bytes(2, "little")
+        assert resp.headers["X-Image-Format"] == "rgb565-le" and resp.headers["X-Image-Width"] == "128"
+    last = comfy_double.prompts[-1].get("prompt", comfy_double.prompts[-1])
+    node = next(n for n in last.values() if n["class_type"] == "PixartRGB565")
+    assert (node["inputs"]["width"], node["inputs"]["height"], node["inputs"]["byte_order"]) == (128, 240, "little")
+    resp = await client.post("/pico/sdapi/v1/txt2img?format=json", json={"steps": 1, "width": 64, "height": 64,
+                                                                          "seed": 5, "batch_size": 2})
+    body = await resp.json()
+    assert body["info"] == "240x240 RGB565 format for Pico LCD" and len(body["images"]) == 2
+    assert all(len(base64.b64decode(i)) == 115200 for i in body["images"])
+
+
+async def test_webuiapi_client_over_the_double(client, comfy_double):
+    url = str(client.make_url("/sdapi/v1"))
+
+    def drive() -> dict[str, Any]:
+        api = webuiapi.WebUIApi(baseurl=url, sampler="Euler a", steps=2)
+        out: dict[str, Any] = {}
+        out["models"] = api.util_get_model_names()
+        out["samplers"] = api.util_get_sampler_names()
+        api.set_options({"sd_model_checkpoint": "other.safetensors"})
+        out["current"] = api.util_get_current_model()
+        r = api.txt2img(prompt="a boat", seed=9, width=64, height=64, batch_size=2)
+        out["txt"] = (len(r.images), r.info["all_seeds"], r.images[0].size, r.parameters["prompt"])
+        r = api.img2img(images=[Image.new("RGB", (64, 64), (1, 2, 3))], prompt="x", seed=4, width=64, height=64,
+                        denoising_strength=0.4)
+        out["img"] = (len(r.images), r.info["seed"])
+        r = api.img2img(images=[Image.new("RGB", (64, 64))], mask_image=Image.new("L", (64, 64), 255),
+                        inpainting_fill=1, width=64, height=64, seed=1)
+        out["inpaint"] = r.image.size
+        out["progress"] = api.get_progress()
+        out["interrupt"] = api.interrupt()
+        return out
+
+    out = await asyncio.to_thread(drive)
+    assert out["models"] == sorted(comfy_double.checkpoints)
+    assert "Euler a" in out["samplers"]
+    assert out["current"] == "other.safetensors"
+    assert out["txt"] == (2, [9, 10], (64, 64), "a boat")
+    assert out["img"] == (1, 4) and out["inpaint"] == (64, 64)
+    assert out["progress"]["state"]["job_count"] == 0 and out["interrupt"] == {}
