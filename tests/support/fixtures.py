@@ -1,3 +1,4 @@
 """Fixture registry: each support module's fixtures are re-exported here so conftest stays one line."""
 from tests.support.real_comfyui import *  # noqa: F401,F403
 from tests.support.bridge_fixtures import *  # noqa: F401,F403
+from tests.support.double import *  # noqa
