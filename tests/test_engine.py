@@ -1,0 +1,430 @@
+"""Job engine over the ComfyUI protocol double (tests/support/double.py)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bridge.engine import JobEngine
+from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNotFound, PayloadTooLarge, QueueFull,
+                           WorkflowNotFound)
+from tests.support.double import ComfyDouble
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+CORE = ("txt2img", "img2img", "inpaint")
+
+
+def core_workflows(tmp_path: Path) -> Path:
+    """A private copy of the three core workflows (tests may edit them)."""
+    d = tmp_path / "workflows"
+    d.mkdir(exist_ok=True)
+    for name in CORE:
+        shutil.copy(WORKFLOWS / f"{name}.json", d)
+        shutil.copy(WORKFLOWS / f"{name}.manifest.json", d)
+    return d
+
+
+def add_websocket_variant(wf_dir: Path) -> None:
+    """txt2img whose output node is SaveImageWebsocket (images arrive as binary frames)."""
+    graph = json.loads((wf_dir / "txt2img.json").read_text())
+    manifest = json.loads((wf_dir / "txt2img.manifest.json").read_text())
+    out = manifest["outputs"]["images"]["node"]
+    graph[out] = {"class_type": "SaveImageWebsocket", "inputs": {"images": graph[out]["inputs"]["images"]}}
+    manifest.update(name="txt2img_ws", workflow="txt2img_ws.json")
+    (wf_dir / "txt2img_ws.json").write_text(json.dumps(graph))
+    (wf_dir / "txt2img_ws.manifest.json").write_text(json.dumps(manifest))
+
+
+def png_b64(w: int, h: int, colour: Any = (200, 10, 10), mode: str = "RGB") -> str:
+    buf = io.BytesIO()
+    Image.new(mode, (w, h), colour).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def posted(double: ComfyDouble, prompt_id: str) -> dict[str, Any]:
+    return next(p["prompt"] for p in double.prompts if p["prompt_id"] == prompt_id)
+
+
+def node_of(graph: dict[str, Any], cls: str) -> dict[str, Any]:
+    return next(n for n in graph.values() if n["class_type"] == cls)
+
+
+@pytest_asyncio.fixture
+async def make_engine(tmp_path: Path, comfy_double: ComfyDouble):
+    engines: list[JobEngine] = []
+    wf_dir = core_workflows(tmp_path)
+
+    async def make(backends: list[str] | None = None, *, data_dir: Path | None = None, workflows: Path | None = None,
+                   **kwargs: Any) -> JobEngine:
+        kwargs.setdefault("poll_interval", 0.5)
+        kwargs.setdefault("reconnect_max_delay", 0.5)
+        engine = JobEngine(backends or [comfy_double.url], data_dir or tmp_path / "data", workflows or wf_dir,
+                           **kwargs)
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    make.wf_dir = wf_dir  # type: ignore[attr-defined]
+    yield make
+    for e in engines:
+        await e.stop()
+
+
+P = {"prompt": "a cat", "seed": 5, "steps": 3, "width": 64, "height": 64}
+
+
+# ---------------------------------------------------------------------- happy paths
+async def test_txt2img_completes_with_images_of_requested_size(make_engine, comfy_double):
+    engine = await make_engine()
+    job = await engine.submit("txt2img", {**P, "width": 72, "height": 64, "batch_size": 2, "sampler": "dpmpp_2m",
+                                          "negative_prompt": "dog"}, meta={"who": "test"})
+    assert job.status in ("queued", "running") and job.prompt_id and job.backend == comfy_double.url
+    job = await engine.wait(job.id, timeout=10)
+    assert job.status == "completed", job.error
+    assert job.progress == 100 and job.step == 3 and job.steps == 3
+    assert job.created_at <= job.started_at <= job.finished_at
+    assert len(job.outputs["images"]) == 2
+    for i in range(2):
+        assert size_of(engine.read_output(job, "images", i)) == (72, 64)
+    graph = posted(comfy_double, job.prompt_id)
+    ks = node_of(graph, "KSampler")
+    assert (ks["seed"] if "seed" in ks else ks["inputs"]["seed"]) == 5
+    assert ks["inputs"]["steps"] == 3 and ks["inputs"]["sampler_name"] == "dpmpp_2m"
+    texts = sorted(n["inputs"]["text"] for n in graph.values() if n["class_type"] == "CLIPTextEncode")
+    assert texts == ["a cat", "dog"]
+    # The graph's checkpoint is not installed on the double, so the first live one is bound.
+    assert node_of(graph, "CheckpointLoaderSimple")["inputs"]["ckpt_name"] == comfy_double.checkpoints[0]
+    assert job.meta == {"who": "test"}
+    assert engine.get(job.id) is job
+    with pytest.raises(InvalidParameter) as e:
+        engine.read_output(job, "images", 2)
+    assert e.value.field == "index"
+
+
+async def test_random_seed_is_recorded(make_engine, comfy_double):
+    engine = await make_engine()
+    job = await engine.submit("txt2img", {**P, "seed": -1})
+    seed = job.params["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**32
+    await engine.wait(job.id, timeout=10)
+    assert node_of(posted(comfy_double, job.prompt_id), "KSampler")["inputs"]["seed"] == seed
+
+
+async def test_progress_events_are_monotonic_and_end_completed(make_engine, comfy_double):
+    comfy_double.step_delay = 0.02
+    engine = await make_engine()
+    job = await engine.submit("txt2img", {**P, "steps": 8})
+    seen = []
+    async for event in engine.subscribe(job.id):
+        seen.append(event)
+    assert seen[-1]["type"] == "status" and seen[-1]["job"]["status"] == "completed"
+    values = [e["job"]["progress"] for e in seen]
+    assert values == sorted(values)
+    middle = [v for v in values if 0 < v < 100]
+    assert len(middle) >= 5  # per-step progress, not just start and end
+    # Sampling carries most of the weight: halfway through the steps is past a third of the run.
+    steps = [e["job"]["step"] for e in seen if e["type"] == "progress" and e["job"]["step"]]
+    assert steps[-1] == 8
+
+
+async def test_cached_nodes_count_as_done(make_engine, comfy_double):
+    engine = await make_engine()
+    first = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    second = await engine.wait((await engine.submit("txt2img", {**P, "seed": 6})).id, timeout=10)
+    assert first.status == second.status == "completed"
+    history = comfy_double.history[second.prompt_id]["status"]["messages"]
+    cached = next(m[1]["nodes"] for m in history if m[0] == "execution_cached")
+    assert cached  # the checkpoint loader and prompts did not run again
+    assert second.progress == 100
+
+
+@pytest.mark.parametrize("mode,expect_pad", [("just resize", False), ("crop and resize", False),
+                                             ("resize and fill", True)])
+async def test_img2img_uploads_and_resizes(make_engine, comfy_double, mode, expect_pad):
+    engine = await make_engine()
+    job = await engine.submit("img2img", {**P, "image": "data:image/png;base64," + png_b64(40, 30),
+                                          "width": 64, "height": 80, "denoise": 0.4, "resize_mode": mode})
+    assert job.params["image"]["width"] == 40 and job.params["image"]["format"] == "PNG"
+    job = await engine.wait(job.id, timeout=10)
+    assert job.status == "completed", job.error
+    assert size_of(engine.read_output(job, "images", 0)) == (64, 80)
+    graph = posted(comfy_double, job.prompt_id)
+    load = node_of(graph, "LoadImage")["inputs"]["image"]
+    assert load in comfy_double.inputs and size_of(comfy_double.inputs[load]) == (40, 30)
+    encode = node_of(graph, "VAEEncode")["inputs"]["pixels"]
+    assert graph[encode[0]]["class_type"] == ("ResizeAndPadImage" if expect_pad else "ImageScale")
+    assert node_of(graph, "ImageScale")["inputs"]["crop"] == ("center" if mode == "crop and resize" else "disabled")
+    assert node_of(graph, "KSampler")["inputs"]["denoise"] == 0.4
+
+
+async def test_inpaint_uploads_image_and_mask(make_engine, comfy_double):
+    engine = await make_engine()
+    job = await engine.submit("inpaint", {**P, "image": png_b64(64, 64), "mask": png_b64(64, 64, 255, "L"),
+                                          "batch_size": 2})
+    job = await engine.wait(job.id, timeout=10)
+    assert job.status == "completed", job.error
+    assert [size_of(engine.read_output(job, "images", i)) for i in range(2)] == [(64, 64)] * 2
+    graph = posted(comfy_double, job.prompt_id)
+    assert node_of(graph, "LoadImageMask")["inputs"]["channel"] == "red"
+    mask_file = node_of(graph, "LoadImageMask")["inputs"]["image"]
+    with Image.open(io.BytesIO(comfy_double.inputs[mask_file])) as m:
+        assert m.convert("RGB").getpixel((3, 3))[0] == 255  # white = repaint survives the re-encode
+
+
+# ---------------------------------------------------------------------- bad input
+async def test_bad_parameters_name_the_field(make_engine, comfy_double):
+    engine = await make_engine()
+    cases = [({"stepz": 3}, "stepz"), ({"steps": 0}, "steps"), ({"width": 65}, "width"), ({"cfg": "x"}, "cfg"),
+             ({"sampler": "nope"}, "sampler"), ({"checkpoint": "missing.safetensors"}, "checkpoint"),
+             ({"prompt": 3}, "prompt")]
+    for params, field in cases:
+        with pytest.raises(InvalidParameter) as e:
+            await engine.submit("txt2img", params)
+        assert e.value.field == field and field in e.value.message, (params, e.value.message)
+    with pytest.raises(InvalidParameter) as e:
+        await engine.submit("img2img", {"prompt": "x"})
+    assert e.value.field == "image"
+    with pytest.raises(InvalidParameter) as e:
+        await engine.submit("img2img", {"image": "not base64 !!"})
+    assert e.value.field == "image"
+    with pytest.raises(WorkflowNotFound):
+        await engine.submit("nope", {})
+    assert engine.stats()["counts"]["queued"] == 0 and comfy_double.prompts == []
+    big = PayloadTooLarge
+    small = await make_engine(data_dir=Path(str(engine.data_dir) + "2"), max_image_pixels=100)
+    with pytest.raises(big):
+        await small.submit("img2img", {"image": png_b64(20, 20)})
+
+
+async def test_comfyui_rejection_is_mapped_to_the_parameter(make_engine, comfy_double):
+    wf_dir = make_engine.wf_dir
+    manifest = json.loads((wf_dir / "txt2img.manifest.json").read_text())
+    manifest["parameters"]["steps"]["max"] = 20000  # wider than KSampler's own limit
+    (wf_dir / "txt2img.manifest.json").write_text(json.dumps(manifest))
+    engine = await make_engine()
+    with pytest.raises(InvalidParameter) as e:
+        await engine.submit("txt2img", {"steps": 15000})
+    assert e.value.field == "steps" and "bigger than max" in e.value.message
+    assert engine.list() == []
+
+
+async def test_job_id_reuse_is_a_conflict(make_engine):
+    engine = await make_engine()
+    await engine.submit("txt2img", P, job_id="mine-1")
+    with pytest.raises(Conflict):
+        await engine.submit("txt2img", P, job_id="mine-1")
+    with pytest.raises(InvalidParameter) as e:
+        await engine.submit("txt2img", P, job_id="../etc")
+    assert e.value.field == "job_id"
+
+
+# ---------------------------------------------------------------------- failure, cancel, timeout, queue
+async def test_node_failure_fails_the_job_with_the_node_named(make_engine, comfy_double):
+    comfy_double.fail_class = "VAEDecode"
+    comfy_double.fail_message = "out of memory (double)"
+    engine = await make_engine()
+    job = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    assert job.status == "failed"
+    assert "VAEDecode" in job.error and "out of memory (double)" in job.error
+
+
+async def test_cancel_queued_deletes_from_comfyui_queue(make_engine, comfy_double):
+    comfy_double.step_delay = 0.2
+    engine = await make_engine()
+    first = await engine.submit("txt2img", {**P, "steps": 20})
+    second = await engine.submit("txt2img", P)
+    assert second.prompt_id is not None
+    assert await engine.cancel(second.id) is True
+    assert second.status == "cancelled" and second.prompt_id in comfy_double.deleted
+    assert await engine.cancel(second.id) is False
+    await engine.cancel(first.id)
+    await asyncio.sleep(0.3)
+    assert second.prompt_id not in comfy_double.executed_prompts
+    with pytest.raises(JobNotFound):
+        await engine.cancel("nope")
+
+
+async def test_cancel_running_interrupts_by_prompt_id(make_engine, comfy_double):
+    comfy_double.step_delay = 0.1
+    engine = await make_engine()
+    job = await engine.submit("txt2img", {**P, "steps": 50})
+    for _ in range(100):
+        if job.status == "running" and (job.step or 0) >= 1:
+            break
+        await asyncio.sleep(0.02)
+    assert await engine.cancel(job.id) is True
+    assert job.status == "cancelled" and job.prompt_id in comfy_double.interrupts
+    assert comfy_double.history[job.prompt_id]["status"]["status_str"] == "error"  # ComfyUI really stopped
+    assert job.finished_at is not None
+
+
+async def test_timeout_fails_and_interrupts(make_engine, comfy_double):
+    comfy_double.step_delay = 0.1
+    engine = await make_engine()
+    job = await engine.submit("txt2img", {**P, "steps": 100}, timeout=0.4)
+    job = await engine.wait(job.id, timeout=10)
+    assert job.status == "failed" and "timed out" in job.error
+    assert job.prompt_id in comfy_double.interrupts
+
+
+async def test_queue_full_answers_retry_after(make_engine, comfy_double):
+    comfy_double.step_delay = 0.2
+    engine = await make_engine(max_queue=2)
+    a = await engine.submit("txt2img", {**P, "steps": 30})
+    b = await engine.submit("txt2img", {**P, "steps": 30})
+    with pytest.raises(QueueFull) as e:
+        await engine.submit("txt2img", P)
+    assert e.value.retry_after >= 1 and e.value.status == 503
+    await engine.cancel(b.id)
+    c = await engine.submit("txt2img", P)  # room again
+    await engine.cancel(a.id)
+    assert (await engine.wait(c.id, timeout=10)).status == "completed"
+
+
+async def test_final_message_lost_falls_back_to_history(make_engine, comfy_double):
+    comfy_double.drop_final = True
+    engine = await make_engine(poll_interval=0.2)
+    job = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    assert job.status == "completed" and len(job.outputs["images"]) == 1
+
+
+# ---------------------------------------------------------------------- websocket image frames
+@pytest.mark.parametrize("feature_flags,frame_type", [(True, 4), (False, 1)])
+async def test_save_image_websocket_frames(make_engine, comfy_double, feature_flags, frame_type):
+    add_websocket_variant(make_engine.wf_dir)
+    engine = await make_engine(feature_flags=feature_flags)
+    job = await engine.submit("txt2img_ws", {**P, "width": 80, "height": 64, "batch_size": 2})
+    job = await engine.wait(job.id, timeout=10)
+    assert job.status == "completed", job.error
+    assert (len(comfy_double.metadata_clients) == 1) == (frame_type == 4)
+    assert [size_of(engine.read_output(job, "images", i)) for i in range(2)] == [(80, 64)] * 2
+    assert comfy_double.history[job.prompt_id]["outputs"] == {}  # nothing came through /history
+
+
+# ---------------------------------------------------------------------- persistence and restarts
+async def test_restart_mid_job_loses_nothing(make_engine, comfy_double, tmp_path):
+    comfy_double.step_delay = 0.05
+    engine = await make_engine()
+    running = await engine.submit("txt2img", {**P, "steps": 20})
+    queued = await engine.submit("txt2img", {**P, "steps": 2})
+    while running.status != "running":
+        await asyncio.sleep(0.02)
+    await engine.stop()
+    engine2 = await make_engine()
+    r = await engine2.wait(running.id, timeout=10)
+    q = await engine2.wait(queued.id, timeout=10)
+    assert r.status == q.status == "completed"
+    assert r.prompt_id == running.prompt_id  # reconciled, not re-run
+    assert len(comfy_double.prompts) == 2
+    assert size_of(engine2.read_output(r, "images", 0)) == (64, 64)
+
+
+async def test_jobs_accepted_while_backend_down_run_after_restart(make_engine, comfy_double, tmp_path):
+    await comfy_double.kill()
+    engine = await make_engine(connect_wait=0.5)
+    job = await engine.submit("txt2img", P)
+    assert job.status == "queued" and job.prompt_id is None
+    await engine.stop()
+    await comfy_double.start()
+    engine2 = await make_engine()
+    job = await engine2.wait(job.id, timeout=10)
+    assert job.status == "completed"
+
+
+async def test_backend_killed_mid_job_fails_it_and_engine_recovers(make_engine, comfy_double):
+    comfy_double.step_delay = 0.1
+    engine = await make_engine()
+    job = await engine.submit("txt2img", {**P, "steps": 50})
+    while job.status != "running":
+        await asyncio.sleep(0.02)
+    await comfy_double.kill()
+    job = await engine.wait(job.id, timeout=10)
+    assert job.status == "failed" and comfy_double.url in job.error and "died" in job.error
+    assert engine.backend_states()[0]["healthy"] is False
+    with pytest.raises(BackendUnavailable):
+        await engine.choices("KSampler.sampler_name")
+    comfy_double.step_delay = 0.005
+    await comfy_double.start()
+    for _ in range(100):
+        if engine.backend_states()[0]["healthy"]:
+            break
+        await asyncio.sleep(0.05)
+    again = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    assert again.status == "completed"
+
+
+async def test_backend_death_requeues_once_when_configured(make_engine, comfy_double):
+    comfy_double.step_delay = 0.1
+    engine = await make_engine(requeue_on_backend_death=True)
+    job = await engine.submit("txt2img", {**P, "steps": 30})
+    while job.status != "running":
+        await asyncio.sleep(0.02)
+    first_prompt = job.prompt_id
+    await comfy_double.kill()
+    await asyncio.sleep(0.3)
+    assert job.status == "queued"
+    comfy_double.step_delay = 0.005
+    await comfy_double.start()
+    job = await engine.wait(job.id, timeout=10)
+    assert job.status == "completed" and job.prompt_id != first_prompt
+
+
+async def test_least_pending_backend_first_and_unhealthy_skipped(make_engine, comfy_double):
+    other = await ComfyDouble(step_delay=0.05).start()
+    try:
+        comfy_double.step_delay = 0.05
+        engine = await make_engine([comfy_double.url, other.url])
+        jobs = [await engine.submit("txt2img", {**P, "steps": 10}) for _ in range(4)]
+        assert sorted(j.backend for j in jobs) == sorted([comfy_double.url] * 2 + [other.url] * 2)
+        for j in jobs:
+            await engine.wait(j.id, timeout=10)
+        await other.kill()
+        for _ in range(50):
+            if not engine.backend_states()[1]["healthy"]:
+                break
+            await asyncio.sleep(0.05)
+        more = [await engine.submit("txt2img", P) for _ in range(2)]
+        assert {j.backend for j in more} == {comfy_double.url}
+    finally:
+        await other.stop()
+
+
+# ---------------------------------------------------------------------- reads
+async def test_list_stats_choices(make_engine, comfy_double):
+    engine = await make_engine()
+    a = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    comfy_double.fail_class = "KSampler"
+    b = await engine.wait((await engine.submit("img2img", {**P, "image": png_b64(8, 8)})).id, timeout=10)
+    assert [j.id for j in engine.list()] == [b.id, a.id]
+    assert [j.id for j in engine.list(status="failed")] == [b.id]
+    assert [j.id for j in engine.list(workflow="txt2img")] == [a.id]
+    assert [j.id for j in engine.list(limit=1, offset=1)] == [a.id]
+    with pytest.raises(InvalidParameter):
+        engine.list(status="done")
+    stats = engine.stats()
+    assert stats["counts"]["completed"] == 1 and stats["counts"]["failed"] == 1 and stats["queue_depth"] == 0
+    assert stats["average_duration"] > 0
+    assert await engine.choices("KSampler.scheduler") == comfy_double.object_info["KSampler"]["input"][
+        "required"]["scheduler"][0]
+    assert await engine.choices("CheckpointLoaderSimple.ckpt_name") == comfy_double.checkpoints
+    state = engine.backend_states()[0]
+    assert state["healthy"] and state["version"] == "0.3.64" and state["pending"] == 0
+    with pytest.raises(asyncio.TimeoutError):
+        comfy_double.step_delay = 0.5
+        comfy_double.fail_class = None
+        await engine.wait((await engine.submit("txt2img", {**P, "seed": 99})).id, timeout=0.1)
