@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from bridge.comfyui_home import find_comfyui
+from bridge.comfyui_home import find_comfyui, is_comfyui_dir
 from bridge.comfyui_process import ComfyUIProcess, ComfyUIStartError
 from bridge.config import Settings
 
@@ -21,6 +21,11 @@ class ManagedComfyUIError(RuntimeError):
 
 class ManagedComfyUI:
     def __init__(self, settings: Settings, *, check_interval: float = 1.0, max_backoff: float = 30.0) -> None:
+        if settings.comfyui_dir is not None and not is_comfyui_dir(settings.comfyui_dir):
+            raise ManagedComfyUIError(
+                f"COMFYUI_DIR={settings.comfyui_dir} is not a ComfyUI checkout (no main.py and comfy/): fix it, run "
+                "`python3 install.py`, or set COMFYUI_URL to use a running ComfyUI"
+            )
         comfyui_dir = settings.comfyui_dir or find_comfyui()
         if comfyui_dir is None:
             raise ManagedComfyUIError(

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from bridge.app import create_app
@@ -48,6 +49,6 @@ def bridge_factory(aiohttp_client: Any, bridge_settings: Callable[..., Settings]
     return make
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def bridge_client(bridge_factory: Callable[..., Awaitable[Any]]) -> Any:
     return await bridge_factory()
