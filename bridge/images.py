@@ -69,7 +69,16 @@ def decode_image(value: str | bytes | bytearray, field: str, *, max_bytes: int =
         with Image.open(io.BytesIO(data)) as probe:
             fmt = (probe.format or "").upper()
             width, height = probe.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        # Pillow refuses sizes past twice its own limit before we see them; report the header's size.
+        try:
+            width, height = png_size(data)
+            claimed = f"{width}x{height} = {width * height} pixels"
+        except ValueError:
+            claimed = "too many pixels"
+        raise PayloadTooLarge(f"{field}: image is {claimed}, more than the limit of {max_pixels}",
+                              field=field) from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise InvalidParameter(field, f"{field}: not a PNG, JPEG or WebP image") from None
     if fmt not in ALLOWED_FORMATS:
         raise InvalidParameter(field, f"{field}: format {fmt or 'unknown'} is not accepted (PNG, JPEG or WebP)")

@@ -1,0 +1,131 @@
+"""Input image checks: base64 / data URLs, formats, byte and pixel limits, decompression bombs."""
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bridge.errors import InvalidParameter, PayloadTooLarge
+from bridge.images import decode_base64, decode_image, png_size, sniff_image_type
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGBA"))
+
+
+def patterned(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(3)
+    channels = {"RGB": 3, "RGBA": 4}[mode]
+    return Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), mode)
+
+
+@pytest.mark.parametrize("wrap", [lambda b: b, lambda b: base64.b64encode(b).decode(),
+                                  lambda b: "data:image/png;base64," + base64.b64encode(b).decode(),
+                                  lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="),
+                                  lambda b: "\n".join(base64.encodebytes(b).decode().split())])
+def test_accepted_encodings_give_identical_pixels(wrap):
+    src = patterned(13, 7, "RGBA")
+    raw = encode(src, "PNG")
+    out = decode_image(wrap(raw), "image")
+    assert (out.width, out.height, out.source_format, out.mode) == (13, 7, "PNG", "RGBA")
+    assert np.array_equal(pixels(out.png), np.asarray(src))
+
+
+def test_jpeg_and_webp_become_png_with_the_same_pixels():
+    src = patterned(16, 12)
+    for fmt, kw in (("JPEG", {"quality": 95}), ("WEBP", {"lossless": True})):
+        data = encode(src, fmt, **kw)
+        out = decode_image(data, "init")
+        assert out.source_format == fmt and out.png.startswith(b"\x89PNG")
+        with Image.open(io.BytesIO(data)) as ref:  # Pillow's own decode of the original is the reference
+            assert np.array_equal(pixels(out.png), np.asarray(ref.convert("RGBA")))
+
+
+def test_palette_with_transparency_keeps_alpha():
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    img.putpixel((1, 1), 1)
+    img.info["transparency"] = 0
+    out = decode_image(encode(img, "PNG", transparency=0), "mask")
+    px = pixels(out.png)
+    assert px[0, 0, 3] == 0 and tuple(px[1, 1]) == (0, 255, 0, 255)
+
+
+@pytest.mark.parametrize("value,needle", [
+    ("", "empty"), ("@@@", "not valid base64"), ("data:image/png,abc", "only base64"),
+    (base64.b64encode(b"hello world").decode(), "not a PNG, JPEG or WebP"), (12, "must be base64"),
+])
+def test_bad_values_name_the_field(value, needle):
+    with pytest.raises(InvalidParameter) as e:
+        decode_image(value, "init_image")
+    assert e.value.field == "init_image" and needle in e.value.message and "init_image" in e.value.message
+
+
+def test_other_formats_are_refused():
+    for fmt in ("GIF", "BMP", "TIFF"):
+        with pytest.raises(InvalidParameter) as e:
+            decode_image(encode(patterned(4, 4), fmt), "image")
+        assert fmt in e.value.message
+
+
+def test_truncated_png_is_refused():
+    data = encode(patterned(32, 32), "PNG")
+    with pytest.raises(InvalidParameter) as e:
+        decode_image(data[: len(data) // 2], "image")
+    assert e.value.field == "image"
+
+
+def test_byte_limit_before_and_after_decoding():
+    data = encode(patterned(32, 32), "PNG")
+    with pytest.raises(PayloadTooLarge):
+        decode_image(data, "image", max_bytes=len(data) - 1)
+    with pytest.raises(PayloadTooLarge):
+        decode_base64(base64.b64encode(data).decode() * 4, "image", max_bytes=len(data))
+    assert decode_image(data, "image", max_bytes=len(data)).width == 32
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid PNG header (IHDR with a correct CRC) that claims a huge size, with tiny compressed data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+    bomb = _png_claiming(60000, 60000)  # 3.6 gigapixels in a few hundred bytes
+    assert len(bomb) < 1000 and png_size(bomb) == (60000, 60000)
+    with pytest.raises(PayloadTooLarge) as e:
+        decode_image(bomb, "image")
+    assert "60000x60000" in e.value.message and e.value.field == "image"
+    with pytest.raises(PayloadTooLarge) as e:
+        decode_image(_png_claiming(10000, 10000), "image")  # under Pillow's own hard limit, over ours
+    assert "10000x10000" in e.value.message
+    with pytest.raises(PayloadTooLarge):
+        decode_image(encode(patterned(20, 20), "PNG"), "image", max_pixels=399)
+
+
+def test_png_size_and_sniff_agree_with_pillow():
+    for w, h in ((1, 1), (17, 3), (300, 2)):
+        data = encode(patterned(w, h), "PNG")
+        with Image.open(io.BytesIO(data)) as im:
+            assert png_size(data) == im.size
+    assert sniff_image_type(encode(patterned(2, 2), "PNG")) == "png"
+    assert sniff_image_type(encode(patterned(2, 2), "JPEG")) == "jpeg"
+    assert sniff_image_type(encode(patterned(2, 2), "WEBP")) == "webp"
+    assert sniff_image_type(b"GIF89a....") is None
+    with pytest.raises(ValueError):
+        png_size(b"not a png at all, not at all")

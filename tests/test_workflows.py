@@ -1,0 +1,221 @@
+"""Workflow manifests: loading, static checks, binding by name, /object_info checks, editor export."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bridge import workflows as W
+from bridge.errors import InvalidParameter, WorkflowError, WorkflowNotFound
+from tests.support.double import object_info_for
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+EDITOR = ROOT / "custom_nodes" / "pixart_nodes" / "example_workflows"
+CORE = ("txt2img", "img2img", "inpaint")
+COMMON = {"prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "scheduler", "width", "height",
+          "batch_size", "checkpoint"}
+OI = object_info_for(["tiny.safetensors"], ["example.png"])
+
+
+@pytest.fixture(scope="module")
+def workflows() -> dict[str, W.Workflow]:
+    return W.load_workflows(WORKFLOWS)
+
+
+def copy_core(tmp_path: Path) -> Path:
+    for name in CORE:
+        shutil.copy(WORKFLOWS / f"{name}.json", tmp_path)
+        shutil.copy(WORKFLOWS / f"{name}.manifest.json", tmp_path)
+    return tmp_path
+
+
+def edit_manifest(folder: Path, name: str, fn) -> None:
+    path = folder / f"{name}.manifest.json"
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def test_every_shipped_workflow_loads(workflows):
+    assert set(CORE) <= set(workflows)
+    for name in CORE:
+        wf = workflows[name]
+        assert COMMON <= set(wf.parameters), name
+        assert wf.version >= 1 and wf.description
+        assert wf.outputs["images"].type == "images"
+    assert {"denoise", "resize_mode", "image"} <= set(workflows["img2img"].parameters)
+    assert {"denoise", "resize_mode", "image", "mask"} <= set(workflows["inpaint"].parameters)
+    assert workflows["inpaint"].parameters["mask"].required
+
+
+def test_core_workflows_match_the_object_info(workflows):
+    for name in CORE:
+        assert W.check_object_info(workflows[name], OI) == []
+
+
+def test_static_errors_name_workflow_and_node(tmp_path):
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "txt2img", lambda m: m["parameters"]["steps"]["targets"].__setitem__(
+        0, {"node": "99", "input": "steps"}))
+    edit_manifest(folder, "img2img", lambda m: m["parameters"]["cfg"]["targets"].__setitem__(
+        0, {"node": "3", "input": "cfgg"}))
+    edit_manifest(folder, "inpaint", lambda m: m["parameters"]["resize_mode"]["targets"][0]["map"].pop("just resize"))
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflows(folder)
+    text = e.value.message
+    assert "workflow txt2img" in text and "missing node '99'" in text
+    assert "workflow img2img" in text and "node 3 (KSampler)" in text and "'cfgg'" in text
+    assert "workflow inpaint" in text and "'map' keys must equal 'choices'" in text
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda m: m.__setitem__("version", "1"), "'version' must be a positive integer"),
+    (lambda m: m["parameters"]["steps"].__setitem__("default", 0), "default is invalid"),
+    (lambda m: m["parameters"]["steps"].__setitem__("type", "number"), "type must be one of"),
+    (lambda m: m["outputs"].__setitem__("images", {"node": "9", "type": "pictures"}), "output 'images'"),
+    (lambda m: m["outputs"].__setitem__("images", {"node": "77", "type": "images"}), "missing node '77'"),
+])
+def test_manifest_mistakes(tmp_path, change, needle):
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "txt2img", change)
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(folder / "txt2img.manifest.json")
+    assert needle in e.value.message and "txt2img" in e.value.message
+
+
+def test_graph_link_to_missing_node(tmp_path):
+    folder = copy_core(tmp_path)
+    graph = json.loads((folder / "txt2img.json").read_text())
+    graph["8"]["inputs"]["vae"] = ["42", 2]
+    (folder / "txt2img.json").write_text(json.dumps(graph))
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(folder / "txt2img.manifest.json")
+    assert "node 8 (VAEDecode)" in e.value.message and "'42'" in e.value.message
+
+
+def test_object_info_problems_name_workflow_and_node(workflows):
+    oi = copy.deepcopy(OI)
+    del oi["ResizeAndPadImage"]
+    oi["KSampler"]["input"]["required"].pop("denoise")
+    oi["KSampler"]["input"]["required"]["extra"] = ["INT", {}]
+    problems = W.check_object_info(workflows["img2img"], oi)
+    assert any("workflow img2img: node 12 (ResizeAndPadImage)" in p and "not installed" in p for p in problems)
+    assert any("node 3 (KSampler)" in p and "'denoise' is not an input" in p for p in problems)
+    assert any("node 3 (KSampler)" in p and "required input 'extra' is missing" in p for p in problems)
+
+
+def test_coerce_and_bind(workflows):
+    wf = workflows["img2img"]
+    values = wf.coerce({"prompt": "p", "seed": 7, "steps": 4, "cfg": 5, "width": 128, "height": 64,
+                        "resize_mode": "resize and fill", "image": "eA=="})
+    assert values["cfg"] == 5.0 and isinstance(values["cfg"], float)
+    assert values["denoise"] == 0.75 and values["sampler"] == "euler"  # defaults
+    assert "checkpoint" not in values  # no default: left to the graph / live list
+    values["image"] = "uploaded.png"
+    live = {"KSampler.sampler_name": ["euler", "ddim"], "KSampler.scheduler": ["normal"],
+            "CheckpointLoaderSimple.ckpt_name": ["a.safetensors", "b.safetensors"]}
+    graph = wf.bind(values, live.get)
+    assert graph is not wf.graph and wf.graph["10"]["inputs"]["image"] == "example.png"  # the original is untouched
+    ids = {n["class_type"]: nid for nid, n in graph.items()}
+    ks = graph[ids["KSampler"]]["inputs"]
+    assert (ks["seed"], ks["steps"], ks["cfg"], ks["denoise"]) == (7, 4, 5.0, 0.75)
+    assert graph[ids["LoadImage"]]["inputs"]["image"] == "uploaded.png"
+    assert graph[ids["ImageScale"]]["inputs"]["width"] == 128
+    assert graph[ids["ResizeAndPadImage"]]["inputs"]["target_height"] == 64
+    assert graph[ids["VAEEncode"]]["inputs"]["pixels"] == [ids["ResizeAndPadImage"], 0]
+    assert graph[ids["CheckpointLoaderSimple"]]["inputs"]["ckpt_name"] == "a.safetensors"
+    live["CheckpointLoaderSimple.ckpt_name"].append(wf.graph[ids["CheckpointLoaderSimple"]]["inputs"]["ckpt_name"])
+    assert wf.bind(values, live.get)[ids["CheckpointLoaderSimple"]]["inputs"]["ckpt_name"] == \
+        wf.graph[ids["CheckpointLoaderSimple"]]["inputs"]["ckpt_name"]  # the graph's own value when available
+    with pytest.raises(InvalidParameter) as e:
+        wf.bind({**values, "sampler": "lms"}, live.get)
+    assert e.value.field == "sampler" and "not available" in e.value.message
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"steps": 1.5}, "steps"), ({"steps": True}, "steps"), ({"cfg": float("nan")}, "cfg"), ({"cfg": 31}, "cfg"),
+    ({"width": 100}, "width"), ({"resize_mode": "stretch"}, "resize_mode"), ({"prompt": None, "seed": "1"}, "seed"),
+    ({"image": 5}, "image"), ({"bogus": 1}, "bogus")])
+def test_coerce_errors_name_the_field(workflows, params, field):
+    with pytest.raises(InvalidParameter) as e:
+        workflows["img2img"].coerce({"image": "eA==", **params})
+    assert e.value.field == field and field in e.value.message
+
+
+def test_json_list_values_are_not_links(tmp_path):
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "txt2img", lambda m: m["parameters"].__setitem__(
+        "raw_prompt", {"type": "json", "targets": [{"node": "6", "input": "text"}]}))
+    wf = W.load_workflow(folder / "txt2img.manifest.json")
+    graph = wf.bind({"raw_prompt": ["a", 1]})
+    assert graph["6"]["inputs"]["text"] == {"__value__": ["a", 1]}
+
+
+def test_unknown_workflow(workflows):
+    with pytest.raises(WorkflowNotFound):
+        W.get_workflow(workflows, "nope")
+
+
+# ---------------------------------------------------------------------- editor format
+def test_editor_copies_are_in_sync(workflows):
+    """Regenerate with: python -m bridge.workflows export-editor --url http://127.0.0.1:8188"""
+    for name, wf in workflows.items():
+        if not wf.node_types() <= set(OI):
+            continue  # needs node types the double does not know: checked against a real ComfyUI instead
+        expected = W.editor_json_text(W.export_editor(wf, OI))
+        path = EDITOR / f"{name}.json"
+        assert path.exists() and path.read_text() == expected, f"{path} is stale"
+
+
+def test_editor_export_structure(workflows):
+    for name in CORE:
+        wf = workflows[name]
+        ui = W.export_editor(wf, OI)
+        assert ui["version"] == 0.4 and len(ui["nodes"]) == len(wf.graph)
+        nodes = {n["id"]: n for n in ui["nodes"]}
+        assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == len(ui["links"])
+        api_links = sum(1 for n in wf.graph.values() for v in n["inputs"].values() if W.is_link(v))
+        assert len(ui["links"]) == api_links
+        for link_id, src, slot, dst, dst_slot, typ in ui["links"]:
+            assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+            assert link_id in nodes[src]["outputs"][slot]["links"]
+            assert nodes[src]["outputs"][slot]["type"] == typ == nodes[dst]["inputs"][dst_slot]["type"]
+            # The link mirrors the API graph's link.
+            assert wf.graph[str(dst)]["inputs"][nodes[dst]["inputs"][dst_slot]["name"]] == [str(src), slot]
+        orders = sorted(n["order"] for n in ui["nodes"])
+        assert orders == list(range(len(nodes)))
+        for link_id, src, slot, dst, dst_slot, typ in ui["links"]:
+            assert nodes[src]["order"] < nodes[dst]["order"]
+        ks = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+        g = wf.graph[str(ks["id"])]["inputs"]
+        assert ks["widgets_values"] == [g["seed"], "fixed", g["steps"], g["cfg"], g["sampler_name"],
+                                        g["scheduler"], g["denoise"]]
+    ui = W.export_editor(workflows["inpaint"], OI)
+    mask = next(n for n in ui["nodes"] if n["type"] == "LoadImageMask")
+    assert mask["widgets_values"] == ["example.png", "red", "image"]
+    load = next(n for n in ui["nodes"] if n["type"] == "LoadImage")
+    assert load["widgets_values"] == ["example.png", "image"]
+
+
+def test_cli_validate_and_check(tmp_path, capsys):
+    oi_file = tmp_path / "oi.json"
+    oi_file.write_text(json.dumps(OI))
+    (tmp_path / "wf").mkdir()
+    folder = copy_core(tmp_path / "wf")
+    assert W.main(["validate", "--dir", str(folder), "--object-info", str(oi_file)]) == 0
+    out = tmp_path / "editor"
+    assert W.main(["export-editor", "--dir", str(folder), "--object-info", str(oi_file), "--out", str(out)]) == 0
+    assert W.main(["export-editor", "--dir", str(folder), "--object-info", str(oi_file), "--out", str(out),
+                   "--check"]) == 0
+    (out / "txt2img.json").write_text("{}")
+    assert W.main(["export-editor", "--dir", str(folder), "--object-info", str(oi_file), "--out", str(out),
+                   "--check"]) == 1
+    broken = copy.deepcopy(OI)
+    del broken["SetLatentNoiseMask"]
+    oi_file.write_text(json.dumps(broken))
+    assert W.main(["validate", "--dir", str(folder), "--object-info", str(oi_file)]) == 1
+    assert "workflow inpaint: node 20 (SetLatentNoiseMask)" in capsys.readouterr().err
