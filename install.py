@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Set up Pixart: virtual environment, project install, ComfyUI checkout and requirements, node-pack link.
+
+    python3 install.py            set up (idempotent; a second run only checks)
+    python3 install.py --test     set up, then run the whole test suite (the CI command)
+    python3 install.py --run      set up, then start the bridge (python -m bridge)
+
+Everything after ``--test`` goes to pytest and everything after ``--run`` goes to the bridge, e.g.
+``python3 install.py --test tests/test_install.py -q`` or ``python3 install.py --run --port 8080``.
+
+Standard library only: this runs before any environment exists.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parent
+VENV_DIR = REPO_ROOT / ".venv"
+STAMP_NAME = ".pixart-install-stamp"
+
+# Pinned because ComfyUI's requirements name torch/torchvision/torchaudio unpinned, and unpinned torch makes pip pull
+# the newest multi-GB CUDA build. torch 2.14.1 and torchvision 0.29.1 are a matching pair (torchvision's compiled ops
+# must match torch exactly, or `import torchvision` fails); this machine's pip config serves them from a local
+# index. torchaudio is dropped: it is optional to ComfyUI (only its audio nodes need it) and would drag in another
+# torch-matched wheel.
+TORCH_PINS = ("torch==2.14.1", "torchvision==0.29.1")
+DROPPED_REQUIREMENTS = ("torchaudio",)
+# ComfyUI 0.3.64's app/frontend_management.py imports requests without listing it in requirements.txt.
+EXTRA_COMFYUI_REQUIREMENTS = ("requests",)
+
+# pytest's "no tests were collected" status.
+PYTEST_NO_TESTS = 5
+
+
+def _load_comfyui_home() -> ModuleType:
+    # Loaded by file path, not `import bridge...`: the bridge package's siblings need third-party packages
+    # that do not exist yet when this script first runs.
+    path = REPO_ROOT / "bridge" / "comfyui_home.py"
+    spec = importlib.util.spec_from_file_location("_pixart_comfyui_home", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+home = _load_comfyui_home()
+
+
+def say(message: str) -> None:
+    print(f"[install] {message}", flush=True)
+
+
+class Installer:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        # warnings: ComfyUI unavailable (integration tests then skip); errors: the environment is incomplete.
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+        self.python: str = sys.executable
+        self.comfyui: Path | None = None
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def run(self, cmd: list[str], what: str) -> bool:
+        """Run ``cmd``; on failure record one clear line (plus the command's last lines) and return False."""
+        if self.args.dry_run:
+            say(f"would run: {' '.join(cmd)}")
+            return True
+        say(f"{what}: {' '.join(cmd)}")
+        # stdout streams (pip's progress); stderr is kept to explain a failure in a few lines.
+        proc = subprocess.run(cmd, cwd=str(REPO_ROOT), text=True, stderr=subprocess.PIPE)
+        if proc.returncode == 0:
+            if proc.stderr.strip():
+                print(proc.stderr.rstrip(), file=sys.stderr)
+            return True
+        err = (proc.stderr or "").strip().splitlines()
+        hint = ""
+        text = "\n".join(err).lower()
+        if any(s in text for s in ("could not find a version", "connection", "network", "name resolution",
+                                   "temporary failure", "no matching distribution", "timed out")):
+            hint = " (network or package index unavailable?)"
+        tail = "\n".join("    " + line for line in err[-8:])
+        self.errors.append(f"{what} failed{hint}")
+        say(f"{what} failed with exit code {proc.returncode}{hint}; carrying on.\n{tail}")
+        return False
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def ensure_python(self) -> None:
+        if self.args.no_venv:
+            self.python = sys.executable
+            say(f"using the current Python: {self.python}")
+            return
+        py = Path(self.venv_python())
+        if py.is_file():
+            say(f"virtual environment: {VENV_DIR} (exists)")
+        elif self.args.dry_run:
+            say(f"would create the virtual environment {VENV_DIR}")
+        else:
+            say(f"creating the virtual environment {VENV_DIR}")
+            try:
+                venv.create(VENV_DIR, with_pip=True, upgrade_deps=False)
+            except Exception as exc:  # noqa: BLE001 - venv raises CalledProcessError/OSError/others
+                raise SystemExit(f"[install] could not create {VENV_DIR}: {exc}. On Debian/Ubuntu install "
+                                 "python3-venv, or pass --use-current-python.") from exc
+        self.python = str(py)
+
+    def ensure_comfyui(self) -> None:
+        if self.args.no_comfyui:
+            say("ComfyUI: skipped (--no-comfyui)")
+            return
+        explicit = self.args.comfyui
+        if explicit and not home.is_comfyui_dir(explicit) and Path(explicit).expanduser().exists():
+            say(f"--comfyui {explicit} is not a ComfyUI checkout (needs main.py and comfy/); looking elsewhere")
+        env = os.environ.get(home.COMFYUI_ENV)
+        if env and not home.is_comfyui_dir(env):
+            say(f"{home.COMFYUI_ENV}={env} is not a ComfyUI checkout (needs main.py and comfy/); looking elsewhere")
+        for source, path in home.candidate_dirs(explicit):
+            if home.is_comfyui_dir(path):
+                self.comfyui = path.resolve()
+                say(f"ComfyUI: {self.comfyui} (from {source})")
+                return
+        # None found: clone where the user asked (a --comfyui path that does not exist yet), else the default.
+        target = Path(explicit).expanduser() if explicit and not Path(explicit).expanduser().exists() \
+            else home.DEFAULT_COMFYUI_DIR
+        if target.exists() and any(target.iterdir()):
+            self.warnings.append(f"{target} exists but is not a ComfyUI checkout")
+            say(f"{target} exists but is not a ComfyUI checkout; not cloning over it. Continuing without ComfyUI "
+                "(pass --comfyui PATH).")
+            return
+        git = shutil.which("git")
+        if git is None:
+            self.warnings.append("git not found, no ComfyUI")
+            say(f"git not found: cannot clone ComfyUI {home.PINNED_COMFYUI_TAG}; continuing without ComfyUI "
+                "(install git or pass --comfyui PATH).")
+            return
+        cmd = [git, "clone", "--depth", "1", "--branch", home.PINNED_COMFYUI_TAG, home.COMFYUI_GIT_URL, str(target)]
+        if self.args.dry_run:
+            say(f"would run: {' '.join(cmd)}")
+            return
+        say(f"no ComfyUI found; cloning {home.PINNED_COMFYUI_TAG} into {target}")
+        proc = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if proc.returncode != 0 or not home.is_comfyui_dir(target):
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            self.warnings.append("ComfyUI clone failed")
+            say(f"could not clone ComfyUI (network unavailable?): {last}; continuing without ComfyUI.")
+            return
+        self.comfyui = target.resolve()
+
+    def stamp_path(self) -> Path | None:
+        if not self.args.no_venv:
+            return VENV_DIR / STAMP_NAME
+        # The current interpreter's prefix may be a system directory; no stamp then, pip just re-checks.
+        prefix = Path(sys.prefix)
+        return prefix / STAMP_NAME if os.access(prefix, os.W_OK) else None
+
+    def install_packages(self) -> None:
+        stamp = self.stamp_path()
+        reqs = comfyui_requirements(self.comfyui) if self.comfyui else None
+        digest = install_fingerprint(REPO_ROOT / "pyproject.toml", reqs, self.python)
+        if not self.args.force and stamp is not None and stamp.is_file() and stamp.read_text().strip() == digest:
+            say(f"dependencies unchanged since the last install ({stamp.name}); skipping pip (--force reinstalls)")
+            return
+        with tempfile.TemporaryDirectory(prefix="pixart-install-") as tmp:
+            constraints = Path(tmp) / "constraints.txt"
+            constraints.write_text("\n".join(TORCH_PINS) + "\n")
+            pip = [self.python, "-m", "pip", "install", "-c", str(constraints)]
+            ok = self.run(pip + ["-e", f"{REPO_ROOT}[test]"], "installing the project")
+            if reqs is not None:
+                req_file = Path(tmp) / "comfyui-requirements.txt"
+                req_file.write_text("\n".join(reqs) + "\n")
+                ok = self.run(pip + ["-r", str(req_file)], "installing ComfyUI's requirements") and ok
+        if ok and stamp is not None and not self.args.dry_run:
+            stamp.write_text(digest + "\n")
+
+    def link_node_pack(self) -> None:
+        if self.comfyui is None:
+            return
+        target = self.comfyui / "custom_nodes" / home.NODE_PACK_NAME
+        if self.args.dry_run:
+            say(f"would link {home.NODE_PACK_DIR} -> {target}")
+            return
+        try:
+            state = home.ensure_node_pack_linked(self.comfyui)
+        except OSError as exc:
+            self.errors.append("node pack link failed")
+            say(f"could not link the node pack into {target}: {exc}")
+            return
+        words = {"ok": "already linked", "linked": "linked", "relinked": "re-linked (it pointed elsewhere)",
+                 "copied": "copied (symlinks unavailable; re-run after changing the pack)"}
+        say(f"node pack: {target} {words.get(state, state)}")
+
+    def setup(self) -> None:
+        if sys.version_info < (3, 10):
+            raise SystemExit("[install] Python 3.10 or newer is needed")
+        self.ensure_python()
+        self.ensure_comfyui()
+        self.install_packages()
+        self.link_node_pack()
+        if self.args.dry_run:
+            say("dry run: nothing was changed")
+        elif self.errors:
+            say("set-up INCOMPLETE: " + "; ".join(self.errors + self.warnings))
+        elif self.warnings:
+            say("set-up done without ComfyUI: " + "; ".join(self.warnings))
+        else:
+            say("set-up complete")
+
+    def venv_python(self) -> str:
+        if self.args.no_venv:
+            return sys.executable
+        return str(VENV_DIR / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+
+
+def comfyui_requirements(comfyui_dir: Path) -> list[str]:
+    """ComfyUI's requirements.txt without comments and torchaudio, plus what it forgets to list."""
+    req_file = comfyui_dir / "requirements.txt"
+    lines = req_file.read_text(encoding="utf-8").splitlines() if req_file.is_file() else []
+    out: list[str] = []
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name = line.replace(" ", "")
+        for sep in ("==", ">=", "<=", "~=", "!=", ">", "<", "[", ";", "@"):
+            name = name.split(sep, 1)[0]
+        if name.lower() in DROPPED_REQUIREMENTS:
+            continue
+        out.append(line)
+    present = {r.split("=")[0].split(">")[0].split("<")[0].strip().lower() for r in out}
+    out += [r for r in EXTRA_COMFYUI_REQUIREMENTS if r not in present]
+    return out
+
+
+def install_fingerprint(pyproject: Path, comfyui_reqs: list[str] | None, python: str) -> str:
+    """What decides whether pip must run again: our dependencies, ComfyUI's, the pins and the interpreter."""
+    h = hashlib.sha256()
+    h.update(pyproject.read_bytes() if pyproject.is_file() else b"")
+    h.update(b"\0comfyui:" + ("\n".join(comfyui_reqs).encode() if comfyui_reqs is not None else b"<none>"))
+    h.update(b"\0pins:" + "\n".join(TORCH_PINS).encode())
+    h.update(b"\0python:" + python.encode())
+    return h.hexdigest()
+
+
+def pytest_outcome(code: int) -> tuple[int, str]:
+    """Map pytest's exit status to ours: "no tests collected" is not a failure, but it is said out loud."""
+    if code == 0:
+        return 0, "tests passed"
+    if code == PYTEST_NO_TESTS:
+        return 0, "NO TESTS RAN: pytest collected nothing (exit 5); treated as success, check the selection"
+    return code, f"tests failed (pytest exit {code})"
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """Split at the first ``--test``/``--run``: what follows belongs to pytest or the bridge, not to us."""
+    for i, arg in enumerate(argv):
+        if arg in ("--test", "--run"):
+            return argv[:i], arg[2:], argv[i + 1:]
+    return argv, None, []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="install.py",
+        description="Set up Pixart: .venv, the project and its dependencies, ComfyUI (found or cloned at "
+                    f"{home.PINNED_COMFYUI_TAG}) with its requirements, and the node-pack link. Idempotent.",
+        epilog="Then: --test [PYTEST ARGS...] runs the test suite with the venv's pytest (the CI command); "
+               "--run [BRIDGE ARGS...] starts the bridge (python -m bridge). Everything after --test/--run is "
+               "passed on unchanged. ComfyUI is looked for at --comfyui, then $COMFYUI_DIR, then "
+               f"{home.DEFAULT_COMFYUI_DIR}.")
+    parser.add_argument("--comfyui", metavar="PATH", help="ComfyUI checkout to use (or to clone into if absent)")
+    parser.add_argument("--no-comfyui", action="store_true", help="skip finding/cloning ComfyUI, its "
+                        "requirements and the node-pack link")
+    parser.add_argument("--no-venv", "--use-current-python", dest="no_venv", action="store_true",
+                        help="install into the Python running this script instead of .venv")
+    parser.add_argument("--force", action="store_true", help="run pip even when nothing changed")
+    parser.add_argument("--skip-setup", action="store_true",
+                        help="do no set-up at all; only --test/--run with the existing environment")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be done without doing it")
+    parser.add_argument("--test", action="store_true", help="after set-up, run pytest with the remaining args")
+    parser.add_argument("--run", action="store_true", help="after set-up, start the bridge with the remaining args")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours, action, rest = split_argv(argv)
+    args = build_parser().parse_args(ours)
+    inst = Installer(args)
+    if args.skip_setup:
+        inst.python = inst.venv_python()
+        if not Path(inst.python).is_file():
+            raise SystemExit(f"[install] --skip-setup, but {inst.python} does not exist; run without --skip-setup")
+    else:
+        inst.setup()
+    status = 1 if inst.errors else 0
+    if action == "test":
+        cmd = [inst.python, "-m", "pytest", *rest]
+        if args.dry_run:
+            say(f"would run: {' '.join(cmd)}")
+            return 0
+        say(f"running the tests: {' '.join(cmd)}")
+        code = subprocess.call(cmd, cwd=str(REPO_ROOT))
+        test_status, message = pytest_outcome(code)
+        say(message)
+        if inst.warnings:
+            say("note: " + "; ".join(inst.warnings) + " (tests that need ComfyUI were skipped)")
+        status = test_status or status
+    elif action == "run":
+        cmd = [inst.python, "-m", "bridge", *rest]
+        if args.dry_run:
+            say(f"would run: {' '.join(cmd)}")
+            return 0
+        say(f"starting the bridge: {' '.join(cmd)}")
+        sys.stdout.flush()
+        os.chdir(REPO_ROOT)
+        if os.name == "nt":  # execv on Windows spawns and returns, losing Ctrl-C handling
+            return subprocess.call(cmd)
+        os.execv(cmd[0], cmd)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
