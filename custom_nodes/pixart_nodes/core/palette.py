@@ -1,0 +1,332 @@
+"""Palettes: the ``Palette`` value, named palettes, hex lists, palette files and extraction from images.
+
+Extraction runs on the image's distinct colours weighted by their pixel counts (not on every pixel), which
+keeps k-means fast on large images and makes the result independent of pixel order.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import color
+from .palettes import ALIASES, PALETTE_DATA
+
+MAX_COLORS = 256
+EXTRACT_METHODS = ("kmeans", "median-cut")
+
+NAMED_PALETTES: tuple[str, ...] = tuple(PALETTE_DATA)
+
+
+@dataclass(frozen=True, eq=False)
+class Palette:
+    """A named list of 1..256 sRGB colours, ``colors`` is ``uint8 [N,3]`` (read-only)."""
+
+    name: str
+    colors: np.ndarray
+
+    def __post_init__(self) -> None:
+        arr = np.asarray(self.colors)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise ValueError(f"palette colors must have shape [N,3], got {list(arr.shape)}")
+        if not 1 <= arr.shape[0] <= MAX_COLORS:
+            raise ValueError(f"palette must have 1..{MAX_COLORS} colours, got {arr.shape[0]}")
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() > 255:
+                raise ValueError("palette colors must be integers in 0..255")
+        arr = np.ascontiguousarray(arr, dtype=np.uint8).copy()
+        arr.setflags(write=False)
+        object.__setattr__(self, "colors", arr)
+
+    def __len__(self) -> int:
+        return int(self.colors.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Palette):
+            return NotImplemented
+        return self.name == other.name and np.array_equal(self.colors, other.colors)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.colors.tobytes()))
+
+    def hex(self) -> list[str]:
+        """Colours as ``#rrggbb`` strings."""
+        return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in self.colors.tolist()]
+
+    def __repr__(self) -> str:
+        shown = " ".join(self.hex()[:8]) + (" ..." if len(self) > 8 else "")
+        return f"Palette({self.name!r}, {len(self)} colours: {shown})"
+
+
+def _normalise_name(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+_LOOKUP: dict[str, str] = {_normalise_name(k): k for k in PALETTE_DATA}
+_LOOKUP.update({_normalise_name(alias): target for alias, target in ALIASES.items()})
+
+
+def named_palette(name: str) -> Palette:
+    """A built-in palette by name; case, spaces, dashes and underscores are ignored ("PICO_8" == "pico-8")."""
+    if not isinstance(name, str):
+        raise ValueError(f"palette name must be a string, got {type(name).__name__}")
+    key = _LOOKUP.get(_normalise_name(name))
+    if key is None:
+        raise ValueError(f"unknown palette {name!r}; known palettes: {', '.join(NAMED_PALETTES)}")
+    return palette_from_hex(PALETTE_DATA[key][1], name=key)
+
+
+_HEX_TOKEN = re.compile(r"^(?:#|0x)?([0-9a-f]{6}|[0-9a-f]{3})$", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def _parse_hex(token: str) -> tuple[int, int, int] | None:
+    m = _HEX_TOKEN.match(token.strip())
+    if m is None:
+        return None
+    digits = m.group(1)
+    if len(digits) == 3:  # CSS shorthand #f80 == #ff8800
+        digits = "".join(c * 2 for c in digits)
+    v = int(digits, 16)
+    return (v >> 16) & 255, (v >> 8) & 255, v & 255
+
+
+def palette_from_hex(colors: str | Iterable[str], name: str = "custom") -> Palette:
+    """Palette from hex colours: a string separated by commas/semicolons/whitespace, or a list of strings.
+
+    Each colour may be written ``#ff8800``, ``ff8800``, ``0xff8800`` or ``#f80``. Raises ``ValueError`` naming
+    the first bad entry (1-based position and text).
+    """
+    if isinstance(colors, str):
+        tokens = [t for t in _SEPARATORS.split(colors) if t]
+    else:
+        tokens = []
+        for item in colors:
+            if not isinstance(item, str):
+                raise ValueError(f"colour {len(tokens) + 1}: expected a hex string, got {type(item).__name__}")
+            tokens.extend(t for t in _SEPARATORS.split(item) if t)
+    if not tokens:
+        raise ValueError("no colours given; expected hex colours like #ff8800")
+    rgb = []
+    for i, tok in enumerate(tokens, 1):
+        c = _parse_hex(tok)
+        if c is None:
+            raise ValueError(f"colour {i} {tok!r} is not a hex colour like #ff8800")
+        rgb.append(c)
+    if len(rgb) > MAX_COLORS:
+        raise ValueError(f"{len(rgb)} colours given; a palette holds at most {MAX_COLORS}")
+    return Palette(name, np.array(rgb, dtype=np.uint8))
+
+
+def _parse_gpl(lines: Sequence[str], where: str) -> tuple[str | None, list[tuple[int, int, int]]]:
+    if not lines or lines[0].strip().lstrip("\ufeff") != "GIMP Palette":
+        raise ValueError(f"{where}: line 1: expected 'GIMP Palette' header")
+    name = None
+    rgb = []
+    for n, raw in enumerate(lines[1:], 2):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("name", "columns"):
+            if key.strip().lower() == "name":
+                name = value.strip() or None
+            continue
+        parts = line.split(None, 3)
+        try:
+            r, g, b = (int(p) for p in parts[:3])
+        except ValueError:
+            raise ValueError(f"{where}: line {n}: expected 'R G B [name]' with decimal values, got {line!r}") from None
+        if len(parts) < 3 or not all(0 <= v <= 255 for v in (r, g, b)):
+            raise ValueError(f"{where}: line {n}: colour values must be 0..255, got {line!r}")
+        rgb.append((r, g, b))
+    return name, rgb
+
+
+def _parse_hex_file(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
+    rgb = []
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line or line.startswith(";") or line.startswith("//"):
+            continue
+        c = _parse_hex(line)
+        if c is None:
+            raise ValueError(f"{where}: line {n}: expected one hex colour like ff8800, got {line[:40]!r}")
+        rgb.append(c)
+    return rgb
+
+
+def load_palette_file(path: str | Path) -> Palette:
+    """Read a ``.hex`` (one ``RRGGBB`` per line) or GIMP ``.gpl`` palette file.
+
+    The format comes from the extension; a file with another extension is read as .gpl when it starts with
+    the ``GIMP Palette`` header, else as .hex. Errors are ``ValueError`` naming the file and line.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{p.name}: not a text palette file (not UTF-8)") from None
+    lines = text.splitlines()
+    is_gpl = p.suffix.lower() == ".gpl" or (
+        p.suffix.lower() != ".hex" and bool(lines) and lines[0].strip() == "GIMP Palette"
+    )
+    if is_gpl:
+        name, rgb = _parse_gpl(lines, p.name)
+    else:
+        name, rgb = None, _parse_hex_file(lines, p.name)
+    if not rgb:
+        raise ValueError(f"{p.name}: no colours found")
+    if len(rgb) > MAX_COLORS:
+        raise ValueError(f"{p.name}: {len(rgb)} colours; a palette holds at most {MAX_COLORS}")
+    return Palette(name or p.stem, np.array(rgb, dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# nearest colour search, shared with quantize
+
+
+def nearest_indices(points: np.ndarray, centres: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) for each row of ``points [P,3]``; ties -> lowest index.
+
+    Uses ``|c|^2 - 2 x.c`` (the ``|x|^2`` term does not change the argmin) in float64, in chunks so that the
+    ``[chunk, N]`` distance block stays a few MB whatever the image size. For integer inputs (RGB) every term
+    is exact, so the result equals a brute-force search bit for bit.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    c = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
+    cc = (c * c).sum(axis=1)
+    ct2 = (-2.0 * c).T.copy()
+    out = np.empty(pts.shape[0], dtype=np.int64)
+    step = max(1024, chunk * 16 // max(len(c), 1))
+    for s in range(0, pts.shape[0], step):
+        d = pts[s : s + step] @ ct2
+        d += cc
+        out[s : s + step] = d.argmin(axis=1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# extraction
+
+_MAX_POINTS = 20000  # distinct colours above this are merged into 5-bit-per-channel bins (weighted means)
+
+
+def _colour_histogram(img: np.ndarray, alpha_threshold: int = 128) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Distinct colours (float RGB 0..255) and pixel counts of the opaque pixels; bool says "exact colours"."""
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"image must be uint8 [H,W,3|4], got {arr.dtype} {list(arr.shape)}")
+    rgb = arr[..., :3].reshape(-1, 3)
+    if arr.shape[2] == 4:
+        rgb = rgb[arr[..., 3].reshape(-1) >= alpha_threshold]
+    if rgb.shape[0] == 0:
+        raise ValueError("image has no opaque pixels to take colours from")
+    keys = (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
+    uniq, counts = np.unique(keys, return_counts=True)
+    cols = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.float64)
+    if len(uniq) <= _MAX_POINTS:
+        return cols, counts.astype(np.float64), True
+    # merge into bins, keeping each bin's weighted mean so no colour precision is thrown away
+    b = (uniq >> 19 & 31) << 10 | (uniq >> 11 & 31) << 5 | (uniq >> 3 & 31)
+    w = counts.astype(np.float64)
+    tot = np.bincount(b, weights=w, minlength=32768)
+    keep = tot > 0
+    means = np.stack([np.bincount(b, weights=w * cols[:, k], minlength=32768)[keep] for k in range(3)], axis=1)
+    return means / tot[keep, None], tot[keep], False
+
+
+def _check_n(n_colors: int) -> int:
+    if isinstance(n_colors, bool) or not isinstance(n_colors, (int, np.integer)) or not 2 <= n_colors <= MAX_COLORS:
+        raise ValueError(f"n_colors must be an integer in 2..{MAX_COLORS}, got {n_colors!r}")
+    return int(n_colors)
+
+
+def _kmeans_oklab(lab: np.ndarray, w: np.ndarray, k: int, seed: int, iters: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = lab.shape[0]
+    # k-means++ seeding: spread the starting centres, with pixel counts as weights
+    centres = np.empty((k, 3))
+    first = rng.choice(n, p=w / w.sum())
+    centres[0] = lab[first]
+    d2 = ((lab - centres[0]) ** 2).sum(axis=1)
+    for j in range(1, k):
+        p = w * d2
+        total = p.sum()
+        idx = rng.choice(n, p=p / total) if total > 0 else int(rng.integers(n))
+        centres[j] = lab[idx]
+        np.minimum(d2, ((lab - centres[j]) ** 2).sum(axis=1), out=d2)
+    assign = None
+    for _ in range(iters):
+        new_assign = nearest_indices(lab, centres)
+        if assign is not None and np.array_equal(new_assign, assign):
+            break
+        assign = new_assign
+        tot = np.bincount(assign, weights=w, minlength=k)
+        sums = np.stack([np.bincount(assign, weights=w * lab[:, c], minlength=k) for c in range(3)], axis=1)
+        empty = tot == 0
+        centres[~empty] = sums[~empty] / tot[~empty, None]
+        if empty.any():
+            # an empty cluster restarts on the points worst served by the current centres
+            err = w * ((lab - centres[assign]) ** 2).sum(axis=1)
+            worst = np.argsort(-err, kind="stable")[: int(empty.sum())]
+            centres[empty] = lab[worst]
+            assign = None
+    return centres
+
+
+def _median_cut(rgb: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    boxes = [np.arange(rgb.shape[0])]
+    while len(boxes) < k:
+        best, best_score, best_axis = -1, 0.0, 0
+        for i, idx in enumerate(boxes):
+            if len(idx) < 2:
+                continue
+            pts = rgb[idx]
+            axis = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))
+            ww = w[idx]
+            mean = (pts[:, axis] * ww).sum() / ww.sum()
+            # split the box whose colours are spread most (weighted variance on its longest side)
+            score = float((ww * (pts[:, axis] - mean) ** 2).sum())
+            if score > best_score:
+                best, best_score, best_axis = i, score, axis
+        if best < 0:
+            break
+        idx = boxes.pop(best)
+        order = idx[np.argsort(rgb[idx, best_axis], kind="stable")]
+        cum = np.cumsum(w[order])
+        cut = int(np.searchsorted(cum, cum[-1] / 2.0))
+        cut = min(max(cut, 1), len(order) - 1)  # both halves non-empty
+        boxes += [order[:cut], order[cut:]]
+    return np.array([(rgb[b] * w[b, None]).sum(axis=0) / w[b].sum() for b in boxes])
+
+
+def extract_palette(
+    img: np.ndarray, n_colors: int, method: str = "kmeans", seed: int = 0, *, alpha_threshold: int = 128
+) -> Palette:
+    """Palette of up to ``n_colors`` (2..256) colours representing ``img`` (uint8 ``[H,W,3|4]``).
+
+    ``kmeans``: weighted k-means in OKLab, k-means++ seeding from ``seed`` (same input + seed -> same palette).
+    ``median-cut``: Heckbert-style boxes in RGB, splitting the box with the largest weighted variance along its
+    longest side at the weighted median. Pixels with alpha below ``alpha_threshold`` are ignored. An image
+    with fewer distinct colours than asked gives exactly those colours. Colours are sorted dark to light.
+    """
+    k = _check_n(n_colors)
+    if method not in EXTRACT_METHODS:
+        raise ValueError(f"method must be one of {', '.join(EXTRACT_METHODS)}, got {method!r}")
+    cols, w, exact = _colour_histogram(img, alpha_threshold)
+    if exact and cols.shape[0] <= k:
+        out = cols.astype(np.uint8)
+    elif method == "kmeans":
+        lab = color.srgb_float_to_oklab(cols)
+        out = color.oklab_to_srgb_u8(_kmeans_oklab(lab, w, k, int(seed)))
+    else:
+        out = np.clip(np.floor(_median_cut(cols, w, k) + 0.5), 0, 255).astype(np.uint8)
+    # rounding can merge two centres; keep first occurrences, then order by OKLab lightness
+    _, first = np.unique(out, axis=0, return_index=True)
+    out = out[np.sort(first)]
+    order = np.argsort(color.srgb_u8_to_oklab(out)[:, 0], kind="stable")
+    return Palette(f"{method}-{len(out)}", out[order])

@@ -1,0 +1,132 @@
+"""Map an image to a palette, optionally dithered.
+
+``quantize`` works on one ``uint8 [H,W,3|4]`` image. With alpha, pixels whose alpha is below
+``alpha_threshold`` become fully transparent (RGBA 0,0,0,0, index ``len(palette)``) and all others fully
+opaque palette colours, so the output holds only palette colours plus transparent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import color
+from . import dither as _dither
+from .palette import Palette, nearest_indices
+
+DITHER_METHODS: list[str] = ["none", *_dither.ERROR_KERNELS, *_dither.ORDERED_METHODS]
+DISTANCES: tuple[str, ...] = ("oklab", "rgb")
+
+_LUT = color.linear_lut(color.LUT_STEPS)
+
+
+@dataclass
+class QuantizeResult:
+    """``image``: uint8, same channels as the input; ``indices``: palette index per pixel (``len(palette)`` =
+    transparent), uint8 when that fits else uint16; ``colors_used``: distinct palette entries on opaque pixels."""
+
+    image: np.ndarray
+    indices: np.ndarray
+    colors_used: int
+
+
+def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
+    if isinstance(palette, Palette):
+        return palette.colors
+    return Palette("custom", np.asarray(palette)).colors
+
+
+@lru_cache(maxsize=16)
+def _candidates(pal_bytes: bytes, use_lab: bool) -> tuple[np.ndarray, np.ndarray]:
+    # keyed on the colour bytes so repeated calls with one palette (every image of a batch) build it once
+    return _dither.candidate_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab)
+
+
+def ordered_spread(pal: np.ndarray) -> float:
+    """Amplitude (sRGB units) of ordered-dither offsets: the typical gap between neighbouring palette colours.
+
+    Median over colours of the distance to the nearest other colour, per channel (divided by sqrt 3): 255 for
+    black/white, 85 for a 4-level grey ramp, so mid-tones between two neighbours dither across the full range.
+    """
+    if len(pal) < 2:
+        return 0.0
+    p = pal.astype(np.float64)
+    d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)) / np.sqrt(3.0))
+
+
+def quantize(
+    img: np.ndarray,
+    palette: Palette | np.ndarray,
+    *,
+    dither: str = "none",
+    distance: str = "oklab",
+    serpentine: bool = True,
+    strength: float = 1.0,
+    alpha_threshold: int = 128,
+) -> QuantizeResult:
+    """Map ``img`` (uint8 ``[H,W,3|4]``) to ``palette`` with the named dither method (see ``DITHER_METHODS``).
+
+    ``distance``: "oklab" (perceptual) or "rgb" (squared sRGB difference) picks the nearest colour.
+    ``strength`` 0..1 scales the diffused error / ordered offsets (0 equals no dithering). ``serpentine``
+    alternates row direction for error diffusion.
+    """
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"image must be uint8 [H,W,3|4], got {arr.dtype} {list(arr.shape)}")
+    if dither not in DITHER_METHODS:
+        raise ValueError(f"dither must be one of {', '.join(DITHER_METHODS)}, got {dither!r}")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in 0..1, got {strength}")
+    if not 0 <= int(alpha_threshold) <= 256:
+        raise ValueError(f"alpha_threshold must be in 0..256, got {alpha_threshold}")
+    pal = _palette_array(palette)
+    n = len(pal)
+    h, w, ch = arr.shape
+    has_alpha = ch == 4
+    idx_dtype = np.uint8 if n + has_alpha <= 256 else np.uint16
+    use_lab = distance == "oklab"
+    pal_cmp = color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64)
+    src = np.ascontiguousarray(arr)
+    thr = int(alpha_threshold)
+
+    # one extra entry so transparent pixels (index n) come out as RGBA 0,0,0,0
+    table = np.zeros((n + 1, ch), dtype=np.uint8)
+    table[:n, :3] = pal
+    if has_alpha:
+        table[:n, 3] = 255
+
+    if dither == "none" or strength == 0.0:
+        rgb = src[..., :3].reshape(-1, 3)
+        pts = color.srgb_u8_to_oklab(rgb) if use_lab else rgb
+        indices = nearest_indices(pts, pal_cmp).astype(idx_dtype).reshape(h, w)
+        if has_alpha:
+            indices[src[..., 3] < thr] = n
+        image = table[indices]
+    else:
+        indices = np.empty((h, w), dtype=idx_dtype)
+        image = np.empty_like(src)
+        args = (_LUT, float(color.LUT_STEPS), color.M1, color.M2, *_candidates(pal.tobytes(), use_lab))
+        if dither in _dither.ERROR_KERNELS:
+            k = _dither.ERROR_KERNELS[dither]
+            dxs = np.array([t[0] for t in k.taps], dtype=np.int64)
+            dys = np.array([t[1] for t in k.taps], dtype=np.int64)
+            ws = (k.weights * (k.diffused * strength)).astype(np.float32)
+            _dither.error_diffuse(
+                src, thr, pal.astype(np.float64), pal_cmp, use_lab, *args, dxs, dys, ws, bool(serpentine),
+                table, indices, image,
+            )
+        else:
+            offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
+            _dither.ordered_dither(
+                src, thr, pal_cmp, use_lab, *args, np.ascontiguousarray(offsets), table, indices, image
+            )
+
+    counts = np.bincount(indices.ravel(), minlength=n + 1)[:n]
+    return QuantizeResult(image=image, indices=indices, colors_used=int(np.count_nonzero(counts)))
+
