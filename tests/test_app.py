@@ -482,3 +482,26 @@ async def test_events_stream_all_jobs_and_unknown_job(bridge_client: Any) -> Non
 async def test_settings_and_engine_keys(bridge_client: Any) -> None:
     app = bridge_client.app
     assert app[SETTINGS].comfyui_urls and app[ENGINE].backend_urls == app[SETTINGS].comfyui_urls
+
+
+async def test_enabled_adapters_load_and_document_their_routes(bridge_factory: Any) -> None:
+    from bridge.adapters import ENABLED
+
+    client = await bridge_factory(adapters=list(ENABLED))
+    spec = await (await client.get("/openapi.json")).json()
+    core = {"/health", "/metrics", "/openapi.json", "/events"}
+    assert set(spec["paths"]) > core
+    undocumented = [f"{m.upper()} {p}" for p, ops in spec["paths"].items() for m, op in ops.items()
+                    if op["summary"] == f"{m.upper()} {p}"]
+    assert not undocumented, f"handlers without a docstring summary: {undocumented}"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestWarning")
+def test_broken_adapter_is_named() -> None:
+    from bridge.adapters import AdapterLoadError, setup_all
+
+    app = web.Application()
+    with pytest.raises(AdapterLoadError, match="'no_such_adapter'"):
+        setup_all(app, ["no_such_adapter"])
+    with pytest.raises(AdapterLoadError, match="not a module name"):
+        setup_all(app, ["../etc"])
