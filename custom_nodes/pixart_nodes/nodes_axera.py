@@ -56,12 +56,16 @@ class _Steps:
         self.interrupt_point()
 
 
-def _report(generations: list[Generation], image_rows: list[np.ndarray]) -> dict:
+def _report(pipeline: AxeraPipeline, generations: list[Generation], image_rows: list[np.ndarray]) -> dict:
     timings = []
+    described = pipeline.describe()
     for g in generations:
         entry = g.timings.to_dict()
         entry["seed"] = g.seed
         entry["timesteps"] = g.timesteps
+        entry["runtime"] = described["runtime"]
+        entry["providers"] = described["providers"]
+        entry["width"], entry["height"] = described["width"], described["height"]
         timings.append(entry)
     text = [f"seed {g.seed}, {len(g.timesteps)} steps: {g.timings.summary()}" for g in generations]
     return {
@@ -125,6 +129,8 @@ class PixartAxeraTxt2Img:
                    "no guidance, image size fixed by the model. Reports per-stage timings.")
     CATEGORY = "Pixart/Axera"
     FUNCTION = "generate"
+    # an output node so that its timings are a declared workflow output the bridge may read from /history
+    OUTPUT_NODE = True
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("image", "timings")
     OUTPUT_TOOLTIPS = ("Generated images, at the model's size.",
@@ -147,7 +153,7 @@ class PixartAxeraTxt2Img:
         for i in range(batch_size):
             steps.interrupt_point()
             gens.append(pipeline.txt2img(prompt, (seed + i) % (SEED_MAX + 1), on_step=steps))
-        return _report(gens, [g.image for g in gens])
+        return _report(pipeline, gens, [g.image for g in gens])
 
 
 class PixartAxeraImg2Img:
@@ -156,6 +162,8 @@ class PixartAxeraImg2Img:
                    "to the model's size first.")
     CATEGORY = "Pixart/Axera"
     FUNCTION = "generate"
+    # an output node so that its timings are a declared workflow output the bridge may read from /history
+    OUTPUT_NODE = True
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("image", "timings")
     OUTPUT_TOOLTIPS = ("Generated images, one per input image, at the model's size.",
@@ -190,7 +198,7 @@ class PixartAxeraImg2Img:
             steps.interrupt_point()
             gens.append(pipeline.img2img(prompt, frame, denoise, (seed + i) % (SEED_MAX + 1), resize_mode,
                                          on_step=steps))
-        return _report(gens, [g.image for g in gens])
+        return _report(pipeline, gens, [g.image for g in gens])
 
 
 NODE_CLASS_MAPPINGS = {

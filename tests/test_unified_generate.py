@@ -1,0 +1,159 @@
+"""Integration: `/generate` through the bridge and a real ComfyUI, with the tiny Axera ONNX models (both modes) and
+with the tiny SD1.5 checkpoint. Images are checked against the Axera pipeline run directly in this process."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bridge.app import create_app
+from bridge.config import load_settings
+from pixart_nodes.core.axera.pipeline import AxeraPipeline
+from tests.support.tiny_axera import tiny_axera_dir  # noqa: F401  (fixture)
+from tests.support.tiny_models import TINY_CHECKPOINT
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.asyncio]
+
+PICKER = {  # what the picker client sends (hardware_exercises picker/sd_client.py with sd_config.py defaults)
+    "prompt": "adult, face portrait photograph, a red fox, 8k, realistic",
+    "negative_prompt": "white background, white wall, bad anatomy, watermark, text",
+    "seed": -1, "steps": 7, "width": 512, "height": 512, "cfg_scale": 1.5, "sampler_name": "DPM++ 2M Karras",
+    "denoising_strength": 0.5, "n_iter": 1, "batch_size": 1, "mode": "txt2img",
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith(("UNIFIED_", "BRIDGE_", "PIXART_AXERA_")):
+            monkeypatch.delenv(name)
+
+
+def make_app(comfyui, tmp_path, **overrides: str):
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url]}, overrides=overrides,
+                             env_file=None)
+    return create_app(settings, adapter_names=["unified"])
+
+
+@pytest_asyncio.fixture
+async def axera(aiohttp_client, comfyui, tmp_path, tiny_axera_dir):
+    return await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=str(tiny_axera_dir),
+                                         UNIFIED_AXERA_RUNTIME="onnxruntime"))
+
+
+@pytest.fixture(scope="module")
+def direct(tiny_axera_dir):
+    return AxeraPipeline(tiny_axera_dir, "onnxruntime")
+
+
+def decode(b64: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def png_b64(arr: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+async def post(client, body, status=200):
+    resp = await client.post("/generate", json=body)
+    data = await resp.json()
+    assert resp.status == status, data
+    return data
+
+
+async def test_picker_txt2img_matches_direct_pipeline(axera, direct):
+    data = await post(axera, PICKER)
+    assert data["status"] == "ok" and data["backend"] == "axera" and data["mode"] == "txt2img"
+    assert data["images"][0] == data["image"] == data["base64"]
+    assert 0 <= data["seed"] <= 2**32 - 1
+    img = decode(data["images"][0])
+    assert img.shape == (64, 64, 3)
+    assert np.array_equal(img, direct.txt2img(PICKER["prompt"], data["seed"]).image)
+    assert data["text_time_ms"] > 0 and data["total_time_ms"] >= data["text_time_ms"]
+    notes = {n["field"]: n for n in data["unsupported"]}
+    assert set(notes) == {"steps", "cfg_scale", "sampler_name", "negative_prompt", "width", "height"}
+    assert notes["steps"]["used"] == 4 and notes["width"]["used"] == 64 and notes["cfg_scale"]["used"] == 1.0
+    assert data["timings"][0]["runtime"] == "onnxruntime" and len(data["timings"][0]["unet_ms"]) == 4
+
+
+async def test_same_seed_same_image_and_batch_seeds(axera):
+    body = {"mode": "txt2img", "prompt": "a pixel art cat", "seed": 77}
+    a = await post(axera, body)
+    b = await post(axera, body)
+    assert a["images"][0] == b["images"][0] and a["unsupported"] == []
+    batch = await post(axera, {**body, "batch_size": 2})
+    assert batch["seeds"] == [77, 78] and len(batch["images"]) == 2
+    # pixels, not bytes: SaveImage embeds the graph (with its batch size) in the PNG
+    assert np.array_equal(decode(batch["images"][0]), decode(a["images"][0]))
+    assert not np.array_equal(decode(batch["images"][1]), decode(a["images"][0]))
+
+
+async def test_img2img_strength_and_resize_match_direct(axera, direct):
+    init = np.random.default_rng(1).integers(0, 256, (40, 80, 3), dtype=np.uint8)
+    body = {"mode": "img2img", "prompt": "a castle", "init_image": png_b64(init), "seed": 5, "strength": 0.7,
+            "resize_mode": 1}
+    data = await post(axera, body)
+    assert data["steps"] == 3 and data["timings"][0]["timesteps"] == [759, 499, 259]
+    want = direct.img2img("a castle", init, 0.7, 5, "crop").image
+    assert np.array_equal(decode(data["image"]), want)
+    pad = await post(axera, {**body, "denoising_strength": 0.2, "resize_mode": 2, "steps": 1})
+    assert pad["steps"] == 1 and pad["unsupported"] == []
+    assert np.array_equal(decode(pad["image"]), direct.img2img("a castle", init, 0.2, 5, "pad").image)
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"mode": "txt2img"}, "prompt"),
+    ({"mode": "img2img", "prompt": "x"}, "init_image"),
+    ({"mode": "paint", "prompt": "x"}, "mode"),
+    ({"mode": "txt2img", "prompt": "x", "seed": "abc"}, "seed"),
+    ({"mode": "img2img", "prompt": "x", "init_image": "bm90IGFuIGltYWdl"}, "init_image"),
+    ({"mode": "img2img", "prompt": "x", "init_image": "AAAA", "denoising_strength": 2}, "denoising_strength"),
+])
+async def test_bad_input_is_400_naming_field(axera, body, field):
+    data = await post(axera, body, 400)
+    assert data["status"] == "error" and data["field"] == field and field in data["error"]
+
+
+async def test_options_axera(axera):
+    await post(axera, {"prompt": "x", "seed": 1})
+    resp = await axera.get("/generate/options")
+    data = await resp.json()
+    assert data["backend"] == "axera" and data["workflows_available"] == {"txt2img": True, "img2img": True}
+    assert data["fields"]["width"]["supported"] is False and data["fields"]["width"]["fixed"] == 64
+    assert data["fields"]["steps"]["fixed"] == 4 and data["fields"]["cfg_scale"]["supported"] is False
+
+
+async def test_missing_models_fail_with_500(aiohttp_client, comfyui, tmp_path):
+    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=str(tmp_path / "none"),
+                                           UNIFIED_AXERA_RUNTIME="onnxruntime"))
+    data = await post(client, {"prompt": "x"}, 500)
+    assert data["status"] == "error" and "model_dir" in data["error"]
+
+
+async def test_sd15_backend(aiohttp_client, comfyui, tmp_path):
+    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_BACKEND="sd15",
+                                           UNIFIED_SD15_CHECKPOINT=TINY_CHECKPOINT))
+    body = {**PICKER, "width": 64, "height": 64, "steps": 2, "seed": 9}
+    data = await post(client, body)
+    assert data["backend"] == "sd15" and data["seed"] == 9 and data["sampler_name"] == "DPM++ 2M"
+    assert decode(data["images"][0]).shape == (64, 64, 3) and data["unsupported"] == []
+    again = await post(client, body)
+    assert np.array_equal(decode(again["images"][0]), decode(data["images"][0]))
+    odd = await post(client, {**body, "width": 70, "sampler_name": "no such sampler"})
+    notes = {n["field"]: n for n in odd["unsupported"]}
+    assert notes["width"]["used"] == 64 and notes["sampler_name"]["used"] == "DPM++ 2M"
+    init = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    img = await post(client, {"mode": "img2img", "prompt": "x", "init_image": png_b64(init), "width": 64,
+                              "height": 64, "steps": 2, "seed": 3})
+    assert decode(img["base64"]).shape == (64, 64, 3) and img["denoising_strength"] == 0.5
+    opts = await (await client.get("/generate/options")).json()
+    assert opts["backend"] == "sd15" and opts["fields"]["width"]["supported"] is True
+    assert "DPM++ 2M" in opts["fields"]["sampler_name"]["choices"]
