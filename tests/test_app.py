@@ -505,3 +505,18 @@ def test_broken_adapter_is_named() -> None:
         setup_all(app, ["no_such_adapter"])
     with pytest.raises(AdapterLoadError, match="not a module name"):
         setup_all(app, ["../etc"])
+
+
+async def test_shutdown_ends_open_event_streams(bridge_client: Any) -> None:
+    from bridge.app import STREAMS
+
+    resp = await bridge_client.get("/events")
+    assert resp.status == 200
+    reader = asyncio.ensure_future(_read_events(resp))
+    await asyncio.sleep(0.05)
+    assert len(bridge_client.app[STREAMS]) == 1
+    await bridge_client.app[STREAMS].shutdown()
+    # Without this the server's graceful stop would wait its whole shutdown timeout on the stream.
+    assert await asyncio.wait_for(reader, timeout=5) == []
+    await asyncio.sleep(0.05)
+    assert len(bridge_client.app[STREAMS]) == 0

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from aiohttp import web
 
-ENABLED: tuple[str, ...] = ("a1111", "pico")
+ENABLED: tuple[str, ...] = ("a1111", "pico", "unified")
 
 
 class AdapterLoadError(RuntimeError):
