@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from bridge.events import EventStreams, stream_events
 from bridge.http import (
     Cors,
     TokenBucket,
-    _path_matches,
+    path_matches,
     auth_middleware,
     body_limit_middleware,
     error_middleware,
@@ -187,8 +188,6 @@ async def health(request: web.Request) -> web.Response:
 
 
 def _dumps(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, default=str)
 
 
@@ -206,7 +205,7 @@ async def openapi_handler(request: web.Request) -> web.Response:
         settings = request.app[SETTINGS]
         cache["spec"] = build_spec(
             request.app, title="Pixart bridge", version=__version__, secured=bool(settings.api_keys),
-            exempt=lambda path: _path_matches(path, settings.auth_exempt),
+            exempt=lambda path: path_matches(path, settings.auth_exempt),
         )
     return web.json_response(cache["spec"])
 

@@ -119,7 +119,7 @@ def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Aw
     return body_limit
 
 
-def _path_matches(path: str, patterns: Iterable[str]) -> bool:
+def path_matches(path: str, patterns: Iterable[str]) -> bool:
     for pattern in patterns:
         if pattern.endswith("*"):
             if path.startswith(pattern[:-1]):
@@ -155,7 +155,7 @@ def auth_middleware(keys: Sequence[str], exempt: Sequence[str]) -> Callable[...,
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         # CORS preflights never carry credentials; the CORS middleware answers them before this one.
-        if request.method == "OPTIONS" or _path_matches(request.path, exempt):
+        if request.method == "OPTIONS" or path_matches(request.path, exempt):
             return await handler(request)
         key = request_api_key(request)
         challenge = {"WWW-Authenticate": 'Bearer realm="pixart"'}
@@ -207,7 +207,7 @@ class TokenBucket:
 def rate_limit_middleware(bucket: TokenBucket, exempt: Sequence[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or _path_matches(request.path, exempt):
+        if request.method == "OPTIONS" or path_matches(request.path, exempt):
             return await handler(request)
         key = request.get(API_KEY)
         client = f"key:{key}" if key else f"addr:{request.remote}"
