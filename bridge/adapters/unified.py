@@ -29,6 +29,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, InvalidParameter, QueueFull
+from bridge.openapi import openapi
 
 log = logging.getLogger("bridge.adapters.unified")
 
@@ -379,6 +380,49 @@ def _png_size(data: bytes) -> tuple[int, int]:
         return im.size
 
 
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+_STR = {"type": "string"}
+REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        "mode": {"type": "string", "enum": list(MODES),
+                 "description": "Default: img2img when init_image is sent, else txt2img."},
+        "prompt": _STR,
+        "init_image": {"type": "string", "description": "Base64 PNG/JPEG/WebP (or data URL); img2img only."},
+        "init_images": {"type": "array", "items": _STR, "description": "A1111 style; the first is used."},
+        "seed": {"type": "integer", "description": "-1 or absent: random in 0..2^32-1."},
+        "width": _INT, "height": _INT, "steps": _INT, "cfg_scale": _NUM, "sampler_name": _STR,
+        "negative_prompt": _STR, "n_iter": _INT, "batch_size": _INT,
+        "denoising_strength": {"type": "number", "minimum": 0, "maximum": 1, "description": "Alias: strength."},
+        "strength": {"type": "number", "minimum": 0, "maximum": 1},
+        "resize_mode": {"description": "0 stretch, 1 crop, 2 pad (names accepted).",
+                        "oneOf": [{"type": "integer", "enum": [0, 1, 2]}, _STR]},
+    },
+}
+_NOTE = {"type": "object", "properties": {"field": _STR, "requested": {}, "used": {}, "reason": _STR}}
+RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ok"]}, "mode": _STR, "backend": _STR,
+        "base64": _STR, "image": _STR, "images": {"type": "array", "items": _STR},
+        "seed": _INT, "seeds": {"type": "array", "items": _INT},
+        "text_time_ms": {"type": ["number", "null"]}, "total_time_ms": _NUM, "request_time_ms": _NUM,
+        "width": _INT, "height": _INT, "steps": {"type": ["integer", "null"]},
+        "sampler_name": {"type": ["string", "null"]},
+        "unsupported": {"type": "array", "items": _NOTE,
+                        "description": "Options the backend could not honour: what was asked, what was used."},
+        "timings": {"type": "array", "items": {"type": "object"}, "description": "Axera: per-image stage times."},
+        "job_ids": {"type": "array", "items": _STR},
+    },
+}
+ERROR_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"status": {"type": "string", "enum": ["error"]},
+                                                                  "error": _STR, "field": _STR}}
+
+
+@openapi(request=REQUEST_SCHEMA, tags=["unified"],
+         responses={200: RESPONSE_SCHEMA, 400: ERROR_SCHEMA, 500: ERROR_SCHEMA, 503: ERROR_SCHEMA})
 async def generate(request: web.Request) -> web.Response:
     """Generate images (txt2img or img2img) synchronously: the Raspberry Pi AX650N service's unified endpoint."""
     from bridge.app import ENGINE
@@ -488,6 +532,9 @@ async def _cancel_all(engine: Any, job_ids: list[str]) -> None:
             pass
 
 
+@openapi(tags=["unified"], responses={200: {"type": "object", "properties": {
+    "backend": _STR, "workflows": {"type": "object"}, "workflows_available": {"type": "object"},
+    "fields": {"type": "object"}, "settings": {"type": "object"}}}})
 async def options(request: web.Request) -> web.Response:
     """What the configured /generate backend supports, with its defaults."""
     from bridge.app import ENGINE
