@@ -298,7 +298,7 @@ def _median_cut(rgb: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
         idx = boxes.pop(best)
         order = idx[np.argsort(rgb[idx, best_axis], kind="stable")]
         cum = np.cumsum(w[order])
-        cut = int(np.searchsorted(cum, cum[-1] / 2.0))
+        cut = int(np.searchsorted(cum, cum[-1] / 2.0)) + 1  # the colour reaching half the weight goes left
         cut = min(max(cut, 1), len(order) - 1)  # both halves non-empty
         boxes += [order[:cut], order[cut:]]
     return np.array([(rgb[b] * w[b, None]).sum(axis=0) / w[b].sum() for b in boxes])

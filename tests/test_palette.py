@@ -1,0 +1,199 @@
+"""Palettes: named data against the reference, hex parsing, .hex/.gpl files, extraction, and the node."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pixart_nodes.core import color
+from pixart_nodes.core.palette import (
+    NAMED_PALETTES,
+    Palette,
+    extract_palette,
+    load_palette_file,
+    named_palette,
+    palette_from_hex,
+)
+from pixart_nodes.nodes_palette import PixartPalette, resolve_palette_file
+
+
+def _rgb(hexes: str) -> np.ndarray:
+    return np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in hexes.split()], dtype=np.uint8)
+
+
+# typed in again from /work/shared/reference/pixel-art.md §2, independently of core/palettes.py
+REFERENCE = {
+    "pico-8": "000000 1D2B53 7E2553 008751 AB5236 5F574F C2C3C7 FFF1E8 "
+    "FF004D FFA300 FFEC27 00E436 29ADFF 83769C FF77A8 FFCCAA",
+    "gameboy": "0F380F 306230 8BAC0F 9BBC0F",
+    "sweetie-16": "1A1C2C 5D275D B13E53 EF7D57 FFCD75 A7F070 38B764 257179 "
+    "29366F 3B5DC9 41A6F6 73EFF7 F4F4F4 94B0C2 566C86 333C57",
+    "endesga-32": "BE4A2F D77643 EAD4AA E4A672 B86F50 733E39 3E2731 A22633 E43B44 F77622 FEAE34 FEE761 "
+    "63C74D 3E8948 265C42 193C3E 124E89 0099DB 2CE8F5 FFFFFF C0CBDC 8B9BB4 5A6988 3A4466 "
+    "262B44 181425 FF0044 68386C B55088 F6757A E8B796 C28569",
+    "cga": "000000 0000AA 00AA00 00AAAA AA0000 AA00AA AA5500 AAAAAA 555555 5555FF 55FF55 55FFFF FF5555 "
+    "FF55FF FFFF55 FFFFFF",
+    "retro-8bit": "000000 1d2b53 7e2553 008751 ab5236 5f574f c2c3c7 fff1e8",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_named_palettes_have_reference_colours(name):
+    assert np.array_equal(named_palette(name).colors, _rgb(REFERENCE[name]))
+
+
+def test_retro_16bit_is_pico8_and_nes_is_distinct():
+    assert np.array_equal(named_palette("retro-16bit").colors, _rgb(REFERENCE["pico-8"]))
+    nes = named_palette("nes").colors
+    assert len(nes) == 55 and len(np.unique(nes, axis=0)) == 55
+    assert np.array_equal(nes[:4], _rgb("7C7C7C 0000FC 0000BC 4428BC"))
+
+
+def test_named_palette_lookup_ignores_case_and_separators():
+    for spelling in ("pico-8", "PICO8", "pico_8", "Pico 8"):
+        assert named_palette(spelling) == named_palette("pico-8")
+    assert named_palette("Game Boy") == named_palette("gameboy")
+    assert {"pico-8", "gameboy", "nes", "cga", "sweetie-16", "endesga-32", "retro-8bit", "retro-16bit"} <= set(
+        NAMED_PALETTES
+    )
+    with pytest.raises(ValueError, match="unknown palette 'zx-spectrum-9000'"):
+        named_palette("zx-spectrum-9000")
+
+
+def test_palette_from_hex_forms():
+    p = palette_from_hex("#ff0000, 00ff00\n0x0000FF  #f80")
+    assert p.colors.tolist() == [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 136, 0]]
+    assert palette_from_hex(["#ff0000", "00ff00"]).hex() == ["#ff0000", "#00ff00"]
+    with pytest.raises(ValueError, match=r"colour 2 'zz0000'"):
+        palette_from_hex("#ff0000 zz0000")
+    with pytest.raises(ValueError, match="no colours"):
+        palette_from_hex(" , ")
+    with pytest.raises(ValueError, match="at most 256"):
+        palette_from_hex(["#000000"] * 257)
+
+
+def test_palette_validates_shape_and_is_read_only():
+    with pytest.raises(ValueError, match=r"shape \[N,3\]"):
+        Palette("x", np.zeros((4, 4), np.uint8))
+    p = Palette("x", np.array([[1, 2, 3]]))
+    assert p.colors.dtype == np.uint8
+    with pytest.raises(ValueError):
+        p.colors[0, 0] = 9
+
+
+def test_hex_and_gpl_files(tmp_path):
+    (tmp_path / "a.hex").write_text("ff0044\n\n00ff00\r\n#0000ff\n")
+    assert load_palette_file(tmp_path / "a.hex").colors.tolist() == [[255, 0, 68], [0, 255, 0], [0, 0, 255]]
+    (tmp_path / "b.gpl").write_text(
+        "GIMP Palette\nName: Tiny\nColumns: 4\n# comment\n  0   0   0\tBlack\n255 255 255 White\n"
+    )
+    p = load_palette_file(tmp_path / "b.gpl")
+    assert p.name == "Tiny" and p.colors.tolist() == [[0, 0, 0], [255, 255, 255]]
+
+
+@pytest.mark.parametrize(
+    "fname, text, message",
+    [
+        ("bad.hex", "ff0000\nnot-a-colour\n", r"bad.hex: line 2"),
+        ("bad.gpl", "GIMP Palette\n10 20 30 ok\n10 twenty 30\n", r"bad.gpl: line 3"),
+        ("range.gpl", "GIMP Palette\n10 20 300\n", r"range.gpl: line 2: colour values must be 0..255"),
+        ("nohdr.gpl", "10 20 30\n", r"nohdr.gpl: line 1: expected 'GIMP Palette'"),
+        ("empty.hex", "\n\n", r"empty.hex: no colours"),
+    ],
+)
+def test_bad_palette_files_name_the_line(tmp_path, fname, text, message):
+    (tmp_path / fname).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_palette_file(tmp_path / fname)
+
+
+def test_oklab_matches_reference_values():
+    # white is L=1, a=b=0; pure red per Ottosson: (0.627955, 0.224863, 0.125846)
+    lab = color.srgb_u8_to_oklab(np.array([[255, 255, 255], [255, 0, 0]], np.uint8))
+    assert np.allclose(lab[0], [1.0, 0.0, 0.0], atol=1e-4)
+    assert np.allclose(lab[1], [0.627955, 0.224863, 0.125846], atol=1e-4)
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (500, 3), dtype=np.uint8)
+    assert np.array_equal(color.oklab_to_srgb_u8(color.srgb_u8_to_oklab(rgb)), rgb)
+
+
+def _blobs(seed=0, size=48):
+    """An image made of 5 flat colours plus noise, so a good 5-colour palette is known."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[20, 30, 200], [230, 40, 40], [40, 200, 60], [240, 240, 220], [10, 10, 10]])
+    labels = rng.integers(0, 5, (size, size))
+    img = centres[labels] + rng.integers(-6, 7, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8), centres
+
+
+def test_kmeans_finds_the_colours():
+    img, centres = _blobs()
+    p = extract_palette(img, 5, method="kmeans", seed=3)
+    assert len(p) == 5
+    # every true colour has an extracted colour close to it
+    d = np.sqrt(((centres[:, None, :] - p.colors[None].astype(int)) ** 2).sum(-1)).min(axis=1)
+    assert d.max() < 8, d
+
+
+def test_median_cut_splits_at_the_median():
+    # four equally populated clusters: the first cut (longest side, red) separates {A,B} from {C,D} at the
+    # median, the next cuts (blue) separate A from B and C from D; each colour is its box's mean
+    rng = np.random.default_rng(2)
+    centres = np.array([[20, 20, 20], [20, 20, 120], [235, 40, 40], [235, 40, 140]])
+    img = np.repeat(centres, 256, axis=0) + rng.integers(-5, 6, (1024, 3))
+    img = np.clip(img, 0, 255).astype(np.uint8).reshape(32, 32, 3)
+    p = extract_palette(img, 4, method="median-cut")
+    means = img.reshape(4, 256, 3).astype(float).mean(axis=1)
+    expected = sorted(map(tuple, np.floor(means + 0.5).astype(int).tolist()))
+    assert sorted(map(tuple, p.colors.tolist())) == expected
+
+
+def test_kmeans_is_deterministic_for_a_seed():
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    a = extract_palette(img, 12, seed=5)
+    assert a == extract_palette(img.copy(), 12, seed=5)
+    # pixel order does not matter either: extraction works on the colour histogram
+    assert a == extract_palette(img[::-1, ::-1].copy(), 12, seed=5)
+
+
+def test_extraction_few_colours_transparency_and_errors():
+    img = np.zeros((4, 4, 4), np.uint8)
+    img[..., 3] = 255
+    img[:2, :, :3] = [255, 0, 0]
+    img[3, 3] = [0, 255, 0, 0]  # transparent green must not appear
+    p = extract_palette(img, 8)
+    assert sorted(map(tuple, p.colors.tolist())) == [(0, 0, 0), (255, 0, 0)]
+    with pytest.raises(ValueError, match="n_colors must be an integer in 2..256"):
+        extract_palette(img, 1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        extract_palette(img, 4, method="octree")
+
+
+def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
+    node = PixartPalette()
+    args = dict(name="pico-8", hex_colors="#000 #fff", file="", n_colors=4, method="kmeans", seed=0)
+    p, sw, n = node.build("named", **args)
+    assert n == 16 and p == named_palette("pico-8") and tuple(sw.shape) == (1, 16, 256, 3)
+    p, _, n = node.build("hex", **args)
+    assert n == 2 and p.hex() == ["#000000", "#ffffff"]
+    with pytest.raises(ValueError, match="hex_colors: colour 1"):
+        node.build("hex", **{**args, "hex_colors": "nope"})
+
+    batch = torch.zeros((2, 8, 8, 3))
+    batch[0, :, :4] = torch.tensor([1.0, 0.0, 0.0])
+    batch[1, :4] = torch.tensor([0.0, 0.0, 1.0])
+    p, _, n = node.build("image", **args, image=batch)
+    assert sorted(map(tuple, p.colors.tolist())) == [(0, 0, 0), (0, 0, 255), (255, 0, 0)]
+    with pytest.raises(ValueError, match="image: source is 'image'"):
+        node.build("image", **args)
+
+    import pixart_nodes.nodes_palette as np_mod
+
+    monkeypatch.setattr(np_mod, "_PACK_PALETTES", tmp_path)
+    (tmp_path / "mine.hex").write_text("123456\n")
+    p, _, n = node.build("file", **{**args, "file": "mine.hex"})
+    assert p.hex() == ["#123456"]
+    for bad in ("../etc/passwd", "/etc/passwd", "missing.hex"):
+        with pytest.raises(ValueError, match="file: "):
+            resolve_palette_file(bad)
