@@ -3,7 +3,6 @@ A1111 passthrough against a local stand-in (no ComfyUI needed for any of these).
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 from pathlib import Path

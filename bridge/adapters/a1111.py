@@ -298,8 +298,8 @@ class Outcome:
 
 
 async def run_task(request: web.Request, kind: str, gen: models.Generation,
-                   submissions: list[tuple[str, dict[str, Any]]], job_meta: dict[str, Any] | None = None,
-                   output: str = "images") -> tuple[Task, list[Any]]:
+                   submissions: list[tuple[str, dict[str, Any]]],
+                   job_meta: dict[str, Any] | None = None) -> tuple[Task, list[Any]]:
     """Submit one job per planned image, wait for all, and return the finished jobs (None where skipped).
 
     Jobs are all submitted first so that a multi-backend engine can run them side by side.

@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -214,7 +213,7 @@ class FrameCache:
             data = path.read_bytes()
         except OSError:
             return None
-        with_suppress_touch(path)
+        _touch(path)
         return data
 
     def put(self, key: str, data: bytes) -> None:
@@ -245,7 +244,7 @@ class FrameCache:
                 pass
 
 
-def with_suppress_touch(path: Path) -> None:
+def _touch(path: Path) -> None:
     # A hit refreshes the mtime so eviction drops the least recently used frames first.
     try:
         os.utime(path)
