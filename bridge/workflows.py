@@ -553,7 +553,7 @@ def export_editor(wf: Workflow, object_info: Mapping[str, Any]) -> dict[str, Any
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
         }
         title = (node.get("_meta") or {}).get("title")
-        if title and title != info.get("display_name") and title != node["class_type"]:
+        if title:
             ui_node["title"] = title
         nodes.append(ui_node)
         pending_inputs.append((ui_node, link_inputs))
