@@ -1,0 +1,279 @@
+"""AleaArt backend API over the ComfyUI protocol double: both request forms, the response contract, the bound
+`aleaart` graph (node links vs. overrides, the palette switch), stored images and their path checks, errors."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from pixart_nodes import nodes_aleaart, nodes_quantize
+from pixart_nodes.core import aleaart
+from tests.support.double import ComfyDouble, _input_val, _node, _Val
+
+pytestmark = pytest.mark.asyncio
+
+RESPONSE_KEYS = {"success", "imageUrl", "imageBase64", "tokenId", "prompt", "parameters"}
+PARAMETER_KEYS = {"steps", "cfg_scale", "seed", "sampler", "width", "height"}
+CHAIN = {"promptIndex": 3, "styleIndex": 7, "samplerIndex": 2, "aspectIndex": 1, "steps": 20, "cfg": 75,
+         "latentSeed": 12345, "paletteId": 5}
+
+
+def pack_node(cls: type, name: str) -> dict[str, Any]:
+    """An /object_info entry from the pack's own node class (as ComfyUI would list it outside a real server)."""
+    spec = cls.INPUT_TYPES()
+    def lists(section: dict[str, Any]) -> dict[str, Any]:
+        return {k: [v[0], v[1] if len(v) > 1 else {}] for k, v in section.items()}
+    return _node(name, cls.CATEGORY, lists(spec["required"]), [t if isinstance(t, str) else "COMBO"
+                                                             for t in cls.RETURN_TYPES],
+                 optional=lists(spec.get("optional", {})) or None, output_names=list(cls.RETURN_NAMES)
+                 if hasattr(cls, "RETURN_NAMES") else None)
+
+
+@dataclass
+class AleaDouble(ComfyDouble):
+    """The protocol double plus the pack's AleaArt and quantize nodes, evaluated with the pack's own code."""
+
+    @property
+    def object_info(self) -> dict[str, Any]:
+        return {**super().object_info,
+                "PixartAleaArtParams": pack_node(nodes_aleaart.PixartAleaArtParams, "PixartAleaArtParams"),
+                "PixartQuantize": pack_node(nodes_quantize.PixartQuantize, "PixartQuantize")}
+
+    def _resolved(self, prompt: dict[str, Any], nid: str) -> dict[str, Any]:
+        inputs = prompt[nid]["inputs"]
+        return nodes_aleaart.PixartAleaArtParams().run(**inputs)["ui"]["aleaart"][0]
+
+    def _evaluate(self, prompt: dict[str, Any], nid: str, values: dict[str, Any]) -> tuple[_Val | None, ...]:
+        node = prompt[nid]
+        cls, inp = node["class_type"], node["inputs"]
+        if cls == "EmptyLatentImage" and any(isinstance(inp[k], list) for k in ("width", "height")):
+            sizes = []
+            for k in ("width", "height"):
+                v = inp[k]
+                sizes.append(self._resolved(prompt, v[0])[k] if isinstance(v, list) else int(v))
+            return (_Val("latent", sizes[0] // 8 * 8, sizes[1] // 8 * 8, int(inp["batch_size"])),)
+        if cls == "PixartQuantize":
+            src = _input_val(inp.get("image"), values)
+            return (src, _Val("mask", src.width, src.height, src.batch), None)
+        return super()._evaluate(prompt, nid, values)
+
+    async def _run_node(self, pid: str, prompt: dict[str, Any], nid: str, values: dict[str, Any], sid: str | None,
+                        ui_outputs: dict[str, Any]) -> None:
+        node = prompt[nid]
+        if node["class_type"] == "PixartAleaArtParams":
+            ui_outputs[nid] = {"aleaart": [self._resolved(prompt, nid)]}
+        elif node["class_type"] == "KSampler" and isinstance(node["inputs"]["steps"], list):
+            # The double reports one progress message per step, so it needs the linked step count as a number.
+            src = node["inputs"]["steps"][0]
+            inputs = {**node["inputs"], "steps": self._resolved(prompt, src)["steps"]}
+            prompt = {**prompt, nid: {**node, "inputs": inputs}}
+        await super()._run_node(pid, prompt, nid, values, sid, ui_outputs)
+
+
+@pytest_asyncio.fixture
+async def comfy_double() -> Any:
+    double = AleaDouble()
+    await double.start()
+    try:
+        yield double
+    finally:
+        await double.stop()
+
+
+@pytest_asyncio.fixture
+async def client(bridge_factory: Any) -> Any:
+    c = await bridge_factory(adapters=["aleaart"])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (await (await c.get("/health")).json())["status"] != "healthy":
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    return c
+
+
+def graph(double: ComfyDouble) -> dict[str, Any]:
+    return double.prompts[-1]["prompt"]
+
+
+def node_of(g: dict[str, Any], cls: str) -> tuple[str, dict[str, Any]]:
+    found = [(nid, n["inputs"]) for nid, n in g.items() if n["class_type"] == cls]
+    assert len(found) == 1
+    return found[0]
+
+
+def png_of(data_url: str) -> bytes:
+    assert data_url.startswith("data:image/png;base64,")
+    return base64.b64decode(data_url.split(",", 1)[1])
+
+
+async def generate(client: Any, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    resp = await client.post("/generate-image", json=body)
+    data = await resp.json()
+    assert resp.status == status, data
+    return data
+
+
+async def test_chain_parameters_form(client: Any, comfy_double: AleaDouble) -> None:
+    data = await generate(client, {"parameters": CHAIN, "tokenId": "1"})
+    assert set(data) == RESPONSE_KEYS and data["success"] is True and data["tokenId"] == "1"
+    resolved = aleaart.resolve(aleaart.RenderParams.from_dict(CHAIN))
+    assert data["prompt"] == resolved["prompt"] == (
+        "steampunk machinery, brass and copper, Victorian era, intricate detail, digital art, photorealistic, "
+        "detailed, sharp, landscape, 16:9 | max detail | 8k")
+    assert data["parameters"] == {"steps": 20, "cfg_scale": 7.5, "seed": 12345, "sampler": "Euler a",
+                                  "width": 1024, "height": 576}
+    assert set(data["parameters"]) == PARAMETER_KEYS
+    assert re.fullmatch(r"/generated_images/art_token_1_[0-9a-f]{8}\.png", data["imageUrl"])
+    png = png_of(data["imageBase64"])
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size == (1024, 576)  # the size the AleaArt node derived for aspectIndex 1
+    resp = await client.get(data["imageUrl"])
+    assert resp.status == 200 and resp.content_type == "image/png" and await resp.read() == png
+    g = graph(comfy_double)
+    alea_id, alea = node_of(g, "PixartAleaArtParams")
+    assert {k: alea[k] for k in CHAIN} == CHAIN and alea["mode"] == "params"
+    _, ks = node_of(g, "KSampler")
+    # Nothing overridden: every sampling input is still the node's output.
+    assert all(ks[k][0] == alea_id for k in ("seed", "steps", "cfg", "sampler_name", "scheduler"))
+    _, save = node_of(g, "SaveImage")
+    assert g[save["images"][0]]["class_type"] == "VAEDecode"
+    history = comfy_double.history[comfy_double.prompts[-1]["prompt_id"]]
+    assert history["outputs"][alea_id]["aleaart"][0]["sampler_name"] == "euler_ancestral"
+    assert "PixartQuantize" not in [g[n]["class_type"] for n in history["outputs"]]
+
+
+async def test_overrides_replace_only_what_they_name(client: Any, comfy_double: AleaDouble) -> None:
+    data = await generate(client, {"parameters": CHAIN, "tokenId": 7, "steps": 2, "width": 64, "height": 64})
+    assert data["tokenId"] == 7
+    assert data["parameters"] == {"steps": 2, "cfg_scale": 7.5, "seed": 12345, "sampler": "Euler a",
+                                  "width": 64, "height": 64}
+    with Image.open(io.BytesIO(png_of(data["imageBase64"]))) as im:
+        assert im.size == (64, 64)
+    g = graph(comfy_double)
+    alea_id, _ = node_of(g, "PixartAleaArtParams")
+    _, ks = node_of(g, "KSampler")
+    assert ks["steps"] == 2 and ks["seed"][0] == alea_id and ks["sampler_name"][0] == alea_id
+    _, latent = node_of(g, "EmptyLatentImage")
+    assert (latent["width"], latent["height"]) == (64, 64)
+
+
+async def test_resolved_form(client: Any, comfy_double: AleaDouble) -> None:
+    body = {"prompt": "a castle | max detail | 8k", "steps": 3, "cfg_scale": 9.5, "seed": 77,
+            "sampler": "DPM++ SDE", "width": 64, "height": 72, "tokenId": "42"}
+    data = await generate(client, body)
+    assert data["prompt"] == body["prompt"]
+    assert data["parameters"] == {"steps": 3, "cfg_scale": 9.5, "seed": 77, "sampler": "DPM++ SDE",
+                                  "width": 64, "height": 72}
+    with Image.open(io.BytesIO(png_of(data["imageBase64"]))) as im:
+        assert im.size == (64, 72)
+    g = graph(comfy_double)
+    _, ks = node_of(g, "KSampler")
+    assert (ks["steps"], ks["cfg"], ks["seed"], ks["sampler_name"], ks["scheduler"]) == \
+        (3, 9.5, 77, "dpmpp_sde", "normal")
+    texts = {n["inputs"]["text"] for n in g.values() if n["class_type"] == "CLIPTextEncode"}
+    assert texts == {body["prompt"], ""}
+
+
+async def test_resolved_form_defaults_and_random_seed(client: Any, comfy_double: AleaDouble) -> None:
+    data = await generate(client, {"prompt": "p"})
+    params = data["parameters"]
+    assert data["tokenId"] == "unknown" and "art_token_unknown_" in data["imageUrl"]
+    assert {k: params[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")} == \
+        {"steps": 20, "cfg_scale": 7.5, "sampler": "DPM++ 2M Karras", "width": 512, "height": 512}
+    assert isinstance(params["seed"], int) and 0 <= params["seed"] < 2**32
+    _, ks = node_of(graph(comfy_double), "KSampler")
+    assert ks["seed"] == params["seed"] and (ks["sampler_name"], ks["scheduler"]) == ("dpmpp_2m", "karras")
+
+
+async def test_token_seed_form_derives_like_the_contract(client: Any, comfy_double: AleaDouble) -> None:
+    seed = "0x" + "ab" * 32
+    data = await generate(client, {"tokenSeed": seed, "tokenId": "3", "steps": 1, "width": 64, "height": 64})
+    derived = aleaart.derive_params(seed)
+    assert data["prompt"] == aleaart.build_prompt(derived)
+    assert data["parameters"]["seed"] == derived.latentSeed
+    _, alea = node_of(graph(comfy_double), "PixartAleaArtParams")
+    assert alea["mode"] == "seed" and alea["token_seed"] == seed
+
+
+async def test_palette_switch(client: Any, comfy_double: AleaDouble) -> None:
+    data = await generate(client, {"parameters": CHAIN, "tokenId": "1", "applyPalette": True, "steps": 1,
+                                   "width": 64, "height": 64})
+    name, colours = aleaart.PALETTES[5]
+    assert data["palette"] == {"paletteId": 5, "name": name, "colors": list(colours)}
+    g = graph(comfy_double)
+    alea_id, _ = node_of(g, "PixartAleaArtParams")
+    qid, quant = node_of(g, "PixartQuantize")
+    _, save = node_of(g, "SaveImage")
+    assert save["images"] == [qid, 0] and quant["palette"] == [alea_id, 9] and quant["dither"] == "none"
+    history = comfy_double.history[comfy_double.prompts[-1]["prompt_id"]]
+    assert history["status"]["status_str"] == "success"
+    resp = await client.post("/generate-image", json={"prompt": "p", "applyPalette": True})
+    body = await resp.json()
+    assert resp.status == 400 and body["success"] is False and "paletteId" in body["error"]
+
+
+@pytest.mark.parametrize(("body", "text"), [
+    ({}, "Either parameters (AleaArt RenderParams) or prompt is required"),
+    ({"prompt": "  "}, "prompt must be a non-empty string"),
+    ({"parameters": {**CHAIN, "promptIndex": 12}}, "promptIndex: 12 is out of range 0..11"),
+    ({"parameters": {k: v for k, v in CHAIN.items() if k != "cfg"}}, "cfg: missing"),
+    ({"parameters": "0x12"}, "parameters: expected an object"),
+    ({"tokenSeed": "0x1234"}, "tokenSeed: expected 32 bytes"),
+    ({"prompt": "p", "width": 100}, "width must be a multiple of 8, got 100"),
+    ({"prompt": "p", "steps": -1}, "steps must be between 1 and 150, got -1"),
+    ({"prompt": "p", "sampler": "Warp 9"}, "Unknown sampler 'Warp 9'"),
+    ({"prompt": "p", "tokenId": "../../etc"}, "tokenId must be 1-64 characters"),
+    ({"prompt": "p", "applyPalette": "yes", "paletteId": 1}, "applyPalette must be true or false"),
+    ({"prompt": "p", "model": "sdxl.safetensors"}, "Model sdxl.safetensors not loaded"),
+])
+async def test_bad_requests(client: Any, comfy_double: AleaDouble, body: dict[str, Any], text: str) -> None:
+    before = len(comfy_double.prompts)
+    resp = await client.post("/generate-image", json=body)
+    data = await resp.json()
+    assert resp.status == 400, data
+    assert data["success"] is False and data["error"].startswith(text), data
+    assert len(comfy_double.prompts) == before
+    assert (await generate(client, {"prompt": "ok", "steps": 1, "width": 64, "height": 64}))["success"] is True
+
+
+async def test_unknown_sampler_lists_valid_values(client: Any) -> None:
+    resp = await client.post("/generate-image", json={"prompt": "p", "sampler": "nope"})
+    data = await resp.json()
+    assert resp.status == 400
+    assert data["validValues"][:6] == [s[0] for s in aleaart.SAMPLERS] and "euler" in data["validValues"]
+
+
+async def test_generation_failure_is_500(client: Any, comfy_double: AleaDouble) -> None:
+    comfy_double.fail_class = "VAEDecode"
+    data = await generate(client, {"prompt": "p", "steps": 1, "width": 64, "height": 64}, status=500)
+    assert data["success"] is False and "VAEDecode" in data["error"]
+
+
+@pytest.mark.parametrize("path", [
+    "/generated_images/nothing_here.png",
+    "/generated_images/..%2F..%2Fetc%2Fpasswd",
+    "/generated_images/%2E%2E%2Fjobs.sqlite",
+    "/generated_images/.hidden.png",
+    "/generated_images/art.txt",
+])
+async def test_generated_images_refuses_unknown_and_traversal(client: Any, path: str) -> None:
+    resp = await client.get(path)
+    assert resp.status == 404
+    assert await resp.json() == {"error": "Image not found"}
+
+
+async def test_index_and_health(client: Any) -> None:
+    data = await (await client.get("/")).json()
+    assert data["endpoints"][:3] == ["/generate-image", "/health", "/generated_images/<filename>"]
+    assert isinstance(data["message"], str)
+    resp = await client.get("/health")
+    health = await resp.json()
+    assert resp.status == 200
+    assert (health["status"], health["model_loaded"], health["cuda_available"]) == ("healthy", True, False)
