@@ -3,6 +3,7 @@ reference formulas (tests/support/tiny_axera.py builds the models)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,12 +247,21 @@ def test_missing_model_and_folder_errors_name_the_field(tmp_path, tiny_axera_dir
 
 def test_resolve_model_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("PIXART_AXERA_MODEL_DIR", raising=False)
-    assert resolve_model_dir("", tmp_path) == tmp_path / "axera"
-    (tmp_path / "axera" / "lcm512").mkdir(parents=True)
-    assert resolve_model_dir("lcm512", tmp_path) == tmp_path / "axera" / "lcm512"
+    extra, default = tmp_path / "extra", tmp_path / "models" / "axera"
+    search = [extra, default]
+    assert resolve_model_dir("", search) == extra  # none exists: the first, so the error names it
+    (default / "lcm512").mkdir(parents=True)
+    assert resolve_model_dir("", search) == default
+    assert resolve_model_dir("lcm512", search) == default / "lcm512"
+    (extra / "lcm512").mkdir(parents=True)
+    assert resolve_model_dir("lcm512", search) == extra / "lcm512"
+    assert resolve_model_dir("other", search) == Path("other")
     monkeypatch.setenv("PIXART_AXERA_MODEL_DIR", str(tmp_path / "env"))
-    assert resolve_model_dir("", tmp_path) == tmp_path / "env"
-    assert resolve_model_dir("/abs/path", tmp_path).as_posix() == "/abs/path"
+    assert resolve_model_dir("", search) == tmp_path / "env"
+    assert resolve_model_dir("/abs/path", search).as_posix() == "/abs/path"
+    monkeypatch.delenv("PIXART_AXERA_MODEL_DIR")
+    with pytest.raises(ValueError, match="model_dir"):
+        resolve_model_dir("", [])
 
 
 # ---- init image fitting -----------------------------------------------------------------------------------

@@ -157,3 +157,25 @@ async def test_sd15_backend(aiohttp_client, comfyui, tmp_path):
     opts = await (await client.get("/generate/options")).json()
     assert opts["backend"] == "sd15" and opts["fields"]["width"]["supported"] is True
     assert "DPM++ 2M" in opts["fields"]["sampler_name"]["choices"]
+
+
+async def test_pixelate_chain_and_rgb565_frame(aiohttp_client, comfyui, tmp_path, tiny_axera_dir, direct):
+    from bridge.app import ENGINE
+
+    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=str(tiny_axera_dir),
+                                           UNIFIED_AXERA_RUNTIME="onnxruntime", UNIFIED_POSTPROCESS="pixelate",
+                                           UNIFIED_PIXEL_SIZE="8"))
+    data = await post(client, {"prompt": "a cat", "seed": 3})
+    img = decode(data["image"]).astype(int)
+    raw = direct.txt2img("a cat", 3).image.astype(float)
+    for by in range(0, 64, 8):
+        for bx in range(0, 64, 8):
+            block = img[by:by + 8, bx:bx + 8]
+            assert (block == block[0, 0]).all()  # one colour per block
+            assert np.abs(block[0, 0] - raw[by:by + 8, bx:bx + 8].mean(axis=(0, 1))).max() <= 1  # box mean
+    job = client.server.app[ENGINE].get(data["job_ids"][0])
+    frame = np.frombuffer(base64.b64decode(job.outputs["rgb565"][0]), dtype=">u2").reshape(240, 240)
+    # centre of the top-left block (30x30 on the 240x240 LCD frame), unpacked from big-endian RGB565
+    v = int(frame[15, 15])
+    rgb = np.array([(v >> 11) << 3, ((v >> 5) & 63) << 2, (v & 31) << 3])
+    assert np.abs(rgb - img[0, 0]).max() <= 8

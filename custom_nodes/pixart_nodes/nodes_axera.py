@@ -5,6 +5,7 @@ The pipeline lives in ``core/axera``; these classes only adapt ComfyUI types, th
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -17,16 +18,21 @@ PIPELINE_TYPE = "AXERA_PIPELINE"
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
-def _models_root() -> str | None:
+def _axera_folders() -> list[str]:
+    """ComfyUI's models/axera, plus ``axera:`` entries of extra_model_paths.yaml (registered under "axera")."""
     try:
         import folder_paths
     except ImportError:  # unit tests and the bridge run without ComfyUI
-        return None
-    return folder_paths.models_dir
+        return []
+    folders = []
+    if "axera" in folder_paths.folder_names_and_paths:
+        folders += list(folder_paths.get_folder_paths("axera"))
+    default = os.path.join(folder_paths.models_dir, "axera")
+    return folders + ([default] if default not in folders else [])
 
 
 def _model_dir(value: str):
-    return resolve_model_dir(value, _models_root())
+    return resolve_model_dir(value, _axera_folders())
 
 
 class _Steps:
@@ -102,7 +108,8 @@ class PixartAxeraLoader:
                 "model_dir": ("STRING", {
                     "default": "",
                     "tooltip": "Model folder as the Axera release ships it. Empty: $PIXART_AXERA_MODEL_DIR, else "
-                               "ComfyUI's models/axera. A relative name is looked up under models/axera first."}),
+                               "ComfyUI's models/axera (or an 'axera:' path of extra_model_paths.yaml). A relative "
+                               "name is looked up in those folders first."}),
                 "runtime": (list(RUNTIMES), {
                     "default": "auto",
                     "tooltip": "auto: axengine (.axmodel on the NPU) when it imports, else onnxruntime (.onnx). "

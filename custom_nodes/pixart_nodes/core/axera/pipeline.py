@@ -312,26 +312,32 @@ class AxeraPipeline:
 MODEL_DIR_ENV = "PIXART_AXERA_MODEL_DIR"
 
 
-def resolve_model_dir(value: str, models_root: str | Path | None = None) -> Path:
+def resolve_model_dir(value: str, search: Sequence[str | Path] = ()) -> Path:
     """Where a ``model_dir`` setting points.
 
-    Empty: ``$PIXART_AXERA_MODEL_DIR``, else ``<models_root>/axera`` (ComfyUI's ``models/axera``). A relative
-    value is looked up under ``<models_root>/axera`` first (so a folder per build can sit there), then as given.
+    ``search`` lists the ``axera`` model folders (ComfyUI's ``models/axera`` plus any ``axera:`` entry of
+    extra_model_paths.yaml). Empty value: ``$PIXART_AXERA_MODEL_DIR``, else the first search folder that exists. A
+    relative value is looked up in each search folder first (one sub-folder per build), then taken as given.
     """
     import os
 
     value = (value or "").strip()
-    base = Path(models_root) / "axera" if models_root else None
+    folders = [Path(p) for p in search]
     if not value:
         env = os.environ.get(MODEL_DIR_ENV, "").strip()
         if env:
             return Path(env).expanduser()
-        if base is None:
-            raise ValueError(f"model_dir: empty, and neither ${MODEL_DIR_ENV} nor a models folder is set")
-        return base
+        for folder in folders:
+            if folder.is_dir():
+                return folder
+        if folders:
+            return folders[0]  # missing: the loader's error then names the folder it expected
+        raise ValueError(f"model_dir: empty, and neither ${MODEL_DIR_ENV} nor a models/axera folder is set")
     path = Path(value).expanduser()
-    if not path.is_absolute() and base is not None and (base / path).is_dir():
-        return base / path
+    if not path.is_absolute():
+        for folder in folders:
+            if (folder / path).is_dir():
+                return folder / path
     return path
 
 
