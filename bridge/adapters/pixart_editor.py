@@ -114,7 +114,10 @@ class PixartEditorSettings(AdapterSettings):
     @field_validator("background")
     @classmethod
     def _background(cls, value: str) -> str:
-        parse_colour(value, "PIXART_EDITOR_BACKGROUND")
+        try:
+            parse_colour(value, "PIXART_EDITOR_BACKGROUND")
+        except InvalidParameter:
+            raise ValueError(f"{value!r} is not a hex colour like #ffffff") from None
         return value
 
     @property

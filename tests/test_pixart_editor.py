@@ -1,0 +1,628 @@
+"""Pixart editor API (`/api/pixel-generation/...`): planning functions, and the HTTP routes over the ComfyUI protocol
+double (real engine, real app). The double only tracks sizes, so palette membership and pixel content are checked
+through a real ComfyUI in test_pixart_editor_comfyui.py; here the graphs the adapter sends are inspected instead."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import math
+import os
+import random
+import struct
+import warnings
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bridge import images as image_io
+from bridge.adapters import pixart_editor as pe
+from bridge.app import create_app
+from bridge.config import load_settings
+from bridge.errors import BridgeError, InvalidParameter
+from bridge.store import check_id
+from pixart_nodes import nodes_palette, nodes_pixelate, nodes_quantize
+from pixart_nodes.core.palette import NAMED_PALETTES, named_palette
+from tests.support.double import ComfyDouble, _node, _Val, object_info_for
+
+CHECKPOINT = "tiny_sd15.safetensors"
+CONTROLNET = "tiny_canny.safetensors"
+STATUS_KEYS = {"id", "status", "progress", "resultDataUrl", "error", "processingTime", "metadata"}
+METADATA_KEYS = {"colorsUsed", "pixelCount", "algorithm", "style", "palette", "dither", "seed", "colors"}
+DITHERS = list(nodes_quantize.qz.DITHER_METHODS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The protocol double plus the node types the two workflows use
+
+
+def pack_node_info(cls: type, name: str) -> dict[str, Any]:
+    """/object_info entry of a classic node class, the way ComfyUI builds it from INPUT_TYPES."""
+    spec = cls.INPUT_TYPES()
+    as_lists = {section: {k: [v[0], *(v[1:] or [{}])] for k, v in spec.get(section, {}).items()}
+                for section in ("required", "optional")}
+    info = _node(name, cls.CATEGORY, as_lists["required"], list(cls.RETURN_TYPES),
+                 optional=as_lists["optional"] or None, output_names=list(cls.RETURN_NAMES),
+                 output_node=bool(getattr(cls, "OUTPUT_NODE", False)))
+    info["python_module"] = "custom_nodes.pixart_nodes"
+    return info
+
+
+def extra_object_info(controlnets: list[str]) -> dict[str, Any]:
+    """ComfyUI 0.3.64's entries for the core nodes the pixel-art workflows add (checked against a real server in
+    test_pixart_editor_comfyui.py)."""
+    res = 16384
+    return {
+        "InvertMask": _node("InvertMask", "mask", {"mask": ["MASK"]}, ["MASK"]),
+        "EmptyImage": _node("EmptyImage", "image", {
+            "width": ["INT", {"default": 512, "min": 1, "max": res, "step": 1}],
+            "height": ["INT", {"default": 512, "min": 1, "max": res, "step": 1}],
+            "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}],
+            "color": ["INT", {"default": 0, "min": 0, "max": 16777215, "step": 1, "display": "color"}]}, ["IMAGE"]),
+        "ImageCompositeMasked": _node("ImageCompositeMasked", "image", {
+            "destination": ["IMAGE"], "source": ["IMAGE"],
+            "x": ["INT", {"default": 0, "min": 0, "max": res, "step": 1}],
+            "y": ["INT", {"default": 0, "min": 0, "max": res, "step": 1}],
+            "resize_source": ["BOOLEAN", {"default": False}]}, ["IMAGE"], optional={"mask": ["MASK"]}),
+        "Canny": _node("Canny", "image/preprocessors", {
+            "image": ["IMAGE", {}],
+            "low_threshold": ["FLOAT", {"default": 0.4, "min": 0.01, "max": 0.99, "step": 0.01}],
+            "high_threshold": ["FLOAT", {"default": 0.8, "min": 0.01, "max": 0.99, "step": 0.01}]}, ["IMAGE"]),
+        "ControlNetLoader": _node("ControlNetLoader", "loaders", {"control_net_name": [list(controlnets)]},
+                                  ["CONTROL_NET"]),
+        "ControlNetApplyAdvanced": _node("ControlNetApplyAdvanced", "conditioning/controlnet", {
+            "positive": ["CONDITIONING"], "negative": ["CONDITIONING"], "control_net": ["CONTROL_NET"],
+            "image": ["IMAGE"],
+            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}],
+            "start_percent": ["FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}],
+            "end_percent": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}]},
+            ["CONDITIONING", "CONDITIONING"], optional={"vae": ["VAE"]}, output_names=["positive", "negative"]),
+        "PixartPixelate": pack_node_info(nodes_pixelate.PixartPixelate, "PixartPixelate"),
+        "PixartPalette": pack_node_info(nodes_palette.PixartPalette, "PixartPalette"),
+        "PixartQuantize": pack_node_info(nodes_quantize.PixartQuantize, "PixartQuantize"),
+    }
+
+
+class PixelDouble(ComfyDouble):
+    controlnets = [CONTROLNET]
+
+    @property
+    def object_info(self) -> dict[str, Any]:
+        return {**object_info_for(self.checkpoints, list(self.inputs)), **extra_object_info(self.controlnets)}
+
+    def _evaluate(self, prompt, nid, values):
+        node = prompt[nid]
+        cls, inp = node["class_type"], node["inputs"]
+
+        def src(name: str) -> _Val:
+            link = inp[name]
+            return values[link[0]][link[1]]
+
+        if cls == "EmptyImage":
+            return (_Val("image", int(inp["width"]), int(inp["height"])),)
+        if cls == "ImageCompositeMasked":
+            return (src("destination"),)
+        if cls == "InvertMask":
+            return (src("mask"),)
+        if cls == "Canny":
+            return (src("image"),)
+        if cls == "ControlNetApplyAdvanced":
+            return (_Val("conditioning"), _Val("conditioning"))
+        if cls == "PixartPixelate":
+            w, h = int(inp["width"]), int(inp["height"])
+            return (_Val("image", w, h), _Val("mask", w, h))
+        if cls == "PixartPalette":
+            return (_Val("palette"), _Val("image", 16, 16), None)
+        if cls == "PixartQuantize":
+            image = src("image")
+            return (image, _Val("mask", image.width, image.height), None)
+        return super()._evaluate(prompt, nid, values)
+
+
+@pytest_asyncio.fixture
+async def comfy_double():
+    double = PixelDouble()
+    await double.start()
+    try:
+        yield double
+    finally:
+        await double.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith(("PIXART_EDITOR_", "BRIDGE_", "COMFYUI_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def make_client(aiohttp_client, comfy_double, tmp_path):
+    async def make(**overrides: str):
+        settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfy_double.url]},
+                                 overrides=overrides, env_file=None)
+        return await aiohttp_client(create_app(settings, adapter_names=["pixart_editor"]))
+
+    return make
+
+
+AI = {"PIXART_EDITOR_CHECKPOINT": CHECKPOINT, "PIXART_EDITOR_CONTROLNET": CONTROLNET}
+
+
+def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def sketch(size=(40, 30), mode="RGBA") -> str:
+    img = Image.new(mode, size, (0, 0, 0, 0) if mode == "RGBA" else (255, 255, 255))
+    img.paste((200, 30, 30) if mode != "RGBA" else (200, 30, 30, 255), (5, 5, size[0] - 5, size[1] - 5))
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode()
+
+
+def request_body(**fields: Any) -> dict[str, Any]:
+    body = {"id": "req-1", "sketchData": sketch(), "prompt": "a red box", "width": 16, "height": 12,
+            "style": "retro-16bit", "colorPalette": None, "timestamp": 1699000000000}
+    body.update(fields)
+    return body
+
+
+def graph_of(double: ComfyDouble, index: int = -1) -> dict[str, dict[str, Any]]:
+    """The prompt the double received, keyed by class_type (each class appears once in these workflows)."""
+    graph = double.prompts[index]["prompt"]
+    return {node["class_type"]: node["inputs"] for node in graph.values()}
+
+
+async def wait_done(client, client_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    seen = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        resp = await client.get(f"/api/pixel-generation/status/{client_id}")
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        seen.append((body["status"], body["progress"]))
+        if body["status"] in ("completed", "failed"):
+            body["_seen"] = seen
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {client_id} did not finish: {seen[-5:]}")
+
+
+def decode_data_url(url: str) -> Image.Image:
+    assert url.startswith("data:image/png;base64,")
+    im = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert im.format == "PNG"
+    return im
+
+
+def settings_with(**overrides: str) -> pe.PixartEditorSettings:
+    return pe.PixartEditorSettings.from_settings(load_settings({}, overrides=overrides, env_file=None))
+
+
+def decoded(size=(40, 30)) -> image_io.DecodedImage:
+    return image_io.decode_image(sketch(size), "sketchData")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure planning
+
+
+def test_client_ids_map_to_safe_distinct_job_ids():
+    ids = ["req-1", "a b", "ünïcode", "../../etc", ".", "x" * 100, "x" * 101, "pxe-1", "h-" + "0" * 40]
+    jobs = [pe.client_job_id(i) for i in ids]
+    assert len(set(jobs)) == len(ids)
+    for j in jobs:
+        assert check_id(j) == j
+    assert pe.client_job_id("req-1") == "pxe-req-1"  # plain ids stay readable in logs and the job API
+    assert pe.client_job_id("a b").startswith("pxeh-")
+
+
+def test_work_size_is_the_smallest_whole_multiple_covering_the_sketch():
+    rng = random.Random(1)
+    for _ in range(3000):
+        w, h = rng.randint(1, 300), rng.randint(1, 300)
+        sw, sh = rng.randint(1, 3000), rng.randint(1, 3000)
+        ww, wh, method = pe.work_size(w, h, sw, sh, 4096 * 4096)
+        f = ww // w
+        assert ww == w * f and wh == h * f and f >= 1
+        if method == "nearest-exact":
+            assert ww >= sw and wh >= sh
+            # brute force: no smaller factor covers the sketch
+            assert f == 1 or not ((f - 1) * w >= sw and (f - 1) * h >= sh)
+        else:
+            assert ww * wh <= 4096 * 4096 or f == 1
+    assert pe.work_size(64, 64, 512, 512, 4096 * 4096) == (512, 512, "nearest-exact")
+    assert pe.work_size(64, 64, 32, 32, 4096 * 4096) == (64, 64, "nearest-exact")
+    assert pe.work_size(16, 16, 100, 20, 4096 * 4096) == (112, 112, "nearest-exact")
+    # capped: a 4000x10 sketch into 4x1000 cannot be covered within 1 MP; area averaging shrinks instead
+    ww, wh, method = pe.work_size(4, 1000, 4000, 10, 1_000_000)
+    assert method == "area" and ww * wh <= 1_000_000 and ww % 4 == 0 and wh % 1000 == 0
+
+
+def test_generation_size_is_on_the_latent_grid_and_never_below_the_target():
+    for w in range(1, 300, 7):
+        for h in range(1, 300, 11):
+            gw, gh = pe.generation_size(w, h, 512)
+            assert gw % 8 == 0 and gh % 8 == 0 and gw >= w and gh >= h
+            assert max(gw, gh) <= max(512, -(-max(w, h) // 8) * 8) + 8
+    assert pe.generation_size(64, 64, 512) == (512, 512)
+    assert pe.generation_size(32, 24, 64) == (64, 48)
+    assert pe.generation_size(1000, 10, 512) == (1000, 16)
+
+
+@pytest.mark.parametrize("style", ["retro-8bit", "retro-16bit", *NAMED_PALETTES])
+def test_named_styles_use_the_pack_palette(style):
+    choice = pe.resolve_palette(style, None, 32)
+    assert choice.params == {"palette_source": "named", "palette_name": named_palette(style).name}
+
+
+def test_palette_resolution():
+    assert pe.resolve_palette("pixel-modern", None, 24).params == {"palette_source": "image", "palette_colors": 24}
+    assert pe.resolve_palette("PICO_8", [], 32).params["palette_name"] == "pico-8"  # aliases; [] = no override
+    custom = pe.resolve_palette("retro-8bit", ["#FF0000", "00ff00", "#00f"], 32)
+    assert custom.params == {"palette_source": "hex", "palette_hex": "#ff0000 #00ff00 #0000ff"}
+    assert custom.label == "custom"
+    with pytest.raises(InvalidParameter) as err:
+        pe.resolve_palette("vaporwave", None, 32)
+    assert err.value.field == "style" and "retro-8bit" in err.value.message and "pixel-modern" in err.value.message
+    with pytest.raises(InvalidParameter) as err:
+        pe.resolve_palette("retro-8bit", ["#000000", "#12345g"], 32)
+    assert err.value.field == "colorPalette" and "colorPalette[1]" in err.value.message
+    for bad in ("#ffffff", [1, 2], ["#000000"] * 257):
+        with pytest.raises(InvalidParameter) as err:
+            pe.resolve_palette("retro-8bit", bad, 32)
+        assert err.value.field == "colorPalette"
+
+
+def test_plan_chooses_the_path_and_fills_parameters():
+    plain = pe.plan_request(request_body(), settings_with(), decoded((40, 30)), DITHERS)
+    assert plain.workflow == "pixel_art" and not plain.use_ai
+    p = plain.params
+    assert (p["sketch_width"], p["sketch_height"], p["work_width"], p["work_height"]) == (40, 30, 48, 36)
+    assert p["scale_method"] == "nearest-exact" and p["background"] == 0xFFFFFF and p["dither"] == "none"
+    assert "prompt" not in p and "seed" not in p
+
+    ai_settings = settings_with(**AI, PIXART_EDITOR_AI_SIZE="64")
+    ai = pe.plan_request(request_body(seed=5), ai_settings, decoded(), DITHERS)
+    assert ai.workflow == "pixel_art_ai" and ai.use_ai
+    assert ai.params["prompt"] == "pixel art, a red box, sprite, flat colors, sharp edges"
+    assert (ai.params["gen_width"], ai.params["gen_height"]) == (64, 48) and ai.params["seed"] == 5
+    assert ai.params["checkpoint"] == CHECKPOINT and ai.params["controlnet"] == CONTROLNET
+    assert pe.plan_request(request_body(), ai_settings, decoded(), DITHERS).params["seed"] == -1
+    refused = pe.plan_request(request_body(useAI=False, prompt=""), ai_settings, decoded(), DITHERS)
+    assert refused.workflow == "pixel_art"
+
+
+@pytest.mark.parametrize("fields,settings,field", [
+    ({"prompt": ""}, AI, "prompt"),
+    ({"prompt": "   "}, AI, "prompt"),
+    ({"prompt": None, "useAI": True}, AI, "prompt"),
+    ({"useAI": True}, {}, "useAI"),
+    ({"useAI": "yes"}, {}, "useAI"),
+    ({"width": 0}, {}, "width"),
+    ({"width": -8}, {}, "width"),
+    ({"width": 8.5}, {}, "width"),
+    ({"width": "64"}, {}, "width"),
+    ({"width": None}, {}, "width"),
+    ({"height": -1}, {}, "height"),
+    ({"height": 100000}, {}, "height"),
+    ({"style": "nope"}, {}, "style"),
+    ({"style": 3}, {}, "style"),
+    ({"dither": "floyd"}, {}, "dither"),
+    ({"timestamp": "yesterday"}, {}, "timestamp"),
+    ({"prompt": 5}, {}, "prompt"),
+    ({"seed": -2}, AI, "seed"),
+])
+def test_plan_refuses_bad_fields_by_name(fields, settings, field):
+    with pytest.raises(InvalidParameter) as err:
+        pe.plan_request(request_body(**fields), settings_with(**settings), decoded(), DITHERS)
+    assert err.value.field == field and field in err.value.message
+
+
+def test_prompt_is_optional_without_ai_and_widths_need_no_multiple_of_8():
+    plan = pe.plan_request(request_body(prompt=None, width=13, height=7), settings_with(), decoded(), DITHERS)
+    assert plan.params["width"] == 13 and plan.params["height"] == 7
+
+
+def test_engine_errors_are_renamed_to_request_fields_or_settings():
+    err = pe.translate(InvalidParameter("palette_name", "palette_name: 'x' is not available on the backend"))
+    assert err.field == "style" and err.status == 400 and err.message.startswith("style: ")
+    err = pe.translate(InvalidParameter("checkpoint", "checkpoint: 'a.safetensors' is not available"))
+    assert err.status == 503 and err.field == "PIXART_EDITOR_CHECKPOINT"
+    assert "PIXART_EDITOR_CHECKPOINT" in err.message
+    original = BridgeError("boom", field=None)
+    assert pe.translate(original) is original
+
+
+def test_read_result_counts_colours_like_numpy_and_checks_the_size():
+    rng = np.random.default_rng(0)
+    pal = named_palette("pico-8").colors
+    arr = pal[rng.integers(0, 16, (12, 16))]
+    result = pe.read_result(png_bytes(Image.fromarray(arr)), 16, 12)
+    flat = arr.reshape(-1, 3)
+    uniq, counts = np.unique(flat, axis=0, return_counts=True)
+    assert len(result.colors) == len(uniq)
+    most = uniq[np.argmax(counts)]
+    assert result.colors[0] == "#%02x%02x%02x" % tuple(int(v) for v in most)
+    assert np.array_equal(np.asarray(decode_data_url(result.data_url).convert("RGB")), arr)
+    with pytest.raises(ValueError, match="16x12"):
+        pe.read_result(png_bytes(Image.fromarray(arr)), 16, 13)
+
+
+def test_settings_validation():
+    from bridge.config import SettingsError
+
+    with pytest.raises(SettingsError, match="PIXART_EDITOR_PROMPT_TEMPLATE"):
+        settings_with(PIXART_EDITOR_PROMPT_TEMPLATE="pixel art")
+    with pytest.raises(SettingsError, match="PIXART_EDITOR_BACKGROUND"):
+        settings_with(PIXART_EDITOR_BACKGROUND="white-ish")
+    assert not settings_with(PIXART_EDITOR_CHECKPOINT=CHECKPOINT).ai_configured
+    assert settings_with(**AI).ai_configured
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTTP over the protocol double
+
+
+async def post(client, body: Any) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    resp = await client.post("/api/pixel-generation/generate", data=data,
+                             headers={"Content-Type": "application/json"})
+    return resp.status, await resp.json()
+
+
+@pytest.mark.asyncio
+async def test_plain_generation_round_trip(make_client, comfy_double):
+    client = await make_client()
+    status, body = await post(client, request_body(width=20, height=15))
+    assert status == 200, body
+    assert set(body) == {"id", "status", "progress"} and body["id"] == "req-1"
+    assert body["status"] in ("pending", "processing", "completed") and isinstance(body["progress"], int)
+    done = await wait_done(client, "req-1")
+    assert set(done) - {"_seen"} == STATUS_KEYS, done
+    assert done["status"] == "completed" and done["progress"] == 100 and done["error"] is None
+    assert isinstance(done["processingTime"], int) and done["processingTime"] >= 0
+    assert set(done["metadata"]) == METADATA_KEYS
+    md = done["metadata"]
+    assert md["pixelCount"] == 300 and md["algorithm"] == "pixel_art" and md["seed"] is None
+    assert md["style"] == "retro-16bit" and md["palette"] == "retro-16bit" and md["dither"] == "none"
+    im = decode_data_url(done["resultDataUrl"])
+    assert im.size == (20, 15)
+    assert md["colorsUsed"] == len({px for px in im.convert("RGB").getdata()}) == len(md["colors"])
+    for status_name, progress in done["_seen"]:
+        assert status_name in ("pending", "processing", "completed") and 0 <= progress <= 100
+    g = graph_of(comfy_double)
+    assert "KSampler" not in g and "CheckpointLoaderSimple" not in g
+    assert (g["EmptyImage"]["width"], g["EmptyImage"]["height"], g["EmptyImage"]["color"]) == (40, 30, 0xFFFFFF)
+    assert (g["ImageScale"]["width"], g["ImageScale"]["height"]) == (40, 30)  # f = 2
+    assert g["ImageScale"]["upscale_method"] == "nearest-exact"
+    assert (g["PixartPixelate"]["width"], g["PixartPixelate"]["height"]) == (20, 15)
+    assert g["PixartPixelate"]["upscale"] is False and g["PixartPixelate"]["method"] == "kcentroid"
+    assert (g["PixartPalette"]["source"], g["PixartPalette"]["name"]) == ("named", "retro-16bit")
+    assert g["PixartQuantize"]["dither"] == "none"
+    uploaded = comfy_double.inputs[g["LoadImage"]["image"]]
+    with Image.open(io.BytesIO(uploaded)) as up:
+        assert up.size == (40, 30) and up.mode == "RGBA"  # alpha travels to LoadImage's mask
+
+
+@pytest.mark.asyncio
+async def test_styles_palettes_and_dither_reach_the_graph(make_client, comfy_double):
+    client = await make_client()
+    cases = [
+        ({"style": "pixel-modern"}, {"source": "image", "n_colors": 32}),
+        ({"style": "gameboy", "dither": "bayer-4x4"}, {"source": "named", "name": "gameboy"}),
+        ({"style": "retro-8bit", "colorPalette": ["#112233", "#445566"]},
+         {"source": "hex", "hex_colors": "#112233 #445566"}),
+    ]
+    for i, (fields, expected) in enumerate(cases):
+        status, body = await post(client, request_body(id=f"s{i}", **fields))
+        assert status == 200, body
+        done = await wait_done(client, f"s{i}")
+        assert done["status"] == "completed"
+        g = graph_of(comfy_double)
+        for key, value in expected.items():
+            assert g["PixartPalette"][key] == value, (fields, key)
+        assert g["PixartQuantize"]["dither"] == fields.get("dither", "none")
+        assert done["metadata"]["style"] == fields["style"]
+    assert done["metadata"]["palette"] == "custom"
+
+
+@pytest.mark.asyncio
+async def test_same_id_same_body_is_the_same_job_and_another_body_conflicts(make_client, comfy_double):
+    client = await make_client()
+    body = request_body(id="dup")
+    first = await post(client, body)
+    again = await post(client, dict(reversed(list(body.items()))))  # key order does not matter
+    assert first[0] == again[0] == 200 and again[1]["id"] == "dup"
+    await wait_done(client, "dup")
+    status, done = await post(client, body)
+    assert status == 200 and done == {"id": "dup", "status": "completed", "progress": 100}
+    assert len(comfy_double.prompts) == 1
+    status, err = await post(client, {**body, "width": 24})
+    assert status == 409 and err["field"] == "id" and err["error"] == "conflict" and "dup" in err["message"]
+    assert err["detail"] == err["message"]
+    status, err = await post(client, {**body, "timestamp": 1699000000001})
+    assert status == 409
+    assert len(comfy_double.prompts) == 1
+
+
+@pytest.mark.asyncio
+async def test_concurrent_identical_requests_make_one_job(make_client, comfy_double):
+    client = await make_client()
+    body = request_body(id="race")
+    answers = await asyncio.gather(*(post(client, body) for _ in range(4)))
+    assert [a[0] for a in answers] == [200] * 4 and {a[1]["id"] for a in answers} == {"race"}
+    await wait_done(client, "race")
+    assert len(comfy_double.prompts) == 1
+
+
+@pytest.mark.asyncio
+async def test_ids_with_any_characters_round_trip(make_client):
+    client = await make_client()
+    cid = "sketch #7 / ünï?"
+    status, body = await post(client, request_body(id=cid))
+    assert status == 200 and body["id"] == cid
+    from urllib.parse import quote
+
+    done = await wait_done(client, quote(cid, safe=""))
+    assert done["id"] == cid and done["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_unknown_id_is_404(make_client):
+    client = await make_client()
+    resp = await client.get("/api/pixel-generation/status/never-sent")
+    assert resp.status == 404
+    body = await resp.json()
+    assert body["field"] == "id" and "never-sent" in body["message"] and body["error"] == "job_not_found"
+
+
+def hundred_megapixel_png() -> bytes:
+    """A genuine, valid 10000 x 10000 1-bit greyscale PNG (100 MP), 12 kB on the wire."""
+    w = h = 10000
+    row = b"\x00" + b"\x00" * ((w + 7) // 8)
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_hundred_megapixel_png_is_real():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(hundred_megapixel_png()))
+    with im:
+        assert im.size == (10000, 10000) and im.mode == "1"
+
+
+BAD_REQUESTS = [
+    ("broken base64", {"sketchData": "data:image/png;base64,@@@not-base64@@@"}, 400, "sketchData"),
+    ("not an image", {"sketchData": base64.b64encode(b"hello, this is text not a picture").decode()}, 400,
+     "sketchData"),
+    ("gif", {"sketchData": base64.b64encode(png_bytes(Image.new("RGB", (8, 8)), "GIF")).decode()}, 400,
+     "sketchData"),
+    ("truncated png", {"sketchData": base64.b64encode(png_bytes(Image.new("RGB", (64, 64)))[:60]).decode()}, 400,
+     "sketchData"),
+    ("100 MP", {"sketchData": "data:image/png;base64," + base64.b64encode(hundred_megapixel_png()).decode()}, 413,
+     "sketchData"),
+    ("no sketch", {"sketchData": None}, 400, "sketchData"),
+    ("negative width", {"width": -64}, 400, "width"),
+    ("negative height", {"height": -1}, 400, "height"),
+    ("zero width", {"width": 0}, 400, "width"),
+    ("too wide", {"width": 5000}, 400, "width"),
+    ("unknown style", {"style": "watercolour"}, 400, "style"),
+    ("bad palette", {"colorPalette": ["#zzzzzz"]}, 400, "colorPalette"),
+    ("bad dither", {"dither": "random"}, 400, "dither"),
+    ("ai unavailable", {"useAI": True}, 400, "useAI"),
+    ("no id", {"id": None}, 400, "id"),
+    ("empty id", {"id": ""}, 400, "id"),
+]
+
+
+@pytest.mark.asyncio
+async def test_bad_input_is_refused_naming_the_field_and_the_server_is_unharmed(make_client, comfy_double):
+    client = await make_client()
+    for label, fields, code, field in BAD_REQUESTS:
+        status, body = await post(client, {**request_body(id=f"bad-{label}"), **fields})
+        assert status == code, (label, body)
+        assert body["field"] == field and field in body["message"], (label, body)
+        assert set(body) == {"error", "message", "field", "detail"}
+    for raw, field in ((b"{not json", "body"), (b"[1, 2]", "body"), (b"", "body")):
+        status, body = await post(client, raw)
+        assert status == 400 and body["field"] == field
+    assert comfy_double.prompts == []  # nothing bad reached ComfyUI
+    status, _ = await post(client, request_body(id="bad-no-sketch"))  # a refused id is still free
+    assert status == 200
+    assert (await wait_done(client, "bad-no-sketch"))["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_ai_path_binds_prompt_sizes_seed_and_models(make_client, comfy_double):
+    client = await make_client(**AI, PIXART_EDITOR_AI_SIZE="64", PIXART_EDITOR_STEPS="3")
+    status, body = await post(client, request_body(id="ai", seed=1234, width=32, height=24))
+    assert status == 200, body
+    done = await wait_done(client, "ai")
+    assert done["status"] == "completed" and done["metadata"]["algorithm"] == "pixel_art_ai"
+    assert done["metadata"]["seed"] == 1234
+    assert decode_data_url(done["resultDataUrl"]).size == (32, 24)
+    g = graph_of(comfy_double)
+    assert g["KSampler"]["seed"] == 1234 and g["KSampler"]["steps"] == 3
+    assert (g["EmptyLatentImage"]["width"], g["EmptyLatentImage"]["height"]) == (64, 48)
+    assert (g["EmptyImage"]["width"], g["EmptyImage"]["height"]) == (64, 48)
+    assert g["ImageCompositeMasked"]["resize_source"] is True
+    assert g["CheckpointLoaderSimple"]["ckpt_name"] == CHECKPOINT
+    assert g["ControlNetLoader"]["control_net_name"] == CONTROLNET
+    texts = [n["inputs"]["text"] for n in comfy_double.prompts[-1]["prompt"].values()
+             if n["class_type"] == "CLIPTextEncode"]
+    assert "pixel art, a red box, sprite, flat colors, sharp edges" in texts
+    # a random seed is drawn, used and reported
+    status, _ = await post(client, request_body(id="ai-random"))
+    done = await wait_done(client, "ai-random")
+    assert isinstance(done["metadata"]["seed"], int) and graph_of(comfy_double)["KSampler"]["seed"] == \
+        done["metadata"]["seed"]
+    # the AI server still pixelates the sketch alone on request, without a prompt
+    status, _ = await post(client, request_body(id="no-ai", useAI=False, prompt=""))
+    assert status == 200
+    assert (await wait_done(client, "no-ai"))["metadata"]["algorithm"] == "pixel_art"
+    status, err = await post(client, request_body(id="ai-no-prompt", prompt=""))
+    assert status == 400 and err["field"] == "prompt"
+
+
+@pytest.mark.asyncio
+async def test_missing_model_on_the_backend_is_a_server_error_naming_the_setting(make_client, comfy_double):
+    client = await make_client(PIXART_EDITOR_CHECKPOINT="absent.safetensors", PIXART_EDITOR_CONTROLNET=CONTROLNET)
+    status, err = await post(client, request_body(id="missing-model"))
+    assert status == 503 and err["field"] == "PIXART_EDITOR_CHECKPOINT" and "absent.safetensors" in err["message"]
+    assert (await client.get("/api/pixel-generation/status/missing-model")).status == 404
+
+
+@pytest.mark.asyncio
+async def test_a_failing_node_reports_failed_with_the_error(make_client, comfy_double):
+    comfy_double.fail_class = "PixartQuantize"
+    comfy_double.fail_message = "palette exploded"
+    client = await make_client()
+    status, _ = await post(client, request_body(id="fails"))
+    assert status == 200
+    done = await wait_done(client, "fails")
+    assert done["status"] == "failed" and "palette exploded" in done["error"]
+    assert done["resultDataUrl"] is None and done["metadata"] is None and isinstance(done["processingTime"], int)
+
+
+@pytest.mark.asyncio
+async def test_styles_route_and_openapi(make_client):
+    client = await make_client()
+    body = await (await client.get("/api/pixel-generation/styles")).json()
+    assert body["styles"][:3] == ["retro-8bit", "retro-16bit", "pixel-modern"]
+    assert set(NAMED_PALETTES) <= set(body["styles"])
+    assert body["palettes"]["gameboy"] == named_palette("gameboy").hex()
+    assert body["dither"] == DITHERS and body["ai"] == {"available": False, "default": False}
+    spec = await (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    assert paths["/api/pixel-generation/generate"]["post"]["summary"].startswith("Start a sketch-to-pixel-art")
+    assert "/api/pixel-generation/status/{id}" in paths
+
+
+@pytest.mark.asyncio
+async def test_results_survive_a_bridge_restart(aiohttp_client, comfy_double, tmp_path):
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfy_double.url]}, env_file=None)
+    first = await aiohttp_client(create_app(settings, adapter_names=["pixart_editor"]))
+    status, _ = await post(first, request_body(id="keep"))
+    done = await wait_done(first, "keep")
+    await first.close()
+    second = await aiohttp_client(create_app(settings, adapter_names=["pixart_editor"]))
+    again = await wait_done(second, "keep")
+    assert again["resultDataUrl"] == done["resultDataUrl"] and again["metadata"] == done["metadata"]
+    status, body = await post(second, request_body(id="keep"))
+    assert status == 200 and body["status"] == "completed"
+    assert math.isclose(again["processingTime"], done["processingTime"])
