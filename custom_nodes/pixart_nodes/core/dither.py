@@ -207,8 +207,8 @@ def candidate_table(pal: np.ndarray, use_lab: bool) -> tuple[np.ndarray, np.ndar
 
 
 # ---------------------------------------------------------------------------------------------------------
-# compiled loops. ``pal_cmp`` holds the palette in the distance space (sRGB 0..255 or OKLab); with
-# ``use_lab`` each dithered sRGB value is converted with a linear-light table (``lut``, ``steps`` entries per
+# compiled loops. ``pal_cmp`` holds the palette in the distance space (sRGB 0..255 or OKLab); for OKLab
+# (``nearest_lab``) each dithered sRGB value is converted with a linear-light table (``lut``, ``steps`` entries per
 # code value, linearly interpolated) and the OKLab matrices ``m1``/``m2``.
 
 
@@ -222,25 +222,8 @@ def _linear(v, lut, steps):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _nearest(r, g, b, use_lab, lut, steps, m1, m2, pal_cmp, starts, cands):
-    cell = (int(r) >> 3) << 10 | (int(g) >> 3) << 5 | (int(b) >> 3)
-    s0 = starts[cell]
-    s1 = starts[cell + 1]
+def _search(q0, q1, q2, s0, s1, pal_cmp, cands):
     best = cands[s0]
-    if s1 - s0 == 1:
-        return best
-    if use_lab:
-        lr = _linear(r, lut, steps)
-        lg = _linear(g, lut, steps)
-        lb = _linear(b, lut, steps)
-        l_ = np.cbrt(m1[0, 0] * lr + m1[0, 1] * lg + m1[0, 2] * lb)
-        m_ = np.cbrt(m1[1, 0] * lr + m1[1, 1] * lg + m1[1, 2] * lb)
-        s_ = np.cbrt(m1[2, 0] * lr + m1[2, 1] * lg + m1[2, 2] * lb)
-        q0 = m2[0, 0] * l_ + m2[0, 1] * m_ + m2[0, 2] * s_
-        q1 = m2[1, 0] * l_ + m2[1, 1] * m_ + m2[1, 2] * s_
-        q2 = m2[2, 0] * l_ + m2[2, 1] * m_ + m2[2, 2] * s_
-    else:
-        q0, q1, q2 = r, g, b
     best_d = np.inf
     for j in range(s0, s1):
         k = cands[j]
@@ -255,9 +238,40 @@ def _nearest(r, g, b, use_lab, lut, steps, m1, m2, pal_cmp, starts, cands):
     return best
 
 
+# Two separate nearest-colour functions, passed to the loops as arguments: numba compiles one loop per
+# function, and keeping the OKLab branch out of the RGB loop makes that loop about four times faster.
+@numba.njit(cache=True, nogil=True)
+def nearest_rgb(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2):
+    cell = (int(r) >> 3) << 10 | (int(g) >> 3) << 5 | (int(b) >> 3)
+    s0 = starts[cell]
+    s1 = starts[cell + 1]
+    if s1 - s0 == 1:
+        return cands[s0]
+    return _search(r, g, b, s0, s1, pal_cmp, cands)
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2):
+    cell = (int(r) >> 3) << 10 | (int(g) >> 3) << 5 | (int(b) >> 3)
+    s0 = starts[cell]
+    s1 = starts[cell + 1]
+    if s1 - s0 == 1:
+        return cands[s0]
+    lr = _linear(r, lut, steps)
+    lg = _linear(g, lut, steps)
+    lb = _linear(b, lut, steps)
+    l_ = np.cbrt(m1[0, 0] * lr + m1[0, 1] * lg + m1[0, 2] * lb)
+    m_ = np.cbrt(m1[1, 0] * lr + m1[1, 1] * lg + m1[1, 2] * lb)
+    s_ = np.cbrt(m1[2, 0] * lr + m1[2, 1] * lg + m1[2, 2] * lb)
+    q0 = m2[0, 0] * l_ + m2[0, 1] * m_ + m2[0, 2] * s_
+    q1 = m2[1, 0] * l_ + m2[1, 1] * m_ + m2[1, 2] * s_
+    q2 = m2[2, 0] * l_ + m2[2, 1] * m_ + m2[2, 2] * s_
+    return _search(q0, q1, q2, s0, s1, pal_cmp, cands)
+
+
 @numba.njit(cache=True, nogil=True)
 def error_diffuse(
-    src, alpha_threshold, pal_rgb, pal_cmp, use_lab, lut, steps, m1, m2, starts, cands, dxs, dys, ws, serpentine,
+    nearest, src, alpha_threshold, pal_rgb, pal_cmp, lut, steps, m1, m2, starts, cands, dxs, dys, ws, serpentine,
     table, out_idx, out_img,
 ):
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) into palette indices and the output image.
@@ -299,7 +313,7 @@ def error_diffuse(
             r = min(max(np.float32(src[y, x, 0]) + err[base + o], np.float32(0.0)), np.float32(255.0))
             g = min(max(np.float32(src[y, x, 1]) + err[base + o + 1], np.float32(0.0)), np.float32(255.0))
             b = min(max(np.float32(src[y, x, 2]) + err[base + o + 2], np.float32(0.0)), np.float32(255.0))
-            k = _nearest(r, g, b, use_lab, lut, steps, m1, m2, pal_cmp, starts, cands)
+            k = nearest(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
@@ -317,7 +331,7 @@ def error_diffuse(
 
 @numba.njit(cache=True, nogil=True)
 def ordered_dither(
-    src, alpha_threshold, pal_cmp, use_lab, lut, steps, m1, m2, starts, cands, offsets, table, out_idx, out_img
+    nearest, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, starts, cands, offsets, table, out_idx, out_img
 ):
     """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
     each pixel to the palette."""
@@ -333,7 +347,7 @@ def ordered_dither(
                 r = min(max(src[y, x, 0] + o, 0.0), 255.0)
                 g = min(max(src[y, x, 1] + o, 0.0), 255.0)
                 b = min(max(src[y, x, 2] + o, 0.0), 255.0)
-                k = _nearest(r, g, b, use_lab, lut, steps, m1, m2, pal_cmp, starts, cands)
+                k = nearest(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
