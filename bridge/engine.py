@@ -231,7 +231,8 @@ class JobEngine:
         if not self._local and self._pick_backend(wf, peek=True) is not None:
             try:
                 await self._dispatch(job)
-            except InvalidParameter:
+            except BridgeError:
+                # Refused by the backend's validation: the job was never accepted.
                 self._forget(job)
                 raise
             except (BackendError, _NoBackend) as exc:

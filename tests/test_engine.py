@@ -15,7 +15,7 @@ from PIL import Image
 
 from bridge.engine import JobEngine
 from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNotFound, PayloadTooLarge, QueueFull,
-                           WorkflowNotFound)
+                           WorkflowError, WorkflowNotFound)
 from tests.support.double import ComfyDouble
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -223,6 +223,18 @@ async def test_comfyui_rejection_is_mapped_to_the_parameter(make_engine, comfy_d
     assert engine.list() == []
 
 
+async def test_graph_rejected_outside_any_parameter_is_a_workflow_error(make_engine, comfy_double):
+    graph_file = make_engine.wf_dir / "txt2img.json"
+    graph = json.loads(graph_file.read_text())
+    node_of(graph, "KSampler")["inputs"]["denoise"] = 2.0  # no parameter targets it; KSampler's max is 1.0
+    graph_file.write_text(json.dumps(graph))
+    engine = await make_engine()
+    with pytest.raises(WorkflowError) as e:
+        await engine.submit("txt2img", P)
+    assert "workflow txt2img" in e.value.message and "denoise" in e.value.message and e.value.status == 500
+    assert engine.list() == [] and engine.stats()["queue_depth"] == 0
+
+
 async def test_job_id_reuse_is_a_conflict(make_engine):
     engine = await make_engine()
     await engine.submit("txt2img", P, job_id="mine-1")
@@ -332,6 +344,42 @@ async def test_restart_mid_job_loses_nothing(make_engine, comfy_double, tmp_path
     assert r.prompt_id == running.prompt_id  # reconciled, not re-run
     assert len(comfy_double.prompts) == 2
     assert size_of(engine2.read_output(r, "images", 0)) == (64, 64)
+
+
+async def test_job_finished_while_engine_was_down_is_read_from_history(make_engine, comfy_double):
+    comfy_double.step_delay = 0.02
+    engine = await make_engine()
+    job = await engine.submit("txt2img", {**P, "steps": 10})
+    await engine.stop()
+    for _ in range(200):
+        if job.prompt_id in comfy_double.history:
+            break
+        await asyncio.sleep(0.02)
+    engine2 = await make_engine()
+    done = await engine2.wait(job.id, timeout=10)
+    assert done.status == "completed" and done.progress == 100
+    assert size_of(engine2.read_output(done, "images", 0)) == (64, 64)
+
+
+async def test_subscribe_all_sees_every_job(make_engine):
+    engine = await make_engine()
+    events: list[dict[str, Any]] = []
+
+    async def collect() -> None:
+        async for event in engine.subscribe():
+            events.append(event)
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(0)
+    a = await engine.submit("txt2img", P)
+    b = await engine.submit("txt2img", {**P, "seed": 8})
+    await engine.wait(a.id, timeout=10)
+    await engine.wait(b.id, timeout=10)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    finals = {e["job"]["id"] for e in events if e["type"] == "status" and e["job"]["status"] == "completed"}
+    assert finals == {a.id, b.id}
+    assert {e["job"]["status"] for e in events} >= {"queued", "running", "completed"}
 
 
 async def test_jobs_accepted_while_backend_down_run_after_restart(make_engine, comfy_double, tmp_path):
