@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -167,12 +168,17 @@ def comfyui_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(comfyui_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def tiny_models(comfyui_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     cache = os.environ.get("PIXART_TINY_MODELS_DIR")
     root = Path(cache) if cache else tmp_path_factory.mktemp("tiny_models")
     paths = build_tiny_models(root, comfyui_dir)
     yaml_path = write_extra_model_paths(tmp_path_factory.mktemp("model_paths") / "extra_model_paths.yaml", root)
-    return {**paths, "extra_model_paths": yaml_path}
+    try:
+        yield {**paths, "extra_model_paths": yaml_path}
+    finally:
+        if not cache:
+            # pytest keeps the last three temp roots; 330 MB of weights each is worth freeing now.
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
