@@ -218,3 +218,22 @@ def _child_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_child_main(sys.argv[1:]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pytest fixture (registered in tests/support/fixtures.py)
+# --------------------------------------------------------------------------------------------------------------
+try:
+    import pytest
+except ImportError:  # the builder itself runs without pytest (child process, scripts)
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+    @pytest.fixture(scope="session")
+    def tiny_style_models(tiny_models: dict[str, Path], comfyui_dir: Path) -> dict[str, Path]:
+        """The CLIP vision + style model pair, built beside the tiny checkpoint (same extra_model_paths root), so
+        the session's ComfyUI lists them. ~45 s and 685 MB on the first build; reused through
+        ``$PIXART_TINY_MODELS_DIR`` like the checkpoint."""
+        return build_tiny_style_models(tiny_models["root"], comfyui_dir)
+
+__all__ = ["tiny_style_models", "build_tiny_style_models", "TINY_CLIP_VISION", "TINY_STYLE_MODEL"]
