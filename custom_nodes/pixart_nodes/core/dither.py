@@ -271,7 +271,7 @@ def nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2):
 
 @numba.njit(cache=True, nogil=True)
 def error_diffuse(
-    nearest, src, alpha_threshold, pal_rgb, pal_cmp, lut, steps, m1, m2, starts, cands, dxs, dys, ws, serpentine,
+    use_lab, src, alpha_threshold, pal_rgb, pal_cmp, lut, steps, m1, m2, starts, cands, dxs, dys, ws, serpentine,
     table, out_idx, out_img,
 ):
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) into palette indices and the output image.
@@ -313,7 +313,10 @@ def error_diffuse(
             r = min(max(np.float32(src[y, x, 0]) + err[base + o], np.float32(0.0)), np.float32(255.0))
             g = min(max(np.float32(src[y, x, 1]) + err[base + o + 1], np.float32(0.0)), np.float32(255.0))
             b = min(max(np.float32(src[y, x, 2]) + err[base + o + 2], np.float32(0.0)), np.float32(255.0))
-            k = nearest(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
+            if use_lab:
+                k = nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
+            else:
+                k = nearest_rgb(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
@@ -331,7 +334,7 @@ def error_diffuse(
 
 @numba.njit(cache=True, nogil=True)
 def ordered_dither(
-    nearest, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, starts, cands, offsets, table, out_idx, out_img
+    use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, starts, cands, offsets, table, out_idx, out_img
 ):
     """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
     each pixel to the palette."""
@@ -347,7 +350,10 @@ def ordered_dither(
                 r = min(max(src[y, x, 0] + o, 0.0), 255.0)
                 g = min(max(src[y, x, 1] + o, 0.0), 255.0)
                 b = min(max(src[y, x, 2] + o, 0.0), 255.0)
-                k = nearest(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
+                if use_lab:
+                    k = nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
+                else:
+                    k = nearest_rgb(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]

@@ -111,7 +111,6 @@ def quantize(
     else:
         indices = np.empty((h, w), dtype=idx_dtype)
         image = np.empty_like(src)
-        nearest = _dither.nearest_lab if use_lab else _dither.nearest_rgb
         args = (_LUT, float(color.LUT_STEPS), color.M1, color.M2, *_candidates(pal.tobytes(), use_lab))
         if dither in _dither.ERROR_KERNELS:
             k = _dither.ERROR_KERNELS[dither]
@@ -119,13 +118,13 @@ def quantize(
             dys = np.array([t[1] for t in k.taps], dtype=np.int64)
             ws = (k.weights * (k.diffused * strength)).astype(np.float32)
             _dither.error_diffuse(
-                nearest, src, thr, pal.astype(np.float64), pal_cmp, *args, dxs, dys, ws, bool(serpentine),
+                use_lab, src, thr, pal.astype(np.float64), pal_cmp, *args, dxs, dys, ws, bool(serpentine),
                 table, indices, image,
             )
         else:
             offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
             _dither.ordered_dither(
-                nearest, src, thr, pal_cmp, *args, np.ascontiguousarray(offsets), table, indices, image
+                use_lab, src, thr, pal_cmp, *args, np.ascontiguousarray(offsets), table, indices, image
             )
 
     counts = np.bincount(indices.ravel(), minlength=n + 1)[:n]
