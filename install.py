@@ -119,8 +119,10 @@ class Installer:
             say("ComfyUI: skipped (--no-comfyui)")
             return
         explicit = self.args.comfyui
-        if explicit and not home.is_comfyui_dir(explicit) and Path(explicit).expanduser().exists():
-            say(f"--comfyui {explicit} is not a ComfyUI checkout (needs main.py and comfy/); looking elsewhere")
+        if explicit and not home.is_comfyui_dir(explicit):
+            why = "is not a ComfyUI checkout (needs main.py and comfy/)" if Path(explicit).expanduser().exists() \
+                else "does not exist (ComfyUI is cloned there only if no other checkout is found)"
+            say(f"--comfyui {explicit} {why}; looking at {home.COMFYUI_ENV} and {home.DEFAULT_COMFYUI_DIR}")
         env = os.environ.get(home.COMFYUI_ENV)
         if env and not home.is_comfyui_dir(env):
             say(f"{home.COMFYUI_ENV}={env} is not a ComfyUI checkout (needs main.py and comfy/); looking elsewhere")
