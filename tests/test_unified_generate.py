@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from bridge.app import create_app
+from bridge.app import ENGINE, create_app
 from bridge.config import load_settings
 from pixart_nodes.core.axera.pipeline import AxeraPipeline
 from tests.support.tiny_axera import tiny_axera_dir  # noqa: F401  (fixture)
@@ -82,6 +82,9 @@ async def test_picker_txt2img_matches_direct_pipeline(axera, direct):
     assert set(notes) == {"steps", "cfg_scale", "sampler_name", "negative_prompt", "width", "height"}
     assert notes["steps"]["used"] == 4 and notes["width"]["used"] == 64 and notes["cfg_scale"]["used"] == 1.0
     assert data["timings"][0]["runtime"] == "onnxruntime" and len(data["timings"][0]["unet_ms"]) == 4
+    # ComfyUI's progress bar advanced once per UNet step, and the engine saw it
+    job = axera.server.app[ENGINE].get(data["job_ids"][0])
+    assert (job.step, job.steps) == (4, 4)
 
 
 async def test_same_seed_same_image_and_batch_seeds(axera):
@@ -102,6 +105,8 @@ async def test_img2img_strength_and_resize_match_direct(axera, direct):
             "resize_mode": 1}
     data = await post(axera, body)
     assert data["steps"] == 3 and data["timings"][0]["timesteps"] == [759, 499, 259]
+    job = axera.server.app[ENGINE].get(data["job_ids"][0])
+    assert (job.step, job.steps) == (3, 3)
     want = direct.img2img("a castle", init, 0.7, 5, "crop").image
     assert np.array_equal(decode(data["image"]), want)
     pad = await post(axera, {**body, "denoising_strength": 0.2, "resize_mode": 2, "steps": 1})
@@ -160,8 +165,6 @@ async def test_sd15_backend(aiohttp_client, comfyui, tmp_path):
 
 
 async def test_pixelate_chain_and_rgb565_frame(aiohttp_client, comfyui, tmp_path, tiny_axera_dir, direct):
-    from bridge.app import ENGINE
-
     client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=str(tiny_axera_dir),
                                            UNIFIED_AXERA_RUNTIME="onnxruntime", UNIFIED_POSTPROCESS="pixelate",
                                            UNIFIED_PIXEL_SIZE="8"))
