@@ -316,7 +316,9 @@ async def resolve_sampler(engine: JobEngine, sampler: Any, scheduler: Any) -> tu
         name, default_scheduler = sampler, _NATIVE_SCHEDULER.get(sampler, "normal")
     else:
         valid = valid_samplers(samplers)
-        raise ApiError(400, f"Unknown sampler {sampler!r}; valid samplers: {', '.join(valid)}", "sampler",
+        aliases = [a for a in valid if a in SAMPLER_ALIASES]
+        raise ApiError(400, f"Unknown sampler {sampler!r}; valid samplers: {', '.join(aliases)}, or one of "
+                            f"ComfyUI's {len(valid) - len(aliases)} sampler names (all in validValues)", "sampler",
                        validValues=valid)
     if scheduler is None:
         return name, default_scheduler
