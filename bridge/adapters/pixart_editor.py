@@ -215,7 +215,7 @@ def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> Palet
                                                        "#1d2b53") from None
         pal = palette_from_hex(color_palette)
         return PaletteChoice({"palette_source": "hex", "palette_hex": " ".join(pal.hex())}, "custom")
-    if style == MODERN_STYLE:
+    if style.strip().lower() == MODERN_STYLE:
         return PaletteChoice({"palette_source": "image", "palette_colors": modern_colors}, f"kmeans-{modern_colors}")
     try:
         pal = named_palette(style)
