@@ -11,7 +11,7 @@ from types import ModuleType
 
 from aiohttp import web
 
-ENABLED: tuple[str, ...] = ("a1111", "pico", "unified", "pixart_editor")
+ENABLED: tuple[str, ...] = ("a1111", "pico", "unified", "pixart_editor", "jobs_api", "aleaart")
 
 
 class AdapterLoadError(RuntimeError):
