@@ -471,12 +471,83 @@ def check_object_info(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]
                     if missing:
                         problems.append(f"workflow {wf.name}: parameter {p.name!r} choices {missing} are not "
                                         f"accepted by node {t.node} ({cls}) input {t.input!r}")
+    outs = output_nodes(wf.graph, object_info)
     for o in wf.outputs.values():
         cls = wf.graph[o.node]["class_type"]
-        if cls in object_info and not object_info[cls].get("output_node"):
+        if cls not in object_info or o.node in outs:
+            continue
+        if o.type != "value":
             problems.append(f"workflow {wf.name}: output {o.name!r} reads node {o.node} ({cls}), "
                             f"which is not an output node")
+        elif not dependents(wf.graph, o.node) & outs:
+            # ComfyUI only executes what an output node needs, so this node's ui value would never appear.
+            problems.append(f"workflow {wf.name}: output {o.name!r} reads node {o.node} ({cls}), which is not an "
+                            f"output node and no output node depends on it, so ComfyUI would never run it")
     return problems
+
+
+def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> set[str]:
+    """Ids of the graph's nodes whose class is an OUTPUT_NODE on that backend."""
+    return {nid for nid, node in graph.items() if (object_info.get(node["class_type"]) or {}).get("output_node")}
+
+
+def dependents(graph: Mapping[str, Any], node_id: str) -> set[str]:
+    """Every node that reads `node_id`'s outputs, directly or through other nodes."""
+    readers: dict[str, set[str]] = {}
+    for nid, node in graph.items():
+        for v in node["inputs"].values():
+            if is_link(v):
+                readers.setdefault(v[0], set()).add(nid)
+    seen: set[str] = set()
+    stack = [node_id]
+    while stack:
+        for r in readers.get(stack.pop(), ()):
+            if r not in seen:
+                seen.add(r)
+                stack.append(r)
+    return seen
+
+
+def execution_targets(wf: Workflow, names: list[str], object_info: Mapping[str, Any]) -> list[str]:
+    """The output node ids ComfyUI must run (`partial_execution_targets`) to produce the named outputs.
+
+    A value read from a non-output node needs one output node downstream of it; one that is already a
+    target is preferred, so asking for a value never adds work the other requested outputs do not need.
+    """
+    outs = output_nodes(wf.graph, object_info)
+    targets: list[str] = []
+    later: list[Output] = []
+    for name in names:
+        o = wf.outputs[name]
+        if o.node in outs:
+            if o.node not in targets:
+                targets.append(o.node)
+        else:
+            later.append(o)
+    for o in later:
+        downstream = dependents(wf.graph, o.node) & outs
+        if not downstream:
+            raise WorkflowError(f"workflow {wf.name}: output {o.name!r} (node {o.node}) has no output node "
+                                f"downstream, so ComfyUI would never run it", field="outputs")
+        if not downstream & set(targets):
+            # The output node with the fewest nodes to run adds the least work.
+            targets.append(min(downstream, key=lambda n: (len(ancestors(wf.graph, [n])), int(n) if n.isdigit() else 0, n)))
+    return targets
+
+
+def ancestors(graph: Mapping[str, Any], roots: list[str]) -> set[str]:
+    """The roots and every node they read from, directly or through other nodes."""
+    seen: set[str] = set()
+    stack = [r for r in roots if r in graph]
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        for v in graph[nid]["inputs"].values():
+            if is_link(v) and v[0] in graph:
+                stack.append(v[0])
+    return seen
 
 
 # -------------------------------------------------------------------- editor (UI) format export

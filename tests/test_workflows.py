@@ -219,3 +219,62 @@ def test_cli_validate_and_check(tmp_path, capsys):
     oi_file.write_text(json.dumps(broken))
     assert W.main(["validate", "--dir", str(folder), "--object-info", str(oi_file)]) == 1
     assert "workflow inpaint: node 20 (SetLatentNoiseMask)" in capsys.readouterr().err
+
+
+def _txt2img_with(tmp_path: Path, extra_nodes: dict, outputs: dict) -> W.Workflow:
+    """txt2img (SaveImage = node 9, VAEDecode = node 8) with nodes and manifest outputs added."""
+    copy_core(tmp_path)
+    graph = json.loads((tmp_path / "txt2img.json").read_text())
+    graph.update(extra_nodes)
+    (tmp_path / "txt2img.json").write_text(json.dumps(graph))
+    edit_manifest(tmp_path, "txt2img", lambda m: m["outputs"].update(outputs))
+    return W.load_workflow(tmp_path / "txt2img.manifest.json")
+
+
+def test_value_from_a_non_output_node_is_allowed_when_an_output_node_depends_on_it(tmp_path):
+    # VAEDecode (node 8) is not an output node, but SaveImage (9) reads it, so ComfyUI runs it and /history
+    # carries whatever ui dict it reports. A second decoder two hops upstream of a preview counts too.
+    wf = _txt2img_with(tmp_path, {
+        "50": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "51": {"class_type": "ImageScale", "inputs": {"image": ["50", 0], "upscale_method": "nearest-exact",
+                                                      "width": 8, "height": 8, "crop": "disabled"}},
+        "52": {"class_type": "PreviewImage", "inputs": {"images": ["51", 0]}}},
+        {"decoded": {"node": "8", "type": "value", "key": "x"},
+         "far": {"node": "50", "type": "value", "key": "x"}})
+    assert W.check_object_info(wf, OI) == []
+    assert W.dependents(wf.graph, "50") == {"51", "52"}
+    assert W.output_nodes(wf.graph, OI) == {"9", "52"}
+
+
+def test_value_from_a_node_no_output_depends_on_is_refused(tmp_path):
+    wf = _txt2img_with(tmp_path, {
+        "50": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "51": {"class_type": "ImageScale", "inputs": {"image": ["50", 0], "upscale_method": "nearest-exact",
+                                                      "width": 8, "height": 8, "crop": "disabled"}}},
+        {"dangling": {"node": "51", "type": "value", "key": "x"},
+         "not_images": {"node": "8", "type": "images"}})
+    problems = W.check_object_info(wf, OI)
+    assert len(problems) == 2, problems
+    assert any("output 'dangling' reads node 51 (ImageScale)" in p and "no output node depends on it" in p
+               for p in problems)
+    # An images output must come from an output node (SaveImage/PreviewImage/SaveImageWebsocket) itself.
+    assert any("output 'not_images' reads node 8 (VAEDecode), which is not an output node" in p for p in problems)
+
+
+def test_execution_targets_pick_the_output_nodes_the_requested_outputs_need(tmp_path):
+    wf = _txt2img_with(tmp_path, {
+        "50": {"class_type": "ImageScale", "inputs": {"image": ["8", 0], "upscale_method": "nearest-exact",
+                                                      "width": 8, "height": 8, "crop": "disabled"}},
+        "51": {"class_type": "PreviewImage", "inputs": {"images": ["50", 0]}},
+        "60": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "61": {"class_type": "PreviewImage", "inputs": {"images": ["60", 0]}}},
+        {"preview": {"node": "51", "type": "images"},
+         "decoded": {"node": "8", "type": "value", "key": "x"},
+         "other": {"node": "60", "type": "value", "key": "x"}})
+    assert W.execution_targets(wf, ["images"], OI) == ["9"]
+    assert W.execution_targets(wf, ["preview"], OI) == ["51"]
+    # A value from node 8 needs an output node downstream: SaveImage (9, 2 hops) is cheaper than the preview
+    # (51, 3 hops); when the preview is already wanted, nothing is added for it.
+    assert W.execution_targets(wf, ["decoded"], OI) == ["9"]
+    assert W.execution_targets(wf, ["preview", "decoded"], OI) == ["51"]
+    assert W.execution_targets(wf, ["other", "images"], OI) == ["9", "61"]
