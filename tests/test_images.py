@@ -129,3 +129,17 @@ def test_png_size_and_sniff_agree_with_pillow():
     assert sniff_image_type(b"GIF89a....") is None
     with pytest.raises(ValueError):
         png_size(b"not a png at all, not at all")
+
+
+def test_size_probe_leaves_no_decompression_bomb_warning(monkeypatch):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PayloadTooLarge):
+            decode_image(_png_claiming(10000, 10000), "image")  # 100 MP: over Pillow's warning threshold
+        # Our own limit is the one that counts: an image past Pillow's threshold but within ours decodes.
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+        img = decode_image(encode(patterned(12, 10), "PNG"), "image", max_pixels=1000)
+    assert (img.width, img.height) == (12, 10)
+    assert np.array_equal(pixels(img.png), pixels(encode(patterned(12, 10), "PNG")))
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], caught
