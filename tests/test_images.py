@@ -140,6 +140,7 @@ def test_size_probe_leaves_no_decompression_bomb_warning(monkeypatch):
         # Our own limit is the one that counts: an image past Pillow's threshold but within ours decodes.
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
         img = decode_image(encode(patterned(12, 10), "PNG"), "image", max_pixels=1000)
+        monkeypatch.undo()
     assert (img.width, img.height) == (12, 10)
     assert np.array_equal(pixels(img.png), pixels(encode(patterned(12, 10), "PNG")))
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], caught
