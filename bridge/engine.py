@@ -67,6 +67,7 @@ class _Backend:
     client: ComfyClient
     healthy: bool = False
     version: str | None = None
+    devices: list[dict[str, Any]] = field(default_factory=list)
     object_info: dict[str, Any] | None = None
     workflow_problems: dict[str, list[str]] = field(default_factory=dict)
     last_error: str | None = None
@@ -385,6 +386,7 @@ class JobEngine:
 
     def backend_states(self) -> list[dict[str, Any]]:
         return [{"url": b.url, "healthy": b.healthy, "pending": len(b.jobs), "version": b.version,
+                 "devices": [dict(d) for d in b.devices],
                  "last_error": b.last_error, "connected_since": b.connected_since,
                  "workflow_problems": {k: v for k, v in b.workflow_problems.items() if v}}
                 for b in self._backends.values()]
@@ -524,6 +526,7 @@ class JobEngine:
                     await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
                 stats = await b.client.system_stats()
                 b.version = (stats.get("system") or {}).get("comfyui_version")
+                b.devices = _devices(stats)
                 self._set_object_info(b, await b.client.object_info())
                 b.healthy, b.connected_since, b.last_error = True, time.time(), None
                 delay = 0.25
@@ -895,6 +898,15 @@ class JobEngine:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()  # a slow consumer loses old progress, not the newest state
             queue.put_nowait(event)
+
+
+def _devices(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """{name, type} of each device `/system_stats` lists (type is torch's: cuda, cpu, mps, xpu, ...)."""
+    found = []
+    for d in stats.get("devices") or []:
+        if isinstance(d, Mapping):
+            found.append({"name": str(d.get("name", "")), "type": str(d.get("type", ""))})
+    return found
 
 
 def _ancestors(graph: Mapping[str, Any], roots: list[str]) -> set[str]:

@@ -476,3 +476,22 @@ async def test_list_stats_choices(make_engine, comfy_double):
         comfy_double.step_delay = 0.5
         comfy_double.fail_class = None
         await engine.wait((await engine.submit("txt2img", {**P, "seed": 99})).id, timeout=0.1)
+
+
+# ---------------------------------------------------------------------- devices (/system_stats)
+async def test_backend_states_carry_devices_and_health_reports_cuda(comfy_double, bridge_factory):
+    client = await bridge_factory()
+    body = await (await client.get("/health")).json()
+    assert body["backends"][0]["devices"] == [{"name": "cpu", "type": "cpu"}]
+    assert body["cuda_available"] is False
+    await comfy_double.stop()
+    comfy_double.devices = [{"name": "cuda:0 NVIDIA H100 80GB HBM3 : cudaMallocAsync", "type": "cuda"}]
+    await comfy_double.start()
+    for _ in range(100):  # the engine reconnects and re-reads /system_stats
+        body = await (await client.get("/health")).json()
+        if body["backends"][0]["healthy"] and body["backends"][0]["devices"][0]["type"] == "cuda":
+            break
+        await asyncio.sleep(0.05)
+    assert body["backends"][0]["devices"] == [{"name": "cuda:0 NVIDIA H100 80GB HBM3 : cudaMallocAsync",
+                                               "type": "cuda"}]
+    assert body["cuda_available"] is True

@@ -148,6 +148,8 @@ class ComfyDouble:
     fail_message its exception message
     drop_final   do not send the final `executing {node: null}` (the engine must fall back to /history)
     checkpoints  files in models/checkpoints
+    devices      what /system_stats lists under "devices": [{"name", "type"}] (the vram fields are filled in);
+                 ComfyUI lists its one torch device, {"name": "cpu", "type": "cpu"} under `--cpu`
     """
 
     step_delay: float = 0.005
@@ -156,6 +158,7 @@ class ComfyDouble:
     fail_message: str = "double: forced failure"
     drop_final: bool = False
     checkpoints: list[str] = field(default_factory=lambda: ["tiny_sd15.safetensors", "other.safetensors"])
+    devices: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "cpu", "type": "cpu"}])
     port: int = 0
     # Recorded for assertions:
     prompts: list[dict[str, Any]] = field(default_factory=list)
@@ -313,7 +316,10 @@ class ComfyDouble:
         return web.json_response({"system": {"os": "posix", "ram_total": 0, "ram_free": 0,
                                              "comfyui_version": "0.3.64", "python_version": "3.11",
                                              "pytorch_version": "double", "embedded_python": False,
-                                             "argv": ["main.py", "--double"]}, "devices": []})
+                                             "argv": ["main.py", "--double"]},
+                                  "devices": [{"name": d["name"], "type": d["type"], "index": i,
+                                               "vram_total": 0, "vram_free": 0, "torch_vram_total": 0,
+                                               "torch_vram_free": 0} for i, d in enumerate(self.devices)]})
 
     async def _post_prompt(self, request: web.Request) -> web.Response:
         try:
