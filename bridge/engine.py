@@ -763,31 +763,56 @@ class JobEngine:
             self._finish(job, "failed", error=error or "ComfyUI reported an error")
             return
         wf = self.workflows[job.workflow]
-        outputs: dict[str, list[Any]] = {}
+        values: dict[str, list[Any]] = {}
+        blobs: dict[str, list[bytes]] = {}
+        missing: list[str] = []
         try:
             for name, out in wf.outputs.items():
                 node_out = (entry.get("outputs") or {}).get(out.node) or run.executed.get(out.node) or {}
                 if out.type == "value":
-                    outputs[name] = list(node_out.get(out.key, []))
+                    values[name] = list(node_out.get(out.key, []))
                     continue
-                stored = []
                 if wf.output_class(out) in wfmod.WEBSOCKET_IMAGE_CLASSES:
-                    blobs = run.frames.get(out.node, [])
+                    blobs[name] = list(run.frames.get(out.node, []))
                 else:
-                    blobs = [await b.client.view(img["filename"], img.get("subfolder", ""), img.get("type", "output"))
-                             for img in node_out.get("images", [])]
-                for i, data in enumerate(blobs):
-                    stored.append(self.store.write_output(job.id, name, i, data,
-                                                          image_io.sniff_image_type(data) or "bin"))
-                outputs[name] = stored
+                    blobs[name] = [await b.client.view(img["filename"], img.get("subfolder", ""),
+                                                       img.get("type", "output"))
+                                   for img in node_out.get("images", [])]
+                if not blobs[name]:
+                    missing.append(name)
         except BackendError as exc:
             if not job.done:
                 self._finish(job, "failed", error=f"could not fetch the results: {exc}")
             return
         if job.done:
             return
+        if missing:
+            self._missing_images(wf, job, missing)
+            return
+        outputs: dict[str, list[Any]] = dict(values)
+        for name, datas in blobs.items():
+            outputs[name] = [self.store.write_output(job.id, name, i, data, image_io.sniff_image_type(data) or "bin")
+                             for i, data in enumerate(datas)]
         job.outputs = outputs
         self._finish(job, "completed", error=None)
+
+    def _missing_images(self, wf: Workflow, job: Job, missing: list[str]) -> None:
+        """ComfyUI says success but an images output is empty: re-run once when the images only ever existed as
+        websocket frames this engine did not see (it restarted or lost the socket mid-run); otherwise fail."""
+        described = ", ".join(f"{n!r} (node {wf.outputs[n].node}, {wf.output_class(wf.outputs[n])})" for n in missing)
+        frames_only = all(wf.output_class(wf.outputs[n]) in wfmod.WEBSOCKET_IMAGE_CLASSES for n in missing)
+        if frames_only and not job.reruns:
+            reason = (f"prompt {job.prompt_id} on {job.backend} finished while the bridge was not receiving its "
+                      f"websocket image frames for {described}; submitted again")
+            log.warning("job %s: %s", job.id, reason)
+            job.reruns.append({"prompt_id": job.prompt_id, "reason": reason, "at": time.time()})
+            self._back_to_local(job, front=True)
+            self._emit("status", job)
+            return
+        why = ("its websocket image frames were not received" + (" (also after a re-run)" if job.reruns else "")
+               if frames_only else "ComfyUI listed no images for it")
+        self._finish(job, "failed", error=f"ComfyUI reported success but output {described} produced no images: "
+                                          f"{why}")
 
     def _finish(self, job: Job, status: str, *, error: str | None) -> None:
         if job.done:

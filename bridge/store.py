@@ -48,6 +48,10 @@ class Job:
     inputs: dict[str, str] = field(default_factory=dict)   # image parameter -> stored file (relative path)
     attempts: int = 0                                       # times the job was (re)submitted to a backend
     timeout: float | None = None
+    # Manifest outputs the caller asked for (None = all); only their output nodes run.
+    wanted: list[str] | None = None
+    # Each time the engine submitted the job again on its own: {"prompt_id": the abandoned one, "reason", "at"}.
+    reruns: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -66,13 +70,16 @@ class Job:
             "step": self.step, "steps": self.steps, "created_at": self.created_at,
             "started_at": self.started_at, "finished_at": self.finished_at, "backend": self.backend,
             "prompt_id": self.prompt_id, "error": self.error, "outputs": self.outputs, "meta": self.meta,
+            "reruns": self.reruns,
         }
 
 
 _COLUMNS = ("id", "workflow", "workflow_version", "params", "status", "progress", "step", "steps", "created_at",
             "started_at", "finished_at", "backend", "prompt_id", "error", "outputs", "meta", "inputs", "attempts",
-            "timeout")
-_JSON_COLUMNS = frozenset({"params", "outputs", "meta", "inputs"})
+            "timeout", "wanted", "reruns")
+_JSON_COLUMNS = frozenset({"params", "outputs", "meta", "inputs", "wanted", "reruns"})
+# Columns added after the first release: (name, SQL type and default) for ALTER TABLE on older databases.
+_ADDED_COLUMNS = (("wanted", "TEXT NOT NULL DEFAULT 'null'"), ("reruns", "TEXT NOT NULL DEFAULT '[]'"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -94,7 +101,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     meta TEXT NOT NULL DEFAULT '{}',
     inputs TEXT NOT NULL DEFAULT '{}',
     attempts INTEGER NOT NULL DEFAULT 0,
-    timeout REAL
+    timeout REAL,
+    wanted TEXT NOT NULL DEFAULT 'null',
+    reruns TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
@@ -120,6 +129,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, decl in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         self._db.close()

@@ -495,3 +495,48 @@ async def test_backend_states_carry_devices_and_health_reports_cuda(comfy_double
     assert body["backends"][0]["devices"] == [{"name": "cuda:0 NVIDIA H100 80GB HBM3 : cudaMallocAsync",
                                                "type": "cuda"}]
     assert body["cuda_available"] is True
+
+
+# ---------------------------------------------------------------------- success without images
+async def test_websocket_images_lost_to_a_bridge_restart_are_made_again(make_engine, comfy_double):
+    add_websocket_variant(make_engine.wf_dir)
+    comfy_double.step_delay = 0.03
+    engine = await make_engine()
+    job = await engine.submit("txt2img_ws", {**P, "steps": 10, "width": 80, "batch_size": 2})
+    first_prompt = job.prompt_id
+    await engine.stop()  # the frames go to a websocket nobody reads
+    for _ in range(200):
+        if first_prompt in comfy_double.history:
+            break
+        await asyncio.sleep(0.02)
+    assert comfy_double.history[first_prompt]["status"]["status_str"] == "success"
+    engine2 = await make_engine()
+    done = await engine2.wait(job.id, timeout=10)
+    assert done.status == "completed", done.error
+    assert [size_of(engine2.read_output(done, "images", i)) for i in range(2)] == [(80, 64)] * 2
+    assert done.prompt_id != first_prompt and len(comfy_double.prompts) == 2
+    assert posted(comfy_double, done.prompt_id) == posted(comfy_double, first_prompt)  # the same graph again
+    assert [r["prompt_id"] for r in done.reruns] == [first_prompt]
+    assert "websocket image frames" in done.reruns[0]["reason"]
+    stored = engine2.store.load(job.id)  # the reason is persisted with the job
+    assert stored.reruns == done.reruns and done.to_dict()["reruns"] == done.reruns
+
+
+async def test_websocket_images_missing_twice_fail_the_job(make_engine, comfy_double):
+    add_websocket_variant(make_engine.wf_dir)
+    comfy_double.lose_images = True
+    engine = await make_engine()
+    job = await engine.wait((await engine.submit("txt2img_ws", P)).id, timeout=10)
+    assert job.status == "failed" and job.outputs == {}
+    assert "'images' (node 9, SaveImageWebsocket) produced no images" in job.error
+    assert "also after a re-run" in job.error
+    assert len(comfy_double.prompts) == 2 and len(job.reruns) == 1
+
+
+async def test_history_images_missing_fail_the_job_at_once(make_engine, comfy_double):
+    comfy_double.lose_images = True
+    engine = await make_engine()
+    job = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    assert job.status == "failed" and "'images' (node 9, SaveImage) produced no images" in job.error
+    assert "ComfyUI listed no images" in job.error
+    assert len(comfy_double.prompts) == 1 and job.reruns == []

@@ -195,6 +195,20 @@ async def test_engine_restart_mid_job_loses_nothing(make_engine, comfyui):
 
 
 @pytest.mark.asyncio
+async def test_websocket_frames_missed_during_a_bridge_restart_are_made_again(make_engine, comfyui):
+    engine = await make_engine(comfyui.url)
+    job = await engine.submit("txt2img_ws", {**SMALL, "steps": 4, "seed": 41})
+    first = job.prompt_id
+    await engine.stop()  # nobody reads the frames SaveImageWebsocket sends
+    await wait_for(lambda: comfyui.get_json(f"/history/{first}") != {}, 300, "the prompt to finish")
+    engine2 = await make_engine(comfyui.url)
+    done = await engine2.wait(job.id, timeout=300)
+    assert done.status == "completed", done.error
+    assert done.prompt_id != first and [r["prompt_id"] for r in done.reruns] == [first]
+    assert size_of(engine2.read_output(done, "images", 0)) == (64, 64)
+
+
+@pytest.mark.asyncio
 async def test_comfyui_killed_mid_job(make_engine, comfyui_factory):
     server = await asyncio.to_thread(comfyui_factory)
     engine = await make_engine(server.url)

@@ -147,6 +147,7 @@ class ComfyDouble:
     fail_class   a class_type that raises during execution (→ execution_error)
     fail_message its exception message
     drop_final   do not send the final `executing {node: null}` (the engine must fall back to /history)
+    lose_images  image output nodes succeed but deliver nothing: no websocket frames, no `images` in /history
     checkpoints  files in models/checkpoints
     devices      what /system_stats lists under "devices": [{"name", "type"}] (the vram fields are filled in);
                  ComfyUI lists its one torch device, {"name": "cpu", "type": "cpu"} under `--cpu`
@@ -157,6 +158,7 @@ class ComfyDouble:
     fail_class: str | None = None
     fail_message: str = "double: forced failure"
     drop_final: bool = False
+    lose_images: bool = False
     checkpoints: list[str] = field(default_factory=lambda: ["tiny_sd15.safetensors", "other.safetensors"])
     devices: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "cpu", "type": "cpu"}])
     port: int = 0
@@ -618,6 +620,8 @@ class ComfyDouble:
                 raise _NodeFailure(nid, cls, "images input is not an IMAGE")
             seed = _graph_seed(prompt)
             pngs = [_png(img.width, img.height, _colour(seed, pid, i)) for i in range(img.batch)]
+            if self.lose_images:
+                return
             if cls == "SaveImageWebsocket":
                 for i, png in enumerate(pngs):
                     await self._send("progress", {"value": i + 1, "max": len(pngs), "prompt_id": pid, "node": nid},
