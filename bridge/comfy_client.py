@@ -110,8 +110,13 @@ class ComfyClient:
     async def object_info(self) -> dict[str, Any]:
         return await self._request("GET", "/object_info", timeout=aiohttp.ClientTimeout(total=120))
 
-    async def queue_prompt(self, graph: dict[str, Any], prompt_id: str) -> dict[str, Any]:
-        body = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+    async def queue_prompt(self, graph: dict[str, Any], prompt_id: str, *,
+                           partial_execution_targets: list[str] | None = None) -> dict[str, Any]:
+        """POST /prompt. With `partial_execution_targets` (output node ids) ComfyUI runs only those outputs
+        and what they depend on."""
+        body: dict[str, Any] = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        if partial_execution_targets is not None:
+            body["partial_execution_targets"] = list(partial_execution_targets)
         try:
             async with self.session.post(self.url + "/prompt", json=body, timeout=self.timeout) as resp:
                 text = await resp.read()

@@ -191,8 +191,11 @@ class JobEngine:
 
     async def submit(self, workflow: str, parameters: Mapping[str, Any] | None = None, *,
                      meta: Mapping[str, Any] | None = None, job_id: str | None = None,
-                     timeout: float | None = None) -> Job:
+                     timeout: float | None = None, outputs: list[str] | None = None) -> Job:
         """Accept a job: validate parameters, store inputs, queue on a backend (or locally until one is up).
+
+        `outputs` names the manifest outputs wanted (None = all): ComfyUI is asked to run only the output
+        nodes they need (`partial_execution_targets`), and `job.outputs` holds only those names.
 
         Raises InvalidParameter / PayloadTooLarge for bad input, WorkflowNotFound, Conflict for a reused
         job_id, QueueFull when max_queue jobs are waiting or running, BackendUnavailable when no
@@ -204,6 +207,7 @@ class JobEngine:
         if active >= self.max_queue:
             raise QueueFull(self._retry_after(active))
         values = wf.coerce(parameters or {}, rng=self._rng)
+        wanted = _wanted_outputs(wf, outputs)
         if job_id is not None:
             try:
                 check_id(job_id)
@@ -226,7 +230,7 @@ class JobEngine:
                             "format": img.source_format}
         job = Job(id=jid, workflow=wf.name, workflow_version=wf.version, params=params, status="queued",
                   created_at=time.time(), meta=dict(meta or {}), inputs=inputs,
-                  timeout=timeout if timeout is not None else self.job_timeout)
+                  timeout=timeout if timeout is not None else self.job_timeout, wanted=wanted)
         self._jobs[jid] = job
         self._counts["queued"] += 1
         if not self._local and self._pick_backend(wf, peek=True) is not None:
@@ -446,13 +450,14 @@ class JobEngine:
             for name, rel in job.inputs.items():
                 values[name] = await b.client.upload_image(self.store.read_file(rel), f"pixart_{job.id}_{name}.png")
             graph = wf.bind(values, lambda ref: wfmod.live_choices(b.object_info or {}, ref))
+            targets = wfmod.execution_targets(wf, job.wanted, b.object_info or {}) if job.wanted else None
             job.backend, job.prompt_id = b.url, prompt_id
             job.attempts += 1
             self._by_prompt[prompt_id] = job.id
             self._runs[job.id] = self._new_run(job, graph)
             # Saved before POST: a crash right after it still knows which prompt to look for.
             self._save(job)
-            await b.client.queue_prompt(graph, prompt_id)
+            await b.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets)
         except PromptRejected as exc:
             self._undo_dispatch(job, b, prompt_id)
             raise self._map_rejection(wf, exc) from None
@@ -708,7 +713,7 @@ class JobEngine:
         wf = self.workflows.get(job.workflow)
         if graph is None:
             graph = wf.graph if wf else {}
-        targets = [o.node for o in wf.outputs.values()] if wf else []
+        targets = [wf.outputs[n].node for n in (job.wanted or wf.outputs) if n in wf.outputs] if wf else []
         needed = _ancestors(graph, targets)
         weights = {}
         for nid in needed:
@@ -767,7 +772,8 @@ class JobEngine:
         blobs: dict[str, list[bytes]] = {}
         missing: list[str] = []
         try:
-            for name, out in wf.outputs.items():
+            for name in [n for n in job.wanted or wf.outputs if n in wf.outputs]:
+                out = wf.outputs[name]
                 node_out = (entry.get("outputs") or {}).get(out.node) or run.executed.get(out.node) or {}
                 if out.type == "value":
                     values[name] = list(node_out.get(out.key, []))
@@ -923,6 +929,20 @@ class JobEngine:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()  # a slow consumer loses old progress, not the newest state
             queue.put_nowait(event)
+
+
+def _wanted_outputs(wf: Workflow, outputs: Any) -> list[str] | None:
+    """The caller's output selection, checked: None (all), or a non-empty list of the manifest's names."""
+    if outputs is None:
+        return None
+    if not isinstance(outputs, (list, tuple)) or not outputs or not all(isinstance(o, str) for o in outputs):
+        raise InvalidParameter("outputs", f"outputs must be a non-empty list of output names of workflow "
+                                          f"{wf.name!r} ({', '.join(wf.outputs)})")
+    unknown = [o for o in outputs if o not in wf.outputs]
+    if unknown:
+        raise InvalidParameter("outputs", f"outputs: workflow {wf.name!r} has no output {unknown[0]!r}; "
+                                          f"known: {', '.join(wf.outputs)}")
+    return list(dict.fromkeys(outputs))
 
 
 def _devices(stats: Mapping[str, Any]) -> list[dict[str, Any]]:

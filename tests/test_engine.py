@@ -540,3 +540,62 @@ async def test_history_images_missing_fail_the_job_at_once(make_engine, comfy_do
     assert job.status == "failed" and "'images' (node 9, SaveImage) produced no images" in job.error
     assert "ComfyUI listed no images" in job.error
     assert len(comfy_double.prompts) == 1 and job.reruns == []
+
+
+# ---------------------------------------------------------------------- output selection
+def add_preview_branch(wf_dir: Path) -> None:
+    """txt2img_two: SaveImage (node 9) plus a 16x16 PreviewImage branch (node 51) as a second images output."""
+    graph = json.loads((wf_dir / "txt2img.json").read_text())
+    manifest = json.loads((wf_dir / "txt2img.manifest.json").read_text())
+    graph["50"] = {"class_type": "ImageScale", "inputs": {"image": ["8", 0], "upscale_method": "nearest-exact",
+                                                          "width": 16, "height": 16, "crop": "disabled"}}
+    graph["51"] = {"class_type": "PreviewImage", "inputs": {"images": ["50", 0]}}
+    manifest["outputs"]["small"] = {"node": "51", "type": "images"}
+    manifest.update(name="txt2img_two", workflow="txt2img_two.json")
+    (wf_dir / "txt2img_two.json").write_text(json.dumps(graph))
+    (wf_dir / "txt2img_two.manifest.json").write_text(json.dumps(manifest))
+
+
+async def test_requested_outputs_run_only_their_output_nodes(make_engine, comfy_double):
+    add_preview_branch(make_engine.wf_dir)
+    engine = await make_engine()
+    every = await engine.wait((await engine.submit("txt2img_two", P)).id, timeout=10)
+    assert every.status == "completed" and set(every.outputs) == {"images", "small"}
+    assert comfy_double.prompts[-1]["partial_execution_targets"] is None  # default: not sent, all outputs run
+    assert set(comfy_double.history[every.prompt_id]["outputs"]) == {"9", "51"}
+
+    small = await engine.wait((await engine.submit("txt2img_two", {**P, "seed": 7}, outputs=["small"])).id,
+                              timeout=10)
+    assert small.status == "completed", small.error
+    assert comfy_double.prompts[-1]["partial_execution_targets"] == ["51"]
+    assert set(comfy_double.history[small.prompt_id]["outputs"]) == {"51"}  # SaveImage did not run
+    assert list(small.outputs) == ["small"] and size_of(engine.read_output(small, "small", 0)) == (16, 16)
+    with pytest.raises(InvalidParameter):
+        engine.read_output(small, "images", 0)
+
+    main = await engine.wait((await engine.submit("txt2img_two", {**P, "seed": 8},
+                                                  outputs=["images", "images"])).id, timeout=10)
+    assert comfy_double.prompts[-1]["partial_execution_targets"] == ["9"] and list(main.outputs) == ["images"]
+    assert set(comfy_double.history[main.prompt_id]["outputs"]) == {"9"}
+
+
+@pytest.mark.parametrize("outputs", [[], ["nope"], "images", [1], {"images": 1}])
+async def test_bad_output_selection_names_the_field(make_engine, comfy_double, outputs):
+    engine = await make_engine()
+    with pytest.raises(InvalidParameter) as e:
+        await engine.submit("txt2img", P, outputs=outputs)
+    assert e.value.field == "outputs" and "outputs" in e.value.message
+    assert comfy_double.prompts == [] and engine.list() == []
+
+
+async def test_output_selection_survives_a_restart(make_engine, comfy_double):
+    add_preview_branch(make_engine.wf_dir)
+    await comfy_double.kill()
+    engine = await make_engine(connect_wait=0.5)
+    job = await engine.submit("txt2img_two", P, outputs=["small"])
+    await engine.stop()
+    await comfy_double.start()
+    engine2 = await make_engine()
+    done = await engine2.wait(job.id, timeout=10)
+    assert done.status == "completed" and list(done.outputs) == ["small"]
+    assert comfy_double.prompts[-1]["partial_execution_targets"] == ["51"]

@@ -337,14 +337,16 @@ class ComfyDouble:
         prompt = body.get("prompt")
         if not isinstance(prompt, dict):
             return _bad("no_prompt", "No prompt provided", "No prompt provided")
-        ok, error, outputs, node_errors = self._validate(prompt)
+        partial = body.get("partial_execution_targets")
+        ok, error, outputs, node_errors = self._validate(prompt, partial)
         if not ok:
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
         pid = body.get("prompt_id") or str(uuid.uuid4())
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
-        self.prompts.append({"prompt_id": pid, "prompt": prompt, "client_id": body.get("client_id")})
+        self.prompts.append({"prompt_id": pid, "prompt": prompt, "client_id": body.get("client_id"),
+                             "partial_execution_targets": partial})
         self._counter += 1
         heapq.heappush(self.pending, (float(number), self._counter, pid, prompt, extra, outputs))
         self._wake.set()
@@ -430,7 +432,8 @@ class ComfyDouble:
                             headers={"Content-Disposition": f'filename="{name}"'})
 
     # ------------------------------------------------------------------ validation (execution.py shapes)
-    def _validate(self, prompt: dict[str, Any]) -> tuple[bool, dict[str, Any], list[str], dict[str, Any]]:
+    def _validate(self, prompt: dict[str, Any], partial: list[str] | None = None,
+                  ) -> tuple[bool, dict[str, Any], list[str], dict[str, Any]]:
         info = self.object_info
         for nid, node in prompt.items():
             if not isinstance(node, dict) or "class_type" not in node:
@@ -439,7 +442,10 @@ class ComfyDouble:
             if node["class_type"] not in info:
                 return False, _err("invalid_prompt", f"Cannot execute because node {node['class_type']} does not "
                                                      f"exist.", f"Node ID '#{nid}'"), [], {}
-        outputs = [nid for nid, node in prompt.items() if info[node["class_type"]].get("output_node")]
+        # partial_execution_targets keeps only the listed output nodes; other ids in it are ignored (as in
+        # execution.validate_prompt).
+        outputs = [nid for nid, node in prompt.items() if info[node["class_type"]].get("output_node")
+                   and (partial is None or nid in partial)]
         if not outputs:
             return False, _err("prompt_no_outputs", "Prompt has no outputs", ""), [], {}
         node_errors: dict[str, Any] = {}
