@@ -146,70 +146,220 @@ def threshold_matrix(method: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# candidate tables: the sRGB cube is cut into GRID^3 cells and each cell lists the palette colours that can be
-# nearest to some point of the cell. Most cells list one colour, so the compiled loops usually skip the
-# distance search (and the OKLab conversion) entirely, while staying exact: a colour is dropped only when its
-# smallest possible distance to the cell exceeds the largest possible distance to some other colour.
+# candidate tables: the sRGB cube is cut into cells (2^gbits per side) and each cell lists the palette colours
+# that can be nearest to some point of the cell. Most cells list one colour, so the compiled loops usually
+# skip the distance search (and the OKLab conversion) entirely, while staying exact: colour b is dropped only
+# when one other colour a is provably nearer than b at every point of the cell.
+#
+# sRGB: ``d(q,b) - d(q,a)`` is affine in q, so a beats b on the whole (convex) cell when it does at the 8
+# corners; the corners have integer coordinates, so the test runs on exact integers and asks for a margin of
+# at least 1 there, far above the rounding of the float search.
+# OKLab: with c = cbrt(M1 @ linear) and u = 2 M2^T (a - b), ``d(q,b) - d(q,a) = u.c + |b|^2 - |a|^2``. In linear
+# light the cell is a box and each cone response L_i is affine with positive weights. A term with u_i >= 0 is
+# concave there; a term with u_i < 0 is convex and lies above its tangent at the box centre. Replacing the
+# convex terms by their tangents gives a concave lower bound, whose minimum over the box is at a corner: a
+# beats b on the cell when that bound is positive at the 8 corners (with a margin for rounding).
 
-GRID = 32
-_CELL = 256 // GRID
+# Finer cells for small palettes (fewer cells with several candidates); the build cost grows with cells x colours.
+RGB_FINE_MAX_COLOURS = 64
 
 
-def _box_bounds(lo: np.ndarray, hi: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest squared distance from each box ``[lo,hi]`` (``[C,3]``) to each point ``[N,3]``."""
-    lo_, hi_, p = lo[:, None, :], hi[:, None, :], pts[None, :, :]
-    near = np.maximum(np.maximum(lo_ - p, p - hi_), 0.0)
-    far = np.maximum(np.abs(p - lo_), np.abs(p - hi_))
-    return (near * near).sum(-1), (far * far).sum(-1)
+@numba.njit(cache=True, nogil=True)
+def _append(buf, used, value):
+    if used == buf.shape[0]:
+        grown = np.empty(2 * buf.shape[0], dtype=buf.dtype)
+        grown[:used] = buf[:used]
+        buf = grown
+    buf[used] = value
+    return buf
 
 
-def candidate_table(pal: np.ndarray, use_lab: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell candidate lists in CSR form: ``starts int64 [GRID^3+1]``, ``cands int64 [...]``."""
+@numba.njit(cache=True, nogil=True)
+def _pack(keep, n, cell, info, moff, cands, used):
+    # single candidate -> its index in info; several -> marker in info, count and list at cands[moff[cell]]
+    count = 0
+    last = 0
+    for k in range(n):
+        if keep[k]:
+            count += 1
+            last = k
+    if count == 1:
+        info[cell] = last
+        return cands, used
+    info[cell] = np.iinfo(info.dtype).max
+    moff[cell] = used
+    cands = _append(cands, used, count)
+    used += 1
+    for k in range(n):
+        if keep[k]:
+            cands = _append(cands, used, k)
+            used += 1
+    return cands, used
+
+
+@numba.njit(cache=True, nogil=True)
+def _build_rgb(pal, gbits, info, moff):
+    n = pal.shape[0]
+    g = 1 << gbits
+    size = 256 >> gbits
+    # squared distance per channel from each grid value to each colour: a corner's distance is a sum of three
+    sq = np.empty((3, g + 1, n), dtype=np.int64)
+    for c in range(3):
+        for j in range(g + 1):
+            v = min(j * size, 255)
+            for k in range(n):
+                d = v - np.int64(pal[k, c])
+                sq[c, j, k] = d * d
+    dist = np.empty((8, n), dtype=np.int64)
+    keep = np.empty(n, dtype=np.bool_)
+    near = np.empty(8, dtype=np.int64)
+    cands = np.empty(1024, dtype=np.int32)
+    used = 0
+    for i0 in range(g):
+        for i1 in range(g):
+            for i2 in range(g):
+                for corner in range(8):
+                    j0 = i0 + (corner & 1)
+                    j1 = i1 + ((corner >> 1) & 1)
+                    j2 = i2 + (corner >> 2)
+                    best = 0
+                    for k in range(n):
+                        d = sq[0, j0, k] + sq[1, j1, k] + sq[2, j2, k]
+                        dist[corner, k] = d
+                        if d < dist[corner, best]:
+                            best = k
+                    near[corner] = best
+                for k in range(n):
+                    keep[k] = True
+                    for t in range(8):  # the nearest colour of some corner is always kept
+                        a = near[t]
+                        if a == k:
+                            break
+                        beaten = True
+                        for corner in range(8):
+                            if dist[corner, k] - dist[corner, a] < 1:
+                                beaten = False
+                                break
+                        if beaten:
+                            keep[k] = False
+                            break
+                cands, used = _pack(keep, n, (i0 << (2 * gbits)) | (i1 << gbits) | i2, info, moff, cands, used)
+    return cands[:used].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _build_lab(pal_lab, lut, steps, m1, m2, gbits, info, moff):
+    n = pal_lab.shape[0]
+    g = 1 << gbits
+    size = 256 >> gbits
+    # linear light of each grid value, read from the loops' own table so the boxes hold exactly their values
+    lin = np.empty(g + 1)
+    for j in range(g + 1):
+        lin[j] = lut[int(min(j * size, 255) * steps)]
+    norm = np.empty(n)
+    for k in range(n):
+        norm[k] = pal_lab[k, 0] ** 2 + pal_lab[k, 1] ** 2 + pal_lab[k, 2] ** 2
+    cone = np.empty((8, 3))  # cone responses L at the corners
+    root = np.empty((8, 3))  # cbrt(L)
+    dist = np.empty((8, n))
+    keep = np.empty(n, dtype=np.bool_)
+    near = np.empty(8, dtype=np.int64)
+    lc = np.empty(3)
+    rc = np.empty(3)
+    slope = np.empty(3)
+    cands = np.empty(1024, dtype=np.int32)
+    used = 0
+    for i0 in range(g):
+        for i1 in range(g):
+            for i2 in range(g):
+                for corner in range(8):
+                    x0 = lin[i0 + (corner & 1)]
+                    x1 = lin[i1 + ((corner >> 1) & 1)]
+                    x2 = lin[i2 + (corner >> 2)]
+                    for i in range(3):
+                        cone[corner, i] = m1[i, 0] * x0 + m1[i, 1] * x1 + m1[i, 2] * x2
+                        root[corner, i] = np.cbrt(cone[corner, i])
+                    q0 = m2[0, 0] * root[corner, 0] + m2[0, 1] * root[corner, 1] + m2[0, 2] * root[corner, 2]
+                    q1 = m2[1, 0] * root[corner, 0] + m2[1, 1] * root[corner, 1] + m2[1, 2] * root[corner, 2]
+                    q2 = m2[2, 0] * root[corner, 0] + m2[2, 1] * root[corner, 1] + m2[2, 2] * root[corner, 2]
+                    best = 0
+                    for k in range(n):
+                        d = (q0 - pal_lab[k, 0]) ** 2 + (q1 - pal_lab[k, 1]) ** 2 + (q2 - pal_lab[k, 2]) ** 2
+                        dist[corner, k] = d
+                        if d < dist[corner, best]:
+                            best = k
+                    near[corner] = best
+                c0 = 0.5 * (lin[i0] + lin[i0 + 1])
+                c1 = 0.5 * (lin[i1] + lin[i1 + 1])
+                c2 = 0.5 * (lin[i2] + lin[i2 + 1])
+                for i in range(3):
+                    lc[i] = m1[i, 0] * c0 + m1[i, 1] * c1 + m1[i, 2] * c2
+                    rc[i] = np.cbrt(lc[i])
+                    slope[i] = 1.0 / (3.0 * rc[i] * rc[i])
+                for k in range(n):
+                    keep[k] = True
+                    for t in range(8):
+                        a = near[t]
+                        if a == k:
+                            break
+                        u0 = 2.0 * (m2[0, 0] * (pal_lab[a, 0] - pal_lab[k, 0]) + m2[1, 0] * (pal_lab[a, 1] - pal_lab[k, 1])
+                                    + m2[2, 0] * (pal_lab[a, 2] - pal_lab[k, 2]))
+                        u1 = 2.0 * (m2[0, 1] * (pal_lab[a, 0] - pal_lab[k, 0]) + m2[1, 1] * (pal_lab[a, 1] - pal_lab[k, 1])
+                                    + m2[2, 1] * (pal_lab[a, 2] - pal_lab[k, 2]))
+                        u2 = 2.0 * (m2[0, 2] * (pal_lab[a, 0] - pal_lab[k, 0]) + m2[1, 2] * (pal_lab[a, 1] - pal_lab[k, 1])
+                                    + m2[2, 2] * (pal_lab[a, 2] - pal_lab[k, 2]))
+                        const = norm[k] - norm[a]
+                        beaten = True
+                        for corner in range(8):
+                            s = const
+                            for i, u in ((0, u0), (1, u1), (2, u2)):
+                                if u >= 0.0:
+                                    s += u * root[corner, i]
+                                else:
+                                    s += u * (rc[i] + slope[i] * (cone[corner, i] - lc[i]))
+                            if s <= 1e-9:
+                                beaten = False
+                                break
+                        if beaten:
+                            keep[k] = False
+                            break
+                cands, used = _pack(keep, n, (i0 << (2 * gbits)) | (i1 << gbits) | i2, info, moff, cands, used)
+    return cands[:used].copy()
+
+
+def cell_table(pal: np.ndarray, use_lab: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Candidate table for the compiled loops: ``(info, moff, cands, gbits)``.
+
+    ``info [8^gbits]`` holds the palette index of a cell with a single candidate, else the dtype's largest
+    value; then ``cands[moff[cell]]`` is the count and the candidates follow (in palette order). ``info`` is
+    uint8 for palettes of up to 254 colours so that it stays in the L1/L2 cache: its load sits on the
+    error-diffusion loop's critical path (every pixel waits for the previous pixel's colour).
+    """
     from . import color
 
-    cells = np.arange(GRID**3)
-    coords = np.stack([cells >> 10, (cells >> 5) & 31, cells & 31], axis=1).astype(np.float64) * _CELL
-    lo, hi = coords, np.minimum(coords + _CELL, 255.0)
-    pal_f = pal.astype(np.float64)
+    pal = np.ascontiguousarray(pal, dtype=np.uint8)
+    n = len(pal)
+    gbits = 6 if not use_lab and n <= RGB_FINE_MAX_COLOURS else 5
+    dtype = np.uint8 if n < 255 else np.uint16 if n < 65535 else np.int64
+    info = np.empty(1 << (3 * gbits), dtype=dtype)
+    moff = np.zeros(1 << (3 * gbits), dtype=np.int32)
     if use_lab:
-        # Every entry of M1 is positive and cbrt is increasing, so a cell maps into the box spanned by its two
-        # extreme corners in cube-rooted cone space, and from there linearly (M2) onto a parallelepiped in
-        # OKLab. The farthest point of that convex set from a colour is one of its 8 corners (exact upper
-        # bound); the set lies both in the ball around its centre through its farthest corner and in the
-        # axis-aligned box around its corners (two lower bounds, the larger is used).
-        c_lo = np.cbrt(color.srgb_to_linear(lo / 255.0) @ color.M1.T)
-        c_hi = np.cbrt(color.srgb_to_linear(hi / 255.0) @ color.M1.T)
-        pal_f = color.srgb_u8_to_oklab(pal)
-        corners = np.stack(
-            [np.where(np.array([(i >> j) & 1 for j in range(3)], bool), c_hi, c_lo) for i in range(8)], axis=1
-        ) @ color.M2.T  # [cells, 8, 3]
-        centre = corners.mean(axis=1)
-        radius = np.sqrt(((corners - centre[:, None, :]) ** 2).sum(-1).max(axis=1))
-        lo, hi = corners.min(axis=1), corners.max(axis=1)  # axis-aligned box around it: a second lower bound
-    starts = np.zeros(len(cells) + 1, dtype=np.int64)
-    lists = []
-    step = max(256, (1 << 18) // len(pal))
-    for s in range(0, len(cells), step):
-        sl = slice(s, s + step)
-        if use_lab:
-            dc = np.sqrt(((centre[sl, None, :] - pal_f[None]) ** 2).sum(-1))
-            near = np.maximum(np.maximum(dc - radius[sl, None], 0.0) ** 2, _box_bounds(lo[sl], hi[sl], pal_f)[0])
-            far = ((corners[sl, :, None, :] - pal_f[None, None]) ** 2).sum(-1).max(axis=1)
-        else:
-            near, far = _box_bounds(lo[sl], hi[sl], pal_f)
-        # small slack so rounding in the bounds can never drop the true nearest colour
-        keep = near <= far.min(axis=1, keepdims=True) * (1 + 1e-9) + 1e-12
-        counts = keep.sum(axis=1)
-        starts[s + 1 : s + 1 + len(counts)] = counts
-        lists.append(np.nonzero(keep)[1])
-    np.cumsum(starts, out=starts)
-    return starts, np.concatenate(lists).astype(np.int64)
+        lut = color.linear_lut(color.LUT_STEPS)
+        cands = _build_lab(color.srgb_u8_to_oklab(pal), lut, float(color.LUT_STEPS), color.M1, color.M2, gbits,
+                           info, moff)
+    else:
+        cands = _build_rgb(pal, gbits, info, moff)
+    return info, moff, cands, gbits
 
 
 # ---------------------------------------------------------------------------------------------------------
 # compiled loops. ``pal_cmp`` holds the palette in the distance space (sRGB 0..255 or OKLab); for OKLab
-# (``nearest_lab``) each dithered sRGB value is converted with a linear-light table (``lut``, ``steps`` entries per
-# code value, linearly interpolated) and the OKLab matrices ``m1``/``m2``.
+# each dithered sRGB value is converted with a linear-light table (``lut``, ``steps`` entries per code value,
+# linearly interpolated) and the OKLab matrices ``m1``/``m2``. A cell with one candidate is decided by one
+# table load; only the other cells call a search (``_search_rgb``/``_search_lab``, kept out of line: inlined
+# search code, or a nearest-colour helper inlined with numba's ``inline="always"``, made the common path
+# several times slower). The loops take ``use_lab`` as a plain flag rather than a function argument because
+# numba does not reuse its on-disk cache for functions that take other functions.
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -222,10 +372,21 @@ def _linear(v, lut, steps):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _search(q0, q1, q2, s0, s1, pal_cmp, cands):
-    best = cands[s0]
+def _cell(r, g, b, gbits):
+    # Cell of the clamped value, computed from the unclamped one: truncating first and clamping the integer
+    # gives the same cell (int(clamp(t)) == clamp(int(t))) and keeps the float clamp off the critical path.
+    sh = 8 - gbits
+    ir = min(max(int(r), 0), 255) >> sh
+    ig = min(max(int(g), 0), 255) >> sh
+    ib = min(max(int(b), 0), 255) >> sh
+    return (ir << (2 * gbits)) | (ig << gbits) | ib
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _best(s, q0, q1, q2, pal_cmp, cands):
+    best = cands[s + 1]
     best_d = np.inf
-    for j in range(s0, s1):
+    for j in range(s + 1, s + 1 + cands[s]):
         k = cands[j]
         d0 = q0 - pal_cmp[k, 0]
         d1 = q1 - pal_cmp[k, 1]
@@ -235,29 +396,16 @@ def _search(q0, q1, q2, s0, s1, pal_cmp, cands):
         if d < best_d:
             best_d = d
             best = k
-    return best
-
-
-# Two separate (not inlined) nearest-colour functions: with the OKLab code inlined into one shared function
-# the RGB loops ran about four times slower. The loops pick one by flag rather than taking the function as an
-# argument, because numba does not reuse its on-disk cache for functions that take other functions.
-@numba.njit(cache=True, nogil=True)
-def nearest_rgb(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2):
-    cell = (int(r) >> 3) << 10 | (int(g) >> 3) << 5 | (int(b) >> 3)
-    s0 = starts[cell]
-    s1 = starts[cell + 1]
-    if s1 - s0 == 1:
-        return cands[s0]
-    return _search(r, g, b, s0, s1, pal_cmp, cands)
+    return np.int64(best)
 
 
 @numba.njit(cache=True, nogil=True)
-def nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2):
-    cell = (int(r) >> 3) << 10 | (int(g) >> 3) << 5 | (int(b) >> 3)
-    s0 = starts[cell]
-    s1 = starts[cell + 1]
-    if s1 - s0 == 1:
-        return cands[s0]
+def _search_rgb(s, r, g, b, pal_cmp, cands):
+    return _best(s, np.float64(r), np.float64(g), np.float64(b), pal_cmp, cands)
+
+
+@numba.njit(cache=True, nogil=True)
+def _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2):
     lr = _linear(r, lut, steps)
     lg = _linear(g, lut, steps)
     lb = _linear(b, lut, steps)
@@ -267,22 +415,87 @@ def nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2):
     q0 = m2[0, 0] * l_ + m2[0, 1] * m_ + m2[0, 2] * s_
     q1 = m2[1, 0] * l_ + m2[1, 1] * m_ + m2[1, 2] * s_
     q2 = m2[2, 0] * l_ + m2[2, 1] * m_ + m2[2, 2] * s_
-    return _search(q0, q1, q2, s0, s1, pal_cmp, cands)
+    return _best(s, q0, q1, q2, pal_cmp, cands)
 
 
 @numba.njit(cache=True, nogil=True)
-def error_diffuse(
-    use_lab, src, alpha_threshold, pal_rgb, pal_cmp, lut, steps, m1, m2, starts, cands, dxs, dys, ws, serpentine,
+def _floyd_steinberg(
+    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, ws, serpentine,
     table, out_idx, out_img,
 ):
-    """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) into palette indices and the output image.
-
-    ``ws`` are tap weights already multiplied by the kernel's diffused fraction and the strength. ``table``
-    (uint8 [N+1, C]) gives each index's output pixel. Pixels with alpha below ``alpha_threshold`` get index N
-    and neither take nor pass on error.
-    """
+    # Floyd-Steinberg only: the error for the right neighbour stays in locals and the next row's in a second
+    # buffer, so each pixel does 3 buffer updates instead of 4 generic taps. The float32 operations and their
+    # order per buffer cell are those of ``_diffuse``, so both give the same pixels.
     h, w, ch = src.shape
-    n = pal_rgb.shape[0]
+    n = prc.shape[0]
+    w_r, w_bl, w_b, w_br = ws[0], ws[1], ws[2], ws[3]
+    zero = np.float32(0.0)
+    top = np.float32(255.0)
+    cur = np.zeros((w + 2) * 3, dtype=np.float32)
+    nxt = np.zeros((w + 2) * 3, dtype=np.float32)
+    for y in range(h):
+        reverse = serpentine and (y & 1) == 1
+        step = -1 if reverse else 1
+        x = w - 1 if reverse else 0
+        rr = zero
+        rg = zero
+        rb = zero
+        for _ in range(w):
+            if ch == 4 and src[y, x, 3] < alpha_threshold:
+                out_idx[y, x] = n
+                for c in range(ch):
+                    out_img[y, x, c] = table[n, c]
+                rr = zero
+                rg = zero
+                rb = zero
+                x += step
+                continue
+            o = (x + 1) * 3
+            tr = np.float32(src[y, x, 0]) + (cur[o] + rr)
+            tg = np.float32(src[y, x, 1]) + (cur[o + 1] + rg)
+            tb = np.float32(src[y, x, 2]) + (cur[o + 2] + rb)
+            # clamping keeps runaway error from smearing across flat areas (Pillow's CLIP8 does the same)
+            r = min(max(tr, zero), top)
+            g = min(max(tg, zero), top)
+            b = min(max(tb, zero), top)
+            cell = _cell(tr, tg, tb, gbits)
+            k = np.int64(info[cell])
+            if k >= n:
+                k = _search_lab(moff[cell], r, g, b, pal_cmp, cands, lut, steps, m1, m2) if use_lab else _search_rgb(
+                    moff[cell], r, g, b, pal_cmp, cands
+                )
+            out_idx[y, x] = k
+            for c in range(ch):
+                out_img[y, x, c] = table[k, c]
+            er = r - prc[k, 0]
+            eg = g - prc[k, 1]
+            eb = b - prc[k, 2]
+            rr = er * w_r
+            rg = eg * w_r
+            rb = eb * w_r
+            ob = o - 3 * step  # below-left in scan direction
+            nxt[ob] += er * w_bl
+            nxt[ob + 1] += eg * w_bl
+            nxt[ob + 2] += eb * w_bl
+            nxt[o] += er * w_b
+            nxt[o + 1] += eg * w_b
+            nxt[o + 2] += eb * w_b
+            of = o + 3 * step  # below-right
+            nxt[of] += er * w_br
+            nxt[of + 1] += eg * w_br
+            nxt[of + 2] += eb * w_br
+            x += step
+        cur, nxt = nxt, cur
+        nxt[:] = zero
+
+
+@numba.njit(cache=True, nogil=True)
+def _diffuse(
+    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, dxs, dys, ws, serpentine,
+    table, out_idx, out_img,
+):
+    h, w, ch = src.shape
+    n = prc.shape[0]
     ntap = dxs.shape[0]
     rows = 1
     for t in range(ntap):
@@ -291,10 +504,8 @@ def error_diffuse(
     stride = (w + 2 * pad) * 3
     err = np.zeros(rows * stride, dtype=np.float32)
     tap = np.empty(ntap, dtype=np.int64)
-    prc = np.empty((n, 3), dtype=np.float32)
-    for k in range(n):
-        for c in range(3):
-            prc[k, c] = pal_rgb[k, c]
+    zero = np.float32(0.0)
+    top = np.float32(255.0)
     for y in range(h):
         base = (y % rows) * stride
         reverse = serpentine and (y & 1) == 1
@@ -310,14 +521,18 @@ def error_diffuse(
                     out_img[y, x, c] = table[n, c]
                 continue
             o = (x + pad) * 3
-            # clamping keeps runaway error from smearing across flat areas (Pillow's CLIP8 does the same)
-            r = min(max(np.float32(src[y, x, 0]) + err[base + o], np.float32(0.0)), np.float32(255.0))
-            g = min(max(np.float32(src[y, x, 1]) + err[base + o + 1], np.float32(0.0)), np.float32(255.0))
-            b = min(max(np.float32(src[y, x, 2]) + err[base + o + 2], np.float32(0.0)), np.float32(255.0))
-            if use_lab:
-                k = nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
-            else:
-                k = nearest_rgb(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
+            tr = np.float32(src[y, x, 0]) + err[base + o]
+            tg = np.float32(src[y, x, 1]) + err[base + o + 1]
+            tb = np.float32(src[y, x, 2]) + err[base + o + 2]
+            r = min(max(tr, zero), top)
+            g = min(max(tg, zero), top)
+            b = min(max(tb, zero), top)
+            cell = _cell(tr, tg, tb, gbits)
+            k = np.int64(info[cell])
+            if k >= n:
+                k = _search_lab(moff[cell], r, g, b, pal_cmp, cands, lut, steps, m1, m2) if use_lab else _search_rgb(
+                    moff[cell], r, g, b, pal_cmp, cands
+                )
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
@@ -330,15 +545,11 @@ def error_diffuse(
                 err[q] += er * wt
                 err[q + 1] += eg * wt
                 err[q + 2] += eb * wt
-        err[base : base + stride] = 0.0
+        err[base : base + stride] = zero
 
 
 @numba.njit(cache=True, nogil=True)
-def ordered_dither(
-    use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, starts, cands, offsets, table, out_idx, out_img
-):
-    """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
-    each pixel to the palette."""
+def _ordered(use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img):
     h, w, ch = src.shape
     n = pal_cmp.shape[0]
     mh, mw = offsets.shape
@@ -348,13 +559,56 @@ def ordered_dither(
             k = n
             if ch == 3 or src[y, x, 3] >= alpha_threshold:
                 o = row[x & (mw - 1)]
-                r = min(max(src[y, x, 0] + o, 0.0), 255.0)
-                g = min(max(src[y, x, 1] + o, 0.0), 255.0)
-                b = min(max(src[y, x, 2] + o, 0.0), 255.0)
-                if use_lab:
-                    k = nearest_lab(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
-                else:
-                    k = nearest_rgb(r, g, b, pal_cmp, starts, cands, lut, steps, m1, m2)
+                tr = src[y, x, 0] + o
+                tg = src[y, x, 1] + o
+                tb = src[y, x, 2] + o
+                r = min(max(tr, 0.0), 255.0)
+                g = min(max(tg, 0.0), 255.0)
+                b = min(max(tb, 0.0), 255.0)
+                cell = _cell(tr, tg, tb, gbits)
+                k = np.int64(info[cell])
+                if k >= n:
+                    k = _search_lab(moff[cell], r, g, b, pal_cmp, cands, lut, steps, m1, m2) if use_lab else _search_rgb(
+                        moff[cell], r, g, b, pal_cmp, cands
+                    )
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
+
+
+def error_diffuse(
+    use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_rgb: np.ndarray, pal_cmp: np.ndarray,
+    lut: np.ndarray, steps: float, m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int,
+    kernel: ErrorKernel, strength: float, serpentine: bool, table: np.ndarray, out_idx: np.ndarray,
+    out_img: np.ndarray,
+) -> None:
+    """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) into palette indices and the output image.
+
+    Tap weights are the kernel's shares times its diffused fraction and ``strength``. ``table`` (uint8
+    [N+1, C]) gives each index's output pixel. Pixels with alpha below ``alpha_threshold`` get index N and
+    neither take nor pass on error.
+    """
+    ws = (kernel.weights * (kernel.diffused * strength)).astype(np.float32)
+    prc = pal_rgb.astype(np.float32)
+    common = (src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits)
+    if kernel.name == "floyd-steinberg":
+        # the specialised loop takes the weights as right, below-left, below, below-right
+        at = {(dx, dy): i for i, (dx, dy, _) in enumerate(kernel.taps)}
+        ws_fs = ws[[at[(1, 0)], at[(-1, 1)], at[(0, 1)], at[(1, 1)]]]
+        _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img)
+    else:
+        dxs = np.array([t[0] for t in kernel.taps], dtype=np.int64)
+        dys = np.array([t[1] for t in kernel.taps], dtype=np.int64)
+        _diffuse(use_lab, *common, dxs, dys, ws, serpentine, table, out_idx, out_img)
+
+
+def ordered_dither(
+    use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_cmp: np.ndarray, lut: np.ndarray, steps: float,
+    m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int, offsets: np.ndarray, table: np.ndarray,
+    out_idx: np.ndarray, out_img: np.ndarray,
+) -> None:
+    """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
+    each pixel to the palette."""
+    _ordered(
+        use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img
+    )

@@ -38,9 +38,9 @@ def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _candidates(pal_bytes: bytes, use_lab: bool) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(pal_bytes: bytes, use_lab: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # keyed on the colour bytes so repeated calls with one palette (every image of a batch) build it once
-    return _dither.candidate_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab)
+    return _dither.cell_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab)
 
 
 def ordered_spread(pal: np.ndarray) -> float:
@@ -113,13 +113,9 @@ def quantize(
         image = np.empty_like(src)
         args = (_LUT, float(color.LUT_STEPS), color.M1, color.M2, *_candidates(pal.tobytes(), use_lab))
         if dither in _dither.ERROR_KERNELS:
-            k = _dither.ERROR_KERNELS[dither]
-            dxs = np.array([t[0] for t in k.taps], dtype=np.int64)
-            dys = np.array([t[1] for t in k.taps], dtype=np.int64)
-            ws = (k.weights * (k.diffused * strength)).astype(np.float32)
             _dither.error_diffuse(
-                use_lab, src, thr, pal.astype(np.float64), pal_cmp, *args, dxs, dys, ws, bool(serpentine),
-                table, indices, image,
+                use_lab, src, thr, pal, pal_cmp, *args, _dither.ERROR_KERNELS[dither], strength,
+                bool(serpentine), table, indices, image,
             )
         else:
             offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
