@@ -327,19 +327,22 @@ def _build_lab(pal_lab, lut, steps, m1, m2, gbits, info, moff):
     return cands[:used].copy()
 
 
-def cell_table(pal: np.ndarray, use_lab: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Candidate table for the compiled loops: ``(info, moff, cands, gbits)``.
+def cell_table(pal: np.ndarray, use_lab: bool, gbits: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Candidate table for the compiled loops: ``(info, moff, cands, gbits)`` for cells of 2^(8-gbits) code values.
 
     ``info [8^gbits]`` holds the palette index of a cell with a single candidate, else the dtype's largest
     value; then ``cands[moff[cell]]`` is the count and the candidates follow (in palette order). ``info`` is
-    uint8 for palettes of up to 254 colours so that it stays in the L1/L2 cache: its load sits on the
-    error-diffusion loop's critical path (every pixel waits for the previous pixel's colour).
+    uint8 for palettes of up to 254 colours. ``gbits`` None picks 6 (64^3 cells, fewer cells with several
+    candidates) for sRGB palettes of up to ``RGB_FINE_MAX_COLOURS`` colours, else 5 (building costs cells x
+    colours). Error diffusion asks for 5 itself: its loop waits on each table load (the next pixel needs this
+    pixel's colour), and the 32 KiB uint8 table stays in the L1 cache where the 256 KiB one does not.
     """
     from . import color
 
     pal = np.ascontiguousarray(pal, dtype=np.uint8)
     n = len(pal)
-    gbits = 6 if not use_lab and n <= RGB_FINE_MAX_COLOURS else 5
+    if gbits is None:
+        gbits = 6 if not use_lab and n <= RGB_FINE_MAX_COLOURS else 5
     dtype = np.uint8 if n < 255 else np.uint16 if n < 65535 else np.int64
     info = np.empty(1 << (3 * gbits), dtype=dtype)
     moff = np.zeros(1 << (3 * gbits), dtype=np.int32)
@@ -421,11 +424,12 @@ def _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2):
 @numba.njit(cache=True, nogil=True)
 def _floyd_steinberg(
     use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, ws, serpentine,
-    table, out_idx, out_img,
+    table, out_idx, out_img, used,
 ):
-    # Floyd-Steinberg only: the error for the right neighbour stays in locals and the next row's in a second
-    # buffer, so each pixel does 3 buffer updates instead of 4 generic taps. The float32 operations and their
-    # order per buffer cell are those of ``_diffuse``, so both give the same pixels.
+    # Floyd-Steinberg only. The error for the right neighbour stays in locals, and so do the two next-row
+    # cells still collecting error (a0: below-left of the next pixel, a1: below it): each next-row cell is
+    # written once, when complete. Every cell still sums the same float32 terms in the same order as
+    # ``_diffuse`` (previous row left to right, then the right neighbour), so both give the same pixels.
     h, w, ch = src.shape
     n = prc.shape[0]
     w_r, w_bl, w_b, w_br = ws[0], ws[1], ws[2], ws[3]
@@ -437,20 +441,25 @@ def _floyd_steinberg(
         reverse = serpentine and (y & 1) == 1
         step = -1 if reverse else 1
         x = w - 1 if reverse else 0
-        rr = zero
-        rg = zero
-        rb = zero
+        rr = rg = rb = zero
+        a0r = a0g = a0b = zero
+        a1r = a1g = a1b = zero
         for _ in range(w):
+            o = (x + 1) * 3
+            ob = o - 3 * step  # below-left in scan direction: complete after this pixel
             if ch == 4 and src[y, x, 3] < alpha_threshold:
+                # transparent: takes and passes on no error
                 out_idx[y, x] = n
                 for c in range(ch):
                     out_img[y, x, c] = table[n, c]
-                rr = zero
-                rg = zero
-                rb = zero
+                used[n] = 1
+                nxt[ob] = a0r
+                nxt[ob + 1] = a0g
+                nxt[ob + 2] = a0b
+                a0r, a0g, a0b = a1r, a1g, a1b
+                a1r = a1g = a1b = rr = rg = rb = zero
                 x += step
                 continue
-            o = (x + 1) * 3
             tr = np.float32(src[y, x, 0]) + (cur[o] + rr)
             tg = np.float32(src[y, x, 1]) + (cur[o + 1] + rg)
             tb = np.float32(src[y, x, 2]) + (cur[o + 2] + rb)
@@ -465,34 +474,39 @@ def _floyd_steinberg(
                     moff[cell], r, g, b, pal_cmp, cands
                 )
             out_idx[y, x] = k
-            for c in range(ch):
-                out_img[y, x, c] = table[k, c]
+            out_img[y, x, 0] = table[k, 0]
+            out_img[y, x, 1] = table[k, 1]
+            out_img[y, x, 2] = table[k, 2]
+            if ch == 4:
+                out_img[y, x, 3] = table[k, 3]
+            used[k] = 1
             er = r - prc[k, 0]
             eg = g - prc[k, 1]
             eb = b - prc[k, 2]
             rr = er * w_r
             rg = eg * w_r
             rb = eb * w_r
-            ob = o - 3 * step  # below-left in scan direction
-            nxt[ob] += er * w_bl
-            nxt[ob + 1] += eg * w_bl
-            nxt[ob + 2] += eb * w_bl
-            nxt[o] += er * w_b
-            nxt[o + 1] += eg * w_b
-            nxt[o + 2] += eb * w_b
-            of = o + 3 * step  # below-right
-            nxt[of] += er * w_br
-            nxt[of + 1] += eg * w_br
-            nxt[of + 2] += eb * w_br
+            nxt[ob] = a0r + er * w_bl
+            nxt[ob + 1] = a0g + eg * w_bl
+            nxt[ob + 2] = a0b + eb * w_bl
+            a0r = a1r + er * w_b
+            a0g = a1g + eg * w_b
+            a0b = a1b + eb * w_b
+            a1r = er * w_br
+            a1g = eg * w_br
+            a1b = eb * w_br
             x += step
+        o = (x - step + 1) * 3  # last pixel of the row: its own next-row cell is complete now
+        nxt[o] = a0r
+        nxt[o + 1] = a0g
+        nxt[o + 2] = a0b
         cur, nxt = nxt, cur
-        nxt[:] = zero
 
 
 @numba.njit(cache=True, nogil=True)
 def _diffuse(
     use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, dxs, dys, ws, serpentine,
-    table, out_idx, out_img,
+    table, out_idx, out_img, used,
 ):
     h, w, ch = src.shape
     n = prc.shape[0]
@@ -519,6 +533,7 @@ def _diffuse(
                 out_idx[y, x] = n
                 for c in range(ch):
                     out_img[y, x, c] = table[n, c]
+                used[n] = 1
                 continue
             o = (x + pad) * 3
             tr = np.float32(src[y, x, 0]) + err[base + o]
@@ -536,6 +551,7 @@ def _diffuse(
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
+            used[k] = 1
             er = r - prc[k, 0]
             eg = g - prc[k, 1]
             eb = b - prc[k, 2]
@@ -549,7 +565,10 @@ def _diffuse(
 
 
 @numba.njit(cache=True, nogil=True)
-def _ordered(use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img):
+def _ordered(
+    use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img,
+    used,
+):
     h, w, ch = src.shape
     n = pal_cmp.shape[0]
     mh, mw = offsets.shape
@@ -574,19 +593,20 @@ def _ordered(use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, m
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
+            used[k] = 1
 
 
 def error_diffuse(
     use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_rgb: np.ndarray, pal_cmp: np.ndarray,
     lut: np.ndarray, steps: float, m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int,
     kernel: ErrorKernel, strength: float, serpentine: bool, table: np.ndarray, out_idx: np.ndarray,
-    out_img: np.ndarray,
+    out_img: np.ndarray, used: np.ndarray,
 ) -> None:
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) into palette indices and the output image.
 
     Tap weights are the kernel's shares times its diffused fraction and ``strength``. ``table`` (uint8
     [N+1, C]) gives each index's output pixel. Pixels with alpha below ``alpha_threshold`` get index N and
-    neither take nor pass on error.
+    neither take nor pass on error. ``used`` (uint8 [N+1]) gets a 1 for every index written.
     """
     ws = (kernel.weights * (kernel.diffused * strength)).astype(np.float32)
     prc = pal_rgb.astype(np.float32)
@@ -595,20 +615,21 @@ def error_diffuse(
         # the specialised loop takes the weights as right, below-left, below, below-right
         at = {(dx, dy): i for i, (dx, dy, _) in enumerate(kernel.taps)}
         ws_fs = ws[[at[(1, 0)], at[(-1, 1)], at[(0, 1)], at[(1, 1)]]]
-        _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img)
+        _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img, used)
     else:
         dxs = np.array([t[0] for t in kernel.taps], dtype=np.int64)
         dys = np.array([t[1] for t in kernel.taps], dtype=np.int64)
-        _diffuse(use_lab, *common, dxs, dys, ws, serpentine, table, out_idx, out_img)
+        _diffuse(use_lab, *common, dxs, dys, ws, serpentine, table, out_idx, out_img, used)
 
 
 def ordered_dither(
     use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_cmp: np.ndarray, lut: np.ndarray, steps: float,
-    m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int, offsets: np.ndarray, table: np.ndarray,
-    out_idx: np.ndarray, out_img: np.ndarray,
+    m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int,
+    offsets: np.ndarray, table: np.ndarray, out_idx: np.ndarray, out_img: np.ndarray, used: np.ndarray,
 ) -> None:
     """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
     each pixel to the palette."""
     _ordered(
-        use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img
+        use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img,
+        used,
     )

@@ -13,12 +13,13 @@ import numpy as np
 
 from . import color
 from . import dither as _dither
-from .palette import Palette, nearest_indices
+from .palette import Palette
 
 DITHER_METHODS: list[str] = ["none", *_dither.ERROR_KERNELS, *_dither.ORDERED_METHODS]
 DISTANCES: tuple[str, ...] = ("oklab", "rgb")
 
 _LUT = color.linear_lut(color.LUT_STEPS)
+_ZERO_OFFSET = np.zeros((1, 1), dtype=np.float64)
 
 
 @dataclass
@@ -38,9 +39,10 @@ def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _candidates(pal_bytes: bytes, use_lab: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _candidates(pal_bytes: bytes, use_lab: bool, sequential: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     # keyed on the colour bytes so repeated calls with one palette (every image of a batch) build it once
-    return _dither.cell_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab)
+    pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
+    return _dither.cell_table(pal, use_lab, 5 if sequential else None)
 
 
 def ordered_spread(pal: np.ndarray) -> float:
@@ -101,28 +103,24 @@ def quantize(
     if has_alpha:
         table[:n, 3] = 255
 
+    indices = np.empty((h, w), dtype=idx_dtype)
+    image = np.empty_like(src)
+    used = np.zeros(n + 1, dtype=np.uint8)  # the loops mark each index they write (cheaper than a bincount)
+    diffuse = dither in _dither.ERROR_KERNELS and strength > 0.0
+    args = (_LUT, float(color.LUT_STEPS), color.M1, color.M2, *_candidates(pal.tobytes(), use_lab, diffuse))
     if dither == "none" or strength == 0.0:
-        rgb = src[..., :3].reshape(-1, 3)
-        pts = color.srgb_u8_to_oklab(rgb) if use_lab else rgb
-        indices = nearest_indices(pts, pal_cmp).astype(idx_dtype).reshape(h, w)
-        if has_alpha:
-            indices[src[..., 3] < thr] = n
-        image = table[indices]
+        # the ordered loop with a zero offset: each pixel's exact nearest colour through the same cell table
+        _dither.ordered_dither(use_lab, src, thr, pal_cmp, *args, _ZERO_OFFSET, table, indices, image, used)
     else:
-        indices = np.empty((h, w), dtype=idx_dtype)
-        image = np.empty_like(src)
-        args = (_LUT, float(color.LUT_STEPS), color.M1, color.M2, *_candidates(pal.tobytes(), use_lab))
-        if dither in _dither.ERROR_KERNELS:
+        if diffuse:
             _dither.error_diffuse(
                 use_lab, src, thr, pal, pal_cmp, *args, _dither.ERROR_KERNELS[dither], strength,
-                bool(serpentine), table, indices, image,
+                bool(serpentine), table, indices, image, used,
             )
         else:
             offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
             _dither.ordered_dither(
-                use_lab, src, thr, pal_cmp, *args, np.ascontiguousarray(offsets), table, indices, image
+                use_lab, src, thr, pal_cmp, *args, np.ascontiguousarray(offsets), table, indices, image, used
             )
-
-    counts = np.bincount(indices.ravel(), minlength=n + 1)[:n]
-    return QuantizeResult(image=image, indices=indices, colors_used=int(np.count_nonzero(counts)))
+    return QuantizeResult(image=image, indices=indices, colors_used=int(np.count_nonzero(used[:n])))
 
