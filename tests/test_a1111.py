@@ -14,63 +14,10 @@ import pytest_asyncio
 import webuiapi
 from PIL import Image
 
-from tests.support.double import ComfyDouble, _Val, object_info_for
+from pixart_nodes.core import rgb565
+from tests.support.double import ComfyDouble, _colour
 
 pytestmark = pytest.mark.asyncio
-
-
-class PicoDouble(ComfyDouble):
-    """The protocol double plus the pack's PixartRGB565 node: its UI value is a frame of the requested size whose
-    bytes encode the frame's width (so the test sees the workflow parameters arrive)."""
-
-    @property
-    def object_info(self) -> dict[str, Any]:
-        info = object_info_for(self.checkpoints, list(self.inputs))
-        info["PixartRGB565"] = {
-            "input": {"required": {
-                "image": ["IMAGE", {}], "width": ["INT", {"default": 240, "min": 1, "max": 4096}],
-                "height": ["INT", {"default": 240, "min": 1, "max": 4096}],
-                "mode": [["stretch", "letterbox", "crop"], {}], "byte_order": [["big", "little"], {}],
-                "invert": ["BOOLEAN", {"default": False}], "dither": ["BOOLEAN", {"default": False}],
-                "save_file": ["BOOLEAN", {"default": True}], "filename_prefix": ["STRING", {"default": "x"}],
-                "background": ["STRING", {"default": "#000000"}],
-                "resample": [["auto", "area", "lanczos", "bilinear", "nearest"], {}]},
-                "optional": {"mask": ["MASK", {}]}},
-            "input_order": {"required": ["image", "width", "height", "mode", "byte_order", "invert", "dither",
-                                         "save_file", "filename_prefix", "background", "resample"],
-                            "optional": ["mask"]},
-            "output": ["STRING", "IMAGE"], "output_is_list": [True, False],
-            "output_name": ["rgb565_base64", "preview"], "name": "PixartRGB565", "display_name": "RGB565",
-            "description": "", "python_module": "custom_nodes.pixart_nodes", "category": "Pixart/RGB565",
-            "output_node": True}
-        return info
-
-    def _evaluate(self, prompt, nid, values):
-        node = prompt[nid]
-        if node["class_type"] == "PixartRGB565":
-            inp = node["inputs"]
-            return (None, _Val("image", int(inp["width"]), int(inp["height"])))
-        return super()._evaluate(prompt, nid, values)
-
-    async def _run_node(self, pid, prompt, nid, values, sid, ui_outputs):
-        node = prompt[nid]
-        if node["class_type"] == "PixartRGB565":
-            inp = node["inputs"]
-            w, h = int(inp["width"]), int(inp["height"])
-            word = w.to_bytes(2, "big" if inp["byte_order"] == "big" else "little")
-            ui_outputs[nid] = {"rgb565_base64": [base64.b64encode(word * (w * h)).decode()]}
-            return
-        await super()._run_node(pid, prompt, nid, values, sid, ui_outputs)
-
-
-@pytest_asyncio.fixture
-async def comfy_double():
-    double = PicoDouble()
-    await double.start()
-    try:
-        yield double
-    finally:
-        await double.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -286,8 +233,15 @@ async def test_pico_comfyui_path_and_mode(bridge_factory, comfy_double, monkeypa
                                                                               "width": 64, "height": 64})
         assert resp.status == 200, await resp.text()
         data = await resp.read()
-        assert len(data) == 128 * 240 * 2 and data[:2] == (128).to_bytes(2, "little")
+        assert len(data) == 128 * 240 * 2
         assert resp.headers["X-Image-Format"] == "rgb565-le" and resp.headers["X-Image-Width"] == "128"
+        # The double ran the pack's real conversion on its picture (the seed's colour below a gradient first
+        # row): unpacked little-endian, the frame shows that colour to 565 precision.
+        last = comfy_double.prompts[-1]
+        seed = next(n for n in last["prompt"].values() if n["class_type"] == "KSampler")["inputs"]["seed"]
+        r, g, b = _colour(seed, last["prompt_id"], 0)
+        frame = rgb565.from_rgb565(data, 128, 240, byte_order="little")
+        assert (frame[20:] == (r & 0xF8, g & 0xFC, b & 0xF8)).all()
     last = comfy_double.prompts[-1].get("prompt", comfy_double.prompts[-1])
     node = next(n for n in last.values() if n["class_type"] == "PixartRGB565")
     assert (node["inputs"]["width"], node["inputs"]["height"], node["inputs"]["byte_order"]) == (128, 240, "little")

@@ -599,3 +599,26 @@ async def test_output_selection_survives_a_restart(make_engine, comfy_double):
     done = await engine2.wait(job.id, timeout=10)
     assert done.status == "completed" and list(done.outputs) == ["small"]
     assert comfy_double.prompts[-1]["partial_execution_targets"] == ["51"]
+
+
+async def test_pack_nodes_run_in_the_double_and_unrequested_rgb565_does_not(make_engine, comfy_double):
+    from pixart_nodes.core import rgb565
+    from tests.support.double import _colour
+
+    engine = await make_engine(workflows=WORKFLOWS)
+    # Every shipped workflow fits the double, except style_transfer (its CLIP-vision/style nodes are not modelled).
+    assert set(engine.backend_states()[0]["workflow_problems"]) <= {"style_transfer"}
+    full = await engine.wait((await engine.submit("axera_txt2img", {"seed": 3, "lcd_width": 40, "lcd_height": 30,
+                                                                    "byte_order": "little"})).id, timeout=20)
+    assert full.status == "completed", full.error
+    assert set(comfy_double.history[full.prompt_id]["outputs"]) == {"2", "4", "5"}
+    frame = base64.b64decode(full.outputs["rgb565"][0])
+    r, g, b = _colour(3, full.prompt_id, 0)  # the double's picture for seed 3, through the pack's real packing
+    assert (rgb565.from_rgb565(frame, 40, 30, byte_order="little")[5:] == (r & 0xF8, g & 0xFC, b & 0xF8)).all()
+
+    some = await engine.wait((await engine.submit("axera_txt2img", {"seed": 3}, outputs=["images", "timings"])).id,
+                             timeout=20)
+    assert some.status == "completed", some.error
+    assert comfy_double.prompts[-1]["partial_execution_targets"] == ["4", "2"]
+    assert set(comfy_double.history[some.prompt_id]["outputs"]) == {"2", "4"}  # PixartRGB565 never ran
+    assert set(some.outputs) == {"images", "timings"} and size_of(engine.read_output(some, "images", 0)) == (512, 512)

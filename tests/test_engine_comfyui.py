@@ -1,6 +1,7 @@
 """The job engine against a real ComfyUI 0.3.64 (tiny random-weight SD1.5, CPU, 64x64, 2 steps).
 
-Also checks that the protocol double's /object_info matches the real one for the nodes it models, and that
+Also checks that the protocol double's /object_info matches the real one for the nodes it models (core, the
+pixel-art workflows' core nodes, and every Pixart pack node), and that
 the editor copies of the core workflows are what the real /object_info produces.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ WORKFLOWS = ROOT / "workflows"
 EDITOR = ROOT / "custom_nodes" / "pixart_nodes" / "example_workflows"
 CORE = ("txt2img", "img2img", "inpaint")
 # Combos filled from folders: their contents differ between servers.
-FILE_LISTS = {("CheckpointLoaderSimple", "ckpt_name"), ("LoadImage", "image"), ("LoadImageMask", "image")}
+FILE_LISTS = {("CheckpointLoaderSimple", "ckpt_name"), ("LoadImage", "image"), ("LoadImageMask", "image"),
+              ("ControlNetLoader", "control_net_name")}
 SMALL = {"prompt": "a red house", "negative_prompt": "blurry", "seed": 1, "steps": 2, "width": 64, "height": 64,
          "checkpoint": TINY_CHECKPOINT}
 

@@ -26,112 +26,15 @@ from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.errors import BridgeError, InvalidParameter
 from bridge.store import check_id
-from pixart_nodes import nodes_palette, nodes_pixelate, nodes_quantize
+from pixart_nodes import nodes_quantize
 from pixart_nodes.core.palette import NAMED_PALETTES, named_palette
-from tests.support.double import ComfyDouble, _node, _Val, object_info_for
+from tests.support.double import ComfyDouble
 
 CHECKPOINT = "tiny_sd15.safetensors"
-CONTROLNET = "tiny_canny.safetensors"
+CONTROLNET = "tiny_canny.safetensors"  # the protocol double's default controlnet file
 STATUS_KEYS = {"id", "status", "progress", "resultDataUrl", "error", "processingTime", "metadata"}
 METADATA_KEYS = {"colorsUsed", "pixelCount", "algorithm", "style", "palette", "dither", "seed", "colors"}
 DITHERS = list(nodes_quantize.qz.DITHER_METHODS)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The protocol double plus the node types the two workflows use
-
-
-def pack_node_info(cls: type, name: str) -> dict[str, Any]:
-    """/object_info entry of a classic node class, the way ComfyUI builds it from INPUT_TYPES."""
-    spec = cls.INPUT_TYPES()
-    as_lists = {section: {k: [v[0], *(v[1:] or [{}])] for k, v in spec.get(section, {}).items()}
-                for section in ("required", "optional")}
-    info = _node(name, cls.CATEGORY, as_lists["required"], list(cls.RETURN_TYPES),
-                 optional=as_lists["optional"] or None, output_names=list(cls.RETURN_NAMES),
-                 output_node=bool(getattr(cls, "OUTPUT_NODE", False)))
-    info["python_module"] = "custom_nodes.pixart_nodes"
-    return info
-
-
-def extra_object_info(controlnets: list[str]) -> dict[str, Any]:
-    """ComfyUI 0.3.64's entries for the core nodes the pixel-art workflows add (checked against a real server in
-    test_pixart_editor_comfyui.py)."""
-    res = 16384
-    return {
-        "InvertMask": _node("InvertMask", "mask", {"mask": ["MASK"]}, ["MASK"]),
-        "EmptyImage": _node("EmptyImage", "image", {
-            "width": ["INT", {"default": 512, "min": 1, "max": res, "step": 1}],
-            "height": ["INT", {"default": 512, "min": 1, "max": res, "step": 1}],
-            "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}],
-            "color": ["INT", {"default": 0, "min": 0, "max": 16777215, "step": 1, "display": "color"}]}, ["IMAGE"]),
-        "ImageCompositeMasked": _node("ImageCompositeMasked", "image", {
-            "destination": ["IMAGE"], "source": ["IMAGE"],
-            "x": ["INT", {"default": 0, "min": 0, "max": res, "step": 1}],
-            "y": ["INT", {"default": 0, "min": 0, "max": res, "step": 1}],
-            "resize_source": ["BOOLEAN", {"default": False}]}, ["IMAGE"], optional={"mask": ["MASK"]}),
-        "Canny": _node("Canny", "image/preprocessors", {
-            "image": ["IMAGE", {}],
-            "low_threshold": ["FLOAT", {"default": 0.4, "min": 0.01, "max": 0.99, "step": 0.01}],
-            "high_threshold": ["FLOAT", {"default": 0.8, "min": 0.01, "max": 0.99, "step": 0.01}]}, ["IMAGE"]),
-        "ControlNetLoader": _node("ControlNetLoader", "loaders", {"control_net_name": [list(controlnets)]},
-                                  ["CONTROL_NET"]),
-        "ControlNetApplyAdvanced": _node("ControlNetApplyAdvanced", "conditioning/controlnet", {
-            "positive": ["CONDITIONING"], "negative": ["CONDITIONING"], "control_net": ["CONTROL_NET"],
-            "image": ["IMAGE"],
-            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}],
-            "start_percent": ["FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}],
-            "end_percent": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}]},
-            ["CONDITIONING", "CONDITIONING"], optional={"vae": ["VAE"]}, output_names=["positive", "negative"]),
-        "PixartPixelate": pack_node_info(nodes_pixelate.PixartPixelate, "PixartPixelate"),
-        "PixartPalette": pack_node_info(nodes_palette.PixartPalette, "PixartPalette"),
-        "PixartQuantize": pack_node_info(nodes_quantize.PixartQuantize, "PixartQuantize"),
-    }
-
-
-class PixelDouble(ComfyDouble):
-    controlnets = [CONTROLNET]
-
-    @property
-    def object_info(self) -> dict[str, Any]:
-        return {**object_info_for(self.checkpoints, list(self.inputs)), **extra_object_info(self.controlnets)}
-
-    def _evaluate(self, prompt, nid, values):
-        node = prompt[nid]
-        cls, inp = node["class_type"], node["inputs"]
-
-        def src(name: str) -> _Val:
-            link = inp[name]
-            return values[link[0]][link[1]]
-
-        if cls == "EmptyImage":
-            return (_Val("image", int(inp["width"]), int(inp["height"])),)
-        if cls == "ImageCompositeMasked":
-            return (src("destination"),)
-        if cls == "InvertMask":
-            return (src("mask"),)
-        if cls == "Canny":
-            return (src("image"),)
-        if cls == "ControlNetApplyAdvanced":
-            return (_Val("conditioning"), _Val("conditioning"))
-        if cls == "PixartPixelate":
-            w, h = int(inp["width"]), int(inp["height"])
-            return (_Val("image", w, h), _Val("mask", w, h))
-        if cls == "PixartPalette":
-            return (_Val("palette"), _Val("image", 16, 16), None)
-        if cls == "PixartQuantize":
-            image = src("image")
-            return (image, _Val("mask", image.width, image.height), None)
-        return super()._evaluate(prompt, nid, values)
-
-
-@pytest_asyncio.fixture
-async def comfy_double():
-    double = PixelDouble()
-    await double.start()
-    try:
-        yield double
-    finally:
-        await double.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,18 @@ in `number` order, caches unchanged nodes between prompts (→ `execution_cached
 sequence as a real run, and really writes PNGs of the size the graph asks for (EmptyLatentImage
 width/height, LoadImage's input size, ImageScale/ResizeAndPadImage targets, batch sizes). Knobs make it
 slow, failing, or dead so cancel, timeout and kill paths can be tested.
+
+Its /object_info also lists the core nodes of the pixel-art workflows and every class of the Pixart pack,
+built from the node classes themselves (`pack_object_info`). Pack nodes run plausibly: sizes from the pack's own
+code (PixartPixelate on a blank image of the input's size), real palettes and AleaArt parameters where no model is
+needed, and PixartRGB565 packs the double's picture with the pack's real conversion, so its bytes are genuine
+(`save_file` is ignored: the double has no output folder).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import heapq
 import io
@@ -22,11 +29,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest_asyncio
 from aiohttp import WSMsgType, web
 from PIL import Image
 
-__all__ = ["ComfyDouble", "comfy_double", "object_info_for", "SAMPLERS", "SCHEDULERS"]
+__all__ = ["ComfyDouble", "comfy_double", "object_info_for", "pack_object_info", "pack_node_info", "SAMPLERS",
+           "SCHEDULERS"]
 
 SAMPLERS = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
             "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
@@ -39,6 +48,7 @@ SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", 
               "kl_optimal"]
 UPSCALE = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 MAX_RES = 16384
+DEFAULT_CONTROLNETS = ["tiny_canny.safetensors"]
 
 
 def _node(name: str, category: str, required: dict[str, Any], outputs: list[str], *, output_node: bool = False,
@@ -59,11 +69,77 @@ def _node(name: str, category: str, required: dict[str, Any], outputs: list[str]
             "python_module": "nodes", "category": category, "output_node": output_node}
 
 
-def object_info_for(checkpoints: list[str], input_files: list[str]) -> dict[str, Any]:
-    """The subset of ComfyUI 0.3.64's /object_info the core workflows use (checked against a real server
-    by tests/test_engine_comfyui.py)."""
+def pack_node_info(name: str, cls: type) -> dict[str, Any]:
+    """The /object_info entry ComfyUI builds for a classic (V1) node class: from INPUT_TYPES, RETURN_TYPES,
+    RETURN_NAMES, OUTPUT_IS_LIST, OUTPUT_NODE, CATEGORY, DESCRIPTION and OUTPUT_TOOLTIPS (server.py node_info)."""
+    spec = cls.INPUT_TYPES()
+    sections = {section: {k: [v[0], *(v[1:2] or [{}])] for k, v in spec.get(section, {}).items()}
+                for section in ("required", "optional", "hidden")}
+    returns = list(cls.RETURN_TYPES)
+    info = _node(name, cls.CATEGORY, sections["required"], returns, optional=sections["optional"] or None,
+                 hidden=sections["hidden"] or None, output_names=list(getattr(cls, "RETURN_NAMES", returns)),
+                 output_node=bool(getattr(cls, "OUTPUT_NODE", False)))
+    info["output_is_list"] = list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(returns)))
+    info["description"] = getattr(cls, "DESCRIPTION", "")
+    info["python_module"] = "custom_nodes.pixart_nodes"
+    if hasattr(cls, "OUTPUT_TOOLTIPS"):
+        info["output_tooltips"] = list(cls.OUTPUT_TOOLTIPS)
+    return info
+
+
+def pack_object_info() -> dict[str, Any]:
+    """Entries for every class of the Pixart node pack (`pixart_nodes.NODE_CLASS_MAPPINGS`)."""
+    import pixart_nodes
+
+    infos = {name: pack_node_info(name, cls) for name, cls in pixart_nodes.NODE_CLASS_MAPPINGS.items()}
+    # Inside ComfyUI a pack node that feeds KSampler returns KSampler's own sampler/scheduler list objects as
+    # output types (nodes_aleaart._ksampler_lists); outside it they fall back to STRING. Report what ComfyUI does.
+    live = {"sampler_name": SAMPLERS, "scheduler": SCHEDULERS}
+    for info in infos.values():
+        info["output"] = [list(live[n]) if t == "STRING" and n in live else t
+                          for t, n in zip(info["output"], info["output_name"])]
+    return infos
+
+
+def object_info_for(checkpoints: list[str], input_files: list[str], controlnets: list[str] | None = None, *,
+                    pack: bool = True) -> dict[str, Any]:
+    """The subset of ComfyUI 0.3.64's /object_info the shipped workflows use (checked against a real server
+    by tests/test_engine_comfyui.py), plus the Pixart pack's nodes unless `pack` is False."""
     files = sorted(input_files)
     hidden_save = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    controlnets = list(DEFAULT_CONTROLNETS if controlnets is None else controlnets)
+    res = MAX_RES
+    editor_nodes = {
+        "InvertMask": _node("InvertMask", "mask", {"mask": ["MASK", {}]}, ["MASK"]),
+        "EmptyImage": _node("EmptyImage", "image", {
+            "width": ["INT", {"default": 512, "min": 1, "max": res, "step": 1}],
+            "height": ["INT", {"default": 512, "min": 1, "max": res, "step": 1}],
+            "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}],
+            "color": ["INT", {"default": 0, "min": 0, "max": 16777215, "step": 1, "display": "color"}]}, ["IMAGE"]),
+        "ImageCompositeMasked": _node("ImageCompositeMasked", "image", {
+            "destination": ["IMAGE", {}], "source": ["IMAGE", {}],
+            "x": ["INT", {"default": 0, "min": 0, "max": res, "step": 1}],
+            "y": ["INT", {"default": 0, "min": 0, "max": res, "step": 1}],
+            "resize_source": ["BOOLEAN", {"default": False}]}, ["IMAGE"], optional={"mask": ["MASK", {}]}),
+        "Canny": _node("Canny", "image/preprocessors", {
+            "image": ["IMAGE", {}],
+            "low_threshold": ["FLOAT", {"default": 0.4, "min": 0.01, "max": 0.99, "step": 0.01}],
+            "high_threshold": ["FLOAT", {"default": 0.8, "min": 0.01, "max": 0.99, "step": 0.01}]}, ["IMAGE"]),
+        "ControlNetLoader": _node("ControlNetLoader", "loaders", {"control_net_name": [controlnets, {}]},
+                                  ["CONTROL_NET"]),
+        "ControlNetApplyAdvanced": _node("ControlNetApplyAdvanced", "conditioning/controlnet", {
+            "positive": ["CONDITIONING", {}], "negative": ["CONDITIONING", {}], "control_net": ["CONTROL_NET", {}],
+            "image": ["IMAGE", {}],
+            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}],
+            "start_percent": ["FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}],
+            "end_percent": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}]},
+            ["CONDITIONING", "CONDITIONING"], optional={"vae": ["VAE", {}]}, output_names=["positive", "negative"]),
+    }
+    return {**_core_object_info(checkpoints, files, hidden_save), **editor_nodes,
+            **(pack_object_info() if pack else {})}
+
+
+def _core_object_info(checkpoints: list[str], files: list[str], hidden_save: dict[str, Any]) -> dict[str, Any]:
     return {
         "CheckpointLoaderSimple": _node("CheckpointLoaderSimple", "loaders",
                                         {"ckpt_name": [list(checkpoints), {"tooltip": "The name of the checkpoint (model) to load."}]},
@@ -126,6 +202,7 @@ class _Val:
     width: int = 0
     height: int = 0
     batch: int = 1
+    data: Any = None  # a real value where the pack's own code made one (a Palette, AleaArt parameters)
 
 
 class _Interrupted(Exception):
@@ -149,6 +226,7 @@ class ComfyDouble:
     drop_final   do not send the final `executing {node: null}` (the engine must fall back to /history)
     lose_images  image output nodes succeed but deliver nothing: no websocket frames, no `images` in /history
     checkpoints  files in models/checkpoints
+    controlnets  files in models/controlnet
     devices      what /system_stats lists under "devices": [{"name", "type"}] (the vram fields are filled in);
                  ComfyUI lists its one torch device, {"name": "cpu", "type": "cpu"} under `--cpu`
     """
@@ -161,6 +239,7 @@ class ComfyDouble:
     lose_images: bool = False
     checkpoints: list[str] = field(default_factory=lambda: ["tiny_sd15.safetensors", "other.safetensors"])
     devices: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "cpu", "type": "cpu"}])
+    controlnets: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLNETS))
     port: int = 0
     # Recorded for assertions:
     prompts: list[dict[str, Any]] = field(default_factory=list)
@@ -185,6 +264,7 @@ class ComfyDouble:
         self._interrupt = False
         self._wake = asyncio.Event()
         self._cache: set[str] = set()
+        self._ui_cache: dict[str, Any] = {}
         self._worker: asyncio.Task[None] | None = None
         self._current_node: str | None = None
 
@@ -194,7 +274,7 @@ class ComfyDouble:
 
     @property
     def object_info(self) -> dict[str, Any]:
-        return object_info_for(self.checkpoints, list(self.inputs))
+        return object_info_for(self.checkpoints, list(self.inputs), self.controlnets)
 
     # ------------------------------------------------------------------ server lifecycle
     async def start(self) -> ComfyDouble:
@@ -566,6 +646,12 @@ class ComfyDouble:
             for nid in needed:
                 values[nid] = self._evaluate(prompt, nid, values)
                 if nid in cached:
+                    # ComfyUI reports a cached node's ui dict again, in `executed` and in /history.
+                    ui = self._ui_cache.get(sigs[nid])
+                    if ui is not None:
+                        ui_outputs[nid] = ui
+                    await self._send("executed", {"node": nid, "display_node": nid, "output": ui,
+                                                  "prompt_id": pid}, sid)
                     continue
                 self._current_node = nid
                 await self._send("executing", {"node": nid, "display_node": nid, "prompt_id": pid}, sid)
@@ -588,6 +674,7 @@ class ComfyDouble:
             self._finish_history(pid, prompt, extra, outputs, ui_outputs, "error", False, messages)
             return
         self._cache = set(sigs.values())
+        self._ui_cache = {sigs[nid]: ui for nid, ui in ui_outputs.items() if nid in sigs}
         self.executed_prompts.append(pid)
         await message("execution_success", {})
         self._finish_history(pid, prompt, extra, outputs, ui_outputs, "success", True, messages)
@@ -620,6 +707,9 @@ class ComfyDouble:
         await asyncio.sleep(self.node_delay)
         if self._interrupt:
             raise _Interrupted()
+        if cls in _pack_classes():
+            self._run_pack(pid, prompt, nid, values, ui_outputs)
+            return
         if cls in ("SaveImage", "PreviewImage", "SaveImageWebsocket"):
             img = _input_val(inputs.get("images"), values)
             if img is None or img.kind != "image":
@@ -688,7 +778,96 @@ class ComfyDouble:
         if cls == "VAEDecode":
             src = get("samples")
             return (_Val("image", src.width, src.height, src.batch),)
+        if cls == "EmptyImage":
+            return (_Val("image", int(inp["width"]), int(inp["height"]), int(inp["batch_size"])),)
+        if cls == "ImageCompositeMasked":
+            return (get("destination"),)
+        if cls in ("InvertMask", "Canny"):
+            return (get("mask" if cls == "InvertMask" else "image"),)
+        if cls == "ControlNetLoader":
+            return (_Val("control_net"),)
+        if cls == "ControlNetApplyAdvanced":
+            return (_Val("conditioning"), _Val("conditioning"))
+        if cls in _pack_classes():
+            try:
+                return self._evaluate_pack(prompt, nid, values)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _NodeFailure(nid, cls, str(exc)) from None
         return (None, None, None)
+
+    def _evaluate_pack(self, prompt: dict[str, Any], nid: str, values: dict[str, Any]) -> tuple[_Val | None, ...]:
+        """Pixart pack nodes: sizes from the pack's own code where it decides them, else from the inputs."""
+        node = prompt[nid]
+        cls, inp = node["class_type"], node["inputs"]
+        node_cls = _pack_classes()[cls]
+        get = lambda name: _input_val(inp.get(name), values)  # noqa: E731
+        if cls == "PixartPixelate":
+            src = get("image")
+            # Run on a blank image of the input's size: the output size is the pack's own arithmetic.
+            import torch
+            blank = torch.zeros((1, src.height, src.width, 3))
+            widgets = {k: v for k, v in inp.items() if k not in ("image", "mask")}
+            out = getattr(node_cls(), node_cls.FUNCTION)(image=blank, **widgets)[0]
+            h, w = int(out.shape[1]), int(out.shape[2])
+            return (_Val("image", w, h, src.batch), _Val("mask", w, h, src.batch))
+        if cls == "PixartPalette" and inp.get("source") in ("named", "hex") \
+                and not any(_is_link(v) for v in inp.values()):
+            palette, swatch, count = getattr(node_cls(), node_cls.FUNCTION)(**inp)
+            return (_Val("palette", data=palette), _Val("image", int(swatch.shape[2]), int(swatch.shape[1])),
+                    _Val("int", data=int(count)))
+        if cls == "PixartAleaArtParams" and not any(_is_link(v) for v in inp.values()):
+            res = getattr(node_cls(), node_cls.FUNCTION)(**inp)
+            return tuple(_Val("value", data=v) for v in res["result"])
+        if cls in ("PixartAxeraTxt2Img", "PixartAxeraImg2Img"):
+            # The LCM SD1.5 UNet works at 512x512 (the Axera models are compiled for that size).
+            src = get("image")
+            batch = int(inp.get("batch_size", 1)) if not _is_link(inp.get("batch_size")) else 1
+            return (_Val("image", 512, 512, src.batch if src else batch), _Val("string"))
+        # Generic: an IMAGE/MASK output has the node's width/height inputs, else its first image's size.
+        src = get("image")
+        w, h = inp.get("width"), inp.get("height")
+        if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
+            size = (w, h)
+        elif src is not None:
+            size = (src.width, src.height)
+        else:
+            size = (512, 512)
+        batch = src.batch if src is not None else 1
+        return tuple(_Val(t.lower(), size[0], size[1], batch) if t in ("IMAGE", "MASK") else _Val(str(t).lower())
+                     for t in node_cls.RETURN_TYPES)
+
+    def _run_pack(self, pid: str, prompt: dict[str, Any], nid: str, values: dict[str, Any],
+                  ui_outputs: dict[str, Any]) -> None:
+        """The ui dicts the pack's nodes report, from the pack's own code where that needs no models."""
+        node = prompt[nid]
+        cls, inp = node["class_type"], node["inputs"]
+        get = lambda name: _input_val(inp.get(name), values)  # noqa: E731
+        if cls == "PixartRGB565":
+            src = get("image")
+            if src is None or src.kind != "image":
+                raise _NodeFailure(nid, cls, "image input is not an IMAGE")
+            from pixart_nodes.core.tensors import uint8_to_image
+            seed = _graph_seed(prompt)
+            pictures = uint8_to_image([_picture(src.width, src.height, _colour(seed, pid, i)) for i in range(src.batch)])
+            widgets = {k: v for k, v in inp.items() if k not in ("image", "mask") and not _is_link(v)}
+            # The double has no output folder, so no .bin files: only the bytes the node reports.
+            widgets["save_file"] = False
+            try:
+                node_cls = _pack_classes()[cls]
+                ui_outputs[nid] = getattr(node_cls(), node_cls.FUNCTION)(image=pictures, **widgets)["ui"]
+            except (ValueError, TypeError) as exc:
+                raise _NodeFailure(nid, cls, str(exc)) from None
+        elif cls == "PixartQuantize":
+            palette = get("palette")
+            image = get("image")
+            n = len(palette.data.colors) if palette is not None and palette.data is not None else 16
+            ui_outputs[nid] = {"colors_used": [min(n, image.width * image.height if image else n)]}
+        elif cls == "PixartAleaArtParams" and not any(_is_link(v) for v in inp.values()):
+            node_cls = _pack_classes()[cls]
+            ui_outputs[nid] = getattr(node_cls(), node_cls.FUNCTION)(**inp)["ui"]
+        elif cls in ("PixartAxeraTxt2Img", "PixartAxeraImg2Img"):
+            ui_outputs[nid] = {"axera_timings": [{"total_ms": 0.0, "double": True}],
+                               "text": ["double: no NPU, no timings"]}
 
 
 def _bad(kind: str, message: str, details: str) -> web.Response:
@@ -755,14 +934,30 @@ def _colour(seed: int, pid: str, index: int) -> tuple[int, int, int]:
     return h[0], h[1], h[2]
 
 
+def _picture(width: int, height: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """The picture the double "generates": one colour, with a gradient first row so that it depends on its size."""
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:] = colour
+    img[0] = 0
+    img[0, :, 0] = np.arange(width) * 255 // max(1, width - 1)
+    return img
+
+
 def _png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
-    img = Image.new("RGB", (width, height), colour)
-    # A gradient row makes the picture depend on its size, not only its colour.
-    for x in range(width):
-        img.putpixel((x, 0), (x * 255 // max(1, width - 1), 0, 0))
     out = io.BytesIO()
-    img.save(out, format="PNG", compress_level=1)
+    Image.fromarray(_picture(width, height, colour)).save(out, format="PNG", compress_level=1)
     return out.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def _pack_classes() -> dict[str, type]:
+    import pixart_nodes
+
+    return dict(pixart_nodes.NODE_CLASS_MAPPINGS)
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
 @pytest_asyncio.fixture
