@@ -622,3 +622,25 @@ async def test_pack_nodes_run_in_the_double_and_unrequested_rgb565_does_not(make
     assert comfy_double.prompts[-1]["partial_execution_targets"] == ["4", "2"]
     assert set(comfy_double.history[some.prompt_id]["outputs"]) == {"2", "4"}  # PixartRGB565 never ran
     assert set(some.outputs) == {"images", "timings"} and size_of(engine.read_output(some, "images", 0)) == (512, 512)
+
+
+def test_store_from_before_reruns_and_output_selection_is_upgraded(tmp_path):
+    import sqlite3
+
+    from bridge import store as store_mod
+    old_schema = store_mod._SCHEMA.replace(",\n    wanted TEXT NOT NULL DEFAULT 'null',\n    reruns TEXT NOT NULL "
+                                           "DEFAULT '[]'", "")
+    assert "reruns" not in old_schema
+    db = sqlite3.connect(tmp_path / "pixart.sqlite3")
+    db.executescript(old_schema)
+    db.execute("INSERT INTO jobs (id, workflow, workflow_version, params, status, created_at) "
+               "VALUES ('old-1', 'txt2img', 1, '{}', 'queued', 1.0)")
+    db.commit()
+    db.close()
+    s = store_mod.Store(tmp_path)
+    job = s.load("old-1")
+    assert job.wanted is None and job.reruns == []
+    job.reruns.append({"prompt_id": "p", "reason": "r", "at": 2.0})
+    s.save(job)
+    assert s.load("old-1").reruns == job.reruns
+    s.close()
