@@ -624,7 +624,7 @@ async def test_pack_nodes_run_in_the_double_and_unrequested_rgb565_does_not(make
     assert set(some.outputs) == {"images", "timings"} and size_of(engine.read_output(some, "images", 0)) == (512, 512)
 
 
-def test_store_from_before_reruns_and_output_selection_is_upgraded(tmp_path):
+async def test_store_from_before_reruns_and_output_selection_is_upgraded(tmp_path):
     import sqlite3
 
     from bridge import store as store_mod
