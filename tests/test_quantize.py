@@ -158,3 +158,70 @@ def test_quantize_node_batch_rgb_and_rgba():
     assert image.shape[-1] == 3 and torch.equal(mask, m)
     with pytest.raises(ValueError, match="palette: expected a PIXART_PALETTE"):
         node.run(batch, "pico-8", "none", "oklab", True, 1.0, 128)
+
+
+def _table_candidates(info, moff, cands, cell):
+    v = int(info[cell])
+    if v < np.iinfo(info.dtype).max:
+        return [v]
+    s = int(moff[cell])
+    return [int(c) for c in cands[s + 1 : s + 1 + cands[s]]]
+
+
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@pytest.mark.parametrize("gbits", [5, 6])
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-256"])
+def test_cell_tables_hold_the_true_nearest(distance, gbits, name):
+    """Every cell's candidate list holds the nearest colour of every value in the cell, checked against a
+    brute-force search on random float values plus the cell boundaries (where bounds are tightest)."""
+    from pixart_nodes.core import dither
+
+    rng = np.random.default_rng(21)
+    if name.startswith("random-"):
+        pal = rng.integers(0, 256, (int(name.split("-")[1]), 3), dtype=np.uint8)
+    else:
+        pal = named_palette(name).colors
+    if distance == "oklab" and gbits == 6 and len(pal) > 64:
+        pytest.skip("64^3 OKLab tables are never built for big palettes (build cost)")
+    info, moff, cands, gb = dither.cell_table(pal, distance == "oklab", gbits)
+    assert gb == gbits and info.size == 1 << (3 * gbits)
+    assert info.dtype == (np.uint16 if len(pal) >= 255 else np.uint8)
+    size = 256 >> gbits
+    edges = np.arange(0, 256, size, dtype=np.float64)
+    q = np.concatenate(
+        [
+            rng.uniform(0, 255, (3000, 3)),
+            rng.choice(np.concatenate([edges, edges + size - 1e-4, [255.0]]), (1500, 3)),
+        ]
+    )
+    # the dither loops query clamped float32 values
+    q = np.minimum(q, 255.0).astype(np.float32).astype(np.float64)
+    if distance == "oklab":
+        pts, ref = color.srgb_float_to_oklab(q), color.srgb_u8_to_oklab(pal)
+    else:
+        pts, ref = q, pal.astype(np.float64)
+    d = ((pts[:, None, :] - ref[None]) ** 2).sum(-1)
+    qi = np.minimum(q.astype(np.int64), 255) >> (8 - gbits)
+    cells = (qi[:, 0] << (2 * gbits)) | (qi[:, 1] << gbits) | qi[:, 2]
+    multi = 0
+    for i, cell in enumerate(cells):
+        cand = _table_candidates(info, moff, cands, int(cell))
+        multi += len(cand) > 1
+        assert cand == sorted(set(cand)) and all(0 <= c < len(pal) for c in cand)
+        best = d[i, cand].min()
+        # the nearest colour (up to float rounding in the OKLab conversion) is among the candidates
+        assert best <= d[i].min() + (1e-9 if distance == "oklab" else 0.0), (i, q[i], cand)
+    assert multi < len(cells)  # the table prunes: most cells hold a single colour
+
+
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+def test_no_dither_equals_brute_force_with_alpha_and_big_palettes(distance):
+    rng = np.random.default_rng(12)
+    img = rng.integers(0, 256, (24, 30, 4), dtype=np.uint8)
+    for pal in (rng.integers(0, 256, (256, 3), dtype=np.uint8), named_palette("sweetie-16").colors):
+        res = quantize(img, pal, distance=distance, alpha_threshold=90)
+        ref = _brute_force(img[..., :3], pal, distance)
+        transparent = img[..., 3] < 90
+        assert np.array_equal(res.indices[~transparent], ref[~transparent])
+        assert np.all(res.indices[transparent] == len(pal))
+        assert res.colors_used == len(np.unique(ref[~transparent]))
