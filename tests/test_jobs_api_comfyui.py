@@ -19,7 +19,8 @@ from tests.support.tiny_style_models import TINY_CLIP_VISION, TINY_STYLE_MODEL
 from tests.test_jobs_api import (ACCEPTED_KEYS, JOB_KEYS, RESULT_KEYS, big_png_b64, decode_data_url, png_b64,
                                  style_nodes, submit, wait_healthy)
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.comfyui, pytest.mark.slow]
+# asyncio is marked per test: the module also holds a plain sync check, which an asyncio mark would warn about
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 
 @pytest_asyncio.fixture
@@ -55,6 +56,7 @@ def noise_png(width: int, height: int, seed: int) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
+@pytest.mark.asyncio
 async def test_text2img_seed_determines_the_image(client: Any) -> None:
     base = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "sampler": "euler_a"}
     jobs = []
@@ -71,6 +73,7 @@ async def test_text2img_seed_determines_the_image(client: Any) -> None:
     assert a.std() > 1.0                        # a real decode, not a flat fill
 
 
+@pytest.mark.asyncio
 async def test_img2img_and_inpaint_sizes(client: Any) -> None:
     accepted = await submit(client, "img2img", {"prompt": "x", "initImage": noise_png(80, 64, 1), "strength": 0.5,
                                                 "steps": 2, "seed": 3})
@@ -83,6 +86,7 @@ async def test_img2img_and_inpaint_sizes(client: Any) -> None:
     assert decode_data_url(job["result"]["images"][0]).size == (64, 64)
 
 
+@pytest.mark.asyncio
 async def test_style_transfer_style_strength_changes_the_result(client: Any) -> None:
     body = {"contentImage": noise_png(64, 64, 10), "styleImage": noise_png(96, 80, 11), "contentStrength": 0.3,
             "steps": 2, "seed": 5, "prompt": "oil painting"}
@@ -97,12 +101,14 @@ async def test_style_transfer_style_strength_changes_the_result(client: Any) -> 
     assert np.abs(results[0.0] - results[5.0]).mean() > 1.0
 
 
+@pytest.mark.asyncio
 async def test_models_lists_the_real_files(client: Any) -> None:
     models = (await (await client.get("/models")).json())["models"]
     by_type = {(m["type"], m["id"]) for m in models}
     assert {("base", TINY_CHECKPOINT), ("clip_vision", TINY_CLIP_VISION), ("style", TINY_STYLE_MODEL)} <= by_type
 
 
+@pytest.mark.asyncio
 async def test_bad_input_leaves_the_server_working(client: Any) -> None:
     resp = await client.post("/generate/text2img", json={"prompt": "x", "model": "stable-diffusion-xl"})
     data = await resp.json()
