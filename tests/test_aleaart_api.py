@@ -6,16 +6,14 @@ import asyncio
 import base64
 import io
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from PIL import Image
 
-from pixart_nodes import nodes_aleaart, nodes_quantize
 from pixart_nodes.core import aleaart
-from tests.support.double import ComfyDouble, _input_val, _node, _Val
+from tests.support.double import ComfyDouble
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,68 +21,6 @@ RESPONSE_KEYS = {"success", "imageUrl", "imageBase64", "tokenId", "prompt", "par
 PARAMETER_KEYS = {"steps", "cfg_scale", "seed", "sampler", "width", "height"}
 CHAIN = {"promptIndex": 3, "styleIndex": 7, "samplerIndex": 2, "aspectIndex": 1, "steps": 20, "cfg": 75,
          "latentSeed": 12345, "paletteId": 5}
-
-
-def pack_node(cls: type, name: str) -> dict[str, Any]:
-    """An /object_info entry from the pack's own node class (as ComfyUI would list it outside a real server)."""
-    spec = cls.INPUT_TYPES()
-    def lists(section: dict[str, Any]) -> dict[str, Any]:
-        return {k: [v[0], v[1] if len(v) > 1 else {}] for k, v in section.items()}
-    return _node(name, cls.CATEGORY, lists(spec["required"]), [t if isinstance(t, str) else "COMBO"
-                                                             for t in cls.RETURN_TYPES],
-                 optional=lists(spec.get("optional", {})) or None, output_names=list(cls.RETURN_NAMES)
-                 if hasattr(cls, "RETURN_NAMES") else None)
-
-
-@dataclass
-class AleaDouble(ComfyDouble):
-    """The protocol double plus the pack's AleaArt and quantize nodes, evaluated with the pack's own code."""
-
-    @property
-    def object_info(self) -> dict[str, Any]:
-        return {**super().object_info,
-                "PixartAleaArtParams": pack_node(nodes_aleaart.PixartAleaArtParams, "PixartAleaArtParams"),
-                "PixartQuantize": pack_node(nodes_quantize.PixartQuantize, "PixartQuantize")}
-
-    def _resolved(self, prompt: dict[str, Any], nid: str) -> dict[str, Any]:
-        inputs = prompt[nid]["inputs"]
-        return nodes_aleaart.PixartAleaArtParams().run(**inputs)["ui"]["aleaart"][0]
-
-    def _evaluate(self, prompt: dict[str, Any], nid: str, values: dict[str, Any]) -> tuple[_Val | None, ...]:
-        node = prompt[nid]
-        cls, inp = node["class_type"], node["inputs"]
-        if cls == "EmptyLatentImage" and any(isinstance(inp[k], list) for k in ("width", "height")):
-            sizes = []
-            for k in ("width", "height"):
-                v = inp[k]
-                sizes.append(self._resolved(prompt, v[0])[k] if isinstance(v, list) else int(v))
-            return (_Val("latent", sizes[0] // 8 * 8, sizes[1] // 8 * 8, int(inp["batch_size"])),)
-        if cls == "PixartQuantize":
-            src = _input_val(inp.get("image"), values)
-            return (src, _Val("mask", src.width, src.height, src.batch), None)
-        return super()._evaluate(prompt, nid, values)
-
-    async def _run_node(self, pid: str, prompt: dict[str, Any], nid: str, values: dict[str, Any], sid: str | None,
-                        ui_outputs: dict[str, Any]) -> None:
-        node = prompt[nid]
-        if node["class_type"] == "PixartAleaArtParams":
-            ui_outputs[nid] = {"aleaart": [self._resolved(prompt, nid)]}
-        elif node["class_type"] == "KSampler" and isinstance(node["inputs"]["steps"], list):
-            # The double reports one progress message per step, so it needs the linked step count as a number.
-            src = node["inputs"]["steps"][0]
-            inputs = {**node["inputs"], "steps": self._resolved(prompt, src)["steps"]}
-            prompt = {**prompt, nid: {**node, "inputs": inputs}}
-        await super()._run_node(pid, prompt, nid, values, sid, ui_outputs)
-
-
-@pytest_asyncio.fixture
-async def comfy_double() -> Any:
-    double = AleaDouble()
-    await double.start()
-    try:
-        yield double
-    finally:
-        await double.stop()
 
 
 @pytest_asyncio.fixture
@@ -120,7 +56,7 @@ async def generate(client: Any, body: dict[str, Any], status: int = 200) -> dict
     return data
 
 
-async def test_chain_parameters_form(client: Any, comfy_double: AleaDouble) -> None:
+async def test_chain_parameters_form(client: Any, comfy_double: ComfyDouble) -> None:
     data = await generate(client, {"parameters": CHAIN, "tokenId": "1"})
     assert set(data) == RESPONSE_KEYS and data["success"] is True and data["tokenId"] == "1"
     resolved = aleaart.resolve(aleaart.RenderParams.from_dict(CHAIN))
@@ -149,7 +85,7 @@ async def test_chain_parameters_form(client: Any, comfy_double: AleaDouble) -> N
     assert "PixartQuantize" not in [g[n]["class_type"] for n in history["outputs"]]
 
 
-async def test_overrides_replace_only_what_they_name(client: Any, comfy_double: AleaDouble) -> None:
+async def test_overrides_replace_only_what_they_name(client: Any, comfy_double: ComfyDouble) -> None:
     data = await generate(client, {"parameters": CHAIN, "tokenId": 7, "steps": 2, "width": 64, "height": 64})
     assert data["tokenId"] == 7
     assert data["parameters"] == {"steps": 2, "cfg_scale": 7.5, "seed": 12345, "sampler": "Euler a",
@@ -164,7 +100,7 @@ async def test_overrides_replace_only_what_they_name(client: Any, comfy_double: 
     assert (latent["width"], latent["height"]) == (64, 64)
 
 
-async def test_resolved_form(client: Any, comfy_double: AleaDouble) -> None:
+async def test_resolved_form(client: Any, comfy_double: ComfyDouble) -> None:
     body = {"prompt": "a castle | max detail | 8k", "steps": 3, "cfg_scale": 9.5, "seed": 77,
             "sampler": "DPM++ SDE", "width": 64, "height": 72, "tokenId": "42"}
     data = await generate(client, body)
@@ -181,7 +117,7 @@ async def test_resolved_form(client: Any, comfy_double: AleaDouble) -> None:
     assert texts == {body["prompt"], ""}
 
 
-async def test_resolved_form_defaults_and_random_seed(client: Any, comfy_double: AleaDouble) -> None:
+async def test_resolved_form_defaults_and_random_seed(client: Any, comfy_double: ComfyDouble) -> None:
     data = await generate(client, {"prompt": "p"})
     params = data["parameters"]
     assert data["tokenId"] == "unknown" and "art_token_unknown_" in data["imageUrl"]
@@ -192,7 +128,7 @@ async def test_resolved_form_defaults_and_random_seed(client: Any, comfy_double:
     assert ks["seed"] == params["seed"] and (ks["sampler_name"], ks["scheduler"]) == ("dpmpp_2m", "karras")
 
 
-async def test_token_seed_form_derives_like_the_contract(client: Any, comfy_double: AleaDouble) -> None:
+async def test_token_seed_form_derives_like_the_contract(client: Any, comfy_double: ComfyDouble) -> None:
     seed = "0x" + "ab" * 32
     data = await generate(client, {"tokenSeed": seed, "tokenId": "3", "steps": 1, "width": 64, "height": 64})
     derived = aleaart.derive_params(seed)
@@ -202,7 +138,7 @@ async def test_token_seed_form_derives_like_the_contract(client: Any, comfy_doub
     assert alea["mode"] == "seed" and alea["token_seed"] == seed
 
 
-async def test_palette_switch(client: Any, comfy_double: AleaDouble) -> None:
+async def test_palette_switch(client: Any, comfy_double: ComfyDouble) -> None:
     data = await generate(client, {"parameters": CHAIN, "tokenId": "1", "applyPalette": True, "steps": 1,
                                    "width": 64, "height": 64})
     name, colours = aleaart.PALETTES[5]
@@ -233,7 +169,7 @@ async def test_palette_switch(client: Any, comfy_double: AleaDouble) -> None:
     ({"prompt": "p", "applyPalette": "yes", "paletteId": 1}, "applyPalette must be true or false"),
     ({"prompt": "p", "model": "sdxl.safetensors"}, "Model sdxl.safetensors not loaded"),
 ])
-async def test_bad_requests(client: Any, comfy_double: AleaDouble, body: dict[str, Any], text: str) -> None:
+async def test_bad_requests(client: Any, comfy_double: ComfyDouble, body: dict[str, Any], text: str) -> None:
     before = len(comfy_double.prompts)
     resp = await client.post("/generate-image", json=body)
     data = await resp.json()
@@ -250,7 +186,7 @@ async def test_unknown_sampler_lists_valid_values(client: Any) -> None:
     assert data["validValues"][:6] == [s[0] for s in aleaart.SAMPLERS] and "euler" in data["validValues"]
 
 
-async def test_generation_failure_is_500(client: Any, comfy_double: AleaDouble) -> None:
+async def test_generation_failure_is_500(client: Any, comfy_double: ComfyDouble) -> None:
     comfy_double.fail_class = "VAEDecode"
     data = await generate(client, {"prompt": "p", "steps": 1, "width": 64, "height": 64}, status=500)
     assert data["success"] is False and "VAEDecode" in data["error"]

@@ -693,6 +693,8 @@ class ComfyDouble:
                         ui_outputs: dict[str, Any]) -> None:
         node = prompt[nid]
         cls, inputs = node["class_type"], node["inputs"]
+        if cls not in _pack_classes():
+            inputs = _scalars(inputs, values)
         if self.fail_class == cls:
             raise _NodeFailure(nid, cls, self.fail_message)
         if cls in ("KSampler", "KSamplerAdvanced"):
@@ -739,6 +741,8 @@ class ComfyDouble:
         """Sizes along the graph, the way ComfyUI's nodes would produce them."""
         node = prompt[nid]
         cls, inp = node["class_type"], node["inputs"]
+        if cls not in _pack_classes():
+            inp = _scalars(inp, values)
         get = lambda name: _input_val(inp.get(name), values)  # noqa: E731
         if cls == "EmptyLatentImage":
             return (_Val("latent", int(inp["width"]) // 8 * 8, int(inp["height"]) // 8 * 8, int(inp["batch_size"])),)
@@ -883,6 +887,18 @@ def _input_val(value: Any, values: dict[str, Any]) -> _Val | None:
         outs = values[value[0]]
         return outs[value[1]] if value[1] < len(outs) else None
     return None
+
+
+def _scalars(inputs: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Inputs with links to a pack node's plain values (AleaArt's width, steps, ...) replaced by those values, as
+    ComfyUI hands a core node the linked INT/FLOAT/COMBO value itself."""
+    out = dict(inputs)
+    for name, v in inputs.items():
+        if _is_link(v):
+            val = _input_val(v, values)
+            if val is not None and val.kind == "value" and val.data is not None:
+                out[name] = val.data
+    return out
 
 
 def _ancestors(prompt: dict[str, Any], root: str) -> list[str]:
