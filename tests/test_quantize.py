@@ -7,7 +7,7 @@ import torch
 
 from pixart_nodes.core import color
 from pixart_nodes.core.palette import named_palette, nearest_indices, palette_from_hex
-from pixart_nodes.core.quantize import DITHER_METHODS, quantize
+from pixart_nodes.core.quantize import _LUT, DITHER_METHODS, quantize
 from pixart_nodes.nodes_quantize import PixartQuantize
 
 
@@ -164,8 +164,8 @@ def _table_candidates(info, moff, cands, cell):
     v = int(info[cell])
     if v < np.iinfo(info.dtype).max:
         return [v]
-    s = int(moff[cell])
-    return [int(c) for c in cands[s + 1 : s + 1 + cands[s]]]
+    s = int(moff[cell])  # block: count, sub-cell table offset, candidates
+    return [int(c) for c in cands[s + 2 : s + 2 + cands[s]]]
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
@@ -183,7 +183,7 @@ def test_cell_tables_hold_the_true_nearest(distance, gbits, name):
         pal = named_palette(name).colors
     if distance == "oklab" and gbits == 6 and len(pal) > 64:
         pytest.skip("64^3 OKLab tables are never built for big palettes (build cost)")
-    info, moff, cands, gb = dither.cell_table(pal, distance == "oklab", gbits)
+    info, moff, cands, sub, gb = dither.cell_table(pal, distance == "oklab", gbits)
     assert gb == gbits and info.size == 1 << (3 * gbits)
     assert info.dtype == (np.uint16 if len(pal) >= 255 else np.uint8)
     size = 256 >> gbits
@@ -201,17 +201,27 @@ def test_cell_tables_hold_the_true_nearest(distance, gbits, name):
     else:
         pts, ref = q, pal.astype(np.float64)
     d = ((pts[:, None, :] - ref[None]) ** 2).sum(-1)
-    qi = np.minimum(q.astype(np.int64), 255) >> (8 - gbits)
+    codes = np.minimum(q.astype(np.int64), 255)
+    qi = codes >> (8 - gbits)
     cells = (qi[:, 0] << (2 * gbits)) | (qi[:, 1] << gbits) | qi[:, 2]
-    multi = 0
+    tol = 1e-9 if distance == "oklab" else 0.0  # float rounding in the OKLab conversion
+    multi = refined = 0
     for i, cell in enumerate(cells):
         cand = _table_candidates(info, moff, cands, int(cell))
         multi += len(cand) > 1
         assert cand == sorted(set(cand)) and all(0 <= c < len(pal) for c in cand)
-        best = d[i, cand].min()
-        # the nearest colour (up to float rounding in the OKLab conversion) is among the candidates
-        assert best <= d[i].min() + (1e-9 if distance == "oklab" else 0.0), (i, q[i], cand)
+        # the nearest colour is among the candidates
+        assert d[i, cand].min() <= d[i].min() + tol, (i, q[i], cand)
+        if len(cand) > 1:
+            # and a sub-cell decided by one colour is decided by the nearest one
+            k = dither._refine(distance == "oklab", int(moff[cell]), *[int(v) for v in codes[i]], gbits,
+                               *(2 * [ref if distance == "oklab" else pal.astype(np.float64)]), _LUT,
+                               float(color.LUT_STEPS), color.M1, color.M2, cands)
+            if k != dither.SUB_MULTI:
+                refined += 1
+                assert k in cand and d[i, k] <= d[i].min() + tol, (i, q[i], k)
     assert multi < len(cells)  # the table prunes: most cells hold a single colour
+    assert refined > 0
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])

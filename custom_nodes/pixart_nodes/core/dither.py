@@ -163,6 +163,10 @@ def threshold_matrix(method: str) -> np.ndarray:
 # Finer cells for small palettes (fewer cells with several candidates); the build cost grows with cells x colours.
 RGB_FINE_MAX_COLOURS = 64
 
+# Sub-cell table entries (uint16): not yet decided, or several candidates even in the sub-cell.
+SUB_UNKNOWN = 65535
+SUB_MULTI = 65534
+
 
 @numba.njit(cache=True, nogil=True)
 def _append(buf, used, value):
@@ -175,167 +179,219 @@ def _append(buf, used, value):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pack(keep, n, cell, info, moff, cands, used):
-    # single candidate -> its index in info; several -> marker in info, count and list at cands[moff[cell]]
+def _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist, near, keep):
+    """Mark in ``keep[:ncand]`` the candidates ``cand`` that can be nearest somewhere in the integer box."""
+    for corner in range(8):
+        q0 = hi0 if corner & 1 else lo0
+        q1 = hi1 if (corner >> 1) & 1 else lo1
+        q2 = hi2 if corner >> 2 else lo2
+        best = 0
+        for j in range(ncand):
+            k = cand[j]
+            d0 = q0 - np.int64(pal[k, 0])
+            d1 = q1 - np.int64(pal[k, 1])
+            d2 = q2 - np.int64(pal[k, 2])
+            d = d0 * d0 + d1 * d1 + d2 * d2
+            dist[corner, j] = d
+            if d < dist[corner, best]:
+                best = j
+        near[corner] = best
     count = 0
-    last = 0
-    for k in range(n):
-        if keep[k]:
-            count += 1
-            last = k
-    if count == 1:
-        info[cell] = last
-        return cands, used
-    info[cell] = np.iinfo(info.dtype).max
-    moff[cell] = used
-    cands = _append(cands, used, count)
-    used += 1
-    for k in range(n):
-        if keep[k]:
-            cands = _append(cands, used, k)
-            used += 1
-    return cands, used
+    for j in range(ncand):
+        keep[j] = True
+        for t in range(8):  # the nearest colour of some corner is always kept
+            a = near[t]
+            if a == j:
+                break
+            beaten = True
+            for corner in range(8):
+                if dist[corner, j] - dist[corner, a] < 1:
+                    beaten = False
+                    break
+            if beaten:
+                keep[j] = False
+                break
+        count += keep[j]
+    return count
 
 
 @numba.njit(cache=True, nogil=True)
-def _build_rgb(pal, gbits, info, moff):
+def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, dist, near, keep):
+    """Like ``_box_keep_rgb`` for the linear-light box ``[x0[0],x0[1]] x [x1[0],x1[1]] x [x2[0],x2[1]]``."""
+    for corner in range(8):
+        l0 = x0[corner & 1]
+        l1 = x1[(corner >> 1) & 1]
+        l2 = x2[corner >> 2]
+        for i in range(3):
+            cone[corner, i] = m1[i, 0] * l0 + m1[i, 1] * l1 + m1[i, 2] * l2
+            root[corner, i] = np.cbrt(cone[corner, i])
+        q0 = m2[0, 0] * root[corner, 0] + m2[0, 1] * root[corner, 1] + m2[0, 2] * root[corner, 2]
+        q1 = m2[1, 0] * root[corner, 0] + m2[1, 1] * root[corner, 1] + m2[1, 2] * root[corner, 2]
+        q2 = m2[2, 0] * root[corner, 0] + m2[2, 1] * root[corner, 1] + m2[2, 2] * root[corner, 2]
+        best = 0
+        for j in range(ncand):
+            k = cand[j]
+            d = (q0 - pal_lab[k, 0]) ** 2 + (q1 - pal_lab[k, 1]) ** 2 + (q2 - pal_lab[k, 2]) ** 2
+            dist[corner, j] = d
+            if d < dist[corner, best]:
+                best = j
+        near[corner] = best
+    c0 = 0.5 * (x0[0] + x0[1])
+    c1 = 0.5 * (x1[0] + x1[1])
+    c2 = 0.5 * (x2[0] + x2[1])
+    lc0 = m1[0, 0] * c0 + m1[0, 1] * c1 + m1[0, 2] * c2
+    lc1 = m1[1, 0] * c0 + m1[1, 1] * c1 + m1[1, 2] * c2
+    lc2 = m1[2, 0] * c0 + m1[2, 1] * c1 + m1[2, 2] * c2
+    rc0 = np.cbrt(lc0)
+    rc1 = np.cbrt(lc1)
+    rc2 = np.cbrt(lc2)
+    count = 0
+    for j in range(ncand):
+        keep[j] = True
+        k = cand[j]
+        for t in range(8):
+            ja = near[t]
+            if ja == j:
+                break
+            a = cand[ja]
+            e0 = pal_lab[a, 0] - pal_lab[k, 0]
+            e1 = pal_lab[a, 1] - pal_lab[k, 1]
+            e2 = pal_lab[a, 2] - pal_lab[k, 2]
+            u0 = 2.0 * (m2[0, 0] * e0 + m2[1, 0] * e1 + m2[2, 0] * e2)
+            u1 = 2.0 * (m2[0, 1] * e0 + m2[1, 1] * e1 + m2[2, 1] * e2)
+            u2 = 2.0 * (m2[0, 2] * e0 + m2[1, 2] * e1 + m2[2, 2] * e2)
+            const = norm[k] - norm[a]
+            beaten = True
+            for corner in range(8):
+                s = const
+                # concave terms exactly; convex ones by their tangent at the centre (a lower bound)
+                if u0 >= 0.0:
+                    s += u0 * root[corner, 0]
+                else:
+                    s += u0 * (rc0 + (cone[corner, 0] - lc0) / (3.0 * rc0 * rc0))
+                if u1 >= 0.0:
+                    s += u1 * root[corner, 1]
+                else:
+                    s += u1 * (rc1 + (cone[corner, 1] - lc1) / (3.0 * rc1 * rc1))
+                if u2 >= 0.0:
+                    s += u2 * root[corner, 2]
+                else:
+                    s += u2 * (rc2 + (cone[corner, 2] - lc2) / (3.0 * rc2 * rc2))
+                if s <= 1e-9:  # margin for rounding in this bound and in the loops' conversion
+                    beaten = False
+                    break
+            if beaten:
+                keep[j] = False
+                break
+        count += keep[j]
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _build(use_lab, pal, pal_lab, lut, steps, m1, m2, gbits, info, moff):
+    """Fill ``info``/``moff`` for every cell; returns ``cands`` (blocks: count, sub-table offset, colours)."""
     n = pal.shape[0]
     g = 1 << gbits
     size = 256 >> gbits
-    # squared distance per channel from each grid value to each colour: a corner's distance is a sum of three
-    sq = np.empty((3, g + 1, n), dtype=np.int64)
-    for c in range(3):
-        for j in range(g + 1):
-            v = min(j * size, 255)
-            for k in range(n):
-                d = v - np.int64(pal[k, c])
-                sq[c, j, k] = d * d
-    dist = np.empty((8, n), dtype=np.int64)
-    keep = np.empty(n, dtype=np.bool_)
-    near = np.empty(8, dtype=np.int64)
-    cands = np.empty(1024, dtype=np.int32)
-    used = 0
-    for i0 in range(g):
-        for i1 in range(g):
-            for i2 in range(g):
-                for corner in range(8):
-                    j0 = i0 + (corner & 1)
-                    j1 = i1 + ((corner >> 1) & 1)
-                    j2 = i2 + (corner >> 2)
-                    best = 0
-                    for k in range(n):
-                        d = sq[0, j0, k] + sq[1, j1, k] + sq[2, j2, k]
-                        dist[corner, k] = d
-                        if d < dist[corner, best]:
-                            best = k
-                    near[corner] = best
-                for k in range(n):
-                    keep[k] = True
-                    for t in range(8):  # the nearest colour of some corner is always kept
-                        a = near[t]
-                        if a == k:
-                            break
-                        beaten = True
-                        for corner in range(8):
-                            if dist[corner, k] - dist[corner, a] < 1:
-                                beaten = False
-                                break
-                        if beaten:
-                            keep[k] = False
-                            break
-                cands, used = _pack(keep, n, (i0 << (2 * gbits)) | (i1 << gbits) | i2, info, moff, cands, used)
-    return cands[:used].copy()
-
-
-@numba.njit(cache=True, nogil=True)
-def _build_lab(pal_lab, lut, steps, m1, m2, gbits, info, moff):
-    n = pal_lab.shape[0]
-    g = 1 << gbits
-    size = 256 >> gbits
-    # linear light of each grid value, read from the loops' own table so the boxes hold exactly their values
-    lin = np.empty(g + 1)
-    for j in range(g + 1):
-        lin[j] = lut[int(min(j * size, 255) * steps)]
     norm = np.empty(n)
     for k in range(n):
         norm[k] = pal_lab[k, 0] ** 2 + pal_lab[k, 1] ** 2 + pal_lab[k, 2] ** 2
-    cone = np.empty((8, 3))  # cone responses L at the corners
-    root = np.empty((8, 3))  # cbrt(L)
-    dist = np.empty((8, n))
-    keep = np.empty(n, dtype=np.bool_)
+    everyone = np.arange(n)
+    dist_i = np.empty((8, n), dtype=np.int64)
+    dist_f = np.empty((8, n))
+    cone = np.empty((8, 3))
+    root = np.empty((8, 3))
     near = np.empty(8, dtype=np.int64)
-    lc = np.empty(3)
-    rc = np.empty(3)
-    slope = np.empty(3)
+    keep = np.empty(n, dtype=np.bool_)
+    x0 = np.empty(2)
+    x1 = np.empty(2)
+    x2 = np.empty(2)
     cands = np.empty(1024, dtype=np.int32)
     used = 0
+    subs = 0
     for i0 in range(g):
         for i1 in range(g):
             for i2 in range(g):
-                for corner in range(8):
-                    x0 = lin[i0 + (corner & 1)]
-                    x1 = lin[i1 + ((corner >> 1) & 1)]
-                    x2 = lin[i2 + (corner >> 2)]
-                    for i in range(3):
-                        cone[corner, i] = m1[i, 0] * x0 + m1[i, 1] * x1 + m1[i, 2] * x2
-                        root[corner, i] = np.cbrt(cone[corner, i])
-                    q0 = m2[0, 0] * root[corner, 0] + m2[0, 1] * root[corner, 1] + m2[0, 2] * root[corner, 2]
-                    q1 = m2[1, 0] * root[corner, 0] + m2[1, 1] * root[corner, 1] + m2[1, 2] * root[corner, 2]
-                    q2 = m2[2, 0] * root[corner, 0] + m2[2, 1] * root[corner, 1] + m2[2, 2] * root[corner, 2]
-                    best = 0
+                lo0, lo1, lo2 = i0 * size, i1 * size, i2 * size
+                hi0, hi1, hi2 = min(lo0 + size, 255), min(lo1 + size, 255), min(lo2 + size, 255)
+                if use_lab:
+                    # linear light from the loops' own table, so the box holds exactly the values they compute
+                    x0[0], x0[1] = lut[int(lo0 * steps)], lut[int(hi0 * steps)]
+                    x1[0], x1[1] = lut[int(lo1 * steps)], lut[int(hi1 * steps)]
+                    x2[0], x2[1] = lut[int(lo2 * steps)], lut[int(hi2 * steps)]
+                    count = _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, everyone, n, cone, root, dist_f, near, keep)
+                else:
+                    count = _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, everyone, n, dist_i, near, keep)
+                cell = (i0 << (2 * gbits)) | (i1 << gbits) | i2
+                if count == 1:
                     for k in range(n):
-                        d = (q0 - pal_lab[k, 0]) ** 2 + (q1 - pal_lab[k, 1]) ** 2 + (q2 - pal_lab[k, 2]) ** 2
-                        dist[corner, k] = d
-                        if d < dist[corner, best]:
-                            best = k
-                    near[corner] = best
-                c0 = 0.5 * (lin[i0] + lin[i0 + 1])
-                c1 = 0.5 * (lin[i1] + lin[i1 + 1])
-                c2 = 0.5 * (lin[i2] + lin[i2 + 1])
-                for i in range(3):
-                    lc[i] = m1[i, 0] * c0 + m1[i, 1] * c1 + m1[i, 2] * c2
-                    rc[i] = np.cbrt(lc[i])
-                    slope[i] = 1.0 / (3.0 * rc[i] * rc[i])
+                        if keep[k]:
+                            info[cell] = k
+                    continue
+                info[cell] = np.iinfo(info.dtype).max
+                moff[cell] = used
+                cands = _append(cands, used, count)
+                cands = _append(cands, used + 1, subs * 64)
+                used += 2
+                subs += 1
                 for k in range(n):
-                    keep[k] = True
-                    for t in range(8):
-                        a = near[t]
-                        if a == k:
-                            break
-                        u0 = 2.0 * (m2[0, 0] * (pal_lab[a, 0] - pal_lab[k, 0]) + m2[1, 0] * (pal_lab[a, 1] - pal_lab[k, 1])
-                                    + m2[2, 0] * (pal_lab[a, 2] - pal_lab[k, 2]))
-                        u1 = 2.0 * (m2[0, 1] * (pal_lab[a, 0] - pal_lab[k, 0]) + m2[1, 1] * (pal_lab[a, 1] - pal_lab[k, 1])
-                                    + m2[2, 1] * (pal_lab[a, 2] - pal_lab[k, 2]))
-                        u2 = 2.0 * (m2[0, 2] * (pal_lab[a, 0] - pal_lab[k, 0]) + m2[1, 2] * (pal_lab[a, 1] - pal_lab[k, 1])
-                                    + m2[2, 2] * (pal_lab[a, 2] - pal_lab[k, 2]))
-                        const = norm[k] - norm[a]
-                        beaten = True
-                        for corner in range(8):
-                            s = const
-                            for i, u in ((0, u0), (1, u1), (2, u2)):
-                                if u >= 0.0:
-                                    s += u * root[corner, i]
-                                else:
-                                    s += u * (rc[i] + slope[i] * (cone[corner, i] - lc[i]))
-                            if s <= 1e-9:
-                                beaten = False
-                                break
-                        if beaten:
-                            keep[k] = False
-                            break
-                cands, used = _pack(keep, n, (i0 << (2 * gbits)) | (i1 << gbits) | i2, info, moff, cands, used)
-    return cands[:used].copy()
+                    if keep[k]:
+                        cands = _append(cands, used, k)
+                        used += 1
+    return cands[:used].copy(), subs
 
 
-def cell_table(pal: np.ndarray, use_lab: bool, gbits: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Candidate table for the compiled loops: ``(info, moff, cands, gbits)`` for cells of 2^(8-gbits) code values.
+@numba.njit(cache=True, nogil=True)
+def _refine(use_lab, s, ir, ig, ib, gbits, pal, pal_lab, lut, steps, m1, m2, cands):
+    """Decide one sub-cell (a quarter of a cell per side) of the multi-candidate cell whose block starts at
+    ``cands[s]``: the single colour that can be nearest there, or ``SUB_MULTI``."""
+    sub = (256 >> gbits) >> 2
+    ncand = cands[s]
+    cand = cands[s + 2 : s + 2 + ncand]
+    lo0 = (ir // sub) * sub
+    lo1 = (ig // sub) * sub
+    lo2 = (ib // sub) * sub
+    hi0, hi1, hi2 = min(lo0 + sub, 255), min(lo1 + sub, 255), min(lo2 + sub, 255)
+    near = np.empty(8, dtype=np.int64)
+    keep = np.empty(ncand, dtype=np.bool_)
+    if use_lab:
+        norm = np.empty(pal_lab.shape[0])
+        for j in range(ncand):
+            k = cand[j]
+            norm[k] = pal_lab[k, 0] ** 2 + pal_lab[k, 1] ** 2 + pal_lab[k, 2] ** 2
+        x0 = np.array([lut[int(lo0 * steps)], lut[int(hi0 * steps)]])
+        x1 = np.array([lut[int(lo1 * steps)], lut[int(hi1 * steps)]])
+        x2 = np.array([lut[int(lo2 * steps)], lut[int(hi2 * steps)]])
+        count = _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, np.empty((8, 3)), np.empty((8, 3)),
+                              np.empty((8, ncand)), near, keep)
+    else:
+        count = _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, np.empty((8, ncand), dtype=np.int64),
+                              near, keep)
+    if count > 1:
+        return SUB_MULTI
+    for j in range(ncand):
+        if keep[j]:
+            return cand[j]
+    return SUB_MULTI
+
+
+def cell_table(
+    pal: np.ndarray, use_lab: bool, gbits: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Candidate table for the compiled loops: ``(info, moff, cands, sub, gbits)``, cells of 2^(8-gbits) values.
 
     ``info [8^gbits]`` holds the palette index of a cell with a single candidate, else the dtype's largest
-    value; then ``cands[moff[cell]]`` is the count and the candidates follow (in palette order). ``info`` is
-    uint8 for palettes of up to 254 colours. ``gbits`` None picks 6 (64^3 cells, fewer cells with several
-    candidates) for sRGB palettes of up to ``RGB_FINE_MAX_COLOURS`` colours, else 5 (building costs cells x
-    colours). Error diffusion asks for 5 itself: its loop waits on each table load (the next pixel needs this
-    pixel's colour), and the 32 KiB uint8 table stays in the L1 cache where the 256 KiB one does not.
+    value; then the block at ``cands[moff[cell]]`` holds the count, the offset of the cell's 64 sub-cells in
+    ``sub`` and the candidates (in palette order). ``sub`` (uint16, ``SUB_UNKNOWN`` until first needed) is
+    filled lazily by the loops: most of a multi-candidate cell is still decided by one colour, and the loops
+    only ever visit a small part of the cube, so deciding sub-cells on demand is far cheaper than a finer
+    table. ``info`` is uint8 for palettes of up to 254 colours. ``gbits`` None picks 6 (64^3 cells) for sRGB
+    palettes of up to ``RGB_FINE_MAX_COLOURS`` colours, else 5 (building costs cells x colours). Error
+    diffusion asks for 5 itself: its loop waits on each table load (the next pixel needs this pixel's
+    colour), and the 32 KiB uint8 table stays in the L1 cache where the 256 KiB one does not.
+
+    The arrays are mutable (``sub``) and shared by every call with the palette; concurrent calls may decide
+    the same sub-cell twice, always to the same value.
     """
     from . import color
 
@@ -343,16 +399,14 @@ def cell_table(pal: np.ndarray, use_lab: bool, gbits: int | None = None) -> tupl
     n = len(pal)
     if gbits is None:
         gbits = 6 if not use_lab and n <= RGB_FINE_MAX_COLOURS else 5
-    dtype = np.uint8 if n < 255 else np.uint16 if n < 65535 else np.int64
+    dtype = np.uint8 if n < 255 else np.uint16
     info = np.empty(1 << (3 * gbits), dtype=dtype)
     moff = np.zeros(1 << (3 * gbits), dtype=np.int32)
-    if use_lab:
-        lut = color.linear_lut(color.LUT_STEPS)
-        cands = _build_lab(color.srgb_u8_to_oklab(pal), lut, float(color.LUT_STEPS), color.M1, color.M2, gbits,
-                           info, moff)
-    else:
-        cands = _build_rgb(pal, gbits, info, moff)
-    return info, moff, cands, gbits
+    cands, subs = _build(use_lab, pal, color.srgb_u8_to_oklab(pal), color.linear_lut(color.LUT_STEPS),
+                         float(color.LUT_STEPS), color.M1, color.M2, gbits, info, moff)
+    # sRGB searches are cheap (no conversion), and a sub-cell level measured slower there on noisy images
+    sub = np.full(subs * 64 if use_lab else 0, SUB_UNKNOWN, dtype=np.uint16)
+    return info, moff, cands, sub, gbits
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -375,21 +429,24 @@ def _linear(v, lut, steps):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _cell(r, g, b, gbits):
-    # Cell of the clamped value, computed from the unclamped one: truncating first and clamping the integer
-    # gives the same cell (int(clamp(t)) == clamp(int(t))) and keeps the float clamp off the critical path.
+def _code(t):
+    # Code value of the clamped value, computed from the unclamped one: truncating first and clamping the
+    # integer gives the same result (int(clamp(t)) == clamp(int(t))) and keeps the float clamp off the
+    # critical path.
+    return min(max(int(t), 0), 255)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell(ir, ig, ib, gbits):
     sh = 8 - gbits
-    ir = min(max(int(r), 0), 255) >> sh
-    ig = min(max(int(g), 0), 255) >> sh
-    ib = min(max(int(b), 0), 255) >> sh
-    return (ir << (2 * gbits)) | (ig << gbits) | ib
+    return ((ir >> sh) << (2 * gbits)) | ((ig >> sh) << gbits) | (ib >> sh)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _best(s, q0, q1, q2, pal_cmp, cands):
-    best = cands[s + 1]
+    best = cands[s + 2]
     best_d = np.inf
-    for j in range(s + 1, s + 1 + cands[s]):
+    for j in range(s + 2, s + 2 + cands[s]):
         k = cands[j]
         d0 = q0 - pal_cmp[k, 0]
         d1 = q1 - pal_cmp[k, 1]
@@ -423,7 +480,7 @@ def _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2):
 
 @numba.njit(cache=True, nogil=True)
 def _floyd_steinberg(
-    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, ws, serpentine,
+    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, ws, serpentine,
     table, out_idx, out_img, used,
 ):
     # Floyd-Steinberg only. The error for the right neighbour stays in locals, and so do the two next-row
@@ -432,6 +489,7 @@ def _floyd_steinberg(
     # ``_diffuse`` (previous row left to right, then the right neighbour), so both give the same pixels.
     h, w, ch = src.shape
     n = prc.shape[0]
+    ssh = 6 - gbits  # sub-cells: 4 per cell side
     w_r, w_bl, w_b, w_br = ws[0], ws[1], ws[2], ws[3]
     zero = np.float32(0.0)
     top = np.float32(255.0)
@@ -467,12 +525,24 @@ def _floyd_steinberg(
             r = min(max(tr, zero), top)
             g = min(max(tg, zero), top)
             b = min(max(tb, zero), top)
-            cell = _cell(tr, tg, tb, gbits)
+            ir = _code(tr)
+            ig = _code(tg)
+            ib = _code(tb)
+            cell = _cell(ir, ig, ib, gbits)
             k = np.int64(info[cell])
             if k >= n:
-                k = _search_lab(moff[cell], r, g, b, pal_cmp, cands, lut, steps, m1, m2) if use_lab else _search_rgb(
-                    moff[cell], r, g, b, pal_cmp, cands
-                )
+                s = moff[cell]
+                if use_lab:
+                    # OKLab: the sub-cell's colour when one decides it, which skips the conversion (cube roots)
+                    q = cands[s + 1] + ((((ir >> ssh) & 3) << 4) | (((ig >> ssh) & 3) << 2) | ((ib >> ssh) & 3))
+                    k = np.int64(sub[q])
+                    if k == SUB_UNKNOWN:
+                        k = _refine(use_lab, s, ir, ig, ib, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
+                        sub[q] = k
+                    if k >= n:
+                        k = _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2)
+                else:
+                    k = _search_rgb(s, r, g, b, pal_cmp, cands)
             out_idx[y, x] = k
             out_img[y, x, 0] = table[k, 0]
             out_img[y, x, 1] = table[k, 1]
@@ -505,11 +575,12 @@ def _floyd_steinberg(
 
 @numba.njit(cache=True, nogil=True)
 def _diffuse(
-    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, dxs, dys, ws, serpentine,
+    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, dxs, dys, ws, serpentine,
     table, out_idx, out_img, used,
 ):
     h, w, ch = src.shape
     n = prc.shape[0]
+    ssh = 6 - gbits  # sub-cells: 4 per cell side
     ntap = dxs.shape[0]
     rows = 1
     for t in range(ntap):
@@ -542,12 +613,24 @@ def _diffuse(
             r = min(max(tr, zero), top)
             g = min(max(tg, zero), top)
             b = min(max(tb, zero), top)
-            cell = _cell(tr, tg, tb, gbits)
+            ir = _code(tr)
+            ig = _code(tg)
+            ib = _code(tb)
+            cell = _cell(ir, ig, ib, gbits)
             k = np.int64(info[cell])
             if k >= n:
-                k = _search_lab(moff[cell], r, g, b, pal_cmp, cands, lut, steps, m1, m2) if use_lab else _search_rgb(
-                    moff[cell], r, g, b, pal_cmp, cands
-                )
+                s = moff[cell]
+                if use_lab:
+                    # OKLab: the sub-cell's colour when one decides it, which skips the conversion (cube roots)
+                    q = cands[s + 1] + ((((ir >> ssh) & 3) << 4) | (((ig >> ssh) & 3) << 2) | ((ib >> ssh) & 3))
+                    k = np.int64(sub[q])
+                    if k == SUB_UNKNOWN:
+                        k = _refine(use_lab, s, ir, ig, ib, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
+                        sub[q] = k
+                    if k >= n:
+                        k = _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2)
+                else:
+                    k = _search_rgb(s, r, g, b, pal_cmp, cands)
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
@@ -566,11 +649,12 @@ def _diffuse(
 
 @numba.njit(cache=True, nogil=True)
 def _ordered(
-    use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img,
+    use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, offsets, table, out_idx, out_img,
     used,
 ):
     h, w, ch = src.shape
     n = pal_cmp.shape[0]
+    ssh = 6 - gbits  # sub-cells: 4 per cell side
     mh, mw = offsets.shape
     for y in range(h):
         row = offsets[y & (mh - 1)]
@@ -584,12 +668,24 @@ def _ordered(
                 r = min(max(tr, 0.0), 255.0)
                 g = min(max(tg, 0.0), 255.0)
                 b = min(max(tb, 0.0), 255.0)
-                cell = _cell(tr, tg, tb, gbits)
+                ir = _code(tr)
+                ig = _code(tg)
+                ib = _code(tb)
+                cell = _cell(ir, ig, ib, gbits)
                 k = np.int64(info[cell])
                 if k >= n:
-                    k = _search_lab(moff[cell], r, g, b, pal_cmp, cands, lut, steps, m1, m2) if use_lab else _search_rgb(
-                        moff[cell], r, g, b, pal_cmp, cands
-                    )
+                    s = moff[cell]
+                    if use_lab:
+                        # OKLab: the sub-cell's colour when one decides it, which skips the conversion (cube roots)
+                        q = cands[s + 1] + ((((ir >> ssh) & 3) << 4) | (((ig >> ssh) & 3) << 2) | ((ib >> ssh) & 3))
+                        k = np.int64(sub[q])
+                        if k == SUB_UNKNOWN:
+                            k = _refine(use_lab, s, ir, ig, ib, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
+                            sub[q] = k
+                        if k >= n:
+                            k = _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2)
+                    else:
+                        k = _search_rgb(s, r, g, b, pal_cmp, cands)
             out_idx[y, x] = k
             for c in range(ch):
                 out_img[y, x, c] = table[k, c]
@@ -598,7 +694,7 @@ def _ordered(
 
 def error_diffuse(
     use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_rgb: np.ndarray, pal_cmp: np.ndarray,
-    lut: np.ndarray, steps: float, m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int,
+    lut: np.ndarray, steps: float, m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, sub: np.ndarray, gbits: int,
     kernel: ErrorKernel, strength: float, serpentine: bool, table: np.ndarray, out_idx: np.ndarray,
     out_img: np.ndarray, used: np.ndarray,
 ) -> None:
@@ -610,7 +706,7 @@ def error_diffuse(
     """
     ws = (kernel.weights * (kernel.diffused * strength)).astype(np.float32)
     prc = pal_rgb.astype(np.float32)
-    common = (src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits)
+    common = (src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits)
     if kernel.name == "floyd-steinberg":
         # the specialised loop takes the weights as right, below-left, below, below-right
         at = {(dx, dy): i for i, (dx, dy, _) in enumerate(kernel.taps)}
@@ -624,12 +720,12 @@ def error_diffuse(
 
 def ordered_dither(
     use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_cmp: np.ndarray, lut: np.ndarray, steps: float,
-    m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int,
+    m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, sub: np.ndarray, gbits: int,
     offsets: np.ndarray, table: np.ndarray, out_idx: np.ndarray, out_img: np.ndarray, used: np.ndarray,
 ) -> None:
     """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
     each pixel to the palette."""
     _ordered(
-        use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, gbits, offsets, table, out_idx, out_img,
+        use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, offsets, table, out_idx, out_img,
         used,
     )

@@ -39,7 +39,9 @@ def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _candidates(pal_bytes: bytes, use_lab: bool, sequential: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _candidates(
+    pal_bytes: bytes, use_lab: bool, sequential: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     # keyed on the colour bytes so repeated calls with one palette (every image of a batch) build it once
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     return _dither.cell_table(pal, use_lab, 5 if sequential else None)
