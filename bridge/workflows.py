@@ -151,7 +151,7 @@ class Workflow:
             else:
                 continue
             for t in p.targets:
-                written = t.map[value] if t.map is not None else value
+                written = value if t.map is None else t.map[str(value) if p.type == "int" else value]
                 if p.type == "json" and isinstance(written, list):
                     written = {"__value__": written}  # a bare list would read as a link
                 graph[t.node]["inputs"][t.input] = copy.deepcopy(written)
@@ -317,9 +317,18 @@ def _parse_parameter(name: str, spec: Any) -> Parameter:
     if ptype == "choice" and choices is None and not isinstance(spec.get("choices_from"), str):
         raise ValueError("a choice needs 'choices' or 'choices_from'")
     for t in targets:
-        if t.map is not None:
-            if choices is None or set(t.map) != set(choices):
-                raise ValueError(f"target {t.node}.{t.input}: 'map' keys must equal 'choices'")
+        if t.map is None:
+            continue
+        if ptype == "int":
+            # An int map translates a small range (e.g. clip_skip 1..12 -> stop_at_clip_layer -1..-12), so it
+            # must name every value the limits allow: no value can then reach the graph untranslated.
+            lo, hi = spec.get("min"), spec.get("max")
+            if not isinstance(lo, int) or not isinstance(hi, int) or not 0 <= hi - lo < 1024 \
+                    or set(t.map) != {str(i) for i in range(lo, hi + 1)}:
+                raise ValueError(f"target {t.node}.{t.input}: an int 'map' needs 'min' and 'max' and one key "
+                                 f"per value from min to max")
+        elif choices is None or set(t.map) != set(choices):
+            raise ValueError(f"target {t.node}.{t.input}: 'map' keys must equal 'choices'")
     p = Parameter(name=name, type=ptype, targets=tuple(targets), default=spec.get("default", _MISSING),
                   required=bool(spec.get("required", False)), description=str(spec.get("description", "")),
                   min=spec.get("min"), max=spec.get("max"), multiple_of=spec.get("multiple_of"),

@@ -172,6 +172,65 @@ async def test_options_switch_checkpoint(client, comfy_double):
     assert err["error"] == "RuntimeError" and "missing.ckpt" in err["errors"]
 
 
+def clip_layers(double: ComfyDouble) -> list[int]:
+    """stop_at_clip_layer of the last prompt's CLIPSetLastLayer, checked to feed both text encoders."""
+    graph = double.prompts[-1]["prompt"]
+    (nid, node), = [(i, n) for i, n in graph.items() if n["class_type"] == "CLIPSetLastLayer"]
+    assert [n["inputs"]["clip"] for n in graph.values() if n["class_type"] == "CLIPTextEncode"] == [[nid, 0]] * 2
+    return [node["inputs"]["stop_at_clip_layer"]]
+
+
+async def test_clip_skip_option_and_override_reach_the_graph(bridge_factory, comfy_double, monkeypatch):
+    monkeypatch.setenv("PICO_MODE", "false")
+    client = await bridge_factory(adapters=["a1111", "pico"])
+    small = {"steps": 1, "width": 64, "height": 64, "seed": 1}
+    resp = await client.post("/sdapi/v1/txt2img", json=small)
+    assert "Clip skip" not in json.loads((await resp.json())["info"])["infotexts"][0]
+    assert clip_layers(comfy_double) == [-1]
+
+    assert (await client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2})).status == 200
+    assert (await (await client.get("/sdapi/v1/options")).json())["CLIP_stop_at_last_layers"] == 2
+    resp = await client.post("/sdapi/v1/txt2img", json=small)
+    info = json.loads((await resp.json())["info"])
+    assert info["clip_skip"] == 2 and "Clip skip: 2," in info["infotexts"][0]
+    assert clip_layers(comfy_double) == [-2]
+    resp = await client.post("/sdapi/v1/img2img", json={**small, "init_images": [png_b64()]})
+    assert resp.status == 200 and clip_layers(comfy_double) == [-2]
+    mask = png_b64(colour=(255, 255, 255))
+    resp = await client.post("/sdapi/v1/img2img", json={**small, "init_images": [png_b64()], "mask": mask})
+    assert resp.status == 200 and clip_layers(comfy_double) == [-2]
+    assert any(n["class_type"] == "LoadImageMask" for n in comfy_double.prompts[-1]["prompt"].values())  # inpaint
+    resp = await client.post("/pico/sdapi/v1/txt2img?format=json", json=small)
+    assert resp.status == 200 and clip_layers(comfy_double) == [-2]
+    assert any(n["class_type"] == "PixartRGB565" for n in comfy_double.prompts[-1]["prompt"].values())
+
+    # override_settings wins for one request, as in A1111, and the option stays unless restore is turned off
+    resp = await client.post("/sdapi/v1/txt2img", json={**small, "override_settings": {"CLIP_stop_at_last_layers": 3}})
+    assert json.loads((await resp.json())["info"])["clip_skip"] == 3 and clip_layers(comfy_double) == [-3]
+    assert (await (await client.get("/sdapi/v1/options")).json())["CLIP_stop_at_last_layers"] == 2
+    await client.post("/sdapi/v1/txt2img", json={**small, "override_settings": {"CLIP_stop_at_last_layers": 4},
+                                                 "override_settings_restore_afterwards": False})
+    assert clip_layers(comfy_double) == [-4]
+    assert (await (await client.get("/sdapi/v1/options")).json())["CLIP_stop_at_last_layers"] == 4
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/sdapi/v1/options", {"CLIP_stop_at_last_layers": 0}, "CLIP_stop_at_last_layers"),
+    ("/sdapi/v1/options", {"CLIP_stop_at_last_layers": 13}, "CLIP_stop_at_last_layers"),
+    ("/sdapi/v1/options", {"CLIP_stop_at_last_layers": "2"}, "CLIP_stop_at_last_layers"),
+    ("/sdapi/v1/options", {"CLIP_stop_at_last_layers": True}, "CLIP_stop_at_last_layers"),
+    ("/sdapi/v1/txt2img", {"override_settings": {"CLIP_stop_at_last_layers": 40}},
+     "override_settings.CLIP_stop_at_last_layers"),
+])
+async def test_bad_clip_skip_is_refused_naming_the_field(client, comfy_double, path, body, field):
+    before = len(comfy_double.prompts)
+    resp = await client.post(path, json=body)
+    err = await resp.json()
+    assert resp.status == 400 and err["errors"].startswith(field + ":"), err
+    assert len(comfy_double.prompts) == before
+    assert (await (await client.get("/sdapi/v1/options")).json())["CLIP_stop_at_last_layers"] == 1
+
+
 async def test_progress_and_interrupt(client, comfy_double):
     comfy_double.step_delay = 0.05
     gen = asyncio.create_task(client.post("/sdapi/v1/txt2img", json={

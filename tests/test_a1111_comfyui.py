@@ -137,3 +137,29 @@ async def test_progress_while_generating(bridge):
     assert seen is not None and seen["state"]["job_count"] == 2 and seen["state"]["sampling_steps"] == 12
     info = json.loads((await resp.json())["info"])
     assert info["all_seeds"] == [3, 4]
+
+
+async def test_clip_skip_changes_the_pixels(bridge):
+    """The bug this guards against: `Clip skip: 2` in the infotext while the pixels equal clip skip 1."""
+    body = {"prompt": "a lighthouse", "seed": 77, "steps": 2, "width": 64, "height": 64}
+
+    async def pixels(extra: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        resp = await bridge.post("/sdapi/v1/txt2img", json={**body, **extra})
+        assert resp.status == 200, await resp.text()
+        data = await resp.json()
+        with Image.open(io.BytesIO(base64.b64decode(data["images"][0]))) as im:
+            return np.asarray(im.convert("RGB")), json.loads(data["info"])
+
+    plain, plain_info = await pixels({})
+    assert (await bridge.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2})).status == 200
+    try:
+        skipped, info = await pixels({})
+    finally:
+        await bridge.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
+    assert "Clip skip" not in plain_info["infotexts"][0] and "Clip skip: 2," in info["infotexts"][0]
+    assert np.abs(plain.astype(int) - skipped.astype(int)).max() > 0
+    # the per-request form gives the same picture as the option, and the option is back at 1 afterwards
+    overridden, _ = await pixels({"override_settings": {"CLIP_stop_at_last_layers": 2}})
+    assert np.array_equal(overridden, skipped)
+    again, _ = await pixels({})
+    assert np.array_equal(again, plain)

@@ -136,6 +136,38 @@ def test_coerce_and_bind(workflows):
     assert e.value.field == "sampler" and "not available" in e.value.message
 
 
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "pico_rgb565"])
+def test_clip_skip_sets_the_last_layer_both_encoders_read(workflows, name):
+    wf = workflows[name]
+    assert wf.version >= 2  # clip_skip changed what the graph does
+    ids = {n["class_type"]: nid for nid, n in wf.graph.items()}
+    clip_node = ids["CLIPSetLastLayer"]
+    assert wf.graph[clip_node]["inputs"]["clip"] == [ids["CheckpointLoaderSimple"], 1]
+    encoders = [n for n in wf.graph.values() if n["class_type"] == "CLIPTextEncode"]
+    assert len(encoders) == 2 and all(n["inputs"]["clip"] == [clip_node, 0] for n in encoders)
+    extra = {k: "x.png" for k in ("image", "mask") if k in wf.parameters}
+    for skip, layer in ((None, -1), (1, -1), (2, -2), (12, -12)):
+        values = wf.coerce({**extra, **({} if skip is None else {"clip_skip": skip})})
+        assert wf.bind(values)[clip_node]["inputs"]["stop_at_clip_layer"] == layer
+    for bad in (0, 13, -2, 2.5, "2"):
+        with pytest.raises(InvalidParameter) as e:
+            wf.coerce({**extra, "clip_skip": bad})
+        assert e.value.field == "clip_skip"
+    assert W.check_object_info(wf, OI) == []
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: t["map"].pop("12"),                           # a value the limits allow has no translation
+    lambda t: t["map"].__setitem__("13", -13),              # a key outside min..max
+])
+def test_int_map_must_cover_min_to_max(tmp_path, change):
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "txt2img", lambda m: change(m["parameters"]["clip_skip"]["targets"][0]))
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(folder / "txt2img.manifest.json")
+    assert "an int 'map' needs 'min' and 'max'" in e.value.message and "clip_skip" in e.value.message
+
+
 @pytest.mark.parametrize("params,field", [
     ({"steps": 1.5}, "steps"), ({"steps": True}, "steps"), ({"cfg": float("nan")}, "cfg"), ({"cfg": 31}, "cfg"),
     ({"width": 100}, "width"), ({"resize_mode": "stretch"}, "resize_mode"), ({"prompt": None, "seed": "1"}, "seed"),

@@ -51,6 +51,7 @@ PARAMS = {
     "denoising_strength": "denoise",
     "init_images": "image",
     "mask": "mask",
+    "CLIP_stop_at_last_layers": "clip_skip",
 }
 FIELD_FOR_PARAM = {v: k for k, v in PARAMS.items()}
 
@@ -256,17 +257,45 @@ async def checkpoint_for(request: web.Request, req: models._Common) -> str | Non
     return await current_checkpoint(request)
 
 
+CLIP_SKIP_MAX = 12  # A1111's "Clip skip" slider runs 1..12
+
+
+def check_clip_skip(value: Any, where: str = "CLIP_stop_at_last_layers") -> int:
+    # bool is an int subclass, but `true` is no layer count
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= CLIP_SKIP_MAX:
+        raise models.field_error(where, f"must be an integer from 1 to {CLIP_SKIP_MAX}, got {value!r}")
+    return value
+
+
+def clip_skip_for(request: web.Request, req: models._Common) -> int:
+    """The request's `override_settings` value, else the stored option (A1111 reads opts at generation time)."""
+    overrides = req.override_settings or {}
+    if overrides.get("CLIP_stop_at_last_layers") is not None:
+        return check_clip_skip(overrides["CLIP_stop_at_last_layers"],
+                               "override_settings.CLIP_stop_at_last_layers")
+    return request.app[STATE].options.get("CLIP_stop_at_last_layers", 1)
+
+
 async def generation_for(request: web.Request, req: models._Common, is_img2img: bool) -> models.Generation:
     engine = _engine(request)
-    settings = request.app[STATE].settings
+    state = request.app[STATE]
+    settings = state.settings
+    clip_skip = clip_skip_for(request, req)
     checkpoint = await checkpoint_for(request, req)
     live_samplers = await live_choices(engine, "KSampler.sampler_name")
     live_schedulers = await live_choices(engine, "KSampler.scheduler")
-    clip_skip = request.app[STATE].options.get("CLIP_stop_at_last_layers", 1)
-    return models.resolve_generation(
+    gen = models.resolve_generation(
         req, checkpoint=checkpoint, live_samplers=live_samplers or None, live_schedulers=live_schedulers or None,
-        is_img2img=is_img2img, max_steps=settings.max_steps, max_size=settings.max_size,
-        clip_skip=clip_skip if isinstance(clip_skip, int) else 1)
+        is_img2img=is_img2img, max_steps=settings.max_steps, max_size=settings.max_size, clip_skip=clip_skip)
+    if req.override_settings_restore_afterwards is False and req.override_settings:
+        # A1111 then leaves the overridden options in place for later requests.
+        kept = {"CLIP_stop_at_last_layers": clip_skip}
+        if checkpoint and req.override_settings.get("sd_model_checkpoint"):
+            kept["sd_model_checkpoint"] = checkpoint
+        state.options.update(kept)
+    return gen
 
 
 def job_params(gen: models.Generation, index: int) -> dict[str, Any]:
@@ -281,6 +310,7 @@ def job_params(gen: models.Generation, index: int) -> dict[str, Any]:
         PARAMS["scheduler"]: gen.sampler.comfy_scheduler,
         PARAMS["width"]: gen.width // 8 * 8,
         PARAMS["height"]: gen.height // 8 * 8,
+        PARAMS["CLIP_stop_at_last_layers"]: gen.clip_skip,
     }
     if gen.checkpoint:
         params[PARAMS["sd_model_checkpoint"]] = gen.checkpoint
@@ -554,8 +584,8 @@ async def set_options(request: web.Request) -> web.StreamResponse:
         if found is None:
             raise A1111Error(500, "", error="RuntimeError", errors=f"model {value!r} not found")
         updates["sd_model_checkpoint"] = found
-    if "CLIP_stop_at_last_layers" in updates and not isinstance(updates["CLIP_stop_at_last_layers"], int):
-        raise models.field_error("CLIP_stop_at_last_layers", "must be an integer")
+    if "CLIP_stop_at_last_layers" in updates:
+        updates["CLIP_stop_at_last_layers"] = check_clip_skip(updates["CLIP_stop_at_last_layers"])
     state.options.update(updates)
     return web.json_response(None)
 

@@ -147,6 +147,9 @@ def _core_object_info(checkpoints: list[str], files: list[str], hidden_save: dic
         "CLIPTextEncode": _node("CLIPTextEncode", "conditioning",
                                 {"text": ["STRING", {"multiline": True, "dynamicPrompts": True}], "clip": ["CLIP", {}]},
                                 ["CONDITIONING"]),
+        "CLIPSetLastLayer": _node("CLIPSetLastLayer", "conditioning", {
+            "clip": ["CLIP", {}],
+            "stop_at_clip_layer": ["INT", {"default": -1, "min": -24, "max": -1, "step": 1}]}, ["CLIP"]),
         "EmptyLatentImage": _node("EmptyLatentImage", "latent", {
             "width": ["INT", {"default": 512, "min": 16, "max": MAX_RES, "step": 8}],
             "height": ["INT", {"default": 512, "min": 16, "max": MAX_RES, "step": 8}],
