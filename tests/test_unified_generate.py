@@ -162,6 +162,26 @@ async def test_sd15_backend(aiohttp_client, comfyui, tmp_path):
     opts = await (await client.get("/generate/options")).json()
     assert opts["backend"] == "sd15" and opts["fields"]["width"]["supported"] is True
     assert "DPM++ 2M" in opts["fields"]["sampler_name"]["choices"]
+    # the default is named like the choices, and it is what a request without a sampler reports and runs
+    assert opts["fields"]["sampler_name"]["default"] == "Euler" in opts["fields"]["sampler_name"]["choices"]
+    small = {"prompt": "a pixel cat", "width": 64, "height": 64, "steps": 2}
+    plain = await post(client, {**small, "seed": 99})
+    assert plain["sampler_name"] == "Euler" and plain["seeds"] == [99]
+    euler = await post(client, {**small, "seed": 99, "sampler_name": "Euler"})
+    assert np.array_equal(decode(euler["image"]), decode(plain["image"])) and euler["unsupported"] == []
+
+
+async def test_sd15_batch_seeds_reproduce_each_image(aiohttp_client, comfyui, tmp_path):
+    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_BACKEND="sd15",
+                                           UNIFIED_SD15_CHECKPOINT=TINY_CHECKPOINT))
+    small = {"prompt": "a pixel cat", "width": 64, "height": 64, "steps": 2}
+    batch = await post(client, {**small, "seed": 99, "batch_size": 2})
+    assert batch["seeds"] == [99, 100] and batch["seed"] == 99 and len(batch["images"]) == 2
+    assert len(batch["job_ids"]) == 2
+    for seed, image in zip(batch["seeds"], batch["images"]):
+        alone = await post(client, {**small, "seed": seed})
+        assert np.array_equal(decode(alone["image"]), decode(image))
+    assert not np.array_equal(decode(batch["images"][0]), decode(batch["images"][1]))
 
 
 async def test_pixelate_chain_and_rgb565_frame(aiohttp_client, comfyui, tmp_path, tiny_axera_dir, direct):

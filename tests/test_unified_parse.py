@@ -114,6 +114,19 @@ def test_sd15_plan_maps_a1111_names():
     assert unknown.unsupported[0]["field"] == "sampler_name" and unknown.unsupported[0]["used"] == "DPM++ 2M"
 
 
+def test_sd15_plan_one_job_per_image_and_default_sampler_in_a1111_naming():
+    s = UnifiedSettings(backend="sd15")
+    plan = plan_sd15(parse({"prompt": "x", "seed": 99, "batch_size": 2, "n_iter": 2}), s, ["euler"], ["normal"],
+                     default_sampler="euler")
+    # ComfyUI draws one batch of noise from one seed: only one job per image makes seed + i reproduce image i
+    assert plan.seeds == [99, 100, 101, 102]
+    assert [p["seed"] for _, p in plan.jobs] == plan.seeds and all(p["batch_size"] == 1 for _, p in plan.jobs)
+    assert plan.sampler == "Euler" and "sampler" not in plan.jobs[0][1]  # the workflow's default runs
+    wrap = plan_sd15(parse({"prompt": "x", "seed": 2**64 - 1, "batch_size": 2}), s, None, None)
+    assert wrap.seeds == [2**64 - 1, 0] and wrap.sampler is None
+    assert unified.a1111_sampler_name("dpmpp_2m") == "DPM++ 2M" and unified.a1111_sampler_name("odd") == "odd"
+
+
 # ------------------------------------------------------------------------------------------ HTTP, scripted engine
 
 

@@ -297,13 +297,25 @@ def _sampler_honoured(requested: str, resolved_name: str) -> bool:
     return False
 
 
+def a1111_sampler_name(comfy_sampler: str | None) -> str | None:
+    """The A1111 name (as `/generate/options` lists the choices) of a ComfyUI KSampler sampler."""
+    from .a1111_samplers import SAMPLERS
+
+    return next((sp.name for sp in SAMPLERS if sp.comfy == comfy_sampler), comfy_sampler)
+
+
 def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str] | None,
-              live_schedulers: list[str] | None) -> Plan:
+              live_schedulers: list[str] | None, default_sampler: str | None = None) -> Plan:
+    """`default_sampler`: the ComfyUI sampler the workflow runs when the request names none (reported in A1111
+    naming)."""
     from .a1111_samplers import resolve
 
-    params: dict[str, Any] = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": req.seed,
-                              "batch_size": req.count}
-    plan = Plan("sd15", [], [req.seed], req.steps, field_names=SD15_FIELDS)
+    # ComfyUI draws a whole latent batch from one seed, so image i of a batch is not what seed + i alone gives.
+    # One job per image with seed + i (as on the Axera backend and in A1111) makes every listed seed reproduce
+    # its image.
+    seeds = [(req.seed + i) % (SEED_MAX + 1) for i in range(req.count)]
+    params: dict[str, Any] = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "batch_size": 1}
+    plan = Plan("sd15", [], seeds, req.steps, field_names=SD15_FIELDS, sampler=a1111_sampler_name(default_sampler))
     for name in ("width", "height"):
         value = getattr(req, name)
         if value is not None:
@@ -334,7 +346,7 @@ def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str]
     if req.mode == "img2img":
         workflow = s.sd15_img2img_workflow
         params.update(image=req.init_image, denoise=req.strength, resize_mode=SD15_RESIZE[req.resize_mode])
-    plan.jobs = [(workflow, params)]
+    plan.jobs = [(workflow, {**params, "seed": seed}) for seed in seeds]
     if s.postprocess != "none":
         plan.note("postprocess", s.postprocess, "none", "the sd15 workflows have no pixelate step")
     return plan
@@ -371,6 +383,13 @@ async def _live(engine: Any, ref: str) -> list[str] | None:
         return list(await engine.choices(ref))
     except BridgeError:
         return None
+
+
+def _workflow_default(engine: Any, s: UnifiedSettings, name: str) -> Any:
+    """A parameter's default in the sd15 txt2img workflow (the img2img one shares the common parameters)."""
+    wf = getattr(engine, "workflows", {}).get(s.sd15_txt2img_workflow)
+    p = wf.parameters.get(name) if wf is not None else None
+    return p.default if p is not None and p.has_default else None
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -445,7 +464,7 @@ async def generate(request: web.Request) -> web.Response:
         plan = plan_axera(req, settings)
     else:
         plan = plan_sd15(req, settings, await _live(engine, "KSampler.sampler_name"),
-                         await _live(engine, "KSampler.scheduler"))
+                         await _live(engine, "KSampler.scheduler"), _workflow_default(engine, settings, "sampler"))
 
     job_ids: list[str] = []
     try:
@@ -554,7 +573,8 @@ async def options(request: web.Request) -> web.Response:
         "resize_mode": {"supported": True, "default": 0, "choices": {"0": "stretch", "1": "crop", "2": "pad"}},
         "n_iter": {"supported": True, "default": 1, "max": s.max_images},
         "batch_size": {"supported": True, "default": 1, "max": s.max_images,
-                       "note": f"n_iter x batch_size <= {s.max_images}"},
+                       "note": f"n_iter x batch_size <= {s.max_images}; image i is made with seed + i on its own, "
+                               f"so each seed in `seeds` reproduces its image"},
     }
     if s.backend == "axera":
         size = state.get("axera_size")
@@ -589,7 +609,7 @@ async def options(request: web.Request) -> web.Response:
             "width": described("width"), "height": described("height"), "steps": described("steps"),
             "cfg_scale": described("cfg"),
             "sampler_name": {"supported": True, "choices": [i["name"] for i in sampler_items(live)],
-                             "default": (described("sampler").get("default"))},
+                             "default": a1111_sampler_name(_workflow_default(engine, s, "sampler"))},
             "negative_prompt": {"supported": True, "default": ""},
         }
         names = {"txt2img": s.sd15_txt2img_workflow, "img2img": s.sd15_img2img_workflow}
