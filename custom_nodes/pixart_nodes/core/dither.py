@@ -288,15 +288,15 @@ def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, di
 
 
 @numba.njit(cache=True, nogil=True)
-def _build(use_lab, pal, pal_lab, lut, steps, m1, m2, gbits, info, moff):
-    """Fill ``info``/``moff`` for every cell; returns ``cands`` (blocks: count, sub-table offset, colours)."""
+def _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, bits, pstarts, pflat):
+    """Candidate lists (CSR: ``starts``, ``flat``) of every cell at ``bits`` per channel, each cell testing only
+    its parent cell's candidates (``pstarts``/``pflat`` at ``bits - 1``; None: every colour)."""
     n = pal.shape[0]
-    g = 1 << gbits
-    size = 256 >> gbits
-    norm = np.empty(n)
+    g = 1 << bits
+    size = 256 >> bits
+    everyone = np.empty(n, dtype=np.int32)
     for k in range(n):
-        norm[k] = pal_lab[k, 0] ** 2 + pal_lab[k, 1] ** 2 + pal_lab[k, 2] ** 2
-    everyone = np.arange(n)
+        everyone[k] = k
     dist_i = np.empty((8, n), dtype=np.int64)
     dist_f = np.empty((8, n))
     cone = np.empty((8, 3))
@@ -306,38 +306,69 @@ def _build(use_lab, pal, pal_lab, lut, steps, m1, m2, gbits, info, moff):
     x0 = np.empty(2)
     x1 = np.empty(2)
     x2 = np.empty(2)
-    cands = np.empty(1024, dtype=np.int32)
+    starts = np.zeros(g * g * g + 1, dtype=np.int64)
+    flat = np.empty(4 * g * g * g, dtype=np.int32)
     used = 0
-    subs = 0
     for i0 in range(g):
         for i1 in range(g):
             for i2 in range(g):
-                lo0, lo1, lo2 = i0 * size, i1 * size, i2 * size
-                hi0, hi1, hi2 = min(lo0 + size, 255), min(lo1 + size, 255), min(lo2 + size, 255)
-                if use_lab:
-                    # linear light from the loops' own table, so the box holds exactly the values they compute
-                    x0[0], x0[1] = lut[int(lo0 * steps)], lut[int(hi0 * steps)]
-                    x1[0], x1[1] = lut[int(lo1 * steps)], lut[int(hi1 * steps)]
-                    x2[0], x2[1] = lut[int(lo2 * steps)], lut[int(hi2 * steps)]
-                    count = _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, everyone, n, cone, root, dist_f, near, keep)
+                cell = (i0 << (2 * bits)) | (i1 << bits) | i2
+                if pstarts is None:
+                    cand = everyone
                 else:
-                    count = _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, everyone, n, dist_i, near, keep)
-                cell = (i0 << (2 * gbits)) | (i1 << gbits) | i2
-                if count == 1:
-                    for k in range(n):
-                        if keep[k]:
-                            info[cell] = k
-                    continue
-                info[cell] = np.iinfo(info.dtype).max
-                moff[cell] = used
-                cands = _append(cands, used, count)
-                cands = _append(cands, used + 1, subs * 64)
-                used += 2
-                subs += 1
-                for k in range(n):
-                    if keep[k]:
-                        cands = _append(cands, used, k)
+                    parent = ((i0 >> 1) << (2 * bits - 2)) | ((i1 >> 1) << (bits - 1)) | (i2 >> 1)
+                    cand = pflat[pstarts[parent] : pstarts[parent + 1]]
+                ncand = cand.shape[0]
+                if ncand == 1:
+                    keep[0] = True
+                else:
+                    lo0, lo1, lo2 = i0 * size, i1 * size, i2 * size
+                    hi0, hi1, hi2 = min(lo0 + size, 255), min(lo1 + size, 255), min(lo2 + size, 255)
+                    if use_lab:
+                        # linear light from the loops' own table, so the box holds exactly the values they compute
+                        x0[0], x0[1] = lut[int(lo0 * steps)], lut[int(hi0 * steps)]
+                        x1[0], x1[1] = lut[int(lo1 * steps)], lut[int(hi1 * steps)]
+                        x2[0], x2[1] = lut[int(lo2 * steps)], lut[int(hi2 * steps)]
+                        _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, dist_f, near, keep)
+                    else:
+                        _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist_i, near, keep)
+                for j in range(ncand):
+                    if keep[j]:
+                        flat = _append(flat, used, cand[j])
                         used += 1
+                starts[cell + 1] = used
+    return starts, flat[:used]
+
+
+@numba.njit(cache=True, nogil=True)
+def _build(use_lab, pal, pal_lab, lut, steps, m1, m2, gbits, info, moff):
+    """Fill ``info``/``moff`` for every cell; returns ``cands`` (blocks: count, sub-table offset, colours) and
+    the number of multi-candidate cells. Levels are built coarse to fine (8^3 cells up to 2^gbits per side),
+    each cell testing only its parent's candidates: most colours are ruled out at the coarse levels."""
+    n = pal.shape[0]
+    norm = np.empty(n)
+    for k in range(n):
+        norm[k] = pal_lab[k, 0] ** 2 + pal_lab[k, 1] ** 2 + pal_lab[k, 2] ** 2
+    starts, flat = _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, 3, None, None)
+    for bits in range(4, gbits + 1):
+        starts, flat = _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, bits, starts, flat)
+    cands = np.empty(1024, dtype=np.int32)
+    used = 0
+    subs = 0
+    for cell in range(starts.shape[0] - 1):
+        count = starts[cell + 1] - starts[cell]
+        if count == 1:
+            info[cell] = flat[starts[cell]]
+            continue
+        info[cell] = np.iinfo(info.dtype).max
+        moff[cell] = used
+        cands = _append(cands, used, count)
+        cands = _append(cands, used + 1, subs * 64)
+        used += 2
+        subs += 1
+        for j in range(starts[cell], starts[cell + 1]):
+            cands = _append(cands, used, flat[j])
+            used += 1
     return cands[:used].copy(), subs
 
 
