@@ -5,12 +5,17 @@ counted) and of wall time, and the ratio of each CPU median to Pillow's Floyd-St
 Pillow keeps a colour cache on its palette image between calls; that is allowed here as in normal use, and
 our per-palette candidate table is likewise built once (warm-up runs are not timed).
 
-    .venv/bin/python bench/bench_quantize.py [--runs 20] [--size 512]
+A second table times the first call in a fresh process (numba cache load, candidate table build), the
+cost a ComfyUI node pays once per palette and distance, against Pillow's first call in the same way.
+
+    .venv/bin/python bench/bench_quantize.py [--runs 20] [--size 512] [--cold-runs 3]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -39,10 +44,57 @@ def measure(fn, runs: int) -> tuple[float, float]:
     return statistics.median(cpu) * 1e3, statistics.median(wall) * 1e3
 
 
+_COLD = r"""
+import sys, time
+t0 = time.perf_counter()
+import numpy as np
+from PIL import Image
+from pixart_nodes.core.palette import named_palette
+from pixart_nodes.core.quantize import quantize
+t1 = time.perf_counter()
+size, what, dither, distance = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+pal = named_palette("pico-8")
+if what == "pillow":
+    pimg = Image.new("P", (1, 1))
+    pimg.putpalette(pal.colors.ravel().tolist())
+    run = lambda: Image.fromarray(img).quantize(palette=pimg, dither=Image.Dither.FLOYDSTEINBERG)
+else:
+    run = lambda: quantize(img, pal, dither=dither, distance=distance)
+t2 = time.perf_counter()
+run()
+t3 = time.perf_counter()
+run()
+t4 = time.perf_counter()
+print(t1 - t0, t3 - t2, t4 - t3)
+"""
+
+
+def cold(size: int, runs: int) -> None:
+    """Import time and first/second call in fresh processes (wall clock, medians)."""
+    cases = [("pillow", "floyd-steinberg", "rgb")] + [
+        ("pixart", m, d) for m in ("none", "floyd-steinberg", "bayer-8x8") for d in ("rgb", "oklab")
+    ]
+    print(f"\nfresh process, random {size}x{size} -> PICO-8, median of {runs} processes (wall)")
+    print(f"{'operation':48s} {'import s':>9s} {'1st call ms':>12s} {'2nd call ms':>12s}")
+    for what, method, distance in cases:
+        rows = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", _COLD, str(size), what, method, distance],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()
+            rows.append([float(v) for v in out])
+        imp, first, second = (statistics.median(col) for col in zip(*rows))
+        name = "Pillow quantize FLOYDSTEINBERG" if what == "pillow" else f"pixart {method} {distance}"
+        print(f"{name:48s} {imp:9.2f} {first * 1e3:12.1f} {second * 1e3:12.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per first-call case (0: skip)")
     args = ap.parse_args()
     pal = named_palette("pico-8")
     pimg = Image.new("P", (1, 1))
@@ -62,6 +114,8 @@ def main() -> None:
         print(f"{'operation':48s} {'cpu ms':>8s} {'wall ms':>8s} {'cpu / Pillow FS':>16s}")
         for name, cpu, wall in rows:
             print(f"{name:48s} {cpu:8.2f} {wall:8.2f} {cpu / ref:16.2f}")
+    if args.cold_runs:
+        cold(args.size, args.cold_runs)
 
 
 if __name__ == "__main__":
