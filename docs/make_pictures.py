@@ -168,6 +168,36 @@ def pictures_rgb565_preview(cls) -> list[Picture]:
             ("same frame, inverted=on", save("rgb565_preview", first_image(fixed)))]
 
 
+def pictures_quantize(cls) -> list[Picture]:
+    from pixart_nodes.core.palette import named_palette
+
+    img = scene()
+    grey = np.linspace(0, 255, 120, dtype=np.float32)[None, :, None].repeat(40, 0).repeat(3, 2).astype(np.uint8)
+    pics = [("input", save("input_scene", img))]
+    pal = named_palette("pico-8")
+    for dither in ("none", "floyd-steinberg", "atkinson", "bayer-4x4", "blue-noise"):
+        out, _, used = run_node(cls, image=tensor(img), palette=pal, dither=dither)
+        pics.append((f"PICO-8, dither={dither} ({used} colours used)", save(f"quantize_{dither}", first_image(out))))
+    bw = named_palette("1bit")
+    for dither in ("none", "floyd-steinberg", "bayer-8x8"):
+        out, _, _ = run_node(cls, image=tensor(grey), palette=bw, dither=dither, distance="rgb")
+        pics.append((f"grey ramp to 1-bit, dither={dither} (shown 2x)",
+                     save(f"quantize_1bit_{dither}", first_image(out), 2)))
+    return pics
+
+
+def pictures_palette(cls) -> list[Picture]:
+    img = scene()
+    pics = [("input", save("input_scene", img))]
+    for name in ("pico-8", "gameboy", "sweetie-16", "endesga-32"):
+        _, sw, n = run_node(cls, source="named", name=name)
+        pics.append((f"named: {name} ({n} colours)", save(f"palette_{name}", first_image(sw))))
+    for method in ("kmeans", "median-cut"):
+        _, sw, n = run_node(cls, source="image", image=tensor(img), n_colors=8, method=method)
+        pics.append((f"from the input image: {method}, 8 colours", save(f"palette_{method}", first_image(sw))))
+    return pics
+
+
 def pictures_generic(cls) -> list[Picture]:
     """Any other node: feed the scene to its IMAGE input (and PICO-8 to a palette input) with defaults."""
     spec = cls.INPUT_TYPES()
@@ -206,6 +236,8 @@ RECIPES: dict[str, Callable[[type], list[Picture]]] = {
     "PixartPixelate": pictures_pixelate,
     "PixartRGB565": pictures_rgb565,
     "PixartRGB565Preview": pictures_rgb565_preview,
+    "PixartQuantize": pictures_quantize,
+    "PixartPalette": pictures_palette,
 }
 
 NOTES: dict[str, str] = {
