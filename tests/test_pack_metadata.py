@@ -54,3 +54,15 @@ def test_pyproject_carries_registry_metadata_and_the_pack_requirements() -> None
     assert re.fullmatch(r"[a-z0-9][a-z0-9_-]*", data["project"]["name"])
     deps = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in data["project"]["dependencies"]}
     assert _requirement_names(PACK / "requirements.txt") - {"onnxruntime", "tokenizers"} <= deps
+
+
+def test_shipped_palette_files_parse_to_the_named_palettes() -> None:
+    import numpy as np
+
+    from pixart_nodes.core.palette import load_palette_file, named_palette
+
+    files = sorted((PACK / "palettes").glob("*.*"))
+    assert files, "the pack ships example palette files for the Palette node's file source"
+    for path in files:
+        loaded = load_palette_file(path)
+        np.testing.assert_array_equal(loaded.colors, named_palette(path.stem).colors, err_msg=path.name)
