@@ -235,3 +235,43 @@ def test_no_dither_equals_brute_force_with_alpha_and_big_palettes(distance):
         assert np.array_equal(res.indices[~transparent], ref[~transparent])
         assert np.all(res.indices[transparent] == len(pal))
         assert res.colors_used == len(np.unique(ref[~transparent]))
+
+
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256"])
+def test_pair_codes_hold_the_true_nearest(name):
+    """Floyd-Steinberg (sRGB) reads a pair of colours per cell, or per sub-cell of a cell with 3+ candidates;
+    the nearest colour of every value is one of the two (or a sub-cell says "search"), and the pair is in
+    palette order so the lower index wins ties. Brute force on random values plus cell/sub-cell edges."""
+    from pixart_nodes.core import dither
+
+    rng = np.random.default_rng(22)
+    pal = rng.integers(0, 256, (int(name.split("-")[1]), 3), dtype=np.uint8) if name.startswith("random-") \
+        else named_palette(name).colors
+    info, moff, cands, _, gbits = dither.cell_table(pal, False, 5)
+    codes, slot, sub_codes, shift = dither.pair_table(pal, info, moff, cands, gbits)
+    assert codes.dtype == (np.uint8 if len(pal) <= 16 else np.uint16) and shift == (4 if len(pal) <= 16 else 8)
+    edges = np.arange(0, 256, 2, dtype=np.float64)
+    q = np.concatenate([rng.uniform(0, 255, (4000, 3)),
+                        rng.choice(np.concatenate([edges, edges + 2 - 1e-4, [255.0]]), (3000, 3))])
+    q = np.minimum(q, 255.0).astype(np.float32).astype(np.float64)
+    d = ((q[:, None, :] - pal.astype(np.float64)[None]) ** 2).sum(-1)
+    best = d.argmin(axis=1)  # lowest index on ties
+    ic = q.astype(np.int64)
+    cell = ((ic[:, 0] >> 3) << 10) | ((ic[:, 1] >> 3) << 5) | (ic[:, 2] >> 3)
+    mask = (1 << shift) - 1
+    pairs = searched = 0
+    for i in range(len(q)):
+        e = int(codes[cell[i]])
+        a, b = e & mask, e >> shift
+        if a > b:
+            sub = ((ic[i, 0] >> 1) & 3) << 4 | ((ic[i, 1] >> 1) & 3) << 2 | ((ic[i, 2] >> 1) & 3)
+            e = int(sub_codes[slot[cell[i]] * 64 + sub])
+            a, b = e & mask, e >> shift
+            if a > b:
+                searched += 1
+                continue
+        pairs += a != b
+        chosen = b if d[i, b] < d[i, a] else a
+        assert chosen == best[i], (q[i], a, b, best[i])
+    assert pairs > 0
+    assert searched < len(q) // 10

@@ -441,6 +441,87 @@ def cell_table(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Floyd-Steinberg in sRGB: candidate pairs. Error diffusion pushes values onto the boundaries between colours,
+# so a fifth to a third of its pixels land in cells with two candidates; a branch there mispredicts about half
+# the time. Each cell instead holds a pair code ``a | b << shift`` (``a <= b``; ``a == b`` for one candidate)
+# and the loop always compares the two distances, so one code path serves both kinds of cell. ``a > b`` marks
+# a cell with 3+ candidates (rare): its 64 sub-cells hold pair codes of their own, and only a sub-cell that
+# still has 3+ candidates runs the full search.
+
+PAIR_MANY = 1  # a=1, b=0: never a real pair (pairs are stored in palette order)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_codes(pal, info, moff, cands, gbits, shift, codes, slot):
+    """Fill ``codes`` (per cell) and ``slot`` (each 3+ cell's block of 64 in the returned sub-cell codes)."""
+    n = pal.shape[0]
+    cells = info.shape[0]
+    many = 0
+    for cell in range(cells):
+        k = np.int64(info[cell])
+        if k < n:
+            codes[cell] = k | (k << shift)
+        elif cands[moff[cell]] == 2:
+            s = moff[cell]
+            codes[cell] = cands[s + 2] | (cands[s + 3] << shift)
+        else:
+            codes[cell] = PAIR_MANY
+            slot[cell] = many
+            many += 1
+    sub_codes = np.empty(many * 64, dtype=codes.dtype)
+    size = 256 >> gbits
+    sub = size >> 2
+    g = 1 << gbits
+    near = np.empty(8, dtype=np.int64)
+    for cell in range(cells):
+        if codes[cell] != PAIR_MANY:
+            continue
+        s = moff[cell]
+        ncand = cands[s]
+        cand = cands[s + 2 : s + 2 + ncand]
+        keep = np.empty(ncand, dtype=np.bool_)
+        dist = np.empty((8, ncand), dtype=np.int64)
+        b0 = (cell >> (2 * gbits)) * size
+        b1 = ((cell >> gbits) & (g - 1)) * size
+        b2 = (cell & (g - 1)) * size
+        for q in range(64):
+            lo0 = b0 + (q >> 4) * sub
+            lo1 = b1 + ((q >> 2) & 3) * sub
+            lo2 = b2 + (q & 3) * sub
+            count = _box_keep_rgb(pal, lo0, lo1, lo2, min(lo0 + sub, 255), min(lo1 + sub, 255),
+                                  min(lo2 + sub, 255), cand, ncand, dist, near, keep)
+            code = PAIR_MANY
+            if count <= 2:
+                a = -1
+                b = -1
+                for j in range(ncand):
+                    if keep[j]:
+                        if a < 0:
+                            a = cand[j]
+                        b = cand[j]
+                code = a | (b << shift)
+            sub_codes[slot[cell] * 64 + q] = code
+    return sub_codes
+
+
+def pair_table(
+    pal: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pair codes for ``_floyd_steinberg_rgb`` from an sRGB ``cell_table``: ``(codes, slot, sub_codes, shift)``.
+
+    ``codes`` is uint8 with 4-bit fields for palettes of up to 16 colours (32 KiB at 32^3 cells: the loop
+    waits on each load, and this stays in the L1 cache), else uint16 with 8-bit fields. The table's
+    ``moff``/``cands`` serve the full search in sub-cells that still have 3+ candidates.
+    """
+    pal = np.ascontiguousarray(pal, dtype=np.uint8)
+    shift = 4 if len(pal) <= 16 else 8
+    codes = np.empty(info.shape[0], dtype=np.uint8 if shift == 4 else np.uint16)
+    slot = np.zeros(info.shape[0], dtype=np.int32)
+    sub_codes = _pair_codes(pal, info, moff, cands, gbits, shift, codes, slot)
+    return codes, slot, sub_codes, shift
+
+
+# ---------------------------------------------------------------------------------------------------------
 # compiled loops. ``pal_cmp`` holds the palette in the distance space (sRGB 0..255 or OKLab); for OKLab
 # each dithered sRGB value is converted with a linear-light table (``lut``, ``steps`` entries per code value,
 # linearly interpolated) and the OKLab matrices ``m1``/``m2``. A cell with one candidate is decided by one
@@ -605,6 +686,148 @@ def _floyd_steinberg(
 
 
 @numba.njit(cache=True, nogil=True)
+def _floyd_steinberg_rgb(
+    src, alpha_threshold, prc4, pal4, pal_cmp, codes, slot, sub_codes, moff, cands, gbits, shift, ws, serpentine,
+    table, out_idx, out_img, used,
+):
+    # Floyd-Steinberg with sRGB distance through pair codes (see ``pair_table``). The loop is bound by the
+    # chain from one pixel's value to the next one's, so everything that can be is computed for both
+    # candidates before the comparison decides: each candidate's error, and from it the next pixel's value.
+    # The float32 sums are ``_floyd_steinberg``'s, term for term, and the distances ``_best``'s (float64,
+    # lowest index on ties), so the pixels are the same. Unsigned indices: numba then emits no negative-index
+    # wraparound, which sat on that chain.
+    h, w, ch = src.shape
+    n = prc4.shape[0] // 4
+    flat = src.reshape(-1)
+    oidx = out_idx.reshape(-1)
+    oimg = out_img.reshape(-1)
+    uch = np.uint64(ch)
+    one = np.uint64(1)
+    two = np.uint64(2)
+    four = np.uint64(4)
+    w_r, w_bl, w_b, w_br = ws[0], ws[1], ws[2], ws[3]
+    zero = np.float32(0.0)
+    top = np.float32(255.0)
+    sh = np.uint64(8 - gbits)
+    g1 = np.uint64(gbits)
+    g2 = np.uint64(2 * gbits)
+    ssh = np.uint64(6 - gbits)  # sub-cells: 4 per cell side
+    three = np.uint64(3)
+    ushift = np.uint64(shift)
+    mask = np.uint64((1 << shift) - 1)
+    last = np.uint64(h * w - 1)
+    cur = np.zeros((w + 2) * 3, dtype=np.float32)
+    nxt = np.zeros((w + 2) * 3, dtype=np.float32)
+    for y in range(h):
+        reverse = serpentine and (y & 1) == 1
+        step = -1 if reverse else 1
+        x = w - 1 if reverse else 0
+        a0r = a0g = a0b = zero
+        a1r = a1g = a1b = zero
+        p = np.uint64(y * w + x)
+        o = np.uint64((x + 1) * 3)
+        tr = np.float32(flat[p * uch]) + (cur[o] + zero)
+        tg = np.float32(flat[p * uch + one]) + (cur[o + one] + zero)
+        tb = np.float32(flat[p * uch + two]) + (cur[o + two] + zero)
+        for _ in range(w):
+            p = np.uint64(y * w + x)
+            ob = np.uint64((x + 1 - step) * 3)  # below-left in scan direction: complete after this pixel
+            on = np.uint64((x + 1 + step) * 3)
+            pn = min(np.uint64(y * w + x + step), last) * uch  # next pixel (clamped at the image's ends: unused)
+            sr = np.float32(flat[pn])
+            sg = np.float32(flat[pn + one])
+            sb = np.float32(flat[pn + two])
+            cr = cur[on]
+            cg = cur[on + one]
+            cb = cur[on + two]
+            if ch == 4 and flat[p * uch + three] < alpha_threshold:
+                # transparent: takes and passes on no error
+                oidx[p] = n
+                for c in range(ch):
+                    oimg[p * uch + np.uint64(c)] = table[np.uint64(n) * uch + np.uint64(c)]
+                used[n] = 1
+                nxt[ob] = a0r
+                nxt[ob + one] = a0g
+                nxt[ob + two] = a0b
+                a0r, a0g, a0b = a1r, a1g, a1b
+                a1r = a1g = a1b = zero
+                tr = sr + (cr + zero)
+                tg = sg + (cg + zero)
+                tb = sb + (cb + zero)
+                x += step
+                continue
+            # clamping keeps runaway error from smearing across flat areas (Pillow's CLIP8 does the same)
+            r = min(max(tr, zero), top)
+            g = min(max(tg, zero), top)
+            b = min(max(tb, zero), top)
+            ir = np.uint64(int(r))
+            ig = np.uint64(int(g))
+            ib = np.uint64(int(b))
+            cell = ((ir >> sh) << g2) | ((ig >> sh) << g1) | (ib >> sh)
+            e = np.uint64(codes[cell])
+            ka = e & mask
+            kb = e >> ushift
+            if ka > kb:  # 3+ candidates in the cell: the sub-cell's pair, else the full search
+                q = ((ir >> ssh) & three) << four | ((ig >> ssh) & three) << two | ((ib >> ssh) & three)
+                e = np.uint64(sub_codes[np.uint64(slot[cell]) * np.uint64(64) + q])
+                ka = e & mask
+                kb = e >> ushift
+                if ka > kb:
+                    ka = np.uint64(_search_rgb(moff[cell], r, g, b, pal_cmp, cands))
+                    kb = ka
+            q0 = np.float64(r)
+            q1 = np.float64(g)
+            q2 = np.float64(b)
+            d0 = q0 - pal4[ka * four]
+            d1 = q1 - pal4[ka * four + one]
+            d2 = q2 - pal4[ka * four + two]
+            da = d0 * d0 + d1 * d1 + d2 * d2
+            d0 = q0 - pal4[kb * four]
+            d1 = q1 - pal4[kb * four + one]
+            d2 = q2 - pal4[kb * four + two]
+            db = d0 * d0 + d1 * d1 + d2 * d2
+            era = r - prc4[ka * four]
+            ega = g - prc4[ka * four + one]
+            eba = b - prc4[ka * four + two]
+            erb = r - prc4[kb * four]
+            egb = g - prc4[kb * four + one]
+            ebb = b - prc4[kb * four + two]
+            tra = sr + (cr + era * w_r)
+            tga = sg + (cg + ega * w_r)
+            tba = sb + (cb + eba * w_r)
+            trb = sr + (cr + erb * w_r)
+            tgb = sg + (cg + egb * w_r)
+            tbb = sb + (cb + ebb * w_r)
+            nb = db < da  # strict: the lower index wins ties, like the search
+            k = kb if nb else ka
+            tr = trb if nb else tra
+            tg = tgb if nb else tga
+            tb = tbb if nb else tba
+            er = erb if nb else era
+            eg = egb if nb else ega
+            eb = ebb if nb else eba
+            oidx[p] = k
+            for c in range(ch):
+                oimg[p * uch + np.uint64(c)] = table[k * uch + np.uint64(c)]
+            used[k] = 1
+            nxt[ob] = a0r + er * w_bl
+            nxt[ob + one] = a0g + eg * w_bl
+            nxt[ob + two] = a0b + eb * w_bl
+            a0r = a1r + er * w_b
+            a0g = a1g + eg * w_b
+            a0b = a1b + eb * w_b
+            a1r = er * w_br
+            a1g = eg * w_br
+            a1b = eb * w_br
+            x += step
+        o = np.uint64((x - step + 1) * 3)  # last pixel of the row: its own next-row cell is complete now
+        nxt[o] = a0r
+        nxt[o + one] = a0g
+        nxt[o + two] = a0b
+        cur, nxt = nxt, cur
+
+
+@numba.njit(cache=True, nogil=True)
 def _diffuse(
     use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, dxs, dys, ws, serpentine,
     table, out_idx, out_img, used,
@@ -727,22 +950,34 @@ def error_diffuse(
     use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_rgb: np.ndarray, pal_cmp: np.ndarray,
     lut: np.ndarray, steps: float, m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, sub: np.ndarray, gbits: int,
     kernel: ErrorKernel, strength: float, serpentine: bool, table: np.ndarray, out_idx: np.ndarray,
-    out_img: np.ndarray, used: np.ndarray,
+    out_img: np.ndarray, used: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None,
 ) -> None:
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) into palette indices and the output image.
 
     Tap weights are the kernel's shares times its diffused fraction and ``strength``. ``table`` (uint8
     [N+1, C]) gives each index's output pixel. Pixels with alpha below ``alpha_threshold`` get index N and
-    neither take nor pass on error. ``used`` (uint8 [N+1]) gets a 1 for every index written.
+    neither take nor pass on error. ``used`` (uint8 [N+1]) gets a 1 for every index written. ``pairs``:
+    ``pair_table`` of the sRGB cell table for Floyd-Steinberg with sRGB distance (built here when None).
     """
     ws = (kernel.weights * (kernel.diffused * strength)).astype(np.float32)
     prc = pal_rgb.astype(np.float32)
     common = (src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits)
     if kernel.name == "floyd-steinberg":
-        # the specialised loop takes the weights as right, below-left, below, below-right
+        # the specialised loops take the weights as right, below-left, below, below-right
         at = {(dx, dy): i for i, (dx, dy, _) in enumerate(kernel.taps)}
         ws_fs = ws[[at[(1, 0)], at[(-1, 1)], at[(0, 1)], at[(1, 1)]]]
-        _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img, used)
+        if use_lab:
+            _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img, used)
+            return
+        codes, slot, sub_codes, shift = pairs if pairs is not None else pair_table(pal_rgb, info, moff, cands, gbits)
+        # palette padded to 4 values per colour: the loop indexes it with a shift instead of a multiply
+        prc4 = np.zeros((len(prc), 4), dtype=np.float32)
+        prc4[:, :3] = prc
+        pal4 = prc4.astype(np.float64)
+        _floyd_steinberg_rgb(
+            src, alpha_threshold, prc4.ravel(), pal4.ravel(), pal_cmp, codes, slot, sub_codes, moff, cands, gbits,
+            shift, ws_fs, serpentine, np.ascontiguousarray(table).ravel(), out_idx, out_img, used,
+        )
     else:
         dxs = np.array([t[0] for t in kernel.taps], dtype=np.int64)
         dys = np.array([t[1] for t in kernel.taps], dtype=np.int64)

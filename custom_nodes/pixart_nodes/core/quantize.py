@@ -47,6 +47,14 @@ def _candidates(
     return _dither.cell_table(pal, use_lab, 5 if sequential else None)
 
 
+@lru_cache(maxsize=16)
+def _pairs(pal_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    # Floyd-Steinberg with sRGB distance: pair codes derived from the sequential loops' sRGB cell table
+    pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
+    info, moff, cands, _, gbits = _candidates(pal_bytes, False, True)
+    return _dither.pair_table(pal, info, moff, cands, gbits)
+
+
 def ordered_spread(pal: np.ndarray) -> float:
     """Amplitude (sRGB units) of ordered-dither offsets: the typical gap between neighbouring palette colours.
 
@@ -118,6 +126,7 @@ def quantize(
             _dither.error_diffuse(
                 use_lab, src, thr, pal, pal_cmp, *args, _dither.ERROR_KERNELS[dither], strength,
                 bool(serpentine), table, indices, image, used,
+                pairs=_pairs(pal.tobytes()) if dither == "floyd-steinberg" and not use_lab else None,
             )
         else:
             offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
