@@ -1,14 +1,17 @@
 """Quantize/dither speed at 512x512 to the 16 PICO-8 colours, against Pillow measured in the same run.
 
-Prints medians of per-thread CPU time (robust on a shared machine: time spent waiting for a core is not
-counted) and of wall time, and the ratio of each CPU median to Pillow's Floyd-Steinberg (< 1 = faster).
+Every row is timed in interleaved rounds: each round runs every operation once on the same input, Pillow's
+Floyd-Steinberg first, so slow phases of a shared machine hit all rows alike. Prints medians of per-thread
+CPU time (robust on a shared machine: time spent waiting for a core is not counted) and of wall time, the
+ratio of each CPU median to Pillow's Floyd-Steinberg median (< 1 = faster), and the median over rounds of
+the same ratio taken within each round.
 Pillow keeps a colour cache on its palette image between calls; that is allowed here as in normal use, and
 our per-palette candidate table is likewise built once (warm-up runs are not timed).
 
 A second table times the first call in a fresh process (numba cache load, candidate table build), the
 cost a ComfyUI node pays once per palette and distance, against Pillow's first call in the same way.
 
-    .venv/bin/python bench/bench_quantize.py [--runs 20] [--size 512] [--cold-runs 3]
+    .venv/bin/python bench/bench_quantize.py [--runs 20] [--size 512] [--cold-runs 3] [--only floyd]
 """
 from __future__ import annotations
 
@@ -32,16 +35,24 @@ def images(size: int) -> dict[str, np.ndarray]:
     return {"random": rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "gradient": grad.astype(np.uint8)}
 
 
-def measure(fn, runs: int) -> tuple[float, float]:
-    fn()
-    fn()  # warm-up: numba compile/cache load, Pillow palette cache, candidate tables
-    cpu, wall = [], []
-    for _ in range(runs):
-        c0, w0 = time.thread_time(), time.perf_counter()
+def measure(fns: list, runs: int) -> list[tuple[float, float, float]]:
+    """Per function: (median CPU ms, median wall ms, median of per-round CPU ratios to ``fns[0]``)."""
+    for fn in fns:
         fn()
-        cpu.append(time.thread_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    return statistics.median(cpu) * 1e3, statistics.median(wall) * 1e3
+        fn()  # warm-up: numba compile/cache load, Pillow palette cache, candidate tables
+    cpu: list[list[float]] = [[] for _ in fns]
+    wall: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            c0, w0 = time.thread_time(), time.perf_counter()
+            fn()
+            cpu[i].append(time.thread_time() - c0)
+            wall[i].append(time.perf_counter() - w0)
+    return [
+        (statistics.median(c) * 1e3, statistics.median(wl) * 1e3,
+         statistics.median(a / b for a, b in zip(c, cpu[0])))
+        for c, wl in zip(cpu, wall)
+    ]
 
 
 _COLD = r"""
@@ -95,25 +106,28 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per first-call case (0: skip)")
+    ap.add_argument("--only", default="", help="time only rows whose name holds this text (Pillow FS always)")
     args = ap.parse_args()
     pal = named_palette("pico-8")
     pimg = Image.new("P", (1, 1))
     pimg.putpalette(pal.colors.ravel().tolist())  # 48 values: no padded black entries
     for label, img in images(args.size).items():
         pil = Image.fromarray(img)
-        rows: list[tuple[str, float, float]] = []
-        rows.append(("Pillow quantize FLOYDSTEINBERG (reference)",
-                     *measure(lambda: pil.quantize(palette=pimg, dither=Image.Dither.FLOYDSTEINBERG), args.runs)))
-        rows.append(("Pillow quantize NONE", *measure(lambda: pil.quantize(palette=pimg, dither=Image.Dither.NONE), args.runs)))
-        for method in DITHER_METHODS:
-            for distance in ("rgb", "oklab"):
-                rows.append((f"pixart {method} {distance}",
-                             *measure(lambda m=method, d=distance: quantize(img, pal, dither=m, distance=d), args.runs)))
-        ref = rows[0][1]
-        print(f"\n{label} {args.size}x{args.size} -> PICO-8 (16 colours), median of {args.runs}")
-        print(f"{'operation':48s} {'cpu ms':>8s} {'wall ms':>8s} {'cpu / Pillow FS':>16s}")
-        for name, cpu, wall in rows:
-            print(f"{name:48s} {cpu:8.2f} {wall:8.2f} {cpu / ref:16.2f}")
+        ops = [
+            ("Pillow quantize FLOYDSTEINBERG (reference)",
+             lambda: pil.quantize(palette=pimg, dither=Image.Dither.FLOYDSTEINBERG)),
+            ("Pillow quantize NONE", lambda: pil.quantize(palette=pimg, dither=Image.Dither.NONE)),
+        ] + [
+            (f"pixart {m} {d}", lambda m=m, d=d: quantize(img, pal, dither=m, distance=d))
+            for m in DITHER_METHODS for d in ("rgb", "oklab")
+        ]
+        ops = [op for i, op in enumerate(ops) if i == 0 or args.only in op[0]]
+        rows = measure([fn for _, fn in ops], args.runs)
+        ref = rows[0][0]
+        print(f"\n{label} {args.size}x{args.size} -> PICO-8 (16 colours), {args.runs} interleaved rounds, medians")
+        print(f"{'operation':48s} {'cpu ms':>8s} {'wall ms':>8s} {'cpu / Pillow FS':>16s} {'per-round ratio':>16s}")
+        for (name, _), (cpu, wall, ratio) in zip(ops, rows):
+            print(f"{name:48s} {cpu:8.2f} {wall:8.2f} {cpu / ref:16.2f} {ratio:16.3f}")
     if args.cold_runs:
         cold(args.size, args.cold_runs)
 
