@@ -762,9 +762,11 @@ def _floyd_steinberg_rgb(
             r = min(max(tr, zero), top)
             g = min(max(tg, zero), top)
             b = min(max(tb, zero), top)
-            ir = np.uint64(int(r))
-            ig = np.uint64(int(g))
-            ib = np.uint64(int(b))
+            # code values from the unclamped values (int(clamp(t)) == clamp(int(t))), so the cell index does not
+            # wait for the float clamp
+            ir = np.uint64(min(max(int(tr), 0), 255))
+            ig = np.uint64(min(max(int(tg), 0), 255))
+            ib = np.uint64(min(max(int(tb), 0), 255))
             cell = ((ir >> sh) << g2) | ((ig >> sh) << g1) | (ib >> sh)
             e = np.uint64(codes[cell])
             ka = e & mask
