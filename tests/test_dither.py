@@ -168,3 +168,53 @@ def test_floyd_steinberg_loop_matches_generic_kernel_loop(distance, channels, na
             assert np.array_equal(res.indices, idx), (serpentine, strength)
             assert np.array_equal(res.image, out)
             assert res.colors_used == int(np.count_nonzero(used[:n]))
+
+
+def _floyd_steinberg_reference(img: np.ndarray, pal: np.ndarray, serpentine: bool, strength: float) -> np.ndarray:
+    """Plain-Python Floyd-Steinberg, sRGB distance: float32 error sums in arrival order, float64 brute-force
+    nearest colour with the lowest index on ties (no cell tables, no pair codes)."""
+    f32 = np.float32
+    k = dither.ERROR_KERNELS["floyd-steinberg"]
+    w_r, w_bl, w_b, w_br = (f32(v) for v in (np.array([7, 3, 5, 1]) / 16 * (k.diffused * strength)).astype(f32))
+    h, w, _ = img.shape
+    p64 = pal.astype(np.float64)
+    p32 = pal.astype(f32)
+    out = np.empty((h, w), np.int64)
+    cur = np.zeros((w + 2, 3), f32)
+    for y in range(h):
+        nxt = np.zeros((w + 2, 3), f32)
+        step = -1 if serpentine and y & 1 else 1
+        right = np.zeros(3, f32)
+        for x in (range(w - 1, -1, -1) if step < 0 else range(w)):
+            t = img[y, x, :3].astype(f32) + (cur[x + 1] + right)
+            v = np.minimum(np.maximum(t, f32(0)), f32(255))
+            q = v.astype(np.float64)
+            best, best_d = 0, np.inf
+            for j in range(len(pal)):
+                d0, d1, d2 = q - p64[j]
+                d = d0 * d0 + d1 * d1 + d2 * d2
+                if d < best_d:
+                    best, best_d = j, d
+            out[y, x] = best
+            e = v - p32[best]
+            right = e * w_r
+            nxt[x + 1 - step] += e * w_bl
+            nxt[x + 1] += e * w_b
+            nxt[x + 1 + step] += e * w_br
+        cur = nxt
+    return out
+
+
+@pytest.mark.parametrize("serpentine", [True, False])
+@pytest.mark.parametrize("strength", [1.0, 0.45])
+def test_floyd_steinberg_rgb_matches_plain_reference(serpentine, strength):
+    """Saturated noise with a mid-tone palette drives the diffused values well outside 0..255, so the loops'
+    clamping (cell index from the unclamped value, float clamp for the error) is exercised at both ends."""
+    from pixart_nodes.core.palette import named_palette
+
+    rng = np.random.default_rng(21)
+    img = (rng.integers(0, 2, (19, 23, 3)) * 255).astype(np.uint8)
+    img[::3] = rng.integers(0, 256, (7, 23, 3), dtype=np.uint8)
+    for pal in (named_palette("pico-8").colors, np.array([[64, 64, 64], [192, 192, 192], [128, 40, 200]], np.uint8)):
+        res = quantize(img, pal, dither="floyd-steinberg", distance="rgb", serpentine=serpentine, strength=strength)
+        assert np.array_equal(res.indices, _floyd_steinberg_reference(img, pal, serpentine, strength))
