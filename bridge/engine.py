@@ -714,7 +714,7 @@ class JobEngine:
         if graph is None:
             graph = wf.graph if wf else {}
         targets = [wf.outputs[n].node for n in (job.wanted or wf.outputs) if n in wf.outputs] if wf else []
-        needed = _ancestors(graph, targets)
+        needed = wfmod.ancestors(graph, targets)
         weights = {}
         for nid in needed:
             steps = graph[nid]["inputs"].get("steps")
@@ -952,20 +952,6 @@ def _devices(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
         if isinstance(d, Mapping):
             found.append({"name": str(d.get("name", "")), "type": str(d.get("type", ""))})
     return found
-
-
-def _ancestors(graph: Mapping[str, Any], roots: list[str]) -> set[str]:
-    seen: set[str] = set()
-    stack = [r for r in roots if r in graph]
-    while stack:
-        nid = stack.pop()
-        if nid in seen:
-            continue
-        seen.add(nid)
-        for v in graph[nid]["inputs"].values():
-            if wfmod.is_link(v) and v[0] in graph:
-                stack.append(v[0])
-    return seen
 
 
 def job_graph_ws_nodes(engine: JobEngine, job: Job) -> set[str]:

@@ -73,15 +73,6 @@ class TinyModelBuildError(RuntimeError):
     """The child process could not build the models; the message carries its output."""
 
 
-def _source_fingerprint(comfyui_dir: Path) -> str:
-    """Hash of this builder and the ComfyUI version: a cached build is reused only when both match."""
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    version_file = comfyui_dir / "comfyui_version.py"
-    if version_file.is_file():
-        h.update(version_file.read_bytes())
-    return h.hexdigest()
-
-
 def _expected_paths(dest: Path) -> dict[str, Path]:
     return {
         "checkpoint": dest / "checkpoints" / TINY_CHECKPOINT,
@@ -99,17 +90,33 @@ def build_tiny_models(dest_dir: str | os.PathLike[str], comfyui_dir: str | os.Pa
     needs torch, safetensors and ComfyUI's requirements).
     """
     dest = Path(dest_dir).resolve()
+    return run_cached_builder(Path(__file__), dest, comfyui_dir, _expected_paths(dest), _STAMP, [Path(__file__)],
+                              TinyModelBuildError, "tiny models", python=python, timeout=timeout)
+
+
+def run_cached_builder(script: Path, dest: Path, comfyui_dir: str | os.PathLike[str] | None,
+                       paths: dict[str, Path], stamp_name: str, sources: list[Path], error: type[Exception],
+                       what: str, *, python: str | None = None, timeout: float = 600.0) -> dict[str, Path]:
+    """Run ``script --comfyui DIR --dest DEST`` in a child process unless an earlier build still matches.
+
+    A build is reused only while every file in ``paths`` exists and the stamp's fingerprint (the builder
+    ``sources`` plus ComfyUI's version file) is unchanged: models built by older code must not pass for new ones.
+    """
     if comfyui_dir is None:
         from bridge.comfyui_home import find_comfyui
 
-        found = find_comfyui()
-        if found is None:
-            raise TinyModelBuildError("no ComfyUI checkout found (set COMFYUI_DIR)")
-        comfyui_dir = found
+        comfyui_dir = find_comfyui()
+        if comfyui_dir is None:
+            raise error("no ComfyUI checkout found (set COMFYUI_DIR)")
     comfy = Path(comfyui_dir).resolve()
-    paths = _expected_paths(dest)
-    fingerprint = _source_fingerprint(comfy)
-    stamp = dest / _STAMP
+    h = hashlib.sha256()
+    for source in sources:
+        h.update(source.read_bytes())
+    version_file = comfy / "comfyui_version.py"
+    if version_file.is_file():
+        h.update(version_file.read_bytes())
+    fingerprint = h.hexdigest()
+    stamp = dest / stamp_name
     try:
         cached = json.loads(stamp.read_text())
     except (OSError, ValueError):
@@ -117,15 +124,14 @@ def build_tiny_models(dest_dir: str | os.PathLike[str], comfyui_dir: str | os.Pa
     if not (isinstance(cached, dict) and cached.get("fingerprint") == fingerprint
             and all(p.is_file() for p in paths.values())):
         dest.mkdir(parents=True, exist_ok=True)
-        cmd = [python or sys.executable, str(Path(__file__).resolve()), "--comfyui", str(comfy), "--dest", str(dest)]
+        cmd = [python or sys.executable, str(script.resolve()), "--comfyui", str(comfy), "--dest", str(dest)]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(dest))
         if proc.returncode != 0:
-            raise TinyModelBuildError(
-                f"building tiny models failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+            raise error(f"building {what} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
-            raise TinyModelBuildError(f"builder exited 0 but did not write {missing}")
+            raise error(f"builder exited 0 but did not write {missing}")
         stamp.write_text(json.dumps({"fingerprint": fingerprint, "files": {k: str(v) for k, v in paths.items()}}))
     return {**paths, "root": dest}
 

@@ -29,10 +29,8 @@ Imports with the standard library only; torch and ComfyUI are imported in the ch
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,15 +53,6 @@ def expected_paths(dest_dir: str | os.PathLike[str]) -> dict[str, Path]:
     }
 
 
-def _fingerprint(comfyui_dir: Path) -> str:
-    """A cached build is reused only while this builder, the shared randomiser and ComfyUI's version match."""
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update((Path(__file__).with_name("tiny_models.py")).read_bytes())
-    version_file = comfyui_dir / "comfyui_version.py"
-    if version_file.is_file():
-        h.update(version_file.read_bytes())
-    return h.hexdigest()
-
 
 def build_tiny_style_models(dest_dir: str | os.PathLike[str], comfyui_dir: str | os.PathLike[str] | None = None,
                             python: str | None = None, timeout: float = 900.0) -> dict[str, Path]:
@@ -73,37 +62,14 @@ def build_tiny_style_models(dest_dir: str | os.PathLike[str], comfyui_dir: str |
     ``CLIPVisionLoader.clip_name`` / ``StyleModelLoader.style_model_name`` (``TINY_CLIP_VISION``,
     ``TINY_STYLE_MODEL``).
     """
-    dest = Path(dest_dir).resolve()
-    if comfyui_dir is None:
-        from bridge.comfyui_home import find_comfyui
+    # Imported here, not at the top: this file also runs as the child-process script, where ComfyUI's own
+    # ``tests`` package shadows ours.
+    from tests.support.tiny_models import run_cached_builder
 
-        found = find_comfyui()
-        if found is None:
-            raise TinyStyleModelBuildError("no ComfyUI checkout found (set COMFYUI_DIR)")
-        comfyui_dir = found
-    comfy = Path(comfyui_dir).resolve()
-    paths = expected_paths(dest)
-    fingerprint = _fingerprint(comfy)
-    stamp = dest / _STAMP
-    try:
-        cached = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        cached = None
-    if not (isinstance(cached, dict) and cached.get("fingerprint") == fingerprint
-            and all(p.is_file() for p in paths.values())):
-        dest.mkdir(parents=True, exist_ok=True)
-        cmd = [python or sys.executable, str(Path(__file__).resolve()), "--comfyui", str(comfy), "--dest", str(dest)]
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(dest))
-        if proc.returncode != 0:
-            raise TinyStyleModelBuildError(
-                f"building tiny style models failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                f"{proc.stderr[-4000:]}")
-        missing = [str(p) for p in paths.values() if not p.is_file()]
-        if missing:
-            raise TinyStyleModelBuildError(f"builder exited 0 but did not write {missing}")
-        stamp.write_text(json.dumps({"fingerprint": fingerprint, "files": {k: str(v) for k, v in paths.items()}}))
-    return {**paths, "root": dest}
+    here = Path(__file__)
+    return run_cached_builder(here, Path(dest_dir).resolve(), comfyui_dir, expected_paths(dest_dir), _STAMP,
+                              [here, here.with_name("tiny_models.py")], TinyStyleModelBuildError,
+                              "tiny style models", python=python, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------------------------
