@@ -15,7 +15,6 @@ import threading
 import time
 import tracemalloc
 
-import numpy as np
 import torch
 
 from pixart_nodes.core.palette import named_palette

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from Crypto.Hash import keccak
 
 from pixart_nodes.core import aleaart
 from pixart_nodes.core.aleaart import RenderParams, derive_params, resolve

@@ -12,7 +12,6 @@ not break the graphs here.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import cv2

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import pytest_asyncio
 from PIL import Image
 
 from bridge import images as image_io
