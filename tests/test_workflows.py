@@ -156,6 +156,44 @@ def test_clip_skip_sets_the_last_layer_both_encoders_read(workflows, name):
     assert W.check_object_info(wf, OI) == []
 
 
+def test_inpaint_fill_rewires_the_latent_the_sampler_gets(workflows):
+    wf = workflows["inpaint"]
+    assert wf.version >= 3  # `fill` added
+    p = wf.parameters["fill"]
+    assert p.type == "choice" and p.default == "original"
+    assert list(p.choices) == ["original", "latent noise", "latent nothing"]
+    by_class = lambda g, cls: [nid for nid, n in g.items() if n["class_type"] == cls]  # noqa: E731
+    (repeat,) = by_class(wf.graph, "RepeatLatentBatch")
+    (composite,) = by_class(wf.graph, "LatentCompositeMasked")
+    (noise,) = by_class(wf.graph, "PixartNoiseLatent")
+    (zeros,) = by_class(wf.graph, "LatentMultiply")
+    (set_mask,) = by_class(wf.graph, "SetLatentNoiseMask")
+    (sampler,) = by_class(wf.graph, "KSampler")
+    (encode,) = by_class(wf.graph, "VAEEncode")
+    base = {"image": "x.png", "mask": "m.png", "seed": 1234}
+    seen = {}
+    for fill, (latent, source) in {None: (repeat, zeros), "original": (repeat, zeros),
+                                   "latent noise": (composite, noise), "latent nothing": (composite, zeros)}.items():
+        g = wf.bind(wf.coerce({**base, **({} if fill is None else {"fill": fill})}))
+        assert g[sampler]["inputs"]["latent_image"] == [set_mask, 0]
+        assert g[set_mask]["inputs"]["samples"] == [latent, 0], fill
+        assert g[composite]["inputs"]["source"] == [source, 0], fill
+        # both sources and the composite work on the encoded (batched) image, masked like the sampler
+        assert g[repeat]["inputs"]["samples"] == [encode, 0]
+        assert g[composite]["inputs"]["destination"] == g[noise]["inputs"]["samples"] == [repeat, 0]
+        assert g[zeros]["inputs"] == {"samples": [repeat, 0], "multiplier": 0.0}
+        assert g[composite]["inputs"]["mask"] == g[set_mask]["inputs"]["mask"]
+        # the fill noise is drawn from the sampler's seed and scaled by the sampler's model
+        assert g[noise]["inputs"]["seed"] == g[sampler]["inputs"]["seed"] == 1234
+        assert g[noise]["inputs"]["model"] == g[sampler]["inputs"]["model"]
+        seen[fill] = g
+    assert seen[None] == seen["original"]
+    with pytest.raises(InvalidParameter) as e:
+        wf.coerce({**base, "fill": "fill"})
+    assert e.value.field == "fill"
+    assert W.check_object_info(wf, OI) == []
+
+
 @pytest.mark.parametrize("change", [
     lambda t: t["map"].pop("12"),                           # a value the limits allow has no translation
     lambda t: t["map"].__setitem__("13", -13),              # a key outside min..max

@@ -171,6 +171,14 @@ def _core_object_info(checkpoints: list[str], files: list[str], hidden_save: dic
                                     {"samples": ["LATENT", {}], "mask": ["MASK", {}]}, ["LATENT"]),
         "RepeatLatentBatch": _node("RepeatLatentBatch", "latent/batch", {
             "samples": ["LATENT", {}], "amount": ["INT", {"default": 1, "min": 1, "max": 64}]}, ["LATENT"]),
+        "LatentMultiply": _node("LatentMultiply", "latent/advanced", {
+            "samples": ["LATENT", {}],
+            "multiplier": ["FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}]}, ["LATENT"]),
+        "LatentCompositeMasked": _node("LatentCompositeMasked", "latent", {
+            "destination": ["LATENT", {}], "source": ["LATENT", {}],
+            "x": ["INT", {"default": 0, "min": 0, "max": MAX_RES, "step": 8}],
+            "y": ["INT", {"default": 0, "min": 0, "max": MAX_RES, "step": 8}],
+            "resize_source": ["BOOLEAN", {"default": False}]}, ["LATENT"], optional={"mask": ["MASK", {}]}),
         "LoadImage": _node("LoadImage", "image", {"image": [files, {"image_upload": True}]}, ["IMAGE", "MASK"]),
         "LoadImageMask": _node("LoadImageMask", "mask", {
             "image": [files, {"image_upload": True}], "channel": [["alpha", "red", "green", "blue"], {}]}, ["MASK"]),
@@ -775,8 +783,10 @@ class ComfyDouble:
         if cls in ("VAEEncode", "VAEEncodeForInpaint"):
             src = get("pixels")
             return (_Val("latent", src.width // 8 * 8, src.height // 8 * 8, src.batch),)
-        if cls == "SetLatentNoiseMask":
+        if cls in ("SetLatentNoiseMask", "LatentMultiply"):
             return (get("samples"),)
+        if cls == "LatentCompositeMasked":
+            return (get("destination"),)
         if cls == "RepeatLatentBatch":
             src = get("samples")
             return (_Val("latent", src.width, src.height, src.batch * int(inp["amount"])),)
