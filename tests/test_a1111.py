@@ -110,6 +110,71 @@ async def test_img2img_and_inpaint(client, comfy_double):
     assert any(n["class_type"] == "LoadImageMask" for n in last.values())  # the inpaint workflow ran
 
 
+def _source(graph: dict[str, Any], node: dict[str, Any], name: str) -> dict[str, Any]:
+    link = node["inputs"][name]
+    assert isinstance(link, list) and len(link) == 2, (name, link)
+    return graph[link[0]]
+
+
+def _mask_b64() -> str:
+    mask = Image.new("L", (96, 80))
+    mask.paste(255, (30, 30, 50, 50))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("fill", [0, 1, 2, 3])
+async def test_inpainting_fill_rewires_the_latent_path(client, comfy_double, fill):
+    resp = await client.post("/sdapi/v1/img2img", json={
+        "init_images": [png_b64()], "mask": _mask_b64(), "inpainting_fill": fill, "steps": 2, "width": 64,
+        "height": 64, "seed": 41, "denoising_strength": 1.0, "inpaint_full_res": False})
+    assert resp.status == 200, await resp.text()
+    info = json.loads((await resp.json())["info"])
+    assert f"Masked content: {['fill', 'original', 'latent noise', 'latent nothing'][fill]}," in info["infotexts"][0]
+    graph = comfy_double.prompts[-1]["prompt"]
+    (sampler,) = [n for n in graph.values() if n["class_type"] == "KSampler"]
+    assert sampler["inputs"]["seed"] == 41
+    noise_mask = _source(graph, sampler, "latent_image")
+    assert noise_mask["class_type"] == "SetLatentNoiseMask"
+    mask_node = _source(graph, noise_mask, "mask")
+    latent = _source(graph, noise_mask, "samples")
+    if fill in (0, 1):
+        # the encoded image itself (fill 0's colours were blurred in before upload)
+        assert latent["class_type"] == "RepeatLatentBatch"
+        assert _source(graph, latent, "samples")["class_type"] == "VAEEncode"
+        return
+    assert latent["class_type"] == "LatentCompositeMasked"
+    encoded = _source(graph, latent, "destination")
+    assert encoded["class_type"] == "RepeatLatentBatch" and _source(graph, encoded, "samples")["class_type"] == "VAEEncode"
+    # the composite is masked by the same mask the sampler repaints, and keeps the position and size
+    assert _source(graph, latent, "mask") is mask_node
+    assert latent["inputs"]["x"] == 0 and latent["inputs"]["y"] == 0 and latent["inputs"]["resize_source"] is False
+    source = _source(graph, latent, "source")
+    if fill == 2:
+        assert source["class_type"] == "PixartNoiseLatent"
+        assert source["inputs"]["seed"] == 41  # the request's seed: KSampler's own noise
+        assert _source(graph, source, "samples") is encoded
+        assert _source(graph, source, "model") is _source(graph, sampler, "model")
+    else:
+        assert source["class_type"] == "LatentMultiply" and source["inputs"]["multiplier"] == 0.0
+        assert _source(graph, source, "samples") is encoded
+
+
+async def test_latent_fills_refused_by_an_inpaint_workflow_without_the_choice(bridge_factory, comfy_double,
+                                                                                monkeypatch):
+    # the img2img workflow stands in for a custom inpaint workflow that has no `fill` parameter
+    monkeypatch.setenv("A1111_INPAINT_WORKFLOW", "img2img")
+    client = await bridge_factory(adapters=["a1111"])
+    before = len(comfy_double.prompts)
+    resp = await client.post("/sdapi/v1/img2img", json={
+        "init_images": [png_b64()], "mask": _mask_b64(), "inpainting_fill": 2, "steps": 1, "width": 64,
+        "height": 64})
+    err = await resp.json()
+    assert resp.status == 400 and err["errors"].startswith("inpainting_fill:") and "'fill'" in err["errors"], err
+    assert len(comfy_double.prompts) == before
+
+
 @pytest.mark.parametrize("path,body,status,field", [
     ("/sdapi/v1/txt2img", {"steps": "ten"}, 422, "steps"),
     ("/sdapi/v1/txt2img", {"steps": 0}, 400, "steps"),
@@ -118,6 +183,7 @@ async def test_img2img_and_inpaint(client, comfy_double):
     ("/sdapi/v1/img2img", {"prompt": "x"}, 404, "init_images"),
     ("/sdapi/v1/img2img", {"init_images": ["!!notbase64"]}, 400, "init_images[0]"),
     ("/sdapi/v1/img2img", {"init_images": [png_b64()], "resize_mode": 9}, 400, "resize_mode"),
+    ("/sdapi/v1/img2img", {"init_images": [png_b64()], "inpainting_fill": 4}, 400, "inpainting_fill"),
     ("/sdapi/v1/img2img", {"init_images": [png_b64()], "mask": "zzz"}, 400, "mask"),
     ("/sdapi/v1/options", [1], 422, "body"),
 ])

@@ -10,18 +10,22 @@ import base64
 import io
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 import pytest_asyncio
+import torch
 import webuiapi
 from PIL import Image
 
 from bridge.app import create_app
 from bridge.config import load_settings
 from tests.support.tiny_models import TINY_CHECKPOINT
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.asyncio]
 
@@ -163,3 +167,94 @@ async def test_clip_skip_changes_the_pixels(bridge):
     assert np.array_equal(overridden, skipped)
     again, _ = await pixels({})
     assert np.array_equal(again, plain)
+
+
+
+@pytest.mark.parametrize("fill", ["original", "latent noise", "latent nothing"])
+async def test_inpaint_fill_latent_the_sampler_gets(comfyui, fill):
+    """The inpaint workflow as the bridge binds it, run in ComfyUI with the sampler's input latent saved: outside
+    the mask the encoded image, inside it the image (original), KSampler's seeded noise in the model's scale
+    (latent noise: A1111's `init_latent * mask + noise * nmask`) or zeros (latent nothing: `init_latent * mask`)."""
+    from safetensors.torch import load_file
+
+    from bridge import workflows as W
+    from pixart_nodes.core.latent import seeded_noise
+
+    rng = np.random.default_rng(5)
+    image = comfyui.upload_image(_png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))),
+                                 "fill_src.png")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 24:56] = 255  # on the 8-pixel grid: latent rows 2..5, columns 3..6 exactly
+    mask_name = comfyui.upload_image(_png_bytes(Image.fromarray(mask)), "fill_mask.png")
+    wf = W.load_workflows(WORKFLOWS)["inpaint"]
+    seed = 2**40 + 17
+    graph = wf.bind(wf.coerce({"image": image, "mask": mask_name, "fill": fill, "seed": seed, "width": 64,
+                               "height": 64, "steps": 1, "batch_size": 2,
+                               "checkpoint": TINY_CHECKPOINT}))
+    by_class = {n["class_type"]: nid for nid, n in graph.items()}
+    # only what the sampler would get is computed: the image output is replaced by two latent savers
+    del graph[by_class["SaveImage"]]
+    prefix = f"fill_{fill.replace(' ', '_')}"
+    graph["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [by_class["RepeatLatentBatch"], 0],
+                                                           "filename_prefix": f"{prefix}/encoded"}}
+    graph["901"] = {"class_type": "SaveLatent", "inputs": {"samples": [by_class["SetLatentNoiseMask"], 0],
+                                                           "filename_prefix": f"{prefix}/sampled"}}
+    entry = await asyncio.to_thread(comfyui.run_prompt, graph)
+
+    def latent(node: str) -> torch.Tensor:
+        (saved,) = entry["outputs"][node]["latents"]
+        return load_file(str(comfyui.output_dir / saved["subfolder"] / saved["filename"]))["latent_tensor"]
+
+    encoded, sampled = latent("900"), latent("901")
+    # a batch of 2: one noise draw over the whole batch, as KSampler draws its own
+    assert encoded.shape == sampled.shape == (2, 4, 8, 8)
+    inside = torch.zeros((8, 8), dtype=torch.bool)
+    inside[2:6, 3:7] = True
+    assert torch.equal(sampled[..., ~inside], encoded[..., ~inside])
+    if fill == "original":
+        expected = encoded[..., inside]
+    elif fill == "latent nothing":
+        expected = torch.zeros_like(encoded[..., inside])
+    else:
+        # unit noise in the model's space: the SD1.5 latent format divides by its scale 0.18215 on the way out
+        expected = (seeded_noise(encoded.shape, seed) / 0.18215)[..., inside]
+    assert torch.allclose(sampled[..., inside], expected, atol=1e-5), fill
+
+
+
+async def test_inpainting_fills_change_only_the_masked_pixels(bridge):
+    """Through the A1111 API: fills 1, 2 and 3 start the sampler from different latents inside the mask, so they
+    give different pixels there; outside it A1111 pastes the original back, whatever the fill.
+
+    The tiny checkpoint's random TAESD encodes images to latents near zero (mean |x| ~0.01), so "original" and
+    "latent nothing" differ only slightly in pixels; the latent test above shows the zeros exactly. A low strength
+    keeps most of the start latent, which is where the fills differ."""
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    common = {"prompt": "a stone", "init_images": [base64.b64encode(_png_bytes(Image.fromarray(src))).decode()],
+              "mask": base64.b64encode(_png_bytes(Image.fromarray(mask))).decode(), "inpaint_full_res": False,
+              "mask_blur": 0, "denoising_strength": 0.3, "steps": 2, "seed": 21, "width": 64, "height": 64}
+    results = {}
+    for fill in (1, 2, 3):
+        resp = await bridge.post("/sdapi/v1/img2img", json={**common, "inpainting_fill": fill})
+        assert resp.status == 200, await resp.text()
+        payload = await resp.json()
+        assert f"Masked content: {['fill', 'original', 'latent noise', 'latent nothing'][fill]}," in \
+            json.loads(payload["info"])["infotexts"][0]
+        with Image.open(io.BytesIO(base64.b64decode(payload["images"][0]))) as im:
+            results[fill] = np.asarray(im.convert("RGB")).astype(int)
+    inside = (slice(16, 48), slice(16, 48))
+    for a, b in ((1, 2), (2, 3)):  # seeded noise against the image or zeros: a different picture
+        assert np.abs(results[a][inside] - results[b][inside]).mean() > 1.0, (a, b)
+    assert not np.array_equal(results[1][inside], results[3][inside])
+    far = np.ones((64, 64), bool)
+    far[8:56, 8:56] = False
+    for fill, out in results.items():
+        assert np.array_equal(out[far], src[far]), fill
+
+def _png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()

@@ -52,6 +52,7 @@ PARAMS = {
     "init_images": "image",
     "mask": "mask",
     "CLIP_stop_at_last_layers": "clip_skip",
+    "inpainting_fill": "fill",
 }
 FIELD_FOR_PARAM = {v: k for k, v in PARAMS.items()}
 
@@ -452,6 +453,13 @@ async def img2img(request: web.Request) -> web.StreamResponse:
 
     plans = await asyncio.to_thread(lambda: [plan(im) for im in inits])
     workflow = state.settings.inpaint_workflow if mask is not None else state.settings.img2img_workflow
+    graph_fill = models.WORKFLOW_FILLS[fill] if mask is not None else None
+    if graph_fill is not None and graph_fill != "original" \
+            and PARAMS["inpainting_fill"] not in _engine(request).workflow(workflow).parameters:
+        # A custom inpaint workflow without the choice would silently run as "original".
+        raise models.field_error("inpainting_fill", f"{fill} ({models.INPAINTING_FILLS[fill]}) needs a "
+                                                    f"'{PARAMS['inpainting_fill']}' parameter in the inpaint "
+                                                    f"workflow {workflow!r}")
     submissions = []
     for i in range(gen.count):
         p = plans[(i % gen.batch_size) % len(plans)]
@@ -462,6 +470,9 @@ async def img2img(request: web.Request) -> web.StreamResponse:
         params["resize_mode"] = "just resize"
         if p.mask is not None:
             params[PARAMS["mask"]] = _png(p.mask)
+            if graph_fill != "original":
+                # Sent only when it matters, so inpaint workflows without the choice still serve fills 0 and 1.
+                params[PARAMS["inpainting_fill"]] = graph_fill
         submissions.append((workflow, params))
     _, jobs = await run_task(request, "img2img", gen, submissions)
     pngs, indices = _read_images(_engine(request), jobs)
@@ -474,7 +485,7 @@ async def img2img(request: web.Request) -> web.StreamResponse:
         pngs = await asyncio.to_thread(lambda: [finish(p, i) for p, i in zip(pngs, indices)])
     if req.mask and mask is not None:
         gen.extra.update({"Mask blur": blur_x if blur_x == blur_y else None,
-                          "Masked content": ["fill", "original", "latent noise", "latent nothing"][fill],
+                          "Masked content": models.INPAINTING_FILLS[fill],
                           "Inpaint area": "Only masked" if req.inpaint_full_res is not False else None})
         gen.extra = {k: v for k, v in gen.extra.items() if v is not None}
     return await generation_response(req, gen, pngs, indices)

@@ -510,6 +510,13 @@ def mask_bbox(mask: Image.Image, padding: int, width: int, height: int) -> tuple
     return x1, y1, x2, y2
 
 
+# A1111's `inpainting_fill` values by index, as its infotext names them ("Masked content").
+INPAINTING_FILLS = ("fill", "original", "latent noise", "latent nothing")
+# The inpaint workflow's `fill` choice per `inpainting_fill`. Fill 0 is done in Pillow before upload
+# (`fill_masked`), so the graph then keeps the pre-filled image as it is, like fill 1.
+WORKFLOW_FILLS = ("original", "original", "latent noise", "latent nothing")
+
+
 def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
     """A1111's `masking.fill` (inpainting_fill=0): masked pixels replaced by ever-blurrier surrounding colour."""
     keep = ImageOps.invert(mask.convert("L"))
