@@ -175,10 +175,10 @@ async def test_inpaint_fill_latent_the_sampler_gets(comfyui, fill):
     """The inpaint workflow as the bridge binds it, run in ComfyUI with the sampler's input latent saved: outside
     the mask the encoded image, inside it the image (original), KSampler's seeded noise in the model's scale
     (latent noise: A1111's `init_latent * mask + noise * nmask`) or zeros (latent nothing: `init_latent * mask`)."""
+    from pixart_nodes.core.latent import seeded_noise
     from safetensors.torch import load_file
 
     from bridge import workflows as W
-    from pixart_nodes.core.latent import seeded_noise
 
     rng = np.random.default_rng(5)
     image = comfyui.upload_image(_png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))),

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from pixart_nodes.core import latent
 from pixart_nodes.nodes_latent import NODE_CLASS_MAPPINGS, PixartNoiseLatent
 

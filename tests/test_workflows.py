@@ -162,7 +162,7 @@ def test_inpaint_fill_rewires_the_latent_the_sampler_gets(workflows):
     p = wf.parameters["fill"]
     assert p.type == "choice" and p.default == "original"
     assert list(p.choices) == ["original", "latent noise", "latent nothing"]
-    by_class = lambda g, cls: [nid for nid, n in g.items() if n["class_type"] == cls]  # noqa: E731
+    by_class = lambda g, cls: [nid for nid, n in g.items() if n["class_type"] == cls]
     (repeat,) = by_class(wf.graph, "RepeatLatentBatch")
     (composite,) = by_class(wf.graph, "LatentCompositeMasked")
     (noise,) = by_class(wf.graph, "PixartNoiseLatent")

@@ -7,7 +7,7 @@ the same way here makes the fill, in the model's latent space, equal to the nois
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
