@@ -116,46 +116,40 @@ def test_serpentine_and_strength_change_the_result():
 
 
 def test_floyd_steinberg_tiny_case_by_hand():
-    # 2x2 of value 100 -> B/W, left to right, no serpentine. Pixel (0,0): 100 -> black, error 100:
-    # right +43.75, below-left dropped, below +31.25, below-right +6.25.
-    # (0,1): 143.75 -> white, error -111.25: below-left -20.859375, below -34.765625
-    # (1,0): 100 + 31.25 - 20.859375 = 110.39 -> black, error 110.39; right +48.296
-    # (1,1): 100 + 6.25 - 34.765625 + 48.296 = 119.78 -> black
+    # 2x2 of value 100 -> B/W, left to right, no serpentine; sRGB Floyd-Steinberg diffuses integer error
+    # (value rounded to a code value). Pixel (0,0): 100 -> black, error 100: right +43.75, below +31.25,
+    # below-right +6.25. (0,1): 143.75 -> 144 -> white, error -111: below-left -20.8125, below -34.6875.
+    # (1,0): 100 + 31.25 - 20.8125 = 110.44 -> 110 -> black, error 110: right +48.125.
+    # (1,1): 100 + 6.25 - 34.6875 + 48.125 = 119.69 -> 120 -> black
     img = np.full((2, 2, 3), 100, np.uint8)
     res = quantize(img, BW, dither="floyd-steinberg", serpentine=False, distance="rgb")
     assert res.indices.tolist() == [[0, 1], [0, 0]]
 
 
-@pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("channels", [3, 4])
-@pytest.mark.parametrize("name", ["endesga-32", "pico-8", "random-256"])
-def test_floyd_steinberg_loop_matches_generic_kernel_loop(distance, channels, name):
-    """The specialised Floyd-Steinberg loops keep error in locals (sRGB: through pair codes, 4-bit fields up
-    to 16 colours, else 8-bit); the generic loop runs the kernel's taps through a buffer and searches each
-    cell's candidate list. Both must give the same pixels, bit for bit (same float32 sums in the same order)."""
+def test_floyd_steinberg_oklab_loop_matches_generic_kernel_loop(channels):
+    """The specialised OKLab Floyd-Steinberg loop keeps error in locals; the generic loop runs the kernel's
+    taps through a buffer. Both must give the same pixels, bit for bit (same float32 sums in the same order)."""
     from pixart_nodes.core import color
     from pixart_nodes.core.palette import named_palette
     from pixart_nodes.core.quantize import _LUT
 
-    if distance == "oklab" and name != "endesga-32":
-        pytest.skip("the OKLab loop has no palette-size variants")
     rng = np.random.default_rng(8)
     img = rng.integers(0, 256, (37, 45, channels), dtype=np.uint8)
     if channels == 4:
         img[..., 3] = np.where(rng.random((37, 45)) < 0.2, 0, 255)
-    pal = rng.integers(0, 256, (256, 3), dtype=np.uint8) if name == "random-256" else named_palette(name).colors
+    pal = named_palette("endesga-32").colors
     n = len(pal)
-    use_lab = distance == "oklab"
-    pal_cmp = color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64)
+    pal_cmp = color.srgb_u8_to_oklab(pal)
     table = np.zeros((n + 1, channels), np.uint8)
     table[:n, :3] = pal
     if channels == 4:
         table[:n, 3] = 255
-    tab = dither.cell_table(pal, use_lab, 5)
+    tab = dither.cell_table(pal, True, 5)
     k = dither.ERROR_KERNELS["floyd-steinberg"]
     for serpentine in (True, False):
         for strength in (1.0, 0.7):
-            res = quantize(img, pal, dither="floyd-steinberg", distance=distance, serpentine=serpentine,
+            res = quantize(img, pal, dither="floyd-steinberg", distance="oklab", serpentine=serpentine,
                            strength=strength, alpha_threshold=128)
             idx = np.empty(img.shape[:2], res.indices.dtype)
             out = np.empty_like(img)
@@ -163,58 +157,92 @@ def test_floyd_steinberg_loop_matches_generic_kernel_loop(distance, channels, na
             ws = (k.weights * (k.diffused * strength)).astype(np.float32)
             dxs = np.array([t[0] for t in k.taps], np.int64)
             dys = np.array([t[1] for t in k.taps], np.int64)
-            dither._diffuse(use_lab, img, 128, pal.astype(np.float32), pal_cmp, _LUT, float(color.LUT_STEPS),
+            dither._diffuse(True, img, 128, pal.astype(np.float32), pal_cmp, _LUT, float(color.LUT_STEPS),
                             color.M1, color.M2, *tab, dxs, dys, ws, serpentine, table, idx, out, used)
             assert np.array_equal(res.indices, idx), (serpentine, strength)
             assert np.array_equal(res.image, out)
             assert res.colors_used == int(np.count_nonzero(used[:n]))
 
 
-def _floyd_steinberg_reference(img: np.ndarray, pal: np.ndarray, serpentine: bool, strength: float) -> np.ndarray:
-    """Plain-Python Floyd-Steinberg, sRGB distance: float32 error sums in arrival order, float64 brute-force
-    nearest colour with the lowest index on ties (no cell tables, no pair codes)."""
-    f32 = np.float32
-    k = dither.ERROR_KERNELS["floyd-steinberg"]
-    w_r, w_bl, w_b, w_br = (f32(v) for v in (np.array([7, 3, 5, 1]) / 16 * (k.diffused * strength)).astype(f32))
-    h, w, _ = img.shape
-    p64 = pal.astype(np.float64)
-    p32 = pal.astype(f32)
+def _floyd_steinberg_fixed_reference(
+    img: np.ndarray, pal: np.ndarray, serpentine: bool, strength: float, alpha_threshold: int = 128
+) -> np.ndarray:
+    """Plain-Python sRGB Floyd-Steinberg in fixed point, written from the documented rule only: strength as
+    S = round(256 * strength); value = clamp(floor((16*256*source + collected + 2048) / 4096), 0, 255);
+    nearest colour by brute force over the whole palette (lowest index on ties); error (value - colour) * S
+    sent as 7, 3, 5, 1 times itself to right, below-left, below, below-right (in scan direction).
+    Transparent pixels (alpha below the threshold) get index N and neither take nor pass on error."""
+    s = int(round(strength * 256))
+    h, w, ch = img.shape
+    p = pal.astype(np.int64)
     out = np.empty((h, w), np.int64)
-    cur = np.zeros((w + 2, 3), f32)
+    cur = np.zeros((w + 2, 3), np.int64)
     for y in range(h):
-        nxt = np.zeros((w + 2, 3), f32)
+        nxt = np.zeros((w + 2, 3), np.int64)
         step = -1 if serpentine and y & 1 else 1
-        right = np.zeros(3, f32)
-        for x in (range(w - 1, -1, -1) if step < 0 else range(w)):
-            t = img[y, x, :3].astype(f32) + (cur[x + 1] + right)
-            v = np.minimum(np.maximum(t, f32(0)), f32(255))
-            q = v.astype(np.float64)
-            best, best_d = 0, np.inf
-            for j in range(len(pal)):
-                d0, d1, d2 = q - p64[j]
-                d = d0 * d0 + d1 * d1 + d2 * d2
-                if d < best_d:
-                    best, best_d = j, d
+        right = np.zeros(3, np.int64)
+        for x in range(w - 1, -1, -1) if step < 0 else range(w):
+            if ch == 4 and img[y, x, 3] < alpha_threshold:
+                out[y, x] = len(pal)
+                right = np.zeros(3, np.int64)
+                continue
+            t = img[y, x, :3].astype(np.int64) * 4096 + cur[x + 1] + right
+            v = np.clip((t + 2048) // 4096, 0, 255)
+            best = int(np.argmin(((p - v) ** 2).sum(axis=1)))  # argmin: first (lowest) index on ties
             out[y, x] = best
-            e = v - p32[best]
-            right = e * w_r
-            nxt[x + 1 - step] += e * w_bl
-            nxt[x + 1] += e * w_b
-            nxt[x + 1 + step] += e * w_br
+            e = (v - p[best]) * s
+            right = 7 * e
+            nxt[x + 1 - step] += 3 * e
+            nxt[x + 1] += 5 * e
+            nxt[x + 1 + step] += e
         cur = nxt
     return out
 
 
 @pytest.mark.parametrize("serpentine", [True, False])
 @pytest.mark.parametrize("strength", [1.0, 0.45])
-def test_floyd_steinberg_rgb_matches_plain_reference(serpentine, strength):
-    """Saturated noise with a mid-tone palette drives the diffused values well outside 0..255, so the loops'
-    clamping (cell index from the unclamped value, float clamp for the error) is exercised at both ends."""
+@pytest.mark.parametrize("channels", [3, 4])
+def test_floyd_steinberg_rgb_matches_fixed_point_reference(serpentine, strength, channels):
+    """Saturated noise with a mid-tone palette drives the diffused values well outside 0..255, so the loop's
+    clamping is exercised at both ends, and its packed next-row error at its largest. Palettes: PICO-8 (4-bit
+    pair codes), three mid-tones, one with equidistant colours (ties) and 40 random colours (8-bit pair
+    codes, cells with 3+ candidates and the full search)."""
     from pixart_nodes.core.palette import named_palette
 
     rng = np.random.default_rng(21)
-    img = (rng.integers(0, 2, (19, 23, 3)) * 255).astype(np.uint8)
-    img[::3] = rng.integers(0, 256, (7, 23, 3), dtype=np.uint8)
-    for pal in (named_palette("pico-8").colors, np.array([[64, 64, 64], [192, 192, 192], [128, 40, 200]], np.uint8)):
-        res = quantize(img, pal, dither="floyd-steinberg", distance="rgb", serpentine=serpentine, strength=strength)
-        assert np.array_equal(res.indices, _floyd_steinberg_reference(img, pal, serpentine, strength))
+    img = (rng.integers(0, 2, (19, 23, channels)) * 255).astype(np.uint8)
+    img[::3] = rng.integers(0, 256, (7, 23, channels), dtype=np.uint8)
+    if channels == 4:
+        img[..., 3] = np.where(rng.random((19, 23)) < 0.15, 0, 255)
+    palettes = (
+        named_palette("pico-8").colors,
+        np.array([[64, 64, 64], [192, 192, 192], [128, 40, 200]], np.uint8),
+        np.array([[100, 100, 100], [102, 102, 102], [101, 101, 99], [101, 101, 103], [0, 0, 0]], np.uint8),
+        rng.integers(0, 256, (40, 3), dtype=np.uint8),
+    )
+    for pal in palettes:
+        res = quantize(img, pal, dither="floyd-steinberg", distance="rgb", serpentine=serpentine,
+                       strength=strength)
+        ref = _floyd_steinberg_fixed_reference(img, pal, serpentine, strength)
+        assert np.array_equal(res.indices, ref), len(pal)
+        n = len(pal)
+        # the output image is each index's colour (transparent: all zero)
+        table = np.zeros((n + 1, channels), np.uint8)
+        table[:n, :3] = pal
+        if channels == 4:
+            table[:n, 3] = 255
+        assert np.array_equal(res.image, table[ref])
+        assert res.colors_used == len(np.unique(ref[ref < n]))
+
+
+def test_floyd_steinberg_rgb_strength_in_256ths():
+    # strength is used in steps of 1/256: 0.45 acts as 115/256, and below 1/512 no error is passed on
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    from pixart_nodes.core.palette import named_palette
+
+    pal = named_palette("pico-8").colors
+    run = lambda s: quantize(img, pal, dither="floyd-steinberg", distance="rgb", strength=s).indices  # noqa: E731
+    assert np.array_equal(run(0.45), run(115 / 256))
+    assert not np.array_equal(run(0.45), run(116 / 256))
+    assert np.array_equal(run(0.001), quantize(img, pal, distance="rgb").indices)

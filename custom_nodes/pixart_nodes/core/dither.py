@@ -2,8 +2,10 @@
 
 Error is diffused in gamma-encoded sRGB (like Pillow, libimagequant and most pixel-art tools), so 50 % grey
 dithers to 50 % white with a black/white palette; the nearest palette colour is chosen in the caller's
-distance space (sRGB or OKLab). The per-pixel loops are numba-compiled (``cache=True``) because error
-diffusion is inherently sequential; the first call in a fresh environment pays the compile time.
+distance space (sRGB or OKLab). Floyd-Steinberg with sRGB distance diffuses exact integer error (fixed
+point, like Pillow's integer error), the other loops float32 error. The per-pixel loops are numba-compiled
+(``cache=True``) because error diffusion is inherently sequential; the first call in a fresh environment
+pays the compile time.
 
 Blue noise: a 64x64 rank matrix made with Ulichney's void-and-cluster method from a fixed seed, generated on
 first use in this process (about a quarter of a second, then cached) rather than shipped as a data file.
@@ -685,88 +687,106 @@ def _floyd_steinberg(
         cur, nxt = nxt, cur
 
 
+# Floyd-Steinberg with sRGB distance runs in fixed point: ``strength`` is taken in steps of 1/STRENGTH_STEPS,
+# so the error passed on, (value - colour) * S * {7,3,5,1} / 16, is an exact integer in units of
+# 1/FS_ONE = 1/(16 * STRENGTH_STEPS) of a code value. The single rounding is the diffused value's, to the
+# nearest code value (halves up) before clamping to 0..255; that integer's nearest colour is exact and its
+# error is what is diffused (like Pillow, which also diffuses integer error).
+STRENGTH_STEPS = 256
+FS_SHIFT = 12
+FS_ONE = 1 << FS_SHIFT  # 16 * STRENGTH_STEPS
+# Next-row error travels packed: three 21-bit fields in one int64, each biased by 2^20 so it unpacks with a
+# shift and a mask. A cell collects 9 * 255 * STRENGTH_STEPS = 587520 < 2^20 at most, so fields never carry.
+FS_FIELD = 21
+FS_BIAS = (1 << (FS_FIELD - 1)) * (1 + (1 << FS_FIELD) + (1 << (2 * FS_FIELD)))
+FS_GBITS = 5  # cell table of the sequential loops (``cell_table(..., 5)``)
+
+
+def fs_strength(strength: float) -> int:
+    """``strength`` 0..1 as the integer multiplier the sRGB Floyd-Steinberg loop uses (0..STRENGTH_STEPS)."""
+    return int(round(strength * STRENGTH_STEPS))
+
+
 @numba.njit(cache=True, nogil=True)
 def _floyd_steinberg_rgb(
-    src, alpha_threshold, prc4, pal4, pal_cmp, codes, slot, sub_codes, moff, cands, gbits, shift, ws, serpentine,
-    table, out_idx, out_img, used,
+    src, alpha_threshold, pal4, strength, pal_cmp, codes, slot, sub_codes, moff, cands, gbits, shift,
+    serpentine, table, out_idx, out_img, used,
 ):
-    # Floyd-Steinberg with sRGB distance through pair codes (see ``pair_table``). The loop is bound by the
-    # chain from one pixel's value to the next one's; it is written as selects between both candidates'
-    # errors and next values, which LLVM compiles into a branch on the comparison. A branch-free select
-    # (forced with ``!unpredictable`` metadata) measured slower, 1.33x Pillow against 1.09x: LLVM then moves
-    # the palette loads after the select, onto the chain.
-    # The float32 sums are ``_floyd_steinberg``'s, term for term, and the distances ``_best``'s (float64,
-    # lowest index on ties), so the pixels are the same. Unsigned indices: numba then emits no negative-index
-    # wraparound, which sat on that chain.
+    # Fixed point (see FS_ONE): the chain from one pixel's value to the next one's is integer only (round,
+    # clamp, cell, pair code, palette, compare), with no float conversion; both candidates of a pair code get
+    # their distance computed before the comparison. The error for the next row travels packed, three
+    # biased 21-bit fields in one int64 (see FS_FIELD): one load, one store and a few adds per pixel instead
+    # of three each, and few enough live values that the loop's state stays in registers. Unsigned indices:
+    # numba then emits no negative-index wraparound.
     h, w, ch = src.shape
-    n = prc4.shape[0] // 4
+    n = pal4.shape[0] // 4
     flat = src.reshape(-1)
     oidx = out_idx.reshape(-1)
     oimg = out_img.reshape(-1)
     uch = np.uint64(ch)
     one = np.uint64(1)
     two = np.uint64(2)
-    four = np.uint64(4)
-    w_r, w_bl, w_b, w_br = ws[0], ws[1], ws[2], ws[3]
-    zero = np.float32(0.0)
-    top = np.float32(255.0)
-    sh = np.uint64(8 - gbits)
-    g1 = np.uint64(gbits)
-    g2 = np.uint64(2 * gbits)
-    ssh = np.uint64(6 - gbits)  # sub-cells: 4 per cell side
     three = np.uint64(3)
+    four = np.uint64(4)
+    fsh = np.int64(FS_SHIFT)
+    half = np.int64(FS_ONE // 2)
+    s7 = np.int64(7) * strength
+    fb = np.int64(FS_FIELD)
+    fmask = np.int64((1 << FS_FIELD) - 1)
+    bias = np.int64(FS_BIAS)
+    # each unpacked field carries +2^(FS_FIELD-1); folded into the source term
+    unbias = np.int64(1 << (FS_FIELD - 1))
+    sh = np.uint64(8 - FS_GBITS)
+    g1 = np.uint64(FS_GBITS)
+    g2 = np.uint64(2 * FS_GBITS)
+    ssh = np.uint64(6 - FS_GBITS)  # sub-cells: 4 per cell side
     ushift = np.uint64(shift)
     mask = np.uint64((1 << shift) - 1)
     last = np.uint64(h * w - 1)
-    cur = np.zeros((w + 2) * 3, dtype=np.float32)
-    nxt = np.zeros((w + 2) * 3, dtype=np.float32)
+    # every cell of the next row collects exactly one ``bias`` (from the a1 term), so each field unpacks
+    # non-negative; row 0 starts from an error-free row
+    cur = np.full(w + 2, bias, dtype=np.int64)
+    nxt = np.full(w + 2, bias, dtype=np.int64)
     for y in range(h):
         reverse = serpentine and (y & 1) == 1
         step = -1 if reverse else 1
         x = w - 1 if reverse else 0
-        a0r = a0g = a0b = zero
-        a1r = a1g = a1b = zero
+        a0 = bias
+        a1 = bias
         p = np.uint64(y * w + x)
-        o = np.uint64((x + 1) * 3)
-        tr = np.float32(flat[p * uch]) + (cur[o] + zero)
-        tg = np.float32(flat[p * uch + one]) + (cur[o + one] + zero)
-        tb = np.float32(flat[p * uch + two]) + (cur[o + two] + zero)
+        c = cur[np.uint64(x + 1)]
+        tr = (np.int64(flat[p * uch]) << fsh) + (c & fmask) - unbias
+        tg = (np.int64(flat[p * uch + one]) << fsh) + ((c >> fb) & fmask) - unbias
+        tb = (np.int64(flat[p * uch + two]) << fsh) + (c >> (fb + fb)) - unbias
         for _ in range(w):
             p = np.uint64(y * w + x)
-            ob = np.uint64((x + 1 - step) * 3)  # below-left in scan direction: complete after this pixel
-            on = np.uint64((x + 1 + step) * 3)
+            ob = np.uint64(x + 1 - step)  # below-left in scan direction: complete after this pixel
             pn = min(np.uint64(y * w + x + step), last) * uch  # next pixel (clamped at the image's ends: unused)
-            sr = np.float32(flat[pn])
-            sg = np.float32(flat[pn + one])
-            sb = np.float32(flat[pn + two])
-            cr = cur[on]
-            cg = cur[on + one]
-            cb = cur[on + two]
+            # the next pixel's source plus the error it already holds from the row above
+            c = cur[np.uint64(x + 1 + step)]
+            sr = (np.int64(flat[pn]) << fsh) + (c & fmask) - unbias
+            sg = (np.int64(flat[pn + one]) << fsh) + ((c >> fb) & fmask) - unbias
+            sb = (np.int64(flat[pn + two]) << fsh) + (c >> (fb + fb)) - unbias
             if ch == 4 and flat[p * uch + three] < alpha_threshold:
                 # transparent: takes and passes on no error
                 oidx[p] = n
-                for c in range(ch):
-                    oimg[p * uch + np.uint64(c)] = table[np.uint64(n) * uch + np.uint64(c)]
+                for ci in range(ch):
+                    oimg[p * uch + np.uint64(ci)] = table[np.uint64(n) * uch + np.uint64(ci)]
                 used[n] = 1
-                nxt[ob] = a0r
-                nxt[ob + one] = a0g
-                nxt[ob + two] = a0b
-                a0r, a0g, a0b = a1r, a1g, a1b
-                a1r = a1g = a1b = zero
-                tr = sr + (cr + zero)
-                tg = sg + (cg + zero)
-                tb = sb + (cb + zero)
+                nxt[ob] = a0
+                a0 = a1
+                a1 = bias
+                tr, tg, tb = sr, sg, sb
                 x += step
                 continue
-            # clamping keeps runaway error from smearing across flat areas (Pillow's CLIP8 does the same)
-            r = min(max(tr, zero), top)
-            g = min(max(tg, zero), top)
-            b = min(max(tb, zero), top)
-            # code values from the unclamped values (int(clamp(t)) == clamp(int(t))), so the cell index does not
-            # wait for the float clamp
-            ir = np.uint64(min(max(int(tr), 0), 255))
-            ig = np.uint64(min(max(int(tg), 0), 255))
-            ib = np.uint64(min(max(int(tb), 0), 255))
+            # round to the nearest code value, then clamp: runaway error must not smear across flat areas
+            # (Pillow's CLIP8 does the same)
+            vr = min(max((tr + half) >> fsh, np.int64(0)), np.int64(255))
+            vg = min(max((tg + half) >> fsh, np.int64(0)), np.int64(255))
+            vb = min(max((tb + half) >> fsh, np.int64(0)), np.int64(255))
+            ir = np.uint64(vr)
+            ig = np.uint64(vg)
+            ib = np.uint64(vb)
             cell = ((ir >> sh) << g2) | ((ig >> sh) << g1) | (ib >> sh)
             e = np.uint64(codes[cell])
             ka = e & mask
@@ -777,39 +797,26 @@ def _floyd_steinberg_rgb(
                 ka = e & mask
                 kb = e >> ushift
                 if ka > kb:
-                    ka = np.uint64(_search_rgb(moff[cell], r, g, b, pal_cmp, cands))
+                    ka = np.uint64(_search_rgb(moff[cell], vr, vg, vb, pal_cmp, cands))
                     kb = ka
-            q0 = np.float64(r)
-            q1 = np.float64(g)
-            q2 = np.float64(b)
-            d0 = q0 - pal4[ka * four]
-            d1 = q1 - pal4[ka * four + one]
-            d2 = q2 - pal4[ka * four + two]
-            da = d0 * d0 + d1 * d1 + d2 * d2
-            d0 = q0 - pal4[kb * four]
-            d1 = q1 - pal4[kb * four + one]
-            d2 = q2 - pal4[kb * four + two]
-            db = d0 * d0 + d1 * d1 + d2 * d2
-            era = r - prc4[ka * four]
-            ega = g - prc4[ka * four + one]
-            eba = b - prc4[ka * four + two]
-            erb = r - prc4[kb * four]
-            egb = g - prc4[kb * four + one]
-            ebb = b - prc4[kb * four + two]
-            tra = sr + (cr + era * w_r)
-            tga = sg + (cg + ega * w_r)
-            tba = sb + (cb + eba * w_r)
-            trb = sr + (cr + erb * w_r)
-            tgb = sg + (cg + egb * w_r)
-            tbb = sb + (cb + ebb * w_r)
-            nb = db < da  # strict: the lower index wins ties, like the search
+            # each candidate's distance from the differences to its colour
+            ar = vr - pal4[ka * four]
+            ag = vg - pal4[ka * four + one]
+            ab = vb - pal4[ka * four + two]
+            br = vr - pal4[kb * four]
+            bg = vg - pal4[kb * four + one]
+            bb = vb - pal4[kb * four + two]
+            da = ar * ar + ag * ag + ab * ab
+            db = br * br + bg * bg + bb * bb
+            # strict: the lower index wins ties, like the search
+            nb = db < da
             k = kb if nb else ka
-            tr = trb if nb else tra
-            tg = tgb if nb else tga
-            tb = tbb if nb else tba
-            er = erb if nb else era
-            eg = egb if nb else ega
-            eb = ebb if nb else eba
+            er = br if nb else ar
+            eg = bg if nb else ag
+            eb = bb if nb else ab
+            tr = sr + s7 * er
+            tg = sg + s7 * eg
+            tb = sb + s7 * eb
             oidx[p] = k
             # channels written one by one: a loop over ``ch`` compiles to a generic copy with its own checks
             oimg[p * uch] = table[k * uch]
@@ -818,20 +825,13 @@ def _floyd_steinberg_rgb(
             if ch == 4:
                 oimg[p * uch + three] = table[k * uch + three]
             used[k] = 1
-            nxt[ob] = a0r + er * w_bl
-            nxt[ob + one] = a0g + eg * w_bl
-            nxt[ob + two] = a0b + eb * w_bl
-            a0r = a1r + er * w_b
-            a0g = a1g + eg * w_b
-            a0b = a1b + eb * w_b
-            a1r = er * w_br
-            a1g = eg * w_br
-            a1b = eb * w_br
+            # packed error (fields are linear: the sums below act on each field alone)
+            pe = (er + (eg << fb) + (eb << (fb + fb))) * strength
+            nxt[ob] = a0 + np.int64(3) * pe
+            a0 = a1 + np.int64(5) * pe
+            a1 = pe + bias
             x += step
-        o = np.uint64((x - step + 1) * 3)  # last pixel of the row: its own next-row cell is complete now
-        nxt[o] = a0r
-        nxt[o + one] = a0g
-        nxt[o + two] = a0b
+        nxt[np.uint64(x - step + 1)] = a0  # last pixel of the row: its own next-row cell is complete now
         cur, nxt = nxt, cur
 
 
@@ -966,26 +966,30 @@ def error_diffuse(
     [N+1, C]) gives each index's output pixel. Pixels with alpha below ``alpha_threshold`` get index N and
     neither take nor pass on error. ``used`` (uint8 [N+1]) gets a 1 for every index written. ``pairs``:
     ``pair_table`` of the sRGB cell table for Floyd-Steinberg with sRGB distance (built here when None).
+    Floyd-Steinberg with sRGB distance runs in fixed point (see ``FS_ONE``): ``strength`` is rounded to
+    steps of 1/``STRENGTH_STEPS`` and the diffused value to a code value before its nearest colour is taken.
     """
+    if kernel.name == "floyd-steinberg" and not use_lab:
+        codes, slot, sub_codes, shift = pairs if pairs is not None else pair_table(pal_rgb, info, moff, cands, gbits)
+        if gbits != FS_GBITS:
+            raise ValueError(f"the sRGB Floyd-Steinberg loop needs a cell table with gbits={FS_GBITS}, got {gbits}")
+        # palette padded to 4 values per colour: the loop indexes it with a shift instead of a multiply
+        pal4 = np.zeros((len(pal_rgb), 4), dtype=np.int64)
+        pal4[:, :3] = pal_rgb
+        _floyd_steinberg_rgb(
+            src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), pal_cmp, codes,
+            slot, sub_codes, moff, cands, gbits, shift, serpentine, np.ascontiguousarray(table).ravel(), out_idx,
+            out_img, used,
+        )
+        return
     ws = (kernel.weights * (kernel.diffused * strength)).astype(np.float32)
     prc = pal_rgb.astype(np.float32)
     common = (src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits)
     if kernel.name == "floyd-steinberg":
-        # the specialised loops take the weights as right, below-left, below, below-right
+        # the specialised loop takes the weights as right, below-left, below, below-right
         at = {(dx, dy): i for i, (dx, dy, _) in enumerate(kernel.taps)}
         ws_fs = ws[[at[(1, 0)], at[(-1, 1)], at[(0, 1)], at[(1, 1)]]]
-        if use_lab:
-            _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img, used)
-            return
-        codes, slot, sub_codes, shift = pairs if pairs is not None else pair_table(pal_rgb, info, moff, cands, gbits)
-        # palette padded to 4 values per colour: the loop indexes it with a shift instead of a multiply
-        prc4 = np.zeros((len(prc), 4), dtype=np.float32)
-        prc4[:, :3] = prc
-        pal4 = prc4.astype(np.float64)
-        _floyd_steinberg_rgb(
-            src, alpha_threshold, prc4.ravel(), pal4.ravel(), pal_cmp, codes, slot, sub_codes, moff, cands, gbits,
-            shift, ws_fs, serpentine, np.ascontiguousarray(table).ravel(), out_idx, out_img, used,
-        )
+        _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img, used)
     else:
         dxs = np.array([t[0] for t in kernel.taps], dtype=np.int64)
         dys = np.array([t[1] for t in kernel.taps], dtype=np.int64)

@@ -82,8 +82,9 @@ def quantize(
     """Map ``img`` (uint8 ``[H,W,3|4]``) to ``palette`` with the named dither method (see ``DITHER_METHODS``).
 
     ``distance``: "oklab" (perceptual) or "rgb" (squared sRGB difference) picks the nearest colour.
-    ``strength`` 0..1 scales the diffused error / ordered offsets (0 equals no dithering). ``serpentine``
-    alternates row direction for error diffusion.
+    ``strength`` 0..1 scales the diffused error / ordered offsets (0 equals no dithering); Floyd-Steinberg
+    with "rgb" distance runs in fixed point and takes it in steps of 1/256 (see ``dither.FS_ONE``).
+    ``serpentine`` alternates row direction for error diffusion.
     """
     arr = np.asarray(img)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
