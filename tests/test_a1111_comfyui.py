@@ -24,6 +24,7 @@ from PIL import Image
 from bridge.app import create_app
 from bridge.config import load_settings
 from tests.support.tiny_models import TINY_CHECKPOINT
+from tests.support.imaging import encode
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
@@ -181,11 +182,11 @@ async def test_inpaint_fill_latent_the_sampler_gets(comfyui, fill):
     from bridge import workflows as W
 
     rng = np.random.default_rng(5)
-    image = comfyui.upload_image(_png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))),
+    image = comfyui.upload_image(encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))),
                                  "fill_src.png")
     mask = np.zeros((64, 64), np.uint8)
     mask[16:48, 24:56] = 255  # on the 8-pixel grid: latent rows 2..5, columns 3..6 exactly
-    mask_name = comfyui.upload_image(_png_bytes(Image.fromarray(mask)), "fill_mask.png")
+    mask_name = comfyui.upload_image(encode(Image.fromarray(mask)), "fill_mask.png")
     wf = W.load_workflows(WORKFLOWS)["inpaint"]
     seed = 2**40 + 17
     graph = wf.bind(wf.coerce({"image": image, "mask": mask_name, "fill": fill, "seed": seed, "width": 64,
@@ -233,8 +234,8 @@ async def test_inpainting_fills_change_only_the_masked_pixels(bridge):
     src = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     mask = np.zeros((64, 64), np.uint8)
     mask[16:48, 16:48] = 255
-    common = {"prompt": "a stone", "init_images": [base64.b64encode(_png_bytes(Image.fromarray(src))).decode()],
-              "mask": base64.b64encode(_png_bytes(Image.fromarray(mask))).decode(), "inpaint_full_res": False,
+    common = {"prompt": "a stone", "init_images": [base64.b64encode(encode(Image.fromarray(src))).decode()],
+              "mask": base64.b64encode(encode(Image.fromarray(mask))).decode(), "inpaint_full_res": False,
               "mask_blur": 0, "denoising_strength": 0.3, "steps": 2, "seed": 21, "width": 64, "height": 64}
     results = {}
     for fill in (1, 2, 3):
@@ -253,8 +254,3 @@ async def test_inpainting_fills_change_only_the_masked_pixels(bridge):
     far[8:56, 8:56] = False
     for fill, out in results.items():
         assert np.array_equal(out[far], src[far]), fill
-
-def _png_bytes(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()

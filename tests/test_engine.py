@@ -17,6 +17,7 @@ from bridge.engine import JobEngine
 from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNotFound, PayloadTooLarge, QueueFull,
                            WorkflowError, WorkflowNotFound)
 from tests.support.double import ComfyDouble
+from tests.support.imaging import image_size, solid_png_b64
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -45,15 +46,10 @@ def add_websocket_variant(wf_dir: Path) -> None:
     (wf_dir / "txt2img_ws.manifest.json").write_text(json.dumps(manifest))
 
 
-def png_b64(w: int, h: int, colour: Any = (200, 10, 10), mode: str = "RGB") -> str:
-    buf = io.BytesIO()
-    Image.new(mode, (w, h), colour).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+png_b64 = solid_png_b64
 
 
-def size_of(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
+size_of = image_size
 
 
 def posted(double: ComfyDouble, prompt_id: str) -> dict[str, Any]:

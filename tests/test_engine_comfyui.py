@@ -22,6 +22,7 @@ from bridge import workflows as W
 from bridge.engine import JobEngine
 from tests.support.double import object_info_for
 from tests.support.real_comfyui import TINY_CHECKPOINT
+from tests.support.imaging import image_size, solid_png_b64
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,15 +37,10 @@ SMALL = {"prompt": "a red house", "negative_prompt": "blurry", "seed": 1, "steps
          "checkpoint": TINY_CHECKPOINT}
 
 
-def png_b64(w: int, h: int, colour: Any, mode: str = "RGB") -> str:
-    buf = io.BytesIO()
-    Image.new(mode, (w, h), colour).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+png_b64 = solid_png_b64
 
 
-def size_of(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
+size_of = image_size
 
 
 def workflow_dir(tmp_path: Path) -> Path:

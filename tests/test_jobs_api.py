@@ -15,6 +15,7 @@ import pytest_asyncio
 from PIL import Image
 
 from tests.support.double import ComfyDouble, _node
+from tests.support.imaging import decode_png_data_url, solid_png_b64
 
 pytestmark = pytest.mark.asyncio
 
@@ -95,18 +96,10 @@ async def wait_job(client: Any, job_id: str, timeout: float = 20.0) -> dict[str,
 
 def png_b64(width: int, height: int, colour: tuple[int, int, int] = (200, 30, 30), *, data_url: bool = True,
             mode: str = "RGB") -> str:
-    img = Image.new(mode, (width, height), colour if mode == "RGB" else colour[0])
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    text = base64.b64encode(out.getvalue()).decode()
-    return "data:image/png;base64," + text if data_url else text
+    return solid_png_b64(width, height, colour if mode == "RGB" else colour[0], mode, data_url=data_url)
 
 
-def decode_data_url(url: str) -> Image.Image:
-    assert url.startswith("data:image/png;base64,")
-    img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-    img.load()
-    return img
+decode_data_url = decode_png_data_url
 
 
 def last_graph(double: ComfyDouble) -> dict[str, Any]:

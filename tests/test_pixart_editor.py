@@ -28,6 +28,7 @@ from bridge.store import check_id
 from pixart_nodes import nodes_quantize
 from pixart_nodes.core.palette import NAMED_PALETTES, named_palette
 from tests.support.double import ComfyDouble
+from tests.support.imaging import decode_png_data_url, encode
 
 CHECKPOINT = "tiny_sd15.safetensors"
 CONTROLNET = "tiny_canny.safetensors"  # the protocol double's default controlnet file
@@ -56,10 +57,7 @@ def make_client(aiohttp_client, comfy_double, tmp_path):
 AI = {"PIXART_EDITOR_CHECKPOINT": CHECKPOINT, "PIXART_EDITOR_CONTROLNET": CONTROLNET}
 
 
-def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
+png_bytes = encode
 
 
 def sketch(size=(40, 30), mode="RGBA") -> str:
@@ -97,11 +95,7 @@ async def wait_done(client, client_id: str, timeout: float = 20.0) -> dict[str, 
     raise AssertionError(f"job {client_id} did not finish: {seen[-5:]}")
 
 
-def decode_data_url(url: str) -> Image.Image:
-    assert url.startswith("data:image/png;base64,")
-    im = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-    assert im.format == "PNG"
-    return im
+decode_data_url = decode_png_data_url
 
 
 def settings_with(**overrides: str) -> pe.PixartEditorSettings:

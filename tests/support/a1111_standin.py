@@ -8,7 +8,6 @@ test can rebuild exactly what the stand-in sent.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import random
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
+from tests.support.imaging import encode
+
 
 def standin_image(seed: int, width: int, height: int) -> Image.Image:
     rng = np.random.default_rng(seed)
@@ -28,10 +29,7 @@ def standin_image(seed: int, width: int, height: int) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def png_bytes(im: Image.Image) -> bytes:
-    out = io.BytesIO()
-    im.save(out, format="PNG")
-    return out.getvalue()
+png_bytes = encode
 
 
 @dataclass

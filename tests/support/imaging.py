@@ -1,0 +1,45 @@
+"""Image helpers the tests share: encoding pictures the way clients send them and decoding what comes back."""
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+DATA_URL_PNG = "data:image/png;base64,"
+
+
+def encode(img: Image.Image | np.ndarray, fmt: str = "PNG") -> bytes:
+    """A PIL image or a uint8 ``[H,W,C]`` array as file bytes."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def b64(data: bytes, *, data_url: bool = False) -> str:
+    text = base64.b64encode(data).decode()
+    return DATA_URL_PNG + text if data_url else text
+
+
+def solid_png_b64(width: int, height: int, colour: Any = (200, 10, 10), mode: str = "RGB", *,
+                  data_url: bool = False) -> str:
+    """A one-colour PNG, base64 (optionally as a data URL)."""
+    return b64(encode(Image.new(mode, (width, height), colour)), data_url=data_url)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def decode_png_data_url(url: str) -> Image.Image:
+    """A PNG data URL back to a loaded image; fails unless it really is one."""
+    assert url.startswith(DATA_URL_PNG), url[:40]
+    img = Image.open(io.BytesIO(base64.b64decode(url[len(DATA_URL_PNG):])))
+    assert img.format == "PNG"
+    img.load()
+    return img
