@@ -241,3 +241,33 @@ def test_inverted_whole_picture_inpaint_repaints_outside():
     out = np.asarray(m.finish_img2img(Image.new("RGB", (64, 64), (0, 0, 255)), plan))
     assert np.array_equal(out[20:44, 20:44], np.asarray(src)[20:44, 20:44])
     assert tuple(out[2, 2]) == (0, 0, 255)
+
+
+def test_mask_bbox_grows_the_masked_area_to_the_target_aspect_inside_the_image() -> None:
+    import random
+
+    from PIL import Image as _Image
+
+    from bridge.adapters.a1111_models import mask_bbox
+
+    rng = random.Random(7)
+    for _ in range(300):
+        w, h = rng.randint(16, 200), rng.randint(16, 200)
+        tw, th = rng.choice([(64, 64), (128, 64), (64, 128), (96, 80)])
+        x1, y1 = rng.randint(0, w - 2), rng.randint(0, h - 2)
+        x2, y2 = rng.randint(x1 + 1, w), rng.randint(y1 + 1, h)
+        pad = rng.randint(0, 16)
+        mask = _Image.new("L", (w, h), 0)
+        mask.paste(255, (x1, y1, x2, y2))
+        bx1, by1, bx2, by2 = mask_bbox(mask, pad, tw, th)
+        # inside the image, and holding the padded masked area
+        assert 0 <= bx1 < bx2 <= w and 0 <= by1 < by2 <= h
+        assert bx1 <= max(x1 - pad, 0) and by1 <= max(y1 - pad, 0)
+        assert bx2 >= min(x2 + pad, w) and by2 >= min(y2 + pad, h)
+        # grown to the target aspect unless the image is too small on the grown axis (int() truncates by < 1 px)
+        bw, bh = bx2 - bx1, by2 - by1
+        if bw / bh < tw / th and bw < w:
+            assert abs(bw - bh * tw / th) < 1.0 + 1e-9
+        if bw / bh > tw / th and bh < h:
+            assert abs(bh - bw * th / tw) < 1.0 + 1e-9
+    assert mask_bbox(_Image.new("L", (32, 32), 0), 4, 64, 64) is None

@@ -473,6 +473,19 @@ def blur_mask(mask: Image.Image, blur_x: int, blur_y: int) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
+def _grow_span(lo: int, hi: int, diff: int, limit: int) -> tuple[int, int]:
+    """Grow [lo, hi) by diff, centred, then slide it back inside [0, limit) as A1111's expand_crop_region does."""
+    lo -= diff // 2
+    hi += diff - diff // 2
+    if hi >= limit:
+        lo -= hi - limit
+        hi = limit
+    if lo < 0:
+        hi -= lo
+        lo = 0
+    return lo, min(hi, limit)
+
+
 def mask_bbox(mask: Image.Image, padding: int, width: int, height: int) -> tuple[int, int, int, int] | None:
     """A1111's `get_crop_region` + `expand_crop_region`: the masked area plus padding, grown to width:height."""
     box = mask.point(lambda v: 255 if v > 0 else 0).getbbox()
@@ -484,29 +497,9 @@ def mask_bbox(mask: Image.Image, padding: int, width: int, height: int) -> tuple
     ratio_crop = (x2 - x1) / max(1, (y2 - y1))
     ratio_proc = width / height
     if ratio_crop > ratio_proc:
-        desired_h = (x2 - x1) / ratio_proc
-        diff = int(desired_h - (y2 - y1))
-        y1 -= diff // 2
-        y2 += diff - diff // 2
-        if y2 >= h:
-            y1 -= y2 - h
-            y2 = h
-        if y1 < 0:
-            y2 -= y1
-            y1 = 0
-        y2 = min(y2, h)
+        y1, y2 = _grow_span(y1, y2, int((x2 - x1) / ratio_proc - (y2 - y1)), h)
     else:
-        desired_w = (y2 - y1) * ratio_proc
-        diff = int(desired_w - (x2 - x1))
-        x1 -= diff // 2
-        x2 += diff - diff // 2
-        if x2 >= w:
-            x1 -= x2 - w
-            x2 = w
-        if x1 < 0:
-            x2 -= x1
-            x1 = 0
-        x2 = min(x2, w)
+        x1, x2 = _grow_span(x1, x2, int((y2 - y1) * ratio_proc - (x2 - x1)), w)
     return x1, y1, x2, y2
 
 
