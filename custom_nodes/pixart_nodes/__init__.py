@@ -37,17 +37,28 @@ def _load_canonical():
     return module
 
 
+def _collect():
+    classes, names = {}, {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("nodes_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            classes.update(getattr(module, "NODE_CLASS_MAPPINGS", {}))
+            names.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
+    return classes, names
+
+
 if __name__ != _CANONICAL:
     _pack = _load_canonical()
     NODE_CLASS_MAPPINGS = _pack.NODE_CLASS_MAPPINGS
     NODE_DISPLAY_NAME_MAPPINGS = _pack.NODE_DISPLAY_NAME_MAPPINGS
 else:
-    NODE_CLASS_MAPPINGS = {}
-    NODE_DISPLAY_NAME_MAPPINGS = {}
-    for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if _info.name.startswith("nodes_"):
-            _module = importlib.import_module(f"{__name__}.{_info.name}")
-            NODE_CLASS_MAPPINGS.update(getattr(_module, "NODE_CLASS_MAPPINGS", {}))
-            NODE_DISPLAY_NAME_MAPPINGS.update(getattr(_module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
+    def __getattr__(name):
+        # The node modules (and torch with them) load only when the mappings are asked for, so the `pixart`
+        # command and other users of pixart_nodes.core do not pay for them at start-up.
+        if name in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"):
+            global NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+            NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _collect()
+            return globals()[name]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
