@@ -10,6 +10,7 @@ Nodes that need models (Axera) or produce no image get their tables only.
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -131,7 +132,7 @@ Picture = tuple[str, str]  # (caption, relative path)
 def pictures_pixelate(cls) -> list[Picture]:
     img = scene()
     pics = [("input", save("input_scene", img))]
-    for method in ("box", "nearest", "median", "kcentroid"):
+    for method in ("box", "nearest", "median", "kcentroid", "outline"):
         out, _ = run_node(cls, image=tensor(img), method=method, pixel_size=8, upscale=True)
         pics.append((f"method={method}, pixel_size=8", save(f"pixelate_{method}", first_image(out))))
     out, _ = run_node(cls, image=tensor(img), method="kcentroid", width=32, height=32, upscale=False)
@@ -140,6 +141,66 @@ def pictures_pixelate(cls) -> list[Picture]:
     pics.append(("RGBA sprite (alpha kept)", save("input_sprite", spr)))
     out, _ = run_node(cls, image=tensor(spr), method="kcentroid", pixel_size=4, upscale=True)
     pics.append(("sprite, kcentroid, pixel_size=4", save("pixelate_sprite", first_image(out))))
+    return pics
+
+
+def fake_pixel_art(small: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """What a diffusion model's "pixel art" looks like: a 32x32 picture (default: the scene, outline method)
+    enlarged 4.7 times with the grid starting mid-cell, blurred, JPEG-compressed at quality 70 and a little
+    noisy. Returns the fake and the 32x32 picture it was made from."""
+    import cv2
+
+    from pixart_nodes.core import pixelate
+
+    if small is None:
+        small = pixelate.pixelate(scene(), width=32, height=32, method="outline")
+    s, head = 4.7, 2.2
+    idx = np.minimum(((np.arange(int(32 * s - head)) + 0.5 + head) / s).astype(int), 31)
+    big = cv2.GaussianBlur(small[np.ix_(idx, idx)], (0, 0), 0.8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="JPEG", quality=70)
+    big = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    noise = np.random.default_rng(seed).normal(0, 3, big.shape)
+    return np.clip(big + noise, 0, 255).astype(np.uint8), small
+
+
+def sprite_on_green() -> np.ndarray:
+    """The RGBA character at 32x32 (outline method) on a flat green, as generators draw sprites."""
+    from pixart_nodes.core import pixelate
+
+    small = pixelate.pixelate(sprite(), width=32, height=32, method="outline")
+    a = small[..., 3:4].astype(np.float32) / 255.0
+    return (small[..., :3] * a + np.array([90, 200, 120]) * (1 - a) + 0.5).astype(np.uint8)
+
+
+def pictures_snap(cls) -> list[Picture]:
+    from pixart_nodes.nodes_pixelate import PixartPixelate
+
+    fake, small = fake_pixel_art()
+    pics = [("fake pixel art: 32x32 enlarged 4.7x, grid offset, blur, JPEG q70, noise", save("snap_input", fake))]
+    out, _, grid, cw, ch = run_node(cls, image=tensor(fake), scale=4)
+    info = json.loads(grid)
+    pics.append((f"snapped: {info['columns']}x{info['rows']}, cells {cw:.2f}x{ch:.2f} px (shown 4x)",
+                 save("snap_output", first_image(out))))
+    kc, _ = run_node(PixartPixelate, image=tensor(fake), method="kcentroid", pixel_size=5, upscale=False)
+    pics.append(("old way: pixelate kcentroid, pixel_size=5 (grid not aligned; shown 4x)",
+                 save("snap_kcentroid", first_image(kc), 4)))
+    pics.append(("the 32x32 original (shown 4x)", save("snap_truth", small, 4)))
+    return pics
+
+
+def pictures_cleanup(cls) -> list[Picture]:
+    from pixart_nodes.core import snap
+
+    snapped = snap.snap(fake_pixel_art(seed=3)[0]).image
+    pics = [("snapped fake scene (shown 4x)", save("cleanup_input", snapped, 4))]
+    out, _, report = run_node(cls, image=tensor(snapped))
+    pics.append((f"cleanup, defaults: {report} (shown 4x)", save("cleanup_output", first_image(out), 4)))
+    snapped = snap.snap(fake_pixel_art(sprite_on_green(), seed=4)[0]).image
+    pics.append(("snapped fake sprite (shown 4x)", save("cleanup_sprite_input", snapped, 4)))
+    out, mask, report = run_node(cls, image=tensor(snapped), background="auto")
+    rgba = np.dstack([first_image(out), np.clip((1 - mask[0].numpy()) * 255 + 0.5, 0, 255).astype(np.uint8)])
+    pics.append((f"cleanup, background=auto: {report} (shown 4x)", save("cleanup_sprite_output", rgba, 4)))
     return pics
 
 
@@ -238,15 +299,35 @@ RECIPES: dict[str, Callable[[type], list[Picture]]] = {
     "PixartRGB565Preview": pictures_rgb565_preview,
     "PixartQuantize": pictures_quantize,
     "PixartPalette": pictures_palette,
+    "PixartSnapToGrid": pictures_snap,
+    "PixartCleanup": pictures_cleanup,
 }
 
 NOTES: dict[str, str] = {
     "PixartPixelate": (
         "Core: `pixart_nodes.core.pixelate.pixelate(img_uint8_HWC, *, width=None, height=None, pixel_size=None, "
-        "method=\"box\"|\"nearest\"|\"median\"|\"kcentroid\", upscale=False, k=2)`. With `pixel_size` the last "
-        "row/column of blocks holds the remainder; with a target size block edges are `floor(i*H/h)`. Box with "
-        "alpha averages colour weighted by alpha. Command line: `pixart convert IN OUT --pixel-size 4 --method "
-        "kcentroid`."
+        "method=\"box\"|\"nearest\"|\"median\"|\"kcentroid\"|\"outline\", upscale=False, k=2, contrast=0.12)`. "
+        "With `pixel_size` the last row/column of blocks holds the remainder; with a target size block edges are "
+        "`floor(i*H/h)`. Box with alpha averages colour weighted by alpha. `outline` keeps lines and dots "
+        "thinner than a block (see `core/pixelate.py`; `bench/bench_outline.py` compares it with PixelOE). "
+        "Command line: `pixart convert IN OUT --pixel-size 4 --method outline [--contrast 0.12]`."
+    ),
+    "PixartSnapToGrid": (
+        "Core: `pixart_nodes.core.snap.snap(img_or_list, *, min_size=2, max_size=None, cell_width=None, "
+        "cell_height=None)` returns `SnapResult(image, detected, x, y, message)`; `x`/`y` hold the cell edges, "
+        "mean size, offset and score per axis, `to_dict(edges=True)` is the `grid` output. Per axis: an edge "
+        "profile (luma-weighted colour differences above the noise floor), period candidates from its "
+        "autocorrelation and spectrum, the grid's local phase tracked by demodulation (so drifting grids are "
+        "followed), edges moved onto the evidence by a Viterbi pass, candidates scored by the evidence they explain; "
+        "colour per cell = median of the cell's inner part. Command line: `pixart snap IN OUT [--cell-size 5.5] "
+        "[--scale 4] [--json grid.json]`. Benchmark: `bench/bench_snap.py` (against proper-pixel-art and unfake)."
+    ),
+    "PixartCleanup": (
+        "Core: `pixart_nodes.core.cleanup.cleanup(img, *, merge=0.03, rare=0.0, isolated=True, jaggies=True, "
+        "background=None|\"auto\"|\"#rrggbb\", tolerance=0.05, connected=True)` returns `CleanupResult(image, "
+        "stats)`. A lone pixel with its own colour two steps away (a sparse dither, a dotted line) is kept; note "
+        "that single highlight pixels count as isolated. Command line: `pixart cleanup IN OUT [--background auto] "
+        "[--no-jaggies]`. Benchmark: `bench/bench_cleanup.py`."
     ),
     "PixartRGB565": (
         "Output node. UI output: `{\"rgb565_base64\": [b64, ...], \"text\": [summary], \"rgb565\": [{\"filename\", "

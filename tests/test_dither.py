@@ -130,22 +130,18 @@ def test_floyd_steinberg_tiny_case_by_hand():
 def test_floyd_steinberg_oklab_loop_matches_generic_kernel_loop(channels):
     """The specialised OKLab Floyd-Steinberg loop keeps error in locals; the generic loop runs the kernel's
     taps through a buffer. Both must give the same pixels, bit for bit (same float32 sums in the same order)."""
-    from pixart_nodes.core import color
     from pixart_nodes.core.palette import named_palette
-    from pixart_nodes.core.quantize import _LUT
-
     rng = np.random.default_rng(8)
     img = rng.integers(0, 256, (37, 45, channels), dtype=np.uint8)
     if channels == 4:
         img[..., 3] = np.where(rng.random((37, 45)) < 0.2, 0, 255)
     pal = named_palette("endesga-32").colors
     n = len(pal)
-    pal_cmp = color.srgb_u8_to_oklab(pal)
     table = np.zeros((n + 1, channels), np.uint8)
     table[:n, :3] = pal
     if channels == 4:
         table[:n, 3] = 255
-    tab = dither.cell_table(pal, True, 5)
+    lk = dither.lookup(pal, True, 5)
     k = dither.ERROR_KERNELS["floyd-steinberg"]
     for serpentine in (True, False):
         for strength in (1.0, 0.7):
@@ -157,8 +153,8 @@ def test_floyd_steinberg_oklab_loop_matches_generic_kernel_loop(channels):
             ws = (k.weights * (k.diffused * strength)).astype(np.float32)
             dxs = np.array([t[0] for t in k.taps], np.int64)
             dys = np.array([t[1] for t in k.taps], np.int64)
-            dither._diffuse(True, img, 128, pal.astype(np.float32), pal_cmp, _LUT, float(color.LUT_STEPS),
-                            color.M1, color.M2, *tab, dxs, dys, ws, serpentine, table, idx, out, used)
+            dither._diffuse(True, img, 128, pal.astype(np.float32), *lk.loop_args, dxs, dys, ws, serpentine, table,
+                            idx, out, used)
             assert np.array_equal(res.indices, idx), (serpentine, strength)
             assert np.array_equal(res.image, out)
             assert res.colors_used == int(np.count_nonzero(used[:n]))

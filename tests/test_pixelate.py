@@ -255,3 +255,142 @@ def test_node_metadata_has_tooltips():
         for name, (_, opts) in group.items():
             assert opts.get("tooltip"), name
     assert PixartPixelate.CATEGORY.startswith("Pixart/")
+
+
+# --- outline -----------------------------------------------------------------------------------------------------
+
+INK, FILL, SKY = (25, 20, 35), (220, 180, 120), (120, 170, 230)
+
+
+def _thin_frame(f: int = 8, line: int = 2, offset: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A 12x12-block drawing: sky, a filled box whose 1-block-wide border is drawn as a ``line``-px dark stroke
+    ``offset`` px into each border block, and the block-level truth (True where the outline is)."""
+    img = np.empty((12 * f, 12 * f, 3), np.uint8)
+    img[...] = SKY
+    img[3 * f:9 * f, 3 * f:9 * f] = FILL
+    a, b = 3 * f + offset, 8 * f + offset
+    img[a:a + line, a:b + line] = INK
+    img[b:b + line, a:b + line] = INK
+    img[a:b + line, a:a + line] = INK
+    img[a:b + line, b:b + line] = INK
+    truth = np.zeros((12, 12), bool)
+    truth[3, 3:9] = truth[8, 3:9] = truth[3:9, 3] = truth[3:9, 8] = True
+    return img, truth
+
+
+def _is_ink(small: np.ndarray) -> np.ndarray:
+    return np.abs(small[..., :3].astype(int) - INK).sum(-1) < 60
+
+
+def test_outline_keeps_a_thin_dark_line_that_kcentroid_loses():
+    img, truth = _thin_frame()
+    out = px.pixelate(img, pixel_size=8, method="outline")
+    kc = px.pixelate(img, pixel_size=8, method="kcentroid")
+    assert not _is_ink(kc).any()  # 2 px of 8: every block's majority is sky or fill
+    assert np.array_equal(_is_ink(out), truth)  # the 1-px outline, no thicker and no thinner
+    # everything else keeps the dominant colour
+    assert np.array_equal(out[~truth], kc[~truth])
+
+
+def test_outline_line_on_a_block_border_stays_one_pixel_wide():
+    img, _ = _thin_frame(offset=7)  # the 2-px stroke straddles two blocks (1 px in each)
+    ink = _is_ink(px.pixelate(img, pixel_size=8, method="outline"))
+    assert ink[3:9, 3:10].any(axis=1).all()  # the outline is there in every row of the box
+    assert ink.sum(axis=1).max() <= 6 + 1  # but never doubled along a side (6 blocks + the corner)
+    assert ink.sum() < 2 * 20
+
+
+def test_outline_keeps_a_small_bright_detail():
+    img = np.empty((64, 64, 3), np.uint8)
+    img[...] = (30, 40, 60)
+    img[20:22, 41:43] = (255, 250, 220)  # a 2x2 star in an 8x8 block
+    out = px.pixelate(img, pixel_size=8, method="outline")
+    assert tuple(out[2, 5]) == (255, 250, 220)
+    assert (out.reshape(-1, 3) == (30, 40, 60)).all(axis=1).sum() == 63
+
+
+def test_outline_does_not_grow_dark_regions():
+    img = np.empty((64, 64, 3), np.uint8)
+    img[...] = FILL
+    img[:, :27] = INK  # a dark half ending 3 px into block column 3
+    out = px.pixelate(img, pixel_size=8, method="outline")
+    assert np.array_equal(out, px.pixelate(img, pixel_size=8, method="kcentroid"))
+
+
+def test_outline_equals_kcentroid_without_details():
+    rng = np.random.default_rng(3)
+    small = PALETTE16[rng.integers(0, 16, (10, 12))]
+    img = np.repeat(np.repeat(small, 6, 0), 6, 1)
+    assert np.array_equal(px.pixelate(img, pixel_size=6, method="outline"), small)
+
+
+PALETTE16 = np.array([(i * 16, 255 - i * 12, (i * 97) % 256) for i in range(16)], dtype=np.uint8)
+
+
+def _outline_reference(img: np.ndarray, p: int, contrast: float) -> np.ndarray:
+    """Plain-Python per-block version of the outline rule (documented in core.pixelate) for square blocks."""
+    h, w = img.shape[0] // p, img.shape[1] // p
+    f = img.astype(np.float64)
+    y = f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+    stats = {}
+    for i in range(h):
+        for j in range(w):
+            blk = y[i * p:(i + 1) * p, j * p:(j + 1) * p].ravel()
+            srt = np.sort(blk)
+            k = len(blk) // 32
+            stats[i, j] = (srt[len(blk) // 2], srt[k], srt[len(blk) - 1 - k])
+    step = contrast * 255
+    dark = np.zeros((h, w), bool)
+    bright = np.zeros((h, w), bool)
+    for i in range(h):
+        for j in range(w):
+            nb = sorted(stats[min(max(i + di, 0), h - 1), min(max(j + dj, 0), w - 1)][0]
+                        for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj)
+            med, lo, hi = stats[i, j]
+            dg, bg = min(med, nb[2]) - lo, hi - max(med, nb[-3])
+            dark[i, j] = dg >= step and (bg < step or dg >= bg)
+            bright[i, j] = bg >= step and not dark[i, j]
+    return dark, bright
+
+
+def test_outline_detail_decisions_match_a_plain_python_reference():
+    rng = np.random.default_rng(8)
+    img = np.repeat(np.repeat(PALETTE16[rng.integers(0, 16, (9, 10))], 8, 0), 8, 1)
+    for _ in range(25):  # thin dark and bright strokes anywhere
+        y0, x0 = rng.integers(0, 70), rng.integers(0, 78)
+        colour = (10, 10, 10) if rng.random() < 0.6 else (250, 250, 250)
+        if rng.random() < 0.5:
+            img[y0:y0 + 2, x0:x0 + 10] = colour
+        else:
+            img[y0:y0 + 10, x0:x0 + 2] = colour
+    dark, bright = _outline_reference(img, 8, px.OUTLINE_CONTRAST)
+    re_, ce = px.grid(img.shape[0], img.shape[1], pixel_size=8)
+    st = px._outline_stats(img, re_, ce)
+    nb_lo, nb_hi = px._neighbour_extremes(st["med"])
+    step = px.OUTLINE_CONTRAST * 255
+    dg = np.minimum(st["med"], nb_lo) - st["lo"]
+    bg = st["hi"] - np.maximum(st["med"], nb_hi)
+    got_dark = (dg >= step) & ((bg < step) | (dg >= bg))
+    got_bright = (bg >= step) & ~got_dark
+    assert np.array_equal(got_dark, dark) and np.array_equal(got_bright, bright)
+    assert dark.any() and bright.any()
+
+
+def test_outline_with_alpha_keeps_the_outline_opaque():
+    rgba = np.zeros((48, 48, 4), np.uint8)
+    rgba[8:40, 8:40] = (*FILL, 255)
+    rgba[10:12, 10:38] = (*INK, 255)  # top edge drawn 2 px thin inside the sprite
+    out = px.pixelate(rgba, pixel_size=8, method="outline")
+    assert (out[1, 1:5, 3] == 255).all() and _is_ink(out[1, 1:5]).all()
+    assert (out[0, :, 3] == 0).all()
+
+
+def test_outline_node_and_contrast():
+    img, truth = _thin_frame()
+    images = torch.from_numpy(img[None]).float() / 255
+    out_img, _ = PixartPixelate().run(images, "outline", 8, 0, 0, False, contrast=0.9)
+    assert not _is_ink(_to_u8(out_img[0])).any()  # no line is 90% of the range darker
+    out_img, _ = PixartPixelate().run(images, "outline", 8, 0, 0, False)
+    assert np.array_equal(_is_ink(_to_u8(out_img[0])), truth)
+    with pytest.raises(ValueError, match="contrast"):
+        px.pixelate(img, pixel_size=8, method="outline", contrast=0)

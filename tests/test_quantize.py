@@ -7,7 +7,7 @@ import torch
 
 from pixart_nodes.core import color
 from pixart_nodes.core.palette import named_palette, nearest_indices, palette_from_hex
-from pixart_nodes.core.quantize import _LUT, DITHER_METHODS, quantize
+from pixart_nodes.core.quantize import DITHER_METHODS, quantize
 from pixart_nodes.nodes_quantize import PixartQuantize
 
 
@@ -160,6 +160,9 @@ def test_quantize_node_batch_rgb_and_rgba():
         node.run(batch, "pico-8", "none", "oklab", True, 1.0, 128)
 
 
+LUT = color.linear_lut(color.LUT_STEPS)
+
+
 def _table_candidates(info, moff, cands, cell):
     v = int(info[cell])
     if v < np.iinfo(info.dtype).max:
@@ -215,7 +218,7 @@ def test_cell_tables_hold_the_true_nearest(distance, gbits, name):
         if len(cand) > 1:
             # and a sub-cell decided by one colour is decided by the nearest one
             k = dither._refine(distance == "oklab", int(moff[cell]), *[int(v) for v in codes[i]], gbits,
-                               *(2 * [ref if distance == "oklab" else pal.astype(np.float64)]), _LUT,
+                               *(2 * [ref if distance == "oklab" else pal.astype(np.float64)]), LUT,
                                float(color.LUT_STEPS), color.M1, color.M2, cands)
             if k != dither.SUB_MULTI:
                 refined += 1

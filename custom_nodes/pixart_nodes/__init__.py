@@ -49,6 +49,7 @@ def _collect():
 
 if __name__ != _CANONICAL:
     _pack = _load_canonical()
+    importlib.import_module(f"{_CANONICAL}.routes").register()
     NODE_CLASS_MAPPINGS = _pack.NODE_CLASS_MAPPINGS
     NODE_DISPLAY_NAME_MAPPINGS = _pack.NODE_DISPLAY_NAME_MAPPINGS
 else:

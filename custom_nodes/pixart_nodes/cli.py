@@ -6,6 +6,9 @@
     pixart rgb565-preview IN.bin OUT.png [--size 240x240] [--byte-order big] [--inverted]
     pixart palette IMAGE [--colors 16] [--method kmeans] [--format hex|gpl] [-o FILE]
     pixart aleaart (--seed 0x... | --params JSON)
+    pixart snap IN OUT [--cell-size W[xH]] [--min-size 2] [--max-size N] [--scale N] [--json FILE]
+    pixart cleanup IN OUT [--merge 0.03] [--rare SHARE] [--no-isolated] [--no-jaggies]
+                          [--background auto|#rrggbb] [--tolerance 0.05] [--everywhere]
 
 IN may be a folder: every image in it is processed into the folder OUT, with a progress bar. Every error is one
 line on stderr naming the file or option, with exit status 2.
@@ -155,7 +158,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             if w is not None and (w > img.shape[1] or h > img.shape[0]):
                 raise CliError(f"{src}: --size {w}x{h} is larger than the image {img.shape[1]}x{img.shape[0]}")
             edges = pixelate.grid(img.shape[0], img.shape[1], out_width=w, out_height=h, pixel_size=args.pixel_size)
-            img = pixelate.pixelate(img, width=w, height=h, pixel_size=args.pixel_size, method=args.method, k=args.k)
+            img = pixelate.pixelate(img, width=w, height=h, pixel_size=args.pixel_size, method=args.method, k=args.k,
+                                    contrast=args.contrast)
         used = ""
         if args.palette is not None or args.colors is not None:
             palette = args.palette if args.palette is not None else pal.extract_palette(
@@ -253,6 +257,99 @@ def _cmd_aleaart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell_size(text: str) -> tuple[float, float]:
+    """``8``, ``5.5`` or ``5.5x6`` (width x height) in input pixels."""
+    try:
+        parts = [float(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cell size like 8, 5.5 or 5.5x6, got {text!r}") from None
+    if len(parts) not in (1, 2) or any(not v >= 2 for v in parts):
+        raise argparse.ArgumentTypeError(f"expected a cell size of at least 2 pixels like 8 or 5.5x6, got {text!r}")
+    return (parts[0], parts[-1])
+
+
+def _cmd_snap(args: argparse.Namespace) -> int:
+    from .core import snap as sn
+
+    jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
+    report: dict[str, dict] = {}
+    width, height = args.cell_size if args.cell_size else (None, None)
+
+    def work(src: Path, dst: Path) -> str:
+        img = imageio.read_image(src)
+        res = sn.snap(img, min_size=args.min_size, max_size=args.max_size, cell_width=width, cell_height=height)
+        out = res.image
+        if res.detected and args.scale > 1:
+            out = np.repeat(np.repeat(out, args.scale, axis=0), args.scale, axis=1)
+        imageio.write_image(dst, out)
+        report[str(src)] = res.to_dict(edges=True)
+        return f"{dst}: {res.message}"
+
+    code = _run_jobs(jobs, folder, args.quiet, "snap", work)
+    if args.json:
+        text = json.dumps(report if folder else next(iter(report.values()), {}), indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return code
+
+
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    from .core import cleanup as cu
+
+    if args.background not in (None, "auto"):
+        try:
+            cu.parse_colour(args.background)
+        except ValueError as exc:
+            raise CliError(f"--background: {exc}") from None
+    jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
+
+    def work(src: Path, dst: Path) -> str:
+        res = cu.cleanup(imageio.read_image(src), merge=args.merge, rare=args.rare, isolated=not args.no_isolated,
+                         jaggies=not args.no_jaggies, background=args.background, tolerance=args.tolerance,
+                         connected=not args.everywhere)
+        if res.image.shape[2] == 4 and dst.suffix.lower() in (".jpg", ".jpeg"):
+            raise CliError(f"{dst}: JPEG cannot store the transparent background; write a .png")
+        imageio.write_image(dst, res.image)
+        return f"{dst}: {res.summary()}"
+
+    return _run_jobs(jobs, folder, args.quiet, "cleanup", work)
+
+
+def _add_snap_parser(sub, common: argparse.ArgumentParser) -> None:
+    n = sub.add_parser("snap", parents=[common], help="recover true-resolution pixel art from an enlarged copy",
+                       description="Detect the pixel grid of enlarged or AI-made pixel art (cell size per axis, "
+                                   "offset, drift) and write one pixel per cell. Images without a grid are "
+                                   "written unchanged, with a message saying so.")
+    n.add_argument("input", metavar="IN", help="image file or folder of images")
+    n.add_argument("output", metavar="OUT", help="output image or folder (PNG files)")
+    n.add_argument("--cell-size", type=_cell_size, help="known cell size W or WxH in pixels (offset still found)")
+    n.add_argument("--min-size", type=float, default=2.0, help="smallest cell size to consider (default 2)")
+    n.add_argument("--max-size", type=float, default=None, help="largest cell size (default a third of the image)")
+    n.add_argument("--scale", type=_positive_int, default=1, help="enlarge the result N times (nearest neighbour)")
+    n.add_argument("--json", metavar="FILE", help="write the detected grid(s) as JSON to FILE ('-' = stdout)")
+    n.set_defaults(func=_cmd_snap)
+
+
+def _add_cleanup_parser(sub, common: argparse.ArgumentParser) -> None:
+    c = sub.add_parser("cleanup", parents=[common], help="clean stray pixels, jaggies, rare colours, background",
+                       description="Clean pixel art at its true resolution: merge near-duplicate shades, replace "
+                                   "rare colours, remove isolated pixels and single-pixel jaggies, make the "
+                                   "background transparent. Dither patterns are kept.")
+    c.add_argument("input", metavar="IN", help="image file or folder of images")
+    c.add_argument("output", metavar="OUT", help="output image or folder (PNG files)")
+    c.add_argument("--merge", type=float, default=0.03, help="OKLab distance for near-duplicate colours (0 = off)")
+    c.add_argument("--rare", type=_unit_float, default=0.0, help="replace colours under this share of pixels")
+    c.add_argument("--no-isolated", action="store_true", help="keep isolated pixels")
+    c.add_argument("--no-jaggies", action="store_true", help="keep doubled corners of 1-px lines")
+    c.add_argument("--background", help="make the background transparent: auto (border colour) or #rrggbb")
+    c.add_argument("--tolerance", type=float, default=0.05, help="OKLab distance still counted as background")
+    c.add_argument("--everywhere", action="store_true",
+                   help="remove the background colour everywhere, not only where connected to the border")
+    c.set_defaults(func=_cmd_cleanup)
+
+
 # --- parser ------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size", type=_size, help="pixelate to exactly WxH pixels (e.g. 64x64)")
     c.add_argument("--method", choices=pixelate.METHODS, default="box", help="colour of each block (default box)")
     c.add_argument("--k", type=int, choices=(2, 3, 4), default=2, help="clusters per block for kcentroid")
+    c.add_argument("--contrast", type=_unit_float, default=pixelate.OUTLINE_CONTRAST,
+                   help="outline: brightness step (0..1) that makes a thin line or dot a detail to keep")
     c.add_argument("--upscale", action="store_true", help="enlarge back to the input size (nearest neighbour)")
     c.add_argument("--palette", type=_palette_spec,
                    help="built-in palette name (pico-8, ...), hex list ('#000,#fff'), or .hex/.gpl file")
@@ -326,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--params", help="RenderParams as JSON (or @file.json)")
     a.add_argument("--compact", action="store_true", help="one-line JSON")
     a.set_defaults(func=_cmd_aleaart)
+    _add_snap_parser(sub, common)
+    _add_cleanup_parser(sub, common)
     return parser
 
 

@@ -1,5 +1,7 @@
-"""Pixelate node: thin wrapper around ``core.pixelate``."""
+"""Pixelate and Snap to Grid nodes: thin wrappers around ``core.pixelate`` and ``core.snap``."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -45,8 +47,9 @@ def join_alpha(arrays: list[np.ndarray], has_alpha: bool, channels: int):
 class PixartPixelate:
     DESCRIPTION = (
         "Pixelate: shrink the image to a coarse grid (by block size or to a target size), one colour per block "
-        "(nearest, box average, median or k-centroid dominant colour), optionally enlarged back with nearest "
-        "neighbour for display. Alpha (a 4th channel or the mask) is pixelated with the colours."
+        "(nearest, box average, median, k-centroid dominant colour, or outline: keeps dark outlines and small "
+        "bright details thinner than a block), optionally enlarged back with nearest neighbour for display. Alpha "
+        "(a 4th channel or the mask) is pixelated with the colours."
     )
     CATEGORY = "Pixart/Pixelate"
     FUNCTION = "run"
@@ -64,7 +67,9 @@ class PixartPixelate:
                 "image": ("IMAGE", {"tooltip": "Images to pixelate (a batch is processed image by image)."}),
                 "method": (list(px.METHODS), {"default": "box", "tooltip": (
                     "Colour of each block: box = average, nearest = the block's centre pixel, median = per-channel "
-                    "median, kcentroid = dominant colour (centre of the largest k-means cluster; keeps outlines).")}),
+                    "median, kcentroid = dominant colour (centre of the largest k-means cluster), outline = "
+                    "dominant colour, except where a thin dark line or small bright detail crosses the block: "
+                    "then that (keeps 1-px outlines a downscale would lose).")}),
                 "pixel_size": ("INT", {"default": 8, "min": 1, "max": 512, "tooltip": (
                     "Block size in input pixels. Used when width and height are both 0.")}),
                 "width": ("INT", {"default": 0, "min": 0, "max": 8192, "tooltip": (
@@ -79,19 +84,91 @@ class PixartPixelate:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Optional alpha as a mask (1 = transparent), e.g. from Load Image."}),
+                "contrast": ("FLOAT", {"default": px.OUTLINE_CONTRAST, "min": 0.01, "max": 1.0, "step": 0.01,
+                                       "tooltip": (
+                    "outline only: how much darker (or brighter) than the block and its neighbours a line or dot "
+                    "must be to be kept, as a share of the 0..1 brightness range. Lower keeps fainter lines.")}),
             },
         }
 
-    def run(self, image, method, pixel_size, width, height, upscale, k=2, mask=None):
+    def run(self, image, method, pixel_size, width, height, upscale, k=2, mask=None,
+            contrast=px.OUTLINE_CONTRAST):
         by_size = not width and not height
         arrays, has_alpha, channels = split_alpha(image, mask)
         out = [
             px.pixelate(a, width=width or None, height=height or None, pixel_size=pixel_size if by_size else None,
-                        method=method, upscale=upscale, k=k)
+                        method=method, upscale=upscale, k=k, contrast=contrast)
             for a in arrays
         ]
         return join_alpha(out, has_alpha, channels)
 
 
-NODE_CLASS_MAPPINGS = {"PixartPixelate": PixartPixelate}
-NODE_DISPLAY_NAME_MAPPINGS = {"PixartPixelate": "Pixelate (Pixart)"}
+class PixartSnapToGrid:
+    DESCRIPTION = (
+        "Snap to grid: turn 'fake' pixel art (an enlarged sprite, or a diffusion model's pixel-art look: blurred, "
+        "JPEG-compressed, grid not aligned to the image, cells of uneven or slowly drifting size) back into one "
+        "pixel per cell. Finds the cell size and offset of each axis (non-integer sizes too), then takes each "
+        "cell's dominant colour from its inner part, so outlines stay crisp. A batch shares one grid, found from "
+        "all its images. When no grid is found the images pass through unchanged and the grid output says why."
+    )
+    CATEGORY = "Pixart/Pixelate"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", "MASK", "STRING", "FLOAT", "FLOAT")
+    RETURN_NAMES = ("image", "mask", "grid", "cell_width", "cell_height")
+    OUTPUT_TOOLTIPS = (
+        "One pixel per detected cell (true resolution), enlarged by 'scale'; the input unchanged when no grid "
+        "was found.",
+        "The snapped alpha as a mask (1 = transparent); all zeros when the input had no alpha.",
+        "The detected grid as JSON: detected, message, columns, rows, cell_width, cell_height, offset_x, offset_y "
+        "(where the first cell edge inside the image lies), score_x, score_y, and the cell edges edges_x / edges_y "
+        "in input pixels.",
+        "Mean cell width in input pixels (0 when no grid was found).",
+        "Mean cell height in input pixels (0 when no grid was found).",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": (
+                    "Enlarged or generated pixel art. Images of a batch must share one grid (frames of one "
+                    "animation, or one picture).")}),
+                "min_cell_size": ("FLOAT", {"default": 2.0, "min": 2.0, "max": 256.0, "step": 0.5, "tooltip": (
+                    "Smallest cell size to consider, in input pixels. Raise it (e.g. to 3) when a picture with "
+                    "very fine detail is mistaken for a grid of tiny cells.")}),
+                "max_cell_size": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.5, "tooltip": (
+                    "Largest cell size to consider; 0 = up to a third of the image.")}),
+                "cell_width": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.01, "tooltip": (
+                    "Known cell width in input pixels (e.g. 8, or 5.33 for a 3:16 enlargement); the offset and any "
+                    "drift are still found. 0 = detect.")}),
+                "cell_height": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.01, "tooltip": (
+                    "Known cell height in input pixels; 0 = detect.")}),
+                "scale": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
+                    "Enlarge the snapped result by this whole factor with nearest neighbour, for viewing. 1 = one "
+                    "pixel per cell.")}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Optional alpha as a mask (1 = transparent), e.g. from Load Image."}),
+            },
+        }
+
+    def run(self, image, min_cell_size=2.0, max_cell_size=0.0, cell_width=0.0, cell_height=0.0, scale=1,
+            mask=None):
+        from .core import snap as sn
+
+        arrays, has_alpha, channels = split_alpha(image, mask)
+        results = sn.snap(arrays, min_size=float(min_cell_size), max_size=float(max_cell_size) or None,
+                          cell_width=float(cell_width) or None, cell_height=float(cell_height) or None)
+        first = results[0]
+        out = [r.image for r in results]
+        if first.detected and int(scale) > 1:
+            out = [np.repeat(np.repeat(a, int(scale), axis=0), int(scale), axis=1) for a in out]
+        info = first.to_dict(edges=True)
+        image_out, mask_out = join_alpha(out, has_alpha, channels)
+        widths = (first.x.size, first.y.size) if first.detected else (0.0, 0.0)
+        return {"ui": {"text": [first.message]},
+                "result": (image_out, mask_out, json.dumps(info), float(widths[0]), float(widths[1]))}
+
+
+NODE_CLASS_MAPPINGS = {"PixartPixelate": PixartPixelate, "PixartSnapToGrid": PixartSnapToGrid}
+NODE_DISPLAY_NAME_MAPPINGS = {"PixartPixelate": "Pixelate (Pixart)", "PixartSnapToGrid": "Snap to Grid (Pixart)"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -529,7 +530,10 @@ def pair_table(
 # linearly interpolated) and the OKLab matrices ``m1``/``m2``. A cell with one candidate is decided by one
 # table load; only the other cells call a search (``_search_rgb``/``_search_lab``, kept out of line: inlined
 # search code, or a nearest-colour helper inlined with numba's ``inline="always"``, made the common path
-# several times slower). The loops take ``use_lab`` as a plain flag rather than a function argument because
+# several times slower). The few lines before the search (OKLab sub-cell) are pasted in each of the three
+# loops on purpose: one shared helper for them, out of line or inlined, made the OKLab loops 1.9x slower and
+# the RGB ones 1.7x (bench/bench_quantize.py, 512x512 gradient to PICO-8: no dither 6.7 -> 12.8 ms,
+# Floyd-Steinberg 15.1 -> 21.7 ms). The loops take ``use_lab`` as a plain flag rather than a function argument because
 # numba does not reuse its on-disk cache for functions that take other functions.
 
 
@@ -954,56 +958,88 @@ def _ordered(
             used[k] = 1
 
 
-def error_diffuse(
-    use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_rgb: np.ndarray, pal_cmp: np.ndarray,
-    lut: np.ndarray, steps: float, m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, sub: np.ndarray, gbits: int,
-    kernel: ErrorKernel, strength: float, serpentine: bool, table: np.ndarray, out_idx: np.ndarray,
-    out_img: np.ndarray, used: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None,
-) -> None:
-    """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) into palette indices and the output image.
+class Lookup(NamedTuple):
+    """A palette made ready for the compiled loops (``lookup``): its colours in the distance space, the
+    linear-light table and OKLab matrices for converting pixels, and its cell table (``cell_table``)."""
 
-    Tap weights are the kernel's shares times its diffused fraction and ``strength``. ``table`` (uint8
-    [N+1, C]) gives each index's output pixel. Pixels with alpha below ``alpha_threshold`` get index N and
-    neither take nor pass on error. ``used`` (uint8 [N+1]) gets a 1 for every index written. ``pairs``:
-    ``pair_table`` of the sRGB cell table for Floyd-Steinberg with sRGB distance (built here when None).
-    Floyd-Steinberg with sRGB distance runs in fixed point (see ``FS_ONE``): ``strength`` is rounded to
-    steps of 1/``STRENGTH_STEPS`` and the diffused value to a code value before its nearest colour is taken.
+    use_lab: bool
+    pal_cmp: np.ndarray
+    lut: np.ndarray
+    steps: float
+    m1: np.ndarray
+    m2: np.ndarray
+    info: np.ndarray
+    moff: np.ndarray
+    cands: np.ndarray
+    sub: np.ndarray
+    gbits: int
+
+    @property
+    def loop_args(self) -> tuple[Any, ...]:
+        return (self.pal_cmp, self.lut, self.steps, self.m1, self.m2, self.info, self.moff, self.cands, self.sub,
+                self.gbits)
+
+
+def lookup(pal: np.ndarray, use_lab: bool, gbits: int | None = None) -> Lookup:
+    from . import color
+
+    pal = np.ascontiguousarray(pal, dtype=np.uint8)
+    pal_cmp = color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64)
+    return Lookup(use_lab, pal_cmp, color.linear_lut(color.LUT_STEPS), float(color.LUT_STEPS), color.M1, color.M2,
+                  *cell_table(pal, use_lab, gbits))
+
+
+class Target(NamedTuple):
+    """Where the loops write: ``table`` (uint8 [N+1, C]) gives each index's output pixel (index N: transparent),
+    ``indices`` [H,W] and ``image`` [H,W,C] get the result, ``used`` (uint8 [N+1]) a 1 for every index written."""
+
+    table: np.ndarray
+    indices: np.ndarray
+    image: np.ndarray
+    used: np.ndarray
+
+
+def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: ErrorKernel, out: Target, *,
+                  alpha_threshold: int = 128, strength: float = 1.0, serpentine: bool = True,
+                  pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None) -> None:
+    """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``.
+
+    Tap weights are the kernel's shares times its diffused fraction and ``strength``. Pixels with alpha below
+    ``alpha_threshold`` get index N and neither take nor pass on error. ``pairs``: ``pair_table`` of the sRGB cell
+    table for Floyd-Steinberg with sRGB distance (built here when None). Floyd-Steinberg with sRGB distance runs in
+    fixed point (see ``FS_ONE``): ``strength`` is rounded to steps of 1/``STRENGTH_STEPS`` and the diffused value
+    to a code value before its nearest colour is taken.
     """
-    if kernel.name == "floyd-steinberg" and not use_lab:
-        codes, slot, sub_codes, shift = pairs if pairs is not None else pair_table(pal_rgb, info, moff, cands, gbits)
-        if gbits != FS_GBITS:
-            raise ValueError(f"the sRGB Floyd-Steinberg loop needs a cell table with gbits={FS_GBITS}, got {gbits}")
+    if kernel.name == "floyd-steinberg" and not lk.use_lab:
+        codes, slot, sub_codes, shift = pairs if pairs is not None else pair_table(palette, lk.info, lk.moff,
+                                                                                   lk.cands, lk.gbits)
+        if lk.gbits != FS_GBITS:
+            raise ValueError(f"the sRGB Floyd-Steinberg loop needs a cell table with gbits={FS_GBITS}, "
+                             f"got {lk.gbits}")
         # palette padded to 4 values per colour: the loop indexes it with a shift instead of a multiply
-        pal4 = np.zeros((len(pal_rgb), 4), dtype=np.int64)
-        pal4[:, :3] = pal_rgb
+        pal4 = np.zeros((len(palette), 4), dtype=np.int64)
+        pal4[:, :3] = palette
         _floyd_steinberg_rgb(
-            src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), pal_cmp, codes,
-            slot, sub_codes, moff, cands, gbits, shift, serpentine, np.ascontiguousarray(table).ravel(), out_idx,
-            out_img, used,
+            src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), lk.pal_cmp, codes,
+            slot, sub_codes, lk.moff, lk.cands, lk.gbits, shift, serpentine, np.ascontiguousarray(out.table).ravel(),
+            out.indices, out.image, out.used,
         )
         return
     ws = (kernel.weights * (kernel.diffused * strength)).astype(np.float32)
-    prc = pal_rgb.astype(np.float32)
-    common = (src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits)
+    prc = palette.astype(np.float32)
     if kernel.name == "floyd-steinberg":
         # the specialised loop takes the weights as right, below-left, below, below-right
         at = {(dx, dy): i for i, (dx, dy, _) in enumerate(kernel.taps)}
         ws_fs = ws[[at[(1, 0)], at[(-1, 1)], at[(0, 1)], at[(1, 1)]]]
-        _floyd_steinberg(use_lab, *common, ws_fs, serpentine, table, out_idx, out_img, used)
+        _floyd_steinberg(lk.use_lab, src, alpha_threshold, prc, *lk.loop_args, ws_fs, serpentine, *out)
     else:
         dxs = np.array([t[0] for t in kernel.taps], dtype=np.int64)
         dys = np.array([t[1] for t in kernel.taps], dtype=np.int64)
-        _diffuse(use_lab, *common, dxs, dys, ws, serpentine, table, out_idx, out_img, used)
+        _diffuse(lk.use_lab, src, alpha_threshold, prc, *lk.loop_args, dxs, dys, ws, serpentine, *out)
 
 
-def ordered_dither(
-    use_lab: bool, src: np.ndarray, alpha_threshold: int, pal_cmp: np.ndarray, lut: np.ndarray, steps: float,
-    m1: np.ndarray, m2: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, sub: np.ndarray, gbits: int,
-    offsets: np.ndarray, table: np.ndarray, out_idx: np.ndarray, out_img: np.ndarray, used: np.ndarray,
-) -> None:
+def ordered_dither(src: np.ndarray, lk: Lookup, offsets: np.ndarray, out: Target, *,
+                   alpha_threshold: int = 128) -> None:
     """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
-    each pixel to the palette."""
-    _ordered(
-        use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, offsets, table, out_idx, out_img,
-        used,
-    )
+    each pixel to the palette (a 1x1 zero matrix: each pixel's exact nearest colour)."""
+    _ordered(lk.use_lab, src, alpha_threshold, *lk.loop_args, np.ascontiguousarray(offsets), *out)

@@ -14,6 +14,15 @@ Methods (per block, per channel unless noted):
 - ``median``: the per-channel median (mean of the two middle values for even counts, rounded half up);
 - ``kcentroid``: the dominant colour: a small k-means (k = 2..4, all channels together) per block, returning the
   centre of the largest cluster. It keeps outlines and flat colours crisp where averaging would blend them.
+- ``outline``: contrast-aware, for dark outlines and small bright details thinner than a block (what PixelOE's
+  outline expansion is for, without enlarging the image first). Per block, the darkest pixels are a *detail*
+  when they are at least ``contrast`` darker than the block's median and than the medians of all but two
+  neighbouring blocks: a line (which continues into two neighbours) or a dot, not the straight edge of a dark
+  region (three or more dark neighbours; that block keeps the dominant colour, so regions do not grow). A detail
+  block takes the mean colour of its darkest pixels; the same holds for bright details; where both qualify the
+  stronger wins. Every other block takes the k-centroid dominant colour. A line running along a block border
+  marks blocks on both sides; of two such neighbours whose dark pixels sit against their shared border, only the
+  one holding more of the line keeps it, so a 1-px line stays 1 px.
 """
 from __future__ import annotations
 
@@ -21,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-METHODS = ("box", "nearest", "median", "kcentroid")
+METHODS = ("box", "nearest", "median", "kcentroid", "outline")
+OUTLINE_CONTRAST = 0.12  # default luma step (share of the 0..255 range) that makes dark/bright pixels a detail
 
 
 def _edges_by_size(n: int, p: int) -> np.ndarray:
@@ -167,6 +177,102 @@ def _kcentroid(blocks: np.ndarray, k: int, iterations: int = 8) -> np.ndarray:
     return _round_half_up(dominant).reshape(n_r, n_c, c)
 
 
+def _luma(x: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of ``[..., C]`` (grey for C < 3); alpha composites over mid grey, so a dark outline around
+    a transparent sprite still stands out from what surrounds it."""
+    x = x.astype(np.float32)
+    if x.shape[-1] < 3:
+        return x[..., 0]
+    y = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+    if x.shape[-1] == 4:
+        a = x[..., 3] * (1.0 / 255.0)
+        y = y * a + 128.0 * (1.0 - a)
+    return y
+
+
+def _outline_stats(img: np.ndarray, row_edges: np.ndarray, col_edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Per block: luma median / robust min / robust max, the mean colour, count and centroid of its dark and of its
+    bright pixels, and its k-centroid dominant colour; one gather per group of equal-shaped blocks."""
+    h_out, w_out, c = len(row_edges) - 1, len(col_edges) - 1, img.shape[2]
+    st = {k: np.zeros((h_out, w_out), np.float32) for k in
+          ("med", "lo", "hi", "n_dark", "n_bright", "cy_dark", "cx_dark", "cy_bright", "cx_bright")}
+    for k in ("dark", "bright", "base"):
+        st[k] = np.zeros((h_out, w_out, c), np.float32)
+    for rows, bh in _groups(row_edges):
+        ri = row_edges[rows][:, None] + np.arange(bh)
+        for cols, bw in _groups(col_edges):
+            ci = col_edges[cols][:, None] + np.arange(bw)
+            blocks = img[ri[:, :, None, None], ci[None, None, :, :]]  # [n, bh, m, bw, C]
+            blocks = blocks.transpose(0, 2, 1, 3, 4).reshape(len(rows), len(cols), bh * bw, c)
+            y = _luma(blocks)  # [n, m, P]
+            p = bh * bw
+            srt = np.sort(y, axis=2)
+            k = p // 32  # robust extremes: a stray noisy pixel is not a detail
+            med, lo, hi = srt[..., p // 2], srt[..., k], srt[..., p - 1 - k]
+            # pixel position inside the block, -0.5 .. 0.5 (centre 0), for where a detail sits
+            py = ((np.arange(p) // bw + 0.5) / bh - 0.5).astype(np.float32)
+            px = ((np.arange(p) % bw + 0.5) / bw - 0.5).astype(np.float32)
+            sel = np.ix_(rows, cols)
+            # the detail's colour from its core (a quarter of the way to the median): anti-aliased rims would
+            # tint it towards the fill
+            for name, mask in (("dark", y <= (lo + 0.25 * (med - lo))[..., None]),
+                               ("bright", y >= (hi - 0.25 * (hi - med))[..., None])):
+                cnt = mask.sum(axis=2).astype(np.float32)
+                safe = np.maximum(cnt, 1.0)[..., None]
+                st[name][sel] = (blocks * mask[..., None]).sum(axis=2, dtype=np.float32) / safe
+                st["n_" + name][sel] = cnt
+                st["cy_" + name][sel] = (mask * py).sum(axis=2) / safe[..., 0]
+                st["cx_" + name][sel] = (mask * px).sum(axis=2) / safe[..., 0]
+            st["med"][sel], st["lo"][sel], st["hi"][sel] = med, lo, hi
+            st["base"][sel] = _kcentroid(blocks, 2)
+    return st
+
+
+def _neighbour_extremes(v: np.ndarray, rank: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The ``rank``-th lowest and highest (0 = extreme) of the 8 neighbours of each cell (edges replicated).
+
+    With rank 2, two neighbours may be as dark as a detail: a line continues into the blocks before and after it,
+    while a block at the straight edge of a dark region has three dark neighbours."""
+    pad = np.pad(v, 1, mode="edge")
+    h, w = v.shape
+    shifted = [pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    stack = np.sort(np.stack(shifted), axis=0)
+    return stack[rank], stack[-1 - rank]
+
+
+def _suppress_straddling(keep: np.ndarray, count: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> None:
+    """A detail on the border of two blocks marks both; keep only the block holding more of it (ties: the upper /
+    left one). Blocks count as straddling when their detail pixels sit against the shared border."""
+    near = 0.15
+    for axis, c in ((0, cy), (1, cx)):
+        a = [slice(None), slice(None)]
+        b = [slice(None), slice(None)]
+        a[axis], b[axis] = slice(None, -1), slice(1, None)
+        a, b = tuple(a), tuple(b)
+        pair = keep[a] & keep[b] & (c[a] > near) & (c[b] < -near)
+        drop_b = pair & (count[a] >= count[b])
+        drop_a = pair & ~drop_b
+        keep[b] &= ~drop_b
+        keep[a] &= ~drop_a
+
+
+def _outline(img: np.ndarray, row_edges: np.ndarray, col_edges: np.ndarray, contrast: float) -> np.ndarray:
+    st = _outline_stats(img, row_edges, col_edges)
+    step = float(contrast) * 255.0
+    nb_lo, nb_hi = _neighbour_extremes(st["med"])
+    dark_gap = np.minimum(st["med"], nb_lo) - st["lo"]
+    bright_gap = st["hi"] - np.maximum(st["med"], nb_hi)
+    dark = dark_gap >= step
+    bright = bright_gap >= step
+    both = dark & bright
+    dark &= ~both | (dark_gap >= bright_gap)
+    bright &= ~dark
+    _suppress_straddling(dark, st["n_dark"], st["cy_dark"], st["cx_dark"])
+    _suppress_straddling(bright, st["n_bright"], st["cy_bright"], st["cx_bright"])
+    out = np.where(dark[..., None], st["dark"], np.where(bright[..., None], st["bright"], st["base"]))
+    return _round_half_up(out)
+
+
 def pixelate(
     img: np.ndarray,
     *,
@@ -176,6 +282,7 @@ def pixelate(
     method: str = "box",
     upscale: bool = False,
     k: int = 2,
+    contrast: float = OUTLINE_CONTRAST,
 ) -> np.ndarray:
     """Pixelate ``uint8 [H,W,C]`` (C = 1, 3 or 4; with 4 the last channel is alpha).
 
@@ -191,6 +298,8 @@ def pixelate(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "kcentroid" and not 2 <= int(k) <= 4:
         raise ValueError(f"k must be 2..4, got {k}")
+    if method == "outline" and not 0.0 < float(contrast) <= 1.0:
+        raise ValueError(f"contrast must be in (0, 1], got {contrast}")
     row_edges, col_edges = grid(img.shape[0], img.shape[1], out_width=width, out_height=height,
                                 pixel_size=pixel_size)
     if method == "nearest":
@@ -201,6 +310,8 @@ def pixelate(
         small = _reduce_blocks(img, row_edges, col_edges, _box_alpha if img.shape[2] == 4 else _box)
     elif method == "median":
         small = _reduce_blocks(img, row_edges, col_edges, _median)
+    elif method == "outline":
+        small = _outline(img, row_edges, col_edges, contrast)
     else:
         small = _reduce_blocks(img, row_edges, col_edges, lambda b: _kcentroid(b, int(k)))
     small = np.ascontiguousarray(small)

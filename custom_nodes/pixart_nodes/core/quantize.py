@@ -11,14 +11,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import color
 from . import dither as _dither
 from .palette import Palette
 
 DITHER_METHODS: list[str] = ["none", *_dither.ERROR_KERNELS, *_dither.ORDERED_METHODS]
 DISTANCES: tuple[str, ...] = ("oklab", "rgb")
 
-_LUT = color.linear_lut(color.LUT_STEPS)
 _ZERO_OFFSET = np.zeros((1, 1), dtype=np.float64)
 
 
@@ -39,20 +37,18 @@ def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _candidates(
-    pal_bytes: bytes, use_lab: bool, sequential: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _lookup(pal_bytes: bytes, use_lab: bool, sequential: bool) -> _dither.Lookup:
     # keyed on the colour bytes so repeated calls with one palette (every image of a batch) build it once
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
-    return _dither.cell_table(pal, use_lab, 5 if sequential else None)
+    return _dither.lookup(pal, use_lab, 5 if sequential else None)
 
 
 @lru_cache(maxsize=16)
 def _pairs(pal_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     # Floyd-Steinberg with sRGB distance: pair codes derived from the sequential loops' sRGB cell table
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
-    info, moff, cands, _, gbits = _candidates(pal_bytes, False, True)
-    return _dither.pair_table(pal, info, moff, cands, gbits)
+    lk = _lookup(pal_bytes, False, True)
+    return _dither.pair_table(pal, lk.info, lk.moff, lk.cands, lk.gbits)
 
 
 def ordered_spread(pal: np.ndarray) -> float:
@@ -104,7 +100,6 @@ def quantize(
     has_alpha = ch == 4
     idx_dtype = np.uint8 if n + has_alpha <= 256 else np.uint16
     use_lab = distance == "oklab"
-    pal_cmp = color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64)
     src = np.ascontiguousarray(arr)
     thr = int(alpha_threshold)
 
@@ -113,26 +108,19 @@ def quantize(
     table[:n, :3] = pal
     if has_alpha:
         table[:n, 3] = 255
-
-    indices = np.empty((h, w), dtype=idx_dtype)
-    image = np.empty_like(src)
-    used = np.zeros(n + 1, dtype=np.uint8)  # the loops mark each index they write (cheaper than a bincount)
+    # the loops mark each index they write in `used` (cheaper than a bincount)
+    out = _dither.Target(table, np.empty((h, w), dtype=idx_dtype), np.empty_like(src), np.zeros(n + 1, np.uint8))
     diffuse = dither in _dither.ERROR_KERNELS and strength > 0.0
-    args = (_LUT, float(color.LUT_STEPS), color.M1, color.M2, *_candidates(pal.tobytes(), use_lab, diffuse))
+    lk = _lookup(pal.tobytes(), use_lab, diffuse)
     if dither == "none" or strength == 0.0:
         # the ordered loop with a zero offset: each pixel's exact nearest colour through the same cell table
-        _dither.ordered_dither(use_lab, src, thr, pal_cmp, *args, _ZERO_OFFSET, table, indices, image, used)
+        _dither.ordered_dither(src, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
+    elif diffuse:
+        _dither.error_diffuse(src, pal, lk, _dither.ERROR_KERNELS[dither], out, alpha_threshold=thr,
+                              strength=strength, serpentine=bool(serpentine),
+                              pairs=_pairs(pal.tobytes()) if dither == "floyd-steinberg" and not use_lab else None)
     else:
-        if diffuse:
-            _dither.error_diffuse(
-                use_lab, src, thr, pal, pal_cmp, *args, _dither.ERROR_KERNELS[dither], strength,
-                bool(serpentine), table, indices, image, used,
-                pairs=_pairs(pal.tobytes()) if dither == "floyd-steinberg" and not use_lab else None,
-            )
-        else:
-            offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
-            _dither.ordered_dither(
-                use_lab, src, thr, pal_cmp, *args, np.ascontiguousarray(offsets), table, indices, image, used
-            )
-    return QuantizeResult(image=image, indices=indices, colors_used=int(np.count_nonzero(used[:n])))
+        offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
+        _dither.ordered_dither(src, lk, offsets, out, alpha_threshold=thr)
+    return QuantizeResult(image=out.image, indices=out.indices, colors_used=int(np.count_nonzero(out.used[:n])))
 

@@ -54,6 +54,34 @@ def find_model(folder: Path, role: str, ext: str) -> Path | None:
     return None
 
 
+def inspect_model_dir(folder: str | Path, runtime: str = "auto") -> dict[str, object]:
+    """Whether a folder holds a usable model set, from its files alone (nothing is loaded): what the bridge asks
+    a backend before it sends Axera jobs there."""
+    from .runtime import RuntimeUnavailable, model_extension, resolve_runtime
+
+    folder = Path(folder).expanduser()
+    out: dict[str, object] = {"model_dir": str(folder), "found": False, "img2img": False, "runtime": None}
+    try:
+        resolved = resolve_runtime(runtime)
+    except (RuntimeUnavailable, ValueError) as exc:
+        out["reason"] = str(exc)
+        return out
+    out["runtime"] = resolved
+    if not folder.is_dir():
+        out["reason"] = f"{folder} is not a folder"
+        return out
+    ext = model_extension(resolved)
+    missing = [role for role in ("text_encoder", "unet", "vae_decoder") if find_model(folder, role, ext) is None]
+    if not (folder / "tokenizer").is_dir():
+        missing.append("tokenizer")
+    if missing:
+        out["reason"] = f"{folder} has no {', '.join(missing)} ({ext} models for {resolved})"
+        return out
+    out.update(found=True, img2img=find_model(folder, "vae_encoder", ext) is not None,
+               reason=f"model set found in {folder}")
+    return out
+
+
 @dataclass
 class Timings:
     """Milliseconds per stage of one image."""
@@ -271,19 +299,7 @@ class AxeraPipeline:
     # ---- public ---------------------------------------------------------------------------------------------
 
     def txt2img(self, prompt: str, seed: int, on_step: StepCallback | None = None) -> Generation:
-        timings = Timings()
-        t0 = time.perf_counter()
-        start = time.perf_counter()
-        embeds = self.encode_prompt(prompt)
-        timings.text_encoder_ms = _ms(start)
-        generator = lcm.make_generator(seed)
-        latent = lcm.randn(self.latent_shape, generator)
-        latent = self.denoise(latent, embeds, 0, generator, on_step, timings)
-        start = time.perf_counter()
-        image = self.decode(latent)
-        timings.vae_decoder_ms = _ms(start)
-        timings.total_ms = _ms(t0)
-        return Generation(image, seed, list(lcm.TIMESTEPS), timings)
+        return self._generate(prompt, seed, 0, on_step)
 
     def img2img(self, prompt: str, image: np.ndarray, strength: float, seed: int, resize_mode: str = "stretch",
                 on_step: StepCallback | None = None) -> Generation:
@@ -291,16 +307,25 @@ class AxeraPipeline:
         if self.vae_encoder is None:
             raise RuntimeError(f"img2img: {self.folder} has no vae_encoder model")
         init = prepare_init_image(image, (self.width, self.height), resize_mode)
+        return self._generate(prompt, seed, first, on_step, init)
+
+    def _generate(self, prompt: str, seed: int, first: int, on_step: StepCallback | None,
+                  init: np.ndarray | None = None) -> Generation:
+        # one path for both modes so the RNG is drawn in the same order as the Pi service: generator, then the
+        # noise (after the VAE encoder for img2img, which draws nothing)
         timings = Timings()
         t0 = time.perf_counter()
         start = time.perf_counter()
         embeds = self.encode_prompt(prompt)
         timings.text_encoder_ms = _ms(start)
         generator = lcm.make_generator(seed)
-        start = time.perf_counter()
-        x0 = self.encode_image(init)
-        timings.vae_encoder_ms = _ms(start)
-        latent = lcm.add_noise(x0, lcm.randn(x0.shape, generator), lcm.TIMESTEPS[first])
+        if init is None:
+            latent = lcm.randn(self.latent_shape, generator)
+        else:
+            start = time.perf_counter()
+            x0 = self.encode_image(init)
+            timings.vae_encoder_ms = _ms(start)
+            latent = lcm.add_noise(x0, lcm.randn(x0.shape, generator), lcm.TIMESTEPS[first])
         latent = self.denoise(latent, embeds, first, generator, on_step, timings)
         start = time.perf_counter()
         out = self.decode(latent)

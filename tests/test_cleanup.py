@@ -1,0 +1,259 @@
+"""Pixel-art cleanup: dither patterns kept, isolated pixels and single-pixel jaggies removed (against plain-Python
+references of the same rules), rare and near-duplicate colours, background removal (against a BFS flood fill)."""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+
+from pixart_nodes.core import cleanup as cu
+
+GREY, INK, RED, WHITE = (200, 200, 200), (20, 20, 30), (220, 40, 40), (250, 250, 250)
+
+
+def _canvas(h: int = 16, w: int = 16, colour=GREY) -> np.ndarray:
+    img = np.empty((h, w, 3), np.uint8)
+    img[...] = colour
+    return img
+
+
+def test_checkerboard_stays_and_isolated_pixel_goes():
+    img = _canvas()
+    y, x = np.mgrid[0:16, 0:16]
+    area = (slice(2, 9), slice(2, 10))
+    img[area][((y + x) % 2 == 0)[area]] = INK
+    img[12, 12] = RED
+    res = cu.cleanup(img)
+    assert np.array_equal(res.image[area], img[area])
+    assert tuple(res.image[12, 12]) == GREY
+    assert res.stats["isolated_pixels_removed"] == 1
+    assert (res.image != img).any(axis=2).sum() == 1
+
+
+@pytest.mark.parametrize("step", [2, 3])
+def test_sparse_dither_and_dotted_lines_stay(step):
+    img = _canvas(20, 20)
+    img[2:14:2, 2:14:2] = INK  # one pixel in four: every pixel is alone among its 8 neighbours
+    img[17, 1:19:step] = RED  # dotted line
+    res = cu.cleanup(img, jaggies=False)
+    if step == 2:
+        assert np.array_equal(res.image, img)
+    else:  # dots three apart are no pattern: each is a stray pixel
+        assert np.array_equal(res.image[:16], img[:16])
+        assert (res.image[17] == GREY).all()
+
+
+def test_staircase_loses_its_doubled_corners_and_stays_connected():
+    img = _canvas(12, 14)
+    for i in range(6):
+        img[2 + i, 2 + i] = INK
+        img[2 + i, 3 + i] = INK  # doubled: 2-px steps of an L staircase
+    res = cu.cleanup(img)
+    ink = (res.image == INK).all(axis=2)
+    assert res.stats["jaggies_removed"] >= 4
+    assert ink.sum() < 12
+    ys, xs = np.nonzero(ink)
+    # still one 8-connected line from the first pixel to the last
+    assert _connected8(ink)
+    assert ink[2, 2] and ink[7, 8]
+
+
+def test_rectangle_corners_and_filled_areas_are_kept():
+    img = _canvas(14, 14)
+    img[3, 3:11] = INK
+    img[10, 3:11] = INK
+    img[3:11, 3] = INK
+    img[3:11, 10] = INK
+    img[5:9, 5:9] = RED
+    res = cu.cleanup(img)
+    assert np.array_equal(res.image, img)
+
+
+def _connected8(mask: np.ndarray) -> bool:
+    pts = list(zip(*np.nonzero(mask)))
+    seen = {pts[0]}
+    todo = deque([pts[0]])
+    while todo:
+        y, x = todo.popleft()
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                q = (y + dy, x + dx)
+                if q not in seen and 0 <= q[0] < mask.shape[0] and 0 <= q[1] < mask.shape[1] and mask[q]:
+                    seen.add(q)
+                    todo.append(q)
+    return len(seen) == len(pts)
+
+
+# --- plain-Python references of the two pixel rules -----------------------------------------------------------------
+
+def _ref_isolated(k: np.ndarray) -> np.ndarray:
+    h, w = k.shape
+    out = k.copy()
+    for y in range(h):
+        for x in range(w):
+            nb = [k[y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                  if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w]
+            if k[y, x] in nb or len(nb) < 5:
+                continue
+            two = [k[y + dy, x + dx] for dy in (-2, 0, 2) for dx in (-2, 0, 2)
+                   if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w]
+            if k[y, x] in two:
+                continue
+            values, counts = np.unique(nb, return_counts=True)
+            # ties go to the colour met first in raster order of the neighbourhood, as in the module
+            best = max(values, key=lambda v: (counts[list(values).index(v)], -nb.index(v)))
+            if counts[list(values).index(best)] * 8 >= 5 * len(nb):
+                out[y, x] = best
+    return out
+
+
+def _ref_jaggies(k: np.ndarray) -> np.ndarray:
+    h, w = k.shape
+    out = k.copy()
+
+    def same(y, x, c) -> int:
+        return int(0 <= y < h and 0 <= x < w and out[y, x] == c)
+
+    def run(y, x, dy, dx, c):
+        n = 0
+        y, x = y + dy, x + dx
+        while same(y, x, c):
+            n, y, x = n + 1, y + dy, x + dx
+        return n
+
+    for y in range(h):
+        for x in range(w):
+            c = out[y, x]
+            if c == cu.TRANSPARENT:
+                continue
+            up, down, left, right = same(y - 1, x, c), same(y + 1, x, c), same(y, x - 1, c), same(y, x + 1, c)
+            if up + down != 1 or left + right != 1:
+                continue
+            vy, hx = (-1 if up else 1), (-1 if left else 1)
+            if same(y + vy, x + hx, c) or same(y - vy, x - hx, c):
+                continue
+            if run(y, x, vy, 0, c) > 1 and run(y, x, 0, hx, c) > 1:
+                continue
+            others = [out[y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                      if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w and out[y + dy, x + dx] != c]
+            if not others:
+                continue
+            score = {v: sum(1 for dy in (-1, 0, 1) for dx in (-1, 0, 1) if same(y + dy, x + dx, v)) for v in others}
+            best = max(others, key=lambda v: (score[v], -others.index(v)))
+            if score[best] >= 2:
+                out[y, x] = best
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pixel_rules_match_plain_python(seed):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 3, (18, 22))
+    base[rng.random((18, 22)) < 0.25] = 3  # sprinkle a fourth colour: isolated pixels, short lines, corners
+    keys = base.astype(np.int64) * 1000 + 7
+    got_iso, n_iso = cu._isolated(keys)
+    assert np.array_equal(got_iso, _ref_isolated(keys))
+    assert n_iso == int((got_iso != keys).sum())
+    got_jag, n_jag = cu._jaggies(keys)
+    assert np.array_equal(got_jag, _ref_jaggies(keys))
+    assert n_jag == int((got_jag != keys).sum())
+
+
+# --- colours ------------------------------------------------------------------------------------------------------
+
+def test_near_duplicate_shades_join_the_most_common_one():
+    img = _canvas(10, 10)
+    img[:5] = (100, 140, 60)
+    img[0, :3] = (101, 139, 61)  # noise shades of the green
+    img[1, :2] = (99, 141, 60)
+    img[7:, :] = (100, 140, 200)  # a distinct blue stays
+    res = cu.cleanup(img, isolated=False, jaggies=False)
+    assert res.stats["similar_colours_merged"] == 2
+    assert (res.image[:5] == (100, 140, 60)).all()
+    assert (res.image[7:] == (100, 140, 200)).all()
+
+
+def test_rare_colour_takes_the_most_similar_neighbouring_colour():
+    img = _canvas(20, 20, (40, 40, 120))
+    img[:, 10:] = (200, 60, 60)
+    img[5, 9] = (190, 70, 70)  # rare reddish pixel inside the blue half, next to the red half
+    img[15, 3] = (60, 60, 140)  # rare bluish pixel far from red
+    res = cu.cleanup(img, merge=0, rare=0.01, isolated=False, jaggies=False)
+    assert tuple(res.image[5, 9]) == (200, 60, 60)
+    assert tuple(res.image[15, 3]) == (40, 40, 120)
+    assert res.stats["rare_pixels_replaced"] == 2
+
+
+# --- background ---------------------------------------------------------------------------------------------------
+
+def _flood(match: np.ndarray) -> np.ndarray:
+    """BFS from every border pixel through 4-neighbours that match."""
+    h, w = match.shape
+    seen = np.zeros_like(match)
+    todo = deque((y, x) for y in range(h) for x in range(w)
+                 if (y in (0, h - 1) or x in (0, w - 1)) and match[y, x])
+    for p in todo:
+        seen[p] = True
+    while todo:
+        y, x = todo.popleft()
+        for q in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if 0 <= q[0] < h and 0 <= q[1] < w and match[q] and not seen[q]:
+                seen[q] = True
+                todo.append(q)
+    return seen
+
+
+def test_background_from_the_border_stops_at_outlines_and_keeps_enclosed_areas():
+    img = _canvas(20, 20, WHITE)
+    yy, xx = np.mgrid[0:20, 0:20]
+    ring = (np.abs(np.hypot(yy - 10, xx - 10) - 6) < 0.8)
+    img[ring] = INK  # an 8-connected circle outline: diagonal steps the fill must not leak through
+    img[4:7, 16:19] = RED
+    res = cu.cleanup(img, background="auto", isolated=False, jaggies=False)
+    assert res.image.shape == (20, 20, 4)
+    clear = res.image[..., 3] == 0
+    assert np.array_equal(clear, _flood((img == WHITE).all(axis=2)))
+    assert not clear[10, 10]  # white inside the circle stays
+    assert res.stats["background"] == list(WHITE)
+    assert (res.image[clear, :3] == 0).all()
+
+
+def test_background_colour_given_and_everywhere():
+    img = _canvas(12, 12, (0, 255, 0))
+    img[3:9, 3:9] = INK
+    img[5:7, 5:7] = (0, 250, 3)  # near the key colour, enclosed
+    res = cu.cleanup(img, background="#00ff00", connected=False, isolated=False, jaggies=False, merge=0)
+    assert (res.image[5:7, 5:7, 3] == 0).all() and (res.image[3, 3:9, 3] == 255).all()
+    res = cu.cleanup(img, background=(0, 255, 0), isolated=False, jaggies=False, merge=0)
+    assert (res.image[5:7, 5:7, 3] == 255).all()
+
+
+def test_transparent_input_loses_a_stray_speck():
+    img = np.zeros((12, 12, 4), np.uint8)
+    img[3:9, 3:9] = (*RED, 255)
+    img[1, 10] = (*INK, 255)  # a speck on transparency
+    res = cu.cleanup(img)
+    assert res.image[1, 10, 3] == 0
+    assert (res.image[3:9, 3:9, 3] == 255).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="uint8"):
+        cu.cleanup(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="#rrggbb"):
+        cu.cleanup(_canvas(), background="#12345")
+
+
+def test_cleanup_node_puts_the_removed_background_in_the_mask():
+    from pixart_nodes.core.tensors import uint8_to_image
+    from pixart_nodes.nodes_cleanup import PixartCleanup
+
+    img = _canvas(16, 16, WHITE)
+    img[4:12, 4:12] = RED
+    img[1, 1] = INK
+    out = PixartCleanup().run(uint8_to_image(img), background="auto")
+    image, mask, report = out["result"]
+    assert image.shape == (1, 16, 16, 3)
+    assert mask[0, 0, 0] == 1.0 and mask[0, 8, 8] == 0.0 and mask[0, 1, 1] == 1.0
+    assert "1 isolated pixels removed" in report and "background #fafafa" in report

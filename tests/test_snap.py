@@ -1,0 +1,210 @@
+"""Snap to grid: exact recovery from enlargements (every phase, non-integer and per-axis factors, alpha, drift),
+robustness to blur/JPEG/noise, nothing detected on pictures without a grid; the cell sampling against a
+brute-force per-cell median; the node."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from pixart_nodes.core import snap as sn
+from tests.support.pixelart import enlarge, jpeg, nearest_palette, sprite
+
+
+def _visible(n: int, s: float, head: float, tail: float) -> slice:
+    """The sprite cells an enlargement shows at least ``PARTIAL`` of (what snap is expected to return)."""
+    width = int(np.floor(n * s - head - tail))
+    cells = np.minimum(np.floor((np.arange(width) + 0.5 + head) / s).astype(int), n - 1)
+    counts = np.bincount(cells, minlength=n)
+    keep = np.flatnonzero(counts >= sn.PARTIAL * s)
+    return slice(int(keep[0]), int(keep[-1]) + 1)
+
+
+@pytest.mark.parametrize("s", [2, 3, 4, 5, 8])
+def test_exact_sprite_from_integer_enlargements_at_every_phase(s):
+    spr = sprite(24, 20, seed=s)
+    for phase in range(s):
+        big = enlarge(spr, s, head=(phase, (phase * 3) % s), tail=((s - phase) % s, phase))
+        res = sn.snap(big)
+        assert res.detected, (phase, res.message)
+        want = spr[_visible(24, s, (phase * 3) % s, phase), _visible(20, s, phase, (s - phase) % s)]
+        assert res.image.shape == want.shape, (phase, res.message)
+        assert np.array_equal(res.image, want), phase
+        assert res.x.size == pytest.approx(s) and res.y.size == pytest.approx(s)
+
+
+@pytest.mark.parametrize("sx,sy,head", [(2.5, 2.5, (0.3, 0.9)), (3.3, 3.3, (1.2, 0.0)), (4.75, 4.75, (2.0, 1.1)),
+                                        (6.2, 6.2, (0.5, 2.5)), (3.0, 4.5, (1.0, 1.5)), (5.25, 3.6, (0.0, 0.7))])
+def test_exact_sprite_from_non_integer_and_per_axis_factors(sx, sy, head):
+    spr = sprite(28, 26, seed=int(sx * 10))
+    big = enlarge(spr, sx, sy, head=head, tail=(0.4 * sx, 0.2 * sy))
+    res = sn.snap(big)
+    want = spr[_visible(28, sy, head[1], 0.2 * sy), _visible(26, sx, head[0], 0.4 * sx)]
+    assert res.image.shape == want.shape, res.message
+    assert np.array_equal(res.image, want)
+    assert res.x.size == pytest.approx(sx, abs=0.02) and res.y.size == pytest.approx(sy, abs=0.02)
+
+
+def test_alpha_is_recovered_with_the_colours():
+    spr = sprite(24, 24, seed=7, alpha=True)
+    res = sn.snap(enlarge(spr, 5, head=(2, 1)))
+    assert res.image.shape == (24, 24, 4)
+    assert np.array_equal(res.image, spr)
+
+
+def test_blurred_jpeg_noisy_copy_is_mostly_right():
+    spr = sprite(32, 30, seed=3)
+    rng = np.random.default_rng(0)
+    for s, quality in ((4, 70), (5.5, 80), (7, 60)):
+        big = cv2.GaussianBlur(enlarge(spr, s, head=(1.0, 2.0)), (0, 0), 0.8)
+        big = jpeg(big, quality)
+        big = np.clip(big + rng.normal(0, 4, big.shape), 0, 255).astype(np.uint8)
+        res = sn.snap(big)
+        want = spr[_visible(32, s, 2.0, 0), _visible(30, s, 1.0, 0)]
+        assert res.image.shape == want.shape, (s, res.message)
+        colours = np.unique(spr.reshape(-1, 3), axis=0)
+        right = nearest_palette(res.image, colours) == nearest_palette(want, colours)
+        # the blur mixes a fifth of each neighbour into a 4-px cell's middle: a few cells between an outline and a
+        # light fill land nearer a third colour
+        assert right.mean() >= 0.95, (s, right.mean())
+
+
+def test_drifting_grid_is_followed():
+    spr = sprite(30, 30, seed=11)
+    s = 6.0
+    k = np.arange(31, dtype=np.float64)
+    edges = s * k + 1.6 * np.sin(2 * np.pi * k / 14)  # cells between 5.3 and 6.7 px
+    u = np.arange(int(edges[-1])) + 0.5
+    idx = np.clip(np.searchsorted(edges, u, side="right") - 1, 0, 29)
+    big = spr[np.ix_(idx, idx)]
+    res = sn.snap(big)
+    # Inside the drawing every cell edge is seen; in the flat margin nothing tells how wide the drifting cells
+    # are, so a margin may gain or lose a cell: compare at the best placement.
+    assert abs(res.image.shape[0] - 30) <= 1 and abs(res.image.shape[1] - 30) <= 1, res.message
+    assert _best_overlap(res.image, spr) >= 0.97
+
+
+def _best_overlap(got: np.ndarray, want: np.ndarray) -> float:
+    best = 0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            a = got[max(0, dy):, max(0, dx):]
+            b = want[max(0, -dy):, max(0, -dx):]
+            h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+            best = max(best, int((a[:h, :w] == b[:h, :w]).all(axis=2).sum()))
+    return best / (want.shape[0] * want.shape[1])
+
+
+def test_batch_shares_one_grid():
+    frames = [sprite(20, 20, seed=s) for s in (1, 2, 3)]
+    res = sn.snap([enlarge(f, 4, head=(1, 2)) for f in frames])
+    assert all(r.detected for r in res)
+    assert all(np.array_equal(r.x.edges, res[0].x.edges) and np.array_equal(r.y.edges, res[0].y.edges) for r in res)
+    for r, f in zip(res, frames):
+        assert np.array_equal(r.image, f)
+
+
+def test_known_cell_size_still_finds_the_offset():
+    spr = sprite(20, 20, seed=5)
+    res = sn.snap(enlarge(spr, 6, head=(2, 4)), cell_width=6, cell_height=6)
+    assert np.array_equal(res.image, spr)
+    assert res.x.offset == 4 and res.y.offset == 2
+
+
+@pytest.mark.parametrize("name", ["smooth", "gradient", "solid", "noise", "photo_like"])
+def test_nothing_detected_returns_the_input(name):
+    rng = np.random.default_rng(1)
+    if name == "smooth":
+        img = cv2.GaussianBlur(rng.integers(0, 256, (200, 220, 3), dtype=np.uint8), (0, 0), 6)
+    elif name == "gradient":
+        img = np.dstack([np.tile(np.linspace(0, 255, 300), (120, 1))] * 3).astype(np.uint8)
+    elif name == "solid":
+        img = np.full((90, 90, 3), 40, np.uint8)
+    elif name == "noise":
+        img = rng.integers(0, 256, (150, 160, 3), dtype=np.uint8)
+    else:  # a smooth texture enlarged with a smooth filter: edges everywhere, no cells
+        small = cv2.GaussianBlur(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8), (0, 0), 1.2)
+        img = cv2.resize(small, (300, 300), interpolation=cv2.INTER_CUBIC)
+    res = sn.snap(img)
+    assert not res.detected
+    assert res.image is img
+    assert "no pixel grid detected" in res.message
+    assert res.to_dict() == {"detected": False, "message": res.message}
+
+
+def test_tiny_image_is_returned():
+    img = np.zeros((3, 40, 3), np.uint8)
+    res = sn.snap(img)
+    assert not res.detected and res.image is img
+
+
+def test_sample_cells_is_the_median_of_each_inner_part():
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    ey = np.array([0, 3, 9, 14, 22, 31, 40])
+    ex = np.array([0, 2, 7, 13, 20, 28, 37, 45, 50])
+    img = np.concatenate([img, img[:, :30]], axis=1)  # 80 wide
+    ex = np.append(ex, [53, 80])  # a 27-px cell: 14 inner pixels, 8 sampled
+    got = sn.sample_cells(img, ey, ex)
+    for i in range(len(ey) - 1):
+        for j in range(len(ex) - 1):
+            ys = _inner(ey[i], ey[i + 1])
+            xs = _inner(ex[j], ex[j + 1])
+            cell = img[np.ix_(ys, xs)].reshape(-1, 3).astype(np.float64)
+            assert np.array_equal(got[i, j], np.floor(np.median(cell, axis=0) + 0.5)), (i, j)
+
+
+def _inner(a: int, b: int) -> list[int]:
+    """Brute force: the cell's pixels without a quarter of its width (rounded) on each side, at least one pixel;
+    of more than 8, the 8 at the centres of 8 equal parts."""
+    width = b - a
+    margin = min(int(np.floor(width * 0.25 + 0.5)), (width - 1) // 2)
+    pixels = list(range(a + margin, b - margin))
+    if len(pixels) <= 8:
+        return pixels
+    return [pixels[int((i + 0.5) * len(pixels) / 8)] for i in range(8)]
+
+
+def test_result_json():
+    spr = sprite(20, 22, seed=9)
+    res = sn.snap(enlarge(spr, 3.5, head=(1.0, 0.0)))
+    d = json.loads(json.dumps(res.to_dict(edges=True)))
+    assert d["detected"] and d["columns"] == 22 and d["rows"] == 20
+    assert d["cell_width"] == pytest.approx(3.5, abs=0.01)
+    assert len(d["edges_x"]) == 23 and d["edges_x"][0] == 0 and d["edges_x"][-1] == res.x.edges[-1]
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="uint8"):
+        sn.snap(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="share a size"):
+        sn.snap([np.zeros((10, 10, 3), np.uint8), np.zeros((12, 10, 3), np.uint8)])
+
+
+def test_snap_node_reports_the_grid_and_passes_through_without_one():
+    import torch
+
+    from pixart_nodes.core.tensors import iter_batch_uint8, uint8_to_image
+    from pixart_nodes.nodes_pixelate import PixartSnapToGrid
+
+    spr = sprite(20, 24, seed=2, alpha=True)
+    big = enlarge(spr, 4, head=(1, 2))
+    mask = 1.0 - torch.from_numpy(big[..., 3]).float()[None] / 255.0  # Load Image's convention
+    out = PixartSnapToGrid().run(uint8_to_image(big[..., :3]), scale=2, mask=mask)
+    image, mask_out, grid, cw, ch = out["result"]
+    assert image.shape == (1, 40, 48, 3) and mask_out.shape == (1, 40, 48)
+    alpha = np.repeat(np.repeat(spr[..., 3], 2, 0), 2, 1)
+    assert np.array_equal((1.0 - mask_out[0].numpy()) * 255, alpha)
+    assert (cw, ch) == (pytest.approx(4.0), pytest.approx(4.0))
+    info = json.loads(grid)
+    assert (info["columns"], info["rows"], info["offset_x"], info["offset_y"]) == (24, 20, 3, 2)
+    assert out["ui"]["text"][0].startswith("grid 4.00x4.00")
+
+    out = PixartSnapToGrid().run(uint8_to_image(enlarge(spr[..., :3], 3)))
+    assert np.array_equal(next(iter_batch_uint8(out["result"][0])), spr[..., :3])
+
+    flat = np.full((64, 64, 3), 90, np.uint8)
+    image, _, grid, cw, _ = PixartSnapToGrid().run(uint8_to_image(flat))["result"]
+    assert image.shape == (1, 64, 64, 3) and cw == 0.0 and json.loads(grid)["detected"] is False
