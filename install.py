@@ -38,6 +38,9 @@ DROPPED_REQUIREMENTS = ("torchaudio",)
 # ComfyUI 0.3.64's app/frontend_management.py imports requests without listing it in requirements.txt.
 EXTRA_COMFYUI_REQUIREMENTS = ("requests",)
 
+# Browsers the /docs test can drive (Debian's package is "chromium").
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
 # pytest's "no tests were collected" status.
 PYTEST_NO_TESTS = 5
 
@@ -159,6 +162,11 @@ class Installer:
         self.comfyui = target.resolve()
 
     def stamp_path(self) -> Path | None:
+        # Where the record of the last install is kept can be moved (PIXART_INSTALL_STATE_DIR), so that a run
+        # with another HOME or interpreter - the install tests, a CI sandbox - never reads the real one.
+        state_dir = os.environ.get("PIXART_INSTALL_STATE_DIR")
+        if state_dir:
+            return Path(state_dir) / STAMP_NAME
         if not self.args.no_venv:
             return VENV_DIR / STAMP_NAME
         # The current interpreter's prefix may be a system directory; no stamp then, pip just re-checks.
@@ -216,6 +224,32 @@ class Installer:
             say("set-up done without ComfyUI: " + "; ".join(self.warnings))
         else:
             say("set-up complete")
+
+    def ensure_test_tools(self) -> None:
+        """System programs some tests drive: Debian's chromium for the /docs browser test. Installed with apt-get
+        where that is possible (root, Debian/Ubuntu); elsewhere the test is skipped with the reason."""
+        found = next((shutil.which(c) for c in CHROMIUM_NAMES if shutil.which(c)), None)
+        if found:
+            say(f"chromium: {found}")
+            return
+        apt = shutil.which("apt-get")
+        if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+            self.warnings.append("no chromium (install Debian's chromium package for the /docs browser test)")
+            say("chromium not found and apt-get is not usable here; the /docs browser test will be skipped")
+            return
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        if self.args.dry_run:
+            say(f"would run: {' '.join(cmd)}")
+            return
+        say(f"installing chromium for the browser test: {' '.join(cmd)}")
+        ok = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        if not ok:  # a fresh machine may have no package lists yet
+            subprocess.run([apt, "update", "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ok = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        if not ok:
+            self.warnings.append("chromium could not be installed")
+            say("could not install chromium; the /docs browser test will be skipped")
 
     def venv_python(self) -> str:
         if self.args.no_venv:
@@ -306,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         inst.setup()
     status = 1 if inst.errors else 0
     if action == "test":
+        if not args.skip_setup:
+            inst.ensure_test_tools()
         cmd = [inst.python, "-m", "pytest", *rest]
         if args.dry_run:
             say(f"would run: {' '.join(cmd)}")
@@ -315,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         test_status, message = pytest_outcome(code)
         say(message)
         if inst.warnings:
-            say("note: " + "; ".join(inst.warnings) + " (tests that need ComfyUI were skipped)")
+            say("note: " + "; ".join(inst.warnings) + " (the tests that need them were skipped, each with its reason)")
         status = test_status or status
     elif action == "run":
         cmd = [inst.python, "-m", "bridge", *rest]

@@ -78,7 +78,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from bridge.adapters import pico
+    from bridge.adapters.a1111 import pico
     from pixart_nodes.core import rgb565
     from pixart_nodes.nodes_rgb565 import PixartRGB565
 
@@ -135,7 +135,7 @@ async def _requests(args: argparse.Namespace, png: bytes) -> tuple[float, float 
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
-    from bridge.adapters import pico
+    from bridge.adapters.a1111 import pico
     from bridge.app import SETTINGS, create_app
     from bridge.config import load_settings
     from tests.support.a1111_standin import StandIn, start_standin

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--set", dest="overrides", action="append", type=_pair, default=[], metavar="NAME=VALUE",
         help="set any variable by its environment name, e.g. --set A1111_TIMEOUT=60 (repeatable)")
     add("--print-settings", action="store_true", help="print the resolved core settings as JSON and exit")
+    add("--print-webhook-secret", action="store_true",
+        help="print the secret webhook messages are signed with (BRIDGE_WEBHOOK_SECRET, else the one kept in the "
+             "data directory, made now if there is none) and exit")
     return parser
 
 
@@ -96,7 +99,26 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _printable(settings: Settings) -> dict[str, Any]:
     data = json.loads(settings.model_dump_json())
     data["api_keys"] = ["***"] * len(settings.api_keys)
+    data["webhook_secret"] = "***" if settings.webhook_secret else ""
     return data
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The signing secret the bridge uses: the setting, else the one its job store keeps (made on first use)."""
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    from bridge.store import Store
+    from bridge.webhooks import new_secret
+
+    store = Store(settings.data_dir)
+    try:
+        secret = store.get_value("webhook_secret")
+        if not secret:
+            secret = new_secret()
+            store.set_value("webhook_secret", secret)
+        return secret
+    finally:
+        store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,21 +131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_settings:
         print(json.dumps(_printable(settings), indent=2))
         return 0
+    if args.print_webhook_secret:
+        print(webhook_secret(settings))
+        return 0
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Imported here so that --help and --print-settings work even when the engine cannot be imported.
-    from aiohttp import web
-
     from bridge.adapters import AdapterLoadError
     from bridge.app import create_app
     from bridge.managed import ManagedComfyUIError
 
-    async def make_app() -> web.Application:
-        return create_app(settings)
+    from bridge import server
 
     try:
-        web.run_app(make_app(), host=settings.host, port=settings.port, access_log=None,
-                    print=lambda text: log.info("%s", text.strip()))
+        server.run(create_app(settings), settings)
     except (AdapterLoadError, ManagedComfyUIError) as exc:
         log.error("%s", exc)
         return 1

@@ -1,5 +1,5 @@
-"""The bridge's aiohttp application: app factory, common routes (/health, /metrics, /openapi.json, /events),
-middleware, the engine's and the managed ComfyUI's lifecycles, and the enabled adapters."""
+"""The bridge's aiohttp application: app factory, common routes (/, /health, /metrics, /openapi.json, /events,
+/docs), middleware, the engine's and the managed ComfyUI's lifecycles, and the enabled adapters."""
 from __future__ import annotations
 
 import asyncio
@@ -7,36 +7,31 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
-from bridge import __version__, adapters
+from bridge import __version__, adapters, apidocs, job_routes
+from bridge import images as image_io
+from bridge.api import endpoint
 from bridge.config import Settings
 from bridge.engine import JobEngine
 from bridge.events import EventStreams, stream_events
-from bridge.http import (
-    Cors,
-    TokenBucket,
-    path_matches,
-    auth_middleware,
-    body_limit_middleware,
-    error_middleware,
-    json_error,
-    rate_limit_middleware,
-)
+from bridge.http import (ApiKeys, Cors, FailureLockout, TokenBucket, auth_middleware, body_limit_middleware,
+                         client_identity, error_middleware, json_error, path_matches, rate_limit_middleware)
+from bridge.keys import ENGINE, MANAGED, METRICS, OPENAPI_CACHE, SETTINGS, STREAMS
 from bridge.managed import ManagedComfyUI
 from bridge.metrics import CONTENT_TYPE, Metrics, request_counter
-from bridge.openapi import build_spec, openapi
+from bridge.openapi import build_spec, hidden
+from bridge.outbound import OutboundPolicy
+from bridge.storage import open_blob_store
+from bridge.webhooks import Policy, Receiver, WebhookConfig
 
 log = logging.getLogger("bridge.app")
 
-ENGINE = web.AppKey("engine", JobEngine)
-SETTINGS = web.AppKey("settings", Settings)
-MANAGED = web.AppKey("managed_comfyui", ManagedComfyUI)
-METRICS = web.AppKey("metrics", Metrics)
-STREAMS = web.AppKey("event_streams", EventStreams)
-_OPENAPI_CACHE = web.AppKey("openapi_cache", dict)
+# Re-exported for code that still reads the keys from the app module.
+__all__ = ["ENGINE", "SETTINGS", "MANAGED", "METRICS", "STREAMS", "create_app", "build_engine"]
 
 
 def build_engine(settings: Settings, backends: Sequence[str]) -> JobEngine:
@@ -47,6 +42,24 @@ def build_engine(settings: Settings, backends: Sequence[str]) -> JobEngine:
         max_queue=settings.max_queue,
         job_timeout=settings.job_timeout or None,
         requeue_on_backend_death=settings.requeue_on_backend_death,
+        extra_workflow_dirs=list(settings.extra_workflows_dirs),
+        max_request_cost=settings.max_request_cost,
+        max_jobs_per_client=settings.max_jobs_per_client,
+        queue_timeout=settings.queue_timeout or None,
+        queue_poll_interval=settings.queue_poll_interval,
+        output_metadata=settings.output_metadata,
+        blobs=open_blob_store(settings.storage, settings.data_dir, endpoint=settings.s3_endpoint,
+                              region=settings.s3_region, access_key_id=settings.s3_access_key_id,
+                              secret_access_key=settings.s3_secret_access_key),
+        outbound=OutboundPolicy.from_list(settings.outbound_allow, timeout=settings.fetch_timeout,
+                                          max_bytes=image_io.DEFAULT_MAX_BYTES),
+        webhooks=WebhookConfig(
+            secret=settings.webhook_secret,
+            everyone=Receiver(settings.webhook_url, tuple(settings.webhook_events)) if settings.webhook_url else None,
+            policy=Policy(timeout=settings.webhook_timeout, retry_for=settings.webhook_retry_for,
+                          retry_base=settings.webhook_retry_base,
+                          progress_interval=settings.webhook_progress_interval),
+            public_url=settings.public_url, link_lifetime=settings.url_lifetime),
     )
 
 
@@ -57,21 +70,25 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
     `adapter_names` defaults to settings.adapters, then to every module in bridge.adapters.ENABLED."""
     metrics = Metrics()
     cors = Cors(settings.cors_origins, settings.cors_credentials)
-    middlewares: list[Any] = [request_counter(metrics)]
+    middlewares: list[Any] = [request_counter(metrics), client_identity]
     if cors.enabled:
         middlewares.append(cors.middleware)
     middlewares += [error_middleware, body_limit_middleware(settings.max_body_bytes)]
-    if settings.api_keys:
-        middlewares.append(auth_middleware(settings.api_keys, settings.auth_exempt))
+    keys = ApiKeys(settings.api_keys) if settings.api_keys else None
     if settings.rate_limit > 0:
+        # Before authentication, so refused keys are counted (by address).
         middlewares.append(rate_limit_middleware(TokenBucket(settings.rate_limit, settings.rate_burst),
-                                                 settings.rate_exempt))
+                                                 settings.rate_exempt, keys))
+    if keys is not None:
+        lockout = (FailureLockout(settings.auth_max_failures, settings.auth_failure_window, settings.auth_lockout)
+                   if settings.auth_max_failures > 0 else None)
+        middlewares.append(auth_middleware(keys, settings.auth_exempt, lockout))
 
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[STREAMS] = EventStreams()
-    app[_OPENAPI_CACHE] = {}
+    app[OPENAPI_CACHE] = {}
 
     if engine is None:
         if settings.managed_comfyui:
@@ -83,20 +100,28 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
         else:
             engine = build_engine(settings, settings.comfyui_urls)
     app[ENGINE] = engine
+    metrics.watch_engine(lambda: (engine.stats(), engine.backend_states()), __version__)
     app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_job_metrics_ctx)
 
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(app[STREAMS].shutdown)
+    app.on_shutdown.append(_release_waiters)
 
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi_handler)
     app.router.add_get("/events", events_handler)
+    job_routes.setup(app)
+    apidocs.setup(app)
 
     names = adapter_names if adapter_names is not None else settings.adapters
     adapters.setup_all(app, names)
+    if not any(r.method == "GET" and r.resource is not None and r.resource.canonical == "/"
+               for r in app.router.routes()):
+        # An adapter may own / (AleaArt's backend answers it); otherwise it links to the docs.
+        app.router.add_get("/", index)
     return app
 
 
@@ -107,6 +132,10 @@ async def _managed_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await managed.stop()
+
+
+async def _release_waiters(app: web.Application) -> None:
+    app[ENGINE].stopping.set()
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -146,24 +175,42 @@ def _cuda_available(backends: Sequence[dict[str, Any]]) -> bool:
     return False
 
 
-@openapi(tags=["bridge"], responses={
-    200: {"description": "At least one backend answers.", "content": {"application/json": {"schema": {
-        "type": "object",
-        "required": ["status", "model_loaded", "cuda_available", "version", "queue_depth", "backends"],
-        "properties": {
-            "status": {"enum": ["healthy", "degraded", "unhealthy"]},
-            "model_loaded": {"type": "boolean"}, "cuda_available": {"type": "boolean"},
-            "version": {"type": "string"}, "queue_depth": {"type": "integer"},
-            "jobs": {"type": "object"}, "backends": {"type": "array", "items": {"type": "object"}},
-            "managed_comfyui": {"type": ["object", "null"]},
-        }}}}},
-    503: {"description": "No backend answers (same body, status unhealthy)."},
-})
+class BackendState(BaseModel):
+    url: str
+    healthy: bool
+    pending: int = Field(description="Jobs dispatched there and not finished.")
+    version: str | None
+    devices: list[dict[str, str]]
+    last_error: str | None
+    connected_since: float | None
+    workflow_problems: dict[str, list[str]]
+
+
+class Health(BaseModel):
+    """Bridge and backend health (503 with the same body when no backend answers)."""
+
+    status: Literal["healthy", "degraded", "unhealthy"]
+    model_loaded: bool = Field(description="A backend answers, so its models can be loaded (AleaArt reads it).")
+    cuda_available: bool
+    version: str
+    queue_depth: int
+    jobs: dict[str, int]
+    backends: list[BackendState]
+    managed_comfyui: dict[str, Any] | None
+
+
+@hidden
+async def index(request: web.Request) -> web.Response:
+    """Links to the API documentation."""
+    return apidocs.index_page(__version__)
+
+
+@endpoint(responses={200: Health, 503: Health})
 async def health(request: web.Request) -> web.Response:
     """Bridge and backend health: each ComfyUI's state, queue depth, version."""
     app = request.app
     engine = app[ENGINE]
-    backends = [dict(b) for b in engine.backend_states()]
+    backends = engine.backend_states()
     stats = engine.stats()
     healthy = sum(1 for b in backends if b.get("healthy"))
     if backends and healthy == len(backends):
@@ -180,7 +227,7 @@ async def health(request: web.Request) -> web.Response:
         "cuda_available": _cuda_available(backends),
         "version": __version__,
         "queue_depth": int(stats.get("queue_depth", 0)),
-        "jobs": stats.get("by_status") or stats.get("counts") or {},
+        "jobs": stats.get("counts") or {},
         "backends": backends,
         "managed_comfyui": managed.info() if managed is not None else None,
     }
@@ -191,35 +238,42 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str)
 
 
+@endpoint(responses={200: {"description": "Prometheus text exposition",
+                           "content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}})
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus metrics: jobs by state, queue depth, job durations, backend up, HTTP requests."""
-    engine = request.app[ENGINE]
-    text = request.app[METRICS].render(engine.stats(), engine.backend_states(), __version__)
-    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
+@endpoint(responses={200: {"description": "This document.", "content": {"application/json": {
+    "schema": {"type": "object"}}}}})
 async def openapi_handler(request: web.Request) -> web.Response:
-    """OpenAPI 3.1 description of every route, generated from the router."""
-    cache = request.app[_OPENAPI_CACHE]
+    """OpenAPI 3.1 description of every route, generated from the request and response models."""
+    cache = request.app[OPENAPI_CACHE]
     if "spec" not in cache:
         settings = request.app[SETTINGS]
         cache["spec"] = build_spec(
             request.app, title="Pixart bridge", version=__version__, secured=bool(settings.api_keys),
             exempt=lambda path: path_matches(path, settings.auth_exempt),
+            description="Pixel art, A1111, Pico, AleaArt, jobs and any shared workflow on top of ComfyUI. "
+                        "Interactive documentation: /docs.",
         )
     return web.json_response(cache["spec"])
 
 
-@openapi(tags=["bridge"], parameters=[
-    {"name": "job", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "Only this job's events; the stream ends when the job finishes."},
-], responses={200: {"description": "text/event-stream of `status` and `progress` events "
-                                   "(data: {\"type\", \"job\"})",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
-async def events_handler(request: web.Request) -> web.StreamResponse:
+class EventsQuery(BaseModel):
+    job: str | None = Field(None, max_length=128, description="Only this job's events; the stream ends when the job "
+                                                              "finishes.")
+    api_key: str | None = Field(None, max_length=512, description="The API key, for EventSource clients that cannot "
+                                                                  "set headers.")
+
+
+@endpoint(query=EventsQuery, responses={200: {
+    "description": "text/event-stream of `status` and `progress` events (data: {\"type\", \"job\"})",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+async def events_handler(request: web.Request, query: EventsQuery) -> web.StreamResponse:
     """Server-Sent Events stream of job status and progress events."""
-    job_id = request.query.get("job") or None
     return await stream_events(
-        request, request.app[ENGINE], request.app[STREAMS], job_id,
+        request, request.app[ENGINE], request.app[STREAMS], query.job or None,
         on_unknown_job=lambda jid: json_error(404, "job_not_found", f"job {jid!r} does not exist", "job"),
     )

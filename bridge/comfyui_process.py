@@ -128,6 +128,9 @@ class ComfyUIProcess:
             cmd.append("--cpu")
         if self.extra_model_paths:
             cmd += ["--extra-model-paths-config", *map(str, self.extra_model_paths)]
+        if "--preview-method" not in self.extra_args:
+            # Live previews for the bridge's clients; latent2rgb costs next to nothing and needs no model file.
+            cmd += ["--preview-method", "latent2rgb"]
         return cmd + self.extra_args
 
     # -- lifecycle ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -110,6 +110,10 @@ class Settings(_LayeredSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server (BRIDGE_PORT).")
     data_dir: Path = Field(Path("data"), description="Jobs database, result images, managed ComfyUI files.")
     workflows_dir: Path = Field(DEFAULT_WORKFLOWS_DIR, description="Directory of workflow JSON + manifests.")
+    extra_workflows_dirs: StrList = Field(
+        default_factory=list, description="More folders of workflows + manifests, comma-separated: a workflow "
+                                          "dropped in one is served at /workflows/NAME after a restart or "
+                                          "POST /workflows/reload.")
     log_level: str = Field("INFO", description="Python logging level (DEBUG, INFO, WARNING, ERROR).")
 
     comfyui_urls: StrList = Field(
@@ -145,20 +149,84 @@ class Settings(_LayeredSettings):
 
     api_keys: StrList = Field(default_factory=list, repr=False, description="Accepted API keys; empty: no auth.")
     auth_exempt: StrList = Field(
-        default_factory=lambda: ["/health", "/metrics"], description="Paths served without an API key."
+        default_factory=lambda: ["/", "/health", "/metrics", "/docs", "/docs/*", "/openapi.json"],
+        description="Paths served without an API key (a trailing * matches a prefix).",
     )
     cors_origins: StrList = Field(default_factory=list, description="Allowed browser origins, or '*'.")
     cors_credentials: bool = Field(False, description="Send Access-Control-Allow-Credentials (no '*' then).")
     max_body_mb: float = Field(32.0, gt=0, description="Largest request body in MiB (413 beyond).")
-    rate_limit: float = Field(0.0, ge=0, description="Requests per second per API key or client address; 0: off.")
+    rate_limit: float = Field(0.0, ge=0, description="Requests per second per API key, or per client address for "
+                                                     "requests without a valid key (counted before authentication); "
+                                                     "0: off.")
     rate_burst: int = Field(20, ge=1, description="Token-bucket size: requests allowed at once before 429.")
+    auth_max_failures: int = Field(10, ge=0, description="Failed authentications from one address within "
+                                                        "BRIDGE_AUTH_FAILURE_WINDOW that lock it out; 0: off.")
+    auth_failure_window: float = Field(60.0, gt=0, description="Seconds over which failed authentications count.")
+    auth_lockout: float = Field(60.0, gt=0, description="Seconds an address stays locked out (429).")
     rate_exempt: StrList = Field(
         default_factory=lambda: ["/health", "/metrics"], description="Paths that the rate limit skips."
     )
 
+    header_timeout: float = Field(10.0, gt=0, description="Seconds a connection has to send a request's headers "
+                                                         "(from opening, or from the previous answer); slower ones "
+                                                         "are closed.")
+    body_timeout: float = Field(60.0, gt=0, description="Seconds a request has to send its whole body (408 after).")
+    max_connections: int = Field(1000, ge=1, description="Open connections; one more is answered 503 and closed.")
     max_queue: int = Field(100, ge=1, description="Jobs waiting or running before submissions get 503.")
+    max_request_pixels: int = Field(2 * 4096 * 4096, ge=1, description=(
+        "Pixels all the images of one request may have together, checked on their headers before any is decoded "
+        "(413 beyond): what one request can make the bridge hold in memory."))
+    max_jobs_per_client: int = Field(0, ge=0, description="Jobs one API key (or, without keys, one address) may "
+                                                          "have waiting or running (429 beyond); 0: only "
+                                                          "BRIDGE_MAX_QUEUE.")
+    max_request_cost: int = Field(2_000_000_000, ge=0, description=(
+        "Largest width x height x steps x images one request may ask for (400 beyond); the default is 2048x2048 at "
+        "150 steps x 3 images, more than any real client sends; 0: no bound."))
+    queue_poll_interval: float = Field(5.0, gt=0, description="Seconds between looks at a backend's queue for jobs "
+                                                             "removed there outside the bridge.")
+    queue_timeout: float = Field(3600.0, ge=0, description="Seconds a job may wait in the queue before it fails; "
+                                                           "0: no limit.")
+    output_metadata: Literal["none", "comfyui"] = Field("none", description=(
+        "What stored and served images carry: none (default: ComfyUI's graph chunks are removed; A1111 answers add "
+        "their own infotext) or comfyui (the whole graph, as ComfyUI saved it)."))
+    public_url: str = Field("", description=(
+        "The bridge's address as clients reach it (https://pixart.example.com); result links in webhook messages "
+        "are made absolute with it. Empty: links are paths."))
+    webhook_url: str = Field("", description="A receiver told about every job (Standard Webhooks); empty: none. "
+                                             "Requests can name their own receiver in `webhook`.")
+    webhook_events: StrList = Field(["job.completed", "job.failed", "job.cancelled"], description=(
+        "Events sent to BRIDGE_WEBHOOK_URL: job.completed, job.failed, job.cancelled, job.progress."))
+    webhook_secret: str = Field("", repr=False, description=(
+        "Signing secret (whsec_<base64>, as Standard Webhooks libraries take it); empty: one is made on first "
+        "start and kept in the data directory (`python -m bridge --print-webhook-secret` prints it)."))
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds one delivery attempt may take.")
+    webhook_retry_for: float = Field(86400.0, ge=0, description="Seconds during which failed deliveries are "
+                                                               "retried (exponential back-off with jitter).")
+    webhook_retry_base: float = Field(5.0, gt=0, description="First retry delay in seconds; it doubles per attempt "
+                                                            "up to an hour.")
+    webhook_progress_interval: float = Field(1.0, ge=0, description="Least seconds between two job.progress "
+                                                                    "messages for one job and receiver.")
+    storage: str = Field("local", description=(
+        "Where result and input images are kept: `local` (files under the data directory) or `s3://bucket/prefix` "
+        "on any S3-compatible service (BRIDGE_S3_*)."))
+    s3_endpoint: str = Field("", description="S3 service URL (https://s3.example.com, http://127.0.0.1:8333); "
+                                             "empty: AWS S3 of BRIDGE_S3_REGION.")
+    s3_region: str = Field("", description="S3 region; empty: us-east-1.")
+    s3_access_key_id: str = Field("", description="S3 access key; empty: the AWS_* environment variables.")
+    s3_secret_access_key: str = Field("", repr=False, description="S3 secret key.")
+    url_lifetime: float = Field(3600.0, gt=0, le=7 * 24 * 3600, description=(
+        "Seconds a presigned result URL stays valid (response_format=url, webhook links); S3 allows a week at "
+        "most."))
+    outbound_allow: StrList = Field(default_factory=list, description=(
+        "Hosts, addresses or CIDR networks that image URLs and webhook receivers may reach although they are "
+        "loopback, private or link-local (refused otherwise), comma-separated: 127.0.0.1,10.0.0.0/8,hooks.lan."))
+    fetch_timeout: float = Field(20.0, gt=0, description="Seconds an image URL has to arrive whole (redirects "
+                                                         "included).")
     job_timeout: float = Field(600.0, ge=0, description="Seconds a job may run; 0: no limit.")
     requeue_on_backend_death: bool = Field(False, description="Re-queue a job once when its ComfyUI dies.")
+    keep_jobs_on_disconnect: bool = Field(False, description="Let the jobs of a synchronous request (A1111, Pico, "
+                                                             "/generate, AleaArt) run on when its client goes away; "
+                                                             "off: they are cancelled.")
     adapters: StrList | None = Field(None, description="Adapter modules to enable; unset: every listed one.")
 
     adapter_overrides: dict[str, str] = Field(default_factory=dict, exclude=True,
@@ -167,7 +235,7 @@ class Settings(_LayeredSettings):
     _env_file: Path | None = PrivateAttr(default=None)
 
     @field_validator("comfyui_urls", "comfyui_args", "api_keys", "auth_exempt", "cors_origins", "rate_exempt",
-                     mode="before")
+                     "extra_workflows_dirs", "webhook_events", "outbound_allow", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -186,6 +254,33 @@ class Settings(_LayeredSettings):
                 raise ValueError(f"COMFYUI_URL entry {url!r} must start with http:// or https://")
             cleaned.append(url.rstrip("/"))
         return cleaned
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events(cls, events: list[str]) -> list[str]:
+        from bridge.webhooks import EVENTS
+
+        unknown = [e for e in events if e not in EVENTS]
+        if unknown:
+            raise ValueError(f"unknown webhook events {unknown}; choose from {', '.join(EVENTS)}")
+        return events
+
+    @field_validator("webhook_url", "public_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} must start with http:// or https://")
+        return url.rstrip("/")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, spec: str) -> str:
+        spec = spec.strip() or "local"
+        if spec != "local":
+            from bridge.storage.s3 import parse_spec
+
+            parse_spec(spec)
+        return spec
 
     @field_validator("log_level")
     @classmethod

@@ -32,6 +32,40 @@ class InvalidParameter(BridgeError):
         super().__init__(text, field=field or None)
 
 
+class CostTooHigh(InvalidParameter):
+    """A request asks for more work than BRIDGE_MAX_REQUEST_COST allows (pixels x steps x images)."""
+
+    def __init__(self, terms: list[str], cost: int, limit: int) -> None:
+        what = " x ".join(terms) if terms else "the work asked for"
+        super().__init__(terms[0] if terms else "parameters",
+                         f"{what} = {cost:,} for this request; the limit is {limit:,} (BRIDGE_MAX_REQUEST_COST): ask "
+                         f"for fewer steps, fewer images or smaller ones")
+        self.terms = terms
+
+
+class TooManyJobs(BridgeError):
+    """One client already has as many jobs waiting or running as it may (BRIDGE_MAX_JOBS_PER_CLIENT)."""
+
+    status = 429
+    code = "too_many_jobs"
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        super().__init__(f"this client already has {limit} jobs waiting or running (BRIDGE_MAX_JOBS_PER_CLIENT); "
+                         f"retry when one has finished")
+        self.retry_after = max(1, int(round(retry_after)))
+
+
+class NotAvailable(BridgeError):
+    """The value names something the backend does not have (a model, a sampler); `valid` lists what it has."""
+
+    status = 400
+    code = "not_available"
+
+    def __init__(self, field: str, message: str, valid: list[str]) -> None:
+        super().__init__(message, field=field)
+        self.valid = list(valid)
+
+
 class WorkflowNotFound(BridgeError):
     status = 404
     code = "workflow_not_found"
@@ -39,6 +73,13 @@ class WorkflowNotFound(BridgeError):
     def __init__(self, name: str) -> None:
         super().__init__(f"workflow {name!r} does not exist", field="workflow")
         self.name = name
+
+
+class ResultGone(BridgeError):
+    """The job exists but its stored result was removed (retention, or DELETE)."""
+
+    status = 410
+    code = "result_gone"
 
 
 class JobNotFound(BridgeError):

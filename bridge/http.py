@@ -5,6 +5,7 @@ returns are never rewritten: adapters with their own error dialects build those 
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
@@ -144,28 +145,102 @@ def request_api_key(request: web.Request) -> str | None:
     return None
 
 
-def auth_middleware(keys: Sequence[str], exempt: Sequence[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
-    encoded = [k.encode() for k in keys]
+@web.middleware
+async def client_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who is asking, for the per-client job quota: a fingerprint of the API key sent (never the key itself; an
+    invalid key is refused before any job is made), else the address."""
+    from bridge.engine import CLIENT
 
-    def valid(key: str) -> bool:
+    key = request_api_key(request)
+    token = CLIENT.set("key:" + hashlib.sha256(key.encode()).hexdigest()[:16] if key
+                       else f"addr:{request.remote}")
+    try:
+        return await handler(request)
+    finally:
+        CLIENT.reset(token)
+
+
+class ApiKeys:
+    """The accepted keys; `valid` compares against every one so timing reveals neither which matched nor how many
+    exist."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._encoded = [k.encode() for k in keys]
+
+    def valid(self, key: str | None) -> bool:
+        if not key:
+            return False
         candidate = key.encode()
-        # Compare against every key so that timing does not reveal which one matched or how many exist.
-        return sum(hmac.compare_digest(candidate, k) for k in encoded) > 0
+        return sum(hmac.compare_digest(candidate, k) for k in self._encoded) > 0
 
+
+class FailureLockout:
+    """Failed authentications per client address: `max_failures` within `window` seconds lock the address out for
+    `lockout` seconds (answered 429), so guessing keys stays slow whatever the rate limit says."""
+
+    def __init__(self, max_failures: int, window: float, lockout: float, *, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.lockout = lockout
+        self.max_clients = max_clients
+        self._clock = clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._locked: dict[str, float] = {}
+
+    def locked_for(self, client: str) -> float:
+        """Seconds left of the client's lock-out (0 when not locked)."""
+        until = self._locked.get(client)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._locked[client]
+            return 0.0
+        return left
+
+    def failed(self, client: str) -> bool:
+        """Record a failure; True when it starts a lock-out."""
+        now = self._clock()
+        times = [t for t in self._failures.pop(client, []) if now - t < self.window] + [now]
+        self._failures[client] = times
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+        if len(times) >= self.max_failures:
+            self._locked[client] = now + self.lockout
+            self._failures.pop(client, None)
+            return True
+        return False
+
+
+def auth_middleware(keys: ApiKeys, exempt: Sequence[str],
+                    lockout: FailureLockout | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        # CORS preflights never carry credentials; the CORS middleware answers them before this one.
-        if request.method == "OPTIONS" or path_matches(request.path, exempt):
+        # CORS preflights carry no credentials; the CORS middleware answers them before this one. Any other OPTIONS
+        # is a request like the rest: without a key it learns nothing, not even a route's methods.
+        if path_matches(request.path, exempt):
             return await handler(request)
+        client = request.remote or "unknown"
+        if lockout is not None:
+            left = lockout.locked_for(client)
+            if left > 0:
+                seconds = max(1, math.ceil(left))
+                return json_error(429, "auth_locked_out",
+                                  f"too many failed authentications from this address; retry after {seconds} s "
+                                  f"(BRIDGE_AUTH_MAX_FAILURES)", "X-API-Key", {"Retry-After": str(seconds)})
         key = request_api_key(request)
         challenge = {"WWW-Authenticate": 'Bearer realm="pixart"'}
-        if key is None:
-            return json_error(401, "unauthorized",
-                              "an API key is required: send it as X-API-Key or Authorization: Bearer",
-                              "X-API-Key", challenge)
-        if not valid(key):
+        if not keys.valid(key):
+            if lockout is not None and lockout.failed(client):
+                log.warning("address %s locked out for %g s after %d failed authentications", client,
+                            lockout.lockout, lockout.max_failures)
+            if key is None:
+                return json_error(401, "unauthorized",
+                                  "an API key is required: send it as X-API-Key or Authorization: Bearer",
+                                  "X-API-Key", challenge)
             return json_error(401, "invalid_api_key", "the API key is not valid", "X-API-Key", challenge)
-        request[API_KEY] = key
+        request[API_KEY] = key  # type: ignore[assignment]
         return await handler(request)
 
     return auth
@@ -204,17 +279,22 @@ class TokenBucket:
         return wait
 
 
-def rate_limit_middleware(bucket: TokenBucket, exempt: Sequence[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+def rate_limit_middleware(bucket: TokenBucket, exempt: Sequence[str],
+                          keys: ApiKeys | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Runs before authentication: a request with a valid key counts against that key, every other request (a
+    missing or wrong key among them) against its address, so a flood of wrong keys is limited too."""
+
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or path_matches(request.path, exempt):
+        if path_matches(request.path, exempt):
             return await handler(request)
-        key = request.get(API_KEY)
-        client = f"key:{key}" if key else f"addr:{request.remote}"
+        key = request_api_key(request)
+        by_key = keys is not None and keys.valid(key)
+        client = f"key:{key}" if by_key else f"addr:{request.remote}"
         wait = bucket.acquire(client)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
-            who = "API key" if key else "client address"
+            who = "API key" if by_key else "client address"
             return json_error(429, "rate_limited",
                               f"too many requests for this {who}; retry after {seconds} s (BRIDGE_RATE_LIMIT)",
                               None, {"Retry-After": str(seconds)})

@@ -3,21 +3,36 @@
 The header is read before any pixel is decoded, so an image that claims 100k x 100k pixels is refused
 without allocating it. Accepted images are re-encoded as PNG: that strips metadata, normalises odd modes
 and gives ComfyUI's LoadImage a file it reads the same way on every backend.
+
+Decoding and encoding run off the event loop in one bounded pool (`decode_async`, `run_in_pool`): a few large
+images never stall other requests, and no more than `POOL_SIZE` images are held decoded at once whatever arrives.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
+import os
 import re
 import warnings
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bridge.errors import InvalidParameter, PayloadTooLarge
 
+T = TypeVar("T")
+
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+# Pillow releases the GIL while it decodes and compresses, so threads run in parallel; the bound is on memory.
+POOL_SIZE = max(2, min(4, os.cpu_count() or 2))
+_pool: ThreadPoolExecutor | None = None
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -62,9 +77,15 @@ def decode_base64(value: str | bytes | bytearray, field: str, *, max_bytes: int 
     return data
 
 
-def decode_image(value: str | bytes | bytearray, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    data = decode_base64(value, field, max_bytes=max_bytes)
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    format: str  # PNG | JPEG | WEBP
+
+
+def read_header(data: bytes, field: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+    """Format and size from the header alone, checked against the limits; no pixel is decoded."""
     try:
         with warnings.catch_warnings():
             # The size check below replaces Pillow's bomb warning with a clear error.
@@ -81,7 +102,7 @@ def decode_image(value: str | bytes | bytearray, field: str, *, max_bytes: int =
             claimed = "too many pixels"
         raise PayloadTooLarge(f"{field}: image is {claimed}, more than the limit of {max_pixels}",
                               field=field) from None
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InvalidParameter(field, f"{field}: not a PNG, JPEG or WebP image") from None
     if fmt not in ALLOWED_FORMATS:
         raise InvalidParameter(field, f"{field}: format {fmt or 'unknown'} is not accepted (PNG, JPEG or WebP)")
@@ -90,26 +111,106 @@ def decode_image(value: str | bytes | bytearray, field: str, *, max_bytes: int =
     if width * height > max_pixels:
         raise PayloadTooLarge(f"{field}: image is {width}x{height} = {width * height} pixels, "
                               f"more than the limit of {max_pixels}", field=field)
+    return Header(width, height, fmt)
+
+
+def probe(value: str | bytes | bytearray, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+    """Every check but decoding the pixels: what a request with many images runs on all of them first."""
+    return read_header(decode_base64(value, field, max_bytes=max_bytes), field, max_pixels=max_pixels)
+
+
+def open_image(value: str | bytes | bytearray, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
+    """The checked image, loaded, upright (EXIF orientation applied, as ComfyUI's LoadImage does) and in a mode
+    every consumer reads (RGB, RGBA or L); and its source format."""
+    data = decode_base64(value, field, max_bytes=max_bytes)
+    header = read_header(data, field, max_pixels=max_pixels)
     try:
         with warnings.catch_warnings():
             # The size was checked against our own limit above; Pillow's threshold is not ours.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                # Only the first frame of an animation is used, as ComfyUI's LoadImage would for WebP.
-                img.load()
-                mode = img.mode
-                if mode in ("P", "PA"):
-                    img = img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
-                elif mode in ("LA",):
-                    img = img.convert("RGBA")
-                elif mode in ("CMYK", "YCbCr", "I", "I;16", "F", "1"):
-                    img = img.convert("L" if mode in ("I", "I;16", "F", "1") else "RGB")
-                out = io.BytesIO()
-                img.save(out, format="PNG", compress_level=1)
-                final_mode = img.mode
+            img = Image.open(io.BytesIO(data))
+            # Only the first frame of an animation is used, as ComfyUI's LoadImage would for WebP.
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            mode = img.mode
+            if mode in ("P", "PA"):
+                img = img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
+            elif mode == "LA":
+                img = img.convert("RGBA")
+            elif mode in ("CMYK", "YCbCr", "I", "I;16", "F", "1"):
+                img = img.convert("L" if mode in ("I", "I;16", "F", "1") else "RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidParameter(field, f"{field}: image data is corrupt ({exc})") from None
-    return DecodedImage(out.getvalue(), width, height, fmt, final_mode)
+    return img, header.format
+
+
+def decode_image(value: str | bytes | bytearray, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """The checked image re-encoded as the PNG that is uploaded."""
+    img, fmt = open_image(value, field, max_bytes=max_bytes, max_pixels=max_pixels)
+    return from_pil(img, fmt)
+
+
+def from_pil(img: Any, source_format: str = "PNG") -> DecodedImage:
+    """An image an adapter made itself (already checked): encoded once, as the engine will upload it."""
+    out = io.BytesIO()
+    img.save(out, format="PNG", compress_level=1)
+    return DecodedImage(out.getvalue(), img.width, img.height, source_format, img.mode)
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="pixart-images")
+    return _pool
+
+
+async def run_in_pool(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run image work off the event loop, at most POOL_SIZE at a time (the others wait their turn)."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(POOL_SIZE)
+    async with slots:
+        return await loop.run_in_executor(_executor(), lambda: fn(*args, **kwargs))
+
+
+async def decode_async(value: Any, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """`decode_image` in the image pool; an already decoded image is passed through."""
+    if isinstance(value, DecodedImage):
+        return value
+    return await run_in_pool(decode_image, value, field, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def data_url(data: bytes) -> str:
+    """Image bytes as a `data:image/<kind>;base64,` URL (the kind sniffed from the bytes)."""
+    kind = sniff_image_type(data) or "png"
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode("ascii")
+
+
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def strip_metadata(data: bytes) -> bytes:
+    """A PNG without its text chunks (ComfyUI's `prompt` and `workflow`: the whole graph, server paths and model
+    names). Chunks are copied as they are, pixels untouched; anything that is not a well-formed PNG is returned
+    unchanged."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data
+    out = bytearray(data[:8])
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            return data
+        if data[pos + 4:pos + 8] not in _TEXT_CHUNKS:
+            out += data[pos:end]
+        pos = end
+    return bytes(out) if pos == len(data) else data
 
 
 def png_size(data: bytes) -> tuple[int, int]:

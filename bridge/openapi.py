@@ -1,68 +1,54 @@
-"""OpenAPI 3.1 document generated from the aiohttp router.
+"""OpenAPI 3.1 document built from the router and the endpoint declarations (bridge.api).
 
-Each route contributes its method, path, path parameters and the first line of its handler's docstring as
-summary. Adapters attach request/response schemas with `@openapi(...)` on the handler.
+Each route contributes its method, path, path parameters and the first line of its handler's docstring as summary;
+request bodies, query parameters and responses are the JSON Schemas of the same pydantic models that validate them,
+and each route's `default` response is its dialect's error shape.
 """
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
-F = TypeVar("F", bound=Callable[..., Any])
-_ATTR = "__openapi__"
+from bridge.api import Endpoint, ErrorBody, describe
+from bridge.fields import JsonSchema
+
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
-
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error", "message", "field"],
-    "properties": {
-        "error": {"type": "string", "description": "Stable machine-readable code."},
-        "message": {"type": "string", "description": "Text naming the offending field."},
-        "field": {"type": ["string", "null"]},
-    },
-}
+REF = "#/components/schemas/{model}"
 
 
-def openapi(
-    *,
-    summary: str | None = None,
-    description: str | None = None,
-    request: Mapping[str, Any] | None = None,
-    responses: Mapping[int | str, Any] | None = None,
-    parameters: Sequence[Mapping[str, Any]] | None = None,
-    tags: Sequence[str] | None = None,
-    content_type: str = "application/json",
-) -> Callable[[F], F]:
-    """Attach OpenAPI details to a handler.
+class _Components:
+    """Schemas of every model the spec mentions, by name; a name used by two different models is an error."""
 
-    `request`: JSON schema of the body. `responses`: {status: JSON schema, or a full OpenAPI response object when
-    it has a "description" or "content" key}. `parameters`: extra OpenAPI parameter objects (query, header).
-    """
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+        self._owners: dict[str, type[BaseModel]] = {}
 
-    def decorate(handler: F) -> F:
-        setattr(handler, _ATTR, {
-            "summary": summary, "description": description, "request": request, "responses": responses,
-            "parameters": parameters, "tags": tags, "content_type": content_type,
-        })
-        return handler
+    def ref(self, model: type[BaseModel], mode: str = "validation") -> dict[str, Any]:
+        schema = model.model_json_schema(by_alias=True, ref_template=REF, schema_generator=JsonSchema, mode=mode)
+        for name, sub in schema.pop("$defs", {}).items():
+            self.schemas.setdefault(name, sub)
+        name = model.__name__
+        owner = self._owners.setdefault(name, model)
+        if owner is not model:
+            raise ValueError(f"two models are called {name} ({owner.__module__} and {model.__module__})")
+        self.schemas[name] = schema
+        return {"$ref": REF.format(model=name)}
 
-    return decorate
+    def schema(self, spec: Any, mode: str) -> Any:
+        if isinstance(spec, type) and issubclass(spec, BaseModel):
+            return self.ref(spec, mode)
+        return spec
 
 
 def _handler_doc(handler: Any) -> tuple[str, str]:
     doc = inspect.getdoc(handler) or ""
     first, _, rest = doc.partition("\n")
     return first.strip(), rest.strip()
-
-
-def _response(spec: Any, content_type: str) -> dict[str, Any]:
-    if isinstance(spec, Mapping) and ("description" in spec or "content" in spec):
-        return {"description": "", **spec}
-    return {"description": "", "content": {content_type: {"schema": spec}}}
 
 
 def _route_path(resource: web.AbstractResource) -> str | None:
@@ -76,14 +62,74 @@ def _route_path(resource: web.AbstractResource) -> str | None:
     return None
 
 
-def build_spec(
-    app: web.Application,
-    *,
-    title: str,
-    version: str,
-    secured: bool = False,
-    exempt: Callable[[str], bool] = lambda path: False,
-) -> dict[str, Any]:
+def _query_parameters(model: type[BaseModel], components: _Components) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(by_alias=True, ref_template=REF, schema_generator=JsonSchema)
+    for name, sub in schema.pop("$defs", {}).items():
+        components.schemas.setdefault(name, sub)
+    required = set(schema.get("required", []))
+    out = []
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = dict(prop)
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if description:
+            param["description"] = description
+        out.append(param)
+    return out
+
+
+def _response(status: int, spec: Any, ep: Endpoint, components: _Components) -> dict[str, Any]:
+    content_type = ep.response_content.get(status, "application/json")
+    if isinstance(spec, Mapping) and ("description" in spec or "content" in spec):
+        out = {"description": "", **spec}
+        if "content" in spec:
+            out["content"] = {kind: {**media, "schema": components.schema(media.get("schema"), "serialization")}
+                              for kind, media in spec["content"].items()}
+    elif spec is None:
+        out = {"description": "No content"}
+    else:
+        doc = ""
+        if isinstance(spec, type) and issubclass(spec, BaseModel):
+            doc = (inspect.getdoc(spec) or "").split("\n")[0]
+        out = {"description": doc, "content": {content_type: {"schema": components.schema(spec, "serialization")}}}
+    if status in ep.headers:
+        out["headers"] = {k: dict(v) for k, v in ep.headers[status].items()}
+    return out
+
+
+def _operation(method: str, path: str, handler: Any, components: _Components,
+               body: type[BaseModel] | None = None) -> dict[str, Any]:
+    ep = describe(handler)
+    summary, description = _handler_doc(handler)
+    op: dict[str, Any] = {"summary": (ep.summary if ep else None) or summary or f"{method} {path}"}
+    if (ep and ep.description) or description:
+        op["description"] = (ep.description if ep and ep.description else description)
+    if ep and ep.tags:
+        op["tags"] = list(ep.tags)
+    params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in _PARAM.findall(path)]
+    if ep and ep.query is not None:
+        params += _query_parameters(ep.query, components)
+    if params:
+        op["parameters"] = params
+    body = body or (ep.body if ep else None)
+    if ep and body is not None:
+        op["requestBody"] = {"required": ep.empty_body is None,
+                             "content": {ep.request_content: {"schema": components.ref(body)}}}
+    responses = {str(k): _response(k, v, ep, components) for k, v in ((ep.responses if ep else {}) or {}).items()}
+    if not any(code.startswith("2") for code in responses):
+        responses["200"] = {"description": "Success"}
+    error_model = ep.dialect.error_model if ep else ErrorBody
+    responses["default"] = {"description": "Error",
+                            "content": {"application/json": {"schema": components.ref(error_model, "serialization")}}}
+    op["responses"] = responses
+    return op
+
+
+def build_spec(app: web.Application, *, title: str, version: str, secured: bool = False,
+               exempt: Callable[[str], bool] = lambda path: False,
+               description: str | None = None) -> dict[str, Any]:
+    components = _Components()
     paths: dict[str, dict[str, Any]] = {}
     used_ids: set[str] = set()
     for route in app.router.routes():
@@ -91,49 +137,33 @@ def build_spec(
         if method in ("HEAD", "*"):
             continue
         path = _route_path(route.resource) if route.resource is not None else None
-        if path is None:
+        if path is None or getattr(route.handler, "__openapi_hidden__", False):
             continue
-        handler = route.handler
-        extra: Mapping[str, Any] = getattr(handler, _ATTR, None) or {}
-        summary, description = _handler_doc(handler)
-        op: dict[str, Any] = {"summary": extra.get("summary") or summary or f"{method} {path}"}
-        if extra.get("description") or description:
-            op["description"] = extra.get("description") or description
-        name = getattr(handler, "__name__", "handler")
-        op_id = f"{method.lower()}_{name}"
-        while op_id in used_ids:
-            op_id += "_"
-        used_ids.add(op_id)
-        op["operationId"] = op_id
-        if extra.get("tags"):
-            op["tags"] = list(extra["tags"])
-        params = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in _PARAM.findall(path)
-        ]
-        params += [dict(p) for p in extra.get("parameters") or ()]
-        if params:
-            op["parameters"] = params
-        content_type = extra.get("content_type") or "application/json"
-        if extra.get("request") is not None:
-            op["requestBody"] = {"required": True, "content": {content_type: {"schema": extra["request"]}}}
-        responses = {str(k): _response(v, "application/json") for k, v in (extra.get("responses") or {}).items()}
-        if not any(code.startswith("2") for code in responses):
-            responses["200"] = {"description": "Success"}
-        responses["default"] = {
-            "description": "Error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-        op["responses"] = responses
-        if secured and exempt(path):
-            op["security"] = []
-        paths.setdefault(_PARAM.sub(lambda m: "{" + m.group(1) + "}", path), {})[method.lower()] = op
-
+        ep = describe(route.handler)
+        variants = [(path, None, None)]
+        if ep is not None and ep.expand is not None:
+            variants = list(ep.expand(app))
+        for concrete, body, description in variants:
+            op = _operation(method, concrete, route.handler, components, body)
+            if description:
+                op["description"] = description
+            name = getattr(route.handler, "__name__", "handler")
+            op_id = f"{method.lower()}_{name}" + (f"_{concrete.rsplit('/', 1)[-1]}" if body is not None else "")
+            while op_id in used_ids:
+                op_id += "_"
+            used_ids.add(op_id)
+            op["operationId"] = op_id
+            if secured and exempt(concrete):
+                op["security"] = []
+            paths.setdefault(_PARAM.sub(lambda m: "{" + m.group(1) + "}", concrete), {})[method.lower()] = op
+    info: dict[str, Any] = {"title": title, "version": version}
+    if description:
+        info["description"] = description
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": info,
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": {"Error": ERROR_SCHEMA}},
+        "components": {"schemas": dict(sorted(components.schemas.items()))},
     }
     if secured:
         spec["components"]["securitySchemes"] = {
@@ -142,3 +172,9 @@ def build_spec(
         }
         spec["security"] = [{"ApiKeyHeader": []}, {"BearerAuth": []}]
     return spec
+
+
+def hidden(handler: Any) -> Any:
+    """Leave a route out of the spec (the docs page's own assets)."""
+    handler.__openapi_hidden__ = True
+    return handler

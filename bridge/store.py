@@ -1,11 +1,12 @@
-"""Persistence: jobs in SQLite, result and input images as files, all under one data directory.
+"""Persistence of jobs: one SQLite table under the data directory, and the keys of their images.
 
 Layout::
 
-    <data_dir>/pixart.sqlite3          jobs table (one row per job, JSON columns for params/outputs/meta)
-    <data_dir>/outputs/<job_id>/...     stored results (PNG files named <output>_<index>.<ext>)
-    <data_dir>/inputs/<job_id>/...      decoded input images, kept so a re-submitted job can re-upload them
-    <data_dir>/client_id                the websocket clientId, stable across restarts
+    <data_dir>/pixart.sqlite3          jobs table (one row per job, JSON columns for params/outputs/meta) and kv
+    outputs/<job_id>/...               stored results (<output>_<index>.<ext>), in the blob store (bridge.storage)
+    inputs/<job_id>/...                decoded input images, kept so a re-submitted job can re-upload them
+
+The images themselves live in the blob store (the data directory by default, or S3), under these keys.
 
 Writes go straight to SQLite in WAL mode with synchronous=NORMAL: a state change is a few hundred
 microseconds, and a crash loses at most the last transactions, never the database.
@@ -13,7 +14,6 @@ microseconds, and a crash loses at most the last transactions, never the databas
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import uuid
@@ -52,6 +52,8 @@ class Job:
     wanted: list[str] | None = None
     # Each time the engine submitted the job again on its own: {"prompt_id": the abandoned one, "reason", "at"}.
     reruns: list[dict[str, Any]] = field(default_factory=list)
+    # Milliseconds each node took, from ComfyUI's execution messages (0 for a node ComfyUI served from its cache).
+    node_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -70,16 +72,17 @@ class Job:
             "step": self.step, "steps": self.steps, "created_at": self.created_at,
             "started_at": self.started_at, "finished_at": self.finished_at, "backend": self.backend,
             "prompt_id": self.prompt_id, "error": self.error, "outputs": self.outputs, "meta": self.meta,
-            "reruns": self.reruns,
+            "reruns": self.reruns, "node_ms": self.node_ms,
         }
 
 
 _COLUMNS = ("id", "workflow", "workflow_version", "params", "status", "progress", "step", "steps", "created_at",
             "started_at", "finished_at", "backend", "prompt_id", "error", "outputs", "meta", "inputs", "attempts",
-            "timeout", "wanted", "reruns")
-_JSON_COLUMNS = frozenset({"params", "outputs", "meta", "inputs", "wanted", "reruns"})
+            "timeout", "wanted", "reruns", "node_ms")
+_JSON_COLUMNS = frozenset({"params", "outputs", "meta", "inputs", "wanted", "reruns", "node_ms"})
 # Columns added after the first release: (name, SQL type and default) for ALTER TABLE on older databases.
-_ADDED_COLUMNS = (("wanted", "TEXT NOT NULL DEFAULT 'null'"), ("reruns", "TEXT NOT NULL DEFAULT '[]'"))
+_ADDED_COLUMNS = (("wanted", "TEXT NOT NULL DEFAULT 'null'"), ("reruns", "TEXT NOT NULL DEFAULT '[]'"),
+                  ("node_ms", "TEXT NOT NULL DEFAULT '{}'"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -103,12 +106,48 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     timeout REAL,
     wanted TEXT NOT NULL DEFAULT 'null',
-    reruns TEXT NOT NULL DEFAULT '[]'
+    reruns TEXT NOT NULL DEFAULT '[]',
+    node_ms TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts TEXT NOT NULL DEFAULT '[]',
+    created_at REAL NOT NULL,
+    next_at REAL
+);
+CREATE INDEX IF NOT EXISTS webhook_due ON webhook_deliveries(status, next_at);
+CREATE INDEX IF NOT EXISTS webhook_job ON webhook_deliveries(job_id, created_at);
 """
+
+
+@dataclass
+class Delivery:
+    """One webhook message to one receiver, and every attempt to deliver it."""
+
+    id: str
+    job_id: str
+    url: str
+    event: str
+    payload: str  # the exact body, signed as sent
+    status: str = "pending"  # pending | delivered | failed
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    created_at: float = 0.0
+    next_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "url": self.url, "event": self.event, "status": self.status,
+                "created_at": self.created_at, "next_attempt_at": self.next_at, "attempts": self.attempts}
+
+
+_DELIVERY_COLUMNS = ("id", "job_id", "url", "event", "payload", "status", "attempts", "created_at", "next_at")
 
 
 def check_id(job_id: str) -> str:
@@ -122,8 +161,6 @@ class Store:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "outputs").mkdir(exist_ok=True)
-        (self.data_dir / "inputs").mkdir(exist_ok=True)
         self.db_path = self.data_dir / "pixart.sqlite3"
         self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -188,6 +225,33 @@ class Store:
             "WHERE status = 'completed' AND started_at IS NOT NULL AND finished_at IS NOT NULL").fetchone()
         return int(n), float(total)
 
+    # ---------------------------------------------------------------- webhook deliveries
+    def save_delivery(self, d: Delivery) -> None:
+        values = [json.dumps(d.attempts) if c == "attempts" else getattr(d, c) for c in _DELIVERY_COLUMNS]
+        self._db.execute(f"INSERT OR REPLACE INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
+                         f"VALUES ({', '.join('?' for _ in _DELIVERY_COLUMNS)})", values)
+
+    def _deliveries(self, where: str, args: tuple[Any, ...]) -> list[Delivery]:
+        rows = self._db.execute(f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM webhook_deliveries WHERE {where}",
+                                args).fetchall()
+        return [Delivery(**{c: (json.loads(v) if c == "attempts" else v) for c, v in zip(_DELIVERY_COLUMNS, r)})
+                for r in rows]
+
+    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        return self._deliveries("status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?", (now, limit))
+
+    def next_delivery_at(self) -> float | None:
+        row = self._db.execute("SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending'").fetchone()
+        return row[0] if row else None
+
+    def deliveries_for(self, job_id: str) -> list[Delivery]:
+        return self._deliveries("job_id = ? ORDER BY created_at, rowid", (job_id,))
+
+    def pending_delivery(self, job_id: str, url: str, event: str) -> Delivery | None:
+        found = self._deliveries("job_id = ? AND url = ? AND event = ? AND status = 'pending' LIMIT 1",
+                                 (job_id, url, event))
+        return found[0] if found else None
+
     # ---------------------------------------------------------------- key/value
     def get_value(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -205,37 +269,16 @@ class Store:
             self.set_value("client_id", value)
         return value
 
-    # ---------------------------------------------------------------- files
-    def write_output(self, job_id: str, name: str, index: int, data: bytes, ext: str = "png") -> str:
-        rel = f"outputs/{check_id(job_id)}/{_safe_name(name)}_{index}.{ext}"
-        self._write(rel, data)
-        return rel
 
-    def write_input(self, job_id: str, name: str, data: bytes) -> str:
-        rel = f"inputs/{check_id(job_id)}/{_safe_name(name)}.png"
-        self._write(rel, data)
-        return rel
 
-    def read_file(self, rel: str) -> bytes:
-        path = (self.data_dir / rel).resolve()
-        if self.data_dir.resolve() not in path.parents:
-            raise ValueError(f"path {rel!r} escapes the data directory")
-        return path.read_bytes()
+def output_key(job_id: str, name: str, index: int, ext: str = "png") -> str:
+    """Where a job's result image is kept in the blob store (bridge.storage)."""
+    return f"outputs/{check_id(job_id)}/{_safe_name(name)}_{index}.{ext}"
 
-    def remove_inputs(self, job_id: str) -> None:
-        folder = self.data_dir / "inputs" / check_id(job_id)
-        if folder.is_dir():
-            for f in folder.iterdir():
-                f.unlink(missing_ok=True)
-            folder.rmdir()
 
-    def _write(self, rel: str, data: bytes) -> None:
-        path = self.data_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        # Rename is atomic: a reader never sees half a file, a crash leaves the old one or none.
-        os.replace(tmp, path)
+def input_key(job_id: str, name: str) -> str:
+    """Where a job's decoded input image is kept until the job ends (re-submissions upload it again)."""
+    return f"inputs/{check_id(job_id)}/{_safe_name(name)}.png"
 
 
 def _safe_name(name: str) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 from typing import Any
 
 import pytest
@@ -19,12 +18,6 @@ from tests.support.double import ComfyDouble, _colour
 
 pytestmark = pytest.mark.asyncio
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("PICO_", "A1111_")):
-            monkeypatch.delenv(name)
 
 
 @pytest_asyncio.fixture
@@ -177,13 +170,13 @@ async def test_latent_fills_refused_by_an_inpaint_workflow_without_the_choice(br
 
 @pytest.mark.parametrize("path,body,status,field", [
     ("/sdapi/v1/txt2img", {"steps": "ten"}, 422, "steps"),
-    ("/sdapi/v1/txt2img", {"steps": 0}, 400, "steps"),
-    ("/sdapi/v1/txt2img", {"width": 100000}, 400, "width"),
-    ("/sdapi/v1/txt2img", {"script_name": "x/y/z plot"}, 422, ""),
+    ("/sdapi/v1/txt2img", {"steps": 0}, 422, "steps"),
+    ("/sdapi/v1/txt2img", {"width": 100000}, 422, "width"),
+    ("/sdapi/v1/txt2img", {"script_name": "prompt matrix"}, 422, ""),
     ("/sdapi/v1/img2img", {"prompt": "x"}, 404, "init_images"),
     ("/sdapi/v1/img2img", {"init_images": ["!!notbase64"]}, 400, "init_images[0]"),
-    ("/sdapi/v1/img2img", {"init_images": [png_b64()], "resize_mode": 9}, 400, "resize_mode"),
-    ("/sdapi/v1/img2img", {"init_images": [png_b64()], "inpainting_fill": 4}, 400, "inpainting_fill"),
+    ("/sdapi/v1/img2img", {"init_images": [png_b64()], "resize_mode": 9}, 422, "resize_mode"),
+    ("/sdapi/v1/img2img", {"init_images": [png_b64()], "inpainting_fill": 4}, 422, "inpainting_fill"),
     ("/sdapi/v1/img2img", {"init_images": [png_b64()], "mask": "zzz"}, 400, "mask"),
     ("/sdapi/v1/options", [1], 422, "body"),
 ])
@@ -212,9 +205,9 @@ async def test_info_endpoints(client, comfy_double):
     schedulers = await (await client.get("/sdapi/v1/schedulers")).json()
     assert schedulers[0] == {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1.0,
                              "need_inner_model": False}
-    assert await (await client.get("/sdapi/v1/upscalers")).json() == [
-        {"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}]
-    assert await (await client.get("/sdapi/v1/scripts")).json() == {"txt2img": [], "img2img": []}
+    assert [u["name"] for u in await (await client.get("/sdapi/v1/upscalers")).json()] == \
+        ["None", "Lanczos", "Nearest", "4x_foolhardy", "R-ESRGAN 4x+"]
+    assert await (await client.get("/sdapi/v1/scripts")).json() == {"txt2img": ["x/y/z plot"], "img2img": ["sd upscale", "x/y/z plot"]}
     r = await client.post("/sdapi/v1/refresh-checkpoints")
     assert r.status == 200 and await r.json() is None
     assert await (await client.get("/internal/ping")).json() == {}
@@ -330,10 +323,15 @@ async def test_skip_drops_only_the_current_image(client, comfy_double):
         p = await (await client.get("/sdapi/v1/progress")).json()
         if p["state"]["sampling_step"] >= 1 and p["state"]["job_no"] == 0:
             break
+    assert p["current_image"] is not None  # the live preview of the image being made
+    assert (await client.get("/sdapi/v1/progress?skip_current_image=true")).status == 200
     assert await (await client.post("/sdapi/v1/skip")).json() is None
     body = await (await gen).json()
     info = json.loads(body["info"])
-    assert len(body["images"]) == 1 and info["all_seeds"] == [11]
+    # As A1111: the skipped image comes back partly finished (its last preview, at the image's size), then the next
+    assert len(body["images"]) == 2 and info["all_seeds"] == [10, 11]
+    partial = Image.open(io.BytesIO(base64.b64decode(body["images"][0])))
+    assert partial.size == (64, 64) and partial.getpixel((32, 32))[0] < 250  # stopped before the last step
 
 
 async def test_basic_auth(bridge_factory, monkeypatch):

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,6 @@ WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.asyncio]
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("PICO_", "A1111_", "BRIDGE_")):
-            monkeypatch.delenv(name)
 
 
 @pytest_asyncio.fixture

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.adapters import a1111_models as m
-from bridge.adapters import a1111_samplers as s
+from bridge import samplers as s
+from bridge.adapters.a1111 import generation as g
+from bridge.adapters.a1111 import imaging
+from bridge.adapters.a1111 import models as m
 
 COMFY_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
                   "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "ddim",
@@ -62,11 +64,11 @@ def test_request_defaults_are_a1111s():
     assert (req.steps, req.cfg_scale, req.width, req.height, req.seed, req.batch_size, req.n_iter) == \
         (50, 7.0, 512, 512, -1, 1, 1)
     assert req.sampler_name is None and req.sampler_index == "Euler" and req.denoising_strength == 0.75
-    gen = m.resolve_generation(req, checkpoint="a.safetensors", live_samplers=COMFY_SAMPLERS,
+    gen = g.resolve_generation(req, checkpoint="a.safetensors", live_samplers=COMFY_SAMPLERS,
                                live_schedulers=COMFY_SCHEDULERS, is_img2img=False)
     # No sampler_name: the handler uses sampler_index, whose default is Euler.
     assert gen.sampler.sampler_name == "Euler" and gen.steps == 50
-    assert 0 <= gen.seeds[0] < m.MAX_SEED
+    assert 0 <= gen.seeds[0] < g.MAX_SEED
     img = m.parse_request(m.Img2ImgRequest, {"init_images": ["x"]})
     assert (img.resize_mode, img.mask_blur_x, img.inpainting_fill, img.inpaint_full_res, img.denoising_strength) \
         == (0, 4, 0, True, 0.75)
@@ -107,19 +109,37 @@ def test_body_must_be_an_object():
 @pytest.mark.parametrize("body,field", [
     ({"steps": 0}, "steps"), ({"steps": 100000}, "steps"), ({"width": 32}, "width"), ({"height": 99999}, "height"),
     ({"batch_size": 0}, "batch_size"), ({"n_iter": -1}, "n_iter"), ({"cfg_scale": 99}, "cfg_scale"),
-    ({"seed": -5}, "seed"), ({"batch_size": 10, "n_iter": 10}, "batch_size"),
+    ({"seed": -5}, "seed"), ({"denoising_strength": 2}, "denoising_strength"),
 ])
-def test_bad_values_give_400_naming_the_field(body, field):
-    req = m.parse_request(m.Txt2ImgRequest, body)
+def test_out_of_range_values_give_a1111_422_naming_the_field(body, field):
     with pytest.raises(m.A1111Error) as info:
-        m.resolve_generation(req, checkpoint=None, live_samplers=None, live_schedulers=None, is_img2img=False)
-    assert info.value.status == 400 and info.value.errors.startswith(field)
+        m.parse_request(m.Txt2ImgRequest, body)
+    out = info.value.to_json()
+    assert info.value.status == 422 and out["detail"][0]["loc"] == ["body", field]
+    assert out["errors"].startswith(field) and out["detail"][0]["type"].startswith("value_error")
+
+
+def test_the_server_limits_are_part_of_the_model():
+    small = m.limited(m.Txt2ImgRequest, 20, 512)
+    assert small.__name__ == m.Txt2ImgRequest.__name__
+    assert small.model_validate({"steps": 20, "width": 512}).steps == 20
+    with pytest.raises(m.A1111Error) as info:
+        m.parse_request(small, {"steps": 21})
+    assert info.value.to_json()["detail"][0]["msg"] == "ensure this value is less than or equal to 20"
+    assert m.limited(m.Txt2ImgRequest, m.MAX_STEPS, m.MAX_SIZE) is m.Txt2ImgRequest
+
+
+def test_more_images_than_a_request_may_make_names_batch_size():
+    req = m.parse_request(m.Txt2ImgRequest, {"batch_size": 10, "n_iter": 10})
+    with pytest.raises(m.A1111Error) as info:
+        g.resolve_generation(req, checkpoint=None, live_samplers=None, live_schedulers=None, is_img2img=False)
+    assert info.value.status == 400 and info.value.errors.startswith("batch_size")
 
 
 def test_scripts_are_refused_like_a1111():
     req = m.parse_request(m.Txt2ImgRequest, {"script_name": "x/y/z plot"})
     with pytest.raises(m.A1111Error) as info:
-        m.resolve_generation(req, checkpoint=None, live_samplers=None, live_schedulers=None, is_img2img=False)
+        g.resolve_generation(req, checkpoint=None, live_samplers=None, live_schedulers=None, is_img2img=False)
     assert info.value.status == 422 and info.value.detail == "Script 'x/y/z plot' not found"
 
 
@@ -127,16 +147,16 @@ def test_seeds_numbered_like_a1111_and_infotext_format():
     req = m.parse_request(m.Txt2ImgRequest, {"prompt": "a cat, red", "negative_prompt": "blurry", "seed": 100,
                                              "batch_size": 2, "n_iter": 2, "steps": 20,
                                              "sampler_name": "DPM++ 2M", "scheduler": "Exponential"})
-    gen = m.resolve_generation(req, checkpoint="sub/tiny.safetensors", live_samplers=COMFY_SAMPLERS,
+    gen = g.resolve_generation(req, checkpoint="sub/tiny.safetensors", live_samplers=COMFY_SAMPLERS,
                                live_schedulers=COMFY_SCHEDULERS, is_img2img=False)
     assert gen.seeds == [100, 101, 102, 103]
-    text = m.infotext(gen, 2)
+    text = g.infotext(gen, 2)
     lines = text.split("\n")
     assert lines[0] == "a cat, red" and lines[1] == "Negative prompt: blurry"
     fields = dict(part.split(": ", 1) for part in lines[2].split(", "))
     assert fields["Steps"] == "20" and fields["Sampler"] == "DPM++ 2M" and fields["Schedule type"] == "Exponential"
     assert fields["Seed"] == "102" and fields["Size"] == "512x512" and fields["Model"] == "sub_tiny"
-    info = m.info(gen, [0, 1, 2, 3])
+    info = g.info(gen, [0, 1, 2, 3])
     assert info["seed"] == 100 and info["all_seeds"] == [100, 101, 102, 103]
     assert info["all_prompts"] == ["a cat, red"] * 4 and len(info["infotexts"]) == 4
     assert {"prompt", "negative_prompt", "sampler_name", "cfg_scale", "steps", "width", "height", "job_timestamp",
@@ -146,7 +166,7 @@ def test_seeds_numbered_like_a1111_and_infotext_format():
 
 def test_prompt_list_gives_one_prompt_per_image():
     req = m.parse_request(m.Txt2ImgRequest, {"prompt": ["a", "b"], "batch_size": 2, "seed": 5})
-    gen = m.resolve_generation(req, checkpoint=None, live_samplers=None, live_schedulers=None, is_img2img=False)
+    gen = g.resolve_generation(req, checkpoint=None, live_samplers=None, live_schedulers=None, is_img2img=False)
     assert gen.prompts == ["a", "b"]
 
 
@@ -155,7 +175,7 @@ def test_png_infotext_chunk_round_trips():
     import io
     buf = io.BytesIO()
     im.save(buf, format="PNG")
-    out = m.png_with_infotext(buf.getvalue(), "cat\nSteps: 2, Seed: 3")
+    out = g.png_with_infotext(buf.getvalue(), "cat\nSteps: 2, Seed: 3")
     with Image.open(io.BytesIO(out)) as back:
         assert back.info["parameters"] == "cat\nSteps: 2, Seed: 3"
         assert np.array_equal(np.asarray(back), np.asarray(im))
@@ -167,10 +187,10 @@ def test_decode_image_accepts_raw_and_data_url_and_names_bad_field():
     buf = io.BytesIO()
     Image.new("RGB", (4, 4), (1, 2, 3)).save(buf, format="PNG")
     raw = base64.b64encode(buf.getvalue()).decode()
-    assert m.decode_image(raw, "init_images[0]").size == (4, 4)
-    assert m.decode_image("data:image/png;base64," + raw, "init_images[0]").size == (4, 4)
+    assert imaging.decode_image(raw, "init_images[0]").size == (4, 4)
+    assert imaging.decode_image("data:image/png;base64," + raw, "init_images[0]").size == (4, 4)
     with pytest.raises(m.A1111Error) as info:
-        m.decode_image("not an image", "init_images[1]")
+        imaging.decode_image("not an image", "init_images[1]")
     assert info.value.detail == "Invalid encoded image" and "init_images[1]" in info.value.errors
 
 
@@ -180,14 +200,14 @@ def _rng_image(w, h, seed=0):
 
 def test_resize_modes_against_independent_computation():
     im = _rng_image(100, 50)
-    assert m.resize_image(0, im, 64, 64).size == (64, 64)
+    assert imaging.resize_image(0, im, 64, 64).size == (64, 64)
     # crop and resize: scale to cover (128x64), centre crop 64x64 -> equals Pillow's ImageOps.fit
     from PIL import ImageOps
-    cropped = np.asarray(m.resize_image(1, im, 64, 64)).astype(int)
+    cropped = np.asarray(imaging.resize_image(1, im, 64, 64)).astype(int)
     ref = np.asarray(ImageOps.fit(im, (64, 64), Image.LANCZOS, centering=(0.5, 0.5))).astype(int)
     assert np.abs(cropped - ref).mean() < 3
     # resize and fill: the picture sits in the middle, the bands repeat its edge rows
-    filled = np.asarray(m.resize_image(2, im, 64, 64))
+    filled = np.asarray(imaging.resize_image(2, im, 64, 64))
     inner = np.asarray(im.resize((64, 32), Image.LANCZOS))
     assert np.array_equal(filled[16:48], inner)
     assert np.abs(filled[0].astype(int) - inner[0].astype(int)).mean() < 8
@@ -197,7 +217,7 @@ def test_resize_modes_against_independent_computation():
 def test_mask_blur_matches_opencv_separable_gaussian():
     mask = Image.new("L", (40, 30))
     mask.paste(255, (10, 10, 30, 20))
-    out = np.asarray(m.blur_mask(mask, 4, 2))
+    out = np.asarray(imaging.blur_mask(mask, 4, 2))
     ref = cv2.GaussianBlur(np.asarray(mask), (21, 1), 4)
     ref = cv2.GaussianBlur(ref, (1, 11), 2)
     assert np.array_equal(out, ref)
@@ -206,24 +226,24 @@ def test_mask_blur_matches_opencv_separable_gaussian():
 def test_binary_mask_uses_alpha_of_transparent_masks_and_luminance_otherwise():
     rgba = Image.new("RGBA", (4, 1), (0, 0, 0, 0))
     rgba.putpixel((1, 0), (0, 0, 0, 255))
-    assert list(m.binary_mask(rgba).getdata()) == [0, 255, 0, 0]
+    assert list(imaging.binary_mask(rgba).getdata()) == [0, 255, 0, 0]
     grey = Image.new("L", (3, 1))
     grey.putdata([0, 128, 200])
-    assert list(m.binary_mask(grey).getdata()) == [0, 0, 255]
-    assert list(m.binary_mask(grey, round_mask=False).getdata()) == [0, 128, 200]
+    assert list(imaging.binary_mask(grey).getdata()) == [0, 0, 255]
+    assert list(imaging.binary_mask(grey, round_mask=False).getdata()) == [0, 128, 200]
 
 
 def test_only_masked_inpaint_crops_pastes_back_and_keeps_the_rest():
     src = _rng_image(120, 80, seed=1)
     mask = Image.new("L", (120, 80))
     mask.paste(255, (50, 30, 70, 50))
-    plan = m.plan_img2img(src, mask, width=64, height=64, resize_mode=0, mask_blur_x=0, mask_blur_y=0,
+    plan = imaging.plan_img2img(src, mask, width=64, height=64, resize_mode=0, mask_blur_x=0, mask_blur_y=0,
                           mask_round=True, invert=False, fill=1, full_res=True, padding=4)
     assert plan.image.size == (64, 64) and plan.mask.size == (64, 64)
     x, y, w, h = plan.paste
     assert w == h and x <= 46 and y <= 26 and x + w >= 74 and y + h >= 54  # padded box, square like 64x64
     green = Image.new("RGB", (64, 64), (0, 255, 0))
-    out = np.asarray(m.finish_img2img(green, plan))
+    out = np.asarray(imaging.finish_img2img(green, plan))
     assert out.shape == (80, 120, 3)
     assert np.array_equal(out[:20], np.asarray(src)[:20])  # far from the mask: the original, bit for bit
     assert tuple(out[40, 60]) == (0, 255, 0)  # inside the mask: the generated pixels
@@ -233,12 +253,12 @@ def test_inverted_whole_picture_inpaint_repaints_outside():
     src = _rng_image(64, 64, seed=2)
     mask = Image.new("L", (64, 64))
     mask.paste(255, (16, 16, 48, 48))
-    plan = m.plan_img2img(src, mask, width=64, height=64, resize_mode=0, mask_blur_x=0, mask_blur_y=0,
+    plan = imaging.plan_img2img(src, mask, width=64, height=64, resize_mode=0, mask_blur_x=0, mask_blur_y=0,
                           mask_round=True, invert=True, fill=0, full_res=False, padding=0)
     assert plan.paste is None
     # inpainting_fill=0 ("fill") replaced the area to repaint with colour from the kept area before generation
     assert not np.array_equal(np.asarray(plan.image)[2, 2], np.asarray(src)[2, 2])
-    out = np.asarray(m.finish_img2img(Image.new("RGB", (64, 64), (0, 0, 255)), plan))
+    out = np.asarray(imaging.finish_img2img(Image.new("RGB", (64, 64), (0, 0, 255)), plan))
     assert np.array_equal(out[20:44, 20:44], np.asarray(src)[20:44, 20:44])
     assert tuple(out[2, 2]) == (0, 0, 255)
 
@@ -248,7 +268,7 @@ def test_mask_bbox_grows_the_masked_area_to_the_target_aspect_inside_the_image()
 
     from PIL import Image as _Image
 
-    from bridge.adapters.a1111_models import mask_bbox
+    from bridge.adapters.a1111.imaging import mask_bbox
 
     rng = random.Random(7)
     for _ in range(300):

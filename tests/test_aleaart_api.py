@@ -157,10 +157,10 @@ async def test_palette_switch(client: Any, comfy_double: ComfyDouble) -> None:
 
 @pytest.mark.parametrize(("body", "text"), [
     ({}, "Either parameters (AleaArt RenderParams) or prompt is required"),
-    ({"prompt": "  "}, "prompt must be a non-empty string"),
-    ({"parameters": {**CHAIN, "promptIndex": 12}}, "promptIndex: 12 is out of range 0..11"),
-    ({"parameters": {k: v for k, v in CHAIN.items() if k != "cfg"}}, "cfg: missing"),
-    ({"parameters": "0x12"}, "parameters: expected an object"),
+    ({"prompt": "  "}, "prompt must not be empty"),
+    ({"parameters": {**CHAIN, "promptIndex": 12}}, "parameters.promptIndex must be between 0 and 11, got 12"),
+    ({"parameters": {k: v for k, v in CHAIN.items() if k != "cfg"}}, "parameters.cfg is required"),
+    ({"parameters": "0x12"}, "parameters must be a JSON object"),
     ({"tokenSeed": "0x1234"}, "tokenSeed: expected 32 bytes"),
     ({"prompt": "p", "width": 100}, "width must be a multiple of 8, got 100"),
     ({"prompt": "p", "steps": -1}, "steps must be between 1 and 150, got -1"),

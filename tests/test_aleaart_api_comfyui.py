@@ -24,7 +24,7 @@ SMALL = {"steps": 2, "width": 64, "height": 64}
 
 
 @pytest_asyncio.fixture
-async def client(comfyui: Any, aiohttp_client: Any, clean_bridge_env: None, tmp_path: Any) -> Any:
+async def client(comfyui: Any, aiohttp_client: Any, tmp_path: Any) -> Any:
     settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url]}, env_file=None)
     c = await aiohttp_client(create_app(settings, adapter_names=["aleaart"]))
     loop = asyncio.get_running_loop()

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import BaseModel
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import ENGINE, SETTINGS, create_app
 from bridge.errors import InvalidParameter, QueueFull
 from bridge.http import TokenBucket
-from bridge.openapi import openapi
+from bridge.api import endpoint
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,7 +51,7 @@ async def test_health_reports_backend_and_aleaart_keys(bridge_client: Any, comfy
     assert body["managed_comfyui"] is None
 
 
-async def test_health_unhealthy_when_no_backend_answers(aiohttp_client: Any, clean_bridge_env: None,
+async def test_health_unhealthy_when_no_backend_answers(aiohttp_client: Any,
                                                         tmp_path: Any, unused_tcp_port: int) -> None:
     from bridge.config import load_settings
 
@@ -112,10 +113,19 @@ async def test_metrics_after_a_job(bridge_client: Any, comfy_double: Any) -> Non
 # ----------------------------------------------------------------------------------------------- openapi
 
 
+class ThingIn(BaseModel):
+    size: int
+
+
+class ThingOut(BaseModel):
+    """The new thing."""
+
+    id: str
+
+
 def _extra_routes(app: web.Application) -> None:
-    @openapi(request={"type": "object", "properties": {"size": {"type": "integer"}}},
-             responses={201: {"type": "object", "properties": {"id": {"type": "string"}}}}, tags=["things"])
-    async def make_thing(request: web.Request) -> web.Response:
+    @endpoint(body=ThingIn, responses={201: ThingOut}, tags=["things"])
+    async def make_thing(request: web.Request, body: ThingIn) -> web.Response:
         """Create a thing.
 
         Longer text for the description."""
@@ -169,13 +179,17 @@ async def test_openapi_describes_every_route(bridge_factory: Any) -> None:
     assert spec["openapi"].startswith("3.")
     # Every (method, path) of the router, HEAD twins aside, is described.
     expected = set()
+    hidden = set()
     for route in client.app.router.routes():
         if route.method in ("HEAD", "*"):
             continue
         info = route.resource.get_info()
-        expected.add((route.method.lower(), info.get("path") or info.get("formatter")))
+        key = (route.method.lower(), info.get("path") or info.get("formatter"))
+        # The documentation pages themselves are left out, as FastAPI leaves out its /docs.
+        (hidden if getattr(route.handler, "__openapi_hidden__", False) else expected).add(key)
     described = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert expected <= described
+    assert hidden == {("get", "/"), ("get", "/docs"), ("get", "/docs/assets/{name}")} and not hidden & described
     assert {("get", "/health"), ("get", "/metrics"), ("get", "/events"), ("get", "/openapi.json"),
             ("post", "/sdapi/v1/txt2img")} <= described
 
@@ -186,9 +200,12 @@ async def test_openapi_describes_every_route(bridge_factory: Any) -> None:
     make = spec["paths"]["/things"]["post"]
     assert make["summary"] == "Create a thing."
     assert make["description"] == "Longer text for the description."
-    assert make["requestBody"]["content"]["application/json"]["schema"]["properties"]["size"] == {
-        "type": "integer"}
-    assert make["responses"]["201"]["content"]["application/json"]["schema"]["properties"]["id"]
+    schemas = spec["components"]["schemas"]
+    assert make["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ThingIn"}
+    assert schemas["ThingIn"]["properties"]["size"]["type"] == "integer" and schemas["ThingIn"]["required"] == ["size"]
+    assert make["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ThingOut"}
+    assert schemas["ThingOut"]["properties"]["id"]["type"] == "string"
     assert make["tags"] == ["things"]
     assert spec["paths"]["/health"]["get"]["summary"].startswith("Bridge and backend health")
     assert spec["paths"]["/events"]["get"]["parameters"][0]["name"] == "job"
@@ -232,12 +249,14 @@ async def test_auth_exempt_paths_and_openapi_security(bridge_factory: Any) -> No
     client = await bridge_factory(api_keys=["right"])
     assert (await client.get("/health")).status in (200, 503)  # exempt: no 401
     assert (await client.get("/metrics")).status == 200
-    assert (await client.get("/openapi.json")).status == 401
-    resp = await client.get("/openapi.json", headers={"X-API-Key": "right"})
+    # The spec and the docs page are public (the docs page loads the spec before anyone can type a key).
+    resp = await client.get("/openapi.json")
     spec = await resp.json()
+    assert resp.status == 200 and (await client.get("/docs")).status == 200
     assert set(spec["components"]["securitySchemes"]) == {"ApiKeyHeader", "BearerAuth"}
     assert spec["paths"]["/health"]["get"]["security"] == []
-    assert "security" not in spec["paths"]["/openapi.json"]["get"]
+    assert "security" not in spec["paths"]["/events"]["get"]
+    assert (await client.get("/events")).status == 401
 
 
 async def test_auth_exemption_is_configurable(bridge_factory: Any) -> None:

@@ -11,7 +11,7 @@ from bridge.config import AdapterSettings, SettingsError, load_settings
 
 
 @pytest.fixture
-def env_file(tmp_path: Path, clean_bridge_env: None) -> Path:
+def env_file(tmp_path: Path) -> Path:
     path = tmp_path / ".env"
     path.write_text(
         "BRIDGE_PORT=9001\n"
@@ -33,12 +33,12 @@ class DemoSettings(AdapterSettings):
     enabled: bool = True
 
 
-def test_defaults(clean_bridge_env: None, tmp_path: Path) -> None:
+def test_defaults(tmp_path: Path) -> None:
     s = load_settings(env_file=tmp_path / "missing.env")
     assert (s.host, s.port) == ("127.0.0.1", 8000)
     assert s.comfyui_urls == [] and s.managed_comfyui
     assert s.api_keys == [] and s.cors_origins == []
-    assert s.auth_exempt == ["/health", "/metrics"]
+    assert s.auth_exempt == ["/", "/health", "/metrics", "/docs", "/docs/*", "/openapi.json"]
     assert s.max_body_bytes == 32 * 1024 * 1024
     assert s.workflows_dir.name == "workflows"
 
@@ -96,7 +96,7 @@ def test_adapter_settings_layers(env_file: Path, monkeypatch: pytest.MonkeyPatch
     assert demo.name == "from-flag" and demo.timeout == 2.5
 
 
-def test_adapter_settings_without_env_file(clean_bridge_env: None) -> None:
+def test_adapter_settings_without_env_file() -> None:
     demo = DemoSettings.from_settings(load_settings(env_file=None))
     assert (demo.timeout, demo.name) == (60.0, "default")
 
@@ -109,7 +109,7 @@ def test_adapter_settings_without_env_file(clean_bridge_env: None) -> None:
     ({"BRIDGE_RATE_LIMIT": "-1"}, "BRIDGE_RATE_LIMIT", "greater than or equal"),
     ({"BRIDGE_CORS_ORIGINS": "*", "BRIDGE_CORS_CREDENTIALS": "true"}, "BRIDGE_CORS_CREDENTIALS", "'*'"),
 ])
-def test_bad_values_name_the_variable(clean_bridge_env: None, overrides: dict[str, str], variable: str,
+def test_bad_values_name_the_variable(overrides: dict[str, str], variable: str,
                                       words: str) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(overrides=overrides, env_file=None)
@@ -118,18 +118,18 @@ def test_bad_values_name_the_variable(clean_bridge_env: None, overrides: dict[st
     assert words in str(info.value)
 
 
-def test_bad_adapter_value_names_the_variable(clean_bridge_env: None) -> None:
+def test_bad_adapter_value_names_the_variable() -> None:
     core = load_settings(overrides={"DEMO_TIMEOUT": "soon"}, env_file=None)
     with pytest.raises(SettingsError) as info:
         DemoSettings.from_settings(core)
     assert info.value.field == "DEMO_TIMEOUT"
 
 
-def test_cors_wildcard_without_credentials_is_fine(clean_bridge_env: None) -> None:
+def test_cors_wildcard_without_credentials_is_fine() -> None:
     s = load_settings(overrides={"BRIDGE_CORS_ORIGINS": "*"}, env_file=None)
     assert s.cors_origins == ["*"] and not s.cors_credentials
 
 
-def test_json_list_form(clean_bridge_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_list_form(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_CORS_ORIGINS", '["https://a.example", "https://b.example"]')
     assert load_settings(env_file=None).cors_origins == ["https://a.example", "https://b.example"]

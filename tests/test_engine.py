@@ -96,7 +96,7 @@ async def test_txt2img_completes_with_images_of_requested_size(make_engine, comf
     assert job.created_at <= job.started_at <= job.finished_at
     assert len(job.outputs["images"]) == 2
     for i in range(2):
-        assert size_of(engine.read_output(job, "images", i)) == (72, 64)
+        assert size_of(await engine.read_output(job, "images", i)) == (72, 64)
     graph = posted(comfy_double, job.prompt_id)
     ks = node_of(graph, "KSampler")
     assert (ks["seed"] if "seed" in ks else ks["inputs"]["seed"]) == 5
@@ -108,7 +108,7 @@ async def test_txt2img_completes_with_images_of_requested_size(make_engine, comf
     assert job.meta == {"who": "test"}
     assert engine.get(job.id) is job
     with pytest.raises(InvalidParameter) as e:
-        engine.read_output(job, "images", 2)
+        await engine.read_output(job, "images", 2)
     assert e.value.field == "index"
 
 
@@ -158,7 +158,7 @@ async def test_img2img_uploads_and_resizes(make_engine, comfy_double, mode, expe
     assert job.params["image"]["width"] == 40 and job.params["image"]["format"] == "PNG"
     job = await engine.wait(job.id, timeout=10)
     assert job.status == "completed", job.error
-    assert size_of(engine.read_output(job, "images", 0)) == (64, 80)
+    assert size_of(await engine.read_output(job, "images", 0)) == (64, 80)
     graph = posted(comfy_double, job.prompt_id)
     load = node_of(graph, "LoadImage")["inputs"]["image"]
     assert load in comfy_double.inputs and size_of(comfy_double.inputs[load]) == (40, 30)
@@ -174,7 +174,7 @@ async def test_inpaint_uploads_image_and_mask(make_engine, comfy_double):
                                           "batch_size": 2})
     job = await engine.wait(job.id, timeout=10)
     assert job.status == "completed", job.error
-    assert [size_of(engine.read_output(job, "images", i)) for i in range(2)] == [(64, 64)] * 2
+    assert [size_of(await engine.read_output(job, "images", i)) for i in range(2)] == [(64, 64)] * 2
     graph = posted(comfy_double, job.prompt_id)
     assert node_of(graph, "LoadImageMask")["inputs"]["channel"] == "red"
     mask_file = node_of(graph, "LoadImageMask")["inputs"]["image"]
@@ -320,7 +320,7 @@ async def test_save_image_websocket_frames(make_engine, comfy_double, feature_fl
     job = await engine.wait(job.id, timeout=10)
     assert job.status == "completed", job.error
     assert (len(comfy_double.metadata_clients) == 1) == (frame_type == 4)
-    assert [size_of(engine.read_output(job, "images", i)) for i in range(2)] == [(80, 64)] * 2
+    assert [size_of(await engine.read_output(job, "images", i)) for i in range(2)] == [(80, 64)] * 2
     assert comfy_double.history[job.prompt_id]["outputs"] == {}  # nothing came through /history
 
 
@@ -339,7 +339,7 @@ async def test_restart_mid_job_loses_nothing(make_engine, comfy_double, tmp_path
     assert r.status == q.status == "completed"
     assert r.prompt_id == running.prompt_id  # reconciled, not re-run
     assert len(comfy_double.prompts) == 2
-    assert size_of(engine2.read_output(r, "images", 0)) == (64, 64)
+    assert size_of(await engine2.read_output(r, "images", 0)) == (64, 64)
 
 
 async def test_job_finished_while_engine_was_down_is_read_from_history(make_engine, comfy_double):
@@ -354,7 +354,7 @@ async def test_job_finished_while_engine_was_down_is_read_from_history(make_engi
     engine2 = await make_engine()
     done = await engine2.wait(job.id, timeout=10)
     assert done.status == "completed" and done.progress == 100
-    assert size_of(engine2.read_output(done, "images", 0)) == (64, 64)
+    assert size_of(await engine2.read_output(done, "images", 0)) == (64, 64)
 
 
 async def test_subscribe_all_sees_every_job(make_engine):
@@ -509,7 +509,7 @@ async def test_websocket_images_lost_to_a_bridge_restart_are_made_again(make_eng
     engine2 = await make_engine()
     done = await engine2.wait(job.id, timeout=10)
     assert done.status == "completed", done.error
-    assert [size_of(engine2.read_output(done, "images", i)) for i in range(2)] == [(80, 64)] * 2
+    assert [size_of(await engine2.read_output(done, "images", i)) for i in range(2)] == [(80, 64)] * 2
     assert done.prompt_id != first_prompt and len(comfy_double.prompts) == 2
     assert posted(comfy_double, done.prompt_id) == posted(comfy_double, first_prompt)  # the same graph again
     assert [r["prompt_id"] for r in done.reruns] == [first_prompt]
@@ -565,9 +565,9 @@ async def test_requested_outputs_run_only_their_output_nodes(make_engine, comfy_
     assert small.status == "completed", small.error
     assert comfy_double.prompts[-1]["partial_execution_targets"] == ["51"]
     assert set(comfy_double.history[small.prompt_id]["outputs"]) == {"51"}  # SaveImage did not run
-    assert list(small.outputs) == ["small"] and size_of(engine.read_output(small, "small", 0)) == (16, 16)
+    assert list(small.outputs) == ["small"] and size_of(await engine.read_output(small, "small", 0)) == (16, 16)
     with pytest.raises(InvalidParameter):
-        engine.read_output(small, "images", 0)
+        await engine.read_output(small, "images", 0)
 
     main = await engine.wait((await engine.submit("txt2img_two", {**P, "seed": 8},
                                                   outputs=["images", "images"])).id, timeout=10)
@@ -617,7 +617,7 @@ async def test_pack_nodes_run_in_the_double_and_unrequested_rgb565_does_not(make
     assert some.status == "completed", some.error
     assert comfy_double.prompts[-1]["partial_execution_targets"] == ["4", "2"]
     assert set(comfy_double.history[some.prompt_id]["outputs"]) == {"2", "4"}  # PixartRGB565 never ran
-    assert set(some.outputs) == {"images", "timings"} and size_of(engine.read_output(some, "images", 0)) == (512, 512)
+    assert set(some.outputs) == {"images", "timings"} and size_of(await engine.read_output(some, "images", 0)) == (512, 512)
 
 
 async def test_store_from_before_reruns_and_output_selection_is_upgraded(tmp_path):

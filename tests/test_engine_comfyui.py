@@ -32,7 +32,8 @@ EDITOR = ROOT / "custom_nodes" / "pixart_nodes" / "example_workflows"
 CORE = ("txt2img", "img2img", "inpaint")
 # Combos filled from folders: their contents differ between servers.
 FILE_LISTS = {("CheckpointLoaderSimple", "ckpt_name"), ("LoadImage", "image"), ("LoadImageMask", "image"),
-              ("ControlNetLoader", "control_net_name")}
+              ("ControlNetLoader", "control_net_name"), ("VAELoader", "vae_name"), ("LoraLoader", "lora_name"),
+              ("UpscaleModelLoader", "model_name")}
 SMALL = {"prompt": "a red house", "negative_prompt": "blurry", "seed": 1, "steps": 2, "width": 64, "height": 64,
          "checkpoint": TINY_CHECKPOINT}
 
@@ -149,7 +150,7 @@ async def test_core_workflow_end_to_end(make_engine, comfyui, workflow):
     job = await engine.wait(job.id, timeout=300)
     assert job.status == "completed", job.error
     assert job.progress == 100 and job.steps == 2
-    assert size_of(engine.read_output(job, "images", 0)) == (params["width"], params["height"])
+    assert size_of(await engine.read_output(job, "images", 0)) == (params["width"], params["height"])
 
 
 @pytest.mark.asyncio
@@ -157,7 +158,7 @@ async def test_websocket_image_output(make_engine, comfyui):
     engine = await make_engine(comfyui.url)
     job = await engine.wait((await engine.submit("txt2img_ws", {**SMALL, "batch_size": 2})).id, timeout=300)
     assert job.status == "completed", job.error
-    assert [size_of(engine.read_output(job, "images", i)) for i in range(2)] == [(64, 64)] * 2
+    assert [size_of(await engine.read_output(job, "images", i)) for i in range(2)] == [(64, 64)] * 2
 
 
 @pytest.mark.asyncio
@@ -189,7 +190,7 @@ async def test_engine_restart_mid_job_loses_nothing(make_engine, comfyui):
     done = await engine2.wait(job.id, timeout=300)
     assert done.status == "completed", done.error
     assert done.prompt_id == job.prompt_id
-    assert size_of(engine2.read_output(done, "images", 0)) == (64, 64)
+    assert size_of(await engine2.read_output(done, "images", 0)) == (64, 64)
 
 
 @pytest.mark.asyncio
@@ -203,7 +204,7 @@ async def test_websocket_frames_missed_during_a_bridge_restart_are_made_again(ma
     done = await engine2.wait(job.id, timeout=300)
     assert done.status == "completed", done.error
     assert done.prompt_id != first and [r["prompt_id"] for r in done.reruns] == [first]
-    assert size_of(engine2.read_output(done, "images", 0)) == (64, 64)
+    assert size_of(await engine2.read_output(done, "images", 0)) == (64, 64)
 
 
 @pytest.mark.asyncio
@@ -220,3 +221,26 @@ async def test_comfyui_killed_mid_job(make_engine, comfyui_factory):
     await wait_for(lambda: engine.backend_states()[0]["healthy"], 60, "the backend to come back")
     again = await engine.wait((await engine.submit("txt2img", SMALL)).id, timeout=300)
     assert again.status == "completed", again.error
+
+
+@pytest.mark.asyncio
+async def test_queue_cleared_in_comfyui_behind_the_bridges_back(comfyui: Any, tmp_path: Path) -> None:
+    """Someone clears the queue in ComfyUI's own page: the waiting job is submitted again once and finishes; the
+    job that was running is not touched."""
+    engine = JobEngine([comfyui.url], tmp_path / "data", WORKFLOWS, queue_poll_interval=0.3, poll_interval=0.5)
+    async with engine:
+        blocker = await engine.submit("txt2img", {**SMALL, "steps": 40, "width": 128, "height": 128, "seed": 5})
+        victim = await engine.submit("txt2img", {**SMALL, "seed": 6})
+        for _ in range(300):
+            if blocker.status == "running":
+                break
+            await asyncio.sleep(0.05)
+        assert blocker.status == "running" and victim.status == "queued"
+        first = victim.prompt_id
+        status, _ = await asyncio.to_thread(comfyui.post_json, "/queue", {"clear": True})
+        assert status == 200
+        done = await engine.wait(victim.id, timeout=300)
+        assert done.status == "completed", done.error
+        assert done.prompt_id != first and done.reruns[0]["prompt_id"] == first
+        assert "removed from" in done.reruns[0]["reason"]
+        assert (await engine.wait(blocker.id, timeout=300)).status == "completed"

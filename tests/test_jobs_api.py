@@ -7,14 +7,13 @@ import asyncio
 import base64
 import io
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from PIL import Image
 
-from tests.support.double import ComfyDouble, _node
+from tests.support.double import ComfyDouble, StyleDouble
 from tests.support.imaging import decode_png_data_url, solid_png_b64
 
 pytestmark = pytest.mark.asyncio
@@ -23,37 +22,6 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 JOB_KEYS = {"id", "type", "status", "request", "createdAt", "startedAt", "completedAt", "progress", "error", "result"}
 ACCEPTED_KEYS = {"id", "type", "status", "request", "createdAt", "progress"}
 RESULT_KEYS = {"images", "seed", "parameters", "timeTaken"}
-
-
-def style_nodes(clip_vision: list[str], style_models: list[str]) -> dict[str, Any]:
-    """/object_info entries of ComfyUI 0.3.64's style nodes (nodes.py; compared with a real server in
-    test_jobs_api_comfyui.py)."""
-    return {
-        "CLIPVisionLoader": _node("CLIPVisionLoader", "loaders", {"clip_name": [list(clip_vision), {}]},
-                                  ["CLIP_VISION"]),
-        "CLIPVisionEncode": _node("CLIPVisionEncode", "conditioning", {
-            "clip_vision": ["CLIP_VISION", {}], "image": ["IMAGE", {}], "crop": [["center", "none"], {}]},
-            ["CLIP_VISION_OUTPUT"]),
-        "StyleModelLoader": _node("StyleModelLoader", "loaders", {"style_model_name": [list(style_models), {}]},
-                                  ["STYLE_MODEL"]),
-        "StyleModelApply": _node("StyleModelApply", "conditioning/style_model", {
-            "conditioning": ["CONDITIONING", {}], "style_model": ["STYLE_MODEL", {}],
-            "clip_vision_output": ["CLIP_VISION_OUTPUT", {}],
-            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.001}],
-            "strength_type": [["multiply", "attn_bias"], {}]}, ["CONDITIONING"]),
-    }
-
-
-@dataclass
-class StyleDouble(ComfyDouble):
-    """The protocol double plus the core style-transfer nodes and their model folders."""
-
-    clip_vision: list[str] = field(default_factory=lambda: ["clip_vision_l.safetensors"])
-    style_models: list[str] = field(default_factory=lambda: ["t2i_style.safetensors"])
-
-    @property
-    def object_info(self) -> dict[str, Any]:
-        return {**super().object_info, **style_nodes(self.clip_vision, self.style_models)}
 
 
 @pytest_asyncio.fixture
@@ -257,7 +225,7 @@ async def test_unknown_sampler_and_model_list_valid_values(client: Any) -> None:
 
 async def test_broken_body_and_oversized_images(client: Any) -> None:
     resp = await client.post("/generate/text2img", data=b"{not json", headers={"Content-Type": "application/json"})
-    assert resp.status == 400 and (await resp.json())["error"] == "Request body must be valid JSON"
+    assert resp.status == 400 and (await resp.json())["error"].startswith("Request body must be valid JSON (")
     resp = await client.post("/generate/text2img", json=["prompt"])
     assert resp.status == 400 and (await resp.json())["error"] == "Request body must be a JSON object"
     huge = big_png_b64(10_000, 10_000)  # 100 megapixels, refused from the header before decoding

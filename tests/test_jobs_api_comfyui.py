@@ -14,17 +14,18 @@ from PIL import Image
 
 from bridge.app import create_app
 from bridge.config import load_settings
+from tests.support.double import style_nodes
 from tests.support.real_comfyui import TINY_CHECKPOINT
 from tests.support.tiny_style_models import TINY_CLIP_VISION, TINY_STYLE_MODEL
 from tests.test_jobs_api import (ACCEPTED_KEYS, JOB_KEYS, RESULT_KEYS, big_png_b64, decode_data_url, png_b64,
-                                 style_nodes, submit, wait_healthy)
+                                 submit, wait_healthy)
 
 # asyncio is marked per test: the module also holds a plain sync check, which an asyncio mark would warn about
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 
 @pytest_asyncio.fixture
-async def client(tiny_style_models: Any, comfyui: Any, aiohttp_client: Any, clean_bridge_env: None,
+async def client(tiny_style_models: Any, comfyui: Any, aiohttp_client: Any,
                  tmp_path: Any) -> Any:
     settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url]}, env_file=None)
     c = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))

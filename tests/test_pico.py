@@ -15,8 +15,7 @@ import pytest_asyncio
 from aiohttp import web
 from PIL import Image
 
-from bridge.adapters import a1111_models as models
-from bridge.adapters import pico
+from bridge.adapters.a1111 import models, pico
 from bridge.app import SETTINGS
 from bridge.config import load_settings
 from tests.support.a1111_standin import StandIn, png_bytes, standin_image, start_standin
@@ -35,12 +34,6 @@ def settings_with(tmp_path: Path, **overrides: str):
     return load_settings({"data_dir": tmp_path / "data", "comfyui_urls": ["http://127.0.0.1:9"]}, overrides=pairs,
                          env_file=None)
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("PICO_", "A1111_", "BRIDGE_")):
-            monkeypatch.delenv(name)
 
 
 # ------------------------------------------------------------------ plain parts

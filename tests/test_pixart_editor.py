@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import math
-import os
 import random
 import struct
 import warnings
@@ -36,12 +35,6 @@ STATUS_KEYS = {"id", "status", "progress", "resultDataUrl", "error", "processing
 METADATA_KEYS = {"colorsUsed", "pixelCount", "algorithm", "style", "palette", "dither", "seed", "colors"}
 DITHERS = list(nodes_quantize.qz.DITHER_METHODS)
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("PIXART_EDITOR_", "BRIDGE_", "COMFYUI_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -228,13 +221,18 @@ def test_prompt_is_optional_without_ai_and_widths_need_no_multiple_of_8():
 
 
 def test_engine_errors_are_renamed_to_request_fields_or_settings():
-    err = pe.translate(InvalidParameter("palette_name", "palette_name: 'x' is not available on the backend"))
-    assert err.field == "style" and err.status == 400 and err.message.startswith("style: ")
-    err = pe.translate(InvalidParameter("checkpoint", "checkpoint: 'a.safetensors' is not available"))
-    assert err.status == 503 and err.field == "PIXART_EDITOR_CHECKPOINT"
-    assert "PIXART_EDITOR_CHECKPOINT" in err.message
-    original = BridgeError("boom", field=None)
-    assert pe.translate(original) is original
+    def rendered(exc: BridgeError) -> tuple[int, dict]:
+        resp = pe.DIALECT.bridge_error(exc)
+        return resp.status, json.loads(resp.body)
+
+    status, err = rendered(InvalidParameter("palette_name", "palette_name: 'x' is not available on the backend"))
+    assert err["field"] == "style" and status == 400 and err["message"].startswith("style: ")
+    assert err["detail"] == err["message"] and err["error"] == "invalid_parameter"
+    status, err = rendered(InvalidParameter("checkpoint", "checkpoint: 'a.safetensors' is not available"))
+    assert status == 503 and err["field"] == "PIXART_EDITOR_CHECKPOINT"
+    assert "PIXART_EDITOR_CHECKPOINT" in err["message"]
+    status, err = rendered(BridgeError("boom", field=None))
+    assert status == 500 and err == {"error": "internal_error", "message": "boom", "field": None, "detail": "boom"}
 
 
 def test_read_result_counts_colours_like_numpy_and_checks_the_size():

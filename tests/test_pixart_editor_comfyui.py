@@ -10,7 +10,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -33,12 +32,6 @@ NAMES = ("pixel_art", "pixel_art_ai")
 AI = {"PIXART_EDITOR_CHECKPOINT": TINY_CHECKPOINT, "PIXART_EDITOR_CONTROLNET": TINY_CONTROLNET,
       "PIXART_EDITOR_AI_SIZE": "64", "PIXART_EDITOR_STEPS": "2"}
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("PIXART_EDITOR_", "BRIDGE_")):
-            monkeypatch.delenv(name)
 
 
 @pytest_asyncio.fixture

@@ -1,9 +1,11 @@
-"""SQLite job store and result files."""
+"""SQLite job store and the local blob store of result and input images."""
 from __future__ import annotations
 
 import pytest
 
-from bridge.store import Job, Store, check_id
+from bridge.storage import BlobNotFound
+from bridge.storage.local import LocalBlobs
+from bridge.store import Job, Store, check_id, input_key, output_key
 
 
 def job(i: int, **kw) -> Job:
@@ -47,19 +49,36 @@ def test_client_id_survives_reopen(tmp_path):
     assert first != Store(tmp_path / "other").client_id()
 
 
-def test_files_stay_inside_the_data_dir(tmp_path):
-    s = Store(tmp_path)
-    rel = s.write_output("j1", "images", 0, b"\x89PNGdata")
-    assert rel == "outputs/j1/images_0.png" and s.read_file(rel) == b"\x89PNGdata"
-    rel_in = s.write_input("j1", "mask", b"m")
-    assert s.read_file(rel_in) == b"m"
-    s.remove_inputs("j1")
-    assert not (tmp_path / "inputs" / "j1").exists()
-    assert s.write_output("j1", "../../evil", 0, b"x").startswith("outputs/j1/")
-    with pytest.raises(ValueError):
-        s.read_file("../outside.png")
+@pytest.mark.asyncio
+async def test_blobs_stay_inside_the_data_dir(tmp_path):
+    blobs = LocalBlobs(tmp_path)
+    key = output_key("j1", "images", 0)
+    await blobs.put(key, b"\x89PNGdata")
+    assert key == "outputs/j1/images_0.png" and await blobs.get(key) == b"\x89PNGdata"
+    await blobs.put(input_key("j1", "mask"), b"m")
+    assert await blobs.get(input_key("j1", "mask")) == b"m"
+    assert await blobs.delete_prefix("inputs/j1/") == 1
+    assert not (tmp_path / "inputs" / "j1").exists() and (tmp_path / key).exists()
+    assert output_key("j1", "../../evil", 0).startswith("outputs/j1/")
+    for bad in ("../outside.png", "/etc/passwd", "a//b", "outputs/../x"):
+        with pytest.raises(ValueError):
+            await blobs.get(bad)
+    with pytest.raises(BlobNotFound):
+        await blobs.get("outputs/j1/none.png")
+    assert [b.key async for b in blobs.list("outputs/")] == [key]
     for bad in ("../x", "a/b", "", ".", "x" * 200):
         with pytest.raises(ValueError):
             check_id(bad)
     with pytest.raises(ValueError):
-        s.write_output("../x", "images", 0, b"")
+        output_key("../x", "images", 0)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_writers_of_one_key_never_clash(tmp_path):
+    import asyncio
+
+    blobs = LocalBlobs(tmp_path)
+    await asyncio.gather(*(blobs.put("inputs/j/a.png", bytes([i]) * 1000) for i in range(20)))
+    data = await blobs.get("inputs/j/a.png")
+    assert len(data) == 1000 and len(set(data)) == 1
+    assert not list((tmp_path / "inputs" / "j").glob("*.tmp"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 
 import numpy as np
 import pytest
@@ -26,12 +25,6 @@ PICKER = {  # what the picker client sends (hardware_exercises picker/sd_client.
     "denoising_strength": 0.5, "n_iter": 1, "batch_size": 1, "mode": "txt2img",
 }
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("UNIFIED_", "BRIDGE_", "PIXART_AXERA_")):
-            monkeypatch.delenv(name)
 
 
 def make_app(comfyui, tmp_path, **overrides: str):
@@ -136,11 +129,28 @@ async def test_options_axera(axera):
     assert data["fields"]["steps"]["fixed"] == 4 and data["fields"]["cfg_scale"]["supported"] is False
 
 
-async def test_missing_models_fail_with_500(aiohttp_client, comfyui, tmp_path):
-    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=str(tmp_path / "none"),
-                                           UNIFIED_AXERA_RUNTIME="onnxruntime"))
-    data = await post(client, {"prompt": "x"}, 500)
-    assert data["status"] == "error" and "model_dir" in data["error"]
+async def test_missing_models_fall_back_to_sd15_on_auto_and_503_on_axera(aiohttp_client, comfyui, tmp_path):
+    missing = str(tmp_path / "none")
+    auto = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=missing,
+                                         UNIFIED_AXERA_RUNTIME="onnxruntime", UNIFIED_SD15_CHECKPOINT=TINY_CHECKPOINT))
+    data = await post(auto, {"prompt": "x", "width": 64, "height": 64, "steps": 1, "seed": 4})
+    assert data["backend"] == "sd15" and decode(data["image"]).shape == (64, 64, 3)
+    opts = await (await auto.get("/generate/options")).json()
+    assert opts["backend"] == "sd15" and opts["backend_setting"] == "auto" and missing in opts["backend_reason"]
+    forced = await aiohttp_client(make_app(comfyui, tmp_path / "forced", UNIFIED_BACKEND="axera",
+                                           UNIFIED_AXERA_MODEL_DIR=missing, UNIFIED_AXERA_RUNTIME="onnxruntime"))
+    err = await post(forced, {"prompt": "x"}, 503)
+    assert err["status"] == "error" and "UNIFIED_BACKEND" in err["error"] and missing in err["error"]
+
+
+async def test_sd15_text_time_is_the_encoders_and_zero_when_comfyui_cached_them(aiohttp_client, comfyui, tmp_path):
+    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_BACKEND="sd15",
+                                           UNIFIED_SD15_CHECKPOINT=TINY_CHECKPOINT))
+    body = {"prompt": "text time probe 7f3a", "width": 64, "height": 64, "steps": 1, "seed": 5}
+    first = await post(client, body)
+    again = await post(client, {**body, "seed": 6})  # same prompts: ComfyUI reuses both encodings
+    assert 0 < first["text_time_ms"] <= first["total_time_ms"]
+    assert again["text_time_ms"] == 0
 
 
 async def test_sd15_backend(aiohttp_client, comfyui, tmp_path):

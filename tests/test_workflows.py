@@ -142,7 +142,9 @@ def test_clip_skip_sets_the_last_layer_both_encoders_read(workflows, name):
     assert wf.version >= 2  # clip_skip changed what the graph does
     ids = {n["class_type"]: nid for nid, n in wf.graph.items()}
     clip_node = ids["CLIPSetLastLayer"]
-    assert wf.graph[clip_node]["inputs"]["clip"] == [ids["CheckpointLoaderSimple"], 1]
+    # the text encoder comes from the checkpoint through the LoRA stack
+    assert wf.graph[clip_node]["inputs"]["clip"] == [ids["PixartLoraStack"], 1]
+    assert wf.graph[ids["PixartLoraStack"]]["inputs"]["clip"] == [ids["CheckpointLoaderSimple"], 1]
     encoders = [n for n in wf.graph.values() if n["class_type"] == "CLIPTextEncode"]
     assert len(encoders) == 2 and all(n["inputs"]["clip"] == [clip_node, 0] for n in encoders)
     extra = {k: "x.png" for k in ("image", "mask") if k in wf.parameters}
@@ -348,3 +350,18 @@ def test_execution_targets_pick_the_output_nodes_the_requested_outputs_need(tmp_
     assert W.execution_targets(wf, ["decoded"], OI) == ["9"]
     assert W.execution_targets(wf, ["preview", "decoded"], OI) == ["51"]
     assert W.execution_targets(wf, ["other", "images"], OI) == ["9", "61"]
+
+
+@pytest.mark.parametrize("name", ["pixel_art_ai", "axera_txt2img", "axera_img2img"])
+def test_snap_step_routes_the_pixelate_input(workflows, name):
+    wf = workflows[name]
+    ids = {n["class_type"]: nid for nid, n in wf.graph.items()}
+    extra = {k: "x.png" for k in ("image", "sketch") if k in wf.parameters and wf.parameters[k].required}
+    off = wf.bind(wf.coerce(extra))
+    on = wf.bind(wf.coerce({**extra, "snap": "on"}))
+    snap_input = wf.graph[ids["PixartSnapToGrid"]]["inputs"]["image"]
+    assert off[ids["PixartPixelate"]]["inputs"]["image"] == snap_input
+    assert on[ids["PixartPixelate"]]["inputs"]["image"] == [ids["PixartSnapToGrid"], 0]
+    if name == "pixel_art_ai":  # the Axera workflows pixelate only when their postprocess choice says so
+        assert ids["PixartSnapToGrid"] in wf.needed_nodes(graph=on) and ids["PixartSnapToGrid"] not in \
+            wf.needed_nodes(graph=off)

@@ -17,24 +17,29 @@ With `applyPalette` (or `ALEAART_APPLY_PALETTE=true`) the image is mapped to Pix
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import re
 import secrets
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, Field, create_model, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from bridge import images as image_io
+from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
-from bridge.errors import BridgeError
-from bridge.openapi import openapi
+from bridge.errors import BridgeError, InvalidParameter, NotAvailable
+from bridge.fields import Bool, FieldError, Int, LooseFloat, LooseInt, NonBlank, Request, Seed, Text, Webhook
+from bridge.keys import SETTINGS
+from bridge.storage import BlobNotFound
+from pixart_nodes.core import aleaart
 
-from .jobs_api import ApiError, data_url, get_float, get_int, live_choices, resolve_model
+from .toolkit import ClientGone, JobGroup, Submission, engine_of, live_choices, resolve_checkpoint
 
 log = logging.getLogger("bridge.adapters.aleaart")
 
@@ -53,8 +58,6 @@ class AleaArtSettings(AdapterSettings):
     model_config = SettingsConfigDict(env_prefix="ALEAART_", extra="ignore", env_file_encoding="utf-8",
                                       populate_by_name=True)
 
-    images_dir: Path | None = Field(None, description="Where generated images are stored and served from "
-                                                      "(default: <BRIDGE_DATA_DIR>/generated_images).")
     apply_palette: bool = Field(False, description="Map every image to the paletteId palette unless a request "
                                                    "says applyPalette: false.")
     palette_dither: str = Field("none", description="Dither method when the palette is applied (PixartQuantize).")
@@ -63,68 +66,137 @@ class AleaArtSettings(AdapterSettings):
 
 
 SETTINGS_KEY = web.AppKey("aleaart_settings", AleaArtSettings)
-IMAGES_DIR = web.AppKey("aleaart_images_dir", Path)
 
 
-def _engine(request: web.Request) -> JobEngine:
-    from bridge.app import ENGINE
-
-    return request.app[ENGINE]
+# ---------------------------------------------------------------------------------------------------------------
+# The dialect and the request
 
 
-def _fail(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"success": False, "error": message, **extra}, status=status)
+class AleaArtError(BaseModel):
+    """AleaArt's Flask backend error shape."""
+
+    success: bool = False
+    error: str
+    field: str | None = None
+    validValues: list[str] | None = None
 
 
-def _token_id(body: dict[str, Any]) -> tuple[Any, str]:
-    """The tokenId as the client sent it (echoed back) and the form used in the file name."""
-    token = body.get("tokenId", "unknown")
-    if token is None:
-        token = "unknown"
-    if isinstance(token, bool) or not isinstance(token, (str, int)):
-        raise ApiError(400, "tokenId must be a string or an integer", "tokenId")
-    text = str(token).strip()
-    if not _TOKEN.match(text):
-        raise ApiError(400, "tokenId must be 1-64 characters of A-Z a-z 0-9 _ -", "tokenId")
-    return token, text
+@dataclass(frozen=True)
+class AleaArtDialect(Dialect):
+    def error(self, status: int, message: str, field: str | None = None, *, code: str | None = None,
+              headers: Mapping[str, str] | None = None, **extra: Any) -> web.Response:
+        body = {"success": False, "error": message, **({"field": field} if field else {}),
+                **{k: v for k, v in extra.items() if k == "validValues"}}
+        return web.json_response(body, status=status, headers=dict(headers or {}))
+
+    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
+        first = errors[0]
+        if first.field is None:
+            return self.error(400, "Request body must be a JSON object", "body")
+        return self.error(400, first.message, first.field)
+
+    def bad_body(self, message: str, status: int = 400) -> web.Response:
+        return self.error(status, f"Request body must be valid JSON: {message}" if status == 400 else message, "body")
 
 
-def _sampler(name: Any, live: list[str] | None) -> tuple[str, str, str]:
+DIALECT = AleaArtDialect("aleaart", AleaArtError, ("aleaart",))
+
+
+def _range(name: str) -> Any:
+    lo, hi = aleaart.RANGES[name]
+    return Annotated[Int, Field(ge=lo, le=hi)]
+
+
+# The contract's RenderParams struct, with its ranges.
+RenderParamsBody = create_model("RenderParams", __base__=Request,
+                                __doc__="AleaArt's on-chain RenderParams (contract field names and ranges).",
+                                **{name: (_range(name), ...) for name in aleaart.RANGES})
+
+
+class GenerateImageBody(Request):
+    """Either the on-chain form (parameters or tokenSeed) or the resolved form (prompt ...); top-level resolved
+    fields also override the on-chain values."""
+
+    parameters: RenderParamsBody | None = None  # type: ignore[valid-type]
+    tokenSeed: Text | None = Field(None, description="0x + 64 hex: derive RenderParams as the contract does.")
+    tokenId: str | int | None = Field(None, description="Echoed back and used in the file name.")
+    prompt: NonBlank | None = None
+    steps: Annotated[LooseInt, Field(ge=1, le=150)] | None = None
+    cfg_scale: Annotated[LooseFloat, Field(ge=0.0, le=30.0)] | None = None
+    seed: Seed = None
+    sampler: Text | None = Field(None, description="AleaArt's sampler label (e.g. 'DPM++ 2M Karras') or a ComfyUI "
+                                                   "sampler name.")
+    width: Annotated[LooseInt, Field(ge=64, le=2048, multiple_of=8)] | None = None
+    height: Annotated[LooseInt, Field(ge=64, le=2048, multiple_of=8)] | None = None
+    applyPalette: Bool | None = Field(None, description="Map the image to Pixart's palette for paletteId.")
+    paletteId: _range("paletteId") | None = None  # type: ignore[valid-type]
+    model: Text | None = Field(None, description="Checkpoint file name or stem.")
+    webhook: Webhook | None = Field(None, description="Also POST signed messages about the job there (a URL, or "
+                                                      "{url, events}); see docs/api/webhooks.md.")
+
+    @field_validator("tokenId", mode="before")
+    @classmethod
+    def _token(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not _TOKEN.match(str(value).strip()):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ -")
+        return value
+
+
+class AleaArtParameters(BaseModel):
+    steps: int
+    cfg_scale: float
+    seed: int
+    sampler: str
+    width: int
+    height: int
+
+
+class PaletteUsed(BaseModel):
+    paletteId: int
+    name: str
+    colors: list[str]
+
+
+class GenerateImageAnswer(BaseModel):
+    """The image, stored and served at imageUrl, and inline as a data URL."""
+
+    success: bool
+    imageUrl: str
+    imageBase64: str
+    tokenId: str | int
+    prompt: str
+    parameters: AleaArtParameters
+    palette: PaletteUsed | None = None
+
+
+def _sampler(name: str, live: list[str] | None) -> tuple[str, str, str]:
     """(reported name, ComfyUI sampler_name, scheduler) for AleaArt's sampler label or a ComfyUI sampler name."""
-    from pixart_nodes.core import aleaart
-
-    if not isinstance(name, str) or not name.strip():
-        raise ApiError(400, "sampler must be a string", "sampler")
     for label, sampler_name, scheduler in aleaart.SAMPLERS:
         if name.strip().lower() == label.lower():
             return label, sampler_name, scheduler
     if live is None or name in live:
         return name, name, "normal"
     valid = [label for label, _n, _s in aleaart.SAMPLERS] + list(live)
-    raise ApiError(400, f"Unknown sampler {name!r}; valid samplers: {', '.join(valid)}", "sampler",
-                   validValues=valid)
+    raise NotAvailable("sampler", f"Unknown sampler {name!r}; valid samplers: {', '.join(valid)}", valid)
 
 
-async def prepare(body: dict[str, Any], engine: JobEngine, settings: AleaArtSettings,
+async def prepare(body: GenerateImageBody, engine: JobEngine, settings: AleaArtSettings,
                   rng: random.Random) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Workflow parameters, the reported `parameters`, and the prompt, for either request form."""
-    from pixart_nodes.core import aleaart
-
-    chain = body.get("parameters")
-    token_seed = body.get("tokenSeed")
     params: dict[str, Any]
     palette_id: int | None
-    if chain is not None or token_seed is not None:
-        try:
-            if chain is not None:
-                render = aleaart.RenderParams.from_dict(chain)
-                params = {"mode": "params"}
-            else:
-                render = aleaart.derive_params(aleaart.parse_seed(token_seed, field="tokenSeed"))
-                params = {"mode": "seed", "token_seed": str(token_seed).strip()}
-        except ValueError as exc:
-            field = str(exc).split(":", 1)[0]
-            raise ApiError(400, str(exc), field if " " not in field else "parameters") from None
+    if body.parameters is not None or body.tokenSeed is not None:
+        if body.parameters is not None:
+            render = aleaart.RenderParams(**body.parameters.model_dump())
+            params = {"mode": "params"}
+        else:
+            try:
+                render = aleaart.derive_params(aleaart.parse_seed(body.tokenSeed, field="tokenSeed"))
+            except ValueError as exc:
+                raise InvalidParameter("tokenSeed", str(exc)) from None
+            params = {"mode": "seed", "token_seed": body.tokenSeed.strip()}
         params.update(prompt_index=render.promptIndex, style_index=render.styleIndex,
                       sampler_index=render.samplerIndex, aspect_index=render.aspectIndex, chain_steps=render.steps,
                       chain_cfg=render.cfg, latent_seed=render.latentSeed, palette_id=render.paletteId)
@@ -134,41 +206,25 @@ async def prepare(body: dict[str, Any], engine: JobEngine, settings: AleaArtSett
                      "height": resolved["height"]}
         palette_id = render.paletteId
         derived = True
-    elif body.get("prompt") is not None:
+    elif body.prompt is not None:
         effective = dict(DEFAULTS, seed=None, prompt=None)
-        palette_id = get_int(body, "paletteId", None, *aleaart.RANGES["paletteId"])
+        palette_id = body.paletteId
         params = {"mode": "params", **({"palette_id": palette_id} if palette_id is not None else {})}
         derived = False
     else:
-        raise ApiError(400, "Either parameters (AleaArt RenderParams) or prompt is required", "parameters")
+        raise InvalidParameter("parameters", "Either parameters (AleaArt RenderParams) or prompt is required")
 
     # Resolved fields: the whole request in the resolved form, overrides in the on-chain form.
-    overrides: dict[str, Any] = {}
-    if "prompt" in body and body["prompt"] is not None:
-        prompt = body["prompt"]
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ApiError(400, "prompt must be a non-empty string", "prompt")
-        overrides["prompt"] = prompt
-    steps = get_int(body, "steps", None, 1, 150)
-    if steps is not None:
-        overrides["steps"] = steps
-    cfg = get_float(body, "cfg_scale", None, 0.0, 30.0)
-    if cfg is not None:
-        overrides["cfg_scale"] = cfg
-    for side in ("width", "height"):
-        value = get_int(body, side, None, 64, 2048, 8)
-        if value is not None:
-            overrides[side] = value
-    seed = get_int(body, "seed", None, 0, 2**64 - 1) if body.get("seed") not in (None, -1) else None
-    if seed is not None:
-        overrides["seed"] = seed
+    overrides: dict[str, Any] = {k: getattr(body, k) for k in ("prompt", "steps", "cfg_scale", "width", "height")
+                                 if getattr(body, k) is not None}
+    if body.seed is not None:
+        overrides["seed"] = body.seed
     elif not derived:
         # AleaArt's backend leaves a missing seed to torch; choosing it here lets the response report it.
         overrides["seed"] = rng.randint(0, 2**32 - 1)
-    sampler_in = body.get("sampler")
-    if sampler_in is not None or not derived:
+    if body.sampler is not None or not derived:
         live = await live_choices(engine, "KSampler.sampler_name")
-        label, sampler_name, scheduler = _sampler(sampler_in if sampler_in is not None else DEFAULTS["sampler"],
+        label, sampler_name, scheduler = _sampler(body.sampler if body.sampler is not None else DEFAULTS["sampler"],
                                                   live)
         overrides["sampler"] = label
         params.update(sampler=sampler_name, scheduler=scheduler)
@@ -180,15 +236,13 @@ async def prepare(body: dict[str, Any], engine: JobEngine, settings: AleaArtSett
     if not derived:
         params["negative_prompt"] = ""  # AleaArt sends none
 
-    apply = body.get("applyPalette", settings.apply_palette)
-    if not isinstance(apply, bool):
-        raise ApiError(400, "applyPalette must be true or false", "applyPalette")
+    apply = settings.apply_palette if body.applyPalette is None else body.applyPalette
     if apply:
         if palette_id is None:
-            raise ApiError(400, "applyPalette needs a paletteId (in parameters, or top-level with a prompt)",
-                           "paletteId")
+            raise InvalidParameter("paletteId", "applyPalette needs a paletteId (in parameters, or top-level with a "
+                                                "prompt)")
         params.update(palette="on", palette_dither=settings.palette_dither)
-    checkpoint = await resolve_model(engine, _ModelSettings(settings.checkpoint), WORKFLOW, body.get("model"))
+    checkpoint = await resolve_checkpoint(engine, WORKFLOW, body.model, settings.checkpoint)
     if checkpoint is not None:
         params["checkpoint"] = checkpoint
     reported = {k: effective[k] for k in ("steps", "cfg_scale", "seed", "sampler", "width", "height")}
@@ -199,85 +253,87 @@ async def prepare(body: dict[str, Any], engine: JobEngine, settings: AleaArtSett
     return params, {"parameters": reported, "palette": palette}, effective["prompt"]
 
 
-class _ModelSettings:
-    """The one field resolve_model reads, from this adapter's setting."""
+def image_key(filename: str) -> str:
+    """The blob store key of a `/generated_images/<filename>` image (so it lives where every result lives: the
+    data directory, or the S3 bucket)."""
+    return f"generated_images/{filename}"
 
-    def __init__(self, default_model: str) -> None:
-        self.default_model = default_model
 
-
-@openapi(tags=["aleaart"], request={"type": "object", "properties": {
-    "parameters": {"type": "object", "description": "AleaArt RenderParams: promptIndex, styleIndex, samplerIndex, "
-                                                   "aspectIndex, steps (18..64), cfg (70..180), latentSeed, paletteId"},
-    "tokenId": {"type": ["string", "integer"]},
-    "prompt": {"type": "string"}, "steps": {"type": "integer"}, "cfg_scale": {"type": "number"},
-    "seed": {"type": "integer"}, "sampler": {"type": "string"}, "width": {"type": "integer"},
-    "height": {"type": "integer"}, "applyPalette": {"type": "boolean"}, "paletteId": {"type": "integer"},
-    "tokenSeed": {"type": "string", "description": "0x + 64 hex: derive RenderParams as the contract does"},
-}}, responses={200: {"description": "{success: true, imageUrl, imageBase64, tokenId, prompt, parameters}"},
-               400: {"description": "{success: false, error}"}, 500: {"description": "{success: false, error}"}})
-async def generate_image(request: web.Request) -> web.Response:
+@endpoint(dialect=DIALECT, body=GenerateImageBody, responses={200: GenerateImageAnswer})
+async def generate_image(request: web.Request, body: GenerateImageBody) -> web.Response:
     """Generate an AleaArt image from on-chain RenderParams or a resolved prompt (synchronous)."""
-    engine = _engine(request)
+    engine = engine_of(request)
     settings = request.app[SETTINGS_KEY]
-    from .jobs_api import read_json_object
-
+    token = body.tokenId if body.tokenId is not None else "unknown"
+    token_text = str(token).strip()
+    params, extra, prompt = await prepare(body, engine, settings, random.Random())
+    group = JobGroup(engine, request)
+    job = await group.submit(Submission(WORKFLOW, params, meta={"api": API, "tokenId": token_text,
+                                                                "webhook": body.webhook}))
     try:
-        body = await read_json_object(request)
-        token, token_text = _token_id(body)
-        params, extra, prompt = await prepare(body, engine, settings, random.Random())
-        try:
-            job = await engine.submit(WORKFLOW, params, meta={"api": API, "tokenId": token_text})
-        except BridgeError as exc:
-            return _fail(exc.status, exc.message)
-    except ApiError as exc:
-        return _fail(exc.status, exc.message, **({"field": exc.field} if exc.field else {}), **exc.extra)
-    try:
-        job = await engine.wait(job.id, timeout=settings.timeout)
+        job = (await group.wait(settings.timeout))[0]
     except asyncio.TimeoutError:
-        await engine.cancel(job.id)
-        return _fail(504, f"Image generation took longer than {settings.timeout:g} s (ALEAART_TIMEOUT)")
-    except asyncio.CancelledError:
-        # The client went away: stop the work nobody will collect.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(engine.cancel(job.id))
-        raise
+        return DIALECT.error(504, f"Image generation took longer than {settings.timeout:g} s (ALEAART_TIMEOUT)")
+    except ClientGone:
+        return DIALECT.error(499, "the client closed the connection; the generation was cancelled")
     if job.status != "completed":
-        return _fail(500, f"Image generation {job.status}: {job.error or 'no error message'}")
+        return DIALECT.error(500, f"Image generation {job.status}: {job.error or 'no error message'}")
     try:
-        png = engine.read_output(job, "images", 0)
+        png = await engine.read_output(job, "images", 0)
     except (BridgeError, OSError) as exc:
-        return _fail(500, f"The generated image cannot be read: {exc}")
+        return DIALECT.error(500, f"The generated image cannot be read: {exc}")
     filename = f"art_token_{token_text}_{secrets.token_hex(4)}.png"
-    images_dir = request.app[IMAGES_DIR]
-    path = images_dir / filename
-    tmp = path.with_suffix(".partial")
-    tmp.write_bytes(png)
-    tmp.replace(path)
-    response = {"success": True, "imageUrl": f"{IMAGES_PATH}/{filename}", "imageBase64": data_url(png),
+    try:
+        await engine.blobs.put(image_key(filename), png, "image/png")
+    except Exception as exc:  # noqa: BLE001 - a store that refuses the write is a failed request, said so
+        log.error("AleaArt image %s not stored: %s", filename, exc)
+        return DIALECT.error(500, f"The generated image cannot be stored: {exc}")
+    response = {"success": True, "imageUrl": f"{IMAGES_PATH}/{filename}", "imageBase64": image_io.data_url(png),
                 "tokenId": token, "prompt": prompt, "parameters": extra["parameters"]}
     if extra["palette"] is not None:
         response["palette"] = extra["palette"]
     return web.json_response(response)
 
 
-@openapi(tags=["aleaart"], responses={200: {"description": "image/png"},
-                                      404: {"description": "{\"error\": \"Image not found\"}"}})
+class ImageNotFound(BaseModel):
+    """No such image."""
+
+    error: str
+
+
+@endpoint(dialect=DIALECT, responses={200: {"description": "The PNG.", "content": {"image/png": {
+    "schema": {"type": "string", "format": "binary"}}}}, 404: ImageNotFound})
 async def generated_image(request: web.Request) -> web.StreamResponse:
     """A stored AleaArt image by file name."""
     name = request.match_info["filename"]
-    images_dir = request.app[IMAGES_DIR]
     if not _FILENAME.match(name) or ".." in name:
         return web.json_response({"error": "Image not found"}, status=404)
-    path = (images_dir / name).resolve()
-    if path.parent != images_dir.resolve() or not path.is_file():
+    blobs = engine_of(request).blobs
+    url = await blobs.url(image_key(name), 300)
+    if url is not None:
+        raise web.HTTPTemporaryRedirect(url)  # the object store serves the bytes
+    try:
+        png = await blobs.get(image_key(name))
+    except BlobNotFound:
         return web.json_response({"error": "Image not found"}, status=404)
-    return web.FileResponse(path, headers={"Content-Type": "image/png"})
+    return web.Response(body=png, content_type="image/png")
 
 
-@openapi(tags=["aleaart"])
+class AleaArtIndex(BaseModel):
+    """The service name and its endpoints (AleaArt's backend answers GET / so)."""
+
+    message: str
+    endpoints: list[str]
+    docs: str
+
+
+@endpoint(dialect=DIALECT, responses={200: AleaArtIndex})
 async def index(request: web.Request) -> web.Response:
-    """The service name and its endpoints."""
+    """The service name and its endpoints (a browser gets the page that links to the API docs)."""
+    if "text/html" in request.headers.get("Accept", ""):
+        from bridge import __version__, apidocs
+
+        return apidocs.index_page(__version__)
     aleaart_paths = ["/generate-image", "/health", f"{IMAGES_PATH}/<filename>"]
     others = set()
     for route in request.app.router.routes():
@@ -287,17 +343,12 @@ async def index(request: web.Request) -> web.Response:
             others.add(path.replace("{filename}", "<filename>"))
     rest = sorted(p for p in others if p not in aleaart_paths and p != "/")
     return web.json_response({"message": "AleaArt backend (Pixart bridge over ComfyUI)",
-                              "endpoints": aleaart_paths + rest})
+                              "endpoints": aleaart_paths + rest, "docs": "/docs"})
 
 
 def setup(app: web.Application) -> None:
-    from bridge.app import SETTINGS
-
     settings = AleaArtSettings.from_settings(app[SETTINGS])
     app[SETTINGS_KEY] = settings
-    images_dir = settings.images_dir or (Path(app[SETTINGS].data_dir) / "generated_images")
-    images_dir.mkdir(parents=True, exist_ok=True)
-    app[IMAGES_DIR] = images_dir
     r = app.router
     r.add_post("/generate-image", generate_image)
     r.add_get(IMAGES_PATH + "/{filename}", generated_image)

@@ -15,7 +15,7 @@ Two workflows do the work (this module only picks one and fills its parameters):
 
 The AI path runs when a checkpoint and a ControlNet are configured (`PIXART_EDITOR_CHECKPOINT`,
 `PIXART_EDITOR_CONTROLNET`), unless the request says `useAI: false`; `useAI: true` on a server without them is a
-400. Styles: `retro-8bit`, `retro-16bit`, every named palette of the node pack, and `pixel-modern` (32 colours
+400. PixelStyles: `retro-8bit`, `retro-16bit`, every named palette of the node pack, and `pixel-modern` (32 colours
 extracted from the pixelated picture by k-means in OKLab). `colorPalette` overrides the style's colours.
 
 The client's `id` is the job's identity: the same id with the same body answers the existing job, with a different
@@ -24,31 +24,40 @@ the PNG the client receives.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
+import contextlib
+import functools
 import hashlib
 import io
 import json
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from PIL import Image
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, Strict, ValidationError, create_model, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
+from bridge.api import Dialect, ErrorBody, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
-from bridge.errors import BridgeError, Conflict, InvalidParameter, JobNotFound, QueueFull
-from bridge.openapi import ERROR_SCHEMA, openapi
+from bridge.errors import BridgeError, Conflict, InvalidParameter, JobNotFound
+from bridge.fields import (Bool, Float, ImageData, Int, Loras, LooseFloat, Request, Seed, Text, Webhook, field_errors,
+                           loras_setting)
+from bridge.keys import SETTINGS
+
+from .toolkit import engine_of
 
 log = logging.getLogger("bridge.adapters.pixart_editor")
 
 PREFIX = "/api/pixel-generation"
-DIALECT = "pixart-editor"
+DIALECT_NAME = "pixart-editor"
 MODERN_STYLE = "pixel-modern"
 BASE_STYLES = ("retro-8bit", "retro-16bit", MODERN_STYLE)
 DEFAULT_STYLE = MODERN_STYLE
@@ -63,6 +72,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 PARAM_FIELDS = {
     "sketch": "sketchData", "width": "width", "height": "height", "prompt": "prompt", "seed": "seed",
     "palette_name": "style", "palette_hex": "colorPalette", "palette_colors": "style", "dither": "dither",
+    "loras": "loras",
 }
 SETTING_FIELDS = {
     "checkpoint": "PIXART_EDITOR_CHECKPOINT", "controlnet": "PIXART_EDITOR_CONTROLNET",
@@ -94,6 +104,9 @@ class PixartEditorSettings(AdapterSettings):
     cfg: float = Field(7.0, ge=0.0, le=30.0, description="Guidance scale of the AI path.")
     sampler: str = Field("euler", description="ComfyUI sampler of the AI path.")
     scheduler: str = Field("normal", description="ComfyUI scheduler of the AI path.")
+    loras: str = Field("", description="LoRAs of the AI path when a request names none, as JSON: "
+                                       "[{\"name\": \"pixel_style\", \"strength\": 0.8}] (most pixel-art models "
+                                       "are LoRAs).")
     control_strength: float = Field(1.0, ge=0.0, le=10.0, description="ControlNet strength.")
     canny_low: float = Field(0.4, ge=0.01, le=0.99, description="Canny low threshold (0..1).")
     canny_high: float = Field(0.8, ge=0.01, le=0.99, description="Canny high threshold (0..1).")
@@ -119,6 +132,15 @@ class PixartEditorSettings(AdapterSettings):
         except InvalidParameter:
             raise ValueError(f"{value!r} is not a hex colour like #ffffff") from None
         return value
+
+    @field_validator("loras")
+    @classmethod
+    def _loras(cls, value: str) -> str:
+        loras_setting(value)
+        return value
+
+    def default_loras(self) -> list[Any]:
+        return loras_setting(self.loras)
 
     @property
     def ai_configured(self) -> bool:
@@ -150,38 +172,11 @@ def client_job_id(client_id: str) -> str:
     return "pxeh-" + hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:48]
 
 
-def body_digest(body: dict[str, Any]) -> str:
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def body_digest(body: BaseModel) -> str:
+    """What makes two requests the same: every field the client set, by the name it used."""
+    fields = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def parse_client_id(body: Any) -> str:
-    if not isinstance(body, dict):
-        raise InvalidParameter("body", "the request body must be a JSON object")
-    value = body.get("id")
-    if value is None:
-        raise InvalidParameter("id", "id is required (the client's own request id)")
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidParameter("id", "id must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidParameter("id", f"id is longer than {MAX_ID_LENGTH} characters")
-    return value
-
-
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if value is None:
-        raise InvalidParameter(name, f"{name} is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidParameter(name, f"{name} must be an integer, got {json.dumps(value)[:40]}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise InvalidParameter(name, f"{name} must be an integer, got {value}")
-        value = int(value)
-    if value < lo:
-        raise InvalidParameter(name, f"{name} must be at least {lo}, got {value}")
-    if value > hi:
-        raise InvalidParameter(name, f"{name} must be at most {hi}, got {value}")
-    return value
 
 
 def style_names() -> list[str]:
@@ -257,50 +252,72 @@ class Plan:
     use_ai: bool
 
 
-def plan_request(body: dict[str, Any], settings: PixartEditorSettings, sketch: image_io.DecodedImage,
-                 dither_methods: list[str]) -> Plan:
-    """Validate every field but id and sketchData (already decoded) and choose the workflow and its parameters."""
-    width = _int("width", body.get("width"), 1, settings.max_side)
-    height = _int("height", body.get("height"), 1, settings.max_side)
-    prompt = body.get("prompt")
-    if prompt is None:
-        prompt = ""
-    if not isinstance(prompt, str):
-        raise InvalidParameter("prompt", "prompt must be a string")
-    if len(prompt) > MAX_PROMPT_LENGTH:
-        raise InvalidParameter("prompt", f"prompt is longer than {MAX_PROMPT_LENGTH} characters")
-    style = body.get("style")
-    if style is None:
-        style = DEFAULT_STYLE
-    if not isinstance(style, str) or not style.strip():
-        raise InvalidParameter("style", f"style must be a non-empty string, one of {', '.join(style_names())}")
-    style = style.strip()
-    palette = resolve_palette(style, body.get("colorPalette"), settings.modern_colors)
-    timestamp = body.get("timestamp")
-    if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, (int, float))):
-        raise InvalidParameter("timestamp", "timestamp must be a number (milliseconds since 1970)")
-    use_ai_field = body.get("useAI")
-    if use_ai_field is not None and not isinstance(use_ai_field, bool):
-        raise InvalidParameter("useAI", "useAI must be true, false or null")
-    dither = body.get("dither")
-    if dither is None:
-        dither = "none"
-    if not isinstance(dither, str) or dither not in dither_methods:
-        raise InvalidParameter("dither", f"dither {dither!r} is unknown; choose one of {', '.join(dither_methods)}")
-    seed = body.get("seed")
-    if seed is not None and seed != -1:
-        seed = _int("seed", seed, 0, SEED_MAX)
+class EditorRequest(Request):
+    """A sketch-to-pixel-art generation."""
 
-    if use_ai_field is True and not settings.ai_configured:
+    id: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_ID_LENGTH)] = Field(
+        description="The client's own id; the same id with the same body answers the same job, with another body 409.")
+    sketchData: ImageData = Field(description="The sketch (PNG, JPEG or WebP) as a data URL or bare base64.")
+    prompt: Annotated[str, Strict(), Field(max_length=MAX_PROMPT_LENGTH)] | None = Field(
+        None, description="What to draw; required when the AI path runs.")
+    width: Annotated[Int, Field(ge=1)] = Field(description="Result width in pixels.")
+    height: Annotated[Int, Field(ge=1)] = Field(description="Result height in pixels.")
+    style: Annotated[Text, Field(min_length=1)] | None = Field(
+        None, description=f"retro-8bit, retro-16bit, {DEFAULT_STYLE} (default), or a named palette (GET .../styles).")
+    colorPalette: Annotated[list[Text], Field(max_length=256)] | None = Field(
+        None, description="Hex colours; overrides the style's palette.")
+    timestamp: Float | None = Field(None, description="Milliseconds since 1970, as the editor sends it.")
+    useAI: Bool | None = Field(None, description="true: Stable Diffusion + ControlNet (400 when not configured); "
+                                                 "false: sketch only; absent/null: AI when configured.")
+    dither: Text | None = Field(None, description="Dither method (GET .../styles); default none.")
+    seed: Seed = Field(None, description="AI path noise seed; -1 or absent: random.")
+    webhook: Webhook | None = Field(None, description="Where to POST signed messages when the generation ends (a "
+                                                      "URL, or {url, events}); see docs/api/webhooks.md.")
+    loras: Loras | None = Field(None, description="AI path: LoRAs applied to the checkpoint, in order "
+                                                  "([{name, strength, clip_strength}]); absent: the server's "
+                                                  "PIXART_EDITOR_LORAS.")
+
+
+@functools.lru_cache(maxsize=8)
+def request_model(max_side: int, dither_methods: tuple[str, ...]) -> type[EditorRequest]:
+    """The request model with this server's limits (PIXART_EDITOR_MAX_SIDE) and dither methods, so the spec
+    states exactly what the code enforces."""
+    side = Annotated[Int, Field(ge=1, le=max_side)]
+    dither = Literal[dither_methods]  # type: ignore[valid-type]
+    return create_model("PixelGenerationRequest", __base__=EditorRequest, __doc__=EditorRequest.__doc__,
+                        width=(side, Field(description="Result width in pixels.")),
+                        height=(side, Field(description="Result height in pixels.")),
+                        dither=(dither | None, Field(None, description="Dither method; default none.")))
+
+
+def first_invalid(exc: ValidationError, model: type[BaseModel]) -> InvalidParameter:
+    bad = field_errors(exc, model)[0]
+    return InvalidParameter(bad.field or "body", bad.message)
+
+
+def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditorSettings,
+                 sketch: image_io.DecodedImage, dither_methods: Sequence[str]) -> Plan:
+    """Choose the workflow and its parameters for a request whose fields are checked (a dict is checked here)."""
+    model = request_model(settings.max_side, tuple(dither_methods))
+    if not isinstance(body, EditorRequest):
+        try:
+            body = model.model_validate({"sketchData": "", **dict(body)})
+        except ValidationError as exc:
+            raise first_invalid(exc, model) from None
+    prompt = body.prompt or ""
+    style = (body.style or DEFAULT_STYLE).strip()
+    palette = resolve_palette(style, body.colorPalette, settings.modern_colors)
+    dither = body.dither or "none"
+    if body.useAI is True and not settings.ai_configured:
         raise InvalidParameter("useAI", "useAI: AI generation is not available on this server (no checkpoint and "
                                         "ControlNet configured: PIXART_EDITOR_CHECKPOINT, PIXART_EDITOR_CONTROLNET); "
                                         "send useAI: false or leave it out")
-    use_ai = settings.ai_configured if use_ai_field is None else use_ai_field
+    use_ai = settings.ai_configured if body.useAI is None else body.useAI
     if use_ai and not prompt.strip():
         raise InvalidParameter("prompt", "prompt is required for AI generation; describe the picture, or send "
                                          "useAI: false to pixelate the sketch as it is")
-
-    params: dict[str, Any] = {"sketch": sketch.png, "width": width, "height": height, "dither": dither,
+    width, height = body.width, body.height
+    params: dict[str, Any] = {"sketch": sketch, "width": width, "height": height, "dither": dither,
                               "background": parse_colour(settings.background, "PIXART_EDITOR_BACKGROUND"),
                               **palette.params}
     if use_ai:
@@ -313,16 +330,22 @@ def plan_request(body: dict[str, Any], settings: PixartEditorSettings, sketch: i
             "control_strength": settings.control_strength, "canny_low": settings.canny_low,
             "canny_high": settings.canny_high, "steps": settings.steps, "cfg": settings.cfg,
             "sampler": settings.sampler, "scheduler": settings.scheduler,
-            "seed": -1 if seed is None else seed,
+            "seed": -1 if body.seed is None else body.seed,
         })
+        loras = body.loras if body.loras is not None else settings.default_loras()
+        if loras:
+            params["loras"] = loras
     else:
+        if body.loras:
+            raise InvalidParameter("loras", "loras: LoRAs apply to AI generation only; send useAI: true (on a "
+                                            "server with a checkpoint and ControlNet) or leave loras out")
         workflow = settings.workflow
         ww, wh, method = work_size(width, height, sketch.width, sketch.height, settings.max_work_pixels)
         params.update({"sketch_width": sketch.width, "sketch_height": sketch.height, "work_width": ww,
                        "work_height": wh, "scale_method": method})
-    meta = {"dialect": DIALECT, "client_id": body["id"], "body_sha256": body_digest(body), "width": width,
+    meta = {"dialect": DIALECT_NAME, "client_id": body.id, "body_sha256": body_digest(body), "width": width,
             "height": height, "style": style, "palette": palette.label, "dither": dither, "algorithm": workflow,
-            "use_ai": use_ai, "timestamp": timestamp}
+            "use_ai": use_ai, "timestamp": body.timestamp, "webhook": body.webhook}
     return Plan(workflow=workflow, algorithm=workflow, params=params, meta=meta, use_ai=use_ai)
 
 
@@ -354,7 +377,7 @@ def read_result(png: bytes, width: int, height: int) -> Result:
     return Result("data:image/png;base64," + base64.b64encode(png).decode("ascii"), colors)
 
 
-def status_body(engine: Any, job: Any, cache: collections.OrderedDict[str, Result]) -> dict[str, Any]:
+async def status_body(engine: Any, job: Any, cache: collections.OrderedDict[str, Result]) -> dict[str, Any]:
     meta = job.meta or {}
     status = STATUS_NAMES.get(job.status, "failed")
     body: dict[str, Any] = {"id": meta.get("client_id", job.id), "status": status,
@@ -371,7 +394,9 @@ def status_body(engine: Any, job: Any, cache: collections.OrderedDict[str, Resul
     result = cache.get(job.id)
     if result is None:
         try:
-            result = read_result(engine.read_output(job, "images", 0), meta["width"], meta["height"])
+            png = await engine.read_output(job, "images", 0)
+            # Off the loop, but not in the image pool: a small result read must not queue behind large decodes.
+            result = await asyncio.to_thread(read_result, png, meta["width"], meta["height"])
         except (BridgeError, OSError, ValueError) as exc:
             log.error("job %s: unusable result: %s", job.id, exc)
             body.update(status="failed", error=f"the result could not be read: {getattr(exc, 'message', exc)}")
@@ -392,32 +417,34 @@ def status_body(engine: Any, job: Any, cache: collections.OrderedDict[str, Resul
 # HTTP
 
 
-def error_response(exc: BridgeError) -> web.Response:
-    """Common error shape plus `detail` (what FastAPI-style clients, like the editor's, read)."""
-    headers = {}
-    if isinstance(exc, QueueFull):
-        headers["Retry-After"] = str(exc.retry_after)
-    body = {"error": exc.code, "message": exc.message, "field": exc.field, "detail": exc.message}
-    return web.json_response(body, status=exc.status, headers=headers)
+class EditorError(ErrorBody):
+    """The common error shape plus `detail` (what FastAPI-style clients, like the editor's, read)."""
+
+    detail: str
 
 
-def _error(status: int, code: str, message: str, field_name: str | None) -> BridgeError:
-    err = BridgeError(message, field=field_name)
-    err.status, err.code = status, code
-    return err
+@dataclass(frozen=True)
+class EditorDialect(Dialect):
+    def error(self, status: int, message: str, field: str | None = None, *, code: str | None = None,
+              headers: Mapping[str, str] | None = None, **extra: Any) -> web.Response:
+        from bridge.http import error_code
+
+        body = {"error": code or error_code(status), "message": message, "field": field, "detail": message}
+        return web.json_response(body, status=status, headers=dict(headers or {}))
+
+    def bridge_error(self, exc: BridgeError, names: Mapping[str, str] | None = None) -> web.Response:
+        """Engine errors name workflow parameters; name the request field (or the operator's setting) instead."""
+        name = exc.field
+        if name in SETTING_FIELDS:
+            # Not the client's fault: the configured model or sampler is missing on the backend.
+            setting = SETTING_FIELDS[name]
+            message = exc.message.removeprefix(f"{name}: ")
+            return self.error(503, f"server configuration: {setting}: {message}", setting, code="backend_unavailable")
+        message, field = renamed(exc, PARAM_FIELDS)
+        return self.error(exc.status, message, field, code=exc.code, headers=retry_headers(exc))
 
 
-def translate(exc: BridgeError) -> BridgeError:
-    """Engine errors name workflow parameters; name the request field (or the operator's setting) instead."""
-    name = exc.field
-    message = exc.message.removeprefix(f"{name}: ") if name else exc.message
-    if name in SETTING_FIELDS:
-        # Not the client's fault: the configured model or sampler is missing on the backend.
-        setting = SETTING_FIELDS[name]
-        return _error(503, "backend_unavailable", f"server configuration: {setting}: {message}", setting)
-    if name in PARAM_FIELDS and PARAM_FIELDS[name] != name:
-        return _error(exc.status, exc.code, f"{PARAM_FIELDS[name]}: {message}", PARAM_FIELDS[name])
-    return exc
+DIALECT = EditorDialect("pixart-editor", EditorError, ("pixart-editor",))
 
 
 def _accepted(job: Any) -> dict[str, Any]:
@@ -426,52 +453,56 @@ def _accepted(job: Any) -> dict[str, Any]:
 
 
 def _same_or_conflict(job: Any, digest: str) -> web.Response:
-    if job.meta.get("dialect") != DIALECT or job.meta.get("body_sha256") != digest:
+    if job.meta.get("dialect") != DIALECT_NAME or job.meta.get("body_sha256") != digest:
         raise Conflict(f"id {job.meta.get('client_id', job.id)!r} is already used by a different request; "
                        "send a new id for a new generation", field="id")
     return web.json_response(_accepted(job))
 
 
-_STR = {"type": "string"}
-_INT = {"type": "integer"}
-REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["id", "sketchData", "width", "height"],
-    "properties": {
-        "id": {"type": "string", "maxLength": MAX_ID_LENGTH, "description": "The client's own id; reusing it with "
-               "the same body answers the same job, with another body 409."},
-        "sketchData": {"type": "string", "description": "PNG/JPEG/WebP as a data URL or bare base64."},
-        "prompt": {"type": "string", "description": "What to draw; required when the AI path runs."},
-        "width": {"type": "integer", "minimum": 1, "description": "Result width in pixels."},
-        "height": {"type": "integer", "minimum": 1, "description": "Result height in pixels."},
-        "style": {"type": "string", "default": DEFAULT_STYLE,
-                  "description": "retro-8bit, retro-16bit, pixel-modern, or a named palette (GET .../styles)."},
-        "colorPalette": {"type": ["array", "null"], "items": _STR, "description": "Hex colours; overrides the "
-                         "style's palette."},
-        "timestamp": {"type": "number"},
-        "useAI": {"type": ["boolean", "null"], "description": "true: Stable Diffusion + ControlNet (400 when not "
-                  "configured); false: sketch only; absent/null: AI when configured."},
-        "dither": {"type": "string", "default": "none", "description": "Dither method (GET .../styles)."},
-        "seed": {"type": "integer", "description": "AI path noise seed; -1 or absent: random."},
-    },
-}
-ACCEPTED_SCHEMA = {"type": "object", "required": ["id", "status", "progress"], "properties": {
-    "id": _STR, "status": {"enum": ["pending", "processing", "completed", "failed"]}, "progress": _INT}}
-STATUS_SCHEMA = {
-    "type": "object",
-    "required": ["id", "status", "progress", "resultDataUrl", "error", "processingTime", "metadata"],
-    "properties": {
-        "id": _STR, "status": {"enum": ["pending", "processing", "completed", "failed"]}, "progress": _INT,
-        "resultDataUrl": {"type": ["string", "null"], "description": "PNG data URL, exactly width x height, "
-                                                                     "palette colours only."},
-        "error": {"type": ["string", "null"]},
-        "processingTime": {"type": ["integer", "null"], "description": "Milliseconds from acceptance to the end."},
-        "metadata": {"type": ["object", "null"], "properties": {
-            "colorsUsed": _INT, "pixelCount": _INT, "algorithm": {"enum": ["pixel_art", "pixel_art_ai"]},
-            "style": _STR, "palette": _STR, "dither": _STR, "seed": {"type": ["integer", "null"]},
-            "colors": {"type": "array", "items": _STR}}},
-    },
-}
-_ERRORS = {400: ERROR_SCHEMA, 409: ERROR_SCHEMA, 413: ERROR_SCHEMA, 503: ERROR_SCHEMA}
+StatusName = Literal["pending", "processing", "completed", "failed"]
+
+
+class PixelGenerationAccepted(BaseModel):
+    """The generation's id and state."""
+
+    id: str
+    status: StatusName
+    progress: int
+
+
+class ResultMetadata(BaseModel):
+    colorsUsed: int
+    pixelCount: int
+    algorithm: str
+    style: str | None
+    palette: str | None
+    dither: str | None
+    seed: int | None
+    colors: list[str]
+
+
+class PixelGenerationStatus(PixelGenerationAccepted):
+    """Status and, once completed, the result: a PNG data URL, exactly width x height, palette colours only."""
+
+    resultDataUrl: str | None
+    error: str | None
+    processingTime: int | None = Field(description="Milliseconds from acceptance to the end.")
+    metadata: ResultMetadata | None
+
+
+class AiAvailability(BaseModel):
+    available: bool
+    default: bool
+
+
+class PixelStyles(BaseModel):
+    """Styles, their palettes, dither methods and whether the AI path is available."""
+
+    styles: list[str]
+    default_style: str
+    palettes: dict[str, list[str] | str]
+    dither: list[str]
+    ai: AiAvailability
 
 
 def _state(request: web.Request) -> dict[str, Any]:
@@ -484,63 +515,56 @@ def _dither_methods() -> list[str]:
     return list(DITHER_METHODS)
 
 
-@openapi(request=REQUEST_SCHEMA, tags=["pixart-editor"], responses={200: ACCEPTED_SCHEMA, **_ERRORS})
-async def generate(request: web.Request) -> web.Response:
+async def generate(request: web.Request, body: EditorRequest) -> web.Response:
     """Start a sketch-to-pixel-art generation (Pixart editor)."""
-    from bridge.app import ENGINE
-
-    engine = request.app[ENGINE]
+    engine = engine_of(request)
     settings: PixartEditorSettings = _state(request)["settings"]
+    job_id = client_job_id(body.id)
+    digest = body_digest(body)
+    existing = engine.get(job_id)
+    if existing is not None:
+        return _same_or_conflict(existing, digest)
+    sketch = await image_io.decode_async(await engine.fetch_image(body.sketchData, "sketchData"), "sketchData",
+                                         max_bytes=engine.max_image_bytes,
+                                         max_pixels=engine.max_image_pixels)
+    plan = plan_request(body, settings, sketch, _state(request)["dither"])
     try:
-        try:
-            body = json.loads(await request.read() or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidParameter("body", f"the request body is not valid JSON ({exc})") from None
-        client_id = parse_client_id(body)
-        job_id = client_job_id(client_id)
-        digest = body_digest(body)
-        existing = engine.get(job_id)
-        if existing is not None:
-            return _same_or_conflict(existing, digest)
-        if body.get("sketchData") is None:
-            raise InvalidParameter("sketchData", "sketchData is required (a data URL or base64 image)")
-        sketch = image_io.decode_image(body["sketchData"], "sketchData", max_bytes=engine.max_image_bytes,
-                                       max_pixels=engine.max_image_pixels)
-        plan = plan_request(body, settings, sketch, _state(request)["dither"])
-        try:
-            job = await engine.submit(plan.workflow, plan.params, meta=plan.meta, job_id=job_id,
-                                      timeout=settings.timeout)
-        except Conflict:
-            # Two identical requests raced; the loser answers the winner's job.
-            existing = engine.get(job_id)
-            if existing is None:
-                raise
-            return _same_or_conflict(existing, digest)
-        except BridgeError as exc:
-            raise translate(exc) from None
-    except BridgeError as exc:
-        return error_response(exc)
+        job = await engine.submit(plan.workflow, plan.params, meta=plan.meta, job_id=job_id, timeout=settings.timeout)
+    except Conflict:
+        # Two identical requests raced; the loser answers the winner's job once it is accepted.
+        existing = await engine.accepted(job_id)
+        if existing is None:
+            raise
+        return _same_or_conflict(existing, digest)
     log.info("pixart editor: job %s (%s, %dx%d, style %s)", job.id, plan.workflow, plan.meta["width"],
              plan.meta["height"], plan.meta["style"])
     return web.json_response(_accepted(job))
 
 
-@openapi(tags=["pixart-editor"], responses={200: STATUS_SCHEMA, 404: ERROR_SCHEMA})
-async def status(request: web.Request) -> web.Response:
-    """Status and result of a Pixart editor generation."""
-    from bridge.app import ENGINE
+MAX_WAIT = 60.0
 
-    engine = request.app[ENGINE]
+
+class StatusQuery(Request):
+    wait: Annotated[LooseFloat, Field(ge=0.0, le=MAX_WAIT)] = Field(
+        0.0, description="Seconds to hold the answer while the generation runs: it comes as soon as it ends (or "
+                         "when the time is up, with the generation as it then stands).")
+
+
+@endpoint(dialect=DIALECT, query=StatusQuery, responses={200: PixelGenerationStatus})
+async def status(request: web.Request, query: StatusQuery) -> web.Response:
+    """Status and result of a Pixart editor generation; `?wait=SECONDS` answers as soon as it ends."""
+    engine = engine_of(request)
     client_id = request.match_info["id"]
     job = engine.get(client_job_id(client_id))
-    if job is None or (job.meta or {}).get("dialect") != DIALECT:
-        return error_response(_error(404, JobNotFound.code, f"no generation with id {client_id!r}", "id"))
-    return web.json_response(status_body(engine, job, _state(request)["results"]))
+    if job is None or (job.meta or {}).get("dialect") != DIALECT_NAME:
+        return DIALECT.error(404, f"no generation with id {client_id!r}", "id", code=JobNotFound.code)
+    if query.wait > 0 and not job.done:
+        with contextlib.suppress(asyncio.TimeoutError):
+            job = await engine.wait(job.id, timeout=query.wait)
+    return web.json_response(await status_body(engine, job, _state(request)["results"]))
 
 
-@openapi(tags=["pixart-editor"], responses={200: {"type": "object", "properties": {
-    "styles": {"type": "array", "items": _STR}, "palettes": {"type": "object"},
-    "dither": {"type": "array", "items": _STR}, "ai": {"type": "object"}}}})
+@endpoint(dialect=DIALECT, responses={200: PixelStyles})
 async def styles(request: web.Request) -> web.Response:
     """Styles, their palettes, dither methods and whether the AI path is available."""
     from pixart_nodes.core.palette import named_palette
@@ -558,10 +582,12 @@ async def styles(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    from bridge.app import SETTINGS
-
     settings = PixartEditorSettings.from_settings(app[SETTINGS])
-    app[STATE] = {"settings": settings, "results": collections.OrderedDict(), "dither": _dither_methods()}
-    app.router.add_post(f"{PREFIX}/generate", generate)
+    dither = _dither_methods()
+    app[STATE] = {"settings": settings, "results": collections.OrderedDict(), "dither": dither}
+    # Declared here: the body model carries this server's limits (PIXART_EDITOR_MAX_SIDE).
+    body = request_model(settings.max_side, tuple(dither))
+    app.router.add_post(f"{PREFIX}/generate",
+                        endpoint(dialect=DIALECT, body=body, responses={200: PixelGenerationAccepted})(generate))
     app.router.add_get(f"{PREFIX}/status/{{id}}", status)
     app.router.add_get(f"{PREFIX}/styles", styles)

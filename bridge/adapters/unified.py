@@ -15,21 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
-import json
 import logging
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, WithJsonSchema, create_model
 from pydantic_settings import SettingsConfigDict
 
+from bridge import samplers as sampler_names
+from bridge.api import Dialect, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
-from bridge.errors import BridgeError, InvalidParameter, QueueFull
-from bridge.openapi import openapi
+from bridge.errors import BridgeError, InvalidParameter
+from bridge.fields import (FieldError, ImageData, Loras, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat,
+                           Seed, Text, field_errors)
+from bridge.keys import SETTINGS
+
+from .toolkit import ClientGone, Submission, engine_of, live_choices, request_origin, run_jobs
 
 log = logging.getLogger("bridge.adapters.unified")
 
@@ -58,8 +65,10 @@ class UnifiedSettings(AdapterSettings):
     model_config = SettingsConfigDict(env_prefix="UNIFIED_", extra="ignore", env_file_encoding="utf-8",
                                       populate_by_name=True)
 
-    backend: Literal["axera", "sd15"] = Field("axera", description="axera: the AX650N LCM workflows; sd15: the "
-                                                                   "SD1.5 checkpoint workflows on ComfyUI.")
+    backend: Literal["auto", "axera", "sd15"] = Field("auto", description=(
+        "auto: the Axera workflows where the backend has the Axera model set (UNIFIED_AXERA_MODEL_DIR), else "
+        "SD1.5; axera: the AX650N LCM workflows (503 when the model set is missing); sd15: the SD1.5 checkpoint "
+        "workflows on ComfyUI."))
     axera_model_dir: str = Field("", description="Axera model folder on the ComfyUI machine; empty: the node's "
                                                  "default ($PIXART_AXERA_MODEL_DIR, else models/axera).")
     axera_runtime: Literal["auto", "axengine", "onnxruntime"] = Field("auto", description="Runtime for the Axera "
@@ -83,7 +92,56 @@ STATE = web.AppKey("unified_state", dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Request parsing (pure: no engine, no I/O)
+# The request (pure: no engine, no I/O)
+
+
+def _resize_name(value: Any) -> Any:
+    # The Pi service's numbers, the node's names and A1111's labels are all accepted.
+    if isinstance(value, bool):
+        return value
+    return RESIZE_ALIASES.get(str(value).strip().lower(), value)
+
+
+ResizeMode = Annotated[Literal[0, 1, 2], BeforeValidator(_resize_name), WithJsonSchema({
+    "description": "0 stretch, 1 crop, 2 pad; the names (stretch, crop, pad, A1111's labels) are accepted too.",
+    "anyOf": [{"enum": [0, 1, 2]}, {"enum": sorted(RESIZE_ALIASES)}]})]
+Unit = Annotated[LooseFloat, Field(ge=0.0, le=1.0)]
+
+
+class GenerateBody(Request):
+    """A /generate request (the Pi service's unified endpoint)."""
+
+    mode: Literal["txt2img", "img2img"] | None = Field(None, description="Default: img2img when an init image is "
+                                                                        "sent, else txt2img.")
+    prompt: NonBlank = Field(description="What the image should show.")
+    init_image: ImageData | None = Field(None, description="img2img: PNG/JPEG/WebP as base64 or a data URL.")
+    init_images: Annotated[list[ImageData], Field(min_length=1, max_length=1)] | None = Field(
+        None, description="A1111 style: one image, used when init_image is absent.")
+    seed: Seed = Field(None, description="-1, empty or absent: random in 0..2^32-1; the answer reports the seed.")
+    width: Annotated[LooseInt, Field(ge=1, le=16384)] | None = None
+    height: Annotated[LooseInt, Field(ge=1, le=16384)] | None = None
+    steps: Annotated[LooseInt, Field(ge=1, le=1000)] | None = None
+    cfg_scale: Annotated[LooseFloat, Field(ge=0.0, le=100.0)] | None = None
+    sampler_name: Text | None = Field(None, description="An A1111 sampler name (GET /generate/options).")
+    negative_prompt: Text | None = None
+    n_iter: Annotated[LooseInt, Field(ge=1)] | None = None
+    batch_size: Annotated[LooseInt, Field(ge=1)] | None = None
+    denoising_strength: Unit | None = Field(None, description="img2img strength (alias: strength).")
+    strength: Unit | None = None
+    resize_mode: ResizeMode | None = None
+    loras: Loras | None = Field(None, description="sd15: LoRAs applied to the checkpoint, in order "
+                                                  "([{name, strength}]); the Axera build has none (noted).")
+    response_format: ResponseFormat = Field("b64", description="b64: `images`, `image` and `base64` carry base64 "
+                                                               "PNGs; url: `images` and `image` carry links and "
+                                                               "`base64` is null.")
+
+
+@functools.lru_cache(maxsize=8)
+def body_model(max_images: int) -> type[GenerateBody]:
+    """The request model with this server's UNIFIED_MAX_IMAGES, so the spec shows the limit the code enforces."""
+    count = Annotated[LooseInt, Field(ge=1, le=max_images)]
+    return create_model("UnifiedGenerateRequest", __base__=GenerateBody, __doc__=GenerateBody.__doc__,
+                        n_iter=(count | None, None), batch_size=(count | None, None))
 
 
 @dataclass
@@ -103,125 +161,49 @@ class GenerateRequest:
     n_iter: int = 1
     batch_size: int = 1
     strength_given: bool = False
+    loras: list[Any] = field(default_factory=list)
+    links: bool = False
 
     @property
     def count(self) -> int:
         return self.n_iter * self.batch_size
 
 
-def _present(body: dict[str, Any], key: str) -> bool:
-    return body.get(key) is not None
-
-
-def _int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise InvalidParameter(name, f"{name} must be an integer, got {value!r}")
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise InvalidParameter(name, f"{name} must be an integer, got {value!r}") from None
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise InvalidParameter(name, f"{name} must be an integer, got {value}")
-        value = int(value)
-    if not isinstance(value, int):
-        raise InvalidParameter(name, f"{name} must be an integer, got {type(value).__name__}")
-    if lo is not None and value < lo:
-        raise InvalidParameter(name, f"{name} must be at least {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise InvalidParameter(name, f"{name} must be at most {hi}, got {value}")
-    return value
-
-
-def _float(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(value, bool):
-        raise InvalidParameter(name, f"{name} must be a number, got {value!r}")
-    try:
-        number = float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise InvalidParameter(name, f"{name} must be a number, got {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise InvalidParameter(name, f"{name} must be a finite number")
-    if lo is not None and number < lo:
-        raise InvalidParameter(name, f"{name} must be at least {lo}, got {number}")
-    if hi is not None and number > hi:
-        raise InvalidParameter(name, f"{name} must be at most {hi}, got {number}")
-    return number
-
-
-def _str(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidParameter(name, f"{name} must be a string")
-    return value
-
-
-def parse_seed(value: Any, rng: random.Random) -> int:
-    if value is None or (isinstance(value, str) and value.strip() in ("", "-1")):
-        return rng.randint(0, RANDOM_SEED_MAX)
-    seed = _int("seed", value)
-    if seed == -1:
-        return rng.randint(0, RANDOM_SEED_MAX)
-    if not 0 <= seed <= SEED_MAX:
-        raise InvalidParameter("seed", f"seed must be -1 (random) or between 0 and {SEED_MAX}, got {seed}")
-    return seed
-
-
-def parse_resize_mode(value: Any) -> int:
-    key = str(value).strip().lower() if not isinstance(value, bool) else ""
-    if key not in RESIZE_ALIASES:
-        raise InvalidParameter("resize_mode", f"resize_mode must be 0 (stretch), 1 (crop) or 2 (pad), got {value!r}")
-    return RESIZE_ALIASES[key]
-
-
-def parse_request(body: Any, *, rng: random.Random, default_strength: float = 0.5,
-                  max_images: int = 16) -> GenerateRequest:
-    """Validate a /generate body; raises InvalidParameter naming the request field."""
-    if not isinstance(body, dict):
-        raise InvalidParameter("body", "the request body must be a JSON object")
-    init_image = body.get("init_image")
-    if init_image is None and isinstance(body.get("init_images"), list) and body["init_images"]:
-        init_image = body["init_images"][0]  # the picker sends both; A1111 clients only the list
-    mode = body.get("mode")
-    if mode is None:
-        # the first Pi server took {"prompt"} alone; an image without a mode can only mean img2img
-        mode = "img2img" if init_image else "txt2img"
-    if mode not in MODES:
-        raise InvalidParameter("mode", f"mode must be 'txt2img' or 'img2img', got {mode!r}")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidParameter("prompt", "prompt is required (a non-empty string)")
-    req = GenerateRequest(mode=mode, prompt=prompt, seed=parse_seed(body.get("seed"), rng),
-                          strength=default_strength)
-    if mode == "img2img":
-        if not isinstance(init_image, str) or not init_image.strip():
-            raise InvalidParameter("init_image", "init_image (base64 PNG/JPEG) is required for img2img")
-        req.init_image = init_image
-    strength = body.get("denoising_strength", body.get("strength"))
-    if strength is not None:
-        req.strength = _float("denoising_strength", strength, 0.0, 1.0)
-        req.strength_given = True
-    if _present(body, "resize_mode"):
-        req.resize_mode = parse_resize_mode(body["resize_mode"])
-    for name in ("width", "height"):
-        if _present(body, name):
-            setattr(req, name, _int(name, body[name], 1, 16384))
-    if _present(body, "steps"):
-        req.steps = _int("steps", body["steps"], 1, 1000)
-    if _present(body, "cfg_scale"):
-        req.cfg_scale = _float("cfg_scale", body["cfg_scale"], 0.0, 100.0)
-    if _present(body, "sampler_name"):
-        req.sampler_name = _str("sampler_name", body["sampler_name"]).strip() or None
-    if _present(body, "negative_prompt"):
-        req.negative_prompt = _str("negative_prompt", body["negative_prompt"])
-    if _present(body, "n_iter"):
-        req.n_iter = _int("n_iter", body["n_iter"], 1, max_images)
-    if _present(body, "batch_size"):
-        req.batch_size = _int("batch_size", body["batch_size"], 1, max_images)
+def resolve(body: GenerateBody, *, rng: random.Random, default_strength: float = 0.5,
+            max_images: int = 16) -> GenerateRequest:
+    """The Pi service's rules on a checked body: mode from the image, strength alias, random seed, image count."""
+    init_image = body.init_image or (body.init_images[0] if body.init_images else None)
+    mode = body.mode or ("img2img" if init_image else "txt2img")  # the first Pi server took {"prompt"} alone
+    strength = body.denoising_strength if body.denoising_strength is not None else body.strength
+    req = GenerateRequest(mode=mode, prompt=body.prompt,
+                          seed=body.seed if body.seed is not None else rng.randint(0, RANDOM_SEED_MAX),
+                          strength=default_strength if strength is None else strength,
+                          strength_given=strength is not None, resize_mode=body.resize_mode or 0,
+                          width=body.width, height=body.height, steps=body.steps, cfg_scale=body.cfg_scale,
+                          sampler_name=(body.sampler_name or "").strip() or None,
+                          negative_prompt=body.negative_prompt or "", n_iter=body.n_iter or 1,
+                          batch_size=body.batch_size or 1, loras=list(body.loras or []),
+                          links=body.response_format == "url")
+    if mode == "img2img" and not init_image:
+        raise InvalidParameter("init_image", "init_image (base64 PNG/JPEG) is required for img2img")
+    req.init_image = init_image if mode == "img2img" else None
     if req.count > max_images:
         raise InvalidParameter("batch_size", f"n_iter x batch_size = {req.count} images; at most {max_images} "
                                              f"per request (UNIFIED_MAX_IMAGES)")
     return req
+
+
+def parse_request(body: Any, *, rng: random.Random, default_strength: float = 0.5,
+                  max_images: int = 16) -> GenerateRequest:
+    """Check a /generate body and apply the rules; raises InvalidParameter naming the request field."""
+    model = body_model(max_images)
+    try:
+        checked = model.model_validate(body)
+    except ValidationError as exc:
+        bad = field_errors(exc, model)[0]
+        raise InvalidParameter(bad.field or "body", bad.message if bad.field else
+                               "body: the request body must be a JSON object") from None
+    return resolve(checked, rng=rng, default_strength=default_strength, max_images=max_images)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,12 +258,13 @@ def plan_axera(req: GenerateRequest, s: UnifiedSettings) -> Plan:
         plan.note("sampler_name", req.sampler_name, "LCM", "the NPU build has one sampler: the LCM schedule")
     if req.negative_prompt.strip():
         plan.note("negative_prompt", req.negative_prompt, None, "no guidance, so no negative prompt")
+    if req.loras:
+        plan.note("loras", req.loras, [], "the NPU build is compiled without LoRA support")
     return plan
 
 
 def _sampler_honoured(requested: str, resolved_name: str) -> bool:
-    from .a1111_samplers import SAMPLERS, SCHEDULERS
-
+    SAMPLERS, SCHEDULERS = sampler_names.SAMPLERS, sampler_names.SCHEDULERS
     req = requested.strip().lower()
     names = {resolved_name.lower()}
     for sampler in SAMPLERS:
@@ -299,17 +282,13 @@ def _sampler_honoured(requested: str, resolved_name: str) -> bool:
 
 def a1111_sampler_name(comfy_sampler: str | None) -> str | None:
     """The A1111 name (as `/generate/options` lists the choices) of a ComfyUI KSampler sampler."""
-    from .a1111_samplers import SAMPLERS
-
-    return next((sp.name for sp in SAMPLERS if sp.comfy == comfy_sampler), comfy_sampler)
+    return next((sp.name for sp in sampler_names.SAMPLERS if sp.comfy == comfy_sampler), comfy_sampler)
 
 
 def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str] | None,
               live_schedulers: list[str] | None, default_sampler: str | None = None) -> Plan:
     """`default_sampler`: the ComfyUI sampler the workflow runs when the request names none (reported in A1111
     naming)."""
-    from .a1111_samplers import resolve
-
     # ComfyUI draws a whole latent batch from one seed, so image i of a batch is not what seed + i alone gives.
     # One job per image with seed + i (as on the Axera backend and in A1111) makes every listed seed reproduce
     # its image.
@@ -334,7 +313,7 @@ def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str]
         if req.cfg_scale > 30.0:
             plan.note("cfg_scale", req.cfg_scale, 30.0, "at most 30")
     if req.sampler_name is not None:
-        resolved = resolve(req.sampler_name, None, live_samplers, live_schedulers)
+        resolved = sampler_names.resolve(req.sampler_name, None, live_samplers, live_schedulers)
         params["sampler"], params["scheduler"] = resolved.comfy_sampler, resolved.comfy_scheduler
         plan.sampler = resolved.sampler_name
         if not _sampler_honoured(req.sampler_name, resolved.sampler_name):
@@ -342,6 +321,8 @@ def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str]
                       "unknown or not available on the backend; A1111's fallback is used")
     if s.sd15_checkpoint:
         params["checkpoint"] = s.sd15_checkpoint
+    if req.loras:
+        params["loras"] = req.loras
     workflow = s.sd15_txt2img_workflow
     if req.mode == "img2img":
         workflow = s.sd15_img2img_workflow
@@ -353,36 +334,75 @@ def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str]
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Which backend runs a request
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str            # "axera" | "sd15"
+    reason: str          # why, in words (GET /generate/options shows it)
+    error: str | None = None  # set when the configured backend cannot run: the request is answered 503
+
+
+async def choose_backend(engine: Any, s: UnifiedSettings) -> BackendChoice:
+    """UNIFIED_BACKEND applied to what the ComfyUI backend has: its Pixart pack reports whether the Axera model
+    set is where the loader would look (GET /pixart/axera), so nothing is guessed from this machine's disk."""
+    if s.backend == "sd15":
+        return BackendChoice("sd15", "UNIFIED_BACKEND=sd15")
+    status = await engine.backend_json("/pixart/axera", {"model_dir": s.axera_model_dir,
+                                                         "runtime": s.axera_runtime}, missing_ok=True)
+    if not isinstance(status, dict):
+        found, why = False, "the backend's Pixart pack does not report Axera models (route /pixart/axera missing)"
+    else:
+        found, why = bool(status.get("found")), str(status.get("reason") or "")
+    if found:
+        return BackendChoice("axera", f"UNIFIED_BACKEND={s.backend}: {why}")
+    if s.backend == "axera":
+        folder = (status or {}).get("model_dir") if isinstance(status, dict) else None
+        return BackendChoice("axera", f"UNIFIED_BACKEND=axera: {why}", error=(
+            f"the Axera backend is not usable: {why}; put the model set in {folder or 'the models/axera folder'} on "
+            f"the ComfyUI machine or point UNIFIED_AXERA_MODEL_DIR at it, or set UNIFIED_BACKEND=sd15 (or auto)"))
+    return BackendChoice("sd15", f"UNIFIED_BACKEND=auto: no Axera model set on the backend ({why}); SD1.5 runs")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # HTTP
 
 
-def ok_or_error(status: int, message: str, field_name: str | None = None,
-                headers: dict[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"status": "error", "error": message}
-    if field_name:
-        body["field"] = field_name
-    return web.json_response(body, status=status, headers=headers)
+class UnifiedError(BaseModel):
+    """The Pi service's error shape."""
+
+    status: Literal["error"]
+    error: str
+    field: str | None = None
 
 
-def _translate(exc: BridgeError, names: dict[str, str]) -> web.Response:
-    field_name = names.get(exc.field or "", exc.field)
-    message = exc.message
-    if exc.field and field_name != exc.field and message.startswith(exc.field):
-        message = field_name + message[len(exc.field):]
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
-    status = exc.status if exc.status in (400, 413, 503) else 500
-    return ok_or_error(status, message, field_name, headers)
+@dataclass(frozen=True)
+class UnifiedDialect(Dialect):
+    def error(self, status: int, message: str, field: str | None = None, *, code: str | None = None,
+              headers: Mapping[str, str] | None = None, **extra: Any) -> web.Response:
+        body: dict[str, Any] = {"status": "error", "error": message}
+        if field:
+            body["field"] = field
+        return web.json_response(body, status=status, headers=dict(headers or {}))
+
+    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
+        first = errors[0]
+        if first.field is None:
+            return self.error(400, "body: the request body must be a JSON object", "body")
+        return self.error(400, first.message, first.field)
+
+    def bridge_error(self, exc: BridgeError, names: Mapping[str, str] | None = None) -> web.Response:
+        message, name = renamed(exc, names)
+        status = exc.status if exc.status in (400, 404, 409, 413, 503) else 500
+        return self.error(status, message, name, headers=retry_headers(exc))
+
+
+DIALECT = UnifiedDialect("unified", UnifiedError, ("unified",))
 
 
 def _settings(request: web.Request) -> UnifiedSettings:
     return request.app[STATE]["settings"]
-
-
-async def _live(engine: Any, ref: str) -> list[str] | None:
-    try:
-        return list(await engine.choices(ref))
-    except BridgeError:
-        return None
 
 
 def _workflow_default(engine: Any, s: UnifiedSettings, name: str) -> Any:
@@ -399,108 +419,83 @@ def _png_size(data: bytes) -> tuple[int, int]:
         return im.size
 
 
-_INT = {"type": "integer"}
-_NUM = {"type": "number"}
-_STR = {"type": "string"}
-REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["prompt"],
-    "properties": {
-        "mode": {"type": "string", "enum": list(MODES),
-                 "description": "Default: img2img when init_image is sent, else txt2img."},
-        "prompt": _STR,
-        "init_image": {"type": "string", "description": "Base64 PNG/JPEG/WebP (or data URL); img2img only."},
-        "init_images": {"type": "array", "items": _STR, "description": "A1111 style; the first is used."},
-        "seed": {"type": "integer", "description": "-1 or absent: random in 0..2^32-1."},
-        "width": _INT, "height": _INT, "steps": _INT, "cfg_scale": _NUM, "sampler_name": _STR,
-        "negative_prompt": _STR, "n_iter": _INT, "batch_size": _INT,
-        "denoising_strength": {"type": "number", "minimum": 0, "maximum": 1, "description": "Alias: strength."},
-        "strength": {"type": "number", "minimum": 0, "maximum": 1},
-        "resize_mode": {"description": "0 stretch, 1 crop, 2 pad (names accepted).",
-                        "oneOf": [{"type": "integer", "enum": [0, 1, 2]}, _STR]},
-    },
-}
-_NOTE = {"type": "object", "properties": {"field": _STR, "requested": {}, "used": {}, "reason": _STR}}
-RESPONSE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "status": {"type": "string", "enum": ["ok"]}, "mode": _STR, "backend": _STR,
-        "base64": _STR, "image": _STR, "images": {"type": "array", "items": _STR},
-        "seed": _INT, "seeds": {"type": "array", "items": _INT},
-        "text_time_ms": {"type": ["number", "null"]}, "total_time_ms": _NUM, "request_time_ms": _NUM,
-        "width": _INT, "height": _INT, "steps": {"type": ["integer", "null"]},
-        "sampler_name": {"type": ["string", "null"]},
-        "unsupported": {"type": "array", "items": _NOTE,
-                        "description": "Options the backend could not honour: what was asked, what was used."},
-        "timings": {"type": "array", "items": {"type": "object"}, "description": "Axera: per-image stage times."},
-        "job_ids": {"type": "array", "items": _STR},
-    },
-}
-ERROR_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"status": {"type": "string", "enum": ["error"]},
-                                                                  "error": _STR, "field": _STR}}
+class Unsupported(BaseModel):
+    field: str
+    requested: Any
+    used: Any
+    reason: str
 
 
-@openapi(request=REQUEST_SCHEMA, tags=["unified"],
-         responses={200: RESPONSE_SCHEMA, 400: ERROR_SCHEMA, 500: ERROR_SCHEMA, 503: ERROR_SCHEMA})
-async def generate(request: web.Request) -> web.Response:
+class GenerateAnswer(BaseModel):
+    """The images (base64 PNG) with what was used; the Pi clients read images[0], then image, then base64."""
+
+    status: Literal["ok"]
+    mode: str
+    backend: str
+    base64: str | None
+    image: str
+    images: list[str]
+    seed: int
+    seeds: list[int]
+    text_time_ms: float | None
+    total_time_ms: float
+    request_time_ms: float
+    width: int
+    height: int
+    steps: int | None
+    sampler_name: str | None
+    unsupported: list[Unsupported] = Field(description="Options the backend could not honour: asked vs used.")
+    job_ids: list[str]
+    denoising_strength: float | None = None
+    resize_mode: int | None = None
+    timings: list[dict[str, Any]] | None = Field(None, description="Axera: per-image stage times.")
+
+
+async def generate(request: web.Request, body: GenerateBody) -> web.Response:
     """Generate images (txt2img or img2img) synchronously: the Raspberry Pi AX650N service's unified endpoint."""
-    from bridge.app import ENGINE
-
-    engine = request.app[ENGINE]
+    engine = engine_of(request)
     settings = _settings(request)
     state = request.app[STATE]
     t0 = time.perf_counter()
-    try:
-        body = json.loads(await request.read() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return ok_or_error(400, f"body: not valid JSON ({exc})", "body")
-    try:
-        req = parse_request(body, rng=state["rng"], default_strength=settings.default_strength,
-                            max_images=settings.max_images)
-    except InvalidParameter as exc:
-        return ok_or_error(400, exc.message, exc.field)
-
-    if settings.backend == "axera":
+    req = resolve(body, rng=state["rng"], default_strength=settings.default_strength,
+                  max_images=settings.max_images)
+    choice = await choose_backend(engine, settings)
+    if choice.error is not None:
+        return DIALECT.error(503, choice.error, "UNIFIED_BACKEND", headers={"Retry-After": "30"})
+    if choice.name == "axera":
         plan = plan_axera(req, settings)
     else:
-        plan = plan_sd15(req, settings, await _live(engine, "KSampler.sampler_name"),
-                         await _live(engine, "KSampler.scheduler"), _workflow_default(engine, settings, "sampler"))
-
-    job_ids: list[str] = []
+        plan = plan_sd15(req, settings, await live_choices(engine, "KSampler.sampler_name"),
+                         await live_choices(engine, "KSampler.scheduler"),
+                         _workflow_default(engine, settings, "sampler"))
+    submissions = [Submission(workflow, params, meta={"dialect": "unified", "mode": req.mode, "index": index})
+                   for index, (workflow, params) in enumerate(plan.jobs)]
     try:
-        for index, (workflow, params) in enumerate(plan.jobs):
-            meta = {"dialect": "unified", "mode": req.mode, "index": index}
-            job = await engine.submit(workflow, params, meta=meta)
-            job_ids.append(job.id)
-        finished = []
-        for job_id in job_ids:
-            remaining = settings.timeout - (time.perf_counter() - t0)
-            finished.append(await engine.wait(job_id, timeout=max(0.001, remaining)))
+        finished = await run_jobs(request, submissions, timeout=settings.timeout)
     except BridgeError as exc:
-        await _cancel_all(engine, job_ids)
-        return _translate(exc, plan.field_names)
+        return DIALECT.bridge_error(exc, plan.field_names)
     except asyncio.TimeoutError:
-        await _cancel_all(engine, job_ids)
-        return ok_or_error(500, f"generation did not finish within {settings.timeout:g} s (UNIFIED_TIMEOUT)")
-
+        return DIALECT.error(504, f"generation did not finish within {settings.timeout:g} s (UNIFIED_TIMEOUT)")
+    except ClientGone:
+        return DIALECT.error(499, "the client closed the connection; the generation was cancelled")
     for job in finished:
         if job.status != "completed":
-            await _cancel_all(engine, job_ids)
             why = job.error or job.status
             log.warning("/generate job %s %s: %s", job.id, job.status, why)
-            return ok_or_error(500, f"generation {job.status}: {why}")
+            return DIALECT.error(500, f"generation {job.status}: {why}")
 
     images: list[str] = []
     sizes: list[tuple[int, int]] = []
     timings: list[dict[str, Any]] = []
     for job in finished:
         for i in range(len(job.outputs.get("images") or [])):
-            png = engine.read_output(job, "images", i)
-            images.append(base64.b64encode(png).decode("ascii"))
+            png = await engine.read_output(job, "images", i)
+            images.append(await engine.result_link(job, "images", i, request_origin(request)) if req.links
+                          else base64.b64encode(png).decode("ascii"))
             sizes.append(_png_size(png))
         timings.extend(t for t in (job.outputs.get("timings") or []) if isinstance(t, dict))
     if not images:
-        return ok_or_error(500, "the workflow finished without an image")
+        return DIALECT.error(500, "the workflow finished without an image")
 
     width, height = sizes[0]
     if plan.backend == "axera":
@@ -512,7 +507,7 @@ async def generate(request: web.Request) -> web.Response:
         total_ms = round(sum(float(t.get("total_ms", 0.0)) for t in timings), 3)
         seeds = [int(t["seed"]) for t in timings if "seed" in t] or plan.seeds
     else:
-        text_ms = None  # ComfyUI does not report the text encoder's share of a run
+        text_ms = text_encoder_ms(engine, finished)
         total_ms = round(sum(((j.finished_at or 0) - (j.started_at or j.finished_at or 0)) * 1000 for j in finished), 3)
         seeds = plan.seeds
 
@@ -520,7 +515,7 @@ async def generate(request: web.Request) -> web.Response:
         "status": "ok",
         "mode": req.mode,
         "backend": plan.backend,
-        "base64": images[0],
+        "base64": None if req.links else images[0],
         "image": images[0],
         "images": images,
         "seed": seeds[0],
@@ -533,7 +528,7 @@ async def generate(request: web.Request) -> web.Response:
         "steps": plan.steps,
         "sampler_name": plan.sampler,
         "unsupported": plan.unsupported,
-        "job_ids": job_ids,
+        "job_ids": [j.id for j in finished],
     }
     if req.mode == "img2img":
         answer["denoising_strength"] = req.strength
@@ -543,22 +538,42 @@ async def generate(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
-async def _cancel_all(engine: Any, job_ids: list[str]) -> None:
-    for job_id in job_ids:
-        try:
-            await engine.cancel(job_id)
-        except BridgeError:
-            pass
+TEXT_ENCODER_CLASSES = ("CLIPTextEncode", "CLIPSetLastLayer")
 
 
-@openapi(tags=["unified"], responses={200: {"type": "object", "properties": {
-    "backend": _STR, "workflows": {"type": "object"}, "workflows_available": {"type": "object"},
-    "fields": {"type": "object"}, "settings": {"type": "object"}}}})
+def text_encoder_ms(engine: Any, jobs: list[Any]) -> float | None:
+    """The text encoders' share of the runs, from the per-node times the engine recorded (ComfyUI's execution
+    messages); an encoder ComfyUI served from its cache counts 0, as no time was spent."""
+    total, seen = 0.0, False
+    for job in jobs:
+        wf = getattr(engine, "workflows", {}).get(job.workflow)
+        times = getattr(job, "node_ms", None) or {}
+        if wf is None:
+            continue
+        for node, ms in times.items():
+            if wf.graph.get(node, {}).get("class_type") in TEXT_ENCODER_CLASSES:
+                total += float(ms)
+                seen = True
+    return round(total, 3) if seen else None
+
+
+class GenerateOptions(BaseModel):
+    """What the configured backend supports, with its defaults."""
+
+    backend: str = Field(description="The backend that runs requests now: axera or sd15.")
+    backend_setting: str = Field(description="UNIFIED_BACKEND: auto, axera or sd15.")
+    backend_reason: str = Field(description="Why that backend runs (or why the configured one cannot).")
+    backend_error: str | None = Field(None, description="Set when /generate answers 503 for this reason.")
+    workflows: dict[str, str]
+    workflows_available: dict[str, bool]
+    fields: dict[str, dict[str, Any]]
+    settings: dict[str, Any]
+
+
+@endpoint(dialect=DIALECT, responses={200: GenerateOptions})
 async def options(request: web.Request) -> web.Response:
     """What the configured /generate backend supports, with its defaults."""
-    from bridge.app import ENGINE
-
-    engine = request.app[ENGINE]
+    engine = engine_of(request)
     s = _settings(request)
     state = request.app[STATE]
     workflows = getattr(engine, "workflows", {})
@@ -576,7 +591,8 @@ async def options(request: web.Request) -> web.Response:
                        "note": f"n_iter x batch_size <= {s.max_images}; image i is made with seed + i on its own, "
                                f"so each seed in `seeds` reproduces its image"},
     }
-    if s.backend == "axera":
+    choice = await choose_backend(engine, s)
+    if choice.name == "axera":
         size = state.get("axera_size")
         fixed = {"supported": False, "reason": "fixed by the model build (512x512, 1024x768 and 256x256 exist)",
                  "fixed": None, "known": size is not None}
@@ -601,28 +617,26 @@ async def options(request: web.Request) -> web.Response:
             d = p.describe() if p is not None else {}
             return {"supported": True, **{k: v for k, v in d.items() if k in ("default", "min", "max", "multiple_of")}}
 
-        from .a1111_samplers import sampler_items
-
-        live = await _live(engine, "KSampler.sampler_name")
+        live = await live_choices(engine, "KSampler.sampler_name")
         fields = {
             **common,
             "width": described("width"), "height": described("height"), "steps": described("steps"),
             "cfg_scale": described("cfg"),
-            "sampler_name": {"supported": True, "choices": [i["name"] for i in sampler_items(live)],
+            "sampler_name": {"supported": True, "choices": [i["name"] for i in sampler_names.sampler_items(live)],
                              "default": a1111_sampler_name(_workflow_default(engine, s, "sampler"))},
             "negative_prompt": {"supported": True, "default": ""},
         }
         names = {"txt2img": s.sd15_txt2img_workflow, "img2img": s.sd15_img2img_workflow}
         extra = {"checkpoint": s.sd15_checkpoint or None}
     available = {mode: name in workflows for mode, name in names.items()} if workflows else {}
-    return web.json_response({"backend": s.backend, "workflows": names, "workflows_available": available,
+    return web.json_response({"backend": choice.name, "backend_setting": s.backend, "backend_reason": choice.reason,
+                              "backend_error": choice.error, "workflows": names, "workflows_available": available,
                               "fields": fields, "settings": extra})
 
 
 def setup(app: web.Application) -> None:
-    from bridge.app import SETTINGS
-
     settings = UnifiedSettings.from_settings(app[SETTINGS])
     app[STATE] = {"settings": settings, "rng": random.Random(), "axera_size": None}
-    app.router.add_post("/generate", generate)
+    app.router.add_post("/generate", endpoint(dialect=DIALECT, body=body_model(settings.max_images),
+                                              responses={200: GenerateAnswer}, names=None)(generate))
     app.router.add_get("/generate/options", options)

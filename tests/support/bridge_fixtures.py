@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -17,22 +16,21 @@ from aiohttp import web
 from bridge.app import create_app
 from bridge.config import Settings, load_settings
 
-__all__ = ["bridge_settings", "bridge_factory", "bridge_client", "clean_bridge_env"]
+__all__ = ["bridge_settings", "bridge_factory", "bridge_client"]
 
-
-@pytest.fixture
-def clean_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's own BRIDGE_*/COMFYUI_* variables must not leak into tests."""
-    for name in list(os.environ):
-        if name.upper().startswith(("BRIDGE_", "COMFYUI_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
-def bridge_settings(clean_bridge_env: None, comfy_double: Any, tmp_path: Any) -> Callable[..., Settings]:
+def bridge_settings(comfy_double: Any, tmp_path: Any) -> Callable[..., Settings]:
+    """Settings on the double; lower-case names are core settings, UPPER_CASE ones adapter variables (`--set`)."""
+    made = [0]
+
     def make(**fields: Any) -> Settings:
-        flags = {"data_dir": tmp_path / "bridge-data", "comfyui_urls": [comfy_double.url], **fields}
-        return load_settings(flags, env_file=None)
+        made[0] += 1
+        overrides = {k: str(v) for k, v in fields.items() if k.isupper()}
+        flags = {"data_dir": tmp_path / f"bridge-data-{made[0]}", "comfyui_urls": [comfy_double.url],
+                 **{k: v for k, v in fields.items() if not k.isupper()}}
+        return load_settings(flags, overrides=overrides, env_file=None)
 
     return make
 

@@ -101,8 +101,31 @@ def pack_object_info() -> dict[str, Any]:
     return infos
 
 
+def model_nodes(vaes: list[str], loras: list[str], upscale_models: list[str]) -> dict[str, Any]:
+    """/object_info entries of ComfyUI 0.3.64's VAE, LoRA and upscale-model loaders (nodes.py,
+    comfy_extras/nodes_upscale_model.py); VAELoader lists ComfyUI's built-in `pixel_space` after the files."""
+    return {
+        "VAELoader": _node("VAELoader", "loaders", {"vae_name": [[*vaes, "pixel_space"], {}]}, ["VAE"]),
+        "LoraLoader": _node("LoraLoader", "loaders", {
+            "model": ["MODEL", {}], "clip": ["CLIP", {}], "lora_name": [list(loras), {}],
+            "strength_model": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}],
+            "strength_clip": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}]},
+            ["MODEL", "CLIP"]),
+        "UpscaleModelLoader": _node("UpscaleModelLoader", "loaders", {"model_name": [list(upscale_models), {}]},
+                                    ["UPSCALE_MODEL"]),
+        "ImageUpscaleWithModel": _node("ImageUpscaleWithModel", "image/upscaling", {
+            "upscale_model": ["UPSCALE_MODEL", {}], "image": ["IMAGE", {}]}, ["IMAGE"]),
+    }
+
+
+DEFAULT_VAES = ["vae-ft-mse-840000-ema-pruned.safetensors"]
+DEFAULT_LORAS = ["pixel_style.safetensors", "sub/other_lora.safetensors"]
+DEFAULT_UPSCALE_MODELS = ["RealESRGAN_x4plus.pth", "4x_foolhardy.pth"]
+
+
 def object_info_for(checkpoints: list[str], input_files: list[str], controlnets: list[str] | None = None, *,
-                    pack: bool = True) -> dict[str, Any]:
+                    pack: bool = True, vaes: list[str] | None = None, loras: list[str] | None = None,
+                    upscale_models: list[str] | None = None) -> dict[str, Any]:
     """The subset of ComfyUI 0.3.64's /object_info the shipped workflows use (checked against a real server
     by tests/test_engine_comfyui.py), plus the Pixart pack's nodes unless `pack` is False."""
     files = sorted(input_files)
@@ -135,7 +158,9 @@ def object_info_for(checkpoints: list[str], input_files: list[str], controlnets:
             "end_percent": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}]},
             ["CONDITIONING", "CONDITIONING"], optional={"vae": ["VAE", {}]}, output_names=["positive", "negative"]),
     }
-    return {**_core_object_info(checkpoints, files, hidden_save), **editor_nodes,
+    models = model_nodes(DEFAULT_VAES if vaes is None else vaes, DEFAULT_LORAS if loras is None else loras,
+                         DEFAULT_UPSCALE_MODELS if upscale_models is None else upscale_models)
+    return {**_core_object_info(checkpoints, files, hidden_save), **editor_nodes, **models,
             **(pack_object_info() if pack else {})}
 
 
@@ -236,6 +261,7 @@ class ComfyDouble:
     fail_message its exception message
     drop_final   do not send the final `executing {node: null}` (the engine must fall back to /history)
     lose_images  image output nodes succeed but deliver nothing: no websocket frames, no `images` in /history
+    previews     send a JPEG preview frame after each sampler step (ComfyUI with --preview-method)
     checkpoints  files in models/checkpoints
     controlnets  files in models/controlnet
     devices      what /system_stats lists under "devices": [{"name", "type"}] (the vram fields are filled in);
@@ -248,9 +274,22 @@ class ComfyDouble:
     fail_message: str = "double: forced failure"
     drop_final: bool = False
     lose_images: bool = False
+    previews: bool = True
+    axera_models: bool = False  # what the pack's /pixart/axera reports: an Axera model set on this "machine"
     checkpoints: list[str] = field(default_factory=lambda: ["tiny_sd15.safetensors", "other.safetensors"])
     devices: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "cpu", "type": "cpu"}])
     controlnets: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLNETS))
+    vaes: list[str] = field(default_factory=lambda: list(DEFAULT_VAES))
+    loras: list[str] = field(default_factory=lambda: list(DEFAULT_LORAS))
+    upscale_models: list[str] = field(default_factory=lambda: list(DEFAULT_UPSCALE_MODELS))
+    # /view_metadata/loras answers (safetensors __metadata__) by file; a file not listed has none (404)
+    lora_metadata: dict[str, dict[str, str]] = field(default_factory=lambda: {
+        "pixel_style.safetensors": {"ss_output_name": "pixelstyle", "ss_network_dim": "8",
+                                    "ss_tag_frequency": '{"pixel": {"art": 3}}'}})
+    # embeddings folder: name -> what the Pixart pack's /pixart/embeddings reports (None: the pack is absent)
+    embeddings: dict[str, dict[str, Any]] | None = field(default_factory=lambda: {
+        "easynegative": {"shape": 768, "vectors": 8, "step": None, "sd_checkpoint": None,
+                         "sd_checkpoint_name": None}})
     port: int = 0
     # Recorded for assertions:
     prompts: list[dict[str, Any]] = field(default_factory=list)
@@ -285,7 +324,8 @@ class ComfyDouble:
 
     @property
     def object_info(self) -> dict[str, Any]:
-        return object_info_for(self.checkpoints, list(self.inputs), self.controlnets)
+        return object_info_for(self.checkpoints, list(self.inputs), self.controlnets, vaes=self.vaes,
+                               loras=self.loras, upscale_models=self.upscale_models)
 
     # ------------------------------------------------------------------ server lifecycle
     async def start(self) -> ComfyDouble:
@@ -310,6 +350,10 @@ class ComfyDouble:
         r.add_get("/history/{pid}", self._get_history)
         r.add_post("/upload/image", self._upload)
         r.add_get("/view", self._view)
+        r.add_get("/embeddings", lambda req: web.json_response(sorted(self.embeddings or {})))
+        r.add_get("/view_metadata/{folder}", self._view_metadata)
+        r.add_get("/pixart/embeddings", self._pixart_embeddings)
+        r.add_get("/pixart/axera", self._pixart_axera)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -380,15 +424,16 @@ class ComfyDouble:
             with contextlib.suppress(Exception):
                 await ws.send_json({"type": mtype, "data": data})
 
-    async def _send_image_frame(self, png: bytes, sid: str | None, node: str, prompt_id: str) -> None:
+    async def _send_image_frame(self, png: bytes, sid: str | None, node: str, prompt_id: str,
+                                image_type: str = "image/png") -> None:
         if sid is None or sid not in self.sockets:
             return
         if sid in self.metadata_clients:
             meta = json.dumps({"node_id": node, "prompt_id": prompt_id, "display_node_id": node,
-                               "parent_node_id": None, "real_node_id": node, "image_type": "image/png"}).encode()
+                               "parent_node_id": None, "real_node_id": node, "image_type": image_type}).encode()
             frame = struct.pack(">II", 4, len(meta)) + meta + png
         else:
-            frame = struct.pack(">II", 1, 2) + png
+            frame = struct.pack(">II", 1, 2 if image_type == "image/png" else 1) + png
         with contextlib.suppress(Exception):
             await self.sockets[sid].send_bytes(frame)
 
@@ -400,6 +445,25 @@ class ComfyDouble:
         return len(self.pending) + (1 if self.running else 0)
 
     # ------------------------------------------------------------------ HTTP routes
+    async def _view_metadata(self, request: web.Request) -> web.Response:
+        # server.py: 404 unless a .safetensors file of the folder with a __metadata__ block
+        name = request.query.get("filename", "")
+        meta = self.lora_metadata.get(name) if request.match_info["folder"] == "loras" else None
+        return web.json_response(meta) if meta is not None else web.Response(status=404)
+
+    async def _pixart_axera(self, request: web.Request) -> web.Response:
+        folder = request.query.get("model_dir") or "/comfyui/models/axera"
+        if self.axera_models:
+            return web.json_response({"model_dir": folder, "found": True, "img2img": True, "runtime": "onnxruntime",
+                                      "reason": f"model set found in {folder}"})
+        return web.json_response({"model_dir": folder, "found": False, "img2img": False, "runtime": "onnxruntime",
+                                  "reason": f"{folder} is not a folder"})
+
+    async def _pixart_embeddings(self, request: web.Request) -> web.Response:
+        if self.embeddings is None:
+            raise web.HTTPNotFound()
+        return web.json_response(self.embeddings)
+
     async def _object_info_one(self, request: web.Request) -> web.Response:
         cls = request.match_info["cls"]
         info = self.object_info.get(cls)
@@ -710,12 +774,18 @@ class ComfyDouble:
             raise _NodeFailure(nid, cls, self.fail_message)
         if cls in ("KSampler", "KSamplerAdvanced"):
             steps = int(inputs.get("steps", 1))
+            latent = _input_val(inputs.get("latent_image"), values)
             for step in range(1, steps + 1):
                 await asyncio.sleep(self.step_delay)
                 if self._interrupt:
                     raise _Interrupted()
                 await self._send("progress", {"value": step, "max": steps, "prompt_id": pid, "node": nid}, sid,
                                  broadcast_if_none=True)
+                if self.previews:
+                    # As ComfyUI with --preview-method: a JPEG of the latent at 1/8 size after each step.
+                    w, h = (max(1, latent.width // 8), max(1, latent.height // 8)) if latent else (8, 8)
+                    await self._send_image_frame(_jpeg(w, h, (step * 255 // steps, 0, 0)), sid, nid, pid,
+                                                 "image/jpeg")
             return
         await asyncio.sleep(self.node_delay)
         if self._interrupt:
@@ -728,7 +798,9 @@ class ComfyDouble:
             if img is None or img.kind != "image":
                 raise _NodeFailure(nid, cls, "images input is not an IMAGE")
             seed = _graph_seed(prompt)
-            pngs = [_png(img.width, img.height, _colour(seed, pid, i)) for i in range(img.batch)]
+            # SaveImage and PreviewImage embed the graph as ComfyUI does (nodes.py: `prompt` text chunk).
+            meta = None if cls == "SaveImageWebsocket" else {"prompt": json.dumps(prompt)}
+            pngs = [_png(img.width, img.height, _colour(seed, pid, i), meta) for i in range(img.batch)]
             if self.lose_images:
                 return
             if cls == "SaveImageWebsocket":
@@ -972,9 +1044,20 @@ def _picture(width: int, height: int, colour: tuple[int, int, int]) -> np.ndarra
     return img
 
 
-def _png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
+def _jpeg(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
-    Image.fromarray(_picture(width, height, colour)).save(out, format="PNG", compress_level=1)
+    Image.new("RGB", (width, height), colour).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def _png(width: int, height: int, colour: tuple[int, int, int], text: dict[str, str] | None = None) -> bytes:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    out = io.BytesIO()
+    Image.fromarray(_picture(width, height, colour)).save(out, format="PNG", compress_level=1, pnginfo=info)
     return out.getvalue()
 
 
@@ -987,6 +1070,37 @@ def _pack_classes() -> dict[str, type]:
 
 def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def style_nodes(clip_vision: list[str], style_models: list[str]) -> dict[str, Any]:
+    """/object_info entries of ComfyUI 0.3.64's style nodes (nodes.py; compared with a real server in
+    test_jobs_api_comfyui.py)."""
+    return {
+        "CLIPVisionLoader": _node("CLIPVisionLoader", "loaders", {"clip_name": [list(clip_vision), {}]},
+                                  ["CLIP_VISION"]),
+        "CLIPVisionEncode": _node("CLIPVisionEncode", "conditioning", {
+            "clip_vision": ["CLIP_VISION", {}], "image": ["IMAGE", {}], "crop": [["center", "none"], {}]},
+            ["CLIP_VISION_OUTPUT"]),
+        "StyleModelLoader": _node("StyleModelLoader", "loaders", {"style_model_name": [list(style_models), {}]},
+                                  ["STYLE_MODEL"]),
+        "StyleModelApply": _node("StyleModelApply", "conditioning/style_model", {
+            "conditioning": ["CONDITIONING", {}], "style_model": ["STYLE_MODEL", {}],
+            "clip_vision_output": ["CLIP_VISION_OUTPUT", {}],
+            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.001}],
+            "strength_type": [["multiply", "attn_bias"], {}]}, ["CONDITIONING"]),
+    }
+
+
+@dataclass
+class StyleDouble(ComfyDouble):
+    """The protocol double plus the core style-transfer nodes and their model folders."""
+
+    clip_vision: list[str] = field(default_factory=lambda: ["clip_vision_l.safetensors"])
+    style_models: list[str] = field(default_factory=lambda: ["t2i_style.safetensors"])
+
+    @property
+    def object_info(self) -> dict[str, Any]:
+        return {**super().object_info, **style_nodes(self.clip_vision, self.style_models)}
 
 
 @pytest_asyncio.fixture

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 from typing import Any
 
 import numpy as np
@@ -43,3 +45,13 @@ def decode_png_data_url(url: str) -> Image.Image:
     assert img.format == "PNG"
     img.load()
     return img
+
+
+def claimed_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (1-bit grey) with a few bytes of data: a decompression bomb's shape,
+    refused from the header alone."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))

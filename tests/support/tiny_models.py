@@ -38,9 +38,13 @@ from typing import Any, Callable
 
 TINY_CHECKPOINT = "pixart_tiny_sd15.safetensors"
 TINY_CONTROLNET = "pixart_tiny_controlnet.safetensors"
+TINY_LORA = "pixart_tiny_lora.safetensors"
+TINY_VAE = "pixart_tiny_vae.safetensors"
+TINY_EMBEDDING = "pixart_tiny_embedding.safetensors"
 
 # ComfyUI model-folder keys this module may fill; each gets a line in extra_model_paths.yaml.
-MODEL_FOLDERS: tuple[str, ...] = ("checkpoints", "controlnet", "clip_vision", "style_models")
+MODEL_FOLDERS: tuple[str, ...] = ("checkpoints", "controlnet", "clip_vision", "style_models", "loras", "vae",
+                                  "embeddings", "upscale_models")
 
 _STAMP = ".pixart_tiny_models.json"
 _DECODER_GAIN = 10.0
@@ -77,6 +81,9 @@ def _expected_paths(dest: Path) -> dict[str, Path]:
     return {
         "checkpoint": dest / "checkpoints" / TINY_CHECKPOINT,
         "controlnet": dest / "controlnet" / TINY_CONTROLNET,
+        "lora": dest / "loras" / TINY_LORA,
+        "vae": dest / "vae" / TINY_VAE,
+        "embedding": dest / "embeddings" / TINY_EMBEDDING,
     }
 
 
@@ -250,10 +257,78 @@ def _build_controlnet(dest: Path, torch: Any) -> Path:
     return out
 
 
-# name -> builder(dest, torch) returning the written file. Append new models here (style transfer goes here).
+def _build_lora(dest: Path, torch: Any) -> Path:
+    """A rank-4 random LoRA for the tiny checkpoint in kohya's key form (what A1111 users download): every linear
+    layer of the UNet's transformer blocks and of the text encoder, so ComfyUI applies each key it has."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(6)
+    rank = 4
+    sd: dict[str, Any] = {}
+
+    def add(lora_key: str, shape: list[int]) -> None:
+        out_dim, in_dim = shape
+        sd[f"{lora_key}.lora_down.weight"] = torch.randn(rank, in_dim, generator=gen) * 0.1
+        sd[f"{lora_key}.lora_up.weight"] = torch.randn(out_dim, rank, generator=gen) * 0.1
+        sd[f"{lora_key}.alpha"] = torch.tensor(float(rank))
+
+    with safe_open(str(dest / "checkpoints" / TINY_CHECKPOINT), framework="pt") as f:
+        for key in f.keys():
+            shape = f.get_slice(key).get_shape()
+            if not key.endswith(".weight") or len(shape) != 2:
+                continue
+            if key.startswith("model.diffusion_model.") and ".transformer_blocks." in key:
+                add("lora_unet_" + key[len("model.diffusion_model."):-len(".weight")].replace(".", "_"), shape)
+            elif key.startswith("cond_stage_model.transformer.text_model.encoder.layers."):
+                # lora_te_text_model_encoder_layers_<b>_<self_attn_q_proj|mlp_fc1|...>
+                rest = key[len("cond_stage_model.transformer."):-len(".weight")]
+                add("lora_te_" + rest.replace(".", "_"), shape)
+    out = dest / "loras" / TINY_LORA
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, str(out),
+              metadata={"ss_output_name": "pixart_tiny", "ss_network_dim": str(rank)})
+    return out
+
+
+def _build_vae(dest: Path, torch: Any) -> Path:
+    """A second tiny VAE (TAESD layout, other random weights): a `sd_vae` file that decodes visibly differently
+    from the checkpoint's own."""
+    from comfy.taesd.taesd import TAESD
+    from safetensors.torch import save_file
+
+    taesd = TAESD()
+    _randomize(taesd, torch, seed=5)
+    with torch.no_grad():
+        taesd.vae_scale.fill_(1.0)
+        taesd.vae_shift.fill_(0.0)
+        last_conv = [m for m in taesd.taesd_decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last_conv.bias.fill_(0.5)
+        last_conv.weight.mul_(_DECODER_GAIN)
+    out = dest / "vae" / TINY_VAE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(_fp16(taesd.state_dict(), torch), str(out))
+    return out
+
+
+def _build_embedding(dest: Path, torch: Any) -> Path:
+    """A two-vector textual-inversion embedding for the tiny text encoder (width 768)."""
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(7)
+    out = dest / "embeddings" / TINY_EMBEDDING
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"emb_params": torch.randn(2, 768, generator=gen)}, str(out))
+    return out
+
+
+# name -> builder(dest, torch) returning the written file, run in this order. Append new models here.
 BUILDERS: dict[str, Callable[[Path, Any], Path]] = {
     "checkpoint": _build_checkpoint,
     "controlnet": _build_controlnet,
+    "lora": _build_lora,  # reads the checkpoint's layer shapes
+    "vae": _build_vae,
+    "embedding": _build_embedding,
 }
 
 

@@ -96,6 +96,8 @@ class ComfyClient:
                 body = await resp.read()
                 if resp.status not in ok:
                     raise BackendError(self.url, f"{method} {path} answered {resp.status}: {body[:300]!r}")
+                if resp.status == 404:
+                    return None  # asked for with ok=(..., 404): "not there" is an answer, whatever the body
                 if not expect_json:
                     return body
                 return json.loads(body) if body else None
@@ -106,6 +108,11 @@ class ComfyClient:
 
     async def system_stats(self) -> dict[str, Any]:
         return await self._request("GET", "/system_stats")
+
+    async def get_json(self, path: str, params: dict[str, str] | None = None, *, missing_ok: bool = False) -> Any:
+        """A read-only JSON route of ComfyUI's server (e.g. /embeddings, /view_metadata/loras); with `missing_ok`
+        a 404 (ComfyUI's answer for "no such file" or "no metadata") gives None."""
+        return await self._request("GET", path, params=params, ok=(200, 404) if missing_ok else (200,))
 
     async def object_info(self) -> dict[str, Any]:
         return await self._request("GET", "/object_info", timeout=aiohttp.ClientTimeout(total=120))

@@ -22,20 +22,25 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiohttp
 import numpy as np
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from bridge import images as image_io
 from bridge.config import AdapterSettings
+from bridge.fields import LooseBool, LooseInt, describe
+from bridge.keys import ADAPTERS, SETTINGS
 
-from . import a1111
-from . import a1111_models as models
-from .a1111_models import A1111Error
+from ..toolkit import Submission
+from . import models
+from .dialect import PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
+from .generation import Generation
+from .routes import GenerationAnswer, checkpoint_for, generation_for, job_params
 
 log = logging.getLogger("bridge.adapters.pico")
 
@@ -103,25 +108,28 @@ class LcdOptions:
         return f"rgb565-{self.byte_order}"
 
 
-def _bool(field: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise models.field_error(field, f"must be true or false, got {value!r}")
+def _byte_order(value: Any) -> Any:
+    key = str(value).strip().lower().removeprefix("rgb565-")
+    return "be" if BYTE_ORDERS.get(key) == "big" else "le" if BYTE_ORDERS.get(key) == "little" else value
 
 
-def _int(field: str, value: Any) -> int:
+_LCD_TYPES: dict[str, TypeAdapter[Any]] = {
+    "width": TypeAdapter(Annotated[LooseInt, Field(ge=1, le=MAX_LCD_SIDE)]),
+    "height": TypeAdapter(Annotated[LooseInt, Field(ge=1, le=MAX_LCD_SIDE)]),
+    "invert": TypeAdapter(LooseBool),
+    "dither": TypeAdapter(LooseBool),
+    "byte_order": TypeAdapter(Annotated[Literal["be", "le"], BeforeValidator(_byte_order)]),
+    "resize_mode": TypeAdapter(Literal["stretch", "letterbox", "crop"]),
+}
+
+
+def _checked(key: str, name: str, value: Any) -> Any:
+    """One LCD option through its shared field type; an error names the field as the client sent it."""
     try:
-        number = int(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not 1 <= number <= MAX_LCD_SIDE:
-        raise models.field_error(field, f"must be an integer between 1 and {MAX_LCD_SIDE}, got {value!r}")
-    return number
+        return _LCD_TYPES[key].validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise models.field_error(name, describe(err, name).removeprefix(f"{name} ")) from None
 
 
 def lcd_options(settings: PicoSettings, query: dict[str, str], body_opts: Any) -> LcdOptions:
@@ -137,23 +145,13 @@ def lcd_options(settings: PicoSettings, query: dict[str, str], body_opts: Any) -
                       ("byte_order", "byte_order"), ("resize_mode", "resize_mode"), ("dither", "dither")):
         if qkey in query:
             merged[key] = (qkey, query[qkey])
-    width = _int(*merged["width"]) if "width" in merged else settings.width
-    height = _int(*merged["height"]) if "height" in merged else settings.height
-    invert = _bool(*merged["invert"]) if "invert" in merged else settings.invert
-    dither = _bool(*merged["dither"]) if "dither" in merged else settings.dither
-    byte_order = settings.byte_order
-    if "byte_order" in merged:
-        name, value = merged["byte_order"]
-        key = str(value).strip().lower().removeprefix("rgb565-")
-        if key not in BYTE_ORDERS:
-            raise models.field_error(name, f"must be be or le, got {value!r}")
-        byte_order = "be" if BYTE_ORDERS[key] == "big" else "le"
-    resize_mode = settings.resize_mode
-    if "resize_mode" in merged:
-        name, value = merged["resize_mode"]
-        if value not in RESIZE_MODES:
-            raise models.field_error(name, f"must be one of {', '.join(RESIZE_MODES)}, got {value!r}")
-        resize_mode = value
+    values = {key: _checked(key, name, value) for key, (name, value) in merged.items()}
+    width = values.get("width", settings.width)
+    height = values.get("height", settings.height)
+    invert = values.get("invert", settings.invert)
+    dither = values.get("dither", settings.dither)
+    byte_order = values.get("byte_order", settings.byte_order)
+    resize_mode = values.get("resize_mode", settings.resize_mode)
     return LcdOptions(width, height, invert, byte_order, resize_mode, dither)
 
 
@@ -313,19 +311,28 @@ def _query(request: web.Request) -> dict[str, str]:
     return {k: v for k, v in request.query.items()}
 
 
-def workflow_params(gen: models.Generation, index: int, opts: LcdOptions) -> dict[str, Any]:
-    params = a1111.job_params(gen, index)
+class PicoTxt2ImgRequest(models.Txt2ImgRequest):
+    """An A1111 txt2img body, plus optional LCD settings (query parameters win over them)."""
+
+    # Unknown keys are kept: with an upstream A1111 the body is forwarded as the client sent it.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    pico: dict[str, Any] | None = Field(None, description="width, height, invert, byte_order (be|le), "
+                                                          "resize_mode (stretch|letterbox|crop), dither")
+
+
+def workflow_params(gen: Generation, index: int, opts: LcdOptions) -> dict[str, Any]:
+    params = job_params(gen, index)
     params.update({"lcd_width": opts.width, "lcd_height": opts.height, "invert": opts.invert,
                    "byte_order": BYTE_ORDERS[opts.byte_order], "resize_mode": opts.resize_mode,
                    "dither": opts.dither})
     return params
 
 
-async def _generate_comfy(request: web.Request, req: models.Txt2ImgRequest, gen: models.Generation,
-                          opts: LcdOptions) -> list[bytes]:
+async def _generate_comfy(request: web.Request, gen: Generation, opts: LcdOptions) -> list[bytes]:
     state = request.app[STATE]
-    submissions = [(state.settings.workflow, workflow_params(gen, i, opts)) for i in range(gen.count)]
-    _, jobs = await a1111.run_task(request, "txt2img", gen, submissions, job_meta={"dialect": "pico"})
+    submissions = [Submission(state.settings.workflow, workflow_params(gen, i, opts),
+                              meta={"dialect": "pico", "index": i, "seed": gen.seeds[i]}) for i in range(gen.count)]
+    _, jobs = await run_task(request, "txt2img", gen.job_timestamp, submissions)
     frames = []
     for job in jobs:
         if job is None:  # skipped or interrupted
@@ -342,30 +349,39 @@ async def _generate_comfy(request: web.Request, req: models.Txt2ImgRequest, gen:
     return frames
 
 
-async def pico_txt2img(request: web.Request) -> web.StreamResponse:
+FRAME_HEADERS = {"X-Image-Width": {"schema": {"type": "integer"}}, "X-Image-Height": {"schema": {"type": "integer"}},
+                 "X-Image-Format": {"schema": {"enum": ["rgb565-be", "rgb565-le"]}},
+                 "X-Pico-Cache": {"schema": {"enum": ["hit", "miss"]}}}
+
+
+PICO_ANSWER = {
+    "description": "One RGB565 frame (binary), or A1111-style JSON with the frames base64-encoded (format=json).",
+    "headers": FRAME_HEADERS,
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": GenerationAnswer}}}
+
+
+async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.StreamResponse:
     """Text to image answered as RGB565 for a Pico LCD (binary or A1111-style JSON)."""
     state = request.app[STATE]
     settings = state.settings
     query = _query(request)
     fmt = choose_format(query, request.headers.get("Accept", ""), settings.default_format)
-    body = models.parse_json_body(await request.read())
-    if not isinstance(body, dict):
-        body = models.parse_request(models.Txt2ImgRequest, body)  # raises the A1111-shaped 422
-    opts = lcd_options(settings, query, body.get("pico"))
-    req = models.parse_request(models.Txt2ImgRequest, body)
-    assert isinstance(req, models.Txt2ImgRequest)
+    opts = lcd_options(settings, query, body.pico)
+    req = body
     count = (req.batch_size or 1) * (req.n_iter or 1)
     if fmt == "binary" and count != 1:
         raise models.field_error("batch_size", f"a binary answer holds one frame; batch_size x n_iter is {count} "
                                                "(ask for format=json for several)")
     upstream = bool(settings.upstream_url)
     deterministic = req.seed is not None and req.seed >= 0
+    # What the client sent (unknown keys too), without the LCD settings: the upstream request and the cache key.
+    sent = req.model_dump(mode="json", exclude_unset=True, exclude={"pico"})
     cache_key = None
     if state.cache is not None and deterministic:
-        echo = {k: v for k, v in body.items() if k != "pico"}
-        checkpoint = None if upstream else await a1111.checkpoint_for(request, req)
+        checkpoint = None if upstream else await checkpoint_for(request, req)
         source = settings.upstream_url if upstream else settings.workflow
-        cache_key = FrameCache.key({"request": echo, "lcd": asdict(opts), "checkpoint": checkpoint,
+        cache_key = FrameCache.key({"request": sent, "lcd": asdict(opts), "checkpoint": checkpoint,
                                     "source": source})
     frames: list[bytes] = []
     cached = False
@@ -376,15 +392,14 @@ async def pico_txt2img(request: web.Request) -> web.StreamResponse:
             cached = True
     if not frames:
         if upstream:
-            forward = {k: v for k, v in body.items() if k != "pico"}
-            pngs = await fetch_upstream(settings, forward)
+            pngs = await fetch_upstream(settings, sent)
             try:
-                frames = await asyncio.to_thread(lambda: [convert_png(p, opts) for p in pngs])
+                frames = await image_io.run_in_pool(lambda: [convert_png(p, opts) for p in pngs])
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise UpstreamError(f"upstream A1111 sent an image that cannot be decoded: {exc}") from None
         else:
-            gen = await a1111.generation_for(request, req, is_img2img=False)
-            frames = await _generate_comfy(request, req, gen, opts)
+            gen = await generation_for(request, req, is_img2img=False)
+            frames = await _generate_comfy(request, gen, opts)
         if cache_key is not None and frames and len(frames) == count:
             await asyncio.to_thread(state.cache.put, cache_key, b"".join(frames))  # type: ignore[union-attr]
     if not frames:
@@ -399,24 +414,33 @@ async def pico_txt2img(request: web.Request) -> web.StreamResponse:
     return web.json_response(payload, headers=headers)
 
 
-def setup(app: web.Application) -> None:
-    from bridge.app import SETTINGS
+def _settings(app: web.Application) -> PicoSettings:
+    return PicoSettings.from_settings(app[SETTINGS])
 
+
+def typed_route(app: web.Application) -> Handler:
+    """The Pico handler, its body model carrying this server's A1111 limits."""
+    settings = ensure_state(app).settings
+    body = models.limited(PicoTxt2ImgRequest, settings.max_steps, settings.max_size)
+    return a1111_endpoint(body=body, empty_body={}, responses={200: PICO_ANSWER})(pico_txt2img)
+
+
+def mode_on(app: web.Application) -> bool:
+    """Pico mode: /sdapi/v1/txt2img answers in RGB565 (PICO_MODE)."""
+    return _settings(app).mode
+
+
+def setup(app: web.Application) -> None:
     core = app[SETTINGS]
-    settings = PicoSettings.from_settings(core)
+    settings = _settings(app)
     cache = None
     if settings.cache and settings.cache_max_mb > 0:
         cache = FrameCache(settings.cache_dir or Path(core.data_dir) / "pico_cache",
                            int(settings.cache_max_mb * 1024 * 1024))
     app[STATE] = PicoState(settings, cache)
-    if a1111.STATE not in app:
-        # The Pico endpoint shares the A1111 request handling (tasks, auth, checkpoints).
-        a1111_settings = a1111.A1111Settings.from_settings(core)
-        app[a1111.STATE] = a1111.A1111State(a1111_settings, a1111.parse_credentials(a1111_settings.api_auth))
-    handler = a1111.a1111_route(pico_txt2img)
+    ensure_state(app)  # the A1111 request handling (tasks, auth, checkpoints) is shared
+    handler = typed_route(app)
     app.router.add_post(PATH, handler)
-    if settings.mode:
-        app[a1111.STATE].txt2img_override = pico_txt2img
-        if not a1111.has_route(app, "POST", f"{a1111.PREFIX}/txt2img"):
-            # Without the A1111 adapter (or before it), Pico mode serves the A1111 path itself.
-            app.router.add_post(f"{a1111.PREFIX}/txt2img", handler)
+    if settings.mode and "a1111" not in app.get(ADAPTERS, ()):
+        # Without the A1111 adapter, Pico mode serves the A1111 path itself (with it, that adapter routes here).
+        app.router.add_post(f"{PREFIX}/txt2img", handler)

@@ -1,0 +1,130 @@
+"""A1111's infotext both ways: the `parameters` text written into every image, and reading it back into the dict
+`/sdapi/v1/png-info` answers (A1111's parse_generation_parameters, as 1.10 behaves; docs/api/a1111.md).
+
+The text is `prompt`, an optional `Negative prompt: ...` part, and a last line of `Key: value` pairs; a value with a
+comma, colon, newline or quote is written as a JSON string. Reading gives every value as a string (sizes split
+into `Key-1`/`Key-2`), then adds A1111's defaults for keys the text lacks, so that pasting an old infotext
+restores the settings it was made with.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+# `(word:1.2)`: A1111 records which emphasis rule such a prompt was made with.
+_WEIGHTED = re.compile(r"\(([^()]*):\s*[-+]?\d*\.?\d+\s*\)")
+
+# What A1111 assumes for keys an infotext lacks (in the order it adds them).
+DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("Clip skip", "1"),
+    ("Hires resize-1", 0),
+    ("Hires resize-2", 0),
+    ("Hires sampler", "Use same sampler"),
+    ("Hires schedule type", "Use same scheduler"),
+    ("Hires checkpoint", "Use same checkpoint"),
+    ("Hires prompt", ""),
+    ("Hires negative prompt", ""),
+    ("Mask mode", "Inpaint masked"),
+    ("Masked content", "original"),
+    ("Inpaint area", "Whole picture"),
+    ("Masked area padding", 32),
+    ("RNG", "GPU"),
+    ("Schedule type", "Automatic"),
+    ("Schedule max sigma", 0),
+    ("Schedule min sigma", 0),
+    ("Schedule rho", 0),
+    ("VAE Encoder", "Full"),
+    ("VAE Decoder", "Full"),
+    ("FP8 weight", "Disable"),
+    ("Refiner switch by sampling steps", False),
+)
+
+# PIL `info` keys A1111 leaves out of png-info's `items` (format details, not what the image was made with).
+NOT_ITEMS = {"parameters", "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop", "background",
+             "timestamp", "duration", "progressive", "progression", "icc_profile", "chromaticity", "photoshop"}
+
+
+def quote(value: Any) -> str:
+    """A value as the infotext writes it: JSON-quoted when it holds a separator, so it parses back."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text and '"' not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def write(prompt: str, negative_prompt: str, params: Mapping[str, Any]) -> str:
+    """The infotext of one image: `params` in order, None values left out."""
+    line = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{line}".strip()
+
+
+def parse(text: str) -> dict[str, Any]:
+    """A1111's reading of an infotext: the parameters dict of `/sdapi/v1/png-info`."""
+    res: dict[str, Any] = {}
+    *lines, last = text.strip().split("\n")
+    if len(_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            in_negative = True
+            line = line[len("Negative prompt:"):].strip()
+        (negative if in_negative else prompt).append(line)
+    for key, value in _PARAM.findall(last):
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass  # A1111 keeps such a value out; a broken quote is rare enough to keep as written
+        size = _SIZE.match(value) if isinstance(value, str) else None
+        if size:
+            res[f"{key}-1"], res[f"{key}-2"] = size.group(1), size.group(2)
+        else:
+            res[key] = value
+    res["Prompt"] = "\n".join(prompt)
+    res["Negative prompt"] = "\n".join(negative)
+    if "First pass size-1" in res and "Size-1" in res:
+        # An infotext from before A1111 1.0's hires fix: "First pass size 0x0" meant half of Size.
+        first_w, first_h = int(res.pop("First pass size-1")), int(res.pop("First pass size-2"))
+        width, height = int(res["Size-1"]), int(res["Size-2"])
+        if first_w == 0 or first_h == 0:
+            first_w, first_h = _old_first_pass(width, height)
+        res["Size-1"], res["Size-2"] = first_w, first_h
+        res["Hires resize-1"], res["Hires resize-2"] = width, height
+    if _WEIGHTED.search(res["Prompt"]) or _WEIGHTED.search(res["Negative prompt"]):
+        res.setdefault("Emphasis", "Original")
+    for key, default in DEFAULTS:
+        res.setdefault(key, default)
+    return res
+
+
+def _old_first_pass(width: int, height: int) -> tuple[int, int]:
+    # The old hires fix picked a first pass of about 512x512 pixels with the final aspect ratio, in steps of 64.
+    import math
+
+    scale = math.sqrt((512 * 512) / (width * height))
+    return math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
+
+
+def items(info: Mapping[str, Any]) -> dict[str, Any]:
+    """png-info's `items`: the image's own text and format values, minus `parameters` and format details, as JSON
+    values."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if key in NOT_ITEMS:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            value = str(value)
+        out[str(key)] = value
+    return out

@@ -1,0 +1,223 @@
+"""A1111 request bodies and error bodies: plain code with no aiohttp or engine in it.
+
+Field lists and defaults follow A1111 1.10 (`modules/api/models.py` built from the processing dataclasses): no field
+is required, unknown keys are ignored, `null` means "use the default".
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from bridge.api import BodyError, parse_json
+from bridge.errors import BridgeError
+from bridge.fields import FieldError, field_errors
+
+API_VERSION = "pixart-a1111-1.10"
+MAX_IMAGES_PER_REQUEST = 64
+# The limits a request may ask for; A1111_MAX_STEPS / A1111_MAX_SIZE set them per server (`limited_models`).
+MAX_STEPS = 150
+MAX_SIZE = 2048
+MAX_SEED = 4294967294  # A1111 draws random seeds from randrange(4294967294)
+
+
+class A1111Error(BridgeError):
+    """An error answered in A1111's shape `{error, detail, body, errors}`."""
+
+    def __init__(self, status: int, detail: Any, *, error: str = "HTTPException", errors: str = "",
+                 body: Any = "", headers: dict[str, str] | None = None) -> None:
+        super().__init__(errors or str(detail))
+        self.status = status
+        self.detail = detail
+        self.error = error
+        self.errors = errors
+        self.body = body
+        self.headers = headers or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.error, "detail": self.detail, "body": self.body, "errors": self.errors}
+
+
+def field_error(field: str, message: str, status: int = 400, detail: str | None = None) -> A1111Error:
+    """A bad value in a known field: A1111's body, with `errors` naming the field."""
+    return A1111Error(status, detail or f"{field}: {message}", errors=f"{field}: {message}")
+
+
+class GenerationRequest(BaseModel):
+    # A1111's pydantic v1 models ignore unknown keys and accept every field under its own name.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    prompt: str | list[str] | None = ""
+    negative_prompt: str | None = ""
+    styles: list[str] | None = None
+    seed: Annotated[int, Field(ge=-1)] | None = -1
+    subseed: Annotated[int, Field(ge=-1)] | None = -1
+    subseed_strength: float | None = 0
+    seed_resize_from_h: int | None = -1
+    seed_resize_from_w: int | None = -1
+    sampler_name: str | None = None
+    scheduler: str | None = None
+    batch_size: Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1
+    n_iter: Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | None = 50
+    cfg_scale: Annotated[float, Field(ge=0.0, le=30.0)] | None = 7.0
+    width: Annotated[int, Field(ge=64, le=MAX_SIZE)] | None = 512
+    height: Annotated[int, Field(ge=64, le=MAX_SIZE)] | None = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool | None = False
+    do_not_save_grid: bool | None = False
+    eta: float | None = None
+    denoising_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool | None = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool | None = False
+    firstpass_image: str | None = None
+    comments: dict[str, Any] | None = None
+    sampler_index: str | None = "Euler"
+    script_name: str | None = None
+    script_args: list[Any] | None = []
+    send_images: bool | None = True
+    save_images: bool | None = False
+    alwayson_scripts: dict[str, Any] | None = {}
+    force_task_id: str | None = None
+    infotext: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_list_not_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt list is empty")
+        return v
+
+
+class StableDiffusionTxt2ImgProcessingAPI(GenerationRequest):
+    enable_hr: bool | None = False
+    denoising_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.75
+    firstphase_width: int | None = 0
+    firstphase_height: int | None = 0
+    hr_scale: float | None = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int | None = 0
+    hr_resize_x: int | None = 0
+    hr_resize_y: int | None = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str | None = ""
+    hr_negative_prompt: str | None = ""
+
+
+class StableDiffusionImg2ImgProcessingAPI(GenerationRequest):
+    init_images: Annotated[list[str], Field(max_length=MAX_IMAGES_PER_REQUEST)] | None = None
+    resize_mode: Literal[0, 1, 2, 3] | None = 0
+    denoising_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.75
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: Annotated[int, Field(ge=0, le=256)] | None = 4
+    mask_blur_y: Annotated[int, Field(ge=0, le=256)] | None = 4
+    mask_blur: Annotated[int, Field(ge=0, le=256)] | None = None
+    mask_round: bool | None = True
+    inpainting_fill: Literal[0, 1, 2, 3] | None = 0
+    inpaint_full_res: bool | None = True
+    inpaint_full_res_padding: Annotated[int, Field(ge=0, le=4096)] | None = 0
+    inpainting_mask_invert: int | None = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool | None = False
+
+
+_V1_MESSAGES = {
+    "int_type": ("value is not a valid integer", "type_error.integer"),
+    "int_parsing": ("value is not a valid integer", "type_error.integer"),
+    "int_from_float": ("value is not a valid integer", "type_error.integer"),
+    "float_type": ("value is not a valid float", "type_error.float"),
+    "float_parsing": ("value is not a valid float", "type_error.float"),
+    "bool_type": ("value could not be parsed to a boolean", "type_error.bool"),
+    "bool_parsing": ("value could not be parsed to a boolean", "type_error.bool"),
+    "string_type": ("str type expected", "type_error.str"),
+    "list_type": ("value is not a valid list", "type_error.list"),
+    "dict_type": ("value is not a valid dict", "type_error.dict"),
+    "greater_than_equal": ("ensure this value is greater than or equal to {ge}", "value_error.number.not_ge"),
+    "less_than_equal": ("ensure this value is less than or equal to {le}", "value_error.number.not_le"),
+    "literal_error": ("unexpected value; permitted: {expected}", "value_error.const"),
+    "too_long": ("ensure this value has at most {max_length} items", "value_error.list.max_items"),
+}
+
+
+def validation_error(errors: Sequence[FieldError], body: Any) -> A1111Error:
+    """FastAPI's 422 list under `detail` (pydantic v1's words, as A1111 clients see them) plus A1111's keys, with
+    `errors` naming the fields."""
+    items: list[dict[str, Any]] = []
+    for e in errors:
+        loc = [int(p) if p.isdigit() else p for p in (e.field or "").replace("]", "").replace("[", ".").split(".")
+               if p]
+        msg, typ = _V1_MESSAGES.get(e.kind, (e.message, "value_error"))
+        try:
+            msg = msg.format(**e.ctx)
+        except (KeyError, IndexError, ValueError):
+            msg = e.message
+        items.append({"loc": ["body", *loc], "msg": msg, "type": typ})
+    text = "; ".join(f"{e.field or 'body'}: {i['msg']}" for e, i in zip(errors, items))
+    return A1111Error(422, items, error="RequestValidationError", errors=text, body=body)
+
+
+# The names A1111's own code uses for these bodies.
+Txt2ImgRequest = StableDiffusionTxt2ImgProcessingAPI
+Img2ImgRequest = StableDiffusionImg2ImgProcessingAPI
+
+
+@functools.lru_cache(maxsize=8)
+def limited(model: type[GenerationRequest], max_steps: int, max_size: int) -> type[GenerationRequest]:
+    """`model` with this server's step and size limits (A1111_MAX_STEPS, A1111_MAX_SIZE), under its own name."""
+    if (max_steps, max_size) == (MAX_STEPS, MAX_SIZE):
+        return model
+    side = Annotated[int, Field(ge=64, le=max_size)] | None
+    return create_model(model.__name__, __base__=model, __doc__=model.__doc__,
+                        steps=(Annotated[int, Field(ge=1, le=max_steps)] | None, 50),
+                        width=(side, 512), height=(side, 512))
+
+
+def parse_request(model: type[GenerationRequest], body: Any) -> GenerationRequest:
+    if not isinstance(body, dict):
+        raise A1111Error(422, [{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}],
+                         error="RequestValidationError", errors="body: value is not a valid dict (a JSON object)")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(field_errors(exc, model), body) from None
+
+
+def body_error(message: str) -> A1111Error:
+    """FastAPI's answer to a body that is not JSON it can read."""
+    return A1111Error(422, [{"loc": ["body", 0], "msg": "Expecting value", "type": "value_error.jsondecode"}],
+                      error="RequestValidationError", errors=f"body: {message}")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    if not raw.strip():
+        return {}
+    try:
+        return parse_json(raw)
+    except BodyError as exc:
+        raise body_error(exc.message) from None
+
+
+def parameters_echo(req: GenerationRequest) -> dict[str, Any]:
+    """The response's `parameters`: the request as parsed with defaults filled, as A1111 returns it."""
+    data = req.model_dump()
+    if isinstance(req, Img2ImgRequest) and not req.include_init_images:
+        data["init_images"] = None
+        data["mask"] = None
+    return data
+
+

@@ -1,0 +1,545 @@
+"""AUTOMATIC1111-compatible API (`/sdapi/v1/...`): A1111 clients such as `webuiapi` work unmodified.
+
+Each A1111 request becomes one engine job per image (`txt2img`, `img2img` or `inpaint` workflow), so that image i
+really is generated with seed + i and the seed in its infotext reproduces it, as in A1111. Request bodies are the
+models of `models`; defaults, infotext and `info` live in `generation`, the img2img image and mask steps in
+`imaging`, sampler names in `bridge.samplers`.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import time
+from pathlib import PurePath
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from bridge import images as image_io
+from bridge.fields import LooseBool
+
+from ..toolkit import Submission, engine_of, settings_of
+from . import generation as gen_mod
+from . import imaging, models, xyz
+from . import options as opts
+from .catalog import NULL, Empty, backend_json, current_checkpoint, live_choices, match_checkpoint, match_vae
+from .dialect import FIELD_FOR_PARAM, PARAMS, STATE, A1111Error, a1111_endpoint, run_task
+from .extras import user_comment
+from .generation import Generation
+
+_engine = engine_of
+
+
+async def checkpoint_for(request: web.Request, req: models.GenerationRequest) -> str | None:
+    override = (req.override_settings or {}).get("sd_model_checkpoint")
+    if isinstance(override, str) and override:
+        names = await live_choices(_engine(request), "CheckpointLoaderSimple.ckpt_name")
+        found = match_checkpoint(override, names)
+        if found:
+            return found
+        # A1111's process_images drops an unknown override checkpoint silently.
+    return await current_checkpoint(request)
+
+
+def clip_skip_for(request: web.Request, req: models.GenerationRequest) -> int:
+    """The request's `override_settings` value, else the stored option (A1111 reads opts at generation time)."""
+    return int(opts.value(request.app[STATE].options, "CLIP_stop_at_last_layers", req.override_settings))
+
+
+def options_for(request: web.Request, req: models.GenerationRequest) -> dict[str, Any]:
+    """The options in force for this request: stored ones with the request's `override_settings` on top (checked;
+    unknown keys there are ignored, as A1111 does)."""
+    effective = dict(request.app[STATE].options)
+    for key in (req.override_settings or {}):
+        if key in opts.defaults():
+            value = opts.override_value(req.override_settings, key)
+            if value is not None:
+                effective[key] = value
+    return effective
+
+
+async def vae_for(request: web.Request, options: dict[str, Any], checkpoint: str | None) -> str | None:
+    """The VAE file `sd_vae` selects: a file of the backend, or with "Automatic" the file named like the
+    checkpoint when there is one (A1111's rule); None: the checkpoint's own VAE."""
+    choice = options.get("sd_vae", "Automatic")
+    if choice == "None" or (choice == "Automatic" and not checkpoint):
+        return None
+    names = await live_choices(_engine(request), "VAELoader.vae_name")
+    if choice == "Automatic":
+        stem = PurePath(checkpoint or "").stem
+        return next((n for n in names if PurePath(n).name.split(".")[0] == stem), None)
+    found = match_vae(choice, names)
+    if found is None or found in ("Automatic", "None"):
+        raise models.field_error("sd_vae", f"{choice!r} is not a VAE of the backend")
+    return found
+
+
+def _mentions_networks(req: models.GenerationRequest, options: dict[str, Any]) -> bool:
+    texts = req.prompt if isinstance(req.prompt, list) else [req.prompt or ""]
+    return any("<lora:" in t or "<lyco:" in t for t in texts) or options.get("sd_lora", "None") not in ("None", "") \
+        or bool(req.styles)
+
+
+async def generation_for(request: web.Request, req: models.GenerationRequest, is_img2img: bool,
+                         scripts: tuple[str, ...] = ()) -> Generation:
+    engine = _engine(request)
+    state = request.app[STATE]
+    options = options_for(request, req)
+    clip_skip = clip_skip_for(request, req)
+    checkpoint = await checkpoint_for(request, req)
+    live_samplers = await live_choices(engine, "KSampler.sampler_name")
+    live_schedulers = await live_choices(engine, "KSampler.scheduler")
+    lora_files = await live_choices(engine, "LoraLoader.lora_name") if _mentions_networks(req, options) else []
+    embeddings = await backend_json(engine, "/embeddings") or []
+    gen = gen_mod.resolve_generation(
+        req, checkpoint=checkpoint, live_samplers=live_samplers or None, live_schedulers=live_schedulers or None,
+        is_img2img=is_img2img, clip_skip=clip_skip, options=options, styles=state.styles, lora_files=lora_files,
+        embeddings=embeddings, scripts=scripts, vae=await vae_for(request, options, checkpoint))
+    if req.override_settings_restore_afterwards is False and req.override_settings:
+        # A1111 then leaves the overridden options in place for later requests.
+        kept = {k: v for k, v in options.items() if k in req.override_settings}
+        kept["CLIP_stop_at_last_layers"] = clip_skip
+        if checkpoint and req.override_settings.get("sd_model_checkpoint"):
+            kept["sd_model_checkpoint"] = checkpoint
+        state.options.update(kept)
+    return gen
+
+
+def job_params(gen: Generation, index: int) -> dict[str, Any]:
+    """Workflow parameters for image `index`; sizes floored to the latent grid as A1111's width//8 does."""
+    params: dict[str, Any] = {
+        PARAMS["prompt"]: gen.model_prompts[index],
+        PARAMS["negative_prompt"]: gen.model_negative_prompts[index],
+        PARAMS["seed"]: gen.seeds[index],
+        PARAMS["steps"]: gen.steps,
+        PARAMS["cfg_scale"]: gen.cfg_scale,
+        PARAMS["sampler_name"]: gen.sampler.comfy_sampler,
+        PARAMS["scheduler"]: gen.sampler.comfy_scheduler,
+        PARAMS["width"]: gen.width // 8 * 8,
+        PARAMS["height"]: gen.height // 8 * 8,
+        PARAMS["CLIP_stop_at_last_layers"]: gen.clip_skip,
+    }
+    if gen.checkpoint:
+        params[PARAMS["sd_model_checkpoint"]] = gen.checkpoint
+    if gen.vae:
+        params[PARAMS["sd_vae"]] = gen.vae
+    if gen.loras:
+        params[PARAMS["loras"]] = gen.loras
+    return params
+
+
+def check_features(engine: Any, workflow: str, params: dict[str, Any]) -> None:
+    """A feature the request asks for must reach the graph: a workflow without its parameter would silently run
+    without it while the infotext claims it."""
+    declared = engine.workflow(workflow).parameters
+    for name in params:
+        if name not in declared:
+            field = FIELD_FOR_PARAM.get(name, name)
+            raise models.field_error(field, f"the workflow {workflow!r} has no {name!r} parameter, so it cannot "
+                                            f"honour {field}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Answers
+
+
+class GenerationAnswer(BaseModel):
+    """A1111's TextToImageResponse / ImageToImageResponse: base64 PNGs with infotext, the request echoed, `info`
+    as a JSON string."""
+
+    images: list[str]
+    parameters: dict[str, Any]
+    info: str
+
+
+def encode_image(png: bytes, text: str, options: dict[str, Any]) -> str:
+    """One answer image in the option's `samples_format` (PNG with the `parameters` chunk; JPEG/WebP with the
+    infotext as EXIF UserComment, as A1111 writes them), base64."""
+    fmt = str(options.get("samples_format", "png")).lower()
+    with_info = bool(options.get("enable_pnginfo", True))
+    if fmt == "png":
+        data = gen_mod.png_with_infotext(png, text) if with_info else png
+        return base64.b64encode(data).decode("ascii")
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGB")
+        exif = Image.Exif()
+        if with_info:
+            exif.get_ifd(0x8769)[0x9286] = user_comment(text)
+        out = io.BytesIO()
+        if fmt in ("jpg", "jpeg"):
+            im.save(out, format="JPEG", quality=int(options.get("jpeg_quality", 80)), exif=exif)
+        else:
+            lossless = bool(options.get("webp_lossless", False))
+            im.save(out, format="WEBP", quality=int(options.get("jpeg_quality", 80)), lossless=lossless, exif=exif)
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def image_grid(pngs: list[bytes], n_rows: int, batch_size: int) -> bytes:
+    """A1111's image_grid: rows from the `n_rows` option (-1: about a square, 0: the batch size), images left to
+    right, top to bottom, on black."""
+    images = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
+    if n_rows > 0:
+        rows = n_rows
+    elif n_rows == 0:
+        rows = batch_size
+    else:
+        rows = min(len(images), max(1, round(math.sqrt(len(images)))))
+    cols = math.ceil(len(images) / rows)
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w, rows * h), "black")
+    for i, im in enumerate(images):
+        grid.paste(im, (i % cols * w, i // cols * h))
+    return _png(grid)
+
+
+async def generation_response(req: models.GenerationRequest, gen: Generation, pngs: list[bytes],
+                              indices: list[int]) -> web.Response:
+    full = {k: gen.options.get(k, v) for k, v in opts.defaults().items()}
+    body_info = gen_mod.info(gen, indices)
+    texts = body_info["infotexts"]
+    # With save_images (SillyTavern sends it) A1111 puts a grid of two or more images first.
+    grid = (req.save_images and not req.do_not_save_grid and full["return_grid"] and len(pngs) >= 2)
+    if grid:
+        pngs = [await image_io.run_in_pool(image_grid, pngs, int(full["n_rows"]), gen.batch_size), *pngs]
+        texts = [texts[0], *texts]
+        body_info["infotexts"] = texts
+        body_info["index_of_first_image"] = 1
+    images: list[str] = []
+    if req.send_images is not False:
+        images = await image_io.run_in_pool(lambda: [encode_image(p, t, full) for p, t in zip(pngs, texts)])
+    body = {"images": images, "parameters": models.parameters_echo(req),
+            "info": json.dumps(body_info, default=lambda o: None)}
+    return web.json_response(body)
+
+
+def partial_image(preview: tuple[str, bytes], width: int, height: int) -> bytes:
+    """An interrupted image's newest live preview at the image's size: what A1111 answers with for an interrupted
+    or skipped image (its partly finished picture; A1111 decodes the latent, the bridge has ComfyUI's preview)."""
+    with Image.open(io.BytesIO(preview[1])) as im:
+        return _png(im.convert("RGB").resize((width, height), Image.LANCZOS))
+
+
+async def _read_images(engine: Any, jobs: list[Any], job_ids: list[str] | None = None, size: tuple[int, int] = (0, 0)
+                       ) -> tuple[list[bytes], list[int]]:
+    pngs, indices = [], []
+    for index, job in enumerate(jobs):
+        if job is None:
+            found = engine.preview(job_ids[index]) if job_ids and index < len(job_ids) else None
+            if found is not None and size[0] > 0:
+                pngs.append(await image_io.run_in_pool(partial_image, found, *size))
+                indices.append(index)
+            continue
+        pngs.append(await engine.read_output(job, "images", 0))
+        indices.append(index)
+    return pngs, indices
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers: a request is prepared (its generation and one submission per image), then run; scripts prepare many.
+
+
+@dataclass
+class Prepared:
+    """One A1111 request made ready to run: what it generates, its jobs, and the step that finishes each image."""
+
+    gen: Generation
+    submissions: list[Submission]
+    finish: Callable[[bytes, int], bytes] | None = None
+
+
+def _meta(gen: Generation, index: int, dialect: str = "a1111") -> dict[str, Any]:
+    return {"dialect": dialect, "index": index, "seed": gen.seeds[index]}
+
+
+async def prepare_txt2img(request: web.Request, req: models.GenerationRequest,
+                          scripts: tuple[str, ...] = ()) -> Prepared:
+    state = request.app[STATE]
+    gen = await generation_for(request, req, is_img2img=False, scripts=scripts)
+    workflow = state.settings.txt2img_workflow
+    submissions = [Submission(workflow, job_params(gen, i), meta=_meta(gen, i)) for i in range(gen.count)]
+    check_features(_engine(request), workflow, submissions[0].params)
+    return Prepared(gen, submissions)
+
+
+async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
+                          scripts: tuple[str, ...] = ()) -> Prepared:
+    state = request.app[STATE]
+    engine = _engine(request)
+    if req.init_images is None:
+        raise A1111Error(404, "Init image not found", errors="init_images: Init image not found")
+    if not req.init_images:
+        raise models.field_error("init_images", "at least one image is required")
+    resize_mode = req.resize_mode or 0
+    fill = req.inpainting_fill or 0
+    if req.denoising_strength is None:
+        req.denoising_strength = 0.75
+    # A1111's batch rule: one image is repeated, k <= batch_size images set batch_size to k, more is an error.
+    # Checked on the count and on every header before any pixel is decoded: refused images cost no memory.
+    batch_size = 1 if req.batch_size is None else req.batch_size
+    if len(req.init_images) > max(batch_size, 1):
+        raise models.field_error("init_images", f"bad number of images passed: {len(req.init_images)}; expecting "
+                                                f"{batch_size} or less")
+    limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
+    named = await imaging.fetch_urls(engine, [(f"init_images[{i}]", d) for i, d in enumerate(req.init_images)]
+                                     + ([("mask", req.mask)] if req.mask else []))
+    headers = await image_io.run_in_pool(lambda: [imaging.probe_image(d, name, **limits) for name, d in named])
+    total = sum(h.width * h.height for h in headers)
+    budget = settings_of(request).max_request_pixels
+    if total > budget:
+        raise models.field_error("init_images", f"the request's images have {total:,} pixels together; at most "
+                                                f"{budget:,} (BRIDGE_MAX_REQUEST_PIXELS)", status=413,
+                                 detail="Images too large")
+    inits = [await image_io.run_in_pool(imaging.decode_image, d, name, **limits)
+             for name, d in named if name != "mask"]
+    mask_data = dict(named).get("mask")
+    mask = (await image_io.run_in_pool(imaging.decode_image, mask_data, "mask", **limits)
+            if mask_data is not None else None)
+    if len(inits) > 1:
+        req.batch_size = len(inits)
+    gen = await generation_for(request, req, is_img2img=True, scripts=scripts)
+    blur_x = req.mask_blur if req.mask_blur is not None else (req.mask_blur_x or 0)
+    blur_y = req.mask_blur if req.mask_blur is not None else (req.mask_blur_y or 0)
+
+    def plan(init: Image.Image) -> tuple[imaging.InpaintPlan, image_io.DecodedImage, image_io.DecodedImage | None]:
+        p = imaging.plan_img2img(
+            init, mask, width=gen.width // 8 * 8, height=gen.height // 8 * 8, resize_mode=resize_mode,
+            mask_blur_x=blur_x, mask_blur_y=blur_y, mask_round=req.mask_round is not False,
+            invert=bool(req.inpainting_mask_invert), fill=fill, full_res=req.inpaint_full_res is not False,
+            padding=max(0, req.inpaint_full_res_padding or 0))
+        # Encoded here, once: the engine takes these as they are.
+        return p, image_io.from_pil(p.image), image_io.from_pil(p.mask) if p.mask is not None else None
+
+    plans = await image_io.run_in_pool(lambda: [plan(im) for im in inits])
+    workflow = state.settings.inpaint_workflow if mask is not None else state.settings.img2img_workflow
+    graph_fill = imaging.WORKFLOW_FILLS[fill] if mask is not None else None
+    if graph_fill is not None and graph_fill != "original" \
+            and PARAMS["inpainting_fill"] not in engine.workflow(workflow).parameters:
+        # A custom inpaint workflow without the choice would silently run as "original".
+        raise models.field_error("inpainting_fill", f"{fill} ({imaging.INPAINTING_FILLS[fill]}) needs a "
+                                                    f"'{PARAMS['inpainting_fill']}' parameter in the inpaint "
+                                                    f"workflow {workflow!r}")
+    submissions = []
+    for i in range(gen.count):
+        _, image, job_mask = plans[(i % gen.batch_size) % len(plans)]
+        params = job_params(gen, i)
+        params[PARAMS["denoising_strength"]] = gen.denoising_strength
+        params[PARAMS["init_images"]] = image
+        # The image already has width x height, fitted the A1111 way: the graph's own resize is then a no-op.
+        params["resize_mode"] = "just resize"
+        if job_mask is not None:
+            params[PARAMS["mask"]] = job_mask
+            if graph_fill != "original":
+                # Sent only when it matters, so inpaint workflows without the choice still serve fills 0 and 1.
+                params[PARAMS["inpainting_fill"]] = graph_fill
+        submissions.append(Submission(workflow, params, meta=_meta(gen, i)))
+    check_features(engine, workflow, submissions[0].params)
+    finish = None
+    if mask is not None:
+        def finish(png: bytes, index: int) -> bytes:
+            with Image.open(io.BytesIO(png)) as im:
+                out = imaging.finish_img2img(im.convert("RGB"), plans[(index % gen.batch_size) % len(plans)][0])
+            return _png(out)
+
+    if req.mask and mask is not None:
+        gen.extra.update({"Mask blur": blur_x if blur_x == blur_y else None,
+                          "Masked content": imaging.INPAINTING_FILLS[fill],
+                          "Inpaint area": "Only masked" if req.inpaint_full_res is not False else None})
+        gen.extra = {k: v for k, v in gen.extra.items() if v is not None}
+    return Prepared(gen, submissions, finish)
+
+
+async def run_prepared(request: web.Request, kind: str, prepared: list[Prepared]
+                       ) -> list[tuple[list[bytes], list[int]]]:
+    """Run every prepared request's jobs as one task (one progress, one interrupt); per request, the finished
+    images and their indices."""
+    engine = _engine(request)
+    subs = [s for p in prepared for s in p.submissions]
+    task, jobs = await run_task(request, kind, prepared[0].gen.job_timestamp, subs)
+    out, start = [], 0
+    for p in prepared:
+        span = slice(start, start + len(p.submissions))
+        pngs, indices = await _read_images(engine, jobs[span], task.job_ids[span],
+                                           (p.gen.width // 8 * 8, p.gen.height // 8 * 8))
+        start += len(p.submissions)
+        if p.finish is not None:
+            finish = p.finish
+            pngs = await image_io.run_in_pool(lambda: [finish(png, i) for png, i in zip(pngs, indices)])
+        out.append((pngs, indices))
+    return out
+
+
+async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.StreamResponse:
+    """Text to image (A1111 `/sdapi/v1/txt2img`); scripts: `x/y/z plot`."""
+    if (body.script_name or "").lower() == "x/y/z plot":
+        return await xyz_plot(request, body, is_img2img=False)
+    prepared = await prepare_txt2img(request, body)
+    [(pngs, indices)] = await run_prepared(request, "txt2img", [prepared])
+    return await generation_response(body, prepared.gen, pngs, indices)
+
+
+async def img2img(request: web.Request, body: models.Img2ImgRequest) -> web.StreamResponse:
+    """Image to image and inpainting (A1111 `/sdapi/v1/img2img`); scripts: `x/y/z plot`."""
+    if (body.script_name or "").lower() == "x/y/z plot":
+        return await xyz_plot(request, body, is_img2img=True)
+    prepared = await prepare_img2img(request, body)
+    [(pngs, indices)] = await run_prepared(request, "img2img", [prepared])
+    return await generation_response(body, prepared.gen, pngs, indices)
+
+
+async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2img: bool) -> web.StreamResponse:
+    """A1111's X/Y/Z plot: every cell an ordinary request of the tab, all run as one task, answered with the grid
+    first (see `xyz`)."""
+    plot = xyz.read_script_args(list(body.script_args or []), is_img2img)
+    raw = body.model_dump(exclude_unset=True)
+    no_fixed = bool((list(body.script_args or []) + [False] * 13)[12])
+    model = type(body)
+    cells = [models.parse_request(model, r) for r in xyz.cell_requests(plot, raw, no_fixed)]
+    prepare = prepare_img2img if is_img2img else prepare_txt2img
+    prepared = [await prepare(request, c) for c in cells]  # type: ignore[arg-type]
+    results = await run_prepared(request, "img2img" if is_img2img else "txt2img", prepared)
+    firsts = [(p, pngs[0], indices[0]) for p, (pngs, indices) in zip(prepared, results) if pngs]
+    if len(firsts) < len(prepared):
+        # Interrupted or skipped cells leave holes a grid cannot show; the finished images come back alone.
+        return await generation_response(body, prepared[0].gen, [f[1] for f in firsts], [0] * len(firsts))
+    (xname, xs), (yname, ys), (zname, zs) = plot.axes
+    cell_images = await image_io.run_in_pool(lambda: [Image.open(io.BytesIO(f[1])).convert("RGB") for f in firsts])
+    per_grid = len(xs) * len(ys)
+
+    def grids() -> tuple[bytes, list[bytes]]:
+        subs = [xyz.draw_grid(cell_images[z * per_grid:(z + 1) * per_grid], len(xs), len(ys),
+                              [xyz.label(xname, v) for v in xs], [xyz.label(yname, v) for v in ys],
+                              plot.draw_legend, plot.margin) for z in range(len(zs))]
+        if len(subs) == 1:
+            return _png(subs[0]), []
+        top = xyz.draw_grid(subs, len(subs), 1, [xyz.label(zname, v) for v in zs], [""], plot.draw_legend,
+                            plot.margin)
+        return _png(top), [_png(s) for s in subs]
+
+    top, subs = await image_io.run_in_pool(grids)
+    first = prepared[0].gen
+    cell_texts = [gen_mod.infotext(p.gen, i) for p, _, i in firsts]
+    pngs = [top] + (subs if plot.include_sub_grids else []) + ([f[1] for f in firsts] if plot.include_lone_images
+                                                               else [])
+    texts = [cell_texts[0]] * (1 + (len(subs) if plot.include_sub_grids else 0)) + (
+        cell_texts if plot.include_lone_images else [])
+    full = {k: first.options.get(k, v) for k, v in opts.defaults().items()}
+    body_info = gen_mod.info(first, [0])
+    body_info.update(infotexts=texts, index_of_first_image=len(pngs) - len(firsts) if plot.include_lone_images
+                     else 0, all_seeds=[p.gen.seeds[i] for p, _, i in firsts],
+                     all_prompts=[p.gen.prompts[i] for p, _, i in firsts])
+    images = []
+    if body.send_images is not False:
+        images = await image_io.run_in_pool(lambda: [encode_image(p, t, full) for p, t in zip(pngs, texts)])
+    return web.json_response({"images": images, "parameters": models.parameters_echo(body),
+                              "info": json.dumps(body_info, default=lambda o: None)})
+
+
+def _png(im: Image.Image) -> bytes:
+    out = io.BytesIO()
+    im.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+class ProgressState(BaseModel):
+    skipped: bool
+    interrupted: bool
+    stopping_generation: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class ProgressAnswer(BaseModel):
+    """A1111's ProgressResponse."""
+
+    progress: float
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None
+    textinfo: str | None
+
+
+class ProgressQuery(BaseModel):
+    skip_current_image: LooseBool = Field(False, description="true: no current_image in the answer.")
+
+
+@a1111_endpoint(query=ProgressQuery, responses={200: ProgressAnswer})
+async def progress(request: web.Request, query: ProgressQuery) -> web.StreamResponse:
+    """Progress of the running generation (A1111 `/sdapi/v1/progress`); `current_image` is the newest live
+    preview of the image being made (ComfyUI sends them when started with --preview-method)."""
+    state = request.app[STATE]
+    engine = _engine(request)
+    task = state.active()
+    base_state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
+                  "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
+    if task is None:
+        return web.json_response({"progress": 0.0, "eta_relative": 0.0, "state": base_state,
+                                  "current_image": None, "textinfo": None})
+    jobs = [engine.get(j) for j in task.job_ids]
+    job_count = max(1, len(jobs))
+    job_no = next((i for i, j in enumerate(jobs) if j is not None and j.status in ("queued", "running")),
+                  len(jobs) - 1 if jobs else 0)
+    current = jobs[job_no] if jobs else None
+    step, steps = 0, 0
+    if current is not None:
+        step, steps = int(current.step or 0), int(current.steps or 0)
+    fraction = (step / steps) if steps else ((current.progress or 0) / 100 if current is not None else 0.0)
+    value = min(1.0, 0.01 + job_no / job_count + fraction / job_count)
+    elapsed = time.time() - task.started
+    eta = elapsed / value if value > 0 else 0.0
+    running_state = dict(base_state, skipped=task.skipped, interrupted=task.interrupted,
+                         job=f"scripts_{task.kind}", job_count=job_count, job_timestamp=task.job_timestamp,
+                         job_no=job_no, sampling_step=step, sampling_steps=steps)
+    textinfo = f"Image {job_no + 1}/{job_count}" + (f", step {step}/{steps}" if steps else "")
+    current_image = None
+    found = engine.preview(current.id) if current is not None and not query.skip_current_image else None
+    if found is not None:
+        current_image = base64.b64encode(found[1]).decode("ascii")
+    return web.json_response({"progress": value, "eta_relative": max(0.0, eta - elapsed), "state": running_state,
+                              "current_image": current_image, "textinfo": textinfo})
+
+
+@a1111_endpoint(responses={200: Empty})
+async def interrupt(request: web.Request) -> web.StreamResponse:
+    """Stop the running generation; finished images are returned (A1111 `/sdapi/v1/interrupt`)."""
+    state = request.app[STATE]
+    engine = _engine(request)
+    task = state.active()
+    if task is not None:
+        task.interrupted = True
+        for job_id in task.unfinished(engine):
+            await engine.cancel(job_id)
+    return web.json_response({})
+
+
+@a1111_endpoint(responses={200: NULL})
+async def skip(request: web.Request) -> web.StreamResponse:
+    """Skip the image being generated and go on with the next (A1111 `/sdapi/v1/skip`)."""
+    state = request.app[STATE]
+    engine = _engine(request)
+    task = state.active()
+    pending = task.unfinished(engine) if task is not None else []
+    if pending:
+        task.skipped = True
+        await engine.cancel(pending[0])
+    return web.json_response(None)
+
+
+@a1111_endpoint(responses={200: Empty}, auth=False)
+async def ping(request: web.Request) -> web.StreamResponse:
+    """Liveness check for A1111 clients (A1111 `/internal/ping`)."""
+    return web.json_response({})
+
+
+
+
+ROUTES = (("GET", "progress", progress), ("POST", "interrupt", interrupt), ("POST", "skip", skip))

@@ -1,0 +1,266 @@
+"""Endpoints: one declaration per route drives its request parsing, its error answers and its OpenAPI entry.
+
+A handler is declared with `@endpoint(dialect=..., body=Model, query=Model, responses={200: Model})`. The wrapper
+reads the body safely (size, depth, numbers), validates it into the model, and passes it to the handler; any
+validation failure or engine error is answered in the dialect's own error shape, naming the field in the client's
+words. `bridge.openapi` builds `/openapi.json` from the same declarations, so the spec and the checks agree.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from bridge.errors import BridgeError
+from bridge.fields import FieldError, field_errors
+
+# Deeper than any real request (A1111 bodies nest 4 levels); deep nesting only ever comes from an attack, and
+# Python's parser would otherwise hit its recursion limit.
+MAX_DEPTH = 64
+# Parsing a large body (megabytes of base64) takes long enough to stall other requests: off the loop above this.
+THREAD_PARSE_BYTES = 256 * 1024
+MAX_DIGITS = 40
+
+H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+
+
+class BodyError(Exception):
+    """The body is not JSON the endpoint can read (not JSON, too deep, a number too large...), or it did not arrive
+    in time (status 408)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number has more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return deepest
+
+
+def parse_json(raw: bytes) -> Any:
+    """JSON with limits: nesting depth, digits in a number, no NaN/Infinity. Raises BodyError with the reason."""
+    try:
+        data = json.loads(raw, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except RecursionError:
+        raise BodyError(f"the body is nested more than {MAX_DEPTH} levels deep") from None
+    except UnicodeDecodeError:
+        raise BodyError("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BodyError(f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:
+        raise BodyError(f"the body is not acceptable JSON: {exc}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise BodyError(f"the body is nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within BRIDGE_BODY_TIMEOUT: a client trickling bytes does not hold a handler forever."""
+    from bridge.keys import SETTINGS
+
+    settings = request.app.get(SETTINGS)
+    timeout = settings.body_timeout if settings is not None else None
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise BodyError(f"the body did not arrive within {timeout:g} s (BRIDGE_BODY_TIMEOUT)", status=408) from None
+
+
+async def read_json(request: web.Request, *, empty: Any = None) -> Any:
+    """The request's JSON body (`empty` when there is none), parsed off the event loop when it is large."""
+    raw = await read_body(request)
+    if not raw.strip():
+        return empty
+    if len(raw) > THREAD_PARSE_BYTES:
+        return await asyncio.to_thread(parse_json, raw)
+    return parse_json(raw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dialects: how a family of routes answers errors
+
+
+class ErrorBody(BaseModel):
+    """The common error shape of the bridge's own routes."""
+
+    error: str
+    message: str
+    field: str | None
+
+
+# What a 503 without its own estimate tells clients to wait: long enough for a backend to reconnect.
+DEFAULT_RETRY_AFTER = 5
+
+
+def retry_after(exc: BridgeError) -> int | None:
+    if getattr(exc, "retry_after", None) is not None:
+        return int(exc.retry_after)  # type: ignore[attr-defined]
+    return DEFAULT_RETRY_AFTER if exc.status == 503 else None
+
+
+def retry_headers(exc: BridgeError) -> dict[str, str]:
+    seconds = retry_after(exc)
+    return {"Retry-After": str(seconds)} if seconds is not None else {}
+
+
+def renamed(exc: BridgeError, names: Mapping[str, str] | None) -> tuple[str, str | None]:
+    """The engine error's message and field, with a workflow parameter named as the client knows it."""
+    name = exc.field
+    message = exc.message
+    if name and names and name in names and names[name] != name:
+        client = names[name]
+        message = client + message[len(name):] if message.startswith(name) else message.replace(
+            f"{name}:", f"{client}:", 1)
+        if client not in message:
+            message = f"{client}: {message}"
+        return message, client
+    return message, name
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Error answers of one API family. Subclasses override `error` (and `invalid` when validation failures have
+    their own shape, as A1111's FastAPI 422 does)."""
+
+    name: str
+    error_model: type[BaseModel] = ErrorBody
+    tags: tuple[str, ...] = ()
+
+    def error(self, status: int, message: str, field: str | None = None, *, code: str | None = None,
+              headers: Mapping[str, str] | None = None, **extra: Any) -> web.Response:
+        from bridge.http import error_code
+
+        body = {"error": code or error_code(status), "message": message, "field": field}
+        return web.json_response(body, status=status, headers=dict(headers or {}))
+
+    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
+        first = errors[0]
+        if first.field is None:
+            return self.error(400, "the request body must be a JSON object", "body", code="invalid_body")
+        return self.error(400, first.message, first.field, code="invalid_parameter")
+
+    def bad_body(self, message: str, status: int = 400) -> web.Response:
+        return self.error(status, message, "body", code="invalid_body" if status == 400 else "request_timeout")
+
+    def bridge_error(self, exc: BridgeError, names: Mapping[str, str] | None = None) -> web.Response:
+        message, name = renamed(exc, names)
+        extra: dict[str, Any] = {}
+        if retry_after(exc) is not None:
+            extra["retryAfter"] = retry_after(exc)
+        if getattr(exc, "valid", None) is not None:
+            extra["validValues"] = list(exc.valid)  # type: ignore[attr-defined]
+        return self.error(exc.status, message, name, code=exc.code, headers=retry_headers(exc), **extra)
+
+
+CORE = Dialect("core", tags=("bridge",))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Endpoint declarations
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    dialect: Dialect
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    responses: Mapping[int, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    summary: str | None = None
+    description: str | None = None
+    # Workflow parameter -> client field, for engine errors.
+    names: Mapping[str, str] | None = None
+    # What an empty body means ({} for dialects that treat it as "all defaults", None: refused).
+    empty_body: Any = None
+    request_content: str = "application/json"
+    response_content: Mapping[int, str] = field(default_factory=dict)
+    headers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    # For a route with a path parameter that names a workflow: (concrete path, body model, description) per value,
+    # so OpenAPI shows one typed path each.
+    expand: Callable[[web.Application], list[tuple[str, type[BaseModel], str]]] | None = None
+
+
+ATTR = "__endpoint__"
+
+
+def endpoint(*, dialect: Dialect = CORE, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+             responses: Mapping[int, Any] | None = None, tags: Sequence[str] | None = None,
+             summary: str | None = None, description: str | None = None, names: Mapping[str, str] | None = None,
+             empty_body: Any = None, request_content: str = "application/json",
+             response_content: Mapping[int, str] | None = None,
+             headers: Mapping[int, Mapping[str, Any]] | None = None,
+             expand: Callable[[web.Application], list[tuple[str, type[BaseModel], str]]] | None = None,
+             ) -> Callable[[H], H]:
+    """Declare a route handler. With `body`/`query` models the handler is called as `handler(request, body=...,
+    query=...)` with validated instances; errors never escape as a bare 500."""
+    spec = Endpoint(dialect, body, query, dict(responses or {}), tuple(tags or dialect.tags), summary, description,
+                    names, empty_body, request_content, dict(response_content or {}), dict(headers or {}), expand)
+
+    def decorate(fn: H) -> H:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            kwargs: dict[str, Any] = {}
+            try:
+                if spec.query is not None:
+                    try:
+                        kwargs["query"] = spec.query.model_validate(dict(request.query))
+                    except ValidationError as exc:
+                        return spec.dialect.invalid(field_errors(exc, spec.query), dict(request.query))
+                if spec.body is not None:
+                    try:
+                        raw = await read_json(request, empty=spec.empty_body)
+                    except BodyError as exc:
+                        return spec.dialect.bad_body(exc.message, exc.status)
+                    try:
+                        kwargs["body"] = spec.body.model_validate(raw)
+                    except ValidationError as exc:
+                        return spec.dialect.invalid(field_errors(exc, spec.body), raw)
+                return await fn(request, **kwargs)
+            except BridgeError as exc:
+                return spec.dialect.bridge_error(exc, spec.names)
+
+        handler.__name__ = fn.__name__
+        handler.__qualname__ = fn.__qualname__
+        handler.__doc__ = fn.__doc__
+        handler.__module__ = fn.__module__
+        setattr(handler, ATTR, spec)
+        return handler  # type: ignore[return-value]
+
+    return decorate
+
+
+def describe(handler: Any) -> Endpoint | None:
+    return getattr(handler, ATTR, None)

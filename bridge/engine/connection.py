@@ -1,0 +1,162 @@
+"""One ComfyUI backend: its HTTP client, its websocket turned into typed events, its health, and its back-off.
+
+The websocket uses the bridge's persisted clientId, so a restarted bridge keeps receiving its prompts' messages.
+On every (re)connect the connection reads `/system_stats` and `/object_info`, checks every workflow against the
+latter, and only then tells its listener it is up: the listener then reconciles the jobs it had there.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import aiohttp
+
+from bridge import workflows as wfmod
+
+from .client import BackendError, ComfyClient
+from .events import Event, Executing, Preview, parse_frame, parse_text
+
+log = logging.getLogger("bridge.engine.connection")
+
+
+class Listener(Protocol):
+    async def backend_up(self, conn: Connection) -> None: ...
+
+    def backend_down(self, conn: Connection, reason: str) -> None: ...
+
+    def backend_event(self, conn: Connection, event: Event | Preview) -> None: ...
+
+
+def _devices(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """{name, type} of each device `/system_stats` lists (type is torch's: cuda, cpu, mps, xpu, ...)."""
+    return [{"name": str(d.get("name", "")), "type": str(d.get("type", ""))}
+            for d in stats.get("devices") or [] if isinstance(d, Mapping)]
+
+
+class Connection:
+    def __init__(self, url: str, client: ComfyClient, workflows: Callable[[], Mapping[str, wfmod.Workflow]], *,
+                 reconnect_max_delay: float = 10.0, feature_flags: bool = True) -> None:
+        self.url = url
+        self.client = client
+        self._workflows = workflows
+        self.reconnect_max_delay = reconnect_max_delay
+        self.feature_flags = feature_flags
+        self.healthy = False
+        self.version: str | None = None
+        self.devices: list[dict[str, Any]] = []
+        self.object_info: dict[str, Any] | None = None
+        self.workflow_problems: dict[str, list[str]] = {}
+        self.last_error: str | None = None
+        self.connected_since: float | None = None
+        # Job ids dispatched here and not finished: the scheduler's measure of load.
+        self.jobs: set[str] = set()
+        # What the websocket last said runs here: type-1 preview frames carry no ids.
+        self.current_prompt: str | None = None
+        self.current_node: str | None = None
+        self.first_attempt = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    # ------------------------------------------------------------------ state
+    def can_run(self, workflow: str) -> bool:
+        return self.healthy and self.object_info is not None and not self.workflow_problems.get(workflow)
+
+    def choices(self, ref: str) -> list[str] | None:
+        return wfmod.live_choices(self.object_info or {}, ref)
+
+    def set_object_info(self, info: dict[str, Any]) -> None:
+        self.object_info = info
+        self.workflow_problems = {name: wfmod.check_object_info(wf, info) for name, wf in self._workflows().items()}
+        for problems in self.workflow_problems.values():
+            for p in problems:
+                log.error("backend %s: %s", self.url, p)
+
+    def state(self) -> dict[str, Any]:
+        return {"url": self.url, "healthy": self.healthy, "pending": len(self.jobs), "version": self.version,
+                "devices": [dict(d) for d in self.devices], "last_error": self.last_error,
+                "connected_since": self.connected_since,
+                "workflow_problems": {k: v for k, v in self.workflow_problems.items() if v}}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, listener: Listener) -> None:
+        self.task = asyncio.create_task(self._run(listener), name=f"comfyui-ws {self.url}")
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self, listener: Listener) -> None:
+        delay = 0.25
+        lost_reason: str | None = None
+        while True:
+            try:
+                ws = await self.client.ws_connect()
+            except BackendError as exc:
+                self.last_error = str(exc)
+                self.first_attempt.set()
+                if self.jobs:
+                    listener.backend_down(self, lost_reason or f"cannot connect: {exc}")
+                lost_reason = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_delay)
+                continue
+            self._ws = ws
+            try:
+                await self._greet(ws)
+                delay = 0.25
+                self.first_attempt.set()
+                await listener.backend_up(self)
+                await self._receive(ws, listener)
+                lost_reason = "websocket closed"
+            except asyncio.CancelledError:
+                raise
+            except BackendError as exc:
+                lost_reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - keep the connection loop alive
+                log.exception("backend %s: connection loop error", self.url)
+                lost_reason = f"{exc.__class__.__name__}: {exc}"
+            finally:
+                self.healthy = False
+                self._ws = None
+                self.current_prompt = self.current_node = None
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            self.last_error = lost_reason
+            log.warning("backend %s: %s; reconnecting", self.url, lost_reason)
+            # Reconnect at once: if that fails the backend is gone and its jobs are settled above.
+
+    async def _greet(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self.feature_flags:
+            # Asks for type-4 binary frames, which name their node and prompt.
+            await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+        stats = await self.client.system_stats()
+        self.version = (stats.get("system") or {}).get("comfyui_version")
+        self.devices = _devices(stats)
+        self.set_object_info(await self.client.object_info())
+        self.healthy, self.connected_since, self.last_error = True, time.time(), None
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse, listener: Listener) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                event = parse_text(msg.data)
+                if isinstance(event, Executing):
+                    self.current_prompt, self.current_node = event.prompt_id, event.node
+                if event is not None:
+                    listener.backend_event(self, event)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                frame = parse_frame(msg.data)
+                if frame is not None:
+                    listener.backend_event(self, Preview(frame.prompt_id or self.current_prompt,
+                                                         frame.node or self.current_node, frame.image_type,
+                                                         frame.data))
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                break

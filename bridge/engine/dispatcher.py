@@ -1,0 +1,144 @@
+"""Scheduling: which backend runs a job, and getting it there.
+
+A job goes to the healthy backend with the least pending work that can run its workflow (ties: configured
+order). Dispatching uploads the job's input images, binds its parameters into a fresh graph (live choices from
+that backend) and queues the prompt. Jobs that find no backend wait in a local queue, oldest first; a job whose
+backend went away before it started goes back to the front.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+
+from bridge import workflows as wfmod
+from bridge.errors import BackendUnavailable, BridgeError, InvalidParameter, WorkflowError
+from bridge.storage import BlobStore
+from bridge.store import Job
+
+from .client import BackendError, PromptRejected
+from .connection import Connection
+from .jobs import JobTable
+from .runs import Run, Runs
+
+log = logging.getLogger("bridge.engine.dispatcher")
+
+
+class NoBackend(Exception):
+    pass
+
+
+class Dispatcher:
+    def __init__(self, table: JobTable, runs: Runs, blobs: BlobStore, connections: Mapping[str, Connection],
+                 workflows: Callable[[], Mapping[str, wfmod.Workflow]]) -> None:
+        self.table = table
+        self.runs = runs
+        self.blobs = blobs
+        self.connections = connections
+        self._workflows = workflows
+        self.local: collections.deque[str] = collections.deque()
+        self.wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ choosing
+    def pick(self, workflow: str) -> Connection | None:
+        usable = [c for c in self.connections.values() if c.can_run(workflow)]
+        return min(usable, key=lambda c: len(c.jobs)) if usable else None
+
+    def check_support(self, wf: wfmod.Workflow) -> None:
+        """Refuse a workflow that every backend whose nodes are known has problems with."""
+        known = [c for c in self.connections.values() if c.object_info is not None]
+        if known and all(c.workflow_problems.get(wf.name) for c in known):
+            problems = next(c.workflow_problems[wf.name] for c in known)
+            raise BackendUnavailable(f"no backend can run workflow {wf.name!r}: {problems[0]}", field="workflow")
+
+    # ------------------------------------------------------------------ queueing
+    def requeue(self, job: Job, *, front: bool) -> None:
+        """Back to the local queue, as if never dispatched (the backend's copy is abandoned)."""
+        self.runs.stop(job)
+        conn = self.connections.get(job.backend or "")
+        if conn is not None:
+            conn.jobs.discard(job.id)
+        self.table.reset_to_queued(job)
+        if job.id not in self.local:
+            (self.local.appendleft if front else self.local.append)(job.id)
+        self.wake.set()
+
+    def remove(self, job_id: str) -> None:
+        try:
+            self.local.remove(job_id)
+        except ValueError:
+            pass
+
+    # ------------------------------------------------------------------ dispatching
+    async def dispatch(self, job: Job) -> None:
+        wf = self._workflows().get(job.workflow)
+        if wf is None:
+            raise InvalidParameter("workflow", f"workflow {job.workflow!r} no longer exists")
+        conn = self.pick(wf.name)
+        if conn is None:
+            raise NoBackend()
+        conn.jobs.add(job.id)
+        prompt_id = str(uuid.uuid4())
+        try:
+            values = {k: v for k, v in job.params.items() if k not in job.inputs}
+            for name, rel in job.inputs.items():
+                values[name] = await conn.client.upload_image(await self.blobs.get(rel),
+                                                              f"pixart_{job.id}_{name}.png")
+            graph = wf.bind(values, conn.choices)
+            targets = wfmod.execution_targets(wf, job.wanted, conn.object_info or {}) if job.wanted else None
+            job.backend, job.prompt_id = conn.url, prompt_id
+            job.attempts += 1
+            self.runs.start(job, prompt_id, Run.for_job(wf, job, graph))
+            # Saved before POST: a crash right after it still knows which prompt to look for.
+            self.table.save(job)
+            await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets)
+        except PromptRejected as exc:
+            self._undo(job, conn, prompt_id)
+            raise self._rejection(wf, exc) from None
+        except BaseException:
+            self._undo(job, conn, prompt_id)
+            raise
+        log.info("job %s: queued on %s as prompt %s", job.id, conn.url, prompt_id)
+
+    def _undo(self, job: Job, conn: Connection, prompt_id: str) -> None:
+        conn.jobs.discard(job.id)
+        self.runs.forget_prompt(prompt_id, job.id)
+        job.backend = job.prompt_id = None
+
+    @staticmethod
+    def _rejection(wf: wfmod.Workflow, exc: PromptRejected) -> BridgeError:
+        for nid, cls, inp, msg in exc.input_errors():
+            pname = wf.parameter_for_input(nid, inp) if inp else None
+            if pname:
+                return InvalidParameter(pname, f"{pname}: rejected by ComfyUI ({cls} node {nid}): {msg}")
+        return WorkflowError(f"workflow {wf.name}: ComfyUI rejected the graph: {exc.describe()}", field="workflow")
+
+    async def run(self, fail: Callable[[Job, str], None]) -> None:
+        """The dispatch loop: whenever woken, send local jobs to backends until none can take the next one."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.local:
+                job = self.table.live(self.local[0])
+                if job is None or job.done or job.status != "queued":
+                    self.local.popleft()
+                    continue
+                if job.workflow in self._workflows() and self.pick(job.workflow) is None:
+                    break
+                self.local.popleft()
+                try:
+                    await self.dispatch(job)
+                except NoBackend:
+                    self.local.appendleft(job.id)
+                    break
+                except BackendError as exc:
+                    log.warning("job %s: dispatch failed: %s", job.id, exc)
+                    self.local.appendleft(job.id)
+                    await asyncio.sleep(0.5)
+                except BridgeError as exc:
+                    fail(job, exc.message)
+                except Exception as exc:  # noqa: BLE001 - a job must fail, never the loop
+                    log.exception("job %s: dispatch crashed", job.id)
+                    fail(job, f"dispatch failed: {exc}")

@@ -1,0 +1,83 @@
+"""What a finished prompt produced: its `/history` entry read into an outcome for the job.
+
+Images come from `/view` (SaveImage, PreviewImage) or from the binary websocket frames the run collected
+(SaveImageWebsocket); values from the node's `ui` dict. A prompt that ComfyUI calls a success but whose images
+output is empty is never completed empty: when the images only ever existed as websocket frames the bridge did not
+see (it restarted or lost the socket mid-run) the job is run once more, otherwise it fails naming the output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.store import Job
+from bridge.workflows import WEBSOCKET_IMAGE_CLASSES, Workflow
+
+from .client import BackendError, ComfyClient
+from .events import error_text
+from .runs import Run
+
+
+@dataclass
+class Outcome:
+    status: str                     # completed | failed | cancelled | rerun
+    error: str | None = None
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    images: dict[str, list[bytes]] = field(default_factory=dict)
+
+
+def _failure(entry: dict[str, Any], run: Run, job: Job) -> Outcome | None:
+    status = entry.get("status") or {}
+    messages = status.get("messages") or []
+    kinds = [m[0] for m in messages if isinstance(m, list) and m]
+    if status.get("status_str") == "success" and "execution_interrupted" not in kinds \
+            and "execution_error" not in kinds:
+        return None
+    if "execution_interrupted" in kinds or run.interrupted:
+        if run.cancel_requested:
+            return Outcome("cancelled")
+        if run.timed_out:
+            return Outcome("failed", f"timed out after {job.timeout:g} s")
+        return Outcome("failed", "interrupted on the ComfyUI server")
+    error = run.error
+    for m in messages:
+        if isinstance(m, list) and len(m) == 2 and m[0] == "execution_error":
+            error = error_text(m[1])
+    return Outcome("failed", error or "ComfyUI reported an error")
+
+
+def _missing(wf: Workflow, job: Job, missing: list[str]) -> Outcome:
+    described = ", ".join(f"{n!r} (node {wf.outputs[n].node}, {wf.output_class(wf.outputs[n])})" for n in missing)
+    frames_only = all(wf.output_class(wf.outputs[n]) in WEBSOCKET_IMAGE_CLASSES for n in missing)
+    if frames_only and not job.reruns:
+        return Outcome("rerun", f"prompt {job.prompt_id} on {job.backend} finished while the bridge was not "
+                                f"receiving its websocket image frames for {described}; submitted again")
+    why = ("its websocket image frames were not received" + (" (also after a re-run)" if job.reruns else "")
+           if frames_only else "ComfyUI listed no images for it")
+    return Outcome("failed", f"ComfyUI reported success but output {described} produced no images: {why}")
+
+
+async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any]) -> Outcome:
+    failed = _failure(entry, run, job)
+    if failed is not None:
+        return failed
+    outcome = Outcome("completed")
+    missing: list[str] = []
+    try:
+        for name in [n for n in job.wanted or wf.outputs if n in wf.outputs]:
+            out = wf.outputs[name]
+            node_out = (entry.get("outputs") or {}).get(out.node) or run.executed.get(out.node) or {}
+            if out.type == "value":
+                outcome.values[name] = list(node_out.get(out.key, []))
+                continue
+            if wf.output_class(out) in WEBSOCKET_IMAGE_CLASSES:
+                blobs = list(run.frames.get(out.node, []))
+            else:
+                blobs = [await client.view(img["filename"], img.get("subfolder", ""), img.get("type", "output"))
+                         for img in node_out.get("images", [])]
+            outcome.images[name] = blobs
+            if not blobs:
+                missing.append(name)
+    except BackendError as exc:
+        return Outcome("failed", f"could not fetch the results: {exc}")
+    return _missing(wf, job, missing) if missing else outcome

@@ -1,0 +1,101 @@
+"""Routes about any job, whatever dialect made it: its result images by link (what webhook messages point at) and
+its webhook deliveries. The jobs API's own `/jobs/{id}` routes answer in that API's shape; these answer in the
+bridge's common error shape."""
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from bridge.api import endpoint
+from bridge.errors import InvalidParameter, JobNotFound
+from bridge.http import json_error
+from bridge.keys import ENGINE
+from bridge.storage import content_type
+
+
+class DeliveryAttempt(BaseModel):
+    at: float
+    duration_ms: float
+    status: int | None = Field(description="The receiver's HTTP status; null when it never answered.")
+    error: str | None
+
+
+class DeliveryView(BaseModel):
+    id: str = Field(description="The message id (`webhook-id` header).")
+    url: str
+    event: str
+    status: str = Field(description="pending, delivered or failed (given up).")
+    created_at: float
+    next_attempt_at: float | None
+    attempts: list[DeliveryAttempt]
+
+
+class WebhookDeliveries(BaseModel):
+    """Every webhook message of a job and each attempt to deliver it."""
+
+    job: str
+    deliveries: list[DeliveryView]
+
+
+IMAGE = {"description": "The image (or a redirect to the object store's presigned URL)",
+         "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+@endpoint(responses={200: IMAGE})
+async def result_image(request: web.Request) -> web.StreamResponse:
+    """One result image of a job (`/jobs/{id}/outputs/{name}/{index}`), the link webhook messages carry. With an
+    object store that signs URLs the answer redirects there, so the bytes do not pass through the bridge."""
+    engine = request.app[ENGINE]
+    job_id, name = request.match_info["id"], request.match_info["name"]
+    try:
+        index = int(request.match_info["index"])
+    except ValueError:
+        raise InvalidParameter("index", "index: must be a whole number") from None
+    job = engine.get(job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    files = job.outputs.get(name) or []
+    if engine.workflow_output_type(job.workflow, name) == "images" and 0 <= index < len(files):
+        url = await engine.blobs.url(files[index], 300)
+        if url is not None:
+            raise web.HTTPTemporaryRedirect(url)
+    data = await engine.read_output(job, name, index)
+    return web.Response(body=data, content_type=content_type(files[index]),
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+@endpoint(responses={200: WebhookDeliveries})
+async def webhook_deliveries(request: web.Request) -> web.StreamResponse:
+    """Every webhook message sent (or still to send) for a job, with each attempt's status, time and error."""
+    engine = request.app[ENGINE]
+    job_id = request.match_info["id"]
+    if engine.get(job_id) is None:
+        raise JobNotFound(job_id)
+    deliveries = engine.webhooks.deliveries(job_id) if engine.webhooks is not None else []
+    return web.json_response({"job": job_id, "deliveries": deliveries})
+
+
+PREVIEW = {"description": "The newest preview frame (JPEG or PNG, as ComfyUI sent it)",
+           "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+@endpoint(responses={200: PREVIEW})
+async def preview_image(request: web.Request) -> web.StreamResponse:
+    """The newest live preview of a running job (or the last one of a job that ended). ComfyUI sends previews
+    when started with `--preview-method` (the managed ComfyUI is); 404 when none has come yet."""
+    engine = request.app[ENGINE]
+    job_id = request.match_info["id"]
+    if engine.get(job_id) is None:
+        raise JobNotFound(job_id)
+    found = engine.preview(job_id)
+    if found is None:
+        return json_error(404, "no_preview", f"no preview of job {job_id} has arrived (ComfyUI sends them when "
+                                             f"started with --preview-method)", "id")
+    image_type, data = found
+    return web.Response(body=data, content_type=image_type, headers={"Cache-Control": "no-store"})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/jobs/{id}/preview", preview_image)
+    app.router.add_get("/jobs/{id}/outputs/{name}/{index}", result_image)
+    app.router.add_get("/jobs/{id}/webhooks", webhook_deliveries)

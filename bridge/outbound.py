@@ -1,0 +1,198 @@
+"""Requests the bridge makes to addresses a client named: image inputs by URL and webhook receivers.
+
+A client-supplied URL must not turn the bridge into a way into its own network (SSRF): every connection goes only
+to public addresses, checked after DNS resolution by the resolver the connection itself uses (so a name that
+resolves to a private address between a check and the connect still cannot reach it), and again on every redirect.
+Loopback, private, link-local (cloud metadata at 169.254.169.254), carrier-grade NAT, multicast, reserved and
+unspecified addresses are refused unless `BRIDGE_OUTBOUND_ALLOW` admits them (a host name, an address or a CIDR
+network, e.g. a test's local server or an internal receiver).
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class OutboundRefused(Exception):
+    """A URL the bridge will not fetch or post to; the message says why in a client's words."""
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    allow_hosts: frozenset[str] = frozenset()
+    allow_networks: tuple[Network, ...] = ()
+    max_bytes: int = 32 * 1024 * 1024
+    timeout: float = 20.0
+    max_redirects: int = 5
+
+    @classmethod
+    def from_list(cls, entries: Iterable[str], **limits: Any) -> OutboundPolicy:
+        hosts, networks = set(), []
+        for entry in (e.strip() for e in entries):
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower().rstrip("."))
+        return cls(frozenset(hosts), tuple(networks), **limits)
+
+    def admits(self, address: Address) -> bool:
+        if any(address in net for net in self.allow_networks):
+            return True
+        return address.is_global and not address.is_multicast
+
+    def check_address(self, host: str, address: Address) -> None:
+        if host.lower().rstrip(".") in self.allow_hosts or self.admits(address):
+            return
+        raise OutboundRefused(f"{host} resolves to {address}, a loopback, private, link-local or reserved address "
+                              f"(BRIDGE_OUTBOUND_ALLOW admits it)")
+
+
+def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """What can be said of a URL without the network: its scheme, that it has a host, and a literal address's
+    kind (names are checked when they resolve). Returns the host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a bad port
+    except ValueError as exc:
+        raise OutboundRefused(f"not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise OutboundRefused(f"the URL must start with {' or '.join(s + '://' for s in schemes)}")
+    host = parts.hostname
+    if not host:
+        raise OutboundRefused("the URL has no host")
+    if parts.username or parts.password:
+        raise OutboundRefused("credentials in the URL are not accepted")
+    del port
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    policy.check_address(host, _unmapped(literal))
+    return host
+
+
+def _unmapped(address: Address) -> Address:
+    # ::ffff:127.0.0.1 is 127.0.0.1 to the kernel
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp's resolver, keeping only the addresses the policy admits (none: the connection is refused)."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        kept = []
+        refusal: OutboundRefused | None = None
+        for r in results:
+            try:
+                self.policy.check_address(host, _unmapped(ipaddress.ip_address(r["host"])))
+                kept.append(r)
+            except OutboundRefused as exc:
+                refusal = exc
+        if not kept:
+            raise refusal or OutboundRefused(f"{host} does not resolve")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass
+class Outbound:
+    """One HTTP client session whose every connection is checked by the policy."""
+
+    policy: OutboundPolicy
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.policy), limit=64, ttl_dns_cache=0,
+                                             use_dns_cache=False)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def fetch(self, url: str) -> bytes:
+        """GET a URL's body: at most `max_bytes`, within `timeout` seconds in all, following at most
+        `max_redirects` redirects (each target checked). OutboundRefused says what went wrong."""
+        try:
+            return await asyncio.wait_for(self._fetch(url), self.policy.timeout)
+        except asyncio.TimeoutError:
+            raise OutboundRefused(f"no complete answer within {self.policy.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OutboundRefused):
+                raise cause from None
+            raise OutboundRefused(f"could not be fetched: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            raise OutboundRefused(f"could not be fetched: {exc}") from None
+
+    async def _fetch(self, url: str) -> bytes:
+        for _ in range(self.policy.max_redirects + 1):
+            check_url(url, self.policy)
+            try:
+                async with self.session().get(url, allow_redirects=False) as resp:
+                    if resp.status in REDIRECTS and "Location" in resp.headers:
+                        url = urljoin(url, resp.headers["Location"])
+                        continue
+                    if resp.status != 200:
+                        raise OutboundRefused(f"the server answered HTTP {resp.status}")
+                    declared = resp.content_length
+                    if declared is not None and declared > self.policy.max_bytes:
+                        raise OutboundRefused(f"{declared} bytes; the limit is {self.policy.max_bytes}")
+                    body = bytearray()
+                    async for chunk in resp.content.iter_chunked(65536):
+                        body += chunk
+                        if len(body) > self.policy.max_bytes:
+                            raise OutboundRefused(f"more than {self.policy.max_bytes} bytes")
+                    return bytes(body)
+            except OutboundRefused:
+                raise
+            except aiohttp.ClientConnectorError as exc:
+                inner = exc.os_error if isinstance(exc.os_error, OutboundRefused) else None
+                if inner is None and isinstance(exc.__cause__, OutboundRefused):
+                    inner = exc.__cause__
+                if inner is not None:
+                    raise inner from None
+                raise
+        raise OutboundRefused(f"more than {self.policy.max_redirects} redirects")
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        """POST to a checked URL without following redirects (webhooks); returns the status."""
+        check_url(url, self.policy)
+        try:
+            async with self.session().post(url, data=body, headers=headers, allow_redirects=False,
+                                           timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                await resp.read()
+                return resp.status
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.__cause__ or exc.os_error
+            if isinstance(cause, OutboundRefused):
+                raise cause from None
+            raise

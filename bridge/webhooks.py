@@ -1,0 +1,240 @@
+"""Webhooks: the bridge tells an app's server when its jobs end (and, if asked, how they progress).
+
+A job carries its receivers in `meta["webhook"]` (`{"url", "events"}`, from the request's `webhook` field), and
+the `BRIDGE_WEBHOOK_URL` setting names one receiver for every job. Each event becomes a delivery row in the job
+store before anything is sent, so delivery is at least once and survives a restart: a background loop posts due
+deliveries, each attempt its own task with a timeout and a per-host bound, so a slow or dead receiver never delays
+a job or another receiver; failures are retried with exponential back-off and jitter until BRIDGE_WEBHOOK_RETRY_FOR
+has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`).
+
+Messages follow the Standard Webhooks specification (the `standardwebhooks` package signs them): headers
+`webhook-id`, `webhook-timestamp`, `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body` with the
+secret), body `{"type": "job.completed", "timestamp": ..., "data": {...job...}}`. docs/api/webhooks.md shows how a
+receiver verifies one.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from standardwebhooks.webhooks import Webhook
+
+from bridge.outbound import OutboundRefused
+from bridge.store import TERMINAL, Delivery, Job, Store
+
+log = logging.getLogger("bridge.webhooks")
+
+EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.progress")
+DEFAULT_EVENTS = ("job.completed", "job.failed", "job.cancelled")
+# A receiver answering 410 asks not to be called again for this message (Standard Webhooks).
+GONE = 410
+
+Send = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
+Describe = Callable[[Job], Awaitable[dict[str, Any]]]
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+@dataclass(frozen=True)
+class Receiver:
+    url: str
+    events: tuple[str, ...] = DEFAULT_EVENTS
+
+    @classmethod
+    def of(cls, spec: Any) -> Receiver | None:
+        if not spec:
+            return None
+        if isinstance(spec, str):
+            return cls(spec)
+        return cls(spec["url"], tuple(spec.get("events") or DEFAULT_EVENTS))
+
+
+@dataclass
+class Policy:
+    timeout: float = 10.0           # seconds for one attempt
+    retry_for: float = 24 * 3600.0  # seconds after the event during which failed attempts are retried
+    retry_base: float = 5.0         # first back-off; doubles per attempt, with +-25 % jitter
+    retry_max: float = 3600.0       # longest back-off
+    progress_interval: float = 1.0  # at most one progress message per job and receiver per interval
+    concurrency: int = 64           # attempts in flight in all
+    per_host: int = 4               # attempts in flight to one host
+
+
+@dataclass
+class WebhookConfig:
+    """What the engine needs to run webhooks (from the BRIDGE_WEBHOOK_* and BRIDGE_PUBLIC_URL settings)."""
+
+    secret: str = ""                  # empty: made once and kept in the job store
+    everyone: Receiver | None = None  # BRIDGE_WEBHOOK_URL
+    policy: Policy | None = None
+    public_url: str = ""              # prefix of result links; empty: paths
+    link_lifetime: float = 3600.0     # presigned result links (S3) stay valid this long
+
+
+class Webhooks:
+    def __init__(self, store: Store, secret: str, send: Send, *, describe: Describe,
+                 everyone: Receiver | None = None, policy: Policy | None = None) -> None:
+        self.store = store
+        self.signer = Webhook(secret)
+        self.send = send
+        self.describe = describe
+        self.everyone = everyone
+        self.policy = policy or Policy()
+        self._wake = asyncio.Event()
+        # Python 3.11's wait_for can swallow a cancellation that arrives as the wake-up does, so the loop also
+        # ends on this flag rather than on cancellation alone.
+        self._stopped = False
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._global = asyncio.Semaphore(self.policy.concurrency)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._last_progress: dict[tuple[str, str], float] = {}
+        self._pending_events: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ events in
+    def receivers(self, job: Job) -> list[Receiver]:
+        out = [r for r in (Receiver.of((job.meta or {}).get("webhook")), self.everyone) if r is not None]
+        return list(dict.fromkeys(out))
+
+    def on_event(self, kind: str, job: Job) -> None:
+        """EventHub listener: called for every status and progress change, on the loop."""
+        event = f"job.{job.status}" if kind == "status" and job.status in TERMINAL else \
+            "job.progress" if kind == "progress" else None
+        if event is None:
+            return
+        wanted = [r for r in self.receivers(job) if event in r.events]
+        if not wanted:
+            return
+        if event == "job.progress":
+            now = time.monotonic()
+            wanted = [r for r in wanted if now - self._last_progress.get((job.id, r.url), -1e9)
+                      >= self.policy.progress_interval]
+            for r in wanted:
+                self._last_progress[(job.id, r.url)] = now
+            if not wanted:
+                return
+        elif job.status in TERMINAL:
+            for r in wanted:
+                self._last_progress.pop((job.id, r.url), None)
+        task = asyncio.get_running_loop().create_task(self._record(event, job, wanted))
+        self._pending_events.add(task)
+        task.add_done_callback(self._pending_events.discard)
+
+    async def _record(self, event: str, job: Job, receivers: list[Receiver]) -> None:
+        try:
+            data = await self.describe(job)
+        except Exception as exc:  # noqa: BLE001 - a description failure must not lose the event
+            log.warning("webhook for job %s: describing the job failed (%s); sending its state only", job.id, exc)
+            data = {"id": job.id, "status": job.status, "error": job.error}
+        now = time.time()
+        for r in receivers:
+            if event == "job.progress":
+                pending = self.store.pending_delivery(job.id, r.url, event)
+                if pending is not None:
+                    # One pending progress message per receiver: the newest state replaces the stale one.
+                    pending.payload = self._body(pending.id, event, data, now)
+                    self.store.save_delivery(pending)
+                    continue
+            msg_id = "msg_" + uuid.uuid4().hex
+            self.store.save_delivery(Delivery(id=msg_id, job_id=job.id, url=r.url, event=event,
+                                              payload=self._body(msg_id, event, data, now), created_at=now,
+                                              next_at=now))
+        self._wake.set()
+
+    @staticmethod
+    def _body(msg_id: str, event: str, data: dict[str, Any], now: float) -> str:
+        stamp = datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z")
+        return json.dumps({"type": event, "timestamp": stamp, "data": data}, separators=(",", ":"))
+
+    async def flush(self) -> None:
+        """Wait until every event seen so far is recorded (tests, shutdown)."""
+        while self._pending_events:
+            await asyncio.gather(*list(self._pending_events), return_exceptions=True)
+
+    # ------------------------------------------------------------------ delivery loop
+    async def run(self) -> None:
+        while not self._stopped:
+            self._wake.clear()
+            now = time.time()
+            for d in self.store.due_deliveries(now, limit=200):
+                if d.id in self._in_flight:
+                    continue
+                self._in_flight.add(d.id)
+                task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            next_at = self.store.next_delivery_at()
+            delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _host(self, url: str) -> asyncio.Semaphore:
+        host = urlsplit(url).netloc.lower()
+        if host not in self._hosts:
+            self._hosts[host] = asyncio.Semaphore(self.policy.per_host)
+        return self._hosts[host]
+
+    async def _attempt(self, d: Delivery) -> None:
+        try:
+            async with self._global, self._host(d.url):
+                started = time.time()
+                stamp = datetime.fromtimestamp(int(started), timezone.utc)
+                headers = {"content-type": "application/json", "webhook-id": d.id,
+                           "webhook-timestamp": str(int(started)),
+                           "webhook-signature": self.signer.sign(d.id, stamp, d.payload),
+                           "user-agent": "pixart-bridge-webhooks"}
+                status, error, refused = None, None, False
+                try:
+                    status = await asyncio.wait_for(self.send(d.url, d.payload.encode(), headers,
+                                                              self.policy.timeout), self.policy.timeout + 1)
+                except asyncio.TimeoutError:
+                    error = f"no answer within {self.policy.timeout:g} s"
+                except OutboundRefused as exc:
+                    # a receiver the policy forbids stays forbidden: no retries
+                    error, refused = f"refused: {exc}", True
+                except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
+                    error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                finished = time.time()
+                d.attempts.append({"at": started, "duration_ms": round((finished - started) * 1000, 1),
+                                   "status": status, "error": error})
+                if status is not None and 200 <= status < 300:
+                    d.status, d.next_at = "delivered", None
+                elif status == GONE or refused or finished - d.created_at >= self.policy.retry_for:
+                    d.status, d.next_at = "failed", None
+                    log.warning("webhook %s to %s for job %s given up after %d attempts (%s)", d.id, d.url,
+                                d.job_id, len(d.attempts), error or f"HTTP {status}")
+                else:
+                    backoff = min(self.policy.retry_max, self.policy.retry_base * 2 ** (len(d.attempts) - 1))
+                    d.next_at = finished + backoff * random.uniform(0.75, 1.25)
+                self.store.save_delivery(d)
+        finally:
+            self._in_flight.discard(d.id)
+            self._wake.set()
+
+    # ------------------------------------------------------------------ reads
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self.store.deliveries_for(job_id)]
+
+
+__all__ = ["EVENTS", "DEFAULT_EVENTS", "Receiver", "Policy", "WebhookConfig", "Webhooks", "new_secret"]

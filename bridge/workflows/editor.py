@@ -1,0 +1,239 @@
+"""The graph editor's (UI, schema 0.4) workflow format, both ways.
+
+`export_editor` writes a workflow's API graph as an editor file (the copies in the node pack's
+`example_workflows/`); `editor_to_api` reads an editor file back into an API graph, so a graph someone tuned in the
+editor and saved with "Save" (not "Export (API)") can become a served workflow. Both need `/object_info`: the editor
+stores widget values by position, and only the node's declared input order says which value is which.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from bridge.errors import WorkflowError
+
+from .graph import is_link, links, topological
+from .object_info import WIDGET_TYPES, check_object_info, combo_options, input_spec
+
+if TYPE_CHECKING:
+    from .workflow import Workflow
+
+# Frontend-only nodes: they never reach the server.
+_UI_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
+# Node modes: 0 always, 2 never (muted), 4 bypass.
+_MUTED, _BYPASS = 2, 4
+
+
+def _widget_layout(info: Mapping[str, Any]) -> Iterator[tuple[str, str | None, dict[str, Any], bool]]:
+    """Each declared input in the editor's order: (name, widget type or None for a socket, options, upload).
+
+    The frontend lays widgets out in `input_order` (else declaration order), required before optional; an image
+    upload combo adds an "upload" widget whose value comes right after the required inputs.
+    """
+    sections = info.get("input") or {}
+    order = info.get("input_order") or {s: list(sections.get(s, {})) for s in ("required", "optional")}
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = input_spec(info, name)
+            if spec is None:
+                continue
+            kind, opts = spec
+            type_name = "COMBO" if isinstance(kind, list) else kind
+            widget = type_name in WIDGET_TYPES and not opts.get("forceInput")
+            yield name, (type_name if widget else None), opts, section == "required"
+
+
+def _extra_widgets(name: str, type_name: str, opts: Mapping[str, Any]) -> int:
+    """UI-only widget values stored after this one (control_after_generate on seeds)."""
+    return 1 if type_name == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed")) else 0
+
+
+def export_editor(wf: Workflow, object_info: Mapping[str, Any]) -> dict[str, Any]:
+    """The graph in the editor's format (schema 0.4): nodes with widgets_values in input order, and links.
+
+    Seed widgets get control_after_generate "fixed"; image-upload combos get the upload widget's value "image",
+    which the frontend appends after the required inputs.
+    """
+    problems = check_object_info(wf, object_info)
+    if problems:
+        raise WorkflowError("; ".join(problems))
+    graph = wf.graph
+    order = topological(graph)
+    depth: dict[str, int] = {}
+    for nid in order:
+        depth[nid] = 1 + max((depth[v[0]] for _, v in links(graph[nid])), default=-1)
+    rows: dict[int, int] = {}
+    nodes: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], list[tuple[str, Any]]]] = []
+    for index, nid in enumerate(order):
+        node = graph[nid]
+        info = object_info[node["class_type"]]
+        ui_inputs: list[dict[str, Any]] = []
+        widgets: list[Any] = []
+        link_inputs: list[tuple[str, Any]] = []
+        upload = False
+        required_done = False
+        for name, type_name, opts, required in _widget_layout(info):
+            if not required and not required_done:
+                required_done = True
+                if upload:
+                    widgets.append("image")
+                    upload = False
+            value = node["inputs"].get(name, opts.get("default"))
+            if type_name is not None:
+                if is_link(value):
+                    ui_inputs.append({"name": name, "type": type_name, "widget": {"name": name}, "link": None})
+                    link_inputs.append((name, value))
+                    value = opts.get("default")
+                if value is None and type_name == "COMBO":
+                    options = combo_options(info, name) or []
+                    value = options[0] if options else ""
+                widgets.append(value)
+                widgets.extend(["fixed"] * _extra_widgets(name, type_name, opts))
+                upload = upload or bool(opts.get("image_upload"))
+            elif name in node["inputs"] or required:
+                kind = input_spec(info, name)[0]  # type: ignore[index]
+                ui_inputs.append({"name": name, "type": kind, "link": None})
+                if is_link(value):
+                    link_inputs.append((name, value))
+        if upload:
+            widgets.append("image")
+        outputs = [{"name": (info.get("output_name") or info["output"])[i], "type": t, "links": [], "slot_index": i}
+                   for i, t in enumerate(info.get("output", []))]
+        col = depth[nid]
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        ui_node: dict[str, Any] = {
+            "id": int(nid), "type": node["class_type"], "pos": [40 + 360 * col, 40 + 300 * row],
+            "size": [320, 60 + 26 * (len(widgets) + max(len(ui_inputs), len(outputs)))], "flags": {},
+            "order": index, "mode": 0, "inputs": ui_inputs, "outputs": outputs,
+            "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
+        }
+        title = (node.get("_meta") or {}).get("title")
+        if title:
+            ui_node["title"] = title
+        nodes.append(ui_node)
+        pending.append((ui_node, link_inputs))
+    by_id = {n["id"]: n for n in nodes}
+    link_rows: list[list[Any]] = []
+    for ui_node, link_inputs in pending:
+        for name, (src, slot) in link_inputs:
+            link_id = len(link_rows) + 1
+            target_slot = next(i for i, inp in enumerate(ui_node["inputs"]) if inp["name"] == name)
+            ui_node["inputs"][target_slot]["link"] = link_id
+            src_node = by_id[int(src)]
+            src_node["outputs"][slot]["links"].append(link_id)
+            link_rows.append([link_id, int(src), slot, ui_node["id"], target_slot, src_node["outputs"][slot]["type"]])
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"pixart:workflow:{wf.name}")), "revision": 0,
+        "last_node_id": max(int(n) for n in graph), "last_link_id": len(link_rows),
+        "nodes": nodes, "links": link_rows, "groups": [], "config": {},
+        "extra": {"ds": {"scale": 1.0, "offset": [0, 0]},
+                  "pixart": {"workflow": wf.name, "version": wf.version, "description": wf.description}},
+        "version": 0.4,
+    }
+
+
+def editor_json_text(ui: Mapping[str, Any]) -> str:
+    return json.dumps(ui, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# editor -> API
+
+
+def is_editor_format(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+def is_api_format(data: Any) -> bool:
+    return isinstance(data, dict) and bool(data) and all(
+        isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values())
+
+
+def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict[str, Any]:
+    """An editor-format workflow as the API graph ComfyUI's frontend would queue for it (`graphToPrompt`).
+
+    Reroutes are followed, a PrimitiveNode's value lands in the widget it drives, notes are dropped, muted nodes
+    are left out and bypassed nodes pass their first matching input through, as the frontend does.
+    """
+    if ui.get("definitions", {}).get("subgraphs"):
+        raise WorkflowError("the workflow uses subgraphs; convert them to nodes in the editor first")
+    nodes = {int(n["id"]): n for n in ui.get("nodes") or []}
+    # link id -> (origin node, origin slot)
+    origin: dict[int, tuple[int, int]] = {}
+    for row in ui.get("links") or []:
+        if isinstance(row, dict):
+            origin[int(row["id"])] = (int(row["origin_id"]), int(row["origin_slot"]))
+        else:
+            origin[int(row[0])] = (int(row[1]), int(row[2]))
+
+    def source(link_id: int | None, seen: frozenset[int] = frozenset()) -> list[Any] | None:
+        """The real [node, slot] a link carries, through reroutes and bypassed nodes."""
+        if link_id is None or link_id not in origin:
+            return None
+        nid, slot = origin[link_id]
+        node = nodes.get(nid)
+        if node is None or nid in seen:
+            return None
+        if node.get("type") == "Reroute" or node.get("mode") == _BYPASS:
+            wanted = (node.get("outputs") or [{}])[slot].get("type") if node.get("outputs") else None
+            for inp in node.get("inputs") or []:
+                if inp.get("link") is not None and (node.get("type") == "Reroute" or inp.get("type") == wanted):
+                    return source(inp["link"], seen | {nid})
+            return None
+        if node.get("mode") == _MUTED or node.get("type") in _UI_ONLY:
+            return None
+        return [str(nid), slot]
+
+    primitives: dict[int, Any] = {}  # link id leaving a PrimitiveNode -> its value
+    for nid, node in nodes.items():
+        if node.get("type") == "PrimitiveNode" and node.get("widgets_values"):
+            for out in node.get("outputs") or []:
+                for link_id in out.get("links") or []:
+                    primitives[int(link_id)] = node["widgets_values"][0]
+
+    graph: dict[str, Any] = {}
+    for nid, node in sorted(nodes.items()):
+        cls = node.get("type")
+        if cls in _UI_ONLY or node.get("mode") in (_MUTED, _BYPASS):
+            continue
+        info = object_info.get(cls)
+        if info is None:
+            raise WorkflowError(f"node {nid} ({cls}) is not installed on the backend; install it or remove the node")
+        ui_inputs = {i["name"]: i for i in node.get("inputs") or []}
+        values = list(node.get("widgets_values") or [])
+        if isinstance(node.get("widgets_values"), dict):
+            raise WorkflowError(f"node {nid} ({cls}) stores its widgets by name (a custom frontend widget); "
+                                f"export the workflow with 'Export (API)' instead")
+        pos = 0
+        upload = False
+        required_done = False
+        inputs: dict[str, Any] = {}
+        for name, type_name, opts, required in _widget_layout(info):
+            if not required and not required_done:
+                required_done = True
+                pos += 1 if upload else 0
+                upload = False
+            link_id = (ui_inputs.get(name) or {}).get("link")
+            if type_name is not None:
+                value = values[pos] if pos < len(values) else opts.get("default")
+                pos += 1 + _extra_widgets(name, type_name, opts)
+                upload = upload or bool(opts.get("image_upload"))
+                if link_id is not None and int(link_id) in primitives:
+                    value = primitives[int(link_id)]
+                elif link_id is not None:
+                    value = source(int(link_id))
+                if value is not None:
+                    inputs[name] = value
+            elif link_id is not None:
+                linked = source(int(link_id))
+                if linked is not None:
+                    inputs[name] = linked
+        entry: dict[str, Any] = {"class_type": cls, "inputs": inputs}
+        if node.get("title"):
+            entry["_meta"] = {"title": node["title"]}
+        graph[str(nid)] = entry
+    return graph

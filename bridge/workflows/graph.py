@@ -1,0 +1,87 @@
+"""Graph algorithms on ComfyUI API-format graphs (`{node_id: {"class_type", "inputs"}}`): links, reachability,
+order. Nothing here needs a backend or a manifest."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bridge.errors import WorkflowError
+
+
+def is_link(value: Any) -> bool:
+    """An input wired to another node's output: `["node_id", slot]`."""
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def links(node: Mapping[str, Any]) -> Iterable[tuple[str, list[Any]]]:
+    for name, value in node["inputs"].items():
+        if is_link(value):
+            yield name, value
+
+
+def check_graph(graph: Any) -> list[str]:
+    """Shape problems of an API-format graph (each names the node)."""
+    if not isinstance(graph, dict) or not graph:
+        return ["graph must be a non-empty object in ComfyUI API format"]
+    problems = []
+    for nid, node in graph.items():
+        if not nid.isdigit():
+            problems.append(f"node {nid!r}: ids must be decimal integers (the editor format needs them)")
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
+                or not isinstance(node.get("inputs"), dict):
+            problems.append(f"node {nid!r}: needs 'class_type' and 'inputs'")
+            continue
+        for iname, value in links(node):
+            if value[0] not in graph:
+                problems.append(f"node {nid} ({node['class_type']}) input {iname!r} links to missing node {value[0]!r}")
+    return problems
+
+
+def ancestors(graph: Mapping[str, Any], roots: Iterable[str]) -> set[str]:
+    """The roots and every node they read from, directly or through other nodes."""
+    seen: set[str] = set()
+    stack = [r for r in roots if r in graph]
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        stack.extend(v[0] for _, v in links(graph[nid]) if v[0] in graph)
+    return seen
+
+
+def dependents(graph: Mapping[str, Any], node_id: str) -> set[str]:
+    """Every node that reads `node_id`'s outputs, directly or through other nodes."""
+    readers: dict[str, set[str]] = {}
+    for nid, node in graph.items():
+        for _, v in links(node):
+            readers.setdefault(v[0], set()).add(nid)
+    seen: set[str] = set()
+    stack = [node_id]
+    while stack:
+        for r in readers.get(stack.pop(), ()):
+            if r not in seen:
+                seen.add(r)
+                stack.append(r)
+    return seen
+
+
+def topological(graph: Mapping[str, Any]) -> list[str]:
+    """Node ids, every node after the nodes it reads from; ties in numeric id order. Refuses cycles."""
+    done: list[str] = []
+    seen: set[str] = set()
+
+    def visit(nid: str, stack: tuple[str, ...]) -> None:
+        if nid in seen:
+            return
+        if nid in stack:
+            raise WorkflowError(f"graph has a cycle through node {nid}")
+        for _, v in links(graph[nid]):
+            visit(v[0], stack + (nid,))
+        seen.add(nid)
+        done.append(nid)
+
+    for nid in sorted(graph, key=lambda n: (int(n) if n.isdigit() else 0, n)):
+        visit(nid, ())
+    return done

@@ -1,0 +1,198 @@
+"""The manifest format as a pydantic model: what a `<name>.manifest.json` may say, checked field by field.
+
+`workflows/manifest.schema.json` is generated from these classes (`python -m bridge.workflows schema`), so editors
+validate manifests with exactly the rules the bridge applies at start-up. Rules that need the graph (a target's node
+exists and sets that input) are checked when the workflow loads (bridge.workflows.loader).
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
+OUTPUT_TYPES = ("images", "value")
+NodeId = Annotated[str, Field(pattern=r"^\d+$", description="A node id of the API-format graph (decimal).")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+# An int map translates a small range (clip_skip 1..12), never a seed-sized one.
+MAX_INT_MAP = 1024
+
+
+class _Strict(BaseModel):
+    # A misspelt key ("defualt") would otherwise be ignored and its value silently lost.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Strict):
+    """Where a parameter's value is written: `graph[node]["inputs"][input]`."""
+
+    node: NodeId
+    input: str = Field(min_length=1)
+    map: dict[str, Any] | None = Field(None, description=(
+        "Value written per parameter value: for a choice, keys equal `choices`; for an int, one key per value "
+        "from min to max. A value that is a link [\"node\", slot] rewires the graph."))
+
+
+class Rewire(_Strict):
+    """A link a parameter puts in place when a request sets it: `graph[node]["inputs"][input] = link`."""
+
+    node: NodeId
+    input: str = Field(min_length=1)
+    link: tuple[NodeId, Annotated[int, Field(ge=0)]] = Field(description="[node id, output slot]")
+
+
+class Parameter(_Strict):
+    """One request parameter and the graph inputs it sets."""
+
+    type: Literal["string", "int", "float", "bool", "choice", "image", "json", "loras"] = Field(description=(
+        "'loras': a list of {name, strength, clip_strength} written as JSON text to a LoRA stack node's input; "
+        "names are checked against `choices_from` (default LoraLoader.lora_name) and a unique file stem is "
+        "accepted for a file name."))
+    targets: list[Target] = Field(min_length=1)
+    default: Any = Field(None, description="Used when the caller leaves the parameter out (checked at load).")
+    required: bool = False
+    description: str = ""
+    min: int | float | None = Field(None, description="Inclusive lower limit (int, float).")
+    max: int | float | None = Field(None, description="Inclusive upper limit (int, float).")
+    multiple_of: int | None = Field(None, gt=0, description="int only.")
+    max_length: int | None = Field(None, ge=0, description="string only.")
+    choices: list[str] | None = Field(None, description="Fixed list for a choice.")
+    choices_from: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", description=(
+        "'<NodeClass>.<input>': the list is the backend's, read from its /object_info."))
+    random_value: int | None = Field(None, description=(
+        "int only: this value asks for a random one in [max(min, 0), min(max, 2^32-1)], recorded in the job."))
+    rewire: list[Rewire] | None = Field(None, description=(
+        "Links put in place only when a request sets this parameter, e.g. a VAE file parameter that routes the "
+        "decoders to its VAELoader instead of the checkpoint's VAE; left out, the graph stays as it is."))
+    # Set by the loader from the manifest key; not part of the file format.
+    name: SkipJsonSchema[str] = Field("", exclude=True)
+
+    @property
+    def has_default(self) -> bool:
+        return "default" in self.model_fields_set
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Parameter:
+        if self.type == "choice" and self.choices is None and self.choices_from is None:
+            raise ValueError("a choice needs 'choices' or 'choices_from'")
+        if self.rewire and self.has_default:
+            raise ValueError("a parameter with 'rewire' takes no 'default': it rewires only when a request sets it")
+        for t in self.targets:
+            if t.map is None:
+                continue
+            if self.type == "int":
+                lo, hi = self.min, self.max
+                whole = lo is not None and hi is not None and float(lo).is_integer() and float(hi).is_integer()
+                if not whole or not 0 <= hi - lo < MAX_INT_MAP \
+                        or set(t.map) != {str(i) for i in range(int(lo), int(hi) + 1)}:
+                    raise ValueError(f"target {t.node}.{t.input}: an int 'map' needs 'min' and 'max' and one key "
+                                     f"per value from min to max")
+            elif self.choices is None or set(t.map) != set(self.choices):
+                raise ValueError(f"target {t.node}.{t.input}: 'map' keys must equal 'choices'")
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """The parameter as adapters show it (a /models route, an options listing)."""
+        out: dict[str, Any] = {"type": self.type, "required": self.required}
+        if self.has_default:
+            out["default"] = self.default
+        for key in ("description", "min", "max", "multiple_of", "max_length", "choices_from", "random_value"):
+            value = getattr(self, key)
+            if value not in (None, ""):
+                out[key] = int(value) if key in ("min", "max") and float(value).is_integer() else value
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        return out
+
+
+class Output(_Strict):
+    """A result the job reports: images from an image-saving node, or one `ui` value of a node."""
+
+    node: NodeId
+    type: Literal["images", "value"]
+    key: str | None = Field(None, description="For a 'value' output: the key of the node's `ui` dict.")
+    name: SkipJsonSchema[str] = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _key(self) -> Output:
+        if self.type == "value" and not self.key:
+            raise ValueError("a 'value' output needs 'key'")
+        return self
+
+
+class Manifest(_Strict):
+    """A workflow's manifest: its name, version, graph file, parameters and outputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Pixart workflow manifest",
+    })
+
+    name: Name = Field(description="Unique; what adapters and POST /workflows/{name} use.")
+    version: int = Field(description="Positive integer; bump it when parameters change meaning.")
+    description: str = ""
+    workflow: str | None = Field(None, description="The API-format graph file beside the manifest "
+                                                   "(default: <name>.json).")
+    parameters: dict[Name, Parameter] = Field(default_factory=dict)
+    outputs: dict[Name, Output] = Field(min_length=1)
+    cost: list[Name] | None = Field(None, description=(
+        "int parameters whose product is what one job costs (the request cost bound, BRIDGE_MAX_REQUEST_COST); "
+        "default: whichever of width, height, steps and batch_size the workflow has."))
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("must be a positive integer")
+        return value
+
+    @model_validator(mode="after")
+    def _cost(self) -> Manifest:
+        for name in self.cost or ():
+            if name not in self.parameters or self.parameters[name].type != "int":
+                raise ValueError(f"cost: {name!r} is not an int parameter of this workflow")
+        return self
+
+    @model_validator(mode="after")
+    def _named(self) -> Manifest:
+        # The manifest key is the name everywhere else; copying it in keeps error messages self-contained.
+        params = {k: p.model_copy(update={"name": k}) for k, p in self.parameters.items()}
+        outs = {k: o.model_copy(update={"name": k}) for k, o in self.outputs.items()}
+        object.__setattr__(self, "parameters", params)
+        object.__setattr__(self, "outputs", outs)
+        return self
+
+
+def manifest_problems(exc: ValidationError) -> list[str]:
+    """Pydantic's errors as sentences that name the parameter or output and the key."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "literal_error":
+            msg = f"must be one of {err.get('ctx', {}).get('expected')}"
+        elif err.get("type") == "extra_forbidden":
+            msg = "is not a manifest key"
+        if len(loc) >= 2 and loc[0] in ("parameters", "outputs"):
+            where = f"{'parameter' if loc[0] == 'parameters' else 'output'} {loc[1]!r}"
+            rest = ".".join(loc[2:])
+            out.append(f"{where}: {rest} {msg}" if rest else f"{where}: {msg}")
+        elif loc:
+            out.append(f"{'.'.join(repr(p) for p in loc[:1])}{'.' + '.'.join(loc[1:]) if loc[1:] else ''} {msg}")
+        else:
+            out.append(msg)
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    return Manifest.model_json_schema(mode="validation")
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
+__all__ = ["PARAM_TYPES", "OUTPUT_TYPES", "Target", "Rewire", "Parameter", "Output", "Manifest", "manifest_problems",
+           "json_schema", "json_schema_text"]

@@ -1,0 +1,280 @@
+"""A loaded workflow: its graph, its parameters as one typed request model, and binding values into the graph.
+
+The request model is built from the manifest with the shared field types of `bridge.fields`, so a workflow's
+parameters are validated, described in OpenAPI and documented at `GET /workflows/{name}` from the same object.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, \
+    ValidationInfo, WithJsonSchema, create_model
+from pydantic_core import PydanticCustomError
+
+from bridge import fields
+from bridge.errors import InvalidParameter
+
+from .graph import ancestors
+from .manifest import Output, Parameter
+
+# Output node classes whose images arrive as binary websocket frames instead of /history files.
+WEBSOCKET_IMAGE_CLASSES = frozenset({"SaveImageWebsocket"})
+# What a job's cost is the product of, unless its manifest says (`cost`): pixels x steps x images.
+COST_PARAMETERS = ("width", "height", "steps", "batch_size")
+# Seeds drawn for `random_value` stay below 2^32: every client (A1111 seeds are u32) can show them.
+RANDOM_HIGH = 2**32 - 1
+
+IMAGE_SCHEMA = {"type": "string", "contentEncoding": "base64",
+                "description": "PNG, JPEG or WebP as base64 text or a data URL."}
+
+
+def _num(x: float | int) -> int | float:
+    return int(x) if float(x).is_integer() else x
+
+
+def _image_value(value: Any) -> Any:
+    # Adapters hand over bytes or an already decoded image; JSON clients send base64 text.
+    if isinstance(value, (str, bytes, bytearray)) or hasattr(value, "png"):
+        return value
+    raise PydanticCustomError("image_type", "must be base64 text, a data URL or bytes")
+
+
+def _int_parser(p: Parameter) -> Callable[[Any, ValidationInfo], Any]:
+    lo = max(0, int(p.min)) if p.min is not None else 0
+    hi = min(int(p.max), RANDOM_HIGH) if p.max is not None else RANDOM_HIGH
+
+    def parse(value: Any, info: ValidationInfo) -> Any:
+        value = fields._integral(value)
+        if p.random_value is not None and value == p.random_value:
+            rng = (info.context or {}).get("rng") or random
+            return rng.randint(lo, hi)
+        return value
+
+    return parse
+
+
+def value_type(p: Parameter) -> Any:
+    """The annotated type that validates one parameter's value (limits, choices and all)."""
+    doc = {"description": p.description} if p.description else {}
+    if p.type == "string":
+        return Annotated[str, Strict(), Field(max_length=p.max_length if p.max_length is not None else fields.MAX_TEXT)]
+    if p.type == "bool":
+        return fields.Bool
+    if p.type == "float":
+        return Annotated[float, BeforeValidator(fields._finite), Strict(), Field(ge=p.min, le=p.max)]
+    if p.type == "int":
+        limits = {k: _num(v) for k, v in (("minimum", p.min), ("maximum", p.max)) if v is not None}
+        if p.multiple_of:
+            limits["multipleOf"] = p.multiple_of
+        schema: dict[str, Any] = {"type": "integer", **limits}
+        if p.random_value is not None:
+            schema = {"anyOf": [{"const": p.random_value, "description": "draw a random value"}, schema]}
+        return Annotated[int, BeforeValidator(_int_parser(p)), Strict(),
+                         Field(ge=p.min, le=p.max, multiple_of=p.multiple_of), WithJsonSchema({**schema, **doc})]
+    if p.type == "choice":
+        if p.choices is not None:
+            return Literal[tuple(p.choices)]  # type: ignore[valid-type]
+        live = f"One of the backend's {p.choices_from} values."
+        return Annotated[str, Strict(), Field(min_length=1, description=live)]
+    if p.type == "image":
+        return Annotated[Any, BeforeValidator(_image_value), WithJsonSchema({**IMAGE_SCHEMA, **doc})]
+    if p.type == "loras":
+        return fields.Loras
+    return Any  # json: written as given
+
+
+LORA_LIST = "LoraLoader.lora_name"
+
+
+def resolve_loras(name: str, items: list[dict[str, Any]], live: list[str]) -> list[dict[str, Any]]:
+    """The `loras` value with each name made the file the backend lists (exact, or a unique file stem) and both
+    strengths explicit; a name the backend lacks is refused naming the parameter and the item."""
+    from pathlib import PurePath
+
+    out = []
+    for i, item in enumerate(items):
+        wanted = item["name"]
+        found = wanted if wanted in live else None
+        if found is None:
+            by_stem = [f for f in live if PurePath(f).stem == wanted or PurePath(f).name == wanted]
+            found = by_stem[0] if len(by_stem) == 1 else None
+        if found is None:
+            raise InvalidParameter(f"{name}[{i}].name", f"{name}[{i}].name: {wanted!r} is not a LoRA on the backend; "
+                                                        f"choose one of {short_list(live)}")
+        strength = float(item.get("strength", 1.0))
+        out.append({"name": found, "strength": strength, "clip_strength": float(item.get("clip_strength", strength))})
+    return out
+
+
+@dataclass
+class Workflow:
+    name: str
+    version: int
+    description: str
+    graph: dict[str, Any]
+    parameters: dict[str, Parameter]
+    outputs: dict[str, Output]
+    path: Path | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    cost_parameters: tuple[str, ...] | None = None
+
+    # ---------------------------------------------------------------- the request model
+    @cached_property
+    def request_model(self) -> type[BaseModel]:
+        """One pydantic model for the parameters: unknown names refused, defaults applied (and validated)."""
+        defs: dict[str, Any] = {}
+        for i, (name, p) in enumerate(self.parameters.items()):
+            kind = value_type(p)
+            # Fields get neutral Python names (a parameter may be called `json` or `schema`); the alias is the name.
+            info: dict[str, Any] = {"alias": name, "description": p.description or None}
+            if p.has_default:
+                defs[f"p{i}"] = (kind, Field(default=p.default, validate_default=True, **info))
+            elif p.required:
+                defs[f"p{i}"] = (kind, Field(**info))
+            else:
+                defs[f"p{i}"] = (kind | None, Field(default=None, **info))
+        title = "".join(part.capitalize() for part in self.name.replace("-", "_").split("_")) + "Parameters"
+        return create_model(title, __config__=ConfigDict(extra="forbid", populate_by_name=False,
+                                                          json_schema_extra={"additionalProperties": False}), **defs)
+
+    def parameters_schema(self) -> dict[str, Any]:
+        return self.request_model.model_json_schema(by_alias=True, mode="validation",
+                                                    schema_generator=fields.JsonSchema)
+
+    def coerce(self, params: Mapping[str, Any], *, rng: random.Random | None = None) -> dict[str, Any]:
+        """Check caller values by type and limits; returns the normalised values with defaults applied.
+
+        Unknown names are refused so that a typo never falls back to a default; null means "not given".
+        """
+        if not isinstance(params, Mapping):
+            raise InvalidParameter("parameters", "must be a JSON object")
+        given = {k: v for k, v in params.items() if v is not None}
+        try:
+            model = self.request_model.model_validate(given, context={"rng": rng})
+        except ValidationError as exc:
+            raise self._invalid(exc) from None
+        # Attributes, not model_dump: an image may be a decoded-image object, which dumping would turn into a dict.
+        return {info.alias or name: getattr(model, name) for name, info in type(model).model_fields.items()
+                if getattr(model, name) is not None}
+
+    def _invalid(self, exc: ValidationError) -> InvalidParameter:
+        err = exc.errors(include_url=False)[0]
+        if err.get("type") == "extra_forbidden":
+            name = str(err["loc"][0])
+            return InvalidParameter(name, f"unknown parameter {name!r} for workflow {self.name!r}; "
+                                          f"known: {', '.join(sorted(self.parameters))}")
+        bad = fields.first_error(exc, self.request_model)
+        return InvalidParameter(bad.field or "parameters", bad.message)
+
+    def check_defaults(self) -> list[str]:
+        """Defaults that their own parameter would refuse (checked when the workflow loads)."""
+        problems = []
+        for name, p in self.parameters.items():
+            if not p.has_default:
+                continue
+            try:
+                TypeAdapter(value_type(p)).validate_python(p.default)
+            except ValidationError as exc:
+                problems.append(f"parameter {name!r}: default is invalid: {fields.first_error(exc).message}"
+                                .replace("body ", f"{name} ", 1))
+        return problems
+
+    # ---------------------------------------------------------------- cost
+    def cost_terms(self) -> tuple[str, ...]:
+        """The int parameters whose product is one job's cost (manifest `cost`, else width/height/steps/batch)."""
+        if self.cost_parameters is not None:
+            return self.cost_parameters
+        return tuple(n for n in COST_PARAMETERS if n in self.parameters and self.parameters[n].type == "int")
+
+    def cost(self, values: Mapping[str, Any]) -> int:
+        """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value)."""
+        total = 1
+        for name in self.cost_terms():
+            value = values.get(name, self.graph_value(name))
+            total *= value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+        return total
+
+    # ---------------------------------------------------------------- binding
+    def bind(self, values: Mapping[str, Any], live_choices: Callable[[str], list[str] | None] | None = None,
+             ) -> dict[str, Any]:
+        """Return a fresh API graph with `values` (already coerced; images as uploaded file names) written in.
+
+        `live_choices("Class.input")` gives the backend's current list for `choice` parameters; a value
+        that is not in it is refused naming the parameter, and a parameter left to the graph takes the
+        first live choice when the graph's value is not available there.
+        """
+        graph = copy.deepcopy(self.graph)
+        for name, p in self.parameters.items():
+            ref = p.choices_from or (LORA_LIST if p.type == "loras" else None)
+            live = live_choices(ref) if (live_choices and ref) else None
+            if name in values:
+                value = values[name]
+                if p.type == "loras":
+                    value = json.dumps(resolve_loras(name, value, live) if live is not None else value)
+                elif p.type == "choice" and live is not None and value not in live:
+                    raise InvalidParameter(name, f"{name}: {value!r} is not available on the backend; "
+                                                 f"choose one of {short_list(live)}")
+            elif p.type == "choice" and live:
+                if self.graph_value(name) in live:
+                    continue
+                value = live[0]
+            else:
+                continue
+            if name in values:
+                for r in p.rewire or ():
+                    graph[r.node]["inputs"][r.input] = [r.link[0], r.link[1]]
+            for t in p.targets:
+                written = value if t.map is None else t.map[str(value) if p.type == "int" else value]
+                if p.type == "json" and isinstance(written, list):
+                    written = {"__value__": written}  # a bare list would read as a link
+                graph[t.node]["inputs"][t.input] = copy.deepcopy(written)
+        return graph
+
+    # ---------------------------------------------------------------- introspection
+    def graph_value(self, parameter: str) -> Any:
+        """What the graph itself holds where a parameter writes (its first target)."""
+        t = self.parameters[parameter].targets[0]
+        return self.graph[t.node]["inputs"].get(t.input)
+
+    def node_types(self) -> set[str]:
+        return {n["class_type"] for n in self.graph.values()}
+
+    def output_class(self, output: Output) -> str:
+        return self.graph[output.node]["class_type"]
+
+    def websocket_image_nodes(self) -> set[str]:
+        """Node ids of image outputs that arrive as binary websocket frames (SaveImageWebsocket)."""
+        return {o.node for o in self.outputs.values()
+                if o.type == "images" and self.output_class(o) in WEBSOCKET_IMAGE_CLASSES}
+
+    def needed_nodes(self, outputs: list[str] | None = None, graph: Mapping[str, Any] | None = None) -> set[str]:
+        """The nodes ComfyUI runs to produce these outputs (all outputs when None), in `graph` (a bound copy whose
+        links a parameter may have rewired) or the workflow's own."""
+        targets = [self.outputs[n].node for n in (outputs or self.outputs) if n in self.outputs]
+        return ancestors(self.graph if graph is None else graph, targets)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version, description, the parameters as JSON Schema and the outputs (GET /workflows/{name})."""
+        return {"name": self.name, "version": self.version, "description": self.description,
+                "parameters": self.parameters_schema(),
+                "outputs": {n: {"type": o.type} for n, o in self.outputs.items()}}
+
+    def parameter_for_input(self, node: str, input_name: str) -> str | None:
+        """The parameter bound to a node input (to name the field in a ComfyUI validation error)."""
+        for p in self.parameters.values():
+            for t in p.targets:
+                if t.node == node and t.input == input_name:
+                    return p.name
+        return None
+
+
+def short_list(values: list[str], n: int = 8) -> str:
+    shown = ", ".join(repr(v) for v in values[:n])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")

@@ -1,0 +1,421 @@
+"""Hostile clients, over the ComfyUI protocol double: each hole of the probe stays closed.
+
+Refused images are never decoded; decoding never runs on the event loop; a decompression bomb is a 413 in every image
+field of every dialect; deep JSON is a 400/422; wrong keys are rate-limited and locked out; a synchronous request
+whose client goes away cancels its jobs; slow headers and slow bodies are cut off and connections capped; a request
+asking for too much work is refused; a prompt removed from ComfyUI's queue behind the bridge's back does not wedge
+its job; OPTIONS tells nothing without a key; served images carry no graph."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from PIL import Image
+
+from bridge import images as image_io
+from bridge import server
+from bridge.adapters import ENABLED
+from bridge.app import ENGINE, create_app
+from bridge.config import load_settings
+from bridge.comfyui_process import find_free_port
+from tests.support.imaging import claimed_png, solid_png_b64
+
+pytestmark = pytest.mark.asyncio
+
+BOMB = base64.b64encode(claimed_png(60000, 60000)).decode()
+
+
+def black_png_b64(side: int) -> str:
+    out = io.BytesIO()
+    Image.new("L", (side, side), 0).save(out, format="PNG", compress_level=9)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+@pytest.fixture
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every decode of image pixels, with the thread it ran on."""
+    seen: list[str] = []
+    original = image_io.open_image
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(image_io, "open_image", counted)
+    return seen
+
+
+# ------------------------------------------------------------------------------------------- 1. refused images
+async def test_refused_images_are_never_decoded(bridge_factory: Any, count_decodes: list[str]) -> None:
+    client = await bridge_factory(adapters=["a1111"])
+    big = black_png_b64(4096)  # 16.7 MP each, 48 MiB decoded, 16 kB on the wire
+    proc = psutil.Process()
+    peak = [proc.memory_info().rss]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    before = proc.memory_info().rss
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        # 20 images with batch_size 1: refused on the count. With batch_size 20: refused on their pixels together.
+        first = await client.post("/sdapi/v1/img2img", json={"init_images": [big] * 20})
+        second = await client.post("/sdapi/v1/img2img", json={"init_images": [big] * 20, "batch_size": 20})
+    finally:
+        stop.set()
+        sampler.join()
+    assert first.status == 400 and "bad number of images" in (await first.json())["errors"]
+    body = await second.json()
+    assert second.status == 413 and body["errors"].startswith("init_images") and "BRIDGE_MAX_REQUEST_PIXELS" in \
+        body["errors"]
+    assert count_decodes == []  # not one pixel decoded
+    grown = (peak[0] - before) / 2**20
+    assert grown < 200, f"RSS grew {grown:.0f} MiB for a refused 20-image body"  # was 1,350 MiB
+
+
+# ------------------------------------------------------------------------------------------- 2. off the loop
+async def test_decoding_runs_off_the_event_loop_and_health_answers_meanwhile(
+        bridge_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = await bridge_factory(adapters=["pixart_editor"])
+    gate = threading.Event()
+    running = []
+    threads = []
+    lock = threading.Lock()
+    original = image_io.open_image
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            running.append(1)
+            threads.append(threading.current_thread())
+        try:
+            gate.wait(20)  # a decode that takes as long as the test wants
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                running.pop()
+
+    monkeypatch.setattr(image_io, "open_image", held)
+    sketch = solid_png_b64(64, 64, (255, 0, 0), data_url=True)
+    posts = [asyncio.ensure_future(client.post("/api/pixel-generation/generate", json={
+        "id": f"sketch-{i}", "sketchData": sketch, "width": 8, "height": 8, "style": "pico-8"})) for i in range(8)]
+    for _ in range(200):
+        if running:
+            break
+        await asyncio.sleep(0.01)
+    assert running, "no decode started"
+    # The loop is free while eight decodes wait: /health answers (it would hang if a decode held the loop).
+    health = await asyncio.wait_for(client.get("/health"), 5)
+    assert health.status == 200 and running
+    assert len(running) <= image_io.POOL_SIZE  # the pool bounds how many images are held decoded at once
+    gate.set()
+    answers = await asyncio.gather(*posts)
+    assert [a.status for a in answers] == [200] * 8
+    main = threading.main_thread()
+    assert threads and all(t is not main for t in threads)
+
+
+# ------------------------------------------------------------------------------------------- 3. bombs
+BOMB_CASES = [
+    ("jobs_api", "/generate/img2img", {"prompt": "x", "initImage": BOMB}, "initImage"),
+    ("jobs_api", "/generate/inpaint", {"prompt": "x", "image": solid_png_b64(64, 64), "mask": BOMB}, "mask"),
+    ("jobs_api", "/generate/inpaint", {"prompt": "x", "image": BOMB, "mask": solid_png_b64(64, 64)}, "image"),
+    ("jobs_api", "/generate/style-transfer", {"contentImage": BOMB, "styleImage": solid_png_b64(64, 64)},
+     "contentImage"),
+    ("jobs_api", "/generate/style-transfer", {"contentImage": solid_png_b64(64, 64), "styleImage": BOMB},
+     "styleImage"),
+    ("jobs_api", "/workflows/img2img", {"parameters": {"image": BOMB}}, "image"),
+    ("pixart_editor", "/api/pixel-generation/generate", {"id": "b", "sketchData": BOMB, "width": 8, "height": 8},
+     "sketchData"),
+    ("a1111", "/sdapi/v1/img2img", {"init_images": [BOMB]}, "init_images[0]"),
+    ("a1111", "/sdapi/v1/img2img", {"init_images": [solid_png_b64(64, 64)], "mask": BOMB}, "mask"),
+    ("unified", "/generate", {"prompt": "x", "init_image": BOMB}, "init_image"),
+    ("unified", "/generate", {"prompt": "x", "init_images": [BOMB]}, "init_image"),
+]
+
+
+@pytest.mark.parametrize("adapter,path,body,field", BOMB_CASES)
+async def test_a_decompression_bomb_is_413_in_every_image_field(bridge_factory: Any, adapter: str, path: str,
+                                                                 body: dict[str, Any], field: str) -> None:
+    client = await bridge_factory(adapters=[adapter], UNIFIED_BACKEND="sd15")
+    resp = await client.post(path, json=body)
+    text = await resp.text()
+    assert resp.status == 413, text
+    assert field in text and "60000x60000" in text  # refused on the size its header claims
+
+
+# ------------------------------------------------------------------------------------------- 4. deep JSON
+async def test_deep_json_is_refused_on_every_post_route(bridge_factory: Any) -> None:
+    client = await bridge_factory(adapters=list(ENABLED))
+    spec = await (await client.get("/openapi.json")).json()
+    deep = "[" * 100_000 + "]" * 100_000
+    long_number = '{"width": 1' + "0" * 5000 + "}"
+    # Every POST that reads a body (one per workflow among them); the others ignore whatever is sent.
+    routes = [p for p, ops in spec["paths"].items() if "requestBody" in ops.get("post", {}) and "{" not in p]
+    assert len(routes) > 15
+    for path in routes:
+        for body in (deep, long_number, '{"steps": NaN}'):
+            resp = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+            text = await resp.text()
+            assert resp.status in (400, 422), (path, body[:20], resp.status, text[:300])
+            assert "body" in text, (path, text[:300])
+        assert "nested more than 64 levels" in (await (await client.post(
+            path, data=deep, headers={"Content-Type": "application/json"})).text())
+
+
+# ------------------------------------------------------------------------------------------- 5. wrong keys
+async def test_wrong_keys_are_rate_limited_by_address_and_locked_out(bridge_factory: Any) -> None:
+    client = await bridge_factory(api_keys=["right"], rate_limit=1.0, rate_burst=5, auth_max_failures=0)
+    statuses = [(await client.get("/workflows", headers={"X-API-Key": f"guess{i}"})).status for i in range(20)]
+    assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}  # refused keys are counted
+    # The right key has its own budget: the address's flood does not starve it.
+    assert (await client.get("/workflows", headers={"X-API-Key": "right"})).status == 404
+
+    locked = await bridge_factory(api_keys=["right"], auth_max_failures=3, auth_lockout=60)
+    assert [(await locked.get("/events", headers={"X-API-Key": "no"})).status for _ in range(3)] == [401] * 3
+    resp = await locked.get("/events", headers={"X-API-Key": "right"})
+    body = await resp.json()
+    assert resp.status == 429 and body["error"] == "auth_locked_out" and int(resp.headers["Retry-After"]) > 0
+
+
+# ------------------------------------------------------------------------------------------- 6. disconnects
+SYNC_ROUTES = [
+    ("a1111", "/sdapi/v1/txt2img", {"steps": 40, "width": 64, "height": 64}),
+    ("pico", "/pico/sdapi/v1/txt2img", {"steps": 40, "width": 64, "height": 64, "seed": 3}),
+    ("unified", "/generate", {"prompt": "x", "steps": 40, "width": 64, "height": 64}),
+    ("aleaart", "/generate-image", {"prompt": "x", "steps": 40, "width": 64, "height": 64}),
+]
+
+
+@pytest.mark.parametrize("adapter,path,body", SYNC_ROUTES)
+async def test_a_synchronous_request_whose_client_leaves_cancels_its_job(bridge_factory: Any, comfy_double: Any,
+                                                                         adapter: str, path: str,
+                                                                         body: dict[str, Any]) -> None:
+    comfy_double.step_delay = 0.25  # 40 steps: 10 s of "sampling"
+    client = await bridge_factory(adapters=[adapter], UNIFIED_BACKEND="sd15", PICO_CACHE="false")
+    engine = client.app[ENGINE]
+    request = asyncio.ensure_future(client.post(path, json=body))
+    for _ in range(400):
+        running = engine.list(status="running")
+        if running:
+            break
+        await asyncio.sleep(0.02)
+    assert running, "the job never started"
+    job_id = running[0].id
+    request.cancel()  # the client goes away: its connection closes
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    done = await engine.wait(job_id, timeout=10)
+    assert done.status == "cancelled"
+    assert running[0].prompt_id in comfy_double.interrupts
+
+
+async def test_a_setting_keeps_jobs_of_clients_that_left(bridge_factory: Any, comfy_double: Any) -> None:
+    comfy_double.step_delay = 0.02
+    client = await bridge_factory(adapters=["a1111"], keep_jobs_on_disconnect=True)
+    engine = client.app[ENGINE]
+    request = asyncio.ensure_future(client.post("/sdapi/v1/txt2img", json={"steps": 40, "width": 64,
+                                                                            "height": 64}))
+    for _ in range(400):
+        if engine.list(status="running"):
+            break
+        await asyncio.sleep(0.01)
+    job = engine.list(status="running")[0]
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert (await engine.wait(job.id, timeout=20)).status == "completed"
+
+
+# ------------------------------------------------------------------------------------------- 7. slow clients
+def _settings(tmp_path: Path, url: str, **fields: Any) -> Any:
+    return load_settings({"data_dir": tmp_path / "d", "comfyui_urls": [url], **fields}, env_file=None)
+
+
+async def _serve(tmp_path: Path, url: str, **fields: Any) -> tuple[Any, Any, int]:
+    port = find_free_port()
+    runner, listener = await server.start(create_app(_settings(tmp_path, url, **fields), adapter_names=["jobs_api"]),
+                                          _settings(tmp_path, url, **fields), host="127.0.0.1", port=port)
+    return runner, listener, port
+
+
+async def _stop(runner: Any, listener: Any) -> None:
+    listener.close()
+    await runner.cleanup()
+
+
+def _read_all(sock: socket.socket, limit: float) -> bytes:
+    sock.settimeout(limit)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except (socket.timeout, ConnectionResetError):
+        return data
+
+
+async def test_slow_headers_are_cut_off(tmp_path: Path, comfy_double: Any) -> None:
+    runner, listener, port = await _serve(tmp_path, comfy_double.url, header_timeout=0.5)
+    try:
+        def slowloris() -> tuple[bool, float]:
+            sock = socket.create_connection(("127.0.0.1", port))
+            start = time.monotonic()
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for i in range(40):  # one header line every 0.1 s: 4 s if nobody stops it
+                    time.sleep(0.1)
+                    sock.sendall(f"X-Slow-{i}: 1\r\n".encode())
+            except (BrokenPipeError, ConnectionResetError):
+                return True, time.monotonic() - start
+            closed = sock.recv(1) == b""
+            return closed, time.monotonic() - start
+
+        closed, took = await asyncio.to_thread(slowloris)
+        assert closed and took < 3.5
+    finally:
+        await _stop(runner, listener)
+
+
+async def test_slow_bodies_get_408_and_connections_are_capped(tmp_path: Path, comfy_double: Any) -> None:
+    runner, listener, port = await _serve(tmp_path, comfy_double.url, body_timeout=0.5, max_connections=3)
+    try:
+        def trickle() -> bytes:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /generate/text2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 200\r\n\r\n{\"prompt\": ")
+            return _read_all(sock, 5)
+
+        answer = await asyncio.to_thread(trickle)
+        assert answer.startswith(b"HTTP/1.1 408") and b"BRIDGE_BODY_TIMEOUT" in answer
+
+        def capped() -> bytes:
+            held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+            time.sleep(0.2)
+            extra = socket.create_connection(("127.0.0.1", port))
+            data = _read_all(extra, 5)
+            for s in held + [extra]:
+                s.close()
+            return data
+
+        refused = await asyncio.to_thread(capped)
+        assert refused.startswith(b"HTTP/1.1 503") and b"BRIDGE_MAX_CONNECTIONS" in refused
+    finally:
+        await _stop(runner, listener)
+
+
+# ------------------------------------------------------------------------------------------- 8. cost and quota
+async def test_a_request_asking_for_too_much_work_is_refused_naming_the_fields(bridge_factory: Any,
+                                                                              comfy_double: Any) -> None:
+    client = await bridge_factory(adapters=["a1111", "jobs_api"], max_request_cost=64 * 64 * 10 * 4)
+    before = len(comfy_double.prompts)
+    resp = await client.post("/sdapi/v1/txt2img", json={})  # A1111's defaults: 512 x 512, 50 steps
+    body = await resp.json()
+    assert resp.status == 400 and body["errors"].startswith("width") and "BRIDGE_MAX_REQUEST_COST" in body["errors"]
+    assert "width x height x steps x batch_size = 13,107,200" in body["errors"]
+    resp = await client.post("/sdapi/v1/txt2img", json={"width": 64, "height": 64, "steps": 10, "n_iter": 5})
+    body = await resp.json()
+    assert resp.status == 400 and "x jobs = 204,800" in body["errors"]  # five affordable images add up
+    resp = await client.post("/generate/text2img", json={"prompt": "x", "width": 512, "height": 512})
+    assert resp.status == 400 and (await resp.json())["field"] == "width"
+    assert len(comfy_double.prompts) == before
+    ok = await client.post("/sdapi/v1/txt2img", json={"width": 64, "height": 64, "steps": 10, "n_iter": 4})
+    assert ok.status == 200
+
+
+async def test_a_client_may_hold_only_so_many_jobs(bridge_factory: Any, comfy_double: Any) -> None:
+    comfy_double.step_delay = 0.2
+    client = await bridge_factory(adapters=["jobs_api"], max_jobs_per_client=2)
+    body = {"prompt": "x", "width": 64, "height": 64, "steps": 20}
+    assert [(await client.post("/generate/text2img", json=body)).status for _ in range(2)] == [202, 202]
+    resp = await client.post("/generate/text2img", json=body)
+    assert resp.status == 429 and "BRIDGE_MAX_JOBS_PER_CLIENT" in (await resp.json())["error"]
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
+# ------------------------------------------------------------------------------------------- 10. queue cleared
+async def test_a_prompt_cleared_from_comfyuis_queue_is_resubmitted_once_then_failed(bridge_factory: Any,
+                                                                                   comfy_double: Any) -> None:
+    comfy_double.step_delay = 0.05
+    client = await bridge_factory(adapters=["a1111"], queue_poll_interval=0.2)
+    engine = client.app[ENGINE]
+    blocker = await engine.submit("txt2img", {"steps": 30, "width": 64, "height": 64})
+    victim = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
+    await asyncio.sleep(0.1)
+    assert victim.status == "queued" and victim.prompt_id
+    first = victim.prompt_id
+    async with client.session.post(comfy_double.url + "/queue", json={"clear": True}) as resp:
+        assert resp.status == 200
+    # Someone cleared ComfyUI's queue in its own page: the bridge notices and submits again, once.
+    for _ in range(200):
+        if victim.prompt_id and victim.prompt_id != first:
+            break
+        await asyncio.sleep(0.05)
+    assert victim.prompt_id != first and victim.reruns and "removed from" in victim.reruns[0]["reason"]
+    async with client.session.post(comfy_double.url + "/queue", json={"clear": True}) as resp:
+        assert resp.status == 200
+    done = await engine.wait(victim.id, timeout=20)
+    assert done.status == "failed" and "outside the bridge (twice)" in done.error
+    assert (await engine.wait(blocker.id, timeout=20)).status == "completed"
+    progress = await (await client.get("/sdapi/v1/progress")).json()
+    assert progress["state"]["job_count"] == 0  # nothing left that looks busy to webuiapi's wait_for_ready
+
+
+async def test_queued_jobs_have_a_deadline(bridge_factory: Any, comfy_double: Any) -> None:
+    comfy_double.step_delay = 0.1
+    client = await bridge_factory(queue_timeout=0.5)
+    engine = client.app[ENGINE]
+    blocker = await engine.submit("txt2img", {"steps": 30, "width": 64, "height": 64})
+    waiting = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
+    prompt_id = waiting.prompt_id
+    done = await engine.wait(waiting.id, timeout=10)
+    assert done.status == "failed" and "BRIDGE_QUEUE_TIMEOUT" in done.error
+    for _ in range(100):  # and it is taken out of ComfyUI's queue
+        if prompt_id in comfy_double.deleted:
+            break
+        await asyncio.sleep(0.02)
+    assert prompt_id in comfy_double.deleted
+    await engine.cancel(blocker.id)
+
+
+# ------------------------------------------------------------------------------------------- 11. smaller
+async def test_options_without_a_key_reveals_nothing(bridge_factory: Any) -> None:
+    client = await bridge_factory(adapters=["jobs_api"], api_keys=["right"])
+    resp = await client.options("/generate/text2img")
+    assert resp.status == 401 and "Allow" not in resp.headers
+
+
+async def test_served_images_carry_no_graph(bridge_factory: Any, comfy_double: Any) -> None:
+    client = await bridge_factory(adapters=["aleaart"])
+    resp = await client.post("/generate-image", json={"prompt": "x", "steps": 2, "width": 64, "height": 64})
+    data = await resp.json()
+    assert resp.status == 200, data
+    png = await (await client.get(data["imageUrl"])).read()
+    with Image.open(io.BytesIO(png)) as im:
+        assert "prompt" not in im.info and "workflow" not in im.info
+    keep = await bridge_factory(adapters=["aleaart"], output_metadata="comfyui")
+    data = await (await keep.post("/generate-image", json={"prompt": "x", "steps": 2, "width": 64,
+                                                          "height": 64})).json()
+    with Image.open(io.BytesIO(await (await keep.get(data["imageUrl"])).read())) as im:
+        assert "prompt" in im.info  # what ComfyUI wrote, when the operator asks for it
+
+
+async def test_generate_refuses_init_images_that_are_not_a_list_of_images(bridge_factory: Any) -> None:
+    client = await bridge_factory(adapters=["unified"], UNIFIED_BACKEND="sd15")
+    for bad in (5, "abc", [5], []):
+        resp = await client.post("/generate", json={"prompt": "x", "init_images": bad})
+        body = await resp.json()
+        assert resp.status == 400 and body["field"].startswith("init_images"), body

@@ -1,0 +1,191 @@
+"""Image inputs by URL and the outbound policy behind them (and behind webhooks): public addresses only after DNS
+resolution, re-checked on every redirect, with size, time and redirect limits; an allow-list admits a local
+server; every refusal is a 400 naming the field. The image server is a real HTTP server on loopback."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from bridge.outbound import Outbound, OutboundPolicy, OutboundRefused, check_url
+from tests.support.imaging import claimed_png, encode, image_size
+
+pytestmark = pytest.mark.asyncio
+
+PUBLIC = OutboundPolicy()
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/x.png", "http://127.9.9.9/x.png", "http://10.1.2.3/x.png", "http://192.168.0.1/x.png",
+    "http://172.16.0.1/x.png", "http://169.254.169.254/latest/meta-data/", "http://100.64.0.1/x.png",
+    "http://0.0.0.0/x.png", "http://[::1]/x.png", "http://[::ffff:127.0.0.1]/x.png", "http://[fd00::1]/x.png",
+    "http://[fe80::1]/x.png", "http://224.0.0.1/x.png",
+])
+async def test_literal_private_addresses_are_refused(url: str) -> None:
+    with pytest.raises(OutboundRefused, match="BRIDGE_OUTBOUND_ALLOW"):
+        check_url(url, PUBLIC)
+
+
+@pytest.mark.parametrize("url,why", [
+    ("ftp://example.com/x.png", "http:// or https://"), ("file:///etc/passwd", "http:// or https://"),
+    ("http://user:pw@example.com/x.png", "credentials"), ("http:///x.png", "no host"),
+    ("http://example.com:99999/x.png", "valid URL"),
+])
+async def test_malformed_urls_are_refused(url: str, why: str) -> None:
+    with pytest.raises(OutboundRefused, match=why):
+        check_url(url, PUBLIC)
+
+
+async def test_public_addresses_and_the_allow_list_pass() -> None:
+    assert check_url("https://93.184.215.14/x.png", PUBLIC) == "93.184.215.14"
+    allow = OutboundPolicy.from_list(["127.0.0.1", "10.0.0.0/8", "Hooks.LAN"])
+    assert check_url("http://10.20.30.40/x", allow) == "10.20.30.40"
+    assert allow.allow_networks == (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
+    assert "hooks.lan" in allow.allow_hosts
+    with pytest.raises(OutboundRefused):
+        check_url("http://192.168.1.1/x", allow)
+
+
+# ------------------------------------------------------------------------------------------ a real HTTP server
+PNG = encode(np.random.default_rng(1).integers(0, 256, (72, 96, 3), dtype=np.uint8))
+
+
+@pytest_asyncio.fixture
+async def images(aiohttp_server: Any) -> Any:
+    async def png(request: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png")
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()  # no Content-Length: the limit must hold while streaming
+        await resp.prepare(request)
+        for _ in range(64):
+            await resp.write(b"\0" * 65536)
+        return resp
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(body=PNG)
+
+    async def to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["where"])
+
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop")
+
+    async def bomb(request: web.Request) -> web.Response:
+        return web.Response(body=claimed_png(60000, 60000), content_type="image/png")
+
+    async def missing(request: web.Request) -> web.Response:
+        raise web.HTTPNotFound()
+
+    app = web.Application()
+    for path, fn in (("/a.png", png), ("/big", big), ("/slow", slow), ("/to", to), ("/loop", loop),
+                     ("/bomb.png", bomb), ("/missing", missing)):
+        app.router.add_get(path, fn)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    server.base = f"http://127.0.0.1:{server.port}"
+    return server
+
+
+async def test_fetch_with_limits(images: Any) -> None:
+    base = images.base
+    refused = Outbound(OutboundPolicy())
+    allowed = Outbound(OutboundPolicy.from_list(["127.0.0.1"], max_bytes=1_000_000, timeout=1.0, max_redirects=3))
+    try:
+        with pytest.raises(OutboundRefused, match="127.0.0.1"):
+            await refused.fetch(f"{base}/a.png")
+        # a name is checked on what it resolves to
+        with pytest.raises(OutboundRefused, match="localhost resolves to 127.0.0.1"):
+            await refused.fetch(f"http://localhost:{images.port}/a.png")
+        assert await allowed.fetch(f"{base}/a.png") == PNG
+        with pytest.raises(OutboundRefused, match="more than 1000000 bytes"):
+            await allowed.fetch(f"{base}/big")
+        with pytest.raises(OutboundRefused, match="within 1 s"):
+            await allowed.fetch(f"{base}/slow")
+        with pytest.raises(OutboundRefused, match="more than 3 redirects"):
+            await allowed.fetch(f"{base}/loop")
+        with pytest.raises(OutboundRefused, match="HTTP 404"):
+            await allowed.fetch(f"{base}/missing")
+        # a redirect is checked like the first URL: allowed host -> a refused address
+        assert await allowed.fetch(f"{base}/to?where=/a.png") == PNG
+        with pytest.raises(OutboundRefused, match="169.254.169.254"):
+            await allowed.fetch(f"{base}/to?where=http://169.254.169.254/latest/meta-data/")
+    finally:
+        await refused.close()
+        await allowed.close()
+
+
+async def test_by_host_name_only_the_name_is_admitted(images: Any) -> None:
+    by_name = Outbound(OutboundPolicy.from_list(["localhost"]))
+    try:
+        assert await by_name.fetch(f"http://localhost:{images.port}/a.png") == PNG
+        with pytest.raises(OutboundRefused, match="127.0.0.1"):
+            await by_name.fetch(f"http://localhost:{images.port}/to?where={images.base}/a.png")
+    finally:
+        await by_name.close()
+
+
+# ------------------------------------------------------------------------------------------ every dialect
+async def test_jobs_api_takes_an_image_url_only_where_allowed(bridge_factory: Any, images: Any) -> None:
+    body = {"prompt": "a cat", "initImage": f"{images.base}/a.png", "steps": 2}
+    refused = await bridge_factory(adapters=["jobs_api"])
+    resp = await refused.post("/generate/img2img", json=body)
+    err = await resp.json()
+    assert resp.status == 400 and err["field"] == "initImage" and "BRIDGE_OUTBOUND_ALLOW" in err["error"]
+    client = await bridge_factory(adapters=["jobs_api"], outbound_allow="127.0.0.1")
+    job_id = (await (await client.post("/generate/img2img", json=body)).json())["id"]
+    job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
+    assert job["status"] == "completed", job
+    # the fetched 96x72 picture set the size (no width/height in the request)
+    assert job["request"]["initImage"] == {"width": 96, "height": 72, "format": "PNG"}
+    assert (job["result"]["parameters"]["width"], job["result"]["parameters"]["height"]) == (96, 72)
+    bomb = await client.post("/generate/img2img", json={**body, "initImage": f"{images.base}/bomb.png"})
+    assert bomb.status == 413 and (await bomb.json())["field"] == "initImage"
+    gone = await client.post("/generate/img2img", json={**body, "initImage": f"{images.base}/missing"})
+    assert gone.status == 400 and "HTTP 404" in (await gone.json())["error"]
+
+
+async def test_generic_workflow_a1111_and_generate_take_image_urls(bridge_factory: Any, images: Any) -> None:
+    url = f"{images.base}/a.png"
+    client = await bridge_factory(adapters=["jobs_api", "a1111", "unified"], outbound_allow="127.0.0.1",
+                                  UNIFIED_BACKEND="sd15")
+    resp = await client.post("/workflows/img2img?wait=30", json={"parameters": {
+        "prompt": "x", "image": url, "steps": 1, "width": 64, "height": 64}})
+    job = await resp.json()
+    assert resp.status == 200 and job["status"] == "completed", job
+    a1111 = await client.post("/sdapi/v1/img2img", json={"init_images": [url], "prompt": "x", "steps": 1,
+                                                         "width": 64, "height": 64})
+    assert a1111.status == 200, await a1111.text()
+    gen = await client.post("/generate", json={"prompt": "x", "init_image": url, "steps": 1, "width": 64,
+                                               "height": 64})
+    assert gen.status == 200 and (await gen.json())["status"] == "ok"
+    refused = await bridge_factory(adapters=["a1111", "unified"], UNIFIED_BACKEND="sd15")
+    bad = await refused.post("/sdapi/v1/img2img", json={"init_images": [url], "prompt": "x"})
+    data = await bad.json()
+    assert bad.status == 400 and "init_images[0]" in data["detail"] + data.get("errors", "") + str(data)
+    bad = await refused.post("/generate", json={"prompt": "x", "init_image": url})
+    assert bad.status == 400 and (await bad.json())["field"] == "init_image"
+
+
+async def test_s3_inputs_come_from_the_bridges_own_bucket_only(bridge_factory: Any, s3_server: Any) -> None:
+    from bridge.storage.s3 import S3Blobs
+
+    bucket = S3Blobs(f"s3://{s3_server.bucket}", endpoint=s3_server.endpoint,
+                     access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key)
+    await bucket.put("uploads/sketch.png", PNG, "image/png")
+    client = await bridge_factory(adapters=["jobs_api"], **s3_server.settings("results"))
+    body = {"prompt": "a cat", "initImage": f"s3://{s3_server.bucket}/uploads/sketch.png", "steps": 2}
+    job_id = (await (await client.post("/generate/img2img", json=body)).json())["id"]
+    job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
+    assert job["status"] == "completed" and job["request"]["initImage"]["width"] == 96
+    for url, why in ((f"s3://another-bucket/uploads/sketch.png", "own bucket"),
+                     (f"s3://{s3_server.bucket}/uploads/none.png", "does not exist")):
+        resp = await client.post("/generate/img2img", json={**body, "initImage": url})
+        err = await resp.json()
+        assert resp.status == 400 and err["field"] == "initImage" and why in err["error"], err
+    assert image_size(PNG) == (96, 72)

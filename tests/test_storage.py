@@ -1,0 +1,182 @@
+"""The blob stores behind every result: the local folder and a real S3 server (SeaweedFS started by the tests),
+held to one contract, then the bridge on S3: results written once to the bucket, answered as presigned links that
+S3 itself checks, and the bridge's own routes reading from the bucket."""
+from __future__ import annotations
+
+import asyncio
+import io
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bridge.storage import BlobNotFound, open_blob_store
+from bridge.storage.local import LocalBlobs
+from bridge.storage.s3 import S3Blobs
+
+pytestmark = pytest.mark.asyncio
+
+
+def fetch(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read(), resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), ""
+
+
+@pytest_asyncio.fixture(params=["local", "s3"])
+async def store(request: Any, tmp_path: Any) -> Any:
+    if request.param == "local":
+        yield LocalBlobs(tmp_path / "blobs")
+        return
+    server = request.getfixturevalue("s3_server")
+    blobs = open_blob_store(f"s3://{server.bucket}/t-{uuid.uuid4().hex[:8]}", tmp_path, endpoint=server.endpoint,
+                            access_key_id=server.access_key_id, secret_access_key=server.secret_access_key)
+    yield blobs
+    await blobs.delete_prefix("")
+    await blobs.close()
+
+
+async def keys(store: Any, prefix: str = "") -> list[str]:
+    return sorted([info.key async for info in store.list(prefix)])
+
+
+async def test_one_contract_for_every_store(store: Any) -> None:
+    await store.put("outputs/j1/images_0.png", b"first", "image/png")
+    await store.put("outputs/j1/images_1.png", b"second", "image/png")
+    await store.put("outputs/j10/images_0.png", b"other job", "image/png")
+    await store.put("inputs/j1/image.png", b"input", "image/png")
+    await store.put("outputs/j1/images_0.png", b"replaced", "image/png")
+    assert await store.get("outputs/j1/images_0.png") == b"replaced"
+    assert await keys(store, "outputs/j1/") == ["outputs/j1/images_0.png", "outputs/j1/images_1.png"]
+    # a prefix that is not a whole folder matches like a string prefix
+    assert await keys(store, "outputs/j1") == ["outputs/j1/images_0.png", "outputs/j1/images_1.png",
+                                               "outputs/j10/images_0.png"]
+    sizes = {i.key: i.size async for i in store.list("outputs/")}
+    assert sizes["outputs/j10/images_0.png"] == len(b"other job")
+    assert await store.delete_prefix("outputs/j1/") == 2
+    assert await keys(store) == ["inputs/j1/image.png", "outputs/j10/images_0.png"]
+    with pytest.raises(BlobNotFound):
+        await store.get("outputs/j1/images_0.png")
+    for bad in ("../escape.png", "/abs.png", "a//b.png", "outputs/../x.png"):
+        with pytest.raises(ValueError):
+            await store.put(bad, b"x")
+
+
+async def test_s3_presigned_links_are_checked_by_s3(s3_server: Any, tmp_path: Any) -> None:
+    blobs = S3Blobs(f"s3://{s3_server.bucket}/links", endpoint=s3_server.endpoint,
+                    access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key)
+    await blobs.put("outputs/a/images_0.png", b"\x89PNG-bytes", "image/png")
+    url = await blobs.url("outputs/a/images_0.png", 60)
+    assert url is not None and "X-Amz-Signature=" in url and "/links/outputs/a/images_0.png" in url
+    status, body, ctype = await asyncio.to_thread(fetch, url)
+    assert (status, body, ctype) == (200, b"\x89PNG-bytes", "image/png")
+    # S3 refuses a changed link, a link without a signature, and a store with the wrong secret
+    assert (await asyncio.to_thread(fetch, url.replace("X-Amz-Expires=60", "X-Amz-Expires=600")))[0] == 403
+    assert (await asyncio.to_thread(fetch, url.split("?")[0]))[0] == 403
+    wrong = S3Blobs(f"s3://{s3_server.bucket}/links", endpoint=s3_server.endpoint,
+                    access_key_id=s3_server.access_key_id, secret_access_key="not-the-secret")
+    with pytest.raises(Exception, match="(?i)signature|denied|forbidden|privileges"):
+        await wrong.get("outputs/a/images_0.png")
+    assert await LocalBlobs(tmp_path).url("x.png", 60) is None  # the bridge serves local files itself
+
+
+async def test_storage_setting_is_checked() -> None:
+    from bridge.config import load_settings
+
+    assert load_settings({"storage": " "}, env_file=None).storage == "local"
+    with pytest.raises(Exception, match="s3://bucket"):
+        load_settings({"storage": "gs://bucket"}, env_file=None)
+
+
+# ------------------------------------------------------------------------------------------ the bridge on S3
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+async def test_bridge_results_live_in_s3_and_leave_as_presigned_links(bridge_factory: Any, s3_server: Any,
+                                                                       tmp_path: Any) -> None:
+    prefix = f"bridge-{uuid.uuid4().hex[:8]}"
+    client = await bridge_factory(adapters=["jobs_api", "aleaart", "unified"], **s3_server.settings(prefix),
+                                  UNIFIED_BACKEND="sd15")
+    bucket = S3Blobs(f"s3://{s3_server.bucket}/{prefix}", endpoint=s3_server.endpoint,
+                     access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key)
+    body = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "response_format": "url"}
+    job_id = (await (await client.post("/generate/text2img", json=body)).json())["id"]
+    job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
+    assert job["status"] == "completed", job
+    link = job["result"]["images"][0]
+    assert link.startswith(s3_server.endpoint) and "X-Amz-Signature=" in link
+    status, data, _ = await asyncio.to_thread(fetch, link)
+    assert status == 200 and png_size(data) == (64, 64)
+    # written once, to the bucket: nothing under the data directory's outputs
+    assert [k for k in await keys(bucket, f"outputs/{job_id}/")] == [f"outputs/{job_id}/images_0.png"]
+    assert not [p for p in tmp_path.rglob("*.png")]
+    # inline on request, from the same blob
+    inline = await (await client.get(f"/jobs/{job_id}?response_format=b64")).json()
+    assert inline["result"]["images"][0].startswith("data:image/png;base64,")
+    # the bridge's own result route sends the client to S3
+    resp = await client.get(f"/jobs/{job_id}/outputs/images/0", allow_redirects=False)
+    assert resp.status == 307 and resp.headers["Location"].startswith(s3_server.endpoint)
+    # /generate answers links too, and AleaArt's /generated_images reads from the bucket
+    gen = await (await client.post("/generate", json={**body, "seed": 3})).json()
+    assert gen["status"] == "ok" and gen["base64"] is None and gen["images"][0] == gen["image"]
+    assert (await asyncio.to_thread(fetch, gen["image"]))[0] == 200
+    art = await client.post("/generate-image", json={"prompt": "a fox", "steps": 2, "width": 64, "height": 64,
+                                                     "tokenId": 7})
+    answer = await art.json()
+    assert art.status == 200, answer
+    name = answer["imageUrl"].rsplit("/", 1)[1]
+    assert await bucket.get(f"generated_images/{name}")
+    resp = await client.get(answer["imageUrl"], allow_redirects=False)
+    assert resp.status == 307
+    status, data, _ = await asyncio.to_thread(fetch, resp.headers["Location"])
+    assert status == 200 and png_size(data) == (64, 64)
+
+
+async def test_local_links_point_at_the_bridge(bridge_factory: Any) -> None:
+    client = await bridge_factory(adapters=["jobs_api"])
+    job_id = (await (await client.post("/generate/text2img", json={
+        "prompt": "a cat", "width": 64, "height": 64, "steps": 2, "response_format": "url"})).json())["id"]
+    job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
+    link = job["result"]["images"][0]
+    parts = urllib.parse.urlsplit(link)
+    assert parts.path == f"/jobs/{job_id}/outputs/images/0" and parts.netloc == f"{client.host}:{client.port}"
+    resp = await client.get(parts.path)
+    assert resp.status == 200 and png_size(await resp.read()) == (64, 64)
+    bad = await client.get(f"/jobs/{job_id}?response_format=jpeg")
+    assert bad.status == 400 and "response_format" in await bad.text()
+
+
+@pytest.mark.comfyui
+@pytest.mark.slow
+async def test_real_comfyui_result_stored_in_s3_and_fetched_by_its_presigned_link(comfyui: Any, s3_server: Any,
+                                                                                   aiohttp_client: Any,
+                                                                                   tmp_path: Any) -> None:
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from tests.support.real_comfyui import TINY_CHECKPOINT
+
+    prefix = f"real-{uuid.uuid4().hex[:8]}"
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url],
+                              **s3_server.settings(prefix)}, env_file=None)
+    client = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    resp = await client.post("/workflows/txt2img?wait=300", json={
+        "parameters": {"prompt": "a pixel cat", "width": 64, "height": 64, "steps": 1, "seed": 5,
+                       "checkpoint": TINY_CHECKPOINT}, "response_format": "url"})
+    job = await resp.json()
+    assert resp.status == 200 and job["status"] == "completed", job
+    link = job["result"]["images"][0]
+    status, data, ctype = await asyncio.to_thread(fetch, link)
+    assert status == 200 and ctype == "image/png" and png_size(data) == (64, 64)
+    bucket = S3Blobs(f"s3://{s3_server.bucket}/{prefix}", endpoint=s3_server.endpoint,
+                     access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key)
+    assert await bucket.get(f"outputs/{job['id']}/images_0.png") == data
+    assert not list((tmp_path / "data").rglob("*.png"))

@@ -1,0 +1,54 @@
+"""/generate's backend choice over the protocol double: `auto` runs the Axera workflows where the backend reports
+the Axera model set and SD1.5 elsewhere; an explicit `axera` without the models is a 503 naming the setting and
+the folder; /generate/options says which backend runs and why; text_time_ms on SD1.5 comes from ComfyUI's
+execution messages."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.asyncio
+
+
+def workflows_run(double) -> list[str]:
+    return [next(n["class_type"] for n in p.get("prompt", p).values() if n["class_type"] in
+                 ("KSampler", "PixartAxeraTxt2Img")) for p in double.prompts]
+
+
+async def test_auto_runs_sd15_without_axera_models_and_axera_with_them(bridge_factory, comfy_double):
+    client = await bridge_factory(adapters=["unified"])
+    opts = await (await client.get("/generate/options")).json()
+    assert opts["backend"] == "sd15" and opts["backend_setting"] == "auto" and opts["backend_error"] is None
+    assert "no Axera model set" in opts["backend_reason"] and "not a folder" in opts["backend_reason"]
+    resp = await client.post("/generate", json={"prompt": "a fox", "width": 64, "height": 64, "steps": 2})
+    data = await resp.json()
+    assert resp.status == 200, data
+    assert data["backend"] == "sd15" and workflows_run(comfy_double) == ["KSampler"]
+    assert isinstance(data["text_time_ms"], float) and data["text_time_ms"] >= 0
+    comfy_double.axera_models = True
+    opts = await (await client.get("/generate/options")).json()
+    assert opts["backend"] == "axera" and "model set found" in opts["backend_reason"]
+    data = await (await client.post("/generate", json={"prompt": "a fox"})).json()
+    assert data["backend"] == "axera" and workflows_run(comfy_double)[-1] == "PixartAxeraTxt2Img"
+
+
+async def test_explicit_axera_without_models_is_503_naming_setting_and_folder(bridge_factory, comfy_double):
+    client = await bridge_factory(adapters=["unified"], UNIFIED_BACKEND="axera",
+                                  UNIFIED_AXERA_MODEL_DIR="/srv/axera/sd15")
+    resp = await client.post("/generate", json={"prompt": "a fox"})
+    data = await resp.json()
+    assert resp.status == 503 and data["status"] == "error" and data["field"] == "UNIFIED_BACKEND"
+    assert "/srv/axera/sd15" in data["error"] and "UNIFIED_AXERA_MODEL_DIR" in data["error"]
+    assert resp.headers["Retry-After"]
+    assert comfy_double.prompts == []  # answered at once, nothing queued
+    opts = await (await client.get("/generate/options")).json()
+    assert opts["backend"] == "axera" and opts["backend_error"] is not None
+
+
+async def test_text_time_counts_the_encoders_and_zero_when_cached(bridge_factory, comfy_double):
+    comfy_double.node_delay = 0.02
+    client = await bridge_factory(adapters=["unified"], UNIFIED_BACKEND="sd15")
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2, "seed": 3}
+    first = await (await client.post("/generate", json=body)).json()
+    again = await (await client.post("/generate", json={**body, "seed": 4})).json()
+    assert first["text_time_ms"] >= 2 * 20 * 0.8  # two encoders of 20 ms (the double's node delay)
+    assert again["text_time_ms"] == 0.0  # same prompts: ComfyUI served both encoders from its cache

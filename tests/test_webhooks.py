@@ -1,0 +1,235 @@
+"""Webhooks over the protocol double: signed Standard Webhooks messages verified with the `standardwebhooks`
+package, retries after failures, delivery resumed after a restart, progress throttled, a slow receiver that holds
+up neither jobs nor other receivers, every attempt listed at /jobs/{id}/webhooks, and the request field on each
+dialect that takes it."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook
+
+from bridge.app import create_app
+
+pytestmark = pytest.mark.asyncio
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture(autouse=True)
+def loopback_receivers_allowed(request, monkeypatch):
+    # The receivers here listen on 127.0.0.1, which the outbound policy refuses unless allowed (one test checks
+    # exactly that refusal and opts out).
+    if "refused" not in request.node.name:
+        monkeypatch.setenv("BRIDGE_OUTBOUND_ALLOW", "127.0.0.1")
+
+
+class Receiver:
+    """A webhook receiver on a loopback port: records what it got; `answers` scripts its statuses."""
+
+    def __init__(self) -> None:
+        self.got: list[dict[str, Any]] = []
+        self.answers: list[int] = []
+        self.delay = 0.0
+        self.arrived = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.got.append({"headers": dict(request.headers), "body": body, "at": time.monotonic(),
+                         "path": request.path})
+        self.arrived.set()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.Response(status=self.answers.pop(0) if self.answers else 204)
+
+    async def wait_for(self, n: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.got) < n:
+            assert time.monotonic() < deadline, f"only {len(self.got)} of {n} messages arrived"
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), max(0.01, deadline - time.monotonic()))
+
+
+@pytest_asyncio.fixture
+async def receiver(aiohttp_server):
+    r = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", r.handle)
+    server = await aiohttp_server(app)
+    r.url = str(server.make_url("/hook"))
+    r.server = server
+    return r
+
+
+def verified(message: dict[str, Any]) -> dict[str, Any]:
+    """What a receiver does with the package: verify the signature and timestamp, get the payload."""
+    return Webhook(SECRET).verify(message["body"], message["headers"])
+
+
+async def finished(client, job_id: str) -> dict[str, Any]:
+    for _ in range(500):
+        job = await (await client.get(f"/jobs/{job_id}")).json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError("job did not finish")
+
+
+async def test_signed_completion_message_with_result_links(bridge_factory, receiver):
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET,
+                                  public_url="https://pixart.example.com")
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 2,
+                                                         "webhook": receiver.url})
+    assert resp.status == 202, await resp.text()
+    job_id = (await resp.json())["id"]
+    await receiver.wait_for(1)
+    message = receiver.got[0]
+    payload = verified(message)
+    assert payload["type"] == "job.completed" and payload["data"]["id"] == job_id
+    assert message["headers"]["webhook-id"].startswith("msg_")
+    link = payload["data"]["outputs"]["images"][0]
+    assert link == f"https://pixart.example.com/jobs/{job_id}/outputs/images/0"
+    img = await client.get(link.removeprefix("https://pixart.example.com"))
+    assert img.status == 200 and img.content_type == "image/png" and (await img.read())[:4] == b"\x89PNG"
+    # a tampered body fails verification: the signature covers id, timestamp and body
+    with pytest.raises(Exception):
+        Webhook(SECRET).verify(message["body"].replace(b"completed", b"failed"), message["headers"])
+    listed = await (await client.get(f"/jobs/{job_id}/webhooks")).json()
+    assert [(d["event"], d["status"], len(d["attempts"])) for d in listed["deliveries"]] == [
+        ("job.completed", "delivered", 1)]
+    assert listed["deliveries"][0]["attempts"][0]["status"] == 204
+
+
+async def test_failed_attempts_are_retried_with_back_off(bridge_factory, receiver):
+    receiver.answers = [500, 503]
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET, webhook_retry_base=0.2)
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                         "webhook": {"url": receiver.url,
+                                                                     "events": ["job.completed"]}})
+    job_id = (await resp.json())["id"]
+    await receiver.wait_for(3)
+    ids = {m["headers"]["webhook-id"] for m in receiver.got}
+    assert len(ids) == 1  # the same message each time, so the receiver can de-duplicate
+    gaps = [b["at"] - a["at"] for a, b in zip(receiver.got, receiver.got[1:])]
+    assert gaps[0] >= 0.15 and gaps[1] >= gaps[0] * 1.2  # 0.2 s then about 0.4 s, with jitter
+    deliveries = (await (await client.get(f"/jobs/{job_id}/webhooks")).json())["deliveries"]
+    assert [a["status"] for a in deliveries[0]["attempts"]] == [500, 503, 204]
+    assert deliveries[0]["status"] == "delivered"
+
+
+async def test_delivery_resumes_after_a_restart(bridge_settings, comfy_double, receiver, aiohttp_client):
+    settings = bridge_settings(webhook_secret=SECRET, webhook_retry_base=0.3)
+    receiver.answers = [500]
+    first = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    resp = await first.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                        "webhook": receiver.url})
+    job_id = (await resp.json())["id"]
+    await receiver.wait_for(1)
+    await first.close()  # the bridge stops with the delivery still pending
+    await asyncio.sleep(0.4)
+    assert len(receiver.got) == 1
+    second = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    await receiver.wait_for(2)
+    assert verified(receiver.got[1])["data"]["id"] == job_id
+    deliveries = (await (await second.get(f"/jobs/{job_id}/webhooks")).json())["deliveries"]
+    assert deliveries[0]["status"] == "delivered" and len(deliveries[0]["attempts"]) == 2
+
+
+async def test_slow_receiver_holds_up_neither_jobs_nor_other_receivers(bridge_factory, receiver, aiohttp_server):
+    fast = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", fast.handle)
+    fast_url = str((await aiohttp_server(app)).make_url("/fast"))
+    receiver.delay = 3.0
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET, webhook_timeout=5)
+    started = time.monotonic()
+    slow_ids = []
+    for _ in range(3):
+        resp = await client.post("/generate/text2img", json={"prompt": "a", "width": 64, "height": 64, "steps": 1,
+                                                             "webhook": receiver.url})
+        slow_ids.append((await resp.json())["id"])
+    resp = await client.post("/generate/text2img", json={"prompt": "b", "width": 64, "height": 64, "steps": 1,
+                                                         "webhook": fast_url})
+    fast_id = (await resp.json())["id"]
+    for job_id in [*slow_ids, fast_id]:
+        assert (await finished(client, job_id))["status"] == "completed"
+    await fast.wait_for(1, timeout=5)
+    assert time.monotonic() - started < 2.5  # neither the jobs nor the other receiver waited 3 s
+
+
+async def test_progress_events_are_throttled(bridge_factory, receiver, comfy_double):
+    comfy_double.step_delay = 0.05
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET, webhook_progress_interval=0.2)
+    resp = await client.post("/generate/text2img", json={"prompt": "a", "width": 64, "height": 64, "steps": 30,
+                                                         "webhook": {"url": receiver.url,
+                                                                     "events": ["job.progress", "job.completed"]}})
+    job_id = (await resp.json())["id"]
+    await finished(client, job_id)
+    await asyncio.sleep(0.5)
+    kinds = [verified(m)["type"] for m in receiver.got]
+    progress = kinds.count("job.progress")
+    assert kinds[-1] == "job.completed" and 2 <= progress <= 12  # 1.5 s of 30 steps at most every 0.2 s
+    assert all(k in ("job.progress", "job.completed") for k in kinds)
+
+
+async def test_global_receiver_hears_every_dialect(bridge_factory, receiver):
+    from tests.support.imaging import solid_png_b64
+
+    client = await bridge_factory(adapters=["jobs_api", "pixart_editor", "aleaart"], webhook_secret=SECRET,
+                                  webhook_url=receiver.url)
+    await client.post("/workflows/txt2img?wait=30", json={"parameters": {"width": 64, "height": 64, "steps": 1}})
+    resp = await client.post("/api/pixel-generation/generate", json={
+        "id": "hooked", "sketchData": solid_png_b64(32, 32), "width": 16, "height": 16, "useAI": False})
+    assert resp.status == 200, await resp.text()
+    await client.post("/generate-image", json={"prompt": "a cat", "steps": 1, "width": 64, "height": 64})
+    await receiver.wait_for(3)
+    dialects = sorted(verified(m)["data"]["meta"].get("dialect") or "" for m in receiver.got)
+    assert len(dialects) == 3
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/generate/text2img", {"prompt": "a", "webhook": "ftp://x.example/y"}),
+    ("/generate/text2img", {"prompt": "a", "webhook": {"url": "https://x.example/y", "events": ["job.nope"]}}),
+    ("/workflows/txt2img", {"parameters": {}, "webhook": {"uri": "https://x.example/y"}}),
+])
+async def test_bad_webhook_field_is_400_naming_it(bridge_factory, path, body):
+    client = await bridge_factory(adapters=["jobs_api"])
+    resp = await client.post(path, json=body)
+    assert resp.status == 400 and "webhook" in await resp.text()
+    json.loads(await resp.text())
+
+
+async def test_secret_made_once_is_the_one_used_and_printed(bridge_settings, receiver, aiohttp_client, capsys):
+    from bridge.__main__ import webhook_secret
+
+    settings = bridge_settings()
+    client = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    await client.post("/generate/text2img", json={"prompt": "a", "width": 64, "height": 64, "steps": 1,
+                                                  "webhook": receiver.url})
+    await receiver.wait_for(1)
+    await client.close()
+    secret = webhook_secret(settings)
+    assert secret.startswith("whsec_")
+    assert Webhook(secret).verify(receiver.got[0]["body"], receiver.got[0]["headers"])["type"] == "job.completed"
+
+
+async def test_a_receiver_on_a_refused_address_is_refused_at_once_and_said_so(bridge_factory, receiver):
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                         "webhook": receiver.url})
+    job_id = (await resp.json())["id"]
+    await finished(client, job_id)
+    for _ in range(200):
+        deliveries = (await (await client.get(f"/jobs/{job_id}/webhooks")).json())["deliveries"]
+        if deliveries and deliveries[0]["status"] == "failed":
+            break
+        await asyncio.sleep(0.02)
+    assert deliveries[0]["status"] == "failed" and len(deliveries[0]["attempts"]) == 1  # no retries
+    error = deliveries[0]["attempts"][0]["error"]
+    assert "127.0.0.1" in error and "BRIDGE_OUTBOUND_ALLOW" in error
+    assert receiver.got == []  # nothing reached the loopback receiver

@@ -1,0 +1,160 @@
+"""The manifest model and its published schema, the editor format both ways, and drafting a manifest (`new`)."""
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from bridge import workflows as W
+from bridge.errors import InvalidParameter, WorkflowError
+from bridge.workflows.draft import draft_manifest, read_workflow_file
+from bridge.workflows.manifest import json_schema_text
+from tests.support.double import object_info_for
+
+OI = object_info_for(["tiny.safetensors", "other.safetensors"], ["example.png"])
+
+
+@pytest.fixture(scope="module")
+def workflows() -> dict[str, W.Workflow]:
+    return W.load_workflows(W.DEFAULT_WORKFLOWS_DIR)
+
+
+def test_published_schema_is_generated_from_the_model() -> None:
+    assert W.SCHEMA_FILE.read_text() == json_schema_text(), "run: python -m bridge.workflows schema"
+    assert W.main(["schema", "--check"]) == 0
+
+
+def test_every_shipped_manifest_validates_against_the_published_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(W.SCHEMA_FILE.read_text())
+    for path in sorted(W.DEFAULT_WORKFLOWS_DIR.glob("*.manifest.json")):
+        jsonschema.validate(json.loads(path.read_text()), schema)
+    bad = json.loads((W.DEFAULT_WORKFLOWS_DIR / "txt2img.manifest.json").read_text())
+    bad["parameters"]["steps"]["defualt"] = 3  # a typo the bridge refuses must be refused by editors too
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_misspelt_manifest_key_is_refused_naming_it(tmp_path: Path) -> None:
+    for name in ("txt2img.json", "txt2img.manifest.json"):
+        (tmp_path / name).write_text((W.DEFAULT_WORKFLOWS_DIR / name).read_text())
+    m = json.loads((tmp_path / "txt2img.manifest.json").read_text())
+    m["parameters"]["steps"]["defualt"] = 3
+    (tmp_path / "txt2img.manifest.json").write_text(json.dumps(m))
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(tmp_path / "txt2img.manifest.json")
+    assert "parameter 'steps'" in e.value.message and "defualt" in e.value.message
+
+
+def test_graph_file_must_sit_beside_the_manifest(tmp_path: Path) -> None:
+    m = json.loads((W.DEFAULT_WORKFLOWS_DIR / "txt2img.manifest.json").read_text())
+    m["workflow"] = "../txt2img.json"
+    (tmp_path / "x.manifest.json").write_text(json.dumps(m))
+    with pytest.raises(WorkflowError, match="beside the manifest"):
+        W.load_workflow(tmp_path / "x.manifest.json")
+
+
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "pixel_art", "pixel_art_ai", "pico_rgb565",
+                                  "aleaart"])
+def test_editor_format_round_trips_to_the_same_api_graph(workflows: dict[str, W.Workflow], name: str) -> None:
+    wf = workflows[name]
+    ui = W.export_editor(wf, OI)
+    graph = W.editor_to_api(ui, OI)
+    expected = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in wf.graph.items()}
+    got = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in graph.items()}
+    assert got == expected
+
+
+def test_editor_reroutes_primitives_notes_and_muted_nodes(workflows: dict[str, W.Workflow]) -> None:
+    ui = W.export_editor(workflows["txt2img"], OI)
+    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    # A reroute between the checkpoint's MODEL and the sampler, a primitive driving the seed, a note, a muted node.
+    model_slot = next(i for i, inp in enumerate(sampler["inputs"]) if inp["name"] == "model")
+    old_link = sampler["inputs"][model_slot]["link"]
+    row = next(r for r in ui["links"] if r[0] == old_link)
+    ui["nodes"].append({"id": 90, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 900}],
+                        "outputs": [{"name": "", "type": "MODEL", "links": [901]}], "widgets_values": []})
+    ui["links"] += [[900, row[1], row[2], 90, 0, "MODEL"], [901, 90, 0, sampler["id"], model_slot, "MODEL"]]
+    sampler["inputs"][model_slot]["link"] = 901
+    sampler["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 902})
+    ui["nodes"].append({"id": 91, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                        "outputs": [{"name": "INT", "type": "INT", "links": [902]}],
+                        "widgets_values": [424242, "fixed"]})
+    ui["links"].append([902, 91, 0, sampler["id"], len(sampler["inputs"]) - 1, "INT"])
+    ui["nodes"].append({"id": 92, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hi"]})
+    ui["nodes"].append({"id": 93, "type": "VAEDecode", "mode": 2, "inputs": [], "outputs": [], "widgets_values": []})
+    graph = W.editor_to_api(ui, OI)
+    ksampler = next(n for n in graph.values() if n["class_type"] == "KSampler")
+    assert ksampler["inputs"]["model"] == [str(row[1]), row[2]]
+    assert ksampler["inputs"]["seed"] == 424242
+    assert set(graph) == set(workflows["txt2img"].graph)
+
+
+def test_subgraphs_and_unknown_nodes_are_refused_clearly(workflows: dict[str, W.Workflow]) -> None:
+    ui = W.export_editor(workflows["txt2img"], OI)
+    with pytest.raises(WorkflowError, match="subgraphs"):
+        W.editor_to_api({**ui, "definitions": {"subgraphs": [{"id": "x"}]}}, OI)
+    odd = copy.deepcopy(ui)
+    odd["nodes"][0]["type"] = "SomeoneElsesNode"
+    with pytest.raises(WorkflowError, match="SomeoneElsesNode"):
+        W.editor_to_api(odd, OI)
+
+
+def test_draft_manifest_from_an_api_graph_is_served_as_is(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
+    graph = copy.deepcopy(workflows["img2img"].graph)
+    src = tmp_path / "mine_api.json"
+    src.write_text(json.dumps(graph))
+    oi = tmp_path / "oi.json"
+    oi.write_text(json.dumps(OI))
+    out = tmp_path / "served"
+    assert W.main(["new", str(src), "--name", "mine", "--object-info", str(oi), "--out", str(out),
+                   "--nodes", "KSampler", "EmptyLatentImage", "ImageScale"]) == 0
+    wf = W.load_workflow(out / "mine.manifest.json")
+    assert wf.graph == graph
+    assert wf.parameters["image"].type == "image" and wf.parameters["image"].required
+    seed = wf.parameters["seed"]
+    assert (seed.type, seed.random_value, seed.min) == ("int", -1, 0)
+    assert wf.parameters["steps"].default == graph["3"]["inputs"]["steps"]
+    assert wf.parameters["sampler_name"].choices_from == "KSampler.sampler_name"
+    assert wf.parameters["cfg"].max == OI["KSampler"]["input"]["required"]["cfg"][1]["max"]
+    assert list(wf.outputs) == ["images"]
+    values = wf.coerce({"image": "eA==", "steps": 3})
+    assert values["steps"] == 3 and 0 <= values["seed"] < 2**32
+    with pytest.raises(InvalidParameter) as e:
+        wf.coerce({"image": "eA==", "steps": 0})
+    assert e.value.field == "steps"
+    assert W.check_object_info(wf, OI) == []
+    # The second run refuses to overwrite without --force.
+    assert W.main(["new", str(src), "--name", "mine", "--object-info", str(oi), "--out", str(out)]) == 1
+    assert W.main(["new", str(src), "--name", "mine", "--object-info", str(oi), "--out", str(out), "--force"]) == 0
+
+
+def test_draft_reads_editor_files_and_comfyui_pngs(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
+    ui = W.export_editor(workflows["txt2img"], OI)
+    editor_file = tmp_path / "tuned.json"
+    editor_file.write_text(json.dumps(ui))
+    with pytest.raises(WorkflowError, match="editor format"):
+        read_workflow_file(editor_file, None)
+    assert read_workflow_file(editor_file, OI)["3"]["class_type"] == "KSampler"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", json.dumps(workflows["txt2img"].graph))
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="PNG", pnginfo=info)
+    png = tmp_path / "ComfyUI_00001_.png"
+    png.write_bytes(buf.getvalue())
+    graph, manifest = draft_manifest(read_workflow_file(png, OI), OI, name="from_png")
+    assert graph == workflows["txt2img"].graph and manifest["outputs"] == {"images": {"node": "9", "type": "images"}}
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (4, 4)).save(plain)
+    with pytest.raises(WorkflowError, match="no ComfyUI workflow"):
+        read_workflow_file(plain, OI)
+
+
+def test_draft_needs_an_image_saving_node(workflows: dict[str, W.Workflow]) -> None:
+    graph = {k: v for k, v in workflows["txt2img"].graph.items() if v["class_type"] != "SaveImage"}
+    with pytest.raises(WorkflowError, match="no image-saving node"):
+        draft_manifest(graph, OI, name="nothing_out")

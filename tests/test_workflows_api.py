@@ -1,0 +1,132 @@
+"""Any workflow is an endpoint: GET /workflows, GET /workflows/{name}, POST /workflows/{name}[?wait], reload, and
+one typed OpenAPI path per workflow, over the ComfyUI protocol double."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import workflows as W
+from tests.support.imaging import decode_png_data_url, solid_png_b64
+
+pytestmark = pytest.mark.asyncio
+
+
+def shared_workflow(folder: Path, name: str = "my_pixels") -> Path:
+    """A workflow someone shared: the model-free pixel-art graph under a new name, with a manifest of their own
+    (a subset of the parameters, other defaults) and no Python."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(W.DEFAULT_WORKFLOWS_DIR / "pixel_art.json", folder / f"{name}.json")
+    m = json.loads((W.DEFAULT_WORKFLOWS_DIR / "pixel_art.manifest.json").read_text())
+    keep = ["sketch", "width", "height", "palette_source", "palette_name", "dither"]
+    m.update(name=name, version=3, description="Pixelate a sketch to the PICO-8 palette.", workflow=f"{name}.json",
+             parameters={k: v for k, v in m["parameters"].items() if k in keep})
+    m["parameters"]["palette_source"]["default"] = "named"
+    m["parameters"]["palette_name"]["default"] = "pico-8"
+    (folder / f"{name}.manifest.json").write_text(json.dumps(m))
+    return folder
+
+
+async def client_for(bridge_factory: Any, tmp_path: Path, **fields: Any) -> Any:
+    extra = shared_workflow(tmp_path / "shared")
+    return await bridge_factory(adapters=["jobs_api"], extra_workflows_dirs=[str(extra)], **fields)
+
+
+async def test_list_and_describe(bridge_factory: Any, tmp_path: Path) -> None:
+    client = await client_for(bridge_factory, tmp_path)
+    listed = await (await client.get("/workflows")).json()
+    names = {w["name"]: w for w in listed["workflows"]}
+    assert {"txt2img", "pixel_art", "my_pixels"} <= set(names)
+    assert names["my_pixels"] == {"name": "my_pixels", "version": 3,
+                                  "description": "Pixelate a sketch to the PICO-8 palette."}
+    desc = await (await client.get("/workflows/my_pixels")).json()
+    props = desc["parameters"]["properties"]
+    assert set(props) == {"sketch", "width", "height", "palette_source", "palette_name", "dither"}
+    assert desc["parameters"]["required"] == ["sketch"] and desc["parameters"]["additionalProperties"] is False
+    assert props["palette_name"]["default"] == "pico-8" and props["sketch"]["contentEncoding"] == "base64"
+    assert desc["outputs"]["images"] == {"type": "images"}
+    resp = await client.get("/workflows/nope")
+    assert resp.status == 404 and (await resp.json())["field"] == "workflow"
+
+
+async def test_post_runs_the_shared_workflow_and_waits_for_the_result(bridge_factory: Any, tmp_path: Path,
+                                                                      comfy_double: Any) -> None:
+    client = await client_for(bridge_factory, tmp_path)
+    sketch = solid_png_b64(16, 16, (255, 0, 77))
+    resp = await client.post("/workflows/my_pixels?wait=30",
+                             json={"parameters": {"sketch": sketch, "width": 4, "height": 4}})
+    job = await resp.json()
+    assert resp.status == 200, job
+    assert job["status"] == "completed" and job["type"] == "my_pixels"
+    img = decode_png_data_url(job["result"]["outputs"]["images"][0])
+    assert img.size == (4, 4) and job["result"]["images"] == job["result"]["outputs"]["images"]
+    assert job["result"]["parameters"]["palette_name"] == "pico-8" and job["result"]["parameters"]["width"] == 4
+    graph = comfy_double.prompts[-1]["prompt"]
+    palette = next(n for n in graph.values() if n["class_type"] == "PixartPalette")
+    assert palette["inputs"]["source"] == "named" and palette["inputs"]["name"] == "pico-8"
+    # The job is a job of the jobs API: the same record at /jobs/{id}.
+    same = await (await client.get(f"/jobs/{job['id']}")).json()
+    assert same["status"] == "completed" and same["result"]["outputs"] == job["result"]["outputs"]
+    listed = await (await client.get("/jobs?type=my_pixels")).json()
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+
+
+async def test_post_without_wait_answers_202_and_checks_parameters(bridge_factory: Any, tmp_path: Path,
+                                                                   comfy_double: Any) -> None:
+    client = await client_for(bridge_factory, tmp_path)
+    before = len(comfy_double.prompts)
+    for body, field in (({"parameters": {"width": 4, "height": 4}}, "sketch"),
+                        ({"parameters": {"sketch": "eA==", "widht": 4}}, "widht"),
+                        ({"parameters": {"sketch": "eA==", "width": 0}}, "width"),
+                        ({"parameters": {"sketch": "eA==", "dither": "sparkle"}}, "dither"),
+                        ({"parameters": {"sketch": solid_png_b64(8, 8, (0, 0, 0))}, "outputs": ["gif"]}, "outputs"),
+                        ({"parameters": [1]}, "parameters"), ({"params": {}}, "params")):
+        resp = await client.post("/workflows/my_pixels", json=body)
+        data = await resp.json()
+        assert resp.status == 400 and data["field"] == field and field in data["error"], (body, data)
+    assert len(comfy_double.prompts) == before  # nothing reached ComfyUI
+    resp = await client.post("/workflows/my_pixels",
+                             json={"parameters": {"sketch": solid_png_b64(8, 8, (0, 0, 0)), "width": 2, "height": 2}})
+    accepted = await resp.json()
+    assert resp.status == 202 and accepted["status"] == "queued" and accepted["type"] == "my_pixels"
+    done = await (await client.get(f"/jobs/{accepted['id']}")).json()
+    assert done["id"] == accepted["id"]
+
+
+async def test_reload_serves_a_workflow_dropped_in_later(bridge_factory: Any, tmp_path: Path) -> None:
+    client = await client_for(bridge_factory, tmp_path)
+    assert (await client.get("/workflows/late_arrival")).status == 404
+    spec = await (await client.get("/openapi.json")).json()
+    assert "/workflows/my_pixels" in spec["paths"] and "/workflows/late_arrival" not in spec["paths"]
+    shared_workflow(tmp_path / "shared", "late_arrival")
+    resp = await client.post("/workflows/reload")
+    assert resp.status == 200 and "late_arrival" in (await resp.json())["workflows"]
+    assert (await client.get("/workflows/late_arrival")).status == 200
+    spec = await (await client.get("/openapi.json")).json()
+    assert "/workflows/late_arrival" in spec["paths"]
+    # A broken drop-in is refused by name and the served set stays as it was.
+    (tmp_path / "shared" / "broken.manifest.json").write_text('{"name": "broken"}')
+    resp = await client.post("/workflows/reload")
+    data = await resp.json()
+    assert resp.status == 422 and "broken" in data["error"]
+    assert (await client.get("/workflows/late_arrival")).status == 200
+
+
+async def test_openapi_has_one_typed_path_per_workflow(bridge_factory: Any, tmp_path: Path) -> None:
+    client = await client_for(bridge_factory, tmp_path)
+    spec = await (await client.get("/openapi.json")).json()
+    engine_names = sorted(W.load_workflows(W.DEFAULT_WORKFLOWS_DIR)) + ["my_pixels"]
+    for name in engine_names:
+        op = spec["paths"][f"/workflows/{name}"]["post"]
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        body = spec["components"]["schemas"][ref]
+        params_ref = body["properties"]["parameters"]["$ref"].rsplit("/", 1)[-1]
+        params = spec["components"]["schemas"][params_ref]
+        assert set(params["properties"]) == set(W.load_workflows(W.DEFAULT_WORKFLOWS_DIR, [tmp_path / "shared"])
+                                                [name].parameters)
+    width = spec["components"]["schemas"]["Txt2imgParameters"]["properties"]["width"]
+    assert (width["minimum"], width["maximum"], width["multipleOf"]) == (64, 2048, 8)
+    assert "/workflows/{name}" in spec["paths"] and "post" not in spec["paths"]["/workflows/{name}"]
