@@ -24,7 +24,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
 __all__ = [
-    "Int", "LooseInt", "Float", "LooseFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras", "loras_setting", "Webhook", "WEBHOOK_EVENTS", "ResponseFormat",
+    "Int", "LooseInt", "Float", "LooseFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras", "loras_setting", "Webhook", "WEBHOOK_EVENTS", "ResponseFormat", "OutputFormat", "OutputQuality",
     "RANDOM_SEED", "SEED_MAX", "Request", "JsonSchema", "FieldError", "field_errors", "first_error", "describe",
 ]
 
@@ -152,6 +152,12 @@ Loras = Annotated[list[LoraItem], Field(max_length=MAX_LORAS)]
 ResponseFormat = Annotated[Literal["b64", "url"], Field(description=(
     "b64 (default): images inline; url: links to them (presigned S3 URLs when the bridge stores results in S3, "
     "else the bridge's /jobs/{id}/outputs/... route)."))]
+
+# The file format results are stored and answered in; converted once, when the result is stored.
+OutputFormat = Annotated[Literal["png", "jpeg", "webp"], Field(description=(
+    "png (default), jpeg or webp: results are stored and answered in this format."))]
+OutputQuality = Annotated[LooseInt, Field(ge=1, le=100, description=(
+    "jpeg/webp quality 1..100 (default 90); webp at 100 is lossless."))]
 
 WEBHOOK_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.progress")
 

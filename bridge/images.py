@@ -213,6 +213,43 @@ def strip_metadata(data: bytes) -> bytes:
     return bytes(out) if pos == len(data) else data
 
 
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+def convert_output(data: bytes, fmt: str, quality: int = 90) -> bytes:
+    """A result image in `fmt`: png as it is; jpeg (no alpha: transparent areas on white, as browsers show them)
+    or webp (alpha kept; quality 100 is lossless, for pixel art) at `quality`."""
+    if fmt == "png" or sniff_image_type(data) == fmt:
+        return data
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        out = io.BytesIO()
+        if fmt == "jpeg":
+            if im.mode in ("RGBA", "LA", "P"):
+                rgba = im.convert("RGBA")
+                flat = Image.new("RGB", rgba.size, "white")
+                flat.paste(rgba, mask=rgba.getchannel("A"))
+                im = flat
+            im.convert("RGB").save(out, format="JPEG", quality=quality)
+        elif fmt == "webp":
+            im = im if im.mode in ("RGB", "RGBA") else im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            # exact: lossless keeps the colour under transparent pixels too (libwebp clears it by default)
+            im.save(out, format="WEBP", quality=quality, lossless=quality >= 100, exact=quality >= 100, method=4)
+        else:
+            raise ValueError(f"output format {fmt!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
+        return out.getvalue()
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG, JPEG or WebP from its header (Pillow reads no pixels for this)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     """Width and height of a PNG from its IHDR chunk (no decoding)."""
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":

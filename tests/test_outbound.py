@@ -183,7 +183,7 @@ async def test_s3_inputs_come_from_the_bridges_own_bucket_only(bridge_factory: A
     job_id = (await (await client.post("/generate/img2img", json=body)).json())["id"]
     job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
     assert job["status"] == "completed" and job["request"]["initImage"]["width"] == 96
-    for url, why in ((f"s3://another-bucket/uploads/sketch.png", "own bucket"),
+    for url, why in (("s3://another-bucket/uploads/sketch.png", "own bucket"),
                      (f"s3://{s3_server.bucket}/uploads/none.png", "does not exist")):
         resp = await client.post("/generate/img2img", json={**body, "initImage": url})
         err = await resp.json()

@@ -180,3 +180,58 @@ async def test_real_comfyui_result_stored_in_s3_and_fetched_by_its_presigned_lin
                      access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key)
     assert await bucket.get(f"outputs/{job['id']}/images_0.png") == data
     assert not list((tmp_path / "data").rglob("*.png"))
+
+
+@pytest.mark.parametrize("fmt,quality", [("webp", 100), ("webp", 60), ("jpeg", 85)])
+async def test_output_format_is_stored_once_and_answered_everywhere(bridge_factory: Any, fmt: str,
+                                                                    quality: int) -> None:
+    import base64
+
+    from bridge import images as image_io
+
+    client = await bridge_factory(adapters=["jobs_api", "unified"], UNIFIED_BACKEND="sd15")
+    job_id = (await (await client.post("/generate/text2img", json={
+        "prompt": "a cat", "width": 64, "height": 64, "steps": 2, "output_format": fmt,
+        "output_quality": quality})).json())["id"]
+    job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
+    data_url = job["result"]["images"][0]
+    assert data_url.startswith(f"data:image/{fmt};base64,")
+    data = base64.b64decode(data_url.split(",", 1)[1])
+    resp = await client.get(f"/jobs/{job_id}/outputs/images/0")
+    assert resp.status == 200 and resp.content_type == f"image/{fmt}" and await resp.read() == data
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == fmt.upper() and im.size == (64, 64)
+    gen = await (await client.post("/generate", json={"prompt": "x", "width": 64, "height": 64, "steps": 1,
+                                                      "output_format": fmt, "output_quality": quality})).json()
+    assert image_io.sniff_image_type(base64.b64decode(gen["image"])) == fmt and (gen["width"], gen["height"]) == (64, 64)
+    bad = await client.post("/generate/text2img", json={"prompt": "a", "output_format": "bmp"})
+    assert bad.status == 400 and (await bad.json())["field"] == "output_format"
+    bad = await client.post("/generate/text2img", json={"prompt": "a", "output_quality": 0})
+    assert bad.status == 400 and (await bad.json())["field"] == "output_quality"
+
+
+async def test_convert_output_matches_pillow_and_keeps_alpha() -> None:
+    import numpy as np
+
+    from bridge import images as image_io
+
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(rng.random((20, 30)) < 0.3, 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    lossless = image_io.convert_output(buf.getvalue(), "webp", 100)
+    with Image.open(io.BytesIO(lossless)) as im:
+        assert im.mode == "RGBA" and np.array_equal(np.asarray(im), rgba)
+    # JPEG: a smooth picture with a transparent block comes back on white, close to the numpy composite
+    yy, xx = np.mgrid[0:48, 0:64]
+    smooth = np.dstack([xx * 4, yy * 5, 255 - xx * 2, np.full_like(xx, 255)]).astype(np.uint8)
+    smooth[8:24, 16:40, 3] = 0
+    sbuf = io.BytesIO()
+    Image.fromarray(smooth, "RGBA").save(sbuf, format="PNG")
+    with Image.open(io.BytesIO(image_io.convert_output(sbuf.getvalue(), "jpeg", 95))) as im:
+        assert im.format == "JPEG" and im.mode == "RGB"
+        got = np.asarray(im).astype(int)
+    expected = np.where(smooth[..., 3:] == 0, 255, smooth[..., :3]).astype(int)
+    assert np.abs(got - expected).mean() < 3 and (got[12:20, 20:36] > 245).all()
+    assert image_io.convert_output(buf.getvalue(), "png") == buf.getvalue()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import io
 import logging
 import random
 import time
@@ -28,12 +27,13 @@ from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, WithJsonSchema, create_model
 from pydantic_settings import SettingsConfigDict
 
+from bridge import images as image_io
 from bridge import samplers as sampler_names
 from bridge.api import Dialect, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, InvalidParameter
-from bridge.fields import (FieldError, ImageData, Loras, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat,
-                           Seed, Text, field_errors)
+from bridge.fields import (FieldError, ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
+                           Request, ResponseFormat, Seed, Text, field_errors)
 from bridge.keys import SETTINGS
 
 from .toolkit import ClientGone, Submission, engine_of, live_choices, request_origin, run_jobs
@@ -134,6 +134,8 @@ class GenerateBody(Request):
     response_format: ResponseFormat = Field("b64", description="b64: `images`, `image` and `base64` carry base64 "
                                                                "PNGs; url: `images` and `image` carry links and "
                                                                "`base64` is null.")
+    output_format: OutputFormat | None = None
+    output_quality: OutputQuality | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -163,6 +165,7 @@ class GenerateRequest:
     strength_given: bool = False
     loras: list[Any] = field(default_factory=list)
     links: bool = False
+    output: dict[str, Any] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -183,7 +186,9 @@ def resolve(body: GenerateBody, *, rng: random.Random, default_strength: float =
                           sampler_name=(body.sampler_name or "").strip() or None,
                           negative_prompt=body.negative_prompt or "", n_iter=body.n_iter or 1,
                           batch_size=body.batch_size or 1, loras=list(body.loras or []),
-                          links=body.response_format == "url")
+                          links=body.response_format == "url",
+                          output={k: v for k, v in (("output_format", body.output_format),
+                                                    ("output_quality", body.output_quality)) if v is not None})
     if mode == "img2img" and not init_image:
         raise InvalidParameter("init_image", "init_image (base64 PNG/JPEG) is required for img2img")
     req.init_image = init_image if mode == "img2img" else None
@@ -412,13 +417,6 @@ def _workflow_default(engine: Any, s: UnifiedSettings, name: str) -> Any:
     return p.default if p is not None and p.has_default else None
 
 
-def _png_size(data: bytes) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
-
-
 class Unsupported(BaseModel):
     field: str
     requested: Any
@@ -468,7 +466,8 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
         plan = plan_sd15(req, settings, await live_choices(engine, "KSampler.sampler_name"),
                          await live_choices(engine, "KSampler.scheduler"),
                          _workflow_default(engine, settings, "sampler"))
-    submissions = [Submission(workflow, params, meta={"dialect": "unified", "mode": req.mode, "index": index})
+    submissions = [Submission(workflow, params,
+                              meta={"dialect": "unified", "mode": req.mode, "index": index, **req.output})
                    for index, (workflow, params) in enumerate(plan.jobs)]
     try:
         finished = await run_jobs(request, submissions, timeout=settings.timeout)
@@ -492,7 +491,7 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
             png = await engine.read_output(job, "images", i)
             images.append(await engine.result_link(job, "images", i, request_origin(request)) if req.links
                           else base64.b64encode(png).decode("ascii"))
-            sizes.append(_png_size(png))
+            sizes.append(image_io.image_size(png))
         timings.extend(t for t in (job.outputs.get("timings") or []) if isinstance(t, dict))
     if not images:
         return DIALECT.error(500, "the workflow finished without an image")

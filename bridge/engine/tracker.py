@@ -217,6 +217,11 @@ class Tracker:
                 if not self.keep_metadata:
                     # ComfyUI writes the whole graph into the PNG (server paths, model names); clients get pixels.
                     images = await image_io.run_in_pool(lambda imgs=images: [image_io.strip_metadata(b) for b in imgs])
+                fmt = (job.meta or {}).get("output_format")
+                if fmt and fmt != "png":
+                    quality = int((job.meta or {}).get("output_quality") or 90)
+                    images = await image_io.run_in_pool(
+                        lambda imgs=images: [image_io.convert_output(b, fmt, quality) for b in imgs])
                 keys = []
                 for i, data in enumerate(images):
                     key = output_key(job.id, name, i, image_io.sniff_image_type(data) or "bin")

@@ -14,8 +14,8 @@ from bridge import images as image_io
 from bridge.api import endpoint
 from bridge.engine import JobEngine
 from bridge.errors import BackendUnavailable, BridgeError, NotAvailable
-from bridge.fields import (ImageData, Loras, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
-                           Webhook)
+from bridge.fields import (ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality, Request,
+                           ResponseFormat, Seed, Text, Webhook)
 
 from ..toolkit import engine_of, live_choices, resolve_checkpoint
 from .dialect import API, DIALECT, MAX_SIDE, MIN_SIDE, SETTINGS_KEY, JobAccepted, JobsApiSettings, iso, new_job_id
@@ -80,6 +80,8 @@ class GenerateBase(Request):
                                                   "[{\"name\": \"pixel_style\", \"strength\": 0.8}] (file name or "
                                                   "stem; clip_strength defaults to strength).")
     response_format: ResponseFormat | None = None
+    output_format: OutputFormat | None = None
+    output_quality: OutputQuality | None = None
 
 
 class Text2ImgBody(GenerateBase):
@@ -285,6 +287,7 @@ def handler(kind: str) -> Any:
         prepared = await prepare(kind, body, engine, settings, random.Random())
         meta = {"api": API, "type": kind, "request": prepared.request, "parameters": prepared.reported,
                 "webhook": body.webhook, "response_format": body.response_format,
+                "output_format": body.output_format, "output_quality": body.output_quality,
                 "seed": prepared.seed}
         try:
             job = await engine.submit(prepared.workflow, prepared.params, meta=meta, job_id=new_job_id())

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from bridge.api import endpoint
 from bridge.engine import JobEngine
 from bridge.errors import WorkflowError
-from bridge.fields import LooseFloat, Request, ResponseFormat, Webhook
+from bridge.fields import LooseFloat, OutputFormat, OutputQuality, Request, ResponseFormat, Webhook
 from bridge.keys import OPENAPI_CACHE
 from bridge.workflows import Workflow
 
@@ -69,6 +69,8 @@ class Envelope(Request):
     webhook: Webhook | None = Field(None, description="Where to POST signed messages when the job ends (a URL, or "
                                                       "{url, events}); see docs/api/webhooks.md.")
     response_format: ResponseFormat | None = None
+    output_format: OutputFormat | None = None
+    output_quality: OutputQuality | None = None
 
 
 class Reloaded(BaseModel):
@@ -137,7 +139,8 @@ async def run_workflow(request: web.Request, body: Envelope, query: WaitQuery) -
             for k, v in body.parameters.items()}
     job = await engine.submit(wf.name, body.parameters, outputs=body.outputs, job_id=new_job_id(),
                               meta={"api": API, "type": wf.name, "generic": True, "request": echo,
-                                    "webhook": body.webhook, "response_format": body.response_format})
+                                    "webhook": body.webhook, "response_format": body.response_format,
+                                    "output_format": body.output_format, "output_quality": body.output_quality})
     accepted = {"id": job.id, "type": wf.name, "status": "queued", "request": echo,
                 "createdAt": iso(job.created_at), "progress": 0}
     return await _answer(engine, job.id, query.wait, accepted, request_origin(request))
