@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from bridge import images as image_io
 from bridge.api import endpoint
 from bridge.config import Settings
 from bridge.engine import JobEngine
+from bridge.engine.retention import Retention
 from bridge.events import EventStreams, stream_events
 from bridge.http import (ApiKeys, Cors, FailureLockout, TokenBucket, auth_middleware, body_limit_middleware,
                          client_identity, error_middleware, json_error, path_matches, rate_limit_middleware)
@@ -34,7 +36,8 @@ log = logging.getLogger("bridge.app")
 __all__ = ["ENGINE", "SETTINGS", "MANAGED", "METRICS", "STREAMS", "create_app", "build_engine"]
 
 
-def build_engine(settings: Settings, backends: Sequence[str]) -> JobEngine:
+def build_engine(settings: Settings, backends: Sequence[str], managed_output_dir: Path | None = None) -> JobEngine:
+    output_dir = managed_output_dir or settings.comfyui_output_dir
     return JobEngine(
         list(backends),
         settings.data_dir,
@@ -51,6 +54,10 @@ def build_engine(settings: Settings, backends: Sequence[str]) -> JobEngine:
         blobs=open_blob_store(settings.storage, settings.data_dir, endpoint=settings.s3_endpoint,
                               region=settings.s3_region, access_key_id=settings.s3_access_key_id,
                               secret_access_key=settings.s3_secret_access_key),
+        retention=Retention(max_age=settings.result_max_age, max_bytes=settings.result_max_bytes,
+                            interval=settings.retention_interval,
+                            comfyui_output_dirs={backends[0].rstrip("/"): Path(output_dir)}
+                            if output_dir is not None and len(backends) == 1 else {}),
         outbound=OutboundPolicy.from_list(settings.outbound_allow, timeout=settings.fetch_timeout,
                                           max_bytes=image_io.DEFAULT_MAX_BYTES),
         webhooks=WebhookConfig(
@@ -96,7 +103,7 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
             app[MANAGED] = managed
             # Before the engine's context: the engine connects to a ComfyUI that already answers.
             app.cleanup_ctx.append(_managed_ctx)
-            engine = build_engine(settings, [managed.url])
+            engine = build_engine(settings, [managed.url], managed.process.output_dir)
         else:
             engine = build_engine(settings, settings.comfyui_urls)
     app[ENGINE] = engine

@@ -222,6 +222,15 @@ class Settings(_LayeredSettings):
         "loopback, private or link-local (refused otherwise), comma-separated: 127.0.0.1,10.0.0.0/8,hooks.lan."))
     fetch_timeout: float = Field(20.0, gt=0, description="Seconds an image URL has to arrive whole (redirects "
                                                          "included).")
+    result_max_age: float = Field(7 * 24 * 3600.0, ge=0, description=(
+        "Seconds a finished job, its row and its result images are kept (a week); 0: forever."))
+    result_max_bytes: int = Field(10 * 1024 ** 3, ge=0, description=(
+        "Stored result bytes in all (10 GiB); beyond, the oldest finished jobs are removed; 0: no bound."))
+    retention_interval: float = Field(300.0, gt=0, description="Seconds between two retention sweeps.")
+    comfyui_output_dir: Path | None = Field(None, validation_alias=AliasChoices(
+        "comfyui_output_dir", "COMFYUI_OUTPUT_DIR"), description=(
+        "Output folder of a ComfyUI on this machine (COMFYUI_OUTPUT_DIR): its copy of each result is removed once "
+        "the bridge holds it. The managed ComfyUI's folder is known without it."))
     job_timeout: float = Field(600.0, ge=0, description="Seconds a job may run; 0: no limit.")
     requeue_on_backend_death: bool = Field(False, description="Re-queue a job once when its ComfyUI dies.")
     keep_jobs_on_disconnect: bool = Field(False, description="Let the jobs of a synchronous request (A1111, Pico, "

@@ -95,7 +95,23 @@ async def preview_image(request: web.Request) -> web.StreamResponse:
     return web.Response(body=data, content_type=image_type, headers={"Cache-Control": "no-store"})
 
 
+class Deleted(BaseModel):
+    """The job and its files are gone from every store."""
+
+    deleted: str
+
+
+@endpoint(responses={200: Deleted})
+async def delete_job(request: web.Request) -> web.StreamResponse:
+    """Remove a job of any dialect with its result and input images (local folder or S3) and its webhook log; a
+    job still queued or running is cancelled first."""
+    job_id = request.match_info["id"]
+    await request.app[ENGINE].delete(job_id)
+    return web.json_response({"deleted": job_id})
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_delete("/jobs/{id}", delete_job)
     app.router.add_get("/jobs/{id}/preview", preview_image)
     app.router.add_get("/jobs/{id}/outputs/{name}/{index}", result_image)
     app.router.add_get("/jobs/{id}/webhooks", webhook_deliveries)

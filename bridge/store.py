@@ -183,6 +183,15 @@ class Store:
     def delete(self, job_id: str) -> None:
         self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
+    def delete_deliveries(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+
+    def finished_jobs(self, limit: int = 100000) -> list[tuple[str, float]]:
+        """(id, finished_at) of finished jobs, oldest first."""
+        rows = self._db.execute("SELECT id, COALESCE(finished_at, created_at) AS at FROM jobs "
+                                "WHERE status IN ('completed', 'failed', 'cancelled') ORDER BY at LIMIT ?", (limit,))
+        return [(r[0], float(r[1])) for r in rows]
+
     def load(self, job_id: str) -> Job | None:
         row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _row_to_job(row) if row else None

@@ -36,6 +36,8 @@ from bridge.webhooks import WebhookConfig, Webhooks, new_secret
 from bridge.store import STATUSES, TERMINAL, Job, Store, check_id, input_key
 from bridge.workflows import Workflow
 
+from . import retention
+from .retention import Retention
 from .client import BackendError, ComfyClient
 from .connection import Connection
 from .dispatcher import Dispatcher, NoBackend
@@ -62,7 +64,7 @@ class JobEngine:
                  max_jobs_per_client: int = 0, queue_timeout: float | None = None,
                  queue_poll_interval: float = 5.0, output_metadata: str = "none",
                  blobs: BlobStore | None = None, webhooks: WebhookConfig | None = None,
-                 outbound: OutboundPolicy | None = None) -> None:
+                 outbound: OutboundPolicy | None = None, retention: Retention | None = None) -> None:
         if not backends:
             raise ValueError("at least one ComfyUI backend URL is needed")
         self.backend_urls = [u.rstrip("/") for u in backends]
@@ -92,6 +94,7 @@ class JobEngine:
         # The blob store for result and input images: given (S3), or the data directory's files.
         self.blobs: BlobStore = blobs if blobs is not None else LocalBlobs(self.data_dir)
         self.webhook_config = webhooks or WebhookConfig()
+        self.retention = retention or Retention()
         # Every request to an address a client named (image URLs, webhook receivers) goes through this.
         self.outbound = Outbound(outbound or OutboundPolicy(max_bytes=max_image_bytes))
         self.webhooks: Webhooks | None = None
@@ -133,7 +136,8 @@ class JobEngine:
                                 self._spawn, poll_interval=self.poll_interval, cancel_grace=self.cancel_grace,
                                 requeue_on_backend_death=self.requeue_on_backend_death,
                                 queue_poll_interval=self.queue_poll_interval, queue_timeout=self.queue_timeout,
-                                keep_metadata=self.output_metadata == "comfyui")
+                                keep_metadata=self.output_metadata == "comfyui",
+                                comfyui_output_dirs=self.retention.comfyui_output_dirs)
         for job in table.load():
             conn = self._connections.get(job.backend or "")
             if job.prompt_id and conn is not None:
@@ -147,6 +151,8 @@ class JobEngine:
             conn.start(self._tracker)
         self._tasks.append(asyncio.create_task(self._dispatcher.run(self._tracker.fail), name="engine-dispatch"))
         self._tasks.append(asyncio.create_task(self._tracker.watch(), name="engine-watchdog"))
+        if self.retention.max_age > 0 or self.retention.max_bytes > 0:
+            self._tasks.append(asyncio.create_task(retention.run(self.retention, self.sweep), name="engine-retention"))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(c.first_attempt.wait() for c in self._connections.values())),
                                    self.connect_wait)
@@ -205,6 +211,29 @@ class JobEngine:
         if run is not None and run.preview is not None:
             return run.preview
         return self._tracker.previews.get(job_id) if self._tracker is not None else None
+
+    async def delete(self, job_id: str) -> None:
+        """Remove a job, its results, inputs and webhook log from every store; a job still queued or running is
+        cancelled first (JobNotFound when there is none)."""
+        job = self.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if not job.done:
+            await self.cancel(job_id)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await self.wait(job_id, timeout=self.cancel_grace)
+            job = self.get(job_id) or job
+        table, _ = self._parts()
+        table.remove(job)
+        if self._tracker is not None:
+            self._tracker.previews.pop(job_id, None)
+        await self.blobs.delete_prefix(f"outputs/{job_id}/")
+        await self._drop_inputs(job_id)
+
+    async def sweep(self) -> list[str]:
+        """One retention pass (BRIDGE_RESULT_MAX_AGE, BRIDGE_RESULT_MAX_BYTES); returns the removed job ids."""
+        assert self.store is not None
+        return await retention.sweep(self.retention, self.blobs, self.store.finished_jobs, self.delete)
 
     async def fetch_image(self, value: Any, field: str) -> Any:
         """An image field's value with a URL replaced by the bytes it names: `http(s)://` through the outbound

@@ -152,6 +152,16 @@ class JobTable:
         self.store.delete(job.id)
         self.drop_inputs(job.id)
 
+    def remove(self, job: Job) -> None:
+        """Drop a finished job for good (DELETE /jobs/{id}, retention)."""
+        known = self._jobs.pop(job.id, None) is not None
+        if known or self.store.load(job.id) is not None:
+            self.counts[job.status] = max(0, self.counts[job.status] - 1)
+        self._finished.pop(job.id, None)
+        self._done.pop(job.id, None)
+        self.store.delete(job.id)
+        self.store.delete_deliveries(job.id)
+
     def save(self, job: Job) -> None:
         self.store.save(job)
 

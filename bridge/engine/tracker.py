@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from bridge import images as image_io
@@ -22,6 +23,7 @@ from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupte
                      Executing, Preview, Progress)
 from .jobs import JobTable
 from .results import read_outcome
+from .retention import comfyui_files, remove_comfyui_files
 from .runs import Run, Runs
 
 # Live previews: "preview" events per job at most this often; the last previews of finished jobs kept.
@@ -37,7 +39,7 @@ class Tracker:
                  spawn: Callable[[Coroutine[Any, Any, Any]], None], *, poll_interval: float = 2.0,
                  cancel_grace: float = 5.0, requeue_on_backend_death: bool = False,
                  queue_poll_interval: float = 5.0, queue_timeout: float | None = None,
-                 keep_metadata: bool = False) -> None:
+                 keep_metadata: bool = False, comfyui_output_dirs: Mapping[str, Path] | None = None) -> None:
         self.table = table
         self.runs = runs
         self.previews: dict[str, tuple[str, bytes]] = {}
@@ -52,6 +54,8 @@ class Tracker:
         self.queue_poll_interval = queue_poll_interval
         self.queue_timeout = queue_timeout
         self.keep_metadata = keep_metadata
+        # ComfyUI output folders the bridge can reach (managed ComfyUI): its copies are removed once stored here.
+        self.comfyui_output_dirs = dict(comfyui_output_dirs or {})
         self._queue_checked: dict[str, float] = {}
 
     # ------------------------------------------------------------------ ending a job
@@ -234,6 +238,9 @@ class Tracker:
             return
         if job.done:
             return
+        folder = self.comfyui_output_dirs.get(job.backend or "")
+        if folder is not None:
+            await asyncio.to_thread(remove_comfyui_files, folder, comfyui_files(entry))
         job.outputs = stored
         job.node_ms = dict(self.run_for(job).node_ms)
         self.finish(job, "completed", None)

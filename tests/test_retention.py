@@ -1,0 +1,126 @@
+"""Results do not pile up: DELETE /jobs/{id} removes a job and its files from every store, finished jobs expire by
+age and by total size (oldest first), and ComfyUI's own copy of each result is removed once the bridge holds it."""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.app import ENGINE
+from bridge.engine.retention import Retention, comfyui_files, remove_comfyui_files
+
+pytestmark = pytest.mark.asyncio
+
+SMALL = {"prompt": "a cat", "width": 64, "height": 64, "steps": 1}
+
+
+async def done_job(client: Any, **extra: Any) -> str:
+    job_id = (await (await client.post("/generate/text2img", json={**SMALL, **extra})).json())["id"]
+    job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
+    assert job["status"] == "completed", job
+    return job_id
+
+
+def stored(client: Any, job_id: str) -> list[Path]:
+    root = Path(client.app[ENGINE].data_dir) / "outputs" / job_id
+    return sorted(root.glob("*")) if root.exists() else []
+
+
+async def test_delete_removes_the_job_and_its_files(bridge_factory: Any, comfy_double: Any) -> None:
+    client = await bridge_factory(adapters=["jobs_api"])
+    job_id = await done_job(client)
+    assert stored(client, job_id)
+    resp = await client.delete(f"/jobs/{job_id}")
+    assert resp.status == 200 and await resp.json() == {"deleted": job_id}
+    assert stored(client, job_id) == []
+    assert (await client.get(f"/jobs/{job_id}")).status == 404
+    assert (await client.get(f"/jobs/{job_id}/outputs/images/0")).status == 404
+    assert client.app[ENGINE].store.load(job_id) is None
+    gone = await client.delete(f"/jobs/{job_id}")
+    assert gone.status == 404 and (await gone.json())["field"] == "job_id"
+    # a running job is cancelled first, then removed
+    comfy_double.step_delay = 0.5
+    running = (await (await client.post("/generate/text2img", json={**SMALL, "steps": 40})).json())["id"]
+    for _ in range(100):
+        if client.app[ENGINE].get(running).status == "running":
+            break
+        await asyncio.sleep(0.05)
+    assert (await client.delete(f"/jobs/{running}")).status == 200
+    assert client.app[ENGINE].get(running) is None and len(comfy_double.interrupts) >= 1
+    counts = client.app[ENGINE].stats()["counts"]
+    assert counts["running"] == 0 and counts["completed"] == 0
+
+
+async def test_finished_jobs_expire_by_age_and_the_oldest_go_first_by_size(bridge_factory: Any) -> None:
+    client = await bridge_factory(adapters=["jobs_api"])
+    engine = client.app[ENGINE]
+    ids = [await done_job(client, seed=i) for i in range(4)]
+    sizes = [sum(p.stat().st_size for p in stored(client, j)) for j in ids]
+    # by size: room for the two newest only
+    engine.retention = Retention(max_age=0, max_bytes=sizes[2] + sizes[3])
+    assert await engine.sweep() == ids[:2]
+    assert [bool(stored(client, j)) for j in ids] == [False, False, True, True]
+    # by age: everything finished before the cut-off goes, a job still running stays
+    await asyncio.sleep(0.05)
+    engine.retention = Retention(max_age=0.01, max_bytes=0)
+    assert sorted(await engine.sweep()) == sorted(ids[2:])
+    assert engine.list(status=None, workflow=None, limit=10, offset=0) == []
+
+
+async def test_loose_blobs_expire_by_age(bridge_factory: Any) -> None:
+    client = await bridge_factory(adapters=["jobs_api"])
+    engine = client.app[ENGINE]
+    await engine.blobs.put("generated_images/art_token_1_aaaa.png", b"png")
+    engine.retention = Retention(max_age=3600, max_bytes=0)
+    await engine.sweep()
+    assert await engine.blobs.get("generated_images/art_token_1_aaaa.png") == b"png"
+    from bridge.engine import retention
+
+    await retention.sweep(engine.retention, engine.blobs, lambda: [], engine.delete, now=time.time() + 7200)
+    assert [i async for i in engine.blobs.list("generated_images/")] == []
+
+
+async def test_comfyui_copies_are_removed_inside_its_folder_only(tmp_path: Path) -> None:
+    out = tmp_path / "output"
+    (out / "sub").mkdir(parents=True)
+    (out / "a.png").write_bytes(b"x")
+    (out / "sub" / "b.png").write_bytes(b"x")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("keep")
+    entry = {"outputs": {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"},
+                                          {"filename": "b.png", "subfolder": "sub", "type": "output"},
+                                          {"filename": "secret.txt", "subfolder": "..", "type": "output"},
+                                          {"filename": "t.png", "subfolder": "", "type": "temp"}]}}}
+    files = comfyui_files(entry)
+    assert files == [("", "a.png"), ("sub", "b.png"), ("..", "secret.txt")]
+    assert remove_comfyui_files(out, files) == 2
+    assert not (out / "a.png").exists() and not (out / "sub" / "b.png").exists() and outside.exists()
+
+
+@pytest.mark.comfyui
+@pytest.mark.slow
+async def test_real_comfyui_copy_is_removed_once_the_bridge_holds_the_result(comfyui: Any, aiohttp_client: Any,
+                                                                             tmp_path: Path) -> None:
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from tests.support.real_comfyui import TINY_CHECKPOINT
+
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url],
+                              "comfyui_output_dir": comfyui.output_dir}, env_file=None)
+    client = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    before = set(comfyui.output_dir.rglob("*.png"))
+    resp = await client.post("/workflows/txt2img?wait=300", json={"parameters": {
+        "prompt": "retention probe", "width": 64, "height": 64, "steps": 1, "seed": 77,
+        "checkpoint": TINY_CHECKPOINT}})
+    job = await resp.json()
+    assert resp.status == 200 and job["status"] == "completed", job
+    prompt_id = client.app[ENGINE].get(job["id"]).prompt_id
+    history = comfyui.get_json(f"/history/{prompt_id}")[prompt_id]
+    written = comfyui_files(history)
+    assert written  # ComfyUI did save the image...
+    assert all(not (comfyui.output_dir / sub / name).exists() for sub, name in written)  # ...and it is gone
+    assert set(comfyui.output_dir.rglob("*.png")) <= before
+    assert stored(client, job["id"])  # the bridge's copy stays
