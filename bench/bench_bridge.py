@@ -85,7 +85,7 @@ def serve(args: argparse.Namespace) -> None:
     async def image(request: web.Request) -> web.Response:
         """A job's first image."""
         engine = request.app[ENGINE]
-        return web.Response(body=engine.read_output(request.match_info["job_id"], "images", 0),
+        return web.Response(body=await engine.read_output(request.match_info["job_id"], "images", 0),
                             content_type="image/png")
 
     async def make() -> web.Application:

@@ -1,0 +1,264 @@
+"""Results leaving the box, measured in one run against a real ComfyUI (model-free 64x64 jobs, so ComfyUI's own
+work is small and the bridge's part shows):
+
+1. Throughput: jobs per second through the jobs API's generic endpoint (POST /workflows/bench_fill?wait=...) with
+   4 concurrent clients, with the extras off (local files, no webhook) and on (results in S3 = SeaweedFS on
+   loopback, answered as presigned links, plus a signed webhook per job to a local receiver). Runs alternate.
+2. Webhook delivery: from the job's end (its completedAt) to the receiver having the message: p50/p95.
+3. Long polling: end-to-end latency of one job, POST /workflows/bench_fill then GET /jobs/{id}?wait=30 with the
+   image inline, against ComfyUI driven directly (POST /prompt, websocket until done, /history, /view); p50 of
+   each and of the difference.
+
+Usage: .venv/bin/python bench/bench_delivery.py [--jobs 30] [--rounds 2] [--comfyui-url URL]
+Goals: extras on cost < 5% throughput; webhook p95 < 100 ms; long polling adds < 5 ms at p50.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.bench_bridge import GRAPH, MANIFEST, DirectClient, _http, _pct  # noqa: E402
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 600) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+class Receiver:
+    """A webhook receiver: records when each job's message arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = json.loads(await request.read())
+        self.arrived.setdefault(body["data"]["id"], time.time())
+        return web.Response(status=204)
+
+
+async def start_bridge(settings: Any) -> tuple[Any, str]:
+    from aiohttp import web
+
+    from bridge.app import create_app
+    from bridge.comfyui_process import find_free_port
+
+    runner = web.AppRunner(create_app(settings, adapter_names=["jobs_api"]), access_log=None)
+    await runner.setup()
+    port = find_free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+SD_JOB = {"workflow": "txt2img", "parameters": {"prompt": "a pixel fox", "width": 64, "height": 64, "steps": 1,
+                                             "checkpoint": "pixart_tiny_sd15.safetensors"}}
+
+
+async def throughput(base: str, jobs: int, first_color: int, extras: dict[str, Any], sd: bool = False
+                     ) -> tuple[float, list[dict]]:
+    import aiohttp
+
+    done: list[dict] = []
+    colors = iter(range(first_color, first_color + jobs))
+    async with aiohttp.ClientSession() as session:
+        async def worker() -> None:
+            for color in colors:
+                if sd:
+                    body = {"parameters": {**SD_JOB["parameters"], "seed": color}, **extras}
+                    path = "/workflows/txt2img?wait=120"
+                else:
+                    body = {"parameters": {"color": color}, **extras}
+                    path = "/workflows/bench_fill?wait=60"
+                async with session.post(base + path, json=body) as resp:
+                    job = await resp.json()
+                    if job.get("status") != "completed":
+                        raise RuntimeError(f"job not completed: {job}")
+                    done.append(job)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(4)))
+        return jobs / (time.perf_counter() - t0), done
+
+
+def iso_seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def long_poll(base: str, color: int) -> bytes:
+    accepted = json.loads(_http("POST", base + "/workflows/bench_fill", {"parameters": {"color": color}}))
+    job = json.loads(_http("GET", f"{base}/jobs/{accepted['id']}?wait=30"))
+    if job["status"] != "completed":
+        raise RuntimeError(f"job not completed: {job}")
+    import base64
+
+    return base64.b64decode(job["result"]["images"][0].split(",", 1)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=30, help="jobs per throughput run and latency path")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput runs per configuration (alternating)")
+    parser.add_argument("--comfyui-url", default=os.environ.get("COMFYUI_URL"), help="use a running ComfyUI")
+    parser.add_argument("--sd", action="store_true", help="throughput of real generation instead: the shipped "
+                                                          "txt2img workflow, 64x64, 1 step, on a tiny random SD1.5 "
+                                                          "checkpoint built here (needs --comfyui-url unset)")
+    args = parser.parse_args()
+
+    from aiohttp import web
+
+    from bridge.comfyui_process import ComfyUIProcess
+    from bridge.config import load_settings
+    from tests.support.seaweed import start_seaweed
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_delivery_"))
+    wf_dir = tmp / "workflows"
+    wf_dir.mkdir()
+    (wf_dir / "bench_fill.json").write_text(json.dumps(GRAPH))
+    (wf_dir / "bench_fill.manifest.json").write_text(json.dumps(MANIFEST))
+    comfy = None
+    seaweed = start_seaweed()
+    loop = LoopThread()
+    runners: list[Any] = []
+    try:
+        s3 = next(seaweed)
+        url = (args.comfyui_url or "").rstrip("/")
+        if not url:
+            extra_paths = ()
+            if args.sd:
+                from bridge.comfyui_process import find_comfyui
+                from tests.support.tiny_models import build_tiny_models, write_extra_model_paths
+
+                build_tiny_models(tmp / "models", find_comfyui())
+                extra_paths = (write_extra_model_paths(tmp / "extra_model_paths.yaml", tmp / "models"),)
+            comfy = ComfyUIProcess(tmp / "comfyui", extra_model_paths=extra_paths)
+            comfy.start_and_wait(timeout=300)
+            url = comfy.url
+        receiver = Receiver()
+
+        async def start_receiver() -> str:
+            app = web.Application()
+            app.router.add_post("/hook", receiver.handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            from bridge.comfyui_process import find_free_port
+
+            port = find_free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+            return f"http://127.0.0.1:{port}/hook"
+
+        # the receiver has a loop (thread) of its own, as a receiver elsewhere would: its work is not the bridge's
+        receiver_loop = LoopThread()
+        hook = receiver_loop.run(start_receiver())
+        receiver_runner = runners.pop()
+        common = {"comfyui_urls": [url], "extra_workflows_dirs": [str(wf_dir)], "log_level": "WARNING",
+                  "outbound_allow": ["127.0.0.1"], "max_queue": 1000}
+        bases = {}
+        # one data folder per bridge: bridges sharing one would share ComfyUI's client id, and ComfyUI sends a
+        # client's events to one websocket only
+        for name, s3_on in (("off", False), ("on", True), ("s3", True), ("hooks", False)):
+            settings = load_settings({**common, "data_dir": tmp / name, **(s3.settings(name) if s3_on else {})},
+                                     env_file=None)
+            runner, base = loop.run(start_bridge(settings))
+            runners.append(runner)
+            bases[name] = base
+        for base in bases.values():  # wait for the engines' websockets, then warm up
+            for _ in range(300):
+                try:
+                    _http("GET", base + "/health")
+                    break
+                except OSError:
+                    time.sleep(0.2)
+        for name in bases:
+            loop.run(throughput(bases[name], 4, 0x100, {}, args.sd))
+
+        rates: dict[str, list[float]] = {"off": [], "on": [], "s3": [], "hooks": []}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in rates}
+        configs = {"off": {}, "on": {"webhook": hook, "response_format": "url"}, "s3": {"response_format": "url"},
+                   "hooks": {"webhook": hook}}
+        webhook_ms: list[float] = []
+        color = 0x1000
+        for r in range(args.rounds):
+            for name in (("off", "on", "s3", "hooks") if r % 2 == 0 else ("hooks", "s3", "on", "off")):
+                extras = configs[name]
+                cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+                rate, jobs = loop.run(throughput(bases[name], args.jobs, color, extras, args.sd))
+                cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu_ms[name].append((cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) * 1000 / args.jobs)
+                color += args.jobs
+                rates[name].append(rate)
+                if name == "on":
+                    deadline = time.time() + 30
+                    while time.time() < deadline and any(j["id"] not in receiver.arrived for j in jobs):
+                        time.sleep(0.05)
+                    webhook_ms += [(receiver.arrived[j["id"]] - iso_seconds(j["completedAt"])) * 1000
+                                   for j in jobs if j["id"] in receiver.arrived]
+
+        direct = DirectClient(url)
+        for i in range(3):
+            direct.run(0x20000 + i)
+            long_poll(bases["off"], 0x21000 + i)
+        d_times, b_times = [], []
+        for i in range(args.jobs):
+            for path in (("direct", "bridge") if i % 2 == 0 else ("bridge", "direct")):
+                t0 = time.perf_counter()
+                png = direct.run(0x30000 + i)[1] if path == "direct" else long_poll(bases["off"], 0x40000 + i)
+                (d_times if path == "direct" else b_times).append(time.perf_counter() - t0)
+                if not png.startswith(b"\x89PNG"):
+                    raise RuntimeError(f"{path}: no PNG")
+        direct.close()
+        diffs = [b - d for b, d in zip(b_times, d_times)]
+
+        off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+        print(f"{'':<44} {'value':>10} {'reference':>10} {'ratio':>8}")
+        print(f"{'jobs/s, S3 + webhooks on vs off':<44} {on:>10.1f} {off:>10.1f} {on / off:>8.2f}")
+        for name, label in (("s3", "S3 results only"), ("hooks", "webhooks only")):
+            value = statistics.median(rates[name])
+            print(f"{'jobs/s, ' + label + ' vs off':<44} {value:>10.1f} {off:>10.1f} {value / off:>8.2f}")
+        # CPU of this process per job (the bridges, their clients and the S3 client; not ComfyUI, not SeaweedFS,
+        # not the receiver's own work beyond sharing the process)
+        base_cpu = statistics.median(cpu_ms["off"])
+        for name, label in (("on", "S3 + webhooks"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
+            value = statistics.median(cpu_ms[name])
+            print(f"{'bridge-process CPU ms/job, ' + label:<44} {value:>10.2f} {base_cpu:>10.2f} {value / base_cpu:>8.2f}")
+        print(f"{'webhook after job end p50 (ms)':<44} {statistics.median(webhook_ms):>10.1f}")
+        print(f"{'webhook after job end p95 (ms)':<44} {_pct(webhook_ms, 0.95):>10.1f}")
+        print(f"{'messages received / jobs':<44} {len(webhook_ms):>10} {args.jobs * args.rounds:>10}")
+        ms = 1000
+        print(f"{'long-poll job latency p50 (ms) vs direct':<44} {statistics.median(b_times) * ms:>10.1f} "
+              f"{statistics.median(d_times) * ms:>10.1f} {statistics.median(b_times) / statistics.median(d_times):>8.2f}")
+        print(f"{'added by the bridge p50 / p95 (ms)':<44} {statistics.median(diffs) * ms:>10.1f} "
+              f"{_pct(diffs, 0.95) * ms:>10.1f}")
+    finally:
+        for runner in reversed(runners):
+            loop.run(runner.cleanup())
+        if "receiver_runner" in locals():
+            receiver_loop.run(receiver_runner.cleanup())
+        if comfy is not None:
+            comfy.stop()
+        seaweed.close()
+
+
+if __name__ == "__main__":
+    main()
