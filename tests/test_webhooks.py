@@ -233,3 +233,16 @@ async def test_a_receiver_on_a_refused_address_is_refused_at_once_and_said_so(br
     error = deliveries[0]["attempts"][0]["error"]
     assert "127.0.0.1" in error and "BRIDGE_OUTBOUND_ALLOW" in error
     assert receiver.got == []  # nothing reached the loopback receiver
+
+
+async def test_generate_request_webhook_covers_each_image_job(bridge_factory, receiver):
+    client = await bridge_factory(adapters=["unified"], webhook_secret=SECRET, UNIFIED_BACKEND="sd15")
+    resp = await client.post("/generate", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                "batch_size": 2, "webhook": receiver.url})
+    answer = await resp.json()
+    assert resp.status == 200, answer
+    await receiver.wait_for(2)
+    got = sorted(verified(m)["data"]["id"] for m in receiver.got)
+    assert got == sorted(answer["job_ids"])
+    bad = await client.post("/generate", json={"prompt": "a", "webhook": "ftp://x.example/y"})
+    assert bad.status == 400 and (await bad.json())["field"].startswith("webhook")

@@ -33,7 +33,7 @@ from bridge.api import Dialect, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, InvalidParameter
 from bridge.fields import (FieldError, ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
-                           Request, ResponseFormat, Seed, Text, field_errors)
+                           Request, ResponseFormat, Seed, Text, Webhook, field_errors)
 from bridge.keys import SETTINGS
 
 from .toolkit import ClientGone, Submission, engine_of, live_choices, request_origin, run_jobs
@@ -136,6 +136,9 @@ class GenerateBody(Request):
                                                                "`base64` is null.")
     output_format: OutputFormat | None = None
     output_quality: OutputQuality | None = None
+    webhook: Webhook | None = Field(None, description="Also POST signed messages about each job there (a URL, or "
+                                                      "{url, events}); see docs/api/webhooks.md. Its jobs then run "
+                                                      "on when the client goes away.")
 
 
 @functools.lru_cache(maxsize=8)
@@ -188,7 +191,8 @@ def resolve(body: GenerateBody, *, rng: random.Random, default_strength: float =
                           batch_size=body.batch_size or 1, loras=list(body.loras or []),
                           links=body.response_format == "url",
                           output={k: v for k, v in (("output_format", body.output_format),
-                                                    ("output_quality", body.output_quality)) if v is not None})
+                                                    ("output_quality", body.output_quality),
+                                                    ("webhook", body.webhook)) if v is not None})
     if mode == "img2img" and not init_image:
         raise InvalidParameter("init_image", "init_image (base64 PNG/JPEG) is required for img2img")
     req.init_image = init_image if mode == "img2img" else None
