@@ -102,3 +102,48 @@ async def test_preview_events_and_a1111_current_image_while_it_runs(comfyui: Any
     assert seen is not None
     with Image.open(io.BytesIO(base64.b64decode(seen))) as im:
         assert im.size[0] > 0
+
+
+async def test_url_input_webp_answer_and_indexed_png_on_a_real_comfyui(comfyui: Any, aiohttp_client: Any,
+                                                                       aiohttp_server: Any, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from tests.support.imaging import encode
+
+    import numpy as np
+
+    sketch = encode(np.random.default_rng(5).integers(0, 256, (48, 48, 3), dtype=np.uint8))
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=sketch, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/sketch.png", serve)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    url = f"http://127.0.0.1:{server.port}/sketch.png"
+    colours = ["#ff0000", "#0000ff", "#00ff00", "#101010"]
+    body = {"parameters": {"sketch": url, "width": 16, "height": 16, "palette_source": "hex",
+                           "palette_hex": " ".join(colours)}}
+    refused = await aiohttp_client(create_app(load_settings({"data_dir": tmp_path / "refused",
+                                                             "comfyui_urls": [comfyui.url]}, env_file=None),
+                                              adapter_names=["jobs_api"]))
+    resp = await refused.post("/workflows/pixel_art?wait=120", json=body)
+    err = await resp.json()
+    assert resp.status == 400 and err["field"] == "sketch" and "BRIDGE_OUTBOUND_ALLOW" in err["error"], err
+
+    client = await aiohttp_client(create_app(settings_for(comfyui, tmp_path / "data"), adapter_names=["jobs_api"]))
+    resp = await client.post("/workflows/pixel_art?wait=120", json={**body, "output_format": "webp",
+                                                                     "output_quality": 100})
+    job = await resp.json()
+    assert resp.status == 200 and job["status"] == "completed", job
+    webp = base64.b64decode(job["result"]["outputs"]["images"][0].split(",", 1)[1])
+    with Image.open(io.BytesIO(webp)) as im:
+        assert im.format == "WEBP" and im.size == (16, 16)
+        used = {tuple(c) for c in np.asarray(im.convert("RGB")).reshape(-1, 3).tolist()}
+    wanted = [tuple(bytes.fromhex(c[1:])) for c in colours]
+    assert used <= set(wanted)  # lossless: only palette colours
+    # the indexed output is a PNG whatever output_format says: its palette is the point
+    png = base64.b64decode(job["result"]["outputs"]["indexed"][0].split(",", 1)[1])
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.format == "PNG" and im.mode == "P" and im.size == (16, 16)
+        assert im.getpalette() == [v for c in wanted for v in c]

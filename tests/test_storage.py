@@ -235,3 +235,13 @@ async def test_convert_output_matches_pillow_and_keeps_alpha() -> None:
     expected = np.where(smooth[..., 3:] == 0, 255, smooth[..., :3]).astype(int)
     assert np.abs(got - expected).mean() < 3 and (got[12:20, 20:36] > 245).all()
     assert image_io.convert_output(buf.getvalue(), "png") == buf.getvalue()
+
+
+async def test_indexed_pngs_are_never_converted() -> None:
+    from bridge import images as image_io
+    from pixart_nodes.core import indexed
+    from pixart_nodes.core.palette import named_palette
+
+    pal = named_palette("pico-8")
+    data = indexed.indexed_png(pal.colors[[[0, 1], [2, 3]]], pal)
+    assert image_io.convert_output(data, "webp") == data and image_io.convert_output(data, "jpeg") == data

@@ -130,3 +130,22 @@ async def test_openapi_has_one_typed_path_per_workflow(bridge_factory: Any, tmp_
     width = spec["components"]["schemas"]["Txt2imgParameters"]["properties"]["width"]
     assert (width["minimum"], width["maximum"], width["multipleOf"]) == (64, 2048, 8)
     assert "/workflows/{name}" in spec["paths"] and "post" not in spec["paths"]["/workflows/{name}"]
+
+
+async def test_pixel_art_indexed_output_carries_the_requested_palette_in_order(bridge_factory: Any) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    client = await bridge_factory(adapters=["jobs_api"])
+    colours = ["#ff0000", "#0000ff", "#00ff00", "#101010"]  # not sorted: the order is the artist's
+    resp = await client.post("/workflows/pixel_art?wait=30", json={"parameters": {
+        "sketch": solid_png_b64(32, 32), "width": 16, "height": 16, "palette_source": "hex",
+        "palette_hex": " ".join(colours)}, "outputs": ["indexed"]})
+    job = await resp.json()
+    assert resp.status == 200 and job["status"] == "completed", job
+    data = base64.b64decode(job["result"]["outputs"]["indexed"][0].split(",", 1)[1])
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG" and im.mode == "P"
+        assert im.getpalette() == [v for c in colours for v in bytes.fromhex(c[1:])]

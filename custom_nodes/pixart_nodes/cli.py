@@ -146,6 +146,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise CliError("--pixel-size and --size exclude each other")
     if args.palette is None and args.colors is None and args.pixel_size is None and args.size is None:
         raise CliError("nothing to do: give --pixel-size or --size, and/or --palette or --colors")
+    if args.indexed and args.palette is None and args.colors is None:
+        raise CliError("--indexed needs a palette: give --palette or --colors")
     if args.dither not in qz.DITHER_METHODS:
         raise CliError(f"--dither must be one of {', '.join(qz.DITHER_METHODS)}, got {args.dither!r}")
     jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
@@ -161,6 +163,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             img = pixelate.pixelate(img, width=w, height=h, pixel_size=args.pixel_size, method=args.method, k=args.k,
                                     contrast=args.contrast)
         used = ""
+        palette = None
         if args.palette is not None or args.colors is not None:
             palette = args.palette if args.palette is not None else pal.extract_palette(
                 img, args.colors, method=args.extract_method, seed=args.seed)
@@ -170,6 +173,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             used = f", {result.colors_used} of {len(palette)} colours ({palette.name})"
         if args.upscale and edges is not None:
             img = pixelate.expand_blocks(img, *edges)
+        if args.indexed:
+            from .core import indexed
+
+            fmt = dst.suffix.lower().lstrip(".")
+            if fmt not in indexed.FORMATS:
+                raise CliError(f"{dst}: --indexed writes .png or .gif files")
+            data = indexed.indexed_png(img, palette) if fmt == "png" else indexed.indexed_gif([img], palette)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
+            return f"{dst}: {img.shape[1]}x{img.shape[0]} indexed{used}"
         imageio.write_image(dst, img)
         return f"{dst}: {img.shape[1]}x{img.shape[0]}{used}"
 
@@ -211,25 +224,40 @@ def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int = 1) -> int:
+    from .core import palette_files
+
+    if output:
+        try:
+            palette_files.write_palette(output, p, block=block)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        if not quiet:
+            print(f"{output}: {len(p)} colours")
+    else:
+        if fmt in ("act", "png"):
+            raise CliError(f"{fmt} is binary: give -o FILE.{fmt}")
+        sys.stdout.write(palette_files.palette_bytes(p, fmt).decode())
+    return 0
+
+
 def _cmd_palette(args: argparse.Namespace) -> int:
     from .core import palette as pal
 
     img = imageio.read_image(args.image)
     p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed)
-    if args.format == "gpl":
-        name = args.name or Path(args.image).stem
-        lines = ["GIMP Palette", f"Name: {name}", f"Columns: {min(len(p), 8)}", "#"]
-        lines += [f"{r:3d} {g:3d} {b:3d}\t{h}" for (r, g, b), h in zip(p.colors.tolist(), p.hex())]
-    else:
-        lines = [h.lstrip("#") for h in p.hex()]  # Lospec .hex: RRGGBB per line, no '#'
-    text = "\n".join(lines) + "\n"
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        if not args.quiet:
-            print(f"{args.output}: {len(p)} colours")
-    else:
-        sys.stdout.write(text)
-    return 0
+    p = pal.Palette(args.name or Path(args.image).stem, p.colors)
+    return _write_palette_out(p, args.output, args.format, args.quiet)
+
+
+def _cmd_palette_file(args: argparse.Namespace) -> int:
+    """Convert a palette (file of any format, built-in name or hex list) to another format, order kept."""
+    from .core import palette as pal
+
+    p = args.palette
+    if args.name:
+        p = pal.Palette(args.name, p.colors)
+    return _write_palette_out(p, args.output, args.format, args.quiet, block=args.block)
 
 
 def _cmd_aleaart(args: argparse.Namespace) -> int:
@@ -382,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--distance", choices=("oklab", "rgb"), default="oklab", help="colour distance (default oklab)")
     c.add_argument("--strength", type=_unit_float, default=1.0, help="dither strength 0..1 (default 1)")
     c.add_argument("--no-serpentine", action="store_true", help="error diffusion left to right on every row")
+    c.add_argument("--indexed", action="store_true",
+                   help="write an indexed PNG (or GIF) whose palette is the palette, in its order")
     c.set_defaults(func=_cmd_convert)
 
     r = sub.add_parser("rgb565", parents=[common], help="raw RGB565 frames for small LCDs (Pico / ST7789)",
@@ -413,10 +443,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colors", type=_positive_int, default=16, help="number of colours (default 16)")
     p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
-    p.add_argument("--format", choices=("hex", "gpl"), default="hex", help="hex (Lospec) or gpl (GIMP)")
-    p.add_argument("--name", help="palette name written into a .gpl (default: image name)")
-    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
+                   help="standard output format: hex (Lospec), gpl (GIMP/Aseprite), pal (JASC), txt (paint.net)")
+    p.add_argument("--name", help="palette name written into the file (default: image name)")
+    p.add_argument("-o", "--output", help="write to this file (.hex .gpl .pal .act .txt .png) instead")
     p.set_defaults(func=_cmd_palette)
+
+    pf = sub.add_parser("palette-file", parents=[common], help="convert a palette file to another format",
+                        description="Read a palette (a .hex .gpl .pal .act .txt file, a PNG swatch strip, a "
+                                    "built-in name or a hex list) and write it in another format, in the same "
+                                    "order.")
+    pf.add_argument("palette", metavar="PALETTE", type=_palette_spec, help="palette file, name or hex list")
+    pf.add_argument("-o", "--output", help="output file; the format comes from its suffix")
+    pf.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
+                    help="standard output format when no -o is given")
+    pf.add_argument("--block", type=_positive_int, default=1, help="PNG strip: swatch size in pixels (default 1)")
+    pf.add_argument("--name", help="palette name written into the file")
+    pf.set_defaults(func=_cmd_palette_file)
 
     a = sub.add_parser("aleaart", parents=[common], help="AleaArt render parameters from a token seed or parameter JSON",
                        description="Print the generation settings AleaArt derives for a seed or parameter set.")

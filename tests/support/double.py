@@ -899,9 +899,10 @@ class ComfyDouble:
             out = getattr(node_cls(), node_cls.FUNCTION)(image=blank, **widgets)[0]
             h, w = int(out.shape[1]), int(out.shape[2])
             return (_Val("image", w, h, src.batch), _Val("mask", w, h, src.batch))
-        if cls == "PixartPalette" and inp.get("source") in ("named", "hex") \
-                and not any(_is_link(v) for v in inp.values()):
-            palette, swatch, count = getattr(node_cls(), node_cls.FUNCTION)(**inp)
+        if cls == "PixartPalette" and inp.get("source") in ("named", "hex"):
+            # named and hex palettes do not read the image input: the node runs on its widgets alone
+            widgets = {k: v for k, v in inp.items() if not _is_link(v)}
+            palette, swatch, count = getattr(node_cls(), node_cls.FUNCTION)(**widgets)
             return (_Val("palette", data=palette), _Val("image", int(swatch.shape[2]), int(swatch.shape[1])),
                     _Val("int", data=int(count)))
         if cls == "PixartAleaArtParams" and not any(_is_link(v) for v in inp.values()):
@@ -951,6 +952,31 @@ class ComfyDouble:
             image = get("image")
             n = len(palette.data.colors) if palette is not None and palette.data is not None else 16
             ui_outputs[nid] = {"colors_used": [min(n, image.width * image.height if image else n)]}
+        elif cls == "PixartSaveIndexed":
+            # Real indexed files from the pack's own encoder, on a picture made of the palette's colours.
+            import numpy as np
+
+            from pixart_nodes.core import indexed
+            from pixart_nodes.core.palette import named_palette
+
+            image, palette = get("images"), get("palette")
+            if image is None or image.kind != "image":
+                raise _NodeFailure(nid, cls, "images input is not an IMAGE")
+            pal = palette.data if palette is not None and palette.data is not None else named_palette("pico-8")
+            seed = _graph_seed(prompt)
+            frames = [pal.colors[(np.arange(image.width * image.height).reshape(image.height, image.width) + seed + i)
+                                 % len(pal)] for i in range(image.batch)]
+            fmt = inp.get("format", "png")
+            subfolder, _, base = str(inp.get("filename_prefix", "pixart_indexed")).rpartition("/")
+            blobs = [indexed.indexed_gif(frames, pal)] if fmt == "gif" else [indexed.indexed_png(f, pal)
+                                                                            for f in frames]
+            images = []
+            for data in blobs:
+                n = sum(1 for (k, s, _f) in self.files if k == "output" and s == subfolder) + 1
+                fname = f"{base}_{n:05d}_.{fmt}"
+                self.files[("output", subfolder, fname)] = data
+                images.append({"filename": fname, "subfolder": subfolder, "type": "output"})
+            ui_outputs[nid] = {"images": images}
         elif cls == "PixartAleaArtParams" and not any(_is_link(v) for v in inp.values()):
             node_cls = _pack_classes()[cls]
             ui_outputs[nid] = getattr(node_cls(), node_cls.FUNCTION)(**inp)["ui"]

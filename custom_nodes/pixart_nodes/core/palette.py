@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -121,68 +121,12 @@ def palette_from_hex(colors: str | Iterable[str], name: str = "custom") -> Palet
     return Palette(name, np.array(rgb, dtype=np.uint8))
 
 
-def _parse_gpl(lines: Sequence[str], where: str) -> tuple[str | None, list[tuple[int, int, int]]]:
-    if not lines or lines[0].strip().lstrip("\ufeff") != "GIMP Palette":
-        raise ValueError(f"{where}: line 1: expected 'GIMP Palette' header")
-    name = None
-    rgb = []
-    for n, raw in enumerate(lines[1:], 2):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() in ("name", "columns"):
-            if key.strip().lower() == "name":
-                name = value.strip() or None
-            continue
-        parts = line.split(None, 3)
-        try:
-            r, g, b = (int(p) for p in parts[:3])
-        except ValueError:
-            raise ValueError(f"{where}: line {n}: expected 'R G B [name]' with decimal values, got {line!r}") from None
-        if len(parts) < 3 or not all(0 <= v <= 255 for v in (r, g, b)):
-            raise ValueError(f"{where}: line {n}: colour values must be 0..255, got {line!r}")
-        rgb.append((r, g, b))
-    return name, rgb
-
-
-def _parse_hex_file(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
-    rgb = []
-    for n, raw in enumerate(lines, 1):
-        line = raw.strip().lstrip("\ufeff")
-        if not line or line.startswith(";") or line.startswith("//"):
-            continue
-        c = _parse_hex(line)
-        if c is None:
-            raise ValueError(f"{where}: line {n}: expected one hex colour like ff8800, got {line[:40]!r}")
-        rgb.append(c)
-    return rgb
-
-
 def load_palette_file(path: str | Path) -> Palette:
-    """Read a ``.hex`` (one ``RRGGBB`` per line) or GIMP ``.gpl`` palette file.
+    """Read a palette file: `.hex`, `.gpl`, JASC `.pal`, Photoshop `.act`, paint.net `.txt` or a PNG swatch strip
+    (see `palette_files`). Errors are ``ValueError`` naming the file and line."""
+    from .palette_files import read_palette
 
-    The format comes from the extension; a file with another extension is read as .gpl when it starts with
-    the ``GIMP Palette`` header, else as .hex. Errors are ``ValueError`` naming the file and line.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"{p.name}: not a text palette file (not UTF-8)") from None
-    lines = text.splitlines()
-    is_gpl = p.suffix.lower() == ".gpl" or (
-        p.suffix.lower() != ".hex" and bool(lines) and lines[0].strip() == "GIMP Palette"
-    )
-    if is_gpl:
-        name, rgb = _parse_gpl(lines, p.name)
-    else:
-        name, rgb = None, _parse_hex_file(lines, p.name)
-    if not rgb:
-        raise ValueError(f"{p.name}: no colours found")
-    if len(rgb) > MAX_COLORS:
-        raise ValueError(f"{p.name}: {len(rgb)} colours; a palette holds at most {MAX_COLORS}")
-    return Palette(name or p.stem, np.array(rgb, dtype=np.uint8))
+    return read_palette(path)
 
 
 # ---------------------------------------------------------------------------------------------------------

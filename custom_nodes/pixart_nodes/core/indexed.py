@@ -1,0 +1,90 @@
+"""Indexed images whose palette is exactly the artist's palette, in its order: PNG (PLTE + tRNS) and GIF (one
+global palette shared by every frame), as game engines, Aseprite and LCD drivers read them.
+
+Each pixel takes its palette index: exact colours map to themselves (the usual case after Pixart Quantize), any
+other colour to its nearest palette entry in OKLab. Pixels with alpha below the threshold use one extra entry after
+the palette's colours, marked transparent, so the palette's own indices never move.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import color
+from .palette import Palette, nearest_indices
+
+FORMATS = ("png", "gif")
+
+
+def palette_indices(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> tuple[np.ndarray, bool]:
+    """uint8 [H,W] indices into `palette` for an RGB(A) uint8 image, and whether any pixel is transparent (those
+    get index len(palette))."""
+    rgb = np.ascontiguousarray(img[..., :3], dtype=np.uint8)
+    colors = palette.colors
+    packed_pal = (colors[:, 0].astype(np.int64) << 16) | (colors[:, 1].astype(np.int64) << 8) | colors[:, 2]
+    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    # the first index of each colour (a palette may repeat a colour: the first one is what a reader expects)
+    order = np.argsort(packed_pal, kind="stable")
+    sorted_pal = packed_pal[order]
+    pos = np.clip(np.searchsorted(sorted_pal, packed), 0, len(sorted_pal) - 1)
+    exact = sorted_pal[pos] == packed
+    idx = order[pos]
+    if not exact.all():
+        misses = np.unique(packed[~exact])
+        miss_rgb = np.stack([(misses >> 16) & 255, (misses >> 8) & 255, misses & 255], axis=1).astype(np.uint8)
+        near = nearest_indices(color.srgb_u8_to_oklab(miss_rgb), color.srgb_u8_to_oklab(colors))
+        idx = idx.copy()
+        idx[~exact] = near[np.searchsorted(misses, packed[~exact])]
+    idx = idx.astype(np.uint8)
+    transparent = False
+    if img.shape[-1] == 4:
+        clear = img[..., 3] < alpha_threshold
+        if clear.any():
+            if len(palette) >= 256:
+                raise ValueError("a 256-colour palette leaves no index for transparency; use at most 255 colours")
+            idx[clear] = len(palette)
+            transparent = True
+    return idx, transparent
+
+
+def _flat_palette(palette: Palette, transparent: bool) -> list[int]:
+    flat = palette.colors.reshape(-1).tolist()
+    return flat + [0, 0, 0] if transparent else flat
+
+
+def indexed_png(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> bytes:
+    """A PNG of mode P whose PLTE is the palette in order (plus one transparent entry when needed)."""
+    from PIL import Image
+
+    idx, transparent = palette_indices(img, palette, alpha_threshold)
+    im = Image.fromarray(idx, "P")
+    im.putpalette(_flat_palette(palette, transparent), rawmode="RGB")
+    out = io.BytesIO()
+    extra = {"transparency": len(palette)} if transparent else {}
+    im.save(out, format="PNG", optimize=False, **extra)
+    return out.getvalue()
+
+
+def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: int = 100, loop: int = 0,
+                alpha_threshold: int = 128) -> bytes:
+    """A GIF (animated when several frames) with one global palette, the palette in order, for every frame."""
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("no frames")
+    mapped = [palette_indices(f, palette, alpha_threshold) for f in frames]
+    transparent = any(t for _, t in mapped)
+    flat = _flat_palette(palette, transparent)
+    images = []
+    for idx, _ in mapped:
+        im = Image.fromarray(idx, "P")
+        im.putpalette(flat, rawmode="RGB")
+        images.append(im)
+    out = io.BytesIO()
+    extra = {"transparency": len(palette), "disposal": 2} if transparent else {}
+    # `palette` makes it the global table: without it Pillow gives later frames local tables of their own
+    images[0].save(out, format="GIF", save_all=len(images) > 1, append_images=images[1:], duration=duration_ms,
+                   loop=loop, optimize=False, palette=bytes(flat), **extra)
+    return out.getvalue()

@@ -1,0 +1,224 @@
+"""Palette files people download and the tools that read them: Lospec `.hex`, GIMP/Aseprite `.gpl`, JASC `.pal`
+(Paint Shop Pro, Aseprite, Pro Motion), Photoshop `.act`, paint.net `.txt` and a PNG swatch image (one pixel or
+one square block per colour, as Lospec serves them). Every reader and writer keeps the palette's order.
+
+The format comes from the file extension; `.png` strips are read by measuring their block size, so a 1x, 8x or
+32x Lospec image gives the same palette.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .palette import MAX_COLORS, Palette, _parse_hex
+
+FORMATS = ("hex", "gpl", "pal", "act", "txt", "png")
+_ACT_SIZE = 768  # 256 RGB triplets; Photoshop appends a count and a transparent index (4 bytes) when < 256
+
+
+def _palette(name: str, rgb: Sequence[tuple[int, int, int]] | np.ndarray, where: str) -> Palette:
+    if len(rgb) == 0:
+        raise ValueError(f"{where}: no colours found")
+    if len(rgb) > MAX_COLORS:
+        raise ValueError(f"{where}: {len(rgb)} colours; a palette holds at most {MAX_COLORS}")
+    return Palette(name, np.asarray(rgb, dtype=np.uint8).reshape(-1, 3))
+
+
+def _lines(data: bytes, where: str) -> list[str]:
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not a text palette file (not UTF-8)") from None
+
+
+# ------------------------------------------------------------------------------------------------ readers
+def parse_gpl(lines: Sequence[str], where: str) -> tuple[str | None, list[tuple[int, int, int]]]:
+    if not lines or lines[0].strip().lstrip("\ufeff") != "GIMP Palette":
+        raise ValueError(f"{where}: line 1: expected 'GIMP Palette' header")
+    name = None
+    rgb = []
+    for n, raw in enumerate(lines[1:], 2):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("name", "columns"):
+            if key.strip().lower() == "name":
+                name = value.strip() or None
+            continue
+        parts = line.split(None, 3)
+        try:
+            r, g, b = (int(p) for p in parts[:3])
+        except ValueError:
+            raise ValueError(f"{where}: line {n}: expected 'R G B [name]' with decimal values, got {line!r}") from None
+        if len(parts) < 3 or not all(0 <= v <= 255 for v in (r, g, b)):
+            raise ValueError(f"{where}: line {n}: colour values must be 0..255, got {line!r}")
+        rgb.append((r, g, b))
+    return name, rgb
+
+
+def parse_hex_lines(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
+    rgb = []
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line or line.startswith(";") or line.startswith("//"):
+            continue
+        c = _parse_hex(line)
+        if c is None:
+            raise ValueError(f"{where}: line {n}: expected one hex colour like ff8800, got {line[:40]!r}")
+        rgb.append(c)
+    return rgb
+
+
+def parse_jasc(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
+    if len(lines) < 3 or lines[0].strip() != "JASC-PAL":
+        raise ValueError(f"{where}: line 1: expected 'JASC-PAL' header")
+    try:
+        count = int(lines[2].strip())
+    except ValueError:
+        raise ValueError(f"{where}: line 3: expected the number of colours, got {lines[2].strip()!r}") from None
+    rgb = []
+    for n, raw in enumerate(lines[3:], 4):
+        if not raw.strip():
+            continue
+        parts = raw.split()
+        try:
+            r, g, b = (int(p) for p in parts[:3])
+        except ValueError:
+            raise ValueError(f"{where}: line {n}: expected 'R G B', got {raw.strip()!r}") from None
+        if len(parts) < 3 or not all(0 <= v <= 255 for v in (r, g, b)):
+            raise ValueError(f"{where}: line {n}: colour values must be 0..255, got {raw.strip()!r}")
+        rgb.append((r, g, b))
+    if len(rgb) != count:
+        raise ValueError(f"{where}: the header says {count} colours, the file has {len(rgb)}")
+    return rgb
+
+
+def parse_paintnet(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
+    rgb = []
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith(";"):
+            continue
+        if not re.fullmatch(r"[0-9A-Fa-f]{8}|[0-9A-Fa-f]{6}", line):
+            raise ValueError(f"{where}: line {n}: expected AARRGGBB hex, got {line[:40]!r}")
+        v = int(line[-6:], 16)
+        rgb.append(((v >> 16) & 255, (v >> 8) & 255, v & 255))
+    return rgb
+
+
+def parse_act(data: bytes, where: str) -> list[tuple[int, int, int]]:
+    if len(data) not in (_ACT_SIZE, _ACT_SIZE + 4):
+        raise ValueError(f"{where}: a Photoshop .act file has 768 or 772 bytes, this one has {len(data)}")
+    count = 256
+    if len(data) == _ACT_SIZE + 4:
+        count = int.from_bytes(data[768:770], "big") or 256
+        if count > 256:
+            raise ValueError(f"{where}: colour count {count} is over 256")
+    arr = np.frombuffer(data[:count * 3], dtype=np.uint8).reshape(-1, 3)
+    return [tuple(int(v) for v in c) for c in arr]  # type: ignore[misc]
+
+
+def _runs_gcd(line: np.ndarray) -> int:
+    """gcd of the lengths of equal-colour runs along one row of packed colours."""
+    change = np.flatnonzero(line[1:] != line[:-1]) + 1
+    bounds = np.concatenate(([0], change, [len(line)]))
+    return int(np.gcd.reduce(np.diff(bounds)))
+
+
+def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            rgba = np.asarray(im.convert("RGBA"))
+    except Exception as exc:  # noqa: BLE001 - any unreadable image is the same error to the user
+        raise ValueError(f"{where}: not a readable image ({exc})") from None
+    h, w = rgba.shape[:2]
+    packed = (rgba[..., 0].astype(np.uint32) << 24) | (rgba[..., 1].astype(np.uint32) << 16) | \
+        (rgba[..., 2].astype(np.uint32) << 8) | rgba[..., 3]
+    # the block side: the gcd of every run length across rows and columns (a 1x strip gives 1, Lospec's 8x
+    # gives 8, even when neighbouring swatches share a colour, as long as some run shows the block edge)
+    block = math.gcd(w, h)
+    for y in range(h):
+        block = math.gcd(block, _runs_gcd(packed[y]))
+    for x in range(w):
+        block = math.gcd(block, _runs_gcd(packed[:, x]))
+    cells = rgba[block // 2::block, block // 2::block].reshape(-1, 4)
+    rgb = [tuple(int(v) for v in c[:3]) for c in cells if c[3] >= 128]  # transparent padding cells are skipped
+    return rgb  # type: ignore[return-value]
+
+
+def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
+    """A palette file by its extension (`.hex`, `.gpl`, `.pal`, `.act`, `.txt`, `.png`); another extension is
+    read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
+    p = Path(path)
+    where = p.name
+    if data is None:
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{where}: {exc.strerror or exc}") from None
+    ext = p.suffix.lower().lstrip(".")
+    name: str | None = None
+    if ext == "act":
+        rgb = parse_act(data, where)
+    elif ext == "png":
+        rgb = parse_png(data, where)
+    else:
+        lines = _lines(data, where)
+        first = lines[0].strip().lstrip("\ufeff") if lines else ""
+        if ext == "pal" or first == "JASC-PAL":
+            rgb = parse_jasc(lines, where)
+        elif ext == "gpl" or (ext != "hex" and first == "GIMP Palette"):
+            name, rgb = parse_gpl(lines, where)
+        elif ext == "txt" and any(re.fullmatch(r"[0-9A-Fa-f]{8}", ln.strip()) for ln in lines):
+            rgb = parse_paintnet(lines, where)
+        else:
+            rgb = parse_hex_lines(lines, where)
+    return _palette(name or p.stem, rgb, where)
+
+
+# ------------------------------------------------------------------------------------------------ writers
+def palette_bytes(palette: Palette, fmt: str, *, block: int = 1) -> bytes:
+    """The palette as a file of format `fmt` (one of FORMATS); `block` is the swatch size of a PNG strip."""
+    colors = palette.colors.tolist()
+    if fmt == "hex":
+        return "".join(f"{r:02x}{g:02x}{b:02x}\n" for r, g, b in colors).encode()
+    if fmt == "gpl":
+        head = f"GIMP Palette\nName: {palette.name}\nColumns: {min(16, len(colors))}\n#\n"
+        return (head + "".join(f"{r:3d} {g:3d} {b:3d}\t#{r:02x}{g:02x}{b:02x}\n" for r, g, b in colors)).encode()
+    if fmt == "pal":
+        # JASC files are CRLF in the programs that write them
+        return ("JASC-PAL\r\n0100\r\n" + f"{len(colors)}\r\n" +
+                "".join(f"{r} {g} {b}\r\n" for r, g, b in colors)).encode()
+    if fmt == "act":
+        body = bytearray(_ACT_SIZE)
+        body[:len(colors) * 3] = bytes(v for c in colors for v in c)
+        return bytes(body) + len(colors).to_bytes(2, "big") + b"\xff\xff"  # no transparent index
+    if fmt == "txt":
+        head = f";paint.net Palette File\n;Palette Name: {palette.name}\n;Colors: {len(colors)}\n"
+        return (head + "".join(f"FF{r:02X}{g:02X}{b:02X}\n" for r, g, b in colors)).encode()
+    if fmt == "png":
+        from PIL import Image
+
+        if block < 1:
+            raise ValueError("block must be at least 1")
+        strip = np.repeat(np.repeat(palette.colors[None, :, :], block, axis=0), block, axis=1)
+        out = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(strip), "RGB").save(out, format="PNG")
+        return out.getvalue()
+    raise ValueError(f"palette format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def write_palette(path: str | Path, palette: Palette, *, block: int = 1) -> None:
+    p = Path(path)
+    fmt = p.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"{p.name}: unknown palette format; use one of .{', .'.join(FORMATS)}")
+    p.write_bytes(palette_bytes(palette, fmt, block=block))

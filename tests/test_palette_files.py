@@ -1,0 +1,161 @@
+"""Palette files in every format people download (.hex .gpl .pal .act .txt and PNG swatch strips) round-trip with
+their order, Pillow's own GIMP reader agrees with ours, and indexed PNG/GIF files carry the palette in order
+(read back by Pillow)."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import GimpPaletteFile, Image
+
+from pixart_nodes.core import color, indexed, palette_files
+from pixart_nodes.core.palette import Palette, named_palette
+
+RNG = np.random.default_rng(7)
+PALETTES = [
+    named_palette("pico-8"),
+    Palette("one", np.array([[12, 34, 56]], dtype=np.uint8)),
+    Palette("with-duplicates", np.array([[0, 0, 0], [255, 255, 255], [0, 0, 0], [9, 9, 9]], dtype=np.uint8)),
+    Palette("full", RNG.integers(0, 256, (256, 3), dtype=np.uint8)),
+]
+
+
+@pytest.mark.parametrize("fmt", palette_files.FORMATS)
+@pytest.mark.parametrize("pal", PALETTES, ids=lambda p: p.name)
+def test_every_format_round_trips_in_order(tmp_path: Path, fmt: str, pal: Palette) -> None:
+    path = tmp_path / f"p.{fmt}"
+    palette_files.write_palette(path, pal)
+    back = palette_files.read_palette(path)
+    assert back.colors.tolist() == pal.colors.tolist()
+
+
+@pytest.mark.parametrize("block", [1, 8, 32])
+def test_png_strips_at_any_block_size_and_grids_read_row_major(block: int) -> None:
+    pal = named_palette("pico-8")
+    strip = palette_files.palette_bytes(pal, "png", block=block)
+    assert palette_files.parse_png(strip, "x.png") == [tuple(c) for c in pal.colors.tolist()]
+    # a 4x4 grid of 8-pixel swatches, as Lospec's "PNG 8x" of a 16-colour palette, plus a transparent cell
+    grid = np.zeros((4 * 8, 5 * 8, 4), dtype=np.uint8)
+    for i, c in enumerate(pal.colors):
+        y, x = divmod(i, 5)
+        grid[y * 8:(y + 1) * 8, x * 8:(x + 1) * 8] = [*c, 255]
+    out = io.BytesIO()
+    Image.fromarray(grid, "RGBA").save(out, format="PNG")
+    assert palette_files.parse_png(out.getvalue(), "g.png") == [tuple(c) for c in pal.colors.tolist()]
+
+
+def test_pillow_reads_our_gpl_and_we_read_gimp_files(tmp_path: Path) -> None:
+    pal = named_palette("pico-8")
+    data = palette_files.palette_bytes(pal, "gpl")
+    flat, _ = GimpPaletteFile.GimpPaletteFile(io.BytesIO(data)).getpalette()
+    assert list(flat[:len(pal) * 3]) == pal.colors.reshape(-1).tolist()
+    gimp = "GIMP Palette\nName: Two\nColumns: 2\n# comment\n255   0   0\tRed\n  0 128 255 Blue sky\n"
+    (tmp_path / "two.gpl").write_text(gimp)
+    back = palette_files.read_palette(tmp_path / "two.gpl")
+    assert back.name == "Two" and back.colors.tolist() == [[255, 0, 0], [0, 128, 255]]
+
+
+@pytest.mark.parametrize("name,data,why", [
+    ("a.act", b"\0" * 100, "768 or 772 bytes"),
+    ("a.pal", b"JASC-PAL\r\n0100\r\n3\r\n1 2 3\r\n", "says 3 colours"),
+    ("a.pal", b"JASC-PAL\r\n0100\r\n1\r\n1 2 300\r\n", "line 4"),
+    ("a.txt", b";paint.net\nFFGG0000\n", "line 2"),
+    ("a.gpl", b"GIMP Palette\n1 2\n", "line 2"),
+    ("a.png", b"not a png", "not a readable image"),
+    ("a.hex", b"", "no colours"),
+])
+def test_bad_files_name_the_file_and_the_problem(name: str, data: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        palette_files.read_palette(name, data)
+    assert name in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ indexed
+def test_indexed_png_has_the_palette_in_order_and_exact_indices() -> None:
+    pal = named_palette("pico-8")
+    idx = RNG.integers(0, 16, (24, 40))
+    data = indexed.indexed_png(pal.colors[idx], pal)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == "P" and im.getpalette() == pal.colors.reshape(-1).tolist()
+        assert np.array_equal(np.asarray(im), idx)
+    # only a few colours used: the file still carries the whole palette, same order, same indices
+    few = idx % 3
+    with Image.open(io.BytesIO(indexed.indexed_png(pal.colors[few], pal))) as im:
+        assert im.getpalette() == pal.colors.reshape(-1).tolist() and np.array_equal(np.asarray(im), few)
+
+
+def test_transparency_gets_one_extra_entry_after_the_palette() -> None:
+    pal = named_palette("pico-8")
+    idx = RNG.integers(0, 16, (16, 16))
+    rgba = np.dstack([pal.colors[idx], np.where(idx == 3, 0, 255)]).astype(np.uint8)
+    with Image.open(io.BytesIO(indexed.indexed_png(rgba, pal))) as im:
+        assert im.getpalette()[:48] == pal.colors.reshape(-1).tolist() and len(im.getpalette()) == 17 * 3
+        assert im.info["transparency"] == 16
+        got = np.asarray(im)
+        assert (got[idx == 3] == 16).all() and np.array_equal(got[idx != 3], idx[idx != 3])
+        assert np.array_equal(np.asarray(im.convert("RGBA"))[..., 3], rgba[..., 3])
+
+
+def test_colours_outside_the_palette_take_the_nearest_in_oklab_as_brute_force_does() -> None:
+    pal = named_palette("pico-8")
+    img = RNG.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    got, _ = indexed.palette_indices(img, pal)
+    lab = color.srgb_u8_to_oklab(img.reshape(-1, 3))
+    plab = color.srgb_u8_to_oklab(pal.colors)
+    brute = ((lab[:, None, :] - plab[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    assert np.array_equal(got.reshape(-1), brute)
+
+
+def test_gif_frames_share_one_global_palette_in_order() -> None:
+    pal = named_palette("pico-8")
+    frames_idx = [RNG.integers(0, 16, (12, 20)), RNG.integers(0, 3, (12, 20))]
+    data = indexed.indexed_gif([pal.colors[i] for i in frames_idx], pal, duration_ms=80)
+    assert data[10] & 0x80 and 2 ** ((data[10] & 7) + 1) == 16  # a global table of 16 entries
+    assert list(data[13:13 + 48]) == pal.colors.reshape(-1).tolist()
+    assert _local_tables(data) == [False, False]
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.n_frames == 2
+        for n, idx in enumerate(frames_idx):
+            im.seek(n)
+            assert np.array_equal(np.asarray(im.convert("RGB")), pal.colors[idx])
+
+
+def _local_tables(g: bytes) -> list[bool]:
+    pos = 13 + 3 * 2 ** ((g[10] & 7) + 1)
+    out = []
+    while pos < len(g) and g[pos] != 0x3B:
+        if g[pos] == 0x21:
+            pos += 2
+        else:
+            packed = g[pos + 9]
+            out.append(bool(packed & 0x80))
+            pos += 10 + (3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0) + 1
+        while g[pos]:
+            pos += g[pos] + 1
+        pos += 1
+    return out
+
+
+def test_command_line_converts_palettes_and_writes_indexed_images(tmp_path: Path) -> None:
+    def pixart(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pixart_nodes", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+
+    done = pixart("palette-file", "pico-8", "-o", "p8.act")
+    assert done.returncode == 0, done.stderr
+    done = pixart("palette-file", "p8.act", "-o", "p8.pal")
+    assert done.returncode == 0, done.stderr
+    assert palette_files.read_palette(tmp_path / "p8.pal").colors.tolist() == \
+        named_palette("pico-8").colors.tolist()
+    src = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(src).save(tmp_path / "in.png")
+    done = pixart("convert", "in.png", "out.png", "--palette", "p8.pal", "--indexed")
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "P" and im.getpalette() == named_palette("pico-8").colors.reshape(-1).tolist()
+    bad = pixart("convert", "in.png", "out.png", "--pixel-size", "4", "--indexed")
+    assert bad.returncode != 0 and "--indexed needs a palette" in bad.stderr
