@@ -37,6 +37,18 @@ def _lines(data: bytes, where: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ readers
+def _decimal_rgb(line: str, where: str, shape: str) -> tuple[int, int, int]:
+    """'R G B [anything]' in decimal, each 0..255 (GIMP and JASC colour lines)."""
+    parts = line.split(None, 3)
+    try:
+        r, g, b = (int(p) for p in parts[:3])
+    except ValueError:
+        raise ValueError(f"{where}: expected {shape} with decimal values, got {line!r}") from None
+    if not all(0 <= v <= 255 for v in (r, g, b)):
+        raise ValueError(f"{where}: colour values must be 0..255, got {line!r}")
+    return r, g, b
+
+
 def parse_gpl(lines: Sequence[str], where: str) -> tuple[str | None, list[tuple[int, int, int]]]:
     if not lines or lines[0].strip().lstrip("\ufeff") != "GIMP Palette":
         raise ValueError(f"{where}: line 1: expected 'GIMP Palette' header")
@@ -51,14 +63,7 @@ def parse_gpl(lines: Sequence[str], where: str) -> tuple[str | None, list[tuple[
             if key.strip().lower() == "name":
                 name = value.strip() or None
             continue
-        parts = line.split(None, 3)
-        try:
-            r, g, b = (int(p) for p in parts[:3])
-        except ValueError:
-            raise ValueError(f"{where}: line {n}: expected 'R G B [name]' with decimal values, got {line!r}") from None
-        if len(parts) < 3 or not all(0 <= v <= 255 for v in (r, g, b)):
-            raise ValueError(f"{where}: line {n}: colour values must be 0..255, got {line!r}")
-        rgb.append((r, g, b))
+        rgb.append(_decimal_rgb(line, f"{where}: line {n}", "'R G B [name]'"))
     return name, rgb
 
 
@@ -86,14 +91,7 @@ def parse_jasc(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
     for n, raw in enumerate(lines[3:], 4):
         if not raw.strip():
             continue
-        parts = raw.split()
-        try:
-            r, g, b = (int(p) for p in parts[:3])
-        except ValueError:
-            raise ValueError(f"{where}: line {n}: expected 'R G B', got {raw.strip()!r}") from None
-        if len(parts) < 3 or not all(0 <= v <= 255 for v in (r, g, b)):
-            raise ValueError(f"{where}: line {n}: colour values must be 0..255, got {raw.strip()!r}")
-        rgb.append((r, g, b))
+        rgb.append(_decimal_rgb(raw.strip(), f"{where}: line {n}", "'R G B'"))
     if len(rgb) != count:
         raise ValueError(f"{where}: the header says {count} colours, the file has {len(rgb)}")
     return rgb
