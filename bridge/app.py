@@ -17,7 +17,7 @@ from bridge import __version__, adapters, apidocs, job_routes
 from bridge import images as image_io
 from bridge.api import endpoint
 from bridge.config import Settings
-from bridge.engine import JobEngine
+from bridge.engine import EngineOptions, JobEngine
 from bridge.engine.retention import Retention
 from bridge.events import EventStreams, stream_events
 from bridge.http import (ApiKeys, Cors, FailureLockout, TokenBucket, auth_middleware, body_limit_middleware,
@@ -42,15 +42,12 @@ def build_engine(settings: Settings, backends: Sequence[str], managed_output_dir
         list(backends),
         settings.data_dir,
         settings.workflows_dir,
-        max_queue=settings.max_queue,
-        job_timeout=settings.job_timeout or None,
-        requeue_on_backend_death=settings.requeue_on_backend_death,
+        EngineOptions(max_queue=settings.max_queue, job_timeout=settings.job_timeout or None,
+                      requeue_on_backend_death=settings.requeue_on_backend_death,
+                      max_request_cost=settings.max_request_cost, max_jobs_per_client=settings.max_jobs_per_client,
+                      queue_timeout=settings.queue_timeout or None,
+                      queue_poll_interval=settings.queue_poll_interval, output_metadata=settings.output_metadata),
         extra_workflow_dirs=list(settings.extra_workflows_dirs),
-        max_request_cost=settings.max_request_cost,
-        max_jobs_per_client=settings.max_jobs_per_client,
-        queue_timeout=settings.queue_timeout or None,
-        queue_poll_interval=settings.queue_poll_interval,
-        output_metadata=settings.output_metadata,
         blobs=open_blob_store(settings.storage, settings.data_dir, endpoint=settings.s3_endpoint,
                               region=settings.s3_region, access_key_id=settings.s3_access_key_id,
                               secret_access_key=settings.s3_secret_access_key),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import random
 import time
@@ -47,24 +48,42 @@ from .tracker import Tracker
 
 log = logging.getLogger("bridge.engine")
 
-__all__ = ["JobEngine", "Job", "STATUSES", "TERMINAL", "CLIENT"]
+__all__ = ["JobEngine", "EngineOptions", "Job", "STATUSES", "TERMINAL", "CLIENT"]
 
 # Who is submitting (an API key's fingerprint, or the client address): set per request by the app, read by submit
 # for the per-client quota. A context variable, so every adapter's path is covered without passing it along.
 CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("bridge_client", default=None)
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """The engine's limits and timings (the BRIDGE_* settings they come from are in bridge/config.py)."""
+
+    max_queue: int = 100                    # jobs waiting or running before submissions get QueueFull
+    job_timeout: float | None = 600         # seconds a job may run
+    requeue_on_backend_death: bool = False  # run a job again once when its ComfyUI dies
+    max_image_bytes: int = image_io.DEFAULT_MAX_BYTES
+    max_image_pixels: int = image_io.DEFAULT_MAX_PIXELS
+    reconnect_max_delay: float = 10.0       # longest back-off between websocket reconnects
+    poll_interval: float = 2.0              # seconds between /history looks at a run whose messages stopped
+    cancel_grace: float = 5.0               # seconds a cancel waits for ComfyUI to confirm
+    feature_flags: bool = True              # ask ComfyUI for its feature flags on connect
+    keep_in_memory: int = 10000             # finished jobs kept in memory (the store keeps all)
+    connect_wait: float = 5.0               # seconds start() waits for the first websocket connection
+    max_request_cost: int = 0               # workflow cost parameters' product per request; 0: no bound
+    max_jobs_per_client: int = 0            # jobs one client may have waiting or running; 0: no bound
+    queue_timeout: float | None = None      # seconds a job may wait in the queue
+    queue_poll_interval: float = 5.0        # seconds between looks at a backend's queue
+    output_metadata: str = "none"           # "comfyui" keeps ComfyUI's graph chunks in stored PNGs
+
+
 class JobEngine:
-    def __init__(self, backends: list[str], data_dir: Path, workflows_dir: Path, *, max_queue: int = 100,
-                 job_timeout: float | None = 600, requeue_on_backend_death: bool = False,
-                 max_image_bytes: int = image_io.DEFAULT_MAX_BYTES, max_image_pixels: int = image_io.DEFAULT_MAX_PIXELS,
-                 reconnect_max_delay: float = 10.0, poll_interval: float = 2.0, cancel_grace: float = 5.0,
-                 feature_flags: bool = True, keep_in_memory: int = 10000, connect_wait: float = 5.0,
-                 extra_workflow_dirs: list[Path] | None = None, max_request_cost: int = 0,
-                 max_jobs_per_client: int = 0, queue_timeout: float | None = None,
-                 queue_poll_interval: float = 5.0, output_metadata: str = "none",
-                 blobs: BlobStore | None = None, webhooks: WebhookConfig | None = None,
-                 outbound: OutboundPolicy | None = None, retention: Retention | None = None) -> None:
+    def __init__(self, backends: list[str], data_dir: Path, workflows_dir: Path, options: EngineOptions | None = None,
+                 *, extra_workflow_dirs: list[Path] | None = None, blobs: BlobStore | None = None,
+                 webhooks: WebhookConfig | None = None, outbound: OutboundPolicy | None = None,
+                 retention: Retention | None = None, **knobs: Any) -> None:
+        """`options` holds the engine's limits and timings; `knobs` (the same names) override single ones. The
+        parts the engine uses (blob store, webhook, outbound and retention policies) are given as objects."""
         if not backends:
             raise ValueError("at least one ComfyUI backend URL is needed")
         self.backend_urls = [u.rstrip("/") for u in backends]
@@ -73,30 +92,31 @@ class JobEngine:
         self.extra_workflow_dirs = [Path(d) for d in extra_workflow_dirs or ()]
         # Loaded (and statically validated) here so a broken workflow stops the bridge at start-up.
         self.workflows: dict[str, Workflow] = wfmod.load_workflows(self.workflows_dir, self.extra_workflow_dirs)
-        self.max_queue = max_queue
-        self.job_timeout = job_timeout
-        self.requeue_on_backend_death = requeue_on_backend_death
-        self.max_image_bytes = max_image_bytes
-        self.max_image_pixels = max_image_pixels
-        self.reconnect_max_delay = reconnect_max_delay
-        self.poll_interval = poll_interval
-        self.cancel_grace = cancel_grace
-        self.feature_flags = feature_flags
-        self.keep_in_memory = keep_in_memory
-        self.connect_wait = connect_wait
-        # 0: no bound. A request's cost is the product of its workflow's cost parameters, summed over its jobs.
-        self.max_request_cost = max_request_cost
-        self.max_jobs_per_client = max_jobs_per_client
-        self.queue_timeout = queue_timeout
-        self.queue_poll_interval = queue_poll_interval
-        self.output_metadata = output_metadata
+        opts = dataclasses.replace(options or EngineOptions(), **knobs)
+        self.options = opts
+        self.max_queue = opts.max_queue
+        self.job_timeout = opts.job_timeout
+        self.requeue_on_backend_death = opts.requeue_on_backend_death
+        self.max_image_bytes = opts.max_image_bytes
+        self.max_image_pixels = opts.max_image_pixels
+        self.reconnect_max_delay = opts.reconnect_max_delay
+        self.poll_interval = opts.poll_interval
+        self.cancel_grace = opts.cancel_grace
+        self.feature_flags = opts.feature_flags
+        self.keep_in_memory = opts.keep_in_memory
+        self.connect_wait = opts.connect_wait
+        self.max_request_cost = opts.max_request_cost
+        self.max_jobs_per_client = opts.max_jobs_per_client
+        self.queue_timeout = opts.queue_timeout
+        self.queue_poll_interval = opts.queue_poll_interval
+        self.output_metadata = opts.output_metadata
         self.store: Store | None = None
         # The blob store for result and input images: given (S3), or the data directory's files.
         self.blobs: BlobStore = blobs if blobs is not None else LocalBlobs(self.data_dir)
         self.webhook_config = webhooks or WebhookConfig()
         self.retention = retention or Retention()
         # Every request to an address a client named (image URLs, webhook receivers) goes through this.
-        self.outbound = Outbound(outbound or OutboundPolicy(max_bytes=max_image_bytes))
+        self.outbound = Outbound(outbound or OutboundPolicy(max_bytes=opts.max_image_bytes))
         self.webhooks: Webhooks | None = None
         self.hub = EventHub()
         # Set when the server begins to stop: long polls and synchronous requests stop waiting, so a graceful
