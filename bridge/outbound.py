@@ -183,6 +183,25 @@ class Outbound:
                 raise
         raise OutboundRefused(f"more than {self.policy.max_redirects} redirects")
 
+    async def check_target(self, url: str) -> None:
+        """Refuse, before accepting a job, a URL the bridge would refuse to call later (webhooks): its form, and
+        every address its host resolves to now. Delivery checks again, so a name that changes its answer later
+        still reaches nothing private."""
+        host = check_url(url, self.policy)
+        try:
+            ipaddress.ip_address(host)
+            return  # a literal address: check_url has judged it
+        except ValueError:
+            pass
+        if host.lower().rstrip(".") in self.policy.allow_hosts:
+            return
+        try:
+            await asyncio.wait_for(CheckedResolver(self.policy).resolve(host), self.policy.timeout)
+        except asyncio.TimeoutError:
+            raise OutboundRefused(f"{host} did not resolve within {self.policy.timeout:g} s") from None
+        except OSError as exc:
+            raise OutboundRefused(f"{host} does not resolve: {exc}") from None
+
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         """POST to a checked URL without following redirects (webhooks); returns the status."""
         check_url(url, self.policy)

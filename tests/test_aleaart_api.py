@@ -6,12 +6,14 @@ import asyncio
 import base64
 import io
 import re
+import urllib.parse
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from PIL import Image
 
+from bridge.keys import ENGINE
 from pixart_nodes.core import aleaart
 from tests.support.double import ComfyDouble
 
@@ -66,12 +68,20 @@ async def test_chain_parameters_form(client: Any, comfy_double: ComfyDouble) -> 
     assert data["parameters"] == {"steps": 20, "cfg_scale": 7.5, "seed": 12345, "sampler": "Euler a",
                                   "width": 1024, "height": 576}
     assert set(data["parameters"]) == PARAMETER_KEYS
-    assert re.fullmatch(r"/generated_images/art_token_1_[0-9a-f]{8}\.png", data["imageUrl"])
+    assert re.fullmatch(r"/generated_images/art_token_1_[0-9a-f]{32}\.png", data["imageUrl"])
     png = png_of(data["imageBase64"])
     with Image.open(io.BytesIO(png)) as im:
         assert im.size == (1024, 576)  # the size the AleaArt node derived for aspectIndex 1
     resp = await client.get(data["imageUrl"])
     assert resp.status == 200 and resp.content_type == "image/png" and await resp.read() == png
+    # the name carries the job that holds the image: it is that job's one stored copy
+    job_id = data["imageUrl"].rsplit("_", 1)[1].removesuffix(".png")
+    engine = client.app[ENGINE]
+    stored = [b.key async for b in engine.blobs.list("")]
+    assert [k for k in stored if k.endswith(".png")] == [f"outputs/{job_id}/images_0.png"]
+    assert (await client.get(data["imageUrl"].replace("art_token_1_", "art_token_2_"))).status == 404
+    assert (await client.delete(f"/jobs/{job_id}")).status in (200, 204)
+    assert (await client.get(data["imageUrl"])).status == 404
     g = graph(comfy_double)
     alea_id, alea = node_of(g, "PixartAleaArtParams")
     assert {k: alea[k] for k in CHAIN} == CHAIN and alea["mode"] == "params"
@@ -83,6 +93,20 @@ async def test_chain_parameters_form(client: Any, comfy_double: ComfyDouble) -> 
     history = comfy_double.history[comfy_double.prompts[-1]["prompt_id"]]
     assert history["outputs"][alea_id]["aleaart"][0]["sampler_name"] == "euler_ancestral"
     assert "PixartQuantize" not in [g[n]["class_type"] for n in history["outputs"]]
+
+
+async def test_response_format_url_answers_a_link_instead_of_base64(client: Any) -> None:
+    data = await generate(client, {"prompt": "a fox", "steps": 2, "width": 64, "height": 64, "tokenId": "9",
+                                   "response_format": "url"})
+    assert data["imageBase64"] is None
+    link = urllib.parse.urlsplit(data["imageUrl"])
+    assert link.scheme == "http" and link.path.startswith("/jobs/") and link.path.endswith("/outputs/images/0")
+    resp = await client.get(link.path)
+    assert resp.status == 200
+    with Image.open(io.BytesIO(await resp.read())) as im:
+        assert im.size == (64, 64)
+    bad = await generate(client, {"prompt": "a fox", "response_format": "jpeg"}, status=400)
+    assert bad["success"] is False and bad["field"] == "response_format"
 
 
 async def test_overrides_replace_only_what_they_name(client: Any, comfy_double: ComfyDouble) -> None:

@@ -4,6 +4,7 @@ server; every refusal is a 400 naming the field. The image server is a real HTTP
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 from typing import Any
 
@@ -53,6 +54,7 @@ async def test_public_addresses_and_the_allow_list_pass() -> None:
 
 # ------------------------------------------------------------------------------------------ a real HTTP server
 PNG = encode(np.random.default_rng(1).integers(0, 256, (72, 96, 3), dtype=np.uint8))
+PNG_B64 = base64.b64encode(PNG).decode()
 
 
 @pytest_asyncio.fixture
@@ -170,6 +172,36 @@ async def test_generic_workflow_a1111_and_generate_take_image_urls(bridge_factor
     assert bad.status == 400 and "init_images[0]" in data["detail"] + data.get("errors", "") + str(data)
     bad = await refused.post("/generate", json={"prompt": "x", "init_image": url})
     assert bad.status == 400 and (await bad.json())["field"] == "init_image"
+
+
+async def test_masks_and_sketches_by_url(bridge_factory: Any, images: Any) -> None:
+    url = f"{images.base}/a.png"
+    client = await bridge_factory(adapters=["jobs_api", "a1111", "pixart_editor"], outbound_allow="127.0.0.1")
+    # A1111 inpainting: the mask by URL as well as the picture
+    resp = await client.post("/sdapi/v1/img2img", json={"init_images": [url], "mask": url, "prompt": "x",
+                                                        "steps": 1, "width": 64, "height": 64})
+    assert resp.status == 200, await resp.text()
+    assert "mask" in (await resp.json())["parameters"]
+    # the jobs API's inpaint mask
+    body = {"prompt": "x", "image": url, "mask": url, "steps": 1}
+    job_id = (await (await client.post("/generate/inpaint", json=body)).json())["id"]
+    job = await (await client.get(f"/jobs/{job_id}?wait=30")).json()
+    assert job["status"] == "completed", job
+    # the editor's sketch
+    resp = await client.post("/api/pixel-generation/generate", json={
+        "id": "by-url", "sketchData": url, "width": 12, "height": 9, "useAI": False})
+    assert resp.status == 200, await resp.text()
+    done = await (await client.get("/api/pixel-generation/status/by-url?wait=30")).json()
+    assert done["status"] == "completed" and done["metadata"]["pixelCount"] == 108
+    # refused where the address is not allowed, named in each dialect's words
+    refused = await bridge_factory(adapters=["jobs_api", "a1111", "pixart_editor"])
+    bad = await refused.post("/sdapi/v1/img2img", json={"init_images": [PNG_B64], "mask": url, "prompt": "x"})
+    assert bad.status == 400 and "mask" in str(await bad.json())
+    bad = await refused.post("/generate/inpaint", json={**body, "image": PNG_B64})
+    assert bad.status == 400 and (await bad.json())["field"] == "mask"
+    bad = await refused.post("/api/pixel-generation/generate", json={
+        "id": "by-url", "sketchData": url, "width": 12, "height": 9})
+    assert bad.status == 400 and (await bad.json())["field"] == "sketchData"
 
 
 async def test_s3_inputs_come_from_the_bridges_own_bucket_only(bridge_factory: Any, s3_server: Any) -> None:

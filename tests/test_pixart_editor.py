@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import urllib.parse
 import math
 import random
 import struct
@@ -31,7 +32,7 @@ from tests.support.imaging import decode_png_data_url, encode
 
 CHECKPOINT = "tiny_sd15.safetensors"
 CONTROLNET = "tiny_canny.safetensors"  # the protocol double's default controlnet file
-STATUS_KEYS = {"id", "status", "progress", "resultDataUrl", "error", "processingTime", "metadata"}
+STATUS_KEYS = {"id", "status", "progress", "resultDataUrl", "resultUrl", "error", "processingTime", "metadata"}
 METADATA_KEYS = {"colorsUsed", "pixelCount", "algorithm", "style", "palette", "dither", "seed", "colors"}
 DITHERS = list(nodes_quantize.qz.DITHER_METHODS)
 
@@ -304,6 +305,25 @@ async def test_plain_generation_round_trip(make_client, comfy_double):
     uploaded = comfy_double.inputs[g["LoadImage"]["image"]]
     with Image.open(io.BytesIO(uploaded)) as up:
         assert up.size == (40, 30) and up.mode == "RGBA"  # alpha travels to LoadImage's mask
+
+
+@pytest.mark.asyncio
+async def test_response_format_url_sends_a_link_in_place_of_the_data_url(make_client):
+    client = await make_client()
+    status, body = await post(client, request_body(id="url-1", width=20, height=15, response_format="url"))
+    assert status == 200, body
+    done = await wait_done(client, "url-1")
+    assert done["status"] == "completed" and done["resultDataUrl"] is None
+    link = urllib.parse.urlsplit(done["resultUrl"])
+    resp = await client.get(link.path)
+    assert resp.status == 200
+    with Image.open(io.BytesIO(await resp.read())) as im:
+        assert im.size == (20, 15) and done["metadata"]["colorsUsed"] == len(set(im.convert("RGB").getdata()))
+    # the status route may ask for the other form on its own
+    inline = await (await client.get("/api/pixel-generation/status/url-1?response_format=b64")).json()
+    assert decode_data_url(inline["resultDataUrl"]).size == (20, 15)
+    bad = await client.get("/api/pixel-generation/status/url-1?response_format=gif")
+    assert bad.status == 400 and (await bad.json())["field"] == "response_format"
 
 
 @pytest.mark.asyncio

@@ -133,8 +133,9 @@ async def test_bridge_results_live_in_s3_and_leave_as_presigned_links(bridge_fac
                                                      "tokenId": 7})
     answer = await art.json()
     assert art.status == 200, answer
-    name = answer["imageUrl"].rsplit("/", 1)[1]
-    assert await bucket.get(f"generated_images/{name}")
+    art_job = answer["imageUrl"].rsplit("_", 1)[1].removesuffix(".png")
+    assert [k for k in await keys(bucket, f"outputs/{art_job}/")] == [f"outputs/{art_job}/images_0.png"]
+    assert not [k for k in await keys(bucket, "generated_images/")]  # one copy: the job's result
     resp = await client.get(answer["imageUrl"], allow_redirects=False)
     assert resp.status == 307
     status, data, _ = await asyncio.to_thread(fetch, resp.headers["Location"])

@@ -192,6 +192,32 @@ async def test_global_receiver_hears_every_dialect(bridge_factory, receiver):
     assert len(dialects) == 3
 
 
+async def test_editor_and_aleaart_requests_name_their_own_receiver(bridge_factory, receiver):
+    from tests.support.imaging import solid_png_b64
+
+    client = await bridge_factory(adapters=["pixart_editor", "aleaart"], webhook_secret=SECRET)
+    resp = await client.post("/api/pixel-generation/generate", json={
+        "id": "own-hook", "sketchData": solid_png_b64(32, 32), "width": 16, "height": 16, "useAI": False,
+        "webhook": receiver.url + "/editor"})
+    assert resp.status == 200, await resp.text()
+    art = await client.post("/generate-image", json={"prompt": "a cat", "steps": 1, "width": 64, "height": 64,
+                                                     "tokenId": "5", "webhook": {"url": receiver.url + "/alea",
+                                                                                 "events": ["job.completed"]}})
+    assert art.status == 200, await art.text()
+    await receiver.wait_for(2)
+    by_path = {m["path"]: verified(m) for m in receiver.got}
+    assert set(by_path) == {"/hook/editor", "/hook/alea"}
+    assert by_path["/hook/editor"]["type"] == "job.completed"
+    assert by_path["/hook/editor"]["data"]["meta"]["client_id"] == "own-hook"
+    assert by_path["/hook/alea"]["data"]["outputs"]["images"][0].endswith("/outputs/images/0")
+    # the same checks as every dialect's: a private receiver is refused before any job exists
+    bad = await client.post("/generate-image", json={"prompt": "a cat", "webhook": "http://10.0.0.1/x"})
+    assert bad.status == 400 and (await bad.json())["field"] == "webhook"
+    bad = await client.post("/api/pixel-generation/generate", json={
+        "id": "bad-hook", "sketchData": solid_png_b64(8, 8), "width": 8, "height": 8, "webhook": "http://10.0.0.1/x"})
+    assert bad.status == 400 and (await bad.json())["field"] == "webhook"
+
+
 @pytest.mark.parametrize("path,body", [
     ("/generate/text2img", {"prompt": "a", "webhook": "ftp://x.example/y"}),
     ("/generate/text2img", {"prompt": "a", "webhook": {"url": "https://x.example/y", "events": ["job.nope"]}}),
@@ -218,10 +244,23 @@ async def test_secret_made_once_is_the_one_used_and_printed(bridge_settings, rec
     assert Webhook(secret).verify(receiver.got[0]["body"], receiver.got[0]["headers"])["type"] == "job.completed"
 
 
-async def test_a_receiver_on_a_refused_address_is_refused_at_once_and_said_so(bridge_factory, receiver):
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://10.1.2.3/hook",
+                                 "http://169.254.169.254/latest", "http://[::1]:9/hook", "http://[::ffff:127.0.0.1]/"])
+async def test_a_job_whose_receiver_is_on_a_refused_address_is_not_accepted(bridge_factory, comfy_double, url):
     client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
+    before = len(comfy_double.prompts)
     resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
-                                                         "webhook": receiver.url})
+                                                         "webhook": url})
+    body = await resp.json()
+    assert resp.status == 400 and body["field"] == "webhook", body
+    assert "BRIDGE_OUTBOUND_ALLOW" in body["error"]
+    assert len(comfy_double.prompts) == before  # nothing ran
+
+
+async def test_a_global_receiver_on_a_refused_address_fails_its_delivery_at_once(bridge_factory, receiver):
+    # The operator's own setting is not a request to refuse: the check happens where it always does, at delivery.
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET, webhook_url=receiver.url)
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1})
     job_id = (await resp.json())["id"]
     await finished(client, job_id)
     for _ in range(200):

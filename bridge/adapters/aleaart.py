@@ -11,7 +11,9 @@ shared/reference/axera_aleaart.md topic B, issue 4 §3).
 
 Top-level resolved fields also override the on-chain form's values (e.g. `steps` or `width` for a quick preview).
 The answer is synchronous, as AleaArt's Flask backend was: `{success, imageUrl, imageBase64, tokenId, prompt,
-parameters: {steps, cfg_scale, seed, sampler, width, height}}`; the PNG is also stored and served at `imageUrl`.
+parameters: {steps, cfg_scale, seed, sampler, width, height}}`. `imageUrl` names the job's own stored result
+(`art_token_<tokenId>_<job id>.png`): the image is written once, and deleting or expiring the job removes it.
+With `response_format: "url"` the answer carries a link (presigned when results live in S3) instead of base64.
 With `applyPalette` (or `ALEAART_APPLY_PALETTE=true`) the image is mapped to Pixart's palette for paletteId.
 """
 from __future__ import annotations
@@ -20,7 +22,6 @@ import asyncio
 import logging
 import random
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -34,12 +35,14 @@ from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError, InvalidParameter, NotAvailable
-from bridge.fields import Bool, FieldError, Int, LooseFloat, LooseInt, NonBlank, Request, Seed, Text, Webhook
+from bridge.fields import (Bool, FieldError, Int, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
+                           Webhook)
 from bridge.keys import SETTINGS
 from bridge.storage import BlobNotFound
 from pixart_nodes.core import aleaart
 
-from .toolkit import ClientGone, JobGroup, Submission, engine_of, live_choices, resolve_checkpoint
+from .toolkit import (ClientGone, JobGroup, Submission, engine_of, live_choices, request_origin,
+                      resolve_checkpoint)
 
 log = logging.getLogger("bridge.adapters.aleaart")
 
@@ -48,6 +51,8 @@ WORKFLOW = "aleaart"
 IMAGES_PATH = "/generated_images"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.png$")
+# `art_token_<tokenId>_<job id>.png`: the name AleaArt's backend gives its files, with the job id as the unique part.
+_JOB_FILENAME = re.compile(r"^art_token_(?P<token>[A-Za-z0-9_-]{1,64})_(?P<job>[0-9a-f]{32})\.png$")
 # AleaArt Python backend defaults for the resolved form (python_backend.py).
 DEFAULTS = {"steps": 20, "cfg_scale": 7.5, "sampler": "DPM++ 2M Karras", "width": 512, "height": 512}
 
@@ -133,6 +138,7 @@ class GenerateImageBody(Request):
     model: Text | None = Field(None, description="Checkpoint file name or stem.")
     webhook: Webhook | None = Field(None, description="Also POST signed messages about the job there (a URL, or "
                                                       "{url, events}); see docs/api/webhooks.md.")
+    response_format: ResponseFormat = "b64"
 
     @field_validator("tokenId", mode="before")
     @classmethod
@@ -160,11 +166,11 @@ class PaletteUsed(BaseModel):
 
 
 class GenerateImageAnswer(BaseModel):
-    """The image, stored and served at imageUrl, and inline as a data URL."""
+    """The image, served at imageUrl, and inline as a data URL (null with response_format "url")."""
 
     success: bool
     imageUrl: str
-    imageBase64: str
+    imageBase64: str | None
     tokenId: str | int
     prompt: str
     parameters: AleaArtParameters
@@ -254,9 +260,13 @@ async def prepare(body: GenerateImageBody, engine: JobEngine, settings: AleaArtS
 
 
 def image_key(filename: str) -> str:
-    """The blob store key of a `/generated_images/<filename>` image (so it lives where every result lives: the
-    data directory, or the S3 bucket)."""
+    """Where images stored by earlier versions (a second copy of each result) live in the blob store; they are
+    still served until retention removes them."""
     return f"generated_images/{filename}"
+
+
+def image_name(token: str, job_id: str) -> str:
+    return f"art_token_{token}_{job_id}.png"
 
 
 @endpoint(dialect=DIALECT, body=GenerateImageBody, responses={200: GenerateImageAnswer})
@@ -278,18 +288,16 @@ async def generate_image(request: web.Request, body: GenerateImageBody) -> web.R
         return DIALECT.error(499, "the client closed the connection; the generation was cancelled")
     if job.status != "completed":
         return DIALECT.error(500, f"Image generation {job.status}: {job.error or 'no error message'}")
-    try:
-        png = await engine.read_output(job, "images", 0)
-    except (BridgeError, OSError) as exc:
-        return DIALECT.error(500, f"The generated image cannot be read: {exc}")
-    filename = f"art_token_{token_text}_{secrets.token_hex(4)}.png"
-    try:
-        await engine.blobs.put(image_key(filename), png, "image/png")
-    except Exception as exc:  # noqa: BLE001 - a store that refuses the write is a failed request, said so
-        log.error("AleaArt image %s not stored: %s", filename, exc)
-        return DIALECT.error(500, f"The generated image cannot be stored: {exc}")
-    response = {"success": True, "imageUrl": f"{IMAGES_PATH}/{filename}", "imageBase64": image_io.data_url(png),
-                "tokenId": token, "prompt": prompt, "parameters": extra["parameters"]}
+    if body.response_format == "url":
+        url, inline = await engine.result_link(job, "images", 0, request_origin(request)), None
+    else:
+        try:
+            png = await engine.read_output(job, "images", 0)
+        except (BridgeError, OSError) as exc:
+            return DIALECT.error(500, f"The generated image cannot be read: {exc}")
+        url, inline = f"{IMAGES_PATH}/{image_name(token_text, job.id)}", image_io.data_url(png)
+    response = {"success": True, "imageUrl": url, "imageBase64": inline, "tokenId": token, "prompt": prompt,
+                "parameters": extra["parameters"]}
     if extra["palette"] is not None:
         response["palette"] = extra["palette"]
     return web.json_response(response)
@@ -308,7 +316,21 @@ async def generated_image(request: web.Request) -> web.StreamResponse:
     name = request.match_info["filename"]
     if not _FILENAME.match(name) or ".." in name:
         return web.json_response({"error": "Image not found"}, status=404)
-    blobs = engine_of(request).blobs
+    engine = engine_of(request)
+    named = _JOB_FILENAME.match(name)
+    if named is not None:
+        job = await engine.find(named["job"])
+        if (job is None or job.meta.get("api") != API or job.meta.get("tokenId") != named["token"]
+                or not job.outputs.get("images")):
+            return web.json_response({"error": "Image not found"}, status=404)
+        try:
+            link = await engine.blobs.url(job.outputs["images"][0], 300)
+            if link is not None:
+                raise web.HTTPTemporaryRedirect(link)  # the object store serves the bytes
+            return web.Response(body=await engine.read_output(job, "images", 0), content_type="image/png")
+        except BridgeError:
+            return web.json_response({"error": "Image not found"}, status=404)
+    blobs = engine.blobs
     url = await blobs.url(image_key(name), 300)
     if url is not None:
         raise web.HTTPTemporaryRedirect(url)  # the object store serves the bytes

@@ -48,11 +48,13 @@ from bridge import images as image_io
 from bridge.api import Dialect, ErrorBody, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, Conflict, InvalidParameter, JobNotFound
-from bridge.fields import (Bool, Float, ImageData, Int, Loras, LooseFloat, Request, Seed, Text, Webhook, field_errors,
-                           loras_setting)
+from bridge.fields import (Bool, Float, ImageData, Int, Loras, LooseFloat, Request, ResponseFormat, Seed, Text,
+                           Webhook, field_errors, loras_setting)
 from bridge.keys import SETTINGS
 
-from .toolkit import engine_of
+from bridge.engine import Job, JobEngine
+
+from .toolkit import engine_of, request_origin
 
 log = logging.getLogger("bridge.adapters.pixart_editor")
 
@@ -276,6 +278,9 @@ class EditorRequest(Request):
     loras: Loras | None = Field(None, description="AI path: LoRAs applied to the checkpoint, in order "
                                                   "([{name, strength, clip_strength}]); absent: the server's "
                                                   "PIXART_EDITOR_LORAS.")
+    response_format: ResponseFormat | None = Field(None, description=(
+        "How the status route answers the result: b64 (default) fills resultDataUrl; url leaves it null and the "
+        "client loads resultUrl (a presigned S3 URL when results live in S3)."))
 
 
 @functools.lru_cache(maxsize=8)
@@ -345,7 +350,8 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
                        "work_height": wh, "scale_method": method})
     meta = {"dialect": DIALECT_NAME, "client_id": body.id, "body_sha256": body_digest(body), "width": width,
             "height": height, "style": style, "palette": palette.label, "dither": dither, "algorithm": workflow,
-            "use_ai": use_ai, "timestamp": body.timestamp, "webhook": body.webhook}
+            "use_ai": use_ai, "timestamp": body.timestamp, "webhook": body.webhook,
+            "response_format": body.response_format}
     return Plan(workflow=workflow, algorithm=workflow, params=params, meta=meta, use_ai=use_ai)
 
 
@@ -377,12 +383,16 @@ def read_result(png: bytes, width: int, height: int) -> Result:
     return Result("data:image/png;base64," + base64.b64encode(png).decode("ascii"), colors)
 
 
-async def status_body(engine: Any, job: Any, cache: collections.OrderedDict[str, Result]) -> dict[str, Any]:
+async def status_body(engine: JobEngine, job: Job, cache: collections.OrderedDict[str, Result], *,
+                      response_format: str | None = None, origin: str = "") -> dict[str, Any]:
+    """The status answer; `response_format` (else the one the generation was asked with) "url" sends the result
+    as `resultUrl` only."""
     meta = job.meta or {}
     status = STATUS_NAMES.get(job.status, "failed")
     body: dict[str, Any] = {"id": meta.get("client_id", job.id), "status": status,
                             "progress": 100 if job.status == "completed" else int(job.progress),
-                            "resultDataUrl": None, "error": None, "processingTime": None, "metadata": None}
+                            "resultDataUrl": None, "resultUrl": None, "error": None, "processingTime": None,
+                            "metadata": None}
     if job.finished_at is not None:
         body["processingTime"] = max(0, int(round((job.finished_at - job.created_at) * 1000)))
     if job.status == "cancelled":
@@ -404,7 +414,9 @@ async def status_body(engine: Any, job: Any, cache: collections.OrderedDict[str,
         cache[job.id] = result
         while len(cache) > 256:
             cache.popitem(last=False)
-    body["resultDataUrl"] = result.data_url
+    body["resultUrl"] = await engine.result_link(job, "images", 0, origin)
+    if (response_format or meta.get("response_format") or "b64") == "b64":
+        body["resultDataUrl"] = result.data_url
     seed = job.params.get("seed") if meta.get("use_ai") else None
     body["metadata"] = {"colorsUsed": len(result.colors), "pixelCount": meta["width"] * meta["height"],
                         "algorithm": meta.get("algorithm", job.workflow), "style": meta.get("style"),
@@ -484,7 +496,9 @@ class ResultMetadata(BaseModel):
 class PixelGenerationStatus(PixelGenerationAccepted):
     """Status and, once completed, the result: a PNG data URL, exactly width x height, palette colours only."""
 
-    resultDataUrl: str | None
+    resultDataUrl: str | None = Field(description="The PNG as a data URL (null with response_format url).")
+    resultUrl: str | None = Field(description="Where the PNG can be fetched: a presigned S3 URL, or the bridge's "
+                                              "/jobs/{id}/outputs/images/0.")
     error: str | None
     processingTime: int | None = Field(description="Milliseconds from acceptance to the end.")
     metadata: ResultMetadata | None
@@ -545,6 +559,8 @@ MAX_WAIT = 60.0
 
 
 class StatusQuery(Request):
+    response_format: ResponseFormat | None = Field(None, description="b64 or url; default: what the generation "
+                                                                     "was asked with, else b64.")
     wait: Annotated[LooseFloat, Field(ge=0.0, le=MAX_WAIT)] = Field(
         0.0, description="Seconds to hold the answer while the generation runs: it comes as soon as it ends (or "
                          "when the time is up, with the generation as it then stands).")
@@ -561,7 +577,9 @@ async def status(request: web.Request, query: StatusQuery) -> web.Response:
     if query.wait > 0 and not job.done:
         with contextlib.suppress(asyncio.TimeoutError):
             job = await engine.wait(job.id, timeout=query.wait)
-    return web.json_response(await status_body(engine, job, _state(request)["results"]))
+    return web.json_response(await status_body(engine, job, _state(request)["results"],
+                                               response_format=query.response_format,
+                                               origin=request_origin(request)))
 
 
 @endpoint(dialect=DIALECT, responses={200: PixelStyles})

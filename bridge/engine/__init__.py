@@ -341,6 +341,7 @@ class JobEngine:
         self._check_client_quota(client)
         values = wf.coerce(parameters or {}, rng=self._rng)
         self.check_cost([(wf, values)])
+        await self._check_webhook((meta or {}).get("webhook"))
         wanted = _wanted_outputs(wf, outputs)
         if job_id is not None:
             try:
@@ -411,6 +412,16 @@ class JobEngine:
 
     def get(self, job_id: str) -> Job | None:
         return self._table.get(job_id) if self._table is not None else None
+
+    async def find(self, job_id: str) -> Job | None:
+        """The job with this id, or None (also for an id that could not be a job's)."""
+        if not isinstance(job_id, str):
+            return None
+        try:
+            check_id(job_id)
+        except ValueError:
+            return None
+        return self.get(job_id)
 
     def list(self, status: str | None = None, workflow: str | None = None, limit: int = 100,
              offset: int = 0) -> list[Job]:
@@ -574,6 +585,17 @@ class JobEngine:
             raise CostTooHigh(terms, total, self.max_request_cost)
 
     # ================================================================= helpers
+    async def _check_webhook(self, spec: Any) -> None:
+        """A job's own receiver is checked when the job is accepted: a client learns now, not from a failed
+        delivery later, that it named an address the bridge will not call."""
+        url = spec.get("url") if isinstance(spec, Mapping) else spec
+        if not url:
+            return
+        try:
+            await self.outbound.check_target(str(url))
+        except OutboundRefused as exc:
+            raise InvalidParameter("webhook", f"webhook: the receiver URL was refused: {exc}") from None
+
     def _check_client_quota(self, client: str | None) -> None:
         if not self.max_jobs_per_client or client is None or self._table is None:
             return
