@@ -61,8 +61,16 @@ def test_shipped_palette_files_parse_to_the_named_palettes() -> None:
 
     from pixart_nodes.core.palette import load_palette_file, named_palette
 
-    files = sorted((PACK / "palettes").glob("*.*"))
+    # library.json and CREDITS.md are the named-palette library itself, not example files
+    files = sorted(p for p in (PACK / "palettes").glob("*.*") if p.name not in ("library.json", "CREDITS.md"))
     assert files, "the pack ships example palette files for the Palette node's file source"
     for path in files:
         loaded = load_palette_file(path)
         np.testing.assert_array_equal(loaded.colors, named_palette(path.stem).colors, err_msg=path.name)
+
+
+def test_palette_library_ships_with_the_package() -> None:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = data["tool"]["setuptools"]["package-data"]["pixart_nodes"]
+    assert "palettes/*" in shipped  # library.json and CREDITS.md live there
+    assert (PACK / "palettes" / "library.json").is_file() and (PACK / "palettes" / "CREDITS.md").is_file()

@@ -1,4 +1,5 @@
-"""Palette node: a PIXART_PALETTE from a named palette, hex colours, a palette file, or an image."""
+"""Palette nodes: a PIXART_PALETTE from the library (by name or by a search), hex colours, a palette file, or an
+image; and a search node that lists the library's matches."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import palette as pal
+from .core import palettes as library
 from .core.tensors import iter_batch_uint8, mask_to_alpha, uint8_to_image
 
 SOURCES = ("named", "hex", "file", "image")
@@ -54,9 +56,10 @@ def swatch(p: pal.Palette, cell: int = 16, per_row: int = 16) -> np.ndarray:
 
 class PixartPalette:
     DESCRIPTION = (
-        "Makes a palette: a named one (PICO-8, Game Boy, NES, CGA, Sweetie 16, Endesga 32, retro-8bit/16bit...), "
-        "a list of hex colours, a .hex/.gpl file, or N colours extracted from an image (k-means in OKLab or "
-        "median cut)."
+        f"Makes a palette: one of the library's {len(library.LIBRARY)} named palettes (Lospec's most used, PICO-8, "
+        "Game Boy, NES, C64, CGA/EGA, Sweetie 16, Endesga, ...; pick by name or type a search), a list of hex "
+        "colours, a palette file (.hex .gpl .pal .act .txt or a PNG swatch strip), or N colours extracted from an "
+        "image (k-means in OKLab or median cut). The colours keep their published order."
     )
     CATEGORY = "Pixart/Palette"
     FUNCTION = "build"
@@ -75,7 +78,9 @@ class PixartPalette:
                 "source": (list(SOURCES), {"default": "named", "tooltip": "Where the colours come from."}),
                 "name": (
                     list(pal.NAMED_PALETTES),
-                    {"default": "pico-8", "tooltip": "Built-in palette, used when source is 'named'."},
+                    {"default": "pico-8", "tooltip": (
+                        "Library palette, used when source is 'named' and search is empty. The list runs from the "
+                        "most used; 'pixart palettes' or the Pixart Palette Search node show sizes and authors.")},
                 ),
                 "hex_colors": (
                     "STRING",
@@ -90,8 +95,8 @@ class PixartPalette:
                     "STRING",
                     {
                         "default": "",
-                        "tooltip": "A .hex or .gpl palette file in ComfyUI's input folder or the pack's "
-                        "palettes folder; used when source is 'file'.",
+                        "tooltip": "A palette file (.hex .gpl .pal .act .txt, or a PNG swatch strip) in ComfyUI's "
+                        "input folder or the pack's palettes folder; used when source is 'file'.",
                     },
                 ),
                 "n_colors": (
@@ -115,11 +120,21 @@ class PixartPalette:
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Image to take colours from (all images of the batch together)."}),
                 "mask": ("MASK", {"tooltip": "Masked (1) pixels are ignored when extracting, e.g. transparency."}),
+                "search": ("STRING", {"default": "", "tooltip": (
+                    "Source 'named' only: words to find in a palette's name, title or author (e.g. 'gameboy', "
+                    "'endesga 16', 'polack'); the best match replaces 'name' (exact name first, then names that "
+                    "start with it, then the most used). Empty: use 'name'. The Pixart Palette Search node lists "
+                    "every match.")}),
             },
         }
 
-    def build(self, source, name, hex_colors, file, n_colors, method, seed, image=None, mask=None):
+    def build(self, source, name, hex_colors, file, n_colors, method, seed, image=None, mask=None, search=""):
         if source == "named":
+            if search and search.strip():
+                found = library.search(search)
+                if not found:
+                    raise ValueError(f"search: no library palette matches {search.strip()!r}")
+                name = found[0].name
             p = pal.named_palette(name)
         elif source == "hex":
             try:
@@ -151,5 +166,56 @@ def _stack_for_extraction(images, mask) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-NODE_CLASS_MAPPINGS = {"PixartPalette": PixartPalette}
-NODE_DISPLAY_NAME_MAPPINGS = {"PixartPalette": "Pixart Palette"}
+class PixartPaletteSearch:
+    DESCRIPTION = (
+        "Searches the palette library by words (name, title, author) and number of colours. Lists every match "
+        "(name, size, author; shown on the node) and outputs one of them as a palette, with a swatch of the first "
+        "matches. ComfyUI's lists are fixed, so this is the way to browse by size."
+    )
+    CATEGORY = "Pixart/Palette"
+    FUNCTION = "search"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("PIXART_PALETTE", "IMAGE", "STRING", "INT")
+    RETURN_NAMES = ("palette", "swatches", "matches", "count")
+    OUTPUT_TOOLTIPS = (
+        "The match chosen by 'pick'.",
+        "The first 24 matches, one row each (8x8 squares per colour, up to 64 colours shown per row).",
+        "Every match, one per line: 'name (N colours, author)'.",
+        "Number of matches.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text": ("STRING", {"default": "", "tooltip": (
+                    "Words that must all appear in the palette's name, an alias, its title or author "
+                    "(case, spaces and dashes ignored). Empty: every palette of the size range.")}),
+                "min_colors": ("INT", {"default": 2, "min": 1, "max": 256, "tooltip": "Smallest palette size."}),
+                "max_colors": ("INT", {"default": 256, "min": 1, "max": 256, "tooltip": "Largest palette size."}),
+                "pick": ("INT", {"default": 1, "min": 1, "max": 256, "tooltip": (
+                    "Which match to output: 1 is the best (exact name, then names starting with the text, then "
+                    "the most used); past the end, the last.")}),
+            },
+        }
+
+    def search(self, text, min_colors=2, max_colors=256, pick=1):
+        found = library.search(text, min_colors=min_colors, max_colors=max_colors)
+        if not found:
+            raise ValueError(f"text: no library palette matches {text.strip()!r} with {min_colors}..{max_colors} "
+                             "colours")
+        chosen = found[min(pick, len(found)) - 1]
+        listing = "\n".join(p.label() for p in found)
+        rows = []
+        for p in found[:24]:
+            row = np.zeros((64, 3), dtype=np.uint8)
+            colours = pal.named_palette(p.name).colors[:64]
+            row[:len(colours)] = colours
+            rows.append(row)
+        strip = np.repeat(np.repeat(np.stack(rows), 8, axis=0), 8, axis=1)
+        return {"ui": {"text": [listing]},
+                "result": (pal.named_palette(chosen.name), uint8_to_image(strip), listing, len(found))}
+
+
+NODE_CLASS_MAPPINGS = {"PixartPalette": PixartPalette, "PixartPaletteSearch": PixartPaletteSearch}
+NODE_DISPLAY_NAME_MAPPINGS = {"PixartPalette": "Pixart Palette", "PixartPaletteSearch": "Pixart Palette Search"}

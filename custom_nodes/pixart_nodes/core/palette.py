@@ -75,7 +75,9 @@ def named_palette(name: str) -> Palette:
         raise ValueError(f"palette name must be a string, got {type(name).__name__}")
     key = _LOOKUP.get(_normalise_name(name))
     if key is None:
-        raise ValueError(f"unknown palette {name!r}; known palettes: {', '.join(NAMED_PALETTES)}")
+        from .palettes import info
+
+        info(name)  # raises, naming the closest of the library's hundreds of palettes
     return palette_from_hex(PALETTE_DATA[key][1], name=key)
 
 

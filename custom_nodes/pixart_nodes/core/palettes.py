@@ -1,69 +1,148 @@
-"""Named palette data: canonical name -> (display title, hex colours), plus aliases.
+"""The palette library: 247 well-known palettes (Lospec's most used, the classic hardware ones), each with its
+name, title, size, author and source, the colours in their published order. Searchable by text and size.
 
-Sources (see /work/shared/reference/pixel-art.md §2): Lospec (as scraped 2025-01-10), Aseprite's bundled .gpl
-files and TIC-80 carts. ``retro-8bit`` / ``retro-16bit`` are the two palettes the Pixart editor names (the
-first 8 and all 16 PICO-8 colours). Lookup normalises names by dropping case and every non-alphanumeric
-character, so "PICO-8", "pico8" and "pico_8" are one palette.
+The data is ``palettes/library.json`` in the pack (credits inside, and in ``palettes/CREDITS.md``): Lospec
+palettes as Lospec lists them (via the rafraser/elm-lospec scrape), hardware palettes Lospec lacks, or lists in
+a different order than the machine's colour numbers, from the palettes Aseprite ships. ``retro-8bit`` /
+``retro-16bit`` are the two palettes the Pixart editor names (the first 8 and all 16 PICO-8 colours).
+
+Lookup normalises names by dropping case and every non-alphanumeric character, so "PICO-8", "pico8" and "pico_8"
+are one palette; aliases (``db16``, ``c64``, ``tic-80``, the Lospec slugs of renamed entries, ...) resolve the same
+way.
 """
 from __future__ import annotations
 
-_PICO8 = (
-    "000000 1D2B53 7E2553 008751 AB5236 5F574F C2C3C7 FFF1E8 "
-    "FF004D FFA300 FFEC27 00E436 29ADFF 83769C FF77A8 FFCCAA"
-)
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
 
-# The 64-entry NES 2C02 rendition used by Lospec, FCEUX-era tools and PixelArt-Detector, with the duplicate
-# blacks of columns $0E/$0F (and $0D, "blacker than black") dropped: 55 distinct colours, row-major order.
-_NES = (
-    "7C7C7C 0000FC 0000BC 4428BC 940084 A80020 A81000 881400 503000 007800 006800 005800 004058 000000 "
-    "BCBCBC 0078F8 0058F8 6844FC D800CC E40058 F83800 E45C10 AC7C00 00B800 00A800 00A844 008888 "
-    "F8F8F8 3CBCFC 6888FC 9878F8 F878F8 F85898 F87858 FCA044 F8B800 B8F818 58D854 58F898 00E8D8 787878 "
-    "FCFCFC A4E4FC B8B8F8 D8B8F8 F8B8F8 F8A4C0 F0D0B0 FCE0A8 F8D878 D8F878 B8F8B8 B8F8D8 00FCFC F8D8F8"
-)
+LIBRARY_FILE = Path(__file__).resolve().parent.parent / "palettes" / "library.json"
+KINDS = ("artist", "hardware")
 
-PALETTE_DATA: dict[str, tuple[str, str]] = {
-    "pico-8": ("PICO-8", _PICO8),
-    "retro-8bit": ("Retro 8-bit (first 8 PICO-8 colours)", " ".join(_PICO8.split()[:8])),
-    "retro-16bit": ("Retro 16-bit (PICO-8)", _PICO8),
-    "gameboy": ("Game Boy (DMG), dark to light", "0F380F 306230 8BAC0F 9BBC0F"),
-    "gameboy-bgb": ("Game Boy (BGB emulator default)", "081820 346856 88C070 E0F8D0"),
-    "nes": ("NES (55 distinct colours)", _NES),
-    "cga": (
-        "CGA (16-colour RGBI)",
-        "000000 0000AA 00AA00 00AAAA AA0000 AA00AA AA5500 AAAAAA "
-        "555555 5555FF 55FF55 55FFFF FF5555 FF55FF FFFF55 FFFFFF",
-    ),
-    "cga-p0-low": ("CGA mode 4, palette 0 low", "000000 00AA00 AA0000 AA5500"),
-    "cga-p0-high": ("CGA mode 4, palette 0 high", "000000 55FF55 FF5555 FFFF55"),
-    "cga-p1-low": ("CGA mode 4, palette 1 low", "000000 00AAAA AA00AA AAAAAA"),
-    "cga-p1-high": ("CGA mode 4, palette 1 high", "000000 55FFFF FF55FF FFFFFF"),
-    "sweetie-16": (
-        "Sweetie 16 (GrafxKid)",
-        "1A1C2C 5D275D B13E53 EF7D57 FFCD75 A7F070 38B764 257179 "
-        "29366F 3B5DC9 41A6F6 73EFF7 F4F4F4 94B0C2 566C86 333C57",
-    ),
-    "endesga-32": (
-        "Endesga 32",
-        "BE4A2F D77643 EAD4AA E4A672 B86F50 733E39 3E2731 A22633 E43B44 F77622 FEAE34 FEE761 "
-        "63C74D 3E8948 265C42 193C3E 124E89 0099DB 2CE8F5 FFFFFF C0CBDC 8B9BB4 5A6988 3A4466 "
-        "262B44 181425 FF0044 68386C B55088 F6757A E8B796 C28569",
-    ),
-    "1bit": ("1-bit black and white", "000000 FFFFFF"),
-}
 
-ALIASES: dict[str, str] = {
-    "pico": "pico-8",
-    "game-boy": "gameboy",
-    "gameboy-dmg": "gameboy",
-    "game-boy-dmg": "gameboy",
-    "dmg": "gameboy",
-    "original-gameboy": "gameboy",
-    "nintendo-gameboy-bgb": "gameboy-bgb",
-    "nintendo-entertainment-system": "nes",
-    "sweetie16": "sweetie-16",
-    "edg32": "endesga-32",
-    "endesga32": "endesga-32",
-    "black-white": "1bit",
-    "bw": "1bit",
-    "mono": "1bit",
-}
+@dataclass(frozen=True)
+class PaletteInfo:
+    """One library entry. ``colors`` are lowercase ``rrggbb`` strings in the published order."""
+
+    name: str
+    title: str
+    author: str
+    source: str
+    kind: str  # "artist" (made by a pixel artist) or "hardware" (a machine's or program's own colours)
+    colors: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.colors)
+
+    def label(self) -> str:
+        """``name (N colours, author)``, as lists show it."""
+        return f"{self.name} ({self.size} colours, {self.author})"
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _load() -> tuple[tuple[PaletteInfo, ...], str]:
+    data = json.loads(LIBRARY_FILE.read_text(encoding="utf-8"))
+    entries = []
+    for raw in data["palettes"]:
+        entries.append(PaletteInfo(
+            name=raw["name"], title=raw["title"], author=raw["author"], source=raw["source"], kind=raw["kind"],
+            colors=tuple(raw["colors"]), aliases=tuple(raw.get("aliases", ())), note=raw.get("note", "")))
+        if raw["size"] != len(raw["colors"]):  # the file is data people edit by hand: say which entry is off
+            raise ValueError(f"{LIBRARY_FILE.name}: {raw['name']}: size {raw['size']} but {len(raw['colors'])} colours")
+    return tuple(entries), data["credits"]
+
+
+LIBRARY, CREDITS = _load()
+_BY_NAME: dict[str, PaletteInfo] = {p.name: p for p in LIBRARY}
+
+# name -> (title, hex colours): the shape core/palette.py reads
+PALETTE_DATA: dict[str, tuple[str, str]] = {p.name: (p.title, " ".join(p.colors)) for p in LIBRARY}
+ALIASES: dict[str, str] = {alias: p.name for p in LIBRARY for alias in p.aliases}
+
+_LOOKUP: dict[str, PaletteInfo] = {normalise(p.name): p for p in LIBRARY}
+_LOOKUP.update({normalise(alias): _BY_NAME[target] for alias, target in ALIASES.items()})
+
+
+def info(name: str) -> PaletteInfo:
+    """A library entry by name or alias (case and separators ignored)."""
+    found = _LOOKUP.get(normalise(name)) if isinstance(name, str) else None
+    if found is None:
+        near = suggest(name) if isinstance(name, str) else []
+        hint = f"; did you mean {', '.join(near)}?" if near else "; 'pixart palettes --search TEXT' lists them"
+        raise ValueError(f"unknown palette {name!r}{hint}")
+    return found
+
+
+def suggest(name: str, limit: int = 5) -> list[str]:
+    """Library names close to a misspelt or partial one: the search's matches first, then similar spellings."""
+    import difflib
+
+    found = [p.name for p in search(name)][:limit]
+    if len(found) < limit:
+        for close in difflib.get_close_matches(normalise(name), list(_LOOKUP), n=2 * limit, cutoff=0.6):
+            if _LOOKUP[close].name not in found:
+                found.append(_LOOKUP[close].name)
+    return found[:limit]
+
+
+def search(text: str = "", *, colors: int | None = None, min_colors: int | None = None,
+           max_colors: int | None = None, kind: str | None = None) -> list[PaletteInfo]:
+    """Library entries whose name, alias, title or author contains every word of ``text`` (case and separators
+    ignored), with exactly ``colors`` or between ``min_colors`` and ``max_colors`` colours.
+
+    Best matches first: the exact name or alias, then names starting with the text, then names or titles containing
+    it, then the rest (an author match); within each, the library's order (the most used palettes first)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    words = [normalise(w) for w in text.split()]
+    words = [w for w in words if w]
+    whole = normalise(text)
+    ranked: list[tuple[int, int, PaletteInfo]] = []
+    for order, p in enumerate(LIBRARY):
+        if colors is not None and p.size != colors:
+            continue
+        if (min_colors is not None and p.size < min_colors) or (max_colors is not None and p.size > max_colors):
+            continue
+        if kind is not None and p.kind != kind:
+            continue
+        names = [normalise(p.name), *(normalise(a) for a in p.aliases)]
+        fields = [*names, normalise(p.title), normalise(p.author)]
+        if not all(any(w in f for f in fields) for w in words):
+            continue
+        if not whole:
+            rank = 3
+        elif whole in names:
+            rank = 0
+        elif any(n.startswith(whole) for n in names):
+            rank = 1
+        elif any(whole in f for f in (*names, normalise(p.title))):
+            rank = 2
+        else:
+            rank = 3
+        ranked.append((rank, order, p))
+    return [p for _, _, p in sorted(ranked, key=lambda t: (t[0], t[1]))]
+
+
+def credits_markdown() -> str:
+    """``palettes/CREDITS.md``: every palette with its author and source (a test keeps the file in step)."""
+    rows = [f"| `{p.name}` | {p.title} | {p.size} | {p.author} | {p.source} |" for p in LIBRARY]
+    return "\n".join([
+        "# Palette library credits",
+        "",
+        CREDITS,
+        "",
+        f"{len(LIBRARY)} palettes, in the library's order (`library.json`). Generated by "
+        "`python -c \"from pixart_nodes.core.palettes import credits_markdown; print(credits_markdown(), end='')\"`.",
+        "",
+        "| name | title | colours | author | source |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
