@@ -74,11 +74,11 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
     `adapter_names` defaults to settings.adapters, then to every module in bridge.adapters.ENABLED."""
     metrics = Metrics()
     cors = Cors(settings.cors_origins, settings.cors_credentials)
-    middlewares: list[Any] = [request_counter(metrics), client_identity]
+    keys = ApiKeys(settings.api_keys) if settings.api_keys else None
+    middlewares: list[Any] = [request_counter(metrics), client_identity(keys)]
     if cors.enabled:
         middlewares.append(cors.middleware)
     middlewares += [error_middleware, body_limit_middleware(settings.max_body_bytes)]
-    keys = ApiKeys(settings.api_keys) if settings.api_keys else None
     if settings.rate_limit > 0:
         # Before authentication, so refused keys are counted (by address).
         middlewares.append(rate_limit_middleware(TokenBucket(settings.rate_limit, settings.rate_burst),

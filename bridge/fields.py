@@ -34,6 +34,8 @@ RANDOM_SEED = -1
 RANDOM_SEED_HIGH = 2**32 - 1
 # Longer than any prompt a person writes; bounds the work a hostile body can cause in tokenisers and logs.
 MAX_TEXT = 10_000
+# An image field holds megabytes of base64; the body limit (BRIDGE_MAX_BODY_MB) is what bounds it in practice.
+MAX_IMAGE_TEXT = 512 * 1024 * 1024
 
 
 def _not_bool(value: Any, kind: str) -> Any:
@@ -110,7 +112,7 @@ Text = Annotated[str, Strict(), Field(max_length=MAX_TEXT)]
 NonBlank = Annotated[str, Strict(), Field(max_length=MAX_TEXT), AfterValidator(_non_blank)]
 # Base64 image bytes, plain or as a `data:` URL, or a URL to fetch. Only the type is checked here; fetching
 # (JobEngine.fetch_image), decoding and the size and pixel limits run later, off the event loop (bridge.images).
-ImageData = Annotated[str, Strict(), WithJsonSchema({
+ImageData = Annotated[str, Strict(), Field(max_length=MAX_IMAGE_TEXT), WithJsonSchema({
     "type": "string",
     "description": "PNG, JPEG or WebP bytes as base64 text or a data URL (data:image/png;base64,...), or an "
                    "http(s):// URL (public addresses only, unless BRIDGE_OUTBOUND_ALLOW admits it) or an "
@@ -225,9 +227,11 @@ class JsonSchema(GenerateJsonSchema):
 
 
 class Request(BaseModel):
-    """Base of request models: unknown keys are ignored (clients send extras), fields by name or alias."""
+    """Base of request models: unknown keys are ignored (clients send extras), fields by name or alias. Every string
+    is at most MAX_TEXT characters unless its type says otherwise (images): a megabyte sampler name is refused,
+    naming the field, before it reaches a lookup, a log line or a tokenizer."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=False)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=False, str_max_length=MAX_TEXT)
 
 
 # ---------------------------------------------------------------------------------------------------------------

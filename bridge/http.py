@@ -145,19 +145,26 @@ def request_api_key(request: web.Request) -> str | None:
     return None
 
 
-@web.middleware
-async def client_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Who is asking, for the per-client job quota: a fingerprint of the API key sent (never the key itself; an
-    invalid key is refused before any job is made), else the address."""
+def client_identity(keys: ApiKeys | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Who is asking, for the per-client job quota: a fingerprint of a valid API key (never the key itself), else
+    the address. A key that is not one of the configured ones (or any key where none are configured) is not an
+    identity: otherwise a client could send a new made-up key with each request and never meet its quota."""
     from bridge.engine import CLIENT
 
-    key = request_api_key(request)
-    token = CLIENT.set("key:" + hashlib.sha256(key.encode()).hexdigest()[:16] if key
-                       else f"addr:{request.remote}")
-    try:
-        return await handler(request)
-    finally:
-        CLIENT.reset(token)
+    @web.middleware
+    async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request_api_key(request)
+        if key and keys is not None and keys.valid(key):
+            who = "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        else:
+            who = f"addr:{request.remote}"
+        token = CLIENT.set(who)
+        try:
+            return await handler(request)
+        finally:
+            CLIENT.reset(token)
+
+    return identify
 
 
 class ApiKeys:

@@ -82,6 +82,10 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
+        try:
+            host.encode("idna")  # what the resolver does first; an empty or overlong label fails there
+        except UnicodeError:
+            raise OutboundRefused(f"{host!r} is not a valid host name") from None
         return host
     policy.check_address(host, _unmapped(literal))
     return host
@@ -199,7 +203,7 @@ class Outbound:
             await asyncio.wait_for(CheckedResolver(self.policy).resolve(host), self.policy.timeout)
         except asyncio.TimeoutError:
             raise OutboundRefused(f"{host} did not resolve within {self.policy.timeout:g} s") from None
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise OutboundRefused(f"{host} does not resolve: {exc}") from None
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:

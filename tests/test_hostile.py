@@ -107,7 +107,7 @@ async def test_decoding_runs_off_the_event_loop_and_health_answers_meanwhile(
                 running.pop()
 
     monkeypatch.setattr(image_io, "open_image", held)
-    sketch = solid_png_b64(64, 64, (255, 0, 0), data_url=True)
+    sketch = "data:image/png;base64," + black_png_b64(4096)  # 16.7 MP: about half a second each to decode
     posts = [asyncio.ensure_future(client.post("/api/pixel-generation/generate", json={
         "id": f"sketch-{i}", "sketchData": sketch, "width": 8, "height": 8, "style": "pico-8"})) for i in range(8)]
     for _ in range(200):
@@ -172,6 +172,30 @@ async def test_deep_json_is_refused_on_every_post_route(bridge_factory: Any) -> 
             assert "body" in text, (path, text[:300])
         assert "nested more than 64 levels" in (await (await client.post(
             path, data=deep, headers={"Content-Type": "application/json"})).text())
+
+
+LONG = "x" * 2_000_000
+LONG_TEXT_CASES = [
+    ("jobs_api", "/generate/text2img", {"prompt": "x", "sampler": LONG}, "sampler"),
+    ("jobs_api", "/generate/text2img", {"prompt": LONG}, "prompt"),
+    ("jobs_api", "/workflows/txt2img", {"parameters": {"sampler": LONG}}, "sampler"),
+    ("pixart_editor", "/api/pixel-generation/generate", {"id": "l", "sketchData": solid_png_b64(8, 8), "width": 8,
+                                                         "height": 8, "colorPalette": [LONG]}, "colorPalette"),
+    ("unified", "/generate", {"prompt": "x", "negative_prompt": LONG}, "negative_prompt"),
+    ("aleaart", "/generate-image", {"prompt": "x", "sampler": LONG}, "sampler"),
+]
+
+
+@pytest.mark.parametrize("adapter,path,body,field", LONG_TEXT_CASES)
+async def test_a_string_too_long_is_400_naming_the_field(bridge_factory: Any, comfy_double: Any, adapter: str,
+                                                         path: str, body: dict[str, Any], field: str) -> None:
+    client = await bridge_factory(adapters=[adapter], UNIFIED_BACKEND="sd15")
+    before = len(comfy_double.prompts)
+    resp = await client.post(path, json=body)
+    text = await resp.text()
+    assert resp.status == 400, text[:300]
+    assert field in text and len(text) < 5000  # named, and the value is not echoed back
+    assert len(comfy_double.prompts) == before
 
 
 # ------------------------------------------------------------------------------------------- 5. wrong keys
@@ -344,6 +368,19 @@ async def test_a_client_may_hold_only_so_many_jobs(bridge_factory: Any, comfy_do
     resp = await client.post("/generate/text2img", json=body)
     assert resp.status == 429 and "BRIDGE_MAX_JOBS_PER_CLIENT" in (await resp.json())["error"]
     assert int(resp.headers["Retry-After"]) >= 1
+    # a made-up key is no new identity: without configured keys the address is the client
+    made_up = await client.post("/generate/text2img", json=body, headers={"X-API-Key": "fresh-1"})
+    assert made_up.status == 429
+
+
+async def test_each_valid_key_has_its_own_quota(bridge_factory: Any, comfy_double: Any) -> None:
+    comfy_double.step_delay = 0.2
+    client = await bridge_factory(adapters=["jobs_api"], max_jobs_per_client=1, api_keys=["alice", "bob"])
+    body = {"prompt": "x", "width": 64, "height": 64, "steps": 20}
+    post = lambda key: client.post("/generate/text2img", json=body, headers={"X-API-Key": key})  # noqa: E731
+    assert (await post("alice")).status == 202
+    assert (await post("alice")).status == 429
+    assert (await post("bob")).status == 202
 
 
 # ------------------------------------------------------------------------------------------- 10. queue cleared

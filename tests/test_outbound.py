@@ -33,6 +33,8 @@ async def test_literal_private_addresses_are_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize("url,why", [
+    ("https://.2\u00d0y/", "not a valid host name"),
+    ("http://" + "a" * 64 + ".example/", "not a valid host name"),
     ("ftp://example.com/x.png", "http:// or https://"), ("file:///etc/passwd", "http:// or https://"),
     ("http://user:pw@example.com/x.png", "credentials"), ("http:///x.png", "no host"),
     ("http://example.com:99999/x.png", "valid URL"),

@@ -142,6 +142,7 @@ class Workflow:
                 defs[f"p{i}"] = (kind | None, Field(default=None, **info))
         title = "".join(part.capitalize() for part in self.name.replace("-", "_").split("_")) + "Parameters"
         return create_model(title, __config__=ConfigDict(extra="forbid", populate_by_name=False,
+                                                          str_max_length=fields.MAX_TEXT,
                                                           json_schema_extra={"additionalProperties": False}), **defs)
 
     def parameters_schema(self) -> dict[str, Any]:

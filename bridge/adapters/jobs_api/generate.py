@@ -8,7 +8,8 @@ from pathlib import PurePath
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, create_model
+from pydantic_core import PydanticCustomError
 
 from bridge import images as image_io
 from bridge.api import endpoint
@@ -107,8 +108,24 @@ class StyleTransferBody(GenerateBase):
     contentStrength: Unit | None = Field(None, description="How much of the content survives (default 0.3).")
 
 
-BODIES: dict[str, type[GenerateBase]] = {"text2img": Text2ImgBody, "img2img": Img2ImgBody, "inpaint": InpaintBody,
-                                         "style-transfer": StyleTransferBody}
+def _not_taken(kind: str) -> Any:
+    def refuse(value: Any) -> Any:
+        raise PydanticCustomError("not_taken", f"not taken by {kind} jobs (it belongs to another job type)")
+
+    return Annotated[Any, BeforeValidator(refuse), WithJsonSchema({"not": {}, "description": (
+        f"Not taken by {kind} jobs: refused when present, so a misdirected request is not run without it.")})]
+
+
+def _closed(kind: str, model: type[GenerateBase], others: list[type[GenerateBase]]) -> type[GenerateBase]:
+    """`model` refusing the fields only other job types take (img2img's `strength` sent to text2img would
+    otherwise be ignored silently, and the job run without what the client meant)."""
+    foreign = sorted({f for m in others for f in m.model_fields} - set(model.model_fields))
+    return create_model(model.__name__, __base__=model, __doc__=model.__doc__,
+                        **{f: (_not_taken(kind), Field(None)) for f in foreign})  # type: ignore[call-overload]
+
+
+_OPEN = {"text2img": Text2ImgBody, "img2img": Img2ImgBody, "inpaint": InpaintBody, "style-transfer": StyleTransferBody}
+BODIES: dict[str, type[GenerateBase]] = {kind: _closed(kind, m, list(_OPEN.values())) for kind, m in _OPEN.items()}
 IMAGE_FIELDS: dict[str, tuple[str, ...]] = {"text2img": (), "img2img": ("initImage",), "inpaint": ("image", "mask"),
                                             "style-transfer": ("contentImage", "styleImage")}
 
