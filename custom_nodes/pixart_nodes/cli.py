@@ -1,7 +1,9 @@
 """The ``pixart`` command: the node pack's processing without ComfyUI (sprite folders, Pico frames, palettes).
 
     pixart convert IN OUT [--pixel-size N | --size WxH] [--method box] [--palette NAME|HEX|FILE | --colors N]
-                          [--dither METHOD] [--upscale]
+                          [--dither METHOD] [--upscale] [--indexed] [--shared-palette]
+    pixart convert FOLDER OUT.gif (--palette ... | --colors N) [--frame-ms 100]   (one animated GIF, one palette)
+    pixart palettes [--search TEXT] [--colors N | --min N --max N] [--kind artist|hardware] [--long | --json]
     pixart rgb565 IN OUT.bin [--size 240x240] [--mode stretch|letterbox|crop] [--byte-order big] [--invert]
     pixart rgb565-preview IN.bin OUT.png [--size 240x240] [--byte-order big] [--inverted]
     pixart palette IMAGE [--colors 16] [--method kmeans] [--format hex|gpl] [-o FILE]
@@ -136,7 +138,20 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
 
 # --- subcommands -------------------------------------------------------------------------------------------------
 
+def _rgba_column(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Every pixel of several images as one ``[N,1,4]`` column (RGB gets opaque alpha): one palette for all."""
+    parts = []
+    for img in images:
+        if img.shape[2] == 4:
+            parts.append(img.reshape(-1, 1, 4))
+        else:
+            alpha = np.full((*img.shape[:2], 1), 255, np.uint8)
+            parts.append(np.concatenate([img, alpha], axis=2).reshape(-1, 1, 4))
+    return np.concatenate(parts, axis=0)
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from .core import indexed
     from .core import palette as pal
     from .core import quantize as qz
 
@@ -150,9 +165,25 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise CliError("--indexed needs a palette: give --palette or --colors")
     if args.dither not in qz.DITHER_METHODS:
         raise CliError(f"--dither must be one of {', '.join(qz.DITHER_METHODS)}, got {args.dither!r}")
-    jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
+    src_path, dst_path = Path(args.input), Path(args.output)
+    # a folder into one .gif: every image is a frame of one animation, all sharing one palette
+    animation = src_path.is_dir() and dst_path.suffix.lower() == ".gif" and not dst_path.is_dir()
+    if animation and args.palette is None and args.colors is None:
+        raise CliError(f"{dst_path}: an animated GIF is indexed: give --palette or --colors")
+    if animation:
+        files = imageio.list_images(src_path)
+        if not files:
+            raise CliError(f"{src_path}: no images in this folder ({', '.join(imageio.IMAGE_SUFFIXES)})")
+        jobs, folder = [(f, dst_path) for f in files], True
+    else:
+        jobs, folder = _jobs(src_path, dst_path, ".png")
+    # one palette extracted from every input: asked for, or what several indexed files / an animation need
+    shared = args.colors is not None and folder and (
+        animation or (args.shared_palette if args.shared_palette is not None else args.indexed))
+    if animation and args.shared_palette is False:
+        raise CliError("--no-shared-palette: the frames of one GIF share its global palette")
 
-    def work(src: Path, dst: Path) -> str:
+    def prepare(src: Path) -> tuple[np.ndarray, tuple | None]:
         img = imageio.read_image(src)
         edges = None
         if args.pixel_size is not None or args.size is not None:
@@ -162,20 +193,21 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             edges = pixelate.grid(img.shape[0], img.shape[1], out_width=w, out_height=h, pixel_size=args.pixel_size)
             img = pixelate.pixelate(img, width=w, height=h, pixel_size=args.pixel_size, method=args.method, k=args.k,
                                     contrast=args.contrast)
+        return img, edges
+
+    def finish(img: np.ndarray, edges: tuple | None, palette) -> tuple[np.ndarray, str]:
         used = ""
-        palette = None
-        if args.palette is not None or args.colors is not None:
-            palette = args.palette if args.palette is not None else pal.extract_palette(
-                img, args.colors, method=args.extract_method, seed=args.seed)
+        if palette is not None:
             result = qz.quantize(img, palette, dither=args.dither, distance=args.distance,
                                  serpentine=not args.no_serpentine, strength=args.strength)
             img = result.image
-            used = f", {result.colors_used} of {len(palette)} colours ({palette.name})"
+            used = f", {result.colors_used} of {len(palette)} colours ({palette.name}{', shared' if shared else ''})"
         if args.upscale and edges is not None:
             img = pixelate.expand_blocks(img, *edges)
-        if args.indexed:
-            from .core import indexed
+        return img, used
 
+    def write(dst: Path, img: np.ndarray, palette, used: str) -> str:
+        if args.indexed:
             fmt = dst.suffix.lower().lstrip(".")
             if fmt not in indexed.FORMATS:
                 raise CliError(f"{dst}: --indexed writes .png or .gif files")
@@ -186,7 +218,61 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         imageio.write_image(dst, img)
         return f"{dst}: {img.shape[1]}x{img.shape[0]}{used}"
 
-    return _run_jobs(jobs, folder, args.quiet, "convert", work)
+    if not shared and not animation:
+        def work(src: Path, dst: Path) -> str:
+            img, edges = prepare(src)
+            palette = args.palette
+            if palette is None and args.colors is not None:
+                palette = pal.extract_palette(img, args.colors, method=args.extract_method, seed=args.seed)
+            img, used = finish(img, edges, palette)
+            return write(dst, img, palette, used)
+
+        return _run_jobs(jobs, folder, args.quiet, "convert", work)
+
+    # two passes: read (and pixelate) everything, then one palette for all, then quantize and write
+    prepared: dict[Path, tuple[np.ndarray, tuple | None]] = {}
+
+    def read(src: Path, dst: Path) -> str:
+        prepared[src] = prepare(src)
+        return ""
+
+    code = _run_jobs(jobs, folder, True, "convert", read) if not animation else 0
+    if animation:  # a frame that cannot be read would silently shorten the animation: stop instead
+        for src, _ in jobs:
+            try:
+                prepared[src] = prepare(src)
+            except (ValueError, OSError) as exc:
+                raise CliError(f"{src}: {exc}") from None
+    if not prepared:
+        raise CliError(f"{src_path}: no image could be read")
+    palette = args.palette
+    if palette is None:
+        palette = pal.extract_palette(_rgba_column([img for img, _ in prepared.values()]), args.colors,
+                                      method=args.extract_method, seed=args.seed)
+    if animation:
+        frames = []
+        for src, (img, edges) in prepared.items():
+            img, _ = finish(img, edges, palette)
+            if frames and img.shape[:2] != frames[0].shape[:2]:
+                raise CliError(f"{src}: {img.shape[1]}x{img.shape[0]} differs from the first frame "
+                               f"{frames[0].shape[1]}x{frames[0].shape[0]}; GIF frames share one size")
+            frames.append(img)
+        data = indexed.indexed_gif(frames, palette, duration_ms=args.frame_ms, loop=args.loop)
+        dst_path.parent.mkdir(parents=True, exist_ok=True)
+        dst_path.write_bytes(data)
+        if not args.quiet:
+            print(f"{dst_path}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}, one palette of "
+                  f"{len(palette)} colours ({palette.name})")
+        return 0
+    if not args.quiet:
+        print(f"convert: one palette of {len(palette)} colours from {len(prepared)} images")
+    todo = [(s, d) for s, d in jobs if s in prepared]
+
+    def work_shared(src: Path, dst: Path) -> str:
+        img, used = finish(*prepared.pop(src), palette)
+        return write(dst, img, palette, used)
+
+    return max(code, _run_jobs(todo, folder, args.quiet, "convert", work_shared))
 
 
 def _cmd_rgb565(args: argparse.Namespace) -> int:
@@ -258,6 +344,34 @@ def _cmd_palette_file(args: argparse.Namespace) -> int:
     if args.name:
         p = pal.Palette(args.name, p.colors)
     return _write_palette_out(p, args.output, args.format, args.quiet, block=args.block)
+
+
+def _cmd_palettes(args: argparse.Namespace) -> int:
+    """The palette library as a table (or JSON), filtered by words and size."""
+    from .core import palettes as lib
+
+    if args.colors is not None and (args.min is not None or args.max is not None):
+        raise CliError("--colors and --min/--max exclude each other")
+    if args.min is not None and args.max is not None and args.min > args.max:
+        raise CliError(f"--min {args.min} is larger than --max {args.max}")
+    found = lib.search(args.search or "", colors=args.colors, min_colors=args.min, max_colors=args.max,
+                       kind=args.kind)
+    if args.json:
+        print(json.dumps([{"name": p.name, "title": p.title, "size": p.size, "author": p.author, "source": p.source,
+                           "kind": p.kind, "colors": [f"#{c}" for c in p.colors]} for p in found], indent=1,
+                         ensure_ascii=False))
+        return 0
+    if not found:
+        print("no palette matches; 'pixart palettes' lists them all", file=sys.stderr)
+        return 1
+    rows = [(p.name, str(p.size), p.author, *((p.title, p.source) if args.long else ())) for p in found]
+    head = ("name", "colours", "author", *(("title", "source") if args.long else ()))
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(v.rjust(w) if i == 1 else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip())
+    if not args.quiet:
+        print(f"{len(found)} of {len(lib.LIBRARY)} palettes")
+    return 0
 
 
 def _cmd_aleaart(args: argparse.Namespace) -> int:
@@ -390,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     c = sub.add_parser("convert", parents=[common], help="pixelate and/or map to a palette (files or folders)",
-                       description="Pixelate (downscale) and/or map to a palette, optionally dithered.")
+                       description="Pixelate (downscale) and/or map to a palette, optionally dithered. A folder IN "
+                                   "and an OUT ending in .gif make one animated GIF of every image, sharing one "
+                                   "palette.")
     c.add_argument("input", metavar="IN", help="image file or folder of images")
     c.add_argument("output", metavar="OUT", help="output image (format from its suffix) or folder (PNG files)")
     c.add_argument("--pixel-size", type=_positive_int, help="pixelate with blocks of N x N pixels")
@@ -401,8 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outline: brightness step (0..1) that makes a thin line or dot a detail to keep")
     c.add_argument("--upscale", action="store_true", help="enlarge back to the input size (nearest neighbour)")
     c.add_argument("--palette", type=_palette_spec,
-                   help="built-in palette name (pico-8, ...), hex list ('#000,#fff'), or .hex/.gpl file")
-    c.add_argument("--colors", type=_positive_int, help="extract a palette of N colours from each image instead")
+                   help="library palette name (pico-8, ...; see 'pixart palettes'), hex list ('#000,#fff'), or a "
+                        "palette file (.hex .gpl .pal .act .txt .png)")
+    c.add_argument("--colors", type=_positive_int,
+                   help="extract a palette of N colours instead (per image, or one for all: see --shared-palette)")
+    c.add_argument("--shared-palette", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --colors and a folder: extract one palette from all images (held in memory) and use "
+                        "it for every one; default on with --indexed and for an animated GIF")
     c.add_argument("--extract-method", choices=("kmeans", "median-cut"), default="kmeans",
                    help="palette extraction for --colors (default kmeans)")
     c.add_argument("--seed", type=int, default=0, help="seed for k-means palette extraction")
@@ -412,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-serpentine", action="store_true", help="error diffusion left to right on every row")
     c.add_argument("--indexed", action="store_true",
                    help="write an indexed PNG (or GIF) whose palette is the palette, in its order")
+    c.add_argument("--frame-ms", type=_positive_int, default=100,
+                   help="a folder into one .gif: milliseconds each frame shows (default 100)")
+    c.add_argument("--loop", type=int, default=0, help="a folder into one .gif: times to loop, 0 = forever")
     c.set_defaults(func=_cmd_convert)
 
     r = sub.add_parser("rgb565", parents=[common], help="raw RGB565 frames for small LCDs (Pico / ST7789)",
@@ -460,6 +584,20 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--block", type=_positive_int, default=1, help="PNG strip: swatch size in pixels (default 1)")
     pf.add_argument("--name", help="palette name written into the file")
     pf.set_defaults(func=_cmd_palette_file)
+
+    ls = sub.add_parser("palettes", parents=[common], help="list and search the palette library",
+                        description="List the library's named palettes (name, colours, author), most used first; "
+                                    "filter by words in the name, title or author and by size. Any name works "
+                                    "wherever a palette is asked for (--palette, palette-file, the Palette node).")
+    ls.add_argument("--search", metavar="TEXT", help="words that must all appear (e.g. 'gameboy', 'endesga 16')")
+    ls.add_argument("--colors", type=_positive_int, help="exactly N colours")
+    ls.add_argument("--min", type=_positive_int, help="at least N colours")
+    ls.add_argument("--max", type=_positive_int, help="at most N colours")
+    ls.add_argument("--kind", choices=("artist", "hardware"), help="palettes by pixel artists, or machines' own")
+    out = ls.add_mutually_exclusive_group()
+    out.add_argument("-l", "--long", action="store_true", help="add the title and source columns")
+    out.add_argument("--json", action="store_true", help="every match as JSON, with its colours")
+    ls.set_defaults(func=_cmd_palettes)
 
     a = sub.add_parser("aleaart", parents=[common], help="AleaArt render parameters from a token seed or parameter JSON",
                        description="Print the generation settings AleaArt derives for a seed or parameter set.")
