@@ -94,7 +94,7 @@ def test_node_scales_into_raw_latent_space_with_comfyuis_sd15_format(comfyui_dir
 
 
 def test_node_declaration():
-    assert NODE_CLASS_MAPPINGS == {"PixartNoiseLatent": PixartNoiseLatent}
+    assert NODE_CLASS_MAPPINGS["PixartNoiseLatent"] is PixartNoiseLatent
     spec = PixartNoiseLatent.INPUT_TYPES()
     assert PixartNoiseLatent.CATEGORY == "Pixart/Latent" and PixartNoiseLatent.DESCRIPTION
     for section in spec.values():
