@@ -237,3 +237,19 @@ async def test_index_and_health(client: Any) -> None:
     health = await resp.json()
     assert resp.status == 200
     assert (health["status"], health["model_loaded"], health["cuda_available"]) == ("healthy", True, False)
+
+
+async def test_a_full_queue_is_503_with_retry_after(bridge_factory: Any, comfy_double: ComfyDouble) -> None:
+    comfy_double.step_delay = 0.1
+    client = await bridge_factory(adapters=["aleaart"], max_queue=1)
+    body = {"prompt": "a fox", "steps": 20, "width": 64, "height": 64}
+    first = asyncio.ensure_future(client.post("/generate-image", json=body))
+    for _ in range(200):
+        if comfy_double.prompts:
+            break
+        await asyncio.sleep(0.01)
+    resp = await client.post("/generate-image", json=body)
+    data = await resp.json()
+    assert resp.status == 503 and data["success"] is False, data
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert (await first).status == 200

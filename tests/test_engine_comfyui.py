@@ -244,3 +244,31 @@ async def test_queue_cleared_in_comfyui_behind_the_bridges_back(comfyui: Any, tm
         assert done.prompt_id != first and done.reruns[0]["prompt_id"] == first
         assert "removed from" in done.reruns[0]["reason"]
         assert (await engine.wait(blocker.id, timeout=300)).status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_prompt_cleared_twice_in_comfyui_fails_its_job_saying_why(comfyui: Any, tmp_path: Path) -> None:
+    """Cleared once, a waiting job is submitted again; cleared again, it fails with the reason, so a client never
+    waits on a prompt ComfyUI no longer has."""
+    engine = JobEngine([comfyui.url], tmp_path / "data", WORKFLOWS, queue_poll_interval=0.3, poll_interval=0.5)
+    async with engine:
+        blocker = await engine.submit("txt2img", {**SMALL, "steps": 150, "width": 256, "height": 256, "seed": 7})
+        victim = await engine.submit("txt2img", {**SMALL, "seed": 8})
+        await wait_for(lambda: blocker.status == "running", 120, "the blocker to run")
+        first = victim.prompt_id
+        assert victim.status == "queued" and first
+        assert (await asyncio.to_thread(comfyui.post_json, "/queue", {"clear": True}))[0] == 200
+        await wait_for(lambda: victim.prompt_id not in (None, first), 30, "the job to be submitted again")
+        assert victim.status == "queued" and blocker.status == "running"
+        assert (await asyncio.to_thread(comfyui.post_json, "/queue", {"clear": True}))[0] == 200
+        done = await engine.wait(victim.id, timeout=60)
+        assert done.status == "failed" and "removed from" in done.error and "(twice)" in done.error
+        assert len(done.reruns) == 1 and done.reruns[0]["prompt_id"] == first
+        running, pending = await asyncio.to_thread(lambda: _queue_ids(comfyui))
+        assert done.prompt_id not in running + pending
+        await engine.cancel(blocker.id)
+
+
+def _queue_ids(server: Any) -> tuple[list[str], list[str]]:
+    queue = server.get_json("/queue")
+    return [q[1] for q in queue["queue_running"]], [q[1] for q in queue["queue_pending"]]
