@@ -1,6 +1,6 @@
 """Snap to grid: exact recovery from enlargements (every phase, non-integer and per-axis factors, alpha, drift),
-robustness to blur/JPEG/noise, nothing detected on pictures without a grid; the cell sampling against a
-brute-force per-cell median; the node."""
+robustness to blur/JPEG/noise, nothing detected on pictures without a grid; the cell colour against a
+brute-force dominant colour (never a per-channel mix); the node."""
 from __future__ import annotations
 
 import json
@@ -140,20 +140,59 @@ def test_tiny_image_is_returned():
     assert not res.detected and res.image is img
 
 
-def test_sample_cells_is_the_median_of_each_inner_part():
-    rng = np.random.default_rng(4)
-    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+def _dominant_brute(pixels: np.ndarray) -> np.ndarray:
+    """Plain-Python reference of the cell colour: a majority of one exact colour wins; otherwise the sample with
+    the most samples within the radius (fewest total squared distance on a tie, then the first), averaged with
+    those samples and rounded half up; in a small cell where that group is not more than half, the mean of all."""
+    px = [tuple(int(v) for v in p) for p in pixels]
+    m = len(px)
+    counts = {c: px.count(c) for c in px}
+    top = max(counts.values())
+    if 2 * top > m:
+        return np.array(next(c for c in px if counts[c] == top))
+    r2 = sn.DOMINANT_RADIUS ** 2
+
+    def d2(a, b):
+        return sum((x - y) ** 2 for x, y in zip(a, b))
+
+    best = min(range(m), key=lambda i: (-sum(d2(px[i], q) <= r2 for q in px),
+                                        sum(d2(px[i], q) for q in px if d2(px[i], q) <= r2), i))
+    near = np.array([q for q in px if d2(px[best], q) <= r2], dtype=np.float64)
+    if m <= sn.SMALL_CELL_SAMPLES and 2 * len(near) <= m:
+        near = np.array(px, dtype=np.float64)
+    return np.floor(near.mean(axis=0) + 0.5)
+
+
+@pytest.mark.parametrize("noise", [0, 6, 40])
+def test_sample_cells_is_the_dominant_colour_of_each_inner_part(noise):
+    rng = np.random.default_rng(4 + noise)
+    # cells of a few colours, some pixels of other colours, and noise: every branch of the rule is taken
+    base = rng.integers(0, 256, (5, 3))
+    img = base[rng.integers(0, 5, (40, 80))] + rng.normal(0, noise, (40, 80, 3)) * (noise > 0)
+    img = np.clip(np.round(img), 0, 255).astype(np.uint8)
     ey = np.array([0, 3, 9, 14, 22, 31, 40])
-    ex = np.array([0, 2, 7, 13, 20, 28, 37, 45, 50])
-    img = np.concatenate([img, img[:, :30]], axis=1)  # 80 wide
-    ex = np.append(ex, [53, 80])  # a 27-px cell: 14 inner pixels, 8 sampled
+    ex = np.array([0, 2, 7, 13, 20, 28, 37, 45, 50, 53, 80])  # the last, 27 px: 14 inner pixels, 8 sampled
     got = sn.sample_cells(img, ey, ex)
     for i in range(len(ey) - 1):
         for j in range(len(ex) - 1):
-            ys = _inner(ey[i], ey[i + 1])
-            xs = _inner(ex[j], ex[j + 1])
-            cell = img[np.ix_(ys, xs)].reshape(-1, 3).astype(np.float64)
-            assert np.array_equal(got[i, j], np.floor(np.median(cell, axis=0) + 0.5)), (i, j)
+            cell = img[np.ix_(_inner(ey[i], ey[i + 1]), _inner(ex[j], ex[j + 1]))].reshape(-1, 3)
+            assert np.array_equal(got[i, j], _dominant_brute(cell)), (noise, i, j)
+
+
+def test_cell_colour_is_one_the_cell_shows_never_a_channel_mix():
+    # 40% red, 30% blue, 30% green: the per-channel median is black, which no pixel has; the mean is a brown
+    a, b, c = (200, 0, 0), (0, 0, 200), (0, 200, 0)
+    cell = np.array([a] * 26 + [b] * 19 + [c] * 19, np.uint8)  # 64 samples: one 8 x 8 inner part
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[4:12, 4:12] = cell.reshape(8, 8, 3)
+    got = sn.sample_cells(img, np.array([0, 16]), np.array([0, 16]))
+    assert tuple(got[0, 0]) == a
+    # with noise on top the cell's colour stays near red, where the median stays near black
+    rng = np.random.default_rng(0)
+    noisy = np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+    got = sn.sample_cells(noisy, np.array([0, 16]), np.array([0, 16]))[0, 0].astype(int)
+    assert np.abs(got - a).max() <= 4
+    assert np.abs(np.median(noisy[4:12, 4:12].reshape(-1, 3), axis=0) - a).max() > 100
 
 
 def _inner(a: int, b: int) -> list[int]:

@@ -29,10 +29,14 @@ Nothing is detected (and the input is returned) when an axis scores under ``MIN_
 cells under 3 px), or when fewer than ``MIN_PURITY`` of the cells with edges around them are flat inside: a photo or
 drawing can fit a flexible grid in one dimension, but its edges run through cells.
 
-Colour per cell: the per-channel median of the cell's inner part (a quarter of the cell width is left out on each
-side, where blur and JPEG mix neighbouring cells; at most 8 x 8 pixels sampled). The median follows the majority,
-so a cell keeps a crisp colour where a mean would blend an outline into its fill. A partial first or last cell is
-kept when at least ``PARTIAL`` of a cell is visible.
+Colour per cell: the dominant colour of the cell's inner part (a quarter of the cell width is left out on each
+side, where blur and JPEG mix neighbouring cells; at most 8 x 8 pixels sampled). When most samples are one exact
+colour, that colour; otherwise (noise, JPEG) the sample with the most others within ``DOMINANT_RADIUS``, averaged
+with just those. A mean would blend an outline into its fill, and a per-channel median can invent a colour no pixel
+has (the red of one colour with the blue of another); the dominant colour is one the cell shows. One exception: a
+small cell (``SMALL_CELL_SAMPLES`` samples or fewer) where no colour holds half of the samples takes their mean,
+because there every sample is a border pixel leaning towards a different neighbour, and their mean is nearest the
+cell's own colour. A partial first or last cell is kept when at least ``PARTIAL`` of a cell is visible.
 """
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ MIN_SIZE = 2.0  # smallest detectable cell size in pixels
 STRONG = 0.02  # share of a clear edge's strength from which a profile peak counts as evidence of a cell edge
 UNEXPLAINED = 2.0  # weight of evidence left inside cells against evidence on cell edges
 EDGE_COST = 0.3  # cost of an edge near evidence, in units of the mean evidence of a clear peak
+DOMINANT_RADIUS = 28.0  # RGB(A) distance within which two samples of a cell count as one colour (noise, JPEG)
+SMALL_CELL_SAMPLES = 9  # cells sampled at this many pixels or fewer (under 8 px) average when no colour dominates
 
 
 @dataclass
@@ -657,15 +663,58 @@ def purity(img: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> float | None:
     return 1.0 - float((spread(0.25) > limit)[busy].sum()) / float(busy.sum())
 
 
+@numba.njit(cache=True, nogil=True)
+def _dominant(block: np.ndarray, radius2: float, small: int) -> np.ndarray:
+    """``block`` uint8 ``[cells, m, C]`` samples -> uint8 ``[cells, C]``: each cell's dominant colour (module doc)."""
+    n, m, c = block.shape
+    out = np.empty((n, c), np.uint8)
+    d = np.empty((m, m), np.float64)
+    for k in range(n):
+        for i in range(m):
+            for j in range(m):
+                s = 0.0
+                for ch in range(c):
+                    v = float(block[k, i, ch]) - float(block[k, j, ch])
+                    s += v * v
+                d[i, j] = s
+        same_best, same_i = 0, 0
+        near_best, near_i, near_tot = -1, 0, np.inf
+        for i in range(m):
+            same, near, tot = 0, 0, 0.0
+            for j in range(m):
+                if d[i, j] == 0.0:
+                    same += 1
+                if d[i, j] <= radius2:
+                    near += 1
+                    tot += d[i, j]
+            if same > same_best:
+                same_best, same_i = same, i
+            if near > near_best or (near == near_best and tot < near_tot):
+                near_best, near_i, near_tot = near, i, tot
+        if 2 * same_best > m:
+            out[k] = block[k, same_i]
+            continue
+        mean_of_all = m <= small and 2 * near_best <= m
+        for ch in range(c):
+            acc, cnt = 0.0, 0
+            for j in range(m):
+                if mean_of_all or d[near_i, j] <= radius2:
+                    acc += float(block[k, j, ch])
+                    cnt += 1
+            out[k, ch] = np.uint8(np.floor(acc / cnt + 0.5))
+    return out
+
+
 def sample_cells(img: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
-    """One colour per cell: the per-channel median of the cell's inner part (see ``_samples``), rounded half up."""
+    """One colour per cell: the dominant colour of the cell's inner part (see ``_samples`` and the module doc)."""
     c = img.shape[2]
     out = np.empty((len(ey) - 1, len(ex) - 1, c), np.uint8)
     for rows, ry in _samples(ey):
         for cols, rx in _samples(ex):
             block = img[ry[:, :, None, None], rx[None, None, :, :]]  # [rows, my, cols, mx, C]
-            block = block.transpose(0, 2, 1, 3, 4).reshape(len(rows), len(cols), -1, c)
-            out[np.ix_(rows, cols)] = np.floor(np.median(block, axis=2) + 0.5).astype(np.uint8)
+            block = block.transpose(0, 2, 1, 3, 4).reshape(len(rows) * len(cols), -1, c)
+            dominant = _dominant(np.ascontiguousarray(block), DOMINANT_RADIUS ** 2, SMALL_CELL_SAMPLES)
+            out[np.ix_(rows, cols)] = dominant.reshape(len(rows), len(cols), c)
     if c == 4:
         out[out[..., 3] == 0, :3] = 0
     return out
