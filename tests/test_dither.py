@@ -126,38 +126,98 @@ def test_floyd_steinberg_tiny_case_by_hand():
     assert res.indices.tolist() == [[0, 1], [0, 0]]
 
 
-@pytest.mark.parametrize("channels", [3, 4])
-def test_floyd_steinberg_oklab_loop_matches_generic_kernel_loop(channels):
-    """The specialised OKLab Floyd-Steinberg loop keeps error in locals; the generic loop runs the kernel's
-    taps through a buffer. Both must give the same pixels, bit for bit (same float32 sums in the same order)."""
+def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, damp_limit=-1, alpha_threshold=128):
+    """Plain-Python error diffusion in fixed point for any kernel, written from the documented rule only: tap
+    weight W = floor(S * numerator * 16 / divisor) with S = round(256 * strength); value =
+    clamp(floor((4096 * source + collected + 2048) / 4096), 0, 255); nearest colour by brute force (squared sRGB
+    difference, or OKLab of the integer value; lowest index on ties); error e = value - colour, each channel
+    replaced by floor((3e + 2) / 4) when its squared length exceeds ``damp_limit`` (>= 0); e * W sent to each tap
+    (dx mirrored on right-to-left rows), dropped outside the image. Transparent pixels get index N and neither
+    take nor pass on error."""
+    from pixart_nodes.core import color
+
+    s = int(round(strength * 256))
+    taps = [(dx, dy, (s * num * 16) // kernel.divisor) for dx, dy, num in kernel.taps]
+    h, w, ch = img.shape
+    p = pal.astype(np.int64)
+    plab = color.srgb_u8_to_oklab(pal)
+    err = np.zeros((h + 2, w, 3), np.int64)
+    out = np.empty((h, w), np.int64)
+    for y in range(h):
+        step = -1 if serpentine and y & 1 else 1
+        for x in range(w - 1, -1, -1) if step < 0 else range(w):
+            if ch == 4 and img[y, x, 3] < alpha_threshold:
+                out[y, x] = len(pal)
+                continue
+            v = np.clip((img[y, x, :3].astype(np.int64) * 4096 + err[y, x] + 2048) // 4096, 0, 255)
+            if distance == "rgb":
+                best = int(np.argmin(((p - v) ** 2).sum(axis=1)))
+            else:
+                best = int(np.argmin(((plab - color.srgb_u8_to_oklab(v.astype(np.uint8))) ** 2).sum(axis=1)))
+            out[y, x] = best
+            e = v - p[best]
+            if damp_limit >= 0 and int((e * e).sum()) > damp_limit:
+                e = (3 * e + 2) // 4
+            for dx, dy, wt in taps:
+                tx = x + dx * step
+                if 0 <= tx < w:
+                    err[y + dy, tx] += e * wt
+    return out
+
+
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@pytest.mark.parametrize("name", sorted(dither.ERROR_KERNELS))
+def test_error_diffusion_matches_fixed_point_reference(name, distance):
+    """Every kernel and distance (the sRGB Floyd-Steinberg loop, and the loop shared by all others, with and
+    without damping) against the plain-Python reference: saturated noise drives values outside 0..255, a
+    quarter of the pixels transparent; PICO-8, and 40 random colours (cells with 3+ candidates)."""
+    from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
-    rng = np.random.default_rng(8)
-    img = rng.integers(0, 256, (37, 45, channels), dtype=np.uint8)
-    if channels == 4:
-        img[..., 3] = np.where(rng.random((37, 45)) < 0.2, 0, 255)
-    pal = named_palette("endesga-32").colors
-    n = len(pal)
-    table = np.zeros((n + 1, channels), np.uint8)
-    table[:n, :3] = pal
-    if channels == 4:
+
+    rng = np.random.default_rng(len(name) + (distance == "oklab"))
+    img = (rng.integers(0, 2, (11, 14, 4)) * 255).astype(np.uint8)
+    img[::3] = rng.integers(0, 256, (4, 14, 4), dtype=np.uint8)
+    img[..., 3] = np.where(rng.random((11, 14)) < 0.25, 0, 255)
+    kernel = dither.ERROR_KERNELS[name]
+    for pal in (named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8)):
+        n = len(pal)
+        lk = qz._lookup(pal.tobytes(), distance == "oklab", True)
+        table = np.zeros((n + 1, 4), np.uint8)
+        table[:n, :3] = pal
         table[:n, 3] = 255
-    lk = dither.lookup(pal, True, 5)
-    k = dither.ERROR_KERNELS["floyd-steinberg"]
-    for serpentine in (True, False):
-        for strength in (1.0, 0.7):
-            res = quantize(img, pal, dither="floyd-steinberg", distance="oklab", serpentine=serpentine,
-                           strength=strength, alpha_threshold=128)
-            idx = np.empty(img.shape[:2], res.indices.dtype)
-            out = np.empty_like(img)
-            used = np.zeros(n + 1, np.uint8)
-            ws = (k.weights * (k.diffused * strength)).astype(np.float32)
-            dxs = np.array([t[0] for t in k.taps], np.int64)
-            dys = np.array([t[1] for t in k.taps], np.int64)
-            dither._diffuse(True, img, 128, pal.astype(np.float32), *lk.loop_args, dxs, dys, ws, serpentine, table,
-                            idx, out, used)
-            assert np.array_equal(res.indices, idx), (serpentine, strength)
-            assert np.array_equal(res.image, out)
-            assert res.colors_used == int(np.count_nonzero(used[:n]))
+        for serpentine, strength, limit in ((True, 1.0, -1), (False, 0.45, -1), (True, 1.0, 2500), (False, 0.7, 0)):
+            out = dither.Target(table, np.empty((11, 14), np.uint8), np.empty_like(img), np.zeros(n + 1, np.uint8))
+            dither.error_diffuse(img, pal, lk, kernel, out, strength=strength, serpentine=serpentine,
+                                 damp_limit=limit)
+            ref = _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, limit)
+            assert np.array_equal(out.indices, ref), (n, serpentine, strength, limit)
+            assert np.array_equal(out.image, table[ref])
+            assert np.array_equal(np.flatnonzero(out.used[:n]), np.unique(ref[ref < n]))
+
+
+def test_damping_limit_is_libimagequants_rule():
+    """quantize(damping=True) = the loop with the limit 2.4 x the undithered mean squared error (brute force)."""
+    from pixart_nodes.core import quantize as qz
+    from pixart_nodes.core.palette import named_palette
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    pal = named_palette("pico-8").colors
+    p = pal.astype(np.int64)
+    d2 = ((img.astype(np.int64)[:, :, None, :] - p[None, None]) ** 2).sum(-1).min(-1)
+    limit = int(2.4 * d2.mean())
+    res = quantize(img, pal, dither="floyd-steinberg", distance="rgb", damping=True)
+    lk = qz._lookup(pal.tobytes(), False, True)
+    table = np.zeros((17, 3), np.uint8)
+    table[:16] = pal
+    out = dither.Target(table, np.empty((40, 50), np.uint8), np.empty_like(img), np.zeros(17, np.uint8))
+    dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["floyd-steinberg"], out, damp_limit=limit)
+    assert np.array_equal(res.indices, out.indices)
+    classic = quantize(img, pal, dither="floyd-steinberg", distance="rgb")
+    assert not np.array_equal(res.indices, classic.indices)
+    # damping lowers the per-pixel error
+    err = lambda r: float(np.abs(img.astype(int) - r.image).sum())  # noqa: E731
+    assert err(res) < err(classic)
 
 
 def _floyd_steinberg_fixed_reference(

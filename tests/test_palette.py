@@ -197,3 +197,79 @@ def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
     for bad in ("../etc/passwd", "/etc/passwd", "missing.hex"):
         with pytest.raises(ValueError, match="file: "):
             resolve_palette_file(bad)
+
+
+def test_lloyd_with_bounds_equals_plain_lloyd():
+    """cluster.lloyd skips searches with Hamerly's bounds; plain weighted Lloyd (every point searched every pass,
+    numpy) from the same start must reach the same centres and assignment."""
+    from pixart_nodes.core import cluster
+
+    rng = np.random.default_rng(11)
+    pts = np.concatenate([rng.normal(c, 0.04, (300, 3)) for c in rng.uniform(-0.3, 1, (9, 3))])
+    w = rng.integers(1, 50, len(pts)).astype(np.float64)
+    start = pts[rng.choice(len(pts), 7, replace=False)].copy()
+    cen = start.copy()
+    assign = cluster.lloyd(pts, w, cen, 500, 0.0)
+    ref = start.copy()
+    for _ in range(500):
+        a = ((pts[:, None, :] - ref[None]) ** 2).sum(-1).argmin(axis=1)
+        new = np.stack([np.bincount(a, weights=w * pts[:, c], minlength=7) for c in range(3)], 1)
+        new /= np.bincount(a, weights=w, minlength=7)[:, None]
+        if np.array_equal(new, ref):
+            break
+        ref = new
+    assert np.allclose(cen, ref, atol=1e-12)
+    assert np.array_equal(assign, ((pts[:, None, :] - ref[None]) ** 2).sum(-1).argmin(axis=1))
+
+
+def _classic_kmeans_palette(img: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """The extraction this pack shipped before greedy seeding: plain k-means++ (one candidate per centre, pixel
+    counts as weights) and at most 40 Lloyd passes, in OKLab on the colour histogram."""
+    from pixart_nodes.core.palette import _colour_histogram
+
+    cols, w, _ = _colour_histogram(img)
+    lab = color.srgb_float_to_oklab(cols)
+    rng = np.random.default_rng(seed)
+    cen = [lab[rng.choice(len(lab), p=w / w.sum())]]
+    d2 = ((lab - cen[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        cen.append(lab[rng.choice(len(lab), p=w * d2 / (w * d2).sum())])
+        d2 = np.minimum(d2, ((lab - cen[-1]) ** 2).sum(1))
+    cen = np.array(cen)
+    for _ in range(40):
+        a = ((lab[:, None] - cen[None]) ** 2).sum(-1).argmin(1)
+        tot = np.bincount(a, weights=w, minlength=k)
+        keep = tot > 0
+        cen[keep] = (np.stack([np.bincount(a, weights=w * lab[:, c], minlength=k) for c in range(3)], 1)
+                     / np.maximum(tot, 1e-300)[:, None])[keep]
+    return np.unique(color.oklab_to_srgb_u8(cen), axis=0)
+
+
+def _oklab_errors(src: np.ndarray, out: np.ndarray) -> tuple[float, float]:
+    """bench_extract's measures: mean OKLab distance x100, and the same between 4x4-block means."""
+    a, b = color.srgb_u8_to_oklab(src), color.srgb_u8_to_oklab(out)
+    h, w = src.shape[0] // 4 * 4, src.shape[1] // 4 * 4
+    blk = lambda x: x[:h, :w].reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3))  # noqa: E731
+    return (float(np.sqrt(((a - b) ** 2).sum(-1)).mean()) * 100,
+            float(np.sqrt(((blk(a) - blk(b)) ** 2).sum(-1)).mean()) * 100)
+
+
+@pytest.mark.parametrize("k", [8, 16])
+def test_extraction_no_worse_than_classic_kmeans(k):
+    """On the README scene (docs/images/input_scene.png, 128x128), the default extraction mapped without and with
+    Floyd-Steinberg is no worse than the classic k-means by mean and by block error, over five seeds each."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from pixart_nodes.core.quantize import quantize
+
+    img = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "docs/images/input_scene.png").convert("RGB"))
+    totals = {"new": np.zeros(4), "classic": np.zeros(4)}
+    for seed in range(5):
+        for name, pal in (("new", extract_palette(img, k, seed=seed).colors),
+                          ("classic", _classic_kmeans_palette(img, k, seed))):
+            plain = _oklab_errors(img, quantize(img, pal).image)
+            fs = _oklab_errors(img, quantize(img, pal, dither="floyd-steinberg").image)
+            totals[name] += np.array(plain + fs)
+    assert np.all(totals["new"] <= totals["classic"] * 1.0001), totals

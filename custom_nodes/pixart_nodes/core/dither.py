@@ -596,101 +596,6 @@ def _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2):
     return _best(s, q0, q1, q2, pal_cmp, cands)
 
 
-@numba.njit(cache=True, nogil=True)
-def _floyd_steinberg(
-    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, ws, serpentine,
-    table, out_idx, out_img, used,
-):
-    # Floyd-Steinberg only. The error for the right neighbour stays in locals, and so do the two next-row
-    # cells still collecting error (a0: below-left of the next pixel, a1: below it): each next-row cell is
-    # written once, when complete. Every cell still sums the same float32 terms in the same order as
-    # ``_diffuse`` (previous row left to right, then the right neighbour), so both give the same pixels.
-    h, w, ch = src.shape
-    n = prc.shape[0]
-    ssh = 6 - gbits  # sub-cells: 4 per cell side
-    w_r, w_bl, w_b, w_br = ws[0], ws[1], ws[2], ws[3]
-    zero = np.float32(0.0)
-    top = np.float32(255.0)
-    cur = np.zeros((w + 2) * 3, dtype=np.float32)
-    nxt = np.zeros((w + 2) * 3, dtype=np.float32)
-    for y in range(h):
-        reverse = serpentine and (y & 1) == 1
-        step = -1 if reverse else 1
-        x = w - 1 if reverse else 0
-        rr = rg = rb = zero
-        a0r = a0g = a0b = zero
-        a1r = a1g = a1b = zero
-        for _ in range(w):
-            o = (x + 1) * 3
-            ob = o - 3 * step  # below-left in scan direction: complete after this pixel
-            if ch == 4 and src[y, x, 3] < alpha_threshold:
-                # transparent: takes and passes on no error
-                out_idx[y, x] = n
-                for c in range(ch):
-                    out_img[y, x, c] = table[n, c]
-                used[n] = 1
-                nxt[ob] = a0r
-                nxt[ob + 1] = a0g
-                nxt[ob + 2] = a0b
-                a0r, a0g, a0b = a1r, a1g, a1b
-                a1r = a1g = a1b = rr = rg = rb = zero
-                x += step
-                continue
-            tr = np.float32(src[y, x, 0]) + (cur[o] + rr)
-            tg = np.float32(src[y, x, 1]) + (cur[o + 1] + rg)
-            tb = np.float32(src[y, x, 2]) + (cur[o + 2] + rb)
-            # clamping keeps runaway error from smearing across flat areas (Pillow's CLIP8 does the same)
-            r = min(max(tr, zero), top)
-            g = min(max(tg, zero), top)
-            b = min(max(tb, zero), top)
-            ir = _code(tr)
-            ig = _code(tg)
-            ib = _code(tb)
-            cell = _cell(ir, ig, ib, gbits)
-            k = np.int64(info[cell])
-            if k >= n:
-                s = moff[cell]
-                if use_lab:
-                    # OKLab: the sub-cell's colour when one decides it, which skips the conversion (cube roots)
-                    q = cands[s + 1] + ((((ir >> ssh) & 3) << 4) | (((ig >> ssh) & 3) << 2) | ((ib >> ssh) & 3))
-                    k = np.int64(sub[q])
-                    if k == SUB_UNKNOWN:
-                        k = _refine(use_lab, s, ir, ig, ib, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
-                        sub[q] = k
-                    if k >= n:
-                        k = _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2)
-                else:
-                    k = _search_rgb(s, r, g, b, pal_cmp, cands)
-            out_idx[y, x] = k
-            out_img[y, x, 0] = table[k, 0]
-            out_img[y, x, 1] = table[k, 1]
-            out_img[y, x, 2] = table[k, 2]
-            if ch == 4:
-                out_img[y, x, 3] = table[k, 3]
-            used[k] = 1
-            er = r - prc[k, 0]
-            eg = g - prc[k, 1]
-            eb = b - prc[k, 2]
-            rr = er * w_r
-            rg = eg * w_r
-            rb = eb * w_r
-            nxt[ob] = a0r + er * w_bl
-            nxt[ob + 1] = a0g + eg * w_bl
-            nxt[ob + 2] = a0b + eb * w_bl
-            a0r = a1r + er * w_b
-            a0g = a1g + eg * w_b
-            a0b = a1b + eb * w_b
-            a1r = er * w_br
-            a1g = eg * w_br
-            a1b = eb * w_br
-            x += step
-        o = (x - step + 1) * 3  # last pixel of the row: its own next-row cell is complete now
-        nxt[o] = a0r
-        nxt[o + 1] = a0g
-        nxt[o + 2] = a0b
-        cur, nxt = nxt, cur
-
-
 # Floyd-Steinberg with sRGB distance runs in fixed point: ``strength`` is taken in steps of 1/STRENGTH_STEPS,
 # so the error passed on, (value - colour) * S * {7,3,5,1} / 16, is an exact integer in units of
 # 1/FS_ONE = 1/(16 * STRENGTH_STEPS) of a code value. The single rounding is the diffused value's, to the
@@ -839,78 +744,170 @@ def _floyd_steinberg_rgb(
         cur, nxt = nxt, cur
 
 
+# Every other kernel, and every kernel with OKLab distance, runs in the same fixed point as the loop above (see
+# ``kernel_weights``): one loop for all, whose taps are integer weights on a 5x3 window (dx -2..2, dy 0..2), so
+# one compiled function (and one cache entry to load) serves every kernel. The right-hand taps of the current row
+# stay in locals; the next two rows' cells collect packed error (three biased fields, see FS_FIELD) in a ring of
+# row buffers. ``damp_limit`` >= 0 turns on libimagequant's damping: a pixel whose squared error (code values,
+# summed over channels) exceeds it passes on only 3/4 of its error (each channel rounded half up), which keeps
+# errors that no palette colour can absorb from running across edges.
+
+
 @numba.njit(cache=True, nogil=True)
-def _diffuse(
-    use_lab, src, alpha_threshold, prc, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, dxs, dys, ws, serpentine,
-    table, out_idx, out_img, used,
+def _diffuse_fixed(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, serpentine, pal_cmp, lut, steps, m1, m2, info, moff,
+    cands, sub, gbits, codes, slot, sub_codes, shift, table, out_idx, out_img, used,
 ):
+    # The chain from one pixel to the next (value, nearest colour, error, the right neighbour's value) keeps the
+    # right-hand error unpacked, per channel; everything else is off that chain: the rows below collect packed
+    # error, in locals for the five cells each pixel touches per row (one store per row and pixel, when the
+    # leftmost of them is complete), and each pixel's own collected error is unpacked before its chain starts.
+    # Unsigned indices: numba then emits no negative-index wraparound.
     h, w, ch = src.shape
-    n = prc.shape[0]
-    ssh = 6 - gbits  # sub-cells: 4 per cell side
-    ntap = dxs.shape[0]
-    rows = 1
-    for t in range(ntap):
-        rows = max(rows, dys[t] + 1)
-    pad = 2  # kernels reach at most 2 pixels sideways; writes into the padding are simply never read
-    stride = (w + 2 * pad) * 3
-    err = np.zeros(rows * stride, dtype=np.float32)
-    tap = np.empty(ntap, dtype=np.int64)
-    zero = np.float32(0.0)
-    top = np.float32(255.0)
+    n = pal4.shape[0] // 4
+    flat = src.reshape(-1)
+    oidx = out_idx.reshape(-1)
+    oimg = out_img.reshape(-1)
+    uch = np.uint64(ch)
+    one = np.uint64(1)
+    two = np.uint64(2)
+    three = np.uint64(3)
+    four = np.uint64(4)
+    fsh = np.int64(FS_SHIFT)
+    half = np.int64(FS_ONE // 2)
+    fb = np.int64(FS_FIELD)
+    fmask = np.int64((1 << FS_FIELD) - 1)
+    bias = np.int64(FS_BIAS)
+    unbias = np.int64(1 << (FS_FIELD - 1)) - half  # rounding half folded in
+    sh = np.int64(8 - gbits)
+    g1 = np.int64(gbits)
+    g2 = np.int64(2 * gbits)
+    ssh = np.int64(6 - gbits)  # sub-cells: 4 per cell side
+    ushift = np.int64(shift)
+    mask = np.int64((1 << shift) - 1)
+    damp = damp_limit >= 0
+    w01, w02 = wts[3], wts[4]
+    w1m2, w1m1, w10, w1p1, w1p2 = wts[5], wts[6], wts[7], wts[8], wts[9]
+    w2m2, w2m1, w20, w2p1, w2p2 = wts[10], wts[11], wts[12], wts[13], wts[14]
+    pad = 2
+    stride = w + 2 * pad
+    rows = np.zeros(3 * stride, dtype=np.int64)
+    zero = np.int64(0)
+    top = np.int64(255)
     for y in range(h):
-        base = (y % rows) * stride
+        cur = np.uint64((y % 3) * stride + pad)
+        nx1 = np.uint64(((y + 1) % 3) * stride + pad)
+        nx2 = np.uint64(((y + 2) % 3) * stride + pad)
+        rows[nx2 - pad : nx2 - pad + stride] = 0
         reverse = serpentine and (y & 1) == 1
-        # flat buffer offsets of each tap for this row; right-to-left rows mirror the kernel
-        for t in range(ntap):
-            dx = -dxs[t] if reverse else dxs[t]
-            tap[t] = ((y + dys[t]) % rows) * stride + dx * 3
-        for i in range(w):
-            x = w - 1 - i if reverse else i
-            if ch == 4 and src[y, x, 3] < alpha_threshold:
-                out_idx[y, x] = n
-                for c in range(ch):
-                    out_img[y, x, c] = table[n, c]
+        step = -1 if reverse else 1
+        x = w - 1 if reverse else 0
+        c1r = c1g = c1b = zero  # current-row error collected for the next pixel
+        c2r = c2g = c2b = zero  # and for the one after
+        # next row: cells x-2, x-1, x, x+1 (scan direction) still collecting; the row after: the same
+        a1m2 = a1m1 = a10 = a1p1 = zero
+        a2m2 = a2m1 = a20 = a2p1 = zero
+        for _ in range(w):
+            p = np.uint64(y * w + x)
+            ux = np.uint64(x)
+            if ch == 4 and flat[p * uch + three] < alpha_threshold:
+                # transparent: takes and passes on no error
+                oidx[p] = n
+                for ci in range(ch):
+                    oimg[p * uch + np.uint64(ci)] = table[np.uint64(n) * uch + np.uint64(ci)]
                 used[n] = 1
-                continue
-            o = (x + pad) * 3
-            tr = np.float32(src[y, x, 0]) + err[base + o]
-            tg = np.float32(src[y, x, 1]) + err[base + o + 1]
-            tb = np.float32(src[y, x, 2]) + err[base + o + 2]
-            r = min(max(tr, zero), top)
-            g = min(max(tg, zero), top)
-            b = min(max(tb, zero), top)
-            ir = _code(tr)
-            ig = _code(tg)
-            ib = _code(tb)
-            cell = _cell(ir, ig, ib, gbits)
-            k = np.int64(info[cell])
-            if k >= n:
-                s = moff[cell]
+                c1r, c1g, c1b = c2r, c2g, c2b
+                c2r = c2g = c2b = zero
+                pe = zero
+            else:
+                t = rows[cur + ux] + bias
+                tr = (np.int64(flat[p * uch]) << fsh) + (t & fmask) - unbias + c1r
+                tg = (np.int64(flat[p * uch + one]) << fsh) + ((t >> fb) & fmask) - unbias + c1g
+                tb = (np.int64(flat[p * uch + two]) << fsh) + (t >> (fb + fb)) - unbias + c1b
+                # round to the nearest code value (half folded into unbias), then clamp
+                vr = min(max(tr >> fsh, zero), top)
+                vg = min(max(tg >> fsh, zero), top)
+                vb = min(max(tb >> fsh, zero), top)
+                cell = ((vr >> sh) << g2) | ((vg >> sh) << g1) | (vb >> sh)
                 if use_lab:
-                    # OKLab: the sub-cell's colour when one decides it, which skips the conversion (cube roots)
-                    q = cands[s + 1] + ((((ir >> ssh) & 3) << 4) | (((ig >> ssh) & 3) << 2) | ((ib >> ssh) & 3))
-                    k = np.int64(sub[q])
-                    if k == SUB_UNKNOWN:
-                        k = _refine(use_lab, s, ir, ig, ib, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
-                        sub[q] = k
+                    k = np.int64(info[cell])
                     if k >= n:
-                        k = _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2)
+                        s = moff[cell]
+                        q = cands[s + 1] + ((((vr >> ssh) & 3) << 4) | (((vg >> ssh) & 3) << 2) | ((vb >> ssh) & 3))
+                        k = np.int64(sub[q])
+                        if k == SUB_UNKNOWN:
+                            k = _refine(use_lab, s, vr, vg, vb, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
+                            sub[q] = k
+                        if k >= n:
+                            k = _search_lab(s, np.float64(vr), np.float64(vg), np.float64(vb), pal_cmp, cands, lut,
+                                            steps, m1, m2)
+                    uk = np.uint64(k) * four
+                    er = vr - pal4[uk]
+                    eg = vg - pal4[uk + one]
+                    eb = vb - pal4[uk + two]
                 else:
-                    k = _search_rgb(s, r, g, b, pal_cmp, cands)
-            out_idx[y, x] = k
-            for c in range(ch):
-                out_img[y, x, c] = table[k, c]
-            used[k] = 1
-            er = r - prc[k, 0]
-            eg = g - prc[k, 1]
-            eb = b - prc[k, 2]
-            for t in range(ntap):
-                q = tap[t] + o
-                wt = ws[t]
-                err[q] += er * wt
-                err[q + 1] += eg * wt
-                err[q + 2] += eb * wt
-        err[base : base + stride] = zero
+                    e = np.int64(codes[cell])
+                    ka = e & mask
+                    kb = e >> ushift
+                    if ka > kb:  # 3+ candidates in the cell: the sub-cell's pair, else the full search
+                        q = ((vr >> ssh) & 3) << 4 | ((vg >> ssh) & 3) << 2 | ((vb >> ssh) & 3)
+                        e = np.int64(sub_codes[np.uint64(slot[cell]) * np.uint64(64) + np.uint64(q)])
+                        ka = e & mask
+                        kb = e >> ushift
+                        if ka > kb:
+                            ka = _search_rgb(moff[cell], vr, vg, vb, pal_cmp, cands)
+                            kb = ka
+                    ua = np.uint64(ka) * four
+                    ub = np.uint64(kb) * four
+                    ar = vr - pal4[ua]
+                    ag = vg - pal4[ua + one]
+                    ab = vb - pal4[ua + two]
+                    br = vr - pal4[ub]
+                    bg = vg - pal4[ub + one]
+                    bb = vb - pal4[ub + two]
+                    nb = br * br + bg * bg + bb * bb < ar * ar + ag * ag + ab * ab  # strict: lower index wins ties
+                    k = kb if nb else ka
+                    er = br if nb else ar
+                    eg = bg if nb else ag
+                    eb = bb if nb else ab
+                uk = np.uint64(k)
+                oidx[p] = k
+                oimg[p * uch] = table[uk * uch]
+                oimg[p * uch + one] = table[uk * uch + one]
+                oimg[p * uch + two] = table[uk * uch + two]
+                if ch == 4:
+                    oimg[p * uch + three] = table[uk * uch + three]
+                used[k] = 1
+                if damp and er * er + eg * eg + eb * eb > damp_limit:
+                    er = (3 * er + 2) >> 2
+                    eg = (3 * eg + 2) >> 2
+                    eb = (3 * eb + 2) >> 2
+                c1r = c2r + er * w01
+                c1g = c2g + eg * w01
+                c1b = c2b + eb * w01
+                c2r = er * w02
+                c2g = eg * w02
+                c2b = eb * w02
+                pe = er + (eg << fb) + (eb << (fb + fb))  # fields are linear: weights act on each alone
+            # cell x-2 of each row below is complete: store it; the others move one place along
+            left = np.uint64(x - 2 * step)
+            rows[nx1 + left] += a1m2 + pe * w1m2
+            a1m2 = a1m1 + pe * w1m1
+            a1m1 = a10 + pe * w10
+            a10 = a1p1 + pe * w1p1
+            a1p1 = pe * w1p2
+            rows[nx2 + left] = a2m2 + pe * w2m2
+            a2m2 = a2m1 + pe * w2m1
+            a2m1 = a20 + pe * w20
+            a20 = a2p1 + pe * w2p1
+            a2p1 = pe * w2p2
+            x += step
+        # the last pixel's cells x-1 and x; x+1 and x+2 are padding
+        x -= step
+        rows[nx1 + np.uint64(x - step)] += a1m2
+        rows[nx1 + np.uint64(x)] += a1m1
+        rows[nx2 + np.uint64(x - step)] = a2m2
+        rows[nx2 + np.uint64(x)] = a2m1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -999,43 +996,58 @@ class Target(NamedTuple):
     used: np.ndarray
 
 
+def kernel_weights(kernel: ErrorKernel, strength: float) -> np.ndarray:
+    """Integer tap weights (int64 [15], index ``5 * dy + dx + 2``) in units of 1/``FS_ONE`` of the error, for the
+    fixed-point loops: ``floor(S * numerator * 16 / divisor)`` with ``S = fs_strength(strength)``. Exact for every
+    divisor dividing 16 * S (Floyd-Steinberg, Atkinson, Burkes, Sierra family at most strengths); Jarvis-Judice-Ninke
+    and Stucki lose less than 1/4096 of a tap's share. Rounding down keeps the sum at most ``FS_ONE``, which the
+    packed fields need (see FS_FIELD)."""
+    s = fs_strength(strength)
+    wts = np.zeros(15, dtype=np.int64)
+    for dx, dy, num in kernel.taps:
+        wts[5 * dy + dx + 2] = (s * num * 16) // kernel.divisor
+    return wts
+
+
 def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: ErrorKernel, out: Target, *,
                   alpha_threshold: int = 128, strength: float = 1.0, serpentine: bool = True,
-                  pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None) -> None:
+                  pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None,
+                  damp_limit: int = -1) -> None:
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``.
 
-    Tap weights are the kernel's shares times its diffused fraction and ``strength``. Pixels with alpha below
-    ``alpha_threshold`` get index N and neither take nor pass on error. ``pairs``: ``pair_table`` of the sRGB cell
-    table for Floyd-Steinberg with sRGB distance (built here when None). Floyd-Steinberg with sRGB distance runs in
-    fixed point (see ``FS_ONE``): ``strength`` is rounded to steps of 1/``STRENGTH_STEPS`` and the diffused value
-    to a code value before its nearest colour is taken.
+    Every kernel runs in fixed point (see ``FS_ONE`` and ``kernel_weights``): ``strength`` is rounded to steps of
+    1/``STRENGTH_STEPS``, the diffused value to a code value, and that value's exact nearest colour (in the
+    lookup's distance space) is taken; the error passed on is (value - colour) in code values. Pixels with alpha
+    below ``alpha_threshold`` get index N and neither take nor pass on error. ``pairs``: ``pair_table`` of the
+    sRGB cell table (built here when None; unused for OKLab). ``damp_limit`` >= 0: a pixel whose squared error
+    exceeds it passes on 3/4 of it (libimagequant's rule, see ``_diffuse_fixed``).
     """
-    if kernel.name == "floyd-steinberg" and not lk.use_lab:
+    if lk.gbits != FS_GBITS:
+        raise ValueError(f"the error-diffusion loops need a cell table with gbits={FS_GBITS}, got {lk.gbits}")
+    if lk.use_lab:
+        codes, slot, sub_codes, shift = _NO_PAIRS
+    else:
         codes, slot, sub_codes, shift = pairs if pairs is not None else pair_table(palette, lk.info, lk.moff,
                                                                                    lk.cands, lk.gbits)
-        if lk.gbits != FS_GBITS:
-            raise ValueError(f"the sRGB Floyd-Steinberg loop needs a cell table with gbits={FS_GBITS}, "
-                             f"got {lk.gbits}")
-        # palette padded to 4 values per colour: the loop indexes it with a shift instead of a multiply
-        pal4 = np.zeros((len(palette), 4), dtype=np.int64)
-        pal4[:, :3] = palette
+    # palette padded to 4 values per colour: the loops index it with a shift instead of a multiply
+    pal4 = np.zeros((len(palette), 4), dtype=np.int64)
+    pal4[:, :3] = palette
+    table = np.ascontiguousarray(out.table).ravel()
+    if kernel.name == "floyd-steinberg" and not lk.use_lab and damp_limit < 0:
         _floyd_steinberg_rgb(
             src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), lk.pal_cmp, codes,
-            slot, sub_codes, lk.moff, lk.cands, lk.gbits, shift, serpentine, np.ascontiguousarray(out.table).ravel(),
-            out.indices, out.image, out.used,
+            slot, sub_codes, lk.moff, lk.cands, lk.gbits, shift, serpentine, table, out.indices, out.image, out.used,
         )
         return
-    ws = (kernel.weights * (kernel.diffused * strength)).astype(np.float32)
-    prc = palette.astype(np.float32)
-    if kernel.name == "floyd-steinberg":
-        # the specialised loop takes the weights as right, below-left, below, below-right
-        at = {(dx, dy): i for i, (dx, dy, _) in enumerate(kernel.taps)}
-        ws_fs = ws[[at[(1, 0)], at[(-1, 1)], at[(0, 1)], at[(1, 1)]]]
-        _floyd_steinberg(lk.use_lab, src, alpha_threshold, prc, *lk.loop_args, ws_fs, serpentine, *out)
-    else:
-        dxs = np.array([t[0] for t in kernel.taps], dtype=np.int64)
-        dys = np.array([t[1] for t in kernel.taps], dtype=np.int64)
-        _diffuse(lk.use_lab, src, alpha_threshold, prc, *lk.loop_args, dxs, dys, ws, serpentine, *out)
+    _diffuse_fixed(
+        lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
+        serpentine, lk.pal_cmp, lk.lut, lk.steps, lk.m1, lk.m2, lk.info, lk.moff, lk.cands, lk.sub, lk.gbits,
+        codes, slot, sub_codes, shift, table, out.indices, out.image, out.used,
+    )
+
+
+# OKLab loops take no pair codes; typed like real ones so both distances share one compiled loop
+_NO_PAIRS = (np.zeros(1, np.uint8), np.zeros(1, np.int32), np.zeros(1, np.uint8), 4)
 
 
 def ordered_dither(src: np.ndarray, lk: Lookup, offsets: np.ndarray, out: Target, *,

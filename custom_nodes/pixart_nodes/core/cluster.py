@@ -1,0 +1,168 @@
+"""Weighted k-means on a colour histogram (numba): greedy k-means++ seeding and Lloyd's iterations with
+Hamerly's bounds.
+
+Points are the image's distinct colours (or bins) in OKLab with their pixel counts as weights, so the work does not
+grow with the image size. Greedy k-means++ (Arthur & Vassilvitskii's seeding, trying several candidates per centre
+and keeping the one that lowers the weighted squared error most, as scikit-learn does) starts far closer to a good
+optimum than plain k-means++; on the bench_extract images it lowered the error after convergence by up to a quarter.
+Hamerly's bounds (an upper bound on each point's distance to its centre, a lower bound on the distance to every
+other centre, both moved by how far the centres moved) skip the nearest-centre search for most points once centres
+settle, so running to convergence costs a few full passes instead of one per iteration.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _d2(pts, i, cen, j):
+    a = pts[i, 0] - cen[j, 0]
+    b = pts[i, 1] - cen[j, 1]
+    c = pts[i, 2] - cen[j, 2]
+    return a * a + b * b + c * c
+
+
+@numba.njit(cache=True, nogil=True)
+def seed_greedy(pts, w, k, seed, trials):
+    """``k`` starting centres (float64 [k,3]) picked among ``pts`` by greedy k-means++ (``trials`` candidates per
+    centre, drawn with probability weight x squared distance to the nearest centre so far)."""
+    np.random.seed(seed)
+    n = pts.shape[0]
+    cen = np.empty((k, 3))
+    cum = np.cumsum(w)
+    first = min(np.searchsorted(cum, np.random.random() * cum[-1]), n - 1)
+    cen[0] = pts[first]
+    d2 = np.empty(n)
+    for i in range(n):
+        d2[i] = _d2(pts, i, cen, 0)
+    cand = np.empty((1, 3))
+    for j in range(1, k):
+        cp = np.cumsum(w * d2)
+        total = cp[-1]
+        if total <= 0.0:  # every point already on a centre: the rest repeat it (dropped after rounding)
+            for jj in range(j, k):
+                cen[jj] = cen[0]
+            break
+        best_pot = np.inf
+        best = 0
+        for _ in range(trials):
+            c = min(np.searchsorted(cp, np.random.random() * total), n - 1)
+            cand[0] = pts[c]
+            pot = 0.0
+            for i in range(n):
+                pot += w[i] * min(d2[i], _d2(pts, i, cand, 0))
+            if pot < best_pot:
+                best_pot = pot
+                best = c
+        cen[j] = pts[best]
+        for i in range(n):
+            d = _d2(pts, i, cen, j)
+            if d < d2[i]:
+                d2[i] = d
+    return cen
+
+
+@numba.njit(cache=True, nogil=True)
+def lloyd(pts, w, cen, max_iter, tol):
+    """Weighted Lloyd iterations on ``cen`` (updated in place) until no centre moves more than ``tol`` or
+    ``max_iter``; returns the assignment (int64 [n]). A centre left without points restarts on the point with the
+    largest weighted error. Hamerly's bounds only skip searches that cannot change a point's nearest centre (up to
+    float rounding in the bounds)."""
+    n = pts.shape[0]
+    k = cen.shape[0]
+    assign = np.zeros(n, dtype=np.int64)
+    upper = np.empty(n)
+    lower = np.empty(n)
+    for i in range(n):
+        b1 = np.inf
+        b2 = np.inf
+        best = 0
+        for j in range(k):
+            d = _d2(pts, i, cen, j)
+            if d < b1:
+                b2 = b1
+                b1 = d
+                best = j
+            elif d < b2:
+                b2 = d
+        assign[i] = best
+        upper[i] = np.sqrt(b1)
+        lower[i] = np.sqrt(b2)
+    sums = np.empty((k, 3))
+    tot = np.empty(k)
+    moved = np.empty(k)
+    half_gap = np.empty(k)  # half the distance from each centre to its nearest other centre
+    for _ in range(max_iter):
+        sums[:] = 0.0
+        tot[:] = 0.0
+        for i in range(n):
+            a = assign[i]
+            tot[a] += w[i]
+            sums[a, 0] += w[i] * pts[i, 0]
+            sums[a, 1] += w[i] * pts[i, 1]
+            sums[a, 2] += w[i] * pts[i, 2]
+        worst_move = 0.0
+        for j in range(k):
+            if tot[j] > 0.0:
+                nc0 = sums[j, 0] / tot[j]
+                nc1 = sums[j, 1] / tot[j]
+                nc2 = sums[j, 2] / tot[j]
+            else:
+                far = 0
+                far_e = -1.0
+                for i in range(n):
+                    e = w[i] * _d2(pts, i, cen, assign[i])
+                    if e > far_e:
+                        far_e = e
+                        far = i
+                nc0, nc1, nc2 = pts[far, 0], pts[far, 1], pts[far, 2]
+            m = np.sqrt((nc0 - cen[j, 0]) ** 2 + (nc1 - cen[j, 1]) ** 2 + (nc2 - cen[j, 2]) ** 2)
+            cen[j, 0], cen[j, 1], cen[j, 2] = nc0, nc1, nc2
+            moved[j] = m
+            worst_move = max(worst_move, m)
+        if worst_move <= tol:
+            break
+        # second-largest move: a point's lower bound shrinks by the largest move of any centre but its own
+        m1 = -1.0
+        m2 = -1.0
+        j1 = -1
+        for j in range(k):
+            if moved[j] > m1:
+                m2 = m1
+                m1 = moved[j]
+                j1 = j
+            elif moved[j] > m2:
+                m2 = moved[j]
+        for j in range(k):
+            g = np.inf
+            for jj in range(k):
+                if jj != j:
+                    g = min(g, _d2(cen, j, cen, jj))
+            half_gap[j] = 0.5 * np.sqrt(g)
+        for i in range(n):
+            a = assign[i]
+            upper[i] += moved[a]
+            lower[i] -= m2 if a == j1 else m1
+            bound = max(lower[i], half_gap[a])
+            # strict: a point exactly on the bound is searched again, so ties resolve as in a full search
+            if upper[i] < bound:
+                continue
+            upper[i] = np.sqrt(_d2(pts, i, cen, a))
+            if upper[i] < bound:
+                continue
+            b1 = np.inf
+            b2 = np.inf
+            best = 0
+            for j in range(k):
+                d = _d2(pts, i, cen, j)
+                if d < b1:
+                    b2 = b1
+                    b1 = d
+                    best = j
+                elif d < b2:
+                    b2 = d
+            assign[i] = best
+            upper[i] = np.sqrt(b1)
+            lower[i] = np.sqrt(b2)
+    return assign
