@@ -186,9 +186,10 @@ class Settings(_LayeredSettings):
                                                              "removed there outside the bridge.")
     queue_timeout: float = Field(3600.0, ge=0, description="Seconds a job may wait in the queue before it fails; "
                                                            "0: no limit.")
-    output_metadata: Literal["none", "comfyui"] = Field("none", description=(
-        "What stored and served images carry: none (default: ComfyUI's graph chunks are removed; A1111 answers add "
-        "their own infotext) or comfyui (the whole graph, as ComfyUI saved it)."))
+    output_metadata: Literal["infotext", "none", "comfyui"] = Field("infotext", description=(
+        "What stored and served PNGs carry in place of ComfyUI's graph chunks (which reveal server paths and model "
+        "names): infotext (default: A1111's `parameters` text, what the image was made with), none, or comfyui (the "
+        "whole graph, as ComfyUI saved it)."))
     public_url: str = Field("", description=(
         "The bridge's address as clients reach it (https://pixart.example.com); result links in webhook messages "
         "are made absolute with it. Empty: links are paths."))

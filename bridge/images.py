@@ -17,6 +17,7 @@ import os
 import re
 import warnings
 import weakref
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -211,6 +212,25 @@ def strip_metadata(data: bytes) -> bytes:
             out += data[pos:end]
         pos = end
     return bytes(out) if pos == len(data) else data
+
+
+def add_text(data: bytes, key: str, text: str) -> bytes:
+    """A PNG with a text chunk added (tEXt, or iTXt for text beyond Latin-1, as Pillow writes them); pixels
+    untouched. It goes before the image data, where readers that stop at the pixels (Pillow's `open().info`, so
+    A1111's PNG Info) still find it. Anything that is not a well-formed PNG is returned unchanged."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data
+    pos = 8
+    while pos + 12 <= len(data) and data[pos + 4:pos + 8] != b"IDAT":
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    if pos + 12 > len(data):
+        return data
+    try:
+        kind, body = b"tEXt", key.encode("latin-1") + b"\0" + text.encode("latin-1")
+    except UnicodeEncodeError:
+        kind, body = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8")
+    chunk = len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+    return data[:pos] + chunk + data[pos:]
 
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")

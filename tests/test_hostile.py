@@ -480,6 +480,14 @@ async def test_served_images_carry_no_graph(bridge_factory: Any, comfy_double: A
     png = await (await client.get(data["imageUrl"])).read()
     with Image.open(io.BytesIO(png)) as im:
         assert "prompt" not in im.info and "workflow" not in im.info
+        # what A1111 would have written, by default: the prompt and the settings that made the picture
+        assert im.info["parameters"].startswith("x\nSteps: 2, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: ")
+        assert "Size: 64x64" in im.info["parameters"]
+    none = await bridge_factory(adapters=["aleaart"], output_metadata="none")
+    data = await (await none.post("/generate-image", json={"prompt": "x", "steps": 2, "width": 64,
+                                                          "height": 64})).json()
+    with Image.open(io.BytesIO(await (await none.get(data["imageUrl"])).read())) as im:
+        assert not {"prompt", "workflow", "parameters"} & set(im.info)
     keep = await bridge_factory(adapters=["aleaart"], output_metadata="comfyui")
     data = await (await keep.post("/generate-image", json={"prompt": "x", "steps": 2, "width": 64,
                                                           "height": 64})).json()

@@ -144,3 +144,33 @@ def test_size_probe_leaves_no_decompression_bomb_warning(monkeypatch):
     assert (img.width, img.height) == (12, 10)
     assert np.array_equal(pixels(img.png), pixels(encode(patterned(12, 10), "PNG")))
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], caught
+
+
+@pytest.mark.parametrize("text", ["a cat\nSteps: 2, Sampler: Euler", "ünïcode ☃ prompt\nSeed: 3"])
+def test_added_text_is_read_back_by_pillow_before_the_pixels_and_leaves_them_alone(text):
+    from bridge.images import add_text, strip_metadata
+
+    rgba = np.random.default_rng(5).integers(0, 256, (9, 7, 4), dtype=np.uint8)
+    out = io.BytesIO()
+    info = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    info.add_text("prompt", '{"1": {"class_type": "CheckpointLoaderSimple"}}')
+    Image.fromarray(rgba).save(out, format="PNG", pnginfo=info)
+    stamped = add_text(strip_metadata(out.getvalue()), "parameters", text)
+    with Image.open(io.BytesIO(stamped)) as im:
+        assert im.info == {"parameters": text}  # known before the pixels are read, as A1111's PNG Info reads it
+        assert np.array_equal(np.asarray(im), rgba)
+    assert add_text(b"not a png", "parameters", text) == b"not a png"
+
+
+def test_a_jobs_infotext_says_what_it_ran_with():
+    from bridge.infotext import for_job
+
+    params = {"prompt": "a red house", "negative_prompt": "blurry, dark", "steps": 20, "sampler": "euler",
+              "scheduler": "normal", "cfg": 7.0, "seed": 42, "width": 512, "height": 384,
+              "checkpoint": "sd15/dreamshaper_8.safetensors", "loras": [{"name": "pixel.safetensors", "strength": 0.8}],
+              "sketch": {"image": "inputs/x.png"}}
+    assert for_job("txt2img", 2, params) == (
+        "a red house <lora:pixel:0.8>\nNegative prompt: blurry, dark\nSteps: 20, Sampler: euler, Schedule type: normal, "
+        "CFG scale: 7.0, Seed: 42, Size: 512x384, Model: dreamshaper_8, Workflow: txt2img v2")
+    assert for_job("pixel_art", 1, {"sketch": {}}) == "Workflow: pixel_art v1"
+    assert for_job("x", 1, params, "given text") == "given text"

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
+from bridge import infotext
 from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
@@ -278,8 +279,13 @@ async def generate_image(request: web.Request, body: GenerateImageBody) -> web.R
     token_text = str(token).strip()
     params, extra, prompt = await prepare(body, engine, settings, random.Random())
     group = JobGroup(engine, request)
+    used = extra["parameters"]
+    # The graph derives the on-chain values itself, so the infotext is written from what this adapter resolved.
+    text = infotext.write(prompt, "", {"Steps": used["steps"], "Sampler": used["sampler"], "CFG scale": used["cfg_scale"],
+                                       "Seed": used["seed"], "Size": f"{used['width']}x{used['height']}",
+                                       "Token": token_text})
     job = await group.submit(Submission(WORKFLOW, params, meta={"api": API, "tokenId": token_text,
-                                                                "webhook": body.webhook}))
+                                                                "webhook": body.webhook, "infotext": text}))
     try:
         job = (await group.wait(settings.timeout))[0]
     except asyncio.TimeoutError:

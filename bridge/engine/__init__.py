@@ -74,7 +74,7 @@ class EngineOptions:
     max_jobs_per_client: int = 0            # jobs one client may have waiting or running; 0: no bound
     queue_timeout: float | None = None      # seconds a job may wait in the queue
     queue_poll_interval: float = 5.0        # seconds between looks at a backend's queue
-    output_metadata: str = "none"           # "comfyui" keeps ComfyUI's graph chunks in stored PNGs
+    output_metadata: str = "infotext"       # what stored PNGs carry: "infotext", "none", or "comfyui" (the graph)
 
 
 class JobEngine:
@@ -156,7 +156,7 @@ class JobEngine:
                                 self._spawn, poll_interval=self.poll_interval, cancel_grace=self.cancel_grace,
                                 requeue_on_backend_death=self.requeue_on_backend_death,
                                 queue_poll_interval=self.queue_poll_interval, queue_timeout=self.queue_timeout,
-                                keep_metadata=self.output_metadata == "comfyui",
+                                metadata=self.output_metadata,
                                 comfyui_output_dirs=self.retention.comfyui_output_dirs)
         for job in table.load():
             conn = self._connections.get(job.backend or "")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import images as image_io
+from bridge import infotext
 from bridge import workflows as wfmod
 from bridge.storage import BlobStore, content_type
 from bridge.store import Job, output_key
@@ -33,13 +34,18 @@ PREVIEWS_KEPT = 256
 log = logging.getLogger("bridge.engine.tracker")
 
 
+def _restamp(png: bytes, text: str | None) -> bytes:
+    stripped = image_io.strip_metadata(png)
+    return image_io.add_text(stripped, "parameters", text) if text else stripped
+
+
 class Tracker:
     def __init__(self, table: JobTable, runs: Runs, blobs: BlobStore, dispatcher: Dispatcher,
                  connections: Mapping[str, Connection], workflows: Callable[[], Mapping[str, wfmod.Workflow]],
                  spawn: Callable[[Coroutine[Any, Any, Any]], None], *, poll_interval: float = 2.0,
                  cancel_grace: float = 5.0, requeue_on_backend_death: bool = False,
                  queue_poll_interval: float = 5.0, queue_timeout: float | None = None,
-                 keep_metadata: bool = False, comfyui_output_dirs: Mapping[str, Path] | None = None) -> None:
+                 metadata: str = "infotext", comfyui_output_dirs: Mapping[str, Path] | None = None) -> None:
         self.table = table
         self.runs = runs
         self.previews: dict[str, tuple[str, bytes]] = {}
@@ -53,7 +59,8 @@ class Tracker:
         self.requeue_on_backend_death = requeue_on_backend_death
         self.queue_poll_interval = queue_poll_interval
         self.queue_timeout = queue_timeout
-        self.keep_metadata = keep_metadata
+        # What stored PNGs carry (BRIDGE_OUTPUT_METADATA): "infotext", "none", or "comfyui" (the graph as saved).
+        self.metadata = metadata
         # ComfyUI output folders the bridge can reach (managed ComfyUI): its copies are removed once stored here.
         self.comfyui_output_dirs = dict(comfyui_output_dirs or {})
         self._queue_checked: dict[str, float] = {}
@@ -218,9 +225,13 @@ class Tracker:
         stored: dict[str, list[Any]] = dict(outcome.values)
         try:
             for name, images in outcome.images.items():
-                if not self.keep_metadata:
-                    # ComfyUI writes the whole graph into the PNG (server paths, model names); clients get pixels.
-                    images = await image_io.run_in_pool(lambda imgs=images: [image_io.strip_metadata(b) for b in imgs])
+                if self.metadata != "comfyui":
+                    # ComfyUI writes the whole graph into the PNG (server paths, model names); clients get pixels,
+                    # and by default the infotext A1111 would have written.
+                    text = (infotext.for_job(job.workflow, job.workflow_version, job.params,
+                                             (job.meta or {}).get("infotext"))
+                            if self.metadata == "infotext" else None)
+                    images = await image_io.run_in_pool(lambda imgs=images, t=text: [_restamp(b, t) for b in imgs])
                 fmt = (job.meta or {}).get("output_format")
                 if fmt and fmt != "png":
                     quality = int((job.meta or {}).get("output_quality") or 90)
