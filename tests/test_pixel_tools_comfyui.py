@@ -43,6 +43,10 @@ def test_snap_cleanup_and_outline_in_a_graph(comfyui: RunningComfyUI) -> None:
                                                          "image": ["1", 0], "method": "outline", "pixel_size": 4,
                                                          "width": 0, "height": 0, "upscale": False}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "pixart/outline"}},
+        # what the AI workflow does: a grid with fewer cells than the result needs passes the picture through
+        "8": {"class_type": "PixartSnapToGrid", "inputs": {**_widget_defaults(info["PixartSnapToGrid"]),
+                                                           "image": ["1", 0], "min_columns": 25, "min_rows": 20}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "pixart/snap_coarse"}},
     }
     entry = comfyui.run_prompt(graph)
     snapped = _read_output(comfyui, entry, "4")
@@ -51,5 +55,7 @@ def test_snap_cleanup_and_outline_in_a_graph(comfyui: RunningComfyUI) -> None:
     assert entry["outputs"]["2"]["text"][0].startswith("grid 4.50x4.50")
     cleaned = _read_output(comfyui, entry, "5")
     assert np.array_equal(cleaned, cleanup.cleanup(spr, background="auto").image[..., :3])
+    assert np.array_equal(_read_output(comfyui, entry, "9"), big)
+    assert "fewer cells than 25x20" in entry["outputs"]["8"]["text"][0]
     outlined = _read_output(comfyui, entry, "7")
     assert np.array_equal(outlined, pixelate.pixelate(big, pixel_size=4, method="outline"))

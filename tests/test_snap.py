@@ -247,3 +247,19 @@ def test_snap_node_reports_the_grid_and_passes_through_without_one():
     flat = np.full((64, 64, 3), 90, np.uint8)
     image, _, grid, cw, _ = PixartSnapToGrid().run(uint8_to_image(flat))["result"]
     assert image.shape == (1, 64, 64, 3) and cw == 0.0 and json.loads(grid)["detected"] is False
+
+
+def test_snap_node_passes_a_grid_coarser_than_asked_through():
+    from pixart_nodes.core.tensors import iter_batch_uint8, uint8_to_image
+    from pixart_nodes.nodes_pixelate import PixartSnapToGrid
+
+    spr = sprite(20, 24, seed=3)  # 24 columns, 20 rows
+    big = enlarge(spr, 4)
+    out = PixartSnapToGrid().run(uint8_to_image(big), min_columns=24, min_rows=20)
+    assert np.array_equal(next(iter_batch_uint8(out["result"][0])), spr)  # enough cells: snapped
+    out = PixartSnapToGrid().run(uint8_to_image(big), min_columns=32, min_rows=20)
+    image, _, grid, cw, _ = out["result"]
+    assert np.array_equal(next(iter_batch_uint8(image)), big) and cw == 0.0
+    info = json.loads(grid)
+    assert info["detected"] is False and "fewer cells than 32x20" in info["message"]
+    assert out["ui"]["text"][0] == info["message"]

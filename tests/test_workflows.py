@@ -357,11 +357,27 @@ def test_snap_step_routes_the_pixelate_input(workflows, name):
     wf = workflows[name]
     ids = {n["class_type"]: nid for nid, n in wf.graph.items()}
     extra = {k: "x.png" for k in ("image", "sketch") if k in wf.parameters and wf.parameters[k].required}
-    off = wf.bind(wf.coerce(extra))
+    default = wf.bind(wf.coerce(extra))
+    off = wf.bind(wf.coerce({**extra, "snap": "off"}))
     on = wf.bind(wf.coerce({**extra, "snap": "on"}))
     snap_input = wf.graph[ids["PixartSnapToGrid"]]["inputs"]["image"]
     assert off[ids["PixartPixelate"]]["inputs"]["image"] == snap_input
     assert on[ids["PixartPixelate"]]["inputs"]["image"] == [ids["PixartSnapToGrid"], 0]
+    # the AI sketch path snaps by default ('auto'); the Axera workflows leave it to the client
+    assert default[ids["PixartPixelate"]]["inputs"]["image"] == (
+        [ids["PixartSnapToGrid"], 0] if name == "pixel_art_ai" else snap_input)
     if name == "pixel_art_ai":  # the Axera workflows pixelate only when their postprocess choice says so
         assert ids["PixartSnapToGrid"] in wf.needed_nodes(graph=on) and ids["PixartSnapToGrid"] not in \
             wf.needed_nodes(graph=off)
+
+
+def test_ai_pixel_art_snaps_only_to_a_grid_with_the_cells_it_needs(workflows):
+    wf = workflows["pixel_art_ai"]
+    ids = {n["class_type"]: nid for nid, n in wf.graph.items()}
+    g = wf.bind(wf.coerce({"sketch": "x.png", "width": 40, "height": 24, "snap": "auto"}))
+    snap = g[ids["PixartSnapToGrid"]]["inputs"]
+    # a coarser grid than the result asks for passes the picture through (the node's min_columns / min_rows)
+    assert (snap["min_columns"], snap["min_rows"]) == (40, 24)
+    assert g[ids["PixartPixelate"]]["inputs"]["image"] == [ids["PixartSnapToGrid"], 0]
+    assert (g[ids["PixartPixelate"]]["inputs"]["width"], g[ids["PixartPixelate"]]["inputs"]["height"]) == (40, 24)
+    assert wf.parameters["snap"].default == "auto" and wf.version >= 5

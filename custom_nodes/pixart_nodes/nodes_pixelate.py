@@ -149,17 +149,28 @@ class PixartSnapToGrid:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Optional alpha as a mask (1 = transparent), e.g. from Load Image."}),
+                "min_columns": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip": (
+                    "Snap only when the grid found has at least this many columns; a coarser grid passes the "
+                    "input through unchanged, as when no grid is found. Set it to the width a later Pixelate "
+                    "step asks for, so snapping never leaves fewer cells than that. 0 = any grid.")}),
+                "min_rows": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip": (
+                    "Snap only when the grid found has at least this many rows (see min_columns). 0 = any grid.")}),
             },
         }
 
     def run(self, image, min_cell_size=2.0, max_cell_size=0.0, cell_width=0.0, cell_height=0.0, scale=1,
-            mask=None):
+            mask=None, min_columns=0, min_rows=0):
         from .core import snap as sn
 
         arrays, has_alpha, channels = split_alpha(image, mask)
         results = sn.snap(arrays, min_size=float(min_cell_size), max_size=float(max_cell_size) or None,
                           cell_width=float(cell_width) or None, cell_height=float(cell_height) or None)
         first = results[0]
+        if first.detected and (first.x.cells < int(min_columns) or first.y.cells < int(min_rows)):
+            why = (f"no pixel grid used: the grid found ({first.message}) has fewer cells than "
+                   f"{int(min_columns)}x{int(min_rows)}; image returned unchanged")
+            results = [sn.SnapResult(a, False, r.x, r.y, message=why) for a, r in zip(arrays, results)]
+            first = results[0]
         out = [r.image for r in results]
         if first.detected and int(scale) > 1:
             out = [np.repeat(np.repeat(a, int(scale), axis=0), int(scale), axis=1) for a in out]
