@@ -206,7 +206,8 @@ def test_seam_ratio_tells_a_tiling_picture_from_a_seamed_one():
     y, x = np.mgrid[0:64, 0:64]
     periodic = 128 + 100 * np.sin(2 * np.pi * x / 64) * np.cos(2 * np.pi * y / 32)
     ramp = x * 4.0
-    assert tiling.seam_ratio(periodic, 1) < 1.5 and tiling.seam_ratio(periodic, 0) < 1.5
+    # a sine is steepest where it wraps: pi/2 times its mean step
+    assert tiling.seam_ratio(periodic, 1) < 2 and tiling.seam_ratio(periodic, 0) < 2
     assert tiling.seam_ratio(ramp, 1) > 20
 
 

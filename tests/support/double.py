@@ -118,6 +118,33 @@ def model_nodes(vaes: list[str], loras: list[str], upscale_models: list[str]) ->
     }
 
 
+def caption_nodes() -> dict[str, Any]:
+    """/object_info entries of the third-party captioning nodes the interrogate workflows use: WD14Tagger|pysssss
+    (pythongosssss/ComfyUI-WD14-Tagger), BlipCaption (1038lab/ComfyUI-Blip), ShowText|pysssss
+    (pythongosssss/ComfyUI-Custom-Scripts); inputs as their INPUT_TYPES declare them."""
+    wd14_models = ["wd-v1-4-moat-tagger-v2", "wd-v1-4-convnext-tagger-v2", "wd-v1-4-swinv2-tagger-v2",
+                   "wd-v1-4-convnextv2-tagger-v2", "wd-v1-4-vit-tagger-v2"]
+    tagger = _node("WD14Tagger|pysssss", "image", {
+        "image": ["IMAGE", {}], "model": [wd14_models, {}],
+        "threshold": ["FLOAT", {"default": 0.35, "min": 0.0, "max": 1, "step": 0.05}],
+        "character_threshold": ["FLOAT", {"default": 0.85, "min": 0.0, "max": 1, "step": 0.05}],
+        "replace_underscore": ["BOOLEAN", {"default": False}], "trailing_comma": ["BOOLEAN", {"default": False}],
+        "exclude_tags": ["STRING", {"default": ""}]}, ["STRING"], output_node=True)
+    tagger["output_is_list"] = [True]
+    blip = _node("BlipCaption", "🧪AILab/📝BlipCaption", {
+        "image": ["IMAGE", {}],
+        "model_name": [["Salesforce/blip-image-captioning-base", "Salesforce/blip-image-captioning-large"], {}],
+        "max_length": ["INT", {"default": 50, "min": 1, "max": 100}],
+        "use_nucleus_sampling": ["BOOLEAN", {"default": False}]}, ["STRING"], output_names=["caption"])
+    show = _node("ShowText|pysssss", "utils", {"text": ["STRING", {"forceInput": True}]}, ["STRING"],
+                 output_node=True, hidden={"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"})
+    show["output_is_list"] = [True]
+    return {"WD14Tagger|pysssss": tagger, "BlipCaption": blip, "ShowText|pysssss": show}
+
+
+CAPTION_CLASSES = ("WD14Tagger|pysssss", "BlipCaption", "ShowText|pysssss")
+
+
 DEFAULT_VAES = ["vae-ft-mse-840000-ema-pruned.safetensors"]
 DEFAULT_LORAS = ["pixel_style.safetensors", "sub/other_lora.safetensors"]
 DEFAULT_UPSCALE_MODELS = ["RealESRGAN_x4plus.pth", "4x_foolhardy.pth"]
@@ -204,6 +231,16 @@ def _core_object_info(checkpoints: list[str], files: list[str], hidden_save: dic
             "x": ["INT", {"default": 0, "min": 0, "max": MAX_RES, "step": 8}],
             "y": ["INT", {"default": 0, "min": 0, "max": MAX_RES, "step": 8}],
             "resize_source": ["BOOLEAN", {"default": False}]}, ["LATENT"], optional={"mask": ["MASK", {}]}),
+        "LatentCrop": _node("LatentCrop", "latent/transform", {
+            "samples": ["LATENT", {}],
+            "width": ["INT", {"default": 512, "min": 64, "max": MAX_RES, "step": 8}],
+            "height": ["INT", {"default": 512, "min": 64, "max": MAX_RES, "step": 8}],
+            "x": ["INT", {"default": 0, "min": 0, "max": MAX_RES, "step": 8}],
+            "y": ["INT", {"default": 0, "min": 0, "max": MAX_RES, "step": 8}]}, ["LATENT"]),
+        "ImageBlend": _node("ImageBlend", "image/postprocessing", {
+            "image1": ["IMAGE", {}], "image2": ["IMAGE", {}],
+            "blend_factor": ["FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}],
+            "blend_mode": [["normal", "multiply", "screen", "overlay", "soft_light", "difference"], {}]}, ["IMAGE"]),
         "LoadImage": _node("LoadImage", "image", {"image": [files, {"image_upload": True}]}, ["IMAGE", "MASK"]),
         "LoadImageMask": _node("LoadImageMask", "mask", {
             "image": [files, {"image_upload": True}], "channel": [["alpha", "red", "green", "blue"], {}]}, ["MASK"]),
@@ -262,6 +299,7 @@ class ComfyDouble:
     drop_final   do not send the final `executing {node: null}` (the engine must fall back to /history)
     lose_images  image output nodes succeed but deliver nothing: no websocket frames, no `images` in /history
     previews     send a JPEG preview frame after each sampler step (ComfyUI with --preview-method)
+    caption_packs  the third-party captioning nodes of the interrogate workflows are installed (`caption_nodes`)
     checkpoints  files in models/checkpoints
     controlnets  files in models/controlnet
     devices      what /system_stats lists under "devices": [{"name", "type"}] (the vram fields are filled in);
@@ -275,6 +313,7 @@ class ComfyDouble:
     drop_final: bool = False
     lose_images: bool = False
     previews: bool = True
+    caption_packs: bool = True
     axera_models: bool = False  # what the pack's /pixart/axera reports: an Axera model set on this "machine"
     checkpoints: list[str] = field(default_factory=lambda: ["tiny_sd15.safetensors", "other.safetensors"])
     devices: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "cpu", "type": "cpu"}])
@@ -324,8 +363,9 @@ class ComfyDouble:
 
     @property
     def object_info(self) -> dict[str, Any]:
-        return object_info_for(self.checkpoints, list(self.inputs), self.controlnets, vaes=self.vaes,
+        info = object_info_for(self.checkpoints, list(self.inputs), self.controlnets, vaes=self.vaes,
                                loras=self.loras, upscale_models=self.upscale_models)
+        return {**info, **caption_nodes()} if self.caption_packs else info
 
     # ------------------------------------------------------------------ server lifecycle
     async def start(self) -> ComfyDouble:
@@ -793,6 +833,10 @@ class ComfyDouble:
         if cls in _pack_classes():
             self._run_pack(pid, prompt, nid, values, ui_outputs)
             return
+        if cls in ("WD14Tagger|pysssss", "ShowText|pysssss"):
+            # Their ui lists the text (tags of each image; the text shown), as the packs report it.
+            ui_outputs[nid] = {"tags" if cls.startswith("WD14") else "text": [values[nid][0].data]}
+            return
         if cls in ("SaveImage", "PreviewImage", "SaveImageWebsocket"):
             img = _input_val(inputs.get("images"), values)
             if img is None or img.kind != "image":
@@ -857,6 +901,23 @@ class ComfyDouble:
             return (_Val("latent", src.width // 8 * 8, src.height // 8 * 8, src.batch),)
         if cls in ("SetLatentNoiseMask", "LatentMultiply"):
             return (get("samples"),)
+        if cls == "LatentCrop":
+            src = get("samples")
+            x = min(int(inp["x"]) // 8, max(0, src.width // 8 - 8))
+            y = min(int(inp["y"]) // 8, max(0, src.height // 8 - 8))
+            return (_Val("latent", min(int(inp["width"]) // 8, src.width // 8 - x) * 8,
+                         min(int(inp["height"]) // 8, src.height // 8 - y) * 8, src.batch),)
+        if cls == "UpscaleModelLoader":
+            return (_Val("upscale_model"),)
+        if cls == "ImageUpscaleWithModel":
+            src = get("image")  # the double's upscale models are all 4x ones
+            return (_Val("image", src.width * 4, src.height * 4, src.batch),)
+        if cls == "ImageBlend":
+            return (get("image1"),)
+        if cls in CAPTION_CLASSES:
+            src = get("image") or get("text")
+            return (_Val("string", data=src.data if src is not None and src.kind == "string" else
+                         f"a picture of {src.width}x{src.height} pixels" if src is not None else ""),)
         if cls == "LatentCompositeMasked":
             return (get("destination"),)
         if cls == "RepeatLatentBatch":
@@ -908,6 +969,20 @@ class ComfyDouble:
         if cls == "PixartAleaArtParams" and not any(_is_link(v) for v in inp.values()):
             res = getattr(node_cls(), node_cls.FUNCTION)(**inp)
             return tuple(_Val("value", data=v) for v in res["result"])
+        if cls == "PixartLatentUpscale":
+            src = get("samples")
+            return (_Val("latent", int(inp["width"]) // 8 * 8, int(inp["height"]) // 8 * 8, src.batch),)
+        if cls in ("PixartTileSplit", "PixartTileMerge"):
+            from pixart_nodes.core.tiling import grid_positions
+
+            if cls == "PixartTileMerge":
+                ref = get("reference")
+                return (_Val("image", ref.width, ref.height, ref.batch),)
+            src = get("image")
+            layout = grid_positions(src.width, src.height, int(inp["tile_width"]), int(inp["tile_height"]),
+                                    int(inp["overlap"]))
+            count = sum(len(xs) for _, xs in layout) * src.batch
+            return (_Val("image", int(inp["tile_width"]), int(inp["tile_height"]), count),)
         if cls in ("PixartAxeraTxt2Img", "PixartAxeraImg2Img"):
             # The LCM SD1.5 UNet works at 512x512 (the Axera models are compiled for that size).
             src = get("image")

@@ -61,13 +61,14 @@ def circular_convs(module: torch.nn.Module, axes: str = "both") -> Iterator[int]
 
 def seam_ratio(image: np.ndarray, axis: int) -> float:
     """The mean absolute step across the wrap-around edge (last row/column to the first) divided by the mean step
-    between the neighbouring rows/columns on either side of it: about 1 for a picture that continues into its
-    opposite edge along `axis` (0 = top/bottom, 1 = left/right), well above 1 where there is a seam."""
+    between neighbouring rows/columns inside the picture (leaving out the two steps nearest each edge, where a
+    zero-padded network leaves its border): about 1 for a picture that continues into its opposite edge along
+    `axis` (0 = top/bottom, 1 = left/right), well above 1 where there is a seam."""
     a = np.asarray(image, dtype=np.float64)
-    first, second = np.take(a, 0, axis=axis), np.take(a, 1, axis=axis)
-    last, before_last = np.take(a, -1, axis=axis), np.take(a, -2, axis=axis)
-    inner = (np.abs(second - first).mean() + np.abs(last - before_last).mean()) / 2
-    edge = np.abs(first - last).mean()
+    steps = np.abs(np.diff(a, axis=axis))
+    n = steps.shape[axis]
+    inner = np.take(steps, range(2, n - 2), axis=axis).mean() if n > 4 else steps.mean()
+    edge = np.abs(np.take(a, 0, axis=axis) - np.take(a, -1, axis=axis)).mean()
     if inner == 0:
         return 1.0 if edge == 0 else float("inf")
     return float(edge / inner)
