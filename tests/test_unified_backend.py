@@ -52,3 +52,22 @@ async def test_text_time_counts_the_encoders_and_zero_when_cached(bridge_factory
     again = await (await client.post("/generate", json={**body, "seed": 4})).json()
     assert first["text_time_ms"] >= 2 * 20 * 0.8  # two encoders of 20 ms (the double's node delay)
     assert again["text_time_ms"] == 0.0  # same prompts: ComfyUI served both encoders from its cache
+
+
+@pytest.mark.parametrize("settings,missing", [
+    ({"UNIFIED_BACKEND": "sd15"}, "holds no checkpoint"),
+    ({"UNIFIED_BACKEND": "auto"}, "holds no checkpoint"),
+    ({"UNIFIED_BACKEND": "sd15", "UNIFIED_SD15_CHECKPOINT": "dreamshaper_8.safetensors"}, "dreamshaper_8"),
+])
+async def test_sd15_without_its_checkpoint_is_503_at_once_saying_what_is_missing(bridge_factory, comfy_double,
+                                                                                  settings, missing):
+    if "UNIFIED_SD15_CHECKPOINT" not in settings:
+        comfy_double.checkpoints = []
+    client = await bridge_factory(adapters=["unified"], **settings)
+    resp = await client.post("/generate", json={"prompt": "a fox", "width": 64, "height": 64, "steps": 2})
+    data = await resp.json()
+    assert resp.status == 503 and data["field"] == "UNIFIED_BACKEND" and missing in data["error"], data
+    assert "models/checkpoints" in data["error"] and resp.headers["Retry-After"]
+    assert comfy_double.prompts == []
+    opts = await (await client.get("/generate/options")).json()
+    assert opts["backend"] == "sd15" and missing in opts["backend_error"]

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -34,6 +35,7 @@ from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, InvalidParameter
 from bridge.fields import (FieldError, ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
                            Request, ResponseFormat, Seed, Text, Webhook, field_errors)
+from bridge.engine import JobEngine
 from bridge.keys import SETTINGS
 
 from .toolkit import ClientGone, Submission, engine_of, live_choices, request_origin, run_jobs
@@ -353,11 +355,30 @@ class BackendChoice:
     error: str | None = None  # set when the configured backend cannot run: the request is answered 503
 
 
-async def choose_backend(engine: Any, s: UnifiedSettings) -> BackendChoice:
+async def _sd15(engine: JobEngine, s: UnifiedSettings, why: str) -> BackendChoice:
+    """The SD1.5 backend, or why it cannot run: no checkpoint (or not the configured one) on the backend."""
+    live = await live_choices(engine, "CheckpointLoaderSimple.ckpt_name")
+    if live is None:
+        return BackendChoice("sd15", why)  # no backend answers now: the request waits for one like any job
+    wanted = s.sd15_checkpoint
+    if wanted and not any(c == wanted or PurePath(c).stem == PurePath(wanted).stem for c in live):
+        return BackendChoice("sd15", why, error=(
+            f"the SD1.5 backend is not usable: UNIFIED_SD15_CHECKPOINT={wanted!r} is not in ComfyUI's "
+            f"models/checkpoints folder on the backend (it has {', '.join(live[:5]) or 'none'}); copy it there, or "
+            f"change UNIFIED_SD15_CHECKPOINT"))
+    if not live:
+        return BackendChoice("sd15", why, error=(
+            "the SD1.5 backend is not usable: ComfyUI's models/checkpoints folder on the backend holds no checkpoint; "
+            "put an SD1.5 .safetensors there (or set UNIFIED_BACKEND=axera with the Axera model set)"))
+    return BackendChoice("sd15", why)
+
+
+async def choose_backend(engine: JobEngine, s: UnifiedSettings) -> BackendChoice:
     """UNIFIED_BACKEND applied to what the ComfyUI backend has: its Pixart pack reports whether the Axera model
-    set is where the loader would look (GET /pixart/axera), so nothing is guessed from this machine's disk."""
+    set is where the loader would look (GET /pixart/axera), and `/object_info` lists the checkpoints, so nothing is
+    guessed from this machine's disk. A backend that cannot run is answered 503 at once, saying what is missing."""
     if s.backend == "sd15":
-        return BackendChoice("sd15", "UNIFIED_BACKEND=sd15")
+        return await _sd15(engine, s, "UNIFIED_BACKEND=sd15")
     status = await engine.backend_json("/pixart/axera", {"model_dir": s.axera_model_dir,
                                                          "runtime": s.axera_runtime}, missing_ok=True)
     if not isinstance(status, dict):
@@ -371,7 +392,7 @@ async def choose_backend(engine: Any, s: UnifiedSettings) -> BackendChoice:
         return BackendChoice("axera", f"UNIFIED_BACKEND=axera: {why}", error=(
             f"the Axera backend is not usable: {why}; put the model set in {folder or 'the models/axera folder'} on "
             f"the ComfyUI machine or point UNIFIED_AXERA_MODEL_DIR at it, or set UNIFIED_BACKEND=sd15 (or auto)"))
-    return BackendChoice("sd15", f"UNIFIED_BACKEND=auto: no Axera model set on the backend ({why}); SD1.5 runs")
+    return await _sd15(engine, s, f"UNIFIED_BACKEND=auto: no Axera model set on the backend ({why}); SD1.5 runs")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -414,7 +435,7 @@ def _settings(request: web.Request) -> UnifiedSettings:
     return request.app[STATE]["settings"]
 
 
-def _workflow_default(engine: Any, s: UnifiedSettings, name: str) -> Any:
+def _workflow_default(engine: JobEngine, s: UnifiedSettings, name: str) -> Any:
     """A parameter's default in the sd15 txt2img workflow (the img2img one shares the common parameters)."""
     wf = getattr(engine, "workflows", {}).get(s.sd15_txt2img_workflow)
     p = wf.parameters.get(name) if wf is not None else None
@@ -544,7 +565,7 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
 TEXT_ENCODER_CLASSES = ("CLIPTextEncode", "CLIPSetLastLayer")
 
 
-def text_encoder_ms(engine: Any, jobs: list[Any]) -> float | None:
+def text_encoder_ms(engine: JobEngine, jobs: list[Any]) -> float | None:
     """The text encoders' share of the runs, from the per-node times the engine recorded (ComfyUI's execution
     messages); an encoder ComfyUI served from its cache counts 0, as no time was spent."""
     total, seen = 0.0, False
