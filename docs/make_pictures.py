@@ -144,18 +144,18 @@ def pictures_pixelate(cls) -> list[Picture]:
     return pics
 
 
-def fake_pixel_art(small: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """What a diffusion model's "pixel art" looks like: a 32x32 picture (default: the scene, outline method)
-    enlarged 4.7 times with the grid starting mid-cell, blurred, JPEG-compressed at quality 70 and a little
-    noisy. Returns the fake and the 32x32 picture it was made from."""
+def fake_pixel_art(small: np.ndarray | None = None, seed: int = 0, s: float = 4.7) -> tuple[np.ndarray, np.ndarray]:
+    """What a diffusion model's "pixel art" looks like: a small square picture (default: the scene at 32x32,
+    outline method) enlarged ``s`` times with the grid starting mid-cell, blurred, JPEG-compressed at quality 70
+    and a little noisy. Returns the fake and the small picture it was made from."""
     import cv2
 
     from pixart_nodes.core import pixelate
 
     if small is None:
         small = pixelate.pixelate(scene(), width=32, height=32, method="outline")
-    s, head = 4.7, 2.2
-    idx = np.minimum(((np.arange(int(32 * s - head)) + 0.5 + head) / s).astype(int), 31)
+    n, head = small.shape[0], 2.2
+    idx = np.minimum(((np.arange(int(n * s - head)) + 0.5 + head) / s).astype(int), n - 1)
     big = cv2.GaussianBlur(small[np.ix_(idx, idx)], (0, 0), 0.8)
     buf = io.BytesIO()
     Image.fromarray(big).save(buf, format="JPEG", quality=70)
@@ -189,11 +189,41 @@ def pictures_snap(cls) -> list[Picture]:
     return pics
 
 
+def pictures_pipeline() -> list[Picture]:
+    """The AI pixel-art path on the scene: a model drew it as pixel art on a 48-cell grid (blurred, JPEG,
+    off-grid), the result should be 32x32. Snap, then the outline-keeping downscale, then cleanup; beside it the old way,
+    k-centroid straight from the picture to 32x32."""
+    from pixart_nodes.nodes_cleanup import PixartCleanup
+    from pixart_nodes.nodes_pixelate import PixartPixelate, PixartSnapToGrid
+
+    from pixart_nodes.core import pixelate, quantize
+    from pixart_nodes.core.palette import extract_palette
+
+    # what the model drew: the scene as 48x48 pixel art in 16 colours
+    drawn = pixelate.pixelate(scene(), width=48, height=48, method="outline")
+    drawn = quantize.quantize(drawn, extract_palette(drawn, 16)).image
+    fake, _ = fake_pixel_art(drawn, seed=5, s=3.5)
+    pics = [(f"AI picture: a 48-cell grid, {fake.shape[1]}x{fake.shape[0]} px, blurred, JPEG, off-grid",
+             save("pipeline_input", fake))]
+    snapped, _, grid, _, _ = run_node(PixartSnapToGrid, image=tensor(fake), min_columns=32, min_rows=32)
+    info = json.loads(grid)
+    pics.append((f"1. snap: {info['columns']}x{info['rows']} (shown 4x)",
+                 save("pipeline_snap", first_image(snapped), 4)))
+    small, _ = run_node(PixartPixelate, image=snapped, method="outline", width=32, height=32, upscale=False)
+    pics.append(("2. outline-keeping downscale to 32x32 (shown 4x)", save("pipeline_outline", first_image(small), 4)))
+    clean, _, report = run_node(PixartCleanup, image=small)
+    pics.append((f"3. cleanup: {report} (shown 4x)", save("pipeline_cleanup", first_image(clean), 4)))
+    old, _ = run_node(PixartPixelate, image=tensor(fake), method="kcentroid", width=32, height=32, upscale=False)
+    pics.append(("old way: k-centroid straight to 32x32 (shown 4x)", save("pipeline_kcentroid", first_image(old), 4)))
+    return pics
+
+
 def pictures_cleanup(cls) -> list[Picture]:
     from pixart_nodes.core import snap
 
+    pics = pictures_pipeline()
     snapped = snap.snap(fake_pixel_art(seed=3)[0]).image
-    pics = [("snapped fake scene (shown 4x)", save("cleanup_input", snapped, 4))]
+    pics.append(("snapped fake scene (shown 4x)", save("cleanup_input", snapped, 4)))
     out, _, report = run_node(cls, image=tensor(snapped))
     pics.append((f"cleanup, defaults: {report} (shown 4x)", save("cleanup_output", first_image(out), 4)))
     snapped = snap.snap(fake_pixel_art(sprite_on_green(), seed=4)[0]).image
@@ -259,6 +289,14 @@ def pictures_palette(cls) -> list[Picture]:
     return pics
 
 
+def pictures_palette_search(cls) -> list[Picture]:
+    out = getattr(cls(), cls.FUNCTION)(text="gameboy", min_colors=4, max_colors=4, pick=1)
+    palette, swatches, _, count = out["result"]
+    return [(f"text=gameboy, 4 colours: {count} matches, the first 24 (one row each)",
+             save("palettesearch_gameboy", first_image(swatches)[:, :32])),
+            (f"output palette: {palette.name}", save("palettesearch_palette", swatch(palette.colors)))]
+
+
 def pictures_generic(cls) -> list[Picture]:
     """Any other node: feed the scene to its IMAGE input (and PICO-8 to a palette input) with defaults."""
     spec = cls.INPUT_TYPES()
@@ -278,6 +316,8 @@ def pictures_generic(cls) -> list[Picture]:
             inputs[name] = torch.zeros((1, 128, 128))
         elif isinstance(kind, str) and kind not in ("INT", "FLOAT", "STRING", "BOOLEAN"):
             return []  # needs another node's object (a model, a pipeline): tables only
+    if not cls.RETURN_TYPES:
+        return []  # an output node that only writes files (Save Indexed): nothing to show here
     if not any(entry[0] == "IMAGE" for entry in req.values()) and "PIXART_PALETTE" not in cls.RETURN_TYPES:
         return []
     result = run_node(cls, **inputs)
@@ -299,6 +339,7 @@ RECIPES: dict[str, Callable[[type], list[Picture]]] = {
     "PixartRGB565Preview": pictures_rgb565_preview,
     "PixartQuantize": pictures_quantize,
     "PixartPalette": pictures_palette,
+    "PixartPaletteSearch": pictures_palette_search,
     "PixartSnapToGrid": pictures_snap,
     "PixartCleanup": pictures_cleanup,
 }
@@ -319,8 +360,16 @@ NOTES: dict[str, str] = {
         "profile (luma-weighted colour differences above the noise floor), period candidates from its "
         "autocorrelation and spectrum, the grid's local phase tracked by demodulation (so drifting grids are "
         "followed), edges moved onto the evidence by a Viterbi pass, candidates scored by the evidence they explain; "
-        "colour per cell = median of the cell's inner part. Command line: `pixart snap IN OUT [--cell-size 5.5] "
+        "colour per cell = the dominant colour of the cell's inner part (never a per-channel mix). The AI pixel-art "
+        "workflow sets `min_columns`/`min_rows` to the result size, so a coarser grid passes through. Command line: `pixart snap IN OUT [--cell-size 5.5] "
         "[--scale 4] [--json grid.json]`. Benchmark: `bench/bench_snap.py` (against proper-pixel-art and unfake)."
+    ),
+    "PixartPalette": (
+        "The library: `pixart_nodes.core.palettes` (`LIBRARY`, `search(text, colors=, min_colors=, max_colors=, "
+        "kind=)`, `info(name)`), data in `palettes/library.json` with credits in `palettes/CREDITS.md`: Lospec's "
+        "most used palettes and the classic hardware ones, each with title, size, author and source, colours in "
+        "their published order. Command line: `pixart palettes [--search TEXT] [--colors N | --min N --max N]`; "
+        "`pixart palette-file NAME -o out.gpl` writes any of them as .hex .gpl .pal .act .txt or a PNG strip."
     ),
     "PixartCleanup": (
         "Core: `pixart_nodes.core.cleanup.cleanup(img, *, merge=0.03, rare=0.0, isolated=True, jaggies=True, "
