@@ -159,6 +159,8 @@ class Dialect:
     name: str
     error_model: type[BaseModel] = ErrorBody
     tags: tuple[str, ...] = ()
+    # What a body that is not a JSON object is told, in the dialect's own wording.
+    not_an_object: str = "the request body must be a JSON object"
 
     def error(self, status: int, message: str, field: str | None = None, *, code: str | None = None,
               headers: Mapping[str, str] | None = None, **extra: Any) -> web.Response:
@@ -170,7 +172,7 @@ class Dialect:
     def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
         first = errors[0]
         if first.field is None:
-            return self.error(400, "the request body must be a JSON object", "body", code="invalid_body")
+            return self.error(400, self.not_an_object, "body", code="invalid_body")
         return self.error(400, first.message, first.field, code="invalid_parameter")
 
     def bad_body(self, message: str, status: int = 400) -> web.Response:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,13 +99,13 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
             managed = ManagedComfyUI(settings)
             app[MANAGED] = managed
             # Before the engine's context: the engine connects to a ComfyUI that already answers.
-            app.cleanup_ctx.append(_managed_ctx)
+            app.cleanup_ctx.append(_started(MANAGED))
             engine = build_engine(settings, [managed.url], managed.process.output_dir)
         else:
             engine = build_engine(settings, settings.comfyui_urls)
     app[ENGINE] = engine
     metrics.watch_engine(lambda: (engine.stats(), engine.backend_states()), __version__)
-    app.cleanup_ctx.append(_engine_ctx)
+    app.cleanup_ctx.append(_started(ENGINE))
     app.cleanup_ctx.append(_job_metrics_ctx)
 
     if cors.enabled:
@@ -129,26 +129,22 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
     return app
 
 
-async def _managed_ctx(app: web.Application) -> AsyncIterator[None]:
-    managed = app[MANAGED]
-    await managed.start()
-    try:
-        yield
-    finally:
-        await managed.stop()
+def _started(key: web.AppKey[Any]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that starts `app[key]` with the app and stops it with the app."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        part = app[key]
+        await part.start()
+        try:
+            yield
+        finally:
+            await part.stop()
+
+    return ctx
 
 
 async def _release_waiters(app: web.Application) -> None:
     app[ENGINE].stopping.set()
-
-
-async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
-    engine = app[ENGINE]
-    await engine.start()
-    try:
-        yield
-    finally:
-        await engine.stop()
 
 
 async def _job_metrics_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.engine import JobEngine
+
 log = logging.getLogger("bridge.events")
 
 HEARTBEAT_SECONDS = 15.0  # proxies drop idle connections after 30-60 s; a comment line keeps them open
@@ -59,14 +61,14 @@ async def _pump(source: AsyncIterator[dict[str, Any]], queue: asyncio.Queue[dict
 
 async def stream_events(
     request: web.Request,
-    engine: Any,
+    engine: JobEngine,
     streams: EventStreams,
     job_id: str | None,
     *,
     heartbeat: float = HEARTBEAT_SECONDS,
     on_unknown_job: Callable[[str], web.StreamResponse],
 ) -> web.StreamResponse:
-    if job_id is not None and engine.get(job_id) is None:
+    if job_id is not None and await engine.find(job_id) is None:
         return on_unknown_job(job_id)
     queue = streams.open()
     # With a job id the engine's subscription starts with the job's current state and ends after its final one.

@@ -158,3 +158,18 @@ def test_draft_needs_an_image_saving_node(workflows: dict[str, W.Workflow]) -> N
     graph = {k: v for k, v in workflows["txt2img"].graph.items() if v["class_type"] != "SaveImage"}
     with pytest.raises(WorkflowError, match="no image-saving node"):
         draft_manifest(graph, OI, name="nothing_out")
+
+
+def test_the_workflows_readme_documents_every_manifest_field():
+    """workflows/README.md is where people read the format: every key the model takes is named there."""
+    from bridge.workflows.manifest import Manifest, Output, Parameter, Rewire, Target
+
+    readme = (Path(__file__).resolve().parents[1] / "workflows" / "README.md").read_text()
+    for model in (Manifest, Parameter, Output, Target, Rewire):
+        for name, info in model.model_fields.items():
+            if info.exclude:
+                continue  # set by the loader, not written in files
+            assert f"`{name}`" in readme, f"{model.__name__}.{name} is not documented in workflows/README.md"
+    kinds = Parameter.model_fields["type"].annotation.__args__  # the Literal's values
+    for kind in kinds:
+        assert f"`{kind}`" in readme, f"parameter type {kind!r} is not documented"

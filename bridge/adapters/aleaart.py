@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -36,7 +36,7 @@ from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError, InvalidParameter, NotAvailable
-from bridge.fields import (Bool, FieldError, Int, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
+from bridge.fields import (Bool, Int, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
                            Webhook)
 from bridge.keys import SETTINGS
 from bridge.storage import BlobNotFound
@@ -95,17 +95,11 @@ class AleaArtDialect(Dialect):
                 **{k: v for k, v in extra.items() if k == "validValues"}}
         return web.json_response(body, status=status, headers=dict(headers or {}))
 
-    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
-        first = errors[0]
-        if first.field is None:
-            return self.error(400, "Request body must be a JSON object", "body")
-        return self.error(400, first.message, first.field)
-
     def bad_body(self, message: str, status: int = 400) -> web.Response:
         return self.error(status, f"Request body must be valid JSON: {message}" if status == 400 else message, "body")
 
 
-DIALECT = AleaArtDialect("aleaart", AleaArtError, ("aleaart",))
+DIALECT = AleaArtDialect("aleaart", AleaArtError, ("aleaart",), "Request body must be a JSON object")
 
 
 def _range(name: str) -> Any:

@@ -19,7 +19,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
@@ -33,7 +33,7 @@ from bridge import samplers as sampler_names
 from bridge.api import Dialect, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, InvalidParameter
-from bridge.fields import (FieldError, ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
+from bridge.fields import (ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
                            Request, ResponseFormat, Seed, Text, Webhook, field_errors)
 from bridge.engine import JobEngine
 from bridge.keys import SETTINGS
@@ -416,19 +416,13 @@ class UnifiedDialect(Dialect):
             body["field"] = field
         return web.json_response(body, status=status, headers=dict(headers or {}))
 
-    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
-        first = errors[0]
-        if first.field is None:
-            return self.error(400, "body: the request body must be a JSON object", "body")
-        return self.error(400, first.message, first.field)
-
     def bridge_error(self, exc: BridgeError, names: Mapping[str, str] | None = None) -> web.Response:
         message, name = renamed(exc, names)
         status = exc.status if exc.status in (400, 404, 409, 413, 503) else 500
         return self.error(status, message, name, headers=retry_headers(exc))
 
 
-DIALECT = UnifiedDialect("unified", UnifiedError, ("unified",))
+DIALECT = UnifiedDialect("unified", UnifiedError, ("unified",), "body: the request body must be a JSON object")
 
 
 def _settings(request: web.Request) -> UnifiedSettings:

@@ -66,7 +66,7 @@ class Connection:
         return self.healthy and self.object_info is not None and not self.workflow_problems.get(workflow)
 
     def choices(self, ref: str) -> list[str] | None:
-        return wfmod.live_choices(self.object_info or {}, ref)
+        return wfmod.choices_in(self.object_info or {}, ref)
 
     def set_object_info(self, info: dict[str, Any]) -> None:
         self.object_info = info

@@ -38,7 +38,7 @@ def combo_options(info: Mapping[str, Any], input_name: str) -> list[str] | None:
     return None
 
 
-def live_choices(object_info: Mapping[str, Any], ref: str) -> list[str] | None:
+def choices_in(object_info: Mapping[str, Any], ref: str) -> list[str] | None:
     """The backend's list for `"<NodeClass>.<input>"`; None when the class or the list input is absent."""
     cls, _, inp = ref.partition(".")
     info = object_info.get(cls)
@@ -153,5 +153,5 @@ def execution_targets(wf: Workflow, names: list[str], object_info: Mapping[str, 
     return targets
 
 
-__all__ = ["WIDGET_TYPES", "input_spec", "combo_options", "live_choices", "output_nodes", "check_object_info",
+__all__ = ["WIDGET_TYPES", "input_spec", "combo_options", "choices_in", "output_nodes", "check_object_info",
            "execution_targets", "is_link"]

@@ -203,18 +203,18 @@ class Workflow:
         return total
 
     # ---------------------------------------------------------------- binding
-    def bind(self, values: Mapping[str, Any], live_choices: Callable[[str], list[str] | None] | None = None,
+    def bind(self, values: Mapping[str, Any], choices: Callable[[str], list[str] | None] | None = None,
              ) -> dict[str, Any]:
         """Return a fresh API graph with `values` (already coerced; images as uploaded file names) written in.
 
-        `live_choices("Class.input")` gives the backend's current list for `choice` parameters; a value
+        `choices("Class.input")` gives the backend's current list for `choice` parameters; a value
         that is not in it is refused naming the parameter, and a parameter left to the graph takes the
         first live choice when the graph's value is not available there.
         """
         graph = copy.deepcopy(self.graph)
         for name, p in self.parameters.items():
             ref = p.choices_from or (LORA_LIST if p.type == "loras" else None)
-            live = live_choices(ref) if (live_choices and ref) else None
+            live = choices(ref) if (choices and ref) else None
             if name in values:
                 value = values[name]
                 if p.type == "loras":
