@@ -292,8 +292,8 @@ def pictures_palette(cls) -> list[Picture]:
 def pictures_palette_search(cls) -> list[Picture]:
     out = getattr(cls(), cls.FUNCTION)(text="gameboy", min_colors=4, max_colors=4, pick=1)
     palette, swatches, _, count = out["result"]
-    return [(f"text=gameboy, 4 colours: {count} matches, the first 24 (one row each)",
-             save("palettesearch_gameboy", first_image(swatches)[:, :32])),
+    return [(f"text=gameboy, 4 colours: {count} matches, the first 24, one row each (shown 2x)",
+             save("palettesearch_gameboy", first_image(swatches)[:, :32], 2)),
             (f"output palette: {palette.name}", save("palettesearch_palette", swatch(palette.colors)))]
 
 
