@@ -192,6 +192,21 @@ class Installer:
         if ok and stamp is not None and not self.args.dry_run:
             stamp.write_text(digest + "\n")
 
+    def build_kernels(self) -> None:
+        """The pack's quantize/dither kernels compiled ahead of time, so a fresh process skips numba's start-up
+        (pixart_nodes/core/jit.py). Optional: without a C compiler the same kernels run through numba's JIT."""
+        cmd = [self.python, "-m", "pixart_nodes.core.build_kernels"]
+        if self.args.dry_run:
+            say(f"would run: {' '.join(cmd)}")
+            return
+        proc = subprocess.run(cmd, cwd=str(REPO_ROOT), text=True, capture_output=True)
+        if proc.returncode == 0:
+            say(proc.stdout.strip() or "kernels built")
+        else:
+            self.warnings.append("kernels not built ahead of time (numba's JIT is used)")
+            say("ahead-of-time kernel build failed; numba's JIT will be used:\n    "
+                + "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:]))
+
     def link_node_pack(self) -> None:
         if self.comfyui is None:
             return
@@ -215,6 +230,7 @@ class Installer:
         self.ensure_python()
         self.ensure_comfyui()
         self.install_packages()
+        self.build_kernels()
         self.link_node_pack()
         if self.args.dry_run:
             say("dry run: nothing was changed")

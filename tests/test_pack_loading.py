@@ -7,6 +7,7 @@ made every later ``pixart_nodes`` process fail with ``ModuleNotFoundError: No mo
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -52,8 +53,10 @@ from pixart_nodes.core.palette import named_palette
 
 
 def _run(code: str, folder: Path, tmp_path: Path) -> str:
+    # the JIT path: kernels built ahead of time (core/_pixart_kernels, copied with the pack) would bypass numba
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + QUANTIZE, str(folder), str(folder.parent)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PIXART_NO_AOT": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

@@ -202,14 +202,14 @@ def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
 def test_lloyd_with_bounds_equals_plain_lloyd():
     """cluster.lloyd skips searches with Hamerly's bounds; plain weighted Lloyd (every point searched every pass,
     numpy) from the same start must reach the same centres and assignment."""
-    from pixart_nodes.core import cluster
+    from pixart_nodes.core import cluster, jit
 
     rng = np.random.default_rng(11)
     pts = np.concatenate([rng.normal(c, 0.04, (300, 3)) for c in rng.uniform(-0.3, 1, (9, 3))])
     w = rng.integers(1, 50, len(pts)).astype(np.float64)
     start = pts[rng.choice(len(pts), 7, replace=False)].copy()
     cen = start.copy()
-    assign = cluster.lloyd(pts, w, cen, 500, 0.0)
+    assign = jit.kernel(cluster, "lloyd")(pts, w, cen, 500, 0.0)
     ref = start.copy()
     for _ in range(500):
         a = ((pts[:, None, :] - ref[None]) ** 2).sum(-1).argmin(axis=1)

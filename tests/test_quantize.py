@@ -177,7 +177,7 @@ def _table_candidates(info, moff, cands, cell):
 def test_cell_tables_hold_the_true_nearest(distance, gbits, name):
     """Every cell's candidate list holds the nearest colour of every value in the cell, checked against a
     brute-force search on random float values plus the cell boundaries (where bounds are tightest)."""
-    from pixart_nodes.core import dither
+    from pixart_nodes.core import dither, jit
 
     rng = np.random.default_rng(21)
     if name.startswith("random-"):
@@ -217,9 +217,9 @@ def test_cell_tables_hold_the_true_nearest(distance, gbits, name):
         assert d[i, cand].min() <= d[i].min() + tol, (i, q[i], cand)
         if len(cand) > 1:
             # and a sub-cell decided by one colour is decided by the nearest one
-            k = dither._refine(distance == "oklab", int(moff[cell]), *[int(v) for v in codes[i]], gbits,
-                               *(2 * [ref if distance == "oklab" else pal.astype(np.float64)]), LUT,
-                               float(color.LUT_STEPS), color.M1, color.M2, cands)
+            k = jit.kernel(dither, "_refine")(distance == "oklab", int(moff[cell]), *[int(v) for v in codes[i]], gbits,
+                                              *(2 * [ref if distance == "oklab" else pal.astype(np.float64)]), LUT,
+                                              float(color.LUT_STEPS), color.M1, color.M2, cands)
             if k != dither.SUB_MULTI:
                 refined += 1
                 assert k in cand and d[i, k] <= d[i].min() + tol, (i, q[i], k)
@@ -278,3 +278,50 @@ def test_pair_codes_hold_the_true_nearest(name):
         assert chosen == best[i], (q[i], a, b, best[i])
     assert pairs > 0
     assert searched < len(q) // 10
+
+
+_AOT_CHECK = r"""
+import json, sys
+import numpy as np
+from pixart_nodes.core import jit
+from pixart_nodes.core.palette import extract_palette, named_palette
+from pixart_nodes.core.quantize import DITHER_METHODS, quantize
+rng = np.random.default_rng(3)
+img = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
+img[..., 3] = np.where(rng.random((23, 31)) < 0.2, 0, 255)
+out = {"aot": jit.aot_module() is not None, "numba": False}
+pals = [named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8),
+        rng.integers(0, 256, (255, 3), dtype=np.uint8), extract_palette(img, 12, seed=4).colors]
+for i, pal in enumerate(pals):
+    for m in DITHER_METHODS:
+        for d in ("rgb", "oklab"):
+            for damping in (False, True):
+                r = quantize(img if i != 2 else img[..., :3].copy(), pal, dither=m, distance=d, damping=damping)
+                out[f"{i} {m} {d} {damping}"] = r.indices.astype(int).ravel().tolist()
+out["numba"] = "numba" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def test_ahead_of_time_kernels_equal_the_jit(tmp_path):
+    """Every export of the ahead-of-time module (when built: install.py) gives the JIT's result, for uint8 and
+    uint16 tables and indices, every method, both distances, damping; with it, quantizing imports no numba."""
+    import json
+    import subprocess
+    import sys
+
+    from pixart_nodes.core import jit
+
+    if jit.aot_module() is None:
+        pytest.skip("kernels not built ahead of time (python -m pixart_nodes.core.build_kernels)")
+    runs = {}
+    for env in ({}, {"PIXART_NO_AOT": "1"}):
+        import os
+
+        proc = subprocess.run([sys.executable, "-c", _AOT_CHECK], capture_output=True, text=True, check=True,
+                              env={**os.environ, **env})
+        runs[bool(env)] = json.loads(proc.stdout)
+    aot, ref = runs[False], runs[True]
+    assert aot.pop("aot") and not ref.pop("aot")
+    assert not aot.pop("numba") and ref.pop("numba")
+    assert aot == ref

@@ -11,11 +11,12 @@ settle, so running to convergence costs a few full passes instead of one per ite
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from .jit import njit
 
-@numba.njit(cache=True, nogil=True)
+
+@njit(cache=True, nogil=True)
 def _d2(pts, i, cen, j):
     a = pts[i, 0] - cen[j, 0]
     b = pts[i, 1] - cen[j, 1]
@@ -23,7 +24,7 @@ def _d2(pts, i, cen, j):
     return a * a + b * b + c * c
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def seed_greedy(pts, w, k, seed, trials):
     """``k`` starting centres (float64 [k,3]) picked among ``pts`` by greedy k-means++ (``trials`` candidates per
     centre, drawn with probability weight x squared distance to the nearest centre so far)."""
@@ -63,7 +64,7 @@ def seed_greedy(pts, w, k, seed, trials):
     return cen
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def lloyd(pts, w, cen, max_iter, tol):
     """Weighted Lloyd iterations on ``cen`` (updated in place) until no centre moves more than ``tol`` or
     ``max_iter``; returns the assignment (int64 [n]). A centre left without points restarts on the point with the

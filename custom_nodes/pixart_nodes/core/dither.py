@@ -2,22 +2,25 @@
 
 Error is diffused in gamma-encoded sRGB (like Pillow, libimagequant and most pixel-art tools), so 50 % grey
 dithers to 50 % white with a black/white palette; the nearest palette colour is chosen in the caller's
-distance space (sRGB or OKLab). Floyd-Steinberg with sRGB distance diffuses exact integer error (fixed
-point, like Pillow's integer error), the other loops float32 error. The per-pixel loops are numba-compiled
-(``cache=True``) because error diffusion is inherently sequential; the first call in a fresh environment
-pays the compile time.
+distance space (sRGB or OKLab). Every kernel diffuses exact integer error (fixed point, like Pillow's integer
+error): each diffused value is rounded to a code value and that value's exact nearest colour taken. The per-pixel
+loops are compiled (error diffusion is inherently sequential): ahead of time by ``build_kernels`` when built, else
+by numba (``cache=True``; see ``jit``).
 
 Blue noise: a 64x64 rank matrix made with Ulichney's void-and-cluster method from a fixed seed, generated on
 first use in this process (about a quarter of a second, then cached) rather than shipped as a data file.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
+
+from . import jit as _jit
+from .jit import njit
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ ERROR_KERNELS: dict[str, ErrorKernel] = {
         ErrorKernel("sierra-lite", _rows((0, (0, 0, 0, 2, 0)), (1, (0, 1, 1, 0, 0))), 4),
     )
 }
+
+_SELF = sys.modules[__name__]
 
 ORDERED_METHODS = ("bayer-2x2", "bayer-4x4", "bayer-8x8", "blue-noise")
 
@@ -171,7 +176,7 @@ SUB_UNKNOWN = 65535
 SUB_MULTI = 65534
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _append(buf, used, value):
     if used == buf.shape[0]:
         grown = np.empty(2 * buf.shape[0], dtype=buf.dtype)
@@ -181,7 +186,7 @@ def _append(buf, used, value):
     return buf
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist, near, keep):
     """Mark in ``keep[:ncand]`` the candidates ``cand`` that can be nearest somewhere in the integer box."""
     for corner in range(8):
@@ -218,7 +223,7 @@ def _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist, near, ke
     return count
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, dist, near, keep):
     """Like ``_box_keep_rgb`` for the linear-light box ``[x0[0],x0[1]] x [x1[0],x1[1]] x [x2[0],x2[1]]``."""
     for corner in range(8):
@@ -290,7 +295,7 @@ def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, di
     return count
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, bits, pstarts, pflat):
     """Candidate lists (CSR: ``starts``, ``flat``) of every cell at ``bits`` per channel, each cell testing only
     its parent cell's candidates (``pstarts``/``pflat`` at ``bits - 1``; None: every colour)."""
@@ -343,7 +348,7 @@ def _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, bits, pstarts, pflat
     return starts, flat[:used]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _build(use_lab, pal, pal_lab, lut, steps, m1, m2, gbits, info, moff):
     """Fill ``info``/``moff`` for every cell; returns ``cands`` (blocks: count, sub-table offset, colours) and
     the number of multi-candidate cells. Levels are built coarse to fine (8^3 cells up to 2^gbits per side),
@@ -375,7 +380,7 @@ def _build(use_lab, pal, pal_lab, lut, steps, m1, m2, gbits, info, moff):
     return cands[:used].copy(), subs
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _refine(use_lab, s, ir, ig, ib, gbits, pal, pal_lab, lut, steps, m1, m2, cands):
     """Decide one sub-cell (a quarter of a cell per side) of the multi-candidate cell whose block starts at
     ``cands[s]``: the single colour that can be nearest there, or ``SUB_MULTI``."""
@@ -401,6 +406,29 @@ def _refine(use_lab, s, ir, ig, ib, gbits, pal, pal_lab, lut, steps, m1, m2, can
     else:
         count = _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, np.empty((8, ncand), dtype=np.int64),
                               near, keep)
+    if count > 1:
+        return SUB_MULTI
+    for j in range(ncand):
+        if keep[j]:
+            return cand[j]
+    return SUB_MULTI
+
+
+@njit(cache=True, nogil=True)
+def _refine_lab(s, ir, ig, ib, gbits, pal_lab, norm, lut, steps, m1, m2, cands, near, keep, x0, x1, x2, cone, root,
+                dist):
+    """``_refine`` for OKLab with the palette's squared norms and scratch arrays from the caller: the loops decide
+    sub-cells on first visit, up to hundreds of thousands in one call on a noisy image, so they allocate nothing."""
+    sub = (256 >> gbits) >> 2
+    ncand = cands[s]
+    cand = cands[s + 2 : s + 2 + ncand]
+    lo0 = (ir // sub) * sub
+    lo1 = (ig // sub) * sub
+    lo2 = (ib // sub) * sub
+    x0[0], x0[1] = lut[int(lo0 * steps)], lut[int(min(lo0 + sub, 255) * steps)]
+    x1[0], x1[1] = lut[int(lo1 * steps)], lut[int(min(lo1 + sub, 255) * steps)]
+    x2[0], x2[1] = lut[int(lo2 * steps)], lut[int(min(lo2 + sub, 255) * steps)]
+    count = _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, dist, near, keep)
     if count > 1:
         return SUB_MULTI
     for j in range(ncand):
@@ -436,8 +464,9 @@ def cell_table(
     dtype = np.uint8 if n < 255 else np.uint16
     info = np.empty(1 << (3 * gbits), dtype=dtype)
     moff = np.zeros(1 << (3 * gbits), dtype=np.int32)
-    cands, subs = _build(use_lab, pal, color.srgb_u8_to_oklab(pal), color.linear_lut(color.LUT_STEPS),
-                         float(color.LUT_STEPS), color.M1, color.M2, gbits, info, moff)
+    build = _jit.kernel(_SELF, "_build", info.dtype)
+    cands, subs = build(use_lab, pal, np.ascontiguousarray(color.srgb_u8_to_oklab(pal)),
+                        color.linear_lut(color.LUT_STEPS), float(color.LUT_STEPS), color.M1, color.M2, gbits, info, moff)
     # sRGB searches are cheap (no conversion), and a sub-cell level measured slower there on noisy images
     sub = np.full(subs * 64 if use_lab else 0, SUB_UNKNOWN, dtype=np.uint16)
     return info, moff, cands, sub, gbits
@@ -454,7 +483,7 @@ def cell_table(
 PAIR_MANY = 1  # a=1, b=0: never a real pair (pairs are stored in palette order)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _pair_codes(pal, info, moff, cands, gbits, shift, codes, slot):
     """Fill ``codes`` (per cell) and ``slot`` (each 3+ cell's block of 64 in the returned sub-cell codes)."""
     n = pal.shape[0]
@@ -493,7 +522,7 @@ def _pair_codes(pal, info, moff, cands, gbits, shift, codes, slot):
             lo2 = b2 + (q & 3) * sub
             count = _box_keep_rgb(pal, lo0, lo1, lo2, min(lo0 + sub, 255), min(lo1 + sub, 255),
                                   min(lo2 + sub, 255), cand, ncand, dist, near, keep)
-            code = PAIR_MANY
+            code = np.int64(PAIR_MANY)
             if count <= 2:
                 a = -1
                 b = -1
@@ -520,7 +549,8 @@ def pair_table(
     shift = 4 if len(pal) <= 16 else 8
     codes = np.empty(info.shape[0], dtype=np.uint8 if shift == 4 else np.uint16)
     slot = np.zeros(info.shape[0], dtype=np.int32)
-    sub_codes = _pair_codes(pal, info, moff, cands, gbits, shift, codes, slot)
+    sub_codes = _jit.kernel(_SELF, "_pair_codes", info.dtype, codes.dtype)(pal, info, moff, cands, gbits, shift, codes,
+                                                                      slot)
     return codes, slot, sub_codes, shift
 
 
@@ -537,7 +567,7 @@ def pair_table(
 # numba does not reuse its on-disk cache for functions that take other functions.
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _linear(v, lut, steps):
     p = v * steps
     i = int(p)
@@ -546,7 +576,7 @@ def _linear(v, lut, steps):
     return lut[i] + (p - i) * (lut[i + 1] - lut[i])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _code(t):
     # Code value of the clamped value, computed from the unclamped one: truncating first and clamping the
     # integer gives the same result (int(clamp(t)) == clamp(int(t))) and keeps the float clamp off the
@@ -554,13 +584,13 @@ def _code(t):
     return min(max(int(t), 0), 255)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _cell(ir, ig, ib, gbits):
     sh = 8 - gbits
     return ((ir >> sh) << (2 * gbits)) | ((ig >> sh) << gbits) | (ib >> sh)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _best(s, q0, q1, q2, pal_cmp, cands):
     best = cands[s + 2]
     best_d = np.inf
@@ -577,12 +607,12 @@ def _best(s, q0, q1, q2, pal_cmp, cands):
     return np.int64(best)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _search_rgb(s, r, g, b, pal_cmp, cands):
     return _best(s, np.float64(r), np.float64(g), np.float64(b), pal_cmp, cands)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2):
     lr = _linear(r, lut, steps)
     lg = _linear(g, lut, steps)
@@ -616,7 +646,7 @@ def fs_strength(strength: float) -> int:
     return int(round(strength * STRENGTH_STEPS))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _floyd_steinberg_rgb(
     src, alpha_threshold, pal4, strength, pal_cmp, codes, slot, sub_codes, moff, cands, gbits, shift,
     serpentine, table, out_idx, out_img, used,
@@ -753,7 +783,7 @@ def _floyd_steinberg_rgb(
 # errors that no palette colour can absorb from running across edges.
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _diffuse_fixed(
     use_lab, src, alpha_threshold, pal4, wts, damp_limit, serpentine, pal_cmp, lut, steps, m1, m2, info, moff,
     cands, sub, gbits, codes, slot, sub_codes, shift, table, out_idx, out_img, used,
@@ -763,6 +793,12 @@ def _diffuse_fixed(
     # error, in locals for the five cells each pixel touches per row (one store per row and pixel, when the
     # leftmost of them is complete), and each pixel's own collected error is unpacked before its chain starts.
     # Unsigned indices: numba then emits no negative-index wraparound.
+    # scratch for deciding OKLab sub-cells (``_refine_lab``)
+    norm = np.empty(pal_cmp.shape[0])
+    for j in range(pal_cmp.shape[0]):
+        norm[j] = pal_cmp[j, 0] ** 2 + pal_cmp[j, 1] ** 2 + pal_cmp[j, 2] ** 2
+    scratch = (np.empty(8, dtype=np.int64), np.empty(pal_cmp.shape[0], dtype=np.bool_), np.empty(2), np.empty(2),
+               np.empty(2), np.empty((8, 3)), np.empty((8, 3)), np.empty((8, pal_cmp.shape[0])))
     h, w, ch = src.shape
     n = pal4.shape[0] // 4
     flat = src.reshape(-1)
@@ -836,7 +872,7 @@ def _diffuse_fixed(
                         q = cands[s + 1] + ((((vr >> ssh) & 3) << 4) | (((vg >> ssh) & 3) << 2) | ((vb >> ssh) & 3))
                         k = np.int64(sub[q])
                         if k == SUB_UNKNOWN:
-                            k = _refine(use_lab, s, vr, vg, vb, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
+                            k = _refine_lab(s, vr, vg, vb, gbits, pal_cmp, norm, lut, steps, m1, m2, cands, *scratch)
                             sub[q] = k
                         if k >= n:
                             k = _search_lab(s, np.float64(vr), np.float64(vg), np.float64(vb), pal_cmp, cands, lut,
@@ -910,11 +946,17 @@ def _diffuse_fixed(
         rows[nx2 + np.uint64(x)] = a2m1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _ordered(
     use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, offsets, table, out_idx, out_img,
     used,
 ):
+    # scratch for deciding OKLab sub-cells (``_refine_lab``)
+    norm = np.empty(pal_cmp.shape[0])
+    for j in range(pal_cmp.shape[0]):
+        norm[j] = pal_cmp[j, 0] ** 2 + pal_cmp[j, 1] ** 2 + pal_cmp[j, 2] ** 2
+    scratch = (np.empty(8, dtype=np.int64), np.empty(pal_cmp.shape[0], dtype=np.bool_), np.empty(2), np.empty(2),
+               np.empty(2), np.empty((8, 3)), np.empty((8, 3)), np.empty((8, pal_cmp.shape[0])))
     h, w, ch = src.shape
     n = pal_cmp.shape[0]
     ssh = 6 - gbits  # sub-cells: 4 per cell side
@@ -943,7 +985,7 @@ def _ordered(
                         q = cands[s + 1] + ((((ir >> ssh) & 3) << 4) | (((ig >> ssh) & 3) << 2) | ((ib >> ssh) & 3))
                         k = np.int64(sub[q])
                         if k == SUB_UNKNOWN:
-                            k = _refine(use_lab, s, ir, ig, ib, gbits, pal_cmp, pal_cmp, lut, steps, m1, m2, cands)
+                            k = _refine_lab(s, ir, ig, ib, gbits, pal_cmp, norm, lut, steps, m1, m2, cands, *scratch)
                             sub[q] = k
                         if k >= n:
                             k = _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2)
@@ -981,7 +1023,7 @@ def lookup(pal: np.ndarray, use_lab: bool, gbits: int | None = None) -> Lookup:
     from . import color
 
     pal = np.ascontiguousarray(pal, dtype=np.uint8)
-    pal_cmp = color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64)
+    pal_cmp = np.ascontiguousarray(color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64))
     return Lookup(use_lab, pal_cmp, color.linear_lut(color.LUT_STEPS), float(color.LUT_STEPS), color.M1, color.M2,
                   *cell_table(pal, use_lab, gbits))
 
@@ -1034,12 +1076,12 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
     pal4[:, :3] = palette
     table = np.ascontiguousarray(out.table).ravel()
     if kernel.name == "floyd-steinberg" and not lk.use_lab and damp_limit < 0:
-        _floyd_steinberg_rgb(
+        _jit.kernel(_SELF, "_floyd_steinberg_rgb", codes.dtype, out.indices.dtype)(
             src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), lk.pal_cmp, codes,
             slot, sub_codes, lk.moff, lk.cands, lk.gbits, shift, serpentine, table, out.indices, out.image, out.used,
         )
         return
-    _diffuse_fixed(
+    _jit.kernel(_SELF, "_diffuse_fixed", lk.info.dtype, codes.dtype, out.indices.dtype)(
         lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
         serpentine, lk.pal_cmp, lk.lut, lk.steps, lk.m1, lk.m2, lk.info, lk.moff, lk.cands, lk.sub, lk.gbits,
         codes, slot, sub_codes, shift, table, out.indices, out.image, out.used,
@@ -1054,4 +1096,5 @@ def ordered_dither(src: np.ndarray, lk: Lookup, offsets: np.ndarray, out: Target
                    alpha_threshold: int = 128) -> None:
     """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
     each pixel to the palette (a 1x1 zero matrix: each pixel's exact nearest colour)."""
-    _ordered(lk.use_lab, src, alpha_threshold, *lk.loop_args, np.ascontiguousarray(offsets), *out)
+    _jit.kernel(_SELF, "_ordered", lk.info.dtype, out.indices.dtype)(
+        lk.use_lab, src, alpha_threshold, *lk.loop_args, np.ascontiguousarray(offsets, dtype=np.float64), *out)

@@ -195,12 +195,13 @@ def _kmeans_oklab(lab: np.ndarray, w: np.ndarray, k: int, seed: int) -> np.ndarr
     """Weighted k-means in OKLab: greedy k-means++ seeding (2 + ln k candidates per centre), then Lloyd's
     iterations to convergence (see ``cluster``)."""
     from . import cluster
+    from .jit import kernel
 
     lab = np.ascontiguousarray(lab, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
-    centres = cluster.seed_greedy(lab, w, k, seed, 2 + int(np.log(k)))
+    centres = kernel(cluster, "seed_greedy")(lab, w, k, seed, 2 + int(np.log(k)))
     # 1e-5 in OKLab is a thousandth of a just-noticeable difference: further moves change no rounded colour
-    cluster.lloyd(lab, w, centres, 300, 1e-5)
+    kernel(cluster, "lloyd")(lab, w, centres, 300, 1e-5)
     return centres
 
 

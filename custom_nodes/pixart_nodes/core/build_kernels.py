@@ -1,0 +1,104 @@
+"""Compile the quantize/dither/extraction kernels ahead of time (numba ``pycc``) into ``core/_pixart_kernels``.
+
+    python -m pixart_nodes.core.build_kernels [--output-dir DIR]
+
+install.py runs this; without the module (no C compiler, a read-only install, numba without ``pycc``) the same
+kernels run through numba's JIT instead, see ``jit``. One export per kernel and array-dtype variant the Python side
+can pass (cell tables and indices are uint8 or uint16 by palette size); the signatures below must match the
+arguments the callers in ``dither`` and ``palette`` build, which tests/test_quantize.py checks by running both.
+A C compiler is needed (numba's pycc compiles a small C wrapper). Takes a minute or two.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from . import cluster, dither, jit
+
+U8_U16 = ("uint8", "uint16")
+# shared pieces of the loops' signatures
+_LAB = "float64[:, ::1], float64[::1], float64, float64[:, ::1], float64[:, ::1]"  # pal_cmp, lut, steps, m1, m2
+
+
+def exports() -> dict[str, str]:
+    """Export name -> numba signature."""
+    out: dict[str, str] = {}
+    for info in U8_U16:
+        out[jit.export_name(dither, "_build", info)] = (
+            f"Tuple((int32[::1], int64))(boolean, uint8[:, ::1], {_LAB}, int64, {info}[::1], int32[::1])"
+        )
+        for idx in U8_U16:
+            out[jit.export_name(dither, "_ordered", info, idx)] = (
+                f"void(boolean, uint8[:, :, ::1], int64, {_LAB}, {info}[::1], int32[::1], int32[::1], uint16[::1], "
+                f"int64, float64[:, ::1], uint8[:, ::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1])"
+            )
+    for info, codes in itertools.product(U8_U16, U8_U16):
+        out[jit.export_name(dither, "_pair_codes", info, codes)] = (
+            f"{codes}[::1](uint8[:, ::1], {info}[::1], int32[::1], int32[::1], int64, int64, {codes}[::1], int32[::1])"
+        )
+        for idx in U8_U16:
+            out[jit.export_name(dither, "_diffuse_fixed", info, codes, idx)] = (
+                f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, boolean, {_LAB}, {info}[::1], "
+                f"int32[::1], int32[::1], uint16[::1], int64, {codes}[::1], int32[::1], {codes}[::1], int64, "
+                f"uint8[::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1])"
+            )
+    for codes, idx in itertools.product(U8_U16, U8_U16):
+        out[jit.export_name(dither, "_floyd_steinberg_rgb", codes, idx)] = (
+            f"void(uint8[:, :, ::1], int64, int64[::1], int64, float64[:, ::1], {codes}[::1], int32[::1], {codes}[::1], "
+            f"int32[::1], int32[::1], int64, int64, boolean, uint8[::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1])"
+        )
+    out[jit.export_name(cluster, "seed_greedy")] = "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64)"
+    out[jit.export_name(cluster, "lloyd")] = "int64[::1](float64[:, ::1], float64[::1], float64[:, ::1], int64, float64)"
+    return out
+
+
+def _function(name: str):
+    mod, fn = name.split("__")[:2]
+    module = {"dither": dither, "cluster": cluster}[mod]
+    jit.materialise(module)
+    dispatcher = getattr(module, "_" + fn if hasattr(module, "_" + fn) else fn)
+    return dispatcher.py_func
+
+
+def build(output_dir: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pycc's pending-deprecation notice
+        from numba.pycc import CC
+    cc = CC(jit.AOT_MODULE)
+    cc.output_dir = str(output_dir)
+    cc.target_cpu = "host"  # built where it runs (install.py): use this CPU's vector instructions
+    cc.verbose = False
+    for name, sig in exports().items():
+        cc.export(name, sig)(_function(name))
+    cc.compile()
+    (output_dir / f"{jit.AOT_MODULE}.hash").write_text(jit.source_hash() + "\n")
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--output-dir", type=Path, default=jit.HERE)
+    ap.add_argument("--force", action="store_true", help="build even when the built module matches the sources")
+    args = ap.parse_args(argv)
+    stamp = args.output_dir / f"{jit.AOT_MODULE}.hash"
+    built = list(args.output_dir.glob(f"{jit.AOT_MODULE}.*.so")) + list(args.output_dir.glob(f"{jit.AOT_MODULE}.*.pyd"))
+    if not args.force and built and stamp.exists() and stamp.read_text().strip() == jit.source_hash():
+        print(f"build_kernels: up to date ({built[0].name})")
+        return 0
+    t0 = time.perf_counter()
+    try:
+        build(args.output_dir)
+    except Exception as e:  # noqa: BLE001 - the JIT fallback still works; say why and fail the command
+        print(f"build_kernels: ahead-of-time build failed ({type(e).__name__}: {e}); the JIT will be used",
+              file=sys.stderr)
+        return 1
+    print(f"build_kernels: {len(exports())} kernels in {args.output_dir} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Compiled kernels of the quantize/dither/extraction path: ahead of time when built, else numba's JIT.
+
+Numba's first dispatch in a process costs about a third of a second even when every kernel is in its disk cache:
+it sets up its compiler (installs its typing and lowering registries, imports scipy.linalg for BLAS), which no
+kernel can skip. ``python -m pixart_nodes.core.build_kernels`` (run by install.py) compiles the kernels of
+``dither`` and ``cluster`` ahead of time with numba's ``pycc`` into one extension module beside them; loading it
+takes well under a millisecond and imports no numba, so the first call in a fresh process costs what any call
+costs. The JIT stays the fallback, result for result the same code: when the module is missing, fails to load,
+or was built from other sources (a hash of the kernel sources and the numba version is stored beside it).
+
+Kernels are declared with ``njit(...)`` from here: the plain function is kept, and only when the JIT is needed
+does ``materialise`` wrap every kernel of the module with ``numba.njit`` (all at once, because a kernel calls
+others through the module's globals). So importing the pack imports no numba.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+AOT_MODULE = "_pixart_kernels"
+HERE = Path(__file__).resolve().parent
+# files whose text decides the compiled code: a change to any of them invalidates a built module
+SOURCES = ("dither.py", "cluster.py", "jit.py", "build_kernels.py")
+
+_PENDING: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+_aot: ModuleType | None | bool = False  # False: not looked for yet
+
+
+def njit(**options: Any) -> Callable[[Callable], Callable]:
+    """``numba.njit(**options)``, applied when the module's kernels are first needed by the JIT path."""
+
+    def register(fn: Callable) -> Callable:
+        _PENDING.setdefault(fn.__module__, []).append((fn.__name__, options))
+        return fn
+
+    return register
+
+
+def materialise(module: ModuleType) -> None:
+    """Replace the module's declared kernels by numba dispatchers (once)."""
+    pending = _PENDING.pop(module.__name__, None)
+    if not pending:
+        return
+    import numba
+
+    for name, options in pending:
+        setattr(module, name, numba.njit(**options)(getattr(module, name)))
+
+
+def source_hash() -> str:
+    import numpy
+
+    h = hashlib.sha256()
+    for name in SOURCES:
+        h.update((HERE / name).read_bytes())
+    try:
+        from importlib.metadata import version
+
+        h.update(version("numba").encode())
+    except Exception:  # noqa: BLE001 - numba's version unknown: never matches a built module
+        h.update(b"?")
+    h.update(numpy.__version__.encode())
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def aot_module() -> ModuleType | None:
+    """The ahead-of-time module when built for these sources (``PIXART_NO_AOT=1``: never)."""
+    global _aot
+    if _aot is False:
+        _aot = None
+        if os.environ.get("PIXART_NO_AOT", "") not in ("", "0"):
+            return None
+        stamp = HERE / f"{AOT_MODULE}.hash"
+        try:
+            if stamp.read_text().strip() == source_hash():
+                _aot = importlib.import_module(f"{__package__}.{AOT_MODULE}")
+        except (OSError, ImportError):
+            _aot = None
+    return _aot  # type: ignore[return-value]
+
+
+def export_name(module: ModuleType | str, name: str, *variant: Any) -> str:
+    """The exported name of kernel ``name`` of ``module`` for the array dtypes ``variant`` (``uint8`` ...)."""
+    mod = module if isinstance(module, str) else module.__name__.rsplit(".", 1)[-1]
+    return "__".join([mod, name.lstrip("_"), *(str(v) for v in variant)])
+
+
+def kernel(module: ModuleType, name: str, *variant: Any) -> Callable:
+    """The compiled kernel: the ahead-of-time export for ``variant`` when there is one, else the JIT dispatcher."""
+    aot = aot_module()
+    if aot is not None:
+        fn = getattr(aot, export_name(module, name, *variant), None)
+        if fn is not None:
+            return fn
+    materialise(module)
+    return getattr(module, name)
