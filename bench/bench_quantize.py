@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per first-call case (0: skip)")
-    ap.add_argument("--only", default="", help="time only rows whose name holds this text (Pillow FS always)")
+    ap.add_argument("--only", default="", help="time only rows whose name holds this text, any case (Pillow FS always)")
     args = ap.parse_args()
     pal = named_palette("pico-8")
     pimg = Image.new("P", (1, 1))
@@ -121,7 +121,7 @@ def main() -> None:
             (f"pixart {m} {d}", lambda m=m, d=d: quantize(img, pal, dither=m, distance=d))
             for m in DITHER_METHODS for d in ("rgb", "oklab")
         ]
-        ops = [op for i, op in enumerate(ops) if i == 0 or args.only in op[0]]
+        ops = [op for i, op in enumerate(ops) if i == 0 or args.only.lower() in op[0].lower()]
         rows = measure([fn for _, fn in ops], args.runs)
         ref = rows[0][0]
         print(f"\n{label} {args.size}x{args.size} -> PICO-8 (16 colours), {args.runs} interleaved rounds, medians")

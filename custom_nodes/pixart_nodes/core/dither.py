@@ -560,10 +560,11 @@ def pair_table(
 # linearly interpolated) and the OKLab matrices ``m1``/``m2``. A cell with one candidate is decided by one
 # table load; only the other cells call a search (``_search_rgb``/``_search_lab``, kept out of line: inlined
 # search code, or a nearest-colour helper inlined with numba's ``inline="always"``, made the common path
-# several times slower). The few lines before the search (OKLab sub-cell) are pasted in each of the three
-# loops on purpose: one shared helper for them, out of line or inlined, made the OKLab loops 1.9x slower and
-# the RGB ones 1.7x (bench/bench_quantize.py, 512x512 gradient to PICO-8: no dither 6.7 -> 12.8 ms,
-# Floyd-Steinberg 15.1 -> 21.7 ms). The loops take ``use_lab`` as a plain flag rather than a function argument because
+# several times slower). The few lines before the search (OKLab sub-cell) are pasted in both loops that use
+# them (``_diffuse_fixed``, ``_ordered``) on purpose: one shared helper for them, out of line or inlined, made the
+# OKLab loops 1.9x slower and the RGB ones 1.7x (bench/bench_quantize.py, 512x512 gradient to PICO-8: no dither
+# 6.7 -> 12.8 ms, Floyd-Steinberg 15.1 -> 21.7 ms). That was measured on the earlier float loops and has not been
+# measured again since the loops became fixed point. The loops take ``use_lab`` as a plain flag rather than a function argument because
 # numba does not reuse its on-disk cache for functions that take other functions.
 
 
