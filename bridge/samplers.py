@@ -2,9 +2,14 @@
 
 Resolution follows A1111 1.10's `sd_samplers.get_sampler_and_scheduler`: the `scheduler` field accepts a name or
 a label, a legacy sampler name carries its scheduler as a suffix (`DPM++ 2M Karras`), and an unknown sampler
-silently becomes the first sampler (`DPM++ 2M`) instead of failing. Samplers that core ComfyUI cannot run
-(PLMS, Restart, DDIM CFG++) are not advertised and resolve like unknown names, so the infotext always names the
-sampler that really ran.
+silently becomes the first sampler (`DPM++ 2M`) instead of failing.
+
+Every sampler A1111 1.10 lists runs as itself or as a documented equivalent among ComfyUI's samplers (the table in
+docs/api/a1111.md): PLMS as `ipndm` (the same fourth-order Adams-Bashforth steps on DDIM timesteps; only the first
+step differs), DDIM CFG++ as `euler_cfg_pp` on DDIM timesteps with A1111's CFG scale divided by 12.5, DDIM with
+eta 1 as `euler_ancestral` on DDIM timesteps (the same update), and Restart as Heun on Karras sigmas, which is
+A1111's Restart exactly below 20 steps (A1111 adds no restart intervals there); from 20 steps on Restart's noise
+re-injection is missing, so the infotext then names what ran (`Heun`, `Karras`), never a sampler that did not run.
 """
 from __future__ import annotations
 
@@ -20,8 +25,18 @@ class Sampler:
     comfy: str
     # The scheduler "Automatic" means for this sampler, as an A1111 scheduler name.
     automatic: str = "uniform"
-    # Timestep samplers (DDIM, UniPC) ignore the sigma schedule in A1111; ComfyUI needs ddim_uniform to match.
+    # Timestep samplers (DDIM, PLMS, UniPC) ignore the sigma schedule in A1111; ComfyUI needs ddim_uniform to match.
     fixed_comfy_scheduler: str | None = None
+    # A1111 passes `eta` to these (k-diffusion functions with an eta argument); ComfyUI's KSampler runs them at 1.
+    uses_eta: bool = False
+    # Their per-step noise comes from A1111's generator, which "eta noise seed delta" re-seeds (ancestral, LCM);
+    # the Brownian-tree SDE samplers seed their noise from the image seed alone.
+    ensd_noise: bool = False
+    # The CFG scale ComfyUI gets is A1111's times this (CFG++ maps A1111's 0..12.5 slider to 0..1).
+    cfg_factor: float = 1.0
+    # Runs as itself only below this many steps (Restart); from there on `fallback` names what runs.
+    exact_below_steps: int | None = None
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,23 +50,24 @@ class Scheduler:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-# A1111 1.10 order (`/sdapi/v1/samplers`), only those core ComfyUI can run. `options` mirrors A1111's
-# SamplerItem (string values, as pydantic v1 renders Dict[str, str]).
+# A1111 1.10 order (`/sdapi/v1/samplers`). `options` mirrors A1111's SamplerItem (string values, as pydantic v1
+# renders Dict[str, str]).
 SAMPLERS: tuple[Sampler, ...] = (
     Sampler("DPM++ 2M", ("k_dpmpp_2m",), {"scheduler": "karras"}, "dpmpp_2m", "karras"),
     Sampler("DPM++ SDE", ("k_dpmpp_sde",), {"scheduler": "karras", "second_order": "True", "brownian_noise": "True"},
-            "dpmpp_sde", "karras"),
+            "dpmpp_sde", "karras", uses_eta=True),
     Sampler("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), {"scheduler": "exponential", "brownian_noise": "True"},
-            "dpmpp_2m_sde", "exponential"),
+            "dpmpp_2m_sde", "exponential", uses_eta=True),
     Sampler("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",),
             {"scheduler": "exponential", "brownian_noise": "True", "solver_type": "heun"},
-            "dpmpp_2m_sde_heun", "exponential"),
+            "dpmpp_2m_sde_heun", "exponential", uses_eta=True),
     Sampler("DPM++ 2S a", ("k_dpmpp_2s_a",), {"scheduler": "karras", "uses_ensd": "True", "second_order": "True"},
-            "dpmpp_2s_ancestral", "karras"),
+            "dpmpp_2s_ancestral", "karras", uses_eta=True, ensd_noise=True),
     Sampler("DPM++ 3M SDE", ("k_dpmpp_3m_sde",),
             {"scheduler": "exponential", "discard_next_to_last_sigma": "True", "brownian_noise": "True"},
-            "dpmpp_3m_sde", "exponential"),
-    Sampler("Euler a", ("k_euler_a", "k_euler_ancestral"), {"uses_ensd": "True"}, "euler_ancestral"),
+            "dpmpp_3m_sde", "exponential", uses_eta=True),
+    Sampler("Euler a", ("k_euler_a", "k_euler_ancestral"), {"uses_ensd": "True"}, "euler_ancestral", uses_eta=True,
+            ensd_noise=True),
     Sampler("Euler", ("k_euler",), {}, "euler"),
     Sampler("LMS", ("k_lms",), {}, "lms"),
     Sampler("Heun", ("k_heun",), {"second_order": "True"}, "heun"),
@@ -59,13 +75,22 @@ SAMPLERS: tuple[Sampler, ...] = (
             "dpm_2", "karras"),
     Sampler("DPM2 a", ("k_dpm_2_a",),
             {"scheduler": "karras", "discard_next_to_last_sigma": "True", "uses_ensd": "True", "second_order": "True"},
-            "dpm_2_ancestral", "karras"),
-    Sampler("DPM fast", ("k_dpm_fast",), {"uses_ensd": "True"}, "dpm_fast"),
-    Sampler("DPM adaptive", ("k_dpm_ad",), {"uses_ensd": "True"}, "dpm_adaptive"),
+            "dpm_2_ancestral", "karras", uses_eta=True, ensd_noise=True),
+    Sampler("DPM fast", ("k_dpm_fast",), {"uses_ensd": "True"}, "dpm_fast", uses_eta=True, ensd_noise=True),
+    Sampler("DPM adaptive", ("k_dpm_ad",), {"uses_ensd": "True"}, "dpm_adaptive", uses_eta=True, ensd_noise=True),
+    Sampler("Restart", ("restart",), {"scheduler": "karras", "second_order": "True"}, "heun", "karras",
+            exact_below_steps=20, fallback="Heun"),
     Sampler("DDIM", ("ddim",), {}, "ddim", fixed_comfy_scheduler="ddim_uniform"),
+    Sampler("DDIM CFG++", ("ddim_cfgpp",), {}, "euler_cfg_pp", fixed_comfy_scheduler="ddim_uniform",
+            cfg_factor=1 / 12.5),
+    Sampler("PLMS", ("plms",), {}, "ipndm", fixed_comfy_scheduler="ddim_uniform"),
     Sampler("UniPC", ("unipc",), {}, "uni_pc", fixed_comfy_scheduler="ddim_uniform"),
-    Sampler("LCM", ("k_lcm",), {}, "lcm"),
+    Sampler("LCM", ("k_lcm",), {}, "lcm", ensd_noise=True),
 )
+# DDIM's and DDIM CFG++'s eta (A1111 opts.eta_ddim, default 0): 0 is ComfyUI's deterministic step; 1 adds DDPM's
+# full noise, which is exactly the ancestral Euler step on the same timesteps.
+ETA_ONE = {"ddim": "euler_ancestral", "euler_cfg_pp": "euler_ancestral_cfg_pp"}
+TIMESTEP_SAMPLERS = ("DDIM", "DDIM CFG++")
 
 # A1111 1.10 order (`/sdapi/v1/schedulers`). Polyexponential and Align Your Steps have no KSampler value in
 # ComfyUI (they are SIGMAS nodes), so they are not offered and resolve like unknown names (Automatic).
@@ -100,25 +125,41 @@ for _sc in SCHEDULERS:
 
 @dataclass(frozen=True)
 class Resolved:
-    """What runs: A1111's names (for infotext/info) and ComfyUI's KSampler values."""
+    """What runs: A1111's names (for infotext/info: the sampler that really ran) and ComfyUI's KSampler values."""
 
     sampler_name: str
     scheduler_label: str
     comfy_sampler: str
     comfy_scheduler: str
+    cfg_factor: float = 1.0
+    eta: float | None = None  # the eta A1111 would run with, where the sampler takes one
+    eta_key: str | None = None  # the infotext key A1111 writes when that eta is not the sampler's default
+    ensd_noise: bool = False  # eta noise seed delta re-seeds this sampler's per-step noise
+    requested: str = ""  # the A1111 name the request resolved to (before a step-count fallback)
+
+
+class EtaError(ValueError):
+    """An eta the sampler cannot run with in ComfyUI's KSampler (message names the values that can)."""
 
 
 def _available(sampler: Sampler, comfy_samplers: set[str] | None) -> bool:
     return comfy_samplers is None or sampler.comfy in comfy_samplers
 
 
+def by_name(name: str) -> Sampler | None:
+    return _SAMPLERS_BY_NAME.get(name, _SAMPLERS_BY_NAME.get(name.lower()))
+
+
 def resolve(sampler_name: str | None, scheduler_name: str | None,
             comfy_samplers: Iterable[str] | None = None,
-            comfy_schedulers: Iterable[str] | None = None) -> Resolved:
+            comfy_schedulers: Iterable[str] | None = None, *, steps: int | None = None,
+            eta: float | None = None, eta_ancestral: float = 1.0, eta_ddim: float = 0.0) -> Resolved:
     """Resolve an A1111 sampler/scheduler pair the way A1111 1.10 does.
 
     `comfy_samplers`/`comfy_schedulers` are the live KSampler choices; a sampler the backend lacks is treated
-    as unknown (A1111's fallback), a scheduler it lacks as Automatic.
+    as unknown (A1111's fallback), a scheduler it lacks as Automatic. `steps` decides Restart (exact below 20);
+    `eta` is the request's (None: the `eta_ancestral` / `eta_ddim` option), checked against what ComfyUI can run
+    (`EtaError`).
     """
     live_samplers = set(comfy_samplers) if comfy_samplers is not None else None
     live_schedulers = set(comfy_schedulers) if comfy_schedulers is not None else None
@@ -137,11 +178,17 @@ def resolve(sampler_name: str | None, scheduler_name: str | None,
                     break
             if stripped:
                 break
-    sampler = _SAMPLERS_BY_NAME.get(name, _SAMPLERS_BY_NAME.get(name.lower(), DEFAULT_SAMPLER))
+    sampler = by_name(name) or DEFAULT_SAMPLER
     if not _available(sampler, live_samplers):
         sampler = next((s for s in SAMPLERS if _available(s, live_samplers)), DEFAULT_SAMPLER)
     if found.comfy is not None and live_schedulers is not None and found.comfy not in live_schedulers:
         found = AUTOMATIC
+    requested = sampler.name
+    if sampler.exact_below_steps is not None and steps is not None and steps >= sampler.exact_below_steps:
+        # The same solver and schedule run, but not the sampler the client named: the names say what ran.
+        if found is AUTOMATIC:
+            found = _SCHEDULERS_BY_NAME[sampler.automatic]
+        sampler = by_name(sampler.fallback or "") or sampler
     # A1111 reports "DPM++ 2M" + "Karras" as Automatic because that is the sampler's own default.
     if sampler.options.get("scheduler") == found.name:
         found = AUTOMATIC
@@ -152,7 +199,25 @@ def resolve(sampler_name: str | None, scheduler_name: str | None,
         comfy_scheduler = _SCHEDULERS_BY_NAME[sampler.automatic].comfy or "normal"
     else:
         comfy_scheduler = found.comfy or "normal"
-    return Resolved(sampler.name, found.label, sampler.comfy, comfy_scheduler)
+    comfy_sampler = sampler.comfy
+    used_eta, eta_key = None, None
+    if sampler.name in TIMESTEP_SAMPLERS:
+        used_eta = float(eta if eta is not None else eta_ddim)
+        if used_eta not in (0.0, 1.0):
+            raise EtaError(f"{sampler.name} runs with eta 0 (deterministic) or 1 (full noise) here, got {used_eta:g}")
+        if used_eta == 1.0:
+            if live_samplers is not None and ETA_ONE[comfy_sampler] not in live_samplers:
+                raise EtaError(f"{sampler.name} with eta 1 needs ComfyUI's {ETA_ONE[comfy_sampler]} sampler")
+            comfy_sampler = ETA_ONE[comfy_sampler]
+            eta_key = "Eta DDIM"
+    elif sampler.uses_eta:
+        # A1111: `p.eta or opts.eta_ancestral`, so 0 in a request also means the option.
+        used_eta = float(eta or eta_ancestral)
+        if used_eta != 1.0:
+            raise EtaError(f"{sampler.name} runs with eta 1 here (ComfyUI's KSampler), got {used_eta:g}")
+    ensd = sampler.ensd_noise or (sampler.name in TIMESTEP_SAMPLERS and used_eta == 1.0)
+    return Resolved(sampler.name, found.label, comfy_sampler, comfy_scheduler, cfg_factor=sampler.cfg_factor,
+                    eta=used_eta, eta_key=eta_key, ensd_noise=ensd, requested=requested)
 
 
 def sampler_items(comfy_samplers: Iterable[str] | None = None) -> list[dict[str, object]]:

@@ -4,8 +4,9 @@ server-side calls (`src/endpoints/stable-diffusion.js`) and Open WebUI's `automa
 (`backend/open_webui/routers/images.py`). Each body below is re-created from the client's source (notes of which
 line in docs/api/a1111.md); what is asserted is what those clients read back.
 
-Generation features that need a real model (hires fix, variation seeds, LoRA, tiling, extras) are also proven
-against a real ComfyUI in test_a1111_features_comfyui.py."""
+Generation features that need a real model (hires fix, variation seeds, tiling, png-info, extras, samplers, LoRA,
+VAE) are also proven against a real ComfyUI with tiny models in test_a1111_features_comfyui.py, and the A1111
+features themselves (their parameters, infotexts and errors) over the double in test_a1111_features.py."""
 from __future__ import annotations
 
 import asyncio
@@ -84,7 +85,10 @@ A1111_TXT2IMG = {"batch_size": 1, "cfg_scale": 7, "denoising_strength": 0, "enab
     ({"negative_prompt": "example negative prompt"}, 1, (64, 64)),
     ({"prompt": "((emphasis)), (emphasis1:1.1), [to:1], [from::2], [from:to:0.3], [alt|alt1]"}, 1, (64, 64)),
     ({"height": 128}, 1, (64, 128)),
+    ({"enable_hr": True}, 1, (128, 128)),  # hr_scale 2 by default: a 64x64 request answers 128x128
+    ({"tiling": True}, 1, (64, 64)),
     ({"restore_faces": True}, 1, (64, 64)),
+    ({"sampler_index": "PLMS"}, 1, (64, 64)),
     ({"sampler_index": "DDIM"}, 1, (64, 64)),
     ({"sampler_index": "UniPC"}, 1, (64, 64)),
     ({"n_iter": 2}, 2, (64, 64)),
@@ -96,10 +100,24 @@ async def test_a1111_own_txt2img_tests(client, comfy_double, change, count, size
     body = await resp.json()
     assert len(body["images"]) == count and all(decode(i).size == size for i in body["images"])
     info = json.loads(body["info"])
+    graph = graphs(comfy_double)[-1]
     if "sampler_index" in change:
         # sampler_index alone picks the sampler, and the infotext names what ran
         assert info["sampler_name"] == change["sampler_index"]
         assert f"Sampler: {change['sampler_index']}," in info["infotexts"][0]
+        comfy = {"PLMS": "ipndm", "DDIM": "ddim", "UniPC": "uni_pc"}[change["sampler_index"]]
+        assert [(k["sampler_name"], k["scheduler"]) for k in node_inputs(graph, "KSampler")] == [(comfy,
+                                                                                                 "ddim_uniform")]
+    if change.get("enable_hr"):
+        # A1111 writes the first pass's size and the hires keys; the test sends denoising_strength 0
+        assert "Size: 64x64, " in info["infotexts"][0] and "Denoising strength: 0.0" in info["infotexts"][0]
+        assert "Hires upscale: 2.0" in info["infotexts"][0] and "Hires upscaler" not in info["infotexts"][0]
+        first, second = node_inputs(graph, "KSampler")
+        assert second["denoise"] == 0.0 and second["steps"] == 3
+        assert node_inputs(graph, "PixartLatentUpscale")[0]["mode"] == "Latent"
+    if change.get("tiling"):
+        assert node_inputs(graph, "PixartSeamlessTiling")[0]["tiling"] == "both"
+        assert "Tiling: True" in info["infotexts"][0]
 
 
 async def test_a1111_own_img2img_tests(client, comfy_double):
@@ -114,6 +132,20 @@ async def test_a1111_own_img2img_tests(client, comfy_double):
         resp = await client.post("/sdapi/v1/img2img", json={**base, **change})
         assert resp.status == 200, await resp.text()
         assert decode((await resp.json())["images"][0]).size == (64, 64)
+    # test_img2img_sd_upscale_performed: Lanczos x2, tiles of 64x64 overlapping by 8
+    resp = await client.post("/sdapi/v1/img2img", json={**base, "script_name": "sd upscale",
+                                                        "script_args": ["", 8, "Lanczos", 2.0]})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert [decode(i).size for i in body["images"]] == [(128, 128)]
+    text = json.loads(body["info"])["infotexts"][0]
+    assert "Size: 64x64," in text and "SD upscale overlap: 8, SD upscale upscaler: Lanczos" in text
+    graph = graphs(comfy_double)[-1]
+    (split,) = node_inputs(graph, "PixartTileSplit")
+    assert (split["tile_width"], split["tile_height"], split["overlap"]) == (64, 64, 8)
+    assert node_inputs(graph, "PixartTileMerge")[0]["overlap"] == 8
+    assert [(n["width"], n["height"], n["upscale_method"]) for n in node_inputs(graph, "ImageScale")] == [
+        (128, 128, "lanczos")]
 
 
 async def test_a1111_own_option_and_list_tests(client):
@@ -131,7 +163,7 @@ async def test_a1111_own_option_and_list_tests(client):
         await resp.json()
 
 
-async def test_a1111_own_extras_tests_without_upscaling(client):
+async def test_a1111_own_extras_tests(client, comfy_double):
     # test_extras.py: the "png-info" and "interrogate" tests post to extra-single-image with upscaler_1 "None"
     image = a1111_test_image()
     for body in ({"image": image}, {"image": image, "model": "clip"}):
@@ -139,6 +171,19 @@ async def test_a1111_own_extras_tests_without_upscaling(client):
         assert resp.status == 200, await resp.text()
         out = await resp.json()
         assert out["html_info"] == "<p></p>" and decode(out["image"]).size == (64, 64)
+    # test_simple_upscaling_performed
+    resp = await client.post("/sdapi/v1/extra-single-image", json={
+        "resize_mode": 0, "show_extras_results": True, "gfpgan_visibility": 0, "codeformer_visibility": 0,
+        "codeformer_weight": 0, "upscaling_resize": 2, "upscaling_resize_w": 128, "upscaling_resize_h": 128,
+        "upscaling_crop": True, "upscaler_1": "Lanczos", "upscaler_2": "None", "extras_upscaler_2_visibility": 0,
+        "image": image})
+    assert resp.status == 200, await resp.text()
+    out = await resp.json()
+    assert decode(out["image"]).size == (128, 128)
+    assert out["html_info"] == "<p>Postprocess upscale by: 2, Postprocess upscaler: Lanczos</p>"
+    graph = graphs(comfy_double)[-1]
+    assert [(n["width"], n["height"], n["upscale_method"]) for n in node_inputs(graph, "ImageScale")][0] == (
+        128, 128, "lanczos")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -289,11 +334,25 @@ async def test_png_info_bad_input_names_the_field(client, body, status):
     assert resp.status == status and "image" in (await resp.json())["errors"]
 
 
-async def test_interrogate_says_what_to_install(client):
-    resp = await client.post("/sdapi/v1/interrogate", json={"image": a1111_test_image(), "model": "clip"})
-    assert resp.status == 404 and "captioning" in (await resp.json())["detail"]
+async def test_interrogate_runs_where_a_caption_pack_is_installed(client, comfy_double):
+    for model, node, key in (("clip", "BlipCaption", "model_name"), ("deepdanbooru", "WD14Tagger|pysssss",
+                                                                     "threshold")):
+        resp = await client.post("/sdapi/v1/interrogate", json={"image": a1111_test_image(), "model": model})
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == {"caption": "a picture of 64x64 pixels"}  # what the double's nodes report
+        assert node_inputs(graphs(comfy_double)[-1], node)[0][key]
     resp = await client.post("/sdapi/v1/interrogate", json={"image": a1111_test_image(), "model": "blip2"})
     assert resp.status == 404 and (await resp.json())["detail"] == "Model not found"
+
+
+async def test_interrogate_says_what_to_install(client, comfy_double):
+    comfy_double.caption_packs = False
+    assert (await client.post("/sdapi/v1/refresh-checkpoints")).status == 200  # the backend's nodes read again
+    resp = await client.post("/sdapi/v1/interrogate", json={"image": a1111_test_image(), "model": "clip"})
+    detail = (await resp.json())["detail"]
+    assert resp.status == 404 and "ComfyUI-Blip" in detail and "BlipCaption" in detail and "not installed" in detail
+    resp = await client.post("/sdapi/v1/interrogate", json={"image": a1111_test_image(), "model": "deepdanbooru"})
+    assert resp.status == 404 and "ComfyUI-WD14-Tagger" in (await resp.json())["detail"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,10 +405,14 @@ async def test_webuiapi_start_up_lists_and_utilities(client, comfy_double):
         out["png_info"] = api.png_info(Image.open(io.BytesIO(base64.b64decode(
             api.txt2img(prompt="boat", seed=7, width=64, height=64, steps=1).json["images"][0]))))
         out["extras"] = api.extra_single_image(Image.new("RGB", (64, 64)), upscaler_1="None")
-        try:
-            api.interrogate(Image.new("RGB", (64, 64)))
-        except RuntimeError as exc:
-            out["interrogate"] = exc.args
+        out["upscaled"] = api.extra_batch_images([Image.new("RGB", (64, 48))] * 2, upscaler_1="R-ESRGAN 4x+",
+                                                 upscaler_2="Lanczos", extras_upscaler_2_visibility=0.5,
+                                                 upscaling_resize=3)
+        out["interrogate"] = api.interrogate(Image.new("RGB", (64, 64)))
+        out["hires"] = api.txt2img(prompt="boat", seed=7, width=64, height=64, steps=2, enable_hr=True,
+                                   hr_scale=1.5, hr_upscaler=webuiapi.HiResUpscaler.Latent)
+        out["variation"] = api.txt2img(prompt="boat", seed=7, width=64, height=64, steps=2, subseed=40,
+                                       subseed_strength=0.25, n_iter=2)
         return out
 
     out = await asyncio.to_thread(drive)
@@ -358,7 +421,20 @@ async def test_webuiapi_start_up_lists_and_utilities(client, comfy_double):
     assert out["current"] == "other.safetensors"
     assert out["png_info"].info.startswith("boat\nSteps: 1,") and out["png_info"].parameters["Seed"] == "7"
     assert out["extras"].image.size == (64, 64) and out["extras"].info == "<p></p>"
-    assert out["interrogate"][0] == 404 and "ComfyUI-WD14-Tagger" in out["interrogate"][1]
+    assert [im.size for im in out["upscaled"].images] == [(192, 144), (192, 144)]
+    assert out["upscaled"].info == ("<p>Postprocess upscale by: 3, Postprocess upscaler: R-ESRGAN 4x+, "
+                                    "Postprocess upscaler 2: Lanczos</p>")
+    blend = [node_inputs(g, "ImageBlend")[0] for g in graphs(comfy_double) if node_inputs(g, "ImageBlend")]
+    assert blend[-1]["blend_factor"] == 0.5  # upscaler_2 weighed in by its visibility
+    assert out["interrogate"].info == "a picture of 64x64 pixels"
+    # webuiapi's defaults: hr_upscaler "Latent", denoising 0.7, eta 1.0 (Euler a's own)
+    assert out["hires"].image.size == (96, 96)
+    text = out["hires"].info["infotexts"][0]
+    assert "Size: 64x64," in text and "Denoising strength: 0.7," in text
+    assert "Hires upscale: 1.5, Hires upscaler: Latent" in text
+    info = out["variation"].info
+    assert info["all_seeds"] == [7, 7] and info["all_subseeds"] == [40, 41] and info["subseed_strength"] == 0.25
+    assert "Variation seed: 41, Variation seed strength: 0.25" in info["infotexts"][1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -389,7 +465,7 @@ async def test_sillytavern_connect_set_model_and_generate(client, comfy_double):
     payload = {"url": "http://localhost:7860", "auth": "", "prompt": "best quality, absurdres, aesthetic, a cat",
                "negative_prompt": "lowres, bad anatomy", "sampler_name": "DDIM", "scheduler": "normal", "steps": 2,
                "cfg_scale": 7, "width": 64, "height": 64, "restore_faces": False, "enable_hr": False,
-               "hr_upscaler": "Latent", "hr_scale": 1, "denoising_strength": 0.7, "hr_second_pass_steps": 0,
+               "hr_upscaler": "Latent", "hr_scale": 2, "denoising_strength": 0.7, "hr_second_pass_steps": 0,
                "override_settings": {"CLIP_stop_at_last_layers": 1, "sd_vae": vaes[0]},
                "override_settings_restore_afterwards": True, "clip_skip": 1, "save_images": True,
                "send_images": True, "do_not_save_grid": False, "do_not_save_samples": False}
@@ -405,6 +481,22 @@ async def test_sillytavern_connect_set_model_and_generate(client, comfy_double):
     # the stream's client went away: ST fires POST /interrupt with no body
     resp = await client.post("/sdapi/v1/interrupt", headers=ST_HEADERS)
     assert resp.status == 200 and await resp.json() == {}
+    # The "Hires. Fix" toggle, with each kind of upscaler ST lists (None, a latent mode, a model)
+    for upscaler, kind in (("None", "lanczos"), ("Latent (nearest-exact)", "latent"), ("R-ESRGAN 4x+", "model")):
+        resp = await client.post("/sdapi/v1/txt2img", headers=ST_HEADERS, json={
+            **payload, "enable_hr": True, "hr_upscaler": upscaler, "hr_second_pass_steps": 3})
+        assert resp.status == 200, await resp.text()
+        data = await resp.json()
+        assert decode(data["images"][0]).size == (128, 128)
+        text = json.loads(data["info"])["infotexts"][0]
+        assert f"Hires steps: 3, Hires upscaler: {upscaler}" in text
+        graph = graphs(comfy_double)[-1]
+        second = node_inputs(graph, "KSampler")[1]
+        assert (second["steps"], second["denoise"], second["sampler_name"]) == (3, 0.7, "ddim")
+        sources = {"lanczos": "VAEEncode", "latent": "PixartLatentUpscale", "model": "VAEEncode"}
+        crop = node_inputs(graph, "LatentCrop")[0]
+        assert graph[crop["samples"][0]]["class_type"] == sources[kind]
+    assert node_inputs(graph, "UpscaleModelLoader")[0]["model_name"] == "RealESRGAN_x4plus.pth"
 
 
 async def test_sillytavern_batch_with_save_images_puts_a_grid_first(client):

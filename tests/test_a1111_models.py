@@ -16,7 +16,7 @@ from bridge.adapters.a1111 import models as m
 
 COMFY_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
                   "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "ddim",
-                  "uni_pc"]
+                  "uni_pc", "ipndm", "euler_cfg_pp", "euler_ancestral_cfg_pp"]
 COMFY_SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
                     "linear_quadratic", "kl_optimal"]
 
@@ -38,12 +38,62 @@ COMFY_SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_unif
     ("DDIM", "Karras", ("DDIM", "Karras", "ddim", "ddim_uniform")),
     # A1111 1.10: an unknown sampler silently becomes the first one, DPM++ 2M (Automatic = Karras)
     ("No Such Sampler", None, ("DPM++ 2M", "Automatic", "dpmpp_2m", "karras")),
-    ("PLMS", None, ("DPM++ 2M", "Automatic", "dpmpp_2m", "karras")),
     (None, None, ("DPM++ 2M", "Automatic", "dpmpp_2m", "karras")),
+    # the three A1111 lists that core ComfyUI has no sampler of that name for: documented equivalents
+    ("PLMS", None, ("PLMS", "Automatic", "ipndm", "ddim_uniform")),
+    ("plms", "Karras", ("PLMS", "Karras", "ipndm", "ddim_uniform")),
+    ("DDIM CFG++", None, ("DDIM CFG++", "Automatic", "euler_cfg_pp", "ddim_uniform")),
+    ("Restart", None, ("Restart", "Automatic", "heun", "karras")),
 ])
 def test_sampler_resolution_matches_a1111_1_10(sampler, scheduler, expected):
-    r = s.resolve(sampler, scheduler, COMFY_SAMPLERS, COMFY_SCHEDULERS)
+    r = s.resolve(sampler, scheduler, COMFY_SAMPLERS, COMFY_SCHEDULERS, steps=10)
     assert (r.sampler_name, r.scheduler_label, r.comfy_sampler, r.comfy_scheduler) == expected
+
+
+def test_every_a1111_sampler_runs_as_itself_or_says_what_ran():
+    names = [i["name"] for i in s.sampler_items(COMFY_SAMPLERS + ["dpmpp_2m_sde_heun"])]
+    assert names == ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+                     "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+                     "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM"]
+    for name in names:
+        r = s.resolve(name, None, steps=10)
+        assert r.sampler_name == name and r.requested == name
+    # Restart is A1111's Heun on Karras sigmas below 20 steps; from 20 on its restarts are missing, so the names
+    # say what ran (Heun with an explicit Karras schedule, which reproduces it)
+    long = s.resolve("Restart", None, steps=20)
+    assert (long.sampler_name, long.scheduler_label, long.comfy_sampler, long.comfy_scheduler, long.requested) == (
+        "Heun", "Karras", "heun", "karras", "Restart")
+    assert s.resolve("Heun", "Karras").comfy_scheduler == long.comfy_scheduler
+    # CFG++: A1111 divides the CFG scale by 12.5
+    assert s.resolve("DDIM CFG++", None).cfg_factor == pytest.approx(1 / 12.5)
+
+
+@pytest.mark.parametrize("sampler,eta,options,expected", [
+    ("DDIM", None, {}, ("ddim", None)),  # eta_ddim 0
+    ("DDIM", 0.0, {}, ("ddim", None)),
+    ("DDIM", 1.0, {}, ("euler_ancestral", "Eta DDIM")),  # webuiapi's eta 1.0: DDPM's noise, the ancestral step
+    ("DDIM", None, {"eta_ddim": 1.0}, ("euler_ancestral", "Eta DDIM")),
+    ("DDIM CFG++", 1.0, {}, ("euler_ancestral_cfg_pp", "Eta DDIM")),
+    ("Euler a", 0.0, {}, ("euler_ancestral", None)),  # A1111: p.eta or opts.eta_ancestral
+    ("Euler a", 1.0, {}, ("euler_ancestral", None)),
+    ("Euler", 0.3, {}, ("euler", None)),  # Euler takes no eta
+])
+def test_eta_runs_where_comfyui_can_run_it(sampler, eta, options, expected):
+    r = s.resolve(sampler, None, COMFY_SAMPLERS, COMFY_SCHEDULERS, eta=eta, **options)
+    assert (r.comfy_sampler, r.eta_key) == expected
+
+
+@pytest.mark.parametrize("sampler,eta", [("DDIM", 0.5), ("Euler a", 0.5), ("DPM++ 2M SDE", 0.7)])
+def test_eta_comfyui_cannot_run_is_refused(sampler, eta):
+    with pytest.raises(s.EtaError, match="eta"):
+        s.resolve(sampler, None, COMFY_SAMPLERS, COMFY_SCHEDULERS, eta=eta)
+
+
+def test_ensd_applies_to_samplers_whose_step_noise_a1111_reseeds():
+    assert s.resolve("Euler a", None).ensd_noise and s.resolve("LCM", None).ensd_noise
+    assert not s.resolve("DPM++ 2M", None).ensd_noise  # no per-step noise
+    assert not s.resolve("DPM++ SDE", None).ensd_noise  # Brownian noise from the image seed alone, in both
+    assert s.resolve("DDIM", None, eta=1.0).ensd_noise and not s.resolve("DDIM", None).ensd_noise
 
 
 def test_sampler_missing_on_backend_falls_back_and_lists_hide_it():

@@ -51,8 +51,26 @@ PARAMS = {
     "mask": "mask",
     "CLIP_stop_at_last_layers": "clip_skip",
     "inpainting_fill": "fill",
+    "subseed": "subseed",
+    "subseed_strength": "subseed_strength",
+    "seed_resize_from_w": "seed_resize_from_width",
+    "seed_resize_from_h": "seed_resize_from_height",
+    "eta_noise_seed_delta": "noise_seed_delta",
+    "initial_noise_multiplier": "noise_multiplier",
+    "tiling": "tiling",
+    "hr_second_pass_steps": "hr_steps",
+    "hr_sampler_name": "hr_sampler",
+    "hr_scheduler": "hr_scheduler",
+    "hr_prompt": "hr_prompt",
+    "hr_negative_prompt": "hr_negative_prompt",
+    "hr_upscaler": "upscaler",
 }
 FIELD_FOR_PARAM = {v: k for k, v in PARAMS.items()}
+# Workflow parameters several A1111 fields feed: errors about them name the field that decides them.
+FIELD_FOR_PARAM.update({"hr_width": "hr_scale", "hr_height": "hr_scale", "latent_upscale_mode": "hr_upscaler",
+                        "upscale_model": "hr_upscaler", "hr_denoise": "denoising_strength", "hr_cfg": "cfg_scale",
+                        "hr_crop_width": "hr_resize_x", "hr_crop_height": "hr_resize_y", "hr_crop_x": "hr_resize_x",
+                        "hr_crop_y": "hr_resize_y"})
 
 
 class A1111Settings(AdapterSettings):
@@ -67,6 +85,14 @@ class A1111Settings(AdapterSettings):
     txt2img_workflow: str = Field("txt2img", description="Workflow behind /sdapi/v1/txt2img.")
     img2img_workflow: str = Field("img2img", description="Workflow behind /sdapi/v1/img2img without a mask.")
     inpaint_workflow: str = Field("inpaint", description="Workflow behind /sdapi/v1/img2img with a mask.")
+    hires_workflow: str = Field("txt2img_hires", description="Workflow behind /sdapi/v1/txt2img with enable_hr.")
+    sd_upscale_workflow: str = Field("sd_upscale", description="Workflow behind img2img's 'sd upscale' script.")
+    upscale_workflow: str = Field("upscale", description="Workflow behind /sdapi/v1/extra-single-image and "
+                                                         "extra-batch-images.")
+    interrogate_workflows: dict[str, str] = Field(
+        {"clip": "interrogate_blip", "deepdanbooru": "interrogate_wd14"},
+        description="Workflow per /sdapi/v1/interrogate model (JSON object); each needs its caption node pack on "
+                    "the backend.")
     max_steps: int = Field(150, ge=1, description="Largest `steps` a request may ask for.")
     max_size: int = Field(2048, ge=64, description="Largest `width`/`height` a request may ask for.")
     styles_file: str = Field("", description=(

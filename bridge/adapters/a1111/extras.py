@@ -1,9 +1,11 @@
 """A1111's extras routes: PNG Info (`/png-info`), upscaling one or many images (`/extra-single-image`,
 `/extra-batch-images`) and `/interrogate`.
 
-Upscaling runs as the `upscale` workflow (Lanczos or Nearest) or `upscale_model` (an upscale model file of the
-backend), each image one job, with A1111's size rule: scale by `upscaling_resize` rounded down to a multiple of 8,
-or to `upscaling_resize_w`x`_h` (cropped to exactly that size with `upscaling_crop`).
+Upscaling runs as the `upscale` workflow, one job per image, with A1111's upscalers (Lanczos, Nearest, or an
+upscale model of the backend followed by a Lanczos resize to the exact size) and its size rule: scale by
+`upscaling_resize` rounded down to a multiple of 8, or to `upscaling_resize_w`x`_h` (cropped to exactly that size
+with `upscaling_crop`); `upscaler_2` is blended over the first by its visibility. Interrogate runs a captioning
+workflow (one per A1111 model, `A1111_INTERROGATE_WORKFLOWS`) on a backend that has its node pack.
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from ..toolkit import Submission, engine_of
 from . import imaging
 from . import infotext as infotext_mod
 from . import upscalers
-from .catalog import upscale_model_files
-from .dialect import A1111Error, a1111_endpoint, run_task
+from .catalog import backend_unavailable, upscale_model_files
+from .dialect import A1111Error, a1111_endpoint, ensure_state, run_task
 from .models import field_error
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,22 +167,67 @@ async def png_info(request: web.Request, body: PNGInfoRequest) -> web.StreamResp
 # ---------------------------------------------------------------------------------------------------------------
 # Interrogate
 
-CAPTION_NODES = ("WD14Tagger|pysssss",)
+# What each A1111 interrogate model needs on the backend, for the error that says what to install.
+CAPTION_PACKS = {
+    "clip": "the ComfyUI-Blip node pack (1038lab/ComfyUI-Blip: BlipCaption) and ComfyUI-Custom-Scripts "
+            "(pythongosssss: ShowText|pysssss)",
+    "deepdanbooru": "the ComfyUI-WD14-Tagger node pack (pythongosssss/ComfyUI-WD14-Tagger: WD14Tagger|pysssss)",
+}
+
+
+def _runnable(engine: Any, workflow: str) -> tuple[bool, list[str]]:
+    """Whether a healthy backend has every node of `workflow` (read from its /object_info), and the problems of
+    those that lack something."""
+    problems: list[str] = []
+    for backend in engine.backend_states():
+        if not backend.get("healthy"):
+            continue
+        found = (backend.get("workflow_problems") or {}).get(workflow)
+        if not found:
+            return True, []
+        problems.extend(found)
+    return False, problems
 
 
 @a1111_endpoint(body=InterrogateRequest, responses={200: CaptionAnswer})
 async def interrogate(request: web.Request, body: InterrogateRequest) -> web.StreamResponse:
-    """Caption an image (A1111 `/sdapi/v1/interrogate`, models `clip` and `deepdanbooru`). ComfyUI core has no
-    captioning model: the route answers A1111's 404 "Model not found", saying what to install on the backend."""
-    if body.model not in ("clip", "deepdanbooru"):
+    """Caption an image (A1111 `/sdapi/v1/interrogate`): model `clip` (a BLIP caption) or `deepdanbooru` (danbooru
+    tags from the WD14 tagger), each run by its workflow on a backend that has the caption node pack; without one,
+    A1111's 404 "Model not found" saying what to install on the backend."""
+    engine = engine_of(request)
+    workflows = ensure_state(request.app).settings.interrogate_workflows
+    if body.model not in workflows:
         raise A1111Error(404, "Model not found")
     if body.image is None:
         raise A1111Error(404, "Image not found")
-    # A1111's answer for a captioning model it does not have, with what to install.
-    raise A1111Error(404, "Model not found: interrogate needs a captioning model on the ComfyUI backend, which core "
-                          "ComfyUI does not have; install a tagger node pack there (e.g. ComfyUI-WD14-Tagger) and "
-                          "serve a workflow for it through POST /workflows/{name}",
-                     errors=f"model: no captioning model for {body.model!r} on the backend")
+    workflow = workflows[body.model]
+    try:
+        engine.workflow(workflow)
+    except BridgeError:
+        raise A1111Error(404, f"Model not found: the workflow {workflow!r} for interrogate model {body.model!r} is "
+                              f"not loaded", errors=f"model: no workflow {workflow!r}") from None
+    ok, problems = _runnable(engine, workflow)
+    if not ok:
+        if not any(b.get("healthy") for b in engine.backend_states()):
+            raise backend_unavailable()
+        need = CAPTION_PACKS.get(body.model, "its caption nodes")
+        raise A1111Error(404, f"Model not found: interrogate model {body.model!r} runs the workflow {workflow!r}, "
+                              f"which needs {need} installed on the ComfyUI backend ({problems[0]})",
+                         errors=f"model: no captioning nodes for {body.model!r} on the backend")
+    [(field, data)] = await imaging.fetch_urls(engine, [("image", body.image)])
+    limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
+    imaging.probe_image(data, field, **limits)
+    image = await image_io.run_in_pool(lambda: image_io.from_pil(
+        imaging.decode_image(data, field, **limits).convert("RGB")))
+    _, jobs = await run_task(request, "extras", "", [Submission(workflow, {"image": image},
+                                                                meta={"dialect": "a1111", "field": "image"})])
+    if not jobs or jobs[0] is None:
+        raise A1111Error(500, "", error="RuntimeError", errors="interrogate was interrupted")
+    values = jobs[0].outputs.get("caption") or []
+    caption = values[0] if values else ""
+    while isinstance(caption, list):  # a node may report one list per image
+        caption = caption[0] if caption else ""
+    return web.json_response({"caption": str(caption)})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,33 +252,53 @@ def target_size(body: ExtrasBase, width: int, height: int) -> tuple[int, int, fl
     return max(8, int(width * factor) // 8 * 8), max(8, int(height * factor) // 8 * 8), factor, crop
 
 
+def _upscaler(name: str | None, files: list[str], field: str) -> upscalers.Upscaler | None:
+    """The upscaler a field names (None for "None"), or a 400 naming the field and the choices."""
+    if name in (None, "None"):
+        return None
+    found = upscalers.find(name, files, latent=False)
+    if found is None:
+        raise field_error(field, f"could not find upscaler named {name}; choose one of "
+                                 f"{', '.join(upscalers.choices(files, latent=False))}")
+    return found
+
+
+def _restorer_check(body: ExtrasBase) -> None:
+    # A1111 without its face restorer models fails when it tries to fetch them; no ComfyUI node runs them here.
+    for field in ("gfpgan_visibility", "codeformer_visibility"):
+        if (getattr(body, field) or 0) > 0:
+            raise field_error(field, "no face restorer (GFPGAN, CodeFormer) runs on this server "
+                                     "(/sdapi/v1/face-restorers is empty); send 0")
+
+
 async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[str, str]]) -> tuple[list[bytes], str]:
     """Upscale each (field, base64) image; returns PNGs and the infotext A1111 writes for the step."""
     engine = engine_of(request)
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
-    name = body.upscaler_1 or "None"
+    _restorer_check(body)
+    files = await upscale_model_files(engine)
+    first = _upscaler(body.upscaler_1 or "None", files, "upscaler_1")
+    second = _upscaler(body.upscaler_2 or "None", files, "upscaler_2") if first is not None else None
+    visibility = float(body.extras_upscaler_2_visibility or 0)
     images = await imaging.fetch_urls(engine, images)
     for field, data in images:  # every image is checked before any is decoded
         imaging.probe_image(data, field, **limits)
     decoded = await image_io.run_in_pool(lambda: [imaging.decode_image(data, field, **limits)
                                                   for field, data in images])
-    if name == "None":
+    if first is None:
+        # A1111 skips the whole upscale step without an upscaler_1.
         return await image_io.run_in_pool(lambda: [_png(im) for im in decoded]), ""
-    files = await upscale_model_files(engine)
-    up = upscalers.find(name, files, latent=False)
-    if up is None:
-        raise field_error("upscaler_1", f"could not find upscaler named {name}; choose one of "
-                                        f"{', '.join(upscalers.choices(files, latent=False))}")
+    workflow = ensure_state(request.app).settings.upscale_workflow
     submissions, crops = [], []
     for (field, _), im in zip(images, decoded):
-        w, h, factor, crop = target_size(body, im.width, im.height)
-        params: dict[str, Any] = {"image": image_io.from_pil(im), "width": w, "height": h}
-        if up.kind == "model":
-            params["upscale_model"] = up.file
-            workflow = "upscale_model"
-        else:
-            params["method"] = up.kind
-            workflow = "upscale"
+        w, h, _factor, crop = target_size(body, im.width, im.height)
+        params: dict[str, Any] = {"image": image_io.from_pil(im), "width": w, "height": h, "upscaler": first.kind}
+        if first.file:
+            params["upscale_model"] = first.file
+        if second is not None and visibility > 0:
+            params.update({"upscaler_2": second.kind, "visibility_2": visibility})
+            if second.file:
+                params["upscale_model_2"] = second.file
         submissions.append(Submission(workflow, params, meta={"dialect": "a1111", "field": field}))
         crops.append(crop)
     _, jobs = await run_task(request, "extras", "", submissions)
@@ -243,7 +310,10 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
         pngs = await image_io.run_in_pool(lambda: [_crop_centre(p, c) if c else p for p, c in zip(pngs, crops)])
     else:
         info = f"Postprocess upscale by: {_num(body.upscaling_resize)}"
-    return pngs, f"{info}, Postprocess upscaler: {up.name}"
+    info += f", Postprocess upscaler: {first.name}"
+    if second is not None and visibility > 0:
+        info += f", Postprocess upscaler 2: {second.name}"
+    return pngs, info
 
 
 def _num(value: float | None) -> str:
@@ -278,16 +348,9 @@ def _with_info(png: bytes, text: str) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
-def _check_unsupported(body: ExtrasBase) -> None:
-    if (body.upscaler_2 or "None") != "None" and (body.extras_upscaler_2_visibility or 0) > 0:
-        raise field_error("upscaler_2", "a second upscaler is not offered; leave upscaler_2 None or its "
-                                        "visibility 0")
-
-
 @a1111_endpoint(body=ExtrasSingleRequest, responses={200: ExtrasSingleAnswer})
 async def extra_single_image(request: web.Request, body: ExtrasSingleRequest) -> web.StreamResponse:
     """Upscale one image (A1111 `/sdapi/v1/extra-single-image`); upscaler "None" gives the image back."""
-    _check_unsupported(body)
     pngs, info = await _upscaled(request, body, [("image", body.image or "")])
     encoded = await image_io.run_in_pool(_with_info, pngs[0], info)
     return web.json_response({"html_info": html_info(info), "image": encoded})
@@ -296,7 +359,6 @@ async def extra_single_image(request: web.Request, body: ExtrasSingleRequest) ->
 @a1111_endpoint(body=ExtrasBatchRequest, responses={200: ExtrasBatchAnswer})
 async def extra_batch_images(request: web.Request, body: ExtrasBatchRequest) -> web.StreamResponse:
     """Upscale a list of images (A1111 `/sdapi/v1/extra-batch-images`), answered in the same order."""
-    _check_unsupported(body)
     pngs, info = await _upscaled(request, body, [(f"imageList[{i}].data", f.data)
                                                  for i, f in enumerate(body.imageList)])
     encoded = await image_io.run_in_pool(lambda: [_with_info(p, info) for p in pngs])

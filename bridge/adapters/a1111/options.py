@@ -20,9 +20,8 @@ from .models import A1111Error, field_error
 
 DATA = Path(__file__).with_name("data") / "options.json"
 
-# What the bridge really does where it differs from a fresh A1111: ComfyUI draws its initial noise on the CPU, and
-# no live previews exist yet (progress answers carry no current image).
-BRIDGE_DEFAULTS: dict[str, Any] = {"randn_source": "CPU", "live_previews_enable": False}
+# What the bridge really does where it differs from a fresh A1111: ComfyUI draws its initial noise on the CPU.
+BRIDGE_DEFAULTS: dict[str, Any] = {"randn_source": "CPU"}
 
 # A1111 skips these on POST without a word: explanatory HTML and the options only its command line may change.
 IGNORED_ON_POST = {"api_enable_requests", "api_forbid_local_requests", "api_useragent"}
@@ -100,9 +99,37 @@ def _check_text(key: str, value: Any) -> str:
     return value
 
 
+def _only(*allowed: Any, why: str):
+    """An option that acts here only at some of A1111's values: the others are refused naming the key, rather
+    than stored and silently not applied."""
+    numeric = isinstance(allowed[0], float)
+
+    def check(key: str, value: Any) -> Any:
+        if numeric:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) in allowed
+        else:
+            ok = value in allowed
+        if not ok:
+            raise field_error(key, f"only {' or '.join(repr(a) for a in allowed)} runs here ({why}), got {value!r}")
+        return float(value) if numeric else value
+    return check
+
+
+_KSAMPLER = "ComfyUI's KSampler has no such setting"
+
 # The options that change what the bridge generates, checked when set (A1111 would fail later, mid-generation, with
 # a 500). The checkpoint and VAE are checked by the route against the backend's lists.
 CHECKS: dict[str, Any] = {
+    "randn_source": _only("CPU", why="ComfyUI draws its initial noise with the CPU generator"),
+    "eta_ancestral": _only(1.0, why="ComfyUI's KSampler runs ancestral and SDE samplers at eta 1"),
+    "eta_ddim": _only(0.0, 1.0, why="DDIM runs deterministic (0) or as the ancestral step on DDIM timesteps (1)"),
+    "s_churn": _only(0.0, why=_KSAMPLER),
+    "s_tmin": _only(0.0, why=_KSAMPLER),
+    "s_tmax": _only(0.0, why=_KSAMPLER),
+    "s_noise": _only(1.0, why=_KSAMPLER),
+    "s_min_uncond": _only(0.0, why=_KSAMPLER),
+    "initial_noise_multiplier": lambda k, v: _check_number(k, v, 0.0, 2.0),
+    "live_previews_enable": _check_bool,
     "CLIP_stop_at_last_layers": check_clip_skip,
     "samples_format": _check_format,
     "jpeg_quality": lambda k, v: _check_int(k, v, 1, 100),
@@ -111,8 +138,6 @@ CHECKS: dict[str, Any] = {
     "eta_noise_seed_delta": lambda k, v: _check_int(k, v, 0, 2**32 - 1),
     "img2img_background_color": _check_colour,
     "tiling": _check_bool,
-    "eta_ancestral": lambda k, v: _check_number(k, v, 0.0, 1.0),
-    "eta_ddim": lambda k, v: _check_number(k, v, 0.0, 1.0),
     "sd_lora": _check_text,
     "extra_networks_default_multiplier": lambda k, v: _check_number(k, v, -10.0, 10.0),
     "enable_prompt_comments": _check_bool,

@@ -36,11 +36,11 @@ from bridge.config import AdapterSettings
 from bridge.fields import LooseBool, LooseInt, describe
 from bridge.keys import ADAPTERS, SETTINGS
 
-from ..toolkit import Submission
+from ..toolkit import Submission, engine_of
 from . import models
 from .dialect import PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
 from .generation import Generation
-from .routes import GenerationAnswer, checkpoint_for, generation_for, job_params
+from .routes import GenerationAnswer, check_features, checkpoint_for, generation_for, job_params, partial_image
 
 log = logging.getLogger("bridge.adapters.pico")
 
@@ -330,12 +330,23 @@ def workflow_params(gen: Generation, index: int, opts: LcdOptions) -> dict[str, 
 
 async def _generate_comfy(request: web.Request, gen: Generation, opts: LcdOptions) -> list[bytes]:
     state = request.app[STATE]
+    engine = engine_of(request)
+    if gen.hires is not None:
+        raise models.field_error("enable_hr", f"the Pico workflow {state.settings.workflow!r} has no hires pass; "
+                                              "send enable_hr false")
     submissions = [Submission(state.settings.workflow, workflow_params(gen, i, opts),
                               meta={"dialect": "pico", "index": i, "seed": gen.seeds[i]}) for i in range(gen.count)]
-    _, jobs = await run_task(request, "txt2img", gen.job_timestamp, submissions)
+    check_features(engine, state.settings.workflow, submissions[0].params)
+    task, jobs = await run_task(request, "txt2img", gen.job_timestamp, submissions)
     frames = []
-    for job in jobs:
-        if job is None:  # skipped or interrupted
+    for index, job in enumerate(jobs):
+        if job is None:
+            # Skipped or interrupted: A1111 returns the picture as far as it got, so the frame is made from the
+            # image's newest live preview (none when the job never reached its sampler).
+            found = engine.preview(task.job_ids[index]) if index < len(task.job_ids) else None
+            if found is not None:
+                png = await image_io.run_in_pool(partial_image, found, *gen.output_size)
+                frames.append(await image_io.run_in_pool(convert_png, png, opts))
             continue
         values = job.outputs.get("rgb565") or []
         if not values:

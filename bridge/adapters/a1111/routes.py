@@ -26,9 +26,10 @@ from bridge.fields import LooseBool
 
 from ..toolkit import Submission, engine_of, settings_of
 from . import generation as gen_mod
-from . import imaging, models, xyz
+from . import imaging, models, upscalers, xyz
 from . import options as opts
-from .catalog import NULL, Empty, backend_json, current_checkpoint, live_choices, match_checkpoint, match_vae
+from .catalog import (NULL, Empty, backend_json, current_checkpoint, live_choices, match_checkpoint, match_vae,
+                      upscale_model_files)
 from .dialect import FIELD_FOR_PARAM, PARAMS, STATE, A1111Error, a1111_endpoint, run_task
 from .extras import user_comment
 from .generation import Generation
@@ -97,10 +98,12 @@ async def generation_for(request: web.Request, req: models.GenerationRequest, is
     live_schedulers = await live_choices(engine, "KSampler.scheduler")
     lora_files = await live_choices(engine, "LoraLoader.lora_name") if _mentions_networks(req, options) else []
     embeddings = await backend_json(engine, "/embeddings") or []
+    upscale_files = await upscale_model_files(engine) if getattr(req, "enable_hr", False) else []
     gen = gen_mod.resolve_generation(
         req, checkpoint=checkpoint, live_samplers=live_samplers or None, live_schedulers=live_schedulers or None,
         is_img2img=is_img2img, clip_skip=clip_skip, options=options, styles=state.styles, lora_files=lora_files,
-        embeddings=embeddings, scripts=scripts, vae=await vae_for(request, options, checkpoint))
+        embeddings=embeddings, scripts=scripts, vae=await vae_for(request, options, checkpoint),
+        upscale_files=upscale_files)
     if req.override_settings_restore_afterwards is False and req.override_settings:
         # A1111 then leaves the overridden options in place for later requests.
         kept = {k: v for k, v in options.items() if k in req.override_settings}
@@ -112,13 +115,15 @@ async def generation_for(request: web.Request, req: models.GenerationRequest, is
 
 
 def job_params(gen: Generation, index: int) -> dict[str, Any]:
-    """Workflow parameters for image `index`; sizes floored to the latent grid as A1111's width//8 does."""
+    """Workflow parameters for image `index`; sizes floored to the latent grid as A1111's width//8 does. The
+    A1111-noise and tiling parameters are sent only when they change something, so a workflow without them still
+    serves every request that does not ask for them (and one that asks is refused by `check_features`)."""
     params: dict[str, Any] = {
         PARAMS["prompt"]: gen.model_prompts[index],
         PARAMS["negative_prompt"]: gen.model_negative_prompts[index],
         PARAMS["seed"]: gen.seeds[index],
         PARAMS["steps"]: gen.steps,
-        PARAMS["cfg_scale"]: gen.cfg_scale,
+        PARAMS["cfg_scale"]: gen.cfg_scale * gen.sampler.cfg_factor,
         PARAMS["sampler_name"]: gen.sampler.comfy_sampler,
         PARAMS["scheduler"]: gen.sampler.comfy_scheduler,
         PARAMS["width"]: gen.width // 8 * 8,
@@ -131,7 +136,37 @@ def job_params(gen: Generation, index: int) -> dict[str, Any]:
         params[PARAMS["sd_vae"]] = gen.vae
     if gen.loras:
         params[PARAMS["loras"]] = gen.loras
+    if gen.subseed_strength:
+        params[PARAMS["subseed"]] = gen.subseeds[index]
+        params[PARAMS["subseed_strength"]] = gen.subseed_strength
+    if gen.seed_resize_from:
+        params[PARAMS["seed_resize_from_w"]], params[PARAMS["seed_resize_from_h"]] = gen.seed_resize_from
+    if gen.noise_seed_delta:
+        params[PARAMS["eta_noise_seed_delta"]] = gen.noise_seed_delta
+    if gen.noise_multiplier != 1.0:
+        params[PARAMS["initial_noise_multiplier"]] = gen.noise_multiplier
+    if gen.tiling:
+        params[PARAMS["tiling"]] = "both"
+    if gen.hires is not None:
+        params.update(hires_params(gen, index))
     return params
+
+
+def hires_params(gen: Generation, index: int) -> dict[str, Any]:
+    """The hires workflow's second-pass parameters for image `index`."""
+    h = gen.hires
+    assert h is not None
+    out: dict[str, Any] = {
+        "hr_width": h.width, "hr_height": h.height, PARAMS["hr_upscaler"]: h.kind, "latent_upscale_mode": h.latent_mode,
+        PARAMS["hr_second_pass_steps"]: h.steps, "hr_denoise": h.denoise,
+        PARAMS["hr_sampler_name"]: h.sampler.comfy_sampler, PARAMS["hr_scheduler"]: h.sampler.comfy_scheduler,
+        "hr_cfg": gen.cfg_scale * h.sampler.cfg_factor, PARAMS["hr_prompt"]: h.model_prompts[index],
+        PARAMS["hr_negative_prompt"]: h.model_negative_prompts[index]}
+    if h.model_file:
+        out["upscale_model"] = h.model_file
+    if h.crop is not None:
+        out["hr_crop_width"], out["hr_crop_height"], out["hr_crop_x"], out["hr_crop_y"] = h.crop
+    return out
 
 
 def check_features(engine: Any, workflow: str, params: dict[str, Any]) -> None:
@@ -252,6 +287,10 @@ class Prepared:
     submissions: list[Submission]
     finish: Callable[[bytes, int], bytes] | None = None
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.gen.output_size
+
 
 def _meta(gen: Generation, index: int, dialect: str = "a1111") -> dict[str, Any]:
     return {"dialect": dialect, "index": index, "seed": gen.seeds[index]}
@@ -261,24 +300,21 @@ async def prepare_txt2img(request: web.Request, req: models.GenerationRequest,
                           scripts: tuple[str, ...] = ()) -> Prepared:
     state = request.app[STATE]
     gen = await generation_for(request, req, is_img2img=False, scripts=scripts)
-    workflow = state.settings.txt2img_workflow
+    workflow = state.settings.hires_workflow if gen.hires is not None else state.settings.txt2img_workflow
     submissions = [Submission(workflow, job_params(gen, i), meta=_meta(gen, i)) for i in range(gen.count)]
     check_features(_engine(request), workflow, submissions[0].params)
     return Prepared(gen, submissions)
 
 
-async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
-                          scripts: tuple[str, ...] = ()) -> Prepared:
-    state = request.app[STATE]
+async def decode_request_images(request: web.Request, req: models.Img2ImgRequest
+                                ) -> tuple[list[Image.Image], Image.Image | None]:
+    """The init images and the mask, each checked from its header (format, bytes, pixels, and the request's
+    pixel budget) before any is decoded."""
     engine = _engine(request)
     if req.init_images is None:
         raise A1111Error(404, "Init image not found", errors="init_images: Init image not found")
     if not req.init_images:
         raise models.field_error("init_images", "at least one image is required")
-    resize_mode = req.resize_mode or 0
-    fill = req.inpainting_fill or 0
-    if req.denoising_strength is None:
-        req.denoising_strength = 0.75
     # A1111's batch rule: one image is repeated, k <= batch_size images set batch_size to k, more is an error.
     # Checked on the count and on every header before any pixel is decoded: refused images cost no memory.
     batch_size = 1 if req.batch_size is None else req.batch_size
@@ -300,6 +336,18 @@ async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
     mask_data = dict(named).get("mask")
     mask = (await image_io.run_in_pool(imaging.decode_image, mask_data, "mask", **limits)
             if mask_data is not None else None)
+    return inits, mask
+
+
+async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
+                          scripts: tuple[str, ...] = ()) -> Prepared:
+    state = request.app[STATE]
+    engine = _engine(request)
+    resize_mode = req.resize_mode or 0
+    fill = req.inpainting_fill or 0
+    if req.denoising_strength is None:
+        req.denoising_strength = 0.75
+    inits, mask = await decode_request_images(request, req)
     if len(inits) > 1:
         req.batch_size = len(inits)
     gen = await generation_for(request, req, is_img2img=True, scripts=scripts)
@@ -364,8 +412,7 @@ async def run_prepared(request: web.Request, kind: str, prepared: list[Prepared]
     out, start = [], 0
     for p in prepared:
         span = slice(start, start + len(p.submissions))
-        pngs, indices = await _read_images(engine, jobs[span], task.job_ids[span],
-                                           (p.gen.width // 8 * 8, p.gen.height // 8 * 8))
+        pngs, indices = await _read_images(engine, jobs[span], task.job_ids[span], p.size)
         start += len(p.submissions)
         if p.finish is not None:
             finish = p.finish
@@ -384,12 +431,101 @@ async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.Stre
 
 
 async def img2img(request: web.Request, body: models.Img2ImgRequest) -> web.StreamResponse:
-    """Image to image and inpainting (A1111 `/sdapi/v1/img2img`); scripts: `x/y/z plot`."""
+    """Image to image and inpainting (A1111 `/sdapi/v1/img2img`); scripts: `x/y/z plot`, `sd upscale`."""
     if (body.script_name or "").lower() == "x/y/z plot":
         return await xyz_plot(request, body, is_img2img=True)
+    if (body.script_name or "").lower() == "sd upscale":
+        return await sd_upscale(request, body)
     prepared = await prepare_img2img(request, body)
     [(pngs, indices)] = await run_prepared(request, "img2img", [prepared])
     return await generation_response(body, prepared.gen, pngs, indices)
+
+
+def sd_upscale_args(args: list[Any], files: list[str]) -> tuple[int, upscalers.Upscaler, float]:
+    """A1111's SD upscale `script_args`: [info, tile overlap, upscaler (name or index), scale factor]."""
+    args = list(args) + [None] * (4 - len(args))
+    overlap = 64 if args[1] is None else args[1]
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or overlap != int(overlap) \
+            or not 0 <= overlap <= 256:
+        raise models.field_error("script_args[1]", f"tile overlap must be a whole number from 0 to 256, got "
+                                                   f"{overlap!r}")
+    listed = upscalers.listed(files)
+    chosen = "None" if args[2] is None else args[2]
+    if isinstance(chosen, int) and not isinstance(chosen, bool) and 0 <= chosen < len(listed):
+        upscaler = listed[chosen]
+    else:
+        upscaler = upscalers.find(str(chosen), files, latent=False, case_sensitive=False)
+        if upscaler is None:
+            raise models.field_error("script_args[2]", f"could not find upscaler named {chosen!r}; choose one of "
+                                                       f"{', '.join(u.name for u in listed)}")
+    scale = 2.0 if args[3] is None else args[3]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 1.0 <= scale <= 8.0:
+        raise models.field_error("script_args[3]", f"scale factor must be a number from 1 to 8, got {scale!r}")
+    return int(overlap), upscaler, float(scale)
+
+
+async def sd_upscale(request: web.Request, body: models.Img2ImgRequest) -> web.StreamResponse:
+    """A1111's SD upscale script: the first init image upscaled, cut into tiles of width x height that overlap,
+    every tile re-sampled as img2img (tile k with seed + k) and blended back; one picture per n_iter (seed + n).
+    It runs as the `sd_upscale` workflow, the tiling inside ComfyUI."""
+    state = request.app[STATE]
+    engine = _engine(request)
+    if body.mask:
+        raise models.field_error("mask", "the sd upscale script re-samples the whole picture; send no mask")
+    files = await upscale_model_files(engine)
+    overlap, upscaler, scale = sd_upscale_args(list(body.script_args or []), files)
+    if body.denoising_strength is None:
+        body.denoising_strength = 0.75
+    inits, _ = await decode_request_images(request, body)
+    background = opts.value(state.options, "img2img_background_color", body.override_settings)
+    init = await image_io.run_in_pool(imaging.flatten, inits[0], _rgb(background))
+    gen = await generation_for(request, body, is_img2img=True, scripts=("sd upscale",))
+    tile_w, tile_h = gen.width // 8 * 8, gen.height // 8 * 8
+    if overlap >= min(tile_w, tile_h):
+        raise models.field_error("script_args[1]", f"tile overlap {overlap} must be smaller than the tile "
+                                                   f"({tile_w}x{tile_h}: width x height)")
+    if upscaler.kind == "none":
+        size = init.size
+    else:  # A1111's Upscaler.upscale: each side times the factor, down to a multiple of 8
+        size = (int(init.width * scale // 8 * 8), int(init.height * scale // 8 * 8))
+    if max(size) > 8192 or min(size) < 64:
+        raise models.field_error("script_args[3]", f"the upscaled picture would be {size[0]}x{size[1]}; each side "
+                                                   f"must be 64..8192")
+    gen.extra["SD upscale overlap"] = overlap
+    gen.extra["SD upscale upscaler"] = upscaler.name
+    image = await image_io.run_in_pool(image_io.from_pil, init)
+    base = job_params(gen, 0)
+    base.update({PARAMS["denoising_strength"]: gen.denoising_strength, PARAMS["init_images"]: image,
+                 "overlap": overlap, "upscaler": upscaler.kind, "upscale_width": size[0],
+                 "upscale_height": size[1]})
+    if upscaler.file:
+        base["upscale_model"] = upscaler.file
+    workflow = state.settings.sd_upscale_workflow
+    seed = gen.seeds[0]
+    submissions = [Submission(workflow, {**base, PARAMS["seed"]: seed + n},
+                              meta={"dialect": "a1111", "index": n, "seed": seed + n}) for n in range(gen.n_iter)]
+    check_features(engine, workflow, submissions[0].params)
+    task, jobs = await run_task(request, "img2img", gen.job_timestamp, submissions)
+    pngs, indices = await _read_images(engine, jobs, task.job_ids, size)
+    first = gen_mod.infotext(gen, 0)
+    body_info = gen_mod.info(gen, [0])
+    body_info.update(infotexts=[first] * len(pngs), all_seeds=[seed + i for i in indices],
+                     all_prompts=[gen.prompts[0]] * len(pngs), all_negative_prompts=[gen.negative_prompts[0]] * len(pngs),
+                     all_subseeds=[gen.subseeds[0] + i for i in indices])
+    full = {k: gen.options.get(k, v) for k, v in opts.defaults().items()}
+    images: list[str] = []
+    if body.send_images is not False:
+        images = await image_io.run_in_pool(lambda: [encode_image(p, first, full) for p in pngs])
+    return web.json_response({"images": images, "parameters": models.parameters_echo(body),
+                              "info": json.dumps(body_info, default=lambda o: None)})
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    text = str(colour or "#ffffff").lstrip("#")
+    try:
+        return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+    except ValueError:
+        return 255, 255, 255
 
 
 async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2img: bool) -> web.StreamResponse:
@@ -501,7 +637,8 @@ async def progress(request: web.Request, query: ProgressQuery) -> web.StreamResp
                          job_no=job_no, sampling_step=step, sampling_steps=steps)
     textinfo = f"Image {job_no + 1}/{job_count}" + (f", step {step}/{steps}" if steps else "")
     current_image = None
-    found = engine.preview(current.id) if current is not None and not query.skip_current_image else None
+    live = opts.value(state.options, "live_previews_enable") is not False
+    found = engine.preview(current.id) if current is not None and live and not query.skip_current_image else None
     if found is not None:
         current_image = base64.b64encode(found[1]).decode("ascii")
     return web.json_response({"progress": value, "eta_relative": max(0.0, eta - elapsed), "state": running_state,
