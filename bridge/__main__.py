@@ -107,18 +107,20 @@ def webhook_secret(settings: Settings) -> str:
     """The signing secret the bridge uses: the setting, else the one its job store keeps (made on first use)."""
     if settings.webhook_secret:
         return settings.webhook_secret
-    from bridge.store import Store
+    import asyncio
+
+    from bridge.store import open_store
     from bridge.webhooks import new_secret
 
-    store = Store(settings.data_dir)
-    try:
-        secret = store.get_value("webhook_secret")
-        if not secret:
-            secret = new_secret()
-            store.set_value("webhook_secret", secret)
-        return secret
-    finally:
-        store.close()
+    async def read() -> str:
+        store = open_store(settings.database, settings.data_dir)
+        await store.open()
+        try:
+            return await store.set_value("webhook_secret", new_secret(), only_new=True)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

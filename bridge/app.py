@@ -20,14 +20,16 @@ from bridge.config import Settings
 from bridge.engine import EngineOptions, JobEngine
 from bridge.engine.retention import Retention
 from bridge.events import EventStreams, stream_events
-from bridge.http import (ApiKeys, Cors, FailureLockout, TokenBucket, auth_middleware, body_limit_middleware,
-                         client_identity, error_middleware, json_error, path_matches, rate_limit_middleware)
+from bridge.http import (ApiKeys, Cors, FailureLockout, SharedLimits, TokenBucket, auth_middleware,
+                         body_limit_middleware, client_identity, error_middleware, forwarded_for, json_error,
+                         path_matches, rate_limit_middleware)
 from bridge.keys import ENGINE, MANAGED, METRICS, OPENAPI_CACHE, SETTINGS, STREAMS
 from bridge.managed import ManagedComfyUI
 from bridge.metrics import CONTENT_TYPE, Metrics, request_counter
 from bridge.openapi import build_spec, hidden
 from bridge.outbound import OutboundPolicy
 from bridge.storage import open_blob_store
+from bridge.store import open_store
 from bridge.webhooks import Policy, Receiver, WebhookConfig
 
 log = logging.getLogger("bridge.app")
@@ -46,8 +48,10 @@ def build_engine(settings: Settings, backends: Sequence[str], managed_output_dir
                       requeue_on_backend_death=settings.requeue_on_backend_death,
                       max_request_cost=settings.max_request_cost, max_jobs_per_client=settings.max_jobs_per_client,
                       queue_timeout=settings.queue_timeout or None,
-                      queue_poll_interval=settings.queue_poll_interval, output_metadata=settings.output_metadata),
+                      queue_poll_interval=settings.queue_poll_interval, output_metadata=settings.output_metadata,
+                      lease=settings.lease),
         extra_workflow_dirs=list(settings.extra_workflows_dirs),
+        store=open_store(settings.database, settings.data_dir),
         blobs=open_blob_store(settings.storage, settings.data_dir, endpoint=settings.s3_endpoint,
                               region=settings.s3_region, access_key_id=settings.s3_access_key_id,
                               secret_access_key=settings.s3_secret_access_key),
@@ -75,16 +79,18 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
     metrics = Metrics()
     cors = Cors(settings.cors_origins, settings.cors_credentials)
     keys = ApiKeys(settings.api_keys) if settings.api_keys else None
-    middlewares: list[Any] = [request_counter(metrics), client_identity(keys)]
+    middlewares: list[Any] = [request_counter(metrics), forwarded_for(settings.trusted_proxies), client_identity(keys)]
     if cors.enabled:
         middlewares.append(cors.middleware)
     middlewares += [error_middleware, body_limit_middleware(settings.max_body_bytes)]
+    store_of = lambda: app[ENGINE].store if ENGINE in app else None  # noqa: E731 - the app is made below
     if settings.rate_limit > 0:
         # Before authentication, so refused keys are counted (by address).
-        middlewares.append(rate_limit_middleware(TokenBucket(settings.rate_limit, settings.rate_burst),
-                                                 settings.rate_exempt, keys))
+        limits = SharedLimits(store_of, bucket=TokenBucket(settings.rate_limit, settings.rate_burst))
+        middlewares.append(rate_limit_middleware(limits, settings.rate_exempt, keys))
     if keys is not None:
-        lockout = (FailureLockout(settings.auth_max_failures, settings.auth_failure_window, settings.auth_lockout)
+        lockout = (SharedLimits(store_of, lockout=FailureLockout(settings.auth_max_failures,
+                                                                 settings.auth_failure_window, settings.auth_lockout))
                    if settings.auth_max_failures > 0 else None)
         middlewares.append(auth_middleware(keys, settings.auth_exempt, lockout))
 
@@ -230,6 +236,8 @@ async def health(request: web.Request) -> web.Response:
         "jobs": stats.get("counts") or {},
         "backends": backends,
         "managed_comfyui": managed.info() if managed is not None else None,
+        # Which process answered, on which store, beside which others (replicas behind a load balancer).
+        "replica": {"id": stats.get("replica"), "store": stats.get("store"), "replicas": stats.get("replicas")},
     }
     return web.json_response(body, status=200 if healthy else 503, dumps=_dumps)
 

@@ -207,6 +207,16 @@ class Settings(_LayeredSettings):
                                                             "up to an hour.")
     webhook_progress_interval: float = Field(1.0, ge=0, description="Least seconds between two job.progress "
                                                                     "messages for one job and receiver.")
+    trusted_proxies: StrList = Field(default_factory=list, description=(
+        "Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the client: the load "
+        "balancer in front of several replicas, so rate limits and lock-outs count clients, not the proxy."))
+    database: str = Field("", repr=False, description=(
+        "The job store: empty (default) for the SQLite file under the data directory, a path to another SQLite "
+        "file, or postgresql://user:password@host:5432/db, which any number of bridge replicas can share "
+        "(docs/scaling.md)."))
+    lease: float = Field(15.0, ge=2, description=(
+        "Shared store: seconds a replica holds its jobs without renewing; a replica that dies leaves them to the "
+        "others this long after."))
     storage: str = Field("local", description=(
         "Where result and input images are kept: `local` (files under the data directory) or `s3://bucket/prefix` "
         "on any S3-compatible service (BRIDGE_S3_*)."))
@@ -245,7 +255,7 @@ class Settings(_LayeredSettings):
     _env_file: Path | None = PrivateAttr(default=None)
 
     @field_validator("comfyui_urls", "comfyui_args", "api_keys", "auth_exempt", "cors_origins", "rate_exempt",
-                     "extra_workflows_dirs", "webhook_events", "outbound_allow", mode="before")
+                     "extra_workflows_dirs", "webhook_events", "outbound_allow", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -281,6 +291,32 @@ class Settings(_LayeredSettings):
         if url and not url.startswith(("http://", "https://")):
             raise ValueError(f"{url!r} must start with http:// or https://")
         return url.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, entries: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or CIDR network") from None
+        return entries
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, spec: str) -> str:
+        spec = spec.strip()
+        if spec.startswith(("postgresql://", "postgres://")):
+            from urllib.parse import urlsplit
+
+            if not urlsplit(spec).hostname and "host=" not in spec:
+                raise ValueError("a postgresql:// URL needs a host: postgresql://user:password@host:5432/db")
+        elif "://" in spec and not spec.startswith("sqlite:"):
+            raise ValueError(f"{spec.split('://')[0]}:// is not a database the bridge knows; use a SQLite file path "
+                             "or postgresql://...")
+        return spec
 
     @field_validator("storage")
     @classmethod

@@ -24,7 +24,8 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
 __all__ = [
-    "Int", "LooseInt", "Float", "LooseFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras", "loras_setting", "Webhook", "WEBHOOK_EVENTS", "ResponseFormat", "OutputFormat", "OutputQuality",
+    "Int", "LooseInt", "Float", "LooseFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras",
+    "loras_setting", "Webhook", "WEBHOOK_EVENTS", "ResponseFormat", "OutputFormat", "OutputQuality",
     "RANDOM_SEED", "SEED_MAX", "Request", "JsonSchema", "FieldError", "field_errors", "first_error", "describe",
 ]
 

@@ -145,6 +145,44 @@ def request_api_key(request: web.Request) -> str | None:
     return None
 
 
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
+
+
+def client_address(request: web.Request) -> str:
+    """The address of whoever sent the request: the peer, or behind trusted proxies (a load balancer in front of
+    the replicas) the address those proxies recorded in X-Forwarded-For."""
+    return request.get(CLIENT_ADDRESS) or request.remote or "unknown"
+
+
+def forwarded_for(trusted: Sequence[Any]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Take the client's address from X-Forwarded-For when the peer is one of the `trusted` proxy networks
+    (BRIDGE_TRUSTED_PROXIES): the rightmost address that is not itself a trusted proxy, so a client cannot pass
+    itself off as another by sending its own header. Everyone else is known by the peer address."""
+    import ipaddress
+
+    networks = [ipaddress.ip_network(str(n), strict=False) for n in trusted]
+
+    def is_trusted(text: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text.strip())
+        except ValueError:
+            return False
+        return any(address in net for net in networks)
+
+    @web.middleware
+    async def resolve(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request.remote or ""
+        if networks and is_trusted(peer):
+            hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+            for hop in reversed(hops):
+                if not is_trusted(hop):
+                    request[CLIENT_ADDRESS] = hop  # type: ignore[assignment]
+                    break
+        return await handler(request)
+
+    return resolve
+
+
 def client_identity(keys: ApiKeys | None) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Who is asking, for the per-client job quota: a fingerprint of a valid API key (never the key itself), else
     the address. A key that is not one of the configured ones (or any key where none are configured) is not an
@@ -157,7 +195,7 @@ def client_identity(keys: ApiKeys | None) -> Callable[..., Awaitable[web.StreamR
         if key and keys is not None and keys.valid(key):
             who = "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
         else:
-            who = f"addr:{request.remote}"
+            who = f"addr:{client_address(request)}"
         token = CLIENT.set(who)
         try:
             return await handler(request)
@@ -220,17 +258,53 @@ class FailureLockout:
         return False
 
 
+class SharedLimits:
+    """The rate limit's buckets and the failed-authentication lock-outs, where every replica sees them: in memory
+    on a bridge alone on its store, in the job store where replicas share one (PostgreSQL), so a client that spreads
+    its requests over the replicas behind a load balancer meets the same limit."""
+
+    def __init__(self, store: Callable[[], Any], bucket: TokenBucket | None = None,
+                 lockout: FailureLockout | None = None) -> None:
+        self._store = store  # the engine's job store, read at request time (it opens with the app)
+        self.bucket = bucket
+        self.lockout = lockout
+
+    def _shared(self) -> Any:
+        store = self._store()
+        return store if store is not None and getattr(store, "shared", False) else None
+
+    async def take(self, client: str) -> float:
+        assert self.bucket is not None
+        store = self._shared()
+        if store is None:
+            return self.bucket.acquire(client)
+        return await store.take_token(client, self.bucket.rate, self.bucket.burst)
+
+    async def locked_for(self, client: str) -> float:
+        assert self.lockout is not None
+        store = self._shared()
+        return self.lockout.locked_for(client) if store is None else await store.auth_locked_for(client)
+
+    async def failed(self, client: str) -> bool:
+        assert self.lockout is not None
+        store = self._shared()
+        if store is None:
+            return self.lockout.failed(client)
+        lock = self.lockout
+        return await store.auth_failed(client, lock.max_failures, lock.window, lock.lockout)
+
+
 def auth_middleware(keys: ApiKeys, exempt: Sequence[str],
-                    lockout: FailureLockout | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+                    lockout: SharedLimits | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         # CORS preflights carry no credentials; the CORS middleware answers them before this one. Any other OPTIONS
         # is a request like the rest: without a key it learns nothing, not even a route's methods.
         if path_matches(request.path, exempt):
             return await handler(request)
-        client = request.remote or "unknown"
+        client = client_address(request)
         if lockout is not None:
-            left = lockout.locked_for(client)
+            left = await lockout.locked_for(client)
             if left > 0:
                 seconds = max(1, math.ceil(left))
                 return json_error(429, "auth_locked_out",
@@ -239,9 +313,10 @@ def auth_middleware(keys: ApiKeys, exempt: Sequence[str],
         key = request_api_key(request)
         challenge = {"WWW-Authenticate": 'Bearer realm="pixart"'}
         if not keys.valid(key):
-            if lockout is not None and lockout.failed(client):
+            if lockout is not None and await lockout.failed(client):
+                assert lockout.lockout is not None
                 log.warning("address %s locked out for %g s after %d failed authentications", client,
-                            lockout.lockout, lockout.max_failures)
+                            lockout.lockout.lockout, lockout.lockout.max_failures)
             if key is None:
                 return json_error(401, "unauthorized",
                                   "an API key is required: send it as X-API-Key or Authorization: Bearer",
@@ -286,7 +361,7 @@ class TokenBucket:
         return wait
 
 
-def rate_limit_middleware(bucket: TokenBucket, exempt: Sequence[str],
+def rate_limit_middleware(limits: SharedLimits, exempt: Sequence[str],
                           keys: ApiKeys | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Runs before authentication: a request with a valid key counts against that key, every other request (a
     missing or wrong key among them) against its address, so a flood of wrong keys is limited too."""
@@ -297,8 +372,8 @@ def rate_limit_middleware(bucket: TokenBucket, exempt: Sequence[str],
             return await handler(request)
         key = request_api_key(request)
         by_key = keys is not None and keys.valid(key)
-        client = f"key:{key}" if by_key else f"addr:{request.remote}"
-        wait = bucket.acquire(client)
+        client = f"key:{key}" if by_key else f"addr:{client_address(request)}"
+        wait = await limits.take(client)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             who = "API key" if by_key else "client address"

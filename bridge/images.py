@@ -237,8 +237,8 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 
 
 def convert_output(data: bytes, fmt: str, quality: int = 90) -> bytes:
-    """A result image in `fmt` (indexed PNGs are left as they are): png as it is; jpeg (no alpha: transparent areas on white, as browsers show them)
-    or webp (alpha kept; quality 100 is lossless, for pixel art) at `quality`."""
+    """A result image in `fmt` (indexed PNGs are left as they are): png as it is; jpeg (no alpha: transparent areas on
+    white, as browsers show them) or webp (alpha kept; quality 100 is lossless, for pixel art) at `quality`."""
     if fmt == "png" or sniff_image_type(data) == fmt:
         return data
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[25] == 3:

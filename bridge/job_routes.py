@@ -51,7 +51,7 @@ async def result_image(request: web.Request) -> web.StreamResponse:
         index = int(request.match_info["index"])
     except ValueError:
         raise InvalidParameter("index", "index: must be a whole number") from None
-    job = engine.get(job_id)
+    job = await engine.find(job_id)
     if job is None:
         raise JobNotFound(job_id)
     files = job.outputs.get(name) or []
@@ -69,9 +69,9 @@ async def webhook_deliveries(request: web.Request) -> web.StreamResponse:
     """Every webhook message sent (or still to send) for a job, with each attempt's status, time and error."""
     engine = request.app[ENGINE]
     job_id = request.match_info["id"]
-    if engine.get(job_id) is None:
+    if await engine.find(job_id) is None:
         raise JobNotFound(job_id)
-    deliveries = engine.webhooks.deliveries(job_id) if engine.webhooks is not None else []
+    deliveries = await engine.webhooks.deliveries(job_id) if engine.webhooks is not None else []
     return web.json_response({"job": job_id, "deliveries": deliveries})
 
 
@@ -85,9 +85,9 @@ async def preview_image(request: web.Request) -> web.StreamResponse:
     when started with `--preview-method` (the managed ComfyUI is); 404 when none has come yet."""
     engine = request.app[ENGINE]
     job_id = request.match_info["id"]
-    if engine.get(job_id) is None:
+    if await engine.find(job_id) is None:
         raise JobNotFound(job_id)
-    found = engine.preview(job_id)
+    found = await engine.latest_preview(job_id)
     if found is None:
         return json_error(404, "no_preview", f"no preview of job {job_id} has arrived (ComfyUI sends them when "
                                              f"started with --preview-method)", "id")

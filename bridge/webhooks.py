@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from standardwebhooks.webhooks import Webhook
 
 from bridge.outbound import OutboundRefused
-from bridge.store import TERMINAL, Delivery, Job, Store
+from bridge.store import TERMINAL, Delivery, Job, JobStore
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -86,7 +86,7 @@ class WebhookConfig:
 
 
 class Webhooks:
-    def __init__(self, store: Store, secret: str, send: Send, *, describe: Describe,
+    def __init__(self, store: JobStore, secret: str, send: Send, *, describe: Describe,
                  everyone: Receiver | None = None, policy: Policy | None = None) -> None:
         self.store = store
         self.signer = Webhook(secret)
@@ -143,14 +143,14 @@ class Webhooks:
         now = time.time()
         for r in receivers:
             if event == "job.progress":
-                pending = self.store.pending_delivery(job.id, r.url, event)
+                pending = await self.store.pending_delivery(job.id, r.url, event)
                 if pending is not None:
                     # One pending progress message per receiver: the newest state replaces the stale one.
                     pending.payload = self._body(pending.id, event, data, now)
-                    self.store.save_delivery(pending)
+                    await self.store.save_delivery(pending)
                     continue
             msg_id = "msg_" + uuid.uuid4().hex
-            self.store.save_delivery(Delivery(id=msg_id, job_id=job.id, url=r.url, event=event,
+            await self.store.save_delivery(Delivery(id=msg_id, job_id=job.id, url=r.url, event=event,
                                               payload=self._body(msg_id, event, data, now), created_at=now,
                                               next_at=now))
         self._wake.set()
@@ -169,16 +169,22 @@ class Webhooks:
     async def run(self) -> None:
         while not self._stopped:
             self._wake.clear()
-            now = time.time()
-            for d in self.store.due_deliveries(now, limit=200):
-                if d.id in self._in_flight:
-                    continue
-                self._in_flight.add(d.id)
-                task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            next_at = self.store.next_delivery_at()
-            delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
+            delay = 1.0
+            try:
+                # Claimed: each due message is held for one attempt's time from the replicas sharing the store.
+                for d in await self.store.claim_deliveries(time.time(), 200, hold=self.policy.timeout + 30):
+                    if d.id in self._in_flight:
+                        continue
+                    self._in_flight.add(d.id)
+                    task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                next_at = await self.store.next_delivery_at()
+                delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
+            except Exception as exc:  # noqa: BLE001 - the store is away: deliveries wait in it
+                log.warning("webhook deliveries not read: %s", exc)
+            if self.store.shared:
+                delay = min(delay, 2.0)  # another replica may have recorded a message due sooner
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -227,14 +233,14 @@ class Webhooks:
                 else:
                     backoff = min(self.policy.retry_max, self.policy.retry_base * 2 ** (len(d.attempts) - 1))
                     d.next_at = finished + backoff * random.uniform(0.75, 1.25)
-                self.store.save_delivery(d)
+                await self.store.save_delivery(d)
         finally:
             self._in_flight.discard(d.id)
             self._wake.set()
 
     # ------------------------------------------------------------------ reads
-    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
-        return [d.to_dict() for d in self.store.deliveries_for(job_id)]
+    async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in await self.store.deliveries_for(job_id)]
 
 
 __all__ = ["EVENTS", "DEFAULT_EVENTS", "Receiver", "Policy", "WebhookConfig", "Webhooks", "new_secret"]

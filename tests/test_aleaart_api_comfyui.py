@@ -54,7 +54,7 @@ async def test_chain_form_matches_the_node_report(client: Any, comfyui: Any) -> 
     stored = await (await client.get(data["imageUrl"])).read()
     assert base64.b64decode(data["imageBase64"].split(",", 1)[1]) == stored
     # What the node inside ComfyUI derived is what the response says (and what the core resolves).
-    job = client.app[ENGINE].list(workflow="aleaart")[0]
+    job = (await client.app[ENGINE].list(workflow="aleaart"))[0]
     entry = comfyui.get_json(f"/history/{job.prompt_id}")[job.prompt_id]
     reports = [out["aleaart"][0] for out in entry["outputs"].values() if "aleaart" in out]
     assert len(reports) == 1

@@ -219,6 +219,21 @@ async def test_wrong_keys_are_rate_limited_by_address_and_locked_out(bridge_fact
     assert resp.status == 429 and body["error"] == "auth_locked_out" and int(resp.headers["Retry-After"]) > 0
 
 
+async def test_behind_a_trusted_proxy_clients_are_known_by_their_forwarded_address(bridge_factory: Any) -> None:
+    def by(addr: str) -> dict[str, str]:
+        # what nginx sends: the client's claim, then the address it saw
+        return {"X-Forwarded-For": f"203.0.113.250, {addr}"}
+
+    proxied = await bridge_factory(rate_limit=1.0, rate_burst=2, trusted_proxies=["127.0.0.0/8"])
+    first = [(await proxied.get("/workflows", headers=by("198.51.100.1"))).status for _ in range(3)]
+    other = [(await proxied.get("/workflows", headers=by("198.51.100.2"))).status for _ in range(2)]
+    assert first == [404, 404, 429] and other == [404, 404]  # each client its own bucket, not the proxy's
+    # Not behind a trusted proxy: the header is the client's own say, and ignored.
+    direct = await bridge_factory(rate_limit=1.0, rate_burst=2)
+    statuses = [(await direct.get("/workflows", headers=by(f"198.51.100.{i}"))).status for i in range(3)]
+    assert statuses == [404, 404, 429]
+
+
 # ------------------------------------------------------------------------------------------- 6. disconnects
 SYNC_ROUTES = [
     ("a1111", "/sdapi/v1/txt2img", {"steps": 40, "width": 64, "height": 64}),
@@ -237,7 +252,7 @@ async def test_a_synchronous_request_whose_client_leaves_cancels_its_job(bridge_
     engine = client.app[ENGINE]
     request = asyncio.ensure_future(client.post(path, json=body))
     for _ in range(400):
-        running = engine.list(status="running")
+        running = await engine.list(status="running")
         if running:
             break
         await asyncio.sleep(0.02)
@@ -258,10 +273,10 @@ async def test_a_setting_keeps_jobs_of_clients_that_left(bridge_factory: Any, co
     request = asyncio.ensure_future(client.post("/sdapi/v1/txt2img", json={"steps": 40, "width": 64,
                                                                             "height": 64}))
     for _ in range(400):
-        if engine.list(status="running"):
+        if await engine.list(status="running"):
             break
         await asyncio.sleep(0.01)
-    job = engine.list(status="running")[0]
+    job = (await engine.list(status="running"))[0]
     request.cancel()
     with pytest.raises(asyncio.CancelledError):
         await request

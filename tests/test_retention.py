@@ -38,7 +38,7 @@ async def test_delete_removes_the_job_and_its_files(bridge_factory: Any, comfy_d
     assert stored(client, job_id) == []
     assert (await client.get(f"/jobs/{job_id}")).status == 404
     assert (await client.get(f"/jobs/{job_id}/outputs/images/0")).status == 404
-    assert client.app[ENGINE].store.load(job_id) is None
+    assert await client.app[ENGINE].store.load(job_id) is None
     gone = await client.delete(f"/jobs/{job_id}")
     assert gone.status == 404 and (await gone.json())["field"] == "job_id"
     # a running job is cancelled first, then removed
@@ -67,7 +67,7 @@ async def test_finished_jobs_expire_by_age_and_the_oldest_go_first_by_size(bridg
     await asyncio.sleep(0.05)
     engine.retention = Retention(max_age=0.01, max_bytes=0)
     assert sorted(await engine.sweep()) == sorted(ids[2:])
-    assert engine.list(status=None, workflow=None, limit=10, offset=0) == []
+    assert await engine.list(status=None, workflow=None, limit=10, offset=0) == []
 
 
 async def test_loose_blobs_expire_by_age(bridge_factory: Any) -> None:
@@ -79,7 +79,7 @@ async def test_loose_blobs_expire_by_age(bridge_factory: Any) -> None:
     assert await engine.blobs.get("generated_images/art_token_1_aaaa.png") == b"png"
     from bridge.engine import retention
 
-    await retention.sweep(engine.retention, engine.blobs, lambda: [], engine.delete, now=time.time() + 7200)
+    await retention.sweep(engine.retention, engine.blobs, _no_jobs, engine.delete, now=time.time() + 7200)
     assert [i async for i in engine.blobs.list("generated_images/")] == []
 
 
@@ -124,3 +124,7 @@ async def test_real_comfyui_copy_is_removed_once_the_bridge_holds_the_result(com
     assert all(not (comfyui.output_dir / sub / name).exists() for sub, name in written)  # ...and it is gone
     assert set(comfyui.output_dir.rglob("*.png")) <= before
     assert stored(client, job["id"])  # the bridge's copy stays
+
+
+async def _no_jobs() -> list[tuple[str, float]]:
+    return []

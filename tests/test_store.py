@@ -1,11 +1,23 @@
-"""SQLite job store and the local blob store of result and input images."""
+"""The job store, on SQLite and on a real PostgreSQL alike (every test runs on both): jobs, limits counted in the
+insert, ownership with fenced writes and leases, claims, shared rate limits, deliveries, previews, schema upgrades in
+place; and the local blob store of result and input images."""
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
 import pytest
+import pytest_asyncio
 
 from bridge.storage import BlobNotFound
 from bridge.storage.local import LocalBlobs
-from bridge.store import Job, Store, check_id, input_key, output_key
+from bridge.store import Delivery, Job, LimitReached, check_id, input_key, open_store, output_key
+from bridge.store.schema import LATEST, STEPS, SchemaTooNew, table_sql
+
+pytestmark = pytest.mark.asyncio
 
 
 def job(i: int, **kw) -> Job:
@@ -13,43 +25,276 @@ def job(i: int, **kw) -> Job:
                created_at=1000.0 + i, **kw)
 
 
-def test_round_trip_every_field(tmp_path):
-    s = Store(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    """A fresh database of either kind, as BRIDGE_DATABASE names it."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobs.sqlite3")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest_asyncio.fixture
+async def store(database, tmp_path):
+    s = open_store(database, tmp_path)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_round_trip_every_field(store, database, tmp_path):
     j = job(1, status="completed", progress=100.0, step=3, steps=3, started_at=1001.5, finished_at=1003.0,
             backend="http://b", prompt_id="p-1", error=None, outputs={"images": ["outputs/j1/images_0.png"],
                                                                      "colors": [[1, 2]]},
-            meta={"dialect": "a1111", "nested": {"x": [1, None]}}, inputs={"image": "inputs/j1/image.png"},
-            attempts=2, timeout=30.0)
-    s.save(j)
-    s.close()
-    again = Store(tmp_path).load("j1")
-    assert again == j
-    assert again.to_dict()["outputs"] == j.outputs and "inputs" not in again.to_dict()
+            meta={"dialect": "a1111", "nested": {"x": [1, None]}, "client": "key:abc"},
+            inputs={"image": "inputs/j1/image.png"}, attempts=2, timeout=30.0, wanted=["images"],
+            reruns=[{"prompt_id": "p-0", "reason": "lost", "at": 1002.0}], node_ms={"3": 12.5})
+    await store.insert(j, owner="r1", lease=30)
+    await store.close()
+    again = open_store(database, tmp_path)
+    await again.open()
+    try:
+        assert await again.load("j1") == j
+        assert (await again.load("j1")).to_dict()["outputs"] == j.outputs and "inputs" not in j.to_dict()
+        assert await again.load("nope") is None
+    finally:
+        await again.close()
 
 
-def test_query_filters_order_and_counts(tmp_path):
-    s = Store(tmp_path)
+async def test_query_filters_order_and_counts(store):
     for i in range(6):
-        s.save(job(i, status="completed" if i % 2 else "queued", workflow="img2img" if i < 2 else "txt2img",
-                   started_at=1000.0 + i if i % 2 else None, finished_at=1002.0 + i if i % 2 else None))
-    assert [j.id for j in s.query()] == ["j5", "j4", "j3", "j2", "j1", "j0"]
-    assert [j.id for j in s.query(status="queued")] == ["j4", "j2", "j0"]
-    assert [j.id for j in s.query(workflow="img2img")] == ["j1", "j0"]
-    assert [j.id for j in s.query(limit=2, offset=1)] == ["j4", "j3"]
-    assert [j.id for j in s.unfinished()] == ["j0", "j2", "j4"]  # oldest first: re-submitted in order
-    assert s.counts() == {"queued": 3, "running": 0, "completed": 3, "failed": 0, "cancelled": 0}
-    assert s.duration_stats() == (3, 6.0)
-    s.save(job(4, status="failed"))  # an update replaces the row
-    assert s.counts()["failed"] == 1 and s.counts()["queued"] == 2
+        await store.insert(job(i, status="completed" if i % 2 else "queued",
+                               workflow="img2img" if i < 2 else "txt2img",
+                               started_at=1000.0 + i if i % 2 else None, finished_at=1002.0 + i if i % 2 else None),
+                           owner="r1", lease=30)
+    assert [j.id for j in await store.query()] == ["j5", "j4", "j3", "j2", "j1", "j0"]
+    assert [j.id for j in await store.query(status="queued")] == ["j4", "j2", "j0"]
+    assert [j.id for j in await store.query(workflow="img2img")] == ["j1", "j0"]
+    assert [j.id for j in await store.query(limit=2, offset=1)] == ["j4", "j3"]
+    assert [j.id for j in await store.unfinished()] == ["j0", "j2", "j4"]  # oldest first
+    assert await store.counts() == {"queued": 3, "running": 0, "completed": 3, "failed": 0, "cancelled": 0}
+    assert await store.duration_stats() == (3, 6.0)
+    assert [i for i, _ in await store.finished_jobs()] == ["j1", "j3", "j5"]
+    failed = job(4, status="failed")
+    assert await store.save(failed, owner="r1", lease=30)  # an update replaces the row
+    assert (await store.counts())["failed"] == 1 and (await store.counts())["queued"] == 2
 
 
-def test_client_id_survives_reopen(tmp_path):
-    first = Store(tmp_path).client_id()
-    assert first == Store(tmp_path).client_id()
-    assert first != Store(tmp_path / "other").client_id()
+async def test_the_queue_bound_and_the_client_quota_are_checked_in_the_insert(store):
+    await store.insert(job(1, meta={"client": "a"}), owner="r1", lease=30, max_active=3, max_per_client=1)
+    with pytest.raises(LimitReached) as full:
+        await store.insert(job(2, meta={"client": "a"}), owner="r1", lease=30, max_active=3, max_per_client=1)
+    assert full.value.which == "client" and full.value.active == 1
+    await store.insert(job(3, meta={"client": "b"}), owner="r1", lease=30, max_active=3, max_per_client=1)
+    await store.insert(job(4), owner=None, lease=30, max_active=3)
+    with pytest.raises(LimitReached) as full:
+        await store.insert(job(5), owner=None, lease=30, max_active=3)
+    assert full.value.which == "queue" and full.value.active == 3
+    assert await store.load("j5") is None and await store.active_for("a") == 1
 
 
-@pytest.mark.asyncio
+async def test_concurrent_inserts_never_pass_the_bound(database, tmp_path):
+    # Three stores on one database (three replicas): fifty inserts at once, at most ten get in.
+    stores = [open_store(database, tmp_path) for _ in range(3)]
+    for s in stores:
+        await s.open()
+    try:
+        async def one(i: int) -> bool:
+            try:
+                await stores[i % 3].insert(job(i), owner=f"r{i % 3}", lease=30, max_active=10)
+                return True
+            except LimitReached:
+                return False
+        accepted = await asyncio.gather(*(one(i) for i in range(50)))
+        assert sum(accepted) == 10 and (await stores[0].counts())["queued"] == 10
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_writes_are_fenced_on_the_owner_and_leases_hand_jobs_over(store):
+    a = job(1)
+    await store.insert(a, owner="r1", lease=30)
+    await store.insert(job(2), owner=None, lease=30)  # released: free for anyone
+    a.status, a.progress = "running", 40.0
+    assert await store.save(a, owner="r1", lease=30)
+    assert not await store.save(a, owner="r2", lease=30)  # not r2's
+    assert [j.id for j in await store.claim("r2", 30, 10)] == ["j2"]  # j1's lease still runs
+    assert await store.renew("r1", 30) == {"j1"} and await store.renew("r2", 30) == {"j2"}
+    assert await store.save(a, owner="r1", lease=-1)  # r1 stalls: its lease runs out
+    taken = await store.claim("r2", 30, 10)
+    assert [j.id for j in taken] == ["j1"] and taken[0].progress == 40.0
+    assert not await store.save(a, owner="r1", lease=30)  # r1 can no longer write it (nor post it anywhere)
+    assert await store.renew("r1", 30) == set()
+    owner, left = await store.owner_of("j1")
+    assert owner == "r2" and 25 < left <= 30
+    # a release hands a job back, saved as it is
+    a.status = "queued"
+    assert await store.release(a, "r2") and (await store.owner_of("j1"))[0] is None
+    assert not await store.release(a, "r2")
+
+
+async def test_claims_take_only_what_the_replica_can_carry_on(store):
+    await store.insert(job(1, workflow="txt2img"), owner=None, lease=30)
+    await store.insert(job(2, workflow="axera_txt2img"), owner=None, lease=30)
+    await store.insert(job(3, status="running", backend="http://b1", prompt_id="p3"), owner=None, lease=30)
+    await store.insert(job(4, status="running", backend="http://b2", prompt_id="p4"), owner=None, lease=30)
+    got = await store.claim("r1", 30, 10, workflows=["txt2img"], backends=["http://b1"])
+    assert [j.id for j in got] == ["j1", "j3"]
+    assert await store.claim("r1", 30, 10, workflows=[], backends=[]) == []
+    assert [j.id for j in await store.claim("r2", 30, 10, job_id="j4")] == ["j4"]
+    assert [j.id for j in await store.claim("r3", 30, 10, every=True)] == ["j1", "j2", "j3", "j4"]
+
+
+async def test_concurrent_claims_never_take_one_job_twice(database, tmp_path):
+    stores = [open_store(database, tmp_path) for _ in range(4)]
+    for s in stores:
+        await s.open()
+    try:
+        for i in range(40):
+            await stores[0].insert(job(i), owner=None, lease=30)
+        got = await asyncio.gather(*(stores[k % 4].claim(f"r{k % 4}", 30, 7) for k in range(12)))
+        ids = [j.id for batch in got for j in batch]
+        assert sorted(ids) == sorted(f"j{i}" for i in range(40)) and len(ids) == len(set(ids))
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_cancel_requests_and_deletes(store):
+    await store.insert(job(1), owner="r1", lease=30)
+    assert await store.request_cancel("j1") and (await store.load("j1")).cancel_requested
+    await store.save_preview("j1", "image/jpeg", b"\xff\xd8preview")
+    assert await store.load_preview("j1") == ("image/jpeg", b"\xff\xd8preview")
+    await store.save_delivery(Delivery(id="d1", job_id="j1", url="http://r", event="job.completed", payload="{}",
+                                       created_at=1.0, next_at=1.0))
+    await store.delete("j1")
+    assert await store.load("j1") is None and await store.load_preview("j1") is None
+    assert await store.deliveries_for("j1") == [] and not await store.request_cancel("j1")
+
+
+async def test_deliveries_are_claimed_by_one_sender_at_a_time(database, tmp_path):
+    a, b = open_store(database, tmp_path), open_store(database, tmp_path)
+    await a.open()
+    await b.open()
+    try:
+        now = time.time()
+        for i in range(5):
+            await a.save_delivery(Delivery(id=f"d{i}", job_id="j", url="http://r", event="job.completed",
+                                           payload=json.dumps({"i": i}), created_at=now, next_at=now - 1))
+        first, second = await asyncio.gather(a.claim_deliveries(now, 3, hold=30), b.claim_deliveries(now, 3, hold=30))
+        assert len(first) + len(second) == 5 and not {d.id for d in first} & {d.id for d in second}
+        assert await a.claim_deliveries(now, 10, hold=30) == []  # held for an attempt's time
+        assert await a.claim_deliveries(now + 31, 10, hold=30)  # a sender that died leaves them due again
+        d = first[0]
+        d.status, d.attempts = "delivered", [{"status": 204}]
+        await a.save_delivery(d)
+        assert (await b.pending_delivery(d.job_id, d.url, d.event)).id != d.id
+        assert [x.status for x in await b.deliveries_for("j")].count("delivered") == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_rate_buckets_and_failed_logins_are_shared(database, tmp_path):
+    a, b = open_store(database, tmp_path), open_store(database, tmp_path)
+    await a.open()
+    await b.open()
+    try:
+        # one bucket of 3, rate 1/s, taken from two replicas in turn
+        waits = [await (a if i % 2 else b).take_token("addr:1", 1.0, 3) for i in range(5)]
+        assert waits[:3] == [0.0, 0.0, 0.0] and all(0.5 < w <= 1.0 for w in waits[3:])
+        assert await a.take_token("addr:2", 1.0, 3) == 0.0  # another client has its own
+        assert [await (a if i % 2 else b).auth_failed("ip", 3, 60, 30) for i in range(3)] == [False, False, True]
+        assert 25 < await b.auth_locked_for("ip") <= 30 and await a.auth_locked_for("other") == 0.0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_values_made_once_agree_across_replicas(store):
+    first = await store.set_value("webhook_secret", "whsec_a", only_new=True)
+    assert first == "whsec_a" and await store.set_value("webhook_secret", "whsec_b", only_new=True) == "whsec_a"
+    assert await store.set_value("webhook_secret", "whsec_c") == "whsec_c"
+    client = await store.client_id()
+    assert client.startswith("pixart-") and await store.client_id() == client
+
+
+# ------------------------------------------------------------------------------------------- schema versions
+OLD_SQLITE = """
+CREATE TABLE jobs (id TEXT PRIMARY KEY, workflow TEXT NOT NULL, workflow_version INTEGER NOT NULL, params TEXT NOT NULL,
+    status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0, step INTEGER, steps INTEGER, created_at REAL NOT NULL,
+    started_at REAL, finished_at REAL, backend TEXT, prompt_id TEXT, error TEXT, outputs TEXT NOT NULL DEFAULT '{}',
+    meta TEXT NOT NULL DEFAULT '{}', inputs TEXT NOT NULL DEFAULT '{}', attempts INTEGER NOT NULL DEFAULT 0,
+    timeout REAL);
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO jobs (id, workflow, workflow_version, params, status, created_at) VALUES ('old-1', 'txt2img', 1,
+    '{"seed": 7}', 'queued', 1.0);
+INSERT INTO kv (key, value) VALUES ('client_id', 'pixart-kept');
+"""
+
+
+async def test_a_database_of_the_first_release_is_upgraded_in_place(tmp_path):
+    # What the first release wrote: no version table, no webhook table, none of the later columns.
+    db = sqlite3.connect(tmp_path / "pixart.sqlite3")
+    db.executescript(OLD_SQLITE)
+    db.close()
+    s = open_store("", tmp_path)
+    await s.open()
+    try:
+        assert await s.schema_version() == LATEST
+        old = await s.load("old-1")
+        assert old.params == {"seed": 7} and old.wanted is None and old.reruns == [] and not old.cancel_requested
+        assert await s.client_id() == "pixart-kept"  # a restarted bridge still hears its prompts
+        assert [j.id for j in await s.claim("r1", 30, 10, every=True)] == ["old-1"]
+        old.reruns.append({"prompt_id": "p", "reason": "r", "at": 2.0})
+        assert await s.save(old, owner="r1", lease=30) and (await s.load("old-1")).reruns == old.reruns
+    finally:
+        await s.close()
+
+
+async def test_a_postgres_database_of_an_earlier_version_is_upgraded_in_place(pg_url, tmp_path):
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for step in STEPS[:3]:
+            for body in step.tables:
+                conn.execute(table_sql(body, "postgres"))
+            for col in step.columns:
+                conn.execute(f"ALTER TABLE {col.table} ADD COLUMN {col.declaration('postgres')}")
+        conn.execute("INSERT INTO schema_version VALUES (3)")
+        conn.execute("INSERT INTO jobs (id, workflow, workflow_version, params, status, created_at) VALUES "
+                     "('old-1', 'txt2img', 1, '{\"seed\": 7}', 'running', 1.0)")
+    s = open_store(pg_url, tmp_path)
+    await s.open()
+    try:
+        assert await s.schema_version() == LATEST
+        old = await s.load("old-1")
+        assert old.status == "running" and old.params == {"seed": 7} and not old.cancel_requested
+        assert [j.id for j in await s.claim("r1", 30, 10)] == ["old-1"]  # no owner: anyone may take it
+    finally:
+        await s.close()
+
+
+async def test_a_database_newer_than_the_code_is_refused(database, tmp_path):
+    s = open_store(database, tmp_path)
+    await s.open()
+    await s._execute("UPDATE schema_version SET version = ?", (LATEST + 1,))
+    await s.close()
+    newer = open_store(database, tmp_path)
+    with pytest.raises(SchemaTooNew, match="upgrade the bridge"):
+        await newer.open()
+    await newer.close()
+
+
+async def test_where_the_database_setting_points(tmp_path):
+    assert open_store("", tmp_path).path == tmp_path / "pixart.sqlite3"
+    assert open_store(str(tmp_path / "x.db"), tmp_path).path == tmp_path / "x.db"
+    assert open_store(str(tmp_path), Path("/elsewhere")).path == tmp_path / "pixart.sqlite3"
+    assert open_store("postgresql://u:p@db:5432/pixart", tmp_path).shared
+
+
+# ------------------------------------------------------------------------------------------- the blob store
 async def test_blobs_stay_inside_the_data_dir(tmp_path):
     blobs = LocalBlobs(tmp_path)
     key = output_key("j1", "images", 0)
@@ -73,10 +318,7 @@ async def test_blobs_stay_inside_the_data_dir(tmp_path):
         output_key("../x", "images", 0)
 
 
-@pytest.mark.asyncio
 async def test_concurrent_writers_of_one_key_never_clash(tmp_path):
-    import asyncio
-
     blobs = LocalBlobs(tmp_path)
     await asyncio.gather(*(blobs.put("inputs/j/a.png", bytes([i]) * 1000) for i in range(20)))
     data = await blobs.get("inputs/j/a.png")

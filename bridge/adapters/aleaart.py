@@ -275,9 +275,9 @@ async def generate_image(request: web.Request, body: GenerateImageBody) -> web.R
     group = JobGroup(engine, request)
     used = extra["parameters"]
     # The graph derives the on-chain values itself, so the infotext is written from what this adapter resolved.
-    text = infotext.write(prompt, "", {"Steps": used["steps"], "Sampler": used["sampler"], "CFG scale": used["cfg_scale"],
-                                       "Seed": used["seed"], "Size": f"{used['width']}x{used['height']}",
-                                       "Token": token_text})
+    text = infotext.write(prompt, "", {"Steps": used["steps"], "Sampler": used["sampler"],
+                                       "CFG scale": used["cfg_scale"], "Seed": used["seed"],
+                                       "Size": f"{used['width']}x{used['height']}", "Token": token_text})
     job = await group.submit(Submission(WORKFLOW, params, meta={"api": API, "tokenId": token_text,
                                                                 "webhook": body.webhook, "infotext": text}))
     try:

@@ -535,7 +535,7 @@ async def generate(request: web.Request, body: EditorRequest) -> web.Response:
     settings: PixartEditorSettings = _state(request)["settings"]
     job_id = client_job_id(body.id)
     digest = body_digest(body)
-    existing = engine.get(job_id)
+    existing = await engine.find(job_id)
     if existing is not None:
         return _same_or_conflict(existing, digest)
     sketch = await image_io.decode_async(await engine.fetch_image(body.sketchData, "sketchData"), "sketchData",
@@ -571,7 +571,7 @@ async def status(request: web.Request, query: StatusQuery) -> web.Response:
     """Status and result of a Pixart editor generation; `?wait=SECONDS` answers as soon as it ends."""
     engine = engine_of(request)
     client_id = request.match_info["id"]
-    job = engine.get(client_job_id(client_id))
+    job = await engine.find(client_job_id(client_id))
     if job is None or (job.meta or {}).get("dialect") != DIALECT_NAME:
         return DIALECT.error(404, f"no generation with id {client_id!r}", "id", code=JobNotFound.code)
     if query.wait > 0 and not job.done:

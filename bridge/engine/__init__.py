@@ -1,11 +1,14 @@
 """The job engine: the only thing adapters talk to (API: docs/architecture.md, "Job engine").
 
-One engine drives N ComfyUI backends. Its parts, each in its own module:
+One engine drives N ComfyUI backends; several engines (bridge replicas) may share one PostgreSQL store. Its parts,
+each in its own module:
 
 - `connection`: one backend's websocket turned into typed events (`events`), its health and back-off;
-- `jobs`: the job table (state machine, counts, persistence through `bridge.store`) and the event hub;
+- `intake`: accepting a job (checks, images, the row, the first dispatch);
+- `jobs`: this replica's job table (state machine, counts, ordered fenced persistence) and the event hub;
 - `dispatcher`: which backend runs a job, the local queue, uploading inputs and queueing the bound graph;
 - `tracker`: events and `/history` into job state and results (`results`), reconciliation and the watchdog;
+- `replicas`: leases, take-over of jobs nobody holds, and the other replicas' announcements (shared store only);
 - `runs`: live per-prompt tracking (progress weights, websocket frames).
 
 This module wires them and offers the adapters' API.
@@ -17,7 +20,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
-import random
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -26,23 +29,24 @@ from typing import Any
 
 import aiohttp
 
-from bridge import images as image_io
 from bridge import workflows as wfmod
-from bridge.errors import (BackendUnavailable, ResultGone, BridgeError, Conflict, CostTooHigh, InvalidParameter, JobNotFound,
-                           QueueFull, TooManyJobs)
+from bridge.errors import BackendUnavailable, InvalidParameter, JobNotFound, ResultGone
+from bridge.outbound import Outbound, OutboundPolicy
 from bridge.storage import BlobNotFound, BlobStore
-from bridge.outbound import Outbound, OutboundPolicy, OutboundRefused
 from bridge.storage.local import LocalBlobs
+from bridge.store import STATUSES, TERMINAL, Job, JobStore, check_id, input_key, open_store
 from bridge.webhooks import WebhookConfig, Webhooks, new_secret
-from bridge.store import STATUSES, TERMINAL, Job, Store, check_id, input_key
 from bridge.workflows import Workflow
 
 from . import retention
-from .retention import Retention
 from .client import BackendError, ComfyClient
 from .connection import Connection
-from .dispatcher import Dispatcher, NoBackend
+from .dispatcher import Dispatcher
+from .intake import Intake
 from .jobs import EventHub, JobTable
+from .options import EngineOptions
+from .replicas import Replicas
+from .retention import Retention
 from .runs import Run, Runs
 from .tracker import Tracker
 
@@ -55,35 +59,14 @@ __all__ = ["JobEngine", "EngineOptions", "Job", "STATUSES", "TERMINAL", "CLIENT"
 CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("bridge_client", default=None)
 
 
-@dataclasses.dataclass(frozen=True)
-class EngineOptions:
-    """The engine's limits and timings (the BRIDGE_* settings they come from are in bridge/config.py)."""
-
-    max_queue: int = 100                    # jobs waiting or running before submissions get QueueFull
-    job_timeout: float | None = 600         # seconds a job may run
-    requeue_on_backend_death: bool = False  # run a job again once when its ComfyUI dies
-    max_image_bytes: int = image_io.DEFAULT_MAX_BYTES
-    max_image_pixels: int = image_io.DEFAULT_MAX_PIXELS
-    reconnect_max_delay: float = 10.0       # longest back-off between websocket reconnects
-    poll_interval: float = 2.0              # seconds between /history looks at a run whose messages stopped
-    cancel_grace: float = 5.0               # seconds a cancel waits for ComfyUI to confirm
-    feature_flags: bool = True              # ask ComfyUI for its feature flags on connect
-    keep_in_memory: int = 10000             # finished jobs kept in memory (the store keeps all)
-    connect_wait: float = 5.0               # seconds start() waits for the first websocket connection
-    max_request_cost: int = 0               # workflow cost parameters' product per request; 0: no bound
-    max_jobs_per_client: int = 0            # jobs one client may have waiting or running; 0: no bound
-    queue_timeout: float | None = None      # seconds a job may wait in the queue
-    queue_poll_interval: float = 5.0        # seconds between looks at a backend's queue
-    output_metadata: str = "infotext"       # what stored PNGs carry: "infotext", "none", or "comfyui" (the graph)
-
-
 class JobEngine:
     def __init__(self, backends: list[str], data_dir: Path, workflows_dir: Path, options: EngineOptions | None = None,
                  *, extra_workflow_dirs: list[Path] | None = None, blobs: BlobStore | None = None,
                  webhooks: WebhookConfig | None = None, outbound: OutboundPolicy | None = None,
-                 retention: Retention | None = None, **knobs: Any) -> None:
+                 retention: Retention | None = None, store: JobStore | None = None, **knobs: Any) -> None:
         """`options` holds the engine's limits and timings; `knobs` (the same names) override single ones. The
-        parts the engine uses (blob store, webhook, outbound and retention policies) are given as objects."""
+        parts the engine uses (job store, blob store, webhook, outbound and retention policies) are given as
+        objects; the job store defaults to the data directory's SQLite file."""
         if not backends:
             raise ValueError("at least one ComfyUI backend URL is needed")
         self.backend_urls = [u.rstrip("/") for u in backends]
@@ -92,93 +75,93 @@ class JobEngine:
         self.extra_workflow_dirs = [Path(d) for d in extra_workflow_dirs or ()]
         # Loaded (and statically validated) here so a broken workflow stops the bridge at start-up.
         self.workflows: dict[str, Workflow] = wfmod.load_workflows(self.workflows_dir, self.extra_workflow_dirs)
-        opts = dataclasses.replace(options or EngineOptions(), **knobs)
-        self.options = opts
-        self.max_queue = opts.max_queue
-        self.job_timeout = opts.job_timeout
-        self.requeue_on_backend_death = opts.requeue_on_backend_death
-        self.max_image_bytes = opts.max_image_bytes
-        self.max_image_pixels = opts.max_image_pixels
-        self.reconnect_max_delay = opts.reconnect_max_delay
-        self.poll_interval = opts.poll_interval
-        self.cancel_grace = opts.cancel_grace
-        self.feature_flags = opts.feature_flags
-        self.keep_in_memory = opts.keep_in_memory
-        self.connect_wait = opts.connect_wait
-        self.max_request_cost = opts.max_request_cost
-        self.max_jobs_per_client = opts.max_jobs_per_client
-        self.queue_timeout = opts.queue_timeout
-        self.queue_poll_interval = opts.queue_poll_interval
-        self.output_metadata = opts.output_metadata
-        self.store: Store | None = None
+        self.options = dataclasses.replace(options or EngineOptions(), **knobs)
+        self.store: JobStore = store if store is not None else open_store("", self.data_dir)
         # The blob store for result and input images: given (S3), or the data directory's files.
         self.blobs: BlobStore = blobs if blobs is not None else LocalBlobs(self.data_dir)
         self.webhook_config = webhooks or WebhookConfig()
         self.retention = retention or Retention()
         # Every request to an address a client named (image URLs, webhook receivers) goes through this.
-        self.outbound = Outbound(outbound or OutboundPolicy(max_bytes=opts.max_image_bytes))
+        self.outbound = Outbound(outbound or OutboundPolicy(max_bytes=self.options.max_image_bytes))
         self.webhooks: Webhooks | None = None
         self.hub = EventHub()
+        # This process among the replicas sharing the store: the owner name of the jobs it runs.
+        self.replica = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         # Set when the server begins to stop: long polls and synchronous requests stop waiting, so a graceful
         # shutdown is not held for minutes by clients waiting on jobs (the jobs themselves go on in ComfyUI).
         self.stopping = asyncio.Event()
+        self.connections: dict[str, Connection] = {}
+        self.intake = Intake(self)
         self._session: aiohttp.ClientSession | None = None
-        self._connections: dict[str, Connection] = {}
         self._table: JobTable | None = None
         self._runs = Runs()
         self._dispatcher: Dispatcher | None = None
         self._tracker: Tracker | None = None
+        self._replicas: Replicas | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
-        self._rng = random.Random()
-        # Client-chosen job ids whose submission is under way (images being decoded and stored): a second
-        # submission with the same id is refused at once instead of writing over the first one's inputs.
-        self._submitting: dict[str, asyncio.Event] = {}
+
+    # Read by adapters that check an image before submitting it.
+    @property
+    def max_image_bytes(self) -> int:
+        return self.options.max_image_bytes
+
+    @property
+    def max_image_pixels(self) -> int:
+        return self.options.max_image_pixels
 
     # ================================================================= lifecycle
     async def start(self) -> None:
-        """Open the store, reconcile persisted jobs, connect every backend's websocket."""
+        """Open the store, take over the jobs left unfinished, connect every backend's websocket."""
         if self._started:
             return
         self._started = True
-        self.store = Store(self.data_dir)
+        opts = self.options
+        await self.store.open()
         self._session = aiohttp.ClientSession()
-        client_id = self.store.client_id()
+        # ComfyUI sends a prompt's messages to the clientId that queued it. Alone on its store, the bridge keeps one
+        # across restarts and so hears about prompts its last run queued; replicas each have their own, and follow
+        # prompts taken over from another replica through /history.
+        client_id = "pixart-" + self.replica if self.store.shared else await self.store.client_id()
         workflows = lambda: self.workflows  # noqa: E731 - read at call time: a reload swaps the dict
         for url in self.backend_urls:
-            self._connections[url] = Connection(url, ComfyClient(url, self._session, client_id), workflows,
-                                                reconnect_max_delay=self.reconnect_max_delay,
-                                                feature_flags=self.feature_flags)
-        table = self._table = JobTable(self.store, self.hub, keep_in_memory=self.keep_in_memory,
-                                       drop_inputs=lambda job_id: self._spawn(self._drop_inputs(job_id)))
-        self._dispatcher = Dispatcher(table, self._runs, self.blobs, self._connections, workflows)
-        self._tracker = Tracker(table, self._runs, self.blobs, self._dispatcher, self._connections, workflows,
-                                self._spawn, poll_interval=self.poll_interval, cancel_grace=self.cancel_grace,
-                                requeue_on_backend_death=self.requeue_on_backend_death,
-                                queue_poll_interval=self.queue_poll_interval, queue_timeout=self.queue_timeout,
-                                metadata=self.output_metadata,
-                                comfyui_output_dirs=self.retention.comfyui_output_dirs)
-        for job in table.load():
-            conn = self._connections.get(job.backend or "")
-            if job.prompt_id and conn is not None:
-                # Reconciled against /history and /queue once the websocket is up.
-                conn.jobs.add(job.id)
-                self._runs.start(job, job.prompt_id, Run.for_job(self.workflows.get(job.workflow), job))
-            else:
-                self._dispatcher.requeue(job, front=False)
-        self._start_webhooks()
-        for conn in self._connections.values():
+            self.connections[url] = Connection(url, ComfyClient(url, self._session, client_id), workflows,
+                                               reconnect_max_delay=opts.reconnect_max_delay,
+                                               feature_flags=opts.feature_flags)
+        table = self._table = JobTable(self.store, self.hub, self.replica, lease=opts.lease,
+                                       keep_in_memory=opts.keep_in_memory,
+                                       drop_inputs=lambda job_id: self._spawn(self.drop_inputs(job_id)),
+                                       on_lost=self._lost)
+        self._dispatcher = Dispatcher(table, self._runs, self.blobs, self.connections, workflows)
+        self._tracker = Tracker(table, self._runs, self.blobs, self._dispatcher, self.connections, workflows,
+                                self._spawn, poll_interval=opts.poll_interval, cancel_grace=opts.cancel_grace,
+                                requeue_on_backend_death=opts.requeue_on_backend_death,
+                                queue_poll_interval=opts.queue_poll_interval, queue_timeout=opts.queue_timeout,
+                                metadata=opts.output_metadata, comfyui_output_dirs=self.retention.comfyui_output_dirs)
+        for job in await table.load(claim_all=not self.store.shared):
+            await self.adopt(job, reconcile_now=False)
+        await self._start_webhooks()
+        for conn in self.connections.values():
             conn.start(self._tracker)
         self._tasks.append(asyncio.create_task(self._dispatcher.run(self._tracker.fail), name="engine-dispatch"))
         self._tasks.append(asyncio.create_task(self._tracker.watch(), name="engine-watchdog"))
         if self.retention.max_age > 0 or self.retention.max_bytes > 0:
             self._tasks.append(asyncio.create_task(retention.run(self.retention, self.sweep), name="engine-retention"))
+        if self.store.shared:
+            self._replicas = Replicas(self.store, table, self.replica, lease=opts.lease,
+                                      claim_interval=opts.claim_interval, adopt=self.adopt, cancel=self.cancel,
+                                      runnable=self._runnable, loads=self._dispatcher.set_loads)
+            await self._replicas.start()
+            self._dispatcher.release = self._release
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(c.first_attempt.wait() for c in self._connections.values())),
-                                   self.connect_wait)
+            await asyncio.wait_for(asyncio.gather(*(c.first_attempt.wait() for c in self.connections.values())),
+                                   opts.connect_wait)
+        if self._replicas is not None:
+            self._replicas.wake.set()  # take what was left to the shared queue while this replica was away
 
     async def stop(self) -> None:
-        """Stop tracking; jobs keep running on ComfyUI and are picked up by the next start()."""
+        """Stop tracking; jobs keep running on ComfyUI and are picked up by the next start() (or, on a shared
+        store, by another replica once this one's leases run out)."""
         if not self._started:
             return
         if self.webhooks is not None:
@@ -187,29 +170,260 @@ class JobEngine:
             await self.webhooks.flush()
             await self.webhooks.stop()
             self.webhooks = None
+        if self._replicas is not None:
+            await self._replicas.stop()
+            self._replicas = None
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*(c.close() for c in self._connections.values()), *self._tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self.connections.values()), *self._tasks, return_exceptions=True)
         self._tasks.clear()
-        self._connections.clear()
+        self.connections.clear()
+        if self._table is not None:
+            await self._table.close()
         if self._session is not None:
             await self._session.close()
         await self.outbound.close()
-        if self.store is not None:
-            self.store.close()
+        await self.store.close()
         self._started = False
 
-    def _start_webhooks(self) -> None:
-        assert self.store is not None and self._session is not None
+    async def __aenter__(self) -> JobEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def _start_webhooks(self) -> None:
+        assert self._session is not None
         cfg = self.webhook_config
-        secret = cfg.secret or self.store.get_value("webhook_secret")
-        if not secret:
-            secret = new_secret()
-            self.store.set_value("webhook_secret", secret)
+        secret = cfg.secret or await self.store.set_value("webhook_secret", new_secret(), only_new=True)
         self.webhooks = Webhooks(self.store, secret, self.outbound.post, describe=self.describe, everyone=cfg.everyone,
                                  policy=cfg.policy)
         self.hub.listeners.append(self.webhooks.on_event)
         self._tasks.append(asyncio.create_task(self.webhooks.run(), name="engine-webhooks"))
+
+    # ================================================================= owning jobs
+    async def adopt(self, job: Job, *, reconcile_now: bool = True) -> None:
+        """Follow a job taken over (at start, or from a replica that went away): one sent to a backend is
+        reconciled with it (`/history`, `/queue`); one never sent waits for a backend here."""
+        table, dispatcher = self._parts()
+        job = table.adopt(job)
+        conn = self.connections.get(job.backend or "")
+        if job.prompt_id and conn is not None:
+            conn.jobs.add(job.id)
+            self._runs.start(job, job.prompt_id, Run.for_job(self.workflows.get(job.workflow), job))
+            if reconcile_now and conn.healthy and self._tracker is not None:
+                self._spawn(self._tracker.poll(conn, job))
+        else:
+            dispatcher.requeue(job, front=False)
+        if job.cancel_requested and reconcile_now:
+            self._spawn(self.cancel(job.id))
+
+    async def queue_again(self, job: Job, *, front: bool) -> None:
+        """A job this replica could not send to a backend: queued here, or on a shared store given to the
+        replicas that can."""
+        _, dispatcher = self._parts()
+        dispatcher.requeue(job, front=front)
+
+    async def _release(self, job: Job) -> None:
+        table, _ = self._parts()
+        self._runs.stop(job)
+        if await table.release(job):
+            log.info("job %s: no backend here for %s; left for another replica", job.id, job.workflow)
+
+    def _lost(self, job: Job) -> None:
+        """Another replica runs the job now: stop following it here."""
+        self._runs.stop(job)
+        for conn in self.connections.values():
+            conn.jobs.discard(job.id)
+        if self._dispatcher is not None:
+            self._dispatcher.remove(job.id)
+
+    def _runnable(self) -> tuple[list[str], list[str]]:
+        assert self._dispatcher is not None
+        workflows = [name for name in self.workflows if self._dispatcher.pick(name) is not None]
+        return workflows, list(self.connections)
+
+    # ================================================================= adapter API
+    def workflow(self, name: str) -> Workflow:
+        return wfmod.get_workflow(self.workflows, name)
+
+    def reload_workflows(self) -> list[str]:
+        """Read the workflow folders again (a workflow dropped in is served from now on); returns the names.
+
+        A broken folder raises WorkflowError and leaves the served set as it was. Jobs already accepted keep the
+        version they were accepted with until they are dispatched.
+        """
+        loaded = wfmod.load_workflows(self.workflows_dir, self.extra_workflow_dirs)
+        self.workflows = loaded
+        for conn in self.connections.values():
+            if conn.object_info is not None:
+                conn.set_object_info(conn.object_info)
+        return sorted(loaded)
+
+    async def submit(self, workflow: str, parameters: Mapping[str, Any] | None = None, *,
+                     meta: Mapping[str, Any] | None = None, job_id: str | None = None,
+                     timeout: float | None = None, outputs: list[str] | None = None) -> Job:
+        """Accept a job: validate parameters, store inputs, queue on a backend (or until one is up).
+
+        `outputs` names the manifest outputs wanted (None = all): ComfyUI is asked to run only the output
+        nodes they need (`partial_execution_targets`), and `job.outputs` holds only those names.
+
+        Raises InvalidParameter / PayloadTooLarge for bad input, WorkflowNotFound, Conflict for a reused
+        job_id, QueueFull when max_queue jobs are waiting or running, TooManyJobs when the client has
+        max_jobs_per_client, BackendUnavailable when no configured backend can run this workflow.
+        """
+        return await self.intake.submit(workflow, parameters, meta=meta, job_id=job_id, timeout=timeout,
+                                        outputs=outputs, client=CLIENT.get())
+
+    async def accepted(self, job_id: str) -> Job | None:
+        return await self.intake.accepted(job_id)
+
+    async def fetch_image(self, value: Any, field: str) -> Any:
+        return await self.intake.fetch_image(value, field)
+
+    def request_cost(self, jobs: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Refuse a request whose jobs together cost more than BRIDGE_MAX_REQUEST_COST, before any is submitted."""
+        self.intake.request_cost(jobs)
+
+    def get(self, job_id: str) -> Job | None:
+        """This replica's own copy of a job (one it runs, or one that finished recently), without a store read."""
+        return self._table.get(job_id) if self._table is not None else None
+
+    async def find(self, job_id: str) -> Job | None:
+        """The job with this id, wherever it runs; None for an unknown id (or one that could not be a job's)."""
+        if not isinstance(job_id, str) or self._table is None:
+            return None
+        try:
+            check_id(job_id)
+        except ValueError:
+            return None
+        return await self._table.find(job_id)
+
+    async def list(self, status: str | None = None, workflow: str | None = None, limit: int = 100,
+                   offset: int = 0) -> list[Job]:
+        table, _ = self._parts()
+        return await table.list(status, workflow, limit, offset)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job; False if it had already finished. A queued job is deleted from ComfyUI's queue, a running
+        one interrupted by prompt id (the call waits up to cancel_grace for ComfyUI to stop). A job another replica
+        runs is cancelled by that replica (or by whichever takes it over)."""
+        table, _ = self._parts()
+        job = table.live(job_id)
+        if job is None:
+            found = await self.find(job_id)
+            if found is None:
+                raise JobNotFound(job_id)
+            if found.done:
+                return False
+            return await self._cancel_elsewhere(found)
+        assert self._tracker is not None
+        cancelled = await self._tracker.cancel(job)
+        await table.persisted(job)  # so every replica counts it as ended once this returns
+        return cancelled
+
+    async def _cancel_elsewhere(self, job: Job) -> bool:
+        table, _ = self._parts()
+        if not await self.store.request_cancel(job.id, notify={"type": "cancel", "id": job.id, "from": self.replica}):
+            return False
+        if self._replicas is not None:
+            claimed = await self._replicas.claim(job.id)  # nobody holds it (released, or its replica is gone)
+            if claimed:
+                return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await self.wait(job.id, timeout=self.options.cancel_grace + 2 * self.options.claim_interval)
+        return True
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Return the job once it is completed, failed or cancelled (asyncio.TimeoutError after `timeout`)."""
+        job = await self.find(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        table, _ = self._parts()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not job.done:
+            if self.stopping.is_set():
+                raise asyncio.TimeoutError
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise asyncio.TimeoutError
+            # Another replica's job ends by announcement; a look at the store now and then covers a lost one.
+            step = left if table.get(job_id) is job else min(left or 5.0, 5.0)
+            done = asyncio.ensure_future(table.done_event(job_id).wait())
+            stop = asyncio.ensure_future(self.stopping.wait())
+            try:
+                await asyncio.wait({done, stop}, timeout=step, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                done.cancel()
+                stop.cancel()
+            job = table.get(job_id) or await self.find(job_id) or job
+        return job
+
+    async def subscribe(self, job_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Events {"type": "progress"|"status"|"preview", "job": {...}}. With a job id: its current state first,
+        ending after its final status; without: every job's events until the consumer stops."""
+        job = None
+        if job_id is not None:
+            job = await self.find(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+        async for event in self.hub.stream(job_id, job):
+            yield event
+
+    async def delete(self, job_id: str) -> None:
+        """Remove a job, its results, inputs and webhook log from every store; a job still queued or running is
+        cancelled first (JobNotFound when there is none)."""
+        job = await self.find(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if not job.done:
+            await self.cancel(job_id)
+            with contextlib.suppress(asyncio.TimeoutError):
+                job = await self.wait(job_id, timeout=self.options.cancel_grace)
+        table, _ = self._parts()
+        await table.remove(job)
+        if self._tracker is not None:
+            self._tracker.previews.pop(job_id, None)
+        await self.blobs.delete_prefix(f"outputs/{job_id}/")
+        await self.drop_inputs(job_id)
+
+    async def sweep(self) -> list[str]:
+        """One retention pass (BRIDGE_RESULT_MAX_AGE, BRIDGE_RESULT_MAX_BYTES); returns the removed job ids."""
+        return await retention.sweep(self.retention, self.blobs, self.store.finished_jobs, self.delete)
+
+    def workflow_output_type(self, workflow: str, output: str) -> str | None:
+        """`images` or `value` for a workflow's output; None when either is unknown (e.g. removed by a reload)."""
+        wf = self.workflows.get(workflow)
+        out = wf.outputs.get(output) if wf else None
+        return out.type if out else None
+
+    async def read_output(self, job: Job | str, name: str = "images", index: int = 0) -> bytes:
+        """Bytes of a stored result image."""
+        if isinstance(job, str):
+            found = await self.find(job)
+            if found is None:
+                raise JobNotFound(job)
+            job = found
+        if self.workflow_output_type(job.workflow, name) != "images":
+            raise InvalidParameter("output", f"workflow {job.workflow!r} has no image output {name!r}")
+        files = job.outputs.get(name) or []
+        if not 0 <= index < len(files):
+            raise InvalidParameter("index", f"output {name!r} of job {job.id} has {len(files)} images; "
+                                            f"index {index} does not exist")
+        try:
+            return await self.blobs.get(files[index])
+        except BlobNotFound:
+            raise ResultGone(f"job {job.id}: result {name}[{index}] is no longer stored", field="job_id") from None
+
+    async def result_link(self, job: Job, name: str, index: int, origin: str = "") -> str:
+        """Where a client fetches a result image: a presigned store URL when the store gives one, else the
+        bridge's own `/jobs/{id}/outputs/{name}/{index}`, absolute with BRIDGE_PUBLIC_URL or else `origin` (the
+        scheme and host a request came to)."""
+        key = job.outputs[name][index]
+        url = await self.blobs.url(key, self.webhook_config.link_lifetime)
+        base = self.webhook_config.public_url or origin
+        return url or f"{base}/jobs/{job.id}/outputs/{name}/{index}"
 
     async def describe(self, job: Job) -> dict[str, Any]:
         """A job as webhook messages carry it: state, timings, and links to its result images."""
@@ -225,308 +439,22 @@ class JobEngine:
                 "started_at": job.started_at, "finished_at": job.finished_at, "outputs": outputs, "meta": meta}
 
     def preview(self, job_id: str) -> tuple[str, bytes] | None:
-        """The newest live preview of a running job (image type, bytes), or the last one of a job that ended;
-        None when ComfyUI sent none (it sends them when started with a --preview-method)."""
+        """The newest live preview of a job this replica runs (image type, bytes), or the last one of a job that
+        ended here; None when ComfyUI sent none (it sends them when started with a --preview-method)."""
         run = self._runs.get(job_id)
         if run is not None and run.preview is not None:
             return run.preview
         return self._tracker.previews.get(job_id) if self._tracker is not None else None
 
-    async def delete(self, job_id: str) -> None:
-        """Remove a job, its results, inputs and webhook log from every store; a job still queued or running is
-        cancelled first (JobNotFound when there is none)."""
-        job = self.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if not job.done:
-            await self.cancel(job_id)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await self.wait(job_id, timeout=self.cancel_grace)
-            job = self.get(job_id) or job
-        table, _ = self._parts()
-        table.remove(job)
-        if self._tracker is not None:
-            self._tracker.previews.pop(job_id, None)
-        await self.blobs.delete_prefix(f"outputs/{job_id}/")
-        await self._drop_inputs(job_id)
-
-    async def sweep(self) -> list[str]:
-        """One retention pass (BRIDGE_RESULT_MAX_AGE, BRIDGE_RESULT_MAX_BYTES); returns the removed job ids."""
-        assert self.store is not None
-        return await retention.sweep(self.retention, self.blobs, self.store.finished_jobs, self.delete)
-
-    async def fetch_image(self, value: Any, field: str) -> Any:
-        """An image field's value with a URL replaced by the bytes it names: `http(s)://` through the outbound
-        policy (public addresses only, size, time and redirect limits), `s3://bucket/key` from the configured S3
-        store's own bucket only (the bridge's credentials read nothing else). Anything else comes back as it is."""
-        if not isinstance(value, str) or not value.startswith(("http://", "https://", "s3://")):
-            return value
-        if value.startswith("s3://"):
-            return await self._fetch_s3(value, field)
-        try:
-            return await self.outbound.fetch(value)
-        except OutboundRefused as exc:
-            raise InvalidParameter(field, f"{field}: the image URL was refused: {exc}") from None
-
-    async def _fetch_s3(self, url: str, field: str) -> bytes:
-        bucket = getattr(self.blobs, "bucket", None)
-        parts = url[len("s3://"):].split("/", 1)
-        if bucket is None or parts[0] != bucket or len(parts) < 2 or not parts[1]:
-            where = f"s3://{bucket}/..." if bucket else "nothing: BRIDGE_STORAGE is not S3"
-            raise InvalidParameter(field, f"{field}: s3:// images are read from the bridge's own bucket only "
-                                          f"({where})")
-        try:
-            return await self.blobs.read_path(parts[1], self.outbound.policy.max_bytes)  # type: ignore[attr-defined]
-        except BlobNotFound:
-            raise InvalidParameter(field, f"{field}: {url} does not exist") from None
-        except ValueError as exc:
-            raise InvalidParameter(field, f"{field}: {exc}") from None
-
-    async def result_link(self, job: Job, name: str, index: int, origin: str = "") -> str:
-        """Where a client fetches a result image: a presigned store URL when the store gives one, else the
-        bridge's own `/jobs/{id}/outputs/{name}/{index}`, absolute with BRIDGE_PUBLIC_URL or else `origin` (the
-        scheme and host a request came to)."""
-        key = job.outputs[name][index]
-        url = await self.blobs.url(key, self.webhook_config.link_lifetime)
-        base = self.webhook_config.public_url or origin
-        return url or f"{base}/jobs/{job.id}/outputs/{name}/{index}"
-
-    async def _drop_inputs(self, job_id: str) -> None:
-        try:
-            await self.blobs.delete_prefix(input_key(job_id, "x").rsplit("/", 1)[0] + "/")
-        except Exception as exc:  # noqa: BLE001 - a leftover input is harmless; retention removes it later
-            log.info("job %s: inputs not removed: %s", job_id, exc)
-
-    async def __aenter__(self) -> JobEngine:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
-
-    # ================================================================= adapter API
-    def workflow(self, name: str) -> Workflow:
-        return wfmod.get_workflow(self.workflows, name)
-
-    def reload_workflows(self) -> list[str]:
-        """Read the workflow folders again (a workflow dropped in is served from now on); returns the names.
-
-        A broken folder raises WorkflowError and leaves the served set as it was. Jobs already accepted keep the
-        version they were accepted with until they are dispatched.
-        """
-        loaded = wfmod.load_workflows(self.workflows_dir, self.extra_workflow_dirs)
-        self.workflows = loaded
-        for conn in self._connections.values():
-            if conn.object_info is not None:
-                conn.set_object_info(conn.object_info)
-        return sorted(loaded)
-
-    async def submit(self, workflow: str, parameters: Mapping[str, Any] | None = None, *,
-                     meta: Mapping[str, Any] | None = None, job_id: str | None = None,
-                     timeout: float | None = None, outputs: list[str] | None = None) -> Job:
-        """Accept a job: validate parameters, store inputs, queue on a backend (or locally until one is up).
-
-        `outputs` names the manifest outputs wanted (None = all): ComfyUI is asked to run only the output
-        nodes they need (`partial_execution_targets`), and `job.outputs` holds only those names.
-
-        Raises InvalidParameter / PayloadTooLarge for bad input, WorkflowNotFound, Conflict for a reused
-        job_id, QueueFull when max_queue jobs are waiting or running, BackendUnavailable when no
-        configured backend can run this workflow.
-        """
-        table, dispatcher = self._parts()
-        wf = self.workflow(workflow)
-        if table.active >= self.max_queue:
-            raise QueueFull(self._retry_after(table.active))
-        client = CLIENT.get()
-        self._check_client_quota(client)
-        values = wf.coerce(parameters or {}, rng=self._rng)
-        self.check_cost([(wf, values)])
-        await self._check_webhook((meta or {}).get("webhook"))
-        wanted = _wanted_outputs(wf, outputs)
-        if job_id is not None:
-            try:
-                check_id(job_id)
-            except ValueError as exc:
-                raise InvalidParameter("job_id", str(exc)) from None
-            if self.get(job_id) is not None or job_id in self._submitting:
-                raise Conflict(f"job {job_id!r} already exists", field="job_id")
-        jid = job_id or uuid.uuid4().hex
-        self._submitting[jid] = asyncio.Event()
-        try:
-            return await self._accept(wf, values, jid, wanted, meta, timeout, client)
-        except BaseException:
-            if self.get(jid) is None:  # refused after its images were stored: nothing may keep them
-                await self._drop_inputs(jid)
-            raise
-        finally:
-            self._submitting.pop(jid).set()
-
-    async def _accept(self, wf: Workflow, values: dict[str, Any], jid: str, wanted: list[str] | None,
-                      meta: Mapping[str, Any] | None, timeout: float | None, client: str | None) -> Job:
-        table, dispatcher = self._parts()
-        dispatcher.check_support(wf)
-        self._check_choices(wf, values)
-        params = dict(values)
-        inputs: dict[str, str] = {}
-        for name, p in wf.parameters.items():
-            if p.type != "image" or name not in values:
-                continue
-            # Adapters that looked at the image pass it decoded; anything else is decoded here, once, in the pool.
-            img = await image_io.decode_async(await self.fetch_image(values[name], name), name, max_bytes=self.max_image_bytes,
-                                              max_pixels=self.max_image_pixels)
-            inputs[name] = input_key(jid, name)
-            await self.blobs.put(inputs[name], img.png, "image/png")
-            params[name] = {"image": inputs[name], "width": img.width, "height": img.height,
-                            "format": img.source_format}
-        if table.active >= self.max_queue:
-            raise QueueFull(self._retry_after(table.active))  # submit() removes the stored inputs
-        job_meta = dict(meta or {})
-        if client is not None:
-            job_meta["client"] = client
-        job = Job(id=jid, workflow=wf.name, workflow_version=wf.version, params=params, status="queued",
-                  created_at=time.time(), meta=job_meta, inputs=inputs,
-                  timeout=timeout if timeout is not None else self.job_timeout, wanted=wanted)
-        table.add(job)
-        if not dispatcher.local and dispatcher.pick(wf.name) is not None:
-            try:
-                await dispatcher.dispatch(job)
-            except BridgeError:
-                # Refused by the backend's validation: the job was never accepted.
-                table.forget(job)
-                raise
-            except (BackendError, NoBackend) as exc:
-                log.warning("job %s: direct dispatch failed (%s); queued locally", jid, exc)
-                dispatcher.requeue(job, front=True)
-        else:
-            dispatcher.requeue(job, front=False)
-        table.emit("status", job)
-        return job
-
-    async def accepted(self, job_id: str) -> Job | None:
-        """The job with this id once a submission of it under way has ended: the job, or None when that
-        submission was refused (adapters answer a repeated identical request with the first one's job)."""
-        pending = self._submitting.get(job_id)
-        if pending is not None:
-            await pending.wait()
-        return self.get(job_id)
-
-    def get(self, job_id: str) -> Job | None:
-        return self._table.get(job_id) if self._table is not None else None
-
-    async def find(self, job_id: str) -> Job | None:
-        """The job with this id, or None (also for an id that could not be a job's)."""
-        if not isinstance(job_id, str):
-            return None
-        try:
-            check_id(job_id)
-        except ValueError:
-            return None
-        return self.get(job_id)
-
-    def list(self, status: str | None = None, workflow: str | None = None, limit: int = 100,
-             offset: int = 0) -> list[Job]:
-        table, _ = self._parts()
-        return table.list(status, workflow, limit, offset)
-
-    async def cancel(self, job_id: str) -> bool:
-        """Cancel a job; False if it had already finished. A queued job is deleted from ComfyUI's queue,
-        a running one interrupted by prompt id (the call waits up to cancel_grace for ComfyUI to stop)."""
-        table, dispatcher = self._parts()
-        tracker = self._tracker
-        assert tracker is not None
-        job = self.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if job.done:
-            return False
-        run = self._runs.get(job.id)
-        if run is not None:
-            run.cancel_requested = True
-        conn = self._connections.get(job.backend or "")
-        if job.prompt_id is None or conn is None:
-            tracker.finish(job, "cancelled", None)
-            return True
-        pid = job.prompt_id
-        try:
-            if job.status == "queued":
-                await conn.client.delete_from_queue([pid])
-                running, _ = await conn.client.queued_ids()
-                if pid not in running:
-                    tracker.finish(job, "cancelled", None)
-                    return True
-            await conn.client.interrupt(pid)
-        except BackendError as exc:
-            log.warning("job %s: cancel could not reach %s (%s)", job.id, conn.url, exc)
-            tracker.finish(job, "cancelled", None)
-            return True
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(table.done_event(job.id).wait(), self.cancel_grace)
-        tracker.finish(job, "cancelled", None)
-        return True
-
-    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Return the job once it is completed, failed or cancelled (asyncio.TimeoutError after `timeout`)."""
-        job = self.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if not job.done:
-            assert self._table is not None
-            if self.stopping.is_set():
-                raise asyncio.TimeoutError
-            done = asyncio.ensure_future(self._table.done_event(job_id).wait())
-            stop = asyncio.ensure_future(self.stopping.wait())
-            try:
-                await asyncio.wait_for(asyncio.wait({done, stop}, return_when=asyncio.FIRST_COMPLETED), timeout)
-            finally:
-                done.cancel()
-                stop.cancel()
-            if not done.done() or done.cancelled():
-                # the server is stopping: the wait ends like one whose time is up
-                raise asyncio.TimeoutError
-        return self.get(job_id) or job
-
-    async def subscribe(self, job_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Events {"type": "progress"|"status", "job": {...}}. With a job id: its current state first,
-        ending after its final status; without: every job's events until the consumer stops."""
-        job = None
-        if job_id is not None:
-            job = self.get(job_id)
-            if job is None:
-                raise JobNotFound(job_id)
-        async for event in self.hub.stream(job_id, job):
-            yield event
-
-    def workflow_output_type(self, workflow: str, output: str) -> str | None:
-        """`images` or `value` for a workflow's output; None when either is unknown (e.g. removed by a reload)."""
-        wf = self.workflows.get(workflow)
-        out = wf.outputs.get(output) if wf else None
-        return out.type if out else None
-
-    async def read_output(self, job: Job | str, name: str = "images", index: int = 0) -> bytes:
-        """Bytes of a stored result image."""
-        if isinstance(job, str):
-            found = self.get(job)
-            if found is None:
-                raise JobNotFound(job)
-            job = found
-        wf = self.workflows.get(job.workflow)
-        out = wf.outputs.get(name) if wf else None
-        if out is None or out.type != "images":
-            raise InvalidParameter("output", f"workflow {job.workflow!r} has no image output {name!r}")
-        files = job.outputs.get(name) or []
-        if not 0 <= index < len(files):
-            raise InvalidParameter("index", f"output {name!r} of job {job.id} has {len(files)} images; "
-                                            f"index {index} does not exist")
-        try:
-            return await self.blobs.get(files[index])
-        except BlobNotFound:
-            raise ResultGone(f"job {job.id}: result {name}[{index}] is no longer stored", field="job_id") from None
+    async def latest_preview(self, job_id: str) -> tuple[str, bytes] | None:
+        """As `preview`, for a job on any replica (the replica running it keeps its newest preview in the store)."""
+        return self.preview(job_id) or (await self.store.load_preview(job_id) if self.store.shared else None)
 
     async def choices(self, ref: str) -> list[str]:
         """Live list of a combo input, e.g. "CheckpointLoaderSimple.ckpt_name", from a healthy backend."""
         if not isinstance(ref, str) or "." not in ref:
             raise InvalidParameter("choices", "expected '<NodeClass>.<input>'")
-        for conn in self._connections.values():
+        for conn in self.connections.values():
             if conn.healthy and conn.object_info is not None:
                 values = conn.choices(ref)
                 if values is None:
@@ -538,7 +466,7 @@ class JobEngine:
         """GET a read-only JSON route (`/embeddings`, `/view_metadata/loras`, `/system_stats`) from a healthy backend:
         the facts adapters report about the models a backend has, which only the backend can read. With
         `missing_ok` a 404 gives None."""
-        for conn in self._connections.values():
+        for conn in self.connections.values():
             if conn.healthy:
                 try:
                     return await conn.client.get_json(path, params, missing_ok=missing_ok)
@@ -548,7 +476,7 @@ class JobEngine:
 
     async def refresh_object_info(self) -> None:
         """Re-read /object_info (e.g. after models were added) on every healthy backend."""
-        for conn in self._connections.values():
+        for conn in self.connections.values():
             if conn.healthy:
                 with contextlib.suppress(BackendError):
                     conn.set_object_info(await conn.client.object_info())
@@ -559,78 +487,44 @@ class JobEngine:
         return {
             "counts": counts,
             "queue_depth": counts["queued"] + counts["running"],
-            "max_queue": self.max_queue,
+            "max_queue": self.options.max_queue,
             "local_queue": len(self._dispatcher.local) if self._dispatcher else 0,
             "average_duration": table.average_duration() if table else None,
             "completed_timed": table.timed() if table else 0,
-            "backends_total": len(self._connections),
-            "backends_healthy": sum(1 for c in self._connections.values() if c.healthy),
+            "backends_total": len(self.connections),
+            "backends_healthy": sum(1 for c in self.connections.values() if c.healthy),
+            "store": self.store.kind,
+            "replica": self.replica,
+            "takeovers": self._replicas.takeovers if self._replicas is not None else 0,
+            "replicas": list(self._replicas.live) if self._replicas is not None else [self.replica],
         }
 
+    async def replicas(self) -> list[dict[str, Any]]:
+        """The replicas sharing the store that renewed their leases lately (this one alone on SQLite)."""
+        if not self.store.shared:
+            return [{"id": self.replica, "started_at": None, "seen_ago": 0.0}]
+        return await self.store.replicas(within=2 * self.options.lease)
+
     def backend_states(self) -> list[dict[str, Any]]:
-        return [c.state() for c in self._connections.values()]
-
-    def request_cost(self, jobs: list[tuple[str, Mapping[str, Any]]]) -> None:
-        """Refuse a request whose jobs together cost more than BRIDGE_MAX_REQUEST_COST, before any is submitted."""
-        self.check_cost([(self.workflow(name), self.workflow(name).coerce(params, rng=self._rng))
-                         for name, params in jobs])
-
-    def check_cost(self, jobs: list[tuple[Workflow, Mapping[str, Any]]]) -> None:
-        if not self.max_request_cost or not jobs:
-            return
-        total = sum(wf.cost(values) for wf, values in jobs)
-        if total > self.max_request_cost:
-            wf = jobs[0][0]
-            terms = list(wf.cost_terms()) + (["jobs"] if len(jobs) > 1 else [])
-            raise CostTooHigh(terms, total, self.max_request_cost)
+        return [c.state() for c in self.connections.values()]
 
     # ================================================================= helpers
-    async def _check_webhook(self, spec: Any) -> None:
-        """A job's own receiver is checked when the job is accepted: a client learns now, not from a failed
-        delivery later, that it named an address the bridge will not call."""
-        url = spec.get("url") if isinstance(spec, Mapping) else spec
-        if not url:
-            return
+    def retry_after(self, active: int) -> float:
+        """Seconds a client refused for a full queue should wait: the queue's excess times a job's duration."""
+        avg = (self._table.average_duration() if self._table else None) or 10.0
+        healthy = max(1, sum(1 for c in self.connections.values() if c.healthy))
+        return max(1.0, avg * (active - self.options.max_queue + 1) / healthy)
+
+    async def drop_inputs(self, job_id: str) -> None:
         try:
-            await self.outbound.check_target(str(url))
-        except OutboundRefused as exc:
-            raise InvalidParameter("webhook", f"webhook: the receiver URL was refused: {exc}") from None
-
-    def _check_client_quota(self, client: str | None) -> None:
-        if not self.max_jobs_per_client or client is None or self._table is None:
-            return
-        mine = self._table.active_for(client)
-        if mine >= self.max_jobs_per_client:
-            raise TooManyJobs(self.max_jobs_per_client, self._retry_after(self._table.active))
-
-    def _check_choices(self, wf: Workflow, values: dict[str, Any]) -> None:
-        """A choice no healthy backend offers is refused now, before any image is decoded (dispatch checks the
-        chosen backend's list again); LoRA names are resolved to the backend's files."""
-        known = [c for c in self._connections.values() if c.healthy and c.object_info is not None]
-        for name, p in wf.parameters.items():
-            if p.type == "loras" and name in values and known:
-                live = known[0].choices(p.choices_from or wfmod.LORA_LIST) or []
-                # Names become the files the backend lists, so the job records exactly what it applies.
-                values[name] = wfmod.resolve_loras(name, values[name], live)  # type: ignore[index]
-                continue
-            if p.type != "choice" or not p.choices_from or name not in values or not known:
-                continue
-            offered = [c.choices(p.choices_from) for c in known]
-            if all(o is not None and values[name] not in o for o in offered):
-                live = next(o for o in offered if o is not None)
-                raise InvalidParameter(name, f"{name}: {values[name]!r} is not available on the backend; "
-                                             f"choose one of {wfmod.short_list(live)}")
-
+            await self.blobs.delete_prefix(input_key(job_id, "x").rsplit("/", 1)[0] + "/")
+        except Exception as exc:  # noqa: BLE001 - a leftover input is harmless; retention removes it later
+            log.info("job %s: inputs not removed: %s", job_id, exc)
 
     def _parts(self) -> tuple[JobTable, Dispatcher]:
         if not self._started or self._table is None or self._dispatcher is None:
             raise BackendUnavailable("the job engine is not started")
         return self._table, self._dispatcher
-
-    def _retry_after(self, active: int) -> float:
-        avg = (self._table.average_duration() if self._table else None) or 10.0
-        healthy = max(1, sum(1 for c in self._connections.values() if c.healthy))
-        return max(1.0, avg * (active - self.max_queue + 1) / healthy)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -642,17 +536,3 @@ class JobEngine:
             self._tasks.remove(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("task failed: %r", task.exception())
-
-
-def _wanted_outputs(wf: Workflow, outputs: Any) -> list[str] | None:
-    """The caller's output selection, checked: None (all), or a non-empty list of the manifest's names."""
-    if outputs is None:
-        return None
-    if not isinstance(outputs, (list, tuple)) or not outputs or not all(isinstance(o, str) for o in outputs):
-        raise InvalidParameter("outputs", f"outputs must be a non-empty list of output names of workflow "
-                                          f"{wf.name!r} ({', '.join(wf.outputs)})")
-    unknown = [o for o in outputs if o not in wf.outputs]
-    if unknown:
-        raise InvalidParameter("outputs", f"outputs: workflow {wf.name!r} has no output {unknown[0]!r}; "
-                                          f"known: {', '.join(wf.outputs)}")
-    return list(dict.fromkeys(outputs))

@@ -118,10 +118,14 @@ class ComfyClient:
         return await self._request("GET", "/object_info", timeout=aiohttp.ClientTimeout(total=120))
 
     async def queue_prompt(self, graph: dict[str, Any], prompt_id: str, *,
-                           partial_execution_targets: list[str] | None = None) -> dict[str, Any]:
+                           partial_execution_targets: list[str] | None = None, job_id: str | None = None
+                           ) -> dict[str, Any]:
         """POST /prompt. With `partial_execution_targets` (output node ids) ComfyUI runs only those outputs
-        and what they depend on."""
+        and what they depend on. `job_id` goes into the prompt's `extra_data` (kept in ComfyUI's queue and
+        history), so a prompt can be traced to the bridge job it ran for."""
         body: dict[str, Any] = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        if job_id is not None:
+            body["extra_data"] = {"pixart_job": job_id}
         if partial_execution_targets is not None:
             body["partial_execution_targets"] = list(partial_execution_targets)
         try:

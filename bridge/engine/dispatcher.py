@@ -1,9 +1,11 @@
 """Scheduling: which backend runs a job, and getting it there.
 
 A job goes to the healthy backend with the least pending work that can run its workflow (ties: configured
-order). Dispatching uploads the job's input images, binds its parameters into a fresh graph (live choices from
-that backend) and queues the prompt. Jobs that find no backend wait in a local queue, oldest first; a job whose
-backend went away before it started goes back to the front.
+order); on a shared store the work other replicas sent there counts too. Dispatching uploads the job's input
+images, binds its parameters into a fresh graph (live choices from that backend), writes the job (fenced: a replica
+that lost the job never posts it) and queues the prompt. Jobs that find no backend wait in a local queue, oldest
+first, or on a shared store are released for a replica that has one; a job whose backend went away before it
+started goes back to the front.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import asyncio
 import collections
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from bridge import workflows as wfmod
 from bridge.errors import BackendUnavailable, BridgeError, InvalidParameter, WorkflowError
@@ -30,6 +32,10 @@ class NoBackend(Exception):
     pass
 
 
+class LostJob(Exception):
+    """Another replica runs the job now; this one must not send it anywhere."""
+
+
 class Dispatcher:
     def __init__(self, table: JobTable, runs: Runs, blobs: BlobStore, connections: Mapping[str, Connection],
                  workflows: Callable[[], Mapping[str, wfmod.Workflow]]) -> None:
@@ -40,11 +46,20 @@ class Dispatcher:
         self._workflows = workflows
         self.local: collections.deque[str] = collections.deque()
         self.wake = asyncio.Event()
+        # Shared store: unfinished jobs other replicas have on each backend, and where to give a job this replica
+        # has no backend for (None: it waits here).
+        self.others: dict[str, int] = {}
+        self.release: Callable[[Job], Awaitable[None]] | None = None
+
+    def set_loads(self, loads: Mapping[str, int]) -> None:
+        """Every backend's unfinished jobs, all replicas together (this one's own are counted live)."""
+        self.others = {url: max(0, n - len(conn.jobs)) for url, conn in self.connections.items()
+                       for n in [loads.get(url, 0)]}
 
     # ------------------------------------------------------------------ choosing
     def pick(self, workflow: str) -> Connection | None:
         usable = [c for c in self.connections.values() if c.can_run(workflow)]
-        return min(usable, key=lambda c: len(c.jobs)) if usable else None
+        return min(usable, key=lambda c: len(c.jobs) + self.others.get(c.url, 0)) if usable else None
 
     def check_support(self, wf: wfmod.Workflow) -> None:
         """Refuse a workflow that every backend whose nodes are known has problems with."""
@@ -91,9 +106,12 @@ class Dispatcher:
             job.backend, job.prompt_id = conn.url, prompt_id
             job.attempts += 1
             self.runs.start(job, prompt_id, Run.for_job(wf, job, graph))
-            # Saved before POST: a crash right after it still knows which prompt to look for.
+            # Written before POST: a crash right after it still knows which prompt to look for, and a replica that
+            # lost the job to another one learns it here, before it could run the job a second time.
             self.table.save(job)
-            await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets)
+            if not await self.table.persisted(job):
+                raise LostJob(job.id)
+            await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets, job_id=job.id)
         except PromptRejected as exc:
             self._undo(job, conn, prompt_id)
             raise self._rejection(wf, exc) from None
@@ -126,13 +144,20 @@ class Dispatcher:
                     self.local.popleft()
                     continue
                 if job.workflow in self._workflows() and self.pick(job.workflow) is None:
-                    break
+                    if self.release is None:
+                        break
+                    # Shared store: a replica with a backend for it takes it instead of it waiting here.
+                    self.local.popleft()
+                    await self.release(job)
+                    continue
                 self.local.popleft()
                 try:
                     await self.dispatch(job)
                 except NoBackend:
                     self.local.appendleft(job.id)
                     break
+                except LostJob:
+                    continue
                 except BackendError as exc:
                     log.warning("job %s: dispatch failed: %s", job.id, exc)
                     self.local.appendleft(job.id)

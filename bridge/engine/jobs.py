@@ -1,8 +1,15 @@
-"""The job table: every job's state, its transitions, persistence and the events they publish.
+"""The job table: this replica's view of the jobs, their transitions, persistence, and the events they publish.
 
-Jobs live in memory for fast reads (unfinished ones always, finished ones up to `keep_in_memory`, most recent
-first) and in the store, written on every state change, so a restarted bridge loses no accepted job. Each
-transition updates the per-status counts that the queue bound, `/health` and `/metrics` read.
+In memory are the jobs this replica owns (every unfinished one it dispatches and follows) and recently finished
+ones (up to `keep_in_memory`); any other job is read from the store. Transitions are synchronous (they run inside
+websocket event handlers) and persisted by one writer task, in order, coalescing a job's changes that pile up; a
+step that must be durable first (posting a prompt to ComfyUI) awaits `persisted(job)`. Every write is fenced on
+ownership: a replica that lost a job to another one (it stalled past its lease) learns it from the failed write and
+lets the job go (`on_lost`). On a shared store each write also announces the change to the other replicas, in the
+same transaction.
+
+Counts per status feed the queue bound's quick check, `/health` and `/metrics`: exact and in memory on one replica;
+on a shared store they are the store's counts, refreshed every second (the exact bound is checked at insert).
 """
 from __future__ import annotations
 
@@ -14,10 +21,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from bridge.errors import InvalidParameter
-from bridge.store import STATUSES, TERMINAL, Job, Store
+from bridge.store import STATUSES, TERMINAL, Job, JobStore, LimitReached
 
 log = logging.getLogger("bridge.engine")
+
+# Which announcement wins when a job's changes are written together.
+_RANK = {None: 0, "preview": 1, "progress": 2, "status": 3}
+# A progress change alone is written at most this often per job (every status change is written at once).
+PROGRESS_WRITE_INTERVAL = 0.25
 
 
 class EventHub:
@@ -26,15 +37,20 @@ class EventHub:
     def __init__(self, maxsize: int = 1000) -> None:
         self.maxsize = maxsize
         self._subs: list[tuple[str | None, asyncio.Queue[dict[str, Any]]]] = []
-        # Called on every event, on the loop, before any subscriber (webhooks record deliveries here).
+        # Called on every event of a job this replica runs, on the loop, before any subscriber (webhooks record
+        # deliveries here); events heard from other replicas reach subscribers only.
         self.listeners: list[Callable[[str, Job], None]] = []
 
-    def emit(self, kind: str, job: Job) -> None:
-        for listener in self.listeners:
-            try:
-                listener(kind, job)
-            except Exception:  # noqa: BLE001 - a listener's failure must not stop the job's own events
-                log.exception("event listener failed for job %s", job.id)
+    def wants(self, job_id: str) -> bool:
+        return any(f is None or f == job_id for f, _ in self._subs)
+
+    def emit(self, kind: str, job: Job, *, remote: bool = False) -> None:
+        if not remote:
+            for listener in self.listeners:
+                try:
+                    listener(kind, job)
+                except Exception:  # noqa: BLE001 - a listener's failure must not stop the job's own events
+                    log.exception("event listener failed for job %s", job.id)
         if not self._subs:
             return
         event = {"type": kind, "job": job.to_dict()}
@@ -68,45 +84,85 @@ class EventHub:
 
 
 class JobTable:
-    def __init__(self, store: Store, hub: EventHub, *, keep_in_memory: int = 10000,
-                 drop_inputs: Callable[[str], None] = lambda job_id: None) -> None:
+    def __init__(self, store: JobStore, hub: EventHub, replica: str, *, lease: float = 30.0,
+                 keep_in_memory: int = 10000, drop_inputs: Callable[[str], None] = lambda job_id: None,
+                 on_lost: Callable[[Job], None] = lambda job: None) -> None:
         self.store = store
         self.hub = hub
+        self.replica = replica
+        self.lease = lease
         # Called with a job id when its stored input images are no longer needed (the engine removes them from
         # the blob store in the background).
         self.drop_inputs = drop_inputs
+        # Called when a write finds the job taken over by another replica (or deleted): stop following it.
+        self.on_lost = on_lost
         self.keep_in_memory = keep_in_memory
         self._jobs: dict[str, Job] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._done: dict[str, asyncio.Event] = {}
         self.counts: dict[str, int] = {s: 0 for s in STATUSES}
         self._durations = [0, 0.0]  # completed jobs timed, their summed seconds
+        # The writer: jobs with unwritten changes (the job, the announcement to send), in order of first change.
+        self._dirty: dict[str, tuple[Job, str | None]] = {}
+        self._writing: dict[str, asyncio.Future[bool]] = {}
+        self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
+        self._wake = asyncio.Event()
+        self._last_progress_write: dict[str, float] = {}
+        self._writer: asyncio.Task[None] | None = None
 
-    def load(self) -> list[Job]:
-        """Read counts and recent finished jobs from the store; returns the unfinished jobs (now in memory)."""
-        self.counts = self.store.counts()
-        n, total = self.store.duration_stats()
-        self._durations = [n, total]
-        for job in reversed(self.store.recent(min(self.keep_in_memory, 1000))):
+    @property
+    def shared(self) -> bool:
+        return self.store.shared
+
+    # ------------------------------------------------------------------ start, stop
+    async def load(self, *, claim_all: bool) -> list[Job]:
+        """Read counts and recent finished jobs; on a store of its own (`claim_all`) take every unfinished job
+        (the previous process of this bridge left them). Returns the jobs now owned."""
+        await self.refresh_counts()
+        for job in reversed(await self.store.recent(min(self.keep_in_memory, 1000))):
             if job.done:
                 self._remember(job)
-        unfinished = self.store.unfinished()
-        for job in unfinished:
+        owned = await self.store.claim(self.replica, self.lease, 1_000_000, every=True) if claim_all else []
+        for job in owned:
             self._jobs[job.id] = job
-        return unfinished
+        self._writer = asyncio.create_task(self._write_loop(), name="engine-writer")
+        return owned
+
+    async def close(self) -> None:
+        """Write what is left, then stop the writer."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.flush(), 10)
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def refresh_counts(self) -> None:
+        self.counts = await self.store.counts()
+        n, total = await self.store.duration_stats()
+        self._durations = [n, total]
 
     # ------------------------------------------------------------------ reads
     def get(self, job_id: str) -> Job | None:
+        """This replica's own copy (a job it runs, or one that finished recently); no store read."""
+        return self._jobs.get(job_id)
+
+    async def find(self, job_id: str) -> Job | None:
+        """The job wherever it runs: this replica's copy, else the store's row."""
         job = self._jobs.get(job_id)
-        if job is None and isinstance(job_id, str):
-            job = self.store.load(job_id)
-            if job is not None and job.done:
-                self._remember(job)
+        if job is not None:
+            return job
+        job = await self.store.load(job_id)
+        if job is not None and job.done:
+            self._remember(job)
         return job
 
     def live(self, job_id: str) -> Job | None:
-        """The in-memory job only (no store read): for event handlers on the hot path."""
-        return self._jobs.get(job_id)
+        """A job this replica runs (unfinished and owned): for event handlers on the hot path."""
+        job = self._jobs.get(job_id)
+        return job if job is not None and not job.done else None
+
+    def owned(self) -> list[Job]:
+        return [j for j in self._jobs.values() if not j.done]
 
     def running(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.status == "running"]
@@ -114,24 +170,17 @@ class JobTable:
     def queued(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.status == "queued"]
 
-    def list(self, status: str | None, workflow: str | None, limit: int, offset: int) -> list[Job]:
-        if status is not None and status not in STATUSES:
-            raise InvalidParameter("status", f"status must be one of {', '.join(STATUSES)}")
-        if not isinstance(limit, int) or not 0 < limit <= 1000:
-            raise InvalidParameter("limit", "limit must be an integer between 1 and 1000")
-        if not isinstance(offset, int) or offset < 0:
-            raise InvalidParameter("offset", "offset must be a non-negative integer")
-        rows = self.store.query(status=status, workflow=workflow, limit=limit, offset=offset)
-        # The live copy has progress that is not written on every step.
+    async def list(self, status: str | None, workflow: str | None, limit: int, offset: int) -> list[Job]:
+        rows = await self.store.query(status=status, workflow=workflow, limit=limit, offset=offset)
+        # This replica's copy of a job it runs has progress that is not written on every step.
         return [self._jobs.get(j.id, j) for j in rows]
-
-    def active_for(self, client: str) -> int:
-        """Jobs of one client waiting or running."""
-        return sum(1 for j in self._jobs.values() if not j.done and j.meta.get("client") == client)
 
     @property
     def active(self) -> int:
         return self.counts["queued"] + self.counts["running"]
+
+    def active_here_for(self, client: str) -> int:
+        return sum(1 for j in self._jobs.values() if not j.done and j.meta.get("client") == client)
 
     def average_duration(self) -> float | None:
         n, total = self._durations
@@ -140,33 +189,157 @@ class JobTable:
     def timed(self) -> int:
         return self._durations[0]
 
-    # ------------------------------------------------------------------ transitions
-    def add(self, job: Job) -> None:
-        self._jobs[job.id] = job
+    # ------------------------------------------------------------------ joining and leaving
+    async def insert(self, job: Job, *, max_active: int, max_per_client: int, owned: bool = True) -> None:
+        """Store an accepted job (LimitReached when the queue or its client is full) and, when `owned`, follow
+        it here; otherwise it waits in the store for a replica with a backend to claim it."""
+        announce = None if owned else self._payload("queued", job)
+        if self.shared:
+            # The store counts every replica's jobs: this one's own ends must be in it first.
+            await self.flush()
+        else:
+            # Alone, the counts here are exact (and include ends not written yet).
+            if max_active and self.active >= max_active:
+                raise LimitReached("queue", self.active)
+            client = job.meta.get("client")
+            if max_per_client and client is not None and self.active_here_for(client) >= max_per_client:
+                raise LimitReached("client", self.active_here_for(client))
+            max_active = max_per_client = 0
+        await self.store.insert(job, owner=self.replica if owned else None, lease=self.lease,
+                                max_active=max_active, max_per_client=max_per_client, notify=announce)
         self.counts[job.status] += 1
+        if owned:
+            self._jobs[job.id] = job
+
+    def adopt(self, job: Job) -> Job:
+        """A job claimed from the store is followed here from now on (the copy already here, if any, is kept)."""
+        current = self._jobs.get(job.id)
+        if current is not None and not current.done:
+            return current
+        self._finished.pop(job.id, None)
+        self._jobs[job.id] = job
+        return job
+
+    def let_go(self, job: Job) -> None:
+        """Stop following a job another replica runs now; its waiters hear of its end from the store."""
+        if self._jobs.get(job.id) is job:
+            del self._jobs[job.id]
+        self._dirty.pop(job.id, None)
+
+    async def release(self, job: Job) -> bool:
+        """Hand a queued job to whichever replica can dispatch it (this one has no backend for it now)."""
+        await self.persisted(job)
+        released = await self.store.release(job, self.replica, notify=self._payload("queued", job))
+        self.let_go(job)
+        return released
 
     def forget(self, job: Job) -> None:
-        """Drop a job refused at submit time (it was never accepted)."""
+        """Drop a job refused after it was stored (its backend rejected the graph): it was never accepted."""
         self.counts[job.status] -= 1
-        self._jobs.pop(job.id, None)
-        self.store.delete(job.id)
+        self.let_go(job)
         self.drop_inputs(job.id)
 
-    def remove(self, job: Job) -> None:
+    async def remove(self, job: Job) -> None:
         """Drop a finished job for good (DELETE /jobs/{id}, retention)."""
-        known = self._jobs.pop(job.id, None) is not None
-        if known or self.store.load(job.id) is not None:
+        if self._jobs.pop(job.id, None) is not None or self.counts[job.status] > 0:
             self.counts[job.status] = max(0, self.counts[job.status] - 1)
         self._finished.pop(job.id, None)
         self._done.pop(job.id, None)
-        self.store.delete(job.id)
-        self.store.delete_deliveries(job.id)
+        self._dirty.pop(job.id, None)
+        await self.store.delete(job.id)
+        await self.store.publish(self._payload("deleted", job))
 
-    def save(self, job: Job) -> None:
-        self.store.save(job)
+    def uncache(self, job_id: str) -> None:
+        """Another replica changed or deleted a finished job: read it again next time."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.done:
+            del self._jobs[job_id]
+            self._finished.pop(job_id, None)
 
+    # ------------------------------------------------------------------ persistence
+    def save(self, job: Job, kind: str | None = None) -> None:
+        """Write the job's state soon (in order with its other changes), announcing `kind` to other replicas."""
+        pending = self._dirty.get(job.id)
+        if pending is not None and _RANK[pending[1]] >= _RANK[kind]:
+            kind = pending[1]
+        self._dirty[job.id] = (job, kind)
+        self._wake.set()
+
+    async def persisted(self, job: Job) -> bool:
+        """Wait until the job's changes so far are in the store; False when another replica owns it now."""
+        if job.id not in self._dirty and job.id not in self._writing:
+            return self._jobs.get(job.id) is job or job.done
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job.id, []).append(future)
+        self._wake.set()
+        return await future
+
+    def writing(self, job_id: str) -> bool:
+        """The job has changes not yet in the store."""
+        return job_id in self._dirty or job_id in self._writing
+
+    async def flush(self) -> None:
+        while self._dirty or self._writing:
+            ids = list(self._dirty) + list(self._writing)
+            jobs = [self._dirty[i][0] if i in self._dirty else None for i in ids]
+            await asyncio.gather(*(self.persisted(j) for j in jobs if j is not None), return_exceptions=True)
+            if not any(j is not None for j in jobs):
+                await asyncio.sleep(0.01)
+
+    async def _write_loop(self) -> None:
+        delay = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                job_id = next(iter(self._dirty))
+                job, kind = self._dirty.pop(job_id)
+                future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                self._writing[job_id] = future
+                try:
+                    ok = await self.store.save(job, owner=self.replica, lease=self.lease,
+                                               notify=self._payload(kind, job) if kind else None)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the store is unreachable: keep the change, try again
+                    log.warning("job %s: not written (%s); trying again in %.1f s", job_id, exc, delay)
+                    self._dirty.setdefault(job_id, (job, kind))
+                    self._writing.pop(job_id, None)
+                    future.cancel()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.05
+                self._writing.pop(job_id, None)
+                if not ok and job_id not in self._dirty:
+                    log.warning("job %s: another replica runs it now (or it was deleted); let go here", job_id)
+                    self.let_go(job)
+                    self.on_lost(job)
+                if job_id not in self._dirty:
+                    for waiter in self._waiters.pop(job_id, []):
+                        if not waiter.done():
+                            waiter.set_result(ok)
+                future.set_result(ok)
+
+    def _payload(self, kind: str, job: Job) -> dict[str, Any] | None:
+        if not self.shared:
+            return None
+        return {"type": kind, "id": job.id, "status": job.status, "from": self.replica}
+
+    # ------------------------------------------------------------------ transitions
     def emit(self, kind: str, job: Job) -> None:
         self.hub.emit(kind, job)
+        if self.shared and kind in ("progress", "preview"):
+            # Other replicas show progress from the store: written at most every PROGRESS_WRITE_INTERVAL.
+            now = time.monotonic()
+            if now - self._last_progress_write.get(job.id, -1e9) >= PROGRESS_WRITE_INTERVAL:
+                self._last_progress_write[job.id] = now
+                self.save(job, kind)
+
+    def status_changed(self, job: Job) -> None:
+        """Persist and announce a change of status (or of what a status answer shows)."""
+        self.save(job, "status")
+        self.hub.emit("status", job)
 
     def mark_running(self, job: Job) -> bool:
         if job.status != "queued" or job.done:
@@ -174,8 +347,7 @@ class JobTable:
         self._count(job, "running")
         job.status = "running"
         job.started_at = time.time()
-        self.save(job)
-        self.emit("status", job)
+        self.status_changed(job)
         return True
 
     def reset_to_queued(self, job: Job) -> None:
@@ -184,7 +356,7 @@ class JobTable:
             self._count(job, "queued")
         job.status, job.backend, job.prompt_id = "queued", None, None
         job.started_at, job.progress, job.step, job.steps = None, 0.0, None, None
-        self.save(job)
+        self.save(job, "status")
 
     def finish(self, job: Job, status: str, error: str | None) -> bool:
         if job.done:
@@ -198,20 +370,28 @@ class JobTable:
             if job.started_at is not None:
                 self._durations[0] += 1
                 self._durations[1] += job.finished_at - job.started_at
-        self.save(job)
         self.drop_inputs(job.id)
         self._remember(job)
-        event = self._done.pop(job.id, None)
+        self._last_progress_write.pop(job.id, None)
+        self.save(job, "status")
+        self.ended(job.id)
+        self.hub.emit("status", job)
+        return True
+
+    def ended(self, job_id: str) -> None:
+        """Wake whoever waits for the job's end (here, or heard from the replica that ran it)."""
+        event = self._done.pop(job_id, None)
         if event is not None:
             event.set()
-        self.emit("status", job)
-        return True
 
     def done_event(self, job_id: str) -> asyncio.Event:
         return self._done.setdefault(job_id, asyncio.Event())
 
+    def waited_on(self) -> list[str]:
+        return list(self._done)
+
     def _count(self, job: Job, new_status: str) -> None:
-        self.counts[job.status] -= 1
+        self.counts[job.status] = max(0, self.counts[job.status] - 1)
         self.counts[new_status] += 1
 
     def _remember(self, job: Job) -> None:

@@ -69,14 +69,14 @@ async def stored_bytes_by_job(blobs: BlobStore) -> dict[str, int]:
     return sizes
 
 
-async def sweep(policy: Retention, blobs: BlobStore, finished: Callable[[], list[tuple[str, float]]],
+async def sweep(policy: Retention, blobs: BlobStore, finished: Callable[[], Awaitable[list[tuple[str, float]]]],
                 delete: Callable[[str], Awaitable[None]], now: float | None = None) -> list[str]:
     """One pass: delete finished jobs older than max_age, then the oldest while results exceed max_bytes, then
     loose blobs older than max_age. `finished()` lists (job id, finished_at) of finished jobs, oldest first.
     Returns the deleted job ids."""
     now = time.time() if now is None else now
     gone: list[str] = []
-    jobs = finished()
+    jobs = await finished()
     if policy.max_age > 0:
         cutoff = now - policy.max_age
         for job_id, at in jobs:

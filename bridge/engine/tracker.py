@@ -137,6 +137,9 @@ class Tracker:
                 run.last_event = now
                 if now - run.preview_announced >= PREVIEW_EVENT_INTERVAL:
                     run.preview_announced = now
+                    if self.table.shared:
+                        # The other replicas serve it from the store (/jobs/{id}/preview, A1111's current_image).
+                        self.spawn(self.table.store.save_preview(job.id, event.image_type, event.data))
                     self.table.emit("preview", job)
             return
         run.last_event = time.monotonic()
@@ -217,7 +220,7 @@ class Tracker:
             log.warning("job %s: %s", job.id, outcome.error)
             job.reruns.append({"prompt_id": job.prompt_id, "reason": outcome.error, "at": time.time()})
             self.dispatcher.requeue(job, front=True)
-            self.table.emit("status", job)
+            self.table.status_changed(job)
             return
         if outcome.status != "completed":
             self.finish(job, outcome.status, outcome.error)
@@ -289,6 +292,37 @@ class Tracker:
             log.warning("job %s: prompt %s unknown to %s; re-queued", job.id, pid, conn.url)
         self.dispatcher.requeue(job, front=True)
 
+    # ------------------------------------------------------------------ cancelling
+    async def cancel(self, job: Job) -> bool:
+        """Cancel a job this replica runs: deleted from ComfyUI's queue when waiting there, interrupted by prompt
+        id when running (waiting up to cancel_grace for ComfyUI to stop)."""
+        if job.done:
+            return False
+        run = self.runs.get(job.id)
+        if run is not None:
+            run.cancel_requested = True
+        conn = self.connections.get(job.backend or "")
+        if job.prompt_id is None or conn is None:
+            self.finish(job, "cancelled", None)
+            return True
+        pid = job.prompt_id
+        try:
+            if job.status == "queued":
+                await conn.client.delete_from_queue([pid])
+                running, _ = await conn.client.queued_ids()
+                if pid not in running:
+                    self.finish(job, "cancelled", None)
+                    return True
+            await conn.client.interrupt(pid)
+        except BackendError as exc:
+            log.warning("job %s: cancel could not reach %s (%s)", job.id, conn.url, exc)
+            self.finish(job, "cancelled", None)
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.table.done_event(job.id).wait(), self.cancel_grace)
+        self.finish(job, "cancelled", None)
+        return True
+
     # ------------------------------------------------------------------ watchdog: timeouts, missed messages
     async def watch(self) -> None:
         while True:
@@ -305,7 +339,7 @@ class Tracker:
                     self.spawn(self._timeout(conn, job))
                 elif conn.healthy and not run.finishing and time.monotonic() - run.last_event > self.poll_interval:
                     run.last_event = time.monotonic()
-                    self.spawn(self._poll(conn, job))
+                    self.spawn(self.poll(conn, job))
 
     def _watch_queued(self, now: float) -> None:
         """Queued jobs: a deadline (BRIDGE_QUEUE_TIMEOUT), and a look at the backend's queue every
@@ -321,7 +355,7 @@ class Tracker:
             last = self._queue_checked.get(job.id, job.created_at)
             if now - last >= self.queue_poll_interval:
                 self._queue_checked[job.id] = now
-                self.spawn(self._poll(conn, job))
+                self.spawn(self.poll(conn, job))
         if len(self._queue_checked) > 10_000:
             self._queue_checked = {k: v for k, v in self._queue_checked.items()
                                    if (j := self.table.live(k)) is not None and not j.done}
@@ -339,7 +373,7 @@ class Tracker:
             await asyncio.wait_for(self.table.done_event(job.id).wait(), self.cancel_grace)
         self.fail(job, f"timed out after {job.timeout:g} s")
 
-    async def _poll(self, conn: Connection, job: Job) -> None:
+    async def poll(self, conn: Connection, job: Job) -> None:
         try:
             await self.check_prompt(conn, job)
         except BackendError as exc:

@@ -1,24 +1,13 @@
-"""Persistence of jobs: one SQLite table under the data directory, and the keys of their images.
+"""What the job store keeps: jobs, webhook deliveries, and where their images live in the blob store.
 
-Layout::
-
-    <data_dir>/pixart.sqlite3          jobs table (one row per job, JSON columns for params/outputs/meta) and kv
-    outputs/<job_id>/...               stored results (<output>_<index>.<ext>), in the blob store (bridge.storage)
-    inputs/<job_id>/...                decoded input images, kept so a re-submitted job can re-upload them
-
-The images themselves live in the blob store (the data directory by default, or S3), under these keys.
-
-Writes go straight to SQLite in WAL mode with synchronous=NORMAL: a state change is a few hundred
-microseconds, and a crash loses at most the last transactions, never the database.
+    outputs/<job_id>/<output>_<index>.<ext>    stored results, in the blob store (bridge.storage)
+    inputs/<job_id>/<name>.png                 decoded input images, kept so a re-submitted job can upload them
 """
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
@@ -54,6 +43,9 @@ class Job:
     reruns: list[dict[str, Any]] = field(default_factory=list)
     # Milliseconds each node took, from ComfyUI's execution messages (0 for a node ComfyUI served from its cache).
     node_ms: dict[str, float] = field(default_factory=dict)
+    # Someone asked to cancel the job on a replica that does not run it; whoever runs it (now or after taking it
+    # over) cancels it.
+    cancel_requested: bool = False
 
     @property
     def done(self) -> bool:
@@ -76,58 +68,6 @@ class Job:
         }
 
 
-_COLUMNS = ("id", "workflow", "workflow_version", "params", "status", "progress", "step", "steps", "created_at",
-            "started_at", "finished_at", "backend", "prompt_id", "error", "outputs", "meta", "inputs", "attempts",
-            "timeout", "wanted", "reruns", "node_ms")
-_JSON_COLUMNS = frozenset({"params", "outputs", "meta", "inputs", "wanted", "reruns", "node_ms"})
-# Columns added after the first release: (name, SQL type and default) for ALTER TABLE on older databases.
-_ADDED_COLUMNS = (("wanted", "TEXT NOT NULL DEFAULT 'null'"), ("reruns", "TEXT NOT NULL DEFAULT '[]'"),
-                  ("node_ms", "TEXT NOT NULL DEFAULT '{}'"))
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    workflow TEXT NOT NULL,
-    workflow_version INTEGER NOT NULL,
-    params TEXT NOT NULL,
-    status TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    step INTEGER,
-    steps INTEGER,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    backend TEXT,
-    prompt_id TEXT,
-    error TEXT,
-    outputs TEXT NOT NULL DEFAULT '{}',
-    meta TEXT NOT NULL DEFAULT '{}',
-    inputs TEXT NOT NULL DEFAULT '{}',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    timeout REAL,
-    wanted TEXT NOT NULL DEFAULT 'null',
-    reruns TEXT NOT NULL DEFAULT '[]',
-    node_ms TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    event TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts TEXT NOT NULL DEFAULT '[]',
-    created_at REAL NOT NULL,
-    next_at REAL
-);
-CREATE INDEX IF NOT EXISTS webhook_due ON webhook_deliveries(status, next_at);
-CREATE INDEX IF NOT EXISTS webhook_job ON webhook_deliveries(job_id, created_at);
-"""
-
-
 @dataclass
 class Delivery:
     """One webhook message to one receiver, and every attempt to deliver it."""
@@ -147,7 +87,27 @@ class Delivery:
                 "created_at": self.created_at, "next_attempt_at": self.next_at, "attempts": self.attempts}
 
 
-_DELIVERY_COLUMNS = ("id", "job_id", "url", "event", "payload", "status", "attempts", "created_at", "next_at")
+JOB_COLUMNS = ("id", "workflow", "workflow_version", "params", "status", "progress", "step", "steps", "created_at",
+               "started_at", "finished_at", "backend", "prompt_id", "error", "outputs", "meta", "inputs", "attempts",
+               "timeout", "wanted", "reruns", "node_ms", "cancel_requested")
+JSON_COLUMNS = frozenset({"params", "outputs", "meta", "inputs", "wanted", "reruns", "node_ms"})
+DELIVERY_COLUMNS = ("id", "job_id", "url", "event", "payload", "status", "attempts", "created_at", "next_at")
+
+
+def job_values(job: Job) -> list[Any]:
+    """The job's columns in JOB_COLUMNS order, JSON ones as text."""
+    return [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else getattr(job, c) for c in JOB_COLUMNS]
+
+
+def job_from_row(row: Any) -> Job:
+    data = {c: (json.loads(v) if c in JSON_COLUMNS and isinstance(v, str) else v) for c, v in zip(JOB_COLUMNS, row)}
+    data["cancel_requested"] = bool(data["cancel_requested"])
+    return Job(**data)
+
+
+def delivery_from_row(row: Any) -> Delivery:
+    return Delivery(**{c: (json.loads(v) if c == "attempts" and isinstance(v, str) else v)
+                       for c, v in zip(DELIVERY_COLUMNS, row)})
 
 
 def check_id(job_id: str) -> str:
@@ -155,129 +115,6 @@ def check_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _SAFE.match(job_id) or job_id in (".", "..") or len(job_id) > 128:
         raise ValueError(f"job id {job_id!r} must be 1-128 characters of A-Z a-z 0-9 _ . -")
     return job_id
-
-
-class Store:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.data_dir / "pixart.sqlite3"
-        self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, decl in _ADDED_COLUMNS:
-            if name not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-
-    def close(self) -> None:
-        self._db.close()
-
-    # ---------------------------------------------------------------- jobs
-    def save(self, job: Job) -> None:
-        values = [json.dumps(getattr(job, c)) if c in _JSON_COLUMNS else getattr(job, c) for c in _COLUMNS]
-        self._db.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(_COLUMNS)}) "
-                         f"VALUES ({', '.join('?' for _ in _COLUMNS)})", values)
-
-    def delete(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-    def delete_deliveries(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
-
-    def finished_jobs(self, limit: int = 100000) -> list[tuple[str, float]]:
-        """(id, finished_at) of finished jobs, oldest first."""
-        rows = self._db.execute("SELECT id, COALESCE(finished_at, created_at) AS at FROM jobs "
-                                "WHERE status IN ('completed', 'failed', 'cancelled') ORDER BY at LIMIT ?", (limit,))
-        return [(r[0], float(r[1])) for r in rows]
-
-    def load(self, job_id: str) -> Job | None:
-        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row) if row else None
-
-    def unfinished(self) -> list[Job]:
-        rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status IN ('queued', 'running') "
-                                f"ORDER BY created_at, rowid").fetchall()
-        return [_row_to_job(r) for r in rows]
-
-    def recent(self, limit: int) -> list[Job]:
-        rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY created_at DESC, rowid DESC "
-                                f"LIMIT ?", (limit,)).fetchall()
-        return [_row_to_job(r) for r in rows]
-
-    def query(self, *, status: str | None = None, workflow: str | None = None, limit: int = 100,
-              offset: int = 0) -> list[Job]:
-        where, args = [], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if workflow is not None:
-            where.append("workflow = ?")
-            args.append(workflow)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
-        rows = self._db.execute(sql, (*args, limit, offset)).fetchall()
-        return [_row_to_job(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in STATUSES}
-        for status, n in self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
-            out[status] = n
-        return out
-
-    def duration_stats(self) -> tuple[int, float]:
-        n, total = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(finished_at - started_at), 0) FROM jobs "
-            "WHERE status = 'completed' AND started_at IS NOT NULL AND finished_at IS NOT NULL").fetchone()
-        return int(n), float(total)
-
-    # ---------------------------------------------------------------- webhook deliveries
-    def save_delivery(self, d: Delivery) -> None:
-        values = [json.dumps(d.attempts) if c == "attempts" else getattr(d, c) for c in _DELIVERY_COLUMNS]
-        self._db.execute(f"INSERT OR REPLACE INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
-                         f"VALUES ({', '.join('?' for _ in _DELIVERY_COLUMNS)})", values)
-
-    def _deliveries(self, where: str, args: tuple[Any, ...]) -> list[Delivery]:
-        rows = self._db.execute(f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM webhook_deliveries WHERE {where}",
-                                args).fetchall()
-        return [Delivery(**{c: (json.loads(v) if c == "attempts" else v) for c, v in zip(_DELIVERY_COLUMNS, r)})
-                for r in rows]
-
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        return self._deliveries("status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?", (now, limit))
-
-    def next_delivery_at(self) -> float | None:
-        row = self._db.execute("SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending'").fetchone()
-        return row[0] if row else None
-
-    def deliveries_for(self, job_id: str) -> list[Delivery]:
-        return self._deliveries("job_id = ? ORDER BY created_at, rowid", (job_id,))
-
-    def pending_delivery(self, job_id: str, url: str, event: str) -> Delivery | None:
-        found = self._deliveries("job_id = ? AND url = ? AND event = ? AND status = 'pending' LIMIT 1",
-                                 (job_id, url, event))
-        return found[0] if found else None
-
-    # ---------------------------------------------------------------- key/value
-    def get_value(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_value(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
-
-    def client_id(self) -> str:
-        """A clientId that survives restarts: ComfyUI routes a prompt's messages to the clientId that
-        queued it, so a restarted bridge reconnecting with the same id keeps receiving them."""
-        value = self.get_value("client_id")
-        if value is None:
-            value = "pixart-" + uuid.uuid4().hex
-            self.set_value("client_id", value)
-        return value
-
 
 
 def output_key(job_id: str, name: str, index: int, ext: str = "png") -> str:
@@ -292,8 +129,3 @@ def input_key(job_id: str, name: str) -> str:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "x"
-
-
-def _row_to_job(row: tuple[Any, ...]) -> Job:
-    data = {c: (json.loads(v) if c in _JSON_COLUMNS else v) for c, v in zip(_COLUMNS, row)}
-    return Job(**data)

@@ -335,6 +335,7 @@ class ComfyDouble:
     deleted: list[str] = field(default_factory=list)
     interrupts: list[str | None] = field(default_factory=list)
     executed_prompts: list[str] = field(default_factory=list)
+    timeline: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.inputs: dict[str, bytes] = {"example.png": _png(64, 64, (128, 128, 128))}
@@ -541,7 +542,10 @@ class ComfyDouble:
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
         self.prompts.append({"prompt_id": pid, "prompt": prompt, "client_id": body.get("client_id"),
-                             "partial_execution_targets": partial})
+                             "partial_execution_targets": partial, "extra_data": extra})
+        # When each prompt was queued, started and ended (or left the queue): which job's prompts overlapped.
+        self.timeline[pid] = {"job": extra.get("pixart_job"), "queued": time.monotonic(), "started": None,
+                              "ended": None}
         self._counter += 1
         heapq.heappush(self.pending, (float(number), self._counter, pid, prompt, extra, outputs))
         self._wake.set()
@@ -557,9 +561,14 @@ class ComfyDouble:
     async def _post_queue(self, request: web.Request) -> web.Response:
         body = await request.json()
         if body.get("clear"):
+            for item in self.pending:
+                if item[2] in self.timeline:
+                    self.timeline[item[2]]["ended"] = time.monotonic()
             self.pending.clear()
         for pid in body.get("delete", []) or []:
             self.deleted.append(pid)
+            if pid in self.timeline and any(item[2] == pid for item in self.pending):
+                self.timeline[pid]["ended"] = time.monotonic()
             self.pending = [item for item in self.pending if item[2] != pid]
             heapq.heapify(self.pending)
         await self._broadcast_status()
@@ -724,11 +733,15 @@ class ComfyDouble:
                 await self._wake.wait()
             number, _c, pid, prompt, extra, outputs = heapq.heappop(self.pending)
             self.running = (number, pid, prompt, extra, outputs)
+            if pid in self.timeline:
+                self.timeline[pid]["started"] = time.monotonic()
             self._interrupt = False
             await self._broadcast_status()
             try:
                 await self._execute(pid, prompt, extra, outputs)
             finally:
+                if pid in self.timeline:
+                    self.timeline[pid]["ended"] = time.monotonic()
                 self.running = None
                 self._current_node = None
                 await self._broadcast_status()

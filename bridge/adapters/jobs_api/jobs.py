@@ -34,9 +34,9 @@ class ListQuery(Request):
     offset: Annotated[LooseInt, Field(ge=0, le=1_000_000_000)] = 0
 
 
-def owned_job(request: web.Request) -> Job | None:
+async def owned_job(request: web.Request) -> Job | None:
     """The job the path names, if it is one of this API's (other dialects' jobs are not found here)."""
-    job = engine_of(request).get(request.match_info["id"])
+    job = await engine_of(request).find(request.match_info["id"])
     return job if owned(job) else None
 
 
@@ -58,7 +58,7 @@ async def get_job(request: web.Request, query: JobQuery) -> web.Response:
     """A job's status, progress and (when completed) its images as data URLs; `?wait=SECONDS` answers as soon as
     the job ends."""
     engine = engine_of(request)
-    job = owned_job(request)
+    job = await owned_job(request)
     if job is None:
         return not_found()
     if query.wait > 0 and not job.done:
@@ -84,7 +84,7 @@ async def list_jobs(request: web.Request, query: ListQuery) -> web.Response:
     page = 0
     # Other dialects' jobs share the store, so filter in pages until the window is filled.
     while len(picked) < query.limit:
-        rows = engine.list(status=STATUS_IN[query.status] if query.status else None, workflow=workflow, limit=500,
+        rows = await engine.list(status=STATUS_IN[query.status] if query.status else None, workflow=workflow, limit=500,
                            offset=page * 500)
         for job in rows:
             if not owned(job) or (query.type and job.meta.get("type") != query.type):
@@ -104,7 +104,7 @@ async def list_jobs(request: web.Request, query: ListQuery) -> web.Response:
 @endpoint(dialect=DIALECT, responses={200: CancelAnswer, 409: CancelAnswer})
 async def cancel_job(request: web.Request) -> web.Response:
     """Cancel a queued or running job."""
-    job = owned_job(request)
+    job = await owned_job(request)
     if job is None:
         return not_found()
     if not await engine_of(request).cancel(job.id):

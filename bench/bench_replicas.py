@@ -1,0 +1,253 @@
+"""Bridge replicas: submit and status throughput with one replica on SQLite, one on PostgreSQL and three on
+PostgreSQL, in one run; and the takeover time after a replica is killed.
+
+Everything runs on this machine: a PostgreSQL cluster in a temporary folder (tests/support/postgres.py), the ComfyUI
+protocol double in a process of its own (no model work: the bridge is what is measured), each replica a
+`python -m bridge` process, and the load from a separate process (aiohttp, keep-alive, requests spread round robin
+over the replicas, as a load balancer would). Reported per configuration: submits/s (POST /generate/text2img,
+202) and status requests/s (GET /jobs/{id} of finished jobs), and the replicas' CPU seconds per request, which is
+what more replicas divide when the machine has cores to give them (on a 2-core machine, three replicas, the load
+generator and PostgreSQL share two cores, so the throughput ratio there is bounded by the cores, not the bridge).
+
+Takeover: three replicas, jobs queued in ComfyUI, one replica killed with SIGKILL; the time until the killed
+replica holds no job (all claimed by the others), and until its jobs are all finished.
+
+Usage: .venv/bin/python bench/bench_replicas.py [--seconds 5] [--concurrency 32] [--lease 3]
+Goals: three replicas serve >= 2.5x one replica's status requests; takeover within 10 s of the kill.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bridge.comfyui_process import find_free_port  # noqa: E402
+
+BODY = {"prompt": "a red house", "width": 64, "height": 64, "steps": 2}
+
+
+# ------------------------------------------------------------------------------------------- processes
+def run_double(port: int, step_delay: float) -> None:
+    """The ComfyUI protocol double, alone in this process."""
+    from tests.support.double import ComfyDouble
+
+    async def main() -> None:
+        double = ComfyDouble(step_delay=step_delay, port=port)
+        await double.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class Replica:
+    def __init__(self, database: str, data: Path, comfy: str, lease: float) -> None:
+        self.port = find_free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "BRIDGE_DATABASE": database, "BRIDGE_LEASE": str(lease), "BRIDGE_MAX_QUEUE": "100000",
+               "BRIDGE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--comfyui-url", comfy, "--data-dir", str(data), "--adapters", "jobs_api"],
+                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.id = ""
+
+    def ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
+                    self.id = json.loads(resp.read())["replica"]["id"]
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"replica on {self.port} did not start")
+
+    def cpu(self) -> float:
+        import psutil
+
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# ------------------------------------------------------------------------------------------- load
+def load(kind: str, urls: list[str], ids: list[str], seconds: float, concurrency: int, out: Any) -> None:
+    """In a process of its own: as many requests as the replicas answer for `seconds`; puts (count, errors)."""
+    import aiohttp
+
+    async def main() -> tuple[int, int]:
+        done = errors = 0
+        stop = time.monotonic() + seconds
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            async def worker(w: int) -> None:
+                nonlocal done, errors
+                i = w
+                while time.monotonic() < stop:
+                    url = urls[i % len(urls)]
+                    try:
+                        if kind == "submit":
+                            async with session.post(url + "/generate/text2img", json={**BODY, "seed": i}) as r:
+                                await r.read()
+                                ok = r.status == 202
+                        else:
+                            async with session.get(f"{url}/jobs/{ids[i % len(ids)]}?response_format=url") as r:
+                                await r.read()
+                                ok = r.status == 200
+                    except aiohttp.ClientError:
+                        ok = False
+                    done += ok
+                    errors += not ok
+                    i += concurrency
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return done, errors
+
+    out.put(asyncio.run(main()))
+
+
+def measure(kind: str, replicas: list[Replica], ids: list[str], seconds: float, concurrency: int) -> dict[str, float]:
+    queue: Any = multiprocessing.Queue()
+    cpu0 = sum(r.cpu() for r in replicas)
+    t0 = time.monotonic()
+    proc = multiprocessing.Process(target=load, args=(kind, [r.url for r in replicas], ids, seconds, concurrency,
+                                                      queue))
+    proc.start()
+    done, errors = queue.get()
+    proc.join()
+    wall = time.monotonic() - t0
+    cpu = sum(r.cpu() for r in replicas) - cpu0
+    return {"per_s": done / seconds, "errors": errors, "cpu_per_req_ms": 1000 * cpu / max(1, done),
+            "wall": wall}
+
+
+def finished_jobs(url: str, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        req = urllib.request.Request(url + "/generate/text2img", data=json.dumps({**BODY, "seed": 10_000 + i}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            ids.append(json.loads(resp.read())["id"])
+    for job_id in ids:
+        with urllib.request.urlopen(f"{url}/jobs/{job_id}?wait=60", timeout=90) as resp:
+            assert json.loads(resp.read())["status"] == "completed"
+    return ids
+
+
+# ------------------------------------------------------------------------------------------- runs
+def configuration(name: str, database: str, count: int, comfy: str, root: Path, args: argparse.Namespace
+                  ) -> dict[str, Any]:
+    data = Path(tempfile.mkdtemp(dir=root, prefix=name.replace(" ", "-")))
+    replicas = [Replica(database, data, comfy, args.lease) for _ in range(count)]
+    try:
+        for r in replicas:
+            r.ready()
+        ids = finished_jobs(replicas[0].url, 40)
+        status = measure("status", replicas, ids, args.seconds, args.concurrency)
+        submit = measure("submit", replicas, ids, args.seconds, args.concurrency)
+        return {"name": name, "status": status, "submit": submit}
+    finally:
+        for r in replicas:
+            r.stop()
+
+
+def takeover(database: str, comfy_slow: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
+    import psycopg
+
+    data = Path(tempfile.mkdtemp(dir=root, prefix="takeover"))
+    replicas = [Replica(database, data, comfy_slow, args.lease) for _ in range(3)]
+    try:
+        for r in replicas:
+            r.ready()
+        victim = replicas[1]
+        for i in range(60):
+            req = urllib.request.Request(replicas[i % 3].url + "/generate/text2img",
+                                         data=json.dumps({**BODY, "seed": i}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            urllib.request.urlopen(req, timeout=30).read()
+        held_sql = "SELECT COUNT(*) FROM jobs WHERE owner = %s AND status IN ('queued', 'running')"
+        with psycopg.connect(database, autocommit=True) as conn:
+            held = conn.execute(held_sql, (victim.id,)).fetchone()[0]
+            victim_jobs = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE owner = %s", (victim.id,))]
+            victim.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            while conn.execute(held_sql, (victim.id,)).fetchone()[0]:
+                time.sleep(0.02)
+            claimed = time.monotonic() - killed
+            while conn.execute("SELECT COUNT(*) FROM jobs WHERE id = ANY(%s) AND status IN ('queued', 'running')",
+                               (victim_jobs,)).fetchone()[0]:
+                time.sleep(0.05)
+            finished = time.monotonic() - killed
+        return {"held": held, "claimed_s": claimed, "finished_s": finished}
+    finally:
+        for r in replicas:
+            r.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--lease", type=float, default=3.0)
+    args = parser.parse_args()
+
+    from tests.support.postgres import start_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
+    pg = start_postgres(root / "pg")
+    fast_port, slow_port = find_free_port(), find_free_port()
+    doubles = [multiprocessing.Process(target=run_double, args=(fast_port, 0.0), daemon=True),
+               multiprocessing.Process(target=run_double, args=(slow_port, 0.05), daemon=True)]
+    for d in doubles:
+        d.start()
+    time.sleep(2)
+    try:
+        fast, slow = f"http://127.0.0.1:{fast_port}", f"http://127.0.0.1:{slow_port}"
+        rows = [configuration("1 replica, SQLite", "", 1, fast, root, args),
+                configuration("1 replica, PostgreSQL", pg.create_database(), 1, fast, root, args),
+                configuration("3 replicas, PostgreSQL", pg.create_database(), 3, fast, root, args)]
+        base = rows[0]
+        print(f"\n{os.cpu_count()} cores; {args.concurrency} connections; {args.seconds:g} s per measurement\n")
+        print(f"{'configuration':24} {'status/s':>9} {'x':>6} {'ms CPU/req':>11} {'submit/s':>9} {'x':>6} "
+              f"{'ms CPU/req':>11}")
+        for row in rows:
+            st, sb = row["status"], row["submit"]
+            print(f"{row['name']:24} {st['per_s']:9.0f} {st['per_s'] / base['status']['per_s']:6.2f} "
+                  f"{st['cpu_per_req_ms']:11.3f} {sb['per_s']:9.0f} {sb['per_s'] / base['submit']['per_s']:6.2f} "
+                  f"{sb['cpu_per_req_ms']:11.3f}")
+        three = rows[2]["status"]
+        one = rows[1]["status"]
+        print(f"\nstatus requests per replica CPU-second: one replica {1000 / one['cpu_per_req_ms']:.0f}, three "
+              f"replicas {1000 / three['cpu_per_req_ms']:.0f} (scaling with cores: 3 replicas on 3 free cores would "
+              f"serve about {3 * 1000 / three['cpu_per_req_ms'] / (1000 / one['cpu_per_req_ms']):.2f}x one)")
+        t = takeover(pg.create_database(), slow, root, args)
+        print(f"takeover: the killed replica held {t['held']} jobs; all claimed {t['claimed_s']:.2f} s after SIGKILL "
+              f"(lease {args.lease:g} s), all finished {t['finished_s']:.2f} s after")
+    finally:
+        for d in doubles:
+            d.terminate()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Several bridge replicas on one shared store behave as one service.
+
+This part runs only on a shared store (PostgreSQL). It keeps this replica's leases alive, takes over jobs nobody
+holds (a replica that died, or a job released because its replica had no backend for it), follows what the other
+replicas announce (a job's end wakes its waiters here, progress reaches subscribers here, a cancel asked of a job
+this replica runs is carried out), and keeps the backend load the other replicas cause, for scheduling.
+
+Timings: leases last `lease` seconds and are renewed every third of that; claims are looked for every
+`claim_interval` seconds and whenever a job is released. A replica that dies leaves its jobs to the others within
+one lease (plus one claim interval).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+from bridge.store import TERMINAL, Job, JobStore
+
+from .jobs import JobTable
+
+log = logging.getLogger("bridge.engine.replicas")
+
+
+class Replicas:
+    def __init__(self, store: JobStore, table: JobTable, replica: str, *, lease: float, claim_interval: float,
+                 adopt: Callable[[Job], Awaitable[None]], cancel: Callable[[str], Awaitable[Any]],
+                 runnable: Callable[[], tuple[Collection[str], Collection[str]]],
+                 loads: Callable[[dict[str, int]], None]) -> None:
+        self.store = store
+        self.table = table
+        self.replica = replica
+        self.lease = lease
+        self.claim_interval = claim_interval
+        self.adopt = adopt            # follow a job taken over (reconcile it, or queue it for dispatch)
+        self.cancel = cancel          # cancel a job this replica runs
+        self.runnable = runnable      # (workflows this replica can dispatch now, backends it is connected to)
+        self.loads = loads            # every backend's unfinished jobs, all replicas together
+        self.wake = asyncio.Event()
+        self.takeovers = 0
+        self.live: list[str] = [replica]  # the replicas seen lately, for /health
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        await self.store.register_replica(self.replica)
+        self._tasks = [asyncio.create_task(self._renew_loop(), name="replica-leases"),
+                       asyncio.create_task(self._claim_loop(), name="replica-claims"),
+                       asyncio.create_task(self.store.listen(self._heard), name="replica-listen")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.store.forget_replica(self.replica)
+
+    # ------------------------------------------------------------------ leases
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                held = await self.store.renew(self.replica, self.lease)
+                await self.table.refresh_counts()
+                self.loads(await self.store.backend_loads())
+                self.live = [r["id"] for r in await self.store.replicas(within=2 * self.lease)]
+            except Exception as exc:  # noqa: BLE001 - the store is away: the leases run out, others take over
+                log.warning("leases not renewed: %s", exc)
+                continue
+            for job in self.table.owned():
+                if job.id not in held and not self.table.writing(job.id):
+                    log.warning("job %s: taken over by another replica; let go here", job.id)
+                    self.table.let_go(job)
+
+    # ------------------------------------------------------------------ claims
+    async def _claim_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.claim_interval)
+            self.wake.clear()
+            try:
+                await self.claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - try again at the next interval
+                log.warning("claiming jobs failed: %s", exc)
+
+    async def claim(self, job_id: str | None = None) -> list[Job]:
+        """Take over jobs nobody holds that this replica can carry on: ones on a backend it is connected to
+        (reconciled there), and ones never dispatched whose workflow it can run now."""
+        workflows, backends = self.runnable()
+        if not workflows and not backends:
+            return []
+        claimed = await self.store.claim(self.replica, self.lease, 100, job_id=job_id,
+                                         workflows=list(workflows), backends=list(backends))
+        for job in claimed:
+            self.takeovers += 1
+            log.info("job %s: taken over (%s, prompt %s)", job.id, job.status, job.prompt_id)
+            await self.adopt(job)
+            if job.cancel_requested:
+                await self.cancel(job.id)
+        return claimed
+
+    # ------------------------------------------------------------------ what the others say
+    def _heard(self, note: dict[str, Any]) -> None:
+        kind = note.get("type")
+        if kind == "resync":
+            # Announcements may have been missed while listening was down: check on everything waited for.
+            self.wake.set()
+            asyncio.get_running_loop().create_task(self._recheck_waiters())
+            return
+        if note.get("from") == self.replica:
+            return
+        job_id = str(note.get("id") or "")
+        if kind == "queued":
+            self.wake.set()
+        elif kind == "cancel":
+            if self.table.live(job_id) is not None:
+                asyncio.get_running_loop().create_task(self.cancel(job_id))
+        elif kind == "deleted":
+            self.table.uncache(job_id)
+        elif kind in ("status", "progress", "preview"):
+            if note.get("status") in TERMINAL:
+                self.table.uncache(job_id)
+                self.table.ended(job_id)
+            if self.table.hub.wants(job_id):
+                asyncio.get_running_loop().create_task(self._relay(kind, job_id))
+
+    async def _relay(self, kind: str, job_id: str) -> None:
+        """An event of a job another replica runs, to this replica's subscribers, from the committed row."""
+        job = await self.store.load(job_id)
+        if job is not None:
+            self.table.hub.emit(kind, job, remote=True)
+
+    async def _recheck_waiters(self) -> None:
+        for job_id in self.table.waited_on():
+            job = await self.store.load(job_id)
+            if job is None or job.done:
+                self.table.ended(job_id)
