@@ -399,6 +399,9 @@ async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
                           "Masked content": imaging.INPAINTING_FILLS[fill],
                           "Inpaint area": "Only masked" if req.inpaint_full_res is not False else None})
         gen.extra = {k: v for k, v in gen.extra.items() if v is not None}
+        for late in ("Eta DDIM", "Noise multiplier"):  # A1111 adds these while sampling, after the mask keys
+            if late in gen.extra:
+                gen.extra[late] = gen.extra.pop(late)
     return Prepared(gen, submissions, finish)
 
 
