@@ -119,12 +119,12 @@ async def test_writes_are_fenced_on_the_owner_and_leases_hand_jobs_over(store):
     assert await store.save(a, owner="r1", lease=30)
     assert not await store.save(a, owner="r2", lease=30)  # not r2's
     assert [j.id for j in await store.claim("r2", 30, 10)] == ["j2"]  # j1's lease still runs
-    assert await store.renew("r1", 30) == {"j1"} and await store.renew("r2", 30) == {"j2"}
+    assert await store.renew("r1", 30, ["j1"]) == {"j1"} and await store.renew("r2", 30, ["j2", "j1"]) == {"j2"}
     assert await store.save(a, owner="r1", lease=-1)  # r1 stalls: its lease runs out
     taken = await store.claim("r2", 30, 10)
     assert [j.id for j in taken] == ["j1"] and taken[0].progress == 40.0
     assert not await store.save(a, owner="r1", lease=30)  # r1 can no longer write it (nor post it anywhere)
-    assert await store.renew("r1", 30) == set()
+    assert await store.renew("r1", 30, ["j1"]) == set()
     owner, left = await store.owner_of("j1")
     assert owner == "r2" and 25 < left <= 30
     # a release hands a job back, saved as it is

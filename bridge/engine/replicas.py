@@ -61,18 +61,23 @@ class Replicas:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
+            # Only the jobs followed before the renewal are judged by it: one claimed meanwhile is not in it.
+            followed = {job.id: job for job in self.table.owned()}
             try:
-                held = await self.store.renew(self.replica, self.lease)
-                await self.table.refresh_counts()
-                self.loads(await self.store.backend_loads())
-                self.live = [r["id"] for r in await self.store.replicas(within=2 * self.lease)]
+                held = await self.store.renew(self.replica, self.lease, list(followed))
             except Exception as exc:  # noqa: BLE001 - the store is away: the leases run out, others take over
                 log.warning("leases not renewed: %s", exc)
                 continue
-            for job in self.table.owned():
-                if job.id not in held and not self.table.writing(job.id):
-                    log.warning("job %s: taken over by another replica; let go here", job.id)
+            for job_id, job in followed.items():
+                if job_id not in held and not job.done and not self.table.writing(job_id):
+                    log.warning("job %s: taken over by another replica; let go here", job_id)
                     self.table.let_go(job)
+            try:
+                await self.table.refresh_counts()
+                self.loads(await self.store.backend_loads())
+                self.live = [r["id"] for r in await self.store.replicas(within=2 * self.lease)]
+            except Exception as exc:  # noqa: BLE001 - counts stay as they were until the next round
+                log.info("counts not refreshed: %s", exc)
 
     # ------------------------------------------------------------------ claims
     async def _claim_loop(self) -> None:

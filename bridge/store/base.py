@@ -190,13 +190,20 @@ class JobStore:
                 await self._execute(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
 
     # ------------------------------------------------------------------ ownership
-    async def renew(self, owner: str, lease: float) -> set[str]:
-        """Extend the lease of every unfinished job `owner` holds; returns their ids (any other it thought it held
-        was taken over). Also marks the replica as alive."""
-        rows = await self._fetch(f"UPDATE jobs SET lease_until = {{now}} + ? WHERE owner = ? AND status IN "
-                                 f"{UNFINISHED} RETURNING id", (lease, owner))
+    async def renew(self, owner: str, lease: float, job_ids: Sequence[str]) -> set[str]:
+        """Extend the lease of the jobs `owner` follows (`job_ids`) while it still holds them; returns the ids it
+        still holds (any other was taken over). A job the owner holds but no longer follows is not renewed: its
+        lease runs out and some replica takes it up. Also marks the replica as alive."""
+        held: set[str] = set()
+        ids = list(job_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = await self._fetch(f"UPDATE jobs SET lease_until = {{now}} + ? WHERE owner = ? AND status IN "
+                                     f"{UNFINISHED} AND id IN ({', '.join('?' for _ in chunk)}) RETURNING id",
+                                     (lease, owner, *chunk))
+            held.update(r[0] for r in rows)
         await self._execute("UPDATE replicas SET seen_at = {now} WHERE id = ?", (owner,))
-        return {r[0] for r in rows}
+        return held
 
     async def claim(self, owner: str, lease: float, limit: int, *, every: bool = False, job_id: str | None = None,
                     workflows: Sequence[str] | None = None, backends: Sequence[str] | None = None) -> list[Job]:
