@@ -173,8 +173,3 @@ def _blend(dest: np.ndarray, src: np.ndarray, x: int, y: int, weight: np.ndarray
         wt = wt[..., None]
     region = dest[y:y + h, x:x + w]
     dest[y:y + h, x:x + w] = src[:h, :w] * wt + region * (1 - wt)
-
-
-def upscale_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """The size an A1111 upscaler delivers for `scale`: each side times scale, down to a multiple of 8."""
-    return max(8, int(width * scale // 8 * 8)), max(8, int(height * scale // 8 * 8))
