@@ -241,9 +241,27 @@ class Installer:
         else:
             say("set-up complete")
 
+    def check_postgres(self) -> None:
+        """The PostgreSQL server the shared-store tests start (in a temporary folder, from the machine's server
+        binaries). Without it the bridge still runs (SQLite) and those tests are skipped, saying why."""
+        folders = [os.environ.get("PIXART_PG_BIN", "")] + sorted(
+            (str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)
+        if shutil.which("pg_ctl"):
+            folders.insert(0, str(Path(shutil.which("pg_ctl") or "").parent))
+        found = next((f for f in folders if f and (Path(f) / "initdb").is_file()), None)
+        if found:
+            say(f"PostgreSQL server binaries: {found} (the shared-store tests start a server from them)")
+            return
+        self.warnings.append("no PostgreSQL server binaries (apt install postgresql, or set PIXART_PG_BIN)")
+        say("PostgreSQL server binaries not found: the bridge keeps using SQLite, and the tests of several replicas "
+            "on PostgreSQL are skipped. To run them: apt install postgresql (Debian/Ubuntu), brew install "
+            "postgresql (macOS), or set PIXART_PG_BIN to the folder of initdb and pg_ctl.")
+
     def ensure_test_tools(self) -> None:
-        """System programs some tests drive: Debian's chromium for the /docs browser test. Installed with apt-get
-        where that is possible (root, Debian/Ubuntu); elsewhere the test is skipped with the reason."""
+        """System programs some tests drive: Debian's chromium for the /docs browser test (installed with apt-get
+        where that is possible: root, Debian/Ubuntu), and PostgreSQL's server binaries (looked for); elsewhere the
+        tests that need them are skipped with the reason."""
+        self.check_postgres()
         found = next((shutil.which(c) for c in CHROMIUM_NAMES if shutil.which(c)), None)
         if found:
             say(f"chromium: {found}")

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from tests.support.fixtures import *  # noqa: F401,F403
+from tests.support.postgres import STORE_FIXTURES
 
 
 def _settings_variables() -> tuple[tuple[str, ...], frozenset[str]]:
@@ -40,3 +41,11 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         upper = name.upper()
         if upper in _NAMES or upper.startswith(_PREFIXES):
             monkeypatch.delenv(name)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The engine and dialect suites run on both job stores: SQLite, and a real PostgreSQL (skipped, saying why,
+    where no server binaries exist). Tests against a real ComfyUI run once, on SQLite."""
+    if "job_database" in metafunc.fixturenames and any(f in metafunc.fixturenames for f in STORE_FIXTURES) \
+            and not metafunc.definition.get_closest_marker("comfyui"):
+        metafunc.parametrize("job_database", ["sqlite", "postgresql"], indirect=True)

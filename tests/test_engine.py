@@ -14,6 +14,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bridge.engine import JobEngine
+from bridge.store import open_store
 from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNotFound, PayloadTooLarge, QueueFull,
                            WorkflowError, WorkflowNotFound)
 from tests.support.double import ComfyDouble
@@ -61,7 +62,7 @@ def node_of(graph: dict[str, Any], cls: str) -> dict[str, Any]:
 
 
 @pytest_asyncio.fixture
-async def make_engine(tmp_path: Path, comfy_double: ComfyDouble):
+async def make_engine(tmp_path: Path, comfy_double: ComfyDouble, job_database: str):
     engines: list[JobEngine] = []
     wf_dir = core_workflows(tmp_path)
 
@@ -69,8 +70,13 @@ async def make_engine(tmp_path: Path, comfy_double: ComfyDouble):
                    **kwargs: Any) -> JobEngine:
         kwargs.setdefault("poll_interval", 0.5)
         kwargs.setdefault("reconnect_max_delay", 0.5)
-        engine = JobEngine(backends or [comfy_double.url], data_dir or tmp_path / "data", workflows or wf_dir,
-                           **kwargs)
+        folder = data_dir or tmp_path / "data"
+        if job_database:
+            # One database per test: an engine made again (a restart) takes up the jobs of the one before.
+            kwargs.setdefault("store", open_store(job_database, folder))
+            kwargs.setdefault("lease", 1.0)
+            kwargs.setdefault("claim_interval", 0.2)
+        engine = JobEngine(backends or [comfy_double.url], folder, workflows or wf_dir, **kwargs)
         await engine.start()
         engines.append(engine)
         return engine

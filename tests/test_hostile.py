@@ -420,7 +420,8 @@ async def test_a_prompt_cleared_from_comfyuis_queue_is_resubmitted_once_then_fai
     comfy_double.step_delay = 0.05
     client = await bridge_factory(adapters=["a1111"], queue_poll_interval=0.2)
     engine = client.app[ENGINE]
-    blocker = await engine.submit("txt2img", {"steps": 30, "width": 64, "height": 64})
+    # long enough that both clears happen while it runs, however loaded the machine is
+    blocker = await engine.submit("txt2img", {"steps": 120, "width": 64, "height": 64})
     victim = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
     await asyncio.sleep(0.1)
     assert victim.status == "queued" and victim.prompt_id

@@ -202,7 +202,7 @@ async def test_masks_and_sketches_by_url(bridge_factory: Any, images: Any) -> No
     bad = await refused.post("/generate/inpaint", json={**body, "image": PNG_B64})
     assert bad.status == 400 and (await bad.json())["field"] == "mask"
     bad = await refused.post("/api/pixel-generation/generate", json={
-        "id": "by-url", "sketchData": url, "width": 12, "height": 9})
+        "id": "by-url-refused", "sketchData": url, "width": 12, "height": 9})
     assert bad.status == 400 and (await bad.json())["field"] == "sketchData"
 
 

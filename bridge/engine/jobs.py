@@ -171,6 +171,8 @@ class JobTable:
         return [j for j in self._jobs.values() if j.status == "queued"]
 
     async def list(self, status: str | None, workflow: str | None, limit: int, offset: int) -> list[Job]:
+        if self._dirty or self._writing:
+            await self.flush()  # a listing shows this replica's own changes, however recent
         rows = await self.store.query(status=status, workflow=workflow, limit=limit, offset=offset)
         # This replica's copy of a job it runs has progress that is not written on every step.
         return [self._jobs.get(j.id, j) for j in rows]

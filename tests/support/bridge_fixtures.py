@@ -21,14 +21,17 @@ __all__ = ["bridge_settings", "bridge_factory", "bridge_client"]
 
 
 @pytest.fixture
-def bridge_settings(comfy_double: Any, tmp_path: Any) -> Callable[..., Settings]:
-    """Settings on the double; lower-case names are core settings, UPPER_CASE ones adapter variables (`--set`)."""
+def bridge_settings(comfy_double: Any, tmp_path: Any, job_database: str) -> Callable[..., Settings]:
+    """Settings on the double; lower-case names are core settings, UPPER_CASE ones adapter variables (`--set`).
+    Each bridge made in a test gets its own data folder; on PostgreSQL they share the test's database (a short
+    lease, so that a bridge made again takes up the jobs of the one before)."""
     made = [0]
 
     def make(**fields: Any) -> Settings:
         made[0] += 1
         overrides = {k: str(v) for k, v in fields.items() if k.isupper()}
-        flags = {"data_dir": tmp_path / f"bridge-data-{made[0]}", "comfyui_urls": [comfy_double.url],
+        store = {"database": job_database, "lease": 2.0} if job_database else {}
+        flags = {"data_dir": tmp_path / f"bridge-data-{made[0]}", "comfyui_urls": [comfy_double.url], **store,
                  **{k: v for k, v in fields.items() if not k.isupper()}}
         return load_settings(flags, overrides=overrides, env_file=None)
 

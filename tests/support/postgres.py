@@ -25,7 +25,7 @@ import pytest
 
 from bridge.comfyui_process import find_free_port
 
-__all__ = ["postgres_server", "pg_url", "PostgresServer", "find_pg_bin"]
+__all__ = ["postgres_server", "pg_url", "job_database", "PostgresServer", "find_pg_bin", "STORE_FIXTURES"]
 
 
 def find_pg_bin() -> Path | None:
@@ -168,3 +168,15 @@ def postgres_server() -> Iterator[PostgresServer]:
 def pg_url(postgres_server: PostgresServer) -> str:
     """A database of this test's own on the session's server."""
     return postgres_server.create_database()
+
+
+# Tests that use any of these run once per job store: the engine and every dialect behave the same on both.
+STORE_FIXTURES = ("bridge_factory", "bridge_settings", "bridge_client", "make_engine")
+
+
+@pytest.fixture
+def job_database(request: pytest.FixtureRequest) -> str:
+    """BRIDGE_DATABASE for this test: "" (the data directory's SQLite file), or a fresh PostgreSQL database when
+    the test is run for the "postgresql" store (see tests/conftest.py)."""
+    kind = getattr(request, "param", "sqlite")
+    return request.getfixturevalue("pg_url") if kind == "postgresql" else ""
