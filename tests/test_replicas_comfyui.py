@@ -34,12 +34,12 @@ def test_a_killed_dispatcher_leaves_its_running_job_to_the_other_replica(comfyui
             status, job = http("GET", f"{other.url}/jobs/{job_id}")  # any replica answers
             if job["status"] == "processing" and job["progress"] > 0:
                 break
-            assert time.monotonic() < deadline and job["status"] in ("pending", "processing"), job
+            assert time.monotonic() < deadline and job["status"] in ("queued", "processing"), job
             time.sleep(0.1)
         os.kill(dispatcher.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         status, done = http("GET", f"{other.url}/jobs/{job_id}?wait=60", timeout=90)
-        while done["status"] in ("pending", "processing"):
+        while done["status"] in ("queued", "processing"):
             assert time.monotonic() - killed < 300, done
             status, done = http("GET", f"{other.url}/jobs/{job_id}?wait=60", timeout=90)
         assert done["status"] == "completed", done
