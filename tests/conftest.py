@@ -45,7 +45,8 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The engine and dialect suites run on both job stores: SQLite, and a real PostgreSQL (skipped, saying why,
-    where no server binaries exist). Tests against a real ComfyUI run once, on SQLite."""
+    where no server binaries exist). Tests against a real ComfyUI run once, on SQLite; tests that ask for a
+    PostgreSQL database themselves (`pg_url`: several replicas) run once, on it."""
     if "job_database" in metafunc.fixturenames and any(f in metafunc.fixturenames for f in STORE_FIXTURES) \
-            and not metafunc.definition.get_closest_marker("comfyui"):
+            and "pg_url" not in metafunc.fixturenames and not metafunc.definition.get_closest_marker("comfyui"):
         metafunc.parametrize("job_database", ["sqlite", "postgresql"], indirect=True)

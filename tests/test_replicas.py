@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from bridge.engine import JobEngine
+from bridge.keys import ENGINE
 from bridge.errors import QueueFull
 from bridge.store import open_store
 from tests.support.imaging import image_size
@@ -125,3 +126,66 @@ async def test_a_replica_that_goes_away_leaves_its_jobs_to_the_others(replicas, 
     assert len([p for p in comfy_double.prompts if p["extra_data"].get("pixart_job") == running.id]) == 1
     assert (await b.wait(waiting.id, timeout=30)).status == "completed"
     assert b.stats()["takeovers"] >= 2 and taken < 2.0 + 5.0  # one lease, then the run's own time
+
+
+@pytest_asyncio.fixture
+async def apps(pg_url: str, tmp_path: Path, bridge_factory: Any):
+    """`make(**settings)`: a bridge app (test client) on the shared database and data folder."""
+    async def make(**fields: Any) -> Any:
+        return await bridge_factory(database=pg_url, data_dir=tmp_path / "shared-app", lease=2.0, **fields)
+
+    return make
+
+
+async def test_a1111_answers_when_another_replica_took_its_job_over_and_progress_from_any(apps, comfy_double,
+                                                                                       pg_url):
+    import psycopg
+
+    comfy_double.step_delay = 0.05
+    holder = await apps(adapters=["a1111"])
+    other = await apps(adapters=["a1111"])
+    request = asyncio.ensure_future(holder.post("/sdapi/v1/txt2img", json={
+        "prompt": "a fox", "steps": 30, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler"}))
+    deadline = time.monotonic() + 20
+    while True:  # any replica reports the task, from the store
+        progress = await (await other.get("/sdapi/v1/progress")).json()
+        if progress["state"]["sampling_step"] > 0:
+            break
+        assert time.monotonic() < deadline, progress
+        await asyncio.sleep(0.05)
+    assert progress["state"]["job_count"] == 1 and 0 < progress["progress"] < 1
+    # The holder loses the job (its lease ran out during a pause, and it belongs to nobody now): its next write is
+    # refused, so it lets the job go; the other replica claims it and follows it to the end.
+    async def claims_nothing(job_id: str | None = None) -> list[Any]:
+        return []
+
+    holder.app[ENGINE]._replicas.claim = claims_nothing  # so that it is the other replica that takes it
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET owner = 'gone', lease_until = 0 WHERE status IN ('queued', 'running')")
+    resp = await asyncio.wait_for(request, 30)
+    body = await resp.json()
+    assert resp.status == 200 and len(body["images"]) == 1, body
+    assert json_info(body)["seed"] == 3
+    engine = other.app[ENGINE]
+    assert engine.stats()["takeovers"] == 1  # the request's replica was not the one that finished the job
+
+
+async def test_a1111_interrupt_reaches_the_replica_that_runs_the_job(apps, comfy_double):
+    comfy_double.step_delay = 0.05
+    holder = await apps(adapters=["a1111"])
+    other = await apps(adapters=["a1111"])
+    request = asyncio.ensure_future(holder.post("/sdapi/v1/txt2img", json={
+        "prompt": "a fox", "steps": 100, "width": 64, "height": 64, "n_iter": 2}))
+    deadline = time.monotonic() + 20
+    while (await (await other.get("/sdapi/v1/progress")).json())["state"]["sampling_step"] == 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert (await other.post("/sdapi/v1/interrupt")).status == 200
+    resp = await asyncio.wait_for(request, 20)  # ends long before 2 x 100 steps
+    assert resp.status == 200 and comfy_double.interrupts
+
+
+def json_info(body: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(body["info"])

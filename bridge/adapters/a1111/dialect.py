@@ -133,11 +133,43 @@ class Task:
     interrupted: bool = False
     skipped: bool = False
     finished: bool = False
+    size: int = 0  # images planned; job_ids may hold fewer while they are being submitted
 
-    def unfinished(self, engine: JobEngine) -> list[str]:
+    async def unfinished(self, engine: JobEngine) -> list[str]:
         """Ids of this task's jobs still queued or running, in submission order."""
-        jobs = ((job_id, engine.get(job_id)) for job_id in self.job_ids)
+        jobs = [(job_id, await engine.find(job_id)) for job_id in self.job_ids]
         return [job_id for job_id, job in jobs if job is not None and job.status in ("queued", "running")]
+
+    def meta(self) -> dict[str, Any]:
+        """What each of its jobs carries, so that any replica can answer /progress, /interrupt and /skip."""
+        return {"task": self.id, "task_kind": self.kind, "task_started": self.started,
+                "task_timestamp": self.job_timestamp, "task_size": self.size}
+
+
+async def current_task(state: A1111State, engine: JobEngine) -> Task | None:
+    """The task being run: this replica's own, else (replicas behind a load balancer) the oldest one any replica
+    runs, rebuilt from its jobs in the store."""
+    local = state.active()
+    if local is not None or not engine.store.shared:
+        return local
+    jobs = await engine.list(status="running", limit=50) + await engine.list(status="queued", limit=200)
+    tasks: dict[str, list[Any]] = {}
+    for job in jobs:
+        if job.meta.get("task") and job.meta.get("dialect") in ("a1111", "pico"):
+            tasks.setdefault(job.meta["task"], []).append(job)
+    if not tasks:
+        return None
+    members = min(tasks.values(), key=lambda js: min(j.created_at for j in js))
+    first = members[0].meta
+    size = int(first.get("task_size") or len(members))
+    ids: list[str] = [""] * size
+    for job in members:
+        index = int(job.meta.get("index") or 0)
+        if 0 <= index < size:
+            ids[index] = job.id
+    return Task(id=str(first["task"]), kind=str(first.get("task_kind") or "txt2img"), job_ids=ids,
+                started=float(first.get("task_started") or members[0].created_at),
+                job_timestamp=str(first.get("task_timestamp") or "0"), size=size)
 
 
 @dataclass
@@ -170,7 +202,8 @@ async def run_task(request: web.Request, kind: str, job_timestamp: str, submissi
     interrupted). The jobs are cancelled when the client goes away (unless BRIDGE_KEEP_JOBS_ON_DISCONNECT)."""
     state = request.app[STATE]
     group = JobGroup(engine_of(request), request)
-    task = Task(id=uuid.uuid4().hex, kind=kind, job_ids=[], started=time.time(), job_timestamp=job_timestamp)
+    task = Task(id=uuid.uuid4().hex, kind=kind, job_ids=[], started=time.time(), job_timestamp=job_timestamp,
+                size=len(submissions))
     group.check_cost(submissions)
     state.tasks.append(task)
     try:
@@ -178,7 +211,7 @@ async def run_task(request: web.Request, kind: str, job_timestamp: str, submissi
         for sub in submissions:
             if task.interrupted:
                 break
-            await group.submit(Submission(sub.workflow, sub.params, {**sub.meta, "task": task.id}))
+            await group.submit(Submission(sub.workflow, sub.params, {**sub.meta, **task.meta()}))
             task.job_ids = group.ids
         jobs = await group.wait()
         failed = next((j for j in jobs if j.status == "failed"), None)

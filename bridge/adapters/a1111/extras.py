@@ -19,6 +19,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge import images as image_io
+from bridge.engine import JobEngine
 from bridge.errors import BridgeError
 
 from ..toolkit import Submission, engine_of
@@ -175,7 +176,7 @@ CAPTION_PACKS = {
 }
 
 
-def _runnable(engine: Any, workflow: str) -> tuple[bool, list[str]]:
+def _runnable(engine: JobEngine, workflow: str) -> tuple[bool, list[str]]:
     """Whether a healthy backend has every node of `workflow` (read from its /object_info), and the problems of
     those that lack something."""
     problems: list[str] = []

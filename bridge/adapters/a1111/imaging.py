@@ -8,6 +8,7 @@ from typing import Any
 from PIL import Image, ImageFilter, ImageOps
 
 from bridge import images as image_io
+from bridge.engine import JobEngine
 from bridge.errors import BridgeError, PayloadTooLarge
 
 from .models import A1111Error, field_error
@@ -23,7 +24,7 @@ def _check_text(data: Any, field: str) -> None:
         raise field_error(field, "expected a base64-encoded image string", detail="Invalid encoded image")
 
 
-async def fetch_urls(engine: Any, named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+async def fetch_urls(engine: JobEngine, named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """Image URLs replaced by their bytes, as A1111 does with `api_enable_requests` on and
     `api_forbid_local_requests` on (its defaults): public addresses only, unless BRIDGE_OUTBOUND_ALLOW admits one."""
     out = []

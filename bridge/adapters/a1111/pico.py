@@ -343,7 +343,7 @@ async def _generate_comfy(request: web.Request, gen: Generation, opts: LcdOption
         if job is None:
             # Skipped or interrupted: A1111 returns the picture as far as it got, so the frame is made from the
             # image's newest live preview (none when the job never reached its sampler).
-            found = engine.preview(task.job_ids[index]) if index < len(task.job_ids) else None
+            found = await engine.latest_preview(task.job_ids[index]) if index < len(task.job_ids) else None
             if found is not None:
                 png = await image_io.run_in_pool(partial_image, found, *gen.output_size)
                 frames.append(await image_io.run_in_pool(convert_png, png, opts))

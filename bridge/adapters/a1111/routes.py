@@ -22,6 +22,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from bridge import images as image_io
+from bridge.engine import JobEngine
 from bridge.fields import LooseBool
 
 from ..toolkit import Submission, engine_of, settings_of
@@ -30,7 +31,7 @@ from . import imaging, models, upscalers, xyz
 from . import options as opts
 from .catalog import (NULL, Empty, backend_json, current_checkpoint, live_choices, match_checkpoint, match_vae,
                       upscale_model_files)
-from .dialect import FIELD_FOR_PARAM, PARAMS, STATE, A1111Error, a1111_endpoint, run_task
+from .dialect import FIELD_FOR_PARAM, PARAMS, STATE, A1111Error, a1111_endpoint, current_task, run_task
 from .extras import user_comment
 from .generation import Generation
 
@@ -169,7 +170,7 @@ def hires_params(gen: Generation, index: int) -> dict[str, Any]:
     return out
 
 
-def check_features(engine: Any, workflow: str, params: dict[str, Any]) -> None:
+def check_features(engine: JobEngine, workflow: str, params: dict[str, Any]) -> None:
     """A feature the request asks for must reach the graph: a workflow without its parameter would silently run
     without it while the infotext claims it."""
     declared = engine.workflow(workflow).parameters
@@ -260,12 +261,12 @@ def partial_image(preview: tuple[str, bytes], width: int, height: int) -> bytes:
         return _png(im.convert("RGB").resize((width, height), Image.LANCZOS))
 
 
-async def _read_images(engine: Any, jobs: list[Any], job_ids: list[str] | None = None, size: tuple[int, int] = (0, 0)
-                       ) -> tuple[list[bytes], list[int]]:
+async def _read_images(engine: JobEngine, jobs: list[Any], job_ids: list[str] | None = None,
+                       size: tuple[int, int] = (0, 0)) -> tuple[list[bytes], list[int]]:
     pngs, indices = [], []
     for index, job in enumerate(jobs):
         if job is None:
-            found = engine.preview(job_ids[index]) if job_ids and index < len(job_ids) else None
+            found = await engine.latest_preview(job_ids[index]) if job_ids and index < len(job_ids) else None
             if found is not None and size[0] > 0:
                 pngs.append(await image_io.run_in_pool(partial_image, found, *size))
                 indices.append(index)
@@ -617,14 +618,15 @@ async def progress(request: web.Request, query: ProgressQuery) -> web.StreamResp
     preview of the image being made (ComfyUI sends them when started with --preview-method)."""
     state = request.app[STATE]
     engine = _engine(request)
-    task = state.active()
+    task = await current_task(state, engine)
     base_state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
                   "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
     if task is None:
         return web.json_response({"progress": 0.0, "eta_relative": 0.0, "state": base_state,
                                   "current_image": None, "textinfo": None})
-    jobs = [engine.get(j) for j in task.job_ids]
-    job_count = max(1, len(jobs))
+    # A slot of a task rebuilt from the store with no job is an image already finished.
+    jobs = [await engine.find(j) if j else None for j in task.job_ids]
+    job_count = max(1, len(jobs), task.size)
     job_no = next((i for i, j in enumerate(jobs) if j is not None and j.status in ("queued", "running")),
                   len(jobs) - 1 if jobs else 0)
     current = jobs[job_no] if jobs else None
@@ -641,7 +643,8 @@ async def progress(request: web.Request, query: ProgressQuery) -> web.StreamResp
     textinfo = f"Image {job_no + 1}/{job_count}" + (f", step {step}/{steps}" if steps else "")
     current_image = None
     live = opts.value(state.options, "live_previews_enable") is not False
-    found = engine.preview(current.id) if current is not None and live and not query.skip_current_image else None
+    wanted = current is not None and live and not query.skip_current_image
+    found = await engine.latest_preview(current.id) if wanted and current is not None else None
     if found is not None:
         current_image = base64.b64encode(found[1]).decode("ascii")
     return web.json_response({"progress": value, "eta_relative": max(0.0, eta - elapsed), "state": running_state,
@@ -653,10 +656,10 @@ async def interrupt(request: web.Request) -> web.StreamResponse:
     """Stop the running generation; finished images are returned (A1111 `/sdapi/v1/interrupt`)."""
     state = request.app[STATE]
     engine = _engine(request)
-    task = state.active()
+    task = await current_task(state, engine)
     if task is not None:
         task.interrupted = True
-        for job_id in task.unfinished(engine):
+        for job_id in await task.unfinished(engine):
             await engine.cancel(job_id)
     return web.json_response({})
 
@@ -666,8 +669,8 @@ async def skip(request: web.Request) -> web.StreamResponse:
     """Skip the image being generated and go on with the next (A1111 `/sdapi/v1/skip`)."""
     state = request.app[STATE]
     engine = _engine(request)
-    task = state.active()
-    pending = task.unfinished(engine) if task is not None else []
+    task = await current_task(state, engine)
+    pending = await task.unfinished(engine) if task is not None else []
     if pending:
         task.skipped = True
         await engine.cancel(pending[0])
