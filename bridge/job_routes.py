@@ -3,6 +3,8 @@ its webhook deliveries. The jobs API's own `/jobs/{id}` routes answer in that AP
 bridge's common error shape."""
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from pydantic import BaseModel, Field
 
@@ -10,7 +12,7 @@ from bridge.api import endpoint
 from bridge.errors import InvalidParameter, JobNotFound
 from bridge.http import json_error
 from bridge.keys import ENGINE
-from bridge.storage import content_type
+from bridge.storage import BlobNotFound, content_type
 
 
 class DeliveryAttempt(BaseModel):
@@ -64,6 +66,29 @@ async def result_image(request: web.Request) -> web.StreamResponse:
                         headers={"Cache-Control": "private, max-age=3600"})
 
 
+_FILE = re.compile(r"^answer_[0-9a-f]{16}\.(png|jpg|jpeg|webp)$")
+
+
+@endpoint(responses={200: {"description": "The image", "content": {"image/png": {"schema": {
+    "type": "string", "format": "binary"}}}}})
+async def job_file(request: web.Request) -> web.StreamResponse:
+    """An image an adapter made from a job's results and kept beside them (A1111's answer images with
+    `response_format: url`)."""
+    engine = request.app[ENGINE]
+    job_id, name = request.match_info["id"], request.match_info["name"]
+    if not _FILE.match(name) or await engine.find(job_id) is None:
+        raise JobNotFound(job_id)
+    key = f"outputs/{job_id}/{name}"
+    url = await engine.blobs.url(key, 300)
+    if url is not None:
+        raise web.HTTPTemporaryRedirect(url)
+    try:
+        data = await engine.blobs.get(key)
+    except BlobNotFound:
+        raise JobNotFound(job_id) from None
+    return web.Response(body=data, content_type=content_type(key), headers={"Cache-Control": "private, max-age=3600"})
+
+
 @endpoint(responses={200: WebhookDeliveries})
 async def webhook_deliveries(request: web.Request) -> web.StreamResponse:
     """Every webhook message sent (or still to send) for a job, with each attempt's status, time and error."""
@@ -113,5 +138,6 @@ async def delete_job(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application) -> None:
     app.router.add_delete("/jobs/{id}", delete_job)
     app.router.add_get("/jobs/{id}/preview", preview_image)
+    app.router.add_get("/jobs/{id}/files/{name}", job_file)
     app.router.add_get("/jobs/{id}/outputs/{name}/{index}", result_image)
     app.router.add_get("/jobs/{id}/webhooks", webhook_deliveries)

@@ -404,3 +404,22 @@ async def test_webuiapi_client_over_the_double(client, comfy_double):
     assert out["txt"] == (2, [9, 10], (64, 64), "a boat")
     assert out["img"] == (1, 4) and out["inpaint"] == (64, 64)
     assert out["progress"]["state"]["job_count"] == 0 and out["interrupt"] == {}
+
+
+@pytest.mark.asyncio
+async def test_response_format_url_answers_links_to_the_same_bytes(client, comfy_double):
+    import base64
+    import urllib.parse
+
+    body = {"prompt": "a fox", "steps": 2, "width": 64, "height": 64, "batch_size": 2, "seed": 5}
+    inline = await (await client.post("/sdapi/v1/txt2img", json=body)).json()
+    linked = await (await client.post("/sdapi/v1/txt2img", json={**body, "response_format": "url"})).json()
+    assert len(linked["images"]) == 2 and json.loads(linked["info"])["seed"] == 5
+    for link, b64 in zip(linked["images"], inline["images"]):
+        path = urllib.parse.urlsplit(link).path
+        assert path.startswith("/jobs/") and "/files/answer_" in path
+        resp = await client.get(path)
+        # the very image the base64 answer carries: pixels and A1111's infotext
+        assert resp.status == 200 and await resp.read() == base64.b64decode(b64)
+    bad = await client.post("/sdapi/v1/txt2img", json={**body, "response_format": "gif"})
+    assert bad.status == 422

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import hashlib
 import logging
 import socket
 import time
@@ -32,7 +33,7 @@ import aiohttp
 from bridge import workflows as wfmod
 from bridge.errors import BackendUnavailable, InvalidParameter, JobNotFound, ResultGone
 from bridge.outbound import Outbound, OutboundPolicy
-from bridge.storage import BlobNotFound, BlobStore
+from bridge.storage import BlobNotFound, BlobStore, content_type
 from bridge.storage.local import LocalBlobs
 from bridge.store import STATUSES, TERMINAL, Job, JobStore, check_id, input_key, open_store
 from bridge.webhooks import WebhookConfig, Webhooks, new_secret
@@ -424,6 +425,17 @@ class JobEngine:
         url = await self.blobs.url(key, self.webhook_config.link_lifetime)
         base = self.webhook_config.public_url or origin
         return url or f"{base}/jobs/{job.id}/outputs/{name}/{index}"
+
+    async def keep_file(self, job_id: str, data: bytes, ext: str, origin: str = "") -> str:
+        """Store an image an adapter made from a job's results (A1111's answer image with its infotext, a grid)
+        beside them, and return a link to it: presigned when the store signs URLs, else the bridge's
+        `/jobs/{id}/files/{name}`. It goes with the job (DELETE, retention)."""
+        name = f"answer_{hashlib.sha256(data).hexdigest()[:16]}.{ext}"
+        key = f"outputs/{check_id(job_id)}/{name}"
+        await self.blobs.put(key, data, content_type(key))
+        url = await self.blobs.url(key, self.webhook_config.link_lifetime)
+        base = self.webhook_config.public_url or origin
+        return url or f"{base}/jobs/{job_id}/files/{name}"
 
     async def describe(self, job: Job) -> dict[str, Any]:
         """A job as webhook messages carry it: state, timings, and links to its result images."""

@@ -185,6 +185,8 @@ class A1111State:
 
 
 STATE = web.AppKey("a1111_state", A1111State)
+# The first job of the request's task: the answer images kept for `response_format: "url"` go beside it.
+TASK_ANCHOR = web.RequestKey("a1111_task_anchor", str)
 
 
 def ensure_state(app: web.Application) -> A1111State:
@@ -213,6 +215,7 @@ async def run_task(request: web.Request, kind: str, job_timestamp: str, submissi
                 break
             await group.submit(Submission(sub.workflow, sub.params, {**sub.meta, **task.meta()}))
             task.job_ids = group.ids
+            request.setdefault(TASK_ANCHOR, task.job_ids[0])
         jobs = await group.wait()
         failed = next((j for j in jobs if j.status == "failed"), None)
         if failed is not None:

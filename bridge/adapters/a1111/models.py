@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from bridge.api import BodyError, parse_json
 from bridge.errors import BridgeError
-from bridge.fields import FieldError, field_errors
+from bridge.fields import FieldError, ResponseFormat, field_errors
 
 API_VERSION = "pixart-a1111-1.10"
 MAX_IMAGES_PER_REQUEST = 64
@@ -91,6 +91,8 @@ class GenerationRequest(BaseModel):
     alwayson_scripts: dict[str, Any] | None = {}
     force_task_id: str | None = None
     infotext: str | None = None
+    # Pixart extension: "url" answers `images` as links (presigned when results live in S3) instead of base64.
+    response_format: ResponseFormat | None = None
 
     @field_validator("prompt")
     @classmethod

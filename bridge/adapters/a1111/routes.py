@@ -31,7 +31,8 @@ from . import imaging, models, upscalers, xyz
 from . import options as opts
 from .catalog import (NULL, Empty, backend_json, current_checkpoint, live_choices, match_checkpoint, match_vae,
                       upscale_model_files)
-from .dialect import FIELD_FOR_PARAM, PARAMS, STATE, A1111Error, a1111_endpoint, current_task, run_task
+from .dialect import (FIELD_FOR_PARAM, PARAMS, STATE, TASK_ANCHOR, A1111Error, a1111_endpoint, current_task,
+                      run_task)
 from .extras import user_comment
 from .generation import Generation
 
@@ -194,14 +195,13 @@ class GenerationAnswer(BaseModel):
     info: str
 
 
-def encode_image(png: bytes, text: str, options: dict[str, Any]) -> str:
+def encode_image(png: bytes, text: str, options: dict[str, Any]) -> tuple[bytes, str]:
     """One answer image in the option's `samples_format` (PNG with the `parameters` chunk; JPEG/WebP with the
-    infotext as EXIF UserComment, as A1111 writes them), base64."""
+    infotext as EXIF UserComment, as A1111 writes them), and its file extension."""
     fmt = str(options.get("samples_format", "png")).lower()
     with_info = bool(options.get("enable_pnginfo", True))
     if fmt == "png":
-        data = gen_mod.png_with_infotext(png, text) if with_info else png
-        return base64.b64encode(data).decode("ascii")
+        return (gen_mod.png_with_infotext(png, text) if with_info else png), "png"
     with Image.open(io.BytesIO(png)) as im:
         im = im.convert("RGB")
         exif = Image.Exif()
@@ -213,7 +213,22 @@ def encode_image(png: bytes, text: str, options: dict[str, Any]) -> str:
         else:
             lossless = bool(options.get("webp_lossless", False))
             im.save(out, format="WEBP", quality=int(options.get("jpeg_quality", 80)), lossless=lossless, exif=exif)
-    return base64.b64encode(out.getvalue()).decode("ascii")
+    return out.getvalue(), "jpg" if fmt in ("jpg", "jpeg") else "webp"
+
+
+async def answer_images(request: web.Request, req: models.GenerationRequest, pngs: list[bytes], texts: list[str],
+                        options: dict[str, Any]) -> list[str]:
+    """The answer's `images`: base64, as A1111 sends them, or with `response_format: "url"` (a Pixart extension)
+    links to the same bytes, kept beside the task's first job (presigned when results live in S3)."""
+    if req.send_images is False:
+        return []
+    encoded = await image_io.run_in_pool(lambda: [encode_image(p, t, options) for p, t in zip(pngs, texts)])
+    anchor = request.get(TASK_ANCHOR)
+    if req.response_format != "url" or not anchor:
+        return [base64.b64encode(data).decode("ascii") for data, _ in encoded]
+    engine = _engine(request)
+    origin = f"{request.scheme}://{request.host}"
+    return [await engine.keep_file(anchor, data, ext, origin) for data, ext in encoded]
 
 
 def image_grid(pngs: list[bytes], n_rows: int, batch_size: int) -> bytes:
@@ -234,8 +249,8 @@ def image_grid(pngs: list[bytes], n_rows: int, batch_size: int) -> bytes:
     return _png(grid)
 
 
-async def generation_response(req: models.GenerationRequest, gen: Generation, pngs: list[bytes],
-                              indices: list[int]) -> web.Response:
+async def generation_response(request: web.Request, req: models.GenerationRequest, gen: Generation,
+                              pngs: list[bytes], indices: list[int]) -> web.Response:
     full = {k: gen.options.get(k, v) for k, v in opts.defaults().items()}
     body_info = gen_mod.info(gen, indices)
     texts = body_info["infotexts"]
@@ -246,9 +261,7 @@ async def generation_response(req: models.GenerationRequest, gen: Generation, pn
         texts = [texts[0], *texts]
         body_info["infotexts"] = texts
         body_info["index_of_first_image"] = 1
-    images: list[str] = []
-    if req.send_images is not False:
-        images = await image_io.run_in_pool(lambda: [encode_image(p, t, full) for p, t in zip(pngs, texts)])
+    images = await answer_images(request, req, pngs, texts, full)
     body = {"images": images, "parameters": models.parameters_echo(req),
             "info": json.dumps(body_info, default=lambda o: None)}
     return web.json_response(body)
@@ -431,7 +444,7 @@ async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.Stre
         return await xyz_plot(request, body, is_img2img=False)
     prepared = await prepare_txt2img(request, body)
     [(pngs, indices)] = await run_prepared(request, "txt2img", [prepared])
-    return await generation_response(body, prepared.gen, pngs, indices)
+    return await generation_response(request, body, prepared.gen, pngs, indices)
 
 
 async def img2img(request: web.Request, body: models.Img2ImgRequest) -> web.StreamResponse:
@@ -442,7 +455,7 @@ async def img2img(request: web.Request, body: models.Img2ImgRequest) -> web.Stre
         return await sd_upscale(request, body)
     prepared = await prepare_img2img(request, body)
     [(pngs, indices)] = await run_prepared(request, "img2img", [prepared])
-    return await generation_response(body, prepared.gen, pngs, indices)
+    return await generation_response(request, body, prepared.gen, pngs, indices)
 
 
 def sd_upscale_args(args: list[Any], files: list[str]) -> tuple[int, upscalers.Upscaler, float]:
@@ -517,9 +530,7 @@ async def sd_upscale(request: web.Request, body: models.Img2ImgRequest) -> web.S
                      all_prompts=[gen.prompts[0]] * len(pngs), all_negative_prompts=[gen.negative_prompts[0]] * len(pngs),
                      all_subseeds=[gen.subseeds[0] + i for i in indices])
     full = {k: gen.options.get(k, v) for k, v in opts.defaults().items()}
-    images: list[str] = []
-    if body.send_images is not False:
-        images = await image_io.run_in_pool(lambda: [encode_image(p, first, full) for p in pngs])
+    images = await answer_images(request, body, pngs, [first] * len(pngs), full)
     return web.json_response({"images": images, "parameters": models.parameters_echo(body),
                               "info": json.dumps(body_info, default=lambda o: None)})
 
@@ -546,7 +557,8 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
     firsts = [(p, pngs[0], indices[0]) for p, (pngs, indices) in zip(prepared, results) if pngs]
     if len(firsts) < len(prepared):
         # Interrupted or skipped cells leave holes a grid cannot show; the finished images come back alone.
-        return await generation_response(body, prepared[0].gen, [f[1] for f in firsts], [0] * len(firsts))
+        return await generation_response(request, body, prepared[0].gen, [f[1] for f in firsts],
+                                         [0] * len(firsts))
     (xname, xs), (yname, ys), (zname, zs) = plot.axes
     cell_images = await image_io.run_in_pool(lambda: [Image.open(io.BytesIO(f[1])).convert("RGB") for f in firsts])
     per_grid = len(xs) * len(ys)
@@ -573,9 +585,7 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
     body_info.update(infotexts=texts, index_of_first_image=len(pngs) - len(firsts) if plot.include_lone_images
                      else 0, all_seeds=[p.gen.seeds[i] for p, _, i in firsts],
                      all_prompts=[p.gen.prompts[i] for p, _, i in firsts])
-    images = []
-    if body.send_images is not False:
-        images = await image_io.run_in_pool(lambda: [encode_image(p, t, full) for p, t in zip(pngs, texts)])
+    images = await answer_images(request, body, pngs, texts, full)
     return web.json_response({"images": images, "parameters": models.parameters_echo(body),
                               "info": json.dumps(body_info, default=lambda o: None)})
 
