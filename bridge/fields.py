@@ -24,7 +24,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
 __all__ = [
-    "Int", "LooseInt", "Float", "LooseFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras",
+    "Int", "LooseInt", "LaxInt", "Float", "LooseFloat", "LaxFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras",
     "loras_setting", "Webhook", "WEBHOOK_EVENTS", "ResponseFormat", "OutputFormat", "OutputQuality",
     "RANDOM_SEED", "SEED_MAX", "Request", "JsonSchema", "FieldError", "field_errors", "first_error", "describe",
 ]
@@ -107,6 +107,10 @@ LooseInt = Annotated[int, BeforeValidator(_loose_integral), Strict()]
 # A finite JSON number (integers accepted); booleans, strings, NaN and infinities are not.
 Float = Annotated[float, BeforeValidator(_finite), Strict()]
 LooseFloat = Annotated[float, BeforeValidator(_loose_finite), Strict()]
+# Numbers as pydantic v1 read them, for the dialect whose clients were written against it (A1111): numeric strings
+# and booleans are accepted (A1111's own API tests send `"inpainting_mask_invert": false` to an int field).
+LaxInt = Annotated[int, Field()]
+LaxFloat = Annotated[float, AfterValidator(lambda v: _finite(v) if not isinstance(v, bool) else v)]
 Bool = Annotated[bool, Strict()]
 LooseBool = Annotated[bool, BeforeValidator(_loose_bool), Strict()]
 Text = Annotated[str, Strict(), Field(max_length=MAX_TEXT)]

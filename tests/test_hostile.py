@@ -204,6 +204,17 @@ async def test_a_string_too_long_is_400_naming_the_field(bridge_factory: Any, co
     assert len(comfy_double.prompts) == before
 
 
+@pytest.mark.parametrize("field", ["sampler_name", "prompt", "styles"])
+async def test_a1111_refuses_a_string_too_long_as_a1111_refuses_bad_values(bridge_factory: Any, comfy_double: Any,
+                                                                          field: str) -> None:
+    client = await bridge_factory(adapters=["a1111"])
+    value: Any = [LONG] if field == "styles" else LONG
+    resp = await client.post("/sdapi/v1/txt2img", json={"steps": 1, field: value})
+    data = await resp.json()
+    assert resp.status == 422 and data["detail"][0]["loc"][:2] == ["body", field], str(data)[:300]
+    assert comfy_double.prompts == []  # (A1111's 422 echoes the body, as FastAPI's does; it is bounded by the limit)
+
+
 # ------------------------------------------------------------------------------------------- 5. wrong keys
 async def test_wrong_keys_are_rate_limited_by_address_and_locked_out(bridge_factory: Any) -> None:
     client = await bridge_factory(api_keys=["right"], rate_limit=1.0, rate_burst=5, auth_max_failures=0)

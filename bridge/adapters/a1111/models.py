@@ -9,11 +9,12 @@ import functools
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from bridge.api import BodyError, parse_json
 from bridge.errors import BridgeError
-from bridge.fields import FieldError, ResponseFormat, field_errors
+from bridge.fields import (FieldError, ImageData, LaxFloat, LaxInt, Request, ResponseFormat,
+                           field_errors)
 
 API_VERSION = "pixart-a1111-1.10"
 MAX_IMAGES_PER_REQUEST = 64
@@ -45,43 +46,44 @@ def field_error(field: str, message: str, status: int = 400, detail: str | None 
     return A1111Error(status, detail or f"{field}: {message}", errors=f"{field}: {message}")
 
 
-class GenerationRequest(BaseModel):
-    # A1111's pydantic v1 models ignore unknown keys and accept every field under its own name.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class GenerationRequest(Request):
+    # A1111's pydantic v1 models ignore unknown keys and accept every field under its own name (as Request does);
+    # numbers are the shared LaxInt/LaxFloat (read as pydantic v1 did: numeric strings and booleans too), every string
+    # has the shared length bound, and images are ImageData (base64, a data URL, or a URL).
 
     prompt: str | list[str] | None = ""
     negative_prompt: str | None = ""
     styles: list[str] | None = None
-    seed: Annotated[int, Field(ge=-1)] | None = -1
-    subseed: Annotated[int, Field(ge=-1)] | None = -1
-    subseed_strength: float | None = 0
-    seed_resize_from_h: int | None = -1
-    seed_resize_from_w: int | None = -1
+    seed: Annotated[LaxInt, Field(ge=-1)] | None = -1
+    subseed: Annotated[LaxInt, Field(ge=-1)] | None = -1
+    subseed_strength: LaxFloat | None = 0
+    seed_resize_from_h: LaxInt | None = -1
+    seed_resize_from_w: LaxInt | None = -1
     sampler_name: str | None = None
     scheduler: str | None = None
-    batch_size: Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1
-    n_iter: Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1
-    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | None = 50
-    cfg_scale: Annotated[float, Field(ge=0.0, le=30.0)] | None = 7.0
-    width: Annotated[int, Field(ge=64, le=MAX_SIZE)] | None = 512
-    height: Annotated[int, Field(ge=64, le=MAX_SIZE)] | None = 512
+    batch_size: Annotated[LaxInt, Field(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1
+    n_iter: Annotated[LaxInt, Field(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1
+    steps: Annotated[LaxInt, Field(ge=1, le=MAX_STEPS)] | None = 50
+    cfg_scale: Annotated[LaxFloat, Field(ge=0.0, le=30.0)] | None = 7.0
+    width: Annotated[LaxInt, Field(ge=64, le=MAX_SIZE)] | None = 512
+    height: Annotated[LaxInt, Field(ge=64, le=MAX_SIZE)] | None = 512
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool | None = False
     do_not_save_grid: bool | None = False
-    eta: float | None = None
-    denoising_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    s_min_uncond: float | None = None
-    s_churn: float | None = None
-    s_tmax: float | None = None
-    s_tmin: float | None = None
-    s_noise: float | None = None
+    eta: LaxFloat | None = None
+    denoising_strength: Annotated[LaxFloat, Field(ge=0.0, le=1.0)] | None = None
+    s_min_uncond: LaxFloat | None = None
+    s_churn: LaxFloat | None = None
+    s_tmax: LaxFloat | None = None
+    s_tmin: LaxFloat | None = None
+    s_noise: LaxFloat | None = None
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool | None = True
     refiner_checkpoint: str | None = None
-    refiner_switch_at: float | None = None
+    refiner_switch_at: LaxFloat | None = None
     disable_extra_networks: bool | None = False
-    firstpass_image: str | None = None
+    firstpass_image: ImageData | None = None
     comments: dict[str, Any] | None = None
     sampler_index: str | None = "Euler"
     script_name: str | None = None
@@ -104,14 +106,14 @@ class GenerationRequest(BaseModel):
 
 class StableDiffusionTxt2ImgProcessingAPI(GenerationRequest):
     enable_hr: bool | None = False
-    denoising_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.75
-    firstphase_width: int | None = 0
-    firstphase_height: int | None = 0
-    hr_scale: float | None = 2.0
+    denoising_strength: Annotated[LaxFloat, Field(ge=0.0, le=1.0)] | None = 0.75
+    firstphase_width: LaxInt | None = 0
+    firstphase_height: LaxInt | None = 0
+    hr_scale: LaxFloat | None = 2.0
     hr_upscaler: str | None = None
-    hr_second_pass_steps: int | None = 0
-    hr_resize_x: int | None = 0
-    hr_resize_y: int | None = 0
+    hr_second_pass_steps: LaxInt | None = 0
+    hr_resize_x: LaxInt | None = 0
+    hr_resize_y: LaxInt | None = 0
     hr_checkpoint_name: str | None = None
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
@@ -120,21 +122,21 @@ class StableDiffusionTxt2ImgProcessingAPI(GenerationRequest):
 
 
 class StableDiffusionImg2ImgProcessingAPI(GenerationRequest):
-    init_images: Annotated[list[str], Field(max_length=MAX_IMAGES_PER_REQUEST)] | None = None
+    init_images: Annotated[list[ImageData], Field(max_length=MAX_IMAGES_PER_REQUEST)] | None = None
     resize_mode: Literal[0, 1, 2, 3] | None = 0
-    denoising_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.75
-    image_cfg_scale: float | None = None
-    mask: str | None = None
-    mask_blur_x: Annotated[int, Field(ge=0, le=256)] | None = 4
-    mask_blur_y: Annotated[int, Field(ge=0, le=256)] | None = 4
-    mask_blur: Annotated[int, Field(ge=0, le=256)] | None = None
+    denoising_strength: Annotated[LaxFloat, Field(ge=0.0, le=1.0)] | None = 0.75
+    image_cfg_scale: LaxFloat | None = None
+    mask: ImageData | None = None
+    mask_blur_x: Annotated[LaxInt, Field(ge=0, le=256)] | None = 4
+    mask_blur_y: Annotated[LaxInt, Field(ge=0, le=256)] | None = 4
+    mask_blur: Annotated[LaxInt, Field(ge=0, le=256)] | None = None
     mask_round: bool | None = True
     inpainting_fill: Literal[0, 1, 2, 3] | None = 0
     inpaint_full_res: bool | None = True
-    inpaint_full_res_padding: Annotated[int, Field(ge=0, le=4096)] | None = 0
-    inpainting_mask_invert: int | None = 0
-    initial_noise_multiplier: float | None = None
-    latent_mask: str | None = None
+    inpaint_full_res_padding: Annotated[LaxInt, Field(ge=0, le=4096)] | None = 0
+    inpainting_mask_invert: LaxInt | None = 0
+    initial_noise_multiplier: LaxFloat | None = None
+    latent_mask: ImageData | None = None
     include_init_images: bool | None = False
 
 
