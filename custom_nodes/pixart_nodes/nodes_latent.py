@@ -51,8 +51,8 @@ class PixartVariationSeed:
         "noise (subseed strength, A1111's spherical blend), 'resize seed from' (the noise drawn at another size and "
         "centred, so a composition survives a size change), A1111's batch numbering (image i from seed + i), an "
         "offset for the seed of the sampler's own per-step noise (A1111's eta noise seed delta, for ancestral "
-        "samplers) and a multiplier of the initial noise. With the defaults and the sampler's seed the sampler "
-        "runs exactly as without this node."
+        "samplers) and a multiplier of the initial noise. With the defaults the sampler runs exactly as without "
+        "this node, from its own seed."
     )
     CATEGORY = "Pixart/Latent"
     FUNCTION = "patch"
@@ -66,7 +66,8 @@ class PixartVariationSeed:
             "required": {
                 "model": ("MODEL", {"tooltip": "The model the samplers will use."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": latent.SEED_MAX, "control_after_generate": True,
-                                 "tooltip": "Seed of the initial noise; give it the sampler's seed."}),
+                                 "tooltip": "Seed of the initial noise when a variation, resize, A1111 batch numbering or "
+                                            "multiplier is asked for; give it the sampler's seed."}),
                 "subseed": ("INT", {"default": 0, "min": 0, "max": latent.SEED_MAX, "tooltip": (
                     "Variation seed: its noise is blended into the seed's by subseed_strength.")}),
                 "subseed_strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (

@@ -176,9 +176,10 @@ class NoisePlan:
     batch_seeds: str = "comfyui"
 
     def replaces_noise(self, shape: Sequence[int], sampler_seed: int | None) -> bool:
+        # Nothing asked for: the sampler's own noise, from its own seed. (A graph tuned in the editor changes the
+        # KSampler's seed; with the node's defaults that must still change the picture.)
         return (self.batch_seeds == "a1111" and int(shape[0]) > 1) or self.subseed_strength != 0 \
-            or self.resize_from is not None or self.noise_multiplier != 1.0 \
-            or (sampler_seed is not None and sampler_seed != self.seed)
+            or self.resize_from is not None or self.noise_multiplier != 1.0
 
     def apply(self, noise: torch.Tensor, sampler_seed: int | None) -> tuple[torch.Tensor, int | None]:
         """(initial noise, seed for the sampler's own noise) for a sampler about to start from `noise`."""
