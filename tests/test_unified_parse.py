@@ -107,6 +107,22 @@ def test_sd15_plan_maps_a1111_names():
     assert unknown.unsupported[0]["field"] == "sampler_name" and unknown.unsupported[0]["used"] == "DPM++ 2M"
 
 
+def test_sd15_plan_runs_a1111_samplers_as_their_documented_equivalents():
+    live = ["euler", "euler_ancestral", "dpmpp_2m", "ddim", "euler_cfg_pp", "ipndm", "heun"]
+    schedulers = ["normal", "karras", "ddim_uniform", "simple"]
+    cfgpp = plan_sd15(parse({"prompt": "x", "sampler_name": "DDIM CFG++", "cfg_scale": 6.25}),
+                      UnifiedSettings(backend="sd15"), live, schedulers)
+    _, params = cfgpp.jobs[0]
+    # ComfyUI's CFG++ samplers take A1111's guidance scale divided by 12.5
+    assert params["sampler"] == "euler_cfg_pp" and params["cfg"] == 0.5 and cfgpp.sampler == "DDIM CFG++"
+    default_cfg = plan_sd15(parse({"prompt": "x", "sampler_name": "DDIM CFG++"}), UnifiedSettings(backend="sd15"),
+                            live, schedulers)
+    assert default_cfg.jobs[0][1]["cfg"] == 0.56  # the workflow's 7.0, divided too
+    plms = plan_sd15(parse({"prompt": "x", "sampler_name": "PLMS"}), UnifiedSettings(backend="sd15"), live,
+                     schedulers)
+    assert (plms.jobs[0][1]["sampler"], plms.jobs[0][1]["scheduler"]) == ("ipndm", "ddim_uniform")
+
+
 def test_loras_reach_every_sd15_job_and_are_noted_on_axera():
     loras = [{"name": "pixel_style", "strength": 0.7}]
     req = parse({"prompt": "x", "batch_size": 2, "loras": loras})

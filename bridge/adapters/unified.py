@@ -324,8 +324,12 @@ def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str]
         if req.cfg_scale > 30.0:
             plan.note("cfg_scale", req.cfg_scale, 30.0, "at most 30")
     if req.sampler_name is not None:
-        resolved = sampler_names.resolve(req.sampler_name, None, live_samplers, live_schedulers)
+        steps = params.get("steps")
+        resolved = sampler_names.resolve(req.sampler_name, None, live_samplers, live_schedulers, steps=steps)
         params["sampler"], params["scheduler"] = resolved.comfy_sampler, resolved.comfy_scheduler
+        if resolved.cfg_factor != 1.0:
+            # DDIM CFG++ runs as ComfyUI's CFG++ sampler, whose guidance scale is A1111's divided by 12.5.
+            params["cfg"] = round(float(params.get("cfg", req.cfg_scale or 7.0)) * resolved.cfg_factor, 6)
         plan.sampler = resolved.sampler_name
         if not _sampler_honoured(req.sampler_name, resolved.sampler_name):
             plan.note("sampler_name", req.sampler_name, resolved.sampler_name,
