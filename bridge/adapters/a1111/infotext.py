@@ -1,5 +1,6 @@
-"""A1111's infotext both ways: the `parameters` text written into every image, and reading it back into the dict
-`/sdapi/v1/png-info` answers (A1111's parse_generation_parameters, as 1.10 behaves; docs/api/a1111.md).
+"""A1111's infotext both ways: the `parameters` text written into every image (`write`, shared with the engine's
+stored results in `bridge.infotext`), and reading it back into the dict `/sdapi/v1/png-info` answers (A1111's
+parse_generation_parameters, as 1.10 behaves; docs/api/a1111.md).
 
 The text is `prompt`, an optional `Negative prompt: ...` part, and a last line of `Key: value` pairs; a value with a
 comma, colon, newline or quote is written as a JSON string. Reading gives every value as a string (sizes split
@@ -12,6 +13,8 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from bridge.infotext import quote, write
 
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
@@ -46,21 +49,6 @@ DEFAULTS: tuple[tuple[str, Any], ...] = (
 # PIL `info` keys A1111 leaves out of png-info's `items` (format details, not what the image was made with).
 NOT_ITEMS = {"parameters", "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop", "background",
              "timestamp", "duration", "progressive", "progression", "icc_profile", "chromaticity", "photoshop"}
-
-
-def quote(value: Any) -> str:
-    """A value as the infotext writes it: JSON-quoted when it holds a separator, so it parses back."""
-    text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text and '"' not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-def write(prompt: str, negative_prompt: str, params: Mapping[str, Any]) -> str:
-    """The infotext of one image: `params` in order, None values left out."""
-    line = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
-    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
-    return f"{prompt}{negative}\n{line}".strip()
 
 
 def parse(text: str) -> dict[str, Any]:
@@ -128,3 +116,6 @@ def items(info: Mapping[str, Any]) -> dict[str, Any]:
             value = str(value)
         out[str(key)] = value
     return out
+
+
+__all__ = ["quote", "write", "parse", "DEFAULTS", "NOT_ITEMS"]
