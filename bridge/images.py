@@ -121,6 +121,25 @@ def probe(value: str | bytes | bytearray, field: str, *, max_bytes: int = DEFAUL
     return read_header(decode_base64(value, field, max_bytes=max_bytes), field, max_pixels=max_pixels)
 
 
+async def probe_request(named: list[tuple[str, Any]], *, max_bytes: int = DEFAULT_MAX_BYTES,
+                        max_pixels: int = DEFAULT_MAX_PIXELS, max_total: int = 0,
+                        probe_one: Callable[..., Header] | None = None) -> list[Header]:
+    """Every image of a request, (field, value) pairs, checked from its header (format, bytes, pixels) in the
+    image pool, and their pixels together against `max_total` (BRIDGE_MAX_REQUEST_PIXELS; 0: no bound), before any
+    of them is decoded: a request of many images that will be refused costs no memory. `probe_one` lets a dialect
+    put its own words on a refusal (it raises them itself)."""
+    check = probe_one or probe
+    headers = await run_in_pool(lambda: [check(value, field, max_bytes=max_bytes, max_pixels=max_pixels)
+                                         for field, value in named])
+    total = 0
+    for (field, _), header in zip(named, headers):
+        total += header.width * header.height
+        if max_total and total > max_total:
+            raise PayloadTooLarge(f"{field}: the request's images have more than {max_total:,} pixels together "
+                                  f"(BRIDGE_MAX_REQUEST_PIXELS)", field=field)
+    return headers
+
+
 def open_image(value: str | bytes | bytearray, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
     """The checked image, loaded, upright (EXIF orientation applied, as ComfyUI's LoadImage does) and in a mode

@@ -86,6 +86,21 @@ async def test_refused_images_are_never_decoded(bridge_factory: Any, count_decod
     assert grown < 200, f"RSS grew {grown:.0f} MiB for a refused 20-image body"  # was 1,350 MiB
 
 
+async def test_a_batch_of_extras_that_will_be_refused_is_never_decoded(bridge_factory: Any,
+                                                                      count_decodes: list[str]) -> None:
+    client = await bridge_factory(adapters=["a1111"])
+    big = black_png_b64(4096)
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    resp = await client.post("/sdapi/v1/extra-batch-images", json={
+        "imageList": [{"data": big, "name": f"{i}.png"} for i in range(40)], "upscaler_1": "Lanczos"})
+    body = await resp.json()
+    assert resp.status == 413 and body["errors"].startswith("imageList[2]"), body  # the third passes the budget
+    assert "BRIDGE_MAX_REQUEST_PIXELS" in body["errors"]
+    assert count_decodes == []
+    assert (proc.memory_info().rss - before) / 2**20 < 200  # was 677 MiB for 40 such images
+
+
 # ------------------------------------------------------------------------------------------- 2. off the loop
 async def test_decoding_runs_off_the_event_loop_and_health_answers_meanwhile(
         bridge_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge import images as image_io
 from bridge.engine import JobEngine
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, PayloadTooLarge
 
-from ..toolkit import Submission, engine_of
+from ..toolkit import Submission, engine_of, settings_of
 from . import imaging
 from . import infotext as infotext_mod
 from . import upscalers
@@ -217,7 +217,7 @@ async def interrogate(request: web.Request, body: InterrogateRequest) -> web.Str
                          errors=f"model: no captioning nodes for {body.model!r} on the backend")
     [(field, data)] = await imaging.fetch_urls(engine, [("image", body.image)])
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
-    imaging.probe_image(data, field, **limits)
+    await image_io.run_in_pool(imaging.probe_image, data, field, **limits)
     image = await image_io.run_in_pool(lambda: image_io.from_pil(
         imaging.decode_image(data, field, **limits).convert("RGB")))
     _, jobs = await run_task(request, "extras", "", [Submission(workflow, {"image": image},
@@ -282,18 +282,23 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
     second = _upscaler(body.upscaler_2 or "None", files, "upscaler_2") if first is not None else None
     visibility = float(body.extras_upscaler_2_visibility or 0)
     images = await imaging.fetch_urls(engine, images)
-    for field, data in images:  # every image is checked before any is decoded
-        imaging.probe_image(data, field, **limits)
-    decoded = await image_io.run_in_pool(lambda: [imaging.decode_image(data, field, **limits)
-                                                  for field, data in images])
+    # Every image checked from its header, and all of them against the request's pixel budget, before any is
+    # decoded; then decoded one at a time in the image pool.
+    try:
+        await image_io.probe_request(images, **limits, max_total=settings_of(request).max_request_pixels,
+                                     probe_one=imaging.probe_image)
+    except PayloadTooLarge as exc:
+        raise field_error(exc.field or "imageList", exc.message.split(": ", 1)[-1], status=413) from None
+    decoded = [await image_io.run_in_pool(imaging.decode_image, data, field, **limits) for field, data in images]
     if first is None:
         # A1111 skips the whole upscale step without an upscaler_1.
         return await image_io.run_in_pool(lambda: [_png(im) for im in decoded]), ""
     workflow = ensure_state(request.app).settings.upscale_workflow
     submissions, crops = [], []
-    for (field, _), im in zip(images, decoded):
+    encoded = await image_io.run_in_pool(lambda: [image_io.from_pil(im) for im in decoded])
+    for (field, _), im, image in zip(images, decoded, encoded):
         w, h, _factor, crop = target_size(body, im.width, im.height)
-        params: dict[str, Any] = {"image": image_io.from_pil(im), "width": w, "height": h, "upscaler": first.kind}
+        params: dict[str, Any] = {"image": image, "width": w, "height": h, "upscaler": first.kind}
         if first.file:
             params["upscale_model"] = first.file
         if second is not None and visibility > 0:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from bridge import images as image_io
 from bridge.engine import JobEngine
+from bridge.errors import PayloadTooLarge
 from bridge.fields import LooseBool
 
 from ..toolkit import Submission, engine_of, settings_of
@@ -338,13 +339,12 @@ async def decode_request_images(request: web.Request, req: models.Img2ImgRequest
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
     named = await imaging.fetch_urls(engine, [(f"init_images[{i}]", d) for i, d in enumerate(req.init_images)]
                                      + ([("mask", req.mask)] if req.mask else []))
-    headers = await image_io.run_in_pool(lambda: [imaging.probe_image(d, name, **limits) for name, d in named])
-    total = sum(h.width * h.height for h in headers)
-    budget = settings_of(request).max_request_pixels
-    if total > budget:
-        raise models.field_error("init_images", f"the request's images have {total:,} pixels together; at most "
-                                                f"{budget:,} (BRIDGE_MAX_REQUEST_PIXELS)", status=413,
-                                 detail="Images too large")
+    try:
+        await image_io.probe_request(named, **limits, max_total=settings_of(request).max_request_pixels,
+                                     probe_one=imaging.probe_image)
+    except PayloadTooLarge as exc:
+        raise models.field_error(exc.field or "init_images", exc.message.split(": ", 1)[-1], status=413,
+                                 detail="Images too large") from None
     inits = [await image_io.run_in_pool(imaging.decode_image, d, name, **limits)
              for name, d in named if name != "mask"]
     mask_data = dict(named).get("mask")
