@@ -224,8 +224,11 @@ async def test_tiling_from_the_request_or_the_option(client, comfy_double):
 @pytest.mark.parametrize("body", [{"randn_source": "GPU"}, {"eta_ancestral": 0.5}, {"s_churn": 1.0},
                                   {"initial_noise_multiplier": 3}])
 async def test_options_that_would_not_act_are_refused(client, body):
-    err = await refused(client, "/sdapi/v1/options", body)
+    err = await refused(client, "/sdapi/v1/options", body, status=422)
     assert next(iter(body)) in err["errors"]
+    # and the same in a request's override_settings, where A1111 would apply them
+    err = await refused(client, "/sdapi/v1/txt2img", {"steps": 1, "override_settings": body})
+    assert f"override_settings.{next(iter(body))}" in err["errors"]
 
 
 async def test_options_defaults_are_a1111s_where_the_bridge_does_the_same(client):

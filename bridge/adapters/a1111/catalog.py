@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, RootModel
+from pydantic import BaseModel, ConfigDict, RootModel, create_model
 
 from bridge import samplers
 from bridge.engine import JobEngine
@@ -102,11 +102,15 @@ class Empty(BaseModel):
     """An empty object."""
 
 
-class A1111Options(BaseModel):
+class A1111OptionsBase(BaseModel):
     """Every A1111 1.10 option and its value (A1111's shared.opts)."""
 
     model_config = ConfigDict(extra="allow")
 
+
+# The options that act here are typed (their limits are in the schema); every other key round-trips as sent.
+A1111Options = create_model("A1111Options", __base__=A1111OptionsBase, __doc__=A1111OptionsBase.__doc__,
+                            **{key: (kind | None, None) for key, kind in opts.TYPES.items()})  # type: ignore
 
 class SDModelItem(BaseModel):
     title: str
@@ -295,7 +299,7 @@ async def set_options(request: web.Request, body: A1111Options) -> web.StreamRes
     `/sdapi/v1/options`). The whole GET answer is a valid body."""
     state = request.app[STATE]
     engine = engine_of(request)
-    updates = opts.checked_updates(body.model_extra or {})
+    updates = opts.checked_updates(body.model_dump(exclude_unset=True))
     if "sd_model_checkpoint" in updates:
         value = updates["sd_model_checkpoint"]
         if value is None:

@@ -14,7 +14,11 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, Strict, TypeAdapter, ValidationError
+
+from bridge.fields import Bool, Float, Int, Text, describe
 
 from .models import A1111Error, field_error
 
@@ -52,74 +56,24 @@ def wire(key: str, value: Any) -> Any:
     return value
 
 
-def check_clip_skip(value: Any, where: str = "CLIP_stop_at_last_layers") -> int:
-    # bool is an int subclass, but `true` is no layer count
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= CLIP_SKIP_MAX:
-        raise field_error(where, f"must be an integer from 1 to {CLIP_SKIP_MAX}, got {value!r}")
-    return value
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
-def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise field_error(key, f"must be an integer from {lo} to {hi}, got {value!r}")
-    return value
-
-
-def _check_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise field_error(key, f"must be true or false, got {value!r}")
-    return value
-
-
-def _check_number(key: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise field_error(key, f"must be a number from {lo} to {hi}, got {value!r}")
-    return float(value)
-
-
-def _check_format(key: str, value: Any) -> str:
-    if not isinstance(value, str) or value.lower() not in SAMPLE_FORMATS:
-        raise field_error(key, f"must be one of {', '.join(SAMPLE_FORMATS)}, got {value!r}")
-    return value.lower()
-
-
-def _check_colour(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not _COLOUR.match(value):
-        raise field_error(key, f"must be a colour like '#ffffff', got {value!r}")
-    return value
-
-
-def _check_text(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise field_error(key, f"must be a string, got {value!r}")
-    return value
-
-
-def _only(*allowed: Any, why: str):
+def _only(*allowed: Any, why: str) -> Any:
     """An option that acts here only at some of A1111's values: the others are refused naming the key, rather
     than stored and silently not applied."""
-    numeric = isinstance(allowed[0], float)
-
-    def check(key: str, value: Any) -> Any:
-        if numeric:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) in allowed
-        else:
-            ok = value in allowed
-        if not ok:
-            raise field_error(key, f"only {' or '.join(repr(a) for a in allowed)} runs here ({why}), got {value!r}")
-        return float(value) if numeric else value
-    return check
+    words = " or ".join(repr(a) for a in allowed)
+    return Annotated[Literal[allowed], Field(description=f"Only {words} runs here ({why}).")]  # type: ignore
 
 
 _KSAMPLER = "ComfyUI's KSampler has no such setting"
+ClipSkip = Annotated[Int, Field(ge=1, le=CLIP_SKIP_MAX, description="A1111's Clip skip: 1 (none) to 12.")]
 
-# The options that change what the bridge generates, checked when set (A1111 would fail later, mid-generation, with
-# a 500). The checkpoint and VAE are checked by the route against the backend's lists.
-CHECKS: dict[str, Any] = {
+# The options that change what the bridge generates, typed: they are checked when set (A1111 would fail later,
+# mid-generation, with a 500), in override_settings too, and the published schema states the same limits. The
+# checkpoint and VAE are checked by the route against the backend's lists; every other key round-trips as sent.
+TYPES: dict[str, Any] = {
     "randn_source": _only("CPU", why="ComfyUI draws its initial noise with the CPU generator"),
     "eta_ancestral": _only(1.0, why="ComfyUI's KSampler runs ancestral and SDE samplers at eta 1"),
     "eta_ddim": _only(0.0, 1.0, why="DDIM runs deterministic (0) or as the ancestral step on DDIM timesteps (1)"),
@@ -128,33 +82,44 @@ CHECKS: dict[str, Any] = {
     "s_tmax": _only(0.0, why=_KSAMPLER),
     "s_noise": _only(1.0, why=_KSAMPLER),
     "s_min_uncond": _only(0.0, why=_KSAMPLER),
-    "initial_noise_multiplier": lambda k, v: _check_number(k, v, 0.0, 2.0),
-    "live_previews_enable": _check_bool,
-    "CLIP_stop_at_last_layers": check_clip_skip,
-    "samples_format": _check_format,
-    "jpeg_quality": lambda k, v: _check_int(k, v, 1, 100),
-    "webp_lossless": _check_bool,
-    "enable_pnginfo": _check_bool,
-    "eta_noise_seed_delta": lambda k, v: _check_int(k, v, 0, 2**32 - 1),
-    "img2img_background_color": _check_colour,
-    "tiling": _check_bool,
-    "sd_lora": _check_text,
-    "extra_networks_default_multiplier": lambda k, v: _check_number(k, v, -10.0, 10.0),
-    "enable_prompt_comments": _check_bool,
-    "return_grid": _check_bool,
-    "grid_only_if_multiple": _check_bool,
-    "n_rows": lambda k, v: _check_int(k, v, -1, 64),
-    "add_model_name_to_info": _check_bool,
-    "add_version_to_infotext": _check_bool,
-    "face_restoration": _check_bool,
+    "initial_noise_multiplier": Annotated[Float, Field(ge=0.0, le=2.0)],
+    "live_previews_enable": Bool,
+    "CLIP_stop_at_last_layers": ClipSkip,
+    "samples_format": Annotated[Literal[SAMPLE_FORMATS], BeforeValidator(_lower)],  # type: ignore[valid-type]
+    "jpeg_quality": Annotated[Int, Field(ge=1, le=100)],
+    "webp_lossless": Bool,
+    "enable_pnginfo": Bool,
+    "eta_noise_seed_delta": Annotated[Int, Field(ge=0, le=2**32 - 1)],
+    "img2img_background_color": Annotated[str, Strict(), Field(pattern=_COLOUR.pattern,
+                                                                description="A colour like '#ffffff'.")],
+    "tiling": Bool,
+    "sd_lora": Text,
+    "extra_networks_default_multiplier": Annotated[Float, Field(ge=-10.0, le=10.0)],
+    "enable_prompt_comments": Bool,
+    "return_grid": Bool,
+    "grid_only_if_multiple": Bool,
+    "n_rows": Annotated[Int, Field(ge=-1, le=64)],
+    "add_model_name_to_info": Bool,
+    "add_version_to_infotext": Bool,
+    "face_restoration": Bool,
 }
+_ADAPTERS = {key: TypeAdapter(kind) for key, kind in TYPES.items()}
 
 
-def _check_one(key: str, value: Any) -> Any:
-    if key == "CLIP_stop_at_last_layers":
-        return check_clip_skip(value)
-    check = CHECKS.get(key)
-    return check(key, value) if check is not None else value
+def _check_one(key: str, value: Any, where: str | None = None) -> Any:
+    adapter = _ADAPTERS.get(key)
+    if adapter is None:
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        name = where or key
+        # the shared wording ("n_rows must be at most 64, got 99"), after A1111's "key: " prefix
+        raise field_error(name, describe(exc.errors()[0], name).removeprefix(name).lstrip(": ")) from None
+
+
+def check_clip_skip(value: Any, where: str = "CLIP_stop_at_last_layers") -> int:
+    return _check_one("CLIP_stop_at_last_layers", value, where)
 
 
 def checked_updates(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,9 +139,7 @@ def override_value(overrides: Mapping[str, Any] | None, key: str) -> Any:
     does."""
     if not overrides or overrides.get(key) is None:
         return None
-    if key == "CLIP_stop_at_last_layers":
-        return check_clip_skip(overrides[key], f"override_settings.{key}")
-    return _check_one(key, overrides[key]) if key in CHECKS else overrides[key]
+    return _check_one(key, overrides[key], f"override_settings.{key}")
 
 
 def current(stored: Mapping[str, Any]) -> dict[str, Any]:
