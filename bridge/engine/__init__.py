@@ -9,7 +9,8 @@ each in its own module:
 - `dispatcher`: which backend runs a job, the local queue, uploading inputs and queueing the bound graph;
 - `tracker`: events and `/history` into job state and results (`results`), reconciliation and the watchdog;
 - `replicas`: leases, take-over of jobs nobody holds, and the other replicas' announcements (shared store only);
-- `runs`: live per-prompt tracking (progress weights, websocket frames).
+- `runs`: live per-prompt tracking (progress weights, websocket frames);
+- `outputs`, `backends`: the read side of the adapters' API (results, links, previews; choices, states, counts).
 
 This module wires them and offers the adapters' API.
 """
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import hashlib
 import logging
 import socket
 import time
@@ -31,21 +31,23 @@ from typing import Any
 import aiohttp
 
 from bridge import workflows as wfmod
-from bridge.errors import BackendUnavailable, InvalidParameter, JobNotFound, ResultGone
+from bridge.errors import BackendUnavailable, JobNotFound
 from bridge.outbound import Outbound, OutboundPolicy
-from bridge.storage import BlobNotFound, BlobStore, content_type
+from bridge.storage import BlobStore
 from bridge.storage.local import LocalBlobs
 from bridge.store import STATUSES, TERMINAL, Job, JobStore, check_id, input_key, open_store
 from bridge.webhooks import WebhookConfig, Webhooks, new_secret
 from bridge.workflows import Workflow
 
 from . import retention
-from .client import BackendError, ComfyClient
+from .client import ComfyClient
 from .connection import Connection
 from .dispatcher import Dispatcher
 from .intake import Intake
+from .backends import Backends
 from .jobs import EventHub, JobTable
 from .options import EngineOptions
+from .outputs import Outputs
 from .replicas import Replicas
 from .retention import Retention
 from .runs import Run, Runs
@@ -60,7 +62,7 @@ __all__ = ["JobEngine", "EngineOptions", "Job", "STATUSES", "TERMINAL", "CLIENT"
 CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("bridge_client", default=None)
 
 
-class JobEngine:
+class JobEngine(Outputs, Backends):
     def __init__(self, backends: list[str], data_dir: Path, workflows_dir: Path, options: EngineOptions | None = None,
                  *, extra_workflow_dirs: list[Path] | None = None, blobs: BlobStore | None = None,
                  webhooks: WebhookConfig | None = None, outbound: OutboundPolicy | None = None,
@@ -393,140 +395,7 @@ class JobEngine:
         """One retention pass (BRIDGE_RESULT_MAX_AGE, BRIDGE_RESULT_MAX_BYTES); returns the removed job ids."""
         return await retention.sweep(self.retention, self.blobs, self.store.finished_jobs, self.delete)
 
-    def workflow_output_type(self, workflow: str, output: str) -> str | None:
-        """`images` or `value` for a workflow's output; None when either is unknown (e.g. removed by a reload)."""
-        wf = self.workflows.get(workflow)
-        out = wf.outputs.get(output) if wf else None
-        return out.type if out else None
-
-    async def read_output(self, job: Job | str, name: str = "images", index: int = 0) -> bytes:
-        """Bytes of a stored result image."""
-        if isinstance(job, str):
-            found = await self.find(job)
-            if found is None:
-                raise JobNotFound(job)
-            job = found
-        if self.workflow_output_type(job.workflow, name) != "images":
-            raise InvalidParameter("output", f"workflow {job.workflow!r} has no image output {name!r}")
-        files = job.outputs.get(name) or []
-        if not 0 <= index < len(files):
-            raise InvalidParameter("index", f"output {name!r} of job {job.id} has {len(files)} images; "
-                                            f"index {index} does not exist")
-        try:
-            return await self.blobs.get(files[index])
-        except BlobNotFound:
-            raise ResultGone(f"job {job.id}: result {name}[{index}] is no longer stored", field="job_id") from None
-
-    async def result_link(self, job: Job, name: str, index: int, origin: str = "") -> str:
-        """Where a client fetches a result image: a presigned store URL when the store gives one, else the
-        bridge's own `/jobs/{id}/outputs/{name}/{index}`, absolute with BRIDGE_PUBLIC_URL or else `origin` (the
-        scheme and host a request came to)."""
-        key = job.outputs[name][index]
-        url = await self.blobs.url(key, self.webhook_config.link_lifetime)
-        base = self.webhook_config.public_url or origin
-        return url or f"{base}/jobs/{job.id}/outputs/{name}/{index}"
-
-    async def keep_file(self, job_id: str, data: bytes, ext: str, origin: str = "") -> str:
-        """Store an image an adapter made from a job's results (A1111's answer image with its infotext, a grid)
-        beside them, and return a link to it: presigned when the store signs URLs, else the bridge's
-        `/jobs/{id}/files/{name}`. It goes with the job (DELETE, retention)."""
-        name = f"answer_{hashlib.sha256(data).hexdigest()[:16]}.{ext}"
-        key = f"outputs/{check_id(job_id)}/{name}"
-        await self.blobs.put(key, data, content_type(key))
-        url = await self.blobs.url(key, self.webhook_config.link_lifetime)
-        base = self.webhook_config.public_url or origin
-        return url or f"{base}/jobs/{job_id}/files/{name}"
-
-    async def describe(self, job: Job) -> dict[str, Any]:
-        """A job as webhook messages carry it: state, timings, and links to its result images."""
-        outputs: dict[str, list[Any]] = {}
-        for name, values in job.outputs.items():
-            if self.workflow_output_type(job.workflow, name) == "images":
-                outputs[name] = [await self.result_link(job, name, i) for i in range(len(values))]
-            else:
-                outputs[name] = list(values)
-        meta = {k: v for k, v in (job.meta or {}).items() if k in ("dialect", "client_id", "index", "seed")}
-        return {"id": job.id, "status": job.status, "workflow": job.workflow, "workflow_version": job.workflow_version,
-                "progress": round(job.progress, 1), "error": job.error, "created_at": job.created_at,
-                "started_at": job.started_at, "finished_at": job.finished_at, "outputs": outputs, "meta": meta}
-
-    def preview(self, job_id: str) -> tuple[str, bytes] | None:
-        """The newest live preview of a job this replica runs (image type, bytes), or the last one of a job that
-        ended here; None when ComfyUI sent none (it sends them when started with a --preview-method)."""
-        run = self._runs.get(job_id)
-        if run is not None and run.preview is not None:
-            return run.preview
-        return self._tracker.previews.get(job_id) if self._tracker is not None else None
-
-    async def latest_preview(self, job_id: str) -> tuple[str, bytes] | None:
-        """As `preview`, for a job on any replica (the replica running it keeps its newest preview in the store)."""
-        return self.preview(job_id) or (await self.store.load_preview(job_id) if self.store.shared else None)
-
-    async def choices(self, ref: str) -> list[str]:
-        """Live list of a combo input, e.g. "CheckpointLoaderSimple.ckpt_name", from a healthy backend."""
-        if not isinstance(ref, str) or "." not in ref:
-            raise InvalidParameter("choices", "expected '<NodeClass>.<input>'")
-        for conn in self.connections.values():
-            if conn.healthy and conn.object_info is not None:
-                values = conn.choices(ref)
-                if values is None:
-                    raise InvalidParameter("choices", f"{ref} is not a list input on {conn.url}")
-                return values
-        raise BackendUnavailable("no healthy ComfyUI backend to ask for " + ref)
-
-    async def backend_json(self, path: str, params: dict[str, str] | None = None, *, missing_ok: bool = False) -> Any:
-        """GET a read-only JSON route (`/embeddings`, `/view_metadata/loras`, `/system_stats`) from a healthy backend:
-        the facts adapters report about the models a backend has, which only the backend can read. With
-        `missing_ok` a 404 gives None."""
-        for conn in self.connections.values():
-            if conn.healthy:
-                try:
-                    return await conn.client.get_json(path, params, missing_ok=missing_ok)
-                except BackendError as exc:
-                    log.info("%s: %s", conn.url, exc)
-        raise BackendUnavailable(f"no healthy ComfyUI backend answers GET {path}")
-
-    async def refresh_object_info(self) -> None:
-        """Re-read /object_info (e.g. after models were added) on every healthy backend."""
-        for conn in self.connections.values():
-            if conn.healthy:
-                with contextlib.suppress(BackendError):
-                    conn.set_object_info(await conn.client.object_info())
-
-    def stats(self) -> dict[str, Any]:
-        table = self._table
-        counts = dict(table.counts) if table else {s: 0 for s in STATUSES}
-        return {
-            "counts": counts,
-            "queue_depth": counts["queued"] + counts["running"],
-            "max_queue": self.options.max_queue,
-            "local_queue": len(self._dispatcher.local) if self._dispatcher else 0,
-            "average_duration": table.average_duration() if table else None,
-            "completed_timed": table.timed() if table else 0,
-            "backends_total": len(self.connections),
-            "backends_healthy": sum(1 for c in self.connections.values() if c.healthy),
-            "store": self.store.kind,
-            "replica": self.replica,
-            "takeovers": self._replicas.takeovers if self._replicas is not None else 0,
-            "replicas": list(self._replicas.live) if self._replicas is not None else [self.replica],
-        }
-
-    async def replicas(self) -> list[dict[str, Any]]:
-        """The replicas sharing the store that renewed their leases lately (this one alone on SQLite)."""
-        if not self.store.shared:
-            return [{"id": self.replica, "started_at": None, "seen_ago": 0.0}]
-        return await self.store.replicas(within=2 * self.options.lease)
-
-    def backend_states(self) -> list[dict[str, Any]]:
-        return [c.state() for c in self.connections.values()]
-
     # ================================================================= helpers
-    def retry_after(self, active: int) -> float:
-        """Seconds a client refused for a full queue should wait: the queue's excess times a job's duration."""
-        avg = (self._table.average_duration() if self._table else None) or 10.0
-        healthy = max(1, sum(1 for c in self.connections.values() if c.healthy))
-        return max(1.0, avg * (active - self.options.max_queue + 1) / healthy)
-
     async def drop_inputs(self, job_id: str) -> None:
         try:
             await self.blobs.delete_prefix(input_key(job_id, "x").rsplit("/", 1)[0] + "/")
