@@ -101,6 +101,24 @@ async def test_a_batch_of_extras_that_will_be_refused_is_never_decoded(bridge_fa
     assert (proc.memory_info().rss - before) / 2**20 < 200  # was 677 MiB for 40 such images
 
 
+@pytest.mark.parametrize("adapter,path,body,images", [
+    ("pixart_editor", "/api/pixel-generation/generate", {"id": "once", "sketchData": solid_png_b64(32, 32),
+                                                         "width": 8, "height": 8}, 1),
+    ("jobs_api", "/generate/img2img", {"prompt": "x", "initImage": solid_png_b64(64, 64), "steps": 1}, 1),
+    ("jobs_api", "/generate/inpaint", {"prompt": "x", "image": solid_png_b64(64, 64), "mask": solid_png_b64(64, 64),
+                                       "steps": 1}, 2),
+    ("a1111", "/sdapi/v1/img2img", {"init_images": [solid_png_b64(64, 64)], "steps": 1, "width": 64,
+                                    "height": 64}, 1),
+])
+async def test_an_accepted_image_is_decoded_once(bridge_factory: Any, count_decodes: list[str], adapter: str,
+                                                 path: str, body: dict[str, Any], images: int) -> None:
+    client = await bridge_factory(adapters=[adapter])
+    resp = await client.post(path, json=body)
+    assert resp.status in (200, 202), await resp.text()
+    # the adapter looks at the image once and hands the engine the decoded picture; nothing decodes it again
+    assert len(count_decodes) == images, count_decodes
+
+
 # ------------------------------------------------------------------------------------------- 2. off the loop
 async def test_decoding_runs_off_the_event_loop_and_health_answers_meanwhile(
         bridge_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
