@@ -15,6 +15,7 @@ import binascii
 import io
 import os
 import re
+import threading
 import warnings
 import weakref
 import zlib
@@ -180,10 +181,23 @@ def from_pil(img: Any, source_format: str = "PNG") -> DecodedImage:
     return DecodedImage(out.getvalue(), img.width, img.height, source_format, img.mode)
 
 
+# How much lower the image threads' scheduling priority is than the server's (Linux nice levels): when the cores are
+# busy decoding, the thread that answers requests still gets one first.
+POOL_NICENESS = 5
+
+
+def _lower_priority() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), POOL_NICENESS)  # this thread only, on Linux
+    except (AttributeError, OSError):
+        pass  # elsewhere, or not allowed: the pool still bounds the work
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="pixart-images")
+        _pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="pixart-images",
+                                   initializer=_lower_priority)
     return _pool
 
 

@@ -37,16 +37,19 @@ class _LoopThread:
 
 @contextmanager
 def live_bridge(data_dir: Path, *, adapters: list[str] | None = None, double: Callable[[], ComfyDouble] = ComfyDouble,
-                **fields: Any) -> Iterator[str]:
-    """Yield the base URL of a running bridge; everything stops on exit."""
+                comfyui_url: str | None = None, **fields: Any) -> Iterator[str]:
+    """Yield the base URL of a running bridge; everything stops on exit. With `comfyui_url` the bridge uses that
+    server (a double in a process of its own, for benchmarks) instead of a double in a thread here."""
     comfy, bridge = _LoopThread("live-double"), _LoopThread("live-bridge")
-    d = double()
+    d = double() if comfyui_url is None else None
     runner = None
     try:
-        comfy.run(d.start())
+        if d is not None:
+            comfy.run(d.start())
+        url = comfyui_url or (d.url if d is not None else "")
 
         async def start() -> web.AppRunner:
-            settings = load_settings({"data_dir": data_dir, "comfyui_urls": [d.url], **fields}, env_file=None)
+            settings = load_settings({"data_dir": data_dir, "comfyui_urls": [url], **fields}, env_file=None)
             app_runner = web.AppRunner(create_app(settings, adapter_names=adapters))
             await app_runner.setup()
             return app_runner
@@ -58,6 +61,7 @@ def live_bridge(data_dir: Path, *, adapters: list[str] | None = None, double: Ca
     finally:
         if runner is not None:
             bridge.run(runner.cleanup())
-        comfy.run(d.stop())
+        if d is not None:
+            comfy.run(d.stop())
         bridge.close()
         comfy.close()
