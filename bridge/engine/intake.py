@@ -39,6 +39,7 @@ class Intake:
         # Client-chosen job ids whose submission is under way (images being decoded and stored): a second
         # submission with the same id is refused at once instead of writing over the first one's inputs.
         self.submitting: dict[str, asyncio.Event] = {}
+        self.stored_inputs: dict[str, bool] = {}  # submissions under way that have stored an input image
 
     async def submit(self, workflow: str, parameters: Mapping[str, Any] | None, *, meta: Mapping[str, Any] | None,
                      job_id: str | None, timeout: float | None, outputs: list[str] | None,
@@ -69,11 +70,12 @@ class Intake:
         try:
             return await self._accept(wf, values, jid, wanted, meta, timeout, client)
         except BaseException:
-            if table.get(jid) is None:  # refused after its images were stored: nothing may keep them
-                await engine.drop_inputs(jid)
+            if table.get(jid) is None and self.stored_inputs.pop(jid, False):
+                await engine.drop_inputs(jid)  # refused after its images were stored: nothing may keep them
             raise
         finally:
             self.submitting.pop(jid).set()
+            self.stored_inputs.pop(jid, None)
 
     async def _accept(self, wf: Workflow, values: dict[str, Any], jid: str, wanted: list[str] | None,
                       meta: Mapping[str, Any] | None, timeout: float | None, client: str | None) -> Job:
@@ -91,6 +93,7 @@ class Intake:
             img = await image_io.decode_async(await self.fetch_image(values[name], name),
                                               name, max_bytes=opts.max_image_bytes, max_pixels=opts.max_image_pixels)
             inputs[name] = input_key(jid, name)
+            self.stored_inputs[jid] = True
             await engine.blobs.put(inputs[name], img.png, "image/png")
             params[name] = {"image": inputs[name], "width": img.width, "height": img.height,
                             "format": img.source_format}

@@ -239,7 +239,8 @@ class JobTable:
         """Drop a job refused after it was stored (its backend rejected the graph): it was never accepted."""
         self.counts[job.status] -= 1
         self.let_go(job)
-        self.drop_inputs(job.id)
+        if job.inputs:
+            self.drop_inputs(job.id)
 
     async def remove(self, job: Job) -> None:
         """Drop a finished job for good (DELETE /jobs/{id}, retention)."""
@@ -372,7 +373,9 @@ class JobTable:
             if job.started_at is not None:
                 self._durations[0] += 1
                 self._durations[1] += job.finished_at - job.started_at
-        self.drop_inputs(job.id)
+        if job.inputs:
+            # (a job without input images has nothing to remove: no listing of the store for it)
+            self.drop_inputs(job.id)
         self._remember(job)
         self._last_progress_write.pop(job.id, None)
         self.save(job, "status")
