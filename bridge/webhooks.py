@@ -103,6 +103,7 @@ class Webhooks:
         self._global = asyncio.Semaphore(self.policy.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._last_progress: dict[tuple[str, str], float] = {}
+        self._ended: dict[str, None] = {}  # jobs whose end is recorded (a job's end is written once, mostly)
         self._pending_events: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ events in
@@ -111,9 +112,9 @@ class Webhooks:
         return list(dict.fromkeys(out))
 
     def on_event(self, kind: str, job: Job) -> None:
-        """EventHub listener: called for every status and progress change, on the loop."""
-        event = f"job.{job.status}" if kind == "status" and job.status in TERMINAL else \
-            "job.progress" if kind == "progress" else None
+        """EventHub listener: called for every status and progress change, on the loop. A job's end is recorded
+        by `record_end` instead, before the end itself is written (see there)."""
+        event = "job.progress" if kind == "progress" else None
         if event is None:
             return
         wanted = [r for r in self.receivers(job) if event in r.events]
@@ -133,6 +134,22 @@ class Webhooks:
         task = asyncio.get_running_loop().create_task(self._record(event, job, wanted))
         self._pending_events.add(task)
         task.add_done_callback(self._pending_events.discard)
+
+    async def record_end(self, job: Job) -> None:
+        """Record the messages about a job's end. The job table calls this before it writes the end: a bridge that
+        dies in between has not written the end either, and whoever takes the job up again ends it again and
+        records its messages then. At least once, never none."""
+        if job.id in self._ended:
+            return
+        event = f"job.{job.status}"
+        wanted = [r for r in self.receivers(job) if event in r.events]
+        self._ended[job.id] = None
+        while len(self._ended) > 10_000:
+            self._ended.pop(next(iter(self._ended)))
+        for r in wanted:
+            self._last_progress.pop((job.id, r.url), None)
+        if wanted:
+            await self._record(event, job, wanted)
 
     async def _record(self, event: str, job: Job, receivers: list[Receiver]) -> None:
         try:

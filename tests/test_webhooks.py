@@ -15,6 +15,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from bridge.app import create_app
+from bridge.keys import ENGINE
 
 pytestmark = pytest.mark.asyncio
 
@@ -285,3 +286,24 @@ async def test_generate_request_webhook_covers_each_image_job(bridge_factory, re
     assert got == sorted(answer["job_ids"])
     bad = await client.post("/generate", json={"prompt": "a", "webhook": "ftp://x.example/y"})
     assert bad.status == 400 and (await bad.json())["field"].startswith("webhook")
+
+
+async def test_the_message_about_a_jobs_end_is_recorded_before_the_end_is(bridge_factory, receiver):
+    # A bridge that dies between the two loses neither: the end is not written yet, so the job is taken up and
+    # ended again (and its message recorded then).
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
+    store = client.app[ENGINE].store
+    seen: list[tuple[str, int]] = []
+    original = store.save
+
+    async def save(job, **kwargs):
+        if job.done:
+            seen.append((job.status, len(await store.deliveries_for(job.id))))
+        return await original(job, **kwargs)
+
+    store.save = save
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                         "webhook": receiver.url})
+    await finished(client, (await resp.json())["id"])
+    await receiver.wait_for(1)
+    assert seen and seen[0] == ("completed", 1)

@@ -170,6 +170,9 @@ class JobEngine(Outputs, Backends):
         if self.webhooks is not None:
             with contextlib.suppress(ValueError):
                 self.hub.listeners.remove(self.webhooks.on_event)
+            if self._table is not None:
+                await self._table.flush()  # the last ends' messages are recorded with them
+                self._table.before_end = None
             await self.webhooks.flush()
             await self.webhooks.stop()
             self.webhooks = None
@@ -203,6 +206,8 @@ class JobEngine(Outputs, Backends):
         self.webhooks = Webhooks(self.store, secret, self.outbound.post, describe=self.describe, everyone=cfg.everyone,
                                  policy=cfg.policy)
         self.hub.listeners.append(self.webhooks.on_event)
+        assert self._table is not None
+        self._table.before_end = self.webhooks.record_end
         self._tasks.append(asyncio.create_task(self.webhooks.run(), name="engine-webhooks"))
 
     # ================================================================= owning jobs

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bridge.store import STATUSES, TERMINAL, Job, JobStore, LimitReached
@@ -96,6 +96,8 @@ class JobTable:
         self.drop_inputs = drop_inputs
         # Called when a write finds the job taken over by another replica (or deleted): stop following it.
         self.on_lost = on_lost
+        # Awaited before a job's end is written (the webhook messages about it are recorded first).
+        self.before_end: Callable[[Job], Awaitable[None]] | None = None
         self.keep_in_memory = keep_in_memory
         self._jobs: dict[str, Job] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -300,6 +302,11 @@ class JobTable:
                 future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                 self._writing[job_id] = future
                 try:
+                    if job.done and self.before_end is not None:
+                        try:
+                            await self.before_end(job)
+                        except Exception:  # noqa: BLE001 - the end is written whatever a hook does
+                            log.exception("job %s: recording its end's messages failed", job_id)
                     ok = await self.store.save(job, owner=self.replica, lease=self.lease,
                                                notify=self._payload(kind, job) if kind else None)
                 except asyncio.CancelledError:
