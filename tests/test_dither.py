@@ -181,7 +181,7 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
     kernel = dither.ERROR_KERNELS[name]
     for pal in (named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8)):
         n = len(pal)
-        lk = qz._lookup(pal.tobytes(), distance == "oklab", True)
+        lk = qz._lookup(pal.tobytes(), distance == "oklab")
         table = np.zeros((n + 1, 4), np.uint8)
         table[:n, :3] = pal
         table[:n, 3] = 255
@@ -207,7 +207,7 @@ def test_damping_limit_is_libimagequants_rule():
     d2 = ((img.astype(np.int64)[:, :, None, :] - p[None, None]) ** 2).sum(-1).min(-1)
     limit = int(2.4 * d2.mean())
     res = quantize(img, pal, dither="floyd-steinberg", distance="rgb", damping=True)
-    lk = qz._lookup(pal.tobytes(), False, True)
+    lk = qz._lookup(pal.tobytes(), False)
     table = np.zeros((17, 3), np.uint8)
     table[:16] = pal
     out = dither.Target(table, np.empty((40, 50), np.uint8), np.empty_like(img), np.zeros(17, np.uint8))

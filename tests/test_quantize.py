@@ -47,28 +47,20 @@ def test_distances_differ_where_they_should():
     assert quantize(img, pal, distance="oklab").indices.ravel().tolist() == [1, 2]  # dark blue, dark purple
 
 
-def test_compiled_nearest_is_exact_on_float_queries():
-    """The dither loops pick colours through per-cell candidate lists; zero strength bypasses them, so
-    compare an ordered dither against brute force on the offset image instead."""
-    from pixart_nodes.core import dither
+def test_ordered_dither_is_the_exact_nearest_of_the_offset_values():
+    """Ordered dithering adds whole code values (``ordered_offsets``) and takes each value's exact nearest colour:
+    brute force on the offset image."""
+    from pixart_nodes.core.quantize import ordered_offsets
 
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     pal = named_palette("sweetie-16").colors
+    off = ordered_offsets("bayer-4x4", pal, 1.0)
+    assert off.dtype == np.int64 and off.shape == (4, 4) and len(np.unique(off)) == 16
+    q = np.clip(img + np.tile(off, (8, 8))[..., None], 0, 255).astype(np.uint8)
     for distance in ("rgb", "oklab"):
         res = quantize(img, pal, dither="bayer-4x4", distance=distance)
-        from pixart_nodes.core.quantize import ordered_spread
-
-        off = np.tile(dither.threshold_matrix("bayer-4x4") * ordered_spread(pal), (8, 8))
-        q = np.clip(img + off[..., None], 0, 255)
-        if distance == "oklab":
-            pts, cands = color.srgb_float_to_oklab(q.reshape(-1, 3)), color.srgb_u8_to_oklab(pal)
-        else:
-            pts, cands = q.reshape(-1, 3), pal.astype(np.float64)
-        d = ((pts[:, None, :] - cands[None]) ** 2).sum(-1)
-        chosen = d[np.arange(len(d)), res.indices.ravel()]
-        # equal to the minimum up to the table interpolation of the linearisation (OKLab) / exactly (RGB)
-        assert np.all(chosen <= d.min(axis=1) + (1e-9 if distance == "oklab" else 0)), distance
+        assert np.array_equal(res.indices, _brute_force(q, pal, distance)), distance
 
 
 @pytest.mark.parametrize("method", DITHER_METHODS)
@@ -160,71 +152,118 @@ def test_quantize_node_batch_rgb_and_rgba():
         node.run(batch, "pico-8", "none", "oklab", True, 1.0, 128)
 
 
-LUT = color.linear_lut(color.LUT_STEPS)
-
-
-def _table_candidates(info, moff, cands, cell):
-    v = int(info[cell])
-    if v < np.iinfo(info.dtype).max:
+def _table_candidates(tab, cell):
+    v = int(tab.info[cell])
+    if v < np.iinfo(tab.info.dtype).max:
         return [v]
-    s = int(moff[cell])  # block: count, sub-cell table offset, candidates
-    return [int(c) for c in cands[s + 2 : s + 2 + cands[s]]]
+    s = int(tab.moff[cell])  # block: count, candidates
+    return [int(c) for c in tab.cands[s + 1 : s + 1 + tab.cands[s]]]
+
+
+def _palette(name, rng):
+    if name.startswith("random-"):
+        return rng.integers(0, 256, (int(name.split("-")[1]), 3), dtype=np.uint8)
+    return named_palette(name).colors
+
+
+def _near_tie_palette(rng, n, distance):
+    """``n`` colours in pairs nearly equidistant from a chosen code value ``v`` (each pair: a random colour and
+    its mirror image through ``v``, in the distance space, rounded to sRGB), plus those values."""
+    pal, values = [], []
+    while len(pal) < n:
+        v = rng.integers(40, 216, 3)
+        a = np.clip(v + rng.integers(-30, 31, 3), 0, 255)
+        if distance == "oklab":
+            la, lv = color.srgb_u8_to_oklab(a.astype(np.uint8)), color.srgb_u8_to_oklab(v.astype(np.uint8))
+            b = color.oklab_to_srgb_u8(2 * lv - la).astype(np.int64)
+        else:
+            b = 2 * v - a  # an exact tie in sRGB
+        if np.all((b >= 0) & (b <= 255)) and not np.array_equal(a, b):
+            pal += [a, b]
+            values.append(v)
+    return np.array(pal[:n], np.uint8), np.array(values)
+
+
+def _nearest_by_brute_force(values, pal, distance):
+    """(index, distances to every colour) per code value; lowest index on ties."""
+    if distance == "oklab":
+        pts, ref = color.srgb_float_to_oklab(values.astype(np.float64)), color.srgb_u8_to_oklab(pal)
+    else:
+        pts, ref = values.astype(np.float64), pal.astype(np.float64)
+    d = ((pts[:, None, :] - ref[None]) ** 2).sum(-1)
+    return d.argmin(axis=1), d
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("gbits", [5, 6])
-@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-256"])
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-256", "near-ties-24"])
 def test_cell_tables_hold_the_true_nearest(distance, gbits, name):
-    """Every cell's candidate list holds the nearest colour of every value in the cell, checked against a
-    brute-force search on random float values plus the cell boundaries (where bounds are tightest)."""
-    from pixart_nodes.core import dither, jit
+    """Every cell's candidate list holds the nearest colour of every code value in the cell: brute force on random
+    values, the cells' corners (where the bounds are tightest) and values nearly equidistant from two colours."""
+    from pixart_nodes.core import dither
 
     rng = np.random.default_rng(21)
-    if name.startswith("random-"):
-        pal = rng.integers(0, 256, (int(name.split("-")[1]), 3), dtype=np.uint8)
+    if name.startswith("near-ties"):
+        pal, ties = _near_tie_palette(rng, 24, distance)
     else:
-        pal = named_palette(name).colors
-    if distance == "oklab" and gbits == 6 and len(pal) > 64:
-        pytest.skip("64^3 OKLab tables are never built for big palettes (build cost)")
-    info, moff, cands, sub, gb = dither.cell_table(pal, distance == "oklab", gbits)
-    assert gb == gbits and info.size == 1 << (3 * gbits)
-    assert info.dtype == (np.uint16 if len(pal) >= 255 else np.uint8)
+        pal, ties = _palette(name, rng), np.zeros((0, 3), np.int64)
+    tab = dither.cell_table(pal, distance == "oklab", gbits)
+    assert tab.gbits == gbits and tab.info.size == 1 << (3 * gbits)
+    assert tab.info.dtype == tab.memo.dtype == (np.uint16 if len(pal) >= 255 else np.uint8)
     size = 256 >> gbits
-    edges = np.arange(0, 256, size, dtype=np.float64)
-    q = np.concatenate(
-        [
-            rng.uniform(0, 255, (3000, 3)),
-            rng.choice(np.concatenate([edges, edges + size - 1e-4, [255.0]]), (1500, 3)),
-        ]
-    )
-    # the dither loops query clamped float32 values
-    q = np.minimum(q, 255.0).astype(np.float32).astype(np.float64)
-    if distance == "oklab":
-        pts, ref = color.srgb_float_to_oklab(q), color.srgb_u8_to_oklab(pal)
-    else:
-        pts, ref = q, pal.astype(np.float64)
-    d = ((pts[:, None, :] - ref[None]) ** 2).sum(-1)
-    codes = np.minimum(q.astype(np.int64), 255)
-    qi = codes >> (8 - gbits)
+    corners = np.concatenate([np.arange(0, 256, size), np.arange(size - 1, 256, size)])
+    values = np.concatenate([rng.integers(0, 256, (3000, 3)), rng.choice(corners, (1500, 3)),
+                             np.clip(ties[:, None, :] + rng.integers(-2, 3, (len(ties), 20, 3)), 0, 255).reshape(-1, 3)])
+    best, d = _nearest_by_brute_force(values, pal, distance)
+    qi = values >> (8 - gbits)
     cells = (qi[:, 0] << (2 * gbits)) | (qi[:, 1] << gbits) | qi[:, 2]
-    tol = 1e-9 if distance == "oklab" else 0.0  # float rounding in the OKLab conversion
-    multi = refined = 0
+    tol = 1e-12 if distance == "oklab" else 0.0  # float rounding between two ways of converting to OKLab
+    multi = 0
     for i, cell in enumerate(cells):
-        cand = _table_candidates(info, moff, cands, int(cell))
+        cand = _table_candidates(tab, int(cell))
         multi += len(cand) > 1
         assert cand == sorted(set(cand)) and all(0 <= c < len(pal) for c in cand)
-        # the nearest colour is among the candidates
-        assert d[i, cand].min() <= d[i].min() + tol, (i, q[i], cand)
-        if len(cand) > 1:
-            # and a sub-cell decided by one colour is decided by the nearest one
-            k = jit.kernel(dither, "_refine")(distance == "oklab", int(moff[cell]), *[int(v) for v in codes[i]], gbits,
-                                              *(2 * [ref if distance == "oklab" else pal.astype(np.float64)]), LUT,
-                                              float(color.LUT_STEPS), color.M1, color.M2, cands)
-            if k != dither.SUB_MULTI:
-                refined += 1
-                assert k in cand and d[i, k] <= d[i].min() + tol, (i, q[i], k)
-    assert multi < len(cells)  # the table prunes: most cells hold a single colour
-    assert refined > 0
+        assert d[i, cand].min() <= d[i].min() + tol, (i, values[i], cand)
+    assert 0 < multi < len(cells)  # the table prunes: most cells hold a single colour, not every one
+
+
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@pytest.mark.parametrize("name", ["pico-8", "random-40", "random-256", "near-ties-16", "near-ties-200"])
+def test_memo_holds_the_exact_nearest(distance, name):
+    """The memo of nearest colours, filled by the loops, against brute force: every code value quantized is
+    looked up again from the memo, and every entry the loops wrote is each value's nearest colour (the lowest
+    index on exact sRGB ties). Values: random, and clouds around values nearly equidistant from two colours."""
+    from pixart_nodes.core import dither
+    from pixart_nodes.core import quantize as qz
+
+    rng = np.random.default_rng(31)
+    if name.startswith("near-ties"):
+        pal, ties = _near_tie_palette(rng, int(name.split("-")[2]), distance)
+    else:
+        pal, ties = _palette(name, rng), np.zeros((0, 3), np.int64)
+    values = np.concatenate([rng.integers(0, 256, (20000, 3)),
+                             np.clip(ties[:, None, :] + rng.integers(-3, 4, (len(ties), 60, 3)), 0, 255).reshape(-1, 3)])
+    img = np.ascontiguousarray(values.astype(np.uint8).reshape(1, -1, 3))
+    qz._lookup.cache_clear()
+    res = quantize(img, pal, distance=distance)
+    best, d = _nearest_by_brute_force(values, pal, distance)
+    if distance == "rgb":
+        assert np.array_equal(res.indices.ravel(), best)
+    else:
+        chosen = d[np.arange(len(d)), res.indices.ravel().astype(np.int64)]
+        assert np.all(chosen <= d.min(axis=1) + 1e-12)
+        assert np.mean(res.indices.ravel() == best) > 0.999
+    tab = qz._lookup(pal.tobytes(), distance == "oklab").table
+    lb = 8 - tab.gbits
+    qi = values >> lb
+    cells = (qi[:, 0] << (2 * tab.gbits)) | (qi[:, 1] << tab.gbits) | qi[:, 2]
+    low = values & ((1 << lb) - 1)
+    multi = tab.info[cells] == np.iinfo(tab.info.dtype).max
+    at = tab.blk[cells[multi]] + ((low[multi, 0] << (2 * lb)) | (low[multi, 1] << lb) | low[multi, 2])
+    assert multi.sum() > 100 and np.all(tab.memo[at] > 0)  # every multi-candidate value went through the memo
+    assert np.array_equal(tab.memo[at].astype(np.int64) - 1, res.indices.ravel()[multi])
+    # and a second call reads the memo only: the same result
+    assert np.array_equal(quantize(img, pal, distance=distance).indices, res.indices)
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
@@ -240,44 +279,42 @@ def test_no_dither_equals_brute_force_with_alpha_and_big_palettes(distance):
         assert res.colors_used == len(np.unique(ref[~transparent]))
 
 
-@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256"])
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])
 def test_pair_codes_hold_the_true_nearest(name):
-    """Floyd-Steinberg (sRGB) reads a pair of colours per cell, or per sub-cell of a cell with 3+ candidates;
-    the nearest colour of every value is one of the two (or a sub-cell says "search"), and the pair is in
-    palette order so the lower index wins ties. Brute force on random values plus cell/sub-cell edges."""
+    """sRGB error diffusion reads a pair of colours per cell (or "3+ candidates": the memo); the nearest colour of
+    every value is one of the two, and the pair is in palette order so the lower index wins ties. Brute force on
+    random values, cell corners and exact ties."""
     from pixart_nodes.core import dither
 
     rng = np.random.default_rng(22)
-    pal = rng.integers(0, 256, (int(name.split("-")[1]), 3), dtype=np.uint8) if name.startswith("random-") \
-        else named_palette(name).colors
-    info, moff, cands, _, gbits = dither.cell_table(pal, False, 5)
-    codes, slot, sub_codes, shift = dither.pair_table(pal, info, moff, cands, gbits)
+    if name.startswith("near-ties"):
+        pal, ties = _near_tie_palette(rng, 24, "rgb")
+    else:
+        pal, ties = _palette(name, rng), np.zeros((0, 3), np.int64)
+    tab = dither.cell_table(pal, False)
+    codes, shift = dither.pair_table(tab, len(pal))
     assert codes.dtype == (np.uint8 if len(pal) <= 16 else np.uint16) and shift == (4 if len(pal) <= 16 else 8)
-    edges = np.arange(0, 256, 2, dtype=np.float64)
-    q = np.concatenate([rng.uniform(0, 255, (4000, 3)),
-                        rng.choice(np.concatenate([edges, edges + 2 - 1e-4, [255.0]]), (3000, 3))])
-    q = np.minimum(q, 255.0).astype(np.float32).astype(np.float64)
-    d = ((q[:, None, :] - pal.astype(np.float64)[None]) ** 2).sum(-1)
-    best = d.argmin(axis=1)  # lowest index on ties
-    ic = q.astype(np.int64)
-    cell = ((ic[:, 0] >> 3) << 10) | ((ic[:, 1] >> 3) << 5) | (ic[:, 2] >> 3)
+    g, size = tab.gbits, 256 >> tab.gbits
+    corners = np.concatenate([np.arange(0, 256, size), np.arange(size - 1, 256, size)])
+    values = np.concatenate([rng.integers(0, 256, (4000, 3)), rng.choice(corners, (3000, 3)),
+                             np.clip(ties[:, None, :] + rng.integers(-2, 3, (len(ties), 20, 3)), 0, 255).reshape(-1, 3)])
+    best, d = _nearest_by_brute_force(values, pal, "rgb")
+    qi = values >> (8 - g)
+    cell = (qi[:, 0] << (2 * g)) | (qi[:, 1] << g) | qi[:, 2]
     mask = (1 << shift) - 1
-    pairs = searched = 0
-    for i in range(len(q)):
+    pairs = many = 0
+    for i in range(len(values)):
         e = int(codes[cell[i]])
         a, b = e & mask, e >> shift
         if a > b:
-            sub = ((ic[i, 0] >> 1) & 3) << 4 | ((ic[i, 1] >> 1) & 3) << 2 | ((ic[i, 2] >> 1) & 3)
-            e = int(sub_codes[slot[cell[i]] * 64 + sub])
-            a, b = e & mask, e >> shift
-            if a > b:
-                searched += 1
-                continue
+            many += 1
+            assert len(_table_candidates(tab, int(cell[i]))) >= 3
+            continue
         pairs += a != b
         chosen = b if d[i, b] < d[i, a] else a
-        assert chosen == best[i], (q[i], a, b, best[i])
+        assert chosen == best[i], (values[i], a, b, best[i])
     assert pairs > 0
-    assert searched < len(q) // 10
+    assert many < len(values) // 4
 
 
 _AOT_CHECK = r"""

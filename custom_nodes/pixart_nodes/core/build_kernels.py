@@ -20,8 +20,11 @@ from pathlib import Path
 from . import cluster, dither, jit
 
 U8_U16 = ("uint8", "uint16")
-# shared pieces of the loops' signatures
-_LAB = "float64[:, ::1], float64[::1], float64, float64[:, ::1], float64[:, ::1]"  # pal_cmp, lut, steps, m1, m2
+# shared pieces of the loops' signatures: the palette and its cell table (``Lookup.loop_args``) ...
+_LOOKUP = ("float64[:, ::1], float64[::1], float64[:, ::1], float64[:, ::1], {info}[::1], int32[::1], {info}[::1], "
+           "int32[::1], int32[::1], int64")
+# ... and where the loops write (``Target``)
+_OUT = "uint8[::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1]"
 
 
 def exports() -> dict[str, str]:
@@ -29,27 +32,23 @@ def exports() -> dict[str, str]:
     out: dict[str, str] = {}
     for info in U8_U16:
         out[jit.export_name(dither, "_build", info)] = (
-            f"Tuple((int32[::1], int64))(boolean, uint8[:, ::1], {_LAB}, int64, {info}[::1], int32[::1])"
+            f"Tuple((int32[::1], int64))(boolean, uint8[:, ::1], float64[:, ::1], float64[::1], float64[:, ::1], "
+            f"float64[:, ::1], int64, {info}[::1], int32[::1], int32[::1])"
         )
         for idx in U8_U16:
-            out[jit.export_name(dither, "_ordered", info, idx)] = (
-                f"void(boolean, uint8[:, :, ::1], int64, {_LAB}, {info}[::1], int32[::1], int32[::1], uint16[::1], "
-                f"int64, float64[:, ::1], uint8[:, ::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1])"
+            out[jit.export_name(dither, "_map", info, idx)] = (
+                f"void(boolean, uint8[:, :, ::1], int64, int64[:, ::1], {_LOOKUP.format(info=info)}, "
+                f"{_OUT.format(idx=idx)})"
             )
-    for info, codes in itertools.product(U8_U16, U8_U16):
-        out[jit.export_name(dither, "_pair_codes", info, codes)] = (
-            f"{codes}[::1](uint8[:, ::1], {info}[::1], int32[::1], int32[::1], int64, int64, {codes}[::1], int32[::1])"
+    for info, codes, idx in itertools.product(U8_U16, U8_U16, U8_U16):
+        lookup = _LOOKUP.format(info=info)
+        out[jit.export_name(dither, "_diffuse_fixed", info, codes, idx)] = (
+            f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, boolean, {lookup}, {codes}[::1], "
+            f"int64, {_OUT.format(idx=idx)})"
         )
-        for idx in U8_U16:
-            out[jit.export_name(dither, "_diffuse_fixed", info, codes, idx)] = (
-                f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, boolean, {_LAB}, {info}[::1], "
-                f"int32[::1], int32[::1], uint16[::1], int64, {codes}[::1], int32[::1], {codes}[::1], int64, "
-                f"uint8[::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1])"
-            )
-    for codes, idx in itertools.product(U8_U16, U8_U16):
-        out[jit.export_name(dither, "_floyd_steinberg_rgb", codes, idx)] = (
-            f"void(uint8[:, :, ::1], int64, int64[::1], int64, float64[:, ::1], {codes}[::1], int32[::1], {codes}[::1], "
-            f"int32[::1], int32[::1], int64, int64, boolean, uint8[::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1])"
+        out[jit.export_name(dither, "_floyd_steinberg_rgb", info, codes, idx)] = (
+            f"void(uint8[:, :, ::1], int64, int64[::1], int64, {lookup}, {codes}[::1], int64, boolean, "
+            f"{_OUT.format(idx=idx)})"
         )
     out[jit.export_name(cluster, "seed_greedy")] = "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64)"
     out[jit.export_name(cluster, "lloyd")] = "int64[::1](float64[:, ::1], float64[::1], float64[:, ::1], int64, float64)"

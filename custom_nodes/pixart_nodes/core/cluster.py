@@ -65,6 +65,26 @@ def seed_greedy(pts, w, k, seed, trials):
 
 
 @njit(cache=True, nogil=True)
+def _search(pts, i, cen, assign, upper, lower):
+    """Point ``i``'s nearest centre (the lowest index on ties) into ``assign``, its distance into ``upper`` and the
+    distance to the second nearest into ``lower``."""
+    b1 = np.inf
+    b2 = np.inf
+    best = 0
+    for j in range(cen.shape[0]):
+        d = _d2(pts, i, cen, j)
+        if d < b1:
+            b2 = b1
+            b1 = d
+            best = j
+        elif d < b2:
+            b2 = d
+    assign[i] = best
+    upper[i] = np.sqrt(b1)
+    lower[i] = np.sqrt(b2)
+
+
+@njit(cache=True, nogil=True)
 def lloyd(pts, w, cen, max_iter, tol):
     """Weighted Lloyd iterations on ``cen`` (updated in place) until no centre moves more than ``tol`` or
     ``max_iter``; returns the assignment (int64 [n]). A centre left without points restarts on the point with the
@@ -76,20 +96,7 @@ def lloyd(pts, w, cen, max_iter, tol):
     upper = np.empty(n)
     lower = np.empty(n)
     for i in range(n):
-        b1 = np.inf
-        b2 = np.inf
-        best = 0
-        for j in range(k):
-            d = _d2(pts, i, cen, j)
-            if d < b1:
-                b2 = b1
-                b1 = d
-                best = j
-            elif d < b2:
-                b2 = d
-        assign[i] = best
-        upper[i] = np.sqrt(b1)
-        lower[i] = np.sqrt(b2)
+        _search(pts, i, cen, assign, upper, lower)
     sums = np.empty((k, 3))
     tot = np.empty(k)
     moved = np.empty(k)
@@ -152,18 +159,5 @@ def lloyd(pts, w, cen, max_iter, tol):
             upper[i] = np.sqrt(_d2(pts, i, cen, a))
             if upper[i] < bound:
                 continue
-            b1 = np.inf
-            b2 = np.inf
-            best = 0
-            for j in range(k):
-                d = _d2(pts, i, cen, j)
-                if d < b1:
-                    b2 = b1
-                    b1 = d
-                    best = j
-                elif d < b2:
-                    b2 = d
-            assign[i] = best
-            upper[i] = np.sqrt(b1)
-            lower[i] = np.sqrt(b2)
+            _search(pts, i, cen, assign, upper, lower)
     return assign

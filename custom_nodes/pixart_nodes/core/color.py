@@ -52,7 +52,8 @@ def linear_lut(steps: int = LUT_STEPS) -> np.ndarray:
 
 
 # Exact table for uint8 inputs: indexing beats evaluating the power function per pixel.
-_LINEAR_U8 = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0)
+LINEAR_U8 = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0)
+_LINEAR_U8 = LINEAR_U8
 
 
 def linear_to_oklab(lin: np.ndarray) -> np.ndarray:

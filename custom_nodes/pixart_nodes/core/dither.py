@@ -167,24 +167,19 @@ def threshold_matrix(method: str) -> np.ndarray:
 # concave there; a term with u_i < 0 is convex and lies above its tangent at the box centre. Replacing the
 # convex terms by their tangents gives a concave lower bound, whose minimum over the box is at a corner: a
 # beats b on the cell when that bound is positive at the 8 corners (with a margin for rounding).
+#
+# Cells with several candidates get a memo: for each of their (256 >> gbits)^3 code values, the exact nearest colour
+# once some loop has needed it (stored as index + 1; 0: not known yet). Every loop asks for the nearest colour of an
+# integer code value (error diffusion rounds the diffused value, ordered offsets are whole code values), so a value
+# is searched once per palette, and from then on costs two table loads whatever the distance: an OKLab search (three
+# cube roots) or the sub-cell box tests that used to stand in for it cost far more. The memo is allocated zeroed
+# (pages the loops never touch cost no memory) and shared by every call with the palette; concurrent calls may
+# search the same value twice, always storing the same answer.
 
-# Finer cells for small palettes (fewer cells with several candidates); the build cost grows with cells x colours.
-RGB_FINE_MAX_COLOURS = 64
-
-# Sub-cell table entries (uint16): not yet decided, or several candidates even in the sub-cell.
-SUB_UNKNOWN = 65535
-SUB_MULTI = 65534
-
-
-@njit(cache=True, nogil=True)
-def _append(buf, used, value):
-    if used == buf.shape[0]:
-        grown = np.empty(2 * buf.shape[0], dtype=buf.dtype)
-        grown[:used] = buf[:used]
-        buf = grown
-    buf[used] = value
-    return buf
-
+# cell tables of the loops: 64^3 cells. The 256 KiB table misses the L1 cache where a 32^3 one (32 KiB) does not,
+# but half as many pixels land in multi-candidate cells, whose memo entries are spread over megabytes; on
+# bench_quantize's images that is faster for every loop, most for OKLab error diffusion (about 1.25x)
+GBITS = 6
 
 @njit(cache=True, nogil=True)
 def _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist, near, keep):
@@ -296,392 +291,337 @@ def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, di
 
 
 @njit(cache=True, nogil=True)
-def _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, bits, pstarts, pflat):
-    """Candidate lists (CSR: ``starts``, ``flat``) of every cell at ``bits`` per channel, each cell testing only
-    its parent cell's candidates (``pstarts``/``pflat`` at ``bits - 1``; None: every colour)."""
+def _level(use_lab, pal, pal_lab, norm, lin, m1, m2, bits, pstarts, pflat):
+    """Candidate lists (CSR: ``starts``, ``flat``) of every cell at ``bits`` per channel, each cell testing only its
+    parent cell's candidates (``pstarts``/``pflat`` at ``bits - 1``; at ``bits`` 3, one parent holding every colour).
+    A cell's box is the code values it holds, ``lo .. lo + size - 1`` per channel: the loops only ever ask for code
+    values. Written without slices or helper calls per cell, each of which costs numba reference counting."""
     n = pal.shape[0]
     g = 1 << bits
     size = 256 >> bits
-    everyone = np.empty(n, dtype=np.int32)
-    for k in range(n):
-        everyone[k] = k
+    top = bits == 3
     dist_i = np.empty((8, n), dtype=np.int64)
     dist_f = np.empty((8, n))
     cone = np.empty((8, 3))
     root = np.empty((8, 3))
     near = np.empty(8, dtype=np.int64)
     keep = np.empty(n, dtype=np.bool_)
+    cand = np.empty(n, dtype=np.int32)
     x0 = np.empty(2)
     x1 = np.empty(2)
     x2 = np.empty(2)
     starts = np.zeros(g * g * g + 1, dtype=np.int64)
-    flat = np.empty(4 * g * g * g, dtype=np.int32)
+    # every child keeps at most its parent's candidates
+    flat = np.empty(n * g * g * g if top else 8 * pflat.shape[0], dtype=np.int32)
     used = 0
     for i0 in range(g):
         for i1 in range(g):
             for i2 in range(g):
                 cell = (i0 << (2 * bits)) | (i1 << bits) | i2
-                if pstarts is None:
-                    cand = everyone
+                if top:
+                    ps = 0
+                    ncand = n
                 else:
                     parent = ((i0 >> 1) << (2 * bits - 2)) | ((i1 >> 1) << (bits - 1)) | (i2 >> 1)
-                    cand = pflat[pstarts[parent] : pstarts[parent + 1]]
-                ncand = cand.shape[0]
+                    ps = pstarts[parent]
+                    ncand = pstarts[parent + 1] - ps
                 if ncand == 1:
-                    keep[0] = True
+                    flat[used] = pflat[ps]
+                    used += 1
                 else:
+                    for j in range(ncand):
+                        cand[j] = j if top else pflat[ps + j]
                     lo0, lo1, lo2 = i0 * size, i1 * size, i2 * size
-                    hi0, hi1, hi2 = min(lo0 + size, 255), min(lo1 + size, 255), min(lo2 + size, 255)
+                    hi0, hi1, hi2 = lo0 + size - 1, lo1 + size - 1, lo2 + size - 1
                     if use_lab:
-                        # linear light from the loops' own table, so the box holds exactly the values they compute
-                        x0[0], x0[1] = lut[int(lo0 * steps)], lut[int(hi0 * steps)]
-                        x1[0], x1[1] = lut[int(lo1 * steps)], lut[int(hi1 * steps)]
-                        x2[0], x2[1] = lut[int(lo2 * steps)], lut[int(hi2 * steps)]
+                        # linear light from the search's own table, so the box holds exactly the values it computes
+                        x0[0], x0[1] = lin[lo0], lin[hi0]
+                        x1[0], x1[1] = lin[lo1], lin[hi1]
+                        x2[0], x2[1] = lin[lo2], lin[hi2]
                         _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, dist_f, near, keep)
                     else:
                         _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist_i, near, keep)
-                for j in range(ncand):
-                    if keep[j]:
-                        flat = _append(flat, used, cand[j])
-                        used += 1
+                    for j in range(ncand):
+                        if keep[j]:
+                            flat[used] = cand[j]
+                            used += 1
                 starts[cell + 1] = used
     return starts, flat[:used]
 
 
 @njit(cache=True, nogil=True)
-def _build(use_lab, pal, pal_lab, lut, steps, m1, m2, gbits, info, moff):
-    """Fill ``info``/``moff`` for every cell; returns ``cands`` (blocks: count, sub-table offset, colours) and
-    the number of multi-candidate cells. Levels are built coarse to fine (8^3 cells up to 2^gbits per side),
-    each cell testing only its parent's candidates: most colours are ruled out at the coarse levels."""
+def _build(use_lab, pal, pal_lab, lin, m1, m2, gbits, info, moff, blk):
+    """Fill ``info``/``moff``/``blk`` for every cell; returns ``cands`` (blocks: count, colours) and the number of
+    multi-candidate cells. Levels are built coarse to fine (8^3 cells up to 2^gbits per side), each cell testing
+    only its parent's candidates: most colours are ruled out at the coarse levels."""
     n = pal.shape[0]
     norm = np.empty(n)
     for k in range(n):
         norm[k] = pal_lab[k, 0] ** 2 + pal_lab[k, 1] ** 2 + pal_lab[k, 2] ** 2
-    starts, flat = _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, 3, None, None)
+    starts, flat = _level(use_lab, pal, pal_lab, norm, lin, m1, m2, 3, np.zeros(2, dtype=np.int64),
+                          np.arange(n).astype(np.int32))
     for bits in range(4, gbits + 1):
-        starts, flat = _level(use_lab, pal, pal_lab, norm, lut, steps, m1, m2, bits, starts, flat)
-    cands = np.empty(1024, dtype=np.int32)
+        starts, flat = _level(use_lab, pal, pal_lab, norm, lin, m1, m2, bits, starts, flat)
+    vol = 1 << (3 * (8 - gbits))  # code values per cell: the memo's block
+    cands = np.empty(flat.shape[0] + starts.shape[0], dtype=np.int32)
     used = 0
-    subs = 0
+    multi = 0
+    many = np.iinfo(info.dtype).max
     for cell in range(starts.shape[0] - 1):
         count = starts[cell + 1] - starts[cell]
         if count == 1:
             info[cell] = flat[starts[cell]]
             continue
-        info[cell] = np.iinfo(info.dtype).max
+        info[cell] = many
         moff[cell] = used
-        cands = _append(cands, used, count)
-        cands = _append(cands, used + 1, subs * 64)
-        used += 2
-        subs += 1
+        blk[cell] = multi * vol
+        multi += 1
+        cands[used] = count
+        used += 1
         for j in range(starts[cell], starts[cell + 1]):
-            cands = _append(cands, used, flat[j])
+            cands[used] = flat[j]
             used += 1
-    return cands[:used].copy(), subs
+    return cands[:used].copy(), multi
 
 
-@njit(cache=True, nogil=True)
-def _refine(use_lab, s, ir, ig, ib, gbits, pal, pal_lab, lut, steps, m1, m2, cands):
-    """Decide one sub-cell (a quarter of a cell per side) of the multi-candidate cell whose block starts at
-    ``cands[s]``: the single colour that can be nearest there, or ``SUB_MULTI``."""
-    sub = (256 >> gbits) >> 2
-    ncand = cands[s]
-    cand = cands[s + 2 : s + 2 + ncand]
-    lo0 = (ir // sub) * sub
-    lo1 = (ig // sub) * sub
-    lo2 = (ib // sub) * sub
-    hi0, hi1, hi2 = min(lo0 + sub, 255), min(lo1 + sub, 255), min(lo2 + sub, 255)
-    near = np.empty(8, dtype=np.int64)
-    keep = np.empty(ncand, dtype=np.bool_)
-    if use_lab:
-        norm = np.empty(pal_lab.shape[0])
-        for j in range(ncand):
-            k = cand[j]
-            norm[k] = pal_lab[k, 0] ** 2 + pal_lab[k, 1] ** 2 + pal_lab[k, 2] ** 2
-        x0 = np.array([lut[int(lo0 * steps)], lut[int(hi0 * steps)]])
-        x1 = np.array([lut[int(lo1 * steps)], lut[int(hi1 * steps)]])
-        x2 = np.array([lut[int(lo2 * steps)], lut[int(hi2 * steps)]])
-        count = _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, np.empty((8, 3)), np.empty((8, 3)),
-                              np.empty((8, ncand)), near, keep)
-    else:
-        count = _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, np.empty((8, ncand), dtype=np.int64),
-                              near, keep)
-    if count > 1:
-        return SUB_MULTI
-    for j in range(ncand):
-        if keep[j]:
-            return cand[j]
-    return SUB_MULTI
+class CellTable(NamedTuple):
+    """See ``cell_table``."""
+
+    info: np.ndarray
+    moff: np.ndarray
+    cands: np.ndarray
+    blk: np.ndarray
+    memo: np.ndarray
+    gbits: int
 
 
-@njit(cache=True, nogil=True)
-def _refine_lab(s, ir, ig, ib, gbits, pal_lab, norm, lut, steps, m1, m2, cands, near, keep, x0, x1, x2, cone, root,
-                dist):
-    """``_refine`` for OKLab with the palette's squared norms and scratch arrays from the caller: the loops decide
-    sub-cells on first visit, up to hundreds of thousands in one call on a noisy image, so they allocate nothing."""
-    sub = (256 >> gbits) >> 2
-    ncand = cands[s]
-    cand = cands[s + 2 : s + 2 + ncand]
-    lo0 = (ir // sub) * sub
-    lo1 = (ig // sub) * sub
-    lo2 = (ib // sub) * sub
-    x0[0], x0[1] = lut[int(lo0 * steps)], lut[int(min(lo0 + sub, 255) * steps)]
-    x1[0], x1[1] = lut[int(lo1 * steps)], lut[int(min(lo1 + sub, 255) * steps)]
-    x2[0], x2[1] = lut[int(lo2 * steps)], lut[int(min(lo2 + sub, 255) * steps)]
-    count = _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, dist, near, keep)
-    if count > 1:
-        return SUB_MULTI
-    for j in range(ncand):
-        if keep[j]:
-            return cand[j]
-    return SUB_MULTI
+def cell_table(pal: np.ndarray, use_lab: bool, gbits: int = GBITS) -> CellTable:
+    """Candidate table and memo of a palette (uint8 [N,3]), cells of 2^(8-gbits) code values per side.
 
-
-def cell_table(
-    pal: np.ndarray, use_lab: bool, gbits: int | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Candidate table for the compiled loops: ``(info, moff, cands, sub, gbits)``, cells of 2^(8-gbits) values.
-
-    ``info [8^gbits]`` holds the palette index of a cell with a single candidate, else the dtype's largest
-    value; then the block at ``cands[moff[cell]]`` holds the count, the offset of the cell's 64 sub-cells in
-    ``sub`` and the candidates (in palette order). ``sub`` (uint16, ``SUB_UNKNOWN`` until first needed) is
-    filled lazily by the loops: most of a multi-candidate cell is still decided by one colour, and the loops
-    only ever visit a small part of the cube, so deciding sub-cells on demand is far cheaper than a finer
-    table. ``info`` is uint8 for palettes of up to 254 colours. ``gbits`` None picks 6 (64^3 cells) for sRGB
-    palettes of up to ``RGB_FINE_MAX_COLOURS`` colours, else 5 (building costs cells x colours). Error
-    diffusion asks for 5 itself: its loop waits on each table load (the next pixel needs this pixel's
-    colour), and the 32 KiB uint8 table stays in the L1 cache where the 256 KiB one does not.
-
-    The arrays are mutable (``sub``) and shared by every call with the palette; concurrent calls may decide
-    the same sub-cell twice, always to the same value.
+    ``info [8^gbits]`` holds the palette index of a cell with a single candidate, else the dtype's largest value
+    (uint8 for palettes of up to 254 colours, else uint16); then the block at ``cands[moff[cell]]`` holds the
+    count and the candidates (in palette order), and ``memo[blk[cell] + v]`` (``info``'s dtype) the nearest colour
+    + 1 of the cell's code value ``v`` (its low ``8 - gbits`` bits per channel, r g b), 0 until a loop needs it.
     """
     from . import color
 
     pal = np.ascontiguousarray(pal, dtype=np.uint8)
     n = len(pal)
-    if gbits is None:
-        gbits = 6 if not use_lab and n <= RGB_FINE_MAX_COLOURS else 5
     dtype = np.uint8 if n < 255 else np.uint16
     info = np.empty(1 << (3 * gbits), dtype=dtype)
     moff = np.zeros(1 << (3 * gbits), dtype=np.int32)
+    blk = np.zeros(1 << (3 * gbits), dtype=np.int32)
     build = _jit.kernel(_SELF, "_build", info.dtype)
-    cands, subs = build(use_lab, pal, np.ascontiguousarray(color.srgb_u8_to_oklab(pal)),
-                        color.linear_lut(color.LUT_STEPS), float(color.LUT_STEPS), color.M1, color.M2, gbits, info, moff)
-    # sRGB searches are cheap (no conversion), and a sub-cell level measured slower there on noisy images
-    sub = np.full(subs * 64 if use_lab else 0, SUB_UNKNOWN, dtype=np.uint16)
-    return info, moff, cands, sub, gbits
+    cands, multi = build(use_lab, pal, np.ascontiguousarray(color.srgb_u8_to_oklab(pal)), color.LINEAR_U8, color.M1,
+                         color.M2, gbits, info, moff, blk)
+    # one block at least: the loops read a block for every cell and ignore it for single-candidate cells
+    memo = np.zeros(max(multi, 1) << (3 * (8 - gbits)), dtype=dtype)
+    return CellTable(info, moff, cands, blk, memo, gbits)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Floyd-Steinberg in sRGB: candidate pairs. Error diffusion pushes values onto the boundaries between colours,
-# so a fifth to a third of its pixels land in cells with two candidates; a branch there mispredicts about half
-# the time. Each cell instead holds a pair code ``a | b << shift`` (``a <= b``; ``a == b`` for one candidate)
-# and the loop always compares the two distances, so one code path serves both kinds of cell. ``a > b`` marks
-# a cell with 3+ candidates (rare): its 64 sub-cells hold pair codes of their own, and only a sub-cell that
-# still has 3+ candidates runs the full search.
+# sRGB error diffusion: candidate pairs. Error diffusion pushes values onto the boundaries between colours,
+# so a fifth to a half of its pixels land in cells with two or more candidates; a branch there mispredicts about
+# half the time. Each cell instead holds a pair code ``a | b << shift`` (``a <= b``; ``a == b`` for one candidate)
+# and the loops always compare the two distances, so one branch-free path serves both kinds of cell. ``a > b``
+# marks a cell with 3+ candidates, whose values go through the memo.
 
 PAIR_MANY = 1  # a=1, b=0: never a real pair (pairs are stored in palette order)
 
 
-@njit(cache=True, nogil=True)
-def _pair_codes(pal, info, moff, cands, gbits, shift, codes, slot):
-    """Fill ``codes`` (per cell) and ``slot`` (each 3+ cell's block of 64 in the returned sub-cell codes)."""
-    n = pal.shape[0]
-    cells = info.shape[0]
-    many = 0
-    for cell in range(cells):
-        k = np.int64(info[cell])
-        if k < n:
-            codes[cell] = k | (k << shift)
-        elif cands[moff[cell]] == 2:
-            s = moff[cell]
-            codes[cell] = cands[s + 2] | (cands[s + 3] << shift)
-        else:
-            codes[cell] = PAIR_MANY
-            slot[cell] = many
-            many += 1
-    sub_codes = np.empty(many * 64, dtype=codes.dtype)
-    size = 256 >> gbits
-    sub = size >> 2
-    g = 1 << gbits
-    near = np.empty(8, dtype=np.int64)
-    for cell in range(cells):
-        if codes[cell] != PAIR_MANY:
-            continue
-        s = moff[cell]
-        ncand = cands[s]
-        cand = cands[s + 2 : s + 2 + ncand]
-        keep = np.empty(ncand, dtype=np.bool_)
-        dist = np.empty((8, ncand), dtype=np.int64)
-        b0 = (cell >> (2 * gbits)) * size
-        b1 = ((cell >> gbits) & (g - 1)) * size
-        b2 = (cell & (g - 1)) * size
-        for q in range(64):
-            lo0 = b0 + (q >> 4) * sub
-            lo1 = b1 + ((q >> 2) & 3) * sub
-            lo2 = b2 + (q & 3) * sub
-            count = _box_keep_rgb(pal, lo0, lo1, lo2, min(lo0 + sub, 255), min(lo1 + sub, 255),
-                                  min(lo2 + sub, 255), cand, ncand, dist, near, keep)
-            code = np.int64(PAIR_MANY)
-            if count <= 2:
-                a = -1
-                b = -1
-                for j in range(ncand):
-                    if keep[j]:
-                        if a < 0:
-                            a = cand[j]
-                        b = cand[j]
-                code = a | (b << shift)
-            sub_codes[slot[cell] * 64 + q] = code
-    return sub_codes
-
-
-def pair_table(
-    pal: np.ndarray, info: np.ndarray, moff: np.ndarray, cands: np.ndarray, gbits: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Pair codes for ``_floyd_steinberg_rgb`` from an sRGB ``cell_table``: ``(codes, slot, sub_codes, shift)``.
-
-    ``codes`` is uint8 with 4-bit fields for palettes of up to 16 colours (32 KiB at 32^3 cells: the loop
-    waits on each load, and this stays in the L1 cache), else uint16 with 8-bit fields. The table's
-    ``moff``/``cands`` serve the full search in sub-cells that still have 3+ candidates.
-    """
-    pal = np.ascontiguousarray(pal, dtype=np.uint8)
-    shift = 4 if len(pal) <= 16 else 8
-    codes = np.empty(info.shape[0], dtype=np.uint8 if shift == 4 else np.uint16)
-    slot = np.zeros(info.shape[0], dtype=np.int32)
-    sub_codes = _jit.kernel(_SELF, "_pair_codes", info.dtype, codes.dtype)(pal, info, moff, cands, gbits, shift, codes,
-                                                                      slot)
-    return codes, slot, sub_codes, shift
+def pair_table(tab: CellTable, n: int) -> tuple[np.ndarray, int]:
+    """Pair codes of an sRGB ``cell_table`` of ``n`` colours: ``(codes, shift)``. ``codes`` is uint8 with 4-bit
+    fields for palettes of up to 16 colours (32 KiB at 32^3 cells: the loops wait on each load, and this stays
+    in the L1 cache), else uint16 with 8-bit fields."""
+    shift = 4 if n <= 16 else 8
+    info = tab.info.astype(np.int64)
+    codes = info | (info << shift)
+    multi = np.flatnonzero(info >= n)
+    s = tab.moff[multi]
+    count = tab.cands[s]
+    two = count == 2
+    codes[multi] = np.where(two, tab.cands[s + 1] | (tab.cands[np.minimum(s + 2, len(tab.cands) - 1)] << shift),
+                            PAIR_MANY)
+    return np.ascontiguousarray(codes, dtype=np.uint8 if shift == 4 else np.uint16), shift
 
 
 # ---------------------------------------------------------------------------------------------------------
-# compiled loops. ``pal_cmp`` holds the palette in the distance space (sRGB 0..255 or OKLab); for OKLab
-# each dithered sRGB value is converted with a linear-light table (``lut``, ``steps`` entries per code value,
-# linearly interpolated) and the OKLab matrices ``m1``/``m2``. A cell with one candidate is decided by one
-# table load; only the other cells call a search (``_search_rgb``/``_search_lab``, kept out of line: inlined
-# search code, or a nearest-colour helper inlined with numba's ``inline="always"``, made the common path
-# several times slower). The few lines before the search (OKLab sub-cell) are pasted in both loops that use
-# them (``_diffuse_fixed``, ``_ordered``) on purpose: one shared helper for them, out of line or inlined, made the
-# OKLab loops 1.9x slower and the RGB ones 1.7x (bench/bench_quantize.py, 512x512 gradient to PICO-8: no dither
-# 6.7 -> 12.8 ms, Floyd-Steinberg 15.1 -> 21.7 ms). That was measured on the earlier float loops and has not been
-# measured again since the loops became fixed point. The loops take ``use_lab`` as a plain flag rather than a function argument because
-# numba does not reuse its on-disk cache for functions that take other functions.
+# compiled loops. ``pal_cmp`` holds the palette in the distance space (sRGB 0..255 or OKLab); for OKLab a code
+# value is converted with the exact linear-light table of the 256 code values (``lin``) and the OKLab matrices
+# ``m1``/``m2``. Every loop finds a code value's colour the same way, through the inlined helpers below: a cell
+# with one candidate is decided by one table load (sRGB error diffusion: a pair of candidates by two distances), a
+# value of another cell by its memo entry, and only a value not in the memo yet calls the search (``_fill``, out of
+# line). The loops take ``use_lab`` as a plain flag rather than a function argument because numba does not reuse
+# its on-disk cache for functions that take other functions.
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _linear(v, lut, steps):
-    p = v * steps
-    i = int(p)
-    if i >= lut.shape[0] - 1:
-        i = lut.shape[0] - 2
-    return lut[i] + (p - i) * (lut[i + 1] - lut[i])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _code(t):
-    # Code value of the clamped value, computed from the unclamped one: truncating first and clamping the
-    # integer gives the same result (int(clamp(t)) == clamp(int(t))) and keeps the float clamp off the
-    # critical path.
-    return min(max(int(t), 0), 255)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _cell(ir, ig, ib, gbits):
-    sh = 8 - gbits
-    return ((ir >> sh) << (2 * gbits)) | ((ig >> sh) << gbits) | (ib >> sh)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _best(s, q0, q1, q2, pal_cmp, cands):
-    best = cands[s + 2]
+@njit(cache=True, nogil=True)
+def _fill(use_lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits):
+    """Search the nearest of ``cell``'s candidates to the code value by squared difference in the distance space,
+    store it in the memo and return it. Candidates are in palette order and the comparison strict, so the lowest
+    index wins ties. Out of line: a value is searched once per palette."""
+    if use_lab:
+        lr = lin[vr]
+        lg = lin[vg]
+        lb = lin[vb]
+        l_ = np.cbrt(m1[0, 0] * lr + m1[0, 1] * lg + m1[0, 2] * lb)
+        m_ = np.cbrt(m1[1, 0] * lr + m1[1, 1] * lg + m1[1, 2] * lb)
+        s_ = np.cbrt(m1[2, 0] * lr + m1[2, 1] * lg + m1[2, 2] * lb)
+        q0 = m2[0, 0] * l_ + m2[0, 1] * m_ + m2[0, 2] * s_
+        q1 = m2[1, 0] * l_ + m2[1, 1] * m_ + m2[1, 2] * s_
+        q2 = m2[2, 0] * l_ + m2[2, 1] * m_ + m2[2, 2] * s_
+    else:
+        q0 = np.float64(vr)
+        q1 = np.float64(vg)
+        q2 = np.float64(vb)
+    s = moff[cell]
+    best = cands[s + 1]
     best_d = np.inf
-    for j in range(s + 2, s + 2 + cands[s]):
+    for j in range(s + 1, s + 1 + cands[s]):
         k = cands[j]
         d0 = q0 - pal_cmp[k, 0]
         d1 = q1 - pal_cmp[k, 1]
         d2 = q2 - pal_cmp[k, 2]
         d = d0 * d0 + d1 * d1 + d2 * d2
-        # candidates are in palette order, so strict < keeps the lowest index on ties
         if d < best_d:
             best_d = d
             best = k
+    memo[_memo_at(vr, vg, vb, cell, blk, gbits)] = best + 1
     return np.int64(best)
 
 
-@njit(cache=True, nogil=True)
-def _search_rgb(s, r, g, b, pal_cmp, cands):
-    return _best(s, np.float64(r), np.float64(g), np.float64(b), pal_cmp, cands)
+# The helpers below are inlined and have no branch: numba increments and decrements the reference count of every
+# array an inlined helper takes, and drops those pairs again only when no branch stands between them. With a branch
+# inside (a call to the search, even a plain ``if`` around a store), each use cost two atomic operations per array:
+# a no-dither 512x512 call took 10 to 25 ms instead of 1.5, error diffusion 11 ms instead of 3.2. So the loops keep
+# their branches (a multi-candidate cell, a value not in the memo yet) in their own bodies.
 
 
-@njit(cache=True, nogil=True)
-def _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2):
-    lr = _linear(r, lut, steps)
-    lg = _linear(g, lut, steps)
-    lb = _linear(b, lut, steps)
-    l_ = np.cbrt(m1[0, 0] * lr + m1[0, 1] * lg + m1[0, 2] * lb)
-    m_ = np.cbrt(m1[1, 0] * lr + m1[1, 1] * lg + m1[1, 2] * lb)
-    s_ = np.cbrt(m1[2, 0] * lr + m1[2, 1] * lg + m1[2, 2] * lb)
-    q0 = m2[0, 0] * l_ + m2[0, 1] * m_ + m2[0, 2] * s_
-    q1 = m2[1, 0] * l_ + m2[1, 1] * m_ + m2[1, 2] * s_
-    q2 = m2[2, 0] * l_ + m2[2, 1] * m_ + m2[2, 2] * s_
-    return _best(s, q0, q1, q2, pal_cmp, cands)
+@njit(cache=True, nogil=True, inline="always")
+def _cell(vr, vg, vb, gbits):
+    lb = np.int64(8 - gbits)
+    return np.uint64(((vr >> lb) << (2 * gbits)) | ((vg >> lb) << gbits) | (vb >> lb))
 
 
-# Floyd-Steinberg with sRGB distance runs in fixed point: ``strength`` is taken in steps of 1/STRENGTH_STEPS,
-# so the error passed on, (value - colour) * S * {7,3,5,1} / 16, is an exact integer in units of
-# 1/FS_ONE = 1/(16 * STRENGTH_STEPS) of a code value. The single rounding is the diffused value's, to the
-# nearest code value (halves up) before clamping to 0..255; that integer's nearest colour is exact and its
-# error is what is diffused (like Pillow, which also diffuses integer error).
+@njit(cache=True, nogil=True, inline="always")
+def _memo_at(vr, vg, vb, cell, blk, gbits):
+    """Where the memo keeps the code value (vr, vg, vb) of multi-candidate ``cell``: its block plus the value's
+    low ``8 - gbits`` bits per channel."""
+    lb = np.int64(8 - gbits)
+    lm = (np.int64(1) << lb) - 1
+    return np.uint64(np.int64(blk[cell]) + (((((vr & lm) << lb) | (vg & lm)) << lb) | (vb & lm)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _known(vr, vg, vb, cell, info, blk, memo, gbits):
+    """The cell's colour, else the memo's (-1: not known yet). Both loads are issued before the choice."""
+    k = np.int64(info[cell])
+    m = np.int64(memo[_memo_at(vr, vg, vb, cell, blk, gbits)]) - 1
+    return m if k == np.iinfo(info.dtype).max else k
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair(code, shift):
+    """The two candidates of a pair code (``a > b``: 3+ candidates)."""
+    e = np.int64(code)
+    return e & ((np.int64(1) << shift) - 1), e >> shift
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pick(vr, vg, vb, ka, kb, pal4):
+    """The nearer of two colours by sRGB distance and the error it leaves, (colour, r, g, b). Both distances are
+    computed before the comparison, strict so that the lower index wins ties like the search."""
+    ua = np.uint64(ka) << np.uint64(2)
+    ub = np.uint64(kb) << np.uint64(2)
+    ar = vr - pal4[ua]
+    ag = vg - pal4[ua + np.uint64(1)]
+    ab = vb - pal4[ua + np.uint64(2)]
+    br = vr - pal4[ub]
+    bg = vg - pal4[ub + np.uint64(1)]
+    bb = vb - pal4[ub + np.uint64(2)]
+    nb = br * br + bg * bg + bb * bb < ar * ar + ag * ag + ab * ab
+    return (kb if nb else ka), (br if nb else ar), (bg if nb else ag), (bb if nb else ab)
+
+
+# Error diffusion runs in fixed point: ``strength`` is taken in steps of 1/STRENGTH_STEPS, so the error passed on,
+# (value - colour) * S * numerator / divisor (see ``kernel_weights``), is an integer in units of
+# 1/FS_ONE = 1/(16 * STRENGTH_STEPS) of a code value. The single rounding is the diffused value's, to the nearest
+# code value (halves up) before clamping to 0..255; that integer's nearest colour is exact and its error is what is
+# diffused (like Pillow, which also diffuses integer error).
 STRENGTH_STEPS = 256
 FS_SHIFT = 12
 FS_ONE = 1 << FS_SHIFT  # 16 * STRENGTH_STEPS
+FS_HALF = FS_ONE // 2
 # Next-row error travels packed: three 21-bit fields in one int64, each biased by 2^20 so it unpacks with a
 # shift and a mask. A cell collects 9 * 255 * STRENGTH_STEPS = 587520 < 2^20 at most, so fields never carry.
 FS_FIELD = 21
+FS_MASK = (1 << FS_FIELD) - 1
 FS_BIAS = (1 << (FS_FIELD - 1)) * (1 + (1 << FS_FIELD) + (1 << (2 * FS_FIELD)))
-FS_GBITS = 5  # cell table of the sequential loops (``cell_table(..., 5)``)
+FS_UNBIAS = 1 << (FS_FIELD - 1)  # what each unpacked field carries
 
 
 def fs_strength(strength: float) -> int:
-    """``strength`` 0..1 as the integer multiplier the sRGB Floyd-Steinberg loop uses (0..STRENGTH_STEPS)."""
+    """``strength`` 0..1 as the integer multiplier of the fixed-point loops (0..STRENGTH_STEPS)."""
     return int(round(strength * STRENGTH_STEPS))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _views(src, out_idx, out_img):
+    """The loops' flat views of the source and outputs, and the channel count as an unsigned index."""
+    return src.reshape(-1), out_idx.reshape(-1), out_img.reshape(-1), np.uint64(src.shape[2])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _source(flat, p, uch, c):
+    """Pixel ``p``'s value in fixed point plus the packed error ``c`` it collected (bias removed, rounding half
+    added): r, g, b."""
+    return ((np.int64(flat[p * uch]) << FS_SHIFT) + (c & FS_MASK) - FS_UNBIAS + FS_HALF,
+            (np.int64(flat[p * uch + np.uint64(1)]) << FS_SHIFT) + ((c >> FS_FIELD) & FS_MASK) - FS_UNBIAS + FS_HALF,
+            (np.int64(flat[p * uch + np.uint64(2)]) << FS_SHIFT) + (c >> (2 * FS_FIELD)) - FS_UNBIAS + FS_HALF)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _code(t):
+    """The code value of a fixed-point value with its rounding half added: floor, then clamp to 0..255 (runaway
+    error must not smear across flat areas; Pillow's CLIP8 does the same)."""
+    return min(max(t >> FS_SHIFT, np.int64(0)), np.int64(255))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _emit(oidx, oimg, used, table, p, uch, k):
+    """Write colour ``k`` (a palette index, or N: transparent) at pixel ``p``: the index, ``table``'s row, its use."""
+    uk = np.uint64(k)
+    q = p * uch
+    t = uk * uch
+    last = uch - np.uint64(1)  # alpha, or blue again: no branch (see above)
+    oidx[p] = uk
+    # channels written one by one: a loop over them compiles to a generic copy with its own checks
+    oimg[q] = table[t]
+    oimg[q + np.uint64(1)] = table[t + np.uint64(1)]
+    oimg[q + np.uint64(2)] = table[t + np.uint64(2)]
+    oimg[q + last] = table[t + last]
+    used[uk] = 1
 
 
 @njit(cache=True, nogil=True)
 def _floyd_steinberg_rgb(
-    src, alpha_threshold, pal4, strength, pal_cmp, codes, slot, sub_codes, moff, cands, gbits, shift,
+    src, alpha_threshold, pal4, strength, pal_cmp, lin, m1, m2, info, blk, memo, moff, cands, gbits, codes, shift,
     serpentine, table, out_idx, out_img, used,
 ):
-    # Fixed point (see FS_ONE): the chain from one pixel's value to the next one's is integer only (round,
-    # clamp, cell, pair code, palette, compare), with no float conversion; both candidates of a pair code get
-    # their distance computed before the comparison. The error for the next row travels packed, three
-    # biased 21-bit fields in one int64 (see FS_FIELD): one load, one store and a few adds per pixel instead
-    # of three each, and few enough live values that the loop's state stays in registers. Unsigned indices:
-    # numba then emits no negative-index wraparound.
+    # Floyd-Steinberg with sRGB distance, the most used case, has a loop of its own, although ``_diffuse_fixed``
+    # gives the same result: with four taps and one row below, the loop's state stays in registers (the next row's
+    # error travels packed, three biased 21-bit fields in one int64, see FS_FIELD: one load and one store per
+    # pixel). Its colour lookup repeats ``_diffuse_fixed``'s lines because a shared helper with those branches
+    # costs numba reference counting (see the helpers above). Measured (bench_quantize images, 512x512 to PICO-8,
+    # CPU ms, same process): this loop 2.93 / 2.89 (random / gradient), ``_diffuse_fixed`` 3.37 / 3.32.
+    # The chain from one pixel's value to the next one's is integer only (round, clamp, cell, pair code,
+    # palette, compare); the next pixel's source and collected error are unpacked before the chain needs them.
+    # Unsigned indices: numba then emits no negative-index wraparound.
     h, w, ch = src.shape
     n = pal4.shape[0] // 4
-    flat = src.reshape(-1)
-    oidx = out_idx.reshape(-1)
-    oimg = out_img.reshape(-1)
-    uch = np.uint64(ch)
-    one = np.uint64(1)
-    two = np.uint64(2)
-    three = np.uint64(3)
-    four = np.uint64(4)
-    fsh = np.int64(FS_SHIFT)
-    half = np.int64(FS_ONE // 2)
+    flat, oidx, oimg, uch = _views(src, out_idx, out_img)
     s7 = np.int64(7) * strength
-    fb = np.int64(FS_FIELD)
-    fmask = np.int64((1 << FS_FIELD) - 1)
     bias = np.int64(FS_BIAS)
-    # each unpacked field carries +2^(FS_FIELD-1); folded into the source term
-    unbias = np.int64(1 << (FS_FIELD - 1))
-    sh = np.uint64(8 - FS_GBITS)
-    g1 = np.uint64(FS_GBITS)
-    g2 = np.uint64(2 * FS_GBITS)
-    ssh = np.uint64(6 - FS_GBITS)  # sub-cells: 4 per cell side
-    ushift = np.uint64(shift)
-    mask = np.uint64((1 << shift) - 1)
     last = np.uint64(h * w - 1)
     # every cell of the next row collects exactly one ``bias`` (from the a1 term), so each field unpacks
     # non-negative; row 0 starts from an error-free row
@@ -693,80 +633,36 @@ def _floyd_steinberg_rgb(
         x = w - 1 if reverse else 0
         a0 = bias
         a1 = bias
-        p = np.uint64(y * w + x)
-        c = cur[np.uint64(x + 1)]
-        tr = (np.int64(flat[p * uch]) << fsh) + (c & fmask) - unbias
-        tg = (np.int64(flat[p * uch + one]) << fsh) + ((c >> fb) & fmask) - unbias
-        tb = (np.int64(flat[p * uch + two]) << fsh) + (c >> (fb + fb)) - unbias
+        tr, tg, tb = _source(flat, np.uint64(y * w + x), uch, cur[np.uint64(x + 1)])
         for _ in range(w):
             p = np.uint64(y * w + x)
             ob = np.uint64(x + 1 - step)  # below-left in scan direction: complete after this pixel
-            pn = min(np.uint64(y * w + x + step), last) * uch  # next pixel (clamped at the image's ends: unused)
-            # the next pixel's source plus the error it already holds from the row above
-            c = cur[np.uint64(x + 1 + step)]
-            sr = (np.int64(flat[pn]) << fsh) + (c & fmask) - unbias
-            sg = (np.int64(flat[pn + one]) << fsh) + ((c >> fb) & fmask) - unbias
-            sb = (np.int64(flat[pn + two]) << fsh) + (c >> (fb + fb)) - unbias
-            if ch == 4 and flat[p * uch + three] < alpha_threshold:
+            # the next pixel's source plus the error it already holds from the row above (clamped at the image's
+            # ends: unused there)
+            sr, sg, sb = _source(flat, min(np.uint64(y * w + x + step), last), uch, cur[np.uint64(x + 1 + step)])
+            if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
                 # transparent: takes and passes on no error
-                oidx[p] = n
-                for ci in range(ch):
-                    oimg[p * uch + np.uint64(ci)] = table[np.uint64(n) * uch + np.uint64(ci)]
-                used[n] = 1
+                _emit(oidx, oimg, used, table, p, uch, n)
                 nxt[ob] = a0
                 a0 = a1
                 a1 = bias
                 tr, tg, tb = sr, sg, sb
                 x += step
                 continue
-            # round to the nearest code value, then clamp: runaway error must not smear across flat areas
-            # (Pillow's CLIP8 does the same)
-            vr = min(max((tr + half) >> fsh, np.int64(0)), np.int64(255))
-            vg = min(max((tg + half) >> fsh, np.int64(0)), np.int64(255))
-            vb = min(max((tb + half) >> fsh, np.int64(0)), np.int64(255))
-            ir = np.uint64(vr)
-            ig = np.uint64(vg)
-            ib = np.uint64(vb)
-            cell = ((ir >> sh) << g2) | ((ig >> sh) << g1) | (ib >> sh)
-            e = np.uint64(codes[cell])
-            ka = e & mask
-            kb = e >> ushift
-            if ka > kb:  # 3+ candidates in the cell: the sub-cell's pair, else the full search
-                q = ((ir >> ssh) & three) << four | ((ig >> ssh) & three) << two | ((ib >> ssh) & three)
-                e = np.uint64(sub_codes[np.uint64(slot[cell]) * np.uint64(64) + q])
-                ka = e & mask
-                kb = e >> ushift
-                if ka > kb:
-                    ka = np.uint64(_search_rgb(moff[cell], vr, vg, vb, pal_cmp, cands))
-                    kb = ka
-            # each candidate's distance from the differences to its colour
-            ar = vr - pal4[ka * four]
-            ag = vg - pal4[ka * four + one]
-            ab = vb - pal4[ka * four + two]
-            br = vr - pal4[kb * four]
-            bg = vg - pal4[kb * four + one]
-            bb = vb - pal4[kb * four + two]
-            da = ar * ar + ag * ag + ab * ab
-            db = br * br + bg * bg + bb * bb
-            # strict: the lower index wins ties, like the search
-            nb = db < da
-            k = kb if nb else ka
-            er = br if nb else ar
-            eg = bg if nb else ag
-            eb = bb if nb else ab
+            vr, vg, vb = _code(tr), _code(tg), _code(tb)
+            cell = _cell(vr, vg, vb, gbits)
+            ka, kb = _pair(codes[cell], shift)
+            if ka > kb:  # 3+ candidates: the memo
+                ka = kb = _known(vr, vg, vb, cell, info, blk, memo, gbits)
+            if ka < 0:
+                ka = kb = _fill(False, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
+            k, er, eg, eb = _pick(vr, vg, vb, ka, kb, pal4)
             tr = sr + s7 * er
             tg = sg + s7 * eg
             tb = sb + s7 * eb
-            oidx[p] = k
-            # channels written one by one: a loop over ``ch`` compiles to a generic copy with its own checks
-            oimg[p * uch] = table[k * uch]
-            oimg[p * uch + one] = table[k * uch + one]
-            oimg[p * uch + two] = table[k * uch + two]
-            if ch == 4:
-                oimg[p * uch + three] = table[k * uch + three]
-            used[k] = 1
+            _emit(oidx, oimg, used, table, p, uch, k)
             # packed error (fields are linear: the sums below act on each field alone)
-            pe = (er + (eg << fb) + (eb << (fb + fb))) * strength
+            pe = (er + (eg << FS_FIELD) + (eb << (2 * FS_FIELD))) * strength
             nxt[ob] = a0 + np.int64(3) * pe
             a0 = a1 + np.int64(5) * pe
             a1 = pe + bias
@@ -786,51 +682,31 @@ def _floyd_steinberg_rgb(
 
 @njit(cache=True, nogil=True)
 def _diffuse_fixed(
-    use_lab, src, alpha_threshold, pal4, wts, damp_limit, serpentine, pal_cmp, lut, steps, m1, m2, info, moff,
-    cands, sub, gbits, codes, slot, sub_codes, shift, table, out_idx, out_img, used,
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, serpentine, pal_cmp, lin, m1, m2, info, blk, memo, moff,
+    cands, gbits, codes, shift, table, out_idx, out_img, used,
 ):
     # The chain from one pixel to the next (value, nearest colour, error, the right neighbour's value) keeps the
     # right-hand error unpacked, per channel; everything else is off that chain: the rows below collect packed
     # error, in locals for the five cells each pixel touches per row (one store per row and pixel, when the
     # leftmost of them is complete), and each pixel's own collected error is unpacked before its chain starts.
     # Unsigned indices: numba then emits no negative-index wraparound.
-    # scratch for deciding OKLab sub-cells (``_refine_lab``)
-    norm = np.empty(pal_cmp.shape[0])
-    for j in range(pal_cmp.shape[0]):
-        norm[j] = pal_cmp[j, 0] ** 2 + pal_cmp[j, 1] ** 2 + pal_cmp[j, 2] ** 2
-    scratch = (np.empty(8, dtype=np.int64), np.empty(pal_cmp.shape[0], dtype=np.bool_), np.empty(2), np.empty(2),
-               np.empty(2), np.empty((8, 3)), np.empty((8, 3)), np.empty((8, pal_cmp.shape[0])))
     h, w, ch = src.shape
     n = pal4.shape[0] // 4
-    flat = src.reshape(-1)
-    oidx = out_idx.reshape(-1)
-    oimg = out_img.reshape(-1)
-    uch = np.uint64(ch)
-    one = np.uint64(1)
-    two = np.uint64(2)
-    three = np.uint64(3)
-    four = np.uint64(4)
-    fsh = np.int64(FS_SHIFT)
-    half = np.int64(FS_ONE // 2)
-    fb = np.int64(FS_FIELD)
-    fmask = np.int64((1 << FS_FIELD) - 1)
+    flat, oidx, oimg, uch = _views(src, out_idx, out_img)
     bias = np.int64(FS_BIAS)
-    unbias = np.int64(1 << (FS_FIELD - 1)) - half  # rounding half folded in
-    sh = np.int64(8 - gbits)
-    g1 = np.int64(gbits)
-    g2 = np.int64(2 * gbits)
-    ssh = np.int64(6 - gbits)  # sub-cells: 4 per cell side
-    ushift = np.int64(shift)
-    mask = np.int64((1 << shift) - 1)
     damp = damp_limit >= 0
+    multi = np.int64(np.iinfo(info.dtype).max)
     w01, w02 = wts[3], wts[4]
     w1m2, w1m1, w10, w1p1, w1p2 = wts[5], wts[6], wts[7], wts[8], wts[9]
     w2m2, w2m1, w20, w2p1, w2p2 = wts[10], wts[11], wts[12], wts[13], wts[14]
+    # two-row kernels (Burkes, the Sierra two-row and lite kernels, Floyd-Steinberg with OKLab) skip the third row's
+    # work: about a tenth faster than running it on zero weights
+    row2 = w2m2 != 0 or w2m1 != 0 or w20 != 0 or w2p1 != 0 or w2p2 != 0
+    last = np.uint64(h * w - 1)
     pad = 2
     stride = w + 2 * pad
     rows = np.zeros(3 * stride, dtype=np.int64)
     zero = np.int64(0)
-    top = np.int64(255)
     for y in range(h):
         cur = np.uint64((y % 3) * stride + pad)
         nx1 = np.uint64(((y + 1) % 3) * stride + pad)
@@ -844,77 +720,37 @@ def _diffuse_fixed(
         # next row: cells x-2, x-1, x, x+1 (scan direction) still collecting; the row after: the same
         a1m2 = a1m1 = a10 = a1p1 = zero
         a2m2 = a2m1 = a20 = a2p1 = zero
+        nr, ng, nb = _source(flat, np.uint64(y * w + x), uch, rows[cur + np.uint64(x)] + bias)
         for _ in range(w):
             p = np.uint64(y * w + x)
-            ux = np.uint64(x)
-            if ch == 4 and flat[p * uch + three] < alpha_threshold:
+            # this pixel's source and collected error, unpacked during the previous pixel; the next one's now
+            tr, tg, tb = nr, ng, nb
+            nr, ng, nb = _source(flat, min(np.uint64(y * w + x + step), last), uch,
+                                 rows[cur + np.uint64(x + step)] + bias)
+            if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
                 # transparent: takes and passes on no error
-                oidx[p] = n
-                for ci in range(ch):
-                    oimg[p * uch + np.uint64(ci)] = table[np.uint64(n) * uch + np.uint64(ci)]
-                used[n] = 1
+                _emit(oidx, oimg, used, table, p, uch, n)
                 c1r, c1g, c1b = c2r, c2g, c2b
                 c2r = c2g = c2b = zero
                 pe = zero
             else:
-                t = rows[cur + ux] + bias
-                tr = (np.int64(flat[p * uch]) << fsh) + (t & fmask) - unbias + c1r
-                tg = (np.int64(flat[p * uch + one]) << fsh) + ((t >> fb) & fmask) - unbias + c1g
-                tb = (np.int64(flat[p * uch + two]) << fsh) + (t >> (fb + fb)) - unbias + c1b
-                # round to the nearest code value (half folded into unbias), then clamp
-                vr = min(max(tr >> fsh, zero), top)
-                vg = min(max(tg >> fsh, zero), top)
-                vb = min(max(tb >> fsh, zero), top)
-                cell = ((vr >> sh) << g2) | ((vg >> sh) << g1) | (vb >> sh)
+                vr, vg, vb = _code(tr + c1r), _code(tg + c1g), _code(tb + c1b)
+                cell = _cell(vr, vg, vb, gbits)
                 if use_lab:
-                    k = np.int64(info[cell])
-                    if k >= n:
-                        s = moff[cell]
-                        q = cands[s + 1] + ((((vr >> ssh) & 3) << 4) | (((vg >> ssh) & 3) << 2) | ((vb >> ssh) & 3))
-                        k = np.int64(sub[q])
-                        if k == SUB_UNKNOWN:
-                            k = _refine_lab(s, vr, vg, vb, gbits, pal_cmp, norm, lut, steps, m1, m2, cands, *scratch)
-                            sub[q] = k
-                        if k >= n:
-                            k = _search_lab(s, np.float64(vr), np.float64(vg), np.float64(vb), pal_cmp, cands, lut,
-                                            steps, m1, m2)
-                    uk = np.uint64(k) * four
-                    er = vr - pal4[uk]
-                    eg = vg - pal4[uk + one]
-                    eb = vb - pal4[uk + two]
+                    # the memo only for a multi-candidate cell: the next pixel waits for this one's colour, and a
+                    # branch costs less than waiting for the memo on every pixel
+                    ka = np.int64(info[cell])
+                    if ka == multi:
+                        ka = np.int64(memo[_memo_at(vr, vg, vb, cell, blk, gbits)]) - 1
+                    kb = ka
                 else:
-                    e = np.int64(codes[cell])
-                    ka = e & mask
-                    kb = e >> ushift
-                    if ka > kb:  # 3+ candidates in the cell: the sub-cell's pair, else the full search
-                        q = ((vr >> ssh) & 3) << 4 | ((vg >> ssh) & 3) << 2 | ((vb >> ssh) & 3)
-                        e = np.int64(sub_codes[np.uint64(slot[cell]) * np.uint64(64) + np.uint64(q)])
-                        ka = e & mask
-                        kb = e >> ushift
-                        if ka > kb:
-                            ka = _search_rgb(moff[cell], vr, vg, vb, pal_cmp, cands)
-                            kb = ka
-                    ua = np.uint64(ka) * four
-                    ub = np.uint64(kb) * four
-                    ar = vr - pal4[ua]
-                    ag = vg - pal4[ua + one]
-                    ab = vb - pal4[ua + two]
-                    br = vr - pal4[ub]
-                    bg = vg - pal4[ub + one]
-                    bb = vb - pal4[ub + two]
-                    nb = br * br + bg * bg + bb * bb < ar * ar + ag * ag + ab * ab  # strict: lower index wins ties
-                    k = kb if nb else ka
-                    er = br if nb else ar
-                    eg = bg if nb else ag
-                    eb = bb if nb else ab
-                uk = np.uint64(k)
-                oidx[p] = k
-                oimg[p * uch] = table[uk * uch]
-                oimg[p * uch + one] = table[uk * uch + one]
-                oimg[p * uch + two] = table[uk * uch + two]
-                if ch == 4:
-                    oimg[p * uch + three] = table[uk * uch + three]
-                used[k] = 1
+                    ka, kb = _pair(codes[cell], shift)
+                    if ka > kb:  # 3+ candidates: the memo
+                        ka = kb = _known(vr, vg, vb, cell, info, blk, memo, gbits)
+                if ka < 0:
+                    ka = kb = _fill(use_lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
+                k, er, eg, eb = _pick(vr, vg, vb, ka, kb, pal4)
+                _emit(oidx, oimg, used, table, p, uch, k)
                 if damp and er * er + eg * eg + eb * eb > damp_limit:
                     er = (3 * er + 2) >> 2
                     eg = (3 * eg + 2) >> 2
@@ -925,7 +761,7 @@ def _diffuse_fixed(
                 c2r = er * w02
                 c2g = eg * w02
                 c2b = eb * w02
-                pe = er + (eg << fb) + (eb << (fb + fb))  # fields are linear: weights act on each alone
+                pe = er + (eg << FS_FIELD) + (eb << (2 * FS_FIELD))  # fields are linear: weights act on each alone
             # cell x-2 of each row below is complete: store it; the others move one place along
             left = np.uint64(x - 2 * step)
             rows[nx1 + left] += a1m2 + pe * w1m2
@@ -933,11 +769,12 @@ def _diffuse_fixed(
             a1m1 = a10 + pe * w10
             a10 = a1p1 + pe * w1p1
             a1p1 = pe * w1p2
-            rows[nx2 + left] = a2m2 + pe * w2m2
-            a2m2 = a2m1 + pe * w2m1
-            a2m1 = a20 + pe * w20
-            a20 = a2p1 + pe * w2p1
-            a2p1 = pe * w2p2
+            if row2:  # decided once per call: the compiler keeps two versions of the loop
+                rows[nx2 + left] = a2m2 + pe * w2m2
+                a2m2 = a2m1 + pe * w2m1
+                a2m1 = a20 + pe * w20
+                a20 = a2p1 + pe * w2p1
+                a2p1 = pe * w2p2
             x += step
         # the last pixel's cells x-1 and x; x+1 and x+2 are padding
         x -= step
@@ -947,86 +784,74 @@ def _diffuse_fixed(
         rows[nx2 + np.uint64(x)] = a2m1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _offset(v, o):
+    """Code value ``v`` plus an ordered-dither offset, clamped to 0..255."""
+    return min(max(np.int64(v) + o, np.int64(0)), np.int64(255))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _offset_value(flat, q, o):
+    return _offset(flat[q], o), _offset(flat[q + np.uint64(1)], o), _offset(flat[q + np.uint64(2)], o)
+
+
 @njit(cache=True, nogil=True)
-def _ordered(
-    use_lab, src, alpha_threshold, pal_cmp, lut, steps, m1, m2, info, moff, cands, sub, gbits, offsets, table, out_idx, out_img,
-    used,
-):
-    # scratch for deciding OKLab sub-cells (``_refine_lab``)
-    norm = np.empty(pal_cmp.shape[0])
-    for j in range(pal_cmp.shape[0]):
-        norm[j] = pal_cmp[j, 0] ** 2 + pal_cmp[j, 1] ** 2 + pal_cmp[j, 2] ** 2
-    scratch = (np.empty(8, dtype=np.int64), np.empty(pal_cmp.shape[0], dtype=np.bool_), np.empty(2), np.empty(2),
-               np.empty(2), np.empty((8, 3)), np.empty((8, 3)), np.empty((8, pal_cmp.shape[0])))
+def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk, memo, moff, cands, gbits, table,
+         out_idx, out_img, used):
+    # no dither and ordered dither: each pixel's value plus its tiled offset (whole code values, one for all
+    # channels), clamped, and that code value's exact nearest colour. Pixels are independent, so a row is done in
+    # three passes: colours (memo misses marked -1), the misses searched, then the output written. The first pass
+    # then holds no call: with the search called from it, the loop was a third slower even when every value was
+    # in the memo.
     h, w, ch = src.shape
     n = pal_cmp.shape[0]
-    ssh = 6 - gbits  # sub-cells: 4 per cell side
+    flat, oidx, oimg, uch = _views(src, out_idx, out_img)
     mh, mw = offsets.shape
+    ks = np.empty(w, dtype=np.int64)
     for y in range(h):
         row = offsets[y & (mh - 1)]
+        miss = False
         for x in range(w):
-            k = n
-            if ch == 3 or src[y, x, 3] >= alpha_threshold:
-                o = row[x & (mw - 1)]
-                tr = src[y, x, 0] + o
-                tg = src[y, x, 1] + o
-                tb = src[y, x, 2] + o
-                r = min(max(tr, 0.0), 255.0)
-                g = min(max(tg, 0.0), 255.0)
-                b = min(max(tb, 0.0), 255.0)
-                ir = _code(tr)
-                ig = _code(tg)
-                ib = _code(tb)
-                cell = _cell(ir, ig, ib, gbits)
-                k = np.int64(info[cell])
-                if k >= n:
-                    s = moff[cell]
-                    if use_lab:
-                        # OKLab: the sub-cell's colour when one decides it, which skips the conversion (cube roots)
-                        q = cands[s + 1] + ((((ir >> ssh) & 3) << 4) | (((ig >> ssh) & 3) << 2) | ((ib >> ssh) & 3))
-                        k = np.int64(sub[q])
-                        if k == SUB_UNKNOWN:
-                            k = _refine_lab(s, ir, ig, ib, gbits, pal_cmp, norm, lut, steps, m1, m2, cands, *scratch)
-                            sub[q] = k
-                        if k >= n:
-                            k = _search_lab(s, r, g, b, pal_cmp, cands, lut, steps, m1, m2)
-                    else:
-                        k = _search_rgb(s, r, g, b, pal_cmp, cands)
-            out_idx[y, x] = k
-            for c in range(ch):
-                out_img[y, x, c] = table[k, c]
-            used[k] = 1
+            q = np.uint64(y * w + x) * uch
+            k = np.int64(n)
+            if ch == 3 or flat[q + np.uint64(3)] >= alpha_threshold:
+                vr, vg, vb = _offset_value(flat, q, row[x & (mw - 1)])
+                k = _known(vr, vg, vb, _cell(vr, vg, vb, gbits), info, blk, memo, gbits)
+            miss |= k < 0
+            ks[x] = k
+        if miss:
+            for x in range(w):
+                if ks[x] < 0:
+                    vr, vg, vb = _offset_value(flat, np.uint64(y * w + x) * uch, row[x & (mw - 1)])
+                    ks[x] = _fill(use_lab, _cell(vr, vg, vb, gbits), vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin,
+                                  m1, m2, gbits)
+        for x in range(w):
+            _emit(oidx, oimg, used, table, np.uint64(y * w + x), uch, ks[x])
 
 
 class Lookup(NamedTuple):
     """A palette made ready for the compiled loops (``lookup``): its colours in the distance space, the
-    linear-light table and OKLab matrices for converting pixels, and its cell table (``cell_table``)."""
+    linear-light table and OKLab matrices for converting code values, and its cell table (``cell_table``)."""
 
     use_lab: bool
     pal_cmp: np.ndarray
-    lut: np.ndarray
-    steps: float
+    lin: np.ndarray
     m1: np.ndarray
     m2: np.ndarray
-    info: np.ndarray
-    moff: np.ndarray
-    cands: np.ndarray
-    sub: np.ndarray
-    gbits: int
+    table: CellTable
 
     @property
     def loop_args(self) -> tuple[Any, ...]:
-        return (self.pal_cmp, self.lut, self.steps, self.m1, self.m2, self.info, self.moff, self.cands, self.sub,
-                self.gbits)
+        t = self.table
+        return (self.pal_cmp, self.lin, self.m1, self.m2, t.info, t.blk, t.memo, t.moff, t.cands, t.gbits)
 
 
-def lookup(pal: np.ndarray, use_lab: bool, gbits: int | None = None) -> Lookup:
+def lookup(pal: np.ndarray, use_lab: bool) -> Lookup:
     from . import color
 
     pal = np.ascontiguousarray(pal, dtype=np.uint8)
     pal_cmp = np.ascontiguousarray(color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64))
-    return Lookup(use_lab, pal_cmp, color.linear_lut(color.LUT_STEPS), float(color.LUT_STEPS), color.M1, color.M2,
-                  *cell_table(pal, use_lab, gbits))
+    return Lookup(use_lab, pal_cmp, color.LINEAR_U8, color.M1, color.M2, cell_table(pal, use_lab))
 
 
 class Target(NamedTuple):
@@ -1054,8 +879,7 @@ def kernel_weights(kernel: ErrorKernel, strength: float) -> np.ndarray:
 
 def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: ErrorKernel, out: Target, *,
                   alpha_threshold: int = 128, strength: float = 1.0, serpentine: bool = True,
-                  pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None,
-                  damp_limit: int = -1) -> None:
+                  pairs: tuple[np.ndarray, int] | None = None, damp_limit: int = -1) -> None:
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``.
 
     Every kernel runs in fixed point (see ``FS_ONE`` and ``kernel_weights``): ``strength`` is rounded to steps of
@@ -1065,37 +889,36 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
     sRGB cell table (built here when None; unused for OKLab). ``damp_limit`` >= 0: a pixel whose squared error
     exceeds it passes on 3/4 of it (libimagequant's rule, see ``_diffuse_fixed``).
     """
-    if lk.gbits != FS_GBITS:
-        raise ValueError(f"the error-diffusion loops need a cell table with gbits={FS_GBITS}, got {lk.gbits}")
+    t = lk.table
     if lk.use_lab:
-        codes, slot, sub_codes, shift = _NO_PAIRS
+        codes, shift = _NO_PAIRS
     else:
-        codes, slot, sub_codes, shift = pairs if pairs is not None else pair_table(palette, lk.info, lk.moff,
-                                                                                   lk.cands, lk.gbits)
+        codes, shift = pairs if pairs is not None else pair_table(t, len(palette))
     # palette padded to 4 values per colour: the loops index it with a shift instead of a multiply
     pal4 = np.zeros((len(palette), 4), dtype=np.int64)
     pal4[:, :3] = palette
     table = np.ascontiguousarray(out.table).ravel()
     if kernel.name == "floyd-steinberg" and not lk.use_lab and damp_limit < 0:
-        _jit.kernel(_SELF, "_floyd_steinberg_rgb", codes.dtype, out.indices.dtype)(
-            src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), lk.pal_cmp, codes,
-            slot, sub_codes, lk.moff, lk.cands, lk.gbits, shift, serpentine, table, out.indices, out.image, out.used,
+        _jit.kernel(_SELF, "_floyd_steinberg_rgb", t.info.dtype, codes.dtype, out.indices.dtype)(
+            src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), *lk.loop_args, codes,
+            shift, serpentine, table, out.indices, out.image, out.used,
         )
         return
-    _jit.kernel(_SELF, "_diffuse_fixed", lk.info.dtype, codes.dtype, out.indices.dtype)(
+    _jit.kernel(_SELF, "_diffuse_fixed", t.info.dtype, codes.dtype, out.indices.dtype)(
         lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
-        serpentine, lk.pal_cmp, lk.lut, lk.steps, lk.m1, lk.m2, lk.info, lk.moff, lk.cands, lk.sub, lk.gbits,
-        codes, slot, sub_codes, shift, table, out.indices, out.image, out.used,
+        serpentine, lk.pal_cmp, lk.lin, lk.m1, lk.m2, t.info, t.blk, t.memo, t.moff, t.cands, t.gbits, codes, shift,
+        table, out.indices, out.image, out.used,
     )
 
 
 # OKLab loops take no pair codes; typed like real ones so both distances share one compiled loop
-_NO_PAIRS = (np.zeros(1, np.uint8), np.zeros(1, np.int32), np.zeros(1, np.uint8), 4)
+_NO_PAIRS = (np.zeros(1, np.uint8), 4)
 
 
 def ordered_dither(src: np.ndarray, lk: Lookup, offsets: np.ndarray, out: Target, *,
                    alpha_threshold: int = 128) -> None:
-    """Add the tiled ``offsets`` matrix (sRGB units, same offset on each channel; power-of-two sides) and map
-    each pixel to the palette (a 1x1 zero matrix: each pixel's exact nearest colour)."""
-    _jit.kernel(_SELF, "_ordered", lk.info.dtype, out.indices.dtype)(
-        lk.use_lab, src, alpha_threshold, *lk.loop_args, np.ascontiguousarray(offsets, dtype=np.float64), *out)
+    """Add the tiled ``offsets`` matrix (whole sRGB code values, same offset on each channel; power-of-two sides)
+    and map each pixel to the palette (a 1x1 zero matrix: each pixel's exact nearest colour)."""
+    _jit.kernel(_SELF, "_map", lk.table.info.dtype, out.indices.dtype)(
+        lk.use_lab, src, alpha_threshold, np.ascontiguousarray(offsets, dtype=np.int64), *lk.loop_args,
+        np.ascontiguousarray(out.table).ravel(), out.indices, out.image, out.used)

@@ -17,7 +17,7 @@ from .palette import Palette
 DITHER_METHODS: list[str] = ["none", *_dither.ERROR_KERNELS, *_dither.ORDERED_METHODS]
 DISTANCES: tuple[str, ...] = ("oklab", "rgb")
 
-_ZERO_OFFSET = np.zeros((1, 1), dtype=np.float64)
+_ZERO_OFFSET = np.zeros((1, 1), dtype=np.int64)
 
 
 @dataclass
@@ -37,18 +37,17 @@ def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _lookup(pal_bytes: bytes, use_lab: bool, sequential: bool) -> _dither.Lookup:
-    # keyed on the colour bytes so repeated calls with one palette (every image of a batch) build it once
+def _lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
+    # keyed on the colour bytes so repeated calls with one palette (every image of a batch, every method) share
+    # one cell table and its memo of exact nearest colours
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
-    return _dither.lookup(pal, use_lab, 5 if sequential else None)
+    return _dither.lookup(pal, use_lab)
 
 
 @lru_cache(maxsize=16)
-def _pairs(pal_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    # Floyd-Steinberg with sRGB distance: pair codes derived from the sequential loops' sRGB cell table
-    pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
-    lk = _lookup(pal_bytes, False, True)
-    return _dither.pair_table(pal, lk.info, lk.moff, lk.cands, lk.gbits)
+def _pairs(pal_bytes: bytes) -> tuple[np.ndarray, int]:
+    # error diffusion with sRGB distance: pair codes derived from the palette's sRGB cell table
+    return _dither.pair_table(_lookup(pal_bytes, False).table, len(pal_bytes) // 3)
 
 
 def ordered_spread(pal: np.ndarray) -> float:
@@ -63,6 +62,12 @@ def ordered_spread(pal: np.ndarray) -> float:
     d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
     np.fill_diagonal(d, np.inf)
     return float(np.median(d.min(axis=1)) / np.sqrt(3.0))
+
+
+def ordered_offsets(method: str, pal: np.ndarray, strength: float) -> np.ndarray:
+    """The ordered method's threshold matrix times ``ordered_spread(pal) * strength``, rounded to whole code values
+    (int64): each dithered value is then a code value, whose exact nearest colour the palette's memo keeps."""
+    return np.rint(_dither.threshold_matrix(method) * (ordered_spread(pal) * strength)).astype(np.int64)
 
 
 # libimagequant's threshold (remap.rs: 2.4 x the palette's mean squared error)
@@ -133,7 +138,7 @@ def quantize(
     # the loops mark each index they write in `used` (cheaper than a bincount)
     out = _dither.Target(table, np.empty((h, w), dtype=idx_dtype), np.empty_like(src), np.zeros(n + 1, np.uint8))
     diffuse = dither in _dither.ERROR_KERNELS and strength > 0.0
-    lk = _lookup(pal.tobytes(), use_lab, diffuse)
+    lk = _lookup(pal.tobytes(), use_lab)
     if dither == "none" or strength == 0.0:
         # the ordered loop with a zero offset: each pixel's exact nearest colour through the same cell table
         _dither.ordered_dither(src, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
@@ -143,7 +148,6 @@ def quantize(
                               strength=strength, serpentine=bool(serpentine),
                               pairs=None if use_lab else _pairs(pal.tobytes()), damp_limit=limit)
     else:
-        offsets = _dither.threshold_matrix(dither) * (ordered_spread(pal) * strength)
-        _dither.ordered_dither(src, lk, offsets, out, alpha_threshold=thr)
+        _dither.ordered_dither(src, lk, ordered_offsets(dither, pal, strength), out, alpha_threshold=thr)
     return QuantizeResult(image=out.image, indices=out.indices, colors_used=int(np.count_nonzero(out.used[:n])))
 

@@ -187,23 +187,31 @@ def period_candidates(p: np.ndarray, smin: float, smax: float) -> list[float]:
 # --- 3. phase tracking ----------------------------------------------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
-def _slope(c: np.ndarray, g: np.ndarray, lo: int, hi: int, fallback: float) -> float:
-    """Least-squares slope of ``g`` over ``c`` for indices ``lo .. hi-1`` (``fallback`` when too short or <= 0)."""
+def _centred_sums(x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
+    """Sums of (x - mean x)(y - mean y) and (x - mean x)^2 over indices ``lo .. hi-1``: the least-squares slope of
+    ``y`` over ``x`` is their ratio."""
     count = hi - lo
-    if count < 3 or c[hi - 1] - c[lo] < 2:
-        return fallback
-    mc = 0.0
-    mg = 0.0
+    mx = 0.0
+    my = 0.0
     for i in range(lo, hi):
-        mc += c[i]
-        mg += g[i]
-    mc /= count
-    mg /= count
+        mx += x[i]
+        my += y[i]
+    mx /= count
+    my /= count
     num = 0.0
     den = 0.0
     for i in range(lo, hi):
-        num += (c[i] - mc) * (g[i] - mg)
-        den += (c[i] - mc) * (c[i] - mc)
+        num += (x[i] - mx) * (y[i] - my)
+        den += (x[i] - mx) * (x[i] - mx)
+    return num, den
+
+
+@numba.njit(cache=True, nogil=True)
+def _slope(c: np.ndarray, g: np.ndarray, lo: int, hi: int, fallback: float) -> float:
+    """Least-squares slope of ``g`` over ``c`` for indices ``lo .. hi-1`` (``fallback`` when too short or <= 0)."""
+    if hi - lo < 3 or c[hi - 1] - c[lo] < 2:
+        return fallback
+    num, den = _centred_sums(c, g, lo, hi)
     slope = num / den
     return slope if slope > 0 else fallback
 
@@ -478,18 +486,10 @@ def _followed(k: np.ndarray, c: np.ndarray) -> float:
     start = 0
     for i in range(1, len(k) + 1):
         if i == len(k) or k[i] - k[i - 1] > 2:
-            count = i - start
-            if count >= 2:
-                mk = 0.0
-                mc = 0.0
-                for j in range(start, i):
-                    mk += k[j]
-                    mc += c[j]
-                mk /= count
-                mc /= count
-                for j in range(start, i):
-                    num += (k[j] - mk) * (c[j] - mc)
-                    den += (k[j] - mk) * (k[j] - mk)
+            if i - start >= 2:
+                run_num, run_den = _centred_sums(k, c, start, i)
+                num += run_num
+                den += run_den
             start = i
     return num / den if den >= 2 else -1.0
 
