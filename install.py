@@ -60,6 +60,10 @@ def _load_comfyui_home() -> ModuleType:
 home = _load_comfyui_home()
 
 
+# seconds the ahead-of-time kernel build may take (it takes a minute or two)
+KERNEL_BUILD_TIMEOUT = 900
+
+
 def say(message: str) -> None:
     print(f"[install] {message}", flush=True)
 
@@ -199,13 +203,18 @@ class Installer:
         if self.args.dry_run:
             say(f"would run: {' '.join(cmd)}")
             return
-        proc = subprocess.run(cmd, cwd=str(REPO_ROOT), text=True, capture_output=True)
-        if proc.returncode == 0:
+        # never fatal: numba's pycc is deprecated, a C compiler may be missing, a build may hang
+        try:
+            proc = subprocess.run(cmd, cwd=str(REPO_ROOT), text=True, capture_output=True,
+                                  timeout=KERNEL_BUILD_TIMEOUT)
+            ok, why = proc.returncode == 0, (proc.stderr or proc.stdout).strip().splitlines()[-4:]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ok, why, proc = False, [f"{type(exc).__name__}: {exc}"], None
+        if ok and proc is not None:
             say(proc.stdout.strip() or "kernels built")
         else:
             self.warnings.append("kernels not built ahead of time (numba's JIT is used)")
-            say("ahead-of-time kernel build failed; numba's JIT will be used:\n    "
-                + "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:]))
+            say("ahead-of-time kernel build failed; numba's JIT will be used:\n    " + "\n    ".join(why))
 
     def link_node_pack(self) -> None:
         if self.comfyui is None:

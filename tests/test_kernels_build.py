@@ -1,0 +1,133 @@
+"""The ahead-of-time kernel build never fails the set-up: without numba's pycc (deprecated; gone in some future
+numba), with a build that fails or hangs, or with a missing, stale or broken module, the same kernels run through
+numba's JIT with the same results."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pixart_nodes.core import build_kernels, jit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_build_without_pycc_says_why_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # a numba whose pycc is gone: importing it fails
+    monkeypatch.setitem(sys.modules, "numba.pycc", None)
+    assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "ahead-of-time build failed" in err and "the JIT will be used" in err and "numba.pycc" in err
+    assert list(tmp_path.iterdir()) == []  # no module, no stamp: nothing a later import could pick up
+
+
+def test_build_failing_in_the_compiler_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    class BrokenCC:  # pycc present, but the C compiler step fails
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def export(self, name: str, sig: str):
+            return lambda fn: fn
+
+        def compile(self) -> None:
+            raise RuntimeError("no C compiler found")
+
+    monkeypatch.setitem(sys.modules, "numba.pycc", types.SimpleNamespace(CC=BrokenCC))
+    assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 1
+    assert "RuntimeError: no C compiler found" in capsys.readouterr().err
+    assert not (tmp_path / f"{jit.AOT_MODULE}.hash").exists()
+
+
+_FALLBACK = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from pixart_nodes.core import jit
+case, here = sys.argv[1], Path(sys.argv[2])
+if case != "reference":
+    jit.HERE = here  # a folder holding copies of the kernel sources (so a stamp can match them)
+if case == "missing":  # stamp matches, but the module is not there
+    jit.AOT_MODULE = "_pixart_kernels_not_built"
+    (here / f"{jit.AOT_MODULE}.hash").write_text(jit.source_hash() + "\n")
+elif case == "broken":  # stamp matches, the module fails to load
+    jit.AOT_MODULE = "_pixart_kernels_broken"
+    (here / f"{jit.AOT_MODULE}.hash").write_text(jit.source_hash() + "\n")
+    sys.modules["pixart_nodes.core._pixart_kernels_broken"] = None  # import raises ImportError
+elif case == "stale":  # a stamp from other sources
+    (here / f"{jit.AOT_MODULE}.hash").write_text("0" * 64 + "\n")
+from pixart_nodes.core.palette import named_palette
+from pixart_nodes.core.quantize import quantize
+img = np.random.default_rng(5).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+out = {"aot": jit.aot_module() is not None}
+for d in ("rgb", "oklab"):
+    for m in ("none", "floyd-steinberg", "atkinson", "bayer-4x4"):
+        out[f"{d} {m}"] = quantize(img, named_palette("pico-8"), dither=m, distance=d).indices.astype(int).tolist()
+out["numba"] = "numba" in sys.modules
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("case", ["missing", "broken", "stale"])
+def test_without_a_usable_module_the_jit_gives_the_same_results(tmp_path: Path, case: str) -> None:
+    for name in jit.SOURCES:
+        shutil.copy(jit.HERE / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if k != "PIXART_NO_AOT"}
+    run = lambda *args: json.loads(subprocess.run(  # noqa: E731
+        [sys.executable, "-c", *args], capture_output=True, text=True, check=True, env=env, timeout=600).stdout)
+    fallback = run(_FALLBACK, case, str(tmp_path))
+    assert fallback.pop("aot") is False and fallback.pop("numba") is True
+    reference = run(_FALLBACK, "reference", str(tmp_path))  # the module install.py built, when there is one
+    reference.pop("aot"), reference.pop("numba")
+    assert fallback == reference
+
+
+def _install_module():
+    spec = importlib.util.spec_from_file_location("pixart_install_kernels_test", REPO / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script, timeout, why", [
+    ("import sys; print('build_kernels: ahead-of-time build failed (ImportError: pycc)', file=sys.stderr); "
+     "sys.exit(1)", 60, "ImportError: pycc"),
+    ("import time; time.sleep(30)", 1, "TimeoutExpired"),
+])
+def test_install_carries_on_when_the_kernel_build_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], script: str,
+                                                        timeout: int, why: str) -> None:
+    # install.py runs `<python> -m pixart_nodes.core.build_kernels`; a python that fails or hangs stands in for it
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\n{script}\n")
+    fake.chmod(0o755)
+    module = _install_module()
+    monkeypatch.setattr(module, "KERNEL_BUILD_TIMEOUT", timeout)
+    inst = module.Installer(module.build_parser().parse_args(["--use-current-python"]))
+    inst.python = str(fake)
+    inst.build_kernels()  # returns: the set-up goes on
+    out = capsys.readouterr().out
+    assert "numba's JIT will be used" in out and why in out
+    assert inst.warnings == ["kernels not built ahead of time (numba's JIT is used)"] and inst.errors == []
+
+
+def test_the_built_module_matches_these_sources_or_is_not_used() -> None:
+    # what install.py built here is either current (stamp = source hash) or ignored
+    stamp = jit.HERE / f"{jit.AOT_MODULE}.hash"
+    if jit.aot_module() is not None:
+        assert stamp.read_text().strip() == jit.source_hash()
+        fn = jit.kernel(__import__("pixart_nodes.core.dither", fromlist=["dither"]), "_map", np.uint8, np.uint8)
+        assert type(fn).__name__ == "builtin_function_or_method"  # the compiled export, not a numba dispatcher
+    else:
+        assert not stamp.exists() or stamp.read_text().strip() != jit.source_hash() or \
+            os.environ.get("PIXART_NO_AOT", "") not in ("", "0")
