@@ -70,6 +70,46 @@ def test_rectangle_corners_and_filled_areas_are_kept():
     assert np.array_equal(res.image, img)
 
 
+def test_a_doubled_outline_between_two_areas_loses_its_corners():
+    """A 1-px dark line with 2-px steps between sky (above) and grass (below): each doubled corner sticks out
+    into one of the two areas and takes its colour; the line stays one 8-connected line."""
+    sky, grass = (120, 170, 230), (60, 150, 70)
+    img = _canvas(14, 16, sky)
+    for y in range(14):
+        img[y, : max(y - 1, 0)] = grass  # grass below-left of the line
+        if 2 <= y < 12:
+            img[y, y - 1 : y + 1] = INK  # the line: two pixels a row, each row one step right (an L per step)
+    res = cu.cleanup(img, merge=0, isolated=False)
+    ink = (res.image == INK).all(axis=2)
+    assert res.stats["jaggies_removed"] >= 4 and ink.sum() < (img == INK).all(axis=2).sum()
+    assert _connected8(ink)
+    changed = (res.image != img).any(axis=2)
+    # every removed corner took the colour of the area it stuck into, sky or grass
+    assert all(tuple(res.image[y, x]) in (sky, grass) for y, x in zip(*np.nonzero(changed)))
+
+
+def test_a_two_tone_area_beside_an_outline_keeps_the_outline_straight():
+    """The README house: a wall of two close beige shades inside a 1-px dark outline. A wall pixel can sit in an L
+    of its own shade with a one-pixel arm; it is no line corner (its other neighbours are the outline and the
+    other shade), so it must not take the outline's colour and notch it."""
+    q, r = (208, 186, 151), (199, 193, 139)
+    wall = np.array([[0, 1, 1, 1, 2, 1],
+                     [0, 1, 2, 2, 1, 2],
+                     [0, 1, 1, 2, 1, 1],   # (2, 1): an L of q (up, right) with a one-pixel right arm
+                     [0, 2, 1, 1, 2, 1],
+                     [0, 1, 2, 1, 1, 2],
+                     [0, 0, 0, 0, 0, 0]])
+    img = _canvas(10, 10, WHITE)
+    img[2:8, 2:8] = np.array([INK, q, r], np.uint8)[wall]
+    res = cu.cleanup(img, merge=0, isolated=False)
+    outline = (img == INK).all(axis=2)
+    assert np.array_equal((res.image == INK).all(axis=2), outline)  # no notch, no gap
+    # the same corner on a line is still a jaggy: the staircase test above; and with one shade it is an area
+    solid = img.copy()
+    solid[(img == r).all(axis=2)] = q
+    assert np.array_equal(cu.cleanup(solid, merge=0, isolated=False).image, solid)
+
+
 def _connected8(mask: np.ndarray) -> bool:
     pts = list(zip(*np.nonzero(mask)))
     seen = {pts[0]}
@@ -135,14 +175,12 @@ def _ref_jaggies(k: np.ndarray) -> np.ndarray:
                 continue
             if run(y, x, vy, 0, c) > 1 and run(y, x, 0, hx, c) > 1:
                 continue
-            others = [out[y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                      if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w and out[y + dy, x + dx] != c]
-            if not others:
-                continue
-            score = {v: sum(1 for dy in (-1, 0, 1) for dx in (-1, 0, 1) if same(y + dy, x + dx, v)) for v in others}
-            best = max(others, key=lambda v: (score[v], -others.index(v)))
-            if score[best] >= 2:
-                out[y, x] = best
+            # outside the L: the two 4-neighbours and the pixels one step further out (those in the image) all hold
+            # one colour other than the corner's
+            outside = {out[yy, xx] for yy, xx in ((y - vy, x), (y, x - hx), (y - 2 * vy, x), (y, x - 2 * hx))
+                       if 0 <= yy < h and 0 <= xx < w}
+            if len(outside) == 1 and c not in outside:
+                out[y, x] = outside.pop()
     return out
 
 

@@ -12,9 +12,12 @@ Steps, in order (each optional):
    line is part of a pattern (a sparse dither, dotted line) and stays; a checkerboard pixel has its colour on
    the diagonals and is never isolated.
 4. **Jaggies** (``jaggies``): in a 1-px line, a corner pixel whose only same-coloured neighbours are one
-   horizontal and one vertical neighbour (an L) doubles the line at a step; it takes the colour of its other
-   neighbours when the step is a single pixel (one arm of the L is one pixel long), as Aseprite's pixel-perfect
-   stroke does. The scan goes in raster order on the image as it is being cleaned, so every second corner of a
+   horizontal and one vertical neighbour (an L) doubles the line at a step; when the step is a single pixel (one
+   arm of the L is one pixel long) and the corner sticks out into an area of one colour (its two other
+   4-neighbours and the pixels one step further out share it), it takes that colour, as Aseprite's
+   pixel-perfect stroke does. A pixel of a two-tone area beside an outline can also sit in an L of its colour,
+   but there the outline is one of those neighbours and only one pixel thick, so the pixel is kept: outlines
+   are neither notched nor thickened. The scan goes in raster order on the image as it is being cleaned, so every second corner of a
    staircase is kept and the line stays connected. Corners with two long arms (a rectangle's) are kept;
    dither patterns have no orthogonal same-coloured neighbours and are never touched.
 5. **Background** (``background``): ``"auto"`` takes the most common colour on the image border, or give a
@@ -300,6 +303,12 @@ def _isolated(keys: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _same_or_off(keys: np.ndarray, y: int, x: int, k: int) -> bool:
+    """``keys[y, x]`` is ``k``, or (y, x) lies outside the image."""
+    return not (0 <= y < keys.shape[0] and 0 <= x < keys.shape[1]) or keys[y, x] == k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _run(keys: np.ndarray, y: int, x: int, dy: int, dx: int) -> int:
     """Length of the run of ``keys[y, x]``'s colour starting one step from (y, x) in direction (dy, dx)."""
     k = keys[y, x]
@@ -334,23 +343,17 @@ def _jaggies(keys: np.ndarray) -> tuple[np.ndarray, int]:
                 continue  # the opposite diagonal would lose its only link to the line
             if _run(out, y, x, vy, 0) > 1 and _run(out, y, x, 0, hx) > 1:
                 continue  # both arms longer than a pixel: a real corner
-            # the colour on the other side: the most common among the neighbours of another colour
-            best, best_n = k, 0
-            for dy in range(-1, 2):
-                for dx in range(-1, 2):
-                    yy, xx = y + dy, x + dx
-                    if (dy == 0 and dx == 0) or not (0 <= yy < h and 0 <= xx < w) or out[yy, xx] == k:
-                        continue
-                    c = 0
-                    for ey in range(-1, 2):
-                        for ex in range(-1, 2):
-                            if _same(out, y + ey, x + ex, out[yy, xx]):
-                                c += 1
-                    if c > best_n:
-                        best, best_n = out[yy, xx], c
-            if best_n >= 2:
-                out[y, x] = best
-                removed += 1
+            # a corner of a line sticks out into an area of one colour: its two other 4-neighbours share it, and so
+            # do the pixels one step further out (the image's edge counts as that colour). Next to an outline the
+            # corner pixel of a two-tone area has the outline, one pixel thick, there, or the outline on one side
+            # and the other tone on the other; taking either colour would notch the outline or thicken it.
+            oy, ox = y - vy, x - hx
+            other = out[oy, x] if 0 <= oy < h else (out[y, ox] if 0 <= ox < w else k)
+            if (other == k or not _same_or_off(out, oy, x, other) or not _same_or_off(out, y, ox, other)
+                    or not _same_or_off(out, oy - vy, x, other) or not _same_or_off(out, y, ox - hx, other)):
+                continue
+            out[y, x] = other
+            removed += 1
     return out, removed
 
 
