@@ -3,8 +3,9 @@ PostgreSQL, in one run; and the takeover time after a replica is killed.
 
 Everything runs on this machine: a PostgreSQL cluster in a temporary folder (tests/support/postgres.py), the ComfyUI
 protocol double in a process of its own (no model work: the bridge is what is measured), each replica a
-`python -m bridge` process, and the load from a separate process (aiohttp, keep-alive, requests spread round robin
-over the replicas, as a load balancer would). Reported per configuration: submits/s (POST /generate/text2img,
+`python -m bridge` process, and the load from separate processes spreading requests over the replicas as a
+load balancer would: `wrk` for status requests where it is installed (Debian's package; a few microseconds of CPU
+per request), else, and for submits, an aiohttp client process. Reported per configuration: submits/s (POST /generate/text2img,
 202) and status requests/s (GET /jobs/{id} of finished jobs), and the replicas' CPU seconds per request, which is
 what more replicas divide when the machine has cores to give them (on a 2-core machine, three replicas, the load
 generator and PostgreSQL share two cores, so the throughput ratio there is bounded by the cores, not the bridge).
@@ -22,6 +23,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,7 +128,42 @@ def load(kind: str, urls: list[str], ids: list[str], seconds: float, concurrency
     out.put(asyncio.run(main()))
 
 
+WRK_STATUS = """
+ids = {%s}
+i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/jobs/" .. ids[(i %% #ids) + 1] .. "?response_format=url")
+end
+"""
+
+
+def measure_wrk(replicas: list[Replica], ids: list[str], seconds: float, concurrency: int) -> dict[str, float]:
+    """Status requests from wrk (C, a few microseconds of CPU per request: the load costs the replicas almost no
+    core), one wrk per replica with its share of the connections, as a round-robin balancer would spread them."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(WRK_STATUS % ", ".join(f'"{i}"' for i in ids))
+    cpu0 = sum(r.cpu() for r in replicas)
+    per = max(1, concurrency // len(replicas))
+    procs = [subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{seconds:g}s", "-s", str(script), r.url],
+                              stdout=subprocess.PIPE, text=True) for r in replicas]
+    done = 0.0
+    errors = 0
+    for proc in procs:
+        out, _ = proc.communicate()
+        for line in out.splitlines():
+            if line.startswith("Requests/sec:"):
+                done += float(line.split()[1]) * seconds
+            if "Non-2xx" in line:
+                errors += int(line.split()[-1])
+    cpu = sum(r.cpu() for r in replicas) - cpu0
+    return {"per_s": done / seconds, "errors": errors, "cpu_per_req_ms": 1000 * cpu / max(1, done),
+            "wall": seconds}
+
+
 def measure(kind: str, replicas: list[Replica], ids: list[str], seconds: float, concurrency: int) -> dict[str, float]:
+    if kind == "status" and shutil.which("wrk"):
+        return measure_wrk(replicas, ids, seconds, concurrency)
     queue: Any = multiprocessing.Queue()
     cpu0 = sum(r.cpu() for r in replicas)
     t0 = time.monotonic()

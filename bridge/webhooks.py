@@ -253,7 +253,8 @@ class Webhooks:
                 await self.store.save_delivery(d)
         finally:
             self._in_flight.discard(d.id)
-            self._wake.set()
+            if d.status == "pending":
+                self._wake.set()  # a retry is due later: the loop's next wake-up time may have moved
 
     # ------------------------------------------------------------------ reads
     async def deliveries(self, job_id: str) -> list[dict[str, Any]]:

@@ -42,25 +42,35 @@ class Replicas:
         self.takeovers = 0
         self.live: list[str] = [replica]  # the replicas seen lately, for /health
         self._tasks: list[asyncio.Task[Any]] = []
+        # The loops also end on this flag: a cancellation that lands inside the database driver can be absorbed
+        # there, and a loop that only stops on cancellation would then outlive stop().
+        self._stopping = False
 
     async def start(self) -> None:
         await self.store.register_replica(self.replica)
         self._tasks = [asyncio.create_task(self._renew_loop(), name="replica-leases"),
                        asyncio.create_task(self._claim_loop(), name="replica-claims"),
-                       asyncio.create_task(self.store.listen(self._heard), name="replica-listen")]
+                       asyncio.create_task(self.store.listen(self._heard, lambda: self._stopping),
+                                           name="replica-listen")]
 
     async def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(self._tasks, timeout=5) if self._tasks else (set(), set())
+        for task in stuck:  # shutdown is never held by a driver that kept a cancellation to itself
+            log.warning("%s did not stop; left behind", task.get_name())
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.store.forget_replica(self.replica)
 
     # ------------------------------------------------------------------ leases
     async def _renew_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.lease / 3)
+            if self._stopping:
+                return
             # Only the jobs followed before the renewal are judged by it: one claimed meanwhile is not in it.
             followed = {job.id: job for job in self.table.owned()}
             try:
@@ -81,10 +91,17 @@ class Replicas:
 
     # ------------------------------------------------------------------ claims
     async def _claim_loop(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.claim_interval)
+        while not self._stopping:
+            # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a cancellation that arrives as its
+            # timeout does, and this loop would then outlive stop().
+            waiter = asyncio.ensure_future(self.wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self.claim_interval)
+            finally:
+                waiter.cancel()
             self.wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.claim()
             except asyncio.CancelledError:

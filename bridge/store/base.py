@@ -73,8 +73,9 @@ class JobStore:
         """The statement that announces `payload` to the other replicas, or None where there are none."""
         return None
 
-    async def listen(self, listener: Listener) -> None:
-        """Call `listener` for every announcement of other replicas until cancelled (where there are any)."""
+    async def listen(self, listener: Listener, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Call `listener` for every announcement of other replicas until cancelled or `stopping()` (where there
+        are any)."""
 
     async def publish(self, payload: dict[str, Any]) -> None:
         notify = self._notify_sql(payload)

@@ -16,7 +16,7 @@ import contextvars
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -118,12 +118,12 @@ class PostgresStore(JobStore):
     def _notify_sql(self, payload: dict[str, Any]) -> tuple[str, Sequence[Any]]:
         return "SELECT pg_notify(?, ?)", (CHANNEL, json.dumps(payload, separators=(",", ":")))
 
-    async def listen(self, listener: Listener) -> None:
+    async def listen(self, listener: Listener, stopping: Callable[[], bool] = lambda: False) -> None:
         """Announcements of every replica (this one's too: the listener tells them apart), on a connection of
         its own; after a lost connection, `{"type": "resync"}` says some may have been missed."""
         delay = 0.2
         first = True
-        while True:
+        while not stopping():
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
@@ -132,6 +132,8 @@ class PostgresStore(JobStore):
                         listener({"type": "resync"})
                     first = False
                     async for note in conn.notifies():
+                        if stopping():
+                            return
                         try:
                             listener(json.loads(note.payload))
                         except Exception:  # noqa: BLE001 - one bad message must not end the subscription
