@@ -111,6 +111,7 @@ class JobTable:
         self._wake = asyncio.Event()
         self._last_progress_write: dict[str, float] = {}
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def shared(self) -> bool:
@@ -135,8 +136,11 @@ class JobTable:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), 10)
         if self._writer is not None:
+            self._closing = True
+            self._wake.set()
             self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+            # A cancellation absorbed inside the database driver must not hold shutdown: the flag ends the loop too.
+            await asyncio.wait({self._writer}, timeout=5)
 
     async def refresh_counts(self) -> None:
         self.counts = await self.store.counts()
@@ -293,7 +297,7 @@ class JobTable:
 
     async def _write_loop(self) -> None:
         delay = 0.05
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             while self._dirty:
