@@ -3,8 +3,9 @@
 For each image, colour count (8, 16, 32) and dithering (none / Floyd-Steinberg), both tools make a palette of at
 most N colours from the image and map the image to it:
 
-- pixart: ``extract_palette(img, N)`` (default method) then ``quantize(img, palette, dither=..., distance="oklab")``,
-  with dithering once as classic Floyd-Steinberg ("FS") and once with ``damping=True`` ("FS damp": libimagequant's
+- pixart: ``extract_palette(img, N, dither=...)`` (default method; ``dither=True`` for the dithered rows, which
+  spreads the colours out for error diffusion) then ``quantize(img, palette, dither=..., distance="oklab")``, with
+  dithering once as classic Floyd-Steinberg ("FS") and once with ``damping=True`` ("FS damp": libimagequant's
   rule of passing on only 3/4 of an error above 2.4x the undithered mean squared error);
 - libimagequant (PyPI ``imagequant``): ``quantize_raw_rgba_bytes(rgba, max_colors=N, dithering_level=0 | 1)``,
   its defaults otherwise (speed 4, quality 0-100), which remaps with its own dithering.
@@ -119,7 +120,8 @@ def errors(src: np.ndarray, out: np.ndarray) -> tuple[float, float]:
 
 
 def run_pixart(img: np.ndarray, n: int, dither: bool, method: str | None, **kw) -> np.ndarray:
-    pal = extract_palette(img, n) if method is None else extract_palette(img, n, method)
+    # told that error diffusion follows (dither=True), extraction spreads the colours out for it
+    pal = extract_palette(img, n, dither=dither) if method is None else extract_palette(img, n, method, dither=dither)
     return quantize(img, pal, dither="floyd-steinberg" if dither else "none", distance="oklab", **kw).image
 
 

@@ -126,7 +126,7 @@ def test_the_built_module_matches_these_sources_or_is_not_used() -> None:
     stamp = jit.HERE / f"{jit.AOT_MODULE}.hash"
     if jit.aot_module() is not None:
         assert stamp.read_text().strip() == jit.source_hash()
-        fn = jit.kernel(__import__("pixart_nodes.core.dither", fromlist=["dither"]), "_map", np.uint8, np.uint8)
+        fn = jit.kernel(__import__("pixart_nodes.core.dither", fromlist=["dither"]), "_map", np.dtype(np.uint8), np.dtype(np.uint8))
         assert type(fn).__name__ == "builtin_function_or_method"  # the compiled export, not a numba dispatcher
     else:
         assert not stamp.exists() or stamp.read_text().strip() != jit.source_hash() or \

@@ -273,3 +273,74 @@ def test_extraction_no_worse_than_classic_kmeans(k):
             fs = _oklab_errors(img, quantize(img, pal, dither="floyd-steinberg").image)
             totals[name] += np.array(plain + fs)
     assert np.all(totals["new"] <= totals["classic"] * 1.0001), totals
+
+
+def _dither_errors_reference(src, pal, limit):
+    """Plain Python: damped serpentine Floyd-Steinberg in floats, each value rounded to a code value, nearest colour
+    in OKLab (lowest index on ties); (mean OKLab error, mean 4x4-block OKLab error)."""
+    h, w, _ = src.shape
+    pal_lab = color.srgb_u8_to_oklab(pal)
+    src_lab = color.srgb_u8_to_oklab(src)
+    err = np.zeros((h + 1, w + 2, 3))
+    out = np.empty((h, w, 3))
+    for y in range(h):
+        step = -1 if y & 1 else 1
+        for x in (range(w - 1, -1, -1) if step < 0 else range(w)):
+            v = np.clip(np.floor(src[y, x] + err[y, x + 1] + 0.5), 0, 255)
+            best = int(np.argmin(((pal_lab - color.srgb_u8_to_oklab(v.astype(np.uint8))) ** 2).sum(axis=1)))
+            out[y, x] = pal_lab[best]
+            e = v - pal[best]
+            if (e * e).sum() > limit:
+                e = e * 0.75
+            err[y, x + 1 + step] += e * 7 / 16
+            for dx, wt in ((-1, 3 / 16), (0, 5 / 16), (1, 1 / 16)):
+                err[y + 1, x + 1 + dx * step] += e * wt
+    mean = np.sqrt(((src_lab - out) ** 2).sum(-1)).mean()
+    hb, wb = h // 4 * 4, w // 4 * 4
+    blocks = lambda a: a[:hb, :wb].reshape(hb // 4, 4, wb // 4, 4, 3).mean(axis=(1, 3))  # noqa: E731
+    return mean, np.sqrt(((blocks(src_lab) - blocks(out)) ** 2).sum(-1)).mean()
+
+
+def test_dither_proxy_matches_plain_python():
+    from pixart_nodes.core import cluster
+    from pixart_nodes.core.jit import kernel
+
+    rng = np.random.default_rng(8)
+    src = rng.integers(0, 256, (13, 18, 3), dtype=np.uint8)
+    src[4:9] = np.linspace(0, 255, 18)[None, :, None].astype(np.uint8)  # a ramp: error runs far
+    pal = named_palette("pico-8").colors
+    src_lab, pal_lab = color.srgb_u8_to_oklab(src), color.srgb_u8_to_oklab(pal)
+    undithered = ((src.astype(np.float64) - pal[((src_lab[:, :, None] - pal_lab) ** 2).sum(-1).argmin(-1)]) ** 2)
+    for damping in (1e9, 2.4, 0.5):
+        got = kernel(cluster, "dither_errors")(src.astype(np.float64), np.ascontiguousarray(src_lab),
+                                                pal.astype(np.float64), np.ascontiguousarray(pal_lab),
+                                                color.LINEAR_U8, color.M1, color.M2, damping)
+        ref = _dither_errors_reference(src, pal, damping * undithered.sum(-1).mean())
+        assert np.allclose(got, ref, rtol=1e-9, atol=1e-12), (got, ref)
+
+
+def test_palette_for_dithering_reaches_the_ends_of_a_gradient():
+    """dither=True spreads the k-means colours outwards (k-means centres sit inside the image's colours, where
+    error diffusion cannot mix the ends of a ramp): on a gradient the dithered result's 4x4-block error drops,
+    without dither=True nothing changes, and transparent images keep the plain palette."""
+    from pixart_nodes.core.quantize import quantize
+
+    y, x = np.mgrid[0:96, 0:128]
+    img = np.stack([x * 255 // 127, y * 255 // 95, (x + y) * 255 // 222], -1).astype(np.uint8)
+    plain = extract_palette(img, 8)
+    spread = extract_palette(img, 8, dither=True)
+    assert np.array_equal(extract_palette(img, 8, dither=False).colors, plain.colors)
+    lab = lambda p: color.srgb_u8_to_oklab(p.colors)  # noqa: E731
+    centre = color.srgb_u8_to_oklab(img.reshape(-1, 3)).mean(axis=0)
+    assert np.linalg.norm(lab(spread) - centre, axis=1).mean() > np.linalg.norm(lab(plain) - centre, axis=1).mean()
+
+    def block_error(p):
+        out = quantize(img, p, dither="floyd-steinberg", damping=True).image
+        a, b = color.srgb_u8_to_oklab(img), color.srgb_u8_to_oklab(out)
+        blocks = lambda v: v.reshape(24, 4, 32, 4, 3).mean(axis=(1, 3))  # noqa: E731
+        return np.sqrt(((blocks(a) - blocks(b)) ** 2).sum(-1)).mean()
+
+    assert block_error(spread) < 0.95 * block_error(plain)
+    rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+    rgba[0, 0, 3] = 0
+    assert np.array_equal(extract_palette(rgba, 8, dither=True).colors, extract_palette(rgba, 8).colors)

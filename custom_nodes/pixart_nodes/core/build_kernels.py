@@ -52,6 +52,10 @@ def exports() -> dict[str, str]:
         )
     out[jit.export_name(cluster, "seed_greedy")] = "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64)"
     out[jit.export_name(cluster, "lloyd")] = "int64[::1](float64[:, ::1], float64[::1], float64[:, ::1], int64, float64)"
+    out[jit.export_name(cluster, "dither_errors")] = (
+        "UniTuple(float64, 2)(float64[:, :, ::1], float64[:, :, ::1], float64[:, ::1], float64[:, ::1], float64[::1], "
+        "float64[:, ::1], float64[:, ::1], float64)"
+    )
     return out
 
 

@@ -455,21 +455,26 @@ def pair_table(tab: CellTable, n: int) -> tuple[np.ndarray, int]:
 # its on-disk cache for functions that take other functions.
 
 
+@njit(cache=True, nogil=True, inline="always")
+def code_oklab(vr, vg, vb, lin, m1, m2):
+    """OKLab of the code value (vr, vg, vb) (integers 0..255), through the exact linear-light table ``lin``."""
+    lr = lin[vr]
+    lg = lin[vg]
+    lb = lin[vb]
+    l_ = np.cbrt(m1[0, 0] * lr + m1[0, 1] * lg + m1[0, 2] * lb)
+    m_ = np.cbrt(m1[1, 0] * lr + m1[1, 1] * lg + m1[1, 2] * lb)
+    s_ = np.cbrt(m1[2, 0] * lr + m1[2, 1] * lg + m1[2, 2] * lb)
+    return (m2[0, 0] * l_ + m2[0, 1] * m_ + m2[0, 2] * s_, m2[1, 0] * l_ + m2[1, 1] * m_ + m2[1, 2] * s_,
+            m2[2, 0] * l_ + m2[2, 1] * m_ + m2[2, 2] * s_)
+
+
 @njit(cache=True, nogil=True)
 def _fill(use_lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits):
     """Search the nearest of ``cell``'s candidates to the code value by squared difference in the distance space,
     store it in the memo and return it. Candidates are in palette order and the comparison strict, so the lowest
     index wins ties. Out of line: a value is searched once per palette."""
     if use_lab:
-        lr = lin[vr]
-        lg = lin[vg]
-        lb = lin[vb]
-        l_ = np.cbrt(m1[0, 0] * lr + m1[0, 1] * lg + m1[0, 2] * lb)
-        m_ = np.cbrt(m1[1, 0] * lr + m1[1, 1] * lg + m1[1, 2] * lb)
-        s_ = np.cbrt(m1[2, 0] * lr + m1[2, 1] * lg + m1[2, 2] * lb)
-        q0 = m2[0, 0] * l_ + m2[0, 1] * m_ + m2[0, 2] * s_
-        q1 = m2[1, 0] * l_ + m2[1, 1] * m_ + m2[1, 2] * s_
-        q2 = m2[2, 0] * l_ + m2[2, 1] * m_ + m2[2, 2] * s_
+        q0, q1, q2 = code_oklab(vr, vg, vb, lin, m1, m2)
     else:
         q0 = np.float64(vr)
         q1 = np.float64(vg)

@@ -42,14 +42,17 @@ def njit(**options: Any) -> Callable[[Callable], Callable]:
 
 
 def materialise(module: ModuleType) -> None:
-    """Replace the module's declared kernels by numba dispatchers (once)."""
-    pending = _PENDING.pop(module.__name__, None)
-    if not pending:
+    """Replace the declared kernels by numba dispatchers (once): those of every module that declared some, since a
+    kernel may call another module's (through that module's attribute, resolved when it compiles)."""
+    if module.__name__ not in _PENDING:
         return
     import numba
 
-    for name, options in pending:
-        setattr(module, name, numba.njit(**options)(getattr(module, name)))
+    while _PENDING:
+        name_of_module, pending = _PENDING.popitem()
+        mod = sys.modules[name_of_module]
+        for name, options in pending:
+            setattr(mod, name, numba.njit(**options)(getattr(mod, name)))
 
 
 def source_hash() -> str:
