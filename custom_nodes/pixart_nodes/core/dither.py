@@ -518,11 +518,9 @@ def _memo_at(vr, vg, vb, cell, blk, gbits):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _known(vr, vg, vb, cell, info, blk, memo, gbits):
-    """The cell's colour, else the memo's (-1: not known yet). Both loads are issued before the choice."""
-    k = np.int64(info[cell])
-    m = np.int64(memo[_memo_at(vr, vg, vb, cell, blk, gbits)]) - 1
-    return m if k == np.iinfo(info.dtype).max else k
+def _memo_get(vr, vg, vb, cell, blk, memo, gbits):
+    """The memo's colour for the code value of multi-candidate ``cell`` (-1: not known yet)."""
+    return np.int64(memo[_memo_at(vr, vg, vb, cell, blk, gbits)]) - 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -658,7 +656,7 @@ def _floyd_steinberg_rgb(
             cell = _cell(vr, vg, vb, gbits)
             ka, kb = _pair(codes[cell], shift)
             if ka > kb:  # 3+ candidates: the memo
-                ka = kb = _known(vr, vg, vb, cell, info, blk, memo, gbits)
+                ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
             if ka < 0:
                 ka = kb = _fill(False, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
             k, er, eg, eb = _pick(vr, vg, vb, ka, kb, pal4)
@@ -746,12 +744,12 @@ def _diffuse_fixed(
                     # branch costs less than waiting for the memo on every pixel
                     ka = np.int64(info[cell])
                     if ka == multi:
-                        ka = np.int64(memo[_memo_at(vr, vg, vb, cell, blk, gbits)]) - 1
+                        ka = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
                     kb = ka
                 else:
                     ka, kb = _pair(codes[cell], shift)
                     if ka > kb:  # 3+ candidates: the memo
-                        ka = kb = _known(vr, vg, vb, cell, info, blk, memo, gbits)
+                        ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
                 if ka < 0:
                     ka = kb = _fill(use_lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
                 k, er, eg, eb = _pick(vr, vg, vb, ka, kb, pal4)
@@ -812,6 +810,7 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
     n = pal_cmp.shape[0]
     flat, oidx, oimg, uch = _views(src, out_idx, out_img)
     mh, mw = offsets.shape
+    multi = np.int64(np.iinfo(info.dtype).max)
     ks = np.empty(w, dtype=np.int64)
     for y in range(h):
         row = offsets[y & (mh - 1)]
@@ -821,7 +820,10 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
             k = np.int64(n)
             if ch == 3 or flat[q + np.uint64(3)] >= alpha_threshold:
                 vr, vg, vb = _offset_value(flat, q, row[x & (mw - 1)])
-                k = _known(vr, vg, vb, _cell(vr, vg, vb, gbits), info, blk, memo, gbits)
+                cell = _cell(vr, vg, vb, gbits)
+                k = np.int64(info[cell])
+                if k == multi:  # a branch: reading blk (1 MiB) and the memo for every pixel measured slower
+                    k = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
             miss |= k < 0
             ks[x] = k
         if miss:
