@@ -106,9 +106,9 @@ def _key_lab(k: int, lin: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> tuple[f
 
 
 def _tables():
-    from .color import M1, M2, _LINEAR_U8
+    from .color import LINEAR_U8, M1, M2
 
-    return _LINEAR_U8, M1, M2
+    return LINEAR_U8, M1, M2
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,10 +29,6 @@ M2 = np.array(
 M1_INV = np.linalg.inv(M1)
 M2_INV = np.linalg.inv(M2)
 
-# Subdivisions per sRGB code value of the linearisation table used inside the compiled dither loops. A power
-# of two keeps integer inputs exactly on table entries, so undithered pixels convert exactly.
-LUT_STEPS = 4
-
 
 def srgb_to_linear(v: np.ndarray) -> np.ndarray:
     """sRGB-encoded values in 0..1 to linear light (IEC 61966-2-1 transfer function)."""
@@ -46,14 +42,9 @@ def linear_to_srgb(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
 
 
-def linear_lut(steps: int = LUT_STEPS) -> np.ndarray:
-    """Linear-light value of sRGB code ``i / steps`` (0..255 scale) for ``i`` in ``0 .. 255*steps``."""
-    return srgb_to_linear(np.arange(255 * steps + 1, dtype=np.float64) / (255.0 * steps))
-
-
-# Exact table for uint8 inputs: indexing beats evaluating the power function per pixel.
+# Exact table for uint8 inputs: indexing beats evaluating the power function per pixel (the compiled loops
+# convert only code values, through this table).
 LINEAR_U8 = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0)
-_LINEAR_U8 = LINEAR_U8
 
 
 def linear_to_oklab(lin: np.ndarray) -> np.ndarray:
@@ -73,7 +64,7 @@ def srgb_u8_to_oklab(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8:
         raise TypeError(f"expected uint8 sRGB, got {rgb.dtype}")
-    return linear_to_oklab(_LINEAR_U8[rgb])
+    return linear_to_oklab(LINEAR_U8[rgb])
 
 
 def srgb_float_to_oklab(rgb255: np.ndarray) -> np.ndarray:
