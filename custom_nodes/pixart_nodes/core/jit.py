@@ -75,10 +75,10 @@ def source_hash() -> str:
 def aot_module() -> ModuleType | None:
     """The ahead-of-time module when built for these sources (``PIXART_NO_AOT=1``: never)."""
     global _aot
+    if os.environ.get("PIXART_NO_AOT", "") not in ("", "0"):
+        return None  # asked each time: a process that forces the JIT for a while must not lose the module after
     if _aot is False:
         _aot = None
-        if os.environ.get("PIXART_NO_AOT", "") not in ("", "0"):
-            return None
         stamp = HERE / f"{AOT_MODULE}.hash"
         try:
             if stamp.read_text().strip() == source_hash():
