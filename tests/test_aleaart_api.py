@@ -95,6 +95,15 @@ async def test_chain_parameters_form(client: Any, comfy_double: ComfyDouble) -> 
     assert "PixartQuantize" not in [g[n]["class_type"] for n in history["outputs"]]
 
 
+async def test_chain_parameters_as_decimal_strings(client: Any, comfy_double: ComfyDouble) -> None:
+    # ethers reads the contract's uint fields as BigInt, which JSON.stringify refuses: front ends send .toString()
+    await generate(client, {"parameters": {k: str(v) for k, v in CHAIN.items()}, "tokenId": "1"})
+    _, alea = node_of(graph(comfy_double), "PixartAleaArtParams")
+    assert {k: alea[k] for k in CHAIN} == CHAIN
+    data = await generate(client, {"parameters": {**CHAIN, "steps": "twenty"}}, 400)
+    assert data["error"].startswith("parameters.steps") and data["field"] == "parameters.steps", data
+
+
 async def test_response_format_url_answers_a_link_instead_of_base64(client: Any) -> None:
     data = await generate(client, {"prompt": "a fox", "steps": 2, "width": 64, "height": 64, "tokenId": "9",
                                    "response_format": "url"})

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook
 from bridge.app import create_app
 from bridge.config import load_settings
 from tests.support.real_comfyui import TINY_CHECKPOINT
-from tests.test_webhooks import SECRET, receiver  # noqa: F401  (fixture)
+from tests.test_webhooks import SECRET, receiver, settled  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.asyncio]
 
@@ -44,7 +44,7 @@ async def test_webhook_signed_retried_and_resumed_after_restart(comfyui: Any, re
     payloads = [Webhook(SECRET).verify(m["body"], m["headers"]) for m in receiver.got]
     assert {p["type"] for p in payloads} == {"job.completed"} and payloads[0]["data"]["id"] == job["id"]
     assert len({m["headers"]["webhook-id"] for m in receiver.got}) == 1  # one message, three attempts
-    log = (await (await first.get(f"/jobs/{job['id']}/webhooks")).json())["deliveries"][0]
+    log = (await settled(first, job["id"], 3))[0]
     assert [a["status"] for a in log["attempts"]] == [500, 500, 204] and log["status"] == "delivered"
     # the bridge stops while a delivery is still failing; the next bridge on the same data delivers it
     receiver.got.clear()
@@ -57,7 +57,7 @@ async def test_webhook_signed_retried_and_resumed_after_restart(comfyui: Any, re
     await receiver.wait_for(2, timeout=60)
     assert Webhook(SECRET).verify(receiver.got[1]["body"], receiver.got[1]["headers"])["data"]["id"] == \
         second_job["id"]
-    log = (await (await again.get(f"/jobs/{second_job['id']}/webhooks")).json())["deliveries"][0]
+    log = (await settled(again, second_job["id"], 2))[0]
     assert [a["status"] for a in log["attempts"]] == [500, 204]
 
 

@@ -81,6 +81,17 @@ async def finished(client, job_id: str) -> dict[str, Any]:
     raise AssertionError("job did not finish")
 
 
+async def settled(client, job_id: str, attempts: int) -> list[dict[str, Any]]:
+    """The job's delivery log once its first delivery has `attempts` attempts recorded: the receiver has a message
+    a moment before the bridge has written down the answer it got."""
+    for _ in range(500):
+        deliveries = (await (await client.get(f"/jobs/{job_id}/webhooks")).json())["deliveries"]
+        if deliveries and len(deliveries[0]["attempts"]) >= attempts:
+            return deliveries
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {attempts} attempts recorded: {deliveries}")
+
+
 async def test_signed_completion_message_with_result_links(bridge_factory, receiver):
     client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET,
                                   public_url="https://pixart.example.com")
@@ -100,10 +111,9 @@ async def test_signed_completion_message_with_result_links(bridge_factory, recei
     # a tampered body fails verification: the signature covers id, timestamp and body
     with pytest.raises(Exception):
         Webhook(SECRET).verify(message["body"].replace(b"completed", b"failed"), message["headers"])
-    listed = await (await client.get(f"/jobs/{job_id}/webhooks")).json()
-    assert [(d["event"], d["status"], len(d["attempts"])) for d in listed["deliveries"]] == [
-        ("job.completed", "delivered", 1)]
-    assert listed["deliveries"][0]["attempts"][0]["status"] == 204
+    deliveries = await settled(client, job_id, 1)
+    assert [(d["event"], d["status"], len(d["attempts"])) for d in deliveries] == [("job.completed", "delivered", 1)]
+    assert deliveries[0]["attempts"][0]["status"] == 204
 
 
 async def test_failed_attempts_are_retried_with_back_off(bridge_factory, receiver):
@@ -118,7 +128,7 @@ async def test_failed_attempts_are_retried_with_back_off(bridge_factory, receive
     assert len(ids) == 1  # the same message each time, so the receiver can de-duplicate
     gaps = [b["at"] - a["at"] for a, b in zip(receiver.got, receiver.got[1:])]
     assert gaps[0] >= 0.15 and gaps[1] >= gaps[0] * 1.2  # 0.2 s then about 0.4 s, with jitter
-    deliveries = (await (await client.get(f"/jobs/{job_id}/webhooks")).json())["deliveries"]
+    deliveries = await settled(client, job_id, 3)
     assert [a["status"] for a in deliveries[0]["attempts"]] == [500, 503, 204]
     assert deliveries[0]["status"] == "delivered"
 
@@ -137,7 +147,7 @@ async def test_delivery_resumes_after_a_restart(bridge_settings, comfy_double, r
     second = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
     await receiver.wait_for(2)
     assert verified(receiver.got[1])["data"]["id"] == job_id
-    deliveries = (await (await second.get(f"/jobs/{job_id}/webhooks")).json())["deliveries"]
+    deliveries = await settled(second, job_id, 2)
     assert deliveries[0]["status"] == "delivered" and len(deliveries[0]["attempts"]) == 2
 
 

@@ -36,7 +36,7 @@ from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError, InvalidParameter, NotAvailable
-from bridge.fields import (Bool, Int, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
+from bridge.fields import (Bool, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
                            Webhook)
 from bridge.keys import SETTINGS
 from bridge.storage import BlobNotFound
@@ -104,7 +104,8 @@ DIALECT = AleaArtDialect("aleaart", AleaArtError, ("aleaart",), "Request body mu
 
 def _range(name: str) -> Any:
     lo, hi = aleaart.RANGES[name]
-    return Annotated[Int, Field(ge=lo, le=hi)]
+    # LooseInt: ethers returns uint fields as BigInt, which front ends JSON-encode as decimal strings
+    return Annotated[LooseInt, Field(ge=lo, le=hi)]
 
 
 # The contract's RenderParams struct, with its ranges.
