@@ -4,6 +4,8 @@ the folder; /generate/options says which backend runs and why; text_time_ms on S
 execution messages."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 pytestmark = pytest.mark.asyncio
@@ -71,3 +73,20 @@ async def test_sd15_without_its_checkpoint_is_503_at_once_saying_what_is_missing
     assert comfy_double.prompts == []
     opts = await (await client.get("/generate/options")).json()
     assert opts["backend"] == "sd15" and missing in opts["backend_error"]
+
+
+async def test_a_client_over_its_quota_gets_429_with_retry_after(bridge_factory, comfy_double):
+    # the Pi service had no quotas; a refusal a client can retry must not read as a server fault (500)
+    comfy_double.step_delay = 0.2
+    client = await bridge_factory(adapters=["unified"], max_jobs_per_client=1)
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 10}
+    first = asyncio.ensure_future(client.post("/generate", json=body))
+    for _ in range(200):
+        if comfy_double.prompts:
+            break
+        await asyncio.sleep(0.01)
+    resp = await client.post("/generate", json=body)
+    data = await resp.json()
+    assert resp.status == 429 and data["status"] == "error" and "BRIDGE_MAX_JOBS_PER_CLIENT" in data["error"], data
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert (await first).status == 200

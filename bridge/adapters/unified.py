@@ -422,8 +422,7 @@ class UnifiedDialect(Dialect):
 
     def bridge_error(self, exc: BridgeError, names: Mapping[str, str] | None = None) -> web.Response:
         message, name = renamed(exc, names)
-        status = exc.status if exc.status in (400, 404, 409, 413, 503) else 500
-        return self.error(status, message, name, headers=retry_headers(exc))
+        return self.error(exc.status, message, name, headers=retry_headers(exc))
 
 
 DIALECT = UnifiedDialect("unified", UnifiedError, ("unified",), "body: the request body must be a JSON object")
