@@ -114,6 +114,26 @@ def test_palette_hex_and_gpl(images, capsys):
     assert np.array_equal(loaded.colors, pal.extract_palette(_gradient(), 4, method="median-cut").colors)
 
 
+def test_palette_for_dithering_and_convert_extracts_for_its_dither(images, capsys):
+    """``palette --for-dithering`` and ``convert --colors N`` with error diffusion take the spread palette that
+    bench_extract measures; ``--damping`` reaches quantize; ordered dithering keeps the plain palette."""
+    from pixart_nodes.core import quantize as qz
+
+    code, out, _ = _run(capsys, "palette", str(images / "a.png"), "--colors", "8", "--for-dithering")
+    spread = pal.extract_palette(_gradient(), 8, dither=True)
+    assert code == 0 and ["#" + x for x in out.split()] == spread.hex() != pal.extract_palette(_gradient(), 8).hex()
+    code, _, _ = _run(capsys, "convert", str(images / "a.png"), str(images / "fs.png"), "--colors", "8",
+                      "--dither", "floyd-steinberg", "--damping")
+    assert code == 0
+    want = qz.quantize(_gradient(), spread, dither="floyd-steinberg", damping=True).image
+    assert np.array_equal(np.asarray(Image.open(images / "fs.png").convert("RGB")), want)
+    assert not np.array_equal(want, qz.quantize(_gradient(), spread, dither="floyd-steinberg").image)
+    code, _, _ = _run(capsys, "convert", str(images / "a.png"), str(images / "bayer.png"), "--colors", "8",
+                      "--dither", "bayer-4x4")
+    plain = qz.quantize(_gradient(), pal.extract_palette(_gradient(), 8), dither="bayer-4x4").image
+    assert code == 0 and np.array_equal(np.asarray(Image.open(images / "bayer.png").convert("RGB")), plain)
+
+
 def test_convert_uses_a_written_palette_file(images, capsys):
     (images / "bw.hex").write_text("000000\nffffff\n")
     code, _, _ = _run(capsys, "convert", str(images / "a.png"), str(images / "bw.png"), "--palette",

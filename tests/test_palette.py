@@ -187,6 +187,12 @@ def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
     assert sorted(map(tuple, p.colors.tolist())) == [(0, 0, 0), (0, 0, 255), (255, 0, 0)]
     with pytest.raises(ValueError, match="image: source is 'image'"):
         node.build("image", **args)
+    y, x = np.mgrid[0:32, 0:48]
+    ramp = torch.from_numpy(np.stack([x / 47, y / 31, (x + y) / 78], -1)[None].astype(np.float32))
+    img = np.clip(np.floor(ramp[0].numpy() * 255 + 0.5), 0, 255).astype(np.uint8)  # the node's own conversion
+    img = np.dstack([img, np.full((32, 48), 255, np.uint8)]).reshape(-1, 1, 4)  # a batch goes in as one column
+    p, _, _ = node.build("image", **{**args, "n_colors": 8}, image=ramp, for_dithering=True)
+    assert p == extract_palette(img, 8, dither=True) and p != extract_palette(img, 8)
 
     import pixart_nodes.nodes_palette as np_mod
 

@@ -1,12 +1,12 @@
 """The ``pixart`` command: the node pack's processing without ComfyUI (sprite folders, Pico frames, palettes).
 
     pixart convert IN OUT [--pixel-size N | --size WxH] [--method box] [--palette NAME|HEX|FILE | --colors N]
-                          [--dither METHOD] [--upscale] [--indexed] [--shared-palette]
+                          [--dither METHOD] [--damping] [--upscale] [--indexed] [--shared-palette]
     pixart convert FOLDER OUT.gif (--palette ... | --colors N) [--frame-ms 100]   (one animated GIF, one palette)
     pixart palettes [--search TEXT] [--colors N | --min N --max N] [--kind artist|hardware] [--long | --json]
     pixart rgb565 IN OUT.bin [--size 240x240] [--mode stretch|letterbox|crop] [--byte-order big] [--invert]
     pixart rgb565-preview IN.bin OUT.png [--size 240x240] [--byte-order big] [--inverted]
-    pixart palette IMAGE [--colors 16] [--method kmeans] [--format hex|gpl] [-o FILE]
+    pixart palette IMAGE [--colors 16] [--method kmeans] [--for-dithering] [--format hex|gpl] [-o FILE]
     pixart aleaart (--seed 0x... | --params JSON)
     pixart snap IN OUT [--cell-size W[xH]] [--min-size 2] [--max-size N] [--scale N] [--json FILE]
     pixart cleanup IN OUT [--merge 0.03] [--rare SHARE] [--no-isolated] [--no-jaggies]
@@ -182,6 +182,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         animation or (args.shared_palette if args.shared_palette is not None else args.indexed))
     if animation and args.shared_palette is False:
         raise CliError("--no-shared-palette: the frames of one GIF share its global palette")
+    # an extracted palette that error diffusion will use is spread out for it (what bench_extract measures)
+    for_dithering = args.dither in qz.ERROR_DIFFUSION and args.strength > 0
+
+    def extract(img: np.ndarray):
+        return pal.extract_palette(img, args.colors, method=args.extract_method, seed=args.seed, dither=for_dithering)
 
     def prepare(src: Path) -> tuple[np.ndarray, tuple | None]:
         img = imageio.read_image(src)
@@ -199,7 +204,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         used = ""
         if palette is not None:
             result = qz.quantize(img, palette, dither=args.dither, distance=args.distance,
-                                 serpentine=not args.no_serpentine, strength=args.strength)
+                                 serpentine=not args.no_serpentine, strength=args.strength, damping=args.damping)
             img = result.image
             used = f", {result.colors_used} of {len(palette)} colours ({palette.name}{', shared' if shared else ''})"
         if args.upscale and edges is not None:
@@ -223,7 +228,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             img, edges = prepare(src)
             palette = args.palette
             if palette is None and args.colors is not None:
-                palette = pal.extract_palette(img, args.colors, method=args.extract_method, seed=args.seed)
+                palette = extract(img)
             img, used = finish(img, edges, palette)
             return write(dst, img, palette, used)
 
@@ -247,8 +252,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise CliError(f"{src_path}: no image could be read")
     palette = args.palette
     if palette is None:
-        palette = pal.extract_palette(_rgba_column([img for img, _ in prepared.values()]), args.colors,
-                                      method=args.extract_method, seed=args.seed)
+        palette = extract(_rgba_column([img for img, _ in prepared.values()]))
     if animation:
         frames = []
         for src, (img, edges) in prepared.items():
@@ -331,7 +335,7 @@ def _cmd_palette(args: argparse.Namespace) -> int:
     from .core import palette as pal
 
     img = imageio.read_image(args.image)
-    p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed)
+    p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed, dither=args.for_dithering)
     p = pal.Palette(args.name or Path(args.image).stem, p.colors)
     return _write_palette_out(p, args.output, args.format, args.quiet)
 
@@ -531,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--distance", choices=("oklab", "rgb"), default="oklab", help="colour distance (default oklab)")
     c.add_argument("--strength", type=_unit_float, default=1.0, help="dither strength 0..1 (default 1)")
     c.add_argument("--no-serpentine", action="store_true", help="error diffusion left to right on every row")
+    c.add_argument("--damping", action="store_true",
+                   help="error diffusion: a pixel whose error is far above the image's mean passes on only 3/4 of it "
+                        "(libimagequant's rule: fewer stray dots at edges)")
     c.add_argument("--indexed", action="store_true",
                    help="write an indexed PNG (or GIF) whose palette is the palette, in its order")
     c.add_argument("--frame-ms", type=_positive_int, default=100,
@@ -567,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colors", type=_positive_int, default=16, help="number of colours (default 16)")
     p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    p.add_argument("--for-dithering", action="store_true",
+                   help="kmeans: the palette is for error diffusion; its colours are spread out so dithering "
+                        "reaches the image's extremes (what 'convert --colors N --dither floyd-steinberg' does)")
     p.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
                    help="standard output format: hex (Lospec), gpl (GIMP/Aseprite), pal (JASC), txt (paint.net)")
     p.add_argument("--name", help="palette name written into the file (default: image name)")

@@ -120,6 +120,11 @@ class PixartPalette:
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Image to take colours from (all images of the batch together)."}),
                 "mask": ("MASK", {"tooltip": "Masked (1) pixels are ignored when extracting, e.g. transparency."}),
+                "for_dithering": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Source 'image' with kmeans: the palette will be used with error diffusion (Floyd-Steinberg, "
+                    "...). Its colours are spread out from the image's mean, by as much as dithers the image best, "
+                    "so dithering reaches the image's darkest and brightest areas (k-means centres sit inside them). "
+                    "Leave off for no dithering or ordered dithering.")}),
                 "search": ("STRING", {"default": "", "tooltip": (
                     "Source 'named' only: words to find in a palette's name, title or author (e.g. 'gameboy', "
                     "'endesga 16', 'polack'); the best match replaces 'name' (exact name first, then names that "
@@ -128,7 +133,8 @@ class PixartPalette:
             },
         }
 
-    def build(self, source, name, hex_colors, file, n_colors, method, seed, image=None, mask=None, search=""):
+    def build(self, source, name, hex_colors, file, n_colors, method, seed, image=None, mask=None, search="",
+              for_dithering=False):
         if source == "named":
             if search and search.strip():
                 found = library.search(search)
@@ -146,7 +152,8 @@ class PixartPalette:
         elif source == "image":
             if image is None:
                 raise ValueError("image: source is 'image' but no image is connected")
-            p = pal.extract_palette(_stack_for_extraction(image, mask), n_colors, method=method, seed=seed)
+            p = pal.extract_palette(_stack_for_extraction(image, mask), n_colors, method=method, seed=seed,
+                                    dither=bool(for_dithering))
         else:
             raise ValueError(f"source: must be one of {', '.join(SOURCES)}, got {source!r}")
         return (p, uint8_to_image(swatch(p)), len(p))

@@ -15,6 +15,7 @@ from . import dither as _dither
 from .palette import Palette
 
 DITHER_METHODS: list[str] = ["none", *_dither.ERROR_KERNELS, *_dither.ORDERED_METHODS]
+ERROR_DIFFUSION: frozenset[str] = frozenset(_dither.ERROR_KERNELS)
 DISTANCES: tuple[str, ...] = ("oklab", "rgb")
 
 _ZERO_OFFSET = np.zeros((1, 1), dtype=np.int64)
