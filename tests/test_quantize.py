@@ -233,7 +233,6 @@ def test_memo_holds_the_exact_nearest(distance, name):
     """The memo of nearest colours, filled by the loops, against brute force: every code value quantized is
     looked up again from the memo, and every entry the loops wrote is each value's nearest colour (the lowest
     index on exact sRGB ties). Values: random, and clouds around values nearly equidistant from two colours."""
-    from pixart_nodes.core import dither
     from pixart_nodes.core import quantize as qz
 
     rng = np.random.default_rng(31)
