@@ -461,11 +461,11 @@ async def test_each_valid_key_has_its_own_quota(bridge_factory: Any, comfy_doubl
 # ------------------------------------------------------------------------------------------- 10. queue cleared
 async def test_a_prompt_cleared_from_comfyuis_queue_is_resubmitted_once_then_failed(bridge_factory: Any,
                                                                                    comfy_double: Any) -> None:
-    comfy_double.step_delay = 0.05
+    comfy_double.step_delay = 0.2
     client = await bridge_factory(adapters=["a1111"], queue_poll_interval=0.2)
     engine = client.app[ENGINE]
-    # long enough that both clears happen while it runs, however loaded the machine is
-    blocker = await engine.submit("txt2img", {"steps": 120, "width": 64, "height": 64})
+    # 30 s: long enough that both clears happen while it runs, however loaded the machine is (cancelled at the end)
+    blocker = await engine.submit("txt2img", {"steps": 150, "width": 64, "height": 64})
     victim = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
     await asyncio.sleep(0.1)
     assert victim.status == "queued" and victim.prompt_id
@@ -482,7 +482,9 @@ async def test_a_prompt_cleared_from_comfyuis_queue_is_resubmitted_once_then_fai
         assert resp.status == 200
     done = await engine.wait(victim.id, timeout=20)
     assert done.status == "failed" and "outside the bridge (twice)" in done.error
-    assert (await engine.wait(blocker.id, timeout=20)).status == "completed"
+    assert blocker.status == "running"  # both clears happened while it ran
+    assert await engine.cancel(blocker.id)
+    assert (await engine.wait(blocker.id, timeout=20)).status == "cancelled"
     progress = await (await client.get("/sdapi/v1/progress")).json()
     assert progress["state"]["job_count"] == 0  # nothing left that looks busy to webuiapi's wait_for_ready
 

@@ -173,3 +173,15 @@ def test_the_workflows_readme_documents_every_manifest_field():
     kinds = Parameter.model_fields["type"].annotation.__args__  # the Literal's values
     for kind in kinds:
         assert f"`{kind}`" in readme, f"parameter type {kind!r} is not documented"
+
+
+def test_editor_workflow_saved_before_a_widget_was_added_takes_its_default(workflows: dict[str, W.Workflow]) -> None:
+    """New widgets go last (PixartPalette's for_dithering came after search): a workflow saved without them keeps
+    every earlier value in place and gets the new widget's default."""
+    ui = W.export_editor(workflows["pixel_art"], OI)
+    node = next(n for n in ui["nodes"] if n["type"] == "PixartPalette")
+    assert node["widgets_values"][-2:] == ["", False]
+    node["widgets_values"] = node["widgets_values"][:-1]
+    inputs = W.editor_to_api(ui, OI)[str(node["id"])]["inputs"]
+    assert inputs == workflows["pixel_art"].graph[str(node["id"])]["inputs"]
+    assert inputs["search"] == "" and inputs["for_dithering"] is False

@@ -120,16 +120,17 @@ class PixartPalette:
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Image to take colours from (all images of the batch together)."}),
                 "mask": ("MASK", {"tooltip": "Masked (1) pixels are ignored when extracting, e.g. transparency."}),
-                "for_dithering": ("BOOLEAN", {"default": False, "tooltip": (
-                    "Source 'image' with kmeans: the palette will be used with error diffusion (Floyd-Steinberg, "
-                    "...). Its colours are spread out from the image's mean, by as much as dithers the image best, "
-                    "so dithering reaches the image's darkest and brightest areas (k-means centres sit inside them). "
-                    "Leave off for no dithering or ordered dithering.")}),
                 "search": ("STRING", {"default": "", "tooltip": (
                     "Source 'named' only: words to find in a palette's name, title or author (e.g. 'gameboy', "
                     "'endesga 16', 'polack'); the best match replaces 'name' (exact name first, then names that "
                     "start with it, then the most used). Empty: use 'name'. The Pixart Palette Search node lists "
                     "every match.")}),
+                # last: a widget added before another would shift the values of workflows saved earlier
+                "for_dithering": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Source 'image' with kmeans: the palette will be used with error diffusion (Floyd-Steinberg, "
+                    "...). Its colours are spread out from the image's mean, by as much as dithers the image best, "
+                    "so dithering reaches the image's darkest and brightest areas (k-means centres sit inside them). "
+                    "Leave off for no dithering or ordered dithering.")}),
             },
         }
 
