@@ -623,3 +623,30 @@ async def test_pack_nodes_run_in_the_double_and_unrequested_rgb565_does_not(make
     assert comfy_double.prompts[-1]["partial_execution_targets"] == ["4", "2"]
     assert set(comfy_double.history[some.prompt_id]["outputs"]) == {"2", "4"}  # PixartRGB565 never ran
     assert set(some.outputs) == {"images", "timings"} and size_of(await engine.read_output(some, "images", 0)) == (512, 512)
+
+
+async def test_a_backends_workflow_problems_are_logged_once_until_they_change(caplog):
+    """The object_info check runs on every reconnect and model refresh: a workflow that cannot run on a backend is
+    logged once (one line naming every problem), again only when its problems change, and its recovery once."""
+    import logging
+
+    from bridge import workflows as W
+    from bridge.engine.connection import Connection
+    from tests.support.double import object_info_for
+
+    workflows = W.load_workflows(W.DEFAULT_WORKFLOWS_DIR)
+    conn = Connection("http://backend", None, lambda: {"txt2img": workflows["txt2img"]})  # type: ignore[arg-type]
+    full = object_info_for(["tiny.safetensors"], [])
+    missing = {k: v for k, v in full.items() if k != "KSampler"}
+    caplog.set_level(logging.INFO, logger="bridge.engine.connection")
+    for _ in range(3):
+        conn.set_object_info(missing)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "KSampler" in lines[0] and not conn.can_run("txt2img")
+    conn.set_object_info({k: v for k, v in missing.items() if k != "EmptyLatentImage"})
+    assert len(caplog.records) == 2 and "EmptyLatentImage" in caplog.records[-1].getMessage()
+    conn.healthy = True
+    conn.set_object_info(full)
+    conn.set_object_info(full)
+    assert [r.getMessage() for r in caplog.records[2:]] == ["backend http://backend: workflow txt2img can run again"]
+    assert conn.can_run("txt2img")

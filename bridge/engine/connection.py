@@ -70,10 +70,14 @@ class Connection:
 
     def set_object_info(self, info: dict[str, Any]) -> None:
         self.object_info = info
+        before = self.workflow_problems
         self.workflow_problems = {name: wfmod.check_object_info(wf, info) for name, wf in self._workflows().items()}
-        for problems in self.workflow_problems.values():
-            for p in problems:
-                log.error("backend %s: %s", self.url, p)
+        # said once per backend and workflow, when it changes: this runs on every reconnect and model refresh
+        for name, problems in self.workflow_problems.items():
+            if problems and problems != before.get(name):
+                log.error("backend %s: %s", self.url, "; ".join(problems))
+            elif before.get(name) and not problems:
+                log.info("backend %s: workflow %s can run again", self.url, name)
 
     def state(self) -> dict[str, Any]:
         return {"url": self.url, "healthy": self.healthy, "pending": len(self.jobs), "version": self.version,
