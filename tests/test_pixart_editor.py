@@ -330,7 +330,10 @@ async def test_response_format_url_sends_a_link_in_place_of_the_data_url(make_cl
 async def test_styles_palettes_and_dither_reach_the_graph(make_client, comfy_double):
     client = await make_client()
     cases = [
-        ({"style": "pixel-modern"}, {"source": "image", "n_colors": 32}),
+        ({"style": "pixel-modern"}, {"source": "image", "n_colors": 32, "for_dithering": False}),
+        # error diffusion: the extracted palette is spread out for it
+        ({"style": "pixel-modern", "dither": "floyd-steinberg"}, {"source": "image", "for_dithering": True}),
+        ({"style": "pixel-modern", "dither": "bayer-4x4"}, {"source": "image", "for_dithering": False}),
         ({"style": "gameboy", "dither": "bayer-4x4"}, {"source": "named", "name": "gameboy"}),
         ({"style": "retro-8bit", "colorPalette": ["#112233", "#445566"]},
          {"source": "hex", "hex_colors": "#112233 #445566"}),

@@ -325,6 +325,11 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
     params: dict[str, Any] = {"sketch": sketch, "width": width, "height": height, "dither": dither,
                               "background": parse_colour(settings.background, "PIXART_EDITOR_BACKGROUND"),
                               **palette.params}
+    if palette.params.get("palette_source") == "image":
+        from pixart_nodes.core.quantize import ERROR_DIFFUSION
+
+        # extracted for the chosen dither, as `pixart convert --colors` does
+        params["palette_for_dithering"] = dither in ERROR_DIFFUSION
     if use_ai:
         workflow = settings.ai_workflow
         gw, gh = generation_size(width, height, settings.ai_size)
