@@ -9,6 +9,10 @@ work is small and the bridge's part shows):
    image inline, against ComfyUI driven directly (POST /prompt, websocket until done, /history, /view); p50 of
    each and of the difference.
 
+The bridges run in this process (one loop thread); the 4 clients and the webhook receiver run in processes of
+their own, as an app and its receiver would: sharing the bridges' interpreter lock, they slowed the bridges and
+counted their own work as the bridges' (the CPU per job below is this process's only).
+
 Usage: .venv/bin/python bench/bench_delivery.py [--jobs 30] [--rounds 2] [--comfyui-url URL]
 Goals: extras on cost < 5% throughput; webhook p95 < 100 ms; long polling adds < 5 ms at p50.
 """
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import resource
 import statistics
@@ -44,18 +50,29 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 
-class Receiver:
-    """A webhook receiver: records when each job's message arrived."""
+def receiver_main(port: int) -> None:
+    """A webhook receiver (a process of its own): records when each job's message arrived; GET /arrived lists them."""
+    from aiohttp import web
 
-    def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
+    arrived: dict[str, float] = {}
 
-    async def handle(self, request: Any) -> Any:
-        from aiohttp import web
-
+    async def hook(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
-        self.arrived.setdefault(body["data"]["id"], time.time())
+        arrived.setdefault(body["data"]["id"], time.time())
         return web.Response(status=204)
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response(arrived)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_get("/arrived", listing)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, handle_signals=True)
+
+
+def client_run(base: str, jobs: int, first_color: int, extras: dict[str, Any], sd: bool) -> tuple[float, list[dict]]:
+    """`throughput` in the client process."""
+    return asyncio.run(throughput(base, jobs, first_color, extras, sd))
 
 
 async def start_bridge(settings: Any) -> tuple[Any, str]:
@@ -125,9 +142,7 @@ def main() -> None:
                                                           "checkpoint built here (needs --comfyui-url unset)")
     args = parser.parse_args()
 
-    from aiohttp import web
-
-    from bridge.comfyui_process import ComfyUIProcess
+    from bridge.comfyui_process import ComfyUIProcess, find_free_port
     from bridge.config import load_settings
     from tests.support.seaweed import start_seaweed
 
@@ -154,24 +169,12 @@ def main() -> None:
             comfy = ComfyUIProcess(tmp / "comfyui", extra_model_paths=extra_paths)
             comfy.start_and_wait(timeout=300)
             url = comfy.url
-        receiver = Receiver()
-
-        async def start_receiver() -> str:
-            app = web.Application()
-            app.router.add_post("/hook", receiver.handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            from bridge.comfyui_process import find_free_port
-
-            port = find_free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            runners.append(runner)
-            return f"http://127.0.0.1:{port}/hook"
-
-        # the receiver has a loop (thread) of its own, as a receiver elsewhere would: its work is not the bridge's
-        receiver_loop = LoopThread()
-        hook = receiver_loop.run(start_receiver())
-        receiver_runner = runners.pop()
+        spawn = multiprocessing.get_context("spawn")
+        receiver_port = find_free_port()
+        receiver = spawn.Process(target=receiver_main, args=(receiver_port,), daemon=True)
+        receiver.start()
+        hook = f"http://127.0.0.1:{receiver_port}/hook"
+        clients = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn)
         common = {"comfyui_urls": [url], "extra_workflows_dirs": [str(wf_dir)], "log_level": "WARNING",
                   "outbound_allow": ["127.0.0.1"], "max_queue": 1000}
         bases = {}
@@ -190,8 +193,14 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.2)
+        for _ in range(300):
+            try:
+                _http("GET", f"http://127.0.0.1:{receiver_port}/arrived")
+                break
+            except OSError:
+                time.sleep(0.1)
         for name in bases:
-            loop.run(throughput(bases[name], 4, 0x100, {}, args.sd))
+            clients.submit(client_run, bases[name], 4, 0x100, {}, args.sd).result()
 
         rates: dict[str, list[float]] = {"off": [], "on": [], "s3": [], "hooks": []}
         cpu_ms: dict[str, list[float]] = {name: [] for name in rates}
@@ -203,17 +212,20 @@ def main() -> None:
             for name in (("off", "on", "s3", "hooks") if r % 2 == 0 else ("hooks", "s3", "on", "off")):
                 extras = configs[name]
                 cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-                rate, jobs = loop.run(throughput(bases[name], args.jobs, color, extras, args.sd))
+                rate, jobs = clients.submit(client_run, bases[name], args.jobs, color, extras, args.sd).result()
                 cpu1 = resource.getrusage(resource.RUSAGE_SELF)
                 cpu_ms[name].append((cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) * 1000 / args.jobs)
                 color += args.jobs
                 rates[name].append(rate)
                 if name == "on":
                     deadline = time.time() + 30
-                    while time.time() < deadline and any(j["id"] not in receiver.arrived for j in jobs):
+                    while True:
+                        arrived = json.loads(_http("GET", f"http://127.0.0.1:{receiver_port}/arrived"))
+                        if time.time() > deadline or all(j["id"] in arrived for j in jobs):
+                            break
                         time.sleep(0.05)
-                    webhook_ms += [(receiver.arrived[j["id"]] - iso_seconds(j["completedAt"])) * 1000
-                                   for j in jobs if j["id"] in receiver.arrived]
+                    webhook_ms += [(arrived[j["id"]] - iso_seconds(j["completedAt"])) * 1000
+                                   for j in jobs if j["id"] in arrived]
 
         direct = DirectClient(url)
         for i in range(3):
@@ -236,8 +248,8 @@ def main() -> None:
         for name, label in (("s3", "S3 results only"), ("hooks", "webhooks only")):
             value = statistics.median(rates[name])
             print(f"{'jobs/s, ' + label + ' vs off':<44} {value:>10.1f} {off:>10.1f} {value / off:>8.2f}")
-        # CPU of this process per job (the bridges, their clients and the S3 client; not ComfyUI, not SeaweedFS,
-        # not the receiver's own work beyond sharing the process)
+        # CPU of this process per job: the bridges and their S3 client (not the clients, the receiver, ComfyUI or
+        # SeaweedFS)
         base_cpu = statistics.median(cpu_ms["off"])
         for name, label in (("on", "S3 + webhooks"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
             value = statistics.median(cpu_ms[name])
@@ -253,8 +265,11 @@ def main() -> None:
     finally:
         for runner in reversed(runners):
             loop.run(runner.cleanup())
-        if "receiver_runner" in locals():
-            receiver_loop.run(receiver_runner.cleanup())
+        if "clients" in locals():
+            clients.shutdown()
+        if "receiver" in locals():
+            receiver.terminate()
+            receiver.join(10)
         if comfy is not None:
             comfy.stop()
         seaweed.close()

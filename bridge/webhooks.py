@@ -158,6 +158,11 @@ class Webhooks:
             log.warning("webhook for job %s: describing the job failed (%s); sending its state only", job.id, exc)
             data = {"id": job.id, "status": job.status, "error": job.error}
         now = time.time()
+        # A job's end is sent at once by this bridge: the row is written as already claimed (held like a claimed
+        # one, so another replica, or this one after a restart, sends it only if this attempt never finished),
+        # which spares the delivery loop a claim and a look-up per message. Progress messages go through the loop:
+        # a stale one still waiting is replaced there, and one being sent must not be.
+        direct = event != "job.progress" and not self._stopped
         for r in receivers:
             if event == "job.progress":
                 pending = await self.store.pending_delivery(job.id, r.url, event)
@@ -167,10 +172,13 @@ class Webhooks:
                     await self.store.save_delivery(pending)
                     continue
             msg_id = "msg_" + uuid.uuid4().hex
-            await self.store.save_delivery(Delivery(id=msg_id, job_id=job.id, url=r.url, event=event,
-                                              payload=self._body(msg_id, event, data, now), created_at=now,
-                                              next_at=now))
-        self._wake.set()
+            d = Delivery(id=msg_id, job_id=job.id, url=r.url, event=event, payload=self._body(msg_id, event, data, now),
+                         created_at=now, next_at=now + self._hold if direct else now)
+            await self.store.save_delivery(d)
+            if direct:
+                self._start(d)
+        if not direct:
+            self._wake.set()
 
     @staticmethod
     def _body(msg_id: str, event: str, data: dict[str, Any], now: float) -> str:
@@ -189,13 +197,8 @@ class Webhooks:
             delay = 1.0
             try:
                 # Claimed: each due message is held for one attempt's time from the replicas sharing the store.
-                for d in await self.store.claim_deliveries(time.time(), 200, hold=self.policy.timeout + 30):
-                    if d.id in self._in_flight:
-                        continue
-                    self._in_flight.add(d.id)
-                    task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                for d in await self.store.claim_deliveries(time.time(), 200, hold=self._hold):
+                    self._start(d)
                 next_at = await self.store.next_delivery_at()
                 delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
             except Exception as exc:  # noqa: BLE001 - the store is away: deliveries wait in it
@@ -204,6 +207,19 @@ class Webhooks:
                 delay = min(delay, 2.0)  # another replica may have recorded a message due sooner
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    @property
+    def _hold(self) -> float:
+        # how long a claimed message is kept from the other replicas: one attempt's time and a margin
+        return self.policy.timeout + 30
+
+    def _start(self, d: Delivery) -> None:
+        if d.id in self._in_flight:
+            return
+        self._in_flight.add(d.id)
+        task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         self._stopped = True
