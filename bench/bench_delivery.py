@@ -9,8 +9,8 @@ work is small and the bridge's part shows):
    image inline, against ComfyUI driven directly (POST /prompt, websocket until done, /history, /view); p50 of
    each and of the difference.
 
-The bridges run in this process (one loop thread); the 4 clients and the webhook receiver run in processes of
-their own, as an app and its receiver would: sharing the bridges' interpreter lock, they slowed the bridges and
+The bridges run in this process (one loop thread); the 4 clients (one process) and the webhook receiver run in
+processes of their own, as an app and its receiver would: sharing the bridges' interpreter lock, they slowed the bridges and
 counted their own work as the bridges' (the CPU per job below is this process's only).
 
 Usage: .venv/bin/python bench/bench_delivery.py [--jobs 30] [--rounds 2] [--comfyui-url URL]

@@ -2,10 +2,11 @@
 
 A job carries its receivers in `meta["webhook"]` (`{"url", "events"}`, from the request's `webhook` field), and
 the `BRIDGE_WEBHOOK_URL` setting names one receiver for every job. Each event becomes a delivery row in the job
-store before anything is sent, so delivery is at least once and survives a restart: a background loop posts due
-deliveries, each attempt its own task with a timeout and a per-host bound, so a slow or dead receiver never delays
-a job or another receiver; failures are retried with exponential back-off and jitter until BRIDGE_WEBHOOK_RETRY_FOR
-has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`).
+store before anything is sent, so delivery is at least once and survives a restart. A job's end is sent by the
+bridge that ended the job, once the end is written; progress messages, retries and messages left by a stopped or
+dead bridge are posted by a background loop. Each attempt is its own task with a timeout and a per-host bound, so a
+slow or dead receiver never delays a job or another receiver; failures are retried with exponential back-off and
+jitter until BRIDGE_WEBHOOK_RETRY_FOR has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`).
 
 Messages follow the Standard Webhooks specification (the `standardwebhooks` package signs them): headers
 `webhook-id`, `webhook-timestamp`, `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body` with the
@@ -98,7 +99,10 @@ class Webhooks:
         # Python 3.11's wait_for can swallow a cancellation that arrives as the wake-up does, so the loop also
         # ends on this flag rather than on cancellation alone.
         self._stopped = False
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, Delivery] = {}
+        # end messages recorded (held from the other replicas) and waiting for their job's end to be written
+        self._held: dict[str, list[Delivery]] = {}
+        self._interrupted: list[Delivery] = []  # attempts cut short by stop()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
@@ -158,15 +162,15 @@ class Webhooks:
             log.warning("webhook for job %s: describing the job failed (%s); sending its state only", job.id, exc)
             data = {"id": job.id, "status": job.status, "error": job.error}
         now = time.time()
-        # A job's end is sent at once by this bridge: the row is written as already claimed (held like a claimed
-        # one, so another replica, or this one after a restart, sends it only if this attempt never finished),
-        # which spares the delivery loop a claim and a look-up per message. Progress messages go through the loop:
-        # a stale one still waiting is replaced there, and one being sent must not be.
+        # A job's end is sent by this bridge as soon as the end is written (`end_written`): the row is written as
+        # already claimed (held like a claimed one, so another replica, or this one after a crash, sends it only
+        # if this bridge never did), which spares the delivery loop a claim and a look-up per message. Progress
+        # messages go through the loop, where a stale one still waiting is replaced.
         direct = event != "job.progress" and not self._stopped
         for r in receivers:
             if event == "job.progress":
                 pending = await self.store.pending_delivery(job.id, r.url, event)
-                if pending is not None:
+                if pending is not None and pending.id not in self._in_flight:  # one being sent here is not replaced
                     # One pending progress message per receiver: the newest state replaces the stale one.
                     pending.payload = self._body(pending.id, event, data, now)
                     await self.store.save_delivery(pending)
@@ -176,9 +180,19 @@ class Webhooks:
                          created_at=now, next_at=now + self._hold if direct else now)
             await self.store.save_delivery(d)
             if direct:
-                self._start(d)
+                self._held.setdefault(job.id, []).append(d)
         if not direct:
             self._wake.set()
+
+    def end_written(self, job: Job, written: bool) -> None:
+        """The job table wrote the job's end (``written``), or found another replica owning the job: send its held
+        end messages now, so a receiver that looks the job up finds it ended. Not written: the rows stay held and
+        are sent once the hold runs out (at least once; the replica that ends the job records its own)."""
+        for d in self._held.pop(job.id, ()):
+            if written and not self._stopped:
+                self._start(d)
+            elif self._stopped:
+                self._interrupted.append(d)
 
     @staticmethod
     def _body(msg_id: str, event: str, data: dict[str, Any], now: float) -> str:
@@ -216,7 +230,7 @@ class Webhooks:
     def _start(self, d: Delivery) -> None:
         if d.id in self._in_flight:
             return
-        self._in_flight.add(d.id)
+        self._in_flight[d.id] = d
         task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -227,6 +241,17 @@ class Webhooks:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # messages this bridge held and did not finish sending are due at once for whoever runs next, rather than
+        # when their hold runs out
+        unsent = self._interrupted + [d for held in self._held.values() for d in held]
+        self._interrupted, self._held = [], {}
+        now = time.time()
+        for d in unsent:
+            d.next_at = now
+            try:
+                await self.store.save_delivery(d)
+            except Exception as exc:  # noqa: BLE001 - the store is away: the hold runs out instead
+                log.warning("webhook %s: not released for the next start (%s)", d.id, exc)
 
     def _host(self, url: str) -> asyncio.Semaphore:
         host = urlsplit(url).netloc.lower()
@@ -235,8 +260,17 @@ class Webhooks:
         return self._hosts[host]
 
     async def _attempt(self, d: Delivery) -> None:
+        finished = False
         try:
             async with self._global, self._host(d.url):
+                if time.time() > d.next_at - self.policy.timeout - 1:
+                    # the hold ran nearly out while this waited for a free slot: take it again, unless another
+                    # replica already has (it claimed the message once the hold had run out)
+                    again = time.time() + self._hold
+                    if not await self.store.reclaim_delivery(d.id, d.next_at, again):
+                        finished = True
+                        return
+                    d.next_at = again
                 started = time.time()
                 stamp = datetime.fromtimestamp(int(started), timezone.utc)
                 headers = {"content-type": "application/json", "webhook-id": d.id,
@@ -267,8 +301,11 @@ class Webhooks:
                     backoff = min(self.policy.retry_max, self.policy.retry_base * 2 ** (len(d.attempts) - 1))
                     d.next_at = finished + backoff * random.uniform(0.75, 1.25)
                 await self.store.save_delivery(d)
+                finished = True
         finally:
-            self._in_flight.discard(d.id)
+            self._in_flight.pop(d.id, None)
+            if not finished and self._stopped:
+                self._interrupted.append(d)
             if d.status == "pending":
                 self._wake.set()  # a retry is due later: the loop's next wake-up time may have moved
 

@@ -97,6 +97,27 @@ def test_indexed_folder_shares_one_plte(tmp_path, capsys):
     assert len(set(pltes)) > 1
 
 
+def test_shared_palette_for_error_diffusion_is_chosen_on_the_pictures(tmp_path, capsys):
+    """With an error-diffusion dither the shared palette is spread for dithering, judged on each picture as drawn
+    (not on a strip of their pixels, where error has no sideways neighbours)."""
+    (tmp_path / "in").mkdir()
+    y, x = np.mgrid[0:48, 0:64]
+    frames = []
+    for i in range(2):
+        img = np.stack([x * 255 // 63, y * 255 // 47, (x + y + 40 * i) * 255 // 150], -1).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / "in" / f"g{i}.png")
+        frames.append(img)
+    code, _, err = _run(capsys, "-q", "convert", str(tmp_path / "in"), str(tmp_path / "out"), "--colors", "8",
+                        "--indexed", "--dither", "floyd-steinberg")
+    assert code == 0, err
+    want = pal.extract_palette(frames, 8, dither=True).colors
+    strip = np.concatenate([f.reshape(-1, 1, 3) for f in frames])
+    assert not np.array_equal(want, pal.extract_palette(strip, 8, dither=True).colors)
+    for i in range(2):
+        with Image.open(tmp_path / "out" / f"g{i}.png") as im:
+            assert im.getpalette() == want.reshape(-1).tolist(), i
+
+
 def test_shared_palette_for_plain_pngs(tmp_path, capsys):
     frames = _frames(tmp_path / "in")
     code, _, err = _run(capsys, "-q", "convert", str(tmp_path / "in"), str(tmp_path / "out"), "--colors", "5",

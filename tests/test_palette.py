@@ -190,9 +190,10 @@ def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
     y, x = np.mgrid[0:32, 0:48]
     ramp = torch.from_numpy(np.stack([x / 47, y / 31, (x + y) / 78], -1)[None].astype(np.float32))
     img = np.clip(np.floor(ramp[0].numpy() * 255 + 0.5), 0, 255).astype(np.uint8)  # the node's own conversion
-    img = np.dstack([img, np.full((32, 48), 255, np.uint8)]).reshape(-1, 1, 4)  # a batch goes in as one column
     p, _, _ = node.build("image", **{**args, "n_colors": 8}, image=ramp, for_dithering=True)
-    assert p == extract_palette(img, 8, dither=True) and p != extract_palette(img, 8)
+    # the spread is chosen on the picture itself: a strip of its pixels diffuses no error sideways and has no blocks
+    assert p == extract_palette(img, 8, dither=True) != extract_palette(img.reshape(-1, 1, 3), 8, dither=True)
+    assert p != extract_palette(img, 8)
 
     import pixart_nodes.nodes_palette as np_mod
 
@@ -323,6 +324,24 @@ def test_dither_proxy_matches_plain_python():
                                                 color.LINEAR_U8, color.M1, color.M2, damping)
         ref = _dither_errors_reference(src, pal, damping * undithered.sum(-1).mean())
         assert np.allclose(got, ref, rtol=1e-9, atol=1e-12), (got, ref)
+
+
+def test_one_palette_for_several_images():
+    """A sequence of images gives one palette from all their pixels (RGB beside RGBA, transparent pixels left
+    out), the same as one image holding them; with dither=True the spread is chosen on each picture as drawn."""
+    y, x = np.mgrid[0:40, 0:56]
+    a = np.stack([x * 255 // 55, y * 255 // 39, (x + y) * 255 // 94], -1).astype(np.uint8)
+    b = np.dstack([a[::-1, :, ::-1], np.full((40, 56), 255, np.uint8)])
+    b[:4, :4, 3] = 0
+    both = np.concatenate([np.dstack([a, np.full((40, 56), 255, np.uint8)]), b], axis=0)
+    assert extract_palette([a, b], 8) == extract_palette(both, 8)
+    assert extract_palette([a], 8, dither=True) == extract_palette(a, 8, dither=True) != extract_palette(a, 8)
+    b[:4, :4, 3] = 255  # all opaque: the spread applies, chosen over both pictures
+    strip = np.concatenate([np.dstack([a, np.full((40, 56), 255, np.uint8)]), b], axis=0).reshape(-1, 1, 4)
+    spread = extract_palette([a, b], 8, dither=True)
+    assert spread != extract_palette([a, b], 8) and spread != extract_palette(strip, 8, dither=True)
+    with pytest.raises(ValueError, match="no image"):
+        extract_palette([], 8)
 
 
 def test_palette_for_dithering_reaches_the_ends_of_a_gradient():

@@ -543,3 +543,28 @@ async def test_results_survive_a_bridge_restart(aiohttp_client, comfy_double, tm
     status, body = await post(second, request_body(id="keep"))
     assert status == 200 and body["status"] == "completed"
     assert math.isclose(again["processingTime"], done["processingTime"])
+
+
+@pytest.mark.asyncio
+async def test_an_operators_workflow_without_palette_for_dithering_still_serves_pixel_modern(
+        aiohttp_client, comfy_double, tmp_path):
+    """PIXART_EDITOR_WORKFLOW may name a workflow written before palette_for_dithering existed: error diffusion
+    with pixel-modern then uses the plain extracted palette instead of failing on an unknown parameter."""
+    from bridge.workflows import DEFAULT_WORKFLOWS_DIR
+
+    extra = tmp_path / "mine"
+    extra.mkdir()
+    manifest = json.loads((DEFAULT_WORKFLOWS_DIR / "pixel_art.manifest.json").read_text())
+    del manifest["parameters"]["palette_for_dithering"]
+    manifest["name"] = "my_pixels"
+    (extra / "my_pixels.manifest.json").write_text(json.dumps(manifest))
+    (extra / "pixel_art.json").write_text((DEFAULT_WORKFLOWS_DIR / "pixel_art.json").read_text())
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfy_double.url],
+                              "extra_workflows_dirs": [str(extra)]},
+                             overrides={"PIXART_EDITOR_WORKFLOW": "my_pixels"}, env_file=None)
+    client = await aiohttp_client(create_app(settings, adapter_names=["pixart_editor"]))
+    status, body = await post(client, request_body(id="mine", style="pixel-modern", dither="floyd-steinberg"))
+    assert status == 200, body
+    done = await wait_done(client, "mine")
+    assert done["status"] == "completed" and done["metadata"]["algorithm"] == "my_pixels"
+    assert graph_of(comfy_double)["PixartPalette"]["for_dithering"] is False

@@ -195,6 +195,29 @@ async def test_deliveries_are_claimed_by_one_sender_at_a_time(database, tmp_path
         await b.close()
 
 
+async def test_a_held_message_is_taken_again_only_while_nobody_else_has_it(database, tmp_path):
+    """A replica whose hold on a message ran out while it waited for a free sending slot takes it again with a
+    compare-and-set on the hold; once another replica has claimed it, the first one's attempt is off."""
+    a, b = open_store(database, tmp_path), open_store(database, tmp_path)
+    await a.open()
+    await b.open()
+    try:
+        now = time.time()
+        await a.save_delivery(Delivery(id="h1", job_id="j", url="http://r", event="job.completed", payload="{}",
+                                       created_at=now, next_at=now - 1))
+        (held,) = await a.claim_deliveries(now, 10, hold=30)
+        assert await a.reclaim_delivery("h1", held.next_at, now + 60)  # nobody else has it: held again
+        assert not await a.reclaim_delivery("h1", held.next_at, now + 90)  # the hold it knew is gone
+        (taken,) = await b.claim_deliveries(now + 61, 10, hold=30)  # its hold ran out: another replica claims it
+        assert not await a.reclaim_delivery("h1", now + 60, now + 120)
+        taken.status = "delivered"
+        await b.save_delivery(taken)
+        assert not await b.reclaim_delivery("h1", taken.next_at, now + 200)  # delivered: no longer pending
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_rate_buckets_and_failed_logins_are_shared(database, tmp_path):
     a, b = open_store(database, tmp_path), open_store(database, tmp_path)
     await a.open()

@@ -317,3 +317,48 @@ async def test_the_message_about_a_jobs_end_is_recorded_before_the_end_is(bridge
     await finished(client, (await resp.json())["id"])
     await receiver.wait_for(1)
     assert seen and seen[0] == ("completed", 1)
+
+
+async def test_the_message_about_a_jobs_end_is_sent_after_the_end_is_written(bridge_factory, receiver):
+    """A receiver that looks the job up when the message arrives finds it ended, however slow the write (here
+    held back 0.2 s): the bridge sends the end message once the end is in the store."""
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
+    store = client.app[ENGINE].store
+    written: dict[str, float] = {}
+    original = store.save
+
+    async def save(job, **kwargs):
+        if job.done:
+            await asyncio.sleep(0.2)
+        ok = await original(job, **kwargs)
+        if job.done:
+            written.setdefault(job.id, time.monotonic())
+        return ok
+
+    store.save = save
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                         "webhook": receiver.url})
+    job_id = (await resp.json())["id"]
+    await receiver.wait_for(1)
+    assert job_id in written and receiver.got[0]["at"] >= written[job_id]
+    assert (await store.load(job_id)).status == "completed"
+
+
+async def test_an_end_message_cut_off_by_a_stop_goes_out_at_the_next_start(bridge_settings, comfy_double, receiver,
+                                                                          aiohttp_client):
+    """A bridge stopped while it sends a job's end message leaves it due at once for the next start (not when its
+    hold of an attempt's time plus 30 s runs out)."""
+    settings = bridge_settings(webhook_secret=SECRET)
+    receiver.delay = 5.0  # the first attempt is still waiting for an answer when the bridge stops
+    first = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    resp = await first.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                        "webhook": receiver.url})
+    job_id = (await resp.json())["id"]
+    await receiver.wait_for(1)
+    await first.close()
+    receiver.delay = 0.0
+    second = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    await receiver.wait_for(2, timeout=8)  # the hold would have kept it back for 40 s
+    assert verified(receiver.got[1])["data"]["id"] == job_id
+    deliveries = await settled(second, job_id, 1)
+    assert deliveries[0]["status"] == "delivered" and deliveries[0]["attempts"][-1]["status"] == 204

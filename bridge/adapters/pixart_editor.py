@@ -300,6 +300,10 @@ def first_invalid(exc: ValidationError, model: type[BaseModel]) -> InvalidParame
     return InvalidParameter(bad.field or "body", bad.message)
 
 
+# the workflows' parameter asking for a palette extracted for error diffusion (optional in an operator's own workflow)
+FOR_DITHERING = "palette_for_dithering"
+
+
 def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditorSettings,
                  sketch: image_io.DecodedImage, dither_methods: Sequence[str]) -> Plan:
     """Choose the workflow and its parameters for a request whose fields are checked (a dict is checked here)."""
@@ -328,8 +332,8 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
     if palette.params.get("palette_source") == "image":
         from pixart_nodes.core.quantize import ERROR_DIFFUSION
 
-        # extracted for the chosen dither, as `pixart convert --colors` does
-        params["palette_for_dithering"] = dither in ERROR_DIFFUSION
+        if dither in ERROR_DIFFUSION:  # extracted for error diffusion, as `pixart convert --colors` does
+            params[FOR_DITHERING] = True
     if use_ai:
         workflow = settings.ai_workflow
         gw, gh = generation_size(width, height, settings.ai_size)
@@ -547,6 +551,9 @@ async def generate(request: web.Request, body: EditorRequest) -> web.Response:
                                          max_bytes=engine.max_image_bytes,
                                          max_pixels=engine.max_image_pixels)
     plan = plan_request(body, settings, sketch, _state(request)["dither"])
+    wf = getattr(engine, "workflows", {}).get(plan.workflow)
+    if wf is not None and FOR_DITHERING not in wf.parameters:
+        plan.params.pop(FOR_DITHERING, None)  # an operator's own workflow without it: the plain palette
     try:
         job = await engine.submit(plan.workflow, plan.params, meta=plan.meta, job_id=job_id, timeout=settings.timeout)
     except Conflict:

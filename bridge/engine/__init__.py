@@ -173,6 +173,7 @@ class JobEngine(Outputs, Backends):
             if self._table is not None:
                 await self._table.flush()  # the last ends' messages are recorded with them
                 self._table.before_end = None
+                self._table.after_end = None
             await self.webhooks.flush()
             await self.webhooks.stop()
             self.webhooks = None
@@ -208,6 +209,7 @@ class JobEngine(Outputs, Backends):
         self.hub.listeners.append(self.webhooks.on_event)
         assert self._table is not None
         self._table.before_end = self.webhooks.record_end
+        self._table.after_end = self.webhooks.end_written
         self._tasks.append(asyncio.create_task(self.webhooks.run(), name="engine-webhooks"))
 
     # ================================================================= owning jobs

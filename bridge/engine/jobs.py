@@ -98,6 +98,8 @@ class JobTable:
         self.on_lost = on_lost
         # Awaited before a job's end is written (the webhook messages about it are recorded first).
         self.before_end: Callable[[Job], Awaitable[None]] | None = None
+        # told once a job's end is written (True) or found to be another replica's (False)
+        self.after_end: Callable[[Job, bool], None] | None = None
         self.keep_in_memory = keep_in_memory
         self._jobs: dict[str, Job] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -325,6 +327,8 @@ class JobTable:
                     continue
                 delay = 0.05
                 self._writing.pop(job_id, None)
+                if job.done and self.after_end is not None:
+                    self.after_end(job, ok)
                 if not ok and job_id not in self._dirty:
                     log.warning("job %s: another replica runs it now (or it was deleted); let go here", job_id)
                     self.let_go(job)

@@ -284,6 +284,12 @@ class JobStore:
         rows = await self._fetch(self._due_sql(), (now + hold, now, limit))
         return [delivery_from_row(r) for r in rows]
 
+    async def reclaim_delivery(self, delivery_id: str, held_until: float, until: float) -> bool:
+        """Hold a message this replica holds until ``held_until`` again, until ``until``; False when its hold ran out
+        and another replica claimed it meanwhile (its ``next_at`` moved on) or it is no longer pending."""
+        return await self._execute("UPDATE webhook_deliveries SET next_at = ? WHERE id = ? AND next_at = ? AND "
+                                   "status = 'pending'", (until, delivery_id, held_until)) == 1
+
     def _due_sql(self) -> str:
         return (f"UPDATE webhook_deliveries SET next_at = ? WHERE id IN (SELECT id FROM webhook_deliveries WHERE "
                 f"status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?) RETURNING {_DELIVERY_LIST}")

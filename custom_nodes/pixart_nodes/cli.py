@@ -138,18 +138,6 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
 
 # --- subcommands -------------------------------------------------------------------------------------------------
 
-def _rgba_column(images: Sequence[np.ndarray]) -> np.ndarray:
-    """Every pixel of several images as one ``[N,1,4]`` column (RGB gets opaque alpha): one palette for all."""
-    parts = []
-    for img in images:
-        if img.shape[2] == 4:
-            parts.append(img.reshape(-1, 1, 4))
-        else:
-            alpha = np.full((*img.shape[:2], 1), 255, np.uint8)
-            parts.append(np.concatenate([img, alpha], axis=2).reshape(-1, 1, 4))
-    return np.concatenate(parts, axis=0)
-
-
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .core import indexed
     from .core import palette as pal
@@ -185,7 +173,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     # an extracted palette that error diffusion will use is spread out for it (what bench_extract measures)
     for_dithering = args.dither in qz.ERROR_DIFFUSION and args.strength > 0
 
-    def extract(img: np.ndarray):
+    def extract(img: np.ndarray | list[np.ndarray]):
         return pal.extract_palette(img, args.colors, method=args.extract_method, seed=args.seed, dither=for_dithering)
 
     def prepare(src: Path) -> tuple[np.ndarray, tuple | None]:
@@ -252,7 +240,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise CliError(f"{src_path}: no image could be read")
     palette = args.palette
     if palette is None:
-        palette = extract(_rgba_column([img for img, _ in prepared.values()]))
+        palette = extract([img for img, _ in prepared.values()])
     if animation:
         frames = []
         for src, (img, edges) in prepared.items():
@@ -575,8 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
     p.add_argument("--for-dithering", action="store_true",
-                   help="kmeans: the palette is for error diffusion; its colours are spread out so dithering "
-                        "reaches the image's extremes (what 'convert --colors N --dither floyd-steinberg' does)")
+                   help="kmeans, images without transparent pixels: the palette is for error diffusion; its "
+                        "colours are spread out so dithering reaches the image's extremes (what 'convert --colors N "
+                        "--dither floyd-steinberg' does)")
     p.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
                    help="standard output format: hex (Lospec), gpl (GIMP/Aseprite), pal (JASC), txt (paint.net)")
     p.add_argument("--name", help="palette name written into the file (default: image name)")

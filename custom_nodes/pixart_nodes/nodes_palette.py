@@ -127,7 +127,8 @@ class PixartPalette:
                     "every match.")}),
                 # last: a widget added before another would shift the values of workflows saved earlier
                 "for_dithering": ("BOOLEAN", {"default": False, "tooltip": (
-                    "Source 'image' with kmeans: the palette will be used with error diffusion (Floyd-Steinberg, "
+                    "Source 'image' with kmeans, images without transparent pixels: the palette will be used with "
+                    "error diffusion (Floyd-Steinberg, "
                     "...). Its colours are spread out from the image's mean, by as much as dithers the image best, "
                     "so dithering reaches the image's darkest and brightest areas (k-means centres sit inside them). "
                     "Leave off for no dithering or ordered dithering.")}),
@@ -153,25 +154,20 @@ class PixartPalette:
         elif source == "image":
             if image is None:
                 raise ValueError("image: source is 'image' but no image is connected")
-            p = pal.extract_palette(_stack_for_extraction(image, mask), n_colors, method=method, seed=seed,
+            p = pal.extract_palette(_batch_for_extraction(image, mask), n_colors, method=method, seed=seed,
                                     dither=bool(for_dithering))
         else:
             raise ValueError(f"source: must be one of {', '.join(SOURCES)}, got {source!r}")
         return (p, uint8_to_image(swatch(p)), len(p))
 
 
-def _stack_for_extraction(images, mask) -> np.ndarray:
-    """All images of the batch as one RGBA strip, so one palette serves the whole batch."""
-    parts = []
+def _batch_for_extraction(images, mask) -> list[np.ndarray]:
+    """Each image of the batch, with the mask as alpha where it has one: one palette serves the whole batch."""
+    out = []
     for i, img in enumerate(iter_batch_uint8(images)):
-        if img.shape[2] == 4:
-            parts.append(img.reshape(-1, 1, 4))
-            continue
-        alpha = mask_to_alpha(mask, i, img.shape[:2])
-        if alpha is None:
-            alpha = np.full(img.shape[:2], 255, dtype=np.uint8)
-        parts.append(np.concatenate([img, alpha[..., None]], axis=2).reshape(-1, 1, 4))
-    return np.concatenate(parts, axis=0)
+        alpha = None if img.shape[2] == 4 else mask_to_alpha(mask, i, img.shape[:2])
+        out.append(img if alpha is None else np.concatenate([img, alpha[..., None]], axis=2))
+    return out
 
 
 class PixartPaletteSearch:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -243,36 +243,56 @@ def _distinct(out: np.ndarray) -> np.ndarray:
     return out[np.sort(first)]
 
 
-def _spread_for_dithering(img: np.ndarray, centres_lab: np.ndarray, mean_lab: np.ndarray) -> np.ndarray:
-    """The centres spread out from the image's mean by the factor of ``DITHER_SPREADS`` that gives the lowest mean +
-    4x4-block OKLab error under damped Floyd-Steinberg on a sample of the image (every s-th pixel of every s-th
-    row). k-means centres are cluster means, inside the image's colours: error diffusion cannot mix colours beyond
-    them, so the ends of gradients and the darkest and brightest areas come out too flat (a high block error)."""
+def _column(images: list[np.ndarray]) -> np.ndarray:
+    """Every pixel of several images as one ``[N,1,C]`` column (RGB gets opaque alpha beside RGBA): their histogram."""
+    for a in images:
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise ValueError(f"image must be uint8 [H,W,3|4], got {a.dtype} {list(a.shape)}")
+    ch = max(a.shape[2] for a in images)
+    parts = [a.reshape(-1, 1, a.shape[2]) if a.shape[2] == ch
+             else np.concatenate([a.reshape(-1, 1, 3), np.full((a.shape[0] * a.shape[1], 1, 1), 255, np.uint8)], axis=2)
+             for a in images]
+    return np.concatenate(parts, axis=0)
+
+
+def _spread_for_dithering(images: list[np.ndarray], centres_lab: np.ndarray, mean_lab: np.ndarray) -> np.ndarray:
+    """The centres spread out from the images' mean by the factor of ``DITHER_SPREADS`` that gives the lowest mean +
+    4x4-block OKLab error under damped Floyd-Steinberg on a sample of each image (every s-th pixel of every s-th
+    row, one s for all; errors weighted by sample size). k-means centres are cluster means, inside the image's
+    colours: error diffusion cannot mix colours beyond them, so the ends of gradients and the darkest and brightest
+    areas come out too flat (a high block error). Each image is dithered as the picture it is: the blocks and the
+    sideways spread of error need its rows and columns."""
     from . import cluster
     from .jit import kernel
 
-    h, w = img.shape[:2]
-    step = max(1, int(np.ceil(np.sqrt(h * w / _DITHER_SAMPLE))))
-    sample = np.ascontiguousarray(img[::step, ::step, :3])
-    src = sample.astype(np.float64)
-    src_lab = np.ascontiguousarray(color.srgb_u8_to_oklab(sample))
+    total = sum(a.shape[0] * a.shape[1] for a in images)
+    step = max(1, int(np.ceil(np.sqrt(total / _DITHER_SAMPLE))))
+    samples = []
+    for a in images:
+        sample = np.ascontiguousarray(a[::step, ::step, :3])
+        samples.append((sample.astype(np.float64), np.ascontiguousarray(color.srgb_u8_to_oklab(sample)),
+                        sample.shape[0] * sample.shape[1]))
     errors = kernel(cluster, "dither_errors")
     best, best_score = None, np.inf
     for spread in DITHER_SPREADS:
         pal = _distinct(color.oklab_to_srgb_u8(mean_lab + (centres_lab - mean_lab) * spread))
         pal_lab = np.ascontiguousarray(color.srgb_u8_to_oklab(pal))
-        mean_err, block_err = errors(src, src_lab, pal.astype(np.float64), pal_lab, color.LINEAR_U8, color.M1,
-                                     color.M2, _DAMPING_LIMIT)
-        if mean_err + block_err < best_score:
-            best, best_score = pal, mean_err + block_err
+        score = 0.0
+        for src, src_lab, pixels in samples:
+            mean_err, block_err = errors(src, src_lab, pal.astype(np.float64), pal_lab, color.LINEAR_U8, color.M1,
+                                         color.M2, _DAMPING_LIMIT)
+            score += (mean_err + block_err) * pixels
+        if score < best_score:
+            best, best_score = pal, score
     return best
 
 
 def extract_palette(
-    img: np.ndarray, n_colors: int, method: str = "kmeans", seed: int = 0, *, alpha_threshold: int = 128,
-    dither: bool = False,
+    img: np.ndarray | Sequence[np.ndarray], n_colors: int, method: str = "kmeans", seed: int = 0, *,
+    alpha_threshold: int = 128, dither: bool = False,
 ) -> Palette:
-    """Palette of up to ``n_colors`` (2..256) colours representing ``img`` (uint8 ``[H,W,3|4]``).
+    """Palette of up to ``n_colors`` (2..256) colours representing ``img`` (uint8 ``[H,W,3|4]``), or one palette
+    for several images (a sequence of them: a batch, the frames of an animation, a folder of sprites).
 
     ``kmeans``: weighted k-means in OKLab, k-means++ seeding from ``seed`` (same input + seed -> same palette).
     ``median-cut``: Heckbert-style boxes in RGB, splitting the box with the largest weighted variance along its
@@ -285,15 +305,17 @@ def extract_palette(
     k = _check_n(n_colors)
     if method not in EXTRACT_METHODS:
         raise ValueError(f"method must be one of {', '.join(EXTRACT_METHODS)}, got {method!r}")
-    cols, w, exact = _colour_histogram(img, alpha_threshold)
+    images = [np.asarray(img)] if isinstance(img, np.ndarray) else [np.asarray(i) for i in img]
+    if not images:
+        raise ValueError("no image to take colours from")
+    cols, w, exact = _colour_histogram(images[0] if len(images) == 1 else _column(images), alpha_threshold)
     if exact and cols.shape[0] <= k:
         out = cols.astype(np.uint8)
     elif method == "kmeans":
         lab = color.srgb_float_to_oklab(cols)
         centres = _kmeans_oklab(lab, w, k, int(seed))
-        arr = np.asarray(img)
-        if dither and (arr.shape[2] == 3 or bool((arr[..., 3] >= alpha_threshold).all())):
-            out = _spread_for_dithering(arr, centres, (lab * w[:, None]).sum(axis=0) / w.sum())
+        if dither and all(a.shape[2] == 3 or bool((a[..., 3] >= alpha_threshold).all()) for a in images):
+            out = _spread_for_dithering(images, centres, (lab * w[:, None]).sum(axis=0) / w.sum())
         else:
             out = color.oklab_to_srgb_u8(centres)
     else:
