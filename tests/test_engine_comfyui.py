@@ -23,6 +23,7 @@ from bridge.engine import JobEngine
 from tests.support.double import object_info_for
 from tests.support.real_comfyui import TINY_CHECKPOINT
 from tests.support.imaging import image_size, solid_png_b64
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -78,15 +79,6 @@ async def make_engine(tmp_path: Path):
     yield make
     for e in engines:
         await e.stop()
-
-
-async def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------------- the double is faithful
@@ -166,13 +158,13 @@ async def test_cancel_queued_and_running(make_engine, comfyui):
     engine = await make_engine(comfyui.url)
     long = await engine.submit("txt2img", {**SMALL, "steps": 150, "width": 128, "height": 128, "seed": 11})
     queued = await engine.submit("txt2img", {**SMALL, "seed": 12})
-    await wait_for(lambda: long.status == "running" and (long.step or 0) >= 1, what="the long job to sample")
+    await until(lambda: long.status == "running" and (long.step or 0) >= 1, 120, what="the long job to sample")
     assert queued.status == "queued"
     assert await engine.cancel(queued.id) and queued.status == "cancelled"
     assert queued.prompt_id not in json.dumps(comfyui.get_json("/queue"))
     assert await engine.cancel(long.id)
     assert long.status == "cancelled"
-    await wait_for(lambda: comfyui.get_json(f"/history/{long.prompt_id}") != {}, 30, "interrupt to land")
+    await until(lambda: comfyui.get_json(f"/history/{long.prompt_id}") != {}, 30, "interrupt to land")
     messages = [m[0] for m in comfyui.get_json(f"/history/{long.prompt_id}")[long.prompt_id]["status"]["messages"]]
     assert "execution_interrupted" in messages
     assert comfyui.get_json(f"/history/{queued.prompt_id}") == {}  # never ran
@@ -184,7 +176,7 @@ async def test_cancel_queued_and_running(make_engine, comfyui):
 async def test_engine_restart_mid_job_loses_nothing(make_engine, comfyui):
     engine = await make_engine(comfyui.url)
     job = await engine.submit("txt2img", {**SMALL, "steps": 10, "seed": 21})
-    await wait_for(lambda: job.status == "running" and (job.step or 0) >= 1, what="the job to sample")
+    await until(lambda: job.status == "running" and (job.step or 0) >= 1, 120, what="the job to sample")
     await engine.stop()
     engine2 = await make_engine(comfyui.url)
     done = await engine2.wait(job.id, timeout=300)
@@ -199,7 +191,7 @@ async def test_websocket_frames_missed_during_a_bridge_restart_are_made_again(ma
     job = await engine.submit("txt2img_ws", {**SMALL, "steps": 4, "seed": 41})
     first = job.prompt_id
     await engine.stop()  # nobody reads the frames SaveImageWebsocket sends
-    await wait_for(lambda: comfyui.get_json(f"/history/{first}") != {}, 300, "the prompt to finish")
+    await until(lambda: comfyui.get_json(f"/history/{first}") != {}, 300, "the prompt to finish")
     engine2 = await make_engine(comfyui.url)
     done = await engine2.wait(job.id, timeout=300)
     assert done.status == "completed", done.error
@@ -212,13 +204,13 @@ async def test_comfyui_killed_mid_job(make_engine, comfyui_factory):
     server = await asyncio.to_thread(comfyui_factory)
     engine = await make_engine(server.url)
     job = await engine.submit("txt2img", {**SMALL, "steps": 150, "width": 128, "height": 128, "seed": 31})
-    await wait_for(lambda: job.status == "running" and (job.step or 0) >= 1, what="the job to sample")
+    await until(lambda: job.status == "running" and (job.step or 0) >= 1, 120, what="the job to sample")
     await asyncio.to_thread(server.process.kill)
     job = await engine.wait(job.id, timeout=60)
     assert job.status == "failed" and server.url in job.error and "died" in job.error
     await asyncio.to_thread(server.process.restart)
     await asyncio.to_thread(server.process.wait_ready_sync, 180)
-    await wait_for(lambda: engine.backend_states()[0]["healthy"], 60, "the backend to come back")
+    await until(lambda: engine.backend_states()[0]["healthy"], 60, "the backend to come back")
     again = await engine.wait((await engine.submit("txt2img", SMALL)).id, timeout=300)
     assert again.status == "completed", again.error
 
@@ -254,11 +246,11 @@ async def test_prompt_cleared_twice_in_comfyui_fails_its_job_saying_why(comfyui:
     async with engine:
         blocker = await engine.submit("txt2img", {**SMALL, "steps": 150, "width": 256, "height": 256, "seed": 7})
         victim = await engine.submit("txt2img", {**SMALL, "seed": 8})
-        await wait_for(lambda: blocker.status == "running", 120, "the blocker to run")
+        await until(lambda: blocker.status == "running", 120, "the blocker to run")
         first = victim.prompt_id
         assert victim.status == "queued" and first
         assert (await asyncio.to_thread(comfyui.post_json, "/queue", {"clear": True}))[0] == 200
-        await wait_for(lambda: victim.prompt_id not in (None, first), 30, "the job to be submitted again")
+        await until(lambda: victim.prompt_id not in (None, first), 30, "the job to be submitted again")
         assert victim.status == "queued" and blocker.status == "running"
         assert (await asyncio.to_thread(comfyui.post_json, "/queue", {"clear": True}))[0] == 200
         done = await engine.wait(victim.id, timeout=60)

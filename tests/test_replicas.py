@@ -17,6 +17,7 @@ from bridge.keys import ENGINE
 from bridge.errors import QueueFull
 from bridge.store import open_store
 from tests.support.imaging import image_size
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,13 +46,6 @@ async def replicas(pg_url: str, tmp_path: Path, comfy_double: Any):
     yield make
     for e in engines:
         await e.stop()
-
-
-async def until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_any_replica_answers_for_any_job(replicas, comfy_double):
