@@ -110,13 +110,12 @@ def webhook_secret(settings: Settings) -> str:
     import asyncio
 
     from bridge.store import open_store
-    from bridge.webhooks import new_secret
 
     async def read() -> str:
         store = open_store(settings.database, settings.data_dir)
         await store.open()
         try:
-            return await store.set_value("webhook_secret", new_secret(), only_new=True)
+            return await store.webhook_secret()
         finally:
             await store.close()
 

@@ -99,7 +99,7 @@ class Webhooks:
         # Python 3.11's wait_for can swallow a cancellation that arrives as the wake-up does, so the loop also
         # ends on this flag rather than on cancellation alone.
         self._stopped = False
-        self._in_flight: dict[str, Delivery] = {}
+        self._in_flight: set[str] = set()
         # end messages recorded (held from the other replicas) and waiting for their job's end to be written
         self._held: dict[str, list[Delivery]] = {}
         self._interrupted: list[Delivery] = []  # attempts cut short by stop()
@@ -230,7 +230,7 @@ class Webhooks:
     def _start(self, d: Delivery) -> None:
         if d.id in self._in_flight:
             return
-        self._in_flight[d.id] = d
+        self._in_flight.add(d.id)
         task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -260,7 +260,7 @@ class Webhooks:
         return self._hosts[host]
 
     async def _attempt(self, d: Delivery) -> None:
-        finished = False
+        settled = False  # this bridge's part is over: the attempt is recorded, or another replica has the message
         try:
             async with self._global, self._host(d.url):
                 if time.time() > d.next_at - self.policy.timeout - 1:
@@ -268,7 +268,7 @@ class Webhooks:
                     # replica already has (it claimed the message once the hold had run out)
                     again = time.time() + self._hold
                     if not await self.store.reclaim_delivery(d.id, d.next_at, again):
-                        finished = True
+                        settled = True
                         return
                     d.next_at = again
                 started = time.time()
@@ -288,23 +288,23 @@ class Webhooks:
                     error, refused = f"refused: {exc}", True
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
                     error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-                finished = time.time()
-                d.attempts.append({"at": started, "duration_ms": round((finished - started) * 1000, 1),
+                ended = time.time()
+                d.attempts.append({"at": started, "duration_ms": round((ended - started) * 1000, 1),
                                    "status": status, "error": error})
                 if status is not None and 200 <= status < 300:
                     d.status, d.next_at = "delivered", None
-                elif status == GONE or refused or finished - d.created_at >= self.policy.retry_for:
+                elif status == GONE or refused or ended - d.created_at >= self.policy.retry_for:
                     d.status, d.next_at = "failed", None
                     log.warning("webhook %s to %s for job %s given up after %d attempts (%s)", d.id, d.url,
                                 d.job_id, len(d.attempts), error or f"HTTP {status}")
                 else:
                     backoff = min(self.policy.retry_max, self.policy.retry_base * 2 ** (len(d.attempts) - 1))
-                    d.next_at = finished + backoff * random.uniform(0.75, 1.25)
+                    d.next_at = ended + backoff * random.uniform(0.75, 1.25)
                 await self.store.save_delivery(d)
-                finished = True
+                settled = True
         finally:
-            self._in_flight.pop(d.id, None)
-            if not finished and self._stopped:
+            self._in_flight.discard(d.id)
+            if not settled and self._stopped:
                 self._interrupted.append(d)
             if d.status == "pending":
                 self._wake.set()  # a retry is due later: the loop's next wake-up time may have moved

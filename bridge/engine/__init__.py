@@ -36,7 +36,7 @@ from bridge.outbound import Outbound, OutboundPolicy
 from bridge.storage import BlobStore
 from bridge.storage.local import LocalBlobs
 from bridge.store import STATUSES, TERMINAL, Job, JobStore, check_id, input_key, open_store
-from bridge.webhooks import WebhookConfig, Webhooks, new_secret
+from bridge.webhooks import WebhookConfig, Webhooks
 from bridge.workflows import Workflow
 
 from . import retention
@@ -203,7 +203,7 @@ class JobEngine(Outputs, Backends):
     async def _start_webhooks(self) -> None:
         assert self._session is not None
         cfg = self.webhook_config
-        secret = cfg.secret or await self.store.set_value("webhook_secret", new_secret(), only_new=True)
+        secret = cfg.secret or await self.store.webhook_secret()
         self.webhooks = Webhooks(self.store, secret, self.outbound.post, describe=self.describe, everyone=cfg.everyone,
                                  policy=cfg.policy)
         self.hub.listeners.append(self.webhooks.on_event)
@@ -230,8 +230,8 @@ class JobEngine(Outputs, Backends):
             self._spawn(self.cancel(job.id))
 
     async def queue_again(self, job: Job, *, front: bool) -> None:
-        """A job this replica could not send to a backend: queued here, or on a shared store given to the
-        replicas that can."""
+        """A job this replica could not send to a backend goes back into its queue (one that no backend here can
+        run is released to the other replicas by the dispatcher's own round, see `_release`)."""
         _, dispatcher = self._parts()
         dispatcher.requeue(job, front=front)
 
@@ -334,7 +334,6 @@ class JobEngine(Outputs, Backends):
         return cancelled
 
     async def _cancel_elsewhere(self, job: Job) -> bool:
-        table, _ = self._parts()
         if not await self.store.request_cancel(job.id, notify={"type": "cancel", "id": job.id, "from": self.replica}):
             return False
         if self._replicas is not None:

@@ -68,12 +68,6 @@ class Backends:
             "replicas": list(self._replicas.live) if self._replicas is not None else [self.replica],
         }
 
-    async def replicas(self: JobEngine) -> list[dict[str, Any]]:
-        """The replicas sharing the store that renewed their leases lately (this one alone on SQLite)."""
-        if not self.store.shared:
-            return [{"id": self.replica, "started_at": None, "seen_ago": 0.0}]
-        return await self.store.replicas(within=2 * self.options.lease)
-
     def backend_states(self: JobEngine) -> list[dict[str, Any]]:
         return [c.state() for c in self.connections.values()]
 

@@ -26,7 +26,7 @@ from bridge.store import STATUSES, TERMINAL, Job, JobStore, LimitReached
 log = logging.getLogger("bridge.engine")
 
 # Which announcement wins when a job's changes are written together.
-_RANK = {None: 0, "preview": 1, "progress": 2, "status": 3}
+_RANK = {None: 0, "progress": 1, "status": 2}
 # A progress change alone is written at most this often per job (every status change is written at once).
 PROGRESS_WRITE_INTERVAL = 0.25
 
@@ -203,7 +203,7 @@ class JobTable:
     async def insert(self, job: Job, *, max_active: int, max_per_client: int, owned: bool = True) -> None:
         """Store an accepted job (LimitReached when the queue or its client is full) and, when `owned`, follow
         it here; otherwise it waits in the store for a replica with a backend to claim it."""
-        announce = None if owned else self._payload("queued", job)
+        announce = None if owned else self.announcement("queued", job)
         if self.shared:
             # The store counts every replica's jobs: this one's own ends must be in it first.
             await self.flush()
@@ -239,7 +239,7 @@ class JobTable:
     async def release(self, job: Job) -> bool:
         """Hand a queued job to whichever replica can dispatch it (this one has no backend for it now)."""
         await self.persisted(job)
-        released = await self.store.release(job, self.replica, notify=self._payload("queued", job))
+        released = await self.store.release(job, self.replica, notify=self.announcement("queued", job))
         self.let_go(job)
         return released
 
@@ -258,7 +258,7 @@ class JobTable:
         self._done.pop(job.id, None)
         self._dirty.pop(job.id, None)
         await self.store.delete(job.id)
-        await self.store.publish(self._payload("deleted", job))
+        await self.store.publish(self.announcement("deleted", job))
 
     def uncache(self, job_id: str) -> None:
         """Another replica changed or deleted a finished job: read it again next time."""
@@ -314,7 +314,7 @@ class JobTable:
                         except Exception:  # noqa: BLE001 - the end is written whatever a hook does
                             log.exception("job %s: recording its end's messages failed", job_id)
                     ok = await self.store.save(job, owner=self.replica, lease=self.lease,
-                                               notify=self._payload(kind, job) if kind else None)
+                                               notify=self.announcement(kind, job) if kind else None)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the store is unreachable: keep the change, try again
@@ -339,7 +339,7 @@ class JobTable:
                             waiter.set_result(ok)
                 future.set_result(ok)
 
-    def _payload(self, kind: str, job: Job) -> dict[str, Any] | None:
+    def announcement(self, kind: str, job: Job) -> dict[str, Any] | None:
         if not self.shared:
             return None
         return {"type": kind, "id": job.id, "status": job.status, "from": self.replica}
@@ -347,7 +347,7 @@ class JobTable:
     # ------------------------------------------------------------------ transitions
     def emit(self, kind: str, job: Job) -> None:
         self.hub.emit(kind, job)
-        if self.shared and kind in ("progress", "preview"):
+        if self.shared and kind == "progress":
             # Other replicas show progress from the store: written at most every PROGRESS_WRITE_INTERVAL.
             now = time.monotonic()
             if now - self._last_progress_write.get(job.id, -1e9) >= PROGRESS_WRITE_INTERVAL:

@@ -138,8 +138,10 @@ class Tracker:
                 if now - run.preview_announced >= PREVIEW_EVENT_INTERVAL:
                     run.preview_announced = now
                     if self.table.shared:
-                        # The other replicas serve it from the store (/jobs/{id}/preview, A1111's current_image).
-                        self.spawn(self.table.store.save_preview(job.id, event.image_type, event.data))
+                        # The other replicas serve it from the store (/jobs/{id}/preview, A1111's current_image),
+                        # announced with it: the job's row has not changed
+                        self.spawn(self.table.store.save_preview(job.id, event.image_type, event.data,
+                                                                 notify=self.table.announcement("preview", job)))
                     self.table.emit("preview", job)
             return
         run.last_event = time.monotonic()

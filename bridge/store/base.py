@@ -97,10 +97,9 @@ class JobStore:
                 if active >= max_active:
                     raise LimitReached("queue", int(active))
             if max_per_client and client is not None:
-                mine = (await self._fetch(f"SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN {UNFINISHED}",
-                                          (client,)))[0][0]
+                mine = await self.active_for(client)
                 if mine >= max_per_client:
-                    raise LimitReached("client", int(mine))
+                    raise LimitReached("client", mine)
             await self._execute(
                 f"INSERT INTO jobs ({_JOB_LIST}, owner, lease_until, client) "
                 f"VALUES ({', '.join('?' for _ in JOB_COLUMNS)}, ?, {{now}} + ?, ?)",
@@ -121,9 +120,8 @@ class JobStore:
         return bool(changed)
 
     async def _announce(self, payload: dict[str, Any] | None) -> None:
-        notify = self._notify_sql(payload) if payload is not None else None
-        if notify is not None:
-            await self._execute(*notify)
+        if payload is not None:
+            await self.publish(payload)
 
     async def load(self, job_id: str) -> Job | None:
         rows = await self._fetch(f"SELECT {_JOB_LIST} FROM jobs WHERE id = ?", (job_id,))
@@ -354,10 +352,12 @@ class JobStore:
         return locked
 
     # ------------------------------------------------------------------ previews
-    async def save_preview(self, job_id: str, kind: str, data: bytes) -> None:
-        await self._execute("INSERT INTO previews (job_id, kind, data, at) VALUES (?, ?, ?, {now}) ON CONFLICT "
-                            "(job_id) DO UPDATE SET kind = excluded.kind, data = excluded.data, at = excluded.at",
-                            (job_id, kind, data))
+    async def save_preview(self, job_id: str, kind: str, data: bytes, *, notify: dict[str, Any] | None = None) -> None:
+        async with self._transaction():
+            await self._execute("INSERT INTO previews (job_id, kind, data, at) VALUES (?, ?, ?, {now}) ON CONFLICT "
+                                "(job_id) DO UPDATE SET kind = excluded.kind, data = excluded.data, at = excluded.at",
+                                (job_id, kind, data))
+            await self._announce(notify)
 
     async def load_preview(self, job_id: str) -> tuple[str, bytes] | None:
         rows = await self._fetch("SELECT kind, data FROM previews WHERE job_id = ?", (job_id,))
@@ -370,6 +370,13 @@ class JobStore:
         import uuid
 
         return await self.set_value("client_id", "pixart-" + uuid.uuid4().hex, only_new=True)
+
+    async def webhook_secret(self) -> str:
+        """The secret webhooks are signed with when no setting gives one: made by the first bridge on this
+        database and kept, so receivers keep verifying across restarts and replicas."""
+        from bridge.webhooks import new_secret
+
+        return await self.set_value("webhook_secret", new_secret(), only_new=True)
 
 
 __all__ = ["JobStore", "LimitReached", "Listener", "UNFINISHED", "FINISHED"]
