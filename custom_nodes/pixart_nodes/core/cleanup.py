@@ -349,7 +349,8 @@ def _jaggies(keys: np.ndarray) -> tuple[np.ndarray, int]:
             # and the other tone on the other; taking either colour would notch the outline or thicken it.
             oy, ox = y - vy, x - hx
             other = out[oy, x] if 0 <= oy < h else (out[y, ox] if 0 <= ox < w else k)
-            if (other == k or not _same_or_off(out, oy, x, other) or not _same_or_off(out, y, ox, other)
+            # (`other` is the pixel at (oy, x) or, off the image, taken as that colour: only the others are checked)
+            if (other == k or not _same_or_off(out, y, ox, other)
                     or not _same_or_off(out, oy - vy, x, other) or not _same_or_off(out, y, ox - hx, other)):
                 continue
             out[y, x] = other

@@ -175,7 +175,7 @@ class NoisePlan:
     noise_multiplier: float = 1.0
     batch_seeds: str = "comfyui"
 
-    def replaces_noise(self, shape: Sequence[int], sampler_seed: int | None) -> bool:
+    def replaces_noise(self, shape: Sequence[int]) -> bool:
         # Nothing asked for: the sampler's own noise, from its own seed. (A graph tuned in the editor changes the
         # KSampler's seed; with the node's defaults that must still change the picture.)
         return (self.batch_seeds == "a1111" and int(shape[0]) > 1) or self.subseed_strength != 0 \
@@ -187,7 +187,7 @@ class NoisePlan:
         if sampler_seed is not None and self.sampler_seed_delta:
             out_seed = _wrap_seed(int(sampler_seed) + int(self.sampler_seed_delta))
         # An all-zero noise is a sampler told not to add any (KSamplerAdvanced add_noise off): it stays so.
-        if noise.ndim != 4 or not torch.count_nonzero(noise) or not self.replaces_noise(noise.shape, sampler_seed):
+        if noise.ndim != 4 or not torch.count_nonzero(noise) or not self.replaces_noise(noise.shape):
             return noise, out_seed
         fresh = a1111_batch_noise(noise.shape, self.seed, self.subseed, self.subseed_strength, self.resize_from)
         if self.noise_multiplier != 1.0:

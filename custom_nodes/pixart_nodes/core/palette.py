@@ -234,7 +234,6 @@ def _median_cut(rgb: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
 # dither=True: how far the palette may be spread out from the image's mean colour (factors tried, in OKLab)
 DITHER_SPREADS = (1.0, 1.02, 1.04, 1.06, 1.08)
 _DITHER_SAMPLE = 128 * 128  # pixels of the sample the spreads are tried on
-_DAMPING_LIMIT = 2.4  # as quantize.DAMPING_LIMIT (libimagequant's)
 
 
 def _distinct(out: np.ndarray) -> np.ndarray:
@@ -264,6 +263,7 @@ def _spread_for_dithering(images: list[np.ndarray], centres_lab: np.ndarray, mea
     sideways spread of error need its rows and columns."""
     from . import cluster
     from .jit import kernel
+    from .quantize import DAMPING_LIMIT
 
     total = sum(a.shape[0] * a.shape[1] for a in images)
     step = max(1, int(np.ceil(np.sqrt(total / _DITHER_SAMPLE))))
@@ -280,7 +280,7 @@ def _spread_for_dithering(images: list[np.ndarray], centres_lab: np.ndarray, mea
         score = 0.0
         for src, src_lab, pixels in samples:
             mean_err, block_err = errors(src, src_lab, pal.astype(np.float64), pal_lab, color.LINEAR_U8, color.M1,
-                                         color.M2, _DAMPING_LIMIT)
+                                         color.M2, DAMPING_LIMIT)
             score += (mean_err + block_err) * pixels
         if score < best_score:
             best, best_score = pal, score

@@ -138,12 +138,11 @@ def quantize(
         table[:n, 3] = 255
     # the loops mark each index they write in `used` (cheaper than a bincount)
     out = _dither.Target(table, np.empty((h, w), dtype=idx_dtype), np.empty_like(src), np.zeros(n + 1, np.uint8))
-    diffuse = dither in _dither.ERROR_KERNELS and strength > 0.0
     lk = _lookup(pal.tobytes(), use_lab)
     if dither == "none" or strength == 0.0:
         # the ordered loop with a zero offset: each pixel's exact nearest colour through the same cell table
         _dither.ordered_dither(src, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
-    elif diffuse:
+    elif dither in ERROR_DIFFUSION:
         limit = _damping_limit(src, lk, table, thr) if damping else -1
         _dither.error_diffuse(src, pal, lk, _dither.ERROR_KERNELS[dither], out, alpha_threshold=thr,
                               strength=strength, serpentine=bool(serpentine),
