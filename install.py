@@ -45,11 +45,10 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 PYTEST_NO_TESTS = 5
 
 
-def _load_comfyui_home() -> ModuleType:
-    # Loaded by file path, not `import bridge...`: the bridge package's siblings need third-party packages
-    # that do not exist yet when this script first runs.
-    path = REPO_ROOT / "bridge" / "comfyui_home.py"
-    spec = importlib.util.spec_from_file_location("_pixart_comfyui_home", path)
+def _load_by_path(relative: str, name: str) -> ModuleType:
+    # Loaded by file path, not `import bridge...`: the packages around these stdlib-only modules need third-party
+    # packages that do not exist yet when this script first runs.
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -57,7 +56,8 @@ def _load_comfyui_home() -> ModuleType:
     return module
 
 
-home = _load_comfyui_home()
+home = _load_by_path("bridge/comfyui_home.py", "_pixart_comfyui_home")
+pg_bin = _load_by_path("tests/support/pg_bin.py", "_pixart_pg_bin")
 
 
 # seconds the ahead-of-time kernel build may take (it takes a minute or two)
@@ -253,11 +253,7 @@ class Installer:
     def check_postgres(self) -> None:
         """The PostgreSQL server the shared-store tests start (in a temporary folder, from the machine's server
         binaries). Without it the bridge still runs (SQLite) and those tests are skipped, saying why."""
-        folders = [os.environ.get("PIXART_PG_BIN", "")] + sorted(
-            (str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)
-        if shutil.which("pg_ctl"):
-            folders.insert(0, str(Path(shutil.which("pg_ctl") or "").parent))
-        found = next((f for f in folders if f and (Path(f) / "initdb").is_file()), None)
+        found = pg_bin.find_pg_bin()
         if found:
             say(f"PostgreSQL server binaries: {found} (the shared-store tests start a server from them)")
             return

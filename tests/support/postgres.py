@@ -8,7 +8,6 @@ own on the shared server.
 """
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -24,23 +23,9 @@ from pathlib import Path
 import pytest
 
 from bridge.comfyui_process import find_free_port
+from tests.support.pg_bin import find_pg_bin
 
 __all__ = ["postgres_server", "pg_url", "job_database", "PostgresServer", "find_pg_bin", "STORE_FIXTURES"]
-
-
-def find_pg_bin() -> Path | None:
-    """The folder of `initdb` and `pg_ctl`: $PIXART_PG_BIN, then PATH, then Debian's and common install places."""
-    explicit = os.environ.get("PIXART_PG_BIN")
-    candidates = [explicit] if explicit else []
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        candidates.append(str(Path(on_path).parent))
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    candidates += ["/usr/local/pgsql/bin", "/opt/homebrew/bin", "/usr/local/bin"]
-    for folder in candidates:
-        if folder and (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
-            return Path(folder)
-    return None
 
 
 @dataclass
