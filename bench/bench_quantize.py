@@ -77,7 +77,7 @@ run()
 t3 = time.perf_counter()
 run()
 t4 = time.perf_counter()
-print(t1 - t0, t3 - t2, t4 - t3)
+print(t1 - t0, t3 - t2, t4 - t3, int("numba" in sys.modules))
 """
 
 
@@ -87,7 +87,7 @@ def cold(size: int, runs: int) -> None:
         ("pixart", m, d) for m in ("none", "floyd-steinberg", "bayer-8x8") for d in ("rgb", "oklab")
     ]
     print(f"\nfresh process, random {size}x{size} -> PICO-8, median of {runs} processes (wall)")
-    print(f"{'operation':48s} {'import s':>9s} {'1st call ms':>12s} {'2nd call ms':>12s}")
+    print(f"{'operation':48s} {'import s':>9s} {'1st call ms':>12s} {'2nd call ms':>12s} {'numba loaded':>13s}")
     for what, method, distance in cases:
         rows = []
         for _ in range(runs):
@@ -96,9 +96,9 @@ def cold(size: int, runs: int) -> None:
                 capture_output=True, text=True, check=True,
             ).stdout.split()
             rows.append([float(v) for v in out])
-        imp, first, second = (statistics.median(col) for col in zip(*rows))
+        imp, first, second, numba = (statistics.median(col) for col in zip(*rows))
         name = "Pillow quantize FLOYDSTEINBERG" if what == "pillow" else f"pixart {method} {distance}"
-        print(f"{name:48s} {imp:9.2f} {first * 1e3:12.1f} {second * 1e3:12.1f}")
+        print(f"{name:48s} {imp:9.2f} {first * 1e3:12.1f} {second * 1e3:12.1f} {'yes' if numba else 'no':>13s}")
 
 
 def main() -> None:

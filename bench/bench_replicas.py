@@ -156,8 +156,11 @@ def measure_wrk(replicas: list[Replica], ids: list[str], seconds: float, concurr
                 done += float(line.split()[1]) * seconds
             if "Non-2xx" in line:
                 errors += int(line.split()[-1])
+            if line.strip().startswith("Socket errors:"):  # connect/read/write/timeout counts
+                errors += sum(int(part.split()[-1]) for part in line.split(":", 1)[1].split(","))
     cpu = sum(r.cpu() for r in replicas) - cpu0
-    return {"per_s": done / seconds, "errors": errors, "cpu_per_req_ms": 1000 * cpu / max(1, done),
+    # answered with 200 only: refused or failed requests are not status answers
+    return {"per_s": max(0.0, done - errors) / seconds, "errors": errors, "cpu_per_req_ms": 1000 * cpu / max(1, done),
             "wall": seconds}
 
 

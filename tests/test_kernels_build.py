@@ -86,8 +86,10 @@ def test_without_a_usable_module_the_jit_gives_the_same_results(tmp_path: Path, 
         [sys.executable, "-c", *args], capture_output=True, text=True, check=True, env=env, timeout=600).stdout)
     fallback = run(_FALLBACK, case, str(tmp_path))
     assert fallback.pop("aot") is False and fallback.pop("numba") is True
-    reference = run(_FALLBACK, "reference", str(tmp_path))  # the module install.py built, when there is one
-    reference.pop("aot"), reference.pop("numba")
+    reference = run(_FALLBACK, "reference", str(tmp_path))  # the module install.py built
+    if not reference.pop("aot"):
+        pytest.skip("no ahead-of-time kernel module built here (install.py builds it): nothing to compare the JIT with")
+    reference.pop("numba")
     assert fallback == reference
 
 

