@@ -37,6 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bridge.comfyui_process import find_free_port  # noqa: E402
+from tests.support.replica_process import Replica  # noqa: E402
+
+QUIET = {"BRIDGE_LOG_LEVEL": "WARNING"}
 
 BODY = {"prompt": "a red house", "width": 64, "height": 64, "steps": 2}
 
@@ -52,45 +55,6 @@ def run_double(port: int, step_delay: float) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
-
-
-class Replica:
-    def __init__(self, database: str, data: Path, comfy: str, lease: float) -> None:
-        self.port = find_free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "BRIDGE_DATABASE": database, "BRIDGE_LEASE": str(lease), "BRIDGE_MAX_QUEUE": "100000",
-               "BRIDGE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--comfyui-url", comfy, "--data-dir", str(data), "--adapters", "jobs_api"],
-                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        self.id = ""
-
-    def ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                    self.id = json.loads(resp.read())["replica"]["id"]
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"replica on {self.port} did not start")
-
-    def cpu(self) -> float:
-        import psutil
-
-        t = psutil.Process(self.proc.pid).cpu_times()
-        return t.user + t.system
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -198,7 +162,7 @@ def finished_jobs(url: str, n: int) -> list[str]:
 def configuration(name: str, database: str, count: int, comfy: str, root: Path, args: argparse.Namespace
                   ) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(dir=root, prefix=name.replace(" ", "-")))
-    replicas = [Replica(database, data, comfy, args.lease) for _ in range(count)]
+    replicas = [Replica(database, data, comfy, lease=args.lease, max_queue=100000, env=QUIET) for _ in range(count)]
     try:
         for r in replicas:
             r.ready()
@@ -215,7 +179,8 @@ def takeover(database: str, comfy_slow: str, root: Path, args: argparse.Namespac
     import psycopg
 
     data = Path(tempfile.mkdtemp(dir=root, prefix="takeover"))
-    replicas = [Replica(database, data, comfy_slow, args.lease) for _ in range(3)]
+    replicas = [Replica(database, data, comfy_slow, lease=args.lease, max_queue=100000, env=QUIET)
+                for _ in range(3)]
     try:
         for r in replicas:
             r.ready()

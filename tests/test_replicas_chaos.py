@@ -6,76 +6,22 @@ had two prompts in ComfyUI at the same time, and the killed replica's jobs are t
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.comfyui_process import find_free_port
 from tests.support.double import ComfyDouble
 from tests.support.live_bridge import _LoopThread
+from tests.support.replica_process import Replica, http
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 JOBS = 300
 LEASE = 3.0
-
-
-def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-class Replica:
-    def __init__(self, pg_url: str, data: Path, comfy: str, log: Path) -> None:
-        self.port = find_free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "BRIDGE_DATABASE": pg_url, "BRIDGE_LEASE": str(LEASE), "BRIDGE_MAX_QUEUE": "5000",
-               "PYTHONPATH": str(ROOT)}
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--comfyui-url", comfy, "--data-dir", str(data), "--adapters", "jobs_api"],
-                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self.id: str | None = None
-
-    def ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"replica on {self.port} exited"
-            try:
-                status, body = http("GET", self.url + "/health", timeout=2)
-                if status == 200:
-                    self.id = body["replica"]["id"]
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"replica on {self.port} did not come up")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
 
 
 def test_three_replicas_one_killed_mid_run(pg_url: str, tmp_path: Path) -> None:
@@ -86,7 +32,8 @@ def test_three_replicas_one_killed_mid_run(pg_url: str, tmp_path: Path) -> None:
     loop.run(double.start())
     replicas: list[Replica] = []
     try:
-        replicas = [Replica(pg_url, tmp_path / "shared", double.url, tmp_path / f"replica-{i}.log") for i in range(3)]
+        replicas = [Replica(pg_url, tmp_path / "shared", double.url, lease=LEASE, log=tmp_path / f"replica-{i}.log")
+                    for i in range(3)]
         for r in replicas:
             r.ready()
         victim = replicas[1]

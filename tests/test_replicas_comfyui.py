@@ -13,14 +13,15 @@ import pytest
 
 from tests.support.imaging import decode_png_data_url
 from tests.support.real_comfyui import TINY_CHECKPOINT
-from tests.test_replicas_chaos import Replica, http
+from tests.support.replica_process import Replica, http
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 
 def test_a_killed_dispatcher_leaves_its_running_job_to_the_other_replica(comfyui: Any, pg_url: str,
                                                                            tmp_path: Path) -> None:
-    replicas = [Replica(pg_url, tmp_path / "shared", comfyui.url, tmp_path / f"replica-{i}.log") for i in range(2)]
+    replicas = [Replica(pg_url, tmp_path / "shared", comfyui.url, lease=3.0, log=tmp_path / f"replica-{i}.log")
+                    for i in range(2)]
     try:
         for r in replicas:
             r.ready()
