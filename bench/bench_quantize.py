@@ -35,8 +35,9 @@ def images(size: int) -> dict[str, np.ndarray]:
     return {"random": rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "gradient": grad.astype(np.uint8)}
 
 
-def measure(fns: list, runs: int) -> list[tuple[float, float, float]]:
-    """Per function: (median CPU ms, median wall ms, median of per-round CPU ratios to ``fns[0]``)."""
+def measure(fns: list, runs: int, against: int = 0) -> list[tuple[float, float, float, float]]:
+    """Per function: (median CPU ms, median wall ms, median of per-round CPU ratios to ``fns[0]``, the same to
+    ``fns[against]``)."""
     for fn in fns:
         fn()
         fn()  # warm-up: numba compile/cache load, Pillow palette cache, candidate tables
@@ -50,7 +51,7 @@ def measure(fns: list, runs: int) -> list[tuple[float, float, float]]:
             wall[i].append(time.perf_counter() - w0)
     return [
         (statistics.median(c) * 1e3, statistics.median(wl) * 1e3,
-         statistics.median(a / b for a, b in zip(c, cpu[0])))
+         statistics.median(a / b for a, b in zip(c, cpu[0])), statistics.median(a / b for a, b in zip(c, cpu[against])))
         for c, wl in zip(cpu, wall)
     ]
 
@@ -122,12 +123,17 @@ def main() -> None:
             for m in DITHER_METHODS for d in ("rgb", "oklab")
         ]
         ops = [op for i, op in enumerate(ops) if i == 0 or args.only.lower() in op[0].lower()]
-        rows = measure([fn for _, fn in ops], args.runs)
+        names = [name for name, _ in ops]
+        none_at = names.index("Pillow quantize NONE") if "Pillow quantize NONE" in names else 0
+        rows = measure([fn for _, fn in ops], args.runs, none_at)
         ref = rows[0][0]
         print(f"\n{label} {args.size}x{args.size} -> PICO-8 (16 colours), {args.runs} interleaved rounds, medians")
-        print(f"{'operation':48s} {'cpu ms':>8s} {'wall ms':>8s} {'cpu / Pillow FS':>16s} {'per-round ratio':>16s}")
-        for (name, _), (cpu, wall, ratio) in zip(ops, rows):
-            print(f"{name:48s} {cpu:8.2f} {wall:8.2f} {cpu / ref:16.2f} {ratio:16.3f}")
+        print(f"{'operation':48s} {'cpu ms':>8s} {'wall ms':>8s} {'cpu / Pillow FS':>16s} {'per-round ratio':>16s}"
+              f" {'ratio to NONE':>14s}")
+        for (name, _), (cpu, wall, ratio, to_none) in zip(ops, rows):
+            # the per-round ratio to Pillow's NONE only where it is the like-for-like reference (no dithering)
+            none = f"{to_none:14.3f}" if none_at and name.startswith("pixart none") else ""
+            print(f"{name:48s} {cpu:8.2f} {wall:8.2f} {cpu / ref:16.2f} {ratio:16.3f} {none}")
     if args.cold_runs:
         cold(args.size, args.cold_runs)
 

@@ -244,7 +244,18 @@ def test_memo_holds_the_exact_nearest(distance, name):
                              np.clip(ties[:, None, :] + rng.integers(-3, 4, (len(ties), 60, 3)), 0, 255).reshape(-1, 3)])
     img = np.ascontiguousarray(values.astype(np.uint8).reshape(1, -1, 3))
     qz._lookup.cache_clear()
-    res = quantize(img, pal, distance=distance)
+
+    def cell_loop():  # the no-dither loop of the cell table (quantize searches small sRGB palettes without it)
+        from pixart_nodes.core import dither
+
+        k = len(pal)
+        table = np.zeros((k + 1, 3), np.uint8)
+        table[:k] = pal
+        out = dither.Target(table, np.empty(img.shape[:2], np.uint16), np.empty_like(img), np.zeros(k + 1, np.uint8))
+        dither.ordered_dither(img, qz._lookup(pal.tobytes(), distance == "oklab"), np.zeros((1, 1), np.int64), out)
+        return out
+
+    res = cell_loop()
     best, d = _nearest_by_brute_force(values, pal, distance)
     if distance == "rgb":
         assert np.array_equal(res.indices.ravel(), best)
@@ -262,7 +273,7 @@ def test_memo_holds_the_exact_nearest(distance, name):
     assert multi.sum() > 100 and np.all(tab.memo[at] > 0)  # every multi-candidate value went through the memo
     assert np.array_equal(tab.memo[at].astype(np.int64) - 1, res.indices.ravel()[multi])
     # and a second call reads the memo only: the same result
-    assert np.array_equal(quantize(img, pal, distance=distance).indices, res.indices)
+    assert np.array_equal(cell_loop().indices, res.indices)
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
@@ -276,6 +287,61 @@ def test_no_dither_equals_brute_force_with_alpha_and_big_palettes(distance):
         assert np.array_equal(res.indices[~transparent], ref[~transparent])
         assert np.all(res.indices[transparent] == len(pal))
         assert res.colors_used == len(np.unique(ref[~transparent]))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (5, 7), (37, 41), (64, 64)])
+def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape):
+    """Without dithering, sRGB distance, no alpha and up to 32 colours, quantize takes the vectorised search
+    (``dither.nearest_rgb``): brute force (lowest index on ties) and the cell-table loop agree with it on random
+    palettes of 1 to 32 colours, palettes of a few levels (exact ties, repeated colours), exact mirror ties, and
+    images whose pixel count is not a multiple of 4 (the last pixels past the packed words) or spans blocks."""
+    from pixart_nodes.core import dither
+
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    for trial in range(24):
+        k = int(rng.integers(1, dither.NEAREST_MAX_COLORS + 1)) if trial else dither.NEAREST_MAX_COLORS
+        if trial % 4 == 0:
+            pal = rng.integers(0, 256, (k, 3), dtype=np.uint8)
+        elif trial % 4 == 1:
+            pal = (rng.integers(0, 3, (k, 3)) * 127).astype(np.uint8)
+        elif trial % 4 == 2:
+            pal = rng.choice(np.array([0, 255], np.uint8), (k, 3))
+        else:
+            pal, ties = _near_tie_palette(rng, max(k // 2 * 2, 2), "rgb")
+            k = len(pal)
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if trial % 4 == 3:  # the values each pair of colours is exactly equidistant from
+            img.reshape(-1, 3)[: len(ties)] = ties[: h * w]
+        elif trial % 2:
+            img = (img // 64 * 64 + 32).astype(np.uint8)  # lands on the midpoints of level palettes: ties
+        res = quantize(img, pal, distance="rgb")
+        ref = _brute_force(img, pal, "rgb")
+        assert res.indices.dtype == np.uint8 and np.array_equal(res.indices, ref), (trial, k)
+        assert np.array_equal(res.image, pal[ref]) and res.colors_used == len(np.unique(ref))
+        table = np.zeros((k + 1, 3), np.uint8)
+        table[:k] = pal
+        out = dither.Target(table, np.empty((h, w), np.uint8), np.empty_like(img), np.zeros(k + 1, np.uint8))
+        dither.ordered_dither(img, dither.lookup(pal, False), np.zeros((1, 1), np.int64), out)
+        assert np.array_equal(out.indices, res.indices) and np.array_equal(out.image, res.image)
+
+
+def test_vectorised_search_keys_are_exact():
+    """The keys stay whole numbers below 2^24 at every step for the extreme colours and pixels, so float32 holds
+    them exactly; more than 32 colours is refused (the index would not fit the key's low 5 bits)."""
+    from pixart_nodes.core import dither
+
+    pal = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 255]] * 8, np.uint8)
+    keys = dither.nearest_keys(pal).astype(np.float64)
+    for p in ([0, 0, 0], [255, 255, 255], [255, 255, 0]):
+        k = keys[:, 3] + p[0] * keys[:, 0]
+        assert np.all((k > 0) & (k < 2**24))
+        k = k + p[1] * keys[:, 1] + p[2] * keys[:, 2]
+        assert np.all((k > 0) & (k < 2**24))
+        d = ((pal.astype(np.int64) - p) ** 2).sum(axis=1)
+        assert np.array_equal(k, 32 * (d - sum(v * v for v in p) + (1 << 18)) + np.arange(32))
+    with pytest.raises(ValueError, match="1..32"):
+        dither.nearest_keys(np.zeros((33, 3), np.uint8))
 
 
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])
@@ -334,6 +400,9 @@ for i, pal in enumerate(pals):
             for damping in (False, True):
                 r = quantize(img if i != 2 else img[..., :3].copy(), pal, dither=m, distance=d, damping=damping)
                 out[f"{i} {m} {d} {damping}"] = r.indices.astype(int).ravel().tolist()
+    # no alpha, up to 32 colours: the vectorised search
+    r = quantize(img[..., :3].copy(), pal, distance="rgb")
+    out[f"{i} rgb"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist(), r.colors_used]
 out["numba"] = "numba" in sys.modules
 print(json.dumps(out))
 """
