@@ -13,7 +13,11 @@ The bridges run in this process (one loop thread); the 4 clients (one process) a
 processes of their own, as an app and its receiver would: sharing the bridges' interpreter lock, they slowed the bridges and
 counted their own work as the bridges' (the CPU per job below is this process's only).
 
-Usage: .venv/bin/python bench/bench_delivery.py [--jobs 30] [--rounds 2] [--comfyui-url URL]
+--pin puts the bridges and ComfyUI on one CPU and SeaweedFS, the receiver and the clients on another, as where the
+S3 service and the app run on machines of their own: without it, on a small machine, the throughput ratio mostly
+measures SeaweedFS's and the receiver's CPU taken from ComfyUI and the bridges.
+
+Usage: .venv/bin/python bench/bench_delivery.py [--jobs 30] [--rounds 2] [--comfyui-url URL] [--sd] [--pin]
 Goals: extras on cost < 5% throughput; webhook p95 < 100 ms; long polling adds < 5 ms at p50.
 """
 from __future__ import annotations
@@ -140,7 +144,17 @@ def main() -> None:
     parser.add_argument("--sd", action="store_true", help="throughput of real generation instead: the shipped "
                                                           "txt2img workflow, 64x64, 1 step, on a tiny random SD1.5 "
                                                           "checkpoint built here (needs --comfyui-url unset)")
+    parser.add_argument("--pin", action="store_true", help="bridges and ComfyUI on the first CPU this process may use, "
+                                                           "SeaweedFS, the receiver and the clients on the second")
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if args.pin and len(cpus) < 2:
+        parser.error("--pin needs two CPUs (Linux)")
+    # a thread's CPU set is inherited by the threads and processes it starts: the main thread starts the outside
+    # services while on the second CPU, then moves to the first before the bridges' loop thread and ComfyUI start
+    bridge_cpu, outside_cpu = ({cpus[0]}, {cpus[1]}) if args.pin else (set(cpus), set(cpus))
+    if args.pin:
+        os.sched_setaffinity(0, outside_cpu)
 
     from bridge.comfyui_process import ComfyUIProcess, find_free_port
     from bridge.config import load_settings
@@ -153,10 +167,20 @@ def main() -> None:
     (wf_dir / "bench_fill.manifest.json").write_text(json.dumps(MANIFEST))
     comfy = None
     seaweed = start_seaweed()
-    loop = LoopThread()
     runners: list[Any] = []
     try:
         s3 = next(seaweed)
+        spawn = multiprocessing.get_context("spawn")
+        receiver_port = find_free_port()
+        receiver = spawn.Process(target=receiver_main, args=(receiver_port,), daemon=True)
+        receiver.start()
+        hook = f"http://127.0.0.1:{receiver_port}/hook"
+        clients = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn)
+        clients.submit(int).result()  # the client process starts now, on the outside CPU
+        if args.pin:
+            for task in os.listdir("/proc/self/task"):  # every thread of this process, so far and from now on
+                os.sched_setaffinity(int(task), bridge_cpu)
+        loop = LoopThread()
         url = (args.comfyui_url or "").rstrip("/")
         if not url:
             extra_paths = ()
@@ -169,12 +193,6 @@ def main() -> None:
             comfy = ComfyUIProcess(tmp / "comfyui", extra_model_paths=extra_paths)
             comfy.start_and_wait(timeout=300)
             url = comfy.url
-        spawn = multiprocessing.get_context("spawn")
-        receiver_port = find_free_port()
-        receiver = spawn.Process(target=receiver_main, args=(receiver_port,), daemon=True)
-        receiver.start()
-        hook = f"http://127.0.0.1:{receiver_port}/hook"
-        clients = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn)
         common = {"comfyui_urls": [url], "extra_workflows_dirs": [str(wf_dir)], "log_level": "WARNING",
                   "outbound_allow": ["127.0.0.1"], "max_queue": 1000}
         bases = {}
@@ -242,12 +260,15 @@ def main() -> None:
         direct.close()
         diffs = [b - d for b, d in zip(b_times, d_times)]
 
-        off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-        print(f"{'':<44} {'value':>10} {'reference':>10} {'ratio':>8}")
-        print(f"{'jobs/s, S3 + webhooks on vs off':<44} {on:>10.1f} {off:>10.1f} {on / off:>8.2f}")
-        for name, label in (("s3", "S3 results only"), ("hooks", "webhooks only")):
+        off = statistics.median(rates["off"])
+        # each round's runs are next to each other: the median of the per-round ratios is steadier than the
+        # ratio of medians when the machine's speed drifts between rounds
+        print(f"{'':<44} {'value':>10} {'reference':>10} {'ratio':>8} {'per-round ratio':>16}")
+        for name, label in (("on", "S3 + webhooks on"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
             value = statistics.median(rates[name])
-            print(f"{'jobs/s, ' + label + ' vs off':<44} {value:>10.1f} {off:>10.1f} {value / off:>8.2f}")
+            paired = statistics.median(a / b for a, b in zip(rates[name], rates["off"]))
+            print(f"{'jobs/s, ' + label + ' vs off':<44} {value:>10.1f} {off:>10.1f} {value / off:>8.2f} "
+                  f"{paired:>16.3f}")
         # CPU of this process per job: the bridges and their S3 client (not the clients, the receiver, ComfyUI or
         # SeaweedFS)
         base_cpu = statistics.median(cpu_ms["off"])
@@ -262,6 +283,9 @@ def main() -> None:
               f"{statistics.median(d_times) * ms:>10.1f} {statistics.median(b_times) / statistics.median(d_times):>8.2f}")
         print(f"{'added by the bridge p50 / p95 (ms)':<44} {statistics.median(diffs) * ms:>10.1f} "
               f"{_pct(diffs, 0.95) * ms:>10.1f}")
+        if args.pin:
+            print(f"pinned: bridges and ComfyUI on CPU {min(bridge_cpu)}; SeaweedFS, receiver, clients on CPU "
+                  f"{min(outside_cpu)}")
     finally:
         for runner in reversed(runners):
             loop.run(runner.cleanup())

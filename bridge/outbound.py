@@ -14,6 +14,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -63,6 +64,9 @@ class OutboundPolicy:
                               f"(BRIDGE_OUTBOUND_ALLOW admits it)")
 
 
+# A webhook receiver's URL is checked before every message (about 40 us of parsing): the answer depends on the
+# text and the (frozen) policy only, so it is kept; a refusal raises and is not kept.
+@lru_cache(maxsize=1024)
 def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("http", "https")) -> str:
     """What can be said of a URL without the network: its scheme, that it has a host, and a literal address's
     kind (names are checked when they resolve). Returns the host."""
