@@ -245,17 +245,7 @@ def test_memo_holds_the_exact_nearest(distance, name):
     img = np.ascontiguousarray(values.astype(np.uint8).reshape(1, -1, 3))
     qz._lookup.cache_clear()
 
-    def cell_loop():  # the no-dither loop of the cell table (quantize searches small sRGB palettes without it)
-        from pixart_nodes.core import dither
-
-        k = len(pal)
-        table = np.zeros((k + 1, 3), np.uint8)
-        table[:k] = pal
-        out = dither.Target(table, np.empty(img.shape[:2], np.uint16), np.empty_like(img), np.zeros(k + 1, np.uint8))
-        dither.ordered_dither(img, qz._lookup(pal.tobytes(), distance == "oklab"), np.zeros((1, 1), np.int64), out)
-        return out
-
-    res = cell_loop()
+    res = _cell_loop(img, pal, distance)  # quantize searches small palettes without the memo
     best, d = _nearest_by_brute_force(values, pal, distance)
     if distance == "rgb":
         assert np.array_equal(res.indices.ravel(), best)
@@ -273,7 +263,7 @@ def test_memo_holds_the_exact_nearest(distance, name):
     assert multi.sum() > 100 and np.all(tab.memo[at] > 0)  # every multi-candidate value went through the memo
     assert np.array_equal(tab.memo[at].astype(np.int64) - 1, res.indices.ravel()[multi])
     # and a second call reads the memo only: the same result
-    assert np.array_equal(cell_loop().indices, res.indices)
+    assert np.array_equal(_cell_loop(img, pal, distance).indices, res.indices)
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
@@ -289,18 +279,32 @@ def test_no_dither_equals_brute_force_with_alpha_and_big_palettes(distance):
         assert res.colors_used == len(np.unique(ref[~transparent]))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (5, 7), (37, 41), (64, 64)])
-def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape):
-    """Without dithering, sRGB distance, no alpha and up to 32 colours, quantize takes the vectorised search
-    (``dither.nearest_rgb``): brute force (lowest index on ties) and the cell-table loop agree with it on random
-    palettes of 1 to 32 colours, palettes of a few levels (exact ties, repeated colours), exact mirror ties, and
-    images whose pixel count is not a multiple of 4 (the last pixels past the packed words) or spans blocks."""
+def _cell_loop(img, pal, distance):
+    """The no-dither loop of the cell table (exact: tested against brute force above), for RGB images, through the
+    palette's cached cell table and memo (the ones quantize's other loops use)."""
     from pixart_nodes.core import dither
+    from pixart_nodes.core import quantize as qz
 
+    k = len(pal)
+    table = np.zeros((k + 1, 3), np.uint8)
+    table[:k] = pal
+    out = dither.Target(table, np.empty(img.shape[:2], np.uint16), np.empty_like(img), np.zeros(k + 1, np.uint8))
+    dither.ordered_dither(img, qz._lookup(pal.tobytes(), distance == "oklab"), np.zeros((1, 1), np.int64), out)
+    return out
+
+
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (5, 7), (37, 41), (64, 64)])
+def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape, distance):
+    """Without dithering, no alpha and up to 32 colours, quantize takes the vectorised search (``dither.nearest``):
+    the cell-table loop agrees with it exactly, and brute force (lowest index on exact ties; in OKLab, through an
+    independent conversion, within rounding) on random palettes of 1 to 32 colours, palettes of a few levels
+    (exact ties, repeated colours), near or exact mirror ties, and images whose pixel count is not a multiple of 4
+    (the last pixels past the packed words) or spans blocks."""
     rng = np.random.default_rng(sum(shape))
     h, w = shape
     for trial in range(24):
-        k = int(rng.integers(1, dither.NEAREST_MAX_COLORS + 1)) if trial else dither.NEAREST_MAX_COLORS
+        k = int(rng.integers(1, 33)) if trial else 32
         if trial % 4 == 0:
             pal = rng.integers(0, 256, (k, 3), dtype=np.uint8)
         elif trial % 4 == 1:
@@ -308,22 +312,42 @@ def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape):
         elif trial % 4 == 2:
             pal = rng.choice(np.array([0, 255], np.uint8), (k, 3))
         else:
-            pal, ties = _near_tie_palette(rng, max(k // 2 * 2, 2), "rgb")
-            k = len(pal)
+            pal, ties = _near_tie_palette(rng, max(k // 2 * 2, 2), distance)
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        if trial % 4 == 3:  # the values each pair of colours is exactly equidistant from
+        if trial % 4 == 3:  # the values each pair of colours is (nearly) equidistant from
             img.reshape(-1, 3)[: len(ties)] = ties[: h * w]
         elif trial % 2:
             img = (img // 64 * 64 + 32).astype(np.uint8)  # lands on the midpoints of level palettes: ties
-        res = quantize(img, pal, distance="rgb")
-        ref = _brute_force(img, pal, "rgb")
-        assert res.indices.dtype == np.uint8 and np.array_equal(res.indices, ref), (trial, k)
-        assert np.array_equal(res.image, pal[ref]) and res.colors_used == len(np.unique(ref))
-        table = np.zeros((k + 1, 3), np.uint8)
-        table[:k] = pal
-        out = dither.Target(table, np.empty((h, w), np.uint8), np.empty_like(img), np.zeros(k + 1, np.uint8))
-        dither.ordered_dither(img, dither.lookup(pal, False), np.zeros((1, 1), np.int64), out)
-        assert np.array_equal(out.indices, res.indices) and np.array_equal(out.image, res.image)
+        res = quantize(img, pal, distance=distance)
+        ref = _brute_force(img, pal, distance)
+        assert res.indices.dtype == np.uint8
+        if distance == "rgb":
+            assert np.array_equal(res.indices, ref), (trial, len(pal))
+        else:
+            lab = color.srgb_u8_to_oklab(img.reshape(-1, 3))
+            d = ((lab[:, None, :] - color.srgb_u8_to_oklab(pal)[None]) ** 2).sum(-1)
+            assert np.all(d[np.arange(len(d)), res.indices.ravel()] <= d.min(axis=1) + 1e-12), trial
+        assert np.array_equal(res.image, pal[res.indices]) and res.colors_used == len(np.unique(res.indices))
+        out = _cell_loop(img, pal, distance)
+        assert np.array_equal(out.indices, res.indices) and np.array_equal(out.image, res.image), trial
+
+
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+def test_vectorised_search_equals_the_cell_table_on_every_code_value(distance, monkeypatch):
+    """All 2^24 code values through the vectorised search and the cell-table loop, for a named and a random
+    32-colour palette: the same index everywhere. OKLab's float32 search alone (``LAB_MARGIN`` 0: no exact second
+    search of close calls) chooses differently on a few values, so the comparison sees the difference it guards."""
+    from pixart_nodes.core import dither
+
+    v = np.arange(1 << 24, dtype=np.uint32)
+    cube = np.stack([v >> 16, (v >> 8) & 255, v & 255], axis=-1).astype(np.uint8).reshape(4096, 4096, 3)
+    del v
+    for pal in (named_palette("pico-8").colors, np.random.default_rng(7).integers(0, 256, (32, 3), dtype=np.uint8)):
+        ref = _cell_loop(cube, pal, distance).indices
+        assert np.array_equal(quantize(cube, pal, distance=distance).indices, ref)
+    if distance == "oklab":
+        monkeypatch.setattr(dither, "LAB_MARGIN", 0.0)
+        assert 0 < np.count_nonzero(quantize(cube, pal, distance=distance).indices != ref) < 1000
 
 
 def test_vectorised_search_keys_are_exact():
@@ -332,7 +356,7 @@ def test_vectorised_search_keys_are_exact():
     from pixart_nodes.core import dither
 
     pal = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 255]] * 8, np.uint8)
-    keys = dither.nearest_keys(pal).astype(np.float64)
+    keys = dither.nearest_table(pal, False).keys.astype(np.float64)
     for p in ([0, 0, 0], [255, 255, 255], [255, 255, 0]):
         k = keys[:, 3] + p[0] * keys[:, 0]
         assert np.all((k > 0) & (k < 2**24))
@@ -340,8 +364,9 @@ def test_vectorised_search_keys_are_exact():
         assert np.all((k > 0) & (k < 2**24))
         d = ((pal.astype(np.int64) - p) ** 2).sum(axis=1)
         assert np.array_equal(k, 32 * (d - sum(v * v for v in p) + (1 << 18)) + np.arange(32))
-    with pytest.raises(ValueError, match="1..32"):
-        dither.nearest_keys(np.zeros((33, 3), np.uint8))
+    for use_lab in (False, True):
+        with pytest.raises(ValueError, match="1..32"):
+            dither.nearest_table(np.zeros((33, 3), np.uint8), use_lab)
 
 
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])
@@ -400,9 +425,11 @@ for i, pal in enumerate(pals):
             for damping in (False, True):
                 r = quantize(img if i != 2 else img[..., :3].copy(), pal, dither=m, distance=d, damping=damping)
                 out[f"{i} {m} {d} {damping}"] = r.indices.astype(int).ravel().tolist()
-    # no alpha, up to 32 colours: the vectorised search
-    r = quantize(img[..., :3].copy(), pal, distance="rgb")
-    out[f"{i} rgb"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist(), r.colors_used]
+    # no alpha, up to 32 colours: the vectorised searches
+    for d in ("rgb", "oklab"):
+        r = quantize(img[..., :3].copy(), pal, distance=d)
+        out[f"{i} {d} rgb"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist(),
+                               r.colors_used]
 out["numba"] = "numba" in sys.modules
 print(json.dumps(out))
 """

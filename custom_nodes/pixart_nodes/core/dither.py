@@ -837,39 +837,97 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
 
 
 
-# No dithering, sRGB distance, up to 32 colours, no alpha: a brute-force search the compiler vectorises (16 pixels
-# per AVX-512 instruction) beats the cell table, whose memo reads for multi-candidate cells miss the cache (2.5 to
-# 9 times slower on bench_quantize's images). The nearest colour minimises ``|c|^2 - 2 p.c`` (|p|^2 is the same
-# for every colour); scaled by 32 with the colour's index added, that "key" is a whole number below 2^24 at every
-# step of its evaluation, so float32 holds it exactly, the lowest key is the nearest colour with ties to the lower
-# index (as in the search), and the index is its low 5 bits: one min per colour instead of a compare and two selects.
+# No dithering, up to 32 colours, no alpha: a brute-force search the compiler vectorises (16 pixels per AVX-512
+# instruction) beats the cell table, whose memo reads for multi-candidate cells miss the cache (bench_quantize: 2.5 to
+# 9 times slower in sRGB, 1.2 to 4 times in OKLab).
+#
+# sRGB: the nearest colour minimises ``|c|^2 - 2 p.c`` (|p|^2 is the same for every colour); scaled by 32 with the
+# colour's index added, that "key" is a whole number below 2^24 at every step of its evaluation, so float32 holds it
+# exactly, the lowest key is the nearest colour with ties to the lower index (as in the search), and the index is
+# its low 5 bits: one min per colour instead of a compare and two selects.
+#
+# OKLab: each pixel is converted in float32 (cube roots by three Newton steps of the inverse cube root, which need
+# no division: numba checks every division for zero, and that check keeps the loop scalar), the nearest and the
+# second-nearest distance kept. Where they are closer than ``LAB_MARGIN`` the float32 answer may differ from the
+# float64 one, and the pixel is searched again exactly as the cell-table loops do (``code_oklab``, float64, lowest
+# index on ties). Over all 2^24 code values and three palettes, float32 chose another colour only where the exact
+# distances differed by less than 2.5e-7; the margin is 80 times that, and sends about 0.1 % of pixels to the exact
+# search.
 NEAREST_MAX_COLORS = 32
-_NEAREST_BLOCK = 1024  # pixels per pass: its four float32 rows (16 KiB) stay in the L1 cache; 256: 1.2x slower
+LAB_MARGIN = 2e-5
+_NEAREST_BLOCK = 1024  # pixels per pass: the float32 rows stay in the L1 cache; 256 was 1.2x slower
 
 
-def nearest_keys(pal: np.ndarray) -> np.ndarray:
-    """The palette (uint8 [N,3], N <= ``NEAREST_MAX_COLORS``) as float32 [M,4] rows ``-64r, -64g, -64b,
-    32 (|c|^2 + 2^18) + index``, M rounded up to a multiple of 4 by repeating the last colour (a repeat never wins:
-    its key is higher)."""
+class NearestTable(NamedTuple):
+    """A palette of up to ``NEAREST_MAX_COLORS`` made ready for ``nearest``: ``keys`` (sRGB, float32 [M,4] rows
+    ``-64r, -64g, -64b, 32 (|c|^2 + 2^18) + index``, M a multiple of 4) or ``lab32`` (OKLab, float32 [M,3], M even,
+    padding far from every colour) and ``lab`` (float64 [N,3], the exact search's), and ``rgbx`` (uint32 per
+    colour, little-endian R G B 0)."""
+
+    use_lab: bool
+    keys: np.ndarray
+    lab32: np.ndarray
+    lab: np.ndarray
+    rgbx: np.ndarray
+
+
+def nearest_table(pal: np.ndarray, use_lab: bool) -> NearestTable:
+    from . import color
+
     n = len(pal)
     if not 1 <= n <= NEAREST_MAX_COLORS:
-        raise ValueError(f"nearest_keys takes 1..{NEAREST_MAX_COLORS} colours, got {n}")
+        raise ValueError(f"the vectorised search takes 1..{NEAREST_MAX_COLORS} colours, got {n}")
+    rgbx = np.zeros((n, 4), np.uint8)
+    rgbx[:, :3] = pal
+    rgbx32 = rgbx.view("<u4").ravel().copy()
+    if use_lab:
+        lab = np.ascontiguousarray(color.srgb_u8_to_oklab(pal), dtype=np.float64)
+        lab32 = np.full((-(-n // 2) * 2, 3), 1e3, np.float32)  # a padding colour is never nearest nor second
+        lab32[:n] = lab
+        return NearestTable(True, np.zeros((4, 4), np.float32), lab32, lab, rgbx32)
+    # a repeated last colour pads the rows: its key is higher than the original's, so it never wins
     idx = np.minimum(np.arange(-(-n // 4) * 4), n - 1)
     c = pal[idx].astype(np.int64)
     keys = np.empty((len(idx), 4), np.float32)
     keys[:, :3] = -64 * c
     keys[:, 3] = 32 * ((c * c).sum(axis=1) + (1 << 18)) + idx
-    return keys
+    return NearestTable(False, keys, np.zeros((2, 3), np.float32), np.zeros((1, 3)), rgbx32)
+
+
+@njit(cache=True, nogil=True)
+def _emit_block(out_idx, rgbx, out_img, words, p0, m):
+    """Write the colours of pixels ``p0 .. p0 + m`` (indices already in ``out_idx``) into the flat RGB image; returns
+    the bit mask of the indices. Four pixels are three whole words (``words``, the image's uint32 view over its first
+    3 * (n // 4) words): 12 bytes with three stores instead of twelve."""
+    one, three, four = np.uint64(1), np.uint64(3), np.uint64(4)
+    mask = np.int64(0)
+    for i in range(m):
+        mask |= np.int64(1) << np.int64(out_idx[p0 + i])
+    for q in range(m // four):
+        p = p0 + four * q
+        ca = rgbx[out_idx[p]]
+        cb = rgbx[out_idx[p + one]]
+        cc = rgbx[out_idx[p + np.uint64(2)]]
+        cd = rgbx[out_idx[p + three]]
+        wq = three * (p // four)
+        words[wq] = ca | (cb << np.uint32(24))
+        words[wq + one] = (cb >> np.uint32(8)) | (cc << np.uint32(16))
+        words[wq + np.uint64(2)] = (cc >> np.uint32(16)) | (cd << np.uint32(8))
+    for p in range(p0 + four * (m // four), p0 + m):  # the image's last pixels, past the whole words
+        c = rgbx[out_idx[p]]
+        out_img[three * p] = np.uint8(c & np.uint32(255))
+        out_img[three * p + one] = np.uint8((c >> np.uint32(8)) & np.uint32(255))
+        out_img[three * p + np.uint64(2)] = np.uint8(c >> np.uint32(16))
+    return mask
 
 
 @njit(cache=True, nogil=True)
 def _nearest_rgb(src, keys, rgbx, out_idx, out_img, words):
-    # src and out_img flat RGB, out_idx flat; words is out_img's uint32 view over its first 3 * (n // 4) words.
-    # Indices are uint64 and loops over contiguous rows: numba's signed index wrap-around checks otherwise keep the
-    # compiler from vectorising the strided channel loads. Returns the bit mask of the colours written.
+    # src and out_img flat RGB, out_idx flat. Indices are uint64 and loops over contiguous rows: numba's signed index
+    # wrap-around checks otherwise keep the compiler from vectorising the strided channel loads.
     n = out_idx.shape[0]
     m4 = keys.shape[0]
-    one, three, four = np.uint64(1), np.uint64(3), np.uint64(4)
+    one, three = np.uint64(1), np.uint64(3)
     r = np.empty(_NEAREST_BLOCK, np.float32)
     g = np.empty(_NEAREST_BLOCK, np.float32)
     b = np.empty(_NEAREST_BLOCK, np.float32)
@@ -897,39 +955,146 @@ def _nearest_rgb(src, keys, rgbx, out_idx, out_img, words):
                 best[i] = min(best[i], min(k01, k23))
         p0 = np.uint64(s)
         for i in range(m):
-            k = np.int64(best[i]) & 31
-            out_idx[p0 + i] = k
-            mask |= np.int64(1) << k
-        # four pixels are three whole words: 12 bytes with three stores instead of twelve
-        for q in range(m // four):
-            p = p0 + four * q
-            ca = rgbx[out_idx[p]]
-            cb = rgbx[out_idx[p + one]]
-            cc = rgbx[out_idx[p + np.uint64(2)]]
-            cd = rgbx[out_idx[p + three]]
-            wq = three * (p // four)
-            words[wq] = ca | (cb << np.uint32(24))
-            words[wq + one] = (cb >> np.uint32(8)) | (cc << np.uint32(16))
-            words[wq + np.uint64(2)] = (cc >> np.uint32(16)) | (cd << np.uint32(8))
-        for p in range(p0 + four * (m // four), p0 + m):  # the image's last pixels, past the whole words
-            c = rgbx[out_idx[p]]
-            out_img[three * p] = np.uint8(c & np.uint32(255))
-            out_img[three * p + one] = np.uint8((c >> np.uint32(8)) & np.uint32(255))
-            out_img[three * p + np.uint64(2)] = np.uint8(c >> np.uint32(16))
+            out_idx[p0 + i] = np.int64(best[i]) & 31
+        mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
     return mask
 
 
-def nearest_rgb(src: np.ndarray, keys: np.ndarray, pal: np.ndarray, indices: np.ndarray, image: np.ndarray) -> int:
-    """Exact nearest colour by squared sRGB difference, ties to the lower index: ``src`` uint8 [H,W,3] (contiguous),
-    ``keys`` from ``nearest_keys(pal)``; writes ``indices`` (uint8 [H,W]) and ``image`` (uint8 [H,W,3], both
-    contiguous) and returns the bit mask of the palette entries used."""
-    rgbx = np.zeros((len(pal), 4), np.uint8)
-    rgbx[:, :3] = pal
+@njit(cache=True, nogil=True)
+def _cbrt32(x, y, m):
+    """``y[:m]`` = cube roots of ``x[:m]`` (float32, positive): the inverse cube root's bit-level first guess, three
+    Newton steps ``a (4 - x a^3) / 3`` (within 4e-7), then ``x a^2``."""
+    xi = x.view(np.uint32)
+    yi = y.view(np.uint32)
+    for i in range(m):
+        yi[i] = np.uint32(0x54A2FA8C) - xi[i] // np.uint32(3)
+    third = np.float32(1.0 / 3.0)
+    four = np.float32(4.0)
+    for i in range(m):
+        v = x[i]
+        a = y[i]
+        a = a * (four - v * a * a * a) * third
+        a = a * (four - v * a * a * a) * third
+        a = a * (four - v * a * a * a) * third
+        y[i] = v * a * a
+
+
+@njit(cache=True, nogil=True)
+def _nearest_lab(src, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab, rgbx, out_idx, out_img, words):
+    # as _nearest_rgb; the matrices' entries are read into locals first (loads inside the loops kept them scalar)
+    n = out_idx.shape[0]
+    kp = lab32.shape[0]
+    k = lab.shape[0]
+    one, three = np.uint64(1), np.uint64(3)
+    a00, a01, a02, a10, a11, a12, a20, a21, a22 = m1f[0, 0], m1f[0, 1], m1f[0, 2], m1f[1, 0], m1f[1, 1], \
+        m1f[1, 2], m1f[2, 0], m1f[2, 1], m1f[2, 2]
+    b00, b01, b02, b10, b11, b12, b20, b21, b22 = m2f[0, 0], m2f[0, 1], m2f[0, 2], m2f[1, 0], m2f[1, 1], \
+        m2f[1, 2], m2f[2, 0], m2f[2, 1], m2f[2, 2]
+    tiny = np.float32(1e-30)  # black: the cube root of 0 would not converge; 1e-10 instead of 0 is far below margin
+    near = np.float32(margin)
+    r = np.empty(_NEAREST_BLOCK, np.float32)
+    g = np.empty(_NEAREST_BLOCK, np.float32)
+    b = np.empty(_NEAREST_BLOCK, np.float32)
+    lc = np.empty(_NEAREST_BLOCK, np.float32)
+    mc = np.empty(_NEAREST_BLOCK, np.float32)
+    sc = np.empty(_NEAREST_BLOCK, np.float32)
+    best = np.empty(_NEAREST_BLOCK, np.float32)
+    second = np.empty(_NEAREST_BLOCK, np.float32)
+    pick = np.empty(_NEAREST_BLOCK, np.float32)  # the index as a float: an int64 one doubled the selects' work
+    close = np.zeros(_NEAREST_BLOCK + 8, np.uint8)
+    close64 = close.view(np.uint64)
+    mask = np.int64(0)
+    for s in range(0, n, _NEAREST_BLOCK):
+        m = np.uint64(min(_NEAREST_BLOCK, n - s))
+        base = np.uint64(s) * three
+        for i in range(m):
+            j = base + three * i
+            r[i] = lin32[src[j]]
+            g[i] = lin32[src[j + one]]
+            b[i] = lin32[src[j + np.uint64(2)]]
+        for i in range(m):
+            x, y, z = r[i], g[i], b[i]
+            lc[i] = max(a00 * x + a01 * y + a02 * z, tiny)
+            mc[i] = max(a10 * x + a11 * y + a12 * z, tiny)
+            sc[i] = max(a20 * x + a21 * y + a22 * z, tiny)
+        _cbrt32(lc, r, m)
+        _cbrt32(mc, g, m)
+        _cbrt32(sc, b, m)
+        for i in range(m):
+            x, y, z = r[i], g[i], b[i]
+            lc[i] = b00 * x + b01 * y + b02 * z
+            mc[i] = b10 * x + b11 * y + b12 * z
+            sc[i] = b20 * x + b21 * y + b22 * z
+            best[i] = np.float32(np.inf)
+            second[i] = np.float32(np.inf)
+            pick[i] = np.float32(0)
+        for c in range(0, kp, 2):  # two colours per pass
+            u0, u1, u2 = lab32[c, 0], lab32[c, 1], lab32[c, 2]
+            w0, w1, w2 = lab32[c + 1, 0], lab32[c + 1, 1], lab32[c + 1, 2]
+            fc, fc1 = np.float32(c), np.float32(c + 1)
+            for i in range(m):
+                x, y, z = lc[i], mc[i], sc[i]
+                f0, f1, f2 = x - u0, y - u1, z - u2
+                d = f0 * f0 + f1 * f1 + f2 * f2
+                e0, e1, e2 = x - w0, y - w1, z - w2
+                e = e0 * e0 + e1 * e1 + e2 * e2
+                lo, nd, ix = best[i], second[i], pick[i]
+                ix = fc if d < lo else ix
+                nd = min(nd, max(lo, d))
+                lo = min(lo, d)
+                ix = fc1 if e < lo else ix
+                nd = min(nd, max(lo, e))
+                lo = min(lo, e)
+                best[i], second[i], pick[i] = lo, nd, ix
+        p0 = np.uint64(s)
+        for i in range(m):
+            out_idx[p0 + i] = np.uint8(pick[i])
+            close[i] = np.uint8(second[i] - best[i] < near)
+        for w in range((m + np.uint64(7)) // np.uint64(8)):  # eight flags at a time: almost all are 0
+            if close64[w] == 0:
+                continue
+            for i in range(np.uint64(8) * w, min(np.uint64(8) * w + np.uint64(8), m)):
+                if close[i]:
+                    j = base + three * i
+                    v0, v1, v2 = code_oklab(src[j], src[j + one], src[j + np.uint64(2)], lin, m1, m2)
+                    best_d = np.inf
+                    kk = 0
+                    for c in range(k):
+                        h0, h1, h2 = v0 - lab[c, 0], v1 - lab[c, 1], v2 - lab[c, 2]
+                        dd = h0 * h0 + h1 * h1 + h2 * h2
+                        if dd < best_d:
+                            best_d = dd
+                            kk = c
+                    out_idx[p0 + i] = kk
+        mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
+    return mask
+
+
+@lru_cache(maxsize=1)
+def _lab32() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from . import color
+
+    return color.LINEAR_U8.astype(np.float32), color.M1.astype(np.float32), color.M2.astype(np.float32)
+
+
+def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np.ndarray) -> int:
+    """Exact nearest colour (squared sRGB difference or OKLab distance, as ``table``), ties to the lower index:
+    ``src`` uint8 [H,W,3] (contiguous), ``table`` from ``nearest_table``; writes ``indices`` (uint8 [H,W]) and
+    ``image`` (uint8 [H,W,3], both contiguous) and returns the bit mask of the palette entries used. The kernels pack
+    pixels into little-endian words: callers check ``sys.byteorder``."""
     flat = image.reshape(-1)
     n = indices.size
     words = flat[: 12 * (n // 4)].view(np.uint32)
-    return int(_jit.kernel(_SELF, "_nearest_rgb")(src.reshape(-1), keys, rgbx.view("<u4").ravel(),
-                                                   indices.reshape(-1), flat, words))
+    if table.use_lab:
+        from . import color
+
+        lin32, m1f, m2f = _lab32()
+        return int(_jit.kernel(_SELF, "_nearest_lab")(src.reshape(-1), lin32, m1f, m2f, table.lab32, LAB_MARGIN,
+                                                       color.LINEAR_U8, color.M1, color.M2, table.lab, table.rgbx,
+                                                       indices.reshape(-1), flat, words))
+    return int(_jit.kernel(_SELF, "_nearest_rgb")(src.reshape(-1), table.keys, table.rgbx, indices.reshape(-1), flat,
+                                                   words))
+
 
 class Lookup(NamedTuple):
     """A palette made ready for the compiled loops (``lookup``): its colours in the distance space, the

@@ -47,8 +47,8 @@ def _lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 
 
 @lru_cache(maxsize=16)
-def _nearest_keys(pal_bytes: bytes) -> np.ndarray:
-    return _dither.nearest_keys(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3))
+def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
+    return _dither.nearest_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab)
 
 
 @lru_cache(maxsize=16)
@@ -144,9 +144,9 @@ def quantize(
         table[:n, 3] = 255
     # the loops mark each index they write in `used` (cheaper than a bincount)
     out = _dither.Target(table, np.empty((h, w), dtype=idx_dtype), np.empty_like(src), np.zeros(n + 1, np.uint8))
-    if (dither == "none" or strength == 0.0) and not use_lab and not has_alpha and n <= _dither.NEAREST_MAX_COLORS \
-            and sys.byteorder == "little":  # the kernel packs pixels into little-endian words
-        mask = _dither.nearest_rgb(src, _nearest_keys(pal.tobytes()), pal, out.indices, out.image)
+    if (dither == "none" or strength == 0.0) and not has_alpha and n <= _dither.NEAREST_MAX_COLORS \
+            and sys.byteorder == "little":  # the kernels pack pixels into little-endian words
+        mask = _dither.nearest(src, _nearest_table(pal.tobytes(), use_lab), out.indices, out.image)
         return QuantizeResult(image=out.image, indices=out.indices, colors_used=mask.bit_count())
     lk = _lookup(pal.tobytes(), use_lab)
     if dither == "none" or strength == 0.0:
