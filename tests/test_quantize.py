@@ -333,6 +333,32 @@ def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape, dista
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@pytest.mark.parametrize("shape", [(7, 1), (3, 5), (9, 37), (2, 1500)])
+def test_vectorised_ordered_dither_equals_the_cell_table(shape, distance):
+    """Ordered dithering with up to 32 colours and no alpha goes through the vectorised search too, a block per row
+    segment with the pattern row tiled across the width: every method and several strengths give the cell-table
+    loop's indices, on widths below 4, not a multiple of 4, and above a block (1024)."""
+    from pixart_nodes.core import dither
+    from pixart_nodes.core.quantize import ordered_offsets
+
+    rng = np.random.default_rng(shape[1])
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    for pal in (named_palette("sweetie-16").colors, rng.integers(0, 256, (32, 3), dtype=np.uint8),
+                np.array([[0, 0, 0], [255, 255, 255]], np.uint8)):
+        for method in dither.ORDERED_METHODS:
+            for strength in (1.0, 0.35):
+                res = quantize(img, pal, dither=method, distance=distance, strength=strength)
+                k = len(pal)
+                table = np.zeros((k + 1, 3), np.uint8)
+                table[:k] = pal
+                out = dither.Target(table, np.empty(shape, np.uint16), np.empty_like(img), np.zeros(k + 1, np.uint8))
+                dither.ordered_dither(img, dither.lookup(pal, distance == "oklab"),
+                                      ordered_offsets(method, pal, strength), out)
+                assert np.array_equal(res.indices, out.indices), (method, strength, k)
+                assert np.array_equal(res.image, out.image) and res.colors_used == len(np.unique(out.indices))
+
+
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
 def test_vectorised_search_equals_the_cell_table_on_every_code_value(distance, monkeypatch):
     """All 2^24 code values through the vectorised search and the cell-table loop, for a named and a random
     32-colour palette: the same index everywhere. OKLab's float32 search alone (``LAB_MARGIN`` 0: no exact second

@@ -894,17 +894,29 @@ def nearest_table(pal: np.ndarray, use_lab: bool) -> NearestTable:
     return NearestTable(False, keys, np.zeros((2, 3), np.float32), np.zeros((1, 3)), rgbx32)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _put_rgb(out_img, p, c):
+    three = np.uint64(3)
+    out_img[three * p] = np.uint8(c & np.uint32(255))
+    out_img[three * p + np.uint64(1)] = np.uint8((c >> np.uint32(8)) & np.uint32(255))
+    out_img[three * p + np.uint64(2)] = np.uint8(c >> np.uint32(16))
+
+
 @njit(cache=True, nogil=True)
 def _emit_block(out_idx, rgbx, out_img, words, p0, m):
     """Write the colours of pixels ``p0 .. p0 + m`` (indices already in ``out_idx``) into the flat RGB image; returns
-    the bit mask of the indices. Four pixels are three whole words (``words``, the image's uint32 view over its first
-    3 * (n // 4) words): 12 bytes with three stores instead of twelve."""
+    the bit mask of the indices. Four pixels from a multiple of 4 on are three whole words (``words``, the image's
+    uint32 view over its first 3 * (n // 4) words): 12 bytes with three stores instead of twelve."""
     one, three, four = np.uint64(1), np.uint64(3), np.uint64(4)
+    end = p0 + m
     mask = np.int64(0)
     for i in range(m):
         mask |= np.int64(1) << np.int64(out_idx[p0 + i])
-    for q in range(m // four):
-        p = p0 + four * q
+    a = min((p0 + np.uint64(3)) // four * four, end)
+    for p in range(p0, a):  # a row's first pixels, before a multiple of 4
+        _put_rgb(out_img, p, rgbx[out_idx[p]])
+    for q in range((end - a) // four):
+        p = a + four * q
         ca = rgbx[out_idx[p]]
         cb = rgbx[out_idx[p + one]]
         cc = rgbx[out_idx[p + np.uint64(2)]]
@@ -913,34 +925,77 @@ def _emit_block(out_idx, rgbx, out_img, words, p0, m):
         words[wq] = ca | (cb << np.uint32(24))
         words[wq + one] = (cb >> np.uint32(8)) | (cc << np.uint32(16))
         words[wq + np.uint64(2)] = (cc >> np.uint32(16)) | (cd << np.uint32(8))
-    for p in range(p0 + four * (m // four), p0 + m):  # the image's last pixels, past the whole words
-        c = rgbx[out_idx[p]]
-        out_img[three * p] = np.uint8(c & np.uint32(255))
-        out_img[three * p + one] = np.uint8((c >> np.uint32(8)) & np.uint32(255))
-        out_img[three * p + np.uint64(2)] = np.uint8(c >> np.uint32(16))
+    for p in range(a + four * ((end - a) // four), end):  # the last pixels, past the whole words
+        _put_rgb(out_img, p, rgbx[out_idx[p]])
     return mask
 
 
 @njit(cache=True, nogil=True)
-def _nearest_rgb(src, keys, rgbx, out_idx, out_img, words):
-    # src and out_img flat RGB, out_idx flat. Indices are uint64 and loops over contiguous rows: numba's signed index
-    # wrap-around checks otherwise keep the compiler from vectorising the strided channel loads.
+def _codes(src, p0, m, orow, ox, cr, cg, cb):
+    """The code values of pixels ``p0 .. p0 + m`` into ``cr``/``cg``/``cb``: the source's, or (ordered dithering)
+    plus ``orow[ox ..]`` (the tiled offsets of the pixels' row, one for all channels), clamped to 0..255."""
+    one, three = np.uint64(1), np.uint64(3)
+    base = p0 * three
+    if orow.shape[0] == 0:
+        for i in range(m):
+            j = base + three * i
+            cr[i] = src[j]
+            cg[i] = src[j + one]
+            cb[i] = src[j + np.uint64(2)]
+        return
+    lo, hi = np.int32(0), np.int32(255)
+    for i in range(m):
+        j = base + three * i
+        o = orow[ox + i]
+        cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
+        cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
+        cb[i] = np.uint8(min(max(np.int32(src[j + np.uint64(2)]) + o, lo), hi))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _segment(t, n, w, offsets):
+    """Segment ``t`` of the pixels: (first pixel, count, the offsets' row, first column). Blocks of the flat image
+    without offsets; with them, blocks of one row each (a row's offsets are one tiled row)."""
+    if offsets.shape[1] == 0:
+        s = t * _NEAREST_BLOCK
+        return np.uint64(s), np.uint64(min(_NEAREST_BLOCK, n - s)), offsets[0], np.uint64(0)
+    per_row = (w + _NEAREST_BLOCK - 1) // _NEAREST_BLOCK
+    y = t // per_row
+    x0 = (t % per_row) * _NEAREST_BLOCK
+    return (np.uint64(y * w + x0), np.uint64(min(_NEAREST_BLOCK, w - x0)),
+            offsets[y & (offsets.shape[0] - 1)], np.uint64(x0))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _segments(n, w, offsets):
+    if offsets.shape[1] == 0:
+        return (n + _NEAREST_BLOCK - 1) // _NEAREST_BLOCK
+    return (n // w) * ((w + _NEAREST_BLOCK - 1) // _NEAREST_BLOCK)
+
+
+@njit(cache=True, nogil=True)
+def _nearest_rgb(src, w, offsets, keys, rgbx, out_idx, out_img, words):
+    # src and out_img flat RGB, out_idx flat, w the image's width, offsets int32 [mh, w] (ordered dithering: each
+    # pattern row tiled across the width; mh a power of two) or [1, 0] (none). Indices are uint64 and loops over
+    # contiguous rows: numba's signed index wrap-around checks otherwise keep the compiler from vectorising the
+    # strided channel loads.
     n = out_idx.shape[0]
     m4 = keys.shape[0]
-    one, three = np.uint64(1), np.uint64(3)
+    cr = np.empty(_NEAREST_BLOCK, np.uint8)
+    cg = np.empty(_NEAREST_BLOCK, np.uint8)
+    cb = np.empty(_NEAREST_BLOCK, np.uint8)
     r = np.empty(_NEAREST_BLOCK, np.float32)
     g = np.empty(_NEAREST_BLOCK, np.float32)
     b = np.empty(_NEAREST_BLOCK, np.float32)
     best = np.empty(_NEAREST_BLOCK, np.float32)
     mask = np.int64(0)
-    for s in range(0, n, _NEAREST_BLOCK):
-        m = np.uint64(min(_NEAREST_BLOCK, n - s))
-        base = np.uint64(s) * three
+    for t in range(_segments(n, w, offsets)):
+        p0, m, orow, ox = _segment(t, n, w, offsets)
+        _codes(src, p0, m, orow, ox, cr, cg, cb)
         for i in range(m):
-            j = base + three * i
-            r[i] = np.float32(src[j])
-            g[i] = np.float32(src[j + one])
-            b[i] = np.float32(src[j + np.uint64(2)])
+            r[i] = np.float32(cr[i])
+            g[i] = np.float32(cg[i])
+            b[i] = np.float32(cb[i])
             best[i] = np.float32(3e7)  # above every key (< 2^24)
         # four colours per pass over the block: one load and store of ``best`` serve four minimums
         for c in range(0, m4, 4):
@@ -953,7 +1008,6 @@ def _nearest_rgb(src, keys, rgbx, out_idx, out_img, words):
                 k01 = min(q0 + x * a0 + y * g0 + z * b0, q1 + x * a1 + y * g1 + z * b1)
                 k23 = min(q2 + x * a2 + y * g2 + z * b2, q3 + x * a3 + y * g3 + z * b3)
                 best[i] = min(best[i], min(k01, k23))
-        p0 = np.uint64(s)
         for i in range(m):
             out_idx[p0 + i] = np.int64(best[i]) & 31
         mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
@@ -980,18 +1034,20 @@ def _cbrt32(x, y, m):
 
 
 @njit(cache=True, nogil=True)
-def _nearest_lab(src, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab, rgbx, out_idx, out_img, words):
+def _nearest_lab(src, w, offsets, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab, rgbx, out_idx, out_img, words):
     # as _nearest_rgb; the matrices' entries are read into locals first (loads inside the loops kept them scalar)
     n = out_idx.shape[0]
     kp = lab32.shape[0]
     k = lab.shape[0]
-    one, three = np.uint64(1), np.uint64(3)
     a00, a01, a02, a10, a11, a12, a20, a21, a22 = m1f[0, 0], m1f[0, 1], m1f[0, 2], m1f[1, 0], m1f[1, 1], \
         m1f[1, 2], m1f[2, 0], m1f[2, 1], m1f[2, 2]
     b00, b01, b02, b10, b11, b12, b20, b21, b22 = m2f[0, 0], m2f[0, 1], m2f[0, 2], m2f[1, 0], m2f[1, 1], \
         m2f[1, 2], m2f[2, 0], m2f[2, 1], m2f[2, 2]
     tiny = np.float32(1e-30)  # black: the cube root of 0 would not converge; 1e-10 instead of 0 is far below margin
     near = np.float32(margin)
+    cr = np.empty(_NEAREST_BLOCK, np.uint8)
+    cg = np.empty(_NEAREST_BLOCK, np.uint8)
+    cb = np.empty(_NEAREST_BLOCK, np.uint8)
     r = np.empty(_NEAREST_BLOCK, np.float32)
     g = np.empty(_NEAREST_BLOCK, np.float32)
     b = np.empty(_NEAREST_BLOCK, np.float32)
@@ -1004,14 +1060,13 @@ def _nearest_lab(src, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab, rgbx, ou
     close = np.zeros(_NEAREST_BLOCK + 8, np.uint8)
     close64 = close.view(np.uint64)
     mask = np.int64(0)
-    for s in range(0, n, _NEAREST_BLOCK):
-        m = np.uint64(min(_NEAREST_BLOCK, n - s))
-        base = np.uint64(s) * three
+    for t in range(_segments(n, w, offsets)):
+        p0, m, orow, ox = _segment(t, n, w, offsets)
+        _codes(src, p0, m, orow, ox, cr, cg, cb)
         for i in range(m):
-            j = base + three * i
-            r[i] = lin32[src[j]]
-            g[i] = lin32[src[j + one]]
-            b[i] = lin32[src[j + np.uint64(2)]]
+            r[i] = lin32[cr[i]]
+            g[i] = lin32[cg[i]]
+            b[i] = lin32[cb[i]]
         for i in range(m):
             x, y, z = r[i], g[i], b[i]
             lc[i] = max(a00 * x + a01 * y + a02 * z, tiny)
@@ -1046,17 +1101,15 @@ def _nearest_lab(src, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab, rgbx, ou
                 nd = min(nd, max(lo, e))
                 lo = min(lo, e)
                 best[i], second[i], pick[i] = lo, nd, ix
-        p0 = np.uint64(s)
         for i in range(m):
             out_idx[p0 + i] = np.uint8(pick[i])
             close[i] = np.uint8(second[i] - best[i] < near)
-        for w in range((m + np.uint64(7)) // np.uint64(8)):  # eight flags at a time: almost all are 0
-            if close64[w] == 0:
+        for q in range((m + np.uint64(7)) // np.uint64(8)):  # eight flags at a time: almost all are 0
+            if close64[q] == 0:
                 continue
-            for i in range(np.uint64(8) * w, min(np.uint64(8) * w + np.uint64(8), m)):
+            for i in range(np.uint64(8) * q, min(np.uint64(8) * q + np.uint64(8), m)):
                 if close[i]:
-                    j = base + three * i
-                    v0, v1, v2 = code_oklab(src[j], src[j + one], src[j + np.uint64(2)], lin, m1, m2)
+                    v0, v1, v2 = code_oklab(cr[i], cg[i], cb[i], lin, m1, m2)
                     best_d = np.inf
                     kk = 0
                     for c in range(k):
@@ -1077,23 +1130,34 @@ def _lab32() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return color.LINEAR_U8.astype(np.float32), color.M1.astype(np.float32), color.M2.astype(np.float32)
 
 
-def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np.ndarray) -> int:
-    """Exact nearest colour (squared sRGB difference or OKLab distance, as ``table``), ties to the lower index:
-    ``src`` uint8 [H,W,3] (contiguous), ``table`` from ``nearest_table``; writes ``indices`` (uint8 [H,W]) and
-    ``image`` (uint8 [H,W,3], both contiguous) and returns the bit mask of the palette entries used. The kernels pack
-    pixels into little-endian words: callers check ``sys.byteorder``."""
+_NO_OFFSETS = np.zeros((1, 0), np.int32)
+
+
+def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np.ndarray,
+            offsets: np.ndarray | None = None) -> int:
+    """Exact nearest colour (squared sRGB difference or OKLab distance, as ``table``) of each pixel, or with
+    ``offsets`` (ordered dithering: whole code values, power-of-two sides, see ``ordered_dither``) of each pixel
+    plus its tiled offset, clamped; ties to the lower index. ``src`` uint8 [H,W,3] (contiguous), ``table`` from
+    ``nearest_table``; writes ``indices`` (uint8 [H,W]) and ``image`` (uint8 [H,W,3], both contiguous) and returns
+    the bit mask of the palette entries used. The kernels pack pixels into little-endian words: callers check
+    ``sys.byteorder``."""
+    h, w = indices.shape
+    if offsets is None or not offsets.any():
+        tiled = _NO_OFFSETS
+    else:
+        mh, mw = offsets.shape
+        tiled = np.ascontiguousarray(np.tile(offsets, (1, -(-w // mw)))[:, :w], dtype=np.int32)
     flat = image.reshape(-1)
-    n = indices.size
-    words = flat[: 12 * (n // 4)].view(np.uint32)
+    words = flat[: 12 * (h * w // 4)].view(np.uint32)
     if table.use_lab:
         from . import color
 
         lin32, m1f, m2f = _lab32()
-        return int(_jit.kernel(_SELF, "_nearest_lab")(src.reshape(-1), lin32, m1f, m2f, table.lab32, LAB_MARGIN,
-                                                       color.LINEAR_U8, color.M1, color.M2, table.lab, table.rgbx,
-                                                       indices.reshape(-1), flat, words))
-    return int(_jit.kernel(_SELF, "_nearest_rgb")(src.reshape(-1), table.keys, table.rgbx, indices.reshape(-1), flat,
-                                                   words))
+        return int(_jit.kernel(_SELF, "_nearest_lab")(src.reshape(-1), w, tiled, lin32, m1f, m2f, table.lab32,
+                                                       LAB_MARGIN, color.LINEAR_U8, color.M1, color.M2, table.lab,
+                                                       table.rgbx, indices.reshape(-1), flat, words))
+    return int(_jit.kernel(_SELF, "_nearest_rgb")(src.reshape(-1), w, tiled, table.keys, table.rgbx,
+                                                   indices.reshape(-1), flat, words))
 
 
 class Lookup(NamedTuple):
