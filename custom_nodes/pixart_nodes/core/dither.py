@@ -850,11 +850,14 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
 # no division: numba checks every division for zero, and that check keeps the loop scalar), the nearest and the
 # second-nearest distance kept. Where they are closer than ``LAB_MARGIN`` the float32 answer may differ from the
 # float64 one, and the pixel is searched again exactly as the cell-table loops do (``code_oklab``, float64, lowest
-# index on ties). Over all 2^24 code values and three palettes, float32 chose another colour only where the exact
-# distances differed by less than 2.5e-7; the margin is 80 times that, and sends about 0.1 % of pixels to the exact
-# search.
+# index on ties). Why that is enough: if float32 picks j where i is nearest, second - best <= d32(i) - d32(j), which
+# is at most the float32 error of d(i) - d(j). That difference is affine in the pixel's OKLab value p, so its error
+# is at most 2 |e| |c(i) - c(j)| plus rounding, where e is p's float32 error: at most 1.2e-6 per coordinate and
+# 1.3e-6 in length over all 2^24 code values, so under 4e-6 for colours at most 1.2 apart. LAB_MARGIN is over 10
+# times that and sends a few pixels in a thousand to the exact search (on three palettes, float32 alone erred only
+# where exact distances differed by less than 2.5e-7).
 NEAREST_MAX_COLORS = 32
-LAB_MARGIN = 2e-5
+LAB_MARGIN = 5e-5
 _NEAREST_BLOCK = 1024  # pixels per pass: the float32 rows stay in the L1 cache; 256 was 1.2x slower
 
 
@@ -882,10 +885,14 @@ def nearest_table(pal: np.ndarray, use_lab: bool) -> NearestTable:
     rgbx32 = rgbx.view("<u4").ravel().copy()
     if use_lab:
         lab = np.ascontiguousarray(color.srgb_u8_to_oklab(pal), dtype=np.float64)
-        lab32 = np.full((-(-n // 2) * 2, 3), 1e3, np.float32)  # a padding colour is never nearest nor second
-        lab32[:n] = lab
+        # padding rows and repeated colours (only the first of equal colours can win) sit far from every colour:
+        # never nearest, and as second (a 1-colour palette) far beyond LAB_MARGIN. A repeat in place would be
+        # "second" at distance 0 to every pixel near its colour and send them all to the exact search.
+        lab32 = np.full((-(-n // 2) * 2, 3), 1e3, np.float32)
+        _, first = np.unique(pal, axis=0, return_index=True)
+        lab32[first] = lab[first]
         return NearestTable(True, np.zeros((4, 4), np.float32), lab32, lab, rgbx32)
-    # a repeated last colour pads the rows: its key is higher than the original's, so it never wins
+    # the last colour repeated pads the rows: its key equals the last colour's, the same index either way
     idx = np.minimum(np.arange(-(-n // 4) * 4), n - 1)
     c = pal[idx].astype(np.int64)
     keys = np.empty((len(idx), 4), np.float32)
@@ -1141,6 +1148,8 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
     ``nearest_table``; writes ``indices`` (uint8 [H,W]) and ``image`` (uint8 [H,W,3], both contiguous) and returns
     the bit mask of the palette entries used. The kernels pack pixels into little-endian words: callers check
     ``sys.byteorder``."""
+    if not (src.flags.c_contiguous and indices.flags.c_contiguous and image.flags.c_contiguous):
+        raise ValueError("nearest writes through flat views: src, indices and image must be C-contiguous")
     h, w = indices.shape
     if offsets is None or not offsets.any():
         tiled = _NO_OFFSETS
