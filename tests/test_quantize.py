@@ -279,28 +279,39 @@ def test_no_dither_equals_brute_force_with_alpha_and_big_palettes(distance):
         assert res.colors_used == len(np.unique(ref[~transparent]))
 
 
-def _cell_loop(img, pal, distance):
-    """The no-dither loop of the cell table (exact: tested against brute force above), for RGB images, through the
-    palette's cached cell table and memo (the ones quantize's other loops use)."""
+def _cell_loop(img, pal, distance, offsets=None, alpha_threshold=128):
+    """The no-dither (or, with ``offsets``, ordered) loop of the cell table (exact: tested against brute force
+    above), through the palette's cached cell table and memo (the ones quantize's other loops use)."""
     from pixart_nodes.core import dither
     from pixart_nodes.core import quantize as qz
 
-    k = len(pal)
-    table = np.zeros((k + 1, 3), np.uint8)
-    table[:k] = pal
+    k, ch = len(pal), img.shape[2]
+    table = np.zeros((k + 1, ch), np.uint8)
+    table[:k, :3] = pal
+    if ch == 4:
+        table[:k, 3] = 255
     out = dither.Target(table, np.empty(img.shape[:2], np.uint16), np.empty_like(img), np.zeros(k + 1, np.uint8))
-    dither.ordered_dither(img, qz._lookup(pal.tobytes(), distance == "oklab"), np.zeros((1, 1), np.int64), out)
+    dither.ordered_dither(img, qz._lookup(pal.tobytes(), distance == "oklab"),
+                          np.zeros((1, 1), np.int64) if offsets is None else offsets, out,
+                          alpha_threshold=alpha_threshold)
     return out
+
+
+def _with_alpha(img, rng):
+    """``img`` with an alpha channel: a third transparent (below 128), some at the threshold, the rest opaque."""
+    alpha = rng.choice(np.array([0, 127, 128, 200, 255], np.uint8), img.shape[:2])
+    return np.ascontiguousarray(np.concatenate([img, alpha[..., None]], axis=-1))
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 3), (5, 7), (37, 41), (64, 64)])
 def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape, distance):
-    """Without dithering, no alpha and up to 32 colours, quantize takes the vectorised search (``dither.nearest``):
+    """Without dithering and up to 32 colours, quantize takes the vectorised search (``dither.nearest``):
     the cell-table loop agrees with it exactly, and brute force (lowest index on exact ties; in OKLab, through an
     independent conversion, within rounding) on random palettes of 1 to 32 colours, palettes of a few levels
     (exact ties, repeated colours), near or exact mirror ties, and images whose pixel count is not a multiple of 4
-    (the last pixels past the packed words) or spans blocks."""
+    (the last pixels past the packed words) or spans blocks; and with alpha, where transparent pixels take index N
+    and RGBA 0,0,0,0 and the others their opaque colour."""
     rng = np.random.default_rng(sum(shape))
     h, w = shape
     for trial in range(24):
@@ -330,32 +341,40 @@ def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape, dista
         assert np.array_equal(res.image, pal[res.indices]) and res.colors_used == len(np.unique(res.indices))
         out = _cell_loop(img, pal, distance)
         assert np.array_equal(out.indices, res.indices) and np.array_equal(out.image, res.image), trial
+        # with alpha (RGBA in, RGBA out, index len(pal) for transparent): the same colours where opaque
+        rgba = _with_alpha(img, rng)
+        thr = int(rng.choice([1, 128, 200]))
+        res4 = quantize(rgba, pal, distance=distance, alpha_threshold=thr)
+        out4 = _cell_loop(rgba, pal, distance, alpha_threshold=thr)
+        assert np.array_equal(out4.indices, res4.indices) and np.array_equal(out4.image, res4.image), trial
+        opaque = rgba[..., 3] >= thr
+        assert np.array_equal(res4.indices[opaque], res.indices[opaque]) and np.all(res4.indices[~opaque] == len(pal))
+        assert res4.colors_used == len(np.unique(res4.indices[opaque]))
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("shape", [(7, 1), (3, 5), (9, 37), (2, 1500)])
 def test_vectorised_ordered_dither_equals_the_cell_table(shape, distance):
-    """Ordered dithering with up to 32 colours and no alpha goes through the vectorised search too, a block per row
-    segment with the pattern row tiled across the width: every method and several strengths give the cell-table
-    loop's indices, on widths below 4, not a multiple of 4, and above a block (1024)."""
+    """Ordered dithering with up to 32 colours goes through the vectorised search too, a block per row segment with
+    the pattern row tiled across the width: every method and several strengths give the cell-table loop's indices
+    and image, with and without alpha, on widths below 4, not a multiple of 4, and above a block (1024)."""
     from pixart_nodes.core import dither
     from pixart_nodes.core.quantize import ordered_offsets
 
     rng = np.random.default_rng(shape[1])
     img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rgba = _with_alpha(img, rng)
     for pal in (named_palette("sweetie-16").colors, rng.integers(0, 256, (32, 3), dtype=np.uint8),
                 np.array([[0, 0, 0], [255, 255, 255]], np.uint8)):
         for method in dither.ORDERED_METHODS:
             for strength in (1.0, 0.35):
-                res = quantize(img, pal, dither=method, distance=distance, strength=strength)
-                k = len(pal)
-                table = np.zeros((k + 1, 3), np.uint8)
-                table[:k] = pal
-                out = dither.Target(table, np.empty(shape, np.uint16), np.empty_like(img), np.zeros(k + 1, np.uint8))
-                dither.ordered_dither(img, dither.lookup(pal, distance == "oklab"),
-                                      ordered_offsets(method, pal, strength), out)
-                assert np.array_equal(res.indices, out.indices), (method, strength, k)
-                assert np.array_equal(res.image, out.image) and res.colors_used == len(np.unique(out.indices))
+                offsets = ordered_offsets(method, pal, strength)
+                for source in (img, rgba):
+                    res = quantize(source, pal, dither=method, distance=distance, strength=strength)
+                    out = _cell_loop(source, pal, distance, offsets)
+                    assert np.array_equal(res.indices, out.indices), (method, strength, len(pal))
+                    assert np.array_equal(res.image, out.image)
+                    assert res.colors_used == len(np.unique(out.indices[out.indices < len(pal)]))
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])

@@ -913,12 +913,17 @@ def _put_rgb(out_img, p, c):
 def _emit_block(out_idx, rgbx, out_img, words, p0, m):
     """Write the colours of pixels ``p0 .. p0 + m`` (indices already in ``out_idx``) into the flat RGB image; returns
     the bit mask of the indices. Four pixels from a multiple of 4 on are three whole words (``words``, the image's
-    uint32 view over its first 3 * (n // 4) words): 12 bytes with three stores instead of twelve."""
+    uint32 view over its first 3 * (n // 4) words): 12 bytes with three stores instead of twelve. An empty
+    ``out_img`` means an RGBA image written through ``words`` alone."""
     one, three, four = np.uint64(1), np.uint64(3), np.uint64(4)
     end = p0 + m
     mask = np.int64(0)
     for i in range(m):
         mask |= np.int64(1) << np.int64(out_idx[p0 + i])
+    if out_img.shape[0] == 0:  # RGBA: ``words`` is the whole image, a word per pixel, and ``rgbx`` has alpha
+        for p in range(p0, end):
+            words[p] = rgbx[out_idx[p]]
+        return mask
     a = min((p0 + np.uint64(3)) // four * four, end)
     for p in range(p0, a):  # a row's first pixels, before a multiple of 4
         _put_rgb(out_img, p, rgbx[out_idx[p]])
@@ -938,25 +943,50 @@ def _emit_block(out_idx, rgbx, out_img, words, p0, m):
 
 
 @njit(cache=True, nogil=True)
-def _codes(src, p0, m, orow, ox, cr, cg, cb):
-    """The code values of pixels ``p0 .. p0 + m`` into ``cr``/``cg``/``cb``: the source's, or (ordered dithering)
-    plus ``orow[ox ..]`` (the tiled offsets of the pixels' row, one for all channels), clamped to 0..255."""
-    one, three = np.uint64(1), np.uint64(3)
-    base = p0 * three
-    if orow.shape[0] == 0:
-        for i in range(m):
-            j = base + three * i
-            cr[i] = src[j]
-            cg[i] = src[j + one]
-            cb[i] = src[j + np.uint64(2)]
-        return
+def _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca):
+    """The code values of pixels ``p0 .. p0 + m`` into ``cr``/``cg``/``cb`` (and alpha into ``ca`` for ``ch`` 4):
+    the source's, or (ordered dithering) plus ``orow[ox ..]`` (the tiled offsets of the pixels' row, one for all
+    channels), clamped to 0..255. Each channel count has its own loops: a stride the compiler knows is what lets it
+    vectorise the loads."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    plain = orow.shape[0] == 0
     lo, hi = np.int32(0), np.int32(255)
-    for i in range(m):
-        j = base + three * i
-        o = orow[ox + i]
-        cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
-        cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
-        cb[i] = np.uint8(min(max(np.int32(src[j + np.uint64(2)]) + o, lo), hi))
+    if ch == 3:
+        base = p0 * three
+        if plain:
+            for i in range(m):
+                j = base + three * i
+                cr[i], cg[i], cb[i] = src[j], src[j + one], src[j + two]
+        else:
+            for i in range(m):
+                j = base + three * i
+                o = orow[ox + i]
+                cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
+                cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
+                cb[i] = np.uint8(min(max(np.int32(src[j + two]) + o, lo), hi))
+        return
+    base = p0 * four
+    if plain:
+        for i in range(m):
+            j = base + four * i
+            cr[i], cg[i], cb[i], ca[i] = src[j], src[j + one], src[j + two], src[j + three]
+    else:
+        for i in range(m):
+            j = base + four * i
+            o = orow[ox + i]
+            cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
+            cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
+            cb[i] = np.uint8(min(max(np.int32(src[j + two]) + o, lo), hi))
+            ca[i] = src[j + three]
+
+
+@njit(cache=True, nogil=True)
+def _transparent(ch, alpha_threshold, n, ca, out_idx, p0, m):
+    """With alpha: pixels below ``alpha_threshold`` take index ``n`` (transparent)."""
+    if ch == 4:
+        t = np.uint8(n)
+        for i in range(m):
+            out_idx[p0 + i] = t if np.int64(ca[i]) < alpha_threshold else out_idx[p0 + i]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -981,8 +1011,8 @@ def _segments(n, w, offsets):
 
 
 @njit(cache=True, nogil=True)
-def _nearest_rgb(src, w, offsets, keys, rgbx, out_idx, out_img, words):
-    # src and out_img flat RGB, out_idx flat, w the image's width, offsets int32 [mh, w] (ordered dithering: each
+def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_img, words):
+    # src and out_img flat RGB (src RGBA with ch 4: see _emit_block), out_idx flat, w the image's width, offsets int32 [mh, w] (ordered dithering: each
     # pattern row tiled across the width; mh a power of two) or [1, 0] (none). Indices are uint64 and loops over
     # contiguous rows: numba's signed index wrap-around checks otherwise keep the compiler from vectorising the
     # strided channel loads.
@@ -991,6 +1021,7 @@ def _nearest_rgb(src, w, offsets, keys, rgbx, out_idx, out_img, words):
     cr = np.empty(_NEAREST_BLOCK, np.uint8)
     cg = np.empty(_NEAREST_BLOCK, np.uint8)
     cb = np.empty(_NEAREST_BLOCK, np.uint8)
+    ca = np.empty(_NEAREST_BLOCK, np.uint8)
     r = np.empty(_NEAREST_BLOCK, np.float32)
     g = np.empty(_NEAREST_BLOCK, np.float32)
     b = np.empty(_NEAREST_BLOCK, np.float32)
@@ -998,7 +1029,7 @@ def _nearest_rgb(src, w, offsets, keys, rgbx, out_idx, out_img, words):
     mask = np.int64(0)
     for t in range(_segments(n, w, offsets)):
         p0, m, orow, ox = _segment(t, n, w, offsets)
-        _codes(src, p0, m, orow, ox, cr, cg, cb)
+        _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca)
         for i in range(m):
             r[i] = np.float32(cr[i])
             g[i] = np.float32(cg[i])
@@ -1017,6 +1048,7 @@ def _nearest_rgb(src, w, offsets, keys, rgbx, out_idx, out_img, words):
                 best[i] = min(best[i], min(k01, k23))
         for i in range(m):
             out_idx[p0 + i] = np.int64(best[i]) & 31
+        _transparent(ch, alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
         mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
     return mask
 
@@ -1041,7 +1073,8 @@ def _cbrt32(x, y, m):
 
 
 @njit(cache=True, nogil=True)
-def _nearest_lab(src, w, offsets, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab, rgbx, out_idx, out_img, words):
+def _nearest_lab(src, ch, alpha_threshold, w, offsets, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab, rgbx,
+                 out_idx, out_img, words):
     # as _nearest_rgb; the matrices' entries are read into locals first (loads inside the loops kept them scalar)
     n = out_idx.shape[0]
     kp = lab32.shape[0]
@@ -1055,6 +1088,7 @@ def _nearest_lab(src, w, offsets, lin32, m1f, m2f, lab32, margin, lin, m1, m2, l
     cr = np.empty(_NEAREST_BLOCK, np.uint8)
     cg = np.empty(_NEAREST_BLOCK, np.uint8)
     cb = np.empty(_NEAREST_BLOCK, np.uint8)
+    ca = np.empty(_NEAREST_BLOCK, np.uint8)
     r = np.empty(_NEAREST_BLOCK, np.float32)
     g = np.empty(_NEAREST_BLOCK, np.float32)
     b = np.empty(_NEAREST_BLOCK, np.float32)
@@ -1069,7 +1103,7 @@ def _nearest_lab(src, w, offsets, lin32, m1f, m2f, lab32, margin, lin, m1, m2, l
     mask = np.int64(0)
     for t in range(_segments(n, w, offsets)):
         p0, m, orow, ox = _segment(t, n, w, offsets)
-        _codes(src, p0, m, orow, ox, cr, cg, cb)
+        _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca)
         for i in range(m):
             r[i] = lin32[cr[i]]
             g[i] = lin32[cg[i]]
@@ -1126,6 +1160,7 @@ def _nearest_lab(src, w, offsets, lin32, m1f, m2f, lab32, margin, lin, m1, m2, l
                             best_d = dd
                             kk = c
                     out_idx[p0 + i] = kk
+        _transparent(ch, alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
         mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
     return mask
 
@@ -1138,35 +1173,43 @@ def _lab32() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _NO_OFFSETS = np.zeros((1, 0), np.int32)
+_NO_BYTES = np.zeros(0, np.uint8)
 
 
 def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np.ndarray,
-            offsets: np.ndarray | None = None) -> int:
+            offsets: np.ndarray | None = None, alpha_threshold: int = 128) -> int:
     """Exact nearest colour (squared sRGB difference or OKLab distance, as ``table``) of each pixel, or with
     ``offsets`` (ordered dithering: whole code values, power-of-two sides, see ``ordered_dither``) of each pixel
-    plus its tiled offset, clamped; ties to the lower index. ``src`` uint8 [H,W,3] (contiguous), ``table`` from
-    ``nearest_table``; writes ``indices`` (uint8 [H,W]) and ``image`` (uint8 [H,W,3], both contiguous) and returns
-    the bit mask of the palette entries used. The kernels pack pixels into little-endian words: callers check
-    ``sys.byteorder``."""
+    plus its tiled offset, clamped; ties to the lower index. ``src`` uint8 [H,W,3|4], ``table`` from
+    ``nearest_table`` (N colours); writes ``indices`` (uint8 [H,W]) and ``image`` (like ``src``): with alpha, a
+    pixel below ``alpha_threshold`` becomes index N and RGBA 0,0,0,0, every other one an opaque palette colour.
+    Returns the bit mask of the indices written (bit N: transparent). All three arrays C-contiguous. The kernels
+    pack pixels into little-endian words: callers check ``sys.byteorder``."""
     if not (src.flags.c_contiguous and indices.flags.c_contiguous and image.flags.c_contiguous):
         raise ValueError("nearest writes through flat views: src, indices and image must be C-contiguous")
     h, w = indices.shape
+    ch = src.shape[2]
     if offsets is None or not offsets.any():
         tiled = _NO_OFFSETS
     else:
         mh, mw = offsets.shape
         tiled = np.ascontiguousarray(np.tile(offsets, (1, -(-w // mw)))[:, :w], dtype=np.int32)
     flat = image.reshape(-1)
-    words = flat[: 12 * (h * w // 4)].view(np.uint32)
+    if ch == 4:
+        # a word per pixel; opaque entries get alpha 255, and one more entry (index N) is transparent black
+        rgbx = np.append(table.rgbx | np.uint32(0xFF000000), np.uint32(0))
+        out_img, words = _NO_BYTES, flat.view(np.uint32)
+    else:
+        rgbx, out_img, words = table.rgbx, flat, flat[: 12 * (h * w // 4)].view(np.uint32)
+    args = (src.reshape(-1), ch, int(alpha_threshold), w, tiled)
+    outs = (rgbx, indices.reshape(-1), out_img, words)
     if table.use_lab:
         from . import color
 
         lin32, m1f, m2f = _lab32()
-        return int(_jit.kernel(_SELF, "_nearest_lab")(src.reshape(-1), w, tiled, lin32, m1f, m2f, table.lab32,
-                                                       LAB_MARGIN, color.LINEAR_U8, color.M1, color.M2, table.lab,
-                                                       table.rgbx, indices.reshape(-1), flat, words))
-    return int(_jit.kernel(_SELF, "_nearest_rgb")(src.reshape(-1), w, tiled, table.keys, table.rgbx,
-                                                   indices.reshape(-1), flat, words))
+        return int(_jit.kernel(_SELF, "_nearest_lab")(*args, lin32, m1f, m2f, table.lab32, LAB_MARGIN,
+                                                       color.LINEAR_U8, color.M1, color.M2, table.lab, *outs))
+    return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.keys, *outs))
 
 
 class Lookup(NamedTuple):

@@ -145,11 +145,11 @@ def quantize(
     # the loops mark each index they write in `used` (cheaper than a bincount)
     out = _dither.Target(table, np.empty((h, w), dtype=idx_dtype), np.empty_like(src), np.zeros(n + 1, np.uint8))
     plain = dither == "none" or strength == 0.0
-    if (plain or dither not in ERROR_DIFFUSION) and not has_alpha and n <= _dither.NEAREST_MAX_COLORS \
+    if (plain or dither not in ERROR_DIFFUSION) and n <= _dither.NEAREST_MAX_COLORS \
             and sys.byteorder == "little":  # the kernels pack pixels into little-endian words
         offsets = None if plain else ordered_offsets(dither, pal, strength)
-        mask = _dither.nearest(src, _nearest_table(pal.tobytes(), use_lab), out.indices, out.image, offsets)
-        return QuantizeResult(image=out.image, indices=out.indices, colors_used=mask.bit_count())
+        mask = _dither.nearest(src, _nearest_table(pal.tobytes(), use_lab), out.indices, out.image, offsets, thr)
+        return QuantizeResult(image=out.image, indices=out.indices, colors_used=(mask & ((1 << n) - 1)).bit_count())
     lk = _lookup(pal.tobytes(), use_lab)
     if dither == "none" or strength == 0.0:
         # the ordered loop with a zero offset: each pixel's exact nearest colour through the same cell table
