@@ -913,17 +913,12 @@ def _put_rgb(out_img, p, c):
 def _emit_block(out_idx, rgbx, out_img, words, p0, m):
     """Write the colours of pixels ``p0 .. p0 + m`` (indices already in ``out_idx``) into the flat RGB image; returns
     the bit mask of the indices. Four pixels from a multiple of 4 on are three whole words (``words``, the image's
-    uint32 view over its first 3 * (n // 4) words): 12 bytes with three stores instead of twelve. An empty
-    ``out_img`` means an RGBA image written through ``words`` alone."""
+    uint32 view over its first 3 * (n // 4) words): 12 bytes with three stores instead of twelve."""
     one, three, four = np.uint64(1), np.uint64(3), np.uint64(4)
     end = p0 + m
     mask = np.int64(0)
     for i in range(m):
         mask |= np.int64(1) << np.int64(out_idx[p0 + i])
-    if out_img.shape[0] == 0:  # RGBA: ``words`` is the whole image, a word per pixel, and ``rgbx`` has alpha
-        for p in range(p0, end):
-            words[p] = rgbx[out_idx[p]]
-        return mask
     a = min((p0 + np.uint64(3)) // four * four, end)
     for p in range(p0, a):  # a row's first pixels, before a multiple of 4
         _put_rgb(out_img, p, rgbx[out_idx[p]])
@@ -943,50 +938,68 @@ def _emit_block(out_idx, rgbx, out_img, words, p0, m):
 
 
 @njit(cache=True, nogil=True)
-def _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca):
-    """The code values of pixels ``p0 .. p0 + m`` into ``cr``/``cg``/``cb`` (and alpha into ``ca`` for ``ch`` 4):
-    the source's, or (ordered dithering) plus ``orow[ox ..]`` (the tiled offsets of the pixels' row, one for all
-    channels), clamped to 0..255. Each channel count has its own loops: a stride the compiler knows is what lets it
-    vectorise the loads."""
-    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
-    plain = orow.shape[0] == 0
-    lo, hi = np.int32(0), np.int32(255)
-    if ch == 3:
-        base = p0 * three
-        if plain:
-            for i in range(m):
-                j = base + three * i
-                cr[i], cg[i], cb[i] = src[j], src[j + one], src[j + two]
-        else:
-            for i in range(m):
-                j = base + three * i
-                o = orow[ox + i]
-                cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
-                cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
-                cb[i] = np.uint8(min(max(np.int32(src[j + two]) + o, lo), hi))
-        return
-    base = p0 * four
-    if plain:
-        for i in range(m):
-            j = base + four * i
-            cr[i], cg[i], cb[i], ca[i] = src[j], src[j + one], src[j + two], src[j + three]
-    else:
-        for i in range(m):
-            j = base + four * i
-            o = orow[ox + i]
-            cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
-            cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
-            cb[i] = np.uint8(min(max(np.int32(src[j + two]) + o, lo), hi))
-            ca[i] = src[j + three]
+def _emit_words(out_idx, rgba, words, p0, m):
+    """``_emit_block`` for RGBA: ``words`` is the whole image, a word per pixel, and ``rgba`` has alpha."""
+    mask = np.int64(0)
+    for i in range(m):
+        mask |= np.int64(1) << np.int64(out_idx[p0 + i])
+    for p in range(p0, p0 + m):
+        words[p] = rgba[out_idx[p]]
+    return mask
 
 
 @njit(cache=True, nogil=True)
-def _transparent(ch, alpha_threshold, n, ca, out_idx, p0, m):
-    """With alpha: pixels below ``alpha_threshold`` take index ``n`` (transparent)."""
-    if ch == 4:
-        t = np.uint8(n)
+def _codes3(src, p0, m, orow, ox, cr, cg, cb):
+    """The code values of RGB pixels ``p0 .. p0 + m`` into ``cr``/``cg``/``cb``: the source's, or (ordered
+    dithering) plus ``orow[ox ..]`` (the tiled offsets of the pixels' row, one for all channels), clamped to 0..255.
+    Each channel count has a function of its own: a stride the compiler knows is what lets it vectorise the loads."""
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    base = p0 * three
+    if orow.shape[0] == 0:
         for i in range(m):
-            out_idx[p0 + i] = t if np.int64(ca[i]) < alpha_threshold else out_idx[p0 + i]
+            j = base + three * i
+            cr[i] = src[j]
+            cg[i] = src[j + one]
+            cb[i] = src[j + two]
+        return
+    lo, hi = np.int32(0), np.int32(255)
+    for i in range(m):
+        j = base + three * i
+        o = orow[ox + i]
+        cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
+        cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
+        cb[i] = np.uint8(min(max(np.int32(src[j + two]) + o, lo), hi))
+
+
+@njit(cache=True, nogil=True)
+def _codes4(src, p0, m, orow, ox, cr, cg, cb, ca):
+    """As ``_codes3`` for RGBA pixels, with their alpha into ``ca``."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    base = p0 * four
+    if orow.shape[0] == 0:
+        for i in range(m):
+            j = base + four * i
+            cr[i] = src[j]
+            cg[i] = src[j + one]
+            cb[i] = src[j + two]
+            ca[i] = src[j + three]
+        return
+    lo, hi = np.int32(0), np.int32(255)
+    for i in range(m):
+        j = base + four * i
+        o = orow[ox + i]
+        cr[i] = np.uint8(min(max(np.int32(src[j]) + o, lo), hi))
+        cg[i] = np.uint8(min(max(np.int32(src[j + one]) + o, lo), hi))
+        cb[i] = np.uint8(min(max(np.int32(src[j + two]) + o, lo), hi))
+        ca[i] = src[j + three]
+
+
+@njit(cache=True, nogil=True)
+def _transparent(alpha_threshold, n, ca, out_idx, p0, m):
+    """Pixels below ``alpha_threshold`` take index ``n`` (transparent)."""
+    t = np.uint8(n)
+    for i in range(m):
+        out_idx[p0 + i] = t if np.int64(ca[i]) < alpha_threshold else out_idx[p0 + i]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1012,10 +1025,11 @@ def _segments(n, w, offsets):
 
 @njit(cache=True, nogil=True)
 def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_img, words):
-    # src and out_img flat RGB (src RGBA with ch 4: see _emit_block), out_idx flat, w the image's width, offsets int32 [mh, w] (ordered dithering: each
-    # pattern row tiled across the width; mh a power of two) or [1, 0] (none). Indices are uint64 and loops over
-    # contiguous rows: numba's signed index wrap-around checks otherwise keep the compiler from vectorising the
-    # strided channel loads.
+    # src and out_img flat RGB (with ch 4: src RGBA, out_img empty, words the image; see _emit_words), out_idx flat,
+    # w the image's width, offsets int32 [mh, w] (ordered dithering: each pattern row tiled across the width; mh a
+    # power of two) or [1, 0] (none). Indices are uint64 and loops over contiguous rows: numba's signed index
+    # wrap-around checks otherwise keep the compiler from vectorising the strided channel loads. RGB and RGBA have
+    # helpers of their own: an RGBA branch inside _emit_block made the RGB search 12% slower.
     n = out_idx.shape[0]
     m4 = keys.shape[0]
     cr = np.empty(_NEAREST_BLOCK, np.uint8)
@@ -1029,7 +1043,10 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_
     mask = np.int64(0)
     for t in range(_segments(n, w, offsets)):
         p0, m, orow, ox = _segment(t, n, w, offsets)
-        _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca)
+        if ch == 3:
+            _codes3(src, p0, m, orow, ox, cr, cg, cb)
+        else:
+            _codes4(src, p0, m, orow, ox, cr, cg, cb, ca)
         for i in range(m):
             r[i] = np.float32(cr[i])
             g[i] = np.float32(cg[i])
@@ -1048,8 +1065,11 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_
                 best[i] = min(best[i], min(k01, k23))
         for i in range(m):
             out_idx[p0 + i] = np.int64(best[i]) & 31
-        _transparent(ch, alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
-        mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
+        if ch == 3:
+            mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
+        else:
+            _transparent(alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
+            mask |= _emit_words(out_idx, rgbx, words, p0, m)
     return mask
 
 
@@ -1103,7 +1123,10 @@ def _nearest_lab(src, ch, alpha_threshold, w, offsets, lin32, m1f, m2f, lab32, m
     mask = np.int64(0)
     for t in range(_segments(n, w, offsets)):
         p0, m, orow, ox = _segment(t, n, w, offsets)
-        _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca)
+        if ch == 3:
+            _codes3(src, p0, m, orow, ox, cr, cg, cb)
+        else:
+            _codes4(src, p0, m, orow, ox, cr, cg, cb, ca)
         for i in range(m):
             r[i] = lin32[cr[i]]
             g[i] = lin32[cg[i]]
@@ -1160,8 +1183,11 @@ def _nearest_lab(src, ch, alpha_threshold, w, offsets, lin32, m1f, m2f, lab32, m
                             best_d = dd
                             kk = c
                     out_idx[p0 + i] = kk
-        _transparent(ch, alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
-        mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
+        if ch == 3:
+            mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
+        else:
+            _transparent(alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
+            mask |= _emit_words(out_idx, rgbx, words, p0, m)
     return mask
 
 
