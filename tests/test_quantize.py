@@ -401,7 +401,7 @@ def test_vectorised_search_keys_are_exact():
     from pixart_nodes.core import dither
 
     pal = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 255]] * 8, np.uint8)
-    keys = dither.nearest_table(pal, False).keys.astype(np.float64)
+    keys = dither.nearest_table(pal, False).rows.astype(np.float64)
     for p in ([0, 0, 0], [255, 255, 255], [255, 255, 0]):
         k = keys[:, 3] + p[0] * keys[:, 0]
         assert np.all((k > 0) & (k < 2**24))

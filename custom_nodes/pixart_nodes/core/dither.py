@@ -837,9 +837,9 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
 
 
 
-# No dithering, up to 32 colours, no alpha: a brute-force search the compiler vectorises (16 pixels per AVX-512
-# instruction) beats the cell table, whose memo reads for multi-candidate cells miss the cache (bench_quantize: 2.5 to
-# 9 times slower in sRGB, 1.2 to 4 times in OKLab).
+# No dithering or ordered dithering, up to 32 colours, with or without alpha: a brute-force search the compiler
+# vectorises (16 pixels per AVX-512 instruction) beats the cell table, whose memo reads for multi-candidate cells miss
+# the cache (bench_quantize: 2.5 to 9 times slower in sRGB, 1.2 to 4 times in OKLab).
 #
 # sRGB: the nearest colour minimises ``|c|^2 - 2 p.c`` (|p|^2 is the same for every colour); scaled by 32 with the
 # colour's index added, that "key" is a whole number below 2^24 at every step of its evaluation, so float32 holds it
@@ -862,16 +862,16 @@ _NEAREST_BLOCK = 1024  # pixels per pass: the float32 rows stay in the L1 cache;
 
 
 class NearestTable(NamedTuple):
-    """A palette of up to ``NEAREST_MAX_COLORS`` made ready for ``nearest``: ``keys`` (sRGB, float32 [M,4] rows
-    ``-64r, -64g, -64b, 32 (|c|^2 + 2^18) + index``, M a multiple of 4) or ``lab32`` (OKLab, float32 [M,3], M even,
-    padding far from every colour) and ``lab`` (float64 [N,3], the exact search's), and ``rgbx`` (uint32 per
-    colour, little-endian R G B 0)."""
+    """A palette of up to ``NEAREST_MAX_COLORS`` made ready for ``nearest``. ``rows`` (float32): in sRGB, [M,4] keys
+    ``-64r, -64g, -64b, 32 (|c|^2 + 2^18) + index``, M a multiple of 4; in OKLab, [M,3] colours, M even, padding
+    far from every colour. ``lab``: the OKLab colours (float64 [N,3], the exact search's; None in sRGB). ``rgbx`` /
+    ``rgba``: a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent."""
 
     use_lab: bool
-    keys: np.ndarray
-    lab32: np.ndarray
-    lab: np.ndarray
+    rows: np.ndarray
+    lab: np.ndarray | None
     rgbx: np.ndarray
+    rgba: np.ndarray
 
 
 def nearest_table(pal: np.ndarray, use_lab: bool) -> NearestTable:
@@ -883,6 +883,7 @@ def nearest_table(pal: np.ndarray, use_lab: bool) -> NearestTable:
     rgbx = np.zeros((n, 4), np.uint8)
     rgbx[:, :3] = pal
     rgbx32 = rgbx.view("<u4").ravel().copy()
+    rgba32 = np.append(rgbx32 | np.uint32(0xFF000000), np.uint32(0))
     if use_lab:
         lab = np.ascontiguousarray(color.srgb_u8_to_oklab(pal), dtype=np.float64)
         # padding rows and repeated colours (only the first of equal colours can win) sit far from every colour:
@@ -891,14 +892,14 @@ def nearest_table(pal: np.ndarray, use_lab: bool) -> NearestTable:
         lab32 = np.full((-(-n // 2) * 2, 3), 1e3, np.float32)
         _, first = np.unique(pal, axis=0, return_index=True)
         lab32[first] = lab[first]
-        return NearestTable(True, np.zeros((4, 4), np.float32), lab32, lab, rgbx32)
+        return NearestTable(True, lab32, lab, rgbx32, rgba32)
     # the last colour repeated pads the rows: its key equals the last colour's, the same index either way
     idx = np.minimum(np.arange(-(-n // 4) * 4), n - 1)
     c = pal[idx].astype(np.int64)
     keys = np.empty((len(idx), 4), np.float32)
     keys[:, :3] = -64 * c
     keys[:, 3] = 32 * ((c * c).sum(axis=1) + (1 << 18)) + idx
-    return NearestTable(False, keys, np.zeros((2, 3), np.float32), np.zeros((1, 3)), rgbx32)
+    return NearestTable(False, keys, None, rgbx32, rgba32)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1218,13 +1219,11 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
     if offsets is None or not offsets.any():
         tiled = _NO_OFFSETS
     else:
-        mh, mw = offsets.shape
+        mw = offsets.shape[1]
         tiled = np.ascontiguousarray(np.tile(offsets, (1, -(-w // mw)))[:, :w], dtype=np.int32)
     flat = image.reshape(-1)
-    if ch == 4:
-        # a word per pixel; opaque entries get alpha 255, and one more entry (index N) is transparent black
-        rgbx = np.append(table.rgbx | np.uint32(0xFF000000), np.uint32(0))
-        out_img, words = _NO_BYTES, flat.view(np.uint32)
+    if ch == 4:  # a word per pixel
+        rgbx, out_img, words = table.rgba, _NO_BYTES, flat.view(np.uint32)
     else:
         rgbx, out_img, words = table.rgbx, flat, flat[: 12 * (h * w // 4)].view(np.uint32)
     args = (src.reshape(-1), ch, int(alpha_threshold), w, tiled)
@@ -1233,9 +1232,9 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
         from . import color
 
         lin32, m1f, m2f = _lab32()
-        return int(_jit.kernel(_SELF, "_nearest_lab")(*args, lin32, m1f, m2f, table.lab32, LAB_MARGIN,
+        return int(_jit.kernel(_SELF, "_nearest_lab")(*args, lin32, m1f, m2f, table.rows, LAB_MARGIN,
                                                        color.LINEAR_U8, color.M1, color.M2, table.lab, *outs))
-    return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.keys, *outs))
+    return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.rows, *outs))
 
 
 class Lookup(NamedTuple):

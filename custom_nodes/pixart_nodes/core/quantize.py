@@ -137,21 +137,23 @@ def quantize(
     src = np.ascontiguousarray(arr)
     thr = int(alpha_threshold)
 
+    indices, image = np.empty((h, w), dtype=idx_dtype), np.empty_like(src)
+    plain = dither == "none" or strength == 0.0
+    if (plain or dither not in ERROR_DIFFUSION) and n <= _dither.NEAREST_MAX_COLORS \
+            and sys.byteorder == "little":  # the kernels pack pixels into little-endian words
+        offsets = None if plain else ordered_offsets(dither, pal, strength)
+        mask = _dither.nearest(src, _nearest_table(pal.tobytes(), use_lab), indices, image, offsets, thr)
+        return QuantizeResult(image=image, indices=indices, colors_used=(mask & ((1 << n) - 1)).bit_count())
+
     # one extra entry so transparent pixels (index n) come out as RGBA 0,0,0,0
     table = np.zeros((n + 1, ch), dtype=np.uint8)
     table[:n, :3] = pal
     if has_alpha:
         table[:n, 3] = 255
     # the loops mark each index they write in `used` (cheaper than a bincount)
-    out = _dither.Target(table, np.empty((h, w), dtype=idx_dtype), np.empty_like(src), np.zeros(n + 1, np.uint8))
-    plain = dither == "none" or strength == 0.0
-    if (plain or dither not in ERROR_DIFFUSION) and n <= _dither.NEAREST_MAX_COLORS \
-            and sys.byteorder == "little":  # the kernels pack pixels into little-endian words
-        offsets = None if plain else ordered_offsets(dither, pal, strength)
-        mask = _dither.nearest(src, _nearest_table(pal.tobytes(), use_lab), out.indices, out.image, offsets, thr)
-        return QuantizeResult(image=out.image, indices=out.indices, colors_used=(mask & ((1 << n) - 1)).bit_count())
+    out = _dither.Target(table, indices, image, np.zeros(n + 1, np.uint8))
     lk = _lookup(pal.tobytes(), use_lab)
-    if dither == "none" or strength == 0.0:
+    if plain:
         # the ordered loop with a zero offset: each pixel's exact nearest colour through the same cell table
         _dither.ordered_dither(src, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
     elif dither in ERROR_DIFFUSION:
