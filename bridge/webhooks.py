@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from standardwebhooks.webhooks import Webhook
 
 from bridge.outbound import OutboundRefused
-from bridge.store import TERMINAL, Delivery, Job, JobStore
+from bridge.store import Delivery, Job, JobStore
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -118,23 +118,16 @@ class Webhooks:
     def on_event(self, kind: str, job: Job) -> None:
         """EventHub listener: called for every status and progress change, on the loop. A job's end is recorded
         by `record_end` instead, before the end itself is written (see there)."""
-        event = "job.progress" if kind == "progress" else None
-        if event is None:
+        if kind != "progress":
             return
-        wanted = [r for r in self.receivers(job) if event in r.events]
+        event = "job.progress"
+        now = time.monotonic()
+        wanted = [r for r in self.receivers(job) if event in r.events
+                  and now - self._last_progress.get((job.id, r.url), -1e9) >= self.policy.progress_interval]
         if not wanted:
             return
-        if event == "job.progress":
-            now = time.monotonic()
-            wanted = [r for r in wanted if now - self._last_progress.get((job.id, r.url), -1e9)
-                      >= self.policy.progress_interval]
-            for r in wanted:
-                self._last_progress[(job.id, r.url)] = now
-            if not wanted:
-                return
-        elif job.status in TERMINAL:
-            for r in wanted:
-                self._last_progress.pop((job.id, r.url), None)
+        for r in wanted:
+            self._last_progress[(job.id, r.url)] = now
         task = asyncio.get_running_loop().create_task(self._record(event, job, wanted))
         self._pending_events.add(task)
         task.add_done_callback(self._pending_events.discard)
@@ -185,14 +178,22 @@ class Webhooks:
             self._wake.set()
 
     def end_written(self, job: Job, written: bool) -> None:
-        """The job table wrote the job's end (``written``), or found another replica owning the job: send its held
-        end messages now, so a receiver that looks the job up finds it ended. Not written: the rows stay held and
-        are sent once the hold runs out (at least once; the replica that ends the job records its own)."""
-        for d in self._held.pop(job.id, ()):
-            if written and not self._stopped:
-                self._start(d)
-            elif self._stopped:
+        """The job table wrote the job's end (``written``): send its held end messages now, so a receiver that looks
+        the job up finds it ended. Not written (another replica owns the job now, or it was deleted): the messages
+        describe an end the store refused, so they are removed; the replica that ends the job records its own."""
+        held = self._held.pop(job.id, [])
+        if not written:
+            self._ended.pop(job.id, None)
+            if held:
+                task = asyncio.get_running_loop().create_task(self.store.drop_pending_deliveries([d.id for d in held]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
+        for d in held:
+            if self._stopped:
                 self._interrupted.append(d)
+            else:
+                self._start(d)
 
     @staticmethod
     def _body(msg_id: str, event: str, data: dict[str, Any], now: float) -> str:

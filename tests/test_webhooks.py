@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from bridge.app import create_app
 from bridge.keys import ENGINE
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -317,6 +318,42 @@ async def test_the_message_about_a_jobs_end_is_recorded_before_the_end_is(bridge
     await finished(client, (await resp.json())["id"])
     await receiver.wait_for(1)
     assert seen and seen[0] == ("completed", 1)
+
+
+async def test_end_messages_of_an_end_the_store_did_not_take_are_removed(bridge_factory, receiver):
+    """The store refuses the end (another replica owns the job now, or it was deleted): the messages recorded for
+    it describe an end that was not written, so they are removed instead of going out when their hold runs out."""
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
+    store = client.app[ENGINE].store
+    original = store.save
+    recorded: list[int] = []
+
+    async def save(job, **kwargs):
+        if job.done:
+            recorded.append(len(await store.deliveries_for(job.id)))
+            return False
+        return await original(job, **kwargs)
+
+    store.save = save
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                         "webhook": receiver.url})
+    body = await resp.json()
+    assert resp.status == 202, body
+    job_id = body["id"]
+    await until(lambda: bool(recorded), 15, "the end's write")
+    assert recorded[0] == 1  # recorded before the write, as always
+    rows: list[Any] = [None]
+
+    async def refresh() -> None:
+        rows[0] = await store.deliveries_for(job_id)
+
+    deadline = time.monotonic() + 10
+    while rows[0] != [] and time.monotonic() < deadline:
+        await refresh()
+        await asyncio.sleep(0.05)
+    assert rows[0] == []
+    await asyncio.sleep(0.3)
+    assert receiver.got == []
 
 
 async def test_the_message_about_a_jobs_end_is_sent_after_the_end_is_written(bridge_factory, receiver):

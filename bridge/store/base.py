@@ -288,6 +288,12 @@ class JobStore:
         return await self._execute("UPDATE webhook_deliveries SET next_at = ? WHERE id = ? AND next_at = ? AND "
                                    "status = 'pending'", (until, delivery_id, held_until)) == 1
 
+    async def drop_pending_deliveries(self, delivery_ids: Sequence[str]) -> None:
+        """Remove messages never sent (a job's end this replica recorded but could not write)."""
+        if delivery_ids:
+            await self._execute(f"DELETE FROM webhook_deliveries WHERE status = 'pending' AND id IN "
+                                f"({', '.join('?' for _ in delivery_ids)})", list(delivery_ids))
+
     def _due_sql(self) -> str:
         return (f"UPDATE webhook_deliveries SET next_at = ? WHERE id IN (SELECT id FROM webhook_deliveries WHERE "
                 f"status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?) RETURNING {_DELIVERY_LIST}")
