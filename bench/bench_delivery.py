@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_bridge import GRAPH, MANIFEST, DirectClient, _http, _pct  # noqa: E402
+from bench.bench_bridge import GRAPH, MANIFEST, DirectClient, _http, _pct, _wait_http  # noqa: E402
 
 
 class LoopThread:
@@ -126,6 +126,31 @@ def iso_seconds(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+async def presign_cpu_us(s3: Any, calls: int = 2000) -> tuple[float, float]:
+    """CPU per presigned link (this thread, us): S3Blobs.url as the bridge signs with static keys (in place), and
+    obstore's async signing it used before."""
+    import datetime as dt
+
+    import obstore
+
+    from bridge.storage.s3 import S3Blobs
+
+    cfg = s3.settings("presign")
+    blobs = S3Blobs(cfg["storage"], endpoint=cfg["s3_endpoint"], access_key_id=cfg["s3_access_key_id"],
+                    secret_access_key=cfg["s3_secret_access_key"])
+    life = dt.timedelta(seconds=3600)
+    out = []
+    for sign in (lambda: blobs.url("outputs/j/images_0.png", 3600),
+                 lambda: obstore.sign_async(blobs.store, "GET", "presign/outputs/j/images_0.png", life)):
+        for _ in range(50):
+            await sign()
+        t0 = time.process_time()
+        for _ in range(calls):
+            await sign()
+        out.append((time.process_time() - t0) / calls * 1e6)
+    return out[0], out[1]
+
+
 def long_poll(base: str, color: int) -> bytes:
     accepted = json.loads(_http("POST", base + "/workflows/bench_fill", {"parameters": {"color": color}}))
     job = json.loads(_http("GET", f"{base}/jobs/{accepted['id']}?wait=30"))
@@ -205,18 +230,8 @@ def main() -> None:
             runners.append(runner)
             bases[name] = base
         for base in bases.values():  # wait for the engines' websockets, then warm up
-            for _ in range(300):
-                try:
-                    _http("GET", base + "/health")
-                    break
-                except OSError:
-                    time.sleep(0.2)
-        for _ in range(300):
-            try:
-                _http("GET", f"http://127.0.0.1:{receiver_port}/arrived")
-                break
-            except OSError:
-                time.sleep(0.1)
+            _wait_http(base + "/health", 60)
+        _wait_http(f"http://127.0.0.1:{receiver_port}/arrived", 30)
         for name in bases:
             clients.submit(client_run, bases[name], 4, 0x100, {}, args.sd).result()
 
@@ -275,6 +290,9 @@ def main() -> None:
         for name, label in (("on", "S3 + webhooks"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
             value = statistics.median(cpu_ms[name])
             print(f"{'bridge-process CPU ms/job, ' + label:<44} {value:>10.2f} {base_cpu:>10.2f} {value / base_cpu:>8.2f}")
+        in_place, via_async = asyncio.run(presign_cpu_us(s3))
+        print(f"{'presigned link, process CPU us, in place vs async':<44} {in_place:>10.1f} {via_async:>10.1f} "
+              f"{in_place / via_async:>8.2f}")
         print(f"{'webhook after job end p50 (ms)':<44} {statistics.median(webhook_ms):>10.1f}")
         print(f"{'webhook after job end p95 (ms)':<44} {_pct(webhook_ms, 0.95):>10.1f}")
         print(f"{'messages received / jobs':<44} {len(webhook_ms):>10} {args.jobs * args.rounds:>10}")

@@ -111,21 +111,22 @@ def measure_wrk(replicas: list[Replica], ids: list[str], seconds: float, concurr
     per = max(1, concurrency // len(replicas))
     procs = [subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{seconds:g}s", "-s", str(script), r.url],
                               stdout=subprocess.PIPE, text=True) for r in replicas]
-    done = 0.0
-    errors = 0
+    done = 0.0  # answers (wrk's Requests/sec counts completed requests, whatever their status)
+    non_2xx = socket_errors = 0
     for proc in procs:
         out, _ = proc.communicate()
         for line in out.splitlines():
             if line.startswith("Requests/sec:"):
                 done += float(line.split()[1]) * seconds
             if "Non-2xx" in line:
-                errors += int(line.split()[-1])
-            if line.strip().startswith("Socket errors:"):  # connect/read/write/timeout counts
-                errors += sum(int(part.split()[-1]) for part in line.split(":", 1)[1].split(","))
+                non_2xx += int(line.split()[-1])
+            if line.strip().startswith("Socket errors:"):  # connect/read/write/timeout: never answers
+                socket_errors += sum(int(part.split()[-1]) for part in line.split(":", 1)[1].split(","))
     cpu = sum(r.cpu() for r in replicas) - cpu0
-    # answered with 200 only: refused or failed requests are not status answers
-    return {"per_s": max(0.0, done - errors) / seconds, "errors": errors, "cpu_per_req_ms": 1000 * cpu / max(1, done),
-            "wall": seconds}
+    # throughput counts 200 answers only (a refusal is not a status answer); CPU is per answer of any status,
+    # since the replicas did the work of each
+    return {"per_s": max(0.0, done - non_2xx) / seconds, "errors": non_2xx + socket_errors,
+            "cpu_per_req_ms": 1000 * cpu / max(1, done), "wall": seconds}
 
 
 def measure(kind: str, replicas: list[Replica], ids: list[str], seconds: float, concurrency: int) -> dict[str, float]:

@@ -19,6 +19,7 @@ from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNo
                            WorkflowError, WorkflowNotFound)
 from tests.support.double import ComfyDouble
 from tests.support.imaging import image_size, solid_png_b64
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -467,11 +468,9 @@ async def test_list_stats_choices(make_engine, comfy_double):
     assert await engine.list(status="done") == []  # requests are checked by their models, not here again
     # on a shared store the counts are the store's, refreshed every second: a refresh that read the store just
     # before an end was written shows the job running until the next one
-    for _ in range(60):
-        stats = engine.stats()
-        if stats["counts"]["completed"] == 1 and stats["counts"]["failed"] == 1:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: engine.stats()["counts"]["completed"] == 1 and engine.stats()["counts"]["failed"] == 1, 3,
+                "the store's counts to refresh")
+    stats = engine.stats()
     assert stats["counts"]["completed"] == 1 and stats["counts"]["failed"] == 1 and stats["queue_depth"] == 0
     assert stats["average_duration"] > 0
     assert await engine.choices("KSampler.scheduler") == comfy_double.object_info["KSampler"]["input"][

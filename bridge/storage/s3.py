@@ -44,8 +44,9 @@ class S3Blobs:
         if access_key_id:
             config["access_key_id"] = access_key_id
             config["secret_access_key"] = secret_access_key
-        # Signing with static keys is local arithmetic (about 11 us): done in place. The async call costs about
-        # 135 us of CPU (a hop to obstore's runtime and back to the loop), twice per job answered with links.
+        # Signing with static keys is local arithmetic: done in place. The async call costs 5 to 12 times the CPU
+        # (a hop to obstore's runtime and back to the loop; bench_delivery prints both), twice per job answered with
+        # links.
         # Other credentials may have to be fetched (instance metadata, web identity): those stay async.
         self._sign_in_place = bool(access_key_id)
         client = {"timeout": dt.timedelta(seconds=timeout), "connect_timeout": dt.timedelta(seconds=min(timeout, 10))}
