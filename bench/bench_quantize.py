@@ -107,7 +107,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per first-call case (0: skip)")
-    ap.add_argument("--only", default="", help="time only rows whose name holds this text, any case (Pillow FS always)")
+    ap.add_argument("--only", default="", help="time only rows whose name holds this text, any case (Pillow's FS and "
+                                               "NONE always)")
     args = ap.parse_args()
     pal = named_palette("pico-8")
     pimg = Image.new("P", (1, 1))
@@ -122,17 +123,15 @@ def main() -> None:
             (f"pixart {m} {d}", lambda m=m, d=d: quantize(img, pal, dither=m, distance=d))
             for m in DITHER_METHODS for d in ("rgb", "oklab")
         ]
-        ops = [op for i, op in enumerate(ops) if i == 0 or args.only.lower() in op[0].lower()]
-        names = [name for name, _ in ops]
-        none_at = names.index("Pillow quantize NONE") if "Pillow quantize NONE" in names else 0
-        rows = measure([fn for _, fn in ops], args.runs, none_at)
+        ops = [op for i, op in enumerate(ops) if i <= 1 or args.only.lower() in op[0].lower()]  # Pillow's two always
+        rows = measure([fn for _, fn in ops], args.runs, 1)
         ref = rows[0][0]
         print(f"\n{label} {args.size}x{args.size} -> PICO-8 (16 colours), {args.runs} interleaved rounds, medians")
         print(f"{'operation':48s} {'cpu ms':>8s} {'wall ms':>8s} {'cpu / Pillow FS':>16s} {'per-round ratio':>16s}"
               f" {'ratio to NONE':>14s}")
         for (name, _), (cpu, wall, ratio, to_none) in zip(ops, rows):
             # the per-round ratio to Pillow's NONE only where it is the like-for-like reference (no dithering)
-            none = f"{to_none:14.3f}" if none_at and name.startswith("pixart none") else ""
+            none = f"{to_none:14.3f}" if name.startswith("pixart none") else ""
             print(f"{name:48s} {cpu:8.2f} {wall:8.2f} {cpu / ref:16.2f} {ratio:16.3f} {none}")
     if args.cold_runs:
         cold(args.size, args.cold_runs)

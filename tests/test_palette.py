@@ -14,6 +14,7 @@ from pixart_nodes.core.palette import (
     named_palette,
     palette_from_hex,
 )
+from pixart_nodes.core.tensors import image_to_uint8
 from pixart_nodes.nodes_palette import PixartPalette, resolve_palette_file
 
 
@@ -189,7 +190,7 @@ def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
         node.build("image", **args)
     y, x = np.mgrid[0:32, 0:48]
     ramp = torch.from_numpy(np.stack([x / 47, y / 31, (x + y) / 78], -1)[None].astype(np.float32))
-    img = np.clip(np.floor(ramp[0].numpy() * 255 + 0.5), 0, 255).astype(np.uint8)  # the node's own conversion
+    img = image_to_uint8(ramp[0])  # the node's own conversion
     p, _, _ = node.build("image", **{**args, "n_colors": 8}, image=ramp, for_dithering=True)
     # the spread is chosen on the picture itself: a strip of its pixels diffuses no error sideways and has no blocks
     assert p == extract_palette(img, 8, dither=True) != extract_palette(img.reshape(-1, 1, 3), 8, dither=True)

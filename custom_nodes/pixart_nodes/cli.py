@@ -512,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="library palette name (pico-8, ...; see 'pixart palettes'), hex list ('#000,#fff'), or a "
                         "palette file (.hex .gpl .pal .act .txt .png)")
     c.add_argument("--colors", type=_positive_int,
-                   help="extract a palette of N colours instead (per image, or one for all: see --shared-palette)")
+                   help="extract a palette of N colours instead (per image, or one for all: see --shared-palette); "
+                        "with an error-diffusion --dither its colours are spread out from the image's mean so the "
+                        "dither reaches the darkest and brightest areas")
     c.add_argument("--shared-palette", action=argparse.BooleanOptionalAction, default=None,
                    help="with --colors and a folder: extract one palette from all images (held in memory) and use "
                         "it for every one; default on with --indexed and for an animated GIF")

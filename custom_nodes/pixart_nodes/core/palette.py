@@ -277,10 +277,11 @@ def _spread_for_dithering(images: list[np.ndarray], centres_lab: np.ndarray, mea
     for spread in DITHER_SPREADS:
         pal = _distinct(color.oklab_to_srgb_u8(mean_lab + (centres_lab - mean_lab) * spread))
         pal_lab = np.ascontiguousarray(color.srgb_u8_to_oklab(pal))
+        pal_f = pal.astype(np.float64)
         score = 0.0
         for src, src_lab, pixels in samples:
-            mean_err, block_err = errors(src, src_lab, pal.astype(np.float64), pal_lab, color.LINEAR_U8, color.M1,
-                                         color.M2, DAMPING_LIMIT)
+            mean_err, block_err = errors(src, src_lab, pal_f, pal_lab, color.LINEAR_U8, color.M1, color.M2,
+                                         DAMPING_LIMIT)
             score += (mean_err + block_err) * pixels
         if score < best_score:
             best, best_score = pal, score
