@@ -189,6 +189,14 @@ def test_plan_chooses_the_path_and_fills_parameters():
     refused = pe.plan_request(request_body(useAI=False, prompt=""), ai_settings, decoded(), DITHERS)
     assert refused.workflow == "pixel_art"
 
+    # an extracted palette for error diffusion is spread, where the chosen workflow declares the parameter
+    fs = request_body(style="pixel-modern", dither="floyd-steinberg")
+    assert pe.plan_request(fs, settings_with(), decoded(), DITHERS).params[pe.FOR_DITHERING] is True
+    asked: list[tuple[str, str]] = []
+    lacking = pe.plan_request(fs, settings_with(), decoded(), DITHERS,
+                              lambda workflow, parameter: bool(asked.append((workflow, parameter))))
+    assert pe.FOR_DITHERING not in lacking.params and asked == [("pixel_art", pe.FOR_DITHERING)]
+
 
 @pytest.mark.parametrize("fields,settings,field", [
     ({"prompt": ""}, AI, "prompt"),

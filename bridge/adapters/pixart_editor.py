@@ -35,7 +35,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -305,8 +305,11 @@ FOR_DITHERING = "palette_for_dithering"
 
 
 def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditorSettings,
-                 sketch: image_io.DecodedImage, dither_methods: Sequence[str]) -> Plan:
-    """Choose the workflow and its parameters for a request whose fields are checked (a dict is checked here)."""
+                 sketch: image_io.DecodedImage, dither_methods: Sequence[str],
+                 declares: Callable[[str, str], bool] = lambda workflow, parameter: True) -> Plan:
+    """Choose the workflow and its parameters for a request whose fields are checked (a dict is checked here).
+    ``declares(workflow, parameter)``: whether the chosen workflow takes an optional parameter (an operator's own
+    workflow may lack one the shipped workflows have)."""
     model = request_model(settings.max_side, tuple(dither_methods))
     if not isinstance(body, EditorRequest):
         try:
@@ -329,11 +332,6 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
     params: dict[str, Any] = {"sketch": sketch, "width": width, "height": height, "dither": dither,
                               "background": parse_colour(settings.background, "PIXART_EDITOR_BACKGROUND"),
                               **palette.params}
-    if palette.params.get("palette_source") == "image":
-        from pixart_nodes.core.quantize import ERROR_DIFFUSION
-
-        if dither in ERROR_DIFFUSION:  # extracted for error diffusion, as `pixart convert --colors` does
-            params[FOR_DITHERING] = True
     if use_ai:
         workflow = settings.ai_workflow
         gw, gh = generation_size(width, height, settings.ai_size)
@@ -357,6 +355,11 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
         ww, wh, method = work_size(width, height, sketch.width, sketch.height, settings.max_work_pixels)
         params.update({"sketch_width": sketch.width, "sketch_height": sketch.height, "work_width": ww,
                        "work_height": wh, "scale_method": method})
+    if palette.params.get("palette_source") == "image" and declares(workflow, FOR_DITHERING):
+        from pixart_nodes.core.quantize import ERROR_DIFFUSION
+
+        if dither in ERROR_DIFFUSION:  # extracted for error diffusion, as `pixart convert --colors` does
+            params[FOR_DITHERING] = True
     meta = {"dialect": DIALECT_NAME, "client_id": body.id, "body_sha256": body_digest(body), "width": width,
             "height": height, "style": style, "palette": palette.label, "dither": dither, "algorithm": workflow,
             "use_ai": use_ai, "timestamp": body.timestamp, "webhook": body.webhook,
@@ -550,10 +553,13 @@ async def generate(request: web.Request, body: EditorRequest) -> web.Response:
     sketch = await image_io.decode_async(await engine.fetch_image(body.sketchData, "sketchData"), "sketchData",
                                          max_bytes=engine.max_image_bytes,
                                          max_pixels=engine.max_image_pixels)
-    plan = plan_request(body, settings, sketch, _state(request)["dither"])
-    wf = getattr(engine, "workflows", {}).get(plan.workflow)
-    if wf is not None and FOR_DITHERING not in wf.parameters:
-        plan.params.pop(FOR_DITHERING, None)  # an operator's own workflow without it: the plain palette
+    workflows = getattr(engine, "workflows", {})
+
+    def declares(workflow: str, parameter: str) -> bool:
+        wf = workflows.get(workflow)
+        return wf is None or parameter in wf.parameters  # unknown here: the engine's own check answers
+
+    plan = plan_request(body, settings, sketch, _state(request)["dither"], declares)
     try:
         job = await engine.submit(plan.workflow, plan.params, meta=plan.meta, job_id=job_id, timeout=settings.timeout)
     except Conflict:
