@@ -161,14 +161,18 @@ def nearest_indices(points: np.ndarray, centres: np.ndarray, chunk: int = 1 << 1
 _MAX_POINTS = 20000  # distinct colours above this are merged into 5-bit-per-channel bins (weighted means)
 
 
-def _colour_histogram(img: np.ndarray, alpha_threshold: int = 128) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Distinct colours (float RGB 0..255) and pixel counts of the opaque pixels; bool says "exact colours"."""
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"image must be uint8 [H,W,3|4], got {arr.dtype} {list(arr.shape)}")
-    rgb = arr[..., :3].reshape(-1, 3)
-    if arr.shape[2] == 4:
-        rgb = rgb[arr[..., 3].reshape(-1) >= alpha_threshold]
+def _colour_histogram(images: np.ndarray | list[np.ndarray], alpha_threshold: int = 128
+                      ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Distinct colours (float RGB 0..255) and pixel counts of the opaque pixels of one image or several; bool says
+    "exact colours"."""
+    parts = []
+    for img in [images] if isinstance(images, np.ndarray) else images:
+        arr = np.asarray(img)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ValueError(f"image must be uint8 [H,W,3|4], got {arr.dtype} {list(arr.shape)}")
+        rgb = arr[..., :3].reshape(-1, 3)
+        parts.append(rgb[arr[..., 3].reshape(-1) >= alpha_threshold] if arr.shape[2] == 4 else rgb)
+    rgb = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if rgb.shape[0] == 0:
         raise ValueError("image has no opaque pixels to take colours from")
     keys = (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
@@ -242,18 +246,6 @@ def _distinct(out: np.ndarray) -> np.ndarray:
     return out[np.sort(first)]
 
 
-def _column(images: list[np.ndarray]) -> np.ndarray:
-    """Every pixel of several images as one ``[N,1,C]`` column (RGB gets opaque alpha beside RGBA): their histogram."""
-    for a in images:
-        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4):
-            raise ValueError(f"image must be uint8 [H,W,3|4], got {a.dtype} {list(a.shape)}")
-    ch = max(a.shape[2] for a in images)
-    parts = [a.reshape(-1, 1, a.shape[2]) if a.shape[2] == ch
-             else np.concatenate([a.reshape(-1, 1, 3), np.full((a.shape[0] * a.shape[1], 1, 1), 255, np.uint8)], axis=2)
-             for a in images]
-    return np.concatenate(parts, axis=0)
-
-
 def _spread_for_dithering(images: list[np.ndarray], centres_lab: np.ndarray, mean_lab: np.ndarray) -> np.ndarray:
     """The centres spread out from the images' mean by the factor of ``DITHER_SPREADS`` that gives the lowest mean +
     4x4-block OKLab error under damped Floyd-Steinberg on a sample of each image (every s-th pixel of every s-th
@@ -309,13 +301,13 @@ def extract_palette(
     images = [np.asarray(img)] if isinstance(img, np.ndarray) else [np.asarray(i) for i in img]
     if not images:
         raise ValueError("no image to take colours from")
-    cols, w, exact = _colour_histogram(images[0] if len(images) == 1 else _column(images), alpha_threshold)
+    cols, w, exact = _colour_histogram(images, alpha_threshold)
     if exact and cols.shape[0] <= k:
         out = cols.astype(np.uint8)
     elif method == "kmeans":
         lab = color.srgb_float_to_oklab(cols)
         centres = _kmeans_oklab(lab, w, k, int(seed))
-        if dither and all(a.shape[2] == 3 or bool((a[..., 3] >= alpha_threshold).all()) for a in images):
+        if dither and w.sum() == sum(a.shape[0] * a.shape[1] for a in images):  # every pixel opaque
             out = _spread_for_dithering(images, centres, (lab * w[:, None]).sum(axis=0) / w.sum())
         else:
             out = color.oklab_to_srgb_u8(centres)
