@@ -1,6 +1,8 @@
 """Dithering: kernel data, matrices, blue noise, and behaviour on flat greys."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -170,7 +172,8 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
     """Every kernel and distance (the sRGB Floyd-Steinberg loop, and the loop shared by all others, with and
     without damping) against the plain-Python reference: saturated noise drives values outside 0..255, a
-    quarter of the pixels transparent; PICO-8, and 40 random colours (cells with 3+ candidates)."""
+    quarter of the pixels transparent; PICO-8, and 40 random colours (cells with 3+ candidates); cell tables of
+    both sizes the loops use."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
@@ -179,9 +182,10 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
     img[::3] = rng.integers(0, 256, (4, 14, 4), dtype=np.uint8)
     img[..., 3] = np.where(rng.random((11, 14)) < 0.25, 0, 255)
     kernel = dither.ERROR_KERNELS[name]
-    for pal in (named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8)):
+    for pal, gbits in itertools.product((named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8)),
+                                        (dither.GBITS, dither.LAB_DIFFUSION_GBITS)):
         n = len(pal)
-        lk = qz._lookup(pal.tobytes(), distance == "oklab")
+        lk = qz._lookup(pal.tobytes(), distance == "oklab", gbits)
         table = np.zeros((n + 1, 4), np.uint8)
         table[:n, :3] = pal
         table[:n, 3] = 255

@@ -452,6 +452,75 @@ def test_pair_codes_hold_the_true_nearest(name):
     assert many < len(values) // 4
 
 
+
+@pytest.mark.parametrize("gbits", [5, 6])
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-40", "random-200", "near-ties-24"])
+def test_pair_masks_hold_the_exact_nearest(name, gbits):
+    """OKLab error diffusion reads a pair cell's choice from its mask: for every code value of sampled pair cells
+    (all 64 or 512 each), the bit says b exactly where b is nearer than a (brute force; ties to a). Other cells
+    read the all-zero mask."""
+    from pixart_nodes.core import dither
+
+    rng = np.random.default_rng(23)
+    if name.startswith("near-ties"):
+        pal, _ = _near_tie_palette(rng, 24, "oklab")
+    else:
+        pal = _palette(name, rng)
+    tab = dither.cell_table(pal, True, gbits)
+    codes, shift, masks, slots = dither.diffusion_pairs(tab, pal, True)
+    c = codes.astype(np.int64)
+    a, b = c & ((1 << shift) - 1), c >> shift
+    cells = np.flatnonzero(a < b)
+    g = tab.gbits
+    lb = 8 - g
+    low = np.arange(1 << (3 * lb))
+    words = max(1, len(low) // 64)
+    assert len(cells) > 100 and len(masks) == (len(cells) + 1) * words and not masks[:words].any()
+    assert np.array_equal(np.sort(slots[cells]), np.arange(1, len(cells) + 1)) and not slots[a >= b].any()
+    pick = rng.choice(cells, min(len(cells), (300 if len(pal) > 40 else 1500) >> (3 * (6 - g))), replace=False)
+    values = np.stack([((pick >> (2 * g))[:, None] << lb) + (low >> (2 * lb)),
+                       (((pick >> g) & ((1 << g) - 1))[:, None] << lb) + ((low >> lb) & ((1 << lb) - 1)),
+                       ((pick & ((1 << g) - 1))[:, None] << lb) + (low & ((1 << lb) - 1))], axis=-1).reshape(-1, 3)
+    best, d = _nearest_by_brute_force(values, pal, "oklab")
+    ca, cb = np.repeat(a[pick], len(low)), np.repeat(b[pick], len(low))
+    word = masks[slots[pick].astype(np.int64)[:, None] * words + (low >> 6)]
+    bit = ((word >> (low & 63).astype(np.uint64)) & np.uint64(1)).ravel().astype(bool)
+    rows = np.arange(len(values))
+    da, db = d[rows, ca], d[rows, cb]
+    tol = 1e-12  # float rounding between two ways of converting to OKLab
+    assert np.all(np.where(bit, db < da + tol, da <= db + tol))
+    assert np.all(np.minimum(da, db) <= d.min(axis=1) + tol)  # the pair holds the nearest colour
+    clear = np.abs(da - db) > tol
+    assert bit[clear].any() and (~bit[clear]).any()
+    assert np.array_equal(bit[clear], (best == cb)[clear])
+
+
+def test_pairs_beyond_the_mask_limit_go_through_the_memo(monkeypatch):
+    """Palettes with more pair cells than slots: the rest are marked 3+ and read from the memo; error diffusion
+    gives the same result as with a mask for every pair."""
+    from pixart_nodes.core import dither
+
+    rng = np.random.default_rng(24)
+    pal = rng.integers(0, 256, (40, 3), dtype=np.uint8)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    results = []
+    for limit in (dither.MAX_MASKS, 500):
+        monkeypatch.setattr(dither, "MAX_MASKS", limit)
+        lk = dither.lookup(pal, True)
+        prs = dither.diffusion_pairs(lk.table, pal, True)
+        c = prs.codes.astype(np.int64)
+        many = np.count_nonzero((c & 255) > (c >> 8))
+        results.append((many, len(prs.masks)))
+        table = np.zeros((41, 3), np.uint8)
+        table[:40] = pal
+        out = dither.Target(table, np.empty((64, 64), np.uint8), np.empty_like(img), np.zeros(41, np.uint8))
+        dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["jarvis-judice-ninke"], out, pairs=prs)
+        results.append(out.indices)
+    assert results[2][1] == 501 and results[0][1] > 501
+    assert results[2][0] == results[0][0] + results[0][1] - 501
+    assert np.array_equal(results[1], results[3])
+
+
 _AOT_CHECK = r"""
 import json, sys
 import numpy as np

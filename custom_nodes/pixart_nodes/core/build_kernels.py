@@ -44,7 +44,7 @@ def exports() -> dict[str, str]:
         lookup = _LOOKUP.format(info=info)
         out[jit.export_name(dither, "_diffuse_fixed", info, codes, idx)] = (
             f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, boolean, {lookup}, {codes}[::1], "
-            f"int64, {_OUT.format(idx=idx)})"
+            f"int64, uint64[::1], uint16[::1], {_OUT.format(idx=idx)})"
         )
         out[jit.export_name(dither, "_floyd_steinberg_rgb", info, codes, idx)] = (
             f"void(uint8[:, :, ::1], int64, int64[::1], int64, {lookup}, {codes}[::1], int64, boolean, "

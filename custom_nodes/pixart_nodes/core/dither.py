@@ -178,8 +178,12 @@ def threshold_matrix(method: str) -> np.ndarray:
 
 # cell tables of the loops: 64^3 cells. The 256 KiB table misses the L1 cache where a 32^3 one (32 KiB) does not,
 # but half as many pixels land in multi-candidate cells, whose memo entries are spread over megabytes; on
-# bench_quantize's images that is faster for every loop, most for OKLab error diffusion (about 1.25x)
+# bench_quantize's images that is faster for every loop that reads the memo for every multi-candidate cell.
 GBITS = 6
+# OKLab error diffusion reads pair masks instead (see ``pair_masks``): at 32^3 cells its per-cell tables take 96 KiB
+# instead of 768 KiB and the masks 354 KiB instead of 167, and the loops took 0.88x the time on random input and
+# 0.87-1.0x on a gradient (bench_quantize's images, PICO-8, same process; 16^3 cells: 1.2-1.3x, more 3+ cells).
+LAB_DIFFUSION_GBITS = 5
 
 @njit(cache=True, nogil=True)
 def _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist, near, keep):
@@ -420,11 +424,17 @@ def cell_table(pal: np.ndarray, use_lab: bool, gbits: int = GBITS) -> CellTable:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# sRGB error diffusion: candidate pairs. Error diffusion pushes values onto the boundaries between colours,
-# so a fifth to a half of its pixels land in cells with two or more candidates; a branch there mispredicts about
-# half the time. Each cell instead holds a pair code ``a | b << shift`` (``a <= b``; ``a == b`` for one candidate)
-# and the loops always compare the two distances, so one branch-free path serves both kinds of cell. ``a > b``
-# marks a cell with 3+ candidates, whose values go through the memo.
+# Error diffusion: candidate pairs. Error diffusion pushes values onto the boundaries between colours, so a tenth
+# to a third of its pixels land in cells with two or more candidates (19 in 20 of those cells have exactly two); a
+# branch there mispredicts about half the time. Each cell instead holds a pair code ``a | b << shift`` (``a <= b``;
+# ``a == b`` for one candidate), so one branch-free path serves both kinds of cell. ``a > b`` marks a cell with 3+
+# candidates, whose values go through the memo. With sRGB distance the loops compare the pair's two distances
+# (a few integer operations). With OKLab that would need the value's OKLab (three cube roots), and the memo's
+# entries, spread over megabytes, made the loop wait for memory: so each pair cell has a mask, one bit per code value
+# of the cell, computed when the palette is prepared (``pair_masks``). The masks sit together, reached through a
+# per-cell slot, so they stay in the cache: at 64^3 cells, 512x512 to PICO-8 took 5.1 ms instead of 6.0 on random
+# input, where masks indexed by cell (2 MiB, mostly zeros) spilled out of it, and 7.5 ms through the memo (see
+# LAB_DIFFUSION_GBITS for the cell size).
 
 PAIR_MANY = 1  # a=1, b=0: never a real pair (pairs are stored in palette order)
 
@@ -443,6 +453,74 @@ def pair_table(tab: CellTable, n: int) -> tuple[np.ndarray, int]:
     codes[multi] = np.where(two, tab.cands[s + 1] | (tab.cands[np.minimum(s + 2, len(tab.cands) - 1)] << shift),
                             PAIR_MANY)
     return np.ascontiguousarray(codes, dtype=np.uint8 if shift == 4 else np.uint16), shift
+
+
+MAX_MASKS = (1 << 16) - 1  # slots are uint16; slot 0 is the all-zero mask of every other cell
+
+
+def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OKLab choices of the pair cells of ``codes`` (from ``pair_table`` of an OKLab ``tab``): ``(masks, slots)``.
+
+    For a cell whose candidates are a < b, the mask of ``slots[cell]`` (``W = max(1, 2^(3 (8 - gbits)) / 64)``
+    uint64 words at ``masks[W * slot]``, little-endian bit order) has bit ``_low`` of a code value set where b is
+    nearer to it than a (ties: a, the lower index, like the search). Every other cell has slot 0, an all-zero mask,
+    so the loops take ``a`` without a branch. Pairs beyond the first ``MAX_MASKS`` (palettes of
+    hundreds of colours) are marked 3+ in ``codes``, changed in place, and go through the memo. Each pair of colours
+    is one call of the vectorised exact search (``nearest``) with the pair as its palette, over all its cells' values.
+    """
+    c = codes.astype(np.int64)
+    a, b = c & ((1 << shift) - 1), c >> shift
+    cells = np.flatnonzero(a < b)
+    codes[cells[MAX_MASKS:]] = PAIR_MANY
+    cells = cells[:MAX_MASKS]
+    key = (a[cells] << shift) | b[cells]
+    order = np.argsort(key, kind="stable")
+    cells, key = cells[order], key[order]
+    slots = np.zeros(len(codes), np.uint16)
+    slots[cells] = np.arange(1, len(cells) + 1)
+    g = tab.gbits
+    lb = 8 - g
+    gm, lm = (1 << g) - 1, (1 << lb) - 1
+    low = np.arange(1 << (3 * lb))
+    # the values as opaque RGBA pixels, built as little-endian words: a cell's base plus each place in it (no carry
+    # between channels), so numpy adds along rows of 64 rather than along pixels of three channels (10x faster)
+    word = np.array([1, 1 << 8, 1 << 16], np.int64)
+    base = (np.stack([cells >> (2 * g), (cells >> g) & gm, cells & gm], axis=-1) << lb) @ word + (255 << 24)
+    place = np.stack([low >> (2 * lb), (low >> lb) & lm, low & lm], axis=-1) @ word
+    vals = np.add.outer(base.astype("<u4"), place.astype("<u4")).view(np.uint8).reshape(len(cells), len(low), 4)
+    idx = np.empty(vals.shape[:2], np.uint8)
+    scratch = np.empty_like(vals)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [len(key)]])
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        two = pal[[key[s] >> shift, key[s] & ((1 << shift) - 1)]]
+        nearest(vals[s:e], nearest_table(two, True), idx[s:e], scratch[s:e])
+    words = max(1, len(low) // 64)
+    masks = np.zeros((len(cells) + 1) * words, np.uint64)
+    if len(cells):
+        masks[words:] = np.packbits(idx == 1, axis=1, bitorder="little").view("<u8").ravel()
+    return masks, slots
+
+
+class Pairs(NamedTuple):
+    """What the error-diffusion loops read per cell besides the cell table (``diffusion_pairs``)."""
+
+    codes: np.ndarray
+    shift: int
+    masks: np.ndarray
+    slots: np.ndarray
+
+
+# sRGB loops compare distances and read no masks; typed like real ones so both distances share one compiled loop
+_NO_MASKS = np.zeros(1, np.uint64)
+_NO_SLOTS = np.zeros(1, np.uint16)
+
+
+def diffusion_pairs(tab: CellTable, pal: np.ndarray, use_lab: bool) -> Pairs:
+    """Pair codes of the cell table ``tab`` of ``pal`` (uint8 [N,3]) and, with OKLab distance, their masks."""
+    codes, shift = pair_table(tab, len(pal))
+    if not use_lab:
+        return Pairs(codes, shift, _NO_MASKS, _NO_SLOTS)
+    return Pairs(codes, shift, *pair_masks(tab, codes, shift, np.ascontiguousarray(pal, dtype=np.uint8)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -509,12 +587,17 @@ def _cell(vr, vg, vb, gbits):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _memo_at(vr, vg, vb, cell, blk, gbits):
-    """Where the memo keeps the code value (vr, vg, vb) of multi-candidate ``cell``: its block plus the value's
-    low ``8 - gbits`` bits per channel."""
+def _low(vr, vg, vb, gbits):
+    """The code value's low ``8 - gbits`` bits per channel (r g b): its place in its cell."""
     lb = np.int64(8 - gbits)
     lm = (np.int64(1) << lb) - 1
-    return np.uint64(np.int64(blk[cell]) + (((((vr & lm) << lb) | (vg & lm)) << lb) | (vb & lm)))
+    return np.uint64((((((vr & lm) << lb) | (vg & lm)) << lb) | (vb & lm)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _memo_at(vr, vg, vb, cell, blk, gbits):
+    """Where the memo keeps the code value (vr, vg, vb) of multi-candidate ``cell``: its block plus ``_low``."""
+    return np.uint64(blk[cell]) + _low(vr, vg, vb, gbits)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -686,7 +769,7 @@ def _floyd_steinberg_rgb(
 @njit(cache=True, nogil=True)
 def _diffuse_fixed(
     use_lab, src, alpha_threshold, pal4, wts, damp_limit, serpentine, pal_cmp, lin, m1, m2, info, blk, memo, moff,
-    cands, gbits, codes, shift, table, out_idx, out_img, used,
+    cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
     # The chain from one pixel to the next (value, nearest colour, error, the right neighbour's value) keeps the
     # right-hand error unpacked, per channel; everything else is off that chain: the rows below collect packed
@@ -698,7 +781,7 @@ def _diffuse_fixed(
     flat, oidx, oimg, uch = _views(src, out_idx, out_img)
     bias = np.int64(FS_BIAS)
     damp = damp_limit >= 0
-    multi = np.int64(np.iinfo(info.dtype).max)
+    wsh = np.uint64(max(3 * (8 - gbits) - 6, 0))  # a pair's mask: 2^wsh words of 64 bits
     w01, w02 = wts[3], wts[4]
     w1m2, w1m1, w10, w1p1, w1p2 = wts[5], wts[6], wts[7], wts[8], wts[9]
     w2m2, w2m1, w20, w2p1, w2p2 = wts[10], wts[11], wts[12], wts[13], wts[14]
@@ -739,19 +822,16 @@ def _diffuse_fixed(
             else:
                 vr, vg, vb = _code(tr + c1r), _code(tg + c1g), _code(tb + c1b)
                 cell = _cell(vr, vg, vb, gbits)
-                if use_lab:
-                    # the memo only for a multi-candidate cell: the next pixel waits for this one's colour, and a
-                    # branch costs less than waiting for the memo on every pixel
-                    ka = np.int64(info[cell])
-                    if ka == multi:
-                        ka = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
-                    kb = ka
-                else:
-                    ka, kb = _pair(codes[cell], shift)
-                    if ka > kb:  # 3+ candidates: the memo
-                        ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
-                if ka < 0:
-                    ka = kb = _fill(use_lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
+                ka, kb = _pair(codes[cell], shift)
+                if ka > kb:  # 3+ candidates: the memo
+                    ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
+                    if ka < 0:
+                        ka = kb = _fill(use_lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2,
+                                        gbits)
+                elif use_lab:  # a pair's choice for this value is a bit of its mask (see ``pair_masks``)
+                    lo = _low(vr, vg, vb, gbits)
+                    word = masks[(np.uint64(slots[cell]) << wsh) | (lo >> np.uint64(6))]
+                    ka = kb = ka + np.int64((word >> (lo & np.uint64(63))) & np.uint64(1)) * (kb - ka)
                 k, er, eg, eb = _pick(vr, vg, vb, ka, kb, pal4)
                 _emit(oidx, oimg, used, table, p, uch, k)
                 if damp and er * er + eg * eg + eb * eb > damp_limit:
@@ -1254,12 +1334,12 @@ class Lookup(NamedTuple):
         return (self.pal_cmp, self.lin, self.m1, self.m2, t.info, t.blk, t.memo, t.moff, t.cands, t.gbits)
 
 
-def lookup(pal: np.ndarray, use_lab: bool) -> Lookup:
+def lookup(pal: np.ndarray, use_lab: bool, gbits: int = GBITS) -> Lookup:
     from . import color
 
     pal = np.ascontiguousarray(pal, dtype=np.uint8)
     pal_cmp = np.ascontiguousarray(color.srgb_u8_to_oklab(pal) if use_lab else pal.astype(np.float64))
-    return Lookup(use_lab, pal_cmp, color.LINEAR_U8, color.M1, color.M2, cell_table(pal, use_lab))
+    return Lookup(use_lab, pal_cmp, color.LINEAR_U8, color.M1, color.M2, cell_table(pal, use_lab, gbits))
 
 
 class Target(NamedTuple):
@@ -1287,21 +1367,18 @@ def kernel_weights(kernel: ErrorKernel, strength: float) -> np.ndarray:
 
 def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: ErrorKernel, out: Target, *,
                   alpha_threshold: int = 128, strength: float = 1.0, serpentine: bool = True,
-                  pairs: tuple[np.ndarray, int] | None = None, damp_limit: int = -1) -> None:
+                  pairs: Pairs | None = None, damp_limit: int = -1) -> None:
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``.
 
     Every kernel runs in fixed point (see ``FS_ONE`` and ``kernel_weights``): ``strength`` is rounded to steps of
     1/``STRENGTH_STEPS``, the diffused value to a code value, and that value's exact nearest colour (in the
     lookup's distance space) is taken; the error passed on is (value - colour) in code values. Pixels with alpha
-    below ``alpha_threshold`` get index N and neither take nor pass on error. ``pairs``: ``pair_table`` of the
-    sRGB cell table (built here when None; unused for OKLab). ``damp_limit`` >= 0: a pixel whose squared error
+    below ``alpha_threshold`` get index N and neither take nor pass on error. ``pairs``: ``diffusion_pairs`` of the
+    lookup's cell table (built here when None). ``damp_limit`` >= 0: a pixel whose squared error
     exceeds it passes on 3/4 of it (libimagequant's rule, see ``_diffuse_fixed``).
     """
     t = lk.table
-    if lk.use_lab:
-        codes, shift = _NO_PAIRS
-    else:
-        codes, shift = pairs if pairs is not None else pair_table(t, len(palette))
+    codes, shift, masks, slots = pairs if pairs is not None else diffusion_pairs(t, palette, lk.use_lab)
     # palette padded to 4 values per colour: the loops index it with a shift instead of a multiply
     pal4 = np.zeros((len(palette), 4), dtype=np.int64)
     pal4[:, :3] = palette
@@ -1314,12 +1391,8 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
         return
     _jit.kernel(_SELF, "_diffuse_fixed", t.info.dtype, codes.dtype, out.indices.dtype)(
         lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
-        serpentine, *lk.loop_args, codes, shift, table, out.indices, out.image, out.used,
+        serpentine, *lk.loop_args, codes, shift, masks, slots, table, out.indices, out.image, out.used,
     )
-
-
-# OKLab loops take no pair codes; typed like real ones so both distances share one compiled loop
-_NO_PAIRS = (np.zeros(1, np.uint8), 4)
 
 
 def ordered_dither(src: np.ndarray, lk: Lookup, offsets: np.ndarray, out: Target, *,

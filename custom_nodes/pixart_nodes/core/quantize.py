@@ -39,11 +39,15 @@ def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
+def _lookup(pal_bytes: bytes, use_lab: bool, gbits: int = _dither.GBITS) -> _dither.Lookup:
     # keyed on the colour bytes so repeated calls with one palette (every image of a batch, every method) share
     # one cell table and its memo of exact nearest colours
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
-    return _dither.lookup(pal, use_lab)
+    return _dither.lookup(pal, use_lab, gbits)
+
+
+def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
+    return _lookup(pal_bytes, use_lab, _dither.LAB_DIFFUSION_GBITS if use_lab else _dither.GBITS)
 
 
 @lru_cache(maxsize=16)
@@ -52,9 +56,10 @@ def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
 
 
 @lru_cache(maxsize=16)
-def _pairs(pal_bytes: bytes) -> tuple[np.ndarray, int]:
-    # error diffusion with sRGB distance: pair codes derived from the palette's sRGB cell table
-    return _dither.pair_table(_lookup(pal_bytes, False).table, len(pal_bytes) // 3)
+def _pairs(pal_bytes: bytes, use_lab: bool) -> _dither.Pairs:
+    # error diffusion: pair codes (and OKLab masks) derived from the palette's cell table
+    pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
+    return _dither.diffusion_pairs(_diffusion_lookup(pal_bytes, use_lab).table, pal, use_lab)
 
 
 def ordered_spread(pal: np.ndarray) -> float:
@@ -152,16 +157,15 @@ def quantize(
         table[:n, 3] = 255
     # the loops mark each index they write in `used` (cheaper than a bincount)
     out = _dither.Target(table, indices, image, np.zeros(n + 1, np.uint8))
-    lk = _lookup(pal.tobytes(), use_lab)
-    if plain:
-        # the ordered loop with a zero offset: each pixel's exact nearest colour through the same cell table
-        _dither.ordered_dither(src, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
-    elif dither in ERROR_DIFFUSION:
+    if dither in ERROR_DIFFUSION and not plain:
+        lk = _diffusion_lookup(pal.tobytes(), use_lab)
         limit = _damping_limit(src, lk, table, thr) if damping else -1
         _dither.error_diffuse(src, pal, lk, _dither.ERROR_KERNELS[dither], out, alpha_threshold=thr,
                               strength=strength, serpentine=bool(serpentine),
-                              pairs=None if use_lab else _pairs(pal.tobytes()), damp_limit=limit)
+                              pairs=_pairs(pal.tobytes(), use_lab), damp_limit=limit)
     else:
-        _dither.ordered_dither(src, lk, ordered_offsets(dither, pal, strength), out, alpha_threshold=thr)
+        # the ordered loop; with a zero offset, each pixel's exact nearest colour through the same cell table
+        offsets = _ZERO_OFFSET if plain else ordered_offsets(dither, pal, strength)
+        _dither.ordered_dither(src, _lookup(pal.tobytes(), use_lab), offsets, out, alpha_threshold=thr)
     return QuantizeResult(image=out.image, indices=out.indices, colors_used=int(np.count_nonzero(out.used[:n])))
 
