@@ -454,7 +454,7 @@ def test_pair_codes_hold_the_true_nearest(name):
 
 
 @pytest.mark.parametrize("gbits", [5, 6])
-@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-40", "random-200", "near-ties-24"])
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-9", "random-32", "near-ties-24"])
 def test_pair_masks_hold_the_exact_nearest(name, gbits):
     """OKLab error diffusion reads a pair cell's choice from its mask: for every code value of sampled pair cells
     (all 64 or 512 each), the bit says b exactly where b is nearer than a (brute force; ties to a). Other cells
@@ -466,8 +466,9 @@ def test_pair_masks_hold_the_exact_nearest(name, gbits):
         pal, _ = _near_tie_palette(rng, 24, "oklab")
     else:
         pal = _palette(name, rng)
-    tab = dither.cell_table(pal, True, gbits)
-    codes, shift, masks, slots = dither.diffusion_pairs(tab, pal, True)
+    lk = dither.lookup(pal, True, gbits)
+    tab = lk.table
+    codes, shift, masks, slots = dither.diffusion_pairs(lk, pal)
     c = codes.astype(np.int64)
     a, b = c & ((1 << shift) - 1), c >> shift
     cells = np.flatnonzero(a < b)
@@ -495,25 +496,39 @@ def test_pair_masks_hold_the_exact_nearest(name, gbits):
     assert np.array_equal(bit[clear], (best == cb)[clear])
 
 
+def test_big_palettes_have_no_pair_masks():
+    """Beyond the vectorised search's palette size every pair cell goes through the memo (and error diffusion stays
+    exact: see test_dither's fixed-point reference with 40 colours)."""
+    from pixart_nodes.core import dither
+
+    pal = np.random.default_rng(25).integers(0, 256, (dither.NEAREST_MAX_COLORS + 1, 3), dtype=np.uint8)
+    lk = dither.lookup(pal, True, dither.LAB_DIFFUSION_GBITS)
+    prs = dither.diffusion_pairs(lk, pal)
+    c = prs.codes.astype(np.int64)
+    single = lk.table.info != np.iinfo(lk.table.info.dtype).max
+    assert np.array_equal((c & 255) == (c >> 8), single) and np.all(c[~single] == dither.PAIR_MANY)
+    assert not prs.masks.any() and not prs.slots.any() and len(prs.masks) == 1 << (3 * (8 - lk.table.gbits) - 6)
+
+
 def test_pairs_beyond_the_mask_limit_go_through_the_memo(monkeypatch):
     """Palettes with more pair cells than slots: the rest are marked 3+ and read from the memo; error diffusion
     gives the same result as with a mask for every pair."""
     from pixart_nodes.core import dither
 
     rng = np.random.default_rng(24)
-    pal = rng.integers(0, 256, (40, 3), dtype=np.uint8)
+    pal = rng.integers(0, 256, (32, 3), dtype=np.uint8)
     img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     results = []
     for limit in (dither.MAX_MASKS, 500):
         monkeypatch.setattr(dither, "MAX_MASKS", limit)
         lk = dither.lookup(pal, True)
-        prs = dither.diffusion_pairs(lk.table, pal, True)
+        prs = dither.diffusion_pairs(lk, pal)
         c = prs.codes.astype(np.int64)
         many = np.count_nonzero((c & 255) > (c >> 8))
         results.append((many, len(prs.masks)))
-        table = np.zeros((41, 3), np.uint8)
-        table[:40] = pal
-        out = dither.Target(table, np.empty((64, 64), np.uint8), np.empty_like(img), np.zeros(41, np.uint8))
+        table = np.zeros((33, 3), np.uint8)
+        table[:32] = pal
+        out = dither.Target(table, np.empty((64, 64), np.uint8), np.empty_like(img), np.zeros(33, np.uint8))
         dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["jarvis-judice-ninke"], out, pairs=prs)
         results.append(out.indices)
     assert results[2][1] == 501 and results[0][1] > 501

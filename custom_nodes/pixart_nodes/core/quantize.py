@@ -59,7 +59,7 @@ def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
 def _pairs(pal_bytes: bytes, use_lab: bool) -> _dither.Pairs:
     # error diffusion: pair codes (and OKLab masks) derived from the palette's cell table
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
-    return _dither.diffusion_pairs(_diffusion_lookup(pal_bytes, use_lab).table, pal, use_lab)
+    return _dither.diffusion_pairs(_diffusion_lookup(pal_bytes, use_lab), pal)
 
 
 def ordered_spread(pal: np.ndarray) -> float:
