@@ -52,7 +52,9 @@ def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 
 @lru_cache(maxsize=16)
 def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
-    return _dither.nearest_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab)
+    # OKLab: the palette's cell table answers the pixels of single-colour cells without the search
+    cells = _lookup(pal_bytes, True).table if use_lab else None
+    return _dither.nearest_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab, cells)
 
 
 @lru_cache(maxsize=16)
