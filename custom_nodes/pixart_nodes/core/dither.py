@@ -1230,12 +1230,13 @@ def _nearest_lab(src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, 
             _codes4(src, p0, mm, orow, ox, cr, cg, cb, ca)
         # the table first: every pixel's cell, its colour where the cell has one (the search overwrites the rest);
         # the others listed without a branch (the slot is written always, the count moves on for them only)
+        for i in range(mm):
+            out_idx[p0 + i] = info[((np.uint64(cr[i]) >> lb) << g2) | ((np.uint64(cg[i]) >> lb) << g1)
+                                   | (np.uint64(cb[i]) >> lb)]
         m = np.uint64(0)
         for i in range(mm):
-            kk = info[((np.uint64(cr[i]) >> lb) << g2) | ((np.uint64(cg[i]) >> lb) << g1) | (np.uint64(cb[i]) >> lb)]
-            out_idx[p0 + i] = kk
             sel[m] = i
-            m += np.uint64(kk == many)
+            m += np.uint64(out_idx[p0 + i] == many)
         for j in range(m):
             i = sel[j]
             xr[j] = cr[i]
