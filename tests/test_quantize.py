@@ -379,25 +379,69 @@ def test_vectorised_ordered_dither_equals_the_cell_table(shape, distance):
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 def test_vectorised_search_equals_the_cell_table_on_every_code_value(distance, monkeypatch):
-    """All 2^24 code values through the vectorised search and the cell-table loop, for a named and a random
-    32-colour palette: the same index everywhere. OKLab's float32 search alone (``LAB_MARGIN`` 0: no exact second
-    search of close calls) chooses differently on a few values, so the comparison sees the difference it guards."""
+    """All 2^24 code values through the vectorised search and the cell-table loop, for named and random palettes
+    of 16, 32, 64 and 128 colours: the same index everywhere. OKLab's float32 search alone (``LAB_MARGIN`` 0: no
+    exact second search of close calls) chooses differently on a few values, so the comparison sees the difference
+    it guards."""
     from pixart_nodes.core import dither
 
     v = np.arange(1 << 24, dtype=np.uint32)
     cube = np.stack([v >> 16, (v >> 8) & 255, v & 255], axis=-1).astype(np.uint8).reshape(4096, 4096, 3)
     del v
-    for pal in (named_palette("pico-8").colors, np.random.default_rng(7).integers(0, 256, (32, 3), dtype=np.uint8)):
+    rng = np.random.default_rng(7)
+    for pal in (named_palette("aap-64").colors, rng.integers(0, 256, (128, 3), dtype=np.uint8),
+                named_palette("pico-8").colors, rng.integers(0, 256, (32, 3), dtype=np.uint8)):
         ref = _cell_loop(cube, pal, distance).indices
-        assert np.array_equal(quantize(cube, pal, distance=distance).indices, ref)
+        assert np.array_equal(quantize(cube, pal, distance=distance).indices, ref), len(pal)
     if distance == "oklab":
         monkeypatch.setattr(dither, "LAB_MARGIN", 0.0)
         assert 0 < np.count_nonzero(quantize(cube, pal, distance=distance).indices != ref) < 1000
 
 
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@pytest.mark.parametrize("n", [33, 64, 200, 254])
+def test_big_palettes_search_after_the_cell_table(n, distance):
+    """Beyond 32 colours (and in OKLab at any size) the vectorised search answers from the cell table where a cell
+    holds one colour and searches the rest: the cell-table loop's indices and image with and without alpha, on
+    random pixels, on every palette colour and its neighbours (exact and near ties), and with repeated colours; in
+    sRGB also brute force. quantize takes it up to NEAREST_SEARCH_MAX colours and gives the same results above."""
+    from pixart_nodes.core import dither
+    from pixart_nodes.core import quantize as qz
+    from pixart_nodes.core.quantize import ordered_offsets
+
+    def search(source, offsets):
+        idx = np.empty(source.shape[:2], np.uint8)
+        image = np.empty_like(source)
+        mask = dither.nearest(source, qz._nearest_table(pal.tobytes(), distance == "oklab"), idx, image, offsets)
+        return idx, image, mask
+
+    rng = np.random.default_rng(n + (distance == "oklab"))
+    pal = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    pal[n // 2] = pal[n // 3]  # a repeated colour: the lower index wins
+    near = np.clip(pal[:, None, :].astype(int) + rng.integers(-2, 3, (n, 6, 3)), 0, 255).reshape(-1, 3)
+    img = np.concatenate([rng.integers(0, 256, (3000, 3)), pal, near]).astype(np.uint8)
+    img = np.ascontiguousarray(img[: len(img) // 50 * 50].reshape(50, -1, 3))
+    rgba = _with_alpha(img, rng)
+    idx, _, _ = search(img, None)
+    if distance == "rgb":
+        assert np.array_equal(idx, _brute_force(img, pal, distance))
+    assert not np.isin(n // 2, idx)
+    for source in (img, rgba):
+        for method, strength in (("none", 1.0), ("bayer-4x4", 1.0), ("blue-noise", 0.5)):
+            offsets = None if method == "none" else ordered_offsets(method, pal, strength)
+            idx, image, mask = search(source, offsets)
+            ref = _cell_loop(source, pal, distance, offsets)
+            assert np.array_equal(idx, ref.indices) and np.array_equal(image, ref.image), method
+            assert mask == sum(1 << int(k) for k in np.unique(ref.indices))
+            out = quantize(source, pal, dither=method, distance=distance, strength=strength)
+            assert np.array_equal(out.indices, ref.indices) and np.array_equal(out.image, ref.image), method
+            assert out.colors_used == len(np.unique(ref.indices[ref.indices < n]))
+
+
 def test_vectorised_search_keys_are_exact():
     """The keys stay whole numbers below 2^24 at every step for the extreme colours and pixels, so float32 holds
-    them exactly; more than 32 colours is refused (the index would not fit the key's low 5 bits)."""
+    them exactly; more than 32 colours take no keys (the index would not fit the key's low 5 bits): they need a
+    cell table, as OKLab palettes of more than 254 colours refuse (uint8 cells and indices)."""
     from pixart_nodes.core import dither
 
     pal = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 255]] * 8, np.uint8)
@@ -409,9 +453,14 @@ def test_vectorised_search_keys_are_exact():
         assert np.all((k > 0) & (k < 2**24))
         d = ((pal.astype(np.int64) - p) ** 2).sum(axis=1)
         assert np.array_equal(k, 32 * (d - sum(v * v for v in p) + (1 << 18)) + np.arange(32))
-    for use_lab in (False, True):
-        with pytest.raises(ValueError, match="1..32"):
-            dither.nearest_table(np.zeros((33, 3), np.uint8), use_lab)
+    assert dither.nearest_table(pal, False).keys
+    with pytest.raises(ValueError, match="1..32"):
+        dither.nearest_table(np.zeros((33, 3), np.uint8), False)
+    with pytest.raises(ValueError, match="1..254"):
+        dither.nearest_table(np.zeros((255, 3), np.uint8), True)
+    big = np.random.default_rng(5).integers(0, 256, (33, 3), dtype=np.uint8)
+    table = dither.nearest_table(big, False, dither.cell_table(big, False))
+    assert not table.keys and table.rows.shape == (34, 3) and table.gbits == dither.GBITS
 
 
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])

@@ -54,11 +54,10 @@ def exports() -> dict[str, str]:
         "int64(uint8[::1], int64, int64, int64, int32[:, ::1], float32[:, ::1], uint32[::1], uint8[::1], uint8[::1], "
         "uint32[::1])"
     )
-    out[jit.export_name(dither, "_nearest_lab")] = (
-        "int64(uint8[::1], int64, int64, int64, int32[:, ::1], uint8[::1], int64, float32[::1], float32[:, ::1], "
-        "float32[:, ::1], float32[:, ::1], "
-        "float64, float64[::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], uint32[::1], uint8[::1], uint8[::1], "
-        "uint32[::1])"
+    out[jit.export_name(dither, "_nearest_cells")] = (
+        "void(boolean, uint8[::1], int64, int64, int64, int32[:, ::1], uint8[::1], int64, float32[::1], "
+        "float32[:, ::1], float32[:, ::1], float32[:, ::1], float64, float64[::1], float64[:, ::1], float64[:, ::1], "
+        "float64[:, ::1], uint32[::1], uint8[::1], uint8[::1], uint32[::1], uint8[::1])"
     )
     out[jit.export_name(cluster, "seed_greedy")] = "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64)"
     out[jit.export_name(cluster, "lloyd")] = "int64[::1](float64[:, ::1], float64[::1], float64[:, ::1], int64, float64)"

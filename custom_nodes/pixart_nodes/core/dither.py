@@ -917,9 +917,11 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
 
 
 
-# No dithering or ordered dithering, up to 32 colours, with or without alpha: a brute-force search the compiler
-# vectorises (16 pixels per AVX-512 instruction) beats the cell table, whose memo reads for multi-candidate cells miss
-# the cache (bench_quantize: 2.5 to 9 times slower in sRGB, 1.2 to 4 times in OKLab).
+# No dithering or ordered dithering, with or without alpha: a brute-force search the compiler vectorises (16 pixels
+# per AVX-512 instruction) beats the cell table's loop, whose memo reads for multi-candidate cells miss the cache
+# (bench_quantize: 2.5 to 9 times slower in sRGB, 1.2 to 4 times in OKLab; with 64 colours 4 to 9 times). In OKLab,
+# and in sRGB beyond 32 colours, the cell table still answers first: a pixel whose cell holds a single colour takes
+# it, and only the others are searched (see ``_nearest_cells``).
 #
 # sRGB: the nearest colour minimises ``|c|^2 - 2 p.c`` (|p|^2 is the same for every colour); scaled by 32 with the
 # colour's index added, that "key" is a whole number below 2^24 at every step of its evaluation, so float32 holds it
@@ -936,22 +938,31 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
 # 1.3e-6 in length over all 2^24 code values, so under 4e-6 for colours at most 1.2 apart. LAB_MARGIN is over 10
 # times that and sends a few pixels in a thousand to the exact search (on three palettes, float32 alone erred only
 # where exact distances differed by less than 2.5e-7).
-NEAREST_MAX_COLORS = 32
+NEAREST_MAX_COLORS = 32  # the sRGB key search without a table: an index in a key's low 5 bits
+NEAREST_CELLS_MAX = 254  # the table-first search: uint8 cell tables, and uint8 indices with a transparent one
+# quantize's choice: beyond these sizes the table-first search, which searches every colour for the pixels of
+# multi-colour cells, cost more than the cell-table loop's memo on smooth images (512x512 gradient: sRGB, 254
+# colours, 2.1 ms against 1.4; OKLab, 128 colours, 2.4 against 1.35); on random noise it was faster at every size
+# (64 colours: 1.1-1.5 ms against 6.1-6.3)
+NEAREST_SEARCH_MAX = {False: 128, True: 64}
 LAB_MARGIN = 5e-5
 _NEAREST_BLOCK = 1024  # pixels per pass: the float32 rows stay in the L1 cache; 256 was 1.2x slower
 
 
 class NearestTable(NamedTuple):
-    """A palette of up to ``NEAREST_MAX_COLORS`` made ready for ``nearest``. ``rows`` (float32): in sRGB, [M,4] keys
-    ``-64r, -64g, -64b, 32 (|c|^2 + 2^18) + index``, M a multiple of 4; in OKLab, [M,3] colours, M even, padding
-    far from every colour. ``lab``: the OKLab colours (float64 [N,3], the exact search's; None in sRGB). ``rgbx`` /
-    ``rgba``: a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent.
-    ``info`` / ``gbits``: in OKLab, a cell table's ``info`` (uint8) and cell size, whose single-colour cells need no
-    search (at 64^3 cells, 0.8 ms instead of 1.1 for 512x512 to PICO-8); ``_ALL_CELLS`` and 0 otherwise."""
+    """A palette made ready for ``nearest``. With ``keys`` (sRGB, up to ``NEAREST_MAX_COLORS`` colours and no cell
+    table), ``rows`` are float32 [M,4] keys ``-64r, -64g, -64b, 32 (|c|^2 + 2^18) + index``, M a multiple of 4.
+    Otherwise ``rows`` are the colours in the distance space (float32 [M,3]: OKLab, or sRGB code values whose
+    squared differences float32 holds exactly), M even, padding far from every colour, searched where the cell
+    table ``info`` (uint8) of cells 2^``gbits`` per side has more than one colour (``_ALL_CELLS`` and 0: no table,
+    every pixel searched; at 64^3 cells, 512x512 to PICO-8 in OKLab took 0.6 ms instead of 1.1); ``exact``: the
+    colours of OKLab's exact second search (float64 [N,3]). ``rgbx`` / ``rgba``: a little-endian uint32 per colour,
+    R G B 0 / R G B 255 and one more entry, 0, for transparent."""
 
     use_lab: bool
+    keys: bool
     rows: np.ndarray
-    lab: np.ndarray | None
+    exact: np.ndarray
     rgbx: np.ndarray
     rgba: np.ndarray
     info: np.ndarray
@@ -962,34 +973,37 @@ _ALL_CELLS = np.full(1, 255, np.uint8)  # one cell of every colour: no table
 
 
 def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None) -> NearestTable:
-    """``cells``: in OKLab, the palette's cell table, whose single-colour cells answer without the search."""
+    """``cells``: the palette's cell table in the same distance, whose single-colour cells need no search; needed
+    for sRGB palettes of more than ``NEAREST_MAX_COLORS`` colours, at most ``NEAREST_CELLS_MAX`` colours with one."""
     from . import color
 
     n = len(pal)
-    if not 1 <= n <= NEAREST_MAX_COLORS:
-        raise ValueError(f"the vectorised search takes 1..{NEAREST_MAX_COLORS} colours, got {n}")
+    limit = NEAREST_CELLS_MAX if use_lab or cells is not None else NEAREST_MAX_COLORS
+    if not 1 <= n <= limit:
+        raise ValueError(f"the vectorised search takes 1..{limit} colours here, got {n}")
+    info, gbits = (_ALL_CELLS, 0) if cells is None else (cells.info, cells.gbits)
+    if info.dtype != np.uint8:
+        raise ValueError("the vectorised search reads uint8 cell tables")
     rgbx = np.zeros((n, 4), np.uint8)
     rgbx[:, :3] = pal
     rgbx32 = rgbx.view("<u4").ravel().copy()
     rgba32 = np.append(rgbx32 | np.uint32(0xFF000000), np.uint32(0))
-    if use_lab:
-        lab = np.ascontiguousarray(color.srgb_u8_to_oklab(pal), dtype=np.float64)
+    if use_lab or n > NEAREST_MAX_COLORS:
+        exact = np.ascontiguousarray(color.srgb_u8_to_oklab(pal) if use_lab else pal, dtype=np.float64)
         # padding rows and repeated colours (only the first of equal colours can win) sit far from every colour:
         # never nearest, and as second (a 1-colour palette) far beyond LAB_MARGIN. A repeat in place would be
         # "second" at distance 0 to every pixel near its colour and send them all to the exact search.
-        lab32 = np.full((-(-n // 2) * 2, 3), 1e3, np.float32)
+        rows = np.full((-(-n // 2) * 2, 3), 1e3 if use_lab else 1e4, np.float32)
         _, first = np.unique(pal, axis=0, return_index=True)
-        lab32[first] = lab[first]
-        if cells is None:
-            return NearestTable(True, lab32, lab, rgbx32, rgba32, _ALL_CELLS, 0)
-        return NearestTable(True, lab32, lab, rgbx32, rgba32, cells.info, cells.gbits)
+        rows[first] = exact[first]
+        return NearestTable(use_lab, False, rows, exact, rgbx32, rgba32, info, gbits)
     # the last colour repeated pads the rows: its key equals the last colour's, the same index either way
     idx = np.minimum(np.arange(-(-n // 4) * 4), n - 1)
     c = pal[idx].astype(np.int64)
     keys = np.empty((len(idx), 4), np.float32)
     keys[:, :3] = -64 * c
     keys[:, 3] = 32 * ((c * c).sum(axis=1) + (1 << 18)) + idx
-    return NearestTable(False, keys, None, rgbx32, rgba32, _ALL_CELLS, 0)
+    return NearestTable(False, True, keys, np.zeros((n, 3)), rgbx32, rgba32, info, gbits)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1002,14 +1016,11 @@ def _put_rgb(out_img, p, c):
 
 @njit(cache=True, nogil=True)
 def _emit_block(out_idx, rgbx, out_img, words, p0, m):
-    """Write the colours of pixels ``p0 .. p0 + m`` (indices already in ``out_idx``) into the flat RGB image; returns
-    the bit mask of the indices. Four pixels from a multiple of 4 on are three whole words (``words``, the image's
-    uint32 view over its first 3 * (n // 4) words): 12 bytes with three stores instead of twelve."""
+    """Write the colours of pixels ``p0 .. p0 + m`` (indices already in ``out_idx``) into the flat RGB image. Four
+    pixels from a multiple of 4 on are three whole words (``words``, the image's uint32 view over its first
+    3 * (n // 4) words): 12 bytes with three stores instead of twelve."""
     one, three, four = np.uint64(1), np.uint64(3), np.uint64(4)
     end = p0 + m
-    mask = np.int64(0)
-    for i in range(m):
-        mask |= np.int64(1) << np.int64(out_idx[p0 + i])
     a = min((p0 + np.uint64(3)) // four * four, end)
     for p in range(p0, a):  # a row's first pixels, before a multiple of 4
         _put_rgb(out_img, p, rgbx[out_idx[p]])
@@ -1025,17 +1036,21 @@ def _emit_block(out_idx, rgbx, out_img, words, p0, m):
         words[wq + np.uint64(2)] = (cc >> np.uint32(16)) | (cd << np.uint32(8))
     for p in range(a + four * ((end - a) // four), end):  # the last pixels, past the whole words
         _put_rgb(out_img, p, rgbx[out_idx[p]])
-    return mask
 
 
 @njit(cache=True, nogil=True)
 def _emit_words(out_idx, rgba, words, p0, m):
     """``_emit_block`` for RGBA: ``words`` is the whole image, a word per pixel, and ``rgba`` has alpha."""
+    for p in range(p0, p0 + m):
+        words[p] = rgba[out_idx[p]]
+
+
+@njit(cache=True, nogil=True)
+def _index_mask(out_idx, p0, m):
+    """The bit mask of the indices of pixels ``p0 .. p0 + m`` (all below 64)."""
     mask = np.int64(0)
     for i in range(m):
         mask |= np.int64(1) << np.int64(out_idx[p0 + i])
-    for p in range(p0, p0 + m):
-        words[p] = rgba[out_idx[p]]
     return mask
 
 
@@ -1157,10 +1172,11 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_
         for i in range(m):
             out_idx[p0 + i] = np.int64(best[i]) & 31
         if ch == 3:
-            mask |= _emit_block(out_idx, rgbx, out_img, words, p0, m)
+            _emit_block(out_idx, rgbx, out_img, words, p0, m)
         else:
             _transparent(alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
-            mask |= _emit_words(out_idx, rgbx, words, p0, m)
+            _emit_words(out_idx, rgbx, words, p0, m)
+        mask |= _index_mask(out_idx, p0, m)
     return mask
 
 
@@ -1184,11 +1200,13 @@ def _cbrt32(x, y, m):
 
 
 @njit(cache=True, nogil=True)
-def _nearest_lab(src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, m2f, lab32, margin, lin, m1, m2, lab,
-                 rgbx, out_idx, out_img, words):
+def _nearest_cells(use_lab, src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, m2f, lab32, margin, lin, m1,
+                   m2, lab, rgbx, out_idx, out_img, words, used):
     # as _nearest_rgb; the matrices' entries are read into locals first (loads inside the loops kept them scalar).
     # A pixel whose cell of the cell table ``info`` (2^gbits per side) holds one colour takes it; the others are
-    # gathered (``sel``) and searched in OKLab. With gbits 0, one cell of every colour: all are searched.
+    # gathered (``sel``) and searched, in OKLab (``lab32``, then close calls exactly in ``lab``) or in sRGB
+    # (``lab32`` the palette's code values, the search exact in float32, ``margin`` 0). With gbits 0, one cell of
+    # every colour: all are searched. ``used[k]`` is set for every index k written.
     n = out_idx.shape[0]
     kp = lab32.shape[0]
     k = lab.shape[0]
@@ -1221,7 +1239,6 @@ def _nearest_lab(src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, 
     g1 = np.uint64(gbits)
     g2 = np.uint64(2 * gbits)
     many = np.iinfo(info.dtype).max
-    mask = np.int64(0)
     for t in range(_segments(n, w, offsets)):
         p0, mm, orow, ox = _segment(t, n, w, offsets)
         if ch == 3:
@@ -1242,23 +1259,30 @@ def _nearest_lab(src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, 
             xr[j] = cr[i]
             xg[j] = cg[i]
             xb[j] = cb[i]
+        if use_lab:
+            for i in range(m):
+                r[i] = lin32[xr[i]]
+                g[i] = lin32[xg[i]]
+                b[i] = lin32[xb[i]]
+            for i in range(m):
+                x, y, z = r[i], g[i], b[i]
+                lc[i] = max(a00 * x + a01 * y + a02 * z, tiny)
+                mc[i] = max(a10 * x + a11 * y + a12 * z, tiny)
+                sc[i] = max(a20 * x + a21 * y + a22 * z, tiny)
+            _cbrt32(lc, r, m)
+            _cbrt32(mc, g, m)
+            _cbrt32(sc, b, m)
+            for i in range(m):
+                x, y, z = r[i], g[i], b[i]
+                lc[i] = b00 * x + b01 * y + b02 * z
+                mc[i] = b10 * x + b11 * y + b12 * z
+                sc[i] = b20 * x + b21 * y + b22 * z
+        else:
+            for i in range(m):
+                lc[i] = np.float32(xr[i])
+                mc[i] = np.float32(xg[i])
+                sc[i] = np.float32(xb[i])
         for i in range(m):
-            r[i] = lin32[xr[i]]
-            g[i] = lin32[xg[i]]
-            b[i] = lin32[xb[i]]
-        for i in range(m):
-            x, y, z = r[i], g[i], b[i]
-            lc[i] = max(a00 * x + a01 * y + a02 * z, tiny)
-            mc[i] = max(a10 * x + a11 * y + a12 * z, tiny)
-            sc[i] = max(a20 * x + a21 * y + a22 * z, tiny)
-        _cbrt32(lc, r, m)
-        _cbrt32(mc, g, m)
-        _cbrt32(sc, b, m)
-        for i in range(m):
-            x, y, z = r[i], g[i], b[i]
-            lc[i] = b00 * x + b01 * y + b02 * z
-            mc[i] = b10 * x + b11 * y + b12 * z
-            sc[i] = b20 * x + b21 * y + b22 * z
             best[i] = np.float32(np.inf)
             second[i] = np.float32(np.inf)
             pick[i] = np.float32(0)
@@ -1299,11 +1323,12 @@ def _nearest_lab(src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, 
                             kk = c
                     out_idx[p0 + sel[i]] = kk
         if ch == 3:
-            mask |= _emit_block(out_idx, rgbx, out_img, words, p0, mm)
+            _emit_block(out_idx, rgbx, out_img, words, p0, mm)
         else:
             _transparent(alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, mm)
-            mask |= _emit_words(out_idx, rgbx, words, p0, mm)
-    return mask
+            _emit_words(out_idx, rgbx, words, p0, mm)
+        for i in range(mm):
+            used[out_idx[p0 + i]] = 1
 
 
 @lru_cache(maxsize=1)
@@ -1342,14 +1367,16 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
         rgbx, out_img, words = table.rgbx, flat, flat[: 12 * (h * w // 4)].view(np.uint32)
     args = (src.reshape(-1), ch, int(alpha_threshold), w, tiled)
     outs = (rgbx, indices.reshape(-1), out_img, words)
-    if table.use_lab:
-        from . import color
+    if table.keys:
+        return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.rows, *outs))
+    from . import color
 
-        lin32, m1f, m2f = _lab32()
-        return int(_jit.kernel(_SELF, "_nearest_lab")(*args, table.info, table.gbits, lin32, m1f, m2f, table.rows,
-                                                       LAB_MARGIN, color.LINEAR_U8, color.M1, color.M2, table.lab,
-                                                       *outs))
-    return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.rows, *outs))
+    lin32, m1f, m2f = _lab32()
+    used = np.zeros(len(table.rgba), np.uint8)
+    _jit.kernel(_SELF, "_nearest_cells")(table.use_lab, *args, table.info, table.gbits, lin32, m1f, m2f, table.rows,
+                                          LAB_MARGIN if table.use_lab else 0.0, color.LINEAR_U8, color.M1, color.M2,
+                                          table.exact, *outs, used)
+    return sum(1 << int(k) for k in np.flatnonzero(used))
 
 
 class Lookup(NamedTuple):

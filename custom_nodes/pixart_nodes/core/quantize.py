@@ -52,9 +52,11 @@ def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 
 @lru_cache(maxsize=16)
 def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
-    # OKLab: the palette's cell table answers the pixels of single-colour cells without the search
-    cells = _lookup(pal_bytes, True).table if use_lab else None
-    return _dither.nearest_table(np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3), use_lab, cells)
+    # the palette's cell table answers the pixels of single-colour cells without a search (in sRGB, small palettes
+    # are searched faster without it)
+    pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
+    cells = _lookup(pal_bytes, use_lab).table if use_lab or len(pal) > _dither.NEAREST_MAX_COLORS else None
+    return _dither.nearest_table(pal, use_lab, cells)
 
 
 @lru_cache(maxsize=16)
@@ -146,7 +148,7 @@ def quantize(
 
     indices, image = np.empty((h, w), dtype=idx_dtype), np.empty_like(src)
     plain = dither == "none" or strength == 0.0
-    if (plain or dither not in ERROR_DIFFUSION) and n <= _dither.NEAREST_MAX_COLORS \
+    if (plain or dither not in ERROR_DIFFUSION) and n <= _dither.NEAREST_SEARCH_MAX[use_lab] \
             and sys.byteorder == "little":  # the kernels pack pixels into little-endian words
         offsets = None if plain else ordered_offsets(dither, pal, strength)
         mask = _dither.nearest(src, _nearest_table(pal.tobytes(), use_lab), indices, image, offsets, thr)
