@@ -1,4 +1,4 @@
-"""Quantize/dither speed at 512x512 to the 16 PICO-8 colours, against Pillow measured in the same run.
+"""Quantize/dither speed at 512x512 to a palette (PICO-8, 16 colours, unless told), against Pillow in the same run.
 
 Every row is timed in interleaved rounds: each round runs every operation twice in a row on the same input,
 Pillow's Floyd-Steinberg first, so slow phases of a shared machine hit all rows alike. Prints medians of
@@ -12,7 +12,7 @@ our per-palette candidate table is likewise built once (warm-up runs are not tim
 A second table times the first call in a fresh process (numba cache load, candidate table build), the
 cost a ComfyUI node pays once per palette and distance, against Pillow's first call in the same way.
 
-    .venv/bin/python bench/bench_quantize.py [--runs 20] [--size 512] [--cold-runs 3] [--only floyd]
+    .venv/bin/python bench/bench_quantize.py [--runs 20] [--size 512] [--cold-runs 3] [--only floyd] [--palette aap-64]
 """
 from __future__ import annotations
 
@@ -75,9 +75,9 @@ from PIL import Image
 from pixart_nodes.core.palette import named_palette
 from pixart_nodes.core.quantize import quantize
 t1 = time.perf_counter()
-size, what, dither, distance = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+size, what, dither, distance, name = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-pal = named_palette("pico-8")
+pal = named_palette(name)
 if what == "pillow":
     pimg = Image.new("P", (1, 1))
     pimg.putpalette(pal.colors.ravel().tolist())
@@ -93,18 +93,18 @@ print(t1 - t0, t3 - t2, t4 - t3, int("numba" in sys.modules))
 """
 
 
-def cold(size: int, runs: int) -> None:
+def cold(size: int, runs: int, name: str) -> None:
     """Import time and first/second call in fresh processes (wall clock, medians)."""
     cases = [("pillow", "floyd-steinberg", "rgb")] + [
         ("pixart", m, d) for m in ("none", "floyd-steinberg", "bayer-8x8") for d in ("rgb", "oklab")
     ]
-    print(f"\nfresh process, random {size}x{size} -> PICO-8, median of {runs} processes (wall)")
+    print(f"\nfresh process, random {size}x{size} -> {name}, median of {runs} processes (wall)")
     print(f"{'operation':48s} {'import s':>9s} {'1st call ms':>12s} {'2nd call ms':>12s} {'numba loaded':>13s}")
     for what, method, distance in cases:
         rows = []
         for _ in range(runs):
             out = subprocess.run(
-                [sys.executable, "-c", _COLD, str(size), what, method, distance],
+                [sys.executable, "-c", _COLD, str(size), what, method, distance, name],
                 capture_output=True, text=True, check=True,
             ).stdout.split()
             rows.append([float(v) for v in out])
@@ -120,8 +120,9 @@ def main() -> None:
     ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per first-call case (0: skip)")
     ap.add_argument("--only", default="", help="time only rows whose name holds this text, any case (Pillow's FS and "
                                                "NONE always)")
+    ap.add_argument("--palette", default="pico-8", help="a library palette's name (see 'pixart palettes')")
     args = ap.parse_args()
-    pal = named_palette("pico-8")
+    pal = named_palette(args.palette)
     pimg = Image.new("P", (1, 1))
     pimg.putpalette(pal.colors.ravel().tolist())  # 48 values: no padded black entries
     for label, img in images(args.size).items():
@@ -137,7 +138,8 @@ def main() -> None:
         ops = [op for i, op in enumerate(ops) if i <= 1 or args.only.lower() in op[0].lower()]  # Pillow's two always
         rows = measure([fn for _, fn in ops], args.runs, 1)
         ref = rows[0][0]
-        print(f"\n{label} {args.size}x{args.size} -> PICO-8 (16 colours), {args.runs} interleaved rounds, medians")
+        print(f"\n{label} {args.size}x{args.size} -> {pal.name} ({len(pal)} colours), {args.runs} interleaved rounds, "
+              "medians")
         print(f"{'operation':48s} {'cpu ms':>8s} {'wall ms':>8s} {'cpu / Pillow FS':>16s} {'per-round ratio':>16s}"
               f" {'after others':>13s} {'ratio to NONE':>14s}")
         for (name, _), (cpu, wall, ratio, to_none, after) in zip(ops, rows):
@@ -145,7 +147,7 @@ def main() -> None:
             none = f"{to_none:14.3f}" if name.startswith("pixart none") else ""
             print(f"{name:48s} {cpu:8.2f} {wall:8.2f} {cpu / ref:16.2f} {ratio:16.3f} {after:13.3f} {none}")
     if args.cold_runs:
-        cold(args.size, args.cold_runs)
+        cold(args.size, args.cold_runs, args.palette)
 
 
 if __name__ == "__main__":

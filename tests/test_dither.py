@@ -172,8 +172,8 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
     """Every kernel and distance (the sRGB Floyd-Steinberg loop, and the loop shared by all others, with and
     without damping) against the plain-Python reference: saturated noise drives values outside 0..255, a
-    quarter of the pixels transparent; PICO-8, and 40 random colours (cells with 3+ candidates); cell tables of
-    both sizes the loops use."""
+    quarter of the pixels transparent; PICO-8, 40 random colours (cells with 3+ candidates) and 70 (OKLab: pair
+    cells through the memo too); cell tables of both sizes the loops use."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
@@ -182,8 +182,9 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
     img[::3] = rng.integers(0, 256, (4, 14, 4), dtype=np.uint8)
     img[..., 3] = np.where(rng.random((11, 14)) < 0.25, 0, 255)
     kernel = dither.ERROR_KERNELS[name]
-    for pal, gbits in itertools.product((named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8)),
-                                        (dither.GBITS, dither.LAB_DIFFUSION_GBITS)):
+    pals = (named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8),
+            rng.integers(0, 256, (70, 3), dtype=np.uint8))
+    for pal, gbits in itertools.product(pals, (dither.GBITS, dither.LAB_DIFFUSION_GBITS)):
         n = len(pal)
         lk = qz._lookup(pal.tobytes(), distance == "oklab", gbits)
         table = np.zeros((n + 1, 4), np.uint8)

@@ -380,16 +380,17 @@ def test_vectorised_ordered_dither_equals_the_cell_table(shape, distance):
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 def test_vectorised_search_equals_the_cell_table_on_every_code_value(distance, monkeypatch):
     """All 2^24 code values through the vectorised search and the cell-table loop, for named and random palettes
-    of 16, 32, 64 and 128 colours: the same index everywhere. OKLab's float32 search alone (``LAB_MARGIN`` 0: no
-    exact second search of close calls) chooses differently on a few values, so the comparison sees the difference
-    it guards."""
+    of 16, 32 and 64 colours and the largest quantize searches so: the same index everywhere. OKLab's float32 search
+    alone (``LAB_MARGIN`` 0: no exact second search of close calls) chooses differently on a few values, so the
+    comparison sees the difference it guards."""
     from pixart_nodes.core import dither
 
     v = np.arange(1 << 24, dtype=np.uint32)
     cube = np.stack([v >> 16, (v >> 8) & 255, v & 255], axis=-1).astype(np.uint8).reshape(4096, 4096, 3)
     del v
     rng = np.random.default_rng(7)
-    for pal in (named_palette("aap-64").colors, rng.integers(0, 256, (128, 3), dtype=np.uint8),
+    most = dither.NEAREST_SEARCH_MAX[distance == "oklab"]  # the largest palette quantize searches this way
+    for pal in (named_palette("aap-64").colors, rng.integers(0, 256, (most, 3), dtype=np.uint8),
                 named_palette("pico-8").colors, rng.integers(0, 256, (32, 3), dtype=np.uint8)):
         ref = _cell_loop(cube, pal, distance).indices
         assert np.array_equal(quantize(cube, pal, distance=distance).indices, ref), len(pal)
@@ -404,7 +405,8 @@ def test_big_palettes_search_after_the_cell_table(n, distance):
     """Beyond 32 colours (and in OKLab at any size) the vectorised search answers from the cell table where a cell
     holds one colour and searches the rest: the cell-table loop's indices and image with and without alpha, on
     random pixels, on every palette colour and its neighbours (exact and near ties), and with repeated colours; in
-    sRGB also brute force. quantize takes it up to NEAREST_SEARCH_MAX colours and gives the same results above."""
+    sRGB also brute force, in OKLab brute force through an independent conversion. quantize takes it up to
+    NEAREST_SEARCH_MAX colours."""
     from pixart_nodes.core import dither
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.quantize import ordered_offsets
@@ -425,7 +427,12 @@ def test_big_palettes_search_after_the_cell_table(n, distance):
     idx, _, _ = search(img, None)
     if distance == "rgb":
         assert np.array_equal(idx, _brute_force(img, pal, distance))
+    else:  # an independent conversion: within rounding
+        lab = color.srgb_u8_to_oklab(img.reshape(-1, 3))
+        d = ((lab[:, None, :] - color.srgb_u8_to_oklab(pal)[None]) ** 2).sum(-1)
+        assert np.all(d[np.arange(len(d)), idx.ravel()] <= d.min(axis=1) + 1e-12)
     assert not np.isin(n // 2, idx)
+    searched = n <= dither.NEAREST_SEARCH_MAX[distance == "oklab"]
     for source in (img, rgba):
         for method, strength in (("none", 1.0), ("bayer-4x4", 1.0), ("blue-noise", 0.5)):
             offsets = None if method == "none" else ordered_offsets(method, pal, strength)
@@ -433,9 +440,10 @@ def test_big_palettes_search_after_the_cell_table(n, distance):
             ref = _cell_loop(source, pal, distance, offsets)
             assert np.array_equal(idx, ref.indices) and np.array_equal(image, ref.image), method
             assert mask == sum(1 << int(k) for k in np.unique(ref.indices))
-            out = quantize(source, pal, dither=method, distance=distance, strength=strength)
-            assert np.array_equal(out.indices, ref.indices) and np.array_equal(out.image, ref.image), method
-            assert out.colors_used == len(np.unique(ref.indices[ref.indices < n]))
+            if searched:  # above, quantize runs the loop itself
+                out = quantize(source, pal, dither=method, distance=distance, strength=strength)
+                assert np.array_equal(out.indices, ref.indices) and np.array_equal(out.image, ref.image), method
+                assert out.colors_used == len(np.unique(ref.indices[ref.indices < n]))
 
 
 def test_vectorised_search_keys_are_exact():
@@ -503,7 +511,7 @@ def test_pair_codes_hold_the_true_nearest(name):
 
 
 @pytest.mark.parametrize("gbits", [5, 6])
-@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-9", "random-32", "near-ties-24"])
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-9", "random-32", "near-ties-24", "aap-64"])
 def test_pair_masks_hold_the_exact_nearest(name, gbits):
     """OKLab error diffusion reads a pair cell's choice from its mask: for every code value of sampled pair cells
     (all 64 or 512 each), the bit says b exactly where b is nearer than a (brute force; ties to a). Other cells
@@ -546,11 +554,12 @@ def test_pair_masks_hold_the_exact_nearest(name, gbits):
 
 
 def test_big_palettes_have_no_pair_masks():
-    """Beyond the vectorised search's palette size every pair cell goes through the memo (and error diffusion stays
-    exact: see test_dither's fixed-point reference with 40 colours)."""
+    """Beyond the palette size quantize searches with the vectorised search (NEAREST_SEARCH_MAX), masks would cost
+    more than they save: every pair cell goes through the memo (and error diffusion stays exact: see test_dither's
+    fixed-point reference with 70 colours)."""
     from pixart_nodes.core import dither
 
-    pal = np.random.default_rng(25).integers(0, 256, (dither.NEAREST_MAX_COLORS + 1, 3), dtype=np.uint8)
+    pal = np.random.default_rng(25).integers(0, 256, (dither.NEAREST_SEARCH_MAX[True] + 1, 3), dtype=np.uint8)
     lk = dither.lookup(pal, True, dither.LAB_DIFFUSION_GBITS)
     prs = dither.diffusion_pairs(lk, pal)
     c = prs.codes.astype(np.int64)
@@ -559,9 +568,25 @@ def test_big_palettes_have_no_pair_masks():
     assert not prs.masks.any() and not prs.slots.any() and len(prs.masks) == 1 << (3 * (8 - lk.table.gbits) - 6)
 
 
+def test_pairs_of_another_cell_size_are_refused():
+    """The loops index pair codes and masks by cell without bounds checks: pairs made for another cell table are a
+    ValueError, not a read past the arrays."""
+    from pixart_nodes.core import dither
+
+    pal = named_palette("pico-8").colors
+    img = np.zeros((4, 4, 3), np.uint8)
+    out = dither.Target(np.zeros((17, 3), np.uint8), np.empty((4, 4), np.uint8), np.empty_like(img),
+                        np.zeros(17, np.uint8))
+    small, big = dither.lookup(pal, True, 5), dither.lookup(pal, True, 6)
+    with pytest.raises(ValueError, match="cells"):
+        dither.error_diffuse(img, pal, big, dither.ERROR_KERNELS["atkinson"], out,
+                             pairs=dither.diffusion_pairs(small, pal))
+
+
 def test_pairs_beyond_the_mask_limit_go_through_the_memo(monkeypatch):
     """Palettes with more pair cells than slots: the rest are marked 3+ and read from the memo; error diffusion
-    gives the same result as with a mask for every pair."""
+    gives the same result as with a mask for every pair. (At 64^3 cells; OKLab error diffusion's 32^3 cells never
+    reach the real limit, so it is lowered here.)"""
     from pixart_nodes.core import dither
 
     rng = np.random.default_rng(24)

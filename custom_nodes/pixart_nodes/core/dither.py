@@ -440,9 +440,9 @@ PAIR_MANY = 1  # a=1, b=0: never a real pair (pairs are stored in palette order)
 
 
 def pair_table(tab: CellTable, n: int) -> tuple[np.ndarray, int]:
-    """Pair codes of an sRGB ``cell_table`` of ``n`` colours: ``(codes, shift)``. ``codes`` is uint8 with 4-bit
-    fields for palettes of up to 16 colours (one byte per cell: the loops wait on each load, so the table is kept
-    as small as the cells allow), else uint16 with 8-bit fields."""
+    """Pair codes of a ``cell_table`` of ``n`` colours (either distance): ``(codes, shift)``. ``codes`` is uint8
+    with 4-bit fields for palettes of up to 16 colours (one byte per cell: the loops wait on each load, so the table
+    is kept as small as the cells allow), else uint16 with 8-bit fields."""
     shift = 4 if n <= 16 else 8
     info = tab.info.astype(np.int64)
     codes = info | (info << shift)
@@ -455,7 +455,10 @@ def pair_table(tab: CellTable, n: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(codes, dtype=np.uint8 if shift == 4 else np.uint16), shift
 
 
-MAX_MASKS = (1 << 16) - 1  # slots are uint16; slot 0 is the all-zero mask of every other cell
+# slots are uint16; slot 0 is the all-zero mask of every other cell. 32^3 cells (OKLab error diffusion) never need
+# more; 64^3 cells can
+MAX_MASKS = (1 << 16) - 1
+_MASK_CHUNK = 2048  # pair cells searched at a time: 4 MiB of values at 32^3 cells
 
 
 def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -466,15 +469,15 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     uint64 words at ``masks[W * slot]``, little-endian bit order) has bit ``_low`` of a code value set where b is
     nearer to it than a (ties: a, the lower index, like the search). Every other cell has slot 0, an all-zero mask,
     so the loops take ``a`` without a branch. The values' nearest colours come from the vectorised exact search
-    (``nearest``, up to ``NEAREST_MAX_COLORS`` colours). With more colours every pair is marked 3+ in ``codes``
-    (changed in place) and goes through the memo, as do pairs beyond the first ``MAX_MASKS``: the scalar search of
-    every value of every pair cell took 0.6 s for 64 colours, where the memo searches only the values an image
-    reaches.
+    (``nearest``) for palettes of up to ``NEAREST_SEARCH_MAX[True]`` colours. With more, searching every colour for
+    every value of every pair cell costs more than the memo, which searches only the values an image reaches: every
+    pair is marked 3+ in ``codes`` (changed in place) and goes through the memo, as do pairs beyond the first
+    ``MAX_MASKS``, and every pair on a big-endian machine (the values are built as little-endian words).
     """
     c = codes.astype(np.int64)
     a, b = c & ((1 << shift) - 1), c >> shift
     cells = np.flatnonzero(a < b)
-    keep = MAX_MASKS if len(pal) <= NEAREST_MAX_COLORS else 0
+    keep = MAX_MASKS if len(pal) <= NEAREST_SEARCH_MAX[True] and sys.byteorder == "little" else 0
     codes[cells[keep:]] = PAIR_MANY
     cells = cells[:keep]
     # masks grouped by pair, the cells along one boundary together: 1-3% faster than in cell order
@@ -488,16 +491,18 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     # the values as opaque RGBA pixels, built as little-endian words: a cell's base plus each place in it (no carry
     # between channels), so numpy adds along rows of 64 rather than along pixels of three channels (10x faster)
     word = np.array([1, 1 << 8, 1 << 16], np.int64)
-    base = (np.stack([cells >> (2 * g), (cells >> g) & gm, cells & gm], axis=-1) << lb) @ word + (255 << 24)
-    place = np.stack([low >> (2 * lb), (low >> lb) & lm, low & lm], axis=-1) @ word
-    vals = np.add.outer(base.astype("<u4"), place.astype("<u4")).view(np.uint8).reshape(len(cells), len(low), 4)
-    idx = np.empty(vals.shape[:2], np.uint8)
-    if len(cells):
-        nearest(vals, nearest_table(pal, True), idx, np.empty_like(vals))
+    base = ((np.stack([cells >> (2 * g), (cells >> g) & gm, cells & gm], axis=-1) << lb) @ word + (255 << 24))
+    place = (np.stack([low >> (2 * lb), (low >> lb) & lm, low & lm], axis=-1) @ word).astype(np.uint32)
     words = max(1, len(low) // 64)
     masks = np.zeros((len(cells) + 1) * words, np.uint64)
-    if len(cells):
-        masks[words:] = np.packbits(idx == b[cells][:, None], axis=1, bitorder="little").view("<u8").ravel()
+    table = nearest_table(pal, True)
+    for i0 in range(0, len(cells), _MASK_CHUNK):
+        i1 = min(i0 + _MASK_CHUNK, len(cells))
+        vals = np.add.outer(base[i0:i1].astype(np.uint32), place).view(np.uint8).reshape(i1 - i0, len(low), 4)
+        idx = np.empty(vals.shape[:2], np.uint8)
+        nearest(vals, table, idx, np.empty_like(vals))
+        bits = np.packbits(idx == b[cells[i0:i1]][:, None], axis=1, bitorder="little")
+        masks[words * (1 + i0):words * (1 + i1)] = bits.view("<u8").ravel()
     return masks, slots
 
 
@@ -1441,6 +1446,8 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
     """
     t = lk.table
     codes, shift, masks, slots = pairs if pairs is not None else diffusion_pairs(lk, palette)
+    if len(codes) != len(t.info):  # the loops index both by cell, without bounds checks
+        raise ValueError(f"pairs of {len(codes)} cells for a cell table of {len(t.info)}")
     # palette padded to 4 values per colour: the loops index it with a shift instead of a multiply
     pal4 = np.zeros((len(palette), 4), dtype=np.int64)
     pal4[:, :3] = palette

@@ -47,7 +47,9 @@ def _lookup(pal_bytes: bytes, use_lab: bool, gbits: int = _dither.GBITS) -> _dit
 
 
 def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
-    return _lookup(pal_bytes, use_lab, _dither.LAB_DIFFUSION_GBITS if use_lab else _dither.GBITS)
+    # OKLab error diffusion reads 32^3 cells (see LAB_DIFFUSION_GBITS); sRGB shares the other loops' table (called
+    # the same way: lru_cache keys (b, False) and (b, False, 6) apart)
+    return _lookup(pal_bytes, True, _dither.LAB_DIFFUSION_GBITS) if use_lab else _lookup(pal_bytes, False)
 
 
 @lru_cache(maxsize=16)
