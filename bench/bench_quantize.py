@@ -93,18 +93,18 @@ print(t1 - t0, t3 - t2, t4 - t3, int("numba" in sys.modules))
 """
 
 
-def cold(size: int, runs: int, name: str) -> None:
+def cold(size: int, runs: int, palette: str) -> None:
     """Import time and first/second call in fresh processes (wall clock, medians)."""
     cases = [("pillow", "floyd-steinberg", "rgb")] + [
         ("pixart", m, d) for m in ("none", "floyd-steinberg", "bayer-8x8") for d in ("rgb", "oklab")
     ]
-    print(f"\nfresh process, random {size}x{size} -> {name}, median of {runs} processes (wall)")
+    print(f"\nfresh process, random {size}x{size} -> {palette}, median of {runs} processes (wall)")
     print(f"{'operation':48s} {'import s':>9s} {'1st call ms':>12s} {'2nd call ms':>12s} {'numba loaded':>13s}")
     for what, method, distance in cases:
         rows = []
         for _ in range(runs):
             out = subprocess.run(
-                [sys.executable, "-c", _COLD, str(size), what, method, distance, name],
+                [sys.executable, "-c", _COLD, str(size), what, method, distance, palette],
                 capture_output=True, text=True, check=True,
             ).stdout.split()
             rows.append([float(v) for v in out])

@@ -523,6 +523,8 @@ def test_pair_masks_hold_the_exact_nearest(name, gbits):
         pal, _ = _near_tie_palette(rng, 24, "oklab")
     else:
         pal = _palette(name, rng)
+    if name == "random-32":
+        pal[17] = pal[5]  # pairs of two equal colours: every value to the lower index
     lk = dither.lookup(pal, True, gbits)
     tab = lk.table
     codes, shift, masks, slots = dither.diffusion_pairs(lk, pal)
@@ -541,6 +543,9 @@ def test_pair_masks_hold_the_exact_nearest(name, gbits):
                        ((pick & ((1 << g) - 1))[:, None] << lb) + (low & ((1 << lb) - 1))], axis=-1).reshape(-1, 3)
     best, d = _nearest_by_brute_force(values, pal, "oklab")
     ca, cb = np.repeat(a[pick], len(low)), np.repeat(b[pick], len(low))
+    if name == "random-32":
+        same = cells[(a[cells] == 5) & (b[cells] == 17)]
+        assert len(same) and not masks[slots[same].astype(np.int64)[:, None] * words + np.arange(words)].any()
     word = masks[slots[pick].astype(np.int64)[:, None] * words + (low >> 6)]
     bit = ((word >> (low & 63).astype(np.uint64)) & np.uint64(1)).ravel().astype(bool)
     rows = np.arange(len(values))

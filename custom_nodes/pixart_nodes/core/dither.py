@@ -481,7 +481,9 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     codes[cells[keep:]] = PAIR_MANY
     cells = cells[:keep]
     # masks grouped by pair, the cells along one boundary together: 1-3% faster than in cell order
-    cells = cells[np.argsort((a[cells] << shift) | b[cells], kind="stable")]
+    key = (a[cells] << shift) | b[cells]
+    order = np.argsort(key, kind="stable")
+    cells, key = cells[order], key[order]
     slots = np.zeros(len(codes), np.uint16)
     slots[cells] = np.arange(1, len(cells) + 1)
     g = tab.gbits
@@ -495,14 +497,26 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     place = (np.stack([low >> (2 * lb), (low >> lb) & lm, low & lm], axis=-1) @ word).astype(np.uint32)
     words = max(1, len(low) // 64)
     masks = np.zeros((len(cells) + 1) * words, np.uint64)
-    table = nearest_table(pal, True)
-    for i0 in range(0, len(cells), _MASK_CHUNK):
-        i1 = min(i0 + _MASK_CHUNK, len(cells))
-        vals = np.add.outer(base[i0:i1].astype(np.uint32), place).view(np.uint8).reshape(i1 - i0, len(low), 4)
-        idx = np.empty(vals.shape[:2], np.uint8)
-        nearest(vals, table, idx, np.empty_like(vals))
-        bits = np.packbits(idx == b[cells[i0:i1]][:, None], axis=1, bitorder="little")
-        masks[words * (1 + i0):words * (1 + i1)] = bits.view("<u8").ravel()
+    # one search per pair of colours, with the two as its palette: the values need two distances, not N. The
+    # pair's table is made here (``nearest_table``'s checks and unique-colour pass cost more than the search for a
+    # pair with few cells); two equal colours leave the mask 0 (ties: a).
+    from . import color
+
+    lab = color.srgb_u8_to_oklab(pal)
+    lab32 = lab.astype(np.float32)
+    none = np.zeros(3, np.uint32)
+    starts = np.flatnonzero(np.diff(key, prepend=-1))
+    for g0, g1 in zip(starts.tolist(), np.append(starts[1:], len(key)).tolist()):
+        ka, kb = int(a[cells[g0]]), int(b[cells[g0]])
+        if np.array_equal(pal[ka], pal[kb]):
+            continue
+        two = NearestTable(True, False, lab32[[ka, kb]], lab[[ka, kb]], none[:2], none, _ALL_CELLS, 0)
+        for i0 in range(g0, g1, _MASK_CHUNK):
+            i1 = min(i0 + _MASK_CHUNK, g1)
+            vals = np.add.outer(base[i0:i1].astype(np.uint32), place).view(np.uint8).reshape(i1 - i0, len(low), 4)
+            idx = np.empty(vals.shape[:2], np.uint8)
+            nearest(vals, two, idx, np.empty_like(vals))
+            masks[words * (1 + i0):words * (1 + i1)] = np.packbits(idx, axis=1, bitorder="little").view("<u8").ravel()
     return masks, slots
 
 
