@@ -633,8 +633,8 @@ for i, pal in enumerate(pals):
             for damping in (False, True):
                 r = quantize(img if i != 2 else img[..., :3].copy(), pal, dither=m, distance=d, damping=damping)
                 out[f"{i} {m} {d} {damping}"] = r.indices.astype(int).ravel().tolist()
-    # no alpha, up to 32 colours: the vectorised searches, without dithering and ordered (31 columns: rows start
-    # off a multiple of 4)
+    # no alpha: the vectorised searches (keys up to 32 colours, table-first beyond, and in OKLab), without
+    # dithering and ordered (31 columns: rows start off a multiple of 4)
     for m in ("none", "bayer-2x2", "bayer-8x8", "blue-noise"):
         for d in ("rgb", "oklab"):
             r = quantize(img[..., :3].copy(), pal, dither=m, distance=d)

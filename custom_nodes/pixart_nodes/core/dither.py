@@ -975,7 +975,7 @@ class NearestTable(NamedTuple):
     squared differences float32 holds exactly), M even, padding far from every colour, searched where the cell
     table ``info`` (uint8) of cells 2^``gbits`` per side has more than one colour (``_ALL_CELLS`` and 0: no table,
     every pixel searched; at 64^3 cells, 512x512 to PICO-8 in OKLab took 0.6 ms instead of 1.1); ``exact``: the
-    colours of OKLab's exact second search (float64 [N,3]). ``rgbx`` / ``rgba``: a little-endian uint32 per colour,
+    colours in the distance space in float64 [N,3] (OKLab's exact second search reads them). ``rgbx`` / ``rgba``: a little-endian uint32 per colour,
     R G B 0 / R G B 255 and one more entry, 0, for transparent."""
 
     use_lab: bool
@@ -1007,8 +1007,8 @@ def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None
     rgbx[:, :3] = pal
     rgbx32 = rgbx.view("<u4").ravel().copy()
     rgba32 = np.append(rgbx32 | np.uint32(0xFF000000), np.uint32(0))
+    exact = np.ascontiguousarray(color.srgb_u8_to_oklab(pal) if use_lab else pal, dtype=np.float64)
     if use_lab or n > NEAREST_MAX_COLORS:
-        exact = np.ascontiguousarray(color.srgb_u8_to_oklab(pal) if use_lab else pal, dtype=np.float64)
         # padding rows and repeated colours (only the first of equal colours can win) sit far from every colour:
         # never nearest, and as second (a 1-colour palette) far beyond LAB_MARGIN. A repeat in place would be
         # "second" at distance 0 to every pixel near its colour and send them all to the exact search.
@@ -1022,7 +1022,7 @@ def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None
     keys = np.empty((len(idx), 4), np.float32)
     keys[:, :3] = -64 * c
     keys[:, 3] = 32 * ((c * c).sum(axis=1) + (1 << 18)) + idx
-    return NearestTable(False, True, keys, np.zeros((n, 3)), rgbx32, rgba32, info, gbits)
+    return NearestTable(False, True, keys, exact, rgbx32, rgba32, info, gbits)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1219,16 +1219,16 @@ def _cbrt32(x, y, m):
 
 
 @njit(cache=True, nogil=True)
-def _nearest_cells(use_lab, src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, m2f, lab32, margin, lin, m1,
-                   m2, lab, rgbx, out_idx, out_img, words, used):
+def _nearest_cells(use_lab, src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, m2f, rows, margin, lin, m1,
+                   m2, exact, rgbx, out_idx, out_img, words, used):
     # as _nearest_rgb; the matrices' entries are read into locals first (loads inside the loops kept them scalar).
     # A pixel whose cell of the cell table ``info`` (2^gbits per side) holds one colour takes it; the others are
-    # gathered (``sel``) and searched, in OKLab (``lab32``, then close calls exactly in ``lab``) or in sRGB
-    # (``lab32`` the palette's code values, the search exact in float32, ``margin`` 0). With gbits 0, one cell of
+    # gathered (``sel``) and searched, in OKLab (``rows``, then close calls exactly in ``exact``) or in sRGB
+    # (``rows`` the palette's code values, the search exact in float32, ``margin`` 0). With gbits 0, one cell of
     # every colour: all are searched. ``used[k]`` is set for every index k written.
     n = out_idx.shape[0]
-    kp = lab32.shape[0]
-    k = lab.shape[0]
+    kp = rows.shape[0]
+    k = exact.shape[0]
     a00, a01, a02, a10, a11, a12, a20, a21, a22 = m1f[0, 0], m1f[0, 1], m1f[0, 2], m1f[1, 0], m1f[1, 1], \
         m1f[1, 2], m1f[2, 0], m1f[2, 1], m1f[2, 2]
     b00, b01, b02, b10, b11, b12, b20, b21, b22 = m2f[0, 0], m2f[0, 1], m2f[0, 2], m2f[1, 0], m2f[1, 1], \
@@ -1306,8 +1306,8 @@ def _nearest_cells(use_lab, src, ch, alpha_threshold, w, offsets, info, gbits, l
             second[i] = np.float32(np.inf)
             pick[i] = np.float32(0)
         for c in range(0, kp, 2):  # two colours per pass
-            u0, u1, u2 = lab32[c, 0], lab32[c, 1], lab32[c, 2]
-            w0, w1, w2 = lab32[c + 1, 0], lab32[c + 1, 1], lab32[c + 1, 2]
+            u0, u1, u2 = rows[c, 0], rows[c, 1], rows[c, 2]
+            w0, w1, w2 = rows[c + 1, 0], rows[c + 1, 1], rows[c + 1, 2]
             fc, fc1 = np.float32(c), np.float32(c + 1)
             for i in range(m):
                 x, y, z = lc[i], mc[i], sc[i]
@@ -1335,7 +1335,7 @@ def _nearest_cells(use_lab, src, ch, alpha_threshold, w, offsets, info, gbits, l
                     best_d = np.inf
                     kk = 0
                     for c in range(k):
-                        h0, h1, h2 = v0 - lab[c, 0], v1 - lab[c, 1], v2 - lab[c, 2]
+                        h0, h1, h2 = v0 - exact[c, 0], v1 - exact[c, 1], v2 - exact[c, 2]
                         dd = h0 * h0 + h1 * h1 + h2 * h2
                         if dd < best_d:
                             best_d = dd

@@ -84,7 +84,7 @@ def ordered_spread(pal: np.ndarray) -> float:
 
 def ordered_offsets(method: str, pal: np.ndarray, strength: float) -> np.ndarray:
     """The ordered method's threshold matrix times ``ordered_spread(pal) * strength``, rounded to whole code values
-    (int64): each dithered value is then a code value, whose exact nearest colour the palette's memo keeps."""
+    (int64): each dithered value is then a code value, whose exact nearest colour the searches find."""
     return np.rint(_dither.threshold_matrix(method) * (ordered_spread(pal) * strength)).astype(np.int64)
 
 
