@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -315,6 +316,7 @@ def main() -> None:
         if comfy is not None:
             comfy.stop()
         seaweed.close()
+        shutil.rmtree(tmp, ignore_errors=True)  # ComfyUI's copy, the bridges' stores: about 340 MiB a run
 
 
 if __name__ == "__main__":

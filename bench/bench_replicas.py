@@ -253,6 +253,7 @@ def main() -> None:
         for d in doubles:
             d.terminate()
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the cluster and the replicas' data
 
 
 if __name__ == "__main__":
