@@ -17,6 +17,12 @@ counted their own work as the bridges' (the CPU per job below is this process's 
 S3 service and the app run on machines of their own: without it, on a small machine, the throughput ratio mostly
 measures SeaweedFS's and the receiver's CPU taken from ComfyUI and the bridges.
 
+Jobs per second move by up to a third between runs on a shared VM, more than the extras cost. So the configurations
+alternate in short rounds; each round's ratio to the round's "off" run is kept, and their median and quartiles are
+printed. With a managed ComfyUI the CPU both processes spend per job (this process and ComfyUI's) is printed too:
+under --pin they share one CPU that limits throughput, so the ratio of those sums is the throughput the extras leave
+on a saturated CPU, without the drift of wall-clock rates.
+
 Usage: .venv/bin/python bench/bench_delivery.py [--jobs 30] [--rounds 2] [--comfyui-url URL] [--sd] [--pin]
 Goals: extras on cost < 5% throughput; webhook p95 < 100 ms; long polling adds < 5 ms at p50.
 """
@@ -121,6 +127,28 @@ async def throughput(base: str, jobs: int, first_color: int, extras: dict[str, A
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(4)))
         return jobs / (time.perf_counter() - t0), done
+
+
+def comfy_cpu_s(comfy: Any) -> Any:
+    """A function giving the managed ComfyUI's CPU seconds so far (its process and children), or 0.0 without one."""
+    if comfy is None or comfy.popen is None:
+        return lambda: 0.0
+    import psutil
+
+    proc = psutil.Process(comfy.popen.pid)
+
+    def seconds() -> float:
+        t = proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    return seconds
+
+
+def _quartiles(values: list[float]) -> str:
+    if len(values) < 2:
+        return ""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{q1:.3f}-{q3:.3f}"
 
 
 def iso_seconds(text: str) -> float:
@@ -238,6 +266,8 @@ def main() -> None:
 
         rates: dict[str, list[float]] = {"off": [], "on": [], "s3": [], "hooks": []}
         cpu_ms: dict[str, list[float]] = {name: [] for name in rates}
+        comfy_ms: dict[str, list[float]] = {name: [] for name in rates}
+        comfy_cpu = comfy_cpu_s(comfy)
         configs = {"off": {}, "on": {"webhook": hook, "response_format": "url"}, "s3": {"response_format": "url"},
                    "hooks": {"webhook": hook}}
         webhook_ms: list[float] = []
@@ -245,10 +275,11 @@ def main() -> None:
         for r in range(args.rounds):
             for name in (("off", "on", "s3", "hooks") if r % 2 == 0 else ("hooks", "s3", "on", "off")):
                 extras = configs[name]
-                cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu0, c0 = resource.getrusage(resource.RUSAGE_SELF), comfy_cpu()
                 rate, jobs = clients.submit(client_run, bases[name], args.jobs, color, extras, args.sd).result()
-                cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu1, c1 = resource.getrusage(resource.RUSAGE_SELF), comfy_cpu()
                 cpu_ms[name].append((cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) * 1000 / args.jobs)
+                comfy_ms[name].append((c1 - c0) * 1000 / args.jobs)
                 color += args.jobs
                 rates[name].append(rate)
                 if name == "on":
@@ -279,18 +310,30 @@ def main() -> None:
         off = statistics.median(rates["off"])
         # each round's runs are next to each other: the median of the per-round ratios is steadier than the
         # ratio of medians when the machine's speed drifts between rounds
-        print(f"{'':<44} {'value':>10} {'reference':>10} {'ratio':>8} {'per-round ratio':>16}")
+        print(f"{'':<44} {'value':>10} {'reference':>10} {'ratio':>8} {'per-round ratio':>16}"
+              f" {'(quartiles)':>14}")
         for name, label in (("on", "S3 + webhooks on"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
             value = statistics.median(rates[name])
-            paired = statistics.median(a / b for a, b in zip(rates[name], rates["off"]))
+            paired = [a / b for a, b in zip(rates[name], rates["off"])]
             print(f"{'jobs/s, ' + label + ' vs off':<44} {value:>10.1f} {off:>10.1f} {value / off:>8.2f} "
-                  f"{paired:>16.3f}")
+                  f"{statistics.median(paired):>16.3f} {_quartiles(paired):>14}")
         # CPU of this process per job: the bridges and their S3 client (not the clients, the receiver, ComfyUI or
         # SeaweedFS)
         base_cpu = statistics.median(cpu_ms["off"])
         for name, label in (("on", "S3 + webhooks"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
             value = statistics.median(cpu_ms[name])
             print(f"{'bridge-process CPU ms/job, ' + label:<44} {value:>10.2f} {base_cpu:>10.2f} {value / base_cpu:>8.2f}")
+        if comfy is not None:
+            # the shared CPU's work per job, bridges and ComfyUI: its inverse is the throughput of a saturated CPU
+            shared = {name: [b + c for b, c in zip(cpu_ms[name], comfy_ms[name])] for name in rates}
+            base_shared = statistics.median(shared["off"])
+            print(f"{'ComfyUI CPU ms/job, both off':<44} {statistics.median(comfy_ms['off']):>10.2f}")
+            for name, label in (("on", "S3 + webhooks"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
+                value = statistics.median(shared[name])
+                paired = [b / a for a, b in zip(shared[name], shared["off"])]
+                print(f"{'CPU-bound jobs/s (bridges + ComfyUI), ' + label:<44} {1000 / value:>10.1f} "
+                      f"{1000 / base_shared:>10.1f} {base_shared / value:>8.2f} {statistics.median(paired):>16.3f} "
+                      f"{_quartiles(paired):>14}")
         in_place, via_async = asyncio.run(presign_cpu_us(s3))
         print(f"{'presigned link, process CPU us, in place vs async':<44} {in_place:>10.1f} {via_async:>10.1f} "
               f"{in_place / via_async:>8.2f}")
