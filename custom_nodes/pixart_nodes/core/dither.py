@@ -633,9 +633,11 @@ def _pair(code, shift):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _pick(vr, vg, vb, ka, kb, pal4):
-    """The nearer of two colours by sRGB distance and the error it leaves, (colour, r, g, b). Both distances are
-    computed before the comparison, strict so that the lower index wins ties like the search."""
+def _pick(vr, vg, vb, ka, kb, pal4, nr, ng, nb, wt):
+    """The nearer of two colours by sRGB distance, the error it leaves and the next pixel's value: (colour, r, g, b,
+    next r, g, b), where the next value is ``n + error * wt`` per channel. Both distances, and the next value for
+    either colour, are computed before the comparison, so that picking is the chain's last step rather than followed
+    by a multiply; strict so that the lower index wins ties like the search."""
     ua = np.uint64(ka) << np.uint64(2)
     ub = np.uint64(kb) << np.uint64(2)
     ar = vr - pal4[ua]
@@ -644,8 +646,11 @@ def _pick(vr, vg, vb, ka, kb, pal4):
     br = vr - pal4[ub]
     bg = vg - pal4[ub + np.uint64(1)]
     bb = vb - pal4[ub + np.uint64(2)]
-    nb = br * br + bg * bg + bb * bb < ar * ar + ag * ag + ab * ab
-    return (kb if nb else ka), (br if nb else ar), (bg if nb else ag), (bb if nb else ab)
+    pr, pg, pb = nr + ar * wt, ng + ag * wt, nb + ab * wt
+    qr, qg, qb = nr + br * wt, ng + bg * wt, nb + bb * wt
+    second = br * br + bg * bg + bb * bb < ar * ar + ag * ag + ab * ab
+    return ((kb if second else ka), (br if second else ar), (bg if second else ag), (bb if second else ab),
+            (qr if second else pr), (qg if second else pg), (qb if second else pb))
 
 
 # Error diffusion runs in fixed point: ``strength`` is taken in steps of 1/STRENGTH_STEPS, so the error passed on,
@@ -761,10 +766,7 @@ def _floyd_steinberg_rgb(
                 ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
             if ka < 0:
                 ka = kb = _fill(False, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
-            k, er, eg, eb = _pick(vr, vg, vb, ka, kb, pal4)
-            tr = sr + s7 * er
-            tg = sg + s7 * eg
-            tb = sb + s7 * eb
+            k, er, eg, eb, tr, tg, tb = _pick(vr, vg, vb, ka, kb, pal4, sr, sg, sb, s7)
             _emit(oidx, oimg, used, table, p, uch, k)
             # packed error (fields are linear: the sums below act on each field alone)
             pe = (er + (eg << FS_FIELD) + (eb << (2 * FS_FIELD))) * strength
@@ -878,26 +880,7 @@ def _diffuse_fixed(
                     lo = _low(vr, vg, vb, gbits)
                     word = masks[(np.uint64(slots[cell]) << wsh) | (lo >> np.uint64(6))]
                     ka = kb = ka + np.int64((word >> (lo & np.uint64(63))) & np.uint64(1)) * (kb - ka)
-                ua = np.uint64(ka) << np.uint64(2)
-                ub = np.uint64(kb) << np.uint64(2)
-                xr = vr - pal4[ua]
-                xg = vg - pal4[ua + np.uint64(1)]
-                xb = vb - pal4[ua + np.uint64(2)]
-                yr = vr - pal4[ub]
-                yg = vg - pal4[ub + np.uint64(1)]
-                yb = vb - pal4[ub + np.uint64(2)]
-                # the next pixel's value for either colour, so that the comparison's pick is the last step of
-                # the chain rather than followed by a multiply
-                pr, pg, pb = nr + xr * w01, ng + xg * w01, nb + xb * w01
-                qr, qg, qb = nr + yr * w01, ng + yg * w01, nb + yb * w01
-                second = yr * yr + yg * yg + yb * yb < xr * xr + xg * xg + xb * xb
-                k = kb if second else ka
-                er = yr if second else xr
-                eg = yg if second else xg
-                eb = yb if second else xb
-                tr = qr if second else pr
-                tg = qg if second else pg
-                tb = qb if second else pb
+                k, er, eg, eb, tr, tg, tb = _pick(vr, vg, vb, ka, kb, pal4, nr, ng, nb, w01)
                 _emit(oidx, oimg, used, table, p, uch, k)
                 if damp and er * er + eg * eg + eb * eb > damp_limit:
                     er = (3 * er + 2) >> 2
