@@ -308,7 +308,8 @@ def extract_palette(
     """Palette of up to ``n_colors`` (2..256) colours representing ``img`` (uint8 ``[H,W,3|4]``), or one palette
     for several images (a sequence of them: a batch, the frames of an animation, a folder of sprites).
 
-    ``kmeans``: weighted k-means in OKLab, k-means++ seeding from ``seed`` (same input + seed -> same palette).
+    ``kmeans``: weighted k-means in OKLab, k-means++ seeding from ``seed`` (same input + seed -> same palette),
+    each colour then moved from its cluster's mean toward its median (the mean OKLab distance to it is lower).
     ``median-cut``: Heckbert-style boxes in RGB, splitting the box with the largest weighted variance along its
     longest side at the weighted median. Pixels with alpha below ``alpha_threshold`` are ignored. An image
     with fewer distinct colours than asked gives exactly those colours. Colours are sorted dark to light.
