@@ -323,7 +323,7 @@ def main() -> None:
         for name, label in (("on", "S3 + webhooks"), ("s3", "S3 results only"), ("hooks", "webhooks only")):
             value = statistics.median(cpu_ms[name])
             print(f"{'bridge-process CPU ms/job, ' + label:<44} {value:>10.2f} {base_cpu:>10.2f} {value / base_cpu:>8.2f}")
-        if comfy is not None:
+        if comfy is not None and comfy.popen is not None:
             # the shared CPU's work per job, bridges and ComfyUI: its inverse is the throughput of a saturated CPU
             shared = {name: [b + c for b, c in zip(cpu_ms[name], comfy_ms[name])] for name in rates}
             base_shared = statistics.median(shared["off"])

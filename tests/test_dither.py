@@ -172,7 +172,7 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
     """Every kernel and distance (the sRGB Floyd-Steinberg loop, and the loop shared by all others, with and
     without damping) against the plain-Python reference: saturated noise drives values outside 0..255, a
-    quarter of the pixels transparent; PICO-8, 40 random colours (cells with 3+ candidates) and 70 (OKLab: pair
+    quarter of the pixels transparent (and the same pixels as RGB); PICO-8, 40 random colours (cells with 3+ candidates) and 70 (OKLab: pair
     cells through the memo too); cell tables of both sizes the loops use."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
@@ -198,6 +198,15 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             assert np.array_equal(out.indices, ref), (n, serpentine, strength, limit)
             assert np.array_equal(out.image, table[ref])
             assert np.array_equal(np.flatnonzero(out.used[:n]), np.unique(ref[ref < n]))
+            # and without alpha (every pixel takes and passes on error)
+            rgb = np.ascontiguousarray(img[..., :3])
+            out = dither.Target(np.ascontiguousarray(table[:, :3]), np.empty((11, 14), np.uint8), np.empty_like(rgb),
+                                np.zeros(n + 1, np.uint8))
+            dither.error_diffuse(rgb, pal, lk, kernel, out, strength=strength, serpentine=serpentine,
+                                 damp_limit=limit)
+            ref = _diffusion_fixed_reference(rgb, pal, kernel, serpentine, strength, distance, limit)
+            assert np.array_equal(out.indices, ref), ("rgb", n, serpentine, strength, limit)
+            assert np.array_equal(out.image, pal[ref])
 
 
 def test_damping_limit_is_libimagequants_rule():

@@ -249,6 +249,11 @@ def test_centres_move_toward_the_geometric_medians():
 
     stepped = _toward_medians(pts, w, means, assign)
     assert np.all(cost(stepped) < cost(means))
+    # exactly one Weiszfeld step, written independently: sum(w x / d) / sum(w / d) over the cluster
+    for j in (0, 1):
+        x, wj = pts[assign == j], w[assign == j]
+        d = np.linalg.norm(x - means[j], axis=1)
+        assert np.allclose(stepped[j], (x * (wj / d)[:, None]).sum(0) / (wj / d).sum(), rtol=0, atol=1e-12)
     many = means
     for _ in range(200):
         many = _toward_medians(pts, w, many, assign)
@@ -260,6 +265,10 @@ def test_centres_move_toward_the_geometric_medians():
     # an empty cluster keeps its centre
     lone = _toward_medians(pts, w, np.concatenate([means, [[0.9, 0.0, 0.0]]]), assign)
     assert np.array_equal(lone[2], [0.9, 0.0, 0.0])
+    # a one-colour cluster (its colour at its centre: distance 0, under the floor) stays where it is
+    one = _toward_medians(np.array([[0.3, 0.01, -0.02]]), np.array([5.0]), np.array([[0.3, 0.01, -0.02]]),
+                          np.array([0]))
+    assert np.all(np.isfinite(one)) and np.allclose(one, [[0.3, 0.01, -0.02]], rtol=0, atol=1e-15)
 
 
 def _classic_kmeans_palette(img: np.ndarray, k: int, seed: int = 0) -> np.ndarray:

@@ -662,8 +662,9 @@ STRENGTH_STEPS = 256
 FS_SHIFT = 12
 FS_ONE = 1 << FS_SHIFT  # 16 * STRENGTH_STEPS
 FS_HALF = FS_ONE // 2
-# Next-row error travels packed: three 21-bit fields in one int64, each biased by 2^20 so it unpacks with a
-# shift and a mask. A cell collects 9 * 255 * STRENGTH_STEPS = 587520 < 2^20 at most, so fields never carry.
+# In the sRGB Floyd-Steinberg loop, next-row error travels packed: three 21-bit fields in one int64, each biased by
+# 2^20 so it unpacks with a shift and a mask. A cell collects 9 * 255 * STRENGTH_STEPS = 587520 < 2^20 at most, so
+# fields never carry.
 FS_FIELD = 21
 FS_MASK = (1 << FS_FIELD) - 1
 FS_BIAS = (1 << (FS_FIELD - 1)) * (1 + (1 << FS_FIELD) + (1 << (2 * FS_FIELD)))
@@ -815,7 +816,7 @@ def _diffuse_fixed(
     use_lab, src, alpha_threshold, pal4, wts, damp_limit, serpentine, pal_cmp, lin, m1, m2, info, blk, memo, moff,
     cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
-    # Unsigned indices: numba then emits no negative-index wraparound.
+    # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
     h, w, ch = src.shape
     n = pal4.shape[0] // 4
     flat, oidx, oimg, uch = _views(src, out_idx, out_img)
@@ -861,6 +862,7 @@ def _diffuse_fixed(
             nb = (np.int64(flat[q + np.uint64(2)]) << FS_SHIFT) + np.int64(ab[cx]) + half + c2b
             ux = np.uint64(x + pad)
             if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
+                # transparent: takes and passes on no error
                 _emit(oidx, oimg, used, table, p, uch, n)
                 tr, tg, tb = nr, ng, nb
                 c2r = c2g = c2b = zero
@@ -871,12 +873,12 @@ def _diffuse_fixed(
                 vr, vg, vb = _code(tr), _code(tg), _code(tb)
                 cell = _cell(vr, vg, vb, gbits)
                 ka, kb = _pair(codes[cell], shift)
-                if ka > kb:
+                if ka > kb:  # 3+ candidates: the memo
                     ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
                     if ka < 0:
                         ka = kb = _fill(use_lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2,
                                         gbits)
-                elif use_lab:
+                elif use_lab:  # a pair's choice for this value is a bit of its mask (see ``pair_masks``)
                     lo = _low(vr, vg, vb, gbits)
                     word = masks[(np.uint64(slots[cell]) << wsh) | (lo >> np.uint64(6))]
                     ka = kb = ka + np.int64((word >> (lo & np.uint64(63))) & np.uint64(1)) * (kb - ka)
@@ -1448,8 +1450,8 @@ def kernel_weights(kernel: ErrorKernel, strength: float) -> np.ndarray:
     """Integer tap weights (int64 [15], index ``5 * dy + dx + 2``) in units of 1/``FS_ONE`` of the error, for the
     fixed-point loops: ``floor(S * numerator * 16 / divisor)`` with ``S = fs_strength(strength)``. Exact for every
     divisor dividing 16 * S (Floyd-Steinberg, Atkinson, Burkes, Sierra family at most strengths); Jarvis-Judice-Ninke
-    and Stucki lose less than 1/4096 of a tap's share. Rounding down keeps the sum at most ``FS_ONE``, which the
-    packed fields need (see FS_FIELD)."""
+    and Stucki lose less than 1/4096 of a tap's share. Rounding down keeps the sum at most ``FS_ONE``: a cell of
+    the loop's int32 rows then collects at most 255 * FS_ONE."""
     s = fs_strength(strength)
     wts = np.zeros(15, dtype=np.int64)
     for dx, dy, num in kernel.taps:

@@ -209,7 +209,7 @@ def _kmeans_oklab(lab: np.ndarray, w: np.ndarray, k: int, seed: int) -> np.ndarr
     return _toward_medians(lab, w, centres, assign)
 
 
-_MEDIAN_FLOOR = 1e-4  # OKLab distance below which a colour counts as at its centre (a tenth of a just-noticeable one)
+_MEDIAN_FLOOR = 1e-4  # OKLab distance below which a colour counts as at its centre (about 1/100 of a visible step)
 
 
 def _toward_medians(lab: np.ndarray, w: np.ndarray, centres: np.ndarray, assign: np.ndarray) -> np.ndarray:
@@ -218,7 +218,8 @@ def _toward_medians(lab: np.ndarray, w: np.ndarray, centres: np.ndarray, assign:
     A palette is judged by how far each pixel lands from its colour (the mean OKLab distance, as bench_extract and
     libimagequant's users measure it), which the median serves and the mean of k-means does not: one step took
     bench_extract's damped Floyd-Steinberg rows from 19 to 21 of 24 at or below libimagequant on both errors
-    (further steps: fewer). The step never increases the weighted sum of distances (Weiszfeld's property)."""
+    (further steps: fewer). The step never increases the weighted sum of distances (Weiszfeld's property), up to
+    the floor on distances: a colour within ``_MEDIAN_FLOOR`` of its centre weighs as if at that distance."""
     k = len(centres)
     dist = np.sqrt(((lab - centres[assign]) ** 2).sum(axis=1))
     wd = w / np.maximum(dist, _MEDIAN_FLOOR)
@@ -309,7 +310,8 @@ def extract_palette(
     for several images (a sequence of them: a batch, the frames of an animation, a folder of sprites).
 
     ``kmeans``: weighted k-means in OKLab, k-means++ seeding from ``seed`` (same input + seed -> same palette),
-    each colour then moved from its cluster's mean toward its median (the mean OKLab distance to it is lower).
+    each colour then moved from its cluster's mean toward its geometric median (the mean OKLab distance to it is
+    not higher).
     ``median-cut``: Heckbert-style boxes in RGB, splitting the box with the largest weighted variance along its
     longest side at the weighted median. Pixels with alpha below ``alpha_threshold`` are ignored. An image
     with fewer distinct colours than asked gives exactly those colours. Colours are sorted dark to light.
