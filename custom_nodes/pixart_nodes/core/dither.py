@@ -785,8 +785,8 @@ def _floyd_steinberg_rgb(
 # taps are on the chain from one pixel to the next; the error a row passes to the two rows below is kept per pixel
 # and spread once the row is done, by ``_rows_below``, a loop without that chain which the compiler turns into
 # vector instructions (the spreading used to run in the pixel loop: measured when it moved, same process, 512x512
-# to PICO-8, the three-row kernels took 0.85-0.87x their time in sRGB, 0.87-0.90x in OKLab; the two-row kernels
-# 0.94-0.96x; results identical). ``damp_limit`` >= 0 turns on libimagequant's damping: a pixel whose squared error
+# to PICO-8, the three-row kernels took 0.83-0.88x their time in sRGB, 0.85-0.91x in OKLab; the two-row kernels
+# 0.92-0.97x and 0.92-1.00x; results identical). ``damp_limit`` >= 0 turns on libimagequant's damping: a pixel whose squared error
 # (code values, summed over channels) exceeds it passes on only 3/4 of its error (each channel rounded half up),
 # which keeps errors that no palette colour can absorb from running across edges.
 
