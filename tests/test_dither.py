@@ -172,8 +172,8 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
     """Every kernel and distance (the sRGB Floyd-Steinberg loop, and the loop shared by all others, with and
     without damping) against the plain-Python reference: saturated noise drives values outside 0..255, a
-    quarter of the pixels transparent (and the same pixels as RGB); PICO-8, 40 random colours (cells with 3+ candidates) and 70 (OKLab: pair
-    cells through the memo too); cell tables of both sizes the loops use."""
+    quarter of the pixels transparent (and the same pixels as RGB); PICO-8, 40 random colours (cells with 3+
+    candidates) and 70 (OKLab: pair cells through the memo too); cell tables of both sizes the loops use."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 

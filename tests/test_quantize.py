@@ -243,7 +243,7 @@ def test_memo_holds_the_exact_nearest(distance, name):
     values = np.concatenate([rng.integers(0, 256, (20000, 3)),
                              np.clip(ties[:, None, :] + rng.integers(-3, 4, (len(ties), 60, 3)), 0, 255).reshape(-1, 3)])
     img = np.ascontiguousarray(values.astype(np.uint8).reshape(1, -1, 3))
-    qz._lookup.cache_clear()
+    qz._cached_lookup.cache_clear()
 
     res = _cell_loop(img, pal, distance)  # quantize searches small palettes without the memo
     best, d = _nearest_by_brute_force(values, pal, distance)

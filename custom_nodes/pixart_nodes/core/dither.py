@@ -786,9 +786,19 @@ def _floyd_steinberg_rgb(
 # and spread once the row is done, by ``_rows_below``, a loop without that chain which the compiler turns into
 # vector instructions (the spreading used to run in the pixel loop: measured when it moved, same process, 512x512
 # to PICO-8, the three-row kernels took 0.83-0.88x their time in sRGB, 0.85-0.91x in OKLab; the two-row kernels
-# 0.92-0.97x and 0.92-1.00x; results identical). ``damp_limit`` >= 0 turns on libimagequant's damping: a pixel whose squared error
-# (code values, summed over channels) exceeds it passes on only 3/4 of its error (each channel rounded half up),
-# which keeps errors that no palette colour can absorb from running across edges.
+# 0.92-0.97x and 0.92-1.00x; results identical). ``damp_limit`` >= 0 turns on libimagequant's damping: a pixel
+# whose squared error (code values, summed over channels) exceeds it passes on only 3/4 of its error (each channel
+# rounded half up), which keeps errors that no palette colour can absorb from running across edges.
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _value(flat, q, ar, ag, ab, cx):
+    """A pixel's value in fixed point before this row's error: its source at ``flat[q]``, the error its cell ``cx``
+    collected from the rows above (``ar``/``ag``/``ab``), and the rounding half: r, g, b."""
+    half = np.int64(FS_HALF)
+    return ((np.int64(flat[q]) << FS_SHIFT) + np.int64(ar[cx]) + half,
+            (np.int64(flat[q + np.uint64(1)]) << FS_SHIFT) + np.int64(ag[cx]) + half,
+            (np.int64(flat[q + np.uint64(2)]) << FS_SHIFT) + np.int64(ab[cx]) + half)
 
 
 @njit(cache=True, nogil=True)
@@ -837,7 +847,6 @@ def _diffuse_fixed(
     er0, eg0, eb0 = err[0], err[1], err[2]
     ar, ag, ab = acc[0], acc[1], acc[2]
     zero = np.int64(0)
-    half = np.int64(FS_HALF)
     for y in range(h):
         cur = np.uint64((y % 3) * stride + pad)
         nx1 = (y + 1) % 3 * stride + pad
@@ -846,20 +855,14 @@ def _diffuse_fixed(
         step = -1 if reverse else 1
         x = w - 1 if reverse else 0
         c2r = c2g = c2b = zero
-        q = np.uint64(y * w + x) * uch
-        cx = cur + np.uint64(x)
         # tr, tg, tb: this pixel's value (source, collected error, current-row error, rounding half)
-        tr = (np.int64(flat[q]) << FS_SHIFT) + np.int64(ar[cx]) + half
-        tg = (np.int64(flat[q + np.uint64(1)]) << FS_SHIFT) + np.int64(ag[cx]) + half
-        tb = (np.int64(flat[q + np.uint64(2)]) << FS_SHIFT) + np.int64(ab[cx]) + half
+        tr, tg, tb = _value(flat, np.uint64(y * w + x) * uch, ar, ag, ab, cur + np.uint64(x))
         for _ in range(w):
             p = np.uint64(y * w + x)
-            q = min(np.uint64(y * w + x + step), last) * uch
-            cx = cur + np.uint64(x + step)
             # the next pixel's value but for this pixel's error
-            nr = (np.int64(flat[q]) << FS_SHIFT) + np.int64(ar[cx]) + half + c2r
-            ng = (np.int64(flat[q + np.uint64(1)]) << FS_SHIFT) + np.int64(ag[cx]) + half + c2g
-            nb = (np.int64(flat[q + np.uint64(2)]) << FS_SHIFT) + np.int64(ab[cx]) + half + c2b
+            nr, ng, nb = _value(flat, min(np.uint64(y * w + x + step), last) * uch, ar, ag, ab,
+                                cur + np.uint64(x + step))
+            nr, ng, nb = nr + c2r, ng + c2g, nb + c2b
             ux = np.uint64(x + pad)
             if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
                 # transparent: takes and passes on no error
@@ -988,8 +991,8 @@ class NearestTable(NamedTuple):
     squared differences float32 holds exactly), M even, padding far from every colour, searched where the cell
     table ``info`` (uint8) of cells 2^``gbits`` per side has more than one colour (``_ALL_CELLS`` and 0: no table,
     every pixel searched; at 64^3 cells, 512x512 to PICO-8 in OKLab took 0.6 ms instead of 1.1); ``exact``: the
-    colours in the distance space in float64 [N,3] (OKLab's exact second search reads them). ``rgbx`` / ``rgba``: a little-endian uint32 per colour,
-    R G B 0 / R G B 255 and one more entry, 0, for transparent."""
+    colours in the distance space in float64 [N,3] (OKLab's exact second search reads them). ``rgbx`` / ``rgba``:
+    a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent."""
 
     use_lab: bool
     keys: bool

@@ -38,18 +38,22 @@ def _palette_array(palette: Palette | np.ndarray) -> np.ndarray:
     return Palette("custom", np.asarray(palette)).colors
 
 
-@lru_cache(maxsize=16)
 def _lookup(pal_bytes: bytes, use_lab: bool, gbits: int = _dither.GBITS) -> _dither.Lookup:
     # keyed on the colour bytes so repeated calls with one palette (every image of a batch, every method) share
-    # one cell table and its memo of exact nearest colours
+    # one cell table and its memo of exact nearest colours; the cache is called with every argument given, since
+    # lru_cache keys f(b, False) and f(b, False, 6) apart
+    return _cached_lookup(pal_bytes, use_lab, gbits)
+
+
+@lru_cache(maxsize=16)
+def _cached_lookup(pal_bytes: bytes, use_lab: bool, gbits: int) -> _dither.Lookup:
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     return _dither.lookup(pal, use_lab, gbits)
 
 
 def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
-    # OKLab error diffusion reads 32^3 cells (see LAB_DIFFUSION_GBITS); sRGB shares the other loops' table (called
-    # the same way: lru_cache keys (b, False) and (b, False, 6) apart)
-    return _lookup(pal_bytes, True, _dither.LAB_DIFFUSION_GBITS) if use_lab else _lookup(pal_bytes, False)
+    # OKLab error diffusion reads 32^3 cells (see LAB_DIFFUSION_GBITS); sRGB shares the other loops' table
+    return _lookup(pal_bytes, use_lab, _dither.LAB_DIFFUSION_GBITS if use_lab else _dither.GBITS)
 
 
 @lru_cache(maxsize=16)
