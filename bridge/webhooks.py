@@ -2,11 +2,13 @@
 
 A job carries its receivers in `meta["webhook"]` (`{"url", "events"}`, from the request's `webhook` field), and
 the `BRIDGE_WEBHOOK_URL` setting names one receiver for every job. Each event becomes a delivery row in the job
-store before anything is sent, so delivery is at least once and survives a restart. A job's end is sent by the
-bridge that ended the job, once the end is written; progress messages, retries and messages left by a stopped or
-dead bridge are posted by a background loop. Each attempt is its own task with a timeout and a per-host bound, so a
-slow or dead receiver never delays a job or another receiver; failures are retried with exponential back-off and
-jitter until BRIDGE_WEBHOOK_RETRY_FOR has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`).
+store before anything is sent, so delivery is at least once and survives a restart; the rows about a job's end are
+written in the transaction that writes the end. A job's end is sent by the bridge that ended the job, once the end
+is written; progress messages, retries and messages left by a stopped or dead bridge are posted by a background
+loop. Each attempt is its own task with a timeout and a per-host bound, so a slow or dead receiver never delays a
+job or another receiver; failures are retried with exponential back-off and jitter until BRIDGE_WEBHOOK_RETRY_FOR
+has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`), the outcomes of attempts close together in one
+transaction.
 
 Messages follow the Standard Webhooks specification (the `standardwebhooks` package signs them): headers
 `webhook-id`, `webhook-timestamp`, `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body` with the
@@ -39,6 +41,8 @@ log = logging.getLogger("bridge.webhooks")
 
 EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.progress")
 DEFAULT_EVENTS = ("job.completed", "job.failed", "job.cancelled")
+# Attempts' outcomes are written to the store together, this long after the first of them (seconds).
+SETTLE_DELAY = 0.05
 # A receiver answering 410 asks not to be called again for this message (Standard Webhooks).
 GONE = 410
 
@@ -109,6 +113,8 @@ class Webhooks:
         self._last_progress: dict[tuple[str, str], float] = {}
         self._ended: dict[str, None] = {}  # jobs whose end is recorded (a job's end is written once, mostly)
         self._pending_events: set[asyncio.Task[Any]] = set()
+        self._settling: list[Delivery] = []  # attempts' outcomes waiting to be written together
+        self._settler: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ events in
     def receivers(self, job: Job) -> list[Receiver]:
@@ -128,16 +134,20 @@ class Webhooks:
             return
         for r in wanted:
             self._last_progress[(job.id, r.url)] = now
-        task = asyncio.get_running_loop().create_task(self._record(event, job, wanted))
+        task = asyncio.get_running_loop().create_task(self._record_progress(job, wanted))
         self._pending_events.add(task)
         task.add_done_callback(self._pending_events.discard)
 
-    async def record_end(self, job: Job) -> None:
-        """Record the messages about a job's end. The job table calls this before it writes the end: a bridge that
-        dies in between has not written the end either, and whoever takes the job up again ends it again and
-        records its messages then. At least once, never none."""
+    async def end_messages(self, job: Job) -> list[Delivery]:
+        """The messages about a job's end. The job table writes them in the transaction that writes the end: a
+        bridge that dies before has written neither, and whoever takes the job up again ends it again and records
+        its messages then; an end the store refuses (another replica owns the job now) leaves none behind. At least
+        once, never none."""
+        held = self._held.get(job.id)
+        if held is not None:
+            return held  # the write failed and is tried again: the same messages
         if job.id in self._ended:
-            return
+            return []
         event = f"job.{job.status}"
         wanted = [r for r in self.receivers(job) if event in r.events]
         self._ended[job.id] = None
@@ -145,49 +155,54 @@ class Webhooks:
             self._ended.pop(next(iter(self._ended)))
         for r in wanted:
             self._last_progress.pop((job.id, r.url), None)
-        if wanted:
-            await self._record(event, job, wanted)
+        if not wanted:
+            return []
+        data = await self._data(job)
+        now = time.time()
+        # This bridge sends them as soon as the end is written (`end_written`): they are written as already claimed
+        # (held like a claimed one, so another replica, or this one after a crash, sends them only if this bridge
+        # never did), which spares the delivery loop a claim and a look-up per message. A stopping bridge leaves
+        # them due for whoever runs next.
+        direct = not self._stopped
+        messages = [self._message(job, r.url, event, data, now, now + self._hold if direct else now) for r in wanted]
+        if direct:
+            self._held[job.id] = messages
+        return messages
 
-    async def _record(self, event: str, job: Job, receivers: list[Receiver]) -> None:
+    async def _data(self, job: Job) -> dict[str, Any]:
         try:
-            data = await self.describe(job)
+            return await self.describe(job)
         except Exception as exc:  # noqa: BLE001 - a description failure must not lose the event
             log.warning("webhook for job %s: describing the job failed (%s); sending its state only", job.id, exc)
-            data = {"id": job.id, "status": job.status, "error": job.error}
+            return {"id": job.id, "status": job.status, "error": job.error}
+
+    def _message(self, job: Job, url: str, event: str, data: dict[str, Any], now: float, due: float) -> Delivery:
+        msg_id = "msg_" + uuid.uuid4().hex
+        return Delivery(id=msg_id, job_id=job.id, url=url, event=event, payload=self._body(msg_id, event, data, now),
+                        created_at=now, next_at=due)
+
+    async def _record_progress(self, job: Job, receivers: list[Receiver]) -> None:
+        """Progress messages go through the delivery loop, where a stale one still waiting is replaced."""
+        event = "job.progress"
+        data = await self._data(job)
         now = time.time()
-        # A job's end is sent by this bridge as soon as the end is written (`end_written`): the row is written as
-        # already claimed (held like a claimed one, so another replica, or this one after a crash, sends it only
-        # if this bridge never did), which spares the delivery loop a claim and a look-up per message. Progress
-        # messages go through the loop, where a stale one still waiting is replaced.
-        direct = event != "job.progress" and not self._stopped
         for r in receivers:
-            if event == "job.progress":
-                pending = await self.store.pending_delivery(job.id, r.url, event)
-                if pending is not None and pending.id not in self._in_flight:  # one being sent here is not replaced
-                    # One pending progress message per receiver: the newest state replaces the stale one.
-                    pending.payload = self._body(pending.id, event, data, now)
-                    await self.store.save_delivery(pending)
-                    continue
-            msg_id = "msg_" + uuid.uuid4().hex
-            d = Delivery(id=msg_id, job_id=job.id, url=r.url, event=event, payload=self._body(msg_id, event, data, now),
-                         created_at=now, next_at=now + self._hold if direct else now)
-            await self.store.save_delivery(d)
-            if direct:
-                self._held.setdefault(job.id, []).append(d)
-        if not direct:
-            self._wake.set()
+            pending = await self.store.pending_delivery(job.id, r.url, event)
+            if pending is not None and pending.id not in self._in_flight:  # one being sent here is not replaced
+                # One pending progress message per receiver: the newest state replaces the stale one.
+                pending.payload = self._body(pending.id, event, data, now)
+                await self.store.save_delivery(pending)
+            else:
+                await self.store.save_delivery(self._message(job, r.url, event, data, now, now))
+        self._wake.set()
 
     def end_written(self, job: Job, written: bool) -> None:
-        """The job table wrote the job's end (``written``): send its held end messages now, so a receiver that looks
-        the job up finds it ended. Not written (another replica owns the job now, or it was deleted): the messages
-        describe an end the store refused, so they are removed; the replica that ends the job records its own."""
+        """The job table wrote the job's end and its messages (``written``): send them now, so a receiver that
+        looks the job up finds it ended. Not written (another replica owns the job now, or it was deleted): neither
+        are the messages; the replica that ends the job records its own."""
         held = self._held.pop(job.id, [])
         if not written:
             self._ended.pop(job.id, None)
-            if held:
-                task = asyncio.get_running_loop().create_task(self.store.drop_pending_deliveries([d.id for d in held]))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
             return
         for d in held:
             if self._stopped:
@@ -242,6 +257,10 @@ class Webhooks:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._settler is not None:
+            self._settler.cancel()
+            await asyncio.gather(self._settler, return_exceptions=True)
+        await self.write_settled()
         # messages this bridge held and did not finish sending are due at once for whoever runs next, rather than
         # when their hold runs out
         unsent = self._interrupted + [d for held in self._held.values() for d in held]
@@ -301,17 +320,51 @@ class Webhooks:
                 else:
                     backoff = min(self.policy.retry_max, self.policy.retry_base * 2 ** (len(d.attempts) - 1))
                     d.next_at = ended + backoff * random.uniform(0.75, 1.25)
-                await self.store.save_delivery(d)
+                self._settle(d)
                 settled = True
         finally:
+            if not settled:
+                self._in_flight.discard(d.id)
+                if self._stopped:
+                    self._interrupted.append(d)
+
+    def _settle(self, d: Delivery) -> None:
+        """Queue an attempt's outcome for the store. Outcomes are written together a moment later, one transaction
+        for many messages: a bridge that dies meanwhile sends those messages again when their hold runs out (at
+        least once). The message stays in flight here until then, so no newer progress replaces it unsent."""
+        self._settling.append(d)
+        if self._settler is None and not self._stopped:  # a stopping bridge writes them in stop()
+            self._settler = asyncio.get_running_loop().create_task(self._settle_later())
+
+    async def _settle_later(self) -> None:
+        try:
+            await asyncio.sleep(SETTLE_DELAY)
+            await self.write_settled()
+        finally:
+            self._settler = None
+            if self._settling and not self._stopped:  # queued while this one wrote
+                self._settler = asyncio.get_running_loop().create_task(self._settle_later())
+
+    async def write_settled(self) -> None:
+        """Write the attempts' outcomes queued so far (also before a read of the log and at a stop)."""
+        batch, self._settling = self._settling, []
+        if not batch:
+            return
+        try:
+            await self.store.settle_deliveries(batch)
+        except asyncio.CancelledError:
+            self._settling[:0] = batch  # a stop cut the write short: it writes them itself
+            raise
+        except Exception as exc:  # noqa: BLE001 - the store is away: the holds run out and the messages go again
+            log.warning("webhook attempts of %d messages not recorded: %s", len(batch), exc)
+        for d in batch:
             self._in_flight.discard(d.id)
-            if not settled and self._stopped:
-                self._interrupted.append(d)
-            if d.status == "pending":
-                self._wake.set()  # a retry is due later: the loop's next wake-up time may have moved
+        if any(d.status == "pending" for d in batch):
+            self._wake.set()  # a retry is due later: the loop's next wake-up time may have moved
 
     # ------------------------------------------------------------------ reads
     async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        await self.write_settled()
         return [d.to_dict() for d in await self.store.deliveries_for(job_id)]
 
 

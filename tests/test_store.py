@@ -196,6 +196,33 @@ async def test_deliveries_are_claimed_by_one_sender_at_a_time(database, tmp_path
         await b.close()
 
 
+async def test_end_messages_go_in_with_the_end_and_outcomes_are_settled_together(store):
+    """A job's end and its webhook messages are written together, only where the write is the owner's; attempts'
+    outcomes are recorded in one call and change only rows still there (a deleted job's log stays gone)."""
+    await store.insert(job(1), owner="r1", lease=30)
+    await store.insert(job(2), owner="r1", lease=30)
+    ends = [Delivery(id=f"m{i}", job_id="j1", url=f"http://r{i}", event="job.completed", payload=f'{{"i":{i}}}',
+                     created_at=5.0, next_at=45.0) for i in range(2)]
+    done = job(1, status="completed", finished_at=1003.0)
+    assert not await store.save(done, owner="r2", lease=30, deliveries=ends)  # not r2's: neither is written
+    assert await store.deliveries_for("j1") == [] and (await store.load("j1")).status == "queued"
+    assert await store.save(done, owner="r1", lease=30, deliveries=ends)
+    assert [(d.id, d.status, d.next_at) for d in await store.deliveries_for("j1")] == [("m0", "pending", 45.0),
+                                                                                      ("m1", "pending", 45.0)]
+    other = Delivery(id="m2", job_id="j2", url="http://r", event="job.completed", payload="{}", created_at=5.0,
+                     next_at=45.0)
+    await store.save_delivery(other)
+    await store.delete("j2")
+    ends[0].status, ends[0].next_at, ends[0].attempts = "delivered", None, [{"status": 204}]
+    ends[1].next_at, ends[1].attempts = 50.0, [{"status": 500}]
+    other.status = "delivered"
+    await store.settle_deliveries([ends[0], ends[1], other])
+    got = {d.id: d for d in await store.deliveries_for("j1")}
+    assert (got["m0"].status, got["m0"].next_at, got["m0"].attempts) == ("delivered", None, [{"status": 204}])
+    assert (got["m1"].status, got["m1"].next_at, got["m1"].attempts) == ("pending", 50.0, [{"status": 500}])
+    assert got["m0"].payload == '{"i":0}' and await store.deliveries_for("j2") == []
+
+
 async def test_a_held_message_is_taken_again_only_while_nobody_else_has_it(database, tmp_path):
     """A replica whose hold on a message ran out while it waited for a free sending slot takes it again with a
     compare-and-set on the hold; once another replica has claimed it, the first one's attempt is off."""

@@ -299,39 +299,61 @@ async def test_generate_request_webhook_covers_each_image_job(bridge_factory, re
     assert bad.status == 400 and (await bad.json())["field"].startswith("webhook")
 
 
-async def test_the_message_about_a_jobs_end_is_recorded_before_the_end_is(bridge_factory, receiver):
-    # A bridge that dies between the two loses neither: the end is not written yet, so the job is taken up and
-    # ended again (and its message recorded then).
+async def test_the_message_about_a_jobs_end_is_written_in_the_transaction_that_writes_the_end(bridge_factory,
+                                                                                               receiver):
+    """Both or neither: a write of the end that fails after the message went in leaves no message behind, and the
+    write tried again carries the same message (same id, so a receiver that saw nothing sees it once)."""
     client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
     store = client.app[ENGINE].store
-    seen: list[tuple[str, int]] = []
+    failures: list[list[str]] = []
+    original_insert = store.save_delivery
+
+    async def save_delivery(d):
+        await original_insert(d)
+        if not failures:
+            failures.append([d.id])
+            raise OSError("disk full")  # after the message is in: the transaction is rolled back
+
+    store.save_delivery = save_delivery
+    seen: list[tuple[str, list[str], list[str]]] = []
     original = store.save
 
     async def save(job, **kwargs):
-        if job.done:
-            seen.append((job.status, len(await store.deliveries_for(job.id))))
-        return await original(job, **kwargs)
+        if not job.done:
+            return await original(job, **kwargs)
+        try:
+            return await original(job, **kwargs)
+        finally:
+            stored = [d.id for d in await store.deliveries_for(job.id)]
+            seen.append(((await store.load(job.id)).status, [d.id for d in kwargs["deliveries"]], stored))
 
     store.save = save
     resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
                                                          "webhook": receiver.url})
-    await finished(client, (await resp.json())["id"])
+    job_id = (await resp.json())["id"]
     await receiver.wait_for(1)
-    assert seen and seen[0] == ("completed", 1)
+    (first_id,) = failures[0]
+    assert seen[0] == ("running", [first_id], [])  # rolled back: neither the end nor its message
+    assert seen[1] == ("completed", [first_id], [first_id])  # tried again: both, the same message
+    assert verified(receiver.got[0])["data"]["id"] == job_id and receiver.got[0]["headers"]["webhook-id"] == first_id
+    await asyncio.sleep(0.2)
+    assert len(receiver.got) == 1
 
 
-async def test_end_messages_of_an_end_the_store_did_not_take_are_removed(bridge_factory, receiver):
-    """The store refuses the end (another replica owns the job now, or it was deleted): the messages recorded for
-    it describe an end that was not written, so they are removed instead of going out when their hold runs out."""
+async def test_no_message_is_written_for_an_end_the_store_did_not_take(bridge_factory, receiver):
+    """The store refuses the end (another replica owns the job now): its messages, which describe an end that was
+    not written, are not written either, and nothing is sent."""
     client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
     store = client.app[ENGINE].store
     original = store.save
-    recorded: list[int] = []
+    refused: list[tuple[bool, int]] = []
 
     async def save(job, **kwargs):
-        if job.done:
-            recorded.append(len(await store.deliveries_for(job.id)))
-            return False
+        if job.done and not refused:
+            await store._execute("UPDATE jobs SET owner = 'another-replica' WHERE id = ?", (job.id,))
+            ok = await original(job, **kwargs)
+            refused.append((ok, len(kwargs["deliveries"])))
+            return ok
         return await original(job, **kwargs)
 
     store.save = save
@@ -339,19 +361,9 @@ async def test_end_messages_of_an_end_the_store_did_not_take_are_removed(bridge_
                                                          "webhook": receiver.url})
     body = await resp.json()
     assert resp.status == 202, body
-    job_id = body["id"]
-    await until(lambda: bool(recorded), 15, "the end's write")
-    assert recorded[0] == 1  # recorded before the write, as always
-    rows: list[Any] = [None]
-
-    async def refresh() -> None:
-        rows[0] = await store.deliveries_for(job_id)
-
-    deadline = time.monotonic() + 10
-    while rows[0] != [] and time.monotonic() < deadline:
-        await refresh()
-        await asyncio.sleep(0.05)
-    assert rows[0] == []
+    await until(lambda: bool(refused), 15, "the end's write")
+    assert refused[0] == (False, 1)  # one message made, the end refused
+    assert await store.deliveries_for(body["id"]) == []
     await asyncio.sleep(0.3)
     assert receiver.got == []
 
@@ -399,3 +411,55 @@ async def test_an_end_message_cut_off_by_a_stop_goes_out_at_the_next_start(bridg
     assert verified(receiver.got[1])["data"]["id"] == job_id
     deliveries = await settled(second, job_id, 1)
     assert deliveries[0]["status"] == "delivered" and deliveries[0]["attempts"][-1]["status"] == 204
+
+
+async def test_outcomes_are_written_together_and_a_read_or_a_stop_writes_them_at_once(tmp_path, monkeypatch):
+    """Attempts that end close together are recorded in one transaction; the log read meanwhile, or a stop, writes
+    what is queued first, so neither shows a delivered message as pending."""
+    from bridge import webhooks as wh
+    from bridge.store import Job, open_store
+
+    monkeypatch.setattr(wh, "SETTLE_DELAY", 0.5)
+    store = open_store(str(tmp_path / "jobs.sqlite3"), tmp_path)
+    await store.open()
+    batches: list[list[str]] = []
+    original = store.settle_deliveries
+
+    async def settle(deliveries):
+        batches.append(sorted(d.job_id for d in deliveries))
+        await original(deliveries)
+
+    store.settle_deliveries = settle
+    sent: list[str] = []
+
+    async def send(url, body, headers, timeout):
+        sent.append(json.loads(body)["data"]["id"])
+        return 204
+
+    async def describe(job):
+        return {"id": job.id}
+
+    hooks = wh.Webhooks(store, SECRET, send, describe=describe, everyone=wh.Receiver("http://r.example/hook"))
+
+    async def end(i: int) -> str:
+        j = Job(id=f"j{i}", workflow="w", workflow_version=1, params={})
+        await store.insert(j, owner="me", lease=30)
+        j.status = "completed"
+        assert await store.save(j, owner="me", lease=30, deliveries=await hooks.end_messages(j))
+        hooks.end_written(j, True)
+        return j.id
+
+    try:
+        ids = [await end(i) for i in range(4)]
+        await until(lambda: len(sent) == 4, 5, "four messages")
+        assert batches == []  # queued, not yet written
+        assert [d["status"] for d in await hooks.deliveries("j0")] == ["delivered"]  # a read writes them first
+        assert batches == [ids]
+        later = [await end(i) for i in range(4, 7)]
+        await until(lambda: len(sent) == 7, 5, "three more")
+        await hooks.stop()
+        assert batches[1:] == [later]
+        assert {(await store.deliveries_for(i))[0].status for i in later} == {"delivered"}
+    finally:
+        await hooks.stop()
+        await store.close()

@@ -208,7 +208,7 @@ class JobEngine(Outputs, Backends):
                                  policy=cfg.policy)
         self.hub.listeners.append(self.webhooks.on_event)
         assert self._table is not None
-        self._table.before_end = self.webhooks.record_end
+        self._table.before_end = self.webhooks.end_messages
         self._table.after_end = self.webhooks.end_written
         self._tasks.append(asyncio.create_task(self.webhooks.run(), name="engine-webhooks"))
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from bridge.store import STATUSES, TERMINAL, Job, JobStore, LimitReached
+from bridge.store import STATUSES, TERMINAL, Delivery, Job, JobStore, LimitReached
 
 log = logging.getLogger("bridge.engine")
 
@@ -96,8 +96,8 @@ class JobTable:
         self.drop_inputs = drop_inputs
         # Called when a write finds the job taken over by another replica (or deleted): stop following it.
         self.on_lost = on_lost
-        # Awaited before a job's end is written (the webhook messages about it are recorded first).
-        self.before_end: Callable[[Job], Awaitable[None]] | None = None
+        # Awaited before a job's end is written: the webhook messages about it, written in the same transaction.
+        self.before_end: Callable[[Job], Awaitable[list[Delivery]]] | None = None
         # told once a job's end is written (True) or found to be another replica's (False)
         self.after_end: Callable[[Job, bool], None] | None = None
         self.keep_in_memory = keep_in_memory
@@ -308,13 +308,15 @@ class JobTable:
                 future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                 self._writing[job_id] = future
                 try:
+                    messages: list[Delivery] = []
                     if job.done and self.before_end is not None:
                         try:
-                            await self.before_end(job)
+                            messages = await self.before_end(job)
                         except Exception:  # noqa: BLE001 - the end is written whatever a hook does
-                            log.exception("job %s: recording its end's messages failed", job_id)
+                            log.exception("job %s: making its end's messages failed", job_id)
                     ok = await self.store.save(job, owner=self.replica, lease=self.lease,
-                                               notify=self.announcement(kind, job) if kind else None)
+                                               notify=self.announcement(kind, job) if kind else None,
+                                               deliveries=messages)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the store is unreachable: keep the change, try again

@@ -107,8 +107,9 @@ class JobStore:
             await self._announce(notify)
 
     async def save(self, job: Job, *, owner: str | None, lease: float = 0.0,
-                   notify: dict[str, Any] | None = None) -> bool:
-        """Write the job's state and renew its lease, only while `owner` owns it (None: whoever owns it).
+                   notify: dict[str, Any] | None = None, deliveries: Sequence[Delivery] = ()) -> bool:
+        """Write the job's state and renew its lease, only while `owner` owns it (None: whoever owns it), and add
+        `deliveries` (the webhook messages about this state) in the same transaction: both or neither.
         False when the job is gone or another replica took it over."""
         sets = ", ".join(f"{c} = ?" for c in JOB_COLUMNS[1:])
         where = "id = ?" + (" AND owner = ?" if owner is not None else "")
@@ -116,6 +117,8 @@ class JobStore:
         async with self._transaction():
             changed = await self._execute(f"UPDATE jobs SET {sets}, lease_until = {{now}} + ? WHERE {where}", args)
             if changed:
+                for d in deliveries:
+                    await self.save_delivery(d)
                 await self._announce(notify)
         return bool(changed)
 
@@ -288,11 +291,13 @@ class JobStore:
         return await self._execute("UPDATE webhook_deliveries SET next_at = ? WHERE id = ? AND next_at = ? AND "
                                    "status = 'pending'", (until, delivery_id, held_until)) == 1
 
-    async def drop_pending_deliveries(self, delivery_ids: Sequence[str]) -> None:
-        """Remove messages never sent (a job's end this replica recorded but could not write)."""
-        if delivery_ids:
-            await self._execute(f"DELETE FROM webhook_deliveries WHERE status = 'pending' AND id IN "
-                                f"({', '.join('?' for _ in delivery_ids)})", list(delivery_ids))
+    async def settle_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Record attempts' outcomes (status, next attempt, attempts) in one transaction. Only rows still there are
+        changed: a job deleted meanwhile keeps no webhook log."""
+        async with self._transaction():
+            for d in deliveries:
+                await self._execute("UPDATE webhook_deliveries SET status = ?, next_at = ?, attempts = ? WHERE id = ?",
+                                    (d.status, d.next_at, json.dumps(d.attempts), d.id))
 
     def _due_sql(self) -> str:
         return (f"UPDATE webhook_deliveries SET next_at = ? WHERE id IN (SELECT id FROM webhook_deliveries WHERE "
