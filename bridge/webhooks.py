@@ -161,12 +161,9 @@ class Webhooks:
         now = time.time()
         # This bridge sends them as soon as the end is written (`end_written`): they are written as already claimed
         # (held like a claimed one, so another replica, or this one after a crash, sends them only if this bridge
-        # never did), which spares the delivery loop a claim and a look-up per message. A stopping bridge leaves
-        # them due for whoever runs next.
-        direct = not self._stopped
-        messages = [self._message(job, r.url, event, data, now, now + self._hold if direct else now) for r in wanted]
-        if direct:
-            self._held[job.id] = messages
+        # never did), which spares the delivery loop a claim and a look-up per message.
+        messages = [self._message(job, r.url, event, data, now, now + self._hold) for r in wanted]
+        self._held[job.id] = messages
         return messages
 
     async def _data(self, job: Job) -> dict[str, Any]:
@@ -262,7 +259,8 @@ class Webhooks:
             await asyncio.gather(self._settler, return_exceptions=True)
         await self.write_settled()
         # messages this bridge held and did not finish sending are due at once for whoever runs next, rather than
-        # when their hold runs out
+        # when their hold runs out; held ones whose end's write failed are stored here too, since the engine clears
+        # `before_end` before this and writes those ends later without them (at least once, never none)
         unsent = self._interrupted + [d for held in self._held.values() for d in held]
         self._interrupted, self._held = [], {}
         now = time.time()
