@@ -81,7 +81,7 @@ def test_indexed_folder_shares_one_plte(tmp_path, capsys):
                           "--indexed", "--seed", "3")
     assert code == 0, err
     assert "one palette of 8 colours from 3 images" in out
-    want = pal.extract_palette(np.concatenate([f.reshape(-1, 1, 3) for f in frames]), 8, seed=3).colors
+    want = pal.extract_palette(frames, 8, seed=3).colors
     for i in range(3):
         with Image.open(tmp_path / "out" / f"f{i:02d}.png") as im:
             assert im.mode == "P"
@@ -123,7 +123,7 @@ def test_shared_palette_for_plain_pngs(tmp_path, capsys):
     code, _, err = _run(capsys, "-q", "convert", str(tmp_path / "in"), str(tmp_path / "out"), "--colors", "5",
                         "--shared-palette")
     assert code == 0, err
-    want = pal.extract_palette(np.concatenate([f.reshape(-1, 1, 3) for f in frames]), 5).colors
+    want = pal.extract_palette(frames, 5).colors
     allowed = {tuple(c) for c in want.tolist()}
     used = set()
     for i in range(3):
@@ -160,7 +160,7 @@ def test_folder_into_an_animated_gif_with_one_palette(tmp_path, capsys):
     code, out, err = _run(capsys, "convert", str(tmp_path / "in"), str(gif), "--colors", "12", "--frame-ms", "80")
     assert code == 0, err
     assert "4 frames 32x24, one palette of 12 colours" in out
-    want = pal.extract_palette(np.concatenate([f.reshape(-1, 1, 3) for f in frames]), 12).colors
+    want = pal.extract_palette(frames, 12).colors
     table, local, delays = _gif_tables(gif.read_bytes())
     assert table[:36] == want.reshape(-1).tolist()  # the global table is the palette in order (padded to 16)
     assert local == [False] * 4 and delays == [80] * 4  # no frame has a palette of its own

@@ -9,6 +9,7 @@ import pytest
 from pixart_nodes.core import dither
 from pixart_nodes.core.palette import palette_from_hex
 from pixart_nodes.core.quantize import quantize
+from tests.support.damping import levels_reference
 
 # numerators row by row as printed in /work/shared/reference/pixel-art.md §3.1 (dx, dy, n)
 REFERENCE_TAPS = {
@@ -128,14 +129,16 @@ def test_floyd_steinberg_tiny_case_by_hand():
     assert res.indices.tolist() == [[0, 1], [0, 0]]
 
 
-def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, damp_limit=-1, alpha_threshold=128):
+def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, damp_limit=-1, alpha_threshold=128,
+                               levels=None):
     """Plain-Python error diffusion in fixed point for any kernel, written from the documented rule only: tap
     weight W = floor(S * numerator * 16 / divisor) with S = round(256 * strength); value =
-    clamp(floor((4096 * source + collected + 2048) / 4096), 0, 255); nearest colour by brute force (squared sRGB
-    difference, or OKLab of the integer value; lowest index on ties); error e = value - colour, each channel
-    replaced by floor((3e + 2) / 4) when its squared length exceeds ``damp_limit`` (>= 0); e * W sent to each tap
-    (dx mirrored on right-to-left rows), dropped outside the image. Transparent pixels get index N and neither
-    take nor pass on error."""
+    clamp(floor((4096 * source + taken + 2048) / 4096), 0, 255), where taken is the collected error, or with
+    damping floor((collected * level + 128) / 256) (level: ``levels``, 240 when None); nearest colour by brute
+    force (squared sRGB difference, or OKLab of the integer value; lowest index on ties); error e = value - colour,
+    each channel replaced by floor((3e + 2) / 4) when its squared length exceeds ``damp_limit`` (>= 0); e * W sent
+    to each tap (dx mirrored on right-to-left rows), dropped outside the image. Transparent pixels get index N and
+    neither take nor pass on error."""
     from pixart_nodes.core import color
 
     s = int(round(strength * 256))
@@ -151,7 +154,10 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
             if ch == 4 and img[y, x, 3] < alpha_threshold:
                 out[y, x] = len(pal)
                 continue
-            v = np.clip((img[y, x, :3].astype(np.int64) * 4096 + err[y, x] + 2048) // 4096, 0, 255)
+            taken = err[y, x]
+            if damp_limit >= 0:
+                taken = (taken * (240 if levels is None else int(levels[y, x])) + 128) // 256
+            v = np.clip((img[y, x, :3].astype(np.int64) * 4096 + taken + 2048) // 4096, 0, 255)
             if distance == "rgb":
                 best = int(np.argmin(((p - v) ** 2).sum(axis=1)))
             else:
@@ -209,24 +215,79 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             assert np.array_equal(out.image, pal[ref])
 
 
-def test_damping_limit_is_libimagequants_rule():
-    """quantize(damping=True) = the loop with the limit 2.4 x the undithered mean squared error (brute force)."""
+def test_damped_levels_match_the_reference():
+    """The loop with damping and a levels map (each pixel takes levels / 256 of the error it collects) against the
+    plain-Python reference, for kernels of one, two and three rows, both distances, alpha, and levels from 0 to
+    256."""
+    from pixart_nodes.core import quantize as qz
+    from pixart_nodes.core.palette import named_palette
+
+    rng = np.random.default_rng(12)
+    img = rng.integers(0, 256, (13, 17, 4), dtype=np.uint8)
+    img[..., 3] = np.where(rng.random((13, 17)) < 0.2, 0, 255)
+    pal = named_palette("pico-8").colors
+    levels = rng.integers(0, 257, (13, 17)).clip(0, 255).astype(np.uint8)
+    levels[0] = 0  # a row that takes no error at all
+    table = np.zeros((17, 4), np.uint8)
+    table[:16, :3] = pal
+    table[:16, 3] = 255
+    for name, distance, limit in itertools.product(("floyd-steinberg", "sierra-lite", "jarvis-judice-ninke"),
+                                                   ("rgb", "oklab"), (0, 3000)):
+        lk = qz._lookup(pal.tobytes(), distance == "oklab", dither.GBITS if distance == "rgb"
+                        else dither.LAB_DIFFUSION_GBITS)
+        out = dither.Target(table, np.empty((13, 17), np.uint8), np.empty_like(img), np.zeros(17, np.uint8))
+        dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS[name], out, damp_limit=limit, levels=levels)
+        ref = _diffusion_fixed_reference(img, pal, dither.ERROR_KERNELS[name], True, 1.0, distance, limit,
+                                         levels=levels)
+        assert np.array_equal(out.indices, ref), (name, distance, limit)
+    with pytest.raises(ValueError, match="levels"):
+        dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["sierra-lite"], out, damp_limit=0,
+                             levels=levels[1:])
+
+
+def test_dither_levels_are_libimagequants_map():
+    """dither.dither_levels against the plain-Python reference of libimagequant's rule (tests/support/damping.py) on
+    random maps of few colours (long runs), striped and single-colour images, a one-row and a one-column image; a
+    flat area gets nearly the full 15/16 and a checkerboard little."""
+    rng = np.random.default_rng(5)
+    cases = [rng.integers(0, 3, (9, 23)), rng.integers(0, 300, (6, 7)), np.zeros((5, 8), int),
+             np.tile([0, 0, 0, 1], (4, 5)), rng.integers(0, 2, (1, 12)), rng.integers(0, 2, (7, 1))]
+    for idx in cases:
+        for dtype in (np.uint8, np.uint16):
+            if idx.max() > np.iinfo(dtype).max:
+                continue
+            got = dither.levels_for(idx.astype(dtype))
+            assert got.dtype == np.uint8 and np.array_equal(got, levels_reference(idx)), (idx.shape, dtype)
+    flat = dither.levels_for(np.zeros((10, 10), np.uint8))
+    checker = dither.levels_for((np.indices((10, 10)).sum(0) % 2).astype(np.uint8))
+    assert flat[5, 5] > 220 and checker[5, 5] < 100
+
+
+def test_damping_is_libimagequants_rules():
+    """quantize(damping=True) = the loop with the limit 2.4 x the undithered mean squared error and the levels of
+    the undithered mapping (brute force), for an image of over 64k pixels too."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
     rng = np.random.default_rng(4)
-    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     pal = named_palette("pico-8").colors
     p = pal.astype(np.int64)
-    d2 = ((img.astype(np.int64)[:, :, None, :] - p[None, None]) ** 2).sum(-1).min(-1)
-    limit = int(2.4 * d2.mean())
+    for shape in ((40, 50), (260, 270)):
+        img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        img[: shape[0] // 2] = img[: shape[0] // 2].mean(axis=(0, 1)).astype(np.uint8)  # a flat half: full levels
+        d2all = ((img.astype(np.int64)[:, :, None, :] - p[None, None]) ** 2).sum(-1)
+        plain = d2all.argmin(-1)
+        limit = int(2.4 * d2all.min(-1).mean())
+        res = quantize(img, pal, dither="floyd-steinberg", distance="rgb", damping=True)
+        lk = qz._lookup(pal.tobytes(), False)
+        table = np.zeros((17, 3), np.uint8)
+        table[:16] = pal
+        out = dither.Target(table, np.empty(shape, np.uint8), np.empty_like(img), np.zeros(17, np.uint8))
+        dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["floyd-steinberg"], out, damp_limit=limit,
+                             levels=levels_reference(plain))
+        assert np.array_equal(res.indices, out.indices), shape
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     res = quantize(img, pal, dither="floyd-steinberg", distance="rgb", damping=True)
-    lk = qz._lookup(pal.tobytes(), False)
-    table = np.zeros((17, 3), np.uint8)
-    table[:16] = pal
-    out = dither.Target(table, np.empty((40, 50), np.uint8), np.empty_like(img), np.zeros(17, np.uint8))
-    dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["floyd-steinberg"], out, damp_limit=limit)
-    assert np.array_equal(res.indices, out.indices)
     classic = quantize(img, pal, dither="floyd-steinberg", distance="rgb")
     assert not np.array_equal(res.indices, classic.indices)
     # damping lowers the per-pixel error

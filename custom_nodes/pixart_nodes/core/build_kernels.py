@@ -43,13 +43,17 @@ def exports() -> dict[str, str]:
     for info, codes, idx in itertools.product(U8_U16, U8_U16, U8_U16):
         lookup = _LOOKUP.format(info=info)
         out[jit.export_name(dither, "_diffuse_fixed", info, codes, idx)] = (
-            f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, boolean, {lookup}, {codes}[::1], "
-            f"int64, uint64[::1], uint16[::1], {_OUT.format(idx=idx)})"
+            f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, uint8[::1], boolean, {lookup}, "
+            f"{codes}[::1], int64, uint64[::1], uint16[::1], {_OUT.format(idx=idx)})"
         )
         out[jit.export_name(dither, "_floyd_steinberg_rgb", info, codes, idx)] = (
             f"void(uint8[:, :, ::1], int64, int64[::1], int64, {lookup}, {codes}[::1], int64, boolean, "
             f"{_OUT.format(idx=idx)})"
         )
+    for idx in U8_U16:
+        out[jit.export_name(dither, "dither_levels", idx)] = f"void({idx}[:, ::1], uint8[:, ::1])"
+        out[jit.export_name(dither, "mapping_error", idx)] = (
+            f"UniTuple(int64, 2)(uint8[:, :, ::1], uint8[:, :, ::1], {idx}[:, ::1], int64)")
     out[jit.export_name(dither, "_nearest_rgb")] = (
         "int64(uint8[::1], int64, int64, int64, int32[:, ::1], float32[:, ::1], uint32[::1], uint8[::1], uint8[::1], "
         "uint32[::1])"
@@ -59,8 +63,14 @@ def exports() -> dict[str, str]:
         "float32[:, ::1], float32[:, ::1], float32[:, ::1], float64, float64[::1], float64[:, ::1], float64[:, ::1], "
         "float64[:, ::1], uint32[::1], uint8[::1], uint8[::1], uint32[::1], uint8[::1])"
     )
+    out[jit.export_name(cluster, "count_colours")] = (
+        "int64(uint8[:, :, ::1], int64, uint32[::1], int64[::1], int64, int64)")
+    out[jit.export_name(cluster, "bin_colours")] = "void(uint8[:, :, ::1], int64, float64[:, ::1])"
     out[jit.export_name(cluster, "seed_greedy")] = "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64)"
     out[jit.export_name(cluster, "lloyd")] = "int64[::1](float64[:, ::1], float64[::1], float64[:, ::1], int64, float64)"
+    out[jit.export_name(cluster, "joint_pass")] = (
+        "void(float64[:, :, ::1], uint8[:, ::1], float64[:, ::1], float64, int64, float64[::1], float64[:, ::1], "
+        "float64[:, ::1], float64[:, ::1], float64[::1], float64[:, ::1], float64[::1])")
     out[jit.export_name(cluster, "dither_errors")] = (
         "UniTuple(float64, 2)(float64[:, :, ::1], float64[:, :, ::1], float64[:, ::1], float64[:, ::1], float64[::1], "
         "float64[:, ::1], float64[:, ::1], float64)"

@@ -788,7 +788,8 @@ def _floyd_steinberg_rgb(
 # to PICO-8, the three-row kernels took 0.83-0.88x their time in sRGB, 0.85-0.91x in OKLab; the two-row kernels
 # 0.92-0.97x and 0.92-1.00x; results identical). ``damp_limit`` >= 0 turns on libimagequant's damping: a pixel
 # whose squared error (code values, summed over channels) exceeds it passes on only 3/4 of its error (each channel
-# rounded half up), which keeps errors that no palette colour can absorb from running across edges.
+# rounded half up), which keeps errors that no palette colour can absorb from running across edges; and each
+# pixel takes only ``levels[p]`` / 256 of the error it collected (see ``dither_levels``).
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -799,6 +800,69 @@ def _value(flat, q, ar, ag, ab, cx):
     return ((np.int64(flat[q]) << FS_SHIFT) + np.int64(ar[cx]) + half,
             (np.int64(flat[q + np.uint64(1)]) << FS_SHIFT) + np.int64(ag[cx]) + half,
             (np.int64(flat[q + np.uint64(2)]) << FS_SHIFT) + np.int64(ab[cx]) + half)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _taken(flat, q, tr, tg, tb, lv):
+    """A value in fixed point (source at ``flat[q]``, collected error, rounding half) with its collected error
+    scaled by ``lv`` / 256, rounded half up: r, g, b."""
+    half = np.int64(FS_HALF)
+    sr = (np.int64(flat[q]) << FS_SHIFT) + half
+    sg = (np.int64(flat[q + np.uint64(1)]) << FS_SHIFT) + half
+    sb = (np.int64(flat[q + np.uint64(2)]) << FS_SHIFT) + half
+    v = np.int64(lv)
+    return (sr + (((tr - sr) * v + 128) >> 8), sg + (((tg - sg) * v + 128) >> 8), sb + (((tb - sb) * v + 128) >> 8))
+
+
+LEVEL_FULL = 240  # a level of 15/16: libimagequant's base dithering level ("prevent small errors from accumulating")
+
+
+@njit(cache=True, nogil=True)
+def dither_levels(indices, levels):
+    """libimagequant's dither map (``update_dither_map``, without its edge map): from the undithered mapping
+    ``indices`` (uint8/uint16 [h,w]), each pixel's share of the error it collects, in 256ths, into ``levels`` (uint8
+    [h,w]). Along each row, a run of one colour with its pixels' matches above and below scores n = 10 per pixel +
+    15 per pixel above or below of the run's colour; its pixels (and the first pixel after it, as libimagequant
+    counts) get ``LEVEL_FULL`` * n / (20 + n): full dithering in wide flat areas, little where the undithered image
+    already has texture (there dithering adds error and no smoothness). libimagequant also lowers the level at
+    edges of the source; on bench_extract's sprite sheets that raised the block error by 10-18%, so it is left
+    out."""
+    h, w = indices.shape
+    levels[:, :] = LEVEL_FULL
+    for y in range(h):
+        last = indices[y, 0]
+        lastcol = 0
+        for col in range(1, w):
+            px = indices[y, col]
+            if px != last or col == w - 1:
+                n = 10 * (col - lastcol)
+                for i in range(lastcol, col):
+                    if y > 0 and indices[y - 1, i] == last:
+                        n += 15
+                    if y + 1 < h and indices[y + 1, i] == last:
+                        n += 15
+                lv = (LEVEL_FULL * n) // (20 + n)
+                for i in range(lastcol, col + 1):
+                    levels[y, i] = lv
+                lastcol = col + 1
+                last = px
+
+
+@njit(cache=True, nogil=True)
+def mapping_error(src, image, indices, n):
+    """The sum of squared differences (sRGB code values, over channels) between ``src`` and ``image`` (uint8
+    [h,w,3|4]) over the pixels whose index is below ``n`` (the opaque ones), and their number."""
+    h, w, ch = src.shape
+    total = np.int64(0)
+    count = np.int64(0)
+    for y in range(h):
+        for x in range(w):
+            if indices[y, x] < n:
+                for c in range(3):
+                    d = np.int64(src[y, x, c]) - np.int64(image[y, x, c])
+                    total += d * d
+                count += 1
+    return total, count
 
 
 @njit(cache=True, nogil=True)
@@ -823,8 +887,8 @@ def _rows_below(err, acc, nx1, nx2, k1, k2, w):
 
 @njit(cache=True, nogil=True)
 def _diffuse_fixed(
-    use_lab, src, alpha_threshold, pal4, wts, damp_limit, serpentine, pal_cmp, lin, m1, m2, info, blk, memo, moff,
-    cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
     # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
     h, w, ch = src.shape
@@ -856,18 +920,23 @@ def _diffuse_fixed(
         x = w - 1 if reverse else 0
         c2r = c2g = c2b = zero
         # tr, tg, tb: this pixel's value (source, collected error, current-row error, rounding half)
-        tr, tg, tb = _value(flat, np.uint64(y * w + x) * uch, ar, ag, ab, cur + np.uint64(x))
+        p = np.uint64(y * w + x)
+        tr, tg, tb = _value(flat, p * uch, ar, ag, ab, cur + np.uint64(x))
+        if damp:
+            tr, tg, tb = _taken(flat, p * uch, tr, tg, tb, levels[p])
         for _ in range(w):
             p = np.uint64(y * w + x)
+            pn = min(np.uint64(y * w + x + step), last)
             # the next pixel's value but for this pixel's error
-            nr, ng, nb = _value(flat, min(np.uint64(y * w + x + step), last) * uch, ar, ag, ab,
-                                cur + np.uint64(x + step))
+            nr, ng, nb = _value(flat, pn * uch, ar, ag, ab, cur + np.uint64(x + step))
             nr, ng, nb = nr + c2r, ng + c2g, nb + c2b
             ux = np.uint64(x + pad)
             if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
                 # transparent: takes and passes on no error
                 _emit(oidx, oimg, used, table, p, uch, n)
                 tr, tg, tb = nr, ng, nb
+                if damp:
+                    tr, tg, tb = _taken(flat, pn * uch, tr, tg, tb, levels[pn])
                 c2r = c2g = c2b = zero
                 er0[ux] = 0
                 eg0[ux] = 0
@@ -887,11 +956,13 @@ def _diffuse_fixed(
                     ka = kb = ka + np.int64((word >> (lo & np.uint64(63))) & np.uint64(1)) * (kb - ka)
                 k, er, eg, eb, tr, tg, tb = _pick(vr, vg, vb, ka, kb, pal4, nr, ng, nb, w01)
                 _emit(oidx, oimg, used, table, p, uch, k)
-                if damp and er * er + eg * eg + eb * eb > damp_limit:
-                    er = (3 * er + 2) >> 2
-                    eg = (3 * eg + 2) >> 2
-                    eb = (3 * eb + 2) >> 2
-                    tr, tg, tb = nr + er * w01, ng + eg * w01, nb + eb * w01
+                if damp:
+                    if er * er + eg * eg + eb * eb > damp_limit:
+                        er = (3 * er + 2) >> 2
+                        eg = (3 * eg + 2) >> 2
+                        eb = (3 * eb + 2) >> 2
+                        tr, tg, tb = nr + er * w01, ng + eg * w01, nb + eb * w01
+                    tr, tg, tb = _taken(flat, pn * uch, tr, tg, tb, levels[pn])
                 c2r = er * w02
                 c2g = eg * w02
                 c2b = eb * w02
@@ -1464,7 +1535,7 @@ def kernel_weights(kernel: ErrorKernel, strength: float) -> np.ndarray:
 
 def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: ErrorKernel, out: Target, *,
                   alpha_threshold: int = 128, strength: float = 1.0, serpentine: bool = True,
-                  pairs: Pairs | None = None, damp_limit: int = -1) -> None:
+                  pairs: Pairs | None = None, damp_limit: int = -1, levels: np.ndarray | None = None) -> None:
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``.
 
     Every kernel runs in fixed point (see ``FS_ONE`` and ``kernel_weights``): ``strength`` is rounded to steps of
@@ -1472,7 +1543,9 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
     lookup's distance space) is taken; the error passed on is (value - colour) in code values. Pixels with alpha
     below ``alpha_threshold`` get index N and neither take nor pass on error. ``pairs``: ``diffusion_pairs`` of the
     lookup's cell table (built here when None). ``damp_limit`` >= 0: a pixel whose squared error
-    exceeds it passes on 3/4 of it (libimagequant's rule, see ``_diffuse_fixed``).
+    exceeds it passes on 3/4 of it, and each pixel takes ``levels[y, x]`` / 256 (uint8 [H,W]; ``LEVEL_FULL`` for
+    every pixel when None) of the error it collects (libimagequant's rules, see ``_diffuse_fixed`` and
+    ``dither_levels``).
     """
     t = lk.table
     codes, shift, masks, slots = pairs if pairs is not None else diffusion_pairs(lk, palette)
@@ -1488,10 +1561,28 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
             shift, serpentine, table, out.indices, out.image, out.used,
         )
         return
+    if damp_limit < 0:
+        flat_levels = _NO_LEVELS
+    elif levels is None:
+        flat_levels = np.full(src.shape[0] * src.shape[1], LEVEL_FULL, np.uint8)
+    else:
+        flat_levels = np.ascontiguousarray(levels, dtype=np.uint8).reshape(-1)
+        if flat_levels.shape[0] != src.shape[0] * src.shape[1]:  # the loop reads it without bounds checks
+            raise ValueError(f"levels of {levels.shape} for an image of {src.shape[:2]}")
     _jit.kernel(_SELF, "_diffuse_fixed", t.info.dtype, codes.dtype, out.indices.dtype)(
         lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
-        serpentine, *lk.loop_args, codes, shift, masks, slots, table, out.indices, out.image, out.used,
+        flat_levels, serpentine, *lk.loop_args, codes, shift, masks, slots, table, out.indices, out.image, out.used,
     )
+
+
+_NO_LEVELS = np.zeros(1, np.uint8)
+
+
+def levels_for(indices: np.ndarray) -> np.ndarray:
+    """``dither_levels`` of an undithered mapping (uint8 [H,W])."""
+    out = np.empty(indices.shape, np.uint8)
+    _jit.kernel(_SELF, "dither_levels", indices.dtype)(np.ascontiguousarray(indices), out)
+    return out
 
 
 def ordered_dither(src: np.ndarray, lk: Lookup, offsets: np.ndarray, out: Target, *,

@@ -159,34 +159,48 @@ def nearest_indices(points: np.ndarray, centres: np.ndarray, chunk: int = 1 << 1
 # extraction
 
 _MAX_POINTS = 20000  # distinct colours above this are merged into 5-bit-per-channel bins (weighted means)
+_TABLE_BITS = 16  # the colour table's slots: 2^16 over _MAX_POINTS colours, at most a third full
 
 
 def _colour_histogram(images: np.ndarray | list[np.ndarray], alpha_threshold: int = 128
                       ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Distinct colours (float RGB 0..255) and pixel counts of the opaque pixels of one image or several; bool says
-    "exact colours"."""
-    parts = []
+    """Distinct colours (float RGB 0..255, by ascending r << 16 | g << 8 | b) and pixel counts of the opaque pixels
+    of one image or several; bool says "exact colours"."""
+    from . import cluster
+    from .jit import kernel
+
+    arrays = []
     for img in [images] if isinstance(images, np.ndarray) else images:
         arr = np.asarray(img)
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise ValueError(f"image must be uint8 [H,W,3|4], got {arr.dtype} {list(arr.shape)}")
-        rgb = arr[..., :3].reshape(-1, 3)
-        parts.append(rgb[arr[..., 3].reshape(-1) >= alpha_threshold] if arr.shape[2] == 4 else rgb)
-    rgb = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if rgb.shape[0] == 0:
-        raise ValueError("image has no opaque pixels to take colours from")
-    keys = (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
-    uniq, counts = np.unique(keys, return_counts=True)
-    cols = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.float64)
-    if len(uniq) <= _MAX_POINTS:
-        return cols, counts.astype(np.float64), True
-    # merge into bins, keeping each bin's weighted mean so no colour precision is thrown away
-    b = (uniq >> 19 & 31) << 10 | (uniq >> 11 & 31) << 5 | (uniq >> 3 & 31)
-    w = counts.astype(np.float64)
-    tot = np.bincount(b, weights=w, minlength=32768)
-    keep = tot > 0
-    means = np.stack([np.bincount(b, weights=w * cols[:, k], minlength=32768)[keep] for k in range(3)], axis=1)
-    return means / tot[keep, None], tot[keep], False
+        arrays.append(np.ascontiguousarray(arr))
+    thr = int(alpha_threshold)
+    # a small image gets a small table (at least twice its pixels: never more than half full)
+    size = 1 << min(_TABLE_BITS, max(4, (2 * sum(a.shape[0] * a.shape[1] for a in arrays)).bit_length()))
+    keys = np.full(size, cluster.HIST_EMPTY, np.uint32)
+    counts = np.zeros(size, np.int64)
+    used = 0
+    count = kernel(cluster, "count_colours")
+    for arr in arrays:
+        used = count(arr, thr, keys, counts, used, _MAX_POINTS)
+        if used < 0:
+            break
+    if used >= 0:
+        full = keys != cluster.HIST_EMPTY
+        order = np.argsort(keys[full])
+        uniq, n = keys[full][order], counts[full][order]
+        if len(uniq) == 0:
+            raise ValueError("image has no opaque pixels to take colours from")
+        cols = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.float64)
+        return cols, n.astype(np.float64), True
+    # too many colours: bins, each kept as the mean of its pixels so no colour precision is thrown away
+    sums = np.zeros((32768, 4))
+    binned = kernel(cluster, "bin_colours")
+    for arr in arrays:
+        binned(arr, thr, sums)
+    keep = sums[:, 0] > 0
+    return sums[keep, 1:] / sums[keep, :1], sums[keep, 0], False
 
 
 def _check_n(n_colors: int) -> int:
@@ -231,6 +245,112 @@ def _toward_medians(lab: np.ndarray, w: np.ndarray, centres: np.ndarray, assign:
     return out
 
 
+# The palette after k-means is refined on a sample of the images for the two errors it is judged by (mean OKLab
+# distance per pixel and between 4x4-block means, see ``cluster.joint_pass``): a few reweighted least-squares steps,
+# then swaps that move one colour to where the blocks are worst while that lowers their sum.
+_SAMPLE = 128 * 128  # pixels of the sample (every s-th pixel of every s-th row, one s for all images)
+_JOINT_STEPS = 4  # reweighted least-squares steps after k-means, and after an accepted swap
+_SWAP_ROUNDS = 2  # swaps accepted at most
+_SWAP_TRIES = 4  # colours tried for removal per round: those whose pixels have the nearest second choice
+_SWAP_STEPS = 3  # steps each tried swap gets before it is judged
+_SWAP_WORST = 0.02  # a swapped-in colour starts at the source mean of this share of the worst blocks
+_SWAP_STRIDE = 2  # swaps are tried on every other block of every other row of blocks
+
+
+@dataclass
+class _Sample:
+    rgb: np.ndarray  # uint8 [h,w,3]
+    lab: np.ndarray  # float64 [h,w,3]
+    opaque: np.ndarray  # uint8 [h,w]
+    blocks: int  # 4x4 blocks in it
+
+
+def _samples(images: list[np.ndarray], alpha_threshold: int, target: int) -> list[_Sample]:
+    total = sum(a.shape[0] * a.shape[1] for a in images)
+    step = max(1, int(np.ceil(np.sqrt(total / target))))
+    out = []
+    for a in images:
+        sub = a[::step, ::step]
+        rgb = np.ascontiguousarray(sub[..., :3])
+        opaque = (sub[..., 3] >= alpha_threshold if sub.shape[2] == 4 else np.ones(sub.shape[:2], bool))
+        out.append(_Sample(rgb, np.ascontiguousarray(color.srgb_u8_to_oklab(rgb)), opaque.astype(np.uint8),
+                           (sub.shape[0] // 4) * (sub.shape[1] // 4)))
+    return out
+
+
+@dataclass
+class _Joint:
+    value: float  # mean pixel distance + mean block error (OKLab)
+    a: np.ndarray  # the next step's normal equations: a @ centres = b
+    b: np.ndarray
+    loss: np.ndarray  # per colour: what its pixels lose if it goes (see cluster.joint_pass)
+    blocks: np.ndarray  # per full block: error, source mean
+
+
+def _joint(samples: list[_Sample], cen: np.ndarray, stride: int = 1) -> _Joint:
+    from . import cluster
+    from .jit import kernel
+
+    k = len(cen)
+    a_pix, b_pix, a_blk, b_blk = np.zeros(k), np.zeros((k, 3)), np.zeros((k, k)), np.zeros((k, 3))
+    loss, stats = np.zeros(k), np.zeros(4)
+    blocks = np.empty((sum(s.blocks for s in samples), 4))
+    run = kernel(cluster, "joint_pass")
+    cen = np.ascontiguousarray(cen, dtype=np.float64)
+    for s in samples:
+        run(s.lab, s.opaque, cen, _MEDIAN_FLOOR, stride, a_pix, b_pix, a_blk, b_blk, loss, blocks, stats)
+    pixels, nb = stats[1], stats[3]
+    a = np.diag(a_pix / pixels)
+    b = b_pix / pixels
+    value = stats[0] / pixels
+    if nb:
+        a += a_blk / nb
+        b += b_blk / nb
+        value += stats[2] / nb
+    # a colour no pixel takes has a zero row: the ridge keeps it where it is (and is far below every real weight)
+    ridge = 1e-9 * max(float(np.abs(a).max()), 1.0)
+    return _Joint(value, a + ridge * np.eye(k), b + ridge * cen, loss, blocks[: int(nb)])
+
+
+def _descend(samples: list[_Sample], cen: np.ndarray, joint: _Joint, steps: int, stride: int = 1
+             ) -> tuple[np.ndarray, _Joint]:
+    """Up to ``steps`` reweighted least-squares steps, each kept only when it lowers the objective."""
+    for _ in range(steps):
+        nxt = np.linalg.solve(joint.a, joint.b)
+        after = _joint(samples, nxt, stride)
+        if not after.value < joint.value:
+            break
+        cen, joint = nxt, after
+    return cen, joint
+
+
+def _refine_joint(samples: list[_Sample], cen: np.ndarray) -> np.ndarray:
+    """``cen`` (OKLab) moved to lower the mean pixel distance plus the mean block error on ``samples``."""
+    cen, joint = _descend(samples, cen, _joint(samples, cen), _JOINT_STEPS)
+    for _ in range(_SWAP_ROUNDS):
+        if len(cen) < 2 or len(joint.blocks) == 0:
+            break
+        worst = joint.blocks[np.argsort(-joint.blocks[:, 0], kind="stable")[: max(1, int(len(joint.blocks) *
+                                                                                       _SWAP_WORST))]]
+        target = worst[:, 1:].mean(axis=0)
+        # swaps are tried on a quarter of the blocks; the best one is then judged on all of them
+        base = _joint(samples, cen, _SWAP_STRIDE).value
+        best, best_value = None, base
+        for j in np.argsort(joint.loss, kind="stable")[:_SWAP_TRIES]:
+            tried = cen.copy()
+            tried[j] = target
+            tried, after = _descend(samples, tried, _joint(samples, tried, _SWAP_STRIDE), _SWAP_STEPS, _SWAP_STRIDE)
+            if after.value < best_value:
+                best, best_value = tried, after.value
+        if best is None:
+            break
+        moved, after = _descend(samples, best, _joint(samples, best), _JOINT_STEPS)
+        if not after.value < joint.value * (1 - 1e-4):
+            break
+        cen, joint = moved, after
+    return cen
+
+
 def _median_cut(rgb: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     boxes = [np.arange(rgb.shape[0])]
     while len(boxes) < k:
@@ -259,7 +379,6 @@ def _median_cut(rgb: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
 
 # dither=True: how far the palette may be spread out from the image's mean colour (factors tried, in OKLab)
 DITHER_SPREADS = (1.0, 1.02, 1.04, 1.06, 1.08)
-_DITHER_SAMPLE = 128 * 128  # pixels of the sample the spreads are tried on
 
 
 def _distinct(out: np.ndarray) -> np.ndarray:
@@ -268,24 +387,19 @@ def _distinct(out: np.ndarray) -> np.ndarray:
     return out[np.sort(first)]
 
 
-def _spread_for_dithering(images: list[np.ndarray], centres_lab: np.ndarray, mean_lab: np.ndarray) -> np.ndarray:
-    """The centres spread out from the images' mean by the factor of ``DITHER_SPREADS`` that gives the lowest mean +
-    4x4-block OKLab error under damped Floyd-Steinberg on a sample of each image (every s-th pixel of every s-th
-    row, one s for all; errors weighted by sample size). k-means centres are cluster means, inside the image's
-    colours: error diffusion cannot mix colours beyond them, so the ends of gradients and the darkest and brightest
-    areas come out too flat (a high block error). Each image is dithered as the picture it is: the blocks and the
-    sideways spread of error need its rows and columns."""
+def _spread_for_dithering(samples: list[_Sample], centres_lab: np.ndarray, mean_lab: np.ndarray) -> np.ndarray:
+    """The centres spread out from the images' mean by a factor of ``DITHER_SPREADS``: the first one after which the
+    mean + 4x4-block OKLab error under ``quantize(damping=True)``'s rules on ``samples`` (errors weighted by sample
+    size) rises again. The error has one minimum along the spreads on every bench_extract image (the least spread
+    for photos and sprites, where two trials settle it; more for gradients). k-means centres are cluster means,
+    inside the image's colours: error diffusion cannot mix colours beyond them, so the ends of gradients and the
+    darkest and brightest areas come out too flat (a high block error). Each image is dithered as the picture it
+    is: the blocks and the sideways spread of error need its rows and columns."""
     from . import cluster
     from .jit import kernel
     from .quantize import DAMPING_LIMIT
 
-    total = sum(a.shape[0] * a.shape[1] for a in images)
-    step = max(1, int(np.ceil(np.sqrt(total / _DITHER_SAMPLE))))
-    samples = []
-    for a in images:
-        sample = np.ascontiguousarray(a[::step, ::step, :3])
-        samples.append((sample.astype(np.float64), np.ascontiguousarray(color.srgb_u8_to_oklab(sample)),
-                        sample.shape[0] * sample.shape[1]))
+    prepared = [(s.rgb.astype(np.float64), s.lab, s.rgb.shape[0] * s.rgb.shape[1]) for s in samples]
     errors = kernel(cluster, "dither_errors")
     best, best_score = None, np.inf
     for spread in DITHER_SPREADS:
@@ -293,12 +407,13 @@ def _spread_for_dithering(images: list[np.ndarray], centres_lab: np.ndarray, mea
         pal_lab = np.ascontiguousarray(color.srgb_u8_to_oklab(pal))
         pal_f = pal.astype(np.float64)
         score = 0.0
-        for src, src_lab, pixels in samples:
+        for src, src_lab, pixels in prepared:
             mean_err, block_err = errors(src, src_lab, pal_f, pal_lab, color.LINEAR_U8, color.M1, color.M2,
                                          DAMPING_LIMIT)
             score += (mean_err + block_err) * pixels
-        if score < best_score:
-            best, best_score = pal, score
+        if not score < best_score:
+            break
+        best, best_score = pal, score
     return best
 
 
@@ -330,9 +445,10 @@ def extract_palette(
         out = cols.astype(np.uint8)
     elif method == "kmeans":
         lab = color.srgb_float_to_oklab(cols)
-        centres = _kmeans_oklab(lab, w, k, int(seed))
+        samples = _samples(images, alpha_threshold, _SAMPLE)
+        centres = _refine_joint(samples, _kmeans_oklab(lab, w, k, int(seed)))
         if dither and w.sum() == sum(a.shape[0] * a.shape[1] for a in images):  # every pixel opaque
-            out = _spread_for_dithering(images, centres, (lab * w[:, None]).sum(axis=0) / w.sum())
+            out = _spread_for_dithering(samples, centres, (lab * w[:, None]).sum(axis=0) / w.sum())
         else:
             out = color.oklab_to_srgb_u8(centres)
     else:

@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import dither as _dither
+from . import jit as _jit
 from .palette import Palette
 
 DITHER_METHODS: list[str] = ["none", *_dither.ERROR_KERNELS, *_dither.ORDERED_METHODS]
@@ -96,18 +97,17 @@ def ordered_offsets(method: str, pal: np.ndarray, strength: float) -> np.ndarray
 DAMPING_LIMIT = 2.4
 
 
-def _damping_limit(src: np.ndarray, lk: _dither.Lookup, table: np.ndarray, thr: int) -> int:
-    """``DAMPING_LIMIT`` x the mean squared error (sRGB code values, summed over channels) of the undithered
-    mapping, measured on every other pixel of every other row for images above 64k pixels."""
-    sample = src if src.shape[0] * src.shape[1] <= 1 << 16 else np.ascontiguousarray(src[::2, ::2])
-    h, w = sample.shape[:2]
-    out = _dither.Target(table, np.empty((h, w), np.uint16), np.empty_like(sample), np.zeros(len(table), np.uint8))
-    _dither.ordered_dither(sample, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
-    opaque = out.indices < len(table) - 1
-    if not opaque.any():
-        return 0
-    diff = sample[..., :3].astype(np.int32) - out.image[..., :3]
-    return int(DAMPING_LIMIT * float((diff * diff).sum(axis=-1)[opaque].mean()))
+def _damping(src: np.ndarray, lk: _dither.Lookup, table: np.ndarray, thr: int) -> tuple[int, np.ndarray]:
+    """libimagequant's rules for ``damping=True``, from the undithered mapping of ``src``: the limit
+    (``DAMPING_LIMIT`` x its mean squared error in sRGB code values, summed over channels, over opaque pixels) and
+    each pixel's dither level (``dither.dither_levels``)."""
+    h, w = src.shape[:2]
+    out = _dither.Target(table, np.empty((h, w), np.uint16 if len(table) > 256 else np.uint8), np.empty_like(src),
+                         np.zeros(len(table), np.uint8))
+    _dither.ordered_dither(src, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
+    total, count = _jit.kernel(_dither, "mapping_error", out.indices.dtype)(src, out.image, out.indices,
+                                                                            len(table) - 1)
+    return (int(DAMPING_LIMIT * (total / count)) if count else 0), _dither.levels_for(out.indices)
 
 
 def quantize(
@@ -127,9 +127,10 @@ def quantize(
     ``strength`` 0..1 scales the diffused error / ordered offsets (0 equals no dithering); Floyd-Steinberg
     with "rgb" distance runs in fixed point and takes it in steps of 1/256 (see ``dither.FS_ONE``).
     ``serpentine`` alternates row direction for error diffusion. ``damping`` (error diffusion only), libimagequant's
-    rule: a pixel whose squared error is more than ``DAMPING_LIMIT`` times the image's mean squared error without
+    rules: a pixel whose squared error is more than ``DAMPING_LIMIT`` times the image's mean squared error without
     dithering passes on only 3/4 of it, so errors no palette colour can absorb do not run across edges and flat
-    areas (fewer stray dots, a lower per-pixel error at the same average colour).
+    areas (fewer stray dots, a lower per-pixel error at the same average colour); and each pixel takes at most 15/16
+    of the error it collects, less where the undithered image already has texture (``dither.dither_levels``).
     """
     arr = np.asarray(img)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
@@ -169,10 +170,10 @@ def quantize(
     out = _dither.Target(table, indices, image, np.zeros(n + 1, np.uint8))
     if dither in ERROR_DIFFUSION and not plain:
         lk = _diffusion_lookup(pal.tobytes(), use_lab)
-        limit = _damping_limit(src, lk, table, thr) if damping else -1
+        limit, levels = _damping(src, lk, table, thr) if damping else (-1, None)
         _dither.error_diffuse(src, pal, lk, _dither.ERROR_KERNELS[dither], out, alpha_threshold=thr,
                               strength=strength, serpentine=bool(serpentine),
-                              pairs=_pairs(pal.tobytes(), use_lab), damp_limit=limit)
+                              pairs=_pairs(pal.tobytes(), use_lab), damp_limit=limit, levels=levels)
     else:
         # the ordered loop; with a zero offset, each pixel's exact nearest colour through the same cell table
         offsets = _ZERO_OFFSET if plain else ordered_offsets(dither, pal, strength)
