@@ -270,7 +270,7 @@ def _samples(images: list[np.ndarray], alpha_threshold: int, target: int) -> lis
     step = max(1, int(np.ceil(np.sqrt(total / target))))
     out = []
     for a in images:
-        sub = a[::step, ::step]
+        sub = a[step // 2::step, step // 2::step]  # the middle pixel of each step x step cell
         rgb = np.ascontiguousarray(sub[..., :3])
         opaque = (sub[..., 3] >= alpha_threshold if sub.shape[2] == 4 else np.ones(sub.shape[:2], bool))
         out.append(_Sample(rgb, np.ascontiguousarray(color.srgb_u8_to_oklab(rgb)), opaque.astype(np.uint8),
