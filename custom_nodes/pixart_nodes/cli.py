@@ -526,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strength", type=_unit_float, default=1.0, help="dither strength 0..1 (default 1)")
     c.add_argument("--no-serpentine", action="store_true", help="error diffusion left to right on every row")
     c.add_argument("--damping", action="store_true",
-                   help="error diffusion: a pixel whose error is far above the image's mean passes on only 3/4 of it "
-                        "(libimagequant's rule: fewer stray dots at edges)")
+                   help="error diffusion with libimagequant's rules: a pixel whose error is far above the image's "
+                        "mean passes on only 3/4 of it, and textured areas take less error (fewer stray dots at edges)")
     c.add_argument("--indexed", action="store_true",
                    help="write an indexed PNG (or GIF) whose palette is the palette, in its order")
     c.add_argument("--frame-ms", type=_positive_int, default=100,

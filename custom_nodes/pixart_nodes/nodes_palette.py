@@ -105,7 +105,11 @@ class PixartPalette:
                 ),
                 "method": (
                     list(pal.EXTRACT_METHODS),
-                    {"default": "kmeans", "tooltip": "Extraction: k-means in OKLab, or median cut in RGB."},
+                    {
+                        "default": "kmeans",
+                        "tooltip": "Extraction: k-means in OKLab, then refined for the mean and the 4x4-block OKLab "
+                        "error of the mapped image (what a palette is judged by); or median cut in RGB.",
+                    },
                 ),
                 "seed": (
                     "INT",

@@ -73,9 +73,11 @@ class PixartQuantize:
                     "BOOLEAN",
                     {
                         "default": False,
-                        "tooltip": "Error diffusion: a pixel whose error is over 2.4x the image's mean squared "
-                        "error without dithering passes on only 3/4 of it (libimagequant's rule): fewer stray dots "
-                        "at edges, each pixel closer to its source, the same average colour.",
+                        "tooltip": "Error diffusion with libimagequant's rules: a pixel whose error is over 2.4x "
+                        "the image's mean squared error without dithering passes on only 3/4 of it, and each pixel "
+                        "takes at most 15/16 of the error it collects, less where the image without dithering "
+                        "already has texture: fewer stray dots at edges, each pixel closer to its source, the same "
+                        "average colour.",
                     },
                 ),
             },
