@@ -134,7 +134,8 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
     """Plain-Python error diffusion in fixed point for any kernel, written from the documented rule only: tap
     weight W = floor(S * numerator * 16 / divisor) with S = round(256 * strength); value =
     clamp(floor((4096 * source + taken + 2048) / 4096), 0, 255), where taken is the collected error, or with
-    damping floor((collected * level + 128) / 256) (level: ``levels``, 240 when None); nearest colour by brute
+    damping floor((collected * level + 128) / 256) (level: ``levels``, 240 when None), then floor((4 taken + 2) / 5)
+    when its squared length is over damp_limit * 4096^2; nearest colour by brute
     force (squared sRGB difference, or OKLab of the integer value; lowest index on ties); error e = value - colour,
     each channel replaced by floor((3e + 2) / 4) when its squared length exceeds ``damp_limit`` (>= 0); e * W sent
     to each tap (dx mirrored on right-to-left rows), dropped outside the image. Transparent pixels get index N and
@@ -157,6 +158,8 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
             taken = err[y, x]
             if damp_limit >= 0:
                 taken = (taken * (240 if levels is None else int(levels[y, x])) + 128) // 256
+                if int((taken * taken).sum()) > damp_limit * 4096 * 4096:
+                    taken = (4 * taken + 2) // 5
             v = np.clip((img[y, x, :3].astype(np.int64) * 4096 + taken + 2048) // 4096, 0, 255)
             if distance == "rgb":
                 best = int(np.argmin(((p - v) ** 2).sum(axis=1)))
@@ -232,7 +235,7 @@ def test_damped_levels_match_the_reference():
     table[:16, :3] = pal
     table[:16, 3] = 255
     for name, distance, limit in itertools.product(("floyd-steinberg", "sierra-lite", "jarvis-judice-ninke"),
-                                                   ("rgb", "oklab"), (0, 3000)):
+                                                   ("rgb", "oklab"), (0, 150, 600, 3000)):
         lk = qz._lookup(pal.tobytes(), distance == "oklab", dither.GBITS if distance == "rgb"
                         else dither.LAB_DIFFUSION_GBITS)
         out = dither.Target(table, np.empty((13, 17), np.uint8), np.empty_like(img), np.zeros(17, np.uint8))

@@ -237,7 +237,8 @@ def dither_errors(src, src_lab, pal, pal_lab, lin, m1, m2, damping):
     ``src`` (float64 [h,w,3], sRGB 0..255) in floats, each diffused value rounded to a code value and mapped to its
     nearest colour in OKLab (brute force over ``pal_lab``), with ``quantize(damping=True)``'s rules: an error whose
     squared length (sRGB) exceeds ``damping`` times the mean of the undithered mapping passes on 3/4, and each pixel
-    takes its level / 256 (``dither.dither_levels`` of the undithered mapping) of the error it collects. Returns
+    takes its level / 256 (``dither.dither_levels`` of the undithered mapping) of the error it collects, 4/5 of that
+    when it exceeds the same limit. Returns
     (mean OKLab distance per pixel, mean OKLab distance between the 4x4 block means of ``src_lab`` and of the
     result), like bench_extract's errors. A stand-in for the compiled loops, which would need a cell table per
     palette tried."""
@@ -266,9 +267,16 @@ def dither_errors(src, src_lab, pal, pal_lab, lin, m1, m2, damping):
         for i in range(w):
             x = w - 1 - i if rev else i
             lv = levels[y, x] / 256.0
-            v0 = min(max(np.floor(src[y, x, 0] + cur[x + 1, 0] * lv + 0.5), 0.0), 255.0)
-            v1 = min(max(np.floor(src[y, x, 1] + cur[x + 1, 1] * lv + 0.5), 0.0), 255.0)
-            v2 = min(max(np.floor(src[y, x, 2] + cur[x + 1, 2] * lv + 0.5), 0.0), 255.0)
+            s0 = cur[x + 1, 0] * lv
+            s1 = cur[x + 1, 1] * lv
+            s2 = cur[x + 1, 2] * lv
+            if s0 * s0 + s1 * s1 + s2 * s2 > limit:
+                s0 *= 0.8
+                s1 *= 0.8
+                s2 *= 0.8
+            v0 = min(max(np.floor(src[y, x, 0] + s0 + 0.5), 0.0), 255.0)
+            v1 = min(max(np.floor(src[y, x, 1] + s1 + 0.5), 0.0), 255.0)
+            v2 = min(max(np.floor(src[y, x, 2] + s2 + 0.5), 0.0), 255.0)
             q0, q1, q2 = _dither.code_oklab(int(v0), int(v1), int(v2), lin, m1, m2)
             best = 0
             best_d = np.inf

@@ -789,7 +789,8 @@ def _floyd_steinberg_rgb(
 # 0.92-0.97x and 0.92-1.00x; results identical). ``damp_limit`` >= 0 turns on libimagequant's damping: a pixel
 # whose squared error (code values, summed over channels) exceeds it passes on only 3/4 of its error (each channel
 # rounded half up), which keeps errors that no palette colour can absorb from running across edges; and each
-# pixel takes only ``levels[p]`` / 256 of the error it collected (see ``dither_levels``).
+# pixel takes only ``levels[p]`` / 256 of the error it collected (see ``dither_levels``), 4/5 of that when it is
+# over the limit too.
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -803,15 +804,21 @@ def _value(flat, q, ar, ag, ab, cx):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _taken(flat, q, tr, tg, tb, lv):
+def _taken(flat, q, tr, tg, tb, lv, big):
     """A value in fixed point (source at ``flat[q]``, collected error, rounding half) with its collected error
-    scaled by ``lv`` / 256, rounded half up: r, g, b."""
+    scaled by ``lv`` / 256 (rounded half up), and by 4/5 more (rounded down from half up) when its squared length is
+    over ``big`` (libimagequant's rule for error that runs too high, see ``get_dithered_pixel``): r, g, b."""
     half = np.int64(FS_HALF)
     sr = (np.int64(flat[q]) << FS_SHIFT) + half
     sg = (np.int64(flat[q + np.uint64(1)]) << FS_SHIFT) + half
     sb = (np.int64(flat[q + np.uint64(2)]) << FS_SHIFT) + half
     v = np.int64(lv)
-    return (sr + (((tr - sr) * v + 128) >> 8), sg + (((tg - sg) * v + 128) >> 8), sb + (((tb - sb) * v + 128) >> 8))
+    er = ((tr - sr) * v + 128) >> 8
+    eg = ((tg - sg) * v + 128) >> 8
+    eb = ((tb - sb) * v + 128) >> 8
+    over = er * er + eg * eg + eb * eb > big
+    return (sr + ((4 * er + 2) // 5 if over else er), sg + ((4 * eg + 2) // 5 if over else eg),
+            sb + ((4 * eb + 2) // 5 if over else eb))
 
 
 LEVEL_FULL = 240  # a level of 15/16: libimagequant's base dithering level ("prevent small errors from accumulating")
@@ -895,6 +902,7 @@ def _diffuse_fixed(
     n = pal4.shape[0] // 4
     flat, oidx, oimg, uch = _views(src, out_idx, out_img)
     damp = damp_limit >= 0
+    big = damp_limit << (2 * FS_SHIFT)  # the limit for collected error, in fixed point
     wsh = np.uint64(max(3 * (8 - gbits) - 6, 0))  # a pair's mask: 2^wsh words of 64 bits
     w01, w02 = wts[3], wts[4]
     # int32 rows: a cell collects at most 255 * FS_ONE, and the vector loop multiplies 8 lanes of int32 at once
@@ -923,7 +931,7 @@ def _diffuse_fixed(
         p = np.uint64(y * w + x)
         tr, tg, tb = _value(flat, p * uch, ar, ag, ab, cur + np.uint64(x))
         if damp:
-            tr, tg, tb = _taken(flat, p * uch, tr, tg, tb, levels[p])
+            tr, tg, tb = _taken(flat, p * uch, tr, tg, tb, levels[p], big)
         for _ in range(w):
             p = np.uint64(y * w + x)
             pn = min(np.uint64(y * w + x + step), last)
@@ -936,7 +944,7 @@ def _diffuse_fixed(
                 _emit(oidx, oimg, used, table, p, uch, n)
                 tr, tg, tb = nr, ng, nb
                 if damp:
-                    tr, tg, tb = _taken(flat, pn * uch, tr, tg, tb, levels[pn])
+                    tr, tg, tb = _taken(flat, pn * uch, tr, tg, tb, levels[pn], big)
                 c2r = c2g = c2b = zero
                 er0[ux] = 0
                 eg0[ux] = 0
@@ -962,7 +970,7 @@ def _diffuse_fixed(
                         eg = (3 * eg + 2) >> 2
                         eb = (3 * eb + 2) >> 2
                         tr, tg, tb = nr + er * w01, ng + eg * w01, nb + eb * w01
-                    tr, tg, tb = _taken(flat, pn * uch, tr, tg, tb, levels[pn])
+                    tr, tg, tb = _taken(flat, pn * uch, tr, tg, tb, levels[pn], big)
                 c2r = er * w02
                 c2g = eg * w02
                 c2b = eb * w02
@@ -1544,8 +1552,8 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
     below ``alpha_threshold`` get index N and neither take nor pass on error. ``pairs``: ``diffusion_pairs`` of the
     lookup's cell table (built here when None). ``damp_limit`` >= 0: a pixel whose squared error
     exceeds it passes on 3/4 of it, and each pixel takes ``levels[y, x]`` / 256 (uint8 [H,W]; ``LEVEL_FULL`` for
-    every pixel when None) of the error it collects (libimagequant's rules, see ``_diffuse_fixed`` and
-    ``dither_levels``).
+    every pixel when None) of the error it collects, 4/5 of that when it exceeds the limit too (libimagequant's
+    rules, see ``_diffuse_fixed`` and ``dither_levels``).
     """
     t = lk.table
     codes, shift, masks, slots = pairs if pairs is not None else diffusion_pairs(lk, palette)

@@ -130,7 +130,8 @@ def quantize(
     rules: a pixel whose squared error is more than ``DAMPING_LIMIT`` times the image's mean squared error without
     dithering passes on only 3/4 of it, so errors no palette colour can absorb do not run across edges and flat
     areas (fewer stray dots, a lower per-pixel error at the same average colour); and each pixel takes at most 15/16
-    of the error it collects, less where the undithered image already has texture (``dither.dither_levels``).
+    of the error it collects, less where the undithered image already has texture (``dither.dither_levels``), 4/5 of
+    that when it is over the same limit.
     """
     arr = np.asarray(img)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
