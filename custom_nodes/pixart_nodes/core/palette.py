@@ -250,8 +250,8 @@ def _toward_medians(lab: np.ndarray, w: np.ndarray, centres: np.ndarray, assign:
 # then swaps that move one colour to where the blocks are worst while that lowers their sum.
 _SAMPLE = 128 * 128  # pixels of the sample (every s-th pixel of every s-th row, one s for all images)
 _JOINT_STEPS = 4  # reweighted least-squares steps after k-means, and after an accepted swap
-_SWAP_ROUNDS = 2  # swaps accepted at most
-_SWAP_TRIES = 4  # colours tried for removal per round: those whose pixels have the nearest second choice
+_SWAP_ROUNDS = 1  # swaps accepted at most
+_SWAP_TRIES = 3  # colours tried for removal per round: those whose pixels have the nearest second choice
 _SWAP_STEPS = 3  # steps each tried swap gets before it is judged
 _SWAP_WORST = 0.02  # a swapped-in colour starts at the source mean of this share of the worst blocks
 _SWAP_STRIDE = 2  # swaps are tried on every other block of every other row of blocks
@@ -300,16 +300,22 @@ def _joint(samples: list[_Sample], cen: np.ndarray, stride: int = 1) -> _Joint:
     for s in samples:
         run(s.lab, s.opaque, cen, _MEDIAN_FLOOR, stride, a_pix, b_pix, a_blk, b_blk, loss, blocks, stats)
     pixels, nb = stats[1], stats[3]
-    a = np.diag(a_pix / pixels)
-    b = b_pix / pixels
     value = stats[0] / pixels
     if nb:
-        a += a_blk / nb
-        b += b_blk / nb
+        # the normal equations built in place (a_blk, b_blk become a, b): this runs some fifty times per palette
+        a_blk /= nb
+        b_blk /= nb
         value += stats[2] / nb
-    # a colour no pixel takes has a zero row: the ridge keeps it where it is (and is far below every real weight)
-    ridge = 1e-9 * max(float(np.abs(a).max()), 1.0)
-    return _Joint(value, a + ridge * np.eye(k), b + ridge * cen, loss, blocks[: int(nb)])
+    a, b = a_blk, b_blk
+    b += b_pix / pixels
+    diag = a.reshape(-1)[:: k + 1]
+    diag += a_pix / pixels
+    # a colour no pixel takes has a zero row: the ridge keeps it where it is (and is far below every real weight;
+    # the largest entry of this positive semi-definite matrix is on its diagonal)
+    ridge = 1e-9 * max(float(diag.max()), 1.0)
+    diag += ridge
+    b += ridge * cen
+    return _Joint(value, a, b, loss, blocks[: int(nb)])
 
 
 def _descend(samples: list[_Sample], cen: np.ndarray, joint: _Joint, steps: int, stride: int = 1
