@@ -327,8 +327,8 @@ def test_extraction_no_worse_than_classic_kmeans(k):
 def _dither_errors_reference(src, pal, limit):
     """Plain Python: damped serpentine Floyd-Steinberg in floats, each pixel taking its level / 256 of the error
     it collected (libimagequant's map of the undithered mapping; 4/5 of that when its squared length is over the
-    limit), each value rounded to a code value, nearest colour
-    in OKLab (lowest index on ties); (mean OKLab error, mean 4x4-block OKLab error)."""
+    limit), each value rounded to a code value, nearest colour in OKLab (lowest index on ties); (mean OKLab error,
+    mean 4x4-block OKLab error, each pixel's colour)."""
     from tests.support.damping import levels_reference
 
     h, w, _ = src.shape
@@ -337,6 +337,7 @@ def _dither_errors_reference(src, pal, limit):
     levels = levels_reference(((src_lab[:, :, None] - pal_lab) ** 2).sum(-1).argmin(-1))
     err = np.zeros((h + 1, w + 2, 3))
     out = np.empty((h, w, 3))
+    got = np.empty((h, w), np.int64)
     for y in range(h):
         step = -1 if y & 1 else 1
         for x in (range(w - 1, -1, -1) if step < 0 else range(w)):
@@ -346,6 +347,7 @@ def _dither_errors_reference(src, pal, limit):
             v = np.clip(np.floor(src[y, x] + taken + 0.5), 0, 255)
             best = int(np.argmin(((pal_lab - color.srgb_u8_to_oklab(v.astype(np.uint8))) ** 2).sum(axis=1)))
             out[y, x] = pal_lab[best]
+            got[y, x] = best
             e = v - pal[best]
             if (e * e).sum() > limit:
                 e = e * 0.75
@@ -355,10 +357,12 @@ def _dither_errors_reference(src, pal, limit):
     mean = np.sqrt(((src_lab - out) ** 2).sum(-1)).mean()
     hb, wb = h // 4 * 4, w // 4 * 4
     blocks = lambda a: a[:hb, :wb].reshape(hb // 4, 4, wb // 4, 4, 3).mean(axis=(1, 3))  # noqa: E731
-    return mean, np.sqrt(((blocks(src_lab) - blocks(out)) ** 2).sum(-1)).mean()
+    return mean, np.sqrt(((blocks(src_lab) - blocks(out)) ** 2).sum(-1)).mean(), got
 
 
 def test_dither_proxy_matches_plain_python():
+    """cluster.dither_pass against plain Python: the dithered errors (what refining a palette for dithering
+    lowers), and the least-squares sums of the colours each pixel got, at three damping limits."""
     from pixart_nodes.core import cluster
     from pixart_nodes.core.jit import kernel
 
@@ -369,11 +373,18 @@ def test_dither_proxy_matches_plain_python():
     src_lab, pal_lab = color.srgb_u8_to_oklab(src), color.srgb_u8_to_oklab(pal)
     undithered = ((src.astype(np.float64) - pal[((src_lab[:, :, None] - pal_lab) ** 2).sum(-1).argmin(-1)]) ** 2)
     for damping in (1e9, 2.4, 0.5):
-        got = kernel(cluster, "dither_errors")(src.astype(np.float64), np.ascontiguousarray(src_lab),
-                                                pal.astype(np.float64), np.ascontiguousarray(pal_lab),
-                                                color.LINEAR_U8, color.M1, color.M2, damping)
-        ref = _dither_errors_reference(src, pal, damping * undithered.sum(-1).mean())
-        assert np.allclose(got, ref, rtol=1e-9, atol=1e-12), (got, ref)
+        k = len(pal)
+        a_pix, b_pix, a_blk, b_blk = np.zeros(k), np.zeros((k, 3)), np.zeros((k, k)), np.zeros((k, 3))
+        stats = np.zeros(4)
+        kernel(cluster, "dither_pass")(src.astype(np.float64), np.ascontiguousarray(src_lab), pal.astype(np.float64),
+                                       np.ascontiguousarray(pal_lab), color.LINEAR_U8, color.M1, color.M2, damping,
+                                       1e-4, a_pix, b_pix, a_blk, b_blk, stats)
+        mean, block, got = _dither_errors_reference(src, pal, damping * undithered.sum(-1).mean())
+        assert np.allclose([stats[0] / stats[1], stats[2] / stats[3]], [mean, block], rtol=1e-9, atol=1e-12)
+        value, a, b = _joint_reference(src_lab, np.ones(src.shape[:2]), pal_lab, near=got)
+        assert np.isclose(mean + block, value, rtol=1e-9)
+        assert np.allclose(np.diag(a_pix / stats[1]) + a_blk / stats[3], a, rtol=1e-9, atol=1e-12)
+        assert np.allclose(b_pix / stats[1] + b_blk / stats[3], b, rtol=1e-9, atol=1e-12)
 
 
 def test_one_palette_for_several_images():
@@ -464,13 +475,14 @@ def test_colour_histogram_equals_a_sort_of_every_pixel():
         _colour_histogram([np.zeros((4, 4, 4), np.uint8)])
 
 
-def _joint_reference(lab, opaque, cen, floor=1e-4):
-    """The joint objective and its reweighted least-squares system by brute force (numpy): (value, a, b)."""
+def _joint_reference(lab, opaque, cen, floor=1e-4, near=None):
+    """The joint objective and its reweighted least-squares system by brute force (numpy): (value, a, b). Each
+    pixel's colour is its nearest, or ``near`` ([h,w]) when given."""
     h, w, _ = lab.shape
     px = lab.reshape(-1, 3)
     ok = opaque.reshape(-1) > 0
     d = np.sqrt(((px[:, None, :] - cen[None]) ** 2).sum(-1))
-    near = d.argmin(1)
+    near = d.argmin(1) if near is None else np.asarray(near).reshape(-1)
     r = d[np.arange(len(px)), near]
     k = len(cen)
     u = np.where(ok, 1 / np.maximum(r, floor), 0.0)

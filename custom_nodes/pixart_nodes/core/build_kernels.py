@@ -71,10 +71,10 @@ def exports() -> dict[str, str]:
     out[jit.export_name(cluster, "joint_pass")] = (
         "void(float64[:, :, ::1], uint8[:, ::1], float64[:, ::1], float64, int64, float64[::1], float64[:, ::1], "
         "float64[:, ::1], float64[:, ::1], float64[::1], float64[:, ::1], float64[::1])")
-    out[jit.export_name(cluster, "dither_errors")] = (
-        "UniTuple(float64, 2)(float64[:, :, ::1], float64[:, :, ::1], float64[:, ::1], float64[:, ::1], float64[::1], "
-        "float64[:, ::1], float64[:, ::1], float64)"
-    )
+    out[jit.export_name(cluster, "dither_pass")] = (
+        "void(float64[:, :, ::1], float64[:, :, ::1], float64[:, ::1], float64[:, ::1], float64[::1], "
+        "float64[:, ::1], float64[:, ::1], float64, float64, float64[::1], float64[:, ::1], float64[:, ::1], "
+        "float64[:, ::1], float64[::1])")
     return out
 
 

@@ -219,36 +219,42 @@ def lloyd(pts, w, cen, max_iter, tol):
     return assign
 
 
-@njit(cache=True, nogil=True)
-def _nearest_lab(lab, y, x, pal_lab):
-    best = 0
-    best_d = np.inf
-    for k in range(pal_lab.shape[0]):
-        d = (lab[y, x, 0] - pal_lab[k, 0]) ** 2 + (lab[y, x, 1] - pal_lab[k, 1]) ** 2 + (lab[y, x, 2] - pal_lab[k, 2]) ** 2
-        if d < best_d:
-            best_d = d
-            best = k
-    return best
+_SEEN = 1 << 12  # slots of dither_pass's memo of the colours of dithered values
 
 
 @njit(cache=True, nogil=True)
-def dither_errors(src, src_lab, pal, pal_lab, lin, m1, m2, damping):
-    """Errors of a palette under damped error diffusion, for choosing between palettes: serpentine Floyd-Steinberg on
+def dither_pass(src, src_lab, pal, pal_lab, lin, m1, m2, damping, floor, a_pix, b_pix, a_blk, b_blk, stats):
+    """A palette under damped error diffusion, for refining palettes meant for it: serpentine Floyd-Steinberg on
     ``src`` (float64 [h,w,3], sRGB 0..255) in floats, each diffused value rounded to a code value and mapped to its
     nearest colour in OKLab (brute force over ``pal_lab``), with ``quantize(damping=True)``'s rules: an error whose
     squared length (sRGB) exceeds ``damping`` times the mean of the undithered mapping passes on 3/4, and each pixel
     takes its level / 256 (``dither.dither_levels`` of the undithered mapping) of the error it collects, 4/5 of that
-    when it exceeds the same limit. Returns
-    (mean OKLab distance per pixel, mean OKLab distance between the 4x4 block means of ``src_lab`` and of the
-    result), like bench_extract's errors. A stand-in for the compiled loops, which would need a cell table per
-    palette tried."""
+    when it exceeds the same limit. Then, with the colour each pixel got, the objective and normal equations of
+    ``joint_pass`` (``pal_lab`` as the centres): the mean OKLab distance from each pixel to its colour and between
+    the 4x4 block means of ``src_lab`` and of the result, like bench_extract's errors. A stand-in for the compiled
+    loops, which would need a cell table per palette tried."""
     h, w, _ = src.shape
     n = pal.shape[0]
     limit = 0.0
     plain = np.empty((h, w), np.uint16)
+    # the undithered mapping a row at a time, colours outside and pixels inside (a loop the compiler vectorises)
+    d1 = np.empty(w)
+    near = np.empty(w, np.int64)
     for y in range(h):
+        d1[:] = np.inf
+        near[:] = 0
+        for k in range(n):
+            c0, c1, c2 = pal_lab[k, 0], pal_lab[k, 1], pal_lab[k, 2]
+            for x in range(w):
+                e0 = src_lab[y, x, 0] - c0
+                e1 = src_lab[y, x, 1] - c1
+                e2 = src_lab[y, x, 2] - c2
+                d = e0 * e0 + e1 * e1 + e2 * e2
+                lt = d < d1[x]
+                near[x] = k if lt else near[x]
+                d1[x] = d if lt else d1[x]
         for x in range(w):
-            best = _nearest_lab(src_lab, y, x, pal_lab)
+            best = near[x]
             plain[y, x] = best
             limit += (src[y, x, 0] - pal[best, 0]) ** 2 + (src[y, x, 1] - pal[best, 1]) ** 2 + \
                 (src[y, x, 2] - pal[best, 2]) ** 2
@@ -256,8 +262,9 @@ def dither_errors(src, src_lab, pal, pal_lab, lin, m1, m2, damping):
     levels = np.empty((h, w), np.uint8)
     _dither.dither_levels(plain, levels)
     err = np.zeros((2, w + 2, 3))
-    out = np.empty((h, w, 3))
-    total = 0.0
+    got = plain  # overwritten row by row with the dithered colours
+    seen_key = np.full(_SEEN, -1, np.int64)  # the colours of dithered values met so far, by a hash of the value
+    seen = np.zeros(_SEEN, np.int64)
     for y in range(h):
         cur = err[y & 1]
         nxt = err[(y + 1) & 1]
@@ -277,19 +284,24 @@ def dither_errors(src, src_lab, pal, pal_lab, lin, m1, m2, damping):
             v0 = min(max(np.floor(src[y, x, 0] + s0 + 0.5), 0.0), 255.0)
             v1 = min(max(np.floor(src[y, x, 1] + s1 + 0.5), 0.0), 255.0)
             v2 = min(max(np.floor(src[y, x, 2] + s2 + 0.5), 0.0), 255.0)
-            q0, q1, q2 = _dither.code_oklab(int(v0), int(v1), int(v2), lin, m1, m2)
-            best = 0
-            best_d = np.inf
-            for k in range(n):
-                d = (q0 - pal_lab[k, 0]) ** 2 + (q1 - pal_lab[k, 1]) ** 2 + (q2 - pal_lab[k, 2]) ** 2
-                if d < best_d:
-                    best_d = d
-                    best = k
-            out[y, x, 0] = pal_lab[best, 0]
-            out[y, x, 1] = pal_lab[best, 1]
-            out[y, x, 2] = pal_lab[best, 2]
-            total += np.sqrt((src_lab[y, x, 0] - pal_lab[best, 0]) ** 2 + (src_lab[y, x, 1] - pal_lab[best, 1]) ** 2
-                             + (src_lab[y, x, 2] - pal_lab[best, 2]) ** 2)
+            key = (np.int64(v0) << 16) | (np.int64(v1) << 8) | np.int64(v2)
+            slot = ((key * 0x9E3779B1) >> 12) & (_SEEN - 1)
+            if v0 == src[y, x, 0] and v1 == src[y, x, 1] and v2 == src[y, x, 2]:
+                best = np.int64(plain[y, x])  # no error taken: the undithered colour (flat areas, sprites)
+            elif seen_key[slot] == key:
+                best = np.int64(seen[slot])  # a value met before (smooth areas repeat them)
+            else:
+                q0, q1, q2 = _dither.code_oklab(int(v0), int(v1), int(v2), lin, m1, m2)
+                best = 0
+                best_d = np.inf
+                for k in range(n):
+                    d = (q0 - pal_lab[k, 0]) ** 2 + (q1 - pal_lab[k, 1]) ** 2 + (q2 - pal_lab[k, 2]) ** 2
+                    if d < best_d:
+                        best_d = d
+                        best = k
+                seen_key[slot] = key
+                seen[slot] = best
+            got[y, x] = best
             e0 = v0 - pal[best, 0]
             e1 = v1 - pal[best, 1]
             e2 = v2 - pal[best, 2]
@@ -304,21 +316,29 @@ def dither_errors(src, src_lab, pal, pal_lab, lin, m1, m2, damping):
                 nxt[x + 1 + dx * step, 0] += e0 * wt
                 nxt[x + 1 + dx * step, 1] += e1 * wt
                 nxt[x + 1 + dx * step, 2] += e2 * wt
-    block = 0.0
-    nb = 0
-    for by in range(0, h - 3, 4):
-        for bx in range(0, w - 3, 4):
-            d0 = 0.0
-            d1 = 0.0
-            d2 = 0.0
-            for yy in range(by, by + 4):
-                for xx in range(bx, bx + 4):
-                    d0 += src_lab[yy, xx, 0] - out[yy, xx, 0]
-                    d1 += src_lab[yy, xx, 1] - out[yy, xx, 1]
-                    d2 += src_lab[yy, xx, 2] - out[yy, xx, 2]
-            block += np.sqrt(d0 * d0 + d1 * d1 + d2 * d2) / 16.0
-            nb += 1
-    return total / (h * w), block / max(nb, 1)
+    q0 = np.empty(16)
+    q1 = np.empty(16)
+    q2 = np.empty(16)
+    near = np.empty(16, np.int64)
+    dist = np.empty(16)
+    share = np.zeros(n)
+    held = np.empty(16, np.int64)
+    blocks = np.empty((np.int64(stats[3]) + ((h + 3) // 4) * ((w + 3) // 4), 4))  # indexed by stats' block count
+    for by in range((h + 3) // 4):
+        for bx in range((w + 3) // 4):
+            m = 0
+            for y in range(4 * by, min(4 * by + 4, h)):
+                for x in range(4 * bx, min(4 * bx + 4, w)):
+                    j = got[y, x]
+                    q0[m] = src_lab[y, x, 0]
+                    q1[m] = src_lab[y, x, 1]
+                    q2[m] = src_lab[y, x, 2]
+                    near[m] = j
+                    dist[m] = np.sqrt((q0[m] - pal_lab[j, 0]) ** 2 + (q1[m] - pal_lab[j, 1]) ** 2
+                                      + (q2[m] - pal_lab[j, 2]) ** 2)
+                    m += 1
+            _block_terms(q0, q1, q2, near, dist, m, by < h // 4 and bx < w // 4, pal_lab, floor, a_pix, b_pix,
+                         a_blk, b_blk, blocks, stats, share, held)
 
 
 # The joint objective: a palette is judged by how far each pixel lands from its colour (the mean OKLab distance) and
@@ -329,6 +349,66 @@ def dither_errors(src, src_lab, pal, pal_lab, lin, m1, m2, damping):
 # sums of Euclidean norms, linear in the palette once each pixel's colour is fixed, so iteratively reweighted least
 # squares (each norm weighted by its inverse, as a Weiszfeld step does) lowers their sum; ``joint_pass`` gathers one
 # step's normal equations and the objective's value.
+
+
+@njit(cache=True, nogil=True)
+def _block_terms(q0, q1, q2, near, dist, m, full, cen, floor, a_pix, b_pix, a_blk, b_blk, blocks, stats, share, held):
+    """Add one block's pixels (OKLab ``q0..q2[:m]``, their colours ``near``, distances to them ``dist``) to the
+    objective and normal equations (see ``joint_pass``); its block term when ``full``. ``share`` (zero, [k]) and
+    ``held`` ([16]) are scratch."""
+    nheld = 0
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    m0 = 0.0
+    m1 = 0.0
+    m2 = 0.0
+    for i in range(m):
+        best = near[i]
+        p0, p1, p2 = q0[i], q1[i], q2[i]
+        r = dist[i]
+        u = 1.0 / max(r, floor)
+        a_pix[best] += u
+        b_pix[best, 0] += u * p0
+        b_pix[best, 1] += u * p1
+        b_pix[best, 2] += u * p2
+        stats[0] += r
+        stats[1] += 1.0
+        if share[best] == 0.0:
+            held[nheld] = best
+            nheld += 1
+        share[best] += 1.0 / 16.0
+        s0 += p0
+        s1 += p1
+        s2 += p2
+        m0 += cen[best, 0]
+        m1 += cen[best, 1]
+        m2 += cen[best, 2]
+    if full:
+        s0 /= 16.0
+        s1 /= 16.0
+        s2 /= 16.0
+        e0 = s0 - m0 / 16.0
+        e1 = s1 - m1 / 16.0
+        e2 = s2 - m2 / 16.0
+        err = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+        v = 1.0 / max(err, floor)
+        b = np.int64(stats[3])
+        blocks[b, 0] = err
+        blocks[b, 1] = s0
+        blocks[b, 2] = s1
+        blocks[b, 3] = s2
+        stats[2] += err
+        stats[3] += 1.0
+        for ii in range(nheld):
+            i = held[ii]
+            b_blk[i, 0] += v * share[i] * s0
+            b_blk[i, 1] += v * share[i] * s1
+            b_blk[i, 2] += v * share[i] * s2
+            for jj in range(nheld):
+                a_blk[i, held[jj]] += v * share[i] * share[held[jj]]
+    for ii in range(nheld):
+        share[held[ii]] = 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -388,58 +468,9 @@ def joint_pass(lab, opaque, cen, floor, stride, a_pix, b_pix, a_blk, b_blk, loss
                     n2[i] = min(n2[i], max(n1[i], d))
                     near[i] = j if lt else near[i]
                     n1[i] = d if lt else n1[i]
-            nheld = 0
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            m0 = 0.0
-            m1 = 0.0
-            m2 = 0.0
             for i in range(m):
-                best = near[i]
-                p0, p1, p2 = q0[i], q1[i], q2[i]
-                r = np.sqrt(n1[i])
-                u = 1.0 / max(r, floor)
-                a_pix[best] += u
-                b_pix[best, 0] += u * p0
-                b_pix[best, 1] += u * p1
-                b_pix[best, 2] += u * p2
+                n1[i] = np.sqrt(n1[i])
                 if k > 1:
-                    loss[best] += np.sqrt(n2[i]) - r
-                stats[0] += r
-                stats[1] += 1.0
-                if share[best] == 0.0:
-                    held[nheld] = best
-                    nheld += 1
-                share[best] += 1.0 / 16.0
-                s0 += p0
-                s1 += p1
-                s2 += p2
-                m0 += cen[best, 0]
-                m1 += cen[best, 1]
-                m2 += cen[best, 2]
-            if full:
-                s0 /= 16.0
-                s1 /= 16.0
-                s2 /= 16.0
-                e0 = s0 - m0 / 16.0
-                e1 = s1 - m1 / 16.0
-                e2 = s2 - m2 / 16.0
-                err = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
-                v = 1.0 / max(err, floor)
-                b = np.int64(stats[3])
-                blocks[b, 0] = err
-                blocks[b, 1] = s0
-                blocks[b, 2] = s1
-                blocks[b, 3] = s2
-                stats[2] += err
-                stats[3] += 1.0
-                for ii in range(nheld):
-                    i = held[ii]
-                    b_blk[i, 0] += v * share[i] * s0
-                    b_blk[i, 1] += v * share[i] * s1
-                    b_blk[i, 2] += v * share[i] * s2
-                    for jj in range(nheld):
-                        a_blk[i, held[jj]] += v * share[i] * share[held[jj]]
-            for ii in range(nheld):
-                share[held[ii]] = 0.0
+                    loss[near[i]] += np.sqrt(n2[i]) - n1[i]
+            _block_terms(q0, q1, q2, near, n1, m, full, cen, floor, a_pix, b_pix, a_blk, b_blk, blocks, stats, share,
+                         held)
