@@ -170,7 +170,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         animation or (args.shared_palette if args.shared_palette is not None else args.indexed))
     if animation and args.shared_palette is False:
         raise CliError("--no-shared-palette: the frames of one GIF share its global palette")
-    # an extracted palette that error diffusion will use is spread out for it (what bench_extract measures)
+    # an extracted palette that error diffusion will use is refined for it (what bench_extract measures)
     for_dithering = args.dither in qz.ERROR_DIFFUSION and args.strength > 0
 
     def extract(img: np.ndarray | list[np.ndarray]):
@@ -513,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "palette file (.hex .gpl .pal .act .txt .png)")
     c.add_argument("--colors", type=_positive_int,
                    help="extract a palette of N colours instead (per image, or one for all: see --shared-palette); "
-                        "with an error-diffusion --dither its colours are spread out from the image's mean so the "
-                        "dither reaches the darkest and brightest areas")
+                        "with an error-diffusion --dither its colours are refined for the dithered image, which "
+                        "moves them out so the dither reaches the darkest and brightest areas")
     c.add_argument("--shared-palette", action=argparse.BooleanOptionalAction, default=None,
                    help="with --colors and a folder: extract one palette from all images (held in memory) and use "
                         "it for every one; default on with --indexed and for an animated GIF")
@@ -566,8 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
     p.add_argument("--for-dithering", action="store_true",
                    help="kmeans, images without transparent pixels: the palette is for error diffusion; its "
-                        "colours are spread out so dithering reaches the image's extremes (what 'convert --colors N "
-                        "--dither floyd-steinberg' does)")
+                        "colours are refined for the dithered image, so dithering reaches the image's extremes (what "
+                        "'convert --colors N --dither floyd-steinberg' does)")
     p.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
                    help="standard output format: hex (Lospec), gpl (GIMP/Aseprite), pal (JASC), txt (paint.net)")
     p.add_argument("--name", help="palette name written into the file (default: image name)")

@@ -133,9 +133,9 @@ class PixartPalette:
                 "for_dithering": ("BOOLEAN", {"default": False, "tooltip": (
                     "Source 'image' with kmeans, images without transparent pixels: the palette will be used with "
                     "error diffusion (Floyd-Steinberg, "
-                    "...). Its colours are spread out from the image's mean, by as much as dithers the image best, "
-                    "so dithering reaches the image's darkest and brightest areas (k-means centres sit inside them). "
-                    "Leave off for no dithering or ordered dithering.")}),
+                    "...). Its colours are refined for the image as damped error diffusion dithers it, which moves "
+                    "them out so dithering reaches the image's darkest and brightest areas (k-means centres sit "
+                    "inside them). Leave off for no dithering or ordered dithering.")}),
             },
         }
 
