@@ -564,3 +564,18 @@ def test_refinement_lowers_both_errors_of_kmeans():
             before = _oklab_errors(img, quantize(img, color.oklab_to_srgb_u8(start)).image)
             after = _oklab_errors(img, quantize(img, extract_palette(img, k).colors).image)
             assert sum(after) < sum(before) and after[1] < before[1], (img.shape, k, before, after)
+
+
+def test_few_opaque_pixels_off_the_sample_grid():
+    """An image whose few opaque pixels all fall between the refinement sample's pixels keeps its k-means palette
+    (nothing to refine on, and no division by zero)."""
+    import warnings
+
+    img = np.zeros((300, 300, 4), np.uint8)  # 90000 pixels: the sample takes every third pixel, from the second
+    for (y, x), c in zip([(0, 0), (0, 2), (2, 0), (2, 2), (0, 3)], [(255, 0, 0), (0, 0, 255), (0, 255, 0), (9, 9, 9),
+                                                                    (200, 200, 0)]):
+        img[y, x] = (*c, 255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pal = extract_palette(img, 3)
+    assert len(pal) == 3 and np.all(np.isfinite(color.srgb_u8_to_oklab(pal.colors)))
