@@ -1,5 +1,6 @@
-"""Weighted k-means on a colour histogram (numba): greedy k-means++ seeding and Lloyd's iterations with
-Hamerly's bounds.
+"""Palette extraction's compiled parts (numba): the colour histogram, weighted k-means on it (greedy k-means++
+seeding and Lloyd's iterations with Hamerly's bounds), and the passes that refine a palette for its two errors
+(``joint_pass``, ``dither_pass``).
 
 Points are the image's distinct colours (or bins) in OKLab with their pixel counts as weights, so the work does not
 grow with the image size. Greedy k-means++ (Arthur & Vassilvitskii's seeding, trying several candidates per centre
@@ -15,7 +16,6 @@ import numpy as np
 
 from . import dither as _dither
 from .jit import njit
-
 
 HIST_EMPTY = 0xFFFFFFFF  # an empty slot of the colour table (colour keys are 24-bit)
 
