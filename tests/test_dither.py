@@ -221,7 +221,7 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
 def test_damped_levels_match_the_reference():
     """The loop with damping and a levels map (each pixel takes levels / 256 of the error it collects) against the
     plain-Python reference, for kernels of one, two and three rows, both distances, alpha, and levels from 0 to
-    256."""
+    255."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 

@@ -192,7 +192,7 @@ def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
     ramp = torch.from_numpy(np.stack([x / 47, y / 31, (x + y) / 78], -1)[None].astype(np.float32))
     img = image_to_uint8(ramp[0])  # the node's own conversion
     p, _, _ = node.build("image", **{**args, "n_colors": 8}, image=ramp, for_dithering=True)
-    # the spread is chosen on the picture itself: a strip of its pixels diffuses no error sideways and has no blocks
+    # the palette is refined on the picture itself: a strip of its pixels diffuses no error sideways, has no blocks
     assert p == extract_palette(img, 8, dither=True) != extract_palette(img.reshape(-1, 1, 3), 8, dither=True)
     assert p != extract_palette(img, 8)
 
@@ -389,7 +389,7 @@ def test_dither_proxy_matches_plain_python():
 
 def test_one_palette_for_several_images():
     """A sequence of images gives one palette from all their pixels (RGB beside RGBA, transparent pixels left
-    out), the same as one image holding them; with dither=True the spread is chosen on each picture as drawn."""
+    out), the same as one image holding them; with dither=True the palette is refined on each picture as drawn."""
     y, x = np.mgrid[0:40, 0:56]
     a = np.stack([x * 255 // 55, y * 255 // 39, (x + y) * 255 // 94], -1).astype(np.uint8)
     b = np.dstack([a[::-1, :, ::-1], np.full((40, 56), 255, np.uint8)])
@@ -397,7 +397,7 @@ def test_one_palette_for_several_images():
     both = np.concatenate([np.dstack([a, np.full((40, 56), 255, np.uint8)]), b], axis=0)
     assert extract_palette([a, b], 8) == extract_palette(both, 8)
     assert extract_palette([a], 8, dither=True) == extract_palette(a, 8, dither=True) != extract_palette(a, 8)
-    b[:4, :4, 3] = 255  # all opaque: the spread applies, chosen over both pictures
+    b[:4, :4, 3] = 255  # all opaque: the refinement under dithering applies, over both pictures
     strip = np.concatenate([np.dstack([a, np.full((40, 56), 255, np.uint8)]), b], axis=0).reshape(-1, 1, 4)
     spread = extract_palette([a, b], 8, dither=True)
     assert spread != extract_palette([a, b], 8) and spread != extract_palette(strip, 8, dither=True)
@@ -406,7 +406,7 @@ def test_one_palette_for_several_images():
 
 
 def test_palette_for_dithering_reaches_the_ends_of_a_gradient():
-    """dither=True spreads the k-means colours outwards (k-means centres sit inside the image's colours, where
+    """dither=True moves the k-means colours outwards (k-means centres sit inside the image's colours, where
     error diffusion cannot mix the ends of a ramp): on a gradient the dithered result's 4x4-block error drops,
     without dither=True nothing changes, and transparent images keep the plain palette."""
     from pixart_nodes.core.quantize import quantize
@@ -571,6 +571,8 @@ def test_few_opaque_pixels_off_the_sample_grid():
     (nothing to refine on, and no division by zero)."""
     import warnings
 
+    from pixart_nodes.core.palette import _colour_histogram, _kmeans_oklab
+
     img = np.zeros((300, 300, 4), np.uint8)  # 90000 pixels: the sample takes every third pixel, from the second
     for (y, x), c in zip([(0, 0), (0, 2), (2, 0), (2, 2), (0, 3)], [(255, 0, 0), (0, 0, 255), (0, 255, 0), (9, 9, 9),
                                                                     (200, 200, 0)]):
@@ -578,4 +580,28 @@ def test_few_opaque_pixels_off_the_sample_grid():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pal = extract_palette(img, 3)
-    assert len(pal) == 3 and np.all(np.isfinite(color.srgb_u8_to_oklab(pal.colors)))
+    cols, w, _ = _colour_histogram(img)
+    plain = color.oklab_to_srgb_u8(_kmeans_oklab(color.srgb_float_to_oklab(cols), w, 3, 0))
+    assert sorted(map(tuple, pal.colors.tolist())) == sorted(map(tuple, plain.tolist()))
+
+
+def test_awkward_inputs_to_the_refinement():
+    """A sprite beside a photo (too small to keep a sample pixel), a strip, a Fortran-ordered image, and opaque
+    pixels only where the sparse swap pass does not look: no error, no warning, as many colours as asked for, and
+    the same palette whatever the input's memory order."""
+    import warnings
+
+    rng = np.random.default_rng(17)
+    photo = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    sparse = np.zeros((16, 16, 4), np.uint8)
+    sparse[:, 4:8, :3] = rng.integers(0, 256, (16, 4, 3), dtype=np.uint8)  # the second column of 4x4 blocks only
+    sparse[:, 4:8, 3] = 255
+    rgba = rng.integers(0, 256, (60, 70, 4), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for images, k in (([photo, photo[:2, :2].copy()], 8), ([photo, photo[:30, :1].copy()], 8), (sparse, 3)):
+            for dither in (False, True):
+                assert len(extract_palette(images, k, dither=dither)) == k
+        for dither in (False, True):
+            assert extract_palette(np.asfortranarray(rgba), 6, dither=dither) == extract_palette(rgba, 6,
+                                                                                                   dither=dither)

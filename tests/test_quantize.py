@@ -640,6 +640,13 @@ for i, pal in enumerate(pals):
             r = quantize(img[..., :3].copy(), pal, dither=m, distance=d)
             out[f"{i} {m} {d} rgb"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist(),
                                        r.colors_used]
+# extraction's passes: the colour table and (over 20000 colours) its bins, the joint refinement with swaps, the
+# refinement under dithering, for several images at once
+big = rng.integers(0, 256, (150, 160, 3), dtype=np.uint8)
+big[40:90] = big[40:90] // 32 * 32
+for k, images in ((6, [big]), (8, [big, img[..., :3].copy()]), (12, [img])):
+    for dither in (False, True):
+        out[f"extract {k} {dither}"] = extract_palette(images, k, dither=dither).colors.astype(int).tolist()
 out["numba"] = "numba" in sys.modules
 print(json.dumps(out))
 """

@@ -226,7 +226,8 @@ _SEEN = 1 << 12  # slots of dither_pass's memo of the colours of dithered values
 def dither_pass(src, src_lab, pal, pal_lab, lin, m1, m2, damping, floor, a_pix, b_pix, a_blk, b_blk, stats):
     """A palette under damped error diffusion, for refining palettes meant for it: serpentine Floyd-Steinberg on
     ``src`` (float64 [h,w,3], sRGB 0..255) in floats, each diffused value rounded to a code value and mapped to its
-    nearest colour in OKLab (brute force over ``pal_lab``), with ``quantize(damping=True)``'s rules: an error whose
+    nearest colour in OKLab (by brute force over ``pal_lab``, remembered per value; a value equal to its source
+    takes the source's undithered colour), with ``quantize(damping=True)``'s rules: an error whose
     squared length (sRGB) exceeds ``damping`` times the mean of the undithered mapping passes on 3/4, and each pixel
     takes its level / 256 (``dither.dither_levels`` of the undithered mapping) of the error it collects, 4/5 of that
     when it exceeds the same limit. Then, with the colour each pixel got, the objective and normal equations of
@@ -235,6 +236,8 @@ def dither_pass(src, src_lab, pal, pal_lab, lin, m1, m2, damping, floor, a_pix, 
     loops, which would need a cell table per palette tried."""
     h, w, _ = src.shape
     n = pal.shape[0]
+    if h == 0 or w == 0:
+        return
     limit = 0.0
     plain = np.empty((h, w), np.uint16)
     # the undithered mapping a row at a time, colours outside and pixels inside (a loop the compiler vectorises)
@@ -424,7 +427,8 @@ def joint_pass(lab, opaque, cen, floor, stride, a_pix, b_pix, a_blk, b_blk, loss
       ``floor``);
     - ``loss[j]``: the sum over colour j's pixels of the distance to their second nearest colour minus the distance to
       their own (what the pixel term would lose without colour j);
-    - ``blocks[b]`` for the sample's b-th full block in row order: (its error, its source mean in OKLab);
+    - ``blocks[b]``, b counting the full blocks of every sample passed so far (``stats[3]``), in row order: (its
+      error, its source mean in OKLab);
     - ``stats``: (sum of pixel distances, pixels, sum of block errors, blocks).
 
     Pixels in a partial last row or column of blocks count in the pixel term only. ``stride`` > 1 visits only

@@ -245,9 +245,9 @@ def _toward_medians(lab: np.ndarray, w: np.ndarray, centres: np.ndarray, assign:
     return out
 
 
-# The palette after k-means is refined on a sample of the images for the two errors it is judged by (mean OKLab
-# distance per pixel and between 4x4-block means, see ``cluster.joint_pass``): a few reweighted least-squares steps,
-# then swaps that move one colour to where the blocks are worst while that lowers their sum.
+# The palette after k-means is refined on a sample of the images (``_samples``) for the two errors it is judged by
+# (mean OKLab distance per pixel and between 4x4-block means, see ``cluster.joint_pass``): a few reweighted
+# least-squares steps, then swaps that move one colour to where the blocks are worst while that lowers their sum.
 _SAMPLE = 128 * 128  # pixels of the sample (every s-th pixel of every s-th row, one s for all images)
 _JOINT_STEPS = 4  # reweighted least-squares steps after k-means, and after an accepted swap
 _SWAP_ROUNDS = 1  # swaps accepted at most
@@ -269,15 +269,21 @@ class _Sample:
 
 
 def _samples(images: list[np.ndarray], alpha_threshold: int, target: int) -> list[_Sample]:
+    """Every image decimated by one step s for all, to about ``target`` pixels in all: the middle pixel of each
+    s x s cell (a sample's 4x4 blocks are 4s x 4s pixels of the image). An image too small to keep a pixel (a
+    sprite beside a photo) is left out."""
     total = sum(a.shape[0] * a.shape[1] for a in images)
     step = max(1, int(np.ceil(np.sqrt(total / target))))
     out = []
     for a in images:
-        sub = a[step // 2::step, step // 2::step]  # the middle pixel of each step x step cell
+        sub = a[step // 2::step, step // 2::step]
+        if sub.shape[0] == 0 or sub.shape[1] == 0:
+            continue
         rgb = np.ascontiguousarray(sub[..., :3])
-        opaque = (sub[..., 3] >= alpha_threshold if sub.shape[2] == 4 else np.ones(sub.shape[:2], bool))
-        out.append(_Sample(rgb, np.ascontiguousarray(color.srgb_u8_to_oklab(rgb)), opaque.astype(np.uint8),
-                           (sub.shape[0] // 4) * (sub.shape[1] // 4)))
+        opaque = sub[..., 3] >= alpha_threshold if sub.shape[2] == 4 else np.ones(sub.shape[:2], bool)
+        # C order whatever the input's: the compiled passes take it as uint8[:, ::1]
+        out.append(_Sample(rgb, np.ascontiguousarray(color.srgb_u8_to_oklab(rgb)),
+                           np.ascontiguousarray(opaque, dtype=np.uint8), (sub.shape[0] // 4) * (sub.shape[1] // 4)))
     return out
 
 
@@ -311,15 +317,17 @@ def _system(cen: np.ndarray, a_pix: np.ndarray, b_pix: np.ndarray, a_blk: np.nda
     ``b_blk``: this runs some fifty times per palette)."""
     k = len(cen)
     pixels, nb = stats[1], stats[3]
-    value = stats[0] / pixels
+    # no opaque pixel passed (a sparse pass over a sprite on transparency): nothing to judge by, nothing moves
+    value = stats[0] / pixels if pixels else np.inf
     if nb:
         a_blk /= nb
         b_blk /= nb
         value += stats[2] / nb
     a, b = a_blk, b_blk
-    b += b_pix / pixels
     diag = a.reshape(-1)[:: k + 1]
-    diag += a_pix / pixels
+    if pixels:
+        b += b_pix / pixels
+        diag += a_pix / pixels
     # a colour no pixel takes has a zero row: the ridge keeps it where it is (and is far below every real weight;
     # the largest entry of this positive semi-definite matrix is on its diagonal)
     ridge = 1e-9 * max(float(diag.max()), 1.0)
@@ -430,16 +438,21 @@ def _refine_for_dithering(samples: list[_Sample], centres: np.ndarray) -> np.nda
     diffusion cannot mix colours beyond them: the ends of gradients and the darkest and brightest areas come out
     too flat, and a step moves colours out as far as the blocks need (on bench_extract: both errors at or below
     libimagequant's in 24/24 cases, as with the search of a spread factor from the image's mean that this replaces;
-    21/24 with the refined centres alone). Each image is dithered as the picture it is: the blocks and the sideways
-    spread of error need its rows and columns."""
-    best, best_value = None, np.inf
-    cen = centres
-    for _ in range(_DITHER_STEPS):
-        pal = _distinct(color.oklab_to_srgb_u8(cen))
+    21/24 with the refined centres alone). Each sample is dithered as a picture, rows and columns, since the blocks
+    and the sideways spread of error need them. A step whose colours round onto each other is not taken (the
+    palette would come out with fewer colours than asked for)."""
+    best = _distinct(color.oklab_to_srgb_u8(centres))
+    if not samples:
+        return best
+    joint = _dithered(samples, best)
+    best_value = joint.value
+    for _ in range(_DITHER_STEPS - 1):
+        pal = _distinct(color.oklab_to_srgb_u8(np.linalg.solve(joint.a, joint.b)))
+        if len(pal) < len(best):
+            break
         joint = _dithered(samples, pal)
         if joint.value < best_value:
             best, best_value = pal, joint.value
-        cen = np.linalg.solve(joint.a, joint.b)
     return best
 
 
