@@ -674,3 +674,15 @@ def test_ahead_of_time_kernels_equal_the_jit(tmp_path):
     assert aot.pop("aot") and not ref.pop("aot")
     assert not aot.pop("numba") and ref.pop("numba")
     assert aot == ref
+
+
+def test_empty_images_give_empty_results():
+    """An image with no rows or no columns comes back empty, for every method, distance and damping (the loops are
+    not entered: they read a first pixel before looking at the size)."""
+    pal = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    for shape in ((5, 0, 3), (0, 7, 4)):
+        for m in DITHER_METHODS:
+            for d in ("rgb", "oklab"):
+                for damping in (False, True):
+                    r = quantize(np.zeros(shape, np.uint8), pal, dither=m, distance=d, damping=damping)
+                    assert r.image.shape == shape and r.indices.shape == shape[:2] and r.colors_used == 0

@@ -155,6 +155,8 @@ def quantize(
     thr = int(alpha_threshold)
 
     indices, image = np.empty((h, w), dtype=idx_dtype), np.empty_like(src)
+    if h == 0 or w == 0:  # the compiled loops read a first pixel before they look at the size
+        return QuantizeResult(image=image, indices=indices, colors_used=0)
     plain = dither == "none" or strength == 0.0
     if (plain or dither not in ERROR_DIFFUSION) and n <= _dither.NEAREST_SEARCH_MAX[use_lab] \
             and sys.byteorder == "little":  # the kernels pack pixels into little-endian words
