@@ -467,9 +467,24 @@ async def test_a_prompt_cleared_from_comfyuis_queue_is_resubmitted_once_then_fai
     # 30 s: long enough that both clears happen while it runs, however loaded the machine is (cancelled at the end)
     blocker = await engine.submit("txt2img", {"steps": 150, "width": 64, "height": 64})
     victim = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
-    await asyncio.sleep(0.1)
+
+    async def pending_at_comfyui(pid: str) -> None:
+        # The bridge names a prompt, writes the job (on PostgreSQL a round trip) and only then posts it: a clear
+        # before the post reaches ComfyUI would find nothing to remove, so the test waits for ComfyUI to hold it.
+        for _ in range(200):
+            async with client.session.get(comfy_double.url + "/queue") as resp:
+                if any(item[1] == pid for item in (await resp.json())["queue_pending"]):
+                    return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"prompt {pid} never reached ComfyUI's queue")
+
+    for _ in range(200):
+        if victim.prompt_id:
+            break
+        await asyncio.sleep(0.05)
     assert victim.status == "queued" and victim.prompt_id
     first = victim.prompt_id
+    await pending_at_comfyui(first)
     async with client.session.post(comfy_double.url + "/queue", json={"clear": True}) as resp:
         assert resp.status == 200
     # Someone cleared ComfyUI's queue in its own page: the bridge notices and submits again, once.
@@ -478,6 +493,7 @@ async def test_a_prompt_cleared_from_comfyuis_queue_is_resubmitted_once_then_fai
             break
         await asyncio.sleep(0.05)
     assert victim.prompt_id != first and victim.reruns and "removed from" in victim.reruns[0]["reason"]
+    await pending_at_comfyui(victim.prompt_id)
     async with client.session.post(comfy_double.url + "/queue", json={"clear": True}) as resp:
         assert resp.status == 200
     done = await engine.wait(victim.id, timeout=20)
