@@ -249,9 +249,12 @@ async def test_prompt_cleared_twice_in_comfyui_fails_its_job_saying_why(comfyui:
         await until(lambda: blocker.status == "running", 120, "the blocker to run")
         first = victim.prompt_id
         assert victim.status == "queued" and first
+        # the bridge names a prompt before it posts it: a clear must come once ComfyUI holds it
+        await until(lambda: first in _queue_ids(comfyui)[1], 30, "ComfyUI to hold the prompt")
         assert (await asyncio.to_thread(comfyui.post_json, "/queue", {"clear": True}))[0] == 200
         await until(lambda: victim.prompt_id not in (None, first), 30, "the job to be submitted again")
         assert victim.status == "queued" and blocker.status == "running"
+        await until(lambda: victim.prompt_id in _queue_ids(comfyui)[1], 30, "ComfyUI to hold the prompt again")
         assert (await asyncio.to_thread(comfyui.post_json, "/queue", {"clear": True}))[0] == 200
         done = await engine.wait(victim.id, timeout=60)
         assert done.status == "failed" and "removed from" in done.error and "(twice)" in done.error
