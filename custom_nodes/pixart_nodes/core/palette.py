@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -267,6 +268,11 @@ class _Sample:
     opaque: np.ndarray  # uint8 [h,w]
     blocks: int  # 4x4 blocks in it
 
+    @cached_property
+    def rgb_float(self) -> np.ndarray:
+        """``rgb`` as float64, for the dithered passes (each palette tried under dithering reads it)."""
+        return self.rgb.astype(np.float64)
+
 
 def _samples(images: list[np.ndarray], alpha_threshold: int, target: int) -> list[_Sample]:
     """Every image decimated by one step s for all, to about ``target`` pixels in all: the middle pixel of each
@@ -425,9 +431,10 @@ def _dithered(samples: list[_Sample], pal: np.ndarray) -> _Joint:
     a_pix, b_pix, a_blk, b_blk = np.zeros(k), np.zeros((k, 3)), np.zeros((k, k)), np.zeros((k, 3))
     stats = np.zeros(4)
     run = kernel(cluster, "dither_pass")
+    pal_float = pal.astype(np.float64)
     for s in samples:
-        run(s.rgb.astype(np.float64), s.lab, pal.astype(np.float64), pal_lab, color.LINEAR_U8, color.M1, color.M2,
-            DAMPING_LIMIT, _MEDIAN_FLOOR, a_pix, b_pix, a_blk, b_blk, stats)
+        run(s.rgb_float, s.lab, pal_float, pal_lab, color.LINEAR_U8, color.M1, color.M2, DAMPING_LIMIT, _MEDIAN_FLOOR,
+            a_pix, b_pix, a_blk, b_blk, stats)
     return _system(pal_lab, a_pix, b_pix, a_blk, b_blk, stats, np.zeros(k), np.empty((0, 4)))
 
 

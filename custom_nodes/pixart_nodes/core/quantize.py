@@ -97,13 +97,12 @@ def ordered_offsets(method: str, pal: np.ndarray, strength: float) -> np.ndarray
 DAMPING_LIMIT = 2.4
 
 
-def _damping(src: np.ndarray, lk: _dither.Lookup, table: np.ndarray, thr: int) -> tuple[int, np.ndarray]:
-    """libimagequant's rules for ``damping=True``, from the undithered mapping of ``src``: the limit
-    (``DAMPING_LIMIT`` x its mean squared error in sRGB code values, summed over channels, over opaque pixels) and
-    each pixel's dither level (``dither.dither_levels``)."""
-    h, w = src.shape[:2]
-    out = _dither.Target(table, np.empty((h, w), np.uint16 if len(table) > 256 else np.uint8), np.empty_like(src),
-                         np.zeros(len(table), np.uint8))
+def _damping(src: np.ndarray, lk: _dither.Lookup, target: _dither.Target, thr: int) -> tuple[int, np.ndarray]:
+    """libimagequant's rules for ``damping=True``, from the undithered mapping of ``src`` (written into buffers
+    shaped like ``target``'s): the limit (``DAMPING_LIMIT`` x its mean squared error in sRGB code values, summed over
+    channels, over opaque pixels) and each pixel's dither level (``dither.dither_levels``)."""
+    table = target.table
+    out = _dither.Target(table, np.empty_like(target.indices), np.empty_like(src), np.zeros(len(table), np.uint8))
     _dither.ordered_dither(src, lk, _ZERO_OFFSET, out, alpha_threshold=thr)
     total, count = _jit.kernel(_dither, "mapping_error", out.indices.dtype)(src, out.image, out.indices,
                                                                             len(table) - 1)
@@ -173,7 +172,7 @@ def quantize(
     out = _dither.Target(table, indices, image, np.zeros(n + 1, np.uint8))
     if dither in ERROR_DIFFUSION and not plain:
         lk = _diffusion_lookup(pal.tobytes(), use_lab)
-        limit, levels = _damping(src, lk, table, thr) if damping else (-1, None)
+        limit, levels = _damping(src, lk, out, thr) if damping else (-1, None)
         _dither.error_diffuse(src, pal, lk, _dither.ERROR_KERNELS[dither], out, alpha_threshold=thr,
                               strength=strength, serpentine=bool(serpentine),
                               pairs=_pairs(pal.tobytes(), use_lab), damp_limit=limit, levels=levels)
