@@ -326,7 +326,7 @@ def dither_pass(src, src_lab, pal, pal_lab, lin, m1, m2, damping, floor, a_pix, 
     dist = np.empty(16)
     share = np.zeros(n)
     held = np.empty(16, np.int64)
-    blocks = np.empty((np.int64(stats[3]) + ((h + 3) // 4) * ((w + 3) // 4), 4))  # indexed by stats' block count
+    no_blocks = np.empty((0, 4))  # the worst blocks are for swaps, which dithered palettes do not try
     for by in range((h + 3) // 4):
         for bx in range((w + 3) // 4):
             m = 0
@@ -341,7 +341,7 @@ def dither_pass(src, src_lab, pal, pal_lab, lin, m1, m2, damping, floor, a_pix, 
                                       + (q2[m] - pal_lab[j, 2]) ** 2)
                     m += 1
             _block_terms(q0, q1, q2, near, dist, m, by < h // 4 and bx < w // 4, pal_lab, floor, a_pix, b_pix,
-                         a_blk, b_blk, blocks, stats, share, held)
+                         a_blk, b_blk, no_blocks, stats, share, held)
 
 
 # The joint objective: a palette is judged by how far each pixel lands from its colour (the mean OKLab distance) and
@@ -357,8 +357,8 @@ def dither_pass(src, src_lab, pal, pal_lab, lin, m1, m2, damping, floor, a_pix, 
 @njit(cache=True, nogil=True)
 def _block_terms(q0, q1, q2, near, dist, m, full, cen, floor, a_pix, b_pix, a_blk, b_blk, blocks, stats, share, held):
     """Add one block's pixels (OKLab ``q0..q2[:m]``, their colours ``near``, distances to them ``dist``) to the
-    objective and normal equations (see ``joint_pass``); its block term when ``full``. ``share`` (zero, [k]) and
-    ``held`` ([16]) are scratch."""
+    objective and normal equations (see ``joint_pass``); its block term when ``full``, and its row of ``blocks``
+    unless that has no rows. ``share`` (zero, [k]) and ``held`` ([16]) are scratch."""
     nheld = 0
     s0 = 0.0
     s1 = 0.0
@@ -396,11 +396,12 @@ def _block_terms(q0, q1, q2, near, dist, m, full, cen, floor, a_pix, b_pix, a_bl
         e2 = s2 - m2 / 16.0
         err = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
         v = 1.0 / max(err, floor)
-        b = np.int64(stats[3])
-        blocks[b, 0] = err
-        blocks[b, 1] = s0
-        blocks[b, 2] = s1
-        blocks[b, 3] = s2
+        if blocks.shape[0]:
+            b = np.int64(stats[3])
+            blocks[b, 0] = err
+            blocks[b, 1] = s0
+            blocks[b, 2] = s1
+            blocks[b, 3] = s2
         stats[2] += err
         stats[3] += 1.0
         for ii in range(nheld):

@@ -806,8 +806,9 @@ def _value(flat, q, ar, ag, ab, cx):
 @njit(cache=True, nogil=True, inline="always")
 def _taken(flat, q, tr, tg, tb, lv, big):
     """A value in fixed point (source at ``flat[q]``, collected error, rounding half) with its collected error
-    scaled by ``lv`` / 256 (rounded half up), and by 4/5 more (rounded down from half up) when its squared length is
-    over ``big`` (libimagequant's rule for error that runs too high, see ``get_dithered_pixel``): r, g, b."""
+    scaled by ``lv`` / 256 (rounded half up), and by 4/5 more (``(4 e + 2) // 5``: the nearest integer, a fifth never
+    being a half) when its squared length is over ``big`` (libimagequant's rule for error that runs too high, see
+    ``get_dithered_pixel``): r, g, b."""
     half = np.int64(FS_HALF)
     sr = (np.int64(flat[q]) << FS_SHIFT) + half
     sg = (np.int64(flat[q + np.uint64(1)]) << FS_SHIFT) + half

@@ -63,7 +63,7 @@ def numba_version() -> str | None:
     spec = importlib.util.find_spec("numba")
     if spec is None or not spec.origin:
         return None
-    found = sorted(Path(spec.origin).parent.parent.glob("numba-*.dist-info"))
+    found = list(Path(spec.origin).parent.parent.glob("numba-*.dist-info"))
     if len(found) == 1:
         return found[0].name[len("numba-"):-len(".dist-info")]
     try:
