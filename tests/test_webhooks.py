@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bridge.app import create_app
 from bridge.keys import ENGINE
@@ -110,7 +110,7 @@ async def test_signed_completion_message_with_result_links(bridge_factory, recei
     img = await client.get(link.removeprefix("https://pixart.example.com"))
     assert img.status == 200 and img.content_type == "image/png" and (await img.read())[:4] == b"\x89PNG"
     # a tampered body fails verification: the signature covers id, timestamp and body
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(message["body"].replace(b"completed", b"failed"), message["headers"])
     deliveries = await settled(client, job_id, 1)
     assert [(d["event"], d["status"], len(d["attempts"])) for d in deliveries] == [("job.completed", "delivered", 1)]
