@@ -48,6 +48,39 @@ def test_build_failing_in_the_compiler_says_why(tmp_path: Path, monkeypatch: pyt
     assert not (tmp_path / f"{jit.AOT_MODULE}.hash").exists()
 
 
+def test_build_without_the_vnni_search_where_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A host that reports VNNI but whose CPU model does not give the compiler the instructions: the module is
+    built again without the VNNI search (the float32 search serves), and says so."""
+    from pixart_nodes.core import simd
+
+    vnni_name = jit.export_name("dither", "_nearest_rgb_vnni")
+    builds: list[set[str]] = []
+
+    class PickyCC:  # compiles only without the VNNI export
+        def __init__(self, name: str) -> None:
+            self.names: set[str] = set()
+
+        def export(self, name: str, sig: str):
+            self.names.add(name)
+            return lambda fn: fn
+
+        def compile(self) -> None:
+            builds.append(self.names)
+            if vnni_name in self.names:
+                raise RuntimeError("LLVM ERROR: Cannot select: intrinsic %llvm.x86.avx512.vpdpbusd.512")
+
+    monkeypatch.setattr(simd, "host_has_vnni", lambda: True)
+    monkeypatch.setitem(sys.modules, "numba.pycc", types.SimpleNamespace(CC=PickyCC))
+    assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 0
+    assert [vnni_name in names for names in builds] == [True, False]
+    assert builds[1] == set(build_kernels.exports(False))
+    out = capsys.readouterr()
+    assert "the VNNI search did not build" in out.err and "Cannot select" in out.err
+    assert "with the VNNI search" not in out.out
+    assert (tmp_path / f"{jit.AOT_MODULE}.hash").read_text().strip() == jit.source_hash()
+
+
 _FALLBACK = r"""
 import json, sys
 from pathlib import Path

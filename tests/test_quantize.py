@@ -10,6 +10,19 @@ from pixart_nodes.core.palette import named_palette, nearest_indices, palette_fr
 from pixart_nodes.core.quantize import DITHER_METHODS, quantize
 from pixart_nodes.nodes_quantize import PixartQuantize
 
+# The sRGB search of up to 32 colours has two implementations: AVX-512 VNNI integer keys where the CPU has them
+# (dither._nearest_rgb_vnni), float32 keys elsewhere (dither._nearest_rgb); where the CPU has VNNI the tests run both.
+# OKLab has one search, whichever the CPU.
+SEARCHES = pytest.mark.parametrize("distance, vnni", [("rgb", True), ("rgb", False), ("oklab", True)],
+                                   ids=["rgb-vnni", "rgb-float32", "oklab"])
+
+
+@pytest.fixture
+def search(vnni, monkeypatch):
+    from pixart_nodes.core import dither
+
+    monkeypatch.setattr(dither, "USE_VNNI", vnni)
+
 
 def _brute_force(img: np.ndarray, pal: np.ndarray, distance: str) -> np.ndarray:
     """Obvious per-pixel search with direct differences, in float64."""
@@ -28,9 +41,9 @@ def _brute_force(img: np.ndarray, pal: np.ndarray, distance: str) -> np.ndarray:
     return out.reshape(img.shape[:2])
 
 
-@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@SEARCHES
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32"])
-def test_nearest_equals_brute_force(distance, name):
+def test_nearest_equals_brute_force(distance, name, search):
     rng = np.random.default_rng(11)
     img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     pal = named_palette(name).colors
@@ -303,9 +316,9 @@ def _with_alpha(img, rng):
     return np.ascontiguousarray(np.concatenate([img, alpha[..., None]], axis=-1))
 
 
-@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@SEARCHES
 @pytest.mark.parametrize("shape", [(1, 1), (1, 3), (5, 7), (37, 41), (64, 64)])
-def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape, distance):
+def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape, distance, search):
     """Without dithering and up to 32 colours, quantize takes the vectorised search (``dither.nearest``):
     the cell-table loop agrees with it exactly, and brute force (lowest index on exact ties; in OKLab, through an
     independent conversion, within rounding) on random palettes of 1 to 32 colours, palettes of a few levels
@@ -352,9 +365,9 @@ def test_vectorised_no_dither_equals_brute_force_and_the_cell_table(shape, dista
         assert res4.colors_used == len(np.unique(res4.indices[opaque]))
 
 
-@pytest.mark.parametrize("distance", ["rgb", "oklab"])
+@SEARCHES
 @pytest.mark.parametrize("shape", [(7, 1), (3, 5), (9, 37), (2, 1500)])
-def test_vectorised_ordered_dither_equals_the_cell_table(shape, distance):
+def test_vectorised_ordered_dither_equals_the_cell_table(shape, distance, search):
     """Ordered dithering with up to 32 colours goes through the vectorised search too, a block per row segment with
     the pattern row tiled across the width: every method and several strengths give the cell-table loop's indices
     and image, with and without alpha, on widths below 4, not a multiple of 4, and above a block (1024)."""
@@ -393,7 +406,9 @@ def test_vectorised_search_equals_the_cell_table_on_every_code_value(distance, m
     for pal in (named_palette("aap-64").colors, rng.integers(0, 256, (most, 3), dtype=np.uint8),
                 named_palette("pico-8").colors, rng.integers(0, 256, (32, 3), dtype=np.uint8)):
         ref = _cell_loop(cube, pal, distance).indices
-        assert np.array_equal(quantize(cube, pal, distance=distance).indices, ref), len(pal)
+        for vnni in ((True, False) if distance == "rgb" and len(pal) <= 32 else (True,)):
+            monkeypatch.setattr(dither, "USE_VNNI", vnni)
+            assert np.array_equal(quantize(cube, pal, distance=distance).indices, ref), (len(pal), vnni)
     if distance == "oklab":
         monkeypatch.setattr(dither, "LAB_MARGIN", 0.0)
         assert 0 < np.count_nonzero(quantize(cube, pal, distance=distance).indices != ref) < 1000
@@ -469,6 +484,44 @@ def test_vectorised_search_keys_are_exact():
     big = np.random.default_rng(5).integers(0, 256, (33, 3), dtype=np.uint8)
     table = dither.nearest_table(big, False, dither.cell_table(big, False))
     assert not table.keys and table.rows.shape == (34, 3) and table.gbits == dither.GBITS
+
+
+def test_vnni_keys_rank_colours_exactly():
+    """The integer keys of the VNNI search, evaluated here as the instructions do (signed bytes times pixel bytes
+    plus the second word, shifted left six bits with the third word's top six bits appended, in int32): the
+    greatest is the nearest colour, the lower index on exact ties, for extreme pixels and palettes and for pixels
+    equidistant from colours of either parity; rows pad to multiples of eight with the last colour."""
+    from pixart_nodes.core import dither
+
+    rng = np.random.default_rng(9)
+    pals = [np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 255]] * 8, np.uint8),
+            np.array([[0, 0, 0], [2, 0, 0], [1, 1, 0], [0, 0, 1]], np.uint8),  # |c|^2 of both parities, ties
+            rng.integers(0, 256, (32, 3), dtype=np.uint8), rng.integers(0, 256, (5, 3), dtype=np.uint8)]
+    for pal in pals:
+        table = dither.vnni_keys(pal)
+        assert table.dtype == np.int32 and table.shape == (-(-len(pal) // 8) * 8, 3)
+        assert np.array_equal(table[len(pal):], np.repeat(table[len(pal) - 1:len(pal)], len(table) - len(pal), 0))
+        s = table[:, 0].view(np.uint32)[:, None] >> np.array([0, 8, 16, 24], np.uint32) & 255
+        s = s.astype(np.int64) - 256 * (s > 127)
+        assert np.array_equal(s[:, :3], pal[np.minimum(np.arange(len(table)), len(pal) - 1)].astype(int) - 128)
+        assert not s[:, 3].any()
+        pixels = np.concatenate([rng.integers(0, 256, (3000, 3)), pal, [[0, 0, 0], [255, 255, 255], [1, 0, 0]]])
+        e = pixels @ s[:, :3].T + table[:, 1].astype(np.int64)
+        assert e.min() >= -(1 << 25) and e.max() < (1 << 25)  # 64 e and six more bits stay within int32
+        keys = (e << 6) | (table[:, 2].view(np.uint32).astype(np.int64) >> 26)
+        d = ((pixels[:, None, :] - pal[None].astype(np.int64)) ** 2).sum(-1)
+        assert np.array_equal(31 - (keys.max(axis=1) & 31), d.argmin(axis=1))
+
+
+def test_vnni_search_serves_where_the_cpu_has_it():
+    """Where this CPU has AVX-512 VNNI the sRGB search runs it (ahead of time when the module is built, else the
+    JIT's); elsewhere the float32 search serves."""
+    from pixart_nodes.core import dither, simd
+
+    kernel = dither._vnni_kernel()
+    assert (kernel is not None) == simd.host_has_vnni()
+    if kernel is None:
+        pytest.skip("this CPU has no AVX-512 VNNI: only the float32 search runs here")
 
 
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])

@@ -27,8 +27,8 @@ _LOOKUP = ("float64[:, ::1], float64[::1], float64[:, ::1], float64[:, ::1], {in
 _OUT = "uint8[::1], {idx}[:, ::1], uint8[:, :, ::1], uint8[::1]"
 
 
-def exports() -> dict[str, str]:
-    """Export name -> numba signature."""
+def exports(vnni: bool = False) -> dict[str, str]:
+    """Export name -> numba signature (``vnni``: with the search for CPUs with AVX-512 VNNI, see ``simd``)."""
     out: dict[str, str] = {}
     for info in U8_U16:
         out[jit.export_name(dither, "_build", info)] = (
@@ -58,6 +58,11 @@ def exports() -> dict[str, str]:
         "int64(uint8[::1], int64, int64, int64, int32[:, ::1], float32[:, ::1], uint32[::1], uint8[::1], uint8[::1], "
         "uint32[::1])"
     )
+    if vnni:  # compiled only where the CPU has the instructions; elsewhere the float32 search serves
+        out[jit.export_name(dither, "_nearest_rgb_vnni")] = (
+            "int64(uint8[::1], int64, int64, int64, int32[:, ::1], int32[:, ::1], uint32[::1], uint8[::1], uint8[::1], "
+            "uint32[::1])"
+        )
     out[jit.export_name(dither, "_nearest_cells")] = (
         "void(boolean, uint8[::1], int64, int64, int64, int32[:, ::1], uint8[::1], int64, float32[::1], "
         "float32[:, ::1], float32[:, ::1], float32[:, ::1], float64, float64[::1], float64[:, ::1], float64[:, ::1], "
@@ -86,7 +91,7 @@ def _function(name: str):
     return dispatcher.py_func
 
 
-def build(output_dir: Path) -> Path:
+def build(output_dir: Path, vnni: bool) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc's pending-deprecation notice
         from numba.pycc import CC
@@ -94,7 +99,7 @@ def build(output_dir: Path) -> Path:
     cc.output_dir = str(output_dir)
     cc.target_cpu = "host"  # built where it runs (install.py): use this CPU's vector instructions
     cc.verbose = False
-    for name, sig in exports().items():
+    for name, sig in exports(vnni).items():
         cc.export(name, sig)(_function(name))
     cc.compile()
     (output_dir / f"{jit.AOT_MODULE}.hash").write_text(jit.source_hash() + "\n")
@@ -112,13 +117,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_kernels: up to date ({built[0].name})")
         return 0
     t0 = time.perf_counter()
+    vnni = False
     try:
-        build(args.output_dir)
+        from . import simd
+
+        vnni = simd.host_has_vnni()
+        try:
+            build(args.output_dir, vnni)
+        except ImportError:
+            raise
+        except Exception as e:
+            if not vnni:
+                raise
+            # The module is compiled for the CPU's model name, whose implied features may lack what the host
+            # reports (a VM's odd model): the float32 search then serves, as on CPUs without VNNI
+            print(f"build_kernels: the VNNI search did not build ({type(e).__name__}: {e}); building without it",
+                  file=sys.stderr)
+            vnni = False
+            build(args.output_dir, vnni)
     except Exception as e:  # noqa: BLE001 - the JIT fallback still works; say why and fail the command
         print(f"build_kernels: ahead-of-time build failed ({type(e).__name__}: {e}); the JIT will be used",
               file=sys.stderr)
         return 1
-    print(f"build_kernels: {len(exports())} kernels in {args.output_dir} ({time.perf_counter() - t0:.0f} s)")
+    print(f"build_kernels: {len(exports(vnni))} kernels in {args.output_dir} ({time.perf_counter() - t0:.0f} s)"
+          f"{', with the VNNI search' if vnni else ''}")
     return 0
 
 

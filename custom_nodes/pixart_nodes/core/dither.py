@@ -1054,6 +1054,8 @@ def _map(use_lab, src, alpha_threshold, offsets, pal_cmp, lin, m1, m2, info, blk
 # times that and sends a few pixels in a thousand to the exact search (on three palettes, float32 alone erred only
 # where exact distances differed by less than 2.5e-7).
 NEAREST_MAX_COLORS = 32  # the sRGB key search without a table: an index in a key's low 5 bits
+VNNI_COLOURS = 8  # simd.COLOURS: the VNNI search takes its colours eight at a time
+VNNI_LANES = 16  # simd.LANES: and its pixels sixteen at a time
 NEAREST_CELLS_MAX = 254  # the table-first search: uint8 cell tables, and uint8 indices with a transparent one
 # quantize's choice: beyond these sizes the table-first search, which searches every colour for the pixels of
 # multi-colour cells, cost more than the cell-table loop's memo on smooth images (512x512 gradient: sRGB, 254
@@ -1072,7 +1074,8 @@ class NearestTable(NamedTuple):
     table ``info`` (uint8) of cells 2^``gbits`` per side has more than one colour (``_ALL_CELLS`` and 0: no table,
     every pixel searched; at 64^3 cells, 512x512 to PICO-8 in OKLab took 0.6 ms instead of 1.1); ``exact``: the
     colours in the distance space in float64 [N,3] (OKLab's exact second search reads them). ``rgbx`` / ``rgba``:
-    a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent."""
+    a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent. ``vnni``: with
+    ``keys``, the same palette as ``vnni_keys`` builds it for CPUs with AVX-512 VNNI (else empty)."""
 
     use_lab: bool
     keys: bool
@@ -1082,6 +1085,7 @@ class NearestTable(NamedTuple):
     rgba: np.ndarray
     info: np.ndarray
     gbits: int
+    vnni: np.ndarray = np.zeros((0, 3), np.int32)
 
 
 _ALL_CELLS = np.full(1, 255, np.uint8)  # one cell of every colour: no table
@@ -1118,7 +1122,25 @@ def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None
     keys = np.empty((len(idx), 4), np.float32)
     keys[:, :3] = -64 * c
     keys[:, 3] = 32 * ((c * c).sum(axis=1) + (1 << 18)) + idx
-    return NearestTable(False, True, keys, exact, rgbx32, rgba32, info, gbits)
+    return NearestTable(False, True, keys, exact, rgbx32, rgba32, info, gbits, vnni_keys(pal))
+
+
+def vnni_keys(pal: np.ndarray) -> np.ndarray:
+    """The sRGB palette (up to ``NEAREST_MAX_COLORS`` colours) as ``simd.max_keys`` reads it: int32 [M, 3], M a
+    multiple of ``VNNI_COLOURS``, per colour ``c``: the signed bytes ``c - 128`` (R, G, B, 0) as one little-endian
+    word, ``-h`` where ``|c|^2 = 2 h + parity``, and ``32 (1 - parity) + 31 - index`` in the top six bits (see
+    ``simd`` for why the greatest key is the nearest colour). The last colour repeated pads the rows: the same key,
+    the same index."""
+    n = len(pal)
+    idx = np.minimum(np.arange(-(-n // VNNI_COLOURS) * VNNI_COLOURS), n - 1)
+    c = pal[idx].astype(np.int64)
+    s = (c - 128) & 255
+    sq = (c * c).sum(axis=1)
+    out = np.empty((len(idx), 3), np.int64)
+    out[:, 0] = s[:, 0] | (s[:, 1] << 8) | (s[:, 2] << 16)
+    out[:, 1] = -(sq >> 1)
+    out[:, 2] = (32 * (1 - (sq & 1)) + 31 - idx) << 26
+    return (out & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1308,6 +1330,73 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_
     return mask
 
 
+# numba's intrinsics the kernels call (``simd``), set by ``jit.materialise`` from ``_intrinsics``: importing them
+# imports numba, which a process served by the ahead-of-time module never does
+_max_keys = _emit_rgb = None
+
+
+def _intrinsics() -> dict[str, Any]:
+    from . import simd
+
+    return {"_max_keys": simd.max_keys, "_emit_rgb": simd.emit_rgb}
+
+
+@njit(cache=True, nogil=True)
+def _vnni_search(px, best, m, keys):
+    """``best[:m']`` = the greatest key (``simd``) of each pixel of ``px`` over ``keys``, ``m'`` = ``m`` rounded
+    up to whole vectors (the arrays hold that many)."""
+    m16 = (m + VNNI_LANES - 1) // VNNI_LANES * VNNI_LANES
+    for c in range(0, keys.shape[0], VNNI_COLOURS):
+        for i in range(0, m16, VNNI_LANES):
+            _max_keys(px, best, i, keys, c)
+
+
+@njit(cache=True, nogil=True)
+def _nearest_rgb_vnni(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_img, words):
+    # _nearest_rgb with AVX-512's integer instructions (simd): the same arguments but ``keys`` (vnni_keys), the same
+    # results. Pixels are packed a word each (R, G, B in the low bytes) instead of three float32 rows, and RGB
+    # images are written sixteen pixels at a time (simd.emit_rgb).
+    n = out_idx.shape[0]
+    cr = np.empty(_NEAREST_BLOCK, np.uint8)
+    cg = np.empty(_NEAREST_BLOCK, np.uint8)
+    cb = np.empty(_NEAREST_BLOCK, np.uint8)
+    ca = np.empty(_NEAREST_BLOCK, np.uint8)
+    px = np.zeros(_NEAREST_BLOCK, np.uint32)  # zeros: a last vector's lanes past the pixels are read, not used
+    best = np.empty(_NEAREST_BLOCK, np.int32)
+    used = np.zeros(VNNI_LANES, np.int32)  # per lane, a bit per index written (simd.emit_rgb)
+    lut = np.zeros(32, np.uint32)  # the colours, padded to the 32 entries emit_rgb permutes
+    lut[: min(rgbx.shape[0], 32)] = rgbx[: min(rgbx.shape[0], 32)]
+    mask = np.int64(0)
+    low = np.int32(-(1 << 31))
+    eight, sixteen = np.uint32(8), np.uint32(16)
+    lanes = np.uint64(VNNI_LANES)
+    for t in range(_segments(n, w, offsets)):
+        p0, m, orow, ox = _segment(t, n, w, offsets)
+        if ch == 3:
+            _codes3(src, p0, m, orow, ox, cr, cg, cb)
+        else:
+            _codes4(src, p0, m, orow, ox, cr, cg, cb, ca)
+        for i in range(m):
+            px[i] = np.uint32(cr[i]) | (np.uint32(cg[i]) << eight) | (np.uint32(cb[i]) << sixteen)
+        best[:] = low
+        _vnni_search(px, best, m, keys)
+        # RGB: whole vectors through emit_rgb, the rest (the image's last pixels) one at a time
+        full = m // lanes * lanes if ch == 3 else np.uint64(0)
+        for v in range(full // lanes):
+            _emit_rgb(best, lanes * v, lut, out_idx, out_img, p0 + lanes * v, used)
+        for i in range(full, m):
+            out_idx[p0 + i] = 31 - (best[i] & 31)
+        if ch == 3:
+            _emit_block(out_idx, rgbx, out_img, words, p0 + full, m - full)
+        else:
+            _transparent(alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
+            _emit_words(out_idx, rgbx, words, p0, m)
+        mask |= _index_mask(out_idx, p0 + full, m - full)
+    for k in range(VNNI_LANES):
+        mask |= np.int64(used[k]) & np.int64(0xFFFFFFFF)
+    return mask
+
+
 @njit(cache=True, nogil=True)
 def _cbrt32(x, y, m):
     """``y[:m]`` = cube roots of ``x[:m]`` (float32, positive): the inverse cube root's bit-level first guess, three
@@ -1477,6 +1566,20 @@ _NO_OFFSETS = np.zeros((1, 0), np.int32)
 _NO_BYTES = np.zeros(0, np.uint8)
 
 
+USE_VNNI = True  # tests turn it off to run the float32 search on CPUs that have VNNI
+
+
+def _vnni_kernel() -> Any:
+    """``_nearest_rgb_vnni`` where this CPU has AVX-512 VNNI, else None: the ahead-of-time export (built only on
+    such CPUs), or, without the module, the JIT's."""
+    aot = _jit.aot_module()
+    if aot is not None:
+        return getattr(aot, _jit.export_name(_SELF, "_nearest_rgb_vnni"), None)
+    from . import simd  # imports numba, which the JIT imports anyway
+
+    return _jit.kernel(_SELF, "_nearest_rgb_vnni") if simd.host_has_vnni() else None
+
+
 def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np.ndarray,
             offsets: np.ndarray | None = None, alpha_threshold: int = 128) -> int:
     """Exact nearest colour (squared sRGB difference or OKLab distance, as ``table``) of each pixel, or with
@@ -1503,6 +1606,9 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
     args = (src.reshape(-1), ch, int(alpha_threshold), w, tiled)
     outs = (rgbx, indices.reshape(-1), out_img, words)
     if table.keys:
+        vnni = _vnni_kernel() if USE_VNNI else None
+        if vnni is not None:
+            return int(vnni(*args, table.vnni, *outs))
         return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.rows, *outs))
     from . import color
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 AOT_MODULE = "_pixart_kernels"  # module name; tests point it elsewhere to see the fallback
 HERE = Path(__file__).resolve().parent
 # files whose text decides the compiled code: a change to any of them invalidates a built module
-SOURCES = ("dither.py", "cluster.py", "jit.py", "build_kernels.py")
+SOURCES = ("dither.py", "cluster.py", "jit.py", "build_kernels.py", "simd.py")
 
 _PENDING: dict[str, list[tuple[str, dict[str, Any]]]] = {}
 _aot: ModuleType | None | bool = False  # False: not looked for yet
@@ -52,6 +52,10 @@ def materialise(module: ModuleType) -> None:
     while _PENDING:
         name_of_module, pending = _PENDING.popitem()
         mod = sys.modules[name_of_module]
+        # numba intrinsics the kernels call: made only now, since making them imports numba
+        intrinsics = getattr(mod, "_intrinsics", None)
+        if intrinsics is not None:
+            vars(mod).update(intrinsics())
         for name, options in pending:
             setattr(mod, name, numba.njit(**options)(getattr(mod, name)))
 
