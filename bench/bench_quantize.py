@@ -25,6 +25,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from pixart_nodes.core import dither
 from pixart_nodes.core.palette import named_palette
 from pixart_nodes.core.quantize import DITHER_METHODS, quantize
 
@@ -113,6 +114,14 @@ def cold(size: int, runs: int, palette: str) -> None:
         print(f"{name:48s} {imp:9.2f} {first * 1e3:12.1f} {second * 1e3:12.1f} {'yes' if numba else 'no':>13s}")
 
 
+def float32_search(img: np.ndarray, pal, method: str):
+    dither.USE_VNNI = False
+    try:
+        return quantize(img, pal, dither=method, distance="rgb")
+    finally:
+        dither.USE_VNNI = True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
@@ -123,6 +132,7 @@ def main() -> None:
     ap.add_argument("--palette", default="pico-8", help="a library palette's name (see 'pixart palettes')")
     args = ap.parse_args()
     pal = named_palette(args.palette)
+    vnni = dither._vnni_kernel() is not None
     pimg = Image.new("P", (1, 1))
     pimg.putpalette(pal.colors.ravel().tolist())  # 48 values: no padded black entries
     for label, img in images(args.size).items():
@@ -134,6 +144,10 @@ def main() -> None:
         ] + [
             (f"pixart {m} {d}", lambda m=m, d=d: quantize(img, pal, dither=m, distance=d))
             for m in DITHER_METHODS for d in ("rgb", "oklab")
+        ] + [
+            # where the CPU has AVX-512 VNNI, the sRGB search without it (what other CPUs run), same process
+            (f"pixart {m} rgb, float32 search", lambda m=m: float32_search(img, pal, m))
+            for m in ("none", "bayer-4x4") if vnni and len(pal) <= dither.NEAREST_MAX_COLORS
         ]
         ops = [op for i, op in enumerate(ops) if i <= 1 or args.only.lower() in op[0].lower()]  # Pillow's two always
         rows = measure([fn for _, fn in ops], args.runs, 1)

@@ -10,7 +10,8 @@ or was built from other sources (a hash of the kernel sources and the numba vers
 
 Kernels are declared with ``njit(...)`` from here: the plain function is kept, and only when the JIT is needed
 does ``materialise`` wrap every kernel of the module with ``numba.njit`` (all at once, because a kernel calls
-others through the module's globals). So importing the pack imports no numba.
+others through the module's globals). So importing the pack imports no numba. Kernels that call numba
+intrinsics (``simd``) name them as module globals that ``materialise`` fills from the module's ``_intrinsics()``.
 """
 from __future__ import annotations
 
