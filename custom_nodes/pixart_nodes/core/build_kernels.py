@@ -11,10 +11,12 @@ A C compiler is needed (numba's pycc compiles a small C wrapper). Takes a minute
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import cluster, dither, jit
@@ -91,7 +93,29 @@ def _function(name: str):
     return dispatcher.py_func
 
 
-def build(output_dir: Path, vnni: bool) -> Path:
+@contextlib.contextmanager
+def _host_features() -> Iterator[bool]:
+    """Compile for this CPU's features, as numba's JIT does; yields whether it could. pycc gives LLVM the CPU's
+    model name alone, and an LLVM older than the CPU takes it for an older model: LLVM 14 (numba 0.60) calls a
+    Zen 4 "znver3", without AVX-512, so every kernel lost its wide vectors and the VNNI search's instruction
+    aborted the compiler (a fatal LLVM error, not an exception). numba's AOT codegen is told the features here."""
+    from numba.core import codegen
+
+    aot = getattr(codegen, "AOTCPUCodegen", None)
+    features = getattr(codegen, "get_host_cpu_features", None)
+    if aot is None or features is None or not hasattr(aot, "_customize_tm_features"):
+        yield False  # another numba: its own choice stands, without the VNNI search
+        return
+    original = aot._customize_tm_features
+    aot._customize_tm_features = lambda self: features()
+    try:
+        yield True
+    finally:
+        aot._customize_tm_features = original
+
+
+def build(output_dir: Path, vnni: bool) -> bool:
+    """Build the module into ``output_dir``; returns whether it holds the VNNI search (asked for and possible)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc's pending-deprecation notice
         from numba.pycc import CC
@@ -99,11 +123,13 @@ def build(output_dir: Path, vnni: bool) -> Path:
     cc.output_dir = str(output_dir)
     cc.target_cpu = "host"  # built where it runs (install.py): use this CPU's vector instructions
     cc.verbose = False
-    for name, sig in exports(vnni).items():
-        cc.export(name, sig)(_function(name))
-    cc.compile()
+    with _host_features() as told:
+        vnni = vnni and told
+        for name, sig in exports(vnni).items():
+            cc.export(name, sig)(_function(name))
+        cc.compile()
     (output_dir / f"{jit.AOT_MODULE}.hash").write_text(jit.source_hash() + "\n")
-    return output_dir
+    return vnni
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,18 +149,17 @@ def main(argv: list[str] | None = None) -> int:
 
         vnni = simd.host_has_vnni()
         try:
-            build(args.output_dir, vnni)
+            vnni = build(args.output_dir, vnni)
         except ImportError:
             raise
         except Exception as e:
             if not vnni:
                 raise
-            # The module is compiled for the CPU's model name, whose implied features may lack what the host
-            # reports (a VM's odd model): the float32 search then serves, as on CPUs without VNNI
+            # not seen: the JIT compiles the same search with the same features; should a compiler refuse it,
+            # the float32 search serves, as on CPUs without VNNI
             print(f"build_kernels: the VNNI search did not build ({type(e).__name__}: {e}); building without it",
                   file=sys.stderr)
-            vnni = False
-            build(args.output_dir, vnni)
+            vnni = build(args.output_dir, False)
     except Exception as e:  # noqa: BLE001 - the JIT fallback still works; say why and fail the command
         print(f"build_kernels: ahead-of-time build failed ({type(e).__name__}: {e}); the JIT will be used",
               file=sys.stderr)

@@ -82,13 +82,13 @@ def max_keys(typingctx, px, best, i, keys, c):
         six = ir.Constant(v32, [6] * LANES)
         i64 = ir.IntType(64)
         row0 = builder.mul(builder.sext(ca, i64) if ca.type.width < 64 else ca, ir.Constant(i64, 3))
-        for k in range(COLOURS):
-            def word(j):
-                pos = builder.add(row0, ir.Constant(i64, 3 * k + j))
-                return builder.load(builder.gep(data, [pos], inbounds=True))
+        def word(k, j):  # keys[c + k, j]
+            pos = builder.add(row0, ir.Constant(i64, 3 * k + j))
+            return builder.load(builder.gep(data, [pos], inbounds=True))
 
-            e = builder.call(dp, [_splat(builder, word(1), v32), pixels, _splat(builder, word(0), v32)])
-            key = builder.call(fshl, [e, _splat(builder, word(2), v32), six])
+        for k in range(COLOURS):
+            e = builder.call(dp, [_splat(builder, word(k, 1), v32), pixels, _splat(builder, word(k, 0), v32)])
+            key = builder.call(fshl, [e, _splat(builder, word(k, 2), v32), six])
             acc = builder.select(builder.icmp_signed(">", key, acc), key, acc)
         builder.store(acc, best_ptr, align=4)
         return context.get_dummy_value()
@@ -114,7 +114,7 @@ def emit_rgb(typingctx, best, i, lut, out_idx, out_img, p, used):
     sig = types.void(best, i, lut, out_idx, out_img, p, used)
 
     def codegen(context, builder, signature, args):
-        ba, ia, la, xa, ima, pa, ua = args
+        ia, pa = args[1], args[5]
         i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         v32 = ir.VectorType(i32, LANES)
 
@@ -150,4 +150,4 @@ def emit_rgb(typingctx, best, i, lut, out_idx, out_img, p, used):
     return sig, codegen
 
 
-__all__ = ["LANES", "COLOURS", "host_has_vnni", "max_keys", "emit_rgb"]
+__all__ = ["COLOURS", "LANES", "emit_rgb", "host_has_vnni", "max_keys"]
