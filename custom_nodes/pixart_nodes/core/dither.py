@@ -1238,6 +1238,15 @@ def _codes4(src, p0, m, orow, ox, cr, cg, cb, ca):
 
 
 @njit(cache=True, nogil=True)
+def _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca):
+    """``_codes3`` or ``_codes4`` by the channel count ``ch``."""
+    if ch == 3:
+        _codes3(src, p0, m, orow, ox, cr, cg, cb)
+    else:
+        _codes4(src, p0, m, orow, ox, cr, cg, cb, ca)
+
+
+@njit(cache=True, nogil=True)
 def _transparent(alpha_threshold, n, ca, out_idx, p0, m):
     """Pixels below ``alpha_threshold`` take index ``n`` (transparent)."""
     t = np.uint8(n)
@@ -1309,10 +1318,7 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_
     mask = np.int64(0)
     for t in range(_segments(n, w, offsets)):
         p0, m, orow, ox = _segment(t, n, w, offsets)
-        if ch == 3:
-            _codes3(src, p0, m, orow, ox, cr, cg, cb)
-        else:
-            _codes4(src, p0, m, orow, ox, cr, cg, cb, ca)
+        _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca)
         for i in range(m):
             r[i] = np.float32(cr[i])
             g[i] = np.float32(cg[i])
@@ -1372,10 +1378,7 @@ def _nearest_rgb_vnni(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx,
     lanes = np.uint64(VNNI_LANES)
     for t in range(_segments(n, w, offsets)):
         p0, m, orow, ox = _segment(t, n, w, offsets)
-        if ch == 3:
-            _codes3(src, p0, m, orow, ox, cr, cg, cb)
-        else:
-            _codes4(src, p0, m, orow, ox, cr, cg, cb, ca)
+        _codes(src, ch, p0, m, orow, ox, cr, cg, cb, ca)
         for i in range(m):
             px[i] = np.uint32(cr[i]) | (np.uint32(cg[i]) << eight) | (np.uint32(cb[i]) << sixteen)
         best[:] = low
