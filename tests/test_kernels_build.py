@@ -48,16 +48,17 @@ def test_build_failing_in_the_compiler_says_why(tmp_path: Path, monkeypatch: pyt
     assert not (tmp_path / f"{jit.AOT_MODULE}.hash").exists()
 
 
-def test_build_without_the_vnni_search_where_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """A host that reports VNNI but whose CPU model does not give the compiler the instructions: the module is
-    built again without the VNNI search (the float32 search serves), and says so."""
+def test_build_compiles_for_the_jits_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the module compiles, and only then, numba's AOT codegen is given the features its JIT compiles for
+    (pycc alone gives LLVM the CPU's model name, which an older LLVM takes for an older model without AVX-512); the
+    VNNI search is exported exactly where ``simd`` says numba compiles for VNNI, so never where LLVM could not
+    select its instruction (numba's settings can take the features away)."""
+    from numba.core import codegen, config
     from pixart_nodes.core import simd
 
-    vnni_name = jit.export_name("dither", "_nearest_rgb_vnni")
-    builds: list[set[str]] = []
+    seen: list[tuple[set[str], str]] = []
 
-    class PickyCC:  # compiles only without the VNNI export
+    class RecordingCC:
         def __init__(self, name: str) -> None:
             self.names: set[str] = set()
 
@@ -65,20 +66,23 @@ def test_build_without_the_vnni_search_where_it_fails(tmp_path: Path, monkeypatc
             self.names.add(name)
             return lambda fn: fn
 
-        def compile(self) -> None:
-            builds.append(self.names)
-            if vnni_name in self.names:
-                raise RuntimeError("LLVM ERROR: Cannot select: intrinsic %llvm.x86.avx512.vpdpbusd.512")
+        def compile(self) -> None:  # what a codegen made now would be told
+            seen.append((self.names, codegen.AOTCPUCodegen._customize_tm_features(
+                object.__new__(codegen.AOTCPUCodegen))))
 
-    monkeypatch.setattr(simd, "host_has_vnni", lambda: True)
-    monkeypatch.setitem(sys.modules, "numba.pycc", types.SimpleNamespace(CC=PickyCC))
-    assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 0
-    assert [vnni_name in names for names in builds] == [True, False]
-    assert builds[1] == set(build_kernels.exports(False))
-    out = capsys.readouterr()
-    assert "the VNNI search did not build" in out.err and "Cannot select" in out.err
-    assert "with the VNNI search" not in out.out
-    assert (tmp_path / f"{jit.AOT_MODULE}.hash").read_text().strip() == jit.source_hash()
+    monkeypatch.setitem(sys.modules, "numba.pycc", types.SimpleNamespace(CC=RecordingCC))
+    vnni = jit.export_name("dither", "_nearest_rgb_vnni")
+    original = codegen.AOTCPUCodegen._customize_tm_features
+    for features in (None, "+avx2,+fma,-avx512f"):  # the host's, then what NUMBA_CPU_FEATURES could say
+        monkeypatch.setattr(config, "CPU_FEATURES", features)
+        simd.host_has_vnni.cache_clear()
+        assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 0
+        names, told = seen[-1]
+        assert told == (features if features is not None else codegen.get_host_cpu_features())
+        assert (vnni in names) == simd.host_has_vnni() == ("+avx512vnni" in told and "+avx512bw" in told)
+        assert codegen.AOTCPUCodegen._customize_tm_features is original
+    assert vnni not in seen[-1][0]
+    simd.host_has_vnni.cache_clear()
 
 
 _FALLBACK = r"""

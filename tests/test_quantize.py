@@ -11,8 +11,8 @@ from pixart_nodes.core.quantize import DITHER_METHODS, quantize
 from pixart_nodes.nodes_quantize import PixartQuantize
 
 # The sRGB search of up to 32 colours has two implementations: AVX-512 VNNI integer keys where the CPU has them
-# (dither._nearest_rgb_vnni), float32 keys elsewhere (dither._nearest_rgb); where the CPU has VNNI the tests run both.
-# OKLab has one search, whichever the CPU.
+# (dither._nearest_rgb_vnni), float32 keys elsewhere (dither._nearest_rgb); where the CPU has VNNI the tests run both
+# (elsewhere both cases run the float32 search). OKLab has one search, whichever the CPU.
 SEARCHES = pytest.mark.parametrize("distance, vnni", [("rgb", True), ("rgb", False), ("oklab", True)],
                                    ids=["rgb-vnni", "rgb-float32", "oklab"])
 
@@ -513,15 +513,18 @@ def test_vnni_keys_rank_colours_exactly():
         assert np.array_equal(31 - (keys.max(axis=1) & 31), d.argmin(axis=1))
 
 
-def test_vnni_search_serves_where_the_cpu_has_it():
-    """Where this CPU has AVX-512 VNNI the sRGB search runs it (ahead of time when the module is built, else the
-    JIT's); elsewhere the float32 search serves."""
-    from pixart_nodes.core import dither, simd
+def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):
+    """Where numba compiles for AVX-512 VNNI here, the sRGB search runs it: the JIT's kernel, and the ahead-of-time
+    export when the module is built; elsewhere the float32 search serves (the module has no such export)."""
+    from pixart_nodes.core import dither, jit, simd
 
-    kernel = dither._vnni_kernel()
-    assert (kernel is not None) == simd.host_has_vnni()
-    if kernel is None:
-        pytest.skip("this CPU has no AVX-512 VNNI: only the float32 search runs here")
+    aot = jit.aot_module()
+    if aot is not None:
+        assert hasattr(aot, jit.export_name(dither, "_nearest_rgb_vnni")) == simd.host_has_vnni()
+    monkeypatch.setenv("PIXART_NO_AOT", "1")
+    assert (dither._vnni_kernel() is not None) == simd.host_has_vnni()
+    if not simd.host_has_vnni():
+        pytest.skip("no AVX-512 VNNI here: only the float32 search runs")
 
 
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])

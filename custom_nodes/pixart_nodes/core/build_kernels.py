@@ -95,19 +95,18 @@ def _function(name: str):
 
 @contextlib.contextmanager
 def _host_features() -> Iterator[bool]:
-    """Compile for this CPU's features, as numba's JIT does; yields whether it could. pycc gives LLVM the CPU's
-    model name alone, and an LLVM older than the CPU takes it for an older model: LLVM 14 (numba 0.60) calls a
-    Zen 4 "znver3", without AVX-512, so every kernel lost its wide vectors and the VNNI search's instruction
-    aborted the compiler (a fatal LLVM error, not an exception). numba's AOT codegen is told the features here."""
+    """Compile for the features numba's JIT compiles for (this CPU's, less what numba's settings take away); yields
+    whether it could. pycc gives LLVM the CPU's model name alone, and an LLVM older than the CPU takes it for an
+    older model: LLVM 14 (numba 0.60) calls a Zen 4 "znver3", without AVX-512, so every kernel lost its wide
+    vectors and the VNNI search's instruction aborted the compiler (a fatal LLVM error, not an exception)."""
     from numba.core import codegen
 
     aot = getattr(codegen, "AOTCPUCodegen", None)
-    features = getattr(codegen, "get_host_cpu_features", None)
-    if aot is None or features is None or not hasattr(aot, "_customize_tm_features"):
+    if aot is None or not hasattr(aot, "_customize_tm_features") or not hasattr(aot, "_get_host_cpu_features"):
         yield False  # another numba: its own choice stands, without the VNNI search
         return
     original = aot._customize_tm_features
-    aot._customize_tm_features = lambda self: features()
+    aot._customize_tm_features = lambda self: self._get_host_cpu_features()
     try:
         yield True
     finally:
@@ -147,19 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from . import simd
 
-        vnni = simd.host_has_vnni()
-        try:
-            vnni = build(args.output_dir, vnni)
-        except ImportError:
-            raise
-        except Exception as e:
-            if not vnni:
-                raise
-            # not seen: the JIT compiles the same search with the same features; should a compiler refuse it,
-            # the float32 search serves, as on CPUs without VNNI
-            print(f"build_kernels: the VNNI search did not build ({type(e).__name__}: {e}); building without it",
-                  file=sys.stderr)
-            vnni = build(args.output_dir, False)
+        vnni = build(args.output_dir, simd.host_has_vnni())
     except Exception as e:  # noqa: BLE001 - the JIT fallback still works; say why and fail the command
         print(f"build_kernels: ahead-of-time build failed ({type(e).__name__}: {e}); the JIT will be used",
               file=sys.stderr)

@@ -1075,7 +1075,7 @@ class NearestTable(NamedTuple):
     every pixel searched; at 64^3 cells, 512x512 to PICO-8 in OKLab took 0.6 ms instead of 1.1); ``exact``: the
     colours in the distance space in float64 [N,3] (OKLab's exact second search reads them). ``rgbx`` / ``rgba``:
     a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent. ``vnni``: with
-    ``keys``, the same palette as ``vnni_keys`` builds it for CPUs with AVX-512 VNNI (else empty)."""
+    ``keys``, the palette as ``vnni_keys`` builds it for the search of CPUs with AVX-512 VNNI; empty without."""
 
     use_lab: bool
     keys: bool
@@ -1367,7 +1367,8 @@ def _nearest_rgb_vnni(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx,
     cg = np.empty(_NEAREST_BLOCK, np.uint8)
     cb = np.empty(_NEAREST_BLOCK, np.uint8)
     ca = np.empty(_NEAREST_BLOCK, np.uint8)
-    px = np.zeros(_NEAREST_BLOCK, np.uint32)  # zeros: a last vector's lanes past the pixels are read, not used
+    # a last vector's lanes past the block's pixels hold earlier pixels (zeros at first): searched, never used
+    px = np.zeros(_NEAREST_BLOCK, np.uint32)
     best = np.empty(_NEAREST_BLOCK, np.int32)
     used = np.zeros(VNNI_LANES, np.int32)  # per lane, a bit per index written (simd.emit_rgb)
     lut = np.zeros(32, np.uint32)  # the colours, padded to the 32 entries emit_rgb permutes

@@ -79,7 +79,29 @@ def numba_version() -> str | None:
         return None
 
 
+def cpu_identity() -> str:
+    """This CPU's model and instruction sets, which the built module's code depends on (``build_kernels`` compiles
+    for the host): /proc/cpuinfo's lines about the first processor where there is one, else the machine's name."""
+    keep = ("vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU architecture", "CPU part")
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            lines = []
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough: they are alike
+                if line.split(":", 1)[0].strip() in keep:
+                    lines.append(line.strip())
+        return "\n".join(lines)
+    except OSError:
+        import platform
+
+        return platform.machine()
+
+
 def source_hash() -> str:
+    """The stamp a built module must match: the kernels' sources, numba's, numpy's and Python's versions, and the
+    CPU (a module built on another CPU, as in a container image built elsewhere, may use instructions this one
+    lacks: the JIT serves instead of an illegal instruction)."""
     import numpy
 
     h = hashlib.sha256()
@@ -89,6 +111,7 @@ def source_hash() -> str:
     h.update((numba_version() or "?").encode())
     h.update(numpy.__version__.encode())
     h.update(sys.version.encode())
+    h.update(cpu_identity().encode())
     return h.hexdigest()
 
 

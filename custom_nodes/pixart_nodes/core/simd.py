@@ -1,6 +1,7 @@
 """Vector instructions numba's compiler does not reach by itself, for the sRGB nearest-colour search (``dither``).
 
 Imported only where kernels are compiled (numba's JIT or ``build_kernels``): it imports numba and llvmlite.
+numba's disk cache of the kernels that call these is keyed on ``dither.py``: after editing this file, clear it.
 
 The search's keys (``dither.vnni_keys``) rank colours by an integer form of the squared sRGB distance that one
 AVX-512 VNNI instruction (``vpdpbusd``: four unsigned-byte by signed-byte products summed into a 32-bit lane)
@@ -25,15 +26,17 @@ COLOURS = 8  # colours per pass over the pixels: one load and store of the maxim
 
 @lru_cache(maxsize=1)
 def host_has_vnni() -> bool:
-    """This CPU has AVX-512 VNNI (and the byte/word instructions around it): Intel Ice Lake and later server and
-    client parts, AMD Zen 4 and later."""
-    import llvmlite.binding as ll
+    """numba compiles for AVX-512 VNNI (and the byte and word instructions around it) here: the CPU has them (Intel
+    server parts since Cascade Lake, the Ice Lake, Tiger Lake and Rocket Lake client parts, AMD Zen 4 and later;
+    not Intel's client parts since Alder Lake, which lack AVX-512) and numba's settings keep them (the features
+    its JIT and ``build_kernels`` compile for: ``NUMBA_CPU_FEATURES``, ``NUMBA_CPU_NAME=generic`` and
+    ``NUMBA_ENABLE_AVX=0`` can take them away, and LLVM then cannot compile the search: a fatal error, not an
+    exception)."""
+    from numba.core import codegen, config
 
-    try:
-        features = ll.get_host_cpu_features()
-    except RuntimeError:  # not an x86 host, or LLVM cannot tell
-        return False
-    return all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    on = {f[1:] for f in features.split(",") if f.startswith("+")}
+    return {"avx512f", "avx512bw", "avx512vnni"} <= on
 
 
 def _splat(builder: ir.IRBuilder, value: ir.Value, vty: ir.VectorType) -> ir.Value:
