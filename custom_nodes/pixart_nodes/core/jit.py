@@ -6,7 +6,8 @@ kernel can skip. ``python -m pixart_nodes.core.build_kernels`` (run by install.p
 ``dither`` and ``cluster`` ahead of time with numba's ``pycc`` into one extension module beside them; loading it
 takes well under a millisecond and imports no numba, so the first call in a fresh process costs what any call
 costs. The JIT stays the fallback, result for result the same code: when the module is missing, fails to load,
-or was built from other sources (a hash of the kernel sources and the numba version is stored beside it).
+or was built from other sources or for another CPU (a hash of the kernel sources, the numba version and the CPU's
+model and flags is stored beside it).
 
 Kernels are declared with ``njit(...)`` from here: the plain function is kept, and only when the JIT is needed
 does ``materialise`` wrap every kernel of the module with ``numba.njit`` (all at once, because a kernel calls
