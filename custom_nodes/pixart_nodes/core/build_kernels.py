@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_kernels: up to date ({built[0].name})")
         return 0
     t0 = time.perf_counter()
-    vnni = False
     try:
         from . import simd
 

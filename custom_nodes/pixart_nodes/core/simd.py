@@ -20,8 +20,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-LANES = 16  # pixels per vector (512 bits of uint32)
-COLOURS = 8  # colours per pass over the pixels: one load and store of the maxima serve eight
+# colours per pass (one load and store of the maxima serve eight), pixels per vector (512 bits of uint32)
+from .dither import VNNI_COLOURS as COLOURS
+from .dither import VNNI_LANES as LANES
 
 
 @lru_cache(maxsize=1)
@@ -39,6 +40,15 @@ def host_has_vnni() -> bool:
     return {"avx512f", "avx512bw", "avx512vnni"} <= on
 
 
+def _is(ty, dtype, ndim: int = 1) -> bool:
+    return isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == ndim
+
+
+def _i64(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """An integer argument as the 64-bit index the pointer arithmetic takes."""
+    return builder.sext(value, ir.IntType(64)) if value.type.width < 64 else value
+
+
 def _splat(builder: ir.IRBuilder, value: ir.Value, vty: ir.VectorType) -> ir.Value:
     i32 = ir.IntType(32)
     one = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(i32, 0))
@@ -54,9 +64,7 @@ def max_keys(typingctx, px, best, i, keys, c):
     ``best``: int32 like it; ``keys``: int32 [M, 3] C-contiguous, rows ``c .. c + 7`` present, each ``(s bytes,
     -h, six bits << 26)`` as ``dither.vnni_keys`` builds them. No bounds are checked: the caller's loop keeps
     ``i + 16`` within the arrays and ``c + 8`` within the rows."""
-    if not (isinstance(px, types.Array) and px.dtype == types.uint32 and px.ndim == 1
-            and isinstance(best, types.Array) and best.dtype == types.int32 and best.ndim == 1
-            and isinstance(keys, types.Array) and keys.dtype == types.int32 and keys.ndim == 2 and keys.layout == "C"
+    if not (_is(px, types.uint32) and _is(best, types.int32) and _is(keys, types.int32, 2) and keys.layout == "C"
             and isinstance(i, types.Integer) and isinstance(c, types.Integer)):
         return None
     sig = types.void(px, best, i, keys, c)
@@ -66,7 +74,7 @@ def max_keys(typingctx, px, best, i, keys, c):
         i32 = ir.IntType(32)
         v32 = ir.VectorType(i32, LANES)
 
-        at = builder.sext(ia, ir.IntType(64)) if ia.type.width < 64 else ia
+        at = _i64(builder, ia)
 
         def lanes(arrty, arr):
             ary = context.make_array(arrty)(context, builder, arr)
@@ -84,7 +92,8 @@ def max_keys(typingctx, px, best, i, keys, c):
             mod, ir.FunctionType(v32, [v32, v32, v32]), "llvm.fshl.v16i32")
         six = ir.Constant(v32, [6] * LANES)
         i64 = ir.IntType(64)
-        row0 = builder.mul(builder.sext(ca, i64) if ca.type.width < 64 else ca, ir.Constant(i64, 3))
+        row0 = builder.mul(_i64(builder, ca), ir.Constant(i64, 3))
+
         def word(k, j):  # keys[c + k, j]
             pos = builder.add(row0, ir.Constant(i64, 3 * k + j))
             return builder.load(builder.gep(data, [pos], inbounds=True))
@@ -97,10 +106,6 @@ def max_keys(typingctx, px, best, i, keys, c):
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _is(ty, dtype, ndim: int = 1) -> bool:
-    return isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == ndim
 
 
 @intrinsic
@@ -121,9 +126,6 @@ def emit_rgb(typingctx, best, i, lut, out_idx, out_img, p, used):
         i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         v32 = ir.VectorType(i32, LANES)
 
-        def wide(v):
-            return builder.sext(v, i64) if v.type.width < 64 else v
-
         def data(k):
             return context.make_array(signature.args[k])(context, builder, args[k]).data
 
@@ -131,9 +133,9 @@ def emit_rgb(typingctx, best, i, lut, out_idx, out_img, p, used):
             return builder.bitcast(builder.gep(data(k), [at], inbounds=True), vty.as_pointer())
 
         zero = ir.Constant(i64, 0)
-        keys = builder.load(ptr(0, wide(ia), v32), align=4)
+        keys = builder.load(ptr(0, _i64(builder, ia), v32), align=4)
         idx = builder.sub(ir.Constant(v32, [31] * LANES), builder.and_(keys, ir.Constant(v32, [31] * LANES)))
-        at = wide(pa)
+        at = _i64(builder, pa)
         builder.store(builder.trunc(idx, ir.VectorType(i8, LANES)), ptr(3, at, ir.VectorType(i8, LANES)), align=1)
         lo = builder.load(ptr(2, zero, v32), align=4)
         hi = builder.load(ptr(2, ir.Constant(i64, LANES), v32), align=4)
