@@ -124,6 +124,36 @@ async def test_fetch_with_limits(images: Any) -> None:
         await allowed.close()
 
 
+async def test_no_cookie_travels_from_one_request_to_the_next(aiohttp_server: Any) -> None:
+    # the session serves every client's input URLs and webhooks: what one server sets must not reach the next call
+    seen: list[str | None] = []
+
+    async def setter(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        resp = web.Response(body=PNG, content_type="image/png")
+        resp.set_cookie("session", "client-a", path="/")
+        return resp
+
+    async def hook(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_get("/a.png", setter)
+    app.router.add_post("/hook", hook)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    # by name: aiohttp's default jar keeps no cookie from a bare address, and real servers have names
+    base = f"http://localhost:{server.port}"
+    out = Outbound(OutboundPolicy.from_list(["localhost"]))
+    try:
+        assert await out.fetch(f"{base}/a.png") == PNG
+        assert await out.fetch(f"{base}/a.png") == PNG
+        assert await out.post(f"{base}/hook", b"{}", {"content-type": "application/json"}, 5) == 204
+    finally:
+        await out.close()
+    assert seen == [None, None, None]
+
+
 async def test_by_host_name_only_the_name_is_admitted(images: Any) -> None:
     by_name = Outbound(OutboundPolicy.from_list(["localhost"]))
     try:
