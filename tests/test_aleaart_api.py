@@ -16,6 +16,7 @@ from PIL import Image
 from bridge.keys import ENGINE
 from pixart_nodes.core import aleaart
 from tests.support.double import ComfyDouble
+from tests.support.waiting import wait_healthy
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,11 +29,7 @@ CHAIN = {"promptIndex": 3, "styleIndex": 7, "samplerIndex": 2, "aspectIndex": 1,
 @pytest_asyncio.fixture
 async def client(bridge_factory: Any) -> Any:
     c = await bridge_factory(adapters=["aleaart"])
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while (await (await c.get("/health")).json())["status"] != "healthy":
-        assert loop.time() < deadline
-        await asyncio.sleep(0.05)
+    await wait_healthy(c)
     return c
 
 

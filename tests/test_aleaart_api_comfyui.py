@@ -3,7 +3,6 @@ mapping the response states, the stored image is the returned one, and the palet
 palette colours."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 from typing import Any
@@ -17,6 +16,7 @@ from bridge.app import ENGINE, create_app
 from bridge.config import load_settings
 from pixart_nodes.core import aleaart
 from tests.test_aleaart_api import CHAIN, PARAMETER_KEYS, RESPONSE_KEYS
+from tests.support.waiting import wait_healthy
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.comfyui, pytest.mark.slow]
 
@@ -27,11 +27,7 @@ SMALL = {"steps": 2, "width": 64, "height": 64}
 async def client(comfyui: Any, aiohttp_client: Any, tmp_path: Any) -> Any:
     settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url]}, env_file=None)
     c = await aiohttp_client(create_app(settings, adapter_names=["aleaart"]))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while (await (await c.get("/health")).json())["status"] != "healthy":
-        assert loop.time() < deadline
-        await asyncio.sleep(0.1)
+    await wait_healthy(c, timeout=30)
     return c
 
 

@@ -16,29 +16,18 @@ from bridge.app import ENGINE, SETTINGS, create_app
 from bridge.errors import InvalidParameter, QueueFull
 from bridge.http import TokenBucket
 from bridge.api import endpoint
+from tests.support.waiting import wait_healthy
 
 pytestmark = pytest.mark.asyncio
 
 SMALL_JOB = {"prompt": "a cat", "width": 64, "height": 64, "steps": 3}
 
 
-async def _wait_healthy(client: Any, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        resp = await client.get("/health")
-        body = await resp.json()
-        if resp.status == 200 and body["status"] == "healthy":
-            return body
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"bridge never became healthy: {resp.status} {body}")
-        await asyncio.sleep(0.05)
-
-
 # ----------------------------------------------------------------------------------------------- health
 
 
 async def test_health_reports_backend_and_aleaart_keys(bridge_client: Any, comfy_double: Any) -> None:
-    body = await _wait_healthy(bridge_client)
+    body = await wait_healthy(bridge_client)
     assert body["status"] == "healthy"
     assert body["model_loaded"] is True
     assert isinstance(body["cuda_available"], bool)
@@ -81,7 +70,7 @@ def _sample(families: dict[str, Any], family: str, name: str, **labels: str) -> 
 
 
 async def test_metrics_after_a_job(bridge_client: Any, comfy_double: Any) -> None:
-    await _wait_healthy(bridge_client)
+    await wait_healthy(bridge_client)
     engine = bridge_client.app[ENGINE]
     job = await engine.submit("txt2img", SMALL_JOB)
     done = await engine.wait(job.id, timeout=30)
@@ -456,7 +445,7 @@ async def _read_events(resp: Any, until: Any = None) -> list[tuple[str, dict[str
 
 
 async def test_events_stream_relays_a_jobs_progress(bridge_client: Any, comfy_double: Any) -> None:
-    await _wait_healthy(bridge_client)
+    await wait_healthy(bridge_client)
     engine = bridge_client.app[ENGINE]
     job = await engine.submit("txt2img", {**SMALL_JOB, "steps": 4})
     resp = await bridge_client.get("/events", params={"job": job.id})
@@ -477,7 +466,7 @@ async def test_events_stream_relays_a_jobs_progress(bridge_client: Any, comfy_do
 
 
 async def test_events_stream_all_jobs_and_unknown_job(bridge_client: Any) -> None:
-    await _wait_healthy(bridge_client)
+    await wait_healthy(bridge_client)
     resp = await bridge_client.get("/events", params={"job": "nope"})
     assert resp.status == 404
     assert (await resp.json())["field"] == "job"

@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.support.double import ComfyDouble, StyleDouble
 from tests.support.imaging import decode_png_data_url, solid_png_b64
+from tests.support.waiting import wait_healthy
 
 pytestmark = pytest.mark.asyncio
 
@@ -39,14 +40,6 @@ async def client(bridge_factory: Any) -> Any:
     c = await bridge_factory(adapters=["jobs_api"])
     await wait_healthy(c)
     return c
-
-
-async def wait_healthy(client: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (await (await client.get("/health")).json())["status"] != "healthy":
-        assert loop.time() < deadline, "bridge never became healthy"
-        await asyncio.sleep(0.05)
 
 
 async def wait_job(client: Any, job_id: str, timeout: float = 20.0) -> dict[str, Any]:

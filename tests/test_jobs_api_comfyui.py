@@ -17,8 +17,9 @@ from bridge.config import load_settings
 from tests.support.double import style_nodes
 from tests.support.real_comfyui import TINY_CHECKPOINT
 from tests.support.tiny_style_models import TINY_CLIP_VISION, TINY_STYLE_MODEL
+from tests.support.waiting import wait_healthy
 from tests.test_jobs_api import (ACCEPTED_KEYS, JOB_KEYS, RESULT_KEYS, big_png_b64, decode_data_url, png_b64,
-                                 submit, wait_healthy)
+                                 submit)
 
 # asyncio is marked per test: the module also holds a plain sync check, which an asyncio mark would warn about
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
