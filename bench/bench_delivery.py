@@ -3,7 +3,8 @@ work is small and the bridge's part shows):
 
 1. Throughput: jobs per second through the jobs API's generic endpoint (POST /workflows/bench_fill?wait=...) with
    4 concurrent clients, with the extras off (local files, no webhook) and on (results in S3 = SeaweedFS on
-   loopback, answered as presigned links, plus a signed webhook per job to a local receiver). Runs alternate (see WILLIAMS).
+   loopback, answered as presigned links, plus a signed webhook per job to a local receiver). Runs alternate in a
+   balanced order (see WILLIAMS).
 2. Webhook delivery: from the job's end (its completedAt) to the receiver having the message: p50/p95.
 3. Long polling: end-to-end latency of one job, POST /workflows/bench_fill then GET /jobs/{id}?wait=30 with the
    image inline, against ComfyUI driven directly (POST /prompt, websocket until done, /history, /view); p50 of
@@ -65,7 +66,7 @@ CONFIGS = ("off", "on", "s3", "hooks")
 # The order of the configurations in each round, a Williams square: over four rounds each configuration runs once
 # in every place and follows every other one once. A run's rate depends on its place and its neighbour: with the
 # order alternating forwards and backwards, "on" always ran second or third next to "off", and with tiny-SD jobs
-# it came out 5% slower even when it was given plain jobs, like "off"'s (6 rounds of 30).
+# it came out 0.944x even when it was given plain jobs, like "off"'s (6 rounds of 30).
 WILLIAMS = ((0, 1, 3, 2), (1, 2, 0, 3), (2, 3, 1, 0), (3, 0, 2, 1))
 
 
