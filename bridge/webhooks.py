@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
-from bridge.outbound import OutboundRefused
+from bridge.outbound import OutboundRefused, deadline
 from bridge.store import Delivery, Job, JobStore
 
 log = logging.getLogger("bridge.webhooks")
@@ -297,8 +297,8 @@ class Webhooks:
                            "user-agent": "pixart-bridge-webhooks"}
                 status, error, refused = None, None, False
                 try:
-                    status = await asyncio.wait_for(self.send(d.url, d.payload.encode(), headers,
-                                                              self.policy.timeout), self.policy.timeout + 1)
+                    async with deadline(self.policy.timeout + 1):  # cheaper than wait_for: no task
+                        status = await self.send(d.url, d.payload.encode(), headers, self.policy.timeout)
                 except asyncio.TimeoutError:
                     error = f"no answer within {self.policy.timeout:g} s"
                 except OutboundRefused as exc:
