@@ -189,6 +189,42 @@ async def presign_cpu_us(s3: Any, calls: int = 2000) -> tuple[float, float]:
     return out[0], out[1]
 
 
+async def post_cpu_us(url: str, calls: int = 1000, repeats: int = 5) -> tuple[float, float]:
+    """CPU per webhook POST to the receiver (this process, us, median of interleaved repeats): the bridge's sender
+    (bridge.outbound.Poster) and aiohttp's client, which sent the messages before."""
+    import aiohttp
+
+    from bridge.outbound import Outbound, OutboundPolicy
+
+    body = json.dumps({"type": "job.completed", "data": {"id": "job_bench", "status": "completed"}}).encode()
+    headers = {"content-type": "application/json", "webhook-id": "msg_bench", "webhook-timestamp": "1795000000",
+               "webhook-signature": "v1," + "A" * 44, "user-agent": "pixart-bridge-webhooks"}
+    outbound = Outbound(OutboundPolicy.from_list(["127.0.0.1"]))
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+
+    async def via_aiohttp() -> int:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False,
+                                timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            await resp.read()
+            return resp.status
+
+    figures: dict[str, list[float]] = {"poster": [], "aiohttp": []}
+    try:
+        for _ in range(repeats):
+            for name, post in (("poster", lambda: outbound.post(url, body, headers, 10)), ("aiohttp", via_aiohttp)):
+                for _ in range(50):
+                    await post()
+                t0 = time.process_time()
+                for _ in range(calls):
+                    if await post() != 204:
+                        raise RuntimeError(f"{name}: the receiver did not take a message")
+                figures[name].append((time.process_time() - t0) / calls * 1e6)
+    finally:
+        await outbound.close()
+        await session.close()
+    return statistics.median(figures["poster"]), statistics.median(figures["aiohttp"])
+
+
 def long_poll(base: str, color: int) -> bytes:
     accepted = json.loads(_http("POST", base + "/workflows/bench_fill", {"parameters": {"color": color}}))
     job = json.loads(_http("GET", f"{base}/jobs/{accepted['id']}?wait=30"))
@@ -351,6 +387,9 @@ def main() -> None:
         in_place, via_async = asyncio.run(presign_cpu_us(s3))
         print(f"{'presigned link, process CPU us, in place vs async':<44} {in_place:>10.1f} {via_async:>10.1f} "
               f"{in_place / via_async:>8.2f}")
+        poster, via_aiohttp = asyncio.run(post_cpu_us(hook))
+        print(f"{'webhook POST, process CPU us, Poster vs aiohttp':<44} {poster:>10.1f} {via_aiohttp:>10.1f} "
+              f"{poster / via_aiohttp:>8.2f}")
         print(f"{'webhook after job end p50 (ms)':<44} {statistics.median(webhook_ms):>10.1f}")
         print(f"{'webhook after job end p95 (ms)':<44} {_pct(webhook_ms, 0.95):>10.1f}")
         print(f"{'messages received / jobs':<44} {len(webhook_ms):>10} {args.jobs * args.rounds:>10}")
