@@ -19,6 +19,7 @@ from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNo
                            WorkflowError, WorkflowNotFound)
 from tests.support.double import ComfyDouble
 from tests.support.imaging import image_size, solid_png_b64
+from tests.support.spies import Reads
 from tests.support.waiting import until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -316,6 +317,37 @@ async def test_final_message_lost_falls_back_to_history(make_engine, comfy_doubl
     engine = await make_engine(poll_interval=0.2)
     job = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
     assert job.status == "completed" and len(job.outputs["images"]) == 1
+
+
+async def test_a_job_whose_messages_tell_all_is_finished_without_reading_history(make_engine, comfy_double,
+                                                                                  monkeypatch):
+    engine = await make_engine()
+    reads = Reads(monkeypatch)
+    first = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    # the same prompt again: every node cached, the outputs only in the `executed` messages of cached nodes
+    again = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    assert first.status == again.status == "completed"
+    assert reads.history == 0 and reads.view == 2
+    assert [size_of(await engine.read_output(j, "images", 0)) for j in (first, again)] == [(64, 64)] * 2
+
+
+async def test_without_execution_success_the_outcome_comes_from_history(make_engine, comfy_double, monkeypatch):
+    comfy_double.drop_success = True
+    engine = await make_engine()
+    reads = Reads(monkeypatch)
+    job = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    assert job.status == "completed" and len(job.outputs["images"]) == 1
+    assert reads.history == 1
+
+
+async def test_a_failed_prompt_is_read_from_history_with_its_error(make_engine, comfy_double, monkeypatch):
+    comfy_double.fail_class = "KSampler"
+    comfy_double.fail_message = "out of cheese"
+    engine = await make_engine()
+    reads = Reads(monkeypatch)
+    job = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
+    assert job.status == "failed" and "out of cheese" in job.error
+    assert reads.history == 1 and reads.view == 0
 
 
 # ---------------------------------------------------------------------- websocket image frames

@@ -11,6 +11,7 @@ import pytest
 
 from bridge.app import ENGINE
 from bridge.engine.retention import Retention, comfyui_files, remove_comfyui_files
+from tests.support.spies import Reads
 
 pytestmark = pytest.mark.asyncio
 
@@ -103,7 +104,7 @@ async def test_comfyui_copies_are_removed_inside_its_folder_only(tmp_path: Path)
 @pytest.mark.comfyui
 @pytest.mark.slow
 async def test_real_comfyui_copy_is_removed_once_the_bridge_holds_the_result(comfyui: Any, aiohttp_client: Any,
-                                                                             tmp_path: Path) -> None:
+                                                                             tmp_path: Path, monkeypatch: Any) -> None:
     from bridge.app import create_app
     from bridge.config import load_settings
     from tests.support.real_comfyui import TINY_CHECKPOINT
@@ -111,6 +112,7 @@ async def test_real_comfyui_copy_is_removed_once_the_bridge_holds_the_result(com
     settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url],
                               "comfyui_output_dir": comfyui.output_dir}, env_file=None)
     client = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    reads = Reads(monkeypatch)
     before = set(comfyui.output_dir.rglob("*.png"))
     resp = await client.post("/workflows/txt2img?wait=300", json={"parameters": {
         "prompt": "retention probe", "width": 64, "height": 64, "steps": 1, "seed": 77,
@@ -121,9 +123,40 @@ async def test_real_comfyui_copy_is_removed_once_the_bridge_holds_the_result(com
     history = comfyui.get_json(f"/history/{prompt_id}")[prompt_id]
     written = comfyui_files(history)
     assert written  # ComfyUI did save the image...
-    assert all(not (comfyui.output_dir / sub / name).exists() for sub, name in written)  # ...and it is gone
+    deadline = time.monotonic() + 10  # ...and it is gone (removed just after the job's answer)
+    while any((comfyui.output_dir / sub / name).exists() for sub, name in written) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert all(not (comfyui.output_dir / sub / name).exists() for sub, name in written)
     assert set(comfyui.output_dir.rglob("*.png")) <= before
     assert stored(client, job["id"])  # the bridge's copy stays
+    # the outcome came from the websocket messages and the image from the folder: no request to ComfyUI for them
+    assert (reads.history, reads.view) == (0, 0)
+
+
+@pytest.mark.comfyui
+@pytest.mark.slow
+async def test_a_wrong_comfyui_output_folder_costs_a_request_not_the_result(comfyui: Any, aiohttp_client: Any,
+                                                                           tmp_path: Path, monkeypatch: Any,
+                                                                           caplog: Any) -> None:
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from tests.support.real_comfyui import TINY_CHECKPOINT
+
+    wrong = tmp_path / "not-comfyui-output"
+    wrong.mkdir()
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url],
+                              "comfyui_output_dir": wrong}, env_file=None)
+    client = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    reads = Reads(monkeypatch)
+    jobs = []
+    for seed in (78, 79):
+        resp = await client.post("/workflows/txt2img?wait=300", json={"parameters": {
+            "prompt": "retention probe", "width": 64, "height": 64, "steps": 1, "seed": seed,
+            "checkpoint": TINY_CHECKPOINT}})
+        jobs.append(await resp.json())
+    assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
+    assert reads.view == 2 and all(stored(client, j["id"]) for j in jobs)
+    assert sum("not readable in ComfyUI's output folder" in r.getMessage() for r in caplog.records) == 1
 
 
 async def _no_jobs() -> list[tuple[str, float]]:

@@ -58,6 +58,11 @@ class ExecutionInterrupted(Event):
 
 
 @dataclass(frozen=True)
+class ExecutionSuccess(Event):
+    """Every node ran: sent before ComfyUI writes the history entry and says `executing` None."""
+
+
+@dataclass(frozen=True)
 class Preview:
     """An image frame. Type-1 frames name neither node nor prompt: the connection fills them in from the last
     `executing` message, which is the node that sent the frame."""
@@ -100,6 +105,8 @@ def parse_text(text: str) -> Event | None:
         return ExecutionError(pid, error_text(data))
     if kind == "execution_interrupted":
         return ExecutionInterrupted(pid)
+    if kind == "execution_success":
+        return ExecutionSuccess(pid)
     return None
 
 

@@ -1,13 +1,18 @@
-"""What a finished prompt produced: its `/history` entry read into an outcome for the job.
+"""What a finished prompt produced: its `/history` entry (or the same, gathered from its websocket messages) read
+into an outcome for the job.
 
-Images come from `/view` (SaveImage, PreviewImage) or from the binary websocket frames the run collected
+Images come from ComfyUI's output folder where the bridge can read it (a managed ComfyUI, COMFYUI_OUTPUT_DIR), else
+from `/view` (SaveImage, PreviewImage), or from the binary websocket frames the run collected
 (SaveImageWebsocket); values from the node's `ui` dict. A prompt that ComfyUI calls a success but whose images
 output is empty is never completed empty: when the images only ever existed as websocket frames the bridge did not
 see (it restarted or lost the socket mid-run) the job is run once more, otherwise it fails naming the output.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bridge.store import Job
@@ -16,6 +21,13 @@ from bridge.workflows import WEBSOCKET_IMAGE_CLASSES, Workflow
 from .client import BackendError, ComfyClient
 from .events import error_text
 from .runs import Run
+
+log = logging.getLogger("bridge.engine.results")
+
+# Files up to this size are read on the event loop (a page-cache read of a few hundred kB costs less than handing
+# it to a thread); larger ones in a thread.
+INLINE_READ_BYTES = 1024 * 1024
+_warned: set[Path] = set()
 
 
 @dataclass
@@ -57,7 +69,44 @@ def _missing(wf: Workflow, job: Job, missing: list[str]) -> Outcome:
     return Outcome("failed", f"ComfyUI reported success but output {described} produced no images: {why}")
 
 
-async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any]) -> Outcome:
+def entry_from_run(wf: Workflow | None, job: Job, run: Run) -> dict[str, Any] | None:
+    """The history entry of a prompt that ComfyUI said succeeded, built from its websocket messages: ComfyUI sends
+    each output node's `ui` dict as `executed` (cached nodes too) and /history holds the same dicts. None when the
+    messages do not tell the whole story (no execution_success, an error, a wanted output without its message,
+    as after a reconnect): then /history is read."""
+    if wf is None or not run.succeeded or run.error is not None or run.interrupted:
+        return None
+    for name in [n for n in job.wanted or wf.outputs if n in wf.outputs]:
+        out = wf.outputs[name]
+        if out.node not in run.executed and not (out.type != "value" and
+                                                 wf.output_class(out) in WEBSOCKET_IMAGE_CLASSES):
+            return None
+    return {"status": {"status_str": "success", "completed": True, "messages": []},
+            "outputs": dict(run.executed)}
+
+
+async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any]) -> bytes:
+    """One image a node saved: read from ComfyUI's output folder where the bridge has it (a request to ComfyUI
+    less, on both processes' CPU), else through /view."""
+    kind = img.get("type", "output")
+    if folder is not None and kind == "output":
+        root = folder.resolve()
+        path = (root / str(img.get("subfolder") or "") / str(img["filename"])).resolve()
+        if root in path.parents:
+            try:
+                if path.stat().st_size <= INLINE_READ_BYTES:
+                    return path.read_bytes()
+                return await asyncio.to_thread(path.read_bytes)
+            except OSError as exc:  # COMFYUI_OUTPUT_DIR names another folder than ComfyUI writes to
+                if root not in _warned:
+                    _warned.add(root)
+                    log.warning("%s not readable in ComfyUI's output folder (%s); asking ComfyUI for its images",
+                                path, exc)
+    return await client.view(img["filename"], img.get("subfolder", ""), kind)
+
+
+async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any],
+                       folder: Path | None = None) -> Outcome:
     failed = _failure(entry, run, job)
     if failed is not None:
         return failed
@@ -73,8 +122,7 @@ async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, en
             if wf.output_class(out) in WEBSOCKET_IMAGE_CLASSES:
                 blobs = list(run.frames.get(out.node, []))
             else:
-                blobs = [await client.view(img["filename"], img.get("subfolder", ""), img.get("type", "output"))
-                         for img in node_out.get("images", [])]
+                blobs = [await _image(client, folder, img) for img in node_out.get("images", [])]
             outcome.images[name] = blobs
             if not blobs:
                 missing.append(name)

@@ -23,6 +23,7 @@ class Run:
     executed: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
     interrupted: bool = False
+    succeeded: bool = False  # ComfyUI said execution_success
     cancel_requested: bool = False
     timed_out: bool = False
     last_event: float = field(default_factory=time.monotonic)

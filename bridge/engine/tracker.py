@@ -1,5 +1,6 @@
-"""Following submitted prompts to their end: websocket events into job state, `/history` into results, and the
-cases where messages are missed (a reconnect, a lost backend, a stalled run, a timeout).
+"""Following submitted prompts to their end: websocket events into job state, those messages (or `/history` where
+they fall short) into results, and the cases where messages are missed (a reconnect, a lost backend, a stalled run,
+a timeout).
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from bridge.store import Job, output_key
 from .client import BackendError
 from .connection import Connection
 from .dispatcher import Dispatcher
-from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart, Executed,
-                     Executing, Preview, Progress)
+from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart,
+                     ExecutionSuccess, Executed, Executing, Preview, Progress)
 from .jobs import JobTable
-from .results import read_outcome
+from .results import INLINE_READ_BYTES, entry_from_run, read_outcome
 from .retention import comfyui_files, remove_comfyui_files
 from .runs import Run, Runs
 
@@ -156,7 +157,7 @@ class Tracker:
                 run.execution_ended()
                 if not run.finishing:
                     run.finishing = True
-                    self.spawn(self.finish_from_history(conn, job))
+                    self.spawn(self.finish_from_messages(conn, job, run))
                 return
             self.mark_running(job)
             run.node_started(event.node)
@@ -174,6 +175,8 @@ class Tracker:
             run.error = event.message
         elif isinstance(event, ExecutionInterrupted):
             run.interrupted = True
+        elif isinstance(event, ExecutionSuccess):
+            run.succeeded = True
 
     def mark_running(self, job: Job) -> None:
         if not self.table.mark_running(job):
@@ -191,6 +194,15 @@ class Tracker:
             self.table.emit("progress", job)
 
     # ------------------------------------------------------------------ completion
+    async def finish_from_messages(self, conn: Connection, job: Job, run: Run) -> None:
+        """A prompt that ended: from its websocket messages when they tell the whole outcome (success, and every
+        wanted output's `executed` message), which spares a /history read; from /history otherwise."""
+        entry = entry_from_run(self._workflows().get(job.workflow), job, run)
+        if entry is None:
+            await self.finish_from_history(conn, job)
+        else:
+            await self.finalize(conn, job, entry)
+
     async def finish_from_history(self, conn: Connection, job: Job) -> None:
         entry = None
         for delay in (0.0, 0.1, 0.3, 0.6, 1.0):
@@ -215,7 +227,8 @@ class Tracker:
         if job.done:
             return
         wf = self._workflows()[job.workflow]
-        outcome = await read_outcome(conn.client, wf, job, self.run_for(job), entry)
+        folder = self.comfyui_output_dirs.get(job.backend or "")
+        outcome = await read_outcome(conn.client, wf, job, self.run_for(job), entry, folder)
         if job.done:
             return
         if outcome.status == "rerun":
@@ -236,7 +249,11 @@ class Tracker:
                     text = (infotext.for_job(job.workflow, job.workflow_version, job.params,
                                              (job.meta or {}).get("infotext"))
                             if self.metadata == "infotext" else None)
-                    images = await image_io.run_in_pool(lambda imgs=images, t=text: [_restamp(b, t) for b in imgs])
+                    def restamp(imgs: list[bytes] = images, t: str | None = text) -> list[bytes]:
+                        return [_restamp(b, t) for b in imgs]
+                    # chunks copied, no pixels decoded: a small result costs less here than a hop to the pool
+                    images = (restamp() if sum(map(len, images)) <= INLINE_READ_BYTES
+                              else await image_io.run_in_pool(restamp))
                 fmt = (job.meta or {}).get("output_format")
                 if fmt and fmt != "png":
                     quality = int((job.meta or {}).get("output_quality") or 90)
@@ -254,12 +271,11 @@ class Tracker:
             return
         if job.done:
             return
-        folder = self.comfyui_output_dirs.get(job.backend or "")
-        if folder is not None:
-            await asyncio.to_thread(remove_comfyui_files, folder, comfyui_files(entry))
         job.outputs = stored
         job.node_ms = dict(self.run_for(job).node_ms)
         self.finish(job, "completed", None)
+        if folder is not None:  # after the answer: the client waits for its job, not for this
+            self.spawn(asyncio.to_thread(remove_comfyui_files, folder, comfyui_files(entry)))
 
     async def check_prompt(self, conn: Connection, job: Job) -> None:
         """Where a prompt stands when its messages may have been missed: history, then the queue."""

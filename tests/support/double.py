@@ -297,6 +297,7 @@ class ComfyDouble:
     fail_class   a class_type that raises during execution (→ execution_error)
     fail_message its exception message
     drop_final   do not send the final `executing {node: null}` (the engine must fall back to /history)
+    drop_success do not send `execution_success` (as a bridge that reconnected mid-run missed it)
     lose_images  image output nodes succeed but deliver nothing: no websocket frames, no `images` in /history
     previews     send a JPEG preview frame after each sampler step (ComfyUI with --preview-method)
     caption_packs  the third-party captioning nodes of the interrogate workflows are installed (`caption_nodes`)
@@ -311,6 +312,7 @@ class ComfyDouble:
     fail_class: str | None = None
     fail_message: str = "double: forced failure"
     drop_final: bool = False
+    drop_success: bool = False
     lose_images: bool = False
     previews: bool = True
     caption_packs: bool = True
@@ -804,7 +806,10 @@ class ComfyDouble:
         self._cache = set(sigs.values())
         self._ui_cache = {sigs[nid]: ui for nid, ui in ui_outputs.items() if nid in sigs}
         self.executed_prompts.append(pid)
-        await message("execution_success", {})
+        if self.drop_success:
+            messages.append(["execution_success", {"prompt_id": pid, "timestamp": int(time.time() * 1000)}])
+        else:
+            await message("execution_success", {})
         self._finish_history(pid, prompt, extra, outputs, ui_outputs, "success", True, messages)
 
     def _finish_history(self, pid: str, prompt: dict[str, Any], extra: dict[str, Any], outputs: list[str],
