@@ -327,6 +327,7 @@ class Poster:
         self._idle: dict[tuple[str, str, int], list[_Exchange]] = {}
         self._busy: set[_Exchange] = set()
         self._tls: ssl.SSLContext | None = None
+        self._swept = time.monotonic()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         target = URL(url)
@@ -371,12 +372,28 @@ class Poster:
         return None
 
     def _give_back(self, key: tuple[str, str, int], conn: _Exchange) -> None:
+        now = time.monotonic()
+        if now - self._swept > IDLE_FOR:
+            self._sweep(now)
         idle = self._idle.setdefault(key, [])
         if conn.closed or not conn.reusable or len(idle) >= IDLE_PER_HOST:
             conn._end(None)
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = now
         idle.append(conn)
+
+    def _sweep(self, now: float) -> None:
+        # receivers come and go (one per client, for per-request webhooks): what one left behind is closed here
+        self._swept = now
+        for key, idle in list(self._idle.items()):
+            kept = [c for c in idle if not c.closed and now - c.idle_since < IDLE_FOR]
+            for conn in idle:
+                if conn not in kept:
+                    conn._end(None)
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
 
     async def _connect(self, key: tuple[str, str, int]) -> _Exchange:
         scheme, host, port = key

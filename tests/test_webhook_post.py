@@ -267,3 +267,23 @@ async def test_https_receivers_are_verified(aiohttp_server: Any, certificate: tu
         await trusting.close()
     assert len(rec.seen) == 2 and len({s["port"] for s in rec.seen}) == 1
     assert os.environ["SSL_CERT_FILE"] == str(cert)
+
+
+async def test_connections_left_idle_by_receivers_gone_quiet_are_closed(aiohttp_server: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbound, "IDLE_FOR", 0.2)
+    servers = [await serve(aiohttp_server, Receiver()) for _ in range(3)]
+    out = Outbound(LOCAL)
+    try:
+        for server in servers:
+            assert await out.post(f"http://127.0.0.1:{server.port}/h", b"{}", HEADERS, 5) == 204
+        poster = out._poster
+        assert poster is not None and len(poster._idle) == 3
+        await asyncio.sleep(0.3)
+        # a message to one receiver sweeps the others' idle connections
+        assert await out.post(f"http://127.0.0.1:{servers[0].port}/h", b"{}", HEADERS, 5) == 204
+        assert list(poster._idle) == [("http", "127.0.0.1", servers[0].port)]
+        await asyncio.sleep(0.05)
+        assert sum(len(s.handler.connections) for s in servers[1:]) == 0
+    finally:
+        await out.close()
