@@ -174,3 +174,15 @@ def test_a_jobs_infotext_says_what_it_ran_with():
         "CFG scale: 7.0, Seed: 42, Size: 512x384, Model: dreamshaper_8, Workflow: txt2img v2")
     assert for_job("pixel_art", 1, {"sketch": {}}) == "Workflow: pixel_art v1"
     assert for_job("x", 1, params, "given text") == "given text"
+
+
+@pytest.mark.asyncio
+async def test_byte_work_runs_on_the_loop_when_small_and_in_the_pool_when_large() -> None:
+    import threading
+
+    from bridge.images import INLINE_BYTES, run_small
+
+    loop_thread = threading.get_ident()
+    small = await run_small(threading.get_ident, INLINE_BYTES)
+    large = await run_small(threading.get_ident, INLINE_BYTES + 1)
+    assert small == loop_thread and large != loop_thread

@@ -24,7 +24,7 @@ from .dispatcher import Dispatcher
 from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart,
                      ExecutionSuccess, Executed, Executing, Preview, Progress)
 from .jobs import JobTable
-from .results import INLINE_READ_BYTES, entry_from_run, read_outcome
+from .results import entry_from_run, read_outcome
 from .retention import comfyui_files, remove_comfyui_files
 from .runs import Run, Runs
 
@@ -251,9 +251,7 @@ class Tracker:
                             if self.metadata == "infotext" else None)
                     def restamp(imgs: list[bytes] = images, t: str | None = text) -> list[bytes]:
                         return [_restamp(b, t) for b in imgs]
-                    # chunks copied, no pixels decoded: a small result costs less here than a hop to the pool
-                    images = (restamp() if sum(map(len, images)) <= INLINE_READ_BYTES
-                              else await image_io.run_in_pool(restamp))
+                    images = await image_io.run_small(restamp, sum(map(len, images)))
                 fmt = (job.meta or {}).get("output_format")
                 if fmt and fmt != "png":
                     quality = int((job.meta or {}).get("output_quality") or 90)
