@@ -4,10 +4,12 @@ server never does (no length, garbage, silence, closing an idle connection)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import ssl
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +123,16 @@ async def test_an_idle_connection_the_receiver_closed_is_replaced(aiohttp_server
     assert len({s["port"] for s in rec.seen}) == 2
 
 
-async def raw_server(handle: Any) -> tuple[asyncio.AbstractServer, int]:
+@contextlib.asynccontextmanager
+async def raw_receiver(handle: Any) -> AsyncIterator[tuple[str, Outbound]]:
+    """A receiver written on asyncio streams (its URL) and a sender admitted to it."""
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    out = Outbound(LOCAL)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/h", out
+    finally:
+        await out.close()
+        server.close()
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
@@ -139,14 +148,9 @@ async def test_an_answer_without_a_length_ends_with_the_connection() -> None:
         await writer.drain()
         writer.close()
 
-    server, port = await raw_server(handle)
-    out = Outbound(LOCAL)
-    try:
-        assert await out.post(f"http://127.0.0.1:{port}/h", b"{}", HEADERS, 5) == 201
-        assert await out.post(f"http://127.0.0.1:{port}/h", b"{}", HEADERS, 5) == 201
-    finally:
-        await out.close()
-        server.close()
+    async with raw_receiver(handle) as (url, out):
+        assert await out.post(url, b"{}", HEADERS, 5) == 201
+        assert await out.post(url, b"{}", HEADERS, 5) == 201
 
 
 @pytest.mark.parametrize("reply", [b"SSH-2.0-OpenSSH_9.6\r\n", b"HTTP/1.1 2x0 OK\r\n\r\n", b""])
@@ -157,14 +161,9 @@ async def test_a_server_that_does_not_speak_http_is_an_error(reply: bytes) -> No
         await writer.drain()
         writer.close()
 
-    server, port = await raw_server(handle)
-    out = Outbound(LOCAL)
-    try:
+    async with raw_receiver(handle) as (url, out):
         with pytest.raises((ConnectionError, OSError)):
-            await out.post(f"http://127.0.0.1:{port}/h", b"{}", HEADERS, 5)
-    finally:
-        await out.close()
-        server.close()
+            await out.post(url, b"{}", HEADERS, 5)
 
 
 async def test_a_silent_receiver_times_out_and_its_connection_is_closed() -> None:
@@ -182,18 +181,13 @@ async def test_a_silent_receiver_times_out_and_its_connection_is_closed() -> Non
         except asyncio.IncompleteReadError:
             closed.set()
 
-    server, port = await raw_server(handle)
-    out = Outbound(LOCAL)
-    try:
-        assert await out.post(f"http://127.0.0.1:{port}/h", b"answer", HEADERS, 5) == 204
+    async with raw_receiver(handle) as (url, out):
+        assert await out.post(url, b"answer", HEADERS, 5) == 204
         with pytest.raises(asyncio.TimeoutError):
-            await out.post(f"http://127.0.0.1:{port}/h", b"silence", HEADERS, 0.3)
+            await out.post(url, b"silence", HEADERS, 0.3)
         # no socket left open, and a late answer to "silence" is never taken for the next message's
         await asyncio.wait_for(closed.wait(), 2)
-        assert await out.post(f"http://127.0.0.1:{port}/h", b"answer", HEADERS, 5) == 204
-    finally:
-        await out.close()
-        server.close()
+        assert await out.post(url, b"answer", HEADERS, 5) == 204
     assert len(conns) == 2
 
 
@@ -210,14 +204,9 @@ async def test_a_message_the_receiver_drops_as_it_closes_a_kept_connection_goes_
         seen.append((port, (await read_request(reader)).rsplit(b"\r\n", 1)[1]))
         writer.close()
 
-    server, port = await raw_server(handle)
-    out = Outbound(LOCAL)
-    try:
-        assert await out.post(f"http://127.0.0.1:{port}/h", b"one", HEADERS, 5) == 204
-        assert await out.post(f"http://127.0.0.1:{port}/h", b"two", HEADERS, 5) == 204
-    finally:
-        await out.close()
-        server.close()
+    async with raw_receiver(handle) as (url, out):
+        assert await out.post(url, b"one", HEADERS, 5) == 204
+        assert await out.post(url, b"two", HEADERS, 5) == 204
     assert [body for _, body in seen] == [b"one", b"two", b"two"]
     assert seen[0][0] == seen[1][0] != seen[2][0]
 
