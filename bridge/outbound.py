@@ -250,7 +250,7 @@ class _Exchange(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection carrying one request at a time; httptools (llhttp) reads the answers."""
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = None
         self.transport: asyncio.Transport | None = None
         self.answer: asyncio.Future[int] | None = None
         self.received = False  # a byte of the current answer has arrived
@@ -258,46 +258,64 @@ class _Exchange(asyncio.Protocol):
         self.reusable = True
         self.idle_since = 0.0
         self._body = 0
+        self._headers_done = False
+        self._sized = False  # the answer has a content-length or is chunked: it cannot end with the connection
+        self._answered = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def usable(self) -> bool:
+        # a TLS connection the receiver closed can take seconds to report it lost: is_closing() knows at once
+        return not self.closed and self.reusable and self.transport is not None and not self.transport.is_closing()
+
     def data_received(self, data: bytes) -> None:
-        if self.answer is None:  # unasked (a 408 before an idle close): the connection's state is unknown now
+        if self.answer is None or self.parser is None:
+            # unasked (a 408 before an idle close): the connection's state is unknown now
             self._end(None)
             return
         self.received = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._end(ConnectionError(f"not an HTTP answer: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._end(ConnectionError(f"not an HTTP answer: {exc!r}"))
+
+    def on_message_begin(self) -> None:
+        if self._answered:  # more than the one answer asked for: what follows would be read as the next one's
+            self._end(None)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self._sized = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
         self._body += len(body)
         if self._body > ANSWER_BYTES and self.answer is not None and not self.answer.done():
             # the status is what counts: a receiver that answers at length costs a connection, not memory
-            self.answer.set_result(self.parser.get_status_code())
+            self.answer.set_result(self.parser.get_status_code())  # type: ignore[union-attr]
             self._end(None)
 
     def on_message_complete(self) -> None:
-        status = self.parser.get_status_code()
+        status = self.parser.get_status_code()  # type: ignore[union-attr]
         if status < 200:  # 100 Continue and the like come before the answer
+            self._headers_done = self._sized = False
             return
-        self.reusable = self.parser.should_keep_alive()
+        self._answered = True
+        self.reusable = self.parser.should_keep_alive()  # type: ignore[union-attr]
         if self.answer is not None and not self.answer.done():
             self.answer.set_result(status)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.answer is not None and not self.answer.done():
-            try:  # an answer without a length ends with the connection
-                status = self.parser.get_status_code() if self.received else 0
-            except httptools.HttpParserError:
-                status = 0
-            if status >= 200:
-                self.answer.set_result(status)
-            else:
-                self.answer.set_exception(exc or ConnectionResetError("the receiver closed the connection"))
+            if self._headers_done and not self._sized:  # an answer without a length ends with the connection
+                self.answer.set_result(self.parser.get_status_code())  # type: ignore[union-attr]
+            else:  # no answer, or one cut short: not delivered
+                self.answer.set_exception(exc or ConnectionResetError("the receiver closed the connection"
+                                                                      + (" mid-answer" if self.received else "")))
 
     def _end(self, exc: Exception | None) -> None:
         self.reusable = False
@@ -307,8 +325,12 @@ class _Exchange(asyncio.Protocol):
             self.transport.close()
 
     async def exchange(self, request: bytes) -> int:
+        # a parser per answer: llhttp keeps the last status code until a new status line, so a reused parser would
+        # report the previous answer's status for a connection cut before this one's
+        self.parser = httptools.HttpResponseParser(self)
         self.answer = asyncio.get_running_loop().create_future()
         self.received, self._body = False, 0
+        self._headers_done = self._sized = self._answered = False
         self.transport.write(request)  # type: ignore[union-attr]
         try:
             return await self.answer
@@ -327,7 +349,7 @@ class Poster:
         self._idle: dict[tuple[str, str, int], list[_Exchange]] = {}
         self._busy: set[_Exchange] = set()
         self._tls: ssl.SSLContext | None = None
-        self._swept = time.monotonic()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         target = URL(url)
@@ -366,27 +388,28 @@ class Poster:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < IDLE_FOR:
+            if conn.usable() and now - conn.idle_since < IDLE_FOR:
                 return conn
             conn._end(None)
         return None
 
     def _give_back(self, key: tuple[str, str, int], conn: _Exchange) -> None:
-        now = time.monotonic()
-        if now - self._swept > IDLE_FOR:
-            self._sweep(now)
         idle = self._idle.setdefault(key, [])
-        if conn.closed or not conn.reusable or len(idle) >= IDLE_PER_HOST:
+        if not conn.usable() or len(idle) >= IDLE_PER_HOST:
             conn._end(None)
             return
-        conn.idle_since = now
+        conn.idle_since = time.monotonic()
         idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(IDLE_FOR, self._sweep)
 
-    def _sweep(self, now: float) -> None:
-        # receivers come and go (one per client, for per-request webhooks): what one left behind is closed here
-        self._swept = now
+    def _sweep(self) -> None:
+        # receivers come and go (one per client, for per-request webhooks), and some never close an idle connection:
+        # what is idle past IDLE_FOR is closed here, also once messages stop
+        self._sweeper = None
+        now = time.monotonic()
         for key, idle in list(self._idle.items()):
-            kept = [c for c in idle if not c.closed and now - c.idle_since < IDLE_FOR]
+            kept = [c for c in idle if c.usable() and now - c.idle_since < IDLE_FOR]
             for conn in idle:
                 if conn not in kept:
                     conn._end(None)
@@ -394,6 +417,8 @@ class Poster:
                 self._idle[key] = kept
             else:
                 del self._idle[key]
+        if self._idle:
+            self._sweeper = asyncio.get_running_loop().call_later(IDLE_FOR / 2, self._sweep)
 
     async def _connect(self, key: tuple[str, str, int]) -> _Exchange:
         scheme, host, port = key
@@ -415,6 +440,9 @@ class Poster:
         raise error or OSError(f"cannot connect to {host}:{port}")
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in [c for idle in self._idle.values() for c in idle] + list(self._busy):
             conn._end(None)
         self._idle.clear()

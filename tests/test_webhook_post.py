@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import ssl
 import subprocess
@@ -255,7 +254,6 @@ async def test_https_receivers_are_verified(aiohttp_server: Any, certificate: tu
     finally:
         await trusting.close()
     assert len(rec.seen) == 2 and len({s["port"] for s in rec.seen}) == 1
-    assert os.environ["SSL_CERT_FILE"] == str(cert)
 
 
 async def test_connections_left_idle_by_receivers_gone_quiet_are_closed(aiohttp_server: Any,
@@ -268,11 +266,93 @@ async def test_connections_left_idle_by_receivers_gone_quiet_are_closed(aiohttp_
             assert await out.post(f"http://127.0.0.1:{server.port}/h", b"{}", HEADERS, 5) == 204
         poster = out._poster
         assert poster is not None and len(poster._idle) == 3
-        await asyncio.sleep(0.3)
-        # a message to one receiver sweeps the others' idle connections
+        assert sum(len(s.handler.connections) for s in servers) == 3
+        # no further message: the sweep runs on its own (IDLE_FOR, then every IDLE_FOR / 2 while any are idle)
+        await asyncio.sleep(0.6)
+        assert poster._idle == {} and poster._sweeper is None
+        assert sum(len(s.handler.connections) for s in servers) == 0
         assert await out.post(f"http://127.0.0.1:{servers[0].port}/h", b"{}", HEADERS, 5) == 204
-        assert list(poster._idle) == [("http", "127.0.0.1", servers[0].port)]
-        await asyncio.sleep(0.05)
-        assert sum(len(s.handler.connections) for s in servers[1:]) == 0
     finally:
         await out.close()
+    assert poster._sweeper is None
+
+
+def answering(*replies: bytes) -> Any:
+    """A raw receiver that answers the n-th request on each connection with replies[n], then closes after the
+    last one."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for reply in replies:
+                await read_request(reader)
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+    return handle
+
+
+@pytest.mark.parametrize("cut", [b"H", b"\r\n", b"HTTP/1.1 204 No Con", b"HTTP/1.1 200 OK\r\nContent-Le",
+                                 b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc",
+                                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"])
+async def test_an_answer_cut_short_on_a_kept_connection_is_not_a_delivery(cut: bytes) -> None:
+    # llhttp keeps the last status until a new status line: a cut answer must not pass for the previous 204
+    async with raw_receiver(answering(b"HTTP/1.1 204 No Content\r\n\r\n", cut)) as (url, out):
+        assert await out.post(url, b"one", HEADERS, 5) == 204
+        with pytest.raises(ConnectionError, match="mid-answer"):
+            await out.post(url, b"two", HEADERS, 5)
+
+
+@pytest.mark.parametrize("cut", [b"HTTP/1.1 200 OK\r\nContent-Le",
+                                 b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc"])
+async def test_an_answer_cut_short_on_a_new_connection_is_not_a_delivery(cut: bytes) -> None:
+    async with raw_receiver(answering(cut)) as (url, out):
+        with pytest.raises(ConnectionError):
+            await out.post(url, b"{}", HEADERS, 5)
+
+
+async def test_interim_answers_and_chunked_bodies_are_read_through() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
+    chunked = b"HTTP/1.1 202 Accepted\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    ports: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ports.append(writer.get_extra_info("peername")[1])
+        await answering(interim + chunked, chunked, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")(reader, writer)
+
+    async with raw_receiver(handle) as (url, out):
+        assert [await out.post(url, b"{}", HEADERS, 5) for _ in range(3)] == [202, 202, 200]
+    assert len(ports) == 1
+
+
+async def test_bytes_after_the_answer_cost_the_connection_not_the_next_message() -> None:
+    # a second answer nobody asked for (or stray bytes) after a complete one: read as the next message's answer,
+    # it would report 200 for a message the receiver never saw
+    stray = b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    ports: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ports.append(writer.get_extra_info("peername")[1])
+        await answering(stray, b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")(reader, writer)
+
+    async with raw_receiver(handle) as (url, out):
+        assert await out.post(url, b"one", HEADERS, 5) == 204
+        await asyncio.sleep(0.05)
+        assert await out.post(url, b"two", HEADERS, 5) == 204
+    assert len(ports) == 2
+
+
+async def test_a_protocol_switch_is_an_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(switch)
+        await writer.drain()
+        await asyncio.sleep(1)  # keeps the connection open: the answer alone must end the exchange
+        writer.close()
+
+    async with raw_receiver(handle) as (url, out):
+        with pytest.raises(ConnectionError, match="not an HTTP answer"):
+            await out.post(url, b"{}", HEADERS, 5)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
