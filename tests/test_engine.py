@@ -324,11 +324,14 @@ async def test_a_job_whose_messages_tell_all_is_finished_without_reading_history
     engine = await make_engine()
     reads = Reads(monkeypatch)
     first = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
-    # the same prompt again: every node cached, the outputs only in the `executed` messages of cached nodes
+    # the same parameters again: every node cached but the save node, whose prefix names the prompt
     again = await engine.wait((await engine.submit("txt2img", P)).id, timeout=10)
     assert first.status == again.status == "completed"
     assert reads.history == 0 and reads.view == 2
     assert [size_of(await engine.read_output(j, "images", 0)) for j in (first, again)] == [(64, 64)] * 2
+    saved = [comfy_double.history[j.prompt_id]["outputs"] for j in (first, again)]
+    names = [img["filename"] for outputs in saved for out in outputs.values() for img in out.get("images", [])]
+    assert [n.split("_")[-3] for n in names] == [first.prompt_id[:8], again.prompt_id[:8]]
 
 
 async def test_without_execution_success_the_outcome_comes_from_history(make_engine, comfy_double, monkeypatch):

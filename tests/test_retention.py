@@ -3,6 +3,7 @@ age and by total size (oldest first), and ComfyUI's own copy of each result is r
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,42 @@ async def test_comfyui_copies_are_removed_inside_its_folder_only(tmp_path: Path)
     assert not (out / "a.png").exists() and not (out / "sub" / "b.png").exists() and outside.exists()
 
 
+class Viewer:
+    """Stands in for ComfyClient.view: what the engine asks ComfyUI for when the folder does not serve."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def view(self, filename: str, subfolder: str, kind: str) -> bytes:
+        self.asked.append((filename, subfolder, kind))
+        return b"from /view"
+
+
+async def test_results_are_read_from_the_folder_only_when_they_are_this_jobs(tmp_path: Path) -> None:
+    from bridge.engine.results import STALE_SLACK, _image
+
+    out, viewer = tmp_path / "output", Viewer()
+    (out / "pixart").mkdir(parents=True)
+    (out / "pixart" / "new.png").write_bytes(b"fresh")
+    (out / "old.png").write_bytes(b"stale")
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    now = time.time()
+    old = now - STALE_SLACK - 60
+    os.utime(out / "old.png", (old, old))
+    os.symlink(tmp_path / "secret.png", out / "link.png")
+    assert await _image(viewer, out, {"filename": "new.png", "subfolder": "pixart", "type": "output"}, now) == b"fresh"
+    assert viewer.asked == []
+    asked = [{"filename": "old.png", "subfolder": "", "type": "output"},        # written before the job
+             {"filename": "../secret.png", "subfolder": "", "type": "output"},  # outside the folder
+             {"filename": "secret.png", "subfolder": str(tmp_path), "type": "output"},
+             {"filename": "link.png", "subfolder": "", "type": "output"},       # a link out of it
+             {"filename": "new.png", "subfolder": "pixart", "type": "temp"},    # another folder of ComfyUI's
+             {"filename": "gone.png", "subfolder": "", "type": "output"}]
+    assert [await _image(viewer, out, img, now) for img in asked] == [b"from /view"] * len(asked)
+    assert [a[0] for a in viewer.asked] == [img["filename"] for img in asked]
+    assert await _image(viewer, None, {"filename": "new.png", "subfolder": "pixart"}, now) == b"from /view"
+
+
 @pytest.mark.comfyui
 @pytest.mark.slow
 async def test_real_comfyui_copy_is_removed_once_the_bridge_holds_the_result(comfyui: Any, aiohttp_client: Any,
@@ -161,3 +198,26 @@ async def test_a_wrong_comfyui_output_folder_costs_a_request_not_the_result(comf
 
 async def _no_jobs() -> list[tuple[str, float]]:
     return []
+
+
+@pytest.mark.comfyui
+@pytest.mark.slow
+async def test_the_same_request_twice_gets_its_image_twice(comfyui: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    # ComfyUI answers a prompt it ran before from its cache: the SaveImage node is not run again, and its `executed`
+    # message names the file of the first run, which the bridge removed once it held that result
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from tests.support.real_comfyui import TINY_CHECKPOINT
+
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url],
+                              "comfyui_output_dir": comfyui.output_dir}, env_file=None)
+    client = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    jobs = []
+    for _ in range(2):
+        resp = await client.post("/workflows/txt2img?wait=300", json={"parameters": {
+            "prompt": "cached twice", "width": 64, "height": 64, "steps": 1, "seed": 80,
+            "checkpoint": TINY_CHECKPOINT}})
+        jobs.append(await resp.json())
+    assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
+    first, again = ([p.read_bytes() for p in stored(client, j["id"])] for j in jobs)
+    assert first and first == again

@@ -102,6 +102,7 @@ class Dispatcher:
                 values[name] = await conn.client.upload_image(await self.blobs.get(rel),
                                                               f"pixart_{job.id}_{name}.png")
             graph = wf.bind(values, conn.choices)
+            wfmod.name_saved_files(graph, prompt_id[:8])
             targets = wfmod.execution_targets(wf, job.wanted, conn.object_info or {}) if job.wanted else None
             job.backend, job.prompt_id = conn.url, prompt_id
             job.attempts += 1

@@ -20,6 +20,17 @@ def links(node: Mapping[str, Any]) -> Iterable[tuple[str, list[Any]]]:
             yield name, value
 
 
+def name_saved_files(graph: Mapping[str, Any], token: str) -> None:
+    """Append `_token` to every node's `filename_prefix` (in place). ComfyUI answers a prompt it ran before from
+    its cache, and a cached save node reports the first run's file instead of writing one; where the bridge has
+    removed that file (it does once it holds a result) the second job would find nothing. A prefix of its own per
+    prompt makes each save node run and write its file again (the nodes before it stay cached)."""
+    for node in graph.values():
+        prefix = node["inputs"].get("filename_prefix")
+        if isinstance(prefix, str):
+            node["inputs"]["filename_prefix"] = f"{prefix}_{token}"
+
+
 def check_graph(graph: Any) -> list[str]:
     """Shape problems of an API-format graph (each names the node)."""
     if not isinstance(graph, dict) or not graph:
