@@ -27,6 +27,9 @@ log = logging.getLogger("bridge.engine.results")
 # Files up to this size are read on the event loop (a page-cache read of a few hundred kB costs less than handing
 # it to a thread); larger ones in a thread.
 INLINE_READ_BYTES = 1024 * 1024
+# A file in the output folder older than its job (less this, for file systems with coarse timestamps) is not its
+# result: COMFYUI_OUTPUT_DIR names another ComfyUI's folder, whose default names (ComfyUI_00001_.png...) collide.
+STALE_SLACK = 2.0
 _warned: set[Path] = set()
 
 
@@ -85,16 +88,19 @@ def entry_from_run(wf: Workflow | None, job: Job, run: Run) -> dict[str, Any] | 
             "outputs": dict(run.executed)}
 
 
-async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any]) -> bytes:
+async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], since: float = 0.0) -> bytes:
     """One image a node saved: read from ComfyUI's output folder where the bridge has it (a request to ComfyUI
-    less, on both processes' CPU), else through /view."""
+    less, on both processes' CPU), else through /view. `since`: when the job was made (epoch seconds)."""
     kind = img.get("type", "output")
     if folder is not None and kind == "output":
         root = folder.resolve()
         path = (root / str(img.get("subfolder") or "") / str(img["filename"])).resolve()
         if root in path.parents:
             try:
-                if path.stat().st_size <= INLINE_READ_BYTES:
+                st = path.stat()
+                if st.st_mtime < since - STALE_SLACK:
+                    raise FileNotFoundError(f"written before the job ({st.st_mtime:.0f} < {since:.0f})")
+                if st.st_size <= INLINE_READ_BYTES:
                     return path.read_bytes()
                 return await asyncio.to_thread(path.read_bytes)
             except OSError as exc:  # COMFYUI_OUTPUT_DIR names another folder than ComfyUI writes to
@@ -122,7 +128,7 @@ async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, en
             if wf.output_class(out) in WEBSOCKET_IMAGE_CLASSES:
                 blobs = list(run.frames.get(out.node, []))
             else:
-                blobs = [await _image(client, folder, img) for img in node_out.get("images", [])]
+                blobs = [await _image(client, folder, img, job.created_at) for img in node_out.get("images", [])]
             outcome.images[name] = blobs
             if not blobs:
                 missing.append(name)
