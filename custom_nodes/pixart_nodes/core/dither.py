@@ -962,7 +962,13 @@ def _diffuse_fixed(
                 elif use_lab:  # a pair's choice for this value is a bit of its mask (see ``pair_masks``)
                     lo = _low(vr, vg, vb, gbits)
                     word = masks[(np.uint64(slots[cell]) << wsh) | (lo >> np.uint64(6))]
-                    ka = kb = ka + np.int64((word >> (lo & np.uint64(63))) & np.uint64(1)) * (kb - ka)
+                    # a branch, not arithmetic on the bit: predicted, it takes the slot and mask loads off the
+                    # chain to the next pixel (0.94-0.97x the time of ``ka + bit * (kb - ka)``, 512x512 to PICO-8,
+                    # same process, identical results)
+                    if (word >> (lo & np.uint64(63))) & np.uint64(1):
+                        ka = kb
+                    else:
+                        kb = ka
                 k, er, eg, eb, tr, tg, tb = _pick(vr, vg, vb, ka, kb, pal4, nr, ng, nb, w01)
                 _emit(oidx, oimg, used, table, p, uch, k)
                 if damp:
