@@ -179,9 +179,9 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("name", sorted(dither.ERROR_KERNELS))
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
-    """Every kernel and distance (the sRGB Floyd-Steinberg loop, and the loop shared by all others, with and
-    without damping) against the plain-Python reference: saturated noise drives values outside 0..255, a
-    quarter of the pixels transparent (and the same pixels as RGB); PICO-8, 40 random colours (cells with 3+
+    """Every kernel and distance (the sRGB Floyd-Steinberg loop, the loop shared by all others with and without
+    damping, and its opaque variants) against the plain-Python reference: saturated noise drives values outside
+    0..255, a quarter of the pixels transparent (and the same pixels as RGB, and as RGBA with a threshold of 0); PICO-8, 40 random colours (cells with 3+
     candidates) and 70 (OKLab: pair cells through the memo too); cell tables of both sizes the loops use."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
@@ -216,6 +216,13 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             ref = _diffusion_fixed_reference(rgb, pal, kernel, serpentine, strength, distance, limit)
             assert np.array_equal(out.indices, ref), ("rgb", n, serpentine, strength, limit)
             assert np.array_equal(out.image, pal[ref])
+            # RGBA with a threshold of 0 (nothing transparent): without damping, the opaque loops take four channels
+            out = dither.Target(table, np.empty((11, 14), np.uint8), np.empty_like(img), np.zeros(n + 1, np.uint8))
+            dither.error_diffuse(img, pal, lk, kernel, out, strength=strength, serpentine=serpentine,
+                                 damp_limit=limit, alpha_threshold=0)
+            ref = _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, limit, alpha_threshold=0)
+            assert np.array_equal(out.indices, ref), ("rgba, threshold 0", n, serpentine, strength, limit)
+            assert ref.max() < n
 
 
 def test_damped_levels_match_the_reference():

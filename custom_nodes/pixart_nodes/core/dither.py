@@ -893,16 +893,17 @@ def _rows_below(err, acc, nx1, nx2, k1, k2, w):
             r2[i] = a2w * v0 + b2w * v1 + c2w * v2 + d2w * v3 + e2w * v4
 
 
-@njit(cache=True, nogil=True)
-def _diffuse_fixed(
-    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
-    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+@njit(cache=True, nogil=True, inline="always")
+def _diffuse(
+    use_lab, alpha, damp, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
+    blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
+    # The loop of ``_diffuse_fixed`` and its variants: ``alpha`` (pixels may be transparent) and ``damp`` (damping on)
+    # are constants in the variants, so their paths leave the compiled loop.
     # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
     h, w, ch = src.shape
     n = pal4.shape[0] // 4
     flat, oidx, oimg, uch = _views(src, out_idx, out_img)
-    damp = damp_limit >= 0
     big = damp_limit << (2 * FS_SHIFT)  # the limit for collected error, in fixed point
     wsh = np.uint64(max(3 * (8 - gbits) - 6, 0))  # a pair's mask: 2^wsh words of 64 bits
     w01, w02 = wts[3], wts[4]
@@ -940,7 +941,7 @@ def _diffuse_fixed(
             nr, ng, nb = _value(flat, pn * uch, ar, ag, ab, cur + np.uint64(x + step))
             nr, ng, nb = nr + c2r, ng + c2g, nb + c2b
             ux = np.uint64(x + pad)
-            if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
+            if alpha and flat[p * uch + np.uint64(3)] < alpha_threshold:
                 # transparent: takes and passes on no error
                 _emit(oidx, oimg, used, table, p, uch, n)
                 tr, tg, tb = nr, ng, nb
@@ -986,6 +987,42 @@ def _diffuse_fixed(
                 eb0[ux] = eb
             x += step
         _rows_below(err, acc, nx1, nx2, rw1 if reverse else fw1, rw2 if reverse else fw2, w)
+
+
+@njit(cache=True, nogil=True)
+def _diffuse_fixed(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+):
+    _diffuse(use_lab, src.shape[2] == 4, damp_limit >= 0,
+             src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
+             blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
+
+
+# Opaque pixels (three channels, or a threshold no alpha is below) without damping, the common case, each distance
+# with a loop of its own: without the transparent and damping paths, and with the distance's lookup alone, a loop
+# took 0.81-0.86x the time of the general one in OKLab and 0.92-0.98x in sRGB (512x512 to PICO-8, same process,
+# identical results). The arguments are ``_diffuse_fixed``'s; ``use_lab``, ``damp_limit`` and ``levels`` are not read.
+
+
+@njit(cache=True, nogil=True)
+def _diffuse_opaque_rgb(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+):
+    _diffuse(False, False, False,
+             src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
+             blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
+
+
+@njit(cache=True, nogil=True)
+def _diffuse_opaque_lab(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+):
+    _diffuse(True, False, False,
+             src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
+             blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1716,7 +1753,10 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
         flat_levels = np.ascontiguousarray(levels, dtype=np.uint8).reshape(-1)
         if flat_levels.shape[0] != src.shape[0] * src.shape[1]:  # the loop reads it without bounds checks
             raise ValueError(f"levels of {levels.shape} for an image of {src.shape[:2]}")
-    _jit.kernel(_SELF, "_diffuse_fixed", t.info.dtype, codes.dtype, out.indices.dtype)(
+    opaque = src.shape[2] == 3 or alpha_threshold <= 0  # no alpha is below a threshold of 0
+    name = "_diffuse_fixed" if damp_limit >= 0 or not opaque else \
+        "_diffuse_opaque_lab" if lk.use_lab else "_diffuse_opaque_rgb"
+    _jit.kernel(_SELF, name, t.info.dtype, codes.dtype, out.indices.dtype)(
         lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
         flat_levels, serpentine, *lk.loop_args, codes, shift, masks, slots, table, out.indices, out.image, out.used,
     )
