@@ -179,10 +179,11 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("name", sorted(dither.ERROR_KERNELS))
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
-    """Every kernel and distance (the sRGB Floyd-Steinberg loop, the loop shared by all others with and without
-    damping, and its opaque variants) against the plain-Python reference: saturated noise drives values outside
-    0..255, a quarter of the pixels transparent (and the same pixels as RGB, and as RGBA with a threshold of 0); PICO-8, 40 random colours (cells with 3+
-    candidates) and 70 (OKLab: pair cells through the memo too); cell tables of both sizes the loops use."""
+    """Every kernel and distance (the sRGB Floyd-Steinberg loop, the loop shared by all others with and without damping,
+    and its opaque variants) against the plain-Python reference: saturated noise drives values outside 0..255, a quarter
+    of the pixels transparent (and the same pixels as RGB, and as RGBA with a threshold of 0); PICO-8, 40 random colours
+    (cells with 3+ candidates) and 70 (OKLab: pair cells through the memo too); cell tables of both sizes the loops
+    use."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
@@ -222,8 +223,41 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
                                  damp_limit=limit, alpha_threshold=0)
             ref = _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, limit, alpha_threshold=0)
             assert np.array_equal(out.indices, ref), ("rgba, threshold 0", n, serpentine, strength, limit)
-            assert ref.max() < n
+            assert np.array_equal(out.image, table[ref]) and out.used[n] == 0
 
+
+
+@pytest.mark.parametrize(("channels", "method", "distance", "threshold", "damping", "loop"), [
+    (3, "atkinson", "oklab", 128, False, "_diffuse_opaque_lab"),
+    (3, "atkinson", "rgb", 128, False, "_diffuse_opaque_rgb"),
+    (4, "stucki", "rgb", 0, False, "_diffuse_opaque_rgb"),
+    (3, "floyd-steinberg", "rgb", 128, False, "_floyd_steinberg_rgb"),
+    (3, "floyd-steinberg", "oklab", 128, False, "_diffuse_opaque_lab"),
+    (4, "atkinson", "oklab", 128, False, "_diffuse_fixed"),
+    (4, "atkinson", "rgb", 0, True, "_diffuse_fixed"),
+    (3, "sierra", "oklab", 128, True, "_diffuse_fixed"),
+])
+def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, method, distance, threshold, damping,
+                                                         loop):
+    """Opaque pixels without damping go through the opaque loops (the alpha and damping paths left out); pixels that
+    may be transparent, and damping, through the general loop; sRGB Floyd-Steinberg through its own."""
+    from pixart_nodes.core import quantize as qz
+    from pixart_nodes.core.palette import named_palette
+
+    taken = []
+    kernel = dither._jit.kernel
+
+    def recording(module, name, *variant):
+        taken.append(name)
+        return kernel(module, name, *variant)
+
+    monkeypatch.setattr(dither._jit, "kernel", recording)
+    img = np.random.default_rng(5).integers(0, 256, (9, 13, channels), dtype=np.uint8)
+    qz.quantize(img, named_palette("pico-8"), dither=method, distance=distance, alpha_threshold=threshold,
+                damping=damping)
+    diffusion = [n for n in taken if n in ("_diffuse_fixed", "_diffuse_opaque_rgb", "_diffuse_opaque_lab",
+                                          "_floyd_steinberg_rgb")]
+    assert diffusion == [loop]
 
 def test_damped_levels_match_the_reference():
     """The loop with damping and a levels map (each pixel takes levels / 256 of the error it collects) against the

@@ -696,6 +696,10 @@ for i, pal in enumerate(pals):
             r = quantize(img[..., :3].copy(), pal, dither=m, distance=d)
             out[f"{i} {m} {d} rgb"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist(),
                                        r.colors_used]
+    # RGBA with nothing transparent: the opaque error-diffusion loops with four channels
+    for d in ("rgb", "oklab"):
+        r = quantize(img, pal, dither="jarvis-judice-ninke", distance=d, alpha_threshold=0)
+        out[f"{i} jjn {d} rgba 0"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist()]
 # extraction's passes: the colour table and (over 20000 colours) its bins, the joint refinement with swaps, the
 # refinement under dithering, for several images at once
 big = rng.integers(0, 256, (150, 160, 3), dtype=np.uint8)

@@ -465,14 +465,15 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     """OKLab choices of the pair cells of ``codes`` (``pair_table`` of the OKLab cell table ``tab`` of ``pal``):
     ``(masks, slots)``.
 
-    For a cell whose candidates are a < b, the mask of ``slots[cell]`` (``W = max(1, 2^(3 (8 - gbits)) / 64)``
-    uint64 words at ``masks[W * slot]``, little-endian bit order) has bit ``_low`` of a code value set where b is
-    nearer to it than a (ties: a, the lower index, like the search). Every other cell has slot 0, an all-zero mask,
-    so the loops take ``a`` without a branch. The values' nearest colours come from the vectorised exact search
-    (``nearest``) for palettes of up to ``NEAREST_SEARCH_MAX[True]`` colours. With more, searching every colour for
-    every value of every pair cell costs more than the memo, which searches only the values an image reaches: every
-    pair is marked 3+ in ``codes`` (changed in place) and goes through the memo, as do pairs beyond the first
-    ``MAX_MASKS``, and every pair on a big-endian machine (the values are built as little-endian words).
+    For a cell whose candidates are a < b, the mask of ``slots[cell]`` (``W = max(1, 2^(3 (8 - gbits)) / 64)`` uint64
+    words at ``masks[W * slot]``, little-endian bit order) has bit ``_low`` of a code value set where b is nearer to it
+    than a (ties: a, the lower index, like the search). Every other cell has slot 0, an all-zero mask, so the loops read
+    every cell's mask without testing whether it is a pair: slot 0's bit always picks ``a``. The values' nearest colours
+    come from the vectorised exact search (``nearest``) for palettes of up to ``NEAREST_SEARCH_MAX[True]`` colours. With
+    more, searching every colour for every value of every pair cell costs more than the memo, which searches only the
+    values an image reaches: every pair is marked 3+ in ``codes`` (changed in place) and goes through the memo, as do
+    pairs beyond the first ``MAX_MASKS``, and every pair on a big-endian machine (the values are built as little-endian
+    words).
     """
     c = codes.astype(np.int64)
     a, b = c & ((1 << shift) - 1), c >> shift
@@ -529,7 +530,8 @@ class Pairs(NamedTuple):
     slots: np.ndarray
 
 
-# sRGB loops compare distances and read no masks; typed like real ones so both distances share one compiled loop
+# sRGB loops compare distances and read no masks; typed like real ones so every loop has one signature for both
+# distances
 _NO_MASKS = np.zeros(1, np.uint64)
 _NO_SLOTS = np.zeros(1, np.uint16)
 
@@ -719,12 +721,13 @@ def _floyd_steinberg_rgb(
     src, alpha_threshold, pal4, strength, pal_cmp, lin, m1, m2, info, blk, memo, moff, cands, gbits, codes, shift,
     serpentine, table, out_idx, out_img, used,
 ):
-    # Floyd-Steinberg with sRGB distance, the most used case, has a loop of its own, although ``_diffuse_fixed``
-    # gives the same result: with four taps and one row below, the loop's state stays in registers (the next row's
-    # error travels packed, three biased 21-bit fields in one int64, see FS_FIELD: one load and one store per
-    # pixel). Its colour lookup repeats ``_diffuse_fixed``'s lines because a shared helper with those branches
-    # costs numba reference counting (see the helpers above). Measured when it was written (bench_quantize images,
-    # 512x512 to PICO-8, same process): this loop took 0.87x the time of ``_diffuse_fixed`` on both images.
+    # Floyd-Steinberg with sRGB distance, the most used case, has a loop of its own, although ``_diffuse_opaque_rgb``
+    # and ``_diffuse_fixed`` give the same result: with four taps and one row below, the loop's state stays in registers
+    # (the next row's error travels packed, three biased 21-bit fields in one int64, see FS_FIELD: one load and one
+    # store per pixel). Its colour lookup repeats ``_diffuse``'s lines because a shared helper with those branches costs
+    # numba reference counting (see the helpers above). Measured when it was written (bench_quantize images, 512x512 to
+    # PICO-8, same process): this loop took 0.87x the time of ``_diffuse_fixed`` on both images (stop 29: 0.95x the time
+    # of ``_diffuse_opaque_rgb``).
     # The chain from one pixel's value to the next one's is integer only (round, clamp, cell, pair code,
     # palette, compare); the next pixel's source and collected error are unpacked before the chain needs them.
     # Unsigned indices: numba then emits no negative-index wraparound.
@@ -780,8 +783,8 @@ def _floyd_steinberg_rgb(
 
 
 # Every other kernel, and every kernel with OKLab distance, runs in the same fixed point as the loop above (see
-# ``kernel_weights``): one loop for all, whose taps are integer weights on a 5x3 window (dx -2..2, dy 0..2), so
-# one compiled function (and one cache entry to load) serves every kernel. Only the current row's two right-hand
+# ``kernel_weights``): one loop body for all (``_diffuse``), whose taps are integer weights on a 5x3 window (dx -2..2,
+# dy 0..2), so each of its three compiled entry points serves every kernel. Only the current row's two right-hand
 # taps are on the chain from one pixel to the next; the error a row passes to the two rows below is kept per pixel
 # and spread once the row is done, by ``_rows_below``, a loop without that chain which the compiler turns into
 # vector instructions (the spreading used to run in the pixel loop: measured when it moved, same process, 512x512
@@ -898,10 +901,12 @@ def _diffuse(
     use_lab, alpha, damp, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
     blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
-    # The loop of ``_diffuse_fixed`` and its variants: ``alpha`` (pixels may be transparent) and ``damp`` (damping on)
-    # are constants in the variants, so their paths leave the compiled loop.
+    # The loop of ``_diffuse_fixed`` and the opaque loops: ``use_lab``, ``alpha`` (pixels may be transparent) and
+    # ``damp`` (damping on) are constants in the opaque loops, so the paths they turn off are not compiled there.
+    # Inlined although it has branches (see the helpers above): each entry point calls it once per image, so the
+    # reference counting that costs is paid once, not per pixel.
     # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
-    h, w, ch = src.shape
+    h, w = src.shape[0], src.shape[1]
     n = pal4.shape[0] // 4
     flat, oidx, oimg, uch = _views(src, out_idx, out_img)
     big = damp_limit << (2 * FS_SHIFT)  # the limit for collected error, in fixed point
@@ -963,9 +968,10 @@ def _diffuse(
                 elif use_lab:  # a pair's choice for this value is a bit of its mask (see ``pair_masks``)
                     lo = _low(vr, vg, vb, gbits)
                     word = masks[(np.uint64(slots[cell]) << wsh) | (lo >> np.uint64(6))]
-                    # a branch, not arithmetic on the bit: predicted, it takes the slot and mask loads off the
-                    # chain to the next pixel (0.94-0.97x the time of ``ka + bit * (kb - ka)``, 512x512 to PICO-8,
-                    # same process, identical results)
+                    # a branch, not arithmetic on the bit (``ka + bit * (kb - ka)``): single-colour cells (slot 0,
+                    # bit always 0) always predict it, and a predicted branch takes the slot and mask loads off the
+                    # chain to the next pixel; pair cells mispredict about half the time (see above), yet in all it
+                    # took 0.94-0.97x the time of the arithmetic (512x512 to PICO-8, same process, same results)
                     if (word >> (lo & np.uint64(63))) & np.uint64(1):
                         ka = kb
                     else:
@@ -1002,7 +1008,9 @@ def _diffuse_fixed(
 # Opaque pixels (three channels, or a threshold no alpha is below) without damping, the common case, each distance
 # with a loop of its own: without the transparent and damping paths, and with the distance's lookup alone, a loop
 # took 0.81-0.86x the time of the general one in OKLab and 0.92-0.98x in sRGB (512x512 to PICO-8, same process,
-# identical results). The arguments are ``_diffuse_fixed``'s; ``use_lab``, ``damp_limit`` and ``levels`` are not read.
+# identical results). They take ``_diffuse_fixed``'s arguments, so that ``error_diffuse`` calls all three alike and
+# ``build_kernels`` exports one signature; those a loop does not read (``use_lab``, ``alpha_threshold``,
+# ``damp_limit``, ``levels``, and in sRGB ``masks`` and ``slots``) cost nothing.
 
 
 @njit(cache=True, nogil=True)
@@ -1729,7 +1737,7 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
     lookup's cell table (built here when None). ``damp_limit`` >= 0: a pixel whose squared error
     exceeds it passes on 3/4 of it, and each pixel takes ``levels[y, x]`` / 256 (uint8 [H,W]; ``LEVEL_FULL`` for
     every pixel when None) of the error it collects, 4/5 of that when it exceeds the limit too (libimagequant's
-    rules, see ``_diffuse_fixed`` and ``dither_levels``).
+    rules, see the comment above ``_value`` and ``dither_levels``).
     """
     t = lk.table
     codes, shift, masks, slots = pairs if pairs is not None else diffusion_pairs(lk, palette)
