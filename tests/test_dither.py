@@ -226,7 +226,6 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             assert np.array_equal(out.image, table[ref]) and out.used[n] == 0
 
 
-
 @pytest.mark.parametrize(("channels", "method", "distance", "threshold", "damping", "loop"), [
     (3, "atkinson", "oklab", 128, False, "_diffuse_opaque_lab"),
     (3, "atkinson", "rgb", 128, False, "_diffuse_opaque_rgb"),
@@ -258,6 +257,7 @@ def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, m
     diffusion = [n for n in taken if n in ("_diffuse_fixed", "_diffuse_opaque_rgb", "_diffuse_opaque_lab",
                                           "_floyd_steinberg_rgb")]
     assert diffusion == [loop]
+
 
 def test_damped_levels_match_the_reference():
     """The loop with damping and a levels map (each pixel takes levels / 256 of the error it collects) against the

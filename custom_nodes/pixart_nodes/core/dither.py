@@ -1011,6 +1011,8 @@ def _diffuse_fixed(
 # identical results). They take ``_diffuse_fixed``'s arguments, so that ``error_diffuse`` calls all three alike and
 # ``build_kernels`` exports one signature; those a loop does not read (``use_lab``, ``alpha_threshold``,
 # ``damp_limit``, ``levels``, and in sRGB ``masks`` and ``slots``) cost nothing.
+# Two loops rather than one taking ``use_lab``: with the distance a constant, OKLab took 0.87-0.90x the time of a
+# loop that reads it at run time (sRGB the same time either way; 512x512 to PICO-8, same process).
 
 
 @njit(cache=True, nogil=True)
