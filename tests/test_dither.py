@@ -179,8 +179,8 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("name", sorted(dither.ERROR_KERNELS))
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
-    """Every kernel and distance (the sRGB Floyd-Steinberg loop, the loop shared by all others with and without damping,
-    and its opaque variants) against the plain-Python reference: saturated noise drives values outside 0..255, a quarter
+    """Every kernel and distance (the sRGB vector loops, RGB and RGBA, the loop shared by all with and without damping,
+    and its opaque OKLab variant) against the plain-Python reference: saturated noise drives values outside 0..255, a quarter
     of the pixels transparent (and the same pixels as RGB, and as RGBA with a threshold of 0); PICO-8, 40 random colours
     (cells with 3+ candidates) and 70 (OKLab: pair cells through the memo too); cell tables of both sizes the loops
     use."""
@@ -226,11 +226,63 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             assert np.array_equal(out.image, table[ref]) and out.used[n] == 0
 
 
+def _loop(name, img, pal, lk, kernel, serpentine, strength, threshold):
+    """Indices and image of the compiled loop ``name`` with ``error_diffuse``'s arguments (no damping)."""
+    n, ch = len(pal), img.shape[2]
+    codes, shift, masks, slots = dither.diffusion_pairs(lk, pal)
+    table = np.zeros((n + 1, ch), np.uint8)
+    table[:n, :3] = pal
+    if ch == 4:
+        table[:n, 3] = 255
+    idx = np.zeros(img.shape[:2], np.uint8 if n < 255 else np.uint16)
+    image = np.zeros_like(img)
+    used = np.zeros(n + 1, np.uint8)
+    pal4 = np.zeros((n, 4), np.int64)
+    pal4[:, :3] = pal
+    dither._jit.kernel(dither, name, lk.table.info.dtype, codes.dtype, idx.dtype)(
+        False, img, threshold, pal4.ravel(), dither.kernel_weights(kernel, strength), np.int64(-1),
+        dither._NO_LEVELS, serpentine, *lk.loop_args, codes, shift, masks, slots, table.ravel(), idx, image, used)
+    return idx, image, used
+
+
+@pytest.mark.parametrize("size", [(64, 80), (1, 2), (2, 1), (1, 37), (29, 1), (3, 3)])
+def test_vector_loops_match_the_general_loop(size):
+    """The sRGB vector loops give exactly the general loop's indices, image and colours used, on noise, a gradient
+    and a photo-like blend, for every kernel, both scan orders, two strengths, PICO-8 (8-bit pair codes), 40 random
+    colours (16-bit pair codes, 3+ candidate cells) and 300 (16-bit cell table and indices), RGB and RGBA (a fifth
+    transparent, and a threshold of 0); sizes down to two pixels, where their reads of a word from the byte before
+    a pixel meet the image's first and last bytes."""
+    from pixart_nodes.core import quantize as qz
+    from pixart_nodes.core.palette import named_palette
+
+    h, w = size
+    rng = np.random.default_rng(h * 100 + w)
+    y, x = np.mgrid[0:h, 0:w]
+    grad = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 255 // max(h + w - 2, 1)], -1)
+    noise = rng.integers(0, 256, (h, w, 3))
+    images = [noise, grad, (grad * 3 + noise) // 4]
+    pals = [named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8),
+            rng.integers(0, 256, (300, 3), dtype=np.uint8)]
+    for src, pal in itertools.product(images, pals):
+        lk = qz._lookup(pal.tobytes(), False, dither.GBITS)
+        rgba = np.concatenate([src, np.where(rng.random((h, w, 1)) < 0.2, 0, 255)], -1).astype(np.uint8)
+        cases = [(np.ascontiguousarray(src, np.uint8), "_diffuse_vector_rgb", 128), (rgba, "_diffuse_vector_rgba", 128),
+                 (rgba, "_diffuse_vector_rgba", 0)]
+        for (img, name, threshold), kname in itertools.product(cases, sorted(dither.ERROR_KERNELS)):
+            kernel = dither.ERROR_KERNELS[kname]
+            for serpentine, strength in ((True, 1.0), (False, 0.6)):
+                got = _loop(name, img, pal, lk, kernel, serpentine, strength, threshold)
+                want = _loop("_diffuse_fixed", img, pal, lk, kernel, serpentine, strength, threshold)
+                for a, b in zip(got, want):
+                    assert np.array_equal(a, b), (size, len(pal), name, threshold, kname, serpentine)
+
+
 @pytest.mark.parametrize(("channels", "method", "distance", "threshold", "damping", "loop"), [
     (3, "atkinson", "oklab", 128, False, "_diffuse_opaque_lab"),
-    (3, "atkinson", "rgb", 128, False, "_diffuse_opaque_rgb"),
-    (4, "stucki", "rgb", 0, False, "_diffuse_opaque_rgb"),
-    (3, "floyd-steinberg", "rgb", 128, False, "_floyd_steinberg_rgb"),
+    (3, "atkinson", "rgb", 128, False, "_diffuse_vector_rgb"),
+    (4, "stucki", "rgb", 0, False, "_diffuse_vector_rgba"),
+    (3, "floyd-steinberg", "rgb", 128, False, "_diffuse_vector_rgb"),
+    (4, "floyd-steinberg", "rgb", 128, False, "_diffuse_vector_rgba"),
     (3, "floyd-steinberg", "oklab", 128, False, "_diffuse_opaque_lab"),
     (4, "atkinson", "oklab", 128, False, "_diffuse_fixed"),
     (4, "atkinson", "rgb", 0, True, "_diffuse_fixed"),
@@ -238,8 +290,9 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
 ])
 def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, method, distance, threshold, damping,
                                                          loop):
-    """Opaque pixels without damping go through the opaque loops (the alpha and damping paths left out); pixels that
-    may be transparent, and damping, through the general loop; sRGB Floyd-Steinberg through its own."""
+    """sRGB without damping goes through the vector loops (RGB, and RGBA with transparent pixels); opaque OKLab
+    pixels without damping through the opaque loop (the alpha and damping paths left out); OKLab pixels that may be
+    transparent, and damping, through the general loop."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
@@ -254,8 +307,8 @@ def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, m
     img = np.random.default_rng(5).integers(0, 256, (9, 13, channels), dtype=np.uint8)
     qz.quantize(img, named_palette("pico-8"), dither=method, distance=distance, alpha_threshold=threshold,
                 damping=damping)
-    diffusion = [n for n in taken if n in ("_diffuse_fixed", "_diffuse_opaque_rgb", "_diffuse_opaque_lab",
-                                          "_floyd_steinberg_rgb")]
+    diffusion = [n for n in taken if n in ("_diffuse_fixed", "_diffuse_vector_rgb", "_diffuse_vector_rgba",
+                                          "_diffuse_opaque_lab")]
     assert diffusion == [loop]
 
 

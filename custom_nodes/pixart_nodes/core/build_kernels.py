@@ -44,15 +44,11 @@ def exports(vnni: bool = False) -> dict[str, str]:
             )
     for info, codes, idx in itertools.product(U8_U16, U8_U16, U8_U16):
         lookup = _LOOKUP.format(info=info)
-        for loop in ("_diffuse_fixed", "_diffuse_opaque_rgb", "_diffuse_opaque_lab"):
+        for loop in ("_diffuse_fixed", "_diffuse_vector_rgb", "_diffuse_vector_rgba", "_diffuse_opaque_lab"):
             out[jit.export_name(dither, loop, info, codes, idx)] = (
                 f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, uint8[::1], boolean, {lookup}, "
                 f"{codes}[::1], int64, uint64[::1], uint16[::1], {_OUT.format(idx=idx)})"
             )
-        out[jit.export_name(dither, "_floyd_steinberg_rgb", info, codes, idx)] = (
-            f"void(uint8[:, :, ::1], int64, int64[::1], int64, {lookup}, {codes}[::1], int64, boolean, "
-            f"{_OUT.format(idx=idx)})"
-        )
     for idx in U8_U16:
         out[jit.export_name(dither, "dither_levels", idx)] = f"void({idx}[:, ::1], uint8[:, ::1])"
         out[jit.export_name(dither, "mapping_error", idx)] = (

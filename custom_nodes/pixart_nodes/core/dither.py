@@ -664,13 +664,6 @@ STRENGTH_STEPS = 256
 FS_SHIFT = 12
 FS_ONE = 1 << FS_SHIFT  # 16 * STRENGTH_STEPS
 FS_HALF = FS_ONE // 2
-# In the sRGB Floyd-Steinberg loop, next-row error travels packed: three 21-bit fields in one int64, each biased by
-# 2^20 so it unpacks with a shift and a mask. A cell collects 9 * 255 * STRENGTH_STEPS = 587520 < 2^20 at most, so
-# fields never carry.
-FS_FIELD = 21
-FS_MASK = (1 << FS_FIELD) - 1
-FS_BIAS = (1 << (FS_FIELD - 1)) * (1 + (1 << FS_FIELD) + (1 << (2 * FS_FIELD)))
-FS_UNBIAS = 1 << (FS_FIELD - 1)  # what each unpacked field carries
 
 
 def fs_strength(strength: float) -> int:
@@ -682,15 +675,6 @@ def fs_strength(strength: float) -> int:
 def _views(src, out_idx, out_img):
     """The loops' flat views of the source and outputs, and the channel count as an unsigned index."""
     return src.reshape(-1), out_idx.reshape(-1), out_img.reshape(-1), np.uint64(src.shape[2])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _source(flat, p, uch, c):
-    """Pixel ``p``'s value in fixed point plus the packed error ``c`` it collected (bias removed, rounding half
-    added): r, g, b."""
-    return ((np.int64(flat[p * uch]) << FS_SHIFT) + (c & FS_MASK) - FS_UNBIAS + FS_HALF,
-            (np.int64(flat[p * uch + np.uint64(1)]) << FS_SHIFT) + ((c >> FS_FIELD) & FS_MASK) - FS_UNBIAS + FS_HALF,
-            (np.int64(flat[p * uch + np.uint64(2)]) << FS_SHIFT) + (c >> (2 * FS_FIELD)) - FS_UNBIAS + FS_HALF)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -716,74 +700,8 @@ def _emit(oidx, oimg, used, table, p, uch, k):
     used[uk] = 1
 
 
-@njit(cache=True, nogil=True)
-def _floyd_steinberg_rgb(
-    src, alpha_threshold, pal4, strength, pal_cmp, lin, m1, m2, info, blk, memo, moff, cands, gbits, codes, shift,
-    serpentine, table, out_idx, out_img, used,
-):
-    # Floyd-Steinberg with sRGB distance, the most used case, has a loop of its own, although ``_diffuse_opaque_rgb``
-    # and ``_diffuse_fixed`` give the same result: with four taps and one row below, the loop's state stays in registers
-    # (the next row's error travels packed, three biased 21-bit fields in one int64, see FS_FIELD: one load and one
-    # store per pixel). Its colour lookup repeats ``_diffuse``'s lines because a shared helper with those branches costs
-    # numba reference counting (see the helpers above). Measured when it was written (bench_quantize images, 512x512 to
-    # PICO-8, same process): this loop took 0.87x the time of ``_diffuse_fixed`` on both images (stop 29: 0.95x the time
-    # of ``_diffuse_opaque_rgb``).
-    # The chain from one pixel's value to the next one's is integer only (round, clamp, cell, pair code,
-    # palette, compare); the next pixel's source and collected error are unpacked before the chain needs them.
-    # Unsigned indices: numba then emits no negative-index wraparound.
-    h, w, ch = src.shape
-    n = pal4.shape[0] // 4
-    flat, oidx, oimg, uch = _views(src, out_idx, out_img)
-    s7 = np.int64(7) * strength
-    bias = np.int64(FS_BIAS)
-    last = np.uint64(h * w - 1)
-    # every cell of the next row collects exactly one ``bias`` (from the a1 term), so each field unpacks
-    # non-negative; row 0 starts from an error-free row
-    cur = np.full(w + 2, bias, dtype=np.int64)
-    nxt = np.full(w + 2, bias, dtype=np.int64)
-    for y in range(h):
-        reverse = serpentine and (y & 1) == 1
-        step = -1 if reverse else 1
-        x = w - 1 if reverse else 0
-        a0 = bias
-        a1 = bias
-        tr, tg, tb = _source(flat, np.uint64(y * w + x), uch, cur[np.uint64(x + 1)])
-        for _ in range(w):
-            p = np.uint64(y * w + x)
-            ob = np.uint64(x + 1 - step)  # below-left in scan direction: complete after this pixel
-            # the next pixel's source plus the error it already holds from the row above (clamped at the image's
-            # ends: unused there)
-            sr, sg, sb = _source(flat, min(np.uint64(y * w + x + step), last), uch, cur[np.uint64(x + 1 + step)])
-            if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
-                # transparent: takes and passes on no error
-                _emit(oidx, oimg, used, table, p, uch, n)
-                nxt[ob] = a0
-                a0 = a1
-                a1 = bias
-                tr, tg, tb = sr, sg, sb
-                x += step
-                continue
-            vr, vg, vb = _code(tr), _code(tg), _code(tb)
-            cell = _cell(vr, vg, vb, gbits)
-            ka, kb = _pair(codes[cell], shift)
-            if ka > kb:  # 3+ candidates: the memo
-                ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, gbits)
-            if ka < 0:
-                ka = kb = _fill(False, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
-            k, er, eg, eb, tr, tg, tb = _pick(vr, vg, vb, ka, kb, pal4, sr, sg, sb, s7)
-            _emit(oidx, oimg, used, table, p, uch, k)
-            # packed error (fields are linear: the sums below act on each field alone)
-            pe = (er + (eg << FS_FIELD) + (eb << (2 * FS_FIELD))) * strength
-            nxt[ob] = a0 + np.int64(3) * pe
-            a0 = a1 + np.int64(5) * pe
-            a1 = pe + bias
-            x += step
-        nxt[np.uint64(x - step + 1)] = a0  # last pixel of the row: its own next-row cell is complete now
-        cur, nxt = nxt, cur
-
-
-# Every other kernel, and every kernel with OKLab distance, runs in the same fixed point as the loop above (see
-# ``kernel_weights``): one loop body for all (``_diffuse``), whose taps are integer weights on a 5x3 window (dx -2..2,
+# Every kernel runs in this fixed point (see ``kernel_weights``). With OKLab distance, alpha or damping: one loop
+# body for all (``_diffuse``), whose taps are integer weights on a 5x3 window (dx -2..2,
 # dy 0..2), so each of its three compiled entry points serves every kernel. Only the current row's two right-hand
 # taps are on the chain from one pixel to the next; the error a row passes to the two rows below is kept per pixel
 # and spread once the row is done, by ``_rows_below``, a loop without that chain which the compiler turns into
@@ -1005,24 +923,12 @@ def _diffuse_fixed(
              blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
 
 
-# Opaque pixels (three channels, or a threshold no alpha is below) without damping, the common case, each distance
-# with a loop of its own: without the transparent and damping paths, and with the distance's lookup alone, a loop
-# took 0.81-0.86x the time of the general one in OKLab and 0.92-0.98x in sRGB (512x512 to PICO-8, same process,
-# identical results). They take ``_diffuse_fixed``'s arguments, so that ``error_diffuse`` calls all three alike and
-# ``build_kernels`` exports one signature; those a loop does not read (``use_lab``, ``alpha_threshold``,
-# ``damp_limit``, ``levels``, and in sRGB ``masks`` and ``slots``) cost nothing.
-# Two loops rather than one taking ``use_lab``: with the distance a constant, OKLab took 0.87-0.90x the time of a
-# loop that reads it at run time (sRGB the same time either way; 512x512 to PICO-8, same process).
-
-
-@njit(cache=True, nogil=True)
-def _diffuse_opaque_rgb(
-    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
-    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
-):
-    _diffuse(False, False, False,
-             src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
-             blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
+# Opaque pixels (three channels, or a threshold no alpha is below) in OKLab without damping have a loop of their own:
+# without the transparent and damping paths, and with the distance's lookup alone, it took 0.81-0.86x the time of the
+# general one (512x512 to PICO-8, same process, identical results); with the distance a constant, 0.87-0.90x that of
+# a loop that reads it at run time. It takes ``_diffuse_fixed``'s arguments, as the sRGB vector loops below do, so
+# that ``error_diffuse`` calls every loop alike and ``build_kernels`` exports one signature; those a loop does not
+# read cost nothing.
 
 
 @njit(cache=True, nogil=True)
@@ -1033,6 +939,125 @@ def _diffuse_opaque_lab(
     _diffuse(True, False, False,
              src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
              blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
+
+
+# sRGB without damping, the most used case, has a loop of its own: ``_diffuse``'s, with each pixel's three channels in
+# one vector (``simd``'s Vec4: value, error and the error two pixels on are each one register instead of three), and
+# the next pixel's value taken as ``n + v * w - palw[k]`` with the palette pre-multiplied by the right-hand tap
+# (``simd.pick_pair``), so the chain from one pixel to the next is: clamp, cell, pair code, one palette load, one
+# subtraction. Cells of 3+ candidates and memo misses go the same way as in ``_diffuse``. Measured when written
+# (bench_quantize's images, 512x512 to PICO-8, same process, identical results; against the previous loops, JIT
+# against JIT): 0.80-0.84x the time of ``_diffuse_opaque_rgb`` for the other kernels and 0.87-0.89x that of the
+# Floyd-Steinberg loop this replaced (both removed then), on random input and on the gradient alike. The loop keeps
+# ``_diffuse_fixed``'s arguments (one signature for ``build_kernels``) and builds its int32 palette, the palette times
+# the tap and the output table as words itself (N + 1 rows: nothing next to a 512x512 image).
+# Its error rows hold four int32 lanes per pixel (R, G, B, 0), so ``_rows_below4`` spreads them as one flat row.
+# Not used for a cell table of other than ``GBITS`` (its shifts are constants) nor for an image of one pixel (the
+# pixel reads take a word from the byte before: see ``simd.pixel_at``).
+_zero4 = _pixel_at = _first_pixel = _value4 = _code_cell = _lane = _scaled = _pick_pair = _store4 = _put_pixel = None
+
+
+@njit(cache=True, nogil=True)
+def _rows_below4(err, acc, nx1, nx2, k1, k2, w):
+    """``_rows_below`` for rows of four lanes per pixel: ``acc[4 nx1 + j]`` gains, ``acc[4 nx2 + j]`` is set to,
+    the weighted error of pixels i-2..i+2 of ``err`` (flat, padded by two pixels each side) for every lane j of
+    pixel i."""
+    a1w, b1w, c1w, d1w, e1w = k1[0], k1[1], k1[2], k1[3], k1[4]
+    a2w, b2w, c2w, d2w, e2w = k2[0], k2[1], k2[2], k2[3], k2[4]
+    r1 = acc[4 * nx1: 4 * (nx1 + w)]
+    r2 = acc[4 * nx2: 4 * (nx2 + w)]
+    for j in range(4 * w):
+        v0, v1, v2, v3, v4 = err[j + 16], err[j + 12], err[j + 8], err[j + 4], err[j]
+        r1[j] += a1w * v0 + b1w * v1 + c1w * v2 + d1w * v3 + e1w * v4
+        r2[j] = a2w * v0 + b2w * v1 + c2w * v2 + d2w * v3 + e2w * v4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _diffuse_vector(
+    ch, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands, gbits, codes, shift,
+    table, out_idx, out_img, used,
+):
+    # ``ch``: 3 or 4 channels, a constant in each entry point (the pixel reads and writes differ); with 4, pixels
+    # below ``alpha_threshold`` are transparent as in ``_diffuse``.
+    h, w = src.shape[0], src.shape[1]
+    n = pal4.shape[0] // 4
+    flat, oidx, oimg, _ = _views(src, out_idx, out_img)
+    uch = np.uint64(ch)  # a constant: offsets by shifts and adds rather than a multiply
+    w01, w02 = wts[3], wts[4]
+    fw1 = wts[5:10].astype(np.int32)
+    fw2 = wts[10:15].astype(np.int32)
+    rw1 = fw1[::-1].copy()
+    rw2 = fw2[::-1].copy()
+    pal = pal4.astype(np.int32)
+    palw = pal * np.int32(w01)
+    words = np.zeros(n + 1, np.uint32)  # each output row as a little-endian word
+    for k in range(n + 1):
+        for c in range(ch):
+            words[k] |= np.uint32(table[k * ch + c]) << np.uint32(8 * c)
+    last = np.uint64(h * w - 1)
+    one = np.uint64(1)
+    pad = 2
+    stride = w + 2 * pad
+    acc = np.zeros(3 * stride * 4, dtype=np.int32)  # a ring of three rows' collected error
+    err = np.zeros(stride * 4, dtype=np.int32)  # this row's error (0 where transparent)
+    for y in range(h):
+        cur = (y % 3) * stride + pad
+        nx1 = (y + 1) % 3 * stride + pad
+        nx2 = (y + 2) % 3 * stride + pad
+        reverse = serpentine and (y & 1) == 1
+        step = -1 if reverse else 1
+        x = w - 1 if reverse else 0
+        c2 = _zero4()
+        p = np.uint64(y * w + x)
+        t = _value4(_first_pixel(flat, p * uch) if ch == 3 else _pixel_at(flat, p * uch, ch), acc,
+                    np.uint64(4 * (cur + x)), c2)
+        for _ in range(w):
+            p = np.uint64(y * w + x)
+            # the next pixel's value but for this pixel's error (clamped at the image's ends: unused there)
+            pn = max(min(np.uint64(y * w + x + step), last), one)
+            nv = _value4(_pixel_at(flat, pn * uch, ch), acc, np.uint64(4 * (cur + x + step)), c2)
+            if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
+                # transparent: takes and passes on no error
+                oidx[p] = n
+                _put_pixel(oimg, p * uch, words, n, ch)
+                used[n] = 1
+                t = nv
+                c2 = _zero4()
+                _store4(err, np.uint64(4 * (x + pad)), c2)
+            else:
+                v, cell = _code_cell(t, GBITS)
+                ka, kb = _pair(codes[cell], shift)
+                if ka > kb:  # 3+ candidates: the memo
+                    vr, vg, vb = _lane(v, 0), _lane(v, 1), _lane(v, 2)
+                    ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, GBITS)
+                    if ka < 0:
+                        ka = kb = _fill(False, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
+                k, e, t = _pick_pair(v, pal, palw, ka, kb, nv, w01)
+                oidx[p] = k
+                _put_pixel(oimg, p * uch, words, k, ch)
+                used[k] = 1
+                c2 = _scaled(e, w02)
+                _store4(err, np.uint64(4 * (x + pad)), e)
+            x += step
+        _rows_below4(err, acc, nx1, nx2, rw1 if reverse else fw1, rw2 if reverse else fw2, w)
+
+
+@njit(cache=True, nogil=True)
+def _diffuse_vector_rgb(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+):
+    _diffuse_vector(3, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
+                    gbits, codes, shift, table, out_idx, out_img, used)
+
+
+@njit(cache=True, nogil=True)
+def _diffuse_vector_rgba(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+):
+    _diffuse_vector(4, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
+                    gbits, codes, shift, table, out_idx, out_img, used)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1397,7 +1422,10 @@ _max_keys = _emit_rgb = None
 def _intrinsics() -> dict[str, Any]:
     from . import simd
 
-    return {"_max_keys": simd.max_keys, "_emit_rgb": simd.emit_rgb}
+    return {"_max_keys": simd.max_keys, "_emit_rgb": simd.emit_rgb, "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
+            "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
+            "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,
+            "_put_pixel": simd.put_pixel}
 
 
 @njit(cache=True, nogil=True)
@@ -1749,12 +1777,6 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
     pal4 = np.zeros((len(palette), 4), dtype=np.int64)
     pal4[:, :3] = palette
     table = np.ascontiguousarray(out.table).ravel()
-    if kernel.name == "floyd-steinberg" and not lk.use_lab and damp_limit < 0:
-        _jit.kernel(_SELF, "_floyd_steinberg_rgb", t.info.dtype, codes.dtype, out.indices.dtype)(
-            src, alpha_threshold, pal4.ravel(), np.int64(fs_strength(strength * kernel.diffused)), *lk.loop_args, codes,
-            shift, serpentine, table, out.indices, out.image, out.used,
-        )
-        return
     if damp_limit < 0:
         flat_levels = _NO_LEVELS
     elif levels is None:
@@ -1764,8 +1786,13 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
         if flat_levels.shape[0] != src.shape[0] * src.shape[1]:  # the loop reads it without bounds checks
             raise ValueError(f"levels of {levels.shape} for an image of {src.shape[:2]}")
     opaque = src.shape[2] == 3 or alpha_threshold <= 0  # no alpha is below a threshold of 0
-    name = "_diffuse_fixed" if damp_limit >= 0 or not opaque else \
-        "_diffuse_opaque_lab" if lk.use_lab else "_diffuse_opaque_rgb"
+    if damp_limit >= 0:
+        name = "_diffuse_fixed"
+    elif not lk.use_lab:
+        vector = t.gbits == GBITS and src.shape[0] * src.shape[1] > 1 and sys.byteorder == "little"
+        name = ("_diffuse_vector_rgb" if src.shape[2] == 3 else "_diffuse_vector_rgba") if vector else "_diffuse_fixed"
+    else:
+        name = "_diffuse_opaque_lab" if opaque else "_diffuse_fixed"
     _jit.kernel(_SELF, name, t.info.dtype, codes.dtype, out.indices.dtype)(
         lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
         flat_levels, serpentine, *lk.loop_args, codes, shift, masks, slots, table, out.indices, out.image, out.used,

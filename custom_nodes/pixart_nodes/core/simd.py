@@ -1,9 +1,18 @@
-"""Vector instructions numba's compiler does not reach by itself, for the sRGB nearest-colour search (``dither``).
+"""Vector instructions numba's compiler does not reach by itself (``dither``): a pixel's three channels as one
+``<4 x i32>`` value for the sRGB error-diffusion loop (portable LLVM vector IR, every CPU), and the sRGB
+nearest-colour search of CPUs with AVX-512 VNNI.
 
 Imported only where kernels are compiled (numba's JIT or ``build_kernels``): it imports numba and llvmlite.
 numba's disk cache of the kernels that call these is keyed on ``dither.py``: after editing this file, clear it.
 
-The search's keys (``dither.vnni_keys``) rank colours by an integer form of the squared sRGB distance that one
+**Error diffusion.** numba keeps each channel of a pixel in a scalar register: the sRGB loop carried about twenty
+values per pixel (value, next value, error and the error two pixels on, three channels each) in 16 registers and
+spilled the rest, about 155 instructions a pixel, 49 of them stack traffic. As ``Vec4`` values (R, G, B, 0 in 32-bit
+lanes) each of those is one vector register and one instruction per operation. The ops below are what the loop
+needs, each inlined into it: the pixel's value, the clamp to a code value with its cell index, the pick between a
+pair's two colours, the stores.
+
+**The VNNI search.** The search's keys (``dither.vnni_keys``) rank colours by an integer form of the squared sRGB distance that one
 AVX-512 VNNI instruction (``vpdpbusd``: four unsigned-byte by signed-byte products summed into a 32-bit lane)
 computes for 16 pixels at once, where the float32 search needs three fused multiply-adds: with ``s = c - 128``
 (a signed byte) and ``|c|^2 = 2 h + parity``, ``|p - c|^2 = |p|^2 - 256 (r + g + b) - 2 (p . s - h) + parity``;
@@ -18,9 +27,10 @@ from functools import lru_cache
 
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, models, register_model
 
 # colours per pass (one load and store of the maxima serve eight), pixels per vector (512 bits of uint32)
+from .dither import FS_HALF, FS_SHIFT
 from .dither import VNNI_COLOURS as COLOURS
 from .dither import VNNI_LANES as LANES
 
@@ -155,4 +165,229 @@ def emit_rgb(typingctx, best, i, lut, out_idx, out_img, p, used):
     return sig, codegen
 
 
-__all__ = ["COLOURS", "LANES", "emit_rgb", "host_has_vnni", "max_keys"]
+# ---------------------------------------------------------------------------------------------------------
+# Vec4: a pixel's R, G, B (and a zero lane) as one <4 x i32>; all lanes' values stay within int32 (see FS_SHIFT)
+
+I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+V4 = ir.VectorType(I32, 4)
+
+
+class Vec4(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name="Vec4")
+
+
+vec4 = Vec4()
+
+
+@register_model(Vec4)
+class _Vec4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, V4)
+
+
+def _data(context, builder, arrty, arr) -> ir.Value:
+    return context.make_array(arrty)(context, builder, arr).data
+
+
+def _vec_at(builder, base, at) -> ir.Value:
+    """The <4 x i32> at int32 element ``at`` of ``base``."""
+    return builder.load(builder.bitcast(builder.gep(base, [_i64(builder, at)], inbounds=True), V4.as_pointer()),
+                        align=4)
+
+
+def _const(ty) -> int | None:
+    """A literal integer argument's value (numba retries a typing that returned None with literal types)."""
+    return ty.literal_value if isinstance(ty, types.IntegerLiteral) else None
+
+
+def _opaque(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """``v`` hidden from LLVM's optimiser by an empty asm statement. A select between two loaded colours would
+    otherwise become a load from a selected address, which puts the pair's distance comparison on the chain from
+    one pixel to the next; between two opaque vectors it stays a select, which x86 lowers as a predicted branch
+    (sRGB Jarvis-Judice-Ninke on bench_quantize's gradient: 1.49x the time without the barrier). On CPUs other
+    than x86 and ARM the value passes as is: the same result, chosen by LLVM's own lowering."""
+    import llvmlite.binding as llvm
+
+    triple = llvm.get_process_triple()
+    cons = "=x,0" if triple.startswith(("x86_64", "i386", "i686")) else "=w,0" if triple.startswith("aarch64") else None
+    if cons is None:
+        return v
+    return builder.call(ir.InlineAsm(ir.FunctionType(v.type, [v.type]), "", cons), [v])
+
+
+@intrinsic
+def zero4(typingctx):
+    def codegen(context, builder, signature, args):
+        return ir.Constant(V4, [0] * 4)
+
+    return vec4(), codegen
+
+
+@intrinsic
+def pixel_at(typingctx, flat, q, ch):
+    """The pixel whose R is ``flat[q]`` (uint8, ``ch`` channels, a literal 3 or 4) as a Vec4 (alpha lane 0). With
+    3 channels one unaligned word is read at ``q - 1`` (so never past the image's end; ``q`` >= 1: see
+    ``first_pixel``), with 4 the word at ``q``."""
+    channels = _const(ch)
+    if channels not in (3, 4) or not (isinstance(flat, types.Array) and flat.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        base = _data(context, builder, signature.args[0], args[0])
+        at = _i64(builder, args[1])
+        if channels == 3:
+            at = builder.sub(at, ir.Constant(I64, 1))
+        word = builder.load(builder.bitcast(builder.gep(base, [at], inbounds=True), I32.as_pointer()), align=1)
+        word = builder.lshr(word, ir.Constant(I32, 8)) if channels == 3 else builder.and_(word, ir.Constant(I32, 0xFFFFFF))
+        return builder.zext(builder.bitcast(word, ir.VectorType(I8, 4)), V4)
+
+    return vec4(flat, q, ch), codegen
+
+
+@intrinsic
+def first_pixel(typingctx, flat, q):
+    """The RGB at ``flat[q:q+3]`` as a Vec4, byte by byte (for ``q`` = 0, where ``pixel_at`` cannot read before)."""
+    def codegen(context, builder, signature, args):
+        base = _data(context, builder, signature.args[0], args[0])
+        at = _i64(builder, args[1])
+        v = ir.Constant(V4, [0] * 4)
+        for c in range(3):
+            b = builder.load(builder.gep(base, [builder.add(at, ir.Constant(I64, c))], inbounds=True))
+            v = builder.insert_element(v, builder.zext(b, I32), ir.Constant(I32, c))
+        return v
+
+    return vec4(flat, q), codegen
+
+
+@intrinsic
+def value4(typingctx, rgb, acc, i, c2):
+    """A pixel's value in fixed point: ``rgb << FS_SHIFT`` plus the error its cell collected (``acc[i:i+4]``,
+    int32), plus ``c2`` and the rounding half (not in the zero lane)."""
+    def codegen(context, builder, signature, args):
+        collected = _vec_at(builder, _data(context, builder, signature.args[1], args[1]), args[2])
+        v = builder.add(builder.shl(args[0], ir.Constant(V4, [FS_SHIFT] * 4)), collected)
+        return builder.add(v, builder.add(args[3], ir.Constant(V4, [FS_HALF] * 3 + [0])))
+
+    return vec4(rgb, acc, i, c2), codegen
+
+
+@intrinsic
+def code_cell(typingctx, t, gbits):
+    """(the code value of fixed-point ``t``: ``t >> FS_SHIFT`` clamped to 0..255 per lane, its cell of
+    ``2^gbits`` per side as ``dither._cell`` numbers them). ``gbits`` a literal: shifts by constants. The cell
+    is taken from the clamped value packed into one word (a saturating narrowing), the shortest way from the
+    vector to a scalar index."""
+    g = _const(gbits)
+    if g is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        s = builder.ashr(args[0], ir.Constant(V4, [FS_SHIFT] * 4))
+        zero, top = ir.Constant(V4, [0] * 4), ir.Constant(V4, [255] * 4)
+        s = builder.select(builder.icmp_signed(">", s, zero), s, zero)
+        s = builder.select(builder.icmp_signed("<", s, top), s, top)
+        b = builder.trunc(s, ir.VectorType(I8, 4))
+        word = builder.zext(builder.bitcast(b, I32), I64)
+        m = ir.Constant(I64, (1 << g) - 1)
+
+        def channel(c):  # its top g bits
+            return builder.and_(builder.lshr(word, ir.Constant(I64, 8 * c + 8 - g)), m)
+
+        cell = builder.or_(builder.or_(builder.shl(channel(0), ir.Constant(I64, 2 * g)),
+                                       builder.shl(channel(1), ir.Constant(I64, g))), channel(2))
+        return context.make_tuple(builder, signature.return_type, [builder.zext(b, V4), cell])
+
+    return types.Tuple((vec4, types.uint64))(t, gbits), codegen
+
+
+@intrinsic
+def lane(typingctx, v, k):
+    """Lane ``k`` of ``v`` as an int64."""
+    def codegen(context, builder, signature, args):
+        return builder.sext(builder.extract_element(args[0], builder.trunc(_i64(builder, args[1]), I32)), I64)
+
+    return types.int64(v, k), codegen
+
+
+@intrinsic
+def scaled(typingctx, v, w):
+    """``v * w`` per lane."""
+    def codegen(context, builder, signature, args):
+        return builder.mul(args[0], _splat(builder, builder.trunc(_i64(builder, args[1]), I32), V4))
+
+    return vec4(v, w), codegen
+
+
+@intrinsic
+def pick_pair(typingctx, v, pal, palw, ka, kb, n, w):
+    """Of colours ``ka`` and ``kb`` the nearer to code value ``v`` by squared distance (strict: ``ka`` on ties, as
+    ``dither._pick``): (its index, the error ``v - colour``, the next pixel's value ``n + error * w``). ``pal``:
+    int32, four per colour (R, G, B, 0); ``palw``: the same times ``w``, so the next value is ``n + v * w - palw[k]``
+    and its last step a load and a subtraction: the distances and their comparison stay off the chain from one
+    pixel to the next (a branch predicts the choice; see ``_opaque``)."""
+    def codegen(context, builder, signature, args):
+        v, pal_arr, palw_arr, ka, kb, n, w = args
+        pal_base = _data(context, builder, signature.args[1], pal_arr)
+        palw_base = _data(context, builder, signature.args[2], palw_arr)
+        at_a = builder.shl(_i64(builder, ka), ir.Constant(I64, 2))
+        at_b = builder.shl(_i64(builder, kb), ir.Constant(I64, 2))
+        da = builder.sub(v, _vec_at(builder, pal_base, at_a))
+        db = builder.sub(v, _vec_at(builder, pal_base, at_b))
+        vwn = builder.add(n, builder.mul(v, _splat(builder, builder.trunc(_i64(builder, w), I32), V4)))
+        ta = _opaque(builder, builder.sub(vwn, _vec_at(builder, palw_base, at_a)))
+        tb = _opaque(builder, builder.sub(vwn, _vec_at(builder, palw_base, at_b)))
+        # both squared distances in one 8-lane vector, summed over each half's lanes
+        v8 = ir.VectorType(I32, 8)
+        d = builder.shuffle_vector(da, db, ir.Constant(v8, list(range(8))))
+        sq = builder.mul(d, d)
+        sq = builder.add(sq, builder.shuffle_vector(sq, sq, ir.Constant(v8, [1, 0, 3, 2, 5, 4, 7, 6])))
+        sq = builder.add(sq, builder.shuffle_vector(sq, sq, ir.Constant(v8, [2, 3, 0, 1, 6, 7, 4, 5])))
+        second = builder.icmp_signed("<", builder.extract_element(sq, ir.Constant(I32, 4)),
+                                     builder.extract_element(sq, ir.Constant(I32, 0)))
+        k = builder.select(second, _i64(builder, kb), _i64(builder, ka))
+        return context.make_tuple(builder, signature.return_type,
+                                  [k, builder.select(second, db, da), builder.select(second, tb, ta)])
+
+    return types.Tuple((types.int64, vec4, vec4))(v, pal, palw, ka, kb, n, w), codegen
+
+
+@intrinsic
+def store4(typingctx, arr, i, v):
+    """``arr[i:i+4] = v`` (int32)."""
+    def codegen(context, builder, signature, args):
+        base = _data(context, builder, signature.args[0], args[0])
+        ptr = builder.bitcast(builder.gep(base, [_i64(builder, args[1])], inbounds=True), V4.as_pointer())
+        builder.store(args[2], ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.void(arr, i, v), codegen
+
+
+@intrinsic
+def put_pixel(typingctx, out, q, table32, k, ch):
+    """Write ``table32[k]`` (a little-endian word: R, G, B, A) as the ``ch`` bytes (a literal 3 or 4) at
+    ``out[q]``: one store of two bytes and one of a byte, or one word."""
+    channels = _const(ch)
+    if channels not in (3, 4):
+        return None
+
+    def codegen(context, builder, signature, args):
+        base = _data(context, builder, signature.args[0], args[0])
+        word = builder.load(builder.gep(_data(context, builder, signature.args[2], args[2]), [_i64(builder, args[3])],
+                                        inbounds=True))
+        at = _i64(builder, args[1])
+        here = builder.gep(base, [at], inbounds=True)
+        if channels == 4:
+            builder.store(word, builder.bitcast(here, I32.as_pointer()), align=1)
+        else:
+            builder.store(builder.trunc(word, I16), builder.bitcast(here, I16.as_pointer()), align=1)
+            builder.store(builder.trunc(builder.lshr(word, ir.Constant(I32, 16)), I8),
+                          builder.gep(base, [builder.add(at, ir.Constant(I64, 2))], inbounds=True))
+        return context.get_dummy_value()
+
+    return types.void(out, q, table32, k, ch), codegen
+
+
+__all__ = ["COLOURS", "LANES", "code_cell", "emit_rgb", "first_pixel", "host_has_vnni", "lane", "max_keys",
+           "pick_pair", "pixel_at", "put_pixel", "scaled", "store4", "value4", "vec4", "zero4"]
