@@ -1025,12 +1025,15 @@ def _diffuse_vector(
                 c2 = _zero4()
                 _store4(err, np.uint64(4 * (x + pad)), c2)
             else:
-                v, cell = _code_cell(t, GBITS)
+                v, cell, low = _code_cell(t, GBITS)
                 ka, kb = _pair(codes[cell], shift)
-                if ka > kb:  # 3+ candidates: the memo
-                    vr, vg, vb = _lane(v, 0), _lane(v, 1), _lane(v, 2)
-                    ka = kb = _memo_get(vr, vg, vb, cell, blk, memo, GBITS)
+                # the memo's block, read for every pixel before the branch: a 3+ cell then waits for one load, not
+                # two (1-2% less time on both images, same results)
+                block = np.uint64(blk[cell])
+                if ka > kb:  # 3+ candidates: the memo (``_memo_get``)
+                    ka = kb = np.int64(memo[block + low]) - 1
                     if ka < 0:
+                        vr, vg, vb = _lane(v, 0), _lane(v, 1), _lane(v, 2)
                         ka = kb = _fill(False, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
                 k, e, t = _pick_pair(v, pal, palw, ka, kb, nv, w01)
                 oidx[p] = k

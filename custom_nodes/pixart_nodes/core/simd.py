@@ -275,9 +275,9 @@ def value4(typingctx, rgb, acc, i, c2):
 @intrinsic
 def code_cell(typingctx, t, gbits):
     """(the code value of fixed-point ``t``: ``t >> FS_SHIFT`` clamped to 0..255 per lane, its cell of
-    ``2^gbits`` per side as ``dither._cell`` numbers them). ``gbits`` a literal: shifts by constants. The cell
-    is taken from the clamped value packed into one word (a saturating narrowing), the shortest way from the
-    vector to a scalar index."""
+    ``2^gbits`` per side as ``dither._cell`` numbers them, its place in the cell as ``dither._low`` numbers it).
+    ``gbits`` a literal: shifts by constants. Cell and place are taken from the clamped value packed into one word
+    (a saturating narrowing), the shortest way from the vector to a scalar index."""
     g = _const(gbits)
     if g is None:
         return None
@@ -296,9 +296,16 @@ def code_cell(typingctx, t, gbits):
 
         cell = builder.or_(builder.or_(builder.shl(channel(0), ir.Constant(I64, 2 * g)),
                                        builder.shl(channel(1), ir.Constant(I64, g))), channel(2))
-        return context.make_tuple(builder, signature.return_type, [builder.zext(b, V4), cell])
+        lm = ir.Constant(I64, (1 << (8 - g)) - 1)
 
-    return types.Tuple((vec4, types.uint64))(t, gbits), codegen
+        def low(c):  # its low 8 - g bits
+            return builder.and_(builder.lshr(word, ir.Constant(I64, 8 * c)), lm)
+
+        lo = builder.or_(builder.or_(builder.shl(low(0), ir.Constant(I64, 2 * (8 - g))),
+                                     builder.shl(low(1), ir.Constant(I64, 8 - g))), low(2))
+        return context.make_tuple(builder, signature.return_type, [builder.zext(b, V4), cell, lo])
+
+    return types.Tuple((vec4, types.uint64, types.uint64))(t, gbits), codegen
 
 
 @intrinsic
