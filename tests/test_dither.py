@@ -179,11 +179,11 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("name", sorted(dither.ERROR_KERNELS))
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
-    """Every kernel and distance (the sRGB vector loops, RGB and RGBA, the loop shared by all with and without damping,
-    and its opaque OKLab variant) against the plain-Python reference: saturated noise drives values outside 0..255, a quarter
-    of the pixels transparent (and the same pixels as RGB, and as RGBA with a threshold of 0); PICO-8, 40 random colours
-    (cells with 3+ candidates) and 70 (OKLab: pair cells through the memo too); cell tables of both sizes the loops
-    use."""
+    """Every kernel and distance (the sRGB vector loops, RGB and RGBA, the loop shared by all with and without
+    damping, and its opaque OKLab variant) against the plain-Python reference: saturated noise drives values outside
+    0..255, a quarter of the pixels transparent (and the same pixels as RGB, and as RGBA with a threshold of 0);
+    PICO-8, 40 random colours (cells with 3+ candidates) and 70 (OKLab: pair cells through the memo too); cell tables
+    of both sizes the loops use."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 

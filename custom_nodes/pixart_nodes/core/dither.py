@@ -946,9 +946,10 @@ def _diffuse_opaque_lab(
 # the next pixel's value taken as ``n + v * w - palw[k]`` with the palette pre-multiplied by the right-hand tap
 # (``simd.pick_pair``), so the chain from one pixel to the next is: clamp, cell, pair code, one palette load, one
 # subtraction. Cells of 3+ candidates and memo misses go the same way as in ``_diffuse``. Measured when written
-# (bench_quantize's images, 512x512 to PICO-8, same process, identical results; against the previous loops, JIT
-# against JIT): 0.80-0.84x the time of ``_diffuse_opaque_rgb`` for the other kernels and 0.87-0.89x that of the
-# Floyd-Steinberg loop this replaced (both removed then), on random input and on the gradient alike. The loop keeps
+# (bench_quantize's images, 512x512 to PICO-8, same process, identical results; a prototype of this loop called
+# directly against the previous loops through ``quantize``): 0.81-0.82x the time of ``_diffuse_opaque_rgb`` on random
+# input and 0.83-0.85x on the gradient for the other kernels, 0.86x that of the Floyd-Steinberg loop on both (both
+# loops removed then). The loop keeps
 # ``_diffuse_fixed``'s arguments (one signature for ``build_kernels``) and builds its int32 palette, the palette times
 # the tap and the output table as words itself (N + 1 rows: nothing next to a 512x512 image).
 # Its error rows hold four int32 lanes per pixel (R, G, B, 0), so ``_rows_below4`` spreads them as one flat row.

@@ -12,14 +12,14 @@ lanes) each of those is one vector register and one instruction per operation. T
 needs, each inlined into it: the pixel's value, the clamp to a code value with its cell index, the pick between a
 pair's two colours, the stores.
 
-**The VNNI search.** The search's keys (``dither.vnni_keys``) rank colours by an integer form of the squared sRGB distance that one
-AVX-512 VNNI instruction (``vpdpbusd``: four unsigned-byte by signed-byte products summed into a 32-bit lane)
-computes for 16 pixels at once, where the float32 search needs three fused multiply-adds: with ``s = c - 128``
-(a signed byte) and ``|c|^2 = 2 h + parity``, ``|p - c|^2 = |p|^2 - 256 (r + g + b) - 2 (p . s - h) + parity``;
-the first two terms are the same for every colour, so the nearest colour has the greatest ``E = p . s - h`` and,
-among equal ``E``, even parity. A funnel shift appends six bits, ``32 (1 - parity) + 31 - index``, so one signed
-maximum picks the nearest colour and, on exact ties, the lower index. ``E`` lies in -195457..97155, so ``64 E``
-and its low bits fit an int32.
+**The VNNI search.** The search's keys (``dither.vnni_keys``) rank colours by an integer form of the squared sRGB
+distance that one AVX-512 VNNI instruction (``vpdpbusd``: four unsigned-byte by signed-byte products summed into a
+32-bit lane) computes for 16 pixels at once, where the float32 search needs three fused multiply-adds: with
+``s = c - 128`` (a signed byte) and ``|c|^2 = 2 h + parity``, ``|p - c|^2 = |p|^2 - 256 (r + g + b) - 2 (p . s - h)
++ parity``; the first two terms are the same for every colour, so the nearest colour has the greatest
+``E = p . s - h`` and, among equal ``E``, even parity. A funnel shift appends six bits, ``32 (1 - parity) + 31 -
+index``, so one signed maximum picks the nearest colour and, on exact ties, the lower index. ``E`` lies in
+-195457..97155, so ``64 E`` and its low bits fit an int32.
 """
 from __future__ import annotations
 
@@ -205,15 +205,13 @@ def _opaque(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
     """``v`` hidden from LLVM's optimiser by an empty asm statement. A select between two loaded colours would
     otherwise become a load from a selected address, which puts the pair's distance comparison on the chain from
     one pixel to the next; between two opaque vectors it stays a select, which x86 lowers as a predicted branch
-    (sRGB Jarvis-Judice-Ninke on bench_quantize's gradient: 1.49x the time without the barrier). On CPUs other
-    than x86 and ARM the value passes as is: the same result, chosen by LLVM's own lowering."""
+    (sRGB Jarvis-Judice-Ninke, bench_quantize's images: 1.41-1.44x the time without the barrier). On other CPUs
+    than x86 (not measured here) the value passes as is: the same result, chosen by LLVM's own lowering."""
     import llvmlite.binding as llvm
 
-    triple = llvm.get_process_triple()
-    cons = "=x,0" if triple.startswith(("x86_64", "i386", "i686")) else "=w,0" if triple.startswith("aarch64") else None
-    if cons is None:
+    if not llvm.get_process_triple().startswith(("x86_64", "i386", "i686")):
         return v
-    return builder.call(ir.InlineAsm(ir.FunctionType(v.type, [v.type]), "", cons), [v])
+    return builder.call(ir.InlineAsm(ir.FunctionType(v.type, [v.type]), "", "=x,0"), [v])
 
 
 @intrinsic
@@ -239,7 +237,10 @@ def pixel_at(typingctx, flat, q, ch):
         if channels == 3:
             at = builder.sub(at, ir.Constant(I64, 1))
         word = builder.load(builder.bitcast(builder.gep(base, [at], inbounds=True), I32.as_pointer()), align=1)
-        word = builder.lshr(word, ir.Constant(I32, 8)) if channels == 3 else builder.and_(word, ir.Constant(I32, 0xFFFFFF))
+        if channels == 3:
+            word = builder.lshr(word, ir.Constant(I32, 8))
+        else:
+            word = builder.and_(word, ir.Constant(I32, 0xFFFFFF))
         return builder.zext(builder.bitcast(word, ir.VectorType(I8, 4)), V4)
 
     return vec4(flat, q, ch), codegen
