@@ -226,16 +226,17 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             assert np.array_equal(out.image, table[ref]) and out.used[n] == 0
 
 
-def _loop(name, img, pal, lk, kernel, serpentine, strength, threshold):
-    """Indices and image of the compiled loop ``name`` with ``error_diffuse``'s arguments (no damping)."""
+def _loop(name, img, pal, lk, pairs, kernel, serpentine, strength, threshold):
+    """Indices, image and colours used of the compiled loop ``name`` with ``error_diffuse``'s arguments (no damping).
+    The image starts as a sentinel (77 everywhere), so a pixel the loop never writes shows."""
     n, ch = len(pal), img.shape[2]
-    codes, shift, masks, slots = dither.diffusion_pairs(lk, pal)
+    codes, shift, masks, slots = pairs
     table = np.zeros((n + 1, ch), np.uint8)
     table[:n, :3] = pal
     if ch == 4:
         table[:n, 3] = 255
     idx = np.zeros(img.shape[:2], np.uint8 if n < 255 else np.uint16)
-    image = np.zeros_like(img)
+    image = np.full_like(img, 77)
     used = np.zeros(n + 1, np.uint8)
     pal4 = np.zeros((n, 4), np.int64)
     pal4[:, :3] = pal
@@ -249,9 +250,10 @@ def _loop(name, img, pal, lk, kernel, serpentine, strength, threshold):
 def test_vector_loops_match_the_general_loop(size):
     """The sRGB vector loops give exactly the general loop's indices, image and colours used, on noise, a gradient
     and a photo-like blend, for every kernel, both scan orders, two strengths, PICO-8 (8-bit pair codes), 40 random
-    colours (16-bit pair codes, 3+ candidate cells) and 300 (16-bit cell table and indices), RGB and RGBA (a fifth
+    colours (16-bit pair codes, 3+ candidate cells) and 256 (16-bit cell table and indices), RGB and RGBA (a fifth
     transparent, and a threshold of 0); sizes down to two pixels, where their reads of a word from the byte before
-    a pixel meet the image's first and last bytes."""
+    a pixel meet the image's first and last bytes. Each palette's memo starts empty, so searches for values not
+    in it yet happen in the vector loops too."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
@@ -262,17 +264,18 @@ def test_vector_loops_match_the_general_loop(size):
     noise = rng.integers(0, 256, (h, w, 3))
     images = [noise, grad, (grad * 3 + noise) // 4]
     pals = [named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8),
-            rng.integers(0, 256, (300, 3), dtype=np.uint8)]
-    for src, pal in itertools.product(images, pals):
-        lk = qz._lookup(pal.tobytes(), False, dither.GBITS)
+            rng.integers(0, 256, (256, 3), dtype=np.uint8)]
+    for pal, src in itertools.product(pals, images):
+        lk = dither.lookup(pal, False)  # not the cached one: an empty memo
+        pairs = dither.diffusion_pairs(lk, pal)
         rgba = np.concatenate([src, np.where(rng.random((h, w, 1)) < 0.2, 0, 255)], -1).astype(np.uint8)
         cases = [(np.ascontiguousarray(src, np.uint8), "_diffuse_vector_rgb", 128), (rgba, "_diffuse_vector_rgba", 128),
                  (rgba, "_diffuse_vector_rgba", 0)]
         for (img, name, threshold), kname in itertools.product(cases, sorted(dither.ERROR_KERNELS)):
             kernel = dither.ERROR_KERNELS[kname]
             for serpentine, strength in ((True, 1.0), (False, 0.6)):
-                got = _loop(name, img, pal, lk, kernel, serpentine, strength, threshold)
-                want = _loop("_diffuse_fixed", img, pal, lk, kernel, serpentine, strength, threshold)
+                got = _loop(name, img, pal, lk, pairs, kernel, serpentine, strength, threshold)
+                want = _loop("_diffuse_fixed", img, pal, lk, pairs, kernel, serpentine, strength, threshold)
                 for a, b in zip(got, want):
                     assert np.array_equal(a, b), (size, len(pal), name, threshold, kname, serpentine)
 
@@ -310,6 +313,29 @@ def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, m
     diffusion = [n for n in taken if n in ("_diffuse_fixed", "_diffuse_vector_rgb", "_diffuse_vector_rgba",
                                           "_diffuse_opaque_lab")]
     assert diffusion == [loop]
+
+
+@pytest.mark.parametrize(("shape", "gbits"), [((1, 1, 3), dither.GBITS), ((1, 1, 4), dither.GBITS),
+                                             ((7, 9, 3), dither.LAB_DIFFUSION_GBITS)])
+def test_srgb_diffusion_falls_back_to_the_general_loop(monkeypatch, shape, gbits):
+    """An image of one pixel (the vector loops read the next pixel's word) and a cell table of another size (their
+    shifts are constants) go through the general loop, with the reference's result."""
+    from pixart_nodes.core import quantize as qz
+    from pixart_nodes.core.palette import named_palette
+
+    taken = []
+    kernel = dither._jit.kernel
+    monkeypatch.setattr(dither._jit, "kernel", lambda m, name, *v: taken.append(name) or kernel(m, name, *v))
+    img = np.random.default_rng(8).integers(0, 256, shape, dtype=np.uint8)
+    pal = named_palette("pico-8").colors
+    lk = qz._lookup(pal.tobytes(), False, gbits)
+    table = np.zeros((17, shape[2]), np.uint8)
+    table[:16, :3] = pal
+    out = dither.Target(table, np.empty(shape[:2], np.uint8), np.empty_like(img), np.zeros(17, np.uint8))
+    dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["atkinson"], out)
+    assert [n for n in taken if n.startswith("_diffuse")] == ["_diffuse_fixed"]
+    ref = _diffusion_fixed_reference(img, pal, dither.ERROR_KERNELS["atkinson"], True, 1.0, "rgb")
+    assert np.array_equal(out.indices, ref)
 
 
 def test_damped_levels_match_the_reference():

@@ -700,9 +700,10 @@ def _emit(oidx, oimg, used, table, p, uch, k):
     used[uk] = 1
 
 
-# Every kernel runs in this fixed point (see ``kernel_weights``). With OKLab distance, alpha or damping: one loop
-# body for all (``_diffuse``), whose taps are integer weights on a 5x3 window (dx -2..2,
-# dy 0..2), so each of its three compiled entry points serves every kernel. Only the current row's two right-hand
+# Every kernel runs in this fixed point (see ``kernel_weights``). With OKLab distance, or damping, or a cell table
+# of another size than ``GBITS``: one loop body for all (``_diffuse``; sRGB otherwise takes the vector loop below),
+# whose taps are integer weights on a 5x3 window (dx -2..2, dy 0..2), so each of its two compiled entry points
+# serves every kernel. Only the current row's two right-hand
 # taps are on the chain from one pixel to the next; the error a row passes to the two rows below is kept per pixel
 # and spread once the row is done, by ``_rows_below``, a loop without that chain which the compiler turns into
 # vector instructions (the spreading used to run in the pixel loop: measured when it moved, same process, 512x512
@@ -819,8 +820,8 @@ def _diffuse(
     use_lab, alpha, damp, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
     blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
-    # The loop of ``_diffuse_fixed`` and the opaque loops: ``use_lab``, ``alpha`` (pixels may be transparent) and
-    # ``damp`` (damping on) are constants in the opaque loops, so the paths they turn off are not compiled there.
+    # The loop of ``_diffuse_fixed`` and the OKLab opaque loop: ``use_lab``, ``alpha`` (pixels may be transparent) and
+    # ``damp`` (damping on) are constants in the opaque loop, so the paths they turn off are not compiled there.
     # Inlined although it has branches (see the helpers above): each entry point calls it once per image, so the
     # reference counting that costs is paid once, not per pixel.
     # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
@@ -953,8 +954,8 @@ def _diffuse_opaque_lab(
 # ``_diffuse_fixed``'s arguments (one signature for ``build_kernels``) and builds its int32 palette, the palette times
 # the tap and the output table as words itself (N + 1 rows: nothing next to a 512x512 image).
 # Its error rows hold four int32 lanes per pixel (R, G, B, 0), so ``_rows_below4`` spreads them as one flat row.
-# Not used for a cell table of other than ``GBITS`` (its shifts are constants) nor for an image of one pixel (the
-# pixel reads take a word from the byte before: see ``simd.pixel_at``).
+# Not used for a cell table of other than ``GBITS`` (its shifts are constants) nor for an image of one pixel (each
+# iteration reads the next pixel, at least pixel 1, whose word lies past such an image: see ``simd.pixel_at``).
 _zero4 = _pixel_at = _first_pixel = _value4 = _code_cell = _lane = _scaled = _pick_pair = _store4 = _put_pixel = None
 
 
