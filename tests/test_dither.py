@@ -226,36 +226,37 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             assert np.array_equal(out.image, table[ref]) and out.used[n] == 0
 
 
-def _loop(name, img, pal, lk, pairs, kernel, serpentine, strength, threshold):
-    """Indices, image and colours used of the compiled loop ``name`` with ``error_diffuse``'s arguments (no damping).
-    The image starts as a sentinel (77 everywhere), so a pixel the loop never writes shows."""
+def _diffused(img, pal, lk, pairs, kernel, serpentine, strength, threshold):
+    """Indices, image and colours used of ``error_diffuse`` (no damping). The image starts as a sentinel (77
+    everywhere), so a pixel the loop never writes shows."""
     n, ch = len(pal), img.shape[2]
-    codes, shift, masks, slots = pairs
     table = np.zeros((n + 1, ch), np.uint8)
     table[:n, :3] = pal
     if ch == 4:
         table[:n, 3] = 255
-    idx = np.zeros(img.shape[:2], np.uint8 if n < 255 else np.uint16)
-    image = np.full_like(img, 77)
-    used = np.zeros(n + 1, np.uint8)
-    pal4 = np.zeros((n, 4), np.int64)
-    pal4[:, :3] = pal
-    dither._jit.kernel(dither, name, lk.table.info.dtype, codes.dtype, idx.dtype)(
-        False, img, threshold, pal4.ravel(), dither.kernel_weights(kernel, strength), np.int64(-1),
-        dither._NO_LEVELS, serpentine, *lk.loop_args, codes, shift, masks, slots, table.ravel(), idx, image, used)
-    return idx, image, used
+    out = dither.Target(table, np.zeros(img.shape[:2], np.uint8 if n < 255 else np.uint16), np.full_like(img, 77),
+                        np.zeros(n + 1, np.uint8))
+    dither.error_diffuse(img, pal, lk, kernel, out, alpha_threshold=threshold, strength=strength,
+                         serpentine=serpentine, pairs=pairs)
+    return out.indices, out.image, out.used
 
 
 @pytest.mark.parametrize("size", [(64, 80), (1, 2), (2, 1), (1, 37), (29, 1), (3, 3)])
-def test_vector_loops_match_the_general_loop(size):
+def test_vector_loops_match_the_general_loop(monkeypatch, size):
     """The sRGB vector loops give exactly the general loop's indices, image and colours used, on noise, a gradient
     and a photo-like blend, for every kernel, both scan orders, two strengths, PICO-8 (8-bit pair codes), 40 random
     colours (16-bit pair codes, 3+ candidate cells) and 256 (16-bit cell table and indices), RGB and RGBA (a fifth
     transparent, and a threshold of 0); sizes down to two pixels, where their reads of a word from the byte before
     a pixel meet the image's first and last bytes. Each palette's memo starts empty, so searches for values not
     in it yet happen in the vector loops too."""
-    from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
+
+    kernel_of = dither._jit.kernel
+    taken = []
+
+    def general(module, name, *variant):  # the same call, through the general loop
+        taken.append(name)
+        return kernel_of(module, "_diffuse_fixed" if name.startswith("_diffuse_vector") else name, *variant)
 
     h, w = size
     rng = np.random.default_rng(h * 100 + w)
@@ -274,8 +275,11 @@ def test_vector_loops_match_the_general_loop(size):
         for (img, name, threshold), kname in itertools.product(cases, sorted(dither.ERROR_KERNELS)):
             kernel = dither.ERROR_KERNELS[kname]
             for serpentine, strength in ((True, 1.0), (False, 0.6)):
-                got = _loop(name, img, pal, lk, pairs, kernel, serpentine, strength, threshold)
-                want = _loop("_diffuse_fixed", img, pal, lk, pairs, kernel, serpentine, strength, threshold)
+                got = _diffused(img, pal, lk, pairs, kernel, serpentine, strength, threshold)
+                with monkeypatch.context() as m:
+                    m.setattr(dither._jit, "kernel", general)
+                    want = _diffused(img, pal, lk, pairs, kernel, serpentine, strength, threshold)
+                    assert taken.pop() == name  # what the vector loop's call took
                 for a, b in zip(got, want):
                     assert np.array_equal(a, b), (size, len(pal), name, threshold, kname, serpentine)
 

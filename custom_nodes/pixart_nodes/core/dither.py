@@ -949,10 +949,10 @@ def _diffuse_opaque_lab(
 # subtraction. Cells of 3+ candidates and memo misses go the same way as in ``_diffuse``. Measured when written
 # (bench_quantize's images, 512x512 to PICO-8, same process, identical results; a prototype of this loop called
 # directly against the previous loops through ``quantize``): 0.81-0.82x the time of ``_diffuse_opaque_rgb`` on random
-# input and 0.83-0.85x on the gradient for the other kernels, 0.86x that of the Floyd-Steinberg loop on both (both
-# loops removed then). The loop keeps
-# ``_diffuse_fixed``'s arguments (one signature for ``build_kernels``) and builds its int32 palette, the palette times
-# the tap and the output table as words itself (N + 1 rows: nothing next to a 512x512 image).
+# input and 0.80-0.85x on the gradient for the other kernels, 0.86x that of the Floyd-Steinberg loop on both (both
+# loops removed then). The loop keeps ``_diffuse_fixed``'s arguments (one signature for ``build_kernels``) and
+# builds its int32 palette, the palette times the tap and the output table as words itself (N + 1 rows: nothing
+# next to a 512x512 image).
 # Its error rows hold four int32 lanes per pixel (R, G, B, 0), so ``_rows_below4`` spreads them as one flat row.
 # Not used for a cell table of other than ``GBITS`` (its shifts are constants) nor for an image of one pixel (each
 # iteration reads the next pixel, at least pixel 1, whose word lies past such an image: see ``simd.pixel_at``).

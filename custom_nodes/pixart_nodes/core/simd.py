@@ -190,10 +190,13 @@ def _data(context, builder, arrty, arr) -> ir.Value:
     return context.make_array(arrty)(context, builder, arr).data
 
 
+def _vec_ptr(builder, base, at) -> ir.Value:
+    """A pointer to the <4 x i32> at int32 element ``at`` of ``base``."""
+    return builder.bitcast(builder.gep(base, [_i64(builder, at)], inbounds=True), V4.as_pointer())
+
+
 def _vec_at(builder, base, at) -> ir.Value:
-    """The <4 x i32> at int32 element ``at`` of ``base``."""
-    return builder.load(builder.bitcast(builder.gep(base, [_i64(builder, at)], inbounds=True), V4.as_pointer()),
-                        align=4)
+    return builder.load(_vec_ptr(builder, base, at), align=4)
 
 
 def _const(ty) -> int | None:
@@ -205,8 +208,9 @@ def _opaque(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
     """``v`` hidden from LLVM's optimiser by an empty asm statement. A select between two loaded colours would
     otherwise become a load from a selected address, which puts the pair's distance comparison on the chain from
     one pixel to the next; between two opaque vectors it stays a select, which x86 lowers as a predicted branch
-    (sRGB Jarvis-Judice-Ninke, bench_quantize's images: 1.41-1.44x the time without the barrier). On other CPUs
-    than x86 (not measured here) the value passes as is: the same result, chosen by LLVM's own lowering."""
+    (measured on a prototype of the loop, Jarvis-Judice-Ninke and Atkinson on bench_quantize's images: 1.25-1.29x
+    the time of the previous scalar loops without the barrier, 0.88-0.91x with it). On other CPUs than x86 (not
+    measured here) the value passes as is: the same result, chosen by LLVM's own lowering."""
     import llvmlite.binding as llvm
 
     if not llvm.get_process_triple().startswith(("x86_64", "i386", "i686")):
@@ -364,9 +368,7 @@ def pick_pair(typingctx, v, pal, palw, ka, kb, n, w):
 def store4(typingctx, arr, i, v):
     """``arr[i:i+4] = v`` (int32)."""
     def codegen(context, builder, signature, args):
-        base = _data(context, builder, signature.args[0], args[0])
-        ptr = builder.bitcast(builder.gep(base, [_i64(builder, args[1])], inbounds=True), V4.as_pointer())
-        builder.store(args[2], ptr, align=4)
+        builder.store(args[2], _vec_ptr(builder, _data(context, builder, signature.args[0], args[0]), args[1]), align=4)
         return context.get_dummy_value()
 
     return types.void(arr, i, v), codegen
