@@ -513,6 +513,98 @@ def test_vnni_keys_rank_colours_exactly():
         assert np.array_equal(31 - (keys.max(axis=1) & 31), d.argmin(axis=1))
 
 
+def _test_palette(name: str, rng) -> np.ndarray:
+    """Palettes of up to 32 colours for the sRGB search: named ones, random ones, near ties, repeats, one colour."""
+    if name.startswith("near-ties"):
+        return _near_tie_palette(rng, 24, "rgb")[0]
+    if name == "repeats":
+        pal = rng.integers(0, 256, (12, 3), dtype=np.uint8)
+        return np.concatenate([pal, pal[::3]])  # later copies never win
+    if name.startswith("random-"):
+        return rng.integers(0, 256, (int(name.split("-")[1]), 3), dtype=np.uint8)
+    return named_palette(name).colors
+
+
+def _coarse_cells(values: np.ndarray) -> np.ndarray:
+    from pixart_nodes.core import dither
+
+    g = dither.VNNI_COARSE_BITS
+    v = values.astype(np.int64) >> (8 - g)
+    return (v[:, 0] << (2 * g)) | (v[:, 1] << g) | v[:, 2]
+
+
+@pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-32", "random-1", "near-ties-24", "repeats"])
+def test_coarse_keys_hold_the_true_nearest(name):
+    """The VNNI loop searches only a coarse cell's colours where sixteen pixels share the cell: each cell's rows
+    are the key rows (vnni_keys) of colours in palette order, and the nearest colour (the lower index on ties) of
+    every value sampled in the cell is among them (brute force on the corners, the centre, the near-tie values and
+    random values of every cell); the lists are shorter than the palette where it has more than a few colours."""
+    from pixart_nodes.core import dither
+
+    rng = np.random.default_rng(31)
+    pal = _test_palette(name, rng)
+    starts, rows = dither.coarse_keys(pal)
+    cells = 1 << (3 * dither.VNNI_COARSE_BITS)
+    assert starts.shape == (cells + 1,) and starts[0] == 0 and starts[-1] == len(rows)
+    assert np.all(np.diff(starts) >= 1)
+    index = 31 - ((rows[:, 2].view(np.uint32) >> 26) & 31).astype(np.int64)
+    assert np.array_equal(rows, dither.vnni_keys(pal)[index])
+    size = 256 >> dither.VNNI_COARSE_BITS
+    lo = np.stack(np.meshgrid(*[np.arange(0, 256, size)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    corners = [lo + size // 2] + [lo + (size - 1) * np.array([c & 1, (c >> 1) & 1, c >> 2]) for c in range(8)]
+    values = np.concatenate(corners + [rng.integers(0, 256, (40000, 3))]
+                            + ([_near_tie_palette(np.random.default_rng(31), 24, "rgb")[1]]
+                               if name.startswith("near") else []))
+    nearest, _ = _nearest_by_brute_force(values, pal, "rgb")
+    cell = _coarse_cells(values)
+    for k in np.unique(cell):
+        at = cell == k
+        assert np.isin(nearest[at], index[starts[k]:starts[k + 1]]).all(), k
+    if len(pal) >= 16:
+        assert np.diff(starts).mean() < len(pal) / 4
+
+
+@pytest.mark.parametrize("name", ["endesga-32", "random-32", "random-5", "random-1", "near-ties-24", "repeats"])
+def test_vnni_vectors_match_brute_force(name, monkeypatch):
+    """The VNNI loop's three ways through a vector (one coarse cell's colours; every colour, for this vector and
+    the next together; every colour for this one alone) and the pixels after its last vector: images built so that
+    vectors of every kind follow each other, at sizes around the loop's bounds (a 64-byte read per vector, so no
+    vector below 22 pixels), against brute force, with the bit mask of indices used."""
+    from pixart_nodes.core import dither, simd
+
+    if not simd.host_has_vnni():
+        pytest.skip("no AVX-512 VNNI here: the loop under test does not run (the float32 search is tested above)")
+    monkeypatch.setattr(dither, "USE_VNNI", True)
+    rng = np.random.default_rng(17)
+    pal = _test_palette(name, rng)
+    size = 256 >> dither.VNNI_COARSE_BITS
+
+    def run(kind, n):
+        if kind == "shared":  # sixteen values of one coarse cell
+            return (rng.integers(0, 256 // size, 3) * size + rng.integers(0, size, (n, 3))).astype(np.uint8)
+        return rng.integers(0, 256, (n, 3), dtype=np.uint8)
+
+    kinds = ["shared", "mixed"]
+    # every succession of two kinds, and odd runs of mixed vectors (the pairwise search leaves one alone)
+    order = [kinds[k] for k in rng.integers(0, 2, 80)] + ["mixed"] * 3 + ["shared", "mixed", "shared"]
+    body = np.concatenate([run(kind, 16) for kind in order])
+    if name.startswith("near"):
+        body[: 16 * 6] = np.resize(_near_tie_palette(np.random.default_rng(31), 24, "rgb")[1], (96, 3))
+    for n in (1, 15, 16, 21, 22, 23, 37, 64, 65, 100, len(body)):
+        img = np.ascontiguousarray(body[:n].reshape(1, n, 3))
+        idx = np.empty((1, n), np.uint8)
+        image = np.empty_like(img)
+        mask = dither.nearest(img, dither.nearest_table(pal, False), idx, image)
+        ref, _ = _nearest_by_brute_force(img.reshape(-1, 3), pal, "rgb")
+        assert np.array_equal(idx.ravel(), ref), n
+        assert np.array_equal(image.reshape(-1, 3), pal[ref]), n
+        assert mask == sum(1 << int(k) for k in np.unique(ref)), n
+    img = np.ascontiguousarray(body[: 29 * 37].reshape(29, 37, 3))  # rows that do not end on a vector
+    idx, image = np.empty((29, 37), np.uint8), np.empty_like(img)
+    dither.nearest(img, dither.nearest_table(pal, False), idx, image)
+    assert np.array_equal(idx.ravel(), _nearest_by_brute_force(img.reshape(-1, 3), pal, "rgb")[0])
+
+
 def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):
     """Where numba compiles for AVX-512 VNNI here, the sRGB search runs it: the JIT's kernel, and the ahead-of-time
     export when the module is built; elsewhere the float32 search serves (the module has no such export)."""
