@@ -535,20 +535,27 @@ def _coarse_cells(values: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-32", "random-1", "near-ties-24", "repeats"])
 def test_coarse_keys_hold_the_true_nearest(name):
-    """The VNNI loop searches only a coarse cell's colours where sixteen pixels share the cell: each cell's rows
-    are the key rows (vnni_keys) of colours in palette order, and the nearest colour (the lower index on ties) of
-    every value sampled in the cell is among them (brute force on the corners, the centre, the near-tie values and
-    random values of every cell); the lists are shorter than the palette where it has more than a few colours."""
+    """The vector loops search only a coarse cell's colours where sixteen pixels share the cell: each cell's
+    colours are in palette order, the table holds those rows of both searches' keys, and the nearest colour (the
+    lower index on ties) of every value sampled in the cell is among them (brute force on the corners, the centre,
+    the near-tie values and random values of every cell); the lists are shorter than the palette where it has more
+    than a few colours."""
     from pixart_nodes.core import dither
 
     rng = np.random.default_rng(31)
     pal = _test_palette(name, rng)
-    starts, rows = dither.coarse_keys(pal)
+    starts, index = dither.coarse_keys(pal)
     cells = 1 << (3 * dither.VNNI_COARSE_BITS)
-    assert starts.shape == (cells + 1,) and starts[0] == 0 and starts[-1] == len(rows)
+    assert starts.shape == (cells + 1,) and starts[0] == 0 and starts[-1] == len(index)
     assert np.all(np.diff(starts) >= 1)
-    index = 31 - ((rows[:, 2].view(np.uint32) >> 26) & 31).astype(np.int64)
-    assert np.array_equal(rows, dither.vnni_keys(pal)[index])
+    for k in range(cells):
+        assert np.all(np.diff(index[starts[k]:starts[k + 1]]) > 0), k
+    table = dither.nearest_table(pal, False)
+    assert np.array_equal(table.cstarts, starts)
+    assert np.array_equal(table.ckeys, dither.vnni_keys(pal)[index])
+    assert np.array_equal(table.cfkeys, table.rows[index])
+    assert np.array_equal(31 - ((table.ckeys[:, 2].view(np.uint32) >> 26) & 31), index)
+    assert np.array_equal(table.cfkeys[:, 3].astype(np.int64) & 31, index)
     size = 256 >> dither.VNNI_COARSE_BITS
     lo = np.stack(np.meshgrid(*[np.arange(0, 256, size)] * 3, indexing="ij"), -1).reshape(-1, 3)
     corners = [lo + size // 2] + [lo + (size - 1) * np.array([c & 1, (c >> 1) & 1, c >> 2]) for c in range(8)]
@@ -564,17 +571,18 @@ def test_coarse_keys_hold_the_true_nearest(name):
         assert np.diff(starts).mean() < len(pal) / 4
 
 
+@pytest.mark.parametrize("search", ["vnni", "float32"])
 @pytest.mark.parametrize("name", ["endesga-32", "random-32", "random-5", "random-1", "near-ties-24", "repeats"])
-def test_vnni_vectors_match_brute_force(name, monkeypatch):
-    """The VNNI loop's three ways through a vector (one coarse cell's colours; every colour, for this vector and
-    the next together; every colour for this one alone) and the pixels after its last vector: images built so that
-    vectors of every kind follow each other, at sizes around the loop's bounds (a 64-byte read per vector, so no
-    vector below 22 pixels), against brute force, with the bit mask of indices used."""
+def test_vector_searches_match_brute_force(name, search, monkeypatch):
+    """The vector loops' ways through a vector (one coarse cell's colours; every colour, for this vector and the
+    next together or for this one alone) and the pixels after their last vector: images built
+    so that vectors of every kind follow each other, at sizes around the loops' bounds (a 64-byte read per vector,
+    so no vector below 22 pixels), against brute force, with the bit mask of indices used."""
     from pixart_nodes.core import dither, simd
 
-    if not simd.host_has_vnni():
-        pytest.skip("no AVX-512 VNNI here: the loop under test does not run (the float32 search is tested above)")
-    monkeypatch.setattr(dither, "USE_VNNI", True)
+    if search == "vnni" and not simd.host_has_vnni():
+        pytest.skip("no AVX-512 VNNI here: the loop under test does not run (the float32 search is tested beside)")
+    monkeypatch.setattr(dither, "USE_VNNI", search == "vnni")
     rng = np.random.default_rng(17)
     pal = _test_palette(name, rng)
     size = 256 >> dither.VNNI_COARSE_BITS

@@ -1159,8 +1159,9 @@ class NearestTable(NamedTuple):
     every pixel searched; at 64^3 cells, 512x512 to PICO-8 in OKLab took 0.6 ms instead of 1.1); ``exact``: the
     colours in the distance space in float64 [N,3] (OKLab's exact second search reads them). ``rgbx`` / ``rgba``:
     a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent. ``vnni``: with
-    ``keys``, the palette as ``vnni_keys`` builds it for the search of CPUs with AVX-512 VNNI, and ``cstarts`` /
-    ``ckeys`` its colours per coarse cell (``coarse_keys``); empty without."""
+    ``keys``, the palette as ``vnni_keys`` builds it for the search of CPUs with AVX-512 VNNI; ``cstarts`` its
+    coarse cells' spans (``coarse_keys``) in ``ckeys`` (those rows of ``vnni``), ``cfkeys`` (those of ``rows``)
+    and ``ccolours`` (those entries of ``rgbx``); empty without."""
 
     use_lab: bool
     keys: bool
@@ -1173,6 +1174,8 @@ class NearestTable(NamedTuple):
     vnni: np.ndarray = np.zeros((0, 3), np.int32)
     cstarts: np.ndarray = np.zeros(1 + (1 << (3 * VNNI_COARSE_BITS)), np.int32)
     ckeys: np.ndarray = np.zeros((0, 3), np.int32)
+    cfkeys: np.ndarray = np.zeros((0, 4), np.float32)
+    ccolours: np.ndarray = np.zeros(0, np.uint32)
 
 
 _ALL_CELLS = np.full(1, 255, np.uint8)  # one cell of every colour: no table
@@ -1209,7 +1212,10 @@ def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None
     keys = np.empty((len(idx), 4), np.float32)
     keys[:, :3] = -64 * c
     keys[:, 3] = 32 * ((c * c).sum(axis=1) + (1 << 18)) + idx
-    return NearestTable(False, True, keys, exact, rgbx32, rgba32, info, gbits, vnni_keys(pal), *coarse_keys(pal))
+    vnni = vnni_keys(pal)
+    cstarts, colours = coarse_keys(pal)
+    return NearestTable(False, True, keys, exact, rgbx32, rgba32, info, gbits, vnni, cstarts,
+                        np.ascontiguousarray(vnni[colours]), np.ascontiguousarray(keys[colours]), rgbx32[colours])
 
 
 def vnni_keys(pal: np.ndarray) -> np.ndarray:
@@ -1232,8 +1238,9 @@ def vnni_keys(pal: np.ndarray) -> np.ndarray:
 
 def coarse_keys(pal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The colours (up to ``NEAREST_MAX_COLORS``) that can be nearest somewhere in each coarse cell (2^
-    ``VNNI_COARSE_BITS`` per side, numbered as ``_cell``) as key rows: ``(starts, rows)``, cell ``k``'s rows
-    ``rows[starts[k]:starts[k + 1]]`` (int32, as ``vnni_keys``: each row holds its own index). A colour is left
+    ``VNNI_COARSE_BITS`` per side, numbered as ``_cell``): ``(starts, colours)``, cell ``k``'s colours
+    ``colours[starts[k]:starts[k + 1]]`` (int32 indices in palette order; the searches take those rows of their
+    keys, each of which holds its own index, so a shorter list keeps the results and their ties). A colour is left
     out where a colour nearest to one of the cell's corners is nearer than it at all eight corners by at least 1:
     the difference of two squared distances is affine, so it is then nearer everywhere in the cell (the test of
     ``_box_keep_rgb``). Numpy: 512 cells cost a few milliseconds, no compiled code."""
@@ -1248,7 +1255,7 @@ def coarse_keys(pal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cell, colour = np.nonzero(~beaten)
     starts = np.zeros(g ** 3 + 1, np.int32)
     np.cumsum(np.bincount(cell, minlength=g ** 3), out=starts[1:])
-    return starts, np.ascontiguousarray(vnni_keys(pal)[colour])
+    return starts, colour.astype(np.int32)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1408,12 +1415,61 @@ def _key_search(r, g, b, best, m, keys):
 
 
 @njit(cache=True, nogil=True)
-def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_img, words):
+def _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img, used):
+    """``_vnni_vectors`` with the float32 keys (simd's VecF16, every CPU): the RGB pixels of ``_nearest_rgb``
+    without offsets, sixteen at a time, a coarse cell's colours only where all sixteen share it (``cfkeys``, with
+    their colours ``ccolours`` kept beside the least key: written as a vector, where a search of every colour
+    writes them one at a time); returns how many it wrote. ``used``: int32 [16], a bit per index written, per
+    lane. Two vectors that both search every colour go together (``fkeys16x2``), as in ``_vnni_vectors``."""
+    n = out_idx.shape[0]
+    vectors = (3 * n - 64) // (3 * VNNI_LANES) + 1 if 3 * n >= 64 else 0
+    above = np.float32(3e7)  # above every key (< 2^24)
+    seen = _splat16(0)
+    v = 0
+    while v < vectors:
+        p = v * VNNI_LANES
+        px = _rgb16(src, p)
+        r, g, b = _floats16(px)
+        least = _fill16(above)
+        cell = _shared_cell(px, VNNI_COARSE_BITS)
+        v += 1
+        if cell >= 0:
+            held = _splat16(0)
+            for c in range(cstarts[cell], cstarts[cell + 1]):
+                least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
+            seen = _femit16c(least, held, out_idx, out_img, p, seen)
+            continue
+        if v < vectors and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
+            r2, g2, b2 = _floats16(_rgb16(src, p + VNNI_LANES))
+            least2 = _fill16(above)
+            for c in range(0, keys.shape[0], 4):
+                least, least2 = _fkeys16x2(r, g, b, r2, g2, b2, least, least2, keys, c, 4)
+            seen = _femit16(least, rgbx, out_idx, out_img, p, seen)
+            least, p = least2, p + VNNI_LANES
+            v += 1
+        else:
+            for c in range(0, keys.shape[0], 4):
+                least = _fkeys16(r, g, b, least, keys, c, 4)
+        seen = _femit16(least, rgbx, out_idx, out_img, p, seen)
+    _store16(used, seen)
+    return vectors * VNNI_LANES
+
+
+@njit(cache=True, nogil=True)
+def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img,
+                 words):
     # src and out_img flat RGB (with ch 4: src RGBA, out_img empty, words the image; see _emit_words), out_idx flat,
     # w the image's width, offsets int32 [mh, w] (ordered dithering: each pattern row tiled across the width; mh a
-    # power of two) or [1, 0] (none). Indices are uint64 and loops over contiguous rows: numba's signed index
-    # wrap-around checks otherwise keep the compiler from vectorising the strided channel loads. RGB and RGBA have
-    # helpers of their own: an RGBA branch inside _emit_block made the RGB search 12% slower.
+    # power of two) or [1, 0] (none); cstarts, cfkeys and ccolours the coarse cells' (coarse_keys). RGB without offsets
+    # goes through _float_vectors, the rest (RGBA, offsets, the image's last pixels) in blocks. Indices are uint64
+    # and loops over contiguous rows: numba's signed index wrap-around checks otherwise keep the compiler from
+    # vectorising the strided channel loads. RGB and RGBA have helpers of their own: an RGBA branch inside
+    # _emit_block made the RGB search 12% slower.
+    used = np.zeros(VNNI_LANES, np.int32)
+    if ch == 3 and offsets.shape[1] == 0:
+        done = _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img, used)
+        # the rest as an image of its own (a whole number of words from a multiple of 16 pixels on)
+        src, out_idx, out_img, words = src[3 * done:], out_idx[done:], out_img[3 * done:], words[3 * done // 4:]
     n = out_idx.shape[0]
     cr = np.empty(_NEAREST_BLOCK, np.uint8)
     cg = np.empty(_NEAREST_BLOCK, np.uint8)
@@ -1441,19 +1497,25 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, rgbx, out_idx, out_
             _transparent(alpha_threshold, rgbx.shape[0] - 1, ca, out_idx, p0, m)
             _emit_words(out_idx, rgbx, words, p0, m)
         mask |= _index_mask(out_idx, p0, m)
+    for k in range(VNNI_LANES):
+        mask |= np.int64(used[k]) & np.int64(0xFFFFFFFF)
     return mask
 
 
 # numba's intrinsics the kernels call (``simd``), set by ``jit.materialise`` from ``_intrinsics``: importing them
 # imports numba, which a process served by the ahead-of-time module never does
 _max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _emit16 = _store16 = None
+_floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = None
 
 
 def _intrinsics() -> dict[str, Any]:
     from . import simd
 
     return {"_max_keys": simd.max_keys, "_emit_rgb": simd.emit_rgb, "_rgb16": simd.rgb16, "_splat16": simd.splat16,
-            "_keys16": simd.keys16, "_keys16x2": simd.keys16x2, "_shared_cell": simd.shared_cell, "_emit16": simd.emit16, "_store16": simd.store16,
+            "_keys16": simd.keys16, "_keys16x2": simd.keys16x2, "_shared_cell": simd.shared_cell,
+            "_emit16": simd.emit16, "_store16": simd.store16, "_floats16": simd.floats16, "_fill16": simd.fill16,
+            "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
+            "_femit16": simd.femit16, "_femit16c": simd.femit16c,
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
             "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,
@@ -1475,8 +1537,8 @@ def _vnni_vectors(src, keys, cstarts, ckeys, lut, out_idx, out_img, used):
     """The RGB pixels of ``_nearest_rgb_vnni`` without offsets, sixteen at a time from the image's bytes to the
     stores in registers (simd's Vec16); returns how many it wrote: the whole vectors whose 64-byte reads stay
     within ``src``. Where all sixteen fall in one coarse cell, only that cell's colours are searched (``ckeys``):
-    on smooth images most vectors (512x512 gradient to endesga-32 on a Zen 4 VM: 0.21 ms instead of 0.35); noise never does,
-    and pays the check (four instructions a vector)."""
+    on smooth images most vectors (512x512 gradient to endesga-32 on a Zen 4 VM: 0.21 ms instead of 0.35); noise
+    never does, and pays the check (four instructions a vector)."""
     n = out_idx.shape[0]
     vectors = (3 * n - 64) // (3 * VNNI_LANES) + 1 if 3 * n >= 64 else 0
     least = np.int32(-(1 << 31))  # below every key
@@ -1772,7 +1834,8 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
         vnni = _vnni_kernel() if USE_VNNI else None
         if vnni is not None:
             return int(vnni(*args, table.vnni, table.cstarts, table.ckeys, *outs))
-        return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.rows, *outs))
+        return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.rows, table.cstarts, table.cfkeys, table.ccolours,
+                                                                *outs))
     from . import color
 
     lin32, m1f, m2f = _lab32()
