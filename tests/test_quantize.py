@@ -403,12 +403,19 @@ def test_vectorised_search_equals_the_cell_table_on_every_code_value(distance, m
     del v
     rng = np.random.default_rng(7)
     most = dither.NEAREST_SEARCH_MAX[distance == "oklab"]  # the largest palette quantize searches this way
+    # in the cube's order every 16 pixels lie in one coarse cell (the sRGB searches of up to 32 colours then search
+    # that cell's colours only): shuffled, most vectors span several cells and search every colour
+    order = rng.permutation(1 << 24) if distance == "rgb" else None
     for pal in (named_palette("aap-64").colors, rng.integers(0, 256, (most, 3), dtype=np.uint8),
                 named_palette("pico-8").colors, rng.integers(0, 256, (32, 3), dtype=np.uint8)):
         ref = _cell_loop(cube, pal, distance).indices
         for vnni in ((True, False) if distance == "rgb" and len(pal) <= 32 else (True,)):
             monkeypatch.setattr(dither, "USE_VNNI", vnni)
             assert np.array_equal(quantize(cube, pal, distance=distance).indices, ref), (len(pal), vnni)
+            if order is not None and len(pal) <= 32:
+                mixed = cube.reshape(-1, 3)[order].reshape(cube.shape)
+                got = quantize(mixed, pal, distance=distance).indices.ravel()
+                assert np.array_equal(got, ref.ravel()[order]), (len(pal), vnni, "shuffled")
     if distance == "oklab":
         monkeypatch.setattr(dither, "LAB_MARGIN", 0.0)
         assert 0 < np.count_nonzero(quantize(cube, pal, distance=distance).indices != ref) < 1000
@@ -596,21 +603,28 @@ def test_vector_searches_match_brute_force(name, search, monkeypatch):
     # every succession of two kinds, and odd runs of mixed vectors (the pairwise search leaves one alone)
     order = [kinds[k] for k in rng.integers(0, 2, 80)] + ["mixed"] * 3 + ["shared", "mixed", "shared"]
     body = np.concatenate([run(kind, 16) for kind in order])
-    if name.startswith("near"):
-        body[: 16 * 6] = np.resize(_near_tie_palette(np.random.default_rng(31), 24, "rgb")[1], (96, 3))
-    for n in (1, 15, 16, 21, 22, 23, 37, 64, 65, 100, len(body)):
-        img = np.ascontiguousarray(body[:n].reshape(1, n, 3))
-        idx = np.empty((1, n), np.uint8)
-        image = np.empty_like(img)
-        mask = dither.nearest(img, dither.nearest_table(pal, False), idx, image)
+    if name.startswith("near"):  # exact ties: mixed vectors of them, then vectors of one tie each (a shared cell)
+        ties = _near_tie_palette(np.random.default_rng(31), 24, "rgb")[1]
+        body[: 16 * 6] = np.resize(ties, (96, 3))
+        body[16 * 6: 16 * 12] = np.repeat(ties[:6], 16, axis=0)
+    table = dither.nearest_table(pal, False)
+    guard = 64  # bytes after each output, which no store may reach
+
+    def check(shape):
+        n = shape[0] * shape[1]
+        img = np.ascontiguousarray(body[:n].reshape(*shape, 3))
+        idx_buf, image_buf = np.full(n + guard, 0xAB, np.uint8), np.full(3 * n + guard, 0xAB, np.uint8)
+        idx, image = idx_buf[:n].reshape(shape), image_buf[: 3 * n].reshape(*shape, 3)
+        mask = dither.nearest(img, table, idx, image)
         ref, _ = _nearest_by_brute_force(img.reshape(-1, 3), pal, "rgb")
-        assert np.array_equal(idx.ravel(), ref), n
-        assert np.array_equal(image.reshape(-1, 3), pal[ref]), n
-        assert mask == sum(1 << int(k) for k in np.unique(ref)), n
-    img = np.ascontiguousarray(body[: 29 * 37].reshape(29, 37, 3))  # rows that do not end on a vector
-    idx, image = np.empty((29, 37), np.uint8), np.empty_like(img)
-    dither.nearest(img, dither.nearest_table(pal, False), idx, image)
-    assert np.array_equal(idx.ravel(), _nearest_by_brute_force(img.reshape(-1, 3), pal, "rgb")[0])
+        assert np.array_equal(idx.ravel(), ref), shape
+        assert np.array_equal(image.reshape(-1, 3), pal[ref]), shape
+        assert mask == sum(1 << int(k) for k in np.unique(ref)), shape
+        assert (idx_buf[n:] == 0xAB).all() and (image_buf[3 * n:] == 0xAB).all(), shape
+
+    for n in (1, 15, 16, 21, 22, 23, 37, 64, 65, 100, len(body)):
+        check((1, n))
+    check((29, 37))  # rows that do not end on a vector
 
 
 def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):

@@ -1161,7 +1161,8 @@ class NearestTable(NamedTuple):
     a little-endian uint32 per colour, R G B 0 / R G B 255 and one more entry, 0, for transparent. ``vnni``: with
     ``keys``, the palette as ``vnni_keys`` builds it for the search of CPUs with AVX-512 VNNI; ``cstarts`` its
     coarse cells' spans (``coarse_keys``) in ``ckeys`` (those rows of ``vnni``), ``cfkeys`` (those of ``rows``)
-    and ``ccolours`` (those entries of ``rgbx``); empty without."""
+    and ``ccolours`` (those entries of ``rgbx``); without ``keys``, unused (``nearest_table`` fills them all where
+    it sets ``keys``)."""
 
     use_lab: bool
     keys: bool
@@ -1586,7 +1587,6 @@ def _nearest_rgb_vnni(src, ch, alpha_threshold, w, offsets, keys, cstarts, ckeys
     used = np.zeros(VNNI_LANES, np.int32)  # per lane, a bit per index written (simd.emit_rgb)
     lut = np.zeros(32, np.uint32)  # the colours, padded to the 32 entries emit_rgb permutes
     lut[: min(rgbx.shape[0], 32)] = rgbx[: min(rgbx.shape[0], 32)]
-    done = 0
     if ch == 3 and offsets.shape[1] == 0:
         done = _vnni_vectors(src, keys, cstarts, ckeys, lut, out_idx, out_img, used)
         # the rest as an image of its own (a whole number of words from a multiple of 16 pixels on)
@@ -1812,10 +1812,13 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
     plus its tiled offset, clamped; ties to the lower index. ``src`` uint8 [H,W,3|4], ``table`` from
     ``nearest_table`` (N colours); writes ``indices`` (uint8 [H,W]) and ``image`` (like ``src``): with alpha, a
     pixel below ``alpha_threshold`` becomes index N and RGBA 0,0,0,0, every other one an opaque palette colour.
-    Returns the bit mask of the indices written (bit N: transparent). All three arrays C-contiguous. The kernels
-    pack pixels into little-endian words: callers check ``sys.byteorder``."""
+    Returns the bit mask of the indices written (bit N: transparent). All three arrays C-contiguous, ``image`` not
+    overlapping ``src`` (the vector loops write a vector's colours before they read the next one's pixels). The
+    kernels pack pixels into little-endian words: callers check ``sys.byteorder``."""
     if not (src.flags.c_contiguous and indices.flags.c_contiguous and image.flags.c_contiguous):
         raise ValueError("nearest writes through flat views: src, indices and image must be C-contiguous")
+    if image.shape != src.shape or indices.shape != src.shape[:2] or np.may_share_memory(src, image):
+        raise ValueError("nearest writes indices [H,W] and an image shaped as src, in memory of their own")
     h, w = indices.shape
     ch = src.shape[2]
     if offsets is None or not offsets.any():
@@ -1834,8 +1837,8 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
         vnni = _vnni_kernel() if USE_VNNI else None
         if vnni is not None:
             return int(vnni(*args, table.vnni, table.cstarts, table.ckeys, *outs))
-        return int(_jit.kernel(_SELF, "_nearest_rgb")(*args, table.rows, table.cstarts, table.cfkeys, table.ccolours,
-                                                                *outs))
+        search = _jit.kernel(_SELF, "_nearest_rgb")
+        return int(search(*args, table.rows, table.cstarts, table.cfkeys, table.ccolours, *outs))
     from . import color
 
     lin32, m1f, m2f = _lab32()

@@ -396,7 +396,9 @@ def _least_keys(builder: ir.IRBuilder, data: ir.Value, row: ir.Value, count: int
     pixels (R, G and B VecF16) of the same place in ``pixels``: three fused multiply-adds and a minimum per colour
     and vector. ``colours``: (the colour words' data, a Vec16) for one vector, that Vec16 following its least key's
     colour; returned after the leasts."""
-    fma = _declared(builder, "llvm.fma.v16f32", F16)
+    # fmuladd, not fma: fused where the CPU has FMA, a multiply and an add elsewhere (llvm.fma would become calls
+    # to the C library's fmaf there); the keys are whole numbers below 2^24, the same either way
+    fma = _declared(builder, "llvm.fmuladd.v16f32", F16)
     row0 = builder.mul(_i64(builder, row), ir.Constant(I64, 4))
     leasts = list(leasts)
     held = colours[1] if colours else None
@@ -474,8 +476,8 @@ def fkeys16c(typingctx, r, g, b, least, held, keys, words, c):
 def femit16c(typingctx, least, held, out_idx, out_img, p, used):
     """``femit16`` where ``fkeys16c`` kept the colours: the indices as sixteen bytes, the colours packed with one
     byte shuffle and one 64-byte store (see ``emit16``): on bench_quantize's 512x512 gradient, where 69% of vectors
-    lie in one coarse cell, the search took 0.69x the time to PICO-8 and 0.80x to 32 colours against ``femit16``
-    for every vector (0.18 ms against 0.26, 0.25 against 0.32; Intel Xeon VM)."""
+    lie in one coarse cell, the search took 0.69x the time to PICO-8 and 0.78-0.81x to 32 colours against
+    ``femit16`` for every vector (0.18 ms against 0.26, 0.25-0.26 against 0.32; Intel Xeon VM)."""
     if not (isinstance(least, VecF16) and isinstance(held, Vec16) and isinstance(used, Vec16)
             and _is(out_idx, types.uint8) and _is(out_img, types.uint8) and isinstance(p, types.Integer)):
         return None
