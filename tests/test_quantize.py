@@ -641,6 +641,16 @@ def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):
         pytest.skip("no AVX-512 VNNI here: only the float32 search runs")
 
 
+def test_float32_search_pairs_vectors_only_with_avx512():
+    """The float32 loop searches two vectors at once only where numba compiles for AVX-512 (with AVX2's registers
+    the pair spilled and took longer): its switch, set when the kernels are made, follows the target's features."""
+    from pixart_nodes.core import dither, jit, simd
+
+    jit.materialise(dither)
+    assert dither._FLOAT_PAIRS is simd.wide_registers()
+    assert simd.host_has_vnni() <= simd.wide_registers()
+
+
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])
 def test_pair_codes_hold_the_true_nearest(name):
     """sRGB error diffusion reads a pair of colours per cell (or "3+ candidates": the memo); the nearest colour of

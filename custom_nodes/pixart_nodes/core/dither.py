@@ -1421,7 +1421,8 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img,
     without offsets, sixteen at a time, a coarse cell's colours only where all sixteen share it (``cfkeys``, with
     their colours ``ccolours`` kept beside the least key: written as a vector, where a search of every colour
     writes them one at a time); returns how many it wrote. ``used``: int32 [16], a bit per index written, per
-    lane. Two vectors that both search every colour go together (``fkeys16x2``), as in ``_vnni_vectors``."""
+    lane. Where the CPU has AVX-512 (``_FLOAT_PAIRS``), two vectors that both search every colour go together
+    (``fkeys16x2``), as in ``_vnni_vectors``."""
     n = out_idx.shape[0]
     vectors = (3 * n - 64) // (3 * VNNI_LANES) + 1 if 3 * n >= 64 else 0
     above = np.float32(3e7)  # above every key (< 2^24)
@@ -1440,7 +1441,7 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img,
                 least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
             seen = _femit16c(least, held, out_idx, out_img, p, seen)
             continue
-        if v < vectors and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
+        if _FLOAT_PAIRS and v < vectors and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
             r2, g2, b2 = _floats16(_rgb16(src, p + VNNI_LANES))
             least2 = _fill16(above)
             for c in range(0, keys.shape[0], 4):
@@ -1507,6 +1508,7 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
 # imports numba, which a process served by the ahead-of-time module never does
 _max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _emit16 = _store16 = None
 _floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = None
+_FLOAT_PAIRS = False  # whether _float_vectors searches two vectors at once (simd.wide_registers)
 
 
 def _intrinsics() -> dict[str, Any]:
@@ -1516,7 +1518,7 @@ def _intrinsics() -> dict[str, Any]:
             "_keys16": simd.keys16, "_keys16x2": simd.keys16x2, "_shared_cell": simd.shared_cell,
             "_emit16": simd.emit16, "_store16": simd.store16, "_floats16": simd.floats16, "_fill16": simd.fill16,
             "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
-            "_femit16": simd.femit16, "_femit16c": simd.femit16c,
+            "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_FLOAT_PAIRS": simd.wide_registers(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
             "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,

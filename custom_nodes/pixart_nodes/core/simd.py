@@ -46,11 +46,26 @@ def host_has_vnni() -> bool:
     its JIT and ``build_kernels`` compile for: ``NUMBA_CPU_FEATURES``, ``NUMBA_CPU_NAME=generic`` and
     ``NUMBA_ENABLE_AVX=0`` can take them away, and LLVM then cannot compile the search: a fatal error, not an
     exception)."""
+    return {"avx512f", "avx512bw", "avx512vnni"} <= _target_features()
+
+
+@lru_cache(maxsize=1)
+def wide_registers() -> bool:
+    """numba compiles for AVX-512 here: 32 registers of 512 bits, where two vectors of pixels and their least keys stay
+    in registers through ``fkeys16x2``. With AVX2's 16 of 256 bits (a VecF16 takes two) they did not: 512x512 random
+    pixels took 1.31-1.32x the time to PICO-8 and 1.14-1.25x to 32 colours in pairs than one vector at a time (a
+    prototype of ``dither._float_vectors`` compiled for AVX2, JIT, on an AVX-512 CPU); compiled for AVX-512, pairs took
+    0.80x and 0.77x. In the pack, compiled for AVX2, random pixels to PICO-8 then took 1.20x Pillow NONE's time
+    instead of 1.49-1.53x. Other CPUs (not measured here) search one vector at a time."""
+    return "avx512f" in _target_features()
+
+
+def _target_features() -> set[str]:
+    """The CPU features numba compiles for (its settings, else the host's)."""
     from numba.core import codegen, config
 
     features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
-    on = {f[1:] for f in features.split(",") if f.startswith("+")}
-    return {"avx512f", "avx512bw", "avx512vnni"} <= on
+    return {f[1:] for f in features.split(",") if f.startswith("+")}
 
 
 def _is(ty, dtype, ndim: int = 1) -> bool:
@@ -760,4 +775,4 @@ def put_pixel(typingctx, out, q, table32, k, ch):
 __all__ = ["COLOURS", "LANES", "code_cell", "emit16", "emit_rgb", "femit16", "femit16c", "fill16", "first_pixel",
            "fkeys16", "fkeys16c", "fkeys16x2", "floats16", "host_has_vnni", "keys16", "keys16x2", "lane", "max_keys",
            "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16", "store16", "store4",
-           "value4", "vec16", "vec4", "vecf16", "zero4"]
+           "value4", "vec16", "vec4", "vecf16", "wide_registers", "zero4"]
