@@ -487,6 +487,15 @@ def fkeys16c(typingctx, r, g, b, least, held, keys, words, c):
     return types.Tuple([vecf16, vec16])(r, g, b, least, held, keys, words, c), codegen
 
 
+def _store_indices(builder, out_idx, p, least: ir.Value) -> ir.Value:
+    """The indices of the least float32 keys (``key & 31``) as sixteen bytes at ``out_idx[p]``; returns them."""
+    idx = builder.and_(builder.fptosi(least, V16), ir.Constant(V16, [31] * LANES))
+    v8 = ir.VectorType(I8, LANES)
+    at = builder.gep(out_idx, [_i64(builder, p)], inbounds=True)
+    builder.store(builder.trunc(idx, v8), builder.bitcast(at, v8.as_pointer()), align=1)
+    return idx
+
+
 @intrinsic
 def femit16c(typingctx, least, held, out_idx, out_img, p, used):
     """``femit16`` where ``fkeys16c`` kept the colours: the indices as sixteen bytes, the colours packed with one
@@ -499,10 +508,7 @@ def femit16c(typingctx, least, held, out_idx, out_img, p, used):
 
     def codegen(context, builder, signature, args):
         idx_, img_ = (_data(context, builder, signature.args[k], args[k]) for k in (2, 3))
-        idx = builder.and_(builder.fptosi(args[0], V16), ir.Constant(V16, [31] * LANES))
-        v8 = ir.VectorType(I8, LANES)
-        at = builder.gep(idx_, [_i64(builder, args[4])], inbounds=True)
-        builder.store(builder.trunc(idx, v8), builder.bitcast(at, v8.as_pointer()), align=1)
+        idx = _store_indices(builder, idx_, args[4], args[0])
         _store_rgb(builder, img_, args[4], args[1], wide=True)
         return builder.or_(args[5], builder.shl(ir.Constant(V16, [1] * LANES), idx))
 
@@ -523,11 +529,8 @@ def femit16(typingctx, least, rgbx, out_idx, out_img, p, used):
 
     def codegen(context, builder, signature, args):
         lut_, idx_, img_ = (_data(context, builder, signature.args[k], args[k]) for k in (1, 2, 3))
-        idx = builder.and_(builder.fptosi(args[0], V16), ir.Constant(V16, [31] * LANES))
+        idx = _store_indices(builder, idx_, args[4], args[0])
         at = _i64(builder, args[4])
-        v8 = ir.VectorType(I8, LANES)
-        builder.store(builder.trunc(idx, v8), builder.bitcast(builder.gep(idx_, [at], inbounds=True),
-                                                              v8.as_pointer()), align=1)
         base = builder.mul(at, ir.Constant(I64, 3))
         for k in range(LANES):
             index = builder.load(builder.gep(idx_, [builder.add(at, ir.Constant(I64, k))], inbounds=True))
