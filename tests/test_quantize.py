@@ -524,8 +524,8 @@ def _test_palette(name: str, rng) -> np.ndarray:
     """Palettes of up to 32 colours for the sRGB search: named ones, random ones, near ties, repeats, one colour."""
     if name.startswith("near-ties"):
         return _near_tie_palette(rng, 24, "rgb")[0]
-    if name == "repeats":
-        pal = rng.integers(0, 256, (12, 3), dtype=np.uint8)
+    if name.startswith("repeats"):
+        pal = rng.integers(0, 256, (12 if name == "repeats" else 15, 3), dtype=np.uint8)
         return np.concatenate([pal, pal[::3]])  # later copies never win
     if name.startswith("random-"):
         return rng.integers(0, 256, (int(name.split("-")[1]), 3), dtype=np.uint8)
@@ -578,36 +578,55 @@ def test_coarse_keys_hold_the_true_nearest(name):
         assert np.diff(starts).mean() < len(pal) / 4
 
 
-@pytest.mark.parametrize("search", ["vnni", "float32"])
-@pytest.mark.parametrize("name", ["endesga-32", "random-32", "random-5", "random-1", "near-ties-24", "repeats"])
+@pytest.mark.parametrize("search", ["vnni", "vnni-triples", "float32"])
+@pytest.mark.parametrize("name", ["endesga-32", "random-32", "random-5", "random-1", "near-ties-24", "repeats",
+                                  "repeats-20"])
 def test_vector_searches_match_brute_force(name, search, monkeypatch):
-    """The vector loops' ways through a vector (one coarse cell's colours; every colour, for this vector and the
-    next together or for this one alone) and the pixels after their last vector: images built
-    so that vectors of every kind follow each other, at sizes around the loops' bounds (a 64-byte read per vector,
-    so no vector below 22 pixels), against brute force, with the bit mask of indices used."""
+    """The vector loops' ways through a vector (one coarse cell's colours; its pixels' triples, and every colour
+    where a pixel's cell has four or more candidates; every colour, for this vector and the next together or for
+    this one alone) and the pixels after their last vector: images built so that vectors of every kind follow each
+    other, at sizes around the loops' bounds (a 64-byte read per vector, so no vector below 22 pixels), against brute
+    force, with the bit mask of indices used."""
     from pixart_nodes.core import dither, simd
 
-    if search == "vnni" and not simd.host_has_vnni():
+    if search.startswith("vnni") and not simd.host_has_vnni():
         pytest.skip("no AVX-512 VNNI here: the loop under test does not run (the float32 search is tested beside)")
-    monkeypatch.setattr(dither, "USE_VNNI", search == "vnni")
     rng = np.random.default_rng(17)
     pal = _test_palette(name, rng)
+    if search == "vnni-triples" and len(pal) < dither.TRIPLES_FROM:
+        pytest.skip(f"triples serve palettes of {dither.TRIPLES_FROM} colours or more")
+    monkeypatch.setattr(dither, "USE_VNNI", search != "float32")
+    cells = dither.cell_table(pal, False)
+    table = dither.nearest_table(pal, False, cells if search == "vnni-triples" else None)
+    assert (len(table.triples) > 0) == (search == "vnni-triples")
     size = 256 >> dither.VNNI_COARSE_BITS
+    starts, _ = dither.coarse_keys(pal)
+    crowded = np.flatnonzero(np.diff(starts) > dither.TRIPLE_SHARED_MAX)  # coarse cells searched by triples
+    many = np.flatnonzero(dither.triple_table(cells, len(pal))[:-1] == dither.PAIR_MANY)  # cells of 4+ colours
+    fine = 1 << dither.GBITS
 
     def run(kind, n):
-        if kind == "shared":  # sixteen values of one coarse cell
-            return (rng.integers(0, 256 // size, 3) * size + rng.integers(0, size, (n, 3))).astype(np.uint8)
-        return rng.integers(0, 256, (n, 3), dtype=np.uint8)
+        if kind in ("shared", "crowded"):  # sixteen values of one coarse cell
+            top = crowded[rng.integers(len(crowded))] if kind == "crowded" and len(crowded) else None
+            corner = (rng.integers(0, 256 // size, 3) if top is None else
+                      np.array([top >> 6, (top >> 3) & 7, top & 7]))
+            return (corner * size + rng.integers(0, size, (n, 3))).astype(np.uint8)
+        out = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+        if kind == "many" and len(many):  # a few lanes in cells of four or more candidates
+            at = rng.choice(n, min(n, 3), replace=False)
+            cell = many[rng.integers(0, len(many), len(at))]
+            out[at] = (np.stack([cell // fine // fine, cell // fine % fine, cell % fine], -1) * (256 // fine)
+                       + rng.integers(0, 256 // fine, (len(at), 3)))
+        return out
 
-    kinds = ["shared", "mixed"]
+    kinds = ["shared", "mixed", "crowded", "many"]
     # every succession of two kinds, and odd runs of mixed vectors (the pairwise search leaves one alone)
-    order = [kinds[k] for k in rng.integers(0, 2, 80)] + ["mixed"] * 3 + ["shared", "mixed", "shared"]
+    order = [kinds[k] for k in rng.integers(0, 4, 160)] + ["mixed"] * 3 + ["shared", "mixed", "shared"]
     body = np.concatenate([run(kind, 16) for kind in order])
     if name.startswith("near"):  # exact ties: mixed vectors of them, then vectors of one tie each (a shared cell)
         ties = _near_tie_palette(np.random.default_rng(31), 24, "rgb")[1]
         body[: 16 * 6] = np.resize(ties, (96, 3))
         body[16 * 6: 16 * 12] = np.repeat(ties[:6], 16, axis=0)
-    table = dither.nearest_table(pal, False)
     guard = 64  # bytes after each output, which no store may reach
 
     def check(shape):
@@ -625,6 +644,38 @@ def test_vector_searches_match_brute_force(name, search, monkeypatch):
     for n in (1, 15, 16, 21, 22, 23, 37, 64, 65, 100, len(body)):
         check((1, n))
     check((29, 37))  # rows that do not end on a vector
+
+
+@pytest.mark.parametrize("name", ["endesga-32", "random-32", "near-ties-24", "repeats-20", "random-1"])
+def test_triple_table_holds_each_cells_candidates(name):
+    """The VNNI search's triples decode to each cell's candidates of the cell table (one repeated, two with the
+    second repeated, three), PAIR_MANY where a cell has four or more, and a spare zero; quantize builds them for
+    17 to 32 colours where the VNNI search runs, and 32 colours fit the 5-bit fields where 33 do not."""
+    from pixart_nodes.core import dither
+    from pixart_nodes.core import quantize as qz
+
+    pal = _test_palette(name, np.random.default_rng(5))
+    cells = dither.cell_table(pal, False)
+    codes = dither.triple_table(cells, len(pal))
+    assert codes.dtype == np.uint16 and len(codes) == len(cells.info) + 1 and codes[-1] == 0
+    f = dither.TRIPLE_FIELD
+    a, b, c = codes[:-1] & 31, (codes[:-1] >> f) & 31, codes[:-1] >> (2 * f)
+    for cell in np.random.default_rng(1).choice(len(cells.info), 3000, replace=False).tolist() + list(
+            np.flatnonzero(cells.info >= len(pal))[:3000]):
+        if cells.info[cell] < len(pal):
+            want = [int(cells.info[cell])]
+        else:
+            start = cells.moff[cell]
+            want = cells.cands[start + 1: start + 1 + cells.cands[start]].tolist()
+        if len(want) > 3:
+            assert codes[cell] == dither.PAIR_MANY, cell
+            assert a[cell] > b[cell]  # the search's test for "more than three"
+        else:
+            assert [a[cell], b[cell], c[cell]] == (want + [want[-1]] * 2)[:3], (cell, want)
+    with pytest.raises(ValueError, match="below 32"):
+        dither.triple_table(dither.cell_table(np.tile(pal[:1], (33, 1)), False), 33)
+    built = qz._nearest_table(pal.tobytes(), False)
+    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM and dither.vnni_search_here())
 
 
 def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):

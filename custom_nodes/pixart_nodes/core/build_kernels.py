@@ -60,7 +60,7 @@ def exports(vnni: bool = False) -> dict[str, str]:
     if vnni:  # compiled only where the CPU has the instructions; elsewhere the float32 search serves
         out[jit.export_name(dither, "_nearest_rgb_vnni")] = (
             "int64(uint8[::1], int64, int64, int64, int32[:, ::1], int32[:, ::1], int32[::1], int32[:, ::1], "
-            "uint32[::1], uint8[::1], uint8[::1], uint32[::1])"
+            "uint16[::1], int32[:, ::1], uint32[::1], uint8[::1], uint8[::1], uint32[::1])"
         )
     out[jit.export_name(dither, "_nearest_cells")] = (
         "void(boolean, uint8[::1], int64, int64, int64, int32[:, ::1], uint8[::1], int64, float32[::1], "

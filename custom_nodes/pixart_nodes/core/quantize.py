@@ -60,9 +60,11 @@ def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 @lru_cache(maxsize=16)
 def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
     # the palette's cell table answers the pixels of single-colour cells without a search (in sRGB, small palettes
-    # are searched faster without it)
+    # are searched faster without it, and from 17 colours the VNNI search reads its cells' candidates instead)
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
-    cells = _lookup(pal_bytes, use_lab).table if use_lab or len(pal) > _dither.NEAREST_MAX_COLORS else None
+    n = len(pal)
+    table = use_lab or n > _dither.NEAREST_MAX_COLORS or (n >= _dither.TRIPLES_FROM and _dither.vnni_search_here())
+    cells = _lookup(pal_bytes, use_lab).table if table else None
     return _dither.nearest_table(pal, use_lab, cells)
 
 

@@ -21,6 +21,12 @@ distance that one AVX-512 VNNI instruction (``vpdpbusd``: four unsigned-byte by 
 ``E = p . s - h`` and, among equal ``E``, even parity. A funnel shift appends six bits, ``32 (1 - parity) + 31 -
 index``, so one signed maximum picks the nearest colour and, on exact ties, the lower index. ``E`` lies in
 -195457..97155, so ``64 E`` and its low bits fit an int32.
+
+Each colour costs about two cycles a vector (``vpdpbusd`` and the funnel shift share one port), so with 32
+colours random pixels took longer than Pillow's cached lookup. From 17 colours the search first gathers each
+pixel's candidates from the cell table (``triple16``: nearly every cell 4 code values wide holds at most three)
+and computes three keys, each colour's words permuted per lane; only a vector with a pixel in a cell of four or
+more searches every colour.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from numba import types
 from numba.extending import intrinsic, models, register_model
 
 # colours per pass (one load and store of the maxima serve eight), pixels per vector (512 bits of uint32)
-from .dither import FS_HALF, FS_SHIFT
+from .dither import FS_HALF, FS_SHIFT, TRIPLE_FIELD
 from .dither import VNNI_COLOURS as COLOURS
 from .dither import VNNI_LANES as LANES
 
@@ -321,6 +327,57 @@ def shared_cell(typingctx, px, bits):
         return builder.select(every, cell, ir.Constant(I64, -1))
 
     return types.int64(px, bits), codegen
+
+
+@intrinsic
+def triple16(typingctx, px, codes, cols, bits):
+    """The greatest keys of the pixels ``px`` over their cells' candidates, and the lanes whose cell has more than
+    three (a 16-bit mask; their keys are not searched). ``codes``: ``dither.triple_table``, a uint16 per cell (2^
+    ``bits`` per side, numbered as ``dither._cell``), one more entry to spare (every lane reads a word); ``cols``:
+    int32 [3, 32], the rows of ``dither.vnni_keys`` as columns (s, -h, six bits), permuted per lane to each
+    candidate's. One gather and three keys a vector, whatever the palette's size."""
+    g = _const(bits)
+    if g is None or not (isinstance(px, Vec16) and _is(codes, types.uint16) and _is(cols, types.int32, 2)
+                         and cols.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pxv = args[0]
+        lb, m = 8 - g, (1 << g) - 1
+
+        def const(x):
+            return ir.Constant(V16, [x] * LANES)
+
+        def field(c, up):  # channel c's top g bits, moved to bit ``up``
+            return builder.shl(builder.and_(builder.lshr(pxv, const(8 * c + lb)), const(m)), const(up))
+
+        cell = builder.or_(builder.or_(field(0, 2 * g), field(1, g)), field(2, 0))
+        base = builder.bitcast(_data(context, builder, signature.args[1], args[1]), I8.as_pointer())
+        name = "llvm.x86.avx512.mask.gather.dpi.512"
+        every = ir.VectorType(ir.IntType(1), LANES)
+        gather = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(V16, [V16, I8.as_pointer(), V16, every, I32]), name)
+        words = builder.call(gather, [const(0), base, cell, ir.Constant(every, [1] * LANES), ir.Constant(I32, 2)])
+        a, b, c = (builder.and_(builder.lshr(words, const(TRIPLE_FIELD * k)), const(31)) for k in range(3))
+        many = builder.zext(builder.bitcast(builder.icmp_unsigned(">", a, b), ir.IntType(LANES)), I64)
+        table = _data(context, builder, signature.args[2], args[2])
+        perm = _declared(builder, "llvm.x86.avx512.vpermi2var.d.512", V16)
+        dp = _declared(builder, "llvm.x86.avx512.vpdpbusd.512", V16)
+        fshl = _declared(builder, "llvm.fshl.v16i32", V16)
+
+        def column(j, half):
+            at = ir.Constant(I64, 32 * j + LANES * half)
+            return builder.load(builder.bitcast(builder.gep(table, [at], inbounds=True), V16.as_pointer()), align=4)
+
+        cols = [(column(j, 0), column(j, 1)) for j in range(3)]
+        best = None
+        for idx in (a, b, c):
+            s, h, six = (builder.call(perm, [lo, idx, hi]) for lo, hi in cols)
+            key = builder.call(fshl, [builder.call(dp, [h, pxv, s]), six, const(6)])
+            best = key if best is None else builder.select(builder.icmp_signed(">", key, best), key, best)
+        return context.make_tuple(builder, signature.return_type, [best, many])
+
+    return types.Tuple([vec16, types.int64])(px, codes, cols, bits), codegen
 
 
 @intrinsic
