@@ -148,6 +148,7 @@ class Outbound:
     policy: OutboundPolicy
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
     _poster: Poster | None = field(default=None, init=False)
+    _checked: set[str] = field(default_factory=set, init=False)  # URLs check_url passed (names resolve per connection)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -231,8 +232,13 @@ class Outbound:
             raise OutboundRefused(f"{host} does not resolve: {exc}") from None
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        """POST to a checked URL without following redirects (webhooks); returns the status."""
-        check_url(url, self.policy)
+        """POST to a checked URL without following redirects (webhooks) within ``timeout`` seconds (else
+        TimeoutError); returns the status."""
+        if url not in self._checked:  # a URL's form and literal address judged once: a job's receiver is reused
+            check_url(url, self.policy)
+            if len(self._checked) >= CHECKED_URLS:
+                self._checked.clear()
+            self._checked.add(url)
         if self._poster is None:
             self._poster = Poster(CheckedResolver(self.policy))
         return await self._poster.post(url, body, headers, timeout)
@@ -243,6 +249,7 @@ class Outbound:
 ANSWER_BYTES = 64 * 1024
 # Idle connections kept per receiver, and for how long (seconds): servers close theirs after 5-75 s.
 IDLE_PER_HOST = 8
+CHECKED_URLS = 1024  # URLs whose check is remembered (the whole memory is cleared when full)
 IDLE_FOR = 15.0
 
 
@@ -350,13 +357,20 @@ class Poster:
         self._busy: set[_Exchange] = set()
         self._tls: ssl.SSLContext | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._targets: dict[str, tuple[tuple[str, str, int], str]] = {}  # URL -> (connection key, request line)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        target = URL(url)
-        key = (target.scheme, target.raw_host or "", target.port or 0)
-        # yarl percent-encodes the path and drops CR and LF, so a URL cannot add header lines
-        head = (f"POST {target.raw_path_qs} HTTP/1.1\r\nhost: {target.host_port_subcomponent}\r\n"
-                f"content-length: {len(body)}\r\n")
+        known = self._targets.get(url)
+        if known is None:
+            target = URL(url)
+            # yarl percent-encodes the path and drops CR and LF, so a URL cannot add header lines
+            known = ((target.scheme, target.raw_host or "", target.port or 0),
+                     f"POST {target.raw_path_qs} HTTP/1.1\r\nhost: {target.host_port_subcomponent}\r\n")
+            if len(self._targets) >= CHECKED_URLS:
+                self._targets.clear()
+            self._targets[url] = known
+        key, line = known
+        head = line + f"content-length: {len(body)}\r\n"
         head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         request = (head + "\r\n").encode("latin-1") + body
         async with deadline(timeout):
