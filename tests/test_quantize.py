@@ -640,6 +640,16 @@ def test_vector_searches_match_brute_force(name, search, monkeypatch):
         assert np.array_equal(image.reshape(-1, 3), pal[ref]), shape
         assert mask == sum(1 << int(k) for k in np.unique(ref)), shape
         assert (idx_buf[n:] == 0xAB).all() and (image_buf[3 * n:] == 0xAB).all(), shape
+        # with alpha (the block loop): some pixels transparent, index N and 0, 0, 0, 0
+        alpha = np.where(rng.random(shape) < 0.2, 0, 255).astype(np.uint8)
+        rgba = np.ascontiguousarray(np.dstack([img, alpha]))
+        idx4, image4 = np.empty(shape, np.uint8), np.empty_like(rgba)
+        mask = dither.nearest(rgba, table, idx4, image4)
+        want = np.where(alpha.ravel() >= 128, ref, len(pal))
+        assert np.array_equal(idx4.ravel(), want), shape
+        colours = np.vstack([np.hstack([pal, np.full((len(pal), 1), 255, np.uint8)]), np.zeros((1, 4), np.uint8)])
+        assert np.array_equal(image4.reshape(-1, 4), colours[want]), shape
+        assert mask == sum(1 << int(k) for k in np.unique(want)), shape
 
     for n in (1, 15, 16, 21, 22, 23, 37, 64, 65, 100, len(body)):
         check((1, n))

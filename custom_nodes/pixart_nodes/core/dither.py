@@ -1493,7 +1493,7 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img,
             for c in range(0, keys.shape[0], 4):
                 least = _fkeys16(r, g, b, least, keys, c, 4)
         seen = _femit16(least, rgbx, out_idx, out_img, p, seen)
-    _store16(used, seen)
+    _store16(used, 0, seen)
     return vectors * VNNI_LANES
 
 
@@ -1546,7 +1546,7 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
 
 # numba's intrinsics the kernels call (``simd``), set by ``jit.materialise`` from ``_intrinsics``: importing them
 # imports numba, which a process served by the ahead-of-time module never does
-_max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = _emit16 = _store16 = None
+_max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = _emit16 = _store16 = _load16 = None
 _floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = None
 _FLOAT_PAIRS = False  # whether _float_vectors searches two vectors at once (simd.wide_registers)
 
@@ -1556,7 +1556,7 @@ def _intrinsics() -> dict[str, Any]:
 
     return {"_max_keys": simd.max_keys, "_emit_rgb": simd.emit_rgb, "_rgb16": simd.rgb16, "_splat16": simd.splat16,
             "_keys16": simd.keys16, "_keys16x2": simd.keys16x2, "_shared_cell": simd.shared_cell,
-            "_triple16": simd.triple16, "_emit16": simd.emit16, "_store16": simd.store16, "_floats16": simd.floats16, "_fill16": simd.fill16,
+            "_triple16": simd.triple16, "_emit16": simd.emit16, "_store16": simd.store16, "_load16": simd.load16, "_floats16": simd.floats16, "_fill16": simd.fill16,
             "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
             "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_FLOAT_PAIRS": simd.wide_registers(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
@@ -1566,13 +1566,26 @@ def _intrinsics() -> dict[str, Any]:
 
 
 @njit(cache=True, nogil=True)
-def _vnni_search(px, best, m, keys):
+def _vnni_search(px, best, m, keys, triples, tcols):
     """``best[:m']`` = the greatest key (``simd``) of each pixel of ``px`` over ``keys``, ``m'`` = ``m`` rounded
-    up to whole vectors (the arrays hold that many)."""
+    up to whole vectors (the arrays hold that many). With ``triples`` each vector's candidates first, as in
+    ``_vnni_vectors`` (Bayer 4x4 to endesga-32: 0.65 ms instead of 0.81 on random pixels, 0.69 instead of 0.82 on
+    the gradient)."""
     m16 = (m + VNNI_LANES - 1) // VNNI_LANES * VNNI_LANES
-    for c in range(0, keys.shape[0], VNNI_COLOURS):
-        for i in range(0, m16, VNNI_LANES):
-            _max_keys(px, best, i, keys, c)
+    if triples.shape[0] == 0:
+        for c in range(0, keys.shape[0], VNNI_COLOURS):
+            for i in range(0, m16, VNNI_LANES):
+                _max_keys(px, best, i, keys, c)
+        return
+    least = np.int32(-(1 << 31))
+    for i in range(0, m16, VNNI_LANES):
+        v = _load16(px, i)
+        acc, many = _triple16(v, triples, tcols, GBITS)
+        if many != 0:
+            acc = _splat16(least)
+            for c in range(0, keys.shape[0], VNNI_COLOURS):
+                acc = _keys16(v, acc, keys, c, VNNI_COLOURS)
+        _store16(best, i, acc)
 
 
 @njit(cache=True, nogil=True)
@@ -1617,7 +1630,7 @@ def _vnni_vectors(src, keys, cstarts, ckeys, triples, tcols, lut, out_idx, out_i
             for c in range(0, keys.shape[0], VNNI_COLOURS):
                 acc = _keys16(px, acc, keys, c, VNNI_COLOURS)
         seen = _emit16(acc, lut, out_idx, out_img, p, seen)
-    _store16(used, seen)
+    _store16(used, 0, seen)
     return vectors * VNNI_LANES
 
 
@@ -1655,7 +1668,7 @@ def _nearest_rgb_vnni(src, ch, alpha_threshold, w, offsets, keys, cstarts, ckeys
         for i in range(m):
             px[i] = np.uint32(cr[i]) | (np.uint32(cg[i]) << eight) | (np.uint32(cb[i]) << sixteen)
         best[:] = low
-        _vnni_search(px, best, m, keys)
+        _vnni_search(px, best, m, keys, triples, tcols)
         # RGB: whole vectors through emit_rgb, the rest (the image's last pixels) one at a time
         full = m // lanes * lanes if ch == 3 else np.uint64(0)
         for v in range(full // lanes):

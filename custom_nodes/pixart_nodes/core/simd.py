@@ -397,17 +397,30 @@ def emit16(typingctx, keys, lut, out_idx, out_img, p, used):
 
 
 @intrinsic
-def store16(typingctx, arr, v):
-    """``arr[:16] = v`` (int32)."""
-    if not (_is(arr, types.int32) and isinstance(v, Vec16)):
+def store16(typingctx, arr, i, v):
+    """``arr[i:i+16] = v`` (int32). No bounds are checked."""
+    if not (_is(arr, types.int32) and isinstance(i, types.Integer) and isinstance(v, Vec16)):
         return None
 
     def codegen(context, builder, signature, args):
-        base = context.make_array(signature.args[0])(context, builder, args[0]).data
-        builder.store(args[1], builder.bitcast(base, V16.as_pointer()), align=4)
+        at = builder.gep(_data(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])], inbounds=True)
+        builder.store(args[2], builder.bitcast(at, V16.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.void(arr, v), codegen
+    return types.void(arr, i, v), codegen
+
+
+@intrinsic
+def load16(typingctx, arr, i):
+    """``arr[i:i+16]`` (uint32: pixels packed as ``max_keys`` reads them) as a Vec16. No bounds are checked."""
+    if not (_is(arr, types.uint32) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        at = builder.gep(_data(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])], inbounds=True)
+        return builder.load(builder.bitcast(at, V16.as_pointer()), align=4)
+
+    return vec16(arr, i), codegen
 
 
 # ---------------------------------------------------------------------------------------------------------
