@@ -108,6 +108,16 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
     return host
 
 
+@lru_cache(maxsize=1024)
+def _literal(host: str) -> bool:
+    # asked for every job with a webhook (check_target); ipaddress's parse cost more than the rest of the check
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _unmapped(address: Address) -> Address:
     # ::ffff:127.0.0.1 is 127.0.0.1 to the kernel
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -148,7 +158,6 @@ class Outbound:
     policy: OutboundPolicy
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
     _poster: Poster | None = field(default=None, init=False)
-    _checked: set[str] = field(default_factory=set, init=False)  # URLs check_url passed (names resolve per connection)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -217,11 +226,8 @@ class Outbound:
         every address its host resolves to now. Delivery checks again, so a name that changes its answer later
         still reaches nothing private."""
         host = check_url(url, self.policy)
-        try:
-            ipaddress.ip_address(host)
+        if _literal(host):
             return  # a literal address: check_url has judged it
-        except ValueError:
-            pass
         if host.lower().rstrip(".") in self.policy.allow_hosts:
             return
         try:
@@ -234,11 +240,7 @@ class Outbound:
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         """POST to a checked URL without following redirects (webhooks) within ``timeout`` seconds (else
         TimeoutError); returns the status."""
-        if url not in self._checked:  # a URL's form and literal address judged once: a job's receiver is reused
-            check_url(url, self.policy)
-            if len(self._checked) >= CHECKED_URLS:
-                self._checked.clear()
-            self._checked.add(url)
+        check_url(url, self.policy)
         if self._poster is None:
             self._poster = Poster(CheckedResolver(self.policy))
         return await self._poster.post(url, body, headers, timeout)
@@ -249,7 +251,7 @@ class Outbound:
 ANSWER_BYTES = 64 * 1024
 # Idle connections kept per receiver, and for how long (seconds): servers close theirs after 5-75 s.
 IDLE_PER_HOST = 8
-CHECKED_URLS = 1024  # URLs whose check is remembered (the whole memory is cleared when full)
+KNOWN_TARGETS = 1024  # receiver URLs whose request line the Poster keeps (all are dropped when full)
 IDLE_FOR = 15.0
 
 
@@ -366,7 +368,7 @@ class Poster:
             # yarl percent-encodes the path and drops CR and LF, so a URL cannot add header lines
             known = ((target.scheme, target.raw_host or "", target.port or 0),
                      f"POST {target.raw_path_qs} HTTP/1.1\r\nhost: {target.host_port_subcomponent}\r\n")
-            if len(self._targets) >= CHECKED_URLS:
+            if len(self._targets) >= KNOWN_TARGETS:
                 self._targets.clear()
             self._targets[url] = known
         key, line = known

@@ -92,6 +92,9 @@ class WebhookConfig:
 
 
 class Webhooks:
+    """The delivery of a bridge's webhook messages. ``send`` must keep to the timeout it is given (raising
+    TimeoutError): attempts hold no timer of their own (the bridge's sender, ``Outbound.post``, does)."""
+
     def __init__(self, store: JobStore, secret: str, send: Send, *, describe: Describe,
                  everyone: Receiver | None = None, policy: Policy | None = None) -> None:
         self.store = store

@@ -87,10 +87,10 @@ async def test_s3_presigned_links_are_checked_by_s3(s3_server: Any, tmp_path: An
     assert await LocalBlobs(tmp_path).url("x.png", 60) is None  # the bridge serves local files itself
 
 
-async def test_presigned_links_signed_in_python_equal_obstores(s3_server: Any) -> None:
+async def test_presigned_links_signed_in_python_equal_obstores() -> None:
     """The bridge signs links in Python (cheaper on its loop): the very URL obstore signs at the same second, for
-    keys that need escapes and for other endpoints and regions; a URL it cannot reproduce leaves obstore signing;
-    and SeaweedFS serves an escaped key through the Python-signed link."""
+    keys that need escapes and for other endpoints and regions; AWS's own example of a presigned URL; a day's
+    change of signing key; a URL it cannot reproduce leaves obstore signing. No server needed: signing is local."""
     import datetime as dt
 
     import obstore
@@ -103,15 +103,31 @@ async def test_presigned_links_signed_in_python_equal_obstores(s3_server: Any) -
               S3Blobs("s3://b", endpoint="https://minio.example.com:443", access_key_id="k", secret_access_key="s")]
     for blobs in stores:
         assert blobs.presigner is not None
-        for key in ("outputs/job_0123/images_0.png", "outputs/j 1/ä+x(1)!*'.png", "a~b/-_./%41.png"):
+        for key in ("outputs/job_0123/images_0.png", "outputs/j 1/ä+x(1)!*'.png", "a~b/-_./%41#?[].png"):
             theirs = obstore.sign(blobs.store, "GET", blobs._path(key), dt.timedelta(seconds=900))
             stamp = urllib.parse.parse_qs(urllib.parse.urlsplit(theirs).query)["X-Amz-Date"][0]
             at = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
             assert blobs.presigner.url(blobs._path(key), 900, at) == theirs, key
+    with pytest.raises(ValueError, match="control character"):
+        await stores[0].url("outputs/j\x01/images_0.png", 60)  # obstore refuses these keys: so does the bridge
+    # AWS's example (Signature Version 4, "authenticating requests: using query parameters")
+    aws = Presigner("https://examplebucket.s3.amazonaws.com/", "us-east-1", "AKIAIOSFODNN7EXAMPLE",
+                    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    assert aws.url("test.txt", 86400, dt.datetime(2013, 5, 24, tzinfo=dt.timezone.utc).timestamp()).endswith(
+        "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
+    # across midnight (UTC) the signing key is derived again: each link equals a fresh signer's
+    midnight = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc).timestamp()
+    for at in (midnight - 1, midnight, midnight - 1):
+        fresh = Presigner(aws.base, aws.region, aws.key_id, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+        assert aws.url("test.txt", 60, at) == fresh.url("test.txt", 60, at)
+    assert "%2F20261126%2F" in aws.url("test.txt", 60, midnight)
     # a presigner built from another secret does not reproduce obstore's URL: obstore signs
     assert Presigner.matching(stores[0].store, "us-east-1", "AKIDEXAMPLE", "another") is None
     assert Presigner.matching(stores[0].store, "us-east-1", "AKIDEXAMPLE",
                               "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY") is not None
+
+
+async def test_python_signed_links_with_escapes_are_served_by_s3(s3_server: Any) -> None:
     blobs = S3Blobs(f"s3://{s3_server.bucket}/signed", endpoint=s3_server.endpoint,
                     access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key)
     assert blobs.presigner is not None

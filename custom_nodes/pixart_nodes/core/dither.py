@@ -1146,8 +1146,8 @@ VNNI_COARSE_BITS = 3  # its coarse cells (coarse_keys): 8 per side
 # (two passes of eight) stayed faster, 0.57x against 0.62x (Intel Xeon VM, a prototype of the loop).
 TRIPLES_FROM = 17
 TRIPLE_FIELD = 5  # bits per candidate in a triple code: indices 0..31
-# a vector in one coarse cell of at most this many colours searches those instead of its triples (the gradient
-# to endesga-32: 0.55x Pillow NONE where all vectors took their triples, 0.73x; at most 3: 0.61x)
+# a vector in one coarse cell of at most this many colours searches those instead of its triples: the gradient to
+# endesga-32 took 0.55x Pillow NONE's time so, 0.61x with at most 3, and 0.73x where every vector took its triples
 TRIPLE_SHARED_MAX = 5
 NEAREST_CELLS_MAX = 254  # the table-first search: uint8 cell tables, and uint8 indices with a transparent one
 # quantize's choice: beyond these sizes the table-first search, which searches every colour for the pixels of
@@ -1546,7 +1546,8 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
 
 # numba's intrinsics the kernels call (``simd``), set by ``jit.materialise`` from ``_intrinsics``: importing them
 # imports numba, which a process served by the ahead-of-time module never does
-_max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = _emit16 = _store16 = _load16 = None
+_max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = None
+_emit16 = _store16 = _load16 = None
 _floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = None
 _FLOAT_PAIRS = False  # whether _float_vectors searches two vectors at once (simd.wide_registers)
 
@@ -1556,7 +1557,8 @@ def _intrinsics() -> dict[str, Any]:
 
     return {"_max_keys": simd.max_keys, "_emit_rgb": simd.emit_rgb, "_rgb16": simd.rgb16, "_splat16": simd.splat16,
             "_keys16": simd.keys16, "_keys16x2": simd.keys16x2, "_shared_cell": simd.shared_cell,
-            "_triple16": simd.triple16, "_emit16": simd.emit16, "_store16": simd.store16, "_load16": simd.load16, "_floats16": simd.floats16, "_fill16": simd.fill16,
+            "_triple16": simd.triple16, "_emit16": simd.emit16, "_store16": simd.store16, "_load16": simd.load16,
+            "_floats16": simd.floats16, "_fill16": simd.fill16,
             "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
             "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_FLOAT_PAIRS": simd.wide_registers(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
@@ -1637,9 +1639,10 @@ def _vnni_vectors(src, keys, cstarts, ckeys, triples, tcols, lut, out_idx, out_i
 @njit(cache=True, nogil=True)
 def _nearest_rgb_vnni(src, ch, alpha_threshold, w, offsets, keys, cstarts, ckeys, triples, tcols, rgbx, out_idx,
                       out_img, words):
-    # _nearest_rgb with AVX-512's integer instructions (simd): the same arguments but ``keys`` (vnni_keys) and the
-    # coarse cells' keys (coarse_keys) and the triples (nearest_table), the same results. RGB without offsets goes through _vnni_vectors; the rest
-    # (RGBA, offsets, the image's last pixels) in blocks, pixels packed a word each (R, G, B in the low bytes)
+    # _nearest_rgb with AVX-512's integer instructions (simd): the same arguments but ``keys`` (vnni_keys), the
+    # coarse cells' keys (coarse_keys) and the triples (nearest_table), the same results. RGB without offsets goes
+    # through _vnni_vectors; the rest (RGBA, offsets, the image's last pixels) in blocks, pixels packed a word each
+    # (R, G, B in the low bytes)
     # instead of three float32 rows, RGB written sixteen pixels at a time (simd.emit_rgb).
     cr = np.empty(_NEAREST_BLOCK, np.uint8)
     cg = np.empty(_NEAREST_BLOCK, np.uint8)

@@ -358,7 +358,8 @@ def triple16(typingctx, px, codes, cols, bits):
         gather = builder.module.globals.get(name) or ir.Function(
             builder.module, ir.FunctionType(V16, [V16, I8.as_pointer(), V16, every, I32]), name)
         words = builder.call(gather, [const(0), base, cell, ir.Constant(every, [1] * LANES), ir.Constant(I32, 2)])
-        a, b, c = (builder.and_(builder.lshr(words, const(TRIPLE_FIELD * k)), const(31)) for k in range(3))
+        a, b, c = (builder.and_(builder.lshr(words, const(TRIPLE_FIELD * k)), const((1 << TRIPLE_FIELD) - 1))
+                   for k in range(3))
         many = builder.zext(builder.bitcast(builder.icmp_unsigned(">", a, b), ir.IntType(LANES)), I64)
         table = _data(context, builder, signature.args[2], args[2])
         perm = _declared(builder, "llvm.x86.avx512.vpermi2var.d.512", V16)
