@@ -578,9 +578,12 @@ def test_coarse_keys_hold_the_true_nearest(name):
         assert np.diff(starts).mean() < len(pal) / 4
 
 
-@pytest.mark.parametrize("search", ["vnni", "vnni-triples", "float32"])
-@pytest.mark.parametrize("name", ["endesga-32", "random-32", "random-5", "random-1", "near-ties-24", "repeats",
-                                  "repeats-20"])
+_SEARCH_PALETTES = ["endesga-32", "random-32", "random-5", "random-1", "near-ties-24", "repeats", "repeats-20"]
+_TRIPLE_PALETTES = ["endesga-32", "random-32", "near-ties-24", "repeats-20"]  # 17 colours or more
+
+
+@pytest.mark.parametrize("name, search", [(n, s) for s in ("vnni", "float32") for n in _SEARCH_PALETTES]
+                         + [(n, "vnni-triples") for n in _TRIPLE_PALETTES])
 def test_vector_searches_match_brute_force(name, search, monkeypatch):
     """The vector loops' ways through a vector (one coarse cell's colours; its pixels' triples, and every colour
     where a pixel's cell has four or more candidates; every colour, for this vector and the next together or for
@@ -593,8 +596,7 @@ def test_vector_searches_match_brute_force(name, search, monkeypatch):
         pytest.skip("no AVX-512 VNNI here: the loop under test does not run (the float32 search is tested beside)")
     rng = np.random.default_rng(17)
     pal = _test_palette(name, rng)
-    if search == "vnni-triples" and len(pal) < dither.TRIPLES_FROM:
-        pytest.skip(f"triples serve palettes of {dither.TRIPLES_FROM} colours or more")
+    assert search != "vnni-triples" or len(pal) >= dither.TRIPLES_FROM
     monkeypatch.setattr(dither, "USE_VNNI", search != "float32")
     cells = dither.cell_table(pal, False)
     table = dither.nearest_table(pal, False, cells if search == "vnni-triples" else None)
