@@ -110,7 +110,7 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
 
 @lru_cache(maxsize=1024)
 def _literal(host: str) -> bool:
-    # asked for every job with a webhook (check_target); ipaddress's parse cost more than the rest of the check
+    # asked for every job with a webhook (check_target): each host parsed once
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -251,8 +251,8 @@ class Outbound:
 ANSWER_BYTES = 64 * 1024
 # Idle connections kept per receiver, and for how long (seconds): servers close theirs after 5-75 s.
 IDLE_PER_HOST = 8
-KNOWN_TARGETS = 1024  # receiver URLs whose request line the Poster keeps (all are dropped when full)
 IDLE_FOR = 15.0
+KNOWN_TARGETS = 1024  # receiver URLs whose request line the Poster keeps (all are dropped when full)
 
 
 class _Exchange(asyncio.Protocol):

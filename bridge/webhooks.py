@@ -301,8 +301,7 @@ class Webhooks:
                            "user-agent": "pixart-bridge-webhooks"}
                 status, error, refused = None, None, False
                 try:
-                    # `send` keeps the time limit itself (the bridge's Poster does): a second timer here cost a
-                    # tenth of the webhook path's CPU
+                    # `send` keeps the time limit itself (the bridge's Poster does): no second timer per message
                     status = await self.send(d.url, d.payload.encode(), headers, self.policy.timeout)
                 except asyncio.TimeoutError:
                     error = f"no answer within {self.policy.timeout:g} s"

@@ -38,13 +38,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
 class Presigner:
     """Presigned GET URLs (AWS Signature Version 4, query form) with static keys, signed in Python: obstore's
     `sign` took 40-50 us of the loop thread's CPU per link while the bridge ran jobs (in a tight loop 7.8 us, this
-    one 4.2; bench_delivery prints both), twice per job answered with links. Used only where it reproduces obstore's own URL exactly
-    (`matching`), so obstore still defines the URL's form: its host, path style and encoding."""
+    one 4.2; bench_delivery prints both), twice per job answered with links. Used only where it reproduces obstore's
+    own URL exactly (`matching`), so obstore still defines the URL's form: its host, path style and encoding."""
 
     def __init__(self, base: str, region: str, key_id: str, secret: str) -> None:
         self.base = base  # scheme://host/bucket/ as obstore writes it
-        self.host = urlsplit(base).netloc
-        self.path0 = urlsplit(base).path
+        parts = urlsplit(base)
+        self.host, self.path0 = parts.netloc, parts.path
         self.region, self.key_id, self._secret = region, key_id, secret
         self._day = ""
 

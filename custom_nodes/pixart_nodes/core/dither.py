@@ -1141,9 +1141,9 @@ VNNI_COLOURS = 8  # the VNNI search (simd) takes its colours eight at a time
 VNNI_LANES = 16  # and its pixels sixteen at a time
 VNNI_COARSE_BITS = 3  # its coarse cells (coarse_keys): 8 per side
 # From 17 colours the VNNI search reads each pixel's candidates from a table of the cell table's cells
-# (``triple_table``): three keys a vector instead of the palette's. 512x512 random pixels to endesga-32 took 0.63x
-# Pillow NONE's time instead of 1.02x, the gradient 0.55x instead of 0.75x; to PICO-8 the search of every colour
-# (two passes of eight) stayed faster, 0.57x against 0.62x (Intel Xeon VM, a prototype of the loop).
+# (``triple_table``): three keys a vector instead of the palette's. 512x512 random pixels to endesga-32 took
+# 0.63-0.64x Pillow NONE's time instead of 1.02x, the gradient 0.55x instead of 0.75x; to PICO-8 the search of
+# every colour (two passes of eight) stayed faster, 0.57x against 0.62x (Intel Xeon VM, a prototype of the loop).
 TRIPLES_FROM = 17
 TRIPLE_FIELD = 5  # bits per candidate in a triple code: indices 0..31
 # a vector in one coarse cell of at most this many colours searches those instead of its triples: the gradient to
@@ -1567,6 +1567,15 @@ def _intrinsics() -> dict[str, Any]:
             "_put_pixel": simd.put_pixel}
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _every_colour(px, keys):
+    """The greatest keys of the Vec16 ``px`` over every colour of ``keys`` (``vnni_keys``), eight at a time."""
+    acc = _splat16(np.int32(-(1 << 31)))  # below every key
+    for c in range(0, keys.shape[0], VNNI_COLOURS):
+        acc = _keys16(px, acc, keys, c, VNNI_COLOURS)
+    return acc
+
+
 @njit(cache=True, nogil=True)
 def _vnni_search(px, best, m, keys, triples, tcols):
     """``best[:m']`` = the greatest key (``simd``) of each pixel of ``px`` over ``keys``, ``m'`` = ``m`` rounded
@@ -1579,14 +1588,11 @@ def _vnni_search(px, best, m, keys, triples, tcols):
             for i in range(0, m16, VNNI_LANES):
                 _max_keys(px, best, i, keys, c)
         return
-    least = np.int32(-(1 << 31))
     for i in range(0, m16, VNNI_LANES):
         v = _load16(px, i)
         acc, many = _triple16(v, triples, tcols, GBITS)
         if many != 0:
-            acc = _splat16(least)
-            for c in range(0, keys.shape[0], VNNI_COLOURS):
-                acc = _keys16(v, acc, keys, c, VNNI_COLOURS)
+            acc = _every_colour(v, keys)
         _store16(best, i, acc)
 
 
@@ -1629,8 +1635,7 @@ def _vnni_vectors(src, keys, cstarts, ckeys, triples, tcols, lut, out_idx, out_i
             acc, p = acc2, p + VNNI_LANES
             v += 1
         else:
-            for c in range(0, keys.shape[0], VNNI_COLOURS):
-                acc = _keys16(px, acc, keys, c, VNNI_COLOURS)
+            acc = _every_colour(px, keys)
         seen = _emit16(acc, lut, out_idx, out_img, p, seen)
     _store16(used, 0, seen)
     return vectors * VNNI_LANES
@@ -1642,8 +1647,7 @@ def _nearest_rgb_vnni(src, ch, alpha_threshold, w, offsets, keys, cstarts, ckeys
     # _nearest_rgb with AVX-512's integer instructions (simd): the same arguments but ``keys`` (vnni_keys), the
     # coarse cells' keys (coarse_keys) and the triples (nearest_table), the same results. RGB without offsets goes
     # through _vnni_vectors; the rest (RGBA, offsets, the image's last pixels) in blocks, pixels packed a word each
-    # (R, G, B in the low bytes)
-    # instead of three float32 rows, RGB written sixteen pixels at a time (simd.emit_rgb).
+    # (R, G, B in the low bytes) instead of three float32 rows, RGB written sixteen pixels at a time (simd.emit_rgb).
     cr = np.empty(_NEAREST_BLOCK, np.uint8)
     cg = np.empty(_NEAREST_BLOCK, np.uint8)
     cb = np.empty(_NEAREST_BLOCK, np.uint8)

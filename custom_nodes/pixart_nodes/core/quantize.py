@@ -63,8 +63,8 @@ def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
     # are searched faster without it, and from 17 colours the VNNI search reads its cells' candidates instead)
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     n = len(pal)
-    table = use_lab or n > _dither.NEAREST_MAX_COLORS or (n >= _dither.TRIPLES_FROM and _dither.vnni_search_here())
-    cells = _lookup(pal_bytes, use_lab).table if table else None
+    with_cells = use_lab or n > _dither.NEAREST_MAX_COLORS or (n >= _dither.TRIPLES_FROM and _dither.vnni_search_here())
+    cells = _lookup(pal_bytes, use_lab).table if with_cells else None
     return _dither.nearest_table(pal, use_lab, cells)
 
 

@@ -96,15 +96,21 @@ def _declared(builder: ir.IRBuilder, name: str, vty: ir.VectorType) -> ir.Functi
     return mod.globals.get(name) or ir.Function(mod, ir.FunctionType(vty, [vty, vty, vty]), name)
 
 
+def _key(builder: ir.IRBuilder, px: ir.Value, s: ir.Value, h: ir.Value, low: ir.Value) -> ir.Value:
+    """The keys of one colour per lane (its words ``s``, ``-h`` and six bits ``low``, as ``dither.vnni_keys``) for
+    the 16 pixels ``px``: ``E = p . s - h`` by one VNNI dot product, the six bits appended by a funnel shift."""
+    v32 = ir.VectorType(I32, LANES)
+    # the 512-bit VNNI dot product; LLVM upgrades this older signature where a newer one is declared
+    dp = _declared(builder, "llvm.x86.avx512.vpdpbusd.512", v32)
+    fshl = _declared(builder, "llvm.fshl.v16i32", v32)
+    return builder.call(fshl, [builder.call(dp, [h, px, s]), low, ir.Constant(v32, [6] * LANES)])
+
+
 def _max_keys(builder: ir.IRBuilder, data: ir.Value, row: ir.Value, count: int, pixels: list[ir.Value],
               accs: list[ir.Value]) -> list[ir.Value]:
     """Each of ``accs`` raised to the keys of colours ``row .. row + count - 1`` of the key rows at ``data`` (int32,
     three per colour) for the 16 pixels of the same place in ``pixels``."""
     v32 = ir.VectorType(I32, LANES)
-    # the 512-bit VNNI dot product; LLVM upgrades this older signature where a newer one is declared
-    dp = _declared(builder, "llvm.x86.avx512.vpdpbusd.512", v32)
-    fshl = _declared(builder, "llvm.fshl.v16i32", v32)
-    six = ir.Constant(v32, [6] * LANES)
     row0 = builder.mul(_i64(builder, row), ir.Constant(I64, 3))
 
     def word(k, j):  # keys[row + k, j], as a vector
@@ -115,7 +121,7 @@ def _max_keys(builder: ir.IRBuilder, data: ir.Value, row: ir.Value, count: int, 
     for k in range(count):
         s, h, low = word(k, 0), word(k, 1), word(k, 2)
         for j, px in enumerate(pixels):
-            key = builder.call(fshl, [builder.call(dp, [h, px, s]), low, six])
+            key = _key(builder, px, s, h, low)
             accs[j] = builder.select(builder.icmp_signed(">", key, accs[j]), key, accs[j])
     return accs
 
@@ -222,6 +228,11 @@ def emit_rgb(typingctx, best, i, lut, out_idx, out_img, p, used):
 # load and one byte shuffle.
 
 V16 = ir.VectorType(ir.IntType(32), LANES)
+
+
+def _v16_ptr(builder: ir.IRBuilder, base: ir.Value, at: ir.Value) -> ir.Value:
+    """A pointer to the sixteen 32-bit words at element ``at`` of ``base`` (an int32 or uint32 array's data)."""
+    return builder.bitcast(builder.gep(base, [_i64(builder, at)], inbounds=True), V16.as_pointer())
 
 
 class Vec16(types.Type):
@@ -363,18 +374,11 @@ def triple16(typingctx, px, codes, cols, bits):
         many = builder.zext(builder.bitcast(builder.icmp_unsigned(">", a, b), ir.IntType(LANES)), I64)
         table = _data(context, builder, signature.args[2], args[2])
         perm = _declared(builder, "llvm.x86.avx512.vpermi2var.d.512", V16)
-        dp = _declared(builder, "llvm.x86.avx512.vpdpbusd.512", V16)
-        fshl = _declared(builder, "llvm.fshl.v16i32", V16)
-
-        def column(j, half):
-            at = ir.Constant(I64, 32 * j + LANES * half)
-            return builder.load(builder.bitcast(builder.gep(table, [at], inbounds=True), V16.as_pointer()), align=4)
-
-        cols = [(column(j, 0), column(j, 1)) for j in range(3)]
+        cols = [tuple(builder.load(_v16_ptr(builder, table, ir.Constant(I64, 32 * j + LANES * half)), align=4)
+                      for half in (0, 1)) for j in range(3)]
         best = None
         for idx in (a, b, c):
-            s, h, six = (builder.call(perm, [lo, idx, hi]) for lo, hi in cols)
-            key = builder.call(fshl, [builder.call(dp, [h, pxv, s]), six, const(6)])
+            key = _key(builder, pxv, *(builder.call(perm, [lo, idx, hi]) for lo, hi in cols))
             best = key if best is None else builder.select(builder.icmp_signed(">", key, best), key, best)
         return context.make_tuple(builder, signature.return_type, [best, many])
 
@@ -404,8 +408,8 @@ def store16(typingctx, arr, i, v):
         return None
 
     def codegen(context, builder, signature, args):
-        at = builder.gep(_data(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])], inbounds=True)
-        builder.store(args[2], builder.bitcast(at, V16.as_pointer()), align=4)
+        builder.store(args[2], _v16_ptr(builder, _data(context, builder, signature.args[0], args[0]), args[1]),
+                      align=4)
         return context.get_dummy_value()
 
     return types.void(arr, i, v), codegen
@@ -418,8 +422,7 @@ def load16(typingctx, arr, i):
         return None
 
     def codegen(context, builder, signature, args):
-        at = builder.gep(_data(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])], inbounds=True)
-        return builder.load(builder.bitcast(at, V16.as_pointer()), align=4)
+        return builder.load(_v16_ptr(builder, _data(context, builder, signature.args[0], args[0]), args[1]), align=4)
 
     return vec16(arr, i), codegen
 
@@ -847,6 +850,6 @@ def put_pixel(typingctx, out, q, table32, k, ch):
 
 
 __all__ = ["COLOURS", "LANES", "code_cell", "emit16", "emit_rgb", "femit16", "femit16c", "fill16", "first_pixel",
-           "fkeys16", "fkeys16c", "fkeys16x2", "floats16", "host_has_vnni", "keys16", "keys16x2", "lane", "max_keys",
-           "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16", "store16", "store4",
-           "value4", "vec16", "vec4", "vecf16", "wide_registers", "zero4"]
+           "fkeys16", "fkeys16c", "fkeys16x2", "floats16", "host_has_vnni", "keys16", "keys16x2", "lane", "load16",
+           "max_keys", "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16", "store16",
+           "store4", "triple16", "value4", "vec16", "vec4", "vecf16", "wide_registers", "zero4"]
