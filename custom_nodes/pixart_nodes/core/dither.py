@@ -804,8 +804,8 @@ def _rows_below(err, acc, nx1, nx2, k1, k2, w):
     both. The products and sums are whole numbers below 2^20 in size (an error is at most 255 code values, the
     weights sum to at most ``FS_ONE``), so float32 holds them exactly: the sums are the integer ones, exactly what
     spreading per pixel gave. In float32 because x86's vector unit multiplies int32 lanes slowly (``vpmulld``: two
-    operations, ten cycles); the float multiply-adds took the RGB loop from 0.98-1.00x to 0.95-0.96x Pillow's time
-    (bench_quantize, the gradient to PICO-8 with Jarvis-Judice-Ninke)."""
+    operations, ten cycles): measured on the sRGB loop's pass of the same form (since replaced, see
+    ``_diffuse_vector``), bench_quantize's gradient to PICO-8 took 0.95-0.98x Pillow's FS instead of 0.97-1.00x."""
     a1w, b1w, c1w, d1w, e1w = k1[0], k1[1], k1[2], k1[3], k1[4]
     a2w, b2w, c2w, d2w, e2w = k2[0], k2[1], k2[2], k2[3], k2[4]
     for c in range(3):
@@ -959,10 +959,11 @@ def _diffuse_opaque_lab(
 # next to a 512x512 image).
 # Its error rows hold four int32 lanes per pixel (R, G, B, 0). The rows below take each cell's share as soon as the
 # five pixels above it have their errors (``simd.spread4``, two pixels behind), inside the pixel loop, rather
-# than in a pass over the row after it (``_rows_below``): the pixel loop waits on its chain and mispredicted pair
-# choices, and the spreading, independent of both, fills those waits. bench_quantize, PICO-8, per-round ratios
-# to Pillow's FS (JIT, alternating runs): random 0.81x against 0.85-0.86x for the pass after the row, gradient
-# 0.89-0.94x against 0.94-0.97x (Floyd-Steinberg gains most, Jarvis-Judice-Ninke least).
+# than in a pass over the row after it (as ``_diffuse`` does, ``_rows_below``, for four lanes): the pixel loop waits
+# on its chain and mispredicted pair choices, and the spreading, independent of both, fills those waits.
+# bench_quantize, PICO-8, per-round ratios to Pillow's FS, JIT, alternating runs against that pass (in float32):
+# random 0.81x against 0.85-0.86x, gradient 0.89-0.94x against 0.94-0.97x (Floyd-Steinberg gains most,
+# Jarvis-Judice-Ninke least). The same in the OKLab loop lost (1.18-1.21x against 1.06-1.08x on the gradient).
 # Not used for a cell table of other than ``GBITS`` (its shifts are constants) nor for an image of one pixel (each
 # iteration reads the next pixel, at least pixel 1, whose word lies past such an image: see ``simd.pixel_at``).
 _zero4 = _pixel_at = _first_pixel = _value4 = _code_cell = _lane = _scaled = _pick_pair = _store4 = _put_pixel = None

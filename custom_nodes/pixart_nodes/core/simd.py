@@ -883,5 +883,5 @@ def put_pixel(typingctx, out, q, table32, k, ch):
 
 __all__ = ["COLOURS", "LANES", "code_cell", "emit16", "emit_rgb", "femit16", "femit16c", "fill16", "first_pixel",
            "fkeys16", "fkeys16c", "fkeys16x2", "floats16", "host_has_vnni", "keys16", "keys16x2", "lane", "load16",
-           "max_keys", "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16", "store16",
-           "spread4", "store4", "triple16", "value4", "vec16", "vec4", "vecf16", "wide_registers", "zero4"]
+           "max_keys", "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16", "spread4",
+           "store16", "store4", "triple16", "value4", "vec16", "vec4", "vecf16", "wide_registers", "zero4"]
