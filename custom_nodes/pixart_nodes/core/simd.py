@@ -11,7 +11,7 @@ values per pixel (value, next value, error and the error two pixels on, three ch
 spilled the rest, about 155 instructions a pixel, 49 of them stack traffic. As ``Vec4`` values (R, G, B, 0 in 32-bit
 lanes) each of those is one vector register and one instruction per operation. The ops below are what the loop
 needs, each inlined into it: the pixel's value, the clamp to a code value with its cell index, the pick between a
-pair's two colours, the stores.
+pair's two colours, the stores, the spreading of a pixel's error to the rows below.
 
 **The VNNI search.** The search's keys (``dither.vnni_keys``) rank colours by an integer form of the squared sRGB
 distance that one AVX-512 VNNI instruction (``vpdpbusd``: four unsigned-byte by signed-byte products summed into a
@@ -830,6 +830,10 @@ def spread4(typingctx, err, acc, e0, a1, a2, k1, k2):
     lanes): ``acc[a1:a1+4]`` gains, ``acc[a2:a2+4]`` is set to, the error of the five pixels at ``err[e0:e0+20]``
     (int32, four lanes each) weighted by ``k1`` / ``k2`` (float32 [5], the pixel at ``e0`` by the last weight), in
     float32: exact, as there."""
+    if not (_is(err, types.int32) and _is(acc, types.int32) and _is(k1, types.float32) and _is(k2, types.float32)
+            and k1.layout == k2.layout == "C"):
+        return None
+
     def codegen(context, builder, signature, args):
         err_, acc_, e0, a1, a2, k1_, k2_ = args
         f4 = ir.VectorType(ir.FloatType(), 4)
