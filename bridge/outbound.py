@@ -96,9 +96,8 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
     if parts.username or parts.password:
         raise OutboundRefused("credentials in the URL are not accepted")
     del port
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
+    literal = _literal(host)
+    if literal is None:
         try:
             host.encode("idna")  # what the resolver does first; an empty or overlong label fails there
         except UnicodeError:
@@ -109,13 +108,13 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
 
 
 @lru_cache(maxsize=1024)
-def _literal(host: str) -> bool:
-    # asked for every job with a webhook (check_target): each host parsed once
+def _literal(host: str) -> Address | None:
+    """The address a host names literally, else None (a name). Kept per host: check_target asks for every job
+    with a webhook."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _unmapped(address: Address) -> Address:
@@ -226,7 +225,7 @@ class Outbound:
         every address its host resolves to now. Delivery checks again, so a name that changes its answer later
         still reaches nothing private."""
         host = check_url(url, self.policy)
-        if _literal(host):
+        if _literal(host) is not None:
             return  # a literal address: check_url has judged it
         if host.lower().rstrip(".") in self.policy.allow_hosts:
             return
