@@ -958,9 +958,9 @@ def _diffuse_opaque_lab(
 # builds its int32 palette, the palette times the tap and the output table as words itself (N + 1 rows: nothing
 # next to a 512x512 image).
 # Its error rows hold four int32 lanes per pixel (R, G, B, 0). The rows below take each cell's share as soon as the
-# five pixels above it have their errors (``simd.spread4``, two pixels behind), inside the pixel loop, rather
-# than in a pass over the row after it (as ``_diffuse`` does, ``_rows_below``, for four lanes): the pixel loop waits
-# on its chain and mispredicted pair choices, and the spreading, independent of both, fills those waits.
+# five pixels above it have their errors (``_spread_cell``, two pixels behind), inside the pixel loop, rather
+# than in a pass over the row after it, as ``_diffuse`` still does (``_rows_below``): the pixel loop waits on its
+# chain and mispredicted pair choices, and the spreading, independent of both, fills those waits.
 # bench_quantize, PICO-8, per-round ratios to Pillow's FS, JIT, alternating runs against that pass (in float32):
 # random 0.81x against 0.85-0.86x, gradient 0.89-0.94x against 0.94-0.97x (Floyd-Steinberg gains most,
 # Jarvis-Judice-Ninke least). The same in the OKLab loop lost (1.18-1.21x against 1.06-1.08x on the gradient).
@@ -968,6 +968,14 @@ def _diffuse_opaque_lab(
 # iteration reads the next pixel, at least pixel 1, whose word lies past such an image: see ``simd.pixel_at``).
 _zero4 = _pixel_at = _first_pixel = _value4 = _code_cell = _lane = _scaled = _pick_pair = _store4 = _put_pixel = None
 _spread4 = None
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _spread_cell(err, acc, j, w, nx1, nx2, k1, k2):
+    """Cell ``j`` of the rows below (``nx1``, ``nx2``) takes its share of the errors above it, if it is in the
+    image (``simd.spread4``; rows of four lanes a pixel, padded by two pixels)."""
+    if 0 <= j < w:
+        _spread4(err, acc, np.uint64(4 * j), np.uint64(4 * (nx1 + j)), np.uint64(4 * (nx2 + j)), k1, k2)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1040,13 +1048,10 @@ def _diffuse_vector(
                 used[k] = 1
                 c2 = _scaled(e, w02)
                 _store4(err, np.uint64(4 * (x + pad)), e)
-            j = x - 2 * step  # the cell below whose five pixels' errors are all known now
-            if 0 <= j < w:
-                _spread4(err, acc, np.uint64(4 * j), np.uint64(4 * (nx1 + j)), np.uint64(4 * (nx2 + j)), k1, k2)
+            _spread_cell(err, acc, x - 2 * step, w, nx1, nx2, k1, k2)  # its five pixels' errors are known now
             x += step
         for j in (x - 2 * step, x - step):  # the last two cells
-            if 0 <= j < w:
-                _spread4(err, acc, np.uint64(4 * j), np.uint64(4 * (nx1 + j)), np.uint64(4 * (nx2 + j)), k1, k2)
+            _spread_cell(err, acc, j, w, nx1, nx2, k1, k2)
 
 
 @njit(cache=True, nogil=True)

@@ -106,6 +106,19 @@ def _key(builder: ir.IRBuilder, px: ir.Value, s: ir.Value, h: ir.Value, low: ir.
     return builder.call(fshl, [builder.call(dp, [h, px, s]), low, ir.Constant(v32, [6] * LANES)])
 
 
+def _cell_of(builder: ir.IRBuilder, word: ir.Value, g: int) -> ir.Value:
+    """The cell (``2^g`` per side, numbered as ``dither._cell``) of the R, G, B in the low bytes of ``word``, an
+    integer or a vector of them: each channel's top ``g`` bits side by side."""
+    def const(x):
+        vty = word.type
+        return ir.Constant(vty, [x] * vty.count) if isinstance(vty, ir.VectorType) else ir.Constant(vty, x)
+
+    def channel(c, up):  # channel c's top g bits, moved to bit ``up``
+        return builder.shl(builder.and_(builder.lshr(word, const(8 * c + 8 - g)), const((1 << g) - 1)), const(up))
+
+    return builder.or_(builder.or_(channel(0, 2 * g), channel(1, g)), channel(2, 0))
+
+
 def _max_keys(builder: ir.IRBuilder, data: ir.Value, row: ir.Value, count: int, pixels: list[ir.Value],
               accs: list[ir.Value]) -> list[ir.Value]:
     """Each of ``accs`` raised to the keys of colours ``row .. row + count - 1`` of the key rows at ``data`` (int32,
@@ -327,14 +340,7 @@ def shared_cell(typingctx, px, bits):
         same = builder.icmp_unsigned("==", top, _splat(builder, first, V16))
         every = builder.icmp_unsigned("==", builder.bitcast(same, ir.IntType(LANES)),
                                       ir.Constant(ir.IntType(LANES), (1 << LANES) - 1))
-        word = builder.zext(first, I64)
-        m = ir.Constant(I64, (1 << g) - 1)
-
-        def channel(c):
-            return builder.and_(builder.lshr(word, ir.Constant(I64, 8 * c + 8 - g)), m)
-
-        cell = builder.or_(builder.or_(builder.shl(channel(0), ir.Constant(I64, 2 * g)),
-                                       builder.shl(channel(1), ir.Constant(I64, g))), channel(2))
+        cell = _cell_of(builder, builder.zext(first, I64), g)
         return builder.select(every, cell, ir.Constant(I64, -1))
 
     return types.int64(px, bits), codegen
@@ -354,15 +360,11 @@ def triple16(typingctx, px, codes, cols, bits):
 
     def codegen(context, builder, signature, args):
         pxv = args[0]
-        lb, m = 8 - g, (1 << g) - 1
 
         def const(x):
             return ir.Constant(V16, [x] * LANES)
 
-        def field(c, up):  # channel c's top g bits, moved to bit ``up``
-            return builder.shl(builder.and_(builder.lshr(pxv, const(8 * c + lb)), const(m)), const(up))
-
-        cell = builder.or_(builder.or_(field(0, 2 * g), field(1, g)), field(2, 0))
+        cell = _cell_of(builder, pxv, g)
         base = builder.bitcast(_data(context, builder, signature.args[1], args[1]), I8.as_pointer())
         name = "llvm.x86.avx512.mask.gather.dpi.512"
         every = ir.VectorType(ir.IntType(1), LANES)
@@ -744,13 +746,7 @@ def code_cell(typingctx, t, gbits):
         s = builder.select(builder.icmp_signed("<", s, top), s, top)
         b = builder.trunc(s, ir.VectorType(I8, 4))
         word = builder.zext(builder.bitcast(b, I32), I64)
-        m = ir.Constant(I64, (1 << g) - 1)
-
-        def channel(c):  # its top g bits
-            return builder.and_(builder.lshr(word, ir.Constant(I64, 8 * c + 8 - g)), m)
-
-        cell = builder.or_(builder.or_(builder.shl(channel(0), ir.Constant(I64, 2 * g)),
-                                       builder.shl(channel(1), ir.Constant(I64, g))), channel(2))
+        cell = _cell_of(builder, word, g)
         lm = ir.Constant(I64, (1 << (8 - g)) - 1)
 
         def low(c):  # its low 8 - g bits
@@ -846,10 +842,8 @@ def spread4(typingctx, err, acc, e0, a1, a2, k1, k2):
             e = builder.sitofp(_vec_at(builder, eb, builder.add(_i64(builder, e0), ir.Constant(I64, 4 * t))), f4)
             terms = []
             for kb in (k1b, k2b):
-                wt = builder.load(builder.gep(kb, [ir.Constant(I64, 4 - t)], inbounds=True))
-                one = builder.insert_element(ir.Constant(f4, ir.Undefined), wt, ir.Constant(I32, 0))
-                terms.append(builder.fmul(e, builder.shuffle_vector(one, ir.Constant(f4, ir.Undefined),
-                                                                    ir.Constant(V4, [0] * 4)), flags=["contract"]))
+                wt = _splat(builder, builder.load(builder.gep(kb, [ir.Constant(I64, 4 - t)], inbounds=True)), f4)
+                terms.append(builder.fmul(e, wt, flags=["contract"]))
             s1 = terms[0] if s1 is None else builder.fadd(s1, terms[0], flags=["contract"])
             s2 = terms[1] if s2 is None else builder.fadd(s2, terms[1], flags=["contract"])
         p1 = _vec_ptr(builder, ab, a1)
