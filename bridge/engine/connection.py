@@ -71,11 +71,21 @@ class Connection:
     def set_object_info(self, info: dict[str, Any]) -> None:
         self.object_info = info
         before = self.workflow_problems
-        self.workflow_problems = {name: wfmod.check_object_info(wf, info) for name, wf in self._workflows().items()}
+        workflows = self._workflows()
+        self.workflow_problems = {name: wfmod.check_object_info(wf, info) for name, wf in workflows.items()}
         # said once per backend and workflow, when it changes: this runs on every reconnect and model refresh
         for name, problems in self.workflow_problems.items():
             if problems and problems != before.get(name):
-                log.error("backend %s: %s", self.url, "; ".join(problems))
+                missing = wfmod.missing_node_types(workflows[name], info)
+                if missing:
+                    # a node pack this backend was set up without: a choice, not a fault (GET /health lists the rest)
+                    many = len(missing) > 1
+                    log.warning("backend %s: workflow %s cannot run there: node type%s %s %s not installed (install "
+                                "the node pack%s)", self.url, name, "s" if many else "",
+                                ", ".join(repr(m) for m in missing), "are" if many else "is",
+                                "s that provide them" if many else " that provides it")
+                else:
+                    log.error("backend %s: %s", self.url, "; ".join(problems))
             elif before.get(name) and not problems:
                 log.info("backend %s: workflow %s can run again", self.url, name)
 

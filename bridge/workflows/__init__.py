@@ -13,7 +13,8 @@ from .editor import editor_json_text, editor_to_api, export_editor
 from .graph import ancestors, check_graph, dependents, is_link, name_saved_files, topological
 from .loader import get_workflow, load_workflow, load_workflows
 from .manifest import OUTPUT_TYPES, PARAM_TYPES, Manifest, Output, Parameter, Target
-from .object_info import check_object_info, combo_options, execution_targets, input_spec, choices_in, output_nodes
+from .object_info import (check_object_info, choices_in, combo_options, execution_targets, input_spec,
+                          missing_node_types, output_nodes)
 from .workflow import LORA_LIST, WEBSOCKET_IMAGE_CLASSES, Workflow, resolve_loras, short_list
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -34,5 +35,5 @@ __all__ = [
     "check_graph", "resolve_loras",
     "check_object_info", "combo_options", "dependents", "editor_json_text", "editor_to_api", "execution_targets",
     "export_editor", "get_workflow", "input_spec", "is_link", "choices_in", "load_workflow", "load_workflows",
-    "main", "name_saved_files", "output_nodes", "short_list", "topological",
+    "main", "missing_node_types", "name_saved_files", "output_nodes", "short_list", "topological",
 ]

@@ -120,6 +120,12 @@ def _output_problems(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def missing_node_types(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
+    """The node types the workflow's graph uses that the backend does not have, in graph order: a custom node pack
+    it needs is not installed there."""
+    return list(dict.fromkeys(n["class_type"] for n in wf.graph.values() if n["class_type"] not in object_info))
+
+
 def check_object_info(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
     """Every problem that would make ComfyUI refuse or silently ignore part of the graph."""
     return _node_problems(wf, object_info) + _parameter_problems(wf, object_info) + _output_problems(wf, object_info)
@@ -154,4 +160,5 @@ def execution_targets(wf: Workflow, names: list[str], object_info: Mapping[str, 
 
 
 __all__ = ["WIDGET_TYPES", "input_spec", "combo_options", "choices_in", "output_nodes", "check_object_info",
+           "missing_node_types",
            "execution_targets", "is_link"]
