@@ -102,6 +102,48 @@ async def test_comfyui_copies_are_removed_inside_its_folder_only(tmp_path: Path)
     assert not (out / "a.png").exists() and not (out / "sub" / "b.png").exists() and outside.exists()
 
 
+async def test_comfyuis_copies_go_in_batches_and_what_is_pending_goes_at_a_stop(tmp_path: Path,
+                                                                                monkeypatch: Any) -> None:
+    """The copies of many jobs go in one worker-thread call after the delay; files added while a batch is being
+    removed go in the next; close() removes what is pending at once."""
+    from bridge.engine import retention
+
+    calls: list[list[str]] = []
+    real = retention._remove_batch
+
+    def remove(batch: list[tuple[Path, list[tuple[str, str]]]]) -> None:
+        calls.append([name for _, files in batch for _, name in files])
+        time.sleep(0.1)  # a slow disk: more files arrive meanwhile
+        real(batch)
+
+    monkeypatch.setattr(retention, "_remove_batch", remove)
+    out = tmp_path / "output"
+    out.mkdir()
+    names = [f"{i}.png" for i in range(7)]
+    for name in names:
+        (out / name).write_bytes(b"x")
+
+    async def gone(*wanted: str) -> bool:
+        deadline = time.monotonic() + 5
+        while any((out / n).exists() for n in wanted) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not any((out / n).exists() for n in wanted)
+
+    remover = retention.CopyRemover(delay=0.05)
+    for name in names[:4]:
+        remover.add(out, [("", name)])
+    remover.add(out, [])  # a job whose images ComfyUI did not save
+    assert all((out / n).exists() for n in names[:4])  # not one call per job
+    while not calls:
+        await asyncio.sleep(0.005)
+    remover.add(out, [("", names[4])])  # while the first batch is being removed
+    assert await gone(*names[:5])
+    assert calls == [names[:4], [names[4]]]
+    remover.add(out, [("", names[5]), ("", names[6])])
+    await remover.close()
+    assert calls[-1] == names[5:] and not any((out / n).exists() for n in names)
+
+
 class Viewer:
     """Stands in for ComfyClient.view: what the engine asks ComfyUI for when the folder does not serve."""
 

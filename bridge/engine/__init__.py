@@ -183,6 +183,8 @@ class JobEngine(Outputs, Backends):
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*(c.close() for c in self.connections.values()), *self._tasks, return_exceptions=True)
+        if self._tracker is not None:
+            await self._tracker.copies.close()
         self._tasks.clear()
         self.connections.clear()
         if self._table is not None:

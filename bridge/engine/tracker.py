@@ -25,7 +25,7 @@ from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupte
                      ExecutionSuccess, Executed, Executing, Preview, Progress)
 from .jobs import JobTable
 from .results import entry_from_run, read_outcome
-from .retention import comfyui_files, remove_comfyui_files
+from .retention import CopyRemover, comfyui_files
 from .runs import Run, Runs
 
 # Live previews: "preview" events per job at most this often; the last previews of finished jobs kept.
@@ -64,6 +64,7 @@ class Tracker:
         self.metadata = metadata
         # ComfyUI output folders the bridge can reach (managed ComfyUI): its copies are removed once stored here.
         self.comfyui_output_dirs = dict(comfyui_output_dirs or {})
+        self.copies = CopyRemover()
         self._queue_checked: dict[str, float] = {}
 
     # ------------------------------------------------------------------ ending a job
@@ -273,7 +274,7 @@ class Tracker:
         job.node_ms = dict(self.run_for(job).node_ms)
         self.finish(job, "completed", None)
         if folder is not None:  # after the answer: the client waits for its job, not for this
-            self.spawn(asyncio.to_thread(remove_comfyui_files, folder, comfyui_files(entry)))
+            self.copies.add(folder, comfyui_files(entry))
 
     async def check_prompt(self, conn: Connection, job: Job) -> None:
         """Where a prompt stands when its messages may have been missed: history, then the queue."""
