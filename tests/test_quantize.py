@@ -583,7 +583,7 @@ _TRIPLE_PALETTES = ["endesga-32", "random-32", "near-ties-24", "repeats-20"]  # 
 
 
 @pytest.mark.parametrize("name, search", [(n, s) for s in ("vnni", "float32") for n in _SEARCH_PALETTES]
-                         + [(n, "vnni-triples") for n in _TRIPLE_PALETTES])
+                         + [(n, s) for s in ("vnni-triples", "float32-triples") for n in _TRIPLE_PALETTES])
 def test_vector_searches_match_brute_force(name, search, monkeypatch):
     """The vector loops' ways through a vector (one coarse cell's colours; its pixels' triples, and every colour
     where a pixel's cell has four or more candidates; every colour, for this vector and the next together or for
@@ -594,13 +594,16 @@ def test_vector_searches_match_brute_force(name, search, monkeypatch):
 
     if search.startswith("vnni") and not simd.host_has_vnni():
         pytest.skip("no AVX-512 VNNI here: the loop under test does not run (the float32 search is tested beside)")
+    if search == "float32-triples" and not simd.wide_registers():
+        pytest.skip("numba does not compile for AVX-512 here: the float32 search reads no triples")
     rng = np.random.default_rng(17)
     pal = _test_palette(name, rng)
-    assert search != "vnni-triples" or len(pal) >= dither.TRIPLES_FROM
-    monkeypatch.setattr(dither, "USE_VNNI", search != "float32")
+    triples = search.endswith("triples")
+    assert not triples or len(pal) >= dither.TRIPLES_FROM
+    monkeypatch.setattr(dither, "USE_VNNI", search.startswith("vnni"))
     cells = dither.cell_table(pal, False)
-    table = dither.nearest_table(pal, False, cells if search == "vnni-triples" else None)
-    assert (len(table.triples) > 0) == (search == "vnni-triples")
+    table = dither.nearest_table(pal, False, cells if triples else None)
+    assert (len(table.triples) > 0) == triples
     size = 256 >> dither.VNNI_COARSE_BITS
     starts, _ = dither.coarse_keys(pal)
     crowded = np.flatnonzero(np.diff(starts) > dither.TRIPLE_SHARED_MAX)  # coarse cells searched by triples
@@ -662,9 +665,9 @@ def test_vector_searches_match_brute_force(name, search, monkeypatch):
 
 @pytest.mark.parametrize("name", ["endesga-32", "random-32", "near-ties-24", "repeats-20", "random-1"])
 def test_triple_table_holds_each_cells_candidates(name):
-    """The VNNI search's triples decode to each cell's candidates of the cell table (one repeated, two with the
-    second repeated, three), PAIR_MANY where a cell has four or more, and a spare zero; quantize builds them for
-    17 to 32 colours where the VNNI search runs, and 32 colours fit the 5-bit fields where 33 do not."""
+    """The triples decode to each cell's candidates of the cell table (one repeated, two with the second repeated,
+    three), PAIR_MANY where a cell has four or more, and a spare zero; quantize builds them for 17 to 32 colours,
+    with their columns for both searches, and 32 colours fit the 5-bit fields where 33 do not."""
     from pixart_nodes.core import dither
     from pixart_nodes.core import quantize as qz
 
@@ -689,7 +692,11 @@ def test_triple_table_holds_each_cells_candidates(name):
     with pytest.raises(ValueError, match="below 32"):
         dither.triple_table(dither.cell_table(np.tile(pal[:1], (33, 1)), False), 33)
     built = qz._nearest_table(pal.tobytes(), False)
-    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM and dither.vnni_search_here())
+    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM)
+    if len(built.triples):  # column k of ftcols is colour k's key row (the last one repeated up to 32)
+        rows = built.rows[np.minimum(np.arange(32), len(built.rows) - 1)]
+        assert built.ftcols.shape == (4, 32) and np.array_equal(built.ftcols.T, rows)
+        assert np.array_equal(built.tcols.T, built.vnni[np.minimum(np.arange(32), len(built.vnni) - 1)])
 
 
 def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):
@@ -706,13 +713,40 @@ def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):
         pytest.skip("no AVX-512 VNNI here: only the float32 search runs")
 
 
-def test_float32_search_pairs_vectors_only_with_avx512():
-    """The float32 loop searches two vectors at once only where numba compiles for AVX-512 (with AVX2's registers
-    the pair spilled and took longer): its switch, set when the kernels are made, follows the target's features."""
+def test_float32_search_pairs_vectors_and_reads_triples_only_with_avx512():
+    """The float32 loop searches two vectors at once, and reads triples, only where numba compiles for AVX-512
+    (with AVX2's registers the pair spilled and took longer, and gathers of the triples took longer than the search
+    of every colour): its switches, set when the kernels are made, follow the target's features."""
     from pixart_nodes.core import dither, jit, simd
 
     jit.materialise(dither)
     assert dither._FLOAT_PAIRS is simd.wide_registers()
+    assert dither._FLOAT_TRIPLES is simd.wide_registers()
+
+
+@pytest.mark.parametrize("search", ["vnni", "float32"])
+def test_vector_searches_read_the_triples(search, monkeypatch):
+    """Where a search reads triples (VNNI; float32 compiled for AVX-512), its answers come from them: with every
+    cell's triple forged to name colour 0, the vectors of random pixels all give 0, and so do the pixels after the
+    last vector where the block search reads them too (VNNI); the float32 block search reads none."""
+    from pixart_nodes.core import dither, simd
+
+    if not (simd.host_has_vnni() if search == "vnni" else simd.wide_registers()):
+        pytest.skip(f"the {search} search reads no triples on this CPU")
+    monkeypatch.setattr(dither, "USE_VNNI", search == "vnni")
+    pal = named_palette("endesga-32").colors.astype(np.uint8)
+    table = dither.nearest_table(pal, False, dither.cell_table(pal, False))
+    forged = table._replace(triples=np.zeros_like(table.triples))
+    img = np.random.default_rng(3).integers(0, 256, (1, 1000, 3), dtype=np.uint8)
+    idx, image = np.empty((1, 1000), np.uint8), np.empty_like(img)
+    dither.nearest(img, forged, idx, image)
+    ref, _ = _nearest_by_brute_force(img.reshape(-1, 3), pal, "rgb")
+    vectors = (3 * 1000 - 64) // 48 + 1  # the vectors whose 64-byte reads stay within the image
+    assert (idx.ravel()[: 16 * vectors] == 0).all()
+    tail = idx.ravel()[16 * vectors:]
+    assert (tail == 0).all() if search == "vnni" else np.array_equal(tail, ref[16 * vectors:])
+    dither.nearest(img, table, idx, image)
+    assert np.array_equal(idx.ravel(), ref)
 
 
 @pytest.mark.parametrize("name", ["pico-8", "endesga-32", "random-3", "random-200", "random-256", "near-ties-24"])

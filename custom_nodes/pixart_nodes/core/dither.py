@@ -1151,6 +1151,9 @@ VNNI_COARSE_BITS = 3  # its coarse cells (coarse_keys): 8 per side
 # (``triple_table``): three keys a vector instead of the palette's. 512x512 random pixels to endesga-32 took
 # 0.63-0.64x Pillow NONE's time instead of 1.02x, the gradient 0.55x instead of 0.75x; to PICO-8 the search of
 # every colour (two passes of eight) stayed faster, 0.57x against 0.62x (Intel Xeon VM, a prototype of the loop).
+# The float32 search compiled for AVX-512 likewise (simd.ftriple16): endesga-32 0.77-0.81x instead of 1.12-1.15x
+# on random pixels, 0.64-0.71x instead of 0.88-0.91x on the gradient; PICO-8 with triples 0.77x / 0.65x against
+# 0.71x / 0.61x (Intel Xeon VM, in one process). Compiled for AVX2 it reads none (see ftriple16).
 TRIPLES_FROM = 17
 TRIPLE_FIELD = 5  # bits per candidate in a triple code: indices 0..31
 # a vector in one coarse cell of at most this many colours searches those instead of its triples: the gradient to
@@ -1179,7 +1182,8 @@ class NearestTable(NamedTuple):
     coarse cells' spans (``coarse_keys``) in ``ckeys`` (those rows of ``vnni``), ``cfkeys`` (those of ``rows``)
     and ``ccolours`` (those entries of ``rgbx``); without ``keys``, unused (``nearest_table`` fills them all where
     it sets ``keys``). ``triples``: empty, or (from ``TRIPLES_FROM`` colours, with a cell table) the VNNI search's
-    ``triple_table``, with ``tcols`` the rows of ``vnni`` as columns (int32 [3, 32])."""
+    ``triple_table``, with ``tcols`` the rows of ``vnni`` as columns (int32 [3, 32]) and ``ftcols`` those of
+    ``rows`` (float32 [4, 32]: the float32 search reads the triples where numba compiles for AVX-512)."""
 
     use_lab: bool
     keys: bool
@@ -1196,6 +1200,7 @@ class NearestTable(NamedTuple):
     ccolours: np.ndarray = np.zeros(0, np.uint32)
     triples: np.ndarray = np.zeros(0, np.uint16)
     tcols: np.ndarray = np.zeros((3, 32), np.int32)
+    ftcols: np.ndarray = np.zeros((4, 32), np.float32)
 
 
 _ALL_CELLS = np.full(1, 255, np.uint8)  # one cell of every colour: no table
@@ -1204,8 +1209,8 @@ _ALL_CELLS = np.full(1, 255, np.uint8)  # one cell of every colour: no table
 def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None) -> NearestTable:
     """``cells``: the palette's cell table in the same distance, whose single-colour cells need no search; needed
     for sRGB palettes of more than ``NEAREST_MAX_COLORS`` colours, at most ``NEAREST_CELLS_MAX`` colours with one.
-    For sRGB palettes of ``TRIPLES_FROM`` to ``NEAREST_MAX_COLORS`` colours, a table of ``GBITS`` makes the VNNI
-    search's ``triples`` (other searches ignore them: callers build the cell table only for that search)."""
+    For sRGB palettes of ``TRIPLES_FROM`` to ``NEAREST_MAX_COLORS`` colours, a table of ``GBITS`` makes the
+    ``triples`` that the VNNI search and, compiled for AVX-512, the float32 search read."""
     from . import color
 
     n = len(pal)
@@ -1241,7 +1246,8 @@ def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None
     if cells is None or n < TRIPLES_FROM or cells.gbits != GBITS:
         return table
     return table._replace(triples=triple_table(cells, n),
-                          tcols=np.ascontiguousarray(vnni[np.minimum(np.arange(32), len(vnni) - 1)].T))
+                          tcols=np.ascontiguousarray(vnni[np.minimum(np.arange(32), len(vnni) - 1)].T),
+                          ftcols=np.ascontiguousarray(keys[np.minimum(np.arange(32), len(keys) - 1)].T))
 
 
 def triple_table(tab: CellTable, n: int) -> np.ndarray:
@@ -1463,32 +1469,40 @@ def _key_search(r, g, b, best, m, keys):
 
 
 @njit(cache=True, nogil=True)
-def _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img, used):
+def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, out_idx, out_img, used):
     """``_vnni_vectors`` with the float32 keys (simd's VecF16, every CPU): the RGB pixels of ``_nearest_rgb``
     without offsets, sixteen at a time, a coarse cell's colours only where all sixteen share it (``cfkeys``, with
     their colours ``ccolours`` kept beside the least key: written as a vector, where a search of every colour
     writes them one at a time); returns how many it wrote. ``used``: int32 [16], a bit per index written, per
     lane. Where the CPU has AVX-512 (``_FLOAT_PAIRS``), two vectors that both search every colour go together
-    (``fkeys16x2``), as in ``_vnni_vectors``."""
+    (``fkeys16x2``), as in ``_vnni_vectors``; with ``triples`` there (``_FLOAT_TRIPLES``), a vector takes its
+    pixels' triples as ``_vnni_vectors`` does (``ftriple16``, ``ftcols`` the key rows as columns), and searches
+    alone where a pixel's cell has more candidates. ``rgbx``: the colours padded to 32 entries."""
     n = out_idx.shape[0]
     vectors = (3 * n - 64) // (3 * VNNI_LANES) + 1 if 3 * n >= 64 else 0
     above = np.float32(3e7)  # above every key (< 2^24)
     seen = _splat16(0)
+    by_triples = _FLOAT_TRIPLES and triples.shape[0] > 0
     v = 0
     while v < vectors:
         p = v * VNNI_LANES
         px = _rgb16(src, p)
         r, g, b = _floats16(px)
-        least = _fill16(above)
         cell = _shared_cell(px, VNNI_COARSE_BITS)
         v += 1
+        if by_triples and (cell < 0 or cstarts[cell + 1] - cstarts[cell] > TRIPLE_SHARED_MAX):
+            least, many = _ftriple16(px, r, g, b, triples, ftcols, GBITS)
+            if many == 0:
+                seen = _femit16(least, rgbx, out_idx, out_img, p, seen)
+                continue
+        least = _fill16(above)
         if cell >= 0:
             held = _splat16(0)
             for c in range(cstarts[cell], cstarts[cell + 1]):
                 least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
             seen = _femit16c(least, held, out_idx, out_img, p, seen)
             continue
-        if _FLOAT_PAIRS and v < vectors and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
+        if _FLOAT_PAIRS and not by_triples and v < vectors and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
             r2, g2, b2 = _floats16(_rgb16(src, p + VNNI_LANES))
             least2 = _fill16(above)
             for c in range(0, keys.shape[0], 4):
@@ -1505,8 +1519,8 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img,
 
 
 @njit(cache=True, nogil=True)
-def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img,
-                 words):
+def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, out_idx,
+                 out_img, words):
     # src and out_img flat RGB (with ch 4: src RGBA, out_img empty, words the image; see _emit_words), out_idx flat,
     # w the image's width, offsets int32 [mh, w] (ordered dithering: each pattern row tiled across the width; mh a
     # power of two) or [1, 0] (none); cstarts, cfkeys and ccolours the coarse cells' (coarse_keys). RGB without offsets
@@ -1516,7 +1530,9 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
     # _emit_block made the RGB search 12% slower.
     used = np.zeros(VNNI_LANES, np.int32)
     if ch == 3 and offsets.shape[1] == 0:
-        done = _float_vectors(src, keys, cstarts, cfkeys, ccolours, rgbx, out_idx, out_img, used)
+        lut = np.zeros(32, np.uint32)  # the colours, padded to the 32 entries femit16 may permute
+        lut[: min(rgbx.shape[0], 32)] = rgbx[: min(rgbx.shape[0], 32)]
+        done = _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, lut, out_idx, out_img, used)
         # the rest as an image of its own (a whole number of words from a multiple of 16 pixels on)
         src, out_idx, out_img, words = src[3 * done:], out_idx[done:], out_img[3 * done:], words[3 * done // 4:]
     n = out_idx.shape[0]
@@ -1555,8 +1571,9 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
 # imports numba, which a process served by the ahead-of-time module never does
 _max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = None
 _emit16 = _store16 = _load16 = None
-_floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = None
+_floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = _ftriple16 = None
 _FLOAT_PAIRS = False  # whether _float_vectors searches two vectors at once (simd.wide_registers)
+_FLOAT_TRIPLES = False  # whether it reads triples (simd.ftriple16: also where numba compiles for AVX-512)
 
 
 def _intrinsics() -> dict[str, Any]:
@@ -1567,7 +1584,8 @@ def _intrinsics() -> dict[str, Any]:
             "_triple16": simd.triple16, "_emit16": simd.emit16, "_store16": simd.store16, "_load16": simd.load16,
             "_floats16": simd.floats16, "_fill16": simd.fill16,
             "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
-            "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_FLOAT_PAIRS": simd.wide_registers(),
+            "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_ftriple16": simd.ftriple16, "_FLOAT_PAIRS": simd.wide_registers(),
+            "_FLOAT_TRIPLES": simd.wide_registers(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
             "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,
@@ -1922,7 +1940,8 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
         if vnni is not None:
             return int(vnni(*args, table.vnni, table.cstarts, table.ckeys, table.triples, table.tcols, *outs))
         search = _jit.kernel(_SELF, "_nearest_rgb")
-        return int(search(*args, table.rows, table.cstarts, table.cfkeys, table.ccolours, *outs))
+        return int(search(*args, table.rows, table.cstarts, table.cfkeys, table.ccolours, table.triples, table.ftcols,
+                          *outs))
     from . import color
 
     lin32, m1f, m2f = _lab32()

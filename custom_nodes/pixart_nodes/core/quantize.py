@@ -60,10 +60,11 @@ def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 @lru_cache(maxsize=16)
 def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
     # the palette's cell table answers the pixels of single-colour cells without a search (in sRGB, small palettes
-    # are searched faster without it, and from 17 colours the VNNI search reads its cells' candidates instead)
+    # are searched faster without it, and from 17 colours the sRGB searches read its cells' candidates instead;
+    # the float32 search compiled for AVX2 does not, but which one this process runs is known only to numba)
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     n = len(pal)
-    with_cells = use_lab or n > _dither.NEAREST_MAX_COLORS or (n >= _dither.TRIPLES_FROM and _dither.vnni_search_here())
+    with_cells = use_lab or n >= _dither.TRIPLES_FROM
     cells = _lookup(pal_bytes, use_lab).table if with_cells else None
     return _dither.nearest_table(pal, use_lab, cells)
 

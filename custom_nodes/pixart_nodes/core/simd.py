@@ -27,6 +27,10 @@ colours random pixels took longer than Pillow's cached lookup. From 17 colours t
 pixel's candidates from the cell table (``triple16``: nearly every cell 4 code values wide holds at most three)
 and computes three keys, each colour's words permuted per lane; only a vector with a pixel in a cell of four or
 more searches every colour.
+
+**The float32 search** computes a key by three fused multiply-adds and keeps the least with one minimum (the index
+in its low bits, see ``dither``), in VecF16 values that LLVM splits into what the target has. Compiled for AVX-512
+it reads triples as the VNNI search does (``ftriple16``) and writes the colours with one permute (``femit16``).
 """
 from __future__ import annotations
 
@@ -62,7 +66,8 @@ def wide_registers() -> bool:
     pixels took 1.31-1.32x the time to PICO-8 and 1.14-1.25x to 32 colours in pairs than one vector at a time (a
     prototype of ``dither._float_vectors`` compiled for AVX2, JIT, on an AVX-512 CPU); compiled for AVX-512, pairs took
     0.80x and 0.77x. In the pack, compiled for AVX2, random pixels to PICO-8 then took 1.20x Pillow NONE's time
-    instead of 1.49-1.53x. Other CPUs (not measured here) search one vector at a time."""
+    instead of 1.49-1.53x. Other CPUs (not measured here) search one vector at a time. The AVX-512 search also
+    reads triples (``ftriple16``) and permutes its colours out (``femit16``)."""
     return "avx512f" in _target_features()
 
 
@@ -346,6 +351,25 @@ def shared_cell(typingctx, px, bits):
     return types.int64(px, bits), codegen
 
 
+def _candidates(context, builder, codes_ty, codes, px: ir.Value, g: int) -> tuple[list[ir.Value], ir.Value]:
+    """The three candidates of each pixel's cell (``dither.triple_table`` ``codes``, 2^``g`` cells per side) as
+    Vec16 indices, and the 16-bit mask of lanes whose cell has more than three (as an i64): one AVX-512 gather."""
+    def const(x):
+        return ir.Constant(V16, [x] * LANES)
+
+    cell = _cell_of(builder, px, g)
+    base = builder.bitcast(_data(context, builder, codes_ty, codes), I8.as_pointer())
+    name = "llvm.x86.avx512.mask.gather.dpi.512"
+    every = ir.VectorType(ir.IntType(1), LANES)
+    gather = builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(V16, [V16, I8.as_pointer(), V16, every, I32]), name)
+    words = builder.call(gather, [const(0), base, cell, ir.Constant(every, [1] * LANES), ir.Constant(I32, 2)])
+    a, b, c = (builder.and_(builder.lshr(words, const(TRIPLE_FIELD * k)), const((1 << TRIPLE_FIELD) - 1))
+               for k in range(3))
+    many = builder.zext(builder.bitcast(builder.icmp_unsigned(">", a, b), ir.IntType(LANES)), I64)
+    return [a, b, c], many
+
+
 @intrinsic
 def triple16(typingctx, px, codes, cols, bits):
     """The greatest keys of the pixels ``px`` over their cells' candidates, and the lanes whose cell has more than
@@ -360,26 +384,13 @@ def triple16(typingctx, px, codes, cols, bits):
 
     def codegen(context, builder, signature, args):
         pxv = args[0]
-
-        def const(x):
-            return ir.Constant(V16, [x] * LANES)
-
-        cell = _cell_of(builder, pxv, g)
-        base = builder.bitcast(_data(context, builder, signature.args[1], args[1]), I8.as_pointer())
-        name = "llvm.x86.avx512.mask.gather.dpi.512"
-        every = ir.VectorType(ir.IntType(1), LANES)
-        gather = builder.module.globals.get(name) or ir.Function(
-            builder.module, ir.FunctionType(V16, [V16, I8.as_pointer(), V16, every, I32]), name)
-        words = builder.call(gather, [const(0), base, cell, ir.Constant(every, [1] * LANES), ir.Constant(I32, 2)])
-        a, b, c = (builder.and_(builder.lshr(words, const(TRIPLE_FIELD * k)), const((1 << TRIPLE_FIELD) - 1))
-                   for k in range(3))
-        many = builder.zext(builder.bitcast(builder.icmp_unsigned(">", a, b), ir.IntType(LANES)), I64)
+        cands, many = _candidates(context, builder, signature.args[1], args[1], pxv, g)
         table = _data(context, builder, signature.args[2], args[2])
         perm = _declared(builder, "llvm.x86.avx512.vpermi2var.d.512", V16)
         cols = [tuple(builder.load(_v16_ptr(builder, table, ir.Constant(I64, 32 * j + LANES * half)), align=4)
                       for half in (0, 1)) for j in range(3)]
         best = None
-        for idx in (a, b, c):
+        for idx in cands:
             key = _key(builder, pxv, *(builder.call(perm, [lo, idx, hi]) for lo, hi in cols))
             best = key if best is None else builder.select(builder.icmp_signed(">", key, best), key, best)
         return context.make_tuple(builder, signature.return_type, [best, many])
@@ -563,6 +574,44 @@ def fkeys16c(typingctx, r, g, b, least, held, keys, words, c):
     return types.Tuple([vecf16, vec16])(r, g, b, least, held, keys, words, c), codegen
 
 
+@intrinsic
+def ftriple16(typingctx, px, r, g, b, codes, cols, bits):
+    """``triple16`` with the float32 keys: the least keys of the pixels ``px`` (``r``, ``g``, ``b`` their channels,
+    ``floats16``) over their cells' candidates, and the mask of lanes whose cell has more than three. ``cols``:
+    float32 [4, 32], the key rows of ``dither.nearest_table`` as columns, two registers each, permuted per lane to
+    each candidate's. Only where numba compiles for AVX-512 (``dither._FLOAT_TRIPLES``): elsewhere every lane counts
+    as "more than three", so a caller searches every colour. LLVM's portable gathers served AVX2 there, and 512x512
+    random pixels to endesga-32 took 2.2x the time of the search of every colour (compiled for AVX2, Intel Xeon
+    VM)."""
+    gb = _const(bits)
+    if gb is None or not (isinstance(px, Vec16) and all(isinstance(v, VecF16) for v in (r, g, b))
+                          and _is(codes, types.uint16) and _is(cols, types.float32, 2) and cols.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        if not wide_registers():
+            return context.make_tuple(builder, signature.return_type,
+                                      [ir.Constant(F16, [float("inf")] * LANES), ir.Constant(I64, (1 << LANES) - 1)])
+        cands, many = _candidates(context, builder, signature.args[4], args[4], args[0], gb)
+        table = _data(context, builder, signature.args[5], args[5])
+        fma = _declared(builder, "llvm.fmuladd.v16f32", F16)
+        name = "llvm.x86.avx512.vpermi2var.ps.512"
+        perm = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(F16, [F16, V16, F16]),
+                                                               name)
+        cols = [tuple(builder.load(builder.bitcast(builder.gep(table, [ir.Constant(I64, 32 * j + LANES * half)],
+                                                               inbounds=True), F16.as_pointer()), align=4)
+                      for half in (0, 1)) for j in range(4)]
+        least = None
+        for idx in cands:
+            w = [builder.call(perm, [lo, idx, hi]) for lo, hi in cols]
+            key = builder.call(fma, [args[1], w[0], builder.call(fma, [args[2], w[1],
+                                                                       builder.call(fma, [args[3], w[2], w[3]])])])
+            least = key if least is None else builder.select(builder.fcmp_ordered("<", key, least), key, least)
+        return context.make_tuple(builder, signature.return_type, [least, many])
+
+    return types.Tuple([vecf16, types.int64])(px, r, g, b, codes, cols, bits), codegen
+
+
 def _store_indices(builder, out_idx, p, least: ir.Value) -> ir.Value:
     """The indices of the least float32 keys (``key & 31``) as sixteen bytes at ``out_idx[p]``; returns them."""
     idx = builder.and_(builder.fptosi(least, V16), ir.Constant(V16, [31] * LANES))
@@ -597,9 +646,11 @@ def femit16(typingctx, least, rgbx, out_idx, out_img, p, used):
     each pixel's colour (``rgbx[index]``, R G B in a word's low bytes) as a four-byte store at its place in the flat
     RGB ``out_img``, in order, each store's fourth byte overwritten by the next pixel's (the last one's lands on the
     next vector's first pixel, or past the caller's pixels within ``out_img``: see ``emit16``); returns ``used`` with
-    each lane's ``1 << index`` set. Sixteen loads and stores where ``emit16`` permutes: LLVM has no portable
-    permute of a variable table. The indices are read back from ``out_idx`` rather than taken out of the vector
-    (512x512 random pixels to PICO-8: 0.86x the time; on the gradient about the same). No bounds are checked."""
+    each lane's ``1 << index`` set. Where numba compiles for AVX-512, ``rgbx`` holds 32 entries and the colours are
+    permuted out of it and stored as ``emit16`` does (512x512 random pixels to PICO-8: 0.68-0.75x Pillow NONE's
+    time instead of 0.86-0.90x); elsewhere sixteen loads and stores (LLVM has no portable permute of a variable
+    table), the indices read back from ``out_idx`` rather than taken out of the vector (0.86x the time on random
+    pixels, about the same on the gradient). No bounds are checked."""
     if not (isinstance(least, VecF16) and isinstance(used, Vec16) and _emit_types(rgbx, out_idx, out_img, p)):
         return None
 
@@ -607,6 +658,11 @@ def femit16(typingctx, least, rgbx, out_idx, out_img, p, used):
         lut_, idx_, img_ = (_data(context, builder, signature.args[k], args[k]) for k in (1, 2, 3))
         idx = _store_indices(builder, idx_, args[4], args[0])
         at = _i64(builder, args[4])
+        if wide_registers():
+            lo, hi = (builder.load(_v16_ptr(builder, lut_, ir.Constant(I64, h)), align=4) for h in (0, LANES))
+            perm = _declared(builder, "llvm.x86.avx512.vpermi2var.d.512", V16)
+            _store_rgb(builder, img_, at, builder.call(perm, [lo, idx, hi]), wide=True)
+            return builder.or_(args[5], builder.shl(ir.Constant(V16, [1] * LANES), idx))
         base = builder.mul(at, ir.Constant(I64, 3))
         for k in range(LANES):
             index = builder.load(builder.gep(idx_, [builder.add(at, ir.Constant(I64, k))], inbounds=True))
