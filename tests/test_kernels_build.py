@@ -84,6 +84,45 @@ def test_build_compiles_for_the_jits_features(tmp_path: Path, monkeypatch: pytes
     simd.host_has_vnni.cache_clear()
 
 
+
+def test_build_leaves_out_avx512_where_pycc_cannot_be_told_the_features(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a numba whose AOT codegen cannot be given the JIT's features, pycc compiles for the CPU's model name
+    alone, which may lack AVX-512 (a fatal LLVM error for an AVX-512 instruction): while the module compiles, no
+    kernel takes its AVX-512 code (``simd.wide_registers`` and the float32 loop's switches say no, the VNNI search
+    is not exported), and afterwards the JIT's view is back."""
+    import contextlib
+
+    from pixart_nodes.core import dither, simd
+
+    seen: list[tuple[set[str], bool, bool, bool]] = []
+
+    class RecordingCC:
+        def __init__(self, name: str) -> None:
+            self.names: set[str] = set()
+
+        def export(self, name: str, sig: str):
+            self.names.add(name)
+            return lambda fn: fn
+
+        def compile(self) -> None:
+            seen.append((self.names, simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES))
+
+    @contextlib.contextmanager
+    def untold():
+        yield False
+
+    monkeypatch.setitem(sys.modules, "numba.pycc", types.SimpleNamespace(CC=RecordingCC))
+    monkeypatch.setattr(build_kernels, "_host_features", untold)
+    jit.materialise(dither)
+    before = (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES)
+    assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 0
+    names, wide, pairs, triples = seen[-1]
+    assert (wide, pairs, triples) == (False, False, False)
+    assert jit.export_name("dither", "_nearest_rgb") in names
+    assert jit.export_name("dither", "_nearest_rgb_vnni") not in names
+    assert (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES) == before
+
 _FALLBACK = r"""
 import json, sys
 from pathlib import Path

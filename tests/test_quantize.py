@@ -666,8 +666,9 @@ def test_vector_searches_match_brute_force(name, search, monkeypatch):
 @pytest.mark.parametrize("name", ["endesga-32", "random-32", "near-ties-24", "repeats-20", "random-1"])
 def test_triple_table_holds_each_cells_candidates(name):
     """The triples decode to each cell's candidates of the cell table (one repeated, two with the second repeated,
-    three), PAIR_MANY where a cell has four or more, and a spare zero; quantize builds them for 17 to 32 colours,
-    with their columns for both searches, and 32 colours fit the 5-bit fields where 33 do not."""
+    three), PAIR_MANY where a cell has four or more, and a spare zero; quantize builds them for 17 to 32 colours
+    where a search reads them, with their columns for both searches, and 32 colours fit the 5-bit fields where 33
+    do not."""
     from pixart_nodes.core import dither
     from pixart_nodes.core import quantize as qz
 
@@ -692,7 +693,7 @@ def test_triple_table_holds_each_cells_candidates(name):
     with pytest.raises(ValueError, match="below 32"):
         dither.triple_table(dither.cell_table(np.tile(pal[:1], (33, 1)), False), 33)
     built = qz._nearest_table(pal.tobytes(), False)
-    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM)
+    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM and dither.triples_read_here())
     if len(built.triples):  # column k of ftcols is colour k's key row (the last one repeated up to 32)
         rows = built.rows[np.minimum(np.arange(32), len(built.rows) - 1)]
         assert built.ftcols.shape == (4, 32) and np.array_equal(built.ftcols.T, rows)
@@ -722,6 +723,11 @@ def test_float32_search_pairs_vectors_and_reads_triples_only_with_avx512():
     jit.materialise(dither)
     assert dither._FLOAT_PAIRS is simd.wide_registers()
     assert dither._FLOAT_TRIPLES is simd.wide_registers()
+    # so quantize builds triples where a search reads them: the compiled switch, ahead of time and by the JIT
+    aot = jit.aot_module()
+    if aot is not None:
+        assert getattr(aot, jit.export_name(dither, "_float_triples"))() is simd.wide_registers()
+    assert dither.triples_read_here() is (simd.host_has_vnni() or simd.wide_registers())
 
 
 @pytest.mark.parametrize("search", ["vnni", "float32"])

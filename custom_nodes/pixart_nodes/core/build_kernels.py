@@ -57,6 +57,7 @@ def exports(vnni: bool = False) -> dict[str, str]:
         "int64(uint8[::1], int64, int64, int64, int32[:, ::1], float32[:, ::1], int32[::1], float32[:, ::1], "
         "uint32[::1], uint16[::1], float32[:, ::1], uint32[::1], uint8[::1], uint8[::1], uint32[::1])"
     )
+    out[jit.export_name(dither, "_float_triples")] = "boolean()"
     if vnni:  # compiled only where the CPU has the instructions; elsewhere the float32 search serves
         out[jit.export_name(dither, "_nearest_rgb_vnni")] = (
             "int64(uint8[::1], int64, int64, int64, int32[:, ::1], int32[:, ::1], int32[::1], int32[:, ::1], "
@@ -110,6 +111,26 @@ def _host_features() -> Iterator[bool]:
         aot._customize_tm_features = original
 
 
+@contextlib.contextmanager
+def _portable(needed: bool) -> Iterator[None]:
+    """Where pycc could not be told the JIT's features (``_host_features``), the kernels' AVX-512 code is left out
+    for the build: ``simd.wide_registers`` says no, and so do the switches ``dither`` took from it."""
+    if not needed:
+        yield
+        return
+    from . import simd
+
+    jit.materialise(dither)  # sets the switches (from wide_registers) if no kernel was made yet
+    saved = dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES
+    simd.NARROW = True
+    dither._FLOAT_PAIRS = dither._FLOAT_TRIPLES = False
+    try:
+        yield
+    finally:
+        simd.NARROW = False
+        dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES = saved
+
+
 def build(output_dir: Path, vnni: bool) -> bool:
     """Build the module into ``output_dir``; returns whether it holds the VNNI search (asked for and possible)."""
     with warnings.catch_warnings():
@@ -119,7 +140,7 @@ def build(output_dir: Path, vnni: bool) -> bool:
     cc.output_dir = str(output_dir)
     cc.target_cpu = "host"  # built where it runs (install.py): use this CPU's vector instructions
     cc.verbose = False
-    with _host_features() as told:
+    with _host_features() as told, _portable(not told):
         vnni = vnni and told
         for name, sig in exports(vnni).items():
             cc.export(name, sig)(_function(name))

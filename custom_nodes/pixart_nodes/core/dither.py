@@ -1890,10 +1890,16 @@ _NO_BYTES = np.zeros(0, np.uint8)
 USE_VNNI = True  # tests turn it off to run the float32 search on CPUs that have VNNI
 
 
-def vnni_search_here() -> bool:
-    """Whether ``nearest`` can take the VNNI search on this CPU (whatever ``USE_VNNI`` says): where it cannot, no
-    caller needs ``triples``."""
-    return _vnni_kernel() is not None
+@njit(cache=True, nogil=True)
+def _float_triples():
+    return _FLOAT_TRIPLES  # as the kernels were compiled (ahead of time or by the JIT)
+
+
+def triples_read_here() -> bool:
+    """Whether a search of this process reads ``triples``: the VNNI search, and the float32 search where it was
+    compiled for AVX-512. Elsewhere callers need not build the palette's cell table for them (about 10 ms at 32
+    colours)."""
+    return _vnni_kernel() is not None or bool(_jit.kernel(_SELF, "_float_triples")())
 
 
 def _vnni_kernel() -> Any:

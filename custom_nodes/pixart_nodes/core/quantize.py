@@ -60,11 +60,11 @@ def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 @lru_cache(maxsize=16)
 def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
     # the palette's cell table answers the pixels of single-colour cells without a search (in sRGB, small palettes
-    # are searched faster without it, and from 17 colours the sRGB searches read its cells' candidates instead;
-    # the float32 search compiled for AVX2 does not, but which one this process runs is known only to numba)
+    # are searched faster without it, and from 17 colours the sRGB searches read its cells' candidates instead,
+    # except the float32 search compiled without AVX-512)
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     n = len(pal)
-    with_cells = use_lab or n >= _dither.TRIPLES_FROM
+    with_cells = use_lab or n > _dither.NEAREST_MAX_COLORS or (n >= _dither.TRIPLES_FROM and _dither.triples_read_here())
     cells = _lookup(pal_bytes, use_lab).table if with_cells else None
     return _dither.nearest_table(pal, use_lab, cells)
 

@@ -59,7 +59,9 @@ def host_has_vnni() -> bool:
     return {"avx512f", "avx512bw", "avx512vnni"} <= _target_features()
 
 
-@lru_cache(maxsize=1)
+NARROW = False  # set by build_kernels where pycc cannot be told the JIT's features (see wide_registers)
+
+
 def wide_registers() -> bool:
     """numba compiles for AVX-512 here: 32 registers of 512 bits, where two vectors of pixels and their least keys stay
     in registers through ``fkeys16x2``. With AVX2's 16 of 256 bits (a VecF16 takes two) they did not: 512x512 random
@@ -67,7 +69,14 @@ def wide_registers() -> bool:
     prototype of ``dither._float_vectors`` compiled for AVX2, JIT, on an AVX-512 CPU); compiled for AVX-512, pairs took
     0.80x and 0.77x. In the pack, compiled for AVX2, random pixels to PICO-8 then took 1.20x Pillow NONE's time
     instead of 1.49-1.53x. Other CPUs (not measured here) search one vector at a time. The AVX-512 search also
-    reads triples (``ftriple16``) and permutes its colours out (``femit16``)."""
+    reads triples (``ftriple16``) and permutes its colours out (``femit16``). False while ``NARROW``: pycc then
+    compiles for the CPU's model name alone, which an LLVM older than the CPU takes for a model without AVX-512, and
+    an AVX-512 instruction there is a fatal error."""
+    return not NARROW and _wide_target()
+
+
+@lru_cache(maxsize=1)
+def _wide_target() -> bool:
     return "avx512f" in _target_features()
 
 
