@@ -11,6 +11,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -48,15 +49,10 @@ def test_build_failing_in_the_compiler_says_why(tmp_path: Path, monkeypatch: pyt
     assert not (tmp_path / f"{jit.AOT_MODULE}.hash").exists()
 
 
-def test_build_compiles_for_the_jits_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the module compiles, and only then, numba's AOT codegen is given the features its JIT compiles for
-    (pycc alone gives LLVM the CPU's model name, which an older LLVM takes for an older model without AVX-512); the
-    VNNI search is exported exactly where ``simd`` says numba compiles for VNNI, so never where LLVM could not
-    select its instruction (numba's settings can take the features away)."""
-    from numba.core import codegen, config
-    from pixart_nodes.core import simd
-
-    seen: list[tuple[set[str], str]] = []
+def _record_builds(monkeypatch: pytest.MonkeyPatch, at_compile: Callable[[], Any]) -> list[tuple[set[str], Any]]:
+    """numba's pycc replaced by a recorder: each build appends (the names exported, ``at_compile()`` when it
+    compiles) to the returned list, and compiles nothing."""
+    seen: list[tuple[set[str], Any]] = []
 
     class RecordingCC:
         def __init__(self, name: str) -> None:
@@ -66,11 +62,24 @@ def test_build_compiles_for_the_jits_features(tmp_path: Path, monkeypatch: pytes
             self.names.add(name)
             return lambda fn: fn
 
-        def compile(self) -> None:  # what a codegen made now would be told
-            seen.append((self.names, codegen.AOTCPUCodegen._customize_tm_features(
-                object.__new__(codegen.AOTCPUCodegen))))
+        def compile(self) -> None:
+            seen.append((self.names, at_compile()))
 
     monkeypatch.setitem(sys.modules, "numba.pycc", types.SimpleNamespace(CC=RecordingCC))
+    return seen
+
+
+def test_build_compiles_for_the_jits_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the module compiles, and only then, numba's AOT codegen is given the features its JIT compiles for
+    (pycc alone gives LLVM the CPU's model name, which an older LLVM takes for an older model without AVX-512); the
+    VNNI search is exported exactly where ``simd`` says numba compiles for VNNI, so never where LLVM could not
+    select its instruction (numba's settings can take the features away)."""
+    from numba.core import codegen, config
+    from pixart_nodes.core import simd
+
+    # at compile time: what a codegen made now would be told
+    seen = _record_builds(monkeypatch, lambda: codegen.AOTCPUCodegen._customize_tm_features(
+        object.__new__(codegen.AOTCPUCodegen)))
     vnni = jit.export_name("dither", "_nearest_rgb_vnni")
     original = codegen.AOTCPUCodegen._customize_tm_features
     for features in (None, "+avx2,+fma,-avx512f"):  # the host's, then what NUMBA_CPU_FEATURES could say
@@ -95,30 +104,18 @@ def test_build_leaves_out_avx512_where_pycc_cannot_be_told_the_features(tmp_path
 
     from pixart_nodes.core import dither, simd
 
-    seen: list[tuple[set[str], bool, bool, bool]] = []
-
-    class RecordingCC:
-        def __init__(self, name: str) -> None:
-            self.names: set[str] = set()
-
-        def export(self, name: str, sig: str):
-            self.names.add(name)
-            return lambda fn: fn
-
-        def compile(self) -> None:
-            seen.append((self.names, simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES))
+    seen = _record_builds(monkeypatch, lambda: (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES))
 
     @contextlib.contextmanager
     def untold():
         yield False
 
-    monkeypatch.setitem(sys.modules, "numba.pycc", types.SimpleNamespace(CC=RecordingCC))
     monkeypatch.setattr(build_kernels, "_host_features", untold)
     jit.materialise(dither)
     before = (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES)
     assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 0
-    names, wide, pairs, triples = seen[-1]
-    assert (wide, pairs, triples) == (False, False, False)
+    names, switches = seen[-1]
+    assert switches == (False, False, False)
     assert jit.export_name("dither", "_nearest_rgb") in names
     assert jit.export_name("dither", "_nearest_rgb_vnni") not in names
     assert (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES) == before
