@@ -1502,7 +1502,8 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, 
                 least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
             seen = _femit16c(least, held, out_idx, out_img, p, seen)
             continue
-        if _FLOAT_PAIRS and not by_triples and v < vectors and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
+        pair = _FLOAT_PAIRS and not by_triples and v < vectors
+        if pair and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
             r2, g2, b2 = _floats16(_rgb16(src, p + VNNI_LANES))
             least2 = _fill16(above)
             for c in range(0, keys.shape[0], 4):
@@ -1573,7 +1574,7 @@ _max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell =
 _emit16 = _store16 = _load16 = None
 _floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = _ftriple16 = None
 _FLOAT_PAIRS = False  # whether _float_vectors searches two vectors at once (simd.wide_registers)
-_FLOAT_TRIPLES = False  # whether it reads triples (simd.ftriple16: also where numba compiles for AVX-512)
+_FLOAT_TRIPLES = False  # whether it reads triples (simd.ftriple16): likewise, where numba compiles for AVX-512
 
 
 def _intrinsics() -> dict[str, Any]:
@@ -1584,8 +1585,8 @@ def _intrinsics() -> dict[str, Any]:
             "_triple16": simd.triple16, "_emit16": simd.emit16, "_store16": simd.store16, "_load16": simd.load16,
             "_floats16": simd.floats16, "_fill16": simd.fill16,
             "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
-            "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_ftriple16": simd.ftriple16, "_FLOAT_PAIRS": simd.wide_registers(),
-            "_FLOAT_TRIPLES": simd.wide_registers(),
+            "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_ftriple16": simd.ftriple16,
+            "_FLOAT_PAIRS": simd.wide_registers(), "_FLOAT_TRIPLES": simd.wide_registers(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
             "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,

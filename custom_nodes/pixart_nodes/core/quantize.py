@@ -64,7 +64,8 @@ def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
     # except the float32 search compiled without AVX-512)
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     n = len(pal)
-    with_cells = use_lab or n > _dither.NEAREST_MAX_COLORS or (n >= _dither.TRIPLES_FROM and _dither.triples_read_here())
+    triples = n >= _dither.TRIPLES_FROM and _dither.triples_read_here()
+    with_cells = use_lab or n > _dither.NEAREST_MAX_COLORS or triples
     cells = _lookup(pal_bytes, use_lab).table if with_cells else None
     return _dither.nearest_table(pal, use_lab, cells)
 

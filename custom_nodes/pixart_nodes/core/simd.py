@@ -589,9 +589,9 @@ def ftriple16(typingctx, px, r, g, b, codes, cols, bits):
     ``floats16``) over their cells' candidates, and the mask of lanes whose cell has more than three. ``cols``:
     float32 [4, 32], the key rows of ``dither.nearest_table`` as columns, two registers each, permuted per lane to
     each candidate's. Only where numba compiles for AVX-512 (``dither._FLOAT_TRIPLES``): elsewhere every lane counts
-    as "more than three", so a caller searches every colour. LLVM's portable gathers served AVX2 there, and 512x512
-    random pixels to endesga-32 took 2.2x the time of the search of every colour (compiled for AVX2, Intel Xeon
-    VM)."""
+    as "more than three", so a caller searches every colour: tried there with LLVM's portable gathers (AVX2's 8-lane
+    ``vpgatherdd``), 512x512 random pixels to endesga-32 took 2.2x the time of the search of every colour (compiled
+    for AVX2, JIT, Intel Xeon VM)."""
     gb = _const(bits)
     if gb is None or not (isinstance(px, Vec16) and all(isinstance(v, VecF16) for v in (r, g, b))
                           and _is(codes, types.uint16) and _is(cols, types.float32, 2) and cols.layout == "C"):
