@@ -98,13 +98,13 @@ def test_build_leaves_out_avx512_where_pycc_cannot_be_told_the_features(tmp_path
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """With a numba whose AOT codegen cannot be given the JIT's features, pycc compiles for the CPU's model name
     alone, which may lack AVX-512 (a fatal LLVM error for an AVX-512 instruction): while the module compiles, no
-    kernel takes its AVX-512 code (``simd.wide_registers`` and the float32 loop's switches say no, the VNNI search
-    is not exported), and afterwards the JIT's view is back."""
+    kernel takes its AVX-512 code (``simd.wide_registers`` says no, and so does the float32 loop's switch; the VNNI
+    search is not exported), and afterwards the JIT's view is back."""
     import contextlib
 
     from pixart_nodes.core import dither, simd
 
-    seen = _record_builds(monkeypatch, lambda: (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES))
+    seen = _record_builds(monkeypatch, lambda: (simd.wide_registers(), dither._FLOAT_WIDE))
 
     @contextlib.contextmanager
     def untold():
@@ -112,13 +112,13 @@ def test_build_leaves_out_avx512_where_pycc_cannot_be_told_the_features(tmp_path
 
     monkeypatch.setattr(build_kernels, "_host_features", untold)
     jit.materialise(dither)
-    before = (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES)
+    before = (simd.wide_registers(), dither._FLOAT_WIDE)
     assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 0
     names, switches = seen[-1]
-    assert switches == (False, False, False)
+    assert switches == (False, False)
     assert jit.export_name("dither", "_nearest_rgb") in names
     assert jit.export_name("dither", "_nearest_rgb_vnni") not in names
-    assert (simd.wide_registers(), dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES) == before
+    assert (simd.wide_registers(), dither._FLOAT_WIDE) == before
 
 _FALLBACK = r"""
 import json, sys

@@ -717,12 +717,11 @@ def test_vnni_search_serves_where_the_cpu_has_it(monkeypatch):
 def test_float32_search_pairs_vectors_and_reads_triples_only_with_avx512():
     """The float32 loop searches two vectors at once, and reads triples, only where numba compiles for AVX-512
     (with AVX2's registers the pair spilled and took longer, and gathers of the triples took longer than the search
-    of every colour): its switches, set when the kernels are made, follow the target's features."""
+    of every colour): its switch, set when the kernels are made, follows the target's features."""
     from pixart_nodes.core import dither, jit, simd
 
     jit.materialise(dither)
-    assert dither._FLOAT_PAIRS is simd.wide_registers()
-    assert dither._FLOAT_TRIPLES is simd.wide_registers()
+    assert dither._FLOAT_WIDE is simd.wide_registers()
     # so quantize builds triples where a search reads them: the compiled switch, ahead of time and by the JIT
     aot = jit.aot_module()
     if aot is not None:

@@ -114,21 +114,21 @@ def _host_features() -> Iterator[bool]:
 @contextlib.contextmanager
 def _portable(needed: bool) -> Iterator[None]:
     """Where pycc could not be told the JIT's features (``_host_features``), the kernels' AVX-512 code is left out
-    for the build: ``simd.wide_registers`` says no, and so do the switches ``dither`` took from it."""
+    for the build: ``simd.wide_registers`` says no, and so does the switch ``dither`` took from it."""
     if not needed:
         yield
         return
     from . import simd
 
     jit.materialise(dither)  # sets the switches (from wide_registers) if no kernel was made yet
-    saved = dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES
+    saved = dither._FLOAT_WIDE
     simd.NARROW = True
-    dither._FLOAT_PAIRS = dither._FLOAT_TRIPLES = False
+    dither._FLOAT_WIDE = False
     try:
         yield
     finally:
         simd.NARROW = False
-        dither._FLOAT_PAIRS, dither._FLOAT_TRIPLES = saved
+        dither._FLOAT_WIDE = saved
 
 
 def build(output_dir: Path, vnni: bool) -> bool:

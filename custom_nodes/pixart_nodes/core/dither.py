@@ -1474,15 +1474,15 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, 
     without offsets, sixteen at a time, a coarse cell's colours only where all sixteen share it (``cfkeys``, with
     their colours ``ccolours`` kept beside the least key: written as a vector, where a search of every colour
     writes them one at a time); returns how many it wrote. ``used``: int32 [16], a bit per index written, per
-    lane. Where the CPU has AVX-512 (``_FLOAT_PAIRS``), two vectors that both search every colour go together
-    (``fkeys16x2``), as in ``_vnni_vectors``; with ``triples`` there (``_FLOAT_TRIPLES``), a vector takes its
+    lane. Where the CPU has AVX-512 (``_FLOAT_WIDE``), two vectors that both search every colour go together
+    (``fkeys16x2``), as in ``_vnni_vectors``; with ``triples`` there, a vector takes its
     pixels' triples as ``_vnni_vectors`` does (``ftriple16``, ``ftcols`` the key rows as columns), and searches
     alone where a pixel's cell has more candidates. ``rgbx``: the colours padded to 32 entries."""
     n = out_idx.shape[0]
     vectors = (3 * n - 64) // (3 * VNNI_LANES) + 1 if 3 * n >= 64 else 0
     above = np.float32(3e7)  # above every key (< 2^24)
     seen = _splat16(0)
-    by_triples = _FLOAT_TRIPLES and triples.shape[0] > 0
+    by_triples = _FLOAT_WIDE and triples.shape[0] > 0
     v = 0
     while v < vectors:
         p = v * VNNI_LANES
@@ -1502,7 +1502,7 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, 
                 least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
             seen = _femit16c(least, held, out_idx, out_img, p, seen)
             continue
-        pair = _FLOAT_PAIRS and not by_triples and v < vectors
+        pair = _FLOAT_WIDE and not by_triples and v < vectors
         if pair and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
             r2, g2, b2 = _floats16(_rgb16(src, p + VNNI_LANES))
             least2 = _fill16(above)
@@ -1573,8 +1573,9 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
 _max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = None
 _emit16 = _store16 = _load16 = None
 _floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = _ftriple16 = None
-_FLOAT_PAIRS = False  # whether _float_vectors searches two vectors at once (simd.wide_registers)
-_FLOAT_TRIPLES = False  # whether it reads triples (simd.ftriple16): likewise, where numba compiles for AVX-512
+# whether numba compiles for AVX-512 (simd.wide_registers): _float_vectors then searches two vectors at once and
+# reads triples (simd.ftriple16)
+_FLOAT_WIDE = False
 
 
 def _intrinsics() -> dict[str, Any]:
@@ -1586,7 +1587,7 @@ def _intrinsics() -> dict[str, Any]:
             "_floats16": simd.floats16, "_fill16": simd.fill16,
             "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
             "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_ftriple16": simd.ftriple16,
-            "_FLOAT_PAIRS": simd.wide_registers(), "_FLOAT_TRIPLES": simd.wide_registers(),
+            "_FLOAT_WIDE": simd.wide_registers(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
             "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,
@@ -1893,7 +1894,7 @@ USE_VNNI = True  # tests turn it off to run the float32 search on CPUs that have
 
 @njit(cache=True, nogil=True)
 def _float_triples():
-    return _FLOAT_TRIPLES  # as the kernels were compiled (ahead of time or by the JIT)
+    return _FLOAT_WIDE  # as the kernels were compiled (ahead of time or by the JIT)
 
 
 def triples_read_here() -> bool:

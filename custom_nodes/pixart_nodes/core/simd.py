@@ -588,7 +588,7 @@ def ftriple16(typingctx, px, r, g, b, codes, cols, bits):
     """``triple16`` with the float32 keys: the least keys of the pixels ``px`` (``r``, ``g``, ``b`` their channels,
     ``floats16``) over their cells' candidates, and the mask of lanes whose cell has more than three. ``cols``:
     float32 [4, 32], the key rows of ``dither.nearest_table`` as columns, two registers each, permuted per lane to
-    each candidate's. Only where numba compiles for AVX-512 (``dither._FLOAT_TRIPLES``): elsewhere every lane counts
+    each candidate's. Only where numba compiles for AVX-512 (``dither._FLOAT_WIDE``): elsewhere every lane counts
     as "more than three", so a caller searches every colour: tried there with LLVM's portable gathers (AVX2's 8-lane
     ``vpgatherdd``), 512x512 random pixels to endesga-32 took 2.2x the time of the search of every colour (compiled
     for AVX2, JIT, Intel Xeon VM)."""
