@@ -248,6 +248,18 @@ async def test_a1111_refuses_a_string_too_long_as_a1111_refuses_bad_values(bridg
     assert comfy_double.prompts == []  # (A1111's 422 echoes the body, as FastAPI's does; it is bounded by the limit)
 
 
+async def test_a1111_names_a_dict_key_too_long_as_a_string(bridge_factory: Any, comfy_double: Any) -> None:
+    # A dict key is a string in FastAPI's loc even when it is all digits: int() of this one (10,001 digits, over
+    # the text limit) raised, a 500.
+    client = await bridge_factory(adapters=["a1111"])
+    key = "7" * 10_001
+    resp = await client.post("/sdapi/v1/txt2img", json={"steps": 1, "alwayson_scripts": {key: {"args": []}}})
+    data = await resp.json()
+    assert resp.status == 422, str(data)[:300]
+    assert data["detail"][0]["loc"][:3] == ["body", "alwayson_scripts", key], str(data)[:300]
+    assert comfy_double.prompts == []
+
+
 # ------------------------------------------------------------------------------------------- 5. wrong keys
 async def test_wrong_keys_are_rate_limited_by_address_and_locked_out(bridge_factory: Any) -> None:
     client = await bridge_factory(api_keys=["right"], rate_limit=1.0, rate_burst=5, auth_max_failures=0)

@@ -6,6 +6,7 @@ is required, unknown keys are ignored, `null` means "use the default".
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -158,13 +159,17 @@ _V1_MESSAGES = {
 }
 
 
+_LOC_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
 def validation_error(errors: Sequence[FieldError], body: Any) -> A1111Error:
     """FastAPI's 422 list under `detail` (pydantic v1's words, as A1111 clients see them) plus A1111's keys, with
     `errors` naming the fields."""
     items: list[dict[str, Any]] = []
     for e in errors:
-        loc = [int(p) if p.isdigit() else p for p in (e.field or "").replace("]", "").replace("[", ".").split(".")
-               if p]
+        # "[1]" is a list index (an int in FastAPI's loc); a dotted part is a name or a dict key, which stays a
+        # string even when it is all digits (int() of one would also refuse a hostile key of 4300+ digits)
+        loc = [int(index) if index else name for index, name in _LOC_PART.findall(e.field or "")]
         msg, typ = _V1_MESSAGES.get(e.kind, (e.message, "value_error"))
         try:
             msg = msg.format(**e.ctx)
