@@ -185,3 +185,49 @@ def test_editor_workflow_saved_before_a_widget_was_added_takes_its_default(workf
     inputs = W.editor_to_api(ui, OI)[str(node["id"])]["inputs"]
     assert inputs == workflows["pixel_art"].graph[str(node["id"])]["inputs"]
     assert inputs["search"] == "" and inputs["for_dithering"] is False
+
+
+def _renamed(graph: dict, old: str, new: str) -> dict:
+    """The graph with node `old` called `new`, links following."""
+    out = {}
+    for nid, node in graph.items():
+        node = copy.deepcopy(node)
+        for name, value in node["inputs"].items():
+            if W.is_link(value) and value[0] == old:
+                node["inputs"][name] = [new, value[1]]
+        out[new if nid == old else nid] = node
+    return out
+
+
+@pytest.mark.parametrize("odd", ["²", "٣", "9" * 5000, "1" * 16])
+def test_node_ids_int_cannot_read_are_a_problem_not_a_crash(tmp_path: Path, workflows: dict[str, W.Workflow],
+                                                            odd: str) -> None:
+    # "²" passes str.isdigit() but not int(); "٣" passes int() (3) but the editor format wants ASCII; int() refuses
+    # 4300 digits or more; JavaScript numbers are exact to 15 digits.
+    graph = _renamed(workflows["txt2img"].graph, "5", odd)  # EmptyLatentImage: no parameter targets it by id
+    (tmp_path / "odd.json").write_text(json.dumps(graph))
+    manifest = json.loads(workflows["txt2img"].path.read_text())
+    (tmp_path / "odd.manifest.json").write_text(json.dumps({**manifest, "name": "odd", "workflow": "odd.json"}))
+    with pytest.raises(WorkflowError, match="ids must be decimal integers of at most 15 digits") as e:
+        W.load_workflows(tmp_path)
+    assert len(e.value.message) < 2000  # the id is cut short in the message
+    # Drafting renumbers such a graph instead (the manifest format needs decimal ids).
+    drafted, _ = draft_manifest(graph, OI, name="odd")
+    assert all(W.node_number(n) is not None for n in drafted) and len(drafted) == len(graph)
+    assert W.topological(graph)  # ordering does not need them to be numbers
+
+
+@pytest.mark.parametrize("text", [
+    "{not json",
+    json.dumps({"nodes": [{"id": "x", "type": "KSampler"}], "links": []}),
+    json.dumps({"nodes": [{"id": 1, "type": "KSampler", "inputs": [], "widgets_values": []}], "links": [[1, 2]]}),
+])
+def test_a_malformed_workflow_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        text: str) -> None:
+    src = tmp_path / "shared.json"
+    src.write_text(text)
+    oi = tmp_path / "oi.json"
+    oi.write_text(json.dumps(OI))
+    assert W.main(["new", str(src), "--name", "shared", "--object-info", str(oi), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("shared.json:") and err.count("\n") == 1, err

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .editor import editor_json_text, editor_to_api, export_editor
-from .graph import ancestors, check_graph, dependents, is_link, name_saved_files, topological
+from .graph import ancestors, check_graph, dependents, is_link, name_saved_files, node_number, topological
 from .loader import get_workflow, load_workflow, load_workflows
 from .manifest import OUTPUT_TYPES, PARAM_TYPES, Manifest, Output, Parameter, Target
 from .object_info import (check_object_info, choices_in, combo_options, execution_targets, input_spec,
@@ -35,5 +35,5 @@ __all__ = [
     "check_graph", "resolve_loras",
     "check_object_info", "combo_options", "dependents", "editor_json_text", "editor_to_api", "execution_targets",
     "export_editor", "get_workflow", "input_spec", "is_link", "choices_in", "load_workflow", "load_workflows",
-    "main", "missing_node_types", "name_saved_files", "output_nodes", "short_list", "topological",
+    "main", "missing_node_types", "name_saved_files", "node_number", "output_nodes", "short_list", "topological",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 from bridge.errors import WorkflowError
 
 from .editor import editor_to_api, is_api_format, is_editor_format
-from .graph import is_link
+from .graph import is_link, node_number
 from .object_info import input_spec
 
 IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image"}
@@ -27,6 +27,15 @@ SEED_INPUTS = frozenset({"seed", "noise_seed"})
 
 def read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> dict[str, Any]:
     """An API graph from an API-format JSON, an editor-format JSON, or a PNG that ComfyUI saved (its chunks)."""
+    try:
+        return _read_workflow_file(path, object_info)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        # a shared file is anyone's: whatever it holds, the user gets one line naming it, not a traceback
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, json.JSONDecodeError) else f"not JSON ({exc})"
+        raise WorkflowError(f"{path.name}: not a workflow this can read ({what[:200]})") from exc
+
+
+def _read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> dict[str, Any]:
     raw = path.read_bytes()
     if raw[:8] == b"\x89PNG\r\n\x1a\n":
         from PIL import Image
@@ -59,7 +68,7 @@ def _unique(name: str, taken: set[str], node_id: str) -> str:
 
 def _renumber(graph: dict[str, Any]) -> dict[str, Any]:
     """Decimal node ids, as the manifest format (and the editor) needs; links follow."""
-    if all(k.isdigit() for k in graph):
+    if all(node_number(k) is not None for k in graph):
         return graph
     mapping = {old: str(i + 1) for i, old in enumerate(graph)}
     out = {}
@@ -108,7 +117,7 @@ def draft_manifest(graph: Mapping[str, Any], object_info: Mapping[str, Any], *, 
     params: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     taken: set[str] = set()
-    for nid, node in sorted(graph.items(), key=lambda kv: int(kv[0])):
+    for nid, node in sorted(graph.items(), key=lambda kv: node_number(kv[0]) or 0):
         cls = node["class_type"]
         info = object_info.get(cls)
         if info is None:

@@ -8,6 +8,18 @@ from typing import Any
 from bridge.errors import WorkflowError
 
 
+# The editor format stores node ids as JavaScript numbers: exact up to 15 digits.
+MAX_ID_DIGITS = 15
+
+
+def node_number(node_id: str) -> int | None:
+    """A node id's number ("12" -> 12); None for an id that is not ASCII decimal digits, at most MAX_ID_DIGITS
+    of them (str.isdigit() also takes "²", which int() refuses, and int() refuses 4300 digits or more)."""
+    if node_id.isascii() and node_id.isdigit() and len(node_id) <= MAX_ID_DIGITS:
+        return int(node_id)
+    return None
+
+
 def is_link(value: Any) -> bool:
     """An input wired to another node's output: `["node_id", slot]`."""
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
@@ -37,8 +49,9 @@ def check_graph(graph: Any) -> list[str]:
         return ["graph must be a non-empty object in ComfyUI API format"]
     problems = []
     for nid, node in graph.items():
-        if not nid.isdigit():
-            problems.append(f"node {nid!r}: ids must be decimal integers (the editor format needs them)")
+        if node_number(nid) is None:
+            problems.append(f"node {nid[:40]!r}: ids must be decimal integers of at most {MAX_ID_DIGITS} digits "
+                            f"(the editor format needs them)")
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
                 or not isinstance(node.get("inputs"), dict):
             problems.append(f"node {nid!r}: needs 'class_type' and 'inputs'")
@@ -93,6 +106,6 @@ def topological(graph: Mapping[str, Any]) -> list[str]:
         seen.add(nid)
         done.append(nid)
 
-    for nid in sorted(graph, key=lambda n: (int(n) if n.isdigit() else 0, n)):
+    for nid in sorted(graph, key=lambda n: (node_number(n) or 0, n)):
         visit(nid, ())
     return done

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import WorkflowError
 
-from .graph import ancestors, dependents, is_link, links
+from .graph import ancestors, dependents, is_link, links, node_number
 
 if TYPE_CHECKING:
     from .workflow import Workflow
@@ -154,8 +154,7 @@ def execution_targets(wf: Workflow, names: list[str], object_info: Mapping[str, 
                                 f"downstream, so ComfyUI would never run it", field="outputs")
         if not downstream & set(targets):
             # The output node with the fewest nodes to run adds the least work.
-            targets.append(min(downstream, key=lambda n: (len(ancestors(wf.graph, [n])), int(n) if n.isdigit() else 0,
-                                                          n)))
+            targets.append(min(downstream, key=lambda n: (len(ancestors(wf.graph, [n])), node_number(n) or 0, n)))
     return targets
 
 
