@@ -175,7 +175,8 @@ def test_composite_alpha_over_background():
 
 def test_parse_size():
     assert rgb565.parse_size("240x135") == (240, 135)
-    for bad in ("240", "ax5", "0x5", "-3x4"):
+    # "²" passes str.isdigit() but not int(); int() refuses 4300 digits or more
+    for bad in ("240", "ax5", "0x5", "-3x4", "²x²", "9" * 5000 + "x1"):
         with pytest.raises(ValueError, match="size"):
             rgb565.parse_size(bad)
 

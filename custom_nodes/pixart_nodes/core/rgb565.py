@@ -160,9 +160,9 @@ def from_base64(text: str, field: str = "rgb565") -> bytes:
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"240x240"`` -> ``(240, 240)``."""
-    parts = text.lower().replace("*", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"size must look like 240x240, got {text!r}")
+    parts = [p.strip() for p in text.lower().replace("*", "x").split("x")]
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        raise ValueError(f"size must look like 240x240, got {text[:40]!r}")
     w, h = int(parts[0]), int(parts[1])
     if w < 1 or h < 1 or w > 16384 or h > 16384:
         raise ValueError(f"size must be between 1x1 and 16384x16384, got {text!r}")
