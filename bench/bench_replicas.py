@@ -13,7 +13,11 @@ generator and PostgreSQL share two cores, so the throughput ratio there is bound
 Takeover: three replicas, jobs queued in ComfyUI, one replica killed with SIGKILL; the time until the killed
 replica holds no job (all claimed by the others), and until its jobs are all finished.
 
-Usage: .venv/bin/python bench/bench_replicas.py [--seconds 5] [--concurrency 32] [--lease 3]
+With `--busy N`, one more row: one replica on PostgreSQL while N other processes keep cores busy. On a machine
+whose cores slow down when many are busy (a lower clock, hyperthreads of one core given out as separate cores), a
+replica's CPU per request rises with three replicas for that reason alone; this row shows how much.
+
+Usage: .venv/bin/python bench/bench_replicas.py [--seconds 5] [--concurrency 32] [--lease 3] [--busy 6]
 Goals: three replicas serve >= 2.5x one replica's status requests; takeover within 10 s of the kill.
 """
 from __future__ import annotations
@@ -58,6 +62,11 @@ def run_double(port: int, step_delay: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------- load
+def spin() -> None:
+    while True:
+        pass
+
+
 def load(kind: str, urls: list[str], ids: list[str], seconds: float, concurrency: int, out: Any) -> None:
     """In a process of its own: as many requests as the replicas answer for `seconds`; puts (count, errors)."""
     import aiohttp
@@ -160,18 +169,24 @@ def finished_jobs(url: str, n: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- runs
-def configuration(name: str, database: str, count: int, comfy: str, root: Path, args: argparse.Namespace
-                  ) -> dict[str, Any]:
-    data = Path(tempfile.mkdtemp(dir=root, prefix=name.replace(" ", "-")))
+def configuration(name: str, database: str, count: int, comfy: str, root: Path, args: argparse.Namespace,
+                  busy: int = 0) -> dict[str, Any]:
+    data = Path(tempfile.mkdtemp(dir=root, prefix=name.replace(" ", "-").replace(",", "")))
     replicas = [Replica(database, data, comfy, lease=args.lease, max_queue=100000, env=QUIET) for _ in range(count)]
+    spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
     try:
         for r in replicas:
             r.ready()
         ids = finished_jobs(replicas[0].url, 40)
+        for s in spinners:
+            s.start()
         status = measure("status", replicas, ids, args.seconds, args.concurrency)
         submit = measure("submit", replicas, ids, args.seconds, args.concurrency)
         return {"name": name, "status": status, "submit": submit}
     finally:
+        for s in spinners:
+            if s.pid is not None:
+                s.kill()
         for r in replicas:
             r.stop()
 
@@ -215,6 +230,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--busy", type=int, default=0, help="also one replica with this many busy processes beside it")
     args = parser.parse_args()
 
     from tests.support.postgres import start_postgres
@@ -232,6 +248,9 @@ def main() -> None:
         rows = [configuration("1 replica, SQLite", "", 1, fast, root, args),
                 configuration("1 replica, PostgreSQL", pg.create_database(), 1, fast, root, args),
                 configuration("3 replicas, PostgreSQL", pg.create_database(), 3, fast, root, args)]
+        if args.busy:
+            rows.append(configuration(f"1 replica, {args.busy} busy", pg.create_database(), 1, fast, root, args,
+                                      busy=args.busy))
         base = rows[0]
         print(f"\n{os.cpu_count()} cores; {args.concurrency} connections; {args.seconds:g} s per measurement\n")
         print(f"{'configuration':24} {'status/s':>9} {'x':>6} {'ms CPU/req':>11} {'submit/s':>9} {'x':>6} "
