@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
 import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from PIL import Image
 
 from bridge.engine import JobEngine
+from bridge.engine.client import ComfyClient
 from bridge.store import open_store
 from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNotFound, PayloadTooLarge, QueueFull,
                            WorkflowError, WorkflowNotFound)
@@ -287,6 +290,50 @@ async def test_cancel_running_interrupts_by_prompt_id(make_engine, comfy_double)
     assert job.status == "cancelled" and job.prompt_id in comfy_double.interrupts
     assert comfy_double.history[job.prompt_id]["status"]["status_str"] == "error"  # ComfyUI really stopped
     assert job.finished_at is not None
+
+
+async def test_queued_jobs_share_one_read_of_comfyuis_queue(make_engine, comfy_double):
+    # /queue carries every queued prompt's graph: one read per queued job at each look made a long queue cost its
+    # square (a thousand jobs stalled the bridge).
+    comfy_double.step_delay = 0.2
+    engine = await make_engine(queue_poll_interval=0.2)
+    blocker = await engine.submit("txt2img", {**P, "steps": 50})
+    waiting = [await engine.submit("txt2img", {**P, "seed": i}) for i in range(30)]
+    await until(lambda: all(j.prompt_id for j in waiting), what="every prompt posted")
+    await until(lambda: blocker.status == "running", what="the first job running")
+    queue_reads, history_reads = comfy_double.queue_reads, comfy_double.history_reads
+    await asyncio.sleep(1.6)  # about three looks (the watchdog ticks every 0.5 s here), each due for all 30
+    assert 1 <= comfy_double.queue_reads - queue_reads <= 8
+    assert comfy_double.history_reads - history_reads <= 3  # a prompt still in the queue needs no history read
+    assert all(j.status == "queued" for j in waiting) and blocker.status == "running"
+    for job in [blocker, *waiting]:
+        await engine.cancel(job.id)
+
+
+async def test_a_prompt_being_posted_is_not_taken_for_one_removed_from_the_queue(make_engine, comfy_double):
+    # ComfyUI validates a graph before queueing it; a look at the queue meanwhile finds nothing there, which must
+    # not count as "removed outside the bridge" (that posted the prompt a second time).
+    comfy_double.prompt_delay = 1.2
+    engine = await make_engine(queue_poll_interval=0.2)
+    job = await engine.submit("txt2img", P)
+    done = await engine.wait(job.id, timeout=20)
+    assert done.status == "completed" and not done.reruns
+    assert [p["prompt_id"] for p in comfy_double.prompts] == [done.prompt_id]
+
+
+async def test_a_queue_read_is_shared_but_never_older_than_the_question(comfy_double):
+    comfy_double.queue_delay = 0.3
+    async with aiohttp.ClientSession() as session:
+        client = ComfyClient(comfy_double.url, session, "t")
+        first = asyncio.create_task(client.queued_ids())
+        await until(lambda: comfy_double.queue_reads == 1, what="the first read")
+        # A prompt arrives after the first read looked: whoever asks from now on must see it.
+        heapq.heappush(comfy_double.pending, (0.0, 0, "late", {}, {}, []))
+        later = [asyncio.create_task(client.queued_ids()) for _ in range(10)]
+        assert "late" not in (await first)[1]
+        assert all("late" in pending for _, pending in await asyncio.gather(*later))
+        assert comfy_double.queue_reads == 2  # the ten shared one read, begun after they asked
+        comfy_double.pending.clear()
 
 
 async def test_timeout_fails_and_interrupts(make_engine, comfy_double):

@@ -87,6 +87,10 @@ class ComfyClient:
         self.session = session
         self.client_id = client_id
         self.timeout = aiohttp.ClientTimeout(total=request_timeout)
+        # queued_ids: reads of /queue begun so far, the last one's answer (or error), and one read at a time
+        self._queue_reads = 0
+        self._queue_last: tuple[set[str], set[str]] | BackendError | None = None
+        self._queue_lock = asyncio.Lock()
 
     async def _request(self, method: str, path: str, *, expect_json: bool = True, ok: tuple[int, ...] = (200,),
                        **kwargs: Any) -> Any:
@@ -151,9 +155,28 @@ class ComfyClient:
         return await self._request("GET", "/queue")
 
     async def queued_ids(self) -> tuple[set[str], set[str]]:
-        """(running prompt ids, pending prompt ids)."""
-        q = await self.queue()
-        return ({item[1] for item in q.get("queue_running", [])}, {item[1] for item in q.get("queue_pending", [])})
+        """(running prompt ids, pending prompt ids), as ComfyUI holds them after this call began.
+
+        Callers that ask while a read is under way share the next one: /queue carries every queued prompt's whole
+        graph, so with a long queue one answer is megabytes, and a read per caller made the bridge's looks at its
+        queued jobs cost the square of the queue's length (a stalled event loop at a thousand jobs)."""
+        ticket = self._queue_reads
+        async with self._queue_lock:
+            if self._queue_reads > ticket and self._queue_last is not None:
+                last = self._queue_last  # begun after this call, so it saw what the caller must see
+            else:
+                self._queue_reads += 1
+                self._queue_last = None
+                try:
+                    q = await self.queue() or {}
+                    last = ({item[1] for item in q.get("queue_running", [])},
+                            {item[1] for item in q.get("queue_pending", [])})
+                except BackendError as exc:
+                    last = exc
+                self._queue_last = last
+        if isinstance(last, BackendError):
+            raise last
+        return last
 
     async def delete_from_queue(self, prompt_ids: list[str]) -> None:
         await self._request("POST", "/queue", json={"delete": prompt_ids}, expect_json=False)

@@ -106,13 +106,16 @@ class Dispatcher:
             targets = wfmod.execution_targets(wf, job.wanted, conn.object_info or {}) if job.wanted else None
             job.backend, job.prompt_id = conn.url, prompt_id
             job.attempts += 1
-            self.runs.start(job, prompt_id, Run.for_job(wf, job, graph))
+            run = Run.for_job(wf, job, graph)
+            run.posting = True
+            self.runs.start(job, prompt_id, run)
             # Written before POST: a crash right after it still knows which prompt to look for, and a replica that
             # lost the job to another one learns it here, before it could run the job a second time.
             self.table.save(job)
             if not await self.table.persisted(job):
                 raise LostJob(job.id)
             await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets, job_id=job.id)
+            run.posting = False
         except PromptRejected as exc:
             self._undo(job, conn, prompt_id)
             raise self._rejection(wf, exc) from None

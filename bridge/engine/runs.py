@@ -25,6 +25,7 @@ class Run:
     interrupted: bool = False
     succeeded: bool = False  # ComfyUI said execution_success
     cancel_requested: bool = False
+    posting: bool = False  # POST /prompt under way: ComfyUI may not hold the prompt yet
     timed_out: bool = False
     last_event: float = field(default_factory=time.monotonic)
     finishing: bool = False

@@ -278,6 +278,9 @@ class Tracker:
 
     async def check_prompt(self, conn: Connection, job: Job) -> None:
         """Where a prompt stands when its messages may have been missed: history, then the queue."""
+        run = self.runs.get(job.id)
+        if run is not None and run.posting:
+            return  # not in ComfyUI's queue yet is no sign that someone removed it
         pid = job.prompt_id
         entry = await conn.client.history(pid)
         if entry is None:
@@ -361,6 +364,7 @@ class Tracker:
     def _watch_queued(self, now: float) -> None:
         """Queued jobs: a deadline (BRIDGE_QUEUE_TIMEOUT), and a look at the backend's queue every
         queue_poll_interval, since nothing is announced when a prompt is removed from ComfyUI's queue."""
+        waiting: dict[str, list[tuple[Job, float]]] = {}  # by backend: its jobs, how long since their last look
         for job in self.table.queued():
             if self.queue_timeout and now - job.created_at > self.queue_timeout:
                 self._spawn_cancel(job, f"waited more than {self.queue_timeout:g} s in the queue "
@@ -369,13 +373,35 @@ class Tracker:
             conn = self.connections.get(job.backend or "")
             if conn is None or not conn.healthy or job.prompt_id is None:
                 continue
-            last = self._queue_checked.get(job.id, job.created_at)
-            if now - last >= self.queue_poll_interval:
+            waiting.setdefault(conn.url, []).append((job, now - self._queue_checked.get(job.id, job.created_at)))
+        for url, jobs in waiting.items():
+            if all(age < self.queue_poll_interval for _, age in jobs):
+                continue
+            # The read serves every job there: those half-way to their next look come along, so a backend's jobs
+            # fall into step and are looked at with one read per interval, not one per tick.
+            looked = [(job, job.prompt_id) for job, age in jobs if age >= self.queue_poll_interval / 2]
+            for job, _ in looked:
                 self._queue_checked[job.id] = now
-                self.spawn(self.poll(conn, job))
+            self.spawn(self._look_at_queue(self.connections[url], looked))
         if len(self._queue_checked) > 10_000:
             self._queue_checked = {k: v for k, v in self._queue_checked.items()
                                    if (j := self.table.live(k)) is not None and not j.done}
+
+    async def _look_at_queue(self, conn: Connection, jobs: list[tuple[Job, str | None]]) -> None:
+        """One read of a backend's queue for all its jobs due a look; only those it no longer holds are looked
+        up one by one (a job per read made a long queue cost its square)."""
+        try:
+            running, pending = await conn.client.queued_ids()
+        except BackendError as exc:
+            log.debug("%s: queue look failed: %s", conn.url, exc)
+            return
+        for job, pid in jobs:
+            if self.table.live(job.id) is not job or job.status != "queued" or job.prompt_id != pid or pid in pending:
+                continue  # let go, dispatched again, started or ended meanwhile; or still waiting there
+            if pid in running:
+                self.mark_running(job)
+            else:
+                self.spawn(self.poll(conn, job))
 
     def _spawn_cancel(self, job: Job, reason: str) -> None:
         conn = self.connections.get(job.backend or "")

@@ -300,6 +300,8 @@ class ComfyDouble:
     drop_success do not send `execution_success` (as a bridge that reconnected mid-run missed it)
     lose_images  image output nodes succeed but deliver nothing: no websocket frames, no `images` in /history
     previews     send a JPEG preview frame after each sampler step (ComfyUI with --preview-method)
+    queue_delay  seconds GET /queue waits between reading the queue and answering (a long queue's answer)
+    prompt_delay seconds POST /prompt takes before the prompt joins the queue (ComfyUI validating a large graph)
     caption_packs  the third-party captioning nodes of the interrogate workflows are installed (`caption_nodes`)
     checkpoints  files in models/checkpoints
     controlnets  files in models/controlnet
@@ -332,7 +334,11 @@ class ComfyDouble:
         "easynegative": {"shape": 768, "vectors": 8, "step": None, "sd_checkpoint": None,
                          "sd_checkpoint_name": None}})
     port: int = 0
+    queue_delay: float = 0.0
+    prompt_delay: float = 0.0
     # Recorded for assertions:
+    queue_reads: int = 0
+    history_reads: int = 0
     prompts: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     interrupts: list[str | None] = field(default_factory=list)
@@ -526,6 +532,8 @@ class ComfyDouble:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
+        if self.prompt_delay:
+            await asyncio.sleep(self.prompt_delay)
         number = body.get("number")
         if number is None:
             number = self.number
@@ -555,9 +563,12 @@ class ComfyDouble:
         return web.json_response({"prompt_id": pid, "number": number, "node_errors": node_errors})
 
     async def _get_queue(self, request: web.Request) -> web.Response:
+        self.queue_reads += 1
         running = [[self.running[0], self.running[1], self.running[2], self.running[3], self.running[4]]] \
             if self.running else []
         pending = [[n, pid, p, e, o] for (n, _c, pid, p, e, o) in self.pending]
+        if self.queue_delay:
+            await asyncio.sleep(self.queue_delay)
         return web.json_response({"queue_running": running, "queue_pending": pending})
 
     async def _post_queue(self, request: web.Request) -> web.Response:
@@ -590,6 +601,7 @@ class ComfyDouble:
         return web.json_response(self.history)
 
     async def _get_history(self, request: web.Request) -> web.Response:
+        self.history_reads += 1
         pid = request.match_info["pid"]
         return web.json_response({pid: self.history[pid]} if pid in self.history else {})
 
