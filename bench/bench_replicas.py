@@ -6,7 +6,8 @@ protocol double in a process of its own (no model work: the bridge is what is me
 `python -m bridge` process, and the load from separate processes spreading requests over the replicas as a
 load balancer would: `wrk` for status requests where it is installed (Debian's package; a few microseconds of CPU
 per request), else, and for submits, an aiohttp client process. Reported per configuration: submits/s (POST /generate/text2img,
-202) and status requests/s (GET /jobs/{id} of finished jobs), and the replicas' CPU seconds per request, which is
+202) and status requests/s (GET /jobs/{id} of finished jobs; the median of a few rounds that measure each configuration
+in turn, and the three-to-one ratio round by round), and the replicas' CPU seconds per request, which is
 what more replicas divide when the machine has cores to give them (on a 2-core machine, three replicas, the load
 generator and PostgreSQL share two cores, so the throughput ratio there is bounded by the cores, not the bridge).
 
@@ -17,7 +18,8 @@ With `--busy N`, one more row: one replica on PostgreSQL while N other processes
 whose cores slow down when many are busy (a lower clock, hyperthreads of one core given out as separate cores), a
 replica's CPU per request rises with three replicas for that reason alone; this row shows how much.
 
-Usage: .venv/bin/python bench/bench_replicas.py [--seconds 5] [--concurrency 32] [--lease 3] [--busy 6]
+Usage: .venv/bin/python bench/bench_replicas.py [--seconds 5] [--concurrency 32] [--rounds 3] [--lease 3]
+       [--busy 6]
 Goals: three replicas serve >= 2.5x one replica's status requests; takeover within 10 s of the kill.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,27 +171,55 @@ def finished_jobs(url: str, n: int) -> list[str]:
     return ids
 
 
+def drained(comfy: str, timeout: float = 300) -> None:
+    """Wait until ComfyUI has nothing queued or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(comfy + "/prompt", timeout=30) as resp:
+            if json.loads(resp.read())["exec_info"]["queue_remaining"] == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{comfy} still busy after {timeout:g} s")
+
+
 # ------------------------------------------------------------------------------------------- runs
-def configuration(name: str, database: str, count: int, comfy: str, root: Path, args: argparse.Namespace,
-                  busy: int = 0) -> dict[str, Any]:
-    data = Path(tempfile.mkdtemp(dir=root, prefix=name.replace(" ", "-").replace(",", "")))
-    replicas = [Replica(database, data, comfy, lease=args.lease, max_queue=100000, env=QUIET) for _ in range(count)]
-    spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
-    try:
-        for r in replicas:
+class Configuration:
+    """Replicas on one database with finished jobs to ask about; kept running while the rounds go on, so every
+    configuration is measured in each round, one after the other, and a drift of the machine's speed (other tenants,
+    clock) falls on all of them alike."""
+
+    def __init__(self, name: str, database: str, count: int, comfy: str, root: Path, args: argparse.Namespace,
+                 busy: int = 0) -> None:
+        self.name, self.busy, self.args = name, busy, args
+        data = Path(tempfile.mkdtemp(dir=root, prefix=name.replace(" ", "-").replace(",", "")))
+        self.replicas = [Replica(database, data, comfy, lease=args.lease, max_queue=100000, env=QUIET)
+                         for _ in range(count)]
+        self.status: list[dict[str, float]] = []
+        self.submit: dict[str, float] = {}
+        self.ids: list[str] = []
+
+    def start(self) -> None:
+        for r in self.replicas:
             r.ready()
-        ids = finished_jobs(replicas[0].url, 40)
+        self.ids = finished_jobs(self.replicas[0].url, 40)
+
+    def busy_while(self, kind: str) -> dict[str, float]:
+        spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(self.busy)]
         for s in spinners:
             s.start()
-        status = measure("status", replicas, ids, args.seconds, args.concurrency)
-        submit = measure("submit", replicas, ids, args.seconds, args.concurrency)
-        return {"name": name, "status": status, "submit": submit}
-    finally:
-        for s in spinners:
-            if s.pid is not None:
+        try:
+            return measure(kind, self.replicas, self.ids, self.args.seconds, self.args.concurrency)
+        finally:
+            for s in spinners:
                 s.kill()
-        for r in replicas:
+                s.join()
+
+    def stop(self) -> None:
+        for r in self.replicas:
             r.stop()
+
+    def median(self, key: str) -> float:
+        return statistics.median(m[key] for m in self.status)
 
 
 def takeover(database: str, comfy_slow: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -230,6 +261,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3, help="status measurements per configuration, interleaved")
     parser.add_argument("--busy", type=int, default=0, help="also one replica with this many busy processes beside it")
     args = parser.parse_args()
 
@@ -245,26 +277,45 @@ def main() -> None:
     time.sleep(2)
     try:
         fast, slow = f"http://127.0.0.1:{fast_port}", f"http://127.0.0.1:{slow_port}"
-        rows = [configuration("1 replica, SQLite", "", 1, fast, root, args),
-                configuration("1 replica, PostgreSQL", pg.create_database(), 1, fast, root, args),
-                configuration("3 replicas, PostgreSQL", pg.create_database(), 3, fast, root, args)]
+        rows = [Configuration("1 replica, SQLite", "", 1, fast, root, args),
+                Configuration("1 replica, PostgreSQL", pg.create_database(), 1, fast, root, args),
+                Configuration("3 replicas, PostgreSQL", pg.create_database(), 3, fast, root, args)]
         if args.busy:
-            rows.append(configuration(f"1 replica, {args.busy} busy", pg.create_database(), 1, fast, root, args,
+            rows.append(Configuration(f"1 replica, {args.busy} busy", pg.create_database(), 1, fast, root, args,
                                       busy=args.busy))
-        base = rows[0]
-        print(f"\n{os.cpu_count()} cores; {args.concurrency} connections; {args.seconds:g} s per measurement\n")
-        print(f"{'configuration':24} {'status/s':>9} {'x':>6} {'ms CPU/req':>11} {'submit/s':>9} {'x':>6} "
-              f"{'ms CPU/req':>11}")
+        try:
+            for row in rows:
+                row.start()
+            for _ in range(args.rounds):
+                for row in rows:
+                    row.status.append(row.busy_while("status"))
+            # Submits last: each one adds a job, which the status rounds should not see grow. Each configuration
+            # starts on an idle ComfyUI, not behind the jobs of the one before.
+            for row in rows:
+                drained(fast)
+                row.submit = row.busy_while("submit")
+        finally:
+            for row in rows:
+                row.stop()
+        base, one, three = rows[:3]
+        print(f"\n{os.cpu_count()} cores; {args.concurrency} connections; {args.seconds:g} s per measurement; "
+              f"status measured in {args.rounds} rounds, each configuration in turn (median, lowest-highest)\n")
+        print(f"{'configuration':24} {'status/s':>9} {'range':>13} {'x':>6} {'ms CPU/req':>11} {'submit/s':>9} "
+              f"{'x':>6} {'ms CPU/req':>11}")
         for row in rows:
-            st, sb = row["status"], row["submit"]
-            print(f"{row['name']:24} {st['per_s']:9.0f} {st['per_s'] / base['status']['per_s']:6.2f} "
-                  f"{st['cpu_per_req_ms']:11.3f} {sb['per_s']:9.0f} {sb['per_s'] / base['submit']['per_s']:6.2f} "
-                  f"{sb['cpu_per_req_ms']:11.3f}")
-        three = rows[2]["status"]
-        one = rows[1]["status"]
-        print(f"\nstatus requests per replica CPU-second: one replica {1000 / one['cpu_per_req_ms']:.0f}, three "
-              f"replicas {1000 / three['cpu_per_req_ms']:.0f} (scaling with cores: 3 replicas on 3 free cores would "
-              f"serve about {3 * 1000 / three['cpu_per_req_ms'] / (1000 / one['cpu_per_req_ms']):.2f}x one)")
+            sb = row.submit
+            low, high = (f(m["per_s"] for m in row.status) for f in (min, max))
+            print(f"{row.name:24} {row.median('per_s'):9.0f} {f'{low:.0f}-{high:.0f}':>13} "
+                  f"{row.median('per_s') / base.median('per_s'):6.2f} {row.median('cpu_per_req_ms'):11.3f} "
+                  f"{sb['per_s']:9.0f} {sb['per_s'] / base.submit['per_s']:6.2f} {sb['cpu_per_req_ms']:11.3f}")
+        for single in (base, one):
+            ratios = [t["per_s"] / s["per_s"] for t, s in zip(three.status, single.status)]
+            print(f"three replicas / {single.name}, round by round: "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}x; goal 2.5x)")
+        cpu_one, cpu_three = one.median("cpu_per_req_ms"), three.median("cpu_per_req_ms")
+        print(f"status requests per replica CPU-second: one replica {1000 / cpu_one:.0f}, three replicas "
+              f"{1000 / cpu_three:.0f} (scaling with cores: 3 replicas on 3 free cores would serve about "
+              f"{3 * cpu_one / cpu_three:.2f}x one)")
         t = takeover(pg.create_database(), slow, root, args)
         print(f"takeover: the killed replica held {t['held']} jobs; all claimed {t['claimed_s']:.2f} s after SIGKILL "
               f"(lease {args.lease:g} s), all finished {t['finished_s']:.2f} s after")
