@@ -120,7 +120,7 @@ def _portable(needed: bool) -> Iterator[None]:
         return
     from . import simd
 
-    jit.materialise(dither)  # sets the switches (from wide_registers) if no kernel was made yet
+    jit.materialise(dither)  # sets _FLOAT_WIDE (from wide_registers) if no kernel was made yet
     saved = dither._FLOAT_WIDE
     simd.NARROW = True
     dither._FLOAT_WIDE = False
