@@ -310,6 +310,27 @@ async def test_queued_jobs_share_one_read_of_comfyuis_queue(make_engine, comfy_d
         await engine.cancel(job.id)
 
 
+async def test_a_reconnect_settles_its_queued_jobs_with_one_read_of_the_queue(make_engine, comfy_double):
+    # A reconnect looks at every job the backend had before it reads the websocket again: one /queue read per job
+    # made that cost the square of the queue, with no messages read meanwhile.
+    comfy_double.step_delay = 0.2
+    engine = await make_engine(queue_poll_interval=600)  # only the reconnect looks
+    blocker = await engine.submit("txt2img", {**P, "steps": 150})
+    waiting = [await engine.submit("txt2img", {**P, "seed": i}) for i in range(30)]
+    await until(lambda: all(j.prompt_id for j in waiting) and blocker.status == "running", what="all posted")
+    gone = waiting[0]
+    comfy_double.pending = [item for item in comfy_double.pending if item[2] != gone.prompt_id]  # removed meanwhile
+    queue_reads, history_reads = comfy_double.queue_reads, comfy_double.history_reads
+    for ws in list(comfy_double.sockets.values()):
+        await ws.close()
+    await until(lambda: gone.reruns, what="the reconnect's look")
+    assert comfy_double.queue_reads - queue_reads <= 3  # one for all 31, one again for the one gone (and a spare)
+    assert comfy_double.history_reads - history_reads <= 4  # the one gone and the running one, perhaps twice
+    assert all(j.status == "queued" for j in waiting) and blocker.status == "running"
+    for job in [blocker, *waiting]:
+        await engine.cancel(job.id)
+
+
 async def test_a_prompt_being_posted_is_not_taken_for_one_removed_from_the_queue(make_engine, comfy_double):
     # ComfyUI validates a graph before queueing it; a look at the queue meanwhile finds nothing there, which must
     # not count as "removed outside the bridge" (that posted the prompt a second time).

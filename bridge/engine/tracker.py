@@ -96,12 +96,16 @@ class Tracker:
     # ------------------------------------------------------------------ backend lifecycle (Listener)
     async def backend_up(self, conn: Connection) -> None:
         """After (re)connecting: settle jobs whose messages may have been missed, then let queued jobs through."""
+        jobs = []
         for jid in list(conn.jobs):
             job = self.table.live(jid)
             if job is None or job.done or job.prompt_id is None:
                 conn.jobs.discard(jid)
                 continue
-            await self.check_prompt(conn, job)
+            jobs.append((job, job.prompt_id))
+        if jobs:
+            for job in self._not_waiting(jobs, await conn.client.queued_ids()):
+                await self.check_prompt(conn, job)
         self.dispatcher.wake.set()
 
     def backend_down(self, conn: Connection, reason: str) -> None:
@@ -388,20 +392,28 @@ class Tracker:
                                    if (j := self.table.live(k)) is not None and not j.done}
 
     async def _look_at_queue(self, conn: Connection, jobs: list[tuple[Job, str | None]]) -> None:
-        """One read of a backend's queue for all its jobs due a look; only those it no longer holds are looked
-        up one by one (a job per read made a long queue cost its square)."""
         try:
-            running, pending = await conn.client.queued_ids()
+            queue = await conn.client.queued_ids()
         except BackendError as exc:
             log.debug("%s: queue look failed: %s", conn.url, exc)
             return
+        for job in self._not_waiting([(j, pid) for j, pid in jobs if j.status == "queued"], queue):
+            self.spawn(self.poll(conn, job))
+
+    def _not_waiting(self, jobs: list[tuple[Job, str | None]], queue: tuple[set[str], set[str]]) -> list[Job]:
+        """Jobs against one read of their backend's queue (a read per job made a long queue cost its square): a
+        prompt still waiting there needs nothing, a running one marks its job running; the jobs returned, whose
+        prompts the queue no longer holds, need a look each (their history first)."""
+        running, pending = queue
+        gone = []
         for job, pid in jobs:
-            if self.table.live(job.id) is not job or job.status != "queued" or job.prompt_id != pid or pid in pending:
-                continue  # let go, dispatched again, started or ended meanwhile; or still waiting there
+            if self.table.live(job.id) is not job or job.prompt_id != pid or pid in pending:
+                continue  # let go, dispatched again or ended meanwhile; or still waiting there
             if pid in running:
                 self.mark_running(job)
             else:
-                self.spawn(self.poll(conn, job))
+                gone.append(job)
+        return gone
 
     def _spawn_cancel(self, job: Job, reason: str) -> None:
         conn = self.connections.get(job.backend or "")
