@@ -203,7 +203,7 @@ class Configuration:
             r.ready()
         self.ids = finished_jobs(self.replicas[0].url, 40)
 
-    def busy_while(self, kind: str) -> dict[str, float]:
+    def measured(self, kind: str) -> dict[str, float]:
         spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(self.busy)]
         for s in spinners:
             s.start()
@@ -288,12 +288,12 @@ def main() -> None:
                 row.start()
             for _ in range(args.rounds):
                 for row in rows:
-                    row.status.append(row.busy_while("status"))
+                    row.status.append(row.measured("status"))
             # Submits last: each one adds a job, which the status rounds should not see grow. Each configuration
             # starts on an idle ComfyUI, not behind the jobs of the one before.
             for row in rows:
                 drained(fast)
-                row.submit = row.busy_while("submit")
+                row.submit = row.measured("submit")
         finally:
             for row in rows:
                 row.stop()
