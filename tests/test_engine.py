@@ -16,7 +16,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bridge.engine import JobEngine
-from bridge.engine.client import ComfyClient
+from bridge.engine.client import BackendError, ComfyClient
 from bridge.store import open_store
 from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNotFound, PayloadTooLarge, QueueFull,
                            WorkflowError, WorkflowNotFound)
@@ -342,6 +342,20 @@ async def test_a_prompt_being_posted_is_not_taken_for_one_removed_from_the_queue
     assert [p["prompt_id"] for p in comfy_double.prompts] == [done.prompt_id]
 
 
+async def test_a_websocket_handshake_nobody_answers_is_an_error_not_a_hang():
+    # A server that accepts the connection and never answers (one shutting down, or frozen): the reconnect loop must
+    # give up on it and settle the backend's jobs, not wait out aiohttp's five-minute default.
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = ComfyClient(f"http://127.0.0.1:{port}", session, "t", request_timeout=0.5)
+            with pytest.raises(BackendError, match="websocket connect failed"):
+                await asyncio.wait_for(client.ws_connect(), 10)
+    finally:
+        server.close()
+
+
 async def test_a_queue_read_is_shared_but_never_older_than_the_question(comfy_double):
     comfy_double.queue_delay = 0.3
     async with aiohttp.ClientSession() as session:
@@ -507,7 +521,9 @@ async def test_backend_killed_mid_job_fails_it_and_engine_recovers(make_engine, 
     while job.status != "running":
         await asyncio.sleep(0.02)
     await comfy_double.kill()
-    job = await engine.wait(job.id, timeout=10)
+    # Within 10 s, unless a reconnect raced the double's shutdown into a handshake nobody answers: then when that
+    # gives up (the request timeout, 30 s).
+    job = await engine.wait(job.id, timeout=45)
     assert job.status == "failed" and comfy_double.url in job.error and "died" in job.error
     assert engine.backend_states()[0]["healthy"] is False
     with pytest.raises(BackendUnavailable):

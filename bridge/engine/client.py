@@ -203,7 +203,11 @@ class ComfyClient:
     async def ws_connect(self) -> aiohttp.ClientWebSocketResponse:
         ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         try:
-            return await self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=20,
-                                                 max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5))
+            # The handshake is bounded like any request: a server that accepts the connection and never answers (one
+            # shutting down, or frozen) would otherwise hold the reconnect loop, and the backend's jobs, for the
+            # session's default of five minutes.
+            return await asyncio.wait_for(
+                self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=20, max_msg_size=0,
+                                        timeout=aiohttp.ClientWSTimeout(ws_close=5)), self.timeout.total)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise BackendError(self.url, f"websocket connect failed: {exc.__class__.__name__} {exc}") from exc
