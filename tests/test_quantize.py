@@ -693,7 +693,11 @@ def test_triple_table_holds_each_cells_candidates(name):
     with pytest.raises(ValueError, match="below 32"):
         dither.triple_table(dither.cell_table(np.tile(pal[:1], (33, 1)), False), 33)
     built = qz._nearest_table(pal.tobytes(), False)
-    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM and dither.triples_read_here())
+    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM and (
+        dither.triples_read_here() or dither.cells_read_here()))
+    # and the cells themselves, padded for the gathers of four bytes
+    assert np.array_equal(built.cells, np.append(cells.info, np.zeros(4, np.uint8)) if len(built.triples) else
+                          np.zeros(4, np.uint8))
     if len(built.triples):  # column k of ftcols is colour k's key row (the last one repeated up to 32)
         rows = built.rows[np.minimum(np.arange(32), len(built.rows) - 1)]
         assert built.ftcols.shape == (4, 32) and np.array_equal(built.ftcols.T, rows)
@@ -727,6 +731,62 @@ def test_float32_search_pairs_vectors_and_reads_triples_only_with_avx512():
     if aot is not None:
         assert getattr(aot, jit.export_name(dither, "_float_triples"))() is simd.wide_registers()
     assert dither.triples_read_here() is (simd.host_has_vnni() or simd.wide_registers())
+    # compiled for AVX2 without AVX-512 it reads each pixel's cell instead (test_avx2_search_...)
+    assert dither._TABLE_FIRST is simd.table_first() is (not simd.wide_registers() and "avx2" in
+                                                          simd._target_features())
+    if aot is not None:
+        assert getattr(aot, jit.export_name(dither, "_float_cells"))() is simd.table_first()
+    assert dither.cells_read_here() is (not simd.host_has_vnni() and simd.table_first())
+
+
+# The float32 search as numba compiles it for a CPU with AVX2 and no AVX-512 (most desktop CPUs): from 17 colours it
+# reads each pixel's cell first (simd.table_first). Run in a process of its own, compiled by the JIT for Haswell.
+_AVX2_CHECK = r"""
+import numpy as np
+from pixart_nodes.core import dither, simd
+from pixart_nodes.core.palette import named_palette
+from pixart_nodes.core.quantize import quantize
+
+assert simd.table_first() and dither.cells_read_here() and not dither.triples_read_here()
+rng = np.random.default_rng(7)
+codes = np.arange(0, 1 << 24, 7, dtype=np.int64)[:2340 * 1024]  # every 7th code value: a band through each cell
+band = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], -1).astype(np.uint8).reshape(-1, 1024, 3)
+images = [rng.integers(0, 256, s + (3,), dtype=np.uint8) for s in ((512, 512), (37, 41), (1, 17), (3, 1376))]
+run = np.arange(1 << 23, 3 << 22, dtype=np.int64)  # a quarter of the code values in order: vectors in one coarse cell
+images.append(np.stack([run >> 16, (run >> 8) & 255, run & 255], -1).astype(np.uint8).reshape(-1, 2048, 3))
+endesga = named_palette("endesga-32").colors
+for pal in (endesga, endesga[:17], named_palette("pico-8").colors):
+    c = pal.astype(np.int64)
+    for img in images + [band]:
+        res = quantize(img, pal, dither="none", distance="rgb")
+        flat = img.reshape(-1, 3).astype(np.int64)
+        want = np.concatenate([((flat[k:k + 65536, None] - c[None]) ** 2).sum(-1).argmin(1)
+                               for k in range(0, len(flat), 65536)])
+        assert np.array_equal(res.indices.reshape(-1), want), (len(pal), img.shape)
+        assert np.array_equal(res.image.reshape(-1, 3), pal[want]), (len(pal), img.shape)
+        assert res.colors_used == len(np.unique(want)), (len(pal), img.shape)
+print("ok")
+"""
+
+
+def test_avx2_search_reads_cells_first_and_equals_brute_force(tmp_path):
+    """Compiled for AVX2 without AVX-512 (numba's JIT told Haswell's features, in a process of its own), the sRGB
+    search of 17-32 colours takes each pixel's colour from the cell table and searches the pixels of cells of more
+    than one colour, or where sixteen pixels share a coarse cell searches its colours: indices, image and colours
+    used equal brute force (ties to the lower index) on random images of awkward sizes, on every 7th code value and
+    on a quarter of them in order; 16 colours go through the search of every colour."""
+    import os
+    import subprocess
+    import sys
+
+    with open("/proc/cpuinfo") as f:
+        if " avx2 " not in f.read():
+            pytest.skip("this CPU has no AVX2: the JIT cannot run code compiled for Haswell")
+    env = {**os.environ, "PIXART_NO_AOT": "1", "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_CPU_NAME": "haswell",
+           "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+bmi,+bmi2,+f16c,+popcnt,+sse4.2,+lzcnt,+movbe,-avx512f,"
+                                 "-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vnni"}
+    proc = subprocess.run([sys.executable, "-c", _AVX2_CHECK], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("search", ["vnni", "float32"])

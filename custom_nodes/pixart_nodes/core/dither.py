@@ -1183,7 +1183,9 @@ class NearestTable(NamedTuple):
     and ``ccolours`` (those entries of ``rgbx``); without ``keys``, unused (``nearest_table`` fills them all where
     it sets ``keys``). ``triples``: empty, or (from ``TRIPLES_FROM`` colours, with a cell table) the VNNI search's
     ``triple_table``, with ``tcols`` the rows of ``vnni`` as columns (int32 [3, 32]) and ``ftcols`` those of
-    ``rows`` (float32 [4, 32]: the float32 search reads the triples where numba compiles for AVX-512)."""
+    ``rows`` (float32 [4, 32]: the float32 search reads the triples where numba compiles for AVX-512). ``cells``:
+    from ``TRIPLES_FROM`` colours, with a cell table, its ``info`` and 4 bytes of padding (the float32 search
+    compiled for AVX2 reads each pixel's cell first, ``simd.table_first``), else 4 bytes."""
 
     use_lab: bool
     keys: bool
@@ -1201,6 +1203,7 @@ class NearestTable(NamedTuple):
     triples: np.ndarray = np.zeros(0, np.uint16)
     tcols: np.ndarray = np.zeros((3, 32), np.int32)
     ftcols: np.ndarray = np.zeros((4, 32), np.float32)
+    cells: np.ndarray = np.zeros(4, np.uint8)
 
 
 _ALL_CELLS = np.full(1, 255, np.uint8)  # one cell of every colour: no table
@@ -1245,7 +1248,7 @@ def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None
                          np.ascontiguousarray(vnni[colours]), np.ascontiguousarray(keys[colours]), rgbx32[colours])
     if cells is None or n < TRIPLES_FROM or cells.gbits != GBITS:
         return table
-    return table._replace(triples=triple_table(cells, n),
+    return table._replace(triples=triple_table(cells, n), cells=np.append(cells.info, np.zeros(4, np.uint8)),
                           tcols=np.ascontiguousarray(vnni[np.minimum(np.arange(32), len(vnni) - 1)].T),
                           ftcols=np.ascontiguousarray(keys[np.minimum(np.arange(32), len(keys) - 1)].T))
 
@@ -1469,7 +1472,7 @@ def _key_search(r, g, b, best, m, keys):
 
 
 @njit(cache=True, nogil=True)
-def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, out_idx, out_img, used):
+def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, rgbx, out_idx, out_img, used):
     """``_vnni_vectors`` with the float32 keys (simd's VecF16, every CPU): the RGB pixels of ``_nearest_rgb``
     without offsets, sixteen at a time, a coarse cell's colours only where all sixteen share it (``cfkeys``, with
     their colours ``ccolours`` kept beside the least key: written as a vector, where a search of every colour
@@ -1477,9 +1480,17 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, 
     lane. Where the CPU has AVX-512 (``_FLOAT_WIDE``), two vectors that both search every colour go together
     (``fkeys16x2``), as in ``_vnni_vectors``; with ``triples`` there, a vector takes its
     pixels' triples as ``_vnni_vectors`` does (``ftriple16``, ``ftcols`` the key rows as columns), and searches
-    alone where a pixel's cell has more candidates. ``rgbx``: the colours padded to 32 entries."""
+    alone where a pixel's cell has more candidates. ``rgbx``: the colours padded to 32 entries. Compiled for
+    AVX2 (``_TABLE_FIRST``), with the palette's ``cells`` (from 17 colours), ``_table_vectors`` instead."""
     n = out_idx.shape[0]
     vectors = (3 * n - 64) // (3 * VNNI_LANES) + 1 if 3 * n >= 64 else 0
+    if _TABLE_FIRST and cells.shape[0] > 4:
+        pairs = np.empty(1024, np.uint64)  # two colours' six bytes (simd.temit16)
+        for a in range(32):
+            for b in range(32):
+                pairs[a | b << 5] = np.uint64(rgbx[a]) | np.uint64(rgbx[b]) << np.uint64(24)
+        return _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out_idx, out_img, used,
+                              vectors)
     above = np.float32(3e7)  # above every key (< 2^24)
     seen = _splat16(0)
     by_triples = _FLOAT_WIDE and triples.shape[0] > 0
@@ -1519,9 +1530,71 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, 
     return vectors * VNNI_LANES
 
 
+# the set bits of each byte, in order (padded with 0), and how many
+_SET_BITS = np.array([[k for k in range(8) if m >> k & 1] + [0] * (8 - bin(m).count("1")) for m in range(256)],
+                     np.int32)
+_SET_COUNT = np.array([bin(m).count("1") for m in range(256)], np.int64)
+
+
 @njit(cache=True, nogil=True)
-def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, ccolours, triples, ftcols, rgbx, out_idx,
-                 out_img, words):
+def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out_idx, out_img, used, vectors):
+    """``_float_vectors`` compiled for AVX2 (``simd.table_first``): sixteen pixels that share a coarse cell as
+    there; any other sixteen take their entries of the palette's cell table (``cells``) as indices, and the pixels
+    of cells of more than one colour (11% of random pixels with endesga-32) are listed as they come, then searched
+    in blocks and written again. ``pairs``: see ``simd.temit16``."""
+    listed = np.empty(vectors * VNNI_LANES + 8, np.int32)
+    count = 0
+    seen = _splat16(0)
+    above = np.float32(3e7)  # above every key (< 2^24)
+    for v in range(vectors):
+        p = v * VNNI_LANES
+        px = _rgb16(src, p)
+        cell = _shared_cell(px, VNNI_COARSE_BITS)
+        if cell >= 0:  # as _float_vectors: the coarse cell's colours
+            r, g, b = _floats16(px)
+            least = _fill16(above)
+            held = _splat16(0)
+            for c in range(cstarts[cell], cstarts[cell + 1]):
+                least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
+            seen = _femit16c(least, held, out_idx, out_img, p, seen)
+            continue
+        seen, many = _temit16(_cells16(px, cells), pairs, out_idx, out_img, p, seen)
+        if many != 0:
+            for h in range(0, VNNI_LANES, 8):  # eight lanes a store, from the table of a byte's set bits
+                bits = (many >> h) & 255
+                _append8(listed, count, p + h, _SET_BITS, bits)
+                count += _SET_COUNT[bits]
+    _store16(used, 0, seen)
+    r = np.empty(_NEAREST_BLOCK, np.float32)
+    g = np.empty(_NEAREST_BLOCK, np.float32)
+    b = np.empty(_NEAREST_BLOCK, np.float32)
+    best = np.empty(_NEAREST_BLOCK, np.float32)
+    mask = np.int64(0)
+    for s in range(0, count, _NEAREST_BLOCK):
+        m = min(_NEAREST_BLOCK, count - s)
+        for i in range(m):
+            q = 3 * np.int64(listed[s + i])
+            r[i] = np.float32(src[q])
+            g[i] = np.float32(src[q + 1])
+            b[i] = np.float32(src[q + 2])
+            best[i] = np.float32(3e7)  # above every key (< 2^24)
+        _key_search(r, g, b, best, m, keys)
+        for i in range(m):
+            q = np.int64(listed[s + i])
+            k = np.int64(best[i]) & 31
+            mask |= np.int64(1) << k
+            out_idx[q] = k
+            c = rgbx[k]
+            out_img[3 * q] = c & 255
+            out_img[3 * q + 1] = (c >> 8) & 255
+            out_img[3 * q + 2] = (c >> 16) & 255
+    used[0] |= np.int32(mask)
+    return vectors * VNNI_LANES
+
+
+@njit(cache=True, nogil=True)
+def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, rgbx,
+                 out_idx, out_img, words):
     # src and out_img flat RGB (with ch 4: src RGBA, out_img empty, words the image; see _emit_words), out_idx flat,
     # w the image's width, offsets int32 [mh, w] (ordered dithering: each pattern row tiled across the width; mh a
     # power of two) or [1, 0] (none); cstarts, cfkeys and ccolours the coarse cells' (coarse_keys). RGB without offsets
@@ -1533,7 +1606,8 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
     if ch == 3 and offsets.shape[1] == 0:
         lut = np.zeros(32, np.uint32)  # the colours, padded to the 32 entries femit16 may permute
         lut[: min(rgbx.shape[0], 32)] = rgbx[: min(rgbx.shape[0], 32)]
-        done = _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, lut, out_idx, out_img, used)
+        done = _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, lut, out_idx, out_img,
+                              used)
         # the rest as an image of its own (a whole number of words from a multiple of 16 pixels on)
         src, out_idx, out_img, words = src[3 * done:], out_idx[done:], out_img[3 * done:], words[3 * done // 4:]
     n = out_idx.shape[0]
@@ -1573,9 +1647,12 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
 _max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = None
 _emit16 = _store16 = _load16 = None
 _floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = _ftriple16 = None
+_cells16 = _temit16 = _append8 = None
 # whether numba compiles for AVX-512 (simd.wide_registers): _float_vectors then searches two vectors at once and
 # reads triples (simd.ftriple16)
 _FLOAT_WIDE = False
+# whether numba compiles for AVX2 but not AVX-512 (simd.table_first): _float_vectors then reads the cell table first
+_TABLE_FIRST = False
 
 
 def _intrinsics() -> dict[str, Any]:
@@ -1588,6 +1665,8 @@ def _intrinsics() -> dict[str, Any]:
             "_fkeys16": simd.fkeys16, "_fkeys16x2": simd.fkeys16x2, "_fkeys16c": simd.fkeys16c,
             "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_ftriple16": simd.ftriple16,
             "_FLOAT_WIDE": simd.wide_registers(),
+            "_cells16": simd.cells16, "_temit16": simd.temit16, "_append8": simd.append8,
+            "_TABLE_FIRST": simd.table_first(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
             "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,
@@ -1897,11 +1976,22 @@ def _float_triples():
     return _FLOAT_WIDE  # as the kernels were compiled (ahead of time or by the JIT)
 
 
+@njit(cache=True, nogil=True)
+def _float_cells():
+    return _TABLE_FIRST
+
+
 def triples_read_here() -> bool:
     """Whether a search of this process reads ``triples``: the VNNI search, and the float32 search where it was
     compiled for AVX-512. Elsewhere callers need not build the palette's cell table for them (about 10 ms at 32
     colours)."""
     return _vnni_kernel() is not None or bool(_jit.kernel(_SELF, "_float_triples")())
+
+
+def cells_read_here() -> bool:
+    """Whether the sRGB search of this process reads ``NearestTable.cells``: the float32 search compiled for AVX2
+    (``simd.table_first``), where no VNNI search serves."""
+    return _vnni_kernel() is None and bool(_jit.kernel(_SELF, "_float_cells")())
 
 
 def _vnni_kernel() -> Any:
@@ -1949,7 +2039,7 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
             return int(vnni(*args, table.vnni, table.cstarts, table.ckeys, table.triples, table.tcols, *outs))
         search = _jit.kernel(_SELF, "_nearest_rgb")
         return int(search(*args, table.rows, table.cstarts, table.cfkeys, table.ccolours, table.triples, table.ftcols,
-                          *outs))
+                          table.cells, *outs))
     from . import color
 
     lin32, m1f, m2f = _lab32()

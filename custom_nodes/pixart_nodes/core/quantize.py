@@ -61,11 +61,11 @@ def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
     # the palette's cell table answers the pixels of single-colour cells without a search (in sRGB, small palettes
     # are searched faster without it, and from 17 colours the sRGB searches read its cells' candidates instead,
-    # except the float32 search compiled without AVX-512)
+    # except the float32 search compiled without AVX-512; compiled for AVX2 it reads each pixel's cell first)
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     n = len(pal)
-    triples = n >= _dither.TRIPLES_FROM and _dither.triples_read_here()
-    with_cells = use_lab or n > _dither.NEAREST_MAX_COLORS or triples
+    by_cell = n >= _dither.TRIPLES_FROM and (_dither.triples_read_here() or _dither.cells_read_here())
+    with_cells = use_lab or n > _dither.NEAREST_MAX_COLORS or by_cell
     cells = _lookup(pal_bytes, use_lab).table if with_cells else None
     return _dither.nearest_table(pal, use_lab, cells)
 

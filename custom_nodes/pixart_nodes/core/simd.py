@@ -31,6 +31,8 @@ more searches every colour.
 **The float32 search** computes a key by three fused multiply-adds and keeps the least with one minimum (the index
 in its low bits, see ``dither``), in VecF16 values that LLVM splits into what the target has. Compiled for AVX-512
 it reads triples as the VNNI search does (``ftriple16``) and writes the colours with one permute (``femit16``).
+Compiled for AVX2 without AVX-512, from 17 colours it takes each pixel's colour from the cell table by AVX2's
+gathers and searches only the pixels of cells of more than one colour (``table_first``).
 """
 from __future__ import annotations
 
@@ -681,6 +683,109 @@ def femit16(typingctx, least, rgbx, out_idx, out_img, p, used):
         return builder.or_(args[5], builder.shl(ir.Constant(V16, [1] * LANES), idx))
 
     return vec16(least, rgbx, out_idx, out_img, p, used), codegen
+
+
+def table_first() -> bool:
+    """From 17 colours the float32 search looks each pixel up in the palette's 64^3 cell table first (``cells16``,
+    ``temit16``) and searches only the pixels whose cell holds more than one colour, where numba compiles for AVX2
+    but not AVX-512 (which reads triples instead, ``ftriple16``): a key there costs three multiply-adds and a minimum
+    per eight pixels on two ports, and random vectors rarely share a coarse cell. bench_quantize, per-round ratios
+    to Pillow NONE (random / gradient; compiled for Haswell, JIT, Intel Xeon VM): endesga-32 1.38x / 1.17x against
+    the search of every colour's 2.07x / 1.37x (the table alone, without the coarse cells of vectors that share
+    one, 1.37x / 1.51x); PICO-8 through the table 1.23-1.25x / 0.99x against the search's 1.14x / 0.94-0.96x, so 16
+    colours and fewer keep the search: AVX2's gather of eight words took about 20 cycles on this CPU (a C prototype
+    of the loop likewise). Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
+    return not NARROW and not _wide_target() and "avx2" in _target_features()
+
+
+@intrinsic
+def cells16(typingctx, px, cells):
+    """The entries of the uint8 cell table ``cells`` (``dither.CellTable.info`` of 64^3 cells and 4 bytes of
+    padding) of the pixels ``px`` (a Vec16), as a Vec16: two of AVX2's gathers of eight four-byte words, each cut to
+    its first byte. The x86 intrinsic, not LLVM's portable masked gather, which LLVM turns into sixteen loads for
+    CPUs it takes gathers to be slow on (Haswell, Broadwell). AVX2 only (``table_first``)."""
+    if not (isinstance(px, Vec16) and _is(cells, types.uint8)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        from .dither import GBITS
+
+        v8 = ir.VectorType(I32, 8)
+        name = "llvm.x86.avx2.gather.d.d.256"
+        gather = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(v8, [v8, I8.as_pointer(), v8, v8, I8]), name)
+        base = _data(context, builder, signature.args[1], args[1])
+        cell = _cell_of(builder, args[0], GBITS)
+        halves = [builder.call(gather, [ir.Constant(v8, [0] * 8), base,
+                                        builder.shuffle_vector(cell, cell, ir.Constant(v8, list(range(h, h + 8)))),
+                                        ir.Constant(v8, [-1] * 8), ir.Constant(I8, 1)]) for h in (0, 8)]
+        words = builder.shuffle_vector(halves[0], halves[1], ir.Constant(V16, list(range(LANES))))
+        return builder.and_(words, ir.Constant(V16, [255] * LANES))
+
+    return vec16(px, cells), codegen
+
+
+@intrinsic
+def temit16(typingctx, entries, pairs, out_idx, out_img, p, used):
+    """For the cell-table ``entries`` of pixels ``p .. p + 16`` (``cells16``): each entry as the pixel's index into
+    ``out_idx``, and the colours two pixels at a time: ``pairs[a | b << 5]`` (uint64 [1024]: R G B of colour ``a``
+    then of ``b`` in the low six bytes) as one eight-byte store, in order, each store's last two bytes overwritten
+    by the next (the last one's land on the next vector's first pixel, or past the caller's pixels within
+    ``out_img``, as ``femit16``'s). Returns ``(used, many)``: ``used`` with ``1 << entry`` set in the lanes whose
+    cell holds one colour, and the bit mask of the lanes whose entry is 255 (more than one colour: the caller
+    searches those pixels and writes them again). With the colours permuted out of the palette instead (four of
+    AVX2's eight-word permutes and three blends per eight lanes) the loop took 0.40 ms for 512x512 random pixels to
+    1bit (two colours: no search) where this takes 0.33: AVX2 has one port for shuffles, and reading the pixels
+    keeps it busy. No bounds are checked."""
+    if not (isinstance(entries, Vec16) and isinstance(used, Vec16) and _is(pairs, types.uint64)
+            and _is(out_idx, types.uint8) and _is(out_img, types.uint8) and isinstance(p, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pairs_, idx_, img_ = (_data(context, builder, signature.args[k], args[k]) for k in (1, 2, 3))
+        at = _i64(builder, args[4])
+        bytes16 = ir.VectorType(I8, LANES)
+        builder.store(builder.trunc(args[0], bytes16),
+                      builder.bitcast(builder.gep(idx_, [at], inbounds=True), bytes16.as_pointer()), align=1)
+        v8 = ir.VectorType(I32, 8)
+        index = builder.and_(args[0], ir.Constant(V16, [31] * LANES))
+        even, odd = (builder.shuffle_vector(index, index, ir.Constant(v8, list(range(k, LANES, 2)))) for k in (0, 1))
+        pair = builder.or_(even, builder.shl(odd, ir.Constant(v8, [5] * 8)))
+        base = builder.mul(at, ir.Constant(I64, 3))
+        for k in range(LANES // 2):
+            colours = builder.load(builder.gep(pairs_, [builder.zext(builder.extract_element(pair, ir.Constant(I32, k)),
+                                                                     I64)], inbounds=True))
+            q = builder.gep(img_, [builder.add(base, ir.Constant(I64, 6 * k))], inbounds=True)
+            builder.store(colours, builder.bitcast(q, I64.as_pointer()), align=1)
+        many = builder.icmp_unsigned("==", args[0], ir.Constant(V16, [255] * LANES))
+        bits = builder.shl(ir.Constant(V16, [1] * LANES), index)
+        used = builder.or_(args[5], builder.select(many, ir.Constant(V16, [0] * LANES), bits))
+        mask = builder.zext(builder.bitcast(many, ir.IntType(LANES)), I64)
+        return context.make_tuple(builder, signature.return_type, [used, mask])
+
+    return types.Tuple([vec16, types.int64])(entries, pairs, out_idx, out_img, p, used), codegen
+
+
+@intrinsic
+def append8(typingctx, listed, count, first, lanes, bits):
+    """``listed[count:count + 8] = first + lanes[bits]``: the places of the set bits of the byte ``bits`` after
+    ``first``, as one eight-word store (``lanes``: int32 [256, 8], each byte's set bits in order); a loop of eight
+    conditional appends took longer than the rest of ``dither._table_vectors``'s first pass. No bounds are checked:
+    ``listed`` holds 8 words past the last place written."""
+    if not (_is(listed, types.int32) and _is(lanes, types.int32, 2) and all(
+            isinstance(t, types.Integer) for t in (count, first, bits))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v8 = ir.VectorType(I32, 8)
+        listed_, lanes_ = (_data(context, builder, signature.args[k], args[k]) for k in (0, 3))
+        row = builder.gep(lanes_, [builder.mul(_i64(builder, args[4]), ir.Constant(I64, 8))], inbounds=True)
+        row = builder.load(builder.bitcast(row, v8.as_pointer()), align=4)
+        at = builder.bitcast(builder.gep(listed_, [_i64(builder, args[1])], inbounds=True), v8.as_pointer())
+        builder.store(builder.add(row, _splat(builder, builder.trunc(_i64(builder, args[2]), I32), v8)), at, align=4)
+        return context.get_dummy_value()
+
+    return types.void(listed, count, first, lanes, bits), codegen
 
 
 # ---------------------------------------------------------------------------------------------------------
