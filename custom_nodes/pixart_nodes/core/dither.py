@@ -1471,6 +1471,17 @@ def _key_search(r, g, b, best, m, keys):
             best[i] = min(best[i], min(k01, k23))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _coarse_emit(r, g, b, cell, cstarts, cfkeys, ccolours, out_idx, out_img, p, seen):
+    """Sixteen pixels (``r``, ``g``, ``b``) in one coarse cell: its colours searched, each pixel's colour kept
+    beside its least key and written as a vector (``femit16c``); returns ``seen`` with their indices' bits."""
+    least = _fill16(np.float32(3e7))  # above every key (< 2^24)
+    held = _splat16(0)
+    for c in range(cstarts[cell], cstarts[cell + 1]):
+        least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
+    return _femit16c(least, held, out_idx, out_img, p, seen)
+
+
 @njit(cache=True, nogil=True)
 def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, rgbx, out_idx, out_img, used):
     """``_vnni_vectors`` with the float32 keys (simd's VecF16, every CPU): the RGB pixels of ``_nearest_rgb``
@@ -1506,13 +1517,10 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells,
             if many == 0:
                 seen = _femit16(least, rgbx, out_idx, out_img, p, seen)
                 continue
-        least = _fill16(above)
         if cell >= 0:
-            held = _splat16(0)
-            for c in range(cstarts[cell], cstarts[cell + 1]):
-                least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
-            seen = _femit16c(least, held, out_idx, out_img, p, seen)
+            seen = _coarse_emit(r, g, b, cell, cstarts, cfkeys, ccolours, out_idx, out_img, p, seen)
             continue
+        least = _fill16(above)
         pair = _FLOAT_WIDE and not by_triples and v < vectors
         if pair and _shared_cell(_rgb16(src, p + VNNI_LANES), VNNI_COARSE_BITS) < 0:
             r2, g2, b2 = _floats16(_rgb16(src, p + VNNI_LANES))
@@ -1545,18 +1553,13 @@ def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out
     listed = np.empty(vectors * VNNI_LANES + 8, np.int32)
     count = 0
     seen = _splat16(0)
-    above = np.float32(3e7)  # above every key (< 2^24)
     for v in range(vectors):
         p = v * VNNI_LANES
         px = _rgb16(src, p)
         cell = _shared_cell(px, VNNI_COARSE_BITS)
-        if cell >= 0:  # as _float_vectors: the coarse cell's colours
+        if cell >= 0:
             r, g, b = _floats16(px)
-            least = _fill16(above)
-            held = _splat16(0)
-            for c in range(cstarts[cell], cstarts[cell + 1]):
-                least, held = _fkeys16c(r, g, b, least, held, cfkeys, ccolours, c)
-            seen = _femit16c(least, held, out_idx, out_img, p, seen)
+            seen = _coarse_emit(r, g, b, cell, cstarts, cfkeys, ccolours, out_idx, out_img, p, seen)
             continue
         seen, many = _temit16(_cells16(px, cells), pairs, out_idx, out_img, p, seen)
         if many != 0:
