@@ -693,11 +693,8 @@ def test_triple_table_holds_each_cells_candidates(name):
     with pytest.raises(ValueError, match="below 32"):
         dither.triple_table(dither.cell_table(np.tile(pal[:1], (33, 1)), False), 33)
     built = qz._nearest_table(pal.tobytes(), False)
-    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM and (
-        dither.triples_read_here() or dither.cells_read_here()))
-    # and the cells themselves, padded for the gathers of four bytes
-    assert np.array_equal(built.cells, np.append(cells.info, np.zeros(4, np.uint8)) if len(built.triples) else
-                          np.zeros(4, np.uint8))
+    assert (len(built.triples) > 0) == (len(pal) >= dither.TRIPLES_FROM and dither.triples_read_here())
+    assert (len(built.cells) > 0) == (len(pal) >= dither.TRIPLES_FROM and dither.cells_read_here())
     if len(built.triples):  # column k of ftcols is colour k's key row (the last one repeated up to 32)
         rows = built.rows[np.minimum(np.arange(32), len(built.rows) - 1)]
         assert built.ftcols.shape == (4, 32) and np.array_equal(built.ftcols.T, rows)
@@ -737,6 +734,26 @@ def test_float32_search_pairs_vectors_and_reads_triples_only_with_avx512():
     if aot is not None:
         assert getattr(aot, jit.export_name(dither, "_float_cells"))() is simd.table_first()
     assert dither.cells_read_here() is (not simd.host_has_vnni() and simd.table_first())
+
+
+def test_table_for_the_avx2_search_holds_cells_and_colour_pairs(monkeypatch):
+    """Where the search reads each pixel's cell first (compiled for AVX2), the table holds the cell table padded
+    for four-byte gathers and the colour pairs it writes, and no triples (nothing reads them there); from 17
+    colours only."""
+    from pixart_nodes.core import dither
+
+    monkeypatch.setattr(dither, "cells_read_here", lambda: True)
+    pal = named_palette("endesga-32").colors.astype(np.uint8)
+    cells = dither.cell_table(pal, False)
+    table = dither.nearest_table(pal, False, cells)
+    assert len(table.triples) == 0
+    assert np.array_equal(table.cells, np.append(cells.info, np.zeros(4, np.uint8)))
+    six = table.pairs.astype("<u8").view(np.uint8).reshape(32, 32, 8)  # [b, a]: R G B of a, R G B of b, 0, 0
+    assert np.array_equal(six[:, :, :3], np.broadcast_to(pal[None, :, :], (32, 32, 3)))
+    assert np.array_equal(six[:, :, 3:6], np.broadcast_to(pal[:, None, :], (32, 32, 3)))
+    assert not six[:, :, 6:].any()
+    small = dither.nearest_table(pal[:16], False, dither.cell_table(pal[:16], False))
+    assert len(small.cells) == len(small.pairs) == 0
 
 
 # The float32 search as numba compiles it for a CPU with AVX2 and no AVX-512 (most desktop CPUs): from 17 colours it

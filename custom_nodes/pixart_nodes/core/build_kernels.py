@@ -55,7 +55,8 @@ def exports(vnni: bool = False) -> dict[str, str]:
             f"UniTuple(int64, 2)(uint8[:, :, ::1], uint8[:, :, ::1], {idx}[:, ::1], int64)")
     out[jit.export_name(dither, "_nearest_rgb")] = (
         "int64(uint8[::1], int64, int64, int64, int32[:, ::1], float32[:, ::1], int32[::1], float32[:, ::1], "
-        "uint32[::1], uint16[::1], float32[:, ::1], uint8[::1], uint32[::1], uint8[::1], uint8[::1], uint32[::1])"
+        "uint32[::1], uint16[::1], float32[:, ::1], uint8[::1], uint64[::1], uint32[::1], uint8[::1], uint8[::1], "
+        "uint32[::1])"
     )
     out[jit.export_name(dither, "_float_triples")] = "boolean()"
     out[jit.export_name(dither, "_float_cells")] = "boolean()"

@@ -1183,9 +1183,11 @@ class NearestTable(NamedTuple):
     and ``ccolours`` (those entries of ``rgbx``); without ``keys``, unused (``nearest_table`` fills them all where
     it sets ``keys``). ``triples``: empty, or (from ``TRIPLES_FROM`` colours, with a cell table) the VNNI search's
     ``triple_table``, with ``tcols`` the rows of ``vnni`` as columns (int32 [3, 32]) and ``ftcols`` those of
-    ``rows`` (float32 [4, 32]: the float32 search reads the triples where numba compiles for AVX-512). ``cells``:
-    from ``TRIPLES_FROM`` colours, with a cell table, its ``info`` and 4 bytes of padding (the float32 search
-    compiled for AVX2 reads each pixel's cell first, ``simd.table_first``), else 4 bytes."""
+    ``rows`` (float32 [4, 32]: the float32 search reads the triples where numba compiles for AVX-512); only where
+    a search reads them (``triples_read_here``). ``cells`` and ``pairs``: empty, or (from ``TRIPLES_FROM`` colours,
+    with a cell table, where ``cells_read_here``: the float32 search compiled for AVX2, ``simd.table_first``) the
+    table's ``info`` and 4 bytes of padding for the gathers, and ``rgbx[a] | rgbx[b] << 24`` at ``a | b << 5``
+    (uint64 [1024], ``simd.temit16``'s colour pairs)."""
 
     use_lab: bool
     keys: bool
@@ -1203,7 +1205,8 @@ class NearestTable(NamedTuple):
     triples: np.ndarray = np.zeros(0, np.uint16)
     tcols: np.ndarray = np.zeros((3, 32), np.int32)
     ftcols: np.ndarray = np.zeros((4, 32), np.float32)
-    cells: np.ndarray = np.zeros(4, np.uint8)
+    cells: np.ndarray = np.zeros(0, np.uint8)
+    pairs: np.ndarray = np.zeros(0, np.uint64)
 
 
 _ALL_CELLS = np.full(1, 255, np.uint8)  # one cell of every colour: no table
@@ -1248,7 +1251,12 @@ def nearest_table(pal: np.ndarray, use_lab: bool, cells: CellTable | None = None
                          np.ascontiguousarray(vnni[colours]), np.ascontiguousarray(keys[colours]), rgbx32[colours])
     if cells is None or n < TRIPLES_FROM or cells.gbits != GBITS:
         return table
-    return table._replace(triples=triple_table(cells, n), cells=np.append(cells.info, np.zeros(4, np.uint8)),
+    if cells_read_here():  # the two ways of reading the cells never meet in one process
+        lut = np.zeros(32, np.uint64)
+        lut[:n] = rgbx32
+        return table._replace(cells=np.append(cells.info, np.zeros(4, np.uint8)),
+                              pairs=(lut[None, :] | lut[:, None] << np.uint64(24)).ravel())
+    return table._replace(triples=triple_table(cells, n),
                           tcols=np.ascontiguousarray(vnni[np.minimum(np.arange(32), len(vnni) - 1)].T),
                           ftcols=np.ascontiguousarray(keys[np.minimum(np.arange(32), len(keys) - 1)].T))
 
@@ -1483,7 +1491,8 @@ def _coarse_emit(r, g, b, cell, cstarts, cfkeys, ccolours, out_idx, out_img, p, 
 
 
 @njit(cache=True, nogil=True)
-def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, rgbx, out_idx, out_img, used):
+def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, pairs, rgbx, out_idx, out_img,
+                   used):
     """``_vnni_vectors`` with the float32 keys (simd's VecF16, every CPU): the RGB pixels of ``_nearest_rgb``
     without offsets, sixteen at a time, a coarse cell's colours only where all sixteen share it (``cfkeys``, with
     their colours ``ccolours`` kept beside the least key: written as a vector, where a search of every colour
@@ -1492,14 +1501,11 @@ def _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells,
     (``fkeys16x2``), as in ``_vnni_vectors``; with ``triples`` there, a vector takes its
     pixels' triples as ``_vnni_vectors`` does (``ftriple16``, ``ftcols`` the key rows as columns), and searches
     alone where a pixel's cell has more candidates. ``rgbx``: the colours padded to 32 entries. Compiled for
-    AVX2 (``_TABLE_FIRST``), with the palette's ``cells`` (from 17 colours), ``_table_vectors`` instead."""
+    AVX2 (``_TABLE_FIRST``), with the palette's ``cells`` and ``pairs`` (from 17 colours), ``_table_vectors``
+    instead."""
     n = out_idx.shape[0]
     vectors = (3 * n - 64) // (3 * VNNI_LANES) + 1 if 3 * n >= 64 else 0
-    if _TABLE_FIRST and cells.shape[0] > 4:
-        pairs = np.empty(1024, np.uint64)  # two colours' six bytes (simd.temit16)
-        for a in range(32):
-            for b in range(32):
-                pairs[a | b << 5] = np.uint64(rgbx[a]) | np.uint64(rgbx[b]) << np.uint64(24)
+    if _TABLE_FIRST and cells.shape[0] > 0:
         return _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out_idx, out_img, used,
                               vectors)
     above = np.float32(3e7)  # above every key (< 2^24)
@@ -1549,7 +1555,7 @@ def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out
     """``_float_vectors`` compiled for AVX2 (``simd.table_first``): sixteen pixels that share a coarse cell as
     there; any other sixteen take their entries of the palette's cell table (``cells``) as indices, and the pixels
     of cells of more than one colour (11% of random pixels with endesga-32) are listed as they come, then searched
-    in blocks and written again. ``pairs``: see ``simd.temit16``."""
+    in blocks and written again. ``pairs``: see ``NearestTable``."""
     listed = np.empty(vectors * VNNI_LANES + 8, np.int32)
     count = 0
     seen = _splat16(0)
@@ -1596,8 +1602,8 @@ def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out
 
 
 @njit(cache=True, nogil=True)
-def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, rgbx,
-                 out_idx, out_img, words):
+def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells,
+                 pairs, rgbx, out_idx, out_img, words):
     # src and out_img flat RGB (with ch 4: src RGBA, out_img empty, words the image; see _emit_words), out_idx flat,
     # w the image's width, offsets int32 [mh, w] (ordered dithering: each pattern row tiled across the width; mh a
     # power of two) or [1, 0] (none); cstarts, cfkeys and ccolours the coarse cells' (coarse_keys). RGB without offsets
@@ -1609,8 +1615,8 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
     if ch == 3 and offsets.shape[1] == 0:
         lut = np.zeros(32, np.uint32)  # the colours, padded to the 32 entries femit16 may permute
         lut[: min(rgbx.shape[0], 32)] = rgbx[: min(rgbx.shape[0], 32)]
-        done = _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, lut, out_idx, out_img,
-                              used)
+        done = _float_vectors(src, keys, cstarts, cfkeys, ccolours, triples, ftcols, cells, pairs, lut, out_idx,
+                              out_img, used)
         # the rest as an image of its own (a whole number of words from a multiple of 16 pixels on)
         src, out_idx, out_img, words = src[3 * done:], out_idx[done:], out_img[3 * done:], words[3 * done // 4:]
     n = out_idx.shape[0]
@@ -2042,7 +2048,7 @@ def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np
             return int(vnni(*args, table.vnni, table.cstarts, table.ckeys, table.triples, table.tcols, *outs))
         search = _jit.kernel(_SELF, "_nearest_rgb")
         return int(search(*args, table.rows, table.cstarts, table.cfkeys, table.ccolours, table.triples, table.ftcols,
-                          table.cells, *outs))
+                          table.cells, table.pairs, *outs))
     from . import color
 
     lin32, m1f, m2f = _lab32()

@@ -61,7 +61,8 @@ def _diffusion_lookup(pal_bytes: bytes, use_lab: bool) -> _dither.Lookup:
 def _nearest_table(pal_bytes: bytes, use_lab: bool) -> _dither.NearestTable:
     # the palette's cell table answers the pixels of single-colour cells without a search (in sRGB, small palettes
     # are searched faster without it, and from 17 colours the sRGB searches read its cells' candidates instead,
-    # except the float32 search compiled without AVX-512; compiled for AVX2 it reads each pixel's cell first)
+    # except the float32 search compiled without AVX-512; compiled for AVX2 it reads each pixel's cell first: the
+    # table keeps of them what this process reads)
     pal = np.frombuffer(pal_bytes, dtype=np.uint8).reshape(-1, 3)
     n = len(pal)
     by_cell = n >= _dither.TRIPLES_FROM and (_dither.triples_read_here() or _dither.cells_read_here())

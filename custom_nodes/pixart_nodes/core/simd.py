@@ -693,14 +693,14 @@ def table_first() -> bool:
     to Pillow NONE (random / gradient; compiled for Haswell, JIT, Intel Xeon VM): endesga-32 1.38x / 1.17x against
     the search of every colour's 2.07x / 1.37x (the table alone, without the coarse cells of vectors that share
     one, 1.37x / 1.51x); PICO-8 through the table 1.23-1.25x / 0.99x against the search's 1.14x / 0.94-0.96x, so 16
-    colours and fewer keep the search: AVX2's gather of eight words took about 20 cycles on this CPU (a C prototype
-    of the loop likewise). Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
+    colours and fewer keep the search: AVX2's gathers of eight words took about 7 ns each on this CPU (0.23 ms of
+    the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
     return not NARROW and not _wide_target() and "avx2" in _target_features()
 
 
 @intrinsic
 def cells16(typingctx, px, cells):
-    """The entries of the uint8 cell table ``cells`` (``dither.CellTable.info`` of 64^3 cells and 4 bytes of
+    """The entries of the uint8 cell table ``cells`` (``dither.NearestTable.cells``: 64^3 cells and 4 bytes of
     padding) of the pixels ``px`` (a Vec16), as a Vec16: two of AVX2's gathers of eight four-byte words, each cut to
     its first byte. The x86 intrinsic, not LLVM's portable masked gather, which LLVM turns into sixteen loads for
     CPUs it takes gathers to be slow on (Haswell, Broadwell). AVX2 only (``table_first``)."""
@@ -728,8 +728,8 @@ def cells16(typingctx, px, cells):
 @intrinsic
 def temit16(typingctx, entries, pairs, out_idx, out_img, p, used):
     """For the cell-table ``entries`` of pixels ``p .. p + 16`` (``cells16``): each entry as the pixel's index into
-    ``out_idx``, and the colours two pixels at a time: ``pairs[a | b << 5]`` (uint64 [1024]: R G B of colour ``a``
-    then of ``b`` in the low six bytes) as one eight-byte store, in order, each store's last two bytes overwritten
+    ``out_idx``, and the colours two pixels at a time: ``pairs[a | b << 5]`` (``dither.NearestTable.pairs``: R G B
+    of colour ``a`` then of ``b`` in the low six bytes) as one eight-byte store, in order, each store's last two bytes overwritten
     by the next (the last one's land on the next vector's first pixel, or past the caller's pixels within
     ``out_img``, as ``femit16``'s). Returns ``(used, many)``: ``used`` with ``1 << entry`` set in the lanes whose
     cell holds one colour, and the bit mask of the lanes whose entry is 255 (more than one colour: the caller
