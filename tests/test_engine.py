@@ -356,6 +356,26 @@ async def test_a_websocket_handshake_nobody_answers_is_an_error_not_a_hang():
         server.close()
 
 
+async def test_a_websocket_handshake_cancelled_as_it_completes_stays_cancelled():
+    # Engine.stop cancels each connection's reconnect loop and waits for it. A cancellation that lands as the
+    # handshake completes must end the loop: asyncio.wait_for (Python 3.11) returned the completed handshake and
+    # dropped the cancellation, and the loop went on serving the backend while stop waited for it (a CI run's
+    # teardown hung past its 60 s).
+    done = asyncio.get_running_loop().create_future()
+
+    class Session:
+        async def ws_connect(self, *args, **kwargs):
+            return await done
+
+    client = ComfyClient("http://127.0.0.1:9", Session(), "t", request_timeout=5)  # type: ignore[arg-type]
+    task = asyncio.create_task(client.ws_connect())
+    await asyncio.sleep(0)  # the handshake under way
+    done.set_result("websocket")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_queue_read_is_shared_but_never_older_than_the_question(comfy_double):
     comfy_double.queue_delay = 0.3
     async with aiohttp.ClientSession() as session:

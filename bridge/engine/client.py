@@ -9,6 +9,8 @@ from typing import Any
 
 import aiohttp
 
+from ..outbound import deadline
+
 # Binary websocket frame types (ComfyUI protocol.py BinaryEventTypes).
 PREVIEW_IMAGE = 1
 TEXT = 3
@@ -205,9 +207,11 @@ class ComfyClient:
         try:
             # The handshake is bounded like any request: a server that accepts the connection and never answers (one
             # shutting down, or frozen) would otherwise hold the reconnect loop, and the backend's jobs, for the
-            # session's default of five minutes.
-            return await asyncio.wait_for(
-                self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=20, max_msg_size=0,
-                                        timeout=aiohttp.ClientWSTimeout(ws_close=5)), self.timeout.total)
+            # session's default of five minutes. A deadline, not asyncio.wait_for: on Python 3.11 wait_for returns
+            # a handshake that completes as its caller is cancelled and drops the cancellation, and the reconnect
+            # loop then outlives Engine.stop.
+            async with deadline(self.timeout.total):
+                return await self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=20,
+                                                     max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise BackendError(self.url, f"websocket connect failed: {exc.__class__.__name__} {exc}") from exc
