@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 import pytest
 import pytest_asyncio
 from PIL import Image
 
 from bridge.engine import JobEngine
-from bridge.engine.client import BackendError, ComfyClient
+from bridge.engine import client as client_module
+from bridge.engine.client import BackendError, ComfyClient, queued_prompt_ids
 from bridge.store import open_store
 from bridge.errors import (BackendUnavailable, Conflict, InvalidParameter, JobNotFound, PayloadTooLarge, QueueFull,
                            WorkflowError, WorkflowNotFound)
@@ -389,6 +391,70 @@ async def test_a_queue_read_is_shared_but_never_older_than_the_question(comfy_do
         assert all("late" in pending for _, pending in await asyncio.gather(*later))
         assert comfy_double.queue_reads == 2  # the ten shared one read, begun after they asked
         comfy_double.pending.clear()
+
+
+QUEUE = {"queue_running": [[0, "run", {"1": {"inputs": {"text": 'a ] } \\" ,'}}}, {"client_id": "c"}, ["9"]]],
+         "queue_pending": [[n, f"p{n}", {"1": {"inputs": {"seed": n}}}, {}, ["9"]] for n in range(1, 40)],
+         "other": {"queue_pending": [[0, "not this one"]]}}
+
+
+@pytest.mark.parametrize("dump", [json.dumps, lambda o: json.dumps(o, indent=2),
+                                  lambda o: json.dumps(o, separators=(",", ":")), lambda o: f" \n{json.dumps(o)}\r\n"])
+async def test_queued_prompt_ids_read_each_item_as_json_loads_would(dump):
+    want = ({"run"}, {f"p{n}" for n in range(1, 40)})
+    assert await queued_prompt_ids(dump(QUEUE)) == want
+    assert await queued_prompt_ids(dump({"queue_running": [], "queue_pending": []})) == (set(), set())
+    assert await queued_prompt_ids(dump({})) == (set(), set())
+
+
+@pytest.mark.parametrize("text", ["", "null", "[]", "{", '{"a": 1,}', '{"a" 1}', "{} x", '{,}',
+                                  '{"queue_pending": {}}', '{"queue_pending": [[1, "a"] [2, "b"]]}',
+                                  '{"queue_pending": [[1, "a"],]}', '{"queue_pending": [,[1, "a"]]}',
+                                  '{"queue_pending": [[1, "a"]', '{"queue_running": [[0, "a"]], "queue_pending"'])
+async def test_queued_prompt_ids_refuse_what_is_not_a_queue(text):
+    with pytest.raises(ValueError):
+        await queued_prompt_ids(text)
+
+
+async def test_a_long_queue_is_read_with_turns_of_the_event_loop(monkeypatch):
+    # /queue carries every queued graph: decoded in one json.loads it held the event loop (and the GIL) for the
+    # whole answer, 70-80 ms at 500 jobs. Other tasks must run while it is read.
+    monkeypatch.setattr(client_module, "QUEUE_SLICE", 0.0)
+    turns = 0
+
+    async def other_requests():
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_requests())
+    await asyncio.sleep(0)
+    before = turns
+    running, pending = await queued_prompt_ids(json.dumps(QUEUE))
+    other.cancel()
+    assert len(pending) == 39 and turns - before >= 39
+
+
+async def test_a_queue_answer_that_is_not_a_queue_is_a_backend_error():
+    async def queue(request):
+        return web.Response(text='{"queue_running": [[0, "a"]], "queue_pending": [',
+                                    content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/queue", queue)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = ComfyClient(f"http://127.0.0.1:{port}", session, "t")
+            with pytest.raises(BackendError, match="GET /queue answered no queue"):
+                await client.queued_ids()
+    finally:
+        await runner.cleanup()
 
 
 async def test_timeout_fails_and_interrupts(make_engine, comfy_double):
