@@ -140,12 +140,15 @@ def user_comment(text: str) -> bytes:
     return b"UNICODE\0" + text.encode("utf-16-be")
 
 
-def _open_for_info(data: str, field: str, max_bytes: int, max_pixels: int) -> tuple[str, dict[str, Any]]:
+def _read_info(data: str, field: str, max_bytes: int, max_pixels: int) -> dict[str, Any]:
+    """png-info's answer, in the image pool: a text chunk holds up to a megabyte (Pillow's MAX_TEXT_CHUNK), which
+    takes a good part of a second to read as an infotext."""
     raw = image_io.decode_base64(data.strip(), field, max_bytes=max_bytes)
     image_io.read_header(raw, field, max_pixels=max_pixels)
     with Image.open(io.BytesIO(raw)) as img:
         img.load()  # text chunks after the pixels are read with them
-        return read_infotext(img)
+        text, items = read_infotext(img)
+    return {"info": text, "items": items, "parameters": infotext_mod.parse(text)}
 
 
 @a1111_endpoint(body=PNGInfoRequest, responses={200: PNGInfoAnswer})
@@ -156,13 +159,13 @@ async def png_info(request: web.Request, body: PNGInfoRequest) -> web.StreamResp
     if not body.image.strip():
         raise field_error("image", "expected a base64-encoded image string", detail="Invalid encoded image")
     try:
-        text, items = await image_io.run_in_pool(_open_for_info, body.image, "image", engine.max_image_bytes,
-                                                 engine.max_image_pixels)
+        answer = await image_io.run_in_pool(_read_info, body.image, "image", engine.max_image_bytes,
+                                            engine.max_image_pixels)
     except (OSError, ValueError, SyntaxError) as exc:
         raise field_error("image", f"image data is corrupt ({exc})", detail="Invalid encoded image") from None
     except BridgeError as exc:
         raise imaging.a1111_error(exc, "image") from None
-    return web.json_response({"info": text, "items": items, "parameters": infotext_mod.parse(text)})
+    return web.json_response(answer)
 
 
 # ---------------------------------------------------------------------------------------------------------------

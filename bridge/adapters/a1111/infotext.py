@@ -16,10 +16,15 @@ from typing import Any
 
 from bridge.infotext import quote, write
 
+# A1111's pattern for one `Key: value` of the last line, tried at one place at a time (`_pairs`)
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_KEY_RUN = re.compile(r"\s*(\w[\w \-/]*)?")
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
-# `(word:1.2)`: A1111 records which emphasis rule such a prompt was made with.
-_WEIGHTED = re.compile(r"\(([^()]*):\s*[-+]?\d*\.?\d+\s*\)")
+# `(word:1.2)`: A1111 records which emphasis rule such a prompt was made with. Its `\d*\.?\d+` written so that a
+# long run of digits is split one way only: A1111's took seconds on `(x:` and 20,000 digits.
+_WEIGHTED = re.compile(r"\(([^()]*):\s*[-+]?(?:\d+(?:\.\d+)?|\.\d+)\s*\)")
+# Sizes beyond these digits are not sizes (int() refuses over 4,300 digits; the old first pass needs floats)
+_SIZE_DIGITS = 6
 
 # What A1111 assumes for keys an infotext lacks (in the order it adds them).
 DEFAULTS: tuple[tuple[str, Any], ...] = (
@@ -51,13 +56,32 @@ NOT_ITEMS = {"parameters", "jfif", "jfif_version", "jfif_unit", "jfif_density", 
              "timestamp", "duration", "progressive", "progression", "icc_profile", "chromaticity", "photoshop"}
 
 
+def _pairs(line: str) -> list[tuple[str, str]]:
+    """`_PARAM.findall(line)` in time linear in the line: findall tries every place in turn, and a place inside a
+    run of key characters (`[\\w \\-/]`) scans to the run's end, so a long line without a colon took seconds
+    (60,000 characters: 23 s). Every place in a run that does not end in a colon fails the same way: the next try
+    is after it."""
+    found: list[tuple[str, str]] = []
+    at = 0
+    while at < len(line):
+        m = _PARAM.match(line, at)
+        if m:
+            found.append((m.group(1), m.group(2)))
+            at = m.end()
+        else:
+            run = _KEY_RUN.match(line, at)
+            at = max(run.end(), at + 1)
+    return found
+
+
 def parse(text: str) -> dict[str, Any]:
     """A1111's reading of an infotext: the parameters dict of `/sdapi/v1/png-info`."""
     res: dict[str, Any] = {}
     *lines, last = text.strip().split("\n")
-    if len(_PARAM.findall(last)) < 3:
+    pairs = _pairs(last)
+    if len(pairs) < 3:
         lines.append(last)
-        last = ""
+        pairs = []
     prompt, negative, in_negative = [], [], False
     for line in lines:
         line = line.strip()
@@ -65,7 +89,7 @@ def parse(text: str) -> dict[str, Any]:
             in_negative = True
             line = line[len("Negative prompt:"):].strip()
         (negative if in_negative else prompt).append(line)
-    for key, value in _PARAM.findall(last):
+    for key, value in pairs:
         if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
             try:
                 value = json.loads(value)
@@ -78,14 +102,17 @@ def parse(text: str) -> dict[str, Any]:
             res[key] = value
     res["Prompt"] = "\n".join(prompt)
     res["Negative prompt"] = "\n".join(negative)
-    if "First pass size-1" in res and "Size-1" in res:
-        # An infotext from before A1111 1.0's hires fix: "First pass size 0x0" meant half of Size.
-        first_w, first_h = int(res.pop("First pass size-1")), int(res.pop("First pass size-2"))
-        width, height = int(res["Size-1"]), int(res["Size-2"])
-        if first_w == 0 or first_h == 0:
+    sizes = [res.get(k, "") for k in ("First pass size-1", "First pass size-2", "Size-1", "Size-2")]
+    if all(len(v) <= _SIZE_DIGITS for v in sizes) and "Size-1" in res and "First pass size-1" in res:
+        # An infotext from before A1111 1.0's hires fix: "First pass size 0x0" meant half of Size. (A1111 answers
+        # 500 for sizes of 0 or of thousands of digits; such a text is left as written here.)
+        first_w, first_h, width, height = (int(v) for v in sizes)
+        if (first_w == 0 or first_h == 0) and width and height:
             first_w, first_h = _old_first_pass(width, height)
-        res["Size-1"], res["Size-2"] = first_w, first_h
-        res["Hires resize-1"], res["Hires resize-2"] = width, height
+        if first_w and first_h:
+            del res["First pass size-1"], res["First pass size-2"]
+            res["Size-1"], res["Size-2"] = first_w, first_h
+            res["Hires resize-1"], res["Hires resize-2"] = width, height
     if _WEIGHTED.search(res["Prompt"]) or _WEIGHTED.search(res["Negative prompt"]):
         res.setdefault("Emphasis", "Original")
     for key, default in DEFAULTS:
