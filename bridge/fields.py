@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -264,6 +265,12 @@ def _location(loc: Sequence[Any]) -> str | None:
     return out or None
 
 
+# What an error shows of a value that is not a number or a string: its start (a list may hold millions of items)
+_SHOW = reprlib.Repr()
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 4
+_SHOW.maxstring = _SHOW.maxother = 40
+
+
 def _num(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -335,9 +342,14 @@ def describe(err: Mapping[str, Any], field: str | None, model: type[BaseModel] |
     ctx = err.get("ctx") or {}
     value = err.get("input")
     name = field or "body"
-    shown = _num(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-    if isinstance(value, str) and len(shown) > 40:
-        shown = shown[:37] + "...'"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        shown = _num(value)
+    elif isinstance(value, str):
+        shown = repr(value[:41])  # a prefix: the value may be megabytes
+        if len(shown) > 40:
+            shown = shown[:37] + "...'"
+    else:
+        shown = _SHOW.repr(value)
     if kind == "missing":
         return f"{name} is required"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):

@@ -179,6 +179,8 @@ async def test_latent_fills_refused_by_an_inpaint_workflow_without_the_choice(br
     ("/sdapi/v1/img2img", {"init_images": [png_b64()], "inpainting_fill": 4}, 422, "inpainting_fill"),
     ("/sdapi/v1/img2img", {"init_images": [png_b64()], "mask": "zzz"}, 400, "mask"),
     ("/sdapi/v1/options", [1], 422, "body"),
+    # each style is applied to each image's prompt
+    ("/sdapi/v1/txt2img", {"styles": ["a"] * 65}, 422, "styles"),
 ])
 async def test_bad_input_a1111_shape_and_server_unharmed(client, path, body, status, field):
     resp = await client.post(path, data=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -188,6 +190,16 @@ async def test_bad_input_a1111_shape_and_server_unharmed(client, path, body, sta
     assert field in err["errors"] or field in json.dumps(err["detail"])
     ok = await client.post("/sdapi/v1/txt2img", json={"steps": 1, "width": 64, "height": 64})
     assert ok.status == 200
+
+
+async def test_a_422_echoes_a_small_body_as_a1111_does_and_not_a_large_one(client):
+    small = {"steps": 0, "prompt": "cat"}
+    err = await (await client.post("/sdapi/v1/txt2img", json=small)).json()
+    assert err["body"] == small and "steps" in err["errors"]
+    large = {"steps": 0, "comments": {"a": [0] * 1_000_000}}
+    resp = await client.post("/sdapi/v1/txt2img", json=large)
+    err = await resp.json()
+    assert resp.status == 422 and err["body"] == "" and "steps" in err["errors"]
 
 
 async def test_invalid_json_body(client):

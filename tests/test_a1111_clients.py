@@ -604,6 +604,12 @@ async def test_xyz_plot_runs_every_cell_and_answers_the_grid_first(client, comfy
     ([99, "1", []], "script_args[0]"),
     ([4, "1-x", []], "script_args[1]"),
     ([4, "1-1000", []], "script_args[1]"),
+    # counted before they are made: two billion values were a list of two billion first
+    ([4, "1-2000000000", []], "script_args[1]"),
+    ([4, "1-2 [2000000000]", []], "script_args[1]"),
+    ([6, "1-2 [1e400]", []], "script_args[1]"),
+    ([4, ",".join(["1"] * 100), []], "script_args[1]"),
+    ([4, "1-3", [], 0, "", [], 0, "", [], True, False, False, False, False, False, False, "wide"], "script_args[16]"),
 ])
 async def test_xyz_plot_bad_axes_name_the_argument(client, args, field):
     resp = await client.post("/sdapi/v1/txt2img", json={"width": 64, "height": 64, "script_name": "x/y/z plot",

@@ -121,6 +121,9 @@ async def test_hires_refusals_name_the_field(client):
     err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "width": 2048, "height": 2048,
                                                       "hr_scale": 4})
     assert "hr_scale" in err["errors"] and "8192x8192" in err["errors"]
+    for scale in (1e308, "1e308", -1e308):  # an infinite size (A1111 answers 500)
+        err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "hr_scale": scale})
+        assert "hr_scale" in err["errors"]
     # the same name in any case is no upscaler in A1111 either
     err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "hr_upscaler": "latent"})
     assert "hr_upscaler" in err["errors"]

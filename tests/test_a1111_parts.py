@@ -4,6 +4,7 @@ against files written here. No engine, no ComfyUI."""
 from __future__ import annotations
 
 import json
+import random
 import struct
 
 import pytest
@@ -109,6 +110,23 @@ def test_style_files_are_read_again_when_changed_and_globbed(tmp_path):
 def test_lora_tags_read_like_a1111(tag, expected):
     text, nets = prompts.take_networks(f"a cat, {tag}, red")
     assert text == "a cat, , red" and nets.loras == [expected]
+
+
+def test_tags_are_taken_as_a1111s_pattern_takes_them_in_linear_time():
+    rnd = random.Random(5)
+    for _ in range(20000):
+        text = "".join(rnd.choice("<>:a_1 .\n") for _ in range(rnd.randint(0, 20)))
+        assert prompts.take_networks(text)[0] == prompts._TAG.sub("", text), text
+    # a search from each `<` of a text without `>` ran to its end: 300,000 characters took minutes
+    text, nets = prompts.take_networks("<lora:x:0.5>" + "<a:" * 100_000)
+    assert text == "<a:" * 100_000 and nets.loras == [prompts.LoraTag("x", 0.5, 0.5)]
+
+
+def test_each_distinct_prompt_is_made_ready_for_the_model_once(monkeypatch):
+    seen = []
+    monkeypatch.setattr(prompts, "take_networks", lambda text: (seen.append(text), (text, None))[1])
+    out = prompts.for_model(["a bad_hands", "b", "a bad_hands"], ["sub/bad_hands"])
+    assert out == ["a embedding:sub/bad_hands", "b", "a embedding:sub/bad_hands"] and seen == ["a bad_hands", "b"]
 
 
 def test_lora_names_resolve_by_stem_and_missing_ones_are_skipped():

@@ -3,6 +3,7 @@ JSON A1111 writes for it."""
 from __future__ import annotations
 
 import io
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,10 +203,8 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
     comments = [f"Lora not found: {name}" for name in missing]
     if req.disable_extra_networks:
         loras = []
-    model_prompts = [prompts_mod.with_embeddings(prompts_mod.take_networks(p)[0], list(embeddings))
-                     for p in prompts]
-    model_negatives = [prompts_mod.with_embeddings(prompts_mod.take_networks(n)[0], list(embeddings))
-                       for n in negatives]
+    model_prompts = prompts_mod.for_model(prompts, embeddings)
+    model_negatives = prompts_mod.for_model(negatives, embeddings)
 
     for name, value in (("s_min_uncond", req.s_min_uncond), ("refiner_checkpoint", req.refiner_checkpoint)):
         if value not in (None, 0, 0.0, "", "None", "none"):
@@ -257,12 +256,17 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
     return gen
 
 
+def _bounded(side: float) -> int:
+    return int(min(max(side, -1e9), 1e9)) if math.isfinite(side) else -1
+
+
 def _hires_target(req: GenerationRequest, width: int, height: int) -> tuple[int, int, int, int]:
     """A1111's calculate_target_resolution: (upscale_to_x, upscale_to_y, truncate_x, truncate_y)."""
     rx, ry = int(getattr(req, "hr_resize_x", 0) or 0), int(getattr(req, "hr_resize_y", 0) or 0)
     if rx == 0 and ry == 0:
         scale = float(getattr(req, "hr_scale", None) or 2.0)
-        return int(width * scale), int(height * scale), 0, 0
+        # int() of an infinite size (hr_scale 1e308) raises; any size past the limit is refused the same way
+        return _bounded(width * scale), _bounded(height * scale), 0, 0
     if ry == 0:
         return rx, rx * height // width, 0, 0
     if rx == 0:
@@ -330,10 +334,8 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
             prompt, negative = prompts_mod.strip_comments(prompt), prompts_mod.strip_comments(negative)
         hires.prompts.append(prompt if hr_prompt else gen.prompts[i])
         hires.negative_prompts.append(negative if hr_negative else gen.negative_prompts[i])
-    hires.model_prompts = [prompts_mod.with_embeddings(prompts_mod.take_networks(p)[0], list(embeddings))
-                           for p in hires.prompts]
-    hires.model_negative_prompts = [prompts_mod.with_embeddings(prompts_mod.take_networks(n)[0], list(embeddings))
-                                    for n in hires.negative_prompts]
+    hires.model_prompts = prompts_mod.for_model(hires.prompts, embeddings)
+    hires.model_negative_prompts = prompts_mod.for_model(hires.negative_prompts, embeddings)
     if hr_sampler_name is not None and sampler.sampler_name != gen.sampler.sampler_name:
         gen.extra["Hires sampler"] = sampler.sampler_name
     if sampler.scheduler_label != gen.sampler.scheduler_label:

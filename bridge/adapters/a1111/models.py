@@ -23,6 +23,7 @@ MAX_IMAGES_PER_REQUEST = 64
 MAX_STEPS = 150
 MAX_SIZE = 2048
 MAX_SEED = 4294967294  # A1111 draws random seeds from randrange(4294967294)
+MAX_STYLES = 64
 
 
 class A1111Error(BridgeError):
@@ -54,7 +55,8 @@ class GenerationRequest(Request):
 
     prompt: str | list[str] | None = ""
     negative_prompt: str | None = ""
-    styles: list[str] | None = None
+    # each style is applied to each image's prompt, and a style with `{prompt}` in it grows the prompt each time
+    styles: Annotated[list[str], Field(max_length=MAX_STYLES)] | None = None
     seed: Annotated[LaxInt, Field(ge=-1)] | None = -1
     subseed: Annotated[LaxInt, Field(ge=-1)] | None = -1
     subseed_strength: LaxFloat | None = 0
@@ -160,6 +162,29 @@ _V1_MESSAGES = {
 
 
 _LOC_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+# A 422 echoes the body as A1111 does up to this size (about, in JSON bytes), "" beyond it: a 32 MB body came back
+# as 36 MB, encoded on the event loop
+ECHO_LIMIT = 64 * 1024
+
+
+def _small(body: Any, limit: int = ECHO_LIMIT) -> bool:
+    """Whether `body` is at most about `limit` bytes of JSON, looking at no more of it than that."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            limit -= len(value) + 2
+        elif isinstance(value, (list, dict)):
+            limit -= 2 + 2 * len(value)  # counted before its items are looked at
+            if limit >= 0:
+                stack.extend(value.items() if isinstance(value, dict) else value)
+        elif isinstance(value, tuple):
+            stack.extend(value)
+        else:
+            limit -= 8
+        if limit < 0:
+            return False
+    return True
 
 
 def validation_error(errors: Sequence[FieldError], body: Any) -> A1111Error:
@@ -177,7 +202,7 @@ def validation_error(errors: Sequence[FieldError], body: Any) -> A1111Error:
             msg = e.message
         items.append({"loc": ["body", *loc], "msg": msg, "type": typ})
     text = "; ".join(f"{e.field or 'body'}: {i['msg']}" for e, i in zip(errors, items))
-    return A1111Error(422, items, error="RequestValidationError", errors=text, body=body)
+    return A1111Error(422, items, error="RequestValidationError", errors=text, body=body if _small(body) else "")
 
 
 # The names A1111's own code uses for these bodies.

@@ -109,14 +109,30 @@ def _csv(text: str) -> list[str]:
     return [v.strip() for row in csv.reader(io.StringIO(text)) for v in row if v.strip()]
 
 
+class _TooMany(Exception):
+    """A token of more values than a plot may have (counted before they are made: `1-2000000000` is a range)."""
+
+    def __init__(self, count: float) -> None:
+        super().__init__(count)
+        self.count = count
+
+
+def _at_most(count: float) -> None:
+    if count > MAX_CELLS:
+        raise _TooMany(count)
+
+
 def _expand_int(token: str) -> list[int]:
     if m := _INT_RANGE.match(token):
         start, end, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
-        return list(range(start, end + 1, step)) if step > 0 else list(range(start, end - 1, step))
+        values = range(start, end + 1, step) if step > 0 else range(start, end - 1, step)
+        _at_most(len(values))
+        return list(values)
     if m := _INT_COUNT.match(token):
         start, end, count = int(m.group(1)), int(m.group(2)), int(m.group(3))
         if count < 2:
             return [start]
+        _at_most(count)
         return [int(start + (end - start) * i / (count - 1)) for i in range(count)]
     return [int(token)]
 
@@ -132,7 +148,9 @@ def _expand_float(token: str) -> list[float]:
                 break
         return out
     if m := _FLOAT_COUNT.match(token):
-        start, end, count = float(m.group(1)), float(m.group(2)), int(float(m.group(3)))
+        start, end, many = float(m.group(1)), float(m.group(2)), float(m.group(3))
+        _at_most(many)  # before int(): "[1e400]" reads as infinity
+        count = int(many)
         return [start] if count < 2 else [round(start + (end - start) * i / (count - 1), 8) for i in range(count)]
     return [float(token)]
 
@@ -145,6 +163,7 @@ def parse_values(name: str, kind: str, text: str, dropdown: list[Any] | None, cs
     else:
         tokens = _csv(text or "")
     try:
+        _at_most(len(tokens))
         if kind == "int":
             values: list[Any] = [v for t in tokens for v in _expand_int(t)]
         elif kind == "float":
@@ -160,7 +179,9 @@ def parse_values(name: str, kind: str, text: str, dropdown: list[Any] | None, cs
             values = [t.lower() in ("true", "1", "yes") for t in tokens]
         else:
             values = tokens
-    except (ValueError, IndexError):
+    except _TooMany as exc:
+        raise field_error(where, f"{name}: {exc.count:.0f} values; at most {MAX_CELLS}") from None
+    except (ValueError, IndexError, OverflowError):
         raise field_error(where, f"{name}: cannot read the values {text!r}") from None
     if not values:
         raise field_error(where, f"{name}: no values")
@@ -204,7 +225,12 @@ def read_script_args(args: list[Any], is_img2img: bool) -> Plot:
                                      f"{', '.join(n for n in names if n in AXES)}")
         axes.append((name, parse_values(name, axis.kind, str(text or ""), dropdown if isinstance(dropdown, list)
                                         else None, csv_mode, f"script_args[{3 * i + 1}]")))
-    plot = Plot(axes, bool(args[9]), bool(args[10]), bool(args[11]), max(0, min(int(args[16] or 0), 500)))
+    try:
+        margin = max(0, min(int(args[16] or 0), 500))
+    except (TypeError, ValueError, OverflowError):
+        raise field_error("script_args[16]", f"the grid margin must be a number of pixels, got {args[16]!r:.80}") \
+            from None
+    plot = Plot(axes, bool(args[9]), bool(args[10]), bool(args[11]), margin)
     if len(plot.cells()) > MAX_CELLS:
         raise field_error("script_args", f"the plot has {len(plot.cells())} cells; at most {MAX_CELLS}")
     return plot
