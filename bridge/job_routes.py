@@ -76,7 +76,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     `response_format: url`)."""
     engine = request.app[ENGINE]
     job_id, name = request.match_info["id"], request.match_info["name"]
-    if not _FILE.match(name) or await engine.find(job_id) is None:
+    if not _FILE.fullmatch(name) or await engine.find(job_id) is None:
         raise JobNotFound(job_id)
     key = f"outputs/{job_id}/{name}"
     url = await engine.blobs.url(key, 300)

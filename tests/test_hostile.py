@@ -603,3 +603,18 @@ def test_an_error_shows_only_the_start_of_a_wrong_value() -> None:
     assert describe({**enum, "input": "x" * 1_000_000}, "sampler") == \
         f"sampler must be one of 'a' or 'b', got '{'x' * 36}...'"
     assert describe({**enum, "input": "short"}, "sampler") == "sampler must be one of 'a' or 'b', got 'short'"
+
+
+async def test_names_checked_by_pattern_refuse_a_last_newline(bridge_factory: Any, tmp_path: Path) -> None:
+    # `$` also matches before a string's last newline: "x\n" passed `^...$`.match checks meant to be exact, and the
+    # local store refused the key further on (a 500)
+    from bridge.storage.local import LocalBlobs
+    from bridge.store.model import check_id
+
+    with pytest.raises(ValueError):
+        check_id("abc\n")
+    with pytest.raises(ValueError):
+        LocalBlobs(tmp_path).path("inputs/abc\n/sketch.png")
+    client = await bridge_factory(adapters=["aleaart"])
+    resp = await client.get("/generated_images/a.png%0A")
+    assert resp.status == 404 and await resp.json() == {"error": "Image not found"}

@@ -315,10 +315,10 @@ class ImageNotFound(BaseModel):
 async def generated_image(request: web.Request) -> web.StreamResponse:
     """A stored AleaArt image by file name."""
     name = request.match_info["filename"]
-    if not _FILENAME.match(name) or ".." in name:
+    if not _FILENAME.fullmatch(name) or ".." in name:
         return web.json_response({"error": "Image not found"}, status=404)
     engine = engine_of(request)
-    named = _JOB_FILENAME.match(name)
+    named = _JOB_FILENAME.fullmatch(name)
     if named is not None:
         job = await engine.find(named["job"])
         if (job is None or job.meta.get("api") != API or job.meta.get("tokenId") != named["token"]

@@ -169,7 +169,7 @@ def parse_colour(text: str, field: str) -> int:
 def client_job_id(client_id: str) -> str:
     """The engine job id for a client id: readable when the id is plain, a hash otherwise (job ids are directory
     names). The two prefixes differ, so the two forms can never collide."""
-    if _SAFE_ID.match(client_id) and client_id not in (".", ".."):
+    if _SAFE_ID.fullmatch(client_id) and client_id not in (".", ".."):
         return f"pxe-{client_id}"
     return "pxeh-" + hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:48]
 

@@ -23,7 +23,7 @@ class LocalBlobs:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
-        if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+        if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
             raise ValueError(f"blob key {key!r} is not a safe relative path")
         return self.root / key
 

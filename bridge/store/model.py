@@ -112,7 +112,7 @@ def delivery_from_row(row: Any) -> Delivery:
 
 def check_id(job_id: str) -> str:
     """Job ids become directory names: refuse anything that could escape the data directory."""
-    if not isinstance(job_id, str) or not _SAFE.match(job_id) or job_id in (".", "..") or len(job_id) > 128:
+    if not isinstance(job_id, str) or not _SAFE.fullmatch(job_id) or job_id in (".", "..") or len(job_id) > 128:
         raise ValueError(f"job id {job_id!r} must be 1-128 characters of A-Z a-z 0-9 _ . -")
     return job_id
 
