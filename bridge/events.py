@@ -11,10 +11,15 @@ from typing import Any
 from aiohttp import web
 
 from bridge.engine import JobEngine
+from bridge.outbound import deadline
 
 log = logging.getLogger("bridge.events")
 
 HEARTBEAT_SECONDS = 15.0  # proxies drop idle connections after 30-60 s; a comment line keeps them open
+# Events a stream holds for its client; past them the engine's subscription (EventHub: 1,000, the oldest progress
+# dropped) waits. Unbounded, a client that never read grew this queue with every event of every job.
+STREAM_BUFFER = 16
+WRITE_TIMEOUT = 60.0  # seconds a client may leave a write unread before its stream ends
 
 
 class EventStreams:
@@ -25,7 +30,7 @@ class EventStreams:
         self.closing = False
 
     def open(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=STREAM_BUFFER)
         self._queues.add(queue)
         return queue
 
@@ -38,7 +43,15 @@ class EventStreams:
     async def shutdown(self, app: web.Application | None = None) -> None:
         self.closing = True
         for queue in list(self._queues):
-            queue.put_nowait(None)
+            _end(queue)
+
+
+def _end(queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    """Tell a stream it is over, in place of its oldest event when its buffer is full."""
+    if queue.full():
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    queue.put_nowait(None)
 
 
 def format_event(event: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -50,13 +63,13 @@ def format_event(event: dict[str, Any], event_id: int | None = None) -> bytes:
 async def _pump(source: AsyncIterator[dict[str, Any]], queue: asyncio.Queue[dict[str, Any] | None]) -> None:
     try:
         async for event in source:
-            queue.put_nowait(event)
+            await queue.put(event)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("event subscription failed")
     finally:
-        queue.put_nowait(None)
+        _end(queue)
 
 
 async def stream_events(
@@ -86,14 +99,16 @@ async def stream_events(
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=heartbeat)
             except asyncio.TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if event is None:
-                break
-            counter += 1
-            await response.write(format_event(event, counter))
-    except ConnectionResetError:
-        pass  # the client went away; nobody to answer
+                chunk = b": keep-alive\n\n"
+            else:
+                if event is None:
+                    break
+                counter += 1
+                chunk = format_event(event, counter)
+            async with deadline(WRITE_TIMEOUT):
+                await response.write(chunk)
+    except (ConnectionResetError, asyncio.TimeoutError):
+        pass  # the client went away, or stopped reading
     finally:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -465,6 +465,31 @@ async def test_events_stream_relays_a_jobs_progress(bridge_client: Any, comfy_do
     assert events[-1][1]["job"]["outputs"]["images"]
 
 
+async def test_a_stream_whose_client_does_not_read_holds_a_bounded_buffer() -> None:
+    # The engine's subscription drops old progress for a slow reader; the stream's own buffer must not take every
+    # event in its place (it grew with each event of every job for a client that never read).
+    from bridge import events as events_mod
+
+    made = 0
+
+    async def source():
+        nonlocal made
+        for n in range(10_000):
+            made += 1
+            yield {"type": "progress", "n": n}
+
+    streams = events_mod.EventStreams()
+    queue = streams.open()
+    pump = asyncio.create_task(events_mod._pump(source(), queue))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert queue.qsize() == events_mod.STREAM_BUFFER and made <= events_mod.STREAM_BUFFER + 1
+    await streams.shutdown()  # told to end even with a full buffer
+    items = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert items[-1] is None and len(items) == events_mod.STREAM_BUFFER
+    pump.cancel()
+
+
 async def test_events_stream_all_jobs_and_unknown_job(bridge_client: Any) -> None:
     await wait_healthy(bridge_client)
     resp = await bridge_client.get("/events", params={"job": "nope"})
