@@ -283,6 +283,19 @@ async def post(client, body: Any) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.asyncio
+async def test_a_request_is_encoded_for_its_digest_once(make_client, monkeypatch):
+    # the digest JSON-encodes the whole body, sketch included, on the event loop
+    calls = []
+    digest = pe.body_digest
+    monkeypatch.setattr(pe, "body_digest", lambda body: (calls.append(body.id), digest(body))[1])
+    client = await make_client()
+    status, body = await post(client, request_body(id="once"))
+    assert status == 200 and calls == ["once"]
+    status, body = await post(client, request_body(id="once"))  # the same request again: the same job
+    assert status == 200 and body["id"] == "once" and calls == ["once", "once"]
+
+
+@pytest.mark.asyncio
 async def test_plain_generation_round_trip(make_client, comfy_double):
     client = await make_client()
     status, body = await post(client, request_body(width=20, height=15))
