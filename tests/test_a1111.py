@@ -181,6 +181,11 @@ async def test_latent_fills_refused_by_an_inpaint_workflow_without_the_choice(br
     ("/sdapi/v1/options", [1], 422, "body"),
     # each style is applied to each image's prompt
     ("/sdapi/v1/txt2img", {"styles": ["a"] * 65}, 422, "styles"),
+    # options without a type of their own hold a value or a short list, no more (they stay in memory for good)
+    ("/sdapi/v1/options", {"interrogate_clip_skip_categories": [{}] * 3}, 400, "interrogate_clip_skip_categories"),
+    ("/sdapi/v1/options", {"outdir_samples": ["x" * 6000] * 2}, 400, "outdir_samples"),
+    ("/sdapi/v1/txt2img", {"override_settings": {"outdir_samples": [0] * 300}}, 400,
+     "override_settings.outdir_samples"),
 ])
 async def test_bad_input_a1111_shape_and_server_unharmed(client, path, body, status, field):
     resp = await client.post(path, data=json.dumps(body), headers={"Content-Type": "application/json"})

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 
-from bridge.fields import Bool, Float, Int, Text, describe
+from bridge.fields import MAX_TEXT, Bool, Float, Int, Text, describe
 
 from .models import A1111Error, field_error
 
@@ -106,10 +106,32 @@ TYPES: dict[str, Any] = {
 _ADAPTERS = {key: TypeAdapter(kind) for key, kind in TYPES.items()}
 
 
+# An option without a type of its own holds what A1111's settings hold: a value or a short list of values, in all
+# at most MAX_TEXT characters. Anything was kept before: one 32 MB body stayed in memory for good and came back with
+# every GET.
+MAX_LIST = 256
+
+
+def _size(value: Any) -> int | None:
+    """The characters a plain value takes (a number: 8), or None for anything else."""
+    if isinstance(value, str):
+        return len(value)
+    return 8 if value is None or isinstance(value, (bool, int, float)) else None
+
+
+def _plain(value: Any) -> bool:
+    items = value if isinstance(value, list) and len(value) <= MAX_LIST else [value]
+    sizes = [_size(item) for item in items]
+    return None not in sizes and sum(sizes) <= MAX_TEXT
+
+
 def _check_one(key: str, value: Any, where: str | None = None) -> Any:
     adapter = _ADAPTERS.get(key)
     if adapter is None:
-        return value
+        if _plain(value):
+            return value
+        raise field_error(where or key, f"must be a value or a list of at most {MAX_LIST} values (texts, numbers, "
+                                        f"true or false; {MAX_TEXT} characters in all), as A1111's settings are")
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
