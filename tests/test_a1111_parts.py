@@ -7,6 +7,7 @@ import json
 import random
 import struct
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,3 +199,42 @@ def test_embedding_summary_reads_shapes_from_the_file(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", 2**40))
     with pytest.raises(ValueError, match="header"):
         model_files.embedding_summary(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("size,target", [((640, 480), (512, 512)), ((300, 500), (512, 256)), ((3, 1000), (64, 64)),
+                                         ((1000, 3), (64, 64)), ((7, 5), (512, 512)), ((513, 511), (512, 512))])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_crop_and_resize_is_pillows_whole_resize_cropped(size, target, mode):
+    # A1111 scales the whole image to cover the target, then pastes it centred
+    from PIL import Image
+
+    from bridge.adapters.a1111.imaging import resize_image
+
+    rng = np.random.default_rng(sum(size))
+    im = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    (w, h), (tw, th) = size, target
+    src_w = tw if tw / th > w / h else w * th // h
+    src_h = th if tw / th <= w / h else h * tw // w
+    x0, y0 = src_w // 2 - tw // 2, src_h // 2 - th // 2
+    whole = im.resize((src_w, src_h), Image.LANCZOS).crop((x0, y0, x0 + tw, y0 + th))
+    got = resize_image(1, im, tw, th)
+    assert got.size == target and got.mode == mode
+    assert np.abs(np.asarray(got, np.int16) - np.asarray(whole, np.int16)).max() <= 1
+
+
+def test_crop_and_resize_never_scales_a_thin_image_to_gigapixels(monkeypatch):
+    from PIL import Image
+
+    from bridge.adapters.a1111.imaging import resize_image
+
+    sizes = []
+    resize = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        sizes.append(size)
+        assert size[0] * size[1] <= 4 * 512 * 512, size  # 16384x1 covering 512x512 was 8388608x512 (16 GiB)
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    out = resize_image(1, Image.new("RGB", (16384, 1), (200, 10, 10)), 512, 512)
+    assert out.size == (512, 512) and out.getpixel((256, 256)) == (200, 10, 10) and sizes

@@ -2,6 +2,7 @@
 content fill, and pasting results back (`modules/images.py`, `modules/masking.py`, `processing.py`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,24 @@ def decode_image(data: Any, field: str, *, max_bytes: int = image_io.DEFAULT_MAX
         raise a1111_error(exc, field) from None
 
 
+def _centre_of_scaled(im: Image.Image, src_w: int, src_h: int, width: int, height: int) -> Image.Image:
+    """The centre `width` x `height` of `im` scaled to `src_w` x `src_h` (no smaller), as A1111's crop and resize
+    pastes it, resampled only where it shows: a 16384x1 image covering 512x512 was scaled to 8388608x512 pixels
+    (16 GiB) first. Pillow's two passes done one at a time, horizontal first as it does them, over the rows the
+    vertical pass reads, so each pixel is the same (within 1: a filter centre computed from a box rounds apart)."""
+    mode = im.mode
+    if mode in ("RGBA", "LA"):
+        im = im.convert(mode[:-1] + "a")  # Pillow resamples premultiplied colours
+    x0, y0 = src_w // 2 - width // 2, src_h // 2 - height // 2
+    sx, sy = im.width / src_w, im.height / src_h
+    reach = 3 * max(sy, 1.0) + 2  # Lanczos reads 3 source rows either side, more where it shrinks
+    r0, r1 = max(0, math.floor(y0 * sy - reach)), min(im.height, math.ceil((y0 + height) * sy + reach))
+    rows = im.crop((0, r0, im.width, r1)).resize((width, r1 - r0), Image.LANCZOS,
+                                                 box=(x0 * sx, 0, (x0 + width) * sx, r1 - r0))
+    out = rows.resize((width, height), Image.LANCZOS, box=(0, y0 * sy - r0, width, (y0 + height) * sy - r0))
+    return out.convert(mode) if out.mode != mode else out
+
+
 def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
     """A1111's `images.resize_image`: 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent (as 0)."""
     im = im.convert("RGB") if im.mode not in ("RGB", "RGBA", "L") else im
@@ -73,10 +92,7 @@ def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.I
     if mode == 1:
         src_w = width if ratio > src_ratio else im.width * height // im.height
         src_h = height if ratio <= src_ratio else im.height * width // im.width
-        resized = im.resize((max(1, src_w), max(1, src_h)), Image.LANCZOS)
-        res = Image.new(im.mode, (width, height))
-        res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-        return res
+        return _centre_of_scaled(im, max(1, src_w), max(1, src_h), width, height)
     # mode 2: fit inside, then stretch the edge rows/columns into the empty bands (A1111's fill)
     src_w = width if ratio < src_ratio else im.width * height // im.height
     src_h = height if ratio >= src_ratio else im.height * width // im.width
