@@ -166,7 +166,8 @@ def test_palette_resolution():
     with pytest.raises(InvalidParameter) as err:
         pe.resolve_palette("retro-8bit", ["#000000", "#12345g"], 32)
     assert err.value.field == "colorPalette" and "colorPalette[1]" in err.value.message
-    for bad in ("#ffffff", [1, 2], ["#000000"] * 257):
+    # an entry of two colours: 200 of them were 400 colours, refused further on with a 500
+    for bad in ("#ffffff", [1, 2], ["#000000"] * 257, ["#000000 #111111"] * 200, ["#000000 #111111"]):
         with pytest.raises(InvalidParameter) as err:
             pe.resolve_palette("retro-8bit", bad, 32)
         assert err.value.field == "colorPalette"

@@ -206,10 +206,12 @@ def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> Palet
                                                    f"{MAX_COLORS}")
         for i, text in enumerate(color_palette):
             try:
-                palette_from_hex([text])
+                one = len(palette_from_hex([text])) == 1  # "#000 #fff" reads as two: 200 such made 400 (a 500)
             except ValueError:
+                one = False
+            if not one:
                 raise InvalidParameter("colorPalette", f"colorPalette[{i}]: {text!r} is not a hex colour like "
-                                                       "#1d2b53") from None
+                                                       "#1d2b53")
         pal = palette_from_hex(color_palette)
         return PaletteChoice({"palette_source": "hex", "palette_hex": " ".join(pal.hex())}, "custom")
     if style.strip().lower() == MODERN_STYLE:
