@@ -36,6 +36,7 @@ RANDOM_SEED = -1
 RANDOM_SEED_HIGH = 2**32 - 1
 # Longer than any prompt a person writes; bounds the work a hostile body can cause in tokenisers and logs.
 MAX_TEXT = 10_000
+MAX_ERRORS = 20  # fields one answer names
 # An image field holds megabytes of base64; the body limit (BRIDGE_MAX_BODY_MB) is what bounds it in practice.
 MAX_IMAGE_TEXT = 512 * 1024 * 1024
 
@@ -378,10 +379,13 @@ def describe(err: Mapping[str, Any], field: str | None, model: type[BaseModel] |
 
 def field_errors(exc: ValidationError, model: type[BaseModel] | None = None,
                  rename: Callable[[str], str] | None = None) -> list[FieldError]:
-    """Every error of a ValidationError, once per field (a union reports one error per member)."""
+    """The errors of a ValidationError, once per field (a union reports one error per member), the first
+    MAX_ERRORS fields of them (each item of a long list may fail on its own)."""
     out: list[FieldError] = []
     seen: set[str | None] = set()
     for err in exc.errors(include_url=False):
+        if len(out) == MAX_ERRORS:
+            break
         field = _location(err.get("loc") or ())
         if rename is not None and field is not None:
             field = rename(field)

@@ -201,10 +201,14 @@ async def test_a_422_echoes_a_small_body_as_a1111_does_and_not_a_large_one(clien
     small = {"steps": 0, "prompt": "cat"}
     err = await (await client.post("/sdapi/v1/txt2img", json=small)).json()
     assert err["body"] == small and "steps" in err["errors"]
-    large = {"steps": 0, "comments": {"a": [0] * 1_000_000}}
+    large = {"steps": 0, "comments": {"a": "x" * 1_000_000}}
     resp = await client.post("/sdapi/v1/txt2img", json=large)
     err = await resp.json()
     assert resp.status == 422 and err["body"] == "" and "steps" in err["errors"]
+    # a list of wrong items: the first 20 named, not each of them
+    resp = await client.post("/sdapi/v1/txt2img", json={"prompt": [1] * 19_000})
+    err = await resp.json()
+    assert resp.status == 422 and len(err["detail"]) == 20 and err["detail"][0]["loc"][:2] == ["body", "prompt"]
 
 
 async def test_invalid_json_body(client):

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import concurrent.futures
 import io
+import json
 import socket
 import threading
 import time
@@ -200,17 +201,21 @@ async def test_deep_json_is_refused_on_every_post_route(bridge_factory: Any) -> 
     spec = await (await client.get("/openapi.json")).json()
     deep = "[" * 100_000 + "]" * 100_000
     long_number = '{"width": 1' + "0" * 5000 + "}"
+    # each item of a list may fail validation on its own: 200,000 errors took 3 s to word, a 35 MB answer
+    many = json.dumps({"prompt": [1] * 20_001, "outputs": [1] * 10, "parameters": {"k": [1]}})
     # Every POST that reads a body (one per workflow among them); the others ignore whatever is sent.
     routes = [p for p, ops in spec["paths"].items() if "requestBody" in ops.get("post", {}) and "{" not in p]
     assert len(routes) > 15
     for path in routes:
-        for body in (deep, long_number, '{"steps": NaN}'):
+        for body in (deep, long_number, '{"steps": NaN}', many):
             resp = await client.post(path, data=body, headers={"Content-Type": "application/json"})
             text = await resp.text()
             assert resp.status in (400, 422), (path, body[:20], resp.status, text[:300])
             assert "body" in text, (path, text[:300])
         assert "nested more than 64 levels" in (await (await client.post(
             path, data=deep, headers={"Content-Type": "application/json"})).text())
+        assert "more than 20000 values" in (await (await client.post(
+            path, data=many, headers={"Content-Type": "application/json"})).text())
 
 
 LONG = "x" * 2_000_000
