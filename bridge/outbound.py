@@ -248,6 +248,9 @@ class Outbound:
 # A receiver's answer is read to its end so that the connection can serve the next message; past this many bytes
 # the rest is not read and the connection is closed instead.
 ANSWER_BYTES = 64 * 1024
+# An answer's status line and headers, at most: httptools builds a header value by appending to it (the square of
+# its length), and a receiver streaming one endless header held the event loop for seconds.
+HEAD_BYTES = 16 * 1024
 # Idle connections kept per receiver, and for how long (seconds): servers close theirs after 5-75 s.
 IDLE_PER_HOST = 8
 IDLE_FOR = 15.0
@@ -266,6 +269,7 @@ class _Exchange(asyncio.Protocol):
         self.reusable = True
         self.idle_since = 0.0
         self._body = 0
+        self._head = 0  # bytes of the answer read before its headers ended
         self._headers_done = False
         self._sized = False  # the answer has a content-length or is chunked: it cannot end with the connection
         self._answered = False
@@ -283,6 +287,11 @@ class _Exchange(asyncio.Protocol):
             self._end(None)
             return
         self.received = True
+        if not self._headers_done:
+            if self._head > HEAD_BYTES:  # read before this data, and the headers went on
+                self._end(ConnectionError(f"the answer's headers ran past {HEAD_BYTES} bytes"))
+                return
+            self._head += len(data)
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -337,7 +346,7 @@ class _Exchange(asyncio.Protocol):
         # report the previous answer's status for a connection cut before this one's
         self.parser = httptools.HttpResponseParser(self)
         self.answer = asyncio.get_running_loop().create_future()
-        self.received, self._body = False, 0
+        self.received, self._body, self._head = False, 0, 0
         self._headers_done = self._sized = self._answered = False
         self.transport.write(request)  # type: ignore[union-attr]
         try:

@@ -165,6 +165,28 @@ async def test_a_server_that_does_not_speak_http_is_an_error(reply: bytes) -> No
             await out.post(url, b"{}", HEADERS, 5)
 
 
+async def test_endless_headers_are_cut_off_after_a_few_kilobytes() -> None:
+    # httptools builds a header value by appending to it: a receiver streaming one endless header held the event
+    # loop for seconds, until the timeout could fire between two of its pieces
+    sent = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        with contextlib.suppress(ConnectionError):
+            while sent < 50_000_000:
+                writer.write(b"a" * 65536)
+                sent += 65536
+                await writer.drain()
+        writer.close()
+
+    async with raw_receiver(handle) as (url, out):
+        with pytest.raises(ConnectionError, match="headers ran past"):
+            await out.post(url, b"{}", HEADERS, 30)
+    assert sent < 20_000_000  # the sender closed the connection long before the 50 MB were written
+
+
 async def test_a_silent_receiver_times_out_and_its_connection_is_closed() -> None:
     conns: list[int] = []
     closed = asyncio.Event()
