@@ -278,7 +278,10 @@ def pil_split_combine(image: Image.Image, tile_w: int, tile_h: int, overlap: int
 
 
 @pytest.mark.parametrize("size,tile,overlap", [((128, 128), (64, 64), 8), ((200, 136), (64, 48), 16),
-                                               ((64, 64), (64, 64), 8), ((150, 70), (64, 64), 0)])
+                                               ((64, 64), (64, 64), 8), ((150, 70), (64, 64), 0),
+                                               # smaller than the tile on a side: tiles at negative places
+                                               ((150, 40), (64, 64), 8), ((40, 150), (64, 64), 8),
+                                               ((30, 20), (64, 64), 8)])
 def test_grid_split_and_merge_match_a1111s_pillow_steps(size, tile, overlap):
     rng = np.random.default_rng(size[0])
     picture = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)

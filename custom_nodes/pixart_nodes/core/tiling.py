@@ -156,20 +156,29 @@ def merge(tiles: np.ndarray, width: int, height: int, overlap: int) -> np.ndarra
     return out
 
 
+def _overlap(dest: np.ndarray, src: np.ndarray, x: int, y: int) -> tuple[slice, slice, slice, slice] | None:
+    """Where `src` placed at (x, y) meets `dest`, clipped on every side as PIL's paste clips (a picture smaller than
+    the tile puts the tile at a negative place): (dest rows, dest columns, src rows, src columns), or None."""
+    y0, x0 = max(y, 0), max(x, 0)
+    y1, x1 = min(y + src.shape[0], dest.shape[0]), min(x + src.shape[1], dest.shape[1])
+    if y1 <= y0 or x1 <= x0:
+        return None
+    return slice(y0, y1), slice(x0, x1), slice(y0 - y, y1 - y), slice(x0 - x, x1 - x)
+
+
 def _paste(dest: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
-    h = min(src.shape[0], dest.shape[0] - y)
-    w = min(src.shape[1], dest.shape[1] - x)
-    if h > 0 and w > 0:
-        dest[y:y + h, x:x + w] = src[:h, :w]
+    where = _overlap(dest, src, x, y)
+    if where is not None:
+        dest[where[0], where[1]] = src[where[2], where[3]]
 
 
 def _blend(dest: np.ndarray, src: np.ndarray, x: int, y: int, weight: np.ndarray) -> None:
-    h = min(src.shape[0], dest.shape[0] - y)
-    w = min(src.shape[1], dest.shape[1] - x)
-    if h <= 0 or w <= 0:
+    """`src` over `dest` at (x, y) by `weight` (a row of `src`'s width or a column of its height)."""
+    where = _overlap(dest, src, x, y)
+    if where is None:
         return
-    wt = weight[:h, :w] if weight.shape[0] > 1 else weight[:, :w]
+    wt = weight[:, where[3]] if weight.shape[0] == 1 else weight[where[2], :]
     if dest.ndim == 3:
         wt = wt[..., None]
-    region = dest[y:y + h, x:x + w]
-    dest[y:y + h, x:x + w] = src[:h, :w] * wt + region * (1 - wt)
+    dy, dx, sy, sx = where
+    dest[dy, dx] = src[sy, sx] * wt + dest[dy, dx] * (1 - wt)
