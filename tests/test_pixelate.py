@@ -249,6 +249,30 @@ def test_node_without_alpha_gives_opaque_mask():
     assert out_img.shape == (1, 8, 8, 3) and torch.all(out_mask == 0)
 
 
+@pytest.mark.parametrize("node", ["PixartPixelate", "PixartSnapToGrid", "PixartCleanup", "PixartQuantize",
+                                  "PixartRGB565"])
+@pytest.mark.parametrize("kind", ["grey", "grey with alpha", "bfloat16"])
+def test_image_nodes_take_grey_and_bfloat16_images(node, kind):
+    # a grey image (C = 1) with a mask crashed (its alpha was read from the 4th of three channels), grey plus
+    # alpha (C = 2) made five channels, and numpy has no bfloat16
+    import pixart_nodes
+    from pixart_nodes.core.palette import palette_from_hex
+
+    grey = torch.full((2, 16, 16, 1), 136 / 255)
+    image = {"grey": grey, "grey with alpha": torch.cat([grey, torch.ones_like(grey)], -1),
+             "bfloat16": grey.expand(-1, -1, -1, 3).to(torch.bfloat16)}[kind]
+    n = pixart_nodes.NODE_CLASS_MAPPINGS[node]()
+    args = {"PixartPixelate": ("box", 4, 0, 0, False), "PixartSnapToGrid": (), "PixartCleanup": (),
+            "PixartQuantize": (palette_from_hex(["#000000", "#888888", "#ffffff"]), "none", "rgb", False, 1.0, 128),
+            "PixartRGB565": (16, 16, "stretch", "big", False, "none", False, "x", "#000000")}[node]
+    out = getattr(n, n.FUNCTION)(image, *args, mask=torch.zeros(2, 16, 16))
+    result = out["result"] if isinstance(out, dict) else out
+    picture = next(r for r in result if isinstance(r, torch.Tensor) and r.ndim == 4)
+    assert picture.shape[0] == 2 and picture.shape[-1] in (3, 4)
+    rgb = picture[..., :3].float() * 255
+    assert torch.allclose(rgb, torch.full_like(rgb, 136), atol=4.5), rgb.unique()  # grey stays grey (RGB565: 4)
+
+
 def test_node_metadata_has_tooltips():
     spec = PixartPixelate.INPUT_TYPES()
     for group in spec.values():

@@ -19,7 +19,7 @@ class PixartQuantize:
     RETURN_TYPES = ("IMAGE", "MASK", "INT")
     RETURN_NAMES = ("image", "mask", "colors_used")
     OUTPUT_TOOLTIPS = (
-        "Quantized images, same channels as the input (RGBA stays RGBA).",
+        "Quantized images, same channels as the input (RGBA stays RGBA; grey comes back as RGB, in the palette's colours).",
         "Transparency after quantization (1 = transparent); all zeros when the input has no alpha.",
         "Number of distinct palette colours used over the whole batch.",
     )
@@ -91,7 +91,8 @@ class PixartQuantize:
             raise ValueError(f"palette: expected a PIXART_PALETTE, got {type(palette).__name__}")
         if image.ndim == 3:
             image = image[None]
-        b, h, w, c = image.shape
+        b, h, w = image.shape[:3]
+        c = 4 if image.shape[3] in (2, 4) else 3  # grey comes back as RGB (the palette's colours), with its alpha
         out = torch.empty((b, h, w, c), dtype=torch.float32)
         alphas: list[np.ndarray] = []
         used = np.zeros(len(palette) + 1, dtype=bool)

@@ -104,7 +104,7 @@ class PixartTileSplit:
         import numpy as np
         import torch
 
-        cut = [core.split(a, int(tile_width), int(tile_height), int(overlap)) for a in image.cpu().numpy()]
+        cut = [core.split(a, int(tile_width), int(tile_height), int(overlap)) for a in image.cpu().float().numpy()]
         return (torch.from_numpy(np.concatenate(cut)).to(image.dtype),)
 
 
@@ -136,7 +136,7 @@ class PixartTileMerge:
         import torch
 
         height, width = int(reference.shape[1]), int(reference.shape[2])
-        data = tiles.cpu().numpy()
+        data = tiles.cpu().float().numpy()
         per = sum(len(xs) for _, xs in core.grid_positions(width, height, int(tiles.shape[2]), int(tiles.shape[1]),
                                                               int(overlap)))
         if data.shape[0] != per * reference.shape[0]:

@@ -12,9 +12,10 @@ import numpy as np
 
 
 def image_to_uint8(image) -> np.ndarray:
-    """One ComfyUI image ``[H,W,C]`` float 0..1 (torch or numpy) to ``uint8 [H,W,C]``, rounded to nearest."""
+    """One ComfyUI image ``[H,W,C]`` float 0..1 (torch or numpy) to ``uint8 [H,W,C]``, rounded to nearest; grey
+    (C = 1) comes out as RGB and grey with alpha (C = 2) as RGBA, the shapes every core module takes."""
     if hasattr(image, "detach"):
-        image = image.detach().cpu().numpy()
+        image = image.detach().cpu().float().numpy()  # .float(): numpy has no bfloat16
     # a new array: np.asarray of a CPU tensor is a view, and writing into it would corrupt the caller's tensor
     # (ComfyUI caches node outputs and hands the same tensor to every consumer)
     arr = np.asarray(image, dtype=np.float32) * 255.0 + 0.5
@@ -22,6 +23,8 @@ def image_to_uint8(image) -> np.ndarray:
     # round-half-up after clipping; np.rint would round 0.5 to even and bias mid-greys
     np.clip(arr, 0, 255, out=arr)
     out[...] = arr
+    if out.ndim == 3 and out.shape[2] in (1, 2):
+        out = np.concatenate([np.repeat(out[..., :1], 3, axis=2), out[..., 1:]], axis=2)
     return out
 
 
