@@ -76,6 +76,18 @@ def test_ordered_dither_is_the_exact_nearest_of_the_offset_values():
         assert np.array_equal(res.indices, _brute_force(q, pal, distance)), distance
 
 
+@pytest.mark.parametrize("method", ["bayer-4x4", "blue-noise"])
+def test_a_colour_listed_twice_dithers_as_once(method):
+    # each colour's nearest other colour was itself at distance 0: the offsets' amplitude fell to 0 and mid-grey
+    # came out all white instead of dithered
+    grey = np.full((32, 32, 3), 128, np.uint8)
+    once = quantize(grey, palette_from_hex(["#000000", "#ffffff"]), dither=method, distance="rgb")
+    twice = quantize(grey, palette_from_hex(["#000000", "#000000", "#ffffff", "#ffffff"]), dither=method,
+                     distance="rgb")
+    white = (once.image == 255).all(-1)
+    assert 0.3 < white.mean() < 0.7 and np.array_equal((twice.image == 255).all(-1), white)
+
+
 @pytest.mark.parametrize("method", DITHER_METHODS)
 def test_output_holds_only_palette_colours(method):
     rng = np.random.default_rng(5)

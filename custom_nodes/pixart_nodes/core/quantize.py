@@ -84,6 +84,7 @@ def ordered_spread(pal: np.ndarray) -> float:
     Median over colours of the distance to the nearest other colour, per channel (divided by sqrt 3): 255 for
     black/white, 85 for a 4-level grey ramp, so mid-tones between two neighbours dither across the full range.
     """
+    pal = np.unique(pal, axis=0)  # a colour listed twice is not a neighbour at distance 0 (that halved the median)
     if len(pal) < 2:
         return 0.0
     p = pal.astype(np.float64)
