@@ -57,6 +57,10 @@ def test_pillow_reads_our_gpl_and_we_read_gimp_files(tmp_path: Path) -> None:
     (tmp_path / "two.gpl").write_text(gimp)
     back = palette_files.read_palette(tmp_path / "two.gpl")
     assert back.name == "Two" and back.colors.tolist() == [[255, 0, 0], [0, 128, 255]]
+    # Aseprite's RGBA palettes: a Channels line and an alpha after each colour (a transparent one keeps its place)
+    aseprite = "GIMP Palette\nName: A\nChannels: RGBA\n#\n  0   0   0   0\tClear\n255 255 255 255\tWhite\n"
+    back = palette_files.read_palette("a.gpl", aseprite.encode())
+    assert back.name == "A" and back.colors.tolist() == [[0, 0, 0], [255, 255, 255]]
 
 
 @pytest.mark.parametrize("name,data,why", [

@@ -59,7 +59,8 @@ def parse_gpl(lines: Sequence[str], where: str) -> tuple[str | None, list[tuple[
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition(":")
-        if sep and key.strip().lower() in ("name", "columns"):
+        # Aseprite writes "Channels: RGBA" and an alpha after each colour's R G B: read as the colour, in its place
+        if sep and key.strip().lower() in ("name", "columns", "channels"):
             if key.strip().lower() == "name":
                 name = value.strip() or None
             continue
