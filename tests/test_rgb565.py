@@ -147,6 +147,32 @@ def test_crop_keeps_the_centre():
     assert np.all(out == 255)
 
 
+@pytest.mark.parametrize("size,target", [((300, 100), (100, 100)), ((90, 160), (240, 240)), ((512, 768), (240, 320)),
+                                         ((1, 20000), (240, 240)), ((20000, 1), (240, 240))])
+def test_crop_cuts_the_centre_as_pillows_fit_before_scaling(size, target, monkeypatch):
+    # scaled to cover first, a 1x20000 picture was 4,800,000 pixels wide before its centre was cut (3.4 GB)
+    from PIL import ImageOps
+
+    resize = rgb565._resize
+
+    def no_larger_than_the_target(img, width, height, resample):
+        assert (width, height) == target
+        return resize(img, width, height, resample)
+
+    monkeypatch.setattr(rgb565, "_resize", no_larger_than_the_target)
+
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) % 256], -1).astype(np.uint8)
+    out = rgb565.fit(img, *target, "crop", resample="nearest")
+    ref = np.asarray(ImageOps.fit(Image.fromarray(img), target, Image.NEAREST))
+    assert out.shape == ref.shape
+    # the same centre, sampled within a source pixel of Pillow's (its crop box is fractional): R follows x and G
+    # follows y, each by 255 / (side - 1) a pixel
+    for c, side in ((0, w), (1, h)):
+        assert np.abs(out[..., c].astype(int) - ref[..., c]).max() <= (255 // (side - 1) + 1 if side > 1 else 0)
+
+
 def test_fit_stretch_matches_opencv_area():
     img = _random(96, 96, seed=9)
     assert np.array_equal(rgb565.fit(img, 48, 32, "stretch"), cv2.resize(img, (48, 32), interpolation=cv2.INTER_AREA))

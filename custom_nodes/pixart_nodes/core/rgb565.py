@@ -247,12 +247,12 @@ def fit(
         y0, x0 = (height - nh) // 2, (width - nw) // 2
         out[y0 : y0 + nh, x0 : x0 + nw] = inner
         return out
+    # the centre that shows, cut from the picture before it is scaled (as Pillow's ImageOps.fit): scaling all of a
+    # 1x20000 picture to cover 240x240 made it 4,800,000 pixels wide first
     scale = max(width / w, height / h)
-    nw = max(width, round(w * scale))
-    nh = max(height, round(h * scale))
-    big = _resize(img, nw, nh, resample)
-    y0, x0 = (nh - height) // 2, (nw - width) // 2
-    return np.ascontiguousarray(big[y0 : y0 + height, x0 : x0 + width])
+    cw, ch = min(w, max(1, round(width / scale))), min(h, max(1, round(height / scale)))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return _resize(np.ascontiguousarray(img[y0 : y0 + ch, x0 : x0 + cw]), width, height, resample)
 
 
 def composite(img: np.ndarray, alpha: np.ndarray | None, background: tuple[int, int, int] | str = (0, 0, 0)) -> np.ndarray:
