@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +162,10 @@ def test_aleaart_seed_and_params(capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["convert", "{d}/missing.png", "{d}/o.png", "--pixel-size", "2"], "missing.png: no such file"),
     (["convert", "{d}/junk.png", "{d}/o.png", "--pixel-size", "2"], "junk.png: not a readable image"),
+    # a decompression bomb is no OSError: it ended the command with a traceback
+    (["convert", "{d}/bomb.png", "{d}/o.png", "--pixel-size", "2"], "bomb.png: too many pixels to read"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--palette", "{d}/nope.gpl"], "nope.gpl: no such palette file"),
+    (["convert", "{d}/a.png", "{d}/o.png", "--palette", "my palettes/x.hex"], "no such palette file"),
     (["convert", "{d}/a.png", "{d}/o.png"], "nothing to do"),
     (["convert", "{d}/a.png", "{d}/o.png", "--palette", "no-such-palette"], "argument --palette: unknown palette"),
     (["convert", "{d}/a.png", "{d}/o.png", "--palette", "#12345g"], "argument --palette"),
@@ -181,6 +187,13 @@ def test_aleaart_seed_and_params(capsys):
 ])
 def test_bad_input_exits_2_with_one_clear_line(images, capsys, argv, needle):
     (images / "junk.png").write_bytes(b"\x89PNG but not really")
+    # a PNG header that says 20000x20000: Pillow refuses it on opening (more than twice its pixel limit)
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+    (images / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"")) +
+                                      chunk(b"IEND", b""))
     argv = [a.replace("{d}", str(images)) for a in argv]
     try:
         code = cli.main(argv)

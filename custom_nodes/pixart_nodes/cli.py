@@ -78,9 +78,14 @@ def _palette_spec(text: str):
     """A palette file, a list of hex colours, or a built-in name, in that order of precedence."""
     from .core import palette as pal
 
+    from .core.palette_files import FORMATS
+
+    path = Path(text)
     try:
-        if Path(text).is_file():
+        if path.is_file():
             return pal.load_palette_file(text)
+        if path.suffix.lower().lstrip(".") in FORMATS or "/" in text or "\\" in text:
+            raise ValueError(f"{text}: no such palette file")  # not a name nor a colour list gone wrong
         if any(c in text for c in "#,; ") or text.lower().startswith("0x"):
             return pal.palette_from_hex(text)
         return pal.named_palette(text)

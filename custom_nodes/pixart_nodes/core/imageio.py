@@ -34,6 +34,8 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
         raise ImageReadError(f"{path}: is a folder, not an image") from None
     except PermissionError:
         raise ImageReadError(f"{path}: permission denied") from None
+    except Image.DecompressionBombError as exc:  # not an OSError: it ended the command with a traceback
+        raise ImageReadError(f"{path}: too many pixels to read ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from None
 
