@@ -76,6 +76,22 @@ def test_ordered_dither_is_the_exact_nearest_of_the_offset_values():
         assert np.array_equal(res.indices, _brute_force(q, pal, distance)), distance
 
 
+def test_a_mask_of_another_size_is_scaled_to_the_image():
+    # a picture pixelated without upscaling meets its LoadImage mask at the original size: its transparency was
+    # dropped without a word; ComfyUI's JoinImageWithAlpha scales the mask
+    pal = palette_from_hex(["#000000", "#ffffff"])
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, :8] = 1.0  # the left half transparent
+    image, out_mask, _ = PixartQuantize().run(torch.rand(1, 8, 8, 3), pal, "none", "rgb", False, 1.0, 128,
+                                              mask=mask)["result"]
+    assert image.shape == (1, 8, 8, 3) and torch.equal(out_mask[0, :, :4], torch.ones(8, 4))
+    assert torch.equal(out_mask[0, :, 4:], torch.zeros(8, 4))
+    # LoadImage's 64x64 zero mask of a picture without alpha stays "no alpha"
+    _, out_mask, _ = PixartQuantize().run(torch.rand(1, 8, 8, 3), pal, "none", "rgb", False, 1.0, 128,
+                                          mask=torch.zeros(1, 64, 64))["result"]
+    assert not out_mask.any()
+
+
 @pytest.mark.parametrize("method", ["bayer-4x4", "blue-noise"])
 def test_a_colour_listed_twice_dithers_as_once(method):
     # each colour's nearest other colour was itself at distance 0: the offsets' amplitude fell to 0 and mid-grey

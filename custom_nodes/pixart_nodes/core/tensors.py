@@ -51,8 +51,9 @@ def uint8_to_image(arrays):
 def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None:
     """ComfyUI ``MASK`` (1 = masked, i.e. transparent for LoadImage) to a ``uint8 [H,W]`` alpha for one image.
 
-    Returns None when the mask does not match the image size (LoadImage gives a 64x64 zero mask for images
-    without alpha, which must not be read as "fully opaque 64x64").
+    A mask of another size is scaled to the image, as ComfyUI's JoinImageWithAlpha does (a picture pixelated
+    without upscaling meets its LoadImage mask at the original size); an all-zero one is no alpha at all (None):
+    LoadImage gives a 64x64 zero mask for images without alpha.
     """
     if mask is None:
         return None
@@ -63,7 +64,12 @@ def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None
         mask = mask[None]
     m = mask[min(index, mask.shape[0] - 1)]
     if m.shape != tuple(shape):
-        return None
+        if not m.any():
+            return None
+        import cv2
+
+        shrink = shape[0] <= m.shape[0] and shape[1] <= m.shape[1]
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return np.clip((1.0 - m) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
