@@ -337,6 +337,10 @@ async def test_list_filter_and_not_found(client: Any, comfy_double: StyleDouble)
     resp = await client.get("/jobs", params={"status": "running"})
     data = await resp.json()
     assert resp.status == 400 and data["field"] == "status" and "processing" in data["error"]
+    # a window far down the list is read through every job before it: refused past 10,000
+    resp = await client.get("/jobs", params={"offset": "999999999", "limit": "1"})
+    assert resp.status == 400 and (await resp.json())["field"] == "offset"
+    assert (await (await client.get("/jobs", params={"offset": "10000"})).json())["jobs"] == []
     resp = await client.get("/jobs/job_0_nothing")
     assert resp.status == 404 and (await resp.json())["error"] == "Job not found"
     resp = await client.post("/jobs/job_0_nothing/cancel")

@@ -31,7 +31,8 @@ class ListQuery(Request):
         None, description="text2img, img2img, inpaint, style-transfer, or the name of a workflow run through "
                           "POST /workflows/{name}.")
     limit: Annotated[LooseInt, Field(ge=1, le=1000)] = 100
-    offset: Annotated[LooseInt, Field(ge=0, le=1_000_000_000)] = 0
+    # a window past the first 10,000 jobs is read page by page through all of them (other APIs share the store)
+    offset: Annotated[LooseInt, Field(ge=0, le=10_000)] = 0
 
 
 async def owned_job(request: web.Request) -> Job | None:
