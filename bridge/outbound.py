@@ -10,6 +10,8 @@ network, e.g. a test's local server or an internal receiver).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import ipaddress
 import socket
 import ssl
@@ -17,14 +19,12 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import httptools
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 if sys.version_info >= (3, 11):
@@ -79,7 +79,7 @@ class OutboundPolicy:
 # A webhook receiver's URL is checked before every message (parsing and an address check, about 40 us in a
 # profile of bench_delivery): the answer depends on the text and the (frozen) policy only, so it is kept; a refusal
 # raises and is not kept.
-@lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)
 def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("http", "https")) -> str:
     """What can be said of a URL without the network: its scheme, that it has a host, and a literal address's
     kind (names are checked when they resolve). Returns the host."""
@@ -107,7 +107,7 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
     return host
 
 
-@lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)
 def _literal(host: str) -> Address | None:
     """The address a host names literally, else None (a name). Kept per host: check_target asks for every job
     with a webhook."""
@@ -124,16 +124,39 @@ def _unmapped(address: Address) -> Address:
     return address
 
 
+# Name lookups of webhook and image URLs run on threads of their own: a name whose server never answers holds a
+# thread for the resolver's own timeouts, and in the event loop's default pool a few such names stalled every
+# other use of it (large request bodies, stored files).
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pixart-dns")
+
+
+async def _lookup(host: str, port: int, family: socket.AddressFamily) -> list[ResolveResult]:
+    """aiohttp's ThreadedResolver.resolve, on `_LOOKUPS`."""
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0,
+                                    socket.AI_ADDRCONFIG))
+    found = []
+    for fam, _, proto, _, address in infos:
+        if fam == socket.AF_INET6:
+            if len(address) < 4:
+                continue  # a Python without IPv6
+            addr = f"{address[0]}%{address[3]}" if address[3] else address[0]  # a link-local address's scope
+        else:
+            addr = address[0]
+        found.append(ResolveResult(hostname=host, host=addr, port=address[1], family=fam, proto=proto,
+                                   flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV))
+    return found
+
+
 class CheckedResolver(AbstractResolver):
     """aiohttp's resolver, keeping only the addresses the policy admits (none: the connection is refused)."""
 
     def __init__(self, policy: OutboundPolicy) -> None:
         self.policy = policy
-        self._inner = ThreadedResolver()
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
+        results = await _lookup(host, port, family)
         kept = []
         refusal: OutboundRefused | None = None
         for r in results:
@@ -147,7 +170,7 @@ class CheckedResolver(AbstractResolver):
         return kept
 
     async def close(self) -> None:
-        await self._inner.close()
+        pass
 
 
 @dataclass

@@ -253,3 +253,33 @@ async def test_s3_inputs_come_from_the_bridges_own_bucket_only(bridge_factory: A
         err = await resp.json()
         assert resp.status == 400 and err["field"] == "initImage" and why in err["error"], err
     assert image_size(PNG) == (96, 72)
+
+
+async def test_slow_name_lookups_leave_the_default_thread_pool_free(monkeypatch: Any) -> None:
+    # a name whose server never answers holds a lookup thread; in the loop's default pool (6 threads on 2 cores)
+    # a few of them stalled every asyncio.to_thread (large bodies, stored files)
+    import socket
+    import threading
+
+    from bridge import outbound
+
+    release = threading.Event()
+    threads: list[str] = []
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        release.wait(10)
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    policy = OutboundPolicy.from_list(["127.0.0.1"])
+    lookups = [asyncio.create_task(outbound.CheckedResolver(policy).resolve(f"slow{i}.test", 80)) for i in range(40)]
+    try:
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
+        assert not any(t.done() for t in lookups)
+    finally:
+        release.set()
+        results = await asyncio.gather(*lookups)
+    assert all(r[0]["host"] == "127.0.0.1" for r in results)
+    assert threads and all(name.startswith("pixart-dns") for name in threads)
