@@ -294,6 +294,25 @@ async def test_cancel_running_interrupts_by_prompt_id(make_engine, comfy_double)
     assert job.finished_at is not None
 
 
+async def test_refreshes_asked_during_one_share_the_next(make_engine, comfy_double, monkeypatch):
+    # /object_info is megabytes that ComfyUI rebuilds and the bridge decodes; A1111 clients refresh at will
+    engine = await make_engine()
+    await until(lambda: all(c.healthy for c in engine.connections.values()), what="the backend up")
+    reads = []
+    read = ComfyClient.object_info
+
+    async def counted(self):
+        reads.append(1)
+        await asyncio.sleep(0.05)
+        return await read(self)
+
+    monkeypatch.setattr(ComfyClient, "object_info", counted)
+    await asyncio.gather(*(engine.refresh_object_info() for _ in range(20)))
+    assert len(reads) == 2  # the first, and one begun after the other nineteen asked
+    await engine.refresh_object_info()
+    assert len(reads) == 3  # asked after those ended: a read of its own
+
+
 async def test_queued_jobs_share_one_read_of_comfyuis_queue(make_engine, comfy_double):
     # /queue carries every queued prompt's graph: one read per queued job at each look made a long queue cost its
     # square (a thousand jobs stalled the bridge).

@@ -103,6 +103,9 @@ class JobEngine(Outputs, Backends):
         self._replicas: Replicas | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
+        # refresh_object_info: refreshes begun so far, one at a time
+        self._refreshes = 0
+        self._refresh_lock = asyncio.Lock()
 
     # Read by adapters that check an image before submitting it.
     @property
