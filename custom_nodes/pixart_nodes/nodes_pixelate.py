@@ -140,9 +140,9 @@ class PixartSnapToGrid:
                     "Largest cell size to consider; 0 = up to a third of the image.")}),
                 "cell_width": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.01, "tooltip": (
                     "Known cell width in input pixels (e.g. 8, or 5.33 for a 3:16 enlargement); the offset and any "
-                    "drift are still found. 0 = detect.")}),
+                    "drift are still found. 0 = detect; otherwise at least 2.")}),
                 "cell_height": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.01, "tooltip": (
-                    "Known cell height in input pixels; 0 = detect.")}),
+                    "Known cell height in input pixels; 0 = detect; otherwise at least 2.")}),
                 "scale": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
                     "Enlarge the snapped result by this whole factor with nearest neighbour, for viewing. 1 = one "
                     "pixel per cell.")}),
