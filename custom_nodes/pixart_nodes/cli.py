@@ -50,6 +50,14 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _colour_count(text: str) -> int:
+    """A palette's size: 2..256, as extraction makes them (named here rather than by the core's n_colors)."""
+    v = _positive_int(text)
+    if not 2 <= v <= 256:
+        raise argparse.ArgumentTypeError(f"expected 2..256 colours, got {text!r}")
+    return v
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         return rgb565.parse_size(text)
@@ -516,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--palette", type=_palette_spec,
                    help="library palette name (pico-8, ...; see 'pixart palettes'), hex list ('#000,#fff'), or a "
                         "palette file (.hex .gpl .pal .act .txt .png)")
-    c.add_argument("--colors", type=_positive_int,
+    c.add_argument("--colors", type=_colour_count,
                    help="extract a palette of N colours instead (per image, or one for all: see --shared-palette); "
                         "with an error-diffusion --dither its colours are refined for the dithered image, which "
                         "moves them out so the dither reaches the darkest and brightest areas")
@@ -566,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("palette", parents=[common], help="extract a palette from an image",
                        description="Extract a palette from an image; prints .hex lines or a GIMP .gpl palette.")
     p.add_argument("image", metavar="IMAGE", help="image file")
-    p.add_argument("--colors", type=_positive_int, default=16, help="number of colours (default 16)")
+    p.add_argument("--colors", type=_colour_count, default=16, help="number of colours (default 16)")
     p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
     p.add_argument("--for-dithering", action="store_true",
