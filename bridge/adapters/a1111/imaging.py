@@ -64,15 +64,22 @@ def decode_image(data: Any, field: str, *, max_bytes: int = image_io.DEFAULT_MAX
         raise a1111_error(exc, field) from None
 
 
+# A1111's crop and resize scales the whole picture to cover the target first; past this many times the target's
+# pixels (a 16384x1 picture covering 512x512 was scaled to 8388608x512, 16 GiB) only the part that shows is scaled
+COVER_LIMIT = 4
+
+
 def _centre_of_scaled(im: Image.Image, src_w: int, src_h: int, width: int, height: int) -> Image.Image:
     """The centre `width` x `height` of `im` scaled to `src_w` x `src_h` (no smaller), as A1111's crop and resize
-    pastes it, resampled only where it shows: a 16384x1 image covering 512x512 was scaled to 8388608x512 pixels
-    (16 GiB) first. Pillow's two passes done one at a time, horizontal first as it does them, over the rows the
-    vertical pass reads, so each pixel is the same (within 1: a filter centre computed from a box rounds apart)."""
-    mode = im.mode
-    if mode in ("RGBA", "LA"):
-        im = im.convert(mode[:-1] + "a")  # Pillow resamples premultiplied colours
+    pastes it. Where the scaled picture would be more than COVER_LIMIT times the target, Pillow's two passes are
+    done one at a time over only the rows the vertical pass reads: the same pixels within a few levels (Pillow
+    orders its passes by cost, and a filter centre computed from a box rounds apart)."""
     x0, y0 = src_w // 2 - width // 2, src_h // 2 - height // 2
+    if src_w * src_h <= COVER_LIMIT * width * height:
+        return im.resize((src_w, src_h), Image.LANCZOS).crop((x0, y0, x0 + width, y0 + height))
+    mode = im.mode
+    if mode == "RGBA":
+        im = im.convert("RGBa")  # Pillow resamples premultiplied colours
     sx, sy = im.width / src_w, im.height / src_h
     reach = 3 * max(sy, 1.0) + 2  # Lanczos reads 3 source rows either side, more where it shrinks
     r0, r1 = max(0, math.floor(y0 * sy - reach)), min(im.height, math.ceil((y0 + height) * sy + reach))
