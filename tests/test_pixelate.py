@@ -254,22 +254,31 @@ def test_node_without_alpha_gives_opaque_mask():
 @pytest.mark.parametrize("kind", ["grey", "grey with alpha", "bfloat16"])
 def test_image_nodes_take_grey_and_bfloat16_images(node, kind):
     # a grey image (C = 1) with a mask crashed (its alpha was read from the 4th of three channels), grey plus
-    # alpha (C = 2) made five channels, and numpy has no bfloat16
+    # alpha (C = 2) made five channels or lost its alpha, and numpy has no bfloat16 (images or masks)
     import pixart_nodes
     from pixart_nodes.core.palette import palette_from_hex
 
     grey = torch.full((2, 16, 16, 1), 136 / 255)
-    image = {"grey": grey, "grey with alpha": torch.cat([grey, torch.ones_like(grey)], -1),
+    alpha = torch.ones_like(grey)
+    alpha[:, :, :8] = 0  # the left half transparent
+    image = {"grey": grey, "grey with alpha": torch.cat([grey, alpha], -1),
              "bfloat16": grey.expand(-1, -1, -1, 3).to(torch.bfloat16)}[kind]
     n = pixart_nodes.NODE_CLASS_MAPPINGS[node]()
     args = {"PixartPixelate": ("box", 4, 0, 0, False), "PixartSnapToGrid": (), "PixartCleanup": (),
             "PixartQuantize": (palette_from_hex(["#000000", "#888888", "#ffffff"]), "none", "rgb", False, 1.0, 128),
             "PixartRGB565": (16, 16, "stretch", "big", False, "none", False, "x", "#000000")}[node]
-    out = getattr(n, n.FUNCTION)(image, *args, mask=torch.zeros(2, 16, 16))
+    mask = torch.zeros(2, 16, 16, dtype=torch.bfloat16 if kind == "bfloat16" else torch.float32)
+    out = getattr(n, n.FUNCTION)(image, *args, mask=mask)
     result = out["result"] if isinstance(out, dict) else out
     picture = next(r for r in result if isinstance(r, torch.Tensor) and r.ndim == 4)
-    assert picture.shape[0] == 2 and picture.shape[-1] in (3, 4)
+    with_alpha = kind == "grey with alpha" and node != "PixartRGB565"  # an LCD frame has no alpha
+    assert picture.shape[0] == 2 and picture.shape[-1] == (4 if with_alpha else 3)
+    if with_alpha:  # the transparency kept, in the picture and in the mask
+        masks = [r for r in result if isinstance(r, torch.Tensor) and r.ndim == 3]
+        assert picture[..., 3].min() == 0 and picture[..., 3].max() == 1 and masks[0].max() == 1
     rgb = picture[..., :3].float() * 255
+    if kind == "grey with alpha":  # where it shows (a transparent pixel has no colour; an LCD shows black there)
+        rgb = rgb[picture[..., 3] > 0] if with_alpha else rgb[:, :, picture.shape[2] // 2:]
     assert torch.allclose(rgb, torch.full_like(rgb, 136), atol=4.5), rgb.unique()  # grey stays grey (RGB565: 4)
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from .core import pixelate as px
-from .core.tensors import alpha_to_mask, iter_batch_uint8, mask_to_alpha, uint8_to_image
+from .core.tensors import alpha_to_mask, iter_batch_uint8, mask_to_alpha, output_channels, uint8_to_image
 
 
 def split_alpha(images, mask) -> tuple[list[np.ndarray], list[np.ndarray] | None, int]:
@@ -40,7 +40,7 @@ def join_alpha(arrays: list[np.ndarray], has_alpha: bool, channels: int):
         mask = alpha_to_mask([a[..., 3] for a in arrays])
     else:
         mask = torch.zeros((len(arrays), *arrays[0].shape[:2]), dtype=torch.float32)
-    colour = [a[..., :channels] if channels == 4 else a[..., :3] for a in arrays]
+    colour = [a[..., :output_channels(channels)] for a in arrays]
     return uint8_to_image(colour), mask
 
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from .core import quantize as qz
 from .core.palette import Palette
-from .core.tensors import alpha_to_mask, image_to_uint8, mask_to_alpha
+from .core.tensors import alpha_to_mask, image_to_uint8, mask_to_alpha, output_channels
 
 
 class PixartQuantize:
@@ -19,7 +19,8 @@ class PixartQuantize:
     RETURN_TYPES = ("IMAGE", "MASK", "INT")
     RETURN_NAMES = ("image", "mask", "colors_used")
     OUTPUT_TOOLTIPS = (
-        "Quantized images, same channels as the input (RGBA stays RGBA; grey comes back as RGB, in the palette's colours).",
+        "Quantized images, same channels as the input (RGBA stays RGBA; grey comes back as RGB, in the palette's "
+        "colours).",
         "Transparency after quantization (1 = transparent); all zeros when the input has no alpha.",
         "Number of distinct palette colours used over the whole batch.",
     )
@@ -92,7 +93,7 @@ class PixartQuantize:
         if image.ndim == 3:
             image = image[None]
         b, h, w = image.shape[:3]
-        c = 4 if image.shape[3] in (2, 4) else 3  # grey comes back as RGB (the palette's colours), with its alpha
+        c = output_channels(image.shape[3])
         out = torch.empty((b, h, w, c), dtype=torch.float32)
         alphas: list[np.ndarray] = []
         used = np.zeros(len(palette) + 1, dtype=bool)

@@ -28,6 +28,12 @@ def image_to_uint8(image) -> np.ndarray:
     return out
 
 
+def output_channels(channels: int) -> int:
+    """The channels a node gives back for an input of `channels`: RGBA where it came with alpha (grey and alpha
+    too), RGB otherwise (grey included: the palette's colours are not grey)."""
+    return 4 if channels in (2, 4) else 3
+
+
 def iter_batch_uint8(images) -> Iterator[np.ndarray]:
     """Yield each image of a ComfyUI batch ``[B,H,W,C]`` as ``uint8 [H,W,C]``."""
     if images.ndim == 3:
@@ -58,7 +64,7 @@ def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None
     if mask is None:
         return None
     if hasattr(mask, "detach"):
-        mask = mask.detach().cpu().numpy()
+        mask = mask.detach().cpu().float().numpy()
     mask = np.asarray(mask, dtype=np.float32)
     if mask.ndim == 2:
         mask = mask[None]
