@@ -356,6 +356,7 @@ def test_infotext_pairs_are_what_a1111s_pattern_finds():
     ("cat\nSteps: 20, Size: 0x0, First pass size: 0x0", {"Size-1": "0", "First pass size-2": "0"}),
     ("cat\nSteps: 2, Size: " + "9" * 400 + "x8, First pass size: 0x0", {"Size-1": "9" * 400}),
     ("cat\nSteps: 2, Size: 8x8, First pass size: " + "9" * 5000 + "x1", {"First pass size-2": "1", "Size-1": "8"}),
+    ("p\nSteps: 1, Size-1: a, First pass size-1: b, Sampler: x", {"Size-1": "a", "First pass size-1": "b"}),
     # an old hires fix's first pass
     ("cat\nSteps: 2, Size: 1024x768, First pass size: 0x0", {"Size-1": 640, "Hires resize-1": 1024}),
 ])

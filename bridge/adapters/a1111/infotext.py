@@ -103,7 +103,7 @@ def parse(text: str) -> dict[str, Any]:
     res["Prompt"] = "\n".join(prompt)
     res["Negative prompt"] = "\n".join(negative)
     sizes = [res.get(k, "") for k in ("First pass size-1", "First pass size-2", "Size-1", "Size-2")]
-    if all(len(v) <= _SIZE_DIGITS for v in sizes) and "Size-1" in res and "First pass size-1" in res:
+    if all(v.isascii() and v.isdigit() and len(v) <= _SIZE_DIGITS for v in sizes):
         # An infotext from before A1111 1.0's hires fix: "First pass size 0x0" meant half of Size. (A1111 answers
         # 500 for sizes of 0 or of thousands of digits; such a text is left as written here.)
         first_w, first_h, width, height = (int(v) for v in sizes)
