@@ -16,7 +16,7 @@ from bridge.outbound import deadline
 log = logging.getLogger("bridge.events")
 
 HEARTBEAT_SECONDS = 15.0  # proxies drop idle connections after 30-60 s; a comment line keeps them open
-# Events a stream holds for its client; past them the engine's subscription (EventHub: 1,000, the oldest progress
+# Events a stream holds for its client; past them the engine's subscription (EventHub: 1,000, the oldest events
 # dropped) waits. Unbounded, a client that never read grew this queue with every event of every job.
 STREAM_BUFFER = 16
 WRITE_TIMEOUT = 60.0  # seconds a client may leave a write unread before its stream ends
@@ -43,15 +43,10 @@ class EventStreams:
     async def shutdown(self, app: web.Application | None = None) -> None:
         self.closing = True
         for queue in list(self._queues):
-            _end(queue)
-
-
-def _end(queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-    """Tell a stream it is over, in place of its oldest event when its buffer is full."""
-    if queue.full():
-        with contextlib.suppress(asyncio.QueueEmpty):
-            queue.get_nowait()
-    queue.put_nowait(None)
+            if queue.full():  # the end in place of the oldest event: a stream must stop now
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(None)
 
 
 def format_event(event: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -65,11 +60,10 @@ async def _pump(source: AsyncIterator[dict[str, Any]], queue: asyncio.Queue[dict
         async for event in source:
             await queue.put(event)
     except asyncio.CancelledError:
-        raise
+        raise  # the stream ended and cancelled its pump: nobody reads an end
     except Exception:
         log.exception("event subscription failed")
-    finally:
-        _end(queue)
+    await queue.put(None)  # after the last event, not in the place of one
 
 
 async def stream_events(
@@ -107,8 +101,11 @@ async def stream_events(
                 chunk = format_event(event, counter)
             async with deadline(WRITE_TIMEOUT):
                 await response.write(chunk)
-    except (ConnectionResetError, asyncio.TimeoutError):
-        pass  # the client went away, or stopped reading
+    except ConnectionResetError:
+        pass  # the client went away; nobody to answer
+    except asyncio.TimeoutError:
+        if request.transport is not None:  # the client stopped reading: its connection goes with the stream
+            request.transport.abort()
     finally:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -488,6 +488,14 @@ async def test_a_stream_whose_client_does_not_read_holds_a_bounded_buffer() -> N
     items = [queue.get_nowait() for _ in range(queue.qsize())]
     assert items[-1] is None and len(items) == events_mod.STREAM_BUFFER
     pump.cancel()
+    # a subscription that ends (a job's last state) ends its stream after every event, none dropped for the end
+    queue = streams.open()
+    pump = asyncio.create_task(events_mod._pump(source(), queue))
+    got = []
+    while (event := await queue.get()) is not None:
+        got.append(event["n"])
+    assert got == list(range(10_000))
+    await pump
 
 
 async def test_events_stream_all_jobs_and_unknown_job(bridge_client: Any) -> None:
