@@ -40,7 +40,7 @@ from bridge.webhooks import WebhookConfig, Webhooks
 from bridge.workflows import Workflow
 
 from . import retention
-from .client import ComfyClient
+from .client import ComfyClient, SharedRun
 from .connection import Connection
 from .dispatcher import Dispatcher
 from .intake import Intake
@@ -103,9 +103,7 @@ class JobEngine(Outputs, Backends):
         self._replicas: Replicas | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
-        # refresh_object_info: refreshes begun so far, one at a time
-        self._refreshes = 0
-        self._refresh_lock = asyncio.Lock()
+        self._refreshes: SharedRun[None] = SharedRun()  # refresh_object_info's
 
     # Read by adapters that check an image before submitting it.
     @property

@@ -47,15 +47,13 @@ class Backends:
         """Re-read /object_info (e.g. after models were added) on every healthy backend. Callers that ask while a
         refresh is under way share the next one: each is megabytes that ComfyUI rebuilds and the bridge decodes
         and checks every workflow against (A1111 clients call refresh-checkpoints as often as they like)."""
-        ticket = self._refreshes
-        async with self._refresh_lock:
-            if self._refreshes > ticket:
-                return  # one begun after this call asked has ended
-            self._refreshes += 1
-            for conn in self.connections.values():
-                if conn.healthy:
-                    with contextlib.suppress(BackendError):
-                        conn.set_object_info(await conn.client.object_info())
+        await self._refreshes(self._refresh_all)
+
+    async def _refresh_all(self: JobEngine) -> None:
+        for conn in self.connections.values():
+            if conn.healthy:
+                with contextlib.suppress(BackendError):
+                    conn.set_object_info(await conn.client.object_info())
 
     def stats(self: JobEngine) -> dict[str, Any]:
         table = self._table

@@ -6,8 +6,9 @@ import json
 import re
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -94,7 +95,8 @@ async def queued_prompt_ids(text: str) -> tuple[set[str], set[str]]:
     """The prompt ids (each item's second field) of /queue's `queue_running` and `queue_pending`, the answer decoded
     one item at a time with a turn of the event loop every `QUEUE_SLICE` seconds: the answer carries every queued
     graph, and json.loads holds the GIL for the whole of it (a thread would not help), so one call on a queue of
-    500 jobs kept every other request waiting 70-80 ms. ValueError where `text` is not such an object."""
+    500 jobs kept every other request waiting up to 111 ms (bench_queue_backlog). ValueError where `text` is not
+    such an object."""
     decode = json.JSONDecoder().raw_decode
     ids: dict[str, set[str]] = {name: set() for name in _QUEUES}
     began = time.perf_counter()
@@ -141,6 +143,35 @@ async def queued_prompt_ids(text: str) -> tuple[set[str], set[str]]:
     return ids["queue_running"], ids["queue_pending"]
 
 
+T = TypeVar("T")
+_NOTHING: Any = object()
+
+
+class SharedRun(Generic[T]):
+    """One run of an action at a time. A caller that asks while one is under way shares the next run (its answer
+    or its BackendError), never one begun before it asked: what it gets is never older than its question."""
+
+    def __init__(self) -> None:
+        self._begun = 0
+        self._last: T | BackendError = _NOTHING
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, action: Callable[[], Awaitable[T]]) -> T:
+        ticket = self._begun
+        async with self._lock:
+            if self._begun <= ticket or self._last is _NOTHING:  # none begun since it asked, or that one was cut
+                self._begun += 1
+                self._last = _NOTHING
+                try:
+                    self._last = await action()
+                except BackendError as exc:
+                    self._last = exc
+            last = self._last
+        if isinstance(last, BackendError):
+            raise last
+        return last
+
+
 class ComfyClient:
     def __init__(self, url: str, session: aiohttp.ClientSession, client_id: str, *,
                  request_timeout: float = 30.0) -> None:
@@ -148,10 +179,7 @@ class ComfyClient:
         self.session = session
         self.client_id = client_id
         self.timeout = aiohttp.ClientTimeout(total=request_timeout)
-        # queued_ids: reads of /queue begun so far, the last one's answer (or error), and one read at a time
-        self._queue_reads = 0
-        self._queue_last: tuple[set[str], set[str]] | BackendError | None = None
-        self._queue_lock = asyncio.Lock()
+        self._queue_reads: SharedRun[tuple[set[str], set[str]]] = SharedRun()
 
     async def _request(self, method: str, path: str, *, expect_json: bool = True, ok: tuple[int, ...] = (200,),
                        **kwargs: Any) -> Any:
@@ -222,25 +250,14 @@ class ComfyClient:
         Callers that ask while a read is under way share the next one: /queue carries every queued prompt's whole
         graph, so with a long queue one answer is megabytes, and a read per caller made the bridge's looks at its
         queued jobs cost the square of the queue's length (a stalled event loop at a thousand jobs)."""
-        ticket = self._queue_reads
-        async with self._queue_lock:
-            if self._queue_reads > ticket and self._queue_last is not None:
-                last = self._queue_last  # begun after this call, so it saw what the caller must see
-            else:
-                self._queue_reads += 1
-                self._queue_last = None
-                try:
-                    body = await self.queue_text()
-                    try:
-                        last = await queued_prompt_ids(body.decode("utf-8"))
-                    except (ValueError, UnicodeDecodeError) as exc:
-                        raise BackendError(self.url, f"GET /queue answered no queue: {exc}") from exc
-                except BackendError as exc:
-                    last = exc
-                self._queue_last = last
-        if isinstance(last, BackendError):
-            raise last
-        return last
+        return await self._queue_reads(self._read_queue)
+
+    async def _read_queue(self) -> tuple[set[str], set[str]]:
+        body = await self.queue_text()
+        try:
+            return await queued_prompt_ids(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BackendError(self.url, f"GET /queue answered no queue: {exc}") from exc
 
     async def delete_from_queue(self, prompt_ids: list[str]) -> None:
         await self._request("POST", "/queue", json={"delete": prompt_ids}, expect_json=False)

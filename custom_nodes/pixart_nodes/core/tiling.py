@@ -107,10 +107,7 @@ def grid_positions(width: int, height: int, tile_w: int, tile_h: int, overlap: i
 def _crop(image: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
     """image[y:y+h, x:x+w] with black where the box leaves the picture (as a PIL crop gives it)."""
     out = np.zeros((h, w) + image.shape[2:], dtype=image.dtype)
-    x0, y0 = max(x, 0), max(y, 0)
-    x1, y1 = min(x + w, image.shape[1]), min(y + h, image.shape[0])
-    if x1 > x0 and y1 > y0:
-        out[y0 - y:y1 - y, x0 - x:x1 - x] = image[y0:y1, x0:x1]
+    _paste(out, image, -x, -y)
     return out
 
 
