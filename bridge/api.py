@@ -23,7 +23,7 @@ from bridge.fields import FieldError, field_errors
 # Deeper than any real request (A1111 bodies nest 4 levels); deep nesting only ever comes from an attack, and
 # Python's parser would otherwise hit its recursion limit.
 MAX_DEPTH = 64
-# More values than any real request holds (an A1111 options body: 324; a large graph: a few thousand). Every item
+# More values than any real request holds (the A1111 options answer, posted back whole: 340). Every item
 # of a list can fail validation on its own, and 200,000 such errors took 3 s to word and made a 35 MB answer.
 MAX_VALUES = 20_000
 # Parsing a large body (megabytes of base64) takes long enough to stall other requests: off the loop above this.

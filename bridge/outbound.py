@@ -126,7 +126,7 @@ def _unmapped(address: Address) -> Address:
 
 # Name lookups of webhook and image URLs run on threads of their own: a name whose server never answers holds a
 # thread for the resolver's own timeouts, and in the event loop's default pool a few such names stalled every
-# other use of it (large request bodies, stored files).
+# other use of it (large request bodies, stored files). Eight such names still make other lookups wait.
 _LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pixart-dns")
 
 
@@ -271,8 +271,9 @@ class Outbound:
 # A receiver's answer is read to its end so that the connection can serve the next message; past this many bytes
 # the rest is not read and the connection is closed instead.
 ANSWER_BYTES = 64 * 1024
-# An answer's status line and headers, at most: httptools builds a header value by appending to it (the square of
-# its length), and a receiver streaming one endless header held the event loop for seconds.
+# An answer's status line and headers may run this far (and through the read that crosses it, 256 KiB at most):
+# httptools builds a header value by appending to it (the square of its length), and a receiver streaming one
+# endless header held the event loop for seconds.
 HEAD_BYTES = 16 * 1024
 # Idle connections kept per receiver, and for how long (seconds): servers close theirs after 5-75 s.
 IDLE_PER_HOST = 8

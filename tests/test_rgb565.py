@@ -150,7 +150,7 @@ def test_crop_keeps_the_centre():
 @pytest.mark.parametrize("size,target", [((300, 100), (100, 100)), ((90, 160), (240, 240)), ((512, 768), (240, 320)),
                                          ((1, 20000), (240, 240)), ((20000, 1), (240, 240))])
 def test_crop_cuts_the_centre_as_pillows_fit_before_scaling(size, target, monkeypatch):
-    # scaled to cover first, a 1x20000 picture was 4,800,000 pixels wide before its centre was cut (3.4 GB)
+    # scaled to cover first, a 1x20000 picture was 4,800,000 pixels tall before its centre was cut (3.4 GB)
     from PIL import ImageOps
 
     resize = rgb565._resize

@@ -248,7 +248,7 @@ def fit(
         out[y0 : y0 + nh, x0 : x0 + nw] = inner
         return out
     # the centre that shows, cut from the picture before it is scaled (as Pillow's ImageOps.fit): scaling all of a
-    # 1x20000 picture to cover 240x240 made it 4,800,000 pixels wide first
+    # 1x20000 picture to cover 240x240 made it 4,800,000 pixels tall first
     scale = max(width / w, height / h)
     cw, ch = min(w, max(1, round(width / scale))), min(h, max(1, round(height / scale)))
     y0, x0 = (h - ch) // 2, (w - cw) // 2
