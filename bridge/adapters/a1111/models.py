@@ -162,7 +162,7 @@ _V1_MESSAGES = {
 
 
 _LOC_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
-# A 422 echoes the body as A1111 does up to this size (about, in JSON bytes), "" beyond it: a 32 MB body came back
+# A 422 echoes the body as A1111 does up to this size (about, in JSON bytes), "" beyond it: a 24 MB body came back
 # as 36 MB, encoded on the event loop
 ECHO_LIMIT = 64 * 1024
 

@@ -694,7 +694,8 @@ def table_first() -> bool:
     the search of every colour's 2.07x / 1.37x (the table alone, without the coarse cells of vectors that share
     one, 1.37x / 1.51x); PICO-8 through the table 1.23-1.25x / 0.99x against the search's 1.14x / 0.94-0.96x, so 16
     colours and fewer keep the search: AVX2's gathers of eight words took about 7 ns each on this CPU (0.23 ms of
-    the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
+    the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). Not while ``NARROW``, nor without AVX2 (the
+    gather is AVX2's)."""
     return not NARROW and not _wide_target() and "avx2" in _target_features()
 
 
@@ -729,14 +730,14 @@ def cells16(typingctx, px, cells):
 def temit16(typingctx, entries, pairs, out_idx, out_img, p, used):
     """For the cell-table ``entries`` of pixels ``p .. p + 16`` (``cells16``): each entry as the pixel's index into
     ``out_idx``, and the colours two pixels at a time: ``pairs[a | b << 5]`` (``dither.NearestTable.pairs``: R G B
-    of colour ``a`` then of ``b`` in the low six bytes) as one eight-byte store, in order, each store's last two bytes overwritten
-    by the next (the last one's land on the next vector's first pixel, or past the caller's pixels within
-    ``out_img``, as ``femit16``'s). Returns ``(used, many)``: ``used`` with ``1 << entry`` set in the lanes whose
-    cell holds one colour, and the bit mask of the lanes whose entry is 255 (more than one colour: the caller
-    searches those pixels and writes them again). With the colours permuted out of the palette instead (four of
-    AVX2's eight-word permutes and three blends per eight lanes) the loop took 0.40 ms for 512x512 random pixels to
-    1bit (two colours: no search) where this takes 0.33: AVX2 has one port for shuffles, and reading the pixels
-    keeps it busy. No bounds are checked."""
+    of colour ``a`` then of ``b`` in the low six bytes) as one eight-byte store, in order, each store's last two
+    bytes overwritten by the next (the last one's land on the next vector's first pixel, or past the caller's
+    pixels within ``out_img``, as ``femit16``'s). Returns ``(used, many)``: ``used`` with ``1 << entry`` set in
+    the lanes whose cell holds one colour, and the bit mask of the lanes whose entry is 255 (more than one colour:
+    the caller searches those pixels and writes them again). With the colours permuted out of the palette instead
+    (four of AVX2's eight-word permutes and three blends per eight lanes) the loop took 0.40 ms for 512x512 random
+    pixels to 1bit (two colours: no search) where this takes 0.33: AVX2 has one port for shuffles, and reading the
+    pixels keeps it busy. No bounds are checked."""
     if not (isinstance(entries, Vec16) and isinstance(used, Vec16) and _is(pairs, types.uint64)
             and _is(out_idx, types.uint8) and _is(out_img, types.uint8) and isinstance(p, types.Integer)):
         return None
