@@ -101,11 +101,8 @@ async def stream_events(
                 chunk = format_event(event, counter)
             async with deadline(WRITE_TIMEOUT):
                 await response.write(chunk)
-    except ConnectionResetError:
-        pass  # the client went away; nobody to answer
-    except asyncio.TimeoutError:
-        if request.transport is not None:  # the client stopped reading: its connection goes with the stream
-            request.transport.abort()
+    except (ConnectionResetError, asyncio.TimeoutError):
+        pass  # the client went away, or stopped reading (aiohttp closes a connection whose answer was cut short)
     finally:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

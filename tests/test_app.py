@@ -561,3 +561,45 @@ async def test_shutdown_ends_open_event_streams(bridge_client: Any) -> None:
     assert await asyncio.wait_for(reader, timeout=5) == []
     await asyncio.sleep(0.05)
     assert len(bridge_client.app[STREAMS]) == 0
+
+
+async def test_a_client_that_stops_reading_is_cut_off(aiohttp_server: Any, monkeypatch: Any) -> None:
+    # a stream whose client never reads waited on its write for good, holding the connection and the handler
+    import socket
+
+    from bridge import events as events_mod
+
+    monkeypatch.setattr(events_mod, "WRITE_TIMEOUT", 0.5)
+    ended = asyncio.Event()
+
+    class Engine:
+        async def subscribe(self, job_id):
+            n = 0
+            while True:
+                n += 1
+                yield {"type": "progress", "n": n, "pad": "x" * 65536}
+                await asyncio.sleep(0)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            return await events_mod.stream_events(request, Engine(), events_mod.EventStreams(), None,
+                                                  on_unknown_job=lambda job: web.Response(status=404))
+        finally:
+            ended.set()
+
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")  # and never a read
+    try:
+        await asyncio.wait_for(ended.wait(), 30)  # the handler gave up on the write
+        sock.settimeout(5)  # and the connection went with it: what was sent, then its end (a socket.timeout fails)
+        with pytest.raises(ConnectionResetError):
+            while await asyncio.to_thread(sock.recv, 1 << 20):
+                pass
+            raise ConnectionResetError("closed by the bridge")
+    finally:
+        sock.close()
