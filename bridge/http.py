@@ -5,19 +5,23 @@ returns are never rewritten: adapters with their own error dialects build those 
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import math
+import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from aiohttp import web
+from aiohttp import payload, web
 from aiohttp.typedefs import Handler
 
 from bridge.errors import BridgeError
+from bridge.images import Base64
 
 log = logging.getLogger("bridge.http")
 
@@ -54,6 +58,52 @@ def json_error(
     status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.json_response(error_body(code, message, field), status=status, headers=headers)
+
+
+class _JsonPieces(payload.Payload):
+    """A JSON text whose Base64 values are written a piece at a time, the event loop turning between pieces."""
+
+    def __init__(self, parts: list[bytes], values: list[Base64]) -> None:
+        super().__init__(parts, content_type="application/json; charset=utf-8")
+        self._parts, self._values = parts, values
+        self._size = sum(map(len, parts)) + sum(v.length for v in values)
+
+    def _pieces(self) -> Iterator[bytes]:
+        for part, value in zip(self._parts, [*self._values, None]):
+            yield part
+            if value is not None:
+                yield from value.pieces()
+
+    async def write(self, writer: Any) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        left = self._size if content_length is None else content_length
+        for piece in self._pieces():
+            if left <= 0:
+                break
+            await writer.write(piece[:left])
+            left -= len(piece)
+            await asyncio.sleep(0)  # a client reading as fast as we write never makes `write` wait
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._pieces()).decode(encoding, errors)
+
+
+async def json_answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """`web.json_response` for answers that carry images as `Base64` values: the JSON around them is encoded
+    here, each image while the answer is written (see `Base64`)."""
+    token = "pixart-b64-" + secrets.token_hex(16)  # a client's text in the answer cannot guess it
+    values: list[Base64] = []
+
+    def mark(value: Any) -> str:
+        if isinstance(value, Base64):
+            values.append(value)
+            return token
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    parts = [p.encode() for p in json.dumps(body, default=mark).split(token)]
+    return web.Response(body=_JsonPieces(parts, values), status=status, headers=dict(headers or {}))
 
 
 def bridge_error_response(exc: BridgeError) -> web.Response:

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import ENGINE, SETTINGS, create_app
 from bridge.errors import InvalidParameter, QueueFull
-from bridge.http import TokenBucket
+from bridge import images
+from bridge.http import TokenBucket, json_answer
 from bridge.api import endpoint
 from tests.support.waiting import wait_healthy
 
@@ -336,6 +337,31 @@ async def test_body_limit_413_with_json_error(bridge_factory: Any) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestWarning")  # sync test under the module's asyncio mark
+async def test_an_answer_with_images_is_the_json_of_its_text_written_in_pieces(aiohttp_client: Any,
+                                                                                monkeypatch: Any) -> None:
+    monkeypatch.setattr(images, "B64_PIECE", 8)
+    blobs = [bytes(range(n)) for n in (0, 1, 2, 3, 100, 255)]
+    body = {"images": [images.Base64(b) for b in blobs], "url": images.Base64(blobs[4], "data:image/png;base64,"),
+            "text": 'pixart-b64- "quoted" \\ caf\u00e9 \u2028', "nested": {"n": [1, None, 2.5, True]}}
+    seen: list[int] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        answer = await json_answer(body, status=201, headers={"X-Pico-Cache": "miss"})
+        seen.append(answer.body.size)
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    client = await aiohttp_client(app)
+    resp = await client.get("/")
+    raw = await resp.read()
+    assert raw == json.dumps(body, default=str).encode()
+    assert resp.status == 201 and resp.headers["X-Pico-Cache"] == "miss"
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert int(resp.headers["Content-Length"]) == len(raw) == seen[0]
+    assert (await client.head("/")).status == 201
+
+
 def test_token_bucket_refills_at_rate() -> None:
     now = [100.0]
     bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import io
+import random
+import re
 import struct
 import zlib
 
@@ -10,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bridge import images
 from bridge.errors import InvalidParameter, PayloadTooLarge
-from bridge.images import decode_base64, decode_image, png_size, sniff_image_type
+from bridge.images import Base64, decode_base64, decode_image, png_size, sniff_image_type
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -71,6 +75,58 @@ def test_bad_values_name_the_field(value, needle):
     with pytest.raises(InvalidParameter) as e:
         decode_image(value, "init_image")
     assert e.value.field == "init_image" and needle in e.value.message and "init_image" in e.value.message
+
+
+def _whole_text(text: str) -> bytes | None:
+    """The reference: base64's own strict decode of the whole text, whitespace removed, padded."""
+    text = re.sub(r"\s+", "", text)
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("piece", [4, 5, 7, 1 << 20])
+def test_base64_decoded_in_pieces_as_the_whole_text_would_be(monkeypatch, piece):
+    monkeypatch.setattr(images, "B64_PIECE", piece)
+    rng = random.Random(piece)
+    odd = "+/-_= \n\t\x0b\x1f\xa0\u2028\xe9!."
+    cases = ["", "=", "ab", "ab==", "abcd====", "ab=c", "=abc", "ab" + " " * 9 + "==", "a\u2028b\xa0cd"]
+    for _ in range(3000):
+        chars = list(base64.b64encode(bytes(rng.randrange(256) for _ in range(rng.randrange(40)))).decode())
+        for _ in range(rng.randrange(4)):
+            chars.insert(rng.randrange(len(chars) + 1), rng.choice(odd))
+        text = "".join(chars)
+        cases.append(text.rstrip("=") if rng.random() < 0.3 else text)
+    decoded = 0
+    for text in cases:
+        try:
+            got = images._b64decode(text)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            got = None
+        assert got == _whole_text(text), repr(text)
+        decoded += got is not None
+    assert 1000 < decoded < len(cases)  # both outcomes were exercised
+
+
+def test_a_large_image_in_many_pieces_comes_back_whole(monkeypatch):
+    monkeypatch.setattr(images, "B64_PIECE", 4096)
+    raw = np.random.default_rng(1).integers(0, 256, 300_001, dtype=np.uint8).tobytes()
+    for text in (base64.encodebytes(raw).decode(), "data:image/png;base64," + base64.urlsafe_b64encode(raw).decode()):
+        assert decode_base64(text, "image") == raw
+
+
+@pytest.mark.parametrize("size", range(8))
+def test_base64_values_write_b64encode_text_piece_by_piece(monkeypatch, size):
+    monkeypatch.setattr(images, "B64_PIECE", 4)  # 3 bytes a piece
+    data = bytes(range(200, 200 + size))
+    for prefix in ("", "data:image/png;base64,"):
+        value = Base64(data, prefix)
+        pieces = list(value.pieces())
+        text = prefix + base64.b64encode(data).decode()
+        assert b"".join(pieces).decode() == str(value) == text and value.length == len(text)
+        assert len(pieces) == (prefix != "") + (size + 2) // 3
 
 
 def test_other_formats_are_refused():

@@ -256,7 +256,7 @@ def test_read_result_counts_colours_like_numpy_and_checks_the_size():
     assert len(result.colors) == len(uniq)
     most = uniq[np.argmax(counts)]
     assert result.colors[0] == "#%02x%02x%02x" % tuple(int(v) for v in most)
-    assert np.array_equal(np.asarray(decode_data_url(result.data_url).convert("RGB")), arr)
+    assert np.array_equal(np.asarray(decode_data_url(str(result.data_url)).convert("RGB")), arr)
     with pytest.raises(ValueError, match="16x12"):
         pe.read_result(png_bytes(Image.fromarray(arr)), 16, 13)
 

@@ -36,6 +36,7 @@ from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError, InvalidParameter, NotAvailable
+from bridge.http import json_answer
 from bridge.fields import (Bool, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
                            Webhook)
 from bridge.keys import SETTINGS
@@ -301,7 +302,7 @@ async def generate_image(request: web.Request, body: GenerateImageBody) -> web.R
                 "parameters": extra["parameters"]}
     if extra["palette"] is not None:
         response["palette"] = extra["palette"]
-    return web.json_response(response)
+    return await json_answer(response)
 
 
 class ImageNotFound(BaseModel):

@@ -25,7 +25,6 @@ the PNG the client receives.
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import functools
@@ -48,6 +47,7 @@ from bridge import images as image_io
 from bridge.api import Dialect, ErrorBody, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, Conflict, InvalidParameter, JobNotFound
+from bridge.http import json_answer
 from bridge.fields import (Bool, Float, ImageData, Int, Loras, LooseFloat, Request, ResponseFormat, Seed, Text,
                            Webhook, field_errors, loras_setting)
 from bridge.keys import SETTINGS
@@ -377,7 +377,7 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
 
 @dataclass(frozen=True)
 class Result:
-    data_url: str
+    data_url: image_io.Base64
     colors: list[str]  # distinct colours, most used first
 
 
@@ -396,7 +396,7 @@ def read_result(png: bytes, width: int, height: int) -> Result:
         out = io.BytesIO()
         rgb.save(out, format="PNG")
         png = out.getvalue()
-    return Result("data:image/png;base64," + base64.b64encode(png).decode("ascii"), colors)
+    return Result(image_io.Base64(png, "data:image/png;base64,"), colors)
 
 
 async def status_body(engine: JobEngine, job: Job, cache: collections.OrderedDict[str, Result], *,
@@ -599,7 +599,7 @@ async def status(request: web.Request, query: StatusQuery) -> web.Response:
     if query.wait > 0 and not job.done:
         with contextlib.suppress(asyncio.TimeoutError):
             job = await engine.wait(job.id, timeout=query.wait)
-    return web.json_response(await status_body(engine, job, _state(request)["results"],
+    return await json_answer(await status_body(engine, job, _state(request)["results"],
                                                response_format=query.response_format,
                                                origin=request_origin(request)))
 

@@ -14,7 +14,6 @@ guidance, no negative prompt) is listed in the answer's `unsupported` entries in
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import logging
 import random
@@ -33,6 +32,7 @@ from bridge import samplers as sampler_names
 from bridge.api import Dialect, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, InvalidParameter
+from bridge.http import json_answer
 from bridge.fields import (ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
                            Request, ResponseFormat, Seed, Text, Webhook, field_errors)
 from bridge.engine import JobEngine
@@ -512,7 +512,7 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
         for i in range(len(job.outputs.get("images") or [])):
             png = await engine.read_output(job, "images", i)
             images.append(await engine.result_link(job, "images", i, request_origin(request)) if req.links
-                          else base64.b64encode(png).decode("ascii"))
+                          else image_io.Base64(png))
             sizes.append(image_io.image_size(png))
         timings.extend(t for t in (job.outputs.get("timings") or []) if isinstance(t, dict))
     if not images:
@@ -556,7 +556,7 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
         answer["resize_mode"] = req.resize_mode
     if timings:
         answer["timings"] = timings
-    return web.json_response(answer)
+    return await json_answer(answer)
 
 
 TEXT_ENCODER_CLASSES = ("CLIPTextEncode", "CLIPSetLastLayer")

@@ -9,7 +9,6 @@ workflow (one per A1111 model, `A1111_INTERROGATE_WORKFLOWS`) on a backend that 
 """
 from __future__ import annotations
 
-import base64
 import html
 import io
 from typing import Annotated, Any, Literal
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge import images as image_io
 from bridge.engine import JobEngine
+from bridge.http import json_answer
 from bridge.errors import BridgeError, PayloadTooLarge
 
 from ..toolkit import Submission, engine_of, settings_of
@@ -349,12 +349,12 @@ def _png(im: Image.Image, text: str | None = None) -> bytes:
     return out.getvalue()
 
 
-def _with_info(png: bytes, text: str) -> str:
+def _with_info(png: bytes, text: str) -> image_io.Base64:
     if text:
         with Image.open(io.BytesIO(png)) as im:
             im.load()
             png = _png(im, text)
-    return base64.b64encode(png).decode("ascii")
+    return image_io.Base64(png)
 
 
 @a1111_endpoint(body=ExtrasSingleRequest, responses={200: ExtrasSingleAnswer})
@@ -362,7 +362,7 @@ async def extra_single_image(request: web.Request, body: ExtrasSingleRequest) ->
     """Upscale one image (A1111 `/sdapi/v1/extra-single-image`); upscaler "None" gives the image back."""
     pngs, info = await _upscaled(request, body, [("image", body.image or "")])
     encoded = await image_io.run_in_pool(_with_info, pngs[0], info)
-    return web.json_response({"html_info": html_info(info), "image": encoded})
+    return await json_answer({"html_info": html_info(info), "image": encoded})
 
 
 @a1111_endpoint(body=ExtrasBatchRequest, responses={200: ExtrasBatchAnswer})
@@ -371,7 +371,7 @@ async def extra_batch_images(request: web.Request, body: ExtrasBatchRequest) -> 
     pngs, info = await _upscaled(request, body, [(f"imageList[{i}].data", f.data)
                                                  for i, f in enumerate(body.imageList)])
     encoded = await image_io.run_in_pool(lambda: [_with_info(p, info) for p in pngs])
-    return web.json_response({"html_info": html_info(info), "images": encoded})
+    return await json_answer({"html_info": html_info(info), "images": encoded})
 
 
 ROUTES = (("POST", "png-info", png_info), ("POST", "interrogate", interrogate),

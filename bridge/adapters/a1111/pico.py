@@ -33,6 +33,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
 from bridge.config import AdapterSettings
+from bridge.http import json_answer
 from bridge.fields import LooseBool, LooseInt, describe
 from bridge.keys import ADAPTERS, SETTINGS
 
@@ -419,10 +420,10 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
                "X-Image-Format": opts.format_name, "X-Pico-Cache": "hit" if cached else "miss"}
     if fmt == "binary":
         return web.Response(body=frames[0], content_type="application/octet-stream", headers=headers)
-    payload = {"images": [base64.b64encode(f).decode("ascii") for f in frames],
+    payload = {"images": [image_io.Base64(f) for f in frames],
                "parameters": models.parameters_echo(req),
                "info": f"{opts.width}x{opts.height} RGB565 format for Pico LCD"}
-    return web.json_response(payload, headers=headers)
+    return await json_answer(payload, headers=headers)
 
 
 def _settings(app: web.Application) -> PicoSettings:

@@ -7,7 +7,6 @@ models of `models`; defaults, infotext and `info` live in `generation`, the img2
 """
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
@@ -24,6 +23,7 @@ from pydantic import BaseModel, Field
 from bridge import images as image_io
 from bridge.engine import JobEngine
 from bridge.errors import PayloadTooLarge
+from bridge.http import json_answer
 from bridge.fields import LooseBool
 
 from ..toolkit import Submission, engine_of, settings_of
@@ -226,7 +226,7 @@ async def answer_images(request: web.Request, req: models.GenerationRequest, png
     encoded = await image_io.run_in_pool(lambda: [encode_image(p, t, options) for p, t in zip(pngs, texts)])
     anchor = request.get(TASK_ANCHOR)
     if req.response_format != "url" or not anchor:
-        return [base64.b64encode(data).decode("ascii") for data, _ in encoded]
+        return [image_io.Base64(data) for data, _ in encoded]
     engine = _engine(request)
     origin = f"{request.scheme}://{request.host}"
     return [await engine.keep_file(anchor, data, ext, origin) for data, ext in encoded]
@@ -265,7 +265,7 @@ async def generation_response(request: web.Request, req: models.GenerationReques
     images = await answer_images(request, req, pngs, texts, full)
     body = {"images": images, "parameters": models.parameters_echo(req),
             "info": json.dumps(body_info, default=lambda o: None)}
-    return web.json_response(body)
+    return await json_answer(body)
 
 
 def partial_image(preview: tuple[str, bytes], width: int, height: int) -> bytes:
@@ -531,7 +531,7 @@ async def sd_upscale(request: web.Request, body: models.Img2ImgRequest) -> web.S
                      all_subseeds=[gen.subseeds[0] + i for i in indices])
     full = {k: gen.options.get(k, v) for k, v in opts.defaults().items()}
     images = await answer_images(request, body, pngs, [first] * len(pngs), full)
-    return web.json_response({"images": images, "parameters": models.parameters_echo(body),
+    return await json_answer({"images": images, "parameters": models.parameters_echo(body),
                               "info": json.dumps(body_info, default=lambda o: None)})
 
 
@@ -586,7 +586,7 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
                      else 0, all_seeds=[p.gen.seeds[i] for p, _, i in firsts],
                      all_prompts=[p.gen.prompts[i] for p, _, i in firsts])
     images = await answer_images(request, body, pngs, texts, full)
-    return web.json_response({"images": images, "parameters": models.parameters_echo(body),
+    return await json_answer({"images": images, "parameters": models.parameters_echo(body),
                               "info": json.dumps(body_info, default=lambda o: None)})
 
 
@@ -656,8 +656,8 @@ async def progress(request: web.Request, query: ProgressQuery) -> web.StreamResp
     wanted = current is not None and live and not query.skip_current_image
     found = await engine.latest_preview(current.id) if wanted and current is not None else None
     if found is not None:
-        current_image = base64.b64encode(found[1]).decode("ascii")
-    return web.json_response({"progress": value, "eta_relative": max(0.0, eta - elapsed), "state": running_state,
+        current_image = image_io.Base64(found[1])
+    return await json_answer({"progress": value, "eta_relative": max(0.0, eta - elapsed), "state": running_state,
                               "current_image": current_image, "textinfo": textinfo})
 
 

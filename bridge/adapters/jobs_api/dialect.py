@@ -221,8 +221,7 @@ async def job_view(engine: JobEngine, job: Job, response_format: str | None = No
                 outputs[name] = [await engine.result_link(job, name, i, origin) for i in range(len(values))]
                 continue
             blobs = [await engine.read_output(job, name, i) for i in range(len(values))]
-            outputs[name] = await image_io.run_small(lambda b=blobs: [image_io.data_url(x) for x in b],
-                                                     sum(map(len, blobs)))
+            outputs[name] = [image_io.data_url(x) for x in blobs]
         taken = (job.finished_at - job.started_at) if job.started_at and job.finished_at else None
         # A generic workflow job reports what it ran with: its parameters (images summarised) and its seed.
         generic = {k: v for k, v in job.params.items() if not isinstance(v, dict)} if meta.get("generic") else None

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from bridge.api import endpoint
 from bridge.errors import BackendUnavailable, BridgeError
+from bridge.http import json_answer
 from bridge.fields import LooseFloat, LooseInt, Request, ResponseFormat
 from bridge.store import Job
 
@@ -66,7 +67,7 @@ async def get_job(request: web.Request, query: JobQuery) -> web.Response:
         with contextlib.suppress(asyncio.TimeoutError):
             job = await engine.wait(job.id, timeout=query.wait)
     try:
-        return web.json_response(await job_view(engine, job, query.response_format, request_origin(request)))
+        return await json_answer(await job_view(engine, job, query.response_format, request_origin(request)))
     except (OSError, BridgeError) as exc:
         log.error("job %s: stored result unreadable: %s", job.id, exc)
         return DIALECT.error(500, f"The result of job {job.id} cannot be read", "id")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from bridge.api import endpoint
 from bridge.engine import JobEngine
 from bridge.errors import WorkflowError
+from bridge.http import json_answer
 from bridge.fields import LooseFloat, OutputFormat, OutputQuality, Request, ResponseFormat, Webhook
 from bridge.keys import OPENAPI_CACHE
 from bridge.workflows import Workflow
@@ -125,7 +126,7 @@ async def _answer(engine: JobEngine, job_id: str, wait: float, accepted: dict[st
         except asyncio.TimeoutError:
             pass
         else:
-            return web.json_response(await job_view(engine, job, origin=origin))
+            return await json_answer(await job_view(engine, job, origin=origin))
     return web.json_response(accepted, status=202)
 
 
