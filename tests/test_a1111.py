@@ -247,9 +247,11 @@ async def test_options_switch_checkpoint(client, comfy_double):
     assert [n["inputs"]["ckpt_name"] for n in last.values() if n["class_type"] == "CheckpointLoaderSimple"] == \
         ["other.safetensors"]
     r = await client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "missing.ckpt"})
-    assert r.status == 500
+    assert r.status == 400  # A1111 answers 500 with this body; a wrong name is the client's to mend
     err = await r.json()
-    assert err["error"] == "RuntimeError" and "missing.ckpt" in err["errors"]
+    assert err["error"] == "RuntimeError" and err["errors"] == "model 'missing.ckpt' not found"
+    assert err["detail"].startswith("sd_model_checkpoint: 'missing.ckpt'") and "tiny_sd15.safetensors" in err["detail"]
+    assert (await (await client.get("/sdapi/v1/options")).json())["sd_model_checkpoint"] == "other.safetensors"
 
 
 def clip_layers(double: ComfyDouble) -> list[int]:

@@ -308,7 +308,9 @@ async def set_options(request: web.Request, body: A1111Options) -> web.StreamRes
             names = await live_choices(engine, "CheckpointLoaderSimple.ckpt_name")
             found = match_checkpoint(value, names) if isinstance(value, str) else None
             if found is None:
-                raise A1111Error(500, "", error="RuntimeError", errors=f"model {value!r} not found")
+                # A1111 raises RuntimeError here (a 500); the body is its own, the status says whose fault it is.
+                raise A1111Error(400, f"sd_model_checkpoint: {value!r} is not a checkpoint of the backend; choose "
+                                      f"one of {names[:8]}", error="RuntimeError", errors=f"model {value!r} not found")
             updates["sd_model_checkpoint"] = found
     if "sd_vae" in updates:
         value = updates["sd_vae"]
