@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import io
 import json
 import logging
@@ -37,7 +36,7 @@ from bridge.http import json_answer
 from bridge.fields import LooseBool, LooseInt, describe
 from bridge.keys import ADAPTERS, SETTINGS
 
-from ..toolkit import Submission, engine_of
+from ..toolkit import Submission, engine_of, json_digest
 from . import models
 from .dialect import PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
 from .generation import Generation
@@ -201,7 +200,7 @@ class FrameCache:
 
     @staticmethod
     def key(payload: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return json_digest(payload, sort_keys=True, default=str)
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.rgb565"
@@ -393,8 +392,8 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
     if state.cache is not None and deterministic:
         checkpoint = None if upstream else await checkpoint_for(request, req)
         source = settings.upstream_url if upstream else settings.workflow
-        cache_key = FrameCache.key({"request": sent, "lcd": asdict(opts), "checkpoint": checkpoint,
-                                    "source": source})
+        cache_key = await asyncio.to_thread(FrameCache.key, {"request": sent, "lcd": asdict(opts),
+                                                             "checkpoint": checkpoint, "source": source})
     frames: list[bytes] = []
     cached = False
     if cache_key is not None:
