@@ -619,6 +619,28 @@ async def test_jobs_accepted_while_backend_down_run_after_restart(make_engine, c
     assert job.status == "completed"
 
 
+async def test_jobs_accepted_before_their_workflow_was_edited_are_checked_again(make_engine, comfy_double):
+    # Waiting jobs are bound into the workflow as it is when they go out; one whose values no longer fit fails
+    # naming the parameter (a changed map or range once crashed the dispatcher with a KeyError).
+    await comfy_double.kill()
+    engine = await make_engine(connect_wait=0.5)
+    fits = await engine.submit("txt2img", {**P, "steps": 4, "negative_prompt": "blurry"})
+    too_many = await engine.submit("txt2img", {**P, "steps": 7})
+    path = make_engine.wf_dir / "txt2img.manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["parameters"]["steps"].update(max=5, default=5)
+    del manifest["parameters"]["negative_prompt"]  # every waiting job holds its default: dropped, not refused
+    path.write_text(json.dumps(manifest))
+    engine.reload_workflows()
+    await comfy_double.start()
+    fits, too_many = [await engine.wait(j.id, timeout=20) for j in (fits, too_many)]
+    assert fits.status == "completed", fits.error
+    assert too_many.status == "failed" and too_many.error.startswith("steps must be at most 5, got 7; workflow")
+    assert len(comfy_double.prompts) == 1
+    sampler = next(n for n in comfy_double.prompts[0]["prompt"].values() if n["class_type"] == "KSampler")
+    assert sampler["inputs"]["steps"] == 4
+
+
 async def test_backend_killed_mid_job_fails_it_and_engine_recovers(make_engine, comfy_double):
     comfy_double.step_delay = 0.1
     engine = await make_engine()

@@ -218,6 +218,32 @@ def test_coerce_errors_name_the_field(workflows, params, field):
     assert e.value.field == field and field in e.value.message
 
 
+def test_values_accepted_before_an_edit_are_checked_against_the_edited_workflow(tmp_path):
+    folder = copy_core(tmp_path)
+    before = W.load_workflow(folder / "txt2img.manifest.json")
+    values = before.coerce({"prompt": "a cat", "clip_skip": 2})
+
+    def retype(m: dict) -> None:  # clip_skip becomes a choice whose map has no key "2"
+        m["parameters"]["clip_skip"] = {"type": "choice", "choices": ["last", "one before"], "default": "last",
+                                        "targets": [{"node": "10", "input": "stop_at_clip_layer",
+                                                     "map": {"last": -1, "one before": -2}}]}
+        del m["parameters"]["subseed"]
+
+    edit_manifest(folder, "txt2img", retype)
+    after = W.load_workflow(folder / "txt2img.manifest.json")
+    with pytest.raises(KeyError):
+        after.bind(values)  # what the dispatcher did with them
+    with pytest.raises(InvalidParameter) as e:
+        after.recheck(values)
+    assert e.value.field == "clip_skip" and "changed (now v" in e.value.message
+    kept = after.recheck({**values, "clip_skip": "one before"})
+    assert "subseed" not in kept and kept["seed"] == values["seed"] and kept["prompt"] == "a cat"
+    assert after.bind(kept)["10"]["inputs"]["stop_at_clip_layer"] == -2
+    with pytest.raises(InvalidParameter) as e:
+        after.recheck({}, ["prompt"])  # a stored image for what is now text
+    assert e.value.field == "prompt"
+
+
 def test_json_list_values_are_not_links(tmp_path):
     folder = copy_core(tmp_path)
     edit_manifest(folder, "txt2img", lambda m: m["parameters"].__setitem__(

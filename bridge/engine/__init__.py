@@ -264,8 +264,9 @@ class JobEngine(Outputs, Backends):
     def reload_workflows(self) -> list[str]:
         """Read the workflow folders again (a workflow dropped in is served from now on); returns the names.
 
-        A broken folder raises WorkflowError and leaves the served set as it was. Jobs already accepted keep the
-        version they were accepted with until they are dispatched.
+        A broken folder raises WorkflowError and leaves the served set as it was. A job already accepted is bound
+        into the workflow as it is when the job is dispatched, its values checked again (`Workflow.recheck`): one
+        that no longer fits fails the job naming the parameter.
         """
         loaded = wfmod.load_workflows(self.workflows_dir, self.extra_workflow_dirs)
         self.workflows = loaded

@@ -97,7 +97,7 @@ class Dispatcher:
         conn.jobs.add(job.id)
         prompt_id = str(uuid.uuid4())
         try:
-            values = {k: v for k, v in job.params.items() if k not in job.inputs}
+            values = wf.recheck({k: v for k, v in job.params.items() if k not in job.inputs}, job.inputs)
             for name, rel in job.inputs.items():
                 values[name] = await conn.client.upload_image(await self.blobs.get(rel),
                                                               f"pixart_{job.id}_{name}.png")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,8 @@ from bridge.errors import InvalidParameter
 
 from .graph import ancestors
 from .manifest import Output, Parameter
+
+log = logging.getLogger("bridge.workflows")
 
 # Output node classes whose images arrive as binary websocket frames instead of /history files.
 WEBSOCKET_IMAGE_CLASSES = frozenset({"SaveImageWebsocket"})
@@ -164,6 +167,35 @@ class Workflow:
         # Attributes, not model_dump: an image may be a decoded-image object, which dumping would turn into a dict.
         return {info.alias or name: getattr(model, name) for name, info in type(model).model_fields.items()
                 if getattr(model, name) is not None}
+
+    @cached_property
+    def _checkers(self) -> dict[str, TypeAdapter[Any]]:
+        return {name: TypeAdapter(value_type(p)) for name, p in self.parameters.items() if p.type != "image"}
+
+    def recheck(self, values: Mapping[str, Any], images: Iterable[str] = ()) -> dict[str, Any]:
+        """A job's coerced `values` (its stored `images` named apart), checked again against this workflow: it
+        may have been edited and reloaded since the job was accepted (a parameter removed, retyped, given other
+        limits or another map). Returns the values as this version takes them; raises InvalidParameter naming
+        the first one that no longer fits, where binding it would write a wrong value or fail. A parameter the
+        workflow no longer has is dropped (a job holds every default it was accepted with, so refusing those
+        would fail every waiting job of the workflow)."""
+        changed = f"workflow {self.name!r} changed (now v{self.version}) after the job was accepted"
+        for name in images:
+            if name in self.parameters and self.parameters[name].type != "image":
+                raise InvalidParameter(name, f"{name}: no longer an image parameter; {changed}")
+        out = {}
+        for name, value in values.items():
+            if name not in self.parameters:
+                log.warning("%s: parameter %r dropped: no longer in the workflow", changed, name)
+                continue
+            if name not in self._checkers:
+                raise InvalidParameter(name, f"{name}: now an image parameter; {changed}")
+            try:
+                out[name] = self._checkers[name].validate_python(value, context={"rng": random.Random()})
+            except ValidationError as exc:
+                message = fields.first_error(exc).message.replace("body ", f"{name} ", 1)
+                raise InvalidParameter(name, f"{message}; {changed}") from None
+        return out
 
     def _invalid(self, exc: ValidationError) -> InvalidParameter:
         err = exc.errors(include_url=False)[0]
