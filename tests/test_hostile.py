@@ -218,6 +218,26 @@ async def test_deep_json_is_refused_on_every_post_route(bridge_factory: Any) -> 
             path, data=many, headers={"Content-Type": "application/json"})).text())
 
 
+async def test_a_large_body_of_many_values_is_refused_before_it_is_parsed(bridge_factory: Any,
+                                                                          monkeypatch: Any) -> None:
+    from bridge import api
+
+    parsed: list[int] = []
+    loads = json.loads
+    monkeypatch.setattr(api.json, "loads", lambda raw, **kw: (parsed.append(len(raw)), loads(raw, **kw))[1])
+    empties = "[" + "[]," * 1_000_000 + "[]]"  # 3 MB; in 32 MB, 8.7 s of the event loop and 760 MB to build
+    escapes = '{"prompt": "' + "\\n" * 1_000_000 + '"}'
+    image = json.dumps({"init_images": ["data:image/png;base64," + "A" * 3_000_000], "prompt": "a, b, c\n"})
+    for body, needle in ((empties, "more than 80000 commas"), (escapes, "more than 80000 escaped characters")):
+        with pytest.raises(api.BodyError, match=needle):
+            api.parse_json(body.encode())
+    assert parsed == []
+    assert api.parse_json(image.encode())["prompt"] == "a, b, c\n" and parsed == [len(image)]
+    client = await bridge_factory(adapters=["a1111"])
+    resp = await client.post("/sdapi/v1/txt2img", data=empties, headers={"Content-Type": "application/json"})
+    assert resp.status == 422 and "80000 commas" in await resp.text()
+
+
 LONG = "x" * 2_000_000
 LONG_TEXT_CASES = [
     ("jobs_api", "/generate/text2img", {"prompt": "x", "sampler": LONG}, "sampler"),

@@ -1,5 +1,5 @@
-"""Is the bridge still answering while large images come in and go out as base64? Measured in one run, before and
-after.
+"""Is the bridge still answering while large bodies come in and large images go out? Measured in one run, before
+and after.
 
 Two clients keep posting a 2300x2300 noise PNG (16 MB, 21 MB of base64) to A1111's /sdapi/v1/extra-single-image
 with no upscaler (the image is checked, decoded, re-encoded with its infotext and sent back, no ComfyUI job), while
@@ -17,14 +17,18 @@ Also reported: the memory to make one answer (tracemalloc), and how long the Pix
 the loop with the same image as its sketch (one json.dumps and sha256 on the loop before; `toolkit.json_digest` in
 a thread after). Pillow's PNG decode and encode let go of the lock (measured: under 4 ms without it while a 16 MB PNG is encoded).
 The bridge runs in this process (a background thread), the clients in processes of their own.
-Usage: .venv/bin/python bench/bench_large_images.py [--seconds 10] [--clients 2]
-Goal: /health under 100 ms at worst while images pass.
+Last, hostile bodies of 32 MiB (the default body limit) parsed as `read_json` parses them, in a thread: how long
+the loop was held and the memory taken before the body was refused, without (reference, `api.PRECOUNT_BYTES`
+raised out of reach) and with the commas and backslashes counted first.
+Usage: .venv/bin/python bench/bench_large_bodies.py [--seconds 10] [--clients 2]
+Goal: /health under 100 ms at worst while images pass; a hostile body refused within 50 ms of the loop.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import binascii
+import contextlib
 import io
 import json
 import multiprocessing
@@ -148,7 +152,13 @@ def loop_hold(fn: Any) -> float:
     import threading
 
     done: list[bool] = []
-    worker = threading.Thread(target=lambda: (fn(), done.append(True)))
+    def run() -> None:
+        try:
+            fn()
+        finally:
+            done.append(True)
+
+    worker = threading.Thread(target=run)
     worker.start()
     worst, last = 0.0, time.perf_counter()
     while not done:
@@ -171,6 +181,41 @@ def digest_figures(data: str) -> tuple[float, float]:
     t0 = time.perf_counter()
     hashlib.sha256(json.dumps(body, **dumps).encode()).hexdigest()
     return (time.perf_counter() - t0) * 1000, loop_hold(lambda: json_digest(body, **dumps))
+
+
+HOSTILE = {
+    "[[],[],...]": b"[" + b"[]," * (32 * 1024 * 1024 // 3) + b"[]]",
+    '["","",...]': b"[" + b'"",' * (32 * 1024 * 1024 // 3) + b'""]',
+    '"\\n\\n..."': b'["' + b"\\n" * (16 * 1024 * 1024) + b'"]',
+}
+
+
+def hostile_figures() -> list[tuple[str, float, float, float, float]]:
+    """(shape, loop ms before, MB before, loop ms after, MB after) for each hostile body, until it is refused (or,
+    before, for one string of escapes, parsed)."""
+    import tracemalloc
+
+    from bridge import api
+
+    rows = []
+    for shape, raw in HOSTILE.items():
+        figures = []
+        for precount in (1 << 62, api.PRECOUNT_BYTES):
+            saved, api.PRECOUNT_BYTES = api.PRECOUNT_BYTES, precount
+            tracemalloc.start()
+            try:
+                held = loop_hold(lambda: _refused(api, raw))
+                figures += [held, tracemalloc.get_traced_memory()[1] / 1e6]
+            finally:
+                tracemalloc.stop()
+                api.PRECOUNT_BYTES = saved
+        rows.append((shape, *figures))
+    return rows
+
+
+def _refused(api: Any, raw: bytes) -> None:
+    with contextlib.suppress(api.BodyError):  # one long string of escapes passes the value limit: it is parsed
+        api.parse_json(raw)
 
 
 def main() -> None:
@@ -196,6 +241,9 @@ def main() -> None:
     before, after = results["whole"]["lat"], results["pieces"]["lat"]
     print(f"/health worst {max(before):.0f} -> {max(after):.0f} ms ({max(before) / max(after):.1f}x less), "
           f"p99 {pct(before, 0.99):.0f} -> {pct(after, 0.99):.0f} ms")
+    print(f"\n{'hostile 32 MiB body':<22}{'loop ms before':>15}{'MB before':>11}{'loop ms after':>15}{'MB after':>10}")
+    for shape, held0, mb0, held1, mb1 in hostile_figures():
+        print(f"{shape:<22}{held0:>15.0f}{mb0:>11.0f}{held1:>15.0f}{mb1:>10.0f}")
 
 
 if __name__ == "__main__":
