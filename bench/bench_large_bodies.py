@@ -13,12 +13,14 @@ with the base64 work
 - as shipped: decoded and encoded 1 MiB at a time (`images.B64_PIECE`), the answer written piece by piece
   (`http.json_answer`), the event loop turning between pieces.
 
-Also reported: the memory to make one answer (tracemalloc), and how long the Pixart editor's body digest held
-the loop with the same image as its sketch (one json.dumps and sha256 on the loop before; `toolkit.json_digest` in
-a thread after). Pillow's PNG decode and encode let go of the lock (measured: under 4 ms without it while a 16 MB PNG is encoded).
+Pillow's PNG decode and encode let go of the lock (measured: under 4 ms without it while a 16 MB PNG is encoded).
 The bridge runs in this process (a background thread), the clients in processes of their own.
-Last, hostile bodies of 32 MiB (the default body limit) parsed as `read_json` parses them, in a thread: how long
-the loop was held and the memory taken before the body was refused, without (reference, `api.PRECOUNT_BYTES`
+
+Also reported, in this process: the memory to make one answer (tracemalloc); how long the Pixart editor's body
+digest held the loop with the same image as its sketch (one json.dumps and sha256 on the loop before,
+`jsontext.digest` in a thread after); an A1111 answer echoing a long text (one json.dumps before, `jsontext` pieces
+after); and hostile bodies of 32 MiB (the default body limit) parsed as `read_json` parses them, in a thread: how
+long the loop was held and the memory taken before the body was refused, without (reference, `api.PRECOUNT_BYTES`
 raised out of reach) and with the commas and backslashes counted first.
 Usage: .venv/bin/python bench/bench_large_bodies.py [--seconds 10] [--clients 2]
 Goal: /health under 100 ms at worst while images pass; a hostile body refused within 50 ms of the loop.
@@ -131,7 +133,7 @@ def answer_memory(png: bytes) -> tuple[float, float]:
     """Peak MB allocated making one answer's bytes (tracemalloc): whole, and piece by piece as written."""
     import tracemalloc
 
-    from bridge.http import _JsonPieces  # the payload json_answer hands to aiohttp
+    from bridge import jsontext
 
     body = {"html_info": "", "image": image_io.Base64(png)}
     peaks = []
@@ -140,7 +142,7 @@ def answer_memory(png: bytes) -> tuple[float, float]:
         if way == "whole":
             json.dumps(body, default=str).encode()
         else:
-            for _ in _JsonPieces([b'{"html_info": "", "image": "', b'"}'], [body["image"]])._pieces():
+            for _ in jsontext.split(body):  # what json_answer's payload writes
                 pass
         peaks.append(tracemalloc.get_traced_memory()[1] / 1e6)
         tracemalloc.stop()
@@ -171,16 +173,33 @@ def loop_hold(fn: Any) -> float:
 
 def digest_figures(data: str) -> tuple[float, float]:
     """The Pixart editor's digest of a body carrying the image: ms the loop was held with one json.dumps and
-    sha256 on it (before), and at worst with `json_digest` in a thread (after)."""
+    sha256 on it (before), and at worst with `jsontext.digest` in a thread (after)."""
     import hashlib
 
-    from bridge.adapters.toolkit import json_digest
+    from bridge.jsontext import digest
 
     body = {"id": "bench", "sketchData": "data:image/png;base64," + data, "width": 64, "height": 64}
     dumps = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
     t0 = time.perf_counter()
     hashlib.sha256(json.dumps(body, **dumps).encode()).hexdigest()
-    return (time.perf_counter() - t0) * 1000, loop_hold(lambda: json_digest(body, **dumps))
+    return (time.perf_counter() - t0) * 1000, loop_hold(lambda: digest(body, **dumps))
+
+
+def echo_figures() -> tuple[float, float, float]:
+    """An A1111 answer echoing `comments` of 16 million "é" (96 MB of JSON): ms on the loop for one json.dumps
+    (before), and the longest single step of `jsontext` (the text around, each piece escaped) after; MB of JSON."""
+    from bridge import jsontext
+
+    answer = {"images": [], "parameters": {"prompt": "x", "comments": {"note": "\u00e9" * 16_000_000}}, "info": "{}"}
+    t0 = time.perf_counter()
+    whole = json.dumps(answer).encode()
+    before = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    pieces = jsontext.split(answer)
+    steps = [time.perf_counter() - t0]
+    for _ in pieces:
+        steps.append(time.perf_counter() - t0 - sum(steps))
+    return before, max(steps) * 1000, len(whole) / 1e6
 
 
 HOSTILE = {
@@ -241,6 +260,9 @@ def main() -> None:
     before, after = results["whole"]["lat"], results["pieces"]["lat"]
     print(f"/health worst {max(before):.0f} -> {max(after):.0f} ms ({max(before) / max(after):.1f}x less), "
           f"p99 {pct(before, 0.99):.0f} -> {pct(after, 0.99):.0f} ms")
+    before, step, size = echo_figures()
+    print(f"A1111 answer echoing 16M 'é' ({size:.0f} MB of JSON): {before:.0f} ms in one json.dumps (before), "
+          f"{step:.1f} ms at most per step in pieces (after)")
     print(f"\n{'hostile 32 MiB body':<22}{'loop ms before':>15}{'MB before':>11}{'loop ms after':>15}{'MB after':>10}")
     for shape, held0, mb0, held1, mb1 in hostile_figures():
         print(f"{shape:<22}{held0:>15.0f}{mb0:>11.0f}{held1:>15.0f}{mb1:>10.0f}")

@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import math
-import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import payload, web
 from aiohttp.typedefs import Handler
 
+from bridge import jsontext
 from bridge.errors import BridgeError
 from bridge.images import Base64
 
@@ -61,25 +60,18 @@ def json_error(
 
 
 class _JsonPieces(payload.Payload):
-    """A JSON text whose Base64 values are written a piece at a time, the event loop turning between pieces."""
+    """A JSON text written a piece at a time (`jsontext.Pieces`), the event loop turning between pieces."""
 
-    def __init__(self, parts: list[bytes], values: list[Base64]) -> None:
-        super().__init__(parts, content_type="application/json; charset=utf-8")
-        self._parts, self._values = parts, values
-        self._size = sum(map(len, parts)) + sum(v.length for v in values)
-
-    def _pieces(self) -> Iterator[bytes]:
-        for part, value in zip(self._parts, [*self._values, None]):
-            yield part
-            if value is not None:
-                yield from value.pieces()
+    def __init__(self, pieces: jsontext.Pieces, size: int) -> None:
+        super().__init__(pieces, content_type="application/json; charset=utf-8")
+        self._pieces, self._size = pieces, size
 
     async def write(self, writer: Any) -> None:
         await self.write_with_length(writer, None)
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         left = self._size if content_length is None else content_length
-        for piece in self._pieces():
+        for piece in self._pieces:
             if left <= 0:
                 break
             await writer.write(piece[:left])
@@ -87,23 +79,28 @@ class _JsonPieces(payload.Payload):
             await asyncio.sleep(0)  # a client reading as fast as we write never makes `write` wait
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return b"".join(self._pieces()).decode(encoding, errors)
+        return b"".join(self._pieces).decode(encoding, errors)
+
+
+async def json_payload(body: Any) -> payload.Payload:
+    """`body` as a JSON payload (an answer's, or a request's to another server) whose long values, `Base64`
+    images and long texts, are encoded a piece at a time as it is written (`bridge.jsontext`)."""
+    pieces = jsontext.split(body)
+    size = sum(map(len, pieces.parts))
+    for value in pieces.values:
+        if isinstance(value, Base64):
+            size += value.length
+            continue
+        for piece in pieces.escaped(value):  # a text's length in JSON is known once it is escaped
+            size += len(piece)
+            await asyncio.sleep(0)
+    return _JsonPieces(pieces, size)
 
 
 async def json_answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    """`web.json_response` for answers that carry images as `Base64` values: the JSON around them is encoded
-    here, each image while the answer is written (see `Base64`)."""
-    token = "pixart-b64-" + secrets.token_hex(16)  # a client's text in the answer cannot guess it
-    values: list[Base64] = []
-
-    def mark(value: Any) -> str:
-        if isinstance(value, Base64):
-            values.append(value)
-            return token
-        raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-    parts = [p.encode() for p in json.dumps(body, default=mark).split(token)]
-    return web.Response(body=_JsonPieces(parts, values), status=status, headers=dict(headers or {}))
+    """`web.json_response` for answers that may carry images (as `Base64` values) or long texts: see
+    `json_payload`."""
+    return web.Response(body=await json_payload(body), status=status, headers=dict(headers or {}))
 
 
 def bridge_error_response(exc: BridgeError) -> web.Response:

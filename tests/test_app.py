@@ -337,12 +337,13 @@ async def test_body_limit_413_with_json_error(bridge_factory: Any) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestWarning")  # sync test under the module's asyncio mark
-async def test_an_answer_with_images_is_the_json_of_its_text_written_in_pieces(aiohttp_client: Any,
-                                                                                monkeypatch: Any) -> None:
+async def test_an_answer_with_images_and_long_texts_is_its_json_written_in_pieces(aiohttp_client: Any,
+                                                                                     monkeypatch: Any) -> None:
     monkeypatch.setattr(images, "B64_PIECE", 8)
     blobs = [bytes(range(n)) for n in (0, 1, 2, 3, 100, 255)]
     body = {"images": [images.Base64(b) for b in blobs], "url": images.Base64(blobs[4], "data:image/png;base64,"),
-            "text": 'pixart-b64- "quoted" \\ caf\u00e9 \u2028', "nested": {"n": [1, None, 2.5, True]}}
+            "text": 'pixart-long- "quoted" \\ caf\u00e9 \u2028', "nested": {"n": [1, None, 2.5, True]},
+            "comments": {"caf\u00e9 " * 5: "\u00e9\n" * 50}}  # long texts, a key among them, go in pieces too
     seen: list[int] = []
 
     async def handler(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from bridge.adapters.a1111 import models, pico
 from bridge.app import SETTINGS
 from bridge.config import load_settings
 from tests.support.a1111_standin import StandIn, png_bytes, standin_image, start_standin
+from tests.support.imaging import claimed_png
 
 
 def opencv_frame(rgb: np.ndarray, width: int, height: int, byte_order: str = "be") -> bytes:
@@ -207,6 +208,41 @@ async def test_passthrough_unreachable_upstream(aiohttp_client, tmp_path):
     resp = await client.post(pico.PATH, json=BODY)
     assert resp.status == 502
     assert "unreachable" in (await resp.json())["detail"] and "2 attempts" in (await resp.json())["detail"]
+
+
+@pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.asyncio
+async def test_an_endless_upstream_answer_is_read_only_up_to_its_limit(aiohttp_client, tmp_path, standin, monkeypatch,
+                                                                      status):
+    monkeypatch.setattr(pico, "UPSTREAM_ANSWER_BYTES", 1 << 20)
+    written: list[int] = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status)
+        await resp.prepare(request)
+        for _ in range(4096):  # 256 MB, for whoever reads it all
+            await resp.write(b"A" * 65536)
+            written.append(65536)
+        return resp
+
+    standin.answer = endless
+    client = await _bridge(aiohttp_client, tmp_path, standin.url, upstream_retries="0", cache="false")
+    resp = await client.post(pico.PATH, json=BODY)
+    detail = (await resp.json())["detail"]
+    assert resp.status == 502 and standin.url in detail
+    assert ("more than 1048576 bytes" in detail) if status == 200 else detail.endswith(": " + "A" * 300)
+    assert sum(written) < 32 << 20  # the bridge stopped reading, and the stand-in could not write on
+
+
+@pytest.mark.asyncio
+async def test_an_upstream_image_of_too_many_pixels_is_refused_from_its_header(aiohttp_client, tmp_path, standin):
+    async def bomb(request: web.Request) -> web.Response:
+        return web.json_response({"images": [base64.b64encode(claimed_png(60000, 60000)).decode()]})
+
+    standin.answer = bomb
+    client = await _bridge(aiohttp_client, tmp_path, standin.url, upstream_retries="0", cache="false")
+    resp = await client.post(pico.PATH, json=BODY)
+    assert resp.status == 502 and "60000x60000" in (await resp.json())["detail"]
 
 
 @pytest.mark.parametrize("path,body,status,field", [

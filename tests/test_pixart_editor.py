@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import io
 import json
 import urllib.parse
@@ -14,7 +13,6 @@ import random
 import struct
 import warnings
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -283,21 +281,6 @@ async def post(client, body: Any) -> tuple[int, dict[str, Any]]:
     resp = await client.post("/api/pixel-generation/generate", data=data,
                              headers={"Content-Type": "application/json"})
     return resp.status, await resp.json()
-
-
-@pytest.mark.parametrize("dumps", [{"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False},
-                                   {"sort_keys": True, "default": str}])
-def test_a_digest_read_in_pieces_is_the_sha256_of_the_whole_json(monkeypatch, dumps):
-    from bridge.adapters.toolkit import json_digest
-
-    monkeypatch.setattr(image_io, "B64_PIECE", 8)
-    long = "data:image/png;base64,iVBORw0KGgo" * 3
-    value = {"sketchData": long, "z": ["caf\u00e9 \"quoted\" \\ \u2028 \U0001f3a8" * 2, (1, long[:9]), None],
-             "a": {"k": long + "\u00e9\n", "n": 2.5, "b": True}, "short": long[:8]}
-    if "default" in dumps:
-        value["obj"] = Path("x/y")
-    assert json_digest(value, **dumps) == hashlib.sha256(json.dumps(value, **dumps).encode()).hexdigest()
-    assert json_digest(value, **dumps) != json_digest({**value, "short": long[:7]}, **dumps)
 
 
 @pytest.mark.asyncio

@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field, Strict, ValidationError, create_model, fi
 from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
+from bridge import jsontext
 from bridge.api import Dialect, ErrorBody, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, Conflict, InvalidParameter, JobNotFound
@@ -53,7 +54,7 @@ from bridge.keys import SETTINGS
 
 from bridge.engine import Job, JobEngine
 
-from .toolkit import engine_of, json_digest, request_origin
+from .toolkit import engine_of, request_origin
 
 log = logging.getLogger("bridge.adapters.pixart_editor")
 
@@ -176,7 +177,7 @@ def client_job_id(client_id: str) -> str:
 def body_digest(body: BaseModel) -> str:
     """What makes two requests the same: every field the client set, by the name it used."""
     fields = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    return json_digest(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.digest(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def style_names() -> list[str]:

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
-import re
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +16,6 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge import images as image_io
 from bridge.config import Settings
 from bridge.engine import JobEngine
 from bridge.errors import BackendUnavailable, BridgeError, InvalidParameter, NotAvailable
@@ -36,40 +31,6 @@ DISCONNECT_POLL = 0.25
 def request_origin(request: web.Request) -> str:
     """`scheme://host` the client reached: result links are made absolute with it when BRIDGE_PUBLIC_URL is unset."""
     return f"{request.scheme}://{request.host}"
-
-
-def json_digest(value: Any, **dumps: Any) -> str:
-    """The sha256 (hex) of `json.dumps(value, **dumps)` in UTF-8, its long strings (a sketch's base64) encoded
-    and hashed B64_PIECE characters at a time: in one call a 30 MB sketch held the interpreter lock for 0.1 s.
-    Run it in a thread (`asyncio.to_thread`) and the event loop turns between pieces."""
-    token = f"pixart-digest-{secrets.token_hex(16)}-"  # a client's text cannot guess it
-    piece = image_io.B64_PIECE
-    long: list[str] = []
-
-    def swap(v: Any) -> Any:
-        if isinstance(v, str) and len(v) > piece:
-            long.append(v)
-            return f"{token}{len(long) - 1}"
-        if isinstance(v, dict):
-            return {k: swap(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [swap(x) for x in v]
-        return v
-
-    text = json.dumps(swap(value), **dumps)
-    ensure_ascii = dumps.get("ensure_ascii", True)
-    digest = hashlib.sha256()
-    pos = 0
-    for m in re.finditer(f'"{token}(\\d+)"', text):
-        digest.update(text[pos:m.start()].encode())
-        digest.update(b'"')
-        whole = long[int(m.group(1))]
-        for start in range(0, len(whole), piece):
-            digest.update(json.dumps(whole[start:start + piece], ensure_ascii=ensure_ascii)[1:-1].encode())
-        digest.update(b'"')
-        pos = m.end()
-    digest.update(text[pos:].encode())
-    return digest.hexdigest()
 
 
 def engine_of(request: web.Request) -> JobEngine:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +40,12 @@ class StandIn:
     fail_next: list[int] = field(default_factory=list)  # statuses to answer with, one per coming request
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    # answers every request in its place (a misbehaving upstream)
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
 
-    async def txt2img(self, request: web.Request) -> web.Response:
+    async def txt2img(self, request: web.Request) -> web.StreamResponse:
+        if self.answer is not None:
+            return await self.answer(request)
         self.auth_headers.append(request.headers.get("Authorization"))
         if self.username is not None:
             expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()

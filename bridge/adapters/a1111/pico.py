@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import io
 import json
 import logging
@@ -31,12 +30,14 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
+from bridge import jsontext
 from bridge.config import AdapterSettings
-from bridge.http import json_answer
+from bridge.errors import BridgeError
+from bridge.http import json_answer, json_payload
 from bridge.fields import LooseBool, LooseInt, describe
 from bridge.keys import ADAPTERS, SETTINGS
 
-from ..toolkit import Submission, engine_of, json_digest
+from ..toolkit import Submission, engine_of
 from . import models
 from .dialect import PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
 from .generation import Generation
@@ -175,10 +176,12 @@ def choose_format(query: dict[str, str], accept: str, default: str) -> str:
 # Conversion (upstream path; the ComfyUI path runs the same code inside the RGB565 node)
 
 
-def convert_png(png: bytes, opts: LcdOptions) -> bytes:
-    """Decoded image -> LCD frame with exactly the node's steps: flatten alpha on black, fit, pack."""
+def convert_png(png: bytes, opts: LcdOptions, max_pixels: int = image_io.DEFAULT_MAX_PIXELS) -> bytes:
+    """Decoded image -> LCD frame with exactly the node's steps: flatten alpha on black, fit, pack. An image of
+    more than `max_pixels` is refused from its header (a 230 KB upstream PNG of 9000x9000 took 900 MB)."""
     from pixart_nodes.core import rgb565
 
+    image_io.read_header(png, "images", max_pixels=max_pixels)
     with Image.open(io.BytesIO(png)) as im:
         arr = np.asarray(im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB"))
     flat = rgb565.composite(arr, None, "#000000")
@@ -200,7 +203,7 @@ class FrameCache:
 
     @staticmethod
     def key(payload: dict[str, Any]) -> str:
-        return json_digest(payload, sort_keys=True, default=str)
+        return jsontext.digest(payload, sort_keys=True, default=str)
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.rgb565"
@@ -259,8 +262,39 @@ class UpstreamError(A1111Error):
         super().__init__(502, message, error="UpstreamError", errors=message)
 
 
-async def fetch_upstream(settings: PicoSettings, body: dict[str, Any]) -> list[bytes]:
-    """POST the txt2img body to the upstream A1111 and return its images (decoded from base64)."""
+# An upstream answer is read up to this many bytes (many times a batch of LCD-sized images in base64): an upstream
+# that never ended its answer grew the bridge by 3.9 GB in 5 s.
+UPSTREAM_ANSWER_BYTES = 64 * 1024 * 1024
+
+
+async def _read_answer(resp: aiohttp.ClientResponse, url: str) -> bytes:
+    if resp.content_length is not None and resp.content_length > UPSTREAM_ANSWER_BYTES:
+        raise UpstreamError(f"upstream A1111 at {url} answered {resp.content_length} bytes; the limit is "
+                            f"{UPSTREAM_ANSWER_BYTES}")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > UPSTREAM_ANSWER_BYTES:
+            raise UpstreamError(f"upstream A1111 at {url} answered more than {UPSTREAM_ANSWER_BYTES} bytes")
+    return bytes(body)
+
+
+def _upstream_images(raw: bytes, url: str, max_bytes: int) -> list[bytes]:
+    """The images of an upstream txt2img answer, each decoded a piece at a time (run it in the image pool)."""
+    try:
+        images = json.loads(raw)["images"]
+        if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+            raise ValueError("no images in the answer")
+        return [image_io.decode_base64(i, f"images[{n}]", max_bytes=max_bytes) for n, i in enumerate(images)]
+    except BridgeError as exc:
+        raise UpstreamError(f"upstream A1111 at {url} sent an unusable image: {exc.message}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UpstreamError(f"upstream A1111 at {url} sent an unusable answer: {exc}") from None
+
+
+async def fetch_upstream(settings: PicoSettings, body: dict[str, Any], max_bytes: int) -> list[bytes]:
+    """POST the txt2img body to the upstream A1111 and return its images (decoded from base64, at most
+    `max_bytes` each)."""
     url = f"{settings.upstream_url}/sdapi/v1/txt2img"
     auth = (aiohttp.BasicAuth(settings.upstream_username, settings.upstream_password)
             if settings.upstream_username else None)
@@ -271,25 +305,18 @@ async def fetch_upstream(settings: PicoSettings, body: dict[str, Any]) -> list[b
             await asyncio.sleep(min(0.5 * attempt, 5.0))
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(url, json=body, auth=auth) as resp:
-                    text = await resp.text()
-                    if resp.status in (502, 503, 504):
-                        last = f"upstream A1111 at {url} answered {resp.status}: {text[:300]}"
-                        continue
+                async with session.post(url, data=await json_payload(body), auth=auth) as resp:
                     if resp.status != 200:
-                        raise UpstreamError(f"upstream A1111 at {url} answered {resp.status}: {text[:300]}")
+                        text = (await resp.content.read(300)).decode("utf-8", "replace")
+                        last = f"upstream A1111 at {url} answered {resp.status}: {text}"
+                        if resp.status in (502, 503, 504):
+                            continue
+                        raise UpstreamError(last)
+                    raw = await _read_answer(resp, url)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             last = f"upstream A1111 at {url} unreachable: {type(exc).__name__} {exc}".strip()
             continue
-        try:
-            payload = json.loads(text)
-            images = payload["images"]
-            if not isinstance(images, list) or not images:
-                raise ValueError("no images in the answer")
-            return [base64.b64decode(i.split(",", 1)[1] if i.startswith("data:") else i, validate=False)
-                    for i in images]
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
-            raise UpstreamError(f"upstream A1111 at {url} sent an unusable answer: {exc}") from None
+        return await image_io.run_in_pool(_upstream_images, raw, url, max_bytes)
     raise UpstreamError(last + (f" (after {settings.upstream_retries + 1} attempts)" if settings.upstream_retries
                                 else ""))
 
@@ -403,9 +430,12 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
             cached = True
     if not frames:
         if upstream:
-            pngs = await fetch_upstream(settings, sent)
+            # The pass-through has no engine of its own: the bridge's image limits are the defaults.
+            pngs = await fetch_upstream(settings, sent, image_io.DEFAULT_MAX_BYTES)
             try:
                 frames = await image_io.run_in_pool(lambda: [convert_png(p, opts) for p in pngs])
+            except BridgeError as exc:
+                raise UpstreamError(f"upstream A1111 sent an unusable image: {exc.message}") from None
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise UpstreamError(f"upstream A1111 sent an image that cannot be decoded: {exc}") from None
         else:
