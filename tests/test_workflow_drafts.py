@@ -221,6 +221,11 @@ def test_node_ids_int_cannot_read_are_a_problem_not_a_crash(tmp_path: Path, work
     "{not json",
     json.dumps({"nodes": [{"id": "x", "type": "KSampler"}], "links": []}),
     json.dumps({"nodes": [{"id": 1, "type": "KSampler", "inputs": [], "widgets_values": []}], "links": [[1, 2]]}),
+    # API-format nodes of odd shapes, and nesting deeper than Python recurses: tracebacks before
+    json.dumps({"1": {"class_type": "KSampler"}}),
+    json.dumps({"1": {"class_type": "KSampler", "inputs": []}}),
+    json.dumps({"1": {"class_type": "KSampler", "inputs": {}, "_meta": "x"}}),
+    "[" * 50_000 + "]" * 50_000,
 ])
 def test_a_malformed_workflow_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         text: str) -> None:
@@ -231,3 +236,35 @@ def test_a_malformed_workflow_file_is_one_line_naming_it(tmp_path: Path, capsys:
     assert W.main(["new", str(src), "--name", "shared", "--object-info", str(oi), "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("shared.json:") and err.count("\n") == 1, err
+
+
+def test_draft_takes_what_comfyui_runs(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
+    # numbers stored as text, a width off the node's step, a text longer than requests may send, inputs named in
+    # another script (each became "value", one overwriting another), a custom node's infinite limits
+    graph = copy.deepcopy(workflows["txt2img"].graph)
+    graph["3"]["inputs"].update(steps="20", cfg="7.5")
+    graph["5"]["inputs"]["width"] = 500
+    graph["6"]["inputs"]["text"] = "a lighthouse, " * 1000
+    graph["20"] = {"class_type": "CJKScale", "inputs": {"\u5bbd\u5ea6": 2, "\u9ad8\u5ea6": 3, "\u7f29\u653e": 1.5,
+                                                       "image": ["8", 0]}}
+    oi = copy.deepcopy(OI)
+    oi["CJKScale"] = {"input": {"required": {"\u5bbd\u5ea6": ["INT", {"min": 1, "max": float("inf")}],
+                                             "\u9ad8\u5ea6": ["INT", {"min": -float("inf"), "max": 64}],
+                                             "\u7f29\u653e": ["FLOAT", {"min": 0.0, "max": float("inf")}],
+                                             "image": ["IMAGE", {}]}},
+                      "output": ["IMAGE"], "output_name": ["IMAGE"], "name": "CJKScale", "output_node": False}
+    src, oi_file, out = tmp_path / "shared.json", tmp_path / "oi.json", tmp_path / "served"
+    src.write_text(json.dumps(graph))
+    oi_file.write_text(json.dumps(oi))
+    assert W.main(["new", str(src), "--name", "mine", "--object-info", str(oi_file), "--out", str(out)]) == 0
+    text = (out / "mine.manifest.json").read_text()
+    assert "Infinity" not in text
+    wf = W.load_workflow(out / "mine.manifest.json")
+    p = wf.parameters
+    assert (p["steps"].default, p["cfg"].default) == (20, 7.5)
+    assert p["width"].default == 500 and p["width"].multiple_of is None and p["height"].multiple_of == 8
+    assert p["text"].default == graph["6"]["inputs"]["text"] and p["text"].max_length == len(p["text"].default)
+    cjk = [n for n in p if p[n].targets[0].node == "20"]
+    assert len(cjk) == 3 and len(set(cjk)) == 3
+    assert {p[n].targets[0].input: p[n].default for n in cjk} == {"\u5bbd\u5ea6": 2, "\u9ad8\u5ea6": 3, "\u7f29\u653e": 1.5}
+    assert [(p[n].min, p[n].max) for n in cjk] == [(1, None), (None, 64), (0.0, None)]

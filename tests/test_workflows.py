@@ -78,6 +78,17 @@ def test_static_errors_name_workflow_and_node(tmp_path):
     (lambda m: m["parameters"]["steps"].__setitem__("type", "number"), "type must be one of"),
     (lambda m: m["outputs"].__setitem__("images", {"node": "9", "type": "pictures"}), "output 'images'"),
     (lambda m: m["outputs"].__setitem__("images", {"node": "77", "type": "images"}), "missing node '77'"),
+    # each of these loaded, then failed every request to the workflow (and /openapi.json) with a 500
+    (lambda m: m["parameters"]["sampler"].update(choices=[], choices_from=None), "at least 1 item"),
+    (lambda m: m["parameters"]["cfg"].__setitem__("max", float("inf")), "finite number"),
+    (lambda m: m["parameters"]["steps"].__setitem__("min", float("nan")), "finite number"),
+    (lambda m: m["parameters"]["clip_skip"].__setitem__("min", 10**400), "finite number"),
+    (lambda m: m["parameters"]["steps"].update(min=30, max=20), "'min' (30) is more than 'max' (20)"),
+    (lambda m: m["parameters"]["cfg"].__setitem__("multiple_of", 2), "'multiple_of' applies to int"),
+    (lambda m: m["parameters"]["prompt"].__setitem__("min", 1), "'min' applies to int and float"),
+    (lambda m: m.__setitem__("cost", ["width", "width"]), "listed twice"),
+    (lambda m: m["parameters"].__setitem__("extra", {"type": "json", "default": float("nan"), "targets": [
+        {"node": "3", "input": "denoise"}]}), "cannot be described (ValueError"),
 ])
 def test_manifest_mistakes(tmp_path, change, needle):
     folder = copy_core(tmp_path)
@@ -95,6 +106,29 @@ def test_graph_link_to_missing_node(tmp_path):
     with pytest.raises(WorkflowError) as e:
         W.load_workflow(folder / "txt2img.manifest.json")
     assert "node 8 (VAEDecode)" in e.value.message and "'42'" in e.value.message
+
+
+def test_a_cycle_in_the_graph_or_made_by_a_rewire_is_refused(tmp_path):
+    # ComfyUI refuses such a prompt: every job would fail; these loaded before
+    folder = copy_core(tmp_path)
+    graph = json.loads((folder / "txt2img.json").read_text())
+    graph["5"]["inputs"]["width"] = ["8", 0]  # the latent's width from the decoder that reads it
+    (folder / "txt2img.json").write_text(json.dumps(graph))
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(folder / "txt2img.manifest.json")
+    assert "cycle through node" in e.value.message
+    edit_manifest(folder, "img2img", lambda m: m["parameters"]["vae"]["rewire"][0].update(
+        link=[m["parameters"]["vae"]["rewire"][0]["node"], 0]))
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(folder / "img2img.manifest.json")
+    assert "parameter 'vae' links make a cycle" in e.value.message
+
+
+def test_a_long_chain_is_ordered_without_recursion():
+    chain = {str(i): {"class_type": "Reroute", "inputs": {"x": [str(i - 1), 0]} if i > 1 else {}}
+             for i in range(1, 20_001)}
+    assert W.graph.topological(dict(reversed(chain.items()))) == [str(i) for i in range(1, 20_001)]
+    assert W.graph.check_graph(chain) == []
 
 
 def test_object_info_problems_name_workflow_and_node(workflows):

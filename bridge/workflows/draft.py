@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bridge import fields
 from bridge.errors import WorkflowError
 
 from .editor import editor_to_api, is_api_format, is_editor_format
 from .graph import is_link, node_number
+from .manifest import MAX_LIMIT
 from .object_info import input_spec
 
 IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image"}
@@ -29,7 +32,7 @@ def read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> dic
     """An API graph from an API-format JSON, an editor-format JSON, or a PNG that ComfyUI saved (its chunks)."""
     try:
         return _read_workflow_file(path, object_info)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
         # a shared file is anyone's: whatever it holds, the user gets one line naming it, not a traceback
         what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, json.JSONDecodeError) else f"not JSON ({exc})"
         raise WorkflowError(f"{path.name}: not a workflow this can read ({what[:200]})") from exc
@@ -49,6 +52,11 @@ def _read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> di
     else:
         data = json.loads(raw)
     if is_api_format(data):
+        for nid, node in data.items():
+            if not (isinstance(node, dict) and isinstance(node.get("class_type"), str)
+                    and isinstance(node.get("inputs"), dict) and isinstance(node.get("_meta", {}), dict)):
+                raise WorkflowError(f"{path.name}: node {str(nid)[:40]!r} needs a 'class_type', an 'inputs' object "
+                                    f"and, if it has one, a '_meta' object")
         return data
     if is_editor_format(data):
         if object_info is None:
@@ -59,11 +67,30 @@ def _read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> di
 
 
 def _unique(name: str, taken: set[str], node_id: str) -> str:
-    candidate = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "value"
-    if candidate in taken:
-        candidate = f"{candidate}_{node_id}"
+    """A parameter name (the manifest's pattern: ASCII, at most 64 characters) no other parameter has."""
+    base = (re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "value")[:48]
+    candidate, n = base, 1
+    while candidate in taken:
+        candidate = f"{base}_{node_id}" if n == 1 else f"{base}_{node_id}_{n}"
+        n += 1
     taken.add(candidate)
     return candidate
+
+
+def _limit(value: Any) -> bool:
+    """A node's min or max a manifest can hold (custom nodes declare infinities)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_LIMIT
+
+
+def _number(value: Any, kind: type) -> Any:
+    """A widget value stored as text ("20", "7.5"), as ComfyUI casts it; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            number = kind(value.strip())
+        except ValueError:
+            return value
+        return number if kind is int or math.isfinite(number) else value
+    return value
 
 
 def _renumber(graph: dict[str, Any]) -> dict[str, Any]:
@@ -88,23 +115,28 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
                 "targets": target}
     spec: dict[str, Any] = {"description": desc, "targets": target, "default": value}
     if kind == "INT":
-        spec["type"] = "int"
-        for key, out in (("min", "min"), ("max", "max")):
-            if isinstance(opts.get(key), (int, float)):
-                spec[out] = int(opts[key])
+        spec.update(type="int", default=_number(value, int))
+        for key in ("min", "max"):
+            if _limit(opts.get(key)):
+                spec[key] = int(opts[key])
+        step = opts.get("step")
         if name in SEED_INPUTS:
             spec.update(random_value=-1, min=max(0, spec.get("min", 0)))
-        elif isinstance(opts.get("step"), int) and opts["step"] > 1 and spec.get("min", 0) % opts["step"] == 0:
-            spec["multiple_of"] = opts["step"]
+        elif isinstance(step, int) and step > 1 and spec.get("min", 0) % step == 0 \
+                and isinstance(spec["default"], int) and spec["default"] % step == 0:
+            # only where the graph's own value keeps the step: ComfyUI itself does not enforce it
+            spec["multiple_of"] = step
     elif kind == "FLOAT":
-        spec["type"] = "float"
+        spec.update(type="float", default=_number(value, float))
         for key in ("min", "max"):
-            if isinstance(opts.get(key), (int, float)):
+            if _limit(opts.get(key)):
                 spec[key] = opts[key]
     elif kind == "BOOLEAN":
         spec["type"] = "bool"
     else:
         spec["type"] = "string"
+        if isinstance(value, str) and len(value) > fields.MAX_TEXT:
+            spec["max_length"] = len(value)  # the graph's own text is longer than requests' usual limit
     return spec
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from bridge.errors import WorkflowError, WorkflowNotFound
 
-from .graph import check_graph, is_link
+from .graph import check_graph, is_link, topological
 from .manifest import Manifest, manifest_problems
 from .workflow import Workflow
 
@@ -45,6 +45,27 @@ def _binding_problems(wf: Workflow) -> list[str]:
     for o in wf.outputs.values():
         if o.node not in wf.graph:
             problems.append(f"output {o.name!r} reads missing node {o.node!r}")
+    if not problems:
+        problems += _cycles_made(wf)
+    return problems
+
+
+def _cycles_made(wf: Workflow) -> list[str]:
+    """Parameters whose links (a rewire, a map to a link) would close a cycle in the graph."""
+    problems = []
+    for p in wf.parameters.values():
+        changes = [[(r.node, r.input, r.link)] for r in (p.rewire or ())]
+        changes = [[c for r in changes for c in r]] if changes else []
+        changes += [[(t.node, t.input, v)] for t in p.targets for v in (t.map or {}).values() if is_link(v)]
+        for change in changes:
+            graph = dict(wf.graph)
+            for node, name, link in change:
+                graph[node] = {**graph[node], "inputs": {**graph[node]["inputs"], name: list(link)}}
+            try:
+                topological(graph)
+            except WorkflowError as exc:
+                problems.append(f"parameter {p.name!r} links make a cycle: {exc.message}")
+                break
     return problems
 
 
@@ -78,6 +99,14 @@ def load_workflow(manifest_path: Path) -> Workflow:
     problems = _binding_problems(wf) or wf.check_defaults()
     if problems:
         raise WorkflowError(f"workflow {label}: " + "; ".join(problems))
+    try:
+        # Built on first use otherwise: a manifest pydantic cannot make a model of failed every request to it, and
+        # /openapi.json for the whole bridge, instead of failing here.
+        wf.request_model  # noqa: B018
+        json.dumps(wf.describe(), allow_nan=False)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it is this manifest's fault
+        raise WorkflowError(f"workflow {label}: its parameters cannot be described ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})") from None
     return wf
 
 

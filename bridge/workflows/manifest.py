@@ -18,6 +18,8 @@ NodeId = Annotated[str, Field(pattern=r"^\d+$", description="A node id of the AP
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 # An int map translates a small range (clip_skip 1..12), never a seed-sized one.
 MAX_INT_MAP = 1024
+# The largest limit a number parameter may have (seeds go to 2^64 - 1).
+MAX_LIMIT = 2**64
 
 
 class _Strict(BaseModel):
@@ -58,7 +60,7 @@ class Parameter(_Strict):
     max: int | float | None = Field(None, description="Inclusive upper limit (int, float).")
     multiple_of: int | None = Field(None, gt=0, description="int only.")
     max_length: int | None = Field(None, ge=0, description="string only.")
-    choices: list[str] | None = Field(None, description="Fixed list for a choice.")
+    choices: list[str] | None = Field(None, min_length=1, description="Fixed list for a choice.")
     choices_from: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", description=(
         "'<NodeClass>.<input>': the list is the backend's, read from its /object_info."))
     random_value: int | None = Field(None, description=(
@@ -73,10 +75,24 @@ class Parameter(_Strict):
     def has_default(self) -> bool:
         return "default" in self.model_fields_set
 
+    @field_validator("min", "max")
+    @classmethod
+    def _limit(cls, value: int | float | None) -> int | float | None:
+        # json reads NaN, Infinity and 1e400 (as inf): a limit like that made answers that are not JSON and 500s
+        if value is not None and not abs(value) <= MAX_LIMIT:  # False for NaN; a huge int is never made a float
+            raise ValueError(f"must be a finite number of at most 2^64 in size, got {str(value)[:40]}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Parameter:
         if self.type == "choice" and self.choices is None and self.choices_from is None:
             raise ValueError("a choice needs 'choices' or 'choices_from'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is more than 'max' ({self.max}): no value would do")
+        for key, types in (("multiple_of", ("int",)), ("random_value", ("int",)), ("max_length", ("string",)),
+                           ("min", ("int", "float")), ("max", ("int", "float"))):
+            if getattr(self, key) is not None and self.type not in types:
+                raise ValueError(f"'{key}' applies to {' and '.join(types)} parameters only, not {self.type}")
         if self.rewire and self.has_default:
             raise ValueError("a parameter with 'rewire' takes no 'default': it rewires only when a request sets it")
         for t in self.targets:
@@ -150,6 +166,8 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _cost(self) -> Manifest:
+        if self.cost is not None and len(set(self.cost)) != len(self.cost):
+            raise ValueError("cost: a parameter is listed twice (its value would count squared)")
         for name in self.cost or ():
             if name not in self.parameters or self.parameters[name].type != "int":
                 raise ValueError(f"cost: {name!r} is not an int parameter of this workflow")
