@@ -206,6 +206,26 @@ async def test_generic_workflow_a1111_and_generate_take_image_urls(bridge_factor
     assert bad.status == 400 and (await bad.json())["field"] == "init_image"
 
 
+async def test_image_urls_stop_at_the_first_over_the_requests_pixel_budget(bridge_factory: Any,
+                                                                            aiohttp_server: Any) -> None:
+    # each image is checked as it arrives: 64 URLs of 20 MB were all held before any was checked
+    served: list[str] = []
+
+    async def large(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.Response(body=claimed_png(2000, 2000), content_type="image/png")  # 4M pixels each
+
+    app = web.Application()
+    app.router.add_get("/{n}.png", large)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    client = await bridge_factory(adapters=["a1111"], outbound_allow="127.0.0.1", max_request_pixels=10_000_000)
+    urls = [{"data": f"http://127.0.0.1:{server.port}/{n}.png", "name": f"{n}.png"} for n in range(10)]
+    resp = await client.post("/sdapi/v1/extra-batch-images", json={"imageList": urls, "upscaler_1": "Lanczos"})
+    data = await resp.json()
+    assert resp.status == 413 and data["errors"].startswith("imageList[2].data: the request's images have more than")
+    assert served == ["/0.png", "/1.png", "/2.png"]
+
+
 async def test_masks_and_sketches_by_url(bridge_factory: Any, images: Any) -> None:
     url = f"{images.base}/a.png"
     client = await bridge_factory(adapters=["jobs_api", "a1111", "pixart_editor"], outbound_allow="127.0.0.1")

@@ -284,7 +284,7 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
     first = _upscaler(body.upscaler_1 or "None", files, "upscaler_1")
     second = _upscaler(body.upscaler_2 or "None", files, "upscaler_2") if first is not None else None
     visibility = float(body.extras_upscaler_2_visibility or 0)
-    images = await imaging.fetch_urls(engine, images)
+    images = await imaging.fetch_urls(engine, images, settings_of(request).max_request_pixels)
     # Every image checked from its header, and all of them against the request's pixel budget, before any is
     # decoded; then decoded one at a time in the image pool.
     try:

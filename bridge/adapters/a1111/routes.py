@@ -338,7 +338,8 @@ async def decode_request_images(request: web.Request, req: models.Img2ImgRequest
                                                 f"{batch_size} or less")
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
     named = await imaging.fetch_urls(engine, [(f"init_images[{i}]", d) for i, d in enumerate(req.init_images)]
-                                     + ([("mask", req.mask)] if req.mask else []))
+                                     + ([("mask", req.mask)] if req.mask else []),
+                                     settings_of(request).max_request_pixels)
     try:
         await image_io.probe_request(named, **limits, max_total=settings_of(request).max_request_pixels,
                                      probe_one=imaging.probe_image)
