@@ -337,7 +337,7 @@ def _png_with(text: str) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def test_infotext_pairs_are_what_a1111s_pattern_finds():
+async def test_infotext_pairs_are_what_a1111s_pattern_finds():
     # _pairs tries A1111's pattern at fewer places than its findall: the same pairs, on every short mix of the
     # characters the pattern cares about
     rnd = random.Random(7)

@@ -363,7 +363,7 @@ async def test_an_answer_with_images_and_long_texts_is_its_json_written_in_piece
     assert (await client.head("/")).status == 201
 
 
-def test_token_bucket_refills_at_rate() -> None:
+async def test_token_bucket_refills_at_rate() -> None:
     now = [100.0]
     bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])
     assert [bucket.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -378,7 +378,7 @@ def test_token_bucket_refills_at_rate() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestWarning")
-def test_token_bucket_forgets_oldest_clients() -> None:
+async def test_token_bucket_forgets_oldest_clients() -> None:
     bucket = TokenBucket(rate=1.0, burst=1, max_clients=2, clock=lambda: 0.0)
     for client in ("a", "b", "c"):
         assert bucket.acquire(client) == 0.0
@@ -565,7 +565,7 @@ async def test_enabled_adapters_load_and_document_their_routes(bridge_factory: A
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestWarning")
-def test_broken_adapter_is_named() -> None:
+async def test_broken_adapter_is_named() -> None:
     from bridge.adapters import AdapterLoadError, setup_all
 
     app = web.Application()

@@ -618,7 +618,7 @@ async def test_generate_refuses_init_images_that_are_not_a_list_of_images(bridge
         assert resp.status == 400 and body["field"].startswith("init_images"), body
 
 
-def test_an_error_shows_only_the_start_of_a_wrong_value() -> None:
+async def test_an_error_shows_only_the_start_of_a_wrong_value() -> None:
     # every route words its 422s with fields.describe: the repr of a 12-million-item list took 0.7 s on the loop
     from bridge.fields import describe
 

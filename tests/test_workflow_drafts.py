@@ -106,6 +106,7 @@ def test_subgraphs_and_unknown_nodes_are_refused_clearly(workflows: dict[str, W.
 
 def test_draft_manifest_from_an_api_graph_is_served_as_is(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
     graph = copy.deepcopy(workflows["img2img"].graph)
+    graph["4"]["inputs"]["ckpt_name"] = "tiny.safetensors"  # a model the backend has
     src = tmp_path / "mine_api.json"
     src.write_text(json.dumps(graph))
     oi = tmp_path / "oi.json"
@@ -268,3 +269,20 @@ def test_draft_takes_what_comfyui_runs(tmp_path: Path, workflows: dict[str, W.Wo
     assert len(cjk) == 3 and len(set(cjk)) == 3
     assert {p[n].targets[0].input: p[n].default for n in cjk} == {"\u5bbd\u5ea6": 2, "\u9ad8\u5ea6": 3, "\u7f29\u653e": 1.5}
     assert [(p[n].min, p[n].max) for n in cjk] == [(1, None), (None, 64), (0.0, None)]
+
+
+def test_a_model_the_backend_lacks_is_a_problem_before_any_job(tmp_path: Path, workflows: dict[str, W.Workflow],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # ComfyUI refuses every job naming it ("value not in list"); the checks said nothing and each job failed
+    graph = copy.deepcopy(workflows["txt2img"].graph)
+    src, oi = tmp_path / "shared.json", tmp_path / "oi.json"
+    src.write_text(json.dumps(graph))
+    oi.write_text(json.dumps(OI))
+    assert W.main(["new", str(src), "--name", "shared", "--object-info", str(oi), "--out", str(tmp_path / "out"),
+                   "--nodes", "KSampler"]) == 1
+    err = capsys.readouterr().err
+    assert "node 4 (CheckpointLoaderSimple): input 'ckpt_name' is 'v1-5-pruned-emaonly.safetensors', which the " \
+           "backend does not offer (it has tiny.safetensors, other.safetensors)" in err
+    wf = W.load_workflow(tmp_path / "out" / "shared.manifest.json")
+    assert [p for p in W.check_object_info(wf, OI) if "ckpt_name" in p]
+    assert not [p for p in W.check_object_info(workflows["txt2img"], OI) if "ckpt_name" in p]  # a parameter's

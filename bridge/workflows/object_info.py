@@ -52,6 +52,7 @@ def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> se
 
 def _node_problems(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
     problems = []
+    targeted = {(t.node, t.input) for p in wf.parameters.values() for t in p.targets}
     for nid, node in wf.graph.items():
         cls = node["class_type"]
         info = object_info.get(cls)
@@ -67,6 +68,17 @@ def _node_problems(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
         for iname in (info.get("input") or {}).get("required", {}):
             if iname not in node["inputs"]:
                 problems.append(f"{where}: required input {iname!r} is missing")
+        for iname, value in node["inputs"].items():
+            # A fixed list value the backend lacks (a shared graph's checkpoint): ComfyUI refuses every job ("value
+            # not in list"). Lists of uploaded files take any file that exists; parameters are checked per job.
+            spec = input_spec(info, iname)
+            if spec is None or (nid, iname) in targeted or not isinstance(value, str) or spec[1].get("image_upload"):
+                continue
+            options = combo_options(info, iname)
+            if options is not None and value not in options:
+                problems.append(f"{where}: input {iname!r} is {value[:200]!r}, which the backend does not offer "
+                                f"(it has {', '.join(map(str, options[:8])) or 'none'}"
+                                f"{', ...' if len(options) > 8 else ''})")
         for iname, value in links(node):
             if value[0] in wf.graph:
                 src_cls = wf.graph[value[0]]["class_type"]
