@@ -273,8 +273,10 @@ def test_draft_takes_what_comfyui_runs(tmp_path: Path, workflows: dict[str, W.Wo
 
 def test_a_model_the_backend_lacks_is_a_problem_before_any_job(tmp_path: Path, workflows: dict[str, W.Workflow],
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    # ComfyUI refuses every job naming it ("value not in list"); the checks said nothing and each job failed
+    # ComfyUI refuses every job naming it ("value not in list"); the checks said nothing and each job failed. A
+    # node no output reads is never checked by ComfyUI: neither here.
     graph = copy.deepcopy(workflows["txt2img"].graph)
+    graph["30"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "unused.safetensors"}}
     src, oi = tmp_path / "shared.json", tmp_path / "oi.json"
     src.write_text(json.dumps(graph))
     oi.write_text(json.dumps(OI))
@@ -284,5 +286,6 @@ def test_a_model_the_backend_lacks_is_a_problem_before_any_job(tmp_path: Path, w
     assert "node 4 (CheckpointLoaderSimple): input 'ckpt_name' is 'v1-5-pruned-emaonly.safetensors', which the " \
            "backend does not offer (it has tiny.safetensors, other.safetensors)" in err
     wf = W.load_workflow(tmp_path / "out" / "shared.manifest.json")
-    assert [p for p in W.check_object_info(wf, OI) if "ckpt_name" in p]
+    assert [p for p in W.check_object_info(wf, OI) if "ckpt_name" in p] == [err.splitlines()[0]]
+    assert "unused" not in err
     assert not [p for p in W.check_object_info(workflows["txt2img"], OI) if "ckpt_name" in p]  # a parameter's

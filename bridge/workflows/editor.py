@@ -56,7 +56,7 @@ def export_editor(wf: Workflow, object_info: Mapping[str, Any]) -> dict[str, Any
     Seed widgets get control_after_generate "fixed"; image-upload combos get the upload widget's value "image",
     which the frontend appends after the required inputs.
     """
-    problems = check_object_info(wf, object_info)
+    problems = check_object_info(wf, object_info, values=False)
     if problems:
         raise WorkflowError("; ".join(problems))
     graph = wf.graph

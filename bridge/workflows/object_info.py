@@ -50,9 +50,10 @@ def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> se
     return {nid for nid, node in graph.items() if (object_info.get(node["class_type"]) or {}).get("output_node")}
 
 
-def _node_problems(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
+def _node_problems(wf: Workflow, object_info: Mapping[str, Any], values: bool = True) -> list[str]:
     problems = []
-    targeted = {(t.node, t.input) for p in wf.parameters.values() for t in p.targets}
+    targeted = {(t.node, t.input) for p in wf.parameters.values() for t in p.targets} if values else None
+    run = ancestors(wf.graph, output_nodes(wf.graph, object_info))  # ComfyUI checks only the nodes it runs
     for nid, node in wf.graph.items():
         cls = node["class_type"]
         info = object_info.get(cls)
@@ -72,7 +73,8 @@ def _node_problems(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
             # A fixed list value the backend lacks (a shared graph's checkpoint): ComfyUI refuses every job ("value
             # not in list"). Lists of uploaded files take any file that exists; parameters are checked per job.
             spec = input_spec(info, iname)
-            if spec is None or (nid, iname) in targeted or not isinstance(value, str) or spec[1].get("image_upload"):
+            if targeted is None or nid not in run or spec is None or (nid, iname) in targeted \
+                    or not isinstance(value, str) or spec[1].get("image_upload"):
                 continue
             options = combo_options(info, iname)
             if options is not None and value not in options:
@@ -138,9 +140,11 @@ def missing_node_types(wf: Workflow, object_info: Mapping[str, Any]) -> list[str
     return list(dict.fromkeys(n["class_type"] for n in wf.graph.values() if n["class_type"] not in object_info))
 
 
-def check_object_info(wf: Workflow, object_info: Mapping[str, Any]) -> list[str]:
-    """Every problem that would make ComfyUI refuse or silently ignore part of the graph."""
-    return _node_problems(wf, object_info) + _parameter_problems(wf, object_info) + _output_problems(wf, object_info)
+def check_object_info(wf: Workflow, object_info: Mapping[str, Any], *, values: bool = True) -> list[str]:
+    """Every problem that would make ComfyUI refuse or silently ignore part of the graph; with `values` False,
+    only those of its shape (a list value the backend lacks does not stop the editor from showing the graph)."""
+    return (_node_problems(wf, object_info, values) + _parameter_problems(wf, object_info)
+            + _output_problems(wf, object_info))
 
 
 def execution_targets(wf: Workflow, names: list[str], object_info: Mapping[str, Any]) -> list[str]:
