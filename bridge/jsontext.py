@@ -1,7 +1,7 @@
 """JSON text made a piece at a time, for answers that carry images or long texts and for digests of bodies that do.
 
 json.dumps and base64 hold the interpreter lock for a whole call, in a thread too: 96 MB of images in one answer
-held the event loop 0.65 s, a 21 MB sketch's digest 88 ms, 16 million "é" echoed 0.24 s. Here the long values
+held the event loop 0.65 s, a 21 MB sketch's digest 88 ms, 16 million "é" echoed 0.2 s. Here the long values
 (`images.Base64` bytes, and strings of more than `images.B64_PIECE` characters, keys included) are set apart;
 the JSON around them is encoded at once, and each long value piece by piece, a piece about 1 MB of text.
 """
