@@ -8,8 +8,11 @@ words. `bridge.openapi` builds `/openapi.json` from the same declarations, so th
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import math
+import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -78,8 +81,9 @@ def _check_shape(value: Any) -> None:
 
 # Counted before a large body is parsed: json.loads holds the interpreter lock, thread or not, while it builds every
 # value (a 32 MiB body of `[],` held the event loop 8.7 s and took 760 MB before the value limit could refuse it;
-# 16 million `\n` escapes in one string 0.1 s). Commas bound the values and backslashes the escapes (a non-ASCII
-# text sent with ensure_ascii has one per character); image data has neither. Each count takes 16 ms on 32 MiB.
+# 16 million `\n` escapes in one string 0.1 s). Commas bound the values, backslashes the escapes (a non-ASCII text
+# sent with ensure_ascii has one per character) and quotes the strings; image data has none of them but its
+# quotes. Counted a piece at a time (one count of 32 MiB took 16 ms).
 PRECOUNT_BYTES = 1 << 20
 MAX_MARKS = 4 * MAX_VALUES
 
@@ -87,18 +91,103 @@ MAX_MARKS = 4 * MAX_VALUES
 def _precount(raw: bytes) -> None:
     if len(raw) <= PRECOUNT_BYTES:
         return
-    if raw.count(b",") > MAX_MARKS:
-        raise BodyError(f"the body holds more than {MAX_VALUES} values (it has more than {MAX_MARKS} commas)")
-    if raw.count(b"\\") > MAX_MARKS:
-        raise BodyError(f"the body holds more than {MAX_MARKS} escaped characters")
+    from bridge.images import B64_PIECE
+
+    view = memoryview(raw)
+    commas = slashes = quotes = 0
+    for at in range(0, len(raw), B64_PIECE):  # a piece at a time, the lock let go between
+        piece = view[at:at + B64_PIECE].tobytes()
+        commas, slashes, quotes = commas + piece.count(b","), slashes + piece.count(b"\\"), quotes + piece.count(b'"')
+        if commas > MAX_MARKS:
+            raise BodyError(f"the body holds more than {MAX_VALUES} values (it has more than {MAX_MARKS} commas)")
+        if slashes > MAX_MARKS:
+            raise BodyError(f"the body holds more than {MAX_MARKS} escaped characters")
+        if quotes > 4 * MAX_MARKS:  # two a string, keys too, and escaped ones
+            raise BodyError(f"the body holds more than {MAX_VALUES} values (it has more than {4 * MAX_MARKS} "
+                            f"quotes)")
+
+
+# String values longer than this (an image's base64) are cut out of a large body before json.loads and decoded a
+# piece at a time: parsing one 21 MB string held the event loop 40 ms, from a thread too.
+LIFT_CHARS = 1 << 20
+_CONTROLS = bytes(range(32))  # what a JSON string may not hold unescaped
+_SPACES = re.compile(rb"[ \t\r\n]*")
+
+
+def _lift(raw: bytes) -> tuple[bytes, dict[str, str]]:
+    """`raw` with each long string value that has no escapes replaced by a token, and the values by token.
+    Whatever does not look like that is left to json.loads (and its error message)."""
+    from bridge.images import B64_PIECE
+
+    if len(raw) <= LIFT_CHARS or json.detect_encoding(raw) != "utf-8":
+        return raw, {}
+    token = f"pixart-lift-{secrets.token_hex(16)}-"
+    out: list[bytes] = []
+    lifted: dict[str, str] = {}
+    pos = scan = 0
+    while (start := raw.find(b'"', scan)) >= 0:
+        end = start
+        while True:  # the closing quote: one after an even run of backslashes (the precount bounds them)
+            end = raw.find(b'"', end + 1)
+            if end < 0:
+                return raw, {}
+            slashes = end - 1
+            while raw[slashes] == 0x5C:
+                slashes -= 1
+            if (end - 1 - slashes) % 2 == 0:
+                break
+        scan = end + 1
+        if end - start - 1 <= LIFT_CHARS or raw.find(b"\\", start, end) >= 0:
+            continue  # short, or with escapes
+        follows = _SPACES.match(raw, scan).end()
+        if raw[follows:follows + 1] == b":":
+            continue  # a key
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        text = []
+        view = memoryview(raw)
+        for at in range(start + 1, end, B64_PIECE):
+            piece = bytes(view[at:min(at + B64_PIECE, end)])
+            if len(piece.translate(None, _CONTROLS)) != len(piece):
+                return raw, {}  # json.loads words this one
+            try:
+                text.append(decoder.decode(piece, final=at + B64_PIECE >= end))
+            except UnicodeDecodeError:
+                return raw, {}
+        key = f"{token}{len(lifted)}"
+        lifted[key] = "".join(text)
+        out += [raw[pos:start + 1], key.encode()]
+        pos = end
+    out.append(raw[pos:])
+    return b"".join(out), lifted
+
+
+def _put_back(data: Any, lifted: dict[str, str]) -> Any:
+    if isinstance(data, str):
+        return lifted.get(data, data)
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if isinstance(v, str) and v in lifted:
+                node[k] = lifted[v]
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    return data
 
 
 def parse_json(raw: bytes) -> Any:
     """JSON with limits: nesting depth, values, digits in a number, no NaN/Infinity. Raises BodyError with the
     reason."""
     _precount(raw)
+    skeleton, lifted = _lift(raw)
     try:
-        data = json.loads(raw, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        try:
+            data = json.loads(skeleton, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        except ValueError:
+            if not lifted:
+                raise
+            data = json.loads(raw, parse_int=_int, parse_float=_float, parse_constant=_constant)  # its own words
     except RecursionError:
         raise BodyError(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except UnicodeDecodeError:
@@ -108,7 +197,7 @@ def parse_json(raw: bytes) -> Any:
     except ValueError as exc:
         raise BodyError(f"the body is not acceptable JSON: {exc}") from None
     _check_shape(data)
-    return data
+    return _put_back(data, lifted) if lifted else data
 
 
 async def read_body(request: web.Request) -> bytes:
