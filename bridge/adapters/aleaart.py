@@ -36,9 +36,9 @@ from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError, InvalidParameter, NotAvailable
-from bridge.http import json_answer
 from bridge.fields import (Bool, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
                            Webhook)
+from bridge.http import json_answer
 from bridge.keys import SETTINGS
 from bridge.storage import BlobNotFound
 from pixart_nodes.core import aleaart

@@ -47,9 +47,9 @@ from bridge import jsontext
 from bridge.api import Dialect, ErrorBody, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, Conflict, InvalidParameter, JobNotFound
-from bridge.http import json_answer
 from bridge.fields import (Bool, Float, ImageData, Int, Loras, LooseFloat, Request, ResponseFormat, Seed, Text,
                            Webhook, field_errors, loras_setting)
+from bridge.http import json_answer
 from bridge.keys import SETTINGS
 
 from bridge.engine import Job, JobEngine

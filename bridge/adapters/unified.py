@@ -32,9 +32,9 @@ from bridge import samplers as sampler_names
 from bridge.api import Dialect, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError, InvalidParameter
-from bridge.http import json_answer
 from bridge.fields import (ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
                            Request, ResponseFormat, Seed, Text, Webhook, field_errors)
+from bridge.http import json_answer
 from bridge.engine import JobEngine
 from bridge.keys import SETTINGS
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge import images as image_io
 from bridge.engine import JobEngine
-from bridge.http import json_answer
 from bridge.errors import BridgeError, PayloadTooLarge
+from bridge.http import json_answer
 
 from ..toolkit import Submission, engine_of, settings_of
 from . import imaging

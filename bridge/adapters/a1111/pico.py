@@ -33,8 +33,8 @@ from bridge import images as image_io
 from bridge import jsontext
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError
-from bridge.http import json_answer, json_payload
 from bridge.fields import LooseBool, LooseInt, describe
+from bridge.http import json_answer, json_payload
 from bridge.keys import ADAPTERS, SETTINGS
 
 from ..toolkit import Submission, engine_of

@@ -23,8 +23,8 @@ from pydantic import BaseModel, Field
 from bridge import images as image_io
 from bridge.engine import JobEngine
 from bridge.errors import PayloadTooLarge
-from bridge.http import json_answer
 from bridge.fields import LooseBool
+from bridge.http import json_answer
 
 from ..toolkit import Submission, engine_of, settings_of
 from . import generation as gen_mod

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from bridge.api import endpoint
 from bridge.errors import BackendUnavailable, BridgeError
-from bridge.http import json_answer
 from bridge.fields import LooseFloat, LooseInt, Request, ResponseFormat
+from bridge.http import json_answer
 from bridge.store import Job
 
 from ..toolkit import engine_of, live_choices, request_origin

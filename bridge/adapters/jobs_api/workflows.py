@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from bridge.api import endpoint
 from bridge.engine import JobEngine
 from bridge.errors import WorkflowError
-from bridge.http import json_answer
 from bridge.fields import LooseFloat, OutputFormat, OutputQuality, Request, ResponseFormat, Webhook
+from bridge.http import json_answer
 from bridge.keys import OPENAPI_CACHE
 from bridge.workflows import Workflow
 
