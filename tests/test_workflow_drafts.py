@@ -247,12 +247,12 @@ def test_draft_takes_what_comfyui_runs(tmp_path: Path, workflows: dict[str, W.Wo
     graph["5"]["inputs"]["width"] = 500
     graph["6"]["inputs"]["text"] = "a lighthouse, " * 1000
     graph["20"] = {"class_type": "CJKScale", "inputs": {"\u5bbd\u5ea6": 2, "\u9ad8\u5ea6": 3, "\u7f29\u653e": 1.5,
-                                                       "image": ["8", 0]}}
+                                                       "image": ["8", 0], "factor": 2}}
     oi = copy.deepcopy(OI)
     oi["CJKScale"] = {"input": {"required": {"\u5bbd\u5ea6": ["INT", {"min": 1, "max": float("inf")}],
                                              "\u9ad8\u5ea6": ["INT", {"min": -float("inf"), "max": 64}],
                                              "\u7f29\u653e": ["FLOAT", {"min": 0.0, "max": float("inf")}],
-                                             "image": ["IMAGE", {}]}},
+                                             "image": ["IMAGE", {}], "factor": [[1, 2, 4], {}]}},
                       "output": ["IMAGE"], "output_name": ["IMAGE"], "name": "CJKScale", "output_node": False}
     src, oi_file, out = tmp_path / "shared.json", tmp_path / "oi.json", tmp_path / "served"
     src.write_text(json.dumps(graph))
@@ -265,10 +265,18 @@ def test_draft_takes_what_comfyui_runs(tmp_path: Path, workflows: dict[str, W.Wo
     assert (p["steps"].default, p["cfg"].default) == (20, 7.5)
     assert p["width"].default == 500 and p["width"].multiple_of is None and p["height"].multiple_of == 8
     assert p["text"].default == graph["6"]["inputs"]["text"] and p["text"].max_length == len(p["text"].default)
-    cjk = [n for n in p if p[n].targets[0].node == "20"]
+    cjk = [n for n in p if p[n].targets[0].node == "20" and n != "factor"]
     assert len(cjk) == 3 and len(set(cjk)) == 3
     assert {p[n].targets[0].input: p[n].default for n in cjk} == {"\u5bbd\u5ea6": 2, "\u9ad8\u5ea6": 3, "\u7f29\u653e": 1.5}
     assert [(p[n].min, p[n].max) for n in cjk] == [(1, None), (None, 64), (0.0, None)]
+    # a list of numbers: the value a number, checked against the backend's list when bound
+    assert p["factor"].choices_from == "CJKScale.factor" and wf.coerce({"factor": 4})["factor"] == 4
+    for wrong in ("4", True):
+        with pytest.raises(InvalidParameter):
+            wf.coerce({"factor": wrong})
+    assert wf.bind(wf.coerce({"factor": 4}), lambda ref: [1, 2, 4] if ref == "CJKScale.factor" else None)["20"]["inputs"]["factor"] == 4
+    with pytest.raises(InvalidParameter, match="factor: 3 is not available"):
+        wf.bind(wf.coerce({"factor": 3}), lambda ref: [1, 2, 4] if ref == "CJKScale.factor" else None)
 
 
 def test_a_model_the_backend_lacks_is_a_problem_before_any_job(tmp_path: Path, workflows: dict[str, W.Workflow],

@@ -278,6 +278,20 @@ def test_values_accepted_before_an_edit_are_checked_against_the_edited_workflow(
     assert e.value.field == "prompt"
 
 
+def test_a_choice_of_numbers_takes_those_numbers_only(tmp_path):
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "txt2img", lambda m: m["parameters"].__setitem__("clip_skip", {
+        "type": "choice", "choices": [1, 2, 2.5], "default": 1,
+        "targets": [{"node": "10", "input": "stop_at_clip_layer", "map": {"1": -1, "2": -2, "2.5": -3}}]}))
+    wf = W.load_workflow(folder / "txt2img.manifest.json")
+    assert wf.bind(wf.coerce({"clip_skip": 2}))["10"]["inputs"]["stop_at_clip_layer"] == -2
+    assert wf.bind(wf.coerce({"clip_skip": 2.5}))["10"]["inputs"]["stop_at_clip_layer"] == -3
+    for wrong in (True, "2", 2.0, 3):
+        with pytest.raises(InvalidParameter) as e:
+            wf.coerce({"clip_skip": wrong})
+        assert e.value.field == "clip_skip" and "1, 2, 2.5" in e.value.message
+
+
 def test_json_list_values_are_not_links(tmp_path):
     folder = copy_core(tmp_path)
     edit_manifest(folder, "txt2img", lambda m: m["parameters"].__setitem__(

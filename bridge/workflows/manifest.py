@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError,
+                      field_validator, model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
 PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
@@ -60,7 +61,8 @@ class Parameter(_Strict):
     max: int | float | None = Field(None, description="Inclusive upper limit (int, float).")
     multiple_of: int | None = Field(None, gt=0, description="int only.")
     max_length: int | None = Field(None, ge=0, description="string only.")
-    choices: list[str] | None = Field(None, min_length=1, description="Fixed list for a choice.")
+    choices: list[StrictStr | StrictInt | StrictFloat] | None = Field(None, min_length=1, description=(
+        "Fixed list for a choice (texts, or the numbers a custom node lists)."))
     choices_from: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", description=(
         "'<NodeClass>.<input>': the list is the backend's, read from its /object_info."))
     random_value: int | None = Field(None, description=(
@@ -105,7 +107,7 @@ class Parameter(_Strict):
                         or set(t.map) != {str(i) for i in range(int(lo), int(hi) + 1)}:
                     raise ValueError(f"target {t.node}.{t.input}: an int 'map' needs 'min' and 'max' and one key "
                                      f"per value from min to max")
-            elif self.choices is None or set(t.map) != set(self.choices):
+            elif self.choices is None or set(t.map) != {str(c) for c in self.choices}:
                 raise ValueError(f"target {t.node}.{t.input}: 'map' keys must equal 'choices'")
         return self
 

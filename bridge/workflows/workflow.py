@@ -15,8 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, \
-    ValidationInfo, WithJsonSchema, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictFloat, StrictInt, TypeAdapter, \
+    ValidationError, ValidationInfo, WithJsonSchema, create_model
 from pydantic_core import PydanticCustomError
 
 from bridge import fields
@@ -63,6 +63,15 @@ def _int_parser(p: Parameter) -> Callable[[Any, ValidationInfo], Any]:
     return parse
 
 
+def _exact_choice(p: Parameter) -> Callable[[Any], Any]:
+    def exact(value: Any) -> Any:
+        if not any(type(value) is type(c) and value == c for c in p.choices or ()):
+            raise PydanticCustomError("literal_error", "Input should be one of {expected}",
+                                      {"expected": ", ".join(map(repr, p.choices or ()))})
+        return value
+    return exact
+
+
 def value_type(p: Parameter) -> Any:
     """The annotated type that validates one parameter's value (limits, choices and all)."""
     doc = {"description": p.description} if p.description else {}
@@ -83,8 +92,14 @@ def value_type(p: Parameter) -> Any:
                          Field(ge=p.min, le=p.max, multiple_of=p.multiple_of), WithJsonSchema({**schema, **doc})]
     if p.type == "choice":
         if p.choices is not None:
-            return Literal[tuple(p.choices)]  # type: ignore[valid-type]
+            if all(isinstance(c, str) for c in p.choices):
+                return Literal[tuple(p.choices)]  # type: ignore[valid-type]
+            # numbers listed: pydantic's Literal would take True for 1 and "2.0" nowhere, 2.0 for 2
+            return Annotated[Literal[tuple(p.choices)], BeforeValidator(_exact_choice(p))]  # type: ignore[valid-type]
         live = f"One of the backend's {p.choices_from} values."
+        if isinstance(p.default, (int, float)) and not isinstance(p.default, bool):
+            # a custom node's list of numbers ([1, 2, 4]): the graph's own value says which kind
+            return Annotated[StrictInt | StrictFloat, Field(description=live)]
         return Annotated[str, Strict(), Field(min_length=1, description=live)]
     if p.type == "image":
         return Annotated[Any, BeforeValidator(_image_value), WithJsonSchema({**IMAGE_SCHEMA, **doc})]
@@ -264,7 +279,7 @@ class Workflow:
                 for r in p.rewire or ():
                     graph[r.node]["inputs"][r.input] = [r.link[0], r.link[1]]
             for t in p.targets:
-                written = value if t.map is None else t.map[str(value) if p.type == "int" else value]
+                written = value if t.map is None else t.map[value if isinstance(value, str) else str(value)]
                 if p.type == "json" and isinstance(written, list):
                     written = {"__value__": written}  # a bare list would read as a link
                 graph[t.node]["inputs"][t.input] = copy.deepcopy(written)
