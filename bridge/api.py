@@ -80,7 +80,7 @@ def _check_shape(value: Any) -> None:
 
 
 # Counted before a large body is parsed: json.loads holds the interpreter lock, thread or not, while it builds every
-# value (a 32 MiB body of `[],` held the event loop 8.7 s and took 760 MB before the value limit could refuse it;
+# value (a 32 MiB body of `[],` held the event loop 9-10 s and took 760 MB before the value limit could refuse it;
 # 16 million `\n` escapes in one string 0.1 s). Commas bound the values, backslashes the escapes (a non-ASCII text
 # sent with ensure_ascii has one per character) and quotes the strings; image data has none of them but its
 # quotes. Counted a piece at a time (one count of 32 MiB took 16 ms).

@@ -336,7 +336,6 @@ async def test_body_limit_413_with_json_error(bridge_factory: Any) -> None:
 # ----------------------------------------------------------------------------------------------- rate limit
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestWarning")  # sync test under the module's asyncio mark
 async def test_an_answer_with_images_and_long_texts_is_its_json_written_in_pieces(aiohttp_client: Any,
                                                                                      monkeypatch: Any) -> None:
     monkeypatch.setattr(images, "B64_PIECE", 8)
@@ -377,7 +376,6 @@ async def test_token_bucket_refills_at_rate() -> None:
     assert bucket.acquire("a") > 0
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestWarning")
 async def test_token_bucket_forgets_oldest_clients() -> None:
     bucket = TokenBucket(rate=1.0, burst=1, max_clients=2, clock=lambda: 0.0)
     for client in ("a", "b", "c"):
@@ -564,7 +562,6 @@ async def test_enabled_adapters_load_and_document_their_routes(bridge_factory: A
     assert not undocumented, f"handlers without a docstring summary: {undocumented}"
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestWarning")
 async def test_broken_adapter_is_named() -> None:
     from bridge.adapters import AdapterLoadError, setup_all
 
