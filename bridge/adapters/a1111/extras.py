@@ -218,9 +218,9 @@ async def interrogate(request: web.Request, body: InterrogateRequest) -> web.Str
         raise A1111Error(404, f"Model not found: interrogate model {body.model!r} runs the workflow {workflow!r}, "
                               f"which needs {need} installed on the ComfyUI backend ({problems[0]})",
                          errors=f"model: no captioning nodes for {body.model!r} on the backend")
-    [(field, data)] = await imaging.fetch_urls(engine, [("image", body.image)])
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
-    await image_io.run_in_pool(imaging.probe_image, data, field, **limits)
+    [(field, data)] = await image_io.probe_request([("image", body.image)], **limits, probe_one=imaging.probe_image,
+                                                   fetch=imaging.url_fetcher(engine))
     image = await image_io.run_in_pool(lambda: image_io.from_pil(
         imaging.decode_image(data, field, **limits).convert("RGB")))
     _, jobs = await run_task(request, "extras", "", [Submission(workflow, {"image": image},
@@ -284,12 +284,11 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
     first = _upscaler(body.upscaler_1 or "None", files, "upscaler_1")
     second = _upscaler(body.upscaler_2 or "None", files, "upscaler_2") if first is not None else None
     visibility = float(body.extras_upscaler_2_visibility or 0)
-    images = await imaging.fetch_urls(engine, images, settings_of(request).max_request_pixels)
     # Every image checked from its header, and all of them against the request's pixel budget, before any is
     # decoded; then decoded one at a time in the image pool.
     try:
-        await image_io.probe_request(images, **limits, max_total=settings_of(request).max_request_pixels,
-                                     probe_one=imaging.probe_image)
+        images = await image_io.probe_request(images, **limits, max_total=settings_of(request).max_request_pixels,
+                                              probe_one=imaging.probe_image, fetch=imaging.url_fetcher(engine))
     except PayloadTooLarge as exc:
         raise field_error(exc.field or "imageList", exc.message.split(": ", 1)[-1], status=413) from None
     decoded = [await image_io.run_in_pool(imaging.decode_image, data, field, **limits) for field, data in images]

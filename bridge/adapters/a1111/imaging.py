@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
@@ -25,28 +26,15 @@ def _check_text(data: Any, field: str) -> None:
         raise field_error(field, "expected a base64-encoded image string", detail="Invalid encoded image")
 
 
-async def fetch_urls(engine: JobEngine, named: list[tuple[str, Any]], max_total: int = 0) -> list[tuple[str, Any]]:
-    """Image URLs replaced by their bytes, as A1111 does with `api_enable_requests` on and
-    `api_forbid_local_requests` on (its defaults): public addresses only, unless BRIDGE_OUTBOUND_ALLOW admits one.
-    Each fetched image is checked from its header as it arrives, and what was fetched so far against the request's
-    `max_total` pixels (BRIDGE_MAX_REQUEST_PIXELS), and 4 bytes a pixel of files: 64 URLs of 20 MB each were all
-    held (1.25 GB) before any was checked."""
-    out = []
-    pixels = size = 0
-    limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
-    for field, data in named:
+def url_fetcher(engine: JobEngine) -> Callable[[Any, str], Awaitable[Any]]:
+    """`probe_request`'s `fetch`: an image URL replaced by its bytes, as A1111 does with `api_enable_requests` on and
+    `api_forbid_local_requests` on (its defaults): public addresses only, unless BRIDGE_OUTBOUND_ALLOW admits one."""
+    async def fetch(value: Any, field: str) -> Any:
         try:
-            fetched = await engine.fetch_image(data, field)
+            return await engine.fetch_image(value, field)
         except BridgeError as exc:
             raise field_error(field, exc.message.removeprefix(f"{field}: "), detail="Invalid image url") from None
-        if fetched is not data:
-            header = await image_io.run_in_pool(probe_image, fetched, field, **limits)
-            pixels, size = pixels + header.width * header.height, size + len(fetched)
-            if max_total and (pixels > max_total or size > 4 * max_total):
-                raise field_error(field, f"the request's images have more than {max_total:,} pixels together "
-                                         f"(BRIDGE_MAX_REQUEST_PIXELS)", status=413)
-        out.append((field, fetched))
-    return out
+    return fetch
 
 
 def a1111_error(exc: BridgeError, field: str) -> A1111Error:

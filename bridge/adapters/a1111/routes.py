@@ -337,12 +337,12 @@ async def decode_request_images(request: web.Request, req: models.Img2ImgRequest
         raise models.field_error("init_images", f"bad number of images passed: {len(req.init_images)}; expecting "
                                                 f"{batch_size} or less")
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
-    named = await imaging.fetch_urls(engine, [(f"init_images[{i}]", d) for i, d in enumerate(req.init_images)]
-                                     + ([("mask", req.mask)] if req.mask else []),
-                                     settings_of(request).max_request_pixels)
     try:
-        await image_io.probe_request(named, **limits, max_total=settings_of(request).max_request_pixels,
-                                     probe_one=imaging.probe_image)
+        named = await image_io.probe_request(
+            [(f"init_images[{i}]", d) for i, d in enumerate(req.init_images)] + ([("mask", req.mask)] if req.mask
+                                                                                 else []),
+            **limits, max_total=settings_of(request).max_request_pixels, probe_one=imaging.probe_image,
+            fetch=imaging.url_fetcher(engine))
     except PayloadTooLarge as exc:
         raise models.field_error(exc.field or "init_images", exc.message.split(": ", 1)[-1], status=413,
                                  detail="Images too large") from None
