@@ -60,47 +60,43 @@ def json_error(
 
 
 class _JsonPieces(payload.Payload):
-    """A JSON text written a piece at a time (`jsontext.Pieces`), the event loop turning between pieces."""
+    """A JSON text written a piece at a time (`jsontext.Pieces`), the event loop turning between pieces. Its size is
+    known where its long values are all `Base64` (a long text's length shows only once it is escaped: such an
+    answer goes chunked)."""
 
-    def __init__(self, pieces: jsontext.Pieces, size: int) -> None:
+    def __init__(self, pieces: jsontext.Pieces) -> None:
         super().__init__(pieces, content_type="application/json; charset=utf-8")
-        self._pieces, self._size = pieces, size
+        self._pieces = pieces
+        if all(isinstance(v, Base64) for v in pieces.values):
+            self._size = sum(map(len, pieces.parts)) + sum(v.length for v in pieces.values)
 
     async def write(self, writer: Any) -> None:
         await self.write_with_length(writer, None)
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
-        left = self._size if content_length is None else content_length
+        left = content_length
         for piece in self._pieces:
-            if left <= 0:
-                break
-            await writer.write(piece[:left])
-            left -= len(piece)
+            if left is not None:
+                if left <= 0:
+                    break
+                piece, left = piece[:left], left - len(piece)
+            await writer.write(piece)
             await asyncio.sleep(0)  # a client reading as fast as we write never makes `write` wait
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return b"".join(self._pieces).decode(encoding, errors)
 
 
-async def json_payload(body: Any) -> payload.Payload:
+def json_payload(body: Any) -> payload.Payload:
     """`body` as a JSON payload (an answer's, or a request's to another server) whose long values, `Base64`
     images and long texts, are encoded a piece at a time as it is written (`bridge.jsontext`)."""
-    pieces = jsontext.split(body)
-    size = sum(map(len, pieces.parts))
-    for value in pieces.values:
-        if isinstance(value, Base64):
-            size += value.length
-            continue
-        for piece in pieces.escaped(value):  # a text's length in JSON is known once it is escaped
-            size += len(piece)
-            await asyncio.sleep(0)
-    return _JsonPieces(pieces, size)
+    return _JsonPieces(jsontext.split(body))
 
 
 async def json_answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """`web.json_response` for answers that may carry images (as `Base64` values) or long texts: see
     `json_payload`."""
-    return web.Response(body=await json_payload(body), status=status, headers=dict(headers or {}))
+    return web.Response(body=json_payload(body), status=status, headers=dict(headers or {}))
 
 
 def bridge_error_response(exc: BridgeError) -> web.Response:

@@ -340,25 +340,29 @@ async def test_an_answer_with_images_and_long_texts_is_its_json_written_in_piece
                                                                                      monkeypatch: Any) -> None:
     monkeypatch.setattr(images, "B64_PIECE", 8)
     blobs = [bytes(range(n)) for n in (0, 1, 2, 3, 100, 255)]
-    body = {"images": [images.Base64(b) for b in blobs], "url": images.Base64(blobs[4], "data:image/png;base64,"),
-            "text": 'pixart-long- "quoted" \\ caf\u00e9 \u2028', "nested": {"n": [1, None, 2.5, True]},
-            "comments": {"caf\u00e9 " * 5: "\u00e9\n" * 50}}  # long texts, a key among them, go in pieces too
-    seen: list[int] = []
+    with_images = {"images": [images.Base64(b) for b in blobs], "nested": {"n": [1, None, 2.5, True], "s": "ok"},
+                   "url": images.Base64(blobs[4], "data:image/png;base64,")}
+    # long texts, a key among them, go in pieces too; their length shows only once escaped: the answer is chunked
+    with_texts = {**with_images, "text": 'pixart-long- "quoted" \\ caf\u00e9 \u2028',
+                  "comments": {"caf\u00e9 " * 5: "\u00e9\n" * 50}}
 
     async def handler(request: web.Request) -> web.Response:
-        answer = await json_answer(body, status=201, headers={"X-Pico-Cache": "miss"})
-        seen.append(answer.body.size)
-        return answer
+        body = with_texts if request.query.get("texts") else with_images
+        return await json_answer(body, status=201, headers={"X-Pico-Cache": "miss"})
 
     app = web.Application()
     app.router.add_get("/", handler)
     client = await aiohttp_client(app)
-    resp = await client.get("/")
-    raw = await resp.read()
-    assert raw == json.dumps(body, default=str).encode()
-    assert resp.status == 201 and resp.headers["X-Pico-Cache"] == "miss"
-    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
-    assert int(resp.headers["Content-Length"]) == len(raw) == seen[0]
+    for query, body in (("", with_images), ("?texts=1", with_texts)):
+        resp = await client.get("/" + query)
+        raw = await resp.read()
+        assert raw == json.dumps(body, default=str).encode()
+        assert resp.status == 201 and resp.headers["X-Pico-Cache"] == "miss"
+        assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+        if body is with_images:
+            assert int(resp.headers["Content-Length"]) == len(raw)
+        else:
+            assert "Content-Length" not in resp.headers and resp.headers["Transfer-Encoding"] == "chunked"
     assert (await client.head("/")).status == 201
 
 

@@ -305,7 +305,7 @@ async def fetch_upstream(settings: PicoSettings, body: dict[str, Any], max_bytes
             await asyncio.sleep(min(0.5 * attempt, 5.0))
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(url, data=await json_payload(body), auth=auth) as resp:
+                async with session.post(url, data=json_payload(body), auth=auth) as resp:
                     if resp.status != 200:
                         text = (await resp.content.read(300)).decode("utf-8", "replace")
                         last = f"upstream A1111 at {url} answered {resp.status}: {text}"
