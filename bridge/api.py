@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from bridge import images as image_io
 from bridge.errors import BridgeError
 from bridge.fields import FieldError, field_errors
 
@@ -91,12 +92,11 @@ MAX_MARKS = 4 * MAX_VALUES
 def _precount(raw: bytes) -> None:
     if len(raw) <= PRECOUNT_BYTES:
         return
-    from bridge.images import B64_PIECE
-
     view = memoryview(raw)
     commas = slashes = quotes = 0
-    for at in range(0, len(raw), B64_PIECE):  # a piece at a time, the lock let go between
-        piece = view[at:at + B64_PIECE].tobytes()
+    step = image_io.B64_PIECE
+    for at in range(0, len(raw), step):  # a piece at a time, the lock let go between
+        piece = view[at:at + step].tobytes()
         commas, slashes, quotes = commas + piece.count(b","), slashes + piece.count(b"\\"), quotes + piece.count(b'"')
         if commas > MAX_MARKS:
             raise BodyError(f"the body holds more than {MAX_VALUES} values (it has more than {MAX_MARKS} commas)")
@@ -117,8 +117,6 @@ _SPACES = re.compile(rb"[ \t\r\n]*")
 def _lift(raw: bytes) -> tuple[bytes, dict[str, str]]:
     """`raw` with each long string value that has no escapes replaced by a token, and the values by token.
     Whatever does not look like that is left to json.loads (and its error message)."""
-    from bridge.images import B64_PIECE
-
     if len(raw) <= LIFT_CHARS or json.detect_encoding(raw) != "utf-8":
         return raw, {}
     token = f"pixart-lift-{secrets.token_hex(16)}-"
@@ -145,12 +143,13 @@ def _lift(raw: bytes) -> tuple[bytes, dict[str, str]]:
         decoder = codecs.getincrementaldecoder("utf-8")()
         text = []
         view = memoryview(raw)
-        for at in range(start + 1, end, B64_PIECE):
-            piece = bytes(view[at:min(at + B64_PIECE, end)])
+        step = image_io.B64_PIECE
+        for at in range(start + 1, end, step):
+            piece = bytes(view[at:min(at + step, end)])
             if len(piece.translate(None, _CONTROLS)) != len(piece):
                 return raw, {}  # json.loads words this one
             try:
-                text.append(decoder.decode(piece, final=at + B64_PIECE >= end))
+                text.append(decoder.decode(piece, final=at + step >= end))
             except UnicodeDecodeError:
                 return raw, {}
         key = f"{token}{len(lifted)}"

@@ -20,7 +20,7 @@ from bridge.errors import WorkflowError
 
 from .editor import editor_to_api, is_api_format, is_editor_format
 from .graph import is_link, node_number
-from .manifest import MAX_LIMIT
+from .manifest import is_limit
 from .object_info import input_spec
 
 IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image"}
@@ -77,11 +77,6 @@ def _unique(name: str, taken: set[str], node_id: str) -> str:
     return candidate
 
 
-def _limit(value: Any) -> bool:
-    """A node's min or max a manifest can hold (custom nodes declare infinities)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_LIMIT
-
-
 def _number(value: Any, kind: type) -> Any:
     """A widget value stored as text ("20", "7.5"), as ComfyUI casts it; anything else as it is."""
     if isinstance(value, str):
@@ -117,7 +112,7 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
     if kind == "INT":
         spec.update(type="int", default=_number(value, int))
         for key in ("min", "max"):
-            if _limit(opts.get(key)):
+            if is_limit(opts.get(key)):
                 spec[key] = int(opts[key])
         step = opts.get("step")
         if name in SEED_INPUTS:
@@ -129,7 +124,7 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
     elif kind == "FLOAT":
         spec.update(type="float", default=_number(value, float))
         for key in ("min", "max"):
-            if _limit(opts.get(key)):
+            if is_limit(opts.get(key)):
                 spec[key] = opts[key]
     elif kind == "BOOLEAN":
         spec["type"] = "bool"

@@ -23,6 +23,11 @@ MAX_INT_MAP = 1024
 MAX_LIMIT = 2**64
 
 
+def is_limit(value: Any) -> bool:
+    """A number a limit may be: finite, at most MAX_LIMIT in size (json reads NaN, Infinity and 1e400 as numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_LIMIT  # not NaN
+
+
 class _Strict(BaseModel):
     # A misspelt key ("defualt") would otherwise be ignored and its value silently lost.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -81,7 +86,7 @@ class Parameter(_Strict):
     @classmethod
     def _limit(cls, value: int | float | None) -> int | float | None:
         # json reads NaN, Infinity and 1e400 (as inf): a limit like that made answers that are not JSON and 500s
-        if value is not None and not abs(value) <= MAX_LIMIT:  # False for NaN; a huge int is never made a float
+        if value is not None and not is_limit(value):
             raise ValueError(f"must be a finite number of at most 2^64 in size, got {str(value)[:40]}")
         return value
 

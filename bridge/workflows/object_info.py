@@ -53,7 +53,7 @@ def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> se
 def _node_problems(wf: Workflow, object_info: Mapping[str, Any], values: bool = True) -> list[str]:
     problems = []
     targeted = {(t.node, t.input) for p in wf.parameters.values() for t in p.targets} if values else None
-    run = ancestors(wf.graph, output_nodes(wf.graph, object_info))  # ComfyUI checks only the nodes it runs
+    run = ancestors(wf.graph, output_nodes(wf.graph, object_info)) if values else set()  # what ComfyUI checks
     for nid, node in wf.graph.items():
         cls = node["class_type"]
         info = object_info.get(cls)

@@ -185,7 +185,8 @@ class Workflow:
 
     @cached_property
     def _checkers(self) -> dict[str, TypeAdapter[Any]]:
-        return {name: TypeAdapter(value_type(p)) for name, p in self.parameters.items() if p.type != "image"}
+        """One parameter's value checked alone (a default, a waiting job's values)."""
+        return {name: TypeAdapter(value_type(p)) for name, p in self.parameters.items()}
 
     def recheck(self, values: Mapping[str, Any], images: Iterable[str] = ()) -> dict[str, Any]:
         """A job's coerced `values` (its stored `images` named apart), checked again against this workflow: it
@@ -203,7 +204,7 @@ class Workflow:
             if name not in self.parameters:
                 log.warning("%s: parameter %r dropped: no longer in the workflow", changed, name)
                 continue
-            if name not in self._checkers:
+            if self.parameters[name].type == "image":
                 raise InvalidParameter(name, f"{name}: now an image parameter; {changed}")
             try:
                 out[name] = self._checkers[name].validate_python(value, context={"rng": random.Random()})
@@ -228,7 +229,7 @@ class Workflow:
             if not p.has_default:
                 continue
             try:
-                TypeAdapter(value_type(p)).validate_python(p.default)
+                self._checkers[name].validate_python(p.default)
             except ValidationError as exc:
                 problems.append(f"parameter {name!r}: default is invalid: {fields.first_error(exc).message}"
                                 .replace("body ", f"{name} ", 1))
