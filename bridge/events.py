@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.engine import JobEngine
+from bridge.engine.jobs import put_latest
 from bridge.outbound import deadline
 
 log = logging.getLogger("bridge.events")
@@ -43,10 +44,7 @@ class EventStreams:
     async def shutdown(self, app: web.Application | None = None) -> None:
         self.closing = True
         for queue in list(self._queues):
-            if queue.full():  # the end in place of the oldest event: a stream must stop now
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(None)
+            put_latest(queue, None)  # the end in place of the oldest event: a stream must stop now
 
 
 def format_event(event: dict[str, Any], event_id: int | None = None) -> bytes:

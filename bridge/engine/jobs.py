@@ -31,6 +31,14 @@ _RANK = {None: 0, "progress": 1, "status": 2}
 PROGRESS_WRITE_INTERVAL = 0.25
 
 
+def put_latest(queue: asyncio.Queue[Any], item: Any) -> None:
+    """Put `item`, dropping the oldest one when the queue is full: a slow reader loses old events, never new ones."""
+    if queue.full():
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    queue.put_nowait(item)
+
+
 class EventHub:
     """Fan-out of job events to subscribers; a slow subscriber loses old progress, never the newest state."""
 
@@ -59,10 +67,7 @@ class EventHub:
         for job_filter, queue in self._subs:
             if job_filter is not None and job_filter != job.id:
                 continue
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(event)
+            put_latest(queue, event)
 
     async def stream(self, job_id: str | None, first: Job | None) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.maxsize)

@@ -51,11 +51,13 @@ def _positive_int(text: str) -> int:
 
 
 def _colour_count(text: str) -> int:
-    """A palette's size: 2..256, as extraction makes them (named here rather than by the core's n_colors)."""
-    v = _positive_int(text)
-    if not 2 <= v <= 256:
-        raise argparse.ArgumentTypeError(f"expected 2..256 colours, got {text!r}")
-    return v
+    """A palette's size, as extraction makes them (the core's own check, worded for --colors, not n_colors)."""
+    from .core.palette import MAX_COLORS, _check_n
+
+    try:
+        return _check_n(_positive_int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 2..{MAX_COLORS} colours, got {text!r}") from None
 
 
 def _size(text: str) -> tuple[int, int]:

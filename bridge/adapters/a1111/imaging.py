@@ -72,8 +72,10 @@ COVER_LIMIT = 4
 def _centre_of_scaled(im: Image.Image, src_w: int, src_h: int, width: int, height: int) -> Image.Image:
     """The centre `width` x `height` of `im` scaled to `src_w` x `src_h` (no smaller), as A1111's crop and resize
     pastes it. Where the scaled picture would be more than COVER_LIMIT times the target, Pillow's two passes are
-    done one at a time over only the rows the vertical pass reads: the same pixels within a few levels (Pillow
-    orders its passes by cost, and a filter centre computed from a box rounds apart)."""
+    done one at a time over only the rows the vertical pass reads: the same pixels within 1-2 levels in RGB (Pillow
+    orders its passes by cost, and a filter centre computed from a box rounds apart; a review measured 2 for
+    4000x9 to 300x200), more in the colour of nearly transparent RGBA pixels, whose premultiplied colour rounds to
+    few levels."""
     x0, y0 = src_w // 2 - width // 2, src_h // 2 - height // 2
     if src_w * src_h <= COVER_LIMIT * width * height:
         return im.resize((src_w, src_h), Image.LANCZOS).crop((x0, y0, x0 + width, y0 + height))

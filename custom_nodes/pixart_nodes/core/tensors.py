@@ -57,8 +57,9 @@ def uint8_to_image(arrays):
 def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None:
     """ComfyUI ``MASK`` (1 = masked, i.e. transparent for LoadImage) to a ``uint8 [H,W]`` alpha for one image.
 
-    A mask of another size is scaled to the image, as ComfyUI's JoinImageWithAlpha does (a picture pixelated
-    without upscaling meets its LoadImage mask at the original size); an all-zero one is no alpha at all (None):
+    A mask of another size is scaled to the image, as ComfyUI's JoinImageWithAlpha does, with area averaging where
+    it shrinks (JoinImageWithAlpha's bilinear reads only some of the pixels then; a picture pixelated without
+    upscaling meets its LoadImage mask at the original size); an all-zero one is no alpha at all (None):
     LoadImage gives a 64x64 zero mask for images without alpha.
     """
     if mask is None:
