@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import re
+import time
 from typing import Any
 
 import pytest
@@ -337,7 +338,7 @@ async def test_list_filter_and_not_found(client: Any, comfy_double: StyleDouble)
     resp = await client.get("/jobs", params={"status": "running"})
     data = await resp.json()
     assert resp.status == 400 and data["field"] == "status" and "processing" in data["error"]
-    # a window far down the list is read through every job before it: refused past 10,000
+    # a window far down the list is still read through by the database: refused past 10,000
     resp = await client.get("/jobs", params={"offset": "999999999", "limit": "1"})
     assert resp.status == 400 and (await resp.json())["field"] == "offset"
     assert (await (await client.get("/jobs", params={"offset": "10000"})).json())["jobs"] == []
@@ -381,6 +382,38 @@ async def test_queue_status(client: Any, comfy_double: StyleDouble) -> None:
     assert all(isinstance(v, int) for v in data.values())
     assert (data["queuedJobs"], data["processingJobs"], data["completedJobs"], data["failedJobs"]) == (0, 0, 1, 1)
     assert data["averageProcessingTime"] >= 0
+
+
+async def test_a_list_is_one_query_whatever_other_apis_stored(client: Any, comfy_double: StyleDouble) -> None:
+    # Other dialects' jobs share the store: they were read page by page, 500 at a time, to fill a window.
+    from bridge.app import ENGINE
+
+    from bridge.store import Job
+
+    engine = client.server.app[ENGINE]
+    ours = []
+    for _ in range(3):
+        ours.append((await submit(client, "text2img", {"prompt": "x", "width": 64, "height": 64, "steps": 1}))["id"])
+        await wait_job(client, ours[-1])
+    later = time.time() + 60
+    for i in range(600):  # newer than ours: more than a page of another API's jobs to get through
+        await engine.store.insert(Job(id=f"theirs-{i}", workflow="txt2img", workflow_version=1, params={},
+                                      status="completed", created_at=later + i, meta={"api": "a1111"}),
+                                  owner=None, lease=0.0)
+    queries: list[dict[str, Any]] = []
+    query = engine.store.query
+
+    async def counted(**kw: Any) -> Any:
+        queries.append(kw)
+        return await query(**kw)
+
+    engine.store.query = counted
+    listed = [j["id"] for j in (await (await client.get("/jobs")).json())["jobs"]]
+    assert listed == ours[::-1] and len(queries) == 1
+    window = (await (await client.get("/jobs", params={"offset": "1", "limit": "1"})).json())["jobs"]
+    assert [j["id"] for j in window] == [ours[1]]
+    assert (await (await client.get("/jobs", params={"type": "img2img"})).json())["jobs"] == []
+    assert len(queries) == 3
 
 
 async def test_models_lists_what_comfyui_has(client: Any) -> None:

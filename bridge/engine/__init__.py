@@ -315,9 +315,10 @@ class JobEngine(Outputs, Backends):
         return await self._table.find(job_id)
 
     async def list(self, status: str | None = None, workflow: str | None = None, limit: int = 100,
-                   offset: int = 0) -> list[Job]:
+                   offset: int = 0, meta: Mapping[str, str] | None = None) -> list[Job]:
+        """Jobs newest first; `meta`: only those whose meta has these text values (an adapter's own jobs)."""
         table, _ = self._parts()
-        return await table.list(status, workflow, limit, offset)
+        return await table.list(status, workflow, limit, offset, meta)
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job; False if it had already finished. A queued job is deleted from ComfyUI's queue, a running

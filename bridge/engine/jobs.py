@@ -18,7 +18,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from bridge.store import STATUSES, TERMINAL, Delivery, Job, JobStore, LimitReached
@@ -183,10 +183,11 @@ class JobTable:
     def queued(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.status == "queued"]
 
-    async def list(self, status: str | None, workflow: str | None, limit: int, offset: int) -> list[Job]:
+    async def list(self, status: str | None, workflow: str | None, limit: int, offset: int,
+                   meta: Mapping[str, str] | None = None) -> list[Job]:
         if self._dirty or self._writing:
             await self.flush()  # a listing shows this replica's own changes, however recent
-        rows = await self.store.query(status=status, workflow=workflow, limit=limit, offset=offset)
+        rows = await self.store.query(status=status, workflow=workflow, limit=limit, offset=offset, meta=meta)
         # This replica's copy of a job it runs has progress that is not written on every step.
         return [self._jobs.get(j.id, j) for j in rows]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .model import DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row, job_values
@@ -137,7 +137,9 @@ class JobStore:
         return (rows[0][0], float(rows[0][1])) if rows else None
 
     async def query(self, *, status: str | None = None, workflow: str | None = None, limit: int = 100,
-                    offset: int = 0) -> list[Job]:
+                    offset: int = 0, meta: Mapping[str, str] | None = None) -> list[Job]:
+        """Jobs newest first; `meta`: only those whose meta has these text values (one API's jobs, in the
+        database: the jobs of other APIs were read page by page to find them)."""
         where, args = [], []
         if status is not None:
             where.append("status = ?")
@@ -145,6 +147,9 @@ class JobStore:
         if workflow is not None:
             where.append("workflow = ?")
             args.append(workflow)
+        for key, value in (meta or {}).items():
+            where.append("{meta_key} = ?")
+            args += [key, value]
         sql = f"SELECT {_JOB_LIST} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         return [job_from_row(r) for r in await self._fetch(sql, (*args, limit, offset))]

@@ -77,7 +77,8 @@ class PostgresStore(JobStore):
 
     @staticmethod
     def _sql(sql: str) -> str:
-        return _PLACEHOLDER.sub("%s", sql.replace("{now}", _NOW).replace("{least}", "LEAST"))
+        return _PLACEHOLDER.sub("%s", sql.replace("{now}", _NOW).replace("{least}", "LEAST")
+                                .replace("{meta_key}", "(meta::jsonb ->> ?)"))
 
     async def _run(self, sql: str, args: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
         conn = self._conn.get()

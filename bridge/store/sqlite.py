@@ -53,7 +53,7 @@ class SqliteStore(JobStore):
 
     @staticmethod
     def _sql(sql: str) -> str:
-        return sql.replace("{now}", _NOW).replace("{least}", "MIN")
+        return sql.replace("{now}", _NOW).replace("{least}", "MIN").replace("{meta_key}", "json_extract(meta, '$.' || ?)")
 
     async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.db.execute(self._sql(sql), tuple(args)).fetchall()

@@ -18,7 +18,7 @@ from bridge.store import Job
 
 from ..toolkit import engine_of, live_choices, request_origin
 from .dialect import (DIALECT, SETTINGS_KEY, STATUS_IN, STATUS_OUT, CancelAnswer, JobList, JobView, ModelList,
-                      QueueStatus, job_summary, job_view, owned)
+                      API, QueueStatus, job_summary, job_view, owned)
 from .generate import WORKFLOWS, model_stem
 from .workflows import MAX_WAIT
 
@@ -32,7 +32,7 @@ class ListQuery(Request):
         None, description="text2img, img2img, inpaint, style-transfer, or the name of a workflow run through "
                           "POST /workflows/{name}.")
     limit: Annotated[LooseInt, Field(ge=1, le=1000)] = 100
-    # a window past the first 10,000 jobs is read page by page through all of them (other APIs share the store)
+    # a window far down is still read through by the database
     offset: Annotated[LooseInt, Field(ge=0, le=10_000)] = 0
 
 
@@ -81,25 +81,9 @@ async def list_jobs(request: web.Request, query: ListQuery) -> web.Response:
         return DIALECT.error(400, f"type must be one of {', '.join(WORKFLOWS)} or a workflow name "
                                   f"({', '.join(sorted(engine.workflows))}), got {query.type!r}", "type")
     workflow = WORKFLOWS.get(query.type, query.type) if query.type else None
-    picked: list[Job] = []
-    skipped = 0
-    page = 0
-    # Other dialects' jobs share the store, so filter in pages until the window is filled.
-    while len(picked) < query.limit:
-        rows = await engine.list(status=STATUS_IN[query.status] if query.status else None, workflow=workflow, limit=500,
-                           offset=page * 500)
-        for job in rows:
-            if not owned(job) or (query.type and job.meta.get("type") != query.type):
-                continue
-            if skipped < query.offset:
-                skipped += 1
-                continue
-            picked.append(job)
-            if len(picked) >= query.limit:
-                break
-        if len(rows) < 500:
-            break
-        page += 1
+    meta = {"api": API, **({"type": query.type} if query.type else {})}
+    picked = await engine.list(status=STATUS_IN[query.status] if query.status else None, workflow=workflow,
+                               limit=query.limit, offset=query.offset, meta=meta)
     return web.json_response({"jobs": [job_summary(j) for j in picked]})
 
 
