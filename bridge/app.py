@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from bridge import __version__, adapters, apidocs, job_routes
 from bridge import images as image_io
 from bridge.api import endpoint
+from bridge.comfyui_process import ComfyUIProcess
 from bridge.config import Settings
 from bridge.engine import EngineOptions, JobEngine
 from bridge.engine.retention import Retention
@@ -38,8 +39,11 @@ log = logging.getLogger("bridge.app")
 __all__ = ["ENGINE", "SETTINGS", "MANAGED", "METRICS", "STREAMS", "create_app", "build_engine"]
 
 
-def build_engine(settings: Settings, backends: Sequence[str], managed_output_dir: Path | None = None) -> JobEngine:
-    output_dir = managed_output_dir or settings.comfyui_output_dir
+def build_engine(settings: Settings, backends: Sequence[str], managed: ComfyUIProcess | None = None) -> JobEngine:
+    output_dir = managed.output_dir if managed else settings.comfyui_output_dir
+    input_dir = managed.input_dir if managed else settings.comfyui_input_dir
+    # ComfyUI's folders are known for one backend only: a folder given for several would be one ComfyUI's
+    one_backend = backends[0].rstrip("/") if len(backends) == 1 else None
     return JobEngine(
         list(backends),
         settings.data_dir,
@@ -57,8 +61,8 @@ def build_engine(settings: Settings, backends: Sequence[str], managed_output_dir
                               secret_access_key=settings.s3_secret_access_key),
         retention=Retention(max_age=settings.result_max_age, max_bytes=settings.result_max_bytes,
                             interval=settings.retention_interval,
-                            comfyui_output_dirs={backends[0].rstrip("/"): Path(output_dir)}
-                            if output_dir is not None and len(backends) == 1 else {}),
+                            comfyui_output_dirs={one_backend: Path(output_dir)} if one_backend and output_dir else {},
+                            comfyui_input_dirs={one_backend: Path(input_dir)} if one_backend and input_dir else {}),
         outbound=OutboundPolicy.from_list(settings.outbound_allow, timeout=settings.fetch_timeout,
                                           max_bytes=image_io.DEFAULT_MAX_BYTES),
         webhooks=WebhookConfig(
@@ -106,7 +110,7 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
             app[MANAGED] = managed
             # Before the engine's context: the engine connects to a ComfyUI that already answers.
             app.cleanup_ctx.append(_started(MANAGED))
-            engine = build_engine(settings, [managed.url], managed.process.output_dir)
+            engine = build_engine(settings, [managed.url], managed.process)
         else:
             engine = build_engine(settings, settings.comfyui_urls)
     app[ENGINE] = engine

@@ -3,6 +3,7 @@ age and by total size (oldest first), and ComfyUI's own copy of each result is r
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 
 from bridge.app import ENGINE
 from bridge.engine.retention import Retention, comfyui_files, remove_comfyui_files
+from tests.support.imaging import solid_png_b64
 from tests.support.spies import Reads
+from tests.support.waiting import until, wait_healthy
 
 pytestmark = pytest.mark.asyncio
 
@@ -263,3 +266,103 @@ async def test_the_same_request_twice_gets_its_image_twice(comfyui: Any, aiohttp
     assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
     first, again = ([p.read_bytes() for p in stored(client, j["id"])] for j in jobs)
     assert first and first == again
+
+
+# ---------------------------------------------------------------------- uploaded input images
+IMG2IMG = {"prompt": "x", "steps": 1, "width": 64, "height": 64, "image": solid_png_b64(40, 30)}
+
+
+def uploads(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("pixart_*"))
+
+
+async def test_a_jobs_uploaded_inputs_are_removed_from_comfyuis_input_folder_once_it_ends(
+        bridge_factory: Any, comfy_double: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "comfyui-input"
+    folder.mkdir()
+    (folder / "mine.png").write_bytes(b"the operator's own")
+    comfy_double.input_dir = folder
+    client = await bridge_factory(adapters=["jobs_api"], comfyui_input_dir=folder)
+    ended = []
+    for knobs in ({}, {"fail_class": "KSampler"}):  # completed, failed
+        comfy_double.fail_class = knobs.get("fail_class")
+        job = await (await client.post("/workflows/img2img?wait=30", json={"parameters": IMG2IMG})).json()
+        ended.append(job["status"])
+        assert f"pixart_{job['id']}_image.png" in comfy_double.inputs  # it was uploaded...
+        await until(lambda: not uploads(folder), what="the upload removed")  # ...and is gone
+    assert ended == ["completed", "failed"]
+    comfy_double.fail_class, comfy_double.step_delay = None, 0.5  # cancelled while ComfyUI runs it
+    job = await (await client.post("/workflows/img2img", json={"parameters": {**IMG2IMG, "steps": 20}})).json()
+    await until(lambda: uploads(folder), what="the upload")
+    assert (await client.post(f"/jobs/{job['id']}/cancel")).status == 200
+    await until(lambda: not uploads(folder), what="the cancelled job's upload removed")
+    assert (folder / "mine.png").read_bytes() == b"the operator's own"
+
+
+async def test_an_input_folder_the_bridge_does_not_know_keeps_the_uploads(bridge_factory: Any, comfy_double: Any,
+                                                                        tmp_path: Path) -> None:
+    # a ComfyUI on another machine: it has no request that deletes a file, so the uploads stay there
+    comfy_double.input_dir = tmp_path
+    client = await bridge_factory(adapters=["jobs_api"])
+    job = await (await client.post("/workflows/img2img?wait=30", json={"parameters": IMG2IMG})).json()
+    assert job["status"] == "completed", job
+    await asyncio.sleep(0.5)  # longer than the removal's delay
+    assert uploads(tmp_path) == [f"pixart_{job['id']}_image.png"]
+
+
+async def test_a_graph_comfyui_refuses_leaves_no_upload(bridge_factory: Any, comfy_double: Any,
+                                                        tmp_path: Path) -> None:
+    comfy_double.input_dir = tmp_path
+    client = await bridge_factory(adapters=["jobs_api"], comfyui_input_dir=tmp_path)
+    await wait_healthy(client)
+    comfy_double.checkpoints.remove("other.safetensors")  # gone from ComfyUI since the bridge last looked
+    resp = await client.post("/workflows/img2img?wait=30", json={"parameters": {
+        **IMG2IMG, "checkpoint": "other.safetensors"}})
+    assert resp.status == 400 and (await resp.json())["field"] == "checkpoint", await resp.text()
+    assert any(k.startswith("pixart_") for k in comfy_double.inputs)  # it was uploaded before ComfyUI refused
+    await until(lambda: not uploads(tmp_path), what="the refused job's upload removed")
+
+
+@pytest.mark.comfyui
+@pytest.mark.slow
+async def test_real_comfyui_input_is_removed_once_the_job_ends(comfyui: Any, aiohttp_client: Any,
+                                                               tmp_path: Path) -> None:
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from tests.support.real_comfyui import TINY_CHECKPOINT
+
+    settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url],
+                              "comfyui_input_dir": comfyui.input_dir}, env_file=None)
+    client = await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
+    resp = await client.post("/workflows/img2img?wait=300", json={"parameters": {
+        **IMG2IMG, "checkpoint": TINY_CHECKPOINT, "seed": 81, "denoise": 0.5}})
+    job = await resp.json()
+    assert resp.status == 200 and job["status"] == "completed", job
+    name = f"pixart_{job['id']}_image.png"
+    graph = comfyui.get_json(f"/history/{client.app[ENGINE].get(job['id']).prompt_id}")
+    assert name in json.dumps(graph)  # ComfyUI's LoadImage read the upload...
+    await until(lambda: not (comfyui.input_dir / name).exists(), what="the upload removed")  # ...now gone
+    assert stored(client, job["id"])
+
+
+async def test_the_bridge_knows_the_folders_of_its_one_comfyui(tmp_path: Path) -> None:
+    from bridge.app import build_engine
+    from bridge.comfyui_process import ComfyUIProcess
+    from bridge.config import load_settings
+
+    checkout = tmp_path / "ComfyUI"
+    checkout.mkdir()
+    (checkout / "main.py").write_text("")
+    managed = ComfyUIProcess(tmp_path / "managed", checkout, port=8199, link_pack=False)
+    plain = load_settings({"data_dir": tmp_path / "data"}, env_file=None)
+    policy = build_engine(plain, [managed.url], managed).retention
+    assert (policy.comfyui_input_dirs, policy.comfyui_output_dirs) == (
+        {managed.url: managed.input_dir}, {managed.url: managed.output_dir})
+    given = load_settings({"data_dir": tmp_path / "data", "comfyui_input_dir": tmp_path / "in",
+                           "comfyui_output_dir": tmp_path / "out"}, env_file=None)
+    policy = build_engine(given, ["http://comfy:8188/"]).retention
+    assert (policy.comfyui_input_dirs, policy.comfyui_output_dirs) == (
+        {"http://comfy:8188": tmp_path / "in"}, {"http://comfy:8188": tmp_path / "out"})
+    policy = build_engine(given, ["http://comfy:8188", "http://other:8188"]).retention  # whose folder would it be?
+    assert (policy.comfyui_input_dirs, policy.comfyui_output_dirs) == ({}, {})
+    assert build_engine(plain, ["http://comfy:8188"]).retention.comfyui_input_dirs == {}

@@ -14,6 +14,7 @@ import collections
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 from bridge import workflows as wfmod
 from bridge.errors import BackendUnavailable, BridgeError, InvalidParameter, WorkflowError
@@ -23,6 +24,7 @@ from bridge.store import Job
 from .client import BackendError, PromptRejected
 from .connection import Connection
 from .jobs import JobTable
+from .retention import CopyRemover
 from .runs import Run, Runs
 
 log = logging.getLogger("bridge.engine.dispatcher")
@@ -32,13 +34,20 @@ class NoBackend(Exception):
     pass
 
 
+def upload_name(job_id: str, name: str) -> str:
+    """The file a job's input image ``name`` is uploaded as into ComfyUI's input folder: one per job and image, so
+    the tracker can remove it once the job has ended (where the bridge has that folder)."""
+    return f"pixart_{job_id}_{name}.png"
+
+
 class LostJob(Exception):
     """Another replica runs the job now; this one must not send it anywhere."""
 
 
 class Dispatcher:
     def __init__(self, table: JobTable, runs: Runs, blobs: BlobStore, connections: Mapping[str, Connection],
-                 workflows: Callable[[], Mapping[str, wfmod.Workflow]]) -> None:
+                 workflows: Callable[[], Mapping[str, wfmod.Workflow]], *, copies: CopyRemover | None = None,
+                 comfyui_input_dirs: Mapping[str, Path] | None = None) -> None:
         self.table = table
         self.runs = runs
         self.blobs = blobs
@@ -50,6 +59,9 @@ class Dispatcher:
         # has no backend for (None: it waits here).
         self.others: dict[str, int] = {}
         self.release: Callable[[Job], Awaitable[None]] | None = None
+        # ComfyUI input folders the bridge can reach (managed ComfyUI, COMFYUI_INPUT_DIR): uploads removed there.
+        self.copies = copies or CopyRemover()
+        self.comfyui_input_dirs = dict(comfyui_input_dirs or {})
 
     def set_loads(self, loads: Mapping[str, int]) -> None:
         """Every backend's unfinished jobs, all replicas together (this one's own are counted live)."""
@@ -99,8 +111,7 @@ class Dispatcher:
         try:
             values = wf.recheck({k: v for k, v in job.params.items() if k not in job.inputs}, job.inputs)
             for name, rel in job.inputs.items():
-                values[name] = await conn.client.upload_image(await self.blobs.get(rel),
-                                                              f"pixart_{job.id}_{name}.png")
+                values[name] = await conn.client.upload_image(await self.blobs.get(rel), upload_name(job.id, name))
             graph = wf.bind(values, conn.choices)
             wfmod.name_saved_files(graph, prompt_id[:8])
             targets = wfmod.execution_targets(wf, job.wanted, conn.object_info or {}) if job.wanted else None
@@ -117,12 +128,21 @@ class Dispatcher:
             await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets, job_id=job.id)
             run.posting = False
         except PromptRejected as exc:
+            self.drop_uploads(job, conn.url)
             self._undo(job, conn, prompt_id)
             raise self._rejection(wf, exc) from None
         except BaseException:
             self._undo(job, conn, prompt_id)
             raise
         log.info("job %s: queued on %s as prompt %s", job.id, conn.url, prompt_id)
+
+    def drop_uploads(self, job: Job, backend: str | None) -> None:
+        """Remove the job's input images from ComfyUI's input folder (where the bridge has it) once no prompt of
+        the job will read them: it ended, or ComfyUI refused its graph. A dispatch that fails otherwise leaves them
+        for the next one, which uploads them again under the same names."""
+        folder = self.comfyui_input_dirs.get(backend or "")
+        if folder is not None and job.inputs:
+            self.copies.add(folder, [("", upload_name(job.id, name)) for name in job.inputs])
 
     def _undo(self, job: Job, conn: Connection, prompt_id: str) -> None:
         conn.jobs.discard(job.id)

@@ -1,8 +1,11 @@
 """How long results are kept, and removing what is no longer kept.
 
-Three things grow without bound otherwise: the bridge's stored results (blob store), its job rows, and ComfyUI's
-own copy of every image in its output folder. ComfyUI's copy is removed once the bridge holds the result,
-where the bridge knows that folder (the managed ComfyUI, or `COMFYUI_OUTPUT_DIR` for one on the same machine).
+Four things grow without bound otherwise: the bridge's stored results (blob store), its job rows, ComfyUI's own
+copy of every image in its output folder, and every input image the bridge uploaded into ComfyUI's input folder
+(which also lengthens LoadImage's list in every /object_info answer). ComfyUI's copy is removed once the bridge
+holds the result, and a job's uploads once the job has ended, where the bridge knows that folder (the managed
+ComfyUI, or `COMFYUI_OUTPUT_DIR` / `COMFYUI_INPUT_DIR` for one on the same machine): ComfyUI has no request that
+deletes a file.
 Finished jobs and their files expire after `max_age` seconds, and the oldest go first while the stored results
 exceed `max_bytes`.
 """
@@ -30,6 +33,7 @@ class Retention:
     max_bytes: int = 10 * 1024 ** 3     # stored results in all; beyond, the oldest finished jobs go; 0: no bound
     interval: float = 300.0             # seconds between sweeps
     comfyui_output_dirs: dict[str, Path] = field(default_factory=dict)  # backend URL -> its output folder
+    comfyui_input_dirs: dict[str, Path] = field(default_factory=dict)   # backend URL -> its input folder
 
 
 def comfyui_files(history_entry: dict) -> list[tuple[str, str]]:
@@ -43,13 +47,13 @@ def comfyui_files(history_entry: dict) -> list[tuple[str, str]]:
 
 
 def remove_comfyui_files(folder: Path, files: Iterable[tuple[str, str]]) -> int:
-    """Delete ComfyUI's copies; names from /history never leave the folder (checked after resolving)."""
+    """Delete files of ComfyUI's; names from /history never leave the folder (checked after resolving)."""
     root = folder.resolve()
     removed = 0
     for subfolder, name in files:
         path = (root / subfolder / name).resolve()
         if root not in path.parents:
-            log.warning("not removing %s: outside ComfyUI's output folder %s", path, root)
+            log.warning("not removing %s: outside ComfyUI's folder %s", path, root)
             continue
         try:
             path.unlink()
@@ -57,7 +61,7 @@ def remove_comfyui_files(folder: Path, files: Iterable[tuple[str, str]]) -> int:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.info("ComfyUI output %s not removed: %s", path, exc)
+            log.info("ComfyUI's %s not removed: %s", path, exc)
     return removed
 
 
@@ -71,7 +75,8 @@ REMOVE_DELAY = 0.2
 
 
 class CopyRemover:
-    """ComfyUI's copies of results the bridge now holds, removed in batches off the event loop."""
+    """ComfyUI's copies of results the bridge now holds, and the inputs of ended jobs, removed in batches off the
+    event loop."""
 
     def __init__(self, delay: float = REMOVE_DELAY) -> None:
         self.delay = delay

@@ -347,6 +347,8 @@ class ComfyDouble:
 
     def __post_init__(self) -> None:
         self.inputs: dict[str, bytes] = {"example.png": _png(64, 64, (128, 128, 128))}
+        # Where set, uploads are also written here, as ComfyUI writes them into its input folder.
+        self.input_dir: Path | None = None
         self.files: dict[tuple[str, str, str], bytes] = {}
         self._reset_state()
         self._runner: web.AppRunner | None = None
@@ -630,6 +632,9 @@ class ComfyDouble:
                     break
                 i += 1
         self.inputs[key] = data
+        if self.input_dir is not None:
+            (self.input_dir / key).parent.mkdir(parents=True, exist_ok=True)
+            (self.input_dir / key).write_bytes(data)
         return web.json_response({"name": name, "subfolder": subfolder, "type": "input"})
 
     async def _view(self, request: web.Request) -> web.Response:
