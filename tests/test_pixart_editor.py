@@ -266,8 +266,10 @@ def test_settings_validation():
 
     with pytest.raises(SettingsError, match="PIXART_EDITOR_PROMPT_TEMPLATE"):
         settings_with(PIXART_EDITOR_PROMPT_TEMPLATE="pixel art")
-    with pytest.raises(SettingsError, match="PIXART_EDITOR_BACKGROUND"):
-        settings_with(PIXART_EDITOR_BACKGROUND="white-ish")
+    for colour in ("white-ish", "#000000 #ffffff", "#000,#fff", ""):  # one colour, not the first of several
+        with pytest.raises(SettingsError, match="PIXART_EDITOR_BACKGROUND"):
+            settings_with(PIXART_EDITOR_BACKGROUND=colour)
+    assert pe.parse_colour(settings_with(PIXART_EDITOR_BACKGROUND=" #102030 ").background, "x") == 0x102030
     assert not settings_with(PIXART_EDITOR_CHECKPOINT=CHECKPOINT).ai_configured
     assert settings_with(**AI).ai_configured
 

@@ -160,9 +160,12 @@ def parse_colour(text: str, field: str) -> int:
     from pixart_nodes.core.palette import palette_from_hex
 
     try:
-        rgb = palette_from_hex([text]).colors[0]
+        colours = palette_from_hex([text]).colors
     except ValueError:
-        raise InvalidParameter(field, f"{field}: {text!r} is not a hex colour like #ffffff") from None
+        colours = ()
+    if len(colours) != 1:  # the palette reader takes a list ("#000 #fff"): one colour here, not the first of many
+        raise InvalidParameter(field, f"{field}: {text!r} is not a hex colour like #ffffff")
+    rgb = colours[0]
     return (int(rgb[0]) << 16) | (int(rgb[1]) << 8) | int(rgb[2])
 
 
