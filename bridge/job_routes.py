@@ -66,7 +66,7 @@ async def result_image(request: web.Request) -> web.StreamResponse:
                         headers={"Cache-Control": "private, max-age=3600"})
 
 
-_FILE = re.compile(r"^answer_[0-9a-f]{16}\.(png|jpg|jpeg|webp)$")
+_FILE = re.compile(r"answer_[0-9a-f]{16}\.(png|jpg|jpeg|webp)")
 
 
 @endpoint(responses={200: {"description": "The image", "content": {"image/png": {"schema": {

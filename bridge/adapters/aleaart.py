@@ -51,10 +51,10 @@ log = logging.getLogger("bridge.adapters.aleaart")
 API = "aleaart"
 WORKFLOW = "aleaart"
 IMAGES_PATH = "/generated_images"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.png$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.png")
 # `art_token_<tokenId>_<job id>.png`: the name AleaArt's backend gives its files, with the job id as the unique part.
-_JOB_FILENAME = re.compile(r"^art_token_(?P<token>[A-Za-z0-9_-]{1,64})_(?P<job>[0-9a-f]{32})\.png$")
+_JOB_FILENAME = re.compile(r"art_token_(?P<token>[A-Za-z0-9_-]{1,64})_(?P<job>[0-9a-f]{32})\.png")
 # AleaArt Python backend defaults for the resolved form (python_backend.py).
 DEFAULTS = {"steps": 20, "cfg_scale": 7.5, "sampler": "DPM++ 2M Karras", "width": 512, "height": 512}
 
@@ -142,7 +142,7 @@ class GenerateImageBody(Request):
     def _token(cls, value: Any) -> Any:
         if value is None:
             return value
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or not _TOKEN.match(str(value).strip()):
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not _TOKEN.fullmatch(str(value).strip()):
             raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ -")
         return value
 

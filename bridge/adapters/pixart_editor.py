@@ -68,7 +68,7 @@ MAX_RESOLUTION = 16384
 MAX_ID_LENGTH = 200
 MAX_PROMPT_LENGTH = 2000
 SEED_MAX = 2**64 - 1
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 # workflow parameter -> the request field (or setting) a client or operator must change
 PARAM_FIELDS = {

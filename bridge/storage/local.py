@@ -12,7 +12,7 @@ from . import BlobInfo, BlobNotFound
 
 # Keys are made by the bridge from checked job ids and names; anything else is refused, so no key can leave the
 # folder.
-_KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_KEY = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
 class LocalBlobs:

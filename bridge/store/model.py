@@ -12,7 +12,7 @@ from typing import Any
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass
