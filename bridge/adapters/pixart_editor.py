@@ -156,17 +156,23 @@ STATE = web.AppKey("pixart_editor_state", dict)
 # Request parsing and planning (pure: no engine, no I/O)
 
 
-def parse_colour(text: str, field: str) -> int:
+def one_colour(text: str) -> tuple[int, int, int] | None:
+    """The one hex colour ``text`` names, else None. The palette reader takes a list ("#000 #fff" reads as two):
+    taking its first colour passed such text silently, and 200 of them in colorPalette made 400 (a 500)."""
     from pixart_nodes.core.palette import palette_from_hex
 
     try:
-        colours = palette_from_hex([text]).colors
+        colours = palette_from_hex([text]).colors.tolist()
     except ValueError:
-        colours = ()
-    if len(colours) != 1:  # the palette reader takes a list ("#000 #fff"): one colour here, not the first of many
+        return None
+    return tuple(colours[0]) if len(colours) == 1 else None
+
+
+def parse_colour(text: str, field: str) -> int:
+    rgb = one_colour(text)
+    if rgb is None:
         raise InvalidParameter(field, f"{field}: {text!r} is not a hex colour like #ffffff")
-    rgb = colours[0]
-    return (int(rgb[0]) << 16) | (int(rgb[1]) << 8) | int(rgb[2])
+    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
 
 
 def client_job_id(client_id: str) -> str:
@@ -197,7 +203,7 @@ class PaletteChoice:
 
 def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> PaletteChoice:
     """Style and optional hex list -> the Palette node's settings. colorPalette wins over the style's colours."""
-    from pixart_nodes.core.palette import MAX_COLORS, named_palette, palette_from_hex
+    from pixart_nodes.core.palette import MAX_COLORS, Palette, named_palette
 
     if color_palette is not None and color_palette != []:
         if not isinstance(color_palette, list) or not all(isinstance(c, str) for c in color_palette):
@@ -206,15 +212,14 @@ def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> Palet
         if len(color_palette) > MAX_COLORS:
             raise InvalidParameter("colorPalette", f"colorPalette has {len(color_palette)} colours; at most "
                                                    f"{MAX_COLORS}")
+        colours = []
         for i, text in enumerate(color_palette):
-            try:
-                one = len(palette_from_hex([text])) == 1  # "#000 #fff" reads as two: 200 such made 400 (a 500)
-            except ValueError:
-                one = False
-            if not one:
+            rgb = one_colour(text)
+            if rgb is None:
                 raise InvalidParameter("colorPalette", f"colorPalette[{i}]: {text!r} is not a hex colour like "
                                                        "#1d2b53")
-        pal = palette_from_hex(color_palette)
+            colours.append(rgb)
+        pal = Palette("custom", colours)
         return PaletteChoice({"palette_source": "hex", "palette_hex": " ".join(pal.hex())}, "custom")
     if style.strip().lower() == MODERN_STYLE:
         return PaletteChoice({"palette_source": "image", "palette_colors": modern_colors}, f"kmeans-{modern_colors}")
