@@ -377,6 +377,47 @@ async def test_a_websocket_handshake_nobody_answers_is_an_error_not_a_hang():
         server.close()
 
 
+async def test_an_endless_or_oversized_comfyui_answer_is_an_error_not_the_bridges_memory(aiohttp_server, monkeypatch):
+    from aiohttp import web
+
+    from bridge.engine import client as client_mod
+
+    monkeypatch.setattr(client_mod, "JSON_ANSWER_BYTES", 1 << 20)
+    monkeypatch.setattr(client_mod, "FILE_ANSWER_BYTES", 2 << 20)
+    sent = []
+
+    async def endless(request):  # chunked, no length: refused as the bytes pass the bound
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for _ in range(1000):  # 64 MiB, if it were all read
+            sent.append(1)
+            await resp.write(b" " * 65536)
+        return resp
+
+    async def declared(request):  # a length past the bound: refused before a byte of the body is read
+        return web.Response(body=b"{}", headers={"Content-Length": str(3 << 20)})
+
+    async def image(request):
+        return web.Response(body=b"\x89PNG" + bytes(int(request.query["filename"])))
+
+    app = web.Application()
+    app.router.add_get("/object_info", endless)
+    app.router.add_get("/system_stats", declared)
+    app.router.add_get("/view", image)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        client = ComfyClient(str(server.make_url("")), session, "t", request_timeout=30)
+        with pytest.raises(BackendError, match=f"GET /object_info answered more than {1 << 20} bytes"):
+            await client.object_info()
+        assert len(sent) < 1000
+        with pytest.raises(BackendError, match=f"GET /system_stats answered {3 << 20} bytes; at most {1 << 20}"):
+            await client.system_stats()
+        # files have their own, larger bound: an image over the JSON one arrives whole
+        assert len(await client.view(str((1 << 20) + 10))) == (1 << 20) + 14
+        with pytest.raises(BackendError, match="GET /view answered"):
+            await client.view(str(3 << 20))
+
+
 async def test_a_websocket_handshake_cancelled_as_it_completes_stays_cancelled():
     # Engine.stop cancels each connection's reconnect loop and waits for it. A cancellation that lands as the
     # handshake completes must end the loop: asyncio.wait_for (Python 3.11) returned the completed handshake and

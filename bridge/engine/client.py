@@ -20,6 +20,14 @@ TEXT = 3
 PREVIEW_IMAGE_WITH_METADATA = 4
 
 
+# ComfyUI is the operator's own server, but a broken one (or another program on its port) must not take the bridge's
+# memory with it: an answer past these sizes fails its request like any other backend error. JSON answers (a large
+# install's /object_info is tens of MB, /queue a few kB per queued prompt) and files (/view of one image, and a
+# SaveImageWebsocket frame: an 8192x8192 RGBA PNG of noise is 256 MiB).
+JSON_ANSWER_BYTES = 256 * 1024 ** 2
+FILE_ANSWER_BYTES = 1024 ** 3
+
+
 class BackendError(Exception):
     """The backend could not be reached or answered something unexpected."""
 
@@ -182,11 +190,11 @@ class ComfyClient:
         self._queue_reads: SharedRun[tuple[set[str], set[str]]] = SharedRun()
 
     async def _request(self, method: str, path: str, *, expect_json: bool = True, ok: tuple[int, ...] = (200,),
-                       **kwargs: Any) -> Any:
+                       limit: int | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self.timeout)
         try:
             async with self.session.request(method, self.url + path, **kwargs) as resp:
-                body = await resp.read()
+                body = await self._read(resp, f"{method} {path}", JSON_ANSWER_BYTES if limit is None else limit)
                 if resp.status not in ok:
                     raise BackendError(self.url, f"{method} {path} answered {resp.status}: {body[:300]!r}")
                 if resp.status == 404:
@@ -198,6 +206,18 @@ class ComfyClient:
             raise BackendError(self.url, f"{method} {path} failed: {exc.__class__.__name__} {exc}") from exc
         except json.JSONDecodeError as exc:
             raise BackendError(self.url, f"{method} {path} answered non-JSON: {exc}") from exc
+
+    async def _read(self, resp: aiohttp.ClientResponse, what: str, limit: int) -> bytes:
+        """The whole answer, refused (BackendError) as soon as it is known to pass ``limit`` bytes."""
+        if resp.content_length is not None and resp.content_length > limit:
+            raise BackendError(self.url, f"{what} answered {resp.content_length} bytes; at most {limit} are read")
+        parts, size = [], 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise BackendError(self.url, f"{what} answered more than {limit} bytes; at most {limit} are read")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def system_stats(self) -> dict[str, Any]:
         return await self._request("GET", "/system_stats")
@@ -223,7 +243,7 @@ class ComfyClient:
             body["partial_execution_targets"] = list(partial_execution_targets)
         try:
             async with self.session.post(self.url + "/prompt", json=body, timeout=self.timeout) as resp:
-                text = await resp.read()
+                text = await self._read(resp, "POST /prompt", JSON_ANSWER_BYTES)
                 if resp.status == 400:
                     data = json.loads(text)
                     raise PromptRejected(data.get("error", {}), data.get("node_errors", {}))
@@ -269,7 +289,7 @@ class ComfyClient:
     async def view(self, filename: str, subfolder: str = "", type_: str = "output") -> bytes:
         return await self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder,
                                                            "type": type_}, expect_json=False,
-                                   timeout=aiohttp.ClientTimeout(total=120))
+                                   limit=FILE_ANSWER_BYTES, timeout=aiohttp.ClientTimeout(total=120))
 
     async def upload_image(self, data: bytes, filename: str, *, overwrite: bool = True) -> str:
         """Upload into the input folder; returns the name LoadImage must use (with subfolder when set)."""
@@ -291,6 +311,7 @@ class ComfyClient:
             # loop then outlives Engine.stop.
             async with deadline(self.timeout.total):
                 return await self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=20,
-                                                     max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5))
+                                                     max_msg_size=FILE_ANSWER_BYTES,
+                                                     timeout=aiohttp.ClientWSTimeout(ws_close=5))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise BackendError(self.url, f"websocket connect failed: {exc.__class__.__name__} {exc}") from exc
