@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import httptools
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 if sys.version_info >= (3, 11):
@@ -130,22 +131,17 @@ def _unmapped(address: Address) -> Address:
 _LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pixart-dns")
 
 
-async def _lookup(host: str, port: int, family: socket.AddressFamily) -> list[ResolveResult]:
-    """aiohttp's ThreadedResolver.resolve, on `_LOOKUPS`."""
-    infos = await asyncio.get_running_loop().run_in_executor(
-        _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0,
-                                    socket.AI_ADDRCONFIG))
-    found = []
-    for fam, _, proto, _, address in infos:
-        if fam == socket.AF_INET6:
-            if len(address) < 4:
-                continue  # a Python without IPv6
-            addr = f"{address[0]}%{address[3]}" if address[3] else address[0]  # a link-local address's scope
-        else:
-            addr = address[0]
-        found.append(ResolveResult(hostname=host, host=addr, port=address[1], family=fam, proto=proto,
-                                   flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV))
-    return found
+class _LookupThreads:
+    """The two calls aiohttp's ThreadedResolver makes of its event loop, run on `_LOOKUPS`: its parsing of the
+    answers (IPv6 scopes, hosts without IPv6) is kept, its threads are ours."""
+
+    async def getaddrinfo(self, host: str, port: int, *, family: int = 0, type: int = 0, proto: int = 0,
+                          flags: int = 0) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(
+            _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, family, type, proto, flags))
+
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
+        return await asyncio.get_running_loop().run_in_executor(_LOOKUPS, socket.getnameinfo, sockaddr, flags)
 
 
 class CheckedResolver(AbstractResolver):
@@ -153,10 +149,11 @@ class CheckedResolver(AbstractResolver):
 
     def __init__(self, policy: OutboundPolicy) -> None:
         self.policy = policy
+        self._lookup = ThreadedResolver(_LookupThreads())  # type: ignore[arg-type]
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        results = await _lookup(host, port, family)
+        results = await self._lookup.resolve(host, port, family)
         kept = []
         refusal: OutboundRefused | None = None
         for r in results:
