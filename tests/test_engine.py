@@ -418,6 +418,21 @@ async def test_an_endless_or_oversized_comfyui_answer_is_an_error_not_the_bridge
             await client.view(str(3 << 20))
 
 
+async def test_a_websocket_message_over_the_bound_says_so(make_engine, comfy_double, monkeypatch, caplog):
+    from bridge.engine import client as client_mod
+
+    monkeypatch.setattr(client_mod, "FILE_ANSWER_BYTES", 64)  # below a preview frame's size
+    comfy_double.step_delay = 0.05
+    engine = await make_engine()
+    await engine.submit("txt2img", {**P, "steps": 20})
+    for _ in range(200):
+        if any("websocket error" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if "websocket error" in r.getMessage()]
+    assert said and "64" in said[0], said
+
+
 async def test_a_websocket_handshake_cancelled_as_it_completes_stays_cancelled():
     # Engine.stop cancels each connection's reconnect loop and waits for it. A cancellation that lands as the
     # handshake completes must end the loop: asyncio.wait_for (Python 3.11) returned the completed handshake and

@@ -269,6 +269,8 @@ async def test_the_same_request_twice_gets_its_image_twice(comfyui: Any, aiohttp
 
 
 # ---------------------------------------------------------------------- uploaded input images
+# The double writes uploads into `input_dir` and its LoadImage reads them from there, as ComfyUI does: a removal that
+# took a file a prompt still needs fails that job.
 IMG2IMG = {"prompt": "x", "steps": 1, "width": 64, "height": 64, "image": solid_png_b64(40, 30)}
 
 
@@ -276,19 +278,23 @@ def uploads(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("pixart_*"))
 
 
+async def uploaded_bridge(bridge_factory: Any, comfy_double: Any, folder: Path, **fields: Any) -> Any:
+    folder.mkdir(exist_ok=True)
+    comfy_double.input_dir = folder
+    return await bridge_factory(adapters=["jobs_api"], comfyui_input_dir=folder, **fields)
+
+
 async def test_a_jobs_uploaded_inputs_are_removed_from_comfyuis_input_folder_once_it_ends(
         bridge_factory: Any, comfy_double: Any, tmp_path: Path) -> None:
     folder = tmp_path / "comfyui-input"
-    folder.mkdir()
+    client = await uploaded_bridge(bridge_factory, comfy_double, folder)
     (folder / "mine.png").write_bytes(b"the operator's own")
-    comfy_double.input_dir = folder
-    client = await bridge_factory(adapters=["jobs_api"], comfyui_input_dir=folder)
     ended = []
     for knobs in ({}, {"fail_class": "KSampler"}):  # completed, failed
         comfy_double.fail_class = knobs.get("fail_class")
         job = await (await client.post("/workflows/img2img?wait=30", json={"parameters": IMG2IMG})).json()
         ended.append(job["status"])
-        assert f"pixart_{job['id']}_image.png" in comfy_double.inputs  # it was uploaded...
+        assert any(k.startswith(f"pixart_{job['id']}_") for k in comfy_double.inputs)  # it was uploaded...
         await until(lambda: not uploads(folder), what="the upload removed")  # ...and is gone
     assert ended == ["completed", "failed"]
     comfy_double.fail_class, comfy_double.step_delay = None, 0.5  # cancelled while ComfyUI runs it
@@ -299,28 +305,45 @@ async def test_a_jobs_uploaded_inputs_are_removed_from_comfyuis_input_folder_onc
     assert (folder / "mine.png").read_bytes() == b"the operator's own"
 
 
-async def test_an_input_folder_the_bridge_does_not_know_keeps_the_uploads(bridge_factory: Any, comfy_double: Any,
-                                                                        tmp_path: Path) -> None:
-    # a ComfyUI on another machine: it has no request that deletes a file, so the uploads stay there
-    comfy_double.input_dir = tmp_path
-    client = await bridge_factory(adapters=["jobs_api"])
-    job = await (await client.post("/workflows/img2img?wait=30", json={"parameters": IMG2IMG})).json()
-    assert job["status"] == "completed", job
-    await asyncio.sleep(0.5)  # longer than the removal's delay
-    assert uploads(tmp_path) == [f"pixart_{job['id']}_image.png"]
-
-
-async def test_a_graph_comfyui_refuses_leaves_no_upload(bridge_factory: Any, comfy_double: Any,
-                                                        tmp_path: Path) -> None:
-    comfy_double.input_dir = tmp_path
-    client = await bridge_factory(adapters=["jobs_api"], comfyui_input_dir=tmp_path)
+async def test_a_graph_comfyui_refuses_leaves_no_upload_and_its_id_can_be_used_again(
+        bridge_factory: Any, comfy_double: Any, tmp_path: Path) -> None:
+    client = await uploaded_bridge(bridge_factory, comfy_double, tmp_path / "in")
+    engine = client.app[ENGINE]
     await wait_healthy(client)
     comfy_double.checkpoints.remove("other.safetensors")  # gone from ComfyUI since the bridge last looked
-    resp = await client.post("/workflows/img2img?wait=30", json={"parameters": {
-        **IMG2IMG, "checkpoint": "other.safetensors"}})
-    assert resp.status == 400 and (await resp.json())["field"] == "checkpoint", await resp.text()
-    assert any(k.startswith("pixart_") for k in comfy_double.inputs)  # it was uploaded before ComfyUI refused
-    await until(lambda: not uploads(tmp_path), what="the refused job's upload removed")
+    with pytest.raises(Exception, match="checkpoint"):
+        await engine.submit("img2img", {**IMG2IMG, "checkpoint": "other.safetensors"}, job_id="again")
+    assert any(k.startswith("pixart_again_") for k in comfy_double.inputs)  # uploaded before ComfyUI refused
+    # the same id at once, while the refused dispatch's removal is still pending: its own upload stays until it ends
+    # (ComfyUI reads it after a job ahead of it, past the removal's delay)
+    comfy_double.step_delay = 0.2
+    ahead = await engine.submit("txt2img", {"steps": 3, "width": 64, "height": 64})
+    job = await engine.submit("img2img", IMG2IMG, job_id="again")
+    done = await engine.wait(job.id, timeout=30)
+    assert done.status == "completed", done.error
+    assert (await engine.wait(ahead.id, timeout=30)).started_at < done.started_at
+    await until(lambda: not uploads(tmp_path / "in"), what="both dispatches' uploads removed")
+
+
+async def test_a_job_sent_back_to_the_queue_leaves_no_upload_behind(bridge_factory: Any, comfy_double: Any,
+                                                                  tmp_path: Path) -> None:
+    # someone clears ComfyUI's queue: the bridge submits the job again, uploading its image again
+    comfy_double.step_delay = 0.2
+    client = await uploaded_bridge(bridge_factory, comfy_double, tmp_path / "in", queue_poll_interval=0.2)
+    engine = client.app[ENGINE]
+    blocker = await engine.submit("txt2img", {"steps": 150, "width": 64, "height": 64})
+    victim = await engine.submit("img2img", IMG2IMG)
+    await until(lambda: victim.prompt_id and comfy_double.pending, what="the job waiting in ComfyUI")
+    first = victim.prompt_id
+    async with client.session.post(comfy_double.url + "/queue", json={"clear": True}) as resp:
+        assert resp.status == 200
+    await until(lambda: victim.prompt_id and victim.prompt_id != first, what="the job submitted again")
+    await until(lambda: f"pixart_{victim.id}_{first[:8]}_image.png" not in uploads(tmp_path / "in"),
+                what="the first dispatch's upload removed")
+    assert await engine.cancel(blocker.id)
+    done = await engine.wait(victim.id, timeout=30)
+    assert done.status == "completed", done.error  # its second upload was there when ComfyUI read it
+    await until(lambda: not uploads(tmp_path / "in"), what="every upload removed")
 
 
 @pytest.mark.comfyui
@@ -338,8 +361,9 @@ async def test_real_comfyui_input_is_removed_once_the_job_ends(comfyui: Any, aio
         **IMG2IMG, "checkpoint": TINY_CHECKPOINT, "seed": 81, "denoise": 0.5}})
     job = await resp.json()
     assert resp.status == 200 and job["status"] == "completed", job
-    name = f"pixart_{job['id']}_image.png"
-    graph = comfyui.get_json(f"/history/{client.app[ENGINE].get(job['id']).prompt_id}")
+    prompt_id = client.app[ENGINE].get(job["id"]).prompt_id
+    name = f"pixart_{job['id']}_{prompt_id[:8]}_image.png"
+    graph = comfyui.get_json(f"/history/{prompt_id}")
     assert name in json.dumps(graph)  # ComfyUI's LoadImage read the upload...
     await until(lambda: not (comfyui.input_dir / name).exists(), what="the upload removed")  # ...now gone
     assert stored(client, job["id"])
@@ -366,3 +390,17 @@ async def test_the_bridge_knows_the_folders_of_its_one_comfyui(tmp_path: Path) -
     policy = build_engine(given, ["http://comfy:8188", "http://other:8188"]).retention  # whose folder would it be?
     assert (policy.comfyui_input_dirs, policy.comfyui_output_dirs) == ({}, {})
     assert build_engine(plain, ["http://comfy:8188"]).retention.comfyui_input_dirs == {}
+
+
+async def test_a_job_whose_comfyui_died_leaves_no_upload_when_cancelled_while_it_waits(
+        bridge_factory: Any, comfy_double: Any, tmp_path: Path) -> None:
+    comfy_double.step_delay = 0.1
+    client = await uploaded_bridge(bridge_factory, comfy_double, tmp_path / "in", requeue_on_backend_death=True)
+    engine = client.app[ENGINE]
+    job = await engine.submit("img2img", {**IMG2IMG, "steps": 30})
+    await until(lambda: job.status == "running", what="the job running")
+    assert uploads(tmp_path / "in")
+    await comfy_double.kill()  # its files stay on disk, as a killed ComfyUI's do
+    await until(lambda: job.status == "queued", what="the job back in the queue")
+    assert await engine.cancel(job.id)
+    await until(lambda: not uploads(tmp_path / "in"), what="the upload removed")

@@ -136,15 +136,13 @@ class JobEngine(Outputs, Backends):
                                        keep_in_memory=opts.keep_in_memory,
                                        drop_inputs=lambda job_id: self._spawn(self.drop_inputs(job_id)),
                                        on_lost=self._lost)
-        copies = retention.CopyRemover()
-        self._dispatcher = Dispatcher(table, self._runs, self.blobs, self.connections, workflows, copies=copies,
+        self._dispatcher = Dispatcher(table, self._runs, self.blobs, self.connections, workflows,
                                       comfyui_input_dirs=self.retention.comfyui_input_dirs)
         self._tracker = Tracker(table, self._runs, self.blobs, self._dispatcher, self.connections, workflows,
                                 self._spawn, poll_interval=opts.poll_interval, cancel_grace=opts.cancel_grace,
                                 requeue_on_backend_death=opts.requeue_on_backend_death,
                                 queue_poll_interval=opts.queue_poll_interval, queue_timeout=opts.queue_timeout,
-                                metadata=opts.output_metadata, comfyui_output_dirs=self.retention.comfyui_output_dirs,
-                                copies=copies)
+                                metadata=opts.output_metadata, comfyui_output_dirs=self.retention.comfyui_output_dirs)
         for job in await table.load(claim_all=not self.store.shared):
             await self.adopt(job, reconcile_now=False)
         await self._start_webhooks()

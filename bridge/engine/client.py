@@ -21,11 +21,12 @@ PREVIEW_IMAGE_WITH_METADATA = 4
 
 
 # ComfyUI is the operator's own server, but a broken one (or another program on its port) must not take the bridge's
-# memory with it: an answer past these sizes fails its request like any other backend error. JSON answers (a large
-# install's /object_info is tens of MB, /queue a few kB per queued prompt) and files (/view of one image, and a
-# SaveImageWebsocket frame: an 8192x8192 RGBA PNG of noise is 256 MiB).
+# memory with it: one answer past these sizes fails its request like any other backend error (a bound per answer:
+# reads at the same time each have their own). JSON answers (a large install's /object_info is tens of MB, /queue a
+# few kB per queued prompt) and files (/view of one image, and a websocket message: a SaveImageWebsocket frame of the
+# largest picture ComfyUI makes, 16384x16384, is 1 GiB as an RGBA PNG of noise).
 JSON_ANSWER_BYTES = 256 * 1024 ** 2
-FILE_ANSWER_BYTES = 1024 ** 3
+FILE_ANSWER_BYTES = 2 * 1024 ** 3
 
 
 class BackendError(Exception):

@@ -129,8 +129,7 @@ class Connection:
                 delay = 0.25
                 self.first_attempt.set()
                 await listener.backend_up(self)
-                await self._receive(ws, listener)
-                lost_reason = "websocket closed"
+                lost_reason = await self._receive(ws, listener)
             except asyncio.CancelledError:
                 raise
             except BackendError as exc:
@@ -158,7 +157,8 @@ class Connection:
         self.set_object_info(await self.client.object_info())
         self.healthy, self.connected_since, self.last_error = True, time.time(), None
 
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse, listener: Listener) -> None:
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse, listener: Listener) -> str:
+        """Hand the backend's messages on until the websocket ends; returns why it ended."""
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 event = parse_text(msg.data)
@@ -172,5 +172,8 @@ class Connection:
                     listener.backend_event(self, Preview(frame.prompt_id or self.current_prompt,
                                                          frame.node or self.current_node, frame.image_type,
                                                          frame.data))
-            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+            elif msg.type == aiohttp.WSMsgType.ERROR:  # a message over client.FILE_ANSWER_BYTES, among others
+                return f"websocket error: {msg.data}"
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
                 break
+        return "websocket closed"

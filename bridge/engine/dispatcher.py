@@ -34,10 +34,11 @@ class NoBackend(Exception):
     pass
 
 
-def upload_name(job_id: str, name: str) -> str:
-    """The file a job's input image ``name`` is uploaded as into ComfyUI's input folder: one per job and image, so
-    the tracker can remove it once the job has ended (where the bridge has that folder)."""
-    return f"pixart_{job_id}_{name}.png"
+def upload_name(job_id: str, prompt_id: str, name: str) -> str:
+    """The file a job's input image ``name`` is uploaded as into ComfyUI's input folder for one dispatch (its prompt
+    id): removing a dispatch's files once no prompt will read them (`Dispatcher.drop_uploads`, a fraction of a
+    second later) must never take the files of the next dispatch of the job, or of a later job given the same id."""
+    return f"pixart_{job_id}_{prompt_id[:8]}_{name}.png"
 
 
 class LostJob(Exception):
@@ -46,7 +47,7 @@ class LostJob(Exception):
 
 class Dispatcher:
     def __init__(self, table: JobTable, runs: Runs, blobs: BlobStore, connections: Mapping[str, Connection],
-                 workflows: Callable[[], Mapping[str, wfmod.Workflow]], *, copies: CopyRemover | None = None,
+                 workflows: Callable[[], Mapping[str, wfmod.Workflow]], *,
                  comfyui_input_dirs: Mapping[str, Path] | None = None) -> None:
         self.table = table
         self.runs = runs
@@ -60,7 +61,7 @@ class Dispatcher:
         self.others: dict[str, int] = {}
         self.release: Callable[[Job], Awaitable[None]] | None = None
         # ComfyUI input folders the bridge can reach (managed ComfyUI, COMFYUI_INPUT_DIR): uploads removed there.
-        self.copies = copies or CopyRemover()
+        self.copies = CopyRemover()
         self.comfyui_input_dirs = dict(comfyui_input_dirs or {})
 
     def set_loads(self, loads: Mapping[str, int]) -> None:
@@ -87,6 +88,7 @@ class Dispatcher:
         conn = self.connections.get(job.backend or "")
         if conn is not None:
             conn.jobs.discard(job.id)
+        self.drop_uploads(job, job.prompt_id)
         self.table.reset_to_queued(job)
         if job.id not in self.local:
             (self.local.appendleft if front else self.local.append)(job.id)
@@ -111,7 +113,8 @@ class Dispatcher:
         try:
             values = wf.recheck({k: v for k, v in job.params.items() if k not in job.inputs}, job.inputs)
             for name, rel in job.inputs.items():
-                values[name] = await conn.client.upload_image(await self.blobs.get(rel), upload_name(job.id, name))
+                values[name] = await conn.client.upload_image(await self.blobs.get(rel),
+                                                              upload_name(job.id, prompt_id, name))
             graph = wf.bind(values, conn.choices)
             wfmod.name_saved_files(graph, prompt_id[:8])
             targets = wfmod.execution_targets(wf, job.wanted, conn.object_info or {}) if job.wanted else None
@@ -128,7 +131,6 @@ class Dispatcher:
             await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets, job_id=job.id)
             run.posting = False
         except PromptRejected as exc:
-            self.drop_uploads(job, conn.url)
             self._undo(job, conn, prompt_id)
             raise self._rejection(wf, exc) from None
         except BaseException:
@@ -136,15 +138,19 @@ class Dispatcher:
             raise
         log.info("job %s: queued on %s as prompt %s", job.id, conn.url, prompt_id)
 
-    def drop_uploads(self, job: Job, backend: str | None) -> None:
-        """Remove the job's input images from ComfyUI's input folder (where the bridge has it) once no prompt of
-        the job will read them: it ended, or ComfyUI refused its graph. A dispatch that fails otherwise leaves them
-        for the next one, which uploads them again under the same names."""
-        folder = self.comfyui_input_dirs.get(backend or "")
-        if folder is not None and job.inputs:
-            self.copies.add(folder, [("", upload_name(job.id, name)) for name in job.inputs])
+    def drop_uploads(self, job: Job, prompt_id: str | None) -> None:
+        """Remove one dispatch's input images from ComfyUI's input folder, where the bridge has it, once no prompt
+        will read them: the job ended, went back to the queue, or its dispatch failed (refused by ComfyUI, or the
+        graph not made). Every known folder: they are known only where the bridge has one backend, and a job's
+        backend is no longer set once it went back to the queue."""
+        if prompt_id is None or not job.inputs:
+            return
+        files = [("", upload_name(job.id, prompt_id, name)) for name in job.inputs]
+        for folder in self.comfyui_input_dirs.values():
+            self.copies.add(folder, files)
 
     def _undo(self, job: Job, conn: Connection, prompt_id: str) -> None:
+        self.drop_uploads(job, prompt_id)
         conn.jobs.discard(job.id)
         self.runs.forget_prompt(prompt_id, job.id)
         job.backend = job.prompt_id = None

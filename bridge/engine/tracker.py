@@ -25,7 +25,7 @@ from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupte
                      ExecutionSuccess, Executed, Executing, Preview, Progress)
 from .jobs import JobTable
 from .results import entry_from_run, read_outcome
-from .retention import CopyRemover, comfyui_files
+from .retention import comfyui_files
 from .runs import Run, Runs
 
 # Live previews: "preview" events per job at most this often; the last previews of finished jobs kept.
@@ -46,8 +46,7 @@ class Tracker:
                  spawn: Callable[[Coroutine[Any, Any, Any]], None], *, poll_interval: float = 2.0,
                  cancel_grace: float = 5.0, requeue_on_backend_death: bool = False,
                  queue_poll_interval: float = 5.0, queue_timeout: float | None = None,
-                 metadata: str = "infotext", comfyui_output_dirs: Mapping[str, Path] | None = None,
-                 copies: CopyRemover | None = None) -> None:
+                 metadata: str = "infotext", comfyui_output_dirs: Mapping[str, Path] | None = None) -> None:
         self.table = table
         self.runs = runs
         self.previews: dict[str, tuple[str, bytes]] = {}
@@ -65,7 +64,7 @@ class Tracker:
         self.metadata = metadata
         # ComfyUI output folders the bridge can reach (managed ComfyUI): its copies are removed once stored here.
         self.comfyui_output_dirs = dict(comfyui_output_dirs or {})
-        self.copies = copies or CopyRemover()
+        self.copies = dispatcher.copies  # one remover, for results' copies and uploaded inputs alike
         self._queue_checked: dict[str, float] = {}
 
     # ------------------------------------------------------------------ ending a job
@@ -84,7 +83,7 @@ class Tracker:
         self.runs.stop(job)
         self.dispatcher.remove(job.id)
         self.table.finish(job, status, error)
-        self.dispatcher.drop_uploads(job, job.backend)
+        self.dispatcher.drop_uploads(job, job.prompt_id)
         self.dispatcher.wake.set()
         if error:
             log.info("job %s: %s: %s", job.id, status, error)

@@ -347,7 +347,7 @@ class ComfyDouble:
 
     def __post_init__(self) -> None:
         self.inputs: dict[str, bytes] = {"example.png": _png(64, 64, (128, 128, 128))}
-        # Where set, uploads are also written here, as ComfyUI writes them into its input folder.
+        # Where set, uploads are also written here and LoadImage reads them from here, as ComfyUI does.
         self.input_dir: Path | None = None
         self.files: dict[tuple[str, str, str], bytes] = {}
         self._reset_state()
@@ -909,7 +909,13 @@ class ComfyDouble:
         if cls == "EmptyLatentImage":
             return (_Val("latent", int(inp["width"]) // 8 * 8, int(inp["height"]) // 8 * 8, int(inp["batch_size"])),)
         if cls in ("LoadImage", "LoadImageMask"):
-            with Image.open(io.BytesIO(self.inputs[inp["image"]])) as im:
+            data = self.inputs[inp["image"]]
+            if self.input_dir is not None:  # ComfyUI reads the file as the node runs
+                try:
+                    data = (self.input_dir / inp["image"]).read_bytes()
+                except OSError as exc:
+                    raise _NodeFailure(nid, cls, str(exc)) from None
+            with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
             return (_Val("image", w, h), _Val("mask", w, h)) if cls == "LoadImage" else (_Val("mask", w, h),)
         if cls == "ImageScale":
