@@ -245,7 +245,8 @@ class Settings(_LayeredSettings):
     comfyui_input_dir: Path | None = Field(None, validation_alias=AliasChoices(
         "comfyui_input_dir", "COMFYUI_INPUT_DIR"), description=(
         "Input folder of a ComfyUI on this machine (COMFYUI_INPUT_DIR): the input images the bridge uploads there "
-        "are removed once their job has ended. The managed ComfyUI's folder is known without it."))
+        "are removed once no prompt will read them (their job ended or went back to the queue). The managed "
+        "ComfyUI's folder is known without it."))
     job_timeout: float = Field(600.0, ge=0, description="Seconds a job may run; 0: no limit.")
     requeue_on_backend_death: bool = Field(False, description="Re-queue a job once when its ComfyUI dies.")
     keep_jobs_on_disconnect: bool = Field(False, description="Let the jobs of a synchronous request (A1111, Pico, "

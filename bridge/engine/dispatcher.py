@@ -60,7 +60,8 @@ class Dispatcher:
         # has no backend for (None: it waits here).
         self.others: dict[str, int] = {}
         self.release: Callable[[Job], Awaitable[None]] | None = None
-        # ComfyUI input folders the bridge can reach (managed ComfyUI, COMFYUI_INPUT_DIR): uploads removed there.
+        # Removes ComfyUI's files: uploads in the input folders the bridge can reach (managed ComfyUI,
+        # COMFYUI_INPUT_DIR), and for the tracker the copies of results in its output folder.
         self.copies = CopyRemover()
         self.comfyui_input_dirs = dict(comfyui_input_dirs or {})
 

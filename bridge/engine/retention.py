@@ -3,7 +3,7 @@
 Four things grow without bound otherwise: the bridge's stored results (blob store), its job rows, ComfyUI's own
 copy of every image in its output folder, and every input image the bridge uploaded into ComfyUI's input folder
 (which also lengthens LoadImage's list in every /object_info answer). ComfyUI's copy is removed once the bridge
-holds the result, and a job's uploads once the job has ended, where the bridge knows that folder (the managed
+holds the result, and a job's uploads once no prompt will read them, where the bridge knows that folder (the managed
 ComfyUI, or `COMFYUI_OUTPUT_DIR` / `COMFYUI_INPUT_DIR` for one on the same machine): ComfyUI has no request that
 deletes a file.
 Finished jobs and their files expire after `max_age` seconds, and the oldest go first while the stored results
