@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from bridge.app import ENGINE
+from bridge.engine.dispatcher import upload_name
 from bridge.engine.retention import Retention, comfyui_files, remove_comfyui_files
+from bridge.errors import InvalidParameter
 from tests.support.imaging import solid_png_b64
 from tests.support.spies import Reads
 from tests.support.waiting import until, wait_healthy
@@ -311,7 +313,7 @@ async def test_a_graph_comfyui_refuses_leaves_no_upload_and_its_id_can_be_used_a
     engine = client.app[ENGINE]
     await wait_healthy(client)
     comfy_double.checkpoints.remove("other.safetensors")  # gone from ComfyUI since the bridge last looked
-    with pytest.raises(Exception, match="checkpoint"):
+    with pytest.raises(InvalidParameter, match="checkpoint"):
         await engine.submit("img2img", {**IMG2IMG, "checkpoint": "other.safetensors"}, job_id="again")
     assert any(k.startswith("pixart_again_") for k in comfy_double.inputs)  # uploaded before ComfyUI refused
     # the same id at once, while the refused dispatch's removal is still pending: its own upload stays until it ends
@@ -338,7 +340,7 @@ async def test_a_job_sent_back_to_the_queue_leaves_no_upload_behind(bridge_facto
     async with client.session.post(comfy_double.url + "/queue", json={"clear": True}) as resp:
         assert resp.status == 200
     await until(lambda: victim.prompt_id and victim.prompt_id != first, what="the job submitted again")
-    await until(lambda: f"pixart_{victim.id}_{first[:8]}_image.png" not in uploads(tmp_path / "in"),
+    await until(lambda: upload_name(victim.id, first, "image") not in uploads(tmp_path / "in"),
                 what="the first dispatch's upload removed")
     assert await engine.cancel(blocker.id)
     done = await engine.wait(victim.id, timeout=30)
@@ -362,7 +364,7 @@ async def test_real_comfyui_input_is_removed_once_the_job_ends(comfyui: Any, aio
     job = await resp.json()
     assert resp.status == 200 and job["status"] == "completed", job
     prompt_id = client.app[ENGINE].get(job["id"]).prompt_id
-    name = f"pixart_{job['id']}_{prompt_id[:8]}_image.png"
+    name = upload_name(job["id"], prompt_id, "image")
     graph = comfyui.get_json(f"/history/{prompt_id}")
     assert name in json.dumps(graph)  # ComfyUI's LoadImage read the upload...
     await until(lambda: not (comfyui.input_dir / name).exists(), what="the upload removed")  # ...now gone
