@@ -92,12 +92,13 @@ MAX_MARKS = 4 * MAX_VALUES
 def _precount(raw: bytes) -> None:
     if len(raw) <= PRECOUNT_BYTES:
         return
-    view = memoryview(raw)
     commas = slashes = quotes = 0
     step = image_io.B64_PIECE
     for at in range(0, len(raw), step):  # a piece at a time, the lock let go between
-        piece = view[at:at + step].tobytes()
-        commas, slashes, quotes = commas + piece.count(b","), slashes + piece.count(b"\\"), quotes + piece.count(b'"')
+        end = at + step
+        commas += raw.count(b",", at, end)
+        slashes += raw.count(b"\\", at, end)
+        quotes += raw.count(b'"', at, end)
         if commas > MAX_MARKS:
             raise BodyError(f"the body holds more than {MAX_VALUES} values (it has more than {MAX_MARKS} commas)")
         if slashes > MAX_MARKS:

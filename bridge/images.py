@@ -163,7 +163,7 @@ async def probe_request(named: list[tuple[str, Any]], *, max_bytes: int = DEFAUL
     image pool one after another, and their pixels together against `max_total` (BRIDGE_MAX_REQUEST_PIXELS; 0: no
     bound), with fetched files at most 4 bytes a pixel, before any of them is decoded: a request of many images that
     will be refused costs no memory. `fetch(value, field)` gives a value that names a URL its bytes first; the
-    first image over the bound stops the fetching (16 URLs of 20 MB were all held, 320 MB, before any was checked).
+    first image over the bound stops the fetching (64 URLs of 20 MB were all held, 1.25 GB, before any was checked).
     `probe_one` lets a dialect put its own words on a refusal (it raises them itself). Returns the pairs, fetched."""
     check = probe_one or probe
     out = []

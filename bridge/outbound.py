@@ -131,6 +131,30 @@ def _unmapped(address: Address) -> Address:
 _LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pixart-dns")
 
 
+class AnswerTooLarge(Exception):
+    """An HTTP answer past the bound its reader set (`read_capped`); ``declared``: its Content-Length, where that
+    told it before any byte was read."""
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        self.limit, self.declared = limit, declared
+        super().__init__(f"{declared} bytes; the limit is {limit}" if declared is not None
+                         else f"more than {limit} bytes")
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of ``resp``, refused (AnswerTooLarge) as soon as it is known to pass ``limit`` bytes: by its
+    declared length, or by the bytes read (decompressed), so a server cannot make the bridge hold more."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise AnswerTooLarge(limit, resp.content_length)
+    parts, size = [], 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 class _LookupThreads:
     """The two calls aiohttp's ThreadedResolver makes of its event loop, run on `_LOOKUPS`: its parsing of the
     answers (IPv6 scopes, hosts without IPv6) is kept, its threads are ours."""
@@ -220,15 +244,10 @@ class Outbound:
                         continue
                     if resp.status != 200:
                         raise OutboundRefused(f"the server answered HTTP {resp.status}")
-                    declared = resp.content_length
-                    if declared is not None and declared > self.policy.max_bytes:
-                        raise OutboundRefused(f"{declared} bytes; the limit is {self.policy.max_bytes}")
-                    body = bytearray()
-                    async for chunk in resp.content.iter_chunked(65536):
-                        body += chunk
-                        if len(body) > self.policy.max_bytes:
-                            raise OutboundRefused(f"more than {self.policy.max_bytes} bytes")
-                    return bytes(body)
+                    try:
+                        return await read_capped(resp, self.policy.max_bytes)
+                    except AnswerTooLarge as exc:
+                        raise OutboundRefused(str(exc)) from None
             except OutboundRefused:
                 raise
             except aiohttp.ClientConnectorError as exc:

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 
-from ..outbound import deadline
+from ..outbound import AnswerTooLarge, deadline, read_capped
 
 # Binary websocket frame types (ComfyUI protocol.py BinaryEventTypes).
 PREVIEW_IMAGE = 1
@@ -209,16 +209,10 @@ class ComfyClient:
             raise BackendError(self.url, f"{method} {path} answered non-JSON: {exc}") from exc
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str, limit: int) -> bytes:
-        """The whole answer, refused (BackendError) as soon as it is known to pass ``limit`` bytes."""
-        if resp.content_length is not None and resp.content_length > limit:
-            raise BackendError(self.url, f"{what} answered {resp.content_length} bytes; at most {limit} are read")
-        parts, size = [], 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise BackendError(self.url, f"{what} answered more than {limit} bytes; at most {limit} are read")
-            parts.append(chunk)
-        return b"".join(parts)
+        try:
+            return await read_capped(resp, limit)
+        except AnswerTooLarge as exc:
+            raise BackendError(self.url, f"{what} answered {exc}") from None
 
     async def system_stats(self) -> dict[str, Any]:
         return await self._request("GET", "/system_stats")

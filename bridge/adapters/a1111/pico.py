@@ -36,6 +36,7 @@ from bridge.errors import BridgeError
 from bridge.fields import LooseBool, LooseInt, describe
 from bridge.http import json_answer, json_payload
 from bridge.keys import ADAPTERS, SETTINGS
+from bridge.outbound import AnswerTooLarge, read_capped
 
 from ..toolkit import Submission, engine_of
 from . import models
@@ -268,15 +269,10 @@ UPSTREAM_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 async def _read_answer(resp: aiohttp.ClientResponse, url: str) -> bytes:
-    if resp.content_length is not None and resp.content_length > UPSTREAM_ANSWER_BYTES:
-        raise UpstreamError(f"upstream A1111 at {url} answered {resp.content_length} bytes; the limit is "
-                            f"{UPSTREAM_ANSWER_BYTES}")
-    body = bytearray()
-    async for chunk in resp.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > UPSTREAM_ANSWER_BYTES:
-            raise UpstreamError(f"upstream A1111 at {url} answered more than {UPSTREAM_ANSWER_BYTES} bytes")
-    return bytes(body)
+    try:
+        return await read_capped(resp, UPSTREAM_ANSWER_BYTES)
+    except AnswerTooLarge as exc:
+        raise UpstreamError(f"upstream A1111 at {url} answered {exc}") from None
 
 
 def _upstream_images(raw: bytes, url: str, max_bytes: int) -> list[bytes]:
