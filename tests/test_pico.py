@@ -245,6 +245,24 @@ async def test_an_upstream_image_of_too_many_pixels_is_refused_from_its_header(a
     assert resp.status == 502 and "60000x60000" in (await resp.json())["detail"]
 
 
+@pytest.mark.parametrize("answer,words", [
+    (b'{"images": [' + b"[]," * (3 << 20) + b'[]]}', "more than"),  # counted before it is parsed
+    (b'{"images": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
+    (b'{"images": ["' + b"A" * (2 << 20) + b'"], "info": NaN}', "NaN"),
+    (b'{"pictures": []}', "images"),
+])
+@pytest.mark.asyncio
+async def test_an_upstream_answer_that_is_not_acceptable_json_is_a_502_naming_why(aiohttp_client, tmp_path,
+                                                                                 standin, answer, words):
+    async def odd(request: web.Request) -> web.Response:
+        return web.Response(body=answer, content_type="application/json")
+
+    standin.answer = odd
+    client = await _bridge(aiohttp_client, tmp_path, standin.url, upstream_retries="0", cache="false")
+    resp = await client.post(pico.PATH, json=BODY)
+    detail = (await resp.json())["detail"]
+    assert resp.status == 502 and "unusable answer" in detail and words in detail, detail
+
 @pytest.mark.parametrize("path,body,status,field", [
     (pico.PATH, {"steps": "many"}, 422, "steps"),
     (pico.PATH + "?format=xml", BODY, 400, "format"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
 from bridge import jsontext
+from bridge.api import BodyError, parse_json
 from bridge.config import AdapterSettings
 from bridge.errors import BridgeError
 from bridge.fields import LooseBool, LooseInt, describe
@@ -278,13 +278,14 @@ async def _read_answer(resp: aiohttp.ClientResponse, url: str) -> bytes:
 def _upstream_images(raw: bytes, url: str, max_bytes: int) -> list[bytes]:
     """The images of an upstream txt2img answer, each decoded a piece at a time (run it in the image pool)."""
     try:
-        images = json.loads(raw)["images"]
+        # its own limits too: a 64 MiB answer of `[],` would hold the interpreter lock for seconds
+        images = parse_json(raw)["images"]
         if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
             raise ValueError("no images in the answer")
         return [image_io.decode_base64(i, f"images[{n}]", max_bytes=max_bytes) for n, i in enumerate(images)]
     except BridgeError as exc:
         raise UpstreamError(f"upstream A1111 at {url} sent an unusable image: {exc.message}") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (BodyError, ValueError, KeyError, TypeError) as exc:
         raise UpstreamError(f"upstream A1111 at {url} sent an unusable answer: {exc}") from None
 
 
