@@ -174,9 +174,12 @@ async def probe_request(named: list[tuple[str, Any]], *, max_bytes: int = DEFAUL
         header = await run_in_pool(check, value, field, max_bytes=max_bytes, max_pixels=max_pixels)
         pixels += header.width * header.height
         size += len(value) if isinstance(value, (bytes, bytearray)) else 0
-        if max_total and (pixels > max_total or size > 4 * max_total):
+        if max_total and pixels > max_total:
             raise PayloadTooLarge(f"{field}: the request's images have more than {max_total:,} pixels together "
                                   f"(BRIDGE_MAX_REQUEST_PIXELS)", field=field)
+        if max_total and size > 4 * max_total:
+            raise PayloadTooLarge(f"{field}: the request's images are more than {4 * max_total:,} bytes together "
+                                  f"(4 a pixel of BRIDGE_MAX_REQUEST_PIXELS)", field=field)
         out.append((field, value))
     return out
 

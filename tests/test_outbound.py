@@ -227,6 +227,27 @@ async def test_image_urls_stop_at_the_first_over_the_requests_pixel_budget(bridg
     assert served == ["/0.png", "/1.png", "/2.png"]
 
 
+async def test_image_urls_stop_at_the_first_over_the_requests_byte_budget(bridge_factory: Any,
+                                                                          aiohttp_server: Any) -> None:
+    # few pixels, many bytes (a PNG with 3 MB after its end): the fetched files are bounded by 4 bytes a pixel
+    served: list[str] = []
+
+    async def padded(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.Response(body=claimed_png(100, 100) + bytes(3_000_000), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{n}.png", padded)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    client = await bridge_factory(adapters=["a1111"], outbound_allow="127.0.0.1", max_request_pixels=1_000_000)
+    urls = [{"data": f"http://127.0.0.1:{server.port}/{n}.png", "name": f"{n}.png"} for n in range(5)]
+    resp = await client.post("/sdapi/v1/extra-batch-images", json={"imageList": urls, "upscaler_1": "Lanczos"})
+    data = await resp.json()
+    assert resp.status == 413, data
+    assert data["errors"].startswith("imageList[1].data: the request's images are more than 4,000,000 bytes")
+    assert served == ["/0.png", "/1.png"]
+
+
 async def test_masks_and_sketches_by_url(bridge_factory: Any, images: Any) -> None:
     url = f"{images.base}/a.png"
     client = await bridge_factory(adapters=["jobs_api", "a1111", "pixart_editor"], outbound_allow="127.0.0.1")
