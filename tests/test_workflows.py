@@ -131,6 +131,16 @@ def test_a_long_chain_is_ordered_without_recursion():
     assert W.graph.check_graph(chain) == []
 
 
+@pytest.mark.parametrize("node", [[], {"inputs": {}}, {"class_type": 3, "inputs": {}},
+                                  {"class_type": "Reroute", "inputs": []},
+                                  {"class_type": "Reroute", "inputs": {}, "_meta": "a title"}])
+def test_a_node_without_its_shape_is_named(node):
+    graph = {"1": {"class_type": "Reroute", "inputs": {}}, "2": node}
+    assert W.graph.check_graph(graph) == ["node '2': needs a 'class_type', an 'inputs' object and, if it has one, "
+                                          "a '_meta' object"]
+    assert W.graph.check_graph({**graph, "2": {"class_type": "Reroute", "inputs": {}, "_meta": {}}}) == []
+
+
 def test_object_info_problems_name_workflow_and_node(workflows):
     oi = copy.deepcopy(OI)
     del oi["ResizeAndPadImage"]

@@ -19,7 +19,7 @@ from bridge import fields
 from bridge.errors import WorkflowError
 
 from .editor import editor_to_api, is_api_format, is_editor_format
-from .graph import is_link, node_number
+from .graph import is_link, node_number, node_shape_problem
 from .manifest import is_limit
 from .object_info import input_spec
 
@@ -53,10 +53,8 @@ def _read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> di
         data = json.loads(raw)
     if is_api_format(data):
         for nid, node in data.items():
-            if not (isinstance(node, dict) and isinstance(node.get("class_type"), str)
-                    and isinstance(node.get("inputs"), dict) and isinstance(node.get("_meta", {}), dict)):
-                raise WorkflowError(f"{path.name}: node {str(nid)[:40]!r} needs a 'class_type', an 'inputs' object "
-                                    f"and, if it has one, a '_meta' object")
+            if (problem := node_shape_problem(node)) is not None:
+                raise WorkflowError(f"{path.name}: node {str(nid)[:40]!r} {problem}")
         return data
     if is_editor_format(data):
         if object_info is None:

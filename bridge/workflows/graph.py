@@ -43,6 +43,14 @@ def name_saved_files(graph: Mapping[str, Any], token: str) -> None:
             node["inputs"]["filename_prefix"] = f"{prefix}_{token}"
 
 
+def node_shape_problem(node: Any) -> str | None:
+    """What an API-format node lacks ("needs ..."), or None."""
+    if isinstance(node, dict) and isinstance(node.get("class_type"), str) and isinstance(node.get("inputs"), dict) \
+            and isinstance(node.get("_meta", {}), dict):
+        return None
+    return "needs a 'class_type', an 'inputs' object and, if it has one, a '_meta' object"
+
+
 def check_graph(graph: Any) -> list[str]:
     """Shape problems of an API-format graph (each names the node)."""
     if not isinstance(graph, dict) or not graph:
@@ -52,9 +60,8 @@ def check_graph(graph: Any) -> list[str]:
         if node_number(nid) is None:
             problems.append(f"node {nid[:40]!r}: ids must be decimal integers of at most {MAX_ID_DIGITS} digits "
                             f"(the editor format needs them)")
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
-                or not isinstance(node.get("inputs"), dict):
-            problems.append(f"node {nid!r}: needs 'class_type' and 'inputs'")
+        if (problem := node_shape_problem(node)) is not None:
+            problems.append(f"node {nid[:40]!r}: {problem}")
             continue
         for iname, value in links(node):
             if value[0] not in graph:

@@ -72,9 +72,10 @@ def _node_problems(wf: Workflow, object_info: Mapping[str, Any], values: bool = 
         for iname, value in node["inputs"].items():
             # A fixed list value the backend lacks (a shared graph's checkpoint): ComfyUI refuses every job ("value
             # not in list"). Lists of uploaded files take any file that exists; parameters are checked per job.
+            if targeted is None or nid not in run or (nid, iname) in targeted or not isinstance(value, str):
+                continue
             spec = input_spec(info, iname)
-            if targeted is None or nid not in run or spec is None or (nid, iname) in targeted \
-                    or not isinstance(value, str) or spec[1].get("image_upload"):
+            if spec is None or spec[1].get("image_upload"):
                 continue
             options = combo_options(info, iname)
             if options is not None and value not in options:

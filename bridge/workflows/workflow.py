@@ -163,7 +163,9 @@ class Workflow:
                                                           str_max_length=fields.MAX_TEXT,
                                                           json_schema_extra={"additionalProperties": False}), **defs)
 
+    @cached_property
     def parameters_schema(self) -> dict[str, Any]:
+        """The parameters as JSON Schema (built once: shared, read it only)."""
         return self.request_model.model_json_schema(by_alias=True, mode="validation",
                                                     schema_generator=fields.JsonSchema)
 
@@ -312,7 +314,7 @@ class Workflow:
     def describe(self) -> dict[str, Any]:
         """Name, version, description, the parameters as JSON Schema and the outputs (GET /workflows/{name})."""
         return {"name": self.name, "version": self.version, "description": self.description,
-                "parameters": self.parameters_schema(),
+                "parameters": self.parameters_schema,
                 "outputs": {n: {"type": o.type} for n, o in self.outputs.items()}}
 
     def parameter_for_input(self, node: str, input_name: str) -> str | None:
