@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import ipaddress
+import tracemalloc
+import zlib
 from typing import Any
 
 import numpy as np
@@ -122,6 +125,32 @@ async def test_fetch_with_limits(images: Any) -> None:
     finally:
         await refused.close()
         await allowed.close()
+
+
+async def test_a_compressed_answer_is_bounded_by_its_decompressed_bytes(aiohttp_server: Any) -> None:
+    # 256 MiB of zeros in 250 KB of gzip: the limit counts what decompression gives, and nothing near it is held
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(packer.compress(bytes(1 << 20)) for _ in range(256)) + packer.flush()
+    small = gzip.compress(PNG)
+
+    async def answer(request: web.Request) -> web.Response:
+        body = bomb if request.path == "/bomb.png" else small
+        return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "image/png"})
+
+    app = web.Application()
+    app.router.add_get("/{name}", answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    out = Outbound(OutboundPolicy.from_list(["127.0.0.1"], max_bytes=1_000_000))
+    tracemalloc.start()
+    try:
+        assert await out.fetch(f"http://127.0.0.1:{server.port}/small.png") == PNG
+        tracemalloc.reset_peak()
+        with pytest.raises(OutboundRefused, match="more than 1000000 bytes"):
+            await out.fetch(f"http://127.0.0.1:{server.port}/bomb.png")
+        assert tracemalloc.get_traced_memory()[1] < 32 << 20
+    finally:
+        tracemalloc.stop()
+        await out.close()
 
 
 async def test_no_cookie_travels_from_one_request_to_the_next(aiohttp_server: Any) -> None:
