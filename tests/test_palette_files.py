@@ -14,6 +14,7 @@ from PIL import GimpPaletteFile, Image
 
 from pixart_nodes.core import color, indexed, palette_files
 from pixart_nodes.core.palette import Palette, named_palette
+from tests.support.imaging import claimed_png
 
 RNG = np.random.default_rng(7)
 PALETTES = [
@@ -69,7 +70,8 @@ def test_pillow_reads_our_gpl_and_we_read_gimp_files(tmp_path: Path) -> None:
     ("a.pal", b"JASC-PAL\r\n0100\r\n1\r\n1 2 300\r\n", "line 4"),
     ("a.txt", b";paint.net\nFFGG0000\n", "line 2"),
     ("a.gpl", b"GIMP Palette\n1 2\n", "line 2"),
-    ("a.png", b"not a png", "not a readable image"),
+    ("a.png", b"not a png", r"not a readable image \(not a format Pillow identifies\)$"),
+    ("a.png", claimed_png(5000, 5000), "5000x5000 is more than a palette strip needs"),
     ("a.hex", b"", "no colours"),
 ])
 def test_bad_files_name_the_file_and_the_problem(name: str, data: bytes, why: str) -> None:

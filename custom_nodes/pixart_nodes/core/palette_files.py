@@ -130,12 +130,21 @@ def _runs_gcd(line: np.ndarray) -> int:
     return int(np.gcd.reduce(np.diff(bounds)))
 
 
+# 256 swatches of 256x256 pixels: anything larger is not a palette, and converting it would take 4 bytes a pixel
+MAX_STRIP_PIXELS = 1 << 24
+
+
 def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_STRIP_PIXELS:
+                raise ValueError(f"{im.width}x{im.height} is more than a palette strip needs "
+                                 f"({MAX_STRIP_PIXELS:,} pixels)")
             rgba = np.asarray(im.convert("RGBA"))
+    except UnidentifiedImageError:  # its words name the BytesIO, not the file
+        raise ValueError(f"{where}: not a readable image (not a format Pillow identifies)") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable image is the same error to the user
         raise ValueError(f"{where}: not a readable image ({exc})") from None
     h, w = rgba.shape[:2]
