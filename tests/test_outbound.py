@@ -236,45 +236,30 @@ async def test_generic_workflow_a1111_and_generate_take_image_urls(bridge_factor
     assert bad.status == 400 and (await bad.json())["field"] == "init_image"
 
 
-async def test_image_urls_stop_at_the_first_over_the_requests_pixel_budget(bridge_factory: Any,
-                                                                            aiohttp_server: Any) -> None:
+@pytest.mark.parametrize("body,max_pixels,stop,words", [
+    (claimed_png(2000, 2000), 10_000_000, 2, "images have more than 10,000,000 pixels"),  # 4M pixels each
+    # few pixels, many bytes (a PNG with 3 MB after its end): the fetched files are bounded by 4 bytes a pixel
+    (claimed_png(100, 100) + bytes(3_000_000), 1_000_000, 1, "images are more than 4,000,000 bytes"),
+])
+async def test_image_urls_stop_at_the_first_over_the_requests_budget(bridge_factory: Any, aiohttp_server: Any,
+                                                                     body: bytes, max_pixels: int, stop: int,
+                                                                     words: str) -> None:
     # each image is checked as it arrives: 64 URLs of 20 MB were all held before any was checked
     served: list[str] = []
 
     async def large(request: web.Request) -> web.Response:
         served.append(request.path)
-        return web.Response(body=claimed_png(2000, 2000), content_type="image/png")  # 4M pixels each
+        return web.Response(body=body, content_type="image/png")
 
     app = web.Application()
     app.router.add_get("/{n}.png", large)
     server = await aiohttp_server(app, host="127.0.0.1")
-    client = await bridge_factory(adapters=["a1111"], outbound_allow="127.0.0.1", max_request_pixels=10_000_000)
+    client = await bridge_factory(adapters=["a1111"], outbound_allow="127.0.0.1", max_request_pixels=max_pixels)
     urls = [{"data": f"http://127.0.0.1:{server.port}/{n}.png", "name": f"{n}.png"} for n in range(10)]
     resp = await client.post("/sdapi/v1/extra-batch-images", json={"imageList": urls, "upscaler_1": "Lanczos"})
     data = await resp.json()
-    assert resp.status == 413 and data["errors"].startswith("imageList[2].data: the request's images have more than")
-    assert served == ["/0.png", "/1.png", "/2.png"]
-
-
-async def test_image_urls_stop_at_the_first_over_the_requests_byte_budget(bridge_factory: Any,
-                                                                          aiohttp_server: Any) -> None:
-    # few pixels, many bytes (a PNG with 3 MB after its end): the fetched files are bounded by 4 bytes a pixel
-    served: list[str] = []
-
-    async def padded(request: web.Request) -> web.Response:
-        served.append(request.path)
-        return web.Response(body=claimed_png(100, 100) + bytes(3_000_000), content_type="image/png")
-
-    app = web.Application()
-    app.router.add_get("/{n}.png", padded)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    client = await bridge_factory(adapters=["a1111"], outbound_allow="127.0.0.1", max_request_pixels=1_000_000)
-    urls = [{"data": f"http://127.0.0.1:{server.port}/{n}.png", "name": f"{n}.png"} for n in range(5)]
-    resp = await client.post("/sdapi/v1/extra-batch-images", json={"imageList": urls, "upscaler_1": "Lanczos"})
-    data = await resp.json()
-    assert resp.status == 413, data
-    assert data["errors"].startswith("imageList[1].data: the request's images are more than 4,000,000 bytes")
-    assert served == ["/0.png", "/1.png"]
+    assert resp.status == 413 and data["errors"].startswith(f"imageList[{stop}].data: the request's {words}"), data
+    assert served == [f"/{n}.png" for n in range(stop + 1)]
 
 
 async def test_masks_and_sketches_by_url(bridge_factory: Any, images: Any) -> None:
