@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__
-from bridge.config import DEFAULT_ENV_FILE, Settings, SettingsError, env_name, load_settings
+from bridge.config import DEFAULT_ENV_FILE, Settings, SettingsError, env_name, load_settings, setting_names
 
 log = logging.getLogger("bridge")
 
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (BRIDGE_LOG_LEVEL)")
     add("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="settings file to read (default ./.env)")
     add("--set", dest="overrides", action="append", type=_pair, default=[], metavar="NAME=VALUE",
-        help="set any variable by its environment name, e.g. --set A1111_TIMEOUT=60 (repeatable)")
+        help="set any variable by its environment name, e.g. --set A1111_MAX_STEPS=60 (repeatable)")
     add("--print-settings", action="store_true", help="print the resolved core settings as JSON and exit")
     add("--print-webhook-secret", action="store_true",
         help="print the secret webhook messages are signed with (BRIDGE_WEBHOOK_SECRET, else the one kept in the "
@@ -94,6 +95,25 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             value = [part.strip() for item in value for part in item.split(",") if part.strip()]
         flags[field] = value
     return load_settings(flags, dict(args.overrides), env_file=args.env_file)
+
+
+def _unknown_names(overrides: dict[str, str]) -> list[str]:
+    """`--set` names no setting reads, each with the nearest known ones: a typo would otherwise do nothing."""
+    from bridge import adapters
+
+    for name in adapters.ENABLED:  # every adapter's settings class, enabled or not
+        try:
+            adapters.load(name)
+        except adapters.AdapterLoadError:
+            pass  # reported when the app starts
+    known = setting_names()
+    out = []
+    for name in overrides:
+        if name.upper() not in known:
+            near = difflib.get_close_matches(name.upper(), sorted(known), n=3)
+            out.append(f"--set {name}: no setting has this name"
+                       + (f" (did you mean {' or '.join(near)}?)" if near else ""))
+    return out
 
 
 def _printable(settings: Settings) -> dict[str, Any]:
@@ -129,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
     except SettingsError as exc:
         parser.error(str(exc))  # exits 2 with the variable named
+    if args.overrides:
+        unknown = _unknown_names(dict(args.overrides))
+        if unknown:
+            parser.error("; ".join(unknown))
     if args.print_settings:
         print(json.dumps(_printable(settings), indent=2))
         return 0

@@ -3,7 +3,7 @@
 Core settings live in `Settings`. Each adapter declares its own settings as an `AdapterSettings` subclass in its
 module and reads them with `MyAdapterSettings.from_settings(app[SETTINGS])`; those come from the same environment
 and `.env` file, and `--set NAME=VALUE` on the command line overrides any of them (NAME is the environment
-variable's name, e.g. `--set A1111_TIMEOUT=60`).
+variable's name, e.g. `--set A1111_MAX_STEPS=60`; `python -m bridge` refuses a name no setting has).
 """
 from __future__ import annotations
 
@@ -411,6 +411,20 @@ def env_name(settings_cls: type[BaseSettings], field: str) -> str:
                 return choice
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     return (prefix + field).upper()
+
+
+def setting_names() -> set[str]:
+    """Every variable name a setting class of the bridge reads (core and the adapters imported so far)."""
+    names: set[str] = set()
+    classes: list[type[BaseSettings]] = [Settings, AdapterSettings]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        for field, info in cls.model_fields.items():
+            names.add(env_name(cls, field))
+            if isinstance(info.validation_alias, AliasChoices):
+                names.update(c.upper() for c in info.validation_alias.choices if isinstance(c, str))
+    return names
 
 
 def _settings_error(settings_cls: type[BaseSettings], exc: ValidationError) -> SettingsError:

@@ -62,6 +62,11 @@ def test_bad_setting_exits_2_naming_it(tmp_path: Path) -> None:
     assert "BRIDGE_PORT" in proc.stderr
     proc = _bridge("--set", "oops", cwd=tmp_path, env=_env())
     assert proc.returncode == 2 and "NAME=VALUE" in proc.stderr
+    # a name no setting reads would do nothing: refused, with the near ones (any adapter's, enabled or not)
+    proc = _bridge("--print-settings", "--adapters", "jobs_api", "--set", "A1111_TIMEOUT=60", "--set",
+                   "PICO_MODE=1", "--set", "unified_timeout=5", cwd=tmp_path, env=_env())
+    assert proc.returncode == 2 and "--set A1111_TIMEOUT: no setting has this name" in proc.stderr
+    assert "ALEAART_TIMEOUT" in proc.stderr and "PICO_MODE" not in proc.stderr and "unified" not in proc.stderr
 
 
 def test_broken_adapter_stops_start_up(tmp_path: Path) -> None:
