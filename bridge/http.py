@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiohttp import payload, web
+from aiohttp import hdrs, payload, web
 from aiohttp.typedefs import Handler
 
 from bridge import jsontext
@@ -148,10 +148,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Refuse a declared oversize body before anyone reads it (aiohttp's client_max_size covers chunked bodies)."""
+    """Refuse a declared oversize body, or a compressed one, before anyone reads it (aiohttp's client_max_size
+    covers chunked bodies)."""
 
     @web.middleware
     async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+        if encoding not in ("", "identity"):
+            # Bodies are read as sent, as A1111 and ComfyUI read them: aiohttp would inflate a 2 MB gzip body of
+            # spaces to 250 MB before the size limit, read a broken one as an empty body (a job of defaults)
+            # and answer a broken deflate with a 500.
+            refused = json_error(415, "unsupported_media_type",
+                                 f"request bodies are read as sent; Content-Encoding {encoding[:40]!r} is not taken",
+                                 "body")
+            refused.force_close()  # its body stays unread: the connection cannot carry another request
+            return refused
         length = request.content_length
         if length is not None and length > max_bytes:
             return json_error(

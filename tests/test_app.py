@@ -3,6 +3,7 @@ body limit, rate limit, error shape, Server-Sent Events."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from typing import Any
@@ -331,6 +332,25 @@ async def test_body_limit_413_with_json_error(bridge_factory: Any) -> None:
     assert resp.status == 413
     body = await resp.json()
     assert body["error"] == "payload_too_large" and body["field"] == "body"
+
+
+@pytest.mark.parametrize("encoding,body", [
+    ("deflate", b"xxxx"),  # aiohttp's inflate error was a 500
+    ("gzip", b"\x1f\x8b\x08\x00garbage"),  # read as an empty body: a job of defaults
+    ("gzip", gzip.compress(b" " * (8 << 20))),  # 8 MiB of spaces in 8 KB
+])
+async def test_a_compressed_body_is_refused_before_it_is_read(bridge_factory: Any, encoding: str,
+                                                             body: bytes) -> None:
+    client = await bridge_factory(adapters=["a1111", "jobs_api"])
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    for path in ("/workflows/txt2img", "/sdapi/v1/txt2img"):
+        resp = await client.post(path, data=body, headers=headers)
+        err = await resp.json()
+        assert resp.status == 415 and err["field"] == "body" and encoding in err["message"], err
+    assert await client.server.app[ENGINE].list() == []  # no job of defaults
+    ok = await client.post("/workflows/txt2img", json={"parameters": {"prompt": "x"}},
+                           headers={"Content-Encoding": "identity"})
+    assert ok.status == 202, await ok.text()
 
 
 # ----------------------------------------------------------------------------------------------- rate limit
