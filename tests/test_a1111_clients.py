@@ -600,6 +600,24 @@ async def test_xyz_plot_runs_every_cell_and_answers_the_grid_first(client, comfy
     assert "CFG scale: 9.0" in info["infotexts"][3] and "Sampler: DDIM" in info["infotexts"][6]
 
 
+async def test_xyz_prompt_search_and_replace_is_bounded_before_it_is_made(client, comfy_double):
+    # y: Prompt S/R (axis 7): each cell's prompt and negative prompt with the first value replaced by the cell's
+    args = [0, "", [], 7, "cat,dog,red fox", []]
+    resp = await client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a cat on a mat", "negative_prompt": "cat hair", "width": 64, "height": 64, "steps": 1,
+        "script_name": "x/y/z plot", "script_args": args})
+    assert resp.status == 200, await resp.text()
+    texts = [(n["text"]) for g in graphs(comfy_double)[-3:] for n in node_inputs(g, "CLIPTextEncode")]
+    assert texts == ["a cat on a mat", "cat hair", "a dog on a mat", "dog hair", "a red fox on a mat", "red fox hair"]
+    # a 10,000-character prompt of the searched text, each match made 20,000 characters: 200 MB a cell
+    args = [0, "", [], 7, "a," + ",".join(["B" * 20000] * 4), []]
+    resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "a" * 10000, "width": 64, "height": 64,
+                                                        "script_name": "x/y/z plot", "script_args": args})
+    errors = (await resp.json())["errors"]
+    assert resp.status == 400 and errors.startswith("script_args[4]: Prompt S/R: replacing 'a' with 'BBB")
+    assert "makes the prompt 200,000,000 characters long; at most 10,000" in errors
+
+
 @pytest.mark.parametrize("args,field", [
     ([13, "0,1", []], "script_args[0]"),  # Sigma Churn: no effect here, refused rather than drawn
     ([99, "1", []], "script_args[0]"),

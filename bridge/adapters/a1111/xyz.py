@@ -20,6 +20,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from bridge.fields import MAX_TEXT
+
 from .models import MAX_IMAGES_PER_REQUEST, MAX_SEED, field_error
 
 TXT2IMG_AXES = (
@@ -56,11 +58,22 @@ def _field(key: str) -> Callable[[dict[str, Any], Any], None]:
     return apply
 
 
+class _TooLong(ValueError):
+    pass
+
+
 def _prompt_sr(req: dict[str, Any], value: Any) -> None:
     # The axis's first value is what is searched; every value replaces it (the first leaves the prompt as is).
     search, replace = value
-    req["prompt"] = (req.get("prompt") or "").replace(search, replace)
-    req["negative_prompt"] = (req.get("negative_prompt") or "").replace(search, replace)
+    for key in ("prompt", "negative_prompt"):
+        text = req.get(key) or ""
+        # measured before it is made: a 10,000-character prompt of the searched text, each match replaced by
+        # 20,000 characters, was 200 MB per cell
+        length = len(text) + text.count(search) * (len(replace) - len(search))
+        if length > MAX_TEXT:
+            raise _TooLong(f"Prompt S/R: replacing {search!r:.40} with {replace!r:.40} makes the {key} {length:,} "
+                           f"characters long; at most {MAX_TEXT:,}")
+        req[key] = text.replace(search, replace)
 
 
 def _size(req: dict[str, Any], value: Any) -> None:
@@ -246,9 +259,12 @@ def cell_requests(plot: Plot, body: dict[str, Any], no_fixed_seeds: bool) -> lis
     out = []
     for cell in plot.cells():
         req = dict(base)
-        for (name, values), index in zip(plot.axes, cell):
+        for axis, ((name, values), index) in enumerate(zip(plot.axes, cell)):
             if name != "Nothing":
-                AXES[name].apply(req, values[index])
+                try:
+                    AXES[name].apply(req, values[index])
+                except _TooLong as exc:
+                    raise field_error(f"script_args[{3 * axis + 1}]", str(exc)) from None
         out.append(req)
     return out
 
