@@ -82,6 +82,13 @@ class ResultGone(BridgeError):
     code = "result_gone"
 
 
+class FileNotFound(BridgeError):
+    """The job exists but has no file of that name."""
+
+    status = 404
+    code = "file_not_found"
+
+
 class JobNotFound(BridgeError):
     status = 404
     code = "job_not_found"

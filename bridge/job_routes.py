@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from bridge.api import endpoint
-from bridge.errors import InvalidParameter, JobNotFound
+from bridge.errors import FileNotFound, InvalidParameter, JobNotFound
 from bridge.http import json_error
 from bridge.keys import ENGINE
 from bridge.storage import BlobNotFound, content_type
@@ -76,8 +76,11 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     `response_format: url`)."""
     engine = request.app[ENGINE]
     job_id, name = request.match_info["id"], request.match_info["name"]
-    if not _FILE.fullmatch(name) or await engine.find(job_id) is None:
+    if await engine.find(job_id) is None:
         raise JobNotFound(job_id)
+    missing = FileNotFound(f"job {job_id}: no file named {name[:80]!r}", field="name")
+    if not _FILE.fullmatch(name):
+        raise missing
     key = f"outputs/{job_id}/{name}"
     url = await engine.blobs.url(key, 300)
     if url is not None:
@@ -85,7 +88,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     try:
         data = await engine.blobs.get(key)
     except BlobNotFound:
-        raise JobNotFound(job_id) from None
+        raise missing from None
     return web.Response(body=data, content_type=content_type(key), headers={"Cache-Control": "private, max-age=3600"})
 
 

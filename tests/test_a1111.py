@@ -445,5 +445,13 @@ async def test_response_format_url_answers_links_to_the_same_bytes(client, comfy
         resp = await client.get(path)
         # the very image the base64 answer carries: pixels and A1111's infotext
         assert resp.status == 200 and await resp.read() == base64.b64decode(b64)
+    # a file the job does not have names the file; a job that does not exist, the job
+    job_path = path.rsplit("/", 1)[0]
+    for name in ("evil.png", "answer_0123456789abcdef.png"):
+        resp = await client.get(f"{job_path}/{name}")
+        err = await resp.json()
+        assert resp.status == 404 and err["field"] == "name" and name in err["message"], err
+    resp = await client.get(f"/jobs/{'0' * 32}/files/{path.rsplit('/', 1)[1]}")
+    assert resp.status == 404 and (await resp.json())["field"] == "job_id"
     bad = await client.post("/sdapi/v1/txt2img", json={**body, "response_format": "gif"})
     assert bad.status == 422
