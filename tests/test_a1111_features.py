@@ -123,7 +123,11 @@ async def test_hires_refusals_name_the_field(client):
     assert "hr_scale" in err["errors"] and "8192x8192" in err["errors"]
     for scale in (1e308, "1e308", -1e308):  # an infinite size (A1111 answers 500)
         err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "hr_scale": scale})
-        assert "hr_scale" in err["errors"]
+        assert "hr_scale: the hires size would be beyond any number" in err["errors"]
+    # the legacy first-pass size is bounded as width is, and named
+    err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "firstphase_width": 99999,
+                                                      "firstphase_height": 64}, 422)
+    assert err["errors"].startswith("firstphase_width") and "firstphase_height" not in err["errors"]
     # the same name in any case is no upscaler in A1111 either
     err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "hr_upscaler": "latent"})
     assert "hr_upscaler" in err["errors"]

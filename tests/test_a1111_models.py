@@ -147,6 +147,16 @@ def test_bad_types_give_a1111_422_naming_the_field(body, field):
     assert out["detail"][0]["loc"] == ["body", field] and field in out["errors"]
 
 
+def test_a_servers_size_limit_bounds_the_legacy_first_pass_too():
+    model = m.limited(m.Txt2ImgRequest, 100, 1024)
+    assert m.parse_request(model, {"firstphase_width": 1024, "width": 1024}).firstphase_width == 1024
+    for field in ("width", "firstphase_width"):
+        with pytest.raises(m.A1111Error) as info:
+            m.parse_request(model, {field: 1025})
+        assert info.value.status == 422 and info.value.errors.startswith(f"{field}: ") and "1024" in info.value.errors
+    assert "firstphase_width" not in m.limited(m.Img2ImgRequest, 100, 1024).model_fields  # txt2img's alone
+
+
 def test_body_must_be_an_object():
     with pytest.raises(m.A1111Error) as info:
         m.parse_request(m.Txt2ImgRequest, [1, 2])

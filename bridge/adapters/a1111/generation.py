@@ -304,7 +304,8 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
     if not (8 <= to_x <= MAX_HIRES_SIZE and 8 <= to_y <= MAX_HIRES_SIZE):
         field = "hr_scale" if not (getattr(req, "hr_resize_x", 0) or getattr(req, "hr_resize_y", 0)) else \
             "hr_resize_x"
-        raise field_error(field, f"the hires size would be {to_x}x{to_y}; each side must be 8..{MAX_HIRES_SIZE}")
+        size = f"{to_x}x{to_y}" if min(to_x, to_y) >= 0 else "beyond any number"  # an infinite scale
+        raise field_error(field, f"the hires size would be {size}; each side must be 8..{MAX_HIRES_SIZE}")
     lat_w, lat_h = to_x // 8, to_y // 8
     crop = None
     if trunc_x or trunc_y:

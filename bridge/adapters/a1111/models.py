@@ -110,8 +110,9 @@ class GenerationRequest(Request):
 class StableDiffusionTxt2ImgProcessingAPI(GenerationRequest):
     enable_hr: bool | None = False
     denoising_strength: Annotated[LaxFloat, Field(ge=0.0, le=1.0)] | None = 0.75
-    firstphase_width: LaxInt | None = 0
-    firstphase_height: LaxInt | None = 0
+    # legacy: the first pass's size where not 0 (hr_scale then applies to it), bounded as width and height
+    firstphase_width: Annotated[LaxInt, Field(ge=0, le=MAX_SIZE)] | None = 0
+    firstphase_height: Annotated[LaxInt, Field(ge=0, le=MAX_SIZE)] | None = 0
     hr_scale: LaxFloat | None = 2.0
     hr_upscaler: str | None = None
     hr_second_pass_steps: LaxInt | None = 0
@@ -216,9 +217,12 @@ def limited(model: type[GenerationRequest], max_steps: int, max_size: int) -> ty
     if (max_steps, max_size) == (MAX_STEPS, MAX_SIZE):
         return model
     side = Annotated[int, Field(ge=64, le=max_size)] | None
+    sizes: dict[str, Any] = {"width": (side, 512), "height": (side, 512)}
+    if "firstphase_width" in model.model_fields:
+        first = Annotated[int, Field(ge=0, le=max_size)] | None
+        sizes.update(firstphase_width=(first, 0), firstphase_height=(first, 0))
     return create_model(model.__name__, __base__=model, __doc__=model.__doc__,
-                        steps=(Annotated[int, Field(ge=1, le=max_steps)] | None, 50),
-                        width=(side, 512), height=(side, 512))
+                        steps=(Annotated[int, Field(ge=1, le=max_steps)] | None, 50), **sizes)
 
 
 def parse_request(model: type[GenerationRequest], body: Any) -> GenerationRequest:
