@@ -257,9 +257,10 @@ async def test_failures_map_to_status(aiohttp_client, tmp_path, behaviour, statu
 @pytest.mark.asyncio
 async def test_engine_field_names_are_translated(aiohttp_client, tmp_path):
     client, _ = await _client(aiohttp_client, tmp_path, "bad_image")
-    resp = await client.post("/generate", json={"mode": "img2img", "prompt": "x", "init_image": "AAAA"})
-    data = await resp.json()
-    assert resp.status == 400 and data["field"] == "init_image" and data["error"].startswith("init_image")
+    for sent, field in ({"init_image": "AAAA"}, "init_image"), ({"init_images": ["AAAA"]}, "init_images[0]"):
+        resp = await client.post("/generate", json={"mode": "img2img", "prompt": "x", **sent})
+        data = await resp.json()
+        assert resp.status == 400 and data["field"] == field and data["error"].startswith(field + ":"), data
 
 
 @pytest.mark.asyncio

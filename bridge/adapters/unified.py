@@ -55,9 +55,10 @@ AXERA_STEPS = 4
 AXERA_STRENGTH_STEPS = ((0.35, 1), (0.60, 2), (0.85, 3))
 
 # workflow parameter -> request field, so that an engine error names the field the client sent
-SD15_FIELDS = {"cfg": "cfg_scale", "sampler": "sampler_name", "scheduler": "sampler_name", "image": "init_image",
+# ("image": the request's own image_field)
+SD15_FIELDS = {"cfg": "cfg_scale", "sampler": "sampler_name", "scheduler": "sampler_name",
                "denoise": "denoising_strength", "checkpoint": "UNIFIED_SD15_CHECKPOINT"}
-AXERA_FIELDS = {"image": "init_image", "denoise": "denoising_strength", "model_dir": "UNIFIED_AXERA_MODEL_DIR",
+AXERA_FIELDS = {"denoise": "denoising_strength", "model_dir": "UNIFIED_AXERA_MODEL_DIR",
                 "runtime": "UNIFIED_AXERA_RUNTIME"}
 
 
@@ -171,6 +172,7 @@ class GenerateRequest:
     loras: list[Any] = field(default_factory=list)
     links: bool = False
     output: dict[str, Any] = field(default_factory=dict)
+    image_field: str = "init_image"  # the field the client sent its picture in (errors name it)
 
     @property
     def count(self) -> int:
@@ -192,6 +194,7 @@ def resolve(body: GenerateBody, *, rng: random.Random, default_strength: float =
                           negative_prompt=body.negative_prompt or "", n_iter=body.n_iter or 1,
                           batch_size=body.batch_size or 1, loras=list(body.loras or []),
                           links=body.response_format == "url",
+                          image_field="init_image" if body.init_image else "init_images[0]",
                           output={k: v for k, v in (("output_format", body.output_format),
                                                     ("output_quality", body.output_quality),
                                                     ("webhook", body.webhook)) if v is not None})
@@ -258,7 +261,7 @@ def plan_axera(req: GenerateRequest, s: UnifiedSettings) -> Plan:
                                             "denoise": req.strength, "resize_mode": RESIZE_NAMES[req.resize_mode]})
                 for i in range(req.count)]
     plan = Plan("axera", jobs, [(req.seed + i) % (SEED_MAX + 1) for i in range(req.count)], steps,
-                field_names=AXERA_FIELDS, sampler="LCM")
+                field_names={**AXERA_FIELDS, "image": req.image_field}, sampler="LCM")
     if req.steps is not None and req.steps != steps:
         reason = ("the LCM build runs 4 fixed steps" if req.mode == "txt2img"
                   else "img2img steps follow denoising_strength (<=0.35: 1, <=0.60: 2, <=0.85: 3, else 4)")
@@ -305,7 +308,8 @@ def plan_sd15(req: GenerateRequest, s: UnifiedSettings, live_samplers: list[str]
     # its image.
     seeds = [(req.seed + i) % (SEED_MAX + 1) for i in range(req.count)]
     params: dict[str, Any] = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "batch_size": 1}
-    plan = Plan("sd15", [], seeds, req.steps, field_names=SD15_FIELDS, sampler=a1111_sampler_name(default_sampler))
+    plan = Plan("sd15", [], seeds, req.steps, field_names={**SD15_FIELDS, "image": req.image_field},
+                sampler=a1111_sampler_name(default_sampler))
     for name in ("width", "height"):
         value = getattr(req, name)
         if value is not None:
