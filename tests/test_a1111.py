@@ -397,6 +397,10 @@ async def test_pico_comfyui_path_and_mode(bridge_factory, comfy_double, monkeypa
     body = await resp.json()
     assert body["info"] == "240x240 RGB565 format for Pico LCD" and len(body["images"]) == 2
     assert all(len(base64.b64decode(i)) == 115200 for i in body["images"])
+    # the LCD workflow has no variation seeds: refused naming the field that asks for them
+    resp = await client.post("/pico/sdapi/v1/txt2img", json={"steps": 1, "subseed_strength": 0.5})
+    errors = (await resp.json())["errors"]
+    assert resp.status == 400 and errors.startswith("subseed_strength: the workflow 'pico_rgb565' has no"), errors
 
 
 async def test_webuiapi_client_over_the_double(client, comfy_double):

@@ -172,13 +172,17 @@ def hires_params(gen: Generation, index: int) -> dict[str, Any]:
     return out
 
 
+# Parameters sent only because another field asks for the feature: a workflow without them lacks that feature.
+_FEATURE_FIELD = {PARAMS["subseed"]: "subseed_strength"}
+
+
 def check_features(engine: JobEngine, workflow: str, params: dict[str, Any]) -> None:
     """A feature the request asks for must reach the graph: a workflow without its parameter would silently run
     without it while the infotext claims it."""
     declared = engine.workflow(workflow).parameters
     for name in params:
         if name not in declared:
-            field = FIELD_FOR_PARAM.get(name, name)
+            field = _FEATURE_FIELD.get(name) or FIELD_FOR_PARAM.get(name, name)
             raise models.field_error(field, f"the workflow {workflow!r} has no {name!r} parameter, so it cannot "
                                             f"honour {field}")
 
