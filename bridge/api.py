@@ -281,7 +281,8 @@ class Dialect:
         body = {"error": code or error_code(status), "message": message, "field": field}
         return web.json_response(body, status=status, headers=dict(headers or {}))
 
-    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
+    def invalid(self, errors: Sequence[FieldError], body: Any, where: str = "body") -> web.Response:
+        """`errors` of the request's `where` ("body" or "query"), whose values were `body`."""
         first = errors[0]
         if first.field is None:
             return self.error(400, self.not_an_object, "body", code="invalid_body")
@@ -352,7 +353,7 @@ def endpoint(*, dialect: Dialect = CORE, body: type[BaseModel] | None = None, qu
                     try:
                         kwargs["query"] = spec.query.model_validate(dict(request.query))
                     except ValidationError as exc:
-                        return spec.dialect.invalid(field_errors(exc, spec.query), dict(request.query))
+                        return spec.dialect.invalid(field_errors(exc, spec.query), dict(request.query), "query")
                 if spec.body is not None:
                     try:
                         raw = await read_json(request, empty=spec.empty_body)

@@ -271,9 +271,9 @@ class A1111Dialect(Dialect):
                 "errors": message}
         return web.json_response(body, status=status, headers=dict(headers or {}))
 
-    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
+    def invalid(self, errors: Sequence[FieldError], body: Any, where: str = "body") -> web.Response:
         # FastAPI's 422: every failing field under `detail`, as A1111 clients display it.
-        return self.bridge_error(validation_error(errors, body if isinstance(body, (dict, list)) else ""))
+        return self.bridge_error(validation_error(errors, body if isinstance(body, (dict, list)) else "", where))
 
     def bad_body(self, message: str, status: int = 400) -> web.Response:
         if status != 400:

@@ -188,9 +188,9 @@ def _small(body: Any, limit: int = ECHO_LIMIT) -> bool:
     return True
 
 
-def validation_error(errors: Sequence[FieldError], body: Any) -> A1111Error:
+def validation_error(errors: Sequence[FieldError], body: Any, where: str = "body") -> A1111Error:
     """FastAPI's 422 list under `detail` (pydantic v1's words, as A1111 clients see them) plus A1111's keys, with
-    `errors` naming the fields."""
+    `errors` naming the fields; `where`: FastAPI's first `loc` part, "body" or "query"."""
     items: list[dict[str, Any]] = []
     for e in errors:
         # "[1]" is a list index (an int in FastAPI's loc); a dotted part is a name or a dict key, which stays a
@@ -201,7 +201,7 @@ def validation_error(errors: Sequence[FieldError], body: Any) -> A1111Error:
             msg = msg.format(**e.ctx)
         except (KeyError, IndexError, ValueError):
             msg = e.message
-        items.append({"loc": ["body", *loc], "msg": msg, "type": typ})
+        items.append({"loc": [where, *loc], "msg": msg, "type": typ})
     text = "; ".join(f"{e.field or 'body'}: {i['msg']}" for e, i in zip(errors, items))
     return A1111Error(422, items, error="RequestValidationError", errors=text, body=body if _small(body) else "")
 

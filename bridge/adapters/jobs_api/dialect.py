@@ -73,7 +73,7 @@ class JobsDialect(Dialect):
             out["Retry-After"] = str(extra["retryAfter"])
         return web.json_response({"error": message, "field": field, **extra}, status=status, headers=out)
 
-    def invalid(self, errors: Sequence[FieldError], body: Any) -> web.Response:
+    def invalid(self, errors: Sequence[FieldError], body: Any, where: str = "body") -> web.Response:
         first = errors[0]
         if first.field is None:
             return self.error(400, "Request body must be a JSON object", "body")
