@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import decimal
 import functools
 import math
 import re
@@ -273,8 +274,14 @@ _SHOW.maxstring = _SHOW.maxother = 40
 
 
 def _num(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
+    # whole numbers in full up to 24 digits (seeds and their 2^64 bounds), not 309 of them for 1e308
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e24:
         return str(int(value))
+    if isinstance(value, int) and abs(value) >= 10**24:
+        try:
+            return f"{float(value):.6g}"
+        except OverflowError:
+            return format(decimal.Decimal(value), ".6g")
     return str(value)
 
 

@@ -681,6 +681,10 @@ async def test_an_error_shows_only_the_start_of_a_wrong_value() -> None:
     assert describe({**enum, "input": "x" * 1_000_000}, "sampler") == \
         f"sampler must be one of 'a' or 'b', got '{'x' * 36}...'"
     assert describe({**enum, "input": "short"}, "sampler") == "sampler must be one of 'a' or 'b', got 'short'"
+    # a number too: 1e308 read as a whole number (an integer field takes a float without a fraction) is 309 digits
+    at_most = {"type": "less_than_equal", "ctx": {"le": 100}}
+    assert describe({**at_most, "input": int(1e308)}, "jpeg_quality") == "jpeg_quality must be at most 100, got 1e+308"
+    assert describe({**at_most, "input": 101.0}, "jpeg_quality") == "jpeg_quality must be at most 100, got 101"
 
 
 async def test_names_checked_by_pattern_refuse_a_last_newline(bridge_factory: Any, tmp_path: Path) -> None:
