@@ -10,6 +10,7 @@ to it, so the output batch is added by hand) and resident-set growth sampled eve
 """
 from __future__ import annotations
 
+import argparse
 import os
 import threading
 import time
@@ -84,4 +85,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options; --help says what it does
     main()

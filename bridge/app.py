@@ -207,6 +207,8 @@ class Health(BaseModel):
     jobs: dict[str, int]
     backends: list[BackendState]
     managed_comfyui: dict[str, Any] | None
+    replica: dict[str, Any] = Field(description="The process that answered: its id, its job store and the replicas "
+                                                "on that store.")
 
 
 @hidden

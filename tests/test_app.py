@@ -40,6 +40,11 @@ async def test_health_reports_backend_and_aleaart_keys(bridge_client: Any, comfy
     assert backend["healthy"] is True
     assert backend["version"]  # ComfyUI's version from /system_stats
     assert body["managed_comfyui"] is None
+    # the published schema has every key the answer has (/docs and the answers cannot disagree)
+    from bridge.app import BackendState, Health
+
+    assert set(body) == set(Health.model_fields) and set(backend) <= set(BackendState.model_fields)
+    assert body["replica"]["id"] and body["replica"]["store"]
 
 
 async def test_health_unhealthy_when_no_backend_answers(aiohttp_client: Any,
