@@ -118,6 +118,11 @@ async def test_hires_refusals_name_the_field(client):
     assert "hr_upscaler" in err["errors"] and "Latent (nearest-exact)" in err["errors"] and "Lanczos" in err["errors"]
     err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "hr_checkpoint_name": "other.safetensors"})
     assert "hr_checkpoint_name" in err["errors"]
+    # a first-pass image A1111 would upscale instead of its own first pass (without enable_hr it ignores it too)
+    err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "firstpass_image": png_b64()})
+    assert err["errors"].startswith("firstpass_image: a first-pass image for the hires fix is not supported")
+    assert (await client.post("/sdapi/v1/txt2img", json={"steps": 1, "width": 64, "height": 64,
+                                                         "firstpass_image": png_b64()})).status == 200
     err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "width": 2048, "height": 2048,
                                                       "hr_scale": 4})
     assert "hr_scale" in err["errors"] and "8192x8192" in err["errors"]

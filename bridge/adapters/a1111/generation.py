@@ -295,6 +295,9 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
         kind = {"none": "lanczos"}.get(found.kind, found.kind)
         mode = found.name if found.kind == "latent" else "Latent"
         file = found.file
+    if getattr(req, "firstpass_image", None):  # A1111 would skip the first pass and upscale this image
+        raise field_error("firstpass_image", "a first-pass image for the hires fix is not supported: the hires pass "
+                                             "runs on this request's own first pass; leave it unset")
     checkpoint = getattr(req, "hr_checkpoint_name", None)
     if checkpoint not in (None, "", "Use same checkpoint") and checkpoint not in (gen.checkpoint,
                                                                                   model_name(gen.checkpoint)):
