@@ -147,6 +147,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal_error", "internal server error; the bridge log has the details")
 
 
+# the encodings aiohttp inflates (others it reads as sent)
+_COMPRESSED = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
+
+
 def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Refuse a declared oversize body, or a compressed one, before anyone reads it (aiohttp's client_max_size
     covers chunked bodies)."""
@@ -154,10 +158,10 @@ def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Aw
     @web.middleware
     async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
-        if encoding not in ("", "identity"):
-            # Bodies are read as sent, as A1111 and ComfyUI read them: aiohttp would inflate a 2 MB gzip body of
+        if encoding in _COMPRESSED and request.body_exists:
+            # Bodies are read as sent, as A1111 (FastAPI) reads them: aiohttp would inflate a 2 MB gzip body of
             # spaces to 250 MB before the size limit, read a broken one as an empty body (a job of defaults)
-            # and answer a broken deflate with a 500.
+            # and answer a broken deflate with a 500. (br is refused by aiohttp's parser before this runs.)
             refused = json_error(415, "unsupported_media_type",
                                  f"request bodies are read as sent; Content-Encoding {encoding[:40]!r} is not taken",
                                  "body")
