@@ -275,13 +275,13 @@ _SHOW.maxstring = _SHOW.maxother = 40
 
 def _num(value: Any) -> str:
     # whole numbers in full up to 24 digits (seeds and their 2^64 bounds), not 309 of them for 1e308
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e24:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:  # exact, so digits the client sent
         return str(int(value))
     if isinstance(value, int) and abs(value) >= 10**24:
         try:
             return f"{float(value):.6g}"
-        except OverflowError:
-            return format(decimal.Decimal(value), ".6g")
+        except OverflowError:  # past a float's range: the decimal module, without its trailing zeros
+            return format(decimal.Decimal(value).normalize(), ".6g")
     return str(value)
 
 

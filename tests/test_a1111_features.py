@@ -133,6 +133,11 @@ async def test_hires_refusals_name_the_field(client):
     err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "firstphase_width": 99999,
                                                       "firstphase_height": 64}, 422)
     assert err["errors"].startswith("firstphase_width") and "firstphase_height" not in err["errors"]
+    err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "firstphase_width": 7})
+    assert err["errors"].startswith("firstphase_width: must be 0 (the request's size) or at least 64, got 7")
+    for body in ({"hr_scale": -1}, {"hr_resize_x": -64}):  # a size below 8, said as it is
+        err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, **body})
+        assert "the hires size would be -" in err["errors"], err
     # the same name in any case is no upscaler in A1111 either
     err = await refused(client, "/sdapi/v1/txt2img", {"enable_hr": True, "hr_upscaler": "latent"})
     assert "hr_upscaler" in err["errors"]

@@ -685,6 +685,9 @@ async def test_an_error_shows_only_the_start_of_a_wrong_value() -> None:
     at_most = {"type": "less_than_equal", "ctx": {"le": 100}}
     assert describe({**at_most, "input": int(1e308)}, "jpeg_quality") == "jpeg_quality must be at most 100, got 1e+308"
     assert describe({**at_most, "input": 101.0}, "jpeg_quality") == "jpeg_quality must be at most 100, got 101"
+    assert describe({**at_most, "input": 10**400}, "x") == "x must be at most 100, got 1e+400"
+    assert describe({**at_most, "input": 1e23}, "x") == "x must be at most 100, got 1e+23"
+    assert describe({**at_most, "input": 2**64}, "seed") == "seed must be at most 100, got 18446744073709551616"
 
 
 async def test_names_checked_by_pattern_refuse_a_last_newline(bridge_factory: Any, tmp_path: Path) -> None:

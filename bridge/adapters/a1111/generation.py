@@ -159,6 +159,9 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
     height = req.height or 512
     if not is_img2img and getattr(req, "enable_hr", False):
         # A1111's legacy firstphase size: it becomes the first pass, and hr_scale applies to it.
+        for name in ("firstphase_width", "firstphase_height"):
+            if 0 < (getattr(req, name, 0) or 0) < 64:  # the model bounds it above, as width
+                raise field_error(name, f"must be 0 (the request's size) or at least 64, got {getattr(req, name)}")
         width = getattr(req, "firstphase_width", 0) or width
         height = getattr(req, "firstphase_height", 0) or height
     cfg = 7.0 if req.cfg_scale is None else float(req.cfg_scale)
@@ -307,7 +310,9 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
     if not (8 <= to_x <= MAX_HIRES_SIZE and 8 <= to_y <= MAX_HIRES_SIZE):
         field = "hr_scale" if not (getattr(req, "hr_resize_x", 0) or getattr(req, "hr_resize_y", 0)) else \
             "hr_resize_x"
-        size = f"{to_x}x{to_y}" if min(to_x, to_y) >= 0 else "beyond any number"  # an infinite scale
+        scale = float(getattr(req, "hr_scale", None) or 2.0)
+        size = "beyond any number" if field == "hr_scale" and not math.isfinite(gen.width * scale) else \
+            f"{to_x}x{to_y}"
         raise field_error(field, f"the hires size would be {size}; each side must be 8..{MAX_HIRES_SIZE}")
     lat_w, lat_h = to_x // 8, to_y // 8
     crop = None
