@@ -105,7 +105,7 @@ def _unknown_names(overrides: dict[str, str]) -> list[str]:
         try:
             adapters.load(name)
         except adapters.AdapterLoadError:
-            pass  # reported when the app starts
+            return []  # its names are unknown here: the app's start reports the import error instead
     known = setting_names()
     out = []
     for name in overrides:

@@ -421,7 +421,9 @@ def setting_names() -> set[str]:
         cls = classes.pop()
         classes.extend(cls.__subclasses__())
         for field, info in cls.model_fields.items():
-            names.add(env_name(cls, field))
+            if info.exclude:
+                continue  # adapter_overrides: set by --set itself
+            names.update((env_name(cls, field), (str(cls.model_config.get("env_prefix", "")) + field).upper()))
             if isinstance(info.validation_alias, AliasChoices):
                 names.update(c.upper() for c in info.validation_alias.choices if isinstance(c, str))
     return names

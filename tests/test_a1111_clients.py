@@ -609,6 +609,13 @@ async def test_xyz_prompt_search_and_replace_is_bounded_before_it_is_made(client
     assert resp.status == 200, await resp.text()
     texts = [(n["text"]) for g in graphs(comfy_double)[-3:] for n in node_inputs(g, "CLIPTextEncode")]
     assert texts == ["a cat on a mat", "cat hair", "a dog on a mat", "dog hair", "a red fox on a mat", "red fox hair"]
+    # a list of prompts, one per image, each replaced
+    resp = await client.post("/sdapi/v1/txt2img", json={
+        "prompt": ["a cat", "two cats"], "batch_size": 2, "width": 64, "height": 64, "steps": 1,
+        "script_name": "x/y/z plot", "script_args": [0, "", [], 7, "cat,dog", []]})
+    assert resp.status == 200, await resp.text()
+    texts = [n["text"] for g in graphs(comfy_double)[-4:] for n in node_inputs(g, "CLIPTextEncode")][::2]
+    assert texts == ["a cat", "two cats", "a dog", "two dogs"]
     # a 10,000-character prompt of the searched text, each match made 20,000 characters: 200 MB a cell
     args = [0, "", [], 7, "a," + ",".join(["B" * 20000] * 4), []]
     resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "a" * 10000, "width": 64, "height": 64,

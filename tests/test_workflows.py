@@ -138,7 +138,10 @@ def test_a_node_without_its_shape_is_named(node):
     graph = {"1": {"class_type": "Reroute", "inputs": {}}, "2": node}
     assert W.graph.check_graph(graph) == ["node '2': needs a 'class_type', an 'inputs' object and, if it has one, "
                                           "a '_meta' object"]
-    assert W.graph.check_graph({**graph, "2": {"class_type": "Reroute", "inputs": {}, "_meta": {}}}) == []
+
+
+def test_a_node_with_its_shape_and_a_meta_object_passes():
+    assert W.graph.check_graph({"1": {"class_type": "Reroute", "inputs": {}, "_meta": {"title": "x"}}}) == []
 
 
 def test_object_info_problems_name_workflow_and_node(workflows):

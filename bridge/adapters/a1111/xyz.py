@@ -65,15 +65,20 @@ class _TooLong(ValueError):
 def _prompt_sr(req: dict[str, Any], value: Any) -> None:
     # The axis's first value is what is searched; every value replaces it (the first leaves the prompt as is).
     search, replace = value
-    for key in ("prompt", "negative_prompt"):
-        text = req.get(key) or ""
+
+    def replaced(text: str, key: str) -> str:
         # measured before it is made: a 10,000-character prompt of the searched text, each match replaced by
         # 20,000 characters, was 200 MB per cell
         length = len(text) + text.count(search) * (len(replace) - len(search))
         if length > MAX_TEXT:
             raise _TooLong(f"Prompt S/R: replacing {search!r:.40} with {replace!r:.40} makes the {key} {length:,} "
                            f"characters long; at most {MAX_TEXT:,}")
-        req[key] = text.replace(search, replace)
+        return text.replace(search, replace)
+
+    for key in ("prompt", "negative_prompt"):
+        text = req.get(key) or ""
+        # a list of prompts (one per image) has each replaced
+        req[key] = [replaced(str(t), key) for t in text] if isinstance(text, list) else replaced(text, key)
 
 
 def _size(req: dict[str, Any], value: Any) -> None:

@@ -138,15 +138,19 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_STRIP_PIXELS:
-                raise ValueError(f"{im.width}x{im.height} is more than a palette strip needs "
-                                 f"({MAX_STRIP_PIXELS:,} pixels)")
-            rgba = np.asarray(im.convert("RGBA"))
+        im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:  # its words name the BytesIO, not the file
         raise ValueError(f"{where}: not a readable image (not a format Pillow identifies)") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable image is the same error to the user
         raise ValueError(f"{where}: not a readable image ({exc})") from None
+    with im:
+        if im.width * im.height > MAX_STRIP_PIXELS:
+            raise ValueError(f"{where}: {im.width}x{im.height} is more than a palette strip needs "
+                             f"({MAX_STRIP_PIXELS:,} pixels)")
+        try:
+            rgba = np.asarray(im.convert("RGBA"))
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{where}: not a readable image ({exc})") from None
     h, w = rgba.shape[:2]
     packed = (rgba[..., 0].astype(np.uint32) << 24) | (rgba[..., 1].astype(np.uint32) << 16) | \
         (rgba[..., 2].astype(np.uint32) << 8) | rgba[..., 3]
