@@ -274,8 +274,9 @@ _SHOW.maxstring = _SHOW.maxother = 40
 
 
 def _num(value: Any) -> str:
-    # whole numbers in full up to 24 digits (seeds and their 2^64 bounds), not 309 of them for 1e308
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:  # exact, so digits the client sent
+    # integers in full below 10^24 (seeds and their 2^64 bounds), not 309 digits for 1e308 read into an int field;
+    # a whole float only while exact (1e23 as 23 digits would be digits the client never sent)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
     if isinstance(value, int) and abs(value) >= 10**24:
         try:

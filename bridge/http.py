@@ -161,7 +161,7 @@ def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Aw
         if encoding in _COMPRESSED and request.body_exists:
             # Bodies are read as sent, as A1111 (FastAPI) reads them: aiohttp would inflate a 2 MB gzip body of
             # spaces to 250 MB before the size limit, read a broken one as an empty body (a job of defaults)
-            # and answer a broken deflate with a 500. (br is refused by aiohttp's parser before this runs.)
+            # and answer a broken deflate with a 500. (Without the Brotli package aiohttp's parser refuses br itself.)
             refused = json_error(415, "unsupported_media_type",
                                  f"request bodies are read as sent; Content-Encoding {encoding[:40]!r} is not taken",
                                  "body")
