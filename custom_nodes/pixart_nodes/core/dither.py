@@ -1550,55 +1550,84 @@ _SET_BITS = np.array([[k for k in range(8) if m >> k & 1] + [0] * (8 - bin(m).co
 _SET_COUNT = np.array([bin(m).count("1") for m in range(256)], np.int64)
 
 
+# listed pixels searched at a time by _table_vectors: with endesga-32 on random pixels the first and the last lie
+# about 2,300 pixels apart, so their bytes are still in the L1 cache when they are read and written again
+_LISTED_FLUSH = 256
+
+
 @njit(cache=True, nogil=True)
 def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out_idx, out_img, used, vectors):
     """``_float_vectors`` compiled for AVX2 (``simd.table_first``): sixteen pixels that share a coarse cell as
     there; any other sixteen take their entries of the palette's cell table (``cells``) as indices, and the pixels
-    of cells of more than one colour (11% of random pixels with endesga-32) are listed as they come, then searched
-    in blocks and written again. ``pairs``: see ``NearestTable``."""
-    listed = np.empty(vectors * VNNI_LANES + 8, np.int32)
+    of cells of more than one colour (11% of random pixels with endesga-32) are listed as they come and, every
+    ``_LISTED_FLUSH`` of them, searched sixteen at a time and written again. ``pairs``: see ``NearestTable``."""
+    if vectors == 0:  # the first read below is a vector's
+        return 0
+    listed = np.empty(_LISTED_FLUSH + VNNI_LANES + 8, np.int32)
+    words = np.zeros(_LISTED_FLUSH + VNNI_LANES, np.uint32)
+    found = np.empty(_LISTED_FLUSH + VNNI_LANES, np.uint8)
     count = 0
+    mask = np.int64(0)
     seen = _splat16(0)
+    # the next vector's gathers go out before this one's entries are used (unless its pixels share a coarse cell):
+    # on a Zen 3 VM the loop waited on each vector's gathers, about 40% of its time by perf's samples
+    nxt = _rgb16(src, 0)
+    shared = _shared_cell(nxt, VNNI_COARSE_BITS)
+    ahead = _cells16(nxt, cells) if shared < 0 else seen
     for v in range(vectors):
         p = v * VNNI_LANES
-        px = _rgb16(src, p)
-        cell = _shared_cell(px, VNNI_COARSE_BITS)
+        px, cell, entries = nxt, shared, ahead
+        if v + 1 < vectors:
+            nxt = _rgb16(src, p + VNNI_LANES)
+            shared = _shared_cell(nxt, VNNI_COARSE_BITS)
+            if shared < 0:
+                ahead = _cells16(nxt, cells)
         if cell >= 0:
             r, g, b = _floats16(px)
             seen = _coarse_emit(r, g, b, cell, cstarts, cfkeys, ccolours, out_idx, out_img, p, seen)
             continue
-        seen, many = _temit16(_cells16(px, cells), pairs, out_idx, out_img, p, seen)
+        seen, many = _temit16(entries, pairs, out_idx, out_img, p, seen)
         if many != 0:
             for h in range(0, VNNI_LANES, 8):  # eight lanes a store, from the table of a byte's set bits
                 bits = (many >> h) & 255
                 _append8(listed, count, p + h, _SET_BITS, bits)
                 count += _SET_COUNT[bits]
+            if count >= _LISTED_FLUSH:
+                mask |= _search_listed(src, listed, count, words, found, keys, rgbx, out_idx, out_img)
+                count = 0
+    mask |= _search_listed(src, listed, count, words, found, keys, rgbx, out_idx, out_img)
     _store16(used, 0, seen)
-    r = np.empty(_NEAREST_BLOCK, np.float32)
-    g = np.empty(_NEAREST_BLOCK, np.float32)
-    b = np.empty(_NEAREST_BLOCK, np.float32)
-    best = np.empty(_NEAREST_BLOCK, np.float32)
-    mask = np.int64(0)
-    for s in range(0, count, _NEAREST_BLOCK):
-        m = min(_NEAREST_BLOCK, count - s)
-        for i in range(m):
-            q = 3 * np.int64(listed[s + i])
-            r[i] = np.float32(src[q])
-            g[i] = np.float32(src[q + 1])
-            b[i] = np.float32(src[q + 2])
-            best[i] = np.float32(3e7)  # above every key (< 2^24)
-        _key_search(r, g, b, best, m, keys)
-        for i in range(m):
-            q = np.int64(listed[s + i])
-            k = np.int64(best[i]) & 31
-            mask |= np.int64(1) << k
-            out_idx[q] = k
-            c = rgbx[k]
-            out_img[3 * q] = c & 255
-            out_img[3 * q + 1] = (c >> 8) & 255
-            out_img[3 * q + 2] = (c >> 16) & 255
     used[0] |= np.int32(mask)
     return vectors * VNNI_LANES
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _search_listed(src, listed, count, words, found, keys, rgbx, out_idx, out_img):
+    """The pixels ``listed[:count]`` searched over every colour sixteen at a time (``words`` and ``found``: room
+    for ``count`` rounded up to sixteen) and written; returns the bit mask of their indices. Searched after the
+    whole image in blocks of float32 rows instead, as before stop 44, they cost more than the rest of the loop on a
+    Zen 3 VM (512x512 random pixels to endesga-32: the loop 0.43 ms without them, 1.02-1.19 with them): that
+    search ran scalar there, and the bytes it read and wrote again had left the caches."""
+    for i in range(count):
+        q = 3 * np.int64(listed[i])
+        words[i] = np.uint32(src[q]) | np.uint32(src[q + 1]) << np.uint32(8) | np.uint32(src[q + 2]) << np.uint32(16)
+    for j in range(0, count, VNNI_LANES):
+        r, g, b = _floats16(_load16(words, j))
+        least = _fill16(np.float32(3e7))  # above every key (< 2^24)
+        for c in range(0, keys.shape[0], 4):
+            least = _fkeys16(r, g, b, least, keys, c, 4)
+        _indices16(least, found, j)
+    mask = np.int64(0)
+    for i in range(count):
+        q = np.int64(listed[i])
+        k = found[i]
+        mask |= np.int64(1) << k
+        out_idx[q] = k
+        c = rgbx[k]
+        out_img[3 * q] = c & 255
+        out_img[3 * q + 1] = (c >> 8) & 255
+        out_img[3 * q + 2] = (c >> 16) & 255
+    return mask
 
 
 @njit(cache=True, nogil=True)
@@ -1656,7 +1685,7 @@ def _nearest_rgb(src, ch, alpha_threshold, w, offsets, keys, cstarts, cfkeys, cc
 _max_keys = _emit_rgb = _rgb16 = _splat16 = _keys16 = _keys16x2 = _shared_cell = _triple16 = None
 _emit16 = _store16 = _load16 = None
 _floats16 = _fill16 = _fkeys16 = _fkeys16x2 = _fkeys16c = _femit16 = _femit16c = _ftriple16 = None
-_cells16 = _temit16 = _append8 = None
+_cells16 = _temit16 = _append8 = _indices16 = None
 # whether numba compiles for AVX-512 (simd.wide_registers): _float_vectors then searches two vectors at once and
 # reads triples (simd.ftriple16)
 _FLOAT_WIDE = False
@@ -1675,6 +1704,7 @@ def _intrinsics() -> dict[str, Any]:
             "_femit16": simd.femit16, "_femit16c": simd.femit16c, "_ftriple16": simd.ftriple16,
             "_FLOAT_WIDE": simd.wide_registers(),
             "_cells16": simd.cells16, "_temit16": simd.temit16, "_append8": simd.append8,
+            "_indices16": simd.indices16,
             "_TABLE_FIRST": simd.table_first(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,

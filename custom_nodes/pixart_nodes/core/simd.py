@@ -633,6 +633,20 @@ def _store_indices(builder, out_idx, p, least: ir.Value) -> ir.Value:
 
 
 @intrinsic
+def indices16(typingctx, least, out, at):
+    """The indices of the least keys ``least`` (``fkeys16``) as sixteen bytes at ``out[at]`` (uint8). No bounds
+    are checked."""
+    if not (isinstance(least, VecF16) and _is(out, types.uint8) and isinstance(at, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        _store_indices(builder, _data(context, builder, signature.args[1], args[1]), args[2], args[0])
+        return context.get_dummy_value()
+
+    return types.void(least, out, at), codegen
+
+
+@intrinsic
 def femit16c(typingctx, least, held, out_idx, out_img, p, used):
     """``femit16`` where ``fkeys16c`` kept the colours: the indices as sixteen bytes, the colours packed with one
     byte shuffle and one 64-byte store (see ``emit16``): on bench_quantize's 512x512 gradient, where 69% of vectors
@@ -694,8 +708,10 @@ def table_first() -> bool:
     the search of every colour's 2.07x / 1.37x (the table alone, without the coarse cells of vectors that share
     one, 1.37x / 1.51x); PICO-8 through the table 1.23-1.25x / 0.99x against the search's 1.14x / 0.94-0.96x, so 16
     colours and fewer keep the search: AVX2's gathers of eight words took about 7 ns each on this CPU (0.23 ms of
-    the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). Not while ``NARROW``, nor without AVX2 (the
-    gather is AVX2's)."""
+    the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). On a Zen 3 VM (AVX2, no AVX-512; stop 44),
+    with the listed pixels searched while in the cache and the gathers issued a vector ahead, endesga-32 took
+    1.00-1.07x / 0.94-1.05x, and the search of every colour 1.00-1.36x / 0.92-1.18x against the earlier table loop
+    in the same hour. Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
     return not NARROW and not _wide_target() and "avx2" in _target_features()
 
 
