@@ -800,6 +800,23 @@ images = [rng.integers(0, 256, s + (3,), dtype=np.uint8) for s in ((512, 512), (
 run = np.arange(1 << 23, 3 << 22, dtype=np.int64)  # a quarter of the code values in order: vectors in one coarse cell
 images.append(np.stack([run >> 16, (run >> 8) & 255, run & 255], -1).astype(np.uint8).reshape(-1, 2048, 3))
 endesga = named_palette("endesga-32").colors
+info = dither.cell_table(endesga, False).info
+def nearest(v):
+    return ((v[:, None].astype(np.int64) - endesga[None].astype(np.int64)) ** 2).sum(-1).argmin(1)
+# pixels of cells of more than one colour only, so that each flush of the listed pixels alone says which colours
+# were used: one colour (its every pixel in the first 200) found in the first flush only
+v = rng.integers(0, 256, (400000, 3)).astype(np.uint8)
+w = v.astype(np.int64) >> 2
+v = v[info[w[:, 0] << 12 | w[:, 1] << 6 | w[:, 2]] == 255]
+near = nearest(v)
+only = np.bincount(near, minlength=32).argmax()
+first, rest = v[near == only][:100], v[near != only]
+multi = np.concatenate([first, rest[:100], rest[100:4100]])[None]
+# vectors in one coarse cell (sixteen copies of a pixel) and vectors of random pixels, in random order
+kinds = rng.integers(0, 2, 300)
+mixed = np.concatenate([np.repeat(rng.integers(0, 256, (1, 3)), 16, 0) if k else rng.integers(0, 256, (16, 3))
+                        for k in kinds]).astype(np.uint8)[None]
+images += [multi, mixed] + [rng.integers(0, 256, (1, n, 3), dtype=np.uint8) for n in (21, 22, 38)]
 for pal in (endesga, endesga[:17], named_palette("pico-8").colors):
     c = pal.astype(np.int64)
     for img in images + [band]:
@@ -819,7 +836,10 @@ def test_avx2_search_reads_cells_first_and_equals_brute_force(tmp_path):
     search of 17-32 colours takes each pixel's colour from the cell table and searches the pixels of cells of more
     than one colour, or where sixteen pixels share a coarse cell searches its colours: indices, image and colours
     used equal brute force (ties to the lower index) on random images of awkward sizes, on every 7th code value and
-    on a quarter of them in order; 16 colours go through the search of every colour."""
+    on a quarter of them in order; on pixels only of cells of more than one colour, one colour found only among the
+    first listed pixels (the colours used come from each flush of them); on vectors in one coarse cell and not, in
+    random order (the gathers go a vector ahead, skipped before the first); on images of no, one and two vectors; 16
+    colours go through the search of every colour. Bounds checked where numba indexes."""
     import os
     import subprocess
     import sys
@@ -828,6 +848,7 @@ def test_avx2_search_reads_cells_first_and_equals_brute_force(tmp_path):
         if " avx2 " not in f.read():
             pytest.skip("this CPU has no AVX2: the JIT cannot run code compiled for Haswell")
     env = {**os.environ, "PIXART_NO_AOT": "1", "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_CPU_NAME": "haswell",
+           "NUMBA_BOUNDSCHECK": "1",
            "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+bmi,+bmi2,+f16c,+popcnt,+sse4.2,+lzcnt,+movbe,-avx512f,"
                                  "-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vnni"}
     proc = subprocess.run([sys.executable, "-c", _AVX2_CHECK], capture_output=True, text=True, env=env, timeout=900)

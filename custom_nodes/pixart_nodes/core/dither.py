@@ -1551,7 +1551,8 @@ _SET_COUNT = np.array([bin(m).count("1") for m in range(256)], np.int64)
 
 
 # listed pixels searched at a time by _table_vectors: with endesga-32 on random pixels the first and the last lie
-# about 2,300 pixels apart, so their bytes are still in the L1 cache when they are read and written again
+# about 2,300 pixels apart, so their bytes are still in the L1 cache when they are read and written again (the one
+# size measured; fewer pixels would leave more of each flush's sixteen-lane vectors empty)
 _LISTED_FLUSH = 256
 
 
@@ -1561,7 +1562,7 @@ def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out
     there; any other sixteen take their entries of the palette's cell table (``cells``) as indices, and the pixels
     of cells of more than one colour (11% of random pixels with endesga-32) are listed as they come and, every
     ``_LISTED_FLUSH`` of them, searched sixteen at a time and written again. ``pairs``: see ``NearestTable``."""
-    if vectors == 0:  # the first read below is a vector's
+    if vectors == 0:  # the look-ahead's first 64-byte read would pass the end of so small an image
         return 0
     listed = np.empty(_LISTED_FLUSH + VNNI_LANES + 8, np.int32)
     words = np.zeros(_LISTED_FLUSH + VNNI_LANES, np.uint32)
@@ -1581,7 +1582,7 @@ def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out
             nxt = _rgb16(src, p + VNNI_LANES)
             shared = _shared_cell(nxt, VNNI_COARSE_BITS)
             if shared < 0:
-                ahead = _cells16(nxt, cells)
+                ahead = _cells16(nxt, cells)  # else left stale: a vector in one coarse cell never reads it
         if cell >= 0:
             r, g, b = _floats16(px)
             seen = _coarse_emit(r, g, b, cell, cstarts, cfkeys, ccolours, out_idx, out_img, p, seen)
@@ -1605,9 +1606,10 @@ def _table_vectors(src, cells, keys, cstarts, cfkeys, ccolours, rgbx, pairs, out
 def _search_listed(src, listed, count, words, found, keys, rgbx, out_idx, out_img):
     """The pixels ``listed[:count]`` searched over every colour sixteen at a time (``words`` and ``found``: room
     for ``count`` rounded up to sixteen) and written; returns the bit mask of their indices. Searched after the
-    whole image in blocks of float32 rows instead, as before stop 44, they cost more than the rest of the loop on a
-    Zen 3 VM (512x512 random pixels to endesga-32: the loop 0.43 ms without them, 1.02-1.19 with them): that
-    search ran scalar there, and the bytes it read and wrote again had left the caches."""
+    whole image in blocks of float32 rows instead (``_key_search``), they cost more than the rest of the loop on a
+    Zen 3 VM: 512x512 random pixels to endesga-32 took 1.02-1.19 ms, 0.43 without them and 0.84-1.0 ms so (JIT,
+    before the gathers went a vector ahead): the block search ran scalar there, and the bytes it read and wrote
+    again had left the caches."""
     for i in range(count):
         q = 3 * np.int64(listed[i])
         words[i] = np.uint32(src[q]) | np.uint32(src[q + 1]) << np.uint32(8) | np.uint32(src[q + 2]) << np.uint32(16)

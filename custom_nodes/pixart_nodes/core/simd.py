@@ -708,10 +708,10 @@ def table_first() -> bool:
     the search of every colour's 2.07x / 1.37x (the table alone, without the coarse cells of vectors that share
     one, 1.37x / 1.51x); PICO-8 through the table 1.23-1.25x / 0.99x against the search's 1.14x / 0.94-0.96x, so 16
     colours and fewer keep the search: AVX2's gathers of eight words took about 7 ns each on this CPU (0.23 ms of
-    the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). On a Zen 3 VM (AVX2, no AVX-512; stop 44),
-    with the listed pixels searched while in the cache and the gathers issued a vector ahead, endesga-32 took
-    1.00-1.07x / 0.94-1.05x, and the search of every colour 1.00-1.36x / 0.92-1.18x against the earlier table loop
-    in the same hour. Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
+    the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). On a Zen 3 VM (AVX2, no AVX-512), per-round
+    ratios to Pillow NONE, endesga-32: this loop (the listed pixels searched while in the cache, the gathers a
+    vector ahead) 1.00-1.07x / 0.94-1.05x; in an earlier hour the search of every colour 1.00-1.36x / 0.92-1.18x
+    and the table loop before those two changes 1.26-1.56x / 1.02-1.35x. Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
     return not NARROW and not _wide_target() and "avx2" in _target_features()
 
 
