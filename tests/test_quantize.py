@@ -804,7 +804,7 @@ info = dither.cell_table(endesga, False).info
 def nearest(v):
     return ((v[:, None].astype(np.int64) - endesga[None].astype(np.int64)) ** 2).sum(-1).argmin(1)
 # pixels of cells of more than one colour only, so that each flush of the listed pixels alone says which colours
-# were used: one colour (its every pixel in the first 200) found in the first flush only
+# were used: one colour (its every pixel among the first 100) found in the first flush only
 v = rng.integers(0, 256, (400000, 3)).astype(np.uint8)
 w = v.astype(np.int64) >> 2
 v = v[info[w[:, 0] << 12 | w[:, 1] << 6 | w[:, 2]] == 255]
