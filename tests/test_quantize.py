@@ -801,14 +801,12 @@ run = np.arange(1 << 23, 3 << 22, dtype=np.int64)  # a quarter of the code value
 images.append(np.stack([run >> 16, (run >> 8) & 255, run & 255], -1).astype(np.uint8).reshape(-1, 2048, 3))
 endesga = named_palette("endesga-32").colors
 info = dither.cell_table(endesga, False).info
-def nearest(v):
-    return ((v[:, None].astype(np.int64) - endesga[None].astype(np.int64)) ** 2).sum(-1).argmin(1)
 # pixels of cells of more than one colour only, so that each flush of the listed pixels alone says which colours
 # were used: one colour (its every pixel among the first 100) found in the first flush only
 v = rng.integers(0, 256, (400000, 3)).astype(np.uint8)
 w = v.astype(np.int64) >> 2
 v = v[info[w[:, 0] << 12 | w[:, 1] << 6 | w[:, 2]] == 255]
-near = nearest(v)
+near = ((v[:, None].astype(np.int64) - endesga[None].astype(np.int64)) ** 2).sum(-1).argmin(1)
 only = np.bincount(near, minlength=32).argmax()
 first, rest = v[near == only][:100], v[near != only]
 multi = np.concatenate([first, rest[:100], rest[100:4100]])[None]

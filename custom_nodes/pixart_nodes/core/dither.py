@@ -1621,14 +1621,11 @@ def _search_listed(src, listed, count, words, found, keys, rgbx, out_idx, out_im
         _indices16(least, found, j)
     mask = np.int64(0)
     for i in range(count):
-        q = np.int64(listed[i])
+        q = np.uint64(listed[i])
         k = found[i]
         mask |= np.int64(1) << k
         out_idx[q] = k
-        c = rgbx[k]
-        out_img[3 * q] = c & 255
-        out_img[3 * q + 1] = (c >> 8) & 255
-        out_img[3 * q + 2] = (c >> 16) & 255
+        _put_rgb(out_img, q, rgbx[k])
     return mask
 
 

@@ -710,8 +710,9 @@ def table_first() -> bool:
     colours and fewer keep the search: AVX2's gathers of eight words took about 7 ns each on this CPU (0.23 ms of
     the loop's 0.33 for 512x512 pixels to 1bit, 32,768 gathers). On a Zen 3 VM (AVX2, no AVX-512), per-round
     ratios to Pillow NONE, endesga-32: this loop (the listed pixels searched while in the cache, the gathers a
-    vector ahead) 1.00-1.07x / 0.94-1.05x; in an earlier hour the search of every colour 1.00-1.36x / 0.92-1.18x
-    and the table loop before those two changes 1.26-1.56x / 1.02-1.35x. Not while ``NARROW``, nor without AVX2 (the gather is AVX2's)."""
+    vector ahead) 1.02-1.11x / 0.94-1.09x; in an earlier hour the search of every colour 1.00-1.36x / 0.92-1.18x
+    and the table loop before those two changes 1.26-1.56x / 1.02-1.35x. Not while ``NARROW``, nor without AVX2
+    (the gather is AVX2's)."""
     return not NARROW and not _wide_target() and "avx2" in _target_features()
 
 
