@@ -796,28 +796,39 @@ def mapping_error(src, image, indices, n):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _rows_below(err, acc, nx1, nx2, k1, k2, w):
-    """Spread one row's error to the next two rows: ``acc[c, nx1 + i]`` (the next row's cells) gains, and
-    ``acc[c, nx2 + i]`` (the row after, untouched so far) is set to, the weighted error of pixels i-2..i+2 of
-    ``err[c]`` (per channel, padded by two zeros each side). ``k1``/``k2``: the rows' five weights in the order
-    that row was scanned (mirrored for a right-to-left row). Both rows in one pass: each error is loaded once for
-    both. The products and sums are whole numbers below 2^20 in size (an error is at most 255 code values, the
-    weights sum to at most ``FS_ONE``), so float32 holds them exactly: the sums are the integer ones, exactly what
-    spreading per pixel gave. In float32 because x86's vector unit multiplies int32 lanes slowly (``vpmulld``: two
-    operations, ten cycles): measured on the sRGB loop's pass of the same form (since replaced, see
-    ``_diffuse_vector``), bench_quantize's gradient to PICO-8 took 0.95-0.98x Pillow's FS instead of 0.97-1.00x."""
+def _taps_below(e, r1, r2, n, lanes, k1, k2):
+    """``r1[i]`` (the next row's cells) gains, and ``r2[i]`` (the row after, untouched so far) is set to, the
+    weighted error of ``e[i]``, ``e[i + lanes]``, ... ``e[i + 4 * lanes]`` for i < ``n``: the five pixels above a cell,
+    ``lanes`` values apart. ``k1``/``k2``: the rows' five weights in the order that row was scanned (mirrored for a
+    right-to-left row), the last for ``e[i]``. Both rows in one pass: each error is loaded once for both. The
+    products and sums are whole numbers below 2^20 in size (an error is at most 255 code values, the weights sum
+    to at most ``FS_ONE``), so float32 holds them exactly: the sums are the integer ones, exactly what spreading per
+    pixel gave. In float32 because x86's vector unit multiplies int32 lanes slowly (``vpmulld``: two operations, ten
+    cycles on Intel): measured on the sRGB loop's pass of the same form, bench_quantize's gradient to PICO-8 took
+    0.95-0.98x Pillow's FS instead of 0.97-1.00x."""
     a1w, b1w, c1w, d1w, e1w = k1[0], k1[1], k1[2], k1[3], k1[4]
     a2w, b2w, c2w, d2w, e2w = k2[0], k2[1], k2[2], k2[3], k2[4]
+    for i in range(n):
+        v0, v1, v2, v3 = (np.float32(e[i + 4 * lanes]), np.float32(e[i + 3 * lanes]), np.float32(e[i + 2 * lanes]),
+                          np.float32(e[i + lanes]))
+        v4 = np.float32(e[i])
+        r1[i] += np.int32(a1w * v0 + b1w * v1 + c1w * v2 + d1w * v3 + e1w * v4)
+        r2[i] = np.int32(a2w * v0 + b2w * v1 + c2w * v2 + d2w * v3 + e2w * v4)
+
+
+@njit(cache=True, nogil=True)
+def _rows_below(err, acc, nx1, nx2, k1, k2, w):
+    """Spread one row's error to the next two rows (``_taps_below``) in ``_diffuse``'s layout: per channel c,
+    ``err[c]`` padded by two zeros each side and rows ``acc[c, nx1:]``, ``acc[c, nx2:]`` of ``w`` cells."""
     for c in range(3):
-        e = err[c]
-        r1 = acc[c, nx1 : nx1 + w]
-        r2 = acc[c, nx2 : nx2 + w]
-        for i in range(w):
-            # cell i takes tap dx from pixel i - dx: weight 0 (dx = -2) from pixel i + 2, at e[i + 4]
-            v0, v1, v2, v3, v4 = (np.float32(e[i + 4]), np.float32(e[i + 3]), np.float32(e[i + 2]),
-                                  np.float32(e[i + 1]), np.float32(e[i]))
-            r1[i] += np.int32(a1w * v0 + b1w * v1 + c1w * v2 + d1w * v3 + e1w * v4)
-            r2[i] = np.int32(a2w * v0 + b2w * v1 + c2w * v2 + d2w * v3 + e2w * v4)
+        _taps_below(err[c], acc[c, nx1 : nx1 + w], acc[c, nx2 : nx2 + w], w, 1, k1, k2)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mark_used(used, oidx, p0, w):
+    """``used[k] = 1`` for every index ``k`` of the ``w`` pixels from ``p0``."""
+    for i in range(w):
+        used[oidx[p0 + np.uint64(i)]] = 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -957,25 +968,18 @@ def _diffuse_opaque_lab(
 # loops removed then). The loop keeps ``_diffuse_fixed``'s arguments (one signature for ``build_kernels``) and
 # builds its int32 palette, the palette times the tap and the output table as words itself (N + 1 rows: nothing
 # next to a 512x512 image).
-# Its error rows hold four int32 lanes per pixel (R, G, B, 0). The rows below take each cell's share as soon as the
-# five pixels above it have their errors (``_spread_cell``, two pixels behind), inside the pixel loop, rather
-# than in a pass over the row after it, as ``_diffuse`` still does (``_rows_below``): the pixel loop waits on its
-# chain and mispredicted pair choices, and the spreading, independent of both, fills those waits.
-# bench_quantize, PICO-8, per-round ratios to Pillow's FS, JIT, alternating runs against that pass (in float32):
-# random 0.81x against 0.85-0.86x, gradient 0.89-0.94x against 0.94-0.97x (Floyd-Steinberg gains most,
-# Jarvis-Judice-Ninke least). The same in the OKLab loop lost (1.18-1.21x against 1.06-1.08x on the gradient).
+# Its error rows hold four int32 lanes per pixel (R, G, B, 0), spread to the rows below once the row is done
+# (``_taps_below``: eight lanes, two pixels, a vector where the CPU has AVX2), and the colours a row used are marked
+# after it (``_mark_used``), not per pixel. Both used to run in the pixel loop, the spreading one cell two pixels
+# behind with four lanes, to fill the loop's waits. Per-round ratios to Pillow's FS, PICO-8, JIT, same process,
+# Floyd-Steinberg, Jarvis-Judice-Ninke, Atkinson and Sierra Lite, identical results, random / gradient: on an AMD
+# EPYC of the Zen 3 generation 0.72-0.82x / 0.84-0.95x against 1.02-1.09x / 1.25-1.34x in the loop; on an Intel
+# Xeon with AVX-512 0.80-0.83x / 0.91-0.93x against 0.76-0.77x / 0.86-0.93x. On Zen 3 the pass alone took
+# 0.78-0.89x / 0.89-1.11x; writing the image after the row as well lost (0.83-0.88x / 0.97-0.98x against
+# 0.72-0.78x / 0.90-0.93x).
 # Not used for a cell table of other than ``GBITS`` (its shifts are constants) nor for an image of one pixel (each
 # iteration reads the next pixel, at least pixel 1, whose word lies past such an image: see ``simd.pixel_at``).
 _zero4 = _pixel_at = _first_pixel = _value4 = _code_cell = _lane = _scaled = _pick_pair = _store4 = _put_pixel = None
-_spread4 = None
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _spread_cell(err, acc, j, w, nx1, nx2, k1, k2):
-    """Cell ``j`` of the rows below (``nx1``, ``nx2``) takes its share of the errors above it, if it is in the
-    image (``simd.spread4``; rows of four lanes a pixel, padded by two pixels)."""
-    if 0 <= j < w:
-        _spread4(err, acc, np.uint64(4 * j), np.uint64(4 * (nx1 + j)), np.uint64(4 * (nx2 + j)), k1, k2)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1027,7 +1031,6 @@ def _diffuse_vector(
                 # transparent: takes and passes on no error
                 oidx[p] = n
                 _put_pixel(oimg, p * uch, words, n, ch)
-                used[n] = 1
                 t = nv
                 c2 = _zero4()
                 _store4(err, np.uint64(4 * (x + pad)), c2)
@@ -1045,13 +1048,11 @@ def _diffuse_vector(
                 k, e, t = _pick_pair(v, pal, palw, ka, kb, nv, w01)
                 oidx[p] = k
                 _put_pixel(oimg, p * uch, words, k, ch)
-                used[k] = 1
                 c2 = _scaled(e, w02)
                 _store4(err, np.uint64(4 * (x + pad)), e)
-            _spread_cell(err, acc, x - 2 * step, w, nx1, nx2, k1, k2)  # its five pixels' errors are known now
             x += step
-        for j in (x - 2 * step, x - step):  # the last two cells
-            _spread_cell(err, acc, j, w, nx1, nx2, k1, k2)
+        _taps_below(err, acc[4 * nx1 : 4 * (nx1 + w)], acc[4 * nx2 : 4 * (nx2 + w)], 4 * w, 4, k1, k2)
+        _mark_used(used, oidx, np.uint64(y * w), w)
 
 
 @njit(cache=True, nogil=True)
@@ -1708,7 +1709,7 @@ def _intrinsics() -> dict[str, Any]:
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
             "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,
-            "_put_pixel": simd.put_pixel, "_spread4": simd.spread4}
+            "_put_pixel": simd.put_pixel}
 
 
 @njit(cache=True, nogil=True, inline="always")

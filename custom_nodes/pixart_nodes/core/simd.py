@@ -1010,40 +1010,6 @@ def store4(typingctx, arr, i, v):
 
 
 @intrinsic
-def spread4(typingctx, err, acc, e0, a1, a2, k1, k2):
-    """One cell of the two rows below in the sRGB error-diffusion loop (``dither._rows_below`` for one pixel, four
-    lanes): ``acc[a1:a1+4]`` gains, ``acc[a2:a2+4]`` is set to, the error of the five pixels at ``err[e0:e0+20]``
-    (int32, four lanes each) weighted by ``k1`` / ``k2`` (float32 [5], the pixel at ``e0`` by the last weight), in
-    float32: exact, as there."""
-    if not (_is(err, types.int32) and _is(acc, types.int32) and _is(k1, types.float32) and _is(k2, types.float32)
-            and k1.layout == k2.layout == "C"):
-        return None
-
-    def codegen(context, builder, signature, args):
-        err_, acc_, e0, a1, a2, k1_, k2_ = args
-        f4 = ir.VectorType(ir.FloatType(), 4)
-        eb = _data(context, builder, signature.args[0], err_)
-        ab = _data(context, builder, signature.args[1], acc_)
-        k1b = _data(context, builder, signature.args[5], k1_)
-        k2b = _data(context, builder, signature.args[6], k2_)
-        s1 = s2 = None
-        for t in range(5):
-            e = builder.sitofp(_vec_at(builder, eb, builder.add(_i64(builder, e0), ir.Constant(I64, 4 * t))), f4)
-            terms = []
-            for kb in (k1b, k2b):
-                wt = _splat(builder, builder.load(builder.gep(kb, [ir.Constant(I64, 4 - t)], inbounds=True)), f4)
-                terms.append(builder.fmul(e, wt, flags=["contract"]))
-            s1 = terms[0] if s1 is None else builder.fadd(s1, terms[0], flags=["contract"])
-            s2 = terms[1] if s2 is None else builder.fadd(s2, terms[1], flags=["contract"])
-        p1 = _vec_ptr(builder, ab, a1)
-        builder.store(builder.add(builder.load(p1, align=4), builder.fptosi(s1, V4)), p1, align=4)
-        builder.store(builder.fptosi(s2, V4), _vec_ptr(builder, ab, a2), align=4)
-        return context.get_dummy_value()
-
-    return types.void(err, acc, e0, a1, a2, k1, k2), codegen
-
-
-@intrinsic
 def put_pixel(typingctx, out, q, table32, k, ch):
     """Write ``table32[k]`` (a little-endian word: R, G, B, A) as the ``ch`` bytes (a literal 3 or 4) at
     ``out[q]``: one store of two bytes and one of a byte, or one word."""
@@ -1070,5 +1036,5 @@ def put_pixel(typingctx, out, q, table32, k, ch):
 
 __all__ = ["COLOURS", "LANES", "code_cell", "emit16", "emit_rgb", "femit16", "femit16c", "fill16", "first_pixel",
            "fkeys16", "fkeys16c", "fkeys16x2", "floats16", "host_has_vnni", "keys16", "keys16x2", "lane", "load16",
-           "max_keys", "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16", "spread4",
+           "max_keys", "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16",
            "store16", "store4", "triple16", "value4", "vec16", "vec4", "vecf16", "wide_registers", "zero4"]
