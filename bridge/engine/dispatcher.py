@@ -84,7 +84,10 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ queueing
     def requeue(self, job: Job, *, front: bool) -> None:
-        """Back to the local queue, as if never dispatched (the backend's copy is abandoned)."""
+        """Back to the local queue, as if never dispatched (the backend's copy is abandoned); a job that has ended
+        stays ended."""
+        if job.done:
+            return
         self.runs.stop(job)
         conn = self.connections.get(job.backend or "")
         if conn is not None:

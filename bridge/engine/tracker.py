@@ -296,6 +296,9 @@ class Tracker:
             if pid in pending:
                 return
             entry = await conn.client.history(pid)  # it may have finished between the two reads
+        run = self.runs.get(job.id)
+        if job.done or (run is not None and run.cancel_requested):
+            return  # cancelled while the reads were out: its prompt left the queue by the cancel's own delete
         if entry is not None:
             await self.finalize(conn, job, entry)
             return
