@@ -179,8 +179,8 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("name", sorted(dither.ERROR_KERNELS))
 def test_error_diffusion_matches_fixed_point_reference(name, distance):
-    """Every kernel and distance (the sRGB vector loops, RGB and RGBA, the loop shared by all with and without
-    damping, and its opaque OKLab variant) against the plain-Python reference: saturated noise drives values outside
+    """Every kernel and distance (the vector loops, RGB and RGBA, and the loop shared by all, with and without
+    damping) against the plain-Python reference: saturated noise drives values outside
     0..255, a quarter of the pixels transparent (and the same pixels as RGB, and as RGBA with a threshold of 0);
     PICO-8, 40 random colours (cells with 3+ candidates) and 70 (OKLab: pair cells through the memo too); cell tables
     of both sizes the loops use."""
@@ -217,7 +217,7 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             ref = _diffusion_fixed_reference(rgb, pal, kernel, serpentine, strength, distance, limit)
             assert np.array_equal(out.indices, ref), ("rgb", n, serpentine, strength, limit)
             assert np.array_equal(out.image, pal[ref])
-            # RGBA with a threshold of 0 (nothing transparent): without damping, the opaque loops take four channels
+            # RGBA with a threshold of 0 (nothing transparent): without damping, the vector loops take four channels
             out = dither.Target(table, np.empty((11, 14), np.uint8), np.empty_like(img), np.zeros(n + 1, np.uint8))
             dither.error_diffuse(img, pal, lk, kernel, out, strength=strength, serpentine=serpentine,
                                  damp_limit=limit, alpha_threshold=0)
@@ -241,11 +241,13 @@ def _diffused(img, pal, lk, pairs, kernel, serpentine, strength, threshold):
     return out.indices, out.image, out.used
 
 
+@pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("size", [(64, 80), (1, 2), (2, 1), (1, 37), (29, 1), (3, 3)])
-def test_vector_loops_match_the_general_loop(monkeypatch, size):
-    """The sRGB vector loops give exactly the general loop's indices, image and colours used, on noise, a gradient
-    and a photo-like blend, for every kernel, both scan orders, two strengths, PICO-8 (8-bit pair codes), 40 random
-    colours (16-bit pair codes, 3+ candidate cells) and 256 (16-bit cell table and indices), RGB and RGBA (a fifth
+def test_vector_loops_match_the_general_loop(monkeypatch, size, distance):
+    """The vector loops give exactly the general loop's indices, image and colours used, in both distances (OKLab:
+    pair cells chosen by their masks, 32^3 cells), on noise, a gradient and a photo-like blend, for every kernel,
+    both scan orders, two strengths, PICO-8 (8-bit pair codes), 40 random colours (16-bit pair codes, 3+ candidate
+    cells) and 256 (16-bit cell table and indices; in OKLab every pair through the memo), RGB and RGBA (a fifth
     transparent, and a threshold of 0); sizes down to two pixels, where their reads of a word from the byte before
     a pixel meet the image's first and last bytes. Each palette's memo starts empty, so searches for values not
     in it yet happen in the vector loops too."""
@@ -267,11 +269,13 @@ def test_vector_loops_match_the_general_loop(monkeypatch, size):
     pals = [named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8),
             rng.integers(0, 256, (256, 3), dtype=np.uint8)]
     for pal, src in itertools.product(pals, images):
-        lk = dither.lookup(pal, False)  # not the cached one: an empty memo
+        lab = distance == "oklab"
+        lk = dither.lookup(pal, lab, dither.LAB_DIFFUSION_GBITS if lab else dither.GBITS)  # not cached: empty memo
         pairs = dither.diffusion_pairs(lk, pal)
         rgba = np.concatenate([src, np.where(rng.random((h, w, 1)) < 0.2, 0, 255)], -1).astype(np.uint8)
-        cases = [(np.ascontiguousarray(src, np.uint8), "_diffuse_vector_rgb", 128), (rgba, "_diffuse_vector_rgba", 128),
-                 (rgba, "_diffuse_vector_rgba", 0)]
+        loop = "_diffuse_vector_lab_" if lab else "_diffuse_vector_"
+        cases = [(np.ascontiguousarray(src, np.uint8), loop + "rgb", 128), (rgba, loop + "rgba", 128),
+                 (rgba, loop + "rgba", 0)]
         for (img, name, threshold), kname in itertools.product(cases, sorted(dither.ERROR_KERNELS)):
             kernel = dither.ERROR_KERNELS[kname]
             for serpentine, strength in ((True, 1.0), (False, 0.6)):
@@ -285,21 +289,20 @@ def test_vector_loops_match_the_general_loop(monkeypatch, size):
 
 
 @pytest.mark.parametrize(("channels", "method", "distance", "threshold", "damping", "loop"), [
-    (3, "atkinson", "oklab", 128, False, "_diffuse_opaque_lab"),
+    (3, "atkinson", "oklab", 128, False, "_diffuse_vector_lab_rgb"),
     (3, "atkinson", "rgb", 128, False, "_diffuse_vector_rgb"),
     (4, "stucki", "rgb", 0, False, "_diffuse_vector_rgba"),
     (3, "floyd-steinberg", "rgb", 128, False, "_diffuse_vector_rgb"),
     (4, "floyd-steinberg", "rgb", 128, False, "_diffuse_vector_rgba"),
-    (3, "floyd-steinberg", "oklab", 128, False, "_diffuse_opaque_lab"),
-    (4, "atkinson", "oklab", 128, False, "_diffuse_fixed"),
+    (3, "floyd-steinberg", "oklab", 128, False, "_diffuse_vector_lab_rgb"),
+    (4, "atkinson", "oklab", 128, False, "_diffuse_vector_lab_rgba"),
     (4, "atkinson", "rgb", 0, True, "_diffuse_fixed"),
     (3, "sierra", "oklab", 128, True, "_diffuse_fixed"),
 ])
 def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, method, distance, threshold, damping,
                                                          loop):
-    """sRGB without damping goes through the vector loops (RGB, and RGBA with transparent pixels); opaque OKLab
-    pixels without damping through the opaque loop (the alpha and damping paths left out); OKLab pixels that may be
-    transparent, and damping, through the general loop."""
+    """Without damping, both distances go through the vector loops (RGB, and RGBA with transparent pixels); with
+    damping through the general loop."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
@@ -314,8 +317,7 @@ def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, m
     img = np.random.default_rng(5).integers(0, 256, (9, 13, channels), dtype=np.uint8)
     qz.quantize(img, named_palette("pico-8"), dither=method, distance=distance, alpha_threshold=threshold,
                 damping=damping)
-    diffusion = [n for n in taken if n in ("_diffuse_fixed", "_diffuse_vector_rgb", "_diffuse_vector_rgba",
-                                          "_diffuse_opaque_lab")]
+    diffusion = [n for n in taken if n.startswith("_diffuse")]
     assert diffusion == [loop]
 
 

@@ -44,7 +44,8 @@ def exports(vnni: bool = False) -> dict[str, str]:
             )
     for info, codes, idx in itertools.product(U8_U16, U8_U16, U8_U16):
         lookup = _LOOKUP.format(info=info)
-        for loop in ("_diffuse_fixed", "_diffuse_vector_rgb", "_diffuse_vector_rgba", "_diffuse_opaque_lab"):
+        for loop in ("_diffuse_fixed", "_diffuse_vector_rgb", "_diffuse_vector_rgba", "_diffuse_vector_lab_rgb",
+                     "_diffuse_vector_lab_rgba"):
             out[jit.export_name(dither, loop, info, codes, idx)] = (
                 f"void(boolean, uint8[:, :, ::1], int64, int64[::1], int64[::1], int64, uint8[::1], boolean, {lookup}, "
                 f"{codes}[::1], int64, uint64[::1], uint16[::1], {_OUT.format(idx=idx)})"

@@ -808,6 +808,15 @@ def _taps_below(e, r1, r2, n, lanes, k1, k2):
     0.95-0.98x Pillow's FS instead of 0.97-1.00x."""
     a1w, b1w, c1w, d1w, e1w = k1[0], k1[1], k1[2], k1[3], k1[4]
     a2w, b2w, c2w, d2w, e2w = k2[0], k2[1], k2[2], k2[3], k2[4]
+    if a2w == 0 and b2w == 0 and c2w == 0 and d2w == 0 and e2w == 0:
+        # a kernel of one row below (Floyd-Steinberg, Burkes, the Sierra two-row and Lite): half the work, 0.34-0.37
+        # ms a 512x512 image instead of 0.61-0.65 on Zen 3
+        for i in range(n):
+            r1[i] += np.int32(a1w * np.float32(e[i + 4 * lanes]) + b1w * np.float32(e[i + 3 * lanes])
+                              + c1w * np.float32(e[i + 2 * lanes]) + d1w * np.float32(e[i + lanes])
+                              + e1w * np.float32(e[i]))
+            r2[i] = 0
+        return
     for i in range(n):
         v0, v1, v2, v3 = (np.float32(e[i + 4 * lanes]), np.float32(e[i + 3 * lanes]), np.float32(e[i + 2 * lanes]),
                           np.float32(e[i + lanes]))
@@ -836,8 +845,8 @@ def _diffuse(
     use_lab, alpha, damp, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
     blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
-    # The loop of ``_diffuse_fixed`` and the OKLab opaque loop: ``use_lab``, ``alpha`` (pixels may be transparent) and
-    # ``damp`` (damping on) are constants in the opaque loop, so the paths they turn off are not compiled there.
+    # The loop of ``_diffuse_fixed``: damping, a cell table of another size than the vector loops' and images of one
+    # pixel (the vector loops below take every other case).
     # Inlined although it has branches (see the helpers above): each entry point calls it once per image, so the
     # reference counting that costs is paid once, not per pixel.
     # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
@@ -939,35 +948,17 @@ def _diffuse_fixed(
              blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
 
 
-# Opaque pixels (three channels, or a threshold no alpha is below) in OKLab without damping have a loop of their own:
-# without the transparent and damping paths, and with the distance's lookup alone, it took 0.81-0.86x the time of the
-# general one (512x512 to PICO-8, same process, identical results); with the distance a constant, 0.87-0.90x that of
-# a loop that reads it at run time. It takes ``_diffuse_fixed``'s arguments, as the sRGB vector loops below do, so
-# that ``error_diffuse`` calls every loop alike and ``build_kernels`` exports one signature; those a loop does not
-# read cost nothing.
-
-
-@njit(cache=True, nogil=True)
-def _diffuse_opaque_lab(
-    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
-    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
-):
-    _diffuse(True, False, False,
-             src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
-             blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used)
-
-
-# sRGB without damping, the most used case, has a loop of its own: ``_diffuse``'s, with each pixel's three channels in
-# one vector (``simd``'s Vec4: value, error and the error two pixels on are each one register instead of three), and
-# the next pixel's value taken as ``n + v * w - palw[k]`` with the palette pre-multiplied by the right-hand tap
-# (``simd.pick_pair``), so the chain from one pixel to the next is: clamp, cell, pair code, one palette load, one
-# subtraction. Cells of 3+ candidates and memo misses go the same way as in ``_diffuse``. Measured when written
-# (bench_quantize's images, 512x512 to PICO-8, same process, identical results; a prototype of this loop called
-# directly against the previous loops through ``quantize``): 0.81-0.82x the time of ``_diffuse_opaque_rgb`` on random
-# input and 0.80-0.85x on the gradient for the other kernels, 0.86x that of the Floyd-Steinberg loop on both (both
-# loops removed then). The loop keeps ``_diffuse_fixed``'s arguments (one signature for ``build_kernels``) and
-# builds its int32 palette, the palette times the tap and the output table as words itself (N + 1 rows: nothing
-# next to a 512x512 image).
+# Error diffusion without damping, the most used case, has a loop of its own for both distances: ``_diffuse``'s, with
+# each pixel's three channels in one vector (``simd``'s Vec4: value, error and the error two pixels on are each one
+# register instead of three), and the next pixel's value taken as ``n + v * w - palw[k]`` with the palette
+# pre-multiplied by the right-hand tap (``simd.pick_pair``), so the chain from one pixel to the next is: clamp, cell,
+# pair code, one palette load, one subtraction. Cells of 3+ candidates and memo misses go the same way as in
+# ``_diffuse``. Measured when written (bench_quantize's images, 512x512 to PICO-8, same process, identical results; a
+# prototype of this loop called directly against the previous loops through ``quantize``): 0.81-0.82x the time of
+# ``_diffuse_opaque_rgb`` on random input and 0.80-0.85x on the gradient for the other kernels, 0.86x that of the
+# Floyd-Steinberg loop on both (both loops removed then). The loop keeps ``_diffuse_fixed``'s arguments (one signature
+# for ``build_kernels``) and builds its int32 palette, the palette times the tap and the output table as words itself
+# (N + 1 rows: nothing next to a 512x512 image).
 # Its error rows hold four int32 lanes per pixel (R, G, B, 0), spread to the rows below once the row is done
 # (``_taps_below``: eight lanes, two pixels, a vector where the CPU has AVX2), and the colours a row used are marked
 # after it (``_mark_used``), not per pixel. Both used to run in the pixel loop, the spreading one cell two pixels
@@ -977,18 +968,26 @@ def _diffuse_opaque_lab(
 # Xeon with AVX-512 0.80-0.83x / 0.91-0.93x against 0.76-0.77x / 0.86-0.93x. On Zen 3 the pass alone took
 # 0.78-0.89x / 0.89-1.11x; writing the image after the row as well lost (0.83-0.88x / 0.97-0.98x against
 # 0.72-0.78x / 0.90-0.93x).
-# Not used for a cell table of other than ``GBITS`` (its shifts are constants) nor for an image of one pixel (each
+# OKLab takes the same loop with its cell table's size, 32^3 (``LAB_DIFFUSION_GBITS``), and each pair cell's choice by
+# its mask's bit (``simd.pick_bit``, a predicted branch as in ``_diffuse``) instead of two distances. Against the loop
+# of its own it had (``_diffuse``'s body for opaque pixels, removed), per-round ratios to Pillow's FS, Zen 3, JIT,
+# same process, PICO-8, Floyd-Steinberg, Jarvis-Judice-Ninke, Atkinson and Sierra Lite, identical results: 0.80-0.93x
+# on random and 0.90-0.96x on the gradient against 1.11-1.33x and 1.16-1.25x. The mask's choice made before
+# ``pick_pair`` instead (LLVM chose a select, which puts the mask's loads on the chain) took 1.34-1.52x.
+# Not used for a cell table of another size (its shifts are constants) nor for an image of one pixel (each
 # iteration reads the next pixel, at least pixel 1, whose word lies past such an image: see ``simd.pixel_at``).
 _zero4 = _pixel_at = _first_pixel = _value4 = _code_cell = _lane = _scaled = _pick_pair = _store4 = _put_pixel = None
+_pick_bit = None
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _diffuse_vector(
-    ch, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands, gbits, codes, shift,
-    table, out_idx, out_img, used,
+    ch, lab, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands, codes, shift,
+    masks, slots, table, out_idx, out_img, used,
 ):
     # ``ch``: 3 or 4 channels, a constant in each entry point (the pixel reads and writes differ); with 4, pixels
-    # below ``alpha_threshold`` are transparent as in ``_diffuse``.
+    # below ``alpha_threshold`` are transparent as in ``_diffuse``. ``lab``: OKLab distance (a constant too), whose
+    # pair cells choose by their mask's bit (``pair_masks``) and whose cells are ``LAB_DIFFUSION_GBITS`` wide.
     h, w = src.shape[0], src.shape[1]
     n = pal4.shape[0] // 4
     flat, oidx, oimg, _ = _views(src, out_idx, out_img)
@@ -1006,6 +1005,7 @@ def _diffuse_vector(
             words[k] |= np.uint32(table[k * ch + c]) << np.uint32(8 * c)
     last = np.uint64(h * w - 1)
     one = np.uint64(1)
+    wsh = np.uint64(3 * (8 - LAB_DIFFUSION_GBITS) - 6)  # a pair's mask: 2^wsh words
     pad = 2
     stride = w + 2 * pad
     acc = np.zeros(3 * stride * 4, dtype=np.int32)  # a ring of three rows' collected error
@@ -1035,7 +1035,10 @@ def _diffuse_vector(
                 c2 = _zero4()
                 _store4(err, np.uint64(4 * (x + pad)), c2)
             else:
-                v, cell, low = _code_cell(t, GBITS)
+                if lab:
+                    v, cell, low = _code_cell(t, LAB_DIFFUSION_GBITS)
+                else:
+                    v, cell, low = _code_cell(t, GBITS)
                 ka, kb = _pair(codes[cell], shift)
                 # the memo's block, read for every pixel before the branch: a 3+ cell then waits for one load, not
                 # two (1-2% less time on both images, same results)
@@ -1044,8 +1047,13 @@ def _diffuse_vector(
                     ka = kb = np.int64(memo[block + low]) - 1
                     if ka < 0:
                         vr, vg, vb = _lane(v, 0), _lane(v, 1), _lane(v, 2)
-                        ka = kb = _fill(False, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2, gbits)
-                k, e, t = _pick_pair(v, pal, palw, ka, kb, nv, w01)
+                        ka = kb = _fill(lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2,
+                                        LAB_DIFFUSION_GBITS if lab else GBITS)
+                if lab:  # every cell has a mask, an all-zero one (slot 0) but for pairs
+                    word = masks[(np.uint64(slots[cell]) << wsh) | (low >> np.uint64(6))]
+                    k, e, t = _pick_bit(v, pal, palw, ka, kb, nv, w01, (word >> (low & np.uint64(63))) & one)
+                else:
+                    k, e, t = _pick_pair(v, pal, palw, ka, kb, nv, w01)
                 oidx[p] = k
                 _put_pixel(oimg, p * uch, words, k, ch)
                 c2 = _scaled(e, w02)
@@ -1060,8 +1068,8 @@ def _diffuse_vector_rgb(
     use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
     moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
-    _diffuse_vector(3, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
-                    gbits, codes, shift, table, out_idx, out_img, used)
+    _diffuse_vector(3, False, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
+                    codes, shift, masks, slots, table, out_idx, out_img, used)
 
 
 @njit(cache=True, nogil=True)
@@ -1069,8 +1077,26 @@ def _diffuse_vector_rgba(
     use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
     moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
-    _diffuse_vector(4, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
-                    gbits, codes, shift, table, out_idx, out_img, used)
+    _diffuse_vector(4, False, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
+                    codes, shift, masks, slots, table, out_idx, out_img, used)
+
+
+@njit(cache=True, nogil=True)
+def _diffuse_vector_lab_rgb(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+):
+    _diffuse_vector(3, True, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
+                    codes, shift, masks, slots, table, out_idx, out_img, used)
+
+
+@njit(cache=True, nogil=True)
+def _diffuse_vector_lab_rgba(
+    use_lab, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info, blk, memo,
+    moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
+):
+    _diffuse_vector(4, True, src, alpha_threshold, pal4, wts, serpentine, pal_cmp, lin, m1, m2, blk, memo, moff, cands,
+                    codes, shift, masks, slots, table, out_idx, out_img, used)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1708,7 +1734,8 @@ def _intrinsics() -> dict[str, Any]:
             "_TABLE_FIRST": simd.table_first(),
             "_zero4": simd.zero4, "_pixel_at": simd.pixel_at,
             "_first_pixel": simd.first_pixel, "_value4": simd.value4, "_code_cell": simd.code_cell,
-            "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_store4": simd.store4,
+            "_lane": simd.lane, "_scaled": simd.scaled, "_pick_pair": simd.pick_pair, "_pick_bit": simd.pick_bit,
+            "_store4": simd.store4,
             "_put_pixel": simd.put_pixel}
 
 
@@ -2167,14 +2194,12 @@ def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: Erro
         flat_levels = np.ascontiguousarray(levels, dtype=np.uint8).reshape(-1)
         if flat_levels.shape[0] != src.shape[0] * src.shape[1]:  # the loop reads it without bounds checks
             raise ValueError(f"levels of {levels.shape} for an image of {src.shape[:2]}")
-    opaque = src.shape[2] == 3 or alpha_threshold <= 0  # no alpha is below a threshold of 0
-    if damp_limit >= 0:
-        name = "_diffuse_fixed"
-    elif not lk.use_lab:
-        vector = t.gbits == GBITS and src.shape[0] * src.shape[1] > 1 and sys.byteorder == "little"
-        name = ("_diffuse_vector_rgb" if src.shape[2] == 3 else "_diffuse_vector_rgba") if vector else "_diffuse_fixed"
+    vector = (damp_limit < 0 and t.gbits == (LAB_DIFFUSION_GBITS if lk.use_lab else GBITS)
+              and src.shape[0] * src.shape[1] > 1 and sys.byteorder == "little")
+    if vector:
+        name = f"_diffuse_vector_{'lab_' if lk.use_lab else ''}{'rgb' if src.shape[2] == 3 else 'rgba'}"
     else:
-        name = "_diffuse_opaque_lab" if opaque else "_diffuse_fixed"
+        name = "_diffuse_fixed"
     _jit.kernel(_SELF, name, t.info.dtype, codes.dtype, out.indices.dtype)(
         lk.use_lab, src, alpha_threshold, pal4.ravel(), kernel_weights(kernel, strength), np.int64(damp_limit),
         flat_levels, serpentine, *lk.loop_args, codes, shift, masks, slots, table, out.indices, out.image, out.used,

@@ -966,6 +966,26 @@ def scaled(typingctx, v, w):
     return vec4(v, w), codegen
 
 
+def _pick(context, builder, signature, args, second_of) -> ir.Value:
+    """``pick_pair``'s and ``pick_bit``'s result: colour ``kb`` where ``second_of(da, db)`` (an i1) says so, else
+    ``ka``. Both colours' errors and next values are computed before the choice, between opaque vectors (see
+    ``_opaque``): the choice is a predicted branch, not a load from a selected address."""
+    v, pal_arr, palw_arr, ka, kb, n, w = args[:7]
+    pal_base = _data(context, builder, signature.args[1], pal_arr)
+    palw_base = _data(context, builder, signature.args[2], palw_arr)
+    at_a = builder.shl(_i64(builder, ka), ir.Constant(I64, 2))
+    at_b = builder.shl(_i64(builder, kb), ir.Constant(I64, 2))
+    da = builder.sub(v, _vec_at(builder, pal_base, at_a))
+    db = builder.sub(v, _vec_at(builder, pal_base, at_b))
+    vwn = builder.add(n, builder.mul(v, _splat(builder, builder.trunc(_i64(builder, w), I32), V4)))
+    ta = _opaque(builder, builder.sub(vwn, _vec_at(builder, palw_base, at_a)))
+    tb = _opaque(builder, builder.sub(vwn, _vec_at(builder, palw_base, at_b)))
+    second = second_of(da, db)
+    k = builder.select(second, _i64(builder, kb), _i64(builder, ka))
+    return context.make_tuple(builder, signature.return_type,
+                              [k, builder.select(second, db, da), builder.select(second, tb, ta)])
+
+
 @intrinsic
 def pick_pair(typingctx, v, pal, palw, ka, kb, n, w):
     """Of colours ``ka`` and ``kb`` the nearer to code value ``v`` by squared distance (strict: ``ka`` on ties, as
@@ -974,29 +994,31 @@ def pick_pair(typingctx, v, pal, palw, ka, kb, n, w):
     and its last step a load and a subtraction: the distances and their comparison stay off the chain from one
     pixel to the next (a branch predicts the choice; see ``_opaque``)."""
     def codegen(context, builder, signature, args):
-        v, pal_arr, palw_arr, ka, kb, n, w = args
-        pal_base = _data(context, builder, signature.args[1], pal_arr)
-        palw_base = _data(context, builder, signature.args[2], palw_arr)
-        at_a = builder.shl(_i64(builder, ka), ir.Constant(I64, 2))
-        at_b = builder.shl(_i64(builder, kb), ir.Constant(I64, 2))
-        da = builder.sub(v, _vec_at(builder, pal_base, at_a))
-        db = builder.sub(v, _vec_at(builder, pal_base, at_b))
-        vwn = builder.add(n, builder.mul(v, _splat(builder, builder.trunc(_i64(builder, w), I32), V4)))
-        ta = _opaque(builder, builder.sub(vwn, _vec_at(builder, palw_base, at_a)))
-        tb = _opaque(builder, builder.sub(vwn, _vec_at(builder, palw_base, at_b)))
-        # both squared distances in one 8-lane vector, summed over each half's lanes
-        v8 = ir.VectorType(I32, 8)
-        d = builder.shuffle_vector(da, db, ir.Constant(v8, list(range(8))))
-        sq = builder.mul(d, d)
-        sq = builder.add(sq, builder.shuffle_vector(sq, sq, ir.Constant(v8, [1, 0, 3, 2, 5, 4, 7, 6])))
-        sq = builder.add(sq, builder.shuffle_vector(sq, sq, ir.Constant(v8, [2, 3, 0, 1, 6, 7, 4, 5])))
-        second = builder.icmp_signed("<", builder.extract_element(sq, ir.Constant(I32, 4)),
-                                     builder.extract_element(sq, ir.Constant(I32, 0)))
-        k = builder.select(second, _i64(builder, kb), _i64(builder, ka))
-        return context.make_tuple(builder, signature.return_type,
-                                  [k, builder.select(second, db, da), builder.select(second, tb, ta)])
+        def second_of(da, db):
+            # both squared distances in one 8-lane vector, summed over each half's lanes
+            v8 = ir.VectorType(I32, 8)
+            d = builder.shuffle_vector(da, db, ir.Constant(v8, list(range(8))))
+            sq = builder.mul(d, d)
+            sq = builder.add(sq, builder.shuffle_vector(sq, sq, ir.Constant(v8, [1, 0, 3, 2, 5, 4, 7, 6])))
+            sq = builder.add(sq, builder.shuffle_vector(sq, sq, ir.Constant(v8, [2, 3, 0, 1, 6, 7, 4, 5])))
+            return builder.icmp_signed("<", builder.extract_element(sq, ir.Constant(I32, 4)),
+                                       builder.extract_element(sq, ir.Constant(I32, 0)))
+
+        return _pick(context, builder, signature, args, second_of)
 
     return types.Tuple((types.int64, vec4, vec4))(v, pal, palw, ka, kb, n, w), codegen
+
+
+@intrinsic
+def pick_bit(typingctx, v, pal, palw, ka, kb, n, w, bit):
+    """``pick_pair`` with the choice given: colour ``kb`` where ``bit`` is not 0 (an OKLab pair's mask bit, see
+    ``dither.pair_masks``), else ``ka``. A branch on the bit, so the mask's loads stay off the chain as the
+    distances do in ``pick_pair``."""
+    def codegen(context, builder, signature, args):
+        return _pick(context, builder, signature, args,
+                     lambda da, db: builder.icmp_unsigned("!=", _i64(builder, args[7]), ir.Constant(I64, 0)))
+
+    return types.Tuple((types.int64, vec4, vec4))(v, pal, palw, ka, kb, n, w, bit), codegen
 
 
 @intrinsic
@@ -1036,5 +1058,5 @@ def put_pixel(typingctx, out, q, table32, k, ch):
 
 __all__ = ["COLOURS", "LANES", "code_cell", "emit16", "emit_rgb", "femit16", "femit16c", "fill16", "first_pixel",
            "fkeys16", "fkeys16c", "fkeys16x2", "floats16", "host_has_vnni", "keys16", "keys16x2", "lane", "load16",
-           "max_keys", "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16",
+           "max_keys", "pick_bit", "pick_pair", "pixel_at", "put_pixel", "rgb16", "scaled", "shared_cell", "splat16",
            "store16", "store4", "triple16", "value4", "vec16", "vec4", "vecf16", "wide_registers", "zero4"]
