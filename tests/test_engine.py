@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import heapq
 import io
 import json
@@ -267,18 +268,22 @@ async def test_node_failure_fails_the_job_with_the_node_named(make_engine, comfy
 async def test_a_check_of_a_prompt_that_straddles_its_cancel_leaves_the_job_cancelled(make_engine, comfy_double):
     """The watchdog's check of a queued prompt reads ComfyUI's history and queue; when a cancel deletes the prompt
     while those reads are out (seen under load on PostgreSQL), the check finds it gone. The job stays cancelled,
-    both when the cancel has ended and while it is under way, and is not submitted again."""
+    both when the cancel has ended and while it is under way, and is not submitted again; nor does putting an ended
+    job back in the queue revive it, and a cancel cut off while it waits for ComfyUI still ends its job."""
     comfy_double.step_delay = 0.2
     engine = await make_engine()
     tracker = engine._tracker
     first = await engine.submit("txt2img", {**P, "steps": 20})
     second = await engine.submit("txt2img", P)
     third = await engine.submit("txt2img", P)
+    fourth = await engine.submit("txt2img", P)
     conn = tracker.connections[second.backend]
     pid, pid3 = second.prompt_id, third.prompt_id
     assert pid is not None and pid3 is not None
     assert await engine.cancel(second.id) is True
     await tracker.check_prompt(conn, second)  # what a check begun before the cancel goes on to do
+    assert second.status == "cancelled" and second.prompt_id == pid
+    tracker.dispatcher.requeue(second, front=True)
     assert second.status == "cancelled" and second.prompt_id == pid
     # a cancel under way: asked for, its delete sent, its own read of the queue not back yet
     tracker.runs.get(third.id).cancel_requested = True
@@ -286,10 +291,18 @@ async def test_a_check_of_a_prompt_that_straddles_its_cancel_leaves_the_job_canc
     await tracker.check_prompt(conn, third)
     assert third.status == "queued" and third.prompt_id == pid3
     assert await engine.cancel(third.id) is True and third.status == "cancelled"
+    comfy_double.queue_delay = 5.0  # the cancel's read of the queue hangs; its caller gives up
+    cut = asyncio.create_task(engine.cancel(fourth.id))
+    await asyncio.sleep(0.3)
+    cut.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cut
+    assert fourth.status == "cancelled"
+    comfy_double.queue_delay = 0.0
     await engine.cancel(first.id)
     await asyncio.sleep(0.3)
     assert [p["prompt_id"] for p in comfy_double.prompts if p.get("prompt_id") in (pid, pid3)] == [pid, pid3]
-    assert len(comfy_double.prompts) == 3 and not {pid, pid3} & set(comfy_double.executed_prompts)
+    assert len(comfy_double.prompts) == 4 and not {pid, pid3, fourth.prompt_id} & set(comfy_double.executed_prompts)
 
 
 async def test_cancel_queued_deletes_from_comfyui_queue(make_engine, comfy_double):

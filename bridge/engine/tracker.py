@@ -296,12 +296,14 @@ class Tracker:
             if pid in pending:
                 return
             entry = await conn.client.history(pid)  # it may have finished between the two reads
-        run = self.runs.get(job.id)
-        if job.done or (run is not None and run.cancel_requested):
-            return  # cancelled while the reads were out: its prompt left the queue by the cancel's own delete
+        if job.done:
+            return  # ended (cancelled, say) while the reads were out
         if entry is not None:
             await self.finalize(conn, job, entry)
             return
+        run = self.runs.get(job.id)
+        if run is not None and run.cancel_requested:
+            return  # a cancel under way deleted it: the cancel ends the job
         if job.status == "running" and not (self.requeue_on_backend_death and job.attempts < 2):
             self.fail(job, f"ComfyUI backend {conn.url} lost the job (it restarted while the job was running)")
             return
@@ -339,16 +341,15 @@ class Tracker:
                 await conn.client.delete_from_queue([pid])
                 running, _ = await conn.client.queued_ids()
                 if pid not in running:
-                    self.finish(job, "cancelled", None)
                     return True
             await conn.client.interrupt(pid)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.table.done_event(job.id).wait(), self.cancel_grace)
         except BackendError as exc:
             log.warning("job %s: cancel could not reach %s (%s)", job.id, conn.url, exc)
+        finally:
+            # also when the cancel is cut off (its caller went away): a job asked to stop never stays waiting
             self.finish(job, "cancelled", None)
-            return True
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.table.done_event(job.id).wait(), self.cancel_grace)
-        self.finish(job, "cancelled", None)
         return True
 
     # ------------------------------------------------------------------ watchdog: timeouts, missed messages
