@@ -321,11 +321,14 @@ def test_error_diffusion_takes_the_loop_its_pixels_need(monkeypatch, channels, m
     assert diffusion == [loop]
 
 
-@pytest.mark.parametrize(("shape", "gbits"), [((1, 1, 3), dither.GBITS), ((1, 1, 4), dither.GBITS),
-                                             ((7, 9, 3), dither.LAB_DIFFUSION_GBITS)])
-def test_srgb_diffusion_falls_back_to_the_general_loop(monkeypatch, shape, gbits):
-    """An image of one pixel (the vector loops read the next pixel's word) and a cell table of another size (their
-    shifts are constants) go through the general loop, with the reference's result."""
+@pytest.mark.parametrize(("shape", "gbits", "distance"), [
+    ((1, 1, 3), dither.GBITS, "rgb"), ((1, 1, 4), dither.GBITS, "rgb"), ((7, 9, 3), dither.LAB_DIFFUSION_GBITS, "rgb"),
+    ((1, 1, 3), dither.LAB_DIFFUSION_GBITS, "oklab"), ((7, 9, 3), dither.GBITS, "oklab"),
+])
+def test_diffusion_falls_back_to_the_general_loop(monkeypatch, shape, gbits, distance):
+    """An image of one pixel (the vector loops read the next pixel's word) and a cell table of another size than
+    the vector loop's for the distance (its shifts are constants) go through the general loop, with the reference's
+    result."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
@@ -334,13 +337,13 @@ def test_srgb_diffusion_falls_back_to_the_general_loop(monkeypatch, shape, gbits
     monkeypatch.setattr(dither._jit, "kernel", lambda m, name, *v: taken.append(name) or kernel(m, name, *v))
     img = np.random.default_rng(8).integers(0, 256, shape, dtype=np.uint8)
     pal = named_palette("pico-8").colors
-    lk = qz._lookup(pal.tobytes(), False, gbits)
+    lk = qz._lookup(pal.tobytes(), distance == "oklab", gbits)
     table = np.zeros((17, shape[2]), np.uint8)
     table[:16, :3] = pal
     out = dither.Target(table, np.empty(shape[:2], np.uint8), np.empty_like(img), np.zeros(17, np.uint8))
     dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["atkinson"], out)
     assert [n for n in taken if n.startswith("_diffuse")] == ["_diffuse_fixed"]
-    ref = _diffusion_fixed_reference(img, pal, dither.ERROR_KERNELS["atkinson"], True, 1.0, "rgb")
+    ref = _diffusion_fixed_reference(img, pal, dither.ERROR_KERNELS["atkinson"], True, 1.0, distance)
     assert np.array_equal(out.indices, ref)
 
 

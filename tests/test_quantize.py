@@ -1041,13 +1041,13 @@ for i, pal in enumerate(pals):
                 r = quantize(img if i != 2 else img[..., :3].copy(), pal, dither=m, distance=d, damping=damping)
                 out[f"{i} {m} {d} {damping}"] = r.indices.astype(int).ravel().tolist()
     # no alpha: the vectorised searches (keys up to 32 colours, table-first beyond, and in OKLab), without
-    # dithering and ordered (31 columns: rows start off a multiple of 4), and the opaque error-diffusion loops
+    # dithering and ordered (31 columns: rows start off a multiple of 4), and the error-diffusion vector loops
     for m in ("none", "bayer-2x2", "bayer-8x8", "blue-noise", "floyd-steinberg", "jarvis-judice-ninke"):
         for d in ("rgb", "oklab"):
             r = quantize(img[..., :3].copy(), pal, dither=m, distance=d)
             out[f"{i} {m} {d} rgb"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist(),
                                        r.colors_used]
-    # RGBA with nothing transparent: the opaque error-diffusion loops with four channels
+    # RGBA with nothing transparent: the error-diffusion vector loops with four channels
     for d in ("rgb", "oklab"):
         r = quantize(img, pal, dither="jarvis-judice-ninke", distance=d, alpha_threshold=0)
         out[f"{i} jjn {d} rgba 0"] = [r.indices.astype(int).ravel().tolist(), r.image.astype(int).ravel().tolist()]

@@ -700,10 +700,10 @@ def _emit(oidx, oimg, used, table, p, uch, k):
     used[uk] = 1
 
 
-# Every kernel runs in this fixed point (see ``kernel_weights``). With OKLab distance, or damping, or a cell table
-# of another size than ``GBITS``: one loop body for all (``_diffuse``; sRGB otherwise takes the vector loop below),
-# whose taps are integer weights on a 5x3 window (dx -2..2, dy 0..2), so each of its two compiled entry points
-# serves every kernel. Only the current row's two right-hand
+# Every kernel runs in this fixed point (see ``kernel_weights``). With damping, a cell table of another size than
+# the vector loop's, an image of one pixel or a big-endian machine: one loop body for all (``_diffuse``; every
+# other case takes the vector loop below), whose taps are integer weights on a 5x3 window (dx -2..2, dy 0..2), so
+# its compiled entry point serves every kernel and both distances. Only the current row's two right-hand
 # taps are on the chain from one pixel to the next; the error a row passes to the two rows below is kept per pixel
 # and spread once the row is done, by ``_rows_below``, a loop without that chain which the compiler turns into
 # vector instructions (the spreading used to run in the pixel loop: measured when it moved, same process, 512x512
@@ -845,8 +845,8 @@ def _diffuse(
     use_lab, alpha, damp, src, alpha_threshold, pal4, wts, damp_limit, levels, serpentine, pal_cmp, lin, m1, m2, info,
     blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
-    # The loop of ``_diffuse_fixed``: damping, a cell table of another size than the vector loops' and images of one
-    # pixel (the vector loops below take every other case).
+    # The loop of ``_diffuse_fixed``: damping, a cell table of another size than the vector loops', images of one
+    # pixel and big-endian machines (the vector loops below take every other case).
     # Inlined although it has branches (see the helpers above): each entry point calls it once per image, so the
     # reference counting that costs is paid once, not per pixel.
     # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
@@ -963,11 +963,11 @@ def _diffuse_fixed(
 # (``_taps_below``: eight lanes, two pixels, a vector where the CPU has AVX2), and the colours a row used are marked
 # after it (``_mark_used``), not per pixel. Both used to run in the pixel loop, the spreading one cell two pixels
 # behind with four lanes, to fill the loop's waits. Per-round ratios to Pillow's FS, PICO-8, JIT, same process,
-# Floyd-Steinberg, Jarvis-Judice-Ninke, Atkinson and Sierra Lite, identical results, random / gradient: on an AMD
-# EPYC of the Zen 3 generation 0.72-0.82x / 0.84-0.95x against 1.02-1.09x / 1.25-1.34x in the loop; on an Intel
-# Xeon with AVX-512 0.80-0.83x / 0.91-0.93x against 0.76-0.77x / 0.86-0.93x. On Zen 3 the pass alone took
-# 0.78-0.89x / 0.89-1.11x; writing the image after the row as well lost (0.83-0.88x / 0.97-0.98x against
-# 0.72-0.78x / 0.90-0.93x).
+# Floyd-Steinberg, Jarvis-Judice-Ninke, Atkinson and Sierra Lite, identical results, random / gradient: on an AMD EPYC
+# of the Zen 3 generation 0.72-0.82x / 0.84-0.95x against 1.02-1.09x / 1.25-1.34x in the loop; on two Intel Xeon
+# machines with AVX-512 0.80-0.83x / 0.91-0.93x against 0.76-0.77x / 0.86-0.93x and 0.81-0.85x / 0.90-0.96x against
+# 0.91-0.94x / 1.09-1.14x. On Zen 3 the pass alone took 0.78-0.89x / 0.89-1.11x; writing the image after the row as
+# well lost (0.83-0.88x / 0.97-0.98x against 0.72-0.78x / 0.90-0.93x).
 # OKLab takes the same loop with its cell table's size, 32^3 (``LAB_DIFFUSION_GBITS``), and each pair cell's choice by
 # its mask's bit (``simd.pick_bit``, a predicted branch as in ``_diffuse``) instead of two distances. Against the loop
 # of its own it had (``_diffuse``'s body for opaque pixels, removed), per-round ratios to Pillow's FS, Zen 3, JIT,

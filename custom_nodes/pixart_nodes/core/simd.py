@@ -1,5 +1,5 @@
 """Vector instructions numba's compiler does not reach by itself (``dither``): a pixel's three channels as one
-``<4 x i32>`` value for the sRGB error-diffusion loop (portable LLVM vector IR, every CPU), and the sRGB
+``<4 x i32>`` value for the error-diffusion loop (portable LLVM vector IR, every CPU), and the sRGB
 nearest-colour searches of up to 32 colours: sixteen pixels a vector, as integer keys on CPUs with AVX-512 VNNI,
 as float32 keys (portable) on the others.
 
@@ -11,7 +11,7 @@ values per pixel (value, next value, error and the error two pixels on, three ch
 spilled the rest, about 155 instructions a pixel, 49 of them stack traffic. As ``Vec4`` values (R, G, B, 0 in 32-bit
 lanes) each of those is one vector register and one instruction per operation. The ops below are what the loop
 needs, each inlined into it: the pixel's value, the clamp to a code value with its cell index, the pick between a
-pair's two colours, the stores, the spreading of a pixel's error to the rows below.
+pair's two colours (by their sRGB distances, or an OKLab pair's mask bit), the stores.
 
 **The VNNI search.** The search's keys (``dither.vnni_keys``) rank colours by an integer form of the squared sRGB
 distance that one AVX-512 VNNI instruction (``vpdpbusd``: four unsigned-byte by signed-byte products summed into a
