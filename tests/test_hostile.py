@@ -448,24 +448,29 @@ def _get(port: int, path: str) -> bytes:
 async def test_slow_headers_are_cut_off(tmp_path: Path, comfy_double: Any) -> None:
     runner, listener, port = await _serve(tmp_path, comfy_double.url, header_timeout=0.5)
     try:
-        def slowloris() -> tuple[bool, float]:
+        def slowloris() -> bool:
+            """True when the server hung up while this client was still sending header lines."""
             sock = socket.create_connection(("127.0.0.1", port))
-            start = time.monotonic()
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             try:
-                for i in range(40):  # one header line every 0.1 s: 4 s if nobody stops it
+                # One byte of a header every 0.1 s for up to 60 s: far past the 0.5 s allowed, yet short of aiohttp's
+                # own 75 s keep-alive and of its limits on a header (16 KiB, 128 lines), so only the header timeout
+                # can end it. No wall-clock bound is asserted: a machine that pauses (CI once stalled 17 s) pauses
+                # this client too, and it is still cut off mid-header.
+                for _ in range(600):
                     time.sleep(0.1)
-                    sock.sendall(f"X-Slow-{i}: 1\r\n".encode())
+                    sock.sendall(b"a")
             except (BrokenPipeError, ConnectionResetError):
-                return True, time.monotonic() - start
-            closed = sock.recv(1) == b""
-            return closed, time.monotonic() - start
+                return True
+            finally:
+                sock.close()
+            return False
 
         # Many at once, as an attack comes: every one is cut off, none is left holding the server.
         loop = asyncio.get_running_loop()
         with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
             results = await asyncio.gather(*(loop.run_in_executor(pool, slowloris) for _ in range(50)))
-        assert all(closed and took < 3.5 for closed, took in results), results
+        assert all(results), results
         assert (await asyncio.to_thread(_get, port, "/health")).startswith(b"HTTP/1.1 200")
     finally:
         await _stop(runner, listener)
