@@ -70,6 +70,10 @@ ERROR_KERNELS: dict[str, ErrorKernel] = {
 }
 
 _SELF = sys.modules[__name__]
+# The searches' sums may be contracted into fused multiply-adds (9% less time for none/sRGB, the same answers):
+# in sRGB every product and partial sum is an integer below 2^24, exact in float32 either way; in OKLab a fused
+# step rounds once where the unfused rounds twice, so the float32 error bound behind LAB_MARGIN still holds.
+_CONTRACT = {"contract"}
 
 ORDERED_METHODS = ("bayer-2x2", "bayer-4x4", "bayer-8x8", "blue-noise")
 
@@ -223,18 +227,46 @@ def _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist, near, ke
 
 
 @njit(cache=True, nogil=True)
+def _cbrt64(x, y, m):
+    """``y[:m]`` = cube roots of ``x[:m]`` (float64, >= 0) within 1e-15 relative (1e-10 and 1e-15 before and after
+    the fourth step, over 1e-6..1): the inverse cube root's bit-level first guess, four Newton steps ``a (4 - x a^3)
+    / 3``, then ``x a^2`` (0 for 0). glibc's ``cbrt`` took two thirds of an OKLab cell table's build."""
+    xi = x.view(np.uint64)
+    yi = y.view(np.uint64)
+    for i in range(m):
+        yi[i] = np.uint64(0x553EF0FF289DD796) - xi[i] // np.uint64(3)
+    third = 1.0 / 3.0
+    for i in range(m):
+        v = x[i]
+        a = y[i]
+        a = a * (4.0 - v * a * a * a) * third
+        a = a * (4.0 - v * a * a * a) * third
+        a = a * (4.0 - v * a * a * a) * third
+        a = a * (4.0 - v * a * a * a) * third
+        y[i] = v * a * a
+
+
+@njit(cache=True, nogil=True)
 def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, dist, near, keep):
-    """Like ``_box_keep_rgb`` for the linear-light box ``[x0[0],x0[1]] x [x1[0],x1[1]] x [x2[0],x2[1]]``."""
+    """Like ``_box_keep_rgb`` for the linear-light box ``[x0[0],x0[1]] x [x1[0],x1[1]] x [x2[0],x2[1]]``. ``cone`` and
+    ``root`` (27 each): the LMS values of the eight corners and the centre, and their cube roots."""
     for corner in range(8):
         l0 = x0[corner & 1]
         l1 = x1[(corner >> 1) & 1]
         l2 = x2[corner >> 2]
         for i in range(3):
-            cone[corner, i] = m1[i, 0] * l0 + m1[i, 1] * l1 + m1[i, 2] * l2
-            root[corner, i] = np.cbrt(cone[corner, i])
-        q0 = m2[0, 0] * root[corner, 0] + m2[0, 1] * root[corner, 1] + m2[0, 2] * root[corner, 2]
-        q1 = m2[1, 0] * root[corner, 0] + m2[1, 1] * root[corner, 1] + m2[1, 2] * root[corner, 2]
-        q2 = m2[2, 0] * root[corner, 0] + m2[2, 1] * root[corner, 1] + m2[2, 2] * root[corner, 2]
+            cone[3 * corner + i] = m1[i, 0] * l0 + m1[i, 1] * l1 + m1[i, 2] * l2
+    c0 = 0.5 * (x0[0] + x0[1])
+    c1 = 0.5 * (x1[0] + x1[1])
+    c2 = 0.5 * (x2[0] + x2[1])
+    for i in range(3):
+        cone[24 + i] = m1[i, 0] * c0 + m1[i, 1] * c1 + m1[i, 2] * c2
+    _cbrt64(cone, root, 27)
+    for corner in range(8):
+        r0, r1, r2 = root[3 * corner], root[3 * corner + 1], root[3 * corner + 2]
+        q0 = m2[0, 0] * r0 + m2[0, 1] * r1 + m2[0, 2] * r2
+        q1 = m2[1, 0] * r0 + m2[1, 1] * r1 + m2[1, 2] * r2
+        q2 = m2[2, 0] * r0 + m2[2, 1] * r1 + m2[2, 2] * r2
         best = 0
         for j in range(ncand):
             k = cand[j]
@@ -243,15 +275,8 @@ def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, di
             if d < dist[corner, best]:
                 best = j
         near[corner] = best
-    c0 = 0.5 * (x0[0] + x0[1])
-    c1 = 0.5 * (x1[0] + x1[1])
-    c2 = 0.5 * (x2[0] + x2[1])
-    lc0 = m1[0, 0] * c0 + m1[0, 1] * c1 + m1[0, 2] * c2
-    lc1 = m1[1, 0] * c0 + m1[1, 1] * c1 + m1[1, 2] * c2
-    lc2 = m1[2, 0] * c0 + m1[2, 1] * c1 + m1[2, 2] * c2
-    rc0 = np.cbrt(lc0)
-    rc1 = np.cbrt(lc1)
-    rc2 = np.cbrt(lc2)
+    lc0, lc1, lc2 = cone[24], cone[25], cone[26]
+    rc0, rc1, rc2 = root[24], root[25], root[26]
     count = 0
     for j in range(ncand):
         keep[j] = True
@@ -273,17 +298,17 @@ def _box_keep_lab(pal_lab, norm, m1, m2, x0, x1, x2, cand, ncand, cone, root, di
                 s = const
                 # concave terms exactly; convex ones by their tangent at the centre (a lower bound)
                 if u0 >= 0.0:
-                    s += u0 * root[corner, 0]
+                    s += u0 * root[3 * corner + 0]
                 else:
-                    s += u0 * (rc0 + (cone[corner, 0] - lc0) / (3.0 * rc0 * rc0))
+                    s += u0 * (rc0 + (cone[3 * corner + 0] - lc0) / (3.0 * rc0 * rc0))
                 if u1 >= 0.0:
-                    s += u1 * root[corner, 1]
+                    s += u1 * root[3 * corner + 1]
                 else:
-                    s += u1 * (rc1 + (cone[corner, 1] - lc1) / (3.0 * rc1 * rc1))
+                    s += u1 * (rc1 + (cone[3 * corner + 1] - lc1) / (3.0 * rc1 * rc1))
                 if u2 >= 0.0:
-                    s += u2 * root[corner, 2]
+                    s += u2 * root[3 * corner + 2]
                 else:
-                    s += u2 * (rc2 + (cone[corner, 2] - lc2) / (3.0 * rc2 * rc2))
+                    s += u2 * (rc2 + (cone[3 * corner + 2] - lc2) / (3.0 * rc2 * rc2))
                 if s <= 1e-9:  # margin for rounding in this bound and in the loops' conversion
                     beaten = False
                     break
@@ -306,8 +331,8 @@ def _level(use_lab, pal, pal_lab, norm, lin, m1, m2, bits, pstarts, pflat):
     top = bits == 3
     dist_i = np.empty((8, n), dtype=np.int64)
     dist_f = np.empty((8, n))
-    cone = np.empty((8, 3))
-    root = np.empty((8, 3))
+    cone = np.empty(27)
+    root = np.empty(27)
     near = np.empty(8, dtype=np.int64)
     keep = np.empty(n, dtype=np.bool_)
     cand = np.empty(n, dtype=np.int32)
@@ -458,7 +483,6 @@ def pair_table(tab: CellTable, n: int) -> tuple[np.ndarray, int]:
 # slots are uint16; slot 0 is the all-zero mask of every other cell. 32^3 cells (OKLab error diffusion) never need
 # more; 64^3 cells can
 MAX_MASKS = (1 << 16) - 1
-_MASK_CHUNK = 2048  # pair cells searched at a time: 4 MiB of values at 32^3 cells
 
 
 def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -468,12 +492,12 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     For a cell whose candidates are a < b, the mask of ``slots[cell]`` (``W = max(1, 2^(3 (8 - gbits)) / 64)`` uint64
     words at ``masks[W * slot]``, little-endian bit order) has bit ``_low`` of a code value set where b is nearer to it
     than a (ties: a, the lower index, like the search). Every other cell has slot 0, an all-zero mask, so the loops read
-    every cell's mask without testing whether it is a pair: slot 0's bit always picks ``a``. The values' nearest colours
-    come from the vectorised exact search (``nearest``) for palettes of up to ``NEAREST_SEARCH_MAX[True]`` colours. With
-    more, searching every colour for every value of every pair cell costs more than the memo, which searches only the
-    values an image reaches: every pair is marked 3+ in ``codes`` (changed in place) and goes through the memo, as do
-    pairs beyond the first ``MAX_MASKS``, and every pair on a big-endian machine (the values are built as little-endian
-    words).
+    every cell's mask without testing whether it is a pair: slot 0's bit always picks ``a``. The bits come from
+    ``_pair_bits`` (two distances per value, as ``nearest`` would choose between the two colours) for palettes of up to
+    ``NEAREST_SEARCH_MAX[True]`` colours. With more, every value of every pair cell costs more than the memo, which
+    searches only the values an image reaches: every pair is marked 3+ in ``codes`` (changed in place) and goes through
+    the memo, as do pairs beyond the first ``MAX_MASKS``, and every pair on a big-endian machine (the loops that read
+    masks pack pixels into little-endian words).
     """
     c = codes.astype(np.int64)
     a, b = c & ((1 << shift) - 1), c >> shift
@@ -484,41 +508,94 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     # masks grouped by pair, the cells along one boundary together: 1-3% faster than in cell order
     key = (a[cells] << shift) | b[cells]
     order = np.argsort(key, kind="stable")
-    cells, key = cells[order], key[order]
+    cells = cells[order]
     slots = np.zeros(len(codes), np.uint16)
     slots[cells] = np.arange(1, len(cells) + 1)
-    g = tab.gbits
-    lb = 8 - g
-    gm, lm = (1 << g) - 1, (1 << lb) - 1
-    low = np.arange(1 << (3 * lb))
-    # the values as opaque RGBA pixels, built as little-endian words: a cell's base plus each place in it (no carry
-    # between channels), so numpy adds along rows of 64 rather than along pixels of three channels (10x faster)
-    word = np.array([1, 1 << 8, 1 << 16], np.int64)
-    base = ((np.stack([cells >> (2 * g), (cells >> g) & gm, cells & gm], axis=-1) << lb) @ word + (255 << 24))
-    place = (np.stack([low >> (2 * lb), (low >> lb) & lm, low & lm], axis=-1) @ word).astype(np.uint32)
-    words = max(1, len(low) // 64)
+    words = max(1, (1 << (3 * (8 - tab.gbits))) // 64)
     masks = np.zeros((len(cells) + 1) * words, np.uint64)
-    # one search per pair of colours, with the two as its palette: the values need two distances, not N. The
-    # pair's table is made here (``nearest_table``'s checks and unique-colour pass cost more than the search for a
-    # pair with few cells); two equal colours leave the mask 0 (ties: a).
     from . import color
 
     lab = color.srgb_u8_to_oklab(pal)
-    lab32 = lab.astype(np.float32)
-    none = np.zeros(3, np.uint32)
-    starts = np.flatnonzero(np.diff(key, prepend=-1))
-    for g0, g1 in zip(starts.tolist(), np.append(starts[1:], len(key)).tolist()):
-        ka, kb = int(a[cells[g0]]), int(b[cells[g0]])
-        if np.array_equal(pal[ka], pal[kb]):
-            continue
-        two = NearestTable(True, False, lab32[[ka, kb]], lab[[ka, kb]], none[:2], none, _ALL_CELLS, 0)
-        for i0 in range(g0, g1, _MASK_CHUNK):
-            i1 = min(i0 + _MASK_CHUNK, g1)
-            vals = np.add.outer(base[i0:i1].astype(np.uint32), place).view(np.uint8).reshape(i1 - i0, len(low), 4)
-            idx = np.empty(vals.shape[:2], np.uint8)
-            nearest(vals, two, idx, np.empty_like(vals))
-            masks[words * (1 + i0):words * (1 + i1)] = np.packbits(idx, axis=1, bitorder="little").view("<u8").ravel()
+    lin32, m1f, m2f = _lab32()
+    _jit.kernel(_SELF, "_pair_bits")(pal, cells, a[cells], b[cells], tab.gbits, lin32, m1f, m2f,
+                                     lab.astype(np.float32), LAB_MARGIN, color.LINEAR_U8, color.M1, color.M2, lab,
+                                     masks, words)
     return masks, slots
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
+def _pair_bits(pal, cells, ka, kb, gbits, lin32, m1f, m2f, rows, margin, lin, m1, m2, exact, masks, words):
+    """``pair_masks``'s search: per pair cell ``cells[i]`` (2^gbits per side) of candidates ``ka[i] < kb[i]``, the
+    bits at ``masks[words * (1 + i)]`` of its code values nearer to ``kb[i]`` in OKLab, as ``_nearest_cells`` finds
+    them with those two colours: float32 (``rows``), close calls again exactly (``exact``, ties to ``ka[i]``). Two
+    distances per value instead of that search's machinery, and the values' linear light added per channel."""
+    lb = 8 - gbits
+    side = 1 << lb
+    vol = side * side * side
+    gm = (1 << gbits) - 1
+    a00, a01, a02, a10, a11, a12, a20, a21, a22 = m1f[0, 0], m1f[0, 1], m1f[0, 2], m1f[1, 0], m1f[1, 1], \
+        m1f[1, 2], m1f[2, 0], m1f[2, 1], m1f[2, 2]
+    b00, b01, b02, b10, b11, b12, b20, b21, b22 = m2f[0, 0], m2f[0, 1], m2f[0, 2], m2f[1, 0], m2f[1, 1], \
+        m2f[1, 2], m2f[2, 0], m2f[2, 1], m2f[2, 2]
+    tiny = np.float32(1e-30)  # as _nearest_cells: black's cube root
+    near = np.float32(margin)
+    lc = np.empty(vol, np.float32)
+    mc = np.empty(vol, np.float32)
+    sc = np.empty(vol, np.float32)
+    x = np.empty(vol, np.float32)
+    y = np.empty(vol, np.float32)
+    z = np.empty(vol, np.float32)
+    side_b = np.empty(vol, np.uint8)
+    close = np.empty(vol, np.uint8)
+    for i in range(cells.shape[0]):
+        a, b = ka[i], kb[i]
+        if pal[a, 0] == pal[b, 0] and pal[a, 1] == pal[b, 1] and pal[a, 2] == pal[b, 2]:
+            continue  # two equal colours: ties, a everywhere (mask 0)
+        cell = cells[i]
+        r0 = ((cell >> (2 * gbits)) & gm) << lb
+        g0 = ((cell >> gbits) & gm) << lb
+        c0 = (cell & gm) << lb
+        j = 0
+        for ir in range(side):
+            lr = lin32[r0 + ir]
+            for ig in range(side):
+                lg = lin32[g0 + ig]
+                pl, pm, ps = a00 * lr + a01 * lg, a10 * lr + a11 * lg, a20 * lr + a21 * lg
+                for ib in range(side):
+                    lv = lin32[c0 + ib]
+                    lc[j + ib] = max(pl + a02 * lv, tiny)
+                    mc[j + ib] = max(pm + a12 * lv, tiny)
+                    sc[j + ib] = max(ps + a22 * lv, tiny)
+                j += side
+        _cbrt32(lc, x, vol)
+        _cbrt32(mc, y, vol)
+        _cbrt32(sc, z, vol)
+        u0, u1, u2 = rows[a, 0], rows[a, 1], rows[a, 2]
+        w0, w1, w2 = rows[b, 0], rows[b, 1], rows[b, 2]
+        for j in range(vol):
+            p, q, o = x[j], y[j], z[j]
+            l0 = b00 * p + b01 * q + b02 * o
+            l1 = b10 * p + b11 * q + b12 * o
+            l2 = b20 * p + b21 * q + b22 * o
+            f0, f1, f2 = l0 - u0, l1 - u1, l2 - u2
+            d = f0 * f0 + f1 * f1 + f2 * f2
+            e0, e1, e2 = l0 - w0, l1 - w1, l2 - w2
+            e = e0 * e0 + e1 * e1 + e2 * e2
+            side_b[j] = np.uint8(e < d)
+            close[j] = np.uint8(abs(e - d) < near)
+        for j in range(vol):
+            if close[j]:
+                v0, v1, v2 = code_oklab(r0 + (j >> (2 * lb)), g0 + ((j >> lb) & (side - 1)), c0 + (j & (side - 1)),
+                                        lin, m1, m2)
+                h0, h1, h2 = v0 - exact[a, 0], v1 - exact[a, 1], v2 - exact[a, 2]
+                k0, k1, k2 = v0 - exact[b, 0], v1 - exact[b, 1], v2 - exact[b, 2]
+                side_b[j] = np.uint8(k0 * k0 + k1 * k1 + k2 * k2 < h0 * h0 + h1 * h1 + h2 * h2)
+        base = words * (1 + i)
+        for w in range(words):
+            acc = np.uint64(0)
+            for t in range(min(64, vol)):
+                acc |= np.uint64(side_b[64 * w + t]) << np.uint64(t)
+            masks[base + w] = acc
 
 
 class Pairs(NamedTuple):
@@ -1482,10 +1559,6 @@ def _segments(n, w, offsets):
     return (n // w) * ((w + _NEAREST_BLOCK - 1) // _NEAREST_BLOCK)
 
 
-# The searches' sums may be contracted into fused multiply-adds (9% less time for none/sRGB, the same answers):
-# in sRGB every product and partial sum is an integer below 2^24, exact in float32 either way; in OKLab a fused
-# step rounds once where the unfused rounds twice, so the float32 error bound behind LAB_MARGIN still holds.
-_CONTRACT = {"contract"}
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
