@@ -523,6 +523,12 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     return masks, slots
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _entries(m):
+    """A 3x3 matrix's nine entries, for locals read before the loops (loads inside them kept the loops scalar)."""
+    return m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2], m[2, 0], m[2, 1], m[2, 2]
+
+
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def _pair_bits(pal, cells, ka, kb, gbits, lin32, m1f, m2f, rows, margin, lin, m1, m2, exact, masks, words):
     """``pair_masks``'s search: per pair cell ``cells[i]`` (2^gbits per side) of candidates ``ka[i] < kb[i]``, the
@@ -533,10 +539,8 @@ def _pair_bits(pal, cells, ka, kb, gbits, lin32, m1f, m2f, rows, margin, lin, m1
     side = 1 << lb
     vol = side * side * side
     gm = (1 << gbits) - 1
-    a00, a01, a02, a10, a11, a12, a20, a21, a22 = m1f[0, 0], m1f[0, 1], m1f[0, 2], m1f[1, 0], m1f[1, 1], \
-        m1f[1, 2], m1f[2, 0], m1f[2, 1], m1f[2, 2]
-    b00, b01, b02, b10, b11, b12, b20, b21, b22 = m2f[0, 0], m2f[0, 1], m2f[0, 2], m2f[1, 0], m2f[1, 1], \
-        m2f[1, 2], m2f[2, 0], m2f[2, 1], m2f[2, 2]
+    a00, a01, a02, a10, a11, a12, a20, a21, a22 = _entries(m1f)
+    b00, b01, b02, b10, b11, b12, b20, b21, b22 = _entries(m2f)
     tiny = np.float32(1e-30)  # as _nearest_cells: black's cube root
     near = np.float32(margin)
     lc = np.empty(vol, np.float32)
@@ -1989,17 +1993,15 @@ def _row_search(lc, mc, sc, best, second, pick, m, rows):
 @njit(cache=True, nogil=True)
 def _nearest_cells(use_lab, src, ch, alpha_threshold, w, offsets, info, gbits, lin32, m1f, m2f, rows, margin, lin, m1,
                    m2, exact, rgbx, out_idx, out_img, words, used):
-    # as _nearest_rgb; the matrices' entries are read into locals first (loads inside the loops kept them scalar).
+    # as _nearest_rgb; the matrices' entries are read into locals first (``_entries``).
     # A pixel whose cell of the cell table ``info`` (2^gbits per side) holds one colour takes it; the others are
     # gathered (``sel``) and searched, in OKLab (``rows``, then close calls exactly in ``exact``) or in sRGB
     # (``rows`` the palette's code values, the search exact in float32, ``margin`` 0). With gbits 0, one cell of
     # every colour: all are searched. ``used[k]`` is set for every index k written.
     n = out_idx.shape[0]
     k = exact.shape[0]
-    a00, a01, a02, a10, a11, a12, a20, a21, a22 = m1f[0, 0], m1f[0, 1], m1f[0, 2], m1f[1, 0], m1f[1, 1], \
-        m1f[1, 2], m1f[2, 0], m1f[2, 1], m1f[2, 2]
-    b00, b01, b02, b10, b11, b12, b20, b21, b22 = m2f[0, 0], m2f[0, 1], m2f[0, 2], m2f[1, 0], m2f[1, 1], \
-        m2f[1, 2], m2f[2, 0], m2f[2, 1], m2f[2, 2]
+    a00, a01, a02, a10, a11, a12, a20, a21, a22 = _entries(m1f)
+    b00, b01, b02, b10, b11, b12, b20, b21, b22 = _entries(m2f)
     tiny = np.float32(1e-30)  # black: the cube root of 0 would not converge; 1e-10 instead of 0 is far below margin
     near = np.float32(margin)
     cr = np.empty(_NEAREST_BLOCK, np.uint8)
