@@ -61,6 +61,78 @@ async def test_delete_removes_the_job_and_its_files(bridge_factory: Any, comfy_d
     assert counts["running"] == 0 and counts["completed"] == 0
 
 
+def held_refresh(monkeypatch: pytest.MonkeyPatch, table: Any) -> tuple[asyncio.Event, asyncio.Event, Any]:
+    """The table's refresh of its counts (on a shared store, every lease/3), its read of the store's counts held
+    from the moment it is taken until `answer` is set; the replicas' own rounds are kept out of the way."""
+    refresh = table.refresh_counts
+    monkeypatch.setattr(table, "refresh_counts", lambda: asyncio.sleep(0))
+    read, taken, answer = table.store.counts, asyncio.Event(), asyncio.Event()
+
+    async def counts() -> dict[str, int]:
+        result = await read()
+        taken.set()
+        await answer.wait()
+        return result
+
+    monkeypatch.setattr(table.store, "counts", counts)
+    return taken, answer, refresh
+
+
+async def test_a_refresh_of_the_counts_racing_a_delete_leaves_them_exact(bridge_factory: Any, comfy_double: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI, PostgreSQL: the store's counts were read while the job ran there and came back once it was cancelled
+    here; used, they said one job running after it was deleted (and the queue bound counted it until the next
+    refresh). So were an insert and a delete that overlapped a refresh."""
+    client = await bridge_factory(adapters=["jobs_api"])
+    engine = client.app[ENGINE]
+    table = engine._table
+    taken, answer, refresh = held_refresh(monkeypatch, table)
+    comfy_double.step_delay = 0.5
+    job_id = (await (await client.post("/generate/text2img", json={**SMALL, "steps": 40})).json())["id"]
+    await until(lambda: engine.get(job_id).status == "running", timeout=30)
+    await table.persisted(engine.get(job_id))
+    reading = asyncio.create_task(refresh())
+    await taken.wait()
+    finish = table.finish
+    monkeypatch.setattr(table, "finish", lambda job, *a: (finish(job, *a), answer.set())[0])
+    assert (await client.delete(f"/jobs/{job_id}")).status == 200
+    await reading
+    counts = engine.stats()["counts"]
+    assert counts["running"] == 0 and counts["cancelled"] == 0, counts
+    # a read taken before a delete is written, back after it
+    job_id = await done_job(client)
+    await table.flush()
+    taken.clear()
+    answer.clear()
+    delete = table.store.delete
+
+    async def racing_delete(jid: str) -> None:
+        reading = asyncio.create_task(refresh())
+        await taken.wait()
+        await delete(jid)
+        answer.set()
+        await reading
+
+    monkeypatch.setattr(table.store, "delete", racing_delete)
+    assert (await client.delete(f"/jobs/{job_id}")).status == 200
+    assert engine.stats()["counts"]["completed"] == 0
+    # a read taken after an insert is written, back before the job is counted here
+    answer.set()
+    insert = table.store.insert
+
+    async def racing_insert(job: Any, **kw: Any) -> None:
+        await insert(job, **kw)
+        await refresh()
+
+    monkeypatch.setattr(table.store, "insert", racing_insert)
+    job_id = (await (await client.post("/generate/text2img", json={**SMALL, "steps": 40})).json())["id"]
+    counts = engine.stats()["counts"]
+    assert counts["queued"] + counts["running"] == 1, counts
+    assert (await client.delete(f"/jobs/{job_id}")).status == 200
+    await refresh()  # nothing raced this one: the store's counts, which agree
+    assert engine.stats()["counts"] == {s: 0 for s in counts}
+
+
 async def test_finished_jobs_expire_by_age_and_the_oldest_go_first_by_size(bridge_factory: Any) -> None:
     client = await bridge_factory(adapters=["jobs_api"])
     engine = client.app[ENGINE]

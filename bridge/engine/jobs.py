@@ -9,7 +9,9 @@ lets the job go (`on_lost`). On a shared store each write also announces the cha
 same transaction.
 
 Counts per status feed the queue bound's quick check, `/health` and `/metrics`: exact and in memory on one replica;
-on a shared store they are the store's counts, refreshed every second (the exact bound is checked at insert).
+on a shared store they are the store's counts, refreshed every second (the exact bound is checked at insert). A
+refresh whose read raced a change of the counts here (not yet in the store, or made while the read was out) is
+dropped: used, it would count that change twice or undo it until the next refresh.
 """
 from __future__ import annotations
 
@@ -111,6 +113,12 @@ class JobTable:
         self._done: dict[str, asyncio.Event] = {}
         self.counts: dict[str, int] = {s: 0 for s in STATUSES}
         self._durations = [0, 0.0]  # completed jobs timed, their summed seconds
+        # What a refresh of the counts checks (see the module's docstring): `_changes` moves with every change of
+        # the counts here and again once the store has it; `_unwritten`: jobs whose status changed here and is not
+        # written yet; `_settling`: such writes, inserts and deletes under way.
+        self._changes = 0
+        self._unwritten: set[str] = set()
+        self._settling = 0
         # The writer: jobs with unwritten changes (the job, the announcement to send), in order of first change.
         self._dirty: dict[str, tuple[Job, str | None]] = {}
         self._writing: dict[str, asyncio.Future[bool]] = {}
@@ -150,8 +158,12 @@ class JobTable:
             await asyncio.wait({self._writer}, timeout=5)
 
     async def refresh_counts(self) -> None:
-        self.counts = await self.store.counts()
+        before = self._changes
+        counts = await self.store.counts()
         n, total = await self.store.duration_stats()
+        if self._changes != before or self._unwritten or self._settling:
+            return  # a change here raced the read: the counts here stay as they are until the next refresh
+        self.counts = counts
         self._durations = [n, total]
 
     # ------------------------------------------------------------------ reads
@@ -221,9 +233,14 @@ class JobTable:
             if max_per_client and client is not None and self.active_here_for(client) >= max_per_client:
                 raise LimitReached("client", self.active_here_for(client))
             max_active = max_per_client = 0
-        await self.store.insert(job, owner=self.replica if owned else None, lease=self.lease,
-                                max_active=max_active, max_per_client=max_per_client, notify=announce)
-        self.counts[job.status] += 1
+        self._settling += 1
+        try:
+            await self.store.insert(job, owner=self.replica if owned else None, lease=self.lease,
+                                    max_active=max_active, max_per_client=max_per_client, notify=announce)
+            self.counts[job.status] += 1
+        finally:
+            self._settling -= 1
+            self._changes += 1
         if owned:
             self._jobs[job.id] = job
 
@@ -241,6 +258,7 @@ class JobTable:
         if self._jobs.get(job.id) is job:
             del self._jobs[job.id]
         self._dirty.pop(job.id, None)
+        self._unwritten.discard(job.id)  # never written here: a refresh may count it as the store has it
 
     async def release(self, job: Job) -> bool:
         """Hand a queued job to whichever replica can dispatch it (this one has no backend for it now)."""
@@ -263,7 +281,14 @@ class JobTable:
         self._finished.pop(job.id, None)
         self._done.pop(job.id, None)
         self._dirty.pop(job.id, None)
-        await self.store.delete(job.id)
+        self._unwritten.discard(job.id)
+        self._changes += 1
+        self._settling += 1
+        try:
+            await self.store.delete(job.id)
+        finally:
+            self._settling -= 1
+            self._changes += 1
         await self.store.publish(self.announcement("deleted", job))
 
     def uncache(self, job_id: str) -> None:
@@ -313,6 +338,7 @@ class JobTable:
                 job, kind = self._dirty.pop(job_id)
                 future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                 self._writing[job_id] = future
+                status = False
                 try:
                     messages: list[Delivery] = []
                     if job.done and self.before_end is not None:
@@ -320,14 +346,24 @@ class JobTable:
                             messages = await self.before_end(job)
                         except Exception:  # noqa: BLE001 - the end is written whatever a hook does
                             log.exception("job %s: making its end's messages failed", job_id)
-                    ok = await self.store.save(job, owner=self.replica, lease=self.lease,
-                                               notify=self.announcement(kind, job) if kind else None,
-                                               deliveries=messages)
+                    # The job's values are read as the write starts: a status changed from here on is written again.
+                    status = job_id in self._unwritten
+                    self._unwritten.discard(job_id)
+                    self._settling += status
+                    try:
+                        ok = await self.store.save(job, owner=self.replica, lease=self.lease,
+                                                   notify=self.announcement(kind, job) if kind else None,
+                                                   deliveries=messages)
+                    finally:
+                        self._settling -= status
+                        self._changes += status
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the store is unreachable: keep the change, try again
                     log.warning("job %s: not written (%s); trying again in %.1f s", job_id, exc, delay)
                     self._dirty.setdefault(job_id, (job, kind))
+                    if status:
+                        self._unwritten.add(job_id)
                     self._writing.pop(job_id, None)
                     future.cancel()
                     await asyncio.sleep(delay)
@@ -421,6 +457,8 @@ class JobTable:
     def _count(self, job: Job, new_status: str) -> None:
         self.counts[job.status] = max(0, self.counts[job.status] - 1)
         self.counts[new_status] += 1
+        self._unwritten.add(job.id)
+        self._changes += 1
 
     def _remember(self, job: Job) -> None:
         self._jobs[job.id] = job
