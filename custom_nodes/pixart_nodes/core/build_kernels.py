@@ -69,7 +69,7 @@ def exports(vnni: bool = False) -> dict[str, str]:
     out[jit.export_name(dither, "_pair_bits")] = (
         "void(uint8[:, ::1], int64[::1], int64[::1], int64[::1], int64, float32[::1], float32[:, ::1], "
         "float32[:, ::1], float32[:, ::1], float64, float64[::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], "
-        "uint64[::1], int64)"
+        "uint64[::1])"
     )
     out[jit.export_name(dither, "_nearest_cells")] = (
         "void(boolean, uint8[::1], int64, int64, int64, int32[:, ::1], uint8[::1], int64, float32[::1], "

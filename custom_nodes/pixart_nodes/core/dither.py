@@ -70,10 +70,6 @@ ERROR_KERNELS: dict[str, ErrorKernel] = {
 }
 
 _SELF = sys.modules[__name__]
-# The searches' sums may be contracted into fused multiply-adds (9% less time for none/sRGB, the same answers):
-# in sRGB every product and partial sum is an integer below 2^24, exact in float32 either way; in OKLab a fused
-# step rounds once where the unfused rounds twice, so the float32 error bound behind LAB_MARGIN still holds.
-_CONTRACT = {"contract"}
 
 ORDERED_METHODS = ("bayer-2x2", "bayer-4x4", "bayer-8x8", "blue-noise")
 
@@ -228,7 +224,7 @@ def _box_keep_rgb(pal, lo0, lo1, lo2, hi0, hi1, hi2, cand, ncand, dist, near, ke
 
 @njit(cache=True, nogil=True)
 def _cbrt64(x, y, m):
-    """``y[:m]`` = cube roots of ``x[:m]`` (float64, >= 0) within 1e-15 relative (1e-10 and 1e-15 before and after
+    """``y[:m]`` = cube roots of ``x[:m]`` (float64, >= 0) within 1.2e-15 relative (5e-10 and 1e-15 before and after
     the fourth step, over 1e-6..1): the inverse cube root's bit-level first guess, four Newton steps ``a (4 - x a^3)
     / 3``, then ``x a^2`` (0 for 0). glibc's ``cbrt`` took two thirds of an OKLab cell table's build."""
     xi = x.view(np.uint64)
@@ -490,19 +486,19 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     ``(masks, slots)``.
 
     For a cell whose candidates are a < b, the mask of ``slots[cell]`` (``W = max(1, 2^(3 (8 - gbits)) / 64)`` uint64
-    words at ``masks[W * slot]``, little-endian bit order) has bit ``_low`` of a code value set where b is nearer to it
-    than a (ties: a, the lower index, like the search). Every other cell has slot 0, an all-zero mask, so the loops read
-    every cell's mask without testing whether it is a pair: slot 0's bit always picks ``a``. The bits come from
-    ``_pair_bits`` (two distances per value, as ``nearest`` would choose between the two colours) for palettes of up to
-    ``NEAREST_SEARCH_MAX[True]`` colours. With more, every value of every pair cell costs more than the memo, which
-    searches only the values an image reaches: every pair is marked 3+ in ``codes`` (changed in place) and goes through
-    the memo, as do pairs beyond the first ``MAX_MASKS``, and every pair on a big-endian machine (the loops that read
-    masks pack pixels into little-endian words).
+    words at ``masks[W * slot]``) has bit ``_low`` of a code value (bit j % 64 of word j // 64) set where b is nearer
+    to it than a (ties: a, the lower index, like the search). Every other cell has slot 0, an all-zero mask, so the
+    loops read every cell's mask without testing whether it is a pair: slot 0's bit always picks ``a``. The bits come
+    from ``_pair_bits`` (two distances per value, as ``nearest`` would choose between the two colours) for palettes of
+    up to ``NEAREST_SEARCH_MAX[True]`` colours, a limit kept from when the masks were searched with ``nearest`` (not
+    measured for ``_pair_bits``, whose cost grows with the pair cells, not the colours). With more, every pair is marked 3+ in
+    ``codes`` (changed in place) and goes through the memo, which searches only the values an image reaches, as do
+    pairs beyond the first ``MAX_MASKS``.
     """
     c = codes.astype(np.int64)
     a, b = c & ((1 << shift) - 1), c >> shift
     cells = np.flatnonzero(a < b)
-    keep = MAX_MASKS if len(pal) <= NEAREST_SEARCH_MAX[True] and sys.byteorder == "little" else 0
+    keep = MAX_MASKS if len(pal) <= NEAREST_SEARCH_MAX[True] else 0
     codes[cells[keep:]] = PAIR_MANY
     cells = cells[:keep]
     # masks grouped by pair, the cells along one boundary together: 1-3% faster than in cell order
@@ -511,15 +507,14 @@ def pair_masks(tab: CellTable, codes: np.ndarray, shift: int, pal: np.ndarray) -
     cells = cells[order]
     slots = np.zeros(len(codes), np.uint16)
     slots[cells] = np.arange(1, len(cells) + 1)
-    words = max(1, (1 << (3 * (8 - tab.gbits))) // 64)
-    masks = np.zeros((len(cells) + 1) * words, np.uint64)
+    masks = np.zeros((len(cells) + 1) * max(1, (1 << (3 * (8 - tab.gbits))) // 64), np.uint64)
     from . import color
 
     lab = color.srgb_u8_to_oklab(pal)
     lin32, m1f, m2f = _lab32()
     _jit.kernel(_SELF, "_pair_bits")(pal, cells, a[cells], b[cells], tab.gbits, lin32, m1f, m2f,
                                      lab.astype(np.float32), LAB_MARGIN, color.LINEAR_U8, color.M1, color.M2, lab,
-                                     masks, words)
+                                     masks)
     return masks, slots
 
 
@@ -529,15 +524,18 @@ def _entries(m):
     return m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2], m[2, 0], m[2, 1], m[2, 2]
 
 
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def _pair_bits(pal, cells, ka, kb, gbits, lin32, m1f, m2f, rows, margin, lin, m1, m2, exact, masks, words):
+@njit(cache=True, nogil=True)
+def _pair_bits(pal, cells, ka, kb, gbits, lin32, m1f, m2f, rows, margin, lin, m1, m2, exact, masks):
     """``pair_masks``'s search: per pair cell ``cells[i]`` (2^gbits per side) of candidates ``ka[i] < kb[i]``, the
-    bits at ``masks[words * (1 + i)]`` of its code values nearer to ``kb[i]`` in OKLab, as ``_nearest_cells`` finds
-    them with those two colours: float32 (``rows``), close calls again exactly (``exact``, ties to ``ka[i]``). Two
-    distances per value instead of that search's machinery, and the values' linear light added per channel."""
+    bits at ``masks[words * (1 + i)]`` (``words = max(1, 2^(3 (8 - gbits)) / 64)``) of its code values nearer to
+    ``kb[i]`` in OKLab, as ``_nearest_cells`` finds them with those two colours: float32 (``rows``), close calls again
+    exactly (``exact``, ties to ``ka[i]``). Two distances per value instead of that search's machinery, and the values'
+    linear light added per channel. Not contracted into fused multiply-adds: the build ahead of time does not fuse, so
+    the JIT's masks are those of the built kernel."""
     lb = 8 - gbits
     side = 1 << lb
     vol = side * side * side
+    words = max(1, vol // 64)
     gm = (1 << gbits) - 1
     a00, a01, a02, a10, a11, a12, a20, a21, a22 = _entries(m1f)
     b00, b01, b02, b10, b11, b12, b20, b21, b22 = _entries(m2f)
@@ -1563,6 +1561,10 @@ def _segments(n, w, offsets):
     return (n // w) * ((w + _NEAREST_BLOCK - 1) // _NEAREST_BLOCK)
 
 
+# The searches' sums may be contracted into fused multiply-adds (9% less time for none/sRGB, the same answers):
+# in sRGB every product and partial sum is an integer below 2^24, exact in float32 either way; in OKLab a fused
+# step rounds once where the unfused rounds twice, so the float32 error bound behind LAB_MARGIN still holds.
+_CONTRACT = {"contract"}
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
