@@ -210,6 +210,9 @@ async def read_body(request: web.Request) -> bytes:
         return await asyncio.wait_for(request.read(), timeout)
     except asyncio.TimeoutError:
         raise BodyError(f"the body did not arrive within {timeout:g} s (BRIDGE_BODY_TIMEOUT)", status=408) from None
+    except (web.RequestPayloadError, ConnectionResetError) as exc:
+        # a broken chunk or a dropped connection midway: the client's fault, answered if it still listens
+        raise BodyError(f"the body could not be read: {str(exc).strip() or type(exc).__name__}"[:300]) from None
 
 
 async def read_json(request: web.Request, *, empty: Any = None) -> Any:

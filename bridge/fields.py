@@ -58,8 +58,9 @@ def _integral(value: Any) -> Any:
     return value
 
 
-_INT_TEXT = re.compile(r"\s*[-+]?\d{1,40}\s*")
-_FLOAT_TEXT = re.compile(r"\s*[-+]?(\d{1,40}(\.\d{0,40})?|\.\d{1,40})([eE][-+]?\d{1,4})?\s*")
+# ASCII: int() and float() take any script's digits ("٣" is 3), which no client means to send
+_INT_TEXT = re.compile(r"\s*[-+]?\d{1,40}\s*", re.ASCII)
+_FLOAT_TEXT = re.compile(r"\s*[-+]?(\d{1,40}(\.\d{0,40})?|\.\d{1,40})([eE][-+]?\d{1,4})?\s*", re.ASCII)
 
 
 def _loose_integral(value: Any) -> Any:

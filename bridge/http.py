@@ -35,9 +35,11 @@ _STATUS_CODES = {
     408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "invalid_parameter",
     429: "rate_limited",
+    431: "header_fields_too_large",
     500: "internal_error",
     502: "bad_gateway",
     503: "unavailable",
@@ -161,7 +163,8 @@ def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Aw
         if encoding in _COMPRESSED and request.body_exists:
             # Bodies are read as sent, as A1111 (FastAPI) reads them: aiohttp would inflate a 2 MB gzip body of
             # spaces to 250 MB before the size limit, read a broken one as an empty body (a job of defaults)
-            # and answer a broken deflate with a 500. (Without the Brotli package aiohttp's parser refuses br itself.)
+            # and answer a broken deflate with a 500; its parser does not inflate them (`auto_decompress` off, set
+            # in `bridge.app`), which would cost as much while it drains the refused body.
             refused = json_error(415, "unsupported_media_type",
                                  f"request bodies are read as sent; Content-Encoding {encoding[:40]!r} is not taken",
                                  "body")

@@ -4,6 +4,9 @@
   opening (or of the previous answer); aiohttp's keep-alive timer closes it otherwise, slow-headers clients included.
 - Connection cap (`BRIDGE_MAX_CONNECTIONS`): a connection past the cap is answered 503 at once and closed, before
   any byte of a request is read.
+- Requests HTTP's parser refuses (a URL over `MAX_URL`, a header over `MAX_HEADER` or too many, a bad chunk, a
+  duplicate Content-Length, TLS on the plain port) get the common JSON error naming the part at fault, with 414 and
+  431 where they apply, instead of aiohttp's plain text; a line of log each, not a traceback.
 - The body read timeout (`BRIDGE_BODY_TIMEOUT`) is applied where bodies are read (`bridge.api.read_json`).
 """
 from __future__ import annotations
@@ -13,10 +16,12 @@ import json
 import logging
 import signal
 from collections.abc import Callable
+from http import HTTPStatus
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from bridge.config import Settings
+from bridge.http import error_code, json_error
 
 log = logging.getLogger("bridge.server")
 
@@ -35,12 +40,60 @@ class Refuse(asyncio.Protocol):
         transport.close()
 
 
+# The request line's limit and a header line's differ so that aiohttp's LineTooLong, which names only the limit it
+# met, tells a long URL (414) from a long header (431).
+MAX_URL = 32 * 1024
+MAX_HEADER = 16 * 1024
+
+
+def _refusal(exc: BaseException | None, message: str | None) -> web.Response:
+    """The common JSON error for a request aiohttp's parser refused with `exc`."""
+    text = (message or str(exc or "malformed request")).split("\n", 1)[0].rstrip(":")[:200]
+    if isinstance(exc, http_exceptions.LineTooLong):
+        if exc.args[1] == MAX_URL:
+            return json_error(414, error_code(414), f"the request line (method, URL, version) is over {MAX_URL} "
+                              "bytes", "url")
+        return json_error(431, error_code(431), f"a header line is over {MAX_HEADER} bytes", "headers")
+    if isinstance(exc, http_exceptions.BadStatusLine | http_exceptions.InvalidURLError):
+        return json_error(400, error_code(400), text, "request line")
+    if text.lower().startswith("too many headers"):
+        return json_error(431, error_code(431), text, "headers")
+    if isinstance(exc, http_exceptions.PayloadEncodingError) or "chunk" in text.lower():
+        return json_error(400, error_code(400), text, "body")
+    return json_error(400, error_code(400), text, "headers")
+
+
+class JsonErrors(web.RequestHandler):
+    """A connection that answers what its parser refused (and its own 5xx) in the common JSON shape. aiohttp offers
+    no hook for these answers and builds its handlers itself, so `capped` gives each one this class (no new
+    fields: `__slots__` stays as aiohttp laid it out)."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            super().handle_error(request, status, exc, message)  # logs the traceback; raises if an answer began
+            answer = json_error(status, error_code(status), "internal server error; the bridge log has the details"
+                                if status == 500 else HTTPStatus(status).phrase.lower())
+        else:
+            if request.writer.output_size > 0:
+                raise ConnectionError("an answer has begun; no error can follow it")
+            answer = _refusal(exc, message)
+            log.info("refused a malformed request from %s: %s %s", request.remote, answer.status,
+                     type(exc).__name__)
+        answer.force_close()
+        return answer
+
+
 def capped(server: web.Server, max_connections: int) -> Callable[[], asyncio.Protocol]:
     def factory() -> asyncio.Protocol:
         if len(server.connections) >= max_connections:
             log.warning("refused a connection: %d open (BRIDGE_MAX_CONNECTIONS)", len(server.connections))
             return Refuse()
-        return server()
+        handler = server()
+        handler.__class__ = JsonErrors
+        return handler
 
     return factory
 
@@ -49,7 +102,7 @@ async def start(app: web.Application, settings: Settings, *, host: str | None = 
                 port: int | None = None) -> tuple[web.AppRunner, asyncio.AbstractServer]:
     """Start serving `app`; returns the runner (cleanup() stops the app) and the listening server."""
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.header_timeout,
-                           max_field_size=16 * 1024, max_line_size=16 * 1024)
+                           max_field_size=MAX_HEADER, max_line_size=MAX_URL)
     await runner.setup()
     assert runner.server is not None
     loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import gzip
 import io
 import json
 import socket
@@ -17,13 +18,17 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import psutil
 import pytest
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import make_mocked_request
 from PIL import Image
 
+from bridge import api, server
 from bridge import images as image_io
-from bridge import server
 from bridge.adapters import ENABLED
 from bridge.app import ENGINE, create_app
 from bridge.config import load_settings
@@ -220,8 +225,6 @@ async def test_deep_json_is_refused_on_every_post_route(bridge_factory: Any) -> 
 
 async def test_a_large_body_of_many_values_is_refused_before_it_is_parsed(bridge_factory: Any,
                                                                           monkeypatch: Any) -> None:
-    from bridge import api
-
     parsed: list[int] = []
     loads = json.loads
     monkeypatch.setattr(api.json, "loads", lambda raw, **kw: (parsed.append(len(raw)), loads(raw, **kw))[1])
@@ -245,8 +248,6 @@ async def test_long_strings_cut_out_before_parsing_give_what_json_loads_gives(mo
     # Long string values are decoded a piece at a time apart from the rest (json.loads held the loop 40 ms for one
     # 21 MB image); the same values, or the same error in the same words, as parsing the whole body.
     import random
-
-    from bridge import api
 
     monkeypatch.setattr(api, "LIFT_CHARS", 8)
     monkeypatch.setattr(api, "PRECOUNT_BYTES", 0)
@@ -504,6 +505,113 @@ async def test_slow_bodies_get_408_and_connections_are_capped(tmp_path: Path, co
 
         refused = await asyncio.to_thread(capped)
         assert refused.startswith(b"HTTP/1.1 503") and b"BRIDGE_MAX_CONNECTIONS" in refused
+    finally:
+        await _stop(runner, listener)
+
+
+def _exchange(port: int, *parts: bytes) -> tuple[int, dict[str, Any] | None]:
+    """Send `parts` (a pause between them) on one connection; the answer's status and JSON body (0, None: none)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        for i, part in enumerate(parts):
+            if i:
+                time.sleep(0.3)  # the parser has the first part before the next arrives
+            sock.sendall(part)
+        answer = b""
+        # to the end of the answer, not of the connection: aiohttp drains an unread body up to 10 s before closing
+        while not (b"\r\n\r\n" in answer and _whole(answer)):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    if not answer:
+        return 0, None
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer[:300]
+    return int(head.split()[1]), json.loads(body)
+
+
+def _whole(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return bool(lengths) and len(body) >= int(lengths[0])
+
+
+_POST = b"POST /generate/text2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize("request_bytes, status, field", [
+    (b"GET /health?" + b"a" * (server.MAX_URL + 1) + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "url"),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * (server.MAX_HEADER + 1) + b"\r\n\r\n", 431, "headers"),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431,
+     "headers"),
+    (_POST + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "headers"),
+    (_POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", 400, "body"),
+    (b"G@T /health HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request line"),
+    (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, "request line"),  # TLS on the plain port
+], ids=["long-url", "long-header", "many-headers", "two-lengths", "bad-chunk", "bad-method", "tls"])
+async def test_requests_the_http_parser_refuses_get_the_json_error(tmp_path: Path, comfy_double: Any,
+                                                                  request_bytes: bytes, status: int,
+                                                                  field: str) -> None:
+    runner, listener, port = await _serve(tmp_path, comfy_double.url)
+    try:
+        got, body = await asyncio.to_thread(_exchange, port, request_bytes)
+        assert got == status and body is not None and body["field"] == field and body["message"], body
+        assert (await asyncio.to_thread(_get, port, "/health")).startswith(b"HTTP/1.1 200")
+    finally:
+        await _stop(runner, listener)
+
+
+async def test_compressed_bodies_are_refused_without_being_inflated(tmp_path: Path, comfy_double: Any,
+                                                                    monkeypatch: Any) -> None:
+    from aiohttp import compression_utils
+
+    inflated: list[int] = []
+    real = compression_utils.ZLibDecompressor.decompress_sync
+
+    def counted(self: Any, data: bytes, max_length: int = 0) -> bytes:
+        inflated.append(len(data))
+        return real(self, data, max_length)
+
+    monkeypatch.setattr(compression_utils.ZLibDecompressor, "decompress_sync", counted)
+    bomb = gzip.compress(b" " * (64 << 20), 9)  # 64 MiB of spaces in 64 KiB
+    runner, listener, port = await _serve(tmp_path, comfy_double.url)
+    try:
+        for encoding, body in (("gzip", bomb), ("br", b"\x0b\x00\x80{}\x03")):
+            got, answer = await asyncio.to_thread(
+                _exchange, port, _POST + b"Content-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (
+                    encoding.encode(), len(body)) + body)
+            assert got == 415 and answer is not None and answer["field"] == "body", answer
+            assert repr(encoding) in answer["message"]
+            # the refused body is drained as sent: aiohttp's parser inflated the bomb while it arrived (1.2 s of
+            # the event loop for a 400 KB one) before `auto_decompress` was turned off, and refused br in plain text
+            assert inflated == []
+    finally:
+        await _stop(runner, listener)
+
+
+@pytest.mark.parametrize("broken", [web.RequestPayloadError("Not enough data to satisfy content length header."),
+                                    ConnectionResetError("Connection lost")])
+async def test_a_body_broken_midway_is_the_clients_error_not_the_servers(broken: Exception) -> None:
+    # aiohttp's payload error (a body short of its length, a broken chunk) or a dropped connection while the
+    # body is read: once a 500 and a traceback in the log
+    payload = StreamReader(mock.Mock(_reading_paused=False), 2 ** 16, loop=asyncio.get_running_loop())
+    payload.set_exception(broken)
+    with pytest.raises(api.BodyError) as refused:
+        await api.read_body(make_mocked_request("POST", "/generate/text2img", payload=payload,
+                                                  app=web.Application()))
+    assert refused.value.status == 400 and "could not be read" in refused.value.message
+
+
+async def test_a_chunk_broken_after_the_handler_began_is_answered_by_the_body_timeout(
+        tmp_path: Path, comfy_double: Any, caplog: Any) -> None:
+    # aiohttp's parser leaves such a body waiting (no error reaches the handler): the body timeout ends it
+    runner, listener, port = await _serve(tmp_path, comfy_double.url, body_timeout=1)
+    try:
+        with caplog.at_level("INFO"):
+            got, answer = await asyncio.to_thread(_exchange, port, _POST + b"Transfer-Encoding: chunked\r\n\r\n"
+                                                  b"2\r\n{\"\r\n", b"zz\r\nab\r\n0\r\n\r\n")
+        assert got == 408 and answer is not None and answer["field"] == "body", answer
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     finally:
         await _stop(runner, listener)
 

@@ -342,6 +342,10 @@ async def test_list_filter_and_not_found(client: Any, comfy_double: StyleDouble)
     resp = await client.get("/jobs", params={"offset": "999999999", "limit": "1"})
     assert resp.status == 400 and (await resp.json())["field"] == "offset"
     assert (await (await client.get("/jobs", params={"offset": "10000"})).json())["jobs"] == []
+    # digits of other scripts, which int() would read ("\u0663" is 3), are not a number here
+    for value in ("\u0663", "1\u0660", "\uff11"):
+        resp = await client.get("/jobs", params={"limit": value})
+        assert resp.status == 400 and (await resp.json())["field"] == "limit", value
     resp = await client.get("/jobs/job_0_nothing")
     assert resp.status == 404 and (await resp.json())["error"] == "Job not found"
     resp = await client.post("/jobs/job_0_nothing/cancel")
