@@ -335,6 +335,49 @@ async def test_cancel_running_interrupts_by_prompt_id(make_engine, comfy_double)
     assert job.finished_at is not None
 
 
+async def test_a_job_cancelled_while_its_prompt_is_on_the_way_to_comfyui_never_runs_there(make_engine, comfy_double,
+                                                                                         monkeypatch):
+    """A dispatch writes the job (with its prompt id) before it posts the prompt. A cancel that lands between the two
+    deletes from ComfyUI's queue a prompt that is not there yet: the prompt was then posted anyway and ran for a job
+    that had ended. Forced both ways: the cancel lands while the write is out, and while the POST is out (the
+    prompt reaches ComfyUI's queue after the cancel's delete)."""
+    comfy_double.step_delay = 0.2
+    engine = await make_engine()
+    table, client = engine._table, engine.connections[comfy_double.url].client
+    blocker = await engine.submit("txt2img", {**P, "steps": 150})  # what ComfyUI runs meanwhile: the rest wait
+    await until(lambda: blocker.status == "running", what="the blocker to run")
+    targets = {"in-write", "in-post"}
+    persisted, queue_prompt = table.persisted, client.queue_prompt
+
+    async def cancelled_in_write(job):
+        ok = await persisted(job)
+        if job.id == "in-write" and job.id in targets:
+            targets.discard(job.id)
+            assert await engine.cancel(job.id) is True
+        return ok
+
+    async def cancelled_in_post(graph, prompt_id, **kw):
+        if kw.get("job_id") == "in-post" and "in-post" in targets:
+            targets.discard("in-post")
+            assert await engine.cancel("in-post") is True
+        return await queue_prompt(graph, prompt_id, **kw)
+
+    monkeypatch.setattr(table, "persisted", cancelled_in_write)
+    monkeypatch.setattr(client, "queue_prompt", cancelled_in_post)
+    in_write = await engine.submit("txt2img", P, job_id="in-write")
+    in_post = await engine.submit("txt2img", P, job_id="in-post")
+    assert not targets and in_write.status == "cancelled" and in_post.status == "cancelled"
+    sent = {p["extra_data"].get("pixart_job"): p["prompt_id"] for p in comfy_double.prompts}
+    assert "in-write" not in sent  # ended before its POST: never posted
+    # posted after the cancel: taken out of ComfyUI's queue again, before it could run
+    await until(lambda: comfy_double.timeline[sent["in-post"]]["ended"] is not None, timeout=30,
+                what="the prompt posted after its cancel to leave ComfyUI's queue")
+    assert comfy_double.timeline[sent["in-post"]]["started"] is None
+    await engine.cancel(blocker.id)
+    assert sent["in-post"] not in comfy_double.executed_prompts
+    assert (await engine.find("in-write")).status == "cancelled" and (await engine.find("in-post")).status == "cancelled"
+
+
 async def test_refreshes_asked_during_one_share_the_next(make_engine, comfy_double, monkeypatch):
     # /object_info is megabytes that ComfyUI rebuilds and the bridge decodes; A1111 clients refresh at will
     engine = await make_engine()

@@ -123,6 +123,90 @@ async def test_a_replica_that_goes_away_leaves_its_jobs_to_the_others(replicas, 
     print(f"\ntaken over and finished {taken:.2f} s after A stopped (lease 2 s)")  # timed by bench_replicas
 
 
+async def orphans(replicas: Any, *params: dict[str, Any]) -> list[Any]:
+    """Jobs posted to ComfyUI (the first one running there) by a replica that went away; their leases (30 s) hold
+    them until the test lets them run out (`expire`), all at once."""
+    gone = await replicas(lease=30.0)
+    jobs = [await gone.submit("txt2img", p) for p in params]
+    await until(lambda: jobs[0].status == "running" and all(j.prompt_id for j in jobs), what="the jobs posted")
+    await gone.stop()
+    return jobs
+
+
+def expire(pg_url: str, *jobs: Any) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET lease_until = 0 WHERE id = ANY(%s)", ([j.id for j in jobs],))
+
+
+async def test_a_job_deleted_between_its_claim_and_its_adoption_stays_deleted(replicas, comfy_double, pg_url,
+                                                                             monkeypatch):
+    """A replica that claimed jobs held them in the store before it followed them. A DELETE on it meanwhile found
+    nobody to cancel the job (its own claim of it: nothing; its own cancel note: ignored), waited its cancel out,
+    and removed the row; then the job was adopted from the copy claimed before the delete, ran to its end in
+    ComfyUI and wrote its results after the delete. Forced twice: the claim's cancel of an earlier job it claimed
+    (which waits up to cancel_grace) holds the rest back; and the claim's answer is still out."""
+    comfy_double.step_delay = 0.05
+    here = await replicas(cancel_grace=1.0)
+    first, second = await orphans(replicas, {**P, "steps": 150}, {**P, "seed": 6, "steps": 20})
+    assert await here.store.request_cancel(first.id)  # asked while nobody held it: the claim carries it out
+    cancel, deleted = here._replicas.cancel, []
+
+    async def cancel_after_a_delete(job_id: str) -> Any:
+        if job_id == first.id and not deleted:
+            deleted.append(None)
+            await here.delete(second.id)
+            deleted[0] = second.id
+        return await cancel(job_id)
+
+    monkeypatch.setattr(here._replicas, "cancel", cancel_after_a_delete)
+    expire(pg_url, first, second)
+    await until(lambda: deleted and deleted[0], timeout=30, what="the DELETE during the claim")
+    # its prompt was taken out of ComfyUI's queue (or interrupted), not run to its end
+    await until(lambda: comfy_double.timeline[second.prompt_id]["ended"] is not None, timeout=40,
+                what="the deleted job's prompt to leave ComfyUI")
+    assert second.prompt_id not in comfy_double.executed_prompts
+    # the claim's answer out while a DELETE of one of its jobs gets as far as it can
+    blocker, third = await orphans(replicas, {**P, "steps": 150}, {**P, "seed": 7, "steps": 20})
+    claim, store_claim = here._replicas.claim, here.store.claim
+    asked, called, answered, deleting = asyncio.Event(), asyncio.Event(), asyncio.Event(), []
+
+    async def claim_asked(job_id: str | None = None) -> list[Any]:
+        if job_id == third.id:
+            asked.set()  # the DELETE's cancel claims the job itself (nobody holds it, as far as it knows)
+        return await claim(job_id)
+
+    async def held_claim(owner: str, lease: float, limit: int, **kw: Any) -> list[Any]:
+        if kw.get("job_id") == third.id:
+            called.set()
+            try:
+                return await store_claim(owner, lease, limit, **kw)
+            finally:
+                answered.set()
+        jobs = await store_claim(owner, lease, limit, **kw)
+        if any(j.id == third.id for j in jobs) and not deleting:
+            deleting.append(asyncio.create_task(here.delete(third.id)))
+            await until(lambda: asked.is_set() or deleting[0].done(), timeout=30, what="the DELETE's claim")
+            if called.is_set():  # the DELETE's claim reached the store: its answer comes back first
+                await answered.wait()
+        return jobs
+
+    monkeypatch.setattr(here._replicas, "claim", claim_asked)
+    monkeypatch.setattr(here.store, "claim", held_claim)
+    expire(pg_url, blocker, third)
+    await until(lambda: deleting, timeout=30, what="the claim of the orphaned jobs")
+    await asyncio.wait_for(deleting[0], 30)
+    await until(lambda: comfy_double.timeline[third.prompt_id]["ended"] is not None, timeout=40,
+                what="the deleted job's prompt to leave ComfyUI")
+    assert third.prompt_id not in comfy_double.executed_prompts
+    assert await here.cancel(blocker.id)
+    await here._table.flush()
+    for job in (second, third):
+        assert here.get(job.id) is None and await here.store.load(job.id) is None
+        assert [k async for k in here.blobs.list(f"outputs/{job.id}/")] == []
+
+
 @pytest_asyncio.fixture
 async def apps(pg_url: str, tmp_path: Path, bridge_factory: Any):
     """`make(**settings)`: a bridge app (test client) on the shared database and data folder."""

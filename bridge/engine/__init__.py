@@ -340,12 +340,17 @@ class JobEngine(Outputs, Backends):
         return cancelled
 
     async def _cancel_elsewhere(self, job: Job) -> bool:
+        table, _ = self._parts()
         if not await self.store.request_cancel(job.id, notify={"type": "cancel", "id": job.id, "from": self.replica}):
             return False
         if self._replicas is not None:
             claimed = await self._replicas.claim(job.id)  # nobody holds it (released, or its replica is gone)
             if claimed:
                 return True
+            if table.live(job.id) is not None:
+                # A claim of this replica's took it meanwhile (its copy read before the request): nobody else
+                # will cancel it, and this replica ignores its own cancel note.
+                return await self.cancel(job.id)
         with contextlib.suppress(asyncio.TimeoutError):
             await self.wait(job.id, timeout=self.options.cancel_grace + 2 * self.options.claim_interval)
         return True

@@ -3,7 +3,8 @@
 A job goes to the healthy backend with the least pending work that can run its workflow (ties: configured
 order); on a shared store the work other replicas sent there counts too. Dispatching uploads the job's input
 images, binds its parameters into a fresh graph (live choices from that backend), writes the job (fenced: a replica
-that lost the job never posts it) and queues the prompt. Jobs that find no backend wait in a local queue, oldest
+that lost the job never posts it) and queues the prompt; a job cancelled meanwhile is not posted, and a prompt posted
+as its cancel ran is taken out of ComfyUI again. Jobs that find no backend wait in a local queue, oldest
 first, or on a shared store are released for a replica that has one; a job whose backend went away before it
 started goes back to the front.
 """
@@ -132,6 +133,11 @@ class Dispatcher:
             self.table.save(job)
             if not await self.table.persisted(job):
                 raise LostJob(job.id)
+            if job.done or run.cancel_requested:
+                # Cancelled (or ended) while the write was out: the cancel's delete found nothing in ComfyUI's
+                # queue, so a prompt posted now would run for a job that has ended. The ending cleaned up the rest.
+                run.posting = False
+                return
             await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets, job_id=job.id)
             run.posting = False
         except PromptRejected as exc:
@@ -140,7 +146,23 @@ class Dispatcher:
         except BaseException:
             self._undo(job, conn, prompt_id)
             raise
+        if job.done or run.cancel_requested:
+            # A cancel that ran while the POST was out may have deleted the prompt before ComfyUI queued it; the
+            # job has ended (or its cancel ends it), so nobody would stop the prompt from running now.
+            await self._withdraw(conn, prompt_id)
+            return
         log.info("job %s: queued on %s as prompt %s", job.id, conn.url, prompt_id)
+
+    async def _withdraw(self, conn: Connection, prompt_id: str) -> None:
+        """Take a prompt of an ended job out of ComfyUI: out of its queue, or interrupted if it already runs (by
+        prompt id, and only then: an older ComfyUI interrupts whatever runs)."""
+        try:
+            await conn.client.delete_from_queue([prompt_id])
+            running, _ = await conn.client.queued_ids()
+            if prompt_id in running:
+                await conn.client.interrupt(prompt_id)
+        except BackendError as exc:
+            log.warning("prompt %s of an ended job left on %s: %s", prompt_id, conn.url, exc)
 
     def drop_uploads(self, job: Job, prompt_id: str | None) -> None:
         """Remove one dispatch's input images from ComfyUI's input folder, where the bridge has it, once no prompt

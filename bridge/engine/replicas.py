@@ -42,6 +42,9 @@ class Replicas:
         self.takeovers = 0
         self.live: list[str] = [replica]  # the replicas seen lately, for /health
         self._tasks: list[asyncio.Task[Any]] = []
+        # Held from a claim's query until its jobs are followed here: in between they are this replica's in the
+        # store but not in its table, and a cancel of one of them (see `claim`) must not look in that gap.
+        self._claiming = asyncio.Lock()
         # The loops also end on this flag: a cancellation that lands inside the database driver can be absorbed
         # there, and a loop that only stops on cancellation would then outlive stop().
         self._stopping = False
@@ -111,16 +114,22 @@ class Replicas:
 
     async def claim(self, job_id: str | None = None) -> list[Job]:
         """Take over jobs nobody holds that this replica can carry on: ones on a backend it is connected to
-        (reconciled there), and ones never dispatched whose workflow it can run now."""
+        (reconciled there), and ones never dispatched whose workflow it can run now.
+
+        Every job claimed is followed before any is cancelled, and a claim for one job (a cancel's, which looks
+        in the table once it returns) waits for a claim under way: a job this replica holds in the store but does
+        not follow yet finds nobody to cancel it, and a DELETE then removed it while it went on running here."""
         workflows, backends = self.runnable()
         if not workflows and not backends:
             return []
-        claimed = await self.store.claim(self.replica, self.lease, 100, job_id=job_id,
-                                         workflows=list(workflows), backends=list(backends))
+        async with self._claiming:
+            claimed = await self.store.claim(self.replica, self.lease, 100, job_id=job_id,
+                                             workflows=list(workflows), backends=list(backends))
+            for job in claimed:
+                self.takeovers += 1
+                log.info("job %s: taken over (%s, prompt %s)", job.id, job.status, job.prompt_id)
+                await self.adopt(job)
         for job in claimed:
-            self.takeovers += 1
-            log.info("job %s: taken over (%s, prompt %s)", job.id, job.status, job.prompt_id)
-            await self.adopt(job)
             if job.cancel_requested:
                 await self.cancel(job.id)
         return claimed
