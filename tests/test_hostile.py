@@ -34,6 +34,7 @@ from bridge.app import ENGINE, create_app
 from bridge.config import load_settings
 from bridge.comfyui_process import find_free_port
 from tests.support.imaging import claimed_png, solid_png_b64
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -427,21 +428,31 @@ async def _stop(runner: Any, listener: Any) -> None:
     await runner.cleanup()
 
 
-def _read_all(sock: socket.socket, limit: float) -> bytes:
-    sock.settimeout(limit)
-    data = b""
+def _read_answer(sock: socket.socket) -> bytes:
+    """What the server sent on `sock` up to the end of its answer (by its Content-Length) or of the connection,
+    whichever comes first (aiohttp drains an unread body up to 10 s before it closes). 60 s without a byte: a
+    fail-safe far beyond any answer here, not a bound the test measures."""
+    sock.settimeout(60)
+    answer = b""
     try:
-        while True:
+        while not _whole(answer):
             chunk = sock.recv(65536)
             if not chunk:
-                return data
-            data += chunk
+                break
+            answer += chunk
     except (socket.timeout, ConnectionResetError):
-        return data
+        pass
+    return answer
+
+
+def _whole(answer: bytes) -> bool:
+    head, blank, body = answer.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return bool(blank) and bool(lengths) and len(body) >= int(lengths[0])
 
 
 def _get(port: int, path: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         return sock.recv(64)
 
@@ -486,24 +497,27 @@ async def test_slow_bodies_get_408_and_connections_are_capped(tmp_path: Path, co
     runner, listener, port = await _serve(tmp_path, comfy_double.url, body_timeout=0.5, max_connections=3)
     try:
         def trickle() -> bytes:
-            sock = socket.create_connection(("127.0.0.1", port))
-            sock.sendall(b"POST /generate/text2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 200\r\n\r\n{\"prompt\": ")
-            return _read_all(sock, 5)
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"POST /generate/text2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 200\r\n\r\n{\"prompt\": ")
+                return _read_answer(sock)
 
         answer = await asyncio.to_thread(trickle)
         assert answer.startswith(b"HTTP/1.1 408") and b"BRIDGE_BODY_TIMEOUT" in answer
 
-        def capped() -> bytes:
-            held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-            time.sleep(0.2)
-            extra = socket.create_connection(("127.0.0.1", port))
-            data = _read_all(extra, 5)
-            for s in held + [extra]:
-                s.close()
-            return data
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            # at the cap (the 408's connection counts too: aiohttp waits up to 10 s for the rest of its body)
+            await until(lambda: len(runner.server.connections) >= 3, timeout=60, what="the cap reached")
 
-        refused = await asyncio.to_thread(capped)
+            def one_more() -> bytes:
+                with socket.create_connection(("127.0.0.1", port)) as extra:
+                    return _read_answer(extra)
+
+            refused = await asyncio.to_thread(one_more)
+        finally:
+            for sock in held:
+                sock.close()
         assert refused.startswith(b"HTTP/1.1 503") and b"BRIDGE_MAX_CONNECTIONS" in refused
     finally:
         await _stop(runner, listener)
@@ -511,29 +525,17 @@ async def test_slow_bodies_get_408_and_connections_are_capped(tmp_path: Path, co
 
 def _exchange(port: int, *parts: bytes) -> tuple[int, dict[str, Any] | None]:
     """Send `parts` (a pause between them) on one connection; the answer's status and JSON body (0, None: none)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         for i, part in enumerate(parts):
             if i:
                 time.sleep(0.3)  # the parser has the first part before the next arrives
             sock.sendall(part)
-        answer = b""
-        # to the end of the answer, not of the connection: aiohttp drains an unread body up to 10 s before closing
-        while not (b"\r\n\r\n" in answer and _whole(answer)):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        answer = _read_answer(sock)
     if not answer:
         return 0, None
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower(), answer[:300]
     return int(head.split()[1]), json.loads(body)
-
-
-def _whole(answer: bytes) -> bool:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
-    return bool(lengths) and len(body) >= int(lengths[0])
 
 
 _POST = b"POST /generate/text2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
