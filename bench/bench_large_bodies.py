@@ -22,7 +22,10 @@ digest held the loop with the same image as its sketch (one json.dumps and sha25
 `jsontext.digest` in a thread after); an A1111 answer echoing a long text (one json.dumps before, `jsontext` pieces
 after); and hostile bodies of 32 MiB (the default body limit) parsed as `read_json` parses them, in a thread: how
 long the loop was held and the memory taken before the body was refused, without (reference, `api.PRECOUNT_BYTES`
-raised out of reach) and with the commas and backslashes counted first.
+raised out of reach) and with the commas and backslashes counted first. Last, compressed bodies: a client posting
+a gzip of 400 MB of spaces (400 KB sent) to the live bridge, which refuses it (415) before reading it, while a
+second client polls GET /health every 20 ms: the worst poll with aiohttp's parser inflating the body as it drains
+it (the reference: `auto_decompress` on, as aiohttp has it) and as shipped (off).
 Usage: .venv/bin/python bench/bench_large_bodies.py [--seconds 10] [--clients 2]
 Goal: /health under 100 ms at worst while images pass; a hostile body refused within 50 ms of the loop.
 """
@@ -236,6 +239,73 @@ def hostile_figures() -> list[tuple[str, float, float, float, float]]:
     return rows
 
 
+def bomb_figures(posts: int) -> dict[str, tuple[list[float], float]]:
+    """Per mode ("inflate": aiohttp's default; "as sent": the bridge's), the /health latencies while `posts` gzip
+    bombs are refused one after another, and the median ms to each 415."""
+    import gzip
+    import socket
+
+    from tests.support import live_bridge as live
+
+    bomb = gzip.compress(b" " * (400 << 20), 9)
+    head = (b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb))
+    made = live.create_app
+    out = {}
+    for mode in ("inflate", "as sent"):
+        def create_app(*args: Any, **kw: Any) -> web.Application:
+            app = made(*args, **kw)
+            if mode == "inflate":
+                app._handler_args = {"auto_decompress": True}  # what the bridge had before (aiohttp's default)
+            return app
+
+        live.create_app = create_app  # type: ignore[assignment]
+        try:
+            with live.live_bridge(Path(tempfile.mkdtemp()), adapters=["a1111"]) as url:
+                port = int(url.rsplit(":", 1)[1])
+                told: Any = multiprocessing.Queue()
+                polled: Any = multiprocessing.Queue()
+                poller = multiprocessing.Process(target=poll_until_told, args=(url, told, polled))
+                poller.start()
+                time.sleep(0.5)
+                answered = []
+                for _ in range(posts):
+                    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                        t0 = time.perf_counter()
+                        sock.sendall(head + bomb)
+                        first = sock.recv(64)
+                        answered.append((time.perf_counter() - t0) * 1000)
+                        assert first.startswith(b"HTTP/1.1 415"), first
+                    time.sleep(1.5)  # the drain after the answer (when it inflates) lands between posts
+                told.put("stop")
+                lat = polled.get(timeout=120)
+                poller.join()
+            out[mode] = (lat, statistics.median(answered))
+        finally:
+            live.create_app = made  # type: ignore[assignment]
+    return out
+
+
+def poll_until_told(url: str, told: Any, out: Any) -> None:
+    """`poll` until told to stop; then put the latencies in `out`."""
+    import queue
+
+    session = requests.Session()
+    lat: list[float] = []
+    while True:
+        try:
+            told.get_nowait()
+            break
+        except queue.Empty:
+            pass
+        t0 = time.perf_counter()
+        r = session.get(url + "/health", timeout=60)
+        lat.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200, r.text
+        time.sleep(0.02)
+    out.put(lat)
+
+
 def _refused(api: Any, raw: bytes) -> None:
     with contextlib.suppress(api.BodyError):  # one long string of escapes passes the value limit: it is parsed
         api.parse_json(raw)
@@ -270,6 +340,13 @@ def main() -> None:
     print(f"\n{'hostile 32 MiB body':<22}{'loop ms before':>15}{'MB before':>11}{'loop ms after':>15}{'MB after':>10}")
     for shape, held0, mb0, held1, mb1 in hostile_figures():
         print(f"{shape:<22}{held0:>15.0f}{mb0:>11.0f}{held1:>15.0f}{mb1:>10.0f}")
+    bombs = bomb_figures(5)
+    print(f"\n{'gzip of 400 MB refused (415), 5 posts':<40}{'polls':>6}{'p50 ms':>9}{'max ms':>9}{'415 in ms':>10}")
+    for mode, label in (("inflate", "inflated while drained (before)"), ("as sent", "never inflated (after)")):
+        lat, answer = bombs[mode]
+        print(f"{label:<40}{len(lat):>6}{statistics.median(lat):>9.1f}{max(lat):>9.1f}{answer:>10.1f}")
+    before, after = max(bombs["inflate"][0]), max(bombs["as sent"][0])
+    print(f"/health worst {before:.0f} -> {after:.0f} ms ({before / after:.0f}x less)")
 
 
 if __name__ == "__main__":
