@@ -378,6 +378,45 @@ async def test_a_job_cancelled_while_its_prompt_is_on_the_way_to_comfyui_never_r
     assert (await engine.find("in-write")).status == "cancelled" and (await engine.find("in-post")).status == "cancelled"
 
 
+async def test_a_job_deleted_while_its_results_are_stored_leaves_no_files(make_engine, comfy_double, monkeypatch):
+    """Finishing a job stores its images before it looks at whether the job ended meanwhile. A DELETE while the
+    storing took longer than cancel_grace ended the job (cancelled), removed its row and its folder of results,
+    and the images still on their way were written after that: files of a job that no longer exists, never removed.
+    Forced: the first image's write waits for the DELETE to return; two images, so one is written after it too."""
+    engine = await make_engine(cancel_grace=0.2)
+    put, held, deleted = engine.blobs.put, asyncio.Event(), asyncio.Event()
+    job_id = "stored-late"
+
+    async def put_after_the_delete(key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if key.startswith(f"outputs/{job_id}/") and not held.is_set():
+            held.set()
+            await asyncio.wait_for(deleted.wait(), 30)
+        await put(key, data, content_type)
+
+    finalize, finalized = engine._tracker.finalize, asyncio.Event()
+
+    async def finalize_seen(conn, job, entry):
+        try:
+            await finalize(conn, job, entry)
+        finally:
+            if job.id == job_id:
+                finalized.set()
+
+    monkeypatch.setattr(engine.blobs, "put", put_after_the_delete)
+    monkeypatch.setattr(engine._tracker, "finalize", finalize_seen)
+    job = await engine.submit("txt2img", {**P, "batch_size": 2}, job_id=job_id)
+    await asyncio.wait_for(held.wait(), 30)  # the prompt ended; its first image is on its way to the store
+    await engine.delete(job_id)
+    assert job.status == "cancelled"  # the cancel, not the result, ended it
+    deleted.set()
+    await asyncio.wait_for(finalized.wait(), 30)
+    await engine._table.flush()
+    assert await engine.find(job_id) is None and await engine.store.load(job_id) is None
+    assert job_id not in [j.id for j in await engine.list()]
+    assert engine.stats()["counts"] == {s: 0 for s in engine.stats()["counts"]}
+    assert [b.key async for b in engine.blobs.list(f"outputs/{job_id}/")] == []
+
+
 async def test_refreshes_asked_during_one_share_the_next(make_engine, comfy_double, monkeypatch):
     # /object_info is megabytes that ComfyUI rebuilds and the bridge decodes; A1111 clients refresh at will
     engine = await make_engine()

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from bridge.engine import JobEngine
+from bridge.engine.client import BackendError
 from bridge.keys import ENGINE
 from bridge.errors import QueueFull
 from bridge.store import open_store
@@ -205,6 +206,94 @@ async def test_a_job_deleted_between_its_claim_and_its_adoption_stays_deleted(re
     for job in (second, third):
         assert here.get(job.id) is None and await here.store.load(job.id) is None
         assert [k async for k in here.blobs.list(f"outputs/{job.id}/")] == []
+
+
+async def test_a_job_deleted_while_another_replica_finishes_it_leaves_nothing(replicas, comfy_double, monkeypatch):
+    """A DELETE of a job another replica runs asks it to cancel, waits, then removes the row and the job's folder of
+    results. When that replica does not cancel in time (its cancel note late), it finished the job after the
+    delete: the job's end could not be written (no row) and was let go, but its images, written after the
+    delete's removal of the folder, stayed for good. Forced: the cancel note never reaches the running replica,
+    and its first image's write waits for the DELETE to return."""
+    runner, other = await replicas(), await replicas(cancel_grace=0.3)
+    job_id, held, deleted, notes = "finished-late", asyncio.Event(), asyncio.Event(), []
+    put = runner.blobs.put
+
+    async def put_after_the_delete(key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if key.startswith(f"outputs/{job_id}/") and not held.is_set():
+            held.set()
+            await asyncio.wait_for(deleted.wait(), 30)
+        await put(key, data, content_type)
+
+    async def cancel_note_lost(job_id: str) -> None:
+        notes.append(job_id)
+
+    monkeypatch.setattr(runner.blobs, "put", put_after_the_delete)
+    monkeypatch.setattr(runner._replicas, "cancel", cancel_note_lost)
+    job = await runner.submit("txt2img", {**P, "batch_size": 2}, job_id=job_id)
+    await asyncio.wait_for(held.wait(), 30)  # its prompt ended on the runner; the first image on its way
+    await other.delete(job_id)
+    deleted.set()
+    await until(lambda: job.done, timeout=30, what="the runner to finish the job")
+    assert job.status == "completed" and notes == [job_id]  # the runner never heard of the cancel
+    await runner._table.flush()
+    await until(lambda: runner.get(job_id) is None, timeout=30, what="the runner to let the job go")
+    for engine in (runner, other):
+        assert await engine.find(job_id) is None and job_id not in [j.id for j in await engine.list()]
+    assert await other.store.load(job_id) is None
+    # counts from the store again at the next refresh (the runner's own end was never written)
+    await until(lambda: all(not any(e.stats()["counts"].values()) for e in (runner, other)), timeout=30,
+                what="no job counted anywhere")
+    left = ["?"]
+    for _ in range(200):  # the runner removes what it wrote once it finds the job deleted (in the background)
+        left = [b.key async for b in runner.blobs.list(f"outputs/{job_id}/")]
+        if not left:
+            break
+        await asyncio.sleep(0.05)
+    assert left == []
+
+
+async def test_a_job_deleted_as_its_replica_releases_it_does_not_run_elsewhere(replicas, comfy_double, monkeypatch):
+    """A replica with no backend for a job (any longer) releases it (the store's owner set to none), and follows it until the
+    release returns. A DELETE on it in between cancelled its own copy, whose end could not be written (nobody owns
+    the row now), waited cancel_grace for nothing and removed the row, while a replica with a backend had claimed
+    the job and ran it to its end in ComfyUI. Forced: the release returns only after the other replica runs the job
+    and the DELETE has returned."""
+    comfy_double.step_delay = 0.05
+    lonely, working = await replicas(cancel_grace=0.3), await replicas()
+    job_id, deleting = "released-then-deleted", []
+    release = lonely.store.release
+
+    # Its backend goes away after the job is accepted (as the first dispatch fails): the job is released.
+    async def backend_gone(job: Any) -> None:
+        monkeypatch.setattr(lonely._dispatcher, "pick", lambda workflow: None)
+        raise BackendError(comfy_double.url, "gone")
+
+    def started() -> bool:
+        return any(t["job"] == job_id and t["started"] is not None for t in comfy_double.timeline.values())
+
+    async def release_then_delete(job: Any, owner: str, **kw: Any) -> bool:
+        released = await release(job, owner, **kw)
+        if job.id == job_id and not deleting:
+            deleting.append(None)
+            await until(started, timeout=30, what="the other replica to run the released job")
+            await lonely.delete(job_id)
+            deleting[0] = job_id
+        return released
+
+    monkeypatch.setattr(lonely.store, "release", release_then_delete)
+    monkeypatch.setattr(lonely._dispatcher, "dispatch", backend_gone)
+    await lonely.submit("txt2img", {**P, "steps": 150}, job_id=job_id)
+    await until(lambda: deleting and deleting[0], timeout=60, what="the DELETE during the release")
+    pid = next(p for p, t in comfy_double.timeline.items() if t["job"] == job_id)
+    await until(lambda: comfy_double.timeline[pid]["ended"] is not None, timeout=40,
+                what="the deleted job's prompt to leave ComfyUI")
+    assert pid not in comfy_double.executed_prompts  # interrupted, not run to its end
+    await until(lambda: working.get(job_id) is None or working.get(job_id).done, timeout=30,
+                what="the other replica to end the job")
+    await working._table.flush()
+    for engine in (lonely, working):
+        assert await engine.store.load(job_id) is None and job_id not in [j.id for j in await engine.list()]
+    assert [b.key async for b in working.blobs.list(f"outputs/{job_id}/")] == []
 
 
 @pytest_asyncio.fixture

@@ -252,6 +252,20 @@ class JobEngine(Outputs, Backends):
             conn.jobs.discard(job.id)
         if self._dispatcher is not None:
             self._dispatcher.remove(job.id)
+        if job.status == "completed":
+            self._spawn(self._drop_results_if_deleted(job))
+
+    async def _drop_results_if_deleted(self, job: Job) -> None:
+        """A job this replica completed whose end found no row: a DELETE (run elsewhere while this replica was slow
+        to cancel) removed the row and the job's folder, and the results stored here since stay for good unless
+        they are removed here. With the row still there another replica took the job over and its results (the same
+        keys) are that replica's: they stay."""
+        try:
+            if await self.store.load(job.id) is None:
+                await self.blobs.delete_prefix(f"outputs/{job.id}/")
+                log.info("job %s: deleted while it finished here; its results removed", job.id)
+        except Exception as exc:  # noqa: BLE001 - left over: only space
+            log.warning("job %s: results of a deleted job not removed: %s", job.id, exc)
 
     def _runnable(self) -> tuple[list[str], list[str]]:
         assert self._dispatcher is not None
@@ -336,7 +350,14 @@ class JobEngine(Outputs, Backends):
             return await self._cancel_elsewhere(found)
         assert self._tracker is not None
         cancelled = await self._tracker.cancel(job)
-        await table.persisted(job)  # so every replica counts it as ended once this returns
+        # so every replica counts it as ended once this returns
+        if not await table.persisted(job) and self._replicas is not None:
+            # Its end could not be written: the job is not this replica's any more (released as the cancel ran, or
+            # taken over), and another replica may run it now. Ended only here, it would run on there (and a
+            # DELETE, waiting for an end that never comes, would remove its row under it): cancel it where it is.
+            found = await self.find(job_id)
+            if found is not None and not found.done:
+                return await self._cancel_elsewhere(found)
         return cancelled
 
     async def _cancel_elsewhere(self, job: Job) -> bool:

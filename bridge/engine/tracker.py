@@ -265,6 +265,8 @@ class Tracker:
                         lambda imgs=images: [image_io.convert_output(b, fmt, quality) for b in imgs])
                 keys = []
                 for i, data in enumerate(images):
+                    if job.done:
+                        break
                     key = output_key(job.id, name, i, image_io.sniff_image_type(data) or "bin")
                     await self.blobs.put(key, data, content_type(key))
                     keys.append(key)
@@ -272,14 +274,26 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001 - a store that refuses the result fails the job, never the bridge
             log.error("job %s: could not store its results: %s", job.id, exc)
             self.finish(job, "failed", f"could not store the results: {exc}")
+            await self._drop_results(job)
             return
         if job.done:
+            # Ended (cancelled, timed out) while its images were being stored: an ended job has no results, and a
+            # DELETE that ended it may already have removed the job's folder, so what was written after that would
+            # stay for good. Every write above has returned by now: none lands after this.
+            await self._drop_results(job)
             return
         job.outputs = stored
         job.node_ms = dict(self.run_for(job).node_ms)
         self.finish(job, "completed", None)
         if folder is not None:  # after the answer: the client waits for its job, not for this
             self.copies.add(folder, comfyui_files(entry))
+
+    async def _drop_results(self, job: Job) -> None:
+        """Remove the images stored for a job that ended without them."""
+        try:
+            await self.blobs.delete_prefix(f"outputs/{job.id}/")
+        except Exception as exc:  # noqa: BLE001 - a leftover is only space: the job's deletion removes it
+            log.warning("job %s: results stored as it ended not removed: %s", job.id, exc)
 
     async def check_prompt(self, conn: Connection, job: Job) -> None:
         """Where a prompt stands when its messages may have been missed: history, then the queue."""
