@@ -13,6 +13,7 @@ from bridge.errors import FileNotFound, InvalidParameter, JobNotFound
 from bridge.http import json_error
 from bridge.keys import ENGINE
 from bridge.storage import BlobNotFound, content_type
+from bridge.store import outputs_prefix
 
 
 class DeliveryAttempt(BaseModel):
@@ -81,7 +82,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     missing = FileNotFound(f"job {job_id}: no file named {name[:80]!r}", field="name")
     if not _FILE.fullmatch(name):
         raise missing
-    key = f"outputs/{job_id}/{name}"
+    key = outputs_prefix(job_id) + name
     url = await engine.blobs.url(key, 300)
     if url is not None:
         raise web.HTTPTemporaryRedirect(url)

@@ -362,13 +362,28 @@ async def test_a_job_cancelled_while_its_prompt_is_on_the_way_to_comfyui_never_r
             assert await engine.cancel("in-post") is True
         return await queue_prompt(graph, prompt_id, **kw)
 
+    upload_image = client.upload_image
+
+    async def cancelled_in_upload(data, filename, **kw):
+        # before the dispatch gave the job its backend and prompt: the cancel's ending could not let go of them
+        if filename.startswith("pixart_in-upload_") and "in-upload" in targets:
+            targets.discard("in-upload")
+            assert await engine.cancel("in-upload") is True
+        return await upload_image(data, filename, **kw)
+
+    targets.add("in-upload")
     monkeypatch.setattr(table, "persisted", cancelled_in_write)
     monkeypatch.setattr(client, "queue_prompt", cancelled_in_post)
+    monkeypatch.setattr(client, "upload_image", cancelled_in_upload)
     in_write = await engine.submit("txt2img", P, job_id="in-write")
     in_post = await engine.submit("txt2img", P, job_id="in-post")
-    assert not targets and in_write.status == "cancelled" and in_post.status == "cancelled"
+    in_upload = await engine.submit("img2img", {**P, "image": png_b64(8, 8)}, job_id="in-upload")
+    assert not targets and {in_write.status, in_post.status, in_upload.status} == {"cancelled"}
     sent = {p["extra_data"].get("pixart_job"): p["prompt_id"] for p in comfy_double.prompts}
-    assert "in-write" not in sent  # ended before its POST: never posted
+    assert "in-write" not in sent and "in-upload" not in sent  # ended before its POST: never posted
+    # nothing of theirs is left in the dispatch's books (a job left in a backend's work skews where jobs go)
+    assert not {"in-write", "in-upload"} & engine.connections[comfy_double.url].jobs
+    assert engine._runs.get("in-write") is None and engine._runs.get("in-upload") is None
     # posted after the cancel: taken out of ComfyUI's queue again, before it could run
     await until(lambda: comfy_double.timeline[sent["in-post"]]["ended"] is not None, timeout=30,
                 what="the prompt posted after its cancel to leave ComfyUI's queue")
@@ -415,6 +430,39 @@ async def test_a_job_deleted_while_its_results_are_stored_leaves_no_files(make_e
     assert job_id not in [j.id for j in await engine.list()]
     assert engine.stats()["counts"] == {s: 0 for s in engine.stats()["counts"]}
     assert [b.key async for b in engine.blobs.list(f"outputs/{job_id}/")] == []
+
+
+async def test_two_finalizes_of_one_job_keep_its_results(make_engine, comfy_double, monkeypatch):
+    """The websocket's end and a watchdog's poll of ComfyUI's history can both finalize one job, storing the same
+    keys. The one that finds the job completed by the other must leave those results alone. Forced: the first
+    holds at its first image's write until the second has completed the job."""
+    engine = await make_engine()
+    finalize, put = engine._tracker.finalize, engine.blobs.put
+    first_put, second_done, both_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def twice(conn, job, entry):
+        if job.id != "twice" or both_done.is_set() or first_put.is_set():
+            return await finalize(conn, job, entry)
+        first = asyncio.ensure_future(finalize(conn, job, entry))
+        await asyncio.wait_for(first_put.wait(), 30)
+        await finalize(conn, job, entry)  # the other one: it stores the images and completes the job
+        second_done.set()
+        await first
+        both_done.set()
+
+    async def held_put(key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if key.startswith("outputs/twice/") and not first_put.is_set():
+            first_put.set()
+            await asyncio.wait_for(second_done.wait(), 30)
+        await put(key, data, content_type)
+
+    monkeypatch.setattr(engine._tracker, "finalize", twice)
+    monkeypatch.setattr(engine.blobs, "put", held_put)
+    await engine.submit("txt2img", P, job_id="twice")
+    await asyncio.wait_for(both_done.wait(), 30)
+    done = await engine.find("twice")
+    assert done is not None and done.status == "completed"
+    assert image_size(await engine.read_output(done, "images", 0)) == (64, 64)
 
 
 async def test_refreshes_asked_during_one_share_the_next(make_engine, comfy_double, monkeypatch):

@@ -35,7 +35,7 @@ from bridge.errors import BackendUnavailable, JobNotFound
 from bridge.outbound import Outbound, OutboundPolicy
 from bridge.storage import BlobStore
 from bridge.storage.local import LocalBlobs
-from bridge.store import STATUSES, TERMINAL, Job, JobStore, check_id, input_key, open_store
+from bridge.store import STATUSES, TERMINAL, Job, JobStore, check_id, input_key, open_store, outputs_prefix
 from bridge.webhooks import WebhookConfig, Webhooks
 from bridge.workflows import Workflow
 
@@ -252,20 +252,10 @@ class JobEngine(Outputs, Backends):
             conn.jobs.discard(job.id)
         if self._dispatcher is not None:
             self._dispatcher.remove(job.id)
-        if job.status == "completed":
-            self._spawn(self._drop_results_if_deleted(job))
-
-    async def _drop_results_if_deleted(self, job: Job) -> None:
-        """A job this replica completed whose end found no row: a DELETE (run elsewhere while this replica was slow
-        to cancel) removed the row and the job's folder, and the results stored here since stay for good unless
-        they are removed here. With the row still there another replica took the job over and its results (the same
-        keys) are that replica's: they stay."""
-        try:
-            if await self.store.load(job.id) is None:
-                await self.blobs.delete_prefix(f"outputs/{job.id}/")
-                log.info("job %s: deleted while it finished here; its results removed", job.id)
-        except Exception as exc:  # noqa: BLE001 - left over: only space
-            log.warning("job %s: results of a deleted job not removed: %s", job.id, exc)
+        if job.status == "completed" and self._tracker is not None:
+            # its end found no row to write: a DELETE elsewhere, which outwaited this replica's cancel, may have
+            # removed the job's folder before this replica stored its results there
+            self._spawn(self._tracker.drop_results_if_deleted(job))
 
     def _runnable(self) -> tuple[list[str], list[str]]:
         assert self._dispatcher is not None
@@ -426,7 +416,7 @@ class JobEngine(Outputs, Backends):
         await table.remove(job)
         if self._tracker is not None:
             self._tracker.previews.pop(job_id, None)
-        await self.blobs.delete_prefix(f"outputs/{job_id}/")
+        await self.blobs.delete_prefix(outputs_prefix(job_id))
         await self.drop_inputs(job_id)
 
     async def sweep(self) -> list[str]:

@@ -134,9 +134,11 @@ class Dispatcher:
             if not await self.table.persisted(job):
                 raise LostJob(job.id)
             if job.done or run.cancel_requested:
-                # Cancelled (or ended) while the write was out: the cancel's delete found nothing in ComfyUI's
-                # queue, so a prompt posted now would run for a job that has ended. The ending cleaned up the rest.
+                # Cancelled (or ended) while the uploads or the write were out: the cancel's delete found nothing
+                # in ComfyUI's queue, so a prompt posted now would run for a job that has ended. Its ending may
+                # have come before the job had a backend and a prompt, so this dispatch lets go of its own.
                 run.posting = False
+                self._let_go(job, conn, prompt_id)
                 return
             await conn.client.queue_prompt(graph, prompt_id, partial_execution_targets=targets, job_id=job.id)
             run.posting = False
@@ -150,6 +152,7 @@ class Dispatcher:
             # A cancel that ran while the POST was out may have deleted the prompt before ComfyUI queued it; the
             # job has ended (or its cancel ends it), so nobody would stop the prompt from running now.
             await self._withdraw(conn, prompt_id)
+            self._let_go(job, conn, prompt_id)
             return
         log.info("job %s: queued on %s as prompt %s", job.id, conn.url, prompt_id)
 
@@ -176,10 +179,14 @@ class Dispatcher:
             self.copies.add(folder, files)
 
     def _undo(self, job: Job, conn: Connection, prompt_id: str) -> None:
+        self._let_go(job, conn, prompt_id)
+        job.backend = job.prompt_id = None
+
+    def _let_go(self, job: Job, conn: Connection, prompt_id: str) -> None:
+        """What one dispatch holds of a job: its uploads, its place in the backend's work, its prompt's run."""
         self.drop_uploads(job, prompt_id)
         conn.jobs.discard(job.id)
         self.runs.forget_prompt(prompt_id, job.id)
-        job.backend = job.prompt_id = None
 
     @staticmethod
     def _rejection(wf: wfmod.Workflow, exc: PromptRejected) -> BridgeError:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import InvalidParameter, JobNotFound, ResultGone
 from bridge.storage import BlobNotFound, content_type
-from bridge.store import Job, check_id
+from bridge.store import Job, outputs_prefix
 
 if TYPE_CHECKING:
     from . import JobEngine
@@ -53,7 +53,7 @@ class Outputs:
         beside them, and return a link to it: presigned when the store signs URLs, else the bridge's
         `/jobs/{id}/files/{name}`. It goes with the job (DELETE, retention)."""
         name = f"answer_{hashlib.sha256(data).hexdigest()[:16]}.{ext}"
-        key = f"outputs/{check_id(job_id)}/{name}"
+        key = outputs_prefix(job_id) + name
         await self.blobs.put(key, data, content_type(key))
         url = await self.blobs.url(key, self.webhook_config.link_lifetime)
         base = self.webhook_config.public_url or origin

@@ -16,7 +16,7 @@ from bridge import images as image_io
 from bridge import infotext
 from bridge import workflows as wfmod
 from bridge.storage import BlobStore, content_type
-from bridge.store import Job, output_key
+from bridge.store import Job, output_key, outputs_prefix
 
 from .client import BackendError
 from .connection import Connection
@@ -265,8 +265,6 @@ class Tracker:
                         lambda imgs=images: [image_io.convert_output(b, fmt, quality) for b in imgs])
                 keys = []
                 for i, data in enumerate(images):
-                    if job.done:
-                        break
                     key = output_key(job.id, name, i, image_io.sniff_image_type(data) or "bin")
                     await self.blobs.put(key, data, content_type(key))
                     keys.append(key)
@@ -274,13 +272,12 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001 - a store that refuses the result fails the job, never the bridge
             log.error("job %s: could not store its results: %s", job.id, exc)
             self.finish(job, "failed", f"could not store the results: {exc}")
-            await self._drop_results(job)
+            await self.drop_results_if_deleted(job)
             return
         if job.done:
-            # Ended (cancelled, timed out) while its images were being stored: an ended job has no results, and a
-            # DELETE that ended it may already have removed the job's folder, so what was written after that would
-            # stay for good. Every write above has returned by now: none lands after this.
-            await self._drop_results(job)
+            # Ended while its images were being stored (cancelled, timed out, or completed by another finalize):
+            # a DELETE that ended it may have removed the job's folder before the writes above landed.
+            await self.drop_results_if_deleted(job)
             return
         job.outputs = stored
         job.node_ms = dict(self.run_for(job).node_ms)
@@ -288,12 +285,16 @@ class Tracker:
         if folder is not None:  # after the answer: the client waits for its job, not for this
             self.copies.add(folder, comfyui_files(entry))
 
-    async def _drop_results(self, job: Job) -> None:
-        """Remove the images stored for a job that ended without them."""
+    async def drop_results_if_deleted(self, job: Job) -> None:
+        """Remove the job's result images if its row is gone: a DELETE removed the job, and its folder, while this
+        replica was still writing them (every write of the caller has returned). With the row there they stay:
+        they may be another finalize's or another replica's (the same keys), and deleting the job removes them."""
         try:
-            await self.blobs.delete_prefix(f"outputs/{job.id}/")
-        except Exception as exc:  # noqa: BLE001 - a leftover is only space: the job's deletion removes it
-            log.warning("job %s: results stored as it ended not removed: %s", job.id, exc)
+            if await self.table.store.load(job.id) is None:
+                await self.blobs.delete_prefix(outputs_prefix(job.id))
+                log.info("job %s: deleted while its results were stored; they are removed", job.id)
+        except Exception as exc:  # noqa: BLE001 - left over, they only take space
+            log.warning("job %s: results of a deleted job not removed: %s", job.id, exc)
 
     async def check_prompt(self, conn: Connection, job: Job) -> None:
         """Where a prompt stands when its messages may have been missed: history, then the queue."""

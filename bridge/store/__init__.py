@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import JobStore, LimitReached
-from .model import STATUSES, TERMINAL, Delivery, Job, check_id, input_key, output_key
+from .model import STATUSES, TERMINAL, Delivery, Job, check_id, input_key, output_key, outputs_prefix
 from .schema import LATEST, SchemaTooNew
 
 __all__ = ["JobStore", "LimitReached", "Job", "Delivery", "STATUSES", "TERMINAL", "check_id", "input_key",
-           "output_key", "open_store", "LATEST", "SchemaTooNew", "is_postgres"]
+           "output_key", "outputs_prefix", "open_store", "LATEST", "SchemaTooNew", "is_postgres"]
 
 
 def is_postgres(database: str) -> bool:

@@ -119,7 +119,12 @@ def check_id(job_id: str) -> str:
 
 def output_key(job_id: str, name: str, index: int, ext: str = "png") -> str:
     """Where a job's result image is kept in the blob store (bridge.storage)."""
-    return f"outputs/{check_id(job_id)}/{_safe_name(name)}_{index}.{ext}"
+    return f"{outputs_prefix(job_id)}{_safe_name(name)}_{index}.{ext}"
+
+
+def outputs_prefix(job_id: str) -> str:
+    """The folder of a job's result images in the blob store."""
+    return f"outputs/{check_id(job_id)}/"
 
 
 def input_key(job_id: str, name: str) -> str:
