@@ -70,6 +70,22 @@ async def test_any_replica_answers_for_any_job(replicas, comfy_double):
     comfy_double.step_delay = 0.0
 
 
+async def test_a_cancel_asked_while_the_runner_was_not_listening_is_carried_out_on_its_resync(replicas,
+                                                                                              comfy_double):
+    # The cancel note is lost (the replica's LISTEN connection was down when it was sent); the row keeps the request.
+    # Once listening again the replica hears "resync": it must find the request there, not run the job to its end.
+    comfy_double.step_delay = 0.2
+    a = await replicas()
+    job = await a.submit("txt2img", {**P, "steps": 150})
+    await until(lambda: job.status == "running", what="the job to run")
+    assert await a.store.request_cancel(job.id)  # no note: as if sent while nobody listened
+    await asyncio.sleep(0.5)
+    assert job.status == "running"  # nothing told this replica
+    a._replicas._heard({"type": "resync"})
+    done = await a.wait(job.id, timeout=60)
+    assert done.status == "cancelled" and job.prompt_id not in comfy_double.executed_prompts
+
+
 async def test_cancel_works_from_the_replica_that_does_not_run_the_job(replicas, comfy_double):
     comfy_double.step_delay = 0.1
     a, b = await replicas(), await replicas()
@@ -294,6 +310,33 @@ async def test_a_job_deleted_as_its_replica_releases_it_does_not_run_elsewhere(r
     for engine in (lonely, working):
         assert await engine.store.load(job_id) is None and job_id not in [j.id for j in await engine.list()]
     assert [b.key async for b in working.blobs.list(f"outputs/{job_id}/")] == []
+
+
+async def test_a_cancel_heard_while_a_claim_takes_the_job_is_carried_out(replicas, comfy_double, pg_url,
+                                                                        monkeypatch):
+    """A cancel note for a job that a claim here has just taken from the store (its copy read before the request)
+    but does not follow yet: nobody here runs the job when the note comes, so it went unheard and the job ran to
+    its end although its cancel had answered. Forced: the note comes as the claim's answer returns."""
+    comfy_double.step_delay = 0.1
+    here = await replicas()
+    blocker, target = await orphans(replicas, {**P, "steps": 150}, {**P, "seed": 8, "steps": 60})
+    store_claim, heard = here.store.claim, []
+
+    async def noted_claim(owner: str, lease: float, limit: int, **kw: Any) -> list[Any]:
+        jobs = await store_claim(owner, lease, limit, **kw)
+        if any(j.id == target.id for j in jobs) and not heard:
+            heard.append(target.id)
+            assert not next(j for j in jobs if j.id == target.id).cancel_requested
+            assert await here.store.request_cancel(target.id)
+            here._replicas._heard({"type": "cancel", "id": target.id, "from": "another replica"})
+        return jobs
+
+    monkeypatch.setattr(here.store, "claim", noted_claim)
+    expire(pg_url, blocker, target)
+    await until(lambda: heard, timeout=30, what="the claim of the orphaned jobs")
+    done = await here.wait(target.id, timeout=60)
+    assert done.status == "cancelled" and target.prompt_id not in comfy_double.executed_prompts
+    assert await here.cancel(blocker.id)
 
 
 @pytest_asyncio.fixture

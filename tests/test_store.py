@@ -173,6 +173,19 @@ async def test_cancel_requests_and_deletes(store):
     assert await store.deliveries_for("j1") == [] and not await store.request_cancel("j1")
 
 
+async def test_a_cancel_asked_stays_asked_whatever_the_owner_writes(store):
+    # the owner's copy was read before the request: writing it (a progress save, a release) must not undo it
+    copy = job(1, status="running")
+    await store.insert(copy, owner="r1", lease=30)
+    assert await store.request_cancel("j1")
+    assert await store.save(copy, owner="r1", lease=30) and (await store.load("j1")).cancel_requested
+    assert await store.release(copy, "r1") and (await store.load("j1")).cancel_requested
+    # and a copy that carries the request writes it
+    other = job(2, status="running", cancel_requested=True)
+    await store.insert(job(2, status="running"), owner="r1", lease=30)
+    assert await store.save(other, owner="r1", lease=30) and (await store.load("j2")).cancel_requested
+
+
 async def test_deliveries_are_claimed_by_one_sender_at_a_time(database, tmp_path):
     a, b = open_store(database, tmp_path), open_store(database, tmp_path)
     await a.open()

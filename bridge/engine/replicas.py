@@ -138,9 +138,11 @@ class Replicas:
     def _heard(self, note: dict[str, Any]) -> None:
         kind = note.get("type")
         if kind == "resync":
-            # Announcements may have been missed while listening was down: check on everything waited for.
+            # Announcements may have been missed while listening was down: check on everything waited for, and on
+            # the jobs run here (a cancel asked meanwhile would otherwise go unheard and its job run to its end).
             self.wake.set()
             asyncio.get_running_loop().create_task(self._recheck_waiters())
+            asyncio.get_running_loop().create_task(self._recheck_cancels())
             return
         if note.get("from") == self.replica:
             return
@@ -150,6 +152,9 @@ class Replicas:
         elif kind == "cancel":
             if self.table.live(job_id) is not None:
                 asyncio.get_running_loop().create_task(self.cancel(job_id))
+            elif self._claiming.locked():
+                # a claim under way may be taking this job, its copy read before the request
+                asyncio.get_running_loop().create_task(self._cancel_once_claimed(job_id))
         elif kind == "deleted":
             self.table.uncache(job_id)
         elif kind in ("status", "progress", "preview"):
@@ -164,6 +169,18 @@ class Replicas:
         job = await self.store.load(job_id)
         if job is not None:
             self.table.hub.emit(kind, job, remote=True)
+
+    async def _cancel_once_claimed(self, job_id: str) -> None:
+        async with self._claiming:
+            pass
+        if self.table.live(job_id) is not None:
+            await self.cancel(job_id)
+
+    async def _recheck_cancels(self) -> None:
+        for job in self.table.owned():
+            row = await self.store.load(job.id)
+            if row is not None and row.cancel_requested and self.table.live(job.id) is not None:
+                await self.cancel(job.id)
 
     async def _recheck_waiters(self) -> None:
         for job_id in self.table.waited_on():

@@ -27,6 +27,9 @@ from .model import DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, deliv
 UNFINISHED = "('queued', 'running')"
 FINISHED = "('completed', 'failed', 'cancelled')"
 _JOB_LIST = ", ".join(JOB_COLUMNS)
+# A replica writes its whole copy of a job; a cancel another replica asked (`request_cancel`) after that copy was
+# read stays asked: the write would otherwise undo it, and a cancel whose note went unheard was then lost for good.
+_JOB_SETS = ", ".join(f"{c} = {c} OR ?" if c == "cancel_requested" else f"{c} = ?" for c in JOB_COLUMNS[1:])
 _DELIVERY_LIST = ", ".join(DELIVERY_COLUMNS)
 
 # Announcements: a callback gets each one's JSON object.
@@ -111,11 +114,11 @@ class JobStore:
         """Write the job's state and renew its lease, only while `owner` owns it (None: whoever owns it), and add
         `deliveries` (the webhook messages about this state) in the same transaction: both or neither.
         False when the job is gone or another replica took it over."""
-        sets = ", ".join(f"{c} = ?" for c in JOB_COLUMNS[1:])
         where = "id = ?" + (" AND owner = ?" if owner is not None else "")
         args = [*job_values(job)[1:], lease, job.id] + ([owner] if owner is not None else [])
         async with self._transaction():
-            changed = await self._execute(f"UPDATE jobs SET {sets}, lease_until = {{now}} + ? WHERE {where}", args)
+            changed = await self._execute(f"UPDATE jobs SET {_JOB_SETS}, lease_until = {{now}} + ? WHERE {where}",
+                                          args)
             if changed:
                 for d in deliveries:
                     await self.save_delivery(d)
@@ -243,9 +246,8 @@ class JobStore:
 
     async def release(self, job: Job, owner: str, *, notify: dict[str, Any] | None = None) -> bool:
         """Give a job back (saved as it is) for any replica to claim; False when `owner` no longer held it."""
-        sets = ", ".join(f"{c} = ?" for c in JOB_COLUMNS[1:])
         async with self._transaction():
-            changed = await self._execute(f"UPDATE jobs SET {sets}, owner = NULL, lease_until = 0 WHERE id = ? AND "
+            changed = await self._execute(f"UPDATE jobs SET {_JOB_SETS}, owner = NULL, lease_until = 0 WHERE id = ? AND "
                                           f"owner = ?", (*job_values(job)[1:], job.id, owner))
             if changed:
                 await self._announce(notify)
