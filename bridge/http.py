@@ -149,7 +149,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal_error", "internal server error; the bridge log has the details")
 
 
-# the encodings aiohttp inflates (others it reads as sent)
+# the encodings aiohttp would inflate (`auto_decompress`, off here; others it never did)
 _COMPRESSED = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 
 

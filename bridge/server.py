@@ -41,7 +41,9 @@ class Refuse(asyncio.Protocol):
 
 
 # The request line's limit and a header line's differ so that aiohttp's LineTooLong, which names only the limit it
-# met, tells a long URL (414) from a long header (431).
+# met, tells a long URL (414) from a long header (431). So with aiohttp's C parser (its wheels); its pure-Python
+# fallback (AIOHTTP_NO_EXTENSIONS=1) applies the line limit to what each read brings, and may name a long header
+# the URL there.
 MAX_URL = 32 * 1024
 MAX_HEADER = 16 * 1024
 
@@ -51,8 +53,7 @@ def _refusal(exc: BaseException | None, message: str | None) -> web.Response:
     text = (message or str(exc or "malformed request")).split("\n", 1)[0].rstrip(":")[:200]
     if isinstance(exc, http_exceptions.LineTooLong):
         if exc.args[1] == MAX_URL:
-            return json_error(414, error_code(414), f"the request line (method, URL, version) is over {MAX_URL} "
-                              "bytes", "url")
+            return json_error(414, error_code(414), f"the URL is over {MAX_URL} bytes", "url")
         return json_error(431, error_code(431), f"a header line is over {MAX_HEADER} bytes", "headers")
     if isinstance(exc, http_exceptions.BadStatusLine | http_exceptions.InvalidURLError):
         return json_error(400, error_code(400), text, "request line")
@@ -80,8 +81,9 @@ class JsonErrors(web.RequestHandler):
             if request.writer.output_size > 0:
                 raise ConnectionError("an answer has begun; no error can follow it")
             answer = _refusal(exc, message)
-            log.info("refused a malformed request from %s: %s %s", request.remote, answer.status,
-                     type(exc).__name__)
+            # as aiohttp does, a bad method (most often TLS or another protocol on this port) only in debug
+            log.log(logging.DEBUG if isinstance(exc, http_exceptions.BadHttpMethod) else logging.INFO,
+                    "refused a malformed request from %s: %s %s", request.remote, answer.status, type(exc).__name__)
         answer.force_close()
         return answer
 

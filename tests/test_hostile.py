@@ -606,13 +606,14 @@ async def test_a_body_broken_midway_is_the_clients_error_not_the_servers(broken:
 
 async def test_a_chunk_broken_after_the_handler_began_is_answered_by_the_body_timeout(
         tmp_path: Path, comfy_double: Any, caplog: Any) -> None:
-    # aiohttp's parser leaves such a body waiting (no error reaches the handler): the body timeout ends it
+    # aiohttp's parser leaves such a body waiting (no error reaches the handler): the body timeout ends it. (Should
+    # a pause of the machine bring both parts in one read, the parser refuses the chunk at once: 400.)
     runner, listener, port = await _serve(tmp_path, comfy_double.url, body_timeout=1)
     try:
         with caplog.at_level("INFO"):
             got, answer = await asyncio.to_thread(_exchange, port, _POST + b"Transfer-Encoding: chunked\r\n\r\n"
                                                   b"2\r\n{\"\r\n", b"zz\r\nab\r\n0\r\n\r\n")
-        assert got == 408 and answer is not None and answer["field"] == "body", answer
+        assert got in (408, 400) and answer is not None and answer["field"] == "body", answer
         assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     finally:
         await _stop(runner, listener)
