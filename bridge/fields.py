@@ -374,6 +374,8 @@ def describe(err: Mapping[str, Any], field: str | None, model: type[BaseModel] |
         return f"{name} must be a multiple of {_num(ctx.get('multiple_of'))}, got {shown}"
     if kind == "int_from_float":
         return f"{name} must be an integer, got {shown}"
+    if kind == "string_pattern_mismatch":
+        return f"{name} must match the pattern {ctx.get('pattern')}, got {shown}"
     template = _TEMPLATES.get(kind)
     if template is not None:
         return template.format_map(collections.defaultdict(lambda: "?", {**ctx, "name": name}))

@@ -255,10 +255,15 @@ def test_resolve_model_dir(tmp_path, monkeypatch):
     assert resolve_model_dir("lcm512", search) == default / "lcm512"
     (extra / "lcm512").mkdir(parents=True)
     assert resolve_model_dir("lcm512", search) == extra / "lcm512"
-    assert resolve_model_dir("other", search) == Path("other")
+    assert resolve_model_dir("other", search) == extra / "other"  # found nowhere: where the error says it looked
+    assert resolve_model_dir("other", []) == Path("other")
     monkeypatch.setenv("PIXART_AXERA_MODEL_DIR", str(tmp_path / "env"))
     assert resolve_model_dir("", search) == tmp_path / "env"
     assert resolve_model_dir("/abs/path", search).as_posix() == "/abs/path"
+    assert resolve_model_dir("lcm512", search) == extra / "lcm512"
+    (tmp_path / "env" / "lcm512").mkdir(parents=True)  # one sub-folder per build there too
+    assert resolve_model_dir("lcm512", search) == tmp_path / "env" / "lcm512"
+    assert resolve_model_dir("other", search) == tmp_path / "env" / "other"
     monkeypatch.delenv("PIXART_AXERA_MODEL_DIR")
     with pytest.raises(ValueError, match="model_dir"):
         resolve_model_dir("", [])

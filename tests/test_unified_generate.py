@@ -13,7 +13,7 @@ from PIL import Image
 from bridge.app import ENGINE, create_app
 from bridge.config import load_settings
 from pixart_nodes.core.axera.pipeline import AxeraPipeline
-from tests.support.tiny_axera import tiny_axera_dir  # noqa: F401  (fixture)
+from tests.support.tiny_axera import axera_build, tiny_axera_dir  # noqa: F401  (fixture)
 from tests.support.tiny_models import TINY_CHECKPOINT
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.asyncio]
@@ -33,9 +33,14 @@ def make_app(comfyui, tmp_path, **overrides: str):
     return create_app(settings, adapter_names=["unified"])
 
 
+@pytest.fixture(scope="module")
+def build_name(tiny_models, tiny_axera_dir):
+    return axera_build(tiny_models["root"], tiny_axera_dir)
+
+
 @pytest_asyncio.fixture
-async def axera(aiohttp_client, comfyui, tmp_path, tiny_axera_dir):
-    return await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=str(tiny_axera_dir),
+async def axera(aiohttp_client, comfyui, tmp_path, build_name):
+    return await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=build_name,
                                          UNIFIED_AXERA_RUNTIME="onnxruntime"))
 
 
@@ -130,7 +135,7 @@ async def test_options_axera(axera):
 
 
 async def test_missing_models_fall_back_to_sd15_on_auto_and_503_on_axera(aiohttp_client, comfyui, tmp_path):
-    missing = str(tmp_path / "none")
+    missing = "no-such-build"  # looked for under the Axera model folders
     auto = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=missing,
                                          UNIFIED_AXERA_RUNTIME="onnxruntime", UNIFIED_SD15_CHECKPOINT=TINY_CHECKPOINT))
     data = await post(auto, {"prompt": "x", "width": 64, "height": 64, "steps": 1, "seed": 4})
@@ -194,8 +199,8 @@ async def test_sd15_batch_seeds_reproduce_each_image(aiohttp_client, comfyui, tm
     assert not np.array_equal(decode(batch["images"][0]), decode(batch["images"][1]))
 
 
-async def test_pixelate_chain_and_rgb565_frame(aiohttp_client, comfyui, tmp_path, tiny_axera_dir, direct):
-    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=str(tiny_axera_dir),
+async def test_pixelate_chain_and_rgb565_frame(aiohttp_client, comfyui, tmp_path, build_name, direct):
+    client = await aiohttp_client(make_app(comfyui, tmp_path, UNIFIED_AXERA_MODEL_DIR=build_name,
                                            UNIFIED_AXERA_RUNTIME="onnxruntime", UNIFIED_POSTPROCESS="pixelate",
                                            UNIFIED_PIXEL_SIZE="8"))
     data = await post(client, {"prompt": "a cat", "seed": 3})

@@ -87,6 +87,10 @@ def test_static_errors_name_workflow_and_node(tmp_path):
     (lambda m: m["parameters"]["cfg"].__setitem__("multiple_of", 2), "'multiple_of' applies to int"),
     (lambda m: m["parameters"]["prompt"].__setitem__("min", 1), "'min' applies to int and float"),
     (lambda m: m.__setitem__("cost", ["width", "width"]), "listed twice"),
+    (lambda m: m["parameters"]["steps"].__setitem__("pattern", "^[0-9]+$"), "'pattern' applies to string"),
+    # look-around would need a backtracking engine, whose time a hostile value could make exponential
+    (lambda m: m["parameters"]["prompt"].__setitem__("pattern", "^(?!x)"), "look-around"),
+    (lambda m: m["parameters"]["prompt"].__setitem__("pattern", "(a"), "'pattern' is not a regular expression"),
     (lambda m: m["parameters"].__setitem__("extra", {"type": "json", "default": float("nan"), "targets": [
         {"node": "3", "input": "denoise"}]}), "cannot be described (ValueError"),
 ])

@@ -132,6 +132,38 @@ async def test_openapi_has_one_typed_path_per_workflow(bridge_factory: Any, tmp_
     assert "/workflows/{name}" in spec["paths"] and "post" not in spec["paths"]["/workflows/{name}"]
 
 
+async def test_a_pattern_in_a_shared_manifest_checks_requests_and_shows_in_the_openapi(
+        bridge_factory: Any, tmp_path: Path, comfy_double: Any) -> None:
+    # a shared workflow restricts a text to names with no Python: here the palette's name (a choice of the backend's
+    # list otherwise), and the Axera workflows' model_dir to a sub-folder of the model folders
+    folder = shared_workflow(tmp_path / "shared")
+    m = json.loads((folder / "my_pixels.manifest.json").read_text())
+    m["parameters"]["palette_name"].update(type="string", pattern="^[a-z0-9-]+$")
+    (folder / "my_pixels.manifest.json").write_text(json.dumps(m))
+    client = await bridge_factory(adapters=["jobs_api"], extra_workflows_dirs=[str(folder)])
+    spec = await (await client.get("/openapi.json")).json()
+    assert spec["components"]["schemas"]["MyPixelsParameters"]["properties"]["palette_name"]["pattern"] == \
+        "^[a-z0-9-]+$"
+    model_dir = spec["components"]["schemas"]["AxeraTxt2imgParameters"]["properties"]["model_dir"]
+    assert model_dir["pattern"].startswith("^") and model_dir["maxLength"] == 255
+    before = len(comfy_double.prompts)
+    sketch = solid_png_b64(8, 8, (0, 0, 0))
+    for name, params in (("my_pixels", {"sketch": sketch, "palette_name": "PICO 8"}),
+                         ("my_pixels", {"sketch": sketch, "palette_name": "pico-8\n"}),
+                         *(("axera_txt2img", {"prompt": "a cat", "model_dir": bad})
+                           for bad in ("/etc", "../secrets", "lcm/../../etc", "~root", "lcm512/", "./lcm512"))):
+        resp = await client.post(f"/workflows/{name}", json={"parameters": params})
+        data = await resp.json()
+        field = next(k for k in params if k != "sketch" and k != "prompt")
+        assert resp.status == 400 and data["field"] == field and "must match the pattern" in data["error"], data
+    assert len(comfy_double.prompts) == before  # nothing reached ComfyUI
+    for name, params in (("my_pixels", {"sketch": sketch, "palette_name": "pico-8"}),
+                         ("axera_txt2img", {"prompt": "a cat", "model_dir": "builds/lcm-1024x768"}),
+                         ("axera_txt2img", {"prompt": "a cat"})):
+        resp = await client.post(f"/workflows/{name}", json={"parameters": params})
+        assert resp.status == 202, await resp.json()
+
+
 async def test_pixel_art_indexed_output_carries_the_requested_palette_in_order(bridge_factory: Any) -> None:
     import base64
     import io

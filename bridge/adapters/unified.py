@@ -72,8 +72,10 @@ class UnifiedSettings(AdapterSettings):
         "auto: the Axera workflows where the backend has the Axera model set (UNIFIED_AXERA_MODEL_DIR), else "
         "SD1.5; axera: the AX650N LCM workflows (503 when the model set is missing); sd15: the SD1.5 checkpoint "
         "workflows on ComfyUI."))
-    axera_model_dir: str = Field("", description="Axera model folder on the ComfyUI machine; empty: the node's "
-                                                 "default ($PIXART_AXERA_MODEL_DIR, else models/axera).")
+    axera_model_dir: str = Field("", description=(
+        "The Axera model set's sub-folder of the Axera model folders on the ComfyUI machine (the workflows' "
+        "model_dir takes no other; a folder elsewhere is set there, in $PIXART_AXERA_MODEL_DIR); empty: the "
+        "node's default ($PIXART_AXERA_MODEL_DIR, else models/axera)."))
     axera_runtime: Literal["auto", "axengine", "onnxruntime"] = Field("auto", description="Runtime for the Axera "
                                                                                           "models.")
     axera_txt2img_workflow: str = Field("axera_txt2img", description="Workflow for Axera txt2img.")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter,
+                      ValidationError, field_validator, model_validator)
+from pydantic_core import SchemaError
 from pydantic.json_schema import SkipJsonSchema
 
 PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
@@ -66,6 +67,10 @@ class Parameter(_Strict):
     max: int | float | None = Field(None, description="Inclusive upper limit (int, float).")
     multiple_of: int | None = Field(None, gt=0, description="int only.")
     max_length: int | None = Field(None, ge=0, description="string only.")
+    pattern: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "string only: a regular expression a value must match somewhere (anchor it with ^ and $ to match the "
+        "whole value), in the syntax of Rust's regex crate that the bridge checks with: no look-around or "
+        "back-references, so a match takes time linear in the value's length."))
     choices: list[StrictStr | StrictInt | StrictFloat] | None = Field(None, min_length=1, description=(
         "Fixed list for a choice (texts, or the numbers a custom node lists)."))
     choices_from: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", description=(
@@ -97,9 +102,16 @@ class Parameter(_Strict):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"'min' ({self.min}) is more than 'max' ({self.max}): no value would do")
         for key, types in (("multiple_of", ("int",)), ("random_value", ("int",)), ("max_length", ("string",)),
+                           ("pattern", ("string",)),
                            ("min", ("int", "float")), ("max", ("int", "float"))):
             if getattr(self, key) is not None and self.type not in types:
                 raise ValueError(f"'{key}' applies to {' and '.join(types)} parameters only, not {self.type}")
+        if self.pattern is not None:
+            try:  # the validator's own engine, so a pattern that loads is one every request can be checked with
+                TypeAdapter(Annotated[str, Field(pattern=self.pattern)])
+            except SchemaError as exc:
+                raise ValueError(f"'pattern' is not a regular expression the bridge can check: "
+                                 f"{str(exc).splitlines()[-1][:200]}") from None
         if self.rewire and self.has_default:
             raise ValueError("a parameter with 'rewire' takes no 'default': it rewires only when a request sets it")
         for t in self.targets:
@@ -121,7 +133,8 @@ class Parameter(_Strict):
         out: dict[str, Any] = {"type": self.type, "required": self.required}
         if self.has_default:
             out["default"] = self.default
-        for key in ("description", "min", "max", "multiple_of", "max_length", "choices_from", "random_value"):
+        for key in ("description", "min", "max", "multiple_of", "max_length", "pattern", "choices_from",
+                    "random_value"):
             value = getattr(self, key)
             if value not in (None, ""):
                 out[key] = int(value) if key in ("min", "max") and float(value).is_integer() else value

@@ -76,7 +76,8 @@ def value_type(p: Parameter) -> Any:
     """The annotated type that validates one parameter's value (limits, choices and all)."""
     doc = {"description": p.description} if p.description else {}
     if p.type == "string":
-        return Annotated[str, Strict(), Field(max_length=p.max_length if p.max_length is not None else fields.MAX_TEXT)]
+        return Annotated[str, Strict(), Field(max_length=p.max_length if p.max_length is not None else fields.MAX_TEXT,
+                                              pattern=p.pattern)]
     if p.type == "bool":
         return fields.Bool
     if p.type == "float":

@@ -109,7 +109,7 @@ class PixartAxeraLoader:
                     "default": "",
                     "tooltip": "Model folder as the Axera release ships it. Empty: $PIXART_AXERA_MODEL_DIR, else "
                                "ComfyUI's models/axera (or an 'axera:' path of extra_model_paths.yaml). A relative "
-                               "name is looked up in those folders first."}),
+                               "name is a sub-folder of those folders, never of ComfyUI's working folder."}),
                 "runtime": (list(RUNTIMES), {
                     "default": "auto",
                     "tooltip": "auto: axengine (.axmodel on the NPU) when it imports, else onnxruntime (.onnx). "

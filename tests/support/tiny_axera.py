@@ -243,3 +243,14 @@ def build_tiny_axera(folder: Path, image_hw: tuple[int, int] = (64, 64), seed: i
 def tiny_axera_dir(tmp_path_factory) -> Path:
     """A 64x64 tiny Axera model folder shared by the session."""
     return build_tiny_axera(tmp_path_factory.mktemp("axera") / "models")
+
+
+def axera_build(models_root: Path, folder: Path, name: str = "tiny64") -> str:
+    """``folder`` as the build ``name`` of the Axera model folder under ``models_root`` (the tiny models' root, an
+    ``axera:`` folder of the test ComfyUI's extra_model_paths.yaml): the sub-folder name requests give."""
+    link = models_root / "axera" / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():  # a cached models root keeps the last session's link
+        link.unlink()
+    link.symlink_to(folder, target_is_directory=True)
+    return name

@@ -42,9 +42,11 @@ TINY_LORA = "pixart_tiny_lora.safetensors"
 TINY_VAE = "pixart_tiny_vae.safetensors"
 TINY_EMBEDDING = "pixart_tiny_embedding.safetensors"
 
-# ComfyUI model-folder keys this module may fill; each gets a line in extra_model_paths.yaml.
+# ComfyUI model-folder keys this module may fill; each gets a line in extra_model_paths.yaml. "axera": the
+# Axera integration tests link their tiny model set there (tiny_axera.axera_build), since requests to the bridge
+# name only a sub-folder of the Axera model folders.
 MODEL_FOLDERS: tuple[str, ...] = ("checkpoints", "controlnet", "clip_vision", "style_models", "loras", "vae",
-                                  "embeddings", "upscale_models")
+                                  "embeddings", "upscale_models", "axera")
 
 _STAMP = ".pixart_tiny_models.json"
 _DECODER_GAIN = 10.0

@@ -342,14 +342,16 @@ def resolve_model_dir(value: str, search: Sequence[str | Path] = ()) -> Path:
 
     ``search`` lists the ``axera`` model folders (ComfyUI's ``models/axera`` plus any ``axera:`` entry of
     extra_model_paths.yaml). Empty value: ``$PIXART_AXERA_MODEL_DIR``, else the first search folder that exists. A
-    relative value is looked up in each search folder first (one sub-folder per build), then taken as given.
+    relative value is a sub-folder (one per build) of the first of ``$PIXART_AXERA_MODEL_DIR`` and the search
+    folders that has it, else of the first of them (the loader's error then names where it looked): never of
+    ComfyUI's working folder, which the bridge's clients, who may name only sub-folders, must not reach.
     """
     import os
 
     value = (value or "").strip()
     folders = [Path(p) for p in search]
+    env = os.environ.get(MODEL_DIR_ENV, "").strip()
     if not value:
-        env = os.environ.get(MODEL_DIR_ENV, "").strip()
         if env:
             return Path(env).expanduser()
         for folder in folders:
@@ -359,11 +361,13 @@ def resolve_model_dir(value: str, search: Sequence[str | Path] = ()) -> Path:
             return folders[0]  # missing: the loader's error then names the folder it expected
         raise ValueError(f"model_dir: empty, and neither ${MODEL_DIR_ENV} nor a models/axera folder is set")
     path = Path(value).expanduser()
-    if not path.is_absolute():
-        for folder in folders:
-            if (folder / path).is_dir():
-                return folder / path
-    return path
+    if path.is_absolute():
+        return path
+    roots = ([Path(env).expanduser()] if env else []) + folders
+    for root in roots:
+        if (root / path).is_dir():
+            return root / path
+    return roots[0] / path if roots else path
 
 
 _cache_lock = threading.Lock()
