@@ -132,6 +132,10 @@ def _http_exception_response(request: web.Request, exc: web.HTTPException) -> we
     return json_error(status, error_code(status), message, field, headers)
 
 
+# what a 500 says, whoever answers it (this middleware, or the server for what escapes it)
+INTERNAL_ERROR = "internal server error; the bridge log has the details"
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn exceptions that escape a handler into the common JSON shape; leave returned responses alone."""
@@ -146,7 +150,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _http_exception_response(request, exc)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_error(500, "internal_error", "internal server error; the bridge log has the details")
+        return json_error(500, "internal_error", INTERNAL_ERROR)
 
 
 # the encodings aiohttp would inflate (`auto_decompress`, off here; others it never did)

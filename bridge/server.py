@@ -21,7 +21,7 @@ from http import HTTPStatus
 from aiohttp import http_exceptions, web
 
 from bridge.config import Settings
-from bridge.http import error_code, json_error
+from bridge.http import INTERNAL_ERROR, error_code, json_error
 
 log = logging.getLogger("bridge.server")
 
@@ -75,8 +75,8 @@ class JsonErrors(web.RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if status >= 500:
             super().handle_error(request, status, exc, message)  # logs the traceback; raises if an answer began
-            answer = json_error(status, error_code(status), "internal server error; the bridge log has the details"
-                                if status == 500 else HTTPStatus(status).phrase.lower())
+            answer = json_error(status, error_code(status),
+                                INTERNAL_ERROR if status == 500 else HTTPStatus(status).phrase.lower())
         else:
             if request.writer.output_size > 0:
                 raise ConnectionError("an answer has begun; no error can follow it")
