@@ -258,7 +258,7 @@ def client_identity(keys: ApiKeys | None) -> Callable[..., Awaitable[web.StreamR
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
         key = request_api_key(request)
         if key and keys is not None and keys.valid(key):
-            who = "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+            who = "key:" + hashlib.sha256(_key_bytes(key)).hexdigest()[:16]
         else:
             who = f"addr:{client_address(request)}"
         token = CLIENT.set(who)
@@ -270,17 +270,23 @@ def client_identity(keys: ApiKeys | None) -> Callable[..., Awaitable[web.StreamR
     return identify
 
 
+def _key_bytes(key: str) -> bytes:
+    # aiohttp reads header bytes that are not UTF-8 as lone surrogates (and Python environment variables likewise):
+    # a strict encode raised on them, a 500 outside the error middleware that no rate limit or lock-out counted
+    return key.encode("utf-8", "surrogateescape")
+
+
 class ApiKeys:
     """The accepted keys; `valid` compares against every one so timing reveals neither which matched nor how many
     exist."""
 
     def __init__(self, keys: Sequence[str]) -> None:
-        self._encoded = [k.encode() for k in keys]
+        self._encoded = [_key_bytes(k) for k in keys]
 
     def valid(self, key: str | None) -> bool:
         if not key:
             return False
-        candidate = key.encode()
+        candidate = _key_bytes(key)
         return sum(hmac.compare_digest(candidate, k) for k in self._encoded) > 0
 
 

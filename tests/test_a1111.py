@@ -369,6 +369,9 @@ async def test_basic_auth(bridge_factory, monkeypatch):
     bad = "Basic " + base64.b64encode(b"alice:builder").decode()
     r = await client.get("/sdapi/v1/sd-models", headers={"Authorization": bad})
     assert r.status == 401 and (await r.json())["detail"] == "Incorrect username or password"
+    for odd in ("Basic é", "Basic " + base64.b64encode(b"\xffbob:builder").decode()):  # not ASCII; not UTF-8
+        r = await client.get("/sdapi/v1/sd-models", headers={"Authorization": odd})
+        assert r.status == 401 and (await r.json())["detail"] == "Invalid authentication credentials"
     good = "Basic " + base64.b64encode(b"bob:builder").decode()
     assert (await client.get("/sdapi/v1/sd-models", headers={"Authorization": good})).status == 200
     assert (await client.get("/internal/ping")).status == 200  # not covered, as in A1111

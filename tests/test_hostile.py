@@ -563,6 +563,22 @@ async def test_requests_the_http_parser_refuses_get_the_json_error(tmp_path: Pat
         await _stop(runner, listener)
 
 
+@pytest.mark.parametrize("header", [b"X-API-Key: \xff\xfe", b"Authorization: Bearer \xffright"])
+async def test_a_key_that_is_not_utf8_is_a_wrong_key(tmp_path: Path, comfy_double: Any, header: bytes) -> None:
+    # aiohttp reads such bytes as lone surrogates: encoding them raised before the error middleware, a plain-text
+    # 500 that neither the rate limit nor the lock-out counted
+    runner, listener, port = await _serve(tmp_path, comfy_double.url, api_keys=["right"])
+    try:
+        got, body = await asyncio.to_thread(_exchange, port, b"GET /jobs HTTP/1.1\r\nHost: x\r\n" + header +
+                                            b"\r\nConnection: close\r\n\r\n")
+        assert got == 401 and body is not None and body["error"] == "invalid_api_key", body
+        got, body = await asyncio.to_thread(_exchange, port, b"GET /jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: right"
+                                                             b"\r\nConnection: close\r\n\r\n")
+        assert got == 200, body
+    finally:
+        await _stop(runner, listener)
+
+
 async def test_compressed_bodies_are_refused_without_being_inflated(tmp_path: Path, comfy_double: Any,
                                                                     monkeypatch: Any) -> None:
     from aiohttp import compression_utils

@@ -3,7 +3,6 @@ tasks (one request = one task = one engine job per image, for `/progress`, `/int
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import logging
 import time
@@ -300,7 +299,7 @@ def check_auth(request: web.Request, credentials: dict[str, str]) -> None:
         raise A1111Error(401, "Not authenticated", headers=challenge)
     try:
         user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII (a str b64decode refuses), not UTF-8 once decoded
         raise A1111Error(401, "Invalid authentication credentials", headers=challenge) from None
     expected = credentials.get(user)
     # compare_digest on both branches so a wrong user name costs as long as a wrong password
