@@ -368,6 +368,31 @@ async def test_png_info_reads_hostile_infotexts_as_text(client, text, want):
     assert out["parameters"].items() >= want.items()
 
 
+async def test_png_info_items_are_bounded_and_a_comfyui_graph_is_kept(client):
+    # 60 compressed chunks of a megabyte of control characters each (a 63 KB PNG) made a 377 MB answer, written on
+    # the event loop; a ComfyUI PNG's graph still comes back whole
+    from bridge.adapters.a1111.extras import PNG_INFO_ITEMS_MAX
+
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", "cat\nSteps: 2, Sampler: Euler, Seed: 7", zip=True)
+    graph = json.dumps({"1": {"class_type": "KSampler", "inputs": {"seed": 7, "text": "x" * 200_000}}})
+    meta.add_text("workflow", graph, zip=True)
+    for i in range(60):
+        meta.add_text(f"junk{i}", "\x01" * 1_000_000, zip=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG", pnginfo=meta)
+    assert len(buf.getvalue()) < 100_000
+    resp = await client.post("/sdapi/v1/png-info", json={"image": base64.b64encode(buf.getvalue()).decode()})
+    assert resp.status == 200
+    body = await resp.read()
+    out = json.loads(body)
+    assert out["info"] == "cat\nSteps: 2, Sampler: Euler, Seed: 7" and out["parameters"]["Seed"] == "7"
+    assert out["items"]["workflow"] == graph
+    kept = [k for k in out["items"] if k.startswith("junk")]
+    assert 0 < len(kept) < 60 and sum(len(k) + len(out["items"][k]) for k in out["items"]) <= PNG_INFO_ITEMS_MAX
+    assert len(body) < 6 * PNG_INFO_ITEMS_MAX + 100_000
+
+
 @pytest.mark.parametrize("body,status", [({}, 422), ({"image": ""}, 400), ({"image": "bm90IGFuIGltYWdl"}, 400)])
 async def test_png_info_bad_input_names_the_field(client, body, status):
     resp = await client.post("/sdapi/v1/png-info", json=body)

@@ -320,6 +320,22 @@ async def test_a1111_refuses_a_string_too_long_as_a1111_refuses_bad_values(bridg
     assert comfy_double.prompts == []  # (A1111's 422 echoes the body, as FastAPI's does; it is bounded by the limit)
 
 
+@pytest.mark.parametrize("path, body, field", [
+    ("/sdapi/v1/extra-single-image", {"image": "", "upscaler_1": LONG}, "upscaler_1"),
+    ("/sdapi/v1/extra-batch-images", {"imageList": [{"data": "", "name": LONG}]}, "name"),
+    ("/sdapi/v1/interrogate", {"image": "", "model": LONG}, "model"),
+])
+async def test_a1111_extras_refuse_a_string_too_long(bridge_factory: Any, path: str, body: dict[str, Any],
+                                                     field: str) -> None:
+    # their models took strings of any length, and the extras echoed an unknown upscaler's whole name: a 19 MB
+    # body made a 114 MB answer
+    client = await bridge_factory(adapters=["a1111"])
+    resp = await client.post(path, json=body)
+    text = await resp.text()
+    assert resp.status == 422 and field in json.loads(text)["detail"][0]["loc"], text[:300]
+    assert len(text) < len(LONG)  # FastAPI's 422 echoes the value, once, as A1111's does
+
+
 async def test_a1111_names_a_dict_key_too_long_as_a_string(bridge_factory: Any, comfy_double: Any) -> None:
     # A dict key is a string in FastAPI's loc even when it is all digits: int() of this one (10,001 digits, over
     # the text limit) raised, a 500.

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import html
 import io
+import json
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from bridge import images as image_io
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError, PayloadTooLarge
+from bridge.fields import ImageData, Request
 from bridge.http import json_answer
 
 from ..toolkit import Submission, engine_of, settings_of
@@ -34,10 +36,8 @@ from .models import field_error
 # Request and answer bodies
 
 
-class PNGInfoRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    image: str = Field(description="The image, base64 or a data URL.")
+class PNGInfoRequest(Request):
+    image: ImageData = Field(description="The image, base64 or a data URL.")
 
 
 class PNGInfoAnswer(BaseModel):
@@ -48,16 +48,12 @@ class PNGInfoAnswer(BaseModel):
     parameters: dict[str, Any]
 
 
-class InterrogateRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    image: str | None = ""
+class InterrogateRequest(Request):
+    image: ImageData | None = ""
     model: str | None = "clip"
 
 
-class ExtrasBase(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ExtrasBase(Request):
     resize_mode: Literal[0, 1] | None = 0
     show_extras_results: bool | None = True
     gfpgan_visibility: Annotated[float, Field(ge=0, le=1)] | None = 0
@@ -74,11 +70,11 @@ class ExtrasBase(BaseModel):
 
 
 class ExtrasSingleRequest(ExtrasBase):
-    image: str | None = ""
+    image: ImageData | None = ""
 
 
-class FileData(BaseModel):
-    data: str
+class FileData(Request):
+    data: ImageData
     name: str
 
 
@@ -140,15 +136,26 @@ def user_comment(text: str) -> bytes:
     return b"UNICODE\0" + text.encode("utf-16-be")
 
 
-def _read_info(data: str, field: str, max_bytes: int, max_pixels: int) -> dict[str, Any]:
-    """png-info's answer, in the image pool: a text chunk holds up to a megabyte (Pillow's MAX_TEXT_CHUNK), which
-    takes a good part of a second to read as an infotext."""
+# png-info's `items` text, in characters: items past it are left out. Pillow reads up to 64 MB of text chunks
+# (MAX_TEXT_MEMORY) from an image of a few kilobytes (compressed chunks), and JSON writes a control character in six:
+# a 63 KB PNG made a 377 MB answer. A ComfyUI PNG's graphs (`prompt`, `workflow`) take tens to hundreds of KB.
+PNG_INFO_ITEMS_MAX = 4 << 20
+
+
+def _read_info(data: str, field: str, max_bytes: int, max_pixels: int) -> bytes:
+    """png-info's answer as JSON, in the image pool: a text chunk holds up to a megabyte (Pillow's MAX_TEXT_CHUNK),
+    which takes a good part of a second to read as an infotext, and the answer's text as long to write."""
     raw = image_io.decode_base64(data.strip(), field, max_bytes=max_bytes)
     image_io.read_header(raw, field, max_pixels=max_pixels)
     with Image.open(io.BytesIO(raw)) as img:
         img.load()  # text chunks after the pixels are read with them
         text, items = read_infotext(img)
-    return {"info": text, "items": items, "parameters": infotext_mod.parse(text)}
+    kept, room = {}, PNG_INFO_ITEMS_MAX
+    for key, value in items.items():
+        size = len(key) + (len(value) if isinstance(value, str) else 0)
+        if size <= room:
+            kept[key], room = value, room - size
+    return json.dumps({"info": text, "items": kept, "parameters": infotext_mod.parse(text)}).encode()
 
 
 @a1111_endpoint(body=PNGInfoRequest, responses={200: PNGInfoAnswer})
@@ -165,7 +172,7 @@ async def png_info(request: web.Request, body: PNGInfoRequest) -> web.StreamResp
         raise field_error("image", f"image data is corrupt ({exc})", detail="Invalid encoded image") from None
     except BridgeError as exc:
         raise imaging.a1111_error(exc, "image") from None
-    return web.json_response(answer)
+    return web.Response(body=answer, content_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------------------------------
