@@ -593,3 +593,20 @@ async def test_an_operators_workflow_without_palette_for_dithering_still_serves_
     done = await wait_done(client, "mine")
     assert done["status"] == "completed" and done["metadata"]["algorithm"] == "my_pixels"
     assert graph_of(comfy_double)["PixartPalette"]["for_dithering"] is False
+
+
+def test_results_read_for_status_answers_are_held_within_a_count_and_a_byte_budget():
+    def result(nbytes: int, colours: int = 1) -> pe.Result:
+        return pe.Result(image_io.Base64(b"\0" * nbytes, "data:image/png;base64,"), ["#000000"] * colours)
+
+    kept = pe.Results(count=3, nbytes=1000)
+    for i in range(5):
+        kept.put(f"j{i}", result(10))
+    assert [kept.get(f"j{i}") is not None for i in range(5)] == [False, False, True, True, True]  # by count
+    kept.put("big", result(800))
+    assert kept.get("j2") is None and kept.get("j3") is None and kept.get("j4") is not None  # by bytes
+    kept.put("big", result(10))  # a result read again replaces its entry and its size
+    kept.put("colours", result(10, colours=14))  # 14 colour names count ~900 bytes
+    assert kept.get("big") is not None and kept.get("colours") is not None and kept.get("j4") is None
+    kept.put("huge", result(5000))  # the newest stays even alone over the budget
+    assert kept.get("huge") is not None and kept.get("colours") is None

@@ -388,6 +388,29 @@ class Result:
     colors: list[str]  # distinct colours, most used first
 
 
+class Results:
+    """Results read for status answers (a client polls until its job is done, then reads it once or twice): the
+    newest kept up to ``count`` of them and ``nbytes`` of PNG and colour names, the oldest dropped first. By count
+    alone, 256 results of max_side 4096 could hold gigabytes."""
+
+    def __init__(self, count: int = 256, nbytes: int = 64 << 20) -> None:
+        self.count, self.nbytes = count, nbytes
+        self._items: collections.OrderedDict[str, tuple[Result, int]] = collections.OrderedDict()
+        self._held = 0
+
+    def get(self, job_id: str) -> Result | None:
+        item = self._items.get(job_id)
+        return None if item is None else item[0]
+
+    def put(self, job_id: str, result: Result) -> None:
+        size = len(result.data_url.data) + 64 * len(result.colors)  # a colour's text is a str object of ~64 bytes
+        old = self._items.pop(job_id, None)
+        self._held += size - (old[1] if old else 0)
+        self._items[job_id] = (result, size)
+        while len(self._items) > 1 and (len(self._items) > self.count or self._held > self.nbytes):
+            self._held -= self._items.popitem(last=False)[1][1]
+
+
 def read_result(png: bytes, width: int, height: int) -> Result:
     """Check the stored result and describe it. A wrong size is an error, not something to hide by resizing."""
     with Image.open(io.BytesIO(png)) as im:
@@ -406,7 +429,7 @@ def read_result(png: bytes, width: int, height: int) -> Result:
     return Result(image_io.Base64(png, "data:image/png;base64,"), colors)
 
 
-async def status_body(engine: JobEngine, job: Job, cache: collections.OrderedDict[str, Result], *,
+async def status_body(engine: JobEngine, job: Job, cache: Results, *,
                       response_format: str | None = None, origin: str = "") -> dict[str, Any]:
     """The status answer; `response_format` (else the one the generation was asked with) "url" sends the result
     as `resultUrl` only."""
@@ -434,9 +457,7 @@ async def status_body(engine: JobEngine, job: Job, cache: collections.OrderedDic
             log.error("job %s: unusable result: %s", job.id, exc)
             body.update(status="failed", error=f"the result could not be read: {getattr(exc, 'message', exc)}")
             return body
-        cache[job.id] = result
-        while len(cache) > 256:
-            cache.popitem(last=False)
+        cache.put(job.id, result)
     body["resultUrl"] = await engine.result_link(job, "images", 0, origin)
     if (response_format or meta.get("response_format") or "b64") == "b64":
         body["resultDataUrl"] = result.data_url
@@ -631,7 +652,7 @@ async def styles(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     settings = PixartEditorSettings.from_settings(app[SETTINGS])
     dither = _dither_methods()
-    app[STATE] = {"settings": settings, "results": collections.OrderedDict(), "dither": dither}
+    app[STATE] = {"settings": settings, "results": Results(), "dither": dither}
     # Declared here: the body model carries this server's limits (PIXART_EDITOR_MAX_SIDE).
     body = request_model(settings.max_side, tuple(dither))
     app.router.add_post(f"{PREFIX}/generate",
