@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter,
                       ValidationError, field_validator, model_validator)
-from pydantic_core import SchemaError
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import SchemaError
 
 PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
 OUTPUT_TYPES = ("images", "value")
