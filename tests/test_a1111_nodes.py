@@ -315,6 +315,20 @@ def test_grid_round_trip_nodes_and_bad_counts():
         tiling.grid_positions(128, 128, 64, 64, 64)
 
 
+def test_a_grid_of_up_to_half_a_tile_of_overlap_is_cut_and_more_is_refused():
+    # every picture size and tile, with an overlap up to half the tile, is cut (the limit never bites A1111's use)
+    for width in (1, 40, 64, 100, 511, 512, 513, 1000, 2048):
+        for height in (1, 63, 700):
+            for tile in (64, 72, 512):
+                for overlap in (0, 8, tile // 4, tile // 2):
+                    tiling.grid_positions(width, height, tile, tile, overlap)
+    # a 64-pixel tile overlapping by 56 cut 1024x1024 into 14,641 tiles, 57 times its area
+    with pytest.raises(ValueError, match="overlap: 56 of a 64x64 tile makes 14641 tiles"):
+        tiling.grid_positions(1024, 1024, 64, 64, 56)
+    with pytest.raises(ValueError, match="overlap"):
+        tiling.grid_positions(4096, 64, 64, 64, 56)  # along one side too
+
+
 def test_new_nodes_declare_tooltips_and_categories():
     for cls in (PixartVariationSeed, PixartLatentUpscale, PixartSeamlessTiling, PixartTileSplit, PixartTileMerge):
         assert cls.DESCRIPTION and cls.CATEGORY.startswith("Pixart/")

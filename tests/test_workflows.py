@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -87,6 +88,13 @@ def test_static_errors_name_workflow_and_node(tmp_path):
     (lambda m: m["parameters"]["cfg"].__setitem__("multiple_of", 2), "'multiple_of' applies to int"),
     (lambda m: m["parameters"]["prompt"].__setitem__("min", 1), "'min' applies to int and float"),
     (lambda m: m.__setitem__("cost", ["width", "width"]), "listed twice"),
+    (lambda m: m.__setitem__("cost", "width * prompt"), "'prompt' is not a number parameter"),
+    (lambda m: m.__setitem__("cost", "width * nope"), "'nope' is not a number parameter"),
+    (lambda m: m.__setitem__("cost", "__import__('os').getpid()"), "may hold numbers"),
+    (lambda m: m.__setitem__("cost", "width ** 99999"), "may hold numbers"),  # a power could take any time
+    (lambda m: m.__setitem__("cost", "width.real"), "may hold numbers"),
+    (lambda m: m.__setitem__("cost", "ceil(width, height)"), "may hold numbers"),
+    (lambda m: m.__setitem__("cost", "width *"), "is not a formula"),
     (lambda m: m["parameters"]["steps"].__setitem__("pattern", "^[0-9]+$"), "'pattern' applies to string"),
     # look-around would need a backtracking engine, whose time a hostile value could make exponential
     (lambda m: m["parameters"]["prompt"].__setitem__("pattern", "^(?!x)"), "look-around"),
@@ -100,6 +108,26 @@ def test_manifest_mistakes(tmp_path, change, needle):
     with pytest.raises(WorkflowError) as e:
         W.load_workflow(folder / "txt2img.manifest.json")
     assert needle in e.value.message and "txt2img" in e.value.message
+
+
+def test_a_cost_formula_is_exact_and_reads_the_values_or_the_graphs(tmp_path):
+    from fractions import Fraction
+
+    from bridge.workflows.cost import Formula
+
+    f = Formula("max(1, ceil((a - o) / (t - o))) * t + floor(a / 3) - min(a, t) // 2 + -1 * 0.5")
+    assert f.names == ["a", "o", "t"]
+    # exact: 1/3 of 10**20 + 1 is no float's
+    assert f({"a": 10**20 + 1, "o": 0, "t": 10**20}) == Fraction(2 * 10**20 + (10**20 + 1) // 3 - 10**20 // 2) - \
+        Fraction(1, 2)
+    assert f({"a": 5, "o": 4, "t": 4}) is None  # a division by zero: endless
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "txt2img", lambda m: m.__setitem__("cost", "width * height * steps / 2 + 0.2"))
+    wf = W.load_workflow(folder / "txt2img.manifest.json")
+    # steps left out takes the graph's value; the cost is rounded up
+    assert wf.cost({"width": 64, "height": 64}) == math.ceil(64 * 64 * wf.graph_value("steps") / 2 + 0.2)
+    assert wf.cost_terms() == ("width", "height", "steps")
+    assert wf.cost_text() == "(width * height * steps / 2 + 0.2)"
 
 
 def test_graph_link_to_missing_node(tmp_path):

@@ -184,7 +184,7 @@ class Intake:
         if total > bound:
             wf = jobs[0][0]
             terms = list(wf.cost_terms()) + (["jobs"] if len(jobs) > 1 else [])
-            raise CostTooHigh(terms, total, bound)
+            raise CostTooHigh(terms, total, bound, wf.cost_text() + (" x jobs" if len(jobs) > 1 else ""))
 
     async def _check_webhook(self, spec: Any) -> None:
         """A job's own receiver is checked when the job is accepted: a client learns now, not from a failed

@@ -95,7 +95,8 @@ def load_workflow(manifest_path: Path) -> Workflow:
         raise WorkflowError(f"workflow {label}: " + "; ".join(problems))
     wf = Workflow(name=manifest.name, version=manifest.version, description=manifest.description, graph=graph,
                   parameters=dict(manifest.parameters), outputs=dict(manifest.outputs), path=manifest_path,
-                  manifest=raw, cost_parameters=tuple(manifest.cost) if manifest.cost is not None else None)
+                  manifest=raw, cost_rule=manifest.cost if isinstance(manifest.cost, (str, type(None)))
+                  else tuple(manifest.cost))
     problems = _binding_problems(wf) or wf.check_defaults()
     if problems:
         raise WorkflowError(f"workflow {label}: " + "; ".join(problems))

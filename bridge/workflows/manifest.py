@@ -14,6 +14,8 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stri
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import SchemaError
 
+from .cost import Formula
+
 PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
 OUTPUT_TYPES = ("images", "value")
 NodeId = Annotated[str, Field(pattern=r"^\d+$", description="A node id of the API-format graph (decimal).")]
@@ -173,9 +175,11 @@ class Manifest(_Strict):
                                                    "(default: <name>.json).")
     parameters: dict[Name, Parameter] = Field(default_factory=dict)
     outputs: dict[Name, Output] = Field(min_length=1)
-    cost: list[Name] | None = Field(None, description=(
-        "int parameters whose product is what one job costs (the request cost bound, BRIDGE_MAX_REQUEST_COST); "
-        "default: whichever of width, height, steps and batch_size the workflow has."))
+    cost: list[Name] | str | None = Field(None, description=(
+        "What one job costs (the request cost bound, BRIDGE_MAX_REQUEST_COST): a list of int parameters (their "
+        "product), or a formula over the number parameters with + - * / //, parentheses, ceil, floor, min and "
+        "max, for work a product cannot say (two passes, overlapping tiles); default: the product of whichever "
+        "of width, height, steps and batch_size the workflow has."))
 
     @field_validator("version", mode="before")
     @classmethod
@@ -186,6 +190,15 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _cost(self) -> Manifest:
+        if isinstance(self.cost, str):
+            try:
+                names = Formula(self.cost).names
+            except ValueError as exc:
+                raise ValueError(f"cost: the formula {exc}") from None
+            for name in names:
+                if name not in self.parameters or self.parameters[name].type not in ("int", "float"):
+                    raise ValueError(f"cost: {name!r} is not a number parameter of this workflow")
+            return self
         if self.cost is not None and len(set(self.cost)) != len(self.cost):
             raise ValueError("cost: a parameter is listed twice (its value would count squared)")
         for name in self.cost or ():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from bridge import fields
 from bridge.errors import InvalidParameter
 
+from .cost import Formula
 from .graph import ancestors
 from .manifest import Output, Parameter
 
@@ -142,7 +144,8 @@ class Workflow:
     outputs: dict[str, Output]
     path: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
-    cost_parameters: tuple[str, ...] | None = None
+    # the manifest's `cost`: the parameters whose product it is, or a formula (bridge.workflows.cost)
+    cost_rule: tuple[str, ...] | str | None = None
 
     # ---------------------------------------------------------------- the request model
     @cached_property
@@ -239,19 +242,36 @@ class Workflow:
         return problems
 
     # ---------------------------------------------------------------- cost
+    @cached_property
+    def _cost_formula(self) -> Formula | None:
+        return Formula(self.cost_rule) if isinstance(self.cost_rule, str) else None
+
     def cost_terms(self) -> tuple[str, ...]:
-        """The int parameters whose product is one job's cost (manifest `cost`, else width/height/steps/batch)."""
-        if self.cost_parameters is not None:
-            return self.cost_parameters
+        """The parameters one job's cost reads: the manifest's `cost` list or the names its formula uses, else
+        those of width, height, steps and batch_size the workflow has."""
+        if self._cost_formula is not None:
+            return tuple(self._cost_formula.names)
+        if self.cost_rule is not None:
+            return tuple(self.cost_rule)
         return tuple(n for n in COST_PARAMETERS if n in self.parameters and self.parameters[n].type == "int")
 
-    def cost(self, values: Mapping[str, Any]) -> int:
-        """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value)."""
-        total = 1
+    def cost_text(self) -> str:
+        """How one job's cost is reckoned, for the error that refuses it."""
+        formula = self._cost_formula
+        return f"({formula.text})" if formula is not None else " x ".join(self.cost_terms())
+
+    def cost(self, values: Mapping[str, Any]) -> int | float:
+        """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value);
+        math.inf where the manifest's formula divides by zero (endless work)."""
+        given = {}
         for name in self.cost_terms():
             value = values.get(name, self.graph_value(name))
-            total *= value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
-        return total
+            given[name] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+        formula = self._cost_formula
+        if formula is None:
+            return math.prod(v if isinstance(v, int) and v > 0 else 1 for v in given.values())
+        total = formula(given)
+        return math.inf if total is None else max(0, math.ceil(total))
 
     # ---------------------------------------------------------------- binding
     def bind(self, values: Mapping[str, Any], choices: Callable[[str], list[str] | None] | None = None,

@@ -96,7 +96,8 @@ class PixartTileSplit:
                 "tile_height": ("INT", {"default": 512, "min": 64, "max": 16384, "step": 8,
                                         "tooltip": "Tile height in pixels (A1111: the img2img height)."}),
                 "overlap": ("INT", {"default": 64, "min": 0, "max": 8192, "step": 1, "tooltip": (
-                    "Pixels neighbouring tiles share; Tile Merge blends over them (A1111's 'Tile overlap').")}),
+                    "Pixels neighbouring tiles share; Tile Merge blends over them (A1111's 'Tile overlap'). Up "
+                    "to about half the tile: more would cut the picture into over four times the tiles it needs.")}),
             },
         }
 

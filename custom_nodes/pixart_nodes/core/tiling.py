@@ -80,13 +80,20 @@ def seam_ratio(image: np.ndarray, axis: int) -> float:
 
 def grid_positions(width: int, height: int, tile_w: int, tile_h: int, overlap: int) -> list[tuple[int, list[int]]]:
     """Rows of tiles as [(y, [x, ...]), ...]: as many tiles as cover the picture with `overlap`, spread evenly,
-    the last one flush with the far edge (A1111's split_grid)."""
+    the last one flush with the far edge (A1111's split_grid). At most four times the tiles the picture would take
+    without overlap (ValueError naming `overlap` beyond)."""
     if tile_w <= overlap or tile_h <= overlap:
         raise ValueError(f"overlap: must be smaller than the tile ({tile_w}x{tile_h}), got {overlap}")
     if overlap < 0:
         raise ValueError(f"overlap: must not be negative, got {overlap}")
     cols = max(1, math.ceil((width - overlap) / (tile_w - overlap)))
     rows = max(1, math.ceil((height - overlap) / (tile_h - overlap)))
+    # Up to half a tile of overlap at most doubles the tiles per side: past that each pixel is sampled more than
+    # four times over (a 64-pixel tile overlapping by 56 cut a picture into 64 times its area, gigabytes of tiles)
+    plain = math.ceil(width / tile_w) * math.ceil(height / tile_h)
+    if cols * rows > 4 * plain:
+        raise ValueError(f"overlap: {overlap} of a {tile_w}x{tile_h} tile makes {cols * rows} tiles of a {width}x"
+                         f"{height} picture, {4 * plain} at most (an overlap of up to half the tile)")
     dx = (width - tile_w) / (cols - 1) if cols > 1 else 0
     dy = (height - tile_h) / (rows - 1) if rows > 1 else 0
     out = []

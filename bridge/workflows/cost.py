@@ -1,0 +1,76 @@
+"""A manifest's `cost` as arithmetic over its number parameters: what one job of the workflow costs, for the
+request cost bound (BRIDGE_MAX_REQUEST_COST).
+
+A list of names is their product (pixels x steps x images); a text is a formula for work a product cannot say:
+two passes (`width * height * steps + hr_width * hr_height * hr_steps`), or tiles that overlap
+(`ceil((upscale_width - overlap) / (width - overlap)) * ...`). A formula has numbers, parameter names, `+ - * /
+//`, parentheses and `ceil`, `floor`, `min`, `max`; it is read once, when the manifest loads, and evaluated in exact
+fractions, so no request can make it slow or round it down. A division by zero has no cost: such a request asks for
+endless work (a tile no wider than its overlap) and is refused.
+"""
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping
+from fractions import Fraction
+
+FUNCTIONS = {"ceil": math.ceil, "floor": math.floor, "min": min, "max": max}
+_OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+              ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b}
+# a formula is a manifest author's text: its size bounds the work of reading and evaluating it
+MAX_FORMULA = 1000
+
+
+class Formula:
+    """A cost formula, checked: `names` are the parameters it reads, in order of first use."""
+
+    def __init__(self, text: str) -> None:
+        if len(text) > MAX_FORMULA:
+            raise ValueError(f"is longer than {MAX_FORMULA} characters")
+        try:
+            self._tree = ast.parse(text.strip(), mode="eval").body
+        except SyntaxError as exc:
+            raise ValueError(f"is not a formula ({exc.msg})") from None
+        self.text = text.strip()
+        self.names: list[str] = []
+        self._check(self._tree)
+
+    def _check(self, node: ast.AST) -> None:
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            self._check(node.left)
+            self._check(node.right)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            self._check(node.operand)
+        elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            pass
+        elif isinstance(node, ast.Name):
+            if node.id not in self.names:
+                self.names.append(node.id)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS
+              and not node.keywords and node.args and (len(node.args) == 1) == (node.func.id in ("ceil", "floor"))):
+            for arg in node.args:
+                self._check(arg)
+        else:
+            raise ValueError(f"may hold numbers, parameter names, + - * / //, parentheses and "
+                             f"{', '.join(FUNCTIONS)}; not {ast.unparse(node)!r}")
+
+    def __call__(self, values: Mapping[str, int | float]) -> Fraction | None:
+        """The cost for `values` (every name the formula reads), or None where it divides by zero."""
+        try:
+            return self._eval(self._tree, values)
+        except ZeroDivisionError:
+            return None
+
+    def _eval(self, node: ast.AST, values: Mapping[str, int | float]) -> Fraction:
+        if isinstance(node, ast.BinOp):
+            return Fraction(_OPERATORS[type(node.op)](self._eval(node.left, values), self._eval(node.right, values)))
+        if isinstance(node, ast.UnaryOp):
+            value = self._eval(node.operand, values)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.Constant):
+            return Fraction(node.value)
+        if isinstance(node, ast.Name):
+            return Fraction(values[node.id])
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        return Fraction(FUNCTIONS[node.func.id](*(self._eval(a, values) for a in node.args)))
