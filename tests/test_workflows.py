@@ -500,3 +500,46 @@ def test_ai_pixel_art_snaps_only_to_a_grid_with_the_cells_it_needs(workflows):
     assert g[ids["PixartPixelate"]]["inputs"]["image"] == [ids["PixartSnapToGrid"], 0]
     assert (g[ids["PixartPixelate"]]["inputs"]["width"], g[ids["PixartPixelate"]]["inputs"]["height"]) == (40, 24)
     assert wf.parameters["snap"].default == "auto" and wf.version >= 5
+
+
+def test_palette_hex_and_token_seed_patterns_take_what_the_nodes_take(workflows):
+    # the patterns refuse at the request what the nodes refused after the job ran; checked against the nodes'
+    # own parsers on random texts of their alphabets
+    import random as rnd
+
+    from pixart_nodes.core.aleaart import parse_seed
+    from pixart_nodes.core.palette import palette_from_hex
+
+    rng = rnd.Random(3)
+    check = workflows["pixel_art"]._checkers["palette_hex"]
+    pieces = ["#", "0x", "0X", "f", "A", "9", "g", " ", ",", ";", "\n", "#f80", "#ff8800", "ff8800", "0xff8800"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        try:
+            palette_from_hex(text)
+            parsed = True
+        except ValueError:
+            parsed = not text.strip(" ,;\n")  # no colours at all: the pattern lets an unused palette_hex be empty
+        try:
+            check.validate_python(text)
+            matched = True
+        except Exception:  # noqa: BLE001 - pydantic's ValidationError
+            matched = False
+        assert matched == parsed, text
+    for n, ok in ((256, True), (257, False)):
+        text = " ".join(["#102030"] * n)
+        assert ok == (not bool(_refused(check, text)))
+    seed = workflows["aleaart"]._checkers["token_seed"]
+    for text, ok in (("", True), ("0x" + "ab" * 32, True), ("AB" * 32, True), (" 0x" + "0" * 64, False),
+                     ("0x" + "ab" * 31, False), ("0x" + "g" * 64, False), ("0x" + "ab" * 33, False)):
+        assert ok == (not _refused(seed, text)), text
+        if ok and text:
+            assert len(parse_seed(text)) == 32
+
+
+def _refused(checker, value) -> bool:
+    try:
+        checker.validate_python(value)
+    except Exception:  # noqa: BLE001 - pydantic's ValidationError
+        return True
+    return False
