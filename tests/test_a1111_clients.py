@@ -641,13 +641,13 @@ async def test_xyz_prompt_search_and_replace_is_bounded_before_it_is_made(client
     assert resp.status == 200, await resp.text()
     texts = [n["text"] for g in graphs(comfy_double)[-4:] for n in node_inputs(g, "CLIPTextEncode")][::2]
     assert texts == ["a cat", "two cats", "a dog", "two dogs"]
-    # a 10,000-character prompt of the searched text, each match made 20,000 characters: 200 MB a cell
-    args = [0, "", [], 7, "a," + ",".join(["B" * 20000] * 4), []]
+    # a 10,000-character prompt of the searched text, each match made 2,000 characters: 20 MB a cell
+    args = [0, "", [], 7, "a," + ",".join(["B" * 2000] * 4), []]
     resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "a" * 10000, "width": 64, "height": 64,
                                                         "script_name": "x/y/z plot", "script_args": args})
     errors = (await resp.json())["errors"]
     assert resp.status == 400 and errors.startswith("script_args[4]: Prompt S/R: replacing 'a' with 'BBB")
-    assert "makes the prompt 200,000,000 characters long; at most 10,000" in errors
+    assert "makes the prompt 20,000,000 characters long; at most 10,000" in errors
 
 
 @pytest.mark.parametrize("args,field", [

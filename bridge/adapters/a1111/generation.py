@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,7 @@ from . import prompts as prompts_mod
 from . import upscalers
 from .models import API_VERSION, MAX_IMAGES_PER_REQUEST, MAX_SEED, A1111Error, GenerationRequest, field_error
 from .styles import StyleBook
+from .xyz import DRAWN_FACTOR, MAX_GRID_MP
 
 # ---------------------------------------------------------------------------------------------------------------
 # Resolved generation settings
@@ -472,11 +474,34 @@ def info(gen: Generation, indices: list[int]) -> dict[str, Any]:
     }
 
 
+# The largest picture the bridge opens past Pillow's decompression-bomb limit (89.5 MP warns, 179 MP raises): what
+# it assembles itself, an x/y/z grid, is refused before it runs above this.
+BUILT_MAX_PIXELS = int(DRAWN_FACTOR * MAX_GRID_MP * 1_000_000)
+
+
+def open_built(data: bytes) -> Image.Image:
+    """A PNG the bridge or its backend made, whose size was bounded before it was asked for, opened without Pillow's
+    decompression-bomb check up to BUILT_MAX_PIXELS (an x/y/z grid below A1111's 200 MP can be above Pillow's 179
+    MP: it was a 500 after every job had run). Anything else opens as `Image.open` opens it, with Pillow's limit."""
+    from PIL import PngImagePlugin
+
+    try:
+        im = PngImagePlugin.PngImageFile(io.BytesIO(data))
+    except (SyntaxError, IndexError, TypeError, struct.error):
+        return Image.open(io.BytesIO(data))
+    if im.width * im.height > BUILT_MAX_PIXELS:
+        im.close()
+        return Image.open(io.BytesIO(data))
+    return im
+
+
 def png_with_infotext(png: bytes, text: str) -> bytes:
     """Re-save a PNG with A1111's `parameters` text chunk (what PNG Info and other tools read)."""
     from PIL import PngImagePlugin
 
-    with Image.open(io.BytesIO(png)) as im:
+    with open_built(png) as im:
+        if im.info.get("parameters") == text:  # made with it (an x/y/z grid): kept as it is, not decoded again
+            return png
         im.load()
         meta = PngImagePlugin.PngInfo()
         meta.add_text("parameters", text)

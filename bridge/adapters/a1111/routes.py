@@ -12,12 +12,12 @@ import json
 import math
 import time
 from pathlib import PurePath
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pydantic import BaseModel, Field
 
 from bridge import images as image_io
@@ -200,6 +200,11 @@ class GenerationAnswer(BaseModel):
     info: str
 
 
+# The most pixels a side may have in JPEG (libjpeg) and WebP: a larger picture (an x/y/z grid of eight cells 2048
+# wide is 16,384) comes back as PNG, rather than as a 500 after every job of the request has run.
+MAX_SIDE = {"jpg": 65500, "jpeg": 65500, "webp": 16383}
+
+
 def encode_image(png: bytes, text: str, options: dict[str, Any]) -> tuple[bytes, str]:
     """One answer image in the option's `samples_format` (PNG with the `parameters` chunk; JPEG/WebP with the
     infotext as EXIF UserComment, as A1111 writes them), and its file extension."""
@@ -207,7 +212,9 @@ def encode_image(png: bytes, text: str, options: dict[str, Any]) -> tuple[bytes,
     with_info = bool(options.get("enable_pnginfo", True))
     if fmt == "png":
         return (gen_mod.png_with_infotext(png, text) if with_info else png), "png"
-    with Image.open(io.BytesIO(png)) as im:
+    with gen_mod.open_built(png) as im:
+        if max(im.size) > MAX_SIDE.get(fmt, 16383):
+            return encode_image(png, text, {**options, "samples_format": "png"})
         im = im.convert("RGB")
         exif = Image.Exif()
         if with_info:
@@ -305,10 +312,16 @@ class Prepared:
     gen: Generation
     submissions: list[Submission]
     finish: Callable[[bytes, int], bytes] | None = None
+    finished_size: tuple[int, int] | None = None  # the first image's size after `finish`, where that changes it
 
     @property
     def size(self) -> tuple[int, int]:
         return self.gen.output_size
+
+    @property
+    def answer_size(self) -> tuple[int, int]:
+        """The size the first image comes back at."""
+        return self.finished_size or self.size
 
 
 def _meta(gen: Generation, index: int, dialect: str = "a1111") -> dict[str, Any]:
@@ -358,31 +371,66 @@ async def decode_request_images(request: web.Request, req: models.Img2ImgRequest
     return inits, mask
 
 
+# One init image's plan, with its image and mask encoded once (the engine takes these as they are).
+Plan = tuple[imaging.InpaintPlan, image_io.DecodedImage, image_io.DecodedImage | None]
+
+
+@dataclass
+class Img2ImgInputs:
+    """A request's init images and mask, decoded once, and their plans by the settings that shape them. An x/y/z
+    plot's cells share them: each cell decoded and planned the pictures again, and a 4096x4096 init image and mask
+    held about 230 MiB a cell to the end (only a Size axis makes new plans)."""
+
+    inits: list[Image.Image]
+    mask: Image.Image | None
+    plans: dict[tuple[Any, ...], list[Plan]]
+
+
+async def img2img_inputs(request: web.Request, req: models.Img2ImgRequest) -> Img2ImgInputs:
+    inits, mask = await decode_request_images(request, req)
+    return Img2ImgInputs(inits, mask, {})
+
+
+async def img2img_generation(request: web.Request, req: models.Img2ImgRequest, inputs: Img2ImgInputs,
+                             scripts: tuple[str, ...] = ()) -> Generation:
+    if req.denoising_strength is None:
+        req.denoising_strength = 0.75
+    if len(inputs.inits) > 1:
+        req.batch_size = len(inputs.inits)
+    return await generation_for(request, req, is_img2img=True, scripts=scripts)
+
+
 async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
                           scripts: tuple[str, ...] = ()) -> Prepared:
+    inputs = await img2img_inputs(request, req)
+    gen = await img2img_generation(request, req, inputs, scripts)
+    return await img2img_jobs(request, req, gen, inputs)
+
+
+async def img2img_jobs(request: web.Request, req: models.Img2ImgRequest, gen: Generation, inputs: Img2ImgInputs
+                       ) -> Prepared:
+    """The jobs of an img2img request whose generation is resolved: its pictures planned (or the plans of
+    `inputs` reused), one submission per image, and the step that pastes each result back."""
     state = request.app[STATE]
     engine = _engine(request)
     resize_mode = req.resize_mode or 0
     fill = req.inpainting_fill or 0
-    if req.denoising_strength is None:
-        req.denoising_strength = 0.75
-    inits, mask = await decode_request_images(request, req)
-    if len(inits) > 1:
-        req.batch_size = len(inits)
-    gen = await generation_for(request, req, is_img2img=True, scripts=scripts)
+    inits, mask = inputs.inits, inputs.mask
     blur_x = req.mask_blur if req.mask_blur is not None else (req.mask_blur_x or 0)
     blur_y = req.mask_blur if req.mask_blur is not None else (req.mask_blur_y or 0)
+    shape = dict(width=gen.width // 8 * 8, height=gen.height // 8 * 8, resize_mode=resize_mode, mask_blur_x=blur_x,
+                 mask_blur_y=blur_y, mask_round=req.mask_round is not False, invert=bool(req.inpainting_mask_invert),
+                 fill=fill, full_res=req.inpaint_full_res is not False,
+                 padding=max(0, req.inpaint_full_res_padding or 0))
 
-    def plan(init: Image.Image) -> tuple[imaging.InpaintPlan, image_io.DecodedImage, image_io.DecodedImage | None]:
-        p = imaging.plan_img2img(
-            init, mask, width=gen.width // 8 * 8, height=gen.height // 8 * 8, resize_mode=resize_mode,
-            mask_blur_x=blur_x, mask_blur_y=blur_y, mask_round=req.mask_round is not False,
-            invert=bool(req.inpainting_mask_invert), fill=fill, full_res=req.inpaint_full_res is not False,
-            padding=max(0, req.inpaint_full_res_padding or 0))
-        # Encoded here, once: the engine takes these as they are.
+    def plan(init: Image.Image) -> Plan:
+        p = imaging.plan_img2img(init, mask, **shape)  # type: ignore[arg-type]
         return p, image_io.from_pil(p.image), image_io.from_pil(p.mask) if p.mask is not None else None
 
-    plans = await image_io.run_in_pool(lambda: [plan(im) for im in inits])
+    key = tuple(sorted(shape.items()))
+    plans = inputs.plans.get(key)
+    if plans is None:
+        plans = inputs.plans[key] = await image_io.run_in_pool(lambda: [plan(im) for im in inits])
     workflow = state.settings.inpaint_workflow if mask is not None else state.settings.img2img_workflow
     graph_fill = imaging.WORKFLOW_FILLS[fill] if mask is not None else None
     if graph_fill is not None and graph_fill != "original" \
@@ -421,7 +469,9 @@ async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
         for late in ("Eta DDIM", "Noise multiplier"):  # A1111 adds these while sampling, after the mask keys
             if late in gen.extra:
                 gen.extra[late] = gen.extra.pop(late)
-    return Prepared(gen, submissions, finish)
+    overlay = plans[0][0].overlay
+    # a result is pasted back into the init picture: it comes back at that size
+    return Prepared(gen, submissions, finish, overlay.size if finish is not None and overlay is not None else None)
 
 
 async def run_prepared(request: web.Request, kind: str, prepared: list[Prepared]
@@ -556,36 +606,38 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
     no_fixed = bool((list(body.script_args or []) + [False] * 13)[12])
     model = type(body)
     cells = [models.parse_request(model, r) for r in xyz.cell_requests(plot, raw, no_fixed)]
-    prepare = prepare_img2img if is_img2img else prepare_txt2img
-    prepared = [await prepare(request, c) for c in cells]  # type: ignore[arg-type]
+    limit = xyz.grid_limit(opts.value(request.app[STATE].options, "img_max_size_mp", body.override_settings))
+    if is_img2img:
+        prepared = await _prepare_img2img_cells(request, plot, cells, limit)  # type: ignore[arg-type]
+    else:
+        prepared = [await prepare_txt2img(request, c) for c in cells]
+    # A1111's check, each cell at the size it comes back, then the grid as drawn (legend bands, margins): before
+    # any job is queued
+    await image_io.run_in_pool(xyz.check_grid_size, plot, [p.answer_size for p in prepared], limit)
     results = await run_prepared(request, "img2img" if is_img2img else "txt2img", prepared)
     firsts = [(p, pngs[0], indices[0]) for p, (pngs, indices) in zip(prepared, results) if pngs]
     if len(firsts) < len(prepared):
         # Interrupted or skipped cells leave holes a grid cannot show; the finished images come back alone.
         return await generation_response(request, body, prepared[0].gen, [f[1] for f in firsts],
                                          [0] * len(firsts))
-    (xname, xs), (yname, ys), (zname, zs) = plot.axes
-    cell_images = await image_io.run_in_pool(lambda: [Image.open(io.BytesIO(f[1])).convert("RGB") for f in firsts])
-    per_grid = len(xs) * len(ys)
-
-    def grids() -> tuple[bytes, list[bytes]]:
-        subs = [xyz.draw_grid(cell_images[z * per_grid:(z + 1) * per_grid], len(xs), len(ys),
-                              [xyz.label(xname, v) for v in xs], [xyz.label(yname, v) for v in ys],
-                              plot.draw_legend, plot.margin) for z in range(len(zs))]
-        if len(subs) == 1:
-            return _png(subs[0]), []
-        top = xyz.draw_grid(subs, len(subs), 1, [xyz.label(zname, v) for v in zs], [""], plot.draw_legend,
-                            plot.margin)
-        return _png(top), [_png(s) for s in subs]
-
-    top, subs = await image_io.run_in_pool(grids)
     first = prepared[0].gen
     cell_texts = [gen_mod.infotext(p.gen, i) for p, _, i in firsts]
+    full = {k: first.options.get(k, v) for k, v in opts.defaults().items()}
+    # A grid carries its infotext as it is made where the answer is a PNG with it: added afterwards, the grid was
+    # decoded and encoded a second time.
+    with_text = str(full["samples_format"]).lower() == "png" and bool(full["enable_pnginfo"])
+    grid_text = cell_texts[0] if with_text else None
+    cell_pngs = _Decoded([f[1] for f in firsts])
+
+    def grids() -> tuple[bytes, list[bytes]]:
+        top, subs = xyz.draw_plot(plot, cell_pngs)
+        return _png(top, grid_text), [_png(s, grid_text) for s in subs] if plot.include_sub_grids else []
+
+    top, subs = await image_io.run_in_pool(grids)
     pngs = [top] + (subs if plot.include_sub_grids else []) + ([f[1] for f in firsts] if plot.include_lone_images
                                                                else [])
     texts = [cell_texts[0]] * (1 + (len(subs) if plot.include_sub_grids else 0)) + (
         cell_texts if plot.include_lone_images else [])
-    full = {k: first.options.get(k, v) for k, v in opts.defaults().items()}
     body_info = gen_mod.info(first, [0])
     body_info.update(infotexts=texts, index_of_first_image=len(pngs) - len(firsts) if plot.include_lone_images
                      else 0, all_seeds=[p.gen.seeds[i] for p, _, i in firsts],
@@ -595,9 +647,58 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
                               "info": json.dumps(body_info, default=lambda o: None)})
 
 
-def _png(im: Image.Image) -> bytes:
+async def _prepare_img2img_cells(request: web.Request, plot: xyz.Plot, cells: list[models.Img2ImgRequest],
+                                 limit: float) -> list[Prepared]:
+    """An img2img plot's cells made ready: the init images and mask decoded once for all, and A1111's grid check
+    on what the cells generate before any picture is planned. A cell's result pasted back into the init picture
+    comes back at that picture's size, known once planned: the cells share their plans, and each new plan (a Size
+    axis makes one per size) is followed by the check again, the cells not yet planned counted at what they
+    generate, so that plans past the limit are never all held. The caller checks the final sizes."""
+    inputs = await img2img_inputs(request, cells[0])
+    gens = [await img2img_generation(request, c, inputs) for c in cells]
+    sizes = [g.output_size for g in gens]
+    xyz.check_grid_size(plot, sizes, limit, drawn=False)
+    prepared = []
+    for i, (cell, gen) in enumerate(zip(cells, gens)):
+        planned = len(inputs.plans)
+        prepared.append(await img2img_jobs(request, cell, gen, inputs))
+        sizes[i] = prepared[-1].answer_size
+        if len(inputs.plans) > planned:
+            xyz.check_grid_size(plot, sizes, limit, drawn=False)
+    return prepared
+
+
+class _Decoded(Sequence[Image.Image]):
+    """Cell images opened as the grid takes them, each decoded as it is pasted: decoded all at once, every cell was
+    held twice (as itself and in the grid)."""
+
+    def __init__(self, pngs: list[bytes]) -> None:
+        self.pngs = pngs
+
+    def __len__(self) -> int:
+        return len(self.pngs)
+
+    @overload
+    def __getitem__(self, index: int) -> Image.Image: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> _Decoded: ...
+
+    def __getitem__(self, index: int | slice) -> Image.Image | _Decoded:
+        if isinstance(index, slice):
+            return _Decoded(self.pngs[index])
+        return gen_mod.open_built(self.pngs[index])
+
+
+def _png(im: Image.Image, parameters: str | None = None) -> bytes:
+    """`im` as PNG; with `parameters`, as `generation.png_with_infotext` writes it (which then keeps it)."""
     out = io.BytesIO()
-    im.save(out, format="PNG", compress_level=1)
+    if parameters is None:
+        im.save(out, format="PNG", compress_level=1)
+    else:
+        meta = PngImagePlugin.PngInfo()
+        meta.add_text("parameters", parameters)
+        im.save(out, format="PNG", pnginfo=meta, compress_level=4)
     return out.getvalue()
 
 

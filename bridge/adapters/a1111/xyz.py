@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,14 @@ IMG2IMG_AXES = (
     "Refiner checkpoint", "Refiner switch at", "RNG source", "FP8 mode", "Size")
 # Axes read from the dropdown list (unless csv_mode), as A1111's axes with `choices` are.
 DROPDOWN_AXES = {"Sampler", "Hires sampler", "Checkpoint name", "Schedule type", "Hires upscaler", "VAE", "Styles"}
-# Above this many cells a plot is refused before anything runs (A1111 bounds the grid's megapixels instead).
+# Above this many cells a plot is refused before anything runs (A1111 bounds the grid's megapixels too).
 MAX_CELLS = MAX_IMAGES_PER_REQUEST
+# A1111's `img_max_size_mp` default: a plot whose grid would reach this many megapixels is refused before anything
+# runs. The option may lower it; it cannot raise it, since any client may set options.
+MAX_GRID_MP = 200
+# The grid as drawn (its legend bands and margins too) may be at most this many times the limit: the largest
+# picture the bridge assembles, and what it opens past Pillow's decompression-bomb limit (`open_built`).
+DRAWN_FACTOR = 2
 
 
 def _override(key: str) -> Callable[[dict[str, Any], Any], None]:
@@ -176,10 +183,22 @@ def _expand_float(token: str) -> list[float]:
 def parse_values(name: str, kind: str, text: str, dropdown: list[Any] | None, csv_mode: bool, where: str
                  ) -> list[Any]:
     """One axis's values, as A1111 reads them (ranges for numbers, the dropdown list for choice axes)."""
-    if name in DROPDOWN_AXES and not csv_mode:
-        tokens = [str(v) for v in (dropdown or [])]
-    else:
-        tokens = _csv(text or "")
+    try:
+        if name in DROPDOWN_AXES and not csv_mode:
+            _at_most(len(dropdown or []))
+            tokens = [str(v) for v in (dropdown or [])]
+            length = sum(len(t) for t in tokens)
+        else:
+            length = len(text or "")
+        # one field of more than 131,072 characters is a csv.Error; the whole text is bounded as a prompt is
+        if length > MAX_TEXT:
+            raise field_error(where, f"{name}: the values are {length:,} characters long; at most {MAX_TEXT:,}")
+        if not (name in DROPDOWN_AXES and not csv_mode):
+            tokens = _csv(text or "")
+    except _TooMany as exc:
+        raise field_error(where, f"{name}: {exc.count:.0f} values; at most {MAX_CELLS}") from None
+    except csv.Error as exc:
+        raise field_error(where, f"{name}: cannot read the values {text!r:.80} ({exc})") from None
     try:
         _at_most(len(tokens))
         if kind == "int":
@@ -200,7 +219,7 @@ def parse_values(name: str, kind: str, text: str, dropdown: list[Any] | None, cs
     except _TooMany as exc:
         raise field_error(where, f"{name}: {exc.count:.0f} values; at most {MAX_CELLS}") from None
     except (ValueError, IndexError, OverflowError):
-        raise field_error(where, f"{name}: cannot read the values {text!r}") from None
+        raise field_error(where, f"{name}: cannot read the values {text!r:.80}") from None
     if not values:
         raise field_error(where, f"{name}: no values")
     if len(values) > MAX_CELLS:
@@ -291,24 +310,130 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def draw_grid(images: list[Image.Image], cols: int, rows: int, col_labels: list[str], row_labels: list[str],
-              legend: bool, margin: int) -> Image.Image:
-    """Cells left to right, top to bottom, with the column labels above and row labels at the left (A1111's
-    annotated grid layout, Pillow's default font)."""
-    w, h = images[0].size
+# A label is cut to fit its room, at least this many pixels (a cell's width where that is more): a Prompt S/R value
+# may be 10,000 characters, which drawn whole at a large cell's font was a text bitmap Pillow refuses (a 500) and a
+# legend band as wide.
+LABEL_ROOM = 256
+_MORE = "..."
+
+
+def _fit(text: str, font: Any, room: int) -> str:
+    text = text[:room]  # a drawn character is a pixel wide at least
+    if font.getlength(text) <= room:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if font.getlength(text[:mid] + _MORE) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + _MORE
+
+
+@dataclass
+class Layout:
+    """Where `draw_grid` puts things: the picture's size, the legend bands, and the labels as drawn."""
+
+    size: tuple[int, int]
+    cell: tuple[int, int]
+    left: int
+    top: int
+    font: Any
+    col_labels: list[str]
+    row_labels: list[str]
+
+
+def layout(cell: tuple[int, int], cols: int, rows: int, col_labels: list[str], row_labels: list[str], legend: bool,
+           margin: int) -> Layout:
+    w, h = cell
     font = _font(max(12, h // 16))
-    top = (font.size if hasattr(font, "size") else 12) * 2 if legend and any(col_labels) else 0
-    left = max((int(font.getlength(t)) for t in row_labels), default=0) + 16 if legend and any(row_labels) else 0
-    grid = Image.new("RGB", (left + cols * w + (cols - 1) * margin, top + rows * h + (rows - 1) * margin), "white")
+    top = left = 0
+    if legend and any(col_labels):
+        col_labels = [_fit(t, font, max(w + margin, LABEL_ROOM)) for t in col_labels]
+        top = (font.size if hasattr(font, "size") else 12) * 2
+    if legend and any(row_labels):
+        row_labels = [_fit(t, font, max(w, LABEL_ROOM)) for t in row_labels]
+        left = max(int(font.getlength(t)) for t in row_labels) + 16
+    size = (left + cols * w + (cols - 1) * margin, top + rows * h + (rows - 1) * margin)
+    return Layout(size, (w, h), left, top, font, col_labels, row_labels)
+
+
+def draw_grid(images: Sequence[Image.Image], cols: int, rows: int, col_labels: list[str], row_labels: list[str],
+              legend: bool, margin: int) -> Image.Image:
+    """Cells left to right, top to bottom, each in a slot of the first's size, with the column labels above and
+    row labels at the left (A1111's annotated grid layout, Pillow's default font)."""
+    at = layout(images[0].size, cols, rows, col_labels, row_labels, legend, margin)
+    w, h = at.cell
+    grid = Image.new("RGB", at.size, "white")
     draw = ImageDraw.Draw(grid)
     for i, im in enumerate(images):
         c, r = i % cols, i // cols
-        grid.paste(im.convert("RGB"), (left + c * (w + margin), top + r * (h + margin)))
-    if top:
-        for c, text in enumerate(col_labels):
-            x = left + c * (w + margin) + (w - draw.textlength(text, font=font)) / 2
-            draw.text((x, top / 4), text, fill="black", font=font)
-    if left:
-        for r, text in enumerate(row_labels):
-            draw.text((8, top + r * (h + margin) + h / 2), text, fill="black", font=font, anchor="lm")
+        grid.paste(im if im.mode == "RGB" else im.convert("RGB"),
+                   (at.left + c * (w + margin), at.top + r * (h + margin)))
+    if at.top:
+        for c, text in enumerate(at.col_labels):
+            x = at.left + c * (w + margin) + (w - draw.textlength(text, font=at.font)) / 2
+            draw.text((x, at.top / 4), text, fill="black", font=at.font)
+    if at.left:
+        for r, text in enumerate(at.row_labels):
+            draw.text((8, at.top + r * (h + margin) + h / 2), text, fill="black", font=at.font, anchor="lm")
     return grid
+
+
+def _labels(plot: Plot) -> list[list[str]]:
+    return [[label(name, v) for v in values] for name, values in plot.axes]
+
+
+def grid_size(plot: Plot, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The answer's grid for cells of these sizes (x fastest, then y, then z), as `draw_plot` will draw it."""
+    (_, xs), (_, ys), (_, zs) = plot.axes
+    xl, yl, zl = _labels(plot)
+    per = len(xs) * len(ys)
+    subs = [layout(sizes[z * per], len(xs), len(ys), xl, yl, plot.draw_legend, plot.margin).size
+            for z in range(len(zs))]
+    if len(subs) == 1:
+        return subs[0]
+    return layout(subs[0], len(subs), 1, zl, [""], plot.draw_legend, plot.margin).size
+
+
+def draw_plot(plot: Plot, images: Sequence[Image.Image]) -> tuple[Image.Image, list[Image.Image]]:
+    """The grid of every cell's image and, with a z axis, the sub-grids it is made of (one per z value). `images`
+    may open each image as it is taken: each is taken once, after the first for its size."""
+    (_, xs), (_, ys), (_, zs) = plot.axes
+    xl, yl, zl = _labels(plot)
+    per = len(xs) * len(ys)
+    subs = [draw_grid(images[z * per:(z + 1) * per], len(xs), len(ys), xl, yl, plot.draw_legend, plot.margin)
+            for z in range(len(zs))]
+    if len(subs) == 1:
+        return subs[0], []
+    return draw_grid(subs, len(subs), 1, zl, [""], plot.draw_legend, plot.margin), subs
+
+
+def grid_limit(value: Any) -> float:
+    """The `img_max_size_mp` option as a limit in megapixels: at most MAX_GRID_MP (an untyped option any client may
+    set cannot lift the bound); a value that is no number leaves MAX_GRID_MP."""
+    if isinstance(value, bool):
+        return MAX_GRID_MP
+    try:
+        limit = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return MAX_GRID_MP
+    return min(limit, MAX_GRID_MP) if math.isfinite(limit) else MAX_GRID_MP
+
+
+def check_grid_size(plot: Plot, sizes: list[tuple[int, int]], limit: float, drawn: bool = True) -> None:
+    """A1111's check before anything runs: the grid's megapixels (its cells' pixels: cells x width x height, each
+    cell at the size it will come back, rounded) must be below the limit; and with `drawn`, the grid as drawn,
+    legend and margins too, at most DRAWN_FACTOR times the limit. `sizes`: one per cell, x fastest."""
+    mp = round(sum(w * h for w, h in sizes) / 1_000_000)
+    if not mp < limit:
+        raise field_error("script_args", f"Error: Resulting grid would be too large ({mp} MPixels) (max configured "
+                                         f"size is {limit:g} MPixels)")
+    if not drawn:
+        return
+    w, h = grid_size(plot, sizes)
+    if w * h > DRAWN_FACTOR * limit * 1_000_000:
+        raise field_error("script_args", f"the grid with its legend and margins would be {w}x{h} "
+                                         f"({round(w * h / 1_000_000)} MPixels); at most {DRAWN_FACTOR * limit:g} "
+                                         f"MPixels")
