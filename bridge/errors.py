@@ -35,12 +35,11 @@ class InvalidParameter(BridgeError):
 class CostTooHigh(InvalidParameter):
     """A request asks for more work than BRIDGE_MAX_REQUEST_COST allows (pixels x steps x images)."""
 
-    def __init__(self, terms: list[str], cost: int | float, limit: int, what: str | None = None) -> None:
+    def __init__(self, terms: list[str], cost: int, limit: int, what: str | None = None) -> None:
         what = what or (" x ".join(terms) if terms else "the work asked for")
-        amount = "without end" if cost == float("inf") else f"{cost:,}"
         super().__init__(terms[0] if terms else "parameters",
-                         f"{what} = {amount} for this request; the limit is {limit:,} (BRIDGE_MAX_REQUEST_COST): "
-                         f"ask for fewer steps, fewer images or smaller ones")
+                         f"{what} = {cost:,} for this request; the limit is {limit:,} (BRIDGE_MAX_REQUEST_COST): ask "
+                         f"for fewer steps, fewer images or smaller ones")
         self.terms = terms
 
 

@@ -35,11 +35,11 @@ async def test_auto_runs_sd15_without_axera_models_and_axera_with_them(bridge_fa
 
 async def test_explicit_axera_without_models_is_503_naming_setting_and_folder(bridge_factory, comfy_double):
     client = await bridge_factory(adapters=["unified"], UNIFIED_BACKEND="axera",
-                                  UNIFIED_AXERA_MODEL_DIR="/srv/axera/sd15")
+                                  UNIFIED_AXERA_MODEL_DIR="no-such-build")
     resp = await client.post("/generate", json={"prompt": "a fox"})
     data = await resp.json()
     assert resp.status == 503 and data["status"] == "error" and data["field"] == "UNIFIED_BACKEND"
-    assert "/srv/axera/sd15" in data["error"] and "UNIFIED_AXERA_MODEL_DIR" in data["error"]
+    assert "no-such-build" in data["error"] and "UNIFIED_AXERA_MODEL_DIR" in data["error"]
     assert resp.headers["Retry-After"]
     assert comfy_double.prompts == []  # answered at once, nothing queued
     opts = await (await client.get("/generate/options")).json()
@@ -90,3 +90,13 @@ async def test_a_client_over_its_quota_gets_429_with_retry_after(bridge_factory,
     assert resp.status == 429 and data["status"] == "error" and "BRIDGE_MAX_JOBS_PER_CLIENT" in data["error"], data
     assert int(resp.headers["Retry-After"]) >= 1
     assert (await first).status == 200
+
+
+async def test_an_axera_model_dir_the_workflows_refuse_stops_the_start(bridge_factory):
+    # an absolute folder (or one with ..) was a 400 naming the setting in every request the Axera workflows got
+    from bridge.adapters import AdapterLoadError
+
+    for bad in ("/srv/axera/sd15", "../models", "lcm/../../etc"):
+        with pytest.raises(AdapterLoadError, match="UNIFIED_AXERA_MODEL_DIR: model_dir must match the pattern"):
+            await bridge_factory(adapters=["unified"], UNIFIED_AXERA_MODEL_DIR=bad)
+    assert await bridge_factory(adapters=["unified"], UNIFIED_AXERA_MODEL_DIR="lcm-1024x768")

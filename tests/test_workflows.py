@@ -95,6 +95,10 @@ def test_static_errors_name_workflow_and_node(tmp_path):
     (lambda m: m.__setitem__("cost", "width.real"), "may hold numbers"),
     (lambda m: m.__setitem__("cost", "ceil(width, height)"), "may hold numbers"),
     (lambda m: m.__setitem__("cost", "width *"), "is not a formula"),
+    (lambda m: m.__setitem__("cost", "width * 1e400"), "out of range"),  # loaded, then a 500 at each request
+    (lambda m: m.__setitem__("cost", "-" * 40 + "width"), "nests deeper"),
+    (lambda m: (m.__setitem__("cost", "width * clip_skip"), m["parameters"]["clip_skip"].pop("default")),
+     "'clip_skip' needs a default"),
     (lambda m: m["parameters"]["steps"].__setitem__("pattern", "^[0-9]+$"), "'pattern' applies to string"),
     # look-around would need a backtracking engine, whose time a hostile value could make exponential
     (lambda m: m["parameters"]["prompt"].__setitem__("pattern", "^(?!x)"), "look-around"),
@@ -113,14 +117,16 @@ def test_manifest_mistakes(tmp_path, change, needle):
 def test_a_cost_formula_is_exact_and_reads_the_values_or_the_graphs(tmp_path):
     from fractions import Fraction
 
-    from bridge.workflows.cost import Formula
+    from bridge.workflows.cost import Endless, Formula
 
     f = Formula("max(1, ceil((a - o) / (t - o))) * t + floor(a / 3) - min(a, t) // 2 + -1 * 0.5")
     assert f.names == ["a", "o", "t"]
     # exact: 1/3 of 10**20 + 1 is no float's
     assert f({"a": 10**20 + 1, "o": 0, "t": 10**20}) == Fraction(2 * 10**20 + (10**20 + 1) // 3 - 10**20 // 2) - \
         Fraction(1, 2)
-    assert f({"a": 5, "o": 4, "t": 4}) is None  # a division by zero: endless
+    with pytest.raises(Endless) as e:  # a division by zero: endless, naming the divisor's parameters
+        f({"a": 5, "o": 4, "t": 4})
+    assert e.value.names == ["t", "o"]
     folder = copy_core(tmp_path)
     edit_manifest(folder, "txt2img", lambda m: m.__setitem__("cost", "width * height * steps / 2 + 0.2"))
     wf = W.load_workflow(folder / "txt2img.manifest.json")
@@ -530,7 +536,7 @@ def test_palette_hex_and_token_seed_patterns_take_what_the_nodes_take(workflows)
         text = " ".join(["#102030"] * n)
         assert ok == (not bool(_refused(check, text)))
     seed = workflows["aleaart"]._checkers["token_seed"]
-    for text, ok in (("", True), ("0x" + "ab" * 32, True), ("AB" * 32, True), (" 0x" + "0" * 64, False),
+    for text, ok in (("", True), ("0x" + "ab" * 32, True), ("AB" * 32, True), (" 0x" + "0" * 64, False), ("ab" * 32 + "\n", True), ("0x", False),
                      ("0x" + "ab" * 31, False), ("0x" + "g" * 64, False), ("0x" + "ab" * 33, False)):
         assert ok == (not _refused(seed, text)), text
         if ok and text:

@@ -30,13 +30,13 @@ from pydantic_settings import SettingsConfigDict
 from bridge import images as image_io
 from bridge import samplers as sampler_names
 from bridge.api import Dialect, endpoint, renamed, retry_headers
-from bridge.config import AdapterSettings
+from bridge.config import AdapterSettings, SettingsError
 from bridge.errors import BridgeError, InvalidParameter
 from bridge.fields import (ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
                            Request, ResponseFormat, Seed, Text, Webhook, field_errors)
 from bridge.http import json_answer
 from bridge.engine import JobEngine
-from bridge.keys import SETTINGS
+from bridge.keys import ENGINE, SETTINGS
 
 from .toolkit import ClientGone, Submission, engine_of, live_choices, request_origin, run_jobs
 
@@ -661,8 +661,22 @@ async def options(request: web.Request) -> web.Response:
                               "fields": fields, "settings": extra})
 
 
+def _check_model_dir(engine: JobEngine, s: UnifiedSettings) -> None:
+    """UNIFIED_AXERA_MODEL_DIR as the Axera workflows' model_dir takes it (a sub-folder name): refused at start,
+    not in every request that reaches the Axera workflows."""
+    for name in (s.axera_txt2img_workflow, s.axera_img2img_workflow):
+        wf = engine.workflows.get(name)
+        if s.axera_model_dir and wf is not None and "model_dir" in wf.parameters:
+            try:
+                wf.check("model_dir", s.axera_model_dir)
+            except InvalidParameter as exc:
+                raise SettingsError("UNIFIED_AXERA_MODEL_DIR", f"{exc.message} (workflow {name}): name a "
+                                                               f"sub-folder of the Axera model folders") from None
+
+
 def setup(app: web.Application) -> None:
     settings = UnifiedSettings.from_settings(app[SETTINGS])
+    _check_model_dir(app[ENGINE], settings)
     app[STATE] = {"settings": settings, "rng": random.Random(), "axera_size": None}
     app.router.add_post("/generate", endpoint(dialect=DIALECT, body=body_model(settings.max_images),
                                               responses={200: GenerateAnswer}, names=None)(generate))

@@ -6,7 +6,7 @@ two passes (`width * height * steps + hr_width * hr_height * hr_steps`), or tile
 (`ceil((upscale_width - overlap) / (width - overlap)) * ...`). A formula has numbers, parameter names, `+ - * /
 //`, parentheses and `ceil`, `floor`, `min`, `max`; it is read once, when the manifest loads, and evaluated in exact
 fractions, so no request can make it slow or round it down. A division by zero has no cost: such a request asks for
-endless work (a tile no wider than its overlap) and is refused.
+endless work (a tile no wider than its overlap) and is refused, naming the divisor's parameters.
 """
 from __future__ import annotations
 
@@ -18,8 +18,17 @@ from fractions import Fraction
 FUNCTIONS = {"ceil": math.ceil, "floor": math.floor, "min": min, "max": max}
 _OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
               ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b}
-# a formula is a manifest author's text: its size bounds the work of reading and evaluating it
+# a formula is a manifest author's text: its size and nesting bound the work of reading and evaluating it
 MAX_FORMULA = 1000
+MAX_DEPTH = 32
+
+
+class Endless(ArithmeticError):
+    """A formula divided by zero: the request asks for endless work. `names`: the parameters of the divisor."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(names)
+        self.names = names
 
 
 class Formula:
@@ -34,37 +43,41 @@ class Formula:
             raise ValueError(f"is not a formula ({exc.msg})") from None
         self.text = text.strip()
         self.names: list[str] = []
-        self._check(self._tree)
+        self._check(self._tree, 0)
 
-    def _check(self, node: ast.AST) -> None:
+    def _check(self, node: ast.AST, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_DEPTH} levels")
         if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            self._check(node.left)
-            self._check(node.right)
+            self._check(node.left, depth + 1)
+            self._check(node.right, depth + 1)
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            self._check(node.operand)
+            self._check(node.operand, depth + 1)
         elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            pass
+            if not math.isfinite(node.value):  # 1e400 reads as infinity, which no fraction holds
+                raise ValueError(f"has a number out of range: {ast.unparse(node)}")
         elif isinstance(node, ast.Name):
             if node.id not in self.names:
                 self.names.append(node.id)
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS
               and not node.keywords and node.args and (len(node.args) == 1) == (node.func.id in ("ceil", "floor"))):
             for arg in node.args:
-                self._check(arg)
+                self._check(arg, depth + 1)
         else:
             raise ValueError(f"may hold numbers, parameter names, + - * / //, parentheses and "
                              f"{', '.join(FUNCTIONS)}; not {ast.unparse(node)!r}")
 
-    def __call__(self, values: Mapping[str, int | float]) -> Fraction | None:
-        """The cost for `values` (every name the formula reads), or None where it divides by zero."""
-        try:
-            return self._eval(self._tree, values)
-        except ZeroDivisionError:
-            return None
+    def __call__(self, values: Mapping[str, int | float]) -> Fraction:
+        """The cost for `values` (every name the formula reads); raises Endless where it divides by zero."""
+        return self._eval(self._tree, values)
 
     def _eval(self, node: ast.AST, values: Mapping[str, int | float]) -> Fraction:
         if isinstance(node, ast.BinOp):
-            return Fraction(_OPERATORS[type(node.op)](self._eval(node.left, values), self._eval(node.right, values)))
+            left, right = self._eval(node.left, values), self._eval(node.right, values)
+            if right == 0 and isinstance(node.op, (ast.Div, ast.FloorDiv)):
+                raise Endless(list(dict.fromkeys(n.id for n in ast.walk(node.right)
+                                                 if isinstance(n, ast.Name) and n.id in self.names)))
+            return Fraction(_OPERATORS[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp):
             value = self._eval(node.operand, values)
             return -value if isinstance(node.op, ast.USub) else value

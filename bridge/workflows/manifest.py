@@ -198,6 +198,9 @@ class Manifest(_Strict):
             for name in names:
                 if name not in self.parameters or self.parameters[name].type not in ("int", "float"):
                     raise ValueError(f"cost: {name!r} is not a number parameter of this workflow")
+                p = self.parameters[name]
+                if not (p.has_default or p.required):  # the graph's value: a link, or a number past the limits
+                    raise ValueError(f"cost: {name!r} needs a default (or required: true) for the formula to read")
             return self
         if self.cost is not None and len(set(self.cost)) != len(self.cost):
             raise ValueError("cost: a parameter is listed twice (its value would count squared)")

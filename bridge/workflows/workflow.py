@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 from bridge import fields
 from bridge.errors import InvalidParameter
 
-from .cost import Formula
+from .cost import Endless, Formula
 from .graph import ancestors
 from .manifest import Output, Parameter
 
@@ -213,11 +213,17 @@ class Workflow:
             if self.parameters[name].type == "image":
                 raise InvalidParameter(name, f"{name}: now an image parameter; {changed}")
             try:
-                out[name] = self._checkers[name].validate_python(value, context={"rng": random.Random()})
-            except ValidationError as exc:
-                message = fields.first_error(exc).message.replace("body ", f"{name} ", 1)
-                raise InvalidParameter(name, f"{message}; {changed}") from None
+                out[name] = self.check(name, value)
+            except InvalidParameter as exc:
+                raise InvalidParameter(name, f"{exc.message}; {changed}") from None
         return out
+
+    def check(self, name: str, value: Any) -> Any:
+        """One parameter's value checked alone as a request's would be; InvalidParameter names the parameter."""
+        try:
+            return self._checkers[name].validate_python(value, context={"rng": random.Random()})
+        except ValidationError as exc:
+            raise InvalidParameter(name, fields.first_error(exc).message.replace("body ", f"{name} ", 1)) from None
 
     def _invalid(self, exc: ValidationError) -> InvalidParameter:
         err = exc.errors(include_url=False)[0]
@@ -260,9 +266,9 @@ class Workflow:
         formula = self._cost_formula
         return f"({formula.text})" if formula is not None else " x ".join(self.cost_terms())
 
-    def cost(self, values: Mapping[str, Any]) -> int | float:
-        """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value);
-        math.inf where the manifest's formula divides by zero (endless work)."""
+    def cost(self, values: Mapping[str, Any]) -> int:
+        """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value). A
+        manifest's formula that divides by zero for these values is refused, naming the divisor's parameters."""
         given = {}
         for name in self.cost_terms():
             value = values.get(name, self.graph_value(name))
@@ -270,8 +276,13 @@ class Workflow:
         formula = self._cost_formula
         if formula is None:
             return math.prod(v if isinstance(v, int) and v > 0 else 1 for v in given.values())
-        total = formula(given)
-        return math.inf if total is None else max(0, math.ceil(total))
+        try:
+            return max(0, math.ceil(formula(given)))
+        except Endless as exc:
+            names = exc.names or list(given)
+            shown = ", ".join(f"{n} = {given[n]}" for n in names)
+            raise InvalidParameter(names[0], f"{names[0]}: with {shown}, {self.cost_text()} divides by zero: "
+                                             f"the work would never end") from None
 
     # ---------------------------------------------------------------- binding
     def bind(self, values: Mapping[str, Any], choices: Callable[[str], list[str] | None] | None = None,

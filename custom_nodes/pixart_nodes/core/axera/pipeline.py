@@ -344,7 +344,8 @@ def resolve_model_dir(value: str, search: Sequence[str | Path] = ()) -> Path:
     extra_model_paths.yaml). Empty value: ``$PIXART_AXERA_MODEL_DIR``, else the first search folder that exists. A
     relative value is a sub-folder (one per build) of the first of ``$PIXART_AXERA_MODEL_DIR`` and the search
     folders that has it, else of the first of them (the loader's error then names where it looked): never of
-    ComfyUI's working folder, which the bridge's clients, who may name only sub-folders, must not reach.
+    ComfyUI's working folder, which the bridge's clients, who may name only sub-folders, must not reach (taken as
+    given only where there is no folder at all: outside ComfyUI, without the variable).
     """
     import os
 
