@@ -671,17 +671,13 @@ async def test_a_request_asking_for_too_much_work_is_refused_naming_the_fields(b
 
 
 @pytest.mark.parametrize("workflow, params, field, shown", [
-    # overlapping tiles: 64-pixel tiles overlapping by 56 cut an 8192x8192 upscale into a million tiles, and the
-    # cost, the upscaled size alone, was 1.95e9
-    ("sd_upscale", {"width": 64, "height": 64, "overlap": 56, "upscaler": "nearest", "upscale_width": 8192,
-                    "upscale_height": 8192, "steps": 29}, "upscale_width", "= 122,856,984,576 for"),
-    ("sd_upscale", {"width": 64, "height": 64, "overlap": 64, "upscale_width": 128, "upscale_height": 128},
-     "width", "with width = 64, overlap = 64"),  # a tile no wider than its overlap: endless
-    ("sd_upscale", {"width": 64, "height": 64, "overlap": 200, "upscale_width": 128, "upscale_height": 128},
-     "width", "the work would never end"),  # narrower: counted as one tile before
+    # overlapping tiles: 64-pixel tiles overlapping by 32 cut an 8192x8192 upscale into 65,025 tiles, and the cost,
+    # the upscaled size alone, was 1.95e9 (56, which cut a million, is refused by the manifest's checks)
+    ("sd_upscale", {"width": 64, "height": 64, "overlap": 32, "upscaler": "nearest", "upscale_width": 8192,
+                    "upscale_height": 8192, "steps": 29}, "upscale_width", "= 7,723,929,600 for"),
     # the first pass counts too: it was left out, a 2048x2048 batch of 16 at 150 steps cost 64x64x1
     ("txt2img_hires", {"width": 2048, "height": 2048, "batch_size": 16, "steps": 150, "hr_width": 64,
-                       "hr_height": 64, "hr_steps": 1}, "width", "(width * height * steps"),
+                       "hr_height": 64, "hr_steps": 1}, "width", "the cost of width, height, steps, hr_width"),
 ])
 async def test_a_manifests_cost_formula_counts_what_its_product_missed(bridge_factory: Any, comfy_double: Any,
                                                                       workflow: str, params: dict[str, Any],
@@ -691,14 +687,31 @@ async def test_a_manifests_cost_formula_counts_what_its_product_missed(bridge_fa
         params = {"image": solid_png_b64(64, 64), **params}
     resp = await client.post(f"/workflows/{workflow}", json={"parameters": params})
     body = await resp.json()
-    assert resp.status == 400 and body.get("field") == field, body
-    assert "BRIDGE_MAX_REQUEST_COST" in str(body) or "the work would never end" in str(body), body
+    assert resp.status == 400 and body.get("field") == field and "BRIDGE_MAX_REQUEST_COST" in str(body), body
     assert shown in str(body), body
     assert comfy_double.prompts == []
     if workflow == "sd_upscale":  # A1111's own use: 512-pixel tiles overlapping by 64 on a 2x upscale
         ok = {"image": solid_png_b64(64, 64), "width": 512, "height": 512, "overlap": 64, "upscale_width": 1024,
               "upscale_height": 1024, "steps": 20}
         assert (await client.post(f"/workflows/{workflow}", json={"parameters": ok})).status == 202
+
+
+@pytest.mark.parametrize("workflow, params, field, shown", [
+    # each was accepted, then failed in ComfyUI naming a node's input (or, the overlap, cut a million tiles)
+    ("sd_upscale", {"image": solid_png_b64(64, 64), "width": 64, "height": 512, "overlap": 40}, "overlap",
+     "at most half the tile's width"),
+    ("pixel_art", {"sketch": solid_png_b64(8, 8), "width": 600, "work_width": 512}, "width",
+     "pixelating only shrinks: at most work_width (width <= work_width; here width = 600, work_width = 512)"),
+    ("pixel_art_ai", {"prompt": "x", "sketch": solid_png_b64(8, 8), "height": 4096}, "height",
+     "at most gen_height"),
+])
+async def test_a_manifests_checks_refuse_what_the_nodes_would(bridge_factory: Any, comfy_double: Any, workflow: str,
+                                                              params: dict[str, Any], field: str, shown: str) -> None:
+    client = await bridge_factory(adapters=["jobs_api"])
+    resp = await client.post(f"/workflows/{workflow}", json={"parameters": params})
+    body = await resp.json()
+    assert resp.status == 400 and body.get("field") == field and shown in str(body), body
+    assert comfy_double.prompts == []
 
 
 async def test_a_client_may_hold_only_so_many_jobs(bridge_factory: Any, comfy_double: Any) -> None:

@@ -95,6 +95,12 @@ def test_static_errors_name_workflow_and_node(tmp_path):
     (lambda m: m.__setitem__("cost", "width.real"), "may hold numbers"),
     (lambda m: m.__setitem__("cost", "ceil(width, height)"), "may hold numbers"),
     (lambda m: m.__setitem__("cost", "width *"), "is not a formula"),
+    (lambda m: m.__setitem__("checks", [{"rule": "width - height", "field": "width", "message": "x"}]),
+     "must compare two formulas"),
+    (lambda m: m.__setitem__("checks", [{"rule": "width <= nope", "field": "width", "message": "x"}]),
+     "checks[0]: 'nope' is not a number parameter"),
+    (lambda m: m.__setitem__("checks", [{"rule": "width <= height", "field": "wdith", "message": "x"}]),
+     "field 'wdith' is not a parameter"),
     (lambda m: m.__setitem__("cost", "width * 1e400"), "out of range"),  # loaded, then a 500 at each request
     (lambda m: m.__setitem__("cost", "-" * 40 + "width"), "nests deeper"),
     (lambda m: (m.__setitem__("cost", "width * clip_skip"), m["parameters"]["clip_skip"].pop("default")),
@@ -133,7 +139,13 @@ def test_a_cost_formula_is_exact_and_reads_the_values_or_the_graphs(tmp_path):
     # steps left out takes the graph's value; the cost is rounded up
     assert wf.cost({"width": 64, "height": 64}) == math.ceil(64 * 64 * wf.graph_value("steps") / 2 + 0.2)
     assert wf.cost_terms() == ("width", "height", "steps")
-    assert wf.cost_text() == "(width * height * steps / 2 + 0.2)"
+    assert wf.cost_text() == "the cost of width, height, steps (workflow txt2img's formula)"
+    edit_manifest(folder, "txt2img", lambda m: m.__setitem__("cost", "steps * 512 // (width - height)"))
+    wf = W.load_workflow(folder / "txt2img.manifest.json")
+    with pytest.raises(InvalidParameter) as e:  # endless: refused naming the divisor's parameters
+        wf.cost(wf.coerce({"width": 256, "height": 256}))
+    assert e.value.field == "width" and "with width = 256, height = 256" in e.value.message
+    assert "the work would never end" in e.value.message
 
 
 def test_graph_link_to_missing_node(tmp_path):

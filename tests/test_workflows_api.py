@@ -23,7 +23,7 @@ def shared_workflow(folder: Path, name: str = "my_pixels") -> Path:
     m = json.loads((W.DEFAULT_WORKFLOWS_DIR / "pixel_art.manifest.json").read_text())
     keep = ["sketch", "width", "height", "palette_source", "palette_name", "dither"]
     m.update(name=name, version=3, description="Pixelate a sketch to the PICO-8 palette.", workflow=f"{name}.json",
-             parameters={k: v for k, v in m["parameters"].items() if k in keep})
+             parameters={k: v for k, v in m["parameters"].items() if k in keep}, checks=[])  # they read work_*
     m["parameters"]["palette_source"]["default"] = "named"
     m["parameters"]["palette_name"]["default"] = "pico-8"
     (folder / f"{name}.manifest.json").write_text(json.dumps(m))

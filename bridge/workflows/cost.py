@@ -31,19 +31,39 @@ class Endless(ArithmeticError):
         self.names = names
 
 
-class Formula:
-    """A cost formula, checked: `names` are the parameters it reads, in order of first use."""
+_COMPARISONS = {ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b,
+                ast.GtE: lambda a, b: a >= b, ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b}
 
-    def __init__(self, text: str) -> None:
+
+class Formula:
+    """A cost formula, checked: `names` are the parameters it reads, in order of first use. With `rule`, one
+    comparison of two formulas (`2 * overlap <= width`), which a manifest's `checks` require of a request."""
+
+    def __init__(self, text: str, rule: bool = False) -> None:
         if len(text) > MAX_FORMULA:
             raise ValueError(f"is longer than {MAX_FORMULA} characters")
         try:
-            self._tree = ast.parse(text.strip(), mode="eval").body
+            tree = ast.parse(text.strip(), mode="eval").body
         except SyntaxError as exc:
             raise ValueError(f"is not a formula ({exc.msg})") from None
         self.text = text.strip()
         self.names: list[str] = []
-        self._check(self._tree, 0)
+        self._compare = None
+        if rule:
+            if not (isinstance(tree, ast.Compare) and len(tree.ops) == 1 and type(tree.ops[0]) in _COMPARISONS):
+                raise ValueError("must compare two formulas with one of < <= > >= == !=")
+            self._compare = _COMPARISONS[type(tree.ops[0])]
+            self._sides = (tree.left, tree.comparators[0])
+            for side in self._sides:
+                self._check(side, 0)
+            return
+        self._tree = tree
+        self._check(tree, 0)
+
+    def holds(self, values: Mapping[str, int | float]) -> bool:
+        """A rule's comparison for `values`; a side that divides by zero raises Endless."""
+        assert self._compare is not None
+        return bool(self._compare(*(self._eval(side, values) for side in self._sides)))
 
     def _check(self, node: ast.AST, depth: int) -> None:
         if depth > MAX_DEPTH:

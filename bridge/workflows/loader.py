@@ -96,7 +96,7 @@ def load_workflow(manifest_path: Path) -> Workflow:
     wf = Workflow(name=manifest.name, version=manifest.version, description=manifest.description, graph=graph,
                   parameters=dict(manifest.parameters), outputs=dict(manifest.outputs), path=manifest_path,
                   manifest=raw, cost_rule=manifest.cost if isinstance(manifest.cost, (str, type(None)))
-                  else tuple(manifest.cost))
+                  else tuple(manifest.cost), checks=tuple((c.rule, c.field, c.message) for c in manifest.checks))
     problems = _binding_problems(wf) or wf.check_defaults()
     if problems:
         raise WorkflowError(f"workflow {label}: " + "; ".join(problems))

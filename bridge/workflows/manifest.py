@@ -160,6 +160,17 @@ class Output(_Strict):
         return self
 
 
+class Check(_Strict):
+    """A rule on several parameters that a request must meet, refused naming `field` (limits on one parameter are
+    its own `min`, `max` and `pattern`)."""
+
+    rule: str = Field(min_length=1, description=(
+        "A comparison of two formulas over the number parameters (as `cost` reads them), e.g. "
+        "`2 * overlap <= width`."))
+    field: Name = Field(description="The parameter a request that breaks the rule is refused for.")
+    message: str = Field(min_length=1, max_length=500, description="Why, in words, e.g. 'at most half the tile'.")
+
+
 class Manifest(_Strict):
     """A workflow's manifest: its name, version, graph file, parameters and outputs."""
 
@@ -175,6 +186,9 @@ class Manifest(_Strict):
                                                    "(default: <name>.json).")
     parameters: dict[Name, Parameter] = Field(default_factory=dict)
     outputs: dict[Name, Output] = Field(min_length=1)
+    checks: list[Check] = Field(default_factory=list, description=(
+        "Rules on several parameters a request must meet, refused with a 400 naming the rule's field (e.g. a tile "
+        "overlap of at most half the tile)."))
     cost: list[Name] | str | None = Field(None, description=(
         "What one job costs (the request cost bound, BRIDGE_MAX_REQUEST_COST): a list of int parameters (their "
         "product), or a formula over the number parameters with + - * / //, parentheses, ceil, floor, min and "
@@ -188,19 +202,30 @@ class Manifest(_Strict):
             raise ValueError("must be a positive integer")
         return value
 
+    def _formula_names(self, where: str, text: str, rule: bool = False) -> None:
+        try:
+            names = Formula(text, rule).names
+        except ValueError as exc:
+            raise ValueError(f"{where}: the formula {exc}") from None
+        for name in names:
+            if name not in self.parameters or self.parameters[name].type not in ("int", "float"):
+                raise ValueError(f"{where}: {name!r} is not a number parameter of this workflow")
+            p = self.parameters[name]
+            if not (p.has_default or p.required):  # the graph's value: a link, or a number past the limits
+                raise ValueError(f"{where}: {name!r} needs a default (or required: true) for the formula to read")
+
+    @model_validator(mode="after")
+    def _checks(self) -> Manifest:
+        for i, check in enumerate(self.checks):
+            self._formula_names(f"checks[{i}]", check.rule, rule=True)
+            if check.field not in self.parameters:
+                raise ValueError(f"checks[{i}]: field {check.field!r} is not a parameter of this workflow")
+        return self
+
     @model_validator(mode="after")
     def _cost(self) -> Manifest:
         if isinstance(self.cost, str):
-            try:
-                names = Formula(self.cost).names
-            except ValueError as exc:
-                raise ValueError(f"cost: the formula {exc}") from None
-            for name in names:
-                if name not in self.parameters or self.parameters[name].type not in ("int", "float"):
-                    raise ValueError(f"cost: {name!r} is not a number parameter of this workflow")
-                p = self.parameters[name]
-                if not (p.has_default or p.required):  # the graph's value: a link, or a number past the limits
-                    raise ValueError(f"cost: {name!r} needs a default (or required: true) for the formula to read")
+            self._formula_names("cost", self.cost)
             return self
         if self.cost is not None and len(set(self.cost)) != len(self.cost):
             raise ValueError("cost: a parameter is listed twice (its value would count squared)")

@@ -146,6 +146,8 @@ class Workflow:
     manifest: dict[str, Any] = field(default_factory=dict)
     # the manifest's `cost`: the parameters whose product it is, or a formula (bridge.workflows.cost)
     cost_rule: tuple[str, ...] | str | None = None
+    # the manifest's `checks`: (rule, field, message)
+    checks: tuple[tuple[str, str, str], ...] = ()
 
     # ---------------------------------------------------------------- the request model
     @cached_property
@@ -186,8 +188,26 @@ class Workflow:
         except ValidationError as exc:
             raise self._invalid(exc) from None
         # Attributes, not model_dump: an image may be a decoded-image object, which dumping would turn into a dict.
-        return {info.alias or name: getattr(model, name) for name, info in type(model).model_fields.items()
-                if getattr(model, name) is not None}
+        values = {info.alias or name: getattr(model, name) for name, info in type(model).model_fields.items()
+                  if getattr(model, name) is not None}
+        self._check_rules(values)
+        return values
+
+    @cached_property
+    def _rules(self) -> list[tuple[Formula, str, str]]:
+        return [(Formula(rule, rule=True), field, message) for rule, field, message in self.checks]
+
+    def _check_rules(self, values: Mapping[str, Any]) -> None:
+        """The manifest's `checks` on coerced `values` (every name they read has a default or is required)."""
+        for formula, field, message in self._rules:
+            given = self._numbers(formula.names, values)
+            try:
+                holds = formula.holds(given)
+            except Endless:
+                holds = False
+            if not holds:
+                shown = ", ".join(f"{n} = {v}" for n, v in given.items())
+                raise InvalidParameter(field, f"{field}: {message} ({formula.text}; here {shown})")
 
     @cached_property
     def _checkers(self) -> dict[str, TypeAdapter[Any]]:
@@ -261,18 +281,26 @@ class Workflow:
             return tuple(self.cost_rule)
         return tuple(n for n in COST_PARAMETERS if n in self.parameters and self.parameters[n].type == "int")
 
+    def _numbers(self, names: Iterable[str], values: Mapping[str, Any]) -> dict[str, int | float]:
+        """The values of `names` as a formula reads them (a parameter left to the graph: the graph's value; not a
+        number: 0)."""
+        given: dict[str, int | float] = {}
+        for name in names:
+            value = values.get(name, self.graph_value(name))
+            given[name] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+        return given
+
     def cost_text(self) -> str:
         """How one job's cost is reckoned, for the error that refuses it."""
         formula = self._cost_formula
-        return f"({formula.text})" if formula is not None else " x ".join(self.cost_terms())
+        if formula is None:
+            return " x ".join(self.cost_terms())
+        return f"the cost of {', '.join(formula.names)} (workflow {self.name}'s formula)"
 
     def cost(self, values: Mapping[str, Any]) -> int:
         """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value). A
         manifest's formula that divides by zero for these values is refused, naming the divisor's parameters."""
-        given = {}
-        for name in self.cost_terms():
-            value = values.get(name, self.graph_value(name))
-            given[name] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+        given = self._numbers(self.cost_terms(), values)
         formula = self._cost_formula
         if formula is None:
             return math.prod(v if isinstance(v, int) and v > 0 else 1 for v in given.values())
