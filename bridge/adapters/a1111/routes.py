@@ -243,31 +243,94 @@ async def answer_images(request: web.Request, req: models.GenerationRequest, png
     return [await engine.keep_file(anchor, data, ext, origin) for data, ext in encoded]
 
 
-def image_grid(pngs: list[bytes], n_rows: int, batch_size: int) -> bytes:
-    """A1111's image_grid: rows from the `n_rows` option (-1: about a square, 0: the batch size), images left to
-    right, top to bottom, on black."""
-    images = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
+def grid_layout(count: int, n_rows: int, batch_size: int) -> tuple[int, int]:
+    """A1111's image_grid layout for `count` images, (rows, columns): rows from the `n_rows` option (-1: about a
+    square, 0: the batch size), never more rows than images."""
     if n_rows > 0:
         rows = n_rows
     elif n_rows == 0:
         rows = batch_size
     else:
-        rows = min(len(images), max(1, round(math.sqrt(len(images)))))
-    cols = math.ceil(len(images) / rows)
-    w, h = images[0].size
+        rows = round(math.sqrt(count))
+    rows = min(count, max(1, rows))
+    return rows, math.ceil(count / rows)
+
+
+def image_grid(pngs: list[bytes], n_rows: int, batch_size: int) -> bytes:
+    """A1111's image_grid: images left to right, top to bottom, on black, each cell the first image's size (see
+    `grid_layout`). Each image is decoded as it is pasted: decoded all at once, every image was held twice (as
+    itself and in the grid)."""
+    rows, cols = grid_layout(len(pngs), n_rows, batch_size)
+    w, h = _png_size(pngs[0])
     grid = Image.new("RGB", (cols * w, rows * h), "black")
-    for i, im in enumerate(images):
-        grid.paste(im, (i % cols * w, i // cols * h))
+    for i, png in enumerate(pngs):
+        im = gen_mod.open_built(png)
+        try:
+            grid.paste(im.convert("RGB"), (i % cols * w, i // cols * h))
+        finally:
+            im.close()  # its pixels let go before the next is decoded (leaving `with` keeps them)
     return _png(grid)
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """An image's size, read from its header (no pixels decoded)."""
+    im = gen_mod.open_built(png)
+    try:
+        return im.size
+    finally:
+        im.close()
+
+
+def grid_limit(request: web.Request, req: models.GenerationRequest) -> float:
+    """The megapixels a grid must stay below: the `img_max_size_mp` option (as the x/y/z plot reads it)."""
+    return xyz.grid_limit(opts.value(request.app[STATE].options, "img_max_size_mp", req.override_settings))
+
+
+def _full_options(gen: Generation) -> dict[str, Any]:
+    return {k: gen.options.get(k, v) for k, v in opts.defaults().items()}
+
+
+def makes_grid(req: models.GenerationRequest, full: dict[str, Any], count: int) -> bool:
+    """Whether the answer puts a grid of its images first: with save_images (SillyTavern sends it), the
+    `return_grid` option and no do_not_save_grid, A1111 puts a grid of two or more images first."""
+    return bool(req.save_images and not req.do_not_save_grid and full["return_grid"] and count >= 2)
+
+
+def _grid_mp(count: int, size: tuple[int, int], n_rows: int, batch_size: int) -> tuple[int, int, int]:
+    rows, cols = grid_layout(count, n_rows, batch_size)
+    return rows, cols, round(cols * size[0] * rows * size[1] / 1_000_000)
+
+
+def check_batch_grid(request: web.Request, req: models.GenerationRequest, prepared: Prepared) -> None:
+    """The answer's grid checked before any job is queued, as the x/y/z plot's is (its megapixels, as drawn, must
+    be below `img_max_size_mp`): every image at the size it comes back (hires fix, an img2img result pasted back
+    into its picture). 64 images of 4096x4096 made a grid of 1.07 GPixels, a 500 after every job had run."""
+    gen = prepared.gen
+    full = _full_options(gen)
+    if not makes_grid(req, full, gen.count):
+        return
+    limit = grid_limit(request, req)
+    w, h = prepared.answer_size
+    rows, cols, mp = _grid_mp(gen.count, (w, h), int(full["n_rows"]), gen.batch_size)
+    if not mp < limit:
+        raise models.field_error(
+            "batch_size", f"Error: Resulting grid would be too large ({mp} MPixels) (max configured size is "
+                          f"{limit:g} MPixels): batch_size x n_iter {gen.batch_size} x {gen.n_iter}, {gen.count} "
+                          f"images of {w}x{h} in {rows} rows of {cols}; ask for fewer or smaller images, or send "
+                          f"do_not_save_grid")
 
 
 async def generation_response(request: web.Request, req: models.GenerationRequest, gen: Generation,
                               pngs: list[bytes], indices: list[int]) -> web.Response:
-    full = {k: gen.options.get(k, v) for k, v in opts.defaults().items()}
+    full = _full_options(gen)
     body_info = gen_mod.info(gen, indices)
     texts = body_info["infotexts"]
-    # With save_images (SillyTavern sends it) A1111 puts a grid of two or more images first.
-    grid = (req.save_images and not req.do_not_save_grid and full["return_grid"] and len(pngs) >= 2)
+    grid = makes_grid(req, full, len(pngs))
+    if grid:
+        # checked before the jobs ran (`check_batch_grid`); the images that came back (an interrupted x/y/z plot's
+        # cells, of their own sizes) are checked again, the grid left out rather than made past the limit
+        size = _png_size(pngs[0])
+        grid = _grid_mp(len(pngs), size, int(full["n_rows"]), gen.batch_size)[2] < grid_limit(request, req)
     if grid:
         pngs = [await image_io.run_in_pool(image_grid, pngs, int(full["n_rows"]), gen.batch_size), *pngs]
         texts = [texts[0], *texts]
@@ -498,6 +561,7 @@ async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.Stre
     if (body.script_name or "").lower() == "x/y/z plot":
         return await xyz_plot(request, body, is_img2img=False)
     prepared = await prepare_txt2img(request, body)
+    check_batch_grid(request, body, prepared)
     [(pngs, indices)] = await run_prepared(request, "txt2img", [prepared])
     return await generation_response(request, body, prepared.gen, pngs, indices)
 
@@ -509,6 +573,7 @@ async def img2img(request: web.Request, body: models.Img2ImgRequest) -> web.Stre
     if (body.script_name or "").lower() == "sd upscale":
         return await sd_upscale(request, body)
     prepared = await prepare_img2img(request, body)
+    check_batch_grid(request, body, prepared)
     [(pngs, indices)] = await run_prepared(request, "img2img", [prepared])
     return await generation_response(request, body, prepared.gen, pngs, indices)
 
