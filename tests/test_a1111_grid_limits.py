@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from bridge.adapters.a1111 import generation as gen_mod
 from bridge.adapters.a1111 import routes
+from tests.support.imaging import b64, encode, image_size
 
 pytestmark = pytest.mark.asyncio
 
@@ -24,16 +25,9 @@ async def client(bridge_factory):
     return await bridge_factory(adapters=["a1111"])
 
 
-def png_b64(im: Image.Image) -> str:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def size_of(b64: str) -> tuple[int, int]:
+def size_of(text: str) -> tuple[int, int]:
     """An answer image's size, read from its header (no pixels, so no decompression-bomb check)."""
-    with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
-        return im.size
+    return image_size(base64.b64decode(text))
 
 
 async def post(client, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -115,7 +109,7 @@ async def test_an_inpainted_image_counts_at_the_init_images_size(client, comfy_d
     mask = Image.new("L", (1024, 1024))
     ImageDraw.Draw(mask).rectangle((100, 100, 300, 300), fill=255)
     status, body = await post(client, "/sdapi/v1/img2img", {
-        "init_images": [png_b64(Image.new("RGB", (1024, 1024), (200, 30, 30)))], "mask": png_b64(mask),
+        "init_images": [b64(encode(Image.new("RGB", (1024, 1024), (200, 30, 30))))], "mask": b64(encode(mask)),
         "width": 64, "height": 64, "n_iter": 4, **limited(4)})
     assert status == 400, body
     assert ("(4 MPixels) (max configured size is 4 MPixels): "

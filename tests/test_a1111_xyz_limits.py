@@ -14,6 +14,7 @@ import pytest_asyncio
 from PIL import Image, ImageDraw
 
 from bridge.adapters.a1111 import imaging, xyz
+from tests.support.imaging import b64, encode
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,15 +24,9 @@ async def client(bridge_factory):
     return await bridge_factory(adapters=["a1111"])
 
 
-def png_b64(im: Image.Image) -> str:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def header(b64: str) -> tuple[str | None, tuple[int, int]]:
+def header(text: str) -> tuple[str | None, tuple[int, int]]:
     """An answer image's format and size, read from its header (no pixels, so no decompression-bomb check)."""
-    with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+    with Image.open(io.BytesIO(base64.b64decode(text))) as im:
         return im.format, im.size
 
 
@@ -90,7 +85,7 @@ async def test_an_inpainted_cell_counts_at_the_init_images_size(client, comfy_do
     mask = Image.new("L", (1024, 1024))
     ImageDraw.Draw(mask).rectangle((100, 100, 300, 300), fill=255)
     status, body = await post(client, "/sdapi/v1/img2img", {
-        "init_images": [png_b64(Image.new("RGB", (1024, 1024), (200, 30, 30)))], "mask": png_b64(mask),
+        "init_images": [b64(encode(Image.new("RGB", (1024, 1024), (200, 30, 30))))], "mask": b64(encode(mask)),
         "width": 64, "height": 64, "override_settings": {"img_max_size_mp": 4}, "script_args": args(SEED, "1-4")})
     assert status == 400 and "(4 MPixels) (max configured size is 4 MPixels)" in body["errors"], body
     assert comfy_double.prompts == []
@@ -115,7 +110,7 @@ async def test_an_img2img_plot_decodes_and_plans_its_pictures_once(client, comfy
     mask = Image.new("L", (96, 96))
     ImageDraw.Draw(mask).rectangle((20, 20, 60, 60), fill=255)
     status, body = await post(client, "/sdapi/v1/img2img", {
-        "init_images": [png_b64(Image.new("RGB", (96, 96), (200, 30, 30)))], "mask": png_b64(mask),
+        "init_images": [b64(encode(Image.new("RGB", (96, 96), (200, 30, 30))))], "mask": b64(encode(mask)),
         "width": 64, "height": 64, "script_args": args(SEED, "1-3", IMG2IMG_SIZE, "64x64,128x128", [])})
     assert status == 200, body
     assert len(comfy_double.prompts) == 6 and len(body["images"]) == 1
@@ -135,7 +130,7 @@ async def test_new_plans_stop_at_the_limit(client, comfy_double, monkeypatch):
     mask = Image.new("L", (1024, 1024))
     ImageDraw.Draw(mask).rectangle((100, 100, 300, 300), fill=255)
     status, body = await post(client, "/sdapi/v1/img2img", {
-        "init_images": [png_b64(Image.new("RGB", (1024, 1024), (200, 30, 30)))], "mask": png_b64(mask),
+        "init_images": [b64(encode(Image.new("RGB", (1024, 1024), (200, 30, 30))))], "mask": b64(encode(mask)),
         "override_settings": {"img_max_size_mp": 3},
         "script_args": args(IMG2IMG_SIZE, "64x64,72x72,80x80,88x88,96x96,104x104")})
     assert status == 400 and "(max configured size is 3 MPixels)" in body["errors"], body
