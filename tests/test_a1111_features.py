@@ -307,6 +307,7 @@ async def test_sd_upscale_with_a_model_and_batch_count(client, comfy_double):
 @pytest.mark.parametrize("args,field", [
     (["", 16, "SwinIR", 2], "script_args[2]"),
     (["", 64, "Lanczos", 2], "script_args[1]"),  # not smaller than the 64x64 tile
+    (["", 40, "Lanczos", 2], "script_args[1]"),  # more than half the tile: the workflow's check, named here
     (["", 8, "Lanczos", 20], "script_args[3]"),
     (["", "x", "Lanczos", 2], "script_args[1]"),
 ])

@@ -69,7 +69,10 @@ FIELD_FOR_PARAM = {v: k for k, v in PARAMS.items()}
 FIELD_FOR_PARAM.update({"hr_width": "hr_scale", "hr_height": "hr_scale", "latent_upscale_mode": "hr_upscaler",
                         "upscale_model": "hr_upscaler", "hr_denoise": "denoising_strength", "hr_cfg": "cfg_scale",
                         "hr_crop_width": "hr_resize_x", "hr_crop_height": "hr_resize_y", "hr_crop_x": "hr_resize_x",
-                        "hr_crop_y": "hr_resize_y"})
+                        "hr_crop_y": "hr_resize_y",
+                        # the SD upscale script's arguments: ["", overlap, upscaler, scale factor]
+                        "overlap": "script_args[1]", "upscale_width": "script_args[3]",
+                        "upscale_height": "script_args[3]"})
 
 
 class A1111Settings(AdapterSettings):
