@@ -671,7 +671,7 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
     no_fixed = bool((list(body.script_args or []) + [False] * 13)[12])
     model = type(body)
     cells = [models.parse_request(model, r) for r in xyz.cell_requests(plot, raw, no_fixed)]
-    limit = xyz.grid_limit(opts.value(request.app[STATE].options, "img_max_size_mp", body.override_settings))
+    limit = grid_limit(request, body)
     if is_img2img:
         prepared = await _prepare_img2img_cells(request, plot, cells, limit)  # type: ignore[arg-type]
     else:
@@ -687,7 +687,7 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
                                          [0] * len(firsts))
     first = prepared[0].gen
     cell_texts = [gen_mod.infotext(p.gen, i) for p, _, i in firsts]
-    full = {k: first.options.get(k, v) for k, v in opts.defaults().items()}
+    full = _full_options(first)
     # A grid carries its infotext as it is made where the answer is a PNG with it: added afterwards, the grid was
     # decoded and encoded a second time.
     with_text = str(full["samples_format"]).lower() == "png" and bool(full["enable_pnginfo"])
