@@ -2142,7 +2142,7 @@ def _vnni_kernel() -> Any:
     such CPUs), or, without the module, the JIT's."""
     aot = _jit.aot_module()
     if aot is not None:
-        return getattr(aot, _jit.export_name(_SELF, "_nearest_rgb_vnni"), None)
+        return _jit.export(aot, _SELF, "_nearest_rgb_vnni")
     from . import simd  # imports numba, which the JIT imports anyway
 
     return _jit.kernel(_SELF, "_nearest_rgb_vnni") if simd.host_has_vnni() else None

@@ -143,15 +143,21 @@ def export_name(module: ModuleType | str, name: str, *variant: Any) -> str:
 _exports: dict[tuple[str, str, tuple[Any, ...], ModuleType], Callable | None] = {}
 
 
+def export(aot: ModuleType, module: ModuleType, name: str, *variant: Any) -> Callable | None:
+    """The ahead-of-time module's export of kernel ``name`` for ``variant``, or None where it has none."""
+    key = (module.__name__, name, variant, aot)
+    try:
+        return _exports[key]
+    except KeyError:
+        fn = _exports[key] = getattr(aot, export_name(module, name, *variant), None)
+        return fn
+
+
 def kernel(module: ModuleType, name: str, *variant: Any) -> Callable:
     """The compiled kernel: the ahead-of-time export for ``variant`` when there is one, else the JIT dispatcher."""
     aot = aot_module()
     if aot is not None:
-        key = (module.__name__, name, variant, aot)
-        try:
-            fn = _exports[key]
-        except KeyError:
-            fn = _exports[key] = getattr(aot, export_name(module, name, *variant), None)
+        fn = export(aot, module, name, *variant)
         if fn is not None:
             return fn
     materialise(module)
