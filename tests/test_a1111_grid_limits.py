@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from typing import Any
 
 import pytest
@@ -190,7 +191,7 @@ async def test_the_grid_decodes_one_image_at_a_time(monkeypatch):
     monkeypatch.setattr(gen_mod, "open_built", one_at_a_time)
     colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
     pngs = [_png((40, 30), c, "RGBA" if i == 2 else "RGB") for i, c in enumerate(colours)]
-    grid = routes.image_grid(pngs, -1, 3)
+    grid = routes.image_grid(pngs, {"n_rows": -1, "grid_prevent_empty_spots": False}, 3)
     assert len(opened) >= len(pngs)
     with Image.open(io.BytesIO(grid)) as im:
         assert im.size == (80, 60) and im.mode == "RGB"
@@ -201,7 +202,36 @@ async def test_the_grid_decodes_one_image_at_a_time(monkeypatch):
     (3, -1, 3, (2, 2)), (5, -1, 5, (2, 3)), (7, -1, 1, (3, 3)), (64, -1, 8, (8, 8)), (2, 64, 2, (2, 1)),
     (6, 0, 3, (3, 2)), (2, 0, 8, (2, 1)), (6, 4, 1, (4, 2))])
 async def test_grid_layout_is_a1111s(count, n_rows, batch_size, layout):
-    assert routes.grid_layout(count, n_rows, batch_size) == layout
+    assert routes.grid_layout(count, {"n_rows": n_rows, "grid_prevent_empty_spots": False}, batch_size) == layout
+
+
+def _a1111_prevent_empty_rows(count: int) -> int:
+    # A1111's modules/images.image_grid with n_rows -1 and grid_prevent_empty_spots, as it reads
+    rows = math.floor(math.sqrt(count))
+    while count % rows != 0:
+        rows -= 1
+    return rows
+
+
+async def test_grid_prevent_empty_spots_fills_every_row():
+    for count in range(1, 200):
+        rows, cols = routes.grid_layout(count, {"n_rows": -1, "grid_prevent_empty_spots": True}, 1)
+        assert rows == _a1111_prevent_empty_rows(count) and rows * cols == count, count
+    # n_rows set wins, as in A1111
+    assert routes.grid_layout(6, {"n_rows": 4, "grid_prevent_empty_spots": True}, 1) == (4, 2)
+
+
+async def test_a_batch_grid_follows_grid_prevent_empty_spots(client, comfy_double):
+    # 6 images: 2 rows of 3 (round(sqrt 6) = 2 as well), 5 images: 1 row of 5 instead of 2 rows of 3 with a gap
+    status, body = await post(client, "/sdapi/v1/txt2img", {
+        "width": 64, "height": 64, "batch_size": 5, "steps": 1, "save_images": True,
+        "override_settings": {"return_grid": True, "grid_prevent_empty_spots": True}})
+    assert status == 200, body
+    assert size_of(body["images"][0]) == (5 * 64, 64)
+    status, body = await post(client, "/sdapi/v1/txt2img", {
+        "width": 64, "height": 64, "batch_size": 5, "steps": 1, "save_images": True,
+        "override_settings": {"return_grid": True}})
+    assert status == 200 and size_of(body["images"][0]) == (3 * 64, 2 * 64), body
 
 
 async def test_the_images_that_came_back_are_checked_again(client, comfy_double, monkeypatch):

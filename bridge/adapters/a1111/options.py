@@ -99,6 +99,7 @@ TYPES: dict[str, Any] = {
     "return_grid": Bool,
     "grid_only_if_multiple": Bool,
     "n_rows": Annotated[Int, Field(ge=-1, le=64)],
+    "grid_prevent_empty_spots": Bool,
     "add_model_name_to_info": Bool,
     "add_version_to_infotext": Bool,
     "face_restoration": Bool,

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import PurePath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -243,24 +243,30 @@ async def answer_images(request: web.Request, req: models.GenerationRequest, png
     return [await engine.keep_file(anchor, data, ext, origin) for data, ext in encoded]
 
 
-def grid_layout(count: int, n_rows: int, batch_size: int) -> tuple[int, int]:
+def grid_layout(count: int, options: Mapping[str, Any], batch_size: int) -> tuple[int, int]:
     """A1111's image_grid layout for `count` images, (rows, columns): rows from the `n_rows` option (-1: about a
-    square, 0: the batch size), never more rows than images."""
+    square, or with `grid_prevent_empty_spots` the largest divisor of the count up to its square root; 0: the
+    batch size), never more rows than images."""
+    n_rows = int(options["n_rows"])
     if n_rows > 0:
         rows = n_rows
     elif n_rows == 0:
         rows = batch_size
+    elif options["grid_prevent_empty_spots"]:
+        rows = math.isqrt(count)
+        while count % rows:
+            rows -= 1
     else:
         rows = round(math.sqrt(count))
     rows = min(count, max(1, rows))
     return rows, math.ceil(count / rows)
 
 
-def image_grid(pngs: list[bytes], n_rows: int, batch_size: int) -> bytes:
+def image_grid(pngs: list[bytes], options: Mapping[str, Any], batch_size: int) -> bytes:
     """A1111's image_grid: images left to right, top to bottom, on black, each cell the first image's size (see
     `grid_layout`). Each image is decoded as it is pasted: decoded all at once, every image was held twice (as
     itself and in the grid)."""
-    rows, cols = grid_layout(len(pngs), n_rows, batch_size)
+    rows, cols = grid_layout(len(pngs), options, batch_size)
     w, h = _png_size(pngs[0])
     grid = Image.new("RGB", (cols * w, rows * h), "black")
     for i, png in enumerate(pngs):
@@ -296,8 +302,9 @@ def makes_grid(req: models.GenerationRequest, full: dict[str, Any], count: int) 
     return bool(req.save_images and not req.do_not_save_grid and full["return_grid"] and count >= 2)
 
 
-def _grid_mp(count: int, size: tuple[int, int], n_rows: int, batch_size: int) -> tuple[int, int, int]:
-    rows, cols = grid_layout(count, n_rows, batch_size)
+def _grid_mp(count: int, size: tuple[int, int], options: Mapping[str, Any], batch_size: int
+             ) -> tuple[int, int, int]:
+    rows, cols = grid_layout(count, options, batch_size)
     return rows, cols, round(cols * size[0] * rows * size[1] / 1_000_000)
 
 
@@ -311,7 +318,7 @@ def check_batch_grid(request: web.Request, req: models.GenerationRequest, prepar
         return
     limit = grid_limit(request, req)
     w, h = prepared.answer_size
-    rows, cols, mp = _grid_mp(gen.count, (w, h), int(full["n_rows"]), gen.batch_size)
+    rows, cols, mp = _grid_mp(gen.count, (w, h), full, gen.batch_size)
     if not mp < limit:
         raise models.field_error(
             "batch_size", f"Error: Resulting grid would be too large ({mp} MPixels) (max configured size is "
@@ -330,9 +337,9 @@ async def generation_response(request: web.Request, req: models.GenerationReques
         # checked before the jobs ran (`check_batch_grid`); the images that came back (an interrupted x/y/z plot's
         # cells, of their own sizes) are checked again, the grid left out rather than made past the limit
         size = _png_size(pngs[0])
-        grid = _grid_mp(len(pngs), size, int(full["n_rows"]), gen.batch_size)[2] < grid_limit(request, req)
+        grid = _grid_mp(len(pngs), size, full, gen.batch_size)[2] < grid_limit(request, req)
     if grid:
-        pngs = [await image_io.run_in_pool(image_grid, pngs, int(full["n_rows"]), gen.batch_size), *pngs]
+        pngs = [await image_io.run_in_pool(image_grid, pngs, full, gen.batch_size), *pngs]
         texts = [texts[0], *texts]
         body_info["infotexts"] = texts
         body_info["index_of_first_image"] = 1
