@@ -696,6 +696,22 @@ async def test_a_manifests_cost_formula_counts_what_its_product_missed(bridge_fa
         assert (await client.post(f"/workflows/{workflow}", json={"parameters": ok})).status == 202
 
 
+async def test_a_cost_formula_counts_the_tiles_of_the_picture_sent(bridge_factory: Any, comfy_double: Any) -> None:
+    # `upscaler: none` tiles the image as sent, and the cost read upscale_width (default 1024): a 4096x4096 picture in
+    # 64-pixel tiles overlapping by 32 (16,129 tiles, each sampled 40 steps) cost as 961 tiles, 1.6e8, and was queued
+    client = await bridge_factory(adapters=["jobs_api"])
+    params = {"image": solid_png_b64(4096, 4096), "width": 64, "height": 64, "overlap": 32, "upscaler": "none",
+              "steps": 40}
+    resp = await client.post("/workflows/sd_upscale", json={"parameters": params})
+    body = await resp.json()
+    assert resp.status == 400 and body.get("field") == "upscale_width", body
+    assert "image.width" in body["error"] and "= 2,642,575,360 for" in body["error"], body
+    assert comfy_double.prompts == []
+    # A1111's own tiles on that picture: 81 of 512x512, 4.2e8
+    ok = {**params, "width": 512, "height": 512, "overlap": 64, "steps": 20}
+    assert (await client.post("/workflows/sd_upscale", json={"parameters": ok})).status == 202
+
+
 @pytest.mark.parametrize("workflow, params, field, shown", [
     # each was accepted, then failed in ComfyUI naming a node's input (or, the overlap, cut a million tiles)
     ("sd_upscale", {"image": solid_png_b64(64, 64), "width": 64, "height": 512, "overlap": 40}, "overlap",

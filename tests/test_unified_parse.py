@@ -179,7 +179,7 @@ class ScriptedEngine:
         await asyncio.Event().wait()
         yield {}
 
-    def request_cost(self, jobs):
+    async def request_cost(self, jobs):
         self.costed = list(jobs)
 
     async def submit(self, workflow, params, meta=None, **kwargs):

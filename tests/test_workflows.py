@@ -105,6 +105,12 @@ def test_static_errors_name_workflow_and_node(tmp_path):
     (lambda m: m.__setitem__("cost", "-" * 40 + "width"), "nests deeper"),
     (lambda m: (m.__setitem__("cost", "width * clip_skip"), m["parameters"]["clip_skip"].pop("default")),
      "'clip_skip' needs a default"),
+    (lambda m: m.__setitem__("cost", "prompt.width * steps"), "'prompt' is not an image parameter"),
+    (lambda m: m.__setitem__("cost", "width.height"), "'width' is not an image parameter"),
+    (lambda m: m.__setitem__("cost", "steps.size"), "not 'steps.size'"),  # width and height only
+    (lambda m: m["parameters"].__setitem__("picture", {"type": "image", "targets": [{"node": "3", "input": "seed"}]})
+     or m.__setitem__("checks", [{"rule": "picture.width <= width", "field": "width", "message": "x"}]),
+     "a check reads number parameters only"),
     (lambda m: m["parameters"]["steps"].__setitem__("pattern", "^[0-9]+$"), "'pattern' applies to string"),
     # look-around would need a backtracking engine, whose time a hostile value could make exponential
     (lambda m: m["parameters"]["prompt"].__setitem__("pattern", "^(?!x)"), "look-around"),
@@ -146,6 +152,27 @@ def test_a_cost_formula_is_exact_and_reads_the_values_or_the_graphs(tmp_path):
         wf.cost(wf.coerce({"width": 256, "height": 256}))
     assert e.value.field == "width" and "with width = 256, height = 256" in e.value.message
     assert "the work would never end" in e.value.message
+
+
+def test_a_cost_formula_reads_an_images_size_from_wherever_the_engine_holds_it(tmp_path):
+    from bridge.images import decode_image
+    from tests.support.imaging import solid_png_b64
+
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "img2img", lambda m: m.__setitem__("cost", "image.width * image.height * steps + width"))
+    wf = W.load_workflow(folder / "img2img.manifest.json")
+    assert wf.sized_images() == ("image",) and wf.cost_terms()[:2] == ("image.width", "image.height")
+    text = solid_png_b64(30, 20)
+    values = wf.coerce({"image": text, "steps": 2, "width": 64})
+    with pytest.raises(ValueError):  # text not read yet: the engine reads its header and passes the size
+        wf.cost(values)
+    assert wf.cost(values, {"image": (30, 20)}) == 30 * 20 * 2 + 64
+    # a decoded image (what adapters pass) and a job's stored image say their own size
+    assert wf.cost({**values, "image": decode_image(text, "image")}) == 30 * 20 * 2 + 64
+    assert wf.cost({**values, "image": {"image": "in/x.png", "width": 7, "height": 3}}) == 7 * 3 * 2 + 64
+    edit_manifest(folder, "img2img", lambda m: m["parameters"]["image"].pop("required"))
+    wf = W.load_workflow(folder / "img2img.manifest.json")
+    assert wf.cost(wf.coerce({"steps": 2, "width": 64})) == 64  # an image left out reads as 0 x 0
 
 
 def test_graph_link_to_missing_node(tmp_path):

@@ -113,9 +113,9 @@ class JobGroup:
     def ids(self) -> list[str]:
         return [j.id for j in self.jobs]
 
-    def check_cost(self, subs: Sequence[Submission]) -> None:
+    async def check_cost(self, subs: Sequence[Submission]) -> None:
         """The whole request's cost against BRIDGE_MAX_REQUEST_COST, before its first job is submitted."""
-        self.engine.request_cost([(s.workflow, s.params) for s in subs])
+        await self.engine.request_cost([(s.workflow, s.params) for s in subs])
 
     async def submit(self, sub: Submission) -> Job:
         try:
@@ -173,7 +173,7 @@ async def run_jobs(request: web.Request, submissions: Sequence[Submission], *, t
                    ) -> list[Job]:
     """Submit every job, then wait for all of them (see JobGroup)."""
     group = JobGroup(engine_of(request), request)
-    group.check_cost(submissions)
+    await group.check_cost(submissions)
     for sub in submissions:
         await group.submit(sub)
     return await group.wait(timeout)

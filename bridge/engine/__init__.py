@@ -301,9 +301,9 @@ class JobEngine(Outputs, Backends):
     async def fetch_image(self, value: Any, field: str) -> Any:
         return await self.intake.fetch_image(value, field)
 
-    def request_cost(self, jobs: list[tuple[str, Mapping[str, Any]]]) -> None:
+    async def request_cost(self, jobs: list[tuple[str, Mapping[str, Any]]]) -> None:
         """Refuse a request whose jobs together cost more than BRIDGE_MAX_REQUEST_COST, before any is submitted."""
-        self.intake.request_cost(jobs)
+        await self.intake.request_cost(jobs)
 
     def get(self, job_id: str) -> Job | None:
         """This replica's own copy of a job (one it runs, or one that finished recently), without a store read."""

@@ -55,7 +55,7 @@ class Intake:
             if mine >= opts.max_jobs_per_client:
                 raise TooManyJobs(opts.max_jobs_per_client, engine.retry_after(table.active))
         values = wf.coerce(parameters or {}, rng=self.rng)
-        self.check_cost([(wf, values)])
+        await self.check_cost([(wf, values)])
         await self._check_webhook((meta or {}).get("webhook"))
         wanted = wanted_outputs(wf, outputs)
         if job_id is not None:
@@ -171,20 +171,38 @@ class Intake:
             raise InvalidParameter(field, f"{field}: {exc}") from None
 
     # ------------------------------------------------------------------ checks
-    def request_cost(self, jobs: list[tuple[str, Mapping[str, Any]]]) -> None:
+    async def request_cost(self, jobs: list[tuple[str, Mapping[str, Any]]]) -> None:
         engine = self.engine
-        self.check_cost([(engine.workflow(name), engine.workflow(name).coerce(params, rng=self.rng))
-                         for name, params in jobs])
+        await self.check_cost([(engine.workflow(name), engine.workflow(name).coerce(params, rng=self.rng))
+                               for name, params in jobs])
 
-    def check_cost(self, jobs: list[tuple[Workflow, Mapping[str, Any]]]) -> None:
+    async def check_cost(self, jobs: list[tuple[Workflow, dict[str, Any]]]) -> None:
         bound = self.engine.options.max_request_cost
         if not bound or not jobs:
             return
-        total = sum(wf.cost(values) for wf, values in jobs)
+        total = 0
+        for wf, values in jobs:
+            total += wf.cost(values, await self._sizes(wf, values))
         if total > bound:
             wf = jobs[0][0]
-            terms = list(wf.cost_terms()) + (["jobs"] if len(jobs) > 1 else [])
+            # a formula's `image.width` names the parameter `image`
+            terms = list(dict.fromkeys(t.partition(".")[0] for t in wf.cost_terms())) + (["jobs"] if len(jobs) > 1
+                                                                                          else [])
             raise CostTooHigh(terms, total, bound, wf.cost_text() + (" x jobs" if len(jobs) > 1 else ""))
+
+    async def _sizes(self, wf: Workflow, values: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """Width and height of the images whose size `wf`'s cost reads and that came as text, bytes or a URL,
+        from their headers (in the image pool, no pixel decoded). A URL is fetched first and `values` keeps the
+        bytes, so the job does not fetch it again."""
+        sizes = {}
+        for name in wf.sized_images():
+            if isinstance(values.get(name), (str, bytes, bytearray)):
+                values[name] = await self.fetch_image(values[name], name)
+                opts = self.engine.options
+                header = await image_io.run_in_pool(image_io.probe, values[name], name,
+                                                    max_bytes=opts.max_image_bytes, max_pixels=opts.max_image_pixels)
+                sizes[name] = (header.width, header.height)
+        return sizes
 
     async def _check_webhook(self, spec: Any) -> None:
         """A job's own receiver is checked when the job is accepted: a client learns now, not from a failed

@@ -6,7 +6,9 @@ two passes (`width * height * steps + hr_width * hr_height * hr_steps`), or tile
 (`ceil((upscale_width - overlap) / (width - overlap)) * ...`). A formula has numbers, parameter names, `+ - * /
 //`, parentheses and `ceil`, `floor`, `min`, `max`; it is read once, when the manifest loads, and evaluated in exact
 fractions, so no request can make it slow or round it down. A division by zero has no cost: such a request asks for
-endless work (a tile no wider than its overlap) and is refused, naming the divisor's parameters.
+endless work (a tile no wider than its overlap) and is refused, naming the divisor's parameters. `image.width` and
+`image.height` read the size of an image parameter (`image`), for work that grows with the picture a request sends
+(`sd_upscale` tiles the image itself with `upscaler: none`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import ast
 import math
 from collections.abc import Mapping
 from fractions import Fraction
+from functools import lru_cache
 
 FUNCTIONS = {"ceil": math.ceil, "floor": math.floor, "min": min, "max": max}
 _OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
@@ -21,6 +24,19 @@ _OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult
 # a formula is a manifest author's text: its size and nesting bound the work of reading and evaluating it
 MAX_FORMULA = 1000
 MAX_DEPTH = 32
+
+
+# what a formula may read of an image parameter: `image.width`, `image.height`
+IMAGE_SIZES = ("width", "height")
+
+
+def _name(node: ast.AST) -> str | None:
+    """The name a formula reads at `node` (`steps`, `image.width`), or None where it reads none."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr in IMAGE_SIZES:
+        return f"{node.value.id}.{node.attr}"
+    return None
 
 
 class Endless(ArithmeticError):
@@ -76,16 +92,16 @@ class Formula:
         elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
             if not math.isfinite(node.value):  # 1e400 reads as infinity, which no fraction holds
                 raise ValueError(f"has a number out of range: {ast.unparse(node)}")
-        elif isinstance(node, ast.Name):
-            if node.id not in self.names:
-                self.names.append(node.id)
+        elif _name(node) is not None:
+            if _name(node) not in self.names:
+                self.names.append(_name(node))  # type: ignore[arg-type]
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS
               and not node.keywords and node.args and (len(node.args) == 1) == (node.func.id in ("ceil", "floor"))):
             for arg in node.args:
                 self._check(arg, depth + 1)
         else:
-            raise ValueError(f"may hold numbers, parameter names, + - * / //, parentheses and "
-                             f"{', '.join(FUNCTIONS)}; not {ast.unparse(node)!r}")
+            raise ValueError(f"may hold numbers, parameter names, an image's width and height, + - * / //, "
+                             f"parentheses and {', '.join(FUNCTIONS)}; not {ast.unparse(node)!r}")
 
     def __call__(self, values: Mapping[str, int | float]) -> Fraction:
         """The cost for `values` (every name the formula reads); raises Endless where it divides by zero."""
@@ -95,15 +111,27 @@ class Formula:
         if isinstance(node, ast.BinOp):
             left, right = self._eval(node.left, values), self._eval(node.right, values)
             if right == 0 and isinstance(node.op, (ast.Div, ast.FloorDiv)):
-                raise Endless(list(dict.fromkeys(n.id for n in ast.walk(node.right)
-                                                 if isinstance(n, ast.Name) and n.id in self.names)))
+                raise Endless(list(dict.fromkeys(_name(n) for n in ast.walk(node.right)  # type: ignore[misc]
+                                                 if _name(n) in self.names)))
             return Fraction(_OPERATORS[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp):
             value = self._eval(node.operand, values)
             return -value if isinstance(node.op, ast.USub) else value
         if isinstance(node, ast.Constant):
             return Fraction(node.value)
-        if isinstance(node, ast.Name):
-            return Fraction(values[node.id])
+        name = _name(node)
+        if name is not None:
+            return Fraction(values[name])
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         return Fraction(FUNCTIONS[node.func.id](*(self._eval(a, values) for a in node.args)))
+
+
+def formula(text: str, rule: bool = False) -> Formula:
+    """`Formula(text, rule)`, read once: the manifest's check and the loaded workflow share it (a formula is not
+    changed after it is read)."""
+    return _read(text, bool(rule))  # one key however it is called: lru_cache keys f(t) and f(t, False) apart
+
+
+@lru_cache(maxsize=256)
+def _read(text: str, rule: bool) -> Formula:
+    return Formula(text, rule)

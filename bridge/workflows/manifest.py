@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stri
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import SchemaError
 
-from .cost import Formula
+from .cost import formula
 
 PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
 OUTPUT_TYPES = ("images", "value")
@@ -191,8 +191,9 @@ class Manifest(_Strict):
         "overlap of at most half the tile)."))
     cost: list[Name] | str | None = Field(None, description=(
         "What one job costs (the request cost bound, BRIDGE_MAX_REQUEST_COST): a list of int parameters (their "
-        "product), or a formula over the number parameters with + - * / //, parentheses, ceil, floor, min and "
-        "max, for work a product cannot say (two passes, overlapping tiles); default: the product of whichever "
+        "product), or a formula over the number parameters and the sizes of image parameters (image.width, "
+        "image.height) with + - * / //, parentheses, ceil, floor, min and max, for work a product cannot say "
+        "(two passes, overlapping tiles, tiles of the sent picture); default: the product of whichever "
         "of width, height, steps and batch_size the workflow has."))
 
     @field_validator("version", mode="before")
@@ -204,10 +205,17 @@ class Manifest(_Strict):
 
     def _formula_names(self, where: str, text: str, rule: bool = False) -> None:
         try:
-            names = Formula(text, rule).names
+            names = formula(text, rule).names
         except ValueError as exc:
             raise ValueError(f"{where}: the formula {exc}") from None
         for name in names:
+            image, _, size = name.partition(".")
+            if size:
+                if rule:  # a request's checks run before any of its images is read
+                    raise ValueError(f"{where}: {name!r}: a check reads number parameters only, not an image's size")
+                if image not in self.parameters or self.parameters[image].type != "image":
+                    raise ValueError(f"{where}: {name!r}: {image!r} is not an image parameter of this workflow")
+                continue  # an image left out reads as 0 x 0
             if name not in self.parameters or self.parameters[name].type not in ("int", "float"):
                 raise ValueError(f"{where}: {name!r} is not a number parameter of this workflow")
             p = self.parameters[name]

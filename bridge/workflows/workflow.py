@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 from bridge import fields
 from bridge.errors import InvalidParameter
 
-from .cost import Endless, Formula
+from .cost import IMAGE_SIZES, Endless, Formula, formula
 from .graph import ancestors
 from .manifest import Output, Parameter
 
@@ -42,6 +42,19 @@ IMAGE_SCHEMA = {"type": "string", "contentEncoding": "base64",
 
 def _num(x: float | int) -> int | float:
     return int(x) if float(x).is_integer() else x
+
+
+def image_size(value: Any) -> tuple[int, int]:
+    """Width and height of an image parameter's value where it says them: a decoded image, or a job's stored
+    image (`{"image", "width", "height", ...}`); (0, 0) for None (an image left out). Text or bytes not yet read
+    raise ValueError: their size is the header's (the engine reads it, see `Workflow.sized_images`)."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, Mapping):
+        return (int(value["width"]), int(value["height"]))
+    if hasattr(value, "png") and hasattr(value, "width"):
+        return (int(value.width), int(value.height))
+    raise ValueError("the image's size is known once its header is read")
 
 
 def _image_value(value: Any) -> Any:
@@ -195,7 +208,7 @@ class Workflow:
 
     @cached_property
     def _rules(self) -> list[tuple[Formula, str, str]]:
-        return [(Formula(rule, rule=True), field, message) for rule, field, message in self.checks]
+        return [(formula(rule, rule=True), field, message) for rule, field, message in self.checks]
 
     def _check_rules(self, values: Mapping[str, Any]) -> None:
         """The manifest's `checks` on coerced `values` (every name they read has a default or is required)."""
@@ -270,7 +283,7 @@ class Workflow:
     # ---------------------------------------------------------------- cost
     @cached_property
     def _cost_formula(self) -> Formula | None:
-        return Formula(self.cost_rule) if isinstance(self.cost_rule, str) else None
+        return formula(self.cost_rule) if isinstance(self.cost_rule, str) else None
 
     def cost_terms(self) -> tuple[str, ...]:
         """The parameters one job's cost reads: the manifest's `cost` list or the names its formula uses, else
@@ -281,11 +294,23 @@ class Workflow:
             return tuple(self.cost_rule)
         return tuple(n for n in COST_PARAMETERS if n in self.parameters and self.parameters[n].type == "int")
 
-    def _numbers(self, names: Iterable[str], values: Mapping[str, Any]) -> dict[str, int | float]:
+    def sized_images(self) -> tuple[str, ...]:
+        """The image parameters whose size the cost formula reads (`image.width`)."""
+        formula = self._cost_formula
+        return tuple(dict.fromkeys(n.partition(".")[0] for n in formula.names if "." in n)) if formula else ()
+
+    def _numbers(self, names: Iterable[str], values: Mapping[str, Any],
+                 sizes: Mapping[str, tuple[int, int]] | None = None) -> dict[str, int | float]:
         """The values of `names` as a formula reads them (a parameter left to the graph: the graph's value; not a
-        number: 0)."""
+        number: 0; an image's width or height: from `sizes`, else from a decoded image or a job's stored image,
+        0 for an image left out)."""
         given: dict[str, int | float] = {}
         for name in names:
+            image, _, side = name.partition(".")
+            if side:
+                size = (sizes or {}).get(image) or image_size(values.get(image))
+                given[name] = size[IMAGE_SIZES.index(side)]
+                continue
             value = values.get(name, self.graph_value(name))
             given[name] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
         return given
@@ -297,10 +322,11 @@ class Workflow:
             return " x ".join(self.cost_terms())
         return f"the cost of {', '.join(formula.names)} (workflow {self.name}'s formula)"
 
-    def cost(self, values: Mapping[str, Any]) -> int:
-        """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value). A
+    def cost(self, values: Mapping[str, Any], sizes: Mapping[str, tuple[int, int]] | None = None) -> int:
+        """One job's cost for coerced `values` (a parameter left to the graph counts with the graph's value;
+        `sizes`: width and height of the images in `values` that are not decoded yet, see `sized_images`). A
         manifest's formula that divides by zero for these values is refused, naming the divisor's parameters."""
-        given = self._numbers(self.cost_terms(), values)
+        given = self._numbers(self.cost_terms(), values, sizes)
         formula = self._cost_formula
         if formula is None:
             return math.prod(v if isinstance(v, int) and v > 0 else 1 for v in given.values())

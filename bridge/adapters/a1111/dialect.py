@@ -208,7 +208,7 @@ async def run_task(request: web.Request, kind: str, job_timestamp: str, submissi
     group = JobGroup(engine_of(request), request)
     task = Task(id=uuid.uuid4().hex, kind=kind, job_ids=[], started=time.time(), job_timestamp=job_timestamp,
                 size=len(submissions))
-    group.check_cost(submissions)
+    await group.check_cost(submissions)
     state.tasks.append(task)
     try:
         # All submitted first, so that a multi-backend engine can run them side by side.
