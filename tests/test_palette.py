@@ -73,6 +73,18 @@ def test_palette_from_hex_forms():
         palette_from_hex(["#000000"] * 257)
 
 
+def test_palette_from_hex_stops_at_the_colour_past_the_limit():
+    # a bad word after the 257th colour: reached only when the whole text is parsed before counting
+    with pytest.raises(ValueError, match=r"^hex colours: more than 256 colours; a palette holds at most 256$"):
+        palette_from_hex("#fff " * 257 + "zz")
+    with pytest.raises(ValueError, match="more than 256"):
+        palette_from_hex(["#fff"] * 257 + [5])
+    assert len(palette_from_hex(", ".join(["#fff"] * 256))) == 256
+    with pytest.raises(ValueError, match=r"^colour 2 'xxxx.*\.\.\. \(100,000 characters\) is not a hex") as info:
+        palette_from_hex("#fff " + "x" * 100_000)
+    assert len(str(info.value)) < 200
+
+
 def test_palette_validates_shape_and_is_read_only():
     with pytest.raises(ValueError, match=r"shape \[N,3\]"):
         Palette("x", np.zeros((4, 4), np.uint8))
@@ -158,6 +170,14 @@ def test_kmeans_is_deterministic_for_a_seed():
     assert a == extract_palette(img[::-1, ::-1].copy(), 12, seed=5)
 
 
+def test_seeds_act_modulo_2_32_and_any_integer_is_taken():
+    img = np.random.default_rng(3).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    five = extract_palette(img, 8, seed=5).colors
+    assert np.array_equal(extract_palette(img, 8, seed=5 + 2**32).colors, five)
+    assert np.array_equal(extract_palette(img, 8, seed=-1).colors, extract_palette(img, 8, seed=2**32 - 1).colors)
+    assert np.array_equal(extract_palette(img, 8, seed=2**63).colors, extract_palette(img, 8, seed=0).colors)
+
+
 def test_extraction_few_colours_transparency_and_errors():
     img = np.zeros((4, 4, 4), np.uint8)
     img[..., 3] = 255
@@ -205,6 +225,12 @@ def test_palette_node_sources_and_batch(tmp_path, monkeypatch):
     for bad in ("../etc/passwd", "/etc/passwd", "missing.hex"):
         with pytest.raises(ValueError, match="file: "):
             resolve_palette_file(bad)
+    with pytest.raises(ValueError, match="^file: 'a.+NUL character") as e:  # the OS's error names no field
+        resolve_palette_file("a\x00b.hex" + "x" * 10_000)
+    assert len(str(e.value)) < 200  # the name shortened, not echoed whole
+    with pytest.raises(ValueError, match="^search: no library palette matches") as e:
+        node.build("named", **{**args, "search": "zq" * 100})
+    assert len(str(e.value)) < 200
 
 
 def test_lloyd_with_bounds_equals_plain_lloyd():

@@ -4,8 +4,10 @@ their order, Pillow's own GIMP reader agrees with ours, and indexed PNG/GIF file
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,113 @@ def test_command_line_converts_palettes_and_writes_indexed_images(tmp_path: Path
         assert im.mode == "P" and im.getpalette() == named_palette("pico-8").colors.reshape(-1).tolist()
     bad = pixart("convert", "in.png", "out.png", "--pixel-size", "4", "--indexed")
     assert bad.returncode != 0 and "--indexed needs a palette" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------------------ hostile files
+def _png(arr: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _traced_peak_mib(fn) -> tuple[float, BaseException | None]:
+    tracemalloc.start()
+    err = None
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - the caller asserts which
+        err = exc
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20, err
+
+
+def _loop_block(packed: np.ndarray) -> int:
+    """The swatch side as the gcd of every equal-colour run of every row and column, one at a time."""
+    def runs(line: np.ndarray) -> int:
+        bounds = np.concatenate(([0], np.flatnonzero(line[1:] != line[:-1]) + 1, [len(line)]))
+        return int(np.gcd.reduce(np.diff(bounds)))
+    h, w = packed.shape
+    return math.gcd(w, h, *(runs(packed[y]) for y in range(h)), *(runs(packed[:, x]) for x in range(w)))
+
+
+def test_strip_block_side_equals_the_gcd_of_every_run() -> None:
+    rng = np.random.default_rng(0)
+    for block in (1, 2, 3, 8, 32):
+        for n in (1, 2, 5, 16, 17):
+            for rows in (1, 3):  # few colours: neighbouring swatches often share one
+                packed = np.repeat(np.repeat(rng.integers(0, 3, (rows, n)), block, 0), block, 1).astype(np.uint32)
+                assert palette_files._block_side(packed) == _loop_block(packed), (block, n, rows)
+
+
+def test_png_with_more_swatches_than_a_strip_holds_is_refused_before_listing_them() -> None:
+    y, x = np.mgrid[:512, :512]
+    checker = _png(((x + y) % 2 * 255).astype(np.uint8))  # 1-px swatches: 262,144 cells of two colours
+    peak, err = _traced_peak_mib(lambda: palette_files.read_palette("checker.png", checker))
+    assert isinstance(err, ValueError)
+    assert str(err) == ("checker.png: 512x512 in swatches of 1x1 px is 262,144 swatches; a palette strip has at "
+                        f"most {palette_files.MAX_STRIP_CELLS:,}")
+    assert peak < 8, f"{peak:.1f} MiB traced"  # the image is 1 MiB as RGBA; a list of its cells was 20+ MiB
+    # the bound leaves room for padding: 1,024 cells of which 16 opaque read; 1,025 cells do not
+    grid = np.zeros((32, 32, 4), np.uint8)
+    grid[0, :16] = [[17 * i, 0, 255 - 17 * i, 255] for i in range(16)]
+    assert len(palette_files.read_palette("grid.png", _png(grid))) == 16
+    with pytest.raises(ValueError, match=r"^thin.png: 1025x1 in swatches of 1x1 px is 1,025 swatches"):
+        palette_files.read_palette("thin.png", _png(np.full((1, 1025, 3), 7, np.uint8)))
+    # sides with no common divisor but 1 are refused from the header: this one has no pixel data to decode
+    with pytest.raises(ValueError, match=r"^tall.png: 1x16777216 in swatches of 1x1 px is 16,777,216 swatches"):
+        palette_files.read_palette("tall.png", claimed_png(1, 1 << 24))
+
+
+@pytest.mark.parametrize("name,head,line,bad", [
+    ("big.hex", b"", b"ff8800\n", b"zz\n"),
+    ("big.gpl", b"GIMP Palette\n", b"255 136 0\tx\n", b"zz\n"),
+    ("big.txt", b";paint.net\n", b"FFFF8800\n", b"zz\n"),
+    ("big.pal", b"JASC-PAL\r\n0100\r\n300\r\n", b"1 2 3\r\n", b"zz\r\n"),
+])
+def test_text_files_stop_at_the_colour_past_the_limit(name: str, head: bytes, line: bytes, bad: bytes) -> None:
+    # a bad line after the 257th colour: reached only by a reader that parses the whole file before counting
+    with pytest.raises(ValueError, match=rf"^{name}: more than 256 colours; a palette holds at most 256$"):
+        palette_files.read_palette(name, head + line * 257 + bad)
+    assert len(palette_files.read_palette(name, head.replace(b"300", b"256") + line * 256)) == 256
+
+
+def test_files_over_the_size_limit_are_refused_reading_only_the_limit(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^p.hex: over 1,048,576 bytes; a palette file is far smaller$"):
+        palette_files.read_palette("p.hex", b"fff\n" * (palette_files.MAX_FILE_BYTES // 4 + 1))
+    big = tmp_path / "big.gpl"
+    with big.open("wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB that take no disk
+    peak, err = _traced_peak_mib(lambda: palette_files.read_palette(big))
+    assert isinstance(err, ValueError) and str(err) == "big.gpl: over 1,048,576 bytes; a palette file is far smaller"
+    assert peak < 4, f"{peak:.1f} MiB traced"  # the limit plus one byte is read, not the file
+
+
+def test_png_writer_refuses_a_strip_its_reader_would_refuse() -> None:
+    two = Palette("two", np.array([[0, 0, 0], [255, 255, 255]], dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"^block 2897: 2 swatches of 2897x2897 px are over 16,777,216 pixels"):
+        palette_files.palette_bytes(two, "png", block=2897)  # 16,785,218 pixels, 50 MB before it was refused
+    with pytest.raises(ValueError, match=r"^block 1000000: "):
+        palette_files.palette_bytes(two, "png", block=1_000_000)
+    # the largest strip written is read back
+    one = Palette("one", np.array([[1, 2, 3]], dtype=np.uint8))
+    data = palette_files.palette_bytes(one, "png", block=4096)
+    assert palette_files.read_palette("one.png", data).colors.tolist() == [[1, 2, 3]]
+
+
+@pytest.mark.parametrize("name,data,why", [
+    ("long.gpl", b"GIMP Palette\n1 2 x" + b"a" * 100_000 + b"\n", r"^long.gpl: line 2: expected 'R G B \[name\]'"),
+    ("long.gpl", b"GIMP Palette\n1 2 300 " + b"a" * 100_000 + b"\n", r"^long.gpl: line 2: colour values must be"),
+    ("long.pal", b"JASC-PAL\n0100\n" + b"x" * 100_000 + b"\n", r"^long.pal: line 3: expected the number"),
+    ("long.hex", b"ff8800\n" + b"x" * 100_000 + b"\n", r"^long.hex: line 2: expected one hex colour"),
+    ("long.txt", b";paint.net\nFF000000\n" + b"x" * 100_000 + b"\n", r"^long.txt: line 3: expected AARRGGBB"),
+])
+def test_errors_quote_a_long_line_shortened(name: str, data: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        palette_files.read_palette(name, data)
+    assert len(str(info.value)) < 200 and "characters)" in str(info.value)
+
+
+def test_a_nul_in_the_file_name_names_the_file() -> None:
+    with pytest.raises(ValueError, match=r"^'a\\x00b.hex': embedded null byte$"):
+        palette_files.read_palette("a\x00b.hex")

@@ -154,6 +154,22 @@ def test_unknown_names_suggest_close_ones():
         named_palette("zx-spectrum-9000")
 
 
+def test_search_text_is_bounded_and_repeated_words_count_once():
+    # each palette tests every word: before the bound, 50,000 words took 12 s and a 2 MB text 262 s
+    text = "pico " * (lib.MAX_SEARCH_TEXT // 5)
+    assert {p.name for p in lib.search(text)} == {p.name for p in lib.search("pico")}  # ranked by the whole text
+    with pytest.raises(ValueError, match=r"^search text: at most 200 characters, got 201$"):
+        lib.search(text + "x")
+    with pytest.raises(ValueError, match=r"^search text: at most 200 characters, got 2,000,000$"):
+        lib.search("a " * 1_000_000)
+
+
+def test_unknown_name_messages_quote_a_long_name_shortened():
+    with pytest.raises(ValueError, match=r"^unknown palette 'zqzq.*\.\.\. \(100,000 characters\); 'pixart") as info:
+        named_palette("zq" * 50_000)
+    assert len(str(info.value)) < 200
+
+
 def test_credits_file_lists_every_palette():
     text = (lib.LIBRARY_FILE.parent / "CREDITS.md").read_text(encoding="utf-8")
     assert text == lib.credits_markdown()  # regenerate with the command the file names

@@ -33,14 +33,16 @@ def resolve_palette_file(name: str) -> Path:
     """
     if not name.strip():
         raise ValueError("file: no palette file name given")
+    if "\x00" in name:  # no file system takes it, and the OS error would name no field
+        raise ValueError(f"file: {pal.quote(name)} holds a NUL character; no file has such a name")
     rel = Path(name.strip())
     if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"file: {name!r} must be a file name relative to the input or palettes folder")
+        raise ValueError(f"file: {pal.quote(name)} must be a file name relative to the input or palettes folder")
     for d in _palette_dirs():
         p = (d / rel).resolve()
         if p.is_file() and p.is_relative_to(d.resolve()):
             return p
-    raise ValueError(f"file: palette file {name!r} not found in {', '.join(str(d) for d in _palette_dirs())}")
+    raise ValueError(f"file: palette file {pal.quote(name)} not found in {', '.join(str(d) for d in _palette_dirs())}")
 
 
 def swatch(p: pal.Palette, cell: int = 16, per_row: int = 16) -> np.ndarray:
@@ -145,7 +147,7 @@ class PixartPalette:
             if search and search.strip():
                 found = library.search(search)
                 if not found:
-                    raise ValueError(f"search: no library palette matches {search.strip()!r}")
+                    raise ValueError(f"search: no library palette matches {pal.quote(search.strip())}")
                 name = found[0].name
             p = pal.named_palette(name)
         elif source == "hex":
@@ -210,7 +212,7 @@ class PixartPaletteSearch:
     def search(self, text, min_colors=2, max_colors=256, pick=1):
         found = library.search(text, min_colors=min_colors, max_colors=max_colors)
         if not found:
-            raise ValueError(f"text: no library palette matches {text.strip()!r} with {min_colors}..{max_colors} "
+            raise ValueError(f"text: no library palette matches {pal.quote(text.strip())} with {min_colors}..{max_colors} "
                              "colours")
         chosen = found[min(pick, len(found)) - 1]
         listing = "\n".join(p.label() for p in found)

@@ -83,7 +83,6 @@ def named_palette(name: str) -> Palette:
 
 
 _HEX_TOKEN = re.compile(r"^(?:#|0x)?([0-9a-f]{6}|[0-9a-f]{3})$", re.IGNORECASE)
-_SEPARATORS = re.compile(r"[\s,;]+")
 
 
 def _parse_hex(token: str) -> tuple[int, int, int] | None:
@@ -97,30 +96,45 @@ def _parse_hex(token: str) -> tuple[int, int, int] | None:
     return (v >> 16) & 255, (v >> 8) & 255, v & 255
 
 
+def quote(text: str, limit: int = 40) -> str:
+    """``repr`` of user text, cut to ``limit`` characters: an error message stays one short line whatever was sent
+    (a 1 MB palette line or name would otherwise come back whole in the message)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def add_colour(rgb: list[tuple[int, int, int]], colour: tuple[int, int, int], where: str) -> None:
+    """Appends ``colour``, refusing the one past ``MAX_COLORS``: every reader calls this as it parses, so a huge
+    file or string costs its first ``MAX_COLORS + 1`` colours, not all of them."""
+    if len(rgb) >= MAX_COLORS:
+        raise ValueError(f"{where}: more than {MAX_COLORS} colours; a palette holds at most {MAX_COLORS}")
+    rgb.append(colour)
+
+
+_HEX_WORD = re.compile(r"[^\s,;]+")
+
+
 def palette_from_hex(colors: str | Iterable[str], name: str = "custom") -> Palette:
     """Palette from hex colours: a string separated by commas/semicolons/whitespace, or a list of strings.
 
     Each colour may be written ``#ff8800``, ``ff8800``, ``0xff8800`` or ``#f80``. Raises ``ValueError`` naming
     the first bad entry (1-based position and text).
     """
+    # words are taken one at a time so that a huge string stops at the colour past the limit
     if isinstance(colors, str):
-        tokens = [t for t in _SEPARATORS.split(colors) if t]
-    else:
-        tokens = []
-        for item in colors:
-            if not isinstance(item, str):
-                raise ValueError(f"colour {len(tokens) + 1}: expected a hex string, got {type(item).__name__}")
-            tokens.extend(t for t in _SEPARATORS.split(item) if t)
-    if not tokens:
+        colors = [colors]
+    rgb: list[tuple[int, int, int]] = []
+    for item in colors:
+        if not isinstance(item, str):
+            raise ValueError(f"colour {len(rgb) + 1}: expected a hex string, got {type(item).__name__}")
+        for m in _HEX_WORD.finditer(item):
+            c = _parse_hex(m.group())
+            if c is None:
+                raise ValueError(f"colour {len(rgb) + 1} {quote(m.group())} is not a hex colour like #ff8800")
+            add_colour(rgb, c, "hex colours")
+    if not rgb:
         raise ValueError("no colours given; expected hex colours like #ff8800")
-    rgb = []
-    for i, tok in enumerate(tokens, 1):
-        c = _parse_hex(tok)
-        if c is None:
-            raise ValueError(f"colour {i} {tok!r} is not a hex colour like #ff8800")
-        rgb.append(c)
-    if len(rgb) > MAX_COLORS:
-        raise ValueError(f"{len(rgb)} colours given; a palette holds at most {MAX_COLORS}")
     return Palette(name, np.array(rgb, dtype=np.uint8))
 
 
@@ -493,7 +507,9 @@ def extract_palette(
     elif method == "kmeans":
         lab = color.srgb_float_to_oklab(cols)
         samples = _samples(images, alpha_threshold, _SAMPLE)
-        centres = _refine_joint(samples, _kmeans_oklab(lab, w, k, int(seed)))
+        # the kernel's generator keeps 32 bits of the seed (5 and 5 + 2**32 give one palette): reducing it here
+        # changes no result and lets any integer through instead of overflowing the compiled call
+        centres = _refine_joint(samples, _kmeans_oklab(lab, w, k, int(seed) % (1 << 32)))
         if dither and w.sum() == sum(a.shape[0] * a.shape[1] for a in images):  # every pixel opaque
             out = _refine_for_dithering(samples, centres)
         else:

@@ -4,6 +4,10 @@ one square block per colour, as Lospec serves them). Every reader and writer kee
 
 The format comes from the file extension; `.png` strips are read by measuring their block size, so a 1x, 8x or
 32x Lospec image gives the same palette.
+
+Whatever is sent, reading costs little: a file over `MAX_FILE_BYTES` (1 MiB), a strip of more than
+`MAX_STRIP_PIXELS` pixels or `MAX_STRIP_CELLS` swatches, and the colour past `MAX_COLORS` are refused (ValueError
+naming the file) before the rest is read; the PNG writer refuses a strip the reader would refuse.
 """
 from __future__ import annotations
 
@@ -15,17 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .palette import MAX_COLORS, Palette, _parse_hex
+from .palette import MAX_COLORS, Palette, _parse_hex, add_colour, quote
 
 FORMATS = ("hex", "gpl", "pal", "act", "txt", "png")
 _ACT_SIZE = 768  # 256 RGB triplets; Photoshop appends a count and a transparent index (4 bytes) when < 256
+# a 256-colour .gpl with names is about 20 KB and a Lospec PNG strip a few KB: a file over this is not a palette,
+# and reading it whole would cost memory in proportion to whatever was sent
+MAX_FILE_BYTES = 1 << 20
 
 
 def _palette(name: str, rgb: Sequence[tuple[int, int, int]] | np.ndarray, where: str) -> Palette:
     if len(rgb) == 0:
         raise ValueError(f"{where}: no colours found")
-    if len(rgb) > MAX_COLORS:
-        raise ValueError(f"{where}: {len(rgb)} colours; a palette holds at most {MAX_COLORS}")
     return Palette(name, np.asarray(rgb, dtype=np.uint8).reshape(-1, 3))
 
 
@@ -43,9 +48,9 @@ def _decimal_rgb(line: str, where: str, shape: str) -> tuple[int, int, int]:
     try:
         r, g, b = (int(p) for p in parts[:3])
     except ValueError:
-        raise ValueError(f"{where}: expected {shape} with decimal values, got {line!r}") from None
+        raise ValueError(f"{where}: expected {shape} with decimal values, got {quote(line)}") from None
     if not all(0 <= v <= 255 for v in (r, g, b)):
-        raise ValueError(f"{where}: colour values must be 0..255, got {line!r}")
+        raise ValueError(f"{where}: colour values must be 0..255, got {quote(line)}")
     return r, g, b
 
 
@@ -64,7 +69,7 @@ def parse_gpl(lines: Sequence[str], where: str) -> tuple[str | None, list[tuple[
             if key.strip().lower() == "name":
                 name = value.strip() or None
             continue
-        rgb.append(_decimal_rgb(line, f"{where}: line {n}", "'R G B [name]'"))
+        add_colour(rgb, _decimal_rgb(line, f"{where}: line {n}", "'R G B [name]'"), where)
     return name, rgb
 
 
@@ -76,8 +81,8 @@ def parse_hex_lines(lines: Sequence[str], where: str) -> list[tuple[int, int, in
             continue
         c = _parse_hex(line)
         if c is None:
-            raise ValueError(f"{where}: line {n}: expected one hex colour like ff8800, got {line[:40]!r}")
-        rgb.append(c)
+            raise ValueError(f"{where}: line {n}: expected one hex colour like ff8800, got {quote(line)}")
+        add_colour(rgb, c, where)
     return rgb
 
 
@@ -87,12 +92,12 @@ def parse_jasc(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
     try:
         count = int(lines[2].strip())
     except ValueError:
-        raise ValueError(f"{where}: line 3: expected the number of colours, got {lines[2].strip()!r}") from None
+        raise ValueError(f"{where}: line 3: expected the number of colours, got {quote(lines[2].strip())}") from None
     rgb = []
     for n, raw in enumerate(lines[3:], 4):
         if not raw.strip():
             continue
-        rgb.append(_decimal_rgb(raw.strip(), f"{where}: line {n}", "'R G B'"))
+        add_colour(rgb, _decimal_rgb(raw.strip(), f"{where}: line {n}", "'R G B'"), where)
     if len(rgb) != count:
         raise ValueError(f"{where}: the header says {count} colours, the file has {len(rgb)}")
     return rgb
@@ -105,9 +110,9 @@ def parse_paintnet(lines: Sequence[str], where: str) -> list[tuple[int, int, int
         if not line or line.startswith(";"):
             continue
         if not re.fullmatch(r"[0-9A-Fa-f]{8}|[0-9A-Fa-f]{6}", line):
-            raise ValueError(f"{where}: line {n}: expected AARRGGBB hex, got {line[:40]!r}")
+            raise ValueError(f"{where}: line {n}: expected AARRGGBB hex, got {quote(line)}")
         v = int(line[-6:], 16)
-        rgb.append(((v >> 16) & 255, (v >> 8) & 255, v & 255))
+        add_colour(rgb, ((v >> 16) & 255, (v >> 8) & 255, v & 255), where)
     return rgb
 
 
@@ -123,15 +128,29 @@ def parse_act(data: bytes, where: str) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in c) for c in arr]  # type: ignore[misc]
 
 
-def _runs_gcd(line: np.ndarray) -> int:
-    """gcd of the lengths of equal-colour runs along one row of packed colours."""
-    change = np.flatnonzero(line[1:] != line[:-1]) + 1
-    bounds = np.concatenate(([0], change, [len(line)]))
-    return int(np.gcd.reduce(np.diff(bounds)))
-
-
 # 256 swatches of 256x256 pixels: anything larger is not a palette, and converting it would take 4 bytes a pixel
 MAX_STRIP_PIXELS = 1 << 24
+# swatches a strip may hold: room for a palette laid out in rows with transparent padding; more cells cannot make a
+# palette, and listing them (a 1-px checkerboard has millions) is what would cost the time and memory
+MAX_STRIP_CELLS = 4 * MAX_COLORS
+
+
+def _block_side(packed: np.ndarray) -> int:
+    """The swatch side of a strip of packed colours [h,w]: the gcd of every equal-colour run's length across rows
+    and columns. That equals the gcd of the run boundaries (every column where some row changes colour, every row
+    where some column does) and the sides, which one vectorised pass finds: a 1x strip gives 1, Lospec's 8x gives 8,
+    even when neighbouring swatches share a colour, as long as some run shows the block edge."""
+    h, w = packed.shape
+    cols = np.flatnonzero((packed[:, 1:] != packed[:, :-1]).any(axis=0)) + 1
+    rows = np.flatnonzero((packed[1:] != packed[:-1]).any(axis=1)) + 1
+    return int(np.gcd.reduce(np.concatenate(([w, h], cols, rows)).astype(np.int64)))
+
+
+def _check_cells(where: str, w: int, h: int, block: int) -> None:
+    cells = (h // block) * (w // block)
+    if cells > MAX_STRIP_CELLS:
+        raise ValueError(f"{where}: {w}x{h} in swatches of {block}x{block} px is {cells:,} swatches; a palette strip "
+                         f"has at most {MAX_STRIP_CELLS:,}")
 
 
 def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
@@ -147,35 +166,36 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
         if im.width * im.height > MAX_STRIP_PIXELS:
             raise ValueError(f"{where}: {im.width}x{im.height} is more than a palette strip needs "
                              f"({MAX_STRIP_PIXELS:,} pixels)")
+        # the swatch side divides both sides, so the largest it can be already tells a 1 x 16M strip from a
+        # palette without decoding it (Pillow stores such an image a row at a time: 500 MB)
+        _check_cells(where, im.width, im.height, math.gcd(im.width, im.height))
         try:
-            rgba = np.asarray(im.convert("RGBA"))
+            rgba = np.ascontiguousarray(im.convert("RGBA"))
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"{where}: not a readable image ({exc})") from None
     h, w = rgba.shape[:2]
-    packed = (rgba[..., 0].astype(np.uint32) << 24) | (rgba[..., 1].astype(np.uint32) << 16) | \
-        (rgba[..., 2].astype(np.uint32) << 8) | rgba[..., 3]
-    # the block side: the gcd of every run length across rows and columns (a 1x strip gives 1, Lospec's 8x
-    # gives 8, even when neighbouring swatches share a colour, as long as some run shows the block edge)
-    block = math.gcd(w, h)
-    for y in range(h):
-        block = math.gcd(block, _runs_gcd(packed[y]))
-    for x in range(w):
-        block = math.gcd(block, _runs_gcd(packed[:, x]))
-    cells = rgba[block // 2::block, block // 2::block].reshape(-1, 4)
-    rgb = [tuple(int(v) for v in c[:3]) for c in cells if c[3] >= 128]  # transparent padding cells are skipped
-    return rgb  # type: ignore[return-value]
+    block = _block_side(rgba.view(np.uint32)[..., 0])  # one RGBA pixel as one number: only equality is asked
+    _check_cells(where, w, h, block)
+    rgb: list[tuple[int, int, int]] = []
+    for c in rgba[block // 2::block, block // 2::block].reshape(-1, 4).tolist():
+        if c[3] >= 128:  # transparent padding cells are skipped
+            add_colour(rgb, (c[0], c[1], c[2]), where)
+    return rgb
 
 
 def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
     """A palette file by its extension (`.hex`, `.gpl`, `.pal`, `.act`, `.txt`, `.png`); another extension is
     read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
     p = Path(path)
-    where = p.name
+    where = p.name if len(p.name) <= 80 and p.name.isprintable() else quote(p.name, 80)
     if data is None:
         try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{where}: {exc.strerror or exc}") from None
+            with open(p, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+            raise ValueError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"{where}: over {MAX_FILE_BYTES:,} bytes; a palette file is far smaller")
     ext = p.suffix.lower().lstrip(".")
     name: str | None = None
     if ext == "act":
@@ -221,6 +241,9 @@ def palette_bytes(palette: Palette, fmt: str, *, block: int = 1) -> bytes:
 
         if block < 1:
             raise ValueError("block must be at least 1")
+        if len(colors) * block * block > MAX_STRIP_PIXELS:  # a strip read_palette would refuse is not written
+            raise ValueError(f"block {block}: {len(colors)} swatches of {block}x{block} px are over "
+                             f"{MAX_STRIP_PIXELS:,} pixels, more than a palette strip needs")
         strip = np.repeat(np.repeat(palette.colors[None, :, :], block, axis=0), block, axis=1)
         out = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(strip), "RGB").save(out, format="PNG")

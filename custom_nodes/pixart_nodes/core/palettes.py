@@ -19,6 +19,8 @@ from pathlib import Path
 
 LIBRARY_FILE = Path(__file__).resolve().parent.parent / "palettes" / "library.json"
 KINDS = ("artist", "hardware")
+# far above any name, title or author in the library; a search text is typed by a person (node widget, --search)
+MAX_SEARCH_TEXT = 200
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,13 @@ _LOOKUP.update({normalise(alias): _BY_NAME[target] for alias, target in ALIASES.
 
 def info(name: str) -> PaletteInfo:
     """A library entry by name or alias (case and separators ignored)."""
+    from .palette import quote  # palette.py imports this module
+
     found = _LOOKUP.get(normalise(name)) if isinstance(name, str) else None
     if found is None:
         near = suggest(name) if isinstance(name, str) else []
         hint = f"; did you mean {', '.join(near)}?" if near else "; 'pixart palettes --search TEXT' lists them"
-        raise ValueError(f"unknown palette {name!r}{hint}")
+        raise ValueError(f"unknown palette {quote(name) if isinstance(name, str) else repr(name)}{hint}")
     return found
 
 
@@ -84,6 +88,8 @@ def suggest(name: str, limit: int = 5) -> list[str]:
     """Library names close to a misspelt or partial one: the search's matches first, then similar spellings."""
     import difflib
 
+    if len(name) > MAX_SEARCH_TEXT:  # longer than any name: nothing is close, and search would refuse it
+        return []
     found = [p.name for p in search(name)][:limit]
     if len(found) < limit:
         for close in difflib.get_close_matches(normalise(name), list(_LOOKUP), n=2 * limit, cutoff=0.6):
@@ -99,10 +105,13 @@ def search(text: str = "", *, colors: int | None = None, min_colors: int | None 
 
     Best matches first: the exact name or alias, then names starting with the text, then names or titles containing
     it, then the rest (an author match); within each, the library's order (the most used palettes first)."""
+    if len(text) > MAX_SEARCH_TEXT:
+        raise ValueError(f"search text: at most {MAX_SEARCH_TEXT} characters, got {len(text):,}")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     words = [normalise(w) for w in text.split()]
-    words = [w for w in words if w]
+    # each palette tests every word: a repeated word would repeat the work and cannot change the result
+    words = list(dict.fromkeys(w for w in words if w))
     whole = normalise(text)
     ranked: list[tuple[int, int, PaletteInfo]] = []
     for order, p in enumerate(LIBRARY):
