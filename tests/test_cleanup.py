@@ -283,6 +283,14 @@ def test_bad_arguments():
         cu.cleanup(_canvas(), background="#12345")
 
 
+@pytest.mark.parametrize("kw", [{"merge": float("nan")}, {"tolerance": float("nan")}, {"merge": float("inf")},
+                                {"rare": float("nan")}, {"merge": -1}])
+def test_amounts_out_of_range_or_not_finite_are_refused_naming_them(kw):
+    # NaN passed "merge < 0": merge was silently off, the background tolerance silently matched nothing
+    with pytest.raises(ValueError, match=f"^{next(iter(kw))}:"):
+        cu.cleanup(_canvas(), background="auto", **kw)
+
+
 def test_cleanup_node_puts_the_removed_background_in_the_mask():
     from pixart_nodes.core.tensors import uint8_to_image
     from pixart_nodes.nodes_cleanup import PixartCleanup

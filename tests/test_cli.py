@@ -183,11 +183,24 @@ def test_aleaart_seed_and_params(capsys):
     (["convert", "{d}/a.png", "{d}/o.png", "--colors", "300"], "argument --colors: expected 2..256 colours"),
     (["aleaart", "--seed", "0x1234"], "seed: expected 32 bytes"),
     (["aleaart", "--params", "{not json"], "--params: not valid JSON"),
+    (["aleaart", "--params", "[" * 50_000], "--params: JSON nested too deeply"),
+    (["aleaart", "--params", "@{d}/deep.json"], "--params: JSON nested too deeply"),
+    (["aleaart", "--params", "@{d}/huge.json"], "huge.json: larger than 1024 KiB"),
+    # the GIF stores 16-bit numbers: these were OverflowError tracebacks
+    (["convert", "{d}", "{d}/o.gif", "--palette", "pico-8", "--loop", "-1"],
+     "argument --loop: expected an integer 0..65535"),
+    (["convert", "{d}", "{d}/o.gif", "--palette", "pico-8", "--loop", "70000"], "argument --loop"),
+    (["convert", "{d}", "{d}/o.gif", "--palette", "pico-8", "--frame-ms", "100000000"], "argument --frame-ms"),
+    (["rgb565-preview", "{d}/f.bin", "{d}/o.png", "--size", "4x4", "--scale", "100000"],
+     "--scale 100000: 4x4 would become 400000x400000"),  # was a MemoryError traceback
     (["aleaart"], "one of the arguments --seed --params is required"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_exits_2_with_one_clear_line(images, capsys, argv, needle):
     (images / "junk.png").write_bytes(b"\x89PNG but not really")
+    (images / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (images / "huge.json").write_bytes(b" " * (2 << 20))
+    (images / "f.bin").write_bytes(bytes(4 * 4 * 2))
     # a PNG header that says 20000x20000: Pillow refuses it on opening (more than twice its pixel limit)
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

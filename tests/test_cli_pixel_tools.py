@@ -97,6 +97,11 @@ def test_convert_outline_method(tmp_path, capsys):
     (["snap", "{d}/nope.png", "{d}/o.png"], "nope.png: no such file"),
     (["cleanup", "{d}/big.png", "{d}/o.png", "--background", "blue"], "--background"),
     (["cleanup", "{d}/big.png", "{d}/o.png", "--rare", "2"], "argument --rare"),
+    (["cleanup", "{d}/big.png", "{d}/o.png", "--merge", "nan"], "merge:"),
+    (["cleanup", "{d}/big.png", "{d}/o.png", "--background", "auto", "--tolerance", "nan"], "tolerance:"),
+    (["snap", "{d}/big.png", "{d}/o.png", "--max-size", "inf"], "max_size:"),
+    (["snap", "{d}/big.png", "{d}/o.png", "--min-size", "nan"], "min_size:"),
+    (["snap", "{d}/big.png", "{d}/o.png", "--scale", "100000"], "--scale 100000"),  # was a 7 TiB MemoryError
 ])
 def test_bad_input_exits_2_with_one_line(art, capsys, argv, needle):
     code, _, err = _run(capsys, *[a.replace("{d}", str(art)) for a in argv])

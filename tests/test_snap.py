@@ -266,8 +266,12 @@ def test_snap_node_passes_a_grid_coarser_than_asked_through():
 
 
 @pytest.mark.parametrize("kw,field", [({"cell_width": 0.5}, "cell_width"), ({"cell_height": 1.9}, "cell_height"),
-                                      ({"min_size": 8, "max_size": 4}, "max_size")])
+                                      ({"min_size": 8, "max_size": 4}, "max_size"),
+                                      ({"max_size": float("inf")}, "max_size"),
+                                      ({"min_size": float("nan")}, "min_size"),
+                                      ({"cell_width": float("inf")}, "cell_width")])
 def test_sizes_no_grid_can_have_are_refused_naming_them(kw, field):
-    # a 0.5-pixel cell read the picture as a grid twice its size; max below min quietly found "no grid"
+    # a 0.5-pixel cell read the picture as a grid twice its size; max below min quietly found "no grid"; NaN and
+    # infinity passed the bounds (a traceback, a nameless message, a 1x1 "grid")
     with pytest.raises(ValueError, match=field):
         sn.snap(np.zeros((32, 32, 3), np.uint8), **kw)

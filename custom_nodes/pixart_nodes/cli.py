@@ -28,6 +28,9 @@ import numpy as np
 from .core import imageio, pixelate, rgb565
 
 
+MAX_PARAMS_BYTES = 1 << 20  # aleaart --params @FILE: RenderParams are a few hundred bytes
+
+
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -48,6 +51,19 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An integer option whose bounds come from the core that stores it (checked before any work is done)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 0)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer {lo}..{hi}, got {text!r}")
+        return v
+    return parse
 
 
 def _colour_count(text: str) -> int:
@@ -309,12 +325,25 @@ def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
         img = rgb565.from_rgb565(data, width, height, byte_order=args.byte_order, inverted=args.inverted)
     except ValueError as exc:
         raise CliError(f"{src}: {exc} (check --size)") from None
-    if args.scale > 1:
-        img = np.repeat(np.repeat(img, args.scale, axis=0), args.scale, axis=1)
+    img = _enlarge(img, args.scale)
     imageio.write_image(dst, img)
     if not args.quiet:
         print(f"{dst}: {img.shape[1]}x{img.shape[0]}")
     return 0
+
+
+def _enlarge(img: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour enlargement (``--scale``), refused past the size Pillow reads back: the enlarged array is
+    allocated at once, so an unbounded factor asks for terabytes."""
+    from PIL import Image
+
+    if scale == 1:
+        return img
+    h, w = img.shape[:2]
+    limit = Image.MAX_IMAGE_PIXELS or 89_478_485  # None (checks off in this process): Pillow's default
+    if h * scale * w * scale > limit:
+        raise CliError(f"--scale {scale}: {w}x{h} would become {w * scale}x{h * scale}, over {limit:,} pixels")
+    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
 
 
 def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int = 1) -> int:
@@ -390,13 +419,22 @@ def _cmd_aleaart(args: argparse.Namespace) -> int:
         text = args.params
         if text.startswith("@"):
             try:
-                text = Path(text[1:]).read_text(encoding="utf-8")
+                with open(text[1:], "rb") as f:
+                    data = f.read(MAX_PARAMS_BYTES + 1)  # a device or a huge file must not be read whole
             except OSError as exc:
                 raise CliError(f"--params: {text[1:]}: cannot read ({exc.strerror or exc})") from None
+            if len(data) > MAX_PARAMS_BYTES:
+                raise CliError(f"--params: {text[1:]}: larger than {MAX_PARAMS_BYTES // 1024} KiB, not RenderParams")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CliError(f"--params: {text[1:]}: not UTF-8 text") from None
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CliError(f"--params: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        except RecursionError:
+            raise CliError("--params: JSON nested too deeply") from None
         try:
             params = aleaart.RenderParams.from_dict(raw)
         except ValueError as exc:
@@ -428,8 +466,8 @@ def _cmd_snap(args: argparse.Namespace) -> int:
         img = imageio.read_image(src)
         res = sn.snap(img, min_size=args.min_size, max_size=args.max_size, cell_width=width, cell_height=height)
         out = res.image
-        if res.detected and args.scale > 1:
-            out = np.repeat(np.repeat(out, args.scale, axis=0), args.scale, axis=1)
+        if res.detected:
+            out = _enlarge(out, args.scale)
         imageio.write_image(dst, out)
         report[str(src)] = res.to_dict(edges=True)
         return f"{dst}: {res.message}"
@@ -502,6 +540,8 @@ def _add_cleanup_parser(sub, common: argparse.ArgumentParser) -> None:
 # --- parser ------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .core import indexed
+
     parser = _Parser(prog="pixart", description="Pixel-art processing from the Pixart node pack, without ComfyUI.")
     # -q works before or after the subcommand; SUPPRESS keeps a subparser's default from overwriting the global one
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary lines")
@@ -545,9 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "mean passes on only 3/4 of it, and textured areas take less error (fewer stray dots at edges)")
     c.add_argument("--indexed", action="store_true",
                    help="write an indexed PNG (or GIF) whose palette is the palette, in its order")
-    c.add_argument("--frame-ms", type=_positive_int, default=100,
+    c.add_argument("--frame-ms", type=_int_in(1, indexed.MAX_DURATION_MS), default=100,
                    help="a folder into one .gif: milliseconds each frame shows (default 100)")
-    c.add_argument("--loop", type=int, default=0, help="a folder into one .gif: times to loop, 0 = forever")
+    c.add_argument("--loop", type=_int_in(0, indexed.MAX_LOOP), default=0,
+                   help="a folder into one .gif: times to loop, 0 = forever")
     c.set_defaults(func=_cmd_convert)
 
     r = sub.add_parser("rgb565", parents=[common], help="raw RGB565 frames for small LCDs (Pico / ST7789)",

@@ -6,7 +6,8 @@ bridge reports them as A1111's `/sdapi/v1/embeddings`.
 
 `GET /pixart/axera?model_dir=&runtime=`: whether this machine holds an Axera model set where the Axera Loader
 would look (`found`, `img2img`, `model_dir`, `runtime`, `reason`), from the files alone. The bridge's `/generate`
-picks its backend with it.
+picks its backend with it. It takes what the Axera workflows' model_dir takes (a sub-folder of the Axera model
+folders, or empty) and a known runtime, else answers 400 `{"error": "model_dir: ..."}`.
 """
 from __future__ import annotations
 
@@ -33,15 +34,28 @@ def embeddings_summary() -> dict[str, dict]:
     return out
 
 
+def check_axera_query(model_dir: str, runtime: str) -> None:
+    """ValueError naming the field unless the query is one the workflows could send: the route answers any client
+    of ComfyUI's port, which may name only what the workflows' model_dir takes."""
+    from .core.axera.pipeline import check_model_dir_name
+    from .core.axera.runtime import RUNTIMES
+
+    check_model_dir_name(model_dir)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: must be one of {', '.join(RUNTIMES)}")
+
+
 def axera_status(model_dir: str, runtime: str) -> dict:
     from .core.axera.pipeline import inspect_model_dir
     from .nodes_axera import _model_dir
 
+    out = {"model_dir": model_dir, "found": False, "img2img": False, "runtime": None}
     try:
-        folder = _model_dir(model_dir)
+        return inspect_model_dir(_model_dir(model_dir), runtime)
     except ValueError as exc:
-        return {"model_dir": model_dir, "found": False, "img2img": False, "runtime": None, "reason": str(exc)}
-    return inspect_model_dir(folder, runtime)
+        return {**out, "reason": str(exc)}
+    except OSError as exc:  # e.g. a name the file system refuses: the folder cannot be there
+        return {**out, "reason": f"model_dir: cannot be read ({exc.strerror or exc})"}
 
 
 def register() -> None:
@@ -65,6 +79,9 @@ def register() -> None:
     async def pixart_axera(request: web.Request) -> web.Response:
         import asyncio
 
-        status = await asyncio.to_thread(axera_status, request.query.get("model_dir", ""),
-                                         request.query.get("runtime", "auto"))
-        return web.json_response(status)
+        model_dir, runtime = request.query.get("model_dir", ""), request.query.get("runtime", "auto")
+        try:
+            check_axera_query(model_dir, runtime)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(await asyncio.to_thread(axera_status, model_dir, runtime))

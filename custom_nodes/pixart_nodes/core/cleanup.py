@@ -29,6 +29,7 @@ Colours are compared exactly after step 1; pixels with alpha < 128 form one "tra
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numba
@@ -452,8 +453,12 @@ def cleanup(
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
         raise ValueError(f"image must be uint8 [H,W,3|4], got {img.dtype} {list(img.shape)}")
-    if merge < 0 or not 0 <= rare < 1 or tolerance < 0:
-        raise ValueError("merge and tolerance must be >= 0 and rare in 0..1")
+    # written as "not in range" so that NaN, which fails every comparison, is refused too
+    for name, value, ok, rule in (("merge", merge, merge >= 0, "a finite number >= 0"),
+                                  ("rare", rare, 0 <= rare < 1, "in 0..1 (below 1)"),
+                                  ("tolerance", tolerance, tolerance >= 0, "a finite number >= 0")):
+        if not (ok and math.isfinite(value)):
+            raise ValueError(f"{name}: must be {rule}, got {value}")
     keys = _keys(np.ascontiguousarray(img))
     stats: dict = {"similar_colours_merged": 0, "rare_pixels_replaced": 0, "isolated_pixels_removed": 0,
                    "jaggies_removed": 0, "background_pixels": 0, "background": None}

@@ -16,6 +16,8 @@ from . import color
 from .palette import Palette, nearest_indices
 
 FORMATS = ("png", "gif")
+MAX_DURATION_MS = 655_350
+MAX_LOOP = 65_535
 
 
 def palette_indices(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> tuple[np.ndarray, bool]:
@@ -74,6 +76,11 @@ def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: 
 
     if not frames:
         raise ValueError("no frames")
+    # the GIF stores the delay in 16-bit hundredths of a second and the loop count in 16 bits
+    if not 0 <= duration_ms <= MAX_DURATION_MS:
+        raise ValueError(f"duration_ms must be 0..{MAX_DURATION_MS}, got {duration_ms}")
+    if not 0 <= loop <= MAX_LOOP:
+        raise ValueError(f"loop must be 0..{MAX_LOOP} (0 = forever), got {loop}")
     mapped = [palette_indices(f, palette, alpha_threshold) for f in frames]
     transparent = any(t for _, t in mapped)
     flat = _flat_palette(palette, transparent)

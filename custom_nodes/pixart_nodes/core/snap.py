@@ -40,6 +40,7 @@ cell's own colour. A partial first or last cell is kept when at least ``PARTIAL`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -738,9 +739,13 @@ def snap(img: np.ndarray | list[np.ndarray], *, min_size: float = MIN_SIZE, max_
         if a.shape[:2] != images[0].shape[:2]:
             raise ValueError(f"images of one batch must share a size: {a.shape[:2]} vs {images[0].shape[:2]}")
     images = [a[..., None] if a.ndim == 2 else a for a in images]
-    for name, size in (("cell_width", cell_width), ("cell_height", cell_height), ("min_size", min_size)):
-        if size is not None and size < MIN_SIZE:  # a 0.5-pixel cell read as a grid twice the picture's size
-            raise ValueError(f"{name}: a cell is at least {MIN_SIZE:g} pixels, got {size:g}")
+    for name, size in (("cell_width", cell_width), ("cell_height", cell_height), ("min_size", min_size),
+                       ("max_size", max_size)):
+        # NaN passes every comparison and infinity every lower bound: both would reach int() in the detector
+        if size is not None and not math.isfinite(size):
+            raise ValueError(f"{name}: must be a finite number of pixels, got {size:g}")
+        if size is not None and name != "max_size" and size < MIN_SIZE:
+            raise ValueError(f"{name}: a cell is at least {MIN_SIZE:g} pixels, got {size:g}")  # else a 0.5-px grid
     if max_size is not None and max_size < min_size:
         raise ValueError(f"max_size: {max_size:g} is below min_size {min_size:g}: no cell size is left to find")
     h, w = images[0].shape[:2]

@@ -337,6 +337,25 @@ class AxeraPipeline:
 MODEL_DIR_ENV = "PIXART_AXERA_MODEL_DIR"
 
 
+# What a client (the bridge, the workflows' model_dir) may name: a sub-folder of the Axera model folders, never an
+# absolute path, ~user or "..", so that it reaches nothing else and learns nothing of the rest of the disk. The
+# workflow manifests carry the same pattern and length (a test holds them equal).
+MODEL_DIR_PATTERN = r"^([A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*)?$"
+MODEL_DIR_MAX_LENGTH = 255
+
+
+def check_model_dir_name(value: str) -> str:
+    """``value`` if a client may name it (empty: the default folder), else ValueError naming ``model_dir``."""
+    import re
+
+    if len(value) > MODEL_DIR_MAX_LENGTH:
+        raise ValueError(f"model_dir: at most {MODEL_DIR_MAX_LENGTH} characters, got {len(value)}")
+    if not re.fullmatch(MODEL_DIR_PATTERN, value):
+        raise ValueError("model_dir: must name a sub-folder of the Axera model folders (letters, digits, _ . - and "
+                         "/ between parts; no absolute path, ~ or ..)")
+    return value
+
+
 def resolve_model_dir(value: str, search: Sequence[str | Path] = ()) -> Path:
     """Where a ``model_dir`` setting points.
 
