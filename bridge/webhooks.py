@@ -6,7 +6,11 @@ store before anything is sent, so delivery is at least once and survives a resta
 written in the transaction that writes the end. A job's end is sent by the bridge that ended the job, once the end
 is written; progress messages, retries and messages left by a stopped or dead bridge are posted by a background
 loop. Each attempt is its own task with a timeout and a per-host bound, so a slow or dead receiver never delays a
-job or another receiver; failures are retried with exponential back-off and jitter until BRIDGE_WEBHOOK_RETRY_FOR
+job or another receiver: an attempt waits for its host's slot before it takes one of the global slots (one hanging
+host would otherwise hold them all with messages that wait for it), and a host is its name whatever the port (one
+client naming many ports of one server would otherwise have a bound per port). Progress is lossy: at most one
+progress message per job and receiver waits to be sent, holding the newest state, and none is left once the end's
+messages are recorded. Failures are retried with exponential back-off and jitter until BRIDGE_WEBHOOK_RETRY_FOR
 has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`), the outcomes of attempts close together in one
 transaction.
 
@@ -77,7 +81,7 @@ class Policy:
     retry_max: float = 3600.0       # longest back-off
     progress_interval: float = 1.0  # at most one progress message per job and receiver per interval
     concurrency: int = 64           # attempts in flight in all
-    per_host: int = 4               # attempts in flight to one host
+    per_host: int = 4               # attempts in flight to one host name (all its ports together)
 
 
 @dataclass
@@ -188,13 +192,17 @@ class Webhooks:
         data = await self._data(job)
         now = time.time()
         for r in receivers:
+            if job.id in self._ended:
+                return  # ended: progress is stale now, and the end's write drops any still pending
             pending = await self.store.pending_delivery(job.id, r.url, event)
-            if pending is not None and pending.id not in self._in_flight:  # one being sent here is not replaced
-                # One pending progress message per receiver: the newest state replaces the stale one.
+            if pending is None:
+                await self.store.save_delivery(self._message(job, r.url, event, data, now, now))
+            elif pending.id not in self._in_flight:
                 pending.payload = self._body(pending.id, event, data, now)
                 await self.store.save_delivery(pending)
-            else:
-                await self.store.save_delivery(self._message(job, r.url, event, data, now, now))
+            # else: being sent here. Not replaced (the log would show it delivered with a body never sent), nor
+            # joined by a newer one: a slow receiver would pile them up, each retried for BRIDGE_WEBHOOK_RETRY_FOR.
+            # A later event, or the end, carries the state on.
         self._wake.set()
 
     def end_written(self, job: Job, written: bool) -> None:
@@ -276,7 +284,7 @@ class Webhooks:
                 log.warning("webhook %s: not released for the next start (%s)", d.id, exc)
 
     def _host(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).netloc.lower()
+        host = urlsplit(url).hostname or ""  # lowercased, without the port or credentials
         if host not in self._hosts:
             self._hosts[host] = asyncio.Semaphore(self.policy.per_host)
         return self._hosts[host]
@@ -284,7 +292,7 @@ class Webhooks:
     async def _attempt(self, d: Delivery) -> None:
         settled = False  # this bridge's part is over: the attempt is recorded, or another replica has the message
         try:
-            async with self._global, self._host(d.url):
+            async with self._host(d.url), self._global:
                 if time.time() > d.next_at - self.policy.timeout - 1:
                     # the hold ran nearly out while this waited for a free slot: take it again, unless another
                     # replica already has (it claimed the message once the hold had run out)

@@ -31,6 +31,8 @@ _JOB_LIST = ", ".join(JOB_COLUMNS)
 # read stays asked: the write would otherwise undo it, and a cancel whose note went unheard was then lost for good.
 _JOB_SETS = ", ".join(f"{c} = {c} OR ?" if c == "cancel_requested" else f"{c} = ?" for c in JOB_COLUMNS[1:])
 _DELIVERY_LIST = ", ".join(DELIVERY_COLUMNS)
+# Meta keys that are also columns of their own (indexed), written at insert: a filter on meta's JSON reads every job.
+META_COLUMNS = ("client", "api")
 
 # Announcements: a callback gets each one's JSON object.
 Listener = Callable[[dict[str, Any]], None]
@@ -93,7 +95,9 @@ class JobStore:
                      max_per_client: int = 0, notify: dict[str, Any] | None = None) -> None:
         """Add an accepted job, owned by `owner` for `lease` seconds (None: free for any replica to claim).
         Raises LimitReached when the queue (queued + running jobs) or the job's client is at its bound."""
-        client = job.meta.get("client") if isinstance(job.meta, dict) else None
+        meta = job.meta if isinstance(job.meta, dict) else {}
+        copied = {key: value if isinstance(value := meta.get(key), str) else None for key in META_COLUMNS}
+        client = copied["client"]
         async with self._transaction(exclusive=bool(max_active or max_per_client)):
             if max_active:
                 active = (await self._fetch(f"SELECT COUNT(*) FROM jobs WHERE status IN {UNFINISHED}"))[0][0]
@@ -104,22 +108,28 @@ class JobStore:
                 if mine >= max_per_client:
                     raise LimitReached("client", mine)
             await self._execute(
-                f"INSERT INTO jobs ({_JOB_LIST}, owner, lease_until, client) "
-                f"VALUES ({', '.join('?' for _ in JOB_COLUMNS)}, ?, {{now}} + ?, ?)",
-                (*job_values(job), owner, lease if owner else 0.0, client))
+                f"INSERT INTO jobs ({_JOB_LIST}, owner, lease_until, {', '.join(META_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in JOB_COLUMNS)}, ?, {{now}} + ?{', ?' * len(META_COLUMNS)})",
+                (*job_values(job), owner, lease if owner else 0.0, *copied.values()))
             await self._announce(notify)
 
     async def save(self, job: Job, *, owner: str | None, lease: float = 0.0,
                    notify: dict[str, Any] | None = None, deliveries: Sequence[Delivery] = ()) -> bool:
         """Write the job's state and renew its lease, only while `owner` owns it (None: whoever owns it), and add
-        `deliveries` (the webhook messages about this state) in the same transaction: both or neither.
-        False when the job is gone or another replica took it over."""
+        `deliveries` (the webhook messages about this state) in the same transaction: both or neither. With the
+        messages of its end, the job's progress messages still pending are dropped. False when the job is gone or
+        another replica took it over."""
         where = "id = ?" + (" AND owner = ?" if owner is not None else "")
         args = [*job_values(job)[1:], lease, job.id] + ([owner] if owner is not None else [])
         async with self._transaction():
             changed = await self._execute(f"UPDATE jobs SET {_JOB_SETS}, lease_until = {{now}} + ? WHERE {where}",
                                           args)
             if changed:
+                if deliveries and job.done:
+                    # Progress is lossy: once the end's messages are in, a progress message still waiting is stale,
+                    # and one to a slow receiver would otherwise be retried for BRIDGE_WEBHOOK_RETRY_FOR.
+                    await self._execute("DELETE FROM webhook_deliveries WHERE job_id = ? AND event = 'job.progress' "
+                                        "AND status = 'pending'", (job.id,))
                 for d in deliveries:
                     await self.save_delivery(d)
                 await self._announce(notify)
@@ -142,7 +152,8 @@ class JobStore:
     async def query(self, *, status: str | None = None, workflow: str | None = None, limit: int = 100,
                     offset: int = 0, meta: Mapping[str, str] | None = None) -> list[Job]:
         """Jobs newest first; `meta`: only those whose meta has these text values (one API's jobs, in the
-        database: the jobs of other APIs were read page by page to find them)."""
+        database: the jobs of other APIs were read page by page to find them). A key of META_COLUMNS is looked up
+        in its indexed column; any other is read from meta in the rows those leave."""
         where, args = [], []
         if status is not None:
             where.append("status = ?")
@@ -151,8 +162,12 @@ class JobStore:
             where.append("workflow = ?")
             args.append(workflow)
         for key, value in (meta or {}).items():
-            where.append("{meta_key} = ?")
-            args += [key, value]
+            if key in META_COLUMNS:
+                where.append(f"{key} = ?")
+                args.append(value)
+            else:
+                where.append("{meta_key} = ?")
+                args += [key, value]
         sql = f"SELECT {_JOB_LIST} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         return [job_from_row(r) for r in await self._fetch(sql, (*args, limit, offset))]
@@ -318,8 +333,9 @@ class JobStore:
         return await self._deliveries("job_id = ? ORDER BY created_at, id", (job_id,))
 
     async def pending_delivery(self, job_id: str, url: str, event: str) -> Delivery | None:
-        found = await self._deliveries("job_id = ? AND url = ? AND event = ? AND status = 'pending' LIMIT 1",
-                                       (job_id, url, event))
+        """The newest message of this kind to this receiver still to be delivered."""
+        found = await self._deliveries("job_id = ? AND url = ? AND event = ? AND status = 'pending' "
+                                       "ORDER BY created_at DESC, id DESC LIMIT 1", (job_id, url, event))
         return found[0] if found else None
 
     # ------------------------------------------------------------------ key/value
@@ -397,4 +413,4 @@ class JobStore:
         return await self.set_value("webhook_secret", new_secret(), only_new=True)
 
 
-__all__ = ["JobStore", "LimitReached", "Listener", "UNFINISHED", "FINISHED"]
+__all__ = ["JobStore", "LimitReached", "Listener", "UNFINISHED", "FINISHED", "META_COLUMNS"]

@@ -23,7 +23,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from .base import JobStore, Listener
-from .schema import STEPS, check_version, table_sql
+from .schema import STEPS, check_version, fill_sql, table_sql
 
 log = logging.getLogger("bridge.store.postgres")
 
@@ -163,6 +163,9 @@ class PostgresStore(JobStore):
                 for col in step.columns:
                     await conn.execute(f"ALTER TABLE {col.table} ADD COLUMN IF NOT EXISTS "  # type: ignore[arg-type]
                                        f"{col.declaration('postgres')}")
+                for column in step.fills:
+                    sql, args = fill_sql(column)
+                    await conn.execute(self._sql(sql), args)  # type: ignore[arg-type]
                 for index in step.indexes:
                     await conn.execute(index)  # type: ignore[arg-type]
             if pending:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import JobStore
-from .schema import STEPS, check_version, table_sql
+from .schema import STEPS, check_version, fill_sql, table_sql
 
 DB_NAME = "pixart.sqlite3"
 # The database's own clock in unix seconds (the same machine's clock as the bridge's).
@@ -98,6 +98,9 @@ class SqliteStore(JobStore):
                     have = {row[1] for row in db.execute(f"PRAGMA table_info({col.table})")}
                     if col.name not in have:
                         db.execute(f"ALTER TABLE {col.table} ADD COLUMN {col.declaration('sqlite')}")
+                for column in step.fills:
+                    sql, args = fill_sql(column)
+                    db.execute(self._sql(sql), args)
                 for index in step.indexes:
                     db.execute(index)
             db.execute("DELETE FROM schema_version")
