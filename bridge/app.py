@@ -105,7 +105,7 @@ def create_app(settings: Settings, engine: JobEngine | None = None, *,
                           handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app[STREAMS] = EventStreams()
+    app[STREAMS] = EventStreams(settings.max_streams_per_client)
     app[OPENAPI_CACHE] = {}
 
     if engine is None:

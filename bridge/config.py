@@ -179,6 +179,9 @@ class Settings(_LayeredSettings):
     max_jobs_per_client: int = Field(0, ge=0, description="Jobs one API key (or, without keys, one address) may "
                                                           "have waiting or running (429 beyond); 0: only "
                                                           "BRIDGE_MAX_QUEUE.")
+    max_streams_per_client: int = Field(16, ge=0, description=(
+        "`GET /events` streams one API key (or, without keys, one address) may hold open on a replica (429 "
+        "beyond); 0: no bound but BRIDGE_MAX_CONNECTIONS."))
     max_request_cost: int = Field(2_000_000_000, ge=0, description=(
         "Largest width x height x steps x images one request may ask for (400 beyond); the default is 2048x2048 at "
         "150 steps x 3 images, more than any real client sends; 0: no bound."))

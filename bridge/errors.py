@@ -43,6 +43,18 @@ class CostTooHigh(InvalidParameter):
         self.terms = terms
 
 
+class TooManyStreams(BridgeError):
+    """One client already has as many `/events` streams open as it may (BRIDGE_MAX_STREAMS_PER_CLIENT)."""
+
+    status = 429
+    code = "too_many_streams"
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(f"this client already has {limit} event streams open (BRIDGE_MAX_STREAMS_PER_CLIENT); "
+                         f"close one (a stream without `job` relays every job)")
+        self.retry_after = retry_after
+
+
 class TooManyJobs(BridgeError):
     """One client already has as many jobs waiting or running as it may (BRIDGE_MAX_JOBS_PER_CLIENT)."""
 
@@ -92,9 +104,12 @@ class FileNotFound(BridgeError):
 class JobNotFound(BridgeError):
     status = 404
     code = "job_not_found"
+    # The id is the client's own text, as long as a URL may be (32 KiB): the answer repeats only its start.
+    shown = 80
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} does not exist", field="job_id")
+    def __init__(self, job_id: str, *, field: str = "job_id") -> None:
+        head = job_id if len(job_id) <= self.shown else job_id[:self.shown] + "…"
+        super().__init__(f"job {head!r} does not exist", field=field)
         self.job_id = job_id
 
 

@@ -9,11 +9,25 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from bridge.api import endpoint
+from bridge.engine import Job
 from bridge.errors import FileNotFound, InvalidParameter, JobNotFound
 from bridge.http import json_error
 from bridge.keys import ENGINE
 from bridge.storage import BlobNotFound, content_type
 from bridge.store import outputs_prefix
+
+
+def _not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(job_id, field="id")  # what these routes' path calls it, where the engine says job_id
+
+
+async def _job(request: web.Request) -> Job:
+    """The job the path's `id` names (404 when there is none)."""
+    job_id = request.match_info["id"]
+    job = await request.app[ENGINE].find(job_id)
+    if job is None:
+        raise _not_found(job_id)
+    return job
 
 
 class DeliveryAttempt(BaseModel):
@@ -49,14 +63,12 @@ async def result_image(request: web.Request) -> web.StreamResponse:
     """One result image of a job (`/jobs/{id}/outputs/{name}/{index}`), the link webhook messages carry. With an
     object store that signs URLs the answer redirects there, so the bytes do not pass through the bridge."""
     engine = request.app[ENGINE]
-    job_id, name = request.match_info["id"], request.match_info["name"]
+    name = request.match_info["name"]
     try:
         index = int(request.match_info["index"])
     except ValueError:
         raise InvalidParameter("index", "index: must be a whole number") from None
-    job = await engine.find(job_id)
-    if job is None:
-        raise JobNotFound(job_id)
+    job = await _job(request)
     files = job.outputs.get(name) or []
     if engine.workflow_output_type(job.workflow, name) == "images" and 0 <= index < len(files):
         url = await engine.blobs.url(files[index], 300)
@@ -76,9 +88,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     """An image an adapter made from a job's results and kept beside them (A1111's answer images with
     `response_format: url`)."""
     engine = request.app[ENGINE]
-    job_id, name = request.match_info["id"], request.match_info["name"]
-    if await engine.find(job_id) is None:
-        raise JobNotFound(job_id)
+    job_id, name = (await _job(request)).id, request.match_info["name"]
     missing = FileNotFound(f"job {job_id}: no file named {name[:80]!r}", field="name")
     if not _FILE.fullmatch(name):
         raise missing
@@ -97,9 +107,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
 async def webhook_deliveries(request: web.Request) -> web.StreamResponse:
     """Every webhook message sent (or still to send) for a job, with each attempt's status, time and error."""
     engine = request.app[ENGINE]
-    job_id = request.match_info["id"]
-    if await engine.find(job_id) is None:
-        raise JobNotFound(job_id)
+    job_id = (await _job(request)).id
     deliveries = await engine.webhooks.deliveries(job_id) if engine.webhooks is not None else []
     return web.json_response({"job": job_id, "deliveries": deliveries})
 
@@ -113,9 +121,7 @@ async def preview_image(request: web.Request) -> web.StreamResponse:
     """The newest live preview of a running job (or the last one of a job that ended). ComfyUI sends previews
     when started with `--preview-method` (the managed ComfyUI is); 404 when none has come yet."""
     engine = request.app[ENGINE]
-    job_id = request.match_info["id"]
-    if await engine.find(job_id) is None:
-        raise JobNotFound(job_id)
+    job_id = (await _job(request)).id
     found = await engine.latest_preview(job_id)
     if found is None:
         return json_error(404, "no_preview", f"no preview of job {job_id} has arrived (ComfyUI sends them when "
@@ -135,7 +141,10 @@ async def delete_job(request: web.Request) -> web.StreamResponse:
     """Remove a job of any dialect with its result and input images (local folder or S3) and its webhook log; a
     job still queued or running is cancelled first."""
     job_id = request.match_info["id"]
-    await request.app[ENGINE].delete(job_id)
+    try:
+        await request.app[ENGINE].delete(job_id)
+    except JobNotFound:
+        raise _not_found(job_id) from None
     return web.json_response({"deleted": job_id})
 
 

@@ -461,6 +461,6 @@ async def test_response_format_url_answers_links_to_the_same_bytes(client, comfy
         err = await resp.json()
         assert resp.status == 404 and err["field"] == "name" and name in err["message"], err
     resp = await client.get(f"/jobs/{'0' * 32}/files/{path.rsplit('/', 1)[1]}")
-    assert resp.status == 404 and (await resp.json())["field"] == "job_id"
+    assert resp.status == 404 and (await resp.json())["field"] == "id"
     bad = await client.post("/sdapi/v1/txt2img", json={**body, "response_format": "gif"})
     assert bad.status == 422

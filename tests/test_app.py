@@ -521,6 +521,32 @@ async def test_events_stream_relays_a_jobs_progress(bridge_client: Any, comfy_do
     assert events[-1][1]["job"]["outputs"]["images"]
 
 
+async def test_each_event_is_encoded_once_for_every_stream(bridge_client: Any, comfy_double: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # every stream encoded the whole job record of every step again: with 200 streams a 1-second job took 8.5 s (4 s
+    # with one encoding)
+    from bridge import events as events_mod
+
+    encoded: list[str] = []
+    original = events_mod.format_event
+
+    def counted(event: dict[str, Any], *args: Any) -> bytes:
+        encoded.append(event["type"])
+        return original(event, *args)
+
+    monkeypatch.setattr(events_mod, "format_event", counted)
+    await wait_healthy(bridge_client)
+    streams = [await bridge_client.get("/events") for _ in range(3)]
+    done = lambda k, p: p["job"]["status"] == "completed"  # noqa: E731
+    readers = [asyncio.ensure_future(_read_events(resp, until=done)) for resp in streams]
+    await asyncio.sleep(0.1)
+    await bridge_client.app[ENGINE].submit("txt2img", {**SMALL_JOB, "steps": 4})
+    relayed = await asyncio.wait_for(asyncio.gather(*readers), timeout=30)
+    for resp in streams:
+        resp.close()
+    assert relayed[0] == relayed[1] == relayed[2] and len(encoded) == len(relayed[0])
+
+
 async def test_a_stream_whose_client_does_not_read_holds_a_bounded_buffer() -> None:
     # The engine's subscription drops old progress for a slow reader; the stream's own buffer must not take every
     # event in its place (it grew with each event of every job for a client that never read).

@@ -4,7 +4,8 @@ Refused images are never decoded; decoding never runs on the event loop; a decom
 field of every dialect; deep JSON is a 400/422; wrong keys are rate-limited and locked out; a synchronous request
 whose client goes away cancels its jobs; slow headers and slow bodies are cut off and connections capped; a request
 asking for too much work is refused; a prompt removed from ComfyUI's queue behind the bridge's back does not wedge
-its job; OPTIONS tells nothing without a key; served images carry no graph."""
+its job; a client holds only so many event streams; OPTIONS tells nothing without a key; served images carry no
+graph; an unknown job's 404 repeats only the start of its id."""
 from __future__ import annotations
 
 import asyncio
@@ -753,6 +754,51 @@ async def test_each_valid_key_has_its_own_quota(bridge_factory: Any, comfy_doubl
     assert (await post("bob")).status == 202
 
 
+async def test_a_client_may_hold_only_so_many_event_streams(bridge_factory: Any) -> None:
+    # each stream relays every step of every job: 200 from one address held the loop 0.4 s (10 ms without) and made
+    # a 1-second job take 8 to 14 s
+    client = await bridge_factory()  # the default bound
+    held = []
+    try:
+        while len(held) < 50 and (resp := await client.get("/events")).status == 200:
+            held.append(resp)
+        assert resp.status == 429, f"{len(held)} event streams from one client, all accepted"
+        body = await resp.json()
+        assert body["error"] == "too_many_streams" and "BRIDGE_MAX_STREAMS_PER_CLIENT" in body["message"]
+        assert int(resp.headers["Retry-After"]) >= 1
+        # a made-up key is no new identity: without configured keys the address is the client
+        assert (await client.get("/events", headers={"X-API-Key": "fresh-1"})).status == 429
+    finally:
+        for resp in held:
+            resp.close()
+
+    keyed = await bridge_factory(max_streams_per_client=1, api_keys=["alice", "bob"])
+    get = lambda key: keyed.get("/events", headers={"X-API-Key": key})  # noqa: E731
+    alice, bob = await get("alice"), await get("bob")
+    assert [alice.status, (await get("alice")).status, bob.status] == [200, 429, 200]
+    alice.close()
+    bob.close()
+
+
+async def test_a_closed_stream_gives_its_place_back() -> None:
+    from bridge.errors import TooManyStreams
+    from bridge.events import EventStreams
+
+    streams = EventStreams(max_per_client=2)
+    first, _ = streams.open("addr:a"), streams.open("addr:a")
+    with pytest.raises(TooManyStreams):
+        streams.open("addr:a")
+    streams.open("addr:b")  # another client's own
+    streams.close(first)
+    streams.open("addr:a")
+    with pytest.raises(TooManyStreams):
+        streams.open("addr:a")
+    unbounded = EventStreams(max_per_client=0)
+    for _ in range(50):
+        unbounded.open("addr:a")
+    assert len(unbounded) == 50
+
+
 # ------------------------------------------------------------------------------------------- 10. queue cleared
 async def test_a_prompt_cleared_from_comfyuis_queue_is_resubmitted_once_then_failed(bridge_factory: Any,
                                                                                    comfy_double: Any) -> None:
@@ -901,6 +947,19 @@ async def test_an_error_shows_only_the_start_of_a_wrong_value() -> None:
     assert describe({**at_most, "input": 10**400}, "x") == "x must be at most 100, got 1e+400"
     assert describe({**at_most, "input": 1e23}, "x") == "x must be at most 100, got 1e+23"
     assert describe({**at_most, "input": 2**64}, "seed") == "seed must be at most 100, got 18446744073709551616"
+
+
+async def test_an_unknown_job_is_named_by_the_start_of_its_id(bridge_factory: Any) -> None:
+    # the 404 repeated the whole id, as long as the URL (32 KiB), and named `job_id` where the path says `id`
+    client = await bridge_factory(adapters=["jobs_api"])
+    for method, path in [("DELETE", "/jobs/{id}"), ("GET", "/jobs/{id}/webhooks"), ("GET", "/jobs/{id}/preview"),
+                         ("GET", "/jobs/{id}/outputs/images/0"),
+                         ("GET", "/jobs/{id}/files/answer_0123456789abcdef.png")]:
+        resp = await client.request(method, path.format(id="a" * 8000))
+        assert resp.status == 404 and await resp.json() == {
+            "error": "job_not_found", "message": f"job '{'a' * 80}…' does not exist", "field": "id"}, path
+        resp = await client.request(method, path.format(id="a" * 80))
+        assert (await resp.json())["message"] == f"job '{'a' * 80}' does not exist"
 
 
 async def test_names_checked_by_pattern_refuse_a_last_newline(bridge_factory: Any, tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ async def test_delete_removes_the_job_and_its_files(bridge_factory: Any, comfy_d
     assert (await client.get(f"/jobs/{job_id}/outputs/images/0")).status == 404
     assert await client.app[ENGINE].store.load(job_id) is None
     gone = await client.delete(f"/jobs/{job_id}")
-    assert gone.status == 404 and (await gone.json())["field"] == "job_id"
+    assert gone.status == 404 and (await gone.json())["field"] == "id"
     # a running job is cancelled first, then removed
     comfy_double.step_delay = 0.5
     running = (await (await client.post("/generate/text2img", json={**SMALL, "steps": 40})).json())["id"]
