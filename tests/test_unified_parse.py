@@ -203,7 +203,7 @@ class ScriptedEngine:
     async def read_output(self, job, name, index):
         return _png()
 
-    async def backend_json(self, path, params=None, *, missing_ok=False):
+    async def backend_json(self, path, params=None, *, missing_ok=False, refused_ok=False):
         assert path == "/pixart/axera"
         return {"model_dir": "/models/axera", "found": True, "img2img": True, "runtime": "onnxruntime",
                 "reason": "model set found in /models/axera"}
@@ -271,3 +271,22 @@ async def test_invalid_json_and_routes(aiohttp_client, tmp_path):
     # only the two exact paths: /generate/text2img etc. belong to the job API
     paths = {r.resource.canonical for r in client.app.router.routes() if r.resource.canonical.startswith("/generate")}
     assert paths == {"/generate", "/generate/options"}
+
+
+@pytest.mark.asyncio
+async def test_an_axera_query_the_pack_refuses_finds_no_model_set_and_sd15_runs():
+    # the pack answers 400 for a model_dir no Axera workflow takes (e.g. absolute, where no Axera workflow is
+    # loaded to check the setting at start): that is "no model set", not a backend that does not answer
+    from bridge.adapters import unified
+
+    class Engine:
+        async def backend_json(self, path, params=None, *, missing_ok=False, refused_ok=False):
+            assert refused_ok, "a 400 would be a BackendError: every /generate a 503"
+            return {"error": "model_dir: must name a sub-folder of the Axera model folders"}
+
+        async def choices(self, ref):
+            return ["sd15.safetensors"]
+
+    s = unified.UnifiedSettings(backend="auto", axera_model_dir="/abs/models")
+    choice = await unified.choose_backend(Engine(), s)
+    assert choice.name == "sd15" and choice.error is None and "must name a sub-folder" in choice.reason

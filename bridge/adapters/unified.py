@@ -389,12 +389,13 @@ async def choose_backend(engine: JobEngine, s: UnifiedSettings) -> BackendChoice
     guessed from this machine's disk. A backend that cannot run is answered 503 at once, saying what is missing."""
     if s.backend == "sd15":
         return await _sd15(engine, s, "UNIFIED_BACKEND=sd15")
+    # a 400: the pack refuses the query (a model_dir no Axera workflow takes), which finds no model set either
     status = await engine.backend_json("/pixart/axera", {"model_dir": s.axera_model_dir,
-                                                         "runtime": s.axera_runtime}, missing_ok=True)
+                                                         "runtime": s.axera_runtime}, missing_ok=True, refused_ok=True)
     if not isinstance(status, dict):
         found, why = False, "the backend's Pixart pack does not report Axera models (route /pixart/axera missing)"
     else:
-        found, why = bool(status.get("found")), str(status.get("reason") or "")
+        found, why = bool(status.get("found")), str(status.get("reason") or status.get("error") or "")
     if found:
         return BackendChoice("axera", f"UNIFIED_BACKEND={s.backend}: {why}")
     if s.backend == "axera":

@@ -31,14 +31,15 @@ class Backends:
                 return values
         raise BackendUnavailable("no healthy ComfyUI backend to ask for " + ref)
 
-    async def backend_json(self: JobEngine, path: str, params: dict[str, str] | None = None, *, missing_ok: bool = False) -> Any:
+    async def backend_json(self: JobEngine, path: str, params: dict[str, str] | None = None, *, missing_ok: bool = False,
+                           refused_ok: bool = False) -> Any:
         """GET a read-only JSON route (`/embeddings`, `/view_metadata/loras`, `/system_stats`) from a healthy backend:
         the facts adapters report about the models a backend has, which only the backend can read. With
-        `missing_ok` a 404 gives None."""
+        `missing_ok` a 404 gives None, with `refused_ok` a 400's JSON body is the answer (see `get_json`)."""
         for conn in self.connections.values():
             if conn.healthy:
                 try:
-                    return await conn.client.get_json(path, params, missing_ok=missing_ok)
+                    return await conn.client.get_json(path, params, missing_ok=missing_ok, refused_ok=refused_ok)
                 except BackendError as exc:
                     log.info("%s: %s", conn.url, exc)
         raise BackendUnavailable(f"no healthy ComfyUI backend answers GET {path}")

@@ -217,10 +217,13 @@ class ComfyClient:
     async def system_stats(self) -> dict[str, Any]:
         return await self._request("GET", "/system_stats")
 
-    async def get_json(self, path: str, params: dict[str, str] | None = None, *, missing_ok: bool = False) -> Any:
+    async def get_json(self, path: str, params: dict[str, str] | None = None, *, missing_ok: bool = False,
+                       refused_ok: bool = False) -> Any:
         """A read-only JSON route of ComfyUI's server (e.g. /embeddings, /view_metadata/loras); with `missing_ok`
-        a 404 (ComfyUI's answer for "no such file" or "no metadata") gives None."""
-        return await self._request("GET", path, params=params, ok=(200, 404) if missing_ok else (200,))
+        a 404 (ComfyUI's answer for "no such file" or "no metadata") gives None; with `refused_ok` a 400's JSON
+        body is the answer (a route that refuses the query, saying why)."""
+        ok = (200,) + ((404,) if missing_ok else ()) + ((400,) if refused_ok else ())
+        return await self._request("GET", path, params=params, ok=ok)
 
     async def object_info(self) -> dict[str, Any]:
         return await self._request("GET", "/object_info", timeout=aiohttp.ClientTimeout(total=120))
