@@ -192,9 +192,11 @@ class Webhooks:
         data = await self._data(job)
         now = time.time()
         for r in receivers:
-            if job.id in self._ended:
-                return  # ended: progress is stale now, and the end's write drops any still pending
             pending = await self.store.pending_delivery(job.id, r.url, event)
+            if job.id in self._ended:
+                # ended: progress is stale now, and the end's write drops any still pending. Asked after the read,
+                # just before the write: the end may have been written while the read waited (PostgreSQL)
+                return
             if pending is None:
                 await self.store.save_delivery(self._message(job, r.url, event, data, now, now))
             elif pending.id not in self._in_flight:

@@ -557,6 +557,45 @@ async def test_the_bound_per_host_counts_every_port_of_a_host_name(tmp_path):
         await store.close()
 
 
+async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_the_end(tmp_path):
+    """A receiver of progress only: the end has no message of its own, and its write drops the waiting progress
+    all the same (it was left to be retried for a day)."""
+    from bridge.store import Job
+    from bridge.webhooks import Policy
+
+    answer = asyncio.Event()
+    sent: list[str] = []
+
+    async def send(url, body, headers, timeout):
+        sent.append(json.loads(body)["type"])
+        await answer.wait()
+        return 204
+
+    store, hooks = await _webhooks(tmp_path, send, Policy(progress_interval=0))
+    loop = asyncio.create_task(hooks.run())
+    j = Job(id="j2", workflow="w", workflow_version=1, params={}, status="running",
+            meta={"webhook": {"url": "http://slow.example/hook", "events": ["job.progress"]}})
+    try:
+        await store.insert(j, owner="me", lease=30)
+        hooks.on_event("progress", j)
+        await hooks.flush()
+        await until(lambda: sent == ["job.progress"], 5, "the first progress message on its way")
+        j.progress = 50.0
+        hooks.on_event("progress", j)
+        await hooks.flush()
+        assert [d.status for d in await store.deliveries_for("j2") if d.status == "pending"] == ["pending"]
+        j.status = "completed"
+        deliveries = await hooks.end_messages(j)
+        assert deliveries == []
+        assert await store.save(j, owner="me", lease=30, deliveries=deliveries)
+        assert [d for d in await store.deliveries_for("j2") if d.status == "pending"] == []
+    finally:
+        answer.set()
+        await hooks.stop()
+        await loop
+        await store.close()
+
+
 async def test_a_slow_receiver_has_one_progress_message_waiting_and_none_once_the_job_ended(tmp_path):
     """Progress is lossy: while a progress message is on its way to a slow receiver, newer progress neither joins
     it (each one was retried for BRIDGE_WEBHOOK_RETRY_FOR: 18 left by an 8 s job measured) nor replaces it (the log

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .model import DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row, job_values
+from .schema import META_COLUMNS  # meta keys that are also indexed columns: a filter on meta's JSON reads every job
 
 UNFINISHED = "('queued', 'running')"
 FINISHED = "('completed', 'failed', 'cancelled')"
@@ -31,9 +32,6 @@ _JOB_LIST = ", ".join(JOB_COLUMNS)
 # read stays asked: the write would otherwise undo it, and a cancel whose note went unheard was then lost for good.
 _JOB_SETS = ", ".join(f"{c} = {c} OR ?" if c == "cancel_requested" else f"{c} = ?" for c in JOB_COLUMNS[1:])
 _DELIVERY_LIST = ", ".join(DELIVERY_COLUMNS)
-# Meta keys that are also columns of their own (indexed), written at insert: a filter on meta's JSON reads every job.
-META_COLUMNS = ("client", "api")
-
 # Announcements: a callback gets each one's JSON object.
 Listener = Callable[[dict[str, Any]], None]
 
@@ -125,7 +123,7 @@ class JobStore:
             changed = await self._execute(f"UPDATE jobs SET {_JOB_SETS}, lease_until = {{now}} + ? WHERE {where}",
                                           args)
             if changed:
-                if deliveries and job.done:
+                if job.done:  # with or without messages of its own (a receiver may want progress only)
                     # Progress is lossy: once the end's messages are in, a progress message still waiting is stale,
                     # and one to a slow receiver would otherwise be retried for BRIDGE_WEBHOOK_RETRY_FOR.
                     await self._execute("DELETE FROM webhook_deliveries WHERE job_id = ? AND event = 'job.progress' "

@@ -43,6 +43,9 @@ class Step:
     fills: tuple[str, ...] = ()
 
 
+# the jobs columns that copy the meta key of the same name (written at insert, filled by step 5 for older rows)
+META_COLUMNS = ("client", "api")
+
 STEPS: tuple[Step, ...] = (
     Step(1, "jobs and the key/value table", tables=(
         """jobs (
@@ -112,7 +115,7 @@ STEPS: tuple[Step, ...] = (
         Column("jobs", "api", "text"),
     ), indexes=("CREATE INDEX IF NOT EXISTS jobs_api ON jobs(api, created_at, id)",
                 "CREATE INDEX IF NOT EXISTS jobs_api_status ON jobs(api, status, created_at, id)"),
-        fills=("api", "client")),
+        fills=META_COLUMNS),
 )
 
 LATEST = STEPS[-1].version
