@@ -51,6 +51,19 @@ async def test_a_query_the_workflows_could_not_send_is_a_json_400_naming_the_fie
     assert error.startswith(f"{field}:") and len(error) < 200
 
 
+def test_the_route_and_the_loader_refuse_a_runtime_in_the_same_words() -> None:
+    from pixart_nodes import routes
+    from pixart_nodes.core.axera.runtime import resolve_runtime
+
+    with pytest.raises(ValueError) as by_route:
+        routes.check_axera_query("", "tpu" * 1000)
+    with pytest.raises(ValueError) as by_loader:
+        resolve_runtime("tpu" * 1000)
+    assert str(by_route.value) == str(by_loader.value)
+    assert str(by_route.value).startswith("runtime: must be one of auto, axengine, onnxruntime, got 'tputpu")
+    assert len(str(by_route.value)) < 200
+
+
 @pytest.mark.parametrize("model_dir, found_folder", [("", "axera"), ("build1", "build1"), ("no_such/build", None)])
 @pytest.mark.asyncio
 async def test_a_sub_folder_name_is_answered(client: Any, model_dir: str, found_folder: str | None):

@@ -178,6 +178,9 @@ def test_aleaart_seed_and_params(capsys):
     (["rgb565", "{d}/a.png", "{d}/o.bin", "--byte-order", "middle"], "argument --byte-order"),
     (["rgb565", "{d}/a.png", "{d}/o.bin", "--background", "blue"], "argument --background"),
     (["rgb565-preview", "{d}/a.png", "{d}/o.png"], "a.png: data: expected 115200 bytes"),
+    # read only one byte past the frame the size implies: a device or a huge file is not read whole
+    (["rgb565-preview", "{d}/f.bin", "{d}/o.png", "--size", "2x2"],
+     "f.bin: data: expected 8 bytes for 2x2 RGB565, got more"),
     (["palette", "{d}/junk.png"], "junk.png: not a readable image"),
     (["palette", "{d}/a.png", "--colors", "1"], "argument --colors: expected 2..256 colours"),
     (["convert", "{d}/a.png", "{d}/o.png", "--colors", "300"], "argument --colors: expected 2..256 colours"),

@@ -22,6 +22,7 @@ from bridge.outbound import OutboundRefused
 from bridge.storage import BlobNotFound
 from bridge.store import Job, LimitReached, check_id, input_key
 from bridge.workflows import Workflow
+from bridge.workflows.cost import split_name
 
 from .client import BackendError
 from .dispatcher import LostJob, NoBackend
@@ -55,7 +56,6 @@ class Intake:
             if mine >= opts.max_jobs_per_client:
                 raise TooManyJobs(opts.max_jobs_per_client, engine.retry_after(table.active))
         values = wf.coerce(parameters or {}, rng=self.rng)
-        await self.check_cost([(wf, values)])
         await self._check_webhook((meta or {}).get("webhook"))
         wanted = wanted_outputs(wf, outputs)
         if job_id is not None:
@@ -65,6 +65,7 @@ class Intake:
                 raise InvalidParameter("job_id", str(exc)) from None
             if await engine.find(job_id) is not None or job_id in self.submitting:
                 raise Conflict(f"job {job_id!r} already exists", field="job_id")
+        await self.check_cost([(wf, values)])  # last: it may fetch an image to read its size
         jid = job_id or uuid.uuid4().hex
         self.submitting[jid] = asyncio.Event()
         try:
@@ -186,21 +187,26 @@ class Intake:
         if total > bound:
             wf = jobs[0][0]
             # a formula's `image.width` names the parameter `image`
-            terms = list(dict.fromkeys(t.partition(".")[0] for t in wf.cost_terms())) + (["jobs"] if len(jobs) > 1
-                                                                                          else [])
+            terms = list(dict.fromkeys(split_name(t)[0] for t in wf.cost_terms())) + (["jobs"] if len(jobs) > 1
+                                                                                       else [])
             raise CostTooHigh(terms, total, bound, wf.cost_text() + (" x jobs" if len(jobs) > 1 else ""))
 
     async def _sizes(self, wf: Workflow, values: dict[str, Any]) -> dict[str, tuple[int, int]]:
         """Width and height of the images whose size `wf`'s cost reads and that came as text, bytes or a URL,
-        from their headers (in the image pool, no pixel decoded). A URL is fetched first and `values` keeps the
-        bytes, so the job does not fetch it again."""
+        from their headers (in the image pool, no pixel decoded). `values` keeps the image's bytes, so a job
+        submitted with them neither fetches a URL nor decodes base64 again (`request_cost` checks a copy: a URL
+        there is fetched again when each job is submitted)."""
+        opts = self.engine.options
+
+        def read(value: Any, name: str) -> tuple[bytes, image_io.Header]:
+            data = image_io.decode_base64(value, name, max_bytes=opts.max_image_bytes)
+            return data, image_io.read_header(data, name, max_pixels=opts.max_image_pixels)
+
         sizes = {}
         for name in wf.sized_images():
             if isinstance(values.get(name), (str, bytes, bytearray)):
-                values[name] = await self.fetch_image(values[name], name)
-                opts = self.engine.options
-                header = await image_io.run_in_pool(image_io.probe, values[name], name,
-                                                    max_bytes=opts.max_image_bytes, max_pixels=opts.max_image_pixels)
+                values[name], header = await image_io.run_in_pool(read, await self.fetch_image(values[name], name),
+                                                                  name)
                 sizes[name] = (header.width, header.height)
         return sizes
 

@@ -30,6 +30,13 @@ MAX_DEPTH = 32
 IMAGE_SIZES = ("width", "height")
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """The parameter a formula's name reads, and which side of it for an image's size (`image.width`: ("image",
+    "width"); a number parameter: (name, ""))."""
+    param, _, side = name.partition(".")
+    return param, side
+
+
 def _name(node: ast.AST) -> str | None:
     """The name a formula reads at `node` (`steps`, `image.width`), or None where it reads none."""
     if isinstance(node, ast.Name):

@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stri
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import SchemaError
 
-from .cost import formula
+from .cost import formula, split_name
 
 PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
 OUTPUT_TYPES = ("images", "value")
@@ -209,7 +209,7 @@ class Manifest(_Strict):
         except ValueError as exc:
             raise ValueError(f"{where}: the formula {exc}") from None
         for name in names:
-            image, _, size = name.partition(".")
+            image, size = split_name(name)
             if size:
                 if rule:  # a request's checks run before any of its images is read
                     raise ValueError(f"{where}: {name!r}: a check reads number parameters only, not an image's size")

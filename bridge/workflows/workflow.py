@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 from bridge import fields
 from bridge.errors import InvalidParameter
 
-from .cost import IMAGE_SIZES, Endless, Formula, formula
+from .cost import IMAGE_SIZES, Endless, Formula, formula, split_name
 from .graph import ancestors
 from .manifest import Output, Parameter
 
@@ -44,14 +44,12 @@ def _num(x: float | int) -> int | float:
     return int(x) if float(x).is_integer() else x
 
 
-def image_size(value: Any) -> tuple[int, int]:
-    """Width and height of an image parameter's value where it says them: a decoded image, or a job's stored
-    image (`{"image", "width", "height", ...}`); (0, 0) for None (an image left out). Text or bytes not yet read
-    raise ValueError: their size is the header's (the engine reads it, see `Workflow.sized_images`)."""
+def given_size(value: Any) -> tuple[int, int]:
+    """Width and height of an image parameter's value where it says them: a decoded image (an adapter's); (0, 0)
+    for None (an image left out). Text or bytes not yet read raise ValueError: their size is the header's (the
+    engine reads it, see `Workflow.sized_images`)."""
     if value is None:
         return (0, 0)
-    if isinstance(value, Mapping):
-        return (int(value["width"]), int(value["height"]))
     if hasattr(value, "png") and hasattr(value, "width"):
         return (int(value.width), int(value.height))
     raise ValueError("the image's size is known once its header is read")
@@ -297,7 +295,8 @@ class Workflow:
     def sized_images(self) -> tuple[str, ...]:
         """The image parameters whose size the cost formula reads (`image.width`)."""
         formula = self._cost_formula
-        return tuple(dict.fromkeys(n.partition(".")[0] for n in formula.names if "." in n)) if formula else ()
+        sized = (split_name(n) for n in formula.names) if formula else ()
+        return tuple(dict.fromkeys(param for param, side in sized if side))
 
     def _numbers(self, names: Iterable[str], values: Mapping[str, Any],
                  sizes: Mapping[str, tuple[int, int]] | None = None) -> dict[str, int | float]:
@@ -306,9 +305,9 @@ class Workflow:
         0 for an image left out)."""
         given: dict[str, int | float] = {}
         for name in names:
-            image, _, side = name.partition(".")
+            image, side = split_name(name)
             if side:
-                size = (sizes or {}).get(image) or image_size(values.get(image))
+                size = (sizes or {}).get(image) or given_size(values.get(image))
                 given[name] = size[IMAGE_SIZES.index(side)]
                 continue
             value = values.get(name, self.graph_value(name))

@@ -317,8 +317,12 @@ def _cmd_rgb565(args: argparse.Namespace) -> int:
 def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
     width, height = args.size
     src, dst = Path(args.input), Path(args.output)
+    frame = width * height * 2
     try:
-        data = src.read_bytes()
+        data = imageio.read_bounded(src, frame)  # a longer file is no frame of this size: reading it all would not help
+    except imageio.FileTooLarge:
+        raise CliError(f"{src}: data: expected {frame} bytes for {width}x{height} RGB565, got more (check --size)") \
+            from None
     except OSError as exc:
         raise CliError(f"{src}: cannot read ({exc.strerror or exc})") from None
     try:
@@ -419,12 +423,12 @@ def _cmd_aleaart(args: argparse.Namespace) -> int:
         text = args.params
         if text.startswith("@"):
             try:
-                with open(text[1:], "rb") as f:
-                    data = f.read(MAX_PARAMS_BYTES + 1)  # a device or a huge file must not be read whole
+                data = imageio.read_bounded(text[1:], MAX_PARAMS_BYTES)
+            except imageio.FileTooLarge:
+                raise CliError(f"--params: {text[1:]}: larger than {MAX_PARAMS_BYTES // 1024} KiB, not RenderParams") \
+                    from None
             except OSError as exc:
                 raise CliError(f"--params: {text[1:]}: cannot read ({exc.strerror or exc})") from None
-            if len(data) > MAX_PARAMS_BYTES:
-                raise CliError(f"--params: {text[1:]}: larger than {MAX_PARAMS_BYTES // 1024} KiB, not RenderParams")
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:

@@ -38,11 +38,10 @@ def check_axera_query(model_dir: str, runtime: str) -> None:
     """ValueError naming the field unless the query is one the workflows could send: the route answers any client
     of ComfyUI's port, which may name only what the workflows' model_dir takes."""
     from .core.axera.pipeline import check_model_dir_name
-    from .core.axera.runtime import RUNTIMES
+    from .core.axera.runtime import check_runtime_name
 
     check_model_dir_name(model_dir)
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime: must be one of {', '.join(RUNTIMES)}")
+    check_runtime_name(runtime)
 
 
 def axera_status(model_dir: str, runtime: str) -> dict:

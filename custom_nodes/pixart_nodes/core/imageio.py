@@ -14,6 +14,28 @@ class ImageReadError(ValueError):
     """An image file could not be read; the message names the file."""
 
 
+class FileTooLarge(ValueError):
+    """A file is larger than its reader accepts; ``limit`` is that size in bytes."""
+
+    def __init__(self, path: str | os.PathLike, limit: int) -> None:
+        super().__init__(f"{path}: over {limit:,} bytes")
+        self.limit = limit
+
+
+def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
+    """The whole of ``path`` when it is at most ``limit`` bytes, else FileTooLarge.
+
+    One byte past ``limit`` is read, never more: the path may name a device or a file far larger than any its reader
+    takes, and reading it whole would cost memory in proportion. OSError (and ValueError for a NUL in the name, from
+    ``open``) pass through for the caller to word.
+    """
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(path, limit)
+    return data
+
+
 def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarray:
     """``uint8 [H,W,3]``, or ``[H,W,4]`` when the file has transparency and ``keep_alpha``.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .imageio import FileTooLarge, read_bounded
 from .palette import MAX_COLORS, Palette, _parse_hex, add_colour, quote
 
 FORMATS = ("hex", "gpl", "pal", "act", "txt", "png")
@@ -188,14 +189,16 @@ def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
     read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
     p = Path(path)
     where = p.name if len(p.name) <= 80 and p.name.isprintable() else quote(p.name, 80)
+    too_large = f"{where}: over {MAX_FILE_BYTES:,} bytes; a palette file is far smaller"
     if data is None:
         try:
-            with open(p, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
+            data = read_bounded(p, MAX_FILE_BYTES)
+        except FileTooLarge:
+            raise ValueError(too_large) from None
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
             raise ValueError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"{where}: over {MAX_FILE_BYTES:,} bytes; a palette file is far smaller")
+    elif len(data) > MAX_FILE_BYTES:  # bytes an upload already holds: only the parsing is still to be bounded
+        raise ValueError(too_large)
     ext = p.suffix.lower().lstrip(".")
     name: str | None = None
     if ext == "act":

@@ -88,9 +88,10 @@ def suggest(name: str, limit: int = 5) -> list[str]:
     """Library names close to a misspelt or partial one: the search's matches first, then similar spellings."""
     import difflib
 
-    if len(name) > MAX_SEARCH_TEXT:  # longer than any name: nothing is close, and search would refuse it
+    try:
+        found = [p.name for p in search(name)][:limit]
+    except ValueError:  # over the search bound, so longer than any name: nothing is close, and difflib would be slow
         return []
-    found = [p.name for p in search(name)][:limit]
     if len(found) < limit:
         for close in difflib.get_close_matches(normalise(name), list(_LOOKUP), n=2 * limit, cutoff=0.6):
             if _LOOKUP[close].name not in found:
@@ -110,8 +111,7 @@ def search(text: str = "", *, colors: int | None = None, min_colors: int | None 
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     words = [normalise(w) for w in text.split()]
-    # each palette tests every word: a repeated word would repeat the work and cannot change the result
-    words = list(dict.fromkeys(w for w in words if w))
+    words = [w for w in words if w]
     whole = normalise(text)
     ranked: list[tuple[int, int, PaletteInfo]] = []
     for order, p in enumerate(LIBRARY):

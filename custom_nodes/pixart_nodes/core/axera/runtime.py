@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..palette import quote
+
 RUNTIMES = ("auto", "axengine", "onnxruntime")
 
 # onnxruntime reports element types as strings; the NPU exports only use these
@@ -72,10 +74,18 @@ def axengine_status() -> tuple[bool, str]:
     return bool(_axengine_state["ok"]), str(_axengine_state["reason"])
 
 
+def check_runtime_name(value: str) -> None:
+    """ValueError unless ``value`` is one of ``RUNTIMES``.
+
+    The value is quoted back shortened: the status route passes on whatever a client of ComfyUI's port sent.
+    """
+    if value not in RUNTIMES:
+        raise ValueError(f"runtime: must be one of {', '.join(RUNTIMES)}, got {quote(str(value))}")
+
+
 def resolve_runtime(requested: str) -> str:
     """Map ``auto`` to the best runtime present; refuse an explicit runtime that is not installed."""
-    if requested not in RUNTIMES:
-        raise ValueError(f"runtime: must be one of {', '.join(RUNTIMES)}, got {requested!r}")
+    check_runtime_name(requested)
     if requested == "onnxruntime":
         _require_onnxruntime()
         return "onnxruntime"
