@@ -5,6 +5,7 @@ dialect that takes it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -557,10 +558,10 @@ async def test_the_bound_per_host_counts_every_port_of_a_host_name(tmp_path):
         await store.close()
 
 
-async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_the_end(tmp_path):
-    """A receiver of progress only: the end has no message of its own, and its write drops the waiting progress
-    all the same (it was left to be retried for a day)."""
-    from bridge.store import Job
+@contextlib.asynccontextmanager
+async def _slow_receiver(tmp_path):
+    """Webhooks (progress every event) whose one receiver takes each message and answers none while the test runs:
+    (store, hooks, the types of the messages sent)."""
     from bridge.webhooks import Policy
 
     answer = asyncio.Event()
@@ -573,9 +574,23 @@ async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_t
 
     store, hooks = await _webhooks(tmp_path, send, Policy(progress_interval=0))
     loop = asyncio.create_task(hooks.run())
+    try:
+        yield store, hooks, sent
+    finally:
+        answer.set()
+        await hooks.stop()
+        await loop
+        await store.close()
+
+
+async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_the_end(tmp_path):
+    """A receiver of progress only: the end has no message of its own, and its write drops the waiting progress
+    all the same (it was left to be retried for a day)."""
+    from bridge.store import Job
+
     j = Job(id="j2", workflow="w", workflow_version=1, params={}, status="running",
             meta={"webhook": {"url": "http://slow.example/hook", "events": ["job.progress"]}})
-    try:
+    async with _slow_receiver(tmp_path) as (store, hooks, sent):
         await store.insert(j, owner="me", lease=30)
         hooks.on_event("progress", j)
         await hooks.flush()
@@ -589,11 +604,6 @@ async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_t
         assert deliveries == []
         assert await store.save(j, owner="me", lease=30, deliveries=deliveries)
         assert [d for d in await store.deliveries_for("j2") if d.status == "pending"] == []
-    finally:
-        answer.set()
-        await hooks.stop()
-        await loop
-        await store.close()
 
 
 async def test_a_slow_receiver_has_one_progress_message_waiting_and_none_once_the_job_ended(tmp_path):
@@ -601,21 +611,10 @@ async def test_a_slow_receiver_has_one_progress_message_waiting_and_none_once_th
     it (each one was retried for BRIDGE_WEBHOOK_RETRY_FOR: 18 left by an 8 s job measured) nor replaces it (the log
     would show a body never sent); the end's messages drop what progress still waits, and none is recorded after."""
     from bridge.store import Job
-    from bridge.webhooks import Policy
 
-    answer = asyncio.Event()
-    sent: list[str] = []
-
-    async def send(url, body, headers, timeout):
-        sent.append(json.loads(body)["type"])
-        await answer.wait()
-        return 204
-
-    store, hooks = await _webhooks(tmp_path, send, Policy(progress_interval=0))
-    loop = asyncio.create_task(hooks.run())
     j = Job(id="j1", workflow="w", workflow_version=1, params={}, status="running",
             meta={"webhook": {"url": "http://slow.example/hook", "events": ["job.progress", "job.completed"]}})
-    try:
+    async with _slow_receiver(tmp_path) as (store, hooks, sent):
         await store.insert(j, owner="me", lease=30)
         hooks.on_event("progress", j)
         await hooks.flush()
@@ -632,8 +631,3 @@ async def test_a_slow_receiver_has_one_progress_message_waiting_and_none_once_th
         hooks.on_event("progress", j)  # late: recorded after the end, it would wait behind it for a day
         await hooks.flush()
         assert [(d.event, d.status) for d in await store.deliveries_for("j1")] == [("job.completed", "pending")]
-    finally:
-        answer.set()
-        await hooks.stop()
-        await loop
-        await store.close()
