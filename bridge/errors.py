@@ -9,6 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def quote(text: str, limit: int = 40) -> str:
+    """A client's text quoted for a message, cut to its first ``limit`` characters and "…": the text may be
+    megabytes (a string field), or as long as a URL may be (32 KiB)."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 class BridgeError(Exception):
     status: int = 500
     code: str = "internal_error"
@@ -104,12 +110,8 @@ class FileNotFound(BridgeError):
 class JobNotFound(BridgeError):
     status = 404
     code = "job_not_found"
-    # The id is the client's own text, as long as a URL may be (32 KiB): the answer repeats only its start.
-    shown = 80
-
     def __init__(self, job_id: str, *, field: str = "job_id") -> None:
-        head = job_id if len(job_id) <= self.shown else job_id[:self.shown] + "…"
-        super().__init__(f"job {head!r} does not exist", field=field)
+        super().__init__(f"job {quote(job_id, 80)} does not exist", field=field)
         self.job_id = job_id
 
 

@@ -6,7 +6,6 @@ import collections
 import contextlib
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from bridge.outbound import deadline
 
 log = logging.getLogger("bridge.events")
 
-HEARTBEAT_SECONDS = 15.0  # proxies drop idle connections after 30-60 s; a comment line keeps them open
+HEARTBEAT_SECONDS = 15  # proxies drop idle connections after 30-60 s; a comment line keeps them open
 # Events a stream holds for its client; past them the engine's subscription (EventHub: 1,000, the oldest events
 # dropped) waits. Unbounded, a client that never read grew this queue with every event of every job.
 STREAM_BUFFER = 16
@@ -47,7 +46,7 @@ class EventStreams:
         """A new stream's queue (TooManyStreams when `client` has its bound open already)."""
         if self.max_per_client and client is not None and self._per_client[client] >= self.max_per_client:
             # A stream's client that has gone is noticed by its next write, a keep-alive at the latest.
-            raise TooManyStreams(self.max_per_client, math.ceil(HEARTBEAT_SECONDS))
+            raise TooManyStreams(self.max_per_client, HEARTBEAT_SECONDS)
         queue: Stream = asyncio.Queue(maxsize=STREAM_BUFFER)
         self._queues[queue] = client
         self._per_client[client] += 1

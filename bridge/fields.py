@@ -25,6 +25,8 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
+from bridge.errors import quote
+
 __all__ = [
     "Int", "LooseInt", "LaxInt", "Float", "LooseFloat", "LaxFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras",
     "loras_setting", "Webhook", "WEBHOOK_EVENTS", "ResponseFormat", "OutputFormat", "OutputQuality",
@@ -355,9 +357,7 @@ def describe(err: Mapping[str, Any], field: str | None, model: type[BaseModel] |
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         shown = _num(value)
     elif isinstance(value, str):
-        shown = repr(value[:41])  # a prefix: the value may be megabytes
-        if len(shown) > 40:
-            shown = shown[:37] + "...'"
+        shown = quote(value)
     else:
         shown = _SHOW.repr(value)
     if kind == "missing":

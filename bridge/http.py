@@ -19,7 +19,7 @@ from aiohttp import hdrs, payload, web
 from aiohttp.typedefs import Handler
 
 from bridge import jsontext
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, quote
 from bridge.images import Base64
 
 log = logging.getLogger("bridge.http")
@@ -170,7 +170,7 @@ def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Aw
             # and answer a broken deflate with a 500; its parser does not inflate them (`auto_decompress` off, set
             # in `bridge.app`), which would cost as much while it drains the refused body.
             refused = json_error(415, "unsupported_media_type",
-                                 f"request bodies are read as sent; Content-Encoding {encoding[:40]!r} is not taken",
+                                 f"request bodies are read as sent; Content-Encoding {quote(encoding)} is not taken",
                                  "body")
             refused.force_close()  # its body stays unread: the connection cannot carry another request
             return refused
