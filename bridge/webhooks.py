@@ -5,10 +5,12 @@ the `BRIDGE_WEBHOOK_URL` setting names one receiver for every job. Each event be
 store before anything is sent, so delivery is at least once and survives a restart; the rows about a job's end are
 written in the transaction that writes the end. A job's end is sent by the bridge that ended the job, once the end
 is written; progress messages, retries and messages left by a stopped or dead bridge are posted by a background
-loop. Each attempt is its own task with a timeout and a per-host bound, so a slow or dead receiver never delays a
-job or another receiver: an attempt waits for its host's slot before it takes one of the global slots (one hanging
-host would otherwise hold them all with messages that wait for it), and a host is its name whatever the port (one
-client naming many ports of one server would otherwise have a bound per port). Progress is lossy: at most one
+loop. Each attempt is its own task with a timeout and bounds per client and per host, so a slow or dead receiver
+never delays a job or another receiver: an attempt waits for its job's client's slot (the job quota's identity; one
+client naming many hanging hosts would otherwise hold every slot; a client's messages waiting for a host hold only
+its own slots), then its host's, before it takes one of the
+global slots (one hanging host would otherwise hold them all with messages that wait for it), and a host is its
+name whatever the port (one client naming many ports of one server would otherwise have a bound per port). Progress is lossy: at most one
 progress message per job and receiver waits to be sent, holding the newest state, and none is left once the end's
 messages are recorded. Failures are retried with exponential back-off and jitter until BRIDGE_WEBHOOK_RETRY_FOR
 has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`), the outcomes of attempts close together in one
@@ -82,6 +84,7 @@ class Policy:
     progress_interval: float = 1.0  # at most one progress message per job and receiver per interval
     concurrency: int = 64           # attempts in flight in all
     per_host: int = 4               # attempts in flight to one host name (all its ports together)
+    per_client: int = 16            # attempts in flight for the jobs of one client
 
 
 @dataclass
@@ -93,6 +96,27 @@ class WebhookConfig:
     policy: Policy | None = None
     public_url: str = ""              # prefix of result links; empty: paths
     link_lifetime: float = 3600.0     # presigned result links (S3) stay valid this long
+
+
+class _Slots:
+    """At most ``limit`` holders per key at once. A key's semaphore lives only while it is held or waited for: one
+    kept for every host name or client ever seen would grow with each new name a client makes up."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, key: str) -> Any:
+        sem, users = self.held.get(key) or self.held.setdefault(key, (asyncio.Semaphore(self.limit), [0]))
+        users[0] += 1
+        try:
+            async with sem:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self.held[key]
 
 
 class Webhooks:
@@ -117,7 +141,8 @@ class Webhooks:
         self._interrupted: list[Delivery] = []  # attempts cut short by stop()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._hosts = _Slots(self.policy.per_host)
+        self._clients = _Slots(self.policy.per_client)
         self._last_progress: dict[tuple[str, str], float] = {}
         self._ended: dict[str, None] = {}  # jobs whose end is recorded (a job's end is written once, mostly)
         self._pending_events: set[asyncio.Task[Any]] = set()
@@ -184,7 +209,7 @@ class Webhooks:
     def _message(self, job: Job, url: str, event: str, data: dict[str, Any], now: float, due: float) -> Delivery:
         msg_id = "msg_" + uuid.uuid4().hex
         return Delivery(id=msg_id, job_id=job.id, url=url, event=event, payload=self._body(msg_id, event, data, now),
-                        created_at=now, next_at=due)
+                        created_at=now, next_at=due, client=job.meta.get("client") or "")
 
     async def _record_progress(self, job: Job, receivers: list[Receiver]) -> None:
         """Progress messages go through the delivery loop, where a stale one still waiting is replaced."""
@@ -285,16 +310,13 @@ class Webhooks:
             except Exception as exc:  # noqa: BLE001 - the store is away: the hold runs out instead
                 log.warning("webhook %s: not released for the next start (%s)", d.id, exc)
 
-    def _host(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).hostname or ""  # lowercased, without the port or credentials
-        if host not in self._hosts:
-            self._hosts[host] = asyncio.Semaphore(self.policy.per_host)
-        return self._hosts[host]
-
     async def _attempt(self, d: Delivery) -> None:
         settled = False  # this bridge's part is over: the attempt is recorded, or another replica has the message
         try:
-            async with self._host(d.url), self._global:
+            # a job without a client (none asked over HTTP) has no bound of its own; a host is its name,
+            # lowercased, without the port or credentials
+            client = self._clients.slot(d.client) if d.client else contextlib.nullcontext()
+            async with client, self._hosts.slot(urlsplit(d.url).hostname or ""), self._global:
                 if time.time() > d.next_at - self.policy.timeout - 1:
                     # the hold ran nearly out while this waited for a free slot: take it again, unless another
                     # replica already has (it claimed the message once the hold had run out)

@@ -143,6 +143,19 @@ async def test_listing_one_apis_jobs_reads_none_of_the_other_jobs(store):
     assert len(await store.query(meta={"dialect": "a1111"}, limit=1000)) == 1000
 
 
+async def test_claimed_messages_carry_their_jobs_client(store):
+    """The webhooks' bound per client reads each claimed message's client from its job's row (a retry, a restart's
+    message, another replica's); a job with no client, or one deleted meanwhile, has none."""
+    await store.insert(job(1, meta={"client": "key:abc"}), owner="r1", lease=30)
+    await store.insert(job(2), owner="r1", lease=30)
+    for i, job_id in enumerate(("j1", "j2", "j1", "gone")):
+        await store.save_delivery(Delivery(id=f"d{i}", job_id=job_id, url="http://r", event="job.completed",
+                                           payload="{}", created_at=1.0 + i, next_at=1.0 + i))
+    claimed = await store.claim_deliveries(10.0, 10, hold=30)
+    assert sorted((d.id, d.client) for d in claimed) == [("d0", "key:abc"), ("d1", ""), ("d2", "key:abc"),
+                                                         ("d3", "")]
+
+
 async def test_the_pending_message_of_a_kind_found_is_the_newest(store):
     """Progress replaces the payload of the pending message `pending_delivery` finds: where several wait (another
     replica was sending one), that is the newest, not whichever the database reads first."""

@@ -491,11 +491,11 @@ async def _webhooks(tmp_path, send, policy):
     return store, wh.Webhooks(store, SECRET, send, describe=describe, policy=policy)
 
 
-async def _ended(store, hooks, job_id: str, url: str) -> None:
+async def _ended(store, hooks, job_id: str, url: str, client: str | None = None) -> None:
     """A job with its own receiver ends here: its message is written with the end and sent."""
     from bridge.store import Job
 
-    j = Job(id=job_id, workflow="w", workflow_version=1, params={}, meta={"webhook": url})
+    j = Job(id=job_id, workflow="w", workflow_version=1, params={}, meta={"webhook": url, "client": client})
     await store.insert(j, owner="me", lease=30)
     j.status = "completed"
     assert await store.save(j, owner="me", lease=30, deliveries=await hooks.end_messages(j))
@@ -552,6 +552,53 @@ async def test_the_bound_per_host_counts_every_port_of_a_host_name(tmp_path):
         # the attempts start in order: once the last one is sent, each earlier one has sent or waits for its host
         await until(lambda: "http://answers.example/hook" in sent, 3, "the other receiver's message")
         assert len(sent) - 1 == 4, sent
+    finally:
+        answer.set()
+        await hooks.stop()
+        await store.close()
+
+
+async def test_the_bound_per_client_counts_every_host_it_names_and_holds_no_slot_for_an_idle_one(tmp_path):
+    """One client naming 12 hanging host names has 4 attempts in flight (per_client), not 12 (each host has a bound
+    of its own: made-up names took every one of the bridge's slots, and another client's message waited for their
+    timeouts), whether the message is sent as its job ends or claimed from the store (a retry, another replica's, a
+    restart's: the client read from the job's row); another client's messages go out at once. Once nothing waits,
+    no slot of a host or a client is kept (one per name ever seen grew with each name made up)."""
+    import time
+
+    from bridge.store import Delivery, Job
+    from bridge.webhooks import Policy
+
+    answer = asyncio.Event()
+    sent: list[str] = []
+
+    async def send(url, body, headers, timeout):
+        sent.append(url)
+        if "hangs" in url:
+            await answer.wait()
+        return 204
+
+    store, hooks = await _webhooks(tmp_path, send, Policy(concurrency=8, per_host=4, per_client=4))
+    try:
+        for i in range(6):
+            await _ended(store, hooks, f"h{i}", f"http://hangs{i}.example/hook", client="mallory")
+        for i in range(6, 12):  # recorded, then claimed by the delivery loop
+            await store.insert(Job(id=f"h{i}", workflow="w", workflow_version=1, params={}, meta={"client": "mallory"}),
+                               owner="me", lease=30)
+            await store.save_delivery(Delivery(id=f"d{i}", job_id=f"h{i}", url=f"http://hangs{i}.example/hook",
+                                               event="job.completed", payload="{}", created_at=time.time(),
+                                               next_at=time.time()))
+        await _ended(store, hooks, "other", "http://answers.example/hook", client="alice")
+        loop = asyncio.create_task(hooks.run())
+        await until(lambda: sent.count("http://answers.example/hook") == 1, 3, "the other client's message")
+        await until(lambda: hooks._clients.held.get("mallory", (None, [0]))[1][0] == 12, 3,
+                    "mallory's twelve messages in flight or waiting")
+        assert sum("hangs" in u for u in sent) == 4, sent
+        answer.set()
+        await until(lambda: sum("hangs" in u for u in sent) == 12, 5, "every hanging message once answered")
+        await until(lambda: not hooks._clients.held and not hooks._hosts.held, 3, "no slot kept")
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
     finally:
         answer.set()
         await hooks.stop()

@@ -302,8 +302,14 @@ class JobStore:
     async def claim_deliveries(self, now: float, limit: int, hold: float) -> list[Delivery]:
         """Due deliveries, each kept from every other replica for `hold` seconds (its next_at moves on), so a
         message is sent by one replica at a time; one that dies while sending leaves it due again after `hold`."""
-        rows = await self._fetch(self._due_sql(), (now + hold, now, limit))
-        return [delivery_from_row(r) for r in rows]
+        claimed = [delivery_from_row(r) for r in await self._fetch(self._due_sql(), (now + hold, now, limit))]
+        ids = sorted({d.job_id for d in claimed})
+        if ids:
+            rows = await self._fetch(f"SELECT id, client FROM jobs WHERE id IN ({', '.join('?' for _ in ids)})", ids)
+            clients = {job_id: client or "" for job_id, client in rows}
+            for d in claimed:
+                d.client = clients.get(d.job_id, "")
+        return claimed
 
     async def reclaim_delivery(self, delivery_id: str, held_until: float, until: float) -> bool:
         """Hold a message this replica holds until ``held_until`` again, until ``until``; False when its hold ran out

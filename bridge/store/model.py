@@ -81,6 +81,7 @@ class Delivery:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     created_at: float = 0.0
     next_at: float | None = None
+    client: str = ""  # the job's client (the `jobs` row's), for the bound per client; not a column of its own
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "url": self.url, "event": self.event, "status": self.status,
