@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,32 @@ def test_editor_reroutes_primitives_notes_and_muted_nodes(workflows: dict[str, W
     assert set(graph) == set(workflows["txt2img"].graph)
 
 
+def test_a_long_reroute_chain_is_followed_without_recursion(workflows: dict[str, W.Workflow]) -> None:
+    # Each reroute was one Python call deeper: a chain of a few hundred (or bypassed nodes in a row) was refused as
+    # "not a workflow this can read (RecursionError ...)" and each hop copied the set of nodes seen so far.
+    ui = W.export_editor(workflows["txt2img"], OI)
+    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    model_slot = next(i for i, inp in enumerate(sampler["inputs"]) if inp["name"] == "model")
+    row = next(r for r in ui["links"] if r[0] == sampler["inputs"][model_slot]["link"])
+    n = 5000
+    prev = (row[1], row[2])
+    for i in range(n):
+        nid, link = 1000 + i, 10_000 + i
+        ui["nodes"].append({"id": nid, "type": "Reroute", "mode": 0,
+                            "inputs": [{"name": "", "type": "*", "link": link}],
+                            "outputs": [{"name": "", "type": "MODEL", "links": [link + 1]}]})
+        ui["links"].append([link, prev[0], prev[1], nid, 0, "MODEL"])
+        prev = (nid, 0)
+    ui["links"].append([10_000 + n, prev[0], 0, sampler["id"], model_slot, "MODEL"])
+    sampler["inputs"][model_slot]["link"] = 10_000 + n
+    graph = W.editor_to_api(ui, OI)
+    assert next(g for g in graph.values() if g["class_type"] == "KSampler")["inputs"]["model"] == [str(row[1]), row[2]]
+    # a chain that loops back on itself leads nowhere, as before
+    ui["links"][-n - 1][1:3] = [1000 + n - 1, 0]
+    graph = W.editor_to_api(ui, OI)
+    assert "model" not in next(g for g in graph.values() if g["class_type"] == "KSampler")["inputs"]
+
+
 def test_subgraphs_and_unknown_nodes_are_refused_clearly(workflows: dict[str, W.Workflow]) -> None:
     ui = W.export_editor(workflows["txt2img"], OI)
     with pytest.raises(WorkflowError, match="subgraphs"):
@@ -153,6 +180,42 @@ def test_draft_reads_editor_files_and_comfyui_pngs(tmp_path: Path, workflows: di
     Image.new("RGB", (4, 4)).save(plain)
     with pytest.raises(WorkflowError, match="no ComfyUI workflow"):
         read_workflow_file(plain, OI)
+
+
+def _png(width: int, height: int, *chunks: tuple[bytes, bytes], idat: bytes = b"") -> bytes:
+    """A PNG made chunk by chunk: a header that says any size, these chunks before the image data, any data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 6, 0, 0, 0])  # 8-bit RGBA
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(chunk(k, b) for k, b in chunks)
+            + chunk(b"IDAT", idat or zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_a_comfyui_png_is_read_for_its_text_never_its_pixels(tmp_path: Path, workflows: dict[str, W.Workflow],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reading the chunks through Pillow's `text` decoded the whole picture: a 79 KB PNG whose header said 9000 x 9000
+    # took 82 MB (13000 x 13000 RGBA: 680 MB); one past Pillow's bomb limit, or pixels that do not decode, a traceback.
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the pixels were decoded"))
+    graph = json.dumps(workflows["txt2img"].graph)
+    cases = {
+        "huge.png": _png(20_000, 20_000, (b"tEXt", b"prompt\0" + graph.encode("latin-1"))),
+        "broken_pixels.png": _png(4, 4, (b"tEXt", b"prompt\0" + graph.encode("latin-1")), idat=b"not zlib"),
+        "ztxt.png": _png(64, 64, (b"zTXt", b"prompt\0\0" + zlib.compress(graph.encode("latin-1")))),
+        "itxt.png": _png(64, 64, (b"iTXt", b"prompt\0\1\0\0\0" + zlib.compress(graph.encode()))),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert read_workflow_file(tmp_path / name, OI) == workflows["txt2img"].graph, name
+    # a compressed text that would unpack past any workflow's size is refused, not unpacked
+    bomb = zlib.compress(b" " * (200 * 2**20), 9)
+    (tmp_path / "text_bomb.png").write_bytes(_png(4, 4, (b"zTXt", b"prompt\0\0" + bomb)))
+    with pytest.raises(WorkflowError, match="text_bomb.png: .*larger than"):
+        read_workflow_file(tmp_path / "text_bomb.png", OI)
+    (tmp_path / "bad_text.png").write_bytes(_png(4, 4, (b"zTXt", b"prompt\0\0not zlib")))
+    with pytest.raises(WorkflowError, match="bad_text.png: a text chunk does not unpack"):
+        read_workflow_file(tmp_path / "bad_text.png", OI)
 
 
 def test_draft_needs_an_image_saving_node(workflows: dict[str, W.Workflow]) -> None:
@@ -227,6 +290,9 @@ def test_node_ids_int_cannot_read_are_a_problem_not_a_crash(tmp_path: Path, work
     json.dumps({"1": {"class_type": "KSampler", "inputs": []}}),
     json.dumps({"1": {"class_type": "KSampler", "inputs": {}, "_meta": "x"}}),
     "[" * 50_000 + "]" * 50_000,
+    # JSON's Infinity as a node or link id: int() raised OverflowError, a traceback
+    '{"nodes": [{"id": Infinity, "type": "KSampler", "inputs": [], "widgets_values": []}], "links": []}',
+    '{"nodes": [{"id": 1, "type": "KSampler", "inputs": [], "widgets_values": []}], "links": [[-Infinity, 1, 0]]}',
 ])
 def test_a_malformed_workflow_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         text: str) -> None:

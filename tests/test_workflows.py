@@ -117,6 +117,20 @@ def test_static_errors_name_workflow_and_node(tmp_path):
     (lambda m: m["parameters"]["prompt"].__setitem__("pattern", "(a"), "'pattern' is not a regular expression"),
     (lambda m: m["parameters"].__setitem__("extra", {"type": "json", "default": float("nan"), "targets": [
         {"node": "3", "input": "denoise"}]}), "cannot be described (ValueError"),
+    # a map or choices on a type whose values they cannot cover: loaded, then every request with a value outside
+    # the map was accepted (202) and its dispatch failed with a KeyError (500, the job stuck)
+    (lambda m: m["parameters"]["prompt"].update(choices=["a", "b"], default="a", targets=[
+        {"node": "6", "input": "text", "map": {"a": "cat", "b": "dog"}}]), "'choices' applies to choice"),
+    (lambda m: m["parameters"]["cfg"].update(targets=[{"node": "3", "input": "cfg", "map": {"7.0": 7.0}}]),
+     "'map' applies to choice and int"),
+    (lambda m: m["parameters"]["cfg"].update(choices=[0.5, 7.0], targets=[
+        {"node": "3", "input": "cfg", "map": {"0.5": 2.0, "7.0": 3.0}}]), "'choices' applies to choice"),
+    # no seed to draw: every request for a random one was refused as the client's mistake ("seed: empty range for
+    # randrange() (8589934592, 4294967296, ...)")
+    (lambda m: m["parameters"]["seed"].update(min=2**33, max=2**40, default=2**34),
+     "'random_value' draws from max(min, 0) to min(max, 2^32 - 1)"),
+    (lambda m: m["parameters"]["seed"].update(min=-10, max=-2, default=-3),
+     "'random_value' draws from max(min, 0) to min(max, 2^32 - 1)"),
 ])
 def test_manifest_mistakes(tmp_path, change, needle):
     folder = copy_core(tmp_path)

@@ -7,10 +7,10 @@ workflow, so what `new` writes is served as it is after a restart (or `POST /wor
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ def read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> dic
     """An API graph from an API-format JSON, an editor-format JSON, or a PNG that ComfyUI saved (its chunks)."""
     try:
         return _read_workflow_file(path, object_info)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError, RecursionError) as exc:
         # a shared file is anyone's: whatever it holds, the user gets one line naming it, not a traceback
         what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, json.JSONDecodeError) else f"not JSON ({exc})"
         raise WorkflowError(f"{path.name}: not a workflow this can read ({what[:200]})") from exc
@@ -41,10 +41,7 @@ def read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> dic
 def _read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> dict[str, Any]:
     raw = path.read_bytes()
     if raw[:8] == b"\x89PNG\r\n\x1a\n":
-        from PIL import Image
-
-        with Image.open(io.BytesIO(raw)) as im:
-            chunks = dict(getattr(im, "text", {}) or {})
+        chunks = png_text(raw, path.name)
         text = chunks.get("prompt") or chunks.get("workflow")
         if not text:
             raise WorkflowError(f"{path.name}: the PNG carries no ComfyUI workflow (no 'prompt' or 'workflow' chunk)")
@@ -62,6 +59,49 @@ def _read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> di
                                 f"(widget values are stored by position)")
         return editor_to_api(data, object_info)
     raise WorkflowError(f"{path.name} is neither an API-format nor an editor-format ComfyUI workflow")
+
+
+# The most a PNG's text chunk may unpack to: far past any workflow (a compressed chunk could otherwise unpack to
+# gigabytes from a small file).
+MAX_PNG_TEXT = 64 * 2**20
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _inflate(data: bytes, name: str) -> bytes:
+    try:
+        out = zlib.decompressobj().decompress(data, MAX_PNG_TEXT + 1)
+    except zlib.error as exc:
+        raise WorkflowError(f"{name}: a text chunk does not unpack ({exc})") from None
+    if len(out) > MAX_PNG_TEXT:
+        raise WorkflowError(f"{name}: a text chunk unpacks to larger than {MAX_PNG_TEXT // 2**20} MiB")
+    return out
+
+
+def png_text(raw: bytes, name: str) -> dict[str, str]:
+    """The text chunks of a PNG (tEXt, zTXt, iTXt: where ComfyUI stores `prompt` and `workflow`), read from the
+    chunks alone: the pixels are never decoded, so a header that claims a huge picture costs nothing."""
+    out: dict[str, str] = {}
+    pos = 8
+    while pos + 12 <= len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        kind, body = raw[pos + 4:pos + 8], raw[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+        if kind not in _PNG_TEXT:
+            continue
+        key, _, rest = body.partition(b"\0")
+        if kind == b"tEXt":
+            text = rest.decode("latin-1")
+        elif kind == b"zTXt":
+            text = _inflate(rest[1:], name).decode("latin-1")
+        else:  # iTXt: compressed flag, method, language tag, translated keyword, text (UTF-8)
+            compressed = rest[:1] == b"\1"
+            _, _, rest = rest[2:].partition(b"\0")
+            _, _, rest = rest.partition(b"\0")
+            text = (_inflate(rest, name) if compressed else rest).decode("utf-8")
+        out[key.decode("latin-1")] = text  # a repeated key: the last, as Pillow reads them
+    return out
 
 
 def _unique(name: str, taken: set[str], node_id: str) -> str:

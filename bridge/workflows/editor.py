@@ -170,23 +170,25 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
         else:
             origin[int(row[0])] = (int(row[1]), int(row[2]))
 
-    def source(link_id: int | None, seen: frozenset[int] = frozenset()) -> list[Any] | None:
-        """The real [node, slot] a link carries, through reroutes and bypassed nodes."""
-        if link_id is None or link_id not in origin:
-            return None
-        nid, slot = origin[link_id]
-        node = nodes.get(nid)
-        if node is None or nid in seen:
-            return None
-        if node.get("type") == "Reroute" or node.get("mode") == _BYPASS:
-            wanted = (node.get("outputs") or [{}])[slot].get("type") if node.get("outputs") else None
-            for inp in node.get("inputs") or []:
-                if inp.get("link") is not None and (node.get("type") == "Reroute" or inp.get("type") == wanted):
-                    return source(inp["link"], seen | {nid})
-            return None
-        if node.get("mode") == _MUTED or node.get("type") in _UI_ONLY:
-            return None
-        return [str(nid), slot]
+    def source(link_id: int | None) -> list[Any] | None:
+        """The real [node, slot] a link carries, through reroutes and bypassed nodes: a loop, not recursion, as a
+        chain of them may be any length (a loop of them leads nowhere)."""
+        seen: set[int] = set()
+        while link_id is not None and link_id in origin:
+            nid, slot = origin[link_id]
+            node = nodes.get(nid)
+            if node is None or nid in seen:
+                return None
+            if node.get("type") == "Reroute" or node.get("mode") == _BYPASS:
+                seen.add(nid)
+                wanted = (node.get("outputs") or [{}])[slot].get("type") if node.get("outputs") else None
+                link_id = next((inp["link"] for inp in node.get("inputs") or [] if inp.get("link") is not None
+                                and (node.get("type") == "Reroute" or inp.get("type") == wanted)), None)
+                continue
+            if node.get("mode") == _MUTED or node.get("type") in _UI_ONLY:
+                return None
+            return [str(nid), slot]
+        return None
 
     primitives: dict[int, Any] = {}  # link id leaving a PrimitiveNode -> its value
     for nid, node in nodes.items():

@@ -7,6 +7,7 @@ exists and sets that input) are checked when the workflow loads (bridge.workflow
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter,
@@ -24,6 +25,15 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 MAX_INT_MAP = 1024
 # The largest limit a number parameter may have (seeds go to 2^64 - 1).
 MAX_LIMIT = 2**64
+# Seeds drawn for `random_value` stay below 2^32: every client (A1111 seeds are u32) can show them.
+RANDOM_HIGH = 2**32 - 1
+
+
+def random_range(p: Parameter) -> tuple[int, int]:
+    """The values `random_value` draws from: [max(min, 0), min(max, 2^32 - 1)]."""
+    lo = max(0, math.ceil(p.min)) if p.min is not None else 0
+    hi = min(math.floor(p.max), RANDOM_HIGH) if p.max is not None else RANDOM_HIGH
+    return lo, hi
 
 
 def is_limit(value: Any) -> bool:
@@ -103,7 +113,10 @@ class Parameter(_Strict):
             raise ValueError("a choice needs 'choices' or 'choices_from'")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"'min' ({self.min}) is more than 'max' ({self.max}): no value would do")
-        for key, types in (("multiple_of", ("int",)), ("random_value", ("int",)), ("max_length", ("string",)),
+        # `choices` and `map` cover a choice's (or a bounded int's) every value; on another type a request's value
+        # outside them would pass the request model and find no entry in the map when the job is bound
+        for key, types in (("choices", ("choice",)), ("multiple_of", ("int",)), ("random_value", ("int",)),
+                           ("max_length", ("string",)),
                            ("pattern", ("string",)),
                            ("min", ("int", "float")), ("max", ("int", "float"))):
             if getattr(self, key) is not None and self.type not in types:
@@ -114,11 +127,17 @@ class Parameter(_Strict):
             except SchemaError as exc:
                 raise ValueError(f"'pattern' is not a regular expression the bridge can check: "
                                  f"{str(exc).splitlines()[-1][:200]}") from None
+        if self.random_value is not None and self.type == "int" and random_range(self)[0] > random_range(self)[1]:
+            raise ValueError(f"'random_value' draws from max(min, 0) to min(max, 2^32 - 1): no value between "
+                             f"{self.min} and {self.max}")
         if self.rewire and self.has_default:
             raise ValueError("a parameter with 'rewire' takes no 'default': it rewires only when a request sets it")
         for t in self.targets:
             if t.map is None:
                 continue
+            if self.type not in ("choice", "int"):
+                raise ValueError(f"target {t.node}.{t.input}: 'map' applies to choice and int parameters only, "
+                                 f"not {self.type}")
             if self.type == "int":
                 lo, hi = self.min, self.max
                 whole = lo is not None and hi is not None and float(lo).is_integer() and float(hi).is_integer()

@@ -25,7 +25,7 @@ from bridge.errors import InvalidParameter
 
 from .cost import IMAGE_SIZES, Endless, Formula, formula, split_name
 from .graph import ancestors
-from .manifest import Output, Parameter
+from .manifest import Output, Parameter, random_range
 
 log = logging.getLogger("bridge.workflows")
 
@@ -33,8 +33,6 @@ log = logging.getLogger("bridge.workflows")
 WEBSOCKET_IMAGE_CLASSES = frozenset({"SaveImageWebsocket"})
 # What a job's cost is the product of, unless its manifest says (`cost`): pixels x steps x images.
 COST_PARAMETERS = ("width", "height", "steps", "batch_size")
-# Seeds drawn for `random_value` stay below 2^32: every client (A1111 seeds are u32) can show them.
-RANDOM_HIGH = 2**32 - 1
 
 IMAGE_SCHEMA = {"type": "string", "contentEncoding": "base64",
                 "description": "PNG, JPEG or WebP as base64 text or a data URL."}
@@ -63,8 +61,7 @@ def _image_value(value: Any) -> Any:
 
 
 def _int_parser(p: Parameter) -> Callable[[Any, ValidationInfo], Any]:
-    lo = max(0, int(p.min)) if p.min is not None else 0
-    hi = min(int(p.max), RANDOM_HIGH) if p.max is not None else RANDOM_HIGH
+    lo, hi = random_range(p)
 
     def parse(value: Any, info: ValidationInfo) -> Any:
         value = fields._integral(value)
