@@ -864,7 +864,7 @@ async def test_jobs_accepted_before_their_workflow_was_edited_are_checked_again(
     manifest["parameters"]["steps"].update(max=5, default=5)
     del manifest["parameters"]["negative_prompt"]  # every waiting job holds its default: dropped, not refused
     path.write_text(json.dumps(manifest))
-    engine.reload_workflows()
+    await engine.reload_workflows()
     await comfy_double.start()
     fits, too_many = [await engine.wait(j.id, timeout=20) for j in (fits, too_many)]
     assert fits.status == "completed", fits.error

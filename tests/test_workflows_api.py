@@ -11,6 +11,7 @@ import pytest
 
 from bridge import workflows as W
 from tests.support.imaging import decode_png_data_url, solid_png_b64
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -113,6 +114,38 @@ async def test_reload_serves_a_workflow_dropped_in_later(bridge_factory: Any, tm
     data = await resp.json()
     assert resp.status == 422 and "broken" in data["error"]
     assert (await client.get("/workflows/late_arrival")).status == 200
+
+
+async def test_reload_reads_the_folders_off_the_event_loop_one_at_a_time(bridge_factory: Any, tmp_path: Path,
+                                                                         monkeypatch: Any) -> None:
+    """The folders are read in a thread (the 15 shipped workflows held the event loop 0.3-0.56 s a reload, and any
+    client could ask again and again), one reload at a time: /health answers while one reads."""
+    import asyncio
+    import threading
+
+    from bridge import workflows as wfmod
+
+    client = await client_for(bridge_factory, tmp_path)
+    loop_thread, read_in, reading, release = threading.current_thread(), [], [0], threading.Event()
+    real = wfmod.load_workflows
+
+    def load(*args: Any) -> Any:
+        read_in.append(threading.current_thread())
+        reading[0] += 1
+        try:
+            assert reading[0] == 1, "two reloads read the folders at once"
+            release.wait(30)
+            return real(*args)
+        finally:
+            reading[0] -= 1
+
+    monkeypatch.setattr(wfmod, "load_workflows", load)
+    reloads = [asyncio.ensure_future(client.post("/workflows/reload")) for _ in range(3)]
+    await until(lambda: read_in, 10, "the first reload reading")
+    assert (await client.get("/health")).status == 200  # the loop is free while the folders are read
+    release.set()
+    assert [r.status for r in await asyncio.gather(*reloads)] == [200] * 3
+    assert len(read_in) == 3 and loop_thread not in read_in
 
 
 async def test_openapi_has_one_typed_path_per_workflow(bridge_factory: Any, tmp_path: Path) -> None:

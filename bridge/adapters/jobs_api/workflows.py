@@ -151,7 +151,7 @@ async def run_workflow(request: web.Request, body: Envelope, query: WaitQuery) -
 async def reload_workflows(request: web.Request) -> web.Response:
     """Read the workflow folders again: a workflow dropped in is served from now on (422 names what is broken)."""
     try:
-        names = engine_of(request).reload_workflows()
+        names = await engine_of(request).reload_workflows()
     except WorkflowError as exc:
         return DIALECT.error(422, exc.message, "workflows")
     _ENVELOPES.clear()
