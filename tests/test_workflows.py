@@ -58,6 +58,14 @@ def test_core_workflows_match_the_object_info(workflows):
         assert W.check_object_info(workflows[name], OI) == []
 
 
+def test_a_link_to_a_negative_output_is_refused():
+    # ComfyUI reads output -1 as the node's last (a Python index) and the editor export wrote a link to slot -1
+    graph = {"1": {"class_type": "A", "inputs": {}}, "2": {"class_type": "B", "inputs": {"x": ["1", -1]}}}
+    assert W.check_graph(graph) == ["node 2 (B) input 'x' links to output -1 of node '1': outputs count from 0"]
+    graph["2"]["inputs"]["x"] = ["1", 0]
+    assert W.check_graph(graph) == []
+
+
 def test_static_errors_name_workflow_and_node(tmp_path):
     folder = copy_core(tmp_path)
     edit_manifest(folder, "txt2img", lambda m: m["parameters"]["steps"]["targets"].__setitem__(

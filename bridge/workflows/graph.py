@@ -66,6 +66,9 @@ def check_graph(graph: Any) -> list[str]:
         for iname, value in links(node):
             if value[0] not in graph:
                 problems.append(f"node {nid} ({node['class_type']}) input {iname!r} links to missing node {value[0]!r}")
+            elif value[1] < 0:  # ComfyUI would read the node's last output (a Python index), silently
+                problems.append(f"node {nid} ({node['class_type']}) input {iname!r} links to output {value[1]} of "
+                                f"node {value[0]!r}: outputs count from 0")
     if not problems:
         try:
             topological(graph)  # ComfyUI refuses a graph with a cycle: every job would fail
