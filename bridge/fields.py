@@ -257,9 +257,15 @@ class FieldError:
     ctx: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the error's limits (ge, le, expected...)
 
 
+# A name in an error's location is the client's own (a key of the body): at most this much of it is repeated.
+MAX_SHOWN_NAME = 80
+
+
 def _location(loc: Sequence[Any]) -> str | None:
     out = ""
     for part in loc:
+        if isinstance(part, str) and len(part) > MAX_SHOWN_NAME:
+            part = part[:MAX_SHOWN_NAME] + "…"  # a made-up key of 200 KB came back twice, in `field` and the message
         if isinstance(part, int):
             out += f"[{part}]"
         elif isinstance(part, str) and (part.startswith(("function-", "constrained-")) or part in (

@@ -339,13 +339,14 @@ async def test_a1111_extras_refuse_a_string_too_long(bridge_factory: Any, path: 
 
 async def test_a1111_names_a_dict_key_too_long_as_a_string(bridge_factory: Any, comfy_double: Any) -> None:
     # A dict key is a string in FastAPI's loc even when it is all digits: int() of this one (10,001 digits, over
-    # the text limit) raised, a 500.
+    # the text limit) raised, a 500. Its first 80 characters only (FastAPI repeats it whole, in loc and msg: a
+    # body of one long key made an answer twice its size).
     client = await bridge_factory(adapters=["a1111"])
     key = "7" * 10_001
     resp = await client.post("/sdapi/v1/txt2img", json={"steps": 1, "alwayson_scripts": {key: {"args": []}}})
     data = await resp.json()
     assert resp.status == 422, str(data)[:300]
-    assert data["detail"][0]["loc"][:3] == ["body", "alwayson_scripts", key], str(data)[:300]
+    assert data["detail"][0]["loc"][:3] == ["body", "alwayson_scripts", key[:80] + "…"], str(data)[:300]
     assert comfy_double.prompts == []
 
 
@@ -947,6 +948,15 @@ async def test_an_error_shows_only_the_start_of_a_wrong_value() -> None:
     assert describe({**at_most, "input": 10**400}, "x") == "x must be at most 100, got 1e+400"
     assert describe({**at_most, "input": 1e23}, "x") == "x must be at most 100, got 1e+23"
     assert describe({**at_most, "input": 2**64}, "seed") == "seed must be at most 100, got 18446744073709551616"
+
+
+async def test_an_unknown_field_is_named_by_the_start_of_its_name(bridge_factory: Any) -> None:
+    # a made-up key of 200,000 characters came back twice, in `field` and in the message (a 400 KB answer)
+    client = await bridge_factory(adapters=["jobs_api"])
+    resp = await client.post("/workflows/pixel_art", json={"parameters": {"x" * 200_000: 1}})
+    body = await resp.json()
+    assert resp.status == 400 and body["field"] == "parameters." + "x" * 80 + "….[key]", body["field"][:200]
+    assert len(await resp.read()) < 1000, body
 
 
 async def test_an_unknown_job_is_named_by_the_start_of_its_id(bridge_factory: Any) -> None:
