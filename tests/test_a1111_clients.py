@@ -442,6 +442,23 @@ async def test_styles_comments_loras_and_embeddings_reach_the_graph(client, comf
                                                           "clip_strength": 0.8}]]
 
 
+async def test_styles_repeated_to_grow_the_prompt_are_refused_naming_styles(bridge_factory, tmp_path, comfy_double):
+    # `{prompt}` twice, named 64 times: 2**64 copies of the prompt before the bound (the process was killed)
+    styles = tmp_path / "styles.csv"
+    styles.write_text('name,prompt,negative_prompt\ntwice,"{prompt}, {prompt}",\n', encoding="utf-8")
+    client = await bridge_factory(adapters=["a1111"], A1111_STYLES_FILE=str(styles))
+    resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "styles": ["twice"] * 64,
+                                                        "width": 64, "height": 64, "steps": 1})
+    assert resp.status == 400
+    body = await resp.json()
+    assert set(body) == {"error", "detail", "body", "errors"} and body["errors"].startswith("styles: ")
+    assert comfy_double.prompts == []
+    ok = await client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "styles": ["twice"] * 2, "width": 64,
+                                                      "height": 64, "steps": 1})
+    assert ok.status == 200
+    assert json.loads((await ok.json())["info"])["prompt"] == "a cat, a cat, a cat, a cat"
+
+
 async def test_unknown_lora_is_skipped_as_a1111_does(client, comfy_double):
     resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "cat <lora:nope:1>", "width": 64, "height": 64,
                                                         "steps": 1})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import struct
 
 import numpy as np
@@ -101,6 +102,32 @@ def test_style_files_are_read_again_when_changed_and_globbed(tmp_path):
     assert book.apply(["one"], "", "") == ("changed!", "")  # empty prompt: only the style text
 
 
+def test_styles_that_would_grow_a_prompt_past_the_bound_are_refused_naming_styles(tmp_path):
+    """A style with `{prompt}` twice doubles the prompt each time it is named: 64 names (the request's limit) made
+    2**64 copies (24 names: 117 MB and counting). The bound is checked before each text is built."""
+    import tracemalloc
+
+    from bridge.adapters.a1111.models import A1111Error
+
+    f = tmp_path / "styles.csv"
+    f.write_text('name,prompt,negative_prompt\ntwice,"{prompt}, {prompt}","{prompt} {prompt}"\n'
+                 'long,"' + "x" * 60_000 + '",\n', encoding="utf-8")
+    book = styles.StyleBook(str(f))
+    assert book.apply(["twice"] * 3, "cat", "low") == (", ".join(["cat"] * 8), " ".join(["low"] * 8))
+    for names, prompt, negative in ((["twice"] * 64, "a cat", ""), (["twice"] * 64, "", "low"),
+                                    (["long"] * 64, "a cat", "")):
+        tracemalloc.start()
+        try:
+            with pytest.raises(A1111Error) as info:
+                book.apply(names, prompt, negative)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert info.value.status == 400 and info.value.errors.startswith("styles: ")
+        assert f"at most {styles.MAX_STYLED_TEXT:,} characters" in info.value.errors
+        assert peak < 8 * styles.MAX_STYLED_TEXT
+
+
 @pytest.mark.parametrize("tag,expected", [
     ("<lora:x>", prompts.LoraTag("x", 1.0, 1.0)),
     ("<lora:x:0.8>", prompts.LoraTag("x", 0.8, 0.8)),
@@ -140,6 +167,52 @@ def test_embeddings_become_comfyui_names_as_whole_words():
     out = prompts.with_embeddings("(EasyNegative:1.2), easynegative2, embedding:easynegative, bad_hands",
                                   ["easynegative", "sub/bad_hands"])
     assert out == "(embedding:easynegative:1.2), easynegative2, embedding:easynegative, embedding:sub/bad_hands"
+
+
+def test_embeddings_take_the_longest_name_and_leave_what_they_wrote_alone():
+    names = ["bad", "sub/bad_hands", "Bad-Dream", "neg.v2", "x(1)", "sub/EasyNeg", "other/easyneg"]
+    out = prompts.with_embeddings("bad_hands, BAD, bad-dream, bad_handsome, neg.v2, negxv2, x(1), easyneg, "
+                                  "embedding:bad, sub/bad", names)
+    assert out == ("embedding:sub/bad_hands, embedding:bad, embedding:Bad-Dream, bad_handsome, embedding:neg.v2, "
+                   "negxv2, embedding:x(1), embedding:sub/EasyNeg, embedding:bad, sub/bad")
+    # a name inside a longer one that was replaced is not replaced again
+    assert prompts.with_embeddings("foo-bar", ["bar", "foo-bar"]) == "embedding:foo-bar"
+    assert prompts.with_embeddings("a cat", []) == "a cat"
+
+
+class _CountingRe:
+    """`re` whose compiled patterns count their passes over a text."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def __getattr__(self, name):
+        return getattr(re, name)
+
+    def compile(self, *args, **kwargs):
+        pattern, outer = re.compile(*args, **kwargs), self
+
+        class Counted:
+            def __getattr__(self, name):
+                return getattr(pattern, name)
+
+            def sub(self, *a, **k):
+                outer.passes += 1
+                return pattern.sub(*a, **k)
+
+        return Counted()
+
+
+def test_embeddings_are_named_in_one_pass_over_each_prompt(monkeypatch):
+    # One pass per embedding per distinct prompt, on the event loop: 64 distinct prompts of 8,400 characters and
+    # 300 embeddings (the backend's list) took 6 s. Now one pass per prompt, whatever the number of embeddings.
+    counting = _CountingRe()
+    monkeypatch.setattr(prompts, "re", counting)
+    names = [f"sub/one_pass_{i:03d}.pt" for i in range(300)]
+    texts = [f"one_pass_{i:03d}.pt and {i} " * 3 for i in range(64)]
+    out = prompts.for_model(texts, names)
+    assert out[5] == "embedding:sub/one_pass_005.pt and 5 " * 3
+    assert counting.passes <= len(texts)
 
 
 def test_prompt_comments_removed_like_a1111():

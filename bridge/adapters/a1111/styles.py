@@ -14,8 +14,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.errors import quote
+from bridge.fields import MAX_TEXT
+
+from .models import field_error
+
 # A style file is a small CSV; a runaway one must not be read into memory whole.
 MAX_STYLE_FILE_BYTES = 4 * 1024 * 1024
+# The longest prompt (or negative prompt) styles may make. A style with `{prompt}` twice doubles the prompt each
+# time a request names it, and a request names up to 64 styles (repeats allowed): 2**64 copies. Ten of the longest
+# prompts a request may send leave room for every style a real file holds.
+MAX_STYLED_TEXT = 10 * MAX_TEXT
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,15 @@ def _parse(text: str) -> list[Style]:
         styles.pop(name, None)  # a repeated name moves to where it was last defined, as A1111's dict does
         styles[name] = Style(name, prompt, row.get("negative_prompt"))
     return list(styles.values())
+
+
+def merged_length(style_text: str | None, prompt: str) -> int:
+    """The length of `merge(style_text, prompt)`, found without building it (at most one character more)."""
+    style_text = style_text or ""
+    wraps = style_text.count("{prompt}")
+    if wraps:
+        return len(style_text) + wraps * (len(prompt) - len("{prompt}"))
+    return len(prompt) + 2 + len(style_text)
 
 
 def merge(style_text: str | None, prompt: str) -> str:
@@ -77,10 +95,16 @@ class StyleBook:
 
     def apply(self, names: list[str], prompt: str, negative_prompt: str) -> tuple[str, str]:
         """The prompts with the named styles applied in request order; an unknown name is an empty style (A1111
-        only strips the prompt then)."""
+        only strips the prompt then). A prompt the styles would make longer than MAX_STYLED_TEXT is refused (400
+        naming `styles`) before it is built."""
         by_name = {s.name: s for s in self.styles()}
         for name in names:
             style = by_name.get(name, Style(name, "", ""))
+            for text, kind in ((style.prompt, "prompt"), (style.negative_prompt, "negative prompt")):
+                size = merged_length(text, prompt if kind == "prompt" else negative_prompt)
+                if size > MAX_STYLED_TEXT:
+                    raise field_error("styles", f"the styles would make a {kind} of {size:,} characters (style "
+                                                f"{quote(name, 100)}); at most {MAX_STYLED_TEXT:,} characters")
             prompt = merge(style.prompt, prompt)
             negative_prompt = merge(style.negative_prompt, negative_prompt)
         return prompt, negative_prompt
