@@ -469,6 +469,8 @@ BAD_REQUESTS = [
     ("ai unavailable", {"useAI": True}, 400, "useAI"),
     ("no id", {"id": None}, 400, "id"),
     ("empty id", {"id": ""}, 400, "id"),
+    # larger than the workflow takes (4096 a side): named as the client sent it, not as the workflow's sketch_height
+    ("sketch too tall", {"sketchData": sketch((8, 5000), "RGB")}, 400, "sketchData"),
 ]
 
 
@@ -487,6 +489,31 @@ async def test_bad_input_is_refused_naming_the_field_and_the_server_is_unharmed(
     status, _ = await post(client, request_body(id="bad-no-sketch"))  # a refused id is still free
     assert status == 200
     assert (await wait_done(client, "bad-no-sketch"))["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_a_tall_result_is_enlarged_only_as_far_as_the_workflow_takes(make_client, comfy_double):
+    # 64x1024 from the editor's 512x512 canvas: the whole factor covering the sketch (8) made a 512x8192 work
+    # image, past the workflow's 4096 a side: refused with a 400 naming work_height, a field no client sends
+    client = await make_client()
+    status, body = await post(client, request_body(id="tall", sketchData=sketch((512, 512)), width=64, height=1024))
+    assert status == 200, body
+    graph = graph_of(comfy_double)
+    assert (await wait_done(client, "tall"))["status"] == "completed"
+    work = [n for n in graph.values() if "width" in n and "height" in n and n.get("width", 0) > 64]
+    assert max(max(n["width"], n["height"]) for n in work) <= 4096
+    assert pe.work_size(64, 1024, 512, 512, 4096 * 4096, 4096) == (256, 4096, "area")
+
+
+@pytest.mark.asyncio
+async def test_a_narrow_ai_result_is_generated_at_least_as_wide_as_a_latent_takes(make_client, comfy_double):
+    # 8x600: the generation was 8 pixels wide, under ComfyUI's EmptyLatentImage's 16: refused naming gen_width
+    client = await make_client(**AI, PIXART_EDITOR_STEPS="1")
+    status, body = await post(client, request_body(id="narrow", width=8, height=600))
+    assert status == 200, body
+    latent = graph_of(comfy_double)["EmptyLatentImage"]
+    assert latent["width"] >= 16 and latent["height"] >= 600
+    assert pe.generation_size(8, 600, 512) == (16, 600)
 
 
 @pytest.mark.asyncio

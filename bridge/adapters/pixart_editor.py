@@ -65,6 +65,8 @@ BASE_STYLES = ("retro-8bit", "retro-16bit", MODERN_STYLE)
 DEFAULT_STYLE = MODERN_STYLE
 # ComfyUI's EmptyImage / ImageScale limit per side.
 MAX_RESOLUTION = 16384
+# ComfyUI's EmptyLatentImage: at least 16 pixels a side
+MIN_GENERATION_SIDE = 16
 MAX_ID_LENGTH = 200
 MAX_PROMPT_LENGTH = 2000
 SEED_MAX = 2**64 - 1
@@ -231,16 +233,17 @@ def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> Palet
     return PaletteChoice({"palette_source": "named", "palette_name": pal.name}, pal.name)
 
 
-def work_size(width: int, height: int, sketch_w: int, sketch_h: int, max_pixels: int) -> tuple[int, int, str]:
+def work_size(width: int, height: int, sketch_w: int, sketch_h: int, max_pixels: int,
+              max_side: int = MAX_RESOLUTION) -> tuple[int, int, str]:
     """Size the sketch is scaled to before pixelation, and the resampling method.
 
     A whole multiple f of the target, with f = ceil of the larger sketch/target ratio, is at least the sketch on
     both sides: the sketch is only enlarged (nearest neighbour keeps its hard edges, no line is dropped) and every
-    block is exactly f x f. f is capped so the enlarged image stays within max_pixels and ComfyUI's side limit;
-    only then is a side shrunk, with area averaging.
+    block is exactly f x f. f is capped so the enlarged image stays within max_pixels and max_side (what the
+    workflow takes a side); only then is a side shrunk, with area averaging.
     """
     f = max(1, math.ceil(max(sketch_w / width, sketch_h / height)))
-    cap = max(1, min(math.isqrt(max(1, max_pixels // (width * height))), MAX_RESOLUTION // max(width, height)))
+    cap = max(1, min(math.isqrt(max(1, max_pixels // (width * height))), max_side // max(width, height)))
     f = min(f, cap)
     ww, wh = width * f, height * f
     method = "nearest-exact" if ww >= sketch_w and wh >= sketch_h else "area"
@@ -249,9 +252,10 @@ def work_size(width: int, height: int, sketch_w: int, sketch_h: int, max_pixels:
 
 def generation_size(width: int, height: int, ai_size: int) -> tuple[int, int]:
     """SD generation size: the target times a whole factor so the longest side is near ai_size, rounded up to the
-    latent grid (8). Never smaller than the target, so pixelation only shrinks."""
+    latent grid (8), and at least ComfyUI's smallest latent (MIN_GENERATION_SIDE; an 8x600 result asked for an
+    8-pixel-wide generation, refused naming gen_width). Never smaller than the target, so pixelation only shrinks."""
     f = max(1, ai_size // max(width, height))
-    return -(-width * f // 8) * 8, -(-height * f // 8) * 8
+    return (max(MIN_GENERATION_SIDE, -(-width * f // 8) * 8), max(MIN_GENERATION_SIDE, -(-height * f // 8) * 8))
 
 
 @dataclass
@@ -316,11 +320,14 @@ FOR_DITHERING = "palette_for_dithering"
 def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditorSettings,
                  sketch: image_io.DecodedImage, dither_methods: Sequence[str],
                  declares: Callable[[str, str], bool] = lambda workflow, parameter: True,
-                 digest: str | None = None) -> Plan:
+                 digest: str | None = None,
+                 largest: Callable[[str, str], int | None] = lambda workflow, parameter: None) -> Plan:
     """Choose the workflow and its parameters for a request whose fields are checked (a dict is checked here).
     ``declares(workflow, parameter)``: whether the chosen workflow takes an optional parameter (an operator's own
     workflow may lack one the shipped workflows have). ``digest``: the body's ``body_digest`` where the caller has
-    it (a JSON encoding of the whole body)."""
+    it (a JSON encoding of the whole body). ``largest(workflow, parameter)``: the most a workflow's int parameter
+    takes (None: no bound known), so the sizes chosen here stay within it and a sketch beyond it is refused naming
+    sketchData, not the workflow's parameter."""
     model = request_model(settings.max_side, tuple(dither_methods))
     if not isinstance(body, EditorRequest):
         try:
@@ -363,7 +370,14 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
             raise InvalidParameter("loras", "loras: LoRAs apply to AI generation only; send useAI: true (on a "
                                             "server with a checkpoint and ControlNet) or leave loras out")
         workflow = settings.workflow
-        ww, wh, method = work_size(width, height, sketch.width, sketch.height, settings.max_work_pixels)
+        for side, name in ((sketch.width, "sketch_width"), (sketch.height, "sketch_height")):
+            bound = largest(workflow, name)
+            if bound is not None and side > bound:
+                raise InvalidParameter("sketchData", f"sketchData: the sketch is {sketch.width}x{sketch.height} "
+                                                     f"pixels; at most {bound} pixels a side")
+        bounds = [b for b in (largest(workflow, "work_width"), largest(workflow, "work_height")) if b is not None]
+        ww, wh, method = work_size(width, height, sketch.width, sketch.height, settings.max_work_pixels,
+                                   min([MAX_RESOLUTION, *bounds]))
         params.update({"sketch_width": sketch.width, "sketch_height": sketch.height, "work_width": ww,
                        "work_height": wh, "scale_method": method})
     if palette.params.get("palette_source") == "image" and declares(workflow, FOR_DITHERING):
@@ -591,7 +605,12 @@ async def generate(request: web.Request, body: EditorRequest) -> web.Response:
         wf = workflows.get(workflow)
         return wf is None or parameter in wf.parameters  # unknown here: the engine's own check answers
 
-    plan = plan_request(body, settings, sketch, _state(request)["dither"], declares, digest)
+    def largest(workflow: str, parameter: str) -> int | None:
+        wf = workflows.get(workflow)
+        p = wf.parameters.get(parameter) if wf is not None else None
+        return int(p.max) if p is not None and p.max is not None else None
+
+    plan = plan_request(body, settings, sketch, _state(request)["dither"], declares, digest, largest)
     try:
         job = await engine.submit(plan.workflow, plan.params, meta=plan.meta, job_id=job_id, timeout=settings.timeout)
     except Conflict:
