@@ -502,21 +502,27 @@ async def _ended(store, hooks, job_id: str, url: str, client: str | None = None)
     hooks.end_written(j, True)
 
 
+def _hanging_receivers():
+    """(answer, sent, send): `send` records each URL and, for a host named "hangs...", waits until `answer` is set."""
+    answer = asyncio.Event()
+    sent: list[str] = []
+
+    async def send(url, body, headers, timeout):
+        sent.append(url)
+        if "hangs" in url.lower():
+            await answer.wait()
+        return 204
+
+    return answer, sent, send
+
+
 async def test_messages_waiting_for_a_hanging_receiver_leave_the_bridges_slots_to_the_others(tmp_path):
     """Messages to a receiver that never answers wait for a slot of their host without holding one of the bridge's
     slots meanwhile: with 12 of them and 8 slots, another receiver's message still goes out at once (it waited for
     the hanging one's timeouts, 28.9 s measured with 130 messages and a 2 s timeout)."""
     from bridge.webhooks import Policy
 
-    answer = asyncio.Event()
-    sent: list[str] = []
-
-    async def send(url, body, headers, timeout):
-        sent.append(url)
-        if "hangs" in url:
-            await answer.wait()
-        return 204
-
+    answer, sent, send = _hanging_receivers()
     store, hooks = await _webhooks(tmp_path, send, Policy(concurrency=8, per_host=4))
     try:
         for i in range(12):
@@ -535,15 +541,7 @@ async def test_the_bound_per_host_counts_every_port_of_a_host_name(tmp_path):
     of the bridge's slots, and with more ports all of them)."""
     from bridge.webhooks import Policy
 
-    answer = asyncio.Event()
-    sent: list[str] = []
-
-    async def send(url, body, headers, timeout):
-        sent.append(url)
-        if "hangs" in url.lower():
-            await answer.wait()
-        return 204
-
+    answer, sent, send = _hanging_receivers()
     store, hooks = await _webhooks(tmp_path, send, Policy())
     try:
         for port in range(8000, 8016):
@@ -569,15 +567,7 @@ async def test_the_bound_per_client_counts_every_host_it_names_and_holds_no_slot
     from bridge.store import Delivery, Job
     from bridge.webhooks import Policy
 
-    answer = asyncio.Event()
-    sent: list[str] = []
-
-    async def send(url, body, headers, timeout):
-        sent.append(url)
-        if "hangs" in url:
-            await answer.wait()
-        return 204
-
+    answer, sent, send = _hanging_receivers()
     store, hooks = await _webhooks(tmp_path, send, Policy(concurrency=8, per_host=4, per_client=4))
     try:
         for i in range(6):
