@@ -211,8 +211,18 @@ def test_a_comfyui_png_is_read_for_its_text_never_its_pixels(tmp_path: Path, wor
     # a compressed text that would unpack past any workflow's size is refused, not unpacked
     bomb = zlib.compress(b" " * (200 * 2**20), 9)
     (tmp_path / "text_bomb.png").write_bytes(_png(4, 4, (b"zTXt", b"prompt\0\0" + bomb)))
-    with pytest.raises(WorkflowError, match="text_bomb.png: .*larger than"):
+    with pytest.raises(WorkflowError, match="text_bomb.png: .*more than 64 MiB"):
         read_workflow_file(tmp_path / "text_bomb.png", OI)
+    # nor do many, together: each of 6 chunks of 32 MiB (a 196 KB file) was unpacked and kept, 237 MiB at the peak;
+    # a chunk of another key is skipped unread
+    half = zlib.compress(b" " * (32 * 2**20), 9)
+    many = [(b"zTXt", b"prompt\0\0" + half)] * 2 + [(b"zTXt", b"workflow\0\0" + half)]
+    (tmp_path / "many.png").write_bytes(_png(4, 4, *many))
+    with pytest.raises(WorkflowError, match="many.png: .*more than 64 MiB"):
+        read_workflow_file(tmp_path / "many.png", OI)
+    other = [(b"zTXt", b"other\0\0not zlib"), (b"tEXt", b"prompt\0" + graph.encode("latin-1"))]
+    (tmp_path / "other.png").write_bytes(_png(4, 4, *other))
+    assert read_workflow_file(tmp_path / "other.png", OI) == workflows["txt2img"].graph
     (tmp_path / "bad_text.png").write_bytes(_png(4, 4, (b"zTXt", b"prompt\0\0not zlib")))
     with pytest.raises(WorkflowError, match="bad_text.png: a text chunk does not unpack"):
         read_workflow_file(tmp_path / "bad_text.png", OI)

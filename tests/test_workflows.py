@@ -66,6 +66,14 @@ def test_a_link_to_a_negative_output_is_refused():
     assert W.check_graph(graph) == []
 
 
+def test_a_map_to_a_negative_output_is_refused(tmp_path):
+    folder = copy_core(tmp_path)
+    edit_manifest(folder, "img2img", lambda m: m["parameters"]["resize_mode"]["targets"][0]["map"].__setitem__(
+        "just resize", ["11", -1]))
+    with pytest.raises(WorkflowError, match="'resize_mode' maps to output -1 of node '11': outputs count from 0"):
+        W.load_workflows(folder)
+
+
 def test_static_errors_name_workflow_and_node(tmp_path):
     folder = copy_core(tmp_path)
     edit_manifest(folder, "txt2img", lambda m: m["parameters"]["steps"]["targets"].__setitem__(

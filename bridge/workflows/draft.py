@@ -61,26 +61,29 @@ def _read_workflow_file(path: Path, object_info: Mapping[str, Any] | None) -> di
     raise WorkflowError(f"{path.name} is neither an API-format nor an editor-format ComfyUI workflow")
 
 
-# The most a PNG's text chunk may unpack to: far past any workflow (a compressed chunk could otherwise unpack to
-# gigabytes from a small file).
+# The most a PNG's workflow texts may unpack to, together: far past any workflow (a compressed chunk could otherwise
+# unpack to gigabytes from a small file, and a file may hold many).
 MAX_PNG_TEXT = 64 * 2**20
+_WORKFLOW_KEYS = (b"prompt", b"workflow")
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 
 
-def _inflate(data: bytes, name: str) -> bytes:
+def _inflate(data: bytes, name: str, room: int) -> bytes:
     try:
-        out = zlib.decompressobj().decompress(data, MAX_PNG_TEXT + 1)
+        out = zlib.decompressobj().decompress(data, room + 1)
     except zlib.error as exc:
         raise WorkflowError(f"{name}: a text chunk does not unpack ({exc})") from None
-    if len(out) > MAX_PNG_TEXT:
-        raise WorkflowError(f"{name}: a text chunk unpacks to larger than {MAX_PNG_TEXT // 2**20} MiB")
+    if len(out) > room:
+        raise WorkflowError(f"{name}: its text chunks unpack to more than {MAX_PNG_TEXT // 2**20} MiB")
     return out
 
 
 def png_text(raw: bytes, name: str) -> dict[str, str]:
-    """The text chunks of a PNG (tEXt, zTXt, iTXt: where ComfyUI stores `prompt` and `workflow`), read from the
-    chunks alone: the pixels are never decoded, so a header that claims a huge picture costs nothing."""
+    """The `prompt` and `workflow` texts of a PNG (tEXt, zTXt or iTXt chunks, where ComfyUI stores them), read from
+    the chunks alone: the pixels are never decoded, so a header that claims a huge picture costs nothing; other
+    chunks are skipped unread, and the texts kept unpack to at most MAX_PNG_TEXT together."""
     out: dict[str, str] = {}
+    room = MAX_PNG_TEXT
     pos = 8
     while pos + 12 <= len(raw):
         length = int.from_bytes(raw[pos:pos + 4], "big")
@@ -91,16 +94,21 @@ def png_text(raw: bytes, name: str) -> dict[str, str]:
         if kind not in _PNG_TEXT:
             continue
         key, _, rest = body.partition(b"\0")
+        if key not in _WORKFLOW_KEYS:
+            continue
         if kind == b"tEXt":
-            text = rest.decode("latin-1")
+            data = rest
         elif kind == b"zTXt":
-            text = _inflate(rest[1:], name).decode("latin-1")
+            data = _inflate(rest[1:], name, room)
         else:  # iTXt: compressed flag, method, language tag, translated keyword, text (UTF-8)
             compressed = rest[:1] == b"\1"
             _, _, rest = rest[2:].partition(b"\0")
             _, _, rest = rest.partition(b"\0")
-            text = (_inflate(rest, name) if compressed else rest).decode("utf-8")
-        out[key.decode("latin-1")] = text  # a repeated key: the last, as Pillow reads them
+            data = _inflate(rest, name, room) if compressed else rest
+        room -= len(data)
+        if room < 0:
+            raise WorkflowError(f"{name}: its text chunks unpack to more than {MAX_PNG_TEXT // 2**20} MiB")
+        out[key.decode("latin-1")] = data.decode("utf-8" if kind == b"iTXt" else "latin-1")  # a repeated key: the last
     return out
 
 

@@ -36,6 +36,9 @@ def _binding_problems(wf: Workflow) -> list[str]:
             for v in (t.map or {}).values():
                 if is_link(v) and v[0] not in wf.graph:
                     problems.append(f"parameter {p.name!r} maps to a link from missing node {v[0]!r}")
+                elif is_link(v) and v[1] < 0:  # as check_graph refuses in the graph itself
+                    problems.append(f"parameter {p.name!r} maps to output {v[1]} of node {v[0]!r}: outputs count "
+                                    f"from 0")
         for r in p.rewire or ():
             node = wf.graph.get(r.node)
             if node is None or r.input not in node["inputs"]:
