@@ -203,16 +203,28 @@ class _CountingRe:
         return Counted()
 
 
+def test_a_styled_prompts_length_is_known_before_it_is_made():
+    # the bound on styled prompts reads this length; an estimate that counted the comma of an empty side refused
+    # an empty style on a prompt near the bound
+    from bridge.adapters.a1111.styles import merge, merged_length
+
+    for style in (None, "", "  ", "oil", " oil , ", "{prompt}", "a {prompt}, b {prompt}", "{prompt}{prompt}x"):
+        for prompt in ("", "   ", "cat", " a cat ", "{prompt}"):
+            assert merged_length(style, prompt) == len(merge(style, prompt)), (style, prompt)
+
+
 def test_embeddings_are_named_in_one_pass_over_each_prompt(monkeypatch):
     # One pass per embedding per distinct prompt, on the event loop: 64 distinct prompts of 8,400 characters and
     # 300 embeddings (the backend's list) took 6 s. Now one pass per prompt, whatever the number of embeddings.
     counting = _CountingRe()
+    prompts._embeddings.cache_clear()  # a pattern made before (or by this test, with the counting module) is made anew
     monkeypatch.setattr(prompts, "re", counting)
     names = [f"sub/one_pass_{i:03d}.pt" for i in range(300)]
     texts = [f"one_pass_{i:03d}.pt and {i} " * 3 for i in range(64)]
     out = prompts.for_model(texts, names)
     assert out[5] == "embedding:sub/one_pass_005.pt and 5 " * 3
     assert counting.passes <= len(texts)
+    prompts._embeddings.cache_clear()
 
 
 def test_prompt_comments_removed_like_a1111():

@@ -129,14 +129,16 @@ class _Embeddings:
             self.by_word.setdefault(PurePath(name).name.lower(), name)
         words = [w for w in self.by_word if w]
         self.pattern = None
+
+        def whole_words(body: str) -> re.Pattern[str]:
+            return re.compile(rf"(?<![\w:/])({body})(?![\w])", re.IGNORECASE)
+
         if words:
             try:
-                body = _trie(words)
-                self.pattern = re.compile(rf"(?<![\w:/])({body})(?![\w])", re.IGNORECASE)
+                self.pattern = whole_words(_trie(words))
             except (RecursionError, re.error, OverflowError):
                 # a pathological list (names nested hundreds deep): plain alternatives, the longest first
-                body = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-                self.pattern = re.compile(rf"(?<![\w:/])({body})(?![\w])", re.IGNORECASE)
+                self.pattern = whole_words("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
 
     def name(self, word: str) -> str:
         found = self.by_word.get(word.lower())

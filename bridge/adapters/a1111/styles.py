@@ -48,12 +48,13 @@ def _parse(text: str) -> list[Style]:
 
 
 def merged_length(style_text: str | None, prompt: str) -> int:
-    """The length of `merge(style_text, prompt)`, found without building it (at most one character more)."""
+    """The length of `merge(style_text, prompt)`, found without building it."""
     style_text = style_text or ""
     wraps = style_text.count("{prompt}")
     if wraps:
         return len(style_text) + wraps * (len(prompt) - len("{prompt}"))
-    return len(prompt) + 2 + len(style_text)
+    parts = [len(part.strip()) for part in (prompt, style_text) if part.strip()]
+    return sum(parts) + 2 * (len(parts) - 1) if parts else 0
 
 
 def merge(style_text: str | None, prompt: str) -> str:
