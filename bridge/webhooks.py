@@ -8,9 +8,9 @@ is written; progress messages, retries and messages left by a stopped or dead br
 loop. Each attempt is its own task with a timeout and bounds per client and per host, so a slow or dead receiver
 never delays a job or another receiver: an attempt waits for its job's client's slot (the job quota's identity; one
 client naming many hanging hosts would otherwise hold every slot; a client's messages waiting for a host hold only
-its own slots), then its host's, before it takes one of the
-global slots (one hanging host would otherwise hold them all with messages that wait for it), and a host is its
-name whatever the port (one client naming many ports of one server would otherwise have a bound per port). Progress is lossy: at most one
+its own slots), then its host's, before it takes one of the global slots (one hanging host would otherwise hold
+them all with messages that wait for it), and a host is its name whatever the port (one client naming many ports of
+one server would otherwise have a bound per port). Progress is lossy: at most one
 progress message per job and receiver waits to be sent, holding the newest state, and none is left once the end's
 messages are recorded. Failures are retried with exponential back-off and jitter until BRIDGE_WEBHOOK_RETRY_FOR
 has passed. Every attempt is recorded (`GET /jobs/{id}/webhooks`), the outcomes of attempts close together in one
@@ -108,7 +108,9 @@ class _Slots:
 
     @contextlib.asynccontextmanager
     async def slot(self, key: str) -> Any:
-        sem, users = self.held.get(key) or self.held.setdefault(key, (asyncio.Semaphore(self.limit), [0]))
+        if key not in self.held:
+            self.held[key] = (asyncio.Semaphore(self.limit), [0])
+        sem, users = self.held[key]
         users[0] += 1
         try:
             async with sem:

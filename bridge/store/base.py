@@ -302,13 +302,11 @@ class JobStore:
     async def claim_deliveries(self, now: float, limit: int, hold: float) -> list[Delivery]:
         """Due deliveries, each kept from every other replica for `hold` seconds (its next_at moves on), so a
         message is sent by one replica at a time; one that dies while sending leaves it due again after `hold`."""
-        claimed = [delivery_from_row(r) for r in await self._fetch(self._due_sql(), (now + hold, now, limit))]
-        ids = sorted({d.job_id for d in claimed})
-        if ids:
-            rows = await self._fetch(f"SELECT id, client FROM jobs WHERE id IN ({', '.join('?' for _ in ids)})", ids)
-            clients = {job_id: client or "" for job_id, client in rows}
-            for d in claimed:
-                d.client = clients.get(d.job_id, "")
+        claimed = []
+        for row in await self._fetch(self._due_sql(), (now + hold, now, limit)):
+            d = delivery_from_row(row)
+            d.client = row[-1] or ""  # the job's client (none: a job without one, or deleted meanwhile)
+            claimed.append(d)
         return claimed
 
     async def reclaim_delivery(self, delivery_id: str, held_until: float, until: float) -> bool:
@@ -327,7 +325,8 @@ class JobStore:
 
     def _due_sql(self) -> str:
         return (f"UPDATE webhook_deliveries SET next_at = ? WHERE id IN (SELECT id FROM webhook_deliveries WHERE "
-                f"status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?) RETURNING {_DELIVERY_LIST}")
+                f"status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?) RETURNING {_DELIVERY_LIST}, "
+                f"(SELECT client FROM jobs WHERE jobs.id = webhook_deliveries.job_id)")
 
     async def next_delivery_at(self) -> float | None:
         row = (await self._fetch("SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending'"))[0]
