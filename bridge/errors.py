@@ -9,10 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 
+# How much of a name the client made up (a job id, a file name, a key of its body) an answer repeats.
+NAME_SHOWN = 80
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """A client's text cut to its first ``limit`` characters and "…": it may be megabytes (a string field), or as
+    long as a URL may be (32 KiB)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def quote(text: str, limit: int = 40) -> str:
-    """A client's text quoted for a message, cut to its first ``limit`` characters and "…": the text may be
-    megabytes (a string field), or as long as a URL may be (32 KiB)."""
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+    """``shorten``, quoted for a message."""
+    return repr(shorten(text, limit))
 
 
 class BridgeError(Exception):
@@ -111,7 +120,7 @@ class JobNotFound(BridgeError):
     status = 404
     code = "job_not_found"
     def __init__(self, job_id: str, *, field: str = "job_id") -> None:
-        super().__init__(f"job {quote(job_id, 80)} does not exist", field=field)
+        super().__init__(f"job {quote(job_id, NAME_SHOWN)} does not exist", field=field)
         self.job_id = job_id
 
 

@@ -25,7 +25,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
-from bridge.errors import quote
+from bridge.errors import NAME_SHOWN, quote, shorten
 
 __all__ = [
     "Int", "LooseInt", "LaxInt", "Float", "LooseFloat", "LaxFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras",
@@ -257,15 +257,11 @@ class FieldError:
     ctx: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the error's limits (ge, le, expected...)
 
 
-# A name in an error's location is the client's own (a key of the body): at most this much of it is repeated.
-MAX_SHOWN_NAME = 80
-
-
 def _location(loc: Sequence[Any]) -> str | None:
     out = ""
     for part in loc:
-        if isinstance(part, str) and len(part) > MAX_SHOWN_NAME:
-            part = part[:MAX_SHOWN_NAME] + "…"  # a made-up key of 200 KB came back twice, in `field` and the message
+        if isinstance(part, str):  # a made-up key of 200 KB came back twice, in `field` and the message
+            part = shorten(part, NAME_SHOWN)
         if isinstance(part, int):
             out += f"[{part}]"
         elif isinstance(part, str) and (part.startswith(("function-", "constrained-")) or part in (

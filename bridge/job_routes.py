@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from bridge.api import endpoint
 from bridge.engine import Job
-from bridge.errors import FileNotFound, InvalidParameter, JobNotFound, quote
+from bridge.errors import NAME_SHOWN, FileNotFound, InvalidParameter, JobNotFound, quote
 from bridge.http import json_error
 from bridge.keys import ENGINE
 from bridge.storage import BlobNotFound, content_type
@@ -89,7 +89,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     `response_format: url`)."""
     engine = request.app[ENGINE]
     job_id, name = (await _job(request)).id, request.match_info["name"]
-    missing = FileNotFound(f"job {job_id}: no file named {quote(name, 80)}", field="name")
+    missing = FileNotFound(f"job {job_id}: no file named {quote(name, NAME_SHOWN)}", field="name")
     if not _FILE.fullmatch(name):
         raise missing
     key = outputs_prefix(job_id) + name
