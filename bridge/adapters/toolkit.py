@@ -121,7 +121,7 @@ class JobGroup:
         try:
             job = await self.engine.submit(sub.workflow, sub.params, meta=sub.meta, timeout=sub.timeout,
                                            outputs=sub.outputs, job_id=sub.job_id)
-        except Exception:  # a refusal, or anything unforeseen: the request fails, so its jobs are unwanted
+        except BaseException:  # a refusal, anything unforeseen, a shutdown: the request fails, its jobs unwanted
             await self.cancel()
             raise
         self.jobs.append(job)

@@ -127,7 +127,7 @@ class Parameter(_Strict):
             except SchemaError as exc:
                 raise ValueError(f"'pattern' is not a regular expression the bridge can check: "
                                  f"{str(exc).splitlines()[-1][:200]}") from None
-        if self.random_value is not None and self.type == "int" and random_range(self)[0] > random_range(self)[1]:
+        if self.random_value is not None and self.type == "int" and (span := random_range(self))[0] > span[1]:
             raise ValueError(f"'random_value' draws from max(min, 0) to min(max, 2^32 - 1): no value between "
                              f"{self.min} and {self.max}")
         if self.rewire and self.has_default:
