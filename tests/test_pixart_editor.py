@@ -517,6 +517,15 @@ async def test_a_narrow_ai_result_is_generated_at_least_as_wide_as_a_latent_take
 
 
 @pytest.mark.asyncio
+async def test_an_ai_result_wider_than_the_model_path_draws_is_refused_naming_width(make_client, comfy_double):
+    # PIXART_EDITOR_MAX_SIDE may reach 4096 where pixel_art_ai draws at most 2048: refused naming gen_width
+    client = await make_client(**AI, PIXART_EDITOR_MAX_SIDE="4096")
+    status, body = await post(client, request_body(id="wide", width=3000, height=100))
+    assert status == 400 and body["field"] == "width" and "at most 2048" in body["message"], body
+    assert comfy_double.prompts == []
+
+
+@pytest.mark.asyncio
 async def test_ai_path_binds_prompt_sizes_seed_and_models(make_client, comfy_double):
     client = await make_client(**AI, PIXART_EDITOR_AI_SIZE="64", PIXART_EDITOR_STEPS="3")
     status, body = await post(client, request_body(id="ai", seed=1234, width=32, height=24))

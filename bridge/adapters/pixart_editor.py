@@ -353,6 +353,11 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
     if use_ai:
         workflow = settings.ai_workflow
         gw, gh = generation_size(width, height, settings.ai_size)
+        for size, name, side in ((gw, "gen_width", "width"), (gh, "gen_height", "height")):
+            bound = largest(workflow, name)  # where PIXART_EDITOR_MAX_SIDE passes what the model path can draw
+            if bound is not None and size > bound:
+                raise InvalidParameter(side, f"{side}: the AI path draws at most {bound} pixels a side, and this "
+                                             f"{side} needs {size}; ask for less, or send useAI: false")
         params.update({
             "prompt": settings.prompt_template.replace("{prompt}", prompt.strip()),
             "negative_prompt": settings.negative_prompt, "gen_width": gw, "gen_height": gh,
