@@ -13,6 +13,7 @@ import random
 import struct
 import warnings
 import zlib
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -194,10 +195,10 @@ def test_plan_chooses_the_path_and_fills_parameters():
     # an extracted palette for error diffusion is spread, where the chosen workflow declares the parameter
     fs = request_body(style="pixel-modern", dither="floyd-steinberg")
     assert pe.plan_request(fs, settings_with(), decoded(), DITHERS).params[pe.FOR_DITHERING] is True
-    asked: list[tuple[str, str]] = []
-    lacking = pe.plan_request(fs, settings_with(), decoded(), DITHERS,
-                              lambda workflow, parameter: bool(asked.append((workflow, parameter))))
-    assert pe.FOR_DITHERING not in lacking.params and asked == [("pixel_art", pe.FOR_DITHERING)]
+    shipped = {"pixel_art": SimpleNamespace(parameters={pe.FOR_DITHERING: SimpleNamespace(max=None)})}
+    assert pe.plan_request(fs, settings_with(), decoded(), DITHERS, shipped).params[pe.FOR_DITHERING] is True
+    lacking = pe.plan_request(fs, settings_with(), decoded(), DITHERS, {"pixel_art": SimpleNamespace(parameters={})})
+    assert pe.FOR_DITHERING not in lacking.params
 
 
 @pytest.mark.parametrize("fields,settings,field", [

@@ -33,7 +33,7 @@ import io
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -53,6 +53,7 @@ from bridge.http import json_answer
 from bridge.keys import SETTINGS
 
 from bridge.engine import Job, JobEngine
+from bridge.workflows import Workflow
 
 from .toolkit import engine_of, request_origin
 
@@ -319,15 +320,24 @@ FOR_DITHERING = "palette_for_dithering"
 
 def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditorSettings,
                  sketch: image_io.DecodedImage, dither_methods: Sequence[str],
-                 declares: Callable[[str, str], bool] = lambda workflow, parameter: True,
-                 digest: str | None = None,
-                 largest: Callable[[str, str], int | None] = lambda workflow, parameter: None) -> Plan:
+                 workflows: Mapping[str, Workflow] | None = None, digest: str | None = None) -> Plan:
     """Choose the workflow and its parameters for a request whose fields are checked (a dict is checked here).
-    ``declares(workflow, parameter)``: whether the chosen workflow takes an optional parameter (an operator's own
-    workflow may lack one the shipped workflows have). ``digest``: the body's ``body_digest`` where the caller has
-    it (a JSON encoding of the whole body). ``largest(workflow, parameter)``: the most a workflow's int parameter
-    takes (None: no bound known), so the sizes chosen here stay within it and a sketch beyond it is refused naming
-    sketchData, not the workflow's parameter."""
+    ``workflows``: the engine's, by name. The plan sends an optional parameter only to a workflow that takes it
+    (an operator's own workflow may lack one the shipped workflows have), keeps the sizes it chooses within the
+    workflow's bounds, and refuses a sketch beyond them naming sketchData, not the workflow's parameter. A workflow
+    not among them (or None) is taken to take every parameter unbounded: the engine's own check answers.
+    ``digest``: the body's ``body_digest`` where the caller has it (a JSON encoding of the whole body)."""
+
+    def declared(workflow: str, name: str) -> tuple[bool, int | None]:  # taken, and its bound (None: none known)
+        wf = (workflows or {}).get(workflow)
+        if wf is None:
+            return True, None
+        p = wf.parameters.get(name)
+        return p is not None, (int(p.max) if p is not None and p.max is not None else None)
+
+    def largest(workflow: str, name: str) -> int | None:
+        return declared(workflow, name)[1]
+
     model = request_model(settings.max_side, tuple(dither_methods))
     if not isinstance(body, EditorRequest):
         try:
@@ -385,7 +395,7 @@ def plan_request(body: EditorRequest | Mapping[str, Any], settings: PixartEditor
                                    min([MAX_RESOLUTION, *bounds]))
         params.update({"sketch_width": sketch.width, "sketch_height": sketch.height, "work_width": ww,
                        "work_height": wh, "scale_method": method})
-    if palette.params.get("palette_source") == "image" and declares(workflow, FOR_DITHERING):
+    if palette.params.get("palette_source") == "image" and declared(workflow, FOR_DITHERING)[0]:
         from pixart_nodes.core.quantize import ERROR_DIFFUSION
 
         if dither in ERROR_DIFFUSION:  # extracted for error diffusion, as `pixart convert --colors` does
@@ -604,18 +614,7 @@ async def generate(request: web.Request, body: EditorRequest) -> web.Response:
     sketch = await image_io.decode_async(await engine.fetch_image(body.sketchData, "sketchData"), "sketchData",
                                          max_bytes=engine.max_image_bytes,
                                          max_pixels=engine.max_image_pixels)
-    workflows = getattr(engine, "workflows", {})
-
-    def declares(workflow: str, parameter: str) -> bool:
-        wf = workflows.get(workflow)
-        return wf is None or parameter in wf.parameters  # unknown here: the engine's own check answers
-
-    def largest(workflow: str, parameter: str) -> int | None:
-        wf = workflows.get(workflow)
-        p = wf.parameters.get(parameter) if wf is not None else None
-        return int(p.max) if p is not None and p.max is not None else None
-
-    plan = plan_request(body, settings, sketch, _state(request)["dither"], declares, digest, largest)
+    plan = plan_request(body, settings, sketch, _state(request)["dither"], getattr(engine, "workflows", None), digest)
     try:
         job = await engine.submit(plan.workflow, plan.params, meta=plan.meta, job_id=job_id, timeout=settings.timeout)
     except Conflict:
