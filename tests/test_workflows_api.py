@@ -116,18 +116,22 @@ async def test_reload_serves_a_workflow_dropped_in_later(bridge_factory: Any, tm
     assert (await client.get("/workflows/late_arrival")).status == 200
 
 
-async def test_reload_reads_the_folders_off_the_event_loop_one_at_a_time(bridge_factory: Any, tmp_path: Path,
-                                                                         monkeypatch: Any) -> None:
+async def test_reload_reads_the_folders_off_the_event_loop_once_for_the_calls_that_wait(
+        bridge_factory: Any, tmp_path: Path, monkeypatch: Any) -> None:
     """The folders are read in a thread (the 15 shipped workflows held the event loop 0.3-0.56 s a reload, and any
-    client could ask again and again), one reload at a time: /health answers while one reads."""
+    client could ask again and again), one reload at a time: /health answers while one reads, and the calls that
+    come while one reads share the next read (each read one after the other: nine calls read the folders nine
+    times)."""
     import asyncio
     import threading
 
     from bridge import workflows as wfmod
+    from bridge.keys import ENGINE
 
     client = await client_for(bridge_factory, tmp_path)
+    engine = client.server.app[ENGINE]
     loop_thread, read_in, reading, release = threading.current_thread(), [], [0], threading.Event()
-    real = wfmod.load_workflows
+    real, calls = wfmod.load_workflows, [0]
 
     def load(*args: Any) -> Any:
         read_in.append(threading.current_thread())
@@ -139,13 +143,24 @@ async def test_reload_reads_the_folders_off_the_event_loop_one_at_a_time(bridge_
         finally:
             reading[0] -= 1
 
+    def counted(method: Any) -> Any:
+        async def call() -> list[str]:
+            calls[0] += 1
+            return await method()
+        return call
+
     monkeypatch.setattr(wfmod, "load_workflows", load)
-    reloads = [asyncio.ensure_future(client.post("/workflows/reload")) for _ in range(3)]
+    monkeypatch.setattr(engine, "reload_workflows", counted(engine.reload_workflows))
+    first = asyncio.ensure_future(client.post("/workflows/reload"))
     await until(lambda: read_in, 10, "the first reload reading")
     assert (await client.get("/health")).status == 200  # the loop is free while the folders are read
+    later = [asyncio.ensure_future(client.post("/workflows/reload")) for _ in range(8)]
+    await until(lambda: calls[0] == 9, 10, "the later reloads asked")
     release.set()
-    assert [r.status for r in await asyncio.gather(*reloads)] == [200] * 3
-    assert len(read_in) == 3 and loop_thread not in read_in
+    answers = await asyncio.gather(first, *later)
+    assert [r.status for r in answers] == [200] * 9
+    assert len(read_in) == 2 and loop_thread not in read_in
+    assert all(["my_pixels" in (await r.json())["workflows"] for r in answers])
 
 
 async def test_openapi_has_one_typed_path_per_workflow(bridge_factory: Any, tmp_path: Path) -> None:

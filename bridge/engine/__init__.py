@@ -77,6 +77,7 @@ class JobEngine(Outputs, Backends):
         self.workflows_dir = Path(workflows_dir)
         self.extra_workflow_dirs = [Path(d) for d in extra_workflow_dirs or ()]
         self._reloading = asyncio.Lock()
+        self._next_reload: asyncio.Future[list[str]] | None = None
         # Loaded (and statically validated) here so a broken workflow stops the bridge at start-up.
         self.workflows: dict[str, Workflow] = wfmod.load_workflows(self.workflows_dir, self.extra_workflow_dirs)
         self.options = dataclasses.replace(options or EngineOptions(), **knobs)
@@ -273,10 +274,18 @@ class JobEngine(Outputs, Backends):
         A broken folder raises WorkflowError and leaves the served set as it was. A job already accepted is bound
         into the workflow as it is when the job is dispatched, its values checked again (`Workflow.recheck`): one
         that no longer fits fails the job naming the parameter. The folders are read in a thread, one reload at a
-        time (the 15 shipped workflows held the event loop 0.3-0.56 s a call, and calls were not bounded); the
-        result is swapped in here, on the loop.
+        time (the 15 shipped workflows held the event loop 0.3-0.56 s a call); calls that come while one reads
+        share the next, which starts after them all, so any number of calls at once read the folders at most
+        twice. The result is swapped in here, on the loop.
         """
+        if self._next_reload is None:
+            self._next_reload = asyncio.ensure_future(self._reload())
+        # shielded: a caller that goes away does not cancel the reload the others wait for
+        return await asyncio.shield(self._next_reload)
+
+    async def _reload(self) -> list[str]:
         async with self._reloading:
+            self._next_reload = None  # a call from now on may have changed the folders after this read began
             loaded = await asyncio.to_thread(wfmod.load_workflows, self.workflows_dir, self.extra_workflow_dirs)
             self.workflows = loaded
             for conn in self.connections.values():
