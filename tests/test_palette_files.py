@@ -277,3 +277,23 @@ def test_errors_quote_a_long_line_shortened(name: str, data: bytes, why: str) ->
 def test_a_nul_in_the_file_name_names_the_file() -> None:
     with pytest.raises(ValueError, match=r"^'a\\x00b.hex': embedded null byte$"):
         palette_files.read_palette("a\x00b.hex")
+
+
+@pytest.mark.parametrize("fmt", ["gpl", "txt"])
+@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\x0b", "\x85", "\u2028"])
+def test_a_name_with_a_line_break_cannot_add_or_break_lines(fmt: str, brk: str) -> None:
+    # the name is written into a header line: "x\nFFFF0000" gave a .txt file with one colour more (first, so every
+    # index moved) and a .gpl file that no longer read ("line 3: expected 'R G B [name]'")
+    pal = named_palette("pico-8")
+    evil = Palette(f"x{brk}FFFF0000{brk}255 0 0", pal.colors)
+    back = palette_files.read_palette(f"p.{fmt}", palette_files.palette_bytes(evil, fmt))
+    assert back.colors.tolist() == pal.colors.tolist()
+    if fmt == "gpl":
+        assert back.name == "x FFFF0000 255 0 0"
+
+
+def test_a_strip_over_pillows_warning_size_is_refused_without_its_warning(recwarn) -> None:
+    # 100M pixels: Pillow warns (DecompressionBombWarning, printed with its source line) before our header check
+    with pytest.raises(ValueError, match=r"^big.png: 10000x10000 is more than a palette strip needs"):
+        palette_files.read_palette("big.png", claimed_png(10000, 10000))
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,7 +159,9 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow warns from 89M pixels; the strip limit below is far smaller
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:  # its words name the BytesIO, not the file
         raise ValueError(f"{where}: not a readable image (not a format Pillow identifies)") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable image is the same error to the user
@@ -220,13 +223,24 @@ def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
 
 
 # ------------------------------------------------------------------------------------------------ writers
+# every character str.splitlines breaks at (what the readers split with)
+_LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
+
+
+def _header_name(name: str) -> str:
+    """The palette name as it goes into a header line: a line break in it would start a line of its own there,
+    read back as a colour (or as an error)."""
+    return _LINE_BREAKS.sub(" ", name).strip()
+
+
 def palette_bytes(palette: Palette, fmt: str, *, block: int = 1) -> bytes:
     """The palette as a file of format `fmt` (one of FORMATS); `block` is the swatch size of a PNG strip."""
     colors = palette.colors.tolist()
+    name = _header_name(palette.name)
     if fmt == "hex":
         return "".join(f"{r:02x}{g:02x}{b:02x}\n" for r, g, b in colors).encode()
     if fmt == "gpl":
-        head = f"GIMP Palette\nName: {palette.name}\nColumns: {min(16, len(colors))}\n#\n"
+        head = f"GIMP Palette\nName: {name}\nColumns: {min(16, len(colors))}\n#\n"
         return (head + "".join(f"{r:3d} {g:3d} {b:3d}\t#{r:02x}{g:02x}{b:02x}\n" for r, g, b in colors)).encode()
     if fmt == "pal":
         # JASC files are CRLF in the programs that write them
@@ -237,7 +251,7 @@ def palette_bytes(palette: Palette, fmt: str, *, block: int = 1) -> bytes:
         body[:len(colors) * 3] = bytes(v for c in colors for v in c)
         return bytes(body) + len(colors).to_bytes(2, "big") + b"\xff\xff"  # no transparent index
     if fmt == "txt":
-        head = f";paint.net Palette File\n;Palette Name: {palette.name}\n;Colors: {len(colors)}\n"
+        head = f";paint.net Palette File\n;Palette Name: {name}\n;Colors: {len(colors)}\n"
         return (head + "".join(f"FF{r:02X}{g:02X}{b:02X}\n" for r, g, b in colors)).encode()
     if fmt == "png":
         from PIL import Image
