@@ -27,3 +27,38 @@ def test_the_largest_numbers_are_written():
                                loop=indexed.MAX_LOOP)
     im = Image.open(io.BytesIO(data))
     assert im.info["loop"] == indexed.MAX_LOOP and im.info["duration"] == indexed.MAX_DURATION_MS
+
+
+def test_identical_frames_stay_frames_with_their_own_delay():
+    # Pillow merges a frame equal to the one before into it (adding the delays): a 4-frame walk cycle came out as
+    # 3 frames, and two equal frames at the longest delay overflowed the 16-bit field (an OverflowError traceback)
+    a, b = _frames()
+    two = pal.palette_from_hex("#000 #fff")
+    for frames, ms in (([a, a, b, b], 80), ([a, a], indexed.MAX_DURATION_MS), ([a, b, b, a, a, a], 30)):
+        data = indexed.indexed_gif(frames, two, duration_ms=ms, loop=3)
+        im = Image.open(io.BytesIO(data))
+        assert im.n_frames == len(frames) and im.info["loop"] == 3
+        for n, frame in enumerate(frames):
+            im.seek(n)
+            assert im.info["duration"] == ms
+            assert np.array_equal(np.asarray(im.convert("RGB")), frame)
+        assert data[13:13 + 6] == bytes([0, 0, 0, 255, 255, 255])  # one global table, the palette in order
+
+
+def test_identical_transparent_frames_keep_their_transparency():
+    a = np.zeros((8, 8, 4), np.uint8)
+    a[2:6, 2:6] = [255, 255, 255, 255]
+    data = indexed.indexed_gif([a, a, a], pal.palette_from_hex("#000 #fff"), duration_ms=50)
+    im = Image.open(io.BytesIO(data))
+    assert im.n_frames == 3
+    for n in range(3):
+        im.seek(n)
+        assert np.array_equal(np.asarray(im.convert("RGBA"))[..., 3], a[..., 3])
+
+
+def test_a_frame_wider_than_a_gif_holds_is_refused_naming_its_size():
+    wide = np.zeros((1, 70_000, 3), np.uint8)  # the GIF screen is 16-bit: this was an OverflowError from Pillow
+    with pytest.raises(ValueError, match=r"^70000x1 is too large for a GIF \(at most 65535 pixels a side\)$"):
+        indexed.indexed_gif([wide], pal.palette_from_hex("#000 #fff"))
+    data = indexed.indexed_gif([np.zeros((1, 65_535, 3), np.uint8)], pal.palette_from_hex("#000 #fff"))
+    assert Image.open(io.BytesIO(data)).size == (65_535, 1)

@@ -18,6 +18,7 @@ from .palette import Palette, nearest_indices
 FORMATS = ("png", "gif")
 MAX_DURATION_MS = 655_350
 MAX_LOOP = 65_535
+MAX_GIF_SIDE = 65_535  # the GIF screen and image sizes are 16-bit fields
 
 
 def palette_indices(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> tuple[np.ndarray, bool]:
@@ -71,7 +72,8 @@ def indexed_png(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -
 
 def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: int = 100, loop: int = 0,
                 alpha_threshold: int = 128) -> bytes:
-    """A GIF (animated when several frames) with one global palette, the palette in order, for every frame."""
+    """A GIF (animated when several frames) with one global palette, the palette in order, for every frame; every
+    frame is kept with its own delay, one equal to the frame before included."""
     from PIL import Image
 
     if not frames:
@@ -81,17 +83,28 @@ def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: 
         raise ValueError(f"duration_ms must be 0..{MAX_DURATION_MS}, got {duration_ms}")
     if not 0 <= loop <= MAX_LOOP:
         raise ValueError(f"loop must be 0..{MAX_LOOP} (0 = forever), got {loop}")
+    for f in frames:
+        if max(f.shape[:2]) > MAX_GIF_SIDE:
+            raise ValueError(f"{f.shape[1]}x{f.shape[0]} is too large for a GIF (at most {MAX_GIF_SIDE} pixels a side)")
     mapped = [palette_indices(f, palette, alpha_threshold) for f in frames]
     transparent = any(t for _, t in mapped)
     flat = _flat_palette(palette, transparent)
-    images = []
-    for idx, _ in mapped:
+    extra = {"transparency": len(palette), "disposal": 2} if transparent else {}
+    # each frame is encoded on its own and the frames joined under the first one's header: Pillow's animation
+    # writer merges a frame equal to the one before into it (adding the delays), so a walk cycle with a held
+    # frame lost frames, and two held frames at the longest delay overflowed the 16-bit delay
+    head = b""
+    blocks = []
+    for n, (idx, _) in enumerate(mapped):
         im = Image.fromarray(idx, "P")
         im.putpalette(flat, rawmode="RGB")
-        images.append(im)
-    out = io.BytesIO()
-    extra = {"transparency": len(palette), "disposal": 2} if transparent else {}
-    # `palette` makes it the global table: without it Pillow gives later frames local tables of their own
-    images[0].save(out, format="GIF", save_all=len(images) > 1, append_images=images[1:], duration=duration_ms,
-                   loop=loop, optimize=False, palette=bytes(flat), **extra)
-    return out.getvalue()
+        out = io.BytesIO()
+        # `palette` makes it the global table (every frame's the same, none local); the loop only once, first
+        im.save(out, format="GIF", palette=bytes(flat), duration=duration_ms, optimize=False, interlace=False,
+                **({"loop": loop} if n == 0 else {}), **extra)
+        data = out.getvalue()
+        end = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # header and global table
+        if n == 0:
+            head = data[:end]
+        blocks.append(data[end:-1])  # the frame's extensions and image, without the trailer
+    return head + b"".join(blocks) + b";"
