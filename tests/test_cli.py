@@ -235,3 +235,104 @@ def test_python_dash_m_entry_point(images):
     bad = subprocess.run([sys.executable, "-m", "pixart_nodes", "rgb565", str(images / "none.png"), "x.bin"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "none.png: no such file" in bad.stderr
+
+
+# --- hostile input, end to end -----------------------------------------------------------------------------------
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_long_hex_list_is_a_palette_not_a_file_name(tmp_path, capsys):
+    # 64 colours make one argument over the 255 bytes a file name may have: is_file() raised ENAMETOOLONG, which
+    # came back as "[Errno 36] File name too long: '#000000,...'" instead of the palette
+    colours = [f"#{i * 4:02x}{i * 4:02x}{i * 4:02x}" for i in range(64)]
+    code, out, err = _run(capsys, "palette-file", ",".join(colours))
+    assert code == 0, err
+    assert ["#" + x for x in out.split()] == colours
+
+
+def test_folder_errors_name_the_file_they_are_about(images, capsys):
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(images / "clear.png")  # nothing opaque to extract from
+    code, _, err = _run(capsys, "-q", "convert", str(images), str(images / "out"), "--colors", "4",
+                        "--no-shared-palette")
+    assert code == 2
+    assert f"pixart convert: error: {images / 'clear.png'}: image has no opaque pixels" in err, err
+    assert sorted(p.name for p in (images / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_folder_inputs_that_would_share_an_output_are_refused(images, capsys):
+    Image.fromarray(_gradient()).save(images / "a.jpg")  # a.jpg and a.png would both be written as out/a.png
+    code, _, err = _run(capsys, "-q", "convert", str(images), str(images / "out"), "--pixel-size", "2")
+    line = _one_error_line(err)
+    assert code == 2 and "a.jpg" in line and "a.png" in line and "same output" in line, line
+    assert not (images / "out").exists() or not any((images / "out").iterdir())
+
+
+def test_an_animation_written_into_its_own_folder_is_not_one_of_its_frames(images, capsys):
+    for _ in range(2):  # the second run found the first run's GIF in the folder and added it as a frame
+        code, out, err = _run(capsys, "convert", str(images), str(images / "anim.gif"), "--palette", "pico-8")
+        assert code == 0, err
+        assert "2 frames" in out
+        with Image.open(images / "anim.gif") as im:
+            assert im.n_frames == 2
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("o.xyz", "o.xyz: cannot write"),  # was "unknown file extension: .xyz", no file named
+    ("noext", "noext: cannot write"),  # was "unknown file extension: " (an empty name)
+    ("o.gif", "o.gif: 70000x1 is too large for GIF"),  # a struct.error traceback
+    ("o.tga", "o.tga: 70000x1 is too large for TGA"),  # a struct.error traceback
+    ("o.jpg", "o.jpg: 70000x1 is too large for JPEG"),  # libjpeg's own stderr line, then "broken data stream"
+    ("o.webp", "o.webp: 70000x1 is too large for WEBP"),  # "encoding error 5", no file named
+])
+def test_output_files_that_cannot_be_written_are_named(tmp_path, capsys, name, needle):
+    Image.new("RGB", (70000, 1), (10, 20, 30)).save(tmp_path / "wide.png")
+    code, _, err = _run(capsys, "convert", str(tmp_path / "wide.png"), str(tmp_path / name), "--palette", "pico-8")
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("pixart convert: error: ") and needle in line, line
+    assert not (tmp_path / name).exists()
+
+
+def test_a_failed_write_leaves_an_existing_output_as_it_was(tmp_path, capsys):
+    # Pillow opens the file for writing before encoding: a failure left the old output (or the input itself,
+    # when OUT is IN) truncated to 0 bytes
+    Image.new("RGB", (70000, 1), (10, 20, 30)).save(tmp_path / "wide.png")
+    Image.fromarray(_gradient()).save(tmp_path / "old.gif")
+    before = (tmp_path / "old.gif").read_bytes()
+    code, _, err = _run(capsys, "convert", str(tmp_path / "wide.png"), str(tmp_path / "old.gif"), "--pixel-size", "1")
+    assert code == 2 and "old.gif" in _one_error_line(err)
+    assert (tmp_path / "old.gif").read_bytes() == before
+
+
+def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path, capsys):
+    # a 16-bit grey PNG opens as I;16: Pillow's convert clips every value over 255 to white (94% of this ramp)
+    ramp = (np.arange(256 * 4, dtype=np.uint32).reshape(4, 256) % 256 * 257).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    Image.fromarray(ramp).save(tmp_path / "g16t.png", transparency=0)  # a tRNS grey value: alpha kept
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    code, _, err = _run(capsys, "-q", "convert", str(tmp_path / "g16.png"), str(tmp_path / "o.png"),
+                        "--pixel-size", "1")
+    assert code == 0, err
+    got = np.asarray(Image.open(tmp_path / "o.png").convert("RGB"))
+    assert np.array_equal(got[..., 0], (ramp >> 8).astype(np.uint8)) and (got[..., 0] == got[..., 2]).all()
+    code, _, err = _run(capsys, "-q", "convert", str(tmp_path / "g16t.png"), str(tmp_path / "t.png"),
+                        "--pixel-size", "1")
+    assert code == 0, err
+    got = np.asarray(Image.open(tmp_path / "t.png"))
+    assert got.shape == (4, 256, 4) and np.array_equal(got[..., 3] == 0, ramp == 0)
+    assert np.array_equal(got[..., 0][ramp != 0], (ramp >> 8).astype(np.uint8)[ramp != 0])
+
+
+def test_an_image_over_the_pixel_limit_is_one_line_not_a_pillow_warning(tmp_path, capsys, recwarn):
+    from tests.support.imaging import claimed_png
+
+    # 10000x10000 is between Pillow's warning (89M pixels) and its error (179M): Pillow printed its warning with
+    # its own source line, then the image was decoded (or failed as truncated)
+    (tmp_path / "big.png").write_bytes(claimed_png(10000, 10000))
+    code, _, err = _run(capsys, "convert", str(tmp_path / "big.png"), str(tmp_path / "o.png"), "--pixel-size", "2")
+    line = _one_error_line(err)
+    assert code == 2 and f"{tmp_path / 'big.png'}: too many pixels to read (10000x10000" in line, line
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -194,3 +194,17 @@ def test_animated_gif_frames_must_share_a_size(tmp_path, capsys):
     code, _, err = _run(capsys, "convert", str(tmp_path / "in"), str(tmp_path / "a.gif"), "--colors", "4")
     assert code == 2 and "z.png: 10x10 differs from the first frame 32x24" in err
     assert not (tmp_path / "a.gif").exists()
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["animation", "indexed-file"])
+def test_frames_wider_than_a_gif_holds_are_refused_naming_the_gif(tmp_path, capsys, single):
+    # the GIF's sizes are 16-bit: a 70000x1 strip was an OverflowError traceback from inside Pillow
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (70000, 1), (200, 10, 10)).save(tmp_path / "in" / name)
+    src = tmp_path / "in" / "a.png" if single else tmp_path / "in"
+    code, _, err = _run(capsys, "convert", str(src), str(tmp_path / "w.gif"), "--palette", "pico-8",
+                        *(["--indexed"] if single else []))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{tmp_path / 'w.gif'}: 70000x1 is too large for a GIF (at most 65535 pixels a side)" in err, err
+    assert not (tmp_path / "w.gif").exists()

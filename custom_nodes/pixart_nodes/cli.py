@@ -108,7 +108,11 @@ def _palette_spec(text: str):
 
     path = Path(text)
     try:
-        if path.is_file():
+        is_file = path.is_file()
+    except OSError:  # a name too long to be a file (ENAMETOOLONG): a hex list of 32+ colours is one
+        is_file = False
+    try:
+        if is_file:
             return pal.load_palette_file(text)
         if path.suffix.lower().lstrip(".") in FORMATS or "/" in text or "\\" in text:
             raise ValueError(f"{text}: no such palette file")  # not a name nor a colour list gone wrong
@@ -129,6 +133,12 @@ def _jobs(src: Path, dst: Path, suffix: str) -> tuple[list[tuple[Path, Path]], b
         files = imageio.list_images(src)
         if not files:
             raise CliError(f"{src}: no images in this folder ({', '.join(imageio.IMAGE_SUFFIXES)})")
+        # a.png and a.jpg would both be written as OUT/a.png, the second over the first, both counted as written
+        first: dict[str, Path] = {}
+        for f in files:
+            other = first.setdefault(f.stem + suffix, f)
+            if other is not f:
+                raise CliError(f"{other} and {f} have the same output {dst / (f.stem + suffix)}; rename one")
         dst.mkdir(parents=True, exist_ok=True)
         return [(f, dst / (f.stem + suffix)) for f in files], True
     if not src.exists():
@@ -153,10 +163,12 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
         try:
             line = work(src, dst)
         except (CliError, ValueError, OSError) as exc:
+            # the readers and writers name their file; an error from the processing ("no opaque pixels") does not
+            message = str(exc) if str(src) in str(exc) or str(dst) in str(exc) else f"{src}: {exc}"
             if not folder:
-                raise CliError(str(exc)) from None
+                raise CliError(message) from None
             failed += 1
-            (bar.write if bar is not None else print)(f"pixart {desc}: error: {exc}", file=sys.stderr)
+            (bar.write if bar is not None else print)(f"pixart {desc}: error: {message}", file=sys.stderr)
             continue
         if not quiet and not folder:
             print(line)
@@ -190,7 +202,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if animation and args.palette is None and args.colors is None:
         raise CliError(f"{dst_path}: an animated GIF is indexed: give --palette or --colors")
     if animation:
-        files = imageio.list_images(src_path)
+        # OUT inside IN: the GIF a previous run wrote there is no frame of this one
+        files = [f for f in imageio.list_images(src_path) if f.resolve() != dst_path.resolve()]
         if not files:
             raise CliError(f"{src_path}: no images in this folder ({', '.join(imageio.IMAGE_SUFFIXES)})")
         jobs, folder = [(f, dst_path) for f in files], True
@@ -235,7 +248,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             fmt = dst.suffix.lower().lstrip(".")
             if fmt not in indexed.FORMATS:
                 raise CliError(f"{dst}: --indexed writes .png or .gif files")
-            data = indexed.indexed_png(img, palette) if fmt == "png" else indexed.indexed_gif([img], palette)
+            try:
+                data = indexed.indexed_png(img, palette) if fmt == "png" else indexed.indexed_gif([img], palette)
+            except ValueError as exc:  # what the format cannot hold: the file is what it is about
+                raise CliError(f"{dst}: {exc}") from None
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(data)
             return f"{dst}: {img.shape[1]}x{img.shape[0]} indexed{used}"
@@ -280,7 +296,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                 raise CliError(f"{src}: {img.shape[1]}x{img.shape[0]} differs from the first frame "
                                f"{frames[0].shape[1]}x{frames[0].shape[0]}; GIF frames share one size")
             frames.append(img)
-        data = indexed.indexed_gif(frames, palette, duration_ms=args.frame_ms, loop=args.loop)
+        try:
+            data = indexed.indexed_gif(frames, palette, duration_ms=args.frame_ms, loop=args.loop)
+        except ValueError as exc:
+            raise CliError(f"{dst_path}: {exc}") from None
         dst_path.parent.mkdir(parents=True, exist_ok=True)
         dst_path.write_bytes(data)
         if not args.quiet:

@@ -1,17 +1,27 @@
 """Reading and writing image files for the command line and the documentation pictures (Pillow)."""
 from __future__ import annotations
 
+import io
 import os
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".tif", ".tiff")
+# the longest side each format stores (16-bit header fields, libjpeg's and libwebp's limits): checked before
+# encoding, since past them Pillow raises struct errors or libjpeg prints its own line on stderr
+MAX_SIDE = {"GIF": 65_535, "TGA": 65_535, "JPEG": 65_500, "WEBP": 16_383}
 
 
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file."""
+
+
+class ImageWriteError(ValueError):
+    """An image file could not be written; the message names the file."""
 
 
 class FileTooLarge(ValueError):
@@ -44,12 +54,24 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-            mode = "RGBA" if has_alpha and keep_alpha else "RGB"
-            return np.asarray(im.convert(mode), dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            # between MAX_IMAGE_PIXELS and twice that Pillow only warns (printing its own source line) and decodes:
+            # refused here instead, naming the file, as _enlarge refuses making such an image
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and im.width * im.height > limit:
+                    raise ImageReadError(f"{path}: too many pixels to read ({im.width}x{im.height} is "
+                                         f"{im.width * im.height:,} pixels, over {limit:,})")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+                if im.mode in _WIDE_GREY:
+                    return _grey_to_u8(im, keep_alpha)
+                mode = "RGBA" if has_alpha and keep_alpha else "RGB"
+                return np.asarray(im.convert(mode), dtype=np.uint8).copy()
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -62,17 +84,49 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
         raise ImageReadError(f"{path}: not a readable image ({exc})") from None
 
 
+# grey with more than 8 bits (16-bit PNG, PGM, 32-bit TIFF): Pillow's convert clips them to 255 instead of scaling
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _grey_to_u8(im: Image.Image, keep_alpha: bool) -> np.ndarray:
+    """A 16-bit grey image as 8-bit RGB(A): the top 8 bits (65535 -> 255); a tRNS grey value becomes alpha 0."""
+    wide = np.asarray(im)
+    grey = (np.clip(wide, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+    planes = [grey, grey, grey]
+    clear = im.info.get("transparency")
+    if keep_alpha and isinstance(clear, int):
+        planes.append(np.where(wide == clear, 0, 255).astype(np.uint8))
+    return np.stack(planes, axis=-1)
+
+
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write ``uint8 [H,W,1|3|4]`` (format from the suffix; PNG keeps alpha, JPEG drops it)."""
+    """Write ``uint8 [H,W,1|3|4]`` (format from the suffix; PNG keeps alpha, JPEG drops it).
+
+    The file is encoded in memory first: an image the format cannot hold is an ImageWriteError naming the file, and
+    an existing file (the input itself, when OUT is IN) is replaced only by a complete one.
+    """
     path = Path(path)
+    suffix = path.suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageWriteError(f"{path}: cannot write {f'{suffix!r} files' if suffix else 'a name without a suffix'};"
+                              f" the suffix gives the format ({' '.join(IMAGE_SUFFIXES)})")
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
+    h, w = arr.shape[:2]
+    if fmt in MAX_SIDE and max(h, w) > MAX_SIDE[fmt]:
+        raise ImageWriteError(f"{path}: {w}x{h} is too large for {fmt} (at most {MAX_SIDE[fmt]} pixels a side)")
     im = Image.fromarray(arr)
-    if path.suffix.lower() in (".jpg", ".jpeg") and im.mode == "RGBA":
+    if fmt == "JPEG" and im.mode == "RGBA":
         im = im.convert("RGB")
+    out = io.BytesIO()
+    try:
+        im.save(out, format=fmt, optimize=fmt == "PNG")
+    except (ValueError, OSError, struct.error, OverflowError) as exc:
+        raise ImageWriteError(f"{path}: cannot write as {fmt} ({exc})") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, optimize=path.suffix.lower() == ".png")
+    path.write_bytes(out.getvalue())
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
