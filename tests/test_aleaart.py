@@ -221,6 +221,46 @@ def test_from_dict_errors_name_the_field(field, value):
         RenderParams.from_dict(d)
 
 
+@pytest.mark.parametrize("value", ["\u0662\u0660", "2_0", "0x1_4", "\u200720", "\uff12\uff10", "0x", "--20", "20.0"])
+def test_from_dict_refuses_text_no_web3_library_writes(value):
+    # int() takes any script's digits and underscores: "\u0662\u0660" (Arabic-Indic) and "2_0" were read as 20
+    d = {"promptIndex": 0, "styleIndex": 0, "samplerIndex": 0, "aspectIndex": 0, "steps": value, "cfg": 75,
+         "latentSeed": 0, "paletteId": 0}
+    with pytest.raises(ValueError, match=r"^steps: expected an integer"):
+        RenderParams.from_dict(d)
+    # what web3 clients do write still reads: decimal and 0x strings, padded
+    assert RenderParams.from_dict({**d, "steps": " 20\n"}).steps == RenderParams.from_dict({**d, "steps": "0x14"}).steps
+
+
+@pytest.mark.parametrize("value", ["0x" + "f" * 5000, 10**5000, "9" * 5000, "9" * 79, 1e308, -(10**4400)],
+                         ids=["hex-5000", "int-5001-digits", "dec-5000", "dec-79", "1e308", "neg-int-4401-digits"])
+def test_huge_values_are_refused_naming_the_field_in_a_short_message(value):
+    # past 4,300 digits str() of an int raises its own ValueError, which named no field (the range message
+    # formatted the value); below that the message repeated the whole value
+    d = {"promptIndex": 0, "styleIndex": 0, "samplerIndex": 0, "aspectIndex": 0, "steps": 20, "cfg": 75,
+         "latentSeed": value, "paletteId": 0}
+    with pytest.raises(ValueError, match=r"^latentSeed: ") as info:
+        RenderParams.from_dict(d)
+    assert len(str(info.value)) < 200
+    if isinstance(value, int):
+        with pytest.raises(ValueError, match=r"^latentSeed: ") as info:
+            RenderParams(0, 0, 0, 0, 20, 75, value, 0)
+        assert len(str(info.value)) < 200
+        with pytest.raises(ValueError, match=r"^paletteId: ") as info:
+            aleaart.palette_rgb(value)
+        assert len(str(info.value)) < 200
+    # a uint256 out of range is still "out of range", not "not an integer"
+    with pytest.raises(ValueError, match=r"^latentSeed: .* out of range"):
+        RenderParams.from_dict({**d, "latentSeed": str(2**256 - 1)})
+
+
+def test_a_bad_seed_message_does_not_repeat_the_seed():
+    padded = " " * 1_000_000 + "zz" * 32  # 64 characters once stripped: it reached the hex check
+    with pytest.raises(ValueError, match=r"^token_seed: not a hex string") as info:
+        aleaart.parse_seed(padded, field="token_seed")
+    assert len(str(info.value)) < 200  # was 1,000,096 characters
+
+
 def test_from_dict_missing_and_non_mapping():
     with pytest.raises(ValueError, match=r"^latentSeed: missing"):
         RenderParams.from_dict({"promptIndex": 0, "styleIndex": 0, "samplerIndex": 0, "aspectIndex": 0,
@@ -319,6 +359,12 @@ def test_node_errors_name_the_field():
         _run(steps=100)
     with pytest.raises(ValueError, match=r"^mode: "):
         _run(mode="chain")
+
+
+def test_node_seed_errors_are_short_and_name_the_input():
+    with pytest.raises(ValueError, match=r"^token_seed: ") as info:
+        _run(mode="seed", token_seed="\t" * 500_000 + "0x" + "g" * 64)
+    assert len(str(info.value)) < 200
 
 
 def _comfyui_dir() -> Path | None:

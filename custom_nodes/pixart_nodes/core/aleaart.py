@@ -10,10 +10,13 @@ Imports without ComfyUI; only ``Crypto.Hash.keccak`` (pycryptodome) beyond the s
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from Crypto.Hash import keccak
+
+from .messages import show
 
 # --- AleaArt's tables (frontend-aleart/src/app/api/generate-image/route.ts) ---------------------------------
 
@@ -116,6 +119,11 @@ RANGES: dict[str, tuple[int, int]] = {
 }
 
 
+# What web3 libraries write for a uint: decimal (BigInt.toString()) or 0x hex, ASCII digits only, at most a uint256's
+# width. int() alone also takes underscores ("2_0") and any script's digits ("\u0662\u0660"), which none writes.
+_UINT_TEXT = re.compile(r"\s*(?:[-+]?[0-9]{1,78}|0[xX][0-9a-fA-F]{1,64})\s*", re.ASCII)
+
+
 def _as_int(name: str, value: Any) -> int:
     # Apps read the struct through web3 libraries that hand back ints, decimal strings (BigInt JSON) or floats;
     # accept those when they are exact integers, refuse the rest with the field's name.
@@ -126,13 +134,12 @@ def _as_int(name: str, value: Any) -> int:
     if isinstance(value, float):
         if value.is_integer():
             return int(value)
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
+        raise ValueError(f"{name}: expected an integer, got {show(value)}")
     if isinstance(value, str):
+        if not _UINT_TEXT.fullmatch(value):
+            raise ValueError(f"{name}: expected an integer (decimal or 0x hex digits), got {show(value)}")
         text = value.strip()
-        try:
-            return int(text, 0) if text.lower().startswith("0x") else int(text, 10)
-        except ValueError:
-            raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+        return int(text, 16) if text[:2].lower() == "0x" else int(text, 10)
     raise ValueError(f"{name}: expected an integer, got {type(value).__name__}")
 
 
@@ -156,7 +163,7 @@ class RenderParams:
                 raise ValueError(f"{f.name}: expected an integer, got {type(value).__name__}")
             lo, hi = RANGES[f.name]
             if not lo <= value <= hi:
-                raise ValueError(f"{f.name}: {value} is out of range {lo}..{hi}")
+                raise ValueError(f"{f.name}: {show(value)} is out of range {lo}..{hi}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RenderParams":
@@ -194,7 +201,7 @@ def parse_seed(seed: bytes | bytearray | memoryview | str, field: str = "seed") 
         try:
             raw = bytes.fromhex(text)
         except ValueError:
-            raise ValueError(f"{field}: not a hex string: {seed!r}") from None
+            raise ValueError(f"{field}: not a hex string: {show(seed.strip())}") from None
     else:
         raise ValueError(f"{field}: expected bytes or a hex string, got {type(seed).__name__}")
     if len(raw) != 32:
@@ -254,6 +261,6 @@ def palette_rgb(palette_id: int) -> tuple[str, list[tuple[int, int, int]]]:
     """Name and ``(r, g, b)`` colours of a palette id, for callers that want numbers rather than hex."""
     lo, hi = RANGES["paletteId"]
     if isinstance(palette_id, bool) or not isinstance(palette_id, int) or not lo <= palette_id <= hi:
-        raise ValueError(f"paletteId: {palette_id!r} is out of range {lo}..{hi}")
+        raise ValueError(f"paletteId: {show(palette_id)} is out of range {lo}..{hi}")
     name, colors = PALETTES[palette_id]
     return name, [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in colors]

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import color
+from .messages import quote  # noqa: F401 - the pack's modules and nodes quote through palette
 from .palettes import ALIASES, PALETTE_DATA
 
 MAX_COLORS = 256
@@ -94,14 +95,6 @@ def _parse_hex(token: str) -> tuple[int, int, int] | None:
         digits = "".join(c * 2 for c in digits)
     v = int(digits, 16)
     return (v >> 16) & 255, (v >> 8) & 255, v & 255
-
-
-def quote(text: str, limit: int = 40) -> str:
-    """``repr`` of user text, cut to ``limit`` characters: an error message stays one short line whatever was sent
-    (a 1 MB palette line or name would otherwise come back whole in the message)."""
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 def add_colour(rgb: list[tuple[int, int, int]], colour: tuple[int, int, int], where: str) -> None:

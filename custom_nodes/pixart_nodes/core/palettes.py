@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .messages import quote
+
 LIBRARY_FILE = Path(__file__).resolve().parent.parent / "palettes" / "library.json"
 KINDS = ("artist", "hardware")
 # far above any name, title or author in the library; a search text is typed by a person (node widget, --search)
@@ -74,8 +76,6 @@ _LOOKUP.update({normalise(alias): _BY_NAME[target] for alias, target in ALIASES.
 
 def info(name: str) -> PaletteInfo:
     """A library entry by name or alias (case and separators ignored)."""
-    from .palette import quote  # palette.py imports this module
-
     found = _LOOKUP.get(normalise(name)) if isinstance(name, str) else None
     if found is None:
         near = suggest(name) if isinstance(name, str) else []
