@@ -185,6 +185,28 @@ async def test_palette_switch(client: Any, comfy_double: ComfyDouble) -> None:
     assert resp.status == 400 and body["success"] is False and "paletteId" in body["error"]
 
 
+async def test_the_palette_setting_leaves_requests_without_a_palette_id_alone(bridge_factory: Any,
+                                                                            comfy_double: Any) -> None:
+    # AleaArt's front end sends the resolved form, which has no paletteId: with ALEAART_APPLY_PALETTE=true each of
+    # its requests was a 400 "applyPalette needs a paletteId", for a flag and a field the client never sent.
+    client = await bridge_factory(adapters=["aleaart"], ALEAART_APPLY_PALETTE="true")
+    small = {"steps": 1, "width": 64, "height": 64}
+    data = await generate(client, {"prompt": "a castle", "tokenId": "2", **small})
+    assert "palette" not in data and len(comfy_double.prompts) == 1
+    _, save = node_of(graph(comfy_double), "SaveImage")
+    assert graph(comfy_double)[save["images"][0]]["class_type"] == "VAEDecode"  # the palette node is not run
+    # a paletteId, top level or on chain, is mapped by the setting; a request's own false still wins
+    data = await generate(client, {"prompt": "a castle", "paletteId": 3, **small})
+    assert data["palette"]["paletteId"] == 3
+    data = await generate(client, {"parameters": CHAIN, **small})
+    assert data["palette"]["paletteId"] == CHAIN["paletteId"]
+    data = await generate(client, {"parameters": CHAIN, "applyPalette": False, **small})
+    assert "palette" not in data
+    # a request that asks for the palette itself and gives no paletteId is still told so
+    data = await generate(client, {"prompt": "p", "applyPalette": True}, status=400)
+    assert data["field"] == "paletteId" and len(comfy_double.prompts) == 4
+
+
 @pytest.mark.parametrize(("body", "text"), [
     ({}, "Either parameters (AleaArt RenderParams) or prompt is required"),
     ({"prompt": "  "}, "prompt must not be empty"),

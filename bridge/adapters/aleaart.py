@@ -65,8 +65,9 @@ class AleaArtSettings(AdapterSettings):
     model_config = SettingsConfigDict(env_prefix="ALEAART_", extra="ignore", env_file_encoding="utf-8",
                                       populate_by_name=True)
 
-    apply_palette: bool = Field(False, description="Map every image to the paletteId palette unless a request "
-                                                   "says applyPalette: false.")
+    apply_palette: bool = Field(False, description="Map every image that has a paletteId (on chain, or top-level "
+                                                   "with a prompt) to its palette unless a request says "
+                                                   "applyPalette: false.")
     palette_dither: str = Field("none", description="Dither method when the palette is applied (PixartQuantize).")
     checkpoint: str = Field("", description="Checkpoint for AleaArt images; empty: the workflow's, else the first.")
     timeout: float = Field(600.0, gt=0, description="Seconds /generate-image waits for the image.")
@@ -239,7 +240,9 @@ async def prepare(body: GenerateImageBody, engine: JobEngine, settings: AleaArtS
     if not derived:
         params["negative_prompt"] = ""  # AleaArt sends none
 
-    apply = settings.apply_palette if body.applyPalette is None else body.applyPalette
+    # The setting maps the images that have a paletteId (the on-chain forms; the resolved form, which AleaArt's own
+    # front end sends, has one only at top level); a request's own applyPalette: true needs one.
+    apply = body.applyPalette if body.applyPalette is not None else settings.apply_palette and palette_id is not None
     if apply:
         if palette_id is None:
             raise InvalidParameter("paletteId", "applyPalette needs a paletteId (in parameters, or top-level with a "
