@@ -1,6 +1,7 @@
 """The adapters' shared request helpers (bridge.adapters.toolkit)."""
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,3 +39,22 @@ async def test_a_group_whose_submission_fails_cancels_the_jobs_it_started(error:
     with pytest.raises(type(error)):
         await group.submit(Submission("w", {}))
     assert engine.cancelled == ["j1", "j2"]
+
+
+@pytest.mark.parametrize("webhook,cancelled", [(None, ["j1"]), ("https://example.com/hook", [])])
+async def test_a_request_past_its_deadline_cancels_only_jobs_without_a_webhook(webhook: str | None,
+                                                                              cancelled: list[str]) -> None:
+    # a webhook is told when its job ends: the request's deadline passing (a 504) does not make the job unwanted
+    # (it was cancelled, and the webhook told job.cancelled)
+    engine = _Engine(RuntimeError("unused"))
+
+    async def never(job_id: str) -> Any:
+        await asyncio.Event().wait()
+
+    engine.wait = never  # type: ignore[attr-defined]
+    request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
+    group = JobGroup(engine, request=request, keep_on_disconnect=False)  # type: ignore[arg-type]
+    await group.submit(Submission("w", {}, meta={"webhook": webhook}))
+    with pytest.raises(asyncio.TimeoutError):
+        await group.wait(0.05)
+    assert engine.cancelled == cancelled and group.reported is (webhook is not None)

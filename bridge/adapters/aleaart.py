@@ -288,7 +288,9 @@ async def generate_image(request: web.Request, body: GenerateImageBody) -> web.R
     try:
         job = (await group.wait(settings.timeout))[0]
     except asyncio.TimeoutError:
-        return DIALECT.error(504, f"Image generation took longer than {settings.timeout:g} s (ALEAART_TIMEOUT)")
+        going_on = f"; job {job.id} goes on and its webhook is told when it ends" if group.reported else ""
+        return DIALECT.error(504, f"Image generation took longer than {settings.timeout:g} s (ALEAART_TIMEOUT)"
+                                  f"{going_on}")
     except ClientGone:
         return DIALECT.error(499, "the client closed the connection; the generation was cancelled")
     if job.status != "completed":

@@ -104,6 +104,7 @@ class JobGroup:
     request: web.Request
     jobs: list[Job] = field(default_factory=list)
     keep_on_disconnect: bool | None = None
+    reported: bool = False  # a job has a webhook: its end is told there, whatever becomes of the request
 
     def __post_init__(self) -> None:
         if self.keep_on_disconnect is None:
@@ -126,8 +127,9 @@ class JobGroup:
             raise
         self.jobs.append(job)
         if (sub.meta or {}).get("webhook"):
-            # Its result has somewhere else to go: the client leaving does not make it unwanted.
-            self.keep_on_disconnect = True
+            # Its result has somewhere else to go: neither the client leaving nor the request's deadline makes it
+            # unwanted.
+            self.keep_on_disconnect = self.reported = True
         return job
 
     async def cancel(self) -> None:
@@ -138,7 +140,8 @@ class JobGroup:
     async def wait(self, timeout: float | None = None) -> list[Job]:
         """Every job once finished (in submission order). When one fails the others are cancelled at once (the
         request has failed). Raises asyncio.TimeoutError after `timeout` seconds and ClientGone when the client
-        disconnects; in both cases the jobs are cancelled first."""
+        disconnects; in both cases the jobs are cancelled first, but for a group with a webhook (`reported`), which
+        goes on and tells it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waiters = {asyncio.ensure_future(self.engine.wait(j)): j for j in self.ids}
         finished: dict[str, Job] = {}
@@ -164,7 +167,9 @@ class JobGroup:
                 w.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
             # A cancelled handler is a client that went away (aiohttp cancels its handler) or a server stopping.
-            if not (isinstance(exc, asyncio.CancelledError) and self.keep_on_disconnect):
+            kept = ((isinstance(exc, asyncio.CancelledError) and self.keep_on_disconnect)
+                    or (isinstance(exc, asyncio.TimeoutError) and self.reported))
+            if not kept:
                 await asyncio.shield(self.cancel())
             raise
 
