@@ -242,3 +242,90 @@ async def test_byte_work_runs_on_the_loop_when_small_and_in_the_pool_when_large(
     small = await run_small(threading.get_ident, INLINE_BYTES)
     large = await run_small(threading.get_ident, INLINE_BYTES + 1)
     assert small == loop_thread and large != loop_thread
+
+
+# ------------------------------------------------------------------------------------------ structure before decoding
+def _jpeg_segments(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan of a JPEG Pillow wrote: its SOS segment and the entropy-coded data after it."""
+    pos, out = 2, []
+    while data[pos + 1] != 0xD9:
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] != 0xDA:
+            pos += 2 + length
+            continue
+        end = pos + 2 + length
+        while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+            end = data.index(b"\xff", end + (data[end] == 0xFF) * 2)
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+def _progressive(size: int, extra_scans: int) -> bytes:
+    """A flat progressive JPEG with its last scan repeated: each repeat costs libjpeg a pass over every block of the
+    image (a 185 KB file with 10,000 of them took 46 s of CPU to decode at 2048x2048), for 16 bytes."""
+    data = encode(Image.new("RGB", (size, size), (120, 50, 200)), "JPEG", progressive=True, quality=90)
+    start, end = _jpeg_segments(data)[-1]
+    return data[:end] + data[start:end] * extra_scans + data[end:]
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    normal = _progressive(64, 0)
+    assert len(_jpeg_segments(normal)) >= 6  # a real progression
+    assert decode_image(normal, "init_image").width == 64 and images.probe(normal, "init_image").format == "JPEG"
+    bomb = _progressive(64, 5000)
+    for check in (decode_image, images.probe):
+        with pytest.raises(InvalidParameter) as e:
+            check(bomb, "init_image")
+        assert e.value.field == "init_image" and "scans" in e.value.message and "init_image" in e.value.message
+
+
+@pytest.mark.parametrize("filler", [b"\xff\xe1\x00\x02", b"\xff\xfe\x00\x02", b"\xff"])
+def test_a_jpeg_header_of_endless_small_segments_is_refused(filler):
+    # Pillow walks the segments before the first scan in Python, a fill byte at a time: 4 MB of empty APP1
+    # segments took 3.4 s to probe and 10.7 s to decode, holding the interpreter lock
+    plain = encode(patterned(8, 8), "JPEG")
+    bomb = plain[:2] + filler * 20_000 + plain[2:]
+    with pytest.raises(InvalidParameter) as e:
+        images.probe(bomb, "image")
+    assert e.value.field == "image" and "segments" in e.value.message
+    # a few are a JPEG like any other (EXIF, ICC profile pieces, comments)
+    assert decode_image(plain[:2] + filler * 20 + plain[2:], "image").width == 8
+
+
+def test_jpeg_tables_parsed_in_python_are_bounded():
+    # DQT segments are read table by table in Python: 4 MB of them took 1.4 s to decode
+    plain = encode(patterned(8, 8), "JPEG")
+    body = (b"\x00" + bytes(64)) * 1000
+    dqt = b"\xff\xdb" + (len(body) + 2).to_bytes(2, "big") + body
+    with pytest.raises(InvalidParameter) as e:
+        images.probe(plain[:2] + dqt * 8 + plain[2:], "image")
+    assert e.value.field == "image" and "tables" in e.value.message
+
+
+def _chunk(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_a_png_of_endless_small_chunks_is_refused():
+    # 12 MB of empty ancillary chunks took Pillow 6.8 s to probe and 19 s to decode (a chunk at a time in Python)
+    plain = encode(patterned(8, 8), "PNG")
+    bomb = plain[:33] + _chunk(b"abCd") * 50_000 + plain[33:]
+    for check in (decode_image, images.probe):
+        with pytest.raises(InvalidParameter) as e:
+            check(bomb, "mask")
+        assert e.value.field == "mask" and "chunks" in e.value.message
+    # the image data split into many IDAT chunks, as some encoders write it, is still read
+    raw = encode(patterned(64, 64), "PNG")
+    pos, head, idat = 8, b"", b""
+    while pos < len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        kind, body = raw[pos + 4:pos + 8], raw[pos + 8:pos + 8 + length]
+        if kind == b"IDAT":
+            idat += body
+        elif kind != b"IEND":
+            head += raw[pos:pos + 12 + length]
+        pos += 12 + length
+    split = raw[:8] + head + b"".join(_chunk(b"IDAT", idat[i:i + 8]) for i in range(0, len(idat), 8)) + _chunk(b"IEND")
+    assert split.count(b"IDAT") > 1000
+    assert np.array_equal(pixels(decode_image(split, "mask").png), pixels(raw))
