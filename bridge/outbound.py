@@ -108,6 +108,17 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
     return host
 
 
+def _redirect_target(url: str, location: str) -> str:
+    """Where a redirect from ``url`` leads. The Location header is the server's text, not the client's: a form
+    urljoin cannot read (``http://[::1``) is a refusal like any other, not an error of the bridge's."""
+    try:
+        target = urljoin(url, location)
+        urlsplit(target).port  # raises on a malformed address or port, as check_url would
+    except ValueError as exc:
+        raise OutboundRefused(f"the server redirected to an invalid URL: {exc}") from None
+    return target
+
+
 @functools.lru_cache(maxsize=1024)
 def _literal(host: str) -> Address | None:
     """The address a host names literally, else None (a name). Kept per host: check_target asks for every job
@@ -240,7 +251,7 @@ class Outbound:
             try:
                 async with self.session().get(url, allow_redirects=False) as resp:
                     if resp.status in REDIRECTS and "Location" in resp.headers:
-                        url = urljoin(url, resp.headers["Location"])
+                        url = _redirect_target(url, resp.headers["Location"])
                         continue
                     if resp.status != 200:
                         raise OutboundRefused(f"the server answered HTTP {resp.status}")

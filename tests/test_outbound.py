@@ -339,3 +339,21 @@ async def test_slow_name_lookups_leave_the_default_thread_pool_free(monkeypatch:
         results = await asyncio.gather(*lookups)
     assert all(r[0]["host"] == "127.0.0.1" for r in results)
     assert threads and all(name.startswith("pixart-dns") for name in threads)
+
+
+@pytest.mark.parametrize("location", ["http://[::1/x.png", "http://[not-an-address]/x.png", "//[::1/x.png"])
+async def test_a_redirect_to_a_malformed_url_is_refused(aiohttp_server: Any, location: str) -> None:
+    # the first URL is checked by check_url; a redirect's target came from the server, and urljoin raised
+    # ValueError on it (a 500 for the request that named the first URL)
+    async def redirect(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": location})
+
+    app = web.Application()
+    app.router.add_get("/r.png", redirect)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    out = Outbound(OutboundPolicy.from_list(["127.0.0.1"]))
+    try:
+        with pytest.raises(OutboundRefused, match="redirected to an invalid URL"):
+            await out.fetch(f"http://127.0.0.1:{server.port}/r.png")
+    finally:
+        await out.close()
