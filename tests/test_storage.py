@@ -296,3 +296,46 @@ async def test_indexed_pngs_are_never_converted() -> None:
     pal = named_palette("pico-8")
     data = indexed.indexed_png(pal.colors[[[0, 1], [2, 3]]], pal)
     assert image_io.convert_output(data, "webp") == data and image_io.convert_output(data, "jpeg") == data
+
+
+# ------------------------------------------------------------------------------------------ s3:// input images
+def _bucket(s3_server: Any, prefix: str = "") -> S3Blobs:
+    return S3Blobs(f"s3://{s3_server.bucket}" + (f"/{prefix}" if prefix else ""), endpoint=s3_server.endpoint,
+                   access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key)
+
+
+async def test_s3_input_keys_the_store_refuses_are_the_clients_error(bridge_factory: Any, s3_server: Any) -> None:
+    # a key S3 answers 400 to (SeaweedFS: a backslash) came out of obstore as GenericError: a 500 for the request
+    blobs = _bucket(s3_server)
+    for key in ("uploads/a\\..\\b.png", "uploads/a\x00b.png", "uploads/\ud800.png"):
+        with pytest.raises(ValueError):
+            await blobs.read_path(key, 1000)
+    client = await bridge_factory(adapters=["jobs_api"], **s3_server.settings(f"in-{uuid.uuid4().hex[:8]}"))
+    resp = await client.post("/generate/img2img", json={
+        "prompt": "a cat", "steps": 2, "initImage": f"s3://{s3_server.bucket}/uploads/a\\..\\b.png"})
+    err = await resp.json()
+    assert resp.status == 400 and err["field"] == "initImage", err
+
+
+async def test_s3_input_read_is_bounded_even_when_the_object_grows_after_its_head(s3_server: Any,
+                                                                                monkeypatch: Any) -> None:
+    # the size was checked by HEAD and the GET then read the whole object, whatever it had become
+    import obstore
+
+    blobs = _bucket(s3_server)
+    key = f"uploads/{uuid.uuid4().hex}.png"
+    await blobs.put(key, b"x" * 100)
+    real_head = obstore.head_async
+
+    async def head_then_grow(store: Any, path: str) -> Any:
+        meta = await real_head(store, path)
+        await obstore.put_async(store, path, b"y" * 5000)  # replaced between the HEAD and the GET
+        return meta
+
+    monkeypatch.setattr(obstore, "head_async", head_then_grow)
+    with pytest.raises(ValueError, match="limit is 1000"):
+        await blobs.read_path(key, 1000)
+    monkeypatch.undo()
+    assert await blobs.read_path(key, 5000) == b"y" * 5000
+    await blobs.put("uploads/empty.png", b"")
+    assert await blobs.read_path("uploads/empty.png", 1000) == b""
