@@ -329,3 +329,16 @@ def test_a_png_of_endless_small_chunks_is_refused():
     split = raw[:8] + head + b"".join(_chunk(b"IDAT", idat[i:i + 8]) for i in range(0, len(idat), 8)) + _chunk(b"IEND")
     assert split.count(b"IDAT") > 1000
     assert np.array_equal(pixels(decode_image(split, "mask").png), pixels(raw))
+
+
+def test_16_bit_grey_is_scaled_to_8_bits_not_clipped():
+    # Pillow's convert("L") clips a 16-bit grey PNG at 255: a 0-65520 ramp came back 99.6% white
+    ramp = (np.arange(4 * 256).reshape(4, 256) * 64).astype(np.uint16)
+    decoded = decode_image(encode(Image.fromarray(ramp), "PNG"), "image")
+    grey = pixels(decoded.png)
+    assert decoded.mode == "L" and np.array_equal(grey[..., 0], (ramp >> 8).astype(np.uint8))
+    # its tRNS grey value is the transparent one
+    clear = decode_image(encode(Image.fromarray(ramp), "PNG", transparency=640), "image")
+    rgba = pixels(clear.png)
+    assert clear.mode == "RGBA" and np.array_equal(rgba[..., 3] == 0, ramp == 640)
+    assert np.array_equal(rgba[..., 0], (ramp >> 8).astype(np.uint8))

@@ -65,9 +65,9 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
                                          f"{im.width * im.height:,} pixels, over {limit:,})")
                 im.load()
                 im = ImageOps.exif_transpose(im)
+                if im.mode in WIDE_GREY:
+                    im = narrow_grey(im)
                 has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-                if im.mode in _WIDE_GREY:
-                    return _grey_to_u8(im, keep_alpha)
                 mode = "RGBA" if has_alpha and keep_alpha else "RGB"
                 return np.asarray(im.convert(mode), dtype=np.uint8).copy()
     except ImageReadError:
@@ -85,18 +85,18 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
 
 
 # grey with more than 8 bits (16-bit PNG, PGM, 32-bit TIFF): Pillow's convert clips them to 255 instead of scaling
-_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def _grey_to_u8(im: Image.Image, keep_alpha: bool) -> np.ndarray:
-    """A 16-bit grey image as 8-bit RGB(A): the top 8 bits (65535 -> 255); a tRNS grey value becomes alpha 0."""
+def narrow_grey(im: Image.Image) -> Image.Image:
+    """A grey image of more than 8 bits (``WIDE_GREY``) as 8-bit: the top 8 bits (65535 -> 255), mode L, or LA
+    where a tRNS grey value marks the transparent pixels (Pillow's convert clipped a 0-65520 ramp to 94% white)."""
     wide = np.asarray(im)
     grey = (np.clip(wide, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
-    planes = [grey, grey, grey]
     clear = im.info.get("transparency")
-    if keep_alpha and isinstance(clear, int):
-        planes.append(np.where(wide == clear, 0, 255).astype(np.uint8))
-    return np.stack(planes, axis=-1)
+    if isinstance(clear, int):
+        return Image.fromarray(np.stack([grey, np.where(wide == clear, 0, 255).astype(np.uint8)], axis=-1), "LA")
+    return Image.fromarray(grey, "L")
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
