@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pixart_nodes.core.imageio import WIDE_GREY, narrow_grey
+from pixart_nodes.core.imageio import narrow_grey
 
 from bridge.errors import InvalidParameter, PayloadTooLarge
 
@@ -262,17 +262,14 @@ def open_image(value: str | bytes | bytearray, field: str, *, max_bytes: int = D
             img = Image.open(io.BytesIO(data))
             # Only the first frame of an animation is used, as ComfyUI's LoadImage would for WebP.
             img.load()
-            img = ImageOps.exif_transpose(img)
+            img = narrow_grey(ImageOps.exif_transpose(img), header.format)
             mode = img.mode
             if mode in ("P", "PA"):
                 img = img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
-            elif mode in WIDE_GREY:
-                img = narrow_grey(img)
-                img = img.convert("RGBA") if img.mode == "LA" else img
             elif mode == "LA":
                 img = img.convert("RGBA")
-            elif mode in ("CMYK", "YCbCr", "F", "1"):
-                img = img.convert("L" if mode in ("F", "1") else "RGB")
+            elif mode in ("CMYK", "YCbCr", "I", "I;16", "F", "1"):
+                img = img.convert("L" if mode in ("I", "I;16", "F", "1") else "RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidParameter(field, f"{field}: image data is corrupt ({exc})") from None
     return img, header.format

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pixart_nodes import cli
 from pixart_nodes.core import palette as pal
-from pixart_nodes.core import pixelate, rgb565
+from pixart_nodes.core import imageio, pixelate, rgb565
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -305,6 +305,12 @@ def test_a_failed_write_leaves_an_existing_output_as_it_was(tmp_path, capsys):
     code, _, err = _run(capsys, "convert", str(tmp_path / "wide.png"), str(tmp_path / "old.gif"), "--pixel-size", "1")
     assert code == 2 and "old.gif" in _one_error_line(err)
     assert (tmp_path / "old.gif").read_bytes() == before
+    # a write that succeeds replaces it whole, from a file beside it that does not stay
+    code, _, err = _run(capsys, "-q", "convert", str(tmp_path / "old.gif"), str(tmp_path / "old.gif"),
+                        "--pixel-size", "2")
+    assert code == 0, err
+    assert Image.open(tmp_path / "old.gif").size == (_gradient().shape[1] // 2, _gradient().shape[0] // 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.gif", "wide.png"]
 
 
 def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path, capsys):
@@ -324,6 +330,11 @@ def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path, capsys):
     got = np.asarray(Image.open(tmp_path / "t.png"))
     assert got.shape == (4, 256, 4) and np.array_equal(got[..., 3] == 0, ramp == 0)
     assert np.array_equal(got[..., 0][ramp != 0], (ramp >> 8).astype(np.uint8)[ramp != 0])
+    # a 32-bit TIFF's I has no declared range: values of 0..255 read as they are (not as the top of 16 bits: black)
+    Image.fromarray(ramp.astype(np.int32) >> 8).save(tmp_path / "i32.tif")
+    assert Image.open(tmp_path / "i32.tif").mode == "I"
+    got = imageio.read_image(tmp_path / "i32.tif")
+    assert np.array_equal(got[..., 0], (ramp >> 8).astype(np.uint8))
 
 
 def test_an_image_over_the_pixel_limit_is_one_line_not_a_pillow_warning(tmp_path, capsys, recwarn):

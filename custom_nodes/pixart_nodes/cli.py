@@ -136,7 +136,7 @@ def _jobs(src: Path, dst: Path, suffix: str) -> tuple[list[tuple[Path, Path]], b
         # a.png and a.jpg would both be written as OUT/a.png, the second over the first, both counted as written
         first: dict[str, Path] = {}
         for f in files:
-            other = first.setdefault(f.stem + suffix, f)
+            other = first.setdefault((f.stem + suffix).casefold(), f)  # one file on a case-insensitive disk
             if other is not f:
                 raise CliError(f"{other} and {f} have the same output {dst / (f.stem + suffix)}; rename one")
         dst.mkdir(parents=True, exist_ok=True)
@@ -358,12 +358,10 @@ def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
 def _enlarge(img: np.ndarray, scale: int) -> np.ndarray:
     """Nearest-neighbour enlargement (``--scale``), refused past the size Pillow reads back: the enlarged array is
     allocated at once, so an unbounded factor asks for terabytes."""
-    from PIL import Image
-
     if scale == 1:
         return img
     h, w = img.shape[:2]
-    limit = Image.MAX_IMAGE_PIXELS or 89_478_485  # None (checks off in this process): Pillow's default
+    limit = imageio.pixel_limit()
     if h * scale * w * scale > limit:
         raise CliError(f"--scale {scale}: {w}x{h} would become {w * scale}x{h * scale}, over {limit:,} pixels")
     return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)

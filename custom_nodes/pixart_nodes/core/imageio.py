@@ -55,18 +55,17 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            # between MAX_IMAGE_PIXELS and twice that Pillow only warns (printing its own source line) and decodes:
-            # refused here instead, naming the file, as _enlarge refuses making such an image
+            # between pixel_limit() and twice that Pillow only warns and decodes: refused here instead, naming the
+            # file, as the command line refuses making such an image
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                limit = Image.MAX_IMAGE_PIXELS
-                if limit and im.width * im.height > limit:
+                limit = pixel_limit()
+                if im.width * im.height > limit:
                     raise ImageReadError(f"{path}: too many pixels to read ({im.width}x{im.height} is "
                                          f"{im.width * im.height:,} pixels, over {limit:,})")
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                if im.mode in WIDE_GREY:
-                    im = narrow_grey(im)
+                fmt = im.format
+                im = narrow_grey(ImageOps.exif_transpose(im), fmt)
                 has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
                 mode = "RGBA" if has_alpha and keep_alpha else "RGB"
                 return np.asarray(im.convert(mode), dtype=np.uint8).copy()
@@ -84,13 +83,19 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
         raise ImageReadError(f"{path}: not a readable image ({exc})") from None
 
 
-# grey with more than 8 bits (16-bit PNG, PGM, 32-bit TIFF): Pillow's convert clips them to 255 instead of scaling
-WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+def pixel_limit() -> int:
+    """The most pixels the command line reads or makes: Pillow's bomb limit (its default where a process turned the
+    check off), past which Pillow warns (printing its own source line) and from twice which it refuses."""
+    return Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-def narrow_grey(im: Image.Image) -> Image.Image:
-    """A grey image of more than 8 bits (``WIDE_GREY``) as 8-bit: the top 8 bits (65535 -> 255), mode L, or LA
-    where a tRNS grey value marks the transparent pixels (Pillow's convert clipped a 0-65520 ramp to 94% white)."""
+def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
+    """A grey image of 16 bits as 8-bit: the top 8 bits (65535 -> 255), mode L, or LA where a tRNS grey value marks
+    the transparent pixels (Pillow's convert clipped a 0-65520 ramp to 94% white); any other image as it is.
+    Sixteen bits are the I;16 modes and mode I read from a PNG or PGM (``fmt``, default the image's format), which
+    Pillow gives 0-65535; a 32-bit TIFF's I has no declared range and keeps Pillow's clipping."""
+    if not (im.mode.startswith("I;16") or (im.mode == "I" and (fmt or im.format) in ("PNG", "PPM"))):
+        return im
     wide = np.asarray(im)
     grey = (np.clip(wide, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
     clear = im.info.get("transparency")
@@ -102,8 +107,9 @@ def narrow_grey(im: Image.Image) -> Image.Image:
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     """Write ``uint8 [H,W,1|3|4]`` (format from the suffix; PNG keeps alpha, JPEG drops it).
 
-    The file is encoded in memory first: an image the format cannot hold is an ImageWriteError naming the file, and
-    an existing file (the input itself, when OUT is IN) is replaced only by a complete one.
+    The file is encoded in memory first (an image the format cannot hold is an ImageWriteError naming the file),
+    written beside the target and moved over it: an existing file (the input itself, when OUT is IN) is replaced
+    only by a complete one.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -126,7 +132,12 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     except (ValueError, OSError, struct.error, OverflowError) as exc:
         raise ImageWriteError(f"{path}: cannot write as {fmt} ({exc})") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(out.getvalue())
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        part.write_bytes(out.getvalue())
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
