@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.adapters.toolkit import JobGroup, Submission
+from bridge.adapters.toolkit import JobGroup, Overdue, Submission
 from bridge.errors import QueueFull
 
 pytestmark = pytest.mark.asyncio
@@ -19,11 +19,11 @@ class _Engine:
     def __init__(self, error: BaseException) -> None:
         self.error, self.accepted, self.cancelled = error, 0, []
 
-    async def submit(self, workflow: str, params: Any, **_: Any) -> Any:
+    async def submit(self, workflow: str, params: Any, meta: Any = None, **_: Any) -> Any:
         if self.accepted == 2:
             raise self.error
         self.accepted += 1
-        return SimpleNamespace(id=f"j{self.accepted}")
+        return SimpleNamespace(id=f"j{self.accepted}", meta=meta)
 
     async def cancel(self, job_id: str) -> None:
         self.cancelled.append(job_id)
@@ -41,11 +41,12 @@ async def test_a_group_whose_submission_fails_cancels_the_jobs_it_started(error:
     assert engine.cancelled == ["j1", "j2"]
 
 
-@pytest.mark.parametrize("webhook,cancelled", [(None, ["j1"]), ("https://example.com/hook", [])])
-async def test_a_request_past_its_deadline_cancels_only_jobs_without_a_webhook(webhook: str | None,
-                                                                              cancelled: list[str]) -> None:
-    # a webhook is told when its job ends: the request's deadline passing (a 504) does not make the job unwanted
-    # (it was cancelled, and the webhook told job.cancelled)
+@pytest.mark.parametrize("webhooks,cancelled", [((None, None), ["j1", "j2"]),
+                                                ((None, "https://example.com/hook"), [])])
+async def test_a_request_past_its_deadline_keeps_its_jobs_when_it_has_a_webhook(webhooks: tuple[str | None, ...],
+                                                                               cancelled: list[str]) -> None:
+    # a webhook is told when the request's jobs end: its deadline passing (a 504) does not make them unwanted (they
+    # were cancelled, and the webhook told job.cancelled); the 504 names the jobs that go on
     engine = _Engine(RuntimeError("unused"))
 
     async def never(job_id: str) -> Any:
@@ -54,7 +55,9 @@ async def test_a_request_past_its_deadline_cancels_only_jobs_without_a_webhook(w
     engine.wait = never  # type: ignore[attr-defined]
     request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
     group = JobGroup(engine, request=request, keep_on_disconnect=False)  # type: ignore[arg-type]
-    await group.submit(Submission("w", {}, meta={"webhook": webhook}))
-    with pytest.raises(asyncio.TimeoutError):
+    for webhook in webhooks:
+        await group.submit(Submission("w", {}, meta={"webhook": webhook}))
+    with pytest.raises(Overdue) as e:
         await group.wait(0.05)
-    assert engine.cancelled == cancelled and group.reported is (webhook is not None)
+    assert engine.cancelled == cancelled and e.value.kept == (["j1", "j2"] if not cancelled else [])
+    assert ("j1, j2 go on" in e.value.going_on()) is not bool(cancelled)

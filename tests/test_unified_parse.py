@@ -190,7 +190,7 @@ class ScriptedEngine:
         if self.behaviour == "bad_image":
             raise InvalidParameter("image", "image: not a PNG, JPEG or WebP image")
         self.submitted.append((workflow, params))
-        return SimpleNamespace(id=f"job{len(self.submitted)}")
+        return SimpleNamespace(id=f"job{len(self.submitted)}", meta=dict(meta or {}))
 
     async def wait(self, job_id, timeout=None):
         if self.behaviour == "slow":

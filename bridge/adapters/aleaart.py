@@ -18,7 +18,6 @@ With `applyPalette` (or `ALEAART_APPLY_PALETTE=true`) the image is mapped to Pix
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
@@ -43,7 +42,7 @@ from bridge.keys import SETTINGS
 from bridge.storage import BlobNotFound
 from pixart_nodes.core import aleaart
 
-from .toolkit import (ClientGone, JobGroup, Submission, engine_of, live_choices, request_origin,
+from .toolkit import (ClientGone, JobGroup, Overdue, Submission, engine_of, live_choices, request_origin,
                       resolve_checkpoint)
 
 log = logging.getLogger("bridge.adapters.aleaart")
@@ -287,10 +286,9 @@ async def generate_image(request: web.Request, body: GenerateImageBody) -> web.R
                                                                 "webhook": body.webhook, "infotext": text}))
     try:
         job = (await group.wait(settings.timeout))[0]
-    except asyncio.TimeoutError:
-        going_on = f"; job {job.id} goes on and its webhook is told when it ends" if group.reported else ""
+    except Overdue as exc:
         return DIALECT.error(504, f"Image generation took longer than {settings.timeout:g} s (ALEAART_TIMEOUT)"
-                                  f"{going_on}")
+                                  f"{exc.going_on()}")
     except ClientGone:
         return DIALECT.error(499, "the client closed the connection; the generation was cancelled")
     if job.status != "completed":

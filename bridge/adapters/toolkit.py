@@ -81,6 +81,22 @@ def client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+class Overdue(asyncio.TimeoutError):
+    """A request's deadline passed. ``kept``: the ids of its jobs that go on, for a request with a webhook (the end
+    is told there); the others were cancelled."""
+
+    def __init__(self, kept: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.kept = list(kept)
+
+    def going_on(self) -> str:
+        """The words a 504 adds for the jobs that go on ("" when none)."""
+        if not self.kept:
+            return ""
+        return f"; {'job' if len(self.kept) == 1 else 'jobs'} {', '.join(self.kept)} go on, and the webhook is " \
+               f"told when {'it ends' if len(self.kept) == 1 else 'they end'}"
+
+
 class ClientGone(Exception):
     """The client closed the connection while its jobs ran; they were cancelled (unless a setting keeps them)."""
 
@@ -104,7 +120,6 @@ class JobGroup:
     request: web.Request
     jobs: list[Job] = field(default_factory=list)
     keep_on_disconnect: bool | None = None
-    reported: bool = False  # a job has a webhook: its end is told there, whatever becomes of the request
 
     def __post_init__(self) -> None:
         if self.keep_on_disconnect is None:
@@ -113,6 +128,12 @@ class JobGroup:
     @property
     def ids(self) -> list[str]:
         return [j.id for j in self.jobs]
+
+    @property
+    def reported(self) -> bool:
+        """Whether a job has a webhook: the request's result is told there too, so neither the client leaving nor
+        the deadline makes its jobs unwanted."""
+        return any((j.meta or {}).get("webhook") for j in self.jobs)
 
     async def check_cost(self, subs: Sequence[Submission]) -> None:
         """The whole request's cost against BRIDGE_MAX_REQUEST_COST, before its first job is submitted."""
@@ -126,10 +147,8 @@ class JobGroup:
             await self.cancel()
             raise
         self.jobs.append(job)
-        if (sub.meta or {}).get("webhook"):
-            # Its result has somewhere else to go: neither the client leaving nor the request's deadline makes it
-            # unwanted.
-            self.keep_on_disconnect = self.reported = True
+        if self.reported:
+            self.keep_on_disconnect = True
         return job
 
     async def cancel(self) -> None:
@@ -139,9 +158,9 @@ class JobGroup:
 
     async def wait(self, timeout: float | None = None) -> list[Job]:
         """Every job once finished (in submission order). When one fails the others are cancelled at once (the
-        request has failed). Raises asyncio.TimeoutError after `timeout` seconds and ClientGone when the client
-        disconnects; in both cases the jobs are cancelled first, but for a group with a webhook (`reported`), which
-        goes on and tells it."""
+        request has failed). Raises Overdue after `timeout` seconds and ClientGone when the client disconnects; in
+        both cases the jobs are cancelled first, but for a group with a webhook (`reported`), which goes on and
+        tells it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waiters = {asyncio.ensure_future(self.engine.wait(j)): j for j in self.ids}
         finished: dict[str, Job] = {}
@@ -149,7 +168,7 @@ class JobGroup:
             while len(finished) < len(waiters):
                 step = DISCONNECT_POLL if deadline is None else min(DISCONNECT_POLL, deadline - time.monotonic())
                 if step <= 0:
-                    raise asyncio.TimeoutError
+                    raise Overdue(self.ids if self.reported else ())
                 pending = [w for w in waiters if not w.done()]
                 await asyncio.wait(pending, timeout=step, return_when=asyncio.FIRST_COMPLETED)
                 for w in [w for w in pending if w.done()]:

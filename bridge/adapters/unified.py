@@ -13,7 +13,6 @@ guidance, no negative prompt) is listed in the answer's `unsupported` entries in
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import random
@@ -38,7 +37,7 @@ from bridge.http import json_answer
 from bridge.engine import JobEngine
 from bridge.keys import ENGINE, SETTINGS
 
-from .toolkit import ClientGone, Submission, engine_of, live_choices, request_origin, run_jobs
+from .toolkit import ClientGone, Overdue, Submission, engine_of, live_choices, request_origin, run_jobs
 
 log = logging.getLogger("bridge.adapters.unified")
 
@@ -143,7 +142,7 @@ class GenerateBody(Request):
     output_quality: OutputQuality | None = None
     webhook: Webhook | None = Field(None, description="Also POST signed messages about each job there (a URL, or "
                                                       "{url, events}); see docs/api/webhooks.md. Its jobs then run "
-                                                      "on when the client goes away.")
+                                                      "on when the client goes away or UNIFIED_TIMEOUT passes.")
 
 
 @functools.lru_cache(maxsize=8)
@@ -502,8 +501,9 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
         finished = await run_jobs(request, submissions, timeout=settings.timeout)
     except BridgeError as exc:
         return DIALECT.bridge_error(exc, plan.field_names)
-    except asyncio.TimeoutError:
-        return DIALECT.error(504, f"generation did not finish within {settings.timeout:g} s (UNIFIED_TIMEOUT)")
+    except Overdue as exc:
+        return DIALECT.error(504, f"generation did not finish within {settings.timeout:g} s (UNIFIED_TIMEOUT)"
+                                  f"{exc.going_on()}")
     except ClientGone:
         return DIALECT.error(499, "the client closed the connection; the generation was cancelled")
     for job in finished:
