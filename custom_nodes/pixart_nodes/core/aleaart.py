@@ -119,9 +119,9 @@ RANGES: dict[str, tuple[int, int]] = {
 }
 
 
-# What web3 libraries write for a uint: decimal (BigInt.toString()) or 0x hex, ASCII digits only, at most a uint256's
-# width. int() alone also takes underscores ("2_0") and any script's digits ("\u0662\u0660"), which none writes.
-_UINT_TEXT = re.compile(r"\s*(?:[-+]?[0-9]{1,78}|0[xX][0-9a-fA-F]{1,64})\s*", re.ASCII)
+# What web3 libraries write for a uint: decimal (BigInt.toString()) or 0x hex, ASCII digits only. int() alone also
+# takes underscores ("2_0") and any script's digits ("\u0662\u0660"), which none writes.
+_UINT_TEXT = re.compile(r"\s*(?:[-+]?[0-9]+|0[xX][0-9a-fA-F]+)\s*", re.ASCII)
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -139,7 +139,12 @@ def _as_int(name: str, value: Any) -> int:
         if not _UINT_TEXT.fullmatch(value):
             raise ValueError(f"{name}: expected an integer (decimal or 0x hex digits), got {show(value)}")
         text = value.strip()
-        return int(text, 16) if text[:2].lower() == "0x" else int(text, 10)
+        hexa = text[:2].lower() == "0x"
+        if len((text[2:] if hexa else text.lstrip("+-")).lstrip("0")) > (64 if hexa else 78):
+            # past a uint256, out of every field's range (and int() refuses past 4,300 digits, naming no field)
+            lo, hi = RANGES[name]
+            raise ValueError(f"{name}: {show(value)} is out of range {lo}..{hi}")
+        return int(text, 16) if hexa else int(text, 10)
     raise ValueError(f"{name}: expected an integer, got {type(value).__name__}")
 
 
