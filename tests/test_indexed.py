@@ -62,3 +62,10 @@ def test_a_frame_wider_than_a_gif_holds_is_refused_naming_its_size():
         indexed.indexed_gif([wide], pal.palette_from_hex("#000 #fff"))
     data = indexed.indexed_gif([np.zeros((1, 65_535, 3), np.uint8)], pal.palette_from_hex("#000 #fff"))
     assert Image.open(io.BytesIO(data)).size == (65_535, 1)
+
+
+def test_frames_of_another_size_are_refused():
+    # the first frame's size is the GIF's screen: a larger later frame made an image block past it (an invalid GIF)
+    small, big = np.zeros((4, 4, 3), np.uint8), np.zeros((8, 6, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"^frame 2 is 6x8, the first 4x4; GIF frames share one size$"):
+        indexed.indexed_gif([small, big], pal.palette_from_hex("#000 #fff"))

@@ -286,7 +286,12 @@ class JobEngine(Outputs, Backends):
     async def _reload(self) -> list[str]:
         async with self._reloading:
             self._next_reload = None  # a call from now on may have changed the folders after this read began
-            loaded = await asyncio.to_thread(wfmod.load_workflows, self.workflows_dir, self.extra_workflow_dirs)
+            try:
+                loaded = await asyncio.to_thread(wfmod.load_workflows, self.workflows_dir, self.extra_workflow_dirs)
+            except Exception as exc:
+                # also where every caller went away (the shield then drops the exception unread)
+                log.warning("workflow reload failed, the served workflows stay as they were: %s", exc)
+                raise
             self.workflows = loaded
             for conn in self.connections.values():
                 if conn.object_info is not None:

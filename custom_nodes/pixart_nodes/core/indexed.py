@@ -83,9 +83,12 @@ def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: 
         raise ValueError(f"duration_ms must be 0..{MAX_DURATION_MS}, got {duration_ms}")
     if not 0 <= loop <= MAX_LOOP:
         raise ValueError(f"loop must be 0..{MAX_LOOP} (0 = forever), got {loop}")
-    for f in frames:
+    for n, f in enumerate(frames):
         if max(f.shape[:2]) > MAX_GIF_SIDE:
             raise ValueError(f"{f.shape[1]}x{f.shape[0]} is too large for a GIF (at most {MAX_GIF_SIDE} pixels a side)")
+        if f.shape[:2] != frames[0].shape[:2]:  # the first frame's size is the GIF's screen
+            raise ValueError(f"frame {n + 1} is {f.shape[1]}x{f.shape[0]}, the first {frames[0].shape[1]}x"
+                             f"{frames[0].shape[0]}; GIF frames share one size")
     mapped = [palette_indices(f, palette, alpha_threshold) for f in frames]
     transparent = any(t for _, t in mapped)
     flat = _flat_palette(palette, transparent)
