@@ -150,37 +150,55 @@ def check_structure(data: bytes, field: str) -> None:
 
 
 def _check_jpeg(data: bytes, field: str) -> None:
-    pos, segments, parsed, end = 2, 0, 0, len(data)
+    """Walk the JPEG's markers as a decoder reads them up to its end (EOI: what follows, a motion photo's video, is
+    no part of it): segments by their lengths, each scan's entropy-coded data up to the next marker."""
+    pos, segments, parsed, scans, end = 2, 0, 0, 0, len(data)
+
+    def too_many_segments() -> InvalidParameter:
+        return InvalidParameter(field, f"{field}: the JPEG has more than {MAX_JPEG_SEGMENTS} segments before its "
+                                       f"image data")
+
     while pos + 1 < end:
-        if segments > MAX_JPEG_SEGMENTS:
-            raise InvalidParameter(field, f"{field}: the JPEG has more than {MAX_JPEG_SEGMENTS} segments before "
-                                          f"its image data")
-        if data[pos] != 0xFF:  # stray bytes: Pillow skips them one at a time
+        if data[pos] != 0xFF:  # stray bytes before the first scan: Pillow skips them one at a time
             nxt = data.find(b"\xff", pos)
             segments += (nxt if nxt >= 0 else end) - pos
+            if segments > MAX_JPEG_SEGMENTS and not scans:
+                raise too_many_segments()
             if nxt < 0:
-                break
+                return
             pos = nxt
             continue
-        segments += 1
         marker = data[pos + 1]
-        if marker == 0xDA:  # the first scan: libjpeg reads the rest
-            # in entropy-coded data 0xFF is always followed by 0x00 or a marker, so this counts every scan (and
-            # the odd pair inside a later segment: never fewer)
-            scans = data.count(b"\xff\xda", pos)
-            if scans > MAX_JPEG_SCANS:
-                raise InvalidParameter(field, f"{field}: the JPEG has {scans} scans, more than {MAX_JPEG_SCANS}")
+        if marker == 0xD9:
             return
-        if marker in (0xFF, 0x00) or 0xD0 <= marker <= 0xD9 or marker == 0x01:  # fill byte, standalone marker
+        if not scans:
+            segments += 1
+            if segments > MAX_JPEG_SEGMENTS:
+                raise too_many_segments()
+        if marker in (0xFF, 0x00) or 0xD0 <= marker <= 0xD8 or marker == 0x01:  # fill byte, standalone marker
             pos += 1 if marker == 0xFF else 2
             continue
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        pos += 2 + max(length, 2)
         if marker in _PARSED_SEGMENTS:
             parsed += length
             if parsed > MAX_JPEG_TABLE_BYTES:
-                raise InvalidParameter(field, f"{field}: the JPEG's tables and resources before its image data "
-                                              f"are more than {MAX_JPEG_TABLE_BYTES} bytes")
-        pos += 2 + max(length, 2)
+                raise InvalidParameter(field, f"{field}: the JPEG's tables and resources are more than "
+                                              f"{MAX_JPEG_TABLE_BYTES} bytes")
+        if marker != 0xDA:
+            continue
+        scans += 1  # each scan is a pass of libjpeg over every block of the image
+        if scans > MAX_JPEG_SCANS:
+            raise InvalidParameter(field, f"{field}: the JPEG has more than {MAX_JPEG_SCANS} scans")
+        while True:  # its entropy-coded data: 0xFF there is a stuffed byte (FF 00), a restart or fill, or a marker
+            nxt = data.find(b"\xff", pos)
+            if nxt < 0 or nxt + 1 >= end:
+                return
+            if data[nxt + 1] == 0x00 or 0xD0 <= data[nxt + 1] <= 0xD7 or data[nxt + 1] == 0xFF:
+                pos = nxt + 1
+                continue
+            pos = nxt
+            break
 
 
 def read_header(data: bytes, field: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:

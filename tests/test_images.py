@@ -342,3 +342,19 @@ def test_16_bit_grey_is_scaled_to_8_bits_not_clipped():
     rgba = pixels(clear.png)
     assert clear.mode == "RGBA" and np.array_equal(rgba[..., 3] == 0, ramp == 640)
     assert np.array_equal(rgba[..., 0], (ramp >> 8).astype(np.uint8))
+
+
+def test_a_jpeg_is_walked_to_its_end_marker_and_no_further():
+    # a motion photo carries its video after the JPEG's end: counting FF DA pairs to the end of the file took a
+    # 10 MB random trailer for 149 scans and refused the picture (this one holds 200 such pairs in 13 KB)
+    plain = encode(patterned(64, 64), "JPEG", progressive=True)
+    rng = random.Random(5)
+    trailer = b"".join(b"\xff\xda" + rng.randbytes(64) for _ in range(200))
+    assert trailer.count(b"\xff\xda") > images.MAX_JPEG_SCANS
+    assert decode_image(plain + trailer, "image").width == 64
+    # stray bytes running to the end of the file count as the segments Pillow reads them as (they were added up
+    # but never checked: 19 MB of them held Pillow's byte-at-a-time loop 2.2 s)
+    stray = plain[:2] + b"\xff\xe0\x00\x02" + b"\x01" * (images.MAX_JPEG_SEGMENTS + 10)
+    with pytest.raises(InvalidParameter) as e:
+        images.probe(stray, "image")
+    assert e.value.field == "image" and "segments" in e.value.message
