@@ -233,6 +233,7 @@ def test_from_dict_refuses_text_no_web3_library_writes(value):
     # zero-padded past a uint256's width (a 32-byte word written out with its leading zeros) is the same number
     assert RenderParams.from_dict({**d, "steps": "0x" + "0" * 66 + "14"}).steps == 20
     assert RenderParams.from_dict({**d, "steps": "0" * 100 + "20"}).steps == 20
+    assert RenderParams.from_dict({**d, "steps": "+" + "0" * 5000 + "20"}).steps == 20  # int() stops at 4,300 digits
 
 
 @pytest.mark.parametrize("value", ["0x" + "f" * 5000, 10**5000, "9" * 5000, "9" * 79, 1e308, -(10**4400)],

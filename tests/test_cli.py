@@ -314,7 +314,7 @@ def test_a_failed_write_leaves_an_existing_output_as_it_was(tmp_path, capsys):
 
 
 def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path, capsys):
-    # a 16-bit grey PNG opens as I;16: Pillow's convert clips every value over 255 to white (94% of this ramp)
+    # a 16-bit grey PNG opens as I;16: Pillow's convert clips every value over 255 to white (all but one of the 256 values of this ramp)
     ramp = (np.arange(256 * 4, dtype=np.uint32).reshape(4, 256) % 256 * 257).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
     Image.fromarray(ramp).save(tmp_path / "g16t.png", transparency=0)  # a tRNS grey value: alpha kept

@@ -61,3 +61,21 @@ async def test_a_request_past_its_deadline_keeps_its_jobs_when_it_has_a_webhook(
         await group.wait(0.05)
     assert engine.cancelled == cancelled and e.value.kept == (["j1", "j2"] if not cancelled else [])
     assert ("j1, j2 go on" in e.value.going_on()) is not bool(cancelled)
+
+
+async def test_an_engine_stopping_while_a_request_waits_is_overdue_too() -> None:
+    # engine.wait raises a plain TimeoutError when the engine stops: the adapters, which answer Overdue with a 504,
+    # let it through as a 500
+    engine = _Engine(RuntimeError("unused"))
+
+    async def stopping(job_id: str) -> Any:
+        raise asyncio.TimeoutError
+
+    engine.wait = stopping  # type: ignore[attr-defined]
+    request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
+    group = JobGroup(engine, request=request, keep_on_disconnect=False)  # type: ignore[arg-type]
+    await group.submit(Submission("w", {}))
+    with pytest.raises(Overdue) as e:
+        await group.wait(30)
+    assert e.value.kept == [] and e.value.going_on() == "" and engine.cancelled == ["j1"]
+    assert "; job j1 goes on, and the webhook is told when it ends" == Overdue(["j1"]).going_on()

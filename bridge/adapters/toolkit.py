@@ -93,8 +93,9 @@ class Overdue(asyncio.TimeoutError):
         """The words a 504 adds for the jobs that go on ("" when none)."""
         if not self.kept:
             return ""
-        return f"; {'job' if len(self.kept) == 1 else 'jobs'} {', '.join(self.kept)} go on, and the webhook is " \
-               f"told when {'it ends' if len(self.kept) == 1 else 'they end'}"
+        one = len(self.kept) == 1
+        return (f"; {'job' if one else 'jobs'} {', '.join(self.kept)} {'goes' if one else 'go'} on, and the webhook "
+                f"is told when {'it ends' if one else 'they end'}")
 
 
 class ClientGone(Exception):
@@ -130,6 +131,10 @@ class JobGroup:
         return [j.id for j in self.jobs]
 
     @property
+    def keeps_on_disconnect(self) -> bool:
+        return bool(self.keep_on_disconnect) or self.reported
+
+    @property
     def reported(self) -> bool:
         """Whether a job has a webhook: the request's result is told there too, so neither the client leaving nor
         the deadline makes its jobs unwanted."""
@@ -147,8 +152,6 @@ class JobGroup:
             await self.cancel()
             raise
         self.jobs.append(job)
-        if self.reported:
-            self.keep_on_disconnect = True
         return job
 
     async def cancel(self) -> None:
@@ -168,7 +171,7 @@ class JobGroup:
             while len(finished) < len(waiters):
                 step = DISCONNECT_POLL if deadline is None else min(DISCONNECT_POLL, deadline - time.monotonic())
                 if step <= 0:
-                    raise Overdue(self.ids if self.reported else ())
+                    raise asyncio.TimeoutError
                 pending = [w for w in waiters if not w.done()]
                 await asyncio.wait(pending, timeout=step, return_when=asyncio.FIRST_COMPLETED)
                 for w in [w for w in pending if w.done()]:
@@ -176,7 +179,7 @@ class JobGroup:
                     finished[job.id] = job
                     if job.status == "failed":
                         await self.cancel()
-                if client_gone(self.request) and not self.keep_on_disconnect and len(finished) < len(waiters):
+                if client_gone(self.request) and not self.keeps_on_disconnect and len(finished) < len(waiters):
                     log.info("client of %s %s went away; cancelling jobs %s", self.request.method,
                              self.request.path, ", ".join(self.ids))
                     raise ClientGone()
@@ -185,11 +188,15 @@ class JobGroup:
             for w in waiters:
                 w.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
-            # A cancelled handler is a client that went away (aiohttp cancels its handler) or a server stopping.
-            kept = ((isinstance(exc, asyncio.CancelledError) and self.keep_on_disconnect)
-                    or (isinstance(exc, asyncio.TimeoutError) and self.reported))
+            # A cancelled handler is a client that went away (aiohttp cancels its handler) or a server stopping. A
+            # TimeoutError is the deadline, or the engine stopping while it waited (engine.wait raises it then).
+            overdue = isinstance(exc, asyncio.TimeoutError)
+            kept = ((isinstance(exc, asyncio.CancelledError) and self.keeps_on_disconnect)
+                    or (overdue and self.reported))
             if not kept:
                 await asyncio.shield(self.cancel())
+            if overdue:
+                raise Overdue(self.ids if kept else ()) from None
             raise
 
 

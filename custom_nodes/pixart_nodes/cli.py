@@ -252,8 +252,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                 data = indexed.indexed_png(img, palette) if fmt == "png" else indexed.indexed_gif([img], palette)
             except ValueError as exc:  # what the format cannot hold: the file is what it is about
                 raise CliError(f"{dst}: {exc}") from None
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(data)
+            imageio.write_file(dst, data)
             return f"{dst}: {img.shape[1]}x{img.shape[0]} indexed{used}"
         imageio.write_image(dst, img)
         return f"{dst}: {img.shape[1]}x{img.shape[0]}{used}"
@@ -300,8 +299,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             data = indexed.indexed_gif(frames, palette, duration_ms=args.frame_ms, loop=args.loop)
         except ValueError as exc:
             raise CliError(f"{dst_path}: {exc}") from None
-        dst_path.parent.mkdir(parents=True, exist_ok=True)
-        dst_path.write_bytes(data)
+        imageio.write_file(dst_path, data)
         if not args.quiet:
             print(f"{dst_path}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}, one palette of "
                   f"{len(palette)} colours ({palette.name})")
@@ -326,8 +324,7 @@ def _cmd_rgb565(args: argparse.Namespace) -> int:
         img = rgb565.composite(imageio.read_image(src), None, args.background)
         framed = rgb565.fit(img, width, height, args.mode, args.background, resample=args.resample)
         data = rgb565.to_rgb565(framed, byte_order=args.byte_order, invert=args.invert, dither=args.dither)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(data)
+        imageio.write_file(dst, data)
         return f"{dst}: {width}x{height} {fmt}{' inverted' if args.invert else ''}, {len(data)} bytes"
 
     return _run_jobs(jobs, folder, args.quiet, "rgb565", work)

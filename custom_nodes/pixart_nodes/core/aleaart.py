@@ -140,11 +140,13 @@ def _as_int(name: str, value: Any) -> int:
             raise ValueError(f"{name}: expected an integer (decimal or 0x hex digits), got {show(value)}")
         text = value.strip()
         hexa = text[:2].lower() == "0x"
-        if len((text[2:] if hexa else text.lstrip("+-")).lstrip("0")) > (64 if hexa else 78):
+        sign = "" if hexa else text[:1].strip("0123456789")
+        digits = text[2 if hexa else len(sign):].lstrip("0") or "0"
+        if len(digits) > (64 if hexa else 78):
             # past a uint256, out of every field's range (and int() refuses past 4,300 digits, naming no field)
             lo, hi = RANGES[name]
             raise ValueError(f"{name}: {show(value)} is out of range {lo}..{hi}")
-        return int(text, 16) if hexa else int(text, 10)
+        return int(sign + digits, 16 if hexa else 10)
     raise ValueError(f"{name}: expected an integer, got {type(value).__name__}")
 
 

@@ -91,7 +91,7 @@ def pixel_limit() -> int:
 
 def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     """A grey image of 16 bits as 8-bit: the top 8 bits (65535 -> 255), mode L, or LA where a tRNS grey value marks
-    the transparent pixels (Pillow's convert clipped a 0-65520 ramp to 94% white); any other image as it is.
+    the transparent pixels (Pillow's convert clipped 99.6% of a 0-65472 ramp to white); any other image as it is.
     Sixteen bits are the I;16 modes and mode I read from a PNG or PGM (``fmt``, default the image's format), which
     Pillow gives 0-65535; a 32-bit TIFF's I has no declared range and keeps Pillow's clipping."""
     if not (im.mode.startswith("I;16") or (im.mode == "I" and (fmt or im.format) in ("PNG", "PPM"))):
@@ -108,8 +108,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     """Write ``uint8 [H,W,1|3|4]`` (format from the suffix; PNG keeps alpha, JPEG drops it).
 
     The file is encoded in memory first (an image the format cannot hold is an ImageWriteError naming the file),
-    written beside the target and moved over it: an existing file (the input itself, when OUT is IN) is replaced
-    only by a complete one.
+    then written by ``write_file``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -131,10 +130,17 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
         im.save(out, format=fmt, optimize=fmt == "PNG")
     except (ValueError, OSError, struct.error, OverflowError) as exc:
         raise ImageWriteError(f"{path}: cannot write as {fmt} ({exc})") from None
+    write_file(path, out.getvalue())
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a file beside ``path`` and move it over ``path`` (its folders made): an existing file, the
+    input itself when OUT is IN, is replaced only by a complete one, never left cut short by a failed write."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        part.write_bytes(out.getvalue())
+        part.write_bytes(data)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)

@@ -273,4 +273,6 @@ def write_palette(path: str | Path, palette: Palette, *, block: int = 1) -> None
     fmt = p.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise ValueError(f"{p.name}: unknown palette format; use one of .{', .'.join(FORMATS)}")
-    p.write_bytes(palette_bytes(palette, fmt, block=block))
+    from .imageio import write_file  # imports Pillow, which this module imports only where it reads PNGs
+
+    write_file(p, palette_bytes(palette, fmt, block=block))
