@@ -307,7 +307,7 @@ def _bucket(s3_server: Any, prefix: str = "") -> S3Blobs:
 async def test_s3_input_keys_the_store_refuses_are_the_clients_error(bridge_factory: Any, s3_server: Any) -> None:
     # a key S3 answers 400 to (SeaweedFS: a backslash) came out of obstore as GenericError: a 500 for the request
     blobs = _bucket(s3_server)
-    for key in ("uploads/a\\..\\b.png", "uploads/a\x00b.png", "uploads/\ud800.png"):
+    for key in ("uploads/a\\..\\b.png", "uploads/a\x00b.png", "uploads/\ud800.png", "uploads/" + "k" * 1100):
         with pytest.raises(ValueError):
             await blobs.read_path(key, 1000)
     client = await bridge_factory(adapters=["jobs_api"], **s3_server.settings(f"in-{uuid.uuid4().hex[:8]}"))
@@ -332,9 +332,18 @@ async def test_s3_input_read_is_bounded_even_when_the_object_grows_after_its_hea
         await obstore.put_async(store, path, b"y" * 5000)  # replaced between the HEAD and the GET
         return meta
 
+    asked: list[Any] = []
+    real_get = obstore.get_async
+
+    async def get(store: Any, path: str, **kw: Any) -> Any:
+        asked.append(kw.get("options"))
+        return await real_get(store, path, **kw)
+
     monkeypatch.setattr(obstore, "head_async", head_then_grow)
+    monkeypatch.setattr(obstore, "get_async", get)
     with pytest.raises(ValueError, match="limit is 1000"):
         await blobs.read_path(key, 1000)
+    assert asked == [{"range": (0, 1001)}]  # no more than a byte past the limit crossed the wire
     monkeypatch.undo()
     assert await blobs.read_path(key, 5000) == b"y" * 5000
     await blobs.put("uploads/empty.png", b"")
