@@ -209,7 +209,9 @@ def read_header(data: bytes, field: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
             # The size check below replaces Pillow's bomb warning with a clear error.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as probe:
-                fmt = (probe.format or "").upper()
+                # a phone's photo with a gain map or a second view (Ultra HDR, MPF) opens as MPO: a JPEG whose
+                # first picture is the photo, all that is read of it
+                fmt = (probe.format or "").upper().replace("MPO", "JPEG")
                 width, height = probe.size
     except Image.DecompressionBombError:
         # Pillow refuses sizes past twice its own limit before we see them; report the header's size.

@@ -358,3 +358,15 @@ def test_a_jpeg_is_walked_to_its_end_marker_and_no_further():
     with pytest.raises(InvalidParameter) as e:
         images.probe(stray, "image")
     assert e.value.field == "image" and "segments" in e.value.message
+
+
+def test_a_phone_photo_with_a_second_picture_is_a_jpeg():
+    # JPEGs with an MPF index (Ultra HDR gain maps, Samsung's) open in Pillow as MPO: they were refused as "format MPO"
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 30, 40)).save(out, format="MPO", save_all=True,
+                                                   append_images=[Image.new("RGB", (32, 24), (0, 0, 255))])
+    assert Image.open(io.BytesIO(out.getvalue())).format == "MPO"
+    assert images.probe(out.getvalue(), "image").format == "JPEG"
+    decoded = decode_image(out.getvalue(), "image")
+    assert (decoded.width, decoded.height, decoded.source_format) == (32, 24, "JPEG")
+    assert np.abs(pixels(decoded.png)[..., :3].astype(int) - [200, 30, 40]).max() <= 8  # the first picture
