@@ -288,8 +288,10 @@ def open_image(value: str | bytes | bytearray, field: str, *, max_bytes: int = D
                 img = img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
             elif mode == "LA":
                 img = img.convert("RGBA")
-            elif mode in ("CMYK", "YCbCr", "I", "I;16", "F", "1"):
-                img = img.convert("L" if mode in ("I", "I;16", "F", "1") else "RGB")
+            elif mode == "1":
+                img = img.convert("L")
+            elif mode not in ("RGB", "RGBA", "L"):  # CMYK JPEGs, and whatever else a decoder may give
+                img = img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidParameter(field, f"{field}: image data is corrupt ({exc})") from None
     return img, header.format

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import color
+from .imageio import MAX_SIDE
 from .palette import Palette, nearest_indices
 
 FORMATS = ("png", "gif")
 MAX_DURATION_MS = 655_350
 MAX_LOOP = 65_535
-MAX_GIF_SIDE = 65_535  # the GIF screen and image sizes are 16-bit fields
+MAX_GIF_SIDE = MAX_SIDE["GIF"]
 
 
 def palette_indices(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> tuple[np.ndarray, bool]:
