@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -66,7 +67,28 @@ def test_pillow_reads_our_gpl_and_we_read_gimp_files(tmp_path: Path) -> None:
     assert back.name == "A" and back.colors.tolist() == [[0, 0, 0], [255, 255, 255]]
 
 
+def riff_pal(colors: list[tuple[int, int, int]], *, count: int | None = None, before: bytes = b"") -> bytes:
+    """Microsoft's RIFF palette as its documentation lays it out (LOGPALETTE: version 0x300, count, R G B flags)."""
+    n = len(colors) if count is None else count
+    data = struct.pack("<HH", 0x300, n) + b"".join(struct.pack("BBBB", *c, 0) for c in colors)
+    body = b"PAL " + before + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_microsofts_riff_palettes_are_read_in_order_by_their_first_bytes() -> None:
+    colors = [(255, 0, 0), (0, 0, 0), (1, 2, 3), (0, 0, 0)]
+    assert palette_files.read_palette("win.pal", riff_pal(colors)).colors.tolist() == [list(c) for c in colors]
+    # a chunk before 'data' of odd length is padded to even, as RIFF writers do; the suffix does not matter
+    listed = b"LIST" + struct.pack("<I", 5) + b"INFOx" + b"\0"
+    back = palette_files.read_palette("download", riff_pal(colors, before=listed))
+    assert back.name == "download" and back.colors.tolist() == [list(c) for c in colors]
+
+
 @pytest.mark.parametrize("name,data,why", [
+    ("a.pal", riff_pal([(1, 2, 3)], count=3), "says 3 colours, holds 1"),
+    ("a.pal", riff_pal([(1, 2, 3)], count=60000), "60000 colours, more than 256"),
+    ("a.pal", riff_pal([]), "no colours"),
+    ("a.pal", b"RIFF\4\0\0\0PAL ", "without a 'data' chunk"),
     ("a.act", b"\0" * 100, "768 or 772 bytes"),
     ("a.pal", b"JASC-PAL\r\n0100\r\n3\r\n1 2 3\r\n", "says 3 colours"),
     ("a.pal", b"JASC-PAL\r\n0100\r\n1\r\n1 2 300\r\n", "line 4"),

@@ -1,5 +1,6 @@
 """Palette files people download and the tools that read them: Lospec `.hex`, GIMP/Aseprite `.gpl`, JASC `.pal`
-(Paint Shop Pro, Aseprite, Pro Motion), Photoshop `.act`, paint.net `.txt` and a PNG swatch image (one pixel or
+(Paint Shop Pro, Aseprite, Pro Motion) and Microsoft's RIFF `.pal` (Windows, older palette sites) read by their
+first bytes, Photoshop `.act`, paint.net `.txt` and a PNG swatch image (one pixel or
 one square block per colour, as Lospec serves them). Every reader and writer keeps the palette's order.
 
 The format comes from the file extension; `.png` strips are read by measuring their block size, so a 1x, 8x or
@@ -130,6 +131,27 @@ def parse_act(data: bytes, where: str) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in c) for c in arr]  # type: ignore[misc]
 
 
+def parse_riff_pal(data: bytes, where: str) -> list[tuple[int, int, int]]:
+    """Microsoft's RIFF palette: 'RIFF' size 'PAL ', then chunks; the 'data' chunk is a LOGPALETTE (version, count,
+    then R G B flags per colour). Files ending in .pal are this binary form as often as JASC text."""
+    pos = 12
+    while pos + 8 <= len(data):
+        tag, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        body = data[pos + 8:pos + 8 + size]
+        if tag == b"data":
+            if len(body) < 4:
+                raise ValueError(f"{where}: RIFF palette data chunk of {len(body)} bytes, too short")
+            count = int.from_bytes(body[2:4], "little")
+            if count > MAX_COLORS:
+                raise ValueError(f"{where}: {count} colours, more than {MAX_COLORS}")
+            if len(body) < 4 + 4 * count:
+                raise ValueError(f"{where}: RIFF palette says {count} colours, holds {(len(body) - 4) // 4}")
+            arr = np.frombuffer(body, dtype=np.uint8, count=4 * count, offset=4).reshape(-1, 4)[:, :3]
+            return [tuple(int(v) for v in c) for c in arr]  # type: ignore[misc]
+        pos += 8 + size + (size & 1)  # chunks are padded to an even length
+    raise ValueError(f"{where}: RIFF palette without a 'data' chunk")
+
+
 # 256 swatches of 256x256 pixels: anything larger is not a palette, and converting it would take 4 bytes a pixel
 MAX_STRIP_PIXELS = 1 << 24
 # swatches a strip may hold: room for a palette laid out in rows with transparent padding; more cells cannot make a
@@ -208,6 +230,8 @@ def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
         rgb = parse_act(data, where)
     elif ext == "png":
         rgb = parse_png(data, where)
+    elif data[:4] == b"RIFF" and data[8:12] == b"PAL ":
+        rgb = parse_riff_pal(data, where)
     else:
         lines = _lines(data, where)
         first = lines[0].strip().lstrip("\ufeff") if lines else ""
