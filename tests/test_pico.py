@@ -72,6 +72,13 @@ def test_format_choice(query, accept, default, expected):
     assert pico.choose_format(query, accept, default) == expected
 
 
+def test_a_long_format_is_quoted_by_its_start():
+    # the whole query value came back (as long as the URL let it be)
+    with pytest.raises(models.A1111Error) as info:
+        pico.choose_format({"format": "x" * 5000}, "", "binary")
+    assert info.value.errors == f"format: must be binary or json, got '{'x' * 40}…'"
+
+
 def test_convert_png_equals_opencv_packing():
     rgb = np.asarray(standin_image(7, 512, 512))
     png = png_bytes(Image.fromarray(rgb))
@@ -250,6 +257,9 @@ async def test_an_upstream_image_of_too_many_pixels_is_refused_from_its_header(a
     (b'{"images": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
     (b'{"images": ["' + b"A" * (2 << 20) + b'"], "info": NaN}', "NaN"),
     (b'{"pictures": []}', "images"),
+    # each image becomes a frame, however small it came: 20,000 of one pixel would be 2.3 GB of 240x240 frames
+    (json.dumps({"images": [base64.b64encode(png_bytes(Image.new("RGB", (1, 1)))).decode()] * 200}).encode(),
+     "200 images"),
 ])
 @pytest.mark.asyncio
 async def test_an_upstream_answer_that_is_not_acceptable_json_is_a_502_naming_why(aiohttp_client, tmp_path,
@@ -268,6 +278,8 @@ async def test_an_upstream_answer_that_is_not_acceptable_json_is_a_502_naming_wh
     (pico.PATH + "?format=xml", BODY, 400, "format"),
     (pico.PATH + "?lcd_width=-3", BODY, 400, "lcd_width"),
     (pico.PATH, dict(BODY, batch_size=2), 400, "batch_size"),
+    # the ComfyUI path's limit holds for the pass-through too: 64 x 64 images of up to 2 MB frames were forwarded
+    (pico.PATH + "?format=json", dict(BODY, batch_size=64, n_iter=2), 400, "batch_size"),
     (pico.PATH, [1, 2], 422, "body"),
 ])
 @pytest.mark.asyncio

@@ -131,6 +131,15 @@ def _apply_styles(styles: StyleBook | None, names: list[str], prompt: str, negat
         raise A1111Error(500, "", error=type(exc).__name__, errors=f"styles file: {exc}") from None
 
 
+def image_count(req: GenerationRequest) -> int:
+    """batch_size x n_iter, refused past MAX_IMAGES_PER_REQUEST: the one rule for every path that makes images, the
+    upstream pass-through (Pico) too, which resolves no generation of its own."""
+    count = (req.batch_size or 1) * (req.n_iter or 1)
+    if count > MAX_IMAGES_PER_REQUEST:
+        raise field_error("batch_size", f"batch_size x n_iter must be at most {MAX_IMAGES_PER_REQUEST}, got {count}")
+    return count
+
+
 def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_samplers: list[str] | None,
                        live_schedulers: list[str] | None, is_img2img: bool, clip_skip: int = 1,
                        options: Mapping[str, Any] | None = None, styles: StyleBook | None = None,
@@ -153,9 +162,7 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
     # span fields.
     batch_size = req.batch_size or 1
     n_iter = req.n_iter or 1
-    if batch_size * n_iter > MAX_IMAGES_PER_REQUEST:
-        raise field_error("batch_size", f"batch_size x n_iter must be at most {MAX_IMAGES_PER_REQUEST}, "
-                                        f"got {batch_size * n_iter}")
+    image_count(req)
     steps = req.steps or 50
     width = req.width or 512
     height = req.height or 512

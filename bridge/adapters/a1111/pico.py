@@ -32,7 +32,7 @@ from bridge import images as image_io
 from bridge import jsontext
 from bridge.api import BodyError, parse_json
 from bridge.config import AdapterSettings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, quote
 from bridge.fields import LooseBool, LooseInt, describe
 from bridge.http import json_answer, json_payload
 from bridge.keys import ADAPTERS, SETTINGS
@@ -41,7 +41,7 @@ from bridge.outbound import AnswerTooLarge, read_capped
 from ..toolkit import Submission, engine_of
 from . import models
 from .dialect import PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
-from .generation import Generation
+from .generation import Generation, image_count
 from .routes import GenerationAnswer, check_features, checkpoint_for, generation_for, job_params, partial_image
 
 log = logging.getLogger("bridge.adapters.pico")
@@ -163,7 +163,7 @@ def choose_format(query: dict[str, str], accept: str, default: str) -> str:
         fmt = query["format"].strip().lower()
         aliases = {"raw": "binary", "bin": "binary", "binary": "binary", "octet-stream": "binary", "json": "json"}
         if fmt not in aliases:
-            raise models.field_error("format", f"must be binary or json, got {query['format']!r}")
+            raise models.field_error("format", f"must be binary or json, got {quote(query['format'])}")
         return aliases[fmt]
     accept = accept.lower()
     wants_binary = "application/octet-stream" in accept
@@ -263,6 +263,11 @@ class UpstreamError(A1111Error):
         super().__init__(502, message, error="UpstreamError", errors=message)
 
 
+# The most images an upstream answer may hold: as many as a request may ask for, and A1111's grid. Each becomes a
+# frame of up to 2 MB (1024x1024 RGB565), and the answer's own limits admit 20,000 images of one pixel (92 bytes each
+# in base64): 40 GB of frames.
+MAX_UPSTREAM_IMAGES = models.MAX_IMAGES_PER_REQUEST + 1
+
 # An upstream answer is read up to this many bytes (many times a batch of LCD-sized images in base64): an upstream
 # that never ended its answer grew the bridge by 3.9 GB in 5 s.
 UPSTREAM_ANSWER_BYTES = 64 * 1024 * 1024
@@ -282,6 +287,9 @@ def _upstream_images(raw: bytes, url: str, max_bytes: int) -> list[bytes]:
         images = parse_json(raw)["images"]
         if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
             raise ValueError("no images in the answer")
+        if len(images) > MAX_UPSTREAM_IMAGES:
+            raise ValueError(f"{len(images)} images in the answer, more than the {MAX_UPSTREAM_IMAGES} a request "
+                             f"can make")
         return [image_io.decode_base64(i, f"images[{n}]", max_bytes=max_bytes) for n, i in enumerate(images)]
     except BridgeError as exc:
         raise UpstreamError(f"upstream A1111 at {url} sent an unusable image: {exc.message}") from None
@@ -404,7 +412,7 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
     fmt = choose_format(query, request.headers.get("Accept", ""), settings.default_format)
     opts = lcd_options(settings, query, body.pico)
     req = body
-    count = (req.batch_size or 1) * (req.n_iter or 1)
+    count = image_count(req)  # the pass-through resolves no generation, which checks it on the ComfyUI path
     if fmt == "binary" and count != 1:
         raise models.field_error("batch_size", f"a binary answer holds one frame; batch_size x n_iter is {count} "
                                                "(ask for format=json for several)")
