@@ -98,7 +98,8 @@ class WorkflowNotFound(BridgeError):
     code = "workflow_not_found"
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"workflow {name!r} does not exist", field="workflow")
+        # the name comes from a URL path (8 KB) or a body field (MAX_TEXT): a 404 repeated all of it
+        super().__init__(f"workflow {quote(name, NAME_SHOWN)} does not exist", field="workflow")
         self.name = name
 
 

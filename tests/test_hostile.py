@@ -972,6 +972,17 @@ async def test_an_unknown_job_is_named_by_the_start_of_its_id(bridge_factory: An
         assert (await resp.json())["message"] == f"job '{'a' * 80}' does not exist"
 
 
+async def test_an_unknown_workflow_is_named_by_the_start_of_its_name(bridge_factory: Any) -> None:
+    # the 404 repeated the whole name, as long as the URL let it be (8 KB)
+    client = await bridge_factory(adapters=["jobs_api"])
+    for method in ("GET", "POST"):
+        resp = await client.request(method, "/workflows/" + "w" * 8000, json={})
+        assert resp.status == 404 and await resp.json() == {
+            "error": f"workflow '{'w' * 80}…' does not exist", "field": "workflow"}, method
+    resp = await client.get("/workflows/" + "w" * 80)
+    assert (await resp.json())["error"] == f"workflow '{'w' * 80}' does not exist"
+
+
 async def test_names_checked_by_pattern_refuse_a_last_newline(bridge_factory: Any, tmp_path: Path) -> None:
     # `$` also matches before a string's last newline: "x\n" passed `^...$`.match checks meant to be exact, and the
     # local store refused the key further on (a 500)

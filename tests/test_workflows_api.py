@@ -75,6 +75,27 @@ async def test_post_runs_the_shared_workflow_and_waits_for_the_result(bridge_fac
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
 
 
+async def test_a_waited_result_that_cannot_be_read_names_the_job_it_ran(bridge_factory: Any, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # a storage error while the answer read the result was a bare 500 in the core shape: the job had run, and the
+    # client never learnt its id (GET /jobs/{id} answered the same failure naming the job)
+    from bridge.keys import ENGINE
+
+    client = await client_for(bridge_factory, tmp_path)
+
+    async def unreadable(*args: Any, **kwargs: Any) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(client.app[ENGINE], "read_output", unreadable)
+    resp = await client.post("/workflows/my_pixels?wait=30",
+                             json={"parameters": {"sketch": solid_png_b64(8, 8, (0, 0, 0)), "width": 2, "height": 2}})
+    data = await resp.json()
+    [job] = (await (await client.get("/jobs?type=my_pixels")).json())["jobs"]
+    assert resp.status == 500 and data == {"error": f"The result of job {job['id']} cannot be read", "field": "id"}
+    resp = await client.get(f"/jobs/{job['id']}")
+    assert resp.status == 500 and await resp.json() == data
+
+
 async def test_post_without_wait_answers_202_and_checks_parameters(bridge_factory: Any, tmp_path: Path,
                                                                    comfy_double: Any) -> None:
     client = await client_for(bridge_factory, tmp_path)

@@ -1,6 +1,7 @@
 """The jobs API dialect: its error shape, its settings, and how a job looks to its clients."""
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -16,8 +17,12 @@ from bridge import images as image_io
 from bridge.api import Dialect
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
+from bridge.errors import BridgeError
 from bridge.fields import FieldError
+from bridge.http import json_answer
 from bridge.store import Job
+
+log = logging.getLogger("bridge.adapters.jobs_api")
 
 # meta["api"] of the jobs this dialect owns (its four types and the generic workflow endpoint); other dialects'
 # jobs are invisible here.
@@ -234,3 +239,13 @@ async def job_view(engine: JobEngine, job: Job, response_format: str | None = No
     view["result"] = result
     return view
 
+
+async def view_answer(engine: JobEngine, job: Job, response_format: str | None = None, origin: str = ""
+                      ) -> web.Response:
+    """The job as an answer (`job_view`); a stored result that cannot be read is this dialect's 500 naming the job,
+    whichever route read it (a POST /workflows/{name}?wait= answered a bare 500 without the id of the job it ran)."""
+    try:
+        return await json_answer(await job_view(engine, job, response_format, origin))
+    except (OSError, BridgeError) as exc:
+        log.error("job %s: stored result unreadable: %s", job.id, exc)
+        return DIALECT.error(500, f"The result of job {job.id} cannot be read", "id")

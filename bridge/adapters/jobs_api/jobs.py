@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from typing import Annotated, Literal
 
@@ -11,18 +10,15 @@ from aiohttp import web
 from pydantic import Field
 
 from bridge.api import endpoint
-from bridge.errors import BackendUnavailable, BridgeError
+from bridge.errors import BackendUnavailable
 from bridge.fields import LooseFloat, LooseInt, Request, ResponseFormat
-from bridge.http import json_answer
 from bridge.store import Job
 
 from ..toolkit import engine_of, live_choices, request_origin
 from .dialect import (DIALECT, SETTINGS_KEY, STATUS_IN, STATUS_OUT, CancelAnswer, JobList, JobView, ModelList,
-                      API, QueueStatus, job_summary, job_view, owned)
+                      API, QueueStatus, job_summary, owned, view_answer)
 from .generate import WORKFLOWS, model_stem
 from .workflows import MAX_WAIT
-
-log = logging.getLogger("bridge.adapters.jobs_api")
 
 
 class ListQuery(Request):
@@ -66,11 +62,7 @@ async def get_job(request: web.Request, query: JobQuery) -> web.Response:
     if query.wait > 0 and not job.done:
         with contextlib.suppress(asyncio.TimeoutError):
             job = await engine.wait(job.id, timeout=query.wait)
-    try:
-        return await json_answer(await job_view(engine, job, query.response_format, request_origin(request)))
-    except (OSError, BridgeError) as exc:
-        log.error("job %s: stored result unreadable: %s", job.id, exc)
-        return DIALECT.error(500, f"The result of job {job.id} cannot be read", "id")
+    return await view_answer(engine, job, query.response_format, request_origin(request))
 
 
 @endpoint(dialect=DIALECT, query=ListQuery, responses={200: JobList})

@@ -19,12 +19,11 @@ from bridge.api import endpoint
 from bridge.engine import JobEngine
 from bridge.errors import WorkflowError
 from bridge.fields import LooseFloat, OutputFormat, OutputQuality, Request, ResponseFormat, Webhook
-from bridge.http import json_answer
 from bridge.keys import OPENAPI_CACHE
 from bridge.workflows import Workflow
 
 from ..toolkit import engine_of, request_origin
-from .dialect import API, DIALECT, JobAccepted, JobView, iso, job_view, new_job_id
+from .dialect import API, DIALECT, JobAccepted, JobView, iso, new_job_id, view_answer
 
 # Longest a POST /workflows/{name}?wait= holds the connection: longer waits belong to GET /jobs/{id}?wait= polls.
 MAX_WAIT = 600.0
@@ -126,7 +125,7 @@ async def _answer(engine: JobEngine, job_id: str, wait: float, accepted: dict[st
         except asyncio.TimeoutError:
             pass
         else:
-            return await json_answer(await job_view(engine, job, origin=origin))
+            return await view_answer(engine, job, origin=origin)
     return web.json_response(accepted, status=202)
 
 
