@@ -46,19 +46,25 @@ class PromptRejected(Exception):
         super().__init__(self.describe())
 
     def input_errors(self) -> list[tuple[str, str, str | None, str]]:
-        """(node_id, class_type, input_name or None, message) for every per-input error."""
+        """(node_id, class_type, input_name or None, message) for every per-input error; parts in other shapes
+        than ComfyUI's are passed over (raised, a refusal became an error of the bridge's)."""
         out = []
         for nid, entry in self.node_errors.items():
-            for err in entry.get("errors", []):
-                extra = err.get("extra_info") or {}
-                msg = err.get("message", "")
+            errors = entry.get("errors") if isinstance(entry, dict) else None
+            for err in errors if isinstance(errors, list) else []:
+                if not isinstance(err, dict):
+                    continue
+                extra = err.get("extra_info") if isinstance(err.get("extra_info"), dict) else {}
+                name = extra.get("input_name")
+                msg = str(err.get("message", ""))
                 if err.get("details"):
                     msg = f"{msg}: {err['details']}"
-                out.append((str(nid), entry.get("class_type", "?"), extra.get("input_name"), msg))
+                out.append((str(nid), str(entry.get("class_type", "?")), name if isinstance(name, str) else None,
+                            msg))
         return out
 
     def describe(self) -> str:
-        parts = [self.error.get("message", "prompt rejected")]
+        parts = [str(self.error.get("message", "prompt rejected"))]
         if self.error.get("details"):
             parts[0] += f" ({self.error['details']})"
         for nid, cls, inp, msg in self.input_errors():
@@ -243,7 +249,12 @@ class ComfyClient:
             async with self.session.post(self.url + "/prompt", json=body, timeout=self.timeout) as resp:
                 text = await self._read(resp, "POST /prompt", JSON_ANSWER_BYTES)
                 if resp.status == 400:
-                    data = json.loads(text)
+                    try:
+                        data = json.loads(text)
+                    except ValueError:
+                        data = None
+                    if not isinstance(data, dict):  # a refusal all the same, in words ComfyUI never uses
+                        data = {"error": {"message": f"ComfyUI answered 400: {text[:300]!r}"}}
                     raise PromptRejected(data.get("error", {}), data.get("node_errors", {}))
                 if resp.status != 200:
                     raise BackendError(self.url, f"POST /prompt answered {resp.status}: {text[:300]!r}")
@@ -256,6 +267,8 @@ class ComfyClient:
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry, or None while the prompt is queued, running or unknown."""
         data = await self._request("GET", f"/history/{prompt_id}")
+        if data is not None and not isinstance(data, dict):
+            raise BackendError(self.url, f"GET /history/{prompt_id} answered {type(data).__name__}, not an object")
         return (data or {}).get(prompt_id)
 
     async def queue_text(self) -> bytes:
@@ -296,8 +309,11 @@ class ComfyClient:
         form.add_field("overwrite", "true" if overwrite else "false")
         form.add_field("type", "input")
         res = await self._request("POST", "/upload/image", data=form, timeout=aiohttp.ClientTimeout(total=120))
-        name = res["name"]
-        return f"{res['subfolder']}/{name}" if res.get("subfolder") else name
+        name = res.get("name") if isinstance(res, dict) else None
+        subfolder = res.get("subfolder") if isinstance(res, dict) else None
+        if not isinstance(name, str) or not name or subfolder is not None and not isinstance(subfolder, str):
+            raise BackendError(self.url, f"POST /upload/image answered no file name: {str(res)[:300]!r}")
+        return f"{subfolder}/{name}" if subfolder else name
 
     async def ws_connect(self) -> aiohttp.ClientWebSocketResponse:
         ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)

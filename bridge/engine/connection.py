@@ -124,11 +124,12 @@ class Connection:
                 delay = min(delay * 2, self.reconnect_max_delay)
                 continue
             self._ws = ws
+            receiving = False
             try:
                 await self._greet(ws)
-                delay = 0.25
                 self.first_attempt.set()
                 await listener.backend_up(self)
+                delay, receiving = 0.25, True
                 lost_reason = await self._receive(ws, listener)
             except asyncio.CancelledError:
                 raise
@@ -145,7 +146,13 @@ class Connection:
                     await ws.close()
             self.last_error = lost_reason
             log.warning("backend %s: %s; reconnecting", self.url, lost_reason)
-            # Reconnect at once: if that fails the backend is gone and its jobs are settled above.
+            if not receiving:
+                # Its websocket opens but its greeting or reconciliation fails (an HTTP route answering 500, or
+                # garbage): connecting again at once did that over a thousand times a second.
+                self.first_attempt.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_delay)
+            # Else reconnect at once: if that fails the backend is gone and its jobs are settled above.
 
     async def _greet(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         if self.feature_flags:

@@ -229,4 +229,4 @@ class Dispatcher:
                     fail(job, exc.message)
                 except Exception as exc:  # noqa: BLE001 - a job must fail, never the loop
                     log.exception("job %s: dispatch crashed", job.id)
-                    fail(job, f"dispatch failed: {exc}")
+                    fail(job, f"dispatch failed: {exc.__class__.__name__}: {exc}")

@@ -11,6 +11,8 @@ from typing import Any
 
 from .client import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, parse_binary
 
+MAX_STEP = 2 ** 31 - 1
+
 
 @dataclass(frozen=True)
 class Event:
@@ -78,12 +80,19 @@ def error_text(data: dict[str, Any]) -> str:
             f"{data.get('exception_type', 'error')}: {str(data.get('exception_message', '')).strip()}")
 
 
+def _step(value: Any) -> bool:
+    # a step count: what the job's row stores as an integer (JSON also gives Infinity, NaN and 400-digit numbers)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_STEP
+
+
 def parse_text(text: str) -> Event | None:
+    """The event a text message tells, or None; never raises, whatever the text (a message in a shape ComfyUI never
+    sends is ignored like one the engine does not follow: raised, it dropped the websocket)."""
     try:
         msg = json.loads(text)
         kind, data = msg.get("type"), msg.get("data") or {}
         pid = data.get("prompt_id")
-    except (json.JSONDecodeError, AttributeError, RecursionError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     if not isinstance(pid, str) or not pid:
         return None
@@ -91,16 +100,19 @@ def parse_text(text: str) -> Event | None:
     if kind == "execution_start":
         return ExecutionStart(pid)
     if kind == "execution_cached":
-        return ExecutionCached(pid, tuple(str(n) for n in data.get("nodes") or []))
+        nodes = data.get("nodes") or []
+        return ExecutionCached(pid, tuple(str(n) for n in nodes)) if isinstance(nodes, list) else None
     if kind == "executing":
         return Executing(pid, node)
     if kind == "progress":
         value, maximum = data.get("value"), data.get("max")
-        if isinstance(value, (int, float)) and isinstance(maximum, (int, float)):
+        if _step(value) and _step(maximum):
             return Progress(pid, node, float(value), float(maximum))
         return None
     if kind == "executed" and node is not None:
-        return Executed(pid, node, data.get("output") or {})
+        output = data.get("output") or {}
+        # anything else is no output: its result is then read from /history, which says what is wrong with it
+        return Executed(pid, node, output) if isinstance(output, dict) else None
     if kind == "execution_error":
         return ExecutionError(pid, error_text(data))
     if kind == "execution_interrupted":
@@ -111,11 +123,16 @@ def parse_text(text: str) -> Event | None:
 
 
 def parse_frame(frame: bytes) -> Preview | None:
+    """The image a binary frame carries, or None; never raises (see parse_text)."""
     try:
         parsed = parse_binary(frame)
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     if parsed.event not in (PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA):
         return None
-    return Preview(parsed.prompt_id, str(parsed.node_id) if parsed.node_id is not None else None,
-                   parsed.image_type or "image/png", parsed.data)
+    # type-4 metadata is JSON of the sender's choosing: only text is an id or an image type
+    pid, node, image_type = parsed.prompt_id, parsed.node_id, parsed.image_type
+    if pid is not None and not isinstance(pid, str) or node is not None and not isinstance(node, (str, int)):
+        return None
+    return Preview(pid, str(node) if node is not None else None,
+                   image_type if isinstance(image_type, str) and image_type else "image/png", parsed.data)

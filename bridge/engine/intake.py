@@ -129,6 +129,11 @@ class Intake:
                 await engine.queue_again(job, front=True)
             except LostJob:
                 pass  # another replica took it over at once; it answers for the job from now on
+            except Exception as exc:  # noqa: BLE001 - accepted, it fails saying why, as in the dispatch loop: raised,
+                # it was a 500 and a job left queued that no dispatcher holds
+                log.exception("job %s: dispatch crashed", jid)
+                assert engine._tracker is not None
+                engine._tracker.fail(job, f"dispatch failed: {exc.__class__.__name__}: {exc}")
         else:
             await engine.queue_again(job, front=False)
         table.hub.emit("status", job)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,30 @@ STALE_SLACK = 2.0
 _warned: set[Path] = set()
 
 
+class Malformed(ValueError):
+    """A history entry (or `executed` message) in a shape ComfyUI never gives; the message names the field."""
+
+
+def _checked(value: Any, kind: type, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise Malformed(f"{what} is {type(value).__name__}, not {'an object' if kind is dict else 'a list'}")
+    return value
+
+
+def _checked_image(img: Any, what: str) -> dict[str, Any]:
+    """One entry of a node's `images`: the fields `/view` and the output folder are read with."""
+    _checked(img, dict, what)
+    name = img.get("filename")
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise Malformed(f"{what}.filename is {reprlib.repr(name)}, not a file name")
+    for key in ("subfolder", "type"):
+        value = img.get(key)
+        if value is not None and (not isinstance(value, str) or "\x00" in value):
+            kind = "folder" if key == "subfolder" else "file type"
+            raise Malformed(f"{what}.{key} is {reprlib.repr(value)}, not a {kind} name")
+    return img
+
+
 @dataclass
 class Outcome:
     status: str                     # completed | failed | cancelled | rerun
@@ -42,8 +67,8 @@ class Outcome:
 
 
 def _failure(entry: dict[str, Any], run: Run, job: Job) -> Outcome | None:
-    status = entry.get("status") or {}
-    messages = status.get("messages") or []
+    status = _checked(entry.get("status") or {}, dict, "status")
+    messages = _checked(status.get("messages") or [], list, "status.messages")
     kinds = [m[0] for m in messages if isinstance(m, list) and m]
     if status.get("status_str") == "success" and "execution_interrupted" not in kinds \
             and "execution_error" not in kinds:
@@ -56,7 +81,7 @@ def _failure(entry: dict[str, Any], run: Run, job: Job) -> Outcome | None:
         return Outcome("failed", "interrupted on the ComfyUI server")
     error = run.error
     for m in messages:
-        if isinstance(m, list) and len(m) == 2 and m[0] == "execution_error":
+        if isinstance(m, list) and len(m) == 2 and m[0] == "execution_error" and isinstance(m[1], dict):
             error = error_text(m[1])
     return Outcome("failed", error or "ComfyUI reported an error")
 
@@ -91,7 +116,7 @@ def entry_from_run(wf: Workflow | None, job: Job, run: Run) -> dict[str, Any] | 
 async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], since: float = 0.0) -> bytes:
     """One image a node saved: read from ComfyUI's output folder where the bridge has it (a request to ComfyUI
     less, on both processes' CPU), else through /view. `since`: when the job was made (epoch seconds)."""
-    kind = img.get("type", "output")
+    kind = img.get("type") or "output"
     if folder is not None and kind == "output":
         root = folder.resolve()
         path = (root / str(img.get("subfolder") or "") / str(img["filename"])).resolve()
@@ -108,30 +133,43 @@ async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], 
                     _warned.add(root)
                     log.warning("%s not readable in ComfyUI's output folder (%s); asking ComfyUI for its images",
                                 path, exc)
-    return await client.view(img["filename"], img.get("subfolder", ""), kind)
+    return await client.view(img["filename"], img.get("subfolder") or "", kind)
 
 
 async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any],
                        folder: Path | None = None) -> Outcome:
+    try:
+        return await _read_outcome(client, wf, job, run, _checked(entry, dict, "the entry"), folder)
+    except BackendError as exc:
+        return Outcome("failed", f"could not fetch the results: {exc}")
+    except Malformed as exc:
+        # Not asked again: the same answer would come back, and the job would wait for it until its timeout.
+        return Outcome("failed", f"{client.url} answered a history entry for prompt {job.prompt_id} that ComfyUI "
+                                 f"never gives: {exc}")
+
+
+async def _read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any],
+                        folder: Path | None) -> Outcome:
     failed = _failure(entry, run, job)
     if failed is not None:
         return failed
     outcome = Outcome("completed")
     missing: list[str] = []
-    try:
-        for name in [n for n in job.wanted or wf.outputs if n in wf.outputs]:
-            out = wf.outputs[name]
-            node_out = (entry.get("outputs") or {}).get(out.node) or run.executed.get(out.node) or {}
-            if out.type == "value":
-                outcome.values[name] = list(node_out.get(out.key, []))
-                continue
-            if wf.output_class(out) in WEBSOCKET_IMAGE_CLASSES:
-                blobs = list(run.frames.get(out.node, []))
-            else:
-                blobs = [await _image(client, folder, img, job.created_at) for img in node_out.get("images", [])]
-            outcome.images[name] = blobs
-            if not blobs:
-                missing.append(name)
-    except BackendError as exc:
-        return Outcome("failed", f"could not fetch the results: {exc}")
+    outputs = _checked(entry.get("outputs") or {}, dict, "outputs")
+    for name in [n for n in job.wanted or wf.outputs if n in wf.outputs]:
+        out = wf.outputs[name]
+        where = f"outputs[{out.node!r}]"
+        node_out = _checked(outputs.get(out.node) or run.executed.get(out.node) or {}, dict, where)
+        if out.type == "value":
+            outcome.values[name] = list(_checked(node_out.get(out.key, []), list, f"{where}[{out.key!r}]"))
+            continue
+        if wf.output_class(out) in WEBSOCKET_IMAGE_CLASSES:
+            blobs = list(run.frames.get(out.node, []))
+        else:
+            images = _checked(node_out.get("images", []), list, f"{where}['images']")
+            blobs = [await _image(client, folder, _checked_image(img, f"{where}['images'][{i}]"), job.created_at)
+                     for i, img in enumerate(images)]
+        outcome.images[name] = blobs
+        if not blobs:
+            missing.append(name)
     return _missing(wf, job, missing) if missing else outcome

@@ -39,8 +39,11 @@ class Retention:
 def comfyui_files(history_entry: dict) -> list[tuple[str, str]]:
     """(subfolder, filename) of every file a finished prompt wrote to ComfyUI's output folder."""
     files = []
-    for node_out in (history_entry.get("outputs") or {}).values():
-        for img in (node_out or {}).get("images", []) or []:
+    outputs = history_entry.get("outputs")
+    # a completed job's entry: its wanted outputs were read, the other nodes' may be of any shape
+    for node_out in outputs.values() if isinstance(outputs, dict) else ():
+        images = node_out.get("images") if isinstance(node_out, dict) else None
+        for img in images if isinstance(images, list) else ():
             if isinstance(img, dict) and img.get("type", "output") == "output" and img.get("filename"):
                 files.append((str(img.get("subfolder") or ""), str(img["filename"])))
     return files
@@ -51,6 +54,9 @@ def remove_comfyui_files(folder: Path, files: Iterable[tuple[str, str]]) -> int:
     root = folder.resolve()
     removed = 0
     for subfolder, name in files:
+        if "\x00" in subfolder + name:  # no file's name; resolve() raised, and the rest of the batch stayed
+            log.warning("not removing %r: not a file name", name)
+            continue
         path = (root / subfolder / name).resolve()
         if root not in path.parents:
             log.warning("not removing %s: outside ComfyUI's folder %s", path, root)

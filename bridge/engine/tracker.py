@@ -24,7 +24,7 @@ from .dispatcher import Dispatcher
 from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart,
                      ExecutionSuccess, Executed, Executing, Preview, Progress)
 from .jobs import JobTable
-from .results import entry_from_run, read_outcome
+from .results import Outcome, entry_from_run, read_outcome
 from .retention import comfyui_files
 from .runs import Run, Runs
 
@@ -234,7 +234,13 @@ class Tracker:
             return
         wf = self._workflows()[job.workflow]
         folder = self.comfyui_output_dirs.get(job.backend or "")
-        outcome = await read_outcome(conn.client, wf, job, self.run_for(job), entry, folder)
+        try:
+            outcome = await read_outcome(conn.client, wf, job, self.run_for(job), entry, folder)
+        except Exception as exc:  # noqa: BLE001 - an answer nobody foresaw fails its job; raised, it would leave the
+            # job waiting (finishing, the watchdog never looks again) or break the reconnect that reconciles it
+            log.exception("job %s: results of prompt %s not read", job.id, job.prompt_id)
+            outcome = Outcome("failed", f"could not read the results from {conn.url}: "
+                                        f"{exc.__class__.__name__}: {exc}")
         if job.done:
             return
         if outcome.status == "rerun":

@@ -1,0 +1,321 @@
+"""A misbehaving (or hostile) ComfyUI, over the protocol double: what it answers on /prompt and /history and sends on
+its websocket in shapes ComfyUI never uses. Every such job ends with an error that says what was wrong (or runs to
+its end as if the odd message had not come); none hangs, and the engine's loops and websocket live on."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bridge.engine import JobEngine
+from tests.support.double import ComfyDouble
+from tests.support.waiting import until
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+P = {"prompt": "a cat", "seed": 5, "steps": 3, "width": 64, "height": 64}
+
+
+@pytest_asyncio.fixture
+async def engine(tmp_path: Path, comfy_double: ComfyDouble):
+    wf_dir = tmp_path / "workflows"
+    wf_dir.mkdir()
+    for name in ("txt2img.json", "txt2img.manifest.json"):
+        shutil.copy(WORKFLOWS / name, wf_dir)
+    eng = JobEngine([comfy_double.url], tmp_path / "data", wf_dir, poll_interval=0.5, reconnect_max_delay=0.5)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.stop()
+
+
+def corrupt_history(double: ComfyDouble, change: Any) -> None:
+    """Every history entry the double writes from now on goes through `change(entry)` (which returns the new one)."""
+    write = double._finish_history
+
+    def hostile(pid: str, *args: Any) -> None:
+        write(pid, *args)
+        double.history[pid] = change(double.history[pid])
+
+    double._finish_history = hostile  # type: ignore[method-assign]
+
+
+def socket_of(double: ComfyDouble, engine: JobEngine) -> Any:
+    return double.sockets[engine.connections[double.url].client.client_id]
+
+
+def with_outputs(outputs: Any) -> Any:
+    return lambda entry: {**entry, "outputs": outputs}
+
+
+# ---------------------------------------------------------------------- /history of odd shapes
+@pytest.mark.parametrize("outputs", [
+    {"9": ["not", "a", "dict"]},
+    {"9": {"images": "ComfyUI_00001_.png"}},
+    {"9": {"images": ["ComfyUI_00001_.png"]}},
+    {"9": {"images": [{"subfolder": "", "type": "output"}]}},
+    {"9": {"images": [{"filename": 5, "subfolder": [], "type": {}}]}},
+    {"9": {"images": [{"filename": "a\x00b.png", "subfolder": "", "type": "output"}]}},
+    ["9"],
+    "outputs",
+], ids=["node-output-list", "images-str", "images-of-str", "no-filename", "fields-of-wrong-types", "nul-in-name",
+        "outputs-list", "outputs-str"])
+async def test_a_history_entry_of_odd_shape_fails_the_job_naming_what_is_wrong(engine, comfy_double, outputs):
+    comfy_double.drop_final = True  # the engine reads the outcome from /history
+    corrupt_history(comfy_double, with_outputs(outputs))
+    job = await engine.submit("txt2img", P)
+    job = await engine.wait(job.id, timeout=15)
+    assert job.status == "failed"
+    assert "history" in job.error and comfy_double.url in job.error, job.error
+
+
+@pytest.mark.parametrize("entry", [["a", "list"], "text", 5], ids=["list", "str", "int"])
+async def test_a_history_entry_that_is_not_an_object_fails_the_job(engine, comfy_double, entry):
+    comfy_double.drop_final = True
+    corrupt_history(comfy_double, lambda _: entry)
+    job = await engine.submit("txt2img", P)
+    job = await engine.wait(job.id, timeout=15)
+    assert job.status == "failed" and "history" in job.error, job.error
+
+
+@pytest.mark.parametrize("status", [
+    "error",
+    {"status_str": "error", "messages": [["execution_error", "boom"]]},
+    {"status_str": "error", "messages": [["execution_error", ["a"]]]},
+    {"status_str": "error", "messages": "execution_error"},
+], ids=["status-str", "error-data-str", "error-data-list", "messages-str"])
+async def test_a_history_status_of_odd_shape_fails_the_job(engine, comfy_double, status):
+    comfy_double.drop_final = True
+    corrupt_history(comfy_double, lambda entry: {**entry, "status": status})
+    job = await engine.submit("txt2img", P)
+    job = await engine.wait(job.id, timeout=15)
+    assert job.status == "failed" and job.error, job.error
+
+
+async def test_an_unforeseen_failure_reading_the_results_fails_the_job(engine, comfy_double, monkeypatch):
+    """Whatever breaks while the results are read ends the job: raised, it left the job finishing, and the
+    watchdog never looked at it again (it waited for its timeout, or forever without one)."""
+    from bridge.engine import tracker
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a shape nobody foresaw")
+
+    monkeypatch.setattr(tracker, "read_outcome", broken)
+    job = await engine.submit("txt2img", P)
+    job = await engine.wait(job.id, timeout=15)
+    assert job.status == "failed" and "a shape nobody foresaw" in job.error and comfy_double.url in job.error
+
+
+# ---------------------------------------------------------------------- websocket messages of odd shape
+def frame4(meta: Any, image: bytes = b"x") -> bytes:
+    text = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
+    return struct.pack(">II", 4, len(text)) + text + image
+
+
+def odd_texts(pid: str) -> list[str]:
+    return ["not json", "[1, 2]", "5", "null", '"\\ud800"', "[" * 100_000 + "]" * 100_000,
+            json.dumps({"type": "progress"}), json.dumps({"type": "progress", "data": "x"}),
+            json.dumps({"type": "progress", "data": [1]}),
+            '{"type": "progress", "data": {"prompt_id": "%s", "value": Infinity, "max": 3}}' % pid,
+            '{"type": "progress", "data": {"prompt_id": "%s", "value": NaN, "max": 3}}' % pid,
+            '{"type": "progress", "data": {"prompt_id": "%s", "value": 1, "max": 1%s}}' % (pid, "0" * 400),
+            json.dumps({"type": "progress", "data": {"prompt_id": pid, "value": 10 ** 30, "max": 10 ** 30}}),
+            json.dumps({"type": "execution_cached", "data": {"prompt_id": pid, "nodes": 5}}),
+            json.dumps({"type": "executed", "data": {"prompt_id": pid, "node": "9", "output": ["x"]}}),
+            json.dumps({"type": "executing", "data": {"prompt_id": [pid], "node": None}}),
+            json.dumps({"type": "no such type", "data": {"prompt_id": pid}})]
+
+
+def odd_frames(pid: str) -> list[bytes]:
+    return [b"", b"\x00\x00\x00\x04", struct.pack(">II", 4, 10 ** 6) + b"{", frame4([1]), frame4("meta"),
+            frame4({"prompt_id": [pid], "node_id": "3"}), frame4({"prompt_id": pid, "node_id": {"a": 1}}),
+            frame4(b"\xff\xfe"), frame4(b"[" * 100_000), struct.pack(">II", 99, 0)]
+
+
+async def test_parsing_a_message_never_raises() -> None:
+    from bridge.engine.events import parse_frame, parse_text
+
+    for text in odd_texts("p"):
+        assert parse_text(text) is None, text[:80]
+    for frame in odd_frames("p"):
+        preview = parse_frame(frame)
+        assert preview is None or isinstance(preview.image_type, str) and preview.prompt_id is None, frame[:80]
+
+
+async def test_messages_of_odd_shape_keep_the_websocket_and_the_job(engine, comfy_double):
+    """Each used to raise in the connection's receive loop (or in the tracker, from a progress of Infinity), which
+    dropped the websocket: a reconnect and a reconciliation of every job there, per message."""
+    comfy_double.step_delay = 0.1
+    conn = engine.connections[comfy_double.url]
+    job = await engine.submit("txt2img", {**P, "steps": 10})
+    await until(lambda: engine.get(job.id).status == "running")
+    since, ws = conn.connected_since, socket_of(comfy_double, engine)
+    for text in odd_texts(job.prompt_id):
+        await ws.send_str(text)
+    for frame in odd_frames(job.prompt_id):
+        await ws.send_bytes(frame)
+    job = await engine.wait(job.id, timeout=15)
+    assert job.status == "completed", job.error
+    assert job.step == job.steps == 10
+    assert conn.connected_since == since and socket_of(comfy_double, engine) is ws
+
+
+# ---------------------------------------------------------------------- POST /prompt refusals of odd shape
+VALIDATION = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": ""}
+
+
+@pytest.mark.parametrize("error,node_errors", [
+    (VALIDATION, {"3": "bad"}),
+    (VALIDATION, {"3": {"errors": "bad", "class_type": "KSampler"}}),
+    (VALIDATION, {"3": {"errors": ["bad", {"message": 5, "extra_info": "steps"}], "class_type": ["KSampler"]}}),
+    (VALIDATION, {"3": {"errors": [{"message": "bad", "extra_info": {"input_name": ["steps"]}}],
+                        "class_type": "KSampler"}}),
+    (VALIDATION, ["3"]),
+    ({"message": 7, "details": ["x"]}, {}),
+], ids=["entry-str", "errors-str", "errors-of-odd-items", "input-name-list", "node-errors-list", "message-int"])
+async def test_a_refusal_of_odd_shape_is_the_clients_error_and_no_job_is_left(engine, comfy_double, error,
+                                                                              node_errors):
+    """It used to raise a TypeError or AttributeError out of submit (a 500), leaving the job's row queued with no
+    dispatcher to send it anywhere."""
+    from bridge.errors import BridgeError
+
+    comfy_double._validate = lambda prompt, partial=None: (False, error, [], node_errors)  # type: ignore[method-assign]
+    with pytest.raises(BridgeError) as refused:
+        await engine.submit("txt2img", P)
+    assert "rejected" in refused.value.message
+    assert [j for j in await engine.list() if not j.done] == []
+
+
+async def test_a_dispatch_that_breaks_unforeseen_fails_the_accepted_job(engine, comfy_double, monkeypatch):
+    """As the dispatch loop does: raised out of submit it was a 500, and the job stayed queued with no dispatcher
+    holding it (nothing would ever send or end it)."""
+    from bridge.engine import dispatcher
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("an answer nobody foresaw")
+
+    monkeypatch.setattr(dispatcher.wfmod, "name_saved_files", broken)
+    job = await engine.submit("txt2img", P)
+    assert job.status == "failed" and "an answer nobody foresaw" in job.error
+    assert [j for j in await engine.list() if not j.done] == []
+
+
+# ---------------------------------------------------------------------- a server that only pretends to be ComfyUI
+@pytest_asyncio.fixture
+async def pretender():
+    """A server on which each test puts the routes it needs: `await pretender({("GET", "/path"): handler})`."""
+    from aiohttp import web
+
+    runners: list[web.AppRunner] = []
+
+    async def serve(routes: dict[tuple[str, str], Any]) -> str:
+        app = web.Application()
+        for (method, path), handler in routes.items():
+            app.router.add_route(method, path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+def answer(body: str, status: int = 200) -> Any:
+    from aiohttp import web
+
+    async def handler(request: Any) -> Any:
+        return web.Response(text=body, status=status, content_type="application/json")
+    return handler
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"x"', "5", "true"])
+async def test_a_history_answer_that_is_not_an_object_is_a_backend_error(pretender, body):
+    import aiohttp
+    from bridge.engine.client import BackendError, ComfyClient
+
+    url = await pretender({("GET", "/history/{pid}"): answer(body)})
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(BackendError, match="not an object"):
+            await ComfyClient(url, session, "c").history("p")
+
+
+@pytest.mark.parametrize("body", ["[1]", "{}", '{"name": 5}', '{"name": ""}', '{"name": "a.png", "subfolder": [1]}'])
+async def test_an_upload_answer_without_a_file_name_is_a_backend_error(pretender, body):
+    """A BackendError keeps the job queued for another try; a KeyError or TypeError was a 500 and a lost job."""
+    import aiohttp
+    from bridge.engine.client import BackendError, ComfyClient
+
+    url = await pretender({("POST", "/upload/image"): answer(body)})
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(BackendError, match="no file name"):
+            await ComfyClient(url, session, "c").upload_image(b"png", "a.png")
+
+
+@pytest.mark.parametrize("body", ["Bad Request", "[1]", '"refused"', "\xff"])
+async def test_a_400_from_prompt_in_other_words_than_comfyuis_is_a_refusal(pretender, body):
+    import aiohttp
+    from bridge.engine.client import ComfyClient, PromptRejected
+
+    url = await pretender({("POST", "/prompt"): answer(body, 400)})
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(PromptRejected, match="ComfyUI answered 400"):
+            await ComfyClient(url, session, "c").queue_prompt({}, "p")
+
+
+async def test_a_backend_whose_greeting_fails_is_not_reconnected_to_in_a_busy_loop(pretender, tmp_path):
+    """Its websocket opens, its /system_stats answers 500: every failed greeting connected again at once, over a
+    thousand websockets a second (each greeting a request too)."""
+    from aiohttp import web
+
+    connects = 0
+
+    async def ws(request: Any) -> Any:
+        nonlocal connects
+        connects += 1
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for _ in sock:
+            pass
+        return sock
+
+    url = await pretender({("GET", "/ws"): ws, ("GET", "/system_stats"): answer("oops", 500)})
+    wf_dir = tmp_path / "workflows"
+    wf_dir.mkdir()
+    for name in ("txt2img.json", "txt2img.manifest.json"):
+        shutil.copy(WORKFLOWS / name, wf_dir)
+    async with JobEngine([url], tmp_path / "data", wf_dir, reconnect_max_delay=0.5, connect_wait=0.5) as engine:
+        await asyncio.sleep(1.5)
+        conn = engine.connections[url]
+        assert not conn.healthy and "system_stats answered 500" in conn.last_error
+    assert 2 <= connects <= 8
+
+
+async def test_removing_comfyuis_copies_passes_over_entries_of_odd_shape(tmp_path):
+    """A completed job's entry is read for its wanted outputs only; the files of the others, listed to be removed
+    from ComfyUI's folder, raised AttributeError (the copies stayed) or ValueError in the removal thread (the rest of
+    the batch stayed)."""
+    from bridge.engine.retention import comfyui_files, remove_comfyui_files
+
+    entry = {"outputs": {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]},
+                         "10": ["x"], "11": {"images": "b.png"}, "12": None,
+                         "13": {"images": [{"filename": "c\x00.png"}, {"filename": "d.png", "subfolder": "s"}]}}}
+    files = comfyui_files(entry)
+    assert files == [("", "a.png"), ("", "c\x00.png"), ("s", "d.png")]
+    assert comfyui_files({"outputs": ["9"]}) == [] and comfyui_files({"outputs": "x"}) == []
+    (tmp_path / "s").mkdir()
+    for name in ("a.png", "s/d.png"):
+        (tmp_path / name).write_bytes(b"png")
+    assert remove_comfyui_files(tmp_path, files) == 2
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "s" / "d.png").exists()
