@@ -147,6 +147,10 @@ def test_static_errors_name_workflow_and_node(tmp_path):
      "'random_value' draws from max(min, 0) to min(max, 2^32 - 1)"),
     (lambda m: m["parameters"]["seed"].update(min=-10, max=-2, default=-3),
      "'random_value' draws from max(min, 0) to min(max, 2^32 - 1)"),
+    # loaded, then every request was a 500: the job store keeps the version in a 64-bit column
+    (lambda m: m.__setitem__("version", 2**63), "'version' must be a positive integer of at most 2^53 - 1"),
+    # a SchemaError out of the loader: the whole reload a 500, the bridge not starting
+    (lambda m: m["parameters"]["prompt"].__setitem__("max_length", 10**30), "parameter 'prompt': max_length"),
 ])
 def test_manifest_mistakes(tmp_path, change, needle):
     folder = copy_core(tmp_path)
@@ -228,6 +232,103 @@ def test_a_cycle_in_the_graph_or_made_by_a_rewire_is_refused(tmp_path):
     with pytest.raises(WorkflowError) as e:
         W.load_workflow(folder / "img2img.manifest.json")
     assert "parameter 'vae' links make a cycle" in e.value.message
+
+
+def hostile_files(folder: Path) -> dict[str, str]:
+    """Broken shared files, each beside a good workflow: file name -> what its error must say."""
+    import os
+
+    def graph_text(name: str, text: str) -> None:
+        shutil.copy(WORKFLOWS / "txt2img.manifest.json", folder / f"{name}.manifest.json")
+        edit_manifest(folder, name, lambda m: m.update(name=name, workflow=f"{name}.json"))
+        (folder / f"{name}.json").write_text(text)
+
+    graph = json.loads((WORKFLOWS / "txt2img.json").read_text())
+    # each of these was an error other than WorkflowError: the reload a 500, the bridge not starting
+    graph_text("digits", json.dumps(graph).replace('"seed": 0', '"seed": ' + "9" * 5000, 1))
+    shutil.copy(WORKFLOWS / "txt2img.manifest.json", folder / "nul.manifest.json")
+    edit_manifest(folder, "nul", lambda m: m.update(name="nul", workflow="a\x00b.json"))
+    # loaded, then every job failed at dispatch with a RecursionError (its graph is copied for each)
+    graph_text("deep", json.dumps({**graph, "3": {**graph["3"], "inputs": {**graph["3"]["inputs"],
+                                                                          "seed": "DEEP"}}})
+               .replace('"DEEP"', "[" * 700 + "]" * 700))
+    # 100,000 nodes loaded, then held the event loop 0.66 s a job while it was copied
+    graph_text("many", json.dumps({**graph, **{str(i): {"class_type": "Note", "inputs": {}}
+                                               for i in range(100, 40_100)}}))
+    # a reload blocked for good on a FIFO, and read a link to /dev/zero until memory ran out
+    os.mkfifo(folder / "fifo.manifest.json")
+    (folder / "zero.manifest.json").symlink_to("/dev/zero")
+    graph_text("big", json.dumps({**graph, "3": {**graph["3"], "_meta": {"title": "x" * W.loader.MAX_FILE_BYTES}}}))
+    (folder / "\udcff\u202e.manifest.json").write_text("[")
+    (folder / "long.manifest.json").write_text(json.dumps({"name": "n" * 100_000, "version": 1}))
+    return {"digits": "graph 'digits.json': Exceeds the limit (4300 digits)",
+            "nul": "graph 'a\\x00b.json': embedded null byte",
+            "deep": "graph 'deep.json': it is nested more than 64 levels deep",
+            "many": "graph 'many.json': it holds more than 100000 values",
+            "fifo": "manifest 'fifo.manifest.json': not a regular file",
+            "zero": "manifest 'zero.manifest.json': not a regular file",
+            "big": "graph 'big.json': it is larger than 8 MiB",
+            "\\udcff\\u202e": "cannot read manifest '\\udcff\\u202e.manifest.json': Expecting value",
+            "long": "cannot read graph 'long.json'"}
+
+
+def test_hostile_files_are_refused_naming_the_file_and_why(tmp_path):
+    import threading
+
+    folder = copy_core(tmp_path)
+    expected = hostile_files(folder)
+    failed: list[WorkflowError] = []
+
+    def load() -> None:
+        try:
+            W.load_workflows(folder)
+        except WorkflowError as exc:
+            failed.append(exc)
+
+    reader = threading.Thread(target=load, daemon=True)  # the FIFO's open blocked for good
+    reader.start()
+    reader.join(30)
+    assert failed, "the folder was not read in 30 s"
+    lines = failed[0].message.splitlines()
+    assert len(lines) == len(expected), lines
+    for label, needle in expected.items():
+        assert any(line.startswith(f"workflow {label}: ") and needle in line for line in lines), (label, lines)
+    # the name of a manifest that gives a long one is the file's, not repeated at length
+    assert max(map(len, lines)) < 500
+    for name in CORE:
+        assert W.load_workflow(folder / f"{name}.manifest.json").name == name
+
+
+def test_links_a_map_puts_in_place_are_checked_once_per_target(tmp_path, monkeypatch):
+    # a cycle check over the whole graph for each map value: a 60 KB manifest over 10,000 nodes took 20 s to load
+    folder = copy_core(tmp_path)
+    graph = {str(i): {"class_type": "Step", "inputs": {"x": [str(i - 1), 0]} if i > 1 else {"v": 1}}
+             for i in range(1, 2001)}
+    (folder / "chain.json").write_text(json.dumps(graph))
+    picks = {f"c{i}": [str(1 + 2 * i), 0] for i in range(1000)}
+    manifest = {"name": "chain", "version": 1, "outputs": {"images": {"node": "2000", "type": "images"}},
+                "parameters": {"pick": {"type": "choice", "choices": list(picks), "default": "c0",
+                                        "targets": [{"node": "1500", "input": "x", "map": picks}]}}}
+    (folder / "chain.manifest.json").write_text(json.dumps(manifest))
+    walks = []
+    real = W.loader.dependents
+    monkeypatch.setattr(W.loader, "dependents", lambda *a: walks.append(a) or real(*a))
+    monkeypatch.setattr(W.loader, "topological", lambda *a: walks.append(a) or W.graph.topological(*a))
+    with pytest.raises(WorkflowError, match="parameter 'pick' links make a cycle: graph has a cycle through node"):
+        W.load_workflow(folder / "chain.manifest.json")  # c750 on: node 1500 feeds them
+    assert len(walks) == 1
+    manifest["parameters"]["pick"]["targets"][0]["map"] = {k: v for k, v in picks.items() if int(v[0]) < 1500}
+    manifest["parameters"]["pick"]["choices"] = list(manifest["parameters"]["pick"]["targets"][0]["map"])
+    (folder / "chain.manifest.json").write_text(json.dumps(manifest))
+    assert W.load_workflow(folder / "chain.manifest.json").name == "chain"
+    # each target or rewire is a walk over the graph: their number is bounded
+    manifest["parameters"] = {f"p{i}": {"type": "bool", "targets": [{"node": "1", "input": "v"}],
+                                        "rewire": [{"node": "2000", "input": "x", "link": ["1", 0]}]}
+                              for i in range(W.loader.MAX_LINKING + 1)}
+    (folder / "chain.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WorkflowError, match=f"at {W.loader.MAX_LINKING + 1} inputs .* at most "
+                                            f"{W.loader.MAX_LINKING}"):
+        W.load_workflow(folder / "chain.manifest.json")
 
 
 def test_a_long_chain_is_ordered_without_recursion():

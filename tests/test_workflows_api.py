@@ -137,6 +137,19 @@ async def test_reload_serves_a_workflow_dropped_in_later(bridge_factory: Any, tm
     assert (await client.get("/workflows/late_arrival")).status == 200
 
 
+async def test_a_reload_refuses_an_unreadable_drop_in_by_name(bridge_factory: Any, tmp_path: Path) -> None:
+    # an int of 5000 digits raised a ValueError, not a WorkflowError: the reload was a 500 naming nothing
+    client = await client_for(bridge_factory, tmp_path)
+    shared_workflow(tmp_path / "shared", "huge_int")
+    graph = tmp_path / "shared" / "huge_int.json"
+    graph.write_text(graph.read_text().replace("{", '{"9": ' + "9" * 5000 + ", ", 1))
+    resp = await client.post("/workflows/reload")
+    data = await resp.json()
+    assert resp.status == 422 and data["field"] == "workflows", data
+    assert data["error"].startswith("workflow huge_int: cannot read graph 'huge_int.json': Exceeds the limit")
+    assert (await client.get("/workflows/my_pixels")).status == 200
+
+
 async def test_reload_reads_the_folders_off_the_event_loop_once_for_the_calls_that_wait(
         bridge_factory: Any, tmp_path: Path, monkeypatch: Any) -> None:
     """The folders are read in a thread (the 15 shipped workflows held the event loop 0.3-0.56 s a reload, and any

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,16 +13,58 @@ from pydantic import ValidationError
 
 from bridge.errors import WorkflowError, WorkflowNotFound
 
-from .graph import check_graph, is_link, topological
-from .manifest import Manifest, manifest_problems
+from .graph import check_graph, dependents, is_link, topological
+from .manifest import NAME_PATTERN, Manifest, manifest_problems
 from .workflow import Workflow
 
 
+# A shared file is anyone's, and a reload reads it in a thread that holds the interpreter lock while json parses:
+# a 104 MB graph took 1 GB and held the event loop 0.55 s. The shipped files are at most 13 KB.
+MAX_FILE_BYTES = 8 * 2**20
+# As for request bodies (bridge.api): every job deep-copies its graph, and a value nested 700 levels deep loaded,
+# then failed every job with a RecursionError; 100,000 nodes loaded, then held the event loop 0.66 s a job.
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+# Each rewiring parameter, and each target whose map holds links, costs a walk over the whole graph.
+MAX_LINKING = 64
+
+
+def _shape_problem(value: Any) -> str | None:
+    values = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"it is nested more than {MAX_DEPTH} levels deep"
+        values += len(node)
+        if values > MAX_VALUES:
+            return f"it holds more than {MAX_VALUES} values"
+        stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+                     if isinstance(v, (dict, list)))
+    return None
+
+
 def _read_json(path: Path, what: str, label: str) -> Any:
+    problem = None
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise WorkflowError(f"workflow {label}: cannot read {what} {path.name!r}: {exc}") from None
+        # Not blocking, and regular files only: a FIFO dropped in held every reload (and start-up) for good, and a
+        # link to /dev/zero was read until memory ran out.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise WorkflowError(f"workflow {label}: cannot read {what} {path.name!r}: not a regular file")
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            problem = f"it is larger than {MAX_FILE_BYTES // 2**20} MiB"
+        else:
+            data = json.loads(raw)
+            problem = _shape_problem(data) if isinstance(data, (dict, list)) else None
+    except RecursionError:
+        problem = f"it is nested more than {MAX_DEPTH} levels deep"
+    except (OSError, ValueError) as exc:  # ValueError too: an int of more than 4300 digits, a NUL in the name
+        problem = str(exc)
+    if problem is not None:
+        raise WorkflowError(f"workflow {label}: cannot read {what} {path.name!r}: {problem[:300]}") from None
+    return data
 
 
 def _binding_problems(wf: Workflow) -> list[str]:
@@ -55,19 +100,34 @@ def _binding_problems(wf: Workflow) -> list[str]:
 
 def _cycles_made(wf: Workflow) -> list[str]:
     """Parameters whose links (a rewire, a map to a link) would close a cycle in the graph."""
+    # each a walk over the graph: a rewiring parameter, a target whose map holds links
+    walks = [p.name for p in wf.parameters.values()
+             for _ in [*(p.rewire[:1] if p.rewire else ()),
+                       *(t for t in p.targets if any(is_link(v) for v in (t.map or {}).values()))]]
+    if len(walks) > MAX_LINKING:
+        named = ", ".join(repr(n) for n in dict.fromkeys(walks))
+        return [f"parameters put links in place at {len(walks)} inputs (rewires and maps to links, at most "
+                f"{MAX_LINKING}): {named[:200]}"]
     problems = []
     for p in wf.parameters.values():
-        changes = [[(r.node, r.input, r.link)] for r in (p.rewire or ())]
-        changes = [[c for r in changes for c in r]] if changes else []
-        changes += [[(t.node, t.input, v)] for t in p.targets for v in (t.map or {}).values() if is_link(v)]
-        for change in changes:
+        if p.rewire:  # put in place together
             graph = dict(wf.graph)
-            for node, name, link in change:
-                graph[node] = {**graph[node], "inputs": {**graph[node]["inputs"], name: list(link)}}
+            for r in p.rewire:
+                graph[r.node] = {**graph[r.node], "inputs": {**graph[r.node]["inputs"], r.input: list(r.link)}}
             try:
                 topological(graph)
             except WorkflowError as exc:
                 problems.append(f"parameter {p.name!r} links make a cycle: {exc.message}")
+                continue
+        for t in p.targets:
+            # A map's links are put in place one at a time: one closes a cycle where its node reads this one's
+            # output (the graph has no cycle), found once per target rather than once per choice (a 60 KB map
+            # over 10,000 nodes took 20 s).
+            sources = [v[0] for v in (t.map or {}).values() if is_link(v)]
+            readers = dependents(wf.graph, t.node) | {t.node} if sources else set()
+            looped = next((s for s in sources if s in readers), None)
+            if looped is not None:
+                problems.append(f"parameter {p.name!r} links make a cycle: graph has a cycle through node {looped}")
                 break
     return problems
 
@@ -76,10 +136,13 @@ def load_workflow(manifest_path: Path) -> Workflow:
     """Load one manifest and its graph; raises WorkflowError listing every problem found."""
     manifest_path = Path(manifest_path)
     label = manifest_path.name.removesuffix(".manifest.json")
+    # a file name is any bytes but / and NUL (undecodable ones arrive as lone surrogates, which no UTF-8 log or
+    # answer can carry); a manifest's name any text, megabytes of it repeated in every message
+    label = label if label.isprintable() else ascii(label)[1:-1]
     raw = _read_json(manifest_path, "manifest", label)
     if not isinstance(raw, dict):
         raise WorkflowError(f"workflow {label}: manifest must be a JSON object")
-    if isinstance(raw.get("name"), str) and raw["name"]:
+    if isinstance(raw.get("name"), str) and re.fullmatch(NAME_PATTERN, raw["name"]):
         label = raw["name"]
     try:
         manifest = Manifest.model_validate(raw)
@@ -89,9 +152,10 @@ def load_workflow(manifest_path: Path) -> Workflow:
     else:
         problems = []
     graph_file = (manifest.workflow if manifest else raw.get("workflow")) or f"{label}.json"
-    if not isinstance(graph_file, str) or Path(graph_file).name != graph_file:
+    if not isinstance(graph_file, str) or Path(graph_file).name != graph_file or len(graph_file) > 255:
         # A graph file outside the manifest's folder would let a shared manifest read any JSON on the server.
-        raise WorkflowError(f"workflow {label}: 'workflow' must name a file beside the manifest, got {graph_file!r}")
+        raise WorkflowError(f"workflow {label}: 'workflow' must name a file beside the manifest, got "
+                            f"{repr(graph_file)[:100]}")
     graph = _read_json(manifest_path.parent / graph_file, "graph", label)
     problems += check_graph(graph)
     if manifest is None or problems:

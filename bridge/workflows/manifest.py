@@ -20,13 +20,19 @@ from .cost import formula, split_name
 PARAM_TYPES = ("string", "int", "float", "bool", "choice", "image", "json", "loras")
 OUTPUT_TYPES = ("images", "value")
 NodeId = Annotated[str, Field(pattern=r"^\d+$", description="A node id of the API-format graph (decimal).")]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # An int map translates a small range (clip_skip 1..12), never a seed-sized one.
 MAX_INT_MAP = 1024
 # The largest limit a number parameter may have (seeds go to 2^64 - 1).
 MAX_LIMIT = 2**64
 # Seeds drawn for `random_value` stay below 2^32: every client (A1111 seeds are u32) can show them.
 RANDOM_HIGH = 2**32 - 1
+# A version past this loaded, then every request to the workflow was a 500: the job store keeps it in a 64-bit
+# column (and JavaScript clients read integers exactly up to 2^53).
+MAX_VERSION = 2**53 - 1
+# A longer limit than any request body could reach; 10^30 loaded into a validator pydantic could not build.
+MAX_LENGTH = 2**32
 
 
 def random_range(p: Parameter) -> tuple[int, int]:
@@ -78,7 +84,7 @@ class Parameter(_Strict):
     min: int | float | None = Field(None, description="Inclusive lower limit (int, float).")
     max: int | float | None = Field(None, description="Inclusive upper limit (int, float).")
     multiple_of: int | None = Field(None, gt=0, description="int only.")
-    max_length: int | None = Field(None, ge=0, description="string only.")
+    max_length: int | None = Field(None, ge=0, le=MAX_LENGTH, description="string only.")
     pattern: str | None = Field(None, min_length=1, max_length=1024, description=(
         "string only: a regular expression a value must match somewhere (anchor it with ^ and $ to match the "
         "whole value), in the syntax of Rust's regex crate that the bridge checks with: no look-around or "
@@ -218,8 +224,8 @@ class Manifest(_Strict):
     @field_validator("version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError("must be a positive integer")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+            raise ValueError("must be a positive integer of at most 2^53 - 1")
         return value
 
     def _formula_names(self, where: str, text: str, rule: bool = False) -> None:
