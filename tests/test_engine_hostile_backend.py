@@ -208,6 +208,19 @@ async def test_a_dispatch_that_breaks_unforeseen_fails_the_accepted_job(engine, 
     assert [j for j in await engine.list() if not j.done] == []
 
 
+async def test_a_prompt_the_backend_keeps_answering_500_fails_and_lets_the_queue_go_on(engine, comfy_double):
+    """A graph ComfyUI's /prompt handler breaks on: retried at the queue's front without end, it held every job
+    behind it; the backend stays up (its other prompts are taken), so the job fails naming the answer."""
+    comfy_double.prompt_fault = lambda prompt: "poison" in json.dumps(prompt)
+    bad = await engine.submit("txt2img", dict(P, prompt="poison"))
+    good = await engine.submit("txt2img", P)
+    good = await engine.wait(good.id, timeout=20)
+    bad = await engine.wait(bad.id, timeout=5)
+    assert good.status == "completed", good.error
+    assert bad.status == "failed" and "could not be queued 5 times in a row" in bad.error, bad.error
+    assert "POST /prompt answered 500" in bad.error and comfy_double.url in bad.error
+
+
 # ---------------------------------------------------------------------- a server that only pretends to be ComfyUI
 @pytest_asyncio.fixture
 async def pretender():

@@ -6,7 +6,7 @@ images, binds its parameters into a fresh graph (live choices from that backend)
 that lost the job never posts it) and queues the prompt; a job cancelled meanwhile is not posted, and a prompt posted
 as its cancel ran is taken out of ComfyUI again. Jobs that find no backend wait in a local queue, oldest
 first, or on a shared store are released for a replica that has one; a job whose backend went away before it
-started goes back to the front.
+started goes back to the front, and one whose dispatch a backend that stays up keeps failing fails.
 """
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def upload_name(job_id: str, prompt_id: str, name: str) -> str:
     return f"pixart_{job_id}_{prompt_id[:8]}_{name}.png"
 
 
+# Server errors in a row, from a backend that is still up, after which a job is failed: its graph is what the
+# backend cannot take (ComfyUI's /prompt handler answers 500 to an exception it did not foresee). Retried at the
+# queue's front without end, it held every job behind it.
+MAX_DISPATCH_FAILURES = 5
+
+
 class LostJob(Exception):
     """Another replica runs the job now; this one must not send it anywhere."""
 
@@ -65,6 +71,7 @@ class Dispatcher:
         # COMFYUI_INPUT_DIR), and for the tracker the copies of results in its output folder.
         self.copies = CopyRemover()
         self.comfyui_input_dirs = dict(comfyui_input_dirs or {})
+        self.failures: dict[str, int] = {}  # job id: dispatches in a row that ended in a BackendError
 
     def set_loads(self, loads: Mapping[str, int]) -> None:
         """Every backend's unfinished jobs, all replicas together (this one's own are counted live)."""
@@ -100,6 +107,7 @@ class Dispatcher:
         self.wake.set()
 
     def remove(self, job_id: str) -> None:
+        self.failures.pop(job_id, None)
         try:
             self.local.remove(job_id)
         except ValueError:
@@ -204,7 +212,7 @@ class Dispatcher:
             while self.local:
                 job = self.table.live(self.local[0])
                 if job is None or job.done or job.status != "queued":
-                    self.local.popleft()
+                    self.failures.pop(self.local.popleft(), None)
                     continue
                 if job.workflow in self._workflows() and self.pick(job.workflow) is None:
                     if self.release is None:
@@ -214,6 +222,7 @@ class Dispatcher:
                     await self.release(job)
                     continue
                 self.local.popleft()
+                failures = self.failures.pop(job.id, 0)
                 try:
                     await self.dispatch(job)
                 except NoBackend:
@@ -223,6 +232,10 @@ class Dispatcher:
                     continue
                 except BackendError as exc:
                     log.warning("job %s: dispatch failed: %s", job.id, exc)
+                    if failures + 1 >= MAX_DISPATCH_FAILURES and self.pick(job.workflow) is not None:
+                        fail(job, f"could not be queued {failures + 1} times in a row: {exc}")
+                        continue
+                    self.failures[job.id] = failures + 1
                     self.local.appendleft(job.id)
                     await asyncio.sleep(0.5)
                 except BridgeError as exc:

@@ -26,6 +26,7 @@ import socket
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,6 +303,8 @@ class ComfyDouble:
     previews     send a JPEG preview frame after each sampler step (ComfyUI with --preview-method)
     queue_delay  seconds GET /queue waits between reading the queue and answering (a long queue's answer)
     prompt_delay seconds POST /prompt takes before the prompt joins the queue (ComfyUI validating a large graph)
+    prompt_fault  POST /prompt answers aiohttp's 500 to a prompt for which prompt_fault(prompt) is true (an exception
+                 in ComfyUI's handler that it did not foresee)
     caption_packs  the third-party captioning nodes of the interrogate workflows are installed (`caption_nodes`)
     checkpoints  files in models/checkpoints
     controlnets  files in models/controlnet
@@ -336,6 +339,7 @@ class ComfyDouble:
     port: int = 0
     queue_delay: float = 0.0
     prompt_delay: float = 0.0
+    prompt_fault: Callable[[dict[str, Any]], bool] | None = None
     # Recorded for assertions:
     queue_reads: int = 0
     history_reads: int = 0
@@ -545,6 +549,8 @@ class ComfyDouble:
         prompt = body.get("prompt")
         if not isinstance(prompt, dict):
             return _bad("no_prompt", "No prompt provided", "No prompt provided")
+        if self.prompt_fault is not None and self.prompt_fault(prompt):
+            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
         partial = body.get("partial_execution_targets")
         ok, error, outputs, node_errors = self._validate(prompt, partial)
         if not ok:
