@@ -335,3 +335,25 @@ def test_new_nodes_declare_tooltips_and_categories():
         for section in cls.INPUT_TYPES().values():
             for name, (_kind, opts) in section.items():
                 assert opts.get("tooltip"), (cls.__name__, name)
+
+
+def test_latent_upscale_names_a_latent_it_cannot_resize():
+    # a video latent [B,C,T,H,W] or one of no rows was an error from inside torch.nn.functional, naming nothing
+    for shape in ((1, 16, 3, 8, 8), (1, 4, 8), (1, 4, 0, 8)):
+        with pytest.raises(ValueError, match=r"^samples: expected an image latent \[B,C,H,W\]"):
+            PixartLatentUpscale().upscale({"samples": torch.zeros(shape)}, 512, 512, "Latent")
+
+
+def test_lora_stack_text_deep_or_huge_is_refused_naming_it():
+    from pixart_nodes.core import loras
+
+    # thousands of brackets: the JSON decoder's RecursionError, no ValueError and no field named
+    with pytest.raises(ValueError, match="^loras: nested too deeply"):
+        loras.parse_stack("[" * 100_000 + "]" * 100_000)
+    # a 1 MB key or name came back whole in the message
+    with pytest.raises(ValueError, match=r"^loras\[0\]: unknown keys 'kkk") as e:
+        loras.parse_stack('[{"name": "a", "' + "k" * 1_000_000 + '": 1}]')
+    assert len(str(e.value)) < 200
+    with pytest.raises(ValueError, match="^LoRA 'xxx.+is not in the loras folder") as e:
+        loras.resolve_name("x" * 1_000_000, ["a.safetensors"])
+    assert len(str(e.value)) < 200

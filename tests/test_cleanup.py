@@ -303,3 +303,10 @@ def test_cleanup_node_puts_the_removed_background_in_the_mask():
     assert image.shape == (1, 16, 16, 3)
     assert mask[0, 0, 0] == 1.0 and mask[0, 8, 8] == 0.0 and mask[0, 1, 1] == 1.0
     assert "1 isolated pixels removed" in report and "background #fafafa" in report
+
+
+def test_a_huge_background_colour_is_not_echoed_whole():
+    # the message repeated the whole value: a 1 MB string made a 1 MB error
+    with pytest.raises(ValueError, match=r"^background colour must be #rrggbb, got 'xxx.+1,000,000 characters") as e:
+        cu.cleanup(_canvas(), background="x" * 1_000_000)
+    assert len(str(e.value)) < 200

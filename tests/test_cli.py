@@ -195,7 +195,7 @@ def test_aleaart_seed_and_params(capsys):
     (["convert", "{d}", "{d}/o.gif", "--palette", "pico-8", "--loop", "70000"], "argument --loop"),
     (["convert", "{d}", "{d}/o.gif", "--palette", "pico-8", "--frame-ms", "100000000"], "argument --frame-ms"),
     (["rgb565-preview", "{d}/f.bin", "{d}/o.png", "--size", "4x4", "--scale", "100000"],
-     "--scale 100000: 4x4 would become 400000x400000"),  # was a MemoryError traceback
+     "--scale 100000: 4x4 enlarged 100000 times would be 400000x400000"),  # was a MemoryError traceback
     (["aleaart"], "one of the arguments --seed --params is required"),
     (["frobnicate"], "invalid choice"),
 ])

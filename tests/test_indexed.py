@@ -69,3 +69,26 @@ def test_frames_of_another_size_are_refused():
     small, big = np.zeros((4, 4, 3), np.uint8), np.zeros((8, 6, 3), np.uint8)
     with pytest.raises(ValueError, match=r"^frame 2 is 6x8, the first 4x4; GIF frames share one size$"):
         indexed.indexed_gif([small, big], pal.palette_from_hex("#000 #fff"))
+
+
+@pytest.mark.parametrize("prefix, message", [
+    ("pixart/\x00x", "NUL character"),
+    ("a" * 300, "at most 200 bytes, got one of 300"),
+    ("sub/" + "é" * 150, "at most 200 bytes, got one of 300"),
+    ("a/" * 600, "at most 1000 characters"),
+    ("\ud800x", "lone surrogate"),
+])
+def test_save_node_refuses_prefixes_no_file_can_have_naming_the_field(prefix, message):
+    # these reached open() past ComfyUI's folder check: "embedded null byte", or "File name too long" with the
+    # whole path, naming no input (and a deep prefix left its folders behind first)
+    import torch
+
+    from pixart_nodes.nodes_rgb565 import PixartRGB565
+    from pixart_nodes.nodes_save import PixartSaveIndexed
+
+    image = torch.rand((1, 8, 8, 3))
+    with pytest.raises(ValueError, match=f"^filename_prefix: .*{message}") as e:
+        PixartSaveIndexed().run(image, pal.named_palette("pico-8"), "png", prefix)
+    assert len(str(e.value)) < 200
+    with pytest.raises(ValueError, match=f"^filename_prefix: .*{message}"):
+        PixartRGB565().run(image, 8, 8, "stretch", "big", False, False, True, prefix, "#000000")

@@ -628,3 +628,11 @@ def test_awkward_inputs_to_the_refinement():
         for dither in (False, True):
             assert extract_palette(np.asfortranarray(rgba), 6, dither=dither) == extract_palette(rgba, 6,
                                                                                                    dither=dither)
+
+
+def test_a_palette_file_name_too_long_for_the_file_system_is_not_found():
+    # was the OS's "File name too long" from pathlib, repeating the whole 1 MB name and naming no field
+    for name in ("a" * 300 + ".hex", "a" * 1_000_000):
+        with pytest.raises(ValueError, match="^file: palette file 'a+'... .+ not found") as e:
+            resolve_palette_file(name)
+        assert len(str(e.value)) < 400

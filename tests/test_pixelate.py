@@ -427,3 +427,55 @@ def test_outline_node_and_contrast():
     assert np.array_equal(_is_ink(_to_u8(out_img[0])), truth)
     with pytest.raises(ValueError, match="contrast"):
         px.pixelate(img, pixel_size=8, method="outline", contrast=0)
+
+
+@pytest.mark.parametrize("node", ["PixartPixelate", "PixartSnapToGrid", "PixartCleanup", "PixartRGB565",
+                                  "PixartSaveIndexed", "PixartTileSplit", "PixartPalette"])
+def test_image_nodes_name_an_empty_batch(node):
+    # a batch of no image (from a batch or crop node) was an IndexError from inside the node, naming nothing
+    import pixart_nodes
+    from pixart_nodes.core.palette import named_palette
+
+    empty = torch.zeros((0, 16, 16, 3))
+    args = {"PixartPixelate": ("box", 4, 0, 0, False), "PixartSnapToGrid": (), "PixartCleanup": (),
+            "PixartRGB565": (16, 16, "stretch", "big", False, False, True, "x", "#000000"),
+            "PixartSaveIndexed": (named_palette("pico-8"), "png", "x"), "PixartTileSplit": (64, 64, 8),
+            "PixartPalette": ("image", "pico-8", "", "", 16, "kmeans", 0)}[node]
+    n = pixart_nodes.NODE_CLASS_MAPPINGS[node]()
+    if node == "PixartPalette":
+        with pytest.raises(ValueError, match="^image: the batch holds no image"):
+            n.build(*args, image=empty)
+        return
+    with pytest.raises(ValueError, match="^images?: the batch holds no image"):
+        getattr(n, n.FUNCTION)(empty, *args)
+
+
+def test_masks_with_a_channel_axis_and_masks_of_nothing():
+    # [B,1,H,W] (nodes that keep a channel axis) was a numpy concatenate error; JoinImageWithAlpha reads it as
+    # [B,H,W], and so does every node here. A mask batch of no mask was an IndexError.
+    image = torch.rand((1, 8, 8, 3))
+    mask = torch.zeros((1, 8, 8))
+    mask[:, :, :4] = 1
+    flat = PixartPixelate().run(image, "box", 2, 0, 0, False, mask=mask)
+    channel = PixartPixelate().run(image, "box", 2, 0, 0, False, mask=mask[:, None])
+    assert torch.equal(flat[0], channel[0]) and torch.equal(flat[1], channel[1]) and flat[1].max() == 1
+    with pytest.raises(ValueError, match="^mask: holds no pixels"):
+        PixartPixelate().run(image, "box", 2, 0, 0, False, mask=torch.zeros((0, 8, 8)))
+
+
+def test_nan_and_infinity_in_an_image_are_black_and_white_without_a_warning():
+    # NaN reached numpy's float -> uint8 cast, which leaves it undefined and warns; a mask's NaN the same
+    import warnings
+
+    from pixart_nodes.core.tensors import image_to_uint8, mask_to_alpha
+
+    image = torch.full((2, 2, 3), 0.5)
+    image[0, 0] = float("nan")
+    image[0, 1] = float("inf")
+    image[1, 0] = float("-inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = image_to_uint8(image)
+        alpha = mask_to_alpha(torch.full((1, 2, 2), float("nan")), 0, (2, 2))
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == [255] * 3 and out[1, 0].tolist() == [0] * 3
+    assert out[1, 1].tolist() == [128] * 3 and alpha.tolist() == [[0, 0], [0, 0]]

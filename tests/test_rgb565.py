@@ -303,3 +303,12 @@ def test_pillow_unpacker_agrees():
     r5, g6, b5 = img[..., 0].astype(np.int64) >> 3, img[..., 1].astype(np.int64) >> 2, img[..., 2].astype(np.int64) >> 3
     expected = np.stack([r5 * 255 // 31, g6 * 255 // 63, b5 * 255 // 31], axis=-1)
     assert np.array_equal(pil, expected)
+
+
+def test_background_huge_or_in_other_digits_is_refused_shortly():
+    # a 1 MB value came back whole in the message; int() reads any script's digits, so "#١٢٣٤٥٦" was a colour
+    with pytest.raises(ValueError, match="^background must be a hex colour") as e:
+        rgb565.parse_color("x" * 1_000_000)
+    assert len(str(e.value)) < 200
+    with pytest.raises(ValueError, match="^background must be a hex colour"):
+        rgb565.parse_color("#\u0661\u0662\u0663\u0664\u0665\u0666")

@@ -275,3 +275,19 @@ def test_sizes_no_grid_can_have_are_refused_naming_them(kw, field):
     # infinity passed the bounds (a traceback, a nameless message, a 1x1 "grid")
     with pytest.raises(ValueError, match=field):
         sn.snap(np.zeros((32, 32, 3), np.uint8), **kw)
+
+
+def test_snap_node_refuses_a_scale_past_the_pixel_limit(monkeypatch):
+    # scale multiplies the cells: 2-px cells at 64x made 1024 times the input's pixels (256x256 in: an 8192x8192
+    # IMAGE, 2.6 GB peak; 1024x1024 in: 32768x32768, tens of GB), allocated before anything was checked
+    import pixart_nodes.core.imageio as imageio
+    from pixart_nodes.core.tensors import uint8_to_image
+    from pixart_nodes.nodes_pixelate import PixartSnapToGrid
+
+    spr = sprite(20, 24, seed=3)  # 20 rows of 24 cells
+    image = uint8_to_image(enlarge(spr[..., :3], 3))
+    monkeypatch.setattr(imageio, "pixel_limit", lambda: 24 * 20 * 16)  # 4x fits, 5x does not
+    out = PixartSnapToGrid().run(image, scale=4)
+    assert out["result"][0].shape[1:3] == (20 * 4, 24 * 4)
+    with pytest.raises(ValueError, match=r"^scale: 24x20 enlarged 5 times would be 120x100.+at most 4 times here"):
+        PixartSnapToGrid().run(image, scale=5)

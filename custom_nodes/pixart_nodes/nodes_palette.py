@@ -8,7 +8,7 @@ import numpy as np
 
 from .core import palette as pal
 from .core import palettes as library
-from .core.tensors import iter_batch_uint8, mask_to_alpha, uint8_to_image
+from .core.tensors import iter_batch_uint8, mask_to_alpha, require_images, uint8_to_image
 
 SOURCES = ("named", "hex", "file", "image")
 _PACK_PALETTES = Path(__file__).parent / "palettes"
@@ -39,9 +39,12 @@ def resolve_palette_file(name: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts:
         raise ValueError(f"file: {pal.quote(name)} must be a file name relative to the input or palettes folder")
     for d in _palette_dirs():
-        p = (d / rel).resolve()
-        if p.is_file() and p.is_relative_to(d.resolve()):
-            return p
+        try:
+            p = (d / rel).resolve()
+            if p.is_file() and p.is_relative_to(d.resolve()):
+                return p
+        except OSError:  # a name too long for the file system: no such file (the OS message repeats all of it)
+            continue
     raise ValueError(f"file: palette file {pal.quote(name)} not found in {', '.join(str(d) for d in _palette_dirs())}")
 
 
@@ -169,6 +172,7 @@ class PixartPalette:
 
 def _batch_for_extraction(images, mask) -> list[np.ndarray]:
     """Each image of the batch, with the mask as alpha where it has one: one palette serves the whole batch."""
+    require_images(images)
     out = []
     for i, img in enumerate(iter_batch_uint8(images)):
         alpha = None if img.shape[2] == 4 else mask_to_alpha(mask, i, img.shape[:2])

@@ -6,14 +6,17 @@ import json
 import numpy as np
 
 from .core import pixelate as px
-from .core.tensors import alpha_to_mask, iter_batch_uint8, mask_to_alpha, output_channels, uint8_to_image
+from .core.tensors import (alpha_to_mask, iter_batch_uint8, mask_to_alpha, output_channels, require_images,
+                           uint8_to_image)
 
 
-def split_alpha(images, mask) -> tuple[list[np.ndarray], list[np.ndarray] | None, int]:
+def split_alpha(images, mask, field: str = "image") -> tuple[list[np.ndarray], list[np.ndarray] | None, int]:
     """Batch -> RGB(A) uint8 arrays with alpha attached as a 4th channel, from the image or from ``mask``.
 
-    Returns the arrays, whether any alpha was found, and the input channel count.
+    Returns the arrays, whether any alpha was found, and the input channel count; an empty batch is a ValueError
+    naming ``field`` (the node's IMAGE input).
     """
+    require_images(images, field)
     arrays: list[np.ndarray] = []
     has_alpha = False
     channels = int(images.shape[-1])
@@ -173,7 +176,12 @@ class PixartSnapToGrid:
             first = results[0]
         out = [r.image for r in results]
         if first.detected and int(scale) > 1:
-            out = [np.repeat(np.repeat(a, int(scale), axis=0), int(scale), axis=1) for a in out]
+            from .core.imageio import enlarge
+
+            try:
+                out = [enlarge(a, int(scale)) for a in out]
+            except ValueError as exc:
+                raise ValueError(f"scale: {exc}") from None
         info = first.to_dict(edges=True)
         image_out, mask_out = join_alpha(out, has_alpha, channels)
         widths = (first.x.size, first.y.size) if first.detected else (0.0, 0.0)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from .core import rgb565
-from .core.tensors import iter_batch_uint8, mask_to_alpha, uint8_to_image
+from .core.tensors import iter_batch_uint8, mask_to_alpha, require_images, uint8_to_image
 
 
 def _bin_target(prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
@@ -76,6 +76,11 @@ class PixartRGB565:
     def run(self, image, width, height, mode, byte_order, invert, dither, save_file, filename_prefix, background,
             resample="auto", mask=None):
         rgb565.parse_color(background)  # fail before any work, with the field named
+        require_images(image)
+        if save_file:
+            from .nodes_save import check_filename_prefix
+
+            check_filename_prefix(filename_prefix)
         fmt = f"rgb565-{'be' if byte_order == 'big' else 'le'}"
         encoded: list[str] = []
         files: list[dict] = []

@@ -2,9 +2,37 @@
 from __future__ import annotations
 
 import os
+import re
 
 from .core import indexed
+from .core.messages import quote
 from .nodes_pixelate import split_alpha
+
+# One part of the prefix (a folder or the file name) in UTF-8 bytes: the counter and extension ("_00001_.png") come on
+# top, within the 255 bytes a file system takes for a name. The whole prefix: a few hundred nested folders at most.
+MAX_PART_BYTES = 200
+MAX_PREFIX = 1000
+
+
+def check_filename_prefix(prefix: str, field: str = "filename_prefix") -> None:
+    """ValueError naming ``field`` for a prefix no file can be named after. ComfyUI's ``get_save_image_path`` keeps
+    the files inside the output folder; what it lets through fails later in ``open`` with an OS message naming no
+    input (a NUL: "embedded null byte"; a long name: "File name too long" and the whole path), or leaves a chain of
+    folders behind before failing."""
+    if not isinstance(prefix, str):
+        raise ValueError(f"{field}: expected text, got {type(prefix).__name__}")
+    if "\x00" in prefix:
+        raise ValueError(f"{field}: {quote(prefix)} holds a NUL character; no file has such a name")
+    if len(prefix) > MAX_PREFIX:
+        raise ValueError(f"{field}: at most {MAX_PREFIX} characters, got {len(prefix):,}")
+    try:
+        parts = [p.encode("utf-8") for p in re.split(r"[\\/]", prefix)]
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): no file system name holds one
+        raise ValueError(f"{field}: {quote(prefix)} is not valid text (a lone surrogate)") from None
+    longest = max(len(p) for p in parts)
+    if longest > MAX_PART_BYTES:
+        raise ValueError(f"{field}: a folder or file name of at most {MAX_PART_BYTES} bytes, got one of {longest:,} "
+                         f"in {quote(prefix)}")
 
 
 class PixartSaveIndexed:
@@ -39,9 +67,10 @@ class PixartSaveIndexed:
         }
 
     def run(self, images, palette, format="png", filename_prefix="pixart_indexed", frame_ms=100, mask=None):
-        import folder_paths
+        check_filename_prefix(filename_prefix)
+        arrays, _, _ = split_alpha(images, mask, "images")
+        import folder_paths  # ComfyUI's: after the checks, which need nothing of it
 
-        arrays, _, _ = split_alpha(images, mask)
         height, width = arrays[0].shape[:2]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), width, height)

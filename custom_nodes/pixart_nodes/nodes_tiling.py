@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 from .core import tiling as core
+from .core.tensors import require_images
 
 
 class PixartSeamlessTiling:
@@ -105,6 +106,7 @@ class PixartTileSplit:
         import numpy as np
         import torch
 
+        require_images(image)
         cut = [core.split(a, int(tile_width), int(tile_height), int(overlap)) for a in image.cpu().float().numpy()]
         return (torch.from_numpy(np.concatenate(cut)).to(image.dtype),)
 
@@ -136,6 +138,8 @@ class PixartTileMerge:
         import numpy as np
         import torch
 
+        require_images(tiles, "tiles")
+        require_images(reference, "reference")
         height, width = int(reference.shape[1]), int(reference.shape[2])
         data = tiles.cpu().float().numpy()
         per = sum(len(xs) for _, xs in core.grid_positions(width, height, int(tiles.shape[2]), int(tiles.shape[1]),

@@ -36,6 +36,7 @@ import numba
 import numpy as np
 
 from .color import srgb_u8_to_oklab
+from .messages import quote
 
 TRANSPARENT = -1
 
@@ -429,7 +430,7 @@ def parse_colour(value) -> int:
         if len(t) == 3:
             t = "".join(ch * 2 for ch in t)
         if len(t) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in t):
-            raise ValueError(f"background colour must be #rrggbb, got {value!r}")
+            raise ValueError(f"background colour must be #rrggbb, got {quote(value)}")
         return int(t, 16)
     r, g, b = (int(v) for v in value)
     if not all(0 <= v <= 255 for v in (r, g, b)):

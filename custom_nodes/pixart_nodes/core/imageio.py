@@ -89,6 +89,21 @@ def pixel_limit() -> int:
     return Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
+def enlarge(img: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by a whole factor, refused (ValueError) past ``pixel_limit()``: the enlarged
+    array is allocated at once, so an unbounded factor asks for terabytes, and the factor multiplies the cells of a
+    snapped image, not the input (2-px cells at 64x: 1024 times the input's pixels)."""
+    scale = int(scale)
+    if scale == 1:
+        return img
+    h, w = img.shape[:2]
+    limit = pixel_limit()
+    if h * scale * w * scale > limit:
+        raise ValueError(f"{w}x{h} enlarged {scale} times would be {w * scale}x{h * scale}, over {limit:,} pixels "
+                         f"(at most {int((limit / (w * h)) ** 0.5)} times here)")
+    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+
+
 def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     """A grey image of 16 bits as 8-bit: the top 8 bits (65535 -> 255), mode L, or LA where a tRNS grey value marks
     the transparent pixels (Pillow's convert clipped 99.6% of a 0-65472 ramp to white); any other image as it is.

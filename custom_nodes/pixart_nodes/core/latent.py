@@ -146,6 +146,9 @@ def latent_upscale(samples: torch.Tensor, width: int, height: int, mode: str) ->
         raise ValueError(f"mode: must be one of {', '.join(LATENT_UPSCALE_MODES)}, got {mode!r}")
     if width < 8 or height < 8:
         raise ValueError(f"width/height: must be at least 8 pixels, got {width}x{height}")
+    # a video model's latent [B,C,T,H,W] (or an empty one) would fail inside torch, naming no input
+    if samples.ndim != 4 or 0 in samples.shape[2:]:
+        raise ValueError(f"samples: expected an image latent [B,C,H,W] with H, W > 0, got {list(samples.shape)}")
     interpolation, antialias = LATENT_UPSCALE_MODES[mode]
     size = (int(height) // 8, int(width) // 8)
     kwargs = {"antialias": True} if antialias else {}

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from .messages import quote
+
 MAX_LORAS = 16
 MAX_STRENGTH = 100.0  # ComfyUI's LoraLoader limits
 
@@ -38,6 +40,9 @@ def parse_stack(text: str) -> list[LoraSpec]:
         items = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"loras: not JSON ({exc})") from None
+    except RecursionError:  # "[[[[..." thousands deep: the decoder's own error is no ValueError and names no input
+        raise ValueError("loras: nested too deeply; expected a JSON list of {name, strength, clip_strength}") \
+            from None
     if not isinstance(items, list):
         raise ValueError("loras: must be a JSON list of {name, strength, clip_strength}")
     if len(items) > MAX_LORAS:
@@ -49,7 +54,7 @@ def parse_stack(text: str) -> list[LoraSpec]:
             raise ValueError(f"{where}: must be an object with a non-empty 'name'")
         unknown = set(item) - {"name", "strength", "clip_strength"}
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+            raise ValueError(f"{where}: unknown keys {', '.join(quote(k) for k in sorted(unknown)[:8])}")
         strength = _strength(item.get("strength", 1.0), f"{where}.strength")
         clip = _strength(item.get("clip_strength", strength), f"{where}.clip_strength")
         out.append(LoraSpec(item["name"].strip(), strength, clip))
@@ -65,5 +70,5 @@ def resolve_name(name: str, files: list[str]) -> str:
         return matches[0]
     shown = ", ".join(files[:8]) + (f", ... ({len(files)} in all)" if len(files) > 8 else "")
     if matches:
-        raise ValueError(f"LoRA {name!r} is ambiguous: {', '.join(matches)}; give the file name")
-    raise ValueError(f"LoRA {name!r} is not in the loras folder (found: {shown or 'none'})")
+        raise ValueError(f"LoRA {quote(name)} is ambiguous: {', '.join(matches)}; give the file name")
+    raise ValueError(f"LoRA {quote(name)} is not in the loras folder (found: {shown or 'none'})")

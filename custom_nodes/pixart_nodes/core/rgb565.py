@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from numba import njit
 
+from .messages import quote
+
 BYTE_ORDERS = ("big", "little")
 FIT_MODES = ("stretch", "letterbox", "crop")
 RESAMPLE_METHODS = ("auto", "area", "lanczos", "bilinear", "nearest")
@@ -180,11 +182,11 @@ def parse_color(text: str | Sequence[int]) -> tuple[int, int, int]:
     if len(s) == 3:
         s = "".join(c * 2 for c in s)
     try:
-        if len(s) != 6:
+        if len(s) != 6 or not s.isascii():  # int() takes any script's digits: "#١٢٣٤٥٦" is no colour
             raise ValueError
         return int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16)
     except ValueError:
-        raise ValueError(f"background must be a hex colour like #000000, got {text!r}") from None
+        raise ValueError(f"background must be a hex colour like #000000, got {quote(text)}") from None
 
 
 def _resize(img: np.ndarray, width: int, height: int, resample: str) -> np.ndarray:

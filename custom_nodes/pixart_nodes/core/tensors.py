@@ -20,8 +20,10 @@ def image_to_uint8(image) -> np.ndarray:
     # (ComfyUI caches node outputs and hands the same tensor to every consumer)
     arr = np.asarray(image, dtype=np.float32) * 255.0 + 0.5
     out = np.empty(arr.shape, dtype=np.uint8)
-    # round-half-up after clipping; np.rint would round 0.5 to even and bias mid-greys
-    np.clip(arr, 0, 255, out=arr)
+    # round-half-up after clipping; np.rint would round 0.5 to even and bias mid-greys. fmax/fmin rather than clip:
+    # NaN (a float IMAGE from another node may carry it) becomes 0, where clip keeps it for a cast numpy leaves
+    # undefined (and warns about)
+    np.fmin(np.fmax(arr, 0, out=arr), 255, out=arr)
     out[...] = arr
     if out.ndim == 3 and out.shape[2] in (1, 2):
         out = np.concatenate([np.repeat(out[..., :1], 3, axis=2), out[..., 1:]], axis=2)
@@ -32,6 +34,13 @@ def output_channels(channels: int) -> int:
     """The channels a node gives back for an input of `channels`: RGBA where it came with alpha (grey and alpha
     too), RGB otherwise (grey included: the palette's colours are not grey)."""
     return 4 if channels in (2, 4) else 3
+
+
+def require_images(images, field: str = "image") -> None:
+    """ValueError naming ``field`` for a batch with no image: a node would otherwise fail deep inside on the first
+    image it takes from the list (an IndexError naming nothing); ComfyUI's batch and crop nodes can hand one on."""
+    if images.ndim == 4 and images.shape[0] == 0:
+        raise ValueError(f"{field}: the batch holds no image")
 
 
 def iter_batch_uint8(images) -> Iterator[np.ndarray]:
@@ -67,8 +76,12 @@ def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None
     if hasattr(mask, "detach"):
         mask = mask.detach().cpu().float().numpy()
     mask = np.asarray(mask, dtype=np.float32)
-    if mask.ndim == 2:
-        mask = mask[None]
+    if mask.ndim < 2:
+        raise ValueError(f"mask: expected a MASK [B,H,W], got shape {list(mask.shape)}")
+    # [B,1,H,W] from nodes that keep a channel axis, read as JoinImageWithAlpha reads it: a batch of [H,W] masks
+    mask = mask.reshape((-1, *mask.shape[-2:]))
+    if mask.shape[0] == 0 or 0 in mask.shape[1:]:
+        raise ValueError(f"mask: holds no pixels (shape {list(mask.shape)})")
     m = mask[min(index, mask.shape[0] - 1)]
     if m.shape != tuple(shape):
         if not m.any():
@@ -77,7 +90,8 @@ def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None
 
         shrink = shape[0] <= m.shape[0] and shape[1] <= m.shape[1]
         m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.clip((1.0 - m) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    alpha = (1.0 - m) * 255.0 + 0.5
+    return np.fmin(np.fmax(alpha, 0, out=alpha), 255, out=alpha).astype(np.uint8)  # NaN: 0, as in image_to_uint8
 
 
 def alpha_to_mask(alphas: list[np.ndarray]):
