@@ -100,3 +100,42 @@ async def test_an_axera_model_dir_the_workflows_refuse_stops_the_start(bridge_fa
         with pytest.raises(AdapterLoadError, match="UNIFIED_AXERA_MODEL_DIR: model_dir must match the pattern"):
             await bridge_factory(adapters=["unified"], UNIFIED_AXERA_MODEL_DIR=bad)
     assert await bridge_factory(adapters=["unified"], UNIFIED_AXERA_MODEL_DIR="lcm-1024x768")
+
+
+@pytest.mark.parametrize("backend", ["axera", "sd15"])
+async def test_an_init_image_is_fetched_and_decoded_once_for_every_image_of_the_request(
+        bridge_factory, comfy_double, aiohttp_server, monkeypatch, backend):
+    # img2img runs one job per image (up to UNIFIED_MAX_IMAGES): each job fetched the URL and decoded the picture
+    # again, 16 fetches and 16 decodes for one request (a 12 MB PNG: 8.8 s of the image pool)
+    import base64
+    import io
+
+    from aiohttp import web
+    from PIL import Image
+
+    from bridge import images as image_io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    fetched = []
+
+    async def serve(request):
+        fetched.append(request.path)
+        return web.Response(body=buf.getvalue(), content_type="image/png")
+
+    site = web.Application()
+    site.router.add_get("/init.png", serve)
+    server = await aiohttp_server(site)
+    decoded = []
+    real = image_io.decode_image
+    monkeypatch.setattr(image_io, "decode_image", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    comfy_double.axera_models = backend == "axera"
+    client = await bridge_factory(adapters=["unified"], UNIFIED_BACKEND=backend, outbound_allow=["127.0.0.1"])
+    body = {"prompt": "a fox", "batch_size": 4, "seed": 1, "width": 64, "height": 64, "steps": 1}
+    for init in (base64.b64encode(buf.getvalue()).decode(), str(server.make_url("/init.png"))):
+        decoded.clear()
+        resp = await client.post("/generate", json={**body, "init_image": init})
+        data = await resp.json()
+        assert resp.status == 200 and data["mode"] == "img2img" and len(data["images"]) == 4, data
+        assert len(decoded) == 1
+    assert fetched == ["/init.png"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bridge import images as image_io
 from bridge.adapters import unified
 from bridge.adapters.unified import UnifiedSettings, parse_request, plan_axera, plan_sd15
 from bridge.app import create_app
@@ -58,6 +59,8 @@ def test_aliases_and_resize_modes():
     ({"prompt": "x", "cfg_scale": "nan"}, "cfg_scale"),
     ({"prompt": "x", "denoising_strength": 1.5}, "denoising_strength"),
     ({"prompt": "x", "resize_mode": 3}, "resize_mode"),
+    ({"prompt": "x", "resize_mode": True}, "resize_mode"),  # was taken as 1 (crop): Python's True == 1
+    ({"prompt": "x", "resize_mode": False}, "resize_mode"),
     ({"prompt": "x", "negative_prompt": 3}, "negative_prompt"),
     ({"prompt": "x", "n_iter": 4, "batch_size": 5}, "batch_size"),
 ])
@@ -179,6 +182,12 @@ class ScriptedEngine:
         await asyncio.Event().wait()
         yield {}
 
+    max_image_bytes = image_io.DEFAULT_MAX_BYTES
+    max_image_pixels = image_io.DEFAULT_MAX_PIXELS
+
+    async def fetch_image(self, value, field):
+        return value
+
     async def request_cost(self, jobs):
         self.costed = list(jobs)
 
@@ -257,7 +266,8 @@ async def test_failures_map_to_status(aiohttp_client, tmp_path, behaviour, statu
 @pytest.mark.asyncio
 async def test_engine_field_names_are_translated(aiohttp_client, tmp_path):
     client, _ = await _client(aiohttp_client, tmp_path, "bad_image")
-    for sent, field in ({"init_image": "AAAA"}, "init_image"), ({"init_images": ["AAAA"]}, "init_images[0]"):
+    png = base64.b64encode(_png()).decode()  # decoded by the adapter; the engine refuses it (a workflow's bound)
+    for sent, field in ({"init_image": png}, "init_image"), ({"init_images": [png]}, "init_images[0]"):
         resp = await client.post("/generate", json={"mode": "img2img", "prompt": "x", **sent})
         data = await resp.json()
         assert resp.status == 400 and data["field"] == field and data["error"].startswith(field + ":"), data

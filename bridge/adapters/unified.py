@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, WithJsonSchema, create_model
+from pydantic_core import PydanticCustomError
 from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
@@ -101,8 +102,8 @@ STATE = web.AppKey("unified_state", dict)
 
 def _resize_name(value: Any) -> Any:
     # The Pi service's numbers, the node's names and A1111's labels are all accepted.
-    if isinstance(value, bool):
-        return value
+    if isinstance(value, bool):  # the Literal takes True for 1 (Python's bool is an int): crop, asked by no one
+        raise PydanticCustomError("literal_error", "must be one of 0, 1 or 2", {"expected": "0, 1 or 2"})
     return RESIZE_ALIASES.get(str(value).strip().lower(), value)
 
 
@@ -158,7 +159,7 @@ class GenerateRequest:
     mode: str
     prompt: str
     seed: int
-    init_image: str | None = None
+    init_image: str | image_io.DecodedImage | None = None
     strength: float = 0.5
     resize_mode: int = 0
     width: int | None = None
@@ -488,6 +489,11 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
     choice = await choose_backend(engine, settings)
     if choice.error is not None:
         return DIALECT.error(503, choice.error, "UNIFIED_BACKEND", headers={"Retry-After": "30"})
+    if req.init_image is not None:
+        # Once for the request: each of its jobs (one per image) fetched a URL and decoded the picture again
+        req.init_image = await image_io.decode_async(await engine.fetch_image(req.init_image, req.image_field),
+                                                     req.image_field, max_bytes=engine.max_image_bytes,
+                                                     max_pixels=engine.max_image_pixels)
     if choice.name == "axera":
         plan = plan_axera(req, settings)
     else:
