@@ -972,6 +972,17 @@ async def test_an_unknown_job_is_named_by_the_start_of_its_id(bridge_factory: An
         assert (await resp.json())["message"] == f"job '{'a' * 80}' does not exist"
 
 
+async def test_an_unknown_output_is_named_by_the_start_of_its_name(bridge_factory: Any, comfy_double: Any) -> None:
+    # `/jobs/{id}/outputs/{name}/{index}` of a job that exists repeated the whole name, as long as the URL (8 KB)
+    client = await bridge_factory(adapters=["unified"], UNIFIED_BACKEND="sd15")
+    resp = await client.post("/generate", json={"prompt": "x", "width": 64, "height": 64, "steps": 1})
+    job_id = (await resp.json())["job_ids"][0]
+    resp = await client.get(f"/jobs/{job_id}/outputs/{'n' * 6000}/0")
+    body = await resp.json()
+    assert resp.status == 400 and body["field"] == "output" and f"'{'n' * 80}…'" in body["message"], str(body)[:300]
+    assert len(await resp.read()) < 1000
+
+
 async def test_an_unknown_workflow_is_named_by_the_start_of_its_name(bridge_factory: Any) -> None:
     # the 404 repeated the whole name, as long as the URL let it be (8 KB)
     client = await bridge_factory(adapters=["jobs_api"])

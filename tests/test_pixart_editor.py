@@ -493,6 +493,22 @@ async def test_bad_input_is_refused_naming_the_field_and_the_server_is_unharmed(
 
 
 @pytest.mark.asyncio
+async def test_a_long_value_is_quoted_by_its_start_in_the_error(make_client, comfy_double):
+    # an unknown style, a colour and a status id were repeated whole (twice, in message and detail): a 9,000
+    # character style made a 27 KB answer
+    client = await make_client()
+    long = "z" * 9000
+    for fields, field in (({"style": long}, "style"), ({"colorPalette": ["#000000", "#" + long]}, "colorPalette")):
+        status, body = await post(client, request_body(id=f"long-{field}", **fields))
+        assert status == 400 and body["field"] == field and field in body["message"], body
+        assert long[:100] not in json.dumps(body) and "zzz" in body["message"]
+    resp = await client.get("/api/pixel-generation/status/" + "q" * 4000)
+    body = await resp.json()
+    assert resp.status == 404 and body["field"] == "id" and "q" * 100 not in json.dumps(body)
+    assert comfy_double.prompts == []
+
+
+@pytest.mark.asyncio
 async def test_a_tall_result_is_enlarged_only_as_far_as_the_workflow_takes(make_client, comfy_double):
     # 64x1024 from the editor's 512x512 canvas: the whole factor covering the sketch (8) made a 512x8192 work
     # image, past the workflow's 4096 a side: refused with a 400 naming work_height, a field no client sends

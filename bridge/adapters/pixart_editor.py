@@ -46,7 +46,7 @@ from bridge import images as image_io
 from bridge import jsontext
 from bridge.api import Dialect, ErrorBody, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings
-from bridge.errors import BridgeError, Conflict, InvalidParameter, JobNotFound
+from bridge.errors import NAME_SHOWN, BridgeError, Conflict, InvalidParameter, JobNotFound, quote
 from bridge.fields import (Bool, Float, ImageData, Int, Loras, LooseFloat, Request, ResponseFormat, Seed, Text,
                            Webhook, field_errors, loras_setting)
 from bridge.http import json_answer
@@ -174,7 +174,7 @@ def one_colour(text: str) -> tuple[int, int, int] | None:
 def parse_colour(text: str, field: str) -> int:
     rgb = one_colour(text)
     if rgb is None:
-        raise InvalidParameter(field, f"{field}: {text!r} is not a hex colour like #ffffff")
+        raise InvalidParameter(field, f"{field}: {quote(text)} is not a hex colour like #ffffff")
     return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
 
 
@@ -219,8 +219,8 @@ def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> Palet
         for i, text in enumerate(color_palette):
             rgb = one_colour(text)
             if rgb is None:
-                raise InvalidParameter("colorPalette", f"colorPalette[{i}]: {text!r} is not a hex colour like "
-                                                       "#1d2b53")
+                raise InvalidParameter("colorPalette", f"colorPalette[{i}]: {quote(text)} is not a hex colour "
+                                                       "like #1d2b53")
             colours.append(rgb)
         pal = Palette("custom", colours)
         return PaletteChoice({"palette_source": "hex", "palette_hex": " ".join(pal.hex())}, "custom")
@@ -229,7 +229,7 @@ def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> Palet
     try:
         pal = named_palette(style)
     except ValueError:
-        raise InvalidParameter("style", f"style {style!r} is unknown; choose one of {', '.join(style_names())}, "
+        raise InvalidParameter("style", f"style {quote(style)} is unknown; choose one of {', '.join(style_names())}, "
                                         "or send colorPalette") from None
     return PaletteChoice({"palette_source": "named", "palette_name": pal.name}, pal.name)
 
@@ -646,7 +646,9 @@ async def status(request: web.Request, query: StatusQuery) -> web.Response:
     client_id = request.match_info["id"]
     job = await engine.find(client_job_id(client_id))
     if job is None or (job.meta or {}).get("dialect") != DIALECT_NAME:
-        return DIALECT.error(404, f"no generation with id {client_id!r}", "id", code=JobNotFound.code)
+        # the id comes from the path, up to 8 KB: its start only, as JobNotFound shows one
+        return DIALECT.error(404, f"no generation with id {quote(client_id, NAME_SHOWN)}", "id",
+                             code=JobNotFound.code)
     if query.wait > 0 and not job.done:
         with contextlib.suppress(asyncio.TimeoutError):
             job = await engine.wait(job.id, timeout=query.wait)

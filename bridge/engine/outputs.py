@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from bridge.errors import InvalidParameter, JobNotFound, ResultGone
+from bridge.errors import NAME_SHOWN, InvalidParameter, JobNotFound, ResultGone, quote
 from bridge.storage import BlobNotFound, content_type
 from bridge.store import Job, outputs_prefix
 
@@ -29,7 +29,9 @@ class Outputs:
                 raise JobNotFound(job)
             job = found
         if self.workflow_output_type(job.workflow, name) != "images":
-            raise InvalidParameter("output", f"workflow {job.workflow!r} has no image output {name!r}")
+            # the name comes from a URL path (8 KB) on /jobs/{id}/outputs/{name}/{index}
+            raise InvalidParameter("output", f"workflow {job.workflow!r} has no image output "
+                                             f"{quote(name, NAME_SHOWN)}")
         files = job.outputs.get(name) or []
         if not 0 <= index < len(files):
             raise InvalidParameter("index", f"output {name!r} of job {job.id} has {len(files)} images; "
