@@ -11,6 +11,16 @@ from typing import Iterator
 import numpy as np
 
 
+def _clipped(arr: np.ndarray) -> np.ndarray:
+    """``arr`` clipped to 0..255 in place, NaN (a float IMAGE or MASK from another node may carry it) as 0: clip keeps
+    NaN for a cast numpy leaves undefined (and warns about). np.clip and a max to find NaN: fmin/fmax, which drop
+    it, took 8 times as long."""
+    np.clip(arr, 0, 255, out=arr)
+    if arr.size and np.isnan(arr.max()):
+        np.nan_to_num(arr, copy=False, nan=0.0)
+    return arr
+
+
 def image_to_uint8(image) -> np.ndarray:
     """One ComfyUI image ``[H,W,C]`` float 0..1 (torch or numpy) to ``uint8 [H,W,C]``, rounded to nearest; grey
     (C = 1) comes out as RGB and grey with alpha (C = 2) as RGBA, the shapes every core module takes."""
@@ -20,11 +30,8 @@ def image_to_uint8(image) -> np.ndarray:
     # (ComfyUI caches node outputs and hands the same tensor to every consumer)
     arr = np.asarray(image, dtype=np.float32) * 255.0 + 0.5
     out = np.empty(arr.shape, dtype=np.uint8)
-    # round-half-up after clipping; np.rint would round 0.5 to even and bias mid-greys. fmax/fmin rather than clip:
-    # NaN (a float IMAGE from another node may carry it) becomes 0, where clip keeps it for a cast numpy leaves
-    # undefined (and warns about)
-    np.fmin(np.fmax(arr, 0, out=arr), 255, out=arr)
-    out[...] = arr
+    # round-half-up after clipping; np.rint would round 0.5 to even and bias mid-greys
+    out[...] = _clipped(arr)
     if out.ndim == 3 and out.shape[2] in (1, 2):
         out = np.concatenate([np.repeat(out[..., :1], 3, axis=2), out[..., 1:]], axis=2)
     return out
@@ -90,8 +97,7 @@ def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None
 
         shrink = shape[0] <= m.shape[0] and shape[1] <= m.shape[1]
         m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    alpha = (1.0 - m) * 255.0 + 0.5
-    return np.fmin(np.fmax(alpha, 0, out=alpha), 255, out=alpha).astype(np.uint8)  # NaN: 0, as in image_to_uint8
+    return _clipped((1.0 - m) * 255.0 + 0.5).astype(np.uint8)
 
 
 def alpha_to_mask(alphas: list[np.ndarray]):
