@@ -289,6 +289,33 @@ async def test_lists_answer_what_the_backend_has(client, comfy_double):
     assert await (await client.post("/sdapi/v1/unload-checkpoint")).json() == {}
 
 
+async def test_loras_polled_by_many_clients_share_the_backend_reads(client, comfy_double, monkeypatch):
+    # each listing asks the backend for every file's metadata: clients polling at once share one listing, read a
+    # few files at a time, rather than each sending its own 256 requests (7,680 for 30 clients)
+    from bridge.adapters.a1111 import catalog
+
+    comfy_double.loras = [f"l{i}.safetensors" for i in range(256)]
+    reads, busy, most = [], [0], [0]
+    backend_json = catalog.backend_json
+
+    async def counted(engine, path, **params):
+        if path == "/view_metadata/loras":
+            reads.append(params["filename"])
+        busy[0] += 1
+        most[0] = max(most[0], busy[0])
+        try:
+            return await backend_json(engine, path, **params)
+        finally:
+            busy[0] -= 1
+
+    monkeypatch.setattr(catalog, "backend_json", counted)
+    assert (await client.post("/sdapi/v1/refresh-loras")).status == 200
+    answers = await asyncio.gather(*(client.get("/sdapi/v1/loras") for _ in range(30)))
+    assert {r.status for r in answers} == {200}
+    assert [len(await r.json()) for r in answers] == [256] * 30
+    assert len(reads) <= 2 * 256 and most[0] <= 8, (len(reads), most[0])
+
+
 async def test_unknown_routes_answer_like_fastapi(client):
     resp = await client.get("/sdapi/v1/artists")  # webuiapi's get_artists(): not an A1111 1.10 route
     assert resp.status == 404 and await resp.json() == {"detail": "Not Found"}

@@ -29,6 +29,7 @@ from .dialect import STATE, A1111Error, a1111_endpoint
 CMD_FLAGS = Path(__file__).with_name("data") / "cmd_flags.json"
 # A1111 reads at most this many LoRA files' metadata per listing; more would make one GET cost minutes.
 MAX_LORA_METADATA = 256
+METADATA_READS = 8  # of those, read from the backend at once
 
 
 async def live_choices(engine: JobEngine, ref: str) -> list[str]:
@@ -427,18 +428,29 @@ async def loras(request: web.Request) -> web.StreamResponse:
     """LoRA files of the backend (A1111's Lora extension `/sdapi/v1/loras`): `name` is the file stem, `alias` the
     name it was trained under (`ss_output_name`) when the file says, `path` the file in ComfyUI's loras folder."""
     engine = engine_of(request)
+    # Requests that arrive while a listing runs share the next one: each costs the backend a request per file, and
+    # 30 clients polling at once made 7,680 of them, which held up the jobs' own requests to ComfyUI for seconds.
+    listed = await request.app[STATE].lora_listings(lambda: _lora_items(engine))
+    return web.json_response(listed)
+
+
+async def _lora_items(engine: JobEngine) -> list[dict[str, Any]]:
     files = await live_choices(engine, "LoraLoader.lora_name")
     safetensors = [f for f in files if f.endswith(".safetensors")][:MAX_LORA_METADATA]
-    fetched = await asyncio.gather(*(backend_json(engine, "/view_metadata/loras", filename=f)
-                                     for f in safetensors))
-    metadata = dict(zip(safetensors, fetched))
+    slots = asyncio.Semaphore(METADATA_READS)  # the engine's connections to ComfyUI stay free for jobs
+
+    async def read(name: str) -> Any:
+        async with slots:
+            return await backend_json(engine, "/view_metadata/loras", filename=name)
+
+    metadata = dict(zip(safetensors, await asyncio.gather(*(read(f) for f in safetensors))))
     by_name: dict[str, dict[str, Any]] = {}
     for f in files:
         meta = _lora_metadata(metadata.get(f))
         name = PurePath(f).stem
         alias = meta.get("ss_output_name") if isinstance(meta.get("ss_output_name"), str) else name
         by_name[name] = {"name": name, "alias": alias, "path": f, "metadata": meta}  # a repeated stem: last wins
-    return web.json_response(list(by_name.values()))
+    return list(by_name.values())
 
 
 @a1111_endpoint(responses={200: EmbeddingsAnswer})

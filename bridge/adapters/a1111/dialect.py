@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
+from bridge.engine.client import SharedRun
 from bridge.errors import BridgeError, InvalidParameter, QueueFull
 from bridge.fields import FieldError
 from bridge.keys import SETTINGS
@@ -181,6 +182,7 @@ class A1111State:
     options: dict[str, Any] = field(default_factory=dict)
     tasks: list[Task] = field(default_factory=list)
     styles: StyleBook = field(default_factory=lambda: StyleBook(""))
+    lora_listings: SharedRun[list[dict[str, Any]]] = field(default_factory=SharedRun)  # /loras answers
 
     def active(self) -> Task | None:
         return next((t for t in self.tasks if not t.finished), None)
