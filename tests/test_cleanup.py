@@ -310,3 +310,7 @@ def test_a_huge_background_colour_is_not_echoed_whole():
     with pytest.raises(ValueError, match=r"^background colour must be #rrggbb, got 'xxx.+1,000,000 characters") as e:
         cu.cleanup(_canvas(), background="x" * 1_000_000)
     assert len(str(e.value)) < 200
+    for text in ("#-1-1-1", "#1 2 34", "#\u0661\u0662\u0663\u0664\u0665\u0666"):
+        with pytest.raises(ValueError, match="^background colour must be #rrggbb"):
+            cu.parse_colour(text)
+    assert cu.parse_colour("#F80") == 0xFF8800

@@ -310,5 +310,8 @@ def test_background_huge_or_in_other_digits_is_refused_shortly():
     with pytest.raises(ValueError, match="^background must be a hex colour") as e:
         rgb565.parse_color("x" * 1_000_000)
     assert len(str(e.value)) < 200
-    with pytest.raises(ValueError, match="^background must be a hex colour"):
-        rgb565.parse_color("#\u0661\u0662\u0663\u0664\u0665\u0666")
+    # int(x, 16) also takes signs and spaces: "#-1-1-1" was (-1, -1, -1), an OverflowError in fit naming nothing
+    for text in ("#\u0661\u0662\u0663\u0664\u0665\u0666", "#-1-1-1", "#+f+f+f", "#1 2 34"):
+        with pytest.raises(ValueError, match="^background must be a hex colour"):
+            rgb565.parse_color(text)
+    assert rgb565.parse_color(" #F80 ") == (255, 136, 0) and rgb565.parse_color("0x0a0b0c") == (10, 11, 12)

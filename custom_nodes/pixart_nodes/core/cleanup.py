@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from .color import srgb_u8_to_oklab
+from .color import hex_colour, srgb_u8_to_oklab
 from .messages import quote
 
 TRANSPARENT = -1
@@ -426,12 +426,10 @@ def background_mask(keys: np.ndarray, bg: int, tolerance: float, connected: bool
 def parse_colour(value) -> int:
     """``"#rrggbb"`` / ``"rrggbb"`` / ``(r, g, b)`` to a colour key."""
     if isinstance(value, str):
-        t = value.strip().lstrip("#")
-        if len(t) == 3:
-            t = "".join(ch * 2 for ch in t)
-        if len(t) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in t):
+        rgb = hex_colour(value)
+        if rgb is None:
             raise ValueError(f"background colour must be #rrggbb, got {quote(value)}")
-        return int(t, 16)
+        return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
     r, g, b = (int(v) for v in value)
     if not all(0 <= v <= 255 for v in (r, g, b)):
         raise ValueError(f"background colour components must be 0..255, got {value!r}")

@@ -6,6 +6,8 @@ black). The matrices are the reference ones from Björn Ottosson's post, also in
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # linear sRGB -> LMS
@@ -77,3 +79,19 @@ def oklab_to_srgb_u8(lab: np.ndarray) -> np.ndarray:
     """OKLab ``[...,3]`` to uint8 sRGB, clipping out-of-gamut colours and rounding to nearest."""
     srgb = linear_to_srgb(oklab_to_linear(lab))
     return np.clip(np.floor(srgb * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+_HEX_TOKEN = re.compile(r"^(?:#|0x)?([0-9a-f]{6}|[0-9a-f]{3})$", re.IGNORECASE)
+
+
+def hex_colour(token: str) -> tuple[int, int, int] | None:
+    """``#rrggbb``, ``rrggbb``, ``0xrrggbb`` or CSS's ``#rgb`` as (r, g, b); None for anything else (int(x, 16) alone
+    also took signs, spaces and other scripts' digits: "#-1-1-1" was (-1, -1, -1))."""
+    m = _HEX_TOKEN.match(token.strip())
+    if m is None:
+        return None
+    digits = m.group(1)
+    if len(digits) == 3:  # CSS shorthand #f80 == #ff8800
+        digits = "".join(c * 2 for c in digits)
+    v = int(digits, 16)
+    return (v >> 16) & 255, (v >> 8) & 255, v & 255

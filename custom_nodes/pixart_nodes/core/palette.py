@@ -83,20 +83,6 @@ def named_palette(name: str) -> Palette:
     return palette_from_hex(PALETTE_DATA[key][1], name=key)
 
 
-_HEX_TOKEN = re.compile(r"^(?:#|0x)?([0-9a-f]{6}|[0-9a-f]{3})$", re.IGNORECASE)
-
-
-def _parse_hex(token: str) -> tuple[int, int, int] | None:
-    m = _HEX_TOKEN.match(token.strip())
-    if m is None:
-        return None
-    digits = m.group(1)
-    if len(digits) == 3:  # CSS shorthand #f80 == #ff8800
-        digits = "".join(c * 2 for c in digits)
-    v = int(digits, 16)
-    return (v >> 16) & 255, (v >> 8) & 255, v & 255
-
-
 def add_colour(rgb: list[tuple[int, int, int]], colour: tuple[int, int, int], where: str) -> None:
     """Appends ``colour``, refusing the one past ``MAX_COLORS``: every reader calls this as it parses, so a huge
     file or string costs its first ``MAX_COLORS + 1`` colours, not all of them."""
@@ -122,7 +108,7 @@ def palette_from_hex(colors: str | Iterable[str], name: str = "custom") -> Palet
         if not isinstance(item, str):
             raise ValueError(f"colour {len(rgb) + 1}: expected a hex string, got {type(item).__name__}")
         for m in _HEX_WORD.finditer(item):
-            c = _parse_hex(m.group())
+            c = color.hex_colour(m.group())
             if c is None:
                 raise ValueError(f"colour {len(rgb) + 1} {quote(m.group())} is not a hex colour like #ff8800")
             add_colour(rgb, c, "hex colours")

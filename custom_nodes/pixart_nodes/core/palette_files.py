@@ -3,7 +3,7 @@
 first bytes, Photoshop `.act`, paint.net `.txt` and a PNG swatch image (one pixel or
 one square block per colour, as Lospec serves them). Every reader and writer keeps the palette's order.
 
-The format comes from the file extension; `.png` strips are read by measuring their block size, so a 1x, 8x or
+The format comes from the file extension (a RIFF palette from its first bytes); `.png` strips are read by measuring their block size, so a 1x, 8x or
 32x Lospec image gives the same palette.
 
 Whatever is sent, reading costs little: a file over `MAX_FILE_BYTES` (1 MiB), a strip of more than
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .imageio import FileTooLarge, read_bounded
-from .palette import MAX_COLORS, Palette, _parse_hex, add_colour, quote
+from .color import hex_colour
+from .palette import MAX_COLORS, Palette, add_colour, quote
 
 FORMATS = ("hex", "gpl", "pal", "act", "txt", "png")
 _ACT_SIZE = 768  # 256 RGB triplets; Photoshop appends a count and a transparent index (4 bytes) when < 256
@@ -82,7 +83,7 @@ def parse_hex_lines(lines: Sequence[str], where: str) -> list[tuple[int, int, in
         line = raw.strip().lstrip("\ufeff")
         if not line or line.startswith(";") or line.startswith("//"):
             continue
-        c = _parse_hex(line)
+        c = hex_colour(line)
         if c is None:
             raise ValueError(f"{where}: line {n}: expected one hex colour like ff8800, got {quote(line)}")
         add_colour(rgb, c, where)
@@ -133,7 +134,7 @@ def parse_act(data: bytes, where: str) -> list[tuple[int, int, int]]:
 
 def parse_riff_pal(data: bytes, where: str) -> list[tuple[int, int, int]]:
     """Microsoft's RIFF palette: 'RIFF' size 'PAL ', then chunks; the 'data' chunk is a LOGPALETTE (version, count,
-    then R G B flags per colour). Files ending in .pal are this binary form as often as JASC text."""
+    then R G B flags per colour). A file ending in .pal may be this binary form or JASC text."""
     pos = 12
     while pos + 8 <= len(data):
         tag, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
@@ -210,8 +211,8 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
 
 
 def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
-    """A palette file by its extension (`.hex`, `.gpl`, `.pal`, `.act`, `.txt`, `.png`); another extension is
-    read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
+    """A palette file by its extension (`.hex`, `.gpl`, `.pal`, `.act`, `.txt`, `.png`), a RIFF palette by its first
+    bytes; another extension is read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
     p = Path(path)
     where = p.name if len(p.name) <= 80 and p.name.isprintable() else quote(p.name, 80)
     too_large = f"{where}: over {MAX_FILE_BYTES:,} bytes; a palette file is far smaller"

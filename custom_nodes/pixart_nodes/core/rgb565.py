@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from numba import njit
 
+from .color import hex_colour
 from .messages import quote
 
 BYTE_ORDERS = ("big", "little")
@@ -178,15 +179,10 @@ def parse_color(text: str | Sequence[int]) -> tuple[int, int, int]:
         if len(values) != 3 or not all(0 <= v <= 255 for v in values):
             raise ValueError(f"background must be three values 0..255, got {text!r}")
         return values  # type: ignore[return-value]
-    s = text.strip().lstrip("#")
-    if len(s) == 3:
-        s = "".join(c * 2 for c in s)
-    try:
-        if len(s) != 6 or not s.isascii():  # int() takes any script's digits: "#١٢٣٤٥٦" is no colour
-            raise ValueError
-        return int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16)
-    except ValueError:
-        raise ValueError(f"background must be a hex colour like #000000, got {quote(text)}") from None
+    rgb = hex_colour(text)
+    if rgb is None:
+        raise ValueError(f"background must be a hex colour like #000000, got {quote(text)}")
+    return rgb
 
 
 def _resize(img: np.ndarray, width: int, height: int, resample: str) -> np.ndarray:
