@@ -95,3 +95,9 @@ def test_img2img_node_bad_strength_names_field(loaded):
     pipe = loaded["result"][0]
     with pytest.raises(ValueError, match="denoising_strength"):
         nodes_axera.PixartAxeraImg2Img().generate(pipe, torch.zeros(1, 8, 8, 3), "x", 0, denoise=1.5)
+
+
+def test_img2img_node_names_an_empty_batch(loaded):
+    # an IndexError from inside the node, as the other image nodes gave before
+    with pytest.raises(ValueError, match="^image: the batch holds no image"):
+        nodes_axera.PixartAxeraImg2Img().generate(loaded["result"][0], torch.zeros(0, 8, 8, 3), "x", 0)

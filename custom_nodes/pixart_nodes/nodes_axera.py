@@ -12,7 +12,7 @@ import numpy as np
 from .core.axera import lcm
 from .core.axera.pipeline import RESIZE_MODES, AxeraPipeline, Generation, cache_key, get_pipeline, resolve_model_dir
 from .core.axera.runtime import RUNTIMES
-from .core.tensors import iter_batch_uint8, uint8_to_image
+from .core.tensors import iter_batch_uint8, require_images, uint8_to_image
 
 PIPELINE_TYPE = "AXERA_PIPELINE"
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -197,6 +197,7 @@ class PixartAxeraImg2Img:
 
     def generate(self, pipeline: AxeraPipeline, image, prompt: str, seed: int, denoise: float = 0.5,
                  resize_mode: str = "stretch"):
+        require_images(image)
         per_image = len(lcm.TIMESTEPS) - lcm.start_index(denoise)
         frames = list(iter_batch_uint8(image))
         steps = _Steps(per_image * len(frames))

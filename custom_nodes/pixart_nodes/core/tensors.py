@@ -85,10 +85,10 @@ def mask_to_alpha(mask, index: int, shape: tuple[int, int]) -> np.ndarray | None
     mask = np.asarray(mask, dtype=np.float32)
     if mask.ndim < 2:
         raise ValueError(f"mask: expected a MASK [B,H,W], got shape {list(mask.shape)}")
+    if mask.size == 0:  # before the reshape, which cannot infer a batch of masks of no pixels
+        raise ValueError(f"mask: holds no pixels (shape {list(mask.shape)})")
     # [B,1,H,W] from nodes that keep a channel axis, read as JoinImageWithAlpha reads it: a batch of [H,W] masks
     mask = mask.reshape((-1, *mask.shape[-2:]))
-    if mask.shape[0] == 0 or 0 in mask.shape[1:]:
-        raise ValueError(f"mask: holds no pixels (shape {list(mask.shape)})")
     m = mask[min(index, mask.shape[0] - 1)]
     if m.shape != tuple(shape):
         if not m.any():
