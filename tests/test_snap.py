@@ -278,8 +278,8 @@ def test_sizes_no_grid_can_have_are_refused_naming_them(kw, field):
 
 
 def test_snap_node_refuses_a_scale_past_the_pixel_limit(monkeypatch):
-    # scale multiplies the cells: 2-px cells at 64x made 1024 times the input's pixels (256x256 in: an 8192x8192
-    # IMAGE, 2.6 GB peak; 1024x1024 in: 32768x32768, tens of GB), allocated before anything was checked
+    # scale multiplies the cells: 2-px cells at 64x made 1024 times the input's pixels (1024x1024 in: 32768x32768,
+    # tens of GB), allocated before anything was checked; a batch is allocated at once, so the bound is the batch's
     import pixart_nodes.core.imageio as imageio
     from pixart_nodes.core.tensors import uint8_to_image
     from pixart_nodes.nodes_pixelate import PixartSnapToGrid
@@ -291,3 +291,5 @@ def test_snap_node_refuses_a_scale_past_the_pixel_limit(monkeypatch):
     assert out["result"][0].shape[1:3] == (20 * 4, 24 * 4)
     with pytest.raises(ValueError, match=r"^scale: 24x20 enlarged 5 times would be 120x100.+at most 4 times here"):
         PixartSnapToGrid().run(image, scale=5)
+    with pytest.raises(ValueError, match=r"^scale: 2 images of 960 pixels enlarged 4 times would be 15,360.+at most 2 "):
+        PixartSnapToGrid().run(image.repeat(2, 1, 1, 1), scale=4)

@@ -353,9 +353,8 @@ def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
 
 
 def _enlarge(img: np.ndarray, scale: int) -> np.ndarray:
-    """``--scale``: refused past the size Pillow reads back."""
     try:
-        return imageio.enlarge(img, scale)
+        return imageio.enlarge([img], scale)[0]
     except ValueError as exc:
         raise CliError(f"--scale {scale}: {exc}") from None
 

@@ -179,7 +179,7 @@ class PixartSnapToGrid:
             from .core.imageio import enlarge
 
             try:
-                out = [enlarge(a, int(scale)) for a in out]
+                out = enlarge(out, int(scale))
             except ValueError as exc:
                 raise ValueError(f"scale: {exc}") from None
         info = first.to_dict(edges=True)

@@ -89,19 +89,23 @@ def pixel_limit() -> int:
     return Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-def enlarge(img: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour enlargement by a whole factor, refused (ValueError) past ``pixel_limit()``: the enlarged
-    array is allocated at once, so an unbounded factor asks for terabytes, and the factor multiplies the cells of a
-    snapped image, not the input (2-px cells at 64x: 1024 times the input's pixels)."""
+def enlarge(images: list[np.ndarray], scale: int) -> list[np.ndarray]:
+    """Nearest-neighbour enlargement of each image by a whole factor, refused (ValueError) where all of them
+    together would pass ``pixel_limit()``: they are allocated at once (a batch is one tensor), so an unbounded factor
+    asks for terabytes, and the factor multiplies the cells of a snapped image, not the input."""
     scale = int(scale)
     if scale == 1:
-        return img
-    h, w = img.shape[:2]
+        return list(images)
+    pixels = sum(a.shape[0] * a.shape[1] for a in images)
     limit = pixel_limit()
-    if h * scale * w * scale > limit:
-        raise ValueError(f"{w}x{h} enlarged {scale} times would be {w * scale}x{h * scale}, over {limit:,} pixels "
-                         f"(at most {int((limit / (w * h)) ** 0.5)} times here)")
-    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+    if pixels * scale * scale > limit:
+        h, w = images[0].shape[:2]
+        what = (f"{w}x{h} enlarged {scale} times would be {w * scale}x{h * scale}" if len(images) == 1 else
+                f"{len(images)} images of {pixels:,} pixels enlarged {scale} times would be {pixels * scale * scale:,}")
+        most = int((limit / pixels) ** 0.5)
+        raise ValueError(f"{what}, over {limit:,} pixels " +
+                         (f"(at most {most} times here)" if most >= 1 else "(over it at their own size)"))
+    return [np.repeat(np.repeat(a, scale, axis=0), scale, axis=1) for a in images]
 
 
 def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
