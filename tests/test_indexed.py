@@ -74,6 +74,7 @@ def test_frames_of_another_size_are_refused():
 @pytest.mark.parametrize("prefix, message", [
     ("pixart/\x00x", "NUL character"),
     ("a" * 300, "at most 200 bytes, got one of 300"),
+    ("ab\\" * 100, "at most 200 bytes, got one of 300"),  # a backslash is part of a name on POSIX
     ("sub/" + "é" * 150, "at most 200 bytes, got one of 300"),
     ("a/" * 600, "at most 1000 characters"),
     ("\ud800x", "lone surrogate"),

@@ -26,8 +26,9 @@ def check_filename_prefix(prefix: str, field: str = "filename_prefix") -> None:
     if len(prefix) > MAX_PREFIX:
         raise ValueError(f"{field}: at most {MAX_PREFIX} characters, got {len(prefix):,}")
     try:
-        parts = [p.encode("utf-8") for p in re.split(r"[\\/]", prefix)]
-    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): no file system name holds one
+        parts = [p.encode("utf-8") for p in re.split(f"[/{re.escape(os.sep + (os.altsep or ''))}]", prefix)]
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"), which open() cannot encode either
+        # (the surrogateescape bytes of undecodable names aside, which no artist types)
         raise ValueError(f"{field}: {quote(prefix)} is not valid text (a lone surrogate)") from None
     longest = max(len(p) for p in parts)
     if longest > MAX_PART_BYTES:
