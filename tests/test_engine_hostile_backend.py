@@ -208,17 +208,47 @@ async def test_a_dispatch_that_breaks_unforeseen_fails_the_accepted_job(engine, 
     assert [j for j in await engine.list() if not j.done] == []
 
 
-async def test_a_prompt_the_backend_keeps_answering_500_fails_and_lets_the_queue_go_on(engine, comfy_double):
+async def test_a_prompt_the_backend_keeps_answering_500_fails_and_lets_the_queue_go_on(engine, comfy_double,
+                                                                                          monkeypatch):
     """A graph ComfyUI's /prompt handler breaks on: retried at the queue's front without end, it held every job
-    behind it; the backend stays up (its other prompts are taken), so the job fails naming the answer."""
+    behind it; the backend stays up (its other prompts are taken), so after five tries over the span the job fails
+    naming the answer."""
+    from bridge.engine import dispatcher
+
+    monkeypatch.setattr(dispatcher, "DISPATCH_FAILURE_SPAN", 1.0)
     comfy_double.prompt_fault = lambda prompt: "poison" in json.dumps(prompt)
     bad = await engine.submit("txt2img", dict(P, prompt="poison"))
     good = await engine.submit("txt2img", P)
     good = await engine.wait(good.id, timeout=20)
     bad = await engine.wait(bad.id, timeout=5)
     assert good.status == "completed", good.error
-    assert bad.status == "failed" and "could not be queued 5 times in a row" in bad.error, bad.error
+    assert bad.status == "failed" and "on every backend that runs it" in bad.error, bad.error
     assert "POST /prompt answered 500" in bad.error and comfy_double.url in bad.error
+    assert engine._dispatcher.failures == {}
+
+
+async def test_a_backend_that_fails_a_dispatch_is_avoided_for_that_job(tmp_path, comfy_double, monkeypatch):
+    """With two backends, a job one of them keeps refusing goes to the other (least pending work and the order of
+    the list sent it back to the failing one each time), and nothing is failed while one has not tried it."""
+    from bridge.engine import dispatcher
+
+    monkeypatch.setattr(dispatcher, "DISPATCH_FAILURE_SPAN", 0.0, raising=False)
+    other = await ComfyDouble().start()
+    wf_dir = tmp_path / "workflows"
+    wf_dir.mkdir()
+    for name in ("txt2img.json", "txt2img.manifest.json"):
+        shutil.copy(WORKFLOWS / name, wf_dir)
+    comfy_double.prompt_fault = lambda prompt: True
+    eng = JobEngine([comfy_double.url, other.url], tmp_path / "data", wf_dir, poll_interval=0.5)
+    await eng.start()
+    try:
+        await until(lambda: all(s["healthy"] for s in eng.backend_states()), timeout=10)
+        jobs = [await eng.submit("txt2img", P) for _ in range(3)]
+        done = [await eng.wait(j.id, timeout=20) for j in jobs]
+        assert [(j.status, j.backend) for j in done] == [("completed", other.url)] * 3, [j.error for j in done]
+    finally:
+        await eng.stop()
+        await other.stop()
 
 
 # ---------------------------------------------------------------------- a server that only pretends to be ComfyUI
@@ -332,3 +362,23 @@ async def test_removing_comfyuis_copies_passes_over_entries_of_odd_shape(tmp_pat
         (tmp_path / name).write_bytes(b"png")
     assert remove_comfyui_files(tmp_path, files) == 2
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "s" / "d.png").exists()
+
+
+async def test_an_error_message_no_database_keeps_as_text_still_ends_the_job(bridge_factory, comfy_double):
+    """A backend's error message with a NUL (PostgreSQL keeps none in text) or a lone surrogate (a JSON escape no
+    driver encodes) failed the write of the job's end on every try: the job never ended in the store, each listing
+    waited for that write (for ever), and so did the bridge's stop. Both are written as U+FFFD, on either store."""
+    from bridge.keys import ENGINE
+
+    client = await bridge_factory(adapters=["jobs_api"])
+    comfy_double.fail_class, comfy_double.fail_message = "KSampler", "boom\x00\ud800"
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1})
+    job_id = (await resp.json())["id"]
+    engine = client.app[ENGINE]
+    await until(lambda: engine.get(job_id) is not None and engine.get(job_id).done, 10, "the job's end")
+    listed = await asyncio.wait_for(client.get("/jobs"), 10)  # it waits for this replica's writes
+    assert listed.status == 200
+    [job] = (await listed.json())["jobs"]
+    assert job["status"] == "failed"
+    stored = await engine.store.load(job_id)
+    assert stored.status == "failed" and stored.error.endswith("boom\ufffd\ufffd")

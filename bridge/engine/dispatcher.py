@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge import workflows as wfmod
@@ -42,10 +44,20 @@ def upload_name(job_id: str, prompt_id: str, name: str) -> str:
     return f"pixart_{job_id}_{prompt_id[:8]}_{name}.png"
 
 
-# Server errors in a row, from a backend that is still up, after which a job is failed: its graph is what the
-# backend cannot take (ComfyUI's /prompt handler answers 500 to an exception it did not foresee). Retried at the
-# queue's front without end, it held every job behind it.
+# A job whose dispatch failed this many times, over at least this many seconds, on every backend that runs its
+# workflow while they stayed up, is failed: its graph is what they cannot take (ComfyUI's /prompt answers 500 to an
+# exception it did not foresee). Retried at the queue's front without end, it held every job behind it; the span
+# lets a brief trouble of a backend (a network folder gone for a moment) pass without failing anything.
 MAX_DISPATCH_FAILURES = 5
+DISPATCH_FAILURE_SPAN = 10.0
+
+
+@dataclass
+class Failures:
+    """One job's dispatches in a row that ended in a BackendError: how many, since when, on which backends."""
+    count: int = 0
+    since: float = field(default_factory=time.monotonic)
+    backends: set[str] = field(default_factory=set)
 
 
 class LostJob(Exception):
@@ -71,7 +83,7 @@ class Dispatcher:
         # COMFYUI_INPUT_DIR), and for the tracker the copies of results in its output folder.
         self.copies = CopyRemover()
         self.comfyui_input_dirs = dict(comfyui_input_dirs or {})
-        self.failures: dict[str, int] = {}  # job id: dispatches in a row that ended in a BackendError
+        self.failures: dict[str, Failures] = {}
 
     def set_loads(self, loads: Mapping[str, int]) -> None:
         """Every backend's unfinished jobs, all replicas together (this one's own are counted live)."""
@@ -79,9 +91,24 @@ class Dispatcher:
                        for n in [loads.get(url, 0)]}
 
     # ------------------------------------------------------------------ choosing
-    def pick(self, workflow: str) -> Connection | None:
+    def pick(self, workflow: str, avoid: Collection[str] = ()) -> Connection | None:
+        """The backend for a job of `workflow`; one not in `avoid` (those that failed the job) where there is one."""
         usable = [c for c in self.connections.values() if c.can_run(workflow)]
+        usable = [c for c in usable if c.url not in avoid] or usable
         return min(usable, key=lambda c: len(c.jobs) + self.others.get(c.url, 0)) if usable else None
+
+    def failed(self, job: Job, exc: BackendError) -> str | None:
+        """Count a dispatch of `job` that `exc` ended; why the job fails now, or None while it is to be retried."""
+        failures = self.failures.setdefault(job.id, Failures())
+        failures.count += 1
+        failures.backends.add(exc.url)
+        usable = {c.url for c in self.connections.values() if c.can_run(job.workflow)}
+        span = time.monotonic() - failures.since
+        if failures.count < MAX_DISPATCH_FAILURES or span < DISPATCH_FAILURE_SPAN or not usable \
+                or not usable <= failures.backends:
+            return None
+        del self.failures[job.id]
+        return f"could not be queued {failures.count} times in {span:.0f} s on every backend that runs it: {exc}"
 
     def check_support(self, wf: wfmod.Workflow) -> None:
         """Refuse a workflow that every backend whose nodes are known has problems with."""
@@ -118,7 +145,7 @@ class Dispatcher:
         wf = self._workflows().get(job.workflow)
         if wf is None:
             raise InvalidParameter("workflow", f"workflow {job.workflow!r} no longer exists")
-        conn = self.pick(wf.name)
+        conn = self.pick(wf.name, self.failures[job.id].backends if job.id in self.failures else ())
         if conn is None:
             raise NoBackend()
         conn.jobs.add(job.id)
@@ -218,28 +245,31 @@ class Dispatcher:
                     if self.release is None:
                         break
                     # Shared store: a replica with a backend for it takes it instead of it waiting here.
-                    self.local.popleft()
+                    self.failures.pop(self.local.popleft(), None)
                     await self.release(job)
                     continue
                 self.local.popleft()
-                failures = self.failures.pop(job.id, 0)
                 try:
                     await self.dispatch(job)
+                    self.failures.pop(job.id, None)
                 except NoBackend:
                     self.local.appendleft(job.id)
                     break
                 except LostJob:
+                    self.failures.pop(job.id, None)
                     continue
                 except BackendError as exc:
                     log.warning("job %s: dispatch failed: %s", job.id, exc)
-                    if failures + 1 >= MAX_DISPATCH_FAILURES and self.pick(job.workflow) is not None:
-                        fail(job, f"could not be queued {failures + 1} times in a row: {exc}")
+                    why = self.failed(job, exc)
+                    if why is not None:
+                        fail(job, why)
                         continue
-                    self.failures[job.id] = failures + 1
                     self.local.appendleft(job.id)
                     await asyncio.sleep(0.5)
                 except BridgeError as exc:
+                    self.failures.pop(job.id, None)
                     fail(job, exc.message)
                 except Exception as exc:  # noqa: BLE001 - a job must fail, never the loop
+                    self.failures.pop(job.id, None)
                     log.exception("job %s: dispatch crashed", job.id)
                     fail(job, f"dispatch failed: {exc.__class__.__name__}: {exc}")

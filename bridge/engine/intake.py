@@ -126,6 +126,8 @@ class Intake:
                 raise
             except (BackendError, NoBackend) as exc:
                 log.warning("job %s: direct dispatch failed (%s); queued", jid, exc)
+                if isinstance(exc, BackendError):
+                    dispatcher.failed(job, exc)  # a first failure: the rule needs five, and ten seconds
                 await engine.queue_again(job, front=True)
             except LostJob:
                 pass  # another replica took it over at once; it answers for the job from now on
