@@ -639,6 +639,32 @@ async def test_a_queue_read_is_shared_but_never_older_than_the_question(comfy_do
         comfy_double.pending.clear()
 
 
+async def test_a_failed_run_is_shared_whatever_its_error():
+    # only a BackendError was shared: callers waiting behind a run that failed otherwise (an A1111 listing's own
+    # error) each ran it again in turn, 10 runs of a hung backend's timeout one after another
+    from bridge.engine.client import SharedRun
+
+    shared: SharedRun[int] = SharedRun()
+    gate = asyncio.Event()
+    runs = 0
+
+    async def failing() -> int:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        raise ValueError("no listing")
+
+    first = asyncio.create_task(shared(failing))
+    await until(lambda: runs == 1, what="the first run")
+    later = [asyncio.create_task(shared(failing)) for _ in range(10)]
+    await asyncio.sleep(0.05)  # each has asked (taken its ticket) and waits for the run under way
+    gate.set()
+    assert [str(e) for e in await asyncio.gather(*later, return_exceptions=True)] == ["no listing"] * 10
+    assert runs == 2, runs  # the ten shared one run, begun after they asked
+    with pytest.raises(ValueError):
+        await first
+
+
 QUEUE = {"queue_running": [[0, "run", {"1": {"inputs": {"text": 'a ] } \\" ,'}}}, {"client_id": "c"}, ["9"]]],
          "queue_pending": [[n, f"p{n}", {"1": {"inputs": {"seed": n}}}, {}, ["9"]] for n in range(1, 40)],
          "other": {"queue_pending": [[0, "not this one"]]}}

@@ -164,11 +164,12 @@ _NOTHING: Any = object()
 
 class SharedRun(Generic[T]):
     """One run of an action at a time. A caller that asks while one is under way shares the next run (its answer
-    or its BackendError), never one begun before it asked: what it gets is never older than its question."""
+    or its error), never one begun before it asked: what it gets is never older than its question. The error too:
+    were only some shared, each caller waiting behind a failing run would run it again in turn."""
 
     def __init__(self) -> None:
         self._begun = 0
-        self._last: T | BackendError = _NOTHING
+        self._last: T | Exception = _NOTHING
         self._lock = asyncio.Lock()
 
     async def __call__(self, action: Callable[[], Awaitable[T]]) -> T:
@@ -179,10 +180,10 @@ class SharedRun(Generic[T]):
                 self._last = _NOTHING
                 try:
                     self._last = await action()
-                except BackendError as exc:
+                except Exception as exc:  # noqa: BLE001 - shared with every caller, raised to each
                     self._last = exc
             last = self._last
-        if isinstance(last, BackendError):
+        if isinstance(last, Exception):
             raise last
         return last
 

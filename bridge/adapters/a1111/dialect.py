@@ -17,8 +17,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bridge.api import Dialect, endpoint
 from bridge.config import AdapterSettings
-from bridge.engine import JobEngine
-from bridge.engine.client import SharedRun
+from bridge.engine import JobEngine, SharedRun
 from bridge.errors import BridgeError, InvalidParameter, QueueFull
 from bridge.fields import FieldError
 from bridge.keys import SETTINGS
