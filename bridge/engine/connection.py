@@ -109,7 +109,9 @@ class Connection:
             await asyncio.gather(self.task, return_exceptions=True)
 
     async def _run(self, listener: Listener) -> None:
-        delay = 0.25
+        delay = 0.25  # after a failed connect
+        again = 0.25  # after a greeting that failed on a websocket that opened: its own, so that one failure just
+        # after an outage waits a quarter second, not the connect's grown delay
         lost_reason: str | None = None
         while True:
             try:
@@ -129,7 +131,8 @@ class Connection:
                 await self._greet(ws)
                 self.first_attempt.set()
                 await listener.backend_up(self)
-                delay, receiving = 0.25, True
+                delay = again = 0.25
+                receiving = True
                 lost_reason = await self._receive(ws, listener)
             except asyncio.CancelledError:
                 raise
@@ -150,8 +153,8 @@ class Connection:
                 # Its websocket opens but its greeting or reconciliation fails (an HTTP route answering 500, or
                 # garbage): connecting again at once did that over a thousand times a second.
                 self.first_attempt.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_delay)
+                await asyncio.sleep(again)
+                again = min(again * 2, self.reconnect_max_delay)
             # Else reconnect at once: if that fails the backend is gone and its jobs are settled above.
 
     async def _greet(self, ws: aiohttp.ClientWebSocketResponse) -> None:
