@@ -21,12 +21,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bridge import images as image_io
+from bridge import jsontext
 from bridge.errors import BridgeError
 from bridge.fields import FieldError, field_errors
 
-# Deeper than any real request (A1111 bodies nest 4 levels); deep nesting only ever comes from an attack, and
-# Python's parser would otherwise hit its recursion limit.
-MAX_DEPTH = 64
+MAX_DEPTH = jsontext.MAX_DEPTH
 # More values than any real request holds (the A1111 options answer, posted back whole: 340). Every item
 # of a list can fail validation on its own, and 200,000 such errors took 3 s to word and made a 35 MB answer.
 MAX_VALUES = 20_000
@@ -65,19 +64,9 @@ def _constant(name: str) -> Any:
 
 
 def _check_shape(value: Any) -> None:
-    """BodyError past MAX_DEPTH levels or MAX_VALUES values (the items of every list and object)."""
-    values = 0
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            if depth > MAX_DEPTH:
-                raise BodyError(f"the body is nested more than {MAX_DEPTH} levels deep")
-            values += len(node)
-            if values > MAX_VALUES:
-                raise BodyError(f"the body holds more than {MAX_VALUES} values")
-            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
-                         if isinstance(v, (dict, list)))
+    problem = jsontext.shape_problem(value, MAX_VALUES)
+    if problem is not None:
+        raise BodyError(f"the body {problem}")
 
 
 # Counted before a large body is parsed: json.loads holds the interpreter lock, thread or not, while it builds every

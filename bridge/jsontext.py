@@ -19,6 +19,29 @@ from bridge import images as image_io
 from bridge.images import Base64
 
 
+# Deeper than any real request or workflow file (A1111 bodies nest 4 levels); deep nesting only ever comes from an
+# attack, and Python's parser and deep copies would otherwise hit their recursion limit.
+MAX_DEPTH = 64
+
+
+def shape_problem(value: Any, max_values: int, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why a parsed JSON value is too large to take ("is nested more than ..." past `max_depth` levels, "holds more
+    than ..." past `max_values` items of every list and object together), or None."""
+    values = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > max_depth:
+                return f"is nested more than {max_depth} levels deep"
+            values += len(node)
+            if values > max_values:
+                return f"holds more than {max_values} values"
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+                         if isinstance(v, (dict, list)))
+    return None
+
+
 @dataclass
 class Pieces:
     """A JSON text as `parts` with a long value between each two: parts[0], values[0], parts[1], ..."""

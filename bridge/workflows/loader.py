@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bridge import jsontext
 from bridge.errors import WorkflowError, WorkflowNotFound
 
 from .graph import check_graph, dependents, is_link, topological
@@ -21,27 +22,11 @@ from .workflow import Workflow
 # A shared file is anyone's, and a reload reads it in a thread that holds the interpreter lock while json parses:
 # a 104 MB graph took 1 GB and held the event loop 0.55 s. The shipped files are at most 13 KB.
 MAX_FILE_BYTES = 8 * 2**20
-# As for request bodies (bridge.api): every job deep-copies its graph, and a value nested 700 levels deep loaded,
-# then failed every job with a RecursionError; 100,000 nodes loaded, then held the event loop 0.66 s a job.
-MAX_DEPTH = 64
+# As for request bodies (jsontext.MAX_DEPTH): every job deep-copies its graph, and a value nested 700 levels deep
+# loaded, then failed every job with a RecursionError; 100,000 nodes loaded, then held the event loop 0.66 s a job.
 MAX_VALUES = 100_000
 # Each rewiring parameter, and each target whose map holds links, costs a walk over the whole graph.
 MAX_LINKING = 64
-
-
-def _shape_problem(value: Any) -> str | None:
-    values = 0
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"it is nested more than {MAX_DEPTH} levels deep"
-        values += len(node)
-        if values > MAX_VALUES:
-            return f"it holds more than {MAX_VALUES} values"
-        stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
-                     if isinstance(v, (dict, list)))
-    return None
 
 
 def _read_json(path: Path, what: str, label: str) -> Any:
@@ -57,9 +42,10 @@ def _read_json(path: Path, what: str, label: str) -> Any:
             problem = f"it is larger than {MAX_FILE_BYTES // 2**20} MiB"
         else:
             data = json.loads(raw)
-            problem = _shape_problem(data) if isinstance(data, (dict, list)) else None
+            shape = jsontext.shape_problem(data, MAX_VALUES)
+            problem = None if shape is None else f"it {shape}"
     except RecursionError:
-        problem = f"it is nested more than {MAX_DEPTH} levels deep"
+        problem = f"it is nested more than {jsontext.MAX_DEPTH} levels deep"
     except (OSError, ValueError) as exc:  # ValueError too: an int of more than 4300 digits, a NUL in the name
         problem = str(exc)
     if problem is not None:
