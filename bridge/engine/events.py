@@ -81,7 +81,8 @@ def error_text(data: dict[str, Any]) -> str:
 
 
 def _step(value: Any) -> bool:
-    # a step count: what the job's row stores as an integer (JSON also gives Infinity, NaN and 400-digit numbers)
+    # a step count, far below what the job's row stores (64-bit integers) and above any sampler's: JSON also gives
+    # Infinity, NaN and 400-digit numbers, which the row cannot hold
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_STEP
 
 

@@ -40,11 +40,12 @@ def comfyui_files(history_entry: dict) -> list[tuple[str, str]]:
     """(subfolder, filename) of every file a finished prompt wrote to ComfyUI's output folder."""
     files = []
     outputs = history_entry.get("outputs")
-    # a completed job's entry: its wanted outputs were read, the other nodes' may be of any shape
+    # a completed job's entry: its wanted outputs were read, the other nodes' may be of any shape; a type left empty
+    # is an output, as results reads it
     for node_out in outputs.values() if isinstance(outputs, dict) else ():
         images = node_out.get("images") if isinstance(node_out, dict) else None
         for img in images if isinstance(images, list) else ():
-            if isinstance(img, dict) and img.get("type", "output") == "output" and img.get("filename"):
+            if isinstance(img, dict) and (img.get("type") or "output") == "output" and img.get("filename"):
                 files.append((str(img.get("subfolder") or ""), str(img["filename"])))
     return files
 
