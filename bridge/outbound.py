@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import functools
 import ipaddress
+import re
 import socket
 import ssl
 import sys
@@ -37,6 +38,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 REDIRECTS = (301, 302, 303, 307, 308)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class OutboundRefused(Exception):
@@ -89,6 +91,12 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
         port = parts.port  # raises on a bad port
     except ValueError as exc:
         raise OutboundRefused(f"not a valid URL: {exc}") from None
+    if _CONTROL.search(url):
+        # urlsplit drops tabs and line breaks where a connection's URL parser may not, and a NUL in a receiver's
+        # URL is kept by SQLite but refused by PostgreSQL
+        raise OutboundRefused("the URL contains control characters")
+    if port == 0:  # no server listens there: each message would be retried for BRIDGE_WEBHOOK_RETRY_FOR
+        raise OutboundRefused("not a valid URL: port 0")
     if parts.scheme not in schemes:
         raise OutboundRefused(f"the URL must start with {' or '.join(s + '://' for s in schemes)}")
     host = parts.hostname

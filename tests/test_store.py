@@ -185,6 +185,26 @@ async def test_an_ends_messages_drop_the_jobs_progress_messages_still_pending(st
     assert [d.id for d in await store.deliveries_for("j2")] == ["p3"]
 
 
+async def test_text_neither_database_keeps_is_written_alike_and_meta_filters_read_past_it(store):
+    """PostgreSQL refuses NUL in text, and neither driver encodes a lone surrogate: a backend's error message (or a
+    receiver's URL) carrying one failed the end's write on every try, so the job never ended in the store. Both
+    stores write U+FFFD in their place. A NUL in meta's JSON (a prompt's, echoed) failed PostgreSQL's every filter
+    on a meta key; it is read past now."""
+    await store.insert(job(1, meta={"api": "jobs", "type": "text2img", "request": {"prompt": "a\x00b"}}),
+                       owner="r1", lease=30)
+    await store.insert(job(2, meta={"api": "jobs", "type": "img2img"}), owner="r1", lease=30)
+    ended = job(1, status="failed", error="boom\x00 \ud800 \u00e9", meta={"request": {"prompt": "a\x00b"}})
+    message = Delivery(id="m1", job_id="j1", url="http://r.example/\x00", event="job.failed", payload="{}",
+                       created_at=1.0, next_at=1.0)
+    assert await store.save(ended, owner="r1", lease=30, deliveries=[message])
+    kept = await store.load("j1")
+    assert kept.error == "boom\ufffd \ufffd \u00e9" and kept.meta == {"request": {"prompt": "a\x00b"}}
+    assert [d.url for d in await store.deliveries_for("j1")] == ["http://r.example/\ufffd"]
+    await store.save(job(1, meta={"api": "jobs", "type": "text2img", "note": "\x00"}), owner="r1", lease=30)
+    assert [j.id for j in await store.query(meta={"api": "jobs", "type": "text2img"})] == ["j1"]
+    assert [j.id for j in await store.query(meta={"api": "jobs", "type": "img2img"})] == ["j2"]
+
+
 async def test_the_queue_bound_and_the_client_quota_are_checked_in_the_insert(store):
     await store.insert(job(1, meta={"client": "a"}), owner="r1", lease=30, max_active=3, max_per_client=1)
     with pytest.raises(LimitReached) as full:

@@ -254,6 +254,20 @@ async def test_bad_webhook_field_is_400_naming_it(bridge_factory, path, body):
     json.loads(await resp.text())
 
 
+@pytest.mark.parametrize("tail", ["/hook\x00", ":0/hook"])
+async def test_a_receiver_url_no_server_takes_is_400_naming_the_field(bridge_factory, comfy_double, receiver, tail):
+    """A NUL in a receiver's URL passed the field's pattern: on PostgreSQL, which keeps no NUL in text, the write of
+    the job's end failed on every try, so the job never ended in the store and each listing waited for it. Port 0
+    was retried for BRIDGE_WEBHOOK_RETRY_FOR."""
+    client = await bridge_factory(adapters=["jobs_api"], webhook_secret=SECRET)
+    url = f"http://127.0.0.1{tail}" if tail.startswith(":") else receiver.url + tail
+    resp = await client.post("/generate/text2img", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 1,
+                                                         "webhook": url})
+    body = await resp.json()
+    assert resp.status == 400 and body["field"] == "webhook", body
+    assert comfy_double.prompts == []
+
+
 async def test_secret_made_once_is_the_one_used_and_printed(bridge_settings, receiver, aiohttp_client, capsys):
     from bridge.__main__ import webhook_secret
 

@@ -22,7 +22,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .model import DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row, job_values
+from .model import (DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row,
+                    job_values, storable)
 from .schema import META_COLUMNS  # meta keys that are also indexed columns: a filter on meta's JSON reads every job
 
 UNFINISHED = "('queued', 'running')"
@@ -289,7 +290,7 @@ class JobStore:
 
     # ------------------------------------------------------------------ webhook deliveries
     async def save_delivery(self, d: Delivery) -> None:
-        values = [json.dumps(d.attempts) if c == "attempts" else getattr(d, c) for c in DELIVERY_COLUMNS]
+        values = [json.dumps(d.attempts) if c == "attempts" else storable(getattr(d, c)) for c in DELIVERY_COLUMNS]
         updates = ", ".join(f"{c} = excluded.{c}" for c in DELIVERY_COLUMNS[1:])
         await self._execute(f"INSERT INTO webhook_deliveries ({_DELIVERY_LIST}) VALUES "
                             f"({', '.join('?' for _ in DELIVERY_COLUMNS)}) ON CONFLICT (id) DO UPDATE SET {updates}",

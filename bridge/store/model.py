@@ -95,9 +95,22 @@ JSON_COLUMNS = frozenset({"params", "outputs", "meta", "inputs", "wanted", "reru
 DELIVERY_COLUMNS = ("id", "job_id", "url", "event", "payload", "status", "attempts", "created_at", "next_at")
 
 
+# What neither database keeps as text: PostgreSQL refuses NUL, and neither driver encodes a lone surrogate. A
+# backend's error message (or a receiver's URL) carrying one made the end's write fail on every try: the job never
+# ended in the store, and each listing waited for that write. JSON columns are escaped text already.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """A text column's value as both databases keep it: those characters become U+FFFD."""
+    if isinstance(value, str) and ("\x00" in value or not value.isascii()):
+        return _UNSTORABLE.sub("\ufffd", value)
+    return value
+
+
 def job_values(job: Job) -> list[Any]:
     """The job's columns in JOB_COLUMNS order, JSON ones as text."""
-    return [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else getattr(job, c) for c in JOB_COLUMNS]
+    return [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else storable(getattr(job, c)) for c in JOB_COLUMNS]
 
 
 def job_from_row(row: Any) -> Job:
