@@ -11,6 +11,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 from . import color
 from .imageio import MAX_SIDE
@@ -60,8 +61,6 @@ def _flat_palette(palette: Palette, transparent: bool) -> list[int]:
 
 def indexed_png(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> bytes:
     """A PNG of mode P whose PLTE is the palette in order (plus one transparent entry when needed)."""
-    from PIL import Image
-
     idx, transparent = palette_indices(img, palette, alpha_threshold)
     im = Image.fromarray(idx, "P")
     im.putpalette(_flat_palette(palette, transparent), rawmode="RGB")
@@ -75,8 +74,6 @@ def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: 
                 alpha_threshold: int = 128) -> bytes:
     """A GIF (animated when several frames) with one global palette, the palette in order, for every frame; every
     frame is kept with its own delay, one equal to the frame before included."""
-    from PIL import Image
-
     if not frames:
         raise ValueError("no frames")
     # the GIF stores the delay in 16-bit hundredths of a second and the loop count in 16 bits
