@@ -60,6 +60,11 @@ class Failures:
     backends: set[str] = field(default_factory=set)
 
 
+def crashed(exc: Exception) -> str:
+    """A job's error for a dispatch that broke in a way nobody foresaw (the loop's and the first dispatch's)."""
+    return f"dispatch failed: {exc.__class__.__name__}: {exc}"
+
+
 class LostJob(Exception):
     """Another replica runs the job now; this one must not send it anywhere."""
 
@@ -272,4 +277,4 @@ class Dispatcher:
                 except Exception as exc:  # noqa: BLE001 - a job must fail, never the loop
                     self.failures.pop(job.id, None)
                     log.exception("job %s: dispatch crashed", job.id)
-                    fail(job, f"dispatch failed: {exc.__class__.__name__}: {exc}")
+                    fail(job, crashed(exc))

@@ -25,7 +25,7 @@ from bridge.workflows import Workflow
 from bridge.workflows.cost import split_name
 
 from .client import BackendError
-from .dispatcher import LostJob, NoBackend
+from .dispatcher import LostJob, NoBackend, crashed
 
 if TYPE_CHECKING:
     from . import JobEngine
@@ -135,7 +135,7 @@ class Intake:
                 # it was a 500 and a job left queued that no dispatcher holds
                 log.exception("job %s: dispatch crashed", jid)
                 assert engine._tracker is not None
-                engine._tracker.fail(job, f"dispatch failed: {exc.__class__.__name__}: {exc}")
+                engine._tracker.fail(job, crashed(exc))
         else:
             await engine.queue_again(job, front=False)
         table.hub.emit("status", job)
