@@ -611,6 +611,7 @@ async def generate(request: web.Request, body: EditorRequest) -> web.Response:
     existing = await engine.find(job_id)
     if existing is not None:
         return _same_or_conflict(existing, digest)
+    await engine.check_room()  # before the sketch is fetched and decoded
     sketch = await image_io.decode_async(await engine.fetch_image(body.sketchData, "sketchData"), "sketchData",
                                          max_bytes=engine.max_image_bytes,
                                          max_pixels=engine.max_image_pixels)

@@ -490,6 +490,7 @@ async def generate(request: web.Request, body: GenerateBody) -> web.Response:
     if choice.error is not None:
         return DIALECT.error(503, choice.error, "UNIFIED_BACKEND", headers={"Retry-After": "30"})
     if req.init_image is not None:
+        await engine.check_room()  # before the picture is fetched and decoded
         # Once for the request: each of its jobs (one per image) fetched a URL and decoded the picture again
         req.init_image = await image_io.decode_async(await engine.fetch_image(req.init_image, req.image_field),
                                                      req.image_field, max_bytes=engine.max_image_bytes,

@@ -313,6 +313,11 @@ class JobEngine(Outputs, Backends):
         return await self.intake.submit(workflow, parameters, meta=meta, job_id=job_id, timeout=timeout,
                                         outputs=outputs, client=CLIENT.get())
 
+    async def check_room(self) -> None:
+        """QueueFull or TooManyJobs now, where `submit` would raise them: adapters ask before the costly part of a
+        request (fetching and decoding its images), which a full queue refused only after it was done."""
+        await self.intake.check_room(CLIENT.get())
+
     async def accepted(self, job_id: str) -> Job | None:
         return await self.intake.accepted(job_id)
 

@@ -47,14 +47,8 @@ class Intake:
                      client: str | None) -> Job:
         engine = self.engine
         table, _ = engine._parts()
-        opts = engine.options
         wf = engine.workflow(workflow)
-        if table.active >= opts.max_queue:
-            raise QueueFull(engine.retry_after(table.active))
-        if opts.max_jobs_per_client and client is not None:
-            mine = await table.store.active_for(client) if table.shared else table.active_here_for(client)
-            if mine >= opts.max_jobs_per_client:
-                raise TooManyJobs(opts.max_jobs_per_client, engine.retry_after(table.active))
+        await self.check_room(client)
         values = wf.coerce(parameters or {}, rng=self.rng)
         await self._check_webhook((meta or {}).get("webhook"))
         wanted = wanted_outputs(wf, outputs)
@@ -77,6 +71,18 @@ class Intake:
         finally:
             self.submitting.pop(jid).set()
             self.stored_inputs.pop(jid, None)
+
+    async def check_room(self, client: str | None) -> None:
+        """QueueFull or TooManyJobs where a submission now would get them (the insert checks again)."""
+        engine = self.engine
+        table, _ = engine._parts()
+        opts = engine.options
+        if table.active >= opts.max_queue:
+            raise QueueFull(engine.retry_after(table.active))
+        if opts.max_jobs_per_client and client is not None:
+            mine = await table.store.active_for(client) if table.shared else table.active_here_for(client)
+            if mine >= opts.max_jobs_per_client:
+                raise TooManyJobs(opts.max_jobs_per_client, engine.retry_after(table.active))
 
     async def _accept(self, wf: Workflow, values: dict[str, Any], jid: str, wanted: list[str] | None,
                       meta: Mapping[str, Any] | None, timeout: float | None, client: str | None) -> Job:

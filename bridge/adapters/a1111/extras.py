@@ -226,6 +226,7 @@ async def interrogate(request: web.Request, body: InterrogateRequest) -> web.Str
                               f"which needs {need} installed on the ComfyUI backend ({problems[0]})",
                          errors=f"model: no captioning nodes for {body.model!r} on the backend")
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
+    await engine.check_room()  # before the image is fetched or decoded
     [(field, data)] = await image_io.probe_request([("image", body.image)], **limits, probe_one=imaging.probe_image,
                                                    fetch=imaging.url_fetcher(engine))
     image = await image_io.run_in_pool(lambda: image_io.from_pil(
@@ -291,6 +292,8 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
     first = _upscaler(body.upscaler_1 or "None", files, "upscaler_1")
     second = _upscaler(body.upscaler_2 or "None", files, "upscaler_2") if first is not None else None
     visibility = float(body.extras_upscaler_2_visibility or 0)
+    if first is not None:
+        await engine.check_room()
     # Every image checked from its header, and all of them against the request's pixel budget, before any is
     # decoded; then decoded one at a time in the image pool.
     try:

@@ -424,6 +424,7 @@ async def decode_request_images(request: web.Request, req: models.Img2ImgRequest
         raise models.field_error("init_images", f"bad number of images passed: {len(req.init_images)}; expecting "
                                                 f"{batch_size} or less")
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
+    await engine.check_room()  # before any image is fetched or decoded
     try:
         named = await image_io.probe_request(
             [(f"init_images[{i}]", d) for i, d in enumerate(req.init_images)] + ([("mask", req.mask)] if req.mask

@@ -301,6 +301,7 @@ def handler(kind: str) -> Any:
     async def generate(request: web.Request, body: GenerateBase) -> web.Response:
         engine = engine_of(request)
         settings = request.app[SETTINGS_KEY]
+        await engine.check_room()  # before its images are fetched and decoded
         prepared = await prepare(kind, body, engine, settings, random.Random())
         meta = {"api": API, "type": kind, "request": prepared.request, "parameters": prepared.reported,
                 "webhook": body.webhook, "response_format": body.response_format,
