@@ -150,6 +150,20 @@ async def test_parsing_a_message_never_raises() -> None:
         assert preview is None or isinstance(preview.image_type, str) and preview.prompt_id is None, frame[:80]
 
 
+async def test_a_text_message_past_its_bound_is_not_read() -> None:
+    """A 2 GiB text message (the websocket's bound, set for image frames) was parsed on the event loop into Python
+    objects several times its size; what an `executed` message says is read from /history instead."""
+    from bridge.engine.events import MAX_TEXT_CHARS, Executed, parse_text
+
+    def executed(chars: int) -> str:
+        output = {"text": ["a" * chars]}
+        return json.dumps({"type": "executed", "data": {"prompt_id": "p", "node": "9", "output": output}})
+
+    assert isinstance(parse_text(executed(1000)), Executed)
+    big = executed(MAX_TEXT_CHARS)
+    assert len(big) > MAX_TEXT_CHARS and parse_text(big) is None
+
+
 async def test_messages_of_odd_shape_keep_the_websocket_and_the_job(engine, comfy_double):
     """Each used to raise in the connection's receive loop (or in the tracker, from a progress of Infinity), which
     dropped the websocket: a reconnect and a reconciliation of every job there, per message."""
@@ -382,3 +396,4 @@ async def test_an_error_message_no_database_keeps_as_text_still_ends_the_job(bri
     assert job["status"] == "failed"
     stored = await engine.store.load(job_id)
     assert stored.status == "failed" and stored.error.endswith("boom\ufffd\ufffd")
+

@@ -12,6 +12,11 @@ from typing import Any
 from .client import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, parse_binary
 
 MAX_STEP = 2 ** 31 - 1
+# Text messages past this are not read: ComfyUI's are a few kB (an `executed` ui dict of file names or some text),
+# and json.loads of the 2 GiB a websocket message may carry (its frames' bound) holds the event loop for seconds
+# (67 MiB of numbers: 0.43 s) and makes Python objects several times its size. What an ignored `executed`
+# said is read from /history, as after a reconnect.
+MAX_TEXT_CHARS = 16 * 1024 ** 2
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ def _step(value: Any) -> bool:
 def parse_text(text: str) -> Event | None:
     """The event a text message tells, or None; never raises, whatever the text (a message in a shape ComfyUI never
     sends is ignored like one the engine does not follow: raised, it dropped the websocket)."""
+    if len(text) > MAX_TEXT_CHARS:
+        return None
     try:
         msg = json.loads(text)
         kind, data = msg.get("type"), msg.get("data") or {}
