@@ -137,7 +137,7 @@ class Webhooks:
         # Python 3.11's wait_for can swallow a cancellation that arrives as the wake-up does, so the loop also
         # ends on this flag rather than on cancellation alone.
         self._stopped = False
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, Delivery] = {}  # by id: being sent, waiting for a slot, or being recorded
         # end messages recorded (held from the other replicas) and waiting for their job's end to be written
         self._held: dict[str, list[Delivery]] = {}
         self._interrupted: list[Delivery] = []  # attempts cut short by stop()
@@ -282,9 +282,13 @@ class Webhooks:
         return self.policy.timeout + 30
 
     def _start(self, d: Delivery) -> None:
-        if d.id in self._in_flight:
+        waiting = self._in_flight.get(d.id)
+        if waiting is not None:
+            # Claimed again by this bridge (it waited for its slot past its hold): its hold is the new one, or it
+            # takes itself for another replica's message when its slot comes.
+            waiting.next_at = d.next_at
             return
-        self._in_flight.add(d.id)
+        self._in_flight[d.id] = d
         task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -324,7 +328,8 @@ class Webhooks:
                     # replica already has (it claimed the message once the hold had run out)
                     again = time.time() + self._hold
                     if not await self.store.reclaim_delivery(d.id, d.next_at, again):
-                        settled = True
+                        settled = True  # another replica's now: its loop may give it back here later
+                        self._in_flight.pop(d.id, None)
                         return
                     d.next_at = again
                 started = time.time()
@@ -360,7 +365,7 @@ class Webhooks:
                 settled = True
         finally:
             if not settled:
-                self._in_flight.discard(d.id)
+                self._in_flight.pop(d.id, None)
                 if self._stopped:
                     self._interrupted.append(d)
 
@@ -394,7 +399,7 @@ class Webhooks:
         except Exception as exc:  # noqa: BLE001 - the store is away: the holds run out and the messages go again
             log.warning("webhook attempts of %d messages not recorded: %s", len(batch), exc)
         for d in batch:
-            self._in_flight.discard(d.id)
+            self._in_flight.pop(d.id, None)
         if any(d.status == "pending" for d in batch):
             self._wake.set()  # a retry is due later: the loop's next wake-up time may have moved
 

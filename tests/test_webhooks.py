@@ -634,6 +634,45 @@ async def _slow_receiver(tmp_path):
         await store.close()
 
 
+async def test_a_message_that_waited_for_its_slot_past_its_claim_is_still_sent(tmp_path, monkeypatch):
+    """A message waiting for a hanging host's slot longer than its claim's hold (40 s by default: the 17th message
+    to a host that never answers) was claimed again by the delivery loop, which passed over it as in flight here;
+    when its slot came its own claim had moved on, it took itself for another replica's and gave up, and stayed
+    "in flight" for good: never sent by this bridge."""
+    from bridge import webhooks as wh
+    from bridge.store import Delivery, Job
+
+    monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 0.5))
+    answer, sent, send = _hanging_receivers()
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4))
+    loop = None
+    try:
+        await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
+        for i in range(12):
+            await store.save_delivery(Delivery(id=f"d{i}", job_id="h", url="http://hangs.example/hook",
+                                               event="job.progress", payload="{}", created_at=time.time(),
+                                               next_at=time.time()))
+        loop = asyncio.create_task(hooks.run())
+        await until(lambda: sent.count("http://hangs.example/hook") == 4, 3, "four messages sent")
+        await asyncio.sleep(1.5)  # the claims of the eight waiting ran out and were taken again
+        answer.set()
+
+        async def delivered() -> int:
+            await hooks.write_settled()
+            return sum(d.status == "delivered" for d in await store.deliveries_for("h"))
+
+        deadline = time.monotonic() + 10
+        while await delivered() < 12:
+            assert time.monotonic() < deadline, f"{await delivered()} of 12 delivered"
+            await asyncio.sleep(0.1)
+    finally:
+        answer.set()
+        if loop is not None:
+            loop.cancel()
+        await hooks.stop()
+        await store.close()
+
+
 async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_the_end(tmp_path):
     """A receiver of progress only: the end has no message of its own, and its write drops the waiting progress
     all the same (it was left to be retried for a day)."""
