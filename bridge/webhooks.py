@@ -51,6 +51,12 @@ DEFAULT_EVENTS = ("job.completed", "job.failed", "job.cancelled")
 SETTLE_DELAY = 0.05
 # A receiver answering 410 asks not to be called again for this message (Standard Webhooks).
 GONE = 410
+# Messages held in memory waiting for their slots, per client and per host, and in all. One past these is left in
+# the store, where its claim keeps it from everyone until the hold runs out (then it is due again, behind the
+# messages that fell due meanwhile): a client naming a hanging receiver had every due message of its jobs held here
+# (5,000: 27 MB). 256 keep a host answering within a second busy for longer than a hold.
+WAITING_PER_KEY = 256
+WAITING_IN_ALL = 4096
 
 # (url, body, headers, timeout) -> HTTP status; raises TimeoutError when no answer came within the timeout
 Send = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
@@ -138,6 +144,7 @@ class Webhooks:
         # ends on this flag rather than on cancellation alone.
         self._stopped = False
         self._in_flight: dict[str, Delivery] = {}  # by id: being sent, waiting for a slot, or being recorded
+        self._waiting: dict[str, int] = {}  # attempts in memory per "client <id>" and "host <name>"
         # end messages recorded (held from the other replicas) and waiting for their job's end to be written
         self._held: dict[str, list[Delivery]] = {}
         self._interrupted: list[Delivery] = []  # attempts cut short by stop()
@@ -265,10 +272,12 @@ class Webhooks:
             delay = 1.0
             try:
                 # Claimed: each due message is held for one attempt's time from the replicas sharing the store.
-                for d in await self.store.claim_deliveries(time.time(), 200, hold=self._hold):
-                    self._start(d)
-                next_at = await self.store.next_delivery_at()
-                delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
+                room = WAITING_IN_ALL - len(self._in_flight)
+                if room > 0:
+                    for d in await self.store.claim_deliveries(time.time(), min(200, room), hold=self._hold):
+                        self._start(d)
+                    next_at = await self.store.next_delivery_at()
+                    delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
             except Exception as exc:  # noqa: BLE001 - the store is away: deliveries wait in it
                 log.warning("webhook deliveries not read: %s", exc)
             if self.store.shared:
@@ -288,10 +297,23 @@ class Webhooks:
             # takes itself for another replica's message when its slot comes.
             waiting.next_at = d.next_at
             return
+        keys = [f"host {urlsplit(d.url).hostname or ''}"] + ([f"client {d.client}"] if d.client else [])
+        if len(self._in_flight) >= WAITING_IN_ALL or any(self._waiting.get(k, 0) >= WAITING_PER_KEY for k in keys):
+            return  # due again when its claim's hold runs out
+        for k in keys:
+            self._waiting[k] = self._waiting.get(k, 0) + 1
         self._in_flight[d.id] = d
         task = asyncio.create_task(self._attempt(d), name=f"webhook-{d.id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            for k in keys:
+                self._waiting[k] -= 1
+                if not self._waiting[k]:
+                    del self._waiting[k]
+
+        task.add_done_callback(done)
 
     async def stop(self) -> None:
         self._stopped = True

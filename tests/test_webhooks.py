@@ -673,6 +673,49 @@ async def test_a_message_that_waited_for_its_slot_past_its_claim_is_still_sent(t
         await store.close()
 
 
+async def test_messages_for_a_hanging_receiver_wait_in_the_store_past_a_bound(tmp_path, monkeypatch):
+    """Due messages for a receiver that never answers are held in memory up to WAITING_PER_KEY (every one of them
+    was: 5,000 took 27 MB); the others stay claimed in the store, are due again when the claim runs out, and all go
+    out once the receiver answers. Another receiver's message goes out meanwhile."""
+    from bridge import webhooks as wh
+    from bridge.store import Delivery, Job
+
+    monkeypatch.setattr(wh, "WAITING_PER_KEY", 16)
+    monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 1.0))  # claims run out after a second
+    answer, sent, send = _hanging_receivers()
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4))
+    loop = None
+    try:
+        await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
+        for i in range(100):
+            await store.save_delivery(Delivery(id=f"d{i}", job_id="h", url="http://hangs.example/hook",
+                                               event="job.progress", payload="{}", created_at=time.time(),
+                                               next_at=time.time()))
+        loop = asyncio.create_task(hooks.run())
+        await until(lambda: len(hooks._tasks) == 16, 3, "16 messages in memory")
+        await asyncio.sleep(1.5)  # claims ran out and were taken again meanwhile
+        assert len(hooks._tasks) == 16 and sent.count("http://hangs.example/hook") == 4
+        await _ended(store, hooks, "other", "http://answers.example/hook")
+        await until(lambda: "http://answers.example/hook" in sent, 3, "the other receiver's message")
+        answer.set()
+
+        async def delivered() -> int:
+            await hooks.write_settled()
+            return sum(d.status == "delivered" for d in await store.deliveries_for("h"))
+
+        deadline = time.monotonic() + 20
+        while await delivered() < 100:
+            assert time.monotonic() < deadline, f"{await delivered()} of 100 delivered"
+            await asyncio.sleep(0.1)
+        assert sent.count("http://hangs.example/hook") == 100  # each once
+    finally:
+        answer.set()
+        if loop is not None:
+            loop.cancel()
+        await hooks.stop()
+        await store.close()
+
+
 async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_the_end(tmp_path):
     """A receiver of progress only: the end has no message of its own, and its write drops the waiting progress
     all the same (it was left to be retried for a day)."""
