@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import json
 import logging
 import sys
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--job-timeout", type=float, help="seconds per job, 0 = none (BRIDGE_JOB_TIMEOUT, default 600)")
     add("--adapters", help="comma-separated adapter modules to enable (BRIDGE_ADAPTERS)")
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (BRIDGE_LOG_LEVEL)")
-    add("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="settings file to read (default ./.env)")
+    add("--env-file", type=Path, help="settings file to read (default ./.env, when there is one)")
     add("--set", dest="overrides", action="append", type=_pair, default=[], metavar="NAME=VALUE",
         help="set any variable by its environment name, e.g. --set A1111_MAX_STEPS=60 (repeatable)")
     add("--print-settings", action="store_true", help="print the resolved core settings as JSON and exit")
@@ -94,7 +95,28 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if field in ("comfyui_urls", "api_keys", "cors_origins"):
             value = [part.strip() for item in value for part in item.split(",") if part.strip()]
         flags[field] = value
-    return load_settings(flags, dict(args.overrides), env_file=args.env_file)
+    env_file = getattr(args, "env_file", None)
+    if env_file is not None:
+        # A mistyped path would start the bridge on defaults: no API keys, every setting of that file lost.
+        if not env_file.expanduser().exists():
+            raise SettingsError("--env-file", f"{env_file}: no such file")
+        if env_file.expanduser().is_dir():
+            raise SettingsError("--env-file", f"{env_file} is a directory")
+    return load_settings(flags, dict(args.overrides), env_file=DEFAULT_ENV_FILE if env_file is None else env_file)
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the bridge could not listen on (host, port), or None: checked before the app starts, which may first
+    start a managed ComfyUI for minutes and then stop on a traceback."""
+    from bridge.comfyui_process import bind_error
+
+    error = bind_error(host, port)
+    if error is None:
+        return None
+    # in use, or below 1024 without the right: the port's fault; a name that does not resolve or an address not of
+    # this machine: the host's
+    name = "BRIDGE_PORT" if error.errno in (errno.EADDRINUSE, errno.EACCES) else "BRIDGE_HOST"
+    return f"{name}: cannot listen on {host} port {port}: {error.strerror or error}"
 
 
 def _unknown_names(overrides: dict[str, str]) -> list[str]:
@@ -161,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    problem = listen_problem(settings.host, settings.port)
+    if problem:
+        log.error("%s", problem)
+        return 1
     # Imported here so that --help and --print-settings work even when the engine cannot be imported.
     from bridge.adapters import AdapterLoadError
     from bridge.app import create_app

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import errno
 import json
 import os
 import signal
@@ -36,11 +37,51 @@ class ComfyUIStartError(RuntimeError):
     """ComfyUI exited or never answered during start-up; the message ends with the tail of its log."""
 
 
+class PortInUseError(ComfyUIStartError):
+    """Another program listens on the port ComfyUI was to listen on."""
+
+
 def find_free_port(host: str = "127.0.0.1") -> int:
     """A port the OS reports free right now (another process may still take it before ComfyUI binds)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on (host, port) now, or None: a name that does not resolve, a port another
+    program listens on, an address not of this machine. Bound as asyncio's and ComfyUI's servers bind: SO_REUSEADDR,
+    so a just-stopped server's connections in TIME_WAIT do not count; IPv6 apart from IPv4; an address whose family
+    is not enabled skipped while another of the name's binds."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except UnicodeError as exc:  # a label the IDNA codec refuses (empty, over 63 characters)
+        return socket.gaierror(f"{host!r} is not a valid host name ({exc})")
+    except OSError as exc:
+        return exc
+    unavailable: OSError | None = None
+    bound = False
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as s:
+            if os.name == "posix":  # elsewhere the option lets a bind take a port in use
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    return exc
+                unavailable = exc
+            else:
+                bound = True
+    return None if bound else unavailable
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another program listens on (host, port) now."""
+    error = bind_error(host, port)
+    return error is not None and error.errno == errno.EADDRINUSE
 
 
 def cuda_available(python: str) -> bool:
@@ -138,6 +179,11 @@ class ComfyUIProcess:
         """Launch the child (returns at once; then wait for readiness). A live child is left as it is."""
         if self.is_alive:
             return
+        if port_in_use(self.host, self.port):
+            # The readiness poll would take the other program's answers for ComfyUI's (another ComfyUI's, say),
+            # while the child exits on "address already in use" and is restarted over and over.
+            raise PortInUseError(f"port {self.port} on {self.host} is in use by another program (address already in "
+                                 "use); ComfyUI cannot listen there")
         self._close_log()
         for d in (self.base_dir, self.input_dir, self.output_dir, self.user_dir):
             d.mkdir(parents=True, exist_ok=True)  # argparse rejects a missing --user-directory
@@ -252,11 +298,11 @@ class ComfyUIProcess:
         """``start()`` + ``wait_ready_sync()``; with an auto-picked port, retries on a new port when the chosen
         one was taken between picking and binding."""
         for attempt in range(attempts):
-            self.start()
             try:
+                self.start()
                 return self.wait_ready_sync(timeout)
-            except ComfyUIStartError:
-                port_taken = "address already in use" in self.log_tail().lower()
+            except ComfyUIStartError as exc:
+                port_taken = isinstance(exc, PortInUseError) or "address already in use" in self.log_tail().lower()
                 self.stop()
                 if not (self._auto_port and port_taken) or attempt == attempts - 1:
                     raise

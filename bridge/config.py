@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import re
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -56,6 +60,10 @@ class _OverrideSource(EnvSettingsSource):
 class _LayeredSettings(BaseSettings):
     """Source order shared by core and adapter settings: flags (init), --set, environment, .env file."""
 
+    # `inf` (or 1e400) passes every `gt`/`ge` bound: a byte limit of inf stopped the start with an OverflowError, and
+    # an infinite timeout or interval is no bound at all where the setting's own "0: no limit" says so plainly.
+    model_config = SettingsConfigDict(allow_inf_nan=False)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -86,12 +94,58 @@ def _split_list(value: Any) -> Any:
         if text.startswith("["):
             import json
 
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except RecursionError:  # not a ValueError: it would escape as a traceback instead of naming the setting
+                raise ValueError("the JSON list is nested too deeply") from None
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
 
 
 StrList = Annotated[list[str], NoDecode]
+
+# urlsplit drops tabs and line breaks that a connection's URL parser may keep; a space is never part of a URL.
+_URL_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+# ComfyUI flags the bridge sets for its managed child and relies on: the same flag in COMFYUI_ARGS comes later and
+# wins there, so the bridge would poll a port nobody listens on, or look for results in a folder ComfyUI no longer
+# writes to.
+_MANAGED_FLAGS = {
+    "--port": "set COMFYUI_PORT instead",
+    "--output-directory": "the bridge reads and removes results in its data directory's comfyui/output",
+    "--input-directory": "the bridge removes the images it uploaded from its data directory's comfyui/input",
+}
+
+
+def _shown(url: str) -> str:
+    """`url` fit for a message or a log: a password in it replaced."""
+    scheme, sep, rest = url.partition("://")
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return scheme + sep + ("***" + rest[at:] if at >= 0 else rest)
+
+
+def _url_problem(url: str, *, query: bool = True) -> str | None:
+    """What makes `url` unusable as an http(s) address of a server (a connection to it could not even be tried, or
+    would carry the problem to clients), or None. Credentials are refused: the URL is shown in /health, /metrics,
+    job records and logs."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    if _URL_CONTROL.search(url):
+        return "contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port out of range or not a number
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "has port 0, where no server listens"
+    if "@" in parts.netloc:
+        return "carries credentials, which /health, /metrics, job records and logs would show"
+    if not query and (parts.query or parts.fragment or url.endswith(("?", "#"))):
+        return "has a query or fragment; paths are appended to this URL"
+    return None
 
 
 class Settings(_LayeredSettings):
@@ -158,7 +212,9 @@ class Settings(_LayeredSettings):
     rate_limit: float = Field(0.0, ge=0, description="Requests per second per API key, or per client address for "
                                                      "requests without a valid key (counted before authentication); "
                                                      "0: off.")
-    rate_burst: int = Field(20, ge=1, description="Token-bucket size: requests allowed at once before 429.")
+    # The bound: buckets are floats, and 10**309 stopped the start with an OverflowError.
+    rate_burst: int = Field(20, ge=1, le=10**9,
+                            description="Token-bucket size: requests allowed at once before 429.")
     auth_max_failures: int = Field(10, ge=0, description="Failed authentications from one address within "
                                                         "BRIDGE_AUTH_FAILURE_WINDOW that lock it out; 0: off.")
     auth_failure_window: float = Field(60.0, gt=0, description="Seconds over which failed authentications count.")
@@ -268,6 +324,33 @@ class Settings(_LayeredSettings):
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        host = host.strip()
+        if not host:
+            # asyncio reads an empty host as "every interface": a `BRIDGE_HOST=` left in a .env file would expose
+            # the bridge to the network.
+            raise ValueError("empty, which would listen on every interface; write 0.0.0.0 (or ::) to mean that, or "
+                             "leave it unset for 127.0.0.1")
+        return host
+
+    @field_validator("data_dir", "workflows_dir", mode="before")
+    @classmethod
+    def _dir(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            # Path("") is the current directory: the jobs database and results would land wherever it was started.
+            raise ValueError("empty; leave it unset for the default")
+        return value
+
+    @field_validator("comfyui_dir", "comfyui_extra_model_paths", "comfyui_output_dir", "comfyui_input_dir",
+                     "comfyui_cpu", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        # Empty means unset, as comfyui_home reads COMFYUI_DIR; Path("") would be the current directory, whose files
+        # the output and input folders' clean-up would remove.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("adapters", mode="before")
     @classmethod
     def _adapters(cls, value: Any) -> Any:
@@ -276,12 +359,31 @@ class Settings(_LayeredSettings):
     @field_validator("comfyui_urls")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
-        cleaned = []
+        cleaned: list[str] = []
+        seen: dict[tuple[str, str, int, str], str] = {}
         for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"COMFYUI_URL entry {url!r} must start with http:// or https://")
+            problem = _url_problem(url, query=False)
+            if problem:
+                raise ValueError(f"COMFYUI_URL entry {_shown(url)!r} {problem}")
+            parts = urlsplit(url)
+            # One ComfyUI listed twice would get two connections with one client id (and the jobs of both) where the
+            # bridge counts one backend; spellings differ in case, default port and trailing slash.
+            key = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
+                   parts.path.rstrip("/"))
+            if key in seen:
+                raise ValueError(f"COMFYUI_URL lists one ComfyUI twice: {seen[key]!r} and {url!r}")
+            seen[key] = url
             cleaned.append(url.rstrip("/"))
         return cleaned
+
+    @field_validator("comfyui_args")
+    @classmethod
+    def _comfyui_args(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            flag = arg.split("=", 1)[0]
+            if flag in _MANAGED_FLAGS:
+                raise ValueError(f"{flag} is set by the bridge: {_MANAGED_FLAGS[flag]}")
+        return args
 
     @field_validator("webhook_events")
     @classmethod
@@ -293,12 +395,28 @@ class Settings(_LayeredSettings):
             raise ValueError(f"unknown webhook events {unknown}; choose from {', '.join(EVENTS)}")
         return events
 
-    @field_validator("webhook_url", "public_url")
+    @field_validator("webhook_url", "public_url", "s3_endpoint")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} must start with http:// or https://")
+    def _http_url(cls, url: str, info: ValidationInfo) -> str:
+        url = url.strip()
+        # A receiver's query string is its own (?token=...); links are appended to the public URL and the S3 endpoint.
+        problem = url and _url_problem(url, query=info.field_name == "webhook_url")
+        if problem:
+            raise ValueError(f"{_shown(url)!r} {problem}")
         return url.rstrip("/")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, secret: str) -> str:
+        if secret:
+            from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
+
+            try:
+                Webhook(secret)  # what the engine builds at start: a bad secret stopped it there with a traceback
+            except (EmptyWebhookSecretError, ValueError):
+                raise ValueError("not a signing secret: whsec_ and base64 bytes, or unset for the kept one "
+                                 "(`python -m bridge --print-webhook-secret`)") from None
+        return secret
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -312,15 +430,34 @@ class Settings(_LayeredSettings):
                 raise ValueError(f"{entry!r} is not an address or CIDR network") from None
         return entries
 
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow(cls, entries: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in entries:
+            # No host name has a ':' or '/': such an entry is a mistyped address or network (10.0.0.0/33,
+            # hooks.lan:8080) that would be kept as a name nothing matches, and refuse what it meant to admit.
+            if ":" in entry or "/" in entry:
+                try:
+                    ipaddress.ip_network(entry.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an address, CIDR network or host name (no port)") from None
+        return entries
+
     @field_validator("database")
     @classmethod
     def _database(cls, spec: str) -> str:
         spec = spec.strip()
         if spec.startswith(("postgresql://", "postgres://")):
-            from urllib.parse import urlsplit
-
-            if not urlsplit(spec).hostname and "host=" not in spec:
+            parts = urlsplit(spec)
+            if not parts.hostname and "host=" not in spec:
                 raise ValueError("a postgresql:// URL needs a host: postgresql://user:password@host:5432/db")
+            if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is no single port
+                try:
+                    parts.port
+                except ValueError as exc:  # the pool would retry the connection for 30 s, then fail unclearly
+                    raise ValueError(f"the URL's port is not valid ({exc})") from None
         elif "://" in spec and not spec.startswith("sqlite:"):
             raise ValueError(f"{spec.split('://')[0]}:// is not a database the bridge knows; use a SQLite file path "
                              "or postgresql://...")
@@ -377,13 +514,34 @@ def load_settings(
     """
     values = {k: v for k, v in (flags or {}).items() if v is not None}
     pairs = dict(overrides or {})
+    _check_env_file(env_file)
     try:
         with _overrides(pairs):
             settings = Settings(_env_file=env_file, adapter_overrides=pairs, **values)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise _settings_error(Settings, exc) from None
+    except (OSError, UnicodeDecodeError) as exc:  # only the env file is read here
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise SettingsError("--env-file", f"{env_file}: {reason}") from None
     settings._env_file = env_file
     return settings
+
+
+def _check_env_file(env_file: Path | None) -> None:
+    """A missing env file (or a directory of that name) is no env file; anything else there must be a file."""
+    if env_file is None:
+        return
+    try:
+        mode = os.stat(Path(env_file).expanduser()).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SettingsError("--env-file", f"{env_file}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        return  # pydantic-settings skips it: a virtual environment is often named .env
+    if not stat.S_ISREG(mode):
+        # reading a FIFO waits for a writer forever
+        raise SettingsError("--env-file", f"{env_file} is not a regular file")
 
 
 A = TypeVar("A", bound="AdapterSettings")

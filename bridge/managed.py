@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from bridge.comfyui_home import find_comfyui, is_comfyui_dir
-from bridge.comfyui_process import ComfyUIProcess, ComfyUIStartError
+from bridge.comfyui_process import ComfyUIProcess, ComfyUIStartError, PortInUseError
 from bridge.config import Settings
 
 log = logging.getLogger("bridge.managed")
@@ -26,6 +26,10 @@ class ManagedComfyUI:
                 f"COMFYUI_DIR={settings.comfyui_dir} is not a ComfyUI checkout (no main.py and comfy/): fix it, run "
                 "`python3 install.py`, or set COMFYUI_URL to use a running ComfyUI"
             )
+        extra = settings.comfyui_extra_model_paths
+        if extra is not None and not extra.expanduser().is_file():
+            # ComfyUI would stop on it with a traceback in its log, after seconds of start-up.
+            raise ManagedComfyUIError(f"COMFYUI_EXTRA_MODEL_PATHS={extra} is not a file")
         comfyui_dir = settings.comfyui_dir or find_comfyui()
         if comfyui_dir is None:
             raise ManagedComfyUIError(
@@ -80,9 +84,17 @@ class ManagedComfyUI:
                  self.process.log_path)
         try:
             await self._launch()
+        except PortInUseError as exc:
+            raise ManagedComfyUIError(f"managed ComfyUI did not start: {exc}; set COMFYUI_PORT to a free port, or 0 "
+                                      "for any") from exc
         except ComfyUIStartError as exc:
             await asyncio.to_thread(self.process.stop)
             raise ManagedComfyUIError(f"managed ComfyUI did not start: {exc}") from exc
+        except OSError as exc:
+            # Its folders under BRIDGE_DATA_DIR or the node-pack link in COMFYUI_DIR could not be made: a file where
+            # a folder goes, no permission, a full disk. Said as a start-up error, not a traceback.
+            raise ManagedComfyUIError(f"managed ComfyUI could not be set up: {exc}; check BRIDGE_DATA_DIR and "
+                                      "COMFYUI_DIR") from exc
         log.info("managed ComfyUI answers on %s (pid %s)", self.url, self.process.pid)
         self._watchdog = asyncio.create_task(self._watch(), name="managed-comfyui-watchdog")
 
