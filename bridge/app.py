@@ -53,6 +53,7 @@ def build_engine(settings: Settings, backends: Sequence[str], managed: ComfyUIPr
                       max_request_cost=settings.max_request_cost, max_jobs_per_client=settings.max_jobs_per_client,
                       queue_timeout=settings.queue_timeout or None,
                       queue_poll_interval=settings.queue_poll_interval, output_metadata=settings.output_metadata,
+                      max_output_bytes=settings.max_output_bytes,
                       lease=settings.lease),
         extra_workflow_dirs=list(settings.extra_workflows_dirs),
         store=open_store(settings.database, settings.data_dir),

@@ -241,6 +241,9 @@ class Settings(_LayeredSettings):
     max_request_cost: int = Field(2_000_000_000, ge=0, description=(
         "Largest width x height x steps x images one request may ask for (400 beyond); the default is 2048x2048 at "
         "150 steps x 3 images, more than any real client sends; 0: no bound."))
+    max_output_bytes: int = Field(2 * 1024 ** 3, ge=1, description=(
+        "Bytes of result images one job may have, all its outputs together (2 GiB); a ComfyUI that sends or lists "
+        "more fails the job (as one of more than 10,000 images does)."))
     queue_poll_interval: float = Field(5.0, gt=0, description="Seconds between looks at a backend's queue for jobs "
                                                              "removed there outside the bridge.")
     queue_timeout: float = Field(3600.0, ge=0, description="Seconds a job may wait in the queue before it fails; "

@@ -14,8 +14,10 @@ import pytest
 import pytest_asyncio
 
 from bridge.engine import JobEngine
+from bridge.engine.results import MAX_OUTPUT_IMAGES
 from tests.support.double import ComfyDouble
 from tests.support.waiting import until
+from tests.test_engine import add_websocket_variant
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -397,3 +399,71 @@ async def test_an_error_message_no_database_keeps_as_text_still_ends_the_job(bri
     stored = await engine.store.load(job_id)
     assert stored.status == "failed" and stored.error.endswith("boom\ufffd\ufffd")
 
+
+# ---------------------------------------------------------------------- more result images than a job may have
+@pytest_asyncio.fixture
+async def bounded_engine(tmp_path: Path, comfy_double: ComfyDouble):
+    """An engine whose jobs' result images may take `max_output_bytes` together; txt2img_ws sends them as frames."""
+    wf_dir = tmp_path / "workflows"
+    wf_dir.mkdir()
+    for name in ("txt2img.json", "txt2img.manifest.json"):
+        shutil.copy(WORKFLOWS / name, wf_dir)
+    add_websocket_variant(wf_dir)
+    engines: list[JobEngine] = []
+
+    async def make(max_output_bytes: int) -> JobEngine:
+        eng = JobEngine([comfy_double.url], tmp_path / "data", wf_dir, poll_interval=0.5, reconnect_max_delay=0.5,
+                        max_output_bytes=max_output_bytes)
+        await eng.start()
+        engines.append(eng)
+        return eng
+
+    yield make
+    for eng in engines:
+        await eng.stop()
+
+
+@pytest.mark.parametrize("workflow", ["txt2img", "txt2img_ws"], ids=["history", "frames"])
+async def test_result_images_past_the_jobs_bytes_fail_it_naming_the_bound(bounded_engine, comfy_double, workflow):
+    """A ComfyUI that sends (or lists) image after image for one prompt fails its job at the bound, each image alone
+    under the 2 GiB one answer may have; before, the bridge held every one of them."""
+    roomy = await bounded_engine(10 ** 6)
+    job = await roomy.wait((await roomy.submit(workflow, {**P, "batch_size": 2})).id, timeout=15)
+    assert job.status == "completed", job.error
+    await roomy.stop()
+    eng = await bounded_engine(100)
+    job = await eng.wait((await eng.submit(workflow, {**P, "batch_size": 2})).id, timeout=15)
+    assert job.status == "failed", job.error
+    assert "more than 100 bytes of result images" in job.error and "BRIDGE_MAX_OUTPUT_BYTES" in job.error, job.error
+    if workflow == "txt2img_ws":
+        await until(lambda: job.prompt_id in comfy_double.interrupts)  # the frames stop coming too
+
+
+async def test_a_history_listing_more_images_than_a_job_may_have_fails_before_fetching_any(engine, comfy_double):
+    comfy_double.drop_final = True
+    many = [{"filename": f"ComfyUI_{i:05}_.png", "subfolder": "", "type": "output"}
+            for i in range(MAX_OUTPUT_IMAGES + 1)]
+    corrupt_history(comfy_double, with_outputs({"9": {"images": many}}))
+    fetched: list[str] = []
+    view = engine.connections[comfy_double.url].client.view
+
+    async def counted(filename: str, *args: Any, **kwargs: Any) -> bytes:
+        fetched.append(filename)
+        return await view(filename, *args, **kwargs)
+
+    engine.connections[comfy_double.url].client.view = counted  # type: ignore[method-assign]
+    job = await engine.wait((await engine.submit("txt2img", P)).id, timeout=15)
+    assert job.status == "failed"
+    assert f"more than {MAX_OUTPUT_IMAGES} result images" in job.error, job.error
+    assert fetched == []
+
+
+async def test_the_bound_on_a_jobs_result_bytes_is_a_setting(tmp_path: Path) -> None:
+    from bridge.app import build_engine
+    from bridge.config import SettingsError, load_settings
+
+    settings = load_settings({"data_dir": tmp_path / "data"}, {"BRIDGE_MAX_OUTPUT_BYTES": "1000"}, env_file=None)
+    assert build_engine(settings, ["http://comfy:8188"]).options.max_output_bytes == 1000
+    assert load_settings({"data_dir": tmp_path}, env_file=None).max_output_bytes == 2 * 1024 ** 3
+    with pytest.raises(SettingsError, match="BRIDGE_MAX_OUTPUT_BYTES"):
+        load_settings({"data_dir": tmp_path}, {"BRIDGE_MAX_OUTPUT_BYTES": "0"}, env_file=None)

@@ -227,13 +227,13 @@ class Viewer:
     def __init__(self) -> None:
         self.asked: list[tuple[str, str, str]] = []
 
-    async def view(self, filename: str, subfolder: str, kind: str) -> bytes:
+    async def view(self, filename: str, subfolder: str, kind: str, *, limit: int) -> bytes:
         self.asked.append((filename, subfolder, kind))
         return b"from /view"
 
 
 async def test_results_are_read_from_the_folder_only_when_they_are_this_jobs(tmp_path: Path) -> None:
-    from bridge.engine.results import STALE_SLACK, _image
+    from bridge.engine.results import STALE_SLACK, OverBound, _image
 
     out, viewer = tmp_path / "output", Viewer()
     (out / "pixart").mkdir(parents=True)
@@ -244,7 +244,10 @@ async def test_results_are_read_from_the_folder_only_when_they_are_this_jobs(tmp
     old = now - STALE_SLACK - 60
     os.utime(out / "old.png", (old, old))
     os.symlink(tmp_path / "secret.png", out / "link.png")
-    assert await _image(viewer, out, {"filename": "new.png", "subfolder": "pixart", "type": "output"}, now) == b"fresh"
+    fresh = {"filename": "new.png", "subfolder": "pixart", "type": "output"}
+    assert await _image(viewer, out, fresh, now, 10 ** 6) == b"fresh"
+    with pytest.raises(OverBound):  # past what the job's images may still take: not read
+        await _image(viewer, out, fresh, now, len(b"fresh") - 1)
     assert viewer.asked == []
     asked = [{"filename": "old.png", "subfolder": "", "type": "output"},        # written before the job
              {"filename": "../secret.png", "subfolder": "", "type": "output"},  # outside the folder
@@ -252,9 +255,10 @@ async def test_results_are_read_from_the_folder_only_when_they_are_this_jobs(tmp
              {"filename": "link.png", "subfolder": "", "type": "output"},       # a link out of it
              {"filename": "new.png", "subfolder": "pixart", "type": "temp"},    # another folder of ComfyUI's
              {"filename": "gone.png", "subfolder": "", "type": "output"}]
-    assert [await _image(viewer, out, img, now) for img in asked] == [b"from /view"] * len(asked)
+    assert [await _image(viewer, out, img, now, 10 ** 6) for img in asked] == [b"from /view"] * len(asked)
     assert [a[0] for a in viewer.asked] == [img["filename"] for img in asked]
-    assert await _image(viewer, None, {"filename": "new.png", "subfolder": "pixart"}, now) == b"from /view"
+    assert await _image(viewer, None, {"filename": "new.png", "subfolder": "pixart"}, now, 10 ** 6) \
+        == b"from /view"
 
 
 @pytest.mark.comfyui

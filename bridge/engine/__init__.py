@@ -144,7 +144,8 @@ class JobEngine(Outputs, Backends):
                                 self._spawn, poll_interval=opts.poll_interval, cancel_grace=opts.cancel_grace,
                                 requeue_on_backend_death=opts.requeue_on_backend_death,
                                 queue_poll_interval=opts.queue_poll_interval, queue_timeout=opts.queue_timeout,
-                                metadata=opts.output_metadata, comfyui_output_dirs=self.retention.comfyui_output_dirs)
+                                metadata=opts.output_metadata, comfyui_output_dirs=self.retention.comfyui_output_dirs,
+                                max_output_bytes=opts.max_output_bytes)
         for job in await table.load(claim_all=not self.store.shared):
             await self.adopt(job, reconcile_now=False)
         await self._start_webhooks()

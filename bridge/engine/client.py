@@ -37,6 +37,10 @@ class BackendError(Exception):
         self.url = url
 
 
+class AnswerTooLargeError(BackendError):
+    """An answer past the bound its reader set."""
+
+
 class PromptRejected(Exception):
     """POST /prompt answered 400: the graph failed ComfyUI's validation."""
 
@@ -219,7 +223,7 @@ class ComfyClient:
         try:
             return await read_capped(resp, limit)
         except AnswerTooLarge as exc:
-            raise BackendError(self.url, f"{what} answered {exc}") from None
+            raise AnswerTooLargeError(self.url, f"{what} answered {exc}") from None
 
     async def system_stats(self) -> dict[str, Any]:
         return await self._request("GET", "/system_stats")
@@ -298,10 +302,11 @@ class ComfyClient:
         await self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {},
                             expect_json=False)
 
-    async def view(self, filename: str, subfolder: str = "", type_: str = "output") -> bytes:
+    async def view(self, filename: str, subfolder: str = "", type_: str = "output", *,
+                   limit: int = FILE_ANSWER_BYTES) -> bytes:
         return await self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder,
                                                            "type": type_}, expect_json=False,
-                                   limit=FILE_ANSWER_BYTES, timeout=aiohttp.ClientTimeout(total=120))
+                                   limit=limit, timeout=aiohttp.ClientTimeout(total=120))
 
     async def upload_image(self, data: bytes, filename: str, *, overwrite: bool = True) -> str:
         """Upload into the input folder; returns the name LoadImage must use (with subfolder when set)."""

@@ -19,7 +19,7 @@ from typing import Any
 from bridge.store import Job
 from bridge.workflows import WEBSOCKET_IMAGE_CLASSES, Workflow
 
-from .client import BackendError, ComfyClient
+from .client import FILE_ANSWER_BYTES, AnswerTooLargeError, BackendError, ComfyClient
 from .events import error_text
 from .runs import Run
 
@@ -32,10 +32,27 @@ INLINE_READ_BYTES = 1024 * 1024
 # result: COMFYUI_OUTPUT_DIR names another ComfyUI's folder, whose default names (ComfyUI_00001_.png...) collide.
 STALE_SLACK = 2.0
 _warned: set[Path] = set()
+# A job's result images together (websocket frames, /view answers, files of the output folder; each alone bounded by
+# client.FILE_ANSWER_BYTES): a ComfyUI that sends or lists image after image for one prompt must not take the
+# bridge's memory. The bytes' bound is EngineOptions.max_output_bytes.
+MAX_OUTPUT_IMAGES = 10_000
 
 
 class Malformed(ValueError):
     """A history entry (or `executed` message) in a shape ComfyUI never gives; the message names the field."""
+
+
+class OverBound(Exception):
+    """The job's result images pass MAX_OUTPUT_IMAGES or the engine's max_output_bytes."""
+
+
+def past_bounds(count: int, size: int, max_bytes: int) -> str | None:
+    """Why `count` result images of `size` bytes in all are more than a job may have; None when they are not."""
+    if count > MAX_OUTPUT_IMAGES:
+        return f"ComfyUI gave more than {MAX_OUTPUT_IMAGES} result images for the job"
+    if size > max_bytes:
+        return f"ComfyUI gave more than {max_bytes} bytes of result images for the job (BRIDGE_MAX_OUTPUT_BYTES)"
+    return None
 
 
 def _checked(value: Any, kind: type, what: str) -> Any:
@@ -113,9 +130,10 @@ def entry_from_run(wf: Workflow | None, job: Job, run: Run) -> dict[str, Any] | 
             "outputs": dict(run.executed)}
 
 
-async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], since: float = 0.0) -> bytes:
+async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], since: float, left: int) -> bytes:
     """One image a node saved: read from ComfyUI's output folder where the bridge has it (a request to ComfyUI
-    less, on both processes' CPU), else through /view. `since`: when the job was made (epoch seconds)."""
+    less, on both processes' CPU), else through /view. `since`: when the job was made (epoch seconds); `left`: the
+    bytes the job's images may still take (OverBound past them)."""
     kind = img.get("type") or "output"
     if folder is not None and kind == "output":
         root = folder.resolve()
@@ -125,6 +143,8 @@ async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], 
                 st = path.stat()
                 if st.st_mtime < since - STALE_SLACK:
                     raise FileNotFoundError(f"written before the job ({st.st_mtime:.0f} < {since:.0f})")
+                if st.st_size > left:
+                    raise OverBound
                 if st.st_size <= INLINE_READ_BYTES:
                     return path.read_bytes()
                 return await asyncio.to_thread(path.read_bytes)
@@ -133,28 +153,46 @@ async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], 
                     _warned.add(root)
                     log.warning("%s not readable in ComfyUI's output folder (%s); asking ComfyUI for its images",
                                 path, exc)
-    return await client.view(img["filename"], img.get("subfolder") or "", kind)
+    limit = min(left, FILE_ANSWER_BYTES)
+    try:
+        return await client.view(img["filename"], img.get("subfolder") or "", kind, limit=limit)
+    except AnswerTooLargeError:
+        if limit == left:
+            raise OverBound from None
+        raise
 
 
 async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any],
-                       folder: Path | None = None) -> Outcome:
+                       folder: Path | None = None, *, max_bytes: int = FILE_ANSWER_BYTES) -> Outcome:
+    """`max_bytes`: what the job's result images may take together."""
     try:
-        return await _read_outcome(client, wf, job, run, _checked(entry, dict, "the entry"), folder)
+        return await _read_outcome(client, wf, job, run, _checked(entry, dict, "the entry"), folder, max_bytes)
     except BackendError as exc:
         return Outcome("failed", f"could not fetch the results: {exc}")
     except Malformed as exc:
         # Not asked again: the same answer would come back, and the job would wait for it until its timeout.
         return Outcome("failed", f"{client.url} answered a history entry for prompt {job.prompt_id} that ComfyUI "
                                  f"never gives: {exc}")
+    except OverBound as exc:
+        return Outcome("failed", str(exc))
 
 
 async def _read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any],
-                        folder: Path | None) -> Outcome:
+                        folder: Path | None, max_bytes: int) -> Outcome:
     failed = _failure(entry, run, job)
     if failed is not None:
         return failed
     outcome = Outcome("completed")
     missing: list[str] = []
+    count = size = 0
+
+    def take(images: int, nbytes: int) -> None:
+        nonlocal count, size
+        count, size = count + images, size + nbytes
+        why = past_bounds(count, size, max_bytes)
+        if why is not None:
+            raise OverBound(why)
+
     outputs = _checked(entry.get("outputs") or {}, dict, "outputs")
     for name in [n for n in job.wanted or wf.outputs if n in wf.outputs]:
         out = wf.outputs[name]
@@ -165,10 +203,20 @@ async def _read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, e
             continue
         if wf.output_class(out) in WEBSOCKET_IMAGE_CLASSES:
             blobs = list(run.frames.get(out.node, []))
+            take(len(blobs), sum(map(len, blobs)))
         else:
             images = _checked(node_out.get("images", []), list, f"{where}['images']")
-            blobs = [await _image(client, folder, _checked_image(img, f"{where}['images'][{i}]"), job.created_at)
-                     for i, img in enumerate(images)]
+            # Counted before any is fetched: a list of a million names is refused without a million requests.
+            take(len(images), 0)
+            blobs = []
+            for i, img in enumerate(images):
+                try:
+                    data = await _image(client, folder, _checked_image(img, f"{where}['images'][{i}]"),
+                                        job.created_at, max_bytes - size)
+                except OverBound:
+                    raise OverBound(past_bounds(count, max_bytes + 1, max_bytes)) from None
+                take(0, len(data))
+                blobs.append(data)
         outcome.images[name] = blobs
         if not blobs:
             missing.append(name)

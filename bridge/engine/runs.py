@@ -20,6 +20,8 @@ class Run:
     current: str | None = None
     fraction: float = 0.0
     frames: dict[str, list[bytes]] = field(default_factory=dict)
+    frame_count: int = 0  # in `frames`, all nodes together
+    frame_bytes: int = 0
     executed: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
     interrupted: bool = False

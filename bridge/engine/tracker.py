@@ -24,7 +24,8 @@ from .dispatcher import Dispatcher
 from .events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart,
                      ExecutionSuccess, Executed, Executing, Preview, Progress)
 from .jobs import JobTable
-from .results import Outcome, entry_from_run, read_outcome
+from .options import EngineOptions
+from .results import Outcome, entry_from_run, past_bounds, read_outcome
 from .retention import comfyui_files
 from .runs import Run, Runs
 
@@ -46,7 +47,8 @@ class Tracker:
                  spawn: Callable[[Coroutine[Any, Any, Any]], None], *, poll_interval: float = 2.0,
                  cancel_grace: float = 5.0, requeue_on_backend_death: bool = False,
                  queue_poll_interval: float = 5.0, queue_timeout: float | None = None,
-                 metadata: str = "infotext", comfyui_output_dirs: Mapping[str, Path] | None = None) -> None:
+                 metadata: str = "infotext", comfyui_output_dirs: Mapping[str, Path] | None = None,
+                 max_output_bytes: int = EngineOptions.max_output_bytes) -> None:
         self.table = table
         self.runs = runs
         self.previews: dict[str, tuple[str, bytes]] = {}
@@ -66,6 +68,7 @@ class Tracker:
         self.comfyui_output_dirs = dict(comfyui_output_dirs or {})
         self.copies = dispatcher.copies  # one remover, for results' copies and uploaded inputs alike
         self._queue_checked: dict[str, float] = {}
+        self.max_output_bytes = max_output_bytes
 
     # ------------------------------------------------------------------ ending a job
     def finish(self, job: Job, status: str, error: str | None) -> None:
@@ -135,7 +138,13 @@ class Tracker:
             wf = self._workflows().get(job.workflow)
             if event.node is not None and wf is not None and event.node in wf.websocket_image_nodes():
                 run.frames.setdefault(event.node, []).append(event.data)
+                run.frame_count, run.frame_bytes = run.frame_count + 1, run.frame_bytes + len(event.data)
                 run.last_event = time.monotonic()
+                why = past_bounds(run.frame_count, run.frame_bytes, self.max_output_bytes)
+                if why is not None:
+                    # At once: the frames go on coming while the prompt runs.
+                    self.spawn(self._interrupt(conn, job.prompt_id))
+                    self.fail(job, f"{why} ({conn.url})")
             elif event.node is None or event.node == run.current:
                 # A sampler's latent preview (ComfyUI started with --preview-method): the newest one is kept, and
                 # announced at most every PREVIEW_EVENT_INTERVAL seconds.
@@ -235,7 +244,8 @@ class Tracker:
         wf = self._workflows()[job.workflow]
         folder = self.comfyui_output_dirs.get(job.backend or "")
         try:
-            outcome = await read_outcome(conn.client, wf, job, self.run_for(job), entry, folder)
+            outcome = await read_outcome(conn.client, wf, job, self.run_for(job), entry, folder,
+                                         max_bytes=self.max_output_bytes)
         except Exception as exc:  # noqa: BLE001 - an answer nobody foresaw fails its job; raised, it would leave the
             # job waiting (finishing, the watchdog never looks again) or break the reconnect that reconciles it
             log.exception("job %s: results of prompt %s not read", job.id, job.prompt_id)
@@ -447,9 +457,13 @@ class Tracker:
             self.spawn(conn.client.delete_from_queue([job.prompt_id]))
         self.fail(job, reason)
 
-    async def _timeout(self, conn: Connection, job: Job) -> None:
+    @staticmethod
+    async def _interrupt(conn: Connection, prompt_id: str | None) -> None:
         with contextlib.suppress(BackendError):
-            await conn.client.interrupt(job.prompt_id)
+            await conn.client.interrupt(prompt_id)
+
+    async def _timeout(self, conn: Connection, job: Job) -> None:
+        await self._interrupt(conn, job.prompt_id)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.table.done_event(job.id).wait(), self.cancel_grace)
         self.fail(job, f"timed out after {job.timeout:g} s")
