@@ -9,7 +9,9 @@ shared/reference/axera_aleaart.md topic B, issue 4 §3).
 - the resolved form `{prompt, steps, cfg_scale, seed, sampler, width, height, tokenId}` of its Python backend,
   which overrides the node's outputs in the same workflow.
 
-Top-level resolved fields also override the on-chain form's values (e.g. `steps` or `width` for a quick preview).
+Top-level resolved fields also override the on-chain form's values (e.g. `steps` or `width` for a quick preview),
+and so do a top-level `paletteId` and `seed` (-1: a new random one); `tokenSeed` sent with `parameters` must derive
+the same struct.
 The answer is synchronous, as AleaArt's Flask backend was: `{success, imageUrl, imageBase64, tokenId, prompt,
 parameters: {steps, cfg_scale, seed, sampler, width, height}}`. `imageUrl` names the job's own stored result
 (`art_token_<tokenId>_<job id>.png`): the image is written once, and deleting or expiring the job removes it.
@@ -18,6 +20,7 @@ With `applyPalette` (or `ALEAART_APPLY_PALETTE=true`) the image is mapped to Pix
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, create_model, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bridge import images as image_io
@@ -64,12 +67,22 @@ class AleaArtSettings(AdapterSettings):
     model_config = SettingsConfigDict(env_prefix="ALEAART_", extra="ignore", env_file_encoding="utf-8",
                                       populate_by_name=True)
 
-    apply_palette: bool = Field(False, description="Map every image that has a paletteId (on chain, or top-level "
-                                                   "with a prompt) to its palette unless a request says "
-                                                   "applyPalette: false.")
+    apply_palette: bool = Field(False, description="Map every image that has a paletteId (on chain, or top-level) "
+                                                   "to its palette unless a request says applyPalette: false.")
     palette_dither: str = Field("none", description="Dither method when the palette is applied (PixartQuantize).")
     checkpoint: str = Field("", description="Checkpoint for AleaArt images; empty: the workflow's, else the first.")
     timeout: float = Field(600.0, gt=0, description="Seconds /generate-image waits for the image.")
+
+    @field_validator("palette_dither")
+    @classmethod
+    def _dither(cls, value: str) -> str:
+        # Checked here, at start-up: left to the engine, every applyPalette request was refused as the client's
+        # 400 naming `palette_dither`, a field no AleaArt request has.
+        from pixart_nodes.core.quantize import DITHER_METHODS
+
+        if value not in DITHER_METHODS:
+            raise ValueError(f"unknown dither method {value!r}; one of {', '.join(DITHER_METHODS)}")
+        return value
 
 
 SETTINGS_KEY = web.AppKey("aleaart_settings", AleaArtSettings)
@@ -136,6 +149,17 @@ class GenerateImageBody(Request):
     webhook: Webhook | None = Field(None, description="Also POST signed messages about the job there (a URL, or "
                                                       "{url, events}); see docs/api/webhooks.md.")
     response_format: ResponseFormat = "b64"
+    # Whether the request asked for a random seed (-1): Seed reads it as None, like an absent seed, and only the
+    # on-chain forms tell the two apart (absent: the token's latentSeed).
+    _random_seed: bool = PrivateAttr(False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _asked_for_random_seed(cls, data: Any, handler: Any) -> Any:
+        body = handler(data)
+        if isinstance(data, Mapping) and isinstance(body, GenerateImageBody):
+            body._random_seed = data.get("seed") is not None and body.seed is None
+        return body
 
     @field_validator("tokenId", mode="before")
     @classmethod
@@ -191,15 +215,29 @@ async def prepare(body: GenerateImageBody, engine: JobEngine, settings: AleaArtS
     params: dict[str, Any]
     palette_id: int | None
     if body.parameters is not None or body.tokenSeed is not None:
+        seeded = None
+        if body.tokenSeed is not None:
+            try:
+                seeded = aleaart.derive_params(aleaart.parse_seed(body.tokenSeed, field="tokenSeed"))
+            except ValueError as exc:
+                raise InvalidParameter("tokenSeed", str(exc)) from None
         if body.parameters is not None:
             render = aleaart.RenderParams(**body.parameters.model_dump())
             params = {"mode": "params"}
+            if seeded is not None and seeded != render:
+                # One of the two is not this token's: rendering either would hide the mistake.
+                name = next(n for n in aleaart.RANGES if getattr(seeded, n) != getattr(render, n))
+                raise InvalidParameter("tokenSeed", f"tokenSeed derives {name} {getattr(seeded, name)}, but "
+                                                    f"parameters.{name} is {getattr(render, name)}: they are not "
+                                                    f"the same token's; send one of them")
         else:
-            try:
-                render = aleaart.derive_params(aleaart.parse_seed(body.tokenSeed, field="tokenSeed"))
-            except ValueError as exc:
-                raise InvalidParameter("tokenSeed", str(exc)) from None
-            params = {"mode": "seed", "token_seed": body.tokenSeed.strip()}
+            render = seeded  # type: ignore[assignment]
+            params = {"mode": "seed", "token_seed": body.tokenSeed.strip()}  # type: ignore[union-attr]
+        if body.paletteId is not None and body.paletteId != render.paletteId:
+            # A top-level override like steps or width. The node derives a seed's struct itself, palette included,
+            # so an overridden one is handed to it as the struct.
+            render = dataclasses.replace(render, paletteId=body.paletteId)
+            params = {"mode": "params"}
         params.update(prompt_index=render.promptIndex, style_index=render.styleIndex,
                       sampler_index=render.samplerIndex, aspect_index=render.aspectIndex, chain_steps=render.steps,
                       chain_cfg=render.cfg, latent_seed=render.latentSeed, palette_id=render.paletteId)
@@ -222,7 +260,7 @@ async def prepare(body: GenerateImageBody, engine: JobEngine, settings: AleaArtS
                                  if getattr(body, k) is not None}
     if body.seed is not None:
         overrides["seed"] = body.seed
-    elif not derived:
+    elif not derived or body._random_seed:
         # AleaArt's backend leaves a missing seed to torch; choosing it here lets the response report it.
         overrides["seed"] = rng.randint(0, 2**32 - 1)
     if body.sampler is not None or not derived:
@@ -244,10 +282,17 @@ async def prepare(body: GenerateImageBody, engine: JobEngine, settings: AleaArtS
     apply = body.applyPalette if body.applyPalette is not None else settings.apply_palette and palette_id is not None
     if apply:
         if palette_id is None:
-            raise InvalidParameter("paletteId", "applyPalette needs a paletteId (in parameters, or top-level with a "
-                                                "prompt)")
+            raise InvalidParameter("paletteId", "applyPalette needs a paletteId (top-level, or in parameters)")
         params.update(palette="on", palette_dither=settings.palette_dither)
-    checkpoint = await resolve_checkpoint(engine, WORKFLOW, body.model, settings.checkpoint)
+    try:
+        checkpoint = await resolve_checkpoint(engine, WORKFLOW, body.model, settings.checkpoint)
+    except NotAvailable as exc:
+        if body.model or not settings.checkpoint:
+            raise
+        # The setting's file, not the request's: a 400 naming `model` would send the client to fix a field it
+        # never sent.
+        raise BridgeError(f"ALEAART_CHECKPOINT names {settings.checkpoint}, which the ComfyUI server does "
+                         f"not have ({exc.message}); a request may name its own model") from None
     if checkpoint is not None:
         params["checkpoint"] = checkpoint
     reported = {k: effective[k] for k in ("steps", "cfg_scale", "seed", "sampler", "width", "height")}
@@ -291,6 +336,10 @@ async def generate_image(request: web.Request, body: GenerateImageBody) -> web.R
                                   f"{exc.going_on()}")
     except ClientGone:
         return DIALECT.error(499, "the client closed the connection; the generation was cancelled")
+    if job.status == "cancelled":
+        # someone else's DELETE /jobs/{id}, or the bridge stopping: the job carries no error of its own
+        return DIALECT.error(500, f"Image generation was cancelled before it finished (job {job.id})"
+                                  + (f": {job.error}" if job.error else ""))
     if job.status != "completed":
         return DIALECT.error(500, f"Image generation {job.status}: {job.error or 'no error message'}")
     if body.response_format == "url":
@@ -335,12 +384,10 @@ async def generated_image(request: web.Request) -> web.StreamResponse:
             return web.Response(body=await engine.read_output(job, "images", 0), content_type="image/png")
         except BridgeError:
             return web.json_response({"error": "Image not found"}, status=404)
-    blobs = engine.blobs
-    url = await blobs.url(image_key(name), 300)
-    if url is not None:
-        raise web.HTTPTemporaryRedirect(url)  # the object store serves the bytes
+    # Served from here, not redirected: a store that presigns links signs one for any key without looking, so
+    # every unknown name left as a link to the bucket's own error page instead of this route's 404.
     try:
-        png = await blobs.get(image_key(name))
+        png = await engine.blobs.get(image_key(name))
     except BlobNotFound:
         return web.json_response({"error": "Image not found"}, status=404)
     return web.Response(body=png, content_type="image/png")
