@@ -18,8 +18,11 @@ line on stderr naming the file or option, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -42,6 +45,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- option types: raising ArgumentTypeError makes argparse name the option ------------------------------------
+
+def _path(text: str) -> str:
+    """A file or folder argument. ``Path("")`` is ".", the working folder: an unset "$OUT" wrote there, an unset
+    "$IN" converted every image in it."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -103,24 +114,54 @@ def _unit_float(text: str) -> float:
 def _palette_spec(text: str):
     """A palette file, a list of hex colours, or a built-in name, in that order of precedence."""
     from .core import palette as pal
-
+    from .core.color import hex_colour
     from .core.palette_files import FORMATS
 
     path = Path(text)
     try:
-        is_file = path.is_file()
+        exists = path.exists()
+        is_dir = exists and path.is_dir()
     except OSError:  # a name too long to be a file (ENAMETOOLONG): a hex list of 32+ colours is one
-        is_file = False
+        exists = is_dir = False
+    looks_like_path = path.suffix.lower().lstrip(".") in FORMATS or "/" in text or "\\" in text
     try:
-        if is_file:
+        if exists and not is_dir:  # a file, or a pipe: `--palette <(curl ...)` is /dev/fd/63
             return pal.load_palette_file(text)
-        if path.suffix.lower().lstrip(".") in FORMATS or "/" in text or "\\" in text:
-            raise ValueError(f"{text}: no such palette file")  # not a name nor a colour list gone wrong
-        if any(c in text for c in "#,; ") or text.lower().startswith("0x"):
+        if looks_like_path:  # not a name nor a colour list gone wrong
+            raise ValueError(f"{text}: {'is a folder, not a palette file' if is_dir else 'no such palette file'}")
+        words = text.split()
+        # "pico 8" and "Sweetie 16" are names (spaces are ignored in names); "fab ace 000" is three colours
+        if any(c in text for c in "#,;") or text.lower().startswith("0x") or all(hex_colour(w) for w in words):
             return pal.palette_from_hex(text)
         return pal.named_palette(text)
     except (ValueError, OSError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` is where standard output goes (``/dev/stdout``, ``/dev/fd/1``, the file it is redirected to),
+    so that a summary line printed after the data does not join it: ``pixart rgb565 a.png /dev/stdout | nc ...``."""
+    try:
+        here, there = os.fstat(sys.stdout.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real stdout (captured), no file
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _say(path: Path, line: str) -> None:
+    """A summary line about the file ``path`` just written, unless that file is standard output itself."""
+    if not _is_stdout(path):
+        print(line)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``b`` names the file ``a`` (through links, or not written yet: then by its resolved path)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return os.path.realpath(a) == os.path.realpath(b)
+    except (OSError, ValueError):
+        return False
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -170,7 +211,7 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
             failed += 1
             (bar.write if bar is not None else print)(f"pixart {desc}: error: {message}", file=sys.stderr)
             continue
-        if not quiet and not folder:
+        if not quiet and not folder and not _is_stdout(dst):
             print(line)
     if bar is not None:
         bar.close()
@@ -301,8 +342,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             raise CliError(f"{dst_path}: {exc}") from None
         imageio.write_file(dst_path, data)
         if not args.quiet:
-            print(f"{dst_path}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}, one palette of "
-                  f"{len(palette)} colours ({palette.name})")
+            _say(dst_path, f"{dst_path}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}, one "
+                           f"palette of {len(palette)} colours ({palette.name})")
         return 0
     if not args.quiet:
         print(f"convert: one palette of {len(palette)} colours from {len(prepared)} images")
@@ -321,6 +362,13 @@ def _cmd_rgb565(args: argparse.Namespace) -> int:
     jobs, folder = _jobs(Path(args.input), Path(args.output), ".bin")
 
     def work(src: Path, dst: Path) -> str:
+        # the frame is raw bytes: written as OUT.png it replaced the picture when OUT was IN, or made a ".png" no
+        # viewer opens
+        if dst.suffix.lower() in imageio.IMAGE_SUFFIXES:
+            raise CliError(f"{dst}: rgb565 writes raw frames, not {dst.suffix} images; name it .bin "
+                           f"(rgb565-preview makes an image of a frame)")
+        if _same_file(src, dst):
+            raise CliError(f"{dst}: OUT is IN; the raw frame would replace the image")
         img = rgb565.composite(imageio.read_image(src), None, args.background)
         framed = rgb565.fit(img, width, height, args.mode, args.background, resample=args.resample)
         data = rgb565.to_rgb565(framed, byte_order=args.byte_order, invert=args.invert, dither=args.dither)
@@ -348,7 +396,7 @@ def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
     img = _enlarge(img, args.scale)
     imageio.write_image(dst, img)
     if not args.quiet:
-        print(f"{dst}: {img.shape[1]}x{img.shape[0]}")
+        _say(dst, f"{dst}: {img.shape[1]}x{img.shape[0]}")
     return 0
 
 
@@ -368,7 +416,7 @@ def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int 
         except ValueError as exc:
             raise CliError(str(exc)) from None
         if not quiet:
-            print(f"{output}: {len(p)} colours")
+            _say(Path(output), f"{output}: {len(p)} colours")
     else:
         if fmt in ("act", "png"):
             raise CliError(f"{fmt} is binary: give -o FILE.{fmt}")
@@ -379,6 +427,8 @@ def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int 
 def _cmd_palette(args: argparse.Namespace) -> int:
     from .core import palette as pal
 
+    if args.output and _same_file(Path(args.image), Path(args.output)):
+        raise CliError(f"{args.output}: -o is IMAGE; the palette would replace the picture it comes from")
     img = imageio.read_image(args.image)
     p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed, dither=args.for_dithering)
     p = pal.Palette(args.name or Path(args.image).stem, p.colors)
@@ -439,7 +489,7 @@ def _cmd_aleaart(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise CliError(f"--params: {text[1:]}: cannot read ({exc.strerror or exc})") from None
             try:
-                text = data.decode("utf-8")
+                text = data.decode("utf-8-sig")  # Notepad starts its UTF-8 with a BOM, which json refuses
             except UnicodeDecodeError:
                 raise CliError(f"--params: {text[1:]}: not UTF-8 text") from None
         try:
@@ -472,6 +522,8 @@ def _cmd_snap(args: argparse.Namespace) -> int:
     from .core import snap as sn
 
     jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
+    if args.json not in (None, "-") and any(_same_file(p, Path(args.json)) for job in jobs for p in job):
+        raise CliError(f"--json {args.json}: is an image this command reads or writes; name another file")
     report: dict[str, dict] = {}
     width, height = args.cell_size if args.cell_size else (None, None)
 
@@ -490,8 +542,8 @@ def _cmd_snap(args: argparse.Namespace) -> int:
         text = json.dumps(report if folder else next(iter(report.values()), {}), indent=1)
         if args.json == "-":
             print(text)
-        else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
+        else:  # as the images are written: its folders made, a complete file or none
+            imageio.write_file(args.json, (text + "\n").encode("utf-8"))
     return code
 
 
@@ -522,13 +574,14 @@ def _add_snap_parser(sub, common: argparse.ArgumentParser) -> None:
                        description="Detect the pixel grid of enlarged or AI-made pixel art (cell size per axis, "
                                    "offset, drift) and write one pixel per cell. Images without a grid are "
                                    "written unchanged, with a message saying so.")
-    n.add_argument("input", metavar="IN", help="image file or folder of images")
-    n.add_argument("output", metavar="OUT", help="output image or folder (PNG files)")
+    n.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
+    n.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files)")
     n.add_argument("--cell-size", type=_cell_size, help="known cell size W or WxH in pixels (offset still found)")
     n.add_argument("--min-size", type=float, default=2.0, help="smallest cell size to consider (default 2)")
     n.add_argument("--max-size", type=float, default=None, help="largest cell size (default a third of the image)")
     n.add_argument("--scale", type=_positive_int, default=1, help="enlarge the result N times (nearest neighbour)")
-    n.add_argument("--json", metavar="FILE", help="write the detected grid(s) as JSON to FILE ('-' = stdout)")
+    n.add_argument("--json", metavar="FILE", type=_path,
+                   help="write the detected grid(s) as JSON to FILE ('-' = stdout)")
     n.set_defaults(func=_cmd_snap)
 
 
@@ -537,8 +590,8 @@ def _add_cleanup_parser(sub, common: argparse.ArgumentParser) -> None:
                        description="Clean pixel art at its true resolution: merge near-duplicate shades, replace "
                                    "rare colours, remove isolated pixels and single-pixel jaggies, make the "
                                    "background transparent. Dither patterns are kept.")
-    c.add_argument("input", metavar="IN", help="image file or folder of images")
-    c.add_argument("output", metavar="OUT", help="output image or folder (PNG files)")
+    c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
+    c.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files)")
     c.add_argument("--merge", type=float, default=0.03, help="OKLab distance for near-duplicate colours (0 = off)")
     c.add_argument("--rare", type=_unit_float, default=0.0, help="replace colours under this share of pixels")
     c.add_argument("--no-isolated", action="store_true", help="keep isolated pixels")
@@ -567,8 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pixelate (downscale) and/or map to a palette, optionally dithered. A folder IN "
                                    "and an OUT ending in .gif make one animated GIF of every image, sharing one "
                                    "palette.")
-    c.add_argument("input", metavar="IN", help="image file or folder of images")
-    c.add_argument("output", metavar="OUT", help="output image (format from its suffix) or folder (PNG files)")
+    c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
+    c.add_argument("output", metavar="OUT", type=_path,
+                   help="output image (format from its suffix) or folder (PNG files)")
     c.add_argument("--pixel-size", type=_positive_int, help="pixelate with blocks of N x N pixels")
     c.add_argument("--size", type=_size, help="pixelate to exactly WxH pixels (e.g. 64x64)")
     c.add_argument("--method", choices=pixelate.METHODS, default="box", help="colour of each block (default box)")
@@ -606,8 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rgb565", parents=[common], help="raw RGB565 frames for small LCDs (Pico / ST7789)",
                        description="Convert images to raw RGB565 frames (240x240 -> 115,200 bytes).")
-    r.add_argument("input", metavar="IN", help="image file or folder of images")
-    r.add_argument("output", metavar="OUT", help="output .bin file, or folder for a folder IN")
+    r.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
+    r.add_argument("output", metavar="OUT", type=_path, help="output .bin file, or folder for a folder IN")
     r.add_argument("--size", type=_size, default=(240, 240), help="frame size WxH (default 240x240)")
     r.add_argument("--mode", choices=rgb565.FIT_MODES, default="stretch", help="how to fit (default stretch)")
     r.add_argument("--byte-order", choices=rgb565.BYTE_ORDERS, default="big", help="default big (ST7789)")
@@ -619,8 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("rgb565-preview", parents=[common], help="unpack an RGB565 frame into a PNG",
                        description="Unpack a raw RGB565 frame into an image, as the LCD shows it.")
-    v.add_argument("input", metavar="IN", help="raw .bin frame")
-    v.add_argument("output", metavar="OUT", help="output image (PNG)")
+    v.add_argument("input", metavar="IN", type=_path, help="raw .bin frame")
+    v.add_argument("output", metavar="OUT", type=_path, help="output image (PNG)")
     v.add_argument("--size", type=_size, default=(240, 240), help="frame size WxH (default 240x240)")
     v.add_argument("--byte-order", choices=rgb565.BYTE_ORDERS, default="big", help="default big")
     v.add_argument("--inverted", action="store_true", help="the frame was packed with --invert")
@@ -629,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("palette", parents=[common], help="extract a palette from an image",
                        description="Extract a palette from an image; prints .hex lines or a GIMP .gpl palette.")
-    p.add_argument("image", metavar="IMAGE", help="image file")
+    p.add_argument("image", metavar="IMAGE", type=_path, help="image file")
     p.add_argument("--colors", type=_colour_count, default=16, help="number of colours (default 16)")
     p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
@@ -640,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
                    help="standard output format: hex (Lospec), gpl (GIMP/Aseprite), pal (JASC), txt (paint.net)")
     p.add_argument("--name", help="palette name written into the file (default: image name)")
-    p.add_argument("-o", "--output", help="write to this file (.hex .gpl .pal .act .txt .png) instead")
+    p.add_argument("-o", "--output", type=_path, help="write to this file (.hex .gpl .pal .act .txt .png) instead")
     p.set_defaults(func=_cmd_palette)
 
     pf = sub.add_parser("palette-file", parents=[common], help="convert a palette file to another format",
@@ -648,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "built-in name or a hex list) and write it in another format, in the same "
                                     "order.")
     pf.add_argument("palette", metavar="PALETTE", type=_palette_spec, help="palette file, name or hex list")
-    pf.add_argument("-o", "--output", help="output file; the format comes from its suffix")
+    pf.add_argument("-o", "--output", type=_path, help="output file; the format comes from its suffix")
     pf.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
                     help="standard output format when no -o is given")
     pf.add_argument("--block", type=_positive_int, default=1, help="PNG strip: swatch size in pixels (default 1)")
@@ -681,20 +735,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_stdout() -> None:
+    """Outside Python's UTF-8 mode (a UTF-8 locale such as en_US.UTF-8) stdout is strict: a file name that is not
+    UTF-8 (a lone surrogate in Python) failed the summary line after its file was written, exit 2. It is written
+    escaped instead, as stderr writes it."""
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        try:
+            sys.stdout.reconfigure(errors="backslashreplace")
+        except (ValueError, OSError, io.UnsupportedOperation):
+            pass
+
+
+def _warning_printer(prog: str):
+    """Warnings as one line each (Python's own format adds the source line that issued them), above the progress
+    bar when one is drawn."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = f"{prog}: warning: {' '.join(str(message).split())}"
+        if "tqdm" in sys.modules:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"pixart {args.command}"
-    try:
-        return int(args.func(args))
-    except (CliError, ValueError, OSError) as exc:
-        # ImageReadError and the core modules' ValueErrors already name the file or the field
-        message = str(exc) if not isinstance(exc, OSError) or not exc.filename else f"{exc.filename}: {exc.strerror}"
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    _tolerant_stdout()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", imageio.FramesDropped)  # one per file, not one per run
+        warnings.showwarning = _warning_printer(prog)
+        try:
+            code = int(args.func(args))
+            sys.stdout.flush()  # a reader that left is found here, not while Python exits (a second message)
+            return code
+        except BrokenPipeError:
+            # the reader of stdout stopped (`pixart palettes --json | head`): "error: [Errno 32] Broken pipe" and
+            # exit 2 made a usual pipeline look like a failed command; stop quietly, as Unix tools do (128 + SIGPIPE)
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, io.UnsupportedOperation):
+                pass
+            return 141
+        except (CliError, ValueError, OSError) as exc:
+            # ImageReadError and the core modules' ValueErrors already name the file or the field
+            message = (str(exc) if not isinstance(exc, OSError) or not exc.filename
+                       else f"{exc.filename}: {exc.strerror}")
+            print(f"{prog}: error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

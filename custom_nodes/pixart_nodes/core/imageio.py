@@ -1,19 +1,24 @@
 """Reading and writing image files for the command line and the documentation pictures (Pillow)."""
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".tif", ".tiff")
 # the longest side each format stores (16-bit header fields, libjpeg's and libwebp's limits): checked before
 # encoding, since past them Pillow raises struct errors or libjpeg prints its own line on stderr
 MAX_SIDE = {"GIF": 65_535, "TGA": 65_535, "JPEG": 65_500, "WEBP": 16_383}
+# Pillow writes WebP lossy by default: a picture mapped to the 16 PICO-8 colours came out with 898 colours, none of
+# them PICO-8's
+_SAVE_OPTIONS = {"WEBP": {"lossless": True}}
 
 
 class ImageReadError(ValueError):
@@ -21,7 +26,16 @@ class ImageReadError(ValueError):
 
 
 class ImageWriteError(ValueError):
-    """An image file could not be written; the message names the file."""
+    """An output file could not be written; the message names the file."""
+
+
+class FramesDropped(UserWarning):
+    """An animated or multi-page image was read as its first frame; the message names the file."""
+
+
+# the formats whose further frames are more pictures (an animation, pages): a phone's MPO JPEG holds a preview
+# after its photo and a PSD its layers after the composite, which the first frame already is
+_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF", "FLI")
 
 
 class FileTooLarge(ValueError):
@@ -54,7 +68,8 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
     """
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
             # between pixel_limit() and twice that Pillow only warns and decodes: refused here instead, naming the
             # file, as the command line refuses making such an image
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -63,12 +78,15 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
                 if im.width * im.height > limit:
                     raise ImageReadError(f"{path}: too many pixels to read ({im.width}x{im.height} is "
                                          f"{im.width * im.height:,} pixels, over {limit:,})")
-                im.load()
                 fmt = im.format
-                im = narrow_grey(ImageOps.exif_transpose(im), fmt)
+                frames = _frame_count(im)
+                if frames != 1:
+                    im.seek(0)
+                im.load()
+                im = narrow_grey(_upright(im), fmt)
                 has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
                 mode = "RGBA" if has_alpha and keep_alpha else "RGB"
-                return np.asarray(im.convert(mode), dtype=np.uint8).copy()
+                arr = np.asarray(im.convert(mode), dtype=np.uint8).copy()
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -79,8 +97,46 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
         raise ImageReadError(f"{path}: permission denied") from None
     except Image.DecompressionBombError as exc:  # not an OSError: it ended the command with a traceback
         raise ImageReadError(f"{path}: too many pixels to read ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+            struct.error) as exc:  # the last four: Pillow's seek back to the first frame of a damaged animation
         raise ImageReadError(f"{path}: not a readable image ({exc})") from None
+    # Pillow's own warnings ("Corrupt EXIF data ...") name no file, come once per reading of a tag (a TIFF's three
+    # times), and came before the error of a file that then failed: said once each, naming the file, only for a file
+    # that was read
+    for message, category in dict.fromkeys((str(w.message), w.category) for w in said):
+        warnings.warn(f"{path}: {message}", category, stacklevel=2)
+    if frames != 1:  # the rest were dropped without a word: a 3-frame GIF in, a still GIF out
+        what = f"{frames} frames" if frames > 1 else "animated, the frames after the first unreadable"
+        warnings.warn(FramesDropped(f"{path}: {what}; only the first is read"), stacklevel=2)
+    return arr
+
+
+# EXIF orientation -> the transposition that shows the picture upright (ImageOps.exif_transpose's table)
+_ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_90}
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The picture as a viewer shows it, by its EXIF orientation. ImageOps.exif_transpose also rewrites the EXIF
+    without the orientation, and a damaged tag (a text where a number belongs) made that rewrite raise struct.error
+    or TypeError, a traceback for a picture that reads; the EXIF is not kept here, so it is not rewritten."""
+    try:
+        method = _ORIENTATIONS.get(im.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - an EXIF block that cannot be parsed says nothing about the orientation
+        method = None
+    return im.transpose(method) if method is not None else im
+
+
+def _frame_count(im: Image.Image) -> int:
+    """Frames of an animation or pages of a file, 1 for a still image, -1 when the file is cut short or damaged
+    after its first frame (Pillow's count raised there, and that frame still reads)."""
+    if im.format not in _FRAME_FORMATS:
+        return 1
+    try:
+        return im.n_frames if getattr(im, "is_animated", False) else 1
+    except Exception:  # noqa: BLE001 - Pillow's seek raises IndexError (GIF), TypeError (TIFF), ... on damage there
+        return -1
 
 
 def pixel_limit() -> int:
@@ -131,7 +187,9 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    fmt = Image.registered_extensions().get(suffix)
+    # only the formats read back (IMAGE_SUFFIXES): Pillow's other writers change the picture (an ICO shrinks it to
+    # icon sizes, 48x32 to 16x11; an ICNS scales it to 1024x1024) or make files no command here opens (PDF, EPS)
+    fmt = Image.registered_extensions().get(suffix) if suffix in IMAGE_SUFFIXES else None
     if fmt is None or fmt not in Image.SAVE:
         raise ImageWriteError(f"{path}: cannot write {f'{suffix!r} files' if suffix else 'a name without a suffix'};"
                               f" the suffix gives the format ({' '.join(IMAGE_SUFFIXES)})")
@@ -146,7 +204,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
         im = im.convert("RGB")
     out = io.BytesIO()
     try:
-        im.save(out, format=fmt, optimize=fmt == "PNG")
+        im.save(out, format=fmt, optimize=fmt == "PNG", **_SAVE_OPTIONS.get(fmt, {}))
     except (ValueError, OSError, struct.error, OverflowError) as exc:
         raise ImageWriteError(f"{path}: cannot write as {fmt} ({exc})") from None
     write_file(path, out.getvalue())
@@ -154,15 +212,38 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
 
 def write_file(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a file beside ``path`` and move it over ``path`` (its folders made): an existing file, the
-    input itself when OUT is IN, is replaced only by a complete one, never left cut short by a failed write."""
+    input itself when OUT is IN, is replaced only by a complete one, never left cut short by a failed write.
+
+    A symbolic link is followed (the file it names is replaced, the link stays); a pipe or device (``/dev/stdout``,
+    a FIFO) is written to as it is. Failures are ImageWriteError naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        part.write_bytes(data)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            # moving a file over it put a plain file in the pipe's place (as root, over /dev/stdout or /dev/null)
+            with open(path, "wb") as f:
+                f.write(data)
+            return
+        target = Path(os.path.realpath(path))  # moved over a link, the file replaced the link, not what it names
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a folder of the path is: mkdir's words would be "File exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+        # the name's start only: a whole name of 244 to 255 bytes, which the disk takes, made a part name it refused
+        # ("File name too long"); 40 characters are at most 160 bytes
+        part = target.with_name(f".{target.name[:40]}.{os.getpid()}.part")
+        try:
+            part.write_bytes(data)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+    except OSError as exc:
+        # the OSError named the hidden .part file, or only a folder, and the caller then blamed the input
+        raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -21,12 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .imageio import FileTooLarge, read_bounded
+from .imageio import FileTooLarge, narrow_grey, read_bounded
 from .color import hex_colour
 from .palette import MAX_COLORS, Palette, add_colour, quote
 
 FORMATS = ("hex", "gpl", "pal", "act", "txt", "png")
 _ACT_SIZE = 768  # 256 RGB triplets; Photoshop appends a count and a transparent index (4 bytes) when < 256
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# decimal fields as GIMP and JASC programs write and read them; int() also takes signs, "1_0" and other scripts'
+# digits ("\u0661\u0662" is 12), which no such program writes
+_DECIMAL = re.compile(r"[0-9]+")
 # a 256-colour .gpl with names is about 20 KB and a Lospec PNG strip a few KB: a file over this is not a palette,
 # and reading it whole would cost memory in proportion to whatever was sent
 MAX_FILE_BYTES = 1 << 20
@@ -49,10 +53,9 @@ def _lines(data: bytes, where: str) -> list[str]:
 def _decimal_rgb(line: str, where: str, shape: str) -> tuple[int, int, int]:
     """'R G B [anything]' in decimal, each 0..255 (GIMP and JASC colour lines)."""
     parts = line.split(None, 3)
-    try:
-        r, g, b = (int(p) for p in parts[:3])
-    except ValueError:
-        raise ValueError(f"{where}: expected {shape} with decimal values, got {quote(line)}") from None
+    if len(parts) < 3 or not all(_DECIMAL.fullmatch(p) for p in parts[:3]):
+        raise ValueError(f"{where}: expected {shape} with decimal values, got {quote(line)}")
+    r, g, b = (int(p) for p in parts[:3])
     if not all(0 <= v <= 255 for v in (r, g, b)):
         raise ValueError(f"{where}: colour values must be 0..255, got {quote(line)}")
     return r, g, b
@@ -93,10 +96,9 @@ def parse_hex_lines(lines: Sequence[str], where: str) -> list[tuple[int, int, in
 def parse_jasc(lines: Sequence[str], where: str) -> list[tuple[int, int, int]]:
     if len(lines) < 3 or lines[0].strip() != "JASC-PAL":
         raise ValueError(f"{where}: line 1: expected 'JASC-PAL' header")
-    try:
-        count = int(lines[2].strip())
-    except ValueError:
-        raise ValueError(f"{where}: line 3: expected the number of colours, got {quote(lines[2].strip())}") from None
+    if not _DECIMAL.fullmatch(lines[2].strip()):
+        raise ValueError(f"{where}: line 3: expected the number of colours, got {quote(lines[2].strip())}")
+    count = int(lines[2].strip())
     rgb = []
     for n, raw in enumerate(lines[3:], 4):
         if not raw.strip():
@@ -197,7 +199,8 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
         # palette without decoding it (Pillow stores such an image a row at a time: 500 MB)
         _check_cells(where, im.width, im.height, math.gcd(im.width, im.height))
         try:
-            rgba = np.ascontiguousarray(im.convert("RGBA"))
+            # a 16-bit grey strip: Pillow's convert clips every value over 255, so each swatch read as white
+            rgba = np.ascontiguousarray(narrow_grey(im).convert("RGBA"))
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"{where}: not a readable image ({exc})") from None
     h, w = rgba.shape[:2]
@@ -229,7 +232,7 @@ def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
     name: str | None = None
     if ext == "act":
         rgb = parse_act(data, where)
-    elif ext == "png":
+    elif ext == "png" or data.startswith(_PNG_MAGIC):  # a strip from a pipe (/dev/fd/63) has no suffix
         rgb = parse_png(data, where)
     elif data[:4] == b"RIFF" and data[8:12] == b"PAL ":
         rgb = parse_riff_pal(data, where)
@@ -250,11 +253,14 @@ def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
 # ------------------------------------------------------------------------------------------------ writers
 # every character str.splitlines breaks at (what the readers split with)
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _header_name(name: str) -> str:
     """The palette name as it goes into a header line: a line break in it would start a line of its own there,
-    read back as a colour (or as an error)."""
+    read back as a colour (or as an error). A lone surrogate (a name from a file name that is not UTF-8) cannot be
+    encoded: it becomes U+FFFD."""
+    name = _SURROGATES.sub("\ufffd", name)
     return _LINE_BREAKS.sub(" ", name).strip()
 
 

@@ -752,6 +752,11 @@ def snap(img: np.ndarray | list[np.ndarray], *, min_size: float = MIN_SIZE, max_
     if min(h, w) < 4:
         res = [SnapResult(a, False, message=f"image {w}x{h} is too small to hold a grid") for a in images]
         return res[0] if single else res
+    for name, size, side in (("cell_width", cell_width, w), ("cell_height", cell_height, h)):
+        # the edge tracker's smoothing kernel is sized by the cell: 1e9 asked for 72 GB (a MemoryError), 1e7 for
+        # hundreds of MB and seconds, and any cell over the image made one cell of all of it
+        if size is not None and size > side:
+            raise ValueError(f"{name}: {size:g} pixels is larger than the image ({w}x{h})")
     px, py = edge_profiles(images)
     gx = detect_axis(px, smin=min_size, smax=max_size, size=cell_width)
     gy = detect_axis(py, smin=min_size, smax=max_size, size=cell_height)
