@@ -303,10 +303,12 @@ class ComfyClient:
                             expect_json=False)
 
     async def view(self, filename: str, subfolder: str = "", type_: str = "output", *,
-                   limit: int = FILE_ANSWER_BYTES) -> bytes:
+                   limit: int | None = None) -> bytes:
+        """One file, at most `limit` bytes (FILE_ANSWER_BYTES)."""
         return await self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder,
                                                            "type": type_}, expect_json=False,
-                                   limit=limit, timeout=aiohttp.ClientTimeout(total=120))
+                                   limit=FILE_ANSWER_BYTES if limit is None else limit,
+                                   timeout=aiohttp.ClientTimeout(total=120))
 
     async def upload_image(self, data: bytes, filename: str, *, overwrite: bool = True) -> str:
         """Upload into the input folder; returns the name LoadImage must use (with subfolder when set)."""
