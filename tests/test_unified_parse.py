@@ -191,6 +191,10 @@ class ScriptedEngine:
     async def request_cost(self, jobs):
         self.costed = list(jobs)
 
+    async def check_room(self):
+        if self.behaviour == "queue_full":
+            raise QueueFull(7.2)
+
     async def submit(self, workflow, params, meta=None, **kwargs):
         if self.behaviour == "queue_full":
             raise QueueFull(7.2)
