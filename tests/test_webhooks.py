@@ -634,86 +634,75 @@ async def _slow_receiver(tmp_path):
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def _backlog(tmp_path, count: int):
+    """(hooks, store, answer, sent): `count` messages to a receiver that hangs until `answer` is set, due in the
+    store of webhooks whose delivery loop runs."""
+    from bridge import webhooks as wh
+    from bridge.store import Delivery, Job
+
+    answer, sent, send = _hanging_receivers()
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4))
+    loop = None
+    try:
+        await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
+        for i in range(count):
+            await store.save_delivery(Delivery(id=f"d{i}", job_id="h", url="http://hangs.example/hook",
+                                               event="job.progress", payload="{}", created_at=time.time(),
+                                               next_at=time.time()))
+        loop = asyncio.create_task(hooks.run())
+        yield hooks, store, answer, sent
+    finally:
+        answer.set()
+        if loop is not None:
+            loop.cancel()
+        await hooks.stop()
+        await store.close()
+
+
+async def _until_delivered(hooks, store, count: int, timeout: float) -> None:
+    async def delivered() -> int:
+        await hooks.write_settled()
+        return sum(d.status == "delivered" for d in await store.deliveries_for("h"))
+
+    deadline = time.monotonic() + timeout
+    while await delivered() < count:
+        assert time.monotonic() < deadline, f"{await delivered()} of {count} delivered"
+        await asyncio.sleep(0.1)
+
+
 async def test_a_message_that_waited_for_its_slot_past_its_claim_is_still_sent(tmp_path, monkeypatch):
     """A message waiting for a hanging host's slot longer than its claim's hold (40 s by default: the 17th message
     to a host that never answers) was claimed again by the delivery loop, which passed over it as in flight here;
     when its slot came its own claim had moved on, it took itself for another replica's and gave up, and stayed
     "in flight" for good: never sent by this bridge."""
     from bridge import webhooks as wh
-    from bridge.store import Delivery, Job
 
     monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 0.5))
-    answer, sent, send = _hanging_receivers()
-    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4))
-    loop = None
-    try:
-        await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
-        for i in range(12):
-            await store.save_delivery(Delivery(id=f"d{i}", job_id="h", url="http://hangs.example/hook",
-                                               event="job.progress", payload="{}", created_at=time.time(),
-                                               next_at=time.time()))
-        loop = asyncio.create_task(hooks.run())
+    async with _backlog(tmp_path, 12) as (hooks, store, answer, sent):
         await until(lambda: sent.count("http://hangs.example/hook") == 4, 3, "four messages sent")
         await asyncio.sleep(1.5)  # the claims of the eight waiting ran out and were taken again
         answer.set()
-
-        async def delivered() -> int:
-            await hooks.write_settled()
-            return sum(d.status == "delivered" for d in await store.deliveries_for("h"))
-
-        deadline = time.monotonic() + 10
-        while await delivered() < 12:
-            assert time.monotonic() < deadline, f"{await delivered()} of 12 delivered"
-            await asyncio.sleep(0.1)
-    finally:
-        answer.set()
-        if loop is not None:
-            loop.cancel()
-        await hooks.stop()
-        await store.close()
+        await _until_delivered(hooks, store, 12, 10)
 
 
 async def test_messages_for_a_hanging_receiver_wait_in_the_store_past_a_bound(tmp_path, monkeypatch):
     """Due messages for a receiver that never answers are held in memory up to WAITING_PER_KEY (every one of them
-    was: 5,000 took 27 MB); the others stay claimed in the store, are due again when the claim runs out, and all go
-    out once the receiver answers. Another receiver's message goes out meanwhile."""
+    was: 5,000 took 42.6 MB); the others stay claimed in the store, are due again when the claim runs out, and all
+    go out once the receiver answers. Another receiver's message goes out meanwhile."""
     from bridge import webhooks as wh
-    from bridge.store import Delivery, Job
 
     monkeypatch.setattr(wh, "WAITING_PER_KEY", 16)
     monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 1.0))  # claims run out after a second
-    answer, sent, send = _hanging_receivers()
-    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4))
-    loop = None
-    try:
-        await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
-        for i in range(100):
-            await store.save_delivery(Delivery(id=f"d{i}", job_id="h", url="http://hangs.example/hook",
-                                               event="job.progress", payload="{}", created_at=time.time(),
-                                               next_at=time.time()))
-        loop = asyncio.create_task(hooks.run())
+    async with _backlog(tmp_path, 100) as (hooks, store, answer, sent):
         await until(lambda: len(hooks._tasks) == 16, 3, "16 messages in memory")
         await asyncio.sleep(1.5)  # claims ran out and were taken again meanwhile
         assert len(hooks._tasks) == 16 and sent.count("http://hangs.example/hook") == 4
         await _ended(store, hooks, "other", "http://answers.example/hook")
         await until(lambda: "http://answers.example/hook" in sent, 3, "the other receiver's message")
         answer.set()
-
-        async def delivered() -> int:
-            await hooks.write_settled()
-            return sum(d.status == "delivered" for d in await store.deliveries_for("h"))
-
-        deadline = time.monotonic() + 20
-        while await delivered() < 100:
-            assert time.monotonic() < deadline, f"{await delivered()} of 100 delivered"
-            await asyncio.sleep(0.1)
+        await _until_delivered(hooks, store, 100, 20)
         assert sent.count("http://hangs.example/hook") == 100  # each once
-    finally:
-        answer.set()
-        if loop is not None:
-            loop.cancel()
-        await hooks.stop()
-        await store.close()
 
 
 async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_the_end(tmp_path):
