@@ -26,17 +26,30 @@ P = {"prompt": "a cat", "seed": 5, "steps": 3, "width": 64, "height": 64}
 
 
 @pytest_asyncio.fixture
-async def engine(tmp_path: Path, comfy_double: ComfyDouble):
+async def make_engine(tmp_path: Path, comfy_double: ComfyDouble):
+    """Engines over txt2img and txt2img_ws (its images come as websocket frames), with the options given."""
     wf_dir = tmp_path / "workflows"
     wf_dir.mkdir()
     for name in ("txt2img.json", "txt2img.manifest.json"):
         shutil.copy(WORKFLOWS / name, wf_dir)
-    eng = JobEngine([comfy_double.url], tmp_path / "data", wf_dir, poll_interval=0.5, reconnect_max_delay=0.5)
-    await eng.start()
-    try:
-        yield eng
-    finally:
+    add_websocket_variant(wf_dir)
+    engines: list[JobEngine] = []
+
+    async def make(**knobs: Any) -> JobEngine:
+        eng = JobEngine([comfy_double.url], tmp_path / "data", wf_dir, poll_interval=0.5, reconnect_max_delay=0.5,
+                        **knobs)
+        await eng.start()
+        engines.append(eng)
+        return eng
+
+    yield make
+    for eng in engines:
         await eng.stop()
+
+
+@pytest_asyncio.fixture
+async def engine(make_engine: Any) -> JobEngine:
+    return await make_engine()
 
 
 def corrupt_history(double: ComfyDouble, change: Any) -> None:
@@ -401,37 +414,15 @@ async def test_an_error_message_no_database_keeps_as_text_still_ends_the_job(bri
 
 
 # ---------------------------------------------------------------------- more result images than a job may have
-@pytest_asyncio.fixture
-async def bounded_engine(tmp_path: Path, comfy_double: ComfyDouble):
-    """An engine whose jobs' result images may take `max_output_bytes` together; txt2img_ws sends them as frames."""
-    wf_dir = tmp_path / "workflows"
-    wf_dir.mkdir()
-    for name in ("txt2img.json", "txt2img.manifest.json"):
-        shutil.copy(WORKFLOWS / name, wf_dir)
-    add_websocket_variant(wf_dir)
-    engines: list[JobEngine] = []
-
-    async def make(max_output_bytes: int) -> JobEngine:
-        eng = JobEngine([comfy_double.url], tmp_path / "data", wf_dir, poll_interval=0.5, reconnect_max_delay=0.5,
-                        max_output_bytes=max_output_bytes)
-        await eng.start()
-        engines.append(eng)
-        return eng
-
-    yield make
-    for eng in engines:
-        await eng.stop()
-
-
 @pytest.mark.parametrize("workflow", ["txt2img", "txt2img_ws"], ids=["history", "frames"])
-async def test_result_images_past_the_jobs_bytes_fail_it_naming_the_bound(bounded_engine, comfy_double, workflow):
+async def test_result_images_past_the_jobs_bytes_fail_it_naming_the_bound(make_engine, comfy_double, workflow):
     """A ComfyUI that sends (or lists) image after image for one prompt fails its job at the bound, each image alone
     under the 2 GiB one answer may have; before, the bridge held every one of them."""
-    roomy = await bounded_engine(10 ** 6)
+    roomy = await make_engine(max_output_bytes=10 ** 6)
     job = await roomy.wait((await roomy.submit(workflow, {**P, "batch_size": 2})).id, timeout=15)
     assert job.status == "completed", job.error
     await roomy.stop()
-    eng = await bounded_engine(100)
+    eng = await make_engine(max_output_bytes=100)
     job = await eng.wait((await eng.submit(workflow, {**P, "batch_size": 2})).id, timeout=15)
     assert job.status == "failed", job.error
     assert "more than 100 bytes of result images" in job.error and "BRIDGE_MAX_OUTPUT_BYTES" in job.error, job.error
