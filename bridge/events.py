@@ -40,6 +40,9 @@ class EventStreams:
         self._queues: dict[Stream, str | None] = {}
         self._per_client: collections.Counter[str | None] = collections.Counter()
         self._encoded: dict[int, tuple[dict[str, Any], bytes]] = {}
+        # The deadline of each stream's write under way: a client that stopped reading holds its stream in a write
+        # for WRITE_TIMEOUT, past the end of the queue that shutdown puts in, and aiohttp's graceful stop waited on it.
+        self._writes: dict[Stream, Any] = {}
         self.closing = False
 
     def open(self, client: str | None = None) -> Stream:
@@ -59,6 +62,19 @@ class EventStreams:
             if not self._per_client[client]:
                 del self._per_client[client]
 
+    @contextlib.asynccontextmanager
+    async def writing(self, queue: Stream) -> AsyncIterator[None]:
+        """A write of `queue`'s stream: asyncio.TimeoutError after WRITE_TIMEOUT, or at once when the streams close
+        (a write that does not wait on its client ends before that)."""
+        async with deadline(WRITE_TIMEOUT) as limit:
+            self._writes[queue] = limit
+            try:
+                if self.closing:
+                    _expire(limit)
+                yield
+            finally:
+                self._writes.pop(queue, None)
+
     def encoded(self, event: dict[str, Any]) -> bytes:
         """`format_event(event)`, encoded once for all the streams that relay this event."""
         hit = self._encoded.get(id(event))
@@ -76,6 +92,18 @@ class EventStreams:
         self.closing = True
         for queue in list(self._queues):
             put_latest(queue, None)  # the end in place of the oldest event: a stream must stop now
+        for limit in list(self._writes.values()):
+            _expire(limit)
+
+
+def _expire(limit: Any) -> None:
+    """End a write's deadline now (asyncio's `reschedule`; async_timeout's `update` on Python 3.10)."""
+    when = asyncio.get_running_loop().time()
+    reschedule = getattr(limit, "reschedule", None)
+    if reschedule is not None:
+        reschedule(when)
+    else:
+        limit.update(when)
 
 
 def format_event(event: dict[str, Any]) -> bytes:
@@ -122,13 +150,17 @@ async def stream_events(
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=heartbeat)
             except asyncio.TimeoutError:
+                if job_id is not None and engine.get(job_id) is None and await engine.find(job_id) is None:
+                    # Deleted before it ended (its cancel unconfirmed): no final event will come, and the stream
+                    # sent keep-alives for as long as its client stayed.
+                    break
                 chunk = b": keep-alive\n\n"
             else:
                 if event is None:
                     break
                 counter += 1
                 chunk = b"id: %d\n" % counter + streams.encoded(event)
-            async with deadline(WRITE_TIMEOUT):
+            async with streams.writing(queue):
                 await response.write(chunk)
     except (ConnectionResetError, asyncio.TimeoutError):
         pass  # the client went away, or stopped reading (aiohttp closes a connection whose answer was cut short)

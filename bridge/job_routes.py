@@ -58,16 +58,27 @@ IMAGE = {"description": "The image (or a redirect to the object store's presigne
          "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
 
 
+# ASCII digits: int() also read "\u0663" (an Arabic-Indic 3) as 3 and "1_0" as 10, so a mistyped link served another
+# image; and it took 4,300 digits, which the answer repeated. No output holds 10**9 images.
+_INDEX = re.compile(r"[0-9]{1,9}")
+
+
+def _index(raw: str) -> int:
+    """The path's image index."""
+    if _INDEX.fullmatch(raw):
+        return int(raw)
+    if raw.isascii() and raw.isdigit():
+        raise InvalidParameter("index", f"index: {quote(raw)} is far past any output's last image")
+    raise InvalidParameter("index", f"index: must be a whole number (0 is the first image), got {quote(raw)}")
+
+
 @endpoint(responses={200: IMAGE})
 async def result_image(request: web.Request) -> web.StreamResponse:
     """One result image of a job (`/jobs/{id}/outputs/{name}/{index}`), the link webhook messages carry. With an
     object store that signs URLs the answer redirects there, so the bytes do not pass through the bridge."""
     engine = request.app[ENGINE]
     name = request.match_info["name"]
-    try:
-        index = int(request.match_info["index"])
-    except ValueError:
-        raise InvalidParameter("index", "index: must be a whole number") from None
+    index = _index(request.match_info["index"])
     job = await _job(request)
     files = job.outputs.get(name) or []
     if engine.workflow_output_type(job.workflow, name) == "images" and 0 <= index < len(files):

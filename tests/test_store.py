@@ -205,6 +205,44 @@ async def test_text_neither_database_keeps_is_written_alike_and_meta_filters_rea
     assert [j.id for j in await store.query(meta={"api": "jobs", "type": "img2img"})] == ["j2"]
 
 
+async def test_a_lone_surrogate_in_meta_fails_no_filter_and_both_databases_answer_filters_alike(store):
+    """json.dumps writes a lone surrogate (a `json` parameter's string, which the jobs API echoes in meta) as the
+    escape \\ud800, which PostgreSQL's JSON refuses: one such job made every listing filtered on a meta key (GET
+    /jobs?type=...) a 500 there. And the databases answered the same filter differently: PostgreSQL's `->>` read
+    the number 3 as "3" and true as "true", SQLite's json_extract an object as its JSON text, and SQLite read the key
+    "a.b" as a path. Filters now match strings only, read NUL and lone surrogates as U+FFFD on both, and take only
+    keys that are names."""
+    metas = {
+        "number": {"k": 3}, "text": {"k": "3"}, "true": {"k": True}, "object": {"k": {"b": "x"}},
+        "list": {"k": ["x"]}, "nul": {"k": "a\x00b"}, "lone": {"k": "a\ud800b"}, "low": {"k": "a\udc00b"},
+        "pair": {"k": "a\U0001F600b"}, "escaped": {"k": "\\ud800 \\u0000"}, "quote": {"k": "it's \"x\""},
+        "empty": {"k": ""},
+    }
+    for i, (name, meta) in enumerate(metas.items()):
+        await store.insert(Job(id=name, workflow="w", workflow_version=1, params={}, created_at=1000.0 + i,
+                               meta={"api": "jobs", **meta}), owner="r1", lease=30)
+
+    async def found(value: str) -> list[str]:
+        return sorted(j.id for j in await store.query(meta={"api": "jobs", "k": value}))
+
+    assert await found("3") == ["text"]
+    assert await found("true") == [] and await found("1") == []
+    assert await found('{"b":"x"}') == [] and await found('{"b": "x"}') == [] and await found('["x"]') == []
+    assert await found("a\ufffdb") == ["lone", "low", "nul"]
+    assert await found("a\x00b") == ["lone", "low", "nul"]  # the value is read as the stores keep text
+    assert await found("a\ud800b") == ["lone", "low", "nul"]
+    assert await found("a\U0001F600b") == ["pair"]
+    assert await found("\\ud800 \\u0000") == ["escaped"]
+    assert await found("it's \"x\"") == ["quote"] and await found("x' OR '1'='1") == []
+    assert await found("") == ["empty"]
+    assert [j.id for j in await store.query(meta={"api": "jobs"}, limit=2)] == ["empty", "quote"]
+    for key in ("a.b", "", "[0]", 'k"', "k' OR 1=1 --"):
+        with pytest.raises(ValueError):
+            await store.query(meta={key: "x"})
+    # the other filters take such text too, and find nothing
+    assert await store.query(status="queued\x00", workflow="w\ud800") == []
+
+
 async def test_the_queue_bound_and_the_client_quota_are_checked_in_the_insert(store):
     await store.insert(job(1, meta={"client": "a"}), owner="r1", lease=30, max_active=3, max_per_client=1)
     with pytest.raises(LimitReached) as full:
@@ -457,13 +495,18 @@ async def test_a_postgres_database_of_an_earlier_version_is_upgraded_in_place(pg
         conn.execute("INSERT INTO jobs (id, workflow, workflow_version, params, status, created_at, meta) VALUES "
                      "('old-1', 'txt2img', 1, '{\"seed\": 7}', 'running', 1.0, "
                      "'{\"api\": \"jobs\", \"client\": \"key:a\"}')")
+        # json.dumps's escape of a lone surrogate, which PostgreSQL's JSON refuses: the fill of the columns failed
+        conn.execute("INSERT INTO jobs (id, workflow, workflow_version, params, status, created_at, meta) VALUES "
+                     "('old-2', 'txt2img', 1, '{}', 'completed', 0.5, %s)",
+                     (json.dumps({"api": "jobs", "request": {"extra": "a\ud800"}}),))
     s = open_store(pg_url, tmp_path)
     await s.open()
     try:
         assert await s.schema_version() == LATEST
         old = await s.load("old-1")
         assert old.status == "running" and old.params == {"seed": 7} and not old.cancel_requested
-        assert [j.id for j in await s.query(meta={"api": "jobs"})] == ["old-1"] and await s.active_for("key:a") == 1
+        assert [j.id for j in await s.query(meta={"api": "jobs"})] == ["old-1", "old-2"]
+        assert await s.active_for("key:a") == 1
         assert [j.id for j in await s.claim("r1", 30, 10)] == ["old-1"]  # no owner: anyone may take it
     finally:
         await s.close()

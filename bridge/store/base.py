@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .model import (DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row,
                     job_values, storable)
 from .schema import META_COLUMNS  # meta keys that are also indexed columns: a filter on meta's JSON reads every job
+
+# A meta filter's key goes into SQLite's JSON path ('$.' || key), where "a.b" is a nested key, "" and "[0]" are
+# errors and a quote is syntax; PostgreSQL reads any key as one label. Keys are the code's own, so only names that
+# mean the same to both are taken.
+_META_FILTER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 UNFINISHED = "('queued', 'running')"
 FINISHED = "('completed', 'failed', 'cancelled')"
@@ -95,7 +101,7 @@ class JobStore:
         """Add an accepted job, owned by `owner` for `lease` seconds (None: free for any replica to claim).
         Raises LimitReached when the queue (queued + running jobs) or the job's client is at its bound."""
         meta = job.meta if isinstance(job.meta, dict) else {}
-        copied = {key: value if isinstance(value := meta.get(key), str) else None for key in META_COLUMNS}
+        copied = {key: storable(value) if isinstance(value := meta.get(key), str) else None for key in META_COLUMNS}
         client = copied["client"]
         async with self._transaction(exclusive=bool(max_active or max_per_client)):
             if max_active:
@@ -152,24 +158,37 @@ class JobStore:
                     offset: int = 0, meta: Mapping[str, str] | None = None) -> list[Job]:
         """Jobs newest first; `meta`: only those whose meta has these text values (one API's jobs, in the
         database: the jobs of other APIs were read page by page to find them). A key of META_COLUMNS is looked up
-        in its indexed column; any other is read from meta in the rows those leave."""
+        in its indexed column; any other is read from meta in the rows those leave. A number, boolean, object or
+        array under a key is no text: a filter never matches it (both databases alike). Keys are names
+        (ValueError otherwise)."""
         where, args = [], []
+        # Values are compared as the stores keep text (`storable`): a NUL failed PostgreSQL's whole statement and a
+        # lone surrogate the driver's encoding of it, on either database.
         if status is not None:
             where.append("status = ?")
-            args.append(status)
+            args.append(storable(status))
         if workflow is not None:
             where.append("workflow = ?")
-            args.append(workflow)
+            args.append(storable(workflow))
         for key, value in (meta or {}).items():
+            if not isinstance(key, str) or not _META_FILTER_KEY.fullmatch(key):
+                raise ValueError(f"meta filter key {key!r} must be a name (A-Z a-z 0-9 _)")
+            value = storable(value)
             if key in META_COLUMNS:
                 where.append(f"{key} = ?")
                 args.append(value)
             else:
-                where.append("{meta_key} = ?")
+                where.append(self._meta_is(value))
                 args += [key, value]
         sql = f"SELECT {_JOB_LIST} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         return [job_from_row(r) for r in await self._fetch(sql, (*args, limit, offset))]
+
+    def _meta_is(self, value: str) -> str:
+        """The condition "meta's key (the first argument) holds the text `value` (the second)", in this
+        database's SQL. Only a JSON string is text: PostgreSQL's `->>` gave "3" for the number 3 and "true" for
+        true, SQLite's json_extract an object's JSON text, so the two answered one filter differently."""
+        raise NotImplementedError
 
     async def unfinished(self) -> list[Job]:
         rows = await self._fetch(f"SELECT {_JOB_LIST} FROM jobs WHERE status IN {UNFINISHED} ORDER BY created_at, id")

@@ -33,10 +33,20 @@ INSERT_LOCK = 7_220_111_001
 MIGRATE_LOCK = 7_220_111_002
 _NOW = "extract(epoch from clock_timestamp())::float8"
 _PLACEHOLDER = re.compile(r"\?")
-# A meta key's text. PostgreSQL's JSON refuses the escape \u0000 that json.dumps writes for a NUL (a prompt's, in
-# the request meta echoes): one such job made every listing filtered on meta fail, and the migration that fills a
-# column from meta. The same six characters in its place keep any JSON text valid and change only string contents.
-_META_KEY = r"(replace(meta, '\u0000', '\ufffd')::jsonb ->> ?)"
+# meta's JSON as PostgreSQL reads it. Its JSON refuses two escapes that json.dumps writes: \u0000 (a NUL, a prompt's
+# in the request meta echoes) and a lone surrogate (\ud800 with no low half after it: a `json` parameter's string,
+# which the jobs API echoes too). One such job made every listing filtered on a meta key a 500, and the migration
+# that fills a column from meta fail. Both become \ufffd, which keeps any JSON text valid and changes only string
+# contents. An escaped backslash (two characters) is written \u005c first, so that each \u left is an escape: the
+# text "\ud800" (a backslash, then "ud800") stays as it is. A surrogate pair is kept: its backslashes become
+# chr(1), which no JSON text holds (json.dumps escapes control characters), while the lone halves left are
+# replaced, and come back after. json.dumps writes hex digits in lower case; only a text with "\ud" takes the
+# regular expressions.
+_META_TEXT = r"replace(replace(meta, '\\', '\u005c'), '\u0000', '\ufffd')"
+_META_JSON = (r"(CASE WHEN strpos(meta, '\ud') > 0 THEN replace(regexp_replace(regexp_replace(" + _META_TEXT
+              + r", '\\(ud[89ab][0-9a-f]{2})\\(ud[c-f][0-9a-f]{2})', chr(1) || '\1' || chr(1) || '\2', 'g'), "
+              + r"'\\ud[89a-f][0-9a-f]{2}', '\\ufffd', 'g'), chr(1), '\') ELSE " + _META_TEXT + r" END)::jsonb")
+_META_KEY = f"({_META_JSON} ->> ?)"
 
 
 def redact(url: str) -> str:
@@ -112,6 +122,10 @@ class PostgresStore(JobStore):
                 yield
             finally:
                 self._conn.reset(token)
+
+    def _meta_is(self, value: str) -> str:
+        # jsonb equality with a JSON string: `->>` gave the number 3 as "3" and true as "true"
+        return f"({_META_JSON} -> ?) = to_jsonb(?::text)"
 
     def _claim_sql(self, condition: str) -> str:
         # SKIP LOCKED: a replica claiming at the same moment takes other jobs instead of waiting for these.

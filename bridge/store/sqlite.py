@@ -7,6 +7,7 @@ and none of them waits on anything, so a transaction is never interleaved with a
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -18,6 +19,18 @@ from .schema import STEPS, check_version, fill_sql, table_sql
 DB_NAME = "pixart.sqlite3"
 # The database's own clock in unix seconds (the same machine's clock as the bridge's).
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+# meta's JSON as PostgreSQL's filters read it (`postgres._META_JSON`): a NUL or a lone surrogate half is U+FFFD,
+# a surrogate pair and an escaped backslash (consumed whole, so that the text "\u0000", a backslash then "u0000",
+# stays as it is) are kept. Calling into Python for each row costs several times the JSON read itself: only a
+# filter on a value with a U+FFFD, which alone can equal such a string, takes it.
+_ESCAPES = re.compile(r"\\\\|\\u0000|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|\\ud[89a-f][0-9a-f]{2}")
+_READ_AS_POSTGRES = "pixart_meta_read"
+
+
+def _read_as_postgres(text: str | None) -> str | None:
+    if text is None or "\\u" not in text:
+        return text
+    return _ESCAPES.sub(lambda m: m.group() if m.group() == "\\\\" or len(m.group()) == 12 else "\\ufffd", text)
 
 
 class SqliteStore(JobStore):
@@ -37,6 +50,7 @@ class SqliteStore(JobStore):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        db.create_function(_READ_AS_POSTGRES, 1, _read_as_postgres, deterministic=True)
         self._db = db
         await self._migrate()
 
@@ -54,6 +68,12 @@ class SqliteStore(JobStore):
     @staticmethod
     def _sql(sql: str) -> str:
         return sql.replace("{now}", _NOW).replace("{least}", "MIN").replace("{meta_key}", "json_extract(meta, '$.' || ?)")
+
+    def _meta_is(self, value: str) -> str:
+        # json_quote on both sides: a string under the key is quoted, the number 3 stays 3 and an object stays its
+        # JSON, so only a string equals the quoted text.
+        source = f"{_READ_AS_POSTGRES}(meta)" if "\ufffd" in str(value) else "meta"
+        return f"json_quote(json_extract({source}, '$.' || ?)) = json_quote(?)"
 
     async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.db.execute(self._sql(sql), tuple(args)).fetchall()
