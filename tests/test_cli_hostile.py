@@ -189,7 +189,7 @@ def test_snap_cell_size_is_bounded_by_the_image(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, want", [("pico 8", "pico-8"), ("Sweetie 16", "sweetie-16"),
-                                        ("endesga  32", "endesga-32")])
+                                        ("endesga  32", "endesga-32"), ("c64", "commodore64")])
 def test_palette_names_with_spaces_are_names(capsys, name, want):
     # a space sent the name to the hex parser: "colour 1 'pico' is not a hex colour"
     code, out, err = _run(capsys, "palette-file", name)

@@ -129,11 +129,15 @@ def _palette_spec(text: str):
             return pal.load_palette_file(text)
         if looks_like_path:  # not a name nor a colour list gone wrong
             raise ValueError(f"{text}: {'is a folder, not a palette file' if is_dir else 'no such palette file'}")
-        words = text.split()
-        # "pico 8" and "Sweetie 16" are names (spaces are ignored in names); "fab ace 000" is three colours
-        if any(c in text for c in "#,;") or text.lower().startswith("0x") or all(hex_colour(w) for w in words):
-            return pal.palette_from_hex(text)
-        return pal.named_palette(text)
+        try:
+            # a built-in name first: "c64" and "a64" are also shorthand hex colours
+            return pal.named_palette(text)
+        except ValueError:
+            # "pico 8" and "Sweetie 16" are names (spaces are ignored in names); "fab ace 000" is three colours
+            if not (any(c in text for c in "#,;") or text.lower().startswith("0x")
+                    or all(hex_colour(w) for w in text.split())):
+                raise
+        return pal.palette_from_hex(text)
     except (ValueError, OSError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
