@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__
-from bridge.config import DEFAULT_ENV_FILE, Settings, SettingsError, env_name, load_settings, setting_names
+from bridge.config import (DEFAULT_ENV_FILE, Settings, SettingsError, check_env_file, env_name, load_settings,
+                           setting_names)
 
 log = logging.getLogger("bridge")
 
@@ -95,14 +96,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if field in ("comfyui_urls", "api_keys", "cors_origins"):
             value = [part.strip() for item in value for part in item.split(",") if part.strip()]
         flags[field] = value
-    env_file = getattr(args, "env_file", None)
-    if env_file is not None:
-        # A mistyped path would start the bridge on defaults: no API keys, every setting of that file lost.
-        if not env_file.expanduser().exists():
-            raise SettingsError("--env-file", f"{env_file}: no such file")
-        if env_file.expanduser().is_dir():
-            raise SettingsError("--env-file", f"{env_file} is a directory")
-    return load_settings(flags, dict(args.overrides), env_file=DEFAULT_ENV_FILE if env_file is None else env_file)
+    check_env_file(args.env_file, named=True)
+    return load_settings(flags, dict(args.overrides),
+                         env_file=DEFAULT_ENV_FILE if args.env_file is None else args.env_file)
 
 
 def listen_problem(host: str, port: int) -> str | None:

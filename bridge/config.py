@@ -517,7 +517,8 @@ def load_settings(
     """
     values = {k: v for k, v in (flags or {}).items() if v is not None}
     pairs = dict(overrides or {})
-    _check_env_file(env_file)
+    if env_file == DEFAULT_ENV_FILE:  # a named one is checked where it is named (check_env_file(named=True))
+        check_env_file(env_file)
     try:
         with _overrides(pairs):
             settings = Settings(_env_file=env_file, adapter_overrides=pairs, **values)  # type: ignore[call-arg]
@@ -530,20 +531,25 @@ def load_settings(
     return settings
 
 
-def _check_env_file(env_file: Path | None) -> None:
-    """A missing env file (or a directory of that name) is no env file; anything else there must be a file."""
+def check_env_file(env_file: Path | None, *, named: bool = False) -> None:
+    """The default env file may be missing (or a directory: a virtual environment is often named .env) and must
+    otherwise be a file: a FIFO there was read forever. One `named` on the command line must be there (a mistyped
+    path started the bridge on defaults, without its API keys), and may be /dev/null or a pipe (`<(...)`)."""
     if env_file is None:
         return
     try:
         mode = os.stat(Path(env_file).expanduser()).st_mode
     except FileNotFoundError:
+        if named:
+            raise SettingsError("--env-file", f"{env_file}: no such file") from None
         return
     except OSError as exc:
         raise SettingsError("--env-file", f"{env_file}: {exc.strerror}") from None
     if stat.S_ISDIR(mode):
-        return  # pydantic-settings skips it: a virtual environment is often named .env
-    if not stat.S_ISREG(mode):
-        # reading a FIFO waits for a writer forever
+        if named:
+            raise SettingsError("--env-file", f"{env_file} is a directory")
+        return  # pydantic-settings skips it
+    if not (stat.S_ISREG(mode) or named and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode))):
         raise SettingsError("--env-file", f"{env_file} is not a regular file")
 
 

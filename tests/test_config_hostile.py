@@ -186,12 +186,25 @@ def test_comfyui_args_cannot_override_what_the_bridge_sets(args: str) -> None:
 
 @pytest.mark.timeout(20)
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
-def test_env_file_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
-    fifo = tmp_path / "settings.env"
-    os.mkfifo(fifo)
+def test_a_default_env_file_that_is_a_fifo_does_not_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / ".env")
     with pytest.raises(SettingsError) as info:  # reading it waited for a writer forever
-        load_settings(env_file=fifo)
+        load_settings()
     assert info.value.field == "--env-file"
+
+
+def test_a_named_env_file_may_be_dev_null_or_a_pipe(tmp_path: Path) -> None:
+    from bridge.__main__ import build_parser, settings_from_args
+
+    assert settings_from_args(build_parser().parse_args(["--env-file", "/dev/null"])).port == 8000
+    read, write = os.pipe()  # what a shell's <(...) names as /dev/fd/N
+    os.write(write, b"BRIDGE_PORT=9123\n")
+    os.close(write)
+    try:
+        assert settings_from_args(build_parser().parse_args(["--env-file", f"/dev/fd/{read}"])).port == 9123
+    finally:
+        os.close(read)
 
 
 def test_env_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
