@@ -62,19 +62,20 @@ def bind_error(host: str, port: int) -> OSError | None:
     unavailable: OSError | None = None
     bound = False
     for family, kind, proto, _name, address in infos:
-        with socket.socket(family, kind, proto) as s:
-            if os.name == "posix":  # elsewhere the option lets a bind take a port in use
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
+        try:
+            # inside: a kernel without IPv6 refuses the socket itself (EAFNOSUPPORT) for a name that resolves to ::1
+            with socket.socket(family, kind, proto) as s:
+                if os.name == "posix":  # elsewhere the option lets a bind take a port in use
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.bind(address)
-            except OSError as exc:
-                if exc.errno != errno.EADDRNOTAVAIL:
-                    return exc
-                unavailable = exc
-            else:
-                bound = True
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                return exc
+            unavailable = exc
+        else:
+            bound = True
     return None if bound else unavailable
 
 

@@ -360,3 +360,27 @@ def test_a_free_port_is_not_in_use() -> None:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     assert not port_in_use("127.0.0.1", free)
+
+
+def test_a_family_the_kernel_lacks_is_passed_over_when_checking_the_bridges_address(monkeypatch) -> None:
+    """A kernel without IPv6 refuses the socket itself for a name that resolves to ::1 too: the check raised that
+    as a traceback before the start, where asyncio's server skips the family."""
+    import errno
+    import socket
+
+    from bridge import comfyui_process
+
+    real_socket, real_getaddrinfo = socket.socket, socket.getaddrinfo
+
+    def no_ipv6(family=socket.AF_INET, *args, **kwargs):
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *args, **kwargs)
+
+    def both(host, port, *args, **kwargs):  # ::1 and 127.0.0.1, as /etc/hosts often gives localhost
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                *real_getaddrinfo("127.0.0.1", port, *args, **kwargs)]
+
+    monkeypatch.setattr(comfyui_process.socket, "socket", no_ipv6)
+    monkeypatch.setattr(comfyui_process.socket, "getaddrinfo", both)
+    assert comfyui_process.bind_error("localhost", 0) is None
