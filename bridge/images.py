@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-from pixart_nodes.core.imageio import narrow_grey
+from PIL import Image, UnidentifiedImageError
+from pixart_nodes.core.imageio import narrow_grey, upright
 
 from bridge.errors import InvalidParameter, PayloadTooLarge
 
@@ -282,7 +282,7 @@ def open_image(value: str | bytes | bytearray, field: str, *, max_bytes: int = D
             img = Image.open(io.BytesIO(data))
             # Only the first frame of an animation is used, as ComfyUI's LoadImage would for WebP.
             img.load()
-            img = narrow_grey(ImageOps.exif_transpose(img), header.format)
+            img = narrow_grey(upright(img), header.format)
             mode = img.mode
             if mode in ("P", "PA"):
                 img = img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")

@@ -18,6 +18,7 @@ from PIL import Image
 from pixart_nodes import cli
 from pixart_nodes.core import palette as pal
 from pixart_nodes.core import palette_files
+from tests.support.imaging import damaged_exif_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 POSIX = pytest.mark.skipif(os.name != "posix", reason="FIFOs, /dev/fd and byte file names are POSIX")
@@ -340,16 +341,7 @@ def test_a_damaged_later_page_still_gives_the_first(tmp_path, capsys):
 def test_a_damaged_exif_tag_does_not_stop_the_picture(tmp_path, capsys):
     # ImageOps.exif_transpose rewrote the EXIF without its orientation, and a tag holding text where a number
     # belongs made that raise TypeError (struct.error for others): a traceback for a picture that reads
-    im = Image.fromarray(_gradient())
-    exif = im.getexif()
-    exif[0x0112] = 6  # rotated: the output is 32 wide, 48 high
-    exif[0x010F] = "cam"  # Make, text; renamed below to XResolution, a rational
-    im.save(tmp_path / "photo.jpg", exif=exif)
-    data = (tmp_path / "photo.jpg").read_bytes()
-    for make, xres in ((b"\x0f\x01\x02\x00", b"\x1a\x01\x02\x00"), (b"\x01\x0f\x00\x02", b"\x01\x1a\x00\x02")):
-        data = data.replace(make, xres)
-    (tmp_path / "photo.jpg").write_bytes(data)
-    assert Image.open(tmp_path / "photo.jpg").getexif().get(0x011A) == "cam"
+    (tmp_path / "photo.jpg").write_bytes(damaged_exif_jpeg(_gradient()))  # rotated: shown 32 wide, 48 high
     code, out, err = _run(capsys, "convert", tmp_path / "photo.jpg", tmp_path / "o.png", "--pixel-size", "1")
     assert code == 0 and "o.png: 32x48" in out, err
 

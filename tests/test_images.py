@@ -370,3 +370,14 @@ def test_a_phone_photo_with_a_second_picture_is_a_jpeg():
     decoded = decode_image(out.getvalue(), "image")
     assert (decoded.width, decoded.height, decoded.source_format) == (32, 24, "JPEG")
     assert np.abs(pixels(decoded.png)[..., :3].astype(int) - [200, 30, 40]).max() <= 8  # the first picture
+
+
+def test_a_damaged_exif_tag_does_not_stop_an_input_image() -> None:
+    """ImageOps.exif_transpose raised TypeError rewriting an EXIF whose XResolution holds text: an error no
+    adapter catches, for a photo any viewer shows. It is read upright (orientation 6: width and height swapped)."""
+    from tests.support.imaging import damaged_exif_jpeg
+
+    y, x = np.mgrid[0:32, 0:48]
+    img = np.stack([x * 5, y * 7, (x + y) * 3], -1).astype(np.uint8)
+    decoded = decode_image(base64.b64encode(damaged_exif_jpeg(img)).decode(), "init_images[0]")
+    assert (decoded.width, decoded.height) == (32, 48)

@@ -55,3 +55,19 @@ def claimed_png(width: int, height: int) -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def damaged_exif_jpeg(img: np.ndarray) -> bytes:
+    """A JPEG of `img` rotated by its EXIF (orientation 6: shown with width and height swapped) whose XResolution tag,
+    a rational, holds text: Pillow's ImageOps.exif_transpose raises TypeError rewriting such an EXIF."""
+    im = Image.fromarray(img)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    exif[0x010F] = "cam"  # Make, text; renamed below to XResolution
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif)
+    data = buf.getvalue()
+    for make, xres in ((b"\x0f\x01\x02\x00", b"\x1a\x01\x02\x00"), (b"\x01\x0f\x00\x02", b"\x01\x1a\x00\x02")):
+        data = data.replace(make, xres)
+    assert Image.open(io.BytesIO(data)).getexif().get(0x011A) == "cam"
+    return data

@@ -83,7 +83,7 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
                 if frames != 1:
                     im.seek(0)
                 im.load()
-                im = narrow_grey(_upright(im), fmt)
+                im = narrow_grey(upright(im), fmt)
                 has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
                 mode = "RGBA" if has_alpha and keep_alpha else "RGB"
                 arr = np.asarray(im.convert(mode), dtype=np.uint8).copy()
@@ -117,7 +117,7 @@ _ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_1
                  8: Image.Transpose.ROTATE_90}
 
 
-def _upright(im: Image.Image) -> Image.Image:
+def upright(im: Image.Image) -> Image.Image:
     """The picture as a viewer shows it, by its EXIF orientation. ImageOps.exif_transpose also rewrites the EXIF
     without the orientation, and a damaged tag (a text where a number belongs) made that rewrite raise struct.error
     or TypeError, a traceback for a picture that reads; the EXIF is not kept here, so it is not rewritten."""
