@@ -30,7 +30,8 @@ from bridge.errors import NAME_SHOWN, quote, shorten
 __all__ = [
     "Int", "LooseInt", "LaxInt", "Float", "LooseFloat", "LaxFloat", "Bool", "LooseBool", "Text", "NonBlank", "ImageData", "Seed", "Loras",
     "loras_setting", "Webhook", "WEBHOOK_EVENTS", "ResponseFormat", "OutputFormat", "OutputQuality",
-    "RANDOM_SEED", "SEED_MAX", "Request", "JsonSchema", "FieldError", "field_errors", "first_error", "describe",
+    "RANDOM_SEED", "SEED_MAX", "asks_random_seed", "Request", "JsonSchema", "FieldError", "field_errors",
+    "first_error", "describe",
 ]
 
 SEED_MAX = 2**64 - 1
@@ -129,10 +130,16 @@ ImageData = Annotated[str, Strict(), Field(max_length=MAX_IMAGE_TEXT), WithJsonS
                    "http(s):// URL (public addresses only, unless BRIDGE_OUTBOUND_ALLOW admits it) or an "
                    "s3://bucket/key of the bridge's own bucket.",
 })]
+def asks_random_seed(value: Any) -> bool:
+    """-1 or "-1", A1111's and every seed client's "random" (a blank seed is none at all)."""
+    if isinstance(value, str):
+        return value.strip() == "-1"
+    return value == RANDOM_SEED and not isinstance(value, bool)
+
+
 def _random_marker(value: Any) -> Any:
-    # -1 (A1111's and every seed client's "random") becomes None: the adapter draws the seed so it can report it.
-    text = value.strip() if isinstance(value, str) else None
-    if (value == RANDOM_SEED and not isinstance(value, bool)) or text in ("", "-1"):
+    # "random" and blank become None: the adapter draws the seed so it can report it.
+    if asks_random_seed(value) or isinstance(value, str) and not value.strip():
         return None
     return value
 

@@ -106,8 +106,9 @@ async def test_seed_minus_one_draws_a_seed_in_the_on_chain_form_too(client: Any,
         assert ks["seed"] == seed and 0 <= seed < 2**32  # the seed used is the one reported
         seeds.append(seed)
     assert CHAIN["latentSeed"] not in seeds and seeds[0] != seeds[1]
-    # null or no seed keeps the token's own
-    for body in ({"parameters": CHAIN, "seed": None, **SMALL}, {"parameters": CHAIN, **SMALL}):
+    # null, blank or no seed keeps the token's own
+    for body in ({"parameters": CHAIN, "seed": None, **SMALL}, {"parameters": CHAIN, "seed": " ", **SMALL},
+                 {"parameters": CHAIN, **SMALL}):
         assert (await post(client, body, 200))["parameters"]["seed"] == CHAIN["latentSeed"]
 
 
@@ -212,6 +213,7 @@ async def test_unknown_image_names_are_404_even_where_the_store_presigns(client:
     for name in ("nothing_here.png", "art_token_1_deadbeef.png", "a" * 150 + ".png"):
         resp = await client.get(f"/generated_images/{name}", allow_redirects=False)
         assert resp.status == 404 and await resp.json() == {"error": "Image not found"}, name
+    assert signed == []  # no link was made for a name that is not a job's
     # an image an earlier version stored is still served
     await engine.blobs.put("generated_images/art_token_1_aaaa1111.png", b"\x89PNG old")
     resp = await client.get("/generated_images/art_token_1_aaaa1111.png", allow_redirects=False)

@@ -39,7 +39,7 @@ from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError, InvalidParameter, NotAvailable
 from bridge.fields import (Bool, LooseFloat, LooseInt, NonBlank, Request, ResponseFormat, Seed, Text,
-                           Webhook)
+                           Webhook, asks_random_seed)
 from bridge.http import json_answer
 from bridge.keys import SETTINGS
 from bridge.storage import BlobNotFound
@@ -158,7 +158,7 @@ class GenerateImageBody(Request):
     def _asked_for_random_seed(cls, data: Any, handler: Any) -> Any:
         body = handler(data)
         if isinstance(data, Mapping) and isinstance(body, GenerateImageBody):
-            body._random_seed = data.get("seed") is not None and body.seed is None
+            body._random_seed = asks_random_seed(data.get("seed"))
         return body
 
     @field_validator("tokenId", mode="before")
