@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import re
 import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +26,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from pydantic_settings.sources.utils import parse_env_vars
+
+from bridge.errors import redact
+from bridge.outbound import url_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKFLOWS_DIR = REPO_ROOT / "workflows"
@@ -104,8 +106,6 @@ def _split_list(value: Any) -> Any:
 
 StrList = Annotated[list[str], NoDecode]
 
-# urlsplit drops tabs and line breaks that a connection's URL parser may keep; a space is never part of a URL.
-_URL_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 # ComfyUI flags the bridge sets for its managed child and relies on: the same flag in COMFYUI_ARGS comes later and
 # wins there, so the bridge would poll a port nobody listens on, or look for results in a folder ComfyUI no longer
 # writes to.
@@ -116,33 +116,16 @@ _MANAGED_FLAGS = {
 }
 
 
-def _shown(url: str) -> str:
-    """`url` fit for a message or a log: a password in it replaced."""
-    scheme, sep, rest = url.partition("://")
-    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
-    at = rest.rfind("@", 0, end)
-    return scheme + sep + ("***" + rest[at:] if at >= 0 else rest)
-
-
 def _url_problem(url: str, *, query: bool = True) -> str | None:
     """What makes `url` unusable as an http(s) address of a server (a connection to it could not even be tried, or
-    would carry the problem to clients), or None. Credentials are refused: the URL is shown in /health, /metrics,
-    job records and logs."""
-    if not url.startswith(("http://", "https://")):
-        return "must start with http:// or https://"
-    if _URL_CONTROL.search(url):
-        return "contains a space or a control character"
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises on a port out of range or not a number
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if not parts.hostname:
-        return "names no host"
-    if port == 0:
-        return "has port 0, where no server listens"
-    if "@" in parts.netloc:
-        return "carries credentials, which /health, /metrics, job records and logs would show"
+    would carry the problem to clients), or None: outbound's check (credentials too: the URL is shown in /health,
+    /metrics, job records and logs), a space, and where paths are appended to it, a query or fragment."""
+    problem = url_problem(url)
+    if problem is not None:
+        return problem
+    if " " in url:
+        return "contains a space"
+    parts = urlsplit(url)
     if not query and (parts.query or parts.fragment or url.endswith(("?", "#"))):
         return "has a query or fragment; paths are appended to this URL"
     return None
@@ -367,7 +350,7 @@ class Settings(_LayeredSettings):
         for url in urls:
             problem = _url_problem(url, query=False)
             if problem:
-                raise ValueError(f"COMFYUI_URL entry {_shown(url)!r} {problem}")
+                raise ValueError(f"COMFYUI_URL entry {redact(url)!r} {problem}")
             parts = urlsplit(url)
             # One ComfyUI listed twice would get two connections with one client id (and the jobs of both) where the
             # bridge counts one backend; spellings differ in case, default port and trailing slash.
@@ -405,7 +388,7 @@ class Settings(_LayeredSettings):
         # A receiver's query string is its own (?token=...); links are appended to the public URL and the S3 endpoint.
         problem = url and _url_problem(url, query=info.field_name == "webhook_url")
         if problem:
-            raise ValueError(f"{_shown(url)!r} {problem}")
+            raise ValueError(f"{redact(url)!r} {problem}")
         return url.rstrip("/")
 
     @field_validator("webhook_secret")

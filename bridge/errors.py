@@ -6,6 +6,7 @@ field, and the field itself (or None), so the common JSON shape
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -17,6 +18,11 @@ def shorten(text: str, limit: int = 40) -> str:
     """A client's text cut to its first ``limit`` characters and "…": it may be megabytes (a string field), or as
     long as a URL may be (32 KiB)."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def redact(url: str) -> str:
+    """The URL with its user and password hidden, for messages, logs and /health."""
+    return re.sub(r"://[^/?#@]*@", "://***@", url)
 
 
 def quote(text: str, limit: int = 40) -> str:

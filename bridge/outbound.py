@@ -82,37 +82,48 @@ class OutboundPolicy:
 # A webhook receiver's URL is checked before every message (parsing and an address check, about 40 us in a
 # profile of bench_delivery): the answer depends on the text and the (frozen) policy only, so it is kept; a refusal
 # raises and is not kept.
-@functools.lru_cache(maxsize=1024)
-def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("http", "https")) -> str:
-    """What can be said of a URL without the network: its scheme, that it has a host, and a literal address's
-    kind (names are checked when they resolve). Returns the host."""
+def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """What makes `url` no address of a server, said without the network (its scheme, host, port, characters,
+    credentials), or None. Also the settings' check of the URLs they name (bridge.config)."""
+    if _CONTROL.search(url):
+        # urlsplit drops tabs and line breaks where a connection's URL parser may not, and a NUL in a receiver's
+        # URL is kept by SQLite but refused by PostgreSQL
+        return "the URL contains control characters"
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a bad port
     except ValueError as exc:
-        raise OutboundRefused(f"not a valid URL: {exc}") from None
-    if _CONTROL.search(url):
-        # urlsplit drops tabs and line breaks where a connection's URL parser may not, and a NUL in a receiver's
-        # URL is kept by SQLite but refused by PostgreSQL
-        raise OutboundRefused("the URL contains control characters")
+        return f"not a valid URL: {exc}"
     if port == 0:  # no server listens there: each message would be retried for BRIDGE_WEBHOOK_RETRY_FOR
-        raise OutboundRefused("not a valid URL: port 0")
+        return "not a valid URL: port 0"
     if parts.scheme not in schemes:
-        raise OutboundRefused(f"the URL must start with {' or '.join(s + '://' for s in schemes)}")
+        return f"the URL must start with {' or '.join(s + '://' for s in schemes)}"
     host = parts.hostname
     if not host:
-        raise OutboundRefused("the URL has no host")
+        return "the URL has no host"
     if parts.username or parts.password:
-        raise OutboundRefused("credentials in the URL are not accepted")
-    del port
-    literal = _literal(host)
-    if literal is None:
+        return "credentials in the URL are not accepted"
+    if _literal(host) is None:
         try:
             host.encode("idna")  # what the resolver does first; an empty or overlong label fails there
         except UnicodeError:
-            raise OutboundRefused(f"{host!r} is not a valid host name") from None
-        return host
-    policy.check_address(host, _unmapped(literal))
+            return f"{host!r} is not a valid host name"
+    return None
+
+
+# A webhook receiver's URL is checked before every message (parsing and an address check, about 40 us in a
+# profile of bench_delivery): the answer depends on the text and the (frozen) policy only, so it is kept; a refusal
+# raises and is not kept.
+@functools.lru_cache(maxsize=1024)
+def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """`url_problem`, and a literal address's kind (names are checked when they resolve). Returns the host."""
+    problem = url_problem(url, schemes)
+    if problem is not None:
+        raise OutboundRefused(problem)
+    host = urlsplit(url).hostname or ""
+    literal = _literal(host)
+    if literal is not None:
+        policy.check_address(host, _unmapped(literal))
     return host
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from bridge.errors import redact
+
 from .base import JobStore, Listener
 from .schema import STEPS, check_version, fill_sql, table_sql
 
@@ -47,11 +49,6 @@ _META_JSON = (r"(CASE WHEN strpos(meta, '\ud') > 0 THEN replace(regexp_replace(r
               + r", '\\(ud[89ab][0-9a-f]{2})\\(ud[c-f][0-9a-f]{2})', chr(1) || '\1' || chr(1) || '\2', 'g'), "
               + r"'\\ud[89a-f][0-9a-f]{2}', '\\ufffd', 'g'), chr(1), '\') ELSE " + _META_TEXT + r" END)::jsonb")
 _META_KEY = f"({_META_JSON} ->> ?)"
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for logs and /health."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 class PostgresStore(JobStore):
