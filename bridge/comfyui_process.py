@@ -37,6 +37,16 @@ class ComfyUIStartError(RuntimeError):
     """ComfyUI exited or never answered during start-up; the message ends with the tail of its log."""
 
 
+# Flags `ComfyUIProcess.command` sets that the bridge relies on (why, for the message refusing them in COMFYUI_ARGS):
+# the same flag given again comes later and wins, so the bridge would poll a port nobody listens on, or look for
+# results in a folder ComfyUI no longer writes to.
+BRIDGE_FLAGS = {
+    "--port": "set COMFYUI_PORT instead",
+    "--output-directory": "the bridge reads and removes results in its data directory's comfyui/output",
+    "--input-directory": "the bridge removes the images it uploaded from its data directory's comfyui/input",
+}
+
+
 class PortInUseError(ComfyUIStartError):
     """Another program listens on the port ComfyUI was to listen on."""
 
@@ -159,6 +169,7 @@ class ComfyUIProcess:
         return self.popen.poll() if self.popen is not None else None
 
     def command(self) -> list[str]:
+        """ComfyUI's command line; BRIDGE_FLAGS are among its flags."""
         cpu = self.cpu if self.cpu is not None else not cuda_available(self.python)
         cmd = [self.python, str(self.comfyui_dir / "main.py"),
                "--listen", self.host, "--port", str(self.port), "--disable-auto-launch",

@@ -106,16 +106,6 @@ def _split_list(value: Any) -> Any:
 
 StrList = Annotated[list[str], NoDecode]
 
-# ComfyUI flags the bridge sets for its managed child and relies on: the same flag in COMFYUI_ARGS comes later and
-# wins there, so the bridge would poll a port nobody listens on, or look for results in a folder ComfyUI no longer
-# writes to.
-_MANAGED_FLAGS = {
-    "--port": "set COMFYUI_PORT instead",
-    "--output-directory": "the bridge reads and removes results in its data directory's comfyui/output",
-    "--input-directory": "the bridge removes the images it uploaded from its data directory's comfyui/input",
-}
-
-
 def _url_problem(url: str, *, query: bool = True) -> str | None:
     """What makes `url` unusable as an http(s) address of a server (a connection to it could not even be tried, or
     would carry the problem to clients), or None: outbound's check (credentials too: the URL is shown in /health,
@@ -365,10 +355,14 @@ class Settings(_LayeredSettings):
     @field_validator("comfyui_args")
     @classmethod
     def _comfyui_args(cls, args: list[str]) -> list[str]:
+        from bridge.comfyui_process import BRIDGE_FLAGS
+
         for arg in args:
             flag = arg.split("=", 1)[0]
-            if flag in _MANAGED_FLAGS:
-                raise ValueError(f"{flag} is set by the bridge: {_MANAGED_FLAGS[flag]}")
+            # ComfyUI's argparse takes any unambiguous start of a flag: --output-dir is --output-directory
+            taken = [f for f in BRIDGE_FLAGS if f.startswith(flag)] if flag.startswith("--") and len(flag) > 2 else []
+            if taken:
+                raise ValueError(f"{flag} ({taken[0]}) is set by the bridge: {BRIDGE_FLAGS[taken[0]]}")
         return args
 
     @field_validator("webhook_events")

@@ -172,7 +172,8 @@ def test_database_url_with_a_bad_port_is_refused() -> None:
     assert s.database.startswith("postgresql://")  # libpq's several hosts stay allowed
 
 
-@pytest.mark.parametrize("args", ["--port,9000", "--lowvram,--output-directory=/srv/out", "--input-directory,/x"])
+@pytest.mark.parametrize("args", ["--port,9000", "--lowvram,--output-directory=/srv/out", "--input-directory,/x",
+                                  "--output-dir=/srv/out"])
 def test_comfyui_args_cannot_override_what_the_bridge_sets(args: str) -> None:
     # ComfyUI's parser takes the last --port: the bridge polled its own port for COMFYUI_START_TIMEOUT, then failed.
     error = refused({"COMFYUI_ARGS": args})
