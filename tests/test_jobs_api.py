@@ -116,6 +116,17 @@ async def test_text2img_accepted_then_completed_with_exact_shapes(client: Any, c
     assert texts == ["a red apple", "blurry"]
 
 
+async def test_a_default_model_the_backend_lacks_is_the_settings_fault(bridge_factory: Any,
+                                                                       comfy_double: StyleDouble) -> None:
+    # Was a 400 "Model nope.safetensors not loaded" naming `model`, a field the request never sent.
+    c = await bridge_factory(adapters=["jobs_api"], JOBS_API_DEFAULT_MODEL="nope.safetensors")
+    await wait_healthy(c)
+    data = await submit(c, "text2img", {"prompt": "x", "width": 64, "height": 64, "steps": 1}, 500)
+    assert data.get("field") != "model" and "JOBS_API_DEFAULT_MODEL" in data["error"], data
+    data = await submit(c, "text2img", {"prompt": "x", "model": "sdxl.safetensors"}, 400)  # the request's own
+    assert data["field"] == "model", data
+
+
 async def test_random_seed_is_chosen_reported_and_used(client: Any, comfy_double: StyleDouble) -> None:
     seeds = []
     for _ in range(2):

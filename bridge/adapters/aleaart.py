@@ -284,15 +284,8 @@ async def prepare(body: GenerateImageBody, engine: JobEngine, settings: AleaArtS
         if palette_id is None:
             raise InvalidParameter("paletteId", "applyPalette needs a paletteId (top-level, or in parameters)")
         params.update(palette="on", palette_dither=settings.palette_dither)
-    try:
-        checkpoint = await resolve_checkpoint(engine, WORKFLOW, body.model, settings.checkpoint)
-    except NotAvailable as exc:
-        if body.model or not settings.checkpoint:
-            raise
-        # The setting's file, not the request's: a 400 naming `model` would send the client to fix a field it
-        # never sent.
-        raise BridgeError(f"ALEAART_CHECKPOINT names {settings.checkpoint}, which the ComfyUI server does "
-                         f"not have ({exc.message}); a request may name its own model") from None
+    checkpoint = await resolve_checkpoint(engine, WORKFLOW, body.model, settings.checkpoint,
+                                          setting="ALEAART_CHECKPOINT")
     if checkpoint is not None:
         params["checkpoint"] = checkpoint
     reported = {k: effective[k] for k in ("steps", "cfg_scale", "seed", "sampler", "width", "height")}

@@ -53,10 +53,10 @@ async def live_choices(engine: JobEngine, ref: str) -> list[str] | None:
 
 
 async def resolve_checkpoint(engine: JobEngine, workflow: str, requested: str | None, default: str = "",
-                             field: str = "model") -> str | None:
-    """The checkpoint a job will use: the request's (matched by file name or stem), else the configured default,
-    else the graph's when installed, else the first installed. None only when no backend answers and nothing was
-    asked for (the engine then picks at dispatch)."""
+                             field: str = "model", setting: str = "") -> str | None:
+    """The checkpoint a job will use: the request's (matched by file name or stem), else the configured default
+    (the setting named `setting`), else the graph's when installed, else the first installed. None only when no
+    backend answers and nothing was asked for (the engine then picks at dispatch)."""
     available = await live_choices(engine, "CheckpointLoaderSimple.ckpt_name")
     name = requested or default or None
     if available is None:
@@ -67,6 +67,11 @@ async def resolve_checkpoint(engine: JobEngine, workflow: str, requested: str | 
         by_stem = [c for c in available if PurePath(c).stem == name or PurePath(c).name == name]
         if len(by_stem) == 1:
             return by_stem[0]
+        if not requested and setting:
+            # The operator's file, not the request's: a 400 naming `model` would send the client to fix a field it
+            # never sent.
+            raise BridgeError(f"{setting} names {name}, which the ComfyUI server does not have (Model {name} not "
+                              f"loaded); a request may name its own {field}")
         raise NotAvailable(field, f"Model {name} not loaded", available)
     graph_value = engine.workflow(workflow).graph_value("checkpoint")
     if graph_value in available:

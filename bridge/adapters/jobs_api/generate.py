@@ -270,7 +270,8 @@ async def prepare(kind: str, body: GenerateBase, engine: JobEngine, settings: Jo
         fit_w, fit_h = fitted_size(src.width, src.height)
         width, height = width or fit_w, height or fit_h
     params["width"], params["height"] = width, height
-    model = await resolve_checkpoint(engine, workflow, body.model, settings.default_model)
+    model = await resolve_checkpoint(engine, workflow, body.model, settings.default_model,
+                                     setting="JOBS_API_DEFAULT_MODEL")
     if model is not None:
         params["checkpoint"] = model
     if body.loras:
