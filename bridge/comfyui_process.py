@@ -137,7 +137,7 @@ class ComfyUIProcess:
         self._auto_port = port is None
         self.port: int = port if port is not None else find_free_port(host)
         self.python: str = python or default_python()
-        self.extra_model_paths = [Path(p).resolve() for p in extra_model_paths]
+        self.extra_model_paths = [Path(p).expanduser().resolve() for p in extra_model_paths]  # as checked (managed)
         self.cpu = cpu
         self.extra_args = list(extra_args)
         self.link_pack = link_pack
