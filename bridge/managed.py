@@ -85,8 +85,9 @@ class ManagedComfyUI:
         try:
             await self._launch()
         except PortInUseError as exc:
-            raise ManagedComfyUIError(f"managed ComfyUI did not start: {exc}; set COMFYUI_PORT to a free port, or 0 "
-                                      "for any") from exc
+            raise ManagedComfyUIError(f"managed ComfyUI did not start: {exc} (perhaps a ComfyUI an earlier run "
+                                      "left behind); stop it, or set COMFYUI_PORT to a free port, or 0 for any") \
+                from exc
         except ComfyUIStartError as exc:
             await asyncio.to_thread(self.process.stop)
             raise ManagedComfyUIError(f"managed ComfyUI did not start: {exc}") from exc
