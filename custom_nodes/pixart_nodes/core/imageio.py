@@ -80,9 +80,13 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
                                          f"{im.width * im.height:,} pixels, over {limit:,})")
                 fmt = im.format
                 frames = _frame_count(im)
-                if frames != 1:
-                    im.seek(0)
-                im.load()
+                try:
+                    if frames != 1:
+                        im.seek(0)
+                    im.load()
+                except (EOFError, IndexError, TypeError, struct.error) as exc:
+                    # Pillow's seek back to the first frame of a damaged animation raises these
+                    raise ImageReadError(f"{path}: not a readable image ({exc})") from None
                 im = narrow_grey(upright(im), fmt)
                 has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
                 mode = "RGBA" if has_alpha and keep_alpha else "RGB"
@@ -97,8 +101,7 @@ def read_image(path: str | os.PathLike, *, keep_alpha: bool = True) -> np.ndarra
         raise ImageReadError(f"{path}: permission denied") from None
     except Image.DecompressionBombError as exc:  # not an OSError: it ended the command with a traceback
         raise ImageReadError(f"{path}: too many pixels to read ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-            struct.error) as exc:  # the last four: Pillow's seek back to the first frame of a damaged animation
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from None
     # Pillow's own warnings ("Corrupt EXIF data ...") name no file, come once per reading of a tag (a TIFF's three
     # times), and came before the error of a file that then failed: said once each, naming the file, only for a file
