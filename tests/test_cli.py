@@ -16,13 +16,9 @@ from PIL import Image
 from pixart_nodes import cli
 from pixart_nodes.core import palette as pal
 from pixart_nodes.core import imageio, pixelate, rgb565
+from tests.support.cli import gradient as _gradient, run as _run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _gradient(h: int = 32, w: int = 48) -> np.ndarray:
-    y, x = np.mgrid[0:h, 0:w]
-    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)], -1).astype(np.uint8)
 
 
 @pytest.fixture
@@ -32,12 +28,6 @@ def images(tmp_path: Path) -> Path:
     rgba[:, :8, 3] = 0
     Image.fromarray(rgba).save(tmp_path / "b.png")
     return tmp_path
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_convert_file_palette_dither_pixel_size(images, capsys):

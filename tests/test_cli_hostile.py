@@ -15,27 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixart_nodes import cli
 from pixart_nodes.core import palette as pal
 from pixart_nodes.core import palette_files
+from tests.support.cli import gradient as _gradient, run as _run
 from tests.support.imaging import damaged_exif_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 POSIX = pytest.mark.skipif(os.name != "posix", reason="FIFOs, /dev/fd and byte file names are POSIX")
-
-
-def _gradient(h: int = 32, w: int = 48) -> np.ndarray:
-    y, x = np.mgrid[0:h, 0:w]
-    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)], -1).astype(np.uint8)
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _error(err: str) -> str:

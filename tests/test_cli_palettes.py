@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixart_nodes import cli
 from pixart_nodes.core import palette as pal
 from pixart_nodes.core import palettes as lib
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.support.cli import run as _run
 
 
 # --- pixart palettes ---------------------------------------------------------------------------------------------

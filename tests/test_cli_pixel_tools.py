@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixart_nodes import cli
+from tests.support.cli import run as _run
 from tests.support.pixelart import enlarge, sprite
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
