@@ -65,6 +65,24 @@ class Pieces:
             yield json.dumps(text[start:start + step], ensure_ascii=self.ensure_ascii)[1:-1].encode()
 
 
+def has_long(value: Any) -> bool:
+    """Whether `split` would set a value of `value` apart: a `Base64`, or a key or string longer than
+    `images.B64_PIECE`. A walk of the value, without the encoding."""
+    step = image_io.B64_PIECE
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if any(isinstance(k, str) and len(k) > step for k in v):
+                return True
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, Base64) or (isinstance(v, str) and len(v) > step):
+            return True
+    return False
+
+
 def split(value: Any, **dumps: Any) -> Pieces:
     """`json.dumps(value, **dumps)` as Pieces: the same bytes once joined."""
     token = f"pixart-long-{secrets.token_hex(16)}-"  # a client's text cannot guess it

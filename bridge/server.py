@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -115,11 +116,21 @@ async def start(app: web.Application, settings: Settings, *, host: str | None = 
     return runner, listener
 
 
+def settle_heap() -> None:
+    """Put what the bridge made to start (modules, request models, workflows) out of the garbage collector's sight:
+    it lives as long as the process, and every full collection walked all of it, holding the event loop: 100,000
+    objects with the shipped workflows (40 ms), 900,000 with a hundred large ones (0.4 s), whenever one came. A
+    workflow reload frees what it replaced and settles the heap again (`JobEngine.reload_workflows`)."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(app: web.Application, settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then stop the app (its cleanup contexts end the engine and ComfyUI child)."""
 
     async def main() -> None:
         runner, listener = await start(app, settings)
+        settle_heap()
         for sock in listener.sockets:
             log.info("serving on http://%s:%s", *sock.getsockname()[:2])
         stop = asyncio.Event()

@@ -54,7 +54,7 @@ class Backends:
         for conn in self.connections.values():
             if conn.healthy:
                 with contextlib.suppress(BackendError):
-                    conn.set_object_info(await conn.client.object_info())
+                    await conn.update_object_info(await conn.client.object_info())
 
     def stats(self: JobEngine) -> dict[str, Any]:
         table = self._table

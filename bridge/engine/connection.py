@@ -31,6 +31,10 @@ class Listener(Protocol):
     def backend_event(self, conn: Connection, event: Event | Preview) -> None: ...
 
 
+def check_workflows(workflows: Mapping[str, wfmod.Workflow], info: Mapping[str, Any]) -> dict[str, list[str]]:
+    return {name: wfmod.check_object_info(wf, info) for name, wf in workflows.items()}
+
+
 def _devices(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     """{name, type} of each device `/system_stats` lists (type is torch's: cuda, cpu, mps, xpu, ...)."""
     return [{"name": str(d.get("name", "")), "type": str(d.get("type", ""))}
@@ -60,6 +64,9 @@ class Connection:
         self.first_attempt = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        # held while an object_info update checks the workflows (and by a reload, for every backend): updates land in
+        # the order they began, and never with workflows a reload has replaced meanwhile
+        self.checks = asyncio.Lock()
 
     # ------------------------------------------------------------------ state
     def can_run(self, workflow: str) -> bool:
@@ -69,13 +76,27 @@ class Connection:
         return wfmod.choices_in(self.object_info or {}, ref)
 
     def set_object_info(self, info: dict[str, Any]) -> None:
+        """This backend's `/object_info`, and every workflow checked against it, here and now."""
+        workflows = self._workflows()
+        self.apply(info, workflows, check_workflows(workflows, info))
+
+    async def update_object_info(self, info: dict[str, Any]) -> None:
+        """`set_object_info` with the workflows checked in a thread, one update at a time (`checks`): a hundred
+        large workflows took 0.15 s of the event loop to check, on every reconnect and model refresh (A1111 clients
+        refresh as often as they like)."""
+        async with self.checks:
+            workflows = self._workflows()
+            self.apply(info, workflows, await asyncio.to_thread(check_workflows, workflows, info))
+
+    def apply(self, info: dict[str, Any], workflows: Mapping[str, wfmod.Workflow],
+              problems: dict[str, list[str]]) -> None:
+        """`info` and the `problems` of `workflows` found in it (`check_workflows`), logged where they changed."""
         self.object_info = info
         before = self.workflow_problems
-        workflows = self._workflows()
-        self.workflow_problems = {name: wfmod.check_object_info(wf, info) for name, wf in workflows.items()}
+        self.workflow_problems = problems
         # said once per backend and workflow, when it changes: this runs on every reconnect and model refresh
-        for name, problems in self.workflow_problems.items():
-            if problems and problems != before.get(name):
+        for name, found in problems.items():
+            if found and found != before.get(name):
                 missing = wfmod.missing_node_types(workflows[name], info)
                 if missing:
                     # a node pack this backend was set up without: a choice, not a fault (GET /health lists the rest)
@@ -85,8 +106,8 @@ class Connection:
                                 ", ".join(repr(m) for m in missing), "are" if many else "is",
                                 "s that provide them" if many else " that provides it")
                 else:
-                    log.error("backend %s: %s", self.url, "; ".join(problems))
-            elif before.get(name) and not problems:
+                    log.error("backend %s: %s", self.url, "; ".join(found))
+            elif before.get(name) and not found:
                 log.info("backend %s: workflow %s can run again", self.url, name)
 
     def state(self) -> dict[str, Any]:
@@ -164,7 +185,7 @@ class Connection:
         stats = await self.client.system_stats()
         self.version = (stats.get("system") or {}).get("comfyui_version")
         self.devices = _devices(stats)
-        self.set_object_info(await self.client.object_info())
+        await self.update_object_info(await self.client.object_info())
         self.healthy, self.connected_since, self.last_error = True, time.time(), None
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse, listener: Listener) -> str:

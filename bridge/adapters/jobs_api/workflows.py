@@ -149,6 +149,8 @@ async def run_workflow(request: web.Request, body: Envelope, query: WaitQuery) -
 @endpoint(dialect=DIALECT, responses={200: Reloaded})
 async def reload_workflows(request: web.Request) -> web.Response:
     """Read the workflow folders again: a workflow dropped in is served from now on (422 names what is broken)."""
+    # dropped before too: the reload frees what it replaced (`JobEngine.reload_workflows`), these models included
+    _ENVELOPES.clear()
     try:
         names = await engine_of(request).reload_workflows()
     except WorkflowError as exc:
