@@ -106,6 +106,15 @@ def _expire(limit: Any) -> None:
         limit.update(when)
 
 
+async def _deleted(engine: Any, job_id: str) -> bool:
+    """Whether the store has no such job any more; False when it cannot say (a keep-alive needs no store)."""
+    try:
+        return await engine.find(job_id) is None
+    except Exception as exc:  # noqa: BLE001 - a database away for a moment must not end every job's stream
+        log.warning("events for job %s: the job store could not be read (%s)", job_id, exc)
+        return False
+
+
 def format_event(event: dict[str, Any]) -> bytes:
     """An SSE frame without its `id:` line, which each stream numbers itself."""
     data = json.dumps(event, separators=(",", ":"), default=str)
@@ -150,7 +159,7 @@ async def stream_events(
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=heartbeat)
             except asyncio.TimeoutError:
-                if job_id is not None and engine.get(job_id) is None and await engine.find(job_id) is None:
+                if job_id is not None and engine.get(job_id) is None and await _deleted(engine, job_id):
                     # Deleted before it ended (its cancel unconfirmed): no final event will come, and the stream
                     # sent keep-alives for as long as its client stayed.
                     break

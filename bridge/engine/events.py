@@ -12,7 +12,7 @@ from typing import Any
 from .client import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, parse_binary
 
 MAX_STEP = 2 ** 31 - 1
-# Text messages past this are not read: ComfyUI's are a few kB (an `executed` ui dict of file names or some text),
+# Text messages past this are not parsed (aiohttp has read them by then): ComfyUI's are a few kB (an `executed` ui dict of file names or some text),
 # and json.loads of the 2 GiB a websocket message may carry (its frames' bound) holds the event loop for seconds
 # (67 MiB of numbers: 0.43 s) and makes Python objects several times its size. What an ignored `executed`
 # said is read from /history, as after a reconnect.

@@ -292,7 +292,7 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
     first = _upscaler(body.upscaler_1 or "None", files, "upscaler_1")
     second = _upscaler(body.upscaler_2 or "None", files, "upscaler_2") if first is not None else None
     visibility = float(body.extras_upscaler_2_visibility or 0)
-    if first is not None:
+    if first is not None and images:  # it queues a job per image
         await engine.check_room()
     # Every image checked from its header, and all of them against the request's pixel budget, before any is
     # decoded; then decoded one at a time in the image pool.
