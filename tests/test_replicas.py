@@ -71,11 +71,22 @@ async def test_any_replica_answers_for_any_job(replicas, comfy_double):
 
 
 async def test_a_cancel_asked_while_the_runner_was_not_listening_is_carried_out_on_its_resync(replicas,
-                                                                                              comfy_double):
+                                                                                              comfy_double, pg_url):
     # The cancel note is lost (the replica's LISTEN connection was down when it was sent); the row keeps the request.
     # Once listening again the replica hears "resync": it must find the request there, not run the job to its end.
+    import psycopg
+
     comfy_double.step_delay = 0.2
-    a = await replicas()
+    # A lease that cannot run out under a loaded machine, and a listener already connected: otherwise a late first
+    # LISTEN (its own resync) or the replica re-claiming its lapsed job finds the request before the test's resync.
+    a = await replicas(lease=60.0)
+
+    def listening() -> bool:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return bool(conn.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND query LIKE 'LISTEN %'").fetchone())
+
+    await until(listening, what="the replica to listen")
     job = await a.submit("txt2img", {**P, "steps": 150})
     await until(lambda: job.status == "running", what="the job to run")
     assert await a.store.request_cancel(job.id)  # no note: as if sent while nobody listened
