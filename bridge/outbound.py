@@ -79,9 +79,6 @@ class OutboundPolicy:
                               f"(BRIDGE_OUTBOUND_ALLOW admits it)")
 
 
-# A webhook receiver's URL is checked before every message (parsing and an address check, about 40 us in a
-# profile of bench_delivery): the answer depends on the text and the (frozen) policy only, so it is kept; a refusal
-# raises and is not kept.
 def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
     """What makes `url` no address of a server, said without the network (its scheme, host, port, characters,
     credentials), or None. Also the settings' check of the URLs they name (bridge.config)."""
