@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from bridge import workflows as W
+from bridge.adapters.pixart_editor import DIALECT_NAME as EDITOR_DIALECT, client_job_id
 from bridge.app import build_engine, create_app
 from bridge.events import stream_events
 from bridge.http import json_error
 from bridge.keys import ENGINE, STREAMS
 from bridge.server import start
 from bridge.store import Job
+from tests.support.imaging import solid_png_b64
 from tests.support.waiting import until, wait_healthy
 
 pytestmark = pytest.mark.asyncio
@@ -34,21 +36,23 @@ async def submit(client: Any, steps: int = 1) -> str:
     return (await resp.json())["id"]
 
 
-async def slow_to_cancel(aiohttp_client: Any, bridge_settings: Any, routes: Any = None) -> tuple[Any, str]:
+async def slow_to_cancel(aiohttp_client: Any, bridge_settings: Any, routes: Any = None, *,
+                         job_id: str = "job_elsewhere", meta: dict[str, Any] | None = None,
+                         adapters: list[str] | None = None) -> tuple[Any, str]:
     """A bridge, and a job of its store that no replica runs (nobody serves its workflow: another replica's, gone)
     and that a DELETE therefore removes unfinished, its cancel never confirmed (after 0.3 s + 2 claim intervals)."""
     settings = bridge_settings()
     engine = build_engine(settings, settings.comfyui_urls)
     engine.options = dataclasses.replace(engine.options, cancel_grace=0.3)
-    app = create_app(settings, engine=engine, adapter_names=["jobs_api"])
+    app = create_app(settings, engine=engine, adapter_names=adapters or ["jobs_api"])
     if routes is not None:
         routes(app)
     client = await aiohttp_client(app)
     await wait_healthy(client)
-    await engine.store.insert(Job(id="job_elsewhere", workflow="served_elsewhere", workflow_version=1, params={},
-                                  created_at=time.time(), meta={"api": "jobs", "type": "text2img"}),
+    await engine.store.insert(Job(id=job_id, workflow="served_elsewhere", workflow_version=1, params={},
+                                  created_at=time.time(), meta=meta or {"api": "jobs", "type": "text2img"}),
                               owner=None, lease=0.0)
-    return client, "job_elsewhere"
+    return client, job_id
 
 
 # ------------------------------------------------------------------------------------------------ query and path values
@@ -171,13 +175,32 @@ async def test_a_long_poll_on_a_job_deleted_unfinished_answers_404(aiohttp_clien
     assert (await client.get(f"/jobs/{job_id}/outputs/images/0")).status == 404
 
 
-async def test_a_long_poll_whose_client_left_stops_waiting(bridge_settings: Any, comfy_double: Any) -> None:
+# The three `?wait=` routes: what a client sends to poll (a job of its own, or one it already submitted).
+EDITOR = "/api/pixel-generation"
+POLLS = {
+    "jobs": lambda job_id: b"GET /jobs/%s?wait=600 HTTP/1.1\r\nHost: x\r\n\r\n" % job_id.encode(),
+    "workflows": lambda _: post(b"/workflows/txt2img?wait=600",
+                                {"parameters": {**SMALL, "steps": 150}}),
+    "editor": lambda job_id: b"GET " + EDITOR.encode() + b"/status/%s?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+                             % job_id.encode(),
+}
+
+
+def post(path: bytes, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path, len(data), data))
+
+
+@pytest.mark.parametrize("route", sorted(POLLS))
+async def test_a_long_poll_whose_client_left_stops_waiting(bridge_settings: Any, comfy_double: Any,
+                                                           route: str) -> None:
     """The bridge's own server (not the test client's, which cancels the handler of a client that left) runs a
     handler to its end: 50 abandoned `?wait=600` held 200 tasks and their waits for 10 minutes, each reading
     another replica's job from the store every 5 s."""
-    comfy_double.step_delay = 0.5
+    comfy_double.step_delay = comfy_double.node_delay = 0.5
     settings = bridge_settings()
-    app = create_app(settings, adapter_names=["jobs_api"])
+    app = create_app(settings, adapter_names=["jobs_api", "pixart_editor"])
     runner, listener = await start(app, settings, host="127.0.0.1", port=0)
     port = listener.sockets[0].getsockname()[1]
     engine = app[ENGINE]
@@ -201,22 +224,39 @@ async def test_a_long_poll_whose_client_left_stops_waiting(bridge_settings: Any,
             await writer.drain()
             return reader, writer
 
-        body = json.dumps({**SMALL, "steps": 150}).encode()
-        reader, writer = await request(b"POST /generate/text2img HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                                       % (len(body), body))
-        job_id = json.loads((await reader.read()).split(b"\r\n\r\n", 1)[1])["id"]
+        if route == "editor":
+            reader, writer = await request(post(EDITOR.encode() + b"/generate", {
+                "id": "left", "sketchData": solid_png_b64(32, 32), "width": 16, "height": 16, "useAI": False}))
+            job_id = "left"
+        else:
+            reader, writer = await request(post(b"/generate/text2img", {**SMALL, "steps": 150}))
+            job_id = json.loads((await reader.read()).split(b"\r\n\r\n", 1)[1])["id"]
+        await reader.read()
         writer.close()
-        polls = [await request(b"GET /jobs/%s?wait=600 HTTP/1.1\r\nHost: x\r\n\r\n" % job_id.encode())
-                 for _ in range(20)]
+        polls = [await request(POLLS[route](job_id)) for _ in range(20)]
         await until(lambda: waiting[0] == 20, what="20 long polls")
         for _, writer in polls:
             writer.close()
         await until(lambda: waiting[0] == 0, timeout=10, what="the abandoned long polls to stop waiting")
-        assert engine.get(job_id).status in ("queued", "running")  # only waited on: the job goes on
+        # only waited on: the jobs go on
+        assert {j.status for j in await engine.list()} <= {"queued", "running"}
     finally:
         listener.close()
         await runner.cleanup()
+
+
+async def test_the_editors_long_poll_on_a_generation_deleted_unfinished_answers_404(aiohttp_client: Any,
+                                                                                      bridge_settings: Any,
+                                                                                      comfy_double: Any) -> None:
+    """As the jobs API's: the editor's `status?wait=` waited its whole time and answered "processing"."""
+    client, job_id = await slow_to_cancel(aiohttp_client, bridge_settings, job_id=client_job_id("gone"),
+                                          meta={"dialect": EDITOR_DIALECT}, adapters=["pixart_editor"])
+    poll = asyncio.ensure_future(client.get(f"{EDITOR}/status/gone?wait=60"))
+    await asyncio.sleep(0.5)
+    await client.server.app[ENGINE].delete(job_id)
+    resp = await asyncio.wait_for(poll, 30)  # within the engine's look again (5 s), far from the wait's 60 s
+    body = await resp.json()
+    assert resp.status == 404 and body["field"] == "id", body
 
 
 # ------------------------------------------------------------------------------------------------ event streams

@@ -63,3 +63,31 @@ async def test_a_stopping_server_answers_long_polls_at_once_and_keeps_the_job(br
     assert resp.status == 200 and job["status"] in ("queued", "processing") and time.monotonic() - started < 60
     # the job was only waited on, not cancelled: it goes on in ComfyUI
     assert client.app[ENGINE].get(job_id).status in ("queued", "running")
+
+
+async def test_a_wait_on_a_job_deleted_meanwhile_ends_at_once(bridge_factory, comfy_double):
+    """engine.wait, under every `?wait=` route and request: a job nobody here runs, deleted unfinished, never ends
+    (JobNotFound within the engine's look at the store, not the wait's time); this replica's own job, cancelled by
+    the DELETE, is answered as it ended even when its row is gone before the waiter looks."""
+    import asyncio
+
+    from bridge.app import ENGINE
+    from bridge.errors import JobNotFound
+    from bridge.store import Job
+
+    comfy_double.step_delay = 0.5
+    client = await bridge_factory(adapters=["jobs_api"])
+    engine = client.app[ENGINE]
+    await engine.store.insert(Job(id="job_elsewhere", workflow="served_elsewhere", workflow_version=1, params={},
+                                  created_at=time.time()), owner=None, lease=0.0)
+    waiter = asyncio.ensure_future(engine.wait("job_elsewhere", timeout=120))
+    await asyncio.sleep(0.3)
+    await engine.delete("job_elsewhere")
+    with pytest.raises(JobNotFound):
+        await asyncio.wait_for(waiter, 60)
+    job_id = (await (await client.post("/generate/text2img", json={"prompt": "d", "width": 64, "height": 64,
+                                                                   "steps": 150})).json())["id"]
+    waiter = asyncio.ensure_future(engine.wait(job_id, timeout=120))
+    await asyncio.sleep(0.3)
+    await engine.delete(job_id)
+    assert (await asyncio.wait_for(waiter, 60)).status == "cancelled"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import hashlib
 import io
@@ -56,7 +55,7 @@ from bridge.keys import SETTINGS
 from bridge.engine import Job, JobEngine
 from bridge.workflows import Workflow
 
-from .toolkit import engine_of, request_origin
+from .toolkit import engine_of, long_poll, request_origin
 
 log = logging.getLogger("bridge.adapters.pixart_editor")
 
@@ -685,13 +684,14 @@ async def status(request: web.Request, query: StatusQuery) -> web.Response:
     engine = engine_of(request)
     client_id = request.match_info["id"]
     job = await engine.find(client_job_id(client_id))
-    if job is None or (job.meta or {}).get("dialect") != DIALECT_NAME:
+    if job is not None and (job.meta or {}).get("dialect") != DIALECT_NAME:
+        job = None  # another API's job
+    if job is not None and query.wait > 0 and not job.done:
+        job = await long_poll(request, job, query.wait)  # None: deleted while the answer waited
+    if job is None:
         # the id comes from the path, up to 8 KB: its start only, as JobNotFound shows one
         return DIALECT.error(404, f"no generation with id {quote(client_id, NAME_SHOWN)}", "id",
                              code=JobNotFound.code)
-    if query.wait > 0 and not job.done:
-        with contextlib.suppress(asyncio.TimeoutError):
-            job = await engine.wait(job.id, timeout=query.wait)
     return await json_answer(await status_body(engine, job, _state(request)["results"],
                                                response_format=query.response_format,
                                                origin=request_origin(request)))

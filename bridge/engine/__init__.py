@@ -410,12 +410,13 @@ class JobEngine(Outputs, Backends):
                 # A claim of this replica's took it meanwhile (its copy read before the request): nobody else
                 # will cancel it, and this replica ignores its own cancel note.
                 return await self.cancel(job.id)
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError, JobNotFound):  # not found: deleted meanwhile, gone too
             await self.wait(job.id, timeout=self.options.cancel_grace + 2 * self.options.claim_interval)
         return True
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Return the job once it is completed, failed or cancelled (asyncio.TimeoutError after `timeout`)."""
+        """Return the job once it is completed, failed or cancelled (asyncio.TimeoutError after `timeout`;
+        JobNotFound when it is deleted meanwhile, unfinished or not)."""
         job = await self.find(job_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -436,7 +437,10 @@ class JobEngine(Outputs, Backends):
             finally:
                 done.cancel()
                 stop.cancel()
-            job = table.get(job_id) or await self.find(job_id) or job
+            found = table.get(job_id) or await self.find(job_id)
+            if found is None and not job.done:  # done: this replica's own copy, ended here, then deleted
+                raise JobNotFound(job_id)
+            job = found or job
         return job
 
     async def subscribe(self, job_id: str | None = None) -> AsyncIterator[dict[str, Any]]:

@@ -279,7 +279,6 @@ class JobTable:
         if self._jobs.pop(job.id, None) is not None or self.counts[job.status] > 0:
             self.counts[job.status] = max(0, self.counts[job.status] - 1)
         self._finished.pop(job.id, None)
-        self._done.pop(job.id, None)
         self._dirty.pop(job.id, None)
         self._unwritten.discard(job.id)
         self._changes += 1
@@ -289,6 +288,7 @@ class JobTable:
         finally:
             self._settling -= 1
             self._changes += 1
+            self.ended(job.id)  # its waiters look again: a job removed unfinished never ends
         await self.store.publish(self.announcement("deleted", job))
 
     def uncache(self, job_id: str) -> None:

@@ -157,6 +157,7 @@ class Replicas:
                 asyncio.get_running_loop().create_task(self._cancel_once_claimed(job_id))
         elif kind == "deleted":
             self.table.uncache(job_id)
+            self.table.ended(job_id)
         elif kind in ("status", "progress", "preview"):
             if note.get("status") in TERMINAL:
                 self.table.uncache(job_id)

@@ -94,6 +94,10 @@ class JobsDialect(Dialect):
 DIALECT = JobsDialect("jobs", JobsError, ("jobs",))
 
 
+def not_found() -> web.Response:
+    return DIALECT.error(404, "Job not found", "id")  # the seed API's words
+
+
 # ------------------------------------------------------------------------------------------------ answers
 StatusName = Literal["queued", "processing", "completed", "failed", "cancelled"]
 

@@ -1,7 +1,6 @@
 """The job resources: a job, the job list, cancelling, queue statistics and the model list."""
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Annotated, Literal
 
@@ -9,13 +8,13 @@ from aiohttp import web
 from pydantic import Field
 
 from bridge.api import endpoint
-from bridge.errors import BackendUnavailable, JobNotFound
+from bridge.errors import BackendUnavailable
 from bridge.fields import LooseFloat, LooseInt, Request, ResponseFormat
 from bridge.store import Job
 
-from ..toolkit import client_gone, engine_of, live_choices, request_origin
+from ..toolkit import engine_of, live_choices, long_poll, request_origin
 from .dialect import (DIALECT, SETTINGS_KEY, STATUS_IN, STATUS_OUT, CancelAnswer, JobList, JobView, ModelList,
-                      API, QueueStatus, job_summary, owned, view_answer)
+                      API, QueueStatus, job_summary, not_found, owned, view_answer)
 from .generate import WORKFLOWS, model_stem
 from .workflows import MAX_WAIT
 
@@ -37,10 +36,6 @@ async def owned_job(request: web.Request) -> Job | None:
     return job if owned(job) else None
 
 
-def not_found() -> web.Response:
-    return DIALECT.error(404, "Job not found", "id")  # the seed API's words
-
-
 class JobQuery(Request):
     wait: Annotated[LooseFloat, Field(ge=0.0, le=MAX_WAIT)] = Field(
         0.0, description="Seconds to hold the answer while the job is queued or running: it comes as soon as the "
@@ -59,49 +54,10 @@ async def get_job(request: web.Request, query: JobQuery) -> web.Response:
     if job is None:
         return not_found()
     if query.wait > 0 and not job.done:
-        job = await _long_poll(request, job, query.wait)
+        job = await long_poll(request, job, query.wait)
         if job is None:
             return not_found()
     return await view_answer(engine, job, query.response_format, request_origin(request))
-
-
-# Seconds between looks at whether a long poll's client is still there. The bridge's server does not cancel the
-# handler of a client that went away (aiohttp's default), so an abandoned `?wait=600` waited on to the end: 50 of
-# them held 200 tasks, and read another replica's job from the store every 5 s each, for 10 minutes.
-GONE_POLL = 1.0
-# Seconds of one wait for a job another replica runs (or nobody does), after which the poll reads the job again. A
-# DELETE whose cancel went unconfirmed removes such a job unfinished, and its end never comes: the poll waited its
-# whole time and answered 200 with the deleted job as it was.
-ELSEWHERE_SLICE = 10.0
-
-
-async def _long_poll(request: web.Request, job: Job, wait: float) -> Job | None:
-    """The job once it ends, or as it stands when `wait` seconds are up or its client left; None when it was
-    deleted meanwhile."""
-    engine = engine_of(request)
-    loop = asyncio.get_running_loop()
-    until = loop.time() + wait
-    while (left := until - loop.time()) > 0 and not engine.stopping.is_set():
-        # this replica's own job ends here, deleted or not: one wait covers it
-        step = left if engine.get(job.id) is not None else min(left, ELSEWHERE_SLICE)
-        waiter = asyncio.ensure_future(engine.wait(job.id, timeout=step))
-        try:
-            while not waiter.done():
-                await asyncio.wait({waiter}, timeout=GONE_POLL)
-                if client_gone(request):
-                    return job  # nobody reads the answer
-        finally:
-            waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
-        failure = waiter.exception()
-        if failure is None:
-            return waiter.result()
-        if isinstance(failure, JobNotFound):
-            return None
-        if not isinstance(failure, asyncio.TimeoutError):
-            raise failure
-    # as it stands now (a copy read from the store when the poll began is as old as the wait)
-    return engine.get(job.id) or await engine.find(job.id)
 
 
 @endpoint(dialect=DIALECT, query=ListQuery, responses={200: JobList})

@@ -9,21 +9,19 @@ finished result, as Salad's comfyui-api offers.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from bridge.api import endpoint
-from bridge.engine import JobEngine
 from bridge.errors import WorkflowError
 from bridge.fields import LooseFloat, OutputFormat, OutputQuality, Request, ResponseFormat, Webhook
 from bridge.keys import OPENAPI_CACHE
 from bridge.workflows import Workflow
 
-from ..toolkit import engine_of, request_origin
-from .dialect import API, DIALECT, JobAccepted, JobView, iso, new_job_id, view_answer
+from ..toolkit import engine_of, long_poll, request_origin
+from .dialect import API, DIALECT, JobAccepted, JobView, iso, new_job_id, not_found, view_answer
 
 # Longest a POST /workflows/{name}?wait= holds the connection: longer waits belong to GET /jobs/{id}?wait= polls.
 MAX_WAIT = 600.0
@@ -117,18 +115,6 @@ async def describe_workflow(request: web.Request) -> web.Response:
     return web.json_response(engine_of(request).workflow(request.match_info["name"]).describe())
 
 
-async def _answer(engine: JobEngine, job_id: str, wait: float, accepted: dict[str, Any], origin: str
-                  ) -> web.Response:
-    if wait > 0:
-        try:
-            job = await engine.wait(job_id, timeout=wait)
-        except asyncio.TimeoutError:
-            pass
-        else:
-            return await view_answer(engine, job, origin=origin)
-    return web.json_response(accepted, status=202)
-
-
 @endpoint(dialect=DIALECT, body=Envelope, query=WaitQuery, responses={200: JobView, 202: JobAccepted},
           empty_body={}, expand=_expand)
 async def run_workflow(request: web.Request, body: Envelope, query: WaitQuery) -> web.Response:
@@ -143,7 +129,13 @@ async def run_workflow(request: web.Request, body: Envelope, query: WaitQuery) -
                                     "output_format": body.output_format, "output_quality": body.output_quality})
     accepted = {"id": job.id, "type": wf.name, "status": "queued", "request": echo,
                 "createdAt": iso(job.created_at), "progress": 0}
-    return await _answer(engine, job.id, query.wait, accepted, request_origin(request))
+    if query.wait > 0:
+        ended = await long_poll(request, job, query.wait)
+        if ended is None:
+            return not_found()  # deleted while the answer waited
+        if ended.done:
+            return await view_answer(engine, ended, origin=request_origin(request))
+    return web.json_response(accepted, status=202)
 
 
 @endpoint(dialect=DIALECT, responses={200: Reloaded})
