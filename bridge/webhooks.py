@@ -33,7 +33,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,11 +54,14 @@ SETTLE_DELAY = 0.05
 # A receiver answering 410 asks not to be called again for this message (Standard Webhooks).
 GONE = 410
 # Messages held in memory waiting for their slots, per client and per host, and in all. One past these is left in
-# the store, where its claim keeps it from everyone until the hold runs out (then it is due again, behind the
-# messages that fell due meanwhile): a client naming a hanging receiver had every due message of its jobs held here
-# (5,000: 42.6 MB, tracemalloc). 256 keep a host answering within a second busy for longer than a hold.
+# the store: a client naming a hanging receiver had every due message of its jobs held here (5,000: 42.6 MB,
+# tracemalloc). 256 keep a host answering within a second busy for longer than a hold.
 WAITING_PER_KEY = 256
 WAITING_IN_ALL = 4096
+# A message passed over by those bounds is given back, due again this long after (seconds): its claim kept it from
+# every replica, unsent, for the whole hold. Not at once: the delivery loop would claim and pass over the same
+# messages every round.
+PASS_BACK_DELAY = 5.0
 
 # (url, body, headers, timeout) -> HTTP status; raises TimeoutError when no answer came within the timeout
 Send = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
@@ -150,6 +153,7 @@ class Webhooks:
         # end messages recorded (held from the other replicas) and waiting for their job's end to be written
         self._held: dict[str, list[Delivery]] = {}
         self._interrupted: list[Delivery] = []  # attempts cut short by stop()
+        self._passed_over: list[Delivery] = []  # claimed, but past the bounds on waiting: to give back
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
         self._hosts = _Slots(self.policy.per_host)
@@ -258,6 +262,8 @@ class Webhooks:
                 self._interrupted.append(d)
             else:
                 self._start(d)
+        if self._passed_over:
+            self._wake.set()  # the loop gives them back
 
     @staticmethod
     async def _body(event: str, data: dict[str, Any], now: float) -> str:
@@ -286,6 +292,8 @@ class Webhooks:
                 if room > 0:
                     for d in await self.store.claim_deliveries(time.time(), min(200, room), hold=self._hold):
                         self._start(d)
+                await self._pass_back()
+                if room > 0:
                     next_at = await self.store.next_delivery_at()
                     delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
             except Exception as exc:  # noqa: BLE001 - the store is away: deliveries wait in it
@@ -309,7 +317,8 @@ class Webhooks:
             return
         keys = [f"host {urlsplit(d.url).hostname or ''}"] + ([f"client {d.client}"] if d.client else [])
         if len(self._in_flight) >= WAITING_IN_ALL or any(self._waiting.get(k, 0) >= WAITING_PER_KEY for k in keys):
-            return  # due again when its claim's hold runs out
+            self._passed_over.append(d)
+            return
         for k in keys:
             self._waiting[k] = self._waiting.get(k, 0) + 1
         self._in_flight[d.id] = d
@@ -325,6 +334,13 @@ class Webhooks:
 
         task.add_done_callback(done)
 
+    async def _pass_back(self) -> None:
+        passed, self._passed_over = self._passed_over, []
+        due = time.time() + PASS_BACK_DELAY
+        for d in passed:
+            # only while the claim is still this replica's: one another replica made since stays its own
+            await self.store.reclaim_delivery(d.id, d.next_at, due)
+
     async def stop(self) -> None:
         self._stopped = True
         self._wake.set()
@@ -338,8 +354,8 @@ class Webhooks:
         # messages this bridge held and did not finish sending are due at once for whoever runs next, rather than
         # when their hold runs out; held ones whose end's write failed are stored here too, since the engine clears
         # `before_end` before this and writes those ends later without them (at least once, never none)
-        unsent = self._interrupted + [d for held in self._held.values() for d in held]
-        self._interrupted, self._held = [], {}
+        unsent = self._interrupted + self._passed_over + [d for held in self._held.values() for d in held]
+        self._interrupted, self._passed_over, self._held = [], [], {}
         now = time.time()
         for d in unsent:
             d.next_at = now
@@ -386,16 +402,18 @@ class Webhooks:
                 ended = time.time()
                 d.attempts.append({"at": started, "duration_ms": round((ended - started) * 1000, 1),
                                    "status": status, "error": error})
+                # a copy: the hold may run out while the outcome waits to be written, and the loop's new claim, which
+                # moves the message's hold on (`_start`), must not move a retry's time
                 if status is not None and 200 <= status < 300:
-                    d.status, d.next_at = "delivered", None
+                    outcome = replace(d, status="delivered", next_at=None)
                 elif status == GONE or refused or ended - d.created_at >= self.policy.retry_for:
-                    d.status, d.next_at = "failed", None
+                    outcome = replace(d, status="failed", next_at=None)
                     log.warning("webhook %s to %s for job %s given up after %d attempts (%s)", d.id, d.url,
                                 d.job_id, len(d.attempts), error or f"HTTP {status}")
                 else:
                     backoff = min(self.policy.retry_max, self.policy.retry_base * 2 ** (len(d.attempts) - 1))
-                    d.next_at = ended + backoff * random.uniform(0.75, 1.25)
-                self._settle(d)
+                    outcome = replace(d, next_at=ended + backoff * random.uniform(0.75, 1.25))
+                self._settle(outcome)
                 settled = True
         finally:
             if not settled:

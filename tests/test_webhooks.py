@@ -491,12 +491,13 @@ async def test_outcomes_are_written_together_and_a_read_or_a_stop_writes_them_at
         await store.close()
 
 
-async def _webhooks(tmp_path, send, policy):
-    """A store and the webhooks of a bridge that sends with `send` (no HTTP), for tests of the delivery itself."""
+async def _webhooks(tmp_path, send, policy, database: str = ""):
+    """A store (`database`, or an SQLite file) and the webhooks of a bridge that sends with `send` (no HTTP), for
+    tests of the delivery itself."""
     from bridge import webhooks as wh
     from bridge.store import open_store
 
-    store = open_store(str(tmp_path / "jobs.sqlite3"), tmp_path)
+    store = open_store(database or str(tmp_path / "jobs.sqlite3"), tmp_path)
     await store.open()
 
     async def describe(job):
@@ -635,14 +636,14 @@ async def _slow_receiver(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def _backlog(tmp_path, count: int):
+async def _backlog(tmp_path, count: int, database: str = ""):
     """(hooks, store, answer, sent): `count` messages to a receiver that hangs until `answer` is set, due in the
-    store of webhooks whose delivery loop runs."""
+    store of webhooks whose delivery loop runs (its first round not yet run)."""
     from bridge import webhooks as wh
     from bridge.store import Delivery, Job
 
     answer, sent, send = _hanging_receivers()
-    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4))
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4), database)
     loop = None
     try:
         await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
@@ -672,10 +673,10 @@ async def _until_delivered(hooks, store, count: int, timeout: float) -> None:
 
 
 async def test_a_message_that_waited_for_its_slot_past_its_claim_is_still_sent(tmp_path, monkeypatch):
-    """A message waiting for a hanging host's slot longer than its claim's hold (40 s by default: the 17th message
-    to a host that never answers) was claimed again by the delivery loop, which passed over it as in flight here;
-    when its slot came its own claim had moved on, it took itself for another replica's and gave up, and stayed
-    "in flight" for good: never sent by this bridge."""
+    """A message waiting for a hanging host's slot longer than its claim's hold (BRIDGE_WEBHOOK_TIMEOUT + 30 s, 40 s
+    by default: the 17th message to a host that never answers) was claimed again by the delivery loop, which passed
+    over it as in flight here; when its slot came its own claim had moved on, it took itself for another replica's
+    and gave up, and stayed "in flight" for good: never sent by this bridge."""
     from bridge import webhooks as wh
 
     monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 0.5))
@@ -688,11 +689,12 @@ async def test_a_message_that_waited_for_its_slot_past_its_claim_is_still_sent(t
 
 async def test_messages_for_a_hanging_receiver_wait_in_the_store_past_a_bound(tmp_path, monkeypatch):
     """Due messages for a receiver that never answers are held in memory up to WAITING_PER_KEY (every one of them
-    was: 5,000 took 42.6 MB); the others stay claimed in the store, are due again when the claim runs out, and all
-    go out once the receiver answers. Another receiver's message goes out meanwhile."""
+    was: 5,000 took 42.6 MB); the others are given back to the store, due again a moment later, and all go out once
+    the receiver answers. Another receiver's message goes out meanwhile."""
     from bridge import webhooks as wh
 
     monkeypatch.setattr(wh, "WAITING_PER_KEY", 16)
+    monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.3)
     monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 1.0))  # claims run out after a second
     async with _backlog(tmp_path, 100) as (hooks, store, answer, sent):
         await until(lambda: len(hooks._tasks) == 16, 3, "16 messages in memory")
@@ -703,6 +705,167 @@ async def test_messages_for_a_hanging_receiver_wait_in_the_store_past_a_bound(tm
         answer.set()
         await _until_delivered(hooks, store, 100, 20)
         assert sent.count("http://hangs.example/hook") == 100  # each once
+
+
+def _counting_claims(store) -> dict[str, int]:
+    """How often the store's delivery claims have taken each message, from now on."""
+    claims: dict[str, int] = {}
+    claim = store.claim_deliveries
+
+    async def counted(now, limit, hold):
+        found = await claim(now, limit, hold=hold)
+        for d in found:
+            claims[d.id] = claims.get(d.id, 0) + 1
+        return found
+
+    store.claim_deliveries = counted
+    return claims
+
+
+@pytest.mark.parametrize("job_database", ["sqlite", "postgresql"], indirect=True)
+async def test_messages_past_the_bound_are_given_back_soon_and_not_claimed_every_round(tmp_path, monkeypatch,
+                                                                                       job_database):
+    """A message past the bound on waiting stayed claimed by this bridge for its whole hold (BRIDGE_WEBHOOK_TIMEOUT
+    + 30 s, 40 s by default), unsent and kept from every other replica, then was claimed and passed over again. It
+    is given back, due again PASS_BACK_DELAY later: not at once, or the delivery loop would claim and pass over the
+    same messages every round (each 50 ms)."""
+    from bridge import webhooks as wh
+
+    monkeypatch.setattr(wh, "WAITING_PER_KEY", 4)
+    async with _backlog(tmp_path, 10, job_database) as (hooks, store, answer, sent):
+        claims = _counting_claims(store)
+        await until(lambda: len(sent) == 4, 3, "four messages sent")
+        await asyncio.sleep(1.0)
+        passed = [d for d in await store.deliveries_for("h") if d.id not in hooks._in_flight]
+        assert len(passed) == 6 and all(claims[d.id] == 1 for d in passed), {d.id: claims[d.id] for d in passed}
+        now = time.time()
+        assert all(now < d.next_at <= now + wh.PASS_BACK_DELAY for d in passed), [d.next_at - now for d in passed]
+
+
+@pytest.mark.parametrize("job_database", ["sqlite", "postgresql"], indirect=True)
+async def test_messages_past_the_bound_go_out_through_another_replica(tmp_path, monkeypatch, job_database):
+    """Another replica sharing the store sends what this one passed over, rather than waiting for this one's
+    claims to run out."""
+    from bridge import webhooks as wh
+
+    monkeypatch.setattr(wh, "WAITING_PER_KEY", 4)
+    monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.3)
+    async with _backlog(tmp_path, 10, job_database) as (hooks, store, answer, sent):
+        await until(lambda: len(sent) == 4, 3, "four messages sent")
+        other_sent: list[str] = []
+
+        async def send(url, body, headers, timeout):
+            other_sent.append(headers["webhook-id"])
+            return 204
+
+        async def describe(job):
+            return {"id": job.id}
+
+        other = wh.Webhooks(store, SECRET, send, describe=describe, policy=wh.Policy(per_host=4))
+        loop = asyncio.create_task(other.run())
+        try:
+            await until(lambda: len(other_sent) == 6, 5, "the six passed over, sent by the other replica")
+        finally:
+            await other.stop()
+            await loop
+        assert len(sent) == 4 and len(set(other_sent)) == 6
+
+
+async def test_messages_wait_in_memory_up_to_a_bound_in_all(tmp_path, monkeypatch):
+    """WAITING_IN_ALL bounds the messages held in memory whatever their hosts and clients (each under its own
+    bound), claimed by the delivery loop or sent as their job's end is written alike; the others are given back to
+    the store and go out, once each, when there is room."""
+    from bridge import webhooks as wh
+    from bridge.store import Delivery, Job
+
+    monkeypatch.setattr(wh, "WAITING_IN_ALL", 8)
+    monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.3)
+    answer, sent, send = _hanging_receivers()
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy())
+    loop = None
+    try:
+        for i in range(10):  # each its own host and client
+            await store.insert(Job(id=f"h{i}", workflow="w", workflow_version=1, params={}, meta={"client": f"c{i}"}),
+                               owner="me", lease=30)
+            await store.save_delivery(Delivery(id=f"d{i}", job_id=f"h{i}", url=f"http://hangs{i}.example/hook",
+                                               event="job.completed", payload="{}", created_at=time.time(),
+                                               next_at=time.time()))
+        loop = asyncio.create_task(hooks.run())
+        await until(lambda: len(sent) >= 8, 3, "eight messages sent")
+        for i in range(10, 13):
+            await _ended(store, hooks, f"h{i}", f"http://hangs{i}.example/hook", client=f"c{i}")
+        await asyncio.sleep(0.5)
+        assert len(sent) == 8 and len(hooks._in_flight) == 8, sent
+        answer.set()
+        await until(lambda: len(sent) == 13, 5, "every message once there was room")
+        await asyncio.sleep(0.5)
+        assert sorted(sent) == sorted(f"http://hangs{i}.example/hook" for i in range(13))
+    finally:
+        answer.set()
+        if loop is not None:
+            loop.cancel()
+        await hooks.stop()
+        await store.close()
+
+
+async def test_the_bound_per_key_holds_for_messages_sent_as_their_jobs_end_is_written(tmp_path, monkeypatch):
+    """Messages sent as their job's end is written, not claimed by the delivery loop, count against
+    WAITING_PER_KEY too: past it they are given back to the store, and go out, once each, when the host answers."""
+    from bridge import webhooks as wh
+
+    monkeypatch.setattr(wh, "WAITING_PER_KEY", 4)
+    monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.3)
+    answer, sent, send = _hanging_receivers()
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=2))
+    loop = asyncio.create_task(hooks.run())
+    try:
+        for i in range(10):
+            await _ended(store, hooks, f"h{i}", "http://hangs.example/hook")
+        await until(lambda: len(sent) >= 2, 3, "two messages sent")
+        await asyncio.sleep(0.5)
+        assert len(hooks._in_flight) == 4 and len(sent) == 2, sent  # two sent, two waiting for the host
+        answer.set()
+        await until(lambda: len(sent) == 10, 5, "every message once the host answered")
+        await hooks.write_settled()
+        for i in range(10):
+            assert [(d.status, len(d.attempts)) for d in await store.deliveries_for(f"h{i}")] == [("delivered", 1)]
+    finally:
+        answer.set()
+        loop.cancel()
+        await hooks.stop()
+        await store.close()
+
+
+async def test_a_retry_keeps_its_time_when_its_message_is_claimed_again_before_the_outcome_is_written(tmp_path,
+                                                                                                    monkeypatch):
+    """A failed attempt's hold can run out before its outcome is written (a slow store; a big message signed in a
+    busy pool): the delivery loop claimed the message again, and that claim's hold replaced the retry's time in the
+    outcome, so the retry came when the hold ran out (here after 40 s rather than a back-off of about 1,000 s)."""
+    from bridge import webhooks as wh
+    from bridge.store import Delivery, Job
+
+    monkeypatch.setattr(wh, "SETTLE_DELAY", 30)  # the outcome waits, written below
+
+    async def send(url, body, headers, timeout):
+        return 500
+
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy(retry_base=1000))
+    try:
+        await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
+        await store.save_delivery(Delivery(id="d", job_id="h", url="http://fails.example/hook", event="job.completed",
+                                           payload="{}", created_at=time.time(), next_at=time.time()))
+        (claimed,) = await store.claim_deliveries(time.time(), 10, hold=hooks._hold)
+        hooks._start(claimed)
+        await until(lambda: hooks._settling, 3, "the failed attempt's outcome")
+        # the hold runs out meanwhile, and the loop claims the message again
+        (again,) = await store.claim_deliveries(time.time() + hooks._hold + 1, 10, hold=hooks._hold)
+        hooks._start(again)
+        await hooks.write_settled()
+        (d,) = await store.deliveries_for("h")
+        assert d.status == "pending" and d.next_at > time.time() + 500, d.next_at - time.time()
+    finally:
+        await hooks.stop()
+        await store.close()
 
 
 async def test_progress_waiting_for_a_receiver_that_wants_no_end_is_dropped_at_the_end(tmp_path):
