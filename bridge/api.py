@@ -265,6 +265,11 @@ class Dialect:
     tags: tuple[str, ...] = ()
     # What a body that is not a JSON object is told, in the dialect's own wording.
     not_an_object: str = "the request body must be a JSON object"
+    # A query key given twice: aiohttp's servers (ComfyUI's too) read its first value, FastAPI's (A1111's) its last.
+    query_last_wins: bool = False
+
+    def query_values(self, query: Mapping[str, str]) -> dict[str, str]:
+        return dict(query.items()) if self.query_last_wins else {k: query[k] for k in query}
 
     def error(self, status: int, message: str, field: str | None = None, *, code: str | None = None,
               headers: Mapping[str, str] | None = None, **extra: Any) -> web.Response:
@@ -343,9 +348,10 @@ def endpoint(*, dialect: Dialect = CORE, body: type[BaseModel] | None = None, qu
             try:
                 if spec.query is not None:
                     try:
-                        kwargs["query"] = spec.query.model_validate(dict(request.query))
+                        values = spec.dialect.query_values(request.query)
+                        kwargs["query"] = spec.query.model_validate(values)
                     except ValidationError as exc:
-                        return spec.dialect.invalid(field_errors(exc, spec.query), dict(request.query), "query")
+                        return spec.dialect.invalid(field_errors(exc, spec.query), values, "query")
                 if spec.body is not None:
                     try:
                         raw = await read_json(request, empty=spec.empty_body)

@@ -351,6 +351,9 @@ async def test_skip_drops_only_the_current_image(client, comfy_double):
     assert (await client.get("/sdapi/v1/progress?skip_current_image=true")).status == 200
     bad = await client.get("/sdapi/v1/progress?skip_current_image=abc")  # FastAPI's loc for a query parameter
     assert bad.status == 422 and (await bad.json())["detail"][0]["loc"] == ["query", "skip_current_image"]
+    # a key given twice: FastAPI reads the last value (aiohttp's first)
+    assert (await client.get("/sdapi/v1/progress?skip_current_image=abc&skip_current_image=true")).status == 200
+    assert (await client.get("/sdapi/v1/progress?skip_current_image=true&skip_current_image=abc")).status == 422
     assert await (await client.post("/sdapi/v1/skip")).json() is None
     body = await (await gen).json()
     info = json.loads(body["info"])

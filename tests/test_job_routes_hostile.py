@@ -73,6 +73,9 @@ async def test_hostile_query_and_path_values_are_4xx_naming_the_field(bridge_fac
         for value in (v for v in values if v != "1.5"):
             resp = await client.get(f"/jobs/{job_id}", params={field: value})
             assert resp.status == 400 and (await resp.json())["field"] == field, (field, value)
+    # a key given twice: its first value counts, as aiohttp (and ComfyUI) read it; A1111's routes read the last
+    assert (await client.get(f"/jobs/{job_id}?wait=0&wait=x")).status == 200
+    assert (await client.get(f"/jobs/{job_id}?wait=x&wait=0")).status == 400
     for value in ("nope", "..x", "a" * 200, "\u00e9", "%00", "%ED%A0%80"):
         for method, path in (("GET", f"/jobs/{value}"), ("POST", f"/jobs/{value}/cancel"), ("DELETE", f"/jobs/{value}"),
                              ("GET", f"/jobs/{value}/preview"), ("GET", f"/jobs/{value}/webhooks"),

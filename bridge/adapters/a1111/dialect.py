@@ -288,7 +288,7 @@ class A1111Dialect(Dialect):
         return web.json_response(err.to_json(), status=err.status, headers=err.headers)
 
 
-DIALECT = A1111Dialect("a1111", A1111ErrorBody, ("a1111",))
+DIALECT = A1111Dialect("a1111", A1111ErrorBody, ("a1111",), query_last_wins=True)
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 

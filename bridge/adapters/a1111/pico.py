@@ -40,7 +40,7 @@ from bridge.outbound import AnswerTooLarge, read_capped
 
 from ..toolkit import Submission, engine_of
 from . import models
-from .dialect import PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
+from .dialect import DIALECT, PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
 from .generation import Generation, image_count
 from .routes import GenerationAnswer, check_features, checkpoint_for, generation_for, job_params, partial_image
 
@@ -339,10 +339,6 @@ class PicoState:
 STATE = web.AppKey("pico_state", PicoState)
 
 
-def _query(request: web.Request) -> dict[str, str]:
-    return {k: v for k, v in request.query.items()}
-
-
 class PicoTxt2ImgRequest(models.Txt2ImgRequest):
     """An A1111 txt2img body, plus optional LCD settings (query parameters win over them)."""
 
@@ -411,7 +407,7 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
     """Text to image answered as RGB565 for a Pico LCD (binary or A1111-style JSON)."""
     state = request.app[STATE]
     settings = state.settings
-    query = _query(request)
+    query = DIALECT.query_values(request.query)
     fmt = choose_format(query, request.headers.get("Accept", ""), settings.default_format)
     opts = lcd_options(settings, query, body.pico)
     req = body
