@@ -295,8 +295,9 @@ async def openapi_handler(request: web.Request) -> web.Response:
 
 
 class EventsQuery(BaseModel):
-    job: str | None = Field(None, max_length=128, description="Only this job's events; the stream ends when the job "
-                                                              "finishes.")
+    # min_length: `?job=` from a client whose id was empty meant every job's events, a stream that never ends
+    job: str | None = Field(None, min_length=1, max_length=128, description="Only this job's events; the stream "
+                                                                            "ends when the job finishes.")
     api_key: str | None = Field(None, max_length=512, description="The API key, for EventSource clients that cannot "
                                                                   "set headers.")
 
@@ -307,6 +308,6 @@ class EventsQuery(BaseModel):
 async def events_handler(request: web.Request, query: EventsQuery) -> web.StreamResponse:
     """Server-Sent Events stream of job status and progress events."""
     return await stream_events(
-        request, request.app[ENGINE], request.app[STREAMS], query.job or None,
+        request, request.app[ENGINE], request.app[STREAMS], query.job,
         on_unknown_job=lambda jid: json_error(404, "job_not_found", f"job {jid!r} does not exist", "job"),
     )

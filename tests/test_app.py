@@ -585,6 +585,8 @@ async def test_events_stream_all_jobs_and_unknown_job(bridge_client: Any) -> Non
     resp = await bridge_client.get("/events", params={"job": "nope"})
     assert resp.status == 404
     assert (await resp.json())["field"] == "job"
+    resp = await bridge_client.get("/events?job=")  # a client's empty id is not every job's stream
+    assert resp.status == 400 and (await resp.json())["field"] == "job"
 
     engine = bridge_client.app[ENGINE]
     resp = await bridge_client.get("/events")
