@@ -1,6 +1,8 @@
 """The ``pixart`` command end to end on temporary files."""
 from __future__ import annotations
 
+import io
+
 import json
 import os
 import subprocess
@@ -325,6 +327,18 @@ def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path, capsys):
     assert Image.open(tmp_path / "i32.tif").mode == "I"
     got = imageio.read_image(tmp_path / "i32.tif")
     assert np.array_equal(got[..., 0], (ramp >> 8).astype(np.uint8))
+
+
+def test_float_tiffs_are_read_as_float_pixel_data(tmp_path):
+    # a 32-bit float TIFF (mode F) holds 0.0-1.0: Pillow's convert rounded it to 0 and 1, a picture near black
+    ramp = np.arange(256, dtype=np.float32).reshape(1, 256) / 255
+    Image.fromarray(ramp, "F").save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    got = imageio.read_image(tmp_path / "f.tif")
+    assert np.array_equal(got[0, :, 0], np.arange(256)) and (got[..., 0] == got[..., 2]).all()
+    # values past 1 are 0-255 already; NaN is black
+    Image.fromarray(np.array([[0.0, 127.6, 255.0, 300.0, np.nan]], dtype=np.float32), "F").save(tmp_path / "w.tif")
+    assert list(imageio.read_image(tmp_path / "w.tif")[0, :, 0]) == [0, 128, 255, 255, 0]
 
 
 def test_an_image_over_the_pixel_limit_is_one_line_not_a_pillow_warning(tmp_path, capsys, recwarn):
