@@ -162,6 +162,24 @@ def test_an_animated_input_says_only_its_first_frame_is_used(tmp_path, capsys, n
     assert code == 0 and err == ""
 
 
+def test_a_gif_of_more_than_256_colours_says_they_were_reduced(tmp_path, capsys):
+    # Pillow reduced a picture of thousands of colours to a GIF's 256 by median cut without a word
+    rng = np.random.default_rng(3)
+    many = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(many).save(tmp_path / "many.png")
+    code, out, err = _run(capsys, "convert", tmp_path / "many.png", tmp_path / "o.gif", "--pixel-size", "1")
+    colours = len(np.unique(many.reshape(-1, 3), axis=0))
+    assert code == 0 and "o.gif: 40x40" in out and colours > 256
+    assert _error(err) == (f"pixart convert: warning: {tmp_path / 'o.gif'}: {colours:,} colours; a GIF holds 256, "
+                           f"here chosen by Pillow's median cut (pixart convert --colors 256 extracts them better)")
+    # 256 colours or fewer fit: nothing said, and the GIF has them all
+    few = np.repeat(np.arange(256, dtype=np.uint8), 3).reshape(16, 16, 3)
+    Image.fromarray(few).save(tmp_path / "few.png")
+    code, _, err = _run(capsys, "convert", tmp_path / "few.png", tmp_path / "f.gif", "--pixel-size", "1")
+    assert code == 0 and err == ""
+    assert len(np.unique(np.asarray(Image.open(tmp_path / "f.gif").convert("RGB")).reshape(-1, 3), axis=0)) == 256
+
+
 def test_snap_cell_size_is_bounded_by_the_image(tmp_path, capsys):
     # --cell-size 2x1e12 sized a smoothing kernel by the cell: a MemoryError traceback (and smaller values took
     # gigabytes); 1000 on a 60-pixel image made one cell of the whole image, 1e300 printed a 300-digit grid

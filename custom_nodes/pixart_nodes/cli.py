@@ -770,7 +770,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"pixart {args.command}"
     _tolerant_stdout()
     with warnings.catch_warnings():
-        warnings.simplefilter("always", imageio.FramesDropped)  # one per file, not one per run
+        # one per file, not one per run
+        warnings.simplefilter("always", imageio.FramesDropped)
+        warnings.simplefilter("always", imageio.ColoursReduced)
         warnings.showwarning = _warning_printer(prog)
         try:
             code = int(args.func(args))

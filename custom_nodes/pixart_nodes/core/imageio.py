@@ -33,6 +33,10 @@ class FramesDropped(UserWarning):
     """An animated or multi-page image was read as its first frame; the message names the file."""
 
 
+class ColoursReduced(UserWarning):
+    """An image of more colours than its file's format holds was written with the format's own reduction."""
+
+
 # the formats whose further frames are more pictures (an animation, pages): a phone's MPO JPEG holds a preview
 # after its photo and a PSD its layers after the composite, which the first frame already is
 _FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF", "FLI")
@@ -188,6 +192,20 @@ def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     return Image.fromarray(grey, "L")
 
 
+def _warn_reduced(path: Path, arr: np.ndarray) -> None:
+    # A GIF holds 256 colours: Pillow picked them by median cut without a word (Aseprite asks first); the pack's
+    # own extraction is the better choice, so it is named.
+    rgb = arr[..., :3] if arr.ndim == 3 else arr
+    if rgb.ndim == 3:
+        packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    else:
+        packed = rgb
+    colours = len(np.unique(packed))
+    if colours > 256:
+        warnings.warn(ColoursReduced(f"{path}: {colours:,} colours; a GIF holds 256, here chosen by Pillow's median "
+                                     f"cut (pixart convert --colors 256 extracts them better)"), stacklevel=3)
+
+
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     """Write ``uint8 [H,W,1|3|4]`` (format from the suffix; PNG keeps alpha, JPEG drops it).
 
@@ -208,6 +226,8 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     h, w = arr.shape[:2]
     if fmt in MAX_SIDE and max(h, w) > MAX_SIDE[fmt]:
         raise ImageWriteError(f"{path}: {w}x{h} is too large for {fmt} (at most {MAX_SIDE[fmt]} pixels a side)")
+    if fmt == "GIF":
+        _warn_reduced(path, arr)
     im = Image.fromarray(arr)
     if fmt == "JPEG" and im.mode == "RGBA":
         im = im.convert("RGB")
