@@ -43,6 +43,18 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.workflows_dir.name == "workflows"
 
 
+def test_the_output_bound_setting_says_what_the_engine_does() -> None:
+    # the settings do not import the engine (a command's --help would load it all): their words are checked here
+    from bridge.config import Settings
+    from bridge.engine.options import EngineOptions
+    from bridge.engine.results import MAX_OUTPUT_IMAGES
+
+    field = Settings.model_fields["max_output_bytes"]
+    assert field.default == EngineOptions.max_output_bytes
+    assert f"({EngineOptions.max_output_bytes / 1024 ** 3:g} GiB)" in field.description
+    assert f"more than {MAX_OUTPUT_IMAGES:,} images" in field.description
+
+
 def test_dotenv_then_env_then_flags(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings(env_file=env_file)
     assert s.port == 9001 and s.host == "10.0.0.1"

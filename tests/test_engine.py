@@ -1150,22 +1150,22 @@ async def test_a_backends_workflow_problems_are_logged_once_until_they_change(ca
     missing = {k: v for k, v in full.items() if k != "KSampler"}
     caplog.set_level(logging.INFO, logger="bridge.engine.connection")
     for _ in range(3):
-        conn.set_object_info(missing)
+        await conn.update_object_info(missing)
     lines = [r.getMessage() for r in caplog.records]
     # a node type the backend lacks (a node pack it was set up without) is a warning that names it
     assert lines == ["backend http://backend: workflow txt2img cannot run there: node type 'KSampler' is not "
                      "installed (install the node pack that provides it)"] and not conn.can_run("txt2img")
     assert caplog.records[0].levelno == logging.WARNING
-    conn.set_object_info({k: v for k, v in missing.items() if k != "EmptyLatentImage"})
+    await conn.update_object_info({k: v for k, v in missing.items() if k != "EmptyLatentImage"})
     assert len(caplog.records) == 2 and caplog.records[-1].getMessage().endswith(
         "node types 'KSampler', 'EmptyLatentImage' are not installed (install the node packs that provide them)")
     conn.healthy = True
-    conn.set_object_info(full)
-    conn.set_object_info(full)
+    await conn.update_object_info(full)
+    await conn.update_object_info(full)
     assert [r.getMessage() for r in caplog.records[2:]] == ["backend http://backend: workflow txt2img can run again"]
     assert conn.can_run("txt2img")
     # every node type there but the graph does not fit them (another ComfyUI version): an error naming each problem
     changed = {**full, "KSampler": {**full["KSampler"], "input": {"required": {"model": ["MODEL"]}}}}
-    conn.set_object_info(changed)
+    await conn.update_object_info(changed)
     assert caplog.records[-1].levelno == logging.ERROR and not conn.can_run("txt2img")
     assert "input 'seed' is not an input of KSampler" in caplog.records[-1].getMessage()

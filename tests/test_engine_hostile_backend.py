@@ -430,6 +430,20 @@ async def test_result_images_past_the_jobs_bytes_fail_it_naming_the_bound(make_e
         await until(lambda: job.prompt_id in comfy_double.interrupts)  # the frames stop coming too
 
 
+async def test_frames_past_the_jobs_image_count_fail_it(engine, comfy_double, monkeypatch):
+    """The count bound holds for websocket frames as for a history's listing: each frame may be tiny, and ComfyUI
+    sends them as long as the prompt runs."""
+    from bridge.engine import results
+
+    monkeypatch.setattr(results, "MAX_OUTPUT_IMAGES", 2)
+    job = await engine.wait((await engine.submit("txt2img_ws", {**P, "batch_size": 2})).id, timeout=15)
+    assert job.status == "completed", job.error
+    job = await engine.wait((await engine.submit("txt2img_ws", {**P, "batch_size": 3})).id, timeout=15)
+    assert job.status == "failed", job.error
+    assert "more than 2 result images" in job.error, job.error
+    await until(lambda: job.prompt_id in comfy_double.interrupts)  # the frames stop coming too
+
+
 async def test_a_history_listing_more_images_than_a_job_may_have_fails_before_fetching_any(engine, comfy_double):
     comfy_double.drop_final = True
     many = [{"filename": f"ComfyUI_{i:05}_.png", "subfolder": "", "type": "output"}

@@ -3,28 +3,19 @@ the refusal costs no decoding (a 20 MB picture posted again and again to a full 
 refused), and it says the queue is full."""
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from bridge import images as image_io
 from bridge.keys import ENGINE
 from tests.support.double import ComfyDouble
+from tests.support.imaging import solid_png_b64
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
-
-def png_b64(size: tuple[int, int] = (64, 64)) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-IMAGE = png_b64()
+IMAGE = solid_png_b64(64, 64)
 REQUESTS = [
     ("/generate/img2img", {"prompt": "x", "initImage": IMAGE}),
     ("/generate/inpaint", {"prompt": "x", "image": IMAGE, "mask": IMAGE}),

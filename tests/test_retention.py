@@ -228,11 +228,18 @@ class Viewer:
         self.asked: list[tuple[str, str, str]] = []
 
     async def view(self, filename: str, subfolder: str, kind: str, *, limit: int) -> bytes:
+        from bridge.engine.client import AnswerTooLargeError
+
         self.asked.append((filename, subfolder, kind))
-        return b"from /view"
+        data = b"from /view"
+        if len(data) > limit:
+            raise AnswerTooLargeError("http://comfyui", f"GET /view answered more than {limit} bytes")
+        return data
 
 
-async def test_results_are_read_from_the_folder_only_when_they_are_this_jobs(tmp_path: Path) -> None:
+async def test_results_are_read_from_the_folder_only_when_they_are_this_jobs(tmp_path: Path,
+                                                                            monkeypatch: Any) -> None:
+    from bridge.engine import client
     from bridge.engine.results import STALE_SLACK, OverBound, _image
 
     out, viewer = tmp_path / "output", Viewer()
@@ -259,6 +266,12 @@ async def test_results_are_read_from_the_folder_only_when_they_are_this_jobs(tmp
     assert [a[0] for a in viewer.asked] == [img["filename"] for img in asked]
     assert await _image(viewer, None, {"filename": "new.png", "subfolder": "pixart"}, now, 10 ** 6) \
         == b"from /view"
+    with pytest.raises(OverBound):  # /view past what the job's images may still take
+        await _image(viewer, None, fresh, now, len(b"from /view") - 1)
+    # past what one answer may be, but not the job's bound: a backend error, not the job's
+    monkeypatch.setattr(client, "FILE_ANSWER_BYTES", 4)
+    with pytest.raises(client.AnswerTooLargeError):
+        await _image(viewer, None, fresh, now, 10 ** 6)
 
 
 @pytest.mark.comfyui

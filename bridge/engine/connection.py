@@ -75,15 +75,10 @@ class Connection:
     def choices(self, ref: str) -> list[str] | None:
         return wfmod.choices_in(self.object_info or {}, ref)
 
-    def set_object_info(self, info: dict[str, Any]) -> None:
-        """This backend's `/object_info`, and every workflow checked against it, here and now."""
-        workflows = self._workflows()
-        self.apply(info, workflows, check_workflows(workflows, info))
-
     async def update_object_info(self, info: dict[str, Any]) -> None:
-        """`set_object_info` with the workflows checked in a thread, one update at a time (`checks`): a hundred
-        large workflows took 0.15 s of the event loop to check, on every reconnect and model refresh (A1111 clients
-        refresh as often as they like)."""
+        """This backend's `/object_info`, and every workflow checked against it, in a thread, one update at a time
+        (`checks`): a hundred large workflows took 0.15 s of the event loop to check, on every reconnect and model
+        refresh (A1111 clients refresh as often as they like)."""
         async with self.checks:
             workflows = self._workflows()
             self.apply(info, workflows, await asyncio.to_thread(check_workflows, workflows, info))

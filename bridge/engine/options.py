@@ -6,6 +6,8 @@ import dataclasses
 
 from bridge import images as image_io
 
+from .client import FILE_ANSWER_BYTES
+
 
 @dataclasses.dataclass(frozen=True)
 class EngineOptions:
@@ -14,7 +16,9 @@ class EngineOptions:
     requeue_on_backend_death: bool = False  # run a job again once when its ComfyUI dies
     max_image_bytes: int = image_io.DEFAULT_MAX_BYTES
     max_image_pixels: int = image_io.DEFAULT_MAX_PIXELS
-    max_output_bytes: int = 2 * 1024 ** 3   # one job's result images together (ComfyUI's frames and files)
+    # One job's result images together (ComfyUI's frames and files); by default what one answer of ComfyUI's may be,
+    # so that a job of one largest image fits.
+    max_output_bytes: int = FILE_ANSWER_BYTES
     reconnect_max_delay: float = 10.0       # longest back-off between websocket reconnects
     poll_interval: float = 2.0              # seconds between /history looks at a run whose messages stopped
     cancel_grace: float = 5.0               # seconds a cancel waits for ComfyUI to confirm

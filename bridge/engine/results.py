@@ -19,7 +19,8 @@ from typing import Any
 from bridge.store import Job
 from bridge.workflows import WEBSOCKET_IMAGE_CLASSES, Workflow
 
-from .client import FILE_ANSWER_BYTES, AnswerTooLargeError, BackendError, ComfyClient
+from . import client as client_mod
+from .client import AnswerTooLargeError, BackendError, ComfyClient
 from .events import error_text
 from .runs import Run
 
@@ -153,7 +154,7 @@ async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], 
                     _warned.add(root)
                     log.warning("%s not readable in ComfyUI's output folder (%s); asking ComfyUI for its images",
                                 path, exc)
-    limit = min(left, FILE_ANSWER_BYTES)
+    limit = min(left, client_mod.FILE_ANSWER_BYTES)  # read per call, as ComfyClient.view reads it
     try:
         return await client.view(img["filename"], img.get("subfolder") or "", kind, limit=limit)
     except AnswerTooLargeError:
@@ -163,7 +164,7 @@ async def _image(client: ComfyClient, folder: Path | None, img: dict[str, Any], 
 
 
 async def read_outcome(client: ComfyClient, wf: Workflow, job: Job, run: Run, entry: dict[str, Any],
-                       folder: Path | None = None, *, max_bytes: int = FILE_ANSWER_BYTES) -> Outcome:
+                       folder: Path | None, *, max_bytes: int) -> Outcome:
     """`max_bytes`: what the job's result images may take together."""
     try:
         return await _read_outcome(client, wf, job, run, _checked(entry, dict, "the entry"), folder, max_bytes)
