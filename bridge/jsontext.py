@@ -83,6 +83,26 @@ def has_long(value: Any) -> bool:
     return False
 
 
+def longer_than(value: Any, limit: int) -> bool:
+    """Whether `value`'s compact JSON text (separators "," and ":", ensure_ascii off) is longer than `limit`
+    characters, escapes aside: a walk that stops once past it, where json.dumps would write all of a 32 MB value."""
+    size = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            size += 1 + sum(len(k) + 3 if isinstance(k, str) else len(json.dumps(k)) + 3 for k in v) + max(len(v), 1)
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            size += 1 + max(len(v), 1)
+            stack.extend(v)
+        else:
+            size += len(v) + 2 if isinstance(v, str) else len(json.dumps(v))
+        if size > limit:
+            return True
+    return False
+
+
 def split(value: Any, **dumps: Any) -> Pieces:
     """`json.dumps(value, **dumps)` as Pieces: the same bytes once joined."""
     token = f"pixart-long-{secrets.token_hex(16)}-"  # a client's text cannot guess it

@@ -112,11 +112,8 @@ async def test_an_output_index_is_ascii_digits(bridge_factory: Any, comfy_double
 # ------------------------------------------------------------------------------------------------ listings
 
 
-async def test_a_json_parameter_with_a_lone_surrogate_fails_no_listing(bridge_factory: Any, comfy_double: Any,
-                                                                       tmp_path: Path) -> None:
-    """A `json` parameter takes any string, a lone surrogate too, and the jobs API echoes it in the job's meta;
-    json.dumps writes it as the escape \\ud800, which PostgreSQL's JSON refuses: from then on GET /jobs?type=...
-    was a 500 there for every client (the type is read from meta)."""
+async def raw_bridge(bridge_factory: Any, tmp_path: Path) -> Any:
+    """A bridge serving "raw": txt2img with a `json` parameter, `extra`, written into the prompt's text."""
     folder = tmp_path / "shared"
     folder.mkdir()
     shutil.copy(W.DEFAULT_WORKFLOWS_DIR / "txt2img.json", folder / "raw.json")
@@ -126,6 +123,15 @@ async def test_a_json_parameter_with_a_lone_surrogate_fails_no_listing(bridge_fa
     (folder / "raw.manifest.json").write_text(json.dumps(manifest))
     client = await bridge_factory(adapters=["jobs_api"], extra_workflows_dirs=[str(folder)])
     await wait_healthy(client)
+    return client
+
+
+async def test_a_json_parameter_with_a_lone_surrogate_fails_no_listing(bridge_factory: Any, comfy_double: Any,
+                                                                       tmp_path: Path) -> None:
+    """A `json` parameter takes any string, a lone surrogate too, and the jobs API echoes it in the job's meta;
+    json.dumps writes it as the escape \\ud800, which PostgreSQL's JSON refuses: from then on GET /jobs?type=...
+    was a 500 there for every client (the type is read from meta)."""
+    client = await raw_bridge(bridge_factory, tmp_path)
     ids = []
     for text in ("a\\ud800b", "a\\udc00", "plain"):
         resp = await client.post("/workflows/raw?wait=30", data='{"parameters": {"extra": "%s", "width": 64, '
@@ -138,6 +144,27 @@ async def test_a_json_parameter_with_a_lone_surrogate_fails_no_listing(bridge_fa
     listed = [j["id"] for j in (await (await client.get("/jobs?type=raw")).json())["jobs"]]
     assert listed == ids[::-1]
     assert [j["id"] for j in (await (await client.get("/jobs?type=raw&limit=1&offset=1")).json())["jobs"]] == [ids[1]]
+
+
+async def test_a_large_json_parameter_is_neither_echoed_nor_listed(bridge_factory: Any, comfy_double: Any,
+                                                                    tmp_path: Path) -> None:
+    """A `json` parameter may be as large as the body (32 MiB): the job's `request` echoed it whole into meta, and
+    every listing read each job's params and meta (100 jobs of 1 MB: 400 MB at the listing's peak)."""
+    client = await raw_bridge(bridge_factory, tmp_path)
+    big, small = {"a": ["x" * 5000]}, {"a": [1, "two"]}
+    ids = []
+    for extra in (big, small):
+        resp = await client.post("/workflows/raw", json={"parameters": {"extra": extra, "width": 64, "height": 64,
+                                                                        "steps": 1}})
+        body = await resp.json()
+        assert resp.status == 202, body
+        assert body["request"]["extra"] == ("<JSON of more than 4096 characters>" if extra is big else small)
+        ids.append(body["id"])
+    shown = (await (await client.get(f"/jobs/{ids[0]}")).json())["request"]["extra"]
+    assert shown == "<JSON of more than 4096 characters>"
+    store = client.server.app[ENGINE].store
+    assert {j.id: j.params for j in await store.query(meta={"api": "jobs"})} == {i: {} for i in ids}
+    assert (await store.load(ids[0])).params["extra"] == big  # the job itself keeps it
 
 
 async def test_paging_through_thousands_of_jobs_shows_each_once(bridge_factory: Any, comfy_double: Any) -> None:

@@ -40,3 +40,33 @@ def test_base64_values_are_written_as_their_text(monkeypatch):
     pieces = split(value)
     assert b"".join(pieces) == json.dumps(value, default=str).encode()
     assert len(list(pieces)) > 2 * len(pieces.parts)  # images came a piece at a time
+
+
+def test_longer_than_agrees_with_the_length_of_json_dumps():
+    import random
+
+    from bridge.jsontext import longer_than
+
+    rng = random.Random(5)
+
+    def value(depth: int) -> Any:
+        kind = rng.randrange(7 if depth < 4 else 5)
+        if kind == 0:
+            return "".join(rng.choice("ab\u00e9 \U0001f3a8") for _ in range(rng.randrange(12)))
+        if kind == 1:
+            return rng.randrange(-10**6, 10**6)
+        if kind == 2:
+            return rng.random() * 10 ** rng.randrange(-5, 30)
+        if kind == 3:
+            return rng.choice([True, False, None])
+        if kind == 4:
+            return rng.randrange(10**30)
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rng.randrange(5))]
+        return {"".join(rng.choice("kx\u00e9") for _ in range(rng.randrange(4))): value(depth + 1)
+                for _ in range(rng.randrange(5))}
+
+    for _ in range(500):
+        v = value(0)
+        n = len(json.dumps(v, separators=(",", ":"), ensure_ascii=False))
+        assert not longer_than(v, n) and longer_than(v, n - 1), (v, n)

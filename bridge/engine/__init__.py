@@ -369,7 +369,8 @@ class JobEngine(Outputs, Backends):
 
     async def list(self, status: str | None = None, workflow: str | None = None, limit: int = 100,
                    offset: int = 0, meta: Mapping[str, str] | None = None) -> list[Job]:
-        """Jobs newest first; `meta`: only those whose meta has these text values (an adapter's own jobs)."""
+        """Jobs newest first; `meta`: only those whose meta has these text values (an adapter's own jobs). A job
+        this replica does not hold comes without its params (`find` gives a whole job)."""
         table, _ = self._parts()
         return await table.list(status, workflow, limit, offset, meta)
 

@@ -35,6 +35,9 @@ _META_FILTER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 UNFINISHED = "('queued', 'running')"
 FINISHED = "('completed', 'failed', 'cancelled')"
 _JOB_LIST = ", ".join(JOB_COLUMNS)
+# A listing leaves the parameters out ({}): a job's may be as large as a request body (a `json` parameter, 32 MiB),
+# and a listing of 1,000 jobs read them all (100 jobs of 1 MB: 400 MB at its peak).
+_JOB_LISTED = ", ".join("'{}'" if c == "params" else c for c in JOB_COLUMNS)
 # A replica writes its whole copy of a job; a cancel another replica asked (`request_cancel`) after that copy was
 # read stays asked: the write would otherwise undo it, and a cancel whose note went unheard was then lost for good.
 _JOB_SETS = ", ".join(f"{c} = {c} OR ?" if c == "cancel_requested" else f"{c} = ?" for c in JOB_COLUMNS[1:])
@@ -156,11 +159,11 @@ class JobStore:
 
     async def query(self, *, status: str | None = None, workflow: str | None = None, limit: int = 100,
                     offset: int = 0, meta: Mapping[str, str] | None = None) -> list[Job]:
-        """Jobs newest first; `meta`: only those whose meta has these text values (one API's jobs, in the
-        database: the jobs of other APIs were read page by page to find them). A key of META_COLUMNS is looked up
-        in its indexed column; any other is read from meta in the rows those leave. A number, boolean, object or
-        array under a key is no text: a filter never matches it (both databases alike). Keys are names
-        (ValueError otherwise)."""
+        """Jobs newest first, without their params (`load` reads a whole job); `meta`: only those whose meta has
+        these text values (one API's jobs, in the database: the jobs of other APIs were read page by page to find
+        them). A key of META_COLUMNS is looked up in its indexed column; any other is read from meta in the rows
+        those leave. A number, boolean, object or array under a key is no text: a filter never matches it (both
+        databases alike). Keys are names (ValueError otherwise)."""
         where, args = [], []
         # Values are compared as the stores keep text (`storable`): a NUL failed PostgreSQL's whole statement and a
         # lone surrogate the driver's encoding of it, on either database.
@@ -180,7 +183,7 @@ class JobStore:
             else:
                 where.append(self._meta_is(value))
                 args += [key, value]
-        sql = f"SELECT {_JOB_LIST} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = f"SELECT {_JOB_LISTED} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         return [job_from_row(r) for r in await self._fetch(sql, (*args, limit, offset))]
 
