@@ -165,6 +165,40 @@ def test_without_a_usable_module_the_jit_gives_the_same_results(tmp_path: Path, 
     assert fallback == reference
 
 
+_NO_CACHE_FOLDER = """
+import json, sys
+import numba.core.caching as caching
+if sys.argv[1] == "none":
+    caching.CacheImpl._locator_classes = []  # no folder numba may keep its cache in: a read-only home and pack
+import numpy as np
+import pixart_nodes
+from pixart_nodes.core import cleanup, rgb565, snap
+from pixart_nodes.core.palette import named_palette
+from pixart_nodes.core.quantize import quantize
+rng = np.random.default_rng(7)
+sprite = rng.integers(0, 4, (12, 10), dtype=np.uint8)
+img = np.repeat(np.repeat(np.array([[0, 0, 0], [255, 0, 77], [41, 173, 255], [255, 236, 39]], np.uint8)[sprite],
+                          5, axis=0), 5, axis=1)
+out = {"nodes": len(pixart_nodes.NODE_CLASS_MAPPINGS),
+       "snap": snap.snap(img).image.tolist(),
+       "cleanup": cleanup.cleanup(img[::5, ::5]).image.tolist(),
+       "rgb565": rgb565.to_rgb565(img, dither=True).hex(),
+       "fs": quantize(img, named_palette("pico-8"), dither="floyd-steinberg").indices.astype(int).tolist()}
+print(json.dumps(out))
+"""
+
+
+def test_without_a_writable_cache_folder_the_pack_imports_and_compiles_in_process() -> None:
+    # numba raised at the decorator of every cached kernel: the pack failed to import (no node at all in ComfyUI)
+    env = {**os.environ, "PIXART_NO_AOT": "1"}
+    run = lambda case: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", _NO_CACHE_FOLDER, case], capture_output=True, text=True, env=env, timeout=600)
+    uncached, cached = run("none"), run("usual")
+    assert uncached.returncode == 0, uncached.stderr[-2000:]
+    assert "no writable cache folder (set NUMBA_CACHE_DIR)" in uncached.stderr
+    assert json.loads(uncached.stdout) == json.loads(cached.stdout) and json.loads(cached.stdout)["nodes"] > 0
+
+
 def _install_module():
     spec = importlib.util.spec_from_file_location("pixart_install_kernels_test", REPO / "install.py")
     module = importlib.util.module_from_spec(spec)

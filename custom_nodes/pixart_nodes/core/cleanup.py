@@ -32,10 +32,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
 from .color import hex_colour, srgb_u8_to_oklab
+from .jit import compiled
 from .messages import quote
 
 TRANSPARENT = -1
@@ -54,7 +54,7 @@ class CleanupResult:
         return ", ".join(parts) if parts else "nothing to clean"
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _keys(img: np.ndarray) -> np.ndarray:
     h, w, c = img.shape
     keys = np.empty((h, w), np.int64)
@@ -67,7 +67,7 @@ def _keys(img: np.ndarray) -> np.ndarray:
     return keys
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _compose(img: np.ndarray, keys: np.ndarray, clear: np.ndarray, rgba: bool) -> np.ndarray:
     """The output image: colours from ``keys``; with ``rgba``, alpha 0 where ``keys`` is transparent or ``clear``,
     the input's alpha where a pixel kept its class, 255 where a transparent pixel was filled in."""
@@ -97,7 +97,7 @@ def _lab(keys: np.ndarray) -> np.ndarray:
     return srgb_u8_to_oklab(_unkey(keys)).astype(np.float64)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@compiled(cache=True, nogil=True, inline="always")
 def _key_lab(k: int, lin: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> tuple[float, float, float]:
     r, g, b = lin[(k >> 16) & 255], lin[(k >> 8) & 255], lin[k & 255]
     l0 = np.cbrt(m1[0, 0] * r + m1[0, 1] * g + m1[0, 2] * b)
@@ -113,7 +113,7 @@ def _tables():
     return LINEAR_U8, M1, M2
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct opaque keys and their counts (open-addressing hash: pixel art has few colours, so this
     beats sorting every pixel)."""
@@ -142,7 +142,7 @@ def _unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- 1. near-duplicates -----------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _greedy_merge(lab: np.ndarray, order: np.ndarray, limit: float) -> np.ndarray:
     """Representative index per colour: colours in ``order`` (most common first) join the first earlier
     representative within ``limit``."""
@@ -171,7 +171,7 @@ def _greedy_merge(lab: np.ndarray, order: np.ndarray, limit: float) -> np.ndarra
     return rep
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _merge(keys: np.ndarray, limit: float, lin: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> tuple[np.ndarray, int]:
     uniq, counts = _unique_counts(keys)
     k = len(uniq)
@@ -204,7 +204,7 @@ def merge_similar(keys: np.ndarray, limit: float) -> tuple[np.ndarray, int]:
 
 # --- 2. rare colours --------------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _replace_rare(idx: np.ndarray, rare: np.ndarray, lab: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     h, w = idx.shape
     out = idx.copy()
@@ -252,14 +252,14 @@ def merge_rare(keys: np.ndarray, share: float) -> tuple[np.ndarray, int]:
 
 # --- 3. isolated pixels, 4. jaggies -----------------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@compiled(cache=True, nogil=True, inline="always")
 def _same(keys: np.ndarray, y: int, x: int, k: int) -> int:
     if y < 0 or x < 0 or y >= keys.shape[0] or x >= keys.shape[1]:
         return 0
     return 1 if keys[y, x] == k else 0
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _isolated(keys: np.ndarray) -> tuple[np.ndarray, int]:
     h, w = keys.shape
     out = keys.copy()
@@ -304,13 +304,13 @@ def _isolated(keys: np.ndarray) -> tuple[np.ndarray, int]:
     return out, removed
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@compiled(cache=True, nogil=True, inline="always")
 def _same_or_off(keys: np.ndarray, y: int, x: int, k: int) -> bool:
     """``keys[y, x]`` is ``k``, or (y, x) lies outside the image."""
     return not (0 <= y < keys.shape[0] and 0 <= x < keys.shape[1]) or keys[y, x] == k
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@compiled(cache=True, nogil=True, inline="always")
 def _run(keys: np.ndarray, y: int, x: int, dy: int, dx: int) -> int:
     """Length of the run of ``keys[y, x]``'s colour starting one step from (y, x) in direction (dy, dx)."""
     k = keys[y, x]
@@ -323,7 +323,7 @@ def _run(keys: np.ndarray, y: int, x: int, dy: int, dx: int) -> int:
     return n
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _jaggies(keys: np.ndarray) -> tuple[np.ndarray, int]:
     h, w = keys.shape
     out = keys.copy()
@@ -371,7 +371,7 @@ def border_colour(keys: np.ndarray) -> int | None:
     return int(vals[counts.argmax()])
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _background(keys: np.ndarray, bg_lab: np.ndarray, tolerance: float, connected: bool, lin: np.ndarray,
                 m1: np.ndarray, m2: np.ndarray) -> np.ndarray:
     """Pixels within ``tolerance`` (OKLab) of ``bg_lab``; with ``connected``, only those reached from the border

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ AOT_MODULE = "_pixart_kernels"  # module name; tests point it elsewhere to see t
 HERE = Path(__file__).resolve().parent
 # files whose text decides the compiled code: a change to any of them invalidates a built module
 SOURCES = ("dither.py", "cluster.py", "jit.py", "build_kernels.py", "simd.py")
+
+log = logging.getLogger(__name__)
 
 _PENDING: dict[str, list[tuple[str, dict[str, Any]]]] = {}
 _aot: ModuleType | None | bool = False  # False: not looked for yet
@@ -42,6 +45,37 @@ def njit(**options: Any) -> Callable[[Callable], Callable]:
         return fn
 
     return register
+
+
+def compiled(**options: Any) -> Callable[[Callable], Callable]:
+    """``numba.njit(**options)`` now (the kernels outside the built module: cleanup, snap, rgb565). With
+    ``cache=True`` and no folder numba may keep its cache in (the pack's own, ``NUMBA_CACHE_DIR``, the user's cache
+    folder: a read-only container run by a user without a home), numba raised at the decorator and the whole pack
+    failed to import; the kernel is then compiled in each process instead."""
+
+    def wrap(fn: Callable) -> Callable:
+        return _dispatcher(fn, options)
+
+    return wrap
+
+
+def _dispatcher(fn: Callable, options: dict[str, Any]) -> Any:
+    import numba
+
+    try:
+        return numba.njit(**options)(fn)
+    except RuntimeError as exc:
+        if not options.get("cache") or "no locator available" not in str(exc):
+            raise
+    global _uncached
+    if not _uncached:
+        _uncached = True
+        log.warning("numba finds no writable cache folder (set NUMBA_CACHE_DIR): kernels are compiled in each "
+                    "process")
+    return numba.njit(**{**options, "cache": False})(fn)
+
+
+_uncached = False
 
 
 def materialise(module: ModuleType) -> None:
@@ -59,7 +93,7 @@ def materialise(module: ModuleType) -> None:
         if intrinsics is not None:
             vars(mod).update(intrinsics())
         for name, options in pending:
-            setattr(mod, name, numba.njit(**options)(getattr(mod, name)))
+            setattr(mod, name, _dispatcher(getattr(mod, name), options))
 
 
 def numba_version() -> str | None:

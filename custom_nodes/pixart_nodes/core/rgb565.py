@@ -17,9 +17,9 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from numba import njit
 
 from .color import hex_colour
+from .jit import compiled
 from .messages import quote
 
 BYTE_ORDERS = ("big", "little")
@@ -48,7 +48,7 @@ _OFFSETS_G = _dither_offsets(4)  # G keeps 6 bits: step 4
 # Both kernels take the image as a flat byte array and write native uint16 words, byte-swapped for big-endian:
 # constant byte offsets and a loop-invariant branch let LLVM vectorise the loop, which per-byte stores through a
 # variable [y, x, hi] index did not (ten times slower).
-@njit(nogil=True, cache=True)
+@compiled(nogil=True, cache=True)
 def _pack_plain(src, dst, swap, xor):  # pragma: no cover - compiled
     for i in range(dst.shape[0]):
         j = 3 * i
@@ -61,7 +61,7 @@ def _pack_plain(src, dst, swap, xor):  # pragma: no cover - compiled
         dst[i] = v
 
 
-@njit(nogil=True, cache=True)
+@compiled(nogil=True, cache=True)
 def _pack_dither(src, width, dst, swap, xor, off_rb, off_g):  # pragma: no cover - compiled
     for y in range(dst.shape[0] // width):
         row_rb = off_rb[y & 7]

@@ -43,8 +43,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from .jit import compiled
 
 MIN_SCORE = 0.25  # grid score (share of the edge evidence explained, less costs) an axis needs
 MIN_SCORE_SMALL = 0.4  # ... with cells under 3 px, where the cell purity test cannot help
@@ -187,7 +188,7 @@ def period_candidates(p: np.ndarray, smin: float, smax: float) -> list[float]:
 
 # --- 3. phase tracking ----------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _centred_sums(x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
     """Sums of (x - mean x)(y - mean y) and (x - mean x)^2 over indices ``lo .. hi-1``: the least-squares slope of
     ``y`` over ``x`` is their ratio."""
@@ -207,7 +208,7 @@ def _centred_sums(x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> tuple[float
     return num, den
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _slope(c: np.ndarray, g: np.ndarray, lo: int, hi: int, fallback: float) -> float:
     """Least-squares slope of ``g`` over ``c`` for indices ``lo .. hi-1`` (``fallback`` when too short or <= 0)."""
     if hi - lo < 3 or c[hi - 1] - c[lo] < 2:
@@ -217,7 +218,7 @@ def _slope(c: np.ndarray, g: np.ndarray, lo: int, hi: int, fallback: float) -> f
     return slope if slope > 0 else fallback
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _track(p: np.ndarray, s: float, window: float) -> np.ndarray:
     m = len(p)
     n = m + 1
@@ -341,7 +342,7 @@ def track(p: np.ndarray, s: float, window: float = 1.5) -> np.ndarray:
 
 # --- 4. edge snapping -----------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _viterbi(ev: np.ndarray, pos: np.ndarray, shifts: np.ndarray, gap: int, bend: float) -> np.ndarray:
     """Best path through ``ev[k, j]`` (evidence of edge ``k`` at ``pos[k, j]``), paying ``bend * (shift
     change)^2`` between neighbouring edges, with edges at least ``gap`` apart where that is possible."""
@@ -377,7 +378,7 @@ def _viterbi(ev: np.ndarray, pos: np.ndarray, shifts: np.ndarray, gap: int, bend
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _snap(norm: np.ndarray, pred: np.ndarray, s: float, move_cost: float, bend_cost: float) -> np.ndarray:
     n = len(norm) + 1
     k_count = len(pred)
@@ -480,7 +481,7 @@ def _axis(p: np.ndarray, s: float, edges: np.ndarray, score: float, lattice: flo
     return AxisGrid(edges=np.array(full, np.int64), size=size, offset=offset, score=score)
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _followed(k: np.ndarray, c: np.ndarray) -> float:
     num = 0.0
     den = 0.0
@@ -664,7 +665,7 @@ def purity(img: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> float | None:
     return 1.0 - float((spread(0.25) > limit)[busy].sum()) / float(busy.sum())
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(cache=True, nogil=True)
 def _dominant(block: np.ndarray, radius2: float, small: int) -> np.ndarray:
     """``block`` uint8 ``[cells, m, C]`` samples -> uint8 ``[cells, C]``: each cell's dominant colour (module doc)."""
     n, m, c = block.shape
