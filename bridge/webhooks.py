@@ -242,11 +242,12 @@ class Webhooks:
             if pending is None:
                 await self.store.save_delivery(self._message(job, r.url, event, payload, now, now))
             elif pending.id not in self._in_flight:
-                pending.payload = payload
-                await self.store.save_delivery(pending)
-            # else: being sent here. Not replaced (the log would show it delivered with a body never sent), nor
-            # joined by a newer one: a slow receiver would pile them up, each retried for BRIDGE_WEBHOOK_RETRY_FOR.
-            # A later event, or the end, carries the state on.
+                # Only its body, and only while nobody claimed it since the read: the whole row written back undid
+                # another replica's claim (due again: sent twice at once) or its outcome (delivered: sent again).
+                await self.store.replace_payload(pending, payload)
+            # Being sent (here, or claimed since by another replica): not replaced (the log would show it delivered
+            # with a body never sent), nor joined by a newer one: a slow receiver would pile them up, each retried
+            # for BRIDGE_WEBHOOK_RETRY_FOR. A later event, or the end, carries the state on.
         self._wake.set()
 
     def end_written(self, job: Job, written: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from typing import Any
@@ -916,3 +917,59 @@ async def test_a_slow_receiver_has_one_progress_message_waiting_and_none_once_th
         hooks.on_event("progress", j)  # late: recorded after the end, it would wait behind it for a day
         await hooks.flush()
         assert [(d.event, d.status) for d in await store.deliveries_for("j1")] == [("job.completed", "pending")]
+
+
+@pytest.mark.parametrize("job_database", ["sqlite", "postgresql"], indirect=True)
+async def test_newer_progress_replaces_only_a_waiting_body_never_another_replicas_claim(tmp_path, job_database):
+    """Newer progress wrote the whole pending row it had read back: a claim another replica made between the read
+    and the write was undone (the message due again at once, so sent twice together), and an outcome written
+    there too (a delivered message pending again, sent again)."""
+    from bridge.store import Job
+    from bridge.webhooks import Policy
+
+    async def send(url, body, headers, timeout):
+        raise AssertionError("nothing is sent: no delivery loop runs here")
+
+    store, hooks = await _webhooks(tmp_path, send, Policy(progress_interval=0), job_database)
+    read = store.pending_delivery
+    meanwhile: list = []  # what another replica does between this one's read and its write
+
+    async def read_then_others(*args):
+        found = await read(*args)
+        for step in meanwhile:
+            await step()
+        return found
+
+    store.pending_delivery = read_then_others
+    try:
+        j = Job(id="p1", workflow="w", workflow_version=1, params={}, status="running",
+                meta={"webhook": {"url": "http://r.example/hook", "events": ["job.progress"]}})
+        await store.insert(j, owner="me", lease=30)
+
+        async def progress() -> list:
+            hooks.on_event("progress", j)
+            await hooks.flush()
+            return await store.deliveries_for("p1")
+
+        [first] = await progress()
+        await asyncio.sleep(0.01)  # the body carries its time: a newer one differs
+        [waiting] = await progress()
+        assert waiting.id == first.id and waiting.payload != first.payload  # still waiting: its body replaced
+        claimed: list = []
+
+        async def claim() -> None:
+            claimed.extend(await store.claim_deliveries(time.time(), 10, hold=40))
+
+        meanwhile[:] = [claim]
+        [after] = await progress()
+        assert len(claimed) == 1 and (after.next_at, after.payload) == (claimed[0].next_at, claimed[0].payload)
+
+        async def deliver() -> None:
+            await store.settle_deliveries([dataclasses.replace(claimed[0], status="delivered", next_at=None)])
+
+        meanwhile[:] = [deliver]
+        [after] = await progress()
+        assert after.status == "delivered"  # not pending again (the next progress has a message of its own)
+    finally:
+        await hooks.stop()
+        await store.close()

@@ -358,6 +358,12 @@ class JobStore:
     async def deliveries_for(self, job_id: str) -> list[Delivery]:
         return await self._deliveries("job_id = ? ORDER BY created_at, id", (job_id,))
 
+    async def replace_payload(self, d: Delivery, payload: str) -> bool:
+        """A newer body for a message still waiting as it was read (`d`: pending, due at ``d.next_at``); False when
+        it has been claimed or settled since (another replica sends it, or has)."""
+        return await self._execute("UPDATE webhook_deliveries SET payload = ? WHERE id = ? AND status = 'pending' "
+                                   "AND next_at = ?", (storable(payload), d.id, d.next_at)) == 1
+
     async def pending_delivery(self, job_id: str, url: str, event: str) -> Delivery | None:
         """The newest message of this kind to this receiver still to be delivered."""
         found = await self._deliveries("job_id = ? AND url = ? AND event = ? AND status = 'pending' "
