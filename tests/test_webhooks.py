@@ -637,21 +637,26 @@ async def _slow_receiver(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def _backlog(tmp_path, count: int, database: str = ""):
+async def _backlog(tmp_path, count: int, database: str = "", *, spread: bool = False):
     """(hooks, store, answer, sent): `count` messages to a receiver that hangs until `answer` is set, due in the
-    store of webhooks whose delivery loop runs (its first round not yet run)."""
+    store of webhooks whose delivery loop runs (its first round not yet run). `spread`: each message the end of a
+    job of its own, to a host and for a client of its own (default policy); else progress of one job, 4 per host."""
     from bridge import webhooks as wh
     from bridge.store import Delivery, Job
 
     answer, sent, send = _hanging_receivers()
-    store, hooks = await _webhooks(tmp_path, send, wh.Policy(per_host=4), database)
+    store, hooks = await _webhooks(tmp_path, send, wh.Policy() if spread else wh.Policy(per_host=4), database)
     loop = None
     try:
-        await store.insert(Job(id="h", workflow="w", workflow_version=1, params={}), owner="me", lease=30)
+        for i in range(count if spread else 1):
+            await store.insert(Job(id=f"h{i}" if spread else "h", workflow="w", workflow_version=1, params={},
+                                   meta={"client": f"c{i}"} if spread else {}), owner="me", lease=30)
         for i in range(count):
-            await store.save_delivery(Delivery(id=f"d{i}", job_id="h", url="http://hangs.example/hook",
-                                               event="job.progress", payload="{}", created_at=time.time(),
-                                               next_at=time.time()))
+            await store.save_delivery(Delivery(
+                id=f"d{i}", job_id=f"h{i}" if spread else "h",
+                url=f"http://hangs{i}.example/hook" if spread else "http://hangs.example/hook",
+                event="job.completed" if spread else "job.progress", payload="{}", created_at=time.time(),
+                next_at=time.time()))
         loop = asyncio.create_task(hooks.run())
         yield hooks, store, answer, sent
     finally:
@@ -777,21 +782,10 @@ async def test_messages_wait_in_memory_up_to_a_bound_in_all(tmp_path, monkeypatc
     bound), claimed by the delivery loop or sent as their job's end is written alike; the others are given back to
     the store and go out, once each, when there is room."""
     from bridge import webhooks as wh
-    from bridge.store import Delivery, Job
 
     monkeypatch.setattr(wh, "WAITING_IN_ALL", 8)
     monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.3)
-    answer, sent, send = _hanging_receivers()
-    store, hooks = await _webhooks(tmp_path, send, wh.Policy())
-    loop = None
-    try:
-        for i in range(10):  # each its own host and client
-            await store.insert(Job(id=f"h{i}", workflow="w", workflow_version=1, params={}, meta={"client": f"c{i}"}),
-                               owner="me", lease=30)
-            await store.save_delivery(Delivery(id=f"d{i}", job_id=f"h{i}", url=f"http://hangs{i}.example/hook",
-                                               event="job.completed", payload="{}", created_at=time.time(),
-                                               next_at=time.time()))
-        loop = asyncio.create_task(hooks.run())
+    async with _backlog(tmp_path, 10, spread=True) as (hooks, store, answer, sent):  # each its own host and client
         await until(lambda: len(sent) >= 8, 3, "eight messages sent")
         for i in range(10, 13):
             await _ended(store, hooks, f"h{i}", f"http://hangs{i}.example/hook", client=f"c{i}")
@@ -801,12 +795,6 @@ async def test_messages_wait_in_memory_up_to_a_bound_in_all(tmp_path, monkeypatc
         await until(lambda: len(sent) == 13, 5, "every message once there was room")
         await asyncio.sleep(0.5)
         assert sorted(sent) == sorted(f"http://hangs{i}.example/hook" for i in range(13))
-    finally:
-        answer.set()
-        if loop is not None:
-            loop.cancel()
-        await hooks.stop()
-        await store.close()
 
 
 async def test_the_bound_per_key_holds_for_messages_sent_as_their_jobs_end_is_written(tmp_path, monkeypatch):
