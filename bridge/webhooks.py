@@ -338,9 +338,14 @@ class Webhooks:
     async def _pass_back(self) -> None:
         passed, self._passed_over = self._passed_over, []
         due = time.time() + PASS_BACK_DELAY
-        for d in passed:
-            # only while the claim is still this replica's: one another replica made since stays its own
-            await self.store.reclaim_delivery(d.id, d.next_at, due)
+        for n, d in enumerate(passed):
+            try:
+                # only while the claim is still this replica's: one another replica made since stays its own
+                await self.store.reclaim_delivery(d.id, d.next_at, due)
+            except Exception as exc:  # noqa: BLE001 - the store is away: the rest wait out their hold
+                log.warning("webhook: %d passed-over messages not given back (due once their hold runs out): %s",
+                            len(passed) - n, exc)
+                return
 
     async def stop(self) -> None:
         self._stopped = True
@@ -355,13 +360,18 @@ class Webhooks:
         # messages this bridge held and did not finish sending are due at once for whoever runs next, rather than
         # when their hold runs out; held ones whose end's write failed are stored here too, since the engine clears
         # `before_end` before this and writes those ends later without them (at least once, never none)
-        unsent = self._interrupted + self._passed_over + [d for held in self._held.values() for d in held]
+        # Claimed ones only while the claim is still this bridge's (one waiting for its slot may have outlived its
+        # hold and been claimed, or even delivered, by another replica: written whole, it went out twice).
+        claimed, held = self._interrupted + self._passed_over, [d for ds in self._held.values() for d in ds]
         self._interrupted, self._passed_over, self._held = [], [], {}
         now = time.time()
-        for d in unsent:
-            d.next_at = now
+        for d, whole in [(d, False) for d in claimed] + [(d, True) for d in held]:
             try:
-                await self.store.save_delivery(d)
+                if whole:  # never written: the end's write failed
+                    d.next_at = now
+                    await self.store.save_delivery(d)
+                else:
+                    await self.store.reclaim_delivery(d.id, d.next_at, now)
             except Exception as exc:  # noqa: BLE001 - the store is away: the hold runs out instead
                 log.warning("webhook %s: not released for the next start (%s)", d.id, exc)
 

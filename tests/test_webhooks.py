@@ -961,3 +961,20 @@ async def test_newer_progress_replaces_only_a_waiting_body_never_another_replica
     finally:
         await hooks.stop()
         await store.close()
+
+
+@pytest.mark.parametrize("job_database", ["sqlite", "postgresql"], indirect=True)
+async def test_a_stop_releases_only_the_messages_this_bridge_still_holds(tmp_path, job_database):
+    """A stopping bridge makes the messages it held due at once for the next start. It wrote each whole: one that
+    had waited for its slot past its hold, been claimed by another replica and delivered there, was pending again
+    and went out twice."""
+    async with _backlog(tmp_path, 6, job_database) as (hooks, store, answer, sent):
+        await until(lambda: len(sent) == 4 and len(hooks._in_flight) == 6, 5, "4 sent, 2 waiting for a slot")
+        rows = {d.id: d for d in await store.deliveries_for("h")}
+        waiting = "d5"  # held here: another replica claims and delivers it (its hold as if run out)
+        await store.settle_deliveries([dataclasses.replace(rows[waiting], status="delivered", next_at=None)])
+        await hooks.stop()
+        after = {d.id: d for d in await store.deliveries_for("h")}
+        assert after[waiting].status == "delivered"
+        others = [d for i, d in after.items() if i != waiting]
+        assert [d.status for d in others] == ["pending"] * 5 and all(d.next_at <= time.time() for d in others)
