@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import Any
 
@@ -164,13 +164,21 @@ class JobGroup:
             with contextlib.suppress(BridgeError):
                 await self.engine.cancel(job_id)
 
+    async def _ended(self, job: Job) -> Job:
+        try:
+            return await self.engine.wait(job.id)
+        except JobNotFound:
+            # deleted before it ended (a DELETE through the jobs API, on another replica): for this request, cancelled,
+            # which every dialect answers as such (a 404 naming a job id the client never saw, A1111's a 500)
+            return replace(job, status="cancelled", error=job.error or "the job was deleted before it ended")
+
     async def wait(self, timeout: float | None = None) -> list[Job]:
         """Every job once finished (in submission order). When one fails the others are cancelled at once (the
         request has failed). Raises Overdue after `timeout` seconds and ClientGone when the client disconnects; in
         both cases the jobs are cancelled first, but for a group with a webhook (`reported`), which goes on and
         tells it."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiters = {asyncio.ensure_future(self.engine.wait(j)): j for j in self.ids}
+        waiters = {asyncio.ensure_future(self._ended(j)): j.id for j in self.jobs}
         finished: dict[str, Job] = {}
         try:
             while len(finished) < len(waiters):
