@@ -244,7 +244,7 @@ class Webhooks:
             elif pending.id not in self._in_flight:
                 # Only its body, and only while nobody claimed it since the read: the whole row written back undid
                 # another replica's claim (due again: sent twice at once) or its outcome (delivered: sent again).
-                await self.store.replace_payload(pending, payload)
+                await self.store.replace_payload(pending, payload, now)
             # Being sent (here, or claimed since by another replica): not replaced (the log would show it delivered
             # with a body never sent), nor joined by a newer one: a slow receiver would pile them up, each retried
             # for BRIDGE_WEBHOOK_RETRY_FOR. A later event, or the end, carries the state on.
@@ -342,9 +342,11 @@ class Webhooks:
             try:
                 # only while the claim is still this replica's: one another replica made since stays its own
                 await self.store.reclaim_delivery(d.id, d.next_at, due)
-            except Exception as exc:  # noqa: BLE001 - the store is away: the rest wait out their hold
-                log.warning("webhook: %d passed-over messages not given back (due once their hold runs out): %s",
-                            len(passed) - n, exc)
+            except BaseException as exc:
+                self._passed_over[:0] = passed[n:]  # given back next round, or released by stop()
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("webhook: %d passed-over messages not given back yet: %s", len(passed) - n, exc)
                 return
 
     async def stop(self) -> None:

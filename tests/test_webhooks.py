@@ -958,6 +958,13 @@ async def test_newer_progress_replaces_only_a_waiting_body_never_another_replica
         meanwhile[:] = [deliver]
         [after] = await progress()
         assert after.status == "delivered"  # not pending again (the next progress has a message of its own)
+        # claimed before the read (another replica sends it): its body stays the one being sent
+        meanwhile[:] = []
+        [newest] = [d for d in await progress() if d.status == "pending"]
+        [claimed_first] = await store.claim_deliveries(time.time(), 10, hold=40)
+        await asyncio.sleep(0.01)
+        [kept] = [d for d in await progress() if d.status == "pending"]
+        assert claimed_first.id == newest.id == kept.id and kept.payload == claimed_first.payload
     finally:
         await hooks.stop()
         await store.close()

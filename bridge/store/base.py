@@ -36,7 +36,7 @@ UNFINISHED = "('queued', 'running')"
 FINISHED = "('completed', 'failed', 'cancelled')"
 _JOB_LIST = ", ".join(JOB_COLUMNS)
 # A listing leaves the parameters out ({}): a job's may be as large as a request body (a `json` parameter, 32 MiB),
-# and a listing of 1,000 jobs read them all (100 jobs of 1 MB: 400 MB at its peak).
+# and a listing of 1,000 jobs read them all (100 jobs of 1 MB: 200 MB at its peak, bench/bench_listing.py).
 _JOB_LISTED = ", ".join("'{}'" if c == "params" else c for c in JOB_COLUMNS)
 # A replica writes its whole copy of a job; a cancel another replica asked (`request_cancel`) after that copy was
 # read stays asked: the write would otherwise undo it, and a cancel whose note went unheard was then lost for good.
@@ -358,11 +358,12 @@ class JobStore:
     async def deliveries_for(self, job_id: str) -> list[Delivery]:
         return await self._deliveries("job_id = ? ORDER BY created_at, id", (job_id,))
 
-    async def replace_payload(self, d: Delivery, payload: str) -> bool:
-        """A newer body for a message still waiting as it was read (`d`: pending, due at ``d.next_at``); False when
-        it has been claimed or settled since (another replica sends it, or has)."""
+    async def replace_payload(self, d: Delivery, payload: str, now: float) -> bool:
+        """A newer body for a message still waiting as it was read (`d`: pending, due at ``d.next_at``) and due by
+        `now`; False when it is claimed (a claim moves its time on: another replica may be sending it, before the
+        read or since), settled, or waits for a retry."""
         return await self._execute("UPDATE webhook_deliveries SET payload = ? WHERE id = ? AND status = 'pending' "
-                                   "AND next_at = ?", (storable(payload), d.id, d.next_at)) == 1
+                                   "AND next_at = ? AND next_at <= ?", (storable(payload), d.id, d.next_at, now)) == 1
 
     async def pending_delivery(self, job_id: str, url: str, event: str) -> Delivery | None:
         """The newest message of this kind to this receiver still to be delivered."""
