@@ -18,8 +18,9 @@ from bridge.api import Dialect
 from bridge.config import AdapterSettings
 from bridge.engine import JobEngine
 from bridge.errors import BridgeError
-from bridge.fields import FieldError
+from bridge.fields import MAX_TEXT, FieldError
 from bridge.http import json_answer
+from bridge.jsontext import longer_than
 from bridge.store import Job
 
 log = logging.getLogger("bridge.adapters.jobs_api")
@@ -198,6 +199,21 @@ def owned(job: Job | None) -> bool:
     return job is not None and isinstance(job.meta, dict) and job.meta.get("api") == API
 
 
+# The longest parameter a job shows as sent (characters of text, of JSON), in its `request` echo (kept in its meta,
+# which every listing reads) and a generic job's `result.parameters`: a `json` parameter may be a 32 MiB body.
+ECHO_CHARS = 256
+ECHO_JSON_CHARS = 4096
+
+
+def echoed(value: Any, chars: int = ECHO_CHARS) -> Any:
+    """`value` as a job shows it: text past `chars` characters and JSON past ECHO_JSON_CHARS by their size."""
+    if isinstance(value, str):
+        return value if len(value) <= chars else f"<{len(value)} characters>"
+    if isinstance(value, (dict, list)) and longer_than(value, ECHO_JSON_CHARS):
+        return f"<JSON of more than {ECHO_JSON_CHARS} characters>"
+    return value
+
+
 def job_summary(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -233,7 +249,8 @@ async def job_view(engine: JobEngine, job: Job, response_format: str | None = No
             outputs[name] = [image_io.data_url(x) for x in blobs]
         taken = (job.finished_at - job.started_at) if job.started_at and job.finished_at else None
         # A generic workflow job reports what it ran with: its parameters (images summarised) and its seed.
-        generic = {k: v for k, v in job.params.items() if not isinstance(v, dict)} if meta.get("generic") else None
+        generic = ({k: echoed(v, MAX_TEXT) for k, v in job.params.items() if not isinstance(v, dict)}
+                   if meta.get("generic") else None)
         result = {"images": outputs.get("images") or [],
                   "seed": meta.get("seed") if generic is None else generic.get("seed"),
                   "parameters": meta.get("parameters") if generic is None else generic,

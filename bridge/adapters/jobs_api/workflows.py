@@ -17,12 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from bridge.api import endpoint
 from bridge.errors import WorkflowError
 from bridge.fields import LooseFloat, OutputFormat, OutputQuality, Request, ResponseFormat, Webhook
-from bridge.jsontext import longer_than
 from bridge.keys import OPENAPI_CACHE
 from bridge.workflows import Workflow
 
 from ..toolkit import engine_of, long_poll, request_origin
-from .dialect import API, DIALECT, JobAccepted, JobView, iso, new_job_id, not_found, view_answer
+from .dialect import API, DIALECT, JobAccepted, JobView, echoed, iso, new_job_id, not_found, view_answer
 
 # Longest a POST /workflows/{name}?wait= holds the connection: longer waits belong to GET /jobs/{id}?wait= polls.
 MAX_WAIT = 600.0
@@ -116,27 +115,13 @@ async def describe_workflow(request: web.Request) -> web.Response:
     return web.json_response(engine_of(request).workflow(request.match_info["name"]).describe())
 
 
-# The longest parameter a job's `request` shows as sent (characters of text, of JSON). The echo is kept in the job's
-# meta, which every listing reads: a 1 MB `json` parameter made each job's listed row 1 MB.
-ECHO_CHARS = 256
-ECHO_JSON_CHARS = 4096
-
-
-def _echoed(value: Any) -> Any:
-    if isinstance(value, str):
-        return value if len(value) <= ECHO_CHARS else f"<{len(value)} characters>"
-    if isinstance(value, (dict, list)) and longer_than(value, ECHO_JSON_CHARS):
-        return f"<JSON of more than {ECHO_JSON_CHARS} characters>"
-    return value
-
-
 @endpoint(dialect=DIALECT, body=Envelope, query=WaitQuery, responses={200: JobView, 202: JobAccepted},
           empty_body={}, expand=_expand)
 async def run_workflow(request: web.Request, body: Envelope, query: WaitQuery) -> web.Response:
     """Run a workflow with these parameters: a job of the jobs API (GET /jobs/{id})."""
     engine = engine_of(request)
     wf = engine.workflow(request.match_info["name"])
-    echo = {k: _echoed(v) for k, v in body.parameters.items()}
+    echo = {k: echoed(v) for k, v in body.parameters.items()}
     job = await engine.submit(wf.name, body.parameters, outputs=body.outputs, job_id=new_job_id(),
                               meta={"api": API, "type": wf.name, "generic": True, "request": echo,
                                     "webhook": body.webhook, "response_format": body.response_format,
