@@ -1,8 +1,6 @@
 """The ``pixart`` command end to end on temporary files."""
 from __future__ import annotations
 
-import io
-
 import json
 import os
 import subprocess
@@ -336,9 +334,12 @@ def test_float_tiffs_are_read_as_float_pixel_data(tmp_path):
     assert Image.open(tmp_path / "f.tif").mode == "F"
     got = imageio.read_image(tmp_path / "f.tif")
     assert np.array_equal(got[0, :, 0], np.arange(256)) and (got[..., 0] == got[..., 2]).all()
-    # values past 1 are 0-255 already; NaN is black
-    Image.fromarray(np.array([[0.0, 127.6, 255.0, 300.0, np.nan]], dtype=np.float32), "F").save(tmp_path / "w.tif")
-    assert list(imageio.read_image(tmp_path / "w.tif")[0, :, 0]) == [0, 128, 255, 255, 0]
+    # a highlight a little past 1 is still 0-1 data; values past 2 are 0-255 already; NaN black, infinities the ends
+    Image.fromarray(np.array([[0.0, 0.5, 1.0001, np.inf]], dtype=np.float32), "F").save(tmp_path / "h.tif")
+    assert list(imageio.read_image(tmp_path / "h.tif")[0, :, 0]) == [0, 128, 255, 255]
+    Image.fromarray(np.array([[0.0, 127.6, 255.0, 300.0, np.nan, -np.inf]], dtype=np.float32), "F").save(
+        tmp_path / "w.tif")
+    assert list(imageio.read_image(tmp_path / "w.tif")[0, :, 0]) == [0, 128, 255, 255, 0, 0]
 
 
 def test_an_image_over_the_pixel_limit_is_one_line_not_a_pillow_warning(tmp_path, capsys, recwarn):

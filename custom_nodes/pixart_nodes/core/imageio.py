@@ -177,11 +177,14 @@ def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     Sixteen bits are the I;16 modes and mode I read from a PNG or PGM (``fmt``, default the image's format), which
     Pillow gives 0-65535; a 32-bit TIFF's I has no declared range and keeps Pillow's clipping. A float image (mode
     F, a 32-bit float TIFF) holds 0.0-1.0 as float pixel data does (Pillow's convert rounded it to 0 and 1: a picture
-    near black); one with values past 1 is taken as 0-255."""
+    near black), highlights a little past 1 included; one with values past 2 is taken as 0-255. NaN is black,
+    infinities the ends."""
     if im.mode == "F":
-        values = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        scale = 255.0 if values.size == 0 or float(values.max()) <= 1.0 else 1.0
-        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
+        values = np.asarray(im, dtype=np.float32)
+        finite = values[np.isfinite(values)]
+        scale = 255.0 if finite.size == 0 or float(finite.max()) <= 2.0 else 1.0
+        values = np.nan_to_num(values * scale, nan=0.0, posinf=255.0, neginf=0.0)
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
     if not (im.mode.startswith("I;16") or (im.mode == "I" and (fmt or im.format) in ("PNG", "PPM"))):
         return im
     wide = np.asarray(im)
