@@ -85,7 +85,8 @@ def has_long(value: Any) -> bool:
 
 def longer_than(value: Any, limit: int) -> bool:
     """Whether `value`'s compact JSON text (separators "," and ":", ensure_ascii off) is longer than `limit`
-    characters, escapes aside: a walk that stops once past it, where json.dumps would write all of a 32 MB value."""
+    characters, escapes aside: a walk that stops once past it (checked after each value's own keys or items), where
+    json.dumps would write all of a 32 MB value."""
     size = 0
     stack = [value]
     while stack:

@@ -75,9 +75,12 @@ async def test_a_wait_on_a_job_deleted_meanwhile_ends_at_once(bridge_factory, co
     from bridge.errors import JobNotFound
     from bridge.store import Job
 
+    import dataclasses
+
     comfy_double.step_delay = 0.5
     client = await bridge_factory(adapters=["jobs_api"])
     engine = client.app[ENGINE]
+    engine.options = dataclasses.replace(engine.options, cancel_grace=0.3)  # the unconfirmed cancel's wait
     await engine.store.insert(Job(id="job_elsewhere", workflow="served_elsewhere", workflow_version=1, params={},
                                   created_at=time.time()), owner=None, lease=0.0)
     waiter = asyncio.ensure_future(engine.wait("job_elsewhere", timeout=120))

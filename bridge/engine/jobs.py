@@ -275,7 +275,7 @@ class JobTable:
             self.drop_inputs(job.id)
 
     async def remove(self, job: Job) -> None:
-        """Drop a finished job for good (DELETE /jobs/{id}, retention)."""
+        """Drop a job for good (DELETE /jobs/{id}, retention), finished or not (a cancel never confirmed)."""
         if self._jobs.pop(job.id, None) is not None or self.counts[job.status] > 0:
             self.counts[job.status] = max(0, self.counts[job.status] - 1)
         self._finished.pop(job.id, None)
