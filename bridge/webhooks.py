@@ -242,10 +242,10 @@ class Webhooks:
             if pending is None:
                 await self.store.save_delivery(self._message(job, r.url, event, payload, now, now))
             elif pending.id not in self._in_flight:
-                # Only its body, and only while nobody claimed it since the read: the whole row written back undid
-                # another replica's claim (due again: sent twice at once) or its outcome (delivered: sent again).
+                # Only its body, and only while it is due and as it was read: the whole row written back undid a
+                # claim made meanwhile (due again: sent twice at once) or an outcome (delivered: sent again).
                 await self.store.replace_payload(pending, payload, now)
-            # Being sent (here, or claimed since by another replica): not replaced (the log would show it delivered
+            # Being sent (here, or claimed by another replica): not replaced (the log would show it delivered
             # with a body never sent), nor joined by a newer one: a slow receiver would pile them up, each retried
             # for BRIDGE_WEBHOOK_RETRY_FOR. A later event, or the end, carries the state on.
         self._wake.set()
@@ -359,11 +359,11 @@ class Webhooks:
             self._settler.cancel()
             await asyncio.gather(self._settler, return_exceptions=True)
         await self.write_settled()
-        # messages this bridge held and did not finish sending are due at once for whoever runs next, rather than
-        # when their hold runs out; held ones whose end's write failed are stored here too, since the engine clears
-        # `before_end` before this and writes those ends later without them (at least once, never none)
-        # Claimed ones only while the claim is still this bridge's (one waiting for its slot may have outlived its
-        # hold and been claimed, or even delivered, by another replica: written whole, it went out twice).
+        # Messages this bridge held and did not finish sending are due at once for whoever runs next, rather than
+        # when their hold runs out: claimed ones only while the claim is still this bridge's (one waiting for its slot
+        # may have outlived its hold and been claimed, or even delivered, by another replica: written whole, it went
+        # out twice); held ones whose end's write failed are stored whole, since the engine clears `before_end`
+        # before this and writes those ends later without them (at least once, never none).
         claimed, held = self._interrupted + self._passed_over, [d for ds in self._held.values() for d in ds]
         self._interrupted, self._passed_over, self._held = [], [], {}
         now = time.time()

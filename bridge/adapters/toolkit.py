@@ -168,8 +168,8 @@ class JobGroup:
         try:
             return await self.engine.wait(job.id)
         except JobNotFound:
-            # deleted before it ended (a DELETE through the jobs API, on another replica): for this request, cancelled,
-            # which every dialect answers as such (a 404 naming a job id the client never saw, A1111's a 500)
+            # deleted before it ended (by another replica, or removed unfinished): for this request it was cancelled,
+            # which every dialect has an answer for; JobNotFound named a job id its client never saw
             return replace(job, status="cancelled", error=job.error or "the job was deleted before it ended")
 
     async def wait(self, timeout: float | None = None) -> list[Job]:

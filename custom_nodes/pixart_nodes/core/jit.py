@@ -52,11 +52,7 @@ def compiled(**options: Any) -> Callable[[Callable], Callable]:
     ``cache=True`` and no folder numba may keep its cache in (the pack's own, ``NUMBA_CACHE_DIR``, the user's cache
     folder: a read-only container run by a user without a home), numba raised at the decorator and the whole pack
     failed to import; the kernel is then compiled in each process instead."""
-
-    def wrap(fn: Callable) -> Callable:
-        return _dispatcher(fn, options)
-
-    return wrap
+    return lambda fn: _dispatcher(fn, options)
 
 
 def _dispatcher(fn: Callable, options: dict[str, Any]) -> Any:
