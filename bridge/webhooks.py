@@ -60,7 +60,8 @@ WAITING_PER_KEY = 256
 WAITING_IN_ALL = 4096
 # A message passed over by those bounds is given back, due again this long after (seconds): its claim kept it from
 # every replica, unsent, for the whole hold. Not at once: the delivery loop would claim and pass over the same
-# messages every round.
+# messages every round. While the bound holds and no receiver behind it answers, the delay grows with that time (up
+# to a hold): every 5 s a 2,000-message backlog for a hanging receiver was claimed and given back whole.
 PASS_BACK_DELAY = 5.0
 
 # (url, body, headers, timeout) -> HTTP status; raises TimeoutError when no answer came within the timeout
@@ -154,6 +155,8 @@ class Webhooks:
         self._held: dict[str, list[Delivery]] = {}
         self._interrupted: list[Delivery] = []  # attempts cut short by stop()
         self._passed_over: list[Delivery] = []  # claimed, but past the bounds on waiting: to give back
+        # "all" and the keys of `_waiting`: since when at their bound with no answer from a receiver
+        self._bound_since: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
         self._hosts = _Slots(self.policy.per_host)
@@ -316,8 +319,12 @@ class Webhooks:
             # takes itself for another replica's message when its slot comes.
             waiting.next_at = d.next_at
             return
-        keys = [f"host {urlsplit(d.url).hostname or ''}"] + ([f"client {d.client}"] if d.client else [])
-        if len(self._in_flight) >= WAITING_IN_ALL or any(self._waiting.get(k, 0) >= WAITING_PER_KEY for k in keys):
+        keys = self._keys(d)
+        bound = [k for k in ["all", *keys] if self._at_bound(k)]
+        if bound:
+            now = time.time()
+            for k in bound:
+                self._bound_since.setdefault(k, now)
             self._passed_over.append(d)
             return
         for k in keys:
@@ -335,19 +342,37 @@ class Webhooks:
 
         task.add_done_callback(done)
 
+    @staticmethod
+    def _keys(d: Delivery) -> list[str]:
+        # a host is its name, lowercased, without the port or credentials
+        return [f"host {urlsplit(d.url).hostname or ''}"] + ([f"client {d.client}"] if d.client else [])
+
+    def _at_bound(self, key: str) -> bool:
+        return (len(self._in_flight) if key == "all" else self._waiting.get(key, 0)) >= (
+            WAITING_IN_ALL if key == "all" else WAITING_PER_KEY)
+
     async def _pass_back(self) -> None:
+        now = time.time()
+        self._bound_since = {k: t for k, t in self._bound_since.items() if self._at_bound(k)}
+        if not self._passed_over:
+            return
         passed, self._passed_over = self._passed_over, []
-        due = time.time() + PASS_BACK_DELAY
-        for n, d in enumerate(passed):
-            try:
+        # due again after as long as its bounds have held, at least PASS_BACK_DELAY and at most a hold: a receiver
+        # that stays away is asked about less and less often
+        by_due: dict[float, list[tuple[str, float]]] = {}
+        for d in passed:
+            ages = [now - t for k in ["all", *self._keys(d)] if (t := self._bound_since.get(k)) is not None]
+            by_due.setdefault(now + min(self._hold, max([PASS_BACK_DELAY, *ages])), []).append((d.id, d.next_at))
+        try:
+            for due, given in by_due.items():
                 # only while the claim is still this replica's: one another replica made since stays its own
-                await self.store.reclaim_delivery(d.id, d.next_at, due)
-            except BaseException as exc:
-                self._passed_over[:0] = passed[n:]  # given back next round, or released by stop()
-                if not isinstance(exc, Exception):
-                    raise
-                log.warning("webhook: %d passed-over messages not given back yet: %s", len(passed) - n, exc)
-                return
+                await self.store.reclaim_deliveries(given, due)
+        except BaseException as exc:
+            # given back next round or released by stop(); those given back already no longer match their hold
+            self._passed_over[:0] = passed
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("webhook: %d passed-over messages not given back yet: %s", len(passed), exc)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -367,13 +392,14 @@ class Webhooks:
         claimed, held = self._interrupted + self._passed_over, [d for ds in self._held.values() for d in ds]
         self._interrupted, self._passed_over, self._held = [], [], {}
         now = time.time()
-        for d, whole in [(d, False) for d in claimed] + [(d, True) for d in held]:
+        try:
+            await self.store.reclaim_deliveries([(d.id, d.next_at) for d in claimed], now)
+        except Exception as exc:  # noqa: BLE001 - the store is away: the holds run out instead
+            log.warning("webhook: %d claimed messages not released for the next start (%s)", len(claimed), exc)
+        for d in held:  # never written: the end's write failed
             try:
-                if whole:  # never written: the end's write failed
-                    d.next_at = now
-                    await self.store.save_delivery(d)
-                else:
-                    await self.store.reclaim_delivery(d.id, d.next_at, now)
+                d.next_at = now
+                await self.store.save_delivery(d)
             except Exception as exc:  # noqa: BLE001 - the store is away: the hold runs out instead
                 log.warning("webhook %s: not released for the next start (%s)", d.id, exc)
 
@@ -388,7 +414,7 @@ class Webhooks:
                     # the hold ran nearly out while this waited for a free slot: take it again, unless another
                     # replica already has (it claimed the message once the hold had run out)
                     again = time.time() + self._hold
-                    if not await self.store.reclaim_delivery(d.id, d.next_at, again):
+                    if not await self.store.reclaim_deliveries([(d.id, d.next_at)], again):
                         settled = True  # another replica's now: its loop may give it back here later
                         self._in_flight.pop(d.id, None)
                         return
@@ -413,6 +439,9 @@ class Webhooks:
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
                     error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 ended = time.time()
+                if status is not None:  # an answer: its bounds are being worked off, their give-backs wait no longer
+                    for k in ["all", *self._keys(d)]:
+                        self._bound_since.pop(k, None)
                 d.attempts.append({"at": started, "duration_ms": round((ended - started) * 1000, 1),
                                    "status": status, "error": error})
                 # a copy: the hold may run out while the outcome waits to be written, and the loop's new claim, which

@@ -332,11 +332,23 @@ class JobStore:
             claimed.append(d)
         return claimed
 
-    async def reclaim_delivery(self, delivery_id: str, held_until: float, until: float) -> bool:
-        """Hold a message this replica holds until ``held_until`` again, until ``until``; False when its hold ran out
-        and another replica claimed it meanwhile (its ``next_at`` moved on) or it is no longer pending."""
-        return await self._execute("UPDATE webhook_deliveries SET next_at = ? WHERE id = ? AND next_at = ? AND "
-                                   "status = 'pending'", (until, delivery_id, held_until)) == 1
+    async def reclaim_deliveries(self, held: Sequence[tuple[str, float]], until: float) -> int:
+        """Hold messages this replica holds, each ``(id, the time its hold runs out)``, again until ``until``; returns
+        how many it still held: one whose hold ran out and another replica claimed meanwhile (its ``next_at`` moved
+        on), or no longer pending, is left as it is. A statement for each hold (a round's claims share one) and 500
+        messages: a backlog for a hanging receiver is given back every few seconds, one UPDATE per message was
+        thousands of writes."""
+        by_hold: dict[float, list[str]] = {}
+        for delivery_id, held_until in held:
+            by_hold.setdefault(held_until, []).append(delivery_id)
+        taken = 0
+        for held_until, ids in by_hold.items():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                taken += await self._execute(
+                    f"UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND next_at = ? AND id IN "
+                    f"({', '.join('?' for _ in chunk)})", (until, held_until, *chunk))
+        return taken
 
     async def settle_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         """Record attempts' outcomes (status, next attempt, attempts) in one transaction. Only rows still there are
