@@ -458,6 +458,31 @@ async def test_held_messages_are_given_back_together_each_only_while_still_held(
         await store.close()
 
 
+async def test_a_messages_hold_is_matched_whatever_float_digits_the_server_writes(pg_url, tmp_path):
+    """The compare-and-sets on a message's due time match the float a read gave back. A server set to write floats
+    with 15 digits (`extra_float_digits = 0`, as servers before PostgreSQL 12 did by default) gave it back rounded,
+    and nothing matched: a passed-over message was never given back, an attempt that waited for its slot took its
+    own message for another replica's and gave up, and a newer progress never replaced a waiting one."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{name}" SET extra_float_digits = 0')
+    store = open_store(pg_url, tmp_path)
+    await store.open()
+    try:
+        now = time.time()
+        for i in range(2):
+            await store.save_delivery(Delivery(id=f"m{i}", job_id="j", url="http://r", event="job.progress",
+                                               payload="{}", created_at=now, next_at=now - 1 / 3))
+        waiting = await store.pending_delivery("j", "http://r", "job.progress")
+        assert await store.replace_payload(waiting, '{"newer":1}', now)
+        held = await store.claim_deliveries(now, 10, hold=30 + 1 / 7)
+        assert len(held) == 2 and await store.reclaim_deliveries([(d.id, d.next_at) for d in held], now + 60) == 2
+    finally:
+        await store.close()
+
+
 async def test_rate_buckets_and_failed_logins_are_shared(database, tmp_path):
     a, b = open_store(database, tmp_path), open_store(database, tmp_path)
     await a.open()

@@ -51,6 +51,12 @@ _META_JSON = (r"(CASE WHEN strpos(meta, '\ud') > 0 THEN replace(regexp_replace(r
 _META_KEY = f"({_META_JSON} ->> ?)"
 
 
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Floats read back exactly, whatever the server or database is set to: the webhook log's compare-and-sets match
+    # a due time read before (15 digits, `extra_float_digits = 0`, matched nothing).
+    await conn.execute("SET extra_float_digits = 3")
+
+
 class PostgresStore(JobStore):
     shared = True
     kind = "postgresql"
@@ -66,7 +72,7 @@ class PostgresStore(JobStore):
         if self._pool is not None:
             return
         pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size, open=False,
-                                   kwargs={"autocommit": True}, name="pixart-store")
+                                   kwargs={"autocommit": True}, name="pixart-store", configure=_configure)
         try:
             await pool.open(wait=True, timeout=30)
         except Exception as exc:
