@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -29,6 +31,7 @@ from typing import IO, Sequence
 
 from bridge.comfyui_home import ensure_node_pack_linked, find_comfyui
 
+log = logging.getLogger("bridge.comfyui_process")
 _LIVE: "weakref.WeakSet[ComfyUIProcess]" = weakref.WeakSet()
 _CUDA_CACHE: dict[str, bool] = {}
 
@@ -49,6 +52,17 @@ BRIDGE_FLAGS = {
 
 class PortInUseError(ComfyUIStartError):
     """Another program listens on the port ComfyUI was to listen on."""
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (Linux's /proc, clock ticks since boot): what tells it from a later process given
+    the same pid. None when there is none (or it has ended: a zombie nobody reaped), or no /proc to ask."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after the name, which may hold spaces and parentheses
+    return None if fields[0] == "Z" else fields[19]
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -187,10 +201,16 @@ class ComfyUIProcess:
         return cmd + self.extra_args
 
     # -- lifecycle ------------------------------------------------------------------------------------------
+    @property
+    def pid_path(self) -> Path:
+        """The child's pid and start time, and its parent's: see ``_stop_left_behind``."""
+        return self.base_dir / "comfyui.pid"
+
     def start(self) -> None:
         """Launch the child (returns at once; then wait for readiness). A live child is left as it is."""
         if self.is_alive:
             return
+        self._stop_left_behind()
         if port_in_use(self.host, self.port):
             # The readiness poll would take the other program's answers for ComfyUI's (another ComfyUI's, say),
             # while the child exits on "address already in use" and is restarted over and over.
@@ -213,6 +233,10 @@ class ComfyUIProcess:
             kwargs["start_new_session"] = True  # Ctrl-C in a terminal must not hit the child before we stop it
         self.popen = subprocess.Popen(cmd, cwd=str(self.comfyui_dir), stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=subprocess.STDOUT, env=env, **kwargs)  # type: ignore[call-overload]
+        child, parent = _started(self.popen.pid), _started(os.getpid())
+        if child is not None and parent is not None:
+            with contextlib.suppress(OSError):
+                self.pid_path.write_text(f"{self.popen.pid} {child} {os.getpid()} {parent}\n")
         self.starts += 1
         _LIVE.add(self)
 
@@ -229,7 +253,41 @@ class ComfyUIProcess:
                 self._signal(signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
                 proc.wait(timeout)
         self._close_log()
+        if self._recorded() == (proc.pid, None):
+            self.pid_path.unlink(missing_ok=True)
         return proc.returncode
+
+    def _recorded(self) -> tuple[int, str | None] | None:
+        """(the recorded child's pid, its start time while that child still runs as recorded and the process that
+        started it does not); None when nothing (readable) is recorded."""
+        try:
+            child, child_start, parent, parent_start = self.pid_path.read_text().split()
+            pid = int(child)
+            orphan = _started(pid) == child_start and _started(int(parent)) != parent_start
+        except (OSError, ValueError):
+            return None
+        return pid, child_start if orphan else None
+
+    def _stop_left_behind(self, timeout: float = 10.0) -> None:
+        """Stop a ComfyUI started under this folder by a bridge that has gone without stopping it (SIGKILL, the OOM
+        killer): leading a session of its own, it outlived that bridge with its memory (a loaded model) and port,
+        and each restart of the bridge added another. By its recorded pid, and only while that pid is still the
+        process started then (its start time) and the bridge that started it has gone: another bridge's ComfyUI
+        under the same folder is left alone."""
+        recorded = self._recorded()
+        if recorded is None or recorded[1] is None:
+            return
+        pid, started = recorded
+        log.warning("stopping ComfyUI pid %s, left running under %s by a bridge that has gone", pid, self.base_dir)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)  # it leads its own session, as this class starts it
+            deadline = time.monotonic() + timeout
+            while _started(pid) == started and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _started(pid) != started:
+                break
+        self.pid_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """Hard kill without waiting for a clean exit (tests use it to simulate a crash)."""

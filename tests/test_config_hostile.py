@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -339,6 +340,79 @@ def test_process_refuses_a_port_in_use_and_start_and_wait_moves_an_auto_port(tmp
         assert auto.port != busy_port and "--port" in stats["system"]["argv"]
     finally:
         auto.stop()
+
+
+def _killed_bridge(base: Path, fake_comfyui: Path, *, dies: bool = True) -> tuple[subprocess.Popen, int]:
+    """(a bridge process, the pid of the ComfyUI it started under `base`): the bridge is SIGKILLed once its child
+    answers (``dies``), or keeps running."""
+    script = (f"import os, signal, sys, time\nsys.path.insert(0, {str(REPO)!r})\n"
+              "from bridge.comfyui_process import ComfyUIProcess\n"
+              f"p = ComfyUIProcess({str(base)!r}, {str(fake_comfyui)!r}, cpu=True, link_pack=False)\n"
+              "p.start_and_wait(timeout=20)\nprint(p.pid, flush=True)\n"
+              + ("os.kill(os.getpid(), signal.SIGKILL)\n" if dies else "time.sleep(60)\n"))
+    bridge = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    return bridge, int(bridge.stdout.readline())
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"  # a zombie nobody reaped has ended
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+@pytest.mark.timeout(60)
+def test_a_comfyui_left_behind_by_a_killed_bridge_is_stopped_at_the_next_start(tmp_path: Path,
+                                                                                fake_comfyui: Path) -> None:
+    """ComfyUI leads a session of its own (Ctrl-C must not reach it before the bridge stops it), so a bridge that
+    was killed (SIGKILL, the OOM killer) left it running with its memory (a loaded model) and its port; each
+    restart of the bridge added another. The next start under the same folder stops it first."""
+    base = tmp_path / "comfyui"
+    bridge, orphan = _killed_bridge(base, fake_comfyui)
+    bridge.wait(10)
+    try:
+        assert _running(orphan)
+        again = ComfyUIProcess(base, fake_comfyui, cpu=True, link_pack=False)
+        try:
+            again.start_and_wait(timeout=20)
+            assert not _running(orphan) and again.pid != orphan
+        finally:
+            again.stop()
+    finally:
+        if _running(orphan):
+            os.killpg(orphan, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+@pytest.mark.timeout(60)
+def test_a_comfyui_whose_bridge_still_runs_is_left_alone(tmp_path: Path, fake_comfyui: Path) -> None:
+    """Only a ComfyUI whose bridge has gone is stopped: another bridge's, still running under the same folder,
+    and a process that took over a recorded pid are not touched."""
+    base = tmp_path / "comfyui"
+    bridge, child = _killed_bridge(base, fake_comfyui, dies=False)
+    try:
+        again = ComfyUIProcess(base, fake_comfyui, cpu=True, link_pack=False)
+        try:
+            again.start_and_wait(timeout=20)
+            assert _running(child)
+        finally:
+            again.stop()
+        # a recorded pid now another process's (it started later): not stopped
+        stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        try:
+            (base / "comfyui.pid").write_text(f"{stranger.pid} 1 {os.getpid() + 10**7} 1\n")
+            again.start_and_wait(timeout=20)
+            again.stop()
+            assert stranger.poll() is None
+        finally:
+            stranger.kill()
+            stranger.wait()
+    finally:
+        bridge.kill()
+        bridge.wait()
+        os.killpg(child, signal.SIGKILL)
 
 
 def test_managed_comfyui_data_dir_that_is_a_file(tmp_path: Path, fake_comfyui: Path) -> None:
