@@ -423,39 +423,34 @@ async def test_a_held_message_is_taken_again_only_while_nobody_else_has_it(datab
         await b.close()
 
 
-async def test_held_messages_are_given_back_together_each_only_while_still_held(database, tmp_path):
+async def test_held_messages_are_given_back_together_each_only_while_still_held(store):
     """A round's claims are given back in one statement (a hanging receiver's backlog wrote one per message every
     few seconds), and the compare-and-set holds for each: one another replica claimed since, or one delivered,
     stays as it is; holds that differ are each matched to their own."""
-    store = open_store(database, tmp_path)
-    await store.open()
-    try:
-        now = time.time()
-        for i in range(1202):
-            await store.save_delivery(Delivery(id=f"m{i}", job_id="j", url="http://r", event="job.completed",
-                                               payload="{}", created_at=now, next_at=now - 1))
-        round_one = await store.claim_deliveries(now, 1200, hold=30)
-        (late,) = await store.claim_deliveries(now, 1, hold=31)  # a later round's claim: a hold of its own
-        moved, done = round_one[0], round_one[1]
-        await store.save_delivery(replace(moved, next_at=now + 99))  # claimed again by another replica
-        await store.save_delivery(replace(done, status="delivered", next_at=None))
-        statements = []
-        execute = store._execute
+    now = time.time()
+    for i in range(1202):
+        await store.save_delivery(Delivery(id=f"m{i}", job_id="j", url="http://r", event="job.completed",
+                                           payload="{}", created_at=now, next_at=now - 1))
+    round_one = await store.claim_deliveries(now, 1200, hold=30)
+    (late,) = await store.claim_deliveries(now, 1, hold=31)  # a later round's claim: a hold of its own
+    moved, done = round_one[0], round_one[1]
+    await store.save_delivery(replace(moved, next_at=now + 99))  # claimed again by another replica
+    await store.save_delivery(replace(done, status="delivered", next_at=None))
+    statements = []
+    execute = store._execute
 
-        async def counted(sql, args=()):
-            statements.append(sql)
-            return await execute(sql, args)
+    async def counted(sql, args=()):
+        statements.append(sql)
+        return await execute(sql, args)
 
-        store._execute = counted
-        given = [(d.id, d.next_at) for d in round_one + [late]]
-        assert await store.reclaim_deliveries(given, now + 5) == 1199
-        assert len(statements) == 4  # 1,200 of one hold in three statements of up to 500, one of the other
-        got = {d.id: d for d in await store.deliveries_for("j")}
-        assert (got[moved.id].next_at, got[done.id].status) == (now + 99, "delivered")
-        assert all(got[d.id].next_at == now + 5 for d in round_one[2:] + [late])
-        assert sum(d.next_at == now - 1 for d in got.values()) == 1  # the one nobody claimed stays due
-    finally:
-        await store.close()
+    store._execute = counted
+    given = [(d.id, d.next_at) for d in round_one + [late]]
+    assert await store.reclaim_deliveries(given, now + 5) == 1199
+    assert len(statements) == 4  # 1,200 of one hold in three statements of up to 500, one of the other
+    got = {d.id: d for d in await store.deliveries_for("j")}
+    assert (got[moved.id].next_at, got[done.id].status) == (now + 99, "delivered")
+    assert all(got[d.id].next_at == now + 5 for d in round_one[2:] + [late])
+    assert sum(d.next_at == now - 1 for d in got.values()) == 1  # the one nobody claimed stays due
 
 
 async def test_a_messages_hold_is_matched_whatever_float_digits_the_server_writes(pg_url, tmp_path):
