@@ -60,8 +60,9 @@ WAITING_PER_KEY = 256
 WAITING_IN_ALL = 4096
 # A message passed over by those bounds is given back, due again this long after (seconds): its claim kept it from
 # every replica, unsent, for the whole hold. Not at once: the delivery loop would claim and pass over the same
-# messages every round. While the bound holds and no receiver behind it answers, the delay grows with that time (up
-# to a hold): every 5 s a 2,000-message backlog for a hanging receiver was claimed and given back whole.
+# messages every round. While no receiver behind the bound answers, the delay grows with that time (up to a hold):
+# every 5 s a 2,000-message backlog for a hanging receiver was claimed and given back whole. Not with a shared store:
+# another replica may have room for them, and takes them only as they come due.
 PASS_BACK_DELAY = 5.0
 
 # (url, body, headers, timeout) -> HTTP status; raises TimeoutError when no answer came within the timeout
@@ -155,7 +156,7 @@ class Webhooks:
         self._held: dict[str, list[Delivery]] = {}
         self._interrupted: list[Delivery] = []  # attempts cut short by stop()
         self._passed_over: list[Delivery] = []  # claimed, but past the bounds on waiting: to give back
-        # "all" and the keys of `_waiting`: since when at their bound with no answer from a receiver
+        # "all" and the keys of `_waiting`: since when a message was passed over for them with no answer since
         self._bound_since: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
@@ -320,7 +321,7 @@ class Webhooks:
             waiting.next_at = d.next_at
             return
         keys = self._keys(d)
-        bound = [k for k in ["all", *keys] if self._at_bound(k)]
+        bound = [k for k in ["all", *keys] if self._waiting_for(k) >= self._bound(k)]
         if bound:
             now = time.time()
             for k in bound:
@@ -343,26 +344,36 @@ class Webhooks:
         task.add_done_callback(done)
 
     @staticmethod
-    def _keys(d: Delivery) -> list[str]:
+    def _host(d: Delivery) -> str:
         # a host is its name, lowercased, without the port or credentials
-        return [f"host {urlsplit(d.url).hostname or ''}"] + ([f"client {d.client}"] if d.client else [])
+        return urlsplit(d.url).hostname or ""
 
-    def _at_bound(self, key: str) -> bool:
-        return (len(self._in_flight) if key == "all" else self._waiting.get(key, 0)) >= (
-            WAITING_IN_ALL if key == "all" else WAITING_PER_KEY)
+    def _keys(self, d: Delivery) -> list[str]:
+        return [f"host {self._host(d)}"] + ([f"client {d.client}"] if d.client else [])
+
+    def _waiting_for(self, key: str) -> int:
+        return len(self._in_flight) if key == "all" else self._waiting.get(key, 0)
+
+    @staticmethod
+    def _bound(key: str) -> int:
+        return WAITING_IN_ALL if key == "all" else WAITING_PER_KEY
 
     async def _pass_back(self) -> None:
         now = time.time()
-        self._bound_since = {k: t for k, t in self._bound_since.items() if self._at_bound(k)}
+        # kept while messages of the key wait here (their attempts time out one slot's worth at a time: no answer)
+        # and for a hold after, so that a key with no messages left here is not kept for good
+        self._bound_since = {k: t for k, t in self._bound_since.items()
+                             if self._waiting_for(k) or now - t <= self._hold}
         if not self._passed_over:
             return
         passed, self._passed_over = self._passed_over, []
-        # due again after as long as its bounds have held, at least PASS_BACK_DELAY and at most a hold: a receiver
-        # that stays away is asked about less and less often
+        # due again after as long as its bounds have held without an answer, at least PASS_BACK_DELAY and at most a
+        # hold: a receiver that stays away is asked about less and less often
         by_due: dict[float, list[tuple[str, float]]] = {}
         for d in passed:
             ages = [now - t for k in ["all", *self._keys(d)] if (t := self._bound_since.get(k)) is not None]
-            by_due.setdefault(now + min(self._hold, max([PASS_BACK_DELAY, *ages])), []).append((d.id, d.next_at))
+            delay = PASS_BACK_DELAY if self.store.shared else min(self._hold, max([PASS_BACK_DELAY, *ages]))
+            by_due.setdefault(now + delay, []).append((d.id, d.next_at))
         try:
             for due, given in by_due.items():
                 # only while the claim is still this replica's: one another replica made since stays its own
@@ -406,10 +417,9 @@ class Webhooks:
     async def _attempt(self, d: Delivery) -> None:
         settled = False  # this bridge's part is over: the attempt is recorded, or another replica has the message
         try:
-            # a job without a client (none asked over HTTP) has no bound of its own; a host is its name,
-            # lowercased, without the port or credentials
+            # a job without a client (none asked over HTTP) has no bound of its own
             client = self._clients.slot(d.client) if d.client else contextlib.nullcontext()
-            async with client, self._hosts.slot(urlsplit(d.url).hostname or ""), self._global:
+            async with client, self._hosts.slot(self._host(d)), self._global:
                 if time.time() > d.next_at - self.policy.timeout - 1:
                     # the hold ran nearly out while this waited for a free slot: take it again, unless another
                     # replica already has (it claimed the message once the hold had run out)
@@ -439,7 +449,9 @@ class Webhooks:
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
                     error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 ended = time.time()
-                if status is not None:  # an answer: its bounds are being worked off, their give-backs wait no longer
+                if status is not None:
+                    # an answer: its bounds are being worked off, and later give-backs wait PASS_BACK_DELAY again
+                    # (those given back already keep their time, up to a hold)
                     for k in ["all", *self._keys(d)]:
                         self._bound_since.pop(k, None)
                 d.attempts.append({"at": started, "duration_ms": round((ended - started) * 1000, 1),

@@ -637,15 +637,24 @@ async def _slow_receiver(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def _backlog(tmp_path, count: int, database: str = "", *, spread: bool = False):
+async def _backlog(tmp_path, count: int, database: str = "", *, spread: bool = False, times_out: bool = False):
     """(hooks, store, answer, sent): `count` messages to a receiver that hangs until `answer` is set, due in the
     store of webhooks whose delivery loop runs (its first round not yet run). `spread`: each message the end of a
-    job of its own, to a host and for a client of its own (default policy); else progress of one job, 4 per host."""
+    job of its own, to a host and for a client of its own (default policy); else progress of one job, 4 per host.
+    `times_out`: each attempt gives up after 0.3 s until `answer` is set, as the bridge's sender does after
+    BRIDGE_WEBHOOK_TIMEOUT (retried 0.2 s after, doubling)."""
     from bridge import webhooks as wh
     from bridge.store import Delivery, Job
 
     answer, sent, send = _hanging_receivers()
-    store, hooks = await _webhooks(tmp_path, send, wh.Policy() if spread else wh.Policy(per_host=4), database)
+    if times_out:
+        hangs = send
+
+        async def send(url, body, headers, timeout):
+            return await asyncio.wait_for(hangs(url, body, headers, timeout), 0.3)
+
+    policy = wh.Policy() if spread else wh.Policy(per_host=4, retry_base=0.2 if times_out else 5.0)
+    store, hooks = await _webhooks(tmp_path, send, policy, database)
     loop = None
     try:
         for i in range(count if spread else 1):
@@ -780,13 +789,15 @@ async def test_a_rounds_passed_over_messages_are_given_back_in_one_statement(tmp
 async def test_a_receiver_that_stays_away_is_asked_about_less_and_less_often(tmp_path, monkeypatch):
     """While a receiver hangs, its messages past the bound came back due every PASS_BACK_DELAY, each claimed and given
     back again for as long as it hung; the delay grows with the time the bound has held without an answer, up to a
-    claim's hold, and the messages all go out, once each, soon after the receiver answers."""
+    claim's hold, and the messages all go out, once each, soon after the receiver answers. Attempts that time out
+    are no answer: their ends, which leave room under the bound for a moment, reset the delay each time when it
+    followed the bound alone (it never passed 0.72 s of a 2 s hold with a sender giving up after 0.6 s)."""
     from bridge import webhooks as wh
 
     monkeypatch.setattr(wh, "WAITING_PER_KEY", 4)
     monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.2)
     monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 2.0))
-    async with _backlog(tmp_path, 30) as (hooks, store, answer, sent):
+    async with _backlog(tmp_path, 30, times_out=True) as (hooks, store, answer, sent):
         claims, delays = _counting_claims(store), []
         give_back = store.reclaim_deliveries
 
@@ -797,21 +808,22 @@ async def test_a_receiver_that_stays_away_is_asked_about_less_and_less_often(tmp
         store.reclaim_deliveries = timed
         await until(lambda: len(sent) == 4, 3, "four messages sent")
         await asyncio.sleep(3.0)
-        passed = [d for d in await store.deliveries_for("h") if d.id not in hooks._in_flight]
+        passed = [d for d in await store.deliveries_for("h") if not d.attempts and d.id not in hooks._in_flight]
         # at every PASS_BACK_DELAY each was claimed 15 times in these 3 s; growing: 0.2, 0.2, 0.4, 0.8, 1.6 s apart
-        assert len(passed) == 26 and max(claims[d.id] for d in passed) <= 7, sorted(claims.values())
+        assert len(passed) >= 10 and max(claims[d.id] for d in passed) <= 7, sorted(claims.values())
         assert delays[0] < 0.25 and 1.0 < max(delays) <= 2.0, delays  # up to a hold
         answer.set()
         # an answer resets the delay: with it grown to the hold while the host answered, four messages went out per
-        # hold (24 in 10 s here); reset, the 30 take about 1.4 s
-        await _until_delivered(hooks, store, 30, 5)
-        assert sorted(sent) == ["http://hangs.example/hook"] * 30
+        # hold (24 in 10 s here); reset, the 30 take about 1.4 s once those given back last are due
+        await _until_delivered(hooks, store, 30, 10)
+        assert all([a["status"] for a in d.attempts].count(204) == 1 for d in await store.deliveries_for("h"))
 
 
-@pytest.mark.parametrize("job_database", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("job_database", ["postgresql"], indirect=True)
 async def test_messages_past_the_bound_go_out_through_another_replica(tmp_path, monkeypatch, job_database):
     """Another replica sharing the store sends what this one passed over, rather than waiting for this one's
-    claims to run out."""
+    claims to run out; with a shared store (replicas share PostgreSQL, never SQLite) the give-back's delay does not
+    grow, since the other replica takes the messages only as they come due."""
     from bridge import webhooks as wh
 
     monkeypatch.setattr(wh, "WAITING_PER_KEY", 4)
