@@ -253,31 +253,34 @@ class ComfyUIProcess:
                 self._signal(signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
                 proc.wait(timeout)
         self._close_log()
-        if self._recorded() == (proc.pid, None):
-            self.pid_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, ValueError):
+            if int(self.pid_path.read_text().split()[0]) == proc.pid:  # not another bridge's record since
+                self.pid_path.unlink()
         return proc.returncode
 
-    def _recorded(self) -> tuple[int, str | None] | None:
-        """(the recorded child's pid, its start time while that child still runs as recorded and the process that
-        started it does not); None when nothing (readable) is recorded."""
+    def _left_behind(self) -> tuple[int, str] | None:
+        """(pid, start time) of the ComfyUI recorded in ``pid_path`` while that pid is still the process started then
+        (its start time), runs under this folder (its command line names the output folder) and the bridge that
+        started it has gone; else None."""
         try:
             child, child_start, parent, parent_start = self.pid_path.read_text().split()
             pid = int(child)
-            orphan = _started(pid) == child_start and _started(int(parent)) != parent_start
+            if _started(pid) != child_start or _started(int(parent)) == parent_start:
+                return None
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        return pid, child_start if orphan else None
+        return (pid, child_start) if os.fsencode(str(self.output_dir)) in args else None
 
     def _stop_left_behind(self, timeout: float = 10.0) -> None:
         """Stop a ComfyUI started under this folder by a bridge that has gone without stopping it (SIGKILL, the OOM
         killer): leading a session of its own, it outlived that bridge with its memory (a loaded model) and port,
-        and each restart of the bridge added another. By its recorded pid, and only while that pid is still the
-        process started then (its start time) and the bridge that started it has gone: another bridge's ComfyUI
-        under the same folder is left alone."""
-        recorded = self._recorded()
-        if recorded is None or recorded[1] is None:
+        and each restart of the bridge added another. Only as ``_left_behind`` finds it: another bridge's ComfyUI
+        under the same folder is left alone (one record a folder: the last bridge to start there has it)."""
+        found = self._left_behind()
+        if found is None:
             return
-        pid, started = recorded
+        pid, started = found
         log.warning("stopping ComfyUI pid %s, left running under %s by a bridge that has gone", pid, self.base_dir)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -286,8 +289,10 @@ class ComfyUIProcess:
             while _started(pid) == started and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _started(pid) != started:
-                break
-        self.pid_path.unlink(missing_ok=True)
+                self.pid_path.unlink(missing_ok=True)
+                return
+        # still there (a process stuck in the kernel, a driver's call): the record stays for the next start
+        log.warning("ComfyUI pid %s left behind under %s did not stop", pid, self.base_dir)
 
     def kill(self) -> None:
         """Hard kill without waiting for a clean exit (tests use it to simulate a crash)."""

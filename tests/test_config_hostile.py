@@ -4,6 +4,7 @@ managed ComfyUI says what is wrong with its port, folders and files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -355,11 +356,9 @@ def _killed_bridge(base: Path, fake_comfyui: Path, *, dies: bool = True) -> tupl
 
 
 def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"  # a zombie nobody reaped has ended
+    from bridge.comfyui_process import _started
+
+    return _started(pid) is not None  # a zombie nobody reaped has ended
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
@@ -381,7 +380,7 @@ def test_a_comfyui_left_behind_by_a_killed_bridge_is_stopped_at_the_next_start(t
         finally:
             again.stop()
     finally:
-        if _running(orphan):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(orphan, signal.SIGKILL)
 
 
@@ -399,20 +398,25 @@ def test_a_comfyui_whose_bridge_still_runs_is_left_alone(tmp_path: Path, fake_co
             assert _running(child)
         finally:
             again.stop()
-        # a recorded pid now another process's (it started later): not stopped
+        # a recorded pid now another process's: one that started later, or one that runs no ComfyUI of this folder
+        # (its start time recorded, as after a reboot that gave the same pid at the same tick): not stopped
+        from bridge.comfyui_process import _started
+
         stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
         try:
-            (base / "comfyui.pid").write_text(f"{stranger.pid} 1 {os.getpid() + 10**7} 1\n")
-            again.start_and_wait(timeout=20)
-            again.stop()
-            assert stranger.poll() is None
+            for started in ("1", _started(stranger.pid)):
+                (base / "comfyui.pid").write_text(f"{stranger.pid} {started} {os.getpid() + 10**7} 1\n")
+                again.start_and_wait(timeout=20)
+                again.stop()
+                assert stranger.poll() is None, started
         finally:
             stranger.kill()
             stranger.wait()
     finally:
         bridge.kill()
         bridge.wait()
-        os.killpg(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child, signal.SIGKILL)
 
 
 def test_managed_comfyui_data_dir_that_is_a_file(tmp_path: Path, fake_comfyui: Path) -> None:
