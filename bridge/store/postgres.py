@@ -53,7 +53,8 @@ _META_KEY = f"({_META_JSON} ->> ?)"
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     # Floats read back exactly, whatever the server or database is set to: the webhook log's compare-and-sets match
-    # a due time read before (15 digits, `extra_float_digits = 0`, matched nothing).
+    # a due time read before (15 digits, `extra_float_digits = 0`, matched nothing). The pool's connections are in
+    # autocommit, so the setting holds for the session (one left in a transaction, the pool would discard).
     await conn.execute("SET extra_float_digits = 3")
 
 
