@@ -163,12 +163,26 @@ def test_managed_comfyui_start_restart_stop(comfyui_dir: Path, tiny_models: dict
         assert second != first and _alive(second) and not _alive(first)
         assert body["managed_comfyui"]["last_exit_code"] == -signal.SIGKILL
 
+        # a bridge killed outright (SIGKILL, the OOM killer) leaves its ComfyUI running, in a session of its own;
+        # the next bridge on the same data directory stops it before it starts its own
+        proc.kill()
+        proc.wait(30)
+        assert _alive(second)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=tmp_path, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        body = _wait_for(port, proc, lambda status, b: status == 200 and b["status"] == "healthy", 400,
+                         "a healthy managed ComfyUI after the bridge was killed", log)
+        third = body["managed_comfyui"]["pid"]
+        pids.append(third)
+        assert third != second and not _alive(second), "the ComfyUI left behind still runs"
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(120) == 0, log.read_text()[-4000:]
         deadline = time.monotonic() + 30
-        while _alive(second) and time.monotonic() < deadline:
+        while _alive(third) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(second), "ComfyUI outlived the bridge"
+        assert not _alive(third), "ComfyUI outlived the bridge"
     finally:
         if proc.poll() is None:
             proc.kill()
