@@ -3,10 +3,11 @@
 least PASS_BACK_DELAY, at most a claim's hold) against the way it gave them back before (one UPDATE a message, due
 again every PASS_BACK_DELAY), the rest of the loop the same.
 
---messages messages of one job to one receiver are due at the start; the receiver never answers (attempts wait for
-good), so WAITING_PER_KEY of them are held in memory and the rest are claimed and given back again and again. For
---seconds of each configuration: the statements that write `webhook_deliveries` (claims and give-backs) and the rows
-they change, with the ratio before/after. SQLite (a fresh file) unless --database names a PostgreSQL URL.
+--messages messages of one job to one receiver are due at the start; the receiver never answers (each attempt gives
+up after the policy's 10 s and is retried later), so WAITING_PER_KEY of them are held in memory and the rest are
+claimed and given back again and again. For --seconds of each configuration: the statements that write
+`webhook_deliveries` (claims, give-backs, attempts' outcomes) and the rows they change, with the ratio before/after.
+SQLite (a fresh file) unless --database names a PostgreSQL URL (a shared store: the delay does not grow there).
 
 Usage: .venv/bin/python bench/bench_webhook_backlog.py [--messages 2000] [--seconds 60] [--database URL]
 Goal: a hanging receiver's backlog costs a few statements a round, and fewer rows the longer it hangs.
@@ -35,8 +36,8 @@ async def run(database: str, messages: int, seconds: float, before: bool) -> tup
                                            event="job.progress", payload="{}", created_at=now, next_at=now))
 
     async def send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        await asyncio.Event().wait()  # never answers (no attempt ends within the run)
-        return 204
+        await asyncio.sleep(timeout)  # never answers: each attempt gives up after BRIDGE_WEBHOOK_TIMEOUT, as the
+        raise asyncio.TimeoutError    # bridge's sender does, and is retried later
 
     async def describe(job: Job) -> dict:
         return {"id": job.id}
