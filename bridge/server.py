@@ -126,7 +126,8 @@ def settle_heap() -> None:
 
 
 def run(app: web.Application, settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM, then stop the app (its cleanup contexts end the engine and ComfyUI child)."""
+    """Serve until SIGINT, SIGTERM or SIGHUP, then stop the app (its cleanup contexts end the engine and ComfyUI
+    child)."""
 
     async def main() -> None:
         runner, listener = await start(app, settings)
@@ -135,7 +136,13 @@ def run(app: web.Application, settings: Settings) -> None:
             log.info("serving on http://%s:%s", *sock.getsockname()[:2])
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        signals = [signal.SIGINT, signal.SIGTERM]
+        # A closed terminal (an SSH session ending) sends SIGHUP, whose default ends the process without this
+        # shutdown: the managed ComfyUI, in a session of its own, ran on with its model loaded. Not where SIGHUP is
+        # ignored (nohup): such a bridge is meant to outlive its terminal.
+        if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            signals.append(signal.SIGHUP)
+        for sig in signals:
             loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()

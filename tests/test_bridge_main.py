@@ -132,6 +132,56 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _started_bridge(tmp_path: Path, fake_comfyui: Path, **popen: Any) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """(`python -m bridge` managing the fake checkout, its ComfyUI's pid, its log) once /health answers."""
+    tmp_path.mkdir(exist_ok=True)
+    port = _free_port()
+    log = tmp_path / "bridge.log"
+    env = _env(COMFYUI_DIR=str(fake_comfyui), BRIDGE_PORT=str(port), BRIDGE_DATA_DIR=str(tmp_path / "data"),
+               COMFYUI_CPU="true")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, **popen)
+    body = _wait_for(port, proc, lambda status, b: "managed_comfyui" in b, 60, "the bridge's /health", log)
+    return proc, body["managed_comfyui"]["pid"], log
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP here")
+@pytest.mark.timeout(120)
+def test_a_closed_terminal_stops_the_bridge_and_its_comfyui(tmp_path: Path, fake_comfyui: Path) -> None:
+    """Closing the terminal (an SSH session to a Pi ending) sends SIGHUP, whose default ended the bridge at once,
+    without its shutdown: its ComfyUI, in a session of its own, ran on with its model loaded. SIGHUP now stops the
+    bridge as SIGTERM does; under nohup, which ignores SIGHUP, it still runs on."""
+    proc, child, log = _started_bridge(tmp_path, fake_comfyui)
+    try:
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(60) == 0, log.read_text()[-4000:]
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "ComfyUI outlived the bridge"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        if _alive(child):
+            os.killpg(child, signal.SIGKILL)
+    nohup, child, log = _started_bridge(tmp_path / "nohup", fake_comfyui,
+                                        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        nohup.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert nohup.poll() is None and _alive(child)
+        nohup.send_signal(signal.SIGTERM)
+        assert nohup.wait(60) == 0, log.read_text()[-4000:]
+    finally:
+        if nohup.poll() is None:
+            nohup.kill()
+            nohup.wait(30)
+        if _alive(child):
+            os.killpg(child, signal.SIGKILL)
+
+
 @pytest.mark.comfyui
 @pytest.mark.slow
 @pytest.mark.timeout(900)

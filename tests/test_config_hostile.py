@@ -293,24 +293,6 @@ def test_bridge_host_not_of_this_machine_is_named() -> None:
     assert listen_problem("127.0.0.1", 0) is None
 
 
-@pytest.fixture
-def fake_comfyui(tmp_path: Path) -> Path:
-    """A checkout whose main.py serves /system_stats on --port, as ComfyUI does."""
-    root = tmp_path / "ComfyUI"
-    (root / "comfy").mkdir(parents=True)
-    (root / "main.py").write_text(
-        "import json, sys\n"
-        "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
-        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
-        "class H(BaseHTTPRequestHandler):\n"
-        "    def do_GET(self):\n"
-        "        body = json.dumps({'system': {'argv': sys.argv}}).encode()\n"
-        "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
-        "        self.wfile.write(body)\n"
-        "HTTPServer(('127.0.0.1', port), H).serve_forever()\n")
-    return root
-
-
 def _managed(tmp_path: Path, fake_comfyui: Path, **overrides: str) -> ManagedComfyUI:
     settings = load_settings(overrides={"COMFYUI_DIR": str(fake_comfyui), "BRIDGE_DATA_DIR": str(tmp_path / "data"),
                                         "COMFYUI_CPU": "true", "COMFYUI_START_TIMEOUT": "20", **overrides},

@@ -2,11 +2,13 @@
 
 `bridge_factory(adapters=[...], routes=fn, **settings)` builds the whole app (real JobEngine, real middleware) on
 `comfy_double` and returns an aiohttp TestClient; `routes(app)` may add test routes before start-up.
-`bridge_client` is the default app with no adapters.
+`bridge_client` is the default app with no adapters. `fake_comfyui` is a checkout whose main.py only answers
+/system_stats, for the bridge's managed-ComfyUI start-up and shutdown (the real one: `comfyui_dir`).
 """
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from aiohttp import web
 from bridge.app import create_app
 from bridge.config import Settings, load_settings
 
-__all__ = ["bridge_settings", "bridge_factory", "bridge_client"]
+__all__ = ["bridge_settings", "bridge_factory", "bridge_client", "fake_comfyui"]
 
 
 
@@ -53,3 +55,21 @@ def bridge_factory(aiohttp_client: Any, bridge_settings: Callable[..., Settings]
 @pytest_asyncio.fixture
 async def bridge_client(bridge_factory: Callable[..., Awaitable[Any]]) -> Any:
     return await bridge_factory()
+
+
+@pytest.fixture
+def fake_comfyui(tmp_path: Path) -> Path:
+    """A checkout whose main.py serves /system_stats on --port, as ComfyUI does."""
+    root = tmp_path / "ComfyUI"
+    (root / "comfy").mkdir(parents=True)
+    (root / "main.py").write_text(
+        "import json, sys\n"
+        "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
+        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
+        "class H(BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = json.dumps({'system': {'argv': sys.argv}}).encode()\n"
+        "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
+        "        self.wfile.write(body)\n"
+        "HTTPServer(('127.0.0.1', port), H).serve_forever()\n")
+    return root
