@@ -64,6 +64,9 @@ WAITING_IN_ALL = 4096
 # every 5 s a 2,000-message backlog for a hanging receiver was claimed and given back whole. Not with a shared store:
 # another replica may have room for them, and takes them only as they come due.
 PASS_BACK_DELAY = 5.0
+# Jobs whose end was recorded here, and (job, receiver) pairs' last progress message, are remembered this many each,
+# the oldest forgotten first: a job deleted or lost before its end left its entries for good.
+REMEMBERED = 10_000
 
 # (url, body, headers, timeout) -> HTTP status; raises TimeoutError when no answer came within the timeout
 Send = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
@@ -185,7 +188,10 @@ class Webhooks:
         if not wanted:
             return
         for r in wanted:
+            self._last_progress.pop((job.id, r.url), None)  # set again at the end: the newest is forgotten last
             self._last_progress[(job.id, r.url)] = now
+        while len(self._last_progress) > REMEMBERED:
+            self._last_progress.pop(next(iter(self._last_progress)))
         task = asyncio.get_running_loop().create_task(self._record_progress(job, wanted))
         self._pending_events.add(task)
         task.add_done_callback(self._pending_events.discard)
@@ -201,11 +207,12 @@ class Webhooks:
         if job.id in self._ended:
             return []
         event = f"job.{job.status}"
-        wanted = [r for r in self.receivers(job) if event in r.events]
+        receivers = self.receivers(job)
+        wanted = [r for r in receivers if event in r.events]
         self._ended[job.id] = None
-        while len(self._ended) > 10_000:
+        while len(self._ended) > REMEMBERED:
             self._ended.pop(next(iter(self._ended)))
-        for r in wanted:
+        for r in receivers:  # a receiver of progress only too: no message of the end, but the job is over
             self._last_progress.pop((job.id, r.url), None)
         if not wanted:
             return []
