@@ -842,7 +842,7 @@ async def test_messages_past_the_bound_go_out_through_another_replica(tmp_path, 
         other = wh.Webhooks(store, SECRET, send, describe=describe, policy=wh.Policy(per_host=4))
         loop = asyncio.create_task(other.run())
         try:
-            await until(lambda: len(other_sent) == 6, 5, "the six passed over, sent by the other replica")
+            await until(lambda: len(other_sent) == 6, 15, "the six passed over, sent by the other replica")
         finally:
             await other.stop()
             await loop
