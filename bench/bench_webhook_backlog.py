@@ -25,7 +25,11 @@ from bridge.store import Delivery, Job, open_store
 
 
 async def run(database: str, messages: int, seconds: float, before: bool) -> tuple[int, int, float]:
-    folder = Path(tempfile.mkdtemp(prefix="bench-webhook-backlog-"))
+    with tempfile.TemporaryDirectory(prefix="bench-webhook-backlog-") as folder:
+        return await measure(Path(folder), database, messages, seconds, before)
+
+
+async def measure(folder: Path, database: str, messages: int, seconds: float, before: bool) -> tuple[int, int, float]:
     store = open_store(database or str(folder / "jobs.sqlite3"), folder)
     await store.open()
     job_id = f"bench-{time.time_ns()}"  # a PostgreSQL database is shared by both runs
@@ -65,6 +69,8 @@ async def run(database: str, messages: int, seconds: float, before: bool) -> tup
         reclaim = store.reclaim_deliveries
 
         async def one_by_one(held, until):
+            if hooks._stopped or any(i in hooks._in_flight for i, _ in held):
+                return await reclaim(held, until)  # stop()'s release, an attempt taking its message again: as ever
             return sum([await reclaim([h], time.time() + wh.PASS_BACK_DELAY) for h in held])
 
         store.reclaim_deliveries = one_by_one

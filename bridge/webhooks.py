@@ -328,11 +328,12 @@ class Webhooks:
             waiting.next_at = d.next_at
             return
         keys = self._keys(d)
-        bound = [k for k in ["all", *keys] if self._waiting_for(k) >= self._bound(k)]
+        bound = [k for k in self._bounds_of(d) if self._waiting_for(k) >= self._bound(k)]
         if bound:
-            now = time.time()
-            for k in bound:
-                self._bound_since.setdefault(k, now)
+            if not self.store.shared:  # see PASS_BACK_DELAY
+                now = time.time()
+                for k in bound:
+                    self._bound_since.setdefault(k, now)
             self._passed_over.append(d)
             return
         for k in keys:
@@ -358,6 +359,9 @@ class Webhooks:
     def _keys(self, d: Delivery) -> list[str]:
         return [f"host {self._host(d)}"] + ([f"client {d.client}"] if d.client else [])
 
+    def _bounds_of(self, d: Delivery) -> list[str]:
+        return ["all", *self._keys(d)]
+
     def _waiting_for(self, key: str) -> int:
         return len(self._in_flight) if key == "all" else self._waiting.get(key, 0)
 
@@ -367,8 +371,8 @@ class Webhooks:
 
     async def _pass_back(self) -> None:
         now = time.time()
-        # kept while messages of the key wait here (their attempts time out one slot's worth at a time: no answer)
-        # and for a hold after, so that a key with no messages left here is not kept for good
+        # kept while messages of the key wait here (their attempts time out one slot's worth at a time: no answer),
+        # and at least a hold from when it was set; dropped after that once none of them is left here
         self._bound_since = {k: t for k, t in self._bound_since.items()
                              if self._waiting_for(k) or now - t <= self._hold}
         if not self._passed_over:
@@ -376,21 +380,22 @@ class Webhooks:
         passed, self._passed_over = self._passed_over, []
         # due again after as long as its bounds have held without an answer, at least PASS_BACK_DELAY and at most a
         # hold: a receiver that stays away is asked about less and less often
-        by_due: dict[float, list[tuple[str, float]]] = {}
+        by_due: dict[float, list[Delivery]] = {}
         for d in passed:
-            ages = [now - t for k in ["all", *self._keys(d)] if (t := self._bound_since.get(k)) is not None]
-            delay = PASS_BACK_DELAY if self.store.shared else min(self._hold, max([PASS_BACK_DELAY, *ages]))
-            by_due.setdefault(now + delay, []).append((d.id, d.next_at))
-        try:
-            for due, given in by_due.items():
+            ages = [now - t for k in self._bounds_of(d) if (t := self._bound_since.get(k)) is not None]
+            by_due.setdefault(now + min(self._hold, max([PASS_BACK_DELAY, *ages])), []).append(d)
+        groups = list(by_due.items())
+        for n, (due, given) in enumerate(groups):
+            try:
                 # only while the claim is still this replica's: one another replica made since stays its own
-                await self.store.reclaim_deliveries(given, due)
-        except BaseException as exc:
-            # given back next round or released by stop(); those given back already no longer match their hold
-            self._passed_over[:0] = passed
-            if not isinstance(exc, Exception):
-                raise
-            log.warning("webhook: %d passed-over messages not given back yet: %s", len(passed), exc)
+                await self.store.reclaim_deliveries([(d.id, d.next_at) for d in given], due)
+            except BaseException as exc:
+                left = [d for _, ds in groups[n:] for d in ds]
+                self._passed_over[:0] = left  # given back next round, or released by stop()
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("webhook: %d passed-over messages not given back yet: %s", len(left), exc)
+                return
 
     async def stop(self) -> None:
         self._stopped = True
@@ -459,7 +464,7 @@ class Webhooks:
                 if status is not None:
                     # an answer: its bounds are being worked off, and later give-backs wait PASS_BACK_DELAY again
                     # (those given back already keep their time, up to a hold)
-                    for k in ["all", *self._keys(d)]:
+                    for k in self._bounds_of(d):
                         self._bound_since.pop(k, None)
                 d.attempts.append({"at": started, "duration_ms": round((ended - started) * 1000, 1),
                                    "status": status, "error": error})
