@@ -236,7 +236,10 @@ class ComfyUIProcess:
         child, parent = _started(self.popen.pid), _started(os.getpid())
         if child is not None and parent is not None:
             with contextlib.suppress(OSError):
-                self.pid_path.write_text(f"{self.popen.pid} {child} {os.getpid()} {parent}\n")
+                # whole or not at all: a record cut short could make a running bridge's ComfyUI look left behind
+                part = self.pid_path.with_name(self.pid_path.name + ".part")
+                part.write_text(f"{self.popen.pid} {child} {os.getpid()} {parent}\n")
+                os.replace(part, self.pid_path)
         self.starts += 1
         _LIVE.add(self)
 
@@ -283,16 +286,23 @@ class ComfyUIProcess:
         pid, started = found
         log.warning("stopping ComfyUI pid %s, left running under %s by a bridge that has gone", pid, self.base_dir)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:
                 os.killpg(pid, sig)  # it leads its own session, as this class starts it
+            except ProcessLookupError:
+                break  # gone meanwhile
+            except PermissionError:
+                raise ComfyUIStartError(f"ComfyUI pid {pid}, left running under {self.base_dir} by a bridge that "
+                                        "has gone, belongs to another user: stop it, then start again") from None
             deadline = time.monotonic() + timeout
             while _started(pid) == started and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _started(pid) != started:
-                self.pid_path.unlink(missing_ok=True)
-                return
-        # still there (a process stuck in the kernel, a driver's call): the record stays for the next start
-        log.warning("ComfyUI pid %s left behind under %s did not stop", pid, self.base_dir)
+                break
+        else:
+            # stuck (in the kernel: a driver's call): a second ComfyUI beside it would load its models again
+            raise ComfyUIStartError(f"ComfyUI pid {pid}, left running under {self.base_dir} by a bridge that has "
+                                    f"gone, did not stop within {2 * timeout:g} s of SIGTERM and SIGKILL")
+        self.pid_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """Hard kill without waiting for a clean exit (tests use it to simulate a crash)."""

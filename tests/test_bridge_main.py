@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,18 +133,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _started_bridge(tmp_path: Path, fake_comfyui: Path, **popen: Any) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """(`python -m bridge` managing the fake checkout, its ComfyUI's pid, its log) once /health answers."""
+def _started_bridge(tmp_path: Path, fake_comfyui: Path, *,
+                    nohup: bool = False) -> tuple[subprocess.Popen[bytes], int, int, Path]:
+    """(`python -m bridge` managing the fake checkout, under `nohup` if asked, its port, its ComfyUI's pid, its log)
+    once /health answers."""
     tmp_path.mkdir(exist_ok=True)
     port = _free_port()
     log = tmp_path / "bridge.log"
     env = _env(COMFYUI_DIR=str(fake_comfyui), BRIDGE_PORT=str(port), BRIDGE_DATA_DIR=str(tmp_path / "data"),
                COMFYUI_CPU="true")
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=tmp_path, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, **popen)
-    body = _wait_for(port, proc, lambda status, b: "managed_comfyui" in b, 60, "the bridge's /health", log)
-    return proc, body["managed_comfyui"]["pid"], log
+        proc = subprocess.Popen(["nohup"] * nohup + [sys.executable, "-m", "bridge"], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        body = _wait_for(port, proc, lambda status, b: "managed_comfyui" in b, 60, "the bridge's /health", log)
+    except BaseException:
+        proc.terminate()  # its shutdown stops its ComfyUI
+        proc.wait(60)
+        raise
+    return proc, port, body["managed_comfyui"]["pid"], log
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP here")
@@ -152,7 +160,7 @@ def test_a_closed_terminal_stops_the_bridge_and_its_comfyui(tmp_path: Path, fake
     """Closing the terminal (an SSH session to a Pi ending) sends SIGHUP, whose default ended the bridge at once,
     without its shutdown: its ComfyUI, in a session of its own, ran on with its model loaded. SIGHUP now stops the
     bridge as SIGTERM does; under nohup, which ignores SIGHUP, it still runs on."""
-    proc, child, log = _started_bridge(tmp_path, fake_comfyui)
+    proc, _, child, log = _started_bridge(tmp_path, fake_comfyui)
     try:
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(60) == 0, log.read_text()[-4000:]
@@ -166,12 +174,14 @@ def test_a_closed_terminal_stops_the_bridge_and_its_comfyui(tmp_path: Path, fake
             proc.wait(30)
         if _alive(child):
             os.killpg(child, signal.SIGKILL)
-    nohup, child, log = _started_bridge(tmp_path / "nohup", fake_comfyui,
-                                        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    if shutil.which("nohup") is None:
+        return
+    nohup, port, child, log = _started_bridge(tmp_path / "nohup", fake_comfyui, nohup=True)
     try:
         nohup.send_signal(signal.SIGHUP)
         time.sleep(1.0)
-        assert nohup.poll() is None and _alive(child)
+        # still serving: a shutdown closes the listener first
+        assert nohup.poll() is None and _alive(child) and _health(port) is not None
         nohup.send_signal(signal.SIGTERM)
         assert nohup.wait(60) == 0, log.read_text()[-4000:]
     finally:

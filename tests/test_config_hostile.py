@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.comfyui_process import ComfyUIProcess, PortInUseError
+from bridge.comfyui_process import ComfyUIProcess, PortInUseError, _started
 from bridge.config import SettingsError, load_settings
 from bridge.managed import ManagedComfyUI, ManagedComfyUIError
 
@@ -325,21 +325,20 @@ def test_process_refuses_a_port_in_use_and_start_and_wait_moves_an_auto_port(tmp
         auto.stop()
 
 
-def _killed_bridge(base: Path, fake_comfyui: Path, *, dies: bool = True) -> tuple[subprocess.Popen, int]:
-    """(a bridge process, the pid of the ComfyUI it started under `base`): the bridge is SIGKILLed once its child
-    answers (``dies``), or keeps running."""
+def _bridge_with_child(base: Path, fake_comfyui: Path, *, dies: bool = False) -> tuple[subprocess.Popen, int]:
+    """(a bridge process, the pid of the ComfyUI it started under `base`): the bridge keeps running, or is SIGKILLed
+    once its child answers (``dies``)."""
     script = (f"import os, signal, sys, time\nsys.path.insert(0, {str(REPO)!r})\n"
               "from bridge.comfyui_process import ComfyUIProcess\n"
               f"p = ComfyUIProcess({str(base)!r}, {str(fake_comfyui)!r}, cpu=True, link_pack=False)\n"
               "p.start_and_wait(timeout=20)\nprint(p.pid, flush=True)\n"
               + ("os.kill(os.getpid(), signal.SIGKILL)\n" if dies else "time.sleep(60)\n"))
     bridge = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    return bridge, int(bridge.stdout.readline())
+    with bridge.stdout:
+        return bridge, int(bridge.stdout.readline())
 
 
 def _running(pid: int) -> bool:
-    from bridge.comfyui_process import _started
-
     return _started(pid) is not None  # a zombie nobody reaped has ended
 
 
@@ -351,9 +350,9 @@ def test_a_comfyui_left_behind_by_a_killed_bridge_is_stopped_at_the_next_start(t
     was killed (SIGKILL, the OOM killer) left it running with its memory (a loaded model) and its port; each
     restart of the bridge added another. The next start under the same folder stops it first."""
     base = tmp_path / "comfyui"
-    bridge, orphan = _killed_bridge(base, fake_comfyui)
-    bridge.wait(10)
+    bridge, orphan = _bridge_with_child(base, fake_comfyui, dies=True)
     try:
+        bridge.wait(10)
         assert _running(orphan)
         again = ComfyUIProcess(base, fake_comfyui, cpu=True, link_pack=False)
         try:
@@ -372,7 +371,7 @@ def test_a_comfyui_whose_bridge_still_runs_is_left_alone(tmp_path: Path, fake_co
     """Only a ComfyUI whose bridge has gone is stopped: another bridge's, still running under the same folder,
     and a process that took over a recorded pid are not touched."""
     base = tmp_path / "comfyui"
-    bridge, child = _killed_bridge(base, fake_comfyui, dies=False)
+    bridge, child = _bridge_with_child(base, fake_comfyui)
     try:
         again = ComfyUIProcess(base, fake_comfyui, cpu=True, link_pack=False)
         try:
@@ -382,8 +381,6 @@ def test_a_comfyui_whose_bridge_still_runs_is_left_alone(tmp_path: Path, fake_co
             again.stop()
         # a recorded pid now another process's: one that started later, or one that runs no ComfyUI of this folder
         # (its start time recorded, as after a reboot that gave the same pid at the same tick): not stopped
-        from bridge.comfyui_process import _started
-
         stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
         try:
             for started in ("1", _started(stranger.pid)):
