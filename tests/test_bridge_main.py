@@ -133,6 +133,24 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _gone(pid: int, timeout: float = 30.0) -> bool:
+    """Whether process `pid` has ended within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _clean_up(proc: subprocess.Popen[bytes], pids: list[int]) -> None:
+    """Kill the bridge `proc` if it still runs, and the ComfyUI process groups `pids` still alive."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+    for pid in pids:
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def _started_bridge(tmp_path: Path, fake_comfyui: Path, *,
                     nohup: bool = False) -> tuple[subprocess.Popen[bytes], int, int, Path]:
     """(`python -m bridge` managing the fake checkout, under `nohup` if asked, its port, its ComfyUI's pid, its log)
@@ -164,16 +182,9 @@ def test_a_closed_terminal_stops_the_bridge_and_its_comfyui(tmp_path: Path, fake
     try:
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(60) == 0, log.read_text()[-4000:]
-        deadline = time.monotonic() + 30
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(child), "ComfyUI outlived the bridge"
+        assert _gone(child), "ComfyUI outlived the bridge"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        if _alive(child):
-            os.killpg(child, signal.SIGKILL)
+        _clean_up(proc, [child])
     if shutil.which("nohup") is None:
         return
     nohup, port, child, log = _started_bridge(tmp_path / "nohup", fake_comfyui, nohup=True)
@@ -185,11 +196,7 @@ def test_a_closed_terminal_stops_the_bridge_and_its_comfyui(tmp_path: Path, fake
         nohup.send_signal(signal.SIGTERM)
         assert nohup.wait(60) == 0, log.read_text()[-4000:]
     finally:
-        if nohup.poll() is None:
-            nohup.kill()
-            nohup.wait(30)
-        if _alive(child):
-            os.killpg(child, signal.SIGKILL)
+        _clean_up(nohup, [child])
 
 
 @pytest.mark.comfyui
@@ -239,14 +246,6 @@ def test_managed_comfyui_start_restart_stop(comfyui_dir: Path, tiny_models: dict
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(120) == 0, log.read_text()[-4000:]
-        deadline = time.monotonic() + 30
-        while _alive(third) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _alive(third), "ComfyUI outlived the bridge"
+        assert _gone(third), "ComfyUI outlived the bridge"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        for pid in pids:
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+        _clean_up(proc, pids)
