@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .model import (DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row,
@@ -44,6 +44,13 @@ _JOB_SETS = ", ".join(f"{c} = {c} OR ?" if c == "cancel_requested" else f"{c} = 
 _DELIVERY_LIST = ", ".join(DELIVERY_COLUMNS)
 # Announcements: a callback gets each one's JSON object.
 Listener = Callable[[dict[str, Any]], None]
+
+
+def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+    """`ids` in lists of at most `size`, one `IN (...)` each: older SQLite builds take at most 999 parameters a
+    statement."""
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
 
 
 class LimitReached(Exception):
@@ -241,9 +248,7 @@ class JobStore:
         still holds (any other was taken over). A job the owner holds but no longer follows is not renewed: its
         lease runs out and some replica takes it up. Also marks the replica as alive."""
         held: set[str] = set()
-        ids = list(job_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+        for chunk in _chunks(list(job_ids)):
             rows = await self._fetch(f"UPDATE jobs SET lease_until = {{now}} + ? WHERE owner = ? AND status IN "
                                      f"{UNFINISHED} AND id IN ({', '.join('?' for _ in chunk)}) RETURNING id",
                                      (lease, owner, *chunk))
@@ -335,16 +340,15 @@ class JobStore:
     async def reclaim_deliveries(self, held: Sequence[tuple[str, float]], until: float) -> int:
         """Hold messages this replica holds, each ``(id, the time its hold runs out)``, again until ``until``; returns
         how many it still held: one whose hold ran out and another replica claimed meanwhile (its ``next_at`` moved
-        on), or no longer pending, is left as it is. A statement for each hold (a round's claims share one) and 500
-        messages: a backlog for a hanging receiver is given back every few seconds, one UPDATE per message was
+        on), or no longer pending, is left as it is. A statement for each hold (a round's claims share one) and
+        `_chunks`: a backlog for a hanging receiver is given back every few seconds, one UPDATE per message was
         thousands of writes."""
         by_hold: dict[float, list[str]] = {}
         for delivery_id, held_until in held:
             by_hold.setdefault(held_until, []).append(delivery_id)
         taken = 0
         for held_until, ids in by_hold.items():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+            for chunk in _chunks(ids):
                 taken += await self._execute(
                     f"UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND next_at = ? AND id IN "
                     f"({', '.join('?' for _ in chunk)})", (until, held_until, *chunk))
