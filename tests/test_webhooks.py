@@ -826,6 +826,32 @@ async def test_a_receiver_that_stays_away_is_asked_about_less_and_less_often(tmp
         assert all([a["status"] for a in d.attempts].count(204) == 1 for d in await store.deliveries_for("h"))
 
 
+async def test_what_the_delivery_loop_remembers_per_job_and_key_is_bounded(tmp_path, monkeypatch):
+    """Per (job, receiver) last progress times and per key bound times are forgotten in time: a job deleted before
+    its end left its progress time for good (at most REMEMBERED kept, the oldest forgotten first), and a key's
+    bound time goes once none of its messages waits here and a hold has passed (one still waiting keeps it)."""
+    from bridge import webhooks as wh
+    from bridge.store import Job
+
+    monkeypatch.setattr(wh, "REMEMBERED", 3)
+    store, hooks = await _webhooks(tmp_path, _hanging_receivers()[2], wh.Policy())
+    try:
+        for i in range(5):
+            hooks.on_event("progress", Job(id=f"j{i}", workflow="w", workflow_version=1, params={}, status="running",
+                                           meta={"webhook": {"url": "http://r.example/hook",
+                                                             "events": ["job.progress"]}}))
+        await hooks.flush()
+        assert [job for job, _ in hooks._last_progress] == ["j2", "j3", "j4"]
+        old = time.time() - hooks._hold - 1
+        hooks._waiting["host busy.example"] = 1
+        hooks._bound_since = {"host gone.example": old, "host busy.example": old, "host new.example": time.time()}
+        await hooks._pass_back()
+        assert sorted(hooks._bound_since) == ["host busy.example", "host new.example"]
+    finally:
+        await hooks.stop()
+        await store.close()
+
+
 @pytest.mark.parametrize("job_database", ["postgresql"], indirect=True)
 async def test_messages_past_the_bound_go_out_through_another_replica(tmp_path, monkeypatch, job_database):
     """Another replica sharing the store sends what this one passed over, rather than waiting for this one's
