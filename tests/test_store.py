@@ -157,6 +157,24 @@ async def test_claimed_messages_carry_their_jobs_client(store):
                                                          ("d3", "")]
 
 
+async def test_due_times_given_back_are_skipped_by_claims_and_moved_by_advance(store):
+    """A replica leaves the messages it gave back to the others a while (their due times skipped by its claims and by
+    its next wake-up), and a receiver answering again after a long silence has the due times its messages were given
+    back with moved forward: only pending messages due at exactly those times, and only those later than the new
+    time, move."""
+    for i, (due, status) in enumerate(((50.0, "pending"), (50.0, "pending"), (60.0, "pending"), (70.0, "pending"),
+                                       (50.0, "delivered"), (8.0, "pending"))):
+        await store.save_delivery(Delivery(id=f"d{i}", job_id="j", url="http://r", event="job.completed",
+                                           payload="{}", created_at=1.0, next_at=due, status=status))
+    assert await store.next_delivery_at(skip=[8.0, 50.0]) == 60.0
+    assert await store.next_delivery_at() == 8.0
+    assert [d.id for d in await store.claim_deliveries(100.0, 10, hold=30, skip=[50.0, 8.0])] == ["d2", "d3"]
+    assert await store.advance_deliveries([50.0, 130.0, 7.0], 9.0) == 4  # 130.0: d2 and d3 claimed until then
+    got = {d.id: d.next_at for d in await store.deliveries_for("j")}
+    assert got == {"d0": 9.0, "d1": 9.0, "d2": 9.0, "d3": 9.0, "d4": 50.0, "d5": 8.0}
+    assert await store.advance_deliveries([9.0], 9.0) == 0  # not later than the new time: left
+
+
 async def test_the_pending_message_of_a_kind_found_is_the_newest(store):
     """Progress replaces the payload of the pending message `pending_delivery` finds: where several wait (another
     replica was sending one), that is the newest, not whichever the database reads first."""

@@ -21,7 +21,7 @@ import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .model import (DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row,
                     job_values, storable)
@@ -46,7 +46,15 @@ _DELIVERY_LIST = ", ".join(DELIVERY_COLUMNS)
 Listener = Callable[[dict[str, Any]], None]
 
 
-def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+T = TypeVar("T")
+
+
+def _not_in(count: int) -> str:
+    # `AND next_at NOT IN (?, ...)` for `count` due times, or nothing
+    return f" AND next_at NOT IN ({', '.join('?' for _ in range(count))})" if count else ""
+
+
+def _chunks(ids: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
     """`ids` in lists of at most `size`, one `IN (...)` each: older SQLite builds take at most 999 parameters a
     statement."""
     for start in range(0, len(ids), size):
@@ -327,11 +335,12 @@ class JobStore:
         rows = await self._fetch(f"SELECT {_DELIVERY_LIST} FROM webhook_deliveries WHERE {where}", args)
         return [delivery_from_row(r) for r in rows]
 
-    async def claim_deliveries(self, now: float, limit: int, hold: float) -> list[Delivery]:
+    async def claim_deliveries(self, now: float, limit: int, hold: float, skip: Sequence[float] = ()) -> list[Delivery]:
         """Due deliveries, each kept from every other replica for `hold` seconds (its next_at moves on), so a
-        message is sent by one replica at a time; one that dies while sending leaves it due again after `hold`."""
+        message is sent by one replica at a time; one that dies while sending leaves it due again after `hold`.
+        Those due at a time in `skip` are left to the other replicas (the few due times this one gave some back)."""
         claimed = []
-        for row in await self._fetch(self._due_sql(), (now + hold, now, limit)):
+        for row in await self._fetch(self._due_sql(len(skip)), (now + hold, now, *skip, limit)):
             d = delivery_from_row(row)
             d.client = row[-1] or ""  # the job's client (none: a job without one, or deleted meanwhile)
             claimed.append(d)
@@ -362,14 +371,28 @@ class JobStore:
                 await self._execute("UPDATE webhook_deliveries SET status = ?, next_at = ?, attempts = ? WHERE id = ?",
                                     (d.status, d.next_at, json.dumps(d.attempts), d.id))
 
-    def _due_sql(self) -> str:
+    def _due_sql(self, skipped: int = 0) -> str:
         return (f"UPDATE webhook_deliveries SET next_at = ? WHERE id IN (SELECT id FROM webhook_deliveries WHERE "
-                f"status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?) RETURNING {_DELIVERY_LIST}, "
-                f"(SELECT client FROM jobs WHERE jobs.id = webhook_deliveries.job_id)")
+                f"status = 'pending' AND next_at <= ?{_not_in(skipped)} ORDER BY next_at LIMIT ?) RETURNING "
+                f"{_DELIVERY_LIST}, (SELECT client FROM jobs WHERE jobs.id = webhook_deliveries.job_id)")
 
-    async def next_delivery_at(self) -> float | None:
-        row = (await self._fetch("SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending'"))[0]
+    async def next_delivery_at(self, skip: Sequence[float] = ()) -> float | None:
+        """The earliest time a pending message is due, but for those due at a time in `skip` (see
+        `claim_deliveries`)."""
+        row = (await self._fetch(f"SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending'"
+                                 f"{_not_in(len(skip))}", skip))[0]
         return float(row[0]) if row[0] is not None else None
+
+    async def advance_deliveries(self, due: Sequence[float], to: float) -> int:
+        """Pending messages due at a time in `due`, later than `to`, due at `to` instead; returns how many. The due
+        times this bridge gave passed-over messages back with, while their receiver did not answer: once it answers
+        they need not wait out the delay (up to a claim's hold)."""
+        moved = 0
+        for chunk in _chunks(sorted(due)):
+            moved += await self._execute(
+                f"UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND next_at > ? AND next_at IN "
+                f"({', '.join('?' for _ in chunk)})", (to, to, *chunk))
+        return moved
 
     async def deliveries_for(self, job_id: str) -> list[Delivery]:
         return await self._deliveries("job_id = ? ORDER BY created_at, id", (job_id,))

@@ -135,8 +135,8 @@ class PostgresStore(JobStore):
         # SKIP LOCKED: a replica claiming at the same moment takes other jobs instead of waiting for these.
         return super()._claim_sql(condition).replace(" LIMIT ?)", " LIMIT ? FOR UPDATE SKIP LOCKED)")
 
-    def _due_sql(self) -> str:
-        return super()._due_sql().replace(" LIMIT ?)", " LIMIT ? FOR UPDATE SKIP LOCKED)")
+    def _due_sql(self, skipped: int = 0) -> str:
+        return super()._due_sql(skipped).replace(" LIMIT ?)", " LIMIT ? FOR UPDATE SKIP LOCKED)")
 
     def _notify_sql(self, payload: dict[str, Any]) -> tuple[str, Sequence[Any]]:
         return "SELECT pg_notify(?, ?)", (CHANNEL, json.dumps(payload, separators=(",", ":")))
