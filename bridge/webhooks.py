@@ -62,8 +62,13 @@ WAITING_IN_ALL = 4096
 # every replica, unsent, for the whole hold. Not at once: the delivery loop would claim and pass over the same
 # messages every round. While no receiver behind the bound answers, the delay grows with that time (up to a hold):
 # every 5 s a 2,000-message backlog for a hanging receiver was claimed and given back whole. Not with a shared store:
-# another replica may have room for them, and takes them only as they come due.
+# another replica may have room for them, and takes them only as they come due. Once the receiver answers again, those
+# given back with a longer delay are due PASS_BACK_DELAY after the answer.
 PASS_BACK_DELAY = 5.0
+# With a shared store the delivery loop reads it at least this often (seconds): another replica may have recorded a
+# message due sooner. A replica leaves the messages it gave back to the others for as long after they come due: it
+# woke when they came due as the others did, and won them back about every other time.
+SHARED_POLL = 2.0
 # Jobs whose end was recorded here, and (job, receiver) pairs' last progress message, are remembered this many each,
 # the oldest forgotten first: a job deleted or lost before its end left its entries for good.
 REMEMBERED = 10_000
@@ -161,6 +166,10 @@ class Webhooks:
         self._passed_over: list[Delivery] = []  # claimed, but past the bounds on waiting: to give back
         # "all" and the keys of `_waiting`: since when a message was passed over for them with no answer since
         self._bound_since: dict[str, float] = {}
+        # those keys: the due times later than PASS_BACK_DELAY their messages were given back with (`_pass_back`)
+        self._given_back: dict[str, set[float]] = {}
+        self._advance: set[float] = set()  # such due times whose receiver answered since: due sooner
+        self._handed_off: dict[float, float] = {}  # shared store: due times given back -> until when left to others
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
         self._hosts = _Slots(self.policy.per_host)
@@ -301,17 +310,22 @@ class Webhooks:
             try:
                 # Claimed: each due message is held for one attempt's time from the replicas sharing the store.
                 room = WAITING_IN_ALL - len(self._in_flight)
+                now = time.time()
+                self._handed_off = {due: until for due, until in self._handed_off.items() if until > now}
                 if room > 0:
-                    for d in await self.store.claim_deliveries(time.time(), min(200, room), hold=self._hold):
+                    for d in await self.store.claim_deliveries(now, min(200, room), hold=self._hold,
+                                                               skip=list(self._handed_off)):
                         self._start(d)
                 await self._pass_back()
                 if room > 0:
-                    next_at = await self.store.next_delivery_at()
+                    next_at = await self.store.next_delivery_at(skip=list(self._handed_off))
+                    # and when this replica takes those it handed off again
+                    next_at = min([t for t in (next_at, *self._handed_off.values()) if t is not None], default=None)
                     delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
             except Exception as exc:  # noqa: BLE001 - the store is away: deliveries wait in it
                 log.warning("webhook deliveries not read: %s", exc)
             if self.store.shared:
-                delay = min(delay, 2.0)  # another replica may have recorded a message due sooner
+                delay = min(delay, SHARED_POLL)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -375,6 +389,16 @@ class Webhooks:
         # and at least a hold from when it was set; dropped after that once none of them is left here
         self._bound_since = {k: t for k, t in self._bound_since.items()
                              if self._waiting_for(k) or now - t <= self._hold}
+        soon = now + PASS_BACK_DELAY
+        self._given_back = {k: later for k, dues in self._given_back.items() if (later := {t for t in dues if t > soon})}
+        if self._advance:
+            # a group's due time is shared by every message given back with it, other receivers' too if their delays
+            # came out the same (both at a hold): those are claimed, passed over and given back once more
+            advance, self._advance = sorted(self._advance), set()
+            try:
+                await self.store.advance_deliveries(advance, soon)
+            except Exception as exc:  # noqa: BLE001 - the store is away: they come due in their own time
+                log.warning("webhook: messages given back for a receiver that answered again not due sooner: %s", exc)
         if not self._passed_over:
             return
         passed, self._passed_over = self._passed_over, []
@@ -389,6 +413,13 @@ class Webhooks:
             try:
                 # only while the claim is still this replica's: one another replica made since stays its own
                 await self.store.reclaim_deliveries([(d.id, d.next_at) for d in given], due)
+                if self.store.shared:
+                    self._handed_off[due] = due + SHARED_POLL
+                    if len(self._handed_off) > 64:  # each is a parameter of every claim; rounds can be many a second
+                        self._handed_off.pop(next(iter(self._handed_off)))
+                elif due > soon:
+                    for k in {k for d in given for k in self._bounds_of(d) if k in self._bound_since}:
+                        self._given_back.setdefault(k, set()).add(due)
             except BaseException as exc:
                 left = [d for _, ds in groups[n:] for d in ds]
                 self._passed_over[:0] = left  # given back next round, or released by stop()
@@ -462,10 +493,13 @@ class Webhooks:
                     error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 ended = time.time()
                 if status is not None:
-                    # an answer: its bounds are being worked off, and later give-backs wait PASS_BACK_DELAY again
-                    # (those given back already keep their time, up to a hold)
+                    # an answer: its bounds are being worked off, and later give-backs wait PASS_BACK_DELAY again, as
+                    # those given back with a longer delay do from now (the loop moves them)
                     for k in self._bounds_of(d):
                         self._bound_since.pop(k, None)
+                        self._advance.update(self._given_back.pop(k, ()))
+                    if self._advance:
+                        self._wake.set()
                 d.attempts.append({"at": started, "duration_ms": round((ended - started) * 1000, 1),
                                    "status": status, "error": error})
                 # a copy: the hold may run out while the outcome waits to be written, and the loop's new claim, which

@@ -727,8 +727,8 @@ def _counting_claims(store) -> dict[str, int]:
     claims: dict[str, int] = {}
     claim = store.claim_deliveries
 
-    async def counted(now, limit, hold):
-        found = await claim(now, limit, hold=hold)
+    async def counted(now, limit, hold, skip=()):
+        found = await claim(now, limit, hold=hold, skip=skip)
         for d in found:
             claims[d.id] = claims.get(d.id, 0) + 1
         return found
@@ -826,6 +826,39 @@ async def test_a_receiver_that_stays_away_is_asked_about_less_and_less_often(tmp
         assert all([a["status"] for a in d.attempts].count(204) == 1 for d in await store.deliveries_for("h"))
 
 
+async def test_messages_given_back_while_a_receiver_hung_are_due_soon_once_it_answers(tmp_path, monkeypatch):
+    """Messages given back with a grown delay kept it once their receiver answered again: the backlog waited out up
+    to a claim's hold (40 s by default) with the receiver back. The first answer moves the due times they were given
+    back with to PASS_BACK_DELAY after it."""
+    from bridge import webhooks as wh
+
+    monkeypatch.setattr(wh, "WAITING_PER_KEY", 4)
+    monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.2)
+    monkeypatch.setattr(wh.Webhooks, "_hold", property(lambda self: 4.0))
+    async with _backlog(tmp_path, 30, times_out=True) as (hooks, store, answer, sent):
+        give_backs: list[tuple[float, float]] = []  # (when, due again at)
+        give_back = store.reclaim_deliveries
+
+        async def recorded(held, due):
+            if not any(i in hooks._in_flight for i, _ in held):
+                give_backs.append((time.time(), due))
+            return await give_back(held, due)
+
+        store.reclaim_deliveries = recorded
+        await until(lambda: any(due - at > 1.5 for at, due in give_backs), 8, "a give-back 1.5 s ahead")
+        answer.set()
+        await until(lambda: "host hangs.example" not in hooks._bound_since, 5, "an answer")
+        answered = time.time()
+        assert max(due for _, due in give_backs) > answered + 1.0, give_backs  # without the move, due after that
+        await asyncio.sleep(0.1)
+        await hooks.write_settled()
+        waiting = [d.next_at - time.time() for d in await store.deliveries_for("h")
+                   if d.status == "pending" and not d.attempts and d.id not in hooks._in_flight]
+        assert waiting and max(waiting) <= wh.PASS_BACK_DELAY, waiting
+        await _until_delivered(hooks, store, 30, 10)
+        assert all([a["status"] for a in d.attempts].count(204) == 1 for d in await store.deliveries_for("h"))
+
+
 async def test_what_the_delivery_loop_remembers_per_job_and_key_is_bounded(tmp_path, monkeypatch):
     """Per (job, receiver) last progress times and per key bound times are forgotten in time: a job deleted before
     its end left its progress time for good (at most REMEMBERED kept, the oldest forgotten first), and a key's
@@ -856,14 +889,31 @@ async def test_what_the_delivery_loop_remembers_per_job_and_key_is_bounded(tmp_p
 async def test_messages_past_the_bound_go_out_through_another_replica(tmp_path, monkeypatch, job_database):
     """Another replica sharing the store sends what this one passed over, rather than waiting for this one's
     claims to run out; with a shared store (replicas share PostgreSQL, never SQLite) the give-back's delay does not
-    grow, since the other replica takes the messages only as they come due."""
+    grow, since the other replica takes the messages only as they come due. The replica that gave them back leaves
+    them to the others a while (SHARED_POLL) after they come due: it woke then as they did and won them back about
+    every other time, and every time from a replica a moment slower (here its claims 0.15 s late): that one never
+    got them. Alone, it takes them again after that while, without spinning meanwhile."""
     from bridge import webhooks as wh
+    from bridge.store import open_store
 
     monkeypatch.setattr(wh, "WAITING_PER_KEY", 4)
     monkeypatch.setattr(wh, "PASS_BACK_DELAY", 0.3)
+    monkeypatch.setattr(wh, "SHARED_POLL", 0.5)
     async with _backlog(tmp_path, 10, job_database) as (hooks, store, answer, sent):
-        delays = _give_back_delays(store, hooks)
+        delays, claims = _give_back_delays(store, hooks), _counting_claims(store)
+        rounds = []
+        next_due = store.next_delivery_at
+
+        async def counted(skip=()):
+            rounds.append(time.monotonic())
+            return await next_due(skip=skip)
+
+        store.next_delivery_at = counted
         await until(lambda: len(sent) == 4, 3, "four messages sent")
+        await asyncio.sleep(1.2)  # alone: claimed again after 0.3 + 0.5 s, not every round meanwhile
+        passed = [i for i in claims if i not in hooks._in_flight]
+        assert len(passed) == 6 and all(claims[i] == 2 for i in passed), claims
+        assert len(rounds) <= 10, len(rounds)  # a round at most every SHARED_POLL, and one at each due time
         other_sent: list[str] = []
 
         async def send(url, body, headers, timeout):
@@ -873,14 +923,25 @@ async def test_messages_past_the_bound_go_out_through_another_replica(tmp_path, 
         async def describe(job):
             return {"id": job.id}
 
-        other = wh.Webhooks(store, SECRET, send, describe=describe, policy=wh.Policy(per_host=4))
+        other_store = open_store(job_database, tmp_path)
+        await other_store.open()
+        claim = other_store.claim_deliveries
+
+        async def later(now, limit, hold, skip=()):
+            await asyncio.sleep(0.15)
+            return await claim(now, limit, hold=hold, skip=skip)
+
+        other_store.claim_deliveries = later
+        other = wh.Webhooks(other_store, SECRET, send, describe=describe, policy=wh.Policy(per_host=4))
         loop = asyncio.create_task(other.run())
         try:
-            await until(lambda: len(other_sent) == 6, 15, "the six passed over, sent by the other replica")
+            await until(lambda: len(other_sent) == 6, 5, "the six passed over, sent by the other replica")
         finally:
             await other.stop()
             await loop
+            await other_store.close()
         assert len(sent) == 4 and len(set(other_sent)) == 6
+        assert max(claims[i] for i in passed) <= 3, claims  # not won back from the other replica
         assert delays and max(delays) <= 0.3, delays
 
 
