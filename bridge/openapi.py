@@ -143,10 +143,10 @@ def build_spec(app: web.Application, *, title: str, version: str, secured: bool 
         variants = [(path, None, None)]
         if ep is not None and ep.expand is not None:
             variants = list(ep.expand(app))
-        for concrete, body, description in variants:
+        for concrete, body, about in variants:
             op = _operation(method, concrete, route.handler, components, body)
-            if description:
-                op["description"] = description
+            if about:
+                op["description"] = about
             name = getattr(route.handler, "__name__", "handler")
             op_id = f"{method.lower()}_{name}" + (f"_{concrete.rsplit('/', 1)[-1]}" if body is not None else "")
             while op_id in used_ids:

@@ -173,6 +173,8 @@ async def test_openapi_describes_every_route(bridge_factory: Any) -> None:
     assert resp.status == 200
     spec = await resp.json()
     assert spec["openapi"].startswith("3.")
+    # the bridge's own description, not the last workflow operation's (the loop over them reused its name)
+    assert spec["info"]["description"].startswith("Pixel art, A1111, Pico, AleaArt, jobs and any shared workflow")
     # Every (method, path) of the router, HEAD twins aside, is described.
     expected = set()
     hidden = set()
