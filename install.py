@@ -68,9 +68,16 @@ def say(message: str) -> None:
     print(f"[install] {message}", flush=True)
 
 
+# The project's extras pip installs: the test command's tools only for it (pytest, schemathesis, SeaweedFS, ...:
+# a Pi or a container that only runs the bridge had them all); the Axera nodes' runtime always.
+EXTRAS = "axera"
+TEST_EXTRAS = "axera,test"
+
+
 class Installer:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, *, tests: bool = False) -> None:
         self.args = args
+        self.extras = TEST_EXTRAS if tests else EXTRAS
         # warnings: ComfyUI unavailable (integration tests then skip); errors: the environment is incomplete.
         self.warnings: list[str] = []
         self.errors: list[str] = []
@@ -180,15 +187,17 @@ class Installer:
     def install_packages(self) -> None:
         stamp = self.stamp_path()
         reqs = comfyui_requirements(self.comfyui) if self.comfyui else None
-        digest = install_fingerprint(REPO_ROOT / "pyproject.toml", reqs, self.python)
-        if not self.args.force and stamp is not None and stamp.is_file() and stamp.read_text().strip() == digest:
+        digest = install_fingerprint(REPO_ROOT / "pyproject.toml", reqs, self.python, self.extras)
+        # an install with the test extras holds everything the bridge alone needs
+        enough = {digest, install_fingerprint(REPO_ROOT / "pyproject.toml", reqs, self.python, TEST_EXTRAS)}
+        if not self.args.force and stamp is not None and stamp.is_file() and stamp.read_text().strip() in enough:
             say(f"dependencies unchanged since the last install ({stamp.name}); skipping pip (--force reinstalls)")
             return
         with tempfile.TemporaryDirectory(prefix="pixart-install-") as tmp:
             constraints = Path(tmp) / "constraints.txt"
             constraints.write_text("\n".join(TORCH_PINS) + "\n")
             pip = [self.python, "-m", "pip", "install", "-c", str(constraints)]
-            ok = self.run(pip + ["-e", f"{REPO_ROOT}[test]"], "installing the project")
+            ok = self.run(pip + ["-e", f"{REPO_ROOT}[{self.extras}]"], "installing the project")
             if reqs is not None:
                 req_file = Path(tmp) / "comfyui-requirements.txt"
                 req_file.write_text("\n".join(reqs) + "\n")
@@ -316,9 +325,11 @@ def comfyui_requirements(comfyui_dir: Path) -> list[str]:
     return out
 
 
-def install_fingerprint(pyproject: Path, comfyui_reqs: list[str] | None, python: str) -> str:
-    """What decides whether pip must run again: our dependencies, ComfyUI's, the pins and the interpreter."""
+def install_fingerprint(pyproject: Path, comfyui_reqs: list[str] | None, python: str, extras: str) -> str:
+    """What decides whether pip must run again: our dependencies and extras, ComfyUI's, the pins and the
+    interpreter."""
     h = hashlib.sha256()
+    h.update(b"extras:" + extras.encode())
     h.update(pyproject.read_bytes() if pyproject.is_file() else b"")
     h.update(b"\0comfyui:" + ("\n".join(comfyui_reqs).encode() if comfyui_reqs is not None else b"<none>"))
     h.update(b"\0pins:" + "\n".join(TORCH_PINS).encode())
@@ -370,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ours, action, rest = split_argv(argv)
     args = build_parser().parse_args(ours)
-    inst = Installer(args)
+    inst = Installer(args, tests=action == "test")
     if args.skip_setup:
         inst.python = inst.venv_python()
         if not Path(inst.python).is_file():

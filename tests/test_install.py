@@ -205,13 +205,14 @@ def test_fingerprint_changes_with_inputs(tmp_path: Path) -> None:
     module = _load_install_module()
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text("[project]\nname='x'\n")
-    base = module.install_fingerprint(pyproject, ["numpy"], "/py")
-    assert module.install_fingerprint(pyproject, ["numpy"], "/py") == base
-    assert module.install_fingerprint(pyproject, ["numpy", "scipy"], "/py") != base
-    assert module.install_fingerprint(pyproject, None, "/py") != base
-    assert module.install_fingerprint(pyproject, ["numpy"], "/other-py") != base
+    base = module.install_fingerprint(pyproject, ["numpy"], "/py", "axera")
+    assert module.install_fingerprint(pyproject, ["numpy"], "/py", "axera") == base
+    assert module.install_fingerprint(pyproject, ["numpy", "scipy"], "/py", "axera") != base
+    assert module.install_fingerprint(pyproject, None, "/py", "axera") != base
+    assert module.install_fingerprint(pyproject, ["numpy"], "/other-py", "axera") != base
+    assert module.install_fingerprint(pyproject, ["numpy"], "/py", "axera,test") != base
     pyproject.write_text("[project]\nname='y'\n")
-    assert module.install_fingerprint(pyproject, ["numpy"], "/py") != base
+    assert module.install_fingerprint(pyproject, ["numpy"], "/py", "axera") != base
 
 
 def test_second_run_skips_pip_when_stamp_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -237,6 +238,31 @@ def test_second_run_skips_pip_when_stamp_matches(tmp_path: Path, monkeypatch: py
     args.force = False
     inst.install_packages()
     assert not stamp.exists()
+
+
+def test_only_the_test_command_installs_the_test_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main command (and a plain set-up: the Pi guide's, the Dockerfile's) installed the test extras too:
+    pytest, schemathesis, SeaweedFS, onnx, ... on a Pi that only runs the bridge. Now only the test command does; an
+    install with them satisfies a later main command (no pip run), not the other way round."""
+    module = _load_install_module()
+    stamp = tmp_path / "stamp"
+    calls: list[list[str]] = []
+
+    def installer(action: str) -> object:
+        inst = module.Installer(module.build_parser().parse_args(["--use-current-python", "--no-comfyui"]),
+                                tests=action == "test")
+        monkeypatch.setattr(inst, "stamp_path", lambda: stamp)
+        monkeypatch.setattr(inst, "run", lambda cmd, what: calls.append(cmd) or True)
+        return inst
+
+    installer("run").install_packages()
+    assert calls[-1][-1].endswith("[axera]"), calls
+    installer("test").install_packages()
+    assert len(calls) == 2 and calls[-1][-1].endswith("[axera,test]"), calls
+    installer("run").install_packages()
+    assert len(calls) == 2  # the test install holds what the bridge needs
+    installer("test").install_packages()
+    assert len(calls) == 2
 
 
 def test_pytest_exit_5_is_not_a_failure_but_is_said(tmp_path: Path) -> None:
@@ -290,7 +316,7 @@ def test_test_command_on_a_machine_without_comfyui(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     # What this interpreter already has installed: the install step finds nothing to do (no pip run, no network).
-    digest = module.install_fingerprint(REPO / "pyproject.toml", None, sys.executable)
+    digest = module.install_fingerprint(REPO / "pyproject.toml", None, sys.executable, module.TEST_EXTRAS)
     (state / module.STAMP_NAME).write_text(digest + "\n")
     proc = _run_install("--use-current-python", "--test", "tests/test_engine_comfyui.py", "-k",
                         "double_object_info", "-rs", "-p", "no:cacheprovider", home=home, path=str(bin_dir),
