@@ -31,8 +31,35 @@ def _env_help() -> str:
         if name == "adapter_overrides":
             continue
         lines.append(f"  {env_name(Settings, name):<28} {info.description or ''}")
-    lines.append("adapters read their own variables too; --set NAME=VALUE overrides any variable by name.")
+    lines.append("--set NAME=VALUE overrides any variable by name, an adapter's too (below).")
     return "\n".join(lines)
+
+
+def _adapter_help() -> str:
+    """Each adapter's own variables, grouped by adapter. Read only for --help: it imports every adapter, which a
+    start does only for those enabled."""
+    from bridge import adapters
+    from bridge.config import AdapterSettings
+
+    for name in adapters.ENABLED:
+        try:
+            adapters.load(name)
+        except adapters.AdapterLoadError as exc:
+            log.debug("help: %s", exc)
+    lines: list[str] = []
+    classes = list(AdapterSettings.__subclasses__())
+    while classes:
+        cls = classes.pop(0)
+        classes.extend(cls.__subclasses__())
+        lines.append(f"\n{(cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip('.')}:")
+        lines.extend(f"  {env_name(cls, field):<28} {info.description or ''}"
+                     for field, info in cls.model_fields.items() if not info.exclude)
+    return "\n".join(lines) + "\n"
+
+
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        return super().format_help() + _adapter_help()
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -43,7 +70,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pixart-bridge",
         description="Pixart API bridge: serves the A1111, Pixart editor, AleaArt and job APIs on ComfyUI. "
                     "Without a ComfyUI URL it starts and supervises a local ComfyUI.",

@@ -39,6 +39,10 @@ def test_help(tmp_path: Path) -> None:
     for text in ("--comfyui-url", "--port", "--set NAME=VALUE", "COMFYUI_URL", "BRIDGE_PORT", "BRIDGE_API_KEYS",
                  "BRIDGE_CORS_ORIGINS", "BRIDGE_DATA_DIR"):
         assert text in out
+    # every adapter's variables too (the docs send people here for them; it named only the core's)
+    for text in ("A1111_STYLES_FILE", "PICO_DEFAULT_FORMAT", "UNIFIED_", "PIXART_EDITOR_LORAS", "JOBS_API_DEFAULT_MODEL",
+                 "ALEAART_TIMEOUT", "Pico adapter settings (environment `PICO_*`"):
+        assert text in out, text
 
 
 def test_print_settings_precedence(tmp_path: Path) -> None:
