@@ -62,8 +62,9 @@ WAITING_IN_ALL = 4096
 # every replica, unsent, for the whole hold. Not at once: the delivery loop would claim and pass over the same
 # messages every round. While no receiver behind the bound answers, the delay grows with that time (up to a hold):
 # every 5 s a 2,000-message backlog for a hanging receiver was claimed and given back whole. Not with a shared store:
-# another replica may have room for them, and takes them only as they come due. Once the receiver answers again, those
-# given back with a longer delay are due PASS_BACK_DELAY after the answer.
+# another replica may have room for them, and takes them only as they come due. Once every bound that held them has
+# had an answer (their receiver's host answering; another host of the same client answering is not enough), those
+# given back with a longer delay are due PASS_BACK_DELAY after it.
 PASS_BACK_DELAY = 5.0
 # With a shared store the delivery loop reads it at least this often (seconds): another replica may have recorded a
 # message due sooner. A replica leaves the messages it gave back to the others for as long after they come due: it
@@ -166,7 +167,7 @@ class Webhooks:
         self._passed_over: list[Delivery] = []  # claimed, but past the bounds on waiting: to give back
         # "all" and the keys of `_waiting`: since when a message was passed over for them with no answer since
         self._bound_since: dict[str, float] = {}
-        # those keys: the due times later than PASS_BACK_DELAY their messages were given back with (`_pass_back`)
+        # those keys: the due times more than PASS_BACK_DELAY ahead their messages were given back with (`_pass_back`)
         self._given_back: dict[str, set[float]] = {}
         self._advance: set[float] = set()  # such due times whose receiver answered since: due sooner
         self._handed_off: dict[float, float] = {}  # shared store: due times given back -> until when left to others
@@ -394,7 +395,9 @@ class Webhooks:
         if self._advance:
             # a group's due time is shared by every message given back with it, other receivers' too if their delays
             # came out the same (both at a hold): those are claimed, passed over and given back once more
-            advance, self._advance = sorted(self._advance), set()
+            # not those still given back for a bound that has had no answer (a client's other host answering)
+            still = set().union(*self._given_back.values())
+            advance, self._advance = self._advance - still, set()
             try:
                 await self.store.advance_deliveries(advance, soon)
             except Exception as exc:  # noqa: BLE001 - the store is away: they come due in their own time
@@ -409,6 +412,7 @@ class Webhooks:
             ages = [now - t for k in self._bounds_of(d) if (t := self._bound_since.get(k)) is not None]
             by_due.setdefault(now + min(self._hold, max([PASS_BACK_DELAY, *ages])), []).append(d)
         groups = list(by_due.items())
+        since = dict(self._bound_since)  # an answer while a group is written back pops its key: due sooner then
         for n, (due, given) in enumerate(groups):
             try:
                 # only while the claim is still this replica's: one another replica made since stays its own
@@ -418,8 +422,12 @@ class Webhooks:
                     if len(self._handed_off) > 64:  # each is a parameter of every claim; rounds can be many a second
                         self._handed_off.pop(next(iter(self._handed_off)))
                 elif due > soon:
-                    for k in {k for d in given for k in self._bounds_of(d) if k in self._bound_since}:
-                        self._given_back.setdefault(k, set()).add(due)
+                    for k in {k for d in given for k in self._bounds_of(d) if k in since}:
+                        if self._bound_since.get(k) == since[k]:
+                            self._given_back.setdefault(k, set()).add(due)
+                        else:
+                            self._advance.add(due)
+                            self._wake.set()
             except BaseException as exc:
                 left = [d for _, ds in groups[n:] for d in ds]
                 self._passed_over[:0] = left  # given back next round, or released by stop()
@@ -494,7 +502,8 @@ class Webhooks:
                 ended = time.time()
                 if status is not None:
                     # an answer: its bounds are being worked off, and later give-backs wait PASS_BACK_DELAY again, as
-                    # those given back with a longer delay do from now (the loop moves them)
+                    # those given back with a longer delay do from now once no other bound holds them (the loop
+                    # moves them)
                     for k in self._bounds_of(d):
                         self._bound_since.pop(k, None)
                         self._advance.update(self._given_back.pop(k, ()))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .model import (DELIVERY_COLUMNS, JOB_COLUMNS, STATUSES, Delivery, Job, delivery_from_row, job_from_row,
@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 
 def _not_in(count: int) -> str:
-    # `AND next_at NOT IN (?, ...)` for `count` due times, or nothing
+    # a replica's claims skip the due times it handed to the others (webhooks.SHARED_POLL); none: no clause at all
     return f" AND next_at NOT IN ({', '.join('?' for _ in range(count))})" if count else ""
 
 
@@ -383,10 +383,11 @@ class JobStore:
                                  f"{_not_in(len(skip))}", skip))[0]
         return float(row[0]) if row[0] is not None else None
 
-    async def advance_deliveries(self, due: Sequence[float], to: float) -> int:
+    async def advance_deliveries(self, due: Collection[float], to: float) -> int:
         """Pending messages due at a time in `due`, later than `to`, due at `to` instead; returns how many. The due
-        times this bridge gave passed-over messages back with, while their receiver did not answer: once it answers
-        they need not wait out the delay (up to a claim's hold)."""
+        times a bridge of its own (not a replica: a claim held until one of those times would move too) gave
+        passed-over messages back with, while their receiver did not answer: once it answers they need not wait out
+        the delay (up to a claim's hold)."""
         moved = 0
         for chunk in _chunks(sorted(due)):
             moved += await self._execute(
