@@ -134,6 +134,24 @@ def test_nothing_detected_returns_the_input(name):
     assert res.to_dict() == {"detected": False, "message": res.message}
 
 
+def test_pixel_art_at_its_true_size_is_returned():
+    """Snapping what snap gave (or any sprite at its true size) fitted a grid of about 2 px to its one-pixel cells
+    and halved it: the README's 32x32 house went to 17x13. Enlargements of 2-px cells are still snapped."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    house = np.asarray(Image.open(Path(__file__).parents[1] / "docs/images/pixelate_32.png").convert("RGB"))
+    once = sn.snap(house)
+    assert once.detected and once.image.shape[:2] == (32, 32)
+    again = sn.snap(np.ascontiguousarray(once.image))
+    assert not again.detected and again.image.shape[:2] == (32, 32), again.message
+    assert "true size" in again.message
+    spr = sprite(24, 24, seed=3)
+    assert not sn.snap(spr).detected
+    assert np.array_equal(sn.snap(enlarge(spr, 2)).image, spr)
+
+
 def test_tiny_image_is_returned():
     img = np.zeros((3, 40, 3), np.uint8)
     res = sn.snap(img)

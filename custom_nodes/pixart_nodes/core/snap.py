@@ -27,7 +27,9 @@ Per axis, independently (pixels need not be square):
 
 Nothing is detected (and the input is returned) when an axis scores under ``MIN_SCORE`` (``MIN_SCORE_SMALL`` for
 cells under 3 px), or when fewer than ``MIN_PURITY`` of the cells with edges around them are flat inside: a photo or
-drawing can fit a flexible grid in one dimension, but its edges run through cells.
+drawing can fit a flexible grid in one dimension, but its edges run through cells. Cells under 3 px have no inner
+part to test: there a crisp image (few exact colours) with about as much edge evidence between a cell's pixels as on
+its edges is pixel art at its true size (``MAX_INNER_EDGES``), which a grid of about 2 px would halve.
 
 Colour per cell: the dominant colour of the cell's inner part (a quarter of the cell width is left out on each
 side, where blur and JPEG mix neighbouring cells; at most 8 x 8 pixels sampled). When most samples are one exact
@@ -50,6 +52,13 @@ from .jit import compiled
 MIN_SCORE = 0.25  # grid score (share of the edge evidence explained, less costs) an axis needs
 MIN_SCORE_SMALL = 0.4  # ... with cells under 3 px, where the cell purity test cannot help
 MIN_PURITY = 0.6  # share of cells with edges nearby whose inner part is flat, for a grid of 3+ px cells
+# For cells under 3 px (no inner part to test) in a crisp image (at most CRISP_COLOURS exact colours: no blur, JPEG
+# or noise): the edge evidence between the pixels of a cell against that on its edges, on the axis where it is
+# highest. A nearest-neighbour enlargement has none there (bench_snap's clean 2-3 px cells: 0.00-0.05), while a sprite
+# at its true size (every pixel its own cell) fits a grid of about 2 px with 0.61-0.90. Degraded enlargements reach
+# 0.78 and are left to the score: blur and JPEG make them anything but crisp.
+MAX_INNER_EDGES = 0.3
+CRISP_COLOURS = 256
 PARTIAL = 0.3  # a border cell is kept when this share of a cell is visible
 MIN_SIZE = 2.0  # smallest detectable cell size in pixels
 STRONG = 0.02  # share of a clear edge's strength from which a profile peak counts as evidence of a cell edge
@@ -639,6 +648,21 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return y
 
 
+def _crisp(img: np.ndarray) -> bool:
+    flat = img.reshape(-1, img.shape[2]).astype(np.uint32)
+    packed = flat[:, 0] if img.shape[2] == 1 else (flat << (8 * np.arange(img.shape[2], dtype=np.uint32))).sum(1)
+    return len(np.unique(packed)) <= CRISP_COLOURS
+
+
+def inner_edges(p: np.ndarray, g: AxisGrid) -> float:
+    """Mean edge evidence ``p`` between the pixels of a cell against that on the cell edges of ``g``."""
+    on = np.zeros(len(p), bool)
+    on[g.edges[(g.edges > 0) & (g.edges <= len(p))] - 1] = True
+    if on.all() or not on.any():
+        return 0.0
+    return float(p[~on].mean() / max(float(p[on].mean()), 1e-9))
+
+
 def purity(img: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> float | None:
     """Share of the cells with edges (their whole span varies) whose inner part is flat.
 
@@ -766,6 +790,10 @@ def snap(img: np.ndarray | list[np.ndarray], *, min_size: float = MIN_SIZE, max_
     why = f"no regular cell edges in the {' and '.join(weak)}" if weak else ""
     if not weak and not (cell_width and cell_height):
         pure = purity(images[0], gy.edges, gx.edges)
+        inner = max(inner_edges(px, gx), inner_edges(py, gy))
+        if max(gx.size, gy.size) < 3 and inner > MAX_INNER_EDGES and _crisp(images[0]):
+            why = (f"a {gx.size:.2f}x{gy.size:.2f} grid fits the edges, but there are as many between its cells' "
+                   f"pixels ({inner:.0%} of those on its edges): the image looks like pixel art at its true size")
         if pure is not None and pure < MIN_PURITY:
             why = (f"a {gx.size:.2f}x{gy.size:.2f} grid fits the edges, but only {pure:.0%} of the cells near edges "
                    f"are flat inside (pixel art: nearly all)")
