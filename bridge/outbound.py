@@ -68,15 +68,17 @@ class OutboundPolicy:
         return cls(frozenset(hosts), tuple(networks), **limits)
 
     def admits(self, address: Address) -> bool:
-        if any(address in net for net in self.allow_networks):
+        reached = _reached(address)
+        if any(a in net for net in self.allow_networks for a in (address, reached)):  # an entry may name either
             return True
-        return address.is_global and not address.is_multicast
+        # is_reserved too: this Python calls 64:ff9b:1::/48 (RFC 8215, local use) and ::a.b.c.d global
+        return reached.is_global and not reached.is_multicast and not reached.is_reserved
 
     def check_address(self, host: str, address: Address) -> None:
         if host.lower().rstrip(".") in self.allow_hosts or self.admits(address):
             return
-        raise OutboundRefused(f"{host} resolves to {address}, a loopback, private, link-local or reserved address "
-                              f"(BRIDGE_OUTBOUND_ALLOW admits it)")
+        raise OutboundRefused(f"{host} resolves to {_reached(address)}, a loopback, private, link-local or reserved "
+                              f"address (BRIDGE_OUTBOUND_ALLOW admits it)")
 
 
 def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
@@ -120,7 +122,7 @@ def check_url(url: str, policy: OutboundPolicy, schemes: tuple[str, ...] = ("htt
     host = urlsplit(url).hostname or ""
     literal = _literal(host)
     if literal is not None:
-        policy.check_address(host, _unmapped(literal))
+        policy.check_address(host, literal)
     return host
 
 
@@ -145,10 +147,21 @@ def _literal(host: str) -> Address | None:
         return None
 
 
-def _unmapped(address: Address) -> Address:
-    # ::ffff:127.0.0.1 is 127.0.0.1 to the kernel
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _reached(address: Address) -> Address:
+    """The IPv4 address an IPv6 one leads to where it embeds one, else the address itself."""
+    if isinstance(address, ipaddress.IPv6Address):
+        # ::ffff:127.0.0.1 is 127.0.0.1 to the kernel; a NAT64 gateway or a 6to4 relay (2002::/16) passes the
+        # connection on to the IPv4 address embedded, which this Python's is_global does not look at (Teredo,
+        # 2001::/32, is not global to it: refused as it is)
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 
@@ -209,7 +222,7 @@ class CheckedResolver(AbstractResolver):
         refusal: OutboundRefused | None = None
         for r in results:
             try:
-                self.policy.check_address(host, _unmapped(ipaddress.ip_address(r["host"])))
+                self.policy.check_address(host, ipaddress.ip_address(r["host"]))
                 kept.append(r)
             except OutboundRefused as exc:
                 refusal = exc

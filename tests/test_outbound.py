@@ -60,6 +60,52 @@ async def test_public_addresses_and_the_allow_list_pass() -> None:
         check_url("http://192.168.1.1/x", allow)
 
 
+# this Python calls these global: NAT64 (64:ff9b::/96) and 6to4 (2002::/16) lead to the IPv4 address they embed, and
+# the local-use NAT64 prefix (64:ff9b:1::/48) and IPv4-compatible addresses are reserved
+@pytest.mark.parametrize("literal,why", [
+    ("64:ff9b::7f00:1", "resolves to 127.0.0.1,"), ("64:ff9b::a9fe:a9fe", "resolves to 169.254.169.254,"),
+    ("64:ff9b::a00:1", "resolves to 10.0.0.1,"), ("2002:7f00:1::", "resolves to 127.0.0.1,"),
+    ("2002:a9fe:a9fe::1", "resolves to 169.254.169.254,"), ("2002:e000:1::", "resolves to 224.0.0.1,"),
+    ("64:ff9b:1::7f00:1", "reserved"), ("64:ff9b:1::808:808", "reserved"), ("::127.0.0.1", "reserved"),
+    ("2001:0:7f00:1::", "reserved"),  # Teredo: already not global
+])
+async def test_an_ipv6_address_embedding_a_refused_one_is_refused(literal: str, why: str, monkeypatch: Any) -> None:
+    with pytest.raises(OutboundRefused, match=f"{why}.*BRIDGE_OUTBOUND_ALLOW"):
+        check_url(f"http://[{literal}]/x.png", PUBLIC)
+    # and by name, as a resolver's answer
+    import socket
+
+    from bridge import outbound
+
+    def answer(host, port, *args, **kwargs):
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (literal, port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", answer)
+    with pytest.raises(OutboundRefused, match=f"hooks.test .*{why}"):
+        await outbound.CheckedResolver(PUBLIC).resolve("hooks.test", 80, socket.AF_UNSPEC)
+
+
+async def test_an_ipv6_address_embedding_a_public_one_passes(monkeypatch: Any) -> None:
+    import socket
+
+    from bridge import outbound
+
+    for literal in ("64:ff9b::808:808", "2002:808:808::1", "2001:4860:4860::8888"):
+        assert check_url(f"http://[{literal}]/x.png", PUBLIC) == literal
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *args, **kwargs: [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (a, port, 0, 0)) for a in ("64:ff9b::7f00:1", "64:ff9b::808:808")])
+    kept = await outbound.CheckedResolver(PUBLIC).resolve("hooks.test", 80, socket.AF_UNSPEC)
+    assert [r["host"] for r in kept] == ["64:ff9b::808:808"]  # connected to as named
+    # the allow-list admits either form: the IPv4 address embedded, or the IPv6 network named
+    assert check_url("http://[64:ff9b::a00:1]/x", OutboundPolicy.from_list(["10.0.0.0/8"])) == "64:ff9b::a00:1"
+    assert check_url("http://[2002:a00:1::]/x", OutboundPolicy.from_list(["10.0.0.0/8"])) == "2002:a00:1::"
+    nat64 = OutboundPolicy.from_list(["64:ff9b::a00:0/120", "64:ff9b:1::/48"])
+    assert check_url("http://[64:ff9b::a00:1]/x", nat64) == "64:ff9b::a00:1"
+    assert check_url("http://[64:ff9b:1::a00:1]/x", nat64) == "64:ff9b:1::a00:1"
+    with pytest.raises(OutboundRefused, match="resolves to 127.0.0.1"):
+        check_url("http://[64:ff9b::7f00:1]/x", nat64)
+
+
 # ------------------------------------------------------------------------------------------ a real HTTP server
 PNG = encode(np.random.default_rng(1).integers(0, 256, (72, 96, 3), dtype=np.uint8))
 PNG_B64 = base64.b64encode(PNG).decode()
