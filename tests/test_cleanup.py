@@ -276,6 +276,25 @@ def test_transparent_input_loses_a_stray_speck():
     assert (res.image[3:9, 3:9, 3] == 255).all()
 
 
+def test_half_transparent_pixels_no_step_changes_are_kept():
+    # alpha < 128 was written as (0, 0, 0, 0) even with every step off, and the report said "nothing to clean"
+    img = np.empty((8, 8, 4), np.uint8)
+    img[...] = (200, 50, 50, 255)
+    img[2:6, 2:6, 3] = 100
+    img[0, 0] = (9, 8, 7, 0)  # a clear pixel's colour is the input's too
+    for kw in ({"merge": 0, "isolated": False, "jaggies": False}, {}):
+        res = cu.cleanup(img, **kw)
+        assert np.array_equal(res.image, img), kw
+        assert res.summary() == "nothing to clean", kw
+    res = cu.cleanup(img, background="auto")  # the red around goes, the half-clear block is no background
+    assert np.array_equal(res.image[2:6, 2:6], img[2:6, 2:6]) and res.stats["background_pixels"] == 47
+    # a half-clear speck a step does change is still made opaque, and counted
+    img[2:6, 2:6, 3] = 255
+    img[4, 4, 3] = 60
+    res = cu.cleanup(img, merge=0, jaggies=False)
+    assert tuple(res.image[4, 4]) == (200, 50, 50, 255) and res.stats["isolated_pixels_removed"] == 1
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="uint8"):
         cu.cleanup(np.zeros((4, 4), np.uint8))

@@ -1,6 +1,7 @@
 """The ``pixart`` command end to end on temporary files."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -352,3 +353,92 @@ def test_an_image_over_the_pixel_limit_is_one_line_not_a_pillow_warning(tmp_path
     line = _one_error_line(err)
     assert code == 2 and f"{tmp_path / 'big.png'}: too many pixels to read (10000x10000" in line, line
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_cleanup_with_every_step_off_writes_half_transparent_pixels_as_they_came(tmp_path, capsys):
+    # alpha < 128 came out as (0, 0, 0, 0), and the summary said "nothing to clean"
+    img = np.empty((8, 8, 4), np.uint8)
+    img[...] = (200, 50, 50, 255)
+    img[2:6, 2:6, 3] = 100
+    Image.fromarray(img).save(tmp_path / "semi.png")
+    for extra in (["--merge", "0", "--no-isolated", "--no-jaggies"], []):
+        code, out, err = _run(capsys, "cleanup", tmp_path / "semi.png", tmp_path / "o.png", *extra)
+        assert code == 0 and out.strip().endswith("nothing to clean"), err
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), img), extra
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["cleanup", "{d}", "{d}/o/cl.png"], "o/cl.png: IN is a folder, so OUT must be a folder, not a .png file"),
+    (["convert", "{d}", "{d}/o/cv.jpg", "--pixel-size", "4"], "only OUT.gif takes a folder"),
+    (["rgb565", "{d}", "{d}/o/x.bin"], "o/x.bin: IN is a folder"),
+    (["snap", "{d}", "{d}/o/s.webp"], "o/s.webp: IN is a folder"),
+])
+def test_a_folder_into_an_image_name_is_refused(images, capsys, argv, needle):
+    # a folder named cl.png was made and filled with PNGs, and nothing said so
+    code, _, err = _run(capsys, *(a.replace("{d}", str(images)) for a in argv))
+    line = _one_error_line(err)
+    assert code == 2 and needle in line, line
+    assert not (images / "o").exists()
+
+
+def test_a_trailing_separator_on_out_names_a_folder(images, capsys):
+    # Path() drops it: "o/newdir2/" was written as the file o/newdir2, "o/new.png/" as the file o/new.png, and
+    # "o/newdir/" failed with "cannot write a name without a suffix"
+    o = images / "o"
+    for argv, made in ((["rgb565", images / "a.png", f"{o}/newdir2/", "--size", "8x8"], o / "newdir2" / "a.bin"),
+                       (["convert", images / "a.png", f"{o}/new.png/", "--pixel-size", "4"], o / "new.png" / "a.png"),
+                       (["convert", images / "a.png", f"{o}/newdir/", "--pixel-size", "4"], o / "newdir" / "a.png"),
+                       (["rgb565-preview", o / "newdir2" / "a.bin", f"{o}/pv/", "--size", "8x8"], o / "pv" / "a.png"),
+                       (["cleanup", images, f"{o}/cl.png/"], o / "cl.png" / "b.png"),
+                       (["convert", images, f"{o}/anim.gif/", "--colors", "4"], o / "anim.gif" / "b.png")):
+        code, _, err = _run(capsys, "-q", *argv)
+        assert code == 0 and made.is_file(), (argv, err)
+    (o / "file").write_bytes(b"")
+    for argv, needle in ((["convert", images / "a.png", f"{o}/file/", "--pixel-size", "4"], "file/: not a folder"),
+                         (["palette", images / "a.png", "-o", f"{o}/p.gpl/"], "-o names a palette file, not a folder"),
+                         (["snap", images / "a.png", o / "s.png", "--json", f"{o}/g.json/"], "names a file to write")):
+        code, _, err = _run(capsys, *argv)
+        line = _one_error_line(err)
+        assert code == 2 and needle in line, line
+    assert not (o / "p.gpl").exists() and not (o / "g.json").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["convert", "{d}/a.png", "{d}/o.png", "--pixel-size", "08"],
+    ["convert", "{d}/a.png", "{d}/o.png", "--colors", "08"],
+    ["convert", "{d}", "{d}/o.gif", "--colors", "4", "--frame-ms", "0100"],
+    ["palettes", "--colors", "04"],
+])
+def test_integer_options_with_a_leading_zero_are_decimal(images, capsys, argv):
+    # int(text, 0) refused "08" ("expected a positive integer") as octal syntax
+    code, _, err = _run(capsys, "-q", *(a.replace("{d}", str(images)) for a in argv))
+    assert code == 0, err
+
+
+def test_integer_options_are_plain_decimal_only(images, capsys):
+    code, _, err = _run(capsys, "-q", "convert", images / "a.png", images / "o.png", "--pixel-size", "08")
+    assert code == 0 and Image.open(images / "o.png").size == (6, 4), err
+    for text in ("0x4", "0b11", "0o7", "1_0", "+4", "٤"):  # int(text, 0) took the first four
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a positive integer"):
+            cli._positive_int(text)
+    assert cli._int_in(1, 10)("010") == 10 and cli._int_in(0, 5)(" 0 ") == 0
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer 1..10, got '0xa'"):
+        cli._int_in(1, 10)("0xa")
+
+
+def test_error_lines_name_their_file_once_and_dither_names_ignore_case(images, capsys):
+    (images / "garbage.png").write_bytes(b"not an image")
+    code, _, err = _run(capsys, "convert", images, images / "o.gif", "--palette", "pico-8")
+    line = _one_error_line(err)
+    bad = str(images / "garbage.png")
+    assert code == 2 and line.startswith(f"pixart convert: error: {bad}: not a readable image"), line
+    (images / "garbage.png").unlink()
+    Image.fromarray(np.zeros((4, 4, 4), np.uint8)).save(images / "clear.png")
+    code, _, err = _run(capsys, "palette", images / "clear.png")
+    line = _one_error_line(err)
+    assert code == 2 and f"{images / 'clear.png'}: image has no opaque pixels" in line, line
+    for dither, name in (("FLOYD-STEINBERG", "upper.png"), ("floyd-steinberg", "lower.png")):
+        code, _, err = _run(capsys, "-q", "convert", images / "a.png", images / name, "--palette", "pico-8",
+                            "--dither", dither)
+        assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(images / "upper.png")), np.asarray(Image.open(images / "lower.png")))

@@ -225,7 +225,7 @@ def test_strip_block_side_equals_the_gcd_of_every_run() -> None:
         for n in (1, 2, 5, 16, 17):
             for rows in (1, 3):  # few colours: neighbouring swatches often share one
                 packed = np.repeat(np.repeat(rng.integers(0, 3, (rows, n)), block, 0), block, 1).astype(np.uint32)
-                assert palette_files._block_side(packed) == _loop_block(packed), (block, n, rows)
+                assert math.gcd(*palette_files._block_sides(packed)) == _loop_block(packed), (block, n, rows)
 
 
 def test_png_with_more_swatches_than_a_strip_holds_is_refused_before_listing_them() -> None:
@@ -319,3 +319,35 @@ def test_a_strip_over_pillows_warning_size_is_refused_without_its_warning(recwar
     with pytest.raises(ValueError, match=r"^big.png: 10000x10000 is more than a palette strip needs"):
         palette_files.read_palette("big.png", claimed_png(10000, 10000))
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.parametrize("name,data,title", [
+    ("latin1.gpl", b"GIMP Palette\nName: Caf\xe9 colours\n# by Ren\xe9e\n255 0 0\tRouge fonc\xe9\n0 0 0\tNoir\n",
+     "Caf\u00e9 colours"),
+    ("latin1.txt", b";paint.net Palette File\n;Palette Name: Caf\xe9\n;by Ren\xe9e \x93quoted\x94\n"
+                   b"FFFF0000\nFF000000\n", "latin1"),
+    ("latin1.hex", b"; Caf\xe9\x81\nff0000\n000000\n", "latin1"),
+])
+def test_text_palettes_with_names_in_a_windows_code_page_are_read(name: str, data: bytes, title: str) -> None:
+    # one Latin-1 byte in a name or comment refused the whole file: "not a text palette file (not UTF-8)"
+    back = palette_files.read_palette(name, data)
+    assert back.name == title and back.colors.tolist() == [[255, 0, 0], [0, 0, 0]]
+    # binary (or UTF-16) data is still no text palette
+    with pytest.raises(ValueError, match=rf"^{name}: not a text palette file \(not UTF-8\)$"):
+        palette_files.read_palette(name, data.replace(b"\n", b"\0\n"))
+
+
+def test_png_swatches_that_are_not_square_are_read_once_each() -> None:
+    # the swatch side was one gcd for both axes: 20x10 swatches were read as two 10x10 each, every colour twice
+    colours = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]]
+    strip = np.repeat(np.repeat(np.array([colours], np.uint8), 10, axis=0), 20, axis=1)
+    assert strip.shape == (10, 80, 3)
+    assert palette_files.read_palette("wide.png", _png(strip)).colors.tolist() == colours
+    # two rows of 6x9 swatches, read row by row; a neighbour sharing a colour still shows the edge elsewhere
+    grid = np.repeat(np.repeat(np.array([colours[:2] + colours[:1], colours[2:] + colours[3:]], np.uint8), 9, 0), 6, 1)
+    assert palette_files.read_palette("grid.png", _png(grid)).colors.tolist() == [*colours[:2], colours[0],
+                                                                                  *colours[2:], colours[3]]
+    # square strips read as they did
+    pico = named_palette("pico-8")
+    assert palette_files.read_palette("p.png", palette_files.palette_bytes(pico, "png", block=8)).colors.tolist() \
+        == pico.colors.tolist()

@@ -12,8 +12,9 @@
     pixart cleanup IN OUT [--merge 0.03] [--rare SHARE] [--no-isolated] [--no-jaggies]
                           [--background auto|#rrggbb] [--tolerance 0.05] [--everywhere]
 
-IN may be a folder: every image in it is processed into the folder OUT, with a progress bar. Every error is one
-line on stderr naming the file or option, with exit status 2.
+IN may be a folder: every image in it is processed into the folder OUT, with a progress bar. An OUT ending in / is a
+folder (made when missing), each output named after its input. Every error is one line on stderr naming the file
+or option, with exit status 2.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import argparse
 import io
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -54,12 +56,21 @@ def _path(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
+def _decimal(text: str) -> int | None:
+    """A plain decimal integer, as --size reads them: ``int(text, 0)`` refused "08" (Python's literal syntax has no
+    leading zeros) and took "0x4", "0b11" and "1_0"."""
+    text = text.strip()
+    if not re.fullmatch(r"-?[0-9]+", text):
+        return None
     try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
+        return int(text)
+    except ValueError:  # past Python's 4300-digit limit on int(): no count or size anyway
+        return None
+
+
+def _positive_int(text: str) -> int:
+    v = _decimal(text)
+    if v is None or v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
 
@@ -67,10 +78,7 @@ def _positive_int(text: str) -> int:
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     """An integer option whose bounds come from the core that stores it (checked before any work is done)."""
     def parse(text: str) -> int:
-        try:
-            v = int(text, 0)
-        except ValueError:
-            v = None
+        v = _decimal(text)
         if v is None or not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"expected an integer {lo}..{hi}, got {text!r}")
         return v
@@ -170,11 +178,32 @@ def _same_file(a: Path, b: Path) -> bool:
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
-def _jobs(src: Path, dst: Path, suffix: str) -> tuple[list[tuple[Path, Path]], bool]:
+def _names_folder(text: str) -> bool:
+    """Whether OUT ends in a path separator: ``Path`` drops it, so ``o/new.png/`` became the file ``o/new.png``."""
+    return text.endswith(tuple(s for s in (os.sep, os.altsep) if s))
+
+
+def _file_in(src: Path, out: str, suffix: str) -> Path:
+    """OUT for the one file ``src``: OUT itself, or ``src``'s stem with ``suffix`` in the folder OUT names (an
+    existing folder, or any name ending in a separator: made here)."""
+    dst = Path(out)
+    if _names_folder(out) and not dst.is_dir():
+        if dst.exists():
+            raise CliError(f"{out}: not a folder (OUT ending in {out[-1]} names a folder to write into)")
+        dst.mkdir(parents=True, exist_ok=True)
+    return dst / (src.stem + suffix) if dst.is_dir() else dst
+
+
+def _jobs(src: Path, out: str, suffix: str, *, hint: str = "") -> tuple[list[tuple[Path, Path]], bool]:
     """Input/output pairs; a folder IN maps to a folder OUT with the same stems and ``suffix``."""
+    dst = Path(out)
     if src.is_dir():
         if dst.exists() and not dst.is_dir():
             raise CliError(f"{dst}: IN is a folder, so OUT must be a folder too")
+        if not dst.exists() and not _names_folder(out) and dst.suffix.lower() in (*imageio.IMAGE_SUFFIXES, suffix):
+            # a folder named like the file asked for (o/cl.png) was made and filled, and nothing said so
+            raise CliError(f"{dst}: IN is a folder, so OUT must be a folder, not a {dst.suffix} file (end it with / "
+                           f"for a folder of that name{hint})")
         files = imageio.list_images(src)
         if not files:
             raise CliError(f"{src}: no images in this folder ({', '.join(imageio.IMAGE_SUFFIXES)})")
@@ -188,9 +217,14 @@ def _jobs(src: Path, dst: Path, suffix: str) -> tuple[list[tuple[Path, Path]], b
         return [(f, dst / (f.stem + suffix)) for f in files], True
     if not src.exists():
         raise CliError(f"{src}: no such file or folder")
-    if dst.is_dir():
-        return [(src, dst / (src.stem + suffix))], False
-    return [(src, dst)], False
+    return [(src, _file_in(src, out, suffix))], False
+
+
+def _naming(exc: Exception, src: Path | str, *others: Path | str) -> str:
+    """``exc``'s message naming its file: the readers and writers name theirs; an error from the processing ("no
+    opaque pixels") does not, and gets ``src`` in front."""
+    text = str(exc)
+    return text if any(str(p) in text for p in (src, *others)) else f"{src}: {text}"
 
 
 def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: str,
@@ -208,8 +242,7 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
         try:
             line = work(src, dst)
         except (CliError, ValueError, OSError) as exc:
-            # the readers and writers name their file; an error from the processing ("no opaque pixels") does not
-            message = str(exc) if str(src) in str(exc) or str(dst) in str(exc) else f"{src}: {exc}"
+            message = _naming(exc, src, dst)
             if not folder:
                 raise CliError(message) from None
             failed += 1
@@ -239,11 +272,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise CliError("nothing to do: give --pixel-size or --size, and/or --palette or --colors")
     if args.indexed and args.palette is None and args.colors is None:
         raise CliError("--indexed needs a palette: give --palette or --colors")
+    args.dither = args.dither.lower()  # as palette names: "FLOYD-STEINBERG" was refused
     if args.dither not in qz.DITHER_METHODS:
         raise CliError(f"--dither must be one of {', '.join(qz.DITHER_METHODS)}, got {args.dither!r}")
     src_path, dst_path = Path(args.input), Path(args.output)
     # a folder into one .gif: every image is a frame of one animation, all sharing one palette
-    animation = src_path.is_dir() and dst_path.suffix.lower() == ".gif" and not dst_path.is_dir()
+    animation = (src_path.is_dir() and dst_path.suffix.lower() == ".gif" and not dst_path.is_dir()
+                 and not _names_folder(args.output))
     if animation and args.palette is None and args.colors is None:
         raise CliError(f"{dst_path}: an animated GIF is indexed: give --palette or --colors")
     if animation:
@@ -253,7 +288,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             raise CliError(f"{src_path}: no images in this folder ({', '.join(imageio.IMAGE_SUFFIXES)})")
         jobs, folder = [(f, dst_path) for f in files], True
     else:
-        jobs, folder = _jobs(src_path, dst_path, ".png")
+        jobs, folder = _jobs(src_path, args.output, ".png", hint="; only OUT.gif takes a folder: one animated GIF")
     # one palette extracted from every input: asked for, or what several indexed files / an animation need
     shared = args.colors is not None and folder and (
         animation or (args.shared_palette if args.shared_palette is not None else args.indexed))
@@ -325,8 +360,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         for src, _ in jobs:
             try:
                 prepared[src] = prepare(src)
-            except (ValueError, OSError) as exc:
-                raise CliError(f"{src}: {exc}") from None
+            except (ValueError, OSError) as exc:  # the reader's own words name the file already
+                raise CliError(_naming(exc, src)) from None
     if not prepared:
         raise CliError(f"{src_path}: no image could be read")
     palette = args.palette
@@ -363,7 +398,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_rgb565(args: argparse.Namespace) -> int:
     width, height = args.size
     fmt = f"rgb565-{'be' if args.byte_order == 'big' else 'le'}"
-    jobs, folder = _jobs(Path(args.input), Path(args.output), ".bin")
+    jobs, folder = _jobs(Path(args.input), args.output, ".bin")
 
     def work(src: Path, dst: Path) -> str:
         # the frame is raw bytes: written as OUT.png it replaced the picture when OUT was IN, or made a ".png" no
@@ -384,7 +419,7 @@ def _cmd_rgb565(args: argparse.Namespace) -> int:
 
 def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
     width, height = args.size
-    src, dst = Path(args.input), Path(args.output)
+    src = Path(args.input)
     frame = width * height * 2
     try:
         data = imageio.read_bounded(src, frame)  # a longer file is no frame of this size: reading it all would not help
@@ -398,6 +433,7 @@ def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"{src}: {exc} (check --size)") from None
     img = _enlarge(img, args.scale)
+    dst = _file_in(src, args.output, ".png")
     imageio.write_image(dst, img)
     if not args.quiet:
         _say(dst, f"{dst}: {img.shape[1]}x{img.shape[0]}")
@@ -415,6 +451,8 @@ def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int 
     from .core import palette_files
 
     if output:
+        if _names_folder(output):  # "p.gpl/" was written as the file p.gpl
+            raise CliError(f"{output}: -o names a palette file, not a folder (its suffix gives the format)")
         try:
             palette_files.write_palette(output, p, block=block)
         except ValueError as exc:
@@ -434,7 +472,10 @@ def _cmd_palette(args: argparse.Namespace) -> int:
     if args.output and _same_file(Path(args.image), Path(args.output)):
         raise CliError(f"{args.output}: -o is IMAGE; the palette would replace the picture it comes from")
     img = imageio.read_image(args.image)
-    p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed, dither=args.for_dithering)
+    try:
+        p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed, dither=args.for_dithering)
+    except ValueError as exc:  # "image has no opaque pixels" said nothing of which image, in a script's loop
+        raise CliError(_naming(exc, args.image)) from None
     p = pal.Palette(args.name or Path(args.image).stem, p.colors)
     return _write_palette_out(p, args.output, args.format, args.quiet)
 
@@ -525,7 +566,9 @@ def _cell_size(text: str) -> tuple[float, float]:
 def _cmd_snap(args: argparse.Namespace) -> int:
     from .core import snap as sn
 
-    jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
+    if args.json not in (None, "-") and _names_folder(args.json):  # "g.json/" was written as the file g.json
+        raise CliError(f"--json {args.json}: names a file to write, not a folder")
+    jobs, folder = _jobs(Path(args.input), args.output, ".png")
     if args.json not in (None, "-") and any(_same_file(p, Path(args.json)) for job in jobs for p in job):
         raise CliError(f"--json {args.json}: is an image this command reads or writes; name another file")
     report: dict[str, dict] = {}
@@ -559,7 +602,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
             cu.parse_colour(args.background)
         except ValueError as exc:
             raise CliError(f"--background: {exc}") from None
-    jobs, folder = _jobs(Path(args.input), Path(args.output), ".png")
+    jobs, folder = _jobs(Path(args.input), args.output, ".png")
 
     def work(src: Path, dst: Path) -> str:
         res = cu.cleanup(imageio.read_image(src), merge=args.merge, rare=args.rare, isolated=not args.no_isolated,

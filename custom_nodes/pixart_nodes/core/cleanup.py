@@ -25,7 +25,8 @@ Steps, in order (each optional):
    so the fill does not leak through a diagonal step of a 1-px outline) become transparent; with
    ``connected=False`` every such pixel does.
 
-Colours are compared exactly after step 1; pixels with alpha < 128 form one "transparent" class.
+Colours are compared exactly after step 1; pixels with alpha < 128 form one "transparent" class. A pixel of that
+class that no step changes is written as it came, partial alpha and colour kept.
 """
 from __future__ import annotations
 
@@ -69,13 +70,19 @@ def _keys(img: np.ndarray) -> np.ndarray:
 
 @compiled(cache=True, nogil=True)
 def _compose(img: np.ndarray, keys: np.ndarray, clear: np.ndarray, rgba: bool) -> np.ndarray:
-    """The output image: colours from ``keys``; with ``rgba``, alpha 0 where ``keys`` is transparent or ``clear``,
-    the input's alpha where a pixel kept its class, 255 where a transparent pixel was filled in."""
+    """The output image: colours from ``keys``; with ``rgba``, alpha 0 where ``clear`` or a step made a pixel
+    transparent, the input's alpha where a pixel kept its class, 255 where a transparent pixel was filled in."""
     h, w, c = img.shape
     out = np.zeros((h, w, 4 if rgba else 3), np.uint8)
     for y in range(h):
         for x in range(w):
             k = keys[y, x]
+            if k == TRANSPARENT and not clear[y, x] and c == 4 and img[y, x, 3] < 128:
+                # still in the transparent class: the steps only binarise alpha to compare pixels, so a half-clear
+                # pixel (alpha 1..127, a soft edge or shadow) no step changed is written as it came, not wiped
+                for ch in range(4):
+                    out[y, x, ch] = img[y, x, ch]
+                continue
             if k == TRANSPARENT or clear[y, x]:
                 if not rgba:
                     for ch in range(3):

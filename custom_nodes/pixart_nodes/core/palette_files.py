@@ -1,7 +1,7 @@
 """Palette files people download and the tools that read them: Lospec `.hex`, GIMP/Aseprite `.gpl`, JASC `.pal`
 (Paint Shop Pro, Aseprite, Pro Motion) and Microsoft's RIFF `.pal` (Windows, older palette sites) read by their
 first bytes, Photoshop `.act`, paint.net `.txt` and a PNG swatch image (one pixel or
-one square block per colour, as Lospec serves them). Every reader and writer keeps the palette's order.
+one block per colour, square as Lospec serves them or not). Every reader and writer keeps the palette's order.
 
 The format comes from the file extension (a RIFF palette from its first bytes); `.png` strips are read by measuring their block size, so a 1x, 8x or
 32x Lospec image gives the same palette.
@@ -46,7 +46,11 @@ def _lines(data: bytes, where: str) -> list[str]:
     try:
         return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError:
-        raise ValueError(f"{where}: not a text palette file (not UTF-8)") from None
+        if b"\0" in data:  # binary, or UTF-16: no palette program writes NULs
+            raise ValueError(f"{where}: not a text palette file (not UTF-8)") from None
+    # older Windows tools write the palette's name, comments and colour names in their code page (Latin-1, cp1252):
+    # one such byte refused the whole file, though the colours themselves are ASCII digits
+    return data.removeprefix(b"\xef\xbb\xbf").decode("cp1252", errors="replace").splitlines()
 
 
 # ------------------------------------------------------------------------------------------------ readers
@@ -162,22 +166,25 @@ MAX_STRIP_PIXELS = 1 << 24
 MAX_STRIP_CELLS = 4 * MAX_COLORS
 
 
-def _block_side(packed: np.ndarray) -> int:
-    """The swatch side of a strip of packed colours [h,w]: the gcd of every equal-colour run's length across rows
-    and columns. That equals the gcd of the run boundaries (every column where some row changes colour, every row
-    where some column does) and the sides, which one vectorised pass finds: a 1x strip gives 1, Lospec's 8x gives 8,
-    even when neighbouring swatches share a colour, as long as some run shows the block edge."""
+def _block_sides(packed: np.ndarray) -> tuple[int, int]:
+    """The swatch width and height of a strip of packed colours [h,w]: per axis, the gcd of every equal-colour run's
+    length along it. That equals the gcd of the run boundaries (every column where some row changes colour, every row
+    where some column does) and the side, which one vectorised pass finds: a 1x strip gives 1x1, Lospec's 8x gives
+    8x8, even when neighbouring swatches share a colour, as long as some run shows the block edge. Each axis on its
+    own: one square side for both read swatches of 20x10 px as two colours each. (A strip of square swatches whose
+    colours all come in equal pairs, a a b b, is the same picture as one of wide swatches, a b, and reads so.)"""
     h, w = packed.shape
     cols = np.flatnonzero((packed[:, 1:] != packed[:, :-1]).any(axis=0)) + 1
     rows = np.flatnonzero((packed[1:] != packed[:-1]).any(axis=1)) + 1
-    return int(np.gcd.reduce(np.concatenate(([w, h], cols, rows)).astype(np.int64)))
+    return (int(np.gcd.reduce(np.concatenate(([w], cols)).astype(np.int64))),
+            int(np.gcd.reduce(np.concatenate(([h], rows)).astype(np.int64))))
 
 
-def _check_cells(where: str, w: int, h: int, block: int) -> None:
-    cells = (h // block) * (w // block)
+def _check_cells(where: str, w: int, h: int, block_w: int, block_h: int) -> None:
+    cells = (h // block_h) * (w // block_w)
     if cells > MAX_STRIP_CELLS:
-        raise ValueError(f"{where}: {w}x{h} in swatches of {block}x{block} px is {cells:,} swatches; a palette strip "
-                         f"has at most {MAX_STRIP_CELLS:,}")
+        raise ValueError(f"{where}: {w}x{h} in swatches of {block_w}x{block_h} px is {cells:,} swatches; a palette "
+                         f"strip has at most {MAX_STRIP_CELLS:,}")
 
 
 def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
@@ -195,19 +202,21 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
         if im.width * im.height > MAX_STRIP_PIXELS:
             raise ValueError(f"{where}: {im.width}x{im.height} is more than a palette strip needs "
                              f"({MAX_STRIP_PIXELS:,} pixels)")
-        # the swatch side divides both sides, so the largest it can be already tells a 1 x 16M strip from a
-        # palette without decoding it (Pillow stores such an image a row at a time: 500 MB)
-        _check_cells(where, im.width, im.height, math.gcd(im.width, im.height))
+        # a square swatch's side divides both sides, so the largest it can be already tells a 1 x 16M strip from a
+        # palette without decoding it (Pillow stores such an image a row at a time: 500 MB); a strip of swatches so
+        # thin that their squares would be too many is refused with it
+        side = math.gcd(im.width, im.height)
+        _check_cells(where, im.width, im.height, side, side)
         try:
             # a 16-bit grey strip: Pillow's convert clips every value over 255, so each swatch read as white
             rgba = np.ascontiguousarray(narrow_grey(im).convert("RGBA"))
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"{where}: not a readable image ({exc})") from None
     h, w = rgba.shape[:2]
-    block = _block_side(rgba.view(np.uint32)[..., 0])  # one RGBA pixel as one number: only equality is asked
-    _check_cells(where, w, h, block)
+    bw, bh = _block_sides(rgba.view(np.uint32)[..., 0])  # one RGBA pixel as one number: only equality is asked
+    _check_cells(where, w, h, bw, bh)
     rgb: list[tuple[int, int, int]] = []
-    for c in rgba[block // 2::block, block // 2::block].reshape(-1, 4).tolist():
+    for c in rgba[bh // 2::bh, bw // 2::bw].reshape(-1, 4).tolist():
         if c[3] >= 128:  # transparent padding cells are skipped
             add_colour(rgb, (c[0], c[1], c[2]), where)
     return rgb
