@@ -184,7 +184,8 @@ WEBHOOK_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.progress"
 
 @with_config(ConfigDict(extra="forbid"))
 class WebhookSpec(TypedDict):
-    url: Annotated[str, Strict(), Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$", description=(
+    # min_length 1, not 8: the pattern needs 8 characters anyway, and "ftp://x" was answered "must not be empty"
+    url: Annotated[str, Strict(), Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$", description=(
         "Where the bridge POSTs Standard Webhooks messages about this job (signed; see docs/api/webhooks.md)."))]
     events: NotRequired[Annotated[list[Literal[WEBHOOK_EVENTS]], Field(min_length=1, max_length=4,  # type: ignore[valid-type]
                                                                        description=(
@@ -264,6 +265,17 @@ class FieldError:
     ctx: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the error's limits (ge, le, expected...)
 
 
+_TYPE_TAGS = ("str", "int", "float", "bool", "list", "dict", "none", "literal", "union")
+
+
+def _is_tag(part: str) -> bool:
+    # a tag may carry its item type too: "list[constrained-str]"
+    if part.startswith(("function-", "constrained-")):
+        return True
+    head, bracket, _ = part.partition("[")
+    return head in _TYPE_TAGS and (not bracket or part.endswith("]"))
+
+
 def _location(loc: Sequence[Any]) -> str | None:
     out = ""
     for part in loc:
@@ -271,8 +283,7 @@ def _location(loc: Sequence[Any]) -> str | None:
             part = shorten(part, NAME_SHOWN)
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and (part.startswith(("function-", "constrained-")) or part in (
-                "str", "int", "float", "bool", "list", "dict", "none", "literal", "union")):
+        elif isinstance(part, str) and _is_tag(part):
             continue  # pydantic names union members and validators in the location; clients never see them
         else:
             out += ("." if out else "") + str(part)
@@ -354,7 +365,30 @@ _TEMPLATES = {
     **dict.fromkeys(("list_type", "tuple_type"), "{name} must be a list"),
     **dict.fromkeys(("dict_type", "model_type", "model_attributes_type"), "{name} must be a JSON object"),
     "json_invalid": "{name} is not valid JSON",
+    "int_parsing_size": "{name} is too large a number",
 }
+
+# pydantic reads no float past 2^63 into an integer field, whatever the field's own limits
+_INT_READ = 2**63 - 1
+
+
+def _as_limit(err: Mapping[str, Any], model: type[BaseModel] | None) -> Mapping[str, Any]:
+    """A number too large to read as an integer (1e308 in `width`) as the limit it is past: pydantic reports it as
+    unparsable text ("Unable to parse input string as an integer") before it looks at any limit. A text of 4300+
+    digits in a field without that limit stays as it is (such a field takes a 300-digit text)."""
+    if err.get("type") != "int_parsing_size":
+        return err
+    value = err.get("input")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    below = value < 0 if number else isinstance(value, str) and value.strip().startswith("-")
+    lo, hi = _bounds(model, err.get("loc") or ())
+    bound = lo if below else hi
+    if bound is None and number:
+        bound = -_INT_READ if below else _INT_READ
+    if bound is None:
+        return err
+    kind, key = ("greater_than_equal", "ge") if below else ("less_than_equal", "le")
+    return {**err, "type": kind, "ctx": {key: bound}}
 
 
 def describe(err: Mapping[str, Any], field: str | None, model: type[BaseModel] | None = None) -> str:
@@ -412,6 +446,7 @@ def field_errors(exc: ValidationError, model: type[BaseModel] | None = None,
         if field in seen:
             continue
         seen.add(field)
+        err = _as_limit(err, model)
         out.append(FieldError(field, describe(err, field, model), str(err.get("type", "")),
                               dict(err.get("ctx") or {})))
     return out

@@ -153,8 +153,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal_error", INTERNAL_ERROR)
 
 
-# the encodings aiohttp would inflate (`auto_decompress`, off here; others it never did)
-_COMPRESSED = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
+def _encoded(header: str) -> bool:
+    """Whether a Content-Encoding value names any coding but identity: a list ("identity, gzip") as well, and one
+    nobody inflates ("compress"), which would be read as JSON all the same."""
+    codings = (part.partition(";")[0].strip().lower() for part in header.split(","))
+    return any(coding not in ("", "identity") for coding in codings)
 
 
 def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -163,8 +166,8 @@ def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Aw
 
     @web.middleware
     async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
-        if encoding in _COMPRESSED and request.body_exists:
+        encoding = ", ".join(request.headers.getall(hdrs.CONTENT_ENCODING, ())).strip().lower()
+        if _encoded(encoding) and request.body_exists:
             # Bodies are read as sent, as A1111 (FastAPI) reads them: aiohttp would inflate a 2 MB gzip body of
             # spaces to 250 MB before the size limit, read a broken one as an empty body (a job of defaults)
             # and answer a broken deflate with a 500; its parser does not inflate them (`auto_decompress` off, set

@@ -1007,3 +1007,107 @@ async def test_names_checked_by_pattern_refuse_a_last_newline(bridge_factory: An
     client = await bridge_factory(adapters=["aleaart"])
     resp = await client.get("/generated_images/a.png%0A")
     assert resp.status == 404 and await resp.json() == {"error": "Image not found"}
+
+
+async def test_an_unknown_option_is_named_by_the_start_of_its_key(bridge_factory: Any) -> None:
+    # the key came back whole, as its repr, in `detail` and in `errors`: 5 MB of \x7f made a 50 MB answer
+    client = await bridge_factory(adapters=["a1111"])
+    raw = json.dumps({"\x7f" * 1_000_000: 1}, ensure_ascii=False).encode()
+    resp = await client.post("/sdapi/v1/options", data=raw, headers={"Content-Type": "application/json"})
+    shown = repr("\x7f" * 80 + "…")
+    assert resp.status == 400 and await resp.json() == {
+        "error": "KeyError", "detail": f"unknown option {shown}", "body": "", "errors": shown}
+    assert len(await resp.read()) < 1000
+    resp = await client.post("/sdapi/v1/options", json={"no_such_option": 1})
+    assert resp.status == 400 and (await resp.json())["errors"] == "'no_such_option'"
+
+
+@pytest.mark.parametrize("encoding", ["gzip, identity", "identity,gzip", "gzip;q=1", "deflate,br", "compress"])
+async def test_any_coding_but_identity_in_content_encoding_is_refused(bridge_factory: Any, encoding: str) -> None:
+    # the whole header was looked up as one name: a list got past the 415 and the compressed body was answered
+    # "not UTF-8" (400) or 422, and `compress` (which nobody inflates) was read as JSON
+    client = await bridge_factory(adapters=["a1111", "jobs_api"])
+    plain = json.dumps({"parameters": {"prompt": "x"}}).encode()
+    body = plain if encoding == "compress" else gzip.compress(plain)
+    for path in ("/workflows/txt2img", "/sdapi/v1/txt2img"):
+        resp = await client.post(path, data=body, headers={"Content-Type": "application/json",
+                                                           "Content-Encoding": encoding})
+        err = await resp.json()
+        assert resp.status == 415 and err["field"] == "body" and repr(encoding) in err["message"], err
+    assert await client.server.app[ENGINE].list() == []
+    from multidict import CIMultiDict
+
+    twice = CIMultiDict([("Content-Type", "application/json"), ("Content-Encoding", "identity"),
+                         ("Content-Encoding", "gzip")])
+    assert (await client.post("/workflows/txt2img", data=gzip.compress(plain), headers=twice)).status == 415
+    ok = await client.post("/workflows/txt2img", data=plain, headers={"Content-Type": "application/json",
+                                                                      "Content-Encoding": "identity, Identity"})
+    assert ok.status == 202, await ok.text()
+
+
+async def test_an_unknown_key_inside_a_parameter_is_named_where_it_is(bridge_factory: Any) -> None:
+    # any extra key was taken for an unknown parameter: "unknown parameter 'loras' ... known: ..., loras, ..."
+    client = await bridge_factory(adapters=["jobs_api"])
+    resp = await client.post("/workflows/txt2img", json={"parameters": {"loras": [{"name": "a", "zzz": 1}]}})
+    assert resp.status == 400 and await resp.json() == {
+        "error": "loras[0].zzz: Extra inputs are not permitted", "field": "loras[0].zzz"}
+    resp = await client.post("/workflows/txt2img", json={"parameters": {"zzz": 1}})
+    body = await resp.json()
+    assert resp.status == 400 and body["field"] == "zzz" and body["error"].startswith("unknown parameter 'zzz'")
+
+
+async def test_a1111_names_a_list_item_as_the_client_wrote_it(bridge_factory: Any) -> None:
+    # pydantic's tag "list[constrained-str]" was kept: loc ["body", "prompt", "list", "constrained-str", 1]
+    client = await bridge_factory(adapters=["a1111"])
+    resp = await client.post("/sdapi/v1/txt2img", json={"prompt": ["ok", 1]})
+    body = await resp.json()
+    assert resp.status == 422 and [d["loc"] for d in body["detail"]] == [["body", "prompt"], ["body", "prompt", 1]]
+    assert body["errors"] == "prompt: str type expected; prompt[1]: str type expected"
+
+
+async def test_a_number_too_large_for_an_integer_is_refused_by_its_limit(bridge_factory: Any) -> None:
+    # pydantic reads no float past 2^63 into an int and says "Unable to parse input string as an integer, exceeded
+    # maximum size"; A1111's answer named the field twice ("width: width: Unable to parse ...")
+    client = await bridge_factory(adapters=["a1111", "jobs_api"])
+    for field, value, errors in [
+            ("width", 1e308, "width: ensure this value is less than or equal to 2048"),
+            ("width", -1e308, "width: ensure this value is greater than or equal to 64"),
+            ("steps", 1e20, "steps: ensure this value is less than or equal to 150"),
+            ("seed", 1e308, f"seed: ensure this value is less than or equal to {2**63 - 1}"),  # as large as it reads
+            ("seed", -1e308, "seed: ensure this value is greater than or equal to -1")]:
+        resp = await client.post("/sdapi/v1/txt2img", json={field: value})
+        body = await resp.json()
+        assert resp.status == 422 and body["errors"] == errors, body
+        assert body["detail"][0]["loc"] == ["body", field] and body["detail"][0]["msg"] == errors.split(": ", 1)[1]
+    resp = await client.post("/workflows/txt2img", json={"parameters": {"width": 1e308}})
+    assert resp.status == 400 and await resp.json() == {
+        "error": "width must be between 64 and 2048, got 1e+308", "field": "width"}
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://"])
+async def test_a_short_webhook_url_is_refused_as_not_http(bridge_factory: Any, url: str) -> None:
+    # a URL under 8 characters was answered "webhook.url must not be empty"
+    client = await bridge_factory(adapters=["jobs_api"])
+    resp = await client.post("/workflows/txt2img", json={"parameters": {"prompt": "x"}, "webhook": url})
+    assert resp.status == 400 and await resp.json() == {
+        "error": f"webhook.url must match the pattern ^https?://[^\\s]+$, got {url!r}", "field": "webhook.url"}
+    resp = await client.post("/workflows/txt2img", json={"parameters": {"prompt": "x"}, "webhook": ""})
+    assert resp.status == 400 and await resp.json() == {"error": "webhook.url must not be empty",
+                                                        "field": "webhook.url"}
+
+
+async def test_hr_scale_0_is_refused_as_a_negative_scale_is(bridge_factory: Any) -> None:
+    # `hr_scale or 2.0` ran 0 at twice the size; A1111 computes a 0-pixel target
+    client = await bridge_factory(adapters=["a1111"])
+    small = {"prompt": "x", "steps": 1, "width": 64, "height": 64, "enable_hr": True}
+    for scale, size in ((0, "0x0"), (-1, "-64x-64")):
+        resp = await client.post("/sdapi/v1/txt2img", json={**small, "hr_scale": scale})
+        body = await resp.json()
+        assert resp.status == 400 and body["errors"].startswith(f"hr_scale: the hires size would be {size};"), body
+    for given in ({}, {"hr_scale": None}):  # absent or null: A1111's default, 2
+        resp = await client.post("/sdapi/v1/txt2img", json={**small, **given})
+        assert resp.status == 200, await resp.text()
+        data = await resp.json()
+        assert json.loads(data["info"])["extra_generation_params"]["Hires upscale"] == 2.0
+        with Image.open(io.BytesIO(base64.b64decode(data["images"][0]))) as im:
+            assert im.size == (128, 128)

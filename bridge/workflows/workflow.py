@@ -255,7 +255,8 @@ class Workflow:
 
     def _invalid(self, exc: ValidationError) -> InvalidParameter:
         err = exc.errors(include_url=False)[0]
-        if err.get("type") == "extra_forbidden":
+        # only a top-level key is an unknown parameter; one inside a value ("loras[0].zzz") is named where it is
+        if err.get("type") == "extra_forbidden" and len(err["loc"]) == 1:
             name = str(err["loc"][0])
             return InvalidParameter(name, f"unknown parameter {name!r} for workflow {self.name!r}; "
                                           f"known: {', '.join(sorted(self.parameters))}")

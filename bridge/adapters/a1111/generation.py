@@ -272,11 +272,17 @@ def _bounded(side: float) -> int:
     return int(min(max(side, -1e9), 1e9)) if math.isfinite(side) else -1
 
 
+def _hr_scale(req: GenerationRequest) -> float:
+    # only null means A1111's default: `or 2.0` ran hr_scale 0 at twice the size, where A1111 (and -1 here) fails
+    scale = getattr(req, "hr_scale", None)
+    return 2.0 if scale is None else float(scale)
+
+
 def _hires_target(req: GenerationRequest, width: int, height: int) -> tuple[int, int, int, int]:
     """A1111's calculate_target_resolution: (upscale_to_x, upscale_to_y, truncate_x, truncate_y)."""
     rx, ry = int(getattr(req, "hr_resize_x", 0) or 0), int(getattr(req, "hr_resize_y", 0) or 0)
     if rx == 0 and ry == 0:
-        scale = float(getattr(req, "hr_scale", None) or 2.0)
+        scale = _hr_scale(req)
         # int() of an infinite size (hr_scale 1e308) raises; any size past the limit is refused the same way
         return _bounded(width * scale), _bounded(height * scale), 0, 0
     if ry == 0:
@@ -319,7 +325,7 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
     if not (8 <= to_x <= MAX_HIRES_SIZE and 8 <= to_y <= MAX_HIRES_SIZE):
         field = "hr_scale" if not (getattr(req, "hr_resize_x", 0) or getattr(req, "hr_resize_y", 0)) else \
             "hr_resize_x"
-        scale = float(getattr(req, "hr_scale", None) or 2.0)
+        scale = _hr_scale(req)
         size = "beyond any number" if field == "hr_scale" and not math.isfinite(gen.width * scale) else \
             f"{to_x}x{to_y}"
         raise field_error(field, f"the hires size would be {size}; each side must be 8..{MAX_HIRES_SIZE}")
@@ -340,7 +346,7 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
         raise field_error("eta", str(exc)) from None
     hires = Hires(upscaler=name, kind=kind, latent_mode=mode, model_file=file, width=lat_w * 8, height=lat_h * 8,
                   crop=crop, steps=steps, second_pass_steps=second, denoise=float(gen.denoising_strength or 0),
-                  sampler=sampler, sampler_named=hr_sampler_name, scale=float(getattr(req, "hr_scale", 2.0) or 2.0),
+                  sampler=sampler, sampler_named=hr_sampler_name, scale=_hr_scale(req),
                   resize=(int(getattr(req, "hr_resize_x", 0) or 0), int(getattr(req, "hr_resize_y", 0) or 0)))
     # Second-pass prompts: the request's hr_prompt (styles applied, as A1111's setup_prompts), else the prompt.
     hr_prompt, hr_negative = getattr(req, "hr_prompt", "") or "", getattr(req, "hr_negative_prompt", "") or ""

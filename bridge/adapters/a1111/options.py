@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 
+from bridge.errors import NAME_SHOWN, quote
 from bridge.fields import MAX_TEXT, Bool, Float, Int, Text, describe
 
 from .models import A1111Error, field_error
@@ -152,7 +153,9 @@ def checked_updates(body: Mapping[str, Any]) -> dict[str, Any]:
     table = defaults()
     unknown = [k for k, v in body.items() if k not in table and v is not None]
     if unknown:
-        raise A1111Error(400, f"unknown option {unknown[0]!r}", error="KeyError", errors=repr(unknown[0]))
+        # a made-up key may be megabytes: its repr, twice, made a 50 MB answer encoded on the event loop
+        name = quote(unknown[0], NAME_SHOWN)
+        raise A1111Error(400, f"unknown option {name}", error="KeyError", errors=name)
     return {k: _check_one(k, v) for k, v in body.items()
             if k in table and k not in IGNORED_ON_POST and not _is_html(k)}
 
