@@ -167,9 +167,10 @@ class Webhooks:
         self._passed_over: list[Delivery] = []  # claimed, but past the bounds on waiting: to give back
         # "all" and the keys of `_waiting`: since when a message was passed over for them with no answer since
         self._bound_since: dict[str, float] = {}
-        # those keys: the due times more than PASS_BACK_DELAY ahead their messages were given back with (`_pass_back`)
-        self._given_back: dict[str, set[float]] = {}
-        self._advance: set[float] = set()  # such due times whose receiver answered since: due sooner
+        # due times more than PASS_BACK_DELAY ahead that passed-over messages were given back with (`_pass_back`) ->
+        # those of their keys that have had no answer since; once none is left the due time moves (`_advance`)
+        self._given_back: dict[float, set[str]] = {}
+        self._advance: set[float] = set()
         self._handed_off: dict[float, float] = {}  # shared store: due times given back -> until when left to others
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
@@ -391,13 +392,9 @@ class Webhooks:
         self._bound_since = {k: t for k, t in self._bound_since.items()
                              if self._waiting_for(k) or now - t <= self._hold}
         soon = now + PASS_BACK_DELAY
-        self._given_back = {k: later for k, dues in self._given_back.items() if (later := {t for t in dues if t > soon})}
+        self._given_back = {t: keys for t, keys in self._given_back.items() if t > soon}
         if self._advance:
-            # a group's due time is shared by every message given back with it, other receivers' too if their delays
-            # came out the same (both at a hold): those are claimed, passed over and given back once more
-            # not those still given back for a bound that has had no answer (a client's other host answering)
-            still = set().union(*self._given_back.values())
-            advance, self._advance = self._advance - still, set()
+            advance, self._advance = self._advance, set()
             try:
                 await self.store.advance_deliveries(advance, soon)
             except Exception as exc:  # noqa: BLE001 - the store is away: they come due in their own time
@@ -407,13 +404,16 @@ class Webhooks:
         passed, self._passed_over = self._passed_over, []
         # due again after as long as its bounds have held without an answer, at least PASS_BACK_DELAY and at most a
         # hold: a receiver that stays away is asked about less and less often
-        by_due: dict[float, list[Delivery]] = {}
-        for d in passed:
-            ages = [now - t for k in self._bounds_of(d) if (t := self._bound_since.get(k)) is not None]
-            by_due.setdefault(now + min(self._hold, max([PASS_BACK_DELAY, *ages])), []).append(d)
-        groups = list(by_due.items())
         since = dict(self._bound_since)  # an answer while a group is written back pops its key: due sooner then
-        for n, (due, given) in enumerate(groups):
+        by_due: dict[tuple[float, frozenset[str]], list[Delivery]] = {}
+        for d in passed:
+            keys = frozenset(k for k in self._bounds_of(d) if k in since)
+            due = now + min(self._hold, max([PASS_BACK_DELAY, *(now - since[k] for k in keys)]))
+            by_due.setdefault((due, keys), []).append(d)
+        # one due time per group of keys, so that one receiver's answer moves its own messages and no other's (two
+        # hanging receivers both at a hold came out at the same time)
+        groups = [(due + n * 1e-6, keys, given) for n, ((due, keys), given) in enumerate(by_due.items())]
+        for n, (due, keys, given) in enumerate(groups):
             try:
                 # only while the claim is still this replica's: one another replica made since stays its own
                 await self.store.reclaim_deliveries([(d.id, d.next_at) for d in given], due)
@@ -421,15 +421,15 @@ class Webhooks:
                     self._handed_off[due] = due + SHARED_POLL
                     if len(self._handed_off) > 64:  # each is a parameter of every claim; rounds can be many a second
                         self._handed_off.pop(next(iter(self._handed_off)))
-                elif due > soon:
-                    for k in {k for d in given for k in self._bounds_of(d) if k in since}:
-                        if self._bound_since.get(k) == since[k]:
-                            self._given_back.setdefault(k, set()).add(due)
-                        else:
-                            self._advance.add(due)
-                            self._wake.set()
+                elif due > soon and keys:
+                    owed = {k for k in keys if self._bound_since.get(k) == since[k]}
+                    if owed:
+                        self._given_back[due] = owed
+                    else:  # all answered while this was written
+                        self._advance.add(due)
+                        self._wake.set()
             except BaseException as exc:
-                left = [d for _, ds in groups[n:] for d in ds]
+                left = [d for _, _, ds in groups[n:] for d in ds]
                 self._passed_over[:0] = left  # given back next round, or released by stop()
                 if not isinstance(exc, Exception):
                     raise
@@ -504,9 +504,14 @@ class Webhooks:
                     # an answer: its bounds are being worked off, and later give-backs wait PASS_BACK_DELAY again, as
                     # those given back with a longer delay do from now once no other bound holds them (the loop
                     # moves them)
-                    for k in self._bounds_of(d):
+                    answered = self._bounds_of(d)
+                    for k in answered:
                         self._bound_since.pop(k, None)
-                        self._advance.update(self._given_back.pop(k, ()))
+                    for due, owed in list(self._given_back.items()):
+                        owed.difference_update(answered)
+                        if not owed:
+                            del self._given_back[due]
+                            self._advance.add(due)
                     if self._advance:
                         self._wake.set()
                 d.attempts.append({"at": started, "duration_ms": round((ended - started) * 1000, 1),
