@@ -48,6 +48,8 @@ class InvalidParameter(BridgeError):
     code = "invalid_parameter"
 
     def __init__(self, field: str, message: str) -> None:
+        # a field may be a key the client made up: megabytes, echoed in every answer that names it
+        field = shorten(field, NAME_SHOWN)
         # The field is repeated in the text because many clients only show the message.
         text = message if field and field in message else f"{field}: {message}" if field else message
         super().__init__(text, field=field or None)

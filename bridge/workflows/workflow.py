@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Stri
 from pydantic_core import PydanticCustomError
 
 from bridge import fields
-from bridge.errors import InvalidParameter
+from bridge.errors import NAME_SHOWN, InvalidParameter, quote
 
 from .cost import IMAGE_SIZES, Endless, Formula, formula, split_name
 from .graph import ancestors
@@ -258,7 +258,7 @@ class Workflow:
         # only a top-level key is an unknown parameter; one inside a value ("loras[0].zzz") is named where it is
         if err.get("type") == "extra_forbidden" and len(err["loc"]) == 1:
             name = str(err["loc"][0])
-            return InvalidParameter(name, f"unknown parameter {name!r} for workflow {self.name!r}; "
+            return InvalidParameter(name, f"unknown parameter {quote(name, NAME_SHOWN)} for workflow {self.name!r}; "
                                           f"known: {', '.join(sorted(self.parameters))}")
         bad = fields.first_error(exc, self.request_model)
         return InvalidParameter(bad.field or "parameters", bad.message)
