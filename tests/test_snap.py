@@ -147,9 +147,16 @@ def test_pixel_art_at_its_true_size_is_returned():
     again = sn.snap(np.ascontiguousarray(once.image))
     assert not again.detected and again.image.shape[:2] == (32, 32), again.message
     assert "true size" in again.message
-    spr = sprite(24, 24, seed=3)
-    assert not sn.snap(spr).detected
-    assert np.array_equal(sn.snap(enlarge(spr, 2)).image, spr)
+    for seed in range(6):  # 2-px grids on one axis too (2.27x6.00 halved one 24x24 sprite to 11x4)
+        spr = sprite(24, 24, seed=seed)
+        assert not sn.snap(spr).detected, (seed, sn.snap(spr).message)
+        assert np.array_equal(sn.snap(enlarge(spr, 2)).image, spr)
+        # crisp but not a clean enlargement (2% of its pixels changed to other sprite colours): still snapped
+        big = enlarge(spr, 2).copy()
+        rng = np.random.default_rng(seed)
+        specks = rng.random(big.shape[:2]) < 0.02
+        big[specks] = spr.reshape(-1, spr.shape[2])[rng.integers(0, spr.shape[0] * spr.shape[1], specks.sum())]
+        assert sn.snap(big).image.shape[:2] == (24, 24), seed
 
 
 def test_tiny_image_is_returned():

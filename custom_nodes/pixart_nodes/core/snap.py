@@ -28,7 +28,7 @@ Per axis, independently (pixels need not be square):
 Nothing is detected (and the input is returned) when an axis scores under ``MIN_SCORE`` (``MIN_SCORE_SMALL`` for
 cells under 3 px), or when fewer than ``MIN_PURITY`` of the cells with edges around them are flat inside: a photo or
 drawing can fit a flexible grid in one dimension, but its edges run through cells. Cells under 3 px have no inner
-part to test: there a crisp image (few exact colours) with about as much edge evidence between a cell's pixels as on
+part to test: there a crisp image (few exact colours) with much edge evidence between a cell's pixels as well as on
 its edges is pixel art at its true size (``MAX_INNER_EDGES``), which a grid of about 2 px would halve.
 
 Colour per cell: the dominant colour of the cell's inner part (a quarter of the cell width is left out on each
@@ -52,12 +52,14 @@ from .jit import compiled
 MIN_SCORE = 0.25  # grid score (share of the edge evidence explained, less costs) an axis needs
 MIN_SCORE_SMALL = 0.4  # ... with cells under 3 px, where the cell purity test cannot help
 MIN_PURITY = 0.6  # share of cells with edges nearby whose inner part is flat, for a grid of 3+ px cells
-# For cells under 3 px (no inner part to test) in a crisp image (at most CRISP_COLOURS exact colours: no blur, JPEG
-# or noise): the edge evidence between the pixels of a cell against that on its edges, on the axis where it is
-# highest. A nearest-neighbour enlargement has none there (bench_snap's clean 2-3 px cells: 0.00-0.05), while a sprite
-# at its true size (every pixel its own cell) fits a grid of about 2 px with 0.61-0.90. Degraded enlargements reach
-# 0.78 and are left to the score: blur and JPEG make them anything but crisp.
-MAX_INNER_EDGES = 0.3
+# For cells under 3 px on either axis (the purity test needs 3) in a crisp image (at most CRISP_COLOURS exact colours:
+# no blur, JPEG or noise): the edge evidence between the pixels of a cell against that on its edges, on the axis
+# where it is highest. A nearest-neighbour enlargement has none there (bench_snap's clean 2-3 px cells: 0.00-0.05),
+# while a sprite at its true size (every pixel its own cell) fits a grid of about 2 px with more. Measured on the
+# tests' sprites: at 0.5, 1 of 36 true-size sprites still halved (at 0.3 also 1, at 0.6 5), 2x enlargements with 5%
+# of pixels changed to other palette colours all snapped (at 0.3 2 of 8), with 10% 4 of 8 (0 at 0.3). Degraded
+# enlargements are left to the score: blur and JPEG make them anything but crisp.
+MAX_INNER_EDGES = 0.5
 CRISP_COLOURS = 256
 PARTIAL = 0.3  # a border cell is kept when this share of a cell is visible
 MIN_SIZE = 2.0  # smallest detectable cell size in pixels
@@ -791,9 +793,9 @@ def snap(img: np.ndarray | list[np.ndarray], *, min_size: float = MIN_SIZE, max_
     if not weak and not (cell_width and cell_height):
         pure = purity(images[0], gy.edges, gx.edges)
         inner = max(inner_edges(px, gx), inner_edges(py, gy))
-        if max(gx.size, gy.size) < 3 and inner > MAX_INNER_EDGES and _crisp(images[0]):
-            why = (f"a {gx.size:.2f}x{gy.size:.2f} grid fits the edges, but there are as many between its cells' "
-                   f"pixels ({inner:.0%} of those on its edges): the image looks like pixel art at its true size")
+        if min(gx.size, gy.size) < 3 and inner > MAX_INNER_EDGES and _crisp(images[0]):
+            why = (f"a {gx.size:.2f}x{gy.size:.2f} grid fits the edges, but there are many between its cells' pixels "
+                   f"too ({inner:.0%} of those on its edges): the image looks like pixel art at its true size")
         if pure is not None and pure < MIN_PURITY:
             why = (f"a {gx.size:.2f}x{gy.size:.2f} grid fits the edges, but only {pure:.0%} of the cells near edges "
                    f"are flat inside (pixel art: nearly all)")
