@@ -403,6 +403,18 @@ def test_a_trailing_separator_on_out_names_a_folder(images, capsys):
     assert not (o / "p.gpl").exists() and not (o / "g.json").exists()
 
 
+def test_outputs_named_after_their_inputs_never_replace_them(images, capsys):
+    # "cleanup in/a.png in/" (and a folder into itself) wrote a.png over the input, exit 0
+    before = (images / "a.png").read_bytes()
+    for argv in (["cleanup", images / "a.png", f"{images}/"], ["cleanup", images, images],
+                 ["snap", images / "a.png", images]):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and "would replace the input" in _one_error_line(err), argv
+    assert (images / "a.png").read_bytes() == before
+    code, _, _ = _run(capsys, "-q", "cleanup", images / "a.png", images / "a.png")  # asked for by name: in place
+    assert code == 0
+
+
 @pytest.mark.parametrize("argv", [
     ["convert", "{d}/a.png", "{d}/o.png", "--pixel-size", "08"],
     ["convert", "{d}/a.png", "{d}/o.png", "--colors", "08"],

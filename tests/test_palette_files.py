@@ -337,6 +337,12 @@ def test_text_palettes_with_names_in_a_windows_code_page_are_read(name: str, dat
         palette_files.read_palette(name, data.replace(b"\n", b"\0\n"))
 
 
+def test_one_code_page_line_leaves_the_utf8_ones_as_they_are() -> None:
+    # the whole file was decoded as cp1252 once one line was not UTF-8: "Café ünïcode" came back "CafÃ© Ã¼nÃ¯code"
+    data = "GIMP Palette\nName: Café ünïcode\n".encode() + b"# by Ren\xe9e\n255 0 0\tRouge\n"
+    assert palette_files.read_palette("mixed.gpl", data).name == "Café ünïcode"
+
+
 def test_png_swatches_that_are_not_square_are_read_once_each() -> None:
     # the swatch side was one gcd for both axes: 20x10 swatches were read as two 10x10 each, every colour twice
     colours = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]]

@@ -213,11 +213,23 @@ def _jobs(src: Path, out: str, suffix: str, *, hint: str = "") -> tuple[list[tup
             other = first.setdefault((f.stem + suffix).casefold(), f)  # one file on a case-insensitive disk
             if other is not f:
                 raise CliError(f"{other} and {f} have the same output {dst / (f.stem + suffix)}; rename one")
+        pairs = [(f, dst / (f.stem + suffix)) for f in files]
+        _not_over_inputs(pairs, out)
         dst.mkdir(parents=True, exist_ok=True)
-        return [(f, dst / (f.stem + suffix)) for f in files], True
+        return pairs, True
     if not src.exists():
         raise CliError(f"{src}: no such file or folder")
-    return [(src, _file_in(src, out, suffix))], False
+    pairs = [(src, _file_in(src, out, suffix))]
+    if Path(out).is_dir():  # named after IN inside OUT: IN itself when OUT is IN's own folder ("OUT IN" is asked)
+        _not_over_inputs(pairs, out)
+    return pairs, False
+
+
+def _not_over_inputs(pairs: list[tuple[Path, Path]], out: str) -> None:
+    # an output named after its input in IN's own folder replaced the input, silently
+    for src, dst in pairs:
+        if _same_file(src, dst):
+            raise CliError(f"{out}: writing {dst.name} there would replace the input {src}; name another folder")
 
 
 def _naming(exc: Exception, src: Path | str, *others: Path | str) -> str:

@@ -26,7 +26,8 @@ Steps, in order (each optional):
    ``connected=False`` every such pixel does.
 
 Colours are compared exactly after step 1; pixels with alpha < 128 form one "transparent" class. A pixel of that
-class that no step changes is written as it came, partial alpha and colour kept.
+class that no step changes is written as it came if it is partly opaque (alpha 1..127), partial alpha and colour
+kept.
 """
 from __future__ import annotations
 
@@ -77,16 +78,14 @@ def _compose(img: np.ndarray, keys: np.ndarray, clear: np.ndarray, rgba: bool) -
     for y in range(h):
         for x in range(w):
             k = keys[y, x]
-            if k == TRANSPARENT and not clear[y, x] and c == 4 and img[y, x, 3] < 128:
+            if k == TRANSPARENT and not clear[y, x] and c == 4 and 0 < img[y, x, 3] < 128:
                 # still in the transparent class: the steps only binarise alpha to compare pixels, so a half-clear
-                # pixel (alpha 1..127, a soft edge or shadow) no step changed is written as it came, not wiped
+                # pixel (alpha 1..127, a soft edge or shadow) no step changed is written as it came, not wiped (a
+                # fully clear one stays black under alpha 0, as the node's IMAGE output always showed it)
                 for ch in range(4):
                     out[y, x, ch] = img[y, x, ch]
                 continue
-            if k == TRANSPARENT or clear[y, x]:
-                if not rgba:
-                    for ch in range(3):
-                        out[y, x, ch] = img[y, x, ch]
+            if k == TRANSPARENT or clear[y, x]:  # only with rgba: without alpha or a background there is neither
                 continue
             out[y, x, 0] = (k >> 16) & 255
             out[y, x, 1] = (k >> 8) & 255

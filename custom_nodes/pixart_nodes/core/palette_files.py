@@ -49,8 +49,16 @@ def _lines(data: bytes, where: str) -> list[str]:
         if b"\0" in data:  # binary, or UTF-16: no palette program writes NULs
             raise ValueError(f"{where}: not a text palette file (not UTF-8)") from None
     # older Windows tools write the palette's name, comments and colour names in their code page (Latin-1, cp1252):
-    # one such byte refused the whole file, though the colours themselves are ASCII digits
-    return data.removeprefix(b"\xef\xbb\xbf").decode("cp1252", errors="replace").splitlines()
+    # one such byte refused the whole file, though the colours themselves are ASCII digits. Line by line: one stray
+    # byte turned every UTF-8 name of the file into mojibake
+    return [_line(raw) for raw in data.removeprefix(b"\xef\xbb\xbf").splitlines()]
+
+
+def _line(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
 
 
 # ------------------------------------------------------------------------------------------------ readers
