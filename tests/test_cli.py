@@ -436,6 +436,10 @@ def test_integer_options_are_plain_decimal_only(images, capsys):
     assert cli._int_in(1, 10)("010") == 10 and cli._int_in(0, 5)(" 0 ") == 0
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer 1..10, got '0xa'"):
         cli._int_in(1, 10)("0xa")
+    # --seed was int(): "1_0" and "+4" passed, a negative one reached numpy
+    for argv in (["convert", images / "a.png", images / "s.png", "--colors", "4"], ["palette", images / "a.png"]):
+        code, _, err = _run(capsys, *argv, "--seed", "1_0")
+        assert code == 2 and "argument --seed: expected an integer" in _one_error_line(err), (argv, err)
 
 
 def test_error_lines_name_their_file_once_and_dither_names_ignore_case(images, capsys):

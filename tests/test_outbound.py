@@ -70,6 +70,10 @@ async def test_public_addresses_and_the_allow_list_pass() -> None:
     ("2001:0:7f00:1::", "reserved"),  # Teredo: already not global
 ])
 async def test_an_ipv6_address_embedding_a_refused_one_is_refused(literal: str, why: str, monkeypatch: Any) -> None:
+    if why == "reserved":  # every refusal's text says "reserved": these are refused as themselves, not unwrapped
+        import ipaddress
+
+        why = f"resolves to {ipaddress.ip_address(literal)},"
     with pytest.raises(OutboundRefused, match=f"{why}.*BRIDGE_OUTBOUND_ALLOW"):
         check_url(f"http://[{literal}]/x.png", PUBLIC)
     # and by name, as a resolver's answer

@@ -701,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "it for every one; default on with --indexed and for an animated GIF")
     c.add_argument("--extract-method", choices=("kmeans", "median-cut"), default="kmeans",
                    help="palette extraction for --colors (default kmeans)")
-    c.add_argument("--seed", type=int, default=0, help="seed for k-means palette extraction")
+    c.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0, help="seed for k-means palette extraction")
     c.add_argument("--dither", default="none", help="none, floyd-steinberg, atkinson, bayer-4x4, blue-noise, ...")
     c.add_argument("--distance", choices=("oklab", "rgb"), default="oklab", help="colour distance (default oklab)")
     c.add_argument("--strength", type=_unit_float, default=1.0, help="dither strength 0..1 (default 1)")
@@ -733,7 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("rgb565-preview", parents=[common], help="unpack an RGB565 frame into a PNG",
                        description="Unpack a raw RGB565 frame into an image, as the LCD shows it.")
     v.add_argument("input", metavar="IN", type=_path, help="raw .bin frame")
-    v.add_argument("output", metavar="OUT", type=_path, help="output image (PNG)")
+    v.add_argument("output", metavar="OUT", type=_path,
+                   help="output image (PNG), or a folder (existing, or a name ending in /)")
     v.add_argument("--size", type=_size, default=(240, 240), help="frame size WxH (default 240x240)")
     v.add_argument("--byte-order", choices=rgb565.BYTE_ORDERS, default="big", help="default big")
     v.add_argument("--inverted", action="store_true", help="the frame was packed with --invert")
@@ -745,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", type=_path, help="image file")
     p.add_argument("--colors", type=_colour_count, default=16, help="number of colours (default 16)")
     p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
-    p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    p.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0, help="k-means seed (default 0)")
     p.add_argument("--for-dithering", action="store_true",
                    help="kmeans, images without transparent pixels: the palette is for error diffusion; its "
                         "colours are refined for the dithered image, so dithering reaches the image's extremes (what "
