@@ -210,22 +210,23 @@ def _traced_peak_mib(fn) -> tuple[float, BaseException | None]:
     return peak / 2**20, err
 
 
-def _loop_block(packed: np.ndarray) -> int:
-    """The swatch side as the gcd of every equal-colour run of every row and column, one at a time."""
+def _loop_block(packed: np.ndarray) -> tuple[int, int]:
+    """The swatch width and height as the gcd of every equal-colour run along each row, and along each column, one
+    at a time."""
     def runs(line: np.ndarray) -> int:
         bounds = np.concatenate(([0], np.flatnonzero(line[1:] != line[:-1]) + 1, [len(line)]))
         return int(np.gcd.reduce(np.diff(bounds)))
     h, w = packed.shape
-    return math.gcd(w, h, *(runs(packed[y]) for y in range(h)), *(runs(packed[:, x]) for x in range(w)))
+    return math.gcd(w, *(runs(packed[y]) for y in range(h))), math.gcd(h, *(runs(packed[:, x]) for x in range(w)))
 
 
-def test_strip_block_side_equals_the_gcd_of_every_run() -> None:
+def test_strip_block_sides_equal_the_gcd_of_every_run_along_each_axis() -> None:
     rng = np.random.default_rng(0)
-    for block in (1, 2, 3, 8, 32):
+    for bw, bh in ((1, 1), (2, 2), (3, 3), (8, 8), (32, 32), (20, 10), (3, 7)):
         for n in (1, 2, 5, 16, 17):
             for rows in (1, 3):  # few colours: neighbouring swatches often share one
-                packed = np.repeat(np.repeat(rng.integers(0, 3, (rows, n)), block, 0), block, 1).astype(np.uint32)
-                assert math.gcd(*palette_files._block_sides(packed)) == _loop_block(packed), (block, n, rows)
+                packed = np.repeat(np.repeat(rng.integers(0, 3, (rows, n)), bh, 0), bw, 1).astype(np.uint32)
+                assert palette_files._block_sides(packed) == _loop_block(packed), (bw, bh, n, rows)
 
 
 def test_png_with_more_swatches_than_a_strip_holds_is_refused_before_listing_them() -> None:
@@ -338,7 +339,7 @@ def test_text_palettes_with_names_in_a_windows_code_page_are_read(name: str, dat
 
 
 def test_one_code_page_line_leaves_the_utf8_ones_as_they_are() -> None:
-    # the whole file was decoded as cp1252 once one line was not UTF-8: "Café ünïcode" came back "CafÃ© Ã¼nÃ¯code"
+    # the whole file was decoded as cp1252 once one line was not UTF-8: "Café ünïcode" came back mojibake
     data = "GIMP Palette\nName: Café ünïcode\n".encode() + b"# by Ren\xe9e\n255 0 0\tRouge\n"
     assert palette_files.read_palette("mixed.gpl", data).name == "Café ünïcode"
 
