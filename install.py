@@ -187,10 +187,12 @@ class Installer:
     def install_packages(self) -> None:
         stamp = self.stamp_path()
         reqs = comfyui_requirements(self.comfyui) if self.comfyui else None
-        digest = install_fingerprint(REPO_ROOT / "pyproject.toml", reqs, self.python, self.extras)
         # an install with the test extras holds everything the bridge alone needs
-        enough = {digest, install_fingerprint(REPO_ROOT / "pyproject.toml", reqs, self.python, TEST_EXTRAS)}
-        if not self.args.force and stamp is not None and stamp.is_file() and stamp.read_text().strip() in enough:
+        enough = {extras: install_fingerprint(REPO_ROOT / "pyproject.toml", reqs, self.python, extras)
+                  for extras in dict.fromkeys((self.extras, TEST_EXTRAS))}
+        digest = enough[self.extras]
+        done = stamp is not None and stamp.is_file() and stamp.read_text().strip() in enough.values()
+        if done and not self.args.force:
             say(f"dependencies unchanged since the last install ({stamp.name}); skipping pip (--force reinstalls)")
             return
         with tempfile.TemporaryDirectory(prefix="pixart-install-") as tmp:

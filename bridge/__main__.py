@@ -25,12 +25,16 @@ _FLAG_FIELDS = (
 )
 
 
+def _setting_line(cls: Any, field: str, description: str | None) -> str:
+    return f"  {env_name(cls, field):<28} {description or ''}"
+
+
 def _env_help() -> str:
     lines = ["settings (flag > --set > environment > .env file > default):"]
     for name, info in Settings.model_fields.items():
         if name == "adapter_overrides":
             continue
-        lines.append(f"  {env_name(Settings, name):<28} {info.description or ''}")
+        lines.append(_setting_line(Settings, name, info.description))
     lines.append("--set NAME=VALUE overrides any variable by name, an adapter's too (below).")
     return "\n".join(lines)
 
@@ -52,7 +56,7 @@ def _adapter_help() -> str:
         cls = classes.pop(0)
         classes.extend(cls.__subclasses__())
         lines.append(f"\n{(cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip('.')}:")
-        lines.extend(f"  {env_name(cls, field):<28} {info.description or ''}"
+        lines.extend(_setting_line(cls, field, info.description)
                      for field, info in cls.model_fields.items() if not info.exclude)
     return "\n".join(lines) + "\n"
 

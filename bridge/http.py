@@ -166,7 +166,7 @@ def body_limit_middleware(max_bytes: int) -> Callable[[web.Request, Handler], Aw
 
     @web.middleware
     async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        encoding = ", ".join(request.headers.getall(hdrs.CONTENT_ENCODING, ())).strip().lower()
+        encoding = ", ".join(request.headers.getall(hdrs.CONTENT_ENCODING, ()))
         if _encoded(encoding) and request.body_exists:
             # Bodies are read as sent, as A1111 (FastAPI) reads them: aiohttp would inflate a 2 MB gzip body of
             # spaces to 250 MB before the size limit, read a broken one as an empty body (a job of defaults)

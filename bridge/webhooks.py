@@ -171,7 +171,8 @@ class Webhooks:
         # those of their keys that have had no answer since; once none is left the due time moves (`_advance`)
         self._given_back: dict[float, set[str]] = {}
         self._advance: set[float] = set()
-        self._handed_off: dict[float, float] = {}  # shared store: due times given back -> until when left to others
+        # shared store: due times of messages given back, each left to the other replicas until SHARED_POLL after it
+        self._handed_off: dict[float, None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._global = asyncio.Semaphore(self.policy.concurrency)
         self._hosts = _Slots(self.policy.per_host)
@@ -313,7 +314,7 @@ class Webhooks:
                 # Claimed: each due message is held for one attempt's time from the replicas sharing the store.
                 room = WAITING_IN_ALL - len(self._in_flight)
                 now = time.time()
-                self._handed_off = {due: until for due, until in self._handed_off.items() if until > now}
+                self._handed_off = {due: None for due in self._handed_off if due + SHARED_POLL > now}
                 if room > 0:
                     for d in await self.store.claim_deliveries(now, min(200, room), hold=self._hold,
                                                                skip=list(self._handed_off)):
@@ -322,7 +323,8 @@ class Webhooks:
                 if room > 0:
                     next_at = await self.store.next_delivery_at(skip=list(self._handed_off))
                     # and when this replica takes those it handed off again
-                    next_at = min([t for t in (next_at, *self._handed_off.values()) if t is not None], default=None)
+                    ends = [due + SHARED_POLL for due in self._handed_off]
+                    next_at = min([t for t in (next_at, *ends) if t is not None], default=None)
                     delay = 30.0 if next_at is None else min(30.0, max(0.05, next_at - time.time()))
             except Exception as exc:  # noqa: BLE001 - the store is away: deliveries wait in it
                 log.warning("webhook deliveries not read: %s", exc)
@@ -418,7 +420,7 @@ class Webhooks:
                 # only while the claim is still this replica's: one another replica made since stays its own
                 await self.store.reclaim_deliveries([(d.id, d.next_at) for d in given], due)
                 if self.store.shared:
-                    self._handed_off[due] = due + SHARED_POLL
+                    self._handed_off[due] = None
                     if len(self._handed_off) > 64:  # each is a parameter of every claim; rounds can be many a second
                         self._handed_off.pop(next(iter(self._handed_off)))
                 elif due > soon and keys:
