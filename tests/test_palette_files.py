@@ -242,10 +242,12 @@ def test_png_with_more_swatches_than_a_strip_holds_is_refused_before_listing_the
     grid[0, :16] = [[17 * i, 0, 255 - 17 * i, 255] for i in range(16)]
     assert len(palette_files.read_palette("grid.png", _png(grid))) == 16
     with pytest.raises(ValueError, match=r"^thin.png: 1025x1 in swatches of 1x1 px is 1,025 swatches"):
-        palette_files.read_palette("thin.png", _png(np.full((1, 1025, 3), 7, np.uint8)))
-    # sides with no common divisor but 1 are refused from the header: this one has no pixel data to decode
-    with pytest.raises(ValueError, match=r"^tall.png: 1x16777216 in swatches of 1x1 px is 16,777,216 swatches"):
+        palette_files.read_palette("thin.png", _png((np.arange(1025, dtype=np.uint8) % 2 * 255)[None]))
+    # more rows than a column of 256 tall swatches are refused from the header: this one has no pixel data to decode
+    with pytest.raises(ValueError, match=r"^tall.png: 1x16777216 is taller than a palette strip needs \(65,536 rows\)$"):
         palette_files.read_palette("tall.png", claimed_png(1, 1 << 24))
+    assert palette_files.read_palette("column.png", _png(np.full((1 << 16, 1, 3), 7, np.uint8))).colors.tolist() \
+        == [[7, 7, 7]]
 
 
 @pytest.mark.parametrize("name,head,line,bad", [
@@ -354,6 +356,12 @@ def test_png_swatches_that_are_not_square_are_read_once_each() -> None:
     grid = np.repeat(np.repeat(np.array([colours[:2] + colours[:1], colours[2:] + colours[3:]], np.uint8), 9, 0), 6, 1)
     assert palette_files.read_palette("grid.png", _png(grid)).colors.tolist() == [*colours[:2], colours[0],
                                                                                   *colours[2:], colours[3]]
+    # a thin strip of a full palette of non-square swatches: their squares (2x2, the sides' gcd) would be 1,920
+    many = np.random.default_rng(5).permutation(256 ** 3)[:256]
+    many = np.stack([many >> 16, many >> 8 & 255, many & 255], axis=1).astype(np.uint8)
+    for sides, strip in (("3x10", np.repeat(np.repeat(many[None], 10, 0), 3, 1)),
+                         ("10x3", np.repeat(np.repeat(many[:, None], 3, 0), 10, 1))):
+        assert palette_files.read_palette(f"{sides}.png", _png(strip)).colors.tolist() == many.tolist(), sides
     # square strips read as they did
     pico = named_palette("pico-8")
     assert palette_files.read_palette("p.png", palette_files.palette_bytes(pico, "png", block=8)).colors.tolist() \

@@ -7,13 +7,12 @@ The format comes from the file extension (a RIFF palette from its first bytes); 
 32x Lospec image gives the same palette.
 
 Whatever is sent, reading costs little: a file over `MAX_FILE_BYTES` (1 MiB), a strip of more than
-`MAX_STRIP_PIXELS` pixels or `MAX_STRIP_CELLS` swatches, and the colour past `MAX_COLORS` are refused (ValueError
+`MAX_STRIP_PIXELS` pixels, `MAX_STRIP_ROWS` rows or `MAX_STRIP_CELLS` swatches, and the colour past `MAX_COLORS` are refused (ValueError
 naming the file) before the rest is read; the PNG writer refuses a strip the reader would refuse.
 """
 from __future__ import annotations
 
 import io
-import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -172,6 +171,9 @@ MAX_STRIP_PIXELS = 1 << 24
 # swatches a strip may hold: room for a palette laid out in rows with transparent padding; more cells cannot make a
 # palette, and listing them (a 1-px checkerboard has millions) is what would cost the time and memory
 MAX_STRIP_CELLS = 4 * MAX_COLORS
+# a column of 256 swatches 256 px tall; Pillow keeps an image a row at a time, so a taller one costs far more to
+# decode than its pixels (1 x 16M: 513 MB against 257 for 4096 x 4096), and no palette needs the rows
+MAX_STRIP_ROWS = MAX_STRIP_PIXELS // 256
 
 
 def _block_sides(packed: np.ndarray) -> tuple[int, int]:
@@ -210,11 +212,10 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
         if im.width * im.height > MAX_STRIP_PIXELS:
             raise ValueError(f"{where}: {im.width}x{im.height} is more than a palette strip needs "
                              f"({MAX_STRIP_PIXELS:,} pixels)")
-        # a square swatch's side divides both sides, so the largest it can be already tells a 1 x 16M strip from a
-        # palette without decoding it (Pillow stores such an image a row at a time: 500 MB); a strip of swatches so
-        # thin that their squares would be too many is refused with it
-        side = math.gcd(im.width, im.height)
-        _check_cells(where, im.width, im.height, side, side)
+        # the swatches' count needs the pixels (they need not be square: 256 of 3x10 px are a 768x10 strip)
+        if im.height > MAX_STRIP_ROWS:
+            raise ValueError(f"{where}: {im.width}x{im.height} is taller than a palette strip needs "
+                             f"({MAX_STRIP_ROWS:,} rows)")
         try:
             # a 16-bit grey strip: Pillow's convert clips every value over 255, so each swatch read as white
             rgba = np.ascontiguousarray(narrow_grey(im).convert("RGBA"))
