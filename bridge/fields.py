@@ -66,6 +66,14 @@ _INT_TEXT = re.compile(r"\s*[-+]?\d{1,40}\s*", re.ASCII)
 _FLOAT_TEXT = re.compile(r"\s*[-+]?(\d{1,40}(\.\d{0,40})?|\.\d{1,40})([eE][-+]?\d{1,4})?\s*", re.ASCII)
 
 
+def _truncated(value: Any) -> Any:
+    # pydantic v1 read a float into an int field with int(): 20.7 is 20, 1e19 is 10^19 (v2 refuses the first and
+    # cannot read the second as an integer at all)
+    if isinstance(value, float):
+        return int(_finite(value))
+    return value
+
+
 def _loose_integral(value: Any) -> Any:
     # Form-encoded bodies and some JavaScript clients send numbers as strings.
     if isinstance(value, str) and _INT_TEXT.fullmatch(value):
@@ -116,7 +124,7 @@ Float = Annotated[float, BeforeValidator(_finite), Strict()]
 LooseFloat = Annotated[float, BeforeValidator(_loose_finite), Strict()]
 # Numbers as pydantic v1 read them, for the dialect whose clients were written against it (A1111): numeric strings
 # and booleans are accepted (A1111's own API tests send `"inpainting_mask_invert": false` to an int field).
-LaxInt = Annotated[int, Field()]
+LaxInt = Annotated[int, BeforeValidator(_truncated)]
 LaxFloat = Annotated[float, AfterValidator(lambda v: _finite(v) if not isinstance(v, bool) else v)]
 Bool = Annotated[bool, Strict()]
 LooseBool = Annotated[bool, BeforeValidator(_loose_bool), Strict()]

@@ -147,6 +147,17 @@ def test_bad_types_give_a1111_422_naming_the_field(body, field):
     assert out["detail"][0]["loc"] == ["body", field] and field in out["errors"]
 
 
+def test_floats_in_int_fields_are_cut_toward_zero_as_pydantic_v1_does():
+    # pydantic v2 refused 20.7 ("must be an integer") and read 1e19 as past 2^63-1, while integer 10^19 was taken
+    req = m.parse_request(m.Txt2ImgRequest, {"steps": 20.7, "width": 600.9, "seed": 1e19, "subseed": -0.5})
+    assert (req.steps, req.width, req.seed, req.subseed) == (20, 600, 10**19, 0)
+    assert all(type(v) is int for v in (req.steps, req.width, req.seed, req.subseed))
+    for value in ("NaN", "Infinity"):  # Python's json reads these as floats; int() of them is no number
+        with pytest.raises(m.A1111Error) as info:
+            m.parse_request(m.Txt2ImgRequest, json.loads(f'{{"steps": {value}}}'))
+        assert info.value.status == 422 and info.value.to_json()["detail"][0]["loc"] == ["body", "steps"]
+
+
 def test_a_servers_size_limit_bounds_the_legacy_first_pass_too():
     model = m.limited(m.Txt2ImgRequest, 100, 1024)
     assert m.parse_request(model, {"firstphase_width": 1024, "width": 1024}).firstphase_width == 1024

@@ -50,8 +50,9 @@ def field_error(field: str, message: str, status: int = 400, detail: str | None 
 
 class GenerationRequest(Request):
     # A1111's pydantic v1 models ignore unknown keys and accept every field under its own name (as Request does);
-    # numbers are the shared LaxInt/LaxFloat (read as pydantic v1 did: numeric strings and booleans too), every string
-    # has the shared length bound, and images are ImageData (base64, a data URL, or a URL).
+    # numbers are the shared LaxInt/LaxFloat (read as pydantic v1 did: numeric strings and booleans too, a float in
+    # an int field cut to an int), every string has the shared length bound, and images are ImageData (base64, a
+    # data URL, or a URL).
 
     prompt: str | list[str] | None = ""
     negative_prompt: str | None = ""
