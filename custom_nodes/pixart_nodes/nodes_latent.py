@@ -41,7 +41,7 @@ class PixartNoiseLatent:
         if model is not None:
             # The latent format knows the model's scale (and shift, for SD3/Flux-type models).
             process_out = model.get_model_object("latent_format").process_out
-        noise = latent.noise_like(samples["samples"], int(seed), process_out)
+        noise = latent.noise_like(samples["samples"], int(seed), process_out, samples.get("batch_index"))
         return ({"samples": noise},)
 
 

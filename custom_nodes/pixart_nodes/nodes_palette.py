@@ -2,6 +2,7 @@
 image; and a search node that lists the library's matches."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,17 @@ class PixartPalette:
                     "inside them). Leave off for no dithering or ordered dithering.")}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, source="named", file="", **_):
+        # ComfyUI reuses the last palette while the widgets stay equal: a file edited on disk under the same name
+        # must be read again (LoadImage hashes its file the same way). Linked inputs never reach IS_CHANGED.
+        if source != "file":
+            return ""
+        try:
+            return hashlib.sha256(resolve_palette_file(file).read_bytes()).hexdigest()
+        except (ValueError, OSError):
+            return float("nan")  # never equal: build runs and reports the missing or unreadable file
 
     def build(self, source, name, hex_colors, file, n_colors, method, seed, image=None, mask=None, search="",
               for_dithering=False):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -166,8 +167,12 @@ class PixartSnapToGrid:
         from .core import snap as sn
 
         arrays, has_alpha, channels = split_alpha(image, mask)
-        results = sn.snap(arrays, min_size=float(min_cell_size), max_size=float(max_cell_size) or None,
-                          cell_width=float(cell_width) or None, cell_height=float(cell_height) or None)
+        try:
+            results = sn.snap(arrays, min_size=float(min_cell_size), max_size=float(max_cell_size) or None,
+                              cell_width=float(cell_width) or None, cell_height=float(cell_height) or None)
+        except ValueError as exc:
+            # the core speaks the CLI's names (--min-size, --max-size); the node's widgets are named otherwise
+            raise ValueError(re.sub(r"\b(min|max)_size\b", r"\1_cell_size", str(exc))) from None
         first = results[0]
         if first.detected and (first.x.cells < int(min_columns) or first.y.cells < int(min_rows)):
             why = (f"no pixel grid used: the grid found ({first.message}) has fewer cells than "

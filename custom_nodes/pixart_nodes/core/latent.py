@@ -16,11 +16,15 @@ import torch
 SEED_MAX = 0xFFFFFFFFFFFFFFFF  # KSampler's seed range (torch generators take any uint64)
 
 
-def seeded_noise(shape: Sequence[int], seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def seeded_noise(shape: Sequence[int], seed: int, dtype: torch.dtype = torch.float32,
+                 batch_index: Sequence[int] | None = None) -> torch.Tensor:
     """Standard-normal noise of `shape` drawn on the CPU from a generator seeded with `seed`.
 
     A private generator, not ``torch.manual_seed``: the global RNG other nodes use stays untouched. The numbers
-    are the same as ComfyUI's ``comfy.sample.prepare_noise`` for a latent of that shape and seed.
+    are the same as ComfyUI's ``comfy.sample.prepare_noise`` for a latent of that shape and seed, and of that
+    `batch_index` (a LATENT's own, from Latent From Batch and the like): image i gets draw ``batch_index[i]`` of
+    one image each, which differs from one draw for the whole batch wherever an image is not a multiple of 16
+    values.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: must be an integer, got {type(seed).__name__}")
@@ -30,12 +34,24 @@ def seeded_noise(shape: Sequence[int], seed: int, dtype: torch.dtype = torch.flo
     if not dims or any(d <= 0 for d in dims):
         raise ValueError(f"shape: every dimension must be positive, got {list(shape)}")
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(dims, dtype=dtype, generator=generator, device="cpu")
+    if batch_index is None:
+        return torch.randn(dims, dtype=dtype, generator=generator, device="cpu")
+    inds = [int(i) for i in batch_index]
+    if len(inds) != dims[0] or min(inds) < 0:
+        raise ValueError(f"batch_index: {inds[:8]} does not number the latent's {dims[0]} image(s)")
+    wanted, draws = set(inds), {}
+    for i in range(max(inds) + 1):  # every draw up to the last index, as prepare_noise, keeping the ones used
+        draw = torch.randn([1, *dims[1:]], dtype=dtype, generator=generator, device="cpu")
+        if i in wanted:
+            draws[i] = draw
+    return torch.cat([draws[i] for i in inds])
 
 
 def noise_like(samples: torch.Tensor, seed: int,
-               process_out: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Seeded noise with the shape, dtype and device of `samples` (a LATENT's ``samples``).
+               process_out: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               batch_index: Sequence[int] | None = None) -> torch.Tensor:
+    """Seeded noise with the shape, dtype and device of `samples` (a LATENT's ``samples``), drawn per
+    `batch_index` as `seeded_noise` says.
 
     ComfyUI's LATENT values are in the VAE's raw scale; the model works on ``process_latent_in(latent)`` (SD1.5:
     times 0.18215). A1111's fill noise is unit-variance in the model's space, so pass the model's
@@ -44,7 +60,7 @@ def noise_like(samples: torch.Tensor, seed: int,
     """
     if not isinstance(samples, torch.Tensor) or samples.ndim < 3:
         raise ValueError("samples: expected a latent tensor [B,C,H,W]")
-    noise = seeded_noise(samples.shape, seed)
+    noise = seeded_noise(samples.shape, seed, batch_index=batch_index)
     if process_out is not None:
         noise = process_out(noise)
     return noise.to(device=samples.device, dtype=samples.dtype)
