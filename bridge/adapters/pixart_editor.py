@@ -206,7 +206,7 @@ class PaletteChoice:
 
 def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> PaletteChoice:
     """Style and optional hex list -> the Palette node's settings. colorPalette wins over the style's colours."""
-    from pixart_nodes.core.palette import MAX_COLORS, Palette, named_palette
+    from pixart_nodes.core.palette import MAX_COLORS, Palette, normalise_name, named_palette
 
     if color_palette is not None and color_palette != []:
         if not isinstance(color_palette, list) or not all(isinstance(c, str) for c in color_palette):
@@ -224,7 +224,8 @@ def resolve_palette(style: str, color_palette: Any, modern_colors: int) -> Palet
             colours.append(rgb)
         pal = Palette("custom", colours)
         return PaletteChoice({"palette_source": "hex", "palette_hex": " ".join(pal.hex())}, "custom")
-    if style.strip().lower() == MODERN_STYLE:
+    # spelled as loosely as the palette names beside it ("PIXEL_MODERN"), one rule for both
+    if normalise_name(style) == normalise_name(MODERN_STYLE):
         return PaletteChoice({"palette_source": "image", "palette_colors": modern_colors}, f"kmeans-{modern_colors}")
     try:
         pal = named_palette(style)

@@ -234,7 +234,8 @@ async def prepare(kind: str, body: GenerateBase, engine: JobEngine, settings: Jo
     # Chosen here rather than by the engine so the job can report it; u32 fits every client.
     seed = body.seed if body.seed is not None else rng.randint(0, 2**32 - 1)
     sampler_in = body.sampler or settings.default_sampler
-    sampler_name, scheduler = await resolve_sampler(engine, sampler_in, body.scheduler)
+    # "" is how form-built clients leave a field unset: for the scheduler as for the sampler and the model
+    sampler_name, scheduler = await resolve_sampler(engine, sampler_in, body.scheduler or None)
     steps = body.steps or settings.default_steps
     cfg = body.guidanceScale if body.guidanceScale is not None else settings.default_guidance_scale
     params: dict[str, Any] = {"prompt": body.prompt or "", "negative_prompt": body.negativePrompt or "",

@@ -63,19 +63,20 @@ class Palette:
         return f"Palette({self.name!r}, {len(self)} colours: {shown})"
 
 
-def _normalise_name(name: str) -> str:
+def normalise_name(name: str) -> str:
+    """A palette name as names are compared: only its letters and digits, lower case (`PICO_8` is pico-8)."""
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-_LOOKUP: dict[str, str] = {_normalise_name(k): k for k in PALETTE_DATA}
-_LOOKUP.update({_normalise_name(alias): target for alias, target in ALIASES.items()})
+_LOOKUP: dict[str, str] = {normalise_name(k): k for k in PALETTE_DATA}
+_LOOKUP.update({normalise_name(alias): target for alias, target in ALIASES.items()})
 
 
 def named_palette(name: str) -> Palette:
     """A built-in palette by name; case, spaces, dashes and underscores are ignored ("PICO_8" == "pico-8")."""
     if not isinstance(name, str):
         raise ValueError(f"palette name must be a string, got {type(name).__name__}")
-    key = _LOOKUP.get(_normalise_name(name))
+    key = _LOOKUP.get(normalise_name(name))
     if key is None:
         from .palettes import info
 
