@@ -18,7 +18,7 @@ from typing import Any
 from bridge import fields
 from bridge.errors import WorkflowError
 
-from .editor import editor_to_api, is_api_format, is_editor_format
+from .editor import RANDOMIZED, editor_to_api, is_api_format, is_editor_format
 from .graph import is_link, node_number, node_shape_problem
 from .manifest import is_limit
 from .object_info import input_spec
@@ -147,7 +147,8 @@ def _renumber(graph: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, Any], node_id: str) -> dict[str, Any]:
+def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, Any], node_id: str, *,
+               randomized: bool = False) -> dict[str, Any]:
     target = [{"node": node_id, "input": name}]
     desc = opts.get("tooltip") or f"{cls} {name}"
     if isinstance(kind, list) or kind == "COMBO":
@@ -161,8 +162,10 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
             if is_limit(opts.get(key)):
                 spec[key] = int(opts[key])
         step = opts.get("step")
-        if name in SEED_INPUTS:
+        if name in SEED_INPUTS or randomized:
             spec.update(random_value=-1, min=max(0, spec.get("min", 0)))
+            if randomized:  # the editor drew a new one for every run: so does a call that leaves it out
+                spec["default"] = -1
         elif isinstance(step, int) and step > 1 and spec.get("min", 0) % step == 0 \
                 and isinstance(spec["default"], int) and spec["default"] % step == 0:
             # only where the graph's own value keeps the step: ComfyUI itself does not enforce it
@@ -195,7 +198,13 @@ def draft_manifest(graph: Mapping[str, Any], object_info: Mapping[str, Any], *, 
         info = object_info.get(cls)
         if info is None:
             raise WorkflowError(f"node {nid} ({cls}) is not installed on the backend")
-        title = (node.get("_meta") or {}).get("title")
+        meta = dict(node.get("_meta") or {})
+        randomized = set(meta.pop(RANDOMIZED, ()))  # editor_to_api's note is the draft's, not the graph's
+        if meta:
+            node["_meta"] = meta
+        else:
+            node.pop("_meta", None)
+        title = meta.get("title")
         if cls in IMAGE_SAVERS:
             outputs[_unique("images" if not outputs else f"images_{nid}", set(outputs), nid)] = \
                 {"node": nid, "type": "images"}
@@ -214,7 +223,8 @@ def draft_manifest(graph: Mapping[str, Any], object_info: Mapping[str, Any], *, 
             kind, opts = spec
             if kind not in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") and not isinstance(kind, list):
                 continue
-            params[_unique(iname, taken, nid)] = _parameter(cls, iname, value, kind, opts, nid)
+            params[_unique(iname, taken, nid)] = _parameter(cls, iname, value, kind, opts, nid,
+                                                            randomized=iname in randomized)
     if not outputs:
         raise WorkflowError("the workflow has no image-saving node (SaveImage, PreviewImage or SaveImageWebsocket); "
                             "add one so the bridge has something to return")

@@ -46,8 +46,18 @@ def _widget_layout(info: Mapping[str, Any]) -> Iterator[tuple[str, str | None, d
 
 
 def _extra_widgets(name: str, type_name: str, opts: Mapping[str, Any]) -> int:
-    """UI-only widget values stored after this one (control_after_generate on seeds)."""
-    return 1 if type_name == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed")) else 0
+    """UI-only widget values stored after this one, as the frontend adds them: an INT's control_after_generate (a
+    seed's unless it says false), a combo's control_after_generate and its filter list."""
+    control = opts.get("control_after_generate")
+    if type_name == "INT":
+        return 1 if (control if control is not None else name in ("seed", "noise_seed")) else 0
+    return 2 if type_name == "COMBO" and control else 0
+
+
+# editor_to_api's note in a node's _meta: its INT widgets whose control says "randomize"
+RANDOMIZED = "randomize"
+# The values export_editor stores for those widgets: the control "fixed" (the graph's value is what runs), no filter.
+_EXTRA_VALUES = ("fixed", "")
 
 
 def export_editor(wf: Workflow, object_info: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,7 +101,7 @@ def export_editor(wf: Workflow, object_info: Mapping[str, Any]) -> dict[str, Any
                     options = combo_options(info, name) or []
                     value = options[0] if options else ""
                 widgets.append(value)
-                widgets.extend(["fixed"] * _extra_widgets(name, type_name, opts))
+                widgets.extend(_EXTRA_VALUES[:_extra_widgets(name, type_name, opts)])
                 upload = upload or bool(opts.get("image_upload"))
             elif name in node["inputs"] or required:
                 kind = input_spec(info, name)[0]  # type: ignore[index]
@@ -153,6 +163,27 @@ def is_api_format(data: Any) -> bool:
         isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values())
 
 
+def _fits(a: Any, b: Any) -> bool:
+    """LiteGraph.isValidConnection: "*" or no type fits any; else a shared type ("IMAGE,MASK" lists), any case."""
+    a, b = ("" if t in (None, "*", 0) else str(t).lower() for t in (a, b))
+    return not a or not b or bool(set(a.split(",")) & set(b.split(",")))
+
+
+def _bypass_input(inputs: list[Any], outputs: list[Any], slot: int, want: Any) -> int | None:
+    """The input a bypassed node passes its output `slot` through to an input of type `want`, as the frontend
+    picks it (ExecutableNodeDTO's bypass slot): the input at the same index where its type fits, else the first
+    of exactly that type, else the first that fits; None where none does."""
+    if want in (None, "", "*"):
+        return slot if len(inputs) > slot else (0 if inputs else None)
+    out_type = outputs[slot].get("type") if slot < len(outputs) else None
+    types = [inp.get("type") for inp in inputs]
+    if slot < len(types) and _fits(types[slot], out_type) and _fits(types[slot], want):
+        return slot
+    if want in types:
+        return types.index(want)
+    return next((i for i, t in enumerate(types) if _fits(t, out_type) and _fits(t, want)), None)
+
+
 def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict[str, Any]:
     """An editor-format workflow as the API graph ComfyUI's frontend would queue for it (`graphToPrompt`).
 
@@ -161,7 +192,13 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
     """
     if ui.get("definitions", {}).get("subgraphs"):
         raise WorkflowError("the workflow uses subgraphs; convert them to nodes in the editor first")
-    nodes = {int(n["id"]): n for n in ui.get("nodes") or []}
+    nodes: dict[int, Any] = {}
+    for n in ui.get("nodes") or []:
+        if int(n["id"]) in nodes:
+            # the editor gives the second a new id as it opens the file; which links meant which node, only it says
+            raise WorkflowError(f"node id {int(n['id'])} is used by more than one node; open the workflow in the "
+                                f"editor and save it again")
+        nodes[int(n["id"])] = n
     # link id -> (origin node, origin slot)
     origin: dict[int, tuple[int, int]] = {}
     for row in ui.get("links") or []:
@@ -170,20 +207,24 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
         else:
             origin[int(row[0])] = (int(row[1]), int(row[2]))
 
-    def source(link_id: int | None) -> list[Any] | None:
-        """The real [node, slot] a link carries, through reroutes and bypassed nodes: a loop, not recursion, as a
-        chain of them may be any length (a loop of them leads nowhere)."""
+    def source(link_id: int | None, want: Any) -> list[Any] | None:
+        """The real [node, slot] a link into an input of type `want` carries, through reroutes and bypassed nodes:
+        a loop, not recursion, as a chain of them may be any length (a loop of them leads nowhere)."""
         seen: set[int] = set()
         while link_id is not None and link_id in origin:
             nid, slot = origin[link_id]
             node = nodes.get(nid)
             if node is None or nid in seen:
                 return None
-            if node.get("type") == "Reroute" or node.get("mode") == _BYPASS:
+            if node.get("type") == "Reroute":
                 seen.add(nid)
-                wanted = (node.get("outputs") or [{}])[slot].get("type") if node.get("outputs") else None
-                link_id = next((inp["link"] for inp in node.get("inputs") or [] if inp.get("link") is not None
-                                and (node.get("type") == "Reroute" or inp.get("type") == wanted)), None)
+                link_id = next((inp["link"] for inp in node.get("inputs") or [] if inp.get("link") is not None), None)
+                continue
+            if node.get("mode") == _BYPASS:
+                seen.add(nid)
+                inputs = node.get("inputs") or []
+                through = _bypass_input(inputs, (node.get("outputs") or []), slot, want)
+                link_id = None if through is None else inputs[through].get("link")
                 continue
             if node.get("mode") == _MUTED or node.get("type") in _UI_ONLY:
                 return None
@@ -214,6 +255,7 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
         upload = False
         required_done = False
         inputs: dict[str, Any] = {}
+        randomized: list[str] = []  # INT widgets whose control draws a new value for every run
         for name, type_name, opts, required in _widget_layout(info):
             if not required and not required_done:
                 required_done = True
@@ -222,20 +264,27 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
             link_id = (ui_inputs.get(name) or {}).get("link")
             if type_name is not None:
                 value = values[pos] if pos < len(values) else opts.get("default")
-                pos += 1 + _extra_widgets(name, type_name, opts)
+                extra = _extra_widgets(name, type_name, opts)
+                if type_name == "INT" and extra and link_id is None and pos + 1 < len(values) \
+                        and values[pos + 1] == "randomize":
+                    randomized.append(name)
+                pos += 1 + extra
                 upload = upload or bool(opts.get("image_upload"))
                 if link_id is not None and int(link_id) in primitives:
                     value = primitives[int(link_id)]
                 elif link_id is not None:
-                    value = source(int(link_id))
+                    value = source(int(link_id), ui_inputs[name].get("type"))
                 if value is not None:
                     inputs[name] = value
             elif link_id is not None:
-                linked = source(int(link_id))
+                linked = source(int(link_id), ui_inputs[name].get("type"))
                 if linked is not None:
                     inputs[name] = linked
         entry: dict[str, Any] = {"class_type": cls, "inputs": inputs}
-        if node.get("title"):
-            entry["_meta"] = {"title": node["title"]}
+        meta = {"title": node["title"]} if node.get("title") else {}
+        if randomized:
+            meta[RANDOMIZED] = randomized  # for draft_manifest; ComfyUI reads only a node's title from _meta
+        if meta:
+            entry["_meta"] = meta
         graph[str(nid)] = entry
     return graph

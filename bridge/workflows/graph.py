@@ -55,6 +55,10 @@ def check_graph(graph: Any) -> list[str]:
     """Shape problems of an API-format graph (each names the node)."""
     if not isinstance(graph, dict) or not graph:
         return ["graph must be a non-empty object in ComfyUI API format"]
+    if isinstance(graph.get("nodes"), list) and "links" in graph:
+        # otherwise one problem per top-level key ('id', 'revision', 'links', ...), none saying what the file is
+        return ["the graph file is in the editor format (the editor's 'Save'); use 'Export (API)', or draft the "
+                "workflow from it with: python -m bridge.workflows new FILE --name NAME --url URL"]
     problems = []
     for nid, node in graph.items():
         if node_number(nid) is None:
@@ -63,6 +67,12 @@ def check_graph(graph: Any) -> list[str]:
         if (problem := node_shape_problem(node)) is not None:
             problems.append(f"node {nid[:40]!r}: {problem}")
             continue
+        for iname, value in node["inputs"].items():
+            if isinstance(value, list) and not is_link(value):
+                # ComfyUI reads every list as a link and refuses this one on every job
+                problems.append(f"node {nid} ({node['class_type']}) input {iname[:40]!r} is a list that is not a link "
+                                f"[\"node id\", output slot]: ComfyUI reads a list as a link (a list value is written "
+                                f"{{\"__value__\": [...]}})")
         for iname, value in links(node):
             if value[0] not in graph:
                 problems.append(f"node {nid} ({node['class_type']}) input {iname!r} links to missing node {value[0]!r}")

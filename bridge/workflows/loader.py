@@ -64,8 +64,11 @@ def _binding_problems(wf: Workflow) -> list[str]:
             if t.input not in node["inputs"]:
                 problems.append(f"parameter {p.name!r} targets node {t.node} ({node['class_type']}) input "
                                 f"{t.input!r}, which the graph does not set")
-            for v in (t.map or {}).values():
-                if is_link(v) and v[0] not in wf.graph:
+            for k, v in (t.map or {}).items():
+                if isinstance(v, list) and not is_link(v):  # as check_graph refuses in the graph itself
+                    problems.append(f"parameter {p.name!r} maps {k[:40]!r} to a list that is not a link [\"node id\", "
+                                    f"output slot]: ComfyUI reads a list as a link")
+                elif is_link(v) and v[0] not in wf.graph:
                     problems.append(f"parameter {p.name!r} maps to a link from missing node {v[0]!r}")
                 elif is_link(v) and v[1] < 0:  # as check_graph refuses in the graph itself
                     problems.append(f"parameter {p.name!r} maps to output {v[1]} of node {v[0]!r}: outputs count "

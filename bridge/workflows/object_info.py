@@ -50,6 +50,13 @@ def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> se
     return {nid for nid, node in graph.items() if (object_info.get(node["class_type"]) or {}).get("output_node")}
 
 
+def _has_upload_button(declared: Mapping[str, Any]) -> bool:
+    """Whether the editor gives the node an upload button: ComfyUI 0.3's "Export (API)" wrote its value as an input
+    ("upload": "image"), which ComfyUI ignores."""
+    return any(isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict)
+               and any(k.endswith("_upload") and v for k, v in spec[1].items()) for spec in declared.values())
+
+
 def _node_problems(wf: Workflow, object_info: Mapping[str, Any], values: bool = True) -> list[str]:
     problems = []
     targeted = {(t.node, t.input) for p in wf.parameters.values() for t in p.targets} if values else None
@@ -63,7 +70,7 @@ def _node_problems(wf: Workflow, object_info: Mapping[str, Any], values: bool = 
             continue
         declared = {**(info.get("input") or {}).get("required", {}), **(info.get("input") or {}).get("optional", {})}
         for iname in node["inputs"]:
-            if iname not in declared:
+            if iname not in declared and not (iname == "upload" and _has_upload_button(declared)):
                 problems.append(f"{where}: input {iname!r} is not an input of {cls} "
                                 f"(inputs: {', '.join(declared) or 'none'})")
         for iname in (info.get("input") or {}).get("required", {}):

@@ -1,0 +1,164 @@
+"""Workflow files people share: graphs ComfyUI (and its editor) would take, read as ComfyUI reads them, and files it
+would refuse refused at load with the node and input named."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge import workflows as W
+from bridge.errors import WorkflowError
+from tests.support.double import object_info_for
+
+OI = object_info_for(["tiny.safetensors"], ["example.png"])
+
+
+@pytest.fixture(scope="module")
+def workflows() -> dict[str, W.Workflow]:
+    return W.load_workflows(W.DEFAULT_WORKFLOWS_DIR)
+
+
+def _served(tmp_path: Path, name: str, graph: dict) -> Path:
+    """A shipped manifest beside `graph`, in a folder of its own."""
+    (tmp_path / f"{name}.json").write_text(json.dumps(graph))
+    (tmp_path / f"{name}.manifest.json").write_text((W.DEFAULT_WORKFLOWS_DIR / f"{name}.manifest.json").read_text())
+    return tmp_path / f"{name}.manifest.json"
+
+
+def test_an_api_export_with_the_upload_widget_can_run(workflows: dict[str, W.Workflow]) -> None:
+    # ComfyUI's editor (0.3.x) exported LoadImage as {"image": ..., "upload": "image"}; ComfyUI ignores the extra
+    # input, but it was a problem of the workflow on every backend, so no backend was sent its jobs.
+    wf = copy.copy(workflows["img2img"])
+    wf.graph = copy.deepcopy(wf.graph)
+    loader = next(n for n in wf.graph.values() if n["class_type"] == "LoadImage")
+    loader["inputs"]["upload"] = "image"
+    assert W.check_object_info(wf, OI) == []
+    # a misspelt input is still named: ComfyUI would silently ignore it
+    sampler = next(n for n in wf.graph.values() if n["class_type"] == "KSampler")
+    sampler["inputs"]["upload"] = "image"
+    assert any("input 'upload' is not an input of KSampler" in p for p in W.check_object_info(wf, OI))
+
+
+@pytest.mark.parametrize("value", [[4, 0], ["4", "0"], ["4", 0, 1], [], ["4", 0.0], ["4", True]])
+def test_a_list_value_that_is_not_a_link_is_refused_at_load(tmp_path: Path, workflows: dict[str, W.Workflow],
+                                                            value: list) -> None:
+    # ComfyUI reads every list in an input as a link, and refuses one that is not ["node id", slot] ("Bad linked
+    # input", or an exception indexing the node's outputs): the workflow loaded and every job failed.
+    graph = copy.deepcopy(workflows["txt2img"].graph)
+    graph["3"]["inputs"]["model"] = value
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(_served(tmp_path, "txt2img", graph))
+    assert "node 3 (KSampler) input 'model'" in e.value.message and "link" in e.value.message
+    assert e.value.message.count(";") == 0  # one problem, not one per line of the file
+
+
+def test_an_editor_file_saved_as_the_graph_is_named_as_one(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
+    # The editor's "Save" (not "Export (API)") dropped beside a manifest: 18 problems about nodes called 'id',
+    # 'revision', 'links' ..., none saying what the file is or how to convert it.
+    ui = W.export_editor(workflows["txt2img"], OI)
+    with pytest.raises(WorkflowError) as e:
+        W.load_workflow(_served(tmp_path, "txt2img", ui))
+    assert "editor format" in e.value.message and "Export (API)" in e.value.message
+    assert "node 'revision'" not in e.value.message
+
+
+def _bypassed_controlnet(ui: dict) -> tuple[dict, list, list]:
+    """A ControlNetApplyAdvanced between the text encoders and the sampler, bypassed (mode 4), as people toggle a
+    ControlNet off; returns the sampler and where its positive and negative came from."""
+    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    slot = {inp["name"]: i for i, inp in enumerate(sampler["inputs"])}
+    rows = {r[0]: r for r in ui["links"]}
+    pos, neg = (rows[sampler["inputs"][slot[k]]["link"]] for k in ("positive", "negative"))
+    cn = {"id": 95, "type": "ControlNetApplyAdvanced", "mode": 4, "widgets_values": [1.0, 0.0, 1.0],
+          "inputs": [{"name": "positive", "type": "CONDITIONING", "link": 950},
+                     {"name": "negative", "type": "CONDITIONING", "link": 951},
+                     {"name": "control_net", "type": "CONTROL_NET", "link": None},
+                     {"name": "image", "type": "IMAGE", "link": None},
+                     {"name": "vae", "type": "VAE", "link": None}],
+          "outputs": [{"name": "positive", "type": "CONDITIONING", "links": [952]},
+                      {"name": "negative", "type": "CONDITIONING", "links": [953]}]}
+    ui["nodes"].append(cn)
+    ui["links"] += [[950, pos[1], pos[2], 95, 0, "CONDITIONING"], [951, neg[1], neg[2], 95, 1, "CONDITIONING"],
+                    [952, 95, 0, sampler["id"], slot["positive"], "CONDITIONING"],
+                    [953, 95, 1, sampler["id"], slot["negative"], "CONDITIONING"]]
+    sampler["inputs"][slot["positive"]]["link"] = 952
+    sampler["inputs"][slot["negative"]]["link"] = 953
+    return sampler, [str(pos[1]), pos[2]], [str(neg[1]), neg[2]]
+
+
+def test_a_bypassed_node_passes_the_input_at_its_output_slot(workflows: dict[str, W.Workflow]) -> None:
+    # The frontend passes output N of a bypassed node through input N where that input's type fits; the first input
+    # of the type was taken instead, so a bypassed ControlNet fed the positive prompt in as the negative one too.
+    ui = W.export_editor(workflows["txt2img"], OI)
+    sampler, positive, negative = _bypassed_controlnet(ui)
+    graph = W.editor_to_api(ui, OI)
+    assert "95" not in graph
+    inputs = graph[str(sampler["id"])]["inputs"]
+    assert (inputs["positive"], inputs["negative"]) == (positive, negative)
+
+
+def test_control_widgets_are_counted_as_the_frontend_adds_them() -> None:
+    # A combo with control_after_generate gets two UI-only widgets (the control and its filter list), stored after
+    # it; an INT that says control_after_generate: false gets none, whatever its name. Each misplaced every later
+    # widget value by one.
+    oi = copy.deepcopy(OI)
+    oi["PickStyle"] = {"input": {"required": {"style": [["ink", "wash", "pixel"], {"control_after_generate": True}],
+                                              "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0}]}},
+                       "input_order": {"required": ["style", "strength"]}, "output": ["STRING"],
+                       "output_name": ["STRING"], "name": "PickStyle", "output_node": False}
+    oi["FixedSeed"] = {"input": {"required": {"seed": ["INT", {"default": 0, "control_after_generate": False}],
+                                              "count": ["INT", {"default": 1, "min": 1, "max": 64}]}},
+                       "input_order": {"required": ["seed", "count"]}, "output": ["INT"], "output_name": ["INT"],
+                       "name": "FixedSeed", "output_node": False}
+    ui = {"nodes": [{"id": 1, "type": "PickStyle", "mode": 0, "inputs": [], "outputs": [],
+                     "widgets_values": ["pixel", "randomize", "", 0.25]},
+                    {"id": 2, "type": "FixedSeed", "mode": 0, "inputs": [], "outputs": [], "widgets_values": [7, 12]}],
+          "links": []}
+    graph = W.editor_to_api(ui, oi)
+    assert graph["1"]["inputs"] == {"style": "pixel", "strength": 0.25}
+    assert graph["2"]["inputs"] == {"seed": 7, "count": 12}
+
+
+def test_a_node_id_used_twice_in_an_editor_file_is_named(workflows: dict[str, W.Workflow]) -> None:
+    # The second node of an id silently replaced the first (the editor renumbers it when it opens the file).
+    ui = W.export_editor(workflows["txt2img"], OI)
+    dup = copy.deepcopy(next(n for n in ui["nodes"] if n["type"] == "CLIPTextEncode"))
+    dup["id"] = next(n for n in ui["nodes"] if n["type"] == "KSampler")["id"]
+    ui["nodes"].append(dup)
+    with pytest.raises(WorkflowError, match=rf"node id {dup['id']} is used by more than one node"):
+        W.editor_to_api(ui, OI)
+
+
+def test_a_map_value_that_is_a_list_but_not_a_link_is_refused_at_load(tmp_path: Path) -> None:
+    # A slot written as text ("0") was bound as a plain list: ComfyUI refused every job that chose it.
+    manifest = json.loads((W.DEFAULT_WORKFLOWS_DIR / "img2img.manifest.json").read_text())
+    target = next(t for t in manifest["parameters"]["resize_mode"]["targets"] if t["input"] == "pixels")
+    target["map"]["resize and fill"] = ["12", "0"]
+    (tmp_path / "img2img.json").write_text((W.DEFAULT_WORKFLOWS_DIR / "img2img.json").read_text())
+    (tmp_path / "img2img.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WorkflowError, match=r"parameter 'resize_mode' maps 'resize and fill' to a list that is not "
+                                            r"a link"):
+        W.load_workflow(tmp_path / "img2img.manifest.json")
+
+
+def test_a_seed_saved_as_randomize_is_drafted_random(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
+    # The editor draws a new seed for every run of a seed whose control says "randomize"; the drafted manifest made
+    # the saved seed the default, so every call that leaves seed out makes the same picture.
+    ui = W.export_editor(workflows["txt2img"], OI)
+    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    assert sampler["widgets_values"][1] == "fixed"
+    sampler["widgets_values"][1] = "randomize"
+    ckpt = next(n for n in ui["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    ckpt["widgets_values"][0] = "tiny.safetensors"
+    src, oi = tmp_path / "tuned.json", tmp_path / "oi.json"
+    src.write_text(json.dumps(ui))
+    oi.write_text(json.dumps(OI))
+    assert W.main(["new", str(src), "--name", "tuned", "--object-info", str(oi), "--out", str(tmp_path / "out"),
+                   "--nodes", "KSampler"]) == 0
+    seed = W.load_workflow(tmp_path / "out" / "tuned.manifest.json").parameters["seed"]
+    assert seed.default == seed.random_value == -1
+    # the note that carried the control to the draft stays out of the graph written beside it
+    assert all("randomize" not in node.get("_meta", {})
+               for node in json.loads((tmp_path / "out" / "tuned.json").read_text()).values())
