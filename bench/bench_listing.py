@@ -53,7 +53,7 @@ async def measure(database: str, jobs: int, param_mb: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--param-mb", type=float, default=1.0)
     parser.add_argument("--database", default="", help="a PostgreSQL URL (a fresh database: jobs are inserted)")

@@ -55,7 +55,7 @@ from bridge import images as image_io  # noqa: E402
 from bridge import server  # noqa: E402
 from bridge import workflows as wfmod  # noqa: E402
 from bridge.adapters import pixart_editor as pe  # noqa: E402
-from bridge.engine.connection import Connection  # noqa: E402
+from bridge.engine.connection import Connection, check_workflows  # noqa: E402
 from bridge.webhooks import Webhooks  # noqa: E402
 
 Work = Callable[[], Awaitable[Any]]
@@ -186,10 +186,14 @@ def object_info_case(workflows: dict[str, Any]) -> tuple[str, Work, Work]:
 
     info = ComfyDouble().object_info
     conn = Connection("http://backend", None, lambda: workflows)  # type: ignore[arg-type]
-    conn.set_object_info(info)
+
+    def on_loop() -> None:  # the reference: the workflows checked on the loop (Connection.set_object_info, gone)
+        conn.apply(info, workflows, check_workflows(workflows, info))
+
+    on_loop()
 
     async def before() -> None:
-        conn.set_object_info(info)
+        on_loop()
 
     async def after() -> None:
         await conn.update_object_info(info)

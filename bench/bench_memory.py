@@ -1,7 +1,7 @@
 """Peak memory of pixelate + quantize + dither on a 1024x1024 batch of 4, relative to the input batch.
 
 Runs the node path (float32 ComfyUI batch in, float32 batch out): each image is converted to uint8,
-pixelated (core.pixelate, pixel_size 4, upscaled back), quantized with Floyd-Steinberg to PICO-8, and written
+pixelated (core.pixelate, pixel_size 4, upscaled back), quantized with Floyd-Steinberg (OKLab) to PICO-8, and written
 into the output batch. Peak is measured two ways: tracemalloc (numpy buffers; torch's allocator is invisible
 to it, so the output batch is added by hand) and resident-set growth sampled every millisecond from
 /proc/self/statm (everything, torch included). Prints both as ratios to the input's size.

@@ -148,7 +148,7 @@ def main() -> None:
               + ", ".join(f"{after[i]:.0f} ms at {results['pool'][route + '_at'][i]:.2f} s" for i in top))
     for route in ("health", "status"):
         before, after = results["loop"][route], results["pool"][route]
-        print(f"{route}: worst {max(before):.0f} -> {max(after):.0f} ms ({max(before) / max(after):.0f}x less)")
+        print(f"{route}: worst {max(before):.0f} -> {max(after):.0f} ms ({max(before) / max(after):.1f}x less)")
 
 
 if __name__ == "__main__":
