@@ -5,7 +5,8 @@
     python3 install.py --test     set up, then run the whole test suite (the CI command)
     python3 install.py --run      set up, then start the bridge (python -m bridge)
 
-Everything after ``--test`` goes to pytest and everything after ``--run`` goes to the bridge, e.g.
+Everything after ``--test`` goes to pytest (test paths relative to the current folder work from anywhere) and
+everything after ``--run`` goes to the bridge, e.g.
 ``python3 install.py --test tests/test_install.py -q`` or ``python3 install.py --run --port 8080``.
 
 Standard library only: this runs before any environment exists.
@@ -16,6 +17,7 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -88,9 +90,9 @@ class Installer:
     def run(self, cmd: list[str], what: str) -> bool:
         """Run ``cmd``; on failure record one clear line (plus the command's last lines) and return False."""
         if self.args.dry_run:
-            say(f"would run: {' '.join(cmd)}")
+            say(f"would run: {shlex.join(cmd)}")
             return True
-        say(f"{what}: {' '.join(cmd)}")
+        say(f"{what}: {shlex.join(cmd)}")
         # stdout streams (pip's progress); stderr is kept to explain a failure in a few lines.
         proc = subprocess.run(cmd, cwd=str(REPO_ROOT), text=True, stderr=subprocess.PIPE)
         if proc.returncode == 0:
@@ -115,14 +117,21 @@ class Installer:
             say(f"using the current Python: {self.python}")
             return
         py = Path(self.venv_python())
-        if py.is_file():
+        usable = py.is_file() and subprocess.run([str(py), "-c", "import pip"], stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL).returncode == 0
+        # A .venv without a working python or pip (an interrupted first run, a system Python upgraded away from
+        # under its links) never heals by itself: pip fails in it on every run. Rebuilt from scratch, so that
+        # writes never go through a dangling link and the old install record inside it goes too.
+        stale = not usable and (VENV_DIR.exists() or VENV_DIR.is_symlink())
+        if usable:
             say(f"virtual environment: {VENV_DIR} (exists)")
         elif self.args.dry_run:
-            say(f"would create the virtual environment {VENV_DIR}")
+            say(f"would {'re-create the broken' if stale else 'create the'} virtual environment {VENV_DIR}")
         else:
-            say(f"creating the virtual environment {VENV_DIR}")
+            say(f"re-creating the virtual environment {VENV_DIR} (no working python or pip in it)" if stale
+                else f"creating the virtual environment {VENV_DIR}")
             try:
-                venv.create(VENV_DIR, with_pip=True, upgrade_deps=False)
+                venv.create(VENV_DIR, with_pip=True, upgrade_deps=False, clear=stale)
             except Exception as exc:  # noqa: BLE001 - venv raises CalledProcessError/OSError/others
                 raise SystemExit(f"[install] could not create {VENV_DIR}: {exc}. On Debian/Ubuntu install "
                                  "python3-venv, or pass --use-current-python.") from exc
@@ -139,14 +148,18 @@ class Installer:
             say(f"--comfyui {explicit} {why}; looking at {home.COMFYUI_ENV} and {home.DEFAULT_COMFYUI_DIR}")
         env = os.environ.get(home.COMFYUI_ENV)
         if env and not home.is_comfyui_dir(env):
-            say(f"{home.COMFYUI_ENV}={env} is not a ComfyUI checkout (needs main.py and comfy/); looking elsewhere")
+            why = "is not a ComfyUI checkout (needs main.py and comfy/)" if Path(env).expanduser().exists() \
+                else "does not exist"
+            say(f"{home.COMFYUI_ENV}={env} {why}; looking elsewhere")
         for source, path in home.candidate_dirs(explicit):
             if home.is_comfyui_dir(path):
                 self.comfyui = path.resolve()
                 say(f"ComfyUI: {self.comfyui} (from {source})")
                 return
-        # None found: clone where the user asked (a --comfyui path that does not exist yet), else the default.
-        target = Path(explicit).expanduser() if explicit and not Path(explicit).expanduser().exists() \
+        # None found: clone where the user asked (a --comfyui path that does not exist yet, or an empty folder
+        # made for it), else the default.
+        asked = Path(explicit).expanduser() if explicit else None
+        target = asked if asked is not None and (not asked.exists() or (asked.is_dir() and not any(asked.iterdir()))) \
             else home.DEFAULT_COMFYUI_DIR
         if target.exists() and any(target.iterdir()):
             self.warnings.append(f"{target} exists but is not a ComfyUI checkout")
@@ -161,7 +174,7 @@ class Installer:
             return
         cmd = [git, "clone", "--depth", "1", "--branch", home.PINNED_COMFYUI_TAG, home.COMFYUI_GIT_URL, str(target)]
         if self.args.dry_run:
-            say(f"would run: {' '.join(cmd)}")
+            say(f"would run: {shlex.join(cmd)}")
             return
         say(f"no ComfyUI found; cloning {home.PINNED_COMFYUI_TAG} into {target}")
         proc = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -195,6 +208,9 @@ class Installer:
         if done and not self.args.force:
             say(f"dependencies unchanged since the last install ({stamp.name}); skipping pip (--force reinstalls)")
             return
+        if stamp is not None and not self.args.dry_run:
+            # A pip run that dies midway may already have removed what the old record vouches for.
+            stamp.unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix="pixart-install-") as tmp:
             constraints = Path(tmp) / "constraints.txt"
             constraints.write_text("\n".join(TORCH_PINS) + "\n")
@@ -212,7 +228,7 @@ class Installer:
         (pixart_nodes/core/jit.py). Optional: without a C compiler the same kernels run through numba's JIT."""
         cmd = [self.python, "-m", "pixart_nodes.core.build_kernels"]
         if self.args.dry_run:
-            say(f"would run: {' '.join(cmd)}")
+            say(f"would run: {shlex.join(cmd)}")
             return
         # never fatal: numba's pycc is deprecated, a C compiler may be missing, a build may hang
         try:
@@ -257,7 +273,9 @@ class Installer:
         elif self.errors:
             say("set-up INCOMPLETE: " + "; ".join(self.errors + self.warnings))
         elif self.warnings:
-            say("set-up done without ComfyUI: " + "; ".join(self.warnings))
+            head = "set-up done without ComfyUI" if self.comfyui is None and not self.args.no_comfyui \
+                else "set-up done, with notes"
+            say(f"{head}: " + "; ".join(self.warnings))
         else:
             say("set-up complete")
 
@@ -290,9 +308,9 @@ class Installer:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         cmd = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
         if self.args.dry_run:
-            say(f"would run: {' '.join(cmd)}")
+            say(f"would run: {shlex.join(cmd)}")
             return
-        say(f"installing chromium for the browser test: {' '.join(cmd)}")
+        say(f"installing chromium for the browser test: {shlex.join(cmd)}")
         ok = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
         if not ok:  # a fresh machine may have no package lists yet
             subprocess.run([apt, "update", "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -356,6 +374,20 @@ def split_argv(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
     return argv, None, []
 
 
+def paths_from_here(args: list[str], here: Path) -> list[str]:
+    """pytest runs in the repository (its configuration and testpaths are there), so test paths the user gave
+    relative to where they stand are made absolute; only those that exist from there and not from the repository,
+    and never the expression after -k or -m."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if not arg.startswith("-") and (i == 0 or args[i - 1] not in ("-k", "-m")):
+            path, sep, node = arg.partition("::")
+            if path and (here / path).exists() and not (REPO_ROOT / path).exists():
+                arg = str((here / path).resolve()) + sep + node
+        out.append(arg)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="install.py",
@@ -363,9 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{home.PINNED_COMFYUI_TAG}) with its requirements, and the node-pack link. Idempotent.",
         epilog="Then: --test [PYTEST ARGS...] runs the test suite with the venv's pytest (the CI command); "
                "--run [BRIDGE ARGS...] starts the bridge (python -m bridge). Everything after --test/--run is "
-               "passed on unchanged. ComfyUI is looked for at --comfyui, then $COMFYUI_DIR, then "
-               f"{home.DEFAULT_COMFYUI_DIR}.")
-    parser.add_argument("--comfyui", metavar="PATH", help="ComfyUI checkout to use (or to clone into if absent)")
+               "passed on (test paths may be relative to the current folder). ComfyUI is looked for at "
+               f"--comfyui, then $COMFYUI_DIR, then {home.DEFAULT_COMFYUI_DIR}.")
+    parser.add_argument("--comfyui", metavar="PATH",
+                        help="ComfyUI checkout to use (or to clone into if absent or empty)")
     parser.add_argument("--no-comfyui", action="store_true", help="skip finding/cloning ComfyUI, its "
                         "requirements and the node-pack link")
     parser.add_argument("--no-venv", "--use-current-python", dest="no_venv", action="store_true",
@@ -391,14 +424,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         inst.setup()
     status = 1 if inst.errors else 0
+    if args.skip_setup and not args.no_comfyui and home.is_comfyui_dir(args.comfyui):
+        inst.comfyui = Path(args.comfyui).expanduser().resolve()
+    if inst.comfyui is not None:
+        # The tests' harness and the bridge look ComfyUI up themselves (COMFYUI_DIR, then ~/ComfyUI): without this
+        # they miss a --comfyui checkout, and a stale COMFYUI_DIR that set-up stepped past stops the bridge.
+        os.environ[home.COMFYUI_ENV] = str(inst.comfyui)
     if action == "test":
         if not args.skip_setup:
             inst.ensure_test_tools()
-        cmd = [inst.python, "-m", "pytest", *rest]
+        cmd = [inst.python, "-m", "pytest", *paths_from_here(rest, Path.cwd())]
         if args.dry_run:
-            say(f"would run: {' '.join(cmd)}")
+            say(f"would run: {shlex.join(cmd)}")
             return 0
-        say(f"running the tests: {' '.join(cmd)}")
+        say(f"running the tests: {shlex.join(cmd)}")
         code = subprocess.call(cmd, cwd=str(REPO_ROOT))
         test_status, message = pytest_outcome(code)
         say(message)
@@ -408,9 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     elif action == "run":
         cmd = [inst.python, "-m", "bridge", *rest]
         if args.dry_run:
-            say(f"would run: {' '.join(cmd)}")
+            say(f"would run: {shlex.join(cmd)}")
             return 0
-        say(f"starting the bridge: {' '.join(cmd)}")
+        say(f"starting the bridge: {shlex.join(cmd)}")
         sys.stdout.flush()
         os.chdir(REPO_ROOT)
         if os.name == "nt":  # execv on Windows spawns and returns, losing Ctrl-C handling

@@ -7,8 +7,9 @@ The format comes from the file extension (a RIFF palette from its first bytes); 
 32x Lospec image gives the same palette.
 
 Whatever is sent, reading costs little: a file over `MAX_FILE_BYTES` (1 MiB), a strip of more than
-`MAX_STRIP_PIXELS` pixels, `MAX_STRIP_ROWS` rows or `MAX_STRIP_CELLS` swatches, and the colour past `MAX_COLORS` are refused (ValueError
-naming the file) before the rest is read; the PNG writer refuses a strip the reader would refuse.
+`MAX_STRIP_PIXELS` pixels, `MAX_STRIP_ROWS` rows or `MAX_STRIP_CELLS` swatches, and the colour past `MAX_COLORS`
+are refused (ValueError naming the file) before the rest is read; the PNG writer refuses a strip the reader would
+refuse.
 """
 from __future__ import annotations
 
