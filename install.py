@@ -45,6 +45,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 
 # pytest's "no tests were collected" status.
 PYTEST_NO_TESTS = 5
+PYTEST_INTERRUPTED = 2
 
 
 def _load_by_path(relative: str, name: str) -> ModuleType:
@@ -363,7 +364,20 @@ def pytest_outcome(code: int) -> tuple[int, str]:
         return 0, "tests passed"
     if code == PYTEST_NO_TESTS:
         return 0, "NO TESTS RAN: pytest collected nothing (exit 5); treated as success, check the selection"
+    if code == PYTEST_INTERRUPTED:
+        return code, "tests interrupted (pytest exit 2): the summary above covers the tests that ran"
     return code, f"tests failed (pytest exit {code})"
+
+
+def wait_for(cmd: list[str]) -> int:
+    """Run `cmd` in the repository and wait for its status. Ctrl-C reaches the child too (one process group):
+    pytest stops and prints its summary, so this waits on for it instead of dying with a traceback of its own."""
+    proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT))
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
@@ -438,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"would run: {shlex.join(cmd)}")
             return 0
         say(f"running the tests: {shlex.join(cmd)}")
-        code = subprocess.call(cmd, cwd=str(REPO_ROOT))
+        code = wait_for(cmd)
         test_status, message = pytest_outcome(code)
         say(message)
         if inst.warnings:

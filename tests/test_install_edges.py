@@ -65,9 +65,8 @@ def test_the_comfyui_install_found_is_the_one_tests_and_bridge_get(
     _quiet_setup(module, monkeypatch)
     seen: dict[str, str | None] = {}
 
-    def fake_call(cmd, **kwargs):
-        env = kwargs.get("env") or os.environ
-        seen["COMFYUI_DIR"] = env.get("COMFYUI_DIR")
+    def fake_wait(cmd):  # pytest inherits this process's environment
+        seen["COMFYUI_DIR"] = os.environ.get("COMFYUI_DIR")
         return 0
 
     def fake_execv(path, cmd):
@@ -78,7 +77,7 @@ def test_the_comfyui_install_found_is_the_one_tests_and_bridge_get(
         seen["COMFYUI_DIR"] = env.get("COMFYUI_DIR")
         raise SystemExit(0)
 
-    monkeypatch.setattr(module.subprocess, "call", fake_call)
+    monkeypatch.setattr(module, "wait_for", fake_wait)
     monkeypatch.setattr(module.os, "execv", fake_execv)
     monkeypatch.setattr(module.os, "execve", fake_execve)
     monkeypatch.chdir(tmp_path)
@@ -202,9 +201,35 @@ def test_a_failed_test_run_after_a_complete_set_up_exits_non_zero(module, tmp_pa
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # A pytest killed by a signal (the OOM killer) reports a negative status; it must not read as success.
     _quiet_setup(module, monkeypatch)
-    monkeypatch.setattr(module.subprocess, "call", lambda cmd, **kw: -9)
+    monkeypatch.setattr(module, "wait_for", lambda cmd: -9)
     status = module.main(["--use-current-python", "--no-comfyui", "--test"])
     assert status != 0 and (status & 0xFF) != 0
+
+
+def test_ctrl_c_during_the_tests_waits_for_pytests_summary(module, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # Ctrl-C reaches pytest and install.py alike: install.py died with a KeyboardInterrupt traceback (and, through
+    # subprocess.call, killed pytest before its summary) instead of waiting for pytest to stop on its own
+    _quiet_setup(module, monkeypatch)
+    waits: list[str] = []
+
+    class Pytest:
+        def __init__(self, cmd, **kw):
+            assert cmd[1:3] == ["-m", "pytest"] and kw["cwd"] == str(module.REPO_ROOT)
+
+        def wait(self):
+            waits.append("wait")
+            if len(waits) == 1:
+                raise KeyboardInterrupt
+            return 2  # pytest's own status once it has stopped and printed its summary
+
+        def kill(self):
+            raise AssertionError("pytest was killed before its summary")
+
+    monkeypatch.setattr(module.subprocess, "Popen", Pytest)
+    assert module.main(["--use-current-python", "--no-comfyui", "--test"]) == 2
+    assert waits == ["wait", "wait"]
+    assert "tests interrupted (pytest exit 2)" in capsys.readouterr().out
 
 
 def test_printed_commands_can_be_pasted_back(module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
