@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import io
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -27,6 +28,7 @@ from bridge.http import json_answer
 from ..toolkit import Submission, engine_of, settings_of
 from . import imaging
 from . import infotext as infotext_mod
+from . import options as opts
 from . import upscalers
 from .catalog import backend_unavailable, upscale_model_files
 from .dialect import A1111Error, a1111_endpoint, ensure_state, run_task
@@ -283,8 +285,26 @@ def _restorer_check(body: ExtrasBase) -> None:
                                      "(/sdapi/v1/face-restorers is empty); send 0")
 
 
-async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[str, str]]) -> tuple[list[bytes], str]:
-    """Upscale each (field, base64) image; returns PNGs and the infotext A1111 writes for the step."""
+def source_chunks(img: Image.Image) -> dict[str, str]:
+    """The text an extras input passes on to its answer, as A1111's run_postprocessing keeps `existing_pnginfo`:
+    the image's own text items and its infotext (a text chunk or a JPEG/WebP UserComment) as `parameters`, so an
+    upscaled picture still says how it was generated. At most PNG_INFO_ITEMS_MAX characters in all: a PNG of a few
+    kilobytes can carry 64 MB of compressed text, which would come back uncompressed in every answer."""
+    text, _ = read_infotext(img)
+    found = {"parameters": text} if text else {}  # first: a large graph chunk must not crowd it out
+    found.update({k: v for k, v in (img.info or {}).items()
+                  if isinstance(k, str) and isinstance(v, str) and k not in infotext_mod.NOT_ITEMS})
+    kept, room = {}, PNG_INFO_ITEMS_MAX
+    for key, value in found.items():
+        if len(key) + len(value) <= room:
+            kept[key], room = value, room - len(key) - len(value)
+    return kept
+
+
+async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[str, str]]
+                    ) -> tuple[list[image_io.Base64], str]:
+    """Upscale each (field, base64) image; returns the answer's PNGs, each with its source's text and the
+    `postprocessing` infotext A1111 writes for the step (with the `enable_pnginfo` option), and that infotext."""
     engine = engine_of(request)
     limits = {"max_bytes": engine.max_image_bytes, "max_pixels": engine.max_image_pixels}
     _restorer_check(body)
@@ -302,9 +322,17 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
     except PayloadTooLarge as exc:
         raise field_error(exc.field or "imageList", exc.message.split(": ", 1)[-1], status=413) from None
     decoded = [await image_io.run_in_pool(imaging.decode_image, data, field, **limits) for field, data in images]
+    with_text = opts.value(ensure_state(request.app).options, "enable_pnginfo") is not False
+    sources = (await image_io.run_in_pool(lambda: [source_chunks(im) for im in decoded]) if with_text
+               else [{} for _ in decoded])
+
+    def chunks(source: dict[str, str], info: str) -> dict[str, str]:
+        return {**source, "postprocessing": info} if with_text else {}
+
     if first is None:
         # A1111 skips the whole upscale step without an upscaler_1.
-        return await image_io.run_in_pool(lambda: [_png(im) for im in decoded]), ""
+        return await image_io.run_in_pool(lambda: [image_io.Base64(_png(im, chunks(s, "")))
+                                                   for im, s in zip(decoded, sources)]), ""
     workflow = ensure_state(request.app).settings.upscale_workflow
     submissions, crops = [], []
     encoded = await image_io.run_in_pool(lambda: [image_io.from_pil(im) for im in decoded])
@@ -320,18 +348,20 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
         submissions.append(Submission(workflow, params, meta={"dialect": "a1111", "field": field}))
         crops.append(crop)
     _, jobs = await run_task(request, "extras", "", submissions)
-    pngs = [await engine.read_output(job, "images", 0) for job in jobs if job is not None]
+    # an interrupted image's job is None: the finished ones keep their own crop and text
+    done = [(await engine.read_output(job, "images", 0), crop, source)
+            for job, crop, source in zip(jobs, crops, sources) if job is not None]
     if body.resize_mode == 1:
         info = f"Postprocess upscale to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
         if body.upscaling_crop is not False:
             info += f", Postprocess crop to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
-        pngs = await image_io.run_in_pool(lambda: [_crop_centre(p, c) if c else p for p, c in zip(pngs, crops)])
+        done = await image_io.run_in_pool(lambda: [(_crop_centre(p, c) if c else p, c, s) for p, c, s in done])
     else:
         info = f"Postprocess upscale by: {_num(body.upscaling_resize)}"
     info += f", Postprocess upscaler: {first.name}"
     if second is not None and visibility > 0:
         info += f", Postprocess upscaler 2: {second.name}"
-    return pngs, info
+    return await image_io.run_in_pool(lambda: [_with_info(p, chunks(s, info)) for p, _, s in done]), info
 
 
 def _num(value: float | None) -> str:
@@ -347,39 +377,37 @@ def _crop_centre(png: bytes, size: tuple[int, int]) -> bytes:
         return _png(canvas)
 
 
-def _png(im: Image.Image, text: str | None = None) -> bytes:
+def _png(im: Image.Image, chunks: Mapping[str, str] | None = None) -> bytes:
     from PIL import PngImagePlugin
 
     meta = PngImagePlugin.PngInfo()
-    if text:
-        meta.add_text("postprocessing", text)
+    for key, value in (chunks or {}).items():
+        meta.add_text(key, value)
     out = io.BytesIO()
     im.save(out, format="PNG", pnginfo=meta, compress_level=4)
     return out.getvalue()
 
 
-def _with_info(png: bytes, text: str) -> image_io.Base64:
-    if text:
-        with Image.open(io.BytesIO(png)) as im:
-            im.load()
-            png = _png(im, text)
-    return image_io.Base64(png)
+def _with_info(png: bytes, chunks: Mapping[str, str]) -> image_io.Base64:
+    # always written anew: the stored output carries the bridge's own infotext (BRIDGE_OUTPUT_METADATA), which is
+    # not what A1111 answers, with `enable_pnginfo` off too
+    with Image.open(io.BytesIO(png)) as im:
+        im.load()
+        return image_io.Base64(_png(im, chunks))
 
 
 @a1111_endpoint(body=ExtrasSingleRequest, responses={200: ExtrasSingleAnswer})
 async def extra_single_image(request: web.Request, body: ExtrasSingleRequest) -> web.StreamResponse:
     """Upscale one image (A1111 `/sdapi/v1/extra-single-image`); upscaler "None" gives the image back."""
-    pngs, info = await _upscaled(request, body, [("image", body.image or "")])
-    encoded = await image_io.run_in_pool(_with_info, pngs[0], info)
-    return await json_answer({"html_info": html_info(info), "image": encoded})
+    encoded, info = await _upscaled(request, body, [("image", body.image or "")])
+    return await json_answer({"html_info": html_info(info), "image": encoded[0]})
 
 
 @a1111_endpoint(body=ExtrasBatchRequest, responses={200: ExtrasBatchAnswer})
 async def extra_batch_images(request: web.Request, body: ExtrasBatchRequest) -> web.StreamResponse:
     """Upscale a list of images (A1111 `/sdapi/v1/extra-batch-images`), answered in the same order."""
-    pngs, info = await _upscaled(request, body, [(f"imageList[{i}].data", f.data)
-                                                 for i, f in enumerate(body.imageList)])
-    encoded = await image_io.run_in_pool(lambda: [_with_info(p, info) for p in pngs])
+    encoded, info = await _upscaled(request, body, [(f"imageList[{i}].data", f.data)
+                                                    for i, f in enumerate(body.imageList)])
     return await json_answer({"html_info": html_info(info), "images": encoded})
 
 

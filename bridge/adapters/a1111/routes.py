@@ -464,11 +464,14 @@ async def img2img_inputs(request: web.Request, req: models.Img2ImgRequest) -> Im
 
 async def img2img_generation(request: web.Request, req: models.Img2ImgRequest, inputs: Img2ImgInputs,
                              scripts: tuple[str, ...] = ()) -> Generation:
+    # A1111 applies these rules to its processing object: the request, echoed as `parameters`, keeps what was sent
+    update: dict[str, Any] = {}
     if req.denoising_strength is None:
-        req.denoising_strength = 0.75
+        update["denoising_strength"] = 0.75
     if len(inputs.inits) > 1:
-        req.batch_size = len(inputs.inits)
-    return await generation_for(request, req, is_img2img=True, scripts=scripts)
+        update["batch_size"] = len(inputs.inits)
+    work = req.model_copy(update=update) if update else req
+    return await generation_for(request, work, is_img2img=True, scripts=scripts)
 
 
 async def prepare_img2img(request: web.Request, req: models.Img2ImgRequest,
