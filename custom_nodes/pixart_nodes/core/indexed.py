@@ -87,6 +87,9 @@ def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: 
         if f.shape[:2] != frames[0].shape[:2]:  # the first frame's size is the GIF's screen
             raise ValueError(f"frame {n + 1} is {f.shape[1]}x{f.shape[0]}, the first {frames[0].shape[1]}x"
                              f"{frames[0].shape[0]}; GIF frames share one size")
+    # the nearest hundredth, and at least one for any delay: Pillow truncates, so 99 ms played as 90 and 1..9 ms
+    # wrote no delay, which browsers play at 100 ms
+    delay_ms = max(10, (duration_ms + 5) // 10 * 10) if duration_ms else 0
     mapped = [palette_indices(f, palette, alpha_threshold) for f in frames]
     transparent = any(t for _, t in mapped)
     flat = _flat_palette(palette, transparent)
@@ -101,7 +104,7 @@ def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: 
         im.putpalette(flat, rawmode="RGB")
         out = io.BytesIO()
         # `palette` makes it the global table (every frame's the same, none local); the loop only once, first
-        im.save(out, format="GIF", palette=bytes(flat), duration=duration_ms, optimize=False, interlace=False,
+        im.save(out, format="GIF", palette=bytes(flat), duration=delay_ms, optimize=False, interlace=False,
                 **({"loop": loop} if n == 0 else {}), **extra)
         data = out.getvalue()
         end = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # header and global table

@@ -142,18 +142,21 @@ def merge(tiles: np.ndarray, width: int, height: int, overlap: int) -> np.ndarra
     ramp = _ramp(overlap) if overlap else np.zeros(0)
     out = np.zeros((height, width) + tiles.shape[3:], dtype=np.float64)
     k = 0
-    for y, xs in layout:
+    # the first tile of a row (and the first row) is pasted, not blended: it has nothing before it to blend into.
+    # A1111 tests `x == 0`, so a picture a little smaller than the tile, whose only tile sits at a small negative
+    # place, came back with its first columns (or rows) blended with black
+    for r, (y, xs) in enumerate(layout):
         row = np.zeros((tile_h, width) + tiles.shape[3:], dtype=np.float64)
-        for x in xs:
+        for c, x in enumerate(xs):
             tile = data[k]
             k += 1
-            if x == 0:
-                _paste(row, tile, 0, 0)
+            if c == 0:
+                _paste(row, tile, x, 0)
                 continue
             _blend(row, tile[:, :overlap], x, 0, ramp[None, :])
             _paste(row, tile[:, overlap:], x + overlap, 0)
-        if y == 0:
-            _paste(out, row, 0, 0)
+        if r == 0:
+            _paste(out, row, 0, y)
             continue
         _blend(out, row[:overlap], 0, y, ramp[:, None])
         _paste(out, row[overlap:], 0, y + overlap)
