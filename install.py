@@ -45,7 +45,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 
 # pytest's "no tests were collected" status.
 PYTEST_NO_TESTS = 5
-PYTEST_INTERRUPTED = 2
+PYTEST_INTERRUPTED = 2  # also a collection error: said only after a Ctrl-C
 
 
 def _load_by_path(relative: str, name: str) -> ModuleType:
@@ -118,21 +118,23 @@ class Installer:
             say(f"using the current Python: {self.python}")
             return
         py = Path(self.venv_python())
-        usable = py.is_file() and subprocess.run([str(py), "-c", "import pip"], stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL).returncode == 0
-        # A .venv without a working python or pip (an interrupted first run, a system Python upgraded away from
-        # under its links) never heals by itself: pip fails in it on every run. Rebuilt from scratch, so that
-        # writes never go through a dangling link and the old install record inside it goes too.
-        stale = not usable and (VENV_DIR.exists() or VENV_DIR.is_symlink())
-        if usable:
+        runs, has_pip = _python_state(py)
+        # A .venv whose python cannot run (an interrupted first run, a system Python upgraded away from under its
+        # links, a copy from another machine) never heals by itself: it is rebuilt from scratch, so that writes
+        # never go through a dangling link and the old install record inside it goes too. One whose python runs
+        # without pip (ensurepip interrupted, a `uv venv`) only gets pip: its packages stay.
+        rebuild = not runs and (VENV_DIR.exists() or VENV_DIR.is_symlink())
+        if runs and has_pip:
             say(f"virtual environment: {VENV_DIR} (exists)")
         elif self.args.dry_run:
-            say(f"would {'re-create the broken' if stale else 'create the'} virtual environment {VENV_DIR}")
+            say(f"would {'re-create the broken' if rebuild else 'add pip to the' if runs else 'create the'} "
+                f"virtual environment {VENV_DIR}")
         else:
-            say(f"re-creating the virtual environment {VENV_DIR} (no working python or pip in it)" if stale
+            say(f"re-creating the virtual environment {VENV_DIR} (its python does not run)" if rebuild
+                else f"adding pip to the virtual environment {VENV_DIR}" if runs
                 else f"creating the virtual environment {VENV_DIR}")
             try:
-                venv.create(VENV_DIR, with_pip=True, upgrade_deps=False, clear=stale)
+                venv.create(VENV_DIR, with_pip=True, upgrade_deps=False, clear=rebuild)
             except Exception as exc:  # noqa: BLE001 - venv raises CalledProcessError/OSError/others
                 raise SystemExit(f"[install] could not create {VENV_DIR}: {exc}. On Debian/Ubuntu install "
                                  "python3-venv, or pass --use-current-python.") from exc
@@ -358,26 +360,28 @@ def install_fingerprint(pyproject: Path, comfyui_reqs: list[str] | None, python:
     return h.hexdigest()
 
 
-def pytest_outcome(code: int) -> tuple[int, str]:
+def pytest_outcome(code: int, interrupted: bool = False) -> tuple[int, str]:
     """Map pytest's exit status to ours: "no tests collected" is not a failure, but it is said out loud."""
     if code == 0:
         return 0, "tests passed"
     if code == PYTEST_NO_TESTS:
         return 0, "NO TESTS RAN: pytest collected nothing (exit 5); treated as success, check the selection"
-    if code == PYTEST_INTERRUPTED:
+    if code == PYTEST_INTERRUPTED and interrupted:
         return code, "tests interrupted (pytest exit 2): the summary above covers the tests that ran"
     return code, f"tests failed (pytest exit {code})"
 
 
-def wait_for(cmd: list[str]) -> int:
-    """Run `cmd` in the repository and wait for its status. Ctrl-C reaches the child too (one process group):
-    pytest stops and prints its summary, so this waits on for it instead of dying with a traceback of its own."""
+def wait_for(cmd: list[str]) -> tuple[int, bool]:
+    """Run `cmd` in the repository; its status, and whether Ctrl-C came meanwhile. Ctrl-C reaches the child too
+    (one process group): pytest stops and prints its summary, so this waits on for it instead of dying with a
+    traceback of its own."""
     proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT))
+    interrupted = False
     while True:
         try:
-            return proc.wait()
+            return proc.wait(), interrupted
         except KeyboardInterrupt:
-            continue
+            interrupted = True
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
@@ -386,6 +390,17 @@ def split_argv(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
         if arg in ("--test", "--run"):
             return argv[:i], arg[2:], argv[i + 1:]
     return argv, None, []
+
+
+def _python_state(py: Path) -> tuple[bool, bool]:
+    """(the interpreter runs, it imports pip)"""
+    try:
+        code = subprocess.run([str(py), "-c", "import sys, importlib.util; "
+                               "sys.exit(0 if importlib.util.find_spec('pip') else 3)"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    except OSError:  # missing, a dangling link, not executable, another OS's binary
+        return False, False
+    return code in (0, 3), code == 0
 
 
 def paths_from_here(args: list[str], here: Path) -> list[str]:
@@ -440,9 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     status = 1 if inst.errors else 0
     if args.skip_setup and not args.no_comfyui and home.is_comfyui_dir(args.comfyui):
         inst.comfyui = Path(args.comfyui).expanduser().resolve()
-    if inst.comfyui is not None:
-        # The tests' harness and the bridge look ComfyUI up themselves (COMFYUI_DIR, then ~/ComfyUI): without this
-        # they miss a --comfyui checkout, and a stale COMFYUI_DIR that set-up stepped past stops the bridge.
+    env_dir = os.environ.get(home.COMFYUI_ENV)
+    if inst.comfyui is not None and (args.comfyui or (env_dir and not home.is_comfyui_dir(env_dir))):
+        # The tests' harness and the bridge look ComfyUI up themselves (COMFYUI_DIR, then ~/ComfyUI, the bridge
+        # its .env too): they miss a --comfyui checkout, and a stale COMFYUI_DIR that set-up stepped past stops
+        # the bridge. Otherwise they find it as set-up did, and a COMFYUI_DIR in .env keeps its say.
         os.environ[home.COMFYUI_ENV] = str(inst.comfyui)
     if action == "test":
         if not args.skip_setup:
@@ -452,8 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"would run: {shlex.join(cmd)}")
             return 0
         say(f"running the tests: {shlex.join(cmd)}")
-        code = wait_for(cmd)
-        test_status, message = pytest_outcome(code)
+        test_status, message = pytest_outcome(*wait_for(cmd))
         say(message)
         if inst.warnings:
             say("note: " + "; ".join(inst.warnings) + " (the tests that need them were skipped, each with its reason)")

@@ -67,7 +67,7 @@ def test_the_comfyui_install_found_is_the_one_tests_and_bridge_get(
 
     def fake_wait(cmd):  # pytest inherits this process's environment
         seen["COMFYUI_DIR"] = os.environ.get("COMFYUI_DIR")
-        return 0
+        return 0, False
 
     def fake_execv(path, cmd):
         seen["COMFYUI_DIR"] = os.environ.get("COMFYUI_DIR")
@@ -141,9 +141,13 @@ def test_a_venv_without_pip_is_repaired(module, tmp_path: Path) -> None:
     # Interrupted during ensurepip (Ctrl-C, a full disk) on the first run: bin/python exists, pip does not, and
     # every later run failed at "No module named pip" without ever fixing it.
     venv.create(module.VENV_DIR, with_pip=False)
+    # what was installed stays (a `uv venv` has no pip by design): only pip is added
+    kept = next((module.VENV_DIR / "lib").glob("python*/site-packages")) / "kept_module.py"
+    kept.write_text("")
     inst = module.Installer(module.build_parser().parse_args([]))
     inst.ensure_python()
     assert subprocess.run([inst.python, "-c", "import pip"], capture_output=True).returncode == 0
+    assert kept.exists()
 
 
 def test_a_venv_whose_python_is_gone_is_rebuilt(module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,7 +168,6 @@ def test_a_venv_whose_python_is_gone_is_rebuilt(module, tmp_path: Path, monkeypa
     inst.ensure_python()
     assert subprocess.run([inst.python, "-c", "import pip"], capture_output=True).returncode == 0
     assert not (module.VENV_DIR / module.STAMP_NAME).exists()
-    assert not old.exists(), "re-creating wrote through the dangling link"
 
 
 def test_a_kernel_warning_is_not_reported_as_no_comfyui(module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -201,7 +204,7 @@ def test_a_failed_test_run_after_a_complete_set_up_exits_non_zero(module, tmp_pa
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # A pytest killed by a signal (the OOM killer) reports a negative status; it must not read as success.
     _quiet_setup(module, monkeypatch)
-    monkeypatch.setattr(module, "wait_for", lambda cmd: -9)
+    monkeypatch.setattr(module, "wait_for", lambda cmd: (-9, False))
     status = module.main(["--use-current-python", "--no-comfyui", "--test"])
     assert status != 0 and (status & 0xFF) != 0
 
@@ -253,3 +256,33 @@ def test_help_says_what_happens_to_the_arguments_after_test(tmp_path: Path) -> N
     text = " ".join(proc.stdout.split())
     assert "passed on unchanged" not in text  # test paths are re-based on the current folder
     assert "empty" in text  # --comfyui: an empty folder is cloned into too
+
+
+def test_pytest_exit_2_is_an_interruption_only_after_ctrl_c(module) -> None:
+    # pytest exits 2 on a collection error (an ImportError in a test module) as well
+    assert "interrupted" in module.pytest_outcome(2, True)[1]
+    status, message = module.pytest_outcome(2, False)
+    assert status == 2 and message == "tests failed (pytest exit 2)"
+
+
+@pytest.mark.parametrize("env_dir", [None, "valid"])
+def test_comfyui_dir_is_left_alone_where_the_tests_find_the_same_checkout(module, tmp_path: Path, env_dir,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # exported without need, it outranked a COMFYUI_DIR the bridge reads from .env (its settings take the process
+    # environment first)
+    found = _fake_comfyui(tmp_path / "ComfyUI")
+    if env_dir:
+        monkeypatch.setenv("COMFYUI_DIR", str(found))
+    else:
+        monkeypatch.delenv("COMFYUI_DIR", raising=False)
+    _quiet_setup(module, monkeypatch)
+    monkeypatch.setattr(module.Installer, "ensure_comfyui", lambda self: setattr(self, "comfyui", found))
+    seen: dict[str, str | None] = {}
+
+    def fake_wait(cmd):
+        seen["COMFYUI_DIR"] = os.environ.get("COMFYUI_DIR")
+        return 0, False
+
+    monkeypatch.setattr(module, "wait_for", fake_wait)
+    module.main(["--use-current-python", "--test"])
+    assert seen["COMFYUI_DIR"] == (str(found) if env_dir else None)
