@@ -113,3 +113,12 @@ async def test_extras_write_no_text_without_enable_pnginfo(client, comfy_double)
         "image": png_b64(parameters=GENERATED), "upscaler_1": "Lanczos"})
     assert resp.status == 200, await resp.text()
     assert text_chunks((await resp.json())["image"]) == {}
+
+
+async def test_generated_images_carry_no_text_without_enable_pnginfo(client, comfy_double):
+    # the extras' rule for txt2img too: the stored result's own text (the bridge's `parameters`, ComfyUI's graph)
+    # came back as it was
+    assert (await client.post("/sdapi/v1/options", json={"enable_pnginfo": False})).status == 200
+    resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64})
+    assert resp.status == 200, await resp.text()
+    assert text_chunks((await resp.json())["images"][0]) == {}

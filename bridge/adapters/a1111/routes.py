@@ -211,7 +211,8 @@ def encode_image(png: bytes, text: str, options: dict[str, Any]) -> tuple[bytes,
     fmt = str(options.get("samples_format", "png")).lower()
     with_info = bool(options.get("enable_pnginfo", True))
     if fmt == "png":
-        return (gen_mod.png_with_infotext(png, text) if with_info else png), "png"
+        # off: no text at all, as A1111 writes none (the stored result carries the bridge's own infotext)
+        return (gen_mod.png_with_infotext(png, text) if with_info else image_io.strip_metadata(png)), "png"
     with gen_mod.open_built(png) as im:
         if max(im.size) > MAX_SIDE.get(fmt, 16383):
             return encode_image(png, text, {**options, "samples_format": "png"})
