@@ -174,7 +174,8 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
         width = getattr(req, "firstphase_width", 0) or width
         height = getattr(req, "firstphase_height", 0) or height
     cfg = 7.0 if req.cfg_scale is None else float(req.cfg_scale)
-    denoise = req.denoising_strength
+    # A1111's default, for img2img and for txt2img's hires pass alike, where a request sends null
+    denoise = 0.75 if req.denoising_strength is None else float(req.denoising_strength)
 
     count = batch_size * n_iter
     seed = req.seed
@@ -241,7 +242,7 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
     gen = Generation(
         prompts=prompts, negative_prompts=negatives, seeds=seeds, subseeds=subseeds, sampler=resolved,
         steps=steps, cfg_scale=cfg, width=width, height=height, batch_size=batch_size, n_iter=n_iter,
-        denoising_strength=denoise if is_img2img else None, checkpoint=checkpoint, clip_skip=clip_skip,
+        denoising_strength=denoise, checkpoint=checkpoint, clip_skip=clip_skip,
         job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"), styles=style_names, extra={},
         model_prompts=model_prompts, model_negative_prompts=model_negatives, loras=loras,
         subseed_strength=strength, seed_resize_from=seed_resize,
@@ -252,7 +253,6 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
         denoise_in_infotext=is_img2img, eta=req.eta,
     )
     if not is_img2img:
-        gen.denoising_strength = 0.75 if req.denoising_strength is None else float(req.denoising_strength)
         if getattr(req, "enable_hr", False):
             gen.hires = resolve_hires(req, gen, live_samplers, live_schedulers, eta_options, styles, embeddings,
                                       upscale_files)

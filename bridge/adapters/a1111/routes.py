@@ -465,13 +465,8 @@ async def img2img_inputs(request: web.Request, req: models.Img2ImgRequest) -> Im
 
 async def img2img_generation(request: web.Request, req: models.Img2ImgRequest, inputs: Img2ImgInputs,
                              scripts: tuple[str, ...] = ()) -> Generation:
-    # A1111 applies these rules to its processing object: the request, echoed as `parameters`, keeps what was sent
-    update: dict[str, Any] = {}
-    if req.denoising_strength is None:
-        update["denoising_strength"] = 0.75
-    if len(inputs.inits) > 1:
-        update["batch_size"] = len(inputs.inits)
-    work = req.model_copy(update=update) if update else req
+    # A1111 applies this rule to its processing object: the request, echoed as `parameters`, keeps what was sent
+    work = req.model_copy(update={"batch_size": len(inputs.inits)}) if len(inputs.inits) > 1 else req
     return await generation_for(request, work, is_img2img=True, scripts=scripts)
 
 
@@ -623,8 +618,6 @@ async def sd_upscale(request: web.Request, body: models.Img2ImgRequest) -> web.S
         raise models.field_error("mask", "the sd upscale script re-samples the whole picture; send no mask")
     files = await upscale_model_files(engine)
     overlap, upscaler, scale = sd_upscale_args(list(body.script_args or []), files)
-    if body.denoising_strength is None:
-        body.denoising_strength = 0.75
     inits, _ = await decode_request_images(request, body)
     background = opts.value(state.options, "img2img_background_color", body.override_settings)
     init = await image_io.run_in_pool(imaging.flatten, inits[0], _rgb(background))
