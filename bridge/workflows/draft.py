@@ -162,7 +162,7 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
             if is_limit(opts.get(key)):
                 spec[key] = int(opts[key])
         step = opts.get("step")
-        if name in SEED_INPUTS or randomized:
+        if name in SEED_INPUTS:
             spec.update(random_value=-1, min=max(0, spec.get("min", 0)))
             if randomized:  # the editor drew a new one for every run: so does a call that leaves it out
                 spec["default"] = -1

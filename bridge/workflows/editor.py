@@ -188,7 +188,7 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
     """An editor-format workflow as the API graph ComfyUI's frontend would queue for it (`graphToPrompt`).
 
     Reroutes are followed, a PrimitiveNode's value lands in the widget it drives, notes are dropped, muted nodes
-    are left out and bypassed nodes pass their first matching input through, as the frontend does.
+    are left out and bypassed nodes pass an input through (`_bypass_input`), as the frontend does.
     """
     if ui.get("definitions", {}).get("subgraphs"):
         raise WorkflowError("the workflow uses subgraphs; convert them to nodes in the editor first")
