@@ -23,7 +23,8 @@ class PixartNoiseLatent:
         return {
             "required": {
                 "samples": ("LATENT", {"tooltip": (
-                    "Reference latent: only its shape is used (batch, channels, height, width), e.g. the "
+                    "Reference latent: only its shape (batch, channels, height, width) and batch_index (set by "
+                    "Latent From Batch: which of KSampler's per-image draws each image gets) are used, e.g. the "
                     "VAE-encoded init image.")}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": latent.SEED_MAX, "control_after_generate": True,
                                  "tooltip": "Noise seed; give it KSampler's seed to get KSampler's own noise."}),

@@ -9,6 +9,8 @@ import numpy as np
 
 from .core import palette as pal
 from .core import palettes as library
+from .core.imageio import read_bounded
+from .core.palette_files import MAX_FILE_BYTES
 from .core.tensors import iter_batch_uint8, mask_to_alpha, require_images, uint8_to_image
 
 SOURCES = ("named", "hex", "file", "image")
@@ -148,13 +150,15 @@ class PixartPalette:
     @classmethod
     def IS_CHANGED(cls, source="named", file="", **_):
         # ComfyUI reuses the last palette while the widgets stay equal: a file edited on disk under the same name
-        # must be read again (LoadImage hashes its file the same way). Linked inputs never reach IS_CHANGED.
-        if source != "file":
+        # must be read again (LoadImage hashes its file the same way). A linked input arrives here as None.
+        if source not in ("file", None):
             return ""
-        try:
-            return hashlib.sha256(resolve_palette_file(file).read_bytes()).hexdigest()
+        if not isinstance(file, str):
+            return float("nan")  # never equal: the file is known only when the node runs
+        try:  # at most what the reader takes: the name may come from a remote request
+            return hashlib.sha256(read_bounded(resolve_palette_file(file), MAX_FILE_BYTES)).hexdigest()
         except (ValueError, OSError):
-            return float("nan")  # never equal: build runs and reports the missing or unreadable file
+            return float("nan")  # never equal: build runs and reports the missing, unreadable or too large file
 
     def build(self, source, name, hex_colors, file, n_colors, method, seed, image=None, mask=None, search="",
               for_dithering=False):

@@ -141,11 +141,8 @@ class PixartRGB565Preview:
         if not rgb565_base64 or not rgb565_base64.strip():
             raise ValueError("rgb565_base64: empty input, expected a base64 RGB565 frame")
         data = rgb565.from_base64(rgb565_base64, field="rgb565_base64")
-        expected = int(width) * int(height) * 2
-        if len(data) != expected:  # the core's message names its own argument ("data"), which the node does not show
-            raise ValueError(f"rgb565_base64: expected {expected} bytes for a {width}x{height} frame (width x height "
-                             f"x 2), got {len(data):,}")
-        img = rgb565.from_rgb565(data, width, height, byte_order=byte_order, inverted=inverted)
+        img = rgb565.from_rgb565(data, width, height, byte_order=byte_order, inverted=inverted,
+                                 field="rgb565_base64")
         return (uint8_to_image(img),)
 
 

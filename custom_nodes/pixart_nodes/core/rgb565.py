@@ -123,8 +123,10 @@ def from_rgb565(
     *,
     byte_order: str = "big",
     inverted: bool = False,
+    field: str = "data",
 ) -> np.ndarray:
     """Unpack RGB565 bytes into ``uint8 [H,W,3]`` (what the LCD shows; ``inverted`` undoes a packing inversion).
+    A wrong length is an error naming ``field`` (the caller's name for the bytes).
 
     Channels are expanded by shifting only (31 -> 248), like OpenCV's ``COLOR_BGR5652RGB``, so that
     ``from_rgb565(to_rgb565(x))`` is exactly ``x`` with its low bits cleared.
@@ -134,7 +136,7 @@ def from_rgb565(
         raise ValueError(f"width and height must be >= 1, got {width}x{height}")
     expected = int(width) * int(height) * 2
     if len(data) != expected:
-        raise ValueError(f"data: expected {expected} bytes for {width}x{height} RGB565, got {len(data)}")
+        raise ValueError(f"{field}: expected {expected} bytes for {width}x{height} RGB565, got {len(data):,}")
     words = np.frombuffer(data, dtype=">u2" if byte_order == "big" else "<u2").astype(np.uint16)
     if inverted:
         words ^= 0xFFFF
