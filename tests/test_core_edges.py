@@ -65,10 +65,26 @@ def test_an_opaque_rgba_gif_of_256_colours_keeps_them(tmp_path):
     np.testing.assert_array_equal(imageio.read_image(tmp_path / "opaque.gif"), img[..., :3])
 
 
-@pytest.mark.parametrize("ms,stored", [(5, 10), (15, 20), (99, 100), (104, 100), (0, 0)])
+@pytest.mark.parametrize("ms,stored", [(5, 20), (10, 20), (15, 20), (26, 30), (99, 100), (104, 100), (0, 0)])
 def test_a_gif_frame_delay_is_the_nearest_hundredth_of_a_second(ms, stored):
-    # a GIF stores hundredths: Pillow truncated, so 99 ms played as 90 and 5 ms lost its delay altogether (which
-    # browsers then play at 100 ms, twenty times slower than asked)
+    # a GIF stores hundredths: Pillow truncated, so 99 ms played as 90 and 5 ms lost its delay altogether; browsers
+    # play 0 or 1 hundredth at 100 ms, so the shortest delay stored is two
     data = indexed.indexed_gif([np.zeros((2, 2, 3), np.uint8)] * 2, pal.palette_from_hex("#000 #fff"),
                                duration_ms=ms)
     assert Image.open(io.BytesIO(data)).info.get("duration", 0) == stored
+
+
+def test_a_gif_of_many_colours_beside_transparency_keeps_the_alpha_threshold(tmp_path) -> None:
+    # past 255 colours the image went to Pillow's RGBA conversion, which took alpha 40 as opaque
+    rng = np.random.default_rng(3)
+    img = np.concatenate([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+                          np.full((32, 32, 1), 255, np.uint8)], axis=2)
+    img[:8, :, 3] = 40
+    img[8:10, :, 3] = 128
+    with pytest.warns(imageio.ColoursReduced, match="more than 255 colours beside transparency"):
+        imageio.write_image(tmp_path / "many.gif", img)
+    with Image.open(tmp_path / "many.gif") as im:
+        back = np.asarray(im.convert("RGBA"))
+    assert (back[:8, :, 3] == 0).all() and (back[8:, :, 3] == 255).all()
+    # the opaque pixels' colours are median cut's: close to the source, not moved by the clear ones
+    assert np.abs(back[8:, :, :3].astype(int) - img[8:, :, :3]).mean() < 24

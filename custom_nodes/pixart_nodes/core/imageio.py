@@ -195,42 +195,51 @@ def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     return Image.fromarray(grey, "L")
 
 
-def _warn_reduced(path: Path, im: Image.Image) -> None:
+def _warn_reduced(path: Path, many: str) -> None:
     # A GIF holds 256 colours: Pillow picked them by median cut without a word (Aseprite asks first); the pack's
-    # own extraction is the better choice, so it is named. getcolors stops at the 257th colour, where counting them
-    # all (np.unique) took 2.8 s on a 2048x2048 photo.
-    if im.mode == "RGBA" or im.getcolors(256) is None:
-        many = "more than 255 colours beside transparency" if im.mode == "RGBA" else "more than 256 colours"
-        warnings.warn(ColoursReduced(f"{path}: {many}; a GIF holds 256, here chosen by Pillow's "
-                                     f"median cut (pixart convert --colors 256 extracts them better)"), stacklevel=3)
+    # own extraction is the better choice, so it is named.
+    warnings.warn(ColoursReduced(f"{path}: {many}; a GIF holds 256, here chosen by Pillow's median cut (pixart "
+                                 f"convert --colors 256 extracts them better)"), stacklevel=4)
 
 
 GIF_ALPHA_THRESHOLD = 128  # as quantize and the indexed writers: alpha below it is a GIF's transparent index
 
 
-def _gif_with_alpha(arr: np.ndarray) -> Image.Image | None:
-    """``uint8 [H,W,4]`` as a P image of its exact opaque colours plus one transparent index, or None past 255
-    colours. Pillow's own RGBA -> P conversion is a fast octree that moved the colours of a 64-colour sprite (its
-    palette lost) and kept a half-clear shadow as solid colour."""
-    rgb = arr[..., :3].astype(np.uint32)
-    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+def _gif_with_alpha(path: Path, arr: np.ndarray) -> Image.Image:
+    """``uint8 [H,W,4]`` with some clear pixels as a P image: alpha below ``GIF_ALPHA_THRESHOLD`` is one transparent
+    index, and the opaque colours are exact up to 255 of them, else 255 chosen by median cut (warned). Pillow's own
+    RGBA -> P conversion is a fast octree that moved the colours of a 64-colour sprite (its palette lost) and kept
+    a half-clear shadow as solid colour."""
     opaque = arr[..., 3] >= GIF_ALPHA_THRESHOLD
-    colours = np.unique(packed[opaque])
-    if len(colours) > 255:
-        return None
-    clear = len(colours)
-    idx = np.full(packed.shape, clear, np.uint8)
-    idx[opaque] = np.searchsorted(colours, packed[opaque])
-    flat = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
-    im = Image.fromarray(idx, "P")
-    im.putpalette(flat.reshape(-1).tolist() + [0, 0, 0], rawmode="RGB")
-    im.info["transparency"] = clear
-    return im
+    rgb = np.ascontiguousarray(arr[..., :3])
+    if opaque.any():  # clear pixels take an opaque pixel's colour: counted and reduced, they add none
+        rgb = np.where(opaque[..., None], rgb, rgb.reshape(-1, 3)[np.argmax(opaque)])
+    im = Image.fromarray(rgb)
+    # getcolors stops at the 256th colour, where counting them all (np.unique) took 1.3 s on a 2048x2048 photo
+    found = im.getcolors(255)
+    if found is None:
+        _warn_reduced(path, "more than 255 colours beside transparency")
+        reduced = im.quantize(255, method=Image.Quantize.MEDIANCUT)
+        idx = np.array(reduced)
+        flat = np.zeros((255, 3), np.uint8)  # the index past the reduced colours stays free for the clear pixels
+        chosen = np.array(reduced.getpalette()[:765], np.uint8)
+        flat.reshape(-1)[:len(chosen)] = chosen
+    else:
+        colours = np.array(sorted((r << 16) | (g << 8) | b for _, (r, g, b) in found), np.uint32)
+        packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+        idx = np.searchsorted(colours, packed).astype(np.uint8)
+        flat = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
+    clear = len(flat)
+    idx[~opaque] = clear
+    out = Image.fromarray(idx, "P")
+    out.putpalette(flat.reshape(-1).tolist() + [0, 0, 0], rawmode="RGB")
+    out.info["transparency"] = clear
+    return out
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     """Write ``uint8 [H,W,1|3|4]`` (format from the suffix; PNG keeps alpha, JPEG drops it, GIF keeps it as one
-    transparent index for alpha below ``GIF_ALPHA_THRESHOLD`` and up to 255 other colours exactly).
+    transparent index for alpha below ``GIF_ALPHA_THRESHOLD``, and up to 255 other colours exactly).
 
     The file is encoded in memory first (an image the format cannot hold is an ImageWriteError naming the file),
     then written by ``write_file``.
@@ -253,11 +262,10 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     if fmt == "GIF":
         if im.mode == "RGBA" and bool((arr[..., 3] >= GIF_ALPHA_THRESHOLD).all()):
             im = Image.fromarray(np.ascontiguousarray(arr[..., :3]))  # Pillow keeps up to 256 RGB colours exactly
-        exact = _gif_with_alpha(arr) if im.mode == "RGBA" else None
-        if exact is None:
-            _warn_reduced(path, im)
-        else:
-            im = exact
+        if im.mode == "RGBA":
+            im = _gif_with_alpha(path, arr)
+        elif im.getcolors(256) is None:
+            _warn_reduced(path, "more than 256 colours")
     if fmt == "JPEG" and im.mode == "RGBA":
         im = im.convert("RGB")
     out = io.BytesIO()

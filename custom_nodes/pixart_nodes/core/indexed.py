@@ -19,6 +19,7 @@ from .palette import Palette, nearest_indices
 
 FORMATS = ("png", "gif")
 MAX_DURATION_MS = 655_350
+GIF_MIN_DELAY_MS = 20  # the shortest delay browsers play as stored (Chromium, Firefox, WebKit)
 MAX_LOOP = 65_535
 MAX_GIF_SIDE = MAX_SIDE["GIF"]
 
@@ -87,9 +88,9 @@ def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: 
         if f.shape[:2] != frames[0].shape[:2]:  # the first frame's size is the GIF's screen
             raise ValueError(f"frame {n + 1} is {f.shape[1]}x{f.shape[0]}, the first {frames[0].shape[1]}x"
                              f"{frames[0].shape[0]}; GIF frames share one size")
-    # the nearest hundredth, and at least one for any delay: Pillow truncates, so 99 ms played as 90 and 1..9 ms
-    # wrote no delay, which browsers play at 100 ms
-    delay_ms = max(10, (duration_ms + 5) // 10 * 10) if duration_ms else 0
+    # the nearest hundredth, and at least two for any delay: Pillow truncates, so 99 ms played as 90; and browsers
+    # play a delay of 0 or 1 hundredth at 100 ms, so 1..14 ms as stored played ten times slower than asked
+    delay_ms = max(GIF_MIN_DELAY_MS, (duration_ms + 5) // 10 * 10) if duration_ms else 0
     mapped = [palette_indices(f, palette, alpha_threshold) for f in frames]
     transparent = any(t for _, t in mapped)
     flat = _flat_palette(palette, transparent)
