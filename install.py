@@ -453,8 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         inst.setup()
     status = 1 if inst.errors else 0
-    if args.skip_setup and not args.no_comfyui and home.is_comfyui_dir(args.comfyui):
-        inst.comfyui = Path(args.comfyui).expanduser().resolve()
+    if args.skip_setup and not args.no_comfyui and args.comfyui:
+        if home.is_comfyui_dir(args.comfyui):
+            inst.comfyui = Path(args.comfyui).expanduser().resolve()
+        else:  # set-up, which would look elsewhere or clone, is skipped: the tests and the bridge look themselves
+            say(f"--comfyui {args.comfyui} is not a ComfyUI checkout (needs main.py and comfy/); not used")
     env_dir = os.environ.get(home.COMFYUI_ENV)
     if inst.comfyui is not None and (args.comfyui or (env_dir and not home.is_comfyui_dir(env_dir))):
         # The tests' harness and the bridge look ComfyUI up themselves (COMFYUI_DIR, then ~/ComfyUI, the bridge

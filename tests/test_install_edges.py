@@ -255,7 +255,7 @@ def test_help_says_what_happens_to_the_arguments_after_test(tmp_path: Path) -> N
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert "passed on unchanged" not in text  # test paths are re-based on the current folder
-    assert "empty" in text  # --comfyui: an empty folder is cloned into too
+    assert "ComfyUI checkout to use (or to clone into if absent or empty)" in text  # an empty folder is cloned into
 
 
 def test_pytest_exit_2_is_an_interruption_only_after_ctrl_c(module) -> None:

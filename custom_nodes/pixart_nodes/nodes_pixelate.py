@@ -171,7 +171,7 @@ class PixartSnapToGrid:
             results = sn.snap(arrays, min_size=float(min_cell_size), max_size=float(max_cell_size) or None,
                               cell_width=float(cell_width) or None, cell_height=float(cell_height) or None)
         except ValueError as exc:
-            # the core speaks the CLI's names (--min-size, --max-size); the node's widgets are named otherwise
+            # the core's errors name its arguments (min_size, max_size); the node's widgets are named otherwise
             raise ValueError(re.sub(r"\b(min|max)_size\b", r"\1_cell_size", str(exc))) from None
         first = results[0]
         if first.detected and (first.x.cells < int(min_columns) or first.y.cells < int(min_rows)):

@@ -355,26 +355,19 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
         info = f"Postprocess upscale to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
         if body.upscaling_crop is not False:
             info += f", Postprocess crop to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
-        done = await image_io.run_in_pool(lambda: [(_crop_centre(p, c) if c else p, c, s) for p, c, s in done])
     else:
         info = f"Postprocess upscale by: {_num(body.upscaling_resize)}"
     info += f", Postprocess upscaler: {first.name}"
     if second is not None and visibility > 0:
         info += f", Postprocess upscaler 2: {second.name}"
-    return await image_io.run_in_pool(lambda: [_with_info(p, chunks(s, info)) for p, _, s in done]), info
+    fit = body.resize_mode == 1
+    return await image_io.run_in_pool(lambda: [_answer(p, c if fit else None, chunks(s, info))
+                                               for p, c, s in done]), info
 
 
 def _num(value: float | None) -> str:
     value = 2 if value is None else value
     return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _crop_centre(png: bytes, size: tuple[int, int]) -> bytes:
-    # A1111 pastes the upscaled image centred on a black canvas of the asked size.
-    with Image.open(io.BytesIO(png)) as im:
-        canvas = Image.new("RGB", size)
-        canvas.paste(im.convert("RGB"), ((size[0] - im.width) // 2, (size[1] - im.height) // 2))
-        return _png(canvas)
 
 
 def _png(im: Image.Image, chunks: Mapping[str, str] | None = None) -> bytes:
@@ -388,11 +381,15 @@ def _png(im: Image.Image, chunks: Mapping[str, str] | None = None) -> bytes:
     return out.getvalue()
 
 
-def _with_info(png: bytes, chunks: Mapping[str, str]) -> image_io.Base64:
-    # always written anew: the stored output carries the bridge's own infotext (BRIDGE_OUTPUT_METADATA), which is
-    # not what A1111 answers, with `enable_pnginfo` off too
+def _answer(png: bytes, crop: tuple[int, int] | None, chunks: Mapping[str, str]) -> image_io.Base64:
+    # encoded once, with exactly the answer's text: the stored output carries the bridge's own infotext
+    # (BRIDGE_OUTPUT_METADATA), which is not what A1111 answers, with `enable_pnginfo` off too
     with Image.open(io.BytesIO(png)) as im:
         im.load()
+        if crop:  # A1111 pastes the upscaled image centred on a black canvas of the asked size
+            canvas = Image.new("RGB", crop)
+            canvas.paste(im.convert("RGB"), ((crop[0] - im.width) // 2, (crop[1] - im.height) // 2))
+            return image_io.Base64(_png(canvas, chunks))
         return image_io.Base64(_png(im, chunks))
 
 
