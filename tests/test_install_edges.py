@@ -8,7 +8,6 @@ nothing is installed and the real .venv, ~/ComfyUI and install record are never 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_install import _load_install_module
+
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pixart_install_edges_under_test", INSTALL)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fake_comfyui(path: Path) -> Path:
@@ -39,7 +32,7 @@ def _fake_comfyui(path: Path) -> Path:
 
 @pytest.fixture
 def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    mod = _load()
+    mod = _load_install_module()
     # Every lookup lands in tmp_path: no real ~/ComfyUI, COMFYUI_DIR, .venv or install record.
     monkeypatch.setattr(mod.home, "DEFAULT_COMFYUI_DIR", tmp_path / "home" / "ComfyUI")
     monkeypatch.setattr(mod, "VENV_DIR", tmp_path / "venv")
