@@ -17,17 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_install import _load_install_module
-
-REPO = Path(__file__).resolve().parent.parent
-INSTALL = REPO / "install.py"
-
-
-def _fake_comfyui(path: Path) -> Path:
-    (path / "comfy").mkdir(parents=True)
-    (path / "main.py").write_text("# not really ComfyUI\n")
-    (path / "requirements.txt").write_text("numpy>=1.25.0\n")
-    return path
+from tests.test_install import INSTALL, _fake_comfyui, _load_install_module
 
 
 @pytest.fixture
