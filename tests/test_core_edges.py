@@ -88,3 +88,26 @@ def test_a_gif_of_many_colours_beside_transparency_keeps_the_alpha_threshold(tmp
     assert (back[:8, :, 3] == 0).all() and (back[8:, :, 3] == 255).all()
     # the opaque pixels' colours are median cut's: close to the source, not moved by the clear ones
     assert np.abs(back[8:, :, :3].astype(int) - img[8:, :, :3]).mean() < 24
+
+
+def test_a_gif_of_no_opaque_pixel_is_clear_without_a_warning(tmp_path) -> None:
+    # the hidden colours of clear pixels were counted when no pixel was opaque: 1,024 of them warned "more than 255
+    # colours" and went through median cut for a picture that is one transparent index
+    img = np.random.default_rng(4).integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    img[..., 3] = 50
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", imageio.ColoursReduced)
+        imageio.write_image(tmp_path / "clear.gif", img)
+    assert (imageio.read_image(tmp_path / "clear.gif")[..., 3] == 0).all()
+
+
+@pytest.mark.parametrize("alpha", [None, 40])
+def test_a_gif_colour_warning_names_the_line_that_wrote_it(tmp_path, alpha) -> None:
+    # the warning is the caller's: with stacklevel counted from a helper one call deeper, the plain RGB path named
+    # the caller's caller (pytest's own frames here)
+    img = np.random.default_rng(5).integers(0, 256, (32, 32, 3 if alpha is None else 4), dtype=np.uint8)
+    if alpha is not None:
+        img[..., 3], img[:4, :, 3] = 255, alpha
+    with pytest.warns(imageio.ColoursReduced) as caught:
+        imageio.write_image(tmp_path / "many.gif", img)
+    assert [w.filename for w in caught] == [__file__]

@@ -195,30 +195,21 @@ def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     return Image.fromarray(grey, "L")
 
 
-def _warn_reduced(path: Path, many: str) -> None:
-    # A GIF holds 256 colours: Pillow picked them by median cut without a word (Aseprite asks first); the pack's
-    # own extraction is the better choice, so it is named.
-    warnings.warn(ColoursReduced(f"{path}: {many}; a GIF holds 256, here chosen by Pillow's median cut (pixart "
-                                 f"convert --colors 256 extracts them better)"), stacklevel=4)
-
-
 GIF_ALPHA_THRESHOLD = 128  # as quantize and the indexed writers: alpha below it is a GIF's transparent index
 
 
-def _gif_with_alpha(path: Path, arr: np.ndarray) -> Image.Image:
-    """``uint8 [H,W,4]`` with some clear pixels as a P image: alpha below ``GIF_ALPHA_THRESHOLD`` is one transparent
-    index, and the opaque colours are exact up to 255 of them, else 255 chosen by median cut (warned). Pillow's own
-    RGBA -> P conversion is a fast octree that moved the colours of a 64-colour sprite (its palette lost) and kept
-    a half-clear shadow as solid colour."""
-    opaque = arr[..., 3] >= GIF_ALPHA_THRESHOLD
-    rgb = np.ascontiguousarray(arr[..., :3])
-    if opaque.any():  # clear pixels take an opaque pixel's colour: counted and reduced, they add none
-        rgb = np.where(opaque[..., None], rgb, rgb.reshape(-1, 3)[np.argmax(opaque)])
+def _gif_with_alpha(arr: np.ndarray, opaque: np.ndarray) -> tuple[Image.Image, bool]:
+    """``uint8 [H,W,4]`` and its ``opaque`` mask (alpha at least ``GIF_ALPHA_THRESHOLD``, some pixel not) as a P
+    image: the rest is one transparent index, and the opaque colours are exact up to 255 of them, else 255 chosen by
+    median cut (the flag returned). Pillow's own RGBA -> P conversion is a fast octree that moved the colours of a
+    64-colour sprite (its palette lost) and kept a half-clear shadow as solid colour."""
+    # clear pixels take an opaque pixel's colour (black when none is): counted and reduced, they add none
+    fill = arr[np.unravel_index(np.argmax(opaque), opaque.shape)][:3] if opaque.any() else np.zeros(3, np.uint8)
+    rgb = np.where(opaque[..., None], arr[..., :3], fill)
     im = Image.fromarray(rgb)
     # getcolors stops at the 256th colour, where counting them all (np.unique) took 1.3 s on a 2048x2048 photo
     found = im.getcolors(255)
     if found is None:
-        _warn_reduced(path, "more than 255 colours beside transparency")
         reduced = im.quantize(255, method=Image.Quantize.MEDIANCUT)
         idx = np.array(reduced)
         flat = np.zeros((255, 3), np.uint8)  # the index past the reduced colours stays free for the clear pixels
@@ -234,7 +225,7 @@ def _gif_with_alpha(path: Path, arr: np.ndarray) -> Image.Image:
     out = Image.fromarray(idx, "P")
     out.putpalette(flat.reshape(-1).tolist() + [0, 0, 0], rawmode="RGB")
     out.info["transparency"] = clear
-    return out
+    return out, found is None
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
@@ -260,12 +251,20 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
         raise ImageWriteError(f"{path}: {w}x{h} is too large for {fmt} (at most {MAX_SIDE[fmt]} pixels a side)")
     im = Image.fromarray(arr)
     if fmt == "GIF":
-        if im.mode == "RGBA" and bool((arr[..., 3] >= GIF_ALPHA_THRESHOLD).all()):
-            im = Image.fromarray(np.ascontiguousarray(arr[..., :3]))  # Pillow keeps up to 256 RGB colours exactly
-        if im.mode == "RGBA":
-            im = _gif_with_alpha(path, arr)
-        elif im.getcolors(256) is None:
-            _warn_reduced(path, "more than 256 colours")
+        many = None
+        opaque = arr[..., 3] >= GIF_ALPHA_THRESHOLD if im.mode == "RGBA" else None
+        if opaque is not None and not opaque.all():
+            im, reduced = _gif_with_alpha(arr, opaque)
+            many = "more than 255 colours beside transparency" if reduced else None
+        else:
+            if opaque is not None:
+                im = Image.fromarray(np.ascontiguousarray(arr[..., :3]))  # Pillow keeps 256 RGB colours exactly
+            many = "more than 256 colours" if im.getcolors(256) is None else None
+        if many:
+            # A GIF holds 256 colours: Pillow picked them by median cut without a word (Aseprite asks first); the
+            # pack's own extraction is the better choice, so it is named.
+            warnings.warn(ColoursReduced(f"{path}: {many}; a GIF holds 256, here chosen by Pillow's median cut "
+                                         f"(pixart convert --colors 256 extracts them better)"), stacklevel=2)
     if fmt == "JPEG" and im.mode == "RGBA":
         im = im.convert("RGB")
     out = io.BytesIO()
