@@ -335,3 +335,7 @@ def test_a_huge_background_colour_is_not_echoed_whole():
         with pytest.raises(ValueError, match="^background colour must be #rrggbb"):
             cu.parse_colour(text)
     assert cu.parse_colour("#F80") == 0xFF8800
+    assert cu.parse_colour(0x102030) == 0x102030  # a key, as the node hands over the colour it parsed
+    for key in (-1, 0x1000000, True):
+        with pytest.raises(ValueError):
+            cu.parse_colour(key)

@@ -89,6 +89,19 @@ def test_cleanup_bad_background_colour_names_the_widget():
     PixartCleanup().run(image, background="auto", background_colour="red")
 
 
+def test_cleanup_background_colour_given_becomes_transparent():
+    # the node hands the core the colour it parsed (a key): the pixels of that colour, and no others, go clear
+    from pixart_nodes.nodes_cleanup import PixartCleanup
+
+    image = torch.zeros((1, 8, 8, 3))
+    image[0, 2:6, 2:6] = torch.tensor([1.0, 0.5, 0.0])
+    image[0, :, :, 2] += 48 / 255
+    _, mask, report = PixartCleanup().run(image, isolated=False, jaggies=False, background="colour",
+                                          background_colour="#000030")["result"]
+    assert (mask[0, 2:6, 2:6] == 0).all() and int(mask[0].sum()) == 64 - 16
+    assert "background #000030" in report
+
+
 def test_rgb565_preview_of_the_wrong_size_names_the_inputs():
     """A frame pasted with the wrong width/height: the error must name inputs the node shows, not 'data'."""
     from pixart_nodes.nodes_rgb565 import PixartRGB565Preview

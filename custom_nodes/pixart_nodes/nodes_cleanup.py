@@ -66,10 +66,10 @@ class PixartCleanup:
 
         if background not in BACKGROUND_MODES:
             raise ValueError(f"background must be one of {BACKGROUND_MODES}, got {background!r}")
-        bg = None if background == "keep" else "auto" if background == "auto" else background_colour
+        bg = "auto" if background == "auto" else None
         if background == "colour":
             try:  # before any image is cleaned, and naming the widget (the core's message names none)
-                cu.parse_colour(background_colour)
+                bg = cu.parse_colour(background_colour)
             except ValueError as exc:
                 raise ValueError(f"background_colour: {exc}") from None
         arrays, has_alpha, channels = split_alpha(image, mask)

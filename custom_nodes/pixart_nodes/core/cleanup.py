@@ -430,13 +430,20 @@ def background_mask(keys: np.ndarray, bg: int, tolerance: float, connected: bool
 
 
 def parse_colour(value) -> int:
-    """``"#rrggbb"`` / ``"rrggbb"`` / ``(r, g, b)`` to a colour key."""
+    """``"#rrggbb"`` / ``"rrggbb"`` / ``(r, g, b)`` to a colour key; a key (``0xrrggbb``) is taken as it is."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not 0 <= value <= 0xFFFFFF:
+            raise ValueError(f"background colour key must be 0..0xFFFFFF, got {value!r}")
+        return int(value)
     if isinstance(value, str):
         rgb = hex_colour(value)
         if rgb is None:
             raise ValueError(f"background colour must be #rrggbb, got {quote(value)}")
         return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
-    r, g, b = (int(v) for v in value)
+    try:
+        r, g, b = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"background colour must be #rrggbb, a key or (r, g, b), got {value!r:.40}") from None
     if not all(0 <= v <= 255 for v in (r, g, b)):
         raise ValueError(f"background colour components must be 0..255, got {value!r}")
     return (r << 16) | (g << 8) | b
@@ -449,12 +456,13 @@ def cleanup(
     rare: float = 0.0,
     isolated: bool = True,
     jaggies: bool = True,
-    background: str | tuple | None = None,
+    background: str | tuple | int | None = None,
     tolerance: float = 0.05,
     connected: bool = True,
 ) -> CleanupResult:
     """Clean ``uint8 [H,W,C]`` pixel art (C = 3 or 4). Returns RGBA when the input has alpha or a background was
-    made transparent, else RGB. ``background``: None (keep), ``"auto"`` (from the border) or a colour."""
+    made transparent, else RGB. ``background``: None (keep), ``"auto"`` (from the border) or a colour
+    as ``parse_colour`` reads it."""
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
         raise ValueError(f"image must be uint8 [H,W,3|4], got {img.dtype} {list(img.shape)}")
