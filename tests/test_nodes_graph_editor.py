@@ -110,3 +110,22 @@ def test_rgb565_preview_of_the_wrong_size_names_the_inputs():
     assert PixartRGB565Preview().run(frame, 4, 3, "big", False)[0].shape == (1, 3, 4, 3)
     with pytest.raises(ValueError, match=r"^rgb565_base64: expected 32 bytes for 4x4 RGB565, got 24$"):
         PixartRGB565Preview().run(frame, 4, 4, "big", False)
+
+
+def test_save_indexed_frame_ms_widget_offers_only_delays_a_gif_keeps():
+    # the widget let an artist pick 10 ms (and any millisecond), which the GIF stores as 20 (and hundredths): every
+    # value its min and step offer is the delay stored
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pixart_nodes.core import indexed
+    from pixart_nodes.core import palette as pal
+    from pixart_nodes.nodes_save import PixartSaveIndexed
+
+    opts = PixartSaveIndexed.INPUT_TYPES()["required"]["frame_ms"][1]
+    frames = [np.zeros((2, 2, 3), np.uint8)] * 2
+    for ms in range(opts["min"], 200, opts.get("step", 1)):
+        data = indexed.indexed_gif(frames, pal.palette_from_hex("#000 #fff"), duration_ms=ms)
+        assert Image.open(io.BytesIO(data)).info["duration"] == ms

@@ -712,7 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--indexed", action="store_true",
                    help="write an indexed PNG (or GIF) whose palette is the palette, in its order")
     c.add_argument("--frame-ms", type=_int_in(1, indexed.MAX_DURATION_MS), default=100,
-                   help="a folder into one .gif: milliseconds each frame shows (default 100)")
+                   help="a folder into one .gif: milliseconds each frame shows (default 100; stored in hundredths,"
+                        f" at least {indexed.GIF_MIN_DELAY_MS})")
     c.add_argument("--loop", type=_int_in(0, indexed.MAX_LOOP), default=0,
                    help="a folder into one .gif: times to loop, 0 = forever")
     c.set_defaults(func=_cmd_convert)

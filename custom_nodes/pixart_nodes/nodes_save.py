@@ -59,8 +59,10 @@ class PixartSaveIndexed:
                     "global palette.")}),
                 "filename_prefix": ("STRING", {"default": "pixart_indexed", "tooltip": (
                     "File name start, as in Save Image (may contain a subfolder and %date% patterns).")}),
-                "frame_ms": ("INT", {"default": 100, "min": 10, "max": 10000, "tooltip": (
-                    "GIF: milliseconds each frame shows.")}),
+                "frame_ms": ("INT", {"default": 100, "min": indexed.GIF_MIN_DELAY_MS, "max": 10000, "step": 10,
+                                     "tooltip": (
+                    "GIF: milliseconds each frame shows (a GIF stores hundredths of a second; browsers play less "
+                    f"than {indexed.GIF_MIN_DELAY_MS} ms slower).")}),
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Transparency for RGB images (1 = transparent, as from Load Image)."}),
