@@ -479,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         status = test_status or status
     elif action == "run":
         cmd = [inst.python, "-m", "bridge", *rest]
+        if inst.errors and not args.dry_run:
+            # a bridge started over a failed pip run or link dies on an import error or fails every job; the
+            # failure above is the one to read (A1111's launch.py stops there too)
+            say("the bridge was not started: set-up is INCOMPLETE (see above); mend that, or start it anyway "
+                "with --skip-setup --run")
+            return status
         if args.dry_run:
             say(f"would run: {shlex.join(cmd)}")
             return 0

@@ -269,3 +269,19 @@ def test_comfyui_dir_is_left_alone_where_the_tests_find_the_same_checkout(module
     monkeypatch.setattr(module, "wait_for", fake_wait)
     module.main(["--use-current-python", "--test"])
     assert seen["COMFYUI_DIR"] == (str(found) if env_dir else None)
+
+
+def test_run_after_an_incomplete_set_up_does_not_start_the_bridge(module, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # a failed pip run was followed by the bridge's start and its ImportError, burying the failure that mattered
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    monkeypatch.delenv("COMFYUI_DIR", raising=False)
+    monkeypatch.setattr(module.Installer, "install_packages", lambda self: self.errors.append("pip install failed"))
+    monkeypatch.setattr(module.Installer, "build_kernels", lambda self: None)
+    started: list[list[str]] = []
+    monkeypatch.setattr(module.os, "execv", lambda path, cmd: started.append(cmd))
+    monkeypatch.setattr(module.subprocess, "call", lambda cmd: started.append(cmd) or 0)
+    assert module.main(["--use-current-python", "--comfyui", str(comfy), "--run"]) == 1
+    assert started == []
+    assert "the bridge was not started: set-up is INCOMPLETE" in capsys.readouterr().out
