@@ -336,8 +336,9 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
     second = int(getattr(req, "hr_second_pass_steps", 0) or 0)
     if second < 0:
         raise field_error("hr_second_pass_steps", f"must be 0 or more, got {second}")
-    hr_sampler_name = getattr(req, "hr_sampler_name", None)
-    hr_scheduler = getattr(req, "hr_scheduler", None) or req.scheduler
+    # "Use same ...": what A1111's own form sends (its API passes the words on and fails the request)
+    hr_sampler_name = _unless_same(getattr(req, "hr_sampler_name", None), "Use same sampler")
+    hr_scheduler = _unless_same(getattr(req, "hr_scheduler", None), "Use same scheduler") or req.scheduler
     steps = second or gen.steps
     try:
         sampler = a1111_samplers.resolve(hr_sampler_name or req.sampler_name or req.sampler_index, hr_scheduler,
@@ -373,6 +374,10 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
     if name is not None:
         gen.extra["Hires upscaler"] = name
     return hires
+
+
+def _unless_same(value: str | None, same: str) -> str | None:
+    return None if value == same else value
 
 
 # ---------------------------------------------------------------------------------------------------------------

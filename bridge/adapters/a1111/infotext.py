@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from bridge import samplers as a1111_samplers
 from bridge.infotext import quote, write
 
 # A1111's pattern for one `Key: value` of the last line, tried at one place at a time (`_pairs`)
@@ -145,4 +146,90 @@ def items(info: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["quote", "write", "parse", "DEFAULTS", "NOT_ITEMS"]
+# ---------------------------------------------------------------------------------------------------------------
+# A request's `infotext` (A1111 1.9+, `Api.apply_infotext`): the text is read as above, and each paste field with an
+# API name that the request left unset takes the text's value (a key, or a rule over the whole dict).
+
+
+def _sampler_pair(d: Mapping[str, Any]) -> tuple[str, str]:
+    found = a1111_samplers.resolve(d.get("Sampler"), d.get("Schedule type"))  # get_sampler_and_scheduler
+    return found.requested, found.scheduler_label
+
+
+def _hires_pair(d: Mapping[str, Any]) -> tuple[str, str]:
+    # get_hr_sampler_and_scheduler: "Use same ..." unless the hires pass names its own
+    sampler = d.get("Hires sampler", "Use same sampler")
+    scheduler = d.get("Hires schedule type", "Use same scheduler")
+    name, label = _sampler_pair({
+        "Sampler": d.get("Sampler") if sampler == "Use same sampler" else sampler,
+        "Schedule type": d.get("Schedule type") if scheduler == "Use same scheduler" else scheduler})
+    return (name if name != d.get("Sampler") else "Use same sampler",
+            label if label != d.get("Schedule type") else "Use same scheduler")
+
+
+Paste = tuple[str, Any]  # a field and its infotext key, or a rule over the parsed dict
+# The scripts' fields, on both tabs: Sampler, Seed (whose "Seed resize from" width goes to seed_resize_from_h and
+# its height to _w, as 1.10 pastes them) and Refiner.
+_SCRIPT_FIELDS: tuple[Paste, ...] = (
+    ("steps", "Steps"), ("sampler_name", lambda d: _sampler_pair(d)[0]), ("scheduler", lambda d: _sampler_pair(d)[1]),
+    ("seed", "Seed"), ("subseed", "Variation seed"), ("subseed_strength", "Variation seed strength"),
+    ("seed_resize_from_h", "Seed resize from-1"), ("seed_resize_from_w", "Seed resize from-2"),
+    ("refiner_checkpoint", "Refiner"), ("refiner_switch_at", "Refiner switch at"),
+)
+# txt2img's own list (ui.py); img2img's has no API names, so only the scripts' fields reach an img2img request.
+_TXT2IMG_FIELDS: tuple[Paste, ...] = (
+    ("prompt", "Prompt"), ("negative_prompt", "Negative prompt"), ("cfg_scale", "CFG scale"), ("width", "Size-1"),
+    ("height", "Size-2"), ("batch_size", "Batch size"),
+    ("styles", lambda d: d["Styles array"] if isinstance(d.get("Styles array"), list) else None),
+    ("denoising_strength", "Denoising strength"),
+    ("enable_hr", lambda d: "Denoising strength" in d and ("Hires upscale" in d or "Hires upscaler" in d
+                                                            or "Hires resize-1" in d)),
+    ("hr_scale", "Hires upscale"), ("hr_upscaler", "Hires upscaler"), ("hr_second_pass_steps", "Hires steps"),
+    ("hr_resize_x", "Hires resize-1"), ("hr_resize_y", "Hires resize-2"), ("hr_checkpoint_name", "Hires checkpoint"),
+    ("hr_sampler_name", lambda d: _hires_pair(d)[0]), ("hr_scheduler", lambda d: _hires_pair(d)[1]),
+    ("hr_prompt", "Hires prompt"), ("hr_negative_prompt", "Hires negative prompt"),
+)
+# Settings A1111 pastes into override_settings (options with an infotext label), those that act here.
+SETTINGS: tuple[tuple[str, str], ...] = (
+    ("Clip skip", "CLIP_stop_at_last_layers"), ("ENSD", "eta_noise_seed_delta"),
+    ("Noise multiplier", "initial_noise_multiplier"), ("RNG", "randn_source"), ("Eta", "eta_ancestral"),
+    ("Eta DDIM", "eta_ddim"), ("Sigma churn", "s_churn"), ("Sigma tmin", "s_tmin"), ("Sigma tmax", "s_tmax"),
+    ("Sigma noise", "s_noise"), ("NGMS", "s_min_uncond"), ("Tiling", "tiling"),
+)
+
+
+def pasted_fields(params: Mapping[str, Any], img2img: bool, sent: Collection[str]) -> dict[str, Any]:
+    """The request fields `params` (a `parse` result) fills: those with a value there that `sent` lacks, as
+    written (the request model converts them as A1111 casts them to the field's type)."""
+    out: dict[str, Any] = {}
+    for name, rule in (_SCRIPT_FIELDS if img2img else _TXT2IMG_FIELDS + _SCRIPT_FIELDS):
+        if name in sent:
+            continue
+        value = params.get(rule) if isinstance(rule, str) else rule(params)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def pasted_settings(params: Mapping[str, Any], current: Callable[[str], Any]) -> dict[str, Any]:
+    """`get_override_settings`: each setting of `SETTINGS` the text names, cast to its option's type, where it
+    differs from `current(setting)`."""
+    out: dict[str, Any] = {}
+    for label, setting in SETTINGS:
+        value = params.get(label)
+        if value is None:
+            continue
+        now = current(setting)
+        if isinstance(now, bool):
+            value = value if isinstance(value, bool) else str(value) == "True"
+        elif now is not None and not isinstance(value, type(now)):
+            try:
+                value = type(now)(value)
+            except (TypeError, ValueError):
+                continue  # A1111 fails the request (500); a value no option holds is left out here
+        if value != now:
+            out[setting] = value
+    return out
+
+
+__all__ = ["quote", "write", "parse", "pasted_fields", "pasted_settings", "DEFAULTS", "NOT_ITEMS", "SETTINGS"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, create_model, field_validator
 
@@ -210,6 +210,7 @@ def validation_error(errors: Sequence[FieldError], body: Any, where: str = "body
 # The names A1111's own code uses for these bodies.
 Txt2ImgRequest = StableDiffusionTxt2ImgProcessingAPI
 Img2ImgRequest = StableDiffusionImg2ImgProcessingAPI
+RequestT = TypeVar("RequestT", bound=GenerationRequest)
 
 
 @functools.lru_cache(maxsize=8)

@@ -42,7 +42,8 @@ from ..toolkit import Submission, engine_of
 from . import models
 from .dialect import DIALECT, PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
 from .generation import Generation, image_count
-from .routes import GenerationAnswer, check_features, checkpoint_for, generation_for, job_params, partial_image
+from .routes import (GenerationAnswer, check_features, checkpoint_for, generation_for, job_params, partial_image,
+                     with_infotext)
 
 log = logging.getLogger("bridge.adapters.pico")
 
@@ -410,12 +411,12 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
     query = DIALECT.query_values(request.query)
     fmt = choose_format(query, request.headers.get("Accept", ""), settings.default_format)
     opts = lcd_options(settings, query, body.pico)
-    req = body
+    upstream = bool(settings.upstream_url)
+    req = body if upstream else with_infotext(request, body)  # an upstream A1111 reads the infotext itself
     count = image_count(req)  # the pass-through resolves no generation, which checks it on the ComfyUI path
     if fmt == "binary" and count != 1:
         raise models.field_error("batch_size", f"a binary answer holds one frame; batch_size x n_iter is {count} "
                                                "(ask for format=json for several)")
-    upstream = bool(settings.upstream_url)
     deterministic = req.seed is not None and req.seed >= 0
     # What the client sent (unknown keys too), without the LCD settings: the upstream request and the cache key.
     sent = req.model_dump(mode="json", exclude_unset=True, exclude={"pico"})

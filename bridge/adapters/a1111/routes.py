@@ -18,17 +18,17 @@ from typing import Any, overload
 
 from aiohttp import web
 from PIL import Image, PngImagePlugin
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from bridge import images as image_io
 from bridge.engine import JobEngine
 from bridge.errors import PayloadTooLarge
-from bridge.fields import LooseBool
+from bridge.fields import LooseBool, field_errors
 from bridge.http import json_answer
 
 from ..toolkit import Submission, engine_of, settings_of
 from . import generation as gen_mod
-from . import imaging, models, upscalers, xyz
+from . import imaging, infotext, models, upscalers, xyz
 from . import options as opts
 from .catalog import (NULL, Empty, backend_json, current_checkpoint, live_choices, match_checkpoint, match_vae,
                       upscale_model_files)
@@ -54,6 +54,36 @@ async def checkpoint_for(request: web.Request, req: models.GenerationRequest) ->
 def clip_skip_for(request: web.Request, req: models.GenerationRequest) -> int:
     """The request's `override_settings` value, else the stored option (A1111 reads opts at generation time)."""
     return int(opts.value(request.app[STATE].options, "CLIP_stop_at_last_layers", req.override_settings))
+
+
+def with_infotext(request: web.Request, req: models.RequestT) -> models.RequestT:
+    """`req` with the fields and settings its `infotext` fills where the request left them unset (A1111 1.9+'s
+    `apply_infotext`): checked as the same fields sent would be, so a bad value is a 422 naming `infotext` and the
+    field. A setting the bridge cannot run (A1111's `RNG: GPU`, which every older infotext implies) is left out."""
+    if not req.infotext:
+        return req
+    params = infotext.parse(req.infotext)
+    fields = infotext.pasted_fields(params, isinstance(req, models.Img2ImgRequest), req.model_fields_set)
+    try:
+        checked = type(req).model_validate(fields)
+    except ValidationError as exc:
+        errors = [models.FieldError(f"infotext.{e.field}", e.message, e.kind, e.ctx)
+                  for e in field_errors(exc, type(req))]
+        raise models.validation_error(errors, {"infotext": req.infotext}) from None
+    stored = request.app[STATE].options
+    overrides = dict(req.override_settings or {})
+    for key, value in infotext.pasted_settings(params, lambda k: opts.value(stored, k)).items():
+        if key not in overrides and _runs_here(key, value):
+            overrides[key] = value
+    return req.model_copy(update={**{k: getattr(checked, k) for k in fields}, "override_settings": overrides})
+
+
+def _runs_here(key: str, value: Any) -> bool:
+    try:
+        opts.override_value({key: value}, key)
+    except A1111Error:
+        return False
+    return True
 
 
 def options_for(request: web.Request, req: models.GenerationRequest) -> dict[str, Any]:
@@ -565,6 +595,7 @@ async def run_prepared(request: web.Request, kind: str, prepared: list[Prepared]
 
 async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.StreamResponse:
     """Text to image (A1111 `/sdapi/v1/txt2img`); scripts: `x/y/z plot`."""
+    body = with_infotext(request, body)
     if (body.script_name or "").lower() == "x/y/z plot":
         return await xyz_plot(request, body, is_img2img=False)
     prepared = await prepare_txt2img(request, body)
@@ -575,6 +606,7 @@ async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.Stre
 
 async def img2img(request: web.Request, body: models.Img2ImgRequest) -> web.StreamResponse:
     """Image to image and inpainting (A1111 `/sdapi/v1/img2img`); scripts: `x/y/z plot`, `sd upscale`."""
+    body = with_infotext(request, body)
     if (body.script_name or "").lower() == "x/y/z plot":
         return await xyz_plot(request, body, is_img2img=True)
     if (body.script_name or "").lower() == "sd upscale":

@@ -1,0 +1,108 @@
+"""A request's `infotext` (A1111 1.9+): modules/api/api.py `Api.apply_infotext` reads it with
+parse_generation_parameters and sets each paste field with an API name that the request left unset
+(`request.dict(exclude_unset=True)`), then adds `get_override_settings(params)` to override_settings where the
+request has no such key. Paste fields: ui.py's txt2img list (PasteField(..., api=...)), the Sampler, Seed and
+Refiner scripts' infotext_fields; ui.py's img2img list is plain tuples (no API names), so only the scripts' fields
+reach an img2img request."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_asyncio
+
+from tests.test_a1111_answers import png_b64
+
+pytestmark = pytest.mark.asyncio
+
+PASTED = ("a cat on a roof\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 5.5, Seed: 1234, "
+          "Size: 64x96, Clip skip: 2, ENSD: 31337")
+
+
+@pytest_asyncio.fixture
+async def client(bridge_factory):
+    return await bridge_factory(adapters=["a1111", "pico"])
+
+
+def _ksampler(double) -> dict:
+    graph = double.prompts[-1]["prompt"]
+    (node,) = [n for n in graph.values() if n["class_type"] == "KSampler"]
+    return node["inputs"]
+
+
+async def test_txt2img_takes_what_the_infotext_says_where_the_request_is_silent(client, comfy_double):
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": PASTED, "cfg_scale": 3})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    info = json.loads(body["info"])
+    # the legacy label splits into sampler and schedule (get_sampler_and_scheduler: Karras is DPM++ 2M's own, so
+    # "Automatic"); the cfg sent wins
+    assert (info["prompt"], info["negative_prompt"], info["steps"], info["seed"]) == ("a cat on a roof", "blurry", 3,
+                                                                                       1234)
+    assert (info["width"], info["height"], info["cfg_scale"]) == (64, 96, 3)
+    assert info["sampler_name"] == "DPM++ 2M" and "Schedule type: Automatic" in info["infotexts"][0]
+    assert "Clip skip: 2" in info["infotexts"][0]
+    ks = _ksampler(comfy_double)
+    assert (ks["steps"], ks["cfg"], ks["sampler_name"], ks["scheduler"]) == (3, 3.0, "dpmpp_2m", "karras")
+    # the echo is the request as A1111 mutated it: pasted fields and settings in, the sent value kept
+    params = body["parameters"]
+    assert (params["steps"], params["seed"], params["cfg_scale"], params["width"]) == (3, 1234, 3, 64)
+    assert params["override_settings"] == {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337}
+
+
+async def test_a_setting_sent_keeps_its_value(client, comfy_double):
+    resp = await client.post("/sdapi/v1/txt2img", json={
+        "infotext": PASTED, "override_settings": {"CLIP_stop_at_last_layers": 1}})
+    assert resp.status == 200, await resp.text()
+    info = json.loads((await resp.json())["info"])
+    assert "Clip skip" not in info["infotexts"][0] and info["seed"] == 1234
+
+
+async def test_img2img_takes_only_the_scripts_fields(client, comfy_double):
+    resp = await client.post("/sdapi/v1/img2img", json={"init_images": [png_b64()], "infotext": PASTED})
+    assert resp.status == 200, await resp.text()
+    info = json.loads((await resp.json())["info"])
+    # Steps, Sampler and Seed are script fields; the prompt and the size are img2img's own (no API name)
+    assert (info["steps"], info["seed"], info["sampler_name"]) == (3, 1234, "DPM++ 2M")
+    assert info["prompt"] == "" and (info["width"], info["height"]) == (512, 512)
+
+
+async def test_a_hires_infotext_turns_the_hires_fix_on_with_the_same_sampler(client, comfy_double):
+    # enable_hr's rule: "Denoising strength" plus a Hires key; the hires sampler pastes as "Use same sampler",
+    # which runs the first pass's sampler (A1111's own form sends the same words)
+    text = ("a cat\nSteps: 2, Sampler: Euler a, CFG scale: 7, Seed: 9, Size: 64x64, Denoising strength: 0.5, "
+            "Hires upscale: 1.5, Hires upscaler: Latent")
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": text})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["parameters"]["enable_hr"] is True and body["parameters"]["hr_sampler_name"] == "Use same sampler"
+    info = json.loads(body["info"])
+    assert "Hires upscale: 1.5" in info["infotexts"][0] and "Hires sampler" not in info["infotexts"][0]
+    graph = comfy_double.prompts[-1]["prompt"]
+    samplers = {n["inputs"]["sampler_name"] for n in graph.values() if n["class_type"] == "KSampler"}
+    assert samplers == {"euler_ancestral"}
+
+
+async def test_a_bad_value_in_the_infotext_names_it(client, comfy_double):
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": "x\nSteps: 900, Sampler: Euler, Seed: 1"})
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["detail"][0]["loc"] == ["body", "infotext", "steps"] and "infotext.steps" in body["errors"]
+    assert comfy_double.prompts == []
+
+
+async def test_an_older_infotext_runs_though_it_implies_gpu_noise(client, comfy_double):
+    # parse_generation_parameters adds "RNG: GPU" to a text without it; ComfyUI draws CPU noise, which a request's
+    # own randn_source "GPU" is refused for. From the infotext it is left out rather than failing every paste.
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": "x\nSteps: 1, Sampler: Euler, Seed: 1, "
+                                                                      "Size: 64x64"})
+    assert resp.status == 200, await resp.text()
+    assert "randn_source" not in (await resp.json())["parameters"]["override_settings"]
+
+
+async def test_pico_reads_the_infotext_too(client, comfy_double):
+    resp = await client.post("/pico/sdapi/v1/txt2img?format=json", json={"infotext": PASTED,
+                                                                          "pico": {"width": 64, "height": 96}})
+    assert resp.status == 200, await resp.text()
+    ks = _ksampler(comfy_double)
+    assert (ks["seed"], ks["steps"]) == (1234, 3)
