@@ -106,3 +106,13 @@ async def test_pico_reads_the_infotext_too(client, comfy_double):
     assert resp.status == 200, await resp.text()
     ks = _ksampler(comfy_double)
     assert (ks["seed"], ks["steps"]) == (1234, 3)
+
+
+async def test_a_refiner_in_the_infotext_is_left_out(client, comfy_double):
+    # the Refiner script pastes `lookup_checkpoint(d.get("Refiner"))`: None (not set) where the file is not
+    # installed; no backend here runs a refiner, and a refiner_checkpoint sent is refused
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": "x\nSteps: 1, Sampler: Euler, Seed: 1, "
+                                                                      "Size: 64x64, Refiner: sdxl_refiner [7440042bbd], "
+                                                                      "Refiner switch at: 0.8"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["parameters"]["refiner_checkpoint"] is None

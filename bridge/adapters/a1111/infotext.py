@@ -168,13 +168,13 @@ def _hires_pair(d: Mapping[str, Any]) -> tuple[str, str]:
 
 
 Paste = tuple[str, Any]  # a field and its infotext key, or a rule over the parsed dict
-# The scripts' fields, on both tabs: Sampler, Seed (whose "Seed resize from" width goes to seed_resize_from_h and
-# its height to _w, as 1.10 pastes them) and Refiner.
+# The scripts' fields, on both tabs: Sampler and Seed (whose "Seed resize from" width goes to seed_resize_from_h and
+# its height to _w, as 1.10 pastes them). The Refiner script pastes its checkpoint only where A1111 has that file
+# installed; no backend here runs a refiner, so it is left out as A1111 leaves out a checkpoint it lacks.
 _SCRIPT_FIELDS: tuple[Paste, ...] = (
     ("steps", "Steps"), ("sampler_name", lambda d: _sampler_pair(d)[0]), ("scheduler", lambda d: _sampler_pair(d)[1]),
     ("seed", "Seed"), ("subseed", "Variation seed"), ("subseed_strength", "Variation seed strength"),
     ("seed_resize_from_h", "Seed resize from-1"), ("seed_resize_from_w", "Seed resize from-2"),
-    ("refiner_checkpoint", "Refiner"), ("refiner_switch_at", "Refiner switch at"),
 )
 # txt2img's own list (ui.py); img2img's has no API names, so only the scripts' fields reach an img2img request.
 _TXT2IMG_FIELDS: tuple[Paste, ...] = (
