@@ -162,3 +162,33 @@ def test_a_seed_saved_as_randomize_is_drafted_random(tmp_path: Path, workflows: 
     # the note that carried the control to the draft stays out of the graph written beside it
     assert all("randomize" not in node.get("_meta", {})
                for node in json.loads((tmp_path / "out" / "tuned.json").read_text()).values())
+
+
+def test_a_seed_driven_by_a_randomizing_primitive_is_drafted_random(tmp_path: Path,
+                                                                      workflows: dict[str, W.Workflow]) -> None:
+    # a seed shared by several samplers is a PrimitiveNode's ([value, "randomize"]); its control was read only
+    # on the sampler's own widget, so the draft made the saved value every call's seed
+    ui = W.export_editor(workflows["txt2img"], OI)
+    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    next(n for n in ui["nodes"] if n["type"] == "CheckpointLoaderSimple")["widgets_values"][0] = "tiny.safetensors"
+    link = max([lk[0] for lk in ui["links"]] + [0]) + 1
+    prim = max(n["id"] for n in ui["nodes"]) + 1
+    sampler["inputs"] = [*sampler.get("inputs", []), {"name": "seed", "type": "INT", "link": link,
+                                                     "widget": {"name": "seed"}}]
+    ui["nodes"].append({"id": prim, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                        "outputs": [{"name": "INT", "type": "INT", "links": [link], "widget": {"name": "seed"}}],
+                        "widgets_values": [5, "randomize"]})
+    ui["links"].append([link, prim, 0, sampler["id"], len(sampler["inputs"]) - 1, "INT"])
+    src, oi = tmp_path / "shared.json", tmp_path / "oi.json"
+    src.write_text(json.dumps(ui))
+    oi.write_text(json.dumps(OI))
+    assert W.main(["new", str(src), "--name", "shared", "--object-info", str(oi), "--out", str(tmp_path / "out"),
+                   "--nodes", "KSampler"]) == 0
+    seed = W.load_workflow(tmp_path / "out" / "shared.manifest.json").parameters["seed"]
+    assert seed.default == seed.random_value == -1
+    # a primitive whose control is "fixed" keeps its value as the default
+    ui["nodes"][-1]["widgets_values"] = [5, "fixed"]
+    src.write_text(json.dumps(ui))
+    assert W.main(["new", str(src), "--name", "fixed", "--object-info", str(oi), "--out", str(tmp_path / "out"),
+                   "--nodes", "KSampler"]) == 0
+    assert W.load_workflow(tmp_path / "out" / "fixed.manifest.json").parameters["seed"].default == 5

@@ -231,12 +231,15 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
             return [str(nid), slot]
         return None
 
-    primitives: dict[int, Any] = {}  # link id leaving a PrimitiveNode -> its value
+    # link id leaving a PrimitiveNode -> its value, and whether its control draws a new one for every run (a seed
+    # shared by several nodes is a PrimitiveNode's: [value, "randomize"])
+    primitives: dict[int, tuple[Any, bool]] = {}
     for nid, node in nodes.items():
-        if node.get("type") == "PrimitiveNode" and node.get("widgets_values"):
+        held = node.get("widgets_values")
+        if node.get("type") == "PrimitiveNode" and isinstance(held, list) and held:
             for out in node.get("outputs") or []:
                 for link_id in out.get("links") or []:
-                    primitives[int(link_id)] = node["widgets_values"][0]
+                    primitives[int(link_id)] = (held[0], len(held) > 1 and held[1] == "randomize")
 
     graph: dict[str, Any] = {}
     for nid, node in sorted(nodes.items()):
@@ -271,7 +274,9 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
                 pos += 1 + extra
                 upload = upload or bool(opts.get("image_upload"))
                 if link_id is not None and int(link_id) in primitives:
-                    value = primitives[int(link_id)]
+                    value, drawn = primitives[int(link_id)]
+                    if drawn and type_name == "INT":
+                        randomized.append(name)
                 elif link_id is not None:
                     value = source(int(link_id), ui_inputs[name].get("type"))
                 if value is not None:
