@@ -274,7 +274,7 @@ def test_an_animation_written_into_its_own_folder_is_not_one_of_its_frames(image
 @pytest.mark.parametrize("name, needle", [
     ("o.xyz", "o.xyz: cannot write"),  # was "unknown file extension: .xyz", no file named
     ("noext", "noext: cannot write"),  # was "unknown file extension: " (an empty name)
-    ("o.gif", "o.gif: 70000x1 is too large for GIF"),  # a struct.error traceback
+    ("o.gif", "o.gif: 70000x1 is too large for a GIF"),  # a struct.error traceback
     ("o.tga", "o.tga: 70000x1 is too large for TGA"),  # a struct.error traceback
     ("o.jpg", "o.jpg: 70000x1 is too large for JPEG"),  # libjpeg's own stderr line, then "broken data stream"
     ("o.webp", "o.webp: 70000x1 is too large for WEBP"),  # "encoding error 5", no file named

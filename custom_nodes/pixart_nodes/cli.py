@@ -19,6 +19,7 @@ or option, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -116,6 +117,13 @@ def _unit_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}") from None
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}")
+    return v
+
+
+def _share(text: str) -> float:
+    v = _unit_float(text)
+    if v >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share below 1 (1 would replace every colour), got {text!r}")
     return v
 
 
@@ -240,8 +248,10 @@ def _naming(exc: Exception, src: Path | str, *others: Path | str) -> str:
 
 
 def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: str,
-              work: Callable[[Path, Path], str]) -> int:
-    """Run ``work`` per pair; in folder mode a bad file is reported and skipped, and the exit status is 2."""
+              work: Callable[[Path, Path], str], data_on_stdout: bool = False) -> int:
+    """Run ``work`` per pair; in folder mode a bad file is reported and skipped, and the exit status is 2. With
+    ``data_on_stdout`` (a report written to ``-``) the summary lines go to stderr, so that stdout stays data."""
+    say = functools.partial(print, file=sys.stderr if data_on_stdout else sys.stdout)
     failed = 0
     items: Sequence[tuple[Path, Path]] = jobs
     bar = None
@@ -261,11 +271,11 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
             (bar.write if bar is not None else print)(f"pixart {desc}: error: {message}", file=sys.stderr)
             continue
         if not quiet and not folder and not _is_stdout(dst):
-            print(line)
+            say(line)
     if bar is not None:
         bar.close()
     if folder and not quiet:
-        print(f"{desc}: {len(jobs) - failed} of {len(jobs)} written to {jobs[0][1].parent}")
+        say(f"{desc}: {len(jobs) - failed} of {len(jobs)} written to {jobs[0][1].parent}")
     return 2 if failed else 0
 
 
@@ -336,7 +346,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         return img, used
 
     def write(dst: Path, img: np.ndarray, palette, used: str) -> str:
-        if args.indexed:
+        # a GIF is indexed whatever is asked: with a palette, written as the palette (Pillow's median cut merged
+        # two colours of a 256-colour palette beside transparency, and the summary still said 256)
+        if args.indexed or (palette is not None and dst.suffix.lower() == ".gif"):
             fmt = dst.suffix.lower().lstrip(".")
             if fmt not in indexed.FORMATS:
                 raise CliError(f"{dst}: --indexed writes .png or .gif files")
@@ -585,6 +597,10 @@ def _cmd_snap(args: argparse.Namespace) -> int:
         raise CliError(f"--json {args.json}: is an image this command reads or writes; name another file")
     report: dict[str, dict] = {}
     width, height = args.cell_size if args.cell_size else (None, None)
+    try:  # once, before any image: a folder of 300 said the same 300 times, each blamed on a file
+        sn.check_sizes(min_size=args.min_size, max_size=args.max_size, cell_width=width, cell_height=height)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
     def work(src: Path, dst: Path) -> str:
         img = imageio.read_image(src)
@@ -596,7 +612,7 @@ def _cmd_snap(args: argparse.Namespace) -> int:
         report[str(src)] = res.to_dict(edges=True)
         return f"{dst}: {res.message}"
 
-    code = _run_jobs(jobs, folder, args.quiet, "snap", work)
+    code = _run_jobs(jobs, folder, args.quiet, "snap", work, data_on_stdout=args.json == "-")
     if args.json:
         text = json.dumps(report if folder else next(iter(report.values()), {}), indent=1)
         if args.json == "-":
@@ -614,14 +630,16 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
             cu.parse_colour(args.background)
         except ValueError as exc:
             raise CliError(f"--background: {exc}") from None
+    try:  # once, before any image
+        cu.check_options(merge=args.merge, rare=args.rare, tolerance=args.tolerance)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     jobs, folder = _jobs(Path(args.input), args.output, ".png")
 
     def work(src: Path, dst: Path) -> str:
         res = cu.cleanup(imageio.read_image(src), merge=args.merge, rare=args.rare, isolated=not args.no_isolated,
                          jaggies=not args.no_jaggies, background=args.background, tolerance=args.tolerance,
                          connected=not args.everywhere)
-        if res.image.shape[2] == 4 and dst.suffix.lower() in (".jpg", ".jpeg"):
-            raise CliError(f"{dst}: JPEG cannot store the transparent background; write a .png")
         imageio.write_image(dst, res.image)
         return f"{dst}: {res.summary()}"
 
@@ -652,7 +670,8 @@ def _add_cleanup_parser(sub, common: argparse.ArgumentParser) -> None:
     c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
     c.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files)")
     c.add_argument("--merge", type=float, default=0.03, help="OKLab distance for near-duplicate colours (0 = off)")
-    c.add_argument("--rare", type=_unit_float, default=0.0, help="replace colours under this share of pixels")
+    c.add_argument("--rare", type=_share, default=0.0, help="replace colours under this share of pixels (0..1, "
+                                                              "below 1)")
     c.add_argument("--no-isolated", action="store_true", help="keep isolated pixels")
     c.add_argument("--no-jaggies", action="store_true", help="keep doubled corners of 1-px lines")
     c.add_argument("--background", help="make the background transparent: auto (border colour) or #rrggbb")
@@ -759,9 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_palette)
 
     pf = sub.add_parser("palette-file", parents=[common], help="convert a palette file to another format",
-                        description="Read a palette (a .hex .gpl .pal .act .txt file, a PNG swatch strip, a "
-                                    "built-in name or a hex list) and write it in another format, in the same "
-                                    "order.")
+                        description="Read a palette (a .hex .gpl .pal .act .txt file, a PNG swatch strip or "
+                                    "indexed PNG, a built-in name or a hex list) and write it in another format, in "
+                                    "the same order.")
     pf.add_argument("palette", metavar="PALETTE", type=_palette_spec, help="palette file, name or hex list")
     pf.add_argument("-o", "--output", type=_path, help="output file; the format comes from its suffix")
     pf.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",

@@ -449,6 +449,16 @@ def parse_colour(value) -> int:
     return (r << 16) | (g << 8) | b
 
 
+def check_options(*, merge: float, rare: float, tolerance: float) -> None:
+    """ValueError naming the first of ``cleanup``'s numbers out of range (before any image is read)."""
+    # written as "not in range" so that NaN, which fails every comparison, is refused too
+    for name, value, ok, rule in (("merge", merge, merge >= 0, "a finite number >= 0"),
+                                  ("rare", rare, 0 <= rare < 1, "in 0..1 (below 1)"),
+                                  ("tolerance", tolerance, tolerance >= 0, "a finite number >= 0")):
+        if not (ok and math.isfinite(value)):
+            raise ValueError(f"{name}: must be {rule}, got {value}")
+
+
 def cleanup(
     img: np.ndarray,
     *,
@@ -466,12 +476,7 @@ def cleanup(
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
         raise ValueError(f"image must be uint8 [H,W,3|4], got {img.dtype} {list(img.shape)}")
-    # written as "not in range" so that NaN, which fails every comparison, is refused too
-    for name, value, ok, rule in (("merge", merge, merge >= 0, "a finite number >= 0"),
-                                  ("rare", rare, 0 <= rare < 1, "in 0..1 (below 1)"),
-                                  ("tolerance", tolerance, tolerance >= 0, "a finite number >= 0")):
-        if not (ok and math.isfinite(value)):
-            raise ValueError(f"{name}: must be {rule}, got {value}")
+    check_options(merge=merge, rare=rare, tolerance=tolerance)
     keys = _keys(np.ascontiguousarray(img))
     stats: dict = {"similar_colours_merged": 0, "rare_pixels_replaced": 0, "isolated_pixels_removed": 0,
                    "jaggies_removed": 0, "background_pixels": 0, "background": None}

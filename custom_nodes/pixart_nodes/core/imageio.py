@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import struct
 import warnings
@@ -19,6 +20,7 @@ MAX_SIDE = {"GIF": 65_535, "TGA": 65_535, "JPEG": 65_500, "WEBP": 16_383}
 # Pillow writes WebP lossy by default: a picture mapped to the 16 PICO-8 colours came out with 898 colours, none of
 # them PICO-8's
 _SAVE_OPTIONS = {"WEBP": {"lossless": True}}
+NO_ALPHA = ("JPEG", "BMP")  # formats whose alpha no reader keeps
 
 
 class ImageReadError(ValueError):
@@ -251,22 +253,28 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
         raise ImageWriteError(f"{path}: {w}x{h} is too large for {fmt} (at most {MAX_SIDE[fmt]} pixels a side)")
     im = Image.fromarray(arr)
     if fmt == "GIF":
-        many = None
         opaque = arr[..., 3] >= GIF_ALPHA_THRESHOLD if im.mode == "RGBA" else None
         if opaque is not None and not opaque.all():
             im, reduced = _gif_with_alpha(arr, opaque)
-            many = "more than 255 colours beside transparency" if reduced else None
+            holds = 255 if reduced else None
         else:
             if opaque is not None:
                 im = Image.fromarray(np.ascontiguousarray(arr[..., :3]))  # Pillow keeps 256 RGB colours exactly
-            many = "more than 256 colours" if im.getcolors(256) is None else None
-        if many:
+            holds = 256 if im.getcolors(256) is None else None
+        if holds:
             # A GIF holds 256 colours: Pillow picked them by median cut without a word (Aseprite asks first); the
             # pack's own extraction is the better choice, so it is named.
-            warnings.warn(ColoursReduced(f"{path}: {many}; a GIF holds 256, here chosen by Pillow's median cut "
-                                         f"(pixart convert --colors 256 extracts them better)"), stacklevel=2)
-    if fmt == "JPEG" and im.mode == "RGBA":
-        im = im.convert("RGB")
+            beside = " beside transparency" if holds == 255 else ""
+            warnings.warn(ColoursReduced(f"{path}: more than {holds} colours{beside}; a GIF holds {holds}{beside}, "
+                                         f"here chosen by Pillow's median cut (pixart convert --colors {holds} "
+                                         f"extracts them better)"), stacklevel=2)
+    if fmt in NO_ALPHA and im.mode in ("RGBA", "LA"):
+        if bool((arr[..., -1] < 255).any()):
+            # Pillow drops JPEG's alpha and writes BMP's as a fourth byte readers ignore: the clear pixels came
+            # back as the colour under them, most often black
+            raise ImageWriteError(f"{path}: {fmt} cannot store transparency; write a .png (or .webp, .gif, .tga, "
+                                  f".tif)")
+        im = im.convert(im.mode[:-1])
     out = io.BytesIO()
     try:
         im.save(out, format=fmt, optimize=fmt == "PNG", **_SAVE_OPTIONS.get(fmt, {}))
@@ -311,7 +319,17 @@ def write_file(path: str | os.PathLike, data: bytes) -> None:
         raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural(path: Path) -> tuple:
+    # runs of digits compare as numbers: walk2 before walk10, as Aseprite's sequences, ImageMagick's %d and
+    # ffmpeg order frames (walk1..walk11 became the frames 1, 10, 11, 2, ... of a GIF)
+    parts = _DIGITS.split(path.name)
+    return tuple((0, int(p), p) if i % 2 else (1, p, "") for i, p in enumerate(parts)), path.name
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix), sorted by name."""
+    """Image files directly inside ``folder`` (by suffix), in name order with numbers compared as numbers."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural)

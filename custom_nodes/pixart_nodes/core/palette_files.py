@@ -198,6 +198,21 @@ def _check_cells(where: str, w: int, h: int, block_w: int, block_h: int) -> None
                          f"strip has at most {MAX_STRIP_CELLS:,}")
 
 
+def _colour_table(im, where: str) -> list[tuple[int, int, int]]:
+    """An indexed image's own colour table (PLTE) in its order, its transparent entries left out: what Aseprite's
+    Load Palette takes from an indexed PNG. Read as swatches, the pack's own --indexed sprite gave its pixels, 192
+    entries with repeats for a 16x12 sprite, instead of its palette."""
+    flat = im.getpalette("RGB") or []
+    clear = im.info.get("transparency")
+    alphas = (list(clear) if isinstance(clear, bytes) else
+              [0 if i == clear else 255 for i in range(len(flat) // 3)])
+    rgb: list[tuple[int, int, int]] = []
+    for i in range(len(flat) // 3):
+        if (alphas[i] if i < len(alphas) else 255) >= 128:
+            add_colour(rgb, (flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]), where)
+    return rgb
+
+
 def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
     from PIL import Image, UnidentifiedImageError
 
@@ -217,6 +232,8 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
         if im.height > MAX_STRIP_ROWS:
             raise ValueError(f"{where}: {im.width}x{im.height} is taller than a palette strip needs "
                              f"({MAX_STRIP_ROWS:,} rows)")
+        if im.mode == "P":
+            return _colour_table(im, where)
         try:
             # a 16-bit grey strip: Pillow's convert clips every value over 255, so each swatch read as white
             rgba = np.ascontiguousarray(narrow_grey(im).convert("RGBA"))

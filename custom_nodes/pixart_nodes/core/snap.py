@@ -748,6 +748,21 @@ def sample_cells(img: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_sizes(*, min_size: float = MIN_SIZE, max_size: float | None = None, cell_width: float | None = None,
+                cell_height: float | None = None) -> None:
+    """ValueError naming the first of ``snap``'s sizes that no image could take (the limits by image size are
+    ``snap``'s own)."""
+    for name, size in (("cell_width", cell_width), ("cell_height", cell_height), ("min_size", min_size),
+                       ("max_size", max_size)):
+        # NaN passes every comparison and infinity every lower bound: both would reach int() in the detector
+        if size is not None and not math.isfinite(size):
+            raise ValueError(f"{name}: must be a finite number of pixels, got {size:g}")
+        if size is not None and name != "max_size" and size < MIN_SIZE:
+            raise ValueError(f"{name}: a cell is at least {MIN_SIZE:g} pixels, got {size:g}")  # else a 0.5-px grid
+    if max_size is not None and max_size < min_size:
+        raise ValueError(f"max_size: {max_size:g} is below min_size {min_size:g}: no cell size is left to find")
+
+
 def snap(img: np.ndarray | list[np.ndarray], *, min_size: float = MIN_SIZE, max_size: float | None = None,
          cell_width: float | None = None, cell_height: float | None = None) -> SnapResult | list[SnapResult]:
     """Detect the grid of ``img`` (``uint8 [H,W,C]``, C = 1, 3 or 4) and return one pixel per cell.
@@ -766,15 +781,7 @@ def snap(img: np.ndarray | list[np.ndarray], *, min_size: float = MIN_SIZE, max_
         if a.shape[:2] != images[0].shape[:2]:
             raise ValueError(f"images of one batch must share a size: {a.shape[:2]} vs {images[0].shape[:2]}")
     images = [a[..., None] if a.ndim == 2 else a for a in images]
-    for name, size in (("cell_width", cell_width), ("cell_height", cell_height), ("min_size", min_size),
-                       ("max_size", max_size)):
-        # NaN passes every comparison and infinity every lower bound: both would reach int() in the detector
-        if size is not None and not math.isfinite(size):
-            raise ValueError(f"{name}: must be a finite number of pixels, got {size:g}")
-        if size is not None and name != "max_size" and size < MIN_SIZE:
-            raise ValueError(f"{name}: a cell is at least {MIN_SIZE:g} pixels, got {size:g}")  # else a 0.5-px grid
-    if max_size is not None and max_size < min_size:
-        raise ValueError(f"max_size: {max_size:g} is below min_size {min_size:g}: no cell size is left to find")
+    check_sizes(min_size=min_size, max_size=max_size, cell_width=cell_width, cell_height=cell_height)
     h, w = images[0].shape[:2]
     if min(h, w) < 4:
         res = [SnapResult(a, False, message=f"image {w}x{h} is too small to hold a grid") for a in images]
