@@ -9,19 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import pytest_asyncio
 
-from tests.test_a1111_answers import png_b64
+from tests.test_a1111_answers import client, png_b64  # noqa: F401 - the same bridge fixture
 
 pytestmark = pytest.mark.asyncio
 
 PASTED = ("a cat on a roof\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 5.5, Seed: 1234, "
           "Size: 64x96, Clip skip: 2, ENSD: 31337")
-
-
-@pytest_asyncio.fixture
-async def client(bridge_factory):
-    return await bridge_factory(adapters=["a1111", "pico"])
 
 
 def _ksampler(double) -> dict:

@@ -143,21 +143,30 @@ def test_a_map_value_that_is_a_list_but_not_a_link_is_refused_at_load(tmp_path: 
         W.load_workflow(tmp_path / "img2img.manifest.json")
 
 
+def _editor_txt2img(workflows: dict[str, W.Workflow]) -> tuple[dict, dict]:
+    """txt2img as the editor saves it, with a checkpoint the test backend has; and its KSampler node."""
+    ui = W.export_editor(workflows["txt2img"], OI)
+    next(n for n in ui["nodes"] if n["type"] == "CheckpointLoaderSimple")["widgets_values"][0] = "tiny.safetensors"
+    return ui, next(n for n in ui["nodes"] if n["type"] == "KSampler")
+
+
+def _drafted_seed(tmp_path: Path, ui: dict, name: str) -> W.Parameter:
+    """`python -m bridge.workflows new` on the editor file `ui` (KSampler's widgets as parameters): its seed."""
+    src, oi = tmp_path / f"{name}.src.json", tmp_path / "oi.json"
+    src.write_text(json.dumps(ui))
+    oi.write_text(json.dumps(OI))
+    assert W.main(["new", str(src), "--name", name, "--object-info", str(oi), "--out", str(tmp_path / "out"),
+                   "--nodes", "KSampler"]) == 0
+    return W.load_workflow(tmp_path / "out" / f"{name}.manifest.json").parameters["seed"]
+
+
 def test_a_seed_saved_as_randomize_is_drafted_random(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
     # The editor draws a new seed for every run of a seed whose control says "randomize"; the drafted manifest made
     # the saved seed the default, so every call that leaves seed out makes the same picture.
-    ui = W.export_editor(workflows["txt2img"], OI)
-    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    ui, sampler = _editor_txt2img(workflows)
     assert sampler["widgets_values"][1] == "fixed"
     sampler["widgets_values"][1] = "randomize"
-    ckpt = next(n for n in ui["nodes"] if n["type"] == "CheckpointLoaderSimple")
-    ckpt["widgets_values"][0] = "tiny.safetensors"
-    src, oi = tmp_path / "tuned.json", tmp_path / "oi.json"
-    src.write_text(json.dumps(ui))
-    oi.write_text(json.dumps(OI))
-    assert W.main(["new", str(src), "--name", "tuned", "--object-info", str(oi), "--out", str(tmp_path / "out"),
-                   "--nodes", "KSampler"]) == 0
-    seed = W.load_workflow(tmp_path / "out" / "tuned.manifest.json").parameters["seed"]
+    seed = _drafted_seed(tmp_path, ui, "tuned")
     assert seed.default == seed.random_value == -1
     # the note that carried the control to the draft stays out of the graph written beside it
     assert all("randomize" not in node.get("_meta", {})
@@ -168,9 +177,7 @@ def test_a_seed_driven_by_a_randomizing_primitive_is_drafted_random(tmp_path: Pa
                                                                       workflows: dict[str, W.Workflow]) -> None:
     # a seed shared by several samplers is a PrimitiveNode's ([value, "randomize"]); its control was read only
     # on the sampler's own widget, so the draft made the saved value every call's seed
-    ui = W.export_editor(workflows["txt2img"], OI)
-    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
-    next(n for n in ui["nodes"] if n["type"] == "CheckpointLoaderSimple")["widgets_values"][0] = "tiny.safetensors"
+    ui, sampler = _editor_txt2img(workflows)
     link = max([lk[0] for lk in ui["links"]] + [0]) + 1
     prim = max(n["id"] for n in ui["nodes"]) + 1
     sampler["inputs"] = [*sampler.get("inputs", []), {"name": "seed", "type": "INT", "link": link,
@@ -179,16 +186,8 @@ def test_a_seed_driven_by_a_randomizing_primitive_is_drafted_random(tmp_path: Pa
                         "outputs": [{"name": "INT", "type": "INT", "links": [link], "widget": {"name": "seed"}}],
                         "widgets_values": [5, "randomize"]})
     ui["links"].append([link, prim, 0, sampler["id"], len(sampler["inputs"]) - 1, "INT"])
-    src, oi = tmp_path / "shared.json", tmp_path / "oi.json"
-    src.write_text(json.dumps(ui))
-    oi.write_text(json.dumps(OI))
-    assert W.main(["new", str(src), "--name", "shared", "--object-info", str(oi), "--out", str(tmp_path / "out"),
-                   "--nodes", "KSampler"]) == 0
-    seed = W.load_workflow(tmp_path / "out" / "shared.manifest.json").parameters["seed"]
+    seed = _drafted_seed(tmp_path, ui, "shared")
     assert seed.default == seed.random_value == -1
     # a primitive whose control is "fixed" keeps its value as the default
     ui["nodes"][-1]["widgets_values"] = [5, "fixed"]
-    src.write_text(json.dumps(ui))
-    assert W.main(["new", str(src), "--name", "fixed", "--object-info", str(oi), "--out", str(tmp_path / "out"),
-                   "--nodes", "KSampler"]) == 0
-    assert W.load_workflow(tmp_path / "out" / "fixed.manifest.json").parameters["seed"].default == 5
+    assert _drafted_seed(tmp_path, ui, "fixed").default == 5
