@@ -62,8 +62,8 @@ async def test_img2img_takes_only_the_scripts_fields(client, comfy_double):
 
 
 async def test_a_hires_infotext_turns_the_hires_fix_on_with_the_same_sampler(client, comfy_double):
-    # enable_hr's rule: "Denoising strength" plus a Hires key; the hires sampler pastes as "Use same sampler",
-    # which runs the first pass's sampler (A1111's own form sends the same words)
+    # the hires sampler pastes as "Use same sampler", which runs the first pass's sampler (A1111's own form sends
+    # the same words; A1111's API hands them to create_sampler and answers 500)
     text = ("a cat\nSteps: 2, Sampler: Euler a, CFG scale: 7, Seed: 9, Size: 64x64, Denoising strength: 0.5, "
             "Hires upscale: 1.5, Hires upscaler: Latent")
     resp = await client.post("/sdapi/v1/txt2img", json={"infotext": text})
@@ -110,3 +110,23 @@ async def test_a_refiner_in_the_infotext_is_left_out(client, comfy_double):
                                                                       "Refiner switch at: 0.8"})
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["parameters"]["refiner_checkpoint"] is None
+
+
+async def test_any_denoising_strength_turns_txt2img_hires_on(client, comfy_double):
+    # enable_hr's paste rule is "Denoising strength" plus a Hires key, and reading adds "Hires resize-1": 0 to
+    # every text: an img2img infotext pasted into txt2img upscales by the default 2, in A1111 as here
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": "x\nSteps: 1, Sampler: Euler, Seed: 1, "
+                                                                      "Size: 64x64, Denoising strength: 0.4"})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["parameters"]["enable_hr"] is True and "Hires upscale: 2.0" in json.loads(body["info"])["infotexts"][0]
+
+
+@pytest.mark.parametrize("written,pasted", [("true", True), ("True", True), ("False", False)])
+async def test_a_boolean_setting_is_cast_as_a1111_casts_it(client, comfy_double, written, pasted):
+    # Options.cast_value: for a boolean option only the text "False" is false, any other text bool(text)
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": f"x\nSteps: 1, Sampler: Euler, Seed: 1, "
+                                                                      f"Size: 64x64, Tiling: {written}"})
+    assert resp.status == 200, await resp.text()
+    overrides = (await resp.json())["parameters"]["override_settings"]
+    assert overrides == ({"tiling": True} if pasted else {})  # False is the option's value already: not added

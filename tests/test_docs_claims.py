@@ -66,7 +66,7 @@ def test_export_editor_regenerates_every_copy_it_can(tmp_path: Path) -> None:
     exportable = {name for name, wf in workflows.items() if wf.node_types() <= set(object_info)}
     assert {"pico_rgb565", "pixel_art", "txt2img"} <= exportable  # the backend has what these need
 
-    main(["export-editor", "--object-info", str(info_file), "--out", str(out)])
+    assert main(["export-editor", "--object-info", str(info_file), "--out", str(out)]) == 0
     written = {p.stem for p in out.glob("*.json")}
     assert exportable <= written, f"not regenerated: {sorted(exportable - written)}"
     # named on the command line, a workflow the backend cannot hold is still a failure

@@ -63,13 +63,15 @@ def _export_editor(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or sorted(workflows):
         wf = get_workflow(workflows, name)
-        missing = sorted(wf.node_types() - set(object_info))
-        if missing and not args.names:
+        try:
+            text = editor_json_text(export_editor(wf, object_info))
+        except WorkflowError as exc:
+            if args.names:
+                raise
             # a backend without an optional node pack (the caption workflows' ComfyUI-Blip...) still refreshes
             # every other copy; named on the command line, the workflow's error is the answer
-            print(f"skipped {wf.name}: node types {', '.join(missing)} are not on this backend")
+            print(f"skipped {wf.name}: {exc}")
             continue
-        text = editor_json_text(export_editor(wf, object_info))
         path = args.out / f"{wf.name}.json"
         if args.check:
             if not path.exists() or path.read_text() != text:

@@ -337,8 +337,8 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
     if second < 0:
         raise field_error("hr_second_pass_steps", f"must be 0 or more, got {second}")
     # "Use same ...": what A1111's own form sends (its API passes the words on and fails the request)
-    hr_sampler_name = _unless_same(getattr(req, "hr_sampler_name", None), "Use same sampler")
-    hr_scheduler = _unless_same(getattr(req, "hr_scheduler", None), "Use same scheduler") or req.scheduler
+    hr_sampler_name = _unless_same(getattr(req, "hr_sampler_name", None), infotext_mod.SAME_SAMPLER)
+    hr_scheduler = _unless_same(getattr(req, "hr_scheduler", None), infotext_mod.SAME_SCHEDULER) or req.scheduler
     steps = second or gen.steps
     try:
         sampler = a1111_samplers.resolve(hr_sampler_name or req.sampler_name or req.sampler_index, hr_scheduler,

@@ -156,32 +156,39 @@ def _sampler_pair(d: Mapping[str, Any]) -> tuple[str, str]:
     return found.requested, found.scheduler_label
 
 
+SAME_SAMPLER = "Use same sampler"  # the hires pass's choices that mean the first pass's
+SAME_SCHEDULER = "Use same scheduler"
+
+
 def _hires_pair(d: Mapping[str, Any]) -> tuple[str, str]:
     # get_hr_sampler_and_scheduler: "Use same ..." unless the hires pass names its own
-    sampler = d.get("Hires sampler", "Use same sampler")
-    scheduler = d.get("Hires schedule type", "Use same scheduler")
+    sampler = d.get("Hires sampler", SAME_SAMPLER)
+    scheduler = d.get("Hires schedule type", SAME_SCHEDULER)
     name, label = _sampler_pair({
-        "Sampler": d.get("Sampler") if sampler == "Use same sampler" else sampler,
-        "Schedule type": d.get("Schedule type") if scheduler == "Use same scheduler" else scheduler})
-    return (name if name != d.get("Sampler") else "Use same sampler",
-            label if label != d.get("Schedule type") else "Use same scheduler")
+        "Sampler": d.get("Sampler") if sampler == SAME_SAMPLER else sampler,
+        "Schedule type": d.get("Schedule type") if scheduler == SAME_SCHEDULER else scheduler})
+    return (name if name != d.get("Sampler") else SAME_SAMPLER,
+            label if label != d.get("Schedule type") else SAME_SCHEDULER)
 
 
 Paste = tuple[str, Any]  # a field and its infotext key, or a rule over the parsed dict
 # The scripts' fields, on both tabs: Sampler and Seed (whose "Seed resize from" width goes to seed_resize_from_h and
 # its height to _w, as 1.10 pastes them). The Refiner script pastes its checkpoint only where A1111 has that file
-# installed; no backend here runs a refiner, so it is left out as A1111 leaves out a checkpoint it lacks.
+# installed (and its switch point); no backend here runs a refiner, so both are left out as A1111 leaves out a
+# checkpoint it lacks.
 _SCRIPT_FIELDS: tuple[Paste, ...] = (
     ("steps", "Steps"), ("sampler_name", lambda d: _sampler_pair(d)[0]), ("scheduler", lambda d: _sampler_pair(d)[1]),
     ("seed", "Seed"), ("subseed", "Variation seed"), ("subseed_strength", "Variation seed strength"),
     ("seed_resize_from_h", "Seed resize from-1"), ("seed_resize_from_w", "Seed resize from-2"),
 )
 # txt2img's own list (ui.py); img2img's has no API names, so only the scripts' fields reach an img2img request.
+# Left out: styles, which A1111 pastes from the "Styles array" its reading adds when saved styles are found in the
+# prompt (the infotext_styles option); `parse` finds none. enable_hr's rule holds for any "Denoising strength",
+# since reading adds "Hires resize-1": 0 to every text: an img2img infotext pasted into txt2img turns the hires fix
+# on, in A1111 as here.
 _TXT2IMG_FIELDS: tuple[Paste, ...] = (
     ("prompt", "Prompt"), ("negative_prompt", "Negative prompt"), ("cfg_scale", "CFG scale"), ("width", "Size-1"),
-    ("height", "Size-2"), ("batch_size", "Batch size"),
-    ("styles", lambda d: d["Styles array"] if isinstance(d.get("Styles array"), list) else None),
-    ("denoising_strength", "Denoising strength"),
+    ("height", "Size-2"), ("batch_size", "Batch size"), ("denoising_strength", "Denoising strength"),
     ("enable_hr", lambda d: "Denoising strength" in d and ("Hires upscale" in d or "Hires upscaler" in d
                                                             or "Hires resize-1" in d)),
     ("hr_scale", "Hires upscale"), ("hr_upscaler", "Hires upscaler"), ("hr_second_pass_steps", "Hires steps"),
@@ -189,7 +196,8 @@ _TXT2IMG_FIELDS: tuple[Paste, ...] = (
     ("hr_sampler_name", lambda d: _hires_pair(d)[0]), ("hr_scheduler", lambda d: _hires_pair(d)[1]),
     ("hr_prompt", "Hires prompt"), ("hr_negative_prompt", "Hires negative prompt"),
 )
-# Settings A1111 pastes into override_settings (options with an infotext label), those that act here.
+# Settings A1111 pastes into override_settings (options with an infotext label), those that act on generation here
+# (some only at one value: the route leaves out a value the bridge cannot run).
 SETTINGS: tuple[tuple[str, str], ...] = (
     ("Clip skip", "CLIP_stop_at_last_layers"), ("ENSD", "eta_noise_seed_delta"),
     ("Noise multiplier", "initial_noise_multiplier"), ("RNG", "randn_source"), ("Eta", "eta_ancestral"),
@@ -211,25 +219,25 @@ def pasted_fields(params: Mapping[str, Any], img2img: bool, sent: Collection[str
     return out
 
 
-def pasted_settings(params: Mapping[str, Any], current: Callable[[str], Any]) -> dict[str, Any]:
-    """`get_override_settings`: each setting of `SETTINGS` the text names, cast to its option's type, where it
-    differs from `current(setting)`."""
+def pasted_settings(params: Mapping[str, Any], current: Callable[[str], Any],
+                    default: Callable[[str], Any]) -> dict[str, Any]:
+    """`get_override_settings`: each setting of `SETTINGS` the text names, cast as `Options.cast_value` casts (to
+    the type of the option's `default`; for a boolean only "False" is false), where it differs from
+    `current(setting)`."""
     out: dict[str, Any] = {}
     for label, setting in SETTINGS:
         value = params.get(label)
+        kind = type(default(setting))
         if value is None:
             continue
-        now = current(setting)
-        if isinstance(now, bool):
-            value = value if isinstance(value, bool) else str(value) == "True"
-        elif now is not None and not isinstance(value, type(now)):
-            try:
-                value = type(now)(value)
-            except (TypeError, ValueError):
-                continue  # A1111 fails the request (500); a value no option holds is left out here
-        if value != now:
+        try:
+            value = (value != "False" and bool(value)) if kind is bool else kind(value)
+        except (TypeError, ValueError):
+            continue  # A1111 fails the request (500); a value no option holds is left out here
+        if value != current(setting):
             out[setting] = value
     return out
 
 
-__all__ = ["quote", "write", "parse", "pasted_fields", "pasted_settings", "DEFAULTS", "NOT_ITEMS", "SETTINGS"]
+__all__ = ["quote", "write", "parse", "pasted_fields", "pasted_settings", "DEFAULTS", "NOT_ITEMS", "SETTINGS",
+           "SAME_SAMPLER", "SAME_SCHEDULER"]

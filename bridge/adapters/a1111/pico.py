@@ -418,7 +418,8 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
         raise models.field_error("batch_size", f"a binary answer holds one frame; batch_size x n_iter is {count} "
                                                "(ask for format=json for several)")
     deterministic = req.seed is not None and req.seed >= 0
-    # What the client sent (unknown keys too), without the LCD settings: the upstream request and the cache key.
+    # What the client sent (unknown keys too; the fields its infotext filled count as sent), without the LCD
+    # settings: the upstream request and the cache key.
     sent = req.model_dump(mode="json", exclude_unset=True, exclude={"pico"})
     cache_key = None
     if state.cache is not None and deterministic:

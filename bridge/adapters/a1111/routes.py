@@ -58,8 +58,10 @@ def clip_skip_for(request: web.Request, req: models.GenerationRequest) -> int:
 
 def with_infotext(request: web.Request, req: models.RequestT) -> models.RequestT:
     """`req` with the fields and settings its `infotext` fills where the request left them unset (A1111 1.9+'s
-    `apply_infotext`): checked as the same fields sent would be, so a bad value is a 422 naming `infotext` and the
-    field. A setting the bridge cannot run (A1111's `RNG: GPU`, which every older infotext implies) is left out."""
+    `apply_infotext`), checked as the same fields sent: a value the request model refuses is a 422 naming
+    `infotext.<field>` (later checks, a seed past the workflow's range, name the field as when it is sent). A
+    setting the bridge cannot run, which sent in override_settings would be refused, is left out: A1111's
+    `RNG: GPU`, which every infotext without `RNG` implies, would otherwise fail every older text."""
     if not req.infotext:
         return req
     params = infotext.parse(req.infotext)
@@ -72,7 +74,8 @@ def with_infotext(request: web.Request, req: models.RequestT) -> models.RequestT
         raise models.validation_error(errors, {"infotext": req.infotext}) from None
     stored = request.app[STATE].options
     overrides = dict(req.override_settings or {})
-    for key, value in infotext.pasted_settings(params, lambda k: opts.value(stored, k)).items():
+    for key, value in infotext.pasted_settings(params, lambda k: opts.value(stored, k),
+                                               lambda k: opts.defaults()[k]).items():
         if key not in overrides and _runs_here(key, value):
             overrides[key] = value
     return req.model_copy(update={**{k: getattr(checked, k) for k in fields}, "override_settings": overrides})
