@@ -120,13 +120,6 @@ def _unit_float(text: str) -> float:
     return v
 
 
-def _share(text: str) -> float:
-    v = _unit_float(text)
-    if v >= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share below 1 (1 would replace every colour), got {text!r}")
-    return v
-
-
 def _palette_spec(text: str):
     """A palette file, a list of hex colours, or a built-in name, in that order of precedence."""
     from .core import palette as pal
@@ -281,6 +274,17 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
 
 # --- subcommands -------------------------------------------------------------------------------------------------
 
+def _has_clear(img: np.ndarray) -> bool:
+    return img.ndim == 3 and img.shape[2] == 4 and bool((img[..., 3] < imageio.GIF_ALPHA_THRESHOLD).any())
+
+
+def _opaque_colours_fit(img: np.ndarray, most: int) -> bool:
+    from PIL import Image
+
+    opaque = img[..., :3][img[..., 3] >= imageio.GIF_ALPHA_THRESHOLD]
+    return Image.fromarray(np.ascontiguousarray(opaque)[None]).getcolors(most) is not None
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .core import indexed
     from .core import palette as pal
@@ -320,7 +324,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     for_dithering = args.dither in qz.ERROR_DIFFUSION and args.strength > 0
 
     def extract(img: np.ndarray | list[np.ndarray]):
-        return pal.extract_palette(img, args.colors, method=args.extract_method, seed=args.seed, dither=for_dithering)
+        # a GIF holds 255 colours beside the clear index: extracting 256 there left the writer to merge two
+        n = args.colors
+        if dst_path.suffix.lower() == ".gif" and any(_has_clear(a) for a in (img if isinstance(img, list) else [img])):
+            n = min(n, 255)
+        return pal.extract_palette(img, n, method=args.extract_method, seed=args.seed, dither=for_dithering)
 
     def prepare(src: Path) -> tuple[np.ndarray, tuple | None]:
         img = imageio.read_image(src)
@@ -347,8 +355,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     def write(dst: Path, img: np.ndarray, palette, used: str) -> str:
         # a GIF is indexed whatever is asked: with a palette, written as the palette (Pillow's median cut merged
-        # two colours of a 256-colour palette beside transparency, and the summary still said 256)
-        if args.indexed or (palette is not None and dst.suffix.lower() == ".gif"):
+        # two colours of a 256-colour palette beside transparency, and the summary still said 256), except where
+        # the palette fills all 256 indices and the picture has clear pixels: then the writer keeps the colours
+        # used, up to 255, beside the clear index, as Aseprite does
+        full = palette is not None and len(palette) >= 256 and _has_clear(img) and _opaque_colours_fit(img, 255)
+        if args.indexed or (palette is not None and dst.suffix.lower() == ".gif" and not full):
             fmt = dst.suffix.lower().lstrip(".")
             if fmt not in indexed.FORMATS:
                 raise CliError(f"{dst}: --indexed writes .png or .gif files")
@@ -625,12 +636,13 @@ def _cmd_snap(args: argparse.Namespace) -> int:
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     from .core import cleanup as cu
 
-    if args.background not in (None, "auto"):
+    background = args.background
+    if background not in (None, "auto"):
         try:
-            cu.parse_colour(args.background)
+            background = cu.parse_colour(background)  # the key the core takes, parsed once
         except ValueError as exc:
             raise CliError(f"--background: {exc}") from None
-    try:  # once, before any image
+    try:  # once: checked per image, a folder of 300 repeated the same error 300 times, each blamed on a file
         cu.check_options(merge=args.merge, rare=args.rare, tolerance=args.tolerance)
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -638,7 +650,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
     def work(src: Path, dst: Path) -> str:
         res = cu.cleanup(imageio.read_image(src), merge=args.merge, rare=args.rare, isolated=not args.no_isolated,
-                         jaggies=not args.no_jaggies, background=args.background, tolerance=args.tolerance,
+                         jaggies=not args.no_jaggies, background=background, tolerance=args.tolerance,
                          connected=not args.everywhere)
         imageio.write_image(dst, res.image)
         return f"{dst}: {res.summary()}"
@@ -670,8 +682,8 @@ def _add_cleanup_parser(sub, common: argparse.ArgumentParser) -> None:
     c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
     c.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files)")
     c.add_argument("--merge", type=float, default=0.03, help="OKLab distance for near-duplicate colours (0 = off)")
-    c.add_argument("--rare", type=_share, default=0.0, help="replace colours under this share of pixels (0..1, "
-                                                              "below 1)")
+    c.add_argument("--rare", type=_unit_float, default=0.0, help="replace colours under this share of pixels "
+                                                                  "(below 1)")
     c.add_argument("--no-isolated", action="store_true", help="keep isolated pixels")
     c.add_argument("--no-jaggies", action="store_true", help="keep doubled corners of 1-px lines")
     c.add_argument("--background", help="make the background transparent: auto (border colour) or #rrggbb")

@@ -269,11 +269,11 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
                                          f"here chosen by Pillow's median cut (pixart convert --colors {holds} "
                                          f"extracts them better)"), stacklevel=2)
     if fmt in NO_ALPHA and im.mode in ("RGBA", "LA"):
-        if bool((arr[..., -1] < 255).any()):
+        if bool((arr[..., -1] < GIF_ALPHA_THRESHOLD).any()):  # clear as the pack's indexed writers count it
             # Pillow drops JPEG's alpha and writes BMP's as a fourth byte readers ignore: the clear pixels came
             # back as the colour under them, most often black
             raise ImageWriteError(f"{path}: {fmt} cannot store transparency; write a .png (or .webp, .gif, .tga, "
-                                  f".tif)")
+                                  f".tif), or give the picture a background first")
         im = im.convert(im.mode[:-1])
     out = io.BytesIO()
     try:
@@ -319,14 +319,15 @@ def write_file(path: str | os.PathLike, data: bytes) -> None:
         raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")
 
 
 def _natural(path: Path) -> tuple:
     # runs of digits compare as numbers: walk2 before walk10, as Aseprite's sequences, ImageMagick's %d and
-    # ffmpeg order frames (walk1..walk11 became the frames 1, 10, 11, 2, ... of a GIF)
-    parts = _DIGITS.split(path.name)
-    return tuple((0, int(p), p) if i % 2 else (1, p, "") for i, p in enumerate(parts)), path.name
+    # ffmpeg order frames (walk1..walk11 became the frames 1, 10, 11, 2, ... of a GIF); the stem first, so that
+    # walk.png comes before walk1.png
+    parts = _DIGITS.split(path.stem)
+    return tuple((0, int(p), p) if i % 2 else (1, p, "") for i, p in enumerate(parts)), path.suffix, path.name
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -199,17 +199,27 @@ def _check_cells(where: str, w: int, h: int, block_w: int, block_h: int) -> None
 
 
 def _colour_table(im, where: str) -> list[tuple[int, int, int]]:
-    """An indexed image's own colour table (PLTE) in its order, its transparent entries left out: what Aseprite's
-    Load Palette takes from an indexed PNG. Read as swatches, the pack's own --indexed sprite gave its pixels, 192
-    entries with repeats for a 16x12 sprite, instead of its palette."""
+    """An indexed image's own colour table (PLTE) in its order, as Aseprite's Load Palette takes an indexed PNG (read
+    as swatches, the pack's own --indexed sprite gave its pixels: 192 entries with repeats for a 16x12 sprite).
+    Left out: transparent entries (a palette here holds colours; the indexed writers add their own clear index),
+    and a table padded past the indices the pixels use with one repeated value (tools write 256 entries, most of
+    them black, for a 2-colour picture)."""
     flat = im.getpalette("RGB") or []
+    entries = [tuple(flat[i:i + 3]) for i in range(0, len(flat) - 2, 3)]
     clear = im.info.get("transparency")
-    alphas = (list(clear) if isinstance(clear, bytes) else
-              [0 if i == clear else 255 for i in range(len(flat) // 3)])
+    alphas = list(clear) if isinstance(clear, bytes) else [0 if i == clear else 255 for i in range(len(entries))]
+    end = len(entries)
+    if end >= 2 and entries[-1] == entries[-2]:
+        used = im.getextrema()[1]  # the highest index a pixel uses
+        start = end - 1
+        while start - 1 > used and entries[start - 1] == entries[-1]:
+            start -= 1
+        if start > used and end - start >= 2:
+            end = start
     rgb: list[tuple[int, int, int]] = []
-    for i in range(len(flat) // 3):
+    for i, colour in enumerate(entries[:end]):
         if (alphas[i] if i < len(alphas) else 255) >= 128:
-            add_colour(rgb, (flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]), where)
+            add_colour(rgb, colour, where)
     return rgb
 
 
