@@ -282,7 +282,7 @@ def _opaque_colours_fit(img: np.ndarray, most: int) -> bool:
     from PIL import Image
 
     opaque = img[..., :3][img[..., 3] >= imageio.GIF_ALPHA_THRESHOLD]
-    return Image.fromarray(np.ascontiguousarray(opaque)[None]).getcolors(most) is not None
+    return len(opaque) == 0 or Image.fromarray(np.ascontiguousarray(opaque)[None]).getcolors(most) is not None
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -358,8 +358,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         # two colours of a 256-colour palette beside transparency, and the summary still said 256), except where
         # the palette fills all 256 indices and the picture has clear pixels: then the writer keeps the colours
         # used, up to 255, beside the clear index, as Aseprite does
-        full = palette is not None and len(palette) >= 256 and _has_clear(img) and _opaque_colours_fit(img, 255)
-        if args.indexed or (palette is not None and dst.suffix.lower() == ".gif" and not full):
+        as_gif = palette is not None and dst.suffix.lower() == ".gif"
+        if as_gif and len(palette) >= 256 and _has_clear(img) and _opaque_colours_fit(img, 255):
+            as_gif = False
+        if args.indexed or as_gif:
             fmt = dst.suffix.lower().lstrip(".")
             if fmt not in indexed.FORMATS:
                 raise CliError(f"{dst}: --indexed writes .png or .gif files")
