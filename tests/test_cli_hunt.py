@@ -166,3 +166,24 @@ def test_an_indexed_png_padded_past_its_colours_gives_only_them(tmp_path, capsys
     code, out, err = _run(capsys, "palette-file", tmp_path / "padded.png")
     assert code == 0, err
     assert out.split() == ["ff004d", "29adff"]
+
+
+def test_rgb565_auto_enlarges_pixel_art_without_new_colours(tmp_path, capsys):
+    # a 16x12 four-colour sprite sent to a 160x120 LCD with the default --resample auto was enlarged with Lanczos:
+    # the preview had ~7000 colours, blurred edges and ringing. Art of at most 256 colours (the pack's quantized
+    # output) is enlarged by blocks, as the pack does everywhere else (convert --upscale, snap --scale); a photo
+    # still by Lanczos
+    art = np.random.default_rng(1).integers(0, 4, (12, 16))
+    pal = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 77], [41, 173, 255]], np.uint8)
+    photo = np.random.default_rng(2).integers(0, 256, (24, 32, 3)).astype(np.uint8)  # over 256 colours
+    for name, img, most in (("art", pal[art], 4), ("photo", photo, None)):
+        Image.fromarray(img).save(tmp_path / f"{name}.png")
+        code, _, err = _run(capsys, "-q", "rgb565", tmp_path / f"{name}.png", tmp_path / f"{name}.bin",
+                            "--size", "160x120")
+        assert code == 0, err
+        code, _, err = _run(capsys, "-q", "rgb565-preview", tmp_path / f"{name}.bin", tmp_path / f"{name}_p.png",
+                            "--size", "160x120")
+        assert code == 0, err
+        shown = np.asarray(Image.open(tmp_path / f"{name}_p.png").convert("RGB")).reshape(-1, 3)
+        colours = len(np.unique(shown, axis=0))
+        assert colours <= most if most else colours > 1000, colours

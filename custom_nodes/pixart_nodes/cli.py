@@ -761,7 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--invert", action="store_true", help="store 255 - value (firmware without INVON)")
     r.add_argument("--dither", action="store_true", help="565-aware ordered dithering")
     r.add_argument("--background", type=_colour, default=(0, 0, 0), help="letterbox/transparency colour (#000000)")
-    r.add_argument("--resample", choices=rgb565.RESAMPLE_METHODS, default="auto", help="resize filter")
+    r.add_argument("--resample", choices=rgb565.RESAMPLE_METHODS, default="auto",
+                   help="resize filter (auto: area when shrinking; when enlarging, nearest for pixel art of at most "
+                        "256 colours, else Lanczos)")
     r.set_defaults(func=_cmd_rgb565)
 
     v = sub.add_parser("rgb565-preview", parents=[common], help="unpack an RGB565 frame into a PNG",

@@ -64,8 +64,8 @@ class PixartRGB565:
                 "background": ("STRING", {"default": "#000000", "tooltip": (
                     "Hex colour for letterbox bars and under transparent pixels.")}),
                 "resample": (list(rgb565.RESAMPLE_METHODS), {"default": "auto", "tooltip": (
-                    "Resize filter: auto = area when shrinking, Lanczos when enlarging; nearest keeps pixel art "
-                    "blocks sharp.")}),
+                    "Resize filter: auto = area when shrinking; when enlarging, nearest for pixel art (at most 256 "
+                    "colours) and Lanczos for other pictures; nearest keeps pixel art blocks sharp.")}),
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Optional alpha as a mask (1 = transparent), flattened onto the "
