@@ -163,6 +163,29 @@ async def test_clip_skip_changes_the_pixels(bridge):
     assert np.array_equal(again, plain)
 
 
+async def test_an_infotext_pasted_as_the_request_makes_the_same_picture(bridge):
+    """A1111 1.9+'s `infotext` field: an image's infotext sent as the whole request (prompts, seed, steps, size,
+    sampler and schedule, CFG scale, and the Clip skip setting) generates that image again."""
+    async def generate(body: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        resp = await bridge.post("/sdapi/v1/txt2img", json=body)
+        assert resp.status == 200, await resp.text()
+        data = await resp.json()
+        with Image.open(io.BytesIO(base64.b64decode(data["images"][0]))) as im:
+            return np.asarray(im.convert("RGB")), json.loads(data["info"])
+
+    first, info = await generate({"prompt": "a red kite", "negative_prompt": "fog", "seed": 91, "steps": 3,
+                                  "width": 64, "height": 96, "cfg_scale": 4.5, "sampler_name": "DPM++ 2M",
+                                  "scheduler": "Exponential",
+                                  "override_settings": {"CLIP_stop_at_last_layers": 2}})
+    text = info["infotexts"][0]
+    assert "Clip skip: 2" in text and "Schedule type: Exponential" in text
+    again, again_info = await generate({"infotext": text})
+    assert again_info["infotexts"][0] == text
+    assert np.array_equal(again, first)
+    other, _ = await generate({"infotext": text, "seed": 92})  # a field sent wins over the text
+    assert not np.array_equal(other, first)
+
+
 
 @pytest.mark.parametrize("fill", ["original", "latent noise", "latent nothing"])
 async def test_inpaint_fill_latent_the_sampler_gets(comfyui, fill):
