@@ -387,8 +387,9 @@ NOTES: dict[str, str] = {
         "`pixart rgb565 IN OUT.bin --size 240x240 --byte-order big [--invert] [--mode crop]`."
     ),
     "PixartRGB565Preview": (
-        "Channels are expanded by shifting (31 -> 248), so the preview equals the input with its low bits "
-        "cleared. Command line: `pixart rgb565-preview IN.bin OUT.png --size 240x240`."
+        "Channels are expanded to full scale as the panel shows them (31 -> 255, as Pillow's `BGR;16` decoder; "
+        "OpenCV's `COLOR_BGR5652RGB` shifts, 31 -> 248), and packing the preview again gives the same frame. "
+        "Command line: `pixart rgb565-preview IN.bin OUT.png --size 240x240`."
     ),
 }
 

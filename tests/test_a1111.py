@@ -15,6 +15,7 @@ from PIL import Image
 
 from pixart_nodes.core import rgb565
 from tests.support.double import ComfyDouble, _colour
+from tests.support.imaging import panel_shows
 
 pytestmark = pytest.mark.asyncio
 
@@ -396,7 +397,7 @@ async def test_pico_comfyui_path_and_mode(bridge_factory, comfy_double, monkeypa
         seed = next(n for n in last["prompt"].values() if n["class_type"] == "KSampler")["inputs"]["seed"]
         r, g, b = _colour(seed, last["prompt_id"], 0)
         frame = rgb565.from_rgb565(data, 128, 240, byte_order="little")
-        assert (frame[20:] == (r & 0xF8, g & 0xFC, b & 0xF8)).all()
+        assert (frame[20:] == panel_shows((r, g, b))).all()
     last = comfy_double.prompts[-1].get("prompt", comfy_double.prompts[-1])
     node = next(n for n in last.values() if n["class_type"] == "PixartRGB565")
     assert (node["inputs"]["width"], node["inputs"]["height"], node["inputs"]["byte_order"]) == (128, 240, "little")

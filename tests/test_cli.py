@@ -89,7 +89,7 @@ def test_rgb565_folder_and_preview(images, capsys):
     assert code == 0
     prev = np.asarray(Image.open(images / "b_prev.png"))
     assert prev.shape == (32, 48, 3)
-    assert np.all(prev[:, :8] == [248, 0, 0])  # transparent columns flattened onto the red background
+    assert np.all(prev[:, :8] == [255, 0, 0])  # transparent columns flattened onto the red background, full red as the panel shows it
 
 
 def test_palette_hex_and_gpl(images, capsys):

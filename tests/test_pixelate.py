@@ -266,7 +266,7 @@ def test_image_nodes_take_grey_and_bfloat16_images(node, kind):
     n = pixart_nodes.NODE_CLASS_MAPPINGS[node]()
     args = {"PixartPixelate": ("box", 4, 0, 0, False), "PixartSnapToGrid": (), "PixartCleanup": (),
             "PixartQuantize": (palette_from_hex(["#000000", "#888888", "#ffffff"]), "none", "rgb", False, 1.0, 128),
-            "PixartRGB565": (16, 16, "stretch", "big", False, "none", False, "x", "#000000")}[node]
+            "PixartRGB565": (16, 16, "stretch", "big", False, False, False, "x", "#000000")}[node]
     mask = torch.zeros(2, 16, 16, dtype=torch.bfloat16 if kind == "bfloat16" else torch.float32)
     out = getattr(n, n.FUNCTION)(image, *args, mask=mask)
     result = out["result"] if isinstance(out, dict) else out

@@ -14,6 +14,8 @@ from PIL import Image
 from pixart_nodes.core import rgb565
 from pixart_nodes.nodes_rgb565 import PixartRGB565, PixartRGB565Preview
 
+from tests.support.imaging import panel_shows
+
 
 def _random(h: int, w: int, seed: int = 0, c: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
@@ -79,19 +81,22 @@ def test_alpha_channel_is_ignored_and_non_contiguous_input_works():
 
 @pytest.mark.parametrize("byte_order", ["big", "little"])
 @pytest.mark.parametrize("invert", [False, True])
-def test_round_trip_drops_low_bits(byte_order, invert):
+def test_unpacked_frame_shows_the_panels_colours_and_packs_back_to_the_same_bytes(byte_order, invert):
     img = _random(31, 45, seed=6)
     data = rgb565.to_rgb565(img, byte_order=byte_order, invert=invert)
     back = rgb565.from_rgb565(data, 45, 31, byte_order=byte_order, inverted=invert)
-    expected = img & np.array([0xF8, 0xFC, 0xF8], np.uint8)
-    assert np.array_equal(back, expected)
+    assert np.array_equal(back, panel_shows(img))
+    assert rgb565.to_rgb565(back, byte_order=byte_order, invert=invert) == data
 
 
-def test_unpack_matches_opencv_bgr5652rgb():
-    img = _random(16, 16, seed=7)
-    data = rgb565.to_rgb565(img, byte_order="little")
-    cv = cv2.cvtColor(np.frombuffer(data, np.uint8).reshape(16, 16, 2), cv2.COLOR_BGR5652RGB)
-    assert np.array_equal(rgb565.from_rgb565(data, 16, 16, byte_order="little"), cv)
+def test_unpack_matches_pillows_bgr16_decoder_for_every_word_and_white_is_full_white():
+    words = np.arange(65536, dtype="<u2").tobytes()
+    pil = np.asarray(Image.frombytes("RGB", (256, 256), words, "raw", "BGR;16"))
+    assert np.array_equal(rgb565.from_rgb565(words, 256, 256, byte_order="little"), pil)
+    assert rgb565.from_rgb565(b"\xff\xff", 1, 1).tolist() == [[[255, 255, 255]]]
+    # OpenCV's decoder shifts instead (31 -> 248): the panel's white is not what it shows
+    cv = cv2.cvtColor(np.frombuffer(words, np.uint8).reshape(256, 256, 2), cv2.COLOR_BGR5652RGB)
+    assert cv[-1, -1].tolist() == [248, 252, 248]
 
 
 def test_unpack_rejects_wrong_length_naming_data():
@@ -101,25 +106,38 @@ def test_unpack_rejects_wrong_length_naming_data():
         rgb565.to_rgb565(_random(2, 2), byte_order="middle")
 
 
-def test_dither_keeps_flat_average_and_spreads_levels():
+def _intensity(data: bytes, width: int) -> np.ndarray:
+    """Each channel as the panel drives it (level k of 31 or 63 is k/31 or k/63 of full scale), on 0..255, [H,W,3]."""
+    words = np.frombuffer(data, ">u2").astype(np.int64).reshape(-1, width)
+    levels = np.stack([words >> 11, (words >> 5) & 63, words & 31], axis=-1)
+    return levels * 255 / np.array([31, 63, 31])
+
+
+def test_dither_keeps_flat_average_as_the_panel_shows_it_and_spreads_levels():
     flat = np.full((64, 64, 3), 100, np.uint8)
     plain = rgb565.from_rgb565(rgb565.to_rgb565(flat), 64, 64)
     dith = rgb565.from_rgb565(rgb565.to_rgb565(flat, dither=True), 64, 64)
-    assert np.all(plain[..., 0] == 96)  # truncation biases down
-    assert abs(dith[..., 0].mean() - 100) < 0.5 and abs(dith[..., 1].mean() - 100) < 0.5
-    assert set(np.unique(dith[..., 0])) == {96, 104}
+    assert np.all(plain[..., 0] == 98)  # truncation to level 12 of 31 biases down
+    assert set(np.unique(dith[..., 0])) == {98, 106}  # levels 12 and 13
+    # every flat grey keeps its average to the 8x8 tile's resolution (1/64 of a level), the top levels included
+    for v in (3, 100, 127, 200, 247, 250, 254):
+        mean = _intensity(rgb565.to_rgb565(np.full((8, 8, 3), v, np.uint8), dither=True), 8).mean(axis=(0, 1))
+        assert np.abs(mean - v).max() <= 255 / 31 / 64, (v, mean)
     # saturates instead of wrapping at the top
     white = rgb565.from_rgb565(rgb565.to_rgb565(np.full((8, 8, 3), 255, np.uint8), dither=True), 8, 8)
-    assert np.all(white == [248, 252, 248])
+    assert np.all(white == 255)
 
 
-def test_dithered_gradient_error_is_smaller_on_average():
+def test_dithered_gradient_keeps_its_block_averages_where_truncation_does_not():
     ramp = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (32, 1, 3))
-    def mean_error(d: bool) -> float:
-        back = rgb565.from_rgb565(rgb565.to_rgb565(ramp, dither=d), 256, 32).astype(float)
-        # column means are what the eye sees at a distance
-        return float(np.abs(back.mean(axis=0) - ramp.mean(axis=0)).mean())
-    assert mean_error(True) < mean_error(False) / 3
+
+    def block_error(d: bool) -> float:
+        # 8x8 block means are what the eye sees at a distance (one Bayer tile each)
+        blocks = lambda a: a.reshape(4, 8, 32, 8, 3).mean(axis=(1, 3))  # noqa: E731
+        shown = _intensity(rgb565.to_rgb565(ramp, dither=d), 256)
+        return float(np.abs(blocks(shown) - blocks(ramp.astype(float))).mean())
+
+    assert block_error(True) < 0.1 < 0.7 < block_error(False)
 
 
 @pytest.mark.parametrize("mode", ["stretch", "letterbox", "crop"])
@@ -227,8 +245,8 @@ def test_node_batch_with_mask_no_file():
     frames = [base64.b64decode(e) for e in encoded]
     assert all(len(f) == 24 * 16 * 2 for f in frames)
     assert preview.shape == (2, 16, 24, 3)
-    # transparent half shows the red background in 565 precision
-    assert np.all(preview[1, :, :12].numpy() * 255 == np.array([248, 0, 0]))
+    # transparent half shows the red background as the panel does: full red
+    assert np.all(preview[1, :, :12].numpy() * 255 == np.array([255, 0, 0]))
     # first image is plain conversion of its nearest-resized pixels
     arr = np.clip(images[0].numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
     expected = rgb565.to_rgb565(rgb565.fit(arr, 24, 16, "stretch", resample="nearest"))
@@ -242,8 +260,7 @@ def test_node_rgba_input_and_invert_preview_shows_intended_colours():
     data = base64.b64decode(out["ui"]["rgb565_base64"][0])
     arr = np.clip(images[0, ..., :3].numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
     assert data == rgb565.to_rgb565(255 - arr, byte_order="little")
-    assert np.array_equal(np.round(out["result"][1][0].numpy() * 255).astype(np.uint8),
-                          arr & np.array([0xF8, 0xFC, 0xF8], np.uint8))
+    assert np.array_equal(np.round(out["result"][1][0].numpy() * 255).astype(np.uint8), panel_shows(arr))
 
 
 def test_node_bad_background_names_field():
@@ -286,7 +303,7 @@ def test_preview_node_round_trip_and_errors():
     b64 = "data:application/octet-stream;base64," + base64.b64encode(rgb565.to_rgb565(img, invert=True)).decode()
     (out,) = PixartRGB565Preview().run(b64, 10, 12, "big", True)
     assert out.shape == (1, 12, 10, 3)
-    assert np.array_equal(np.round(out[0].numpy() * 255).astype(np.uint8), img & np.array([0xF8, 0xFC, 0xF8], np.uint8))
+    assert np.array_equal(np.round(out[0].numpy() * 255).astype(np.uint8), panel_shows(img))
     with pytest.raises(ValueError, match="rgb565_base64"):
         PixartRGB565Preview().run("", 10, 12, "big", False)
     with pytest.raises(ValueError, match="rgb565_base64"):

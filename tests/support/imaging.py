@@ -71,3 +71,15 @@ def damaged_exif_jpeg(img: np.ndarray) -> bytes:
         data = data.replace(make, xres)
     assert Image.open(io.BytesIO(data)).getexif().get(0x011A) == "cam"
     return data
+
+
+def panel_shows(rgb: Any) -> np.ndarray:
+    """What an RGB565 panel shows for 8-bit colours (``[..., 3]``): OpenCV's truncating pack, expanded to full scale
+    by Pillow's ``BGR;16`` decoder (two implementations the pack does not share)."""
+    import cv2
+
+    arr = np.asarray(rgb, np.uint8)
+    flat = arr.reshape(1, -1, 3)
+    words = cv2.cvtColor(flat, cv2.COLOR_RGB2BGR565).tobytes()  # little-endian words
+    shown = Image.frombytes("RGB", (flat.shape[1], 1), words, "raw", "BGR;16")
+    return np.asarray(shown).reshape(arr.shape)

@@ -35,15 +35,21 @@ def _bayer(n: int) -> np.ndarray:
     return m
 
 
-def _dither_offsets(step: int) -> np.ndarray:
-    # The packer truncates (v >> 3), so the unbiased ordered dither adds a threshold t*step with t = (M+0.5)/64
-    # in [0, 1): averaged over the 8x8 tile, floor(v/step + t) * step then reproduces v instead of rounding it down.
-    m = _bayer(8)
-    return ((2 * m + 1) * step // 128).astype(np.uint8)
+def _dither_levels(bits: int) -> np.ndarray:
+    # A panel shows level k of L = 2**bits - 1 as k/L of full scale (31 is white, not 248/255), so the unbiased
+    # ordered dither picks floor(v*L/255 + t) with t = (M+0.5)/64 in [0, 1): averaged over the 8x8 tile the
+    # levels shown reproduce v. Integer form of that floor; one row per threshold, one column per byte value.
+    top = (1 << bits) - 1
+    t = 2 * _bayer(8).reshape(64, 1) + 1
+    v = np.arange(256, dtype=np.int64).reshape(1, 256)
+    return np.minimum((128 * top * v + 255 * t) // (255 * 128), top).astype(np.uint8)
 
 
-_OFFSETS_RB = _dither_offsets(8)  # R and B keep 5 bits: quantisation step 8
-_OFFSETS_G = _dither_offsets(4)  # G keeps 6 bits: step 4
+_LEVELS_RB = _dither_levels(5)  # R and B keep 5 bits
+_LEVELS_G = _dither_levels(6)  # G keeps 6 bits
+# What the panel shows for each level, as Pillow's BGR;16 decoder expands it: 31 -> 255, not 248.
+_SHOWN_RB = (np.arange(32) * 255 // 31).astype(np.uint8)
+_SHOWN_G = (np.arange(64) * 255 // 63).astype(np.uint8)
 
 
 # Both kernels take the image as a flat byte array and write native uint16 words, byte-swapped for big-endian:
@@ -63,19 +69,17 @@ def _pack_plain(src, dst, swap, xor):  # pragma: no cover - compiled
 
 
 @compiled(nogil=True, cache=True)
-def _pack_dither(src, width, dst, swap, xor, off_rb, off_g):  # pragma: no cover - compiled
+def _pack_dither(src, width, dst, swap, xor, levels_rb, levels_g):  # pragma: no cover - compiled
     for y in range(dst.shape[0] // width):
-        row_rb = off_rb[y & 7]
-        row_g = off_g[y & 7]
+        row = (y & 7) * 8
         for x in range(width):
             i = y * width + x
             j = 3 * i
-            orb = np.uint16(row_rb[x & 7])
-            og = np.uint16(row_g[x & 7])
-            r = min(np.uint16(src[j]) + orb, np.uint16(255))
-            g = min(np.uint16(src[j + 1]) + og, np.uint16(255))
-            b = min(np.uint16(src[j + 2]) + orb, np.uint16(255))
-            v = np.uint16((((r & 0xF8) << 8) | ((g & 0xFC) << 3) | (b >> 3)) ^ xor)
+            t = row + (x & 7)
+            r = np.uint16(levels_rb[t, src[j]])
+            g = np.uint16(levels_g[t, src[j + 1]])
+            b = np.uint16(levels_rb[t, src[j + 2]])
+            v = np.uint16(((r << 11) | (g << 5) | b) ^ xor)
             if swap:
                 v = np.uint16((v >> 8) | (v << 8))
             dst[i] = v
@@ -98,8 +102,9 @@ def _check_image(img: np.ndarray, name: str = "image") -> np.ndarray:
 def to_rgb565(img: np.ndarray, *, byte_order: str = "big", invert: bool = False, dither: bool = False) -> bytes:
     """Pack ``uint8 [H,W,3|4]`` (alpha ignored) into ``H*W*2`` RGB565 bytes, row-major, no header.
 
-    ``dither`` adds an 8x8 ordered (Bayer) threshold scaled to each channel's 565 step before truncation, so flat
-    areas keep their average colour instead of banding down to the next lower 565 level.
+    Without ``dither`` each channel is truncated, bit-exact with OpenCV's ``COLOR_RGB2BGR565``. ``dither`` picks each
+    channel's level with an 8x8 ordered (Bayer) threshold, so flat areas keep their average colour as the panel
+    shows it instead of banding down to the next lower 565 level.
     """
     img = _check_image(img)
     _check_byte_order(byte_order)
@@ -111,7 +116,7 @@ def to_rgb565(img: np.ndarray, *, byte_order: str = "big", invert: bool = False,
     swap = (byte_order == "big") == (sys.byteorder == "little")
     xor = np.uint16(0xFFFF if invert else 0)
     if dither:
-        _pack_dither(src.reshape(-1), w, dst, swap, xor, _OFFSETS_RB, _OFFSETS_G)
+        _pack_dither(src.reshape(-1), w, dst, swap, xor, _LEVELS_RB, _LEVELS_G)
     else:
         _pack_plain(src.reshape(-1), dst, swap, xor)
     return dst.tobytes()
@@ -129,8 +134,9 @@ def from_rgb565(
     """Unpack RGB565 bytes into ``uint8 [H,W,3]`` (what the LCD shows; ``inverted`` undoes a packing inversion).
     A wrong length is an error naming ``field`` (the caller's name for the bytes).
 
-    Channels are expanded by shifting only (31 -> 248), like OpenCV's ``COLOR_BGR5652RGB``, so that
-    ``from_rgb565(to_rgb565(x))`` is exactly ``x`` with its low bits cleared.
+    Channels are expanded to full scale as the panel shows them (31 -> 255, as Pillow's ``BGR;16`` decoder does;
+    OpenCV's ``COLOR_BGR5652RGB`` shifts, 31 -> 248, a white the panel never shows), and
+    ``to_rgb565(from_rgb565(data))`` is ``data`` again.
     """
     _check_byte_order(byte_order)
     if int(width) < 1 or int(height) < 1:
@@ -143,9 +149,9 @@ def from_rgb565(
         words ^= 0xFFFF
     out = np.empty((int(height), int(width), 3), dtype=np.uint8)
     words = words.reshape(int(height), int(width))
-    out[..., 0] = (words >> 8) & 0xF8
-    out[..., 1] = (words >> 3) & 0xFC
-    out[..., 2] = (words << 3) & 0xF8
+    out[..., 0] = _SHOWN_RB[words >> 11]
+    out[..., 1] = _SHOWN_G[(words >> 5) & 0x3F]
+    out[..., 2] = _SHOWN_RB[words & 0x1F]
     return out
 
 
