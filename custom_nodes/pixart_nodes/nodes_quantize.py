@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import quantize as qz
+from .core.color import ALPHA_THRESHOLD
 from .core.palette import Palette
 from .core.tensors import alpha_to_mask, image_to_uint8, mask_to_alpha, output_channels
 
@@ -57,7 +58,7 @@ class PixartQuantize:
                 "alpha_threshold": (
                     "INT",
                     {
-                        "default": 128,
+                        "default": ALPHA_THRESHOLD,
                         "min": 0,
                         "max": 256,
                         "tooltip": "Pixels with alpha (0..255) below this become fully transparent, the "

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .color import hex_colour, srgb_u8_to_oklab
+from .color import ALPHA_THRESHOLD, hex_colour, srgb_u8_to_oklab
 from .jit import compiled
 from .messages import quote
 
@@ -62,7 +62,7 @@ def _keys(img: np.ndarray) -> np.ndarray:
     keys = np.empty((h, w), np.int64)
     for y in range(h):
         for x in range(w):
-            if c == 4 and img[y, x, 3] < 128:
+            if c == 4 and img[y, x, 3] < ALPHA_THRESHOLD:
                 keys[y, x] = TRANSPARENT
             else:
                 keys[y, x] = (np.int64(img[y, x, 0]) << 16) | (np.int64(img[y, x, 1]) << 8) | np.int64(img[y, x, 2])
@@ -78,7 +78,7 @@ def _compose(img: np.ndarray, keys: np.ndarray, clear: np.ndarray, rgba: bool) -
     for y in range(h):
         for x in range(w):
             k = keys[y, x]
-            if k == TRANSPARENT and not clear[y, x] and c == 4 and 0 < img[y, x, 3] < 128:
+            if k == TRANSPARENT and not clear[y, x] and c == 4 and 0 < img[y, x, 3] < ALPHA_THRESHOLD:
                 # still in the transparent class: the steps only binarise alpha to compare pixels, so a half-clear
                 # pixel (alpha 1..127, a soft edge or shadow) no step changed is written as it came, not wiped (a
                 # fully clear one stays black under alpha 0, as the node's IMAGE output always showed it)
@@ -91,7 +91,7 @@ def _compose(img: np.ndarray, keys: np.ndarray, clear: np.ndarray, rgba: bool) -
             out[y, x, 1] = (k >> 8) & 255
             out[y, x, 2] = k & 255
             if rgba:
-                out[y, x, 3] = img[y, x, 3] if c == 4 and img[y, x, 3] >= 128 else 255
+                out[y, x, 3] = img[y, x, 3] if c == 4 and img[y, x, 3] >= ALPHA_THRESHOLD else 255
     return out
 
 

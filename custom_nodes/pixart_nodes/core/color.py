@@ -10,6 +10,10 @@ import re
 
 import numpy as np
 
+# A pixel whose alpha is below this is transparent everywhere in the pack (quantize, the indexed PNG and GIF
+# writers, cleanup, palette extraction and palette files), so one picture has one set of clear pixels on every path.
+ALPHA_THRESHOLD = 128
+
 # linear sRGB -> LMS
 M1 = np.array(
     [

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import jit as _jit
+from .color import ALPHA_THRESHOLD
 from .jit import njit
 
 
@@ -2149,7 +2150,7 @@ def _vnni_kernel() -> Any:
 
 
 def nearest(src: np.ndarray, table: NearestTable, indices: np.ndarray, image: np.ndarray,
-            offsets: np.ndarray | None = None, alpha_threshold: int = 128) -> int:
+            offsets: np.ndarray | None = None, alpha_threshold: int = ALPHA_THRESHOLD) -> int:
     """Exact nearest colour (squared sRGB difference or OKLab distance, as ``table``) of each pixel, or with
     ``offsets`` (ordered dithering: whole code values, power-of-two sides, see ``ordered_dither``) of each pixel
     plus its tiled offset, clamped; ties to the lower index. ``src`` uint8 [H,W,3|4], ``table`` from
@@ -2242,7 +2243,7 @@ def kernel_weights(kernel: ErrorKernel, strength: float) -> np.ndarray:
 
 
 def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: ErrorKernel, out: Target, *,
-                  alpha_threshold: int = 128, strength: float = 1.0, serpentine: bool = True,
+                  alpha_threshold: int = ALPHA_THRESHOLD, strength: float = 1.0, serpentine: bool = True,
                   pairs: Pairs | None = None, damp_limit: int = -1, levels: np.ndarray | None = None) -> None:
     """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``.
 
@@ -2294,7 +2295,7 @@ def levels_for(indices: np.ndarray) -> np.ndarray:
 
 
 def ordered_dither(src: np.ndarray, lk: Lookup, offsets: np.ndarray, out: Target, *,
-                   alpha_threshold: int = 128) -> None:
+                   alpha_threshold: int = ALPHA_THRESHOLD) -> None:
     """Add the tiled ``offsets`` matrix (whole sRGB code values, same offset on each channel; power-of-two sides)
     and map each pixel to the palette (a 1x1 zero matrix: each pixel's exact nearest colour)."""
     _jit.kernel(_SELF, "_map", lk.table.info.dtype, out.indices.dtype)(

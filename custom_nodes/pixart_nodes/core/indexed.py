@@ -24,7 +24,7 @@ MAX_LOOP = 65_535
 MAX_GIF_SIDE = MAX_SIDE["GIF"]
 
 
-def palette_indices(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> tuple[np.ndarray, bool]:
+def palette_indices(img: np.ndarray, palette: Palette, alpha_threshold: int = color.ALPHA_THRESHOLD) -> tuple[np.ndarray, bool]:
     """uint8 [H,W] indices into `palette` for an RGB(A) uint8 image, and whether any pixel is transparent (those
     get index len(palette))."""
     rgb = np.ascontiguousarray(img[..., :3], dtype=np.uint8)
@@ -60,7 +60,7 @@ def _flat_palette(palette: Palette, transparent: bool) -> list[int]:
     return flat + [0, 0, 0] if transparent else flat
 
 
-def indexed_png(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -> bytes:
+def indexed_png(img: np.ndarray, palette: Palette, alpha_threshold: int = color.ALPHA_THRESHOLD) -> bytes:
     """A PNG of mode P whose PLTE is the palette in order (plus one transparent entry when needed)."""
     idx, transparent = palette_indices(img, palette, alpha_threshold)
     im = Image.fromarray(idx, "P")
@@ -72,7 +72,7 @@ def indexed_png(img: np.ndarray, palette: Palette, alpha_threshold: int = 128) -
 
 
 def indexed_gif(frames: Sequence[np.ndarray], palette: Palette, *, duration_ms: int = 100, loop: int = 0,
-                alpha_threshold: int = 128) -> bytes:
+                alpha_threshold: int = color.ALPHA_THRESHOLD) -> bytes:
     """A GIF (animated when several frames) with one global palette, the palette in order, for every frame; every
     frame is kept with its own delay, one equal to the frame before included."""
     if not frames:

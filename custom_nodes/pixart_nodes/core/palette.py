@@ -157,7 +157,7 @@ _MAX_POINTS = 20000  # distinct colours above this are merged into 5-bit-per-cha
 _TABLE_BITS = 16  # the colour table's slots: 2^16 over _MAX_POINTS colours, at most a third full
 
 
-def _colour_histogram(images: np.ndarray | list[np.ndarray], alpha_threshold: int = 128
+def _colour_histogram(images: np.ndarray | list[np.ndarray], alpha_threshold: int = color.ALPHA_THRESHOLD
                       ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Distinct colours (float RGB 0..255, by ascending r << 16 | g << 8 | b) and pixel counts of the opaque pixels
     of one image or several; bool says "exact colours"."""
@@ -459,7 +459,7 @@ def _refine_for_dithering(samples: list[_Sample], centres: np.ndarray) -> np.nda
 
 def extract_palette(
     img: np.ndarray | Sequence[np.ndarray], n_colors: int, method: str = "kmeans", seed: int = 0, *,
-    alpha_threshold: int = 128, dither: bool = False,
+    alpha_threshold: int = color.ALPHA_THRESHOLD, dither: bool = False,
 ) -> Palette:
     """Palette of up to ``n_colors`` (2..256) colours representing ``img`` (uint8 ``[H,W,3|4]``), or one palette
     for several images (a sequence of them: a batch, the frames of an animation, a folder of sprites).

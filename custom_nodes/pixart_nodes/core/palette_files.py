@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .imageio import FileTooLarge, narrow_grey, read_bounded
-from .color import hex_colour
+from .color import ALPHA_THRESHOLD, hex_colour
 from .palette import MAX_COLORS, Palette, add_colour, quote
 
 FORMATS = ("hex", "gpl", "pal", "act", "txt", "png")
@@ -218,7 +218,7 @@ def _colour_table(im, where: str) -> list[tuple[int, int, int]]:
             end = start
     rgb: list[tuple[int, int, int]] = []
     for i, colour in enumerate(entries[:end]):
-        if (alphas[i] if i < len(alphas) else 255) >= 128:
+        if (alphas[i] if i < len(alphas) else 255) >= ALPHA_THRESHOLD:
             add_colour(rgb, colour, where)
     return rgb
 
@@ -254,7 +254,7 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
     _check_cells(where, w, h, bw, bh)
     rgb: list[tuple[int, int, int]] = []
     for c in rgba[bh // 2::bh, bw // 2::bw].reshape(-1, 4).tolist():
-        if c[3] >= 128:  # transparent padding cells are skipped
+        if c[3] >= ALPHA_THRESHOLD:  # transparent padding cells are skipped
             add_colour(rgb, (c[0], c[1], c[2]), where)
     return rgb
 

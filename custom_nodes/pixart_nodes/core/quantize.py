@@ -14,6 +14,7 @@ import numpy as np
 
 from . import dither as _dither
 from . import jit as _jit
+from .color import ALPHA_THRESHOLD
 from .palette import Palette
 
 DITHER_METHODS: list[str] = ["none", *_dither.ERROR_KERNELS, *_dither.ORDERED_METHODS]
@@ -127,7 +128,7 @@ def quantize(
     distance: str = "oklab",
     serpentine: bool = True,
     strength: float = 1.0,
-    alpha_threshold: int = 128,
+    alpha_threshold: int = ALPHA_THRESHOLD,
     damping: bool = False,
 ) -> QuantizeResult:
     """Map ``img`` (uint8 ``[H,W,3|4]``) to ``palette`` with the named dither method (see ``DITHER_METHODS``).
