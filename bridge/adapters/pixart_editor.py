@@ -70,7 +70,6 @@ MAX_RESOLUTION = 16384
 MIN_GENERATION_SIDE = 16
 MAX_ID_LENGTH = 200
 MAX_PROMPT_LENGTH = 2000
-SEED_MAX = 2**64 - 1
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 # workflow parameter -> the request field (or setting) a client or operator must change

@@ -33,7 +33,7 @@ from bridge.api import Dialect, endpoint, renamed, retry_headers
 from bridge.config import AdapterSettings, SettingsError
 from bridge.errors import BridgeError, InvalidParameter
 from bridge.fields import (ImageData, Loras, LooseFloat, LooseInt, NonBlank, OutputFormat, OutputQuality,
-                           Request, ResponseFormat, Seed, Text, Webhook, field_errors)
+                           Request, ResponseFormat, SEED_MAX, Seed, Text, Webhook, field_errors)
 from bridge.http import json_answer
 from bridge.engine import JobEngine
 from bridge.keys import ENGINE, SETTINGS
@@ -43,7 +43,6 @@ from .toolkit import ClientGone, Overdue, Submission, engine_of, live_choices, r
 log = logging.getLogger("bridge.adapters.unified")
 
 MODES = ("txt2img", "img2img")
-SEED_MAX = 2**64 - 1
 RANDOM_SEED_MAX = 2**32 - 1  # what the Pi service draws for seed -1
 # resize_mode: the Pi service's numbers, our node's names, and A1111's labels all accepted
 RESIZE_NAMES = ("stretch", "crop", "pad")
