@@ -120,7 +120,7 @@ class PixartRGB565Preview:
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("The frame as the LCD shows it (each channel's low bits are zero).",)
+    OUTPUT_TOOLTIPS = ("The frame as the LCD shows it (each channel's 32 or 64 levels spread over 0..255).",)
 
     @classmethod
     def INPUT_TYPES(cls):
