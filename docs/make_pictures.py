@@ -369,7 +369,7 @@ NOTES: dict[str, str] = {
         "kind=)`, `info(name)`), data in `palettes/library.json` with credits in `palettes/CREDITS.md`: Lospec's "
         "most used palettes and the classic hardware ones, each with title, size, author and source, colours in "
         "their published order. Command line: `pixart palettes [--search TEXT] [--colors N | --min N --max N]`; "
-        "`pixart palette-file NAME -o out.gpl` writes any of them as .hex .gpl .pal .act .txt or a PNG strip."
+        "`pixart palette-file NAME -o out.gpl` writes any of them as .hex .gpl .pal .act .ase .txt or a PNG strip."
     ),
     "PixartCleanup": (
         "Core: `pixart_nodes.core.cleanup.cleanup(img, *, merge=0.03, rare=0.0, isolated=True, jaggies=True, "

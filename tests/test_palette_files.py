@@ -52,6 +52,95 @@ def test_png_strips_at_any_block_size_and_grids_read_row_major(block: int) -> No
     assert palette_files.parse_png(out.getvalue(), "g.png") == [tuple(c) for c in pal.colors.tolist()]
 
 
+def test_adobe_swatch_files_read_and_write_as_the_swatch_package_does(tmp_path: Path) -> None:
+    swatch = pytest.importorskip("swatch", reason="the swatch package (test extra) cross-checks .ase files")
+    pal = named_palette("pico-8")
+    ours = tmp_path / "ours.ase"
+    palette_files.write_palette(ours, pal)
+    (group,) = swatch.parse(str(ours))
+    assert group["name"] == "pico-8"
+    assert [[round(v * 255) for v in s["data"]["values"]] for s in group["swatches"]] == pal.colors.tolist()
+    assert {s["data"]["mode"] for s in group["swatches"]} == {"RGB"}
+    # every colour model an Adobe program writes, loose and in a group, in file order; Lab is D50 with L in 0..1
+    # (the Lab values of sRGB's primaries and white under D50, Bradford-adapted, as Lindbloom's tables give them)
+    theirs = tmp_path / "theirs.ase"
+    swatch.write([
+        {"name": "orange", "type": "Process", "data": {"mode": "RGB", "values": [1.0, 0.5, 0.0]}},
+        {"name": "grey", "type": "Global", "data": {"mode": "Gray", "values": [0.75]}},
+        {"name": "Spots", "type": "Color Group", "swatches": [
+            {"name": "cyan", "type": "Spot", "data": {"mode": "CMYK", "values": [1.0, 0.0, 0.0, 0.0]}},
+            {"name": "dark red", "type": "Process", "data": {"mode": "CMYK", "values": [0.0, 1.0, 1.0, 0.5]}},
+            {"name": "red", "type": "Spot", "data": {"mode": "LAB", "values": [0.542917, 80.8125, 69.8851]}},
+            {"name": "green", "type": "Spot", "data": {"mode": "LAB", "values": [0.878181, -79.2873, 80.9902]}},
+            {"name": "blue", "type": "Spot", "data": {"mode": "LAB", "values": [0.295676, 68.2986, -112.0294]}},
+            {"name": "white", "type": "Spot", "data": {"mode": "LAB", "values": [1.0, 0.0, 0.0]}}]},
+    ], str(theirs))
+    back = palette_files.read_palette(theirs)
+    assert back.name == "Spots"  # the one group's name
+    assert back.colors.tolist() == [[255, 128, 0], [191, 191, 191], [0, 255, 255], [128, 0, 0],
+                                    [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]
+
+
+def _aseprite(entries: list[tuple[int, int, int, int]], *, old_chunk: bool = False) -> bytes:
+    """A one-frame Aseprite sprite holding a palette, laid out as Aseprite's file spec (docs/ase-file-specs.md)."""
+    if old_chunk:  # 0x0004: one packet, skip 0, count (0 = 256), R G B each
+        body = (1).to_bytes(2, "little") + bytes([0, len(entries) % 256]) + bytes(v for e in entries for v in e[:3])
+        chunk = (6 + len(body)).to_bytes(4, "little") + (0x0004).to_bytes(2, "little") + body
+    else:
+        body = len(entries).to_bytes(4, "little") + (0).to_bytes(4, "little") + (len(entries) - 1).to_bytes(4, "little")
+        body += bytes(8)
+        for i, e in enumerate(entries):  # every other entry named, as Aseprite writes a named colour
+            name = f"c{i}".encode()
+            body += (i % 2).to_bytes(2, "little") + bytes(e) + (len(name).to_bytes(2, "little") + name if i % 2 else b"")
+        chunk = (6 + len(body)).to_bytes(4, "little") + (0x2019).to_bytes(2, "little") + body
+    # a chunk before the palette that the reader must step over: a layer (0x2004) of 10 bytes
+    layer = (16).to_bytes(4, "little") + (0x2004).to_bytes(2, "little") + bytes(10)
+    frame = (16 + len(layer) + len(chunk)).to_bytes(4, "little") + b"\xfa\xf1" + (2).to_bytes(2, "little")
+    frame += (100).to_bytes(2, "little") + bytes(2) + (2).to_bytes(4, "little") + layer + chunk
+    header = bytearray(128)
+    header[0:4] = (128 + len(frame)).to_bytes(4, "little")
+    header[4:6] = b"\xe0\xa5"
+    header[6:8] = (1).to_bytes(2, "little")
+    header[8:12] = (16).to_bytes(2, "little") * 2
+    header[12:14] = (8).to_bytes(2, "little")  # indexed
+    return bytes(header) + frame
+
+
+@pytest.mark.parametrize("ext", ["aseprite", "ase"])
+def test_an_aseprite_sprites_palette_is_read_in_index_order_without_clear_entries(ext: str) -> None:
+    pal = named_palette("pico-8").colors.tolist()
+    entries = [(*c, 255) for c in pal]
+    entries[3] = (*pal[3], 0)  # a clear entry is not a colour of the palette (as the indexed PNG's table reads)
+    got = palette_files.read_palette(f"sprite.{ext}", _aseprite(entries))
+    assert got.colors.tolist() == pal[:3] + pal[4:] and got.name == "sprite"
+    old = palette_files.read_palette(f"old.{ext}", _aseprite([(*c, 255) for c in pal], old_chunk=True))
+    assert old.colors.tolist() == pal
+
+
+@pytest.mark.parametrize("data,why", [
+    (b"ASEF\0\1\0\0\0\0\0\2", "block 1 of 2 is missing"),
+    (b"ASEF\0\1\0\0\0\0\0\1\0\1\0\0\0\x40" + bytes(8), "block 1 says 64 bytes, the file holds 8"),
+    (b"ASEF\0\1\0\0\0\0\0\1\0\1\0\0\0\x0c\0\1\0\0HSV " + bytes(4), "colour model 'HSV ' is not one of"),
+    (b"ASEF\0\1\0\0\0\0\0\1\0\1\0\0\0\x0c\0\1\0\0RGB " + bytes(4), "colour '' is cut short"),
+    (b"ASEF\0\1\0\0\0\0\0\1\0\1\0\0\0\x14\0\1\0\0RGB " + struct.pack(">3f", math.nan, 0, 0) + bytes(2),
+     "not a number"),
+    (b"ASEF\0\1\0\0\xff\xff\xff\xff", "block 1 of 4294967295 is missing"),
+    (b"not a swatch file at all", "neither an Adobe Swatch Exchange file"),
+    (bytes(4) + b"\xe0\xa5" + bytes(200), "without a first frame"),
+])
+def test_bad_swatch_and_sprite_files_name_the_file_and_the_problem(data: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        palette_files.read_palette("bad.ase", data)
+    assert "bad.ase" in str(info.value)
+
+
+def test_a_swatch_file_of_more_colours_than_a_palette_holds_is_refused() -> None:
+    body = (1).to_bytes(2, "big") + b"\0\0" + b"Gray" + struct.pack(">f", 0.5) + (2).to_bytes(2, "big")
+    grey = b"\x00\x01" + len(body).to_bytes(4, "big") + body
+    with pytest.raises(ValueError, match="more than 256|over 256|at most 256"):
+        palette_files.read_palette("many.ase", b"ASEF\0\1\0\0" + (257).to_bytes(4, "big") + grey * 257)
+
+
 def test_pillow_reads_our_gpl_and_we_read_gimp_files(tmp_path: Path) -> None:
     pal = named_palette("pico-8")
     data = palette_files.palette_bytes(pal, "gpl")

@@ -66,8 +66,8 @@ class PixartPalette:
     DESCRIPTION = (
         f"Makes a palette: one of the library's {len(library.LIBRARY)} named palettes (Lospec's most used, PICO-8, "
         "Game Boy, NES, C64, CGA/EGA, Sweetie 16, Endesga, ...; pick by name or type a search), a list of hex "
-        "colours, a palette file (.hex .gpl .pal .act .txt, or a PNG: a swatch strip, or an indexed PNG's colour "
-        "table), or N colours extracted from an image (k-means in OKLab or median cut). The colours keep their "
+        "colours, a palette file (.hex .gpl .pal .act .ase .txt, an Aseprite sprite's palette, or a PNG: a swatch "
+        "strip, or an indexed PNG's colour table), or N colours extracted from an image (k-means in OKLab or median cut). The colours keep their "
         "published order."
     )
     CATEGORY = "Pixart/Palette"
@@ -104,8 +104,8 @@ class PixartPalette:
                     "STRING",
                     {
                         "default": "",
-                        "tooltip": "A palette file (.hex .gpl .pal .act .txt, or a PNG: a swatch strip, or an indexed "
-                        "PNG's colour table) in ComfyUI's input folder or the pack's palettes folder; used when "
+                        "tooltip": "A palette file (.hex .gpl .pal .act .ase .txt, an Aseprite sprite's palette, or "
+                        "a PNG: a swatch strip, or an indexed PNG's colour table) in ComfyUI's input folder or the pack's palettes folder; used when "
                         "source is 'file'.",
                     },
                 ),

@@ -1,7 +1,9 @@
 """Palette files people download and the tools that read them: Lospec `.hex`, GIMP/Aseprite `.gpl`, JASC `.pal`
 (Paint Shop Pro, Aseprite, Pro Motion) and Microsoft's RIFF `.pal` (Windows, older palette sites) read by their
-first bytes, Photoshop `.act`, paint.net `.txt` and a PNG swatch image (one pixel or
-one block per colour, square as Lospec serves them or not). Every reader and writer keeps the palette's order.
+first bytes, Photoshop `.act`, Adobe Swatch Exchange `.ase` (Lospec's "Photoshop ASE", Illustrator, Krita),
+paint.net `.txt` and a PNG swatch image (one pixel or one block per colour, square as Lospec serves them or not).
+An Aseprite sprite (`.aseprite`, or `.ase` by its first bytes) is read for its palette, as Aseprite's Load Palette
+does. Every reader and writer keeps the palette's order.
 
 The format comes from the file extension (a RIFF palette from its first bytes); `.png` strips are read by measuring their block size, so a 1x, 8x or
 32x Lospec image gives the same palette.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +28,7 @@ from .imageio import FileTooLarge, narrow_grey, read_bounded
 from .color import ALPHA_THRESHOLD, hex_colour
 from .palette import MAX_COLORS, Palette, add_colour, quote
 
-FORMATS = ("hex", "gpl", "pal", "act", "txt", "png")
+FORMATS = ("hex", "gpl", "pal", "act", "ase", "txt", "png")
 _ACT_SIZE = 768  # 256 RGB triplets; Photoshop appends a count and a transparent index (4 bytes) when < 256
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # decimal fields as GIMP and JASC programs write and read them; int() also takes signs, "1_0" and other scripts'
@@ -167,6 +170,118 @@ def parse_riff_pal(data: bytes, where: str) -> list[tuple[int, int, int]]:
     raise ValueError(f"{where}: RIFF palette without a 'data' chunk")
 
 
+def _lab_d50_to_srgb(l: float, a: float, b: float) -> tuple[float, float, float]:
+    """CIE L*a*b* (D50, as Adobe stores it) to sRGB 0..1, through XYZ and Bradford's adaptation to D65."""
+    fy = (l + 16) / 116
+    fx, fz = fy + a / 500, fy - b / 200
+    d = 6 / 29
+    x, y, z = ((f ** 3 if f > d else 3 * d * d * (f - 4 / 29)) * w for f, w in ((fx, 0.96422), (fy, 1.0), (fz, 0.82521)))
+    # Bradford D50 -> D65 then XYZ -> linear sRGB, folded into one matrix (Lindbloom's)
+    lin = (3.1338561 * x - 1.6168667 * y - 0.4906146 * z,
+           -0.9787684 * x + 1.9161415 * y + 0.0334540 * z,
+           0.0719453 * x - 0.2289914 * y + 1.4052427 * z)
+    return tuple(12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055 for v in lin)  # type: ignore[return-value]
+
+
+_ASE_VALUES = {b"RGB ": 3, b"LAB ": 3, b"CMYK": 4, b"Gray": 1}
+
+
+def parse_ase(data: bytes, where: str) -> tuple[str | None, list[tuple[int, int, int]]]:
+    """Adobe Swatch Exchange: 'ASEF', version, block count, then blocks (type, length, body): colours (0x0001: a
+    UTF-16 name, the model, its big-endian float32 values, the swatch type) and group starts and ends, in order.
+    RGB and Gray are exact; CMYK is converted naively ((1-c)(1-k)), as without a print profile every reader must;
+    Lab (D50, L in 0..1) colorimetrically. The palette's name is its group's when the file has exactly one."""
+    if len(data) < 12 or data[:4] != b"ASEF":
+        raise ValueError(f"{where}: not an Adobe Swatch Exchange file (no 'ASEF' header)")
+    count = int.from_bytes(data[8:12], "big")
+    pos, groups, rgb = 12, [], []
+    for n in range(1, count + 1):
+        if pos + 6 > len(data):
+            raise ValueError(f"{where}: block {n} of {count} is missing (the file ends at byte {len(data)})")
+        kind, size = int.from_bytes(data[pos:pos + 2], "big"), int.from_bytes(data[pos + 2:pos + 6], "big")
+        body, pos = data[pos + 6:pos + 6 + size], pos + 6 + size
+        if len(body) < size:
+            raise ValueError(f"{where}: block {n} says {size} bytes, the file holds {len(body)}")
+        if kind not in (0x0001, 0xC001):
+            continue  # a group's end, or a block type newer than this reader: its length says where the next one is
+        chars = int.from_bytes(body[:2], "big") if len(body) >= 2 else 0
+        name = body[2:2 + 2 * chars].decode("utf-16-be", errors="replace").rstrip("\0")
+        if kind == 0xC001:
+            groups.append(name)
+            continue
+        model = body[2 + 2 * chars:6 + 2 * chars]
+        values = _ASE_VALUES.get(model)
+        if values is None:
+            raise ValueError(f"{where}: block {n}: colour model {quote(model.decode('latin-1'))} is not one of RGB, "
+                             "CMYK, LAB, Gray")
+        raw = body[6 + 2 * chars:6 + 2 * chars + 4 * values]
+        if len(raw) < 4 * values:
+            raise ValueError(f"{where}: block {n}: {model.decode().strip()} colour {quote(name)} is cut short")
+        v = struct.unpack(f">{values}f", raw)
+        if model == b"RGB ":
+            c = v
+        elif model == b"Gray":
+            c = (v[0],) * 3
+        elif model == b"CMYK":
+            c = tuple((1 - x) * (1 - v[3]) for x in v[:3])
+        else:
+            c = _lab_d50_to_srgb(v[0] * 100, v[1], v[2])
+        if not all(map(np.isfinite, c)):
+            raise ValueError(f"{where}: block {n}: colour {quote(name)} has a value that is not a number")
+        add_colour(rgb, tuple(int(round(min(max(x, 0.0), 1.0) * 255)) for x in c), where)  # type: ignore[arg-type]
+    return (groups[0] or None) if len(groups) == 1 else None, rgb
+
+
+def parse_aseprite(data: bytes, where: str) -> list[tuple[int, int, int]]:
+    """An Aseprite sprite's palette: the first frame's palette chunk (0x2019; the old 0x0004 one where a file has
+    only that), entries in index order, those with alpha under ``ALPHA_THRESHOLD`` left out as elsewhere here."""
+    if len(data) < 128 or data[4:6] != b"\xe0\xa5":
+        raise ValueError(f"{where}: not an Aseprite file (no 0xA5E0 header)")
+    pos = 128
+    if len(data) < pos + 16 or data[pos + 4:pos + 6] != b"\xfa\xf1":
+        raise ValueError(f"{where}: Aseprite file without a first frame")
+    chunks = int.from_bytes(data[pos + 12:pos + 16], "little") or int.from_bytes(data[pos + 6:pos + 8], "little")
+    end = min(len(data), pos + int.from_bytes(data[pos:pos + 4], "little"))
+    pos += 16
+    old: list[tuple[int, int, int]] | None = None
+    for _ in range(chunks):
+        if pos + 6 > end:
+            break
+        size, kind = int.from_bytes(data[pos:pos + 4], "little"), int.from_bytes(data[pos + 4:pos + 6], "little")
+        body = data[pos + 6:pos + max(size, 6)]
+        pos += max(size, 6)
+        if kind == 0x2019 and len(body) >= 20:
+            first, last = int.from_bytes(body[4:8], "little"), int.from_bytes(body[8:12], "little")
+            if last < first or last - first >= MAX_COLORS:
+                raise ValueError(f"{where}: palette chunk of entries {first}..{last}; a palette has at most "
+                                 f"{MAX_COLORS} colours")
+            rgb: list[tuple[int, int, int]] = []
+            at = 20
+            for i in range(first, last + 1):
+                if at + 6 > len(body):
+                    raise ValueError(f"{where}: palette entry {i} is cut short")
+                flags, (r, g, b, a) = int.from_bytes(body[at:at + 2], "little"), body[at + 2:at + 6]
+                at += 6
+                if flags & 1:  # a name: a 16-bit length, then its bytes
+                    at += 2 + int.from_bytes(body[at:at + 2], "little")
+                if a >= ALPHA_THRESHOLD:
+                    add_colour(rgb, (r, g, b), where)
+            return rgb
+        if kind == 0x0004 and old is None and len(body) >= 2:
+            old, at = [], 2
+            for _ in range(int.from_bytes(body[:2], "little")):
+                n = body[at + 1] if at + 1 < len(body) else 0
+                n, at = n or 256, at + 2
+                for j in range(n):
+                    if at + 3 > len(body) or len(old) >= MAX_COLORS:
+                        break
+                    old.append(tuple(body[at:at + 3]))  # type: ignore[arg-type]
+                    at += 3
+    if old:
+        return old
+    raise ValueError(f"{where}: Aseprite file without a palette chunk in its first frame")
+
+
 # 256 swatches of 256x256 pixels: anything larger is not a palette, and converting it would take 4 bytes a pixel
 MAX_STRIP_PIXELS = 1 << 24
 # swatches a strip may hold: room for a palette laid out in rows with transparent padding; more cells cannot make a
@@ -260,8 +375,8 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
 
 
 def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
-    """A palette file by its extension (`.hex`, `.gpl`, `.pal`, `.act`, `.txt`, `.png`), a RIFF palette by its first
-    bytes; another extension is read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
+    """A palette file by its extension (`.hex`, `.gpl`, `.pal`, `.act`, `.txt`, `.png`), a RIFF palette, an Adobe
+    swatch file and an Aseprite sprite (`.ase`, `.aseprite`) by their first bytes; another extension is read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
     p = Path(path)
     where = p.name if len(p.name) <= 80 and p.name.isprintable() else quote(p.name, 80)
     too_large = f"{where}: over {MAX_FILE_BYTES:,} bytes; a palette file is far smaller"
@@ -278,6 +393,12 @@ def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
     name: str | None = None
     if ext == "act":
         rgb = parse_act(data, where)
+    elif data[:4] == b"ASEF":
+        name, rgb = parse_ase(data, where)
+    elif ext in ("ase", "aseprite") and data[4:6] == b"\xe0\xa5":
+        rgb = parse_aseprite(data, where)
+    elif ext in ("ase", "aseprite"):
+        raise ValueError(f"{where}: neither an Adobe Swatch Exchange file ('ASEF') nor an Aseprite sprite")
     elif ext == "png" or data.startswith(_PNG_MAGIC):  # a strip from a pipe (/dev/fd/63) has no suffix
         rgb = parse_png(data, where)
     elif data[:4] == b"RIFF" and data[8:12] == b"PAL ":
@@ -327,6 +448,19 @@ def palette_bytes(palette: Palette, fmt: str, *, block: int = 1) -> bytes:
         body = bytearray(_ACT_SIZE)
         body[:len(colors) * 3] = bytes(v for c in colors for v in c)
         return bytes(body) + len(colors).to_bytes(2, "big") + b"\xff\xff"  # no transparent index
+    if fmt == "ase":
+        # one group named as the palette (its name comes back), then a colour block a swatch named by its hex, RGB
+        # floats, a normal (process) swatch; a name is cut at 1,000 characters (its length is a 16-bit count)
+        def block(kind: int, label: str, tail: bytes = b"") -> bytes:
+            text = (label[:1000] + "\0").encode("utf-16-be", errors="replace")
+            body = (len(text) // 2).to_bytes(2, "big") + text + tail
+            return kind.to_bytes(2, "big") + len(body).to_bytes(4, "big") + body
+
+        swatches = [block(0x0001, f"#{r:02x}{g:02x}{b:02x}",
+                          b"RGB " + struct.pack(">3f", r / 255, g / 255, b / 255) + (2).to_bytes(2, "big"))
+                    for r, g, b in colors]
+        blocks = [block(0xC001, name), *swatches, b"\xc0\x02\x00\x00\x00\x00"]
+        return b"ASEF\x00\x01\x00\x00" + len(blocks).to_bytes(4, "big") + b"".join(blocks)
     if fmt == "txt":
         head = f";paint.net Palette File\n;Palette Name: {name}\n;Colors: {len(colors)}\n"
         return (head + "".join(f"FF{r:02X}{g:02X}{b:02X}\n" for r, g, b in colors)).encode()
