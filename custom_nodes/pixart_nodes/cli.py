@@ -32,6 +32,7 @@ from typing import Callable, NoReturn, Sequence
 import numpy as np
 
 from .core import imageio, pixelate, rgb565
+from .core.color import ALPHA_THRESHOLD
 
 
 MAX_PARAMS_BYTES = 1 << 20  # aleaart --params @FILE: RenderParams are a few hundred bytes
@@ -275,13 +276,13 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
 # --- subcommands -------------------------------------------------------------------------------------------------
 
 def _has_clear(img: np.ndarray) -> bool:
-    return img.ndim == 3 and img.shape[2] == 4 and bool((img[..., 3] < imageio.GIF_ALPHA_THRESHOLD).any())
+    return img.ndim == 3 and img.shape[2] == 4 and bool((img[..., 3] < ALPHA_THRESHOLD).any())
 
 
 def _opaque_colours_fit(img: np.ndarray, most: int) -> bool:
     from PIL import Image
 
-    opaque = img[..., :3][img[..., 3] >= imageio.GIF_ALPHA_THRESHOLD]
+    opaque = img[..., :3][img[..., 3] >= ALPHA_THRESHOLD]
     return len(opaque) == 0 or Image.fromarray(np.ascontiguousarray(opaque)[None]).getcolors(most) is not None
 
 
@@ -485,6 +486,7 @@ def _enlarge(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int = 1) -> int:
+    """``fmt``: a text format (--format offers only those; the binary ones go to a file by its suffix)."""
     from .core import palette_files
 
     if output:
@@ -497,8 +499,6 @@ def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int 
         if not quiet:
             _say(Path(output), f"{output}: {len(p)} colours")
     else:
-        if fmt in ("act", "png"):
-            raise CliError(f"{fmt} is binary: give -o FILE.{fmt}")
         sys.stdout.write(palette_files.palette_bytes(p, fmt).decode())
     return 0
 
@@ -724,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--upscale", action="store_true", help="enlarge back to the input size (nearest neighbour)")
     c.add_argument("--palette", type=_palette_spec,
                    help="library palette name (pico-8, ...; see 'pixart palettes'), hex list ('#000,#fff'), or a "
-                        "palette file (.hex .gpl .pal .act .txt .png)")
+                        "palette file (.hex .gpl .pal .act .ase .txt .png)")
     c.add_argument("--colors", type=_colour_count,
                    help="extract a palette of N colours instead (per image, or one for all: see --shared-palette); "
                         "with an error-diffusion --dither its colours are refined for the dithered image, which "
@@ -790,13 +790,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",
                    help="standard output format: hex (Lospec), gpl (GIMP/Aseprite), pal (JASC), txt (paint.net)")
     p.add_argument("--name", help="palette name written into the file (default: image name)")
-    p.add_argument("-o", "--output", type=_path, help="write to this file (.hex .gpl .pal .act .txt .png) instead")
+    p.add_argument("-o", "--output", type=_path, help="write to this file (.hex .gpl .pal .act .ase .txt .png) instead")
     p.set_defaults(func=_cmd_palette)
 
     pf = sub.add_parser("palette-file", parents=[common], help="convert a palette file to another format",
-                        description="Read a palette (a .hex .gpl .pal .act .txt file, a PNG swatch strip or "
-                                    "indexed PNG, a built-in name or a hex list) and write it in another format, in "
-                                    "the same order.")
+                        description="Read a palette (a .hex .gpl .pal .act .ase .txt file, an Aseprite sprite, a "
+                                    "PNG swatch strip or indexed PNG, a built-in name or a hex list) and write it in "
+                                    "another format, in the same order.")
     pf.add_argument("palette", metavar="PALETTE", type=_palette_spec, help="palette file, name or hex list")
     pf.add_argument("-o", "--output", type=_path, help="output file; the format comes from its suffix")
     pf.add_argument("--format", choices=("hex", "gpl", "pal", "txt"), default="hex",

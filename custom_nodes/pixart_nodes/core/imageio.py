@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from .color import ALPHA_THRESHOLD
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".tif", ".tiff")
 # the longest side each format stores (16-bit header fields, libjpeg's and libwebp's limits): checked before
 # encoding, since past them Pillow raises struct errors or libjpeg prints its own line on stderr
@@ -197,11 +199,10 @@ def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     return Image.fromarray(grey, "L")
 
 
-GIF_ALPHA_THRESHOLD = 128  # as quantize and the indexed writers: alpha below it is a GIF's transparent index
 
 
 def _gif_with_alpha(arr: np.ndarray, opaque: np.ndarray) -> tuple[Image.Image, bool]:
-    """``uint8 [H,W,4]`` and its ``opaque`` mask (alpha at least ``GIF_ALPHA_THRESHOLD``, some pixel not) as a P
+    """``uint8 [H,W,4]`` and its ``opaque`` mask (alpha at least ``ALPHA_THRESHOLD``, some pixel not) as a P
     image: the rest is one transparent index, and the opaque colours are exact up to 255 of them, else 255 chosen by
     median cut (the flag returned). Pillow's own RGBA -> P conversion is a fast octree that moved the colours of a
     64-colour sprite (its palette lost) and kept a half-clear shadow as solid colour."""
@@ -232,7 +233,7 @@ def _gif_with_alpha(arr: np.ndarray, opaque: np.ndarray) -> tuple[Image.Image, b
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     """Write ``uint8 [H,W,1|3|4]`` (format from the suffix; PNG keeps alpha, JPEG drops it, GIF keeps it as one
-    transparent index for alpha below ``GIF_ALPHA_THRESHOLD``, and up to 255 other colours exactly).
+    transparent index for alpha below ``ALPHA_THRESHOLD``, and up to 255 other colours exactly).
 
     The file is encoded in memory first (an image the format cannot hold is an ImageWriteError naming the file),
     then written by ``write_file``.
@@ -253,7 +254,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
         raise ImageWriteError(f"{path}: {w}x{h} is too large for {fmt} (at most {MAX_SIDE[fmt]} pixels a side)")
     im = Image.fromarray(arr)
     if fmt == "GIF":
-        opaque = arr[..., 3] >= GIF_ALPHA_THRESHOLD if im.mode == "RGBA" else None
+        opaque = arr[..., 3] >= ALPHA_THRESHOLD if im.mode == "RGBA" else None
         if opaque is not None and not opaque.all():
             im, reduced = _gif_with_alpha(arr, opaque)
             holds = 255 if reduced else None
@@ -269,7 +270,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
                                          f"here chosen by Pillow's median cut (pixart convert --colors {holds} "
                                          f"extracts them better)"), stacklevel=2)
     if fmt in NO_ALPHA and im.mode in ("RGBA", "LA"):
-        if bool((arr[..., -1] < GIF_ALPHA_THRESHOLD).any()):  # clear as the pack's indexed writers count it
+        if bool((arr[..., -1] < ALPHA_THRESHOLD).any()):  # clear as the pack's indexed writers count it
             # Pillow drops JPEG's alpha and writes BMP's as a fourth byte readers ignore: the clear pixels came
             # back as the colour under them, most often black
             raise ImageWriteError(f"{path}: {fmt} cannot store transparency; write a .png (or .webp, .gif, .tga, "
