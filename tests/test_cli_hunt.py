@@ -186,3 +186,28 @@ def test_rgb565_auto_enlarges_pixel_art_without_new_colours(tmp_path, capsys):
         shown = np.asarray(Image.open(tmp_path / f"{name}_p.png").convert("RGB")).reshape(-1, 3)
         colours = len(np.unique(shown, axis=0))
         assert colours <= most if most else colours > 1000, colours
+
+
+def test_a_jpeg_keeps_a_sprites_colours_where_pillows_default_smears_them(tmp_path, capsys):
+    # Pillow's JPEG default (quality 75, chroma at half resolution) moved a one-pixel checker of two colours by
+    # dozens of levels; the command line writes quality 95 without subsampling
+    sprite = np.zeros((32, 32, 3), np.uint8)
+    sprite[::2, ::2] = sprite[1::2, 1::2] = (230, 40, 40)
+    sprite[::2, 1::2] = sprite[1::2, ::2] = (40, 40, 230)
+    src = tmp_path / "s.png"
+    Image.fromarray(sprite).save(src)
+    code, _, err = _run(capsys, "convert", str(src), str(tmp_path / "s.jpg"), "--colors", "2")  # exact: 2 colours
+    assert code == 0, err
+    ours = np.asarray(Image.open(tmp_path / "s.jpg").convert("RGB")).astype(int)
+    Image.fromarray(sprite).save(tmp_path / "default.jpg")
+    default = np.asarray(Image.open(tmp_path / "default.jpg").convert("RGB")).astype(int)
+    ours_err, default_err = np.abs(ours - sprite).mean(), np.abs(default - sprite).mean()
+    assert ours_err < 12 < 40 < default_err, (ours_err, default_err)
+
+
+@pytest.mark.parametrize("n", ["0", "1", "257"])
+def test_colors_out_of_range_are_worded_alike(tmp_path, capsys, n):
+    src = tmp_path / "g.png"
+    Image.fromarray(_gradient(8, 8)).save(src)
+    code, _, err = _run(capsys, "convert", str(src), str(tmp_path / "o.png"), "--colors", n)
+    assert code == 2 and f"expected 2..256 colours, got '{n}'" in err, err

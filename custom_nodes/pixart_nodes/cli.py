@@ -93,7 +93,7 @@ def _colour_count(text: str) -> int:
 
     try:
         return _check_n(_positive_int(text))
-    except ValueError:
+    except (ValueError, argparse.ArgumentTypeError):  # one wording for 0, 1 and 300
         raise argparse.ArgumentTypeError(f"expected 2..{MAX_COLORS} colours, got {text!r}") from None
 
 

@@ -21,7 +21,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".ti
 MAX_SIDE = {"GIF": 65_535, "TGA": 65_535, "JPEG": 65_500, "WEBP": 16_383}
 # Pillow writes WebP lossy by default: a picture mapped to the 16 PICO-8 colours came out with 898 colours, none of
 # them PICO-8's
-_SAVE_OPTIONS = {"WEBP": {"lossless": True}}
+# WebP lossless; JPEG at quality 95 without chroma subsampling: Pillow's default (75, 4:2:0) halves the colour
+# resolution, which smears a sprite's one-pixel edges into its neighbours' colours
+_SAVE_OPTIONS = {"WEBP": {"lossless": True}, "JPEG": {"quality": 95, "subsampling": 0}}
 NO_ALPHA = ("JPEG", "BMP")  # formats whose alpha no reader keeps
 
 
