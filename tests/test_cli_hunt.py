@@ -211,3 +211,17 @@ def test_colors_out_of_range_are_worded_alike(tmp_path, capsys, n):
     Image.fromarray(_gradient(8, 8)).save(src)
     code, _, err = _run(capsys, "convert", str(src), str(tmp_path / "o.png"), "--colors", n)
     assert code == 2 and f"expected 2..256 colours, got '{n}'" in err, err
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_version_is_the_projects(capsys, monkeypatch, installed):
+    import tomllib
+    from importlib import metadata
+
+    want = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    if not installed:  # the pack inside ComfyUI, run as python -m pixart_nodes from a checkout
+        def missing(name):
+            raise metadata.PackageNotFoundError(name)
+        monkeypatch.setattr(metadata, "version", missing)
+    code, out, _ = _run(capsys, "--version")
+    assert code == 0 and out.strip() == f"pixart {want}"

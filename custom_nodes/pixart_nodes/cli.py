@@ -697,12 +697,28 @@ def _add_cleanup_parser(sub, common: argparse.ArgumentParser) -> None:
 
 # --- parser ------------------------------------------------------------------------------------------------------
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("pixart-nodes")
+    except metadata.PackageNotFoundError:  # python -m pixart_nodes in a checkout that was not pip-installed
+        import tomllib
+
+        try:
+            text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8")
+            return str(tomllib.loads(text)["project"]["version"])
+        except (OSError, KeyError, ValueError):
+            return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .core import indexed
 
     parser = _Parser(prog="pixart", description="Pixel-art processing from the Pixart node pack, without ComfyUI.")
     # -q works before or after the subcommand; SUPPRESS keeps a subparser's default from overwriting the global one
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary lines")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bar or summary lines")
