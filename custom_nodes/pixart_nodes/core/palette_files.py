@@ -175,12 +175,14 @@ def _lab_d50_to_srgb(l: float, a: float, b: float) -> tuple[float, float, float]
     fy = (l + 16) / 116
     fx, fz = fy + a / 500, fy - b / 200
     d = 6 / 29
-    x, y, z = ((f ** 3 if f > d else 3 * d * d * (f - 4 / 29)) * w for f, w in ((fx, 0.96422), (fy, 1.0), (fz, 0.82521)))
+    x, y, z = ((f ** 3 if f > d else 3 * d * d * (f - 4 / 29)) * white
+               for f, white in ((fx, 0.96422), (fy, 1.0), (fz, 0.82521)))
     # Bradford D50 -> D65 then XYZ -> linear sRGB, folded into one matrix (Lindbloom's)
     lin = (3.1338561 * x - 1.6168667 * y - 0.4906146 * z,
            -0.9787684 * x + 1.9161415 * y + 0.0334540 * z,
            0.0719453 * x - 0.2289914 * y + 1.4052427 * z)
-    return tuple(12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055 for v in lin)  # type: ignore[return-value]
+    r, g, b = (12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055 for v in lin)
+    return r, g, b
 
 
 _ASE_VALUES = {b"RGB ": 3, b"LAB ": 3, b"CMYK": 4, b"Gray": 1}
@@ -272,10 +274,10 @@ def parse_aseprite(data: bytes, where: str) -> list[tuple[int, int, int]]:
             for _ in range(int.from_bytes(body[:2], "little")):
                 n = body[at + 1] if at + 1 < len(body) else 0
                 n, at = n or 256, at + 2
-                for j in range(n):
-                    if at + 3 > len(body) or len(old) >= MAX_COLORS:
+                for _ in range(n):
+                    if at + 3 > len(body):
                         break
-                    old.append(tuple(body[at:at + 3]))  # type: ignore[arg-type]
+                    add_colour(old, tuple(body[at:at + 3]), where)  # type: ignore[arg-type]
                     at += 3
     if old:
         return old
@@ -376,7 +378,8 @@ def parse_png(data: bytes, where: str) -> list[tuple[int, int, int]]:
 
 def read_palette(path: str | Path, data: bytes | None = None) -> Palette:
     """A palette file by its extension (`.hex`, `.gpl`, `.pal`, `.act`, `.txt`, `.png`), a RIFF palette, an Adobe
-    swatch file and an Aseprite sprite (`.ase`, `.aseprite`) by their first bytes; another extension is read as .gpl when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
+    swatch file and an Aseprite sprite (`.ase`, `.aseprite`) by their first bytes; another extension is read as .gpl
+    when it starts with the GIMP header, else as .hex. Errors are ValueError naming file and line."""
     p = Path(path)
     where = p.name if len(p.name) <= 80 and p.name.isprintable() else quote(p.name, 80)
     too_large = f"{where}: over {MAX_FILE_BYTES:,} bytes; a palette file is far smaller"
@@ -431,6 +434,14 @@ def _header_name(name: str) -> str:
     return _LINE_BREAKS.sub(" ", name).strip()
 
 
+def _ase_block(kind: int, label: str, tail: bytes = b"") -> bytes:
+    """One block of an Adobe swatch file: its name (cut at 1,000 characters: the length is a 16-bit count), then
+    ``tail``."""
+    text = (label[:1000] + "\0").encode("utf-16-be", errors="replace")
+    body = (len(text) // 2).to_bytes(2, "big") + text + tail
+    return kind.to_bytes(2, "big") + len(body).to_bytes(4, "big") + body
+
+
 def palette_bytes(palette: Palette, fmt: str, *, block: int = 1) -> bytes:
     """The palette as a file of format `fmt` (one of FORMATS); `block` is the swatch size of a PNG strip."""
     colors = palette.colors.tolist()
@@ -450,16 +461,11 @@ def palette_bytes(palette: Palette, fmt: str, *, block: int = 1) -> bytes:
         return bytes(body) + len(colors).to_bytes(2, "big") + b"\xff\xff"  # no transparent index
     if fmt == "ase":
         # one group named as the palette (its name comes back), then a colour block a swatch named by its hex, RGB
-        # floats, a normal (process) swatch; a name is cut at 1,000 characters (its length is a 16-bit count)
-        def block(kind: int, label: str, tail: bytes = b"") -> bytes:
-            text = (label[:1000] + "\0").encode("utf-16-be", errors="replace")
-            body = (len(text) // 2).to_bytes(2, "big") + text + tail
-            return kind.to_bytes(2, "big") + len(body).to_bytes(4, "big") + body
-
-        swatches = [block(0x0001, f"#{r:02x}{g:02x}{b:02x}",
-                          b"RGB " + struct.pack(">3f", r / 255, g / 255, b / 255) + (2).to_bytes(2, "big"))
+        # floats, a normal (process) swatch
+        swatches = [_ase_block(0x0001, f"#{r:02x}{g:02x}{b:02x}",
+                               b"RGB " + struct.pack(">3f", r / 255, g / 255, b / 255) + (2).to_bytes(2, "big"))
                     for r, g, b in colors]
-        blocks = [block(0xC001, name), *swatches, b"\xc0\x02\x00\x00\x00\x00"]
+        blocks = [_ase_block(0xC001, name), *swatches, b"\xc0\x02\x00\x00\x00\x00"]
         return b"ASEF\x00\x01\x00\x00" + len(blocks).to_bytes(4, "big") + b"".join(blocks)
     if fmt == "txt":
         head = f";paint.net Palette File\n;Palette Name: {name}\n;Colors: {len(colors)}\n"
