@@ -117,6 +117,20 @@ def test_an_aseprite_sprites_palette_is_read_in_index_order_without_clear_entrie
     assert old.colors.tolist() == pal
 
 
+def test_an_old_aseprite_palette_of_more_than_256_colours_is_refused() -> None:
+    sprite = bytearray(_aseprite([(i, i, i, 255) for i in range(256)], old_chunk=True))
+    packet = bytes([0, 0]) + bytes(range(256)) * 3  # a second packet of 256 more
+    at = sprite.index((0x0004).to_bytes(2, "little")) - 4
+    size = int.from_bytes(sprite[at:at + 4], "little")
+    sprite[at + 6:at + 8] = (2).to_bytes(2, "little")
+    sprite[at:at + 4] = (size + len(packet)).to_bytes(4, "little")
+    sprite[at + size:at + size] = packet
+    frame = 128
+    sprite[frame:frame + 4] = (int.from_bytes(sprite[frame:frame + 4], "little") + len(packet)).to_bytes(4, "little")
+    with pytest.raises(ValueError, match="256"):
+        palette_files.read_palette("old.aseprite", bytes(sprite))
+
+
 @pytest.mark.parametrize("data,why", [
     (b"ASEF\0\1\0\0\0\0\0\2", "block 1 of 2 is missing"),
     (b"ASEF\0\1\0\0\0\0\0\1\0\1\0\0\0\x40" + bytes(8), "block 1 says 64 bytes, the file holds 8"),
