@@ -20,9 +20,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".ti
 # encoding, since past them Pillow raises struct errors or libjpeg prints its own line on stderr
 MAX_SIDE = {"GIF": 65_535, "TGA": 65_535, "JPEG": 65_500, "WEBP": 16_383}
 # Pillow writes WebP lossy by default: a picture mapped to the 16 PICO-8 colours came out with 898 colours, none of
-# them PICO-8's
-# WebP lossless; JPEG at quality 95 without chroma subsampling: Pillow's default (75, 4:2:0) halves the colour
-# resolution, which smears a sprite's one-pixel edges into its neighbours' colours
+# them PICO-8's. Its JPEG default (quality 75, 4:2:0) halves the colour resolution, which smears a sprite's one-pixel
+# edges into its neighbours' colours: quality 95 without chroma subsampling
 _SAVE_OPTIONS = {"WEBP": {"lossless": True}, "JPEG": {"quality": 95, "subsampling": 0}}
 NO_ALPHA = ("JPEG", "BMP")  # formats whose alpha no reader keeps
 
@@ -199,8 +198,6 @@ def narrow_grey(im: Image.Image, fmt: str | None = None) -> Image.Image:
     if isinstance(clear, int):
         return Image.fromarray(np.stack([grey, np.where(wide == clear, 0, 255).astype(np.uint8)], axis=-1), "LA")
     return Image.fromarray(grey, "L")
-
-
 
 
 def _gif_with_alpha(arr: np.ndarray, opaque: np.ndarray) -> tuple[Image.Image, bool]:
