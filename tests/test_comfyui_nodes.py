@@ -194,16 +194,17 @@ def test_pixel_workflow_load_pixelate_palette_quantize_rgb565(comfyui: RunningCo
     got = ((px[:, 0] - quantized.reshape(-1, 3).astype(np.int64)) ** 2).sum(-1)
     np.testing.assert_array_equal(got, best)
 
-    # RGB565: the preview has the LCD size and sits exactly on the 5-6-5 grid, and the packed words the node
-    # reports equal OpenCV's BGR565 packing of that preview (OpenCV stores native little-endian words).
+    # RGB565: the preview has the LCD size and is what the panel shows for the words the node reports (Pillow's
+    # BGR;16 decoder, full scale), and those words equal OpenCV's BGR565 packing of that preview (OpenCV stores
+    # native little-endian words).
     preview = _read_output(comfyui, entry, "7")
     assert preview.shape == (24, 32, 3)
-    assert not (preview[..., 0] & 0x07).any() and not (preview[..., 1] & 0x03).any() \
-        and not (preview[..., 2] & 0x07).any()
     import base64
 
     encoded = entry["outputs"]["6"]["rgb565_base64"][0]
     words = np.frombuffer(base64.b64decode(encoded), dtype=">u2").reshape(24, 32)
+    shown = np.asarray(Image.frombytes("RGB", (32, 24), words.astype("<u2").tobytes(), "raw", "BGR;16"))
+    np.testing.assert_array_equal(preview, shown)
     opencv_words = cv2.cvtColor(np.ascontiguousarray(preview), cv2.COLOR_RGB2BGR565).view("<u2")[..., 0]
     np.testing.assert_array_equal(words, opencv_words)
     # And the preview is the source, resized: close to OpenCV's INTER_AREA resize quantised to 5-6-5.
