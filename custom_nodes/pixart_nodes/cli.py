@@ -13,18 +13,21 @@
                           [--background auto|#rrggbb] [--tolerance 0.05] [--everywhere]
 
 IN may be a folder: every image in it is processed into the folder OUT, with a progress bar. An OUT ending in / is a
-folder (made when missing), each output named after its input. Every error is one line on stderr naming the file
-or option, with exit status 2.
+folder (made when missing), each output named after its input. IN ``-`` reads one image from standard input, OUT ``-``
+writes one to standard output (``--format``, default PNG; rgb565 a raw frame), its summary line then on stderr; ``./-``
+names a file called "-". Every error is one line on stderr naming the file or option, with exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import io
 import json
 import os
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -36,10 +39,27 @@ from .core.color import ALPHA_THRESHOLD
 
 
 MAX_PARAMS_BYTES = 1 << 20  # aleaart --params @FILE: RenderParams are a few hundred bytes
+STDIO = "-"  # IN or OUT: standard input or output, as Unix tools read it
+OUT_FORMATS = tuple(dict.fromkeys(s.lstrip(".") for s in imageio.IMAGE_SUFFIXES))  # --format: what OUT - can be
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+class Ignored(UserWarning):
+    """An option given where it has nothing to do: said, and the command runs as it would without it."""
+
+
+class _Stream:
+    """IN or OUT given as ``-``: standard input or output, named so in messages. ``suffix`` is the format written to
+    standard output, so that the code choosing a writer by OUT's suffix reads it as it reads a file's."""
+
+    def __init__(self, name: str, suffix: str = "") -> None:
+        self.name, self.suffix = name, suffix
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,9 +172,12 @@ def _palette_spec(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _is_stdout(path: Path) -> bool:
+def _is_stdout(path: Path | _Stream) -> bool:
     """Whether ``path`` is where standard output goes (``/dev/stdout``, ``/dev/fd/1``, the file it is redirected to),
-    so that a summary line printed after the data does not join it: ``pixart rgb565 a.png /dev/stdout | nc ...``."""
+    so that a summary line printed after the data does not join it: ``pixart rgb565 a.png /dev/stdout | nc ...``.
+    Not OUT ``-``: its summary goes to stderr instead (``_say``, ``_run_jobs``)."""
+    if isinstance(path, _Stream):
+        return False
     try:
         here, there = os.fstat(sys.stdout.fileno()), os.stat(path)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real stdout (captured), no file
@@ -162,20 +185,130 @@ def _is_stdout(path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def _say(path: Path, line: str) -> None:
-    """A summary line about the file ``path`` just written, unless that file is standard output itself."""
-    if not _is_stdout(path):
+def _say(path: Path | _Stream, line: str) -> None:
+    """A summary line about the file ``path`` just written: on stderr for OUT ``-``, none where the file is
+    standard output by another name (the line would join the data)."""
+    if isinstance(path, _Stream):
+        print(line, file=sys.stderr)
+    elif not _is_stdout(path):
         print(line)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Path | _Stream, b: Path | _Stream) -> bool:
     """Whether ``b`` names the file ``a`` (through links, or not written yet: then by its resolved path)."""
+    if isinstance(a, _Stream) or isinstance(b, _Stream):
+        return False
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
         return os.path.realpath(a) == os.path.realpath(b)
     except (OSError, ValueError):
         return False
+
+
+# --- standard input and output (IN or OUT "-") ------------------------------------------------------------------
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # None (no console), or closed
+        return False
+
+
+def _out_stream(args: argparse.Namespace, suffix: str) -> _Stream | None:
+    """Standard output when OUT is ``-``, in the format --format names (else ``suffix``'s); None for a file OUT."""
+    fmt = getattr(args, "format", None)
+    if args.output != STDIO:
+        if fmt is not None:  # "o.png --format jpg" asks for two formats; the file would silently be a PNG
+            raise CliError("--format: only for OUT - (standard output); a file's format comes from its suffix")
+        return None
+    if _is_terminal(sys.stdout):  # a screenful of binary that leaves the terminal garbled (gzip refuses too)
+        raise CliError("OUT -: standard output is a terminal; redirect it to a file or a pipe")
+    return _Stream("standard output", f".{fmt}" if fmt else suffix)
+
+
+def _stream_jobs(args: argparse.Namespace, dst: _Stream | None,
+                 hint: str = "") -> tuple[list[tuple[Path | _Stream, Path | _Stream]], bool] | None:
+    """The one pair (IN, OUT) when either is ``-``, as ``_jobs`` returns pairs; None when neither is."""
+    if args.input != STDIO and dst is None:
+        return None
+    if args.input == STDIO:
+        src: Path | _Stream = _Stream("standard input")
+        if dst is None:
+            if Path(args.output).is_dir() or _names_folder(args.output):
+                raise CliError(f"{args.output}: standard input has no name to give a file in the folder; name the "
+                               f"output file")
+            dst = Path(args.output)
+    else:
+        src = Path(args.input)
+        if src.is_dir():
+            raise CliError(f"{src}: IN is a folder; standard output takes one image{hint}")
+    return [(src, dst)], False
+
+
+def _stdin_bytes(limit: int) -> bytes:
+    """Standard input whole when it is at most ``limit`` bytes, else FileTooLarge (as ``imageio.read_bounded``)."""
+    if _is_terminal(sys.stdin):  # it would wait for a picture typed in
+        raise CliError("IN -: standard input is a terminal; pipe an image in")
+    try:
+        data = sys.stdin.buffer.read(limit + 1)
+    except AttributeError:
+        raise CliError("IN -: no standard input to read") from None
+    if len(data) > limit:
+        raise imageio.FileTooLarge("standard input", limit)
+    if not data:
+        raise CliError("standard input: empty (nothing was piped in)")
+    return data
+
+
+@contextlib.contextmanager
+def _worded_as(tmp: Path, name: str):
+    """Errors and warnings about ``tmp`` worded about ``name``: the readers and writers take file names, so standard
+    input and output pass through a temporary file, whose name would point the user nowhere."""
+    said: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            yield
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc).replace(str(tmp), name)) from None
+    finally:  # after the recording stopped, before the error: as a file's warnings come
+        for w in said:
+            warnings.warn(w.category(str(w.message).replace(str(tmp), name)), stacklevel=3)
+
+
+def _read_image(src: Path | _Stream) -> np.ndarray:
+    if not isinstance(src, _Stream):
+        return imageio.read_image(src)
+    # Pillow decodes from a file it can seek in; any image the readers take fits (16-bit RGBA, uncompressed, at the
+    # most pixels they read), and past that a pipe of zeros would fill the memory
+    data = _stdin_bytes(imageio.pixel_limit() * 8 + (1 << 20))
+    with tempfile.TemporaryDirectory(prefix="pixart-") as tmp:
+        path = Path(tmp) / "stdin"
+        path.write_bytes(data)
+        with _worded_as(path, src.name):
+            return imageio.read_image(path)
+
+
+def _write_image(dst: Path | _Stream, img: np.ndarray) -> None:
+    if not isinstance(dst, _Stream):
+        imageio.write_image(dst, img)
+        return
+    with tempfile.TemporaryDirectory(prefix="pixart-") as tmp:  # the writer's own checks and options, one of each
+        path = Path(tmp) / f"stdout{dst.suffix}"
+        with _worded_as(path, dst.name):
+            imageio.write_image(path, img)
+        data = path.read_bytes()
+    _write_bytes(dst, data)
+
+
+def _write_bytes(dst: Path | _Stream, data: bytes) -> None:
+    if not isinstance(dst, _Stream):
+        imageio.write_file(dst, data)
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -244,7 +377,8 @@ def _naming(exc: Exception, src: Path | str, *others: Path | str) -> str:
 def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: str,
               work: Callable[[Path, Path], str], data_on_stdout: bool = False) -> int:
     """Run ``work`` per pair; in folder mode a bad file is reported and skipped, and the exit status is 2. With
-    ``data_on_stdout`` (a report written to ``-``) the summary lines go to stderr, so that stdout stays data."""
+    ``data_on_stdout`` (an image or a report written to ``-``) the summary lines go to stderr, so that stdout stays
+    data."""
     say = functools.partial(print, file=sys.stderr if data_on_stdout else sys.stdout)
     failed = 0
     items: Sequence[tuple[Path, Path]] = jobs
@@ -257,6 +391,8 @@ def _run_jobs(jobs: list[tuple[Path, Path]], folder: bool, quiet: bool, desc: st
     for src, dst in items:
         try:
             line = work(src, dst)
+        except BrokenPipeError:  # the reader of OUT - left: no failed file, main stops quietly
+            raise
         except (CliError, ValueError, OSError) as exc:
             message = _naming(exc, src, dst)
             if not folder:
@@ -302,25 +438,37 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     args.dither = args.dither.lower()  # as palette names: "FLOYD-STEINBERG" was refused
     if args.dither not in qz.DITHER_METHODS:
         raise CliError(f"--dither must be one of {', '.join(qz.DITHER_METHODS)}, got {args.dither!r}")
-    src_path, dst_path = Path(args.input), Path(args.output)
+    src_path = Path(args.input)
+    stream = _out_stream(args, ".png")
+    dst_path: Path | _Stream = stream or Path(args.output)
     # a folder into one .gif: every image is a frame of one animation, all sharing one palette
-    animation = (src_path.is_dir() and dst_path.suffix.lower() == ".gif" and not dst_path.is_dir()
-                 and not _names_folder(args.output))
+    animation = (args.input != STDIO and src_path.is_dir() and dst_path.suffix.lower() == ".gif"
+                 and (stream is not None or (not Path(args.output).is_dir() and not _names_folder(args.output))))
     if animation and args.palette is None and args.colors is None:
         raise CliError(f"{dst_path}: an animated GIF is indexed: give --palette or --colors")
     if animation:
         # OUT inside IN: the GIF a previous run wrote there is no frame of this one
-        files = [f for f in imageio.list_images(src_path) if f.resolve() != dst_path.resolve()]
+        files = [f for f in imageio.list_images(src_path) if stream or f.resolve() != Path(args.output).resolve()]
         if not files:
             raise CliError(f"{src_path}: no images in this folder ({', '.join(imageio.IMAGE_SUFFIXES)})")
         jobs, folder = [(f, dst_path) for f in files], True
     else:
-        jobs, folder = _jobs(src_path, args.output, ".png", hint="; only OUT.gif takes a folder: one animated GIF")
+        jobs, folder = (_stream_jobs(args, stream, hint=" (--format gif: one animated GIF)")
+                        or _jobs(src_path, args.output, ".png", hint="; only OUT.gif takes a folder: one animated GIF"))
     # one palette extracted from every input: asked for, or what several indexed files / an animation need
     shared = args.colors is not None and folder and (
         animation or (args.shared_palette if args.shared_palette is not None else args.indexed))
     if animation and args.shared_palette is False:
         raise CliError("--no-shared-palette: the frames of one GIF share its global palette")
+    # options with nothing to do here are said, not refused: the result is what was asked, and a script that passes
+    # the same options for a file and for a folder keeps working
+    if args.shared_palette is not None and (args.colors is None or not folder):
+        flag = f"--{'' if args.shared_palette else 'no-'}shared-palette"
+        why = "only with --colors, whose extracted palette it shares" if args.colors is None else \
+            "IN is one image, not a folder"
+        warnings.warn(Ignored(f"{flag}: {why}; ignored"))
+    if args.upscale and args.pixel_size is None and args.size is None:
+        warnings.warn(Ignored("--upscale: nothing is pixelated (no --pixel-size or --size); ignored"))
     # an extracted palette that error diffusion will use is refined for it (what bench_extract measures)
     for_dithering = args.dither in qz.ERROR_DIFFUSION and args.strength > 0
 
@@ -331,8 +479,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             n = min(n, 255)
         return pal.extract_palette(img, n, method=args.extract_method, seed=args.seed, dither=for_dithering)
 
-    def prepare(src: Path) -> tuple[np.ndarray, tuple | None]:
-        img = imageio.read_image(src)
+    def prepare(src: Path | _Stream) -> tuple[np.ndarray, tuple | None]:
+        img = _read_image(src)
         edges = None
         if args.pixel_size is not None or args.size is not None:
             w, h = args.size if args.size is not None else (None, None)
@@ -354,7 +502,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             img = pixelate.expand_blocks(img, *edges)
         return img, used
 
-    def write(dst: Path, img: np.ndarray, palette, used: str) -> str:
+    def write(dst: Path | _Stream, img: np.ndarray, palette, used: str) -> str:
         # a GIF is indexed whatever is asked: with a palette, written as the palette (Pillow's median cut merged
         # two colours of a 256-colour palette beside transparency, and the summary still said 256), except where
         # the palette fills all 256 indices and the picture has clear pixels: then the writer keeps the colours
@@ -365,14 +513,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         if args.indexed or as_gif:
             fmt = dst.suffix.lower().lstrip(".")
             if fmt not in indexed.FORMATS:
-                raise CliError(f"{dst}: --indexed writes .png or .gif files")
+                raise CliError(f"{dst}: --indexed writes PNG or GIF (--format png or gif)" if stream else
+                               f"{dst}: --indexed writes .png or .gif files")
             try:
                 data = indexed.indexed_png(img, palette) if fmt == "png" else indexed.indexed_gif([img], palette)
             except ValueError as exc:  # what the format cannot hold: the file is what it is about
                 raise CliError(f"{dst}: {exc}") from None
-            imageio.write_file(dst, data)
+            _write_bytes(dst, data)
             return f"{dst}: {img.shape[1]}x{img.shape[0]} indexed{used}"
-        imageio.write_image(dst, img)
+        _write_image(dst, img)
         return f"{dst}: {img.shape[1]}x{img.shape[0]}{used}"
 
     if not shared and not animation:
@@ -384,7 +533,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             img, used = finish(img, edges, palette)
             return write(dst, img, palette, used)
 
-        return _run_jobs(jobs, folder, args.quiet, "convert", work)
+        return _run_jobs(jobs, folder, args.quiet, "convert", work, data_on_stdout=stream is not None)
 
     # two passes: read (and pixelate) everything, then one palette for all, then quantize and write
     prepared: dict[Path, tuple[np.ndarray, tuple | None]] = {}
@@ -417,7 +566,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             data = indexed.indexed_gif(frames, palette, duration_ms=args.frame_ms, loop=args.loop)
         except ValueError as exc:
             raise CliError(f"{dst_path}: {exc}") from None
-        imageio.write_file(dst_path, data)
+        _write_bytes(dst_path, data)
         if not args.quiet:
             _say(dst_path, f"{dst_path}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}, one "
                            f"palette of {len(palette)} colours ({palette.name})")
@@ -436,9 +585,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_rgb565(args: argparse.Namespace) -> int:
     width, height = args.size
     fmt = f"rgb565-{'be' if args.byte_order == 'big' else 'le'}"
-    jobs, folder = _jobs(Path(args.input), args.output, ".bin")
+    stream = _out_stream(args, ".bin")
+    jobs, folder = _stream_jobs(args, stream) or _jobs(Path(args.input), args.output, ".bin")
 
-    def work(src: Path, dst: Path) -> str:
+    def work(src: Path | _Stream, dst: Path | _Stream) -> str:
         # the frame is raw bytes: written as OUT.png it replaced the picture when OUT was IN, or made a ".png" no
         # viewer opens
         if dst.suffix.lower() in imageio.IMAGE_SUFFIXES:
@@ -446,21 +596,24 @@ def _cmd_rgb565(args: argparse.Namespace) -> int:
                            f"(rgb565-preview makes an image of a frame)")
         if _same_file(src, dst):
             raise CliError(f"{dst}: OUT is IN; the raw frame would replace the image")
-        img = rgb565.composite(imageio.read_image(src), None, args.background)
+        img = rgb565.composite(_read_image(src), None, args.background)
         framed = rgb565.fit(img, width, height, args.mode, args.background, resample=args.resample)
         data = rgb565.to_rgb565(framed, byte_order=args.byte_order, invert=args.invert, dither=args.dither)
-        imageio.write_file(dst, data)
+        _write_bytes(dst, data)
         return f"{dst}: {width}x{height} {fmt}{' inverted' if args.invert else ''}, {len(data)} bytes"
 
-    return _run_jobs(jobs, folder, args.quiet, "rgb565", work)
+    return _run_jobs(jobs, folder, args.quiet, "rgb565", work, data_on_stdout=stream is not None)
 
 
 def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
     width, height = args.size
-    src = Path(args.input)
+    stream = _out_stream(args, ".png")
+    pair = _stream_jobs(args, stream)
+    src, dst = pair[0][0] if pair else (Path(args.input), None)
     frame = width * height * 2
     try:
-        data = imageio.read_bounded(src, frame)  # a longer file is no frame of this size: reading it all would not help
+        # a longer file is no frame of this size: reading it all would not help
+        data = _stdin_bytes(frame) if isinstance(src, _Stream) else imageio.read_bounded(src, frame)
     except imageio.FileTooLarge:
         raise CliError(f"{src}: data: expected {frame} bytes for {width}x{height} RGB565, got more (check --size)") \
             from None
@@ -471,8 +624,8 @@ def _cmd_rgb565_preview(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"{src}: {exc} (check --size)") from None
     img = _enlarge(img, args.scale)
-    dst = _file_in(src, args.output, ".png")
-    imageio.write_image(dst, img)
+    dst = dst or _file_in(src, args.output, ".png")
+    _write_image(dst, img)
     if not args.quiet:
         _say(dst, f"{dst}: {img.shape[1]}x{img.shape[0]}")
     return 0
@@ -506,14 +659,15 @@ def _write_palette_out(p, output: str | None, fmt: str, quiet: bool, block: int 
 def _cmd_palette(args: argparse.Namespace) -> int:
     from .core import palette as pal
 
-    if args.output and _same_file(Path(args.image), Path(args.output)):
+    src = _Stream("standard input") if args.image == STDIO else Path(args.image)
+    if args.output and _same_file(src, Path(args.output)):
         raise CliError(f"{args.output}: -o is IMAGE; the palette would replace the picture it comes from")
-    img = imageio.read_image(args.image)
+    img = _read_image(src)
     try:
         p = pal.extract_palette(img, args.colors, method=args.method, seed=args.seed, dither=args.for_dithering)
     except ValueError as exc:  # "image has no opaque pixels" said nothing of which image, in a script's loop
-        raise CliError(_naming(exc, args.image)) from None
-    p = pal.Palette(args.name or Path(args.image).stem, p.colors)
+        raise CliError(_naming(exc, src)) from None
+    p = pal.Palette(args.name or ("palette" if isinstance(src, _Stream) else src.stem), p.colors)
     return _write_palette_out(p, args.output, args.format, args.quiet)
 
 
@@ -605,7 +759,10 @@ def _cmd_snap(args: argparse.Namespace) -> int:
 
     if args.json not in (None, "-") and _names_folder(args.json):  # "g.json/" was written as the file g.json
         raise CliError(f"--json {args.json}: names a file to write, not a folder")
-    jobs, folder = _jobs(Path(args.input), args.output, ".png")
+    stream = _out_stream(args, ".png")
+    if stream and args.json == STDIO:
+        raise CliError("--json -: standard output carries the image (OUT -); name a file for the JSON")
+    jobs, folder = _stream_jobs(args, stream) or _jobs(Path(args.input), args.output, ".png")
     if args.json not in (None, "-") and any(_same_file(p, Path(args.json)) for job in jobs for p in job):
         raise CliError(f"--json {args.json}: is an image this command reads or writes; name another file")
     report: dict[str, dict] = {}
@@ -615,17 +772,17 @@ def _cmd_snap(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
-    def work(src: Path, dst: Path) -> str:
-        img = imageio.read_image(src)
+    def work(src: Path | _Stream, dst: Path | _Stream) -> str:
+        img = _read_image(src)
         res = sn.snap(img, min_size=args.min_size, max_size=args.max_size, cell_width=width, cell_height=height)
         out = res.image
         if res.detected:
             out = _enlarge(out, args.scale)
-        imageio.write_image(dst, out)
+        _write_image(dst, out)
         report[str(src)] = res.to_dict(edges=True)
         return f"{dst}: {res.message}"
 
-    code = _run_jobs(jobs, folder, args.quiet, "snap", work, data_on_stdout=args.json == "-")
+    code = _run_jobs(jobs, folder, args.quiet, "snap", work, data_on_stdout=args.json == "-" or stream is not None)
     if args.json:
         text = json.dumps(report if folder else next(iter(report.values()), {}), indent=1)
         if args.json == "-":
@@ -648,16 +805,17 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
         cu.check_options(merge=args.merge, rare=args.rare, tolerance=args.tolerance)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    jobs, folder = _jobs(Path(args.input), args.output, ".png")
+    stream = _out_stream(args, ".png")
+    jobs, folder = _stream_jobs(args, stream) or _jobs(Path(args.input), args.output, ".png")
 
-    def work(src: Path, dst: Path) -> str:
-        res = cu.cleanup(imageio.read_image(src), merge=args.merge, rare=args.rare, isolated=not args.no_isolated,
+    def work(src: Path | _Stream, dst: Path | _Stream) -> str:
+        res = cu.cleanup(_read_image(src), merge=args.merge, rare=args.rare, isolated=not args.no_isolated,
                          jaggies=not args.no_jaggies, background=background, tolerance=args.tolerance,
                          connected=not args.everywhere)
-        imageio.write_image(dst, res.image)
+        _write_image(dst, res.image)
         return f"{dst}: {res.summary()}"
 
-    return _run_jobs(jobs, folder, args.quiet, "cleanup", work)
+    return _run_jobs(jobs, folder, args.quiet, "cleanup", work, data_on_stdout=stream is not None)
 
 
 def _add_snap_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -665,8 +823,10 @@ def _add_snap_parser(sub, common: argparse.ArgumentParser) -> None:
                        description="Detect the pixel grid of enlarged or AI-made pixel art (cell size per axis, "
                                    "offset, drift) and write one pixel per cell. Images without a grid are "
                                    "written unchanged, with a message saying so.")
-    n.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
-    n.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files)")
+    n.add_argument("input", metavar="IN", type=_path, help="image file or folder of images; - for stdin")
+    n.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files); - for stdout")
+    n.add_argument("--format", type=str.lower, choices=OUT_FORMATS, metavar="FORMAT",
+                   help="the format of OUT - (standard output): {} (default png)".format(", ".join(OUT_FORMATS)))
     n.add_argument("--cell-size", type=_cell_size, help="known cell size W or WxH in pixels (offset still found)")
     n.add_argument("--min-size", type=float, default=2.0, help="smallest cell size to consider (default 2)")
     n.add_argument("--max-size", type=float, default=None, help="largest cell size (default a third of the image)")
@@ -681,8 +841,10 @@ def _add_cleanup_parser(sub, common: argparse.ArgumentParser) -> None:
                        description="Clean pixel art at its true resolution: merge near-duplicate shades, replace "
                                    "rare colours, remove isolated pixels and single-pixel jaggies, make the "
                                    "background transparent. Dither patterns are kept.")
-    c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
-    c.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files)")
+    c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images; - for stdin")
+    c.add_argument("output", metavar="OUT", type=_path, help="output image or folder (PNG files); - for stdout")
+    c.add_argument("--format", type=str.lower, choices=OUT_FORMATS, metavar="FORMAT",
+                   help="the format of OUT - (standard output): {} (default png)".format(", ".join(OUT_FORMATS)))
     c.add_argument("--merge", type=float, default=0.03, help="OKLab distance for near-duplicate colours (0 = off)")
     c.add_argument("--rare", type=_unit_float, default=0.0, help="replace colours under this share of pixels "
                                                                   "(below 1)")
@@ -728,9 +890,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pixelate (downscale) and/or map to a palette, optionally dithered. A folder IN "
                                    "and an OUT ending in .gif make one animated GIF of every image, sharing one "
                                    "palette.")
-    c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
+    c.add_argument("input", metavar="IN", type=_path, help="image file or folder of images; - for stdin")
     c.add_argument("output", metavar="OUT", type=_path,
-                   help="output image (format from its suffix) or folder (PNG files)")
+                   help="output image (format from its suffix) or folder (PNG files); - for stdout")
+    c.add_argument("--format", type=str.lower, choices=OUT_FORMATS, metavar="FORMAT",
+                   help="the format of OUT - (standard output): {} (default png; gif with a folder IN: one "
+                        "animated GIF)".format(", ".join(OUT_FORMATS)))
     c.add_argument("--pixel-size", type=_positive_int, help="pixelate with blocks of N x N pixels")
     c.add_argument("--size", type=_size, help="pixelate to exactly WxH pixels (e.g. 64x64)")
     c.add_argument("--method", choices=pixelate.METHODS, default="box", help="colour of each block (default box)")
@@ -769,8 +934,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rgb565", parents=[common], help="raw RGB565 frames for small LCDs (Pico / ST7789)",
                        description="Convert images to raw RGB565 frames (240x240 -> 115,200 bytes).")
-    r.add_argument("input", metavar="IN", type=_path, help="image file or folder of images")
-    r.add_argument("output", metavar="OUT", type=_path, help="output .bin file, or folder for a folder IN")
+    r.add_argument("input", metavar="IN", type=_path, help="image file or folder of images; - for stdin")
+    r.add_argument("output", metavar="OUT", type=_path,
+                   help="output .bin file, or folder for a folder IN; - for stdout")
     r.add_argument("--size", type=_size, default=(240, 240), help="frame size WxH (default 240x240)")
     r.add_argument("--mode", choices=rgb565.FIT_MODES, default="stretch", help="how to fit (default stretch)")
     r.add_argument("--byte-order", choices=rgb565.BYTE_ORDERS, default="big", help="default big (ST7789)")
@@ -784,9 +950,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("rgb565-preview", parents=[common], help="unpack an RGB565 frame into a PNG",
                        description="Unpack a raw RGB565 frame into an image, as the LCD shows it.")
-    v.add_argument("input", metavar="IN", type=_path, help="raw .bin frame")
+    v.add_argument("input", metavar="IN", type=_path, help="raw .bin frame; - for stdin")
     v.add_argument("output", metavar="OUT", type=_path,
-                   help="output image (PNG), or a folder (existing, or a name ending in /)")
+                   help="output image (PNG), or a folder (existing, or a name ending in /); - for stdout")
+    v.add_argument("--format", type=str.lower, choices=OUT_FORMATS, metavar="FORMAT",
+                   help="the format of OUT - (standard output): {} (default png)".format(", ".join(OUT_FORMATS)))
     v.add_argument("--size", type=_size, default=(240, 240), help="frame size WxH (default 240x240)")
     v.add_argument("--byte-order", choices=rgb565.BYTE_ORDERS, default="big", help="default big")
     v.add_argument("--inverted", action="store_true", help="the frame was packed with --invert")
@@ -795,7 +963,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("palette", parents=[common], help="extract a palette from an image",
                        description="Extract a palette from an image; prints .hex lines or a GIMP .gpl palette.")
-    p.add_argument("image", metavar="IMAGE", type=_path, help="image file")
+    p.add_argument("image", metavar="IMAGE", type=_path, help="image file; - for stdin")
     p.add_argument("--colors", type=_colour_count, default=16, help="number of colours (default 16)")
     p.add_argument("--method", choices=("kmeans", "median-cut"), default="kmeans", help="default kmeans")
     p.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0, help="k-means seed (default 0)")
@@ -881,6 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one per file, not one per run
         warnings.simplefilter("always", imageio.FramesDropped)
         warnings.simplefilter("always", imageio.ColoursReduced)
+        warnings.simplefilter("always", Ignored)
         warnings.showwarning = _warning_printer(prog)
         try:
             code = int(args.func(args))
