@@ -130,3 +130,64 @@ async def test_a_boolean_setting_is_cast_as_a1111_casts_it(client, comfy_double,
     assert resp.status == 200, await resp.text()
     overrides = (await resp.json())["parameters"]["override_settings"]
     assert overrides == ({"tiling": True} if pasted else {})  # False is the option's value already: not added
+
+
+def _text(extra: str) -> str:
+    return f"x\nSteps: 1, Sampler: Euler, Seed: 1, Size: 64x64, {extra}"
+
+
+HIRES = "Denoising strength: 0.4, Hires upscale: 2, Hires upscaler: Latent"
+PICO = "/pico/sdapi/v1/txt2img"
+
+
+@pytest.mark.parametrize("path,body,field", [
+    # each value passes the request model and fails a check made later (the workflow's seed range, the hires
+    # checkpoint, the binary answer's one frame)
+    ("/sdapi/v1/txt2img", {"infotext": "x\nSteps: 1, Sampler: Euler, Seed: 12345678901234567890123456, "
+                                       "Size: 64x64"}, "seed"),
+    ("/sdapi/v1/txt2img", {"infotext": _text(f"{HIRES}, Hires checkpoint: nope")}, "hr_checkpoint_name"),
+    (PICO, {"infotext": _text("Batch size: 2"), "pico": {"width": 64, "height": 64}}, "batch_size"),
+    # a plot whose axes leave the pasted seed alone
+    ("/sdapi/v1/txt2img", {"infotext": "x\nSteps: 1, Sampler: Euler, Seed: 12345678901234567890123456, "
+                                       "Size: 64x64", "script_name": "x/y/z plot", "script_args": [4, "1,2", []]},
+     "seed"),
+])
+async def test_a_pasted_value_a_later_check_refuses_is_named_as_pasted(client, comfy_double, path, body, field):
+    resp = await client.post(path, json=body)
+    assert resp.status == 400, await resp.text()
+    answer = await resp.json()
+    assert answer["errors"].startswith(f"infotext.{field}: ") and answer["detail"].startswith(f"infotext.{field}: ")
+    assert comfy_double.prompts == []
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/sdapi/v1/txt2img", {"infotext": _text(""), "seed": 12345678901234567890123456}, "seed"),
+    ("/sdapi/v1/txt2img", {"infotext": _text(HIRES), "hr_checkpoint_name": "nope"}, "hr_checkpoint_name"),
+    (PICO, {"infotext": _text("Batch size: 3"), "batch_size": 2, "pico": {"width": 64, "height": 64}},
+     "batch_size"),
+])
+async def test_a_value_sent_beside_an_infotext_is_named_as_sent(client, comfy_double, path, body, field):
+    resp = await client.post(path, json=body)
+    assert resp.status == 400, await resp.text()
+    answer = await resp.json()
+    assert field in answer["errors"] and "infotext" not in answer["errors"] + answer["detail"]
+
+
+@pytest.mark.parametrize("extra,args,field", [
+    ("", [1, "12345678901234567890123456", []], "seed"),  # the Seed axis
+    ("Clip skip: 2", [24, "1,99", []], "CLIP_stop_at_last_layers"),  # the Clip skip axis, a setting
+])
+async def test_a_plot_axis_over_a_pasted_value_is_named_as_the_axis_value(client, comfy_double, extra, args, field):
+    resp = await client.post("/sdapi/v1/txt2img", json={
+        "infotext": _text(extra), "script_name": "x/y/z plot", "script_args": args})
+    assert resp.status == 400, await resp.text()
+    errors = (await resp.json())["errors"]
+    assert field in errors and "infotext" not in errors
+
+
+async def test_a_bad_pasted_value_echoes_the_body_as_the_other_422s(client, comfy_double):
+    # FastAPI's 422 (and this adapter's for a field sent) echoes the request body as the client sent it
+    sent = {"infotext": "x\nSteps: 900, Sampler: Euler, Seed: 1", "cfg_scale": "3", "unknown_key": [1]}
+    resp = await client.post("/sdapi/v1/txt2img", json=sent)
+    assert resp.status == 422
+    assert (await resp.json())["body"] == sent

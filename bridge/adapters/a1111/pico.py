@@ -42,8 +42,8 @@ from ..toolkit import Submission, engine_of
 from . import models
 from .dialect import DIALECT, PREFIX, A1111Error, Handler, a1111_endpoint, ensure_state, run_task
 from .generation import Generation, image_count
-from .routes import (GenerationAnswer, check_features, checkpoint_for, generation_for, job_params, partial_image,
-                     with_infotext)
+from .routes import (GenerationAnswer, check_features, checkpoint_for, generation_for, job_params, names_pasted,
+                     partial_image, with_infotext)
 
 log = logging.getLogger("bridge.adapters.pico")
 
@@ -404,6 +404,7 @@ PICO_ANSWER = {
                 "application/json": {"schema": GenerationAnswer}}}
 
 
+@names_pasted
 async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.StreamResponse:
     """Text to image answered as RGB565 for a Pico LCD (binary or A1111-style JSON)."""
     state = request.app[STATE]
@@ -412,7 +413,7 @@ async def pico_txt2img(request: web.Request, body: PicoTxt2ImgRequest) -> web.St
     fmt = choose_format(query, request.headers.get("Accept", ""), settings.default_format)
     opts = lcd_options(settings, query, body.pico)
     upstream = bool(settings.upstream_url)
-    req = body if upstream else with_infotext(request, body)  # an upstream A1111 reads the infotext itself
+    req = body if upstream else await with_infotext(request, body)  # an upstream A1111 reads the infotext itself
     count = image_count(req)  # the pass-through resolves no generation, which checks it on the ComfyUI path
     if fmt == "binary" and count != 1:
         raise models.field_error("batch_size", f"a binary answer holds one frame; batch_size x n_iter is {count} "

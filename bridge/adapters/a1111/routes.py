@@ -7,6 +7,7 @@ models of `models`; defaults, infotext and `info` live in `generation`, the img2
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -22,7 +23,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from bridge import images as image_io
 from bridge.engine import JobEngine
-from bridge.errors import PayloadTooLarge
+from bridge.api import read_json
+from bridge.errors import BridgeError, InvalidParameter, PayloadTooLarge
 from bridge.fields import LooseBool, field_errors
 from bridge.http import json_answer
 
@@ -32,8 +34,8 @@ from . import imaging, infotext, models, upscalers, xyz
 from . import options as opts
 from .catalog import (NULL, Empty, backend_json, current_checkpoint, live_choices, match_checkpoint, match_vae,
                       upscale_model_files)
-from .dialect import (FIELD_FOR_PARAM, PARAMS, STATE, TASK_ANCHOR, A1111Error, a1111_endpoint, current_task,
-                      run_task)
+from .dialect import (FIELD_FOR_PARAM, PARAMS, STATE, TASK_ANCHOR, A1111Error, Handler, a1111_endpoint,
+                      current_task, run_task, translate_engine_error)
 from .extras import user_comment
 from .generation import Generation
 
@@ -56,12 +58,16 @@ def clip_skip_for(request: web.Request, req: models.GenerationRequest) -> int:
     return int(opts.value(request.app[STATE].options, "CLIP_stop_at_last_layers", req.override_settings))
 
 
-def with_infotext(request: web.Request, req: models.RequestT) -> models.RequestT:
+# The field paths (as errors name them) whose values the request's infotext filled, for `names_pasted`
+PASTED = web.RequestKey("a1111_infotext_pasted", set)
+
+
+async def with_infotext(request: web.Request, req: models.RequestT) -> models.RequestT:
     """`req` with the fields and settings its `infotext` fills where the request left them unset (A1111 1.9+'s
     `apply_infotext`), checked as the same fields sent: a value the request model refuses is a 422 naming
-    `infotext.<field>` (later checks, a seed past the workflow's range, name the field as when it is sent). A
-    setting the bridge cannot run, which sent in override_settings would be refused, is left out: A1111's
-    `RNG: GPU`, which every infotext without `RNG` implies, would otherwise fail every older text."""
+    `infotext.<field>` that echoes the body as sent, as every 422 does; later checks name it so through
+    `names_pasted`. A setting the bridge cannot run, which sent in override_settings would be refused, is left out:
+    A1111's `RNG: GPU`, which every infotext without `RNG` implies, would otherwise fail every older text."""
     if not req.infotext:
         return req
     params = infotext.parse(req.infotext)
@@ -71,14 +77,59 @@ def with_infotext(request: web.Request, req: models.RequestT) -> models.RequestT
     except ValidationError as exc:
         errors = [models.FieldError(f"infotext.{e.field}", e.message, e.kind, e.ctx)
                   for e in field_errors(exc, type(req))]
-        raise models.validation_error(errors, {"infotext": req.infotext}) from None
+        raise models.validation_error(errors, await read_json(request, empty={})) from None
     stored = request.app[STATE].options
     overrides = dict(req.override_settings or {})
+    pasted = set(fields)
     for key, value in infotext.pasted_settings(params, lambda k: opts.value(stored, k),
                                                lambda k: opts.defaults()[k]).items():
         if key not in overrides and _runs_here(key, value):
             overrides[key] = value
+            # the option checks name it inside override_settings, the workflow's checks by its option name
+            pasted |= {f"override_settings.{key}", key}
+    request[PASTED] = pasted
     return req.model_copy(update={**{k: getattr(checked, k) for k in fields}, "override_settings": overrides})
+
+
+def names_pasted(handler: Handler) -> Handler:
+    """`handler` with an error about a value its infotext filled named `infotext.<field>`: the checks past the
+    request model (the workflow's seed range, the hires checkpoint, the answer's format) are written once, each
+    naming its field as if sent."""
+
+    @functools.wraps(handler)
+    async def named(request: web.Request, **kwargs: Any) -> web.StreamResponse:
+        try:
+            return await handler(request, **kwargs)
+        except BridgeError as exc:
+            renamed = _as_pasted(exc, request.get(PASTED) or set())
+            if renamed is None:
+                raise
+            raise renamed from None
+
+    return named
+
+
+def _as_pasted(exc: BridgeError, pasted: set[str]) -> A1111Error | None:
+    """`exc` in A1111's shape with its field named `infotext.<field>`, where that field is in `pasted`; None where
+    it names no such field."""
+    err = translate_engine_error(exc)
+    if not pasted or isinstance(err.detail, list):
+        # a later 422 comes from a plot's cells, whose pasted values passed this same model already
+        return None
+    text = err.errors
+    if isinstance(exc, InvalidParameter) and exc.field:
+        # the engine's words may name the field without the `field:` the others start with
+        field = FIELD_FOR_PARAM.get(exc.field, exc.field)
+    else:
+        field = text.split(": ", 1)[0]
+    if not any(field == p or field.startswith((f"{p}.", f"{p}[")) for p in pasted):
+        return None
+
+    def renamed(words: str) -> str:
+        return f"infotext.{words}" if words.startswith(f"{field}:") else f"infotext.{field}: {words}"
+
+    detail = renamed(err.detail) if isinstance(err.detail, str) and err.detail == text else err.detail
+    return A1111Error(err.status, detail, error=err.error, errors=renamed(text), body=err.body, headers=err.headers)
 
 
 def _runs_here(key: str, value: Any) -> bool:
@@ -596,9 +647,10 @@ async def run_prepared(request: web.Request, kind: str, prepared: list[Prepared]
     return out
 
 
+@names_pasted
 async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.StreamResponse:
     """Text to image (A1111 `/sdapi/v1/txt2img`); scripts: `x/y/z plot`."""
-    body = with_infotext(request, body)
+    body = await with_infotext(request, body)
     if (body.script_name or "").lower() == "x/y/z plot":
         return await xyz_plot(request, body, is_img2img=False)
     prepared = await prepare_txt2img(request, body)
@@ -607,9 +659,10 @@ async def txt2img(request: web.Request, body: models.Txt2ImgRequest) -> web.Stre
     return await generation_response(request, body, prepared.gen, pngs, indices)
 
 
+@names_pasted
 async def img2img(request: web.Request, body: models.Img2ImgRequest) -> web.StreamResponse:
     """Image to image and inpainting (A1111 `/sdapi/v1/img2img`); scripts: `x/y/z plot`, `sd upscale`."""
-    body = with_infotext(request, body)
+    body = await with_infotext(request, body)
     if (body.script_name or "").lower() == "x/y/z plot":
         return await xyz_plot(request, body, is_img2img=True)
     if (body.script_name or "").lower() == "sd upscale":
@@ -710,7 +763,9 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
     raw = body.model_dump(exclude_unset=True)
     no_fixed = bool((list(body.script_args or []) + [False] * 13)[12])
     model = type(body)
-    cells = [models.parse_request(model, r) for r in xyz.cell_requests(plot, raw, no_fixed)]
+    bodies = xyz.cell_requests(plot, raw, no_fixed)
+    _axes_set(request.get(PASTED, set()), raw, bodies)
+    cells = [models.parse_request(model, r) for r in bodies]
     limit = grid_limit(request, body)
     if is_img2img:
         prepared = await _prepare_img2img_cells(request, plot, cells, limit)  # type: ignore[arg-type]
@@ -750,6 +805,20 @@ async def xyz_plot(request: web.Request, body: models.GenerationRequest, is_img2
     images = await answer_images(request, body, pngs, texts, full)
     return await json_answer({"images": images, "parameters": models.parameters_echo(body),
                               "info": json.dumps(body_info, default=lambda o: None)})
+
+
+def _axes_set(pasted: set[str], raw: Mapping[str, Any], bodies: list[dict[str, Any]]) -> None:
+    """Takes out of `pasted` what the plot's axes set: in the cells it is the axis's value, no longer the
+    infotext's."""
+    sent_settings = raw.get("override_settings") or {}
+    for body in bodies:
+        for key, value in body.items():
+            if value == raw.get(key):
+                continue
+            pasted.discard(key)
+            if key == "override_settings":
+                for setting in (s for s in value or {} if value[s] != sent_settings.get(s)):
+                    pasted -= {setting, f"override_settings.{setting}"}
 
 
 async def _prepare_img2img_cells(request: web.Request, plot: xyz.Plot, cells: list[models.Img2ImgRequest],
