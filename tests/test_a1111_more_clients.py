@@ -473,8 +473,6 @@ async def test_photoshop_plugin_polls_progress_and_interrupts(client, comfy_doub
     assert (await gen).status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="routes.py progress(): the ComfyUI preview (JPEG) is passed on as is; A1111 "
-                                       "encodes current_image with encode_pil_to_base64, i.e. in samples_format")
 async def test_progress_current_image_is_in_samples_format(client, comfy_double):
     # A1111 1.10 modules/api/api.py progressapi: `encode_pil_to_base64(shared.state.current_image)`, which writes
     # opts.samples_format (PNG by default). The Photoshop plugin saves it as temp_progress_image.png and places it

@@ -313,6 +313,17 @@ def encode_image(png: bytes, text: str, options: dict[str, Any]) -> tuple[bytes,
     return out.getvalue(), "jpg" if fmt in ("jpg", "jpeg") else "webp"
 
 
+def preview_image(data: bytes, options: dict[str, Any]) -> bytes:
+    """A live preview (ComfyUI sends JPEG, or PNG) as A1111's encode_pil_to_base64 sends `current_image`: in the
+    `samples_format` option, with no infotext (the preview image carries none)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        with Image.open(io.BytesIO(data)) as im:
+            out = io.BytesIO()
+            im.convert("RGB").save(out, format="PNG", compress_level=1)
+            data = out.getvalue()
+    return encode_image(data, "", {**options, "enable_pnginfo": False})[0]
+
+
 async def answer_images(request: web.Request, req: models.GenerationRequest, pngs: list[bytes], texts: list[str],
                         options: dict[str, Any]) -> list[str]:
     """The answer's `images`: base64, as A1111 sends them, or with `response_format: "url"` (a Pixart extension)
@@ -936,7 +947,8 @@ async def progress(request: web.Request, query: ProgressQuery) -> web.StreamResp
     wanted = current is not None and live and not query.skip_current_image
     found = await engine.latest_preview(current.id) if wanted and current is not None else None
     if found is not None:
-        current_image = image_io.Base64(found[1])
+        shown = {**opts.defaults(), **state.options}
+        current_image = image_io.Base64(await image_io.run_in_pool(preview_image, found[1], shown))
     return await json_answer({"progress": value, "eta_relative": max(0.0, eta - elapsed), "state": running_state,
                               "current_image": current_image, "textinfo": textinfo})
 
