@@ -27,7 +27,8 @@ class Sampler:
     automatic: str = "uniform"
     # Timestep samplers (DDIM, PLMS, UniPC) ignore the sigma schedule in A1111; ComfyUI needs ddim_uniform to match.
     fixed_comfy_scheduler: str | None = None
-    # A1111 passes `eta` to these (k-diffusion functions with an eta argument); ComfyUI's KSampler runs them at 1.
+    # A1111 passes `eta` to these (k-diffusion functions with an eta argument); ComfyUI's KSampler runs them at 1
+    # (and the two of ETA_ZERO at 0).
     uses_eta: bool = False
     # Their per-step noise comes from A1111's generator, which "eta noise seed delta" re-seeds (ancestral, LCM);
     # the Brownian-tree SDE samplers seed their noise from the image seed alone.
@@ -90,6 +91,9 @@ SAMPLERS: tuple[Sampler, ...] = (
 # DDIM's and DDIM CFG++'s eta (A1111 opts.eta_ddim, default 0): 0 is ComfyUI's deterministic step; 1 adds DDPM's
 # full noise, which is exactly the ancestral Euler step on the same timesteps.
 ETA_ONE = {"ddim": "euler_ancestral", "euler_cfg_pp": "euler_ancestral_cfg_pp"}
+# Ancestral samplers at eta 0 add no noise (k-diffusion's sigma_up is 0, sigma_down the next sigma), which is step
+# for step their deterministic sampler; the others that take an eta have no such twin in ComfyUI's KSampler.
+ETA_ZERO = {"Euler a": "euler", "DPM2 a": "dpm_2"}
 TIMESTEP_SAMPLERS = ("DDIM", "DDIM CFG++")
 
 # A1111 1.10 order (`/sdapi/v1/schedulers`). Polyexponential and Align Your Steps have no KSampler value in
@@ -139,7 +143,12 @@ class Resolved:
 
 
 class EtaError(ValueError):
-    """An eta the sampler cannot run with in ComfyUI's KSampler (message names the values that can)."""
+    """An eta the sampler cannot run with in ComfyUI's KSampler (message names the values that can); `field` is
+    where it came from: the request's `eta`, or the option read in its absence."""
+
+    def __init__(self, message: str, field: str = "eta") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _available(sampler: Sampler, comfy_samplers: set[str] | None) -> bool:
@@ -203,19 +212,28 @@ def resolve(sampler_name: str | None, scheduler_name: str | None,
     used_eta, eta_key = None, None
     if sampler.name in TIMESTEP_SAMPLERS:
         used_eta = float(eta if eta is not None else eta_ddim)
+        field = "eta" if eta is not None else "eta_ddim"
         if used_eta not in (0.0, 1.0):
-            raise EtaError(f"{sampler.name} runs with eta 0 (deterministic) or 1 (full noise) here, got {used_eta:g}")
+            raise EtaError(f"{sampler.name} runs with eta 0 (deterministic) or 1 (full noise) here, got {used_eta:g}",
+                           field)
         if used_eta == 1.0:
             if live_samplers is not None and ETA_ONE[comfy_sampler] not in live_samplers:
-                raise EtaError(f"{sampler.name} with eta 1 needs ComfyUI's {ETA_ONE[comfy_sampler]} sampler")
+                raise EtaError(f"{sampler.name} with eta 1 needs ComfyUI's {ETA_ONE[comfy_sampler]} sampler", field)
             comfy_sampler = ETA_ONE[comfy_sampler]
             eta_key = "Eta DDIM"
     elif sampler.uses_eta:
-        # A1111: `p.eta or opts.eta_ancestral`, so 0 in a request also means the option.
-        used_eta = float(eta or eta_ancestral)
+        used_eta = float(eta if eta is not None else eta_ancestral)
+        zero = ETA_ZERO.get(sampler.name)
+        if used_eta == 0.0 and zero is not None:
+            comfy_sampler = zero
+        elif used_eta != 1.0:
+            also = f" or 0 ({zero})" if zero else ""
+            raise EtaError(f"{sampler.name} runs with eta 1{also} here (ComfyUI's KSampler), got {used_eta:g}",
+                           "eta" if eta is not None else "eta_ancestral")
         if used_eta != 1.0:
-            raise EtaError(f"{sampler.name} runs with eta 1 here (ComfyUI's KSampler), got {used_eta:g}")
-    ensd = sampler.ensd_noise or (sampler.name in TIMESTEP_SAMPLERS and used_eta == 1.0)
+            eta_key = "Eta"
+    ensd = ((sampler.ensd_noise and used_eta != 0.0)
+            or (sampler.name in TIMESTEP_SAMPLERS and used_eta == 1.0))
     return Resolved(sampler.name, found.label, comfy_sampler, comfy_scheduler, cfg_factor=sampler.cfg_factor,
                     eta=used_eta, eta_key=eta_key, ensd_noise=ensd, requested=requested)
 

@@ -191,3 +191,28 @@ async def test_a_bad_pasted_value_echoes_the_body_as_the_other_422s(client, comf
     resp = await client.post("/sdapi/v1/txt2img", json=sent)
     assert resp.status == 422
     assert (await resp.json())["body"] == sent
+
+
+async def test_an_eta_0_infotext_runs_again_as_written(client, comfy_double):
+    # A1111 1.10 writes "Eta: 0.0" for an ancestral sampler run at eta 0 (Kobold Lite sends eta 0 with every
+    # sampler); pasted, get_override_settings sets eta_ancestral 0, and the request, sending no eta, runs with it
+    first = await client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                         "sampler_name": "Euler a", "eta": 0, "seed": 5})
+    assert first.status == 200, await first.text()
+    text = json.loads((await first.json())["info"])["infotexts"][0]
+    assert "Eta: 0.0" in text and _ksampler(comfy_double)["sampler_name"] == "euler"
+    again = await client.post("/sdapi/v1/txt2img", json={"infotext": text})
+    assert again.status == 200, await again.text()
+    body = await again.json()
+    assert body["parameters"]["override_settings"] == {"eta_ancestral": 0.0}
+    assert json.loads(body["info"])["infotexts"][0] == text
+    assert _ksampler(comfy_double)["sampler_name"] == "euler"
+
+
+async def test_a_pasted_eta_0_a_sampler_cannot_run_names_the_pasted_setting(client, comfy_double):
+    resp = await client.post("/sdapi/v1/txt2img", json={
+        "infotext": "x\nSteps: 1, Sampler: DPM++ SDE, Seed: 1, Size: 64x64, Eta: 0.0"})
+    assert resp.status == 400, await resp.text()
+    errors = (await resp.json())["errors"]
+    assert errors.startswith("infotext.eta_ancestral: DPM++ SDE runs with eta 1 here"), errors
+    assert comfy_double.prompts == []

@@ -74,8 +74,12 @@ def test_every_a1111_sampler_runs_as_itself_or_says_what_ran():
     ("DDIM", 1.0, {}, ("euler_ancestral", "Eta DDIM")),  # webuiapi's eta 1.0: DDPM's noise, the ancestral step
     ("DDIM", None, {"eta_ddim": 1.0}, ("euler_ancestral", "Eta DDIM")),
     ("DDIM CFG++", 1.0, {}, ("euler_ancestral_cfg_pp", "Eta DDIM")),
-    ("Euler a", 0.0, {}, ("euler_ancestral", None)),  # A1111: p.eta or opts.eta_ancestral
+    # A1111 1.10: `p.eta if p.eta is not None else opts.eta_ancestral`; at 0 the ancestral step adds no noise
+    ("Euler a", 0.0, {}, ("euler", "Eta")),
+    ("Euler a", None, {"eta_ancestral": 0.0}, ("euler", "Eta")),
+    ("DPM2 a", 0.0, {}, ("dpm_2", "Eta")),
     ("Euler a", 1.0, {}, ("euler_ancestral", None)),
+    ("Euler a", None, {}, ("euler_ancestral", None)),
     ("Euler", 0.3, {}, ("euler", None)),  # Euler takes no eta
 ])
 def test_eta_runs_where_comfyui_can_run_it(sampler, eta, options, expected):
@@ -83,7 +87,8 @@ def test_eta_runs_where_comfyui_can_run_it(sampler, eta, options, expected):
     assert (r.comfy_sampler, r.eta_key) == expected
 
 
-@pytest.mark.parametrize("sampler,eta", [("DDIM", 0.5), ("Euler a", 0.5), ("DPM++ 2M SDE", 0.7)])
+@pytest.mark.parametrize("sampler,eta", [("DDIM", 0.5), ("Euler a", 0.5), ("DPM++ 2M SDE", 0.7),
+                                         ("DPM++ SDE", 0.0), ("DPM++ 2S a", 0.0)])
 def test_eta_comfyui_cannot_run_is_refused(sampler, eta):
     with pytest.raises(s.EtaError, match="eta"):
         s.resolve(sampler, None, COMFY_SAMPLERS, COMFY_SCHEDULERS, eta=eta)
@@ -91,6 +96,7 @@ def test_eta_comfyui_cannot_run_is_refused(sampler, eta):
 
 def test_ensd_applies_to_samplers_whose_step_noise_a1111_reseeds():
     assert s.resolve("Euler a", None).ensd_noise and s.resolve("LCM", None).ensd_noise
+    assert not s.resolve("Euler a", None, eta=0.0).ensd_noise  # no noise at eta 0
     assert not s.resolve("DPM++ 2M", None).ensd_noise  # no per-step noise
     assert not s.resolve("DPM++ SDE", None).ensd_noise  # Brownian noise from the image seed alone, in both
     assert s.resolve("DDIM", None, eta=1.0).ensd_noise and not s.resolve("DDIM", None).ensd_noise

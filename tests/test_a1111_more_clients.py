@@ -4,9 +4,7 @@ Stable Diffusion tool, text-generation-webui's `sd_api_pictures` extension, the 
 client's source, as sent (string numbers, floats in integer fields, keys A1111 ignores), and what is asserted is what that client reads back: a field it indexes
 without a guard is a crash on the client's side when it is missing or of the wrong type.
 
-The clients of test_a1111_clients.py (A1111's own tests, webuiapi, SillyTavern, Open WebUI) are not repeated. The
-two strict xfails are known differences from A1111 1.10, not yet mended (the place to mend each is in its reason);
-they turn into failures once fixed, so the marker goes with the fix."""
+The clients of test_a1111_clients.py (A1111's own tests, webuiapi, SillyTavern, Open WebUI) are not repeated."""
 from __future__ import annotations
 
 import asyncio
@@ -327,8 +325,6 @@ async def test_kobold_lite_txt2img(client, comfy_double, sampler, scheduler, com
     assert f"Sampler: {sampler}," in text and "Clip skip" not in text
 
 
-@pytest.mark.xfail(strict=True, reason="bridge/samplers.py resolve(): eta 0 is read as `p.eta or opts.eta_ancestral` "
-                                       "(A1111 before 1.6); 1.10 runs the request's eta 0")
 async def test_kobold_lite_eta_0_runs_euler_a_without_noise(client, comfy_double):
     # Kobold Lite sends eta 0 with every sampler. A1111 1.10 (modules/sd_samplers_common.py Sampler.initialize):
     # `self.eta = p.eta if p.eta is not None else opts.eta_ancestral`, passed to k-diffusion, and "Eta: 0.0" written

@@ -231,7 +231,7 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
         resolved = a1111_samplers.resolve(sampler_name, req.scheduler, live_samplers, live_schedulers, steps=steps,
                                           eta=req.eta, **eta_options)
     except a1111_samplers.EtaError as exc:
-        raise field_error("eta", str(exc)) from None
+        raise field_error(exc.field, str(exc)) from None
     tiling = req.tiling if req.tiling is not None else bool(_option(options, "tiling"))
     ensd = int(_option(options, "eta_noise_seed_delta") or 0)
     multiplier = 1.0
@@ -261,7 +261,7 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
                 # One offset serves both passes (it only moves the seed of per-step noise): the hires sampler's
                 # noise is A1111's re-seeded one as well.
                 gen.noise_seed_delta = ensd
-    if resolved.eta_key and resolved.eta:
+    if resolved.eta_key:
         gen.extra[resolved.eta_key] = resolved.eta
     if multiplier != 1.0:
         gen.extra["Noise multiplier"] = multiplier
@@ -344,7 +344,7 @@ def resolve_hires(req: GenerationRequest, gen: Generation, live_samplers: list[s
         sampler = a1111_samplers.resolve(hr_sampler_name or req.sampler_name or req.sampler_index, hr_scheduler,
                                          live_samplers, live_schedulers, steps=steps, eta=req.eta, **eta_options)
     except a1111_samplers.EtaError as exc:
-        raise field_error("eta", str(exc)) from None
+        raise field_error(exc.field, str(exc)) from None
     hires = Hires(upscaler=name, kind=kind, latent_mode=mode, model_file=file, width=lat_w * 8, height=lat_h * 8,
                   crop=crop, steps=steps, second_pass_steps=second, denoise=float(gen.denoising_strength or 0),
                   sampler=sampler, sampler_named=hr_sampler_name, scale=_hr_scale(req),

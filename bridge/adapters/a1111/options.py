@@ -76,7 +76,8 @@ ClipSkip = Annotated[Int, Field(ge=1, le=CLIP_SKIP_MAX, description="A1111's Cli
 # checkpoint and VAE are checked by the route against the backend's lists; every other key round-trips as sent.
 TYPES: dict[str, Any] = {
     "randn_source": _only("CPU", why="ComfyUI draws its initial noise with the CPU generator"),
-    "eta_ancestral": _only(1.0, why="ComfyUI's KSampler runs ancestral and SDE samplers at eta 1"),
+    "eta_ancestral": _only(1.0, 0.0, why="ComfyUI's KSampler runs ancestral and SDE samplers at eta 1; Euler a "
+                                        "and DPM2 a at 0 as Euler and DPM2"),
     "eta_ddim": _only(0.0, 1.0, why="DDIM runs deterministic (0) or as the ancestral step on DDIM timesteps (1)"),
     "s_churn": _only(0.0, why=_KSAMPLER),
     "s_tmin": _only(0.0, why=_KSAMPLER),
