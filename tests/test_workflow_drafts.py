@@ -340,7 +340,7 @@ def test_draft_takes_what_comfyui_runs(tmp_path: Path, workflows: dict[str, W.Wo
     p = wf.parameters
     assert (p["steps"].default, p["cfg"].default) == (20, 7.5)
     assert p["width"].default == 500 and p["width"].multiple_of is None and p["height"].multiple_of == 8
-    assert p["text"].default == graph["6"]["inputs"]["text"] and p["text"].max_length == len(p["text"].default)
+    assert p["prompt"].default == graph["6"]["inputs"]["text"] and p["prompt"].max_length == len(p["prompt"].default)
     cjk = [n for n in p if p[n].targets[0].node == "20" and n != "factor"]
     assert len(cjk) == 3 and len(set(cjk)) == 3
     assert {p[n].targets[0].input: p[n].default for n in cjk} == {"\u5bbd\u5ea6": 2, "\u9ad8\u5ea6": 3, "\u7f29\u653e": 1.5}

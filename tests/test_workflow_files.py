@@ -191,3 +191,116 @@ def test_a_seed_driven_by_a_randomizing_primitive_is_drafted_random(tmp_path: Pa
     # a primitive whose control is "fixed" keeps its value as the default
     ui["nodes"][-1]["widgets_values"] = [5, "fixed"]
     assert _drafted_seed(tmp_path, ui, "fixed").default == 5
+
+
+def _draft_and_load(tmp_path: Path, graph_or_ui: dict, name: str, oi: dict = OI, *nodes: str) -> W.Workflow:
+    """`python -m bridge.workflows new` on a shared file, then the draft loaded as the bridge loads it."""
+    src, oi_file = tmp_path / f"{name}.src.json", tmp_path / f"{name}.oi.json"
+    src.write_text(json.dumps(graph_or_ui))
+    oi_file.write_text(json.dumps(oi))
+    args = ["new", str(src), "--name", name, "--object-info", str(oi_file), "--out", str(tmp_path / "out")]
+    assert W.main(args + (["--nodes", *nodes] if nodes else [])) == 0
+    return W.load_workflow(tmp_path / "out" / f"{name}.manifest.json")
+
+
+def test_an_older_api_export_with_choose_file_to_upload_is_served(tmp_path: Path,
+                                                                 workflows: dict[str, W.Workflow]) -> None:
+    # Before "upload", the editor's "Export (API)" wrote LoadImage's button as "choose file to upload": "image"
+    # (many shared scripts still send it); ComfyUI ignores it, the checks named it a problem on every backend
+    graph = copy.deepcopy(workflows["img2img"].graph)
+    loader = next(n for n in graph.values() if n["class_type"] == "LoadImage")
+    loader["inputs"]["choose file to upload"] = "image"
+    wf = _draft_and_load(tmp_path, graph, "old_export")
+    assert W.check_object_info(wf, OI) == []
+    assert wf.parameters["image"].required
+
+
+def test_a_required_widget_an_old_api_graph_lacks_takes_the_editors_value(tmp_path: Path,
+                                                                          workflows: dict[str, W.Workflow]) -> None:
+    # exported before the node gained the input: ComfyUI refuses the job ("Required input is missing"); the
+    # editor, opening the file, gives it the declared default (a list without one: its first choice)
+    graph = copy.deepcopy(workflows["txt2img"].graph)
+    del graph["3"]["inputs"]["denoise"], graph["3"]["inputs"]["scheduler"]
+    wf = _draft_and_load(tmp_path, graph, "older")
+    assert W.check_object_info(wf, OI) == []
+    drafted = json.loads((tmp_path / "out" / "older.json").read_text())["3"]["inputs"]
+    scheduler_choices = W.combo_options(OI["KSampler"], "scheduler")
+    assert (drafted["denoise"], drafted["scheduler"]) == (1.0, scheduler_choices[0])
+    assert wf.parameters["denoise"].default == 1.0
+
+
+def test_a_list_widget_without_a_default_added_after_the_editor_file_was_saved(workflows: dict[str, W.Workflow]
+                                                                                ) -> None:
+    oi = copy.deepcopy(OI)
+    oi["PixScaleX"] = {"input": {"required": {"image": ["IMAGE", {}], "factor": ["INT", {"default": 2}],
+                                              "method": [["nearest", "bilinear"], {}]}},
+                       "input_order": {"required": ["image", "factor", "method"]},
+                       "output": ["IMAGE"], "output_name": ["IMAGE"], "name": "PixScaleX", "output_node": False}
+    ui, _ = _editor_txt2img(workflows)
+    ui["nodes"].append({"id": 77, "type": "PixScaleX", "mode": 0, "inputs": [], "outputs": [],
+                        "widgets_values": [3]})  # saved when "method" did not exist yet
+    node = W.editor_to_api(ui, oi)["77"]
+    assert node["inputs"] == {"factor": 3, "method": "nearest"}
+
+
+def test_a_checkpoint_the_backend_lacks_is_not_the_drafted_default(tmp_path: Path,
+                                                                   workflows: dict[str, W.Workflow]) -> None:
+    # a shared graph names its author's file; as the default, every call that leaves it out would be refused
+    graph = copy.deepcopy(workflows["txt2img"].graph)
+    graph["4"]["inputs"]["ckpt_name"] = "someone_elses_model.safetensors"
+    ckpt = _draft_and_load(tmp_path, graph, "shared_ckpt").parameters["ckpt_name"]
+    assert ckpt.default == "tiny.safetensors" and "someone_elses_model.safetensors" in ckpt.description
+    # one the backend has stays the default
+    graph["4"]["inputs"]["ckpt_name"] = "tiny.safetensors"
+    assert _draft_and_load(tmp_path, graph, "own_ckpt").parameters["ckpt_name"].default == "tiny.safetensors"
+
+
+def test_prompts_are_drafted_under_the_names_every_client_uses(tmp_path: Path,
+                                                               workflows: dict[str, W.Workflow]) -> None:
+    # each CLIPTextEncode's text was "text" and "text_7"; which one is the negative, only the links say
+    wf = _draft_and_load(tmp_path, copy.deepcopy(workflows["txt2img"].graph), "prompts")
+    ksampler = workflows["txt2img"].graph["3"]["inputs"]
+    assert wf.parameters["prompt"].targets[0].node == ksampler["positive"][0]
+    assert wf.parameters["negative_prompt"].targets[0].node == ksampler["negative"][0]
+    assert "text" not in wf.parameters and "text_7" not in wf.parameters
+    # through a ControlNet between the text and the sampler too
+    ai = _draft_and_load(tmp_path, copy.deepcopy(workflows["pixel_art_ai"].graph), "ai_prompts",
+                         object_info_for(["tiny.safetensors"], ["example.png"]))
+    assert {"prompt", "negative_prompt"} <= set(ai.parameters)
+
+
+def test_one_primitive_driving_several_widgets_is_one_parameter(tmp_path: Path,
+                                                                workflows: dict[str, W.Workflow]) -> None:
+    # a PrimitiveNode titled "size" drives the latent's width and height: one value in the editor, so one
+    # parameter setting both (it was two, width and height, that a call could set apart)
+    ui, _ = _editor_txt2img(workflows)
+    latent = next(n for n in ui["nodes"] if n["type"] == "EmptyLatentImage")
+    first = max(lk[0] for lk in ui["links"]) + 1
+    latent["inputs"] = [*latent.get("inputs", []),
+                        {"name": "width", "type": "INT", "link": first, "widget": {"name": "width"}},
+                        {"name": "height", "type": "INT", "link": first + 1, "widget": {"name": "height"}}]
+    ui["nodes"].append({"id": 95, "type": "PrimitiveNode", "title": "size", "mode": 0, "inputs": [],
+                        "outputs": [{"name": "INT", "type": "INT", "links": [first, first + 1],
+                                     "widget": {"name": "width"}}], "widgets_values": [320, "fixed"]})
+    ui["links"] += [[first, 95, 0, latent["id"], len(latent["inputs"]) - 2, "INT"],
+                    [first + 1, 95, 0, latent["id"], len(latent["inputs"]) - 1, "INT"]]
+    wf = _draft_and_load(tmp_path, ui, "square", OI, "EmptyLatentImage")
+    size = wf.parameters["size"]
+    assert size.default == 320 and {(t.node, t.input) for t in size.targets} == {(str(latent["id"]), "width"),
+                                                                                (str(latent["id"]), "height")}
+    assert "width" not in wf.parameters and "height" not in wf.parameters
+    bound = wf.bind(wf.coerce({"size": 128}), lambda ref: None)[str(latent["id"])]["inputs"]
+    assert (bound["width"], bound["height"]) == (128, 128)
+
+
+@pytest.mark.parametrize("meta", [{"randomize": 5}, {"randomize": "seed"}, {"primitive": ["x"]},
+                                  {"primitive": {"seed": 3}}, {"title": ["KSampler"]}])
+def test_notes_in_an_api_files_meta_are_read_only_in_their_shape(tmp_path: Path, workflows: dict[str, W.Workflow],
+                                                                  meta: dict) -> None:
+    # editor_to_api's notes travel in _meta; an API file anyone wrote may hold anything there (a traceback before)
+    graph = copy.deepcopy(workflows["txt2img"].graph)
+    graph["3"]["_meta"] = meta
+    graph["4"]["inputs"]["ckpt_name"] = "tiny.safetensors"
+    wf = _draft_and_load(tmp_path, graph, "odd_meta", OI, "KSampler")
+    assert wf.parameters["seed"].default == 0
+    assert "randomize" not in json.dumps(json.loads((tmp_path / "out" / "odd_meta.json").read_text())["3"])

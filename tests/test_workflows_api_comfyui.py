@@ -66,13 +66,13 @@ async def test_a_tuned_editor_graph_is_served_with_no_python(served: Any) -> Non
     desc = await (await served.get("/workflows/pixel_scene")).json()
     props = desc["parameters"]["properties"]
     # Drafted from the live /object_info: types, defaults and limits are ComfyUI's own.
-    assert {"seed", "steps", "cfg", "sampler_name", "width", "height", "method", "pixel_size", "text"} <= set(props)
+    assert {"seed", "steps", "cfg", "sampler_name", "width", "height", "method", "pixel_size", "prompt", "negative_prompt"} <= set(props)
     assert props["steps"]["default"] == 2 and props["width"]["default"] == 64
     assert props["method"]["default"] == "kcentroid" and props["pixel_size"]["maximum"] == 512
-    first = await run(served, {"seed": 7, "text": "a red house", "pixel_size": 8})
-    again = await run(served, {"seed": 7, "text": "a red house", "pixel_size": 8})
-    other = await run(served, {"seed": 8, "text": "a red house", "pixel_size": 8})
-    coarse = await run(served, {"seed": 7, "text": "a red house", "pixel_size": 16})
+    first = await run(served, {"seed": 7, "prompt": "a red house", "pixel_size": 8})
+    again = await run(served, {"seed": 7, "prompt": "a red house", "pixel_size": 8})
+    other = await run(served, {"seed": 8, "prompt": "a red house", "pixel_size": 8})
+    coarse = await run(served, {"seed": 7, "prompt": "a red house", "pixel_size": 16})
     images = [np.asarray(decode_png_data_url(j["result"]["images"][0]).convert("RGB"))
               for j in (first, again, other, coarse)]
     assert images[0].shape == (8, 8, 3) and images[3].shape == (4, 4, 3)  # 64 px / block size, one pixel a block

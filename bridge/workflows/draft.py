@@ -18,10 +18,10 @@ from typing import Any
 from bridge import fields
 from bridge.errors import WorkflowError
 
-from .editor import RANDOMIZED, editor_to_api, is_api_format, is_editor_format
-from .graph import is_link, node_number, node_shape_problem
+from .editor import PRIMITIVE, RANDOMIZED, editor_to_api, is_api_format, is_editor_format
+from .graph import is_link, links, node_number, node_shape_problem
 from .manifest import is_limit
-from .object_info import input_spec
+from .object_info import WIDGET_TYPES, combo_options, input_spec, widget_default
 
 IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image"}
 IMAGE_SAVERS = frozenset({"SaveImage", "PreviewImage", "SaveImageWebsocket"})
@@ -148,10 +148,14 @@ def _renumber(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, Any], node_id: str, *,
-               randomized: bool = False) -> dict[str, Any]:
+               randomized: bool = False, choices: list[Any] | None = None) -> dict[str, Any]:
     target = [{"node": node_id, "input": name}]
     desc = opts.get("tooltip") or f"{cls} {name}"
     if isinstance(kind, list) or kind == "COMBO":
+        if choices and value not in choices:
+            # a shared graph's model file this backend lacks: a default every call that leaves it out is refused for
+            desc = f"{desc} (the graph's {str(value)[:120]!r} is not on the backend; its first choice is the default)"
+            value = choices[0]
         # Live list: a fixed one in the manifest would go stale as models come and go on the backend.
         return {"type": "choice", "default": value, "choices_from": f"{cls}.{name}", "description": desc,
                 "targets": target}
@@ -184,6 +188,58 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
     return spec
 
 
+def _fill_missing_widgets(node: dict[str, Any], info: Mapping[str, Any]) -> None:
+    """A required widget an API graph lacks (the node gained it after the graph was exported) gets the value the
+    editor gives it, as the editor does when it opens the file: ComfyUI refuses a job without it."""
+    for name in (info.get("input") or {}).get("required", {}):
+        spec = input_spec(info, name)
+        if name in node["inputs"] or spec is None or spec[1].get("forceInput"):
+            continue
+        if isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
+            value = widget_default(info, name)
+            if value is not None:
+                node["inputs"][name] = value
+
+
+def _prompt_roles(graph: Mapping[str, Any]) -> dict[str, str]:
+    """node id -> "prompt" / "negative_prompt" for the nodes whose output reaches a sampler's `positive` or
+    `negative` input (through any conditioning nodes between), where it reaches only one of them."""
+    consumers: dict[str, list[tuple[str, str]]] = {}
+    for nid, node in graph.items():
+        for iname, (src, _) in links(node):
+            consumers.setdefault(str(src), []).append((nid, iname))
+    roles: dict[str, str] = {}
+    for start in graph:
+        seen, todo, found = {start}, [start], set()
+        while todo:
+            for dst, iname in consumers.get(todo.pop(), []):
+                if iname in ("positive", "negative"):
+                    found.add(iname)
+                elif dst not in seen:
+                    seen.add(dst)
+                    todo.append(dst)
+        if len(found) == 1:
+            roles[start] = "prompt" if found == {"positive"} else "negative_prompt"
+    return roles
+
+
+def _notes(meta: dict[str, Any]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """editor_to_api's notes, taken out of `meta` (they are the draft's, not the graph's); in an API file someone
+    wrote they may hold anything, and what is not a note's shape is ignored."""
+    randomized, driven = meta.pop(RANDOMIZED, None), meta.pop(PRIMITIVE, None)
+    return ({r for r in randomized if isinstance(r, str)} if isinstance(randomized, list) else set(),
+            {k: v for k, v in driven.items() if isinstance(v, dict) and isinstance(v.get("node"), str)}
+            if isinstance(driven, dict) else {})
+
+
+def _share(param: dict[str, Any], other: dict[str, Any]) -> None:
+    """One PrimitiveNode drives both widgets: `param` sets `other`'s target too, within both widgets' limits."""
+    param["targets"] += other["targets"]
+    for key, pick in (("min", max), ("max", min)):
+        if key in other:
+            param[key] = pick(param[key], other[key]) if key in param else other[key]
+
+
 def draft_manifest(graph: Mapping[str, Any], object_info: Mapping[str, Any], *, name: str, description: str = "",
                    nodes: Iterable[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(graph, manifest) for `graph`. `nodes`: ids (or class types, or titles) whose widgets become parameters;
@@ -193,18 +249,22 @@ def draft_manifest(graph: Mapping[str, Any], object_info: Mapping[str, Any], *, 
     params: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     taken: set[str] = set()
+    roles = _prompt_roles(graph)
+    by_primitive: dict[str, str] = {}  # PrimitiveNode id -> the parameter it became
     for nid, node in sorted(graph.items(), key=lambda kv: node_number(kv[0]) or 0):
         cls = node["class_type"]
         info = object_info.get(cls)
         if info is None:
             raise WorkflowError(f"node {nid} ({cls}) is not installed on the backend")
+        node["inputs"] = dict(node["inputs"])
+        _fill_missing_widgets(node, info)
         meta = dict(node.get("_meta") or {})
-        randomized = set(meta.pop(RANDOMIZED, ()))  # editor_to_api's note is the draft's, not the graph's
+        randomized, driven = _notes(meta)
         if meta:
             node["_meta"] = meta
         else:
             node.pop("_meta", None)
-        title = meta.get("title")
+        title = meta.get("title") if isinstance(meta.get("title"), str) else None
         if cls in IMAGE_SAVERS:
             outputs[_unique("images" if not outputs else f"images_{nid}", set(outputs), nid)] = \
                 {"node": nid, "type": "images"}
@@ -221,10 +281,21 @@ def draft_manifest(graph: Mapping[str, Any], object_info: Mapping[str, Any], *, 
             if spec is None or is_link(value):
                 continue
             kind, opts = spec
-            if kind not in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") and not isinstance(kind, list):
+            if kind not in WIDGET_TYPES and not isinstance(kind, list):
                 continue
-            params[_unique(iname, taken, nid)] = _parameter(cls, iname, value, kind, opts, nid,
-                                                            randomized=iname in randomized)
+            param = _parameter(cls, iname, value, kind, opts, nid, randomized=iname in randomized,
+                               choices=combo_options(info, iname))
+            primitive = driven.get(iname, {})
+            if primitive.get("node") in by_primitive:
+                _share(params[by_primitive[primitive["node"]]], param)
+                continue
+            label = primitive.get("title") if primitive.get("title") not in (None, "", "Primitive") else iname
+            if kind == "STRING" and nid in roles and label == iname:
+                label = roles[nid]  # a sampler's positive or negative text: what every client calls it
+            pname = _unique(str(label), taken, nid)
+            params[pname] = param
+            if primitive:
+                by_primitive[primitive["node"]] = pname
     if not outputs:
         raise WorkflowError("the workflow has no image-saving node (SaveImage, PreviewImage or SaveImageWebsocket); "
                             "add one so the bridge has something to return")

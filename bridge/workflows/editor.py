@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.errors import WorkflowError
 
 from .graph import is_link, links, topological
-from .object_info import WIDGET_TYPES, check_object_info, combo_options, input_spec
+from .object_info import WIDGET_TYPES, check_object_info, input_spec, widget_default
 
 if TYPE_CHECKING:
     from .workflow import Workflow
@@ -54,8 +54,11 @@ def _extra_widgets(name: str, type_name: str, opts: Mapping[str, Any]) -> int:
     return 2 if type_name == "COMBO" and control else 0
 
 
-# editor_to_api's note in a node's _meta: its INT widgets whose control says "randomize"
+# editor_to_api's notes in a node's _meta, for draft_manifest (ComfyUI reads only a node's title from _meta): its
+# INT widgets whose control says "randomize", and its widgets a PrimitiveNode drives ({input: {"node", "title"}}),
+# so that one primitive shared by several nodes becomes one parameter
 RANDOMIZED = "randomize"
+PRIMITIVE = "primitive"
 # The values export_editor stores for those widgets: the control "fixed" (the graph's value is what runs), no filter.
 _EXTRA_VALUES = ("fixed", "")
 
@@ -98,8 +101,8 @@ def export_editor(wf: Workflow, object_info: Mapping[str, Any]) -> dict[str, Any
                     link_inputs.append((name, value))
                     value = opts.get("default")
                 if value is None and type_name == "COMBO":
-                    options = combo_options(info, name) or []
-                    value = options[0] if options else ""
+                    value = widget_default(info, name)
+                    value = "" if value is None else value
                 widgets.append(value)
                 widgets.extend(_EXTRA_VALUES[:_extra_widgets(name, type_name, opts)])
                 upload = upload or bool(opts.get("image_upload"))
@@ -231,15 +234,17 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
             return [str(nid), slot]
         return None
 
-    # link id leaving a PrimitiveNode -> its value, and whether its control draws a new one for every run (a seed
-    # shared by several nodes is a PrimitiveNode's: [value, "randomize"])
-    primitives: dict[int, tuple[Any, bool]] = {}
+    # link id leaving a PrimitiveNode -> its value, whether its control draws a new one for every run (a seed
+    # shared by several nodes is a PrimitiveNode's: [value, "randomize"]), and the primitive (id, title)
+    primitives: dict[int, tuple[Any, bool, dict[str, str]]] = {}
     for nid, node in nodes.items():
         held = node.get("widgets_values")
         if node.get("type") == "PrimitiveNode" and isinstance(held, list) and held:
+            title = node.get("title")
+            which = {"node": str(nid), "title": title if isinstance(title, str) else ""}
             for out in node.get("outputs") or []:
                 for link_id in out.get("links") or []:
-                    primitives[int(link_id)] = (held[0], len(held) > 1 and held[1] == "randomize")
+                    primitives[int(link_id)] = (held[0], len(held) > 1 and held[1] == "randomize", which)
 
     graph: dict[str, Any] = {}
     for nid, node in sorted(nodes.items()):
@@ -259,6 +264,7 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
         required_done = False
         inputs: dict[str, Any] = {}
         randomized: list[str] = []  # INT widgets whose control draws a new value for every run
+        driven: dict[str, dict[str, str]] = {}  # widgets a PrimitiveNode drives
         for name, type_name, opts, required in _widget_layout(info):
             if not required and not required_done:
                 required_done = True
@@ -266,7 +272,8 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
                 upload = False
             link_id = (ui_inputs.get(name) or {}).get("link")
             if type_name is not None:
-                value = values[pos] if pos < len(values) else opts.get("default")
+                # a widget added to the node after the file was saved: the value the editor gives it
+                value = values[pos] if pos < len(values) else widget_default(info, name)
                 extra = _extra_widgets(name, type_name, opts)
                 if type_name == "INT" and extra and link_id is None and pos + 1 < len(values) \
                         and values[pos + 1] == "randomize":
@@ -274,7 +281,7 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
                 pos += 1 + extra
                 upload = upload or bool(opts.get("image_upload"))
                 if link_id is not None and int(link_id) in primitives:
-                    value, drawn = primitives[int(link_id)]
+                    value, drawn, driven[name] = primitives[int(link_id)]
                     if drawn and type_name == "INT":
                         randomized.append(name)
                 elif link_id is not None:
@@ -288,7 +295,9 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
         entry: dict[str, Any] = {"class_type": cls, "inputs": inputs}
         meta = {"title": node["title"]} if node.get("title") else {}
         if randomized:
-            meta[RANDOMIZED] = randomized  # for draft_manifest; ComfyUI reads only a node's title from _meta
+            meta[RANDOMIZED] = randomized
+        if driven:
+            meta[PRIMITIVE] = driven
         if meta:
             entry["_meta"] = meta
         graph[str(nid)] = entry

@@ -38,6 +38,18 @@ def combo_options(info: Mapping[str, Any], input_name: str) -> list[str] | None:
     return None
 
 
+def widget_default(info: Mapping[str, Any], input_name: str) -> Any:
+    """The value the editor gives a widget it has no saved value for: the declared default, else (a list without
+    one) its first choice; None where neither exists."""
+    spec = input_spec(info, input_name)
+    if spec is None:
+        return None
+    if spec[1].get("default") is not None:
+        return spec[1]["default"]
+    options = combo_options(info, input_name)
+    return options[0] if options else None
+
+
 def choices_in(object_info: Mapping[str, Any], ref: str) -> list[str] | None:
     """The backend's list for `"<NodeClass>.<input>"`; None when the class or the list input is absent."""
     cls, _, inp = ref.partition(".")
@@ -50,9 +62,14 @@ def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> se
     return {nid for nid, node in graph.items() if (object_info.get(node["class_type"]) or {}).get("output_node")}
 
 
+# The names the upload button's value had in "Export (API)" files: ComfyUI 0.3's "upload" and the older
+# "choose file to upload" (still in many shared scripts); ComfyUI ignores either.
+UPLOAD_INPUTS = ("upload", "choose file to upload")
+
+
 def _has_upload_button(declared: Mapping[str, Any]) -> bool:
-    """Whether the editor gives the node an upload button: ComfyUI 0.3's "Export (API)" wrote its value as an input
-    ("upload": "image"), which ComfyUI ignores."""
+    """Whether the editor gives the node an upload button, whose value an API export wrote as an input
+    (UPLOAD_INPUTS)."""
     return any(isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict)
                and any(k.endswith("_upload") and v for k, v in spec[1].items()) for spec in declared.values())
 
@@ -70,7 +87,7 @@ def _node_problems(wf: Workflow, object_info: Mapping[str, Any], values: bool = 
             continue
         declared = {**(info.get("input") or {}).get("required", {}), **(info.get("input") or {}).get("optional", {})}
         for iname in node["inputs"]:
-            if iname not in declared and not (iname == "upload" and _has_upload_button(declared)):
+            if iname not in declared and not (iname in UPLOAD_INPUTS and _has_upload_button(declared)):
                 problems.append(f"{where}: input {iname!r} is not an input of {cls} "
                                 f"(inputs: {', '.join(declared) or 'none'})")
         for iname in (info.get("input") or {}).get("required", {}):
@@ -182,6 +199,6 @@ def execution_targets(wf: Workflow, names: list[str], object_info: Mapping[str, 
     return targets
 
 
-__all__ = ["WIDGET_TYPES", "input_spec", "combo_options", "choices_in", "output_nodes", "check_object_info",
+__all__ = ["WIDGET_TYPES", "UPLOAD_INPUTS", "input_spec", "combo_options", "widget_default", "choices_in", "output_nodes", "check_object_info",
            "missing_node_types",
            "execution_targets", "is_link"]
