@@ -216,3 +216,21 @@ async def test_a_pasted_eta_0_a_sampler_cannot_run_names_the_pasted_setting(clie
     errors = (await resp.json())["errors"]
     assert errors.startswith("infotext.eta_ancestral: DPM++ SDE runs with eta 1 here"), errors
     assert comfy_double.prompts == []
+
+
+@pytest.mark.parametrize("vae,expected", [("vae-ft-mse-840000-ema-pruned.safetensors",
+                                           "vae-ft-mse-840000-ema-pruned.safetensors"),
+                                          ("someone_elses.safetensors", "None")])
+async def test_the_vae_an_infotext_names_is_pasted_as_sd_vae(client, comfy_double, vae, expected):
+    # sd_vae's OptionInfo has infotext='VAE': get_override_settings pastes it; a VAE A1111 lacks runs as "None"
+    # (sd_vae.resolve_vae_from_setting: "Couldn't find VAE named ...; using None instead")
+    resp = await client.post("/sdapi/v1/txt2img", json={"infotext": _text(f"VAE: {vae}")})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["parameters"]["override_settings"] == {"sd_vae": expected}
+    graph = comfy_double.prompts[-1]["prompt"]
+    loaders = {nid: n["inputs"]["vae_name"] for nid, n in graph.items() if n["class_type"] == "VAELoader"}
+    used = [loaders[v[0]] for n in graph.values() for v in n["inputs"].values()
+            if isinstance(v, list) and len(v) == 2 and v[0] in loaders]
+    assert used == ([vae] if expected != "None" else [])
+    assert (f"VAE: {vae}" in json.loads(body["info"])["infotexts"][0]) is (expected != "None")

@@ -202,7 +202,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("Clip skip", "CLIP_stop_at_last_layers"), ("ENSD", "eta_noise_seed_delta"),
     ("Noise multiplier", "initial_noise_multiplier"), ("RNG", "randn_source"), ("Eta", "eta_ancestral"),
     ("Eta DDIM", "eta_ddim"), ("Sigma churn", "s_churn"), ("Sigma tmin", "s_tmin"), ("Sigma tmax", "s_tmax"),
-    ("Sigma noise", "s_noise"), ("NGMS", "s_min_uncond"), ("Tiling", "tiling"),
+    ("Sigma noise", "s_noise"), ("NGMS", "s_min_uncond"), ("Tiling", "tiling"), ("VAE", "sd_vae"),
 )
 
 

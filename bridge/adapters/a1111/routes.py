@@ -84,6 +84,9 @@ async def with_infotext(request: web.Request, req: models.RequestT) -> models.Re
     for key, value in infotext.pasted_settings(params, lambda k: opts.value(stored, k),
                                                lambda k: opts.defaults()[k]).items():
         if key not in overrides and _runs_here(key, value):
+            if key == "sd_vae" and value not in ("Automatic", "None") \
+                    and match_vae(value, await live_choices(_engine(request), "VAELoader.vae_name")) is None:
+                value = "None"  # A1111: "Couldn't find VAE named ...; using None instead" (the checkpoint's own)
             overrides[key] = value
             # the option checks name it inside override_settings, the workflow's checks by its option name
             pasted |= {f"override_settings.{key}", key}
