@@ -36,7 +36,7 @@ def text_chunks(b64: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("upscaler,postprocessing", [
-    ("Lanczos", "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"),
+    ("Lanczos", "Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos"),
     ("None", ""),
 ])
 async def test_extras_keep_the_source_images_infotext(client, comfy_double, upscaler, postprocessing):
@@ -69,7 +69,7 @@ async def test_png_info_reads_the_upscaled_pictures_parameters(client, comfy_dou
     assert resp.status == 200, await resp.text()
     out = await resp.json()
     assert out["info"] == GENERATED and out["parameters"]["Seed"] == "123"
-    assert out["items"]["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+    assert out["items"]["postprocessing"] == "Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos"
 
 
 async def test_img2img_parameters_echo_the_batch_size_sent(client, comfy_double):
@@ -122,3 +122,14 @@ async def test_generated_images_carry_no_text_without_enable_pnginfo(client, com
     resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64})
     assert resp.status == 200, await resp.text()
     assert text_chunks((await resp.json())["images"][0]) == {}
+
+
+@pytest.mark.parametrize("sent,written", [({}, "2"), ({"upscaling_resize": 2}, "2.0"), ({"upscaling_resize": "3"}, "3.0"),
+                                          ({"upscaling_resize": 1.5}, "1.5")])
+async def test_extras_write_the_factor_as_a1111s_model_gives_it(client, comfy_double, sent, written):
+    # ExtrasBaseRequest's `upscaling_resize: float = Field(default=2)`: pydantic makes a sent value a float, the
+    # unvalidated default stays the int 2; postprocessing_upscale puts it into the infotext as it is
+    resp = await client.post("/sdapi/v1/extra-single-image", json={"image": png_b64(), "upscaler_1": "Lanczos",
+                                                                   **sent})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["html_info"] == f"<p>Postprocess upscale by: {written}, Postprocess upscaler: Lanczos</p>"

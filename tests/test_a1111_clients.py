@@ -181,7 +181,7 @@ async def test_a1111_own_extras_tests(client, comfy_double):
     assert resp.status == 200, await resp.text()
     out = await resp.json()
     assert decode(out["image"]).size == (128, 128)
-    assert out["html_info"] == "<p>Postprocess upscale by: 2, Postprocess upscaler: Lanczos</p>"
+    assert out["html_info"] == "<p>Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos</p>"
     graph = graphs(comfy_double)[-1]
     assert [(n["width"], n["height"], n["upscale_method"]) for n in node_inputs(graph, "ImageScale")][0] == (
         128, 128, "lanczos")
@@ -531,7 +531,7 @@ async def test_webuiapi_start_up_lists_and_utilities(client, comfy_double):
     assert out["png_info"].info.startswith("boat\nSteps: 1,") and out["png_info"].parameters["Seed"] == "7"
     assert out["extras"].image.size == (64, 64) and out["extras"].info == "<p></p>"
     assert [im.size for im in out["upscaled"].images] == [(192, 144), (192, 144)]
-    assert out["upscaled"].info == ("<p>Postprocess upscale by: 3, Postprocess upscaler: R-ESRGAN 4x+, "
+    assert out["upscaled"].info == ("<p>Postprocess upscale by: 3.0, Postprocess upscaler: R-ESRGAN 4x+, "
                                     "Postprocess upscaler 2: Lanczos</p>")
     blend = [node_inputs(g, "ImageBlend")[0] for g in graphs(comfy_double) if node_inputs(g, "ImageBlend")]
     assert blend[-1]["blend_factor"] == 0.5  # upscaler_2 weighed in by its visibility

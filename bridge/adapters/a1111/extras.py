@@ -356,18 +356,14 @@ async def _upscaled(request: web.Request, body: ExtrasBase, images: list[tuple[s
         if body.upscaling_crop is not False:
             info += f", Postprocess crop to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
     else:
-        info = f"Postprocess upscale by: {_num(body.upscaling_resize)}"
+        # as A1111 writes the value its model gives: a float when sent (2.0), its unvalidated default 2 when not
+        info = f"Postprocess upscale by: {2 if body.upscaling_resize is None else body.upscaling_resize}"
     info += f", Postprocess upscaler: {first.name}"
     if second is not None and visibility > 0:
         info += f", Postprocess upscaler 2: {second.name}"
     fit = body.resize_mode == 1
     return await image_io.run_in_pool(lambda: [_answer(p, c if fit else None, chunks(s, info))
                                                for p, c, s in done]), info
-
-
-def _num(value: float | None) -> str:
-    value = 2 if value is None else value
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _png(im: Image.Image, chunks: Mapping[str, str] | None = None) -> bytes:
