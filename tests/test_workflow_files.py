@@ -304,3 +304,81 @@ def test_notes_in_an_api_files_meta_are_read_only_in_their_shape(tmp_path: Path,
     wf = _draft_and_load(tmp_path, graph, "odd_meta", OI, "KSampler")
     assert wf.parameters["seed"].default == 0
     assert "randomize" not in json.dumps(json.loads((tmp_path / "out" / "odd_meta.json").read_text())["3"])
+
+
+SUB_ID = "6a0c4d1e-0000-4000-8000-00000000beef"
+
+
+def _ksampler_in_a_subgraph(workflows: dict[str, W.Workflow], seed_shown: list | None) -> tuple[dict, dict]:
+    """txt2img as the editor saves it after "Convert to Subgraph" on its KSampler: the sampler inside a definition
+    whose inputs are the sampler's four links and, where `seed_shown` is given, its seed shown as the instance's
+    widget with those widgets_values. Returns (the file, the plain editor file it came from)."""
+    plain, sampler = _editor_txt2img(workflows)
+    ui = copy.deepcopy(plain)
+    inst = next(n for n in ui["nodes"] if n["id"] == sampler["id"])
+    inner = {**copy.deepcopy(sampler), "id": 1}
+    rows, inputs = [], []
+    for slot, inp in enumerate(sampler["inputs"]):
+        rows.append({"id": 100 + slot, "origin_id": -10, "origin_slot": slot, "target_id": 1, "target_slot": slot,
+                     "type": inp["type"]})
+        inner["inputs"][slot]["link"] = 100 + slot
+        inputs.append({"name": inp["name"], "type": inp["type"], "link": inp["link"]})
+    if seed_shown is not None:
+        slot = len(inputs)
+        inner["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 100 + slot})
+        rows.append({"id": 100 + slot, "origin_id": -10, "origin_slot": slot, "target_id": 1,
+                     "target_slot": len(inner["inputs"]) - 1, "type": "INT"})
+        inputs.append({"name": "seed", "label": "noise seed", "type": "INT", "widget": {"name": "seed"},
+                       "link": None})
+    inner["outputs"] = [{"name": "LATENT", "type": "LATENT", "links": [200]}]
+    rows.append({"id": 200, "origin_id": 1, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "LATENT"})
+    inst.update(type=SUB_ID, inputs=inputs, widgets_values=seed_shown or [])
+    ui["definitions"] = {"subgraphs": [{"id": SUB_ID, "name": "sampler", "nodes": [inner], "links": rows,
+                                        "inputs": [], "outputs": [], "widgets": []}]}
+    return ui, plain
+
+
+def _canon(graph: dict, nid: str) -> tuple:
+    """A node as what it computes (its class, its values, what feeds each link), ids left out."""
+    node = graph[nid]
+    return (node["class_type"], tuple(sorted(
+        (k, _canon(graph, v[0]) + (v[1],) if W.is_link(v) else repr(v)) for k, v in node["inputs"].items())))
+
+
+def _saved(graph: dict) -> tuple:
+    return _canon(graph, next(nid for nid, n in graph.items() if n["class_type"] == "SaveImage"))
+
+
+def test_a_subgraph_is_flattened_as_the_frontend_queues_it(workflows: dict[str, W.Workflow]) -> None:
+    # subgraphs (ComfyUI frontend 1.24+) were refused: "convert them to nodes in the editor first"
+    ui, plain = _ksampler_in_a_subgraph(workflows, None)
+    assert _saved(W.editor_to_api(ui, OI)) == _saved(W.editor_to_api(plain, OI))
+    # the seed shown on the instance (with its control after generate) is the value that runs
+    ui, plain = _ksampler_in_a_subgraph(workflows, [1234, "fixed"])
+    graph = W.editor_to_api(ui, OI)
+    assert next(n for n in graph.values() if n["class_type"] == "KSampler")["inputs"]["seed"] == 1234
+    next(n for n in plain["nodes"] if n["type"] == "KSampler")["widgets_values"][0] = 1234
+    assert _saved(graph) == _saved(W.editor_to_api(plain, OI))
+    # a muted instance is left out with what it holds, as a muted node
+    next(n for n in ui["nodes"] if n.get("type") == SUB_ID)["mode"] = 2
+    assert "KSampler" not in {n["class_type"] for n in W.editor_to_api(ui, OI).values()}
+
+
+def test_a_subgraphs_shown_widget_is_drafted_as_one_parameter_named_as_shown(tmp_path: Path,
+                                                                            workflows: dict[str, W.Workflow]) -> None:
+    ui, _ = _ksampler_in_a_subgraph(workflows, [77, "randomize"])
+    seed = _draft_and_load(tmp_path, ui, "sub").parameters["noise_seed"]
+    assert seed.random_value == seed.default == -1 and [t.input for t in seed.targets] == ["seed"]
+    ui, _ = _ksampler_in_a_subgraph(workflows, [77, "fixed"])
+    assert _draft_and_load(tmp_path, ui, "sub_fixed").parameters["noise_seed"].default == 77
+
+
+def test_a_subgraph_that_contains_itself_is_refused_in_one_line(workflows: dict[str, W.Workflow]) -> None:
+    ui, _ = _ksampler_in_a_subgraph(workflows, None)
+    sub = ui["definitions"]["subgraphs"][0]
+    sub["nodes"].append({"id": 9, "type": SUB_ID, "mode": 0, "inputs": [], "outputs": [{"type": "LATENT"}]})
+    sub["nodes"][0]["inputs"][0]["link"] = 300
+    sub["links"].append({"id": 300, "origin_id": 9, "origin_slot": 0, "target_id": 1, "target_slot": 0,
+                         "type": "LATENT"})
+    with pytest.raises(WorkflowError, match="nested more than 32 deep"):
+        W.editor_to_api(ui, OI)

@@ -187,14 +187,124 @@ def _bypass_input(inputs: list[Any], outputs: list[Any], slot: int, want: Any) -
     return next((i for i, t in enumerate(types) if _fits(t, out_type) and _fits(t, want)), None)
 
 
+# The frontend's virtual nodes inside a subgraph: links from a subgraph input leave the first, links to a subgraph
+# output end at the second (litegraph's SUBGRAPH_INPUT_ID and SUBGRAPH_OUTPUT_ID).
+_SUBGRAPH_IN, _SUBGRAPH_OUT = -10, -20
+# The values of an INT widget's control after generate
+_CONTROLS = ("fixed", "increment", "decrement", "randomize")
+# Subgraphs inside subgraphs, at most this deep (a definition that contains itself would never end).
+MAX_SUBGRAPH_DEPTH = 32
+
+
+def _link_row(row: Any) -> tuple[int, int, int, int, int, Any]:
+    """(id, origin, origin slot, target, target slot, type) of a link: a list at the top level, an object in a
+    subgraph's definition."""
+    if isinstance(row, dict):
+        return (int(row["id"]), int(row["origin_id"]), int(row["origin_slot"]), int(row["target_id"]),
+                int(row["target_slot"]), row.get("type"))
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]), (row[5] if len(row) > 5 else None)
+
+
+def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
+    """The workflow with every subgraph instance replaced by its definition's nodes, as the frontend flattens
+    it for the queue: a link from a subgraph input carries what feeds the instance's input; a link from the
+    instance's output, what feeds the subgraph output inside. A subgraph input the instance does not feed but
+    shows as a widget becomes a PrimitiveNode holding the instance's value, titled as the input, so that the
+    value lands in every widget it drives and a draft makes one parameter of it. A muted or bypassed instance stays
+    one node, which editor_to_api leaves out or passes through as any other."""
+    defs = {d["id"]: d for d in ui["definitions"]["subgraphs"] if isinstance(d, dict) and isinstance(d.get("id"), str)}
+    ids = [int(n["id"]) for n in ui.get("nodes") or []] + [int(n["id"]) for d in defs.values()
+                                                          for n in d.get("nodes") or []]
+    links = [_link_row(r)[0] for r in ui.get("links") or []] + [_link_row(r)[0] for d in defs.values()
+                                                                for r in d.get("links") or []]
+    fresh_node, fresh_link = iter(range(max(ids, default=0) + 1, 2**62)), iter(range(max(links, default=0) + 1, 2**62))
+    out_nodes: list[dict[str, Any]] = []
+    out_links: list[list[Any]] = []
+
+    def level(nodes: list[Any], rows: list[Any], bound: dict[int, tuple[int, int] | None],
+              promoted: dict[int, dict[str, Any]], depth: int) -> dict[int, tuple[int, int] | None]:
+        if depth > MAX_SUBGRAPH_DEPTH:
+            raise WorkflowError(f"subgraphs are nested more than {MAX_SUBGRAPH_DEPTH} deep (one contains itself?)")
+        by_link = {r[0]: r for r in map(_link_row, rows or [])}
+        inline = {int(n["id"]): n for n in nodes or [] if n.get("type") in defs and n.get("mode") not in (_MUTED, _BYPASS)}
+        new_id = {int(n["id"]): next(fresh_node) for n in nodes or [] if int(n["id"]) not in inline}
+        inlined: dict[int, dict[int, tuple[int, int] | None]] = {}
+        made: dict[int, int] = {}  # subgraph input slot -> the PrimitiveNode standing for its widget
+
+        def resolve(origin: int, slot: int) -> tuple[int, int] | None:
+            if origin == _SUBGRAPH_IN:
+                return bound.get(slot)
+            if origin in inline:
+                if origin not in inlined:
+                    inlined[origin] = expand(inline[origin])
+                return inlined[origin].get(slot)
+            return (new_id[origin], slot) if origin in new_id else None
+
+        def feed(link_id: Any) -> tuple[int, int] | None:
+            row = by_link.get(int(link_id)) if link_id is not None else None
+            if row is None:
+                return None
+            if row[1] == _SUBGRAPH_IN and bound.get(row[2]) is None and row[2] in promoted:
+                if row[2] not in made:
+                    made[row[2]] = next(fresh_node)
+                    out_nodes.append({"id": made[row[2]], "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                                      "title": promoted[row[2]]["name"],
+                                      "outputs": [{"name": "value", "type": row[5], "links": []}],
+                                      "widgets_values": promoted[row[2]]["value"]})
+                return made[row[2]], 0
+            return resolve(row[1], row[2])
+
+        def expand(inst: Mapping[str, Any]) -> dict[int, tuple[int, int] | None]:
+            sub = defs[inst["type"]]
+            inputs = inst.get("inputs") or []
+            held = inst.get("widgets_values") if isinstance(inst.get("widgets_values"), list) else []
+            values: dict[int, dict[str, Any]] = {}
+            pos = 0
+            for k, inp in enumerate(inputs):
+                if not inp.get("widget") or pos >= len(held):
+                    continue
+                values[k] = {"name": inp.get("label") or inp.get("name") or f"input_{k}", "value": [held[pos]]}
+                pos += 1
+                if inp.get("type") == "INT" and pos < len(held) and held[pos] in _CONTROLS:
+                    values[k]["value"].append(held[pos])  # an INT widget's control after generate, if stored
+                    pos += 1
+            return level(sub.get("nodes") or [], sub.get("links") or [],
+                         {k: feed(inp.get("link")) for k, inp in enumerate(inputs)}, values, depth + 1)
+
+        for node in nodes or []:
+            nid = int(node["id"])
+            if nid in inline:
+                continue
+            copy = {**node, "id": new_id[nid], "inputs": [dict(i) for i in node.get("inputs") or []],
+                    "outputs": [{**o, "links": []} for o in node.get("outputs") or []]}
+            for slot, inp in enumerate(copy["inputs"]):
+                producer = feed(inp.get("link"))
+                inp["link"] = None
+                if producer is not None:
+                    inp["link"] = next(fresh_link)
+                    out_links.append([inp["link"], producer[0], producer[1], copy["id"], slot, inp.get("type")])
+            out_nodes.append(copy)
+        return {r[4]: resolve(r[1], r[2]) for r in by_link.values() if r[3] == _SUBGRAPH_OUT}
+
+    level(ui.get("nodes") or [], ui.get("links") or [], {}, {}, 0)
+    by_id = {n["id"]: n for n in out_nodes}
+    for row in out_links:  # outputs list their links again: a PrimitiveNode's value follows them
+        outputs = by_id[row[1]].setdefault("outputs", [])
+        while len(outputs) <= row[2]:
+            outputs.append({"name": "", "type": row[5], "links": []})
+        outputs[row[2]].setdefault("links", []).append(row[0])
+    return {**ui, "nodes": out_nodes, "links": out_links, "definitions": {}}
+
+
 def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict[str, Any]:
     """An editor-format workflow as the API graph ComfyUI's frontend would queue for it (`graphToPrompt`).
 
-    Reroutes are followed, a PrimitiveNode's value lands in the widget it drives, notes are dropped, muted nodes
-    are left out and bypassed nodes pass an input through (`_bypass_input`), as the frontend does.
+    Subgraphs are flattened (`_flatten_subgraphs`), reroutes are followed, a PrimitiveNode's value lands in the
+    widget it drives, notes are dropped, muted nodes are left out and bypassed nodes pass an input through
+    (`_bypass_input`), as the frontend does.
     """
-    if ui.get("definitions", {}).get("subgraphs"):
-        raise WorkflowError("the workflow uses subgraphs; convert them to nodes in the editor first")
+    if (ui.get("definitions") or {}).get("subgraphs"):
+        ui = _flatten_subgraphs(ui)
     nodes: dict[int, Any] = {}
     for n in ui.get("nodes") or []:
         if int(n["id"]) in nodes:
@@ -203,12 +313,7 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
                                 f"editor and save it again")
         nodes[int(n["id"])] = n
     # link id -> (origin node, origin slot)
-    origin: dict[int, tuple[int, int]] = {}
-    for row in ui.get("links") or []:
-        if isinstance(row, dict):
-            origin[int(row["id"])] = (int(row["origin_id"]), int(row["origin_slot"]))
-        else:
-            origin[int(row[0])] = (int(row[1]), int(row[2]))
+    origin = {r[0]: (r[1], r[2]) for r in map(_link_row, ui.get("links") or [])}
 
     def source(link_id: int | None, want: Any) -> list[Any] | None:
         """The real [node, slot] a link into an input of type `want` carries, through reroutes and bypassed nodes:
