@@ -382,3 +382,42 @@ def test_a_subgraph_that_contains_itself_is_refused_in_one_line(workflows: dict[
                          "type": "LATENT"})
     with pytest.raises(WorkflowError, match="nested more than 32 deep"):
         W.editor_to_api(ui, OI)
+
+
+def test_subgraphs_that_multiply_are_refused_before_they_flatten(workflows: dict[str, W.Workflow]) -> None:
+    # definition k uses definition k+1 twice: 24 small definitions would flatten to 2**24 nodes
+    ui, _ = _ksampler_in_a_subgraph(workflows, None)
+    defs = ui["definitions"]["subgraphs"]
+    for k in range(24):
+        uses = f"{SUB_ID[:-4]}{k + 1:04d}" if k < 23 else SUB_ID
+        defs.append({"id": f"{SUB_ID[:-4]}{k:04d}", "nodes": [
+            {"id": 1, "type": uses, "mode": 0, "inputs": [], "outputs": []},
+            {"id": 2, "type": uses, "mode": 0, "inputs": [], "outputs": []}], "links": []})
+    ui["nodes"].append({"id": 500, "type": f"{SUB_ID[:-4]}0000", "mode": 0, "inputs": [], "outputs": []})
+    with pytest.raises(WorkflowError, match="more than 20,000 nodes"):
+        W.editor_to_api(ui, OI)
+
+
+def test_a_subgraph_whose_outputs_nothing_reads_still_runs_what_it_holds(workflows: dict[str, W.Workflow]) -> None:
+    # the decode and the save moved into a subgraph with no outputs: its SaveImage is still queued
+    ui, _ = _editor_txt2img(workflows)
+    inside = [n for n in ui["nodes"] if n["type"] in ("VAEDecode", "SaveImage")]
+    decode = next(n for n in inside if n["type"] == "VAEDecode")
+    feeding = {inp["link"]: inp for inp in decode["inputs"]}
+    rows = [r for r in ui["links"] if r[0] in feeding]
+    inst_inputs = []
+    for k, row in enumerate(rows):
+        inst_inputs.append({"name": feeding[row[0]]["name"], "type": row[5], "link": row[0]})
+        row[3], row[4] = 600, k  # the parent's link now ends at the instance
+        feeding[row[0]]["link"] = 700 + k
+    inner_links = [{"id": 700 + k, "origin_id": -10, "origin_slot": k, "target_id": decode["id"],
+                    "target_slot": decode["inputs"].index(feeding[row[0]]), "type": row[5]}
+                   for k, row in enumerate(rows)]
+    inner_links += [{"id": r[0], "origin_id": r[1], "origin_slot": r[2], "target_id": r[3], "target_slot": r[4],
+                     "type": r[5]} for r in ui["links"] if r[3] in {n["id"] for n in inside} and r[0] not in feeding]
+    ui["links"] = [r for r in ui["links"] if r[3] not in {n["id"] for n in inside} or r[0] in feeding]
+    ui["nodes"] = [n for n in ui["nodes"] if n not in inside]
+    ui["nodes"].append({"id": 600, "type": SUB_ID, "mode": 0, "inputs": inst_inputs, "outputs": []})
+    ui["definitions"] = {"subgraphs": [{"id": SUB_ID, "nodes": inside, "links": inner_links}]}
+    plain, _ = _editor_txt2img(workflows)
+    assert _saved(W.editor_to_api(ui, OI)) == _saved(W.editor_to_api(plain, OI))

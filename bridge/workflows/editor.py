@@ -192,8 +192,11 @@ def _bypass_input(inputs: list[Any], outputs: list[Any], slot: int, want: Any) -
 _SUBGRAPH_IN, _SUBGRAPH_OUT = -10, -20
 # The values of an INT widget's control after generate
 _CONTROLS = ("fixed", "increment", "decrement", "randomize")
-# Subgraphs inside subgraphs, at most this deep (a definition that contains itself would never end).
+# Subgraphs inside subgraphs, at most this deep (a definition that contains itself would never end), and at most
+# this many nodes once flattened (a definition using the next one twice, ten deep, is a thousand copies; thirty
+# deep, a small file would be a billion).
 MAX_SUBGRAPH_DEPTH = 32
+MAX_FLAT_NODES = 20_000
 
 
 def _link_row(row: Any) -> tuple[int, int, int, int, int, Any]:
@@ -284,6 +287,10 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
                     inp["link"] = next(fresh_link)
                     out_links.append([inp["link"], producer[0], producer[1], copy["id"], slot, inp.get("type")])
             out_nodes.append(copy)
+            if len(out_nodes) > MAX_FLAT_NODES:
+                raise WorkflowError(f"the subgraphs flatten to more than {MAX_FLAT_NODES:,} nodes")
+        for nid in inline:  # an instance nothing reads from still runs what it holds (a SaveImage inside)
+            resolve(nid, 0)
         return {r[4]: resolve(r[1], r[2]) for r in by_link.values() if r[3] == _SUBGRAPH_OUT}
 
     level(ui.get("nodes") or [], ui.get("links") or [], {}, {}, 0)
