@@ -11,6 +11,7 @@ import pytest
 from bridge import workflows as W
 from bridge.errors import WorkflowError
 from tests.support.double import object_info_for
+from tests.support.subgraphs import SUB_ID, sampler_in_a_subgraph
 
 OI = object_info_for(["tiny.safetensors"], ["example.png"])
 
@@ -306,36 +307,10 @@ def test_notes_in_an_api_files_meta_are_read_only_in_their_shape(tmp_path: Path,
     assert "randomize" not in json.dumps(json.loads((tmp_path / "out" / "odd_meta.json").read_text())["3"])
 
 
-SUB_ID = "6a0c4d1e-0000-4000-8000-00000000beef"
-
-
 def _ksampler_in_a_subgraph(workflows: dict[str, W.Workflow], seed_shown: list | None) -> tuple[dict, dict]:
-    """txt2img as the editor saves it after "Convert to Subgraph" on its KSampler: the sampler inside a definition
-    whose inputs are the sampler's four links and, where `seed_shown` is given, its seed shown as the instance's
-    widget with those widgets_values. Returns (the file, the plain editor file it came from)."""
-    plain, sampler = _editor_txt2img(workflows)
-    ui = copy.deepcopy(plain)
-    inst = next(n for n in ui["nodes"] if n["id"] == sampler["id"])
-    inner = {**copy.deepcopy(sampler), "id": 1}
-    rows, inputs = [], []
-    for slot, inp in enumerate(sampler["inputs"]):
-        rows.append({"id": 100 + slot, "origin_id": -10, "origin_slot": slot, "target_id": 1, "target_slot": slot,
-                     "type": inp["type"]})
-        inner["inputs"][slot]["link"] = 100 + slot
-        inputs.append({"name": inp["name"], "type": inp["type"], "link": inp["link"]})
-    if seed_shown is not None:
-        slot = len(inputs)
-        inner["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 100 + slot})
-        rows.append({"id": 100 + slot, "origin_id": -10, "origin_slot": slot, "target_id": 1,
-                     "target_slot": len(inner["inputs"]) - 1, "type": "INT"})
-        inputs.append({"name": "seed", "label": "noise seed", "type": "INT", "widget": {"name": "seed"},
-                       "link": None})
-    inner["outputs"] = [{"name": "LATENT", "type": "LATENT", "links": [200]}]
-    rows.append({"id": 200, "origin_id": 1, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "LATENT"})
-    inst.update(type=SUB_ID, inputs=inputs, widgets_values=seed_shown or [])
-    ui["definitions"] = {"subgraphs": [{"id": SUB_ID, "name": "sampler", "nodes": [inner], "links": rows,
-                                        "inputs": [], "outputs": [], "widgets": []}]}
-    return ui, plain
+    """txt2img as the editor saves it after "Convert to Subgraph" on its KSampler, and the plain file."""
+    plain, _ = _editor_txt2img(workflows)
+    return sampler_in_a_subgraph(plain, seed_shown), plain
 
 
 def _canon(graph: dict, nid: str) -> tuple:

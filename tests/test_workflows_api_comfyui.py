@@ -19,6 +19,7 @@ from bridge import workflows as W
 from bridge.app import create_app
 from bridge.config import load_settings
 from tests.support.imaging import decode_png_data_url
+from tests.support.subgraphs import sampler_in_a_subgraph
 from tests.support.tiny_models import TINY_CHECKPOINT
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.asyncio]
@@ -50,13 +51,18 @@ async def served(comfyui: Any, aiohttp_client: Any, tmp_path: Path) -> Any:
                    "--description", "A tiny SD scene, pixelated by the pack.",
                    "--nodes", "KSampler", "EmptyLatentImage", "Pixelate", "CLIPTextEncode"])
     assert code == 0
+    # the same graph after "Convert to Subgraph" on the sampler, its seed shown on the instance
+    sub_file = tmp_path / "pixel_scene_sub.json"
+    sub_file.write_text(json.dumps(sampler_in_a_subgraph(json.loads(editor_file.read_text()), [3, "fixed"])))
+    assert W.main(["new", str(sub_file), "--name", "pixel_scene_sub", "--url", comfyui.url, "--out", str(shared),
+                   "--nodes", "Pixelate", "CLIPTextEncode", "KSampler"]) == 0
     settings = load_settings({"data_dir": tmp_path / "data", "comfyui_urls": [comfyui.url],
                               "extra_workflows_dirs": [str(shared)]}, env_file=None)
     return await aiohttp_client(create_app(settings, adapter_names=["jobs_api"]))
 
 
-async def run(client: Any, parameters: dict[str, Any]) -> dict[str, Any]:
-    resp = await client.post("/workflows/pixel_scene?wait=300", json={"parameters": parameters})
+async def run(client: Any, parameters: dict[str, Any], name: str = "pixel_scene") -> dict[str, Any]:
+    resp = await client.post(f"/workflows/{name}?wait=300", json={"parameters": parameters})
     job = await resp.json()
     assert resp.status == 200 and job["status"] == "completed", job
     return job
@@ -83,3 +89,14 @@ async def test_a_tuned_editor_graph_is_served_with_no_python(served: Any) -> Non
     resp = await served.post("/workflows/pixel_scene", json={"parameters": {"pixel_size": 0}})
     body = await resp.json()
     assert resp.status == 400 and body["field"] == "pixel_size"
+
+
+async def test_a_graph_with_a_subgraph_runs_as_the_same_graph_flat(served: Any) -> None:
+    # flattened as the frontend queues it: the subgraph's shown seed is one parameter, and the picture is the
+    # plain graph's, pixel for pixel
+    props = (await (await served.get("/workflows/pixel_scene_sub")).json())["parameters"]["properties"]
+    assert props["noise_seed"]["default"] == 3 and "seed" not in props
+    flat = await run(served, {"seed": 9, "prompt": "a red house", "pixel_size": 8})
+    nested = await run(served, {"noise_seed": 9, "prompt": "a red house", "pixel_size": 8}, "pixel_scene_sub")
+    a, b = (np.asarray(decode_png_data_url(j["result"]["images"][0]).convert("RGB")) for j in (flat, nested))
+    assert a.shape == (8, 8, 3) and np.array_equal(a, b)
