@@ -153,7 +153,7 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
     desc = opts.get("tooltip") or f"{cls} {name}"
     if isinstance(kind, list) or kind == "COMBO":
         if choices and value not in choices:
-            # a shared graph's model file this backend lacks: a default every call that leaves it out is refused for
+            # a shared graph's model file this backend lacks: as the default, every call leaving it out is refused
             desc = f"{desc} (the graph's {str(value)[:120]!r} is not on the backend; its first choice is the default)"
             value = choices[0]
         # Live list: a fixed one in the manifest would go stale as models come and go on the backend.
