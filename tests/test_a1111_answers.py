@@ -133,3 +133,23 @@ async def test_extras_write_the_factor_as_a1111s_model_gives_it(client, comfy_do
                                                                    **sent})
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["html_info"] == f"<p>Postprocess upscale by: {written}, Postprocess upscaler: Lanczos</p>"
+
+
+@pytest.mark.parametrize("body,field", [({"seed": 2**64 - 1, "batch_size": 2}, "seed"),
+                                        ({"seed": 5, "subseed": 2**64 - 2, "n_iter": 3, "subseed_strength": 0.5},
+                                         "subseed")])
+async def test_a_seed_the_batch_counts_past_the_range_is_named_as_sent(client, comfy_double, body, field):
+    # image i gets seed + i: the workflow's check named the sum (18446744073709551616), a number nobody sent
+    resp = await client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                        **body})
+    assert resp.status == 400, await resp.text()
+    errors = (await resp.json())["errors"]
+    assert errors.startswith(f"{field}: {body[field]} leaves no room for") and "18446744073709551616" not in errors
+    assert comfy_double.prompts == []
+    ok = await client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                      "seed": 2**64 - 2, "batch_size": 2})
+    assert ok.status == 200, await ok.text()
+    # without a variation strength A1111 draws nothing from the subseeds: past the range, they do no harm
+    ok = await client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                      "subseed": 2**64 - 1, "batch_size": 2})
+    assert ok.status == 200, await ok.text()

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from bridge import samplers as a1111_samplers
+from bridge.fields import SEED_MAX
 
 from . import infotext as infotext_mod
 from . import options as opts
@@ -191,6 +192,10 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
     # it; with a variation strength every image keeps the seed and the variation seed counts up instead.
     seeds = [seed + (i if strength == 0 else 0) for i in range(count)]
     subseeds = [subseed + i for i in range(count)]
+    for name, first, drawn in (("seed", seed, seeds), ("subseed", subseed, subseeds if strength else [0])):
+        if drawn[-1] > SEED_MAX:  # named as sent: the client never sent the sum the workflow's check would name
+            raise field_error(name, f"{first} leaves no room for {count} images (seed + 0 .. seed + {count - 1}); "
+                                    f"at most {SEED_MAX - count + 1} for this batch")
     resize_w, resize_h = req.seed_resize_from_w or 0, req.seed_resize_from_h or 0
     seed_resize = (resize_w, resize_h) if resize_w > 0 and resize_h > 0 else None
 
