@@ -203,24 +203,21 @@ def _fill_missing_widgets(node: dict[str, Any], info: Mapping[str, Any]) -> None
 
 def _prompt_roles(graph: Mapping[str, Any]) -> dict[str, str]:
     """node id -> "prompt" / "negative_prompt" for the nodes whose output reaches a sampler's `positive` or
-    `negative` input (through any conditioning nodes between), where it reaches only one of them."""
-    consumers: dict[str, list[tuple[str, str]]] = {}
-    for nid, node in graph.items():
-        for iname, (src, _) in links(node):
-            consumers.setdefault(str(src), []).append((nid, iname))
-    roles: dict[str, str] = {}
-    for start in graph:
-        seen, todo, found = {start}, [start], set()
+    `negative` input (through any conditioning nodes between), where it reaches only one of them. Walked up from
+    those inputs, once per side, so a large graph costs its size, not its size squared."""
+    reach: dict[str, set[str]] = {}
+    for side in ("positive", "negative"):
+        todo = [str(v[0]) for node in graph.values() for iname, v in links(node) if iname == side]
+        seen = set(todo)
         while todo:
-            for dst, iname in consumers.get(todo.pop(), []):
-                if iname in ("positive", "negative"):
-                    found.add(iname)
-                elif dst not in seen:
-                    seen.add(dst)
-                    todo.append(dst)
-        if len(found) == 1:
-            roles[start] = "prompt" if found == {"positive"} else "negative_prompt"
-    return roles
+            node = graph.get(todo.pop())
+            for iname, (src, _) in links(node) if node is not None else ():
+                if iname not in ("positive", "negative") and str(src) not in seen:
+                    seen.add(str(src))
+                    todo.append(str(src))
+        reach[side] = seen
+    return {**{nid: "prompt" for nid in reach["positive"] - reach["negative"]},
+            **{nid: "negative_prompt" for nid in reach["negative"] - reach["positive"]}}
 
 
 def _notes(meta: dict[str, Any]) -> tuple[set[str], dict[str, dict[str, Any]]]:
