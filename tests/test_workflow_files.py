@@ -357,6 +357,11 @@ def test_a_subgraph_that_contains_itself_is_refused_in_one_line(workflows: dict[
                          "type": "LATENT"})
     with pytest.raises(WorkflowError, match="nested more than 32 deep"):
         W.editor_to_api(ui, OI)
+    # an instance whose definition the file lacks is named as one, not as a node type to install
+    ui, _ = _ksampler_in_a_subgraph(workflows, None)
+    ui["definitions"]["subgraphs"][0]["id"] = SUB_ID.replace("beef", "f00d")
+    with pytest.raises(WorkflowError, match=f"instance of subgraph {SUB_ID}, which the file does not define"):
+        W.editor_to_api(ui, OI)
 
 
 def test_subgraphs_that_multiply_are_refused_before_they_flatten(workflows: dict[str, W.Workflow]) -> None:

@@ -8,6 +8,7 @@ stores widget values by position, and only the node's declared input order says 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -190,6 +191,8 @@ def _bypass_input(inputs: list[Any], outputs: list[Any], slot: int, want: Any) -
 # The frontend's virtual nodes inside a subgraph: links from a subgraph input leave the first, links to a subgraph
 # output end at the second (litegraph's SUBGRAPH_INPUT_ID and SUBGRAPH_OUTPUT_ID).
 _SUBGRAPH_IN, _SUBGRAPH_OUT = -10, -20
+# A subgraph instance's type: its definition's id
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # The values of an INT widget's control after generate
 _CONTROLS = ("fixed", "increment", "decrement", "randomize")
 # Subgraphs inside subgraphs, at most this deep (a definition that contains itself would never end), and at most
@@ -364,6 +367,9 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
         if cls in _UI_ONLY or node.get("mode") in (_MUTED, _BYPASS):
             continue
         info = object_info.get(cls)
+        if info is None and isinstance(cls, str) and _UUID.fullmatch(cls):
+            raise WorkflowError(f"node {nid} is an instance of subgraph {cls}, which the file does not define "
+                                f"(copied from another workflow?); open the workflow in the editor and save it again")
         if info is None:
             raise WorkflowError(f"node {nid} ({cls}) is not installed on the backend; install it or remove the node")
         ui_inputs = {i["name"]: i for i in node.get("inputs") or []}
