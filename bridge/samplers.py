@@ -159,6 +159,23 @@ def by_name(name: str) -> Sampler | None:
     return _SAMPLERS_BY_NAME.get(name, _SAMPLERS_BY_NAME.get(name.lower()))
 
 
+def split_label(label: str) -> tuple[str, Scheduler | None]:
+    """A sampler label as A1111 reads it: (sampler name, the schedule a legacy label carries as a suffix, as in
+    "DPM++ 2M Karras"); A1111 strips any scheduler label, name or alias."""
+    if label in _SAMPLERS_BY_NAME:
+        return label, None
+    for sched in SCHEDULERS:
+        for opt in (sched.label, sched.name, *sched.aliases):
+            if label.endswith(" " + opt):
+                return label[: -(len(opt) + 1)], sched
+    return label, None
+
+
+def is_label(label: str) -> bool:
+    """Whether A1111 knows the label (a sampler's name or alias, with or without a schedule suffix)."""
+    return by_name(split_label(label)[0]) is not None
+
+
 def resolve(sampler_name: str | None, scheduler_name: str | None,
             comfy_samplers: Iterable[str] | None = None,
             comfy_schedulers: Iterable[str] | None = None, *, steps: int | None = None,
@@ -174,19 +191,8 @@ def resolve(sampler_name: str | None, scheduler_name: str | None,
     live_schedulers = set(comfy_schedulers) if comfy_schedulers is not None else None
 
     found = _SCHEDULERS_BY_NAME.get(scheduler_name or "", AUTOMATIC)
-    name = sampler_name or DEFAULT_SAMPLER.name
-    if name not in _SAMPLERS_BY_NAME:
-        # A legacy name carries its schedule as a suffix; A1111 strips any scheduler label, name or alias.
-        for sched in SCHEDULERS:
-            stripped = False
-            for opt in (sched.label, sched.name, *sched.aliases):
-                if name.endswith(" " + opt):
-                    found = sched
-                    name = name[: -(len(opt) + 1)]
-                    stripped = True
-                    break
-            if stripped:
-                break
+    name, suffix = split_label(sampler_name or DEFAULT_SAMPLER.name)
+    found = suffix or found
     sampler = by_name(name) or DEFAULT_SAMPLER
     if not _available(sampler, live_samplers):
         sampler = next((s for s in SAMPLERS if _available(s, live_samplers)), DEFAULT_SAMPLER)

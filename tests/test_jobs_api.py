@@ -148,14 +148,29 @@ async def test_random_seed_is_chosen_reported_and_used(client: Any, comfy_double
     ("DPM++ 2M Karras", "dpmpp_2m", "karras"),
     ("heun", "heun", "normal"),                   # ComfyUI's own name
     ("dpmpp_2m_sde", "dpmpp_2m_sde", "normal"),   # ComfyUI's own name
+    # any other A1111 label, read as A1111 1.10 reads it (they were a 400)
+    ("DPM2 Karras", "dpm_2", "karras"),
+    ("LMS Karras", "lms", "karras"),
+    ("DPM fast", "dpm_fast", "normal"),
+    ("Restart", "heun", "karras"),                # below 20 steps, exactly Heun on Karras sigmas
 ])
 async def test_sampler_names(client: Any, comfy_double: StyleDouble, sampler: str, comfy: str,
                              scheduler: str) -> None:
     accepted = await submit(client, "text2img", {"prompt": "x", "width": 64, "height": 64, "steps": 1,
                                                  "sampler": sampler, "seed": 1})
-    await wait_job(client, accepted["id"])
+    job = await wait_job(client, accepted["id"])
     ks = node_of(last_graph(comfy_double), "KSampler")
     assert (ks["sampler_name"], ks["scheduler"]) == (comfy, scheduler)
+    assert job["result"]["parameters"]["samplerName"] == comfy and job["result"]["parameters"]["sampler"] == sampler
+
+
+async def test_a1111_cfg_pp_label_divides_the_guidance_as_a1111_does(client: Any, comfy_double: StyleDouble) -> None:
+    accepted = await submit(client, "text2img", {"prompt": "x", "width": 64, "height": 64, "steps": 1,
+                                                 "sampler": "DDIM CFG++", "guidanceScale": 5, "seed": 1})
+    job = await wait_job(client, accepted["id"])
+    ks = node_of(last_graph(comfy_double), "KSampler")
+    assert (ks["sampler_name"], ks["scheduler"], ks["cfg"]) == ("euler_cfg_pp", "ddim_uniform", 0.4)
+    assert job["result"]["parameters"]["guidanceScale"] == 5  # what the client sent
 
 
 async def test_model_by_file_name_or_stem(client: Any, comfy_double: StyleDouble) -> None:

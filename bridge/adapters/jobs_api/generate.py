@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, create_m
 from pydantic_core import PydanticCustomError
 
 from bridge import images as image_io
+from bridge import samplers as a1111_samplers
 from bridge.api import endpoint
 from bridge.engine import JobEngine
 from bridge.errors import BackendUnavailable, BridgeError, NotAvailable
@@ -72,7 +73,8 @@ class GenerateBase(Request):
     steps: Annotated[LooseInt, Field(ge=1, le=150)] | None = Field(None, description="Default JOBS_API_DEFAULT_STEPS.")
     guidanceScale: Annotated[LooseFloat, Field(ge=0.0, le=30.0)] | None = None
     seed: Seed = Field(None, description="-1 or absent: random (the job reports the seed used).")
-    sampler: Text | None = Field(None, description="euler_a, dpm++_2m, ddim, plms, ... or a ComfyUI sampler name.")
+    sampler: Text | None = Field(None, description="euler_a, dpm++_2m, ddim, plms, ..., an A1111 sampler label "
+                                                 "(\"DPM2 Karras\", \"Restart\") or a ComfyUI sampler name.")
     scheduler: Text | None = Field(None, description="A ComfyUI scheduler name; default: the sampler's own.")
     model: Text | None = Field(None, description="Checkpoint file name or stem (GET /models).")
     webhook: Webhook | None = Field(None, description="Where to POST signed messages when the job ends (a URL, or "
@@ -149,31 +151,39 @@ def model_stem(name: str) -> str:
     return PurePath(name).stem
 
 
-async def resolve_sampler(engine: JobEngine, sampler: str, scheduler: str | None) -> tuple[str, str]:
-    """(ComfyUI sampler_name, scheduler) for a client's sampler name (alias or ComfyUI's own)."""
+async def resolve_sampler(engine: JobEngine, sampler: str, scheduler: str | None,
+                          steps: int) -> tuple[str, str, float]:
+    """(ComfyUI sampler_name, scheduler, CFG factor) for a client's sampler name: an alias, ComfyUI's own, or an
+    A1111 label read as A1111 1.10 reads it (bridge/samplers.py: "DPM2 Karras", "Restart", "DDIM CFG++" whose
+    CFG A1111 divides by 12.5)."""
     samplers = await live_choices(engine, "KSampler.sampler_name")
     key = sampler.strip().lower().replace(" ", "_")
+    factor = 1.0
     if key in SAMPLER_ALIASES:
         name, default_scheduler = SAMPLER_ALIASES[key]
-        if samplers is not None and name not in samplers:
-            raise NotAvailable("sampler", f"Sampler {sampler} maps to ComfyUI's {name}, which this ComfyUI server "
-                                          f"does not have", valid_samplers(samplers))
-    elif samplers is None or sampler in samplers:
+    elif samplers is None and not a1111_samplers.is_label(sampler) or samplers is not None and sampler in samplers:
         # Without a backend to ask, a ComfyUI name passes here and is checked when the job is dispatched.
         name, default_scheduler = sampler, _NATIVE_SCHEDULER.get(sampler, "normal")
+    elif a1111_samplers.is_label(sampler):
+        label = a1111_samplers.resolve(sampler, None, steps=steps)
+        name, default_scheduler, factor = label.comfy_sampler, label.comfy_scheduler, label.cfg_factor
     else:
         valid = valid_samplers(samplers)
         aliases = [a for a in valid if a in SAMPLER_ALIASES]
-        raise NotAvailable("sampler", f"Unknown sampler {sampler!r}; valid samplers: {', '.join(aliases)}, or one "
-                                      f"of ComfyUI's {len(valid) - len(aliases)} sampler names (all in validValues)",
+        raise NotAvailable("sampler", f"Unknown sampler {sampler!r}; valid samplers: {', '.join(aliases)}, an "
+                                      f"A1111 sampler label, or one of ComfyUI's {len(valid) - len(aliases)} "
+                                      f"sampler names (all in validValues)",
                            valid)
+    if samplers is not None and name not in samplers:
+        raise NotAvailable("sampler", f"Sampler {sampler} maps to ComfyUI's {name}, which this ComfyUI server "
+                                      f"does not have", valid_samplers(samplers))
     if scheduler is None:
-        return name, default_scheduler
+        return name, default_scheduler, factor
     schedulers = await live_choices(engine, "KSampler.scheduler")
     if schedulers is not None and scheduler not in schedulers:
         raise NotAvailable("scheduler", f"Unknown scheduler {scheduler!r}; valid schedulers: "
                                         f"{', '.join(schedulers)}", schedulers)
-    return name, scheduler
+    return name, scheduler, factor
 
 
 def valid_samplers(live: list[str] | None) -> list[str]:
@@ -234,13 +244,13 @@ async def prepare(kind: str, body: GenerateBase, engine: JobEngine, settings: Jo
     # Chosen here rather than by the engine so the job can report it; u32 fits every client.
     seed = body.seed if body.seed is not None else rng.randint(0, 2**32 - 1)
     sampler_in = body.sampler or settings.default_sampler
-    # "" is how form-built clients leave a field unset: for the scheduler as for the sampler and the model
-    sampler_name, scheduler = await resolve_sampler(engine, sampler_in, body.scheduler or None)
     steps = body.steps or settings.default_steps
+    # "" is how form-built clients leave a field unset: for the scheduler as for the sampler and the model
+    sampler_name, scheduler, cfg_factor = await resolve_sampler(engine, sampler_in, body.scheduler or None, steps)
     cfg = body.guidanceScale if body.guidanceScale is not None else settings.default_guidance_scale
     params: dict[str, Any] = {"prompt": body.prompt or "", "negative_prompt": body.negativePrompt or "",
-                              "steps": steps, "cfg": cfg, "seed": seed, "sampler": sampler_name,
-                              "scheduler": scheduler}
+                              "steps": steps, "cfg": round(cfg * cfg_factor, 6), "seed": seed,
+                              "sampler": sampler_name, "scheduler": scheduler}
     reported: dict[str, Any] = {}
     width, height = body.width, body.height
     if isinstance(body, Img2ImgBody):
