@@ -401,3 +401,12 @@ def test_a_subgraph_whose_outputs_nothing_reads_still_runs_what_it_holds(workflo
     ui["definitions"] = {"subgraphs": [{"id": SUB_ID, "nodes": inside, "links": inner_links}]}
     plain, _ = _editor_txt2img(workflows)
     assert _saved(W.editor_to_api(ui, OI)) == _saved(W.editor_to_api(plain, OI))
+
+
+def test_a_subgraph_link_from_a_huge_slot_costs_nothing(workflows: dict[str, W.Workflow]) -> None:
+    # the outputs of a flattened node were padded up to a link's origin slot: 2**40 was a terabyte of lists
+    ui, _ = _ksampler_in_a_subgraph(workflows, None)
+    ui["definitions"]["subgraphs"][0]["links"][-1]["origin_slot"] = 2**40
+    graph = W.editor_to_api(ui, OI)
+    # the link is kept as the file says; the workflow checks name an output the node does not have
+    assert next(n for n in graph.values() if n["class_type"] == "VAEDecode")["inputs"]["samples"][1] == 2**40

@@ -7,6 +7,7 @@ stores widget values by position, and only the node's declared input order says 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import uuid
@@ -223,7 +224,7 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
                                                           for n in d.get("nodes") or []]
     links = [_link_row(r)[0] for r in ui.get("links") or []] + [_link_row(r)[0] for d in defs.values()
                                                                 for r in d.get("links") or []]
-    fresh_node, fresh_link = iter(range(max(ids, default=0) + 1, 2**62)), iter(range(max(links, default=0) + 1, 2**62))
+    fresh_node, fresh_link = itertools.count(max(ids, default=0) + 1), itertools.count(max(links, default=0) + 1)
     out_nodes: list[dict[str, Any]] = []
     out_links: list[list[Any]] = []
 
@@ -299,10 +300,9 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
     level(ui.get("nodes") or [], ui.get("links") or [], {}, {}, 0)
     by_id = {n["id"]: n for n in out_nodes}
     for row in out_links:  # outputs list their links again: a PrimitiveNode's value follows them
-        outputs = by_id[row[1]].setdefault("outputs", [])
-        while len(outputs) <= row[2]:
-            outputs.append({"name": "", "type": row[5], "links": []})
-        outputs[row[2]].setdefault("links", []).append(row[0])
+        outputs = by_id[row[1]].get("outputs") or []
+        if 0 <= row[2] < len(outputs):
+            outputs[row[2]]["links"].append(row[0])
     return {**ui, "nodes": out_nodes, "links": out_links, "definitions": {}}
 
 
