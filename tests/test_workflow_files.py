@@ -376,6 +376,10 @@ def test_subgraphs_that_multiply_are_refused_before_they_flatten(workflows: dict
     ui["nodes"].append({"id": 500, "type": f"{SUB_ID[:-4]}0000", "mode": 0, "inputs": [], "outputs": []})
     with pytest.raises(WorkflowError, match="more than 20,000 nodes"):
         W.editor_to_api(ui, OI)
+    # definitions of nothing but instances multiply as well: 2**24 expansions that add no node
+    defs[-1]["nodes"] = []
+    with pytest.raises(WorkflowError, match="more than 20,000 nodes"):
+        W.editor_to_api(ui, OI)
 
 
 def test_a_subgraph_whose_outputs_nothing_reads_still_runs_what_it_holds(workflows: dict[str, W.Workflow]) -> None:

@@ -219,7 +219,8 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
     shows as a widget becomes a PrimitiveNode holding the instance's value, titled as the input, so that the
     value lands in every widget it drives and a draft makes one parameter of it. A muted or bypassed instance stays
     one node, which editor_to_api leaves out or passes through as any other."""
-    defs = {d["id"]: d for d in ui["definitions"]["subgraphs"] if isinstance(d, dict) and isinstance(d.get("id"), str)}
+    defs = {d["id"]: d for d in ui["definitions"]["subgraphs"]
+            if isinstance(d, dict) and isinstance(d.get("id"), str)}
     ids = [int(n["id"]) for n in ui.get("nodes") or []] + [int(n["id"]) for d in defs.values()
                                                           for n in d.get("nodes") or []]
     links = [_link_row(r)[0] for r in ui.get("links") or []] + [_link_row(r)[0] for d in defs.values()
@@ -227,13 +228,15 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
     fresh_node, fresh_link = itertools.count(max(ids, default=0) + 1), itertools.count(max(links, default=0) + 1)
     out_nodes: list[dict[str, Any]] = []
     out_links: list[list[Any]] = []
+    expanded = [0]
 
     def level(nodes: list[Any], rows: list[Any], bound: dict[int, tuple[int, int] | None],
               promoted: dict[int, dict[str, Any]], depth: int) -> dict[int, tuple[int, int] | None]:
         if depth > MAX_SUBGRAPH_DEPTH:
             raise WorkflowError(f"subgraphs are nested more than {MAX_SUBGRAPH_DEPTH} deep (one contains itself?)")
         by_link = {r[0]: r for r in map(_link_row, rows or [])}
-        inline = {int(n["id"]): n for n in nodes or [] if n.get("type") in defs and n.get("mode") not in (_MUTED, _BYPASS)}
+        inline = {int(n["id"]): n for n in nodes or []
+                  if n.get("type") in defs and n.get("mode") not in (_MUTED, _BYPASS)}
         new_id = {int(n["id"]): next(fresh_node) for n in nodes or [] if int(n["id"]) not in inline}
         inlined: dict[int, dict[int, tuple[int, int] | None]] = {}
         made: dict[int, int] = {}  # subgraph input slot -> the PrimitiveNode standing for its widget
@@ -262,6 +265,9 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
             return resolve(row[1], row[2])
 
         def expand(inst: Mapping[str, Any]) -> dict[int, tuple[int, int] | None]:
+            expanded[0] += 1  # instances count as nodes: definitions of nothing but instances multiply too
+            if len(out_nodes) + expanded[0] > MAX_FLAT_NODES:
+                raise WorkflowError(f"the subgraphs flatten to more than {MAX_FLAT_NODES:,} nodes")
             sub = defs[inst["type"]]
             inputs = inst.get("inputs") or []
             held = inst.get("widgets_values") if isinstance(inst.get("widgets_values"), list) else []
@@ -291,7 +297,7 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
                     inp["link"] = next(fresh_link)
                     out_links.append([inp["link"], producer[0], producer[1], copy["id"], slot, inp.get("type")])
             out_nodes.append(copy)
-            if len(out_nodes) > MAX_FLAT_NODES:
+            if len(out_nodes) + expanded[0] > MAX_FLAT_NODES:
                 raise WorkflowError(f"the subgraphs flatten to more than {MAX_FLAT_NODES:,} nodes")
         for nid in inline:  # an instance nothing reads from still runs what it holds (a SaveImage inside)
             resolve(nid, 0)
