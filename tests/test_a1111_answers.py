@@ -124,15 +124,16 @@ async def test_generated_images_carry_no_text_without_enable_pnginfo(client, com
     assert text_chunks((await resp.json())["images"][0]) == {}
 
 
-@pytest.mark.parametrize("sent,written", [({}, "2"), ({"upscaling_resize": 2}, "2.0"), ({"upscaling_resize": "3"}, "3.0"),
-                                          ({"upscaling_resize": 1.5}, "1.5")])
+@pytest.mark.parametrize("sent,written", [({}, "2"), ({"upscaling_resize": 2}, "2.0"),
+                                          ({"upscaling_resize": "3"}, "3.0"), ({"upscaling_resize": 1.5}, "1.5")])
 async def test_extras_write_the_factor_as_a1111s_model_gives_it(client, comfy_double, sent, written):
     # ExtrasBaseRequest's `upscaling_resize: float = Field(default=2)`: pydantic makes a sent value a float, the
     # unvalidated default stays the int 2; postprocessing_upscale puts it into the infotext as it is
     resp = await client.post("/sdapi/v1/extra-single-image", json={"image": png_b64(), "upscaler_1": "Lanczos",
                                                                    **sent})
     assert resp.status == 200, await resp.text()
-    assert (await resp.json())["html_info"] == f"<p>Postprocess upscale by: {written}, Postprocess upscaler: Lanczos</p>"
+    info = (await resp.json())["html_info"]
+    assert info == f"<p>Postprocess upscale by: {written}, Postprocess upscaler: Lanczos</p>"
 
 
 @pytest.mark.parametrize("body,field", [({"seed": 2**64 - 1, "batch_size": 2}, "seed"),

@@ -72,7 +72,8 @@ async def test_a_tuned_editor_graph_is_served_with_no_python(served: Any) -> Non
     desc = await (await served.get("/workflows/pixel_scene")).json()
     props = desc["parameters"]["properties"]
     # Drafted from the live /object_info: types, defaults and limits are ComfyUI's own.
-    assert {"seed", "steps", "cfg", "sampler_name", "width", "height", "method", "pixel_size", "prompt", "negative_prompt"} <= set(props)
+    assert {"seed", "steps", "cfg", "sampler_name", "width", "height", "method", "pixel_size", "prompt",
+            "negative_prompt"} <= set(props)
     assert props["steps"]["default"] == 2 and props["width"]["default"] == 64
     assert props["method"]["default"] == "kcentroid" and props["pixel_size"]["maximum"] == 512
     first = await run(served, {"seed": 7, "prompt": "a red house", "pixel_size": 8})

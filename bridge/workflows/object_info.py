@@ -199,6 +199,5 @@ def execution_targets(wf: Workflow, names: list[str], object_info: Mapping[str, 
     return targets
 
 
-__all__ = ["WIDGET_TYPES", "UPLOAD_INPUTS", "input_spec", "combo_options", "widget_default", "choices_in", "output_nodes", "check_object_info",
-           "missing_node_types",
-           "execution_targets", "is_link"]
+__all__ = ["WIDGET_TYPES", "UPLOAD_INPUTS", "input_spec", "combo_options", "widget_default", "choices_in",
+           "output_nodes", "check_object_info", "missing_node_types", "execution_targets", "is_link"]
