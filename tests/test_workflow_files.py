@@ -414,3 +414,22 @@ def test_a_subgraph_link_from_a_huge_slot_costs_nothing(workflows: dict[str, W.W
     graph = W.editor_to_api(ui, OI)
     # the link is kept as the file says; the workflow checks name an output the node does not have
     assert next(n for n in graph.values() if n["class_type"] == "VAEDecode")["inputs"]["samples"][1] == 2**40
+
+
+def test_proxy_widgets_line_up_the_instances_values(tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
+    # the frontend's promoted widgets (properties.proxyWidgets, as ComfyUI's templates save them): widgets_values
+    # follow its entries, ["-1", input] for a subgraph input's widget, [inner id, widget] for a widget inside
+    ui, plain = _ksampler_in_a_subgraph(workflows, [0])
+    inst = next(n for n in ui["nodes"] if n.get("type") == SUB_ID)
+    inst["properties"] = {"proxyWidgets": [["-1", "seed"], ["1", "cfg"], ["1", "steps"]]}
+    inst["widgets_values"] = [4321, "fixed", 3.5, 9]
+    ks = next(n for n in W.editor_to_api(ui, OI).values() if n["class_type"] == "KSampler")["inputs"]
+    assert (ks["seed"], ks["cfg"], ks["steps"]) == (4321, 3.5, 9)
+    wf = _draft_and_load(tmp_path, ui, "proxied", OI, "KSampler")
+    assert (wf.parameters["noise_seed"].default, wf.parameters["cfg"].default, wf.parameters["steps"].default) == (
+        4321, 3.5, 9)
+    # an empty widgets_values leaves the values inside as they are
+    inst["widgets_values"] = []
+    inside = next(n for n in plain["nodes"] if n["type"] == "KSampler")["widgets_values"]
+    ks = next(n for n in W.editor_to_api(ui, OI).values() if n["class_type"] == "KSampler")["inputs"]
+    assert (ks["cfg"], ks["steps"]) == (inside[3], inside[2])

@@ -212,6 +212,40 @@ def _link_row(row: Any) -> tuple[int, int, int, int, int, Any]:
     return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]), (row[5] if len(row) > 5 else None)
 
 
+def _shown_widgets(inst: Mapping[str, Any]) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The widget values a subgraph instance shows: {subgraph input slot: shown} and {inner node id: {widget:
+    shown}}, each shown as {"name", "value": [value, control?]}. With `properties.proxyWidgets` (the frontend's
+    promoted widgets) `widgets_values` follow its entries: ["-1", input name] for a subgraph input's widget,
+    [inner node id, widget] for a widget of a node inside; without it, the instance's inputs that show a widget.
+    No value (an empty `widgets_values`) leaves the value inside as it is."""
+    inputs = [i for i in inst.get("inputs") or [] if isinstance(i, dict)]
+    held = inst.get("widgets_values") if isinstance(inst.get("widgets_values"), list) else []
+    props = inst.get("properties") if isinstance(inst.get("properties"), dict) else {}
+    proxies = props.get("proxyWidgets")
+    entries = ([e for e in proxies] if isinstance(proxies, list)
+               else [["-1", i.get("name")] for i in inputs if i.get("widget")])
+    names = [i.get("name") for i in inputs]
+    promoted: dict[int, dict[str, Any]] = {}
+    inner: dict[int, dict[str, Any]] = {}
+    pos = 0
+    for n, entry in enumerate(entries):
+        if pos >= len(held):
+            break
+        value = [held[pos]]
+        pos += 1
+        if pos < len(held) and held[pos] in _CONTROLS and len(held) - pos > len(entries) - n - 1:
+            value.append(held[pos])  # an INT widget's control after generate, where stored after it
+            pos += 1
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)):
+            continue
+        if str(entry[0]) == "-1" and entry[1] in names:
+            k = names.index(entry[1])
+            promoted[k] = {"name": inputs[k].get("label") or entry[1], "value": value}
+        elif str(entry[0]).lstrip("-").isdigit() and str(entry[0]) != "-1":
+            inner.setdefault(int(entry[0]), {})[entry[1]] = {"name": entry[1], "value": value}
+    return promoted, inner
+
+
 def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
     """The workflow with every subgraph instance replaced by its definition's nodes, as the frontend flattens
     it for the queue: a link from a subgraph input carries what feeds the instance's input; a link from the
@@ -230,8 +264,17 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
     out_links: list[list[Any]] = []
     expanded = [0]
 
+    def primitive(shown: Mapping[str, Any], kind: Any) -> int:
+        """A PrimitiveNode standing for a widget the instance shows: its value lands in what it feeds."""
+        nid = next(fresh_node)
+        out_nodes.append({"id": nid, "type": "PrimitiveNode", "mode": 0, "inputs": [], "title": shown["name"],
+                          "outputs": [{"name": "value", "type": kind, "links": []}],
+                          "widgets_values": shown["value"]})
+        return nid
+
     def level(nodes: list[Any], rows: list[Any], bound: dict[int, tuple[int, int] | None],
-              promoted: dict[int, dict[str, Any]], depth: int) -> dict[int, tuple[int, int] | None]:
+              promoted: dict[int, dict[str, Any]], inner: dict[int, dict[str, Any]],
+              depth: int) -> dict[int, tuple[int, int] | None]:
         if depth > MAX_SUBGRAPH_DEPTH:
             raise WorkflowError(f"subgraphs are nested more than {MAX_SUBGRAPH_DEPTH} deep (one contains itself?)")
         by_link = {r[0]: r for r in map(_link_row, rows or [])}
@@ -256,11 +299,7 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
                 return None
             if row[1] == _SUBGRAPH_IN and bound.get(row[2]) is None and row[2] in promoted:
                 if row[2] not in made:
-                    made[row[2]] = next(fresh_node)
-                    out_nodes.append({"id": made[row[2]], "type": "PrimitiveNode", "mode": 0, "inputs": [],
-                                      "title": promoted[row[2]]["name"],
-                                      "outputs": [{"name": "value", "type": row[5], "links": []}],
-                                      "widgets_values": promoted[row[2]]["value"]})
+                    made[row[2]] = primitive(promoted[row[2]], row[5])
                 return made[row[2]], 0
             return resolve(row[1], row[2])
 
@@ -270,19 +309,9 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
                 raise WorkflowError(f"the subgraphs flatten to more than {MAX_FLAT_NODES:,} nodes")
             sub = defs[inst["type"]]
             inputs = inst.get("inputs") or []
-            held = inst.get("widgets_values") if isinstance(inst.get("widgets_values"), list) else []
-            values: dict[int, dict[str, Any]] = {}
-            pos = 0
-            for k, inp in enumerate(inputs):
-                if not inp.get("widget") or pos >= len(held):
-                    continue
-                values[k] = {"name": inp.get("label") or inp.get("name") or f"input_{k}", "value": [held[pos]]}
-                pos += 1
-                if inp.get("type") == "INT" and pos < len(held) and held[pos] in _CONTROLS:
-                    values[k]["value"].append(held[pos])  # an INT widget's control after generate, if stored
-                    pos += 1
+            values, inside = _shown_widgets(inst)
             return level(sub.get("nodes") or [], sub.get("links") or [],
-                         {k: feed(inp.get("link")) for k, inp in enumerate(inputs)}, values, depth + 1)
+                         {k: feed(inp.get("link")) for k, inp in enumerate(inputs)}, values, inside, depth + 1)
 
         for node in nodes or []:
             nid = int(node["id"])
@@ -290,8 +319,17 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
                 continue
             copy = {**node, "id": new_id[nid], "inputs": [dict(i) for i in node.get("inputs") or []],
                     "outputs": [{**o, "links": []} for o in node.get("outputs") or []]}
+            shown = dict(inner.get(nid, {}))
+            for inp in copy["inputs"]:
+                if inp.get("name") in shown and inp.get("link") is None:
+                    inp["link"] = ("shown", inp["name"])  # an input standing for a widget the instance overrides
+            for widget in [w for w in shown if w not in {i.get("name") for i in copy["inputs"]}]:
+                copy["inputs"].append({"name": widget, "type": "*", "widget": {"name": widget},
+                                       "link": ("shown", widget)})
             for slot, inp in enumerate(copy["inputs"]):
-                producer = feed(inp.get("link"))
+                link = inp.get("link")
+                producer = (primitive(shown[link[1]], inp.get("type")), 0) if isinstance(link, tuple) \
+                    else feed(link)
                 inp["link"] = None
                 if producer is not None:
                     inp["link"] = next(fresh_link)
@@ -303,7 +341,7 @@ def _flatten_subgraphs(ui: Mapping[str, Any]) -> dict[str, Any]:
             resolve(nid, 0)
         return {r[4]: resolve(r[1], r[2]) for r in by_link.values() if r[3] == _SUBGRAPH_OUT}
 
-    level(ui.get("nodes") or [], ui.get("links") or [], {}, {}, 0)
+    level(ui.get("nodes") or [], ui.get("links") or [], {}, {}, {}, 0)
     by_id = {n["id"]: n for n in out_nodes}
     for row in out_links:  # outputs list their links again: a PrimitiveNode's value follows them
         outputs = by_id[row[1]].get("outputs") or []
