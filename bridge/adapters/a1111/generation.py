@@ -193,7 +193,7 @@ def resolve_generation(req: GenerationRequest, *, checkpoint: str | None, live_s
     seeds = [seed + (i if strength == 0 else 0) for i in range(count)]
     subseeds = [subseed + i for i in range(count)]
     for name, first, drawn in (("seed", seed, seeds), ("subseed", subseed, subseeds if strength else [0])):
-        if drawn[-1] > SEED_MAX:  # named as sent: the client never sent the sum the workflow's check would name
+        if first <= SEED_MAX < drawn[-1]:  # named as sent: the client never sent the sum the workflow's check names
             raise field_error(name, f"{first} leaves no room for {count} images (seed + 0 .. seed + {count - 1}); "
                                     f"at most {SEED_MAX - count + 1} for this batch")
     resize_w, resize_h = req.seed_resize_from_w or 0, req.seed_resize_from_h or 0
