@@ -476,6 +476,11 @@ async def test_progress_current_image_is_in_samples_format(client, comfy_double)
     p, gen = await slow_run(client, comfy_double, "/sdapi/v1/txt2img", ps_payload("txt2img", steps=10))
     try:
         assert p["current_image"] and decode(p["current_image"]).format == "PNG"
+        # the encoding kept between polls follows the option as it changes
+        assert (await client.post("/sdapi/v1/options", json={"samples_format": "jpg"})).status == 200
+        again = await (await client.get("/sdapi/v1/progress")).json()
+        assert again["current_image"] and decode(again["current_image"]).format == "JPEG"
     finally:
+        await client.post("/sdapi/v1/options", json={"samples_format": "png"})
         await client.post("/sdapi/v1/interrupt")
         await gen

@@ -182,6 +182,9 @@ class A1111State:
     tasks: list[Task] = field(default_factory=list)
     styles: StyleBook = field(default_factory=lambda: StyleBook(""))
     lora_listings: SharedRun[list[dict[str, Any]]] = field(default_factory=SharedRun)  # /loras answers
+    # /progress's last current_image: (the preview as ComfyUI sent it, the format options, its encoding); clients
+    # poll several times a step and the preview changes once a step (re-encoding it cost ~35 ms of the pool a poll)
+    shown_preview: tuple[bytes, tuple[Any, ...], bytes] | None = None
 
     def active(self) -> Task | None:
         return next((t for t in self.tasks if not t.finished), None)

@@ -951,7 +951,11 @@ async def progress(request: web.Request, query: ProgressQuery) -> web.StreamResp
     found = await engine.latest_preview(current.id) if wanted and current is not None else None
     if found is not None:
         shown = {**opts.defaults(), **state.options}
-        current_image = image_io.Base64(await image_io.run_in_pool(preview_image, found[1], shown))
+        key = tuple(shown[k] for k in ("samples_format", "jpeg_quality", "webp_lossless"))
+        cached = state.shown_preview
+        if cached is None or cached[1] != key or cached[0] != found[1]:
+            cached = state.shown_preview = (found[1], key, await image_io.run_in_pool(preview_image, found[1], shown))
+        current_image = image_io.Base64(cached[2])
     return await json_answer({"progress": value, "eta_relative": max(0.0, eta - elapsed), "state": running_state,
                               "current_image": current_image, "textinfo": textinfo})
 
