@@ -18,7 +18,7 @@ from typing import Any
 from bridge import fields
 from bridge.errors import WorkflowError
 
-from .editor import PRIMITIVE, RANDOMIZED, editor_to_api, is_api_format, is_editor_format
+from .editor import PRIMITIVE, RANDOMIZED, editor_to_api, is_api_format, is_editor_format, widget_layout
 from .graph import is_link, links, node_number, node_shape_problem
 from .manifest import is_limit
 from .object_info import WIDGET_TYPES, combo_options, input_spec, widget_default
@@ -191,11 +191,8 @@ def _parameter(cls: str, name: str, value: Any, kind: Any, opts: Mapping[str, An
 def _fill_missing_widgets(node: dict[str, Any], info: Mapping[str, Any]) -> None:
     """A required widget an API graph lacks (the node gained it after the graph was exported) gets the value the
     editor gives it, as the editor does when it opens the file: ComfyUI refuses a job without it."""
-    for name in (info.get("input") or {}).get("required", {}):
-        spec = input_spec(info, name)
-        if name in node["inputs"] or spec is None or spec[1].get("forceInput"):
-            continue
-        if isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
+    for name, widget, _opts, required in widget_layout(info):
+        if required and widget is not None and name not in node["inputs"]:
             value = widget_default(info, name)
             if value is not None:
                 node["inputs"][name] = value

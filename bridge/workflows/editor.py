@@ -28,7 +28,7 @@ _UI_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 _MUTED, _BYPASS = 2, 4
 
 
-def _widget_layout(info: Mapping[str, Any]) -> Iterator[tuple[str, str | None, dict[str, Any], bool]]:
+def widget_layout(info: Mapping[str, Any]) -> Iterator[tuple[str, str | None, dict[str, Any], bool]]:
     """Each declared input in the editor's order: (name, widget type or None for a socket, options, upload).
 
     The frontend lays widgets out in `input_order` (else declaration order), required before optional; an image
@@ -90,7 +90,7 @@ def export_editor(wf: Workflow, object_info: Mapping[str, Any]) -> dict[str, Any
         link_inputs: list[tuple[str, Any]] = []
         upload = False
         required_done = False
-        for name, type_name, opts, required in _widget_layout(info):
+        for name, type_name, opts, required in widget_layout(info):
             if not required and not required_done:
                 required_done = True
                 if upload:
@@ -427,7 +427,7 @@ def editor_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict
         inputs: dict[str, Any] = {}
         randomized: list[str] = []  # INT widgets whose control draws a new value for every run
         driven: dict[str, dict[str, str]] = {}  # widgets a PrimitiveNode drives
-        for name, type_name, opts, required in _widget_layout(info):
+        for name, type_name, opts, required in widget_layout(info):
             if not required and not required_done:
                 required_done = True
                 pos += 1 if upload else 0
