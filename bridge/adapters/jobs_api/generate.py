@@ -159,14 +159,15 @@ async def resolve_sampler(engine: JobEngine, sampler: str, scheduler: str | None
     samplers = await live_choices(engine, "KSampler.sampler_name")
     key = sampler.strip().lower().replace(" ", "_")
     factor = 1.0
+    label = a1111_samplers.is_label(sampler)
     if key in SAMPLER_ALIASES:
         name, default_scheduler = SAMPLER_ALIASES[key]
-    elif samplers is None and not a1111_samplers.is_label(sampler) or samplers is not None and sampler in samplers:
+    elif sampler in (samplers or ()) or samplers is None and not label:
         # Without a backend to ask, a ComfyUI name passes here and is checked when the job is dispatched.
         name, default_scheduler = sampler, _NATIVE_SCHEDULER.get(sampler, "normal")
-    elif a1111_samplers.is_label(sampler):
-        label = a1111_samplers.resolve(sampler, None, steps=steps)
-        name, default_scheduler, factor = label.comfy_sampler, label.comfy_scheduler, label.cfg_factor
+    elif label:
+        resolved = a1111_samplers.resolve(sampler, None, steps=steps)
+        name, default_scheduler, factor = resolved.comfy_sampler, resolved.comfy_scheduler, resolved.cfg_factor
     else:
         valid = valid_samplers(samplers)
         aliases = [a for a in valid if a in SAMPLER_ALIASES]
