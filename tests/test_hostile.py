@@ -870,11 +870,18 @@ async def test_a_reconnect_finds_a_prompt_cleared_while_the_websocket_was_down(b
 
 async def test_queued_jobs_have_a_deadline(bridge_factory: Any, comfy_double: Any) -> None:
     comfy_double.step_delay = 0.1
-    client = await bridge_factory(queue_timeout=0.5)
+    client = await bridge_factory(queue_timeout=1.0)
     engine = client.app[ENGINE]
-    blocker = await engine.submit("txt2img", {"steps": 30, "width": 64, "height": 64})
+    blocker = await engine.submit("txt2img", {"steps": 100, "width": 64, "height": 64})
     waiting = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
+    # Submitting returns before the dispatch posts the prompt (a loaded machine takes a while): its id is read once
+    # ComfyUI holds it, so the deadline below ends a job that is in ComfyUI's queue.
+    for _ in range(100):
+        if any(item[2] == waiting.prompt_id for item in comfy_double.pending):
+            break
+        await asyncio.sleep(0.01)
     prompt_id = waiting.prompt_id
+    assert prompt_id and any(item[2] == prompt_id for item in comfy_double.pending)
     done = await engine.wait(waiting.id, timeout=10)
     assert done.status == "failed" and "BRIDGE_QUEUE_TIMEOUT" in done.error
     for _ in range(100):  # and it is taken out of ComfyUI's queue
