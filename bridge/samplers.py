@@ -92,8 +92,10 @@ SAMPLERS: tuple[Sampler, ...] = (
 # full noise, which is exactly the ancestral Euler step on the same timesteps.
 ETA_ONE = {"ddim": "euler_ancestral", "euler_cfg_pp": "euler_ancestral_cfg_pp"}
 # Ancestral samplers at eta 0 add no noise (k-diffusion's sigma_up is 0, sigma_down the next sigma), which is step
-# for step their deterministic sampler; the others that take an eta have no such twin in ComfyUI's KSampler.
-ETA_ZERO = {"Euler a": "euler", "DPM2 a": "dpm_2"}
+# for step their deterministic sampler; DPM++ 2M SDE's midpoint step at eta 0 is DPM-Solver++(2M)'s (the same
+# coefficients, no noise term). The others that take an eta have no such twin in ComfyUI's KSampler: DPM++ SDE at 0
+# is DPM++ 2S a at 0, which it runs at 1 only; the Heun and 3M corrections are their own.
+ETA_ZERO = {"Euler a": "euler", "DPM2 a": "dpm_2", "DPM++ 2M SDE": "dpmpp_2m"}
 TIMESTEP_SAMPLERS = ("DDIM", "DDIM CFG++")
 
 # A1111 1.10 order (`/sdapi/v1/schedulers`). Polyexponential and Align Your Steps have no KSampler value in

@@ -78,6 +78,8 @@ def test_every_a1111_sampler_runs_as_itself_or_says_what_ran():
     ("Euler a", 0.0, {}, ("euler", "Eta")),
     ("Euler a", None, {"eta_ancestral": 0.0}, ("euler", "Eta")),
     ("DPM2 a", 0.0, {}, ("dpm_2", "Eta")),
+    ("DPM++ 2M SDE", 0.0, {}, ("dpmpp_2m", "Eta")),  # Kobold Lite's eta 0 with its SDE sampler
+    ("DPM++ 2M SDE", None, {}, ("dpmpp_2m_sde", None)),
     ("Euler a", 1.0, {}, ("euler_ancestral", None)),
     ("Euler a", None, {}, ("euler_ancestral", None)),
     ("Euler", 0.3, {}, ("euler", None)),  # Euler takes no eta
@@ -88,7 +90,8 @@ def test_eta_runs_where_comfyui_can_run_it(sampler, eta, options, expected):
 
 
 @pytest.mark.parametrize("sampler,eta", [("DDIM", 0.5), ("Euler a", 0.5), ("DPM++ 2M SDE", 0.7),
-                                         ("DPM++ SDE", 0.0), ("DPM++ 2S a", 0.0)])
+                                         ("DPM++ SDE", 0.0), ("DPM++ 2S a", 0.0),
+                                         ("DPM++ 3M SDE", 0.0)])
 def test_eta_comfyui_cannot_run_is_refused(sampler, eta):
     with pytest.raises(s.EtaError, match="eta"):
         s.resolve(sampler, None, COMFY_SAMPLERS, COMFY_SCHEDULERS, eta=eta)

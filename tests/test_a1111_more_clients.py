@@ -325,16 +325,20 @@ async def test_kobold_lite_txt2img(client, comfy_double, sampler, scheduler, com
     assert f"Sampler: {sampler}," in text and "Clip skip" not in text
 
 
-async def test_kobold_lite_eta_0_runs_euler_a_without_noise(client, comfy_double):
+@pytest.mark.parametrize("sampler,runs,schedule", [("Euler a", "euler", "normal"),
+                                                   ("DPM++ 2M SDE", "dpmpp_2m", "exponential")])
+async def test_kobold_lite_eta_0_runs_without_noise(client, comfy_double, sampler, runs, schedule):
     # Kobold Lite sends eta 0 with every sampler. A1111 1.10 (modules/sd_samplers_common.py Sampler.initialize):
     # `self.eta = p.eta if p.eta is not None else opts.eta_ancestral`, passed to k-diffusion, and "Eta: 0.0" written
-    # since it is not the default 1. sample_euler_ancestral at eta 0 is sample_euler step for step (sigma_up 0), so
-    # ComfyUI's `euler` is the same sampler; the bridge ran euler_ancestral at eta 1, a different picture.
-    resp = await client.post("/sdapi/v1/txt2img", json=klite_payload(sampler_name="Euler a"))
+    # since it is not the default 1. sample_euler_ancestral at eta 0 is sample_euler step for step (sigma_up 0), and
+    # DPM++ 2M SDE's at eta 0 DPM++ 2M's (tests/test_samplers_comfyui.py), on the sampler's own schedule; the bridge
+    # ran euler_ancestral at eta 1, a different picture, and refused DPM++ 2M SDE.
+    resp = await client.post("/sdapi/v1/txt2img", json=klite_payload(sampler_name=sampler))
     assert resp.status == 200, await resp.text()
     text = json.loads((await resp.json())["info"])["infotexts"][0]
-    assert "Sampler: Euler a," in text and "Eta: 0.0" in text
-    assert node_inputs(graphs(comfy_double)[-1], "KSampler")[0]["sampler_name"] == "euler"
+    assert f"Sampler: {sampler}," in text and "Eta: 0.0" in text
+    ksampler = node_inputs(graphs(comfy_double)[-1], "KSampler")[0]
+    assert (ksampler["sampler_name"], ksampler["scheduler"]) == (runs, schedule)
 
 
 async def test_kobold_lite_img2img_and_interrogate(client, comfy_double):

@@ -1,0 +1,86 @@
+"""The A1111 sampler table's eta twins, checked against ComfyUI's own k-diffusion functions.
+
+`bridge.samplers.ETA_ZERO` runs an A1111 sampler asked for eta 0 as another ComfyUI sampler; that is only right if
+ComfyUI's function for the first, called with eta 0, is step for step the second. Both are run here on the same
+start, sigmas and a deterministic stand-in denoiser (an SD 1.5-style epsilon model's sampling object, as KSampler
+passes it), in float64, in a subprocess that imports the checkout (ComfyUI reads its command line on import).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bridge import samplers
+
+SCRIPT = r"""
+import json, sys
+sys.argv = [sys.argv[0], "--cpu"]
+sys.path.insert(0, PATH)
+import comfy.options
+comfy.options.enable_args_parsing()
+import torch
+import comfy.k_diffusion.sampling as ks
+import comfy.model_sampling as ms
+
+class Sampling(ms.ModelSamplingDiscrete, ms.EPS):
+    pass
+
+sampling = Sampling()
+
+class Patcher:
+    def get_model_object(self, name):
+        return sampling
+
+class Base:
+    model_sampling = sampling
+
+class Inner:
+    model_patcher = Patcher()
+    inner_model = Base()
+
+torch.manual_seed(0)
+weights = torch.randn(8, 8, dtype=torch.float64)
+
+class Denoiser:
+    inner_model = Inner()
+
+    def __call__(self, x, sigma, **kwargs):
+        return torch.tanh(x @ weights) * 0.5 + 0.2 * x / (1 + sigma.view(-1, 1, 1, 1))
+
+start = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+sigmas = ks.get_sigmas_karras(12, 0.0292, 14.6146).double()
+
+def run(name, **kwargs):
+    return getattr(ks, "sample_" + name)(Denoiser(), start * sigmas[0], sigmas, disable=True, **kwargs)
+
+out = {}
+for first, second in PAIRS:
+    a = run(first, eta=0.0)
+    b = run(second)
+    out[first + " " + second] = [float((a - b).abs().max()), float(b.abs().max())]
+print(json.dumps(out))
+"""
+
+
+def _differences(comfyui_dir: Path, pairs: list[tuple[str, str]]) -> dict[str, list[float]]:
+    code = SCRIPT.replace("PATH", repr(str(comfyui_dir))).replace("PAIRS", repr(pairs))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=comfyui_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_every_eta_zero_twin_is_comfyuis_sampler_at_eta_zero(comfyui_dir: Path) -> None:
+    pairs = [(samplers.by_name(name).comfy, twin) for name, twin in samplers.ETA_ZERO.items()]
+    # Controls, so the comparison can tell samplers apart: DPM++ 2M SDE's Heun correction at eta 0 is not 2M's, and
+    # DPM++ SDE at eta 0 is DPM++ 2S a at eta 0 (which KSampler runs at 1 only), not 2M.
+    controls = [("dpmpp_2m_sde_heun", "dpmpp_2m"), ("dpmpp_sde", "dpmpp_2m")]
+    found = _differences(comfyui_dir, pairs + controls)
+    for first, second in pairs:
+        diff, scale = found[f"{first} {second}"]
+        assert scale > 0.1 and diff < 1e-12 * scale, (first, second, diff)
+    for first, second in controls:
+        diff, scale = found[f"{first} {second}"]
+        assert diff > 1e-3 * scale, (first, second, diff)
