@@ -270,6 +270,21 @@ def test_prompts_are_drafted_under_the_names_every_client_uses(tmp_path: Path,
     assert {"prompt", "negative_prompt"} <= set(ai.parameters)
 
 
+def test_a_prompt_whose_conditioning_is_also_zeroed_out_as_the_negative_is_the_prompt(
+        tmp_path: Path, workflows: dict[str, W.Workflow]) -> None:
+    # ComfyUI's own Flux / Z-Image / Qwen-Image templates: one text encoder feeds the sampler's positive, and through
+    # ConditioningZeroOut its negative; the text reached both sides, so it was drafted as "text"
+    graph = copy.deepcopy(workflows["txt2img"].graph)
+    ksampler = graph["3"]["inputs"]
+    positive = ksampler["positive"][0]
+    del graph[ksampler["negative"][0]]
+    graph["90"] = {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": [positive, 0]}}
+    ksampler["negative"] = ["90", 0]
+    wf = _draft_and_load(tmp_path, graph, "zeroed")
+    assert wf.parameters["prompt"].targets[0].node == positive
+    assert "text" not in wf.parameters and "negative_prompt" not in wf.parameters
+
+
 def test_one_primitive_driving_several_widgets_is_one_parameter(tmp_path: Path,
                                                                 workflows: dict[str, W.Workflow]) -> None:
     # a PrimitiveNode titled "size" drives the latent's width and height: one value in the editor, so one

@@ -198,16 +198,25 @@ def _fill_missing_widgets(node: dict[str, Any], info: Mapping[str, Any]) -> None
                 node["inputs"][name] = value
 
 
+# Conditioning nodes whose output holds nothing of their input's text: Flux, Z-Image and Qwen-Image graphs (ComfyUI's
+# own templates among them) feed the prompt's conditioning through ConditioningZeroOut as the negative, and that
+# text is the prompt, not a text of both sides.
+EMPTYING_CONDITIONING = frozenset({"ConditioningZeroOut"})
+
+
 def _prompt_roles(graph: Mapping[str, Any]) -> dict[str, str]:
     """node id -> "prompt" / "negative_prompt" for the nodes whose output reaches a sampler's `positive` or
-    `negative` input (through any conditioning nodes between), where it reaches only one of them. Walked up from
-    those inputs, once per side, so a large graph costs its size, not its size squared."""
+    `negative` input (through any conditioning nodes between, but for those that empty it), where it reaches only
+    one of them. Walked up from those inputs, once per side, so a large graph costs its size, not its size
+    squared."""
     reach: dict[str, set[str]] = {}
     for side in ("positive", "negative"):
         todo = [str(v[0]) for node in graph.values() for iname, v in links(node) if iname == side]
         seen = set(todo)
         while todo:
             node = graph.get(todo.pop())
+            if node is not None and node.get("class_type") in EMPTYING_CONDITIONING:
+                continue
             for iname, (src, _) in links(node) if node is not None else ():
                 if iname not in ("positive", "negative") and str(src) not in seen:
                     seen.add(str(src))

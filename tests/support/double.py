@@ -185,6 +185,8 @@ def object_info_for(checkpoints: list[str], input_files: list[str], controlnets:
             "start_percent": ["FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}],
             "end_percent": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}]},
             ["CONDITIONING", "CONDITIONING"], optional={"vae": ["VAE", {}]}, output_names=["positive", "negative"]),
+        "ConditioningZeroOut": _node("ConditioningZeroOut", "advanced/conditioning",
+                                     {"conditioning": ["CONDITIONING"]}, ["CONDITIONING"]),
     }
     models = model_nodes(DEFAULT_VAES if vaes is None else vaes, DEFAULT_LORAS if loras is None else loras,
                          DEFAULT_UPSCALE_MODELS if upscale_models is None else upscale_models)
