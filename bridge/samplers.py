@@ -27,9 +27,12 @@ class Sampler:
     automatic: str = "uniform"
     # Timestep samplers (DDIM, PLMS, UniPC) ignore the sigma schedule in A1111; ComfyUI needs ddim_uniform to match.
     fixed_comfy_scheduler: str | None = None
-    # A1111 passes `eta` to these (k-diffusion functions with an eta argument); ComfyUI's KSampler runs them at 1
-    # (and the two of ETA_ZERO at 0).
+    # A1111 passes `eta` to these (k-diffusion functions with an eta argument); ComfyUI's KSampler runs them at
+    # `comfy_eta` (and those of ETA_ZERO at 0, through their twins).
     uses_eta: bool = False
+    # 1 but for DPM fast and adaptive, whose k-diffusion default ComfyUI's KSampler keeps: eta 0 (A1111 passes its
+    # eta_ancestral, 1).
+    comfy_eta: float = 1.0
     # Their per-step noise comes from A1111's generator, which "eta noise seed delta" re-seeds (ancestral, LCM);
     # the Brownian-tree SDE samplers seed their noise from the image seed alone.
     ensd_noise: bool = False
@@ -77,8 +80,10 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("DPM2 a", ("k_dpm_2_a",),
             {"scheduler": "karras", "discard_next_to_last_sigma": "True", "uses_ensd": "True", "second_order": "True"},
             "dpm_2_ancestral", "karras", uses_eta=True, ensd_noise=True),
-    Sampler("DPM fast", ("k_dpm_fast",), {"uses_ensd": "True"}, "dpm_fast", uses_eta=True, ensd_noise=True),
-    Sampler("DPM adaptive", ("k_dpm_ad",), {"uses_ensd": "True"}, "dpm_adaptive", uses_eta=True, ensd_noise=True),
+    Sampler("DPM fast", ("k_dpm_fast",), {"uses_ensd": "True"}, "dpm_fast", uses_eta=True, ensd_noise=True,
+            comfy_eta=0.0),
+    Sampler("DPM adaptive", ("k_dpm_ad",), {"uses_ensd": "True"}, "dpm_adaptive", uses_eta=True, ensd_noise=True,
+            comfy_eta=0.0),
     Sampler("Restart", ("restart",), {"scheduler": "karras", "second_order": "True"}, "heun", "karras",
             exact_below_steps=20, fallback="Heun"),
     Sampler("DDIM", ("ddim",), {}, "ddim", fixed_comfy_scheduler="ddim_uniform"),
@@ -92,10 +97,10 @@ SAMPLERS: tuple[Sampler, ...] = (
 # full noise, which is exactly the ancestral Euler step on the same timesteps.
 ETA_ONE = {"ddim": "euler_ancestral", "euler_cfg_pp": "euler_ancestral_cfg_pp"}
 # Ancestral samplers at eta 0 add no noise (k-diffusion's sigma_up is 0, sigma_down the next sigma), which is step
-# for step their deterministic sampler; DPM++ 2M SDE's midpoint step at eta 0 is DPM-Solver++(2M)'s (the same
-# coefficients, no noise term). The others that take an eta have no such twin in ComfyUI's KSampler: DPM++ SDE at 0
-# is DPM++ 2S a at 0, which it runs at 1 only; the Heun and 3M corrections are their own.
-ETA_ZERO = {"Euler a": "euler", "DPM2 a": "dpm_2", "DPM++ 2M SDE": "dpmpp_2m"}
+# for step their deterministic sampler; DPM++ 2M SDE's midpoint step at eta 0 is DPM-Solver++(2M)'s, and its Heun
+# step RES's second-order multistep (the same coefficients, no noise term). DPM++ SDE and 2S a at 0 (the same
+# sampler) and DPM++ 3M SDE at 0 have no such twin in ComfyUI's KSampler.
+ETA_ZERO = {"Euler a": "euler", "DPM2 a": "dpm_2", "DPM++ 2M SDE": "dpmpp_2m", "DPM++ 2M SDE Heun": "res_multistep"}
 TIMESTEP_SAMPLERS = ("DDIM", "DDIM CFG++")
 
 # A1111 1.10 order (`/sdapi/v1/schedulers`). Polyexponential and Align Your Steps have no KSampler value in
@@ -232,12 +237,21 @@ def resolve(sampler_name: str | None, scheduler_name: str | None,
     elif sampler.uses_eta:
         used_eta = float(eta if eta is not None else eta_ancestral)
         zero = ETA_ZERO.get(sampler.name)
+        field = "eta" if eta is not None else "eta_ancestral"
         if used_eta == 0.0 and zero is not None:
+            if live_samplers is not None and zero not in live_samplers:
+                raise EtaError(f"{sampler.name} with eta 0 needs ComfyUI's {zero} sampler", field)
             comfy_sampler = zero
-        elif used_eta != 1.0:
+        elif used_eta == sampler.comfy_eta:
+            pass
+        elif eta is None and sampler.comfy_eta == 0.0:
+            # DPM fast and adaptive at the option's eta (A1111's default 1): ComfyUI runs them without noise only,
+            # and the infotext says so ("Eta: 0.0", which pasted back runs the same), as Restart's names say what ran.
+            used_eta = 0.0
+        else:
             also = f" or 0 ({zero})" if zero else ""
-            raise EtaError(f"{sampler.name} runs with eta 1{also} here (ComfyUI's KSampler), got {used_eta:g}",
-                           "eta" if eta is not None else "eta_ancestral")
+            raise EtaError(f"{sampler.name} runs with eta {sampler.comfy_eta:g}{also} here (ComfyUI's KSampler), "
+                           f"got {used_eta:g}", field)
         if used_eta != 1.0:
             eta_key = "Eta"
     ensd = ((sampler.ensd_noise and used_eta != 0.0)

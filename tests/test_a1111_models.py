@@ -16,7 +16,7 @@ from bridge.adapters.a1111 import models as m
 
 COMFY_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
                   "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "ddim",
-                  "uni_pc", "ipndm", "euler_cfg_pp", "euler_ancestral_cfg_pp"]
+                  "uni_pc", "ipndm", "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_sde_heun", "res_multistep"]
 COMFY_SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
                     "linear_quadratic", "kl_optimal"]
 
@@ -80,6 +80,10 @@ def test_every_a1111_sampler_runs_as_itself_or_says_what_ran():
     ("DPM2 a", 0.0, {}, ("dpm_2", "Eta")),
     ("DPM++ 2M SDE", 0.0, {}, ("dpmpp_2m", "Eta")),  # Kobold Lite's eta 0 with its SDE sampler
     ("DPM++ 2M SDE", None, {}, ("dpmpp_2m_sde", None)),
+    ("DPM++ 2M SDE Heun", 0.0, {}, ("res_multistep", "Eta")),
+    # ComfyUI runs DPM fast and adaptive at eta 0 only: sent, exactly; from the option (A1111's 1), said in the infotext
+    ("DPM fast", 0.0, {}, ("dpm_fast", "Eta")),
+    ("DPM adaptive", None, {}, ("dpm_adaptive", "Eta")),
     ("Euler a", 1.0, {}, ("euler_ancestral", None)),
     ("Euler a", None, {}, ("euler_ancestral", None)),
     ("Euler", 0.3, {}, ("euler", None)),  # Euler takes no eta
@@ -91,10 +95,22 @@ def test_eta_runs_where_comfyui_can_run_it(sampler, eta, options, expected):
 
 @pytest.mark.parametrize("sampler,eta", [("DDIM", 0.5), ("Euler a", 0.5), ("DPM++ 2M SDE", 0.7),
                                          ("DPM++ SDE", 0.0), ("DPM++ 2S a", 0.0),
-                                         ("DPM++ 3M SDE", 0.0)])
+                                         ("DPM++ 3M SDE", 0.0), ("DPM fast", 1.0), ("DPM adaptive", 0.5)])
 def test_eta_comfyui_cannot_run_is_refused(sampler, eta):
     with pytest.raises(s.EtaError, match="eta"):
         s.resolve(sampler, None, COMFY_SAMPLERS, COMFY_SCHEDULERS, eta=eta)
+
+
+def test_dpm_fast_at_the_options_eta_runs_without_noise_and_says_so():
+    r = s.resolve("DPM fast", None, COMFY_SAMPLERS, COMFY_SCHEDULERS)
+    assert (r.comfy_sampler, r.eta, r.eta_key, r.ensd_noise) == ("dpm_fast", 0.0, "Eta", False)
+
+
+def test_an_eta_zero_twin_the_backend_lacks_is_named():
+    live = [x for x in COMFY_SAMPLERS if x != "res_multistep"]
+    assert s.resolve("DPM++ 2M SDE Heun", None, live, COMFY_SCHEDULERS, eta=1.0).comfy_sampler == "dpmpp_2m_sde_heun"
+    with pytest.raises(s.EtaError, match="res_multistep"):
+        s.resolve("DPM++ 2M SDE Heun", None, live, COMFY_SCHEDULERS, eta=0.0)
 
 
 def test_ensd_applies_to_samplers_whose_step_noise_a1111_reseeds():

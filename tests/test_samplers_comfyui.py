@@ -1,9 +1,10 @@
-"""The A1111 sampler table's eta twins, checked against ComfyUI's own k-diffusion functions.
+"""The A1111 sampler table's eta rules, checked against ComfyUI's own k-diffusion functions.
 
 `bridge.samplers.ETA_ZERO` runs an A1111 sampler asked for eta 0 as another ComfyUI sampler; that is only right if
 ComfyUI's function for the first, called with eta 0, is step for step the second. Both are run here on the same
 start, sigmas and a deterministic stand-in denoiser (an SD 1.5-style epsilon model's sampling object, as KSampler
-passes it), in float64, in a subprocess that imports the checkout (ComfyUI reads its command line on import).
+passes it), in float64, in a subprocess that imports the checkout (ComfyUI reads its command line on import). And
+the eta each sampler runs at on ComfyUI's KSampler (`Sampler.comfy_eta`) is its function's default.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from bridge import samplers
 
@@ -55,7 +57,9 @@ sigmas = ks.get_sigmas_karras(12, 0.0292, 14.6146).double()
 def run(name, **kwargs):
     return getattr(ks, "sample_" + name)(Denoiser(), start * sigmas[0], sigmas, disable=True, **kwargs)
 
-out = {}
+import inspect
+out = {"eta defaults": {name: inspect.signature(getattr(ks, "sample_" + name)).parameters["eta"].default
+                        for name in ETA_TAKERS}}
 for first, second in PAIRS:
     a = run(first, eta=0.0)
     b = run(second)
@@ -64,8 +68,10 @@ print(json.dumps(out))
 """
 
 
-def _differences(comfyui_dir: Path, pairs: list[tuple[str, str]]) -> dict[str, list[float]]:
-    code = SCRIPT.replace("PATH", repr(str(comfyui_dir))).replace("PAIRS", repr(pairs))
+def _differences(comfyui_dir: Path, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    takers = [s.comfy for s in samplers.SAMPLERS if s.uses_eta]
+    code = SCRIPT.replace("PATH", repr(str(comfyui_dir))).replace("PAIRS", repr(pairs)).replace("ETA_TAKERS",
+                                                                                                repr(takers))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=comfyui_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -84,3 +90,11 @@ def test_every_eta_zero_twin_is_comfyuis_sampler_at_eta_zero(comfyui_dir: Path) 
     for first, second in controls:
         diff, scale = found[f"{first} {second}"]
         assert diff > 1e-3 * scale, (first, second, diff)
+
+
+def test_the_eta_each_sampler_runs_at_is_comfyuis_default(comfyui_dir: Path) -> None:
+    # ComfyUI's KSampler passes no eta (its samplers' extra options are empty), so each runs at its k-diffusion
+    # function's default: 1, but 0 for DPM fast and adaptive, where A1111 passes its eta_ancestral (1).
+    defaults = _differences(comfyui_dir, [])["eta defaults"]
+    assert {s.comfy: s.comfy_eta for s in samplers.SAMPLERS if s.uses_eta} == defaults
+    assert defaults["dpm_fast"] == 0.0 and defaults["euler_ancestral"] == 1.0
