@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bridge import samplers
 
 SCRIPT = r"""
-import json, sys
+import inspect, json, sys
 sys.argv = [sys.argv[0], "--cpu"]
 sys.path.insert(0, PATH)
 import comfy.options
@@ -57,7 +59,6 @@ sigmas = ks.get_sigmas_karras(12, 0.0292, 14.6146).double()
 def run(name, **kwargs):
     return getattr(ks, "sample_" + name)(Denoiser(), start * sigmas[0], sigmas, disable=True, **kwargs)
 
-import inspect
 out = {"eta defaults": {name: inspect.signature(getattr(ks, "sample_" + name)).parameters["eta"].default
                         for name in ETA_TAKERS}}
 for first, second in PAIRS:
@@ -68,33 +69,37 @@ print(json.dumps(out))
 """
 
 
-def _differences(comfyui_dir: Path, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+# Pairs run at eta 0 against the second sampler: every twin of the table, and controls, so the comparison can tell
+# samplers apart: DPM++ 2M SDE's Heun correction at eta 0 is not 2M's, and DPM++ SDE at eta 0 is DPM++ 2S a at eta 0
+# (which KSampler runs at 1 only), not 2M.
+TWINS = [(samplers.by_name(name).comfy, twin) for name, twin in samplers.ETA_ZERO.items()]
+CONTROLS = [("dpmpp_2m_sde_heun", "dpmpp_2m"), ("dpmpp_sde", "dpmpp_2m")]
+
+
+@pytest.fixture(scope="module")
+def comfyui_samplers(comfyui_dir: Path) -> dict[str, Any]:
+    """One run of SCRIPT in the checkout: the eta defaults and every pair's (difference, scale)."""
     takers = [s.comfy for s in samplers.SAMPLERS if s.uses_eta]
-    code = SCRIPT.replace("PATH", repr(str(comfyui_dir))).replace("PAIRS", repr(pairs)).replace("ETA_TAKERS",
-                                                                                                repr(takers))
+    code = SCRIPT.replace("PATH", repr(str(comfyui_dir))).replace("PAIRS", repr(TWINS + CONTROLS)).replace(
+        "ETA_TAKERS", repr(takers))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=comfyui_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_every_eta_zero_twin_is_comfyuis_sampler_at_eta_zero(comfyui_dir: Path) -> None:
-    pairs = [(samplers.by_name(name).comfy, twin) for name, twin in samplers.ETA_ZERO.items()]
-    # Controls, so the comparison can tell samplers apart: DPM++ 2M SDE's Heun correction at eta 0 is not 2M's, and
-    # DPM++ SDE at eta 0 is DPM++ 2S a at eta 0 (which KSampler runs at 1 only), not 2M.
-    controls = [("dpmpp_2m_sde_heun", "dpmpp_2m"), ("dpmpp_sde", "dpmpp_2m")]
-    found = _differences(comfyui_dir, pairs + controls)
-    for first, second in pairs:
-        diff, scale = found[f"{first} {second}"]
+def test_every_eta_zero_twin_is_comfyuis_sampler_at_eta_zero(comfyui_samplers: dict[str, Any]) -> None:
+    for first, second in TWINS:
+        diff, scale = comfyui_samplers[f"{first} {second}"]
         assert scale > 0.1 and diff < 1e-12 * scale, (first, second, diff)
-    for first, second in controls:
-        diff, scale = found[f"{first} {second}"]
+    for first, second in CONTROLS:
+        diff, scale = comfyui_samplers[f"{first} {second}"]
         assert diff > 1e-3 * scale, (first, second, diff)
 
 
-def test_the_eta_each_sampler_runs_at_is_comfyuis_default(comfyui_dir: Path) -> None:
+def test_the_eta_each_sampler_runs_at_is_comfyuis_default(comfyui_samplers: dict[str, Any]) -> None:
     # ComfyUI's KSampler passes no eta (its samplers' extra options are empty), so each runs at its k-diffusion
     # function's default: 1, but 0 for DPM fast and adaptive, where A1111 passes its eta_ancestral (1).
-    defaults = _differences(comfyui_dir, [])["eta defaults"]
+    defaults = comfyui_samplers["eta defaults"]
     assert {s.comfy: s.comfy_eta for s in samplers.SAMPLERS if s.uses_eta} == defaults
     assert defaults["dpm_fast"] == 0.0 and defaults["euler_ancestral"] == 1.0
