@@ -855,7 +855,12 @@ async def test_a_reconnect_finds_a_prompt_cleared_while_the_websocket_was_down(b
     engine = client.app[ENGINE]
     blocker = await engine.submit("txt2img", {"steps": 40, "width": 64, "height": 64})
     victim = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
-    await asyncio.sleep(0.1)
+    # On a loaded machine `submit` can return before the dispatch posts the prompt: wait until ComfyUI holds it
+    # (bounded), or the clear below would find nothing to clear.
+    for _ in range(200):
+        if victim.prompt_id and any(item[2] == victim.prompt_id for item in comfy_double.pending):
+            break
+        await asyncio.sleep(0.05)
     first = victim.prompt_id
     assert victim.status == "queued" and first
     # The websocket drops, and while it is down the queue is cleared (ComfyUI announces nothing to anyone).
