@@ -244,9 +244,10 @@ def resolve(sampler_name: str | None, scheduler_name: str | None,
             comfy_sampler = zero
         elif used_eta == sampler.comfy_eta:
             pass
-        elif eta is None and sampler.comfy_eta == 0.0:
-            # DPM fast and adaptive at the option's eta (A1111's default 1): ComfyUI runs them without noise only,
-            # and the infotext says so ("Eta: 0.0", which pasted back runs the same), as Restart's names say what ran.
+        elif used_eta == eta_ancestral and sampler.comfy_eta == 0.0:
+            # DPM fast and adaptive at the option's eta (A1111's default 1; webuiapi sends it with every call, and A1111
+            # reads a sent eta equal to the option as the option): ComfyUI runs them without noise only, and the
+            # infotext says so ("Eta: 0.0", which pasted back runs the same), as Restart's names say what ran.
             used_eta = 0.0
         else:
             also = f" or 0 ({zero})" if zero else ""

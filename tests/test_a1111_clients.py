@@ -546,6 +546,29 @@ async def test_webuiapi_start_up_lists_and_utilities(client, comfy_double):
     assert "Variation seed: 41, Variation seed strength: 0.25" in info["infotexts"][1]
 
 
+async def test_webuiapi_runs_every_listed_sampler_with_its_defaults(client, comfy_double):
+    # webuiapi sends eta 1.0 with every call (its parameter's default, A1111's eta_ancestral): a sampler the server
+    # lists must run from the plain call, as on A1111, whatever eta ComfyUI gives it
+    url = str(client.make_url("/sdapi/v1"))
+
+    def drive() -> dict[str, Any]:
+        api = webuiapi.WebUIApi(baseurl=url)
+        return {s["name"]: api.txt2img(prompt="boat", seed=7, width=64, height=64, steps=2, sampler_name=s["name"])
+                for s in api.get_samplers()}
+
+    out = await asyncio.to_thread(drive)
+    assert len(out) == 20 and "DPM fast" in out
+    for name, result in out.items():
+        assert result.image.size == (64, 64), name
+        text = result.info["infotexts"][0]
+        assert f"Sampler: {name}," in text, text
+    # ComfyUI's KSampler runs DPM fast and adaptive without noise only: the infotext says the eta that ran, as it
+    # does when no eta is sent (A1111 reads both alike: the sent 1.0 is its option's value)
+    for name in ("DPM fast", "DPM adaptive"):
+        assert "Eta: 0.0," in out[name].info["infotexts"][0]
+    assert "Eta:" not in out["Euler a"].info["infotexts"][0]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # SillyTavern (server side: src/endpoints/stable-diffusion.js; body from generateAutoImage)
 

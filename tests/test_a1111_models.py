@@ -84,6 +84,8 @@ def test_every_a1111_sampler_runs_as_itself_or_says_what_ran():
     # ComfyUI runs DPM fast and adaptive at eta 0 only: sent, exactly; from the option (A1111's 1), said in the infotext
     ("DPM fast", 0.0, {}, ("dpm_fast", "Eta")),
     ("DPM adaptive", None, {}, ("dpm_adaptive", "Eta")),
+    ("DPM fast", 1.0, {}, ("dpm_fast", "Eta")),  # webuiapi's eta 1.0: the option's value, read as the option
+    ("DPM adaptive", 0.5, {"eta_ancestral": 0.5}, ("dpm_adaptive", "Eta")),
     ("Euler a", 1.0, {}, ("euler_ancestral", None)),
     ("Euler a", None, {}, ("euler_ancestral", None)),
     ("Euler", 0.3, {}, ("euler", None)),  # Euler takes no eta
@@ -95,7 +97,7 @@ def test_eta_runs_where_comfyui_can_run_it(sampler, eta, options, expected):
 
 @pytest.mark.parametrize("sampler,eta", [("DDIM", 0.5), ("Euler a", 0.5), ("DPM++ 2M SDE", 0.7),
                                          ("DPM++ SDE", 0.0), ("DPM++ 2S a", 0.0),
-                                         ("DPM++ 3M SDE", 0.0), ("DPM fast", 1.0), ("DPM adaptive", 0.5)])
+                                         ("DPM++ 3M SDE", 0.0), ("DPM fast", 0.7), ("DPM adaptive", 0.5)])
 def test_eta_comfyui_cannot_run_is_refused(sampler, eta):
     with pytest.raises(s.EtaError, match="eta"):
         s.resolve(sampler, None, COMFY_SAMPLERS, COMFY_SCHEDULERS, eta=eta)
