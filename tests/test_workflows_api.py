@@ -36,7 +36,7 @@ async def client_for(bridge_factory: Any, tmp_path: Path, **fields: Any) -> Any:
     return await bridge_factory(adapters=["jobs_api"], extra_workflows_dirs=[str(extra)], **fields)
 
 
-async def test_list_and_describe(bridge_factory: Any, tmp_path: Path) -> None:
+async def test_list_and_describe(bridge_factory: Any, tmp_path: Path, comfy_double: Any) -> None:
     client = await client_for(bridge_factory, tmp_path)
     listed = await (await client.get("/workflows")).json()
     names = {w["name"]: w for w in listed["workflows"]}
@@ -49,6 +49,15 @@ async def test_list_and_describe(bridge_factory: Any, tmp_path: Path) -> None:
     assert desc["parameters"]["required"] == ["sketch"] and desc["parameters"]["additionalProperties"] is False
     assert props["palette_name"]["default"] == "pico-8" and props["sketch"]["contentEncoding"] == "base64"
     assert desc["outputs"]["images"] == {"type": "images"}
+    # A value from a node's list (`choices_from`) is described by what the backend offers now, so a client can
+    # find every palette and dither method without reading an error; a fixed list keeps its own enum.
+    assert props["dither"]["enum"] == W.choices_in(comfy_double.object_info, "PixartQuantize.dither")
+    assert props["palette_name"]["enum"] == W.choices_in(comfy_double.object_info, "PixartPalette.name")
+    assert "floyd-steinberg" in props["dither"]["enum"] and len(props["palette_name"]["enum"]) >= 200
+    assert props["palette_source"]["enum"] == ["named", "hex", "image"]
+    core = await (await client.get("/workflows/txt2img")).json()
+    assert core["parameters"]["properties"]["sampler"]["enum"] == W.choices_in(
+        comfy_double.object_info, "KSampler.sampler_name")
     resp = await client.get("/workflows/nope")
     assert resp.status == 404 and (await resp.json())["field"] == "workflow"
 

@@ -68,7 +68,7 @@ async def run(client: Any, parameters: dict[str, Any], name: str = "pixel_scene"
     return job
 
 
-async def test_a_tuned_editor_graph_is_served_with_no_python(served: Any) -> None:
+async def test_a_tuned_editor_graph_is_served_with_no_python(served: Any, comfyui: Any) -> None:
     desc = await (await served.get("/workflows/pixel_scene")).json()
     props = desc["parameters"]["properties"]
     # Drafted from the live /object_info: types, defaults and limits are ComfyUI's own.
@@ -76,6 +76,10 @@ async def test_a_tuned_editor_graph_is_served_with_no_python(served: Any) -> Non
             "negative_prompt"} <= set(props)
     assert props["steps"]["default"] == 2 and props["width"]["default"] == 64
     assert props["method"]["default"] == "kcentroid" and props["pixel_size"]["maximum"] == 512
+    # a list input is described by the values this ComfyUI offers now (its samplers, the pack's methods)
+    object_info = comfyui.get_json("/object_info")
+    for name, ref in (("sampler_name", "KSampler.sampler_name"), ("method", "PixartPixelate.method")):
+        assert props[name]["enum"] == W.choices_in(object_info, ref) and "kcentroid" in props["method"]["enum"], name
     first = await run(served, {"seed": 7, "prompt": "a red house", "pixel_size": 8})
     again = await run(served, {"seed": 7, "prompt": "a red house", "pixel_size": 8})
     other = await run(served, {"seed": 8, "prompt": "a red house", "pixel_size": 8})

@@ -270,6 +270,20 @@ class JobEngine(Outputs, Backends):
     def workflow(self, name: str) -> Workflow:
         return wfmod.get_workflow(self.workflows, name)
 
+    def describe(self, name: str) -> dict[str, Any]:
+        """`Workflow.describe`, with the values the healthy backends offer now as each `choices_from` parameter's
+        `enum` (the manifest names only the node list they come from: a palette, a checkpoint, a sampler)."""
+        wf = self.workflow(name)
+        out = wf.describe()
+        offered = self.intake.offered_choices(wf)
+        if offered:
+            props = dict(out["parameters"].get("properties", {}))
+            for pname, values in offered.items():
+                if pname in props:
+                    props[pname] = {**props[pname], "enum": values}
+            out["parameters"] = {**out["parameters"], "properties": props}
+        return out
+
     async def reload_workflows(self) -> list[str]:
         """Read the workflow folders again (a workflow dropped in is served from now on); returns the names.
 

@@ -234,23 +234,37 @@ class Intake:
         except OutboundRefused as exc:
             raise InvalidParameter("webhook", f"webhook: the receiver URL was refused: {exc}") from None
 
+    def _known(self) -> list[Any]:
+        return [c for c in self.engine.connections.values() if c.healthy and c.object_info is not None]
+
+    def offered_choices(self, wf: Workflow) -> dict[str, list[Any]]:
+        """Per choice parameter that takes its values from a node's list (`choices_from`): what the healthy
+        backends offer now, each value once in the order they list them (empty while none is known)."""
+        known = self._known()
+        out: dict[str, list[Any]] = {}
+        for name, p in wf.parameters.items():
+            if p.type != "choice" or not p.choices_from:
+                continue
+            seen: dict[Any, None] = {}
+            for c in known:
+                seen.update(dict.fromkeys(c.choices(p.choices_from) or []))
+            if seen:
+                out[name] = list(seen)
+        return out
+
     def _check_choices(self, wf: Workflow, values: dict[str, Any]) -> None:
         """A choice no healthy backend offers is refused now, before any image is decoded (dispatch checks the
         chosen backend's list again); LoRA names are resolved to the backend's files."""
-        known = [c for c in self.engine.connections.values() if c.healthy and c.object_info is not None]
+        known = self._known()
+        offered = self.offered_choices(wf)
         for name, p in wf.parameters.items():
             if p.type == "loras" and name in values and known:
                 live = known[0].choices(p.choices_from or wfmod.LORA_LIST) or []
                 # Names become the files the backend lists, so the job records exactly what it applies.
                 values[name] = wfmod.resolve_loras(name, values[name], live)  # type: ignore[index]
-                continue
-            if p.type != "choice" or not p.choices_from or name not in values or not known:
-                continue
-            offered = [c.choices(p.choices_from) for c in known]
-            if all(o is not None and values[name] not in o for o in offered):
-                live = next(o for o in offered if o is not None)
+            elif name in offered and name in values and values[name] not in offered[name]:
                 raise InvalidParameter(name, f"{name}: {values[name]!r} is not available on the backend; "
-                                             f"choose one of {wfmod.short_list(live)}")
+                                             f"choose one of {wfmod.short_list(offered[name])}")
 
 
 def wanted_outputs(wf: Workflow, outputs: Any) -> list[str] | None:

@@ -111,8 +111,11 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 @endpoint(dialect=DIALECT, responses={200: WorkflowDescription})
 async def describe_workflow(request: web.Request) -> web.Response:
-    """A workflow's parameters as JSON Schema, and its outputs."""
-    return web.json_response(engine_of(request).workflow(request.match_info["name"]).describe())
+    """A workflow's parameters as JSON Schema, and its outputs.
+
+    A parameter whose values come from a backend's node list (`choices_from`: palettes, checkpoints, samplers)
+    carries what the healthy backends offer now as its `enum`."""
+    return web.json_response(engine_of(request).describe(request.match_info["name"]))
 
 
 @endpoint(dialect=DIALECT, body=Envelope, query=WaitQuery, responses={200: JobView, 202: JobAccepted},
