@@ -245,9 +245,9 @@ def resolve(sampler_name: str | None, scheduler_name: str | None,
         elif used_eta == sampler.comfy_eta:
             pass
         elif used_eta == eta_ancestral and sampler.comfy_eta == 0.0:
-            # DPM fast and adaptive at the option's eta (A1111's default 1; webuiapi sends it with every call, and A1111
-            # reads a sent eta equal to the option as the option): ComfyUI runs them without noise only, and the
-            # infotext says so ("Eta: 0.0", which pasted back runs the same), as Restart's names say what ran.
+            # DPM fast and adaptive at the option's eta (A1111's default 1, which webuiapi sends with every call: in
+            # A1111 an eta sent equal to the option runs as none sent does): ComfyUI runs them without noise only, and
+            # the infotext says so ("Eta: 0.0", which pasted back runs the same), as Restart's names say what ran.
             used_eta = 0.0
         else:
             also = f" or 0 ({zero})" if zero else ""

@@ -239,7 +239,7 @@ class Intake:
 
     def offered_choices(self, wf: Workflow) -> dict[str, list[Any]]:
         """Per choice parameter that takes its values from a node's list (`choices_from`): what the healthy
-        backends offer now, each value once in the order they list them (empty while none is known)."""
+        backends offer now, each value once in the order they list them (none while no healthy backend lists it)."""
         known = self._known()
         out: dict[str, list[Any]] = {}
         for name, p in wf.parameters.items():
