@@ -270,7 +270,7 @@ class JobEngine(Outputs, Backends):
     def workflow(self, name: str) -> Workflow:
         return wfmod.get_workflow(self.workflows, name)
 
-    def describe(self, name: str) -> dict[str, Any]:
+    def describe_workflow(self, name: str) -> dict[str, Any]:
         """`Workflow.describe`, with the values the healthy backends offer now as each `choices_from` parameter's
         `enum` (the manifest names only the node list they come from: a palette, a checkpoint, a sampler)."""
         wf = self.workflow(name)

@@ -115,7 +115,7 @@ async def describe_workflow(request: web.Request) -> web.Response:
 
     A parameter whose values come from a backend's node list (`choices_from`: palettes, checkpoints, samplers)
     carries what the healthy backends offer now as its `enum`."""
-    return web.json_response(engine_of(request).describe(request.match_info["name"]))
+    return web.json_response(engine_of(request).describe_workflow(request.match_info["name"]))
 
 
 @endpoint(dialect=DIALECT, body=Envelope, query=WaitQuery, responses={200: JobView, 202: JobAccepted},
