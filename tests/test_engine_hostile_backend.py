@@ -49,7 +49,13 @@ async def make_engine(tmp_path: Path, comfy_double: ComfyDouble):
 
 @pytest_asyncio.fixture
 async def engine(make_engine: Any) -> JobEngine:
-    return await make_engine()
+    eng = await make_engine()
+    # `start` waits a few seconds for the backend; on a loaded machine it may still be connecting, and a job
+    # submitted then waits in the local queue instead of reaching the double's hostile answers (with no wait at
+    # start, the refusal tests below fail so: "DID NOT RAISE")
+    await until(lambda: all(c.healthy and c.object_info is not None for c in eng.connections.values()), 30,
+                "the backend to connect")
+    return eng
 
 
 def corrupt_history(double: ComfyDouble, change: Any) -> None:
