@@ -857,10 +857,8 @@ async def test_a_reconnect_finds_a_prompt_cleared_while_the_websocket_was_down(b
     victim = await engine.submit("txt2img", {"steps": 2, "width": 64, "height": 64})
     # On a loaded machine `submit` can return before the dispatch posts the prompt: wait until ComfyUI holds it
     # (bounded), or the clear below would find nothing to clear.
-    for _ in range(200):
-        if victim.prompt_id and any(item[2] == victim.prompt_id for item in comfy_double.pending):
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: victim.prompt_id and any(item[2] == victim.prompt_id for item in comfy_double.pending), 10,
+                "ComfyUI to hold the victim's prompt")
     first = victim.prompt_id
     assert victim.status == "queued" and first
     # The websocket drops, and while it is down the queue is cleared (ComfyUI announces nothing to anyone).

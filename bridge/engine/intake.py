@@ -12,7 +12,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bridge import images as image_io
@@ -237,13 +237,15 @@ class Intake:
     def _known(self) -> list[Any]:
         return [c for c in self.engine.connections.values() if c.healthy and c.object_info is not None]
 
-    def offered_choices(self, wf: Workflow) -> dict[str, list[Any]]:
-        """Per choice parameter that takes its values from a node's list (`choices_from`): what the healthy
-        backends offer now, each value once in the order they list them (none while no healthy backend lists it)."""
+    def offered_choices(self, wf: Workflow, names: Iterable[str] | None = None) -> dict[str, list[Any]]:
+        """Per choice parameter that takes its values from a node's list (`choices_from`), of `names` (None: all):
+        what the healthy backends offer now, each value once in the order they list them (none while no healthy
+        backend lists it)."""
         known = self._known()
         out: dict[str, list[Any]] = {}
-        for name, p in wf.parameters.items():
-            if p.type != "choice" or not p.choices_from:
+        for name in wf.parameters if names is None else names:
+            p = wf.parameters.get(name)
+            if p is None or p.type != "choice" or not p.choices_from:
                 continue
             seen: dict[Any, None] = {}
             for c in known:
@@ -256,7 +258,7 @@ class Intake:
         """A choice no healthy backend offers is refused now, before any image is decoded (dispatch checks the
         chosen backend's list again); LoRA names are resolved to the backend's files."""
         known = self._known()
-        offered = self.offered_choices(wf)
+        offered = self.offered_choices(wf, values)  # only the sent ones: a submit need not copy every list
         for name, p in wf.parameters.items():
             if p.type == "loras" and name in values and known:
                 live = known[0].choices(p.choices_from or wfmod.LORA_LIST) or []
