@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pixart_nodes.core import snap as sn
-from tests.support.pixelart import enlarge, jpeg, nearest_palette, sprite
+from tests.support.pixelart import enlarge, enlarge_on, jpeg, nearest_palette, sprite
 
 
 def _visible(n: int, s: float, head: float, tail: float) -> slice:
@@ -76,9 +76,7 @@ def test_drifting_grid_is_followed():
     s = 6.0
     k = np.arange(31, dtype=np.float64)
     edges = s * k + 1.6 * np.sin(2 * np.pi * k / 14)  # cells between 5.3 and 6.7 px
-    u = np.arange(int(edges[-1])) + 0.5
-    idx = np.clip(np.searchsorted(edges, u, side="right") - 1, 0, 29)
-    big = spr[np.ix_(idx, idx)]
+    big = enlarge_on(spr, edges, edges)
     res = sn.snap(big)
     # Inside the drawing every cell edge is seen; in the flat margin nothing tells how wide the drifting cells
     # are, so a margin may gain or lose a cell: compare at the best placement.
@@ -89,27 +87,27 @@ def test_drifting_grid_is_followed():
 def test_drifting_grids_keep_their_cell_count_across_flat_stretches():
     # Blurred JPEG enlargements whose cells swing by up to +-30% over 10-25 cells, as diffusion models draw them.
     # In the flat fill the drawing's edges are weak or absent, where a grid that skips a cell (a period a tenth
-    # too large) scored a little above the true one: 11 of these 24 came out at the sprite's size, now 18.
+    # too large) scored a little above the true one: 11 of these 24 came out at the sprite's size (the sprite's
+    # pixels right at the best placement: 95.7%), now 17 (97.0%).
     exact, overlap = 0, []
     for seed in range(24):
         rng = np.random.default_rng(seed)
         h, w = int(rng.integers(28, 48)), int(rng.integers(28, 48))
         spr = sprite(h, w, seed=seed)
         s = float(rng.uniform(5, 8))
-        idx = []
+        edges = []
         for n in (h, w):
             k = np.arange(n + 1, dtype=np.float64)
             amp, period, theta = rng.uniform(0.15, 0.3) * s, rng.uniform(10, 25), rng.uniform(0, 2 * np.pi)
-            edges = np.maximum.accumulate(s * k + amp * (np.sin(2 * np.pi * k / period + theta) - np.sin(theta)))
-            idx.append(np.clip(np.searchsorted(edges, np.arange(int(edges[-1])) + 0.5, side="right") - 1, 0, n - 1))
-        big = jpeg(cv2.GaussianBlur(spr[np.ix_(*idx)], (0, 0), 0.7), 80)
+            edges.append(np.maximum.accumulate(s * k + amp * (np.sin(2 * np.pi * k / period + theta) - np.sin(theta))))
+        big = jpeg(cv2.GaussianBlur(enlarge_on(spr, *edges), (0, 0), 0.7), 80)
         res = sn.snap(big)
         exact += res.image.shape == spr.shape
         colours = np.unique(spr.reshape(-1, 3), axis=0)
         overlap.append(_best_overlap(nearest_palette(res.image, colours)[..., None],
                                      nearest_palette(spr, colours)[..., None]))
-    assert exact >= 16, exact
-    assert np.mean(overlap) >= 0.96, np.mean(overlap)
+    assert exact >= 15, exact
+    assert np.mean(overlap) >= 0.963, np.mean(overlap)
 
 
 def _best_overlap(got: np.ndarray, want: np.ndarray) -> float:

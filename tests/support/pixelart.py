@@ -54,6 +54,14 @@ def enlarge(img: np.ndarray, sx: float, sy: float | None = None, *, head: tuple[
     return np.ascontiguousarray(img[np.ix_(rows, cols)])
 
 
+def enlarge_on(img: np.ndarray, edges_y: np.ndarray, edges_x: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour enlargement onto given cell edges (``edges[k]``: where cell ``k`` starts, in output pixels,
+    up to the last cell's end): pixel ``u`` shows the cell whose span holds ``u + 0.5``."""
+    idx = [np.clip(np.searchsorted(e, np.arange(int(e[-1])) + 0.5, side="right") - 1, 0, len(e) - 2)
+           for e in (edges_y, edges_x)]
+    return np.ascontiguousarray(img[np.ix_(*idx)])
+
+
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
