@@ -88,8 +88,9 @@ def test_drifting_grids_keep_their_cell_count_across_flat_stretches():
     # Blurred JPEG enlargements whose cells swing by up to +-30% over 10-25 cells, as diffusion models draw them.
     # In the flat fill the drawing's edges are weak or absent, where a grid that skips a cell (a period a tenth
     # too large) scored a little above the true one: 11 of these 24 came out at the sprite's size (the sprite's
-    # pixels right at the best placement: 95.7%), now 17 (97.0%).
-    exact, overlap = 0, []
+    # pixels right at the best placement: 95.7%), now 17. One came out at twice its height (a grid of half the
+    # period scored a little above the true one, which the tracking followed badly): now none (98.7%).
+    exact, overlap, worst = 0, [], 0.0
     for seed in range(24):
         rng = np.random.default_rng(seed)
         h, w = int(rng.integers(28, 48)), int(rng.integers(28, 48))
@@ -103,11 +104,13 @@ def test_drifting_grids_keep_their_cell_count_across_flat_stretches():
         big = jpeg(cv2.GaussianBlur(enlarge_on(spr, *edges), (0, 0), 0.7), 80)
         res = sn.snap(big)
         exact += res.image.shape == spr.shape
+        worst = max(worst, *(abs(a / b - 1) for a, b in zip(res.image.shape[:2], spr.shape[:2])))
         colours = np.unique(spr.reshape(-1, 3), axis=0)
         overlap.append(_best_overlap(nearest_palette(res.image, colours)[..., None],
                                      nearest_palette(spr, colours)[..., None]))
     assert exact >= 15, exact
-    assert np.mean(overlap) >= 0.963, np.mean(overlap)
+    assert worst < 0.15, worst
+    assert np.mean(overlap) >= 0.98, np.mean(overlap)
 
 
 def _best_overlap(got: np.ndarray, want: np.ndarray) -> float:

@@ -20,9 +20,10 @@ Per axis, independently (pixels need not be square):
    seen). For a drifting grid, periods up to 10% around the two best candidates are tried too.
 6. **Choice** (``grid_score``): evidence on edges, minus twice the evidence left inside cells, minus a cost per edge
    near evidence, as a share of all evidence. Half the true period pays for twice the edges; 1.5 or 2 times it
-   leaves true edges inside cells; edges far from any evidence neither count nor cost. For a drifting grid, near
-   ties at nearby periods go to the smoothest grid (``roughness``): across a flat stretch a grid with a cell too
-   few costs no evidence, but it bends there.
+   leaves true edges inside cells; edges far from any evidence neither count nor cost. For a drifting grid, which
+   the tracking can follow badly at its true period: a grid of twice the period scoring nearly as well wins (the
+   finer grid's extra edges explain next to nothing), and near ties at nearby periods go to the smoothest grid
+   (``roughness``): across a flat stretch a grid with a cell too few costs no evidence, but it bends there.
 7. **Regularisation.** When the edges on evidence lie on one straight lattice (within 0.6 px), all edges are
    redrawn from it, so a flat margin is counted to a small fraction of a pixel; a drifting grid keeps its tracked
    edges and continues beyond the evidence with its mean period.
@@ -631,6 +632,13 @@ def detect_axis(p: np.ndarray, *, smin: float = MIN_SIZE, smax: float | None = N
                     edges = fit(s)
                     results.append((grid_score(peaks, edges, strong), s, edges))
         results.sort(key=lambda r: -r[0])
+        # A grid of twice the period that scores nearly as well (a true grid's double leaves every other true edge
+        # inside its cells, far below it): the finer grid's extra edges explain next to nothing; a drifting grid
+        # followed badly at its true period scored a little under its half.
+        top, s0 = results[0][0], results[0][1]
+        double = [r for r in results if r[0] >= top - NEAR_TIE and abs(r[1] - 2 * s0) <= TIE_PERIOD * 2 * s0]
+        if double:
+            results.insert(0, double[0])
         if results[0][1] >= 3.0:
             # Where nothing is seen (a flat area, a weak edge left out) a grid of fewer, larger cells costs no
             # evidence and saves the cost of edges near weak peaks, so a grid that skips a cell can score a little
