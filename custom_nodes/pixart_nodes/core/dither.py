@@ -900,7 +900,7 @@ def _taps_below(e, r1, r2, n, lanes, k1, k2):
     if a1w == e1w and b1w == d1w and a2w == e2w and b2w == d2w:
         # symmetric rows (every kernel of two rows below in the library): the errors two and one pixels either side
         # summed first (exact in int32), so three conversions and six multiply-adds a lane instead of five and ten.
-        # The pass alone, 512x512 on Zen 3: Jarvis-Judice-Ninke, Sierra and Atkinson 0.24-0.37 ms against 0.38-0.70
+        # The pass alone, 512x512 on Zen 3: Jarvis-Judice-Ninke, Sierra and Atkinson 0.23-0.37 ms against 0.38-0.70
         # (the same process, three runs)
         for i in range(n):
             s2 = np.float32(np.int32(e[i + 4 * lanes] + e[i]))
