@@ -620,7 +620,8 @@ def detect_axis(p: np.ndarray, *, smin: float = MIN_SIZE, smax: float | None = N
     if not results:
         return None
     results.sort(key=lambda r: -r[0])
-    if not size and _drifting(results[0][2], peaks, strong):
+    chosen = results[0]
+    if not size and _drifting(chosen[2], peaks, strong):
         # A drifting grid is only followed from a nominal period within about a tenth of its mean (the tracking
         # window cannot turn the phase faster), and the candidates' periods can be that far off: try nearby
         # periods around the two best distinct candidates.
@@ -637,18 +638,17 @@ def detect_axis(p: np.ndarray, *, smin: float = MIN_SIZE, smax: float | None = N
         # followed badly at its true period scored a little under its half.
         top, s0 = results[0][0], results[0][1]
         double = [r for r in results if r[0] >= top - NEAR_TIE and abs(r[1] - 2 * s0) <= TIE_PERIOD * 2 * s0]
-        if double:
-            results.insert(0, double[0])
-        if results[0][1] >= 3.0:
+        chosen = double[0] if double else results[0]
+        if chosen[1] >= 3.0:
             # Where nothing is seen (a flat area, a weak edge left out) a grid of fewer, larger cells costs no
             # evidence and saves the cost of edges near weak peaks, so a grid that skips a cell can score a little
             # above the true one. A drifting grid's cells change size slowly: among grids of nearly the best
             # score, and of nearly the same period (not the half or double one), the smoothest wins. Under 3 px
             # the rounding of edges to whole pixels is as large as any drift.
-            top, s0 = results[0][0], results[0][1]
+            top, s0 = chosen[0], chosen[1]
             near = [r for r in results if r[0] >= top - NEAR_TIE and abs(r[1] - s0) <= TIE_PERIOD * s0]
-            results[0] = min(near, key=lambda r: roughness(r[2]))
-    sc, s, edges = results[0]
+            chosen = min(near, key=lambda r: roughness(r[2]))
+    sc, s, edges = chosen
     on = np.flatnonzero(peaks[edges - 1] >= strong)
     lattice = None
     if len(on) >= 4:
