@@ -131,6 +131,22 @@ def test_floyd_steinberg_tiny_case_by_hand():
 
 def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, damp_limit=-1, alpha_threshold=128,
                                levels=None):
+    """``_one_band_reference`` in two bands for images of more than 128 rows, from the documented rule only: the
+    first band rows 0..m-1, the second rows s..h-1 (as many), each dithered as an image of its own, the second's
+    rows before m dropped; m the least with at least two such rows (2m - h >= 2) and s = h - m even."""
+    args = (pal, kernel, serpentine, strength, distance, damp_limit, alpha_threshold)
+    h = img.shape[0]
+    if h <= 128:
+        return _one_band_reference(img, *args, levels)
+    m = next(m for m in range(h // 2, h) if 2 * m - h >= 2 and (h - m) % 2 == 0)
+    s = h - m
+    top = _one_band_reference(img[:m], *args, None if levels is None else levels[:m])
+    bottom = _one_band_reference(img[s:], *args, None if levels is None else levels[s:])
+    return np.concatenate([top, bottom[m - s:]])
+
+
+def _one_band_reference(img, pal, kernel, serpentine, strength, distance, damp_limit=-1, alpha_threshold=128,
+                        levels=None):
     """Plain-Python error diffusion in fixed point for any kernel, written from the documented rule only: tap
     weight W = floor(S * numerator * 16 / divisor) with S = round(256 * strength); value =
     clamp(floor((4096 * source + taken + 2048) / 4096), 0, 255), where taken is the collected error, or with
@@ -184,19 +200,23 @@ _ASYMMETRIC = dither.ErrorKernel("asymmetric", dither._rows((0, (0, 0, 0, 6, 2))
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
 @pytest.mark.parametrize("name", [*sorted(dither.ERROR_KERNELS), _ASYMMETRIC.name])
-def test_error_diffusion_matches_fixed_point_reference(name, distance):
+@pytest.mark.parametrize("shape", [(11, 14), (133, 3)])
+def test_error_diffusion_matches_fixed_point_reference(name, distance, shape):
     """Every kernel (and one whose rows below are not symmetric) and distance (the vector loops, RGB and RGBA, and
     the loop shared by all, with and without damping) against the plain-Python reference: saturated noise drives
     values outside 0..255, a quarter of the pixels transparent (and the same pixels as RGB, and as RGBA with a
     threshold of 0); PICO-8, 40 random colours (cells with 3+ candidates) and 70 (OKLab: pair cells through the memo
-    too); cell tables of both sizes the loops use."""
+    too); cell tables of both sizes the loops use; an image of one band and one of two (133 rows: five warm-up rows)."""
     from pixart_nodes.core import quantize as qz
     from pixart_nodes.core.palette import named_palette
 
     rng = np.random.default_rng(len(name) + (distance == "oklab"))
-    img = (rng.integers(0, 2, (11, 14, 4)) * 255).astype(np.uint8)
-    img[::3] = rng.integers(0, 256, (4, 14, 4), dtype=np.uint8)
-    img[..., 3] = np.where(rng.random((11, 14)) < 0.25, 0, 255)
+    img = (rng.integers(0, 2, (*shape, 4)) * 255).astype(np.uint8)
+    img[::3] = rng.integers(0, 256, img[::3].shape, dtype=np.uint8)
+    img[..., 3] = np.where(rng.random(shape) < 0.25, 0, 255)
+    if shape[0] > 128:  # a flat colour across the bands' seam, where error lasts: the bands change the result
+        img[40:100] = (90, 120, 150, 255)
+    bands_matter = False
     kernel = dither.ERROR_KERNELS.get(name, _ASYMMETRIC)
     pals = (named_palette("pico-8").colors, rng.integers(0, 256, (40, 3), dtype=np.uint8),
             rng.integers(0, 256, (70, 3), dtype=np.uint8))
@@ -207,16 +227,19 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
         table[:n, :3] = pal
         table[:n, 3] = 255
         for serpentine, strength, limit in ((True, 1.0, -1), (False, 0.45, -1), (True, 1.0, 2500), (False, 0.7, 0)):
-            out = dither.Target(table, np.empty((11, 14), np.uint8), np.empty_like(img), np.zeros(n + 1, np.uint8))
+            out = dither.Target(table, np.empty(shape, np.uint8), np.empty_like(img), np.zeros(n + 1, np.uint8))
             dither.error_diffuse(img, pal, lk, kernel, out, strength=strength, serpentine=serpentine,
                                  damp_limit=limit)
             ref = _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, limit)
             assert np.array_equal(out.indices, ref), (n, serpentine, strength, limit)
+            if shape[0] > 128 and not bands_matter:
+                bands_matter = not np.array_equal(
+                    ref, _one_band_reference(img, pal, kernel, serpentine, strength, distance, limit))
             assert np.array_equal(out.image, table[ref])
             assert np.array_equal(np.flatnonzero(out.used[:n]), np.unique(ref[ref < n]))
             # and without alpha (every pixel takes and passes on error)
             rgb = np.ascontiguousarray(img[..., :3])
-            out = dither.Target(np.ascontiguousarray(table[:, :3]), np.empty((11, 14), np.uint8), np.empty_like(rgb),
+            out = dither.Target(np.ascontiguousarray(table[:, :3]), np.empty(shape, np.uint8), np.empty_like(rgb),
                                 np.zeros(n + 1, np.uint8))
             dither.error_diffuse(rgb, pal, lk, kernel, out, strength=strength, serpentine=serpentine,
                                  damp_limit=limit)
@@ -224,12 +247,32 @@ def test_error_diffusion_matches_fixed_point_reference(name, distance):
             assert np.array_equal(out.indices, ref), ("rgb", n, serpentine, strength, limit)
             assert np.array_equal(out.image, pal[ref])
             # RGBA with a threshold of 0 (nothing transparent): without damping, the vector loops take four channels
-            out = dither.Target(table, np.empty((11, 14), np.uint8), np.empty_like(img), np.zeros(n + 1, np.uint8))
+            out = dither.Target(table, np.empty(shape, np.uint8), np.empty_like(img), np.zeros(n + 1, np.uint8))
             dither.error_diffuse(img, pal, lk, kernel, out, strength=strength, serpentine=serpentine,
                                  damp_limit=limit, alpha_threshold=0)
             ref = _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance, limit, alpha_threshold=0)
             assert np.array_equal(out.indices, ref), ("rgba, threshold 0", n, serpentine, strength, limit)
             assert np.array_equal(out.image, table[ref]) and out.used[n] == 0
+    assert bands_matter or shape[0] <= 128
+
+
+@pytest.mark.parametrize("damping", [False, True])
+def test_band_warm_up_rows_do_not_count_as_used(damping):
+    """The colours used are those of the pixels that stand, not those the second band's warm-up rows picked (the
+    first band's stand there): 256 colours on narrow noise, so some warm-up picks are colours no pixel that stands
+    has (each image about two chances in five; eight of them); the vector loops (no damping) and the loop shared by
+    all (damping)."""
+    from pixart_nodes.core import quantize as qz
+
+    pal = np.random.default_rng(7).integers(0, 256, (256, 3), dtype=np.uint8)
+    lk = qz._lookup(pal.tobytes(), False, dither.GBITS)
+    for seed in range(8):
+        img = np.random.default_rng(seed).integers(0, 256, (131, 4, 3), dtype=np.uint8)
+        out = dither.Target(np.zeros((257, 3), np.uint8), np.empty((131, 4), np.uint16), np.empty_like(img),
+                            np.zeros(257, np.uint8))
+        dither.error_diffuse(img, pal, lk, dither.ERROR_KERNELS["floyd-steinberg"], out,
+                             damp_limit=2500 if damping else -1)
+        assert np.array_equal(np.flatnonzero(out.used), np.unique(out.indices)), seed
 
 
 def _diffused(img, pal, lk, pairs, kernel, serpentine, strength, threshold):

@@ -746,6 +746,33 @@ FS_ONE = 1 << FS_SHIFT  # 16 * STRENGTH_STEPS
 FS_HALF = FS_ONE // 2
 
 
+# Images of more than BAND_MIN_ROWS rows are dithered as two bands of as many rows, the second starting a few rows
+# above the middle: its first rows (2-5, "warm-up") only build up the error the rows above would have passed on, and
+# the first band's rows stand there. The vector loops run both bands' pixels side by side, so the CPU has two
+# chains from one pixel to the next to overlap instead of one (each waits on its cell's and colour's loads and on
+# mispredicted pair choices). libimagequant 4 dithers in chunks the same way (in threads, two warm-up rows, only
+# images over 128 rows: "chunks risk causing seams, so should be tall"). Measured when written (bench_quantize's
+# images, 512x512 to PICO-8, per-round ratios to Pillow's FS, JIT, the one-band loop's sources and these in
+# alternating processes, two pairs, gradient / random): sRGB Floyd-Steinberg 0.90-0.91x / 0.75-0.89x to
+# 0.73-0.75x / 0.56-0.65x, Jarvis-Judice-Ninke 0.93-0.94x / 0.74-0.91x to 0.85-0.87x / 0.56-0.67x, Sierra
+# 0.90-0.93x / 0.71-0.91x to 0.77-0.86x / 0.53-0.60x; OKLab 0.91-1.02x / 0.74-0.82x to 0.76-1.09x / 0.56-0.81x (four
+# pairs; its times move by a quarter from one process to the next). Images of up to 128 rows, one band, pay for the
+# second band's code in the loop: 128x512 random 0.80-0.90x against 0.74-0.82x.
+BAND_MIN_ROWS = 128
+
+
+@njit(cache=True, nogil=True)
+def band_rows(h):
+    """(m, s) for an image of ``h`` rows: the first band is rows 0..m-1, the second rows s..h-1 (m rows too), whose
+    rows before m are its warm-up. s is even, so the bands' j-th rows scan in the same direction (serpentine rows
+    alternate by row parity). One band, (h, h), up to ``BAND_MIN_ROWS`` rows."""
+    if h <= BAND_MIN_ROWS:
+        return h, h
+    m = (h + 3) // 2
+    m += (h - m) & 1
+    return m, h - m
+
+
 def fs_strength(strength: float) -> int:
     """``strength`` 0..1 as the integer multiplier of the fixed-point loops (0..STRENGTH_STEPS)."""
     return int(round(strength * STRENGTH_STEPS))
@@ -938,7 +965,8 @@ def _diffuse(
     blk, memo, moff, cands, gbits, codes, shift, masks, slots, table, out_idx, out_img, used,
 ):
     # The loop of ``_diffuse_fixed``: damping, a cell table of another size than the vector loops', images of one
-    # pixel and big-endian machines (the vector loops below take every other case).
+    # pixel and big-endian machines (the vector loops below take every other case). Two bands run one after the
+    # other: the second first, so that the first writes over the second's warm-up rows.
     # Inlined although it has branches (see the helpers above): each entry point calls it once per image, so the
     # reference counting that costs is paid once, not per pixel.
     # Unsigned indices in the pixel loop: numba then emits no negative-index wraparound.
@@ -961,7 +989,15 @@ def _diffuse(
     er0, eg0, eb0 = err[0], err[1], err[2]
     ar, ag, ab = acc[0], acc[1], acc[2]
     zero = np.int64(0)
-    for y in range(h):
+    m, s = band_rows(h)
+    spare = np.zeros_like(used)  # the colours of the second band's warm-up rows, which do not stand
+    for i in range(s, h + m):
+        # the second band first, then the first, which writes over the second's warm-up rows (one band: s = h)
+        y = i if i < h else i - h
+        if i == s or i == h:  # a band's first row
+            acc[:] = 0
+            err[:] = 0
+        mark = spare if i < m else used
         cur = np.uint64((y % 3) * stride + pad)
         nx1 = (y + 1) % 3 * stride + pad
         nx2 = (y + 2) % 3 * stride + pad
@@ -983,7 +1019,7 @@ def _diffuse(
             ux = np.uint64(x + pad)
             if alpha and flat[p * uch + np.uint64(3)] < alpha_threshold:
                 # transparent: takes and passes on no error
-                _emit(oidx, oimg, used, table, p, uch, n)
+                _emit(oidx, oimg, mark, table, p, uch, n)
                 tr, tg, tb = nr, ng, nb
                 if damp:
                     tr, tg, tb = _taken(flat, pn * uch, tr, tg, tb, levels[pn], big)
@@ -1012,7 +1048,7 @@ def _diffuse(
                     else:
                         kb = ka
                 k, er, eg, eb, tr, tg, tb = _pick(vr, vg, vb, ka, kb, pal4, nr, ng, nb, w01)
-                _emit(oidx, oimg, used, table, p, uch, k)
+                _emit(oidx, oimg, mark, table, p, uch, k)
                 if damp:
                     if er * er + eg * eg + eb * eb > damp_limit:
                         er = (3 * er + 2) >> 2
@@ -1080,6 +1116,9 @@ def _diffuse_vector(
     # ``ch``: 3 or 4 channels, a constant in each entry point (the pixel reads and writes differ); with 4, pixels
     # below ``alpha_threshold`` are transparent as in ``_diffuse``. ``lab``: OKLab distance (a constant too), whose
     # pair cells choose by their mask's bit (``pair_masks``) and whose cells are ``LAB_DIFFUSION_GBITS`` wide.
+    # Two bands (``band_rows``) run side by side: each step of the pixel loop takes pixel x of the first band's row
+    # and of the second's (A and B below: the same body twice, as a helper with branches would cost reference
+    # counting per pixel, see above).
     h, w = src.shape[0], src.shape[1]
     n = pal4.shape[0] // 4
     flat, oidx, oimg, _ = _views(src, out_idx, out_img)
@@ -1098,39 +1137,48 @@ def _diffuse_vector(
     last = np.uint64(h * w - 1)
     one = np.uint64(1)
     wsh = np.uint64(3 * (8 - LAB_DIFFUSION_GBITS) - 6)  # a pair's mask: 2^wsh words
+    gbits = LAB_DIFFUSION_GBITS if lab else GBITS
     pad = 2
     stride = w + 2 * pad
-    acc = np.zeros(3 * stride * 4, dtype=np.int32)  # a ring of three rows' collected error
-    err = np.zeros(stride * 4, dtype=np.int32)  # this row's error (0 where transparent)
-    for y in range(h):
-        cur = (y % 3) * stride + pad
-        nx1 = (y + 1) % 3 * stride + pad
-        nx2 = (y + 2) % 3 * stride + pad
-        reverse = serpentine and (y & 1) == 1
+    m, s = band_rows(h)
+    two = s < h
+    # per band, a ring of three rows' collected error and this row's error (0 where transparent)
+    acc = np.zeros((2, 3 * stride * 4), dtype=np.int32)
+    err = np.zeros((2, stride * 4), dtype=np.int32)
+    acc_a, acc_b, err_a, err_b = acc[0], acc[1], err[0], err[1]
+    for j in range(m):
+        ya, yb = j, s + j  # the bands' rows; s is even, so both scan in the same direction
+        cur = (j % 3) * stride + pad
+        nx1 = (j + 1) % 3 * stride + pad
+        nx2 = (j + 2) % 3 * stride + pad
+        reverse = serpentine and (j & 1) == 1
         step = -1 if reverse else 1
         x = w - 1 if reverse else 0
         k1, k2 = (rw1, rw2) if reverse else (fw1, fw2)
-        c2 = _zero4()
-        p = np.uint64(y * w + x)
-        t = _value4(_first_pixel(flat, p * uch) if ch == 3 else _pixel_at(flat, p * uch, ch), acc,
-                    np.uint64(4 * (cur + x)), c2)
+        c2a = c2b = _zero4()
+        p = np.uint64(ya * w + x)
+        t_a = _value4(_first_pixel(flat, p * uch) if ch == 3 else _pixel_at(flat, p * uch, ch), acc_a,
+                      np.uint64(4 * (cur + x)), c2a)
+        # B's first pixel is not pixel 0 (s > 0): ``_pixel_at`` reads from the byte before it. Without B, pixel 0
+        # again (unused)
+        p = np.uint64(yb * w + x) if two else one
+        t_b = _value4(_pixel_at(flat, p * uch, ch), acc_b, np.uint64(4 * (cur + x)), c2b)
         for _ in range(w):
-            p = np.uint64(y * w + x)
             # the next pixel's value but for this pixel's error (clamped at the image's ends: unused there)
-            pn = max(min(np.uint64(y * w + x + step), last), one)
-            nv = _value4(_pixel_at(flat, pn * uch, ch), acc, np.uint64(4 * (cur + x + step)), c2)
+            ex = np.uint64(4 * (x + pad))
+            nxt = np.uint64(4 * (cur + x + step))
+            p = np.uint64(ya * w + x)
+            pn = max(min(np.uint64(ya * w + x + step), last), one)
+            nv = _value4(_pixel_at(flat, pn * uch, ch), acc_a, nxt, c2a)
             if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
                 # transparent: takes and passes on no error
                 oidx[p] = n
                 _put_pixel(oimg, p * uch, words, n, ch)
-                t = nv
-                c2 = _zero4()
-                _store4(err, np.uint64(4 * (x + pad)), c2)
+                t_a = nv
+                c2a = _zero4()
+                _store4(err_a, ex, c2a)
             else:
-                if lab:
-                    v, cell, low = _code_cell(t, LAB_DIFFUSION_GBITS)
-                else:
-                    v, cell, low = _code_cell(t, GBITS)
+                v, cell, low = _code_cell(t_a, LAB_DIFFUSION_GBITS) if lab else _code_cell(t_a, GBITS)
                 ka, kb = _pair(codes[cell], shift)
                 # the memo's block, read for every pixel before the branch: a 3+ cell then waits for one load, not
                 # two (1-2% less time on both images, same results)
@@ -1138,21 +1186,52 @@ def _diffuse_vector(
                 if ka > kb:  # 3+ candidates: the memo (``_memo_get``)
                     ka = kb = np.int64(memo[block + low]) - 1
                     if ka < 0:
-                        vr, vg, vb = _lane(v, 0), _lane(v, 1), _lane(v, 2)
-                        ka = kb = _fill(lab, cell, vr, vg, vb, pal_cmp, moff, cands, blk, memo, lin, m1, m2,
-                                        LAB_DIFFUSION_GBITS if lab else GBITS)
+                        ka = kb = _fill(lab, cell, _lane(v, 0), _lane(v, 1), _lane(v, 2), pal_cmp, moff, cands, blk,
+                                        memo, lin, m1, m2, gbits)
                 if lab:  # every cell has a mask, an all-zero one (slot 0) but for pairs
                     word = masks[(np.uint64(slots[cell]) << wsh) | (low >> np.uint64(6))]
-                    k, e, t = _pick_bit(v, pal, palw, ka, kb, nv, w01, (word >> (low & np.uint64(63))) & one)
+                    k, e, t_a = _pick_bit(v, pal, palw, ka, kb, nv, w01, (word >> (low & np.uint64(63))) & one)
                 else:
-                    k, e, t = _pick_pair(v, pal, palw, ka, kb, nv, w01)
+                    k, e, t_a = _pick_pair(v, pal, palw, ka, kb, nv, w01)
                 oidx[p] = k
                 _put_pixel(oimg, p * uch, words, k, ch)
-                c2 = _scaled(e, w02)
-                _store4(err, np.uint64(4 * (x + pad)), e)
+                c2a = _scaled(e, w02)
+                _store4(err_a, ex, e)
+            if two:  # the same for B
+                p = np.uint64(yb * w + x)
+                pn = min(np.uint64(yb * w + x + step), last)
+                nv = _value4(_pixel_at(flat, pn * uch, ch), acc_b, nxt, c2b)
+                if ch == 4 and flat[p * uch + np.uint64(3)] < alpha_threshold:
+                    oidx[p] = n
+                    _put_pixel(oimg, p * uch, words, n, ch)
+                    t_b = nv
+                    c2b = _zero4()
+                    _store4(err_b, ex, c2b)
+                else:
+                    v, cell, low = _code_cell(t_b, LAB_DIFFUSION_GBITS) if lab else _code_cell(t_b, GBITS)
+                    ka, kb = _pair(codes[cell], shift)
+                    block = np.uint64(blk[cell])
+                    if ka > kb:
+                        ka = kb = np.int64(memo[block + low]) - 1
+                        if ka < 0:
+                            ka = kb = _fill(lab, cell, _lane(v, 0), _lane(v, 1), _lane(v, 2), pal_cmp, moff, cands,
+                                            blk, memo, lin, m1, m2, gbits)
+                    if lab:
+                        word = masks[(np.uint64(slots[cell]) << wsh) | (low >> np.uint64(6))]
+                        k, e, t_b = _pick_bit(v, pal, palw, ka, kb, nv, w01, (word >> (low & np.uint64(63))) & one)
+                    else:
+                        k, e, t_b = _pick_pair(v, pal, palw, ka, kb, nv, w01)
+                    oidx[p] = k
+                    _put_pixel(oimg, p * uch, words, k, ch)
+                    c2b = _scaled(e, w02)
+                    _store4(err_b, ex, e)
             x += step
-        _taps_below(err, acc[4 * nx1 : 4 * (nx1 + w)], acc[4 * nx2 : 4 * (nx2 + w)], 4 * w, 4, k1, k2)
-        _mark_used(used, oidx, np.uint64(y * w), w)
+        _taps_below(err_a, acc_a[4 * nx1 : 4 * (nx1 + w)], acc_a[4 * nx2 : 4 * (nx2 + w)], 4 * w, 4, k1, k2)
+        _mark_used(used, oidx, np.uint64(ya * w), w)
+        if two:
+            _taps_below(err_b, acc_b[4 * nx1 : 4 * (nx1 + w)], acc_b[4 * nx2 : 4 * (nx2 + w)], 4 * w, 4, k1, k2)
+            if yb >= m:  # B's warm-up rows stand as A writes them
+                _mark_used(used, oidx, np.uint64(yb * w), w)
 
 
 @njit(cache=True, nogil=True)
@@ -2257,7 +2336,8 @@ def kernel_weights(kernel: ErrorKernel, strength: float) -> np.ndarray:
 def error_diffuse(src: np.ndarray, palette: np.ndarray, lk: Lookup, kernel: ErrorKernel, out: Target, *,
                   alpha_threshold: int = ALPHA_THRESHOLD, strength: float = 1.0, serpentine: bool = True,
                   pairs: Pairs | None = None, damp_limit: int = -1, levels: np.ndarray | None = None) -> None:
-    """Sequential error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``.
+    """Error diffusion of ``src`` (uint8 [H,W,3|4]) to ``palette`` (uint8 [N,3]) into ``out``: in scan order, in two
+    bands for images of more than ``BAND_MIN_ROWS`` rows (see ``band_rows``).
 
     Every kernel runs in fixed point (see ``FS_ONE`` and ``kernel_weights``): ``strength`` is rounded to steps of
     1/``STRENGTH_STEPS``, the diffused value to a code value, and that value's exact nearest colour (in the

@@ -136,7 +136,9 @@ def quantize(
     ``distance``: "oklab" (perceptual) or "rgb" (squared sRGB difference) picks the nearest colour.
     ``strength`` 0..1 scales the diffused error / ordered offsets (0 equals no dithering); Floyd-Steinberg
     with "rgb" distance runs in fixed point and takes it in steps of 1/256 (see ``dither.FS_ONE``).
-    ``serpentine`` alternates row direction for error diffusion. ``damping`` (error diffusion only), libimagequant's
+    ``serpentine`` alternates row direction for error diffusion. Images of more than 128 rows are diffused in two
+    bands, as libimagequant does (the second starts a few rows above the middle, with rows that only build up the
+    error the rows above would pass on; ``dither.band_rows``). ``damping`` (error diffusion only), libimagequant's
     rules: a pixel whose squared error is more than ``DAMPING_LIMIT`` times the image's mean squared error without
     dithering passes on only 3/4 of it, so errors no palette colour can absorb do not run across edges and flat
     areas (fewer stray dots, a lower per-pixel error at the same average colour); and each pixel takes at most 15/16
