@@ -13,7 +13,9 @@ class PixartQuantize:
     DESCRIPTION = (
         "Maps each image to a palette, optionally dithered (error diffusion: Floyd-Steinberg, Atkinson, "
         "Jarvis-Judice-Ninke, Stucki, Burkes, Sierra family; ordered: Bayer 2/4/8, blue noise). Output holds "
-        "only palette colours, plus fully transparent pixels where the input has alpha."
+        "only palette colours, plus fully transparent pixels where the input has alpha. Error diffusion on images of "
+        "more than 128 rows runs in two bands, as libimagequant's does (the second starts a few rows above the "
+        "middle, with rows that only build up error)."
     )
     CATEGORY = "Pixart/Quantize"
     FUNCTION = "run"

@@ -755,9 +755,9 @@ FS_HALF = FS_ONE // 2
 # images, 512x512 to PICO-8, per-round ratios to Pillow's FS, JIT, the one-band loop's sources and these in
 # alternating processes, two pairs, gradient / random): sRGB Floyd-Steinberg 0.90-0.91x / 0.75-0.89x to
 # 0.73-0.75x / 0.56-0.65x, Jarvis-Judice-Ninke 0.93-0.94x / 0.74-0.91x to 0.85-0.87x / 0.56-0.67x, Sierra
-# 0.90-0.93x / 0.71-0.91x to 0.77-0.86x / 0.53-0.60x; OKLab 0.91-1.02x / 0.74-0.82x to 0.76-1.09x / 0.56-0.81x (four
-# pairs; its times move by a quarter from one process to the next). Images of up to 128 rows, one band, pay for the
-# second band's code in the loop: 128x512 random 0.80-0.90x against 0.74-0.82x.
+# 0.90-0.93x / 0.70-0.91x to 0.77-0.86x / 0.53-0.60x; OKLab 0.91-1.02x / 0.74-0.83x to 0.78-1.10x / 0.57-0.89x (eight
+# to ten processes each; with two bands its times move by a quarter from one process to the next). Images of up to 128
+# rows, one band, pay for the second band's code in the loop: 128x512 random 0.80-0.90x against 0.74-0.82x.
 BAND_MIN_ROWS = 128
 
 
