@@ -757,7 +757,9 @@ FS_HALF = FS_ONE // 2
 # 0.73-0.75x / 0.56-0.65x, Jarvis-Judice-Ninke 0.93-0.94x / 0.74-0.91x to 0.85-0.87x / 0.56-0.67x, Sierra
 # 0.90-0.93x / 0.70-0.91x to 0.77-0.86x / 0.53-0.60x; OKLab 0.91-1.02x / 0.74-0.83x to 0.78-1.10x / 0.57-0.89x (eight
 # to ten processes each; with two bands its times move by a quarter from one process to the next). Images of up to 128
-# rows, one band, pay for the second band's code in the loop: 128x512 random 0.80-0.90x against 0.74-0.82x.
+# rows run one band with the second band's code in the loop, unused: 128x512 random 0.80-0.88x against 0.74-0.88x,
+# gradient 0.94-1.06x against 0.90-1.03x, alike or a little slower; the loop compiled a second time without it
+# measured alike to both (0.74-0.91x / 0.93-1.01x), so the loop is compiled once.
 BAND_MIN_ROWS = 128
 
 
