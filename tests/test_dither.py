@@ -133,12 +133,12 @@ def _diffusion_fixed_reference(img, pal, kernel, serpentine, strength, distance,
                                levels=None):
     """``_one_band_reference`` in two bands for images of more than 128 rows, from the documented rule only: the
     first band rows 0..m-1, the second rows s..h-1 (as many), each dithered as an image of its own, the second's
-    rows before m dropped; m the least with at least two such rows (2m - h >= 2) and s = h - m even."""
+    rows before m dropped; m the least with at least four such rows (2m - h >= 4) and s = h - m even."""
     args = (pal, kernel, serpentine, strength, distance, damp_limit, alpha_threshold)
     h = img.shape[0]
     if h <= 128:
         return _one_band_reference(img, *args, levels)
-    m = next(m for m in range(h // 2, h) if 2 * m - h >= 2 and (h - m) % 2 == 0)
+    m = next(m for m in range(h // 2, h) if 2 * m - h >= 4 and (h - m) % 2 == 0)
     s = h - m
     top = _one_band_reference(img[:m], *args, None if levels is None else levels[:m])
     bottom = _one_band_reference(img[s:], *args, None if levels is None else levels[s:])

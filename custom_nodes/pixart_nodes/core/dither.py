@@ -747,8 +747,9 @@ FS_HALF = FS_ONE // 2
 
 
 # Images of more than BAND_MIN_ROWS rows are dithered as two bands of as many rows, the second starting a few rows
-# above the middle: its first rows (2-5, "warm-up") only build up the error the rows above would have passed on, and
-# the first band's rows stand there. The vector loops run both bands' pixels side by side, so the CPU has two
+# above the middle: its first rows (4-7, "warm-up") only build up the error the rows above would have passed on, and
+# the first band's rows stand there (with two, libimagequant's, the start of a band's error shows below them: see
+# docs/benchmarks.md, stop 65). The vector loops run both bands' pixels side by side, so the CPU has two
 # chains from one pixel to the next to overlap instead of one (each waits on its cell's and colour's loads and on
 # mispredicted pair choices). libimagequant 4 dithers in chunks the same way (in threads, two warm-up rows, only
 # images over 128 rows: "chunks risk causing seams, so should be tall"). Measured when written (bench_quantize's
@@ -766,11 +767,11 @@ BAND_MIN_ROWS = 128
 @njit(cache=True, nogil=True)
 def band_rows(h):
     """(m, s) for an image of ``h`` rows: the first band is rows 0..m-1, the second rows s..h-1 (m rows too), whose
-    rows before m are its warm-up. s is even, so the bands' j-th rows scan in the same direction (serpentine rows
-    alternate by row parity). One band, (h, h), up to ``BAND_MIN_ROWS`` rows."""
+    rows before m, at least four, are its warm-up. s is even, so the bands' j-th rows scan in the same direction
+    (serpentine rows alternate by row parity). One band, (h, h), up to ``BAND_MIN_ROWS`` rows."""
     if h <= BAND_MIN_ROWS:
         return h, h
-    m = (h + 3) // 2
+    m = (h + 5) // 2
     m += (h - m) & 1
     return m, h - m
 
