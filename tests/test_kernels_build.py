@@ -69,6 +69,21 @@ def _record_builds(monkeypatch: pytest.MonkeyPatch, at_compile: Callable[[], Any
     return seen
 
 
+def test_a_source_edited_during_the_build_leaves_the_module_stale(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stamp is the sources' hash as the build began: a kernel source saved while the build compiles (the
+    compiler has the old text) leaves a stamp the sources no longer match, so the JIT serves and the next build
+    replaces the module (stamped after compiling, the stale module passed as up to date)."""
+    hashes = ["as the build began"]
+    monkeypatch.setattr(jit, "source_hash", lambda: hashes[-1])
+    _record_builds(monkeypatch, lambda: hashes.append("edited while compiling"))
+    (tmp_path / f"{jit.AOT_MODULE}.cpython-0.so").write_bytes(b"")  # a module, for the up-to-date check
+    assert build_kernels.main(["--output-dir", str(tmp_path), "--force"]) == 0
+    assert (tmp_path / f"{jit.AOT_MODULE}.hash").read_text().strip() == "as the build began"
+    assert build_kernels.main(["--output-dir", str(tmp_path)]) == 0  # not up to date: built again
+    assert hashes.count("edited while compiling") == 2
+
+
 def test_build_compiles_for_the_jits_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the module compiles, and only then, numba's AOT codegen is given the features its JIT compiles for
     (pycc alone gives LLVM the CPU's model name, which an older LLVM takes for an older model without AVX-512); the

@@ -139,8 +139,10 @@ def _portable(needed: bool) -> Iterator[None]:
         dither._FLOAT_WIDE = saved
 
 
-def build(output_dir: Path, vnni: bool) -> bool:
-    """Build the module into ``output_dir``; returns whether it holds the VNNI search (asked for and possible)."""
+def build(output_dir: Path, vnni: bool, stamp: str) -> bool:
+    """Build the module into ``output_dir`` and mark it with ``stamp`` (``jit.source_hash()`` as the build began: a
+    source edited while the build runs then no longer matches, and the next build replaces the module); returns
+    whether it holds the VNNI search (asked for and possible)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc's pending-deprecation notice
         from numba.pycc import CC
@@ -153,7 +155,7 @@ def build(output_dir: Path, vnni: bool) -> bool:
         for name, sig in exports(vnni).items():
             cc.export(name, sig)(_function(name))
         cc.compile()
-    (output_dir / f"{jit.AOT_MODULE}.hash").write_text(jit.source_hash() + "\n")
+    (output_dir / f"{jit.AOT_MODULE}.hash").write_text(stamp + "\n")
     return vnni
 
 
@@ -164,14 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     stamp = args.output_dir / f"{jit.AOT_MODULE}.hash"
     built = list(args.output_dir.glob(f"{jit.AOT_MODULE}.*.so")) + list(args.output_dir.glob(f"{jit.AOT_MODULE}.*.pyd"))
-    if not args.force and built and stamp.exists() and stamp.read_text().strip() == jit.source_hash():
+    current = jit.source_hash()
+    if not args.force and built and stamp.exists() and stamp.read_text().strip() == current:
         print(f"build_kernels: up to date ({built[0].name})")
         return 0
     t0 = time.perf_counter()
     try:
         from . import simd
 
-        vnni = build(args.output_dir, simd.host_has_vnni())
+        vnni = build(args.output_dir, simd.host_has_vnni(), current)
     except Exception as e:  # noqa: BLE001 - the JIT fallback still works; say why and fail the command
         print(f"build_kernels: ahead-of-time build failed ({type(e).__name__}: {e}); the JIT will be used",
               file=sys.stderr)
