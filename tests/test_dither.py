@@ -291,15 +291,16 @@ def _diffused(img, pal, lk, pairs, kernel, serpentine, strength, threshold):
 
 
 @pytest.mark.parametrize("distance", ["rgb", "oklab"])
-@pytest.mark.parametrize("size", [(64, 80), (1, 2), (2, 1), (1, 37), (29, 1), (3, 3)])
+@pytest.mark.parametrize("size", [(64, 80), (1, 2), (2, 1), (1, 37), (29, 1), (3, 3), (135, 6)])
 def test_vector_loops_match_the_general_loop(monkeypatch, size, distance):
     """The vector loops give exactly the general loop's indices, image and colours used, in both distances (OKLab:
     pair cells chosen by their masks, 32^3 cells), on noise, a gradient and a photo-like blend, for every kernel,
     both scan orders, two strengths, PICO-8 (8-bit pair codes), 40 random colours (16-bit pair codes, 3+ candidate
     cells) and 256 (16-bit cell table and indices; in OKLab every pair through the memo), RGB and RGBA (a fifth
     transparent, and a threshold of 0); sizes down to two pixels, where their reads of a word from the byte before
-    a pixel meet the image's first and last bytes. Each palette's memo starts empty, so searches for values not
-    in it yet happen in the vector loops too."""
+    a pixel meet the image's first and last bytes, and one of two bands (135 rows: side by side in the vector loops,
+    one after the other in the general loop). Each palette's memo starts empty, so searches for values not in it yet
+    happen in the vector loops too."""
     from pixart_nodes.core.palette import named_palette
 
     kernel_of = dither._jit.kernel
