@@ -1162,8 +1162,8 @@ def _diffuse_vector(
         p = np.uint64(ya * w + x)
         t_a = _value4(_first_pixel(flat, p * uch) if ch == 3 else _pixel_at(flat, p * uch, ch), acc_a,
                       np.uint64(4 * (cur + x)), c2a)
-        # B's first pixel is not pixel 0 (s > 0): ``_pixel_at`` reads from the byte before it. Without B, pixel 0
-        # again (unused)
+        # B's first pixel is not pixel 0 (s > 0): ``_pixel_at`` reads from the byte before it. Without B, pixel 1
+        # (unused; these loops take images of two pixels or more)
         p = np.uint64(yb * w + x) if two else one
         t_b = _value4(_pixel_at(flat, p * uch, ch), acc_b, np.uint64(4 * (cur + x)), c2b)
         for _ in range(w):
